@@ -1,0 +1,382 @@
+"""The config schema: every field's default, range and help text, in one place.
+
+The wizard's labels and hints, the validator's messages and the README table
+all read the same definitions (`FIELDS`). Defaults follow the seeds' QLoRA
+recipe. Validation reports every problem at once, each with its dotted key
+path and the allowed range, before anything heavy is loaded.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from engine.errors import ConfigError
+
+
+def opt(default: Any, help: str, *, lo: float | None = None, hi: float | None = None,
+        lo_open: bool = False, hi_open: bool = False, choices: tuple | None = None,
+        recommended: str | None = None, kind: type | tuple | None = None,
+        nullable: bool = False, group: str = ""):
+    """A schema field: default plus what the validator and the wizard need."""
+    meta = dict(help=help, lo=lo, hi=hi, lo_open=lo_open, hi_open=hi_open, choices=choices,
+                recommended=recommended, kind=kind, nullable=nullable, group=group)
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: copy.deepcopy(d), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class DatasetConfig:
+    path: str = opt("", "Training data: a .jsonl/.json/.csv/.parquet file, a directory of them, or a hub dataset id.")
+    format: str = opt("auto", "How examples are laid out; auto detects it from the fields.",
+                      choices=("auto", "alpaca", "chat", "completion", "text"))
+    validation_split: float = opt(0.05, "Fraction of examples held out to measure eval loss.",
+                                  lo=0.0, hi=1.0, hi_open=True, recommended="0.05-0.1")
+    validation_path: str | None = opt(None, "A separate validation file; overrides validation_split.",
+                                      nullable=True)
+    train_on: str = opt("completions", "completions: learn only the responses (prompt masked); all: every token.",
+                        choices=("completions", "all"))
+    max_examples: int | None = opt(None, "Use only the first N examples (quick trials).", lo=1, nullable=True)
+
+
+@dataclass
+class LoraConfig:
+    r: int = opt(16, "LoRA rank: capacity of the adapter.", lo=1, hi=1024, recommended="8-64, 16 typical",
+                 group="LoRA")
+    alpha: float = opt(32, "LoRA scaling numerator (scale = alpha / r); usually 2 x r.", lo=0.0, lo_open=True,
+                       recommended="2 x r", kind=(int, float), group="LoRA")
+    dropout: float = opt(0.05, "Dropout on the adapter input; regularises small datasets.", lo=0.0, hi=1.0,
+                         hi_open=True, recommended="0-0.1", group="LoRA")
+    target_modules: Any = opt("all-linear", "Which linear layers get adapters: all-linear or a list of names.",
+                              kind=(str, list), group="LoRA")
+
+
+@dataclass
+class TrainingConfig:
+    max_seq_length: int = opt(512, "Longest example in tokens; longer ones are cut.", lo=8, hi=1_048_576,
+                              recommended="covers 95 % of examples", group="Batch and steps")
+    micro_batch_size: int = opt(4, "Examples per forward pass per GPU (per_device_train_batch_size).", lo=1,
+                                hi=4096, group="Batch and steps")
+    gradient_accumulation_steps: int = opt(4, "Micro-batches summed before each optimizer step.", lo=1,
+                                           hi=65536, group="Batch and steps")
+    num_epochs: float = opt(3, "Passes over the training data.", lo=0.0, lo_open=True, hi=1000,
+                            recommended="1-3 for 500-5000 examples", kind=(int, float), group="Batch and steps")
+    max_steps: int = opt(-1, "Stop after this many optimizer steps; -1 derives it from num_epochs.", lo=-1,
+                         group="Batch and steps")
+    learning_rate: float = opt(2.0e-4, "Peak learning rate of the adapter.", lo=0.0, lo_open=True, hi=1.0,
+                               recommended="1e-4-3e-4, 2e-4 typical", kind=(int, float),
+                               group="Learning rate and schedule")
+    lr_scheduler: str = opt("cosine", "How the learning rate decays after warmup.",
+                            choices=("cosine", "linear", "constant", "constant_with_warmup"),
+                            group="Learning rate and schedule")
+    warmup_ratio: float = opt(0.03, "Fraction of steps spent ramping the learning rate up from 0.", lo=0.0,
+                              hi=1.0, hi_open=True, recommended="0.03", group="Learning rate and schedule")
+    optimizer: str = opt("paged_adamw_32bit", "Optimizer; paged variants survive memory spikes, 8-bit saves memory.",
+                         choices=("paged_adamw_32bit", "paged_adamw_8bit", "adamw_torch", "adamw_8bit"),
+                         group="Learning rate and schedule")
+    weight_decay: float = opt(0.001, "L2 pull of the adapter weights towards 0.", lo=0.0, hi=1.0,
+                              recommended="0-0.01", group="Learning rate and schedule")
+    max_grad_norm: float = opt(0.3, "Gradients are clipped to this norm; guards against spikes.", lo=0.0,
+                               lo_open=True, recommended="0.3-1.0", kind=(int, float),
+                               group="Learning rate and schedule")
+    gradient_checkpointing: bool = opt(True, "Recompute activations in backward: much less memory, ~30 % slower.",
+                                       group="Memory savers")
+    precision: str = opt("auto", "Compute dtype: auto picks bf16 on Ampere+, fp16 on T4/V100, fp32 on CPU.",
+                         choices=("auto", "bf16", "fp16", "fp32"), group="Memory savers")
+    memory: str = opt("fast", "fast: the quickest path that fits; lean: the least memory.",
+                      choices=("fast", "lean"), group="Memory savers")
+    packing: bool = opt(True, "Pack whole examples into micro-batches up to a token budget (no padding waste).",
+                        group="Memory savers")
+    num_gpus: int | None = opt(None, "GPUs to train on; empty means all visible; 1 disables data parallelism.",
+                               lo=1, nullable=True, group="Batch and steps")
+    logging_steps: int = opt(10, "Log loss, learning rate and grad norm every N steps.", lo=1,
+                             group="Logging, eval and saving")
+    eval_steps: int = opt(50, "Measure eval loss every N steps; several times per epoch.", lo=1,
+                          group="Logging, eval and saving")
+    save_steps: int = opt(100, "Save a checkpoint every N steps.", lo=1, group="Logging, eval and saving")
+    save_total_limit: int = opt(3, "Keep at most this many checkpoints.", lo=1, group="Logging, eval and saving")
+    seed: int = opt(42, "Random seed for data order and adapter initialisation.", lo=0,
+                    group="Logging, eval and saving")
+    report_to: list = opt([], "Extra loggers, e.g. [tensorboard] (used when installed).", kind=list,
+                          group="Logging, eval and saving")
+    stop_on: list = opt(["nan_loss"], "Finding codes that checkpoint and stop the run.", kind=list,
+                        group="Logging, eval and saving")
+    sample_prompts: list = opt([], "Prompts generated at each evaluation; empty uses 3 held-out prompts.",
+                               kind=list, group="Logging, eval and saving")
+    sample_max_new_tokens: int = opt(128, "Tokens generated per sample prompt.", lo=0,
+                                     group="Logging, eval and saving")
+
+
+@dataclass
+class Config:
+    model: str = opt("", "Base model: a hub id (meta-llama/Llama-2-7b-hf) or a local directory.")
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    quantization: str = opt("nf4", "nf4: QLoRA 4-bit with double quant; int8; none: plain LoRA in 16-bit.",
+                            choices=("nf4", "int8", "none"))
+    trust_remote_code: bool = opt(False, "Run the model repository's own Python code (only if you trust it).")
+    run_name: str | None = opt(None, "Name of the run directory; default: config name + time.", nullable=True)
+    runs_dir: str = opt("runs", "Where run directories are created.")
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+
+    @property
+    def effective_batch_size(self) -> int:
+        """Examples per optimizer step on one GPU (times the GPU count when data-parallel)."""
+        return self.training.micro_batch_size * self.training.gradient_accumulation_steps
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+SECTIONS = {"dataset": DatasetConfig, "lora": LoraConfig, "training": TrainingConfig}
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    path: str            # dotted, e.g. "training.learning_rate"
+    name: str
+    default: Any
+    type: Any
+    help: str
+    lo: float | None
+    hi: float | None
+    lo_open: bool
+    hi_open: bool
+    choices: tuple | None
+    recommended: str | None
+    kind: Any
+    nullable: bool
+    group: str
+
+    def range_text(self) -> str:
+        if self.choices:
+            return "one of " + ", ".join(str(c) for c in self.choices)
+        if self.lo is None and self.hi is None:
+            return ""
+        left = "(" if self.lo_open else "["
+        right = ")" if self.hi_open else "]"
+        lo = "-inf" if self.lo is None else _fmt(self.lo)
+        hi = "inf" if self.hi is None else _fmt(self.hi)
+        if self.hi is None:
+            return f"> {lo}" if self.lo_open else f">= {lo}"
+        return f"{left}{lo}, {hi}{right}"
+
+
+def _fmt(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+
+def _base_type(annotation: str) -> Any:
+    a = annotation.replace(" | None", "")
+    return {"str": str, "int": int, "float": float, "bool": bool, "list": list, "Any": object}.get(a, object)
+
+
+def _collect_fields() -> dict[str, FieldSpec]:
+    out: dict[str, FieldSpec] = {}
+
+    def walk(cls, prefix: str):
+        for f in dataclasses.fields(cls):
+            path = f"{prefix}{f.name}"
+            if f.name in SECTIONS and not prefix:
+                walk(SECTIONS[f.name], path + ".")
+                continue
+            m = f.metadata
+            default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+            out[path] = FieldSpec(path=path, name=f.name, default=default, type=_base_type(str(f.type)),
+                                  help=m.get("help", ""), lo=m.get("lo"), hi=m.get("hi"),
+                                  lo_open=m.get("lo_open", False), hi_open=m.get("hi_open", False),
+                                  choices=m.get("choices"), recommended=m.get("recommended"),
+                                  kind=m.get("kind"), nullable=m.get("nullable", False), group=m.get("group", ""))
+    walk(Config, "")
+    return out
+
+
+FIELDS: dict[str, FieldSpec] = _collect_fields()
+
+
+def _type_name(t: Any) -> str:
+    if t == (int, float):
+        return "a number"
+    if isinstance(t, tuple):
+        return " or ".join(_type_name(x) for x in t)
+    return {int: "an integer", float: "a number", str: "text", bool: "true or false", list: "a list"}.get(t, str(t))
+
+
+def _check_value(spec: FieldSpec, value: Any) -> tuple[Any, str | None]:
+    """Returns (coerced value, problem or None)."""
+    if value is None:
+        if spec.nullable:
+            return None, None
+        return value, f"{spec.path}: must be set ({spec.help})"
+    expected = spec.kind or spec.type
+    if expected is float:
+        expected = (int, float)
+    if expected is object:
+        expected = None
+    # YAML reads 2e-4 (without a dot) as a string: accept numeric strings for numbers.
+    if isinstance(value, str) and expected in ((int, float), int) and spec.type is not str:
+        try:
+            value = float(value) if expected == (int, float) else int(value)
+        except ValueError:
+            pass
+    if expected is not None:
+        allowed = expected if isinstance(expected, tuple) else (expected,)
+        # bool is an int in Python; a YAML `true` is never a valid number, nor 1 a valid bool.
+        ok = isinstance(value, allowed) and (isinstance(value, bool) == (bool in allowed))
+        if not ok:
+            return value, f"{spec.path}: expected {_type_name(expected)}, got {value!r}"
+    if spec.type is float and isinstance(value, int):
+        value = float(value)
+    if spec.choices and value not in spec.choices:
+        hint = difflib.get_close_matches(str(value), [str(c) for c in spec.choices], n=1)
+        more = f" (did you mean {hint[0]!r}?)" if hint else ""
+        return value, f"{spec.path}: {value!r} is not allowed; {spec.range_text()}{more}"
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if isinstance(value, float) and not math.isfinite(value):
+            return value, f"{spec.path}: {value!r} is not a finite number"
+        bad = False
+        if spec.lo is not None and (value < spec.lo or (spec.lo_open and value == spec.lo)):
+            bad = True
+        if spec.hi is not None and (value > spec.hi or (spec.hi_open and value == spec.hi)):
+            bad = True
+        if bad:
+            return value, f"{spec.path}: {value!r} is out of range; allowed {spec.range_text()}"
+    return value, None
+
+
+def _unknown(path: str, key: str, known: list[str]) -> str:
+    hint = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    more = f"; did you mean {hint[0]!r}?" if hint else f"; known keys: {', '.join(sorted(known))}"
+    return f"{path}: unknown key{more}"
+
+
+def config_from_dict(raw: Any, *, source: str = "config") -> Config:
+    """Validates a raw mapping (as read from YAML) into a Config; all problems at once."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping of keys to values, got {type(raw).__name__}")
+    problems: list[str] = []
+    cfg = Config()
+    top_known = [f.name for f in dataclasses.fields(Config)]
+    for key, value in raw.items():
+        if key not in top_known:
+            problems.append(_unknown(str(key), str(key), top_known))
+            continue
+        if key in SECTIONS:
+            if value is None:
+                continue
+            if not isinstance(value, dict):
+                problems.append(f"{key}: expected a mapping of keys (e.g. {key}: {{...}}), got {value!r}")
+                continue
+            section = getattr(cfg, key)
+            known = [f.name for f in dataclasses.fields(SECTIONS[key])]
+            for sub, subval in value.items():
+                path = f"{key}.{sub}"
+                if sub not in known:
+                    problems.append(_unknown(path, str(sub), known))
+                    continue
+                coerced, problem = _check_value(FIELDS[path], subval)
+                if problem:
+                    problems.append(problem)
+                else:
+                    setattr(section, sub, coerced)
+        else:
+            coerced, problem = _check_value(FIELDS[key], value)
+            if problem:
+                problems.append(problem)
+            else:
+                setattr(cfg, key, coerced)
+    problems += _cross_checks(cfg, raw)
+    if problems:
+        raise ConfigError(f"{source}: {len(problems)} problem{'s' if len(problems) > 1 else ''} in the config",
+                          problems=problems)
+    return cfg
+
+
+def _cross_checks(cfg: Config, raw: dict) -> list[str]:
+    out = []
+    if not cfg.model:
+        out.append("model: must be set to a hub id or a local directory")
+    if not cfg.dataset.path:
+        out.append("dataset.path: must be set to a data file, a directory or a hub dataset id")
+    tm = cfg.lora.target_modules
+    if isinstance(tm, list) and (not tm or not all(isinstance(x, str) and x for x in tm)):
+        out.append("lora.target_modules: expected all-linear or a non-empty list of module names")
+    if isinstance(tm, str) and tm != "all-linear":
+        cfg.lora.target_modules = [tm]
+    for key in ("report_to", "stop_on", "sample_prompts"):
+        v = getattr(cfg.training, key)
+        if not all(isinstance(x, str) for x in v):
+            out.append(f"training.{key}: expected a list of text entries, got {v!r}")
+    from engine.diagnose.codes import STOPPABLE  # small module, no heavy imports
+    for code in cfg.training.stop_on:
+        if isinstance(code, str) and code not in STOPPABLE:
+            out.append(f"training.stop_on: unknown finding code {code!r}; one of {', '.join(STOPPABLE)}")
+    if cfg.training.precision == "fp16" and cfg.quantization == "none":
+        pass  # allowed; mixed precision with fp32 master adapter weights
+    return out
+
+
+def load_config(path: str | Path) -> Config:
+    """Reads and validates a YAML config file; errors name the file."""
+    import yaml
+
+    p = Path(path)
+    if not p.exists():
+        raise ConfigError(f"{p}: config file not found")
+    if p.is_dir():
+        raise ConfigError(f"{p}: is a directory, expected a YAML config file")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{p}: is not a text file (expected YAML)") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e)
+        raise ConfigError(f"{p}:{where}: invalid YAML: {problem}") from None
+    cfg = config_from_dict(raw, source=str(p))
+    _resolve_relative_paths(cfg, p.parent)
+    return cfg
+
+
+def _resolve_relative_paths(cfg: Config, base: Path) -> None:
+    """Relative local paths in a config file are relative to the file (so presets work from anywhere)."""
+    def fix(value: str | None) -> str | None:
+        if not value or Path(value).is_absolute():
+            return value
+        cand = (base / value)
+        return str(cand.resolve()) if cand.exists() else value
+    cfg.model = fix(cfg.model)
+    cfg.dataset.path = fix(cfg.dataset.path)
+    cfg.dataset.validation_path = fix(cfg.dataset.validation_path)
+
+
+def dump_config(cfg: Config) -> str:
+    import yaml
+
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False, default_flow_style=False)
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    Path(path).write_text(dump_config(cfg), encoding="utf-8")
+
+
+def set_value(cfg: Config, path: str, value: Any) -> Config:
+    """A copy of cfg with one dotted key changed and validated (the wizard's edit path)."""
+    d = cfg.to_dict()
+    head, _, tail = path.partition(".")
+    if tail:
+        d[head][tail] = value
+    else:
+        d[head] = value
+    return config_from_dict(d)

@@ -1,0 +1,1 @@
+"""Diagnostics: live training-health findings and the pre-flight data doctor."""
