@@ -1,0 +1,1 @@
+"""Datasets: reading, format detection, templating, label masking and batching."""

@@ -1,0 +1,49 @@
+"""The data layer's products, shared with diagnostics, the wizard and the trainer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+IGNORE_INDEX = -100  # the label value the loss skips (Hugging Face convention)
+
+
+@dataclass
+class TokenizedExample:
+    input_ids: list[int]
+    labels: list[int]              # not shifted: the model shifts them
+    source: str                    # where it came from, e.g. "train.jsonl:12"
+    full_length: int               # tokens before truncation
+    trained_tokens: int            # labels != -100 after truncation
+    trained_tokens_full: int       # labels != -100 before truncation
+    truncated: bool = False        # some tokens were cut by max_seq_length
+    prompt_shortened: bool = False  # prompt tokens dropped so the response fits
+    prompt_text: str = ""
+    response_text: str = ""
+
+    @property
+    def response_tokens_lost(self) -> int:
+        return self.trained_tokens_full - self.trained_tokens
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+
+@dataclass
+class DataReport:
+    """What loading found: counts the wizard, inspect-data and the pre-flight show."""
+    path: str
+    format: str
+    n_rows: int = 0
+    n_train: int = 0
+    n_validation: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)    # reason -> count
+    n_truncated: int = 0                                      # lost some trained tokens
+    n_prompt_shortened: int = 0
+    trained_tokens: int = 0
+    total_tokens: int = 0
+    template: str = ""                                        # "chat template" or "default (alpaca)"
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        from dataclasses import asdict
+        return asdict(self)

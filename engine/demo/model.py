@@ -1,0 +1,100 @@
+"""The demo's tiny causal LM, built locally on first use (no network).
+
+A small Llama-architecture config with random weights and a byte-level BPE
+tokenizer trained on the bundled demo data, with a ChatML chat template so
+the demo exercises the same template and masking path as real chat models.
+Cached under the user's cache directory; a version tag in the directory name
+rebuilds it when the recipe changes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+DEMO_MODEL_ID = "lorapilot-demo"
+_VERSION = "v1"
+_VOCAB = 1024
+_SPECIALS = ["<unk>", "<s>", "</s>", "<pad>", "<|im_start|>", "<|im_end|>"]
+# ChatML, with the BOS written by the template (the tokenizer then must not add a second one).
+CHATML_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+ARCH = dict(hidden_size=128, intermediate_size=352, num_hidden_layers=4, num_attention_heads=4,
+            num_key_value_heads=2, max_position_embeddings=1024)
+
+
+def cache_root() -> Path:
+    base = os.environ.get("LORAPILOT_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "lorapilot")
+    return Path(base)
+
+
+def demo_model_dir() -> Path:
+    return cache_root() / f"demo-model-{_VERSION}"
+
+
+def demo_data_path() -> Path:
+    return Path(__file__).resolve().parents[2] / "presets" / "demo" / "train.jsonl"
+
+
+def _corpus(data_path: Path):
+    with open(data_path, encoding="utf-8") as f:
+        for line in f:
+            ex = json.loads(line)
+            yield " ".join(str(v) for v in ex.values())
+
+
+def build_tokenizer(data_path: Path, vocab_size: int = _VOCAB):
+    """A byte-level BPE tokenizer trained on the given JSONL's text, as a transformers tokenizer."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=_SPECIALS,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    # The template's words (role names, newlines) must be in the corpus, or they tokenize byte by byte.
+    lines = list(_corpus(data_path)) + ["user\n", "assistant\n", "system\n"] * 50
+    tok.train_from_iterator(lines, trainer=trainer)
+    hf = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
+                                 pad_token="<pad>", additional_special_tokens=["<|im_start|>", "<|im_end|>"])
+    hf.chat_template = CHATML_TEMPLATE
+    return hf
+
+
+def build_demo_model(out_dir: Path, data_path: Path | None = None, seed: int = 0) -> Path:
+    import torch
+    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
+
+    data_path = data_path or demo_data_path()
+    tok = build_tokenizer(data_path)
+    config = LlamaConfig(vocab_size=len(tok), bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                         pad_token_id=tok.pad_token_id, tie_word_embeddings=False, **ARCH)
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config)
+    tmp = out_dir.with_name(out_dir.name + f".tmp{os.getpid()}")
+    tmp.mkdir(parents=True, exist_ok=True)
+    model.generation_config = GenerationConfig(
+        bos_token_id=tok.bos_token_id, pad_token_id=tok.pad_token_id,
+        eos_token_id=[tok.eos_token_id, tok.convert_tokens_to_ids("<|im_end|>")])
+    model.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    # Another process may have built it meanwhile: keep the first, drop ours.
+    try:
+        os.replace(tmp, out_dir)
+    except OSError:
+        import shutil
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir
+
+
+def ensure_demo_model() -> Path:
+    out = demo_model_dir()
+    if not (out / "config.json").exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        build_demo_model(out)
+    return out

@@ -1,0 +1,1 @@
+"""lorapilot's Textual app: screens and widgets over the engine. Never imports torch."""

@@ -1,0 +1,41 @@
+"""The app shell: which screen opens first, and the jumps between wizard and monitor."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from textual.app import App
+
+
+class LorapilotApp(App):
+    TITLE = "lorapilot"
+    SUB_TITLE = "QLoRA fine-tuning"
+
+    def __init__(self, *, start: str = "wizard", config_path: str | None = None, run_dir: str | None = None,
+                 runs_root: str | None = None):
+        super().__init__()
+        self.start = start
+        self.config_path = config_path
+        self.run_dir = run_dir
+        self.runs_root = runs_root
+
+    def on_mount(self) -> None:
+        if self.start == "monitor":
+            if self.run_dir:
+                self.open_monitor(self.run_dir)
+            else:
+                self.open_runs()
+        else:
+            self.open_wizard(self.config_path)
+
+    def open_wizard(self, config_path: str | None) -> None:
+        from tui.screens.wizard import start_wizard
+        start_wizard(self, config_path)
+
+    def open_monitor(self, run_dir: str | Path) -> None:
+        from tui.screens.monitor import MonitorScreen
+        self.push_screen(MonitorScreen(str(run_dir)))
+
+    def open_runs(self) -> None:
+        from tui.screens.runs import RunsScreen
+        self.push_screen(RunsScreen(self.runs_root))
