@@ -1,0 +1,187 @@
+"""The headless face of the engine: argparse verbs -> engine calls.
+
+Exit codes: 0 success, 1 the run failed, 2 bad input. A UserError is printed
+as one clear message naming the culprit, never as a traceback. The wizard and
+the monitor are started by the `lorapilot` console script (tui/entry.py);
+this module never imports the UI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from engine.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_RUN_FAILED, UserError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse exits 2 on bad usage already; keep its message, add our prefix."""
+
+    def error(self, message):
+        self.print_usage(sys.stderr)
+        print(f"lorapilot: {message}", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="lorapilot", description="QLoRA fine-tuning from the terminal. "
+                "Without a verb: the wizard (`lorapilot`, or `lorapilot CONFIG.yaml`).")
+    sub = p.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser)
+
+    t = sub.add_parser("train", help="train from a config (or --resume a run)")
+    t.add_argument("config", nargs="?", help="YAML config (see presets/)")
+    t.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
+    t.add_argument("--run-dir", help="run directory to create (default: runs/<name>-<time>)")
+    t.add_argument("--max-steps", type=int, help="override training.max_steps")
+    t.add_argument("--detach", action="store_true", help="start in the background and return at once")
+
+    m = sub.add_parser("monitor", help="the live monitor (the app)")
+    m.add_argument("run_dir", nargs="?")
+
+    r = sub.add_parser("runs", help="list runs with state, step and loss")
+    r.add_argument("--root", help="runs root (default: ./runs or $LORAPILOT_RUNS)")
+    r.add_argument("--json", action="store_true")
+
+    s = sub.add_parser("stop", help="graceful stop: finish the step, checkpoint, exit")
+    s.add_argument("run_dir")
+
+    e = sub.add_parser("estimate", help="VRAM, steps and time for a config")
+    from engine.estimate.command import add_arguments as add_estimate_arguments
+    add_estimate_arguments(e)
+
+    from engine.diagnose import command as diag
+
+    d = sub.add_parser("diagnose", help="training-health findings of a run")
+    diag.add_diagnose_arguments(d)
+    i = sub.add_parser("inspect-data", help="format, token statistics and problems of a dataset")
+    diag.add_inspect_arguments(i)
+    pr = sub.add_parser("prepare", help="turn raw HTML/CSV/SQL into a training JSONL")
+    diag.add_prepare_arguments(pr)
+
+    x = sub.add_parser("export", help="the adapter, or the model merged with it")
+    x.add_argument("run_dir")
+    x.add_argument("--out", help="copy the adapter here")
+    x.add_argument("--merged", metavar="OUT", help="write the base merged with the adapter (16-bit) here")
+    return p
+
+
+def _cmd_train(a) -> int:
+    from engine.config import load_config
+    from engine.train.launch import follow, resume_run, start_run
+
+    if a.resume:
+        if a.config:
+            raise UserError("give either CONFIG or --resume RUN_DIR, not both")
+        handle = resume_run(a.resume)
+    else:
+        if not a.config:
+            raise UserError("train needs a CONFIG file (or --resume RUN_DIR)", fix="try: lorapilot train presets/demo.yaml")
+        cfg = load_config(a.config)
+        handle = start_run(cfg, run_dir=a.run_dir, config_name=Path(a.config).stem, max_steps=a.max_steps)
+    if a.detach:
+        print(f"run directory: {handle.run_dir}\npid: {handle.pid}\n"
+              f"watch: lorapilot monitor {handle.run_dir}\nstop:  lorapilot stop {handle.run_dir}")
+        return EXIT_OK
+    print(f"run directory: {handle.run_dir} (pid {handle.pid}); Ctrl-C stops gracefully", flush=True)
+    rc = follow(handle)
+    return _report_end(handle.run_dir, rc)
+
+
+def _report_end(run_dir: Path, rc: int) -> int:
+    from engine.rundir import read_status
+
+    st = read_status(run_dir) or {}
+    state = st.get("state")
+    if state == "done":
+        print(f"done: adapter in {run_dir / 'adapter'}")
+        return EXIT_OK
+    if state == "stopped":
+        print(f"stopped at step {st.get('step')}; resume: lorapilot train --resume {run_dir}")
+        return EXIT_OK
+    if state == "failed":
+        print(f"lorapilot: run failed: {st.get('error')}", file=sys.stderr)
+        if st.get("hint"):
+            print(f"  fix: {st['hint']}", file=sys.stderr)
+        print(f"  log: {run_dir / 'train.log'}", file=sys.stderr)
+        return EXIT_BAD_INPUT if rc == EXIT_BAD_INPUT else EXIT_RUN_FAILED
+    return rc
+
+
+def _cmd_runs(a) -> int:
+    from engine.rundir import format_age, list_runs
+
+    runs = list_runs(a.root)
+    if a.json:
+        print(json.dumps([{"run_dir": str(r.path), "state": r.state, "step": r.step, "max_steps": r.max_steps,
+                           "loss": r.loss, "eval_loss": r.eval_loss, "age_s": r.age_s} for r in runs], indent=1))
+        return EXIT_OK
+    if not runs:
+        print(f"no runs under {a.root or 'runs/'}; start one: lorapilot train presets/demo.yaml")
+        return EXIT_OK
+    print(f"{'run':<36} {'state':<10} {'step':>11} {'loss':>8} {'eval':>8} {'age':>5}")
+    for r in runs:
+        loss = f"{r.loss:.4f}" if isinstance(r.loss, (int, float)) else "-"
+        ev = f"{r.eval_loss:.4f}" if isinstance(r.eval_loss, (int, float)) else "-"
+        print(f"{r.name[:36]:<36} {r.state:<10} {f'{r.step}/{r.max_steps}':>11} {loss:>8} {ev:>8} "
+              f"{format_age(r.age_s):>5}")
+    return EXIT_OK
+
+
+def _cmd_stop(a) -> int:
+    from engine.rundir import is_run_dir
+    from engine.train.launch import request_stop
+
+    rd = Path(a.run_dir)
+    if not rd.is_dir() or not is_run_dir(rd):
+        raise UserError(f"{rd}: not a run directory")
+    if request_stop(rd):
+        print(f"stop requested: {rd} will checkpoint after its current step")
+        return EXIT_OK
+    print(f"{rd}: not running; nothing to stop")
+    return EXIT_OK
+
+
+def _cmd_export(a) -> int:
+    from engine.export import adapter_dir, export_adapter, export_merged
+
+    if a.merged:
+        print(f"merged model written to {export_merged(a.run_dir, a.merged)}")
+    elif a.out:
+        print(f"adapter copied to {export_adapter(a.run_dir, a.out)}")
+    else:
+        print(adapter_dir(a.run_dir))
+    return EXIT_OK
+
+
+def _cmd_monitor(a) -> int:
+    # Reached only when engine.cli is called directly; the console script opens the app itself.
+    raise UserError("the monitor is part of the app: run `lorapilot monitor [RUN_DIR]`")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    a = parser.parse_args(argv)
+    if not a.verb:
+        parser.print_help()
+        return EXIT_OK
+    try:
+        if a.verb in ("estimate",):
+            from engine.estimate.command import run
+            return run(a)
+        if a.verb in ("diagnose", "inspect-data", "prepare"):
+            from engine.diagnose import command as diag
+            return {"diagnose": diag.run_diagnose, "inspect-data": diag.run_inspect,
+                    "prepare": diag.run_prepare}[a.verb](a)
+        return {"train": _cmd_train, "runs": _cmd_runs, "stop": _cmd_stop, "export": _cmd_export,
+                "monitor": _cmd_monitor}[a.verb](a)
+    except UserError as e:
+        print(f"lorapilot: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

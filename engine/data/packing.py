@@ -1,0 +1,189 @@
+"""Cutting each optimizer step's examples into micro-batches, and collating them.
+
+The effective batch (examples per optimizer step) is the user's
+hyperparameter; how it is cut into forward passes is the engine's choice.
+With packing, the examples of a step are spread over the fewest micro-batches
+whose tokens fit a budget (first-fit decreasing), and each micro-batch is one
+row of concatenated examples: positions restart at each example and no
+attention_mask is passed, so transformers builds a block-diagonal mask from
+position_ids (an all-ones mask beside position_ids would silently let
+examples attend to each other). Without packing, micro-batches hold
+`micro_batch_size` examples padded to the longest.
+
+The plan for every epoch is fixed up front from the seed, so the same examples
+land in the same optimizer steps on every run and after a resume.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+
+from engine.data.types import IGNORE_INDEX
+
+
+@dataclass
+class StepPlan:
+    """Per epoch, per optimizer step, the micro-batches as lists of example indices."""
+    epochs: list[list[list[list[int]]]]   # epoch -> step -> micro-batch -> example indices
+    micro_batches_per_step: int           # constant: the Trainer's gradient_accumulation_steps
+    examples_per_step: int
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(self.epochs[0]) if self.epochs else 0
+
+    def flat(self, epoch: int) -> list[list[int]]:
+        return [mb for step in self.epochs[epoch] for mb in step]
+
+
+def _bins_needed(lengths: list[int], budget: int) -> list[list[int]]:
+    """First-fit decreasing over one step's examples; returns positions into `lengths`."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    bins: list[list[int]] = []
+    loads: list[int] = []
+    for i in order:
+        for b, load in enumerate(loads):
+            if load + lengths[i] <= budget:
+                bins[b].append(i)
+                loads[b] += lengths[i]
+                break
+        else:
+            bins.append([i])
+            loads.append(lengths[i])
+    return bins
+
+
+def _split_to(bins: list[list[int]], lengths: list[int], n: int) -> list[list[int]]:
+    """Exactly n non-empty micro-batches (when there are enough examples), balanced by tokens."""
+    bins = [list(b) for b in bins if b]
+    while len(bins) < n:
+        splittable = [b for b in bins if len(b) > 1]
+        if not splittable:
+            break
+        big = max(splittable, key=lambda b: sum(lengths[i] for i in b))
+        bins.remove(big)
+        big.sort(key=lambda i: -lengths[i])
+        bins += [big[0::2], big[1::2]]
+    return bins
+
+
+def plan_steps(lengths: list[int], *, examples_per_step: int, num_epochs: int, seed: int,
+               token_budget: int | None, micro_batch_size: int) -> StepPlan:
+    """Shuffles per epoch (seeded), groups into optimizer steps, cuts steps into micro-batches.
+
+    token_budget None: classic fixed micro-batches of micro_batch_size examples.
+    """
+    n = len(lengths)
+    epochs_order = []
+    for e in range(num_epochs):
+        order = list(range(n))
+        random.Random(seed * 1000 + e).shuffle(order)
+        steps = [order[i:i + examples_per_step] for i in range(0, n, examples_per_step)]
+        epochs_order.append(steps)
+    if token_budget is None:
+        per_step = math.ceil(examples_per_step / micro_batch_size)
+        epochs = [[[s[i:i + micro_batch_size] for i in range(0, len(s), micro_batch_size)] for s in steps]
+                  for steps in epochs_order]
+        return StepPlan(epochs, per_step, examples_per_step)
+    # Pass 1: how many micro-batches the fullest step needs; every step then uses that many
+    # (the Trainer's accumulation count is fixed), balanced by tokens.
+    needed = 1
+    for steps in epochs_order:
+        for s in steps:
+            needed = max(needed, len(_bins_needed([lengths[i] for i in s], token_budget)))
+    epochs = []
+    for steps in epochs_order:
+        out_steps = []
+        for s in steps:
+            ls = [lengths[i] for i in s]
+            bins = _split_to(_bins_needed(ls, token_budget), ls, min(needed, len(s)))
+            out_steps.append([[s[i] for i in b] for b in bins])
+        epochs.append(out_steps)
+    return StepPlan(epochs, needed, examples_per_step)
+
+
+class PlannedMicroBatches:
+    """A map-style dataset whose item k is micro-batch k of the current epoch's plan.
+
+    The Trainer reads it sequentially (see `PlanSampler`); `set_epoch` switches plans.
+    Every epoch has the same number of micro-batches (full steps have
+    `micro_batches_per_step`, the last partial step the same count in every epoch),
+    so the Trainer's step arithmetic holds across epochs.
+    """
+
+    def __init__(self, examples: list, plan: StepPlan):
+        self.examples = examples
+        self.plan = plan
+        self.epoch = 0
+        self._flat = plan.flat(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = min(epoch, len(self.plan.epochs) - 1)
+        self._flat = self.plan.flat(self.epoch)
+
+    def __len__(self) -> int:
+        return len(self._flat)
+
+    def __getitem__(self, k: int) -> list:
+        return [self.examples[i] for i in self._flat[k]]
+
+
+class PlanSampler:
+    """Sequential order over the plan's micro-batches; set_epoch forwards to the dataset."""
+
+    def __init__(self, dataset: PlannedMicroBatches):
+        self.dataset = dataset
+
+    def set_epoch(self, epoch: int) -> None:
+        self.dataset.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __iter__(self):
+        return iter(range(len(self.dataset)))
+
+
+class Collator:
+    """Turns a list of items (examples, or micro-batches of examples) into model inputs.
+
+    pack=True: one row, position_ids restarting per example, no attention_mask,
+    the first label of each example -100 so no label leaks across a boundary.
+    pack=False: rows padded to the longest; padding masked by position (pad may equal EOS).
+    Counts tokens it hands out, for the tokens/s metric without a host sync.
+    """
+
+    def __init__(self, pad_id: int, pack: bool):
+        self.pad_id = pad_id
+        self.pack = pack
+        self.tokens_seen = 0
+        self.trained_tokens_seen = 0
+
+    def __call__(self, items: list) -> dict:
+        import torch
+
+        examples = []
+        for it in items:
+            examples.extend(it if isinstance(it, list) else [it])
+        self.tokens_seen += sum(len(e.input_ids) for e in examples)
+        self.trained_tokens_seen += sum(e.trained_tokens for e in examples)
+        if self.pack:
+            ids, labels, pos = [], [], []
+            for e in examples:
+                ids += e.input_ids
+                labels += [IGNORE_INDEX] + list(e.labels[1:])
+                pos += list(range(len(e.input_ids)))
+            return {"input_ids": torch.tensor([ids]), "labels": torch.tensor([labels]),
+                    "position_ids": torch.tensor([pos])}
+        width = max(len(e.input_ids) for e in examples)
+        ids = torch.full((len(examples), width), self.pad_id, dtype=torch.long)
+        labels = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long)
+        mask = torch.zeros((len(examples), width), dtype=torch.long)
+        for row, e in enumerate(examples):
+            n = len(e.input_ids)
+            ids[row, :n] = torch.tensor(e.input_ids)
+            labels[row, :n] = torch.tensor(e.labels)
+            mask[row, :n] = 1
+        return {"input_ids": ids, "labels": labels, "attention_mask": mask}

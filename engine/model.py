@@ -1,0 +1,177 @@
+"""Loading the base model: hub id or local directory, quantisation, dtype by hardware, LoRA targets."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from engine.errors import ModelError
+
+# Linear layers that are never adapted: the output head (too large, and tied to the embeddings in many models).
+_NEVER_TARGET = ("lm_head",)
+
+
+def resolve_model_path(model: str) -> str:
+    """A local directory, the demo id, or a hub id (returned unchanged)."""
+    from engine.demo.model import DEMO_MODEL_ID, ensure_demo_model
+
+    if model == DEMO_MODEL_ID:
+        return str(ensure_demo_model())
+    p = Path(model).expanduser()
+    if p.exists():
+        if not p.is_dir() or not (p / "config.json").exists():
+            raise ModelError(f"{model}: not a model directory (expected a folder with config.json)")
+        return str(p)
+    looks_local = model.startswith((".", "/", "~")) or model.count("/") > 1 or os.sep + os.sep in model
+    if looks_local:
+        raise ModelError(f"{model}: model directory not found")
+    return model
+
+
+def hub_token() -> str | None:
+    """The hub token from the environment or the Hugging Face cache; never written anywhere by us."""
+    for var in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):
+        if os.environ.get(var):
+            return os.environ[var]
+    try:
+        from huggingface_hub import get_token
+        return get_token()
+    except Exception:  # no cache, no token: public models still load
+        return None
+
+
+def check_model_reachable(model: str) -> None:
+    """Fails fast with a clear message when a hub id cannot be fetched (offline, typo, gated)."""
+    path = resolve_model_path(model)
+    if Path(path).is_dir():
+        return
+    try:
+        from huggingface_hub import hf_hub_download
+        hf_hub_download(path, "config.json", token=hub_token())
+    except Exception as e:  # the hub raises many types: offline, 401, 404
+        reason = type(e).__name__
+        text = str(e).splitlines()[0] if str(e) else ""
+        if "offline" in text.lower() or "connect" in text.lower() or "resolve" in text.lower():
+            reason = "the hub cannot be reached (offline?)"
+        elif "401" in text or "gated" in text.lower():
+            reason = "access denied (gated model: set HF_TOKEN or run `hf auth login`)"
+        elif "404" in text or "not found" in text.lower():
+            reason = "no such model on the hub"
+        raise ModelError(f"{model}: cannot load model config: {reason}",
+                         fix="use a local directory, or check the id and your network") from None
+
+
+@dataclass
+class Hardware:
+    device: str          # "cuda" or "cpu"
+    name: str
+    bf16: bool
+    capability: tuple[int, int] | None
+    count: int
+
+
+def detect_hardware() -> Hardware:
+    import torch
+
+    if torch.cuda.is_available():
+        cap = torch.cuda.get_device_capability(0)
+        return Hardware("cuda", torch.cuda.get_device_name(0), torch.cuda.is_bf16_supported(), cap,
+                        torch.cuda.device_count())
+    return Hardware("cpu", "cpu", False, None, 0)
+
+
+def compute_dtype_name(precision: str, hw: Hardware) -> str:
+    """bf16 on Ampere and newer, fp16 on older GPUs (T4, V100), fp32 on the CPU."""
+    if precision != "auto":
+        return precision
+    if hw.device == "cpu":
+        return "fp32"
+    return "bf16" if hw.bf16 and hw.capability and hw.capability[0] >= 8 else "fp16"
+
+
+def _dtype(name: str):
+    import torch
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[name]
+
+
+def load_tokenizer(model: str, trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
+
+    path = resolve_model_path(model)
+    try:
+        tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code, token=hub_token())
+    except OSError as e:
+        raise ModelError(f"{model}: cannot load tokenizer: {str(e).splitlines()[0]}") from None
+    if tok.pad_token is None:
+        # Padding is masked by position, so reusing EOS as pad is safe here.
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_base_model(model: str, quantization: str, precision: str, *, trust_remote_code: bool = False,
+                    device_map=None, attn_implementation: str | None = None):
+    """The base model, quantised as asked; returns (model, dtype name)."""
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    hw = detect_hardware()
+    dtype_name = compute_dtype_name(precision, hw)
+    dtype = _dtype(dtype_name)
+    kwargs = dict(trust_remote_code=trust_remote_code, token=hub_token(), dtype=dtype)
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
+    if quantization == "nf4":
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=dtype)
+    elif quantization == "int8":
+        kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
+    if hw.device == "cuda":
+        kwargs["device_map"] = device_map if device_map is not None else {"": int(os.environ.get("LOCAL_RANK", 0))}
+    path = resolve_model_path(model)
+    try:
+        m = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    except OSError as e:
+        raise ModelError(f"{model}: cannot load model: {str(e).splitlines()[0]}") from None
+    return m, dtype_name
+
+
+def linear_module_names(model) -> list[str]:
+    """Short names of the linear layers LoRA can adapt (4-bit and 8-bit layers included)."""
+    import torch
+
+    names = set()
+    for full, mod in model.named_modules():
+        short = full.rsplit(".", 1)[-1]
+        if short in _NEVER_TARGET:
+            continue
+        if isinstance(mod, torch.nn.Linear) or type(mod).__name__ in ("Linear4bit", "Linear8bitLt"):
+            names.add(short)
+    return sorted(names)
+
+
+def check_target_modules(model, target_modules) -> None:
+    if target_modules == "all-linear":
+        return
+    valid = linear_module_names(model)
+    wrong = [t for t in target_modules if t not in valid]
+    if wrong:
+        raise ModelError(f"lora.target_modules: {', '.join(repr(w) for w in wrong)} not in this model",
+                         fix=f"valid names: {', '.join(valid)} (or all-linear)")
+
+
+def add_lora(model, cfg, *, gradient_checkpointing: bool):
+    """Prepares a (quantised) base for training and wraps it with LoRA adapters."""
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    check_target_modules(model, cfg.lora.target_modules)
+    if cfg.quantization in ("nf4", "int8"):
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=gradient_checkpointing,
+            gradient_checkpointing_kwargs={"use_reentrant": False})
+    elif gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+    lora = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
+                      target_modules=cfg.lora.target_modules, bias="none", task_type="CAUSAL_LM")
+    return get_peft_model(model, lora)

@@ -1,0 +1,1 @@
+"""The trainer process and its launcher (detach, resume, stop)."""

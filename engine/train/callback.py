@@ -1,0 +1,137 @@
+"""The Trainer callback: a thin adapter that writes the run directory.
+
+It turns the Trainer's logs into metrics.jsonl records, keeps status.json
+current, runs the live diagnostics on each record, and turns a stop request
+(SIGTERM, `lorapilot stop`) or a stopping finding into "checkpoint, then stop".
+It never synchronises the GPU beyond what the Trainer's own logging already does.
+"""
+
+from __future__ import annotations
+
+import time
+
+from transformers import TrainerCallback
+
+from engine.rundir import MetricsWriter, write_status
+
+_GIB = 1024 ** 3
+
+
+def _gpu_fields() -> dict:
+    """Per-GPU memory (device-wide, as nvidia-smi counts it) and our own allocator peak."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return {}
+    used, total, peaks = [], [], []
+    for i in range(torch.cuda.device_count()):
+        free, tot = torch.cuda.mem_get_info(i)
+        used.append(round((tot - free) / _GIB, 3))
+        total.append(round(tot / _GIB, 3))
+        peaks.append(round(torch.cuda.max_memory_allocated(i) / _GIB, 3))
+    out = {"gpu_mem_gib": used, "gpu_mem_total_gib": total, "gpu_peak_alloc_gib": peaks}
+    util = _gpu_util()
+    if util:
+        out["gpu_util"] = util
+    return out
+
+
+def _gpu_util() -> list[int] | None:
+    try:
+        from engine.gpu import sample_gpus
+    except ImportError:
+        return None
+    try:
+        return [int(s.util_pct) for s in sample_gpus() if s.util_pct is not None] or None
+    except Exception:  # NVML is optional telemetry; training must not die for it
+        return None
+
+
+class RunDirCallback(TrainerCallback):
+    def __init__(self, run_dir, *, collator, steps_per_epoch: int, stop_flag, stop_on: list[str],
+                 diagnostics=None, is_main: bool = True):
+        self.run_dir = run_dir
+        self.collator = collator
+        self.steps_per_epoch = max(1, steps_per_epoch)
+        self.stop_flag = stop_flag          # engine.train.signals.StopFlag
+        self.stop_on = set(stop_on)
+        self.diagnostics = diagnostics
+        self.is_main = is_main
+        self.writer = MetricsWriter(run_dir) if is_main else None
+        self._last_t = None
+        self._last_tokens = 0
+        self._last_trained = 0
+        self.stop_reason: str | None = None
+
+    # ---- helpers
+    def _status(self, **fields):
+        if self.is_main:
+            write_status(self.run_dir, **fields)
+
+    def _write(self, kind: str, step: int, **fields) -> dict | None:
+        if not self.is_main:
+            return None
+        rec = self.writer.write(kind, step, **fields)
+        if self.diagnostics is not None:
+            for finding in self.diagnostics.update([rec]):
+                self.writer.write("finding", finding.step, **{k: v for k, v in finding.to_record().items()
+                                                             if k not in ("kind", "step", "time")})
+                if finding.code in self.stop_on and self.stop_reason is None:
+                    self.stop_reason = f"{finding.code}: {finding.message}"
+        return rec
+
+    # ---- Trainer events
+    def on_train_begin(self, args, state, control, **kw):
+        self._last_t = time.time()
+        self._last_tokens = self.collator.tokens_seen
+        self._last_trained = self.collator.trained_tokens_seen
+        self._status(state="training", step=state.global_step, max_steps=state.max_steps,
+                     steps_per_epoch=self.steps_per_epoch)
+
+    def on_step_end(self, args, state, control, **kw):
+        self._status(state="training", step=state.global_step, max_steps=state.max_steps,
+                     epoch=round(state.global_step / self.steps_per_epoch, 4))
+        if self.stop_flag.is_set() or self.stop_reason:
+            control.should_save = True
+            control.should_training_stop = True
+
+    def on_log(self, args, state, control, logs=None, **kw):
+        logs = dict(logs or {})
+        step = state.global_step
+        epoch = round(step / self.steps_per_epoch, 4)
+        if "eval_loss" in logs:
+            self._write("eval", step, eval_loss=logs["eval_loss"], epoch=epoch)
+            return
+        if "loss" not in logs:
+            return  # the end-of-training summary: our own records already cover it
+        now = time.time()
+        dt = max(1e-9, now - (self._last_t or now))
+        tokens = self.collator.tokens_seen - self._last_tokens
+        trained = self.collator.trained_tokens_seen - self._last_trained
+        self._last_t, self._last_tokens, self._last_trained = now, self.collator.tokens_seen, \
+            self.collator.trained_tokens_seen
+        rec = {"epoch": epoch, "loss": _num(logs.get("loss")), "learning_rate": _num(logs.get("learning_rate")),
+               "grad_norm": _num(logs.get("grad_norm")), "tokens_per_s": round(tokens / dt, 1),
+               "trained_tokens_per_s": round(trained / dt, 1), "tokens_seen": self.collator.tokens_seen}
+        rec.update(_gpu_fields())
+        self._write("train", step, **{k: v for k, v in rec.items() if v is not None})
+        if self.stop_reason:
+            control.should_save = True
+            control.should_training_stop = True
+
+    def on_evaluate(self, args, state, control, **kw):
+        self._status(state="training")
+
+    def on_save(self, args, state, control, **kw):
+        path = f"{args.output_dir}/checkpoint-{state.global_step}"
+        self._write("event", state.global_step, message="checkpoint saved", path=path)
+        self._status(last_checkpoint=path)
+
+
+def _num(x):
+    if x is None:
+        return None
+    try:
+        return float(x)  # NaN/inf are kept as they are: diagnostics need them
+    except (TypeError, ValueError):
+        return None

@@ -1,0 +1,231 @@
+"""The trainer process: `python -m engine.train.run RUN_DIR [--resume]`.
+
+Started detached by engine.train.launch; everything it says goes into the run
+directory (status.json, metrics.jsonl, train.log via its stdout).
+Exit codes: 0 done or stopped, 1 the run failed, 2 bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import traceback
+from pathlib import Path
+
+from engine.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_RUN_FAILED, UserError
+from engine.rundir import ADAPTER_DIR, CHECKPOINTS_DIR, CONFIG_FILE, write_status
+
+
+def log(msg: str) -> None:
+    print(f"[lorapilot] {msg}", flush=True)
+
+
+def last_checkpoint(run_dir: Path) -> str | None:
+    ckpts = sorted((run_dir / CHECKPOINTS_DIR).glob("checkpoint-*"),
+                   key=lambda p: int(p.name.split("-")[-1]) if p.name.split("-")[-1].isdigit() else -1)
+    # A checkpoint is complete once the Trainer has written its state file last.
+    complete = [p for p in ckpts if (p / "trainer_state.json").exists()]
+    return str(complete[-1]) if complete else None
+
+
+def oom_hint(cfg) -> str:
+    t = cfg.training
+    tips = []
+    if t.micro_batch_size > 1:
+        tips.append(f"training.micro_batch_size {t.micro_batch_size} -> {max(1, t.micro_batch_size // 2)} "
+                    f"(and gradient_accumulation_steps x2 to keep the effective batch)")
+    if not t.gradient_checkpointing:
+        tips.append("training.gradient_checkpointing: true")
+    tips.append(f"training.max_seq_length {t.max_seq_length} -> {max(64, t.max_seq_length // 2)}")
+    if t.optimizer == "paged_adamw_32bit":
+        tips.append("training.optimizer: paged_adamw_8bit")
+    tips.append("training.memory: lean")
+    return "CUDA out of memory: lower " + "; or ".join(tips)
+
+
+def _optimizer_for(cfg, device: str) -> str:
+    if device == "cpu" and cfg.training.optimizer != "adamw_torch":
+        # bitsandbytes' paged and 8-bit optimizers are CUDA features.
+        log(f"optimizer: {cfg.training.optimizer} needs a GPU; using adamw_torch on the CPU")
+        return "adamw_torch"
+    return cfg.training.optimizer
+
+
+def _token_budget(cfg) -> int | None:
+    if not cfg.training.packing:
+        return None
+    # The memory the user's micro-batch implies, spent on real tokens instead of padding.
+    return cfg.training.micro_batch_size * cfg.training.max_seq_length
+
+
+def _live_diagnostics(cfg):
+    from engine.diagnose.live import LiveDiagnostics
+    return LiveDiagnostics()
+
+
+def train(cfg, run_dir: Path, *, resume: bool) -> int:
+    import torch
+    from transformers import Trainer, TrainingArguments
+
+    from engine.data import load_examples
+    from engine.data.packing import Collator, PlannedMicroBatches, PlanSampler, plan_steps
+    from engine.model import add_lora, compute_dtype_name, detect_hardware, load_base_model, load_tokenizer
+    from engine.train.callback import RunDirCallback
+    from engine.train.signals import StopFlag
+
+    stop = StopFlag(run_dir)
+    stop.install()
+    hw = detect_hardware()
+    dtype_name = compute_dtype_name(cfg.training.precision, hw)
+    log(f"hardware: {hw.name} ({hw.device}, {hw.count} GPU); compute dtype {dtype_name}")
+
+    write_status(run_dir, state="loading", phase="data")
+    tokenizer = load_tokenizer(cfg.model, cfg.trust_remote_code)
+    data = load_examples(cfg, tokenizer)
+    rep = data.report
+    log(f"data: {rep.n_train} train / {rep.n_validation} validation examples, format {rep.format}, "
+        f"template {rep.template}; dropped {rep.dropped or 'none'}; {rep.n_truncated} lost response tokens")
+
+    t = cfg.training
+    examples_per_step = t.micro_batch_size * t.gradient_accumulation_steps
+    n_epochs_planned = max(1, math.ceil(t.num_epochs))
+    plan = plan_steps([len(e) for e in data.train], examples_per_step=examples_per_step,
+                      num_epochs=n_epochs_planned, seed=t.seed, token_budget=_token_budget(cfg),
+                      micro_batch_size=t.micro_batch_size)
+    steps_per_epoch = plan.steps_per_epoch
+    max_steps = t.max_steps if t.max_steps > 0 else max(1, round(t.num_epochs * steps_per_epoch))
+    log(f"plan: {examples_per_step} examples per optimizer step in {plan.micro_batches_per_step} "
+        f"micro-batches ({'packed up to ' + str(_token_budget(cfg)) + ' tokens' if t.packing else 'padded'}); "
+        f"{steps_per_epoch} steps per epoch; {max_steps} steps")
+
+    write_status(run_dir, state="loading", phase="model", max_steps=max_steps)
+    model, _ = load_base_model(cfg.model, cfg.quantization, t.precision, trust_remote_code=cfg.trust_remote_code)
+    model = add_lora(model, cfg, gradient_checkpointing=t.gradient_checkpointing)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    log(f"model: {cfg.model}, quantization {cfg.quantization}, {trainable:,} trainable LoRA parameters")
+
+    collator = Collator(pad_id=tokenizer.pad_token_id, pack=t.packing)
+    train_ds = PlannedMicroBatches(data.train, plan)
+    has_eval = bool(data.validation)
+    args = TrainingArguments(
+        output_dir=str(run_dir / CHECKPOINTS_DIR),
+        per_device_train_batch_size=1,  # one item = one planned micro-batch
+        gradient_accumulation_steps=plan.micro_batches_per_step,
+        per_device_eval_batch_size=t.micro_batch_size,
+        max_steps=max_steps,
+        learning_rate=t.learning_rate,
+        lr_scheduler_type=t.lr_scheduler,
+        warmup_steps=t.warmup_ratio,  # transformers 5: a float < 1 is a ratio of the total steps
+        optim=_optimizer_for(cfg, hw.device),
+        weight_decay=t.weight_decay,
+        max_grad_norm=t.max_grad_norm,
+        logging_steps=t.logging_steps,
+        logging_first_step=True,
+        logging_nan_inf_filter=False,  # a NaN must reach the diagnostics, not be averaged away
+        eval_strategy="steps" if has_eval else "no",
+        eval_steps=t.eval_steps,
+        save_strategy="steps",
+        save_steps=t.save_steps,
+        save_total_limit=t.save_total_limit,
+        seed=t.seed,
+        bf16=dtype_name == "bf16",
+        fp16=dtype_name == "fp16",
+        use_cpu=hw.device == "cpu",
+        report_to=_report_to(t.report_to),
+        disable_tqdm=True,
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+        gradient_checkpointing=False,  # already enabled on the model by add_lora
+    )
+
+    class PlannedTrainer(Trainer):
+        def _get_train_sampler(self, train_dataset=None):
+            return PlanSampler(train_ds)
+
+    callback = RunDirCallback(run_dir, collator=collator, steps_per_epoch=steps_per_epoch, stop_flag=stop,
+                              stop_on=t.stop_on, diagnostics=_live_diagnostics(cfg))
+    trainer = PlannedTrainer(model=model, args=args, train_dataset=train_ds,
+                             eval_dataset=data.validation if has_eval else None,
+                             data_collator=collator, callbacks=[callback])
+    ckpt = last_checkpoint(run_dir) if resume else None
+    if resume:
+        log(f"resuming from {ckpt}" if ckpt else "no checkpoint to resume from: starting at step 0")
+        callback._write("event", int(ckpt.rsplit("-", 1)[-1]) if ckpt else 0,
+                        message=f"resumed from {Path(ckpt).name}" if ckpt else "restarted (no checkpoint)")
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    trainer.train(resume_from_checkpoint=ckpt)
+
+    step = trainer.state.global_step
+    if stop.is_set() or callback.stop_reason:
+        reason = callback.stop_reason or "stop requested"
+        log(f"stopped at step {step}: {reason}")
+        callback._write("event", step, message=f"stopped: {reason}")
+        write_status(run_dir, state="stopped", step=step, stop_reason=reason)
+        return EXIT_OK
+    write_status(run_dir, state="saving", step=step)
+    adapter_dir = run_dir / ADAPTER_DIR
+    model.save_pretrained(str(adapter_dir))
+    tokenizer.save_pretrained(str(adapter_dir))
+    _save_generation_config(model, tokenizer, adapter_dir)
+    callback._write("event", step, message="adapter saved", path=str(adapter_dir))
+    write_status(run_dir, state="done", step=step)
+    log(f"done: adapter in {adapter_dir}")
+    return EXIT_OK
+
+
+def _report_to(requested: list[str]) -> list[str] | str:
+    import importlib.util
+    ok = [r for r in requested if importlib.util.find_spec(r) is not None]
+    for r in set(requested) - set(ok):
+        log(f"report_to: {r} is not installed; skipped")
+    return ok or "none"
+
+
+def _save_generation_config(model, tokenizer, adapter_dir: Path) -> None:
+    """Generation stops on the template's end-of-turn token too, not only on EOS."""
+    from transformers import GenerationConfig
+
+    base = getattr(model, "generation_config", None) or GenerationConfig()
+    eos = base.eos_token_id if isinstance(base.eos_token_id, list) else [base.eos_token_id]
+    for tok in ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>"):
+        tid = tokenizer.convert_tokens_to_ids(tok) if tok in tokenizer.get_vocab() else None
+        if tid is not None and tid not in eos:
+            eos.append(tid)
+    gen = GenerationConfig(eos_token_id=[e for e in eos if e is not None], pad_token_id=tokenizer.pad_token_id,
+                           bos_token_id=tokenizer.bos_token_id)
+    gen.save_pretrained(str(adapter_dir))
+
+
+def main(argv: list[str] | None = None) -> int:
+    import yaml
+
+    from engine.config import config_from_dict
+
+    ap = argparse.ArgumentParser(prog="python -m engine.train.run")
+    ap.add_argument("run_dir")
+    ap.add_argument("--resume", action="store_true")
+    a = ap.parse_args(argv)
+    run_dir = Path(a.run_dir).resolve()
+    write_status(run_dir, state="starting", pid=os.getpid(), error=None, hint=None)
+    cfg = None
+    try:
+        cfg = config_from_dict(yaml.safe_load((run_dir / CONFIG_FILE).read_text()), source=str(run_dir / CONFIG_FILE))
+        return train(cfg, run_dir, resume=a.resume)
+    except UserError as e:
+        log(f"error: {e}")
+        write_status(run_dir, state="failed", error=str(e), hint=e.fix)
+        return EXIT_BAD_INPUT
+    except Exception as e:  # the run failed: record why, keep the traceback in train.log
+        traceback.print_exc()
+        text = f"{type(e).__name__}: {e}".splitlines()[0]
+        hint = oom_hint(cfg) if cfg is not None and "out of memory" in str(e).lower() else None
+        write_status(run_dir, state="failed", error=text, hint=hint)
+        log(f"failed: {text}" + (f"\nhint: {hint}" if hint else ""))
+        return EXIT_RUN_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())
