@@ -165,6 +165,9 @@ def add_lora(model, cfg, *, gradient_checkpointing: bool):
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
     check_target_modules(model, cfg.lora.target_modules)
+    # With a KV cache, transformers stops reading packed position_ids and lets packed examples attend
+    # to each other; training never needs the cache.
+    model.config.use_cache = False
     if cfg.quantization in ("nf4", "int8"):
         model = prepare_model_for_kbit_training(
             model, use_gradient_checkpointing=gradient_checkpointing,
