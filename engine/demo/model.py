@@ -14,8 +14,9 @@ import os
 from pathlib import Path
 
 DEMO_MODEL_ID = "lorapilot-demo"
-_VERSION = "v1"
+_VERSION = "v2"
 _VOCAB = 1024
+_HEAD_SCALE = 8.0
 _SPECIALS = ["<unk>", "<s>", "</s>", "<pad>", "<|im_start|>", "<|im_end|>"]
 # ChatML, with the BOS written by the template (the tokenizer then must not add a second one).
 CHATML_TEMPLATE = (
@@ -76,6 +77,10 @@ def build_demo_model(out_dir: Path, data_path: Path | None = None, seed: int = 0
                          pad_token_id=tok.pad_token_id, tie_word_embeddings=False, **ARCH)
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config)
+    # With the default init (std 0.02) and a final RMSNorm, no hidden state can make a logit stand out:
+    # the loss floors near log(vocab) whatever LoRA learns. A wider output head lets it learn visibly.
+    with torch.no_grad():
+        model.lm_head.weight.mul_(_HEAD_SCALE)
     tmp = out_dir.with_name(out_dir.name + f".tmp{os.getpid()}")
     tmp.mkdir(parents=True, exist_ok=True)
     model.generation_config = GenerationConfig(
