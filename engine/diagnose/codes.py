@@ -17,3 +17,40 @@ STOPPABLE = ("nan_loss", "loss_explosion", "loss_flat", "overfitting", "loss_nea
              "gpu_memory_high")
 
 SEVERITIES = ("info", "warning", "error")
+
+# Pre-flight (data doctor) codes: checked before any model is loaded.
+PREFLIGHT_CODES = (
+    "no_examples",
+    "no_target_tokens",
+    "few_target_tokens",
+    "responses_truncated",
+    "prompt_too_long",
+    "too_few_examples",
+    "duplicate_examples",
+    "slop_phrases",
+    "precision_unsupported",
+    "memory_estimate_high",
+)
+
+# Short titles for lists and panels; the finding's message carries the detail.
+TITLES = {
+    "nan_loss": "Loss is NaN",
+    "loss_explosion": "Loss exploding",
+    "loss_flat": "Loss not moving",
+    "overfitting": "Overfitting",
+    "loss_near_zero": "Loss near zero",
+    "grad_norm_spike": "Gradient spike",
+    "gpu_memory_high": "GPU memory high",
+    "copies_training_data": "Copies training data",
+    "learning_curve": "Learning curve",
+    "no_examples": "No examples",
+    "no_target_tokens": "Nothing to train on",
+    "few_target_tokens": "Examples with few trained tokens",
+    "responses_truncated": "Responses cut off",
+    "prompt_too_long": "Prompts longer than max_seq_length",
+    "too_few_examples": "Few examples",
+    "duplicate_examples": "Duplicate examples",
+    "slop_phrases": "Synthetic-data phrases",
+    "precision_unsupported": "Precision not supported",
+    "memory_estimate_high": "Estimated memory too high",
+}

@@ -1,0 +1,68 @@
+"""A finding: one thing diagnostics noticed, in words a user can act on.
+
+The same type serves the live checks over metrics (written to metrics.jsonl
+as `kind: finding` records) and the pre-flight data doctor.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable
+
+from engine.diagnose.codes import SEVERITIES
+
+SEVERITY_RANK = {name: rank for rank, name in enumerate(SEVERITIES)}
+
+
+@dataclass(frozen=True)
+class Finding:
+    code: str
+    severity: str  # info | warning | error
+    step: int | None  # training step it refers to; None before training (pre-flight)
+    message: str  # what is wrong, one sentence
+    evidence: str  # the numbers that show it
+    fix: str  # what to change
+    time: float | None = None  # seconds since the epoch of the record that raised it
+
+    def __post_init__(self):
+        if self.severity not in SEVERITY_RANK:
+            raise ValueError(f"unknown severity {self.severity!r}")
+
+    @property
+    def rank(self) -> int:
+        return SEVERITY_RANK[self.severity]
+
+    def to_record(self) -> dict:
+        """The metrics.jsonl record (DESIGN.md); `time` only when known."""
+        record = {"kind": "finding", "step": self.step}
+        if self.time is not None:
+            record["time"] = self.time
+        record.update(code=self.code, severity=self.severity, message=self.message,
+                      evidence=self.evidence, fix=self.fix)
+        return record
+
+    @classmethod
+    def from_record(cls, record: dict) -> "Finding":
+        severity = record.get("severity")
+        return cls(code=str(record.get("code", "unknown")),
+                   severity=severity if severity in SEVERITY_RANK else "info",
+                   step=record.get("step"), message=str(record.get("message", "")),
+                   evidence=str(record.get("evidence", "")), fix=str(record.get("fix", "")),
+                   time=record.get("time"))
+
+
+def worst_severity(findings: Iterable[Finding]) -> str | None:
+    ranked = [f.rank for f in findings]
+    return SEVERITIES[max(ranked)] if ranked else None
+
+
+def blocking(findings: Iterable[Finding]) -> bool:
+    """True when any finding is an error: training must not start."""
+    return any(f.severity == "error" for f in findings)
+
+
+def newest_first(findings: Iterable[Finding]) -> list[Finding]:
+    """Latest step first; pre-flight findings (no step) last; stable otherwise."""
+    indexed = list(enumerate(findings))
+    indexed.sort(key=lambda pair: (pair[1].step if pair[1].step is not None else -1, pair[0]), reverse=True)
+    return [f for _, f in indexed]

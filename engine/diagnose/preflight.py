@@ -1,0 +1,183 @@
+"""The pre-flight data doctor: what is wrong with the data and setup before a GPU hour is spent.
+
+Pure functions over the tokenized dataset (the data layer's
+`TokenizedExample`) and the config; any object with the same attributes
+will do.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+from engine.diagnose.cleaning import SlopMatcher, count_slop, duplicate_groups, normalise_whitespace
+from engine.data.types import TokenizedExample
+from engine.diagnose.finding import Finding, blocking
+
+__all__ = ["preflight", "blocking", "suggested_max_seq_length"]
+
+# The seeds' checklist: at least 100 examples with trained labels.
+MIN_EXAMPLES = 100
+# The seeds: filter examples with fewer than 10 target tokens; one with none
+# teaches nothing and can destabilise a step.
+MIN_TRAINED_TOKENS = 10
+# Suggest the max_seq_length that keeps this share of examples whole (the
+# config's own guidance: "covers 95 % of examples") ...
+KEEP_WHOLE_FRACTION = 0.95
+# ... rounded up to a multiple of 64, a friendly number that costs little.
+SEQ_LENGTH_ROUNDING = 64
+# Cutting more responses than that (5 %) is a warning; fewer, a note. A cut
+# response loses its end token, so the model does not learn to stop.
+TRUNCATED_WARN_FRACTION = 1 - KEEP_WHOLE_FRACTION
+# Duplicates and slop in more than 1 % of examples are worth acting on; a
+# handful in a large set is a note.
+DUPLICATE_WARN_FRACTION = 0.01
+SLOP_WARN_FRACTION = 0.01
+# The seeds' checklist: GPU memory below 90 % of the card at step 1.
+MEMORY_HIGH_FRACTION = 0.90
+# How many example sources a finding names before "and N more".
+SOURCES_SHOWN = 5
+
+
+def _sources(examples: Sequence[Any]) -> str:
+    names = [str(e.source) for e in examples[:SOURCES_SHOWN]]
+    more = len(examples) - len(names)
+    return ", ".join(names) + (f" and {more} more" if more > 0 else "")
+
+
+def _percent(part: int, whole: int) -> str:
+    return f"{part} of {whole} ({part / whole:.1%})"
+
+
+def suggested_max_seq_length(full_lengths: Sequence[int]) -> int:
+    """The shortest round max_seq_length that keeps KEEP_WHOLE_FRACTION of examples whole."""
+    ordered = sorted(full_lengths)
+    index = max(0, math.ceil(KEEP_WHOLE_FRACTION * len(ordered)) - 1)
+    return math.ceil(ordered[index] / SEQ_LENGTH_ROUNDING) * SEQ_LENGTH_ROUNDING
+
+
+def _check_targets(examples: Sequence[Any]) -> list[Finding]:
+    total = len(examples)
+    empty = [e for e in examples if e.trained_tokens == 0]
+    few = [e for e in examples if 0 < e.trained_tokens < MIN_TRAINED_TOKENS]
+    if len(empty) == total:
+        cut_away = sum(1 for e in empty if e.trained_tokens_full > 0)
+        fix = ("Every label is -100. With train_on: completions only the responses are trained: check that the "
+               "response field is not empty and that dataset.format picked the right fields; raw text needs "
+               "format: text (or train_on: all).")
+        if cut_away:
+            fix = f"{cut_away} responses were cut away entirely by max_seq_length: raise it. " + fix
+        return [Finding("no_target_tokens", "error", None,
+                        "No example has a single trained token: there is nothing to learn, training would be wasted.",
+                        f"0 of {total} examples have a label other than -100", fix)]
+    findings = []
+    if empty or few:
+        parts = []
+        if empty:
+            parts.append(f"{_percent(len(empty), total)} train on no token at all ({_sources(empty)})")
+        if few:
+            parts.append(f"{_percent(len(few), total)} on fewer than {MIN_TRAINED_TOKENS} ({_sources(few)})")
+        findings.append(Finding(
+            "few_target_tokens", "warning" if empty else "info", None,
+            "Some examples have no or very few trained (response) tokens.", "; ".join(parts),
+            "Remove or fix examples with empty responses; very short answers are fine only if that is the task."))
+    return findings
+
+
+def _check_lengths(examples: Sequence[Any], max_seq_length: int) -> list[Finding]:
+    total, findings = len(examples), []
+    cut = [e for e in examples if e.trained_tokens < e.trained_tokens_full]
+    if cut:
+        suggestion = suggested_max_seq_length([e.full_length for e in examples])
+        longest = max(e.full_length for e in examples)
+        lost = sum(e.trained_tokens_full - e.trained_tokens for e in cut)
+        findings.append(Finding(
+            "responses_truncated", "warning" if len(cut) / total > TRUNCATED_WARN_FRACTION else "info", None,
+            f"max_seq_length {max_seq_length} cuts off the end of some responses: the model will not learn to stop.",
+            f"{_percent(len(cut), total)} responses cut, {lost} response tokens lost; longest example {longest} "
+            f"tokens ({_sources(cut)})",
+            f"Set training.max_seq_length to {suggestion} (keeps {KEEP_WHOLE_FRACTION:.0%} of examples whole), "
+            "or shorten those examples."))
+    # Prompt tokens are the untrained ones (with train_on: completions); the data layer shortens such prompts.
+    too_long = [e for e in examples if getattr(e, "prompt_shortened", False)
+                or e.full_length - e.trained_tokens_full > max_seq_length]
+    if too_long:
+        findings.append(Finding(
+            "prompt_too_long", "warning", None,
+            f"Some prompts alone are longer than max_seq_length {max_seq_length}: they will be shortened or dropped.",
+            f"{_percent(len(too_long), total)} examples ({_sources(too_long)})",
+            "Raise training.max_seq_length or shorten those prompts (long context, pasted documents)."))
+    return findings
+
+
+def _check_size_and_duplicates(examples: Sequence[Any]) -> list[Finding]:
+    total, findings = len(examples), []
+    if total < MIN_EXAMPLES:
+        findings.append(Finding(
+            "too_few_examples", "warning", None,
+            f"Only {total} examples: fewer than {MIN_EXAMPLES} rarely teach a model anything that generalises.",
+            f"{total} examples", f"Collect at least {MIN_EXAMPLES} (500-5000 is typical for instruction tuning); "
+            "with few examples train 1-3 epochs and watch the eval loss for overfitting."))
+    keys = [normalise_whitespace(e.prompt_text) + "\x00" + normalise_whitespace(e.response_text) for e in examples]
+    groups = duplicate_groups(keys)
+    if groups:
+        extra = sum(len(g) - 1 for g in groups)
+        example = " = ".join(str(examples[i].source) for i in groups[0][:3])
+        findings.append(Finding(
+            "duplicate_examples", "warning" if extra / total > DUPLICATE_WARN_FRACTION else "info", None,
+            "Some examples are exact duplicates (ignoring whitespace): they are trained on more than once.",
+            f"{extra} extra copies in {len(groups)} groups, e.g. {example}",
+            "Remove them (`lorapilot prepare` de-duplicates by default); duplicates push the model to memorise."))
+    return findings
+
+
+def _check_slop(examples: Sequence[Any], matcher: SlopMatcher | None) -> list[Finding]:
+    with_slop, per_phrase = count_slop((e.response_text for e in examples), matcher)
+    if not with_slop:
+        return []
+    top = ", ".join(f"\"{p}\" x{n}" for p, n in per_phrase.most_common(3))
+    return [Finding(
+        "slop_phrases", "warning" if with_slop / len(examples) > SLOP_WARN_FRACTION else "info", None,
+        "Some responses contain phrases typical of synthetic data (AI disclaimers, refusals): the model will "
+        "learn to say them.", f"{_percent(with_slop, len(examples))} responses; {top}",
+        "Drop or rewrite those examples: `lorapilot prepare --filter-slop` (phrase list in "
+        "presets/slop_phrases.txt).")]
+
+
+def _check_hardware(cfg: Any, gpu_bf16: bool | None, est_peak_gib: float | None,
+                    gpu_total_gib: float | None) -> list[Finding]:
+    findings = []
+    if gpu_bf16 is False and cfg.training.precision == "bf16":
+        findings.append(Finding(
+            "precision_unsupported", "error", None,
+            "training.precision is bf16 but this GPU has no bf16 support (T4, V100 and older).",
+            "precision: bf16; GPU bf16 support: no", "Set training.precision to auto or fp16."))
+    if est_peak_gib is not None and gpu_total_gib:
+        fraction = est_peak_gib / gpu_total_gib
+        if fraction >= MEMORY_HIGH_FRACTION:
+            fits = fraction < 1.0
+            findings.append(Finding(
+                "memory_estimate_high", "warning" if fits else "error", None,
+                ("The estimated peak memory is above 90 % of the GPU: an out-of-memory is likely." if fits else
+                 "The estimated peak memory is more than the GPU has: training will run out of memory."),
+                f"estimated peak {est_peak_gib:.1f} GiB of {gpu_total_gib:.1f} GiB ({fraction:.0%})",
+                "Lower micro_batch_size (raise gradient_accumulation_steps to keep the effective batch), shorten "
+                "max_seq_length, keep gradient_checkpointing on, or use 4-bit (quantization: nf4)."))
+    return findings
+
+
+def preflight(examples: Sequence[TokenizedExample], cfg: Any, *, gpu_bf16: bool | None = None,
+              est_peak_gib: float | None = None, gpu_total_gib: float | None = None,
+              slop: SlopMatcher | None = None) -> list[Finding]:
+    """Every pre-flight finding, errors first. `blocking(findings)` says whether training may start."""
+    examples = list(examples)
+    findings = _check_hardware(cfg, gpu_bf16, est_peak_gib, gpu_total_gib)
+    if not examples:
+        findings.append(Finding("no_examples", "error", None, "The dataset has no examples.", "0 examples",
+                                "Check dataset.path and dataset.format."))
+    else:
+        findings += _check_targets(examples)
+        findings += _check_lengths(examples, cfg.training.max_seq_length)
+        findings += _check_size_and_duplicates(examples)
+        findings += _check_slop(examples, slop)
+    return sorted(findings, key=lambda f: -f.rank)

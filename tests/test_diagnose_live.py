@@ -1,0 +1,212 @@
+"""Live findings over synthetic metric streams: every code fires, healthy runs stay quiet."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+
+from engine.diagnose.live import LiveDiagnostics, diagnose_records
+
+GPU_TOTAL = 79.6
+
+
+def healthy_run(seed: int, *, steps: int = 600, log_every: int = 10, eval_every: int = 50) -> list[dict]:
+    """A realistic healthy run: warmup bump, fast first drop, +-10 % batch noise, long plateau."""
+    rng = random.Random(seed)
+    start = rng.uniform(1.6, 2.6)
+    floor = start * rng.uniform(0.25, 0.55)
+    tau = rng.uniform(25, 80)  # steps for the fast first drop to fall by 1/e
+    warmup = max(log_every, int(0.03 * steps))
+    gap = rng.uniform(0.1, 0.3)  # the seeds' healthy generalisation gap
+    grad_level = rng.uniform(0.2, 1.0)
+    records = []
+    for step in range(log_every, steps + 1, log_every):
+        clean = floor + (start - floor) * math.exp(-step / tau)
+        bump = 1 + 0.12 * min(1.0, step / warmup) if step <= warmup else 1.0
+        loss = clean * bump * (1 + rng.uniform(-0.10, 0.10))
+        grad = grad_level * math.exp(rng.gauss(0, 0.3)) * (3.0 if rng.random() < 0.03 else 1.0)
+        records.append({"kind": "train", "step": step, "time": 1000.0 + step, "loss": loss, "grad_norm": grad,
+                        "learning_rate": 2e-4 * min(1.0, step / warmup), "tokens_per_s": 3600.0,
+                        "gpu_mem_gib": [rng.uniform(40, 60)], "gpu_mem_total_gib": [GPU_TOTAL]})
+        if step % eval_every == 0:
+            eval_loss = (clean + gap) * (1 + rng.uniform(-0.01, 0.01))
+            records.append({"kind": "eval", "step": step, "time": 1000.5 + step, "eval_loss": eval_loss})
+    return records
+
+
+def train(step: int, loss: float, grad: float = 0.4, **extra) -> dict:
+    return {"kind": "train", "step": step, "time": 1000.0 + step, "loss": loss, "grad_norm": grad, **extra}
+
+
+def evaluation(step: int, eval_loss: float) -> dict:
+    return {"kind": "eval", "step": step, "time": 1000.5 + step, "eval_loss": eval_loss}
+
+
+def codes(findings, min_severity: str = "warning") -> list[str]:
+    rank = {"info": 0, "warning": 1, "error": 2}[min_severity]
+    return [f.code for f in findings if f.rank >= rank]
+
+
+HEALTHY_SHAPES = [dict(steps=600, log_every=10), dict(steps=300, log_every=1, eval_every=25),
+                  dict(steps=2000, log_every=10, eval_every=100), dict(steps=200, log_every=5, eval_every=20)]
+
+
+@pytest.mark.parametrize("seed", range(12))
+@pytest.mark.parametrize("shape", HEALTHY_SHAPES, ids=["600x10", "300x1", "2000x10", "200x5"])
+def test_healthy_noisy_runs_raise_nothing_above_info(seed, shape):
+    findings = diagnose_records(healthy_run(seed, **shape))
+    assert codes(findings) == [], [(f.code, f.step, f.evidence) for f in findings]
+
+
+def test_healthy_run_gets_a_well_fit_verdict_with_its_gap():
+    verdicts = [f for f in diagnose_records(healthy_run(3)) if f.code == "learning_curve"]
+    assert verdicts and verdicts[-1].severity == "info"
+    assert "well-fit" in verdicts[-1].message
+    assert "generalisation gap 0." in verdicts[-1].evidence
+
+
+def test_warmup_bump_is_not_an_explosion():
+    losses = [2.0, 2.15, 2.3, 2.35, 2.2, 1.9, 1.6, 1.4, 1.3, 1.25, 1.2, 1.2]
+    findings = diagnose_records([train(i + 1, x) for i, x in enumerate(losses)])
+    assert codes(findings) == []
+
+
+def test_nan_loss_is_an_error_raised_once_while_it_lasts():
+    records = [train(s, 2.0 - s / 200) for s in range(10, 200, 10)]
+    records += [train(s, float("nan"), float("nan")) for s in range(200, 300, 10)]
+    findings = diagnose_records(records)
+    nan = [f for f in findings if f.code == "nan_loss"]
+    assert len(nan) == 1 and nan[0].severity == "error" and nan[0].step == 200
+    assert "10x" in nan[0].fix and "max_grad_norm" in nan[0].fix and "warmup" in nan[0].fix
+
+
+def test_one_infinite_grad_norm_is_a_warning_repeated_ones_an_error():
+    records = [train(s, 1.5) for s in range(1, 10)]
+    records += [train(10, 1.5, float("inf"))] + [train(s, 1.5) for s in range(11, 20)]
+    assert [(f.code, f.severity) for f in diagnose_records(records)] == [("nan_loss", "warning")]
+    records += [train(s, 1.5, float("inf")) for s in range(20, 23)]
+    assert [(f.code, f.severity) for f in diagnose_records(records)][-1] == ("nan_loss", "error")
+
+
+def test_huge_learning_rate_spike_is_caught_and_escalates():
+    losses = [2.1, 1.9, 7.5, 40.0, 60.0]
+    findings = diagnose_records([train(i + 1, x) for i, x in enumerate(losses)])
+    explosions = [f for f in findings if f.code == "loss_explosion"]
+    assert explosions[0].step == 3 and explosions[0].severity == "error"
+    assert len(explosions) == 2  # 7.5 (3.6x), then re-raised at 40 (19x: more than twice as bad), not at 60
+    assert explosions[1].step == 4
+
+
+def test_sustained_climb_is_an_explosion_warning():
+    records = [train(s, 0.9 + 1.2 * math.exp(-s / 40)) for s in range(10, 310, 10)]
+    records += [train(300 + 10 * i, 0.95 * (1 + 0.12 * i)) for i in range(1, 12)]
+    findings = diagnose_records(records)
+    assert codes(findings) == ["loss_explosion"]
+    assert findings[0].severity == "warning" and "climbing" in findings[0].message
+
+
+def test_flat_loss_after_50_steps():
+    rng = random.Random(0)
+    records = [train(s, 2.1 * (1 - 0.0001 * s) * (1 + rng.uniform(-0.02, 0.02))) for s in range(10, 210, 10)]
+    findings = diagnose_records(records)
+    flat = [f for f in findings if f.code == "loss_flat"]
+    assert len(flat) == 1 and flat[0].step >= 50 and "10x" in flat[0].fix and "-100" in flat[0].fix
+    assert not diagnose_records(records[:4])  # not before step 50
+
+
+def test_flat_loss_recovers_when_the_loss_starts_moving():
+    records = [train(s, 2.1) for s in range(10, 110, 10)]
+    records += [train(s, 2.1 * math.exp(-(s - 100) / 100)) for s in range(110, 400, 10)]
+    live = LiveDiagnostics()
+    assert [f.code for f in live.update(records)] == ["loss_flat"]
+    assert "loss_flat" not in [f.code for f in live.active()]
+
+
+def overfit_run() -> list[dict]:
+    records = []
+    for step in range(10, 610, 10):
+        records.append(train(step, max(0.2, 2.0 * math.exp(-step / 150))))
+        if step % 50 == 0:
+            eval_loss = 1.2 + 0.6 * math.exp(-step / 80) + (0.0015 * (step - 250) if step > 250 else 0)
+            records.append(evaluation(step, eval_loss))
+    return records
+
+
+def test_overfitting_names_the_best_checkpoint():
+    findings = diagnose_records(overfit_run())
+    overfit = [f for f in findings if f.code == "overfitting"]
+    # First the widening gap while eval still improves, then eval turning up: raised again, best step fixed.
+    assert [f.severity for f in overfit] == ["warning", "warning"]
+    assert "widening" in overfit[0].message and "rising" in overfit[1].message
+    assert "step 250" in overfit[1].fix and "lowest eval loss" in overfit[1].fix
+    for word in ("fewer epochs", "more data", "dropout", "rank", "weight decay"):
+        assert word in overfit[1].fix
+    assert "overfit" in [f.message for f in findings if f.code == "learning_curve"][-1]
+
+
+def test_live_evaluator_reports_the_best_eval_step():
+    live = LiveDiagnostics()
+    live.update(overfit_run())
+    assert live.best_eval_step == 250
+
+
+def test_memorisation_train_near_zero_eval_high():
+    records = []
+    for step in range(10, 410, 10):
+        records.append(train(step, max(0.02, 2.0 * math.exp(-step / 50))))
+        if step % 50 == 0:
+            records.append(evaluation(step, 1.3 + 0.002 * step))
+    findings = diagnose_records(records)
+    assert "loss_near_zero" in codes(findings)
+    assert ("overfitting", "error") in [(f.code, f.severity) for f in findings]
+
+
+def test_grad_norm_spike_and_its_recovery():
+    rng = random.Random(1)
+    grads = [0.4 * math.exp(rng.gauss(0, 0.2)) for _ in range(60)]
+    grads[30] = 9.0
+    grads[50] = 12.0
+    findings = diagnose_records([train(s + 1, 1.2, g) for s, g in enumerate(grads)])
+    spikes = [f for f in findings if f.code == "grad_norm_spike"]
+    assert [f.step for f in spikes] == [31, 51] and spikes[0].severity == "warning"
+    assert "max_grad_norm" in spikes[0].fix
+
+
+def test_gpu_memory_above_90_percent_on_any_gpu():
+    records = [train(s, 1.5, gpu_mem_gib=[40.0, 50.0 + s], gpu_mem_total_gib=[GPU_TOTAL, GPU_TOTAL])
+               for s in range(1, 30)]
+    findings = diagnose_records(records)
+    assert [(f.code, f.step) for f in findings] == [("gpu_memory_high", 22)]
+    assert "GPU 1" in findings[0].evidence
+
+
+def test_incremental_updates_equal_the_batch_evaluation():
+    rng = random.Random(7)
+    streams = [healthy_run(1), overfit_run(),
+               [train(s, 2.0 if s < 100 else float("nan")) for s in range(10, 200, 10)]]
+    for records in streams:
+        batch = diagnose_records(records)
+        live, incremental, i = LiveDiagnostics(), [], 0
+        while i < len(records):
+            n = rng.randint(0, 7)
+            incremental += live.update(records[i:i + n])
+            i += n
+        assert incremental == batch
+        assert live.findings == batch
+
+
+def test_update_returns_only_new_findings_and_ignores_other_records():
+    live = LiveDiagnostics()
+    assert live.update([{"kind": "event", "step": 1, "message": "hello"}, {"kind": "finding", "step": 2}]) == []
+    live.update([train(1, 2.0), train(2, float("nan"))])
+    assert live.update([train(3, float("nan"))]) == []
+
+
+def test_records_round_trip():
+    finding = diagnose_records([train(1, float("nan"))])[0]
+    record = finding.to_record()
+    assert record["kind"] == "finding" and record["time"] == 1001.0
+    assert set(record) == {"kind", "step", "time", "code", "severity", "message", "evidence", "fix"}
+    assert type(finding).from_record(record) == finding

@@ -1,0 +1,128 @@
+"""The pre-flight data doctor over small hand-made tokenized datasets."""
+
+from __future__ import annotations
+
+from engine.config import Config
+from engine.data.types import TokenizedExample
+from engine.diagnose.cleaning import SlopMatcher, count_slop, duplicate_groups, filter_slop
+from engine.diagnose.preflight import blocking, preflight, suggested_max_seq_length
+
+
+def example(i: int, *, prompt_tokens: int = 20, response_tokens: int = 30, max_len: int = 512,
+            prompt: str | None = None, response: str | None = None) -> TokenizedExample:
+    full = prompt_tokens + response_tokens
+    kept = max(0, min(full, max_len) - prompt_tokens)
+    return TokenizedExample(input_ids=[1] * min(full, max_len), labels=[-100] * min(full, max_len),
+                            source=f"train.jsonl:{i + 1}", full_length=full, trained_tokens=kept,
+                            trained_tokens_full=response_tokens, truncated=full > max_len,
+                            prompt_text=prompt if prompt is not None else f"Question number {i}?",
+                            response_text=response if response is not None else f"Answer number {i}.")
+
+
+def dataset(n: int = 200, **kw) -> list[TokenizedExample]:
+    return [example(i, **kw) for i in range(n)]
+
+
+def by_code(findings):
+    return {f.code: f for f in findings}
+
+
+def test_a_clean_dataset_has_no_findings():
+    assert preflight(dataset(), Config()) == []
+
+
+def test_nothing_to_train_on_is_refused():
+    findings = preflight(dataset(response_tokens=0), Config())
+    assert blocking(findings)
+    assert by_code(findings)["no_target_tokens"].severity == "error"
+    assert preflight([], Config())[0].code == "no_examples" and blocking(preflight([], Config()))
+
+
+def test_examples_with_no_or_few_trained_tokens_are_named():
+    data = dataset()
+    data[3] = example(3, response_tokens=0)
+    data[7] = example(7, response_tokens=4)
+    f = by_code(preflight(data, Config()))["few_target_tokens"]
+    assert f.severity == "warning" and "train.jsonl:4" in f.evidence and "train.jsonl:8" in f.evidence
+    assert not blocking([f])
+
+
+def test_truncated_responses_are_counted_with_the_length_that_keeps_95_percent():
+    data = [example(i, response_tokens=30 + 10 * i, max_len=512) for i in range(100)]  # full 50..1040
+    f = by_code(preflight(data, Config()))["responses_truncated"]
+    cut = sum(1 for e in data if e.trained_tokens < e.trained_tokens_full)
+    assert f.evidence.startswith(f"{cut} of 100")
+    assert "max_seq_length to 1024" in f.fix  # 95th of the lengths is 990, rounded up to a multiple of 64
+    assert suggested_max_seq_length([e.full_length for e in data]) == 1024
+    assert f.severity == "warning"
+
+
+def test_prompts_longer_than_max_seq_length():
+    data = dataset()
+    data[0] = example(0, prompt_tokens=700, response_tokens=30)
+    assert by_code(preflight(data, Config()))["prompt_too_long"].evidence.startswith("1 of 200")
+
+
+def test_too_few_examples():
+    f = by_code(preflight(dataset(40), Config()))["too_few_examples"]
+    assert f.severity == "warning" and "100" in f.message
+
+
+def test_duplicates_after_whitespace_normalisation():
+    data = dataset()
+    data[10] = example(10, prompt="Question  number 1?", response="Answer number 1.\n")
+    data[11] = example(11, prompt="Question number 1?", response=" Answer   number 1.")
+    f = by_code(preflight(data, Config()))["duplicate_examples"]
+    assert f.evidence.startswith("2 extra copies in 1 groups")
+    assert "train.jsonl:2" in f.evidence
+
+
+def test_slop_phrases_are_counted_per_phrase():
+    data = dataset()
+    data[0] = example(0, response="As an AI language model, I cannot do that.")
+    data[1] = example(1, response="As an  AI language model I think so.")
+    data[2] = example(2, response="I’m sorry, but I cannot fulfill this request.")
+    f = by_code(preflight(data, Config()))["slop_phrases"]
+    assert f.evidence.startswith("3 of 200")
+    assert '"as an ai language model" x2' in f.evidence
+
+
+def test_slop_matcher_matches_whole_words_only():
+    matcher = SlopMatcher(["as an ai", "trained by openai"])
+    assert matcher.find("As an aid to memory") == []
+    assert matcher.find("as an AI, trained by\nOpenAI") == ["as an ai", "trained by openai"]
+    assert count_slop(["as an ai", "hello", "AS AN AI"], matcher) == (2, {"as an ai": 2})
+    kept, dropped = filter_slop(["fine", "As an AI I refuse"], matcher=matcher)
+    assert kept == ["fine"] and dropped == [("As an AI I refuse", ["as an ai"])]
+
+
+def test_the_shipped_phrase_list_loads():
+    matcher = SlopMatcher()
+    assert len(matcher.phrases) > 20
+    assert matcher.find("Sure! As a large language model trained by OpenAI, I ...")
+    assert duplicate_groups(["a b", "a  b", "c"]) == [[0, 1]]
+
+
+def test_bf16_on_a_gpu_without_it_is_refused():
+    cfg = Config()
+    cfg.training.precision = "bf16"
+    assert blocking(preflight(dataset(), cfg, gpu_bf16=False))
+    assert preflight(dataset(), cfg, gpu_bf16=True) == []
+    cfg.training.precision = "auto"
+    assert preflight(dataset(), cfg, gpu_bf16=False) == []
+
+
+def test_estimated_memory_over_90_percent():
+    f = by_code(preflight(dataset(), Config(), est_peak_gib=15.0, gpu_total_gib=16.0))["memory_estimate_high"]
+    assert f.severity == "warning" and "94%" in f.evidence
+    over = preflight(dataset(), Config(), est_peak_gib=17.0, gpu_total_gib=16.0)
+    assert blocking(over)
+    assert preflight(dataset(), Config(), est_peak_gib=12.0, gpu_total_gib=16.0) == []
+
+
+def test_errors_come_first():
+    cfg = Config()
+    cfg.training.precision = "bf16"
+    findings = preflight(dataset(40, response_tokens=0), cfg, gpu_bf16=False)
+    ranks = [f.rank for f in findings]
+    assert ranks == sorted(ranks, reverse=True)
