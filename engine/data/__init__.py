@@ -1,1 +1,148 @@
 """Datasets: reading, format detection, templating, label masking and batching."""
+
+from __future__ import annotations
+
+import os
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+
+from engine.data.types import IGNORE_INDEX, DataReport, TokenizedExample
+from engine.errors import DataError
+
+__all__ = ["PreparedData", "read_rows", "load_examples", "tokenize_rows", "inspect_dataset", "load_tokenizer",
+           "preview_segments", "split_indices", "DataReport", "TokenizedExample", "IGNORE_INDEX"]
+
+
+@dataclass
+class PreparedData:
+    train: list[TokenizedExample]
+    validation: list[TokenizedExample]
+    report: DataReport = field(default_factory=lambda: DataReport(path="", format=""))
+
+
+def read_rows(path: str | os.PathLike, fmt: str = "auto") -> tuple[list[dict], str, list[str]]:
+    """(rows normalised to their format's shape, format, sources). Cheap: no tokenizer; fails fast."""
+    from engine.data.formats import read_rows as _read
+
+    return _read(path, fmt)
+
+
+def split_indices(n: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """(train, validation) row indices: a seeded draw, each list in file order. 0 -> no validation."""
+    n_val = int(round(n * fraction)) if fraction > 0 else 0
+    if fraction > 0 and n >= 2:
+        n_val = min(max(n_val, 1), n - 1)  # at least one to measure, at least one to train on
+    else:
+        n_val = 0
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    val = set(order[:n_val])
+    return [i for i in range(n) if i not in val], sorted(val)
+
+
+def tokenize_rows(rows: list[dict], fmt: str, sources: list[str], tokenizer, *, max_seq_length: int,
+                  train_on: str = "completions", report: DataReport | None = None) -> list[TokenizedExample]:
+    """Render and tokenize rows; drops and truncations are counted into `report` when given."""
+    from engine.data.masking import Masker
+    from engine.data.template import Renderer
+
+    renderer = Renderer(tokenizer, train_on)
+    rendered = [renderer.render(row, fmt, src) for row, src in zip(rows, sources)]
+    built = Masker(tokenizer, max_seq_length).build_many(rendered, sources)
+    examples = [b for b in built if isinstance(b, TokenizedExample)]
+    if report is not None:
+        report.template = renderer.name(fmt)
+        for reason, count in Counter(b for b in built if isinstance(b, str)).items():
+            report.dropped[reason] = report.dropped.get(reason, 0) + count
+        report.n_truncated += sum(e.response_tokens_lost > 0 for e in examples)
+        report.n_prompt_shortened += sum(e.prompt_shortened for e in examples)
+        report.notes += sorted(n for n in renderer.notes if n not in report.notes)
+    return examples
+
+
+def _refuse_if_empty(examples: list[TokenizedExample], report: DataReport) -> None:
+    if examples:
+        return
+    why = ", ".join(f"{count} {reason}" for reason, count in report.dropped.items()) or "no rows"
+    fix = ("raise training.max_seq_length" if "too long" in report.dropped
+           else "check that the responses (output / completion / assistant turns) are filled in")
+    raise DataError(f"{report.path}: nothing to train: every row was dropped ({why})", fix=fix)
+
+
+def _count(report: DataReport, train: list[TokenizedExample], validation: list[TokenizedExample]) -> None:
+    report.n_train, report.n_validation = len(train), len(validation)
+    report.trained_tokens = sum(e.trained_tokens for e in train)
+    report.total_tokens = sum(len(e) for e in train)
+
+
+def load_examples(cfg, tokenizer) -> PreparedData:
+    """The training and validation examples for a config, ready for the collator.
+
+    Validation comes from dataset.validation_path, else a seeded draw of
+    dataset.validation_split of the rows (after max_examples). A dataset with
+    nothing to train is refused with a DataError naming the file.
+    """
+    ds, seq = cfg.dataset, cfg.training.max_seq_length
+    rows, fmt, sources = read_rows(ds.path, ds.format)
+    if ds.max_examples:
+        rows, sources = rows[: ds.max_examples], sources[: ds.max_examples]
+    report = DataReport(path=str(ds.path), format=fmt, n_rows=len(rows))
+    if ds.validation_path:
+        val_rows, val_fmt, val_sources = read_rows(ds.validation_path, ds.format)
+        train_part, val_part = (rows, fmt, sources), (val_rows, val_fmt, val_sources)
+        report.notes.append(f"validation from {ds.validation_path} ({len(val_rows)} rows)")
+    else:
+        train_idx, val_idx = split_indices(len(rows), ds.validation_split, cfg.training.seed)
+        train_part = ([rows[i] for i in train_idx], fmt, [sources[i] for i in train_idx])
+        val_part = ([rows[i] for i in val_idx], fmt, [sources[i] for i in val_idx])
+        if ds.validation_split > 0 and not val_idx:
+            report.notes.append("too few rows to hold any out for validation: no eval loss")
+    kw = dict(tokenizer=tokenizer, max_seq_length=seq, train_on=ds.train_on, report=report)
+    train = tokenize_rows(*train_part, **kw)
+    _refuse_if_empty(train, report)
+    validation = tokenize_rows(*val_part, **kw) if val_part[0] else []
+    _count(report, train, validation)
+    return PreparedData(train=train, validation=validation, report=report)
+
+
+def load_tokenizer(model: str | os.PathLike | None = None):
+    """The tokenizer of a local model directory or hub id; None -> the demo model's."""
+    from engine.demo.model import DEMO_MODEL_ID
+    from engine.model import load_tokenizer as _load
+
+    return _load(str(model) if model is not None else DEMO_MODEL_ID)
+
+
+def inspect_dataset(path: str | os.PathLike, *, model: str | None = None, max_seq_length: int = 512,
+                    fmt: str = "auto", tokenizer=None) -> tuple[DataReport, list[TokenizedExample]]:
+    """Every row tokenized as training would (no validation split), with the report and previews."""
+    rows, fmt, sources = read_rows(path, fmt)
+    tokenizer = tokenizer if tokenizer is not None else load_tokenizer(model)
+    report = DataReport(path=str(path), format=fmt, n_rows=len(rows))
+    examples = tokenize_rows(rows, fmt, sources, tokenizer, max_seq_length=max_seq_length, report=report)
+    for example in examples:
+        example.segments = preview_segments(example, tokenizer)
+    _count(report, examples, [])
+    return report, examples
+
+
+def preview_segments(example: TokenizedExample, tokenizer=None) -> list[tuple[str, bool]]:
+    """The row as (text, trained) runs, for the coloured preview.
+
+    Decoded from the tokens and labels themselves, so it shows what the loss
+    is computed on, not what the template meant. Without a tokenizer, the runs
+    inspect_dataset stored on the example.
+    """
+    if tokenizer is None:
+        if not example.segments:
+            raise ValueError(f"{example.source}: no stored preview; pass the tokenizer (inspect_dataset stores one)")
+        return list(example.segments)
+    runs: list[tuple[list[int], bool]] = []
+    for token, label in zip(example.input_ids, example.labels):
+        trained = label != IGNORE_INDEX
+        if runs and runs[-1][1] == trained:
+            runs[-1][0].append(token)
+        else:
+            runs.append(([token], trained))
+    return [(tokenizer.decode(ids, skip_special_tokens=False), trained) for ids, trained in runs]

@@ -19,6 +19,9 @@ class TokenizedExample:
     prompt_shortened: bool = False  # prompt tokens dropped so the response fits
     prompt_text: str = ""
     response_text: str = ""
+    # (text, trained) runs decoded from the tokens, for previews; filled by inspect_dataset only (the
+    # trainer does not need a second copy of every row's text).
+    segments: list[tuple[str, bool]] = field(default_factory=list, repr=False, compare=False)
 
     @property
     def response_tokens_lost(self) -> int:

@@ -1,0 +1,306 @@
+"""Reading datasets and recognising their layout.
+
+Inputs: a .jsonl/.json/.csv/.parquet file, a directory of them, or a hub
+dataset id. Output: rows normalised to one shape per format, plus where each
+row came from ("train.jsonl:12", "train.csv[3]") so that every later error can
+name it.
+
+- alpaca:      {"instruction", "input", "output"[, "system"]}
+- chat:        {"messages": [{"role": user|assistant|system, "content"}]}
+               (ShareGPT `conversations` with from/value is mapped here)
+- completion:  {"prompt", "completion"}
+- text:        {"text"}
+
+JSON and JSON Lines are parsed here in pure Python rather than through
+`datasets`: we need the line of every row for error messages anyway (so every
+line is parsed once regardless), and Arrow's schema inference rejects rows
+whose types differ (a `content` that is a list in one row and a string in
+another) with a message that names neither file nor line. CSV, Parquet and
+hub datasets go through `datasets.load_dataset`, imported inside the
+functions that need it (it takes a second to import).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+from engine.errors import DataError
+
+EXTENSIONS = (".jsonl", ".json", ".csv", ".parquet")
+FORMATS = ("alpaca", "chat", "completion", "text")
+EXPECTED = ("alpaca (instruction, input, output), chat (messages with role/content, or ShareGPT "
+            "conversations with from/value), completion (prompt, completion), text (text)")
+ROLES = {"user": "user", "assistant": "assistant", "system": "system", "human": "user", "gpt": "assistant"}
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+# ---------------------------------------------------------------- reading raw rows
+
+def _check_text_file(path: Path) -> str:
+    """The file's text; a clear error for empty and binary files."""
+    data = path.read_bytes()
+    if not data.strip():
+        raise DataError(f"{path}: the file is empty", fix="point dataset.path at a file with examples")
+    # A NUL byte never occurs in UTF-8 text; it is the cheap tell of a binary file (a zip, a model, an image).
+    if b"\x00" in data[:8192]:
+        raise DataError(f"{path}: not a text file (binary content)",
+                        fix="use a .jsonl, .json or .csv text file, or name a .parquet file .parquet")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not UTF-8 text (byte {e.start}): {e.reason}",
+                        fix="save the file as UTF-8") from None
+
+
+def _read_jsonl_text(text: str, path: Path) -> tuple[list[dict], list[str]]:
+    rows, sources = [], []
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}:{lineno}: invalid JSON: {e.msg} (column {e.colno})",
+                            fix="each line must be one JSON object") from None
+        if not isinstance(obj, dict):
+            raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
+        rows.append(obj)
+        sources.append(f"{path}:{lineno}")
+    return rows, sources
+
+
+def _read_json(path: Path) -> tuple[list[dict], list[str]]:
+    text = _check_text_file(path)
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        # "Extra data" after a first complete value: the file is JSON Lines under a .json name.
+        if e.msg == "Extra data" and path.suffix == ".json":
+            return _read_jsonl_text(text, path)
+        raise DataError(f"{path}:{e.lineno}: invalid JSON: {e.msg} (column {e.colno})") from None
+    if isinstance(data, dict):
+        lists = [v for v in data.values() if isinstance(v, list)]
+        if len(lists) != 1:
+            raise DataError(f"{path}: expected a list of objects (or JSON Lines), got an object with keys "
+                            f"{', '.join(map(str, data))}")
+        data = lists[0]
+    if not isinstance(data, list):
+        raise DataError(f"{path}: expected a list of objects (or JSON Lines), got {type(data).__name__}")
+    if not data:
+        raise DataError(f"{path}: the file has no examples (an empty list)")
+    for i, obj in enumerate(data):
+        if not isinstance(obj, dict):
+            raise DataError(f"{path}[{i}]: expected a JSON object, got {type(obj).__name__}")
+    return data, [f"{path}[{i}]" for i in range(len(data))]
+
+
+def _read_jsonl(path: Path) -> tuple[list[dict], list[str]]:
+    return _read_jsonl_text(_check_text_file(path), path)
+
+
+def _read_with_datasets(path: Path) -> tuple[list[dict], list[str]]:
+    kind = path.suffix.lstrip(".")
+    if kind == "csv":
+        _check_text_file(path)
+    elif path.stat().st_size == 0:
+        raise DataError(f"{path}: the file is empty")
+    import datasets
+
+    datasets.disable_progress_bars()
+    try:
+        ds = datasets.load_dataset(kind, data_files=str(path), split="train")
+    except Exception as e:  # pyarrow/pandas raise many types; all mean "this file cannot be read"
+        reason = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+        raise DataError(f"{path}: cannot read as {kind.upper()}: {reason}") from None
+    rows = ds.to_list()
+    if not rows:
+        raise DataError(f"{path}: the file has no rows")
+    return rows, [f"{path}[{i}]" for i in range(len(rows))]
+
+
+_READERS = {".jsonl": _read_jsonl, ".json": _read_json, ".csv": _read_with_datasets,
+            ".parquet": _read_with_datasets}
+
+
+def _looks_like_hub_id(path: str) -> bool:
+    return (bool(_HUB_ID.match(path)) and not path.startswith(".")
+            and not path.lower().endswith(EXTENSIONS) and "/" in path)
+
+
+def _hub_reachable() -> bool:
+    """A quick TCP probe: load_dataset retries for ~25 s before giving up offline."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    url = urlparse(constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname, url.port or 443), timeout=3).close()
+        return True
+    except OSError:
+        return False
+
+
+def _read_hub(repo_id: str) -> tuple[list[dict], list[str]]:
+    import datasets
+    from huggingface_hub import constants
+
+    datasets.disable_progress_bars()
+    fix = ("download it where there is network, or point dataset.path at a local file; "
+           "if it is already in your cache, set HF_HUB_OFFLINE=1")
+    if not constants.HF_HUB_OFFLINE and not _hub_reachable():
+        raise DataError(f"{repo_id}: not a local path, and the Hugging Face Hub is unreachable (offline?)", fix=fix)
+    try:
+        ds = datasets.load_dataset(repo_id, split="train")
+    except Exception as e:  # network, auth, missing split: all end the same way for the user
+        if constants.HF_HUB_OFFLINE:
+            raise DataError(f"{repo_id}: not a local path, and not in the hub cache (HF_HUB_OFFLINE is set)",
+                            fix="download it where there is network, or point dataset.path at a local file") from None
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DataError(f"{repo_id}: cannot load the hub dataset: {reason}", fix=fix) from None
+    rows = ds.to_list()
+    if not rows:
+        raise DataError(f"{repo_id}: the dataset's train split has no rows")
+    return rows, [f"{repo_id}[{i}]" for i in range(len(rows))]
+
+
+def _dir_files(path: Path) -> list[Path]:
+    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in EXTENSIONS
+                   and not any(part.startswith(".") for part in p.relative_to(path).parts))
+    if not files:
+        raise DataError(f"{path}: the directory has no {', '.join(EXTENSIONS)} files")
+    return files
+
+
+def read_file_rows(path: Path) -> tuple[list[dict], list[str]]:
+    reader = _READERS.get(path.suffix.lower())
+    if reader is None:
+        raise DataError(f"{path}: unsupported file type {path.suffix or '(no extension)'!r}; "
+                        f"expected one of {', '.join(EXTENSIONS)}")
+    return reader(path)
+
+
+# ---------------------------------------------------------------- formats
+
+def detect_format(rows: list[dict], where: str) -> str:
+    """The format named by the fields of the first rows (the union, so an optional field may be missing)."""
+    keys: set[str] = set()
+    for row in rows[:100]:
+        keys.update(row)
+    if "messages" in keys or "conversations" in keys:
+        return "chat"
+    if "instruction" in keys and "output" in keys:
+        return "alpaca"
+    if "prompt" in keys and "completion" in keys:
+        return "completion"
+    if "text" in keys:
+        return "text"
+    found = ", ".join(sorted(map(str, keys))) or "(none)"
+    raise DataError(f"{where}: no known format matches the fields found: {found}",
+                    problems=[f"expected one of: {EXPECTED}"],
+                    fix="rename the fields, or set dataset.format")
+
+
+def _text(value, field: str, source: str, *, required: bool) -> str:
+    if value is None:
+        if required:
+            raise DataError(f"{source}: missing field {field!r}")
+        return ""
+    if isinstance(value, str):
+        return value
+    # CSV and Parquet readers type columns: "42" comes back as 42.
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    raise DataError(f"{source}: field {field!r} must be text, got {type(value).__name__}")
+
+
+def _content(value, source: str, index: int) -> str:
+    # OpenAI-style content parts: keep the text parts (this tool trains text models).
+    if isinstance(value, list) and all(isinstance(p, dict) for p in value):
+        parts = [p.get("text") for p in value if p.get("type", "text") == "text"]
+        if all(isinstance(p, str) for p in parts):
+            return "".join(parts)
+    return _text(value, f"messages[{index}].content", source, required=False)
+
+
+def _messages(row: dict, source: str) -> list[dict]:
+    key = "messages" if "messages" in row else "conversations"
+    turns = row.get(key)
+    if not isinstance(turns, list):
+        raise DataError(f"{source}: field {key!r} must be a list of messages, "
+                        f"got {type(turns).__name__ if turns is not None else 'nothing'}")
+    out = []
+    for i, m in enumerate(turns):
+        if not isinstance(m, dict):
+            raise DataError(f"{source}: {key}[{i}] must be an object with role and content")
+        role = m.get("role", m.get("from"))
+        content = m["content"] if "content" in m else m.get("value")
+        mapped = ROLES.get(role) if isinstance(role, str) else None
+        if mapped is None:
+            raise DataError(f"{source}: {key}[{i}] has role {role!r}; expected user, assistant or system "
+                            "(ShareGPT: human, gpt, system)")
+        out.append({"role": mapped, "content": _content(content, source, i)})
+    return out
+
+
+def normalize(row: dict, fmt: str, source: str) -> dict:
+    """One row in the format's canonical shape; a DataError naming the row when it does not fit."""
+    if fmt == "chat":
+        if "messages" not in row and "conversations" not in row:
+            raise DataError(f"{source}: chat format needs a 'messages' (or 'conversations') field; "
+                            f"found {', '.join(map(str, row)) or '(none)'}")
+        return {"messages": _messages(row, source)}
+    if fmt == "alpaca":
+        out = {"instruction": _text(row.get("instruction"), "instruction", source, required=True),
+               "input": _text(row.get("input"), "input", source, required=False),
+               "output": _text(row.get("output"), "output", source, required="output" not in row)}
+        if row.get("system"):
+            out["system"] = _text(row["system"], "system", source, required=False)
+        return out
+    if fmt == "completion":
+        return {"prompt": _text(row.get("prompt"), "prompt", source, required="prompt" not in row),
+                "completion": _text(row.get("completion"), "completion", source,
+                                    required="completion" not in row)}
+    if fmt == "text":
+        return {"text": _text(row.get("text"), "text", source, required="text" not in row)}
+    raise DataError(f"unknown dataset format {fmt!r}; expected auto or one of {', '.join(FORMATS)}")
+
+
+def _read_source(path: str) -> list[tuple[str, list[dict], list[str]]]:
+    """[(name, rows, sources)] per file; one entry for a file or a hub id, several for a directory."""
+    p = Path(os.path.expanduser(path))
+    if p.is_dir():
+        return [(str(f), *read_file_rows(f)) for f in _dir_files(p)]
+    if p.is_file():
+        return [(str(p), *read_file_rows(p))]
+    if _looks_like_hub_id(path):
+        return [(path, *_read_hub(path))]
+    raise DataError(f"{path}: no such file or directory",
+                    fix="check dataset.path; a hub dataset id looks like org/name")
+
+
+def read_rows(path: str | os.PathLike, fmt: str = "auto") -> tuple[list[dict], str, list[str]]:
+    """Read and normalise every row: (rows, format, sources). Cheap: no tokenizer, no model."""
+    path = str(path)
+    if not path.strip():
+        raise DataError("dataset.path is empty", fix="set dataset.path to a data file, a directory or a hub id")
+    if fmt not in ("auto", *FORMATS):
+        raise DataError(f"{path}: unknown format {fmt!r}; expected auto or one of {', '.join(FORMATS)}")
+    parts = _read_source(path)
+    chosen = fmt
+    rows: list[dict] = []
+    sources: list[str] = []
+    for name, raw, srcs in parts:
+        file_fmt = fmt if fmt != "auto" else detect_format(raw, srcs[0] if srcs else name)
+        if chosen == "auto":
+            chosen = file_fmt
+        elif file_fmt != chosen:
+            raise DataError(f"{name}: this file is in {file_fmt} format but {parts[0][0]} is in {chosen} format",
+                            fix="keep one format per dataset, or set dataset.format")
+        rows += [normalize(r, file_fmt, s) for r, s in zip(raw, srcs)]
+        sources += srcs
+    return rows, chosen, sources

@@ -1,0 +1,254 @@
+"""Reading files, detecting the format, and every broken input naming its file and line."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from engine.data import read_rows
+from engine.data import formats
+from engine.errors import DataError
+
+ALPACA = [{"instruction": "What color is a lemon?", "input": "", "output": "Yellow."},
+          {"instruction": "Plural of the word.", "input": "box", "output": "boxes"}]
+
+
+def write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+# ---------------------------------------------------------------- formats and detection
+
+@pytest.mark.parametrize("row,fmt", [
+    ({"instruction": "I", "input": "", "output": "O"}, "alpaca"),
+    ({"instruction": "I", "output": "O"}, "alpaca"),  # input is optional
+    ({"messages": [{"role": "user", "content": "U"}, {"role": "assistant", "content": "A"}]}, "chat"),
+    ({"conversations": [{"from": "human", "value": "U"}, {"from": "gpt", "value": "A"}]}, "chat"),
+    ({"prompt": "P", "completion": "C"}, "completion"),
+    ({"text": "T"}, "text"),
+    ({"text": "T", "messages": [{"role": "user", "content": "U"}]}, "chat"),  # a stray text column is metadata
+])
+def test_format_detection(tmp_path, row, fmt):
+    rows, found, sources = read_rows(write_jsonl(tmp_path / "d.jsonl", [row]))
+    assert found == fmt and sources == [f"{tmp_path / 'd.jsonl'}:1"]
+
+
+def test_alpaca_rows_are_normalised(tmp_path):
+    rows, fmt, _ = read_rows(write_jsonl(tmp_path / "d.jsonl", [{"instruction": "I", "output": 42, "system": "S"}]))
+    assert rows == [{"instruction": "I", "input": "", "output": "42", "system": "S"}]
+
+
+def test_sharegpt_roles_are_mapped(tmp_path):
+    row = {"conversations": [{"from": "system", "value": "S"}, {"from": "human", "value": "U"},
+                             {"from": "gpt", "value": "A"}]}
+    rows, fmt, _ = read_rows(write_jsonl(tmp_path / "d.jsonl", [row]))
+    assert rows[0]["messages"] == [{"role": "system", "content": "S"}, {"role": "user", "content": "U"},
+                                   {"role": "assistant", "content": "A"}]
+
+
+def test_content_parts_keep_their_text(tmp_path):
+    row = {"messages": [{"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]},
+                        {"role": "assistant", "content": "A"}]}
+    rows, _, _ = read_rows(write_jsonl(tmp_path / "d.jsonl", [row]))
+    assert rows[0]["messages"][0]["content"] == "ab"
+
+
+def test_explicit_format_is_used(tmp_path):
+    path = write_jsonl(tmp_path / "d.jsonl", [{"text": "T", "prompt": "P", "completion": "C"}])
+    assert read_rows(path)[1] == "completion"
+    assert read_rows(path, "text")[1] == "text"
+
+
+def test_blank_lines_are_skipped_but_counted(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_text(json.dumps(ALPACA[0]) + "\n\n  \n" + json.dumps(ALPACA[1]) + "\n", encoding="utf-8")
+    rows, _, sources = read_rows(path)
+    assert len(rows) == 2 and sources == [f"{path}:1", f"{path}:4"]
+
+
+def test_json_array_and_json_lines_named_json(tmp_path):
+    arr = tmp_path / "a.json"
+    arr.write_text(json.dumps(ALPACA, indent=2), encoding="utf-8")
+    rows, fmt, sources = read_rows(arr)
+    assert fmt == "alpaca" and len(rows) == 2 and sources == [f"{arr}[0]", f"{arr}[1]"]
+    lines = write_jsonl(tmp_path / "b.json", ALPACA)
+    assert read_rows(lines)[2] == [f"{lines}:1", f"{lines}:2"]
+    wrapped = tmp_path / "c.json"
+    wrapped.write_text(json.dumps({"data": ALPACA}), encoding="utf-8")
+    assert len(read_rows(wrapped)[0]) == 2
+
+
+def test_csv(tmp_path):
+    path = tmp_path / "d.csv"
+    path.write_text('instruction,input,output\nWhat is 6 plus 28?,,34\n"Say ""hi""",x,"hi,\nthere"\n',
+                    encoding="utf-8")
+    rows, fmt, sources = read_rows(path)
+    assert fmt == "alpaca" and sources == [f"{path}[0]", f"{path}[1]"]
+    assert rows[0] == {"instruction": "What is 6 plus 28?", "input": "", "output": "34"}
+    assert rows[1] == {"instruction": 'Say "hi"', "input": "x", "output": "hi,\nthere"}
+
+
+def test_parquet(tmp_path):
+    pd = pytest.importorskip("pandas")
+    path = tmp_path / "d.parquet"
+    msgs = [[{"role": "user", "content": "U"}, {"role": "assistant", "content": "A"}]]
+    pd.DataFrame({"messages": msgs}).to_parquet(path)
+    rows, fmt, sources = read_rows(path)
+    assert fmt == "chat" and rows[0]["messages"][1] == {"role": "assistant", "content": "A"}
+    assert sources == [f"{path}[0]"]
+
+
+def test_directory_reads_every_file_in_order(tmp_path):
+    write_jsonl(tmp_path / "b.jsonl", ALPACA[1:])
+    write_jsonl(tmp_path / "a.jsonl", ALPACA[:1])
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "c.csv").write_text("instruction,input,output\nI,,O\n", encoding="utf-8")
+    (tmp_path / "notes.txt").write_text("ignored", encoding="utf-8")
+    (tmp_path / ".hidden.jsonl").write_text("not json", encoding="utf-8")
+    rows, fmt, sources = read_rows(tmp_path)
+    assert fmt == "alpaca" and len(rows) == 3
+    assert sources == [f"{tmp_path / 'a.jsonl'}:1", f"{tmp_path / 'b.jsonl'}:1", f"{tmp_path / 'sub' / 'c.csv'}[0]"]
+
+
+# ---------------------------------------------------------------- broken input: DataError naming file and line
+
+def test_invalid_json_line_names_file_and_line(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_text(json.dumps(ALPACA[0]) + "\n" + '{"instruction": "x", "output": \n', encoding="utf-8")
+    with pytest.raises(DataError, match=rf"^{path}:2: invalid JSON: "):
+        read_rows(path)
+
+
+def test_invalid_json_array_names_its_line(tmp_path):
+    path = tmp_path / "d.json"
+    path.write_text('[\n {"text": "a"},\n {"text": "b",}\n]\n', encoding="utf-8")
+    with pytest.raises(DataError, match=rf"^{path}:3: invalid JSON"):
+        read_rows(path)
+
+
+def test_a_line_that_is_not_an_object(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_text('{"text": "a"}\n["text", "b"]\n', encoding="utf-8")
+    with pytest.raises(DataError, match=rf"^{path}:2: expected a JSON object, got list"):
+        read_rows(path)
+
+
+@pytest.mark.parametrize("content", [b"", b"\n  \n"])
+def test_empty_file(tmp_path, content):
+    path = tmp_path / "d.jsonl"
+    path.write_bytes(content)
+    with pytest.raises(DataError, match=rf"^{path}: the file is empty"):
+        read_rows(path)
+
+
+@pytest.mark.parametrize("name", ["d.jsonl", "d.csv", "d.json"])
+def test_binary_file(tmp_path, name):
+    path = tmp_path / name
+    path.write_bytes(b"PK\x03\x04\x00\x00binary\xff\xfe")
+    with pytest.raises(DataError, match=rf"^{path}: not a text file"):
+        read_rows(path)
+
+
+def test_not_utf8(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_bytes('{"text": "caf\xe9"}\n'.encode("latin-1"))
+    with pytest.raises(DataError, match=rf"^{path}: not UTF-8"):
+        read_rows(path)
+
+
+def test_not_a_parquet_file(tmp_path):
+    path = tmp_path / "d.parquet"
+    path.write_bytes(b"this is not parquet at all")
+    with pytest.raises(DataError, match=rf"^{path}: cannot read as PARQUET"):
+        read_rows(path)
+
+
+def test_no_format_matches_lists_fields_and_formats(tmp_path):
+    path = write_jsonl(tmp_path / "d.jsonl", [{"question": "Q", "answer": "A"}])
+    with pytest.raises(DataError) as e:
+        read_rows(path)
+    text = str(e.value)
+    assert text.startswith(f"{path}:1: no known format") and "answer, question" in text
+    for expected in ("alpaca (instruction, input, output)", "chat (messages", "completion (prompt, completion)",
+                     "text (text)"):
+        assert expected in text
+
+
+@pytest.mark.parametrize("turn", [{"role": "tool", "content": "x"}, {"from": "bing", "value": "x"},
+                                  {"role": None, "content": "x"}])
+def test_unknown_role_names_the_line(tmp_path, turn):
+    good = {"messages": [{"role": "user", "content": "U"}, {"role": "assistant", "content": "A"}]}
+    path = write_jsonl(tmp_path / "d.jsonl", [good, good, {"messages": [{"role": "user", "content": "U"}, turn]}])
+    with pytest.raises(DataError, match=rf"^{path}:3: messages\[1\] has role .*expected user, assistant or system"):
+        read_rows(path)
+
+
+@pytest.mark.parametrize("row,match", [
+    ({"instruction": "I", "output": ["a"]}, r"field 'output' must be text, got list"),
+    ({"messages": "hello"}, r"field 'messages' must be a list"),
+    ({"messages": ["hello"]}, r"messages\[0\] must be an object"),
+])
+def test_wrong_field_types_name_the_line(tmp_path, row, match):
+    path = write_jsonl(tmp_path / "d.jsonl", [ALPACA[0] if "instruction" in row else
+                                              {"messages": [{"role": "user", "content": "U"}]}, row])
+    with pytest.raises(DataError, match=rf"^{path}:2: {match}"):
+        read_rows(path)
+
+
+def test_explicit_format_that_does_not_fit(tmp_path):
+    path = write_jsonl(tmp_path / "d.jsonl", ALPACA)
+    with pytest.raises(DataError, match=rf"^{path}:1: chat format needs a 'messages'"):
+        read_rows(path, "chat")
+
+
+def test_mixed_formats_in_a_directory(tmp_path):
+    write_jsonl(tmp_path / "a.jsonl", ALPACA)
+    write_jsonl(tmp_path / "b.jsonl", [{"text": "T"}])
+    with pytest.raises(DataError, match=r"b\.jsonl: this file is in text format but .*a\.jsonl is in alpaca"):
+        read_rows(tmp_path)
+
+
+def test_empty_directory(tmp_path):
+    with pytest.raises(DataError, match=rf"^{tmp_path}: the directory has no .jsonl"):
+        read_rows(tmp_path)
+
+
+@pytest.mark.parametrize("path", ["missing.jsonl", "./data/train", "/nowhere/at/all.csv"])
+def test_path_not_found(path):
+    with pytest.raises(DataError, match=rf"^{path}: no such file or directory"):
+        read_rows(path)
+
+
+def test_unsupported_extension(tmp_path):
+    path = tmp_path / "d.txt"
+    path.write_text("hello", encoding="utf-8")
+    with pytest.raises(DataError, match=r"unsupported file type '\.txt'"):
+        read_rows(path)
+
+
+def test_hub_id_unreachable_is_a_clear_error(monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(formats, "_hub_reachable", lambda: False)
+    with pytest.raises(DataError) as e:
+        read_rows("tatsu-lab/alpaca")
+    assert str(e.value).startswith("tatsu-lab/alpaca: not a local path, and the Hugging Face Hub is unreachable")
+    assert "HF_HUB_OFFLINE" in str(e.value)
+
+
+def test_hub_id_offline_mode_not_in_cache(monkeypatch, tmp_path):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path))
+    with pytest.raises(DataError, match=r"^lorapilot-test/no-such-dataset: not a local path, and not in the hub cache"):
+        read_rows("lorapilot-test/no-such-dataset")
+
+
+def test_empty_path():
+    with pytest.raises(DataError, match="dataset.path is empty"):
+        read_rows("")
