@@ -126,3 +126,16 @@ def test_errors_come_first():
     findings = preflight(dataset(40, response_tokens=0), cfg, gpu_bf16=False)
     ranks = [f.rank for f in findings]
     assert ranks == sorted(ranks, reverse=True)
+
+
+def test_rows_the_data_layer_dropped_are_reported():
+    findings = by_code(preflight(dataset(), Config(), dropped={"empty response": 3, "too long": 2}))
+    assert "3 rows dropped with nothing to train (empty response x3)" in findings["few_target_tokens"].evidence
+    assert findings["few_target_tokens"].severity == "warning"
+    assert "2 rows dropped as too long" in findings["prompt_too_long"].evidence
+
+
+def test_every_row_dropped_is_refused_as_nothing_to_train():
+    findings = preflight([], Config(), dropped={"empty response": 5})
+    assert [f.code for f in findings] == ["no_target_tokens"] and blocking(findings)
+    assert "0 of 5 rows left" in findings[0].evidence

@@ -8,7 +8,7 @@ will do.
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from engine.diagnose.cleaning import SlopMatcher, count_slop, duplicate_groups, normalise_whitespace
 from engine.data.types import TokenizedExample
@@ -35,6 +35,9 @@ DUPLICATE_WARN_FRACTION = 0.01
 SLOP_WARN_FRACTION = 0.01
 # The seeds' checklist: GPU memory below 90 % of the card at step 1.
 MEMORY_HIGH_FRACTION = 0.90
+# The data layer's drop reason for a row whose prompt cannot be shortened enough; its
+# other reasons ("empty response", "no trained tokens") mean nothing to train.
+TOO_LONG_REASONS = ("too long",)
 # How many example sources a finding names before "and N more".
 SOURCES_SHOWN = 5
 
@@ -56,10 +59,28 @@ def suggested_max_seq_length(full_lengths: Sequence[int]) -> int:
     return math.ceil(ordered[index] / SEQ_LENGTH_ROUNDING) * SEQ_LENGTH_ROUNDING
 
 
-def _check_targets(examples: Sequence[Any]) -> list[Finding]:
+def _reasons(dropped: Mapping[str, int]) -> str:
+    return ", ".join(f"{reason} x{n}" for reason, n in sorted(dropped.items(), key=lambda kv: -kv[1]))
+
+
+def _check_nothing_left(dropped: Mapping[str, int]) -> Finding:
+    """No example survived loading: the data layer dropped every row, or there were none."""
+    if not dropped:
+        return Finding("no_examples", "error", None, "The dataset has no examples.", "0 examples",
+                       "Check dataset.path and dataset.format.")
+    fix = "Check that the responses are not empty and that dataset.format picked the right fields."
+    if any(reason in TOO_LONG_REASONS for reason in dropped):
+        fix = "Raise training.max_seq_length, or shorten the prompts. " + fix
+    return Finding("no_target_tokens", "error", None,
+                   "Every row was dropped before training: there is nothing to learn.",
+                   f"0 of {sum(dropped.values())} rows left ({_reasons(dropped)})", fix)
+
+
+def _check_targets(examples: Sequence[Any], dropped: Mapping[str, int]) -> list[Finding]:
     total = len(examples)
     empty = [e for e in examples if e.trained_tokens == 0]
     few = [e for e in examples if 0 < e.trained_tokens < MIN_TRAINED_TOKENS]
+    untrainable = {r: n for r, n in dropped.items() if r not in TOO_LONG_REASONS and n}
     if len(empty) == total:
         cut_away = sum(1 for e in empty if e.trained_tokens_full > 0)
         fix = ("Every label is -100. With train_on: completions only the responses are trained: check that the "
@@ -71,20 +92,22 @@ def _check_targets(examples: Sequence[Any]) -> list[Finding]:
                         "No example has a single trained token: there is nothing to learn, training would be wasted.",
                         f"0 of {total} examples have a label other than -100", fix)]
     findings = []
-    if empty or few:
+    if empty or few or untrainable:
         parts = []
+        if untrainable:
+            parts.append(f"{sum(untrainable.values())} rows dropped with nothing to train ({_reasons(untrainable)})")
         if empty:
             parts.append(f"{_percent(len(empty), total)} train on no token at all ({_sources(empty)})")
         if few:
             parts.append(f"{_percent(len(few), total)} on fewer than {MIN_TRAINED_TOKENS} ({_sources(few)})")
         findings.append(Finding(
-            "few_target_tokens", "warning" if empty else "info", None,
+            "few_target_tokens", "warning" if empty or untrainable else "info", None,
             "Some examples have no or very few trained (response) tokens.", "; ".join(parts),
             "Remove or fix examples with empty responses; very short answers are fine only if that is the task."))
     return findings
 
 
-def _check_lengths(examples: Sequence[Any], max_seq_length: int) -> list[Finding]:
+def _check_lengths(examples: Sequence[Any], max_seq_length: int, dropped: Mapping[str, int]) -> list[Finding]:
     total, findings = len(examples), []
     cut = [e for e in examples if e.trained_tokens < e.trained_tokens_full]
     if cut:
@@ -101,11 +124,14 @@ def _check_lengths(examples: Sequence[Any], max_seq_length: int) -> list[Finding
     # Prompt tokens are the untrained ones (with train_on: completions); the data layer shortens such prompts.
     too_long = [e for e in examples if getattr(e, "prompt_shortened", False)
                 or e.full_length - e.trained_tokens_full > max_seq_length]
-    if too_long:
+    dropped_long = sum(n for r, n in dropped.items() if r in TOO_LONG_REASONS)
+    if too_long or dropped_long:
+        evidence = [f"{_percent(len(too_long), total)} examples shortened ({_sources(too_long)})"] if too_long else []
+        evidence += [f"{dropped_long} rows dropped as too long"] if dropped_long else []
         findings.append(Finding(
             "prompt_too_long", "warning", None,
             f"Some prompts alone are longer than max_seq_length {max_seq_length}: they will be shortened or dropped.",
-            f"{_percent(len(too_long), total)} examples ({_sources(too_long)})",
+            "; ".join(evidence),
             "Raise training.max_seq_length or shorten those prompts (long context, pasted documents)."))
     return findings
 
@@ -168,16 +194,18 @@ def _check_hardware(cfg: Any, gpu_bf16: bool | None, est_peak_gib: float | None,
 
 def preflight(examples: Sequence[TokenizedExample], cfg: Any, *, gpu_bf16: bool | None = None,
               est_peak_gib: float | None = None, gpu_total_gib: float | None = None,
-              slop: SlopMatcher | None = None) -> list[Finding]:
-    """Every pre-flight finding, errors first. `blocking(findings)` says whether training may start."""
-    examples = list(examples)
+              dropped: Mapping[str, int] | None = None, slop: SlopMatcher | None = None) -> list[Finding]:
+    """Every pre-flight finding, errors first. `blocking(findings)` says whether training may start.
+
+    `dropped` is the data layer's count of rows it left out, by reason (DataReport.dropped).
+    """
+    examples, dropped = list(examples), dict(dropped or {})
     findings = _check_hardware(cfg, gpu_bf16, est_peak_gib, gpu_total_gib)
     if not examples:
-        findings.append(Finding("no_examples", "error", None, "The dataset has no examples.", "0 examples",
-                                "Check dataset.path and dataset.format."))
+        findings.append(_check_nothing_left(dropped))
     else:
-        findings += _check_targets(examples)
-        findings += _check_lengths(examples, cfg.training.max_seq_length)
+        findings += _check_targets(examples, dropped)
+        findings += _check_lengths(examples, cfg.training.max_seq_length, dropped)
         findings += _check_size_and_duplicates(examples)
         findings += _check_slop(examples, slop)
     return sorted(findings, key=lambda f: -f.rank)

@@ -1,0 +1,163 @@
+"""The diagnostics verbs for the command line: diagnose, prepare, inspect-data.
+
+engine/cli.py builds the subparsers and calls `add_x_arguments(parser)` then
+`run_x(args) -> exit code`. User errors are raised as UserError; the
+dispatcher prints them and exits 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+from typing import Iterable
+
+from engine.diagnose.codes import LIVE_CODES, TITLES
+from engine.diagnose.finding import Finding, blocking, newest_first
+from engine.errors import EXIT_BAD_INPUT, EXIT_OK, UserError
+
+_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
+
+
+def _console():
+    from rich.console import Console  # only when printing for a person
+
+    return Console(highlight=False, soft_wrap=True)
+
+
+def print_findings(findings: list[Finding], *, empty: str) -> None:
+    """Findings for a person: severity, where, what, the numbers, the fix."""
+    from rich.markup import escape
+
+    console = _console()
+    if not findings:
+        console.print(f"[green]{escape(empty)}[/]")
+        return
+    for f in findings:
+        where = f"step {f.step}" if f.step is not None else "pre-flight"
+        title = TITLES.get(f.code, f.code)
+        console.print(f"[{_STYLE[f.severity]}]{f.severity.upper():7}[/] [bold]{escape(title)}[/] "
+                      f"[dim]({f.code}, {where})[/]")
+        console.print(f"        {escape(f.message)}")
+        if f.evidence:
+            console.print(f"        [dim]evidence:[/] {escape(f.evidence)}")
+        if f.fix:
+            console.print(f"        [dim]fix:[/] {escape(f.fix)}")
+
+
+def _print_json(value) -> None:
+    print(json.dumps(value, indent=2, ensure_ascii=False, default=str))
+
+
+# ---------------------------------------------------------------- diagnose
+
+def add_diagnose_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="a run directory (or just its metrics.jsonl)")
+    parser.add_argument("--json", action="store_true", help="print the findings as a JSON list")
+
+
+def findings_for_run(records: Iterable[dict]) -> list[Finding]:
+    """Live findings recomputed from the metrics, plus those the trainer recorded that cannot be
+    recomputed from metrics alone (copied samples, pre-flight), each once; oldest first."""
+    from engine.diagnose.live import diagnose_records
+
+    records = list(records)
+    computed = diagnose_records(records)
+    seen = {(f.code, f.step) for f in computed}
+    recorded = [Finding.from_record(r) for r in records if r.get("kind") == "finding"]
+    extra = [f for f in recorded if (f.code, f.step) not in seen and f.code not in _RECOMPUTED_CODES]
+    return computed + extra
+
+
+# Codes `diagnose_records` derives from train/eval records alone, so recorded copies are redundant;
+# copying needs the training responses, which metrics.jsonl does not hold.
+_RECOMPUTED_CODES = set(LIVE_CODES) - {"copies_training_data"}
+
+
+def run_diagnose(args: argparse.Namespace) -> int:
+    from engine.rundir import METRICS_FILE, read_metrics
+
+    path = Path(args.run_dir)
+    if not path.exists():
+        raise UserError(f"{path}: no such run directory")
+    metrics = path / METRICS_FILE if path.is_dir() else path
+    if not metrics.is_file():
+        raise UserError(f"{metrics}: no metrics file", fix="Give a run directory that holds metrics.jsonl.")
+    records = read_metrics(metrics)
+    findings = newest_first(findings_for_run(records))
+    if args.json:
+        _print_json([f.to_record() for f in findings])
+        return EXIT_OK
+    steps = [r.get("step") for r in records if isinstance(r.get("step"), int)]
+    last = f", last step {max(steps)}" if steps else ""
+    print_findings(findings, empty=f"No problems found in {len(records)} records{last}.")
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------- prepare
+
+def add_prepare_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("sources", metavar="SOURCE", nargs="+",
+                        help="HTML, CSV/TSV, SQL dump or text files, or directories of them")
+    parser.add_argument("--out", required=True, metavar="OUT.jsonl", help="the training file to write")
+    parser.add_argument("--column", metavar="C", help="the CSV/SQL column holding the text")
+    parser.add_argument("--instruction-column", metavar="C", help="CSV/SQL column of prompts (with --output-column)")
+    parser.add_argument("--output-column", metavar="C", help="CSV/SQL column of responses")
+    parser.add_argument("--filter-slop", action="store_true",
+                        help="drop rows with synthetic-data phrases (presets/slop_phrases.txt)")
+    parser.add_argument("--no-dedup", action="store_true", help="keep duplicate rows")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+
+
+def run_prepare(args: argparse.Namespace) -> int:
+    from engine.diagnose.prepare import prepare
+
+    report = prepare(args.sources, args.out, column=args.column, instruction_column=args.instruction_column,
+                     output_column=args.output_column, filter_slop=args.filter_slop, dedup=not args.no_dedup)
+    if getattr(args, "json", False):
+        _print_json(report.to_dict())
+    else:
+        print("\n".join(report.lines()))
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------- inspect-data
+
+def add_inspect_arguments(parser: argparse.ArgumentParser) -> None:
+    from engine.config import DatasetConfig, TrainingConfig
+
+    formats = next(f for f in dataclasses.fields(DatasetConfig) if f.name == "format").metadata["choices"]
+    default_length = TrainingConfig().max_seq_length
+    parser.add_argument("path", metavar="PATH", help="a dataset file, a directory of them, or a hub id")
+    parser.add_argument("--model", metavar="M", help="tokenizer to count tokens with (hub id or directory)")
+    parser.add_argument("--max-seq-length", type=int, default=default_length, metavar="N",
+                        help=f"the training max_seq_length (default {default_length})")
+    parser.add_argument("--format", dest="fmt", default="auto", choices=formats, help="how examples are laid out")
+    parser.add_argument("--json", action="store_true", help="print the report and findings as JSON")
+
+
+def _jsonable(report):
+    if hasattr(report, "to_dict"):
+        return report.to_dict()
+    if dataclasses.is_dataclass(report):
+        return dataclasses.asdict(report)
+    return report
+
+
+def run_inspect(args: argparse.Namespace) -> int:
+    from engine.config import Config
+    from engine.data import inspect_dataset
+    from engine.diagnose.preflight import preflight
+
+    report, examples = inspect_dataset(args.path, model=args.model, max_seq_length=args.max_seq_length,
+                                       fmt=args.fmt)
+    cfg = Config()
+    cfg.training.max_seq_length = args.max_seq_length
+    findings = preflight(examples, cfg, dropped=getattr(report, "dropped", None))
+    if args.json:
+        _print_json({"report": _jsonable(report), "findings": [f.to_record() for f in findings]})
+    else:
+        _console().print(report)
+        print_findings(findings, empty="No problems found in the data.")
+    return EXIT_BAD_INPUT if blocking(findings) else EXIT_OK

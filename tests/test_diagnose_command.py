@@ -1,0 +1,104 @@
+"""The diagnostics verbs: diagnose (text and --json), prepare and inspect-data."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from engine.diagnose import command
+from engine.errors import UserError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def parse(add_arguments, argv):
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def write_metrics(run_dir: Path) -> None:
+    """A run that explodes to NaN at step 60, and a finding recorded by the trainer that metrics cannot show."""
+    run_dir.mkdir(parents=True)
+    lines = [{"kind": "train", "step": s, "time": 1000.0 + s, "loss": 2.0 - s / 100, "grad_norm": 0.4}
+             for s in range(10, 60, 10)]
+    lines += [{"kind": "train", "step": 60, "time": 1060.0, "loss": math.nan, "grad_norm": math.inf},
+              {"kind": "finding", "step": 60, "time": 1060.0, "code": "nan_loss", "severity": "error",
+               "message": "recorded live", "evidence": "", "fix": ""},
+              {"kind": "finding", "step": 30, "time": 1030.0, "code": "copies_training_data", "severity": "warning",
+               "message": "copied", "evidence": "e", "fix": "f"}]
+    text = "\n".join(json.dumps(r) for r in lines) + "\n" + '{"kind": "train", "st'  # half-written last line
+    (run_dir / "metrics.jsonl").write_text(text, encoding="utf-8")
+
+
+def test_diagnose_json_on_a_dir_with_only_metrics(tmp_path):
+    write_metrics(tmp_path / "run")
+    code = ("import sys; from engine.diagnose.command import run_diagnose, add_diagnose_arguments; import argparse; "
+            "p = argparse.ArgumentParser(); add_diagnose_arguments(p); sys.exit(run_diagnose(p.parse_args(sys.argv[1:])))")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "run"), "--json"], cwd=REPO,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    findings = json.loads(out.stdout)
+    assert [(f["code"], f["step"]) for f in findings] == [("nan_loss", 60), ("copies_training_data", 30)]
+    assert set(findings[0]) == {"kind", "step", "time", "code", "severity", "message", "evidence", "fix"}
+    assert findings[0]["severity"] == "error" and findings[0]["message"] != "recorded live"  # recomputed, once
+
+
+def test_diagnose_prints_findings_for_a_person(tmp_path, capsys):
+    write_metrics(tmp_path / "run")
+    assert command.run_diagnose(parse(command.add_diagnose_arguments, [str(tmp_path / "run")])) == 0
+    out = capsys.readouterr().out
+    assert out.index("Loss is NaN") < out.index("Copies training data")  # newest first
+    assert "fix:" in out and "evidence:" in out
+
+
+def test_diagnose_healthy_run_says_so(tmp_path, capsys):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "metrics.jsonl").write_text(
+        "".join(json.dumps({"kind": "train", "step": s, "loss": 2 / (1 + s / 50)}) + "\n" for s in range(1, 30)))
+    assert command.run_diagnose(parse(command.add_diagnose_arguments, [str(tmp_path / "run")])) == 0
+    assert "No problems found in 29 records, last step 29" in capsys.readouterr().out
+
+
+def test_diagnose_missing_dir_or_metrics_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match="nowhere"):
+        command.run_diagnose(parse(command.add_diagnose_arguments, [str(tmp_path / "nowhere")]))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="metrics.jsonl"):
+        command.run_diagnose(parse(command.add_diagnose_arguments, [str(tmp_path / "empty")]))
+
+
+def test_prepare_verb(tmp_path, capsys):
+    (tmp_path / "a.csv").write_text("q,a\nhi,hello\nhi,hello\nyo,as an AI language model I refuse\n")
+    args = parse(command.add_prepare_arguments, [str(tmp_path / "a.csv"), "--out", str(tmp_path / "o.jsonl"),
+                                                 "--instruction-column", "q", "--output-column", "a",
+                                                 "--filter-slop"])
+    assert command.run_prepare(args) == 0
+    out = capsys.readouterr().out
+    assert "dropped 1 (duplicate)" in out and "dropped 1 (slop phrase)" in out and "wrote 1 records" in out
+    assert json.loads((tmp_path / "o.jsonl").read_text()) == {"instruction": "hi", "output": "hello"}
+
+
+def test_inspect_data_runs_the_doctor_on_what_the_data_layer_returns(tmp_path, monkeypatch, capsys):
+    import engine.data
+    from engine.data.types import DataReport
+
+    seen = {}
+
+    def fake_inspect(path, *, model=None, max_seq_length=512, fmt="auto"):
+        seen.update(path=path, model=model, max_seq_length=max_seq_length, fmt=fmt)
+        return DataReport(path=str(path), format="alpaca", n_rows=4, dropped={"empty response": 4}), []
+
+    monkeypatch.setattr(engine.data, "inspect_dataset", fake_inspect)
+    args = parse(command.add_inspect_arguments, ["d.jsonl", "--model", "m", "--max-seq-length", "256", "--json"])
+    assert command.run_inspect(args) == 2  # nothing to train: bad input
+    assert seen == {"path": "d.jsonl", "model": "m", "max_seq_length": 256, "fmt": "auto"}
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["report"]["n_rows"] == 4
+    assert [f["code"] for f in printed["findings"]] == ["no_target_tokens"]
