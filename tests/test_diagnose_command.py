@@ -39,8 +39,9 @@ def write_metrics(run_dir: Path) -> None:
 
 def test_diagnose_json_on_a_dir_with_only_metrics(tmp_path):
     write_metrics(tmp_path / "run")
-    code = ("import sys; from engine.diagnose.command import run_diagnose, add_diagnose_arguments; import argparse; "
-            "p = argparse.ArgumentParser(); add_diagnose_arguments(p); sys.exit(run_diagnose(p.parse_args(sys.argv[1:])))")
+    code = ("import sys, argparse; from engine.diagnose.command import run_diagnose, add_diagnose_arguments; "
+            "p = argparse.ArgumentParser(); add_diagnose_arguments(p); "
+            "sys.exit(run_diagnose(p.parse_args(sys.argv[1:])))")
     out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "run"), "--json"], cwd=REPO,
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr

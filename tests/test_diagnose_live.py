@@ -210,3 +210,13 @@ def test_records_round_trip():
     assert record["kind"] == "finding" and record["time"] == 1001.0
     assert set(record) == {"kind", "step", "time", "code", "severity", "message", "evidence", "fix"}
     assert type(finding).from_record(record) == finding
+
+
+def test_a_resumed_run_continues_from_its_history_without_repeating_itself():
+    records = [train(s, 2.0 if s < 100 else float("nan")) for s in range(10, 150, 10)]
+    live = LiveDiagnostics.from_history(records[:12])
+    assert [f.code for f in live.findings] == ["loss_flat", "nan_loss"]
+    assert live.update(records[12:]) == []  # NaN continues: already said
+    plateau = [train(s, 1.0) for s in range(500, 700, 10)]
+    history = [train(s, 2.0 * math.exp(-s / 60) + 0.9) for s in range(10, 500, 10)]
+    assert LiveDiagnostics.from_history(history).update(plateau) == []  # a plateau after resume is not flat

@@ -171,6 +171,14 @@ class LiveDiagnostics:
         self.findings += new
         return new
 
+    @classmethod
+    def from_history(cls, records: Iterable[dict], training_responses: list[str] | None = None) -> "LiveDiagnostics":
+        """An evaluator that has already seen these records (a resumed run): what they raised is not raised again,
+        and the loss is judged against the run's real start, not the resume point."""
+        live = cls(training_responses)
+        live.update(records)
+        return live
+
     def active(self) -> list[Finding]:
         """The findings whose condition still holds, as last raised."""
         return [a.finding for a in self._dedup.raised.values()]
