@@ -1,0 +1,78 @@
+"""GPU cards: the presets, lookup by a typed name, and the card present (NVML)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from engine.errors import ConfigError
+from engine.estimate.presets import gpu_presets
+
+
+@dataclass(frozen=True)
+class GpuSpec:
+    id: str
+    name: str
+    memory_gib: float
+    bf16: bool | None            # None: unknown (a detected card without a preset)
+    tflops_16bit: float | None   # dense datasheet peak; None: no time estimate
+    detected: bool = False
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def _spec(entry: dict) -> GpuSpec:
+    return GpuSpec(id=entry["id"], name=entry["name"], memory_gib=float(entry["memory_gib"]),
+                   bf16=bool(entry["bf16"]), tflops_16bit=float(entry["tflops_16bit"]))
+
+
+def list_gpus() -> list[GpuSpec]:
+    return [_spec(e) for e in gpu_presets()]
+
+
+def _key(name: str) -> str:
+    """'NVIDIA A100 80GB' and 'a100-80' compare equal."""
+    s = name.lower()
+    s = re.sub(r"\b(nvidia|tesla|geforce)\b", "", s)
+    s = re.sub(r"(\d)\s*gb\b", r"\1", s)
+    return re.sub(r"[^a-z0-9]", "", s)
+
+
+def get_gpu(name: str) -> GpuSpec:
+    """A preset by id, alias or full name (case and punctuation ignored)."""
+    wanted = _key(name)
+    for entry in gpu_presets():
+        names = [entry["id"], entry["name"], *entry.get("aliases", [])]
+        if wanted in {_key(n) for n in names}:
+            return _spec(entry)
+    valid = ", ".join(e["id"] for e in gpu_presets())
+    raise ConfigError(f"--gpu {name!r}: unknown GPU; one of {valid}")
+
+
+def match_nvml_name(nvml_name: str, memory_gib: float) -> GpuSpec | None:
+    """The preset for a card as NVML names it ('NVIDIA A100-SXM4-80GB'), its memory breaking ties."""
+    words = set(re.split(r"[^a-z0-9]+", nvml_name.lower()))
+    candidates = [e for e in gpu_presets() if str(e["nvml"]) in words]
+    if not candidates:
+        return None
+    best = min(candidates, key=lambda e: abs(float(e["memory_gib"]) - memory_gib))
+    spec = _spec(best)
+    # A card outside the preset's memory class (an H100 NVL 94 GB, say) keeps its own memory.
+    return GpuSpec(id=spec.id, name=nvml_name, memory_gib=round(memory_gib, 2), bf16=spec.bf16,
+                   tflops_16bit=spec.tflops_16bit, detected=True)
+
+
+def detect_gpu() -> GpuSpec | None:
+    """The first visible GPU as a spec, or None without a GPU or driver."""
+    from engine.gpu import sample_gpus   # NVML lives there; imported lazily like NVML itself
+
+    samples = sample_gpus()
+    if not samples:
+        return None
+    first = samples[0]
+    matched = match_nvml_name(first.name, first.mem_total_gib)
+    if matched is not None:
+        return matched
+    return GpuSpec(id="detected", name=first.name, memory_gib=round(first.mem_total_gib, 2), bf16=None,
+                   tflops_16bit=None, detected=True)

@@ -1,0 +1,143 @@
+"""Where a model's config.json comes from: a local directory, a preset, or the hub.
+
+Only config.json is read, never weights, so this answers in milliseconds for a
+directory or a preset. A hub id that is not a preset is fetched once (short
+timeout) and kept in Hugging Face's cache; offline, the cached copy is used,
+and without one the error says what to do.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+from engine.errors import ModelError
+from engine.estimate.params import Architecture, ParamCounts, architecture, count_params
+from engine.estimate.presets import find_model_preset
+
+HUB_TIMEOUT_S = 5.0
+_HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
+_hub_cache: dict[str, dict] = {}
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    config: dict
+    source: str                 # "local" | "hub" | "preset"
+    arch: Architecture
+    params: ParamCounts
+    pretraining: dict = field(default_factory=dict)   # learning_rate, batch_tokens when published
+
+    @property
+    def architecture(self) -> str:
+        return self.arch.model_type
+
+    @property
+    def param_count(self) -> int:
+        return self.params.total
+
+    @property
+    def vocab_size(self) -> int:
+        return self.arch.vocab
+
+    @property
+    def context_length(self) -> int:
+        return self.arch.context
+
+    @property
+    def exact(self) -> bool:
+        return self.arch.exact
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "source": self.source, "architecture": self.architecture,
+                "param_count": self.param_count, "vocab_size": self.vocab_size,
+                "context_length": self.context_length, "exact": self.exact, "notes": list(self.arch.notes)}
+
+
+def model_info_from_config(name: str, config: dict, source: str, pretraining: dict | None = None) -> ModelInfo:
+    arch = architecture(config)
+    return ModelInfo(name=name, config=config, source=source, arch=arch, params=count_params(arch),
+                     pretraining=dict(pretraining or {}))
+
+
+def read_model_config(model: str) -> ModelInfo:
+    """The model's shapes and parameter count from a directory, a preset name or a hub id."""
+    model = (model or "").strip()
+    if not model:
+        raise ModelError("model: not set", fix="a hub id (Qwen/Qwen2.5-1.5B), a preset name or a local directory")
+    path = Path(model).expanduser()
+    if path.is_dir():
+        return model_info_from_config(model, _read_json(path / "config.json"), "local")
+    if path.is_file() and path.name == "config.json":
+        return model_info_from_config(model, _read_json(path), "local")
+    preset = find_model_preset(model)
+    if preset is not None:
+        return model_info_from_config(preset["id"], preset["config"], "preset", preset.get("pretraining"))
+    if not _HUB_ID.match(model):
+        raise ModelError(f"{model}: not a directory, a preset or a hub id (owner/name)",
+                         fix="check the path; list presets with `lorapilot estimate --help`")
+    return model_info_from_config(model, _hub_config(model), "hub")
+
+
+def _hub_reachable() -> bool:
+    """A quick TCP probe: huggingface_hub itself retries for ~20 s before giving up offline."""
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        return False
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=HUB_TIMEOUT_S).close()
+        return True
+    except OSError:
+        return False
+
+
+def _read_json(path: Path) -> dict:
+    if not path.exists():
+        raise ModelError(f"{path}: not found; a model directory needs its config.json")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ModelError(f"{path}: not a readable config.json: {e}") from None
+    if not isinstance(data, dict):
+        raise ModelError(f"{path}: expected a JSON object")
+    return data
+
+
+def _hub_config(repo_id: str) -> dict:
+    if repo_id in _hub_cache:
+        return _hub_cache[repo_id]
+    # Imported here: huggingface_hub costs ~0.2 s, which directories and presets never pay.
+    from huggingface_hub import hf_hub_download, try_to_load_from_cache
+    from huggingface_hub import errors as hub_errors
+
+    cached = try_to_load_from_cache(repo_id, "config.json")
+    if isinstance(cached, str):
+        path = cached
+    elif not _hub_reachable():
+        raise ModelError(f"{repo_id}: the hub is unreachable (offline?) and config.json is not in the Hugging "
+                         "Face cache; use a local directory holding config.json or a preset name")
+    else:
+        try:
+            path = hf_hub_download(repo_id, "config.json", etag_timeout=HUB_TIMEOUT_S)
+        except hub_errors.GatedRepoError:
+            raise ModelError(f"{repo_id}: gated on the hub; accept its licence on huggingface.co and log in "
+                             "(hf auth login), or use a preset / local directory") from None
+        except (hub_errors.RepositoryNotFoundError, hub_errors.RevisionNotFoundError):
+            raise ModelError(f"{repo_id}: no such model on the hub (or it is private)") from None
+        except hub_errors.LocalEntryNotFoundError:
+            raise ModelError(f"{repo_id}: offline and config.json is not in the Hugging Face cache; "
+                             "use a local directory holding config.json or a preset name") from None
+        except hub_errors.EntryNotFoundError:
+            raise ModelError(f"{repo_id}: the repository has no config.json") from None
+        except Exception as e:  # noqa: BLE001 - offline shows up as several connection error types
+            raise ModelError(f"{repo_id}: cannot fetch config.json from the hub ({type(e).__name__}); "
+                             "offline? use a local directory holding config.json or a preset name") from None
+    config = _read_json(Path(path))
+    _hub_cache[repo_id] = config
+    return config

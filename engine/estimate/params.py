@@ -1,0 +1,178 @@
+"""Parameter counts and layer shapes from a model's config.json, without weights.
+
+Exact for the decoder families whose Hugging Face modelling code we mirror
+(Llama, Mistral, Qwen2/2.5/3, Gemma 1/2, Phi-3); anything else is read as a
+Llama-like decoder from whatever keys it has, and flagged approximate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from engine.errors import ConfigError, ModelError
+
+# model_type -> (norms per decoder layer, q/k/v carry a bias, fused qkv and gate_up)
+_FAMILIES = {
+    "llama": (2, False, False),
+    "mistral": (2, False, False),
+    "qwen2": (2, True, False),
+    "qwen3": (2, False, False),
+    "gemma": (2, False, False),
+    "gemma2": (4, False, False),
+    "phi3": (2, False, True),
+}
+
+
+@dataclass(frozen=True)
+class Linear:
+    """One linear layer of a decoder block, as LoRA's target_modules names it."""
+    name: str
+    d_in: int
+    d_out: int
+    bias: bool = False
+    feeds: str = ""      # which tensor it reads: layers reading the same one share an input
+
+    @property
+    def params(self) -> int:
+        return self.d_in * self.d_out + (self.d_out if self.bias else 0)
+
+
+@dataclass(frozen=True)
+class Architecture:
+    model_type: str
+    hidden: int
+    intermediate: int
+    layers: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    vocab: int
+    tied: bool
+    context: int
+    norms_per_layer: int
+    linears: tuple[Linear, ...]           # per decoder layer
+    experts: int = 1                      # MoE: the MLP linears exist this many times
+    final_logit_softcap: bool = False
+    exact: bool = True
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def q_dim(self) -> int:
+        return self.heads * self.head_dim
+
+    @property
+    def kv_dim(self) -> int:
+        return self.kv_heads * self.head_dim
+
+    def linear(self, name: str) -> Linear:
+        return next(lin for lin in self.linears if lin.name == name)
+
+    def copies(self, lin: Linear) -> int:
+        return self.experts if lin.feeds in ("mlp", "down") else 1
+
+
+@dataclass(frozen=True)
+class ParamCounts:
+    total: int
+    embedding: int        # input embeddings
+    lm_head: int          # 0 when tied to the embeddings
+    linear: int           # decoder-layer linear weights: what 4-bit/8-bit quantisation converts
+    other: int            # norms and biases: kept unquantised
+
+    @property
+    def unquantised(self) -> int:
+        return self.embedding + self.lm_head + self.other
+
+
+def _first(cfg: dict, *keys, default=None):
+    for k in keys:
+        if cfg.get(k) is not None:
+            return cfg[k]
+    return default
+
+
+def architecture(cfg: dict) -> Architecture:
+    """Layer shapes of a decoder-only model from its config.json mapping."""
+    if isinstance(cfg.get("text_config"), dict):   # multimodal wrappers keep the decoder here
+        cfg = {**cfg["text_config"], "model_type": cfg["text_config"].get("model_type", cfg.get("model_type"))}
+    model_type = str(cfg.get("model_type", "unknown"))
+    notes: list[str] = []
+    hidden = _first(cfg, "hidden_size", "n_embd", "d_model")
+    layers = _first(cfg, "num_hidden_layers", "n_layer", "num_layers")
+    heads = _first(cfg, "num_attention_heads", "n_head", "num_heads")
+    vocab = _first(cfg, "vocab_size")
+    missing = [k for k, v in (("hidden_size", hidden), ("num_hidden_layers", layers),
+                              ("num_attention_heads", heads), ("vocab_size", vocab)) if not v]
+    if missing:
+        raise ModelError(f"config.json has no {', '.join(missing)}; is this a decoder language model?")
+    intermediate = _first(cfg, "intermediate_size", "n_inner", "ffn_dim")
+    if not intermediate:
+        intermediate = 4 * hidden
+        notes.append("intermediate_size missing: assumed 4 x hidden_size")
+    kv_heads = _first(cfg, "num_key_value_heads", default=heads)
+    head_dim = _first(cfg, "head_dim", default=hidden // heads)
+    family = _FAMILIES.get(model_type)
+    exact = family is not None
+    if family is None:
+        notes.append(f"model_type {model_type!r} is not one we count exactly: read as a Llama-like decoder")
+        family = (2, bool(cfg.get("attention_bias")), False)
+    norms, qkv_bias, fused = family
+    qkv_bias = qkv_bias or bool(cfg.get("attention_bias"))
+    mlp_bias = bool(cfg.get("mlp_bias"))
+    q_dim, kv_dim = heads * head_dim, kv_heads * head_dim
+    if fused:
+        linears = (Linear("qkv_proj", hidden, q_dim + 2 * kv_dim, qkv_bias, "attn"),
+                   Linear("o_proj", q_dim, hidden, qkv_bias, "o"),
+                   Linear("gate_up_proj", hidden, 2 * intermediate, mlp_bias, "mlp"),
+                   Linear("down_proj", intermediate, hidden, mlp_bias, "down"))
+    else:
+        linears = (Linear("q_proj", hidden, q_dim, qkv_bias, "attn"),
+                   Linear("k_proj", hidden, kv_dim, qkv_bias, "attn"),
+                   Linear("v_proj", hidden, kv_dim, qkv_bias, "attn"),
+                   Linear("o_proj", q_dim, hidden, bool(cfg.get("attention_bias")), "o"),
+                   Linear("gate_proj", hidden, intermediate, mlp_bias, "mlp"),
+                   Linear("up_proj", hidden, intermediate, mlp_bias, "mlp"),
+                   Linear("down_proj", intermediate, hidden, mlp_bias, "down"))
+    experts = int(_first(cfg, "num_local_experts", "num_experts", default=1) or 1)
+    if experts > 1:
+        exact = False
+        notes.append(f"mixture of {experts} experts: router weights not counted")
+    tied = bool(cfg.get("tie_word_embeddings", model_type in ("gemma", "gemma2")))
+    context = int(_first(cfg, "max_position_embeddings", "n_positions", "max_sequence_length", default=0) or 0)
+    return Architecture(model_type=model_type, hidden=hidden, intermediate=intermediate, layers=layers, heads=heads,
+                        kv_heads=kv_heads, head_dim=head_dim, vocab=vocab, tied=tied, context=context,
+                        norms_per_layer=norms, linears=linears, experts=experts,
+                        final_logit_softcap=bool(cfg.get("final_logit_softcapping")), exact=exact,
+                        notes=tuple(notes))
+
+
+def count_params(arch: Architecture) -> ParamCounts:
+    per_layer_linear = sum(lin.d_in * lin.d_out * arch.copies(lin) for lin in arch.linears)
+    per_layer_bias = sum((lin.d_out if lin.bias else 0) * arch.copies(lin) for lin in arch.linears)
+    # Qwen3 normalises queries and keys per head: two extra head_dim-sized norms per layer.
+    qk_norms = 2 * arch.head_dim if arch.model_type == "qwen3" else 0
+    per_layer_other = per_layer_bias + arch.norms_per_layer * arch.hidden + qk_norms
+    embedding = arch.vocab * arch.hidden
+    lm_head = 0 if arch.tied else embedding
+    linear = arch.layers * per_layer_linear
+    other = arch.layers * per_layer_other + arch.hidden       # + the final norm
+    return ParamCounts(total=embedding + lm_head + linear + other, embedding=embedding, lm_head=lm_head,
+                       linear=linear, other=other)
+
+
+def lora_targets(arch: Architecture, target_modules) -> list[Linear]:
+    """The decoder linears LoRA adapts; unknown names are an error where the family is known."""
+    if target_modules == "all-linear":
+        return list(arch.linears)
+    names = [target_modules] if isinstance(target_modules, str) else list(target_modules)
+    known = {lin.name: lin for lin in arch.linears}
+    unknown = [n for n in names if n not in known]
+    if unknown and arch.exact:
+        raise ConfigError(f"lora.target_modules: {', '.join(repr(n) for n in unknown)} not in a "
+                          f"{arch.model_type} model", fix=f"valid names: {', '.join(known)} (or all-linear)")
+    return [known[n] for n in names if n in known]
+
+
+def lora_params(arch: Architecture, targets: list[Linear], r: int) -> int:
+    """Trainable adapter parameters: A (r x d_in) plus B (d_out x r) per adapted layer."""
+    return arch.layers * sum(r * (lin.d_in + lin.d_out) * arch.copies(lin) for lin in targets)

@@ -1,0 +1,69 @@
+"""The preset data files (presets/): GPU cards, model configs and recipes.
+
+Read once per process and cached: the wizard asks for them on every keystroke.
+Model presets are JSON (the shape of a config.json, and json is quicker to
+import than yaml); GPUs and recipes are YAML so that people can edit them.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+
+from engine.errors import ConfigError
+
+PRESETS_DIR = Path(__file__).resolve().parents[2] / "presets"
+
+
+def _read_yaml(path: Path):
+    import yaml
+
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as e:
+        raise ConfigError(f"{path}: cannot read preset: {e}") from None
+
+
+@lru_cache(maxsize=1)
+def gpu_presets() -> tuple[dict, ...]:
+    return tuple(_read_yaml(PRESETS_DIR / "gpus.yaml") or ())
+
+
+@lru_cache(maxsize=1)
+def model_presets() -> dict[str, dict]:
+    """Every preset keyed by each lower-cased name it answers to: hub id, its name part, aliases."""
+    out: dict[str, dict] = {}
+    for path in sorted((PRESETS_DIR / "models").glob("*.json")):
+        entry = json.loads(path.read_text(encoding="utf-8"))
+        for name in [entry["id"], entry["id"].rsplit("/", 1)[-1], *entry.get("aliases", [])]:
+            out[name.lower()] = entry
+    return out
+
+
+def find_model_preset(name: str) -> dict | None:
+    """The preset for a hub id, the id without its owner, or a short alias.
+
+    Another owner's repository of the same name is not assumed to be the same model.
+    """
+    return model_presets().get(name.strip().lower())
+
+
+def list_model_presets() -> list[dict]:
+    """One entry per model preset: id, aliases, published_params, config (and pretraining when known)."""
+    seen: dict[str, dict] = {}
+    for entry in model_presets().values():
+        seen.setdefault(entry["id"], entry)
+    return list(seen.values())
+
+
+def list_recipes() -> dict[str, Path]:
+    return {p.stem: p for p in sorted((PRESETS_DIR / "recipes").glob("*.yaml"))}
+
+
+def load_recipe(name: str) -> dict:
+    """A recipe's partial config (a raw mapping; merge it, then validate with config_from_dict)."""
+    recipes = list_recipes()
+    if name not in recipes:
+        raise ConfigError(f"unknown recipe {name!r}; one of {', '.join(recipes)}")
+    return _read_yaml(recipes[name]) or {}

@@ -1,0 +1,108 @@
+"""Parameter counts from config.json against the published totals, and model config sources."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from engine.errors import ConfigError, ModelError
+from engine.estimate import list_model_presets, model_info_from_config, read_model_config
+from engine.estimate.params import lora_params, lora_targets
+
+# Exact counts as transformers reports them (sum of numel over parameters).
+EXACT = {
+    "meta-llama/Llama-2-7b-hf": 6_738_415_616,
+    "meta-llama/Meta-Llama-3-8B": 8_030_261_248,
+    "Qwen/Qwen2.5-1.5B": 1_543_714_304,
+    "mistralai/Mistral-7B-v0.1": 7_241_732_096,
+    "Qwen/Qwen2.5-0.5B": 494_032_768,
+    "TinyLlama/TinyLlama-1.1B-Chat-v1.0": 1_100_048_384,
+    "HuggingFaceTB/SmolLM2-135M": 134_515_008,
+}
+
+
+@pytest.mark.parametrize("model,count", EXACT.items())
+def test_exact_counts(model, count):
+    assert read_model_config(model).param_count == count
+
+
+@pytest.mark.parametrize("preset", list_model_presets(), ids=lambda p: p["id"])
+def test_every_preset_matches_its_published_total(preset):
+    info = read_model_config(preset["id"])
+    assert info.exact and info.source == "preset"
+    assert info.param_count == pytest.approx(preset["published_params"], rel=0.006)
+
+
+def test_tied_embeddings_counted_once():
+    qwen = read_model_config("qwen2.5-1.5b")
+    assert qwen.arch.tied and qwen.params.lm_head == 0
+    llama = read_model_config("llama-2-7b")
+    assert llama.params.lm_head == llama.params.embedding == 32000 * 4096
+
+
+def test_gqa_and_bias_shapes():
+    arch = read_model_config("qwen2.5-7b").arch
+    assert arch.linear("k_proj").d_out == 4 * 128 and arch.linear("k_proj").bias
+    assert not arch.linear("o_proj").bias
+    gemma = read_model_config("gemma-2-2b").arch
+    assert gemma.q_dim == 8 * 256 != gemma.hidden and gemma.norms_per_layer == 4 and gemma.final_logit_softcap
+
+
+def test_phi3_fused_layers_have_fewer_adapter_params_than_split_ones():
+    phi = read_model_config("phi-3-mini").arch
+    assert [lin.name for lin in phi.linears] == ["qkv_proj", "o_proj", "gate_up_proj", "down_proj"]
+    split = model_info_from_config("x", {**read_model_config("phi-3-mini").config, "model_type": "llama"}, "local")
+    assert split.param_count == read_model_config("phi-3-mini").param_count
+    assert lora_params(phi, lora_targets(phi, "all-linear"), 16) < \
+        lora_params(split.arch, lora_targets(split.arch, "all-linear"), 16)
+
+
+def test_lora_param_count_llama2_7b():
+    arch = read_model_config("llama-2-7b").arch
+    # q, v at r=8: 32 layers x 2 modules x 8 x (4096 + 4096): the LoRA paper's classic 4.19 M.
+    assert lora_params(arch, lora_targets(arch, ["q_proj", "v_proj"]), 8) == 4_194_304
+
+
+def test_unknown_target_module_names_the_valid_ones():
+    arch = read_model_config("llama-2-7b").arch
+    with pytest.raises(ConfigError) as e:
+        lora_targets(arch, ["q_proj", "qkv"])
+    assert "gate_proj" in str(e.value)
+
+
+def test_local_directory_with_only_config_json(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps(read_model_config("smollm2-135m").config))
+    info = read_model_config(str(tmp_path))
+    assert info.source == "local" and info.param_count == EXACT["HuggingFaceTB/SmolLM2-135M"]
+
+
+def test_unknown_architecture_is_approximate(tmp_path):
+    cfg = {"model_type": "gpt_neox", "hidden_size": 512, "num_hidden_layers": 4, "num_attention_heads": 8,
+           "vocab_size": 1000}
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    info = read_model_config(str(tmp_path))
+    assert not info.exact and info.param_count > 0 and any("gpt_neox" in n for n in info.arch.notes)
+
+
+@pytest.mark.parametrize("content,match", [("{not json", "not a readable"), ('{"model_type": "llama"}', "hidden_size")])
+def test_bad_config_json(tmp_path, content, match):
+    (tmp_path / "config.json").write_text(content)
+    with pytest.raises(ModelError, match=match):
+        read_model_config(str(tmp_path))
+
+
+def test_directory_without_config_json(tmp_path):
+    with pytest.raises(ModelError, match="config.json"):
+        read_model_config(str(tmp_path))
+
+
+def test_offline_hub_id_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelError, match="offline|hub"):
+        read_model_config("nobody-here/no-such-model-xyz")
+
+
+def test_not_a_model_name():
+    with pytest.raises(ModelError, match="not a directory"):
+        read_model_config("definitely not a model")
