@@ -1,0 +1,52 @@
+"""How many training examples a local dataset holds, cheaply (no `datasets` import)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from engine.errors import DataError
+
+_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
+
+
+def count_examples(path: str) -> int | None:
+    """Rows in a local file or directory of files; None for a hub dataset or an unreadable format."""
+    p = Path(path).expanduser()
+    if p.is_dir():
+        files = sorted(f for f in p.iterdir() if f.suffix in _SUFFIXES)
+        counts = [count_examples(str(f)) for f in files]
+        return None if not files or None in counts else sum(counts)
+    if not p.is_file():
+        return None
+    if p.suffix == ".jsonl":
+        with p.open("rb") as f:
+            return sum(1 for line in f if line.strip())
+    if p.suffix == ".json":
+        try:
+            data = json.loads(p.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise DataError(f"{p}: not valid JSON: {e}") from None
+        if isinstance(data, dict):      # {"data": [...]} and similar single-key wrappers
+            lists = [v for v in data.values() if isinstance(v, list)]
+            data = lists[0] if len(lists) == 1 else None
+        return len(data) if isinstance(data, list) else None
+    if p.suffix == ".csv":
+        import csv
+
+        with p.open(newline="", encoding="utf-8", errors="replace") as f:
+            return max(0, sum(1 for _ in csv.reader(f)) - 1)       # minus the header row
+    if p.suffix == ".parquet":
+        try:
+            import pyarrow.parquet as pq
+        except ImportError:
+            return None
+        return pq.ParquetFile(p).metadata.num_rows
+    return None
+
+
+def training_examples(total: int, validation_split: float, has_validation_file: bool) -> int:
+    """Examples left for training once the validation share is held out."""
+    if has_validation_file or not validation_split:
+        return total
+    return total - max(1, round(total * validation_split)) if total > 1 else total

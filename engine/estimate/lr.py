@@ -1,0 +1,45 @@
+"""The learning-rate hint: the LoRA range, and the guide's batch-scaling rule with its inputs."""
+
+from __future__ import annotations
+
+import math
+
+LORA_LR_RANGE = (1e-4, 3e-4)
+LORA_LR_DEFAULT = 2e-4
+# When a model's pretraining recipe is not in its preset, the guide's Llama/Mistral figures.
+ASSUMED_PRETRAIN_LR = 3e-4
+ASSUMED_PRETRAIN_BATCH_TOKENS = 4_000_000
+
+
+def lr_hint(learning_rate: float, supervised_tokens_per_step: int | None, pretraining: dict) -> dict:
+    """What the configured learning rate looks like against the usual LoRA range and the scaling rule.
+
+    The rule base_lr * sqrt(supervised_tokens_per_step / pretrained_batch_tokens)
+    comes from full fine-tuning; adapters usually want far more, so the LoRA
+    range is the primary advice and the rule is shown as a reference.
+    """
+    lo, hi = LORA_LR_RANGE
+    base_lr = pretraining.get("learning_rate")
+    batch = pretraining.get("batch_tokens")
+    published = base_lr is not None and batch is not None
+    base_lr = base_lr if base_lr is not None else ASSUMED_PRETRAIN_LR
+    batch = batch if batch is not None else ASSUMED_PRETRAIN_BATCH_TOKENS
+    scaled = None
+    if supervised_tokens_per_step:
+        scaled = base_lr * math.sqrt(supervised_tokens_per_step / batch)
+    if learning_rate > 3 * hi:
+        verdict = "high for LoRA: expect loss spikes or NaN"
+    elif learning_rate < lo / 3:
+        verdict = "low for LoRA: the loss may barely move"
+    elif lo <= learning_rate <= hi:
+        verdict = "in the usual LoRA range"
+    else:
+        verdict = "near the usual LoRA range"
+    text = f"{learning_rate:.1e}: {verdict} ({lo:.0e}-{hi:.0e}, {LORA_LR_DEFAULT:.0e} typical)"
+    if scaled is not None:
+        text += (f"; scaling rule {base_lr:.1e} x sqrt({supervised_tokens_per_step:,} / {batch:,})"
+                 f" = {scaled:.1e} (full fine-tuning reference)")
+    return {"learning_rate": learning_rate, "range": list(LORA_LR_RANGE), "default": LORA_LR_DEFAULT,
+            "verdict": verdict, "scaled_lr": scaled, "base_lr": base_lr, "pretrained_batch_tokens": batch,
+            "pretraining_published": published, "supervised_tokens_per_step": supervised_tokens_per_step,
+            "formula": "base_lr * sqrt(supervised_tokens_per_step / pretrained_batch_tokens)", "text": text}

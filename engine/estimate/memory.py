@@ -1,0 +1,252 @@
+"""GPU memory during QLoRA/LoRA training, component by component.
+
+The numbers follow the code path lorapilot really runs (engine/model.py):
+transformers loads the base through bitsandbytes, peft's
+prepare_model_for_kbit_training upcasts every unquantised parameter to fp32,
+peft keeps adapters in fp32 (autocast_adapter_dtype), training runs under
+autocast, and Hugging Face's gradient checkpointing wraps each decoder layer.
+Each saved-for-backward tensor below was traced from that code (see the
+comments); the totals are what torch.cuda.max_memory_allocated reports, plus
+what nvidia-smi adds on top.
+
+Everything is bytes per token unless the name says otherwise, so the
+activation and logit terms scale with the tokens in a micro-batch (packed or
+not) rather than with micro_batch_size x max_seq_length.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from engine.estimate.params import Architecture, Linear, ParamCounts
+
+GIB = 1024 ** 3
+
+# bitsandbytes NF4 with double quantisation: 4-bit codes, one 8-bit absmax per
+# 64-weight block, and one fp32 constant per 256 of those absmax values.
+NF4_BYTES_PER_PARAM = 0.5 + 1 / 64 + 4 / (64 * 256)
+# prepare_model_for_kbit_training casts every fp16/bf16 parameter that is not
+# quantised (embeddings, lm_head, norms, biases) to fp32.
+KBIT_UNQUANTISED_BYTES = 4
+# bitsandbytes pages an optimizer state buffer (unified memory, outside
+# PyTorch's allocator) only when the parameter has at least this many elements.
+BNB_PAGED_MIN_NUMEL = 100_000
+# bitsandbytes keeps 8-bit states only for tensors this large; smaller ones stay fp32.
+BNB_8BIT_MIN_NUMEL = 4096
+BNB_8BIT_BLOCK = 256
+# What nvidia-smi shows beyond PyTorch's allocations: the CUDA context (kernels
+# of torch, bitsandbytes and cuBLAS workspaces) and the caching allocator's
+# reserved-but-free blocks, which grow with the peak. Calibrate in benchmarks/.
+CUDA_CONTEXT_GIB = 0.5
+ALLOCATOR_SLACK_FRACTION = 0.10
+
+
+@dataclass(frozen=True)
+class Component:
+    name: str
+    gib: float
+    note: str = ""
+    in_peak: bool = True     # False: measured at another moment than the peak, not added to it
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "gib": round(self.gib, 3), "note": self.note, "in_peak": self.in_peak}
+
+
+@dataclass(frozen=True)
+class TrainingShape:
+    """The config, reduced to what memory depends on."""
+    quantization: str            # nf4 | int8 | none
+    compute_bytes: int           # 2 under bf16/fp16 autocast, 4 in fp32
+    targets: tuple[Linear, ...]
+    r: int
+    dropout: float
+    optimizer: str
+    gradient_checkpointing: bool
+    tokens: int                  # per micro-batch
+    fused_loss: bool
+
+
+@dataclass(frozen=True)
+class Memory:
+    components: list[Component]
+    peak_allocated_gib: float
+    device_total_gib: float
+    load_peak_gib: float
+
+
+def _stream_bytes(shape: TrainingShape) -> int:
+    # With fp32 embeddings and norms (kbit preparation) the residual stream is
+    # fp32, and bitsandbytes casts each 4-bit layer's output back to its input dtype.
+    return 4 if shape.quantization != "none" else shape.compute_bytes
+
+
+def base_weight_bytes(arch: Architecture, params: ParamCounts, shape: TrainingShape) -> tuple[float, float]:
+    """(linear layers as stored, everything else) in bytes."""
+    if shape.quantization == "nf4":
+        return params.linear * NF4_BYTES_PER_PARAM, params.unquantised * KBIT_UNQUANTISED_BYTES
+    if shape.quantization == "int8":
+        # int8 weights plus one fp32 scale per output row (LLM.int8 SCB).
+        rows = arch.layers * sum(lin.d_out * arch.copies(lin) for lin in arch.linears)
+        return params.linear + 4 * rows, params.unquantised * KBIT_UNQUANTISED_BYTES
+    weight_bytes = 2 if shape.compute_bytes == 2 else 4
+    return params.linear * weight_bytes, params.unquantised * weight_bytes
+
+
+def _lora_tensors(arch: Architecture, shape: TrainingShape) -> list[int]:
+    """Element counts of every adapter tensor (A: r x d_in, B: d_out x r)."""
+    out = []
+    for lin in shape.targets:
+        n = arch.layers * arch.copies(lin)
+        out += [shape.r * lin.d_in] * n + [shape.r * lin.d_out] * n
+    return out
+
+
+def optimizer_bytes(arch: Architecture, shape: TrainingShape) -> tuple[float, float]:
+    """(states in PyTorch's allocator, states in paged unified memory) in bytes."""
+    eight_bit = shape.optimizer in ("adamw_8bit", "paged_adamw_8bit")
+    paged = shape.optimizer.startswith("paged_")
+    allocated = paged_bytes = 0.0
+    for numel in _lora_tensors(arch, shape):
+        if eight_bit and numel >= BNB_8BIT_MIN_NUMEL:
+            size = 2 * (numel + 4 * -(-numel // BNB_8BIT_BLOCK))    # two uint8 states + fp32 absmax per block
+        else:
+            size = 2 * 4 * numel                                     # exp_avg and exp_avg_sq in fp32
+        if paged and numel >= BNB_PAGED_MIN_NUMEL:
+            paged_bytes += size
+        else:
+            allocated += size
+    return allocated, paged_bytes
+
+
+def layer_activation_bytes(arch: Architecture, shape: TrainingShape) -> float:
+    """Bytes one decoder layer saves for backward, per token, without checkpointing."""
+    c, s = shape.compute_bytes, _stream_bytes(shape)
+    h, i = arch.hidden, arch.intermediate
+    # RMSNorm upcasts its input to fp32 and keeps it (pow and mul save it).
+    norms = arch.norms_per_layer * 4 * h
+    # Attention under autocast keeps q, k, v and its output in the compute dtype,
+    # plus the fp32 log-sum-exp per head. With a padding or packing mask
+    # transformers repeats k/v to all heads before SDPA (use_gqa_in_sdpa needs
+    # mask=None), so they are counted at full width.
+    attention = c * 4 * arch.q_dim + 4 * arch.heads
+    # The MLP keeps the gate output (activation input), the activation output
+    # and the up output; the frozen down_proj does not keep its input.
+    mlp = 3 * s * i
+    # Frozen linears (4-bit, 8-bit or 16-bit) keep no input; each adapter keeps
+    # its A input in the compute dtype (dropout output or autocast copy) plus the
+    # dropout mask (bool), and its r-wide A output for B.
+    lora = 0.0
+    shared_inputs = set()
+    for lin in shape.targets:
+        if shape.dropout > 0:
+            lora += (c + 1) * lin.d_in
+        elif shape.quantization != "none" or lin.feeds not in shared_inputs:
+            # fp32 stream: autocast makes a fresh bf16 copy per adapter; 16-bit
+            # stream: adapters reading the same tensor share it.
+            lora += c * lin.d_in
+            shared_inputs.add(lin.feeds)
+        lora += c * shape.r
+    return norms + attention + mlp + lora
+
+
+def _liger_chunk_tokens(arch: Architecture, tokens: int) -> int:
+    # Liger's fused linear-cross-entropy processes the logits in chunks of
+    # next_power_of_2(ceil(tokens / ceil(vocab / hidden))) rows.
+    inc = -(-arch.vocab // arch.hidden)
+    rows = max(1, -(-tokens // inc))
+    return 1 << (rows - 1).bit_length()
+
+
+def logits_bytes(arch: Architecture, shape: TrainingShape) -> tuple[float, str]:
+    """Peak bytes of the lm_head and loss phase for one micro-batch, with a note."""
+    c, s, t, v = shape.compute_bytes, _stream_bytes(shape), shape.tokens, arch.vocab
+    if shape.fused_loss:
+        chunk = _liger_chunk_tokens(arch, t)
+        return (s * arch.hidden * t + chunk * v * (c + 4),
+                f"fused linear-cross-entropy: {chunk}-token chunks of the logits, never all at once")
+    # Forward: bf16 logits (2V), their fp32 upcast in the loss (4V), log_softmax
+    # output kept for backward (4V). Backward: the fp32 gradient of the log-probs
+    # and of the logits (4V + 4V) while the saved output (4V) is alive: 12V.
+    per_token = max(c + 8, 12) * v
+    note = f"batch x seq x vocab ({v:,}): bf16 logits upcast to fp32 in the loss, plus fp32 gradients"
+    if arch.final_logit_softcap:
+        per_token += 2 * c * v          # tanh output kept for backward, plus the capped copy
+        note += "; final-logit soft-capping keeps two more copies"
+    extra = 0.0
+    if shape.quantization != "none" and c == 2:
+        # The fp32 lm_head (kbit preparation) is cast to bf16 by autocast on each
+        # forward and kept for backward: frozen weights are not in autocast's cache.
+        extra = arch.vocab * arch.hidden * c
+        note += "; plus a bf16 copy of the fp32 lm_head weight"
+    return per_token * t + extra, note
+
+
+def dequant_buffer_bytes(arch: Architecture, shape: TrainingShape) -> float:
+    """The largest quantised weight dequantised to 16-bit for a matmul (one at a time)."""
+    if shape.quantization == "none":
+        return 0.0
+    return max(lin.d_in * lin.d_out for lin in arch.linears) * 2
+
+
+def memory(arch: Architecture, params: ParamCounts, shape: TrainingShape) -> Memory:
+    c, s, t = shape.compute_bytes, _stream_bytes(shape), shape.tokens
+    linear_b, other_b = base_weight_bytes(arch, params, shape)
+    n_lora = sum(_lora_tensors(arch, shape))
+    opt_alloc, opt_paged = optimizer_bytes(arch, shape)
+    layer = layer_activation_bytes(arch, shape)
+    final_norm = 4 * arch.hidden * t
+    if shape.gradient_checkpointing:
+        # HF checkpointing keeps each decoder layer's input (one hidden state per
+        # boundary) and rebuilds one layer's activations at a time in backward.
+        kept = arch.layers * s * arch.hidden * t + final_norm
+        recompute = layer * t
+        kept_note = f"checkpointing on: one hidden state per layer boundary ({arch.layers} layers)"
+    else:
+        kept = arch.layers * layer * t + final_norm
+        recompute = 0.0
+        kept_note = f"checkpointing off: every layer's saved tensors ({layer / 1024:.0f} KiB per token per layer)"
+    # Gradients alive while one layer runs backward: the residual stream's and
+    # the MLP's intermediate ones.
+    working = (3 * s * arch.intermediate + 2 * s * arch.hidden) * t
+    dequant = dequant_buffer_bytes(arch, shape)
+    logits, logits_note = logits_bytes(arch, shape)
+    backward_phase = recompute + working + dequant
+    logits_peak = logits >= backward_phase
+
+    quant_label = {"nf4": "NF4 + double-quant constants", "int8": "int8 + row scales",
+                   "none": f"{8 * (2 if c == 2 else 4)}-bit"}[shape.quantization]
+    unq_dtype = "fp32 (kbit preparation)" if shape.quantization != "none" else f"{8 * (2 if c == 2 else 4)}-bit"
+    opt_note = {"paged_adamw_32bit": "AdamW 32-bit, paged", "paged_adamw_8bit": "AdamW 8-bit, paged",
+                "adamw_torch": "AdamW 32-bit", "adamw_8bit": "AdamW 8-bit"}[shape.optimizer]
+    if opt_paged:
+        opt_note += f"; {opt_paged / GIB:.2f} GiB in paged memory (nvidia-smi sees it, PyTorch does not)"
+    comps = [
+        Component("base weights", linear_b / GIB, f"decoder linear layers, {quant_label}"),
+        Component("unquantised weights", other_b / GIB, f"embeddings, lm_head, norms in {unq_dtype}"),
+        Component("LoRA adapters", n_lora * 4 / GIB, f"{n_lora:,} parameters, fp32"),
+        Component("LoRA gradients", n_lora * 4 / GIB, "fp32, kept across gradient accumulation"),
+        Component("optimizer states", opt_alloc / GIB, opt_note),
+        Component("activations", kept / GIB, kept_note),
+        Component("logits and loss", logits / GIB, logits_note, in_peak=logits_peak),
+        Component("backward working memory", (recompute + working) / GIB,
+                  "one layer recomputed plus its gradients" if recompute else "gradients of one layer",
+                  in_peak=not logits_peak),
+    ]
+    if dequant:
+        comps.append(Component("dequantisation buffer", dequant / GIB,
+                               "largest quantised weight in 16-bit during its matmul", in_peak=not logits_peak))
+    peak = sum(x.gib for x in comps if x.in_peak)
+    slack = peak * ALLOCATOR_SLACK_FRACTION
+    if opt_paged:
+        comps.append(Component("paged optimizer states", opt_paged / GIB, "unified memory, resident on the GPU",
+                               in_peak=False))
+    comps += [Component("allocator slack", slack, "reserved but unallocated blocks", in_peak=False),
+              Component("CUDA context", CUDA_CONTEXT_GIB, "driver, kernels, cuBLAS workspace", in_peak=False)]
+    device_total = peak + opt_paged / GIB + slack + CUDA_CONTEXT_GIB
+    # Loading quantises one 16-bit tensor at a time, then kbit preparation
+    # upcasts each unquantised tensor (the embedding is the largest) to fp32.
+    staging = 0.0
+    if shape.quantization != "none":
+        staging = 2 * max(max(lin.d_in * lin.d_out for lin in arch.linears), arch.vocab * arch.hidden)
+    load_peak = (linear_b + other_b + staging) / GIB
+    return Memory(components=comps, peak_allocated_gib=peak, device_total_gib=device_total, load_peak_gib=load_peak)

@@ -1,0 +1,50 @@
+"""Optimizer steps, wall-clock time and cost of a run."""
+
+from __future__ import annotations
+
+import math
+
+from engine.estimate.params import Architecture, ParamCounts
+
+# Fraction of the datasheet dense 16-bit peak a LoRA run sustains (model FLOPs
+# utilisation). Guesses from published QLoRA/LoRA throughput until
+# benchmarks/vram_calibration.py measures them: 4-bit pays a dequantisation
+# per matmul, LLM.int8 pays more, plain 16-bit LoRA runs closest to peak.
+MFU_BY_QUANTIZATION = {"nf4": 0.25, "int8": 0.15, "none": 0.40}
+
+
+def steps(n_examples: int | None, micro_batch_size: int, grad_accum: int, num_gpus: int,
+          num_epochs: float, max_steps: int) -> tuple[int | None, int | None]:
+    """(steps per epoch, total optimizer steps); None where the example count is needed and unknown."""
+    per_epoch = None
+    if n_examples is not None:
+        per_epoch = max(1, math.ceil(n_examples / (micro_batch_size * grad_accum * num_gpus)))
+    if max_steps and max_steps > 0:
+        return per_epoch, max_steps
+    if per_epoch is None:
+        return None, None
+    return per_epoch, max(1, math.ceil(per_epoch * num_epochs))
+
+
+def flops_per_token(arch: Architecture, params: ParamCounts, lora_params: int, tokens_per_example: int,
+                    gradient_checkpointing: bool) -> float:
+    """Training FLOPs per token.
+
+    Forward is 2 FLOPs per matmul weight. Backward of a frozen base needs only
+    the input gradients (another 2N, not the 4N of full fine-tuning, because no
+    weight gradients are formed); checkpointing repeats the forward. Causal
+    attention adds 2 x q_dim x sequence per layer forward, twice that backward.
+    Adapters cost 6 FLOPs per parameter like any trained weight.
+    """
+    matmul = params.linear + arch.vocab * arch.hidden      # lm_head multiplies even when tied
+    attention = 2 * arch.q_dim * tokens_per_example * arch.layers
+    forward = 2 * matmul + attention
+    backward = 2 * matmul + 2 * attention
+    recompute = forward if gradient_checkpointing else 0.0
+    return forward + backward + recompute + 6 * lora_params
+
+
+def train_seconds(total_steps: int, tokens_per_step_per_gpu: int, flops_token: float, tflops: float,
+                  quantization: str) -> float:
+    """Data-parallel GPUs each do their share at once, so time is one GPU's share."""
+    return total_steps * tokens_per_step_per_gpu * flops_token / (tflops * 1e12 * MFU_BY_QUANTIZATION[quantization])

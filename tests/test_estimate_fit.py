@@ -1,0 +1,119 @@
+"""Auto-fit, the token budget for packing, GPU presets and NVML name matching, example counting."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from engine.config import config_from_dict
+from engine.errors import ConfigError
+from engine.estimate import (auto_fit, count_examples, detect_gpu, estimate, get_gpu, list_gpus,
+                             match_nvml_name, max_tokens_per_microbatch, read_model_config, training_examples,
+                             with_changes)
+
+
+def make_cfg(model="llama-3-8b", **training):
+    quant = training.pop("quantization", "nf4")
+    return config_from_dict({"model": model, "dataset": {"path": "x.jsonl"}, "quantization": quant,
+                             "training": training})
+
+
+def test_auto_fit_keeps_the_effective_batch_and_picks_the_largest_micro_batch():
+    cfg = make_cfg(micro_batch_size=16, gradient_accumulation_steps=1, max_seq_length=2048)
+    info, gpu = read_model_config(cfg.model), get_gpu("rtx4090")
+    fit = auto_fit(cfg, info, gpu)
+    assert fit.fits and fit.micro_batch_size * fit.gradient_accumulation_steps == 16
+    assert fit.estimate.device_total_gib <= 0.9 * gpu.memory_gib
+    bigger = fit.micro_batch_size * 2
+    if bigger <= 16:
+        over = estimate(with_changes(cfg, {"training.micro_batch_size": bigger}), info, gpu)
+        assert not over.fits
+
+
+def test_auto_fit_goes_up_when_there_is_room():
+    cfg = make_cfg("smollm2-135m", micro_batch_size=1, gradient_accumulation_steps=8, max_seq_length=512)
+    fit = auto_fit(cfg, read_model_config(cfg.model), get_gpu("h100-80"))
+    assert fit.micro_batch_size == 8 and fit.gradient_accumulation_steps == 1
+
+
+def test_when_nothing_fits_the_most_helpful_changes_come_with_their_estimates():
+    cfg = make_cfg("llama-2-13b", quantization="none", micro_batch_size=4, max_seq_length=4096,
+                   gradient_checkpointing=False, optimizer="adamw_torch")
+    info, gpu = read_model_config(cfg.model), get_gpu("t4")
+    fit = auto_fit(cfg, info, gpu)
+    assert fit.changes and fit.changes[0].description.startswith("micro_batch_size 4 -> 1")
+    totals = [c.estimate.device_total_gib for c in fit.changes]
+    assert totals == sorted(totals, reverse=True)           # each change lowers the estimate further
+    assert fit.fits and "quantize the base to nf4" in " ".join(c.description for c in fit.changes)
+    e = estimate(cfg, info, gpu)
+    assert not e.fits and len(e.suggestions) == len(fit.changes)
+    assert all("GiB" in s for s in e.suggestions)
+
+
+def test_a_hopeless_case_says_so():
+    cfg = make_cfg("qwen2.5-72b", micro_batch_size=1, max_seq_length=512)
+    e = estimate(cfg, read_model_config(cfg.model), get_gpu("t4"))
+    assert not e.fits and "smaller model or a larger GPU" in e.suggestions[-1]
+
+
+def test_max_tokens_per_microbatch_is_the_largest_budget_that_fits():
+    cfg = make_cfg("qwen2.5-1.5b")
+    info, gpu = read_model_config(cfg.model), get_gpu("a10")
+    budget = max_tokens_per_microbatch(cfg, info, gpu)
+    assert budget > 1000
+    limit = 0.9 * gpu.memory_gib
+    assert estimate(cfg, info, gpu, tokens_per_microbatch=budget).device_total_gib <= limit
+    assert estimate(cfg, info, gpu, tokens_per_microbatch=budget + 1).device_total_gib > limit
+    assert max_tokens_per_microbatch(cfg, info, gpu, fused_loss=True) > 3 * budget
+    assert max_tokens_per_microbatch(make_cfg("llama-2-70b"), read_model_config("llama-2-70b"), gpu) == 0
+
+
+def test_gpu_presets():
+    ids = [g.id for g in list_gpus()]
+    for wanted in ("t4", "v100-16", "v100-32", "a10", "l4", "rtx3090", "rtx4090", "a6000", "l40s", "a100-40",
+                   "a100-80", "h100-80", "h200-141"):
+        assert wanted in ids
+    assert not get_gpu("t4").bf16 and get_gpu("a100-80").bf16
+
+
+@pytest.mark.parametrize("typed,expected", [("A100 80GB", "a100-80"), ("a100-40", "a100-40"), ("H100", "h100-80"),
+                                            ("RTX 4090", "rtx4090"), ("4090", "rtx4090"), ("NVIDIA L40S", "l40s"),
+                                            ("T4", "t4"), ("a10g", "a10")])
+def test_get_gpu_by_typed_name(typed, expected):
+    assert get_gpu(typed).id == expected
+
+
+def test_unknown_gpu_lists_the_valid_names():
+    with pytest.raises(ConfigError, match="h100-80"):
+        get_gpu("potato-9000")
+
+
+@pytest.mark.parametrize("nvml,mem,expected", [
+    ("Tesla T4", 15.0, "t4"), ("NVIDIA A100-SXM4-80GB", 80.0, "a100-80"), ("NVIDIA A100-PCIE-40GB", 40.0, "a100-40"),
+    ("NVIDIA A10", 22.5, "a10"), ("NVIDIA H100 80GB HBM3", 79.6, "h100-80"), ("NVIDIA GeForce RTX 3090", 24.0,
+                                                                                "rtx3090"),
+    ("Tesla V100-SXM2-32GB", 32.0, "v100-32"), ("NVIDIA RTX A6000", 48.0, "a6000"), ("NVIDIA L4", 22.5, "l4"),
+    ("NVIDIA H200", 140.4, "h200-141"), ("NVIDIA L40S", 45.0, "l40s")])
+def test_nvml_names_match_presets(nvml, mem, expected):
+    spec = match_nvml_name(nvml, mem)
+    assert spec.id == expected and spec.detected and spec.memory_gib == mem
+
+
+def test_unmatched_nvml_name_and_no_gpu_here():
+    assert match_nvml_name("NVIDIA L40", 45.0) is None
+    assert match_nvml_name("NVIDIA H100 NVL", 93.6).memory_gib == 93.6
+    assert detect_gpu() is None        # this test machine has no GPU: None, not an exception
+
+
+def test_count_examples(tmp_path):
+    jsonl = tmp_path / "a.jsonl"
+    jsonl.write_text('{"a": 1}\n\n{"a": 2}\n{"a": 3}\n')
+    assert count_examples(str(jsonl)) == 3
+    (tmp_path / "b.json").write_text(json.dumps([{"a": 1}, {"a": 2}]))
+    assert count_examples(str(tmp_path / "b.json")) == 2
+    (tmp_path / "c.csv").write_text('q,a\n"multi\nline",1\nx,2\n')
+    assert count_examples(str(tmp_path / "c.csv")) == 2
+    assert count_examples(str(tmp_path)) == 7
+    assert count_examples("org/some-hub-dataset") is None
+    assert training_examples(100, 0.05, False) == 95 and training_examples(100, 0.05, True) == 100

@@ -1,0 +1,194 @@
+"""The VRAM estimate: components, monotonicity, the logits term, speed, and no torch import."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+
+from engine.config import config_from_dict
+from engine.estimate import estimate, get_gpu, read_model_config, with_changes
+from engine.estimate.memory import NF4_BYTES_PER_PARAM
+
+H100 = get_gpu("h100-80")
+
+
+def make_cfg(model="llama-2-7b", **training):
+    quant = training.pop("quantization", "nf4")
+    lora = training.pop("lora", {})
+    return config_from_dict({"model": model, "dataset": {"path": "x.jsonl"}, "quantization": quant,
+                             "lora": lora, "training": training})
+
+
+def est(cfg, gpu=H100, **kw):
+    return estimate(cfg, read_model_config(cfg.model), gpu, n_examples=1000, **kw)
+
+
+def component(e, name):
+    return next(c for c in e.components if c.name == name)
+
+
+def test_components_add_up_to_the_peak_and_device_total():
+    e = est(make_cfg())
+    assert e.peak_allocated_gib == pytest.approx(sum(c.gib for c in e.components if c.in_peak))
+    assert e.device_total_gib == pytest.approx(sum(c.gib for c in e.components if c.in_peak or c.name in
+                                                   ("CUDA context", "allocator slack", "paged optimizer states")))
+    assert e.device_total_gib > e.peak_allocated_gib + 0.5
+    assert e.load_peak_gib < e.peak_allocated_gib
+
+
+def test_nf4_base_weights_with_double_quant():
+    e = est(make_cfg())
+    info = read_model_config("llama-2-7b")
+    assert NF4_BYTES_PER_PARAM == pytest.approx(0.5 + 0.125 / 8 + 32 / (64 * 256 * 8))
+    assert component(e, "base weights").gib == pytest.approx(info.params.linear * NF4_BYTES_PER_PARAM / 2**30)
+    # embeddings + lm_head + norms stay unquantised, in fp32 after kbit preparation
+    assert component(e, "unquantised weights").gib == pytest.approx(info.params.unquantised * 4 / 2**30)
+
+
+def test_quantization_orders_base_memory():
+    weights = [component(est(make_cfg(quantization=q)), "base weights").gib for q in ("nf4", "int8", "none")]
+    assert weights[0] < weights[1] < weights[2]
+    assert weights[2] == pytest.approx(read_model_config("llama-2-7b").params.linear * 2 / 2**30)
+
+
+def test_lora_is_fp32_and_optimizer_bytes_per_optimizer():
+    cfg = make_cfg(optimizer="adamw_torch")
+    e = est(cfg)
+    n = e.params_trainable
+    assert component(e, "LoRA adapters").gib == pytest.approx(n * 4 / 2**30)
+    assert component(e, "optimizer states").gib == pytest.approx(n * 8 / 2**30)
+    eight = est(make_cfg(optimizer="adamw_8bit"))
+    assert component(eight, "optimizer states").gib == pytest.approx(n * 2 / 2**30, rel=0.02)
+
+
+def test_paged_states_leave_the_allocator_only_for_large_tensors():
+    small_r = est(make_cfg(optimizer="paged_adamw_32bit"))      # r=16: A is 16 x 4096 < 1e5 elements
+    assert component(small_r, "optimizer states").gib > 0
+    big_r = est(make_cfg(optimizer="paged_adamw_32bit", lora={"r": 64}))  # every A and B >= 1e5 elements
+    assert component(big_r, "optimizer states").gib == 0
+    assert component(big_r, "paged optimizer states").gib == pytest.approx(big_r.params_trainable * 8 / 2**30)
+
+
+MONOTONE = [
+    ("micro_batch_size", 1, 8),
+    ("max_seq_length", 256, 4096),
+    ("gradient_checkpointing", True, False),
+]
+
+
+@pytest.mark.parametrize("model", ["llama-2-7b", "qwen2.5-1.5b", "gemma-2-2b", "phi-3-mini"])
+@pytest.mark.parametrize("quant", ["nf4", "none"])
+@pytest.mark.parametrize("key,small,large", MONOTONE)
+def test_more_never_costs_less(model, quant, key, small, large):
+    a = est(make_cfg(model, quantization=quant, **{key: small}))
+    b = est(make_cfg(model, quantization=quant, **{key: large}))
+    assert b.peak_allocated_gib > a.peak_allocated_gib
+    assert b.device_total_gib > a.device_total_gib
+
+
+@pytest.mark.parametrize("r_small,r_large", [(4, 8), (8, 64), (64, 256)])
+def test_larger_rank_never_costs_less(r_small, r_large):
+    a, b = est(make_cfg(lora={"r": r_small})), est(make_cfg(lora={"r": r_large}))
+    assert b.peak_allocated_gib > a.peak_allocated_gib and b.device_total_gib > a.device_total_gib
+
+
+def test_memory_grows_with_the_token_budget_not_the_batch_shape():
+    cfg = make_cfg(micro_batch_size=4, max_seq_length=1024)
+    a = est(cfg)
+    b = est(make_cfg(micro_batch_size=1, max_seq_length=4096))
+    assert a.tokens_per_microbatch == b.tokens_per_microbatch == 4096
+    assert a.peak_allocated_gib == pytest.approx(b.peak_allocated_gib)
+    budgets = [est(cfg, tokens_per_microbatch=t).peak_allocated_gib for t in (512, 2048, 8192, 32768)]
+    assert budgets == sorted(budgets)
+
+
+def test_logits_dominate_for_large_vocabularies_unless_the_loss_is_fused():
+    cfg = make_cfg("qwen2.5-1.5b", micro_batch_size=8, max_seq_length=2048)
+    e = est(cfg)
+    logits = component(e, "logits and loss")
+    # 16k tokens x 151,936 x 12 bytes: about 27 GiB, more than all the rest together
+    assert logits.in_peak and logits.gib > 27
+    assert logits.gib > e.peak_allocated_gib / 2
+    fused = est(cfg, fused_loss=True)
+    assert component(fused, "logits and loss").gib < logits.gib / 5
+    assert fused.peak_allocated_gib < e.peak_allocated_gib - 20
+
+
+def test_gradient_checkpointing_keeps_one_hidden_state_per_layer():
+    on = est(make_cfg(max_seq_length=2048, micro_batch_size=1))
+    off = est(make_cfg(max_seq_length=2048, micro_batch_size=1, gradient_checkpointing=False))
+    arch = read_model_config("llama-2-7b").arch
+    boundary = arch.layers * 4 * arch.hidden * 2048 / 2**30        # fp32 stream after kbit preparation
+    assert component(on, "activations").gib == pytest.approx(boundary + 4 * arch.hidden * 2048 / 2**30)
+    assert component(off, "activations").gib > 5 * component(on, "activations").gib
+
+
+def test_plain_lora_keeps_the_stream_in_16_bit():
+    a = est(make_cfg(quantization="none"))
+    arch = read_model_config("llama-2-7b").arch
+    t = a.tokens_per_microbatch
+    assert component(a, "activations").gib == pytest.approx((arch.layers * 2 + 4) * arch.hidden * t / 2**30)
+    assert not any(c.name == "dequantisation buffer" for c in a.components)
+
+
+def test_fits_and_headroom_against_the_card():
+    small = est(make_cfg("smollm2-135m", micro_batch_size=1, max_seq_length=256), gpu=get_gpu("t4"))
+    assert small.fits is True and small.headroom_gib == pytest.approx(15.0 - small.device_total_gib)
+    assert small.suggestions == []
+    big = est(make_cfg("llama-2-70b", quantization="none", micro_batch_size=1, max_seq_length=512),
+              gpu=get_gpu("t4"))
+    assert big.fits is False and big.headroom_gib < 0 and big.suggestions
+    no_gpu = est(make_cfg(), gpu=None)
+    assert no_gpu.fits is None and no_gpu.headroom_gib is None and no_gpu.time_s is None
+
+
+def test_steps_time_and_cost():
+    cfg = make_cfg(micro_batch_size=4, gradient_accumulation_steps=4, num_epochs=3)
+    e = estimate(cfg, read_model_config(cfg.model), H100, n_examples=1000, num_gpus=2, price_per_hour=3.0)
+    assert e.steps_per_epoch == 32 and e.total_steps == 96      # ceil(1000 / (4 x 4 x 2)) x 3
+    assert e.time_s > 0 and e.cost == pytest.approx(e.time_s / 3600 * 3.0)
+    capped = estimate(with_changes(cfg, {"training.max_steps": 10}), read_model_config(cfg.model), H100,
+                      n_examples=None)
+    assert capped.total_steps == 10 and capped.steps_per_epoch is None
+    slow = estimate(with_changes(cfg, {"training.gradient_checkpointing": False}), read_model_config(cfg.model),
+                    H100, n_examples=1000, num_gpus=2)
+    assert slow.time_s < e.time_s           # checkpointing recomputes the forward
+
+
+def test_lr_hint_shows_the_scaling_rule_with_its_inputs():
+    cfg = make_cfg("mistral-7b", micro_batch_size=1, gradient_accumulation_steps=1, max_seq_length=512)
+    hint = est(cfg).lr_hint
+    assert hint["range"] == [1e-4, 3e-4] and hint["default"] == 2e-4
+    assert hint["base_lr"] == 5e-5 and hint["pretrained_batch_tokens"] == 4_000_000 and hint["pretraining_published"]
+    assert hint["scaled_lr"] == pytest.approx(5e-5 * (512 / 4_000_000) ** 0.5)
+    assert "in the usual LoRA range" in hint["text"]
+
+
+def test_t4_without_bf16_resolves_to_fp16():
+    e = est(make_cfg(), gpu=get_gpu("t4"))
+    assert e.precision == "fp16"
+    forced = est(make_cfg(precision="bf16"), gpu=get_gpu("t4"))
+    assert any("no bf16" in n for n in forced.notes)
+
+
+def test_recompute_is_fast():
+    cfg, info = make_cfg("qwen2.5-7b"), read_model_config("Qwen/Qwen2.5-7B")
+    estimate(cfg, info, H100, n_examples=1000)
+    start = time.perf_counter()
+    for _ in range(20):
+        estimate(cfg, info, H100, n_examples=1000)
+    assert (time.perf_counter() - start) / 20 < 0.05
+
+
+def test_the_estimate_imports_no_torch():
+    code = ("import sys, engine.estimate as e, engine.estimate.command\n"
+            "from engine.config import config_from_dict\n"
+            "cfg = config_from_dict({'model': 'llama-3-8b', 'dataset': {'path': 'x.jsonl'}})\n"
+            "e.estimate(cfg, e.read_model_config(cfg.model), e.get_gpu('a10'), n_examples=10)\n"
+            "e.auto_fit(cfg, e.read_model_config(cfg.model), e.get_gpu('t4'))\n"
+            "heavy = [m for m in ('torch', 'transformers', 'peft', 'bitsandbytes', 'datasets') if m in sys.modules]\n"
+            "assert not heavy, heavy\n")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
