@@ -117,3 +117,15 @@ def test_count_examples(tmp_path):
     assert count_examples(str(tmp_path)) == 7
     assert count_examples("org/some-hub-dataset") is None
     assert training_examples(100, 0.05, False) == 95 and training_examples(100, 0.05, True) == 100
+
+
+def test_recipes_are_valid_partial_configs():
+    from engine.estimate import list_recipes, load_recipe
+
+    assert {"qlora-default", "t4-16gb", "consumer-24gb", "a100-h100-80gb"} <= set(list_recipes())
+    for name in list_recipes():
+        raw = {**load_recipe(name), "model": "llama-3-8b", "dataset": {"path": "x.jsonl"}}
+        cfg = config_from_dict(raw, source=name)
+        assert estimate(cfg, read_model_config(cfg.model), get_gpu("h100-80")).fits
+    with pytest.raises(ConfigError, match="qlora-default"):
+        load_recipe("nope")
