@@ -374,3 +374,12 @@ def test_template_that_renders_bos_twice_gives_one(base):
     tok = templated(base, "{{ bos_token }}" + CHATML_TEMPLATE)
     ex = build(tok, ALPACA, "alpaca")
     assert ex.input_ids.count(tok.bos_token_id) == 1 and ex.input_ids[0] == tok.bos_token_id
+
+
+def test_conversation_opening_with_the_assistant_masks_its_header(chatml):
+    row = {"messages": [{"role": "assistant", "content": "Hello."}, {"role": "user", "content": "Hi"},
+                        {"role": "assistant", "content": "Yes?"}]}
+    assert_row(chatml, row, "chat", [
+        ("<s><|im_start|>assistant\n", False), ("Hello.<|im_end|>", True),
+        ("\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n", False), ("Yes?<|im_end|>", True),
+        ("\n", False)])

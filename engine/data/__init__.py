@@ -41,9 +41,9 @@ def split_indices(n: int, fraction: float, seed: int) -> tuple[list[int], list[i
     return [i for i in range(n) if i not in val], sorted(val)
 
 
-def tokenize_rows(rows: list[dict], fmt: str, sources: list[str], tokenizer, *, max_seq_length: int,
-                  train_on: str = "completions", report: DataReport | None = None) -> list[TokenizedExample]:
-    """Render and tokenize rows; drops and truncations are counted into `report` when given."""
+def _build(rows: list[dict], fmt: str, sources: list[str], tokenizer, max_seq_length: int, train_on: str,
+           report: DataReport) -> list[TokenizedExample | str]:
+    """One TokenizedExample per row, or why it was dropped; counted into the report."""
     from engine.data.masking import Masker
     from engine.data.template import Renderer
 
@@ -51,23 +51,31 @@ def tokenize_rows(rows: list[dict], fmt: str, sources: list[str], tokenizer, *, 
     rendered = [renderer.render(row, fmt, src) for row, src in zip(rows, sources)]
     built = Masker(tokenizer, max_seq_length).build_many(rendered, sources)
     examples = [b for b in built if isinstance(b, TokenizedExample)]
-    if report is not None:
-        report.template = renderer.name(fmt)
-        for reason, count in Counter(b for b in built if isinstance(b, str)).items():
-            report.dropped[reason] = report.dropped.get(reason, 0) + count
-        report.n_truncated += sum(e.response_tokens_lost > 0 for e in examples)
-        report.n_prompt_shortened += sum(e.prompt_shortened for e in examples)
-        report.notes += sorted(n for n in renderer.notes if n not in report.notes)
-    return examples
+    report.template = renderer.name(fmt)
+    for reason, count in Counter(b for b in built if isinstance(b, str)).items():
+        report.dropped[reason] = report.dropped.get(reason, 0) + count
+    report.n_truncated += sum(e.response_tokens_lost > 0 for e in examples)
+    report.n_prompt_shortened += sum(e.prompt_shortened for e in examples)
+    report.notes += sorted(n for n in renderer.notes if n not in report.notes)
+    return built
 
 
-def _refuse_if_empty(examples: list[TokenizedExample], report: DataReport) -> None:
-    if examples:
+def tokenize_rows(rows: list[dict], fmt: str, sources: list[str], tokenizer, *, max_seq_length: int,
+                  train_on: str = "completions", report: DataReport | None = None) -> list[TokenizedExample]:
+    """Render and tokenize rows (dropped ones left out); drops and truncations are counted into `report`."""
+    report = report if report is not None else DataReport(path="", format=fmt)
+    built = _build(rows, fmt, sources, tokenizer, max_seq_length, train_on, report)
+    return [b for b in built if isinstance(b, TokenizedExample)]
+
+
+def _refuse_if_empty(train: list[TokenizedExample], report: DataReport) -> None:
+    if train:
         return
     why = ", ".join(f"{count} {reason}" for reason, count in report.dropped.items()) or "no rows"
     fix = ("raise training.max_seq_length" if "too long" in report.dropped
            else "check that the responses (output / completion / assistant turns) are filled in")
-    raise DataError(f"{report.path}: nothing to train: every row was dropped ({why})", fix=fix)
+    raise DataError(f"{report.path}: nothing to train: no training row has a response left to learn "
+                    f"({report.n_rows} rows; dropped: {why})", fix=fix)
 
 
 def _count(report: DataReport, train: list[TokenizedExample], validation: list[TokenizedExample]) -> None:
@@ -80,28 +88,31 @@ def load_examples(cfg, tokenizer) -> PreparedData:
     """The training and validation examples for a config, ready for the collator.
 
     Validation comes from dataset.validation_path, else a seeded draw of
-    dataset.validation_split of the rows (after max_examples). A dataset with
-    nothing to train is refused with a DataError naming the file.
+    dataset.validation_split of the rows (after max_examples; drawn from the
+    rows, so a change of tokenizer or max_seq_length does not move a row
+    between the two). A dataset with nothing to train is refused with a
+    DataError naming the file. The report's token counts are the training
+    examples'; its drop and truncation counts cover both parts.
     """
     ds, seq = cfg.dataset, cfg.training.max_seq_length
     rows, fmt, sources = read_rows(ds.path, ds.format)
     if ds.max_examples:
         rows, sources = rows[: ds.max_examples], sources[: ds.max_examples]
     report = DataReport(path=str(ds.path), format=fmt, n_rows=len(rows))
+    built = _build(rows, fmt, sources, tokenizer, seq, ds.train_on, report)
     if ds.validation_path:
+        train_built = built
         val_rows, val_fmt, val_sources = read_rows(ds.validation_path, ds.format)
-        train_part, val_part = (rows, fmt, sources), (val_rows, val_fmt, val_sources)
+        val_built = _build(val_rows, val_fmt, val_sources, tokenizer, seq, ds.train_on, report)
         report.notes.append(f"validation from {ds.validation_path} ({len(val_rows)} rows)")
     else:
         train_idx, val_idx = split_indices(len(rows), ds.validation_split, cfg.training.seed)
-        train_part = ([rows[i] for i in train_idx], fmt, [sources[i] for i in train_idx])
-        val_part = ([rows[i] for i in val_idx], fmt, [sources[i] for i in val_idx])
+        train_built, val_built = [built[i] for i in train_idx], [built[i] for i in val_idx]
         if ds.validation_split > 0 and not val_idx:
             report.notes.append("too few rows to hold any out for validation: no eval loss")
-    kw = dict(tokenizer=tokenizer, max_seq_length=seq, train_on=ds.train_on, report=report)
-    train = tokenize_rows(*train_part, **kw)
+    train = [b for b in train_built if isinstance(b, TokenizedExample)]
+    validation = [b for b in val_built if isinstance(b, TokenizedExample)]
     _refuse_if_empty(train, report)
-    validation = tokenize_rows(*val_part, **kw) if val_part[0] else []
     _count(report, train, validation)
     return PreparedData(train=train, validation=validation, report=report)
 

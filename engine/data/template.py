@@ -79,6 +79,7 @@ class Renderer:
         # Longest first: "<|im_end|>" must win over a shorter special that happens to be its suffix.
         self.end_tokens = sorted((s for s in specials if s and s not in not_ends), key=len, reverse=True)
         self.notes: set[str] = set()
+        self._generation_prompt: bool | None = None  # does the template render one? (asked once)
 
     def name(self, fmt: str) -> str:
         if fmt == "text":
@@ -186,10 +187,16 @@ class Renderer:
             raise DataError(f"{source}: the model's chat template cannot render this conversation: {e}",
                             fix="check the order of roles (many templates need user/assistant alternating)") from None
 
+    def _has_generation_prompt(self, source: str) -> bool:
+        if self._generation_prompt is None:
+            probe = [{"role": "user", "content": "x"}]
+            self._generation_prompt = self._apply(probe, True, source) != self._apply(probe, False, source)
+        return self._generation_prompt
+
     def _content_start(self, messages: list[dict], i: int, full: str, source: str) -> int:
         prompt = self._apply(messages[:i], True, source)
         start = _common_prefix_len(prompt, full)
-        if i and prompt == self._apply(messages[:i], False, source):
+        if not i or not self._has_generation_prompt(source):
             # No generation prompt in this template: the role header would count as the answer's. Render a
             # placeholder as the content instead and start where it lands.
             probe = self._apply(messages[:i] + [{"role": "assistant", "content": _PLACEHOLDER}], False, source)

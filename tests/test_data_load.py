@@ -1,0 +1,136 @@
+"""load_examples and inspect_dataset: validation split, refusals, report counts, previews."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from engine.config import Config
+from engine.data import IGNORE_INDEX, inspect_dataset, load_examples, preview_segments, split_indices
+from engine.demo.model import build_tokenizer, demo_data_path
+from engine.errors import DataError
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return build_tokenizer(demo_data_path())
+
+
+def write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def rows(n, start=0):
+    return [{"instruction": f"What is {i} plus 1?", "input": "", "output": f"{i + 1}."} for i in range(start, start + n)]
+
+
+def config(path, **dataset):
+    cfg = Config()
+    cfg.dataset.path = str(path)
+    for key, value in dataset.items():
+        setattr(cfg.dataset, key, value)
+    return cfg
+
+
+@pytest.mark.parametrize("n,fraction,n_val", [(100, 0.05, 5), (100, 0.1, 10), (10, 0.05, 1), (3, 0.5, 2),
+                                              (2, 0.9, 1), (1, 0.5, 0), (50, 0.0, 0)])
+def test_split_sizes(n, fraction, n_val):
+    train, val = split_indices(n, fraction, seed=42)
+    assert len(val) == n_val and len(train) == n - n_val
+    assert sorted(train + val) == list(range(n)) and train == sorted(train) and val == sorted(val)
+
+
+def test_split_is_seeded():
+    assert split_indices(200, 0.1, 1) == split_indices(200, 0.1, 1)
+    assert split_indices(200, 0.1, 1) != split_indices(200, 0.1, 2)
+
+
+def test_load_examples_splits_deterministically(tmp_path, tok):
+    path = write_jsonl(tmp_path / "d.jsonl", rows(40))
+    cfg = config(path, validation_split=0.1)
+    first, again = load_examples(cfg, tok), load_examples(cfg, tok)
+    assert (len(first.train), len(first.validation)) == (36, 4)
+    assert [e.source for e in first.validation] == [e.source for e in again.validation]
+    assert not {e.source for e in first.train} & {e.source for e in first.validation}
+    cfg.training.seed = 7
+    assert [e.source for e in load_examples(cfg, tok).validation] != [e.source for e in first.validation]
+    r = first.report
+    assert (r.n_rows, r.n_train, r.n_validation, r.format, r.template) == (40, 36, 4, "alpaca", "chat template")
+    assert r.trained_tokens == sum(e.trained_tokens for e in first.train)
+    assert r.total_tokens == sum(len(e) for e in first.train)
+
+
+def test_no_validation(tmp_path, tok):
+    data = load_examples(config(write_jsonl(tmp_path / "d.jsonl", rows(10)), validation_split=0.0), tok)
+    assert len(data.train) == 10 and data.validation == []
+
+
+def test_validation_path(tmp_path, tok):
+    train = write_jsonl(tmp_path / "train.jsonl", rows(8))
+    val = write_jsonl(tmp_path / "val.jsonl", rows(3, start=100))
+    data = load_examples(config(train, validation_path=str(val), validation_split=0.5), tok)
+    assert len(data.train) == 8 and [e.source for e in data.validation] == [f"{val}:{i}" for i in (1, 2, 3)]
+
+
+def test_max_examples_before_the_split(tmp_path, tok):
+    data = load_examples(config(write_jsonl(tmp_path / "d.jsonl", rows(50)), max_examples=20,
+                                validation_split=0.1), tok)
+    assert data.report.n_rows == 20 and len(data.train) + len(data.validation) == 20
+    assert all(int(e.source.rsplit(":", 1)[1]) <= 20 for e in data.train + data.validation)
+
+
+def test_train_on_all(tmp_path, tok):
+    data = load_examples(config(write_jsonl(tmp_path / "d.jsonl", rows(4)), train_on="all",
+                                validation_split=0.0), tok)
+    for e in data.train:
+        assert e.labels[0] == IGNORE_INDEX and e.labels[1:] == e.input_ids[1:]
+
+
+def test_empty_responses_are_dropped_and_counted(tmp_path, tok):
+    data = rows(5) + [{"instruction": "Q", "input": "", "output": ""}] * 2
+    prepared = load_examples(config(write_jsonl(tmp_path / "d.jsonl", data), validation_split=0.0), tok)
+    assert len(prepared.train) == 5 and prepared.report.dropped == {"empty response": 2}
+
+
+def test_all_responses_empty_is_refused_naming_the_file(tmp_path, tok):
+    path = write_jsonl(tmp_path / "d.jsonl", [{"instruction": "Q", "input": "", "output": ""}] * 3)
+    with pytest.raises(DataError, match=rf"^{path}: nothing to train: .*\(3 rows; dropped: 3 empty response\)"):
+        load_examples(config(path), tok)
+
+
+def test_everything_too_long_is_refused(tmp_path, tok):
+    long = [{"instruction": " ".join(["lemon"] * 80), "input": "", "output": " ".join(["yellow"] * 80)}] * 2
+    cfg = config(write_jsonl(tmp_path / "d.jsonl", long), validation_split=0.0)
+    cfg.training.max_seq_length = 32
+    with pytest.raises(DataError, match=r"nothing to train.*2 too long") as e:
+        load_examples(cfg, tok)
+    assert "max_seq_length" in str(e.value)
+
+
+def test_broken_line_surfaces_from_load_examples(tmp_path, tok):
+    path = tmp_path / "d.jsonl"
+    path.write_text(json.dumps(rows(1)[0]) + "\nnot json\n", encoding="utf-8")
+    with pytest.raises(DataError, match=rf"^{path}:2: invalid JSON"):
+        load_examples(config(path), tok)
+
+
+def test_inspect_dataset_with_a_tokenizer(tmp_path, tok):
+    report, examples = inspect_dataset(write_jsonl(tmp_path / "d.jsonl", rows(6)), tokenizer=tok, max_seq_length=64)
+    assert report.n_train == 6 and report.n_validation == 0 and len(examples) == 6
+    runs = preview_segments(examples[0])  # stored: the wizard has no tokenizer at hand
+    assert runs == preview_segments(examples[0], tok)
+    assert [t for t, trained in runs if trained] == ["1.<|im_end|>"]
+
+
+def test_inspect_dataset_with_the_demo_model(demo_model_dir):
+    report, examples = inspect_dataset(demo_data_path(), max_seq_length=128)
+    assert report.format == "alpaca" and report.n_rows == len(examples) > 0 and not report.dropped
+    assert all(e.input_ids.count(1) == 1 and e.trained_tokens > 0 for e in examples)
+
+
+def test_preview_needs_a_tokenizer_when_nothing_is_stored(tmp_path, tok):
+    data = load_examples(config(write_jsonl(tmp_path / "d.jsonl", rows(2)), validation_split=0.0), tok)
+    with pytest.raises(ValueError, match="pass the tokenizer"):
+        preview_segments(data.train[0])
