@@ -1,0 +1,51 @@
+"""Step 3: the hyperparameters, grouped as the schema groups them, each with its help and ranges."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.widgets import Label
+
+from engine.config import FIELDS
+from tui.screens.wizard import WizardStep, flatten
+from tui.widgets.field_row import FieldRow
+from tui.widgets.recipe_picker import RecipePicker
+
+PLACEHOLDERS = {"lora.target_modules": "all-linear or [q_proj, v_proj]",
+                "training.num_gpus": "all visible", "training.report_to": "[tensorboard]"}
+
+
+def groups() -> dict[str, list[str]]:
+    """Field paths per group, groups in the schema's order."""
+    out: dict[str, list[str]] = {}
+    for path, spec in FIELDS.items():
+        if spec.group:
+            out.setdefault(spec.group, []).append(path)
+    return out
+
+
+class HyperparamsScreen(WizardStep):
+    STEP = "hyperparams"
+    CSS_PATH = "hyperparams.tcss"
+    BINDINGS = [Binding("ctrl+r", "recipes", "Recipes")]
+
+    def compose_body(self) -> ComposeResult:
+        raw = self.state.raw
+        with VerticalScroll(id="hyper-body"):
+            for group, paths in groups().items():
+                yield Label(group, classes="group-title")
+                for path in paths:
+                    yield FieldRow(FIELDS[path], raw[path], placeholder=PLACEHOLDERS.get(path, ""))
+
+    def action_recipes(self) -> None:
+        from engine.estimate.presets import list_recipes, load_recipe
+
+        def picked(name: str | None) -> None:
+            if not name:
+                return
+            values = flatten(load_recipe(name))
+            self.state.set_many(values)
+            self.notify(f"Recipe {name}: {len(values)} values set", timeout=3)
+
+        self.app.push_screen(RecipePicker(list_recipes()), picked)

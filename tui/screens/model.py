@@ -1,0 +1,78 @@
+"""Step 1: the base model — a hub id, a local directory, or a preset from the list."""
+
+from __future__ import annotations
+
+from textual import on
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.widgets import Input, Label, OptionList
+from textual.widgets.option_list import Option
+
+from engine.config import FIELDS
+from tui.screens.wizard import WizardStep
+from tui.widgets.field_row import FieldRow
+from tui.widgets.model_info import ModelInfoPanel, fmt_params
+
+
+def _presets() -> list[dict]:
+    try:
+        from engine.estimate.presets import list_model_presets
+        return list_model_presets()
+    except Exception:  # presets are a convenience; typing a model id always works
+        return []
+
+
+class ModelScreen(WizardStep):
+    STEP = "model"
+    CSS_PATH = "model.tcss"
+
+    def compose_body(self) -> ComposeResult:
+        raw = self.state.raw
+        with Horizontal(id="model-body"):
+            with VerticalScroll(id="model-left"):
+                yield FieldRow(FIELDS["model"], raw["model"], placeholder="hub id, local directory or preset",
+                               wide=True)
+                yield ModelInfoPanel(id="model-info")
+                yield FieldRow(FIELDS["quantization"], raw["quantization"])
+                yield FieldRow(FIELDS["trust_remote_code"], raw["trust_remote_code"])
+            with Vertical(id="model-presets"):
+                yield Label("Presets (Enter picks)", classes="section-title")
+                yield Input(placeholder="filter: llama, qwen, 7b…", id="preset-filter", compact=True)
+                yield OptionList(id="preset-list")
+
+    def on_mount(self) -> None:
+        self._all_presets = sorted(_presets(), key=lambda e: e.get("published_params") or 0)
+        self._fill_presets("")
+        self.query_one("#model-info", ModelInfoPanel).border_title = "Model"
+        super().on_mount()
+
+    def _fill_presets(self, query: str) -> None:
+        words = query.lower().split()
+        options = []
+        for entry in self._all_presets:
+            names = " ".join([entry["id"], *entry.get("aliases", [])]).lower()
+            if all(w in names for w in words):
+                size = fmt_params(entry.get("published_params"))
+                options.append(Option(f"{entry['id']}  [dim]{size}[/]", id=entry["id"]))
+        presets = self.query_one("#preset-list", OptionList)
+        presets.clear_options()
+        presets.add_options(options)
+
+    @on(Input.Changed, "#preset-filter")
+    def _filter(self, event: Input.Changed) -> None:
+        self._fill_presets(event.value)
+
+    @on(Input.Submitted, "#preset-filter")
+    def _filter_done(self) -> None:
+        self.query_one("#preset-list").focus()
+
+    @on(OptionList.OptionSelected, "#preset-list")
+    def _picked(self, event: OptionList.OptionSelected) -> None:
+        self.state.set_raw("model", event.option.id or "")
+        self.query_one("#field-model").focus()
+
+    def refresh_from_state(self, what: str) -> None:
+        super().refresh_from_state(what)
+        s = self.state
+        self.query_one("#model-info", ModelInfoPanel).show(
+            s.model_info, s.model_error, pending=s.busy_with("model"))

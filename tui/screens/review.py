@@ -1,0 +1,238 @@
+"""Step 4: will it fit, how long will it take, is anything wrong — then save, or launch.
+
+Everything here is the engine's: the estimate (memory by component, steps,
+time), auto-fit, the pre-flight findings, the `lorapilot train` command. This
+screen only arranges them and offers the keys.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, VerticalScroll
+from textual.content import Content
+from textual.widgets import Button, Input, Label, Select, Static
+
+from tui.screens.wizard import WizardStep
+from tui.widgets.checklist import Checklist
+from tui.widgets.estimate_line import fmt_cost, fmt_duration
+from tui.widgets.vram_bar import VramBar
+
+DEFAULT_SAVE = "lorapilot.yaml"
+CONFIRM_S = 6.0  # how long a second ctrl+l counts as "launch anyway"
+
+
+class ReviewScreen(WizardStep):
+    STEP = "review"
+    CSS_PATH = "review.tcss"
+    BINDINGS = [
+        Binding("ctrl+f", "auto_fit", "Auto-fit"),
+        Binding("ctrl+s", "save_config", "Save"),
+        Binding("ctrl+l", "launch", "Launch"),
+    ]
+
+    def compose_body(self) -> ComposeResult:
+        with VerticalScroll(id="review-body"):
+            with Horizontal(id="gpu-line", classes="line"):
+                yield Label("GPU", classes="key")
+                yield Select([], prompt="reading the GPU list…", allow_blank=True, compact=True, id="gpu-select")
+                yield Label("$/h", classes="key short")
+                yield Input(placeholder="price", compact=True, id="price", restrict=r"[0-9.]*")
+            yield Static(id="fit-verdict")
+            yield VramBar(id="vram-bar")
+            yield Static(id="plan")
+            yield Label("Pre-flight checklist", classes="section-title")
+            yield Checklist(id="checklist")
+            yield Label("Run it from a shell", classes="section-title")
+            yield Static(id="train-command")
+            with Horizontal(id="save-line", classes="line"):
+                yield Label("save to", classes="key")
+                yield Input(value=self.state.config_path or DEFAULT_SAVE, compact=True, id="save-path")
+                yield Button("Save", id="save", compact=True)
+                yield Button("Launch", id="launch", variant="primary", compact=True)
+            yield Static(id="review-problems")
+
+    def on_mount(self) -> None:
+        self._confirm_until = 0.0
+        super().on_mount()
+
+    # -- showing
+
+    def refresh_from_state(self, what: str) -> None:
+        super().refresh_from_state(what)
+        s, est = self.state, self.state.estimate
+        select = self.query_one("#gpu-select", Select)
+        options = s.gpu_options()
+        if options and getattr(self, "_gpu_options", None) != options:
+            self._gpu_options = options
+            with select.prevent(Select.Changed):
+                select.set_options(options)
+        if s.gpu_key and select.value != s.gpu_key and options:
+            with select.prevent(Select.Changed):
+                select.value = s.gpu_key
+        self.query_one("#fit-verdict", Static).update(self._verdict())
+        self.query_one(VramBar).show(est)
+        self.query_one("#plan", Static).update(self._plan())
+        pending = "estimating…" if s.busy else (s.preflight_error or s.inspect_error or s.data_error)
+        self.query_one(Checklist).show(s.findings, pending=pending)
+        self.query_one("#train-command", Static).update(self._command())
+        problems = s.all_problems()
+        box = self.query_one("#review-problems", Static)
+        box.update(Content("\n").join(Content.styled(f"✗ {p}", "$text-error") for p in problems))
+        box.display = bool(problems)
+
+    def _verdict(self) -> Content:
+        s, est = self.state, self.state.estimate
+        if est is None:
+            why = s.estimate_error or s.model_error or "estimating…"
+            return Content.styled(f"No estimate: {why}", "$text-warning")
+        here = "" if s.gpu_detected is not None else "  (no GPU on this machine: estimating for the card picked)"
+        head = (f"peak {est.peak_allocated_gib:.1f} GiB allocated, {est.device_total_gib:.1f} GiB on the card"
+                + (f" of {est.gpu.memory_gib:.1f} GiB" if est.gpu else ""))
+        if est.fits is None:
+            verdict = Content.styled("no card to compare with", "$text-muted")
+        elif est.fits:
+            verdict = Content.styled(f"✓ fits, {est.headroom_gib:.1f} GiB headroom", "bold $text-success")
+        else:
+            verdict = Content.styled(
+                f"✗ does not fit under {est.fit_fraction:.0%} ({est.headroom_gib:+.1f} GiB): ctrl+f auto-fits",
+                "bold $text-error")
+        lines = [Content.assemble(verdict, "  ", Content.styled(head + here, "$text-muted"))]
+        lines += [Content.styled(f"→ {x}", "$text-warning") for x in est.suggestions]
+        return Content("\n").join(lines)
+
+    def _plan(self) -> Content:
+        s, est = self.state, self.state.estimate
+        t = s.cfg.training
+        if est is None:
+            return Content("")
+        if est.total_steps is None:
+            steps = "steps: need the dataset's size"
+        else:
+            epochs = f"max_steps {t.max_steps}" if t.max_steps > 0 else f"{t.num_epochs:g} epochs"
+            steps = f"{est.total_steps:,} steps ({est.steps_per_epoch:,} per epoch, {epochs})"
+        parts = [steps, f"effective batch {s.cfg.effective_batch_size * est.num_gpus}",
+                 f"{est.precision}", f"{est.params_trainable:,} trainable of {est.params_total:,}"]
+        time_text = f"~{fmt_duration(est.time_s)}" if est.time_s is not None else "time: no figure for this card"
+        cost = fmt_cost(est.cost)
+        lines = [Content(" · ".join(parts)),
+                 Content(time_text + (f" · {cost}" if cost else " · set $/h for the cost"))]
+        hint = est.lr_hint or {}
+        if hint.get("message"):
+            lines.append(Content.styled(f"learning rate: {hint['message']}", "$text-muted"))
+        lines += [Content.styled(f"note: {n}", "$text-muted") for n in est.notes]
+        if est.approximate:
+            lines.append(Content.styled("approximate: the model's shapes were partly guessed", "$text-warning"))
+        return Content("\n").join(lines)
+
+    def _command(self) -> Content:
+        path = self.query_one("#save-path", Input).value.strip() or DEFAULT_SAVE
+        try:
+            from engine.train.launch import train_command
+            return Content.styled(train_command(path), "bold")
+        except Exception as exc:
+            return Content.styled(f"(no command: {exc})", "$text-warning")
+
+    # -- inputs that are not config fields
+
+    @on(Select.Changed, "#gpu-select")
+    def _gpu(self, event: Select.Changed) -> None:
+        if event.value is not Select.NULL:
+            self.state.select_gpu(str(event.value))
+
+    @on(Input.Changed, "#price")
+    def _price(self, event: Input.Changed) -> None:
+        try:
+            price = float(event.value) if event.value.strip() else None
+        except ValueError:
+            return  # "1." on the way to "1.5": keep the last good price
+        self.state.set_price(price)
+
+    @on(Input.Changed, "#save-path")
+    def _save_path(self) -> None:
+        self.query_one("#train-command", Static).update(self._command())
+
+    @on(Button.Pressed, "#save")
+    def _save_pressed(self) -> None:
+        self.action_save_config()
+
+    @on(Button.Pressed, "#launch")
+    def _launch_pressed(self) -> None:
+        self.action_launch()
+
+    # -- actions
+
+    def _refuse_if_invalid(self, doing: str) -> bool:
+        problems = self.state.all_problems()
+        if problems:
+            self.notify("\n".join(problems), title=f"Cannot {doing}: fix these first", severity="error", timeout=8)
+            return True
+        return False
+
+    def action_auto_fit(self) -> None:
+        s = self.state
+        if s.model_info is None or s.gpu is None:
+            self.notify("Auto-fit needs the model's size and a GPU.", severity="warning")
+            return
+        try:
+            changes = s.auto_fit()
+        except Exception as exc:
+            self.notify(str(exc), title="Auto-fit failed", severity="error")
+            return
+        if changes:
+            self.notify("\n".join(changes), title="Auto-fit applied", timeout=6)
+        else:
+            self.notify("Already the largest micro-batch that fits.", title="Auto-fit", timeout=4)
+
+    def action_save_config(self) -> None:
+        if self._refuse_if_invalid("save"):
+            return
+        from engine.config import save_config
+        path = Path(self.query_one("#save-path", Input).value.strip() or DEFAULT_SAVE).expanduser()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            save_config(self.state.cfg, path)
+        except OSError as exc:
+            self.notify(f"{path}: {exc.strerror or exc}", title="Not saved", severity="error")
+            return
+        self.state.config_path = str(path)
+        self.notify(f"Saved {path}", timeout=4)
+
+    def action_launch(self) -> None:
+        if self._refuse_if_invalid("launch"):
+            return
+        from engine.diagnose.finding import blocking
+        findings = self.state.findings or []
+        if blocking(findings) and time.monotonic() > self._confirm_until:
+            self._confirm_until = time.monotonic() + CONFIRM_S
+            errors = [f.message for f in findings if f.severity == "error"]
+            self.notify("\n".join(errors) + "\nPress ctrl+l again to launch anyway.",
+                        title="The pre-flight found errors", severity="error", timeout=CONFIRM_S)
+            return
+        self.query_one("#launch", Button).disabled = True
+        self.notify("Starting the run…", timeout=3)
+        name = Path(self.query_one("#save-path", Input).value.strip() or DEFAULT_SAVE).stem
+        self._start(self.state.cfg, name)
+
+    @work(thread=True, exclusive=True, group="wizard-launch")
+    def _start(self, cfg, name: str) -> None:
+        from engine.train.launch import start_run
+        try:
+            handle = start_run(cfg, config_name=name)
+        except Exception as exc:  # a bad model path or unreadable data: say it, stay here
+            self.app.call_from_thread(self._launch_failed, exc)
+            return
+        self.app.call_from_thread(self._launched, handle)
+
+    def _launch_failed(self, exc: Exception) -> None:
+        self.query_one("#launch", Button).disabled = False
+        self.notify(str(exc), title="The run did not start", severity="error", timeout=10)
+
+    def _launched(self, handle) -> None:
+        self.query_one("#launch", Button).disabled = False
+        self.state.last_run = handle
+        self.app.open_monitor(handle.run_dir)

@@ -1,0 +1,71 @@
+"""The seeds' pre-flight checklist, each line ticked or flagged by the engine's findings.
+
+A line is ticked when the engine checks it (its codes are among the
+pre-flight codes) and raised nothing; flagged with the finding's reason and
+fix when it did; and marked "not checked" when the engine has no check for it
+yet, rather than pretending.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+from textual.content import Content
+from textual.widgets import Static
+
+from tui.widgets.problem_list import MARK, title_of
+
+# (what the seeds ask for, the finding codes that answer it). Codes the engine
+# does not emit yet are named as proposals so the line lights up when it does.
+ITEMS: list[tuple[str, tuple[str, ...]]] = [
+    ("At least 100 examples with trained tokens",
+     ("no_examples", "no_target_tokens", "too_few_examples", "few_target_tokens")),
+    ("max_seq_length covers the responses", ("responses_truncated", "prompt_too_long")),
+    ("bf16 or fp16 to suit the GPU", ("precision_unsupported",)),
+    ("Gradient checkpointing on", ("gradient_checkpointing_off",)),
+    ("Warmup at the start", ("no_warmup",)),
+    ("Gradients clipped (max_grad_norm)", ("no_grad_clipping",)),
+    ("Eval several times per epoch", ("eval_too_rare",)),
+    ("save_total_limit keeps the disk from filling", ("no_save_limit",)),
+    ("Memory under 90 % of the GPU", ("memory_estimate_high",)),
+]
+
+
+def checked_codes() -> set[str]:
+    from engine.diagnose.codes import PREFLIGHT_CODES
+    return set(PREFLIGHT_CODES)
+
+
+class Checklist(Static):
+    DEFAULT_CSS = Path(__file__).with_suffix(".tcss").read_text(encoding="utf-8")
+
+    def show(self, findings: Sequence[Any] | None, pending: str | None = None) -> None:
+        if findings is None:
+            self.update(Content.styled(pending or "Waiting for the dataset and the estimate…", "italic $text-muted"))
+            return
+        known = checked_codes()
+        by_code = {f.code: f for f in findings}
+        lines: list[Content] = []
+        used: set[str] = set()
+        for title, codes in ITEMS:
+            raised = [by_code[c] for c in codes if c in by_code]
+            used.update(codes)
+            if raised:
+                worst = max(raised, key=lambda f: f.rank)
+                mark, style = MARK.get(worst.severity, ("·", ""))
+                lines.append(Content.assemble(Content.styled(f"{mark} {title}", f"bold {style}")))
+                for f in raised:
+                    lines.append(Content.styled(f"    {f.message} ({f.evidence})", "$text-muted"))
+                    lines.append(Content.assemble(Content.styled("    → ", style), f.fix))
+            elif any(c in known for c in codes):
+                lines.append(Content.styled(f"✓ {title}", "$text-success"))
+            else:
+                lines.append(Content.styled(f"? {title} (not checked yet)", "$text-muted"))
+        others = [f for f in findings if f.code not in used]
+        for f in others:
+            mark, style = MARK.get(f.severity, ("·", ""))
+            lines.append(Content.styled(f"{mark} {title_of(f.code)}", f"bold {style}"))
+            lines.append(Content.styled(f"    {f.message} ({f.evidence})", "$text-muted"))
+            lines.append(Content.assemble(Content.styled("    → ", style), f.fix))
+        self.update(Content("\n").join(lines))

@@ -1,0 +1,37 @@
+"""The dataset's numbers as the engine counted them: rows, split, trained tokens, what gets cut."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from textual.content import Content
+from textual.widgets import Static
+
+
+class DataStats(Static):
+    DEFAULT_CSS = Path(__file__).with_suffix(".tcss").read_text(encoding="utf-8")
+
+    def show(self, report: Any, max_seq_length: int) -> None:
+        if report is None:
+            self.update(Content.styled("No statistics yet.", "italic $text-muted"))
+            return
+        r = report
+        share = f" ({r.trained_tokens / r.total_tokens:.0%} of all tokens)" if r.total_tokens else ""
+        rows = [
+            ("examples", f"{r.n_rows:,} read: {r.n_train:,} train, {r.n_validation:,} validation"),
+            ("format", f"{r.format}" + (f", template {r.template}" if r.template else "")),
+            ("trained tokens", f"{r.trained_tokens:,}{share}"),
+            ("all tokens", f"{r.total_tokens:,}"),
+            (f"> {max_seq_length} tok", f"{r.n_truncated:,} examples lose response tokens"
+             + (f"; {r.n_prompt_shortened:,} prompts shortened" if r.n_prompt_shortened else "")),
+        ]
+        for reason, n in (r.dropped or {}).items():
+            rows.append(("dropped", f"{n:,} ({reason})"))
+        lines = []
+        for key, value in rows:
+            warn = (key.startswith(">") and r.n_truncated) or key == "dropped"
+            lines.append(Content.assemble(Content.styled(f"{key:<15}", "bold"),
+                                          Content.styled(value, "$text-warning" if warn else "")))
+        lines += [Content.styled(f"note: {n}", "$text-muted") for n in (r.notes or [])]
+        self.update(Content("\n").join(lines))

@@ -1,0 +1,62 @@
+"""The line under every wizard step: batch, steps, memory and time, as the engine estimates them now."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from textual.content import Content
+from textual.widgets import Static
+
+
+def fmt_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    seconds = max(0.0, float(seconds))
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def fmt_cost(cost: Any) -> str:
+    if cost is None:
+        return ""
+    if isinstance(cost, (int, float)):
+        return f"${cost:.2f}"
+    return str(cost)
+
+
+class EstimateLine(Static):
+    DEFAULT_CSS = Path(__file__).with_suffix(".tcss").read_text(encoding="utf-8")
+
+    def show(self, state: Any) -> None:
+        cfg, est = state.cfg, state.estimate
+        parts: list[Content] = []
+        n_problems = len(state.all_problems())
+        if n_problems:
+            parts.append(Content.styled(f"✗ {n_problems} problem{'s' * (n_problems > 1)}", "$text-error bold"))
+        parts.append(Content(f"eff. batch {cfg.effective_batch_size}"))
+        if est is not None:
+            steps = getattr(est, "total_steps", None)
+            per_epoch = getattr(est, "steps_per_epoch", None)
+            parts.append(Content(f"{steps} steps" + (f" ({per_epoch}/epoch)" if per_epoch else "")))
+            # What nvidia-smi will show against the card: the numbers the fit verdict compares.
+            used = getattr(est, "device_total_gib", None)
+            card = est.gpu.memory_gib if getattr(est, "gpu", None) is not None else None
+            if used is not None:
+                fits = getattr(est, "fits", None)
+                mem = f"VRAM {used:.1f}" + (f"/{card:.0f} GiB" if card else " GiB")
+                style = "$text-success" if fits else "$text-error bold" if fits is False else ""
+                parts.append(Content.styled(mem + (" fits" if fits else " too big" if fits is False else ""),
+                                            style))
+            parts.append(Content(f"~{fmt_duration(getattr(est, 'time_s', None))}"))
+            cost = fmt_cost(getattr(est, "cost", None))
+            if cost:
+                parts.append(Content(cost))
+        elif state.estimate_error:
+            parts.append(Content.styled("estimate: " + state.estimate_error.splitlines()[0], "$text-warning"))
+        if state.busy:
+            parts.append(Content.styled("updating…", "dim italic"))
+        self.update(Content(" · ").join(parts))

@@ -1,0 +1,144 @@
+"""One config field: its YAML name, the editor, the recommended range, the help line and its problems.
+
+Everything it says about the field comes from the engine's FieldSpec; the
+problems come from the engine's validator. The editor always shows what the
+user typed, valid or not: the row never "corrects" a value behind their back.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from textual import on
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical
+from textual.message import Message
+from textual.widget import Widget
+from textual.widgets import Checkbox, Input, Label, Select
+
+from engine.config import FieldSpec
+
+TRUE_WORDS = ("true", "yes", "on", "1")
+
+
+def editor_id(path: str) -> str:
+    return "field-" + path.replace(".", "-")
+
+
+def hint_text(spec: FieldSpec) -> str:
+    """The recommended range first (what to pick), then the hard limits (what is allowed)."""
+    parts = []
+    if spec.recommended:
+        parts.append(f"rec. {spec.recommended}")
+    if not spec.choices and spec.range_text():
+        parts.append(f"allowed {spec.range_text()}")
+    return " · ".join(parts)
+
+
+class FieldRow(Vertical):
+    """Posts `Edited(path, text)` on every keystroke or pick."""
+
+    DEFAULT_CSS = Path(__file__).with_suffix(".tcss").read_text(encoding="utf-8")
+
+    class Edited(Message):
+        def __init__(self, path: str, text: str) -> None:
+            super().__init__()
+            self.path = path
+            self.text = text
+
+    def __init__(self, spec: FieldSpec, raw: str, *, placeholder: str = "", label: str | None = None,
+                 wide: bool = False, compact: bool = False) -> None:
+        classes = "field-row" + (" -wide" if wide else "") + (" -compact" if compact else "")
+        super().__init__(classes=classes, id="row-" + spec.path.replace(".", "-"))
+        self._compact = compact
+        self.spec = spec
+        self.path = spec.path
+        self._sent = raw  # the text this row last showed or sent: what tells "changed elsewhere" apart
+        self._placeholder = placeholder
+        self._label = label or spec.name
+
+    def compose(self) -> ComposeResult:
+        with Horizontal(classes="field-line"):
+            yield Label(self._label, classes="field-name")
+            yield self._make_editor(self._sent)
+            yield Label(hint_text(self.spec), classes="field-hint")
+        # Compact rows (screens short of lines) keep the help as the editor's tooltip.
+        if not self._compact:
+            yield Label(self.spec.help, classes="field-help")
+        yield Label("", classes="field-problem")
+        yield Label("", classes="field-advice")
+
+    def _make_editor(self, raw: str) -> Widget:
+        spec, wid = self.spec, editor_id(self.path)
+        if spec.type is bool:
+            on = raw.strip().lower() in TRUE_WORDS
+            return Checkbox("on" if on else "off", on, compact=True, id=wid, classes="field-editor")
+        if spec.choices:
+            options = [(str(c), str(c)) for c in spec.choices]
+            known = raw in {str(c) for c in spec.choices}
+            # An unknown value (from a saved config) shows blank; the problem line says what it was.
+            return Select(options, value=raw if known else Select.NULL, allow_blank=not known, compact=True,
+                          id=wid, classes="field-editor")
+        return Input(value=raw, placeholder=self._placeholder or str(spec.default if spec.default is not None
+                                                                    else ""),
+                     compact=True, id=wid, classes="field-editor")
+
+    def on_mount(self) -> None:
+        self.editor.tooltip = self.spec.help
+
+    def set_hint(self, text: str) -> None:
+        """Replace the range hint with something this screen knows better (e.g. the detected format)."""
+        self.query_one(".field-hint", Label).update(text)
+
+    @property
+    def editor(self) -> Widget:
+        return self.query_one(".field-editor")
+
+    def _send(self, text: str) -> None:
+        self._sent = text
+        self.post_message(self.Edited(self.path, text))
+
+    @on(Input.Changed)
+    def _input_changed(self, event: Input.Changed) -> None:
+        event.stop()
+        self._send(event.value)
+
+    @on(Input.Submitted)
+    def _input_submitted(self, event: Input.Submitted) -> None:
+        # Enter moves on, so an expert can fill a screen with text and Enter alone.
+        event.stop()
+        self.screen.focus_next()
+
+    @on(Select.Changed)
+    def _select_changed(self, event: Select.Changed) -> None:
+        event.stop()
+        if event.value is not Select.NULL:
+            self._send(str(event.value))
+
+    @on(Checkbox.Changed)
+    def _checkbox_changed(self, event: Checkbox.Changed) -> None:
+        event.stop()
+        event.checkbox.label = "on" if event.value else "off"
+        self._send("true" if event.value else "false")
+
+    def sync(self, raw: str, problems: list[str], advice: str | None = None) -> None:
+        """Show the state's value (only when it changed elsewhere: a recipe, auto-fit, another screen)."""
+        if raw != self._sent:
+            self._sent = raw
+            editor = self.editor
+            with editor.prevent(Input.Changed, Select.Changed, Checkbox.Changed):
+                if isinstance(editor, Checkbox):
+                    editor.value = raw.strip().lower() in TRUE_WORDS
+                    editor.label = "on" if editor.value else "off"
+                elif isinstance(editor, Select):
+                    if raw in {str(c) for c in self.spec.choices or ()}:
+                        editor.value = raw
+                elif isinstance(editor, Input):
+                    editor.value = raw
+        problem = self.query_one(".field-problem", Label)
+        problem.update("\n".join(f"✗ {p}" for p in problems))
+        problem.display = bool(problems)
+        self.set_class(bool(problems), "-invalid")
+        note = self.query_one(".field-advice", Label)
+        note.update(f"! {advice}" if advice else "")
+        note.display = bool(advice) and not problems

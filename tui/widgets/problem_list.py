@@ -1,0 +1,37 @@
+"""Findings as the user reads them: what is wrong, the numbers that show it, and what to do."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+from textual.content import Content
+from textual.widgets import Static
+
+MARK = {"error": ("✗", "$text-error"), "warning": ("!", "$text-warning"), "info": ("i", "$text-primary")}
+
+
+def title_of(code: str) -> str:
+    from engine.diagnose.codes import TITLES
+    return TITLES.get(code, code.replace("_", " "))
+
+
+def render_finding(f: Any) -> Content:
+    mark, style = MARK.get(f.severity, ("·", ""))
+    lines = [Content.assemble(Content.styled(f"{mark} {title_of(f.code)}", f"bold {style}"), "  ", f.message)]
+    if f.evidence:
+        lines.append(Content.styled(f"  {f.evidence}", "$text-muted"))
+    if f.fix:
+        lines.append(Content.assemble(Content.styled("  → ", style), f.fix))
+    return Content("\n").join(lines)
+
+
+class ProblemList(Static):
+    DEFAULT_CSS = Path(__file__).with_suffix(".tcss").read_text(encoding="utf-8")
+
+    def show(self, findings: Sequence[Any], errors: Sequence[str] = (), empty: str = "No problems found.") -> None:
+        blocks = [Content.styled(f"✗ {e}", "$text-error") for e in errors]
+        blocks += [render_finding(f) for f in findings]
+        if not blocks:
+            blocks = [Content.styled(f"✓ {empty}", "$text-success")]
+        self.update(Content("\n\n").join(blocks))

@@ -1,0 +1,76 @@
+"""The memory estimate as one stacked bar against the card, with a legend by component.
+
+Each component has its own colour *and* fill character, so the bar reads in
+256 colours, in a light theme and in a monochrome tmux capture alike. The
+90 % line is where the engine's fit test draws the line.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from textual.content import Content
+from textual.widgets import Static
+
+# (style, fill) per segment in order; cycles if the engine ever adds more components.
+LOOKS = [("$primary", "█"), ("$secondary", "▓"), ("$accent", "█"), ("$success", "▓"), ("$warning", "█"),
+         ("$error", "▓"), ("$primary-lighten-2", "▒"), ("$secondary-lighten-2", "▒"), ("$accent-lighten-2", "▒")]
+OUTSIDE = "outside the peak"  # context, allocator slack, paged states: what nvidia-smi adds
+
+
+def segments(est: Any) -> list[tuple[str, float, str]]:
+    """(name, GiB, note) that add up to the device total: the peak's components, then the rest."""
+    parts = [(c.name, c.gib, c.note) for c in est.components if getattr(c, "in_peak", True) and c.gib > 0]
+    rest = est.device_total_gib - est.peak_allocated_gib
+    if rest > 0.005:
+        names = [c.name for c in est.components if not getattr(c, "in_peak", True)]
+        parts.append((OUTSIDE, rest, "CUDA context, allocator slack, paged memory (nvidia-smi sees them)"
+                      if names else ""))
+    return parts
+
+
+def bar_line(parts: list[tuple[str, float, str]], card_gib: float | None, fraction: float, width: int) -> Content:
+    total = sum(g for _, g, _ in parts)
+    scale = max(total, card_gib or 0.0) or 1.0
+    cells: list[Content] = []
+    used = 0
+    acc = 0.0
+    for i, (_, gib, _) in enumerate(parts):
+        acc += gib
+        end = round(acc / scale * width)
+        n = max(end - used, 1 if gib / scale * width >= 0.25 else 0)
+        style, fill = LOOKS[i % len(LOOKS)]
+        cells.append(Content.styled(fill * n, style))
+        used += n
+    if card_gib:
+        card_end = round(card_gib / scale * width)
+        mark = round(fraction * card_gib / scale * width)
+        free = []
+        for x in range(used, max(card_end, used)):
+            free.append("┊" if x == mark else "·")
+        cells.append(Content.styled("".join(free), "$text-muted"))
+        if card_end < used:  # over the card: show where it ends
+            cells.append(Content.styled(" ← card ends at " + f"{card_end * 100 // max(used, 1)} %", "$text-error"))
+    return Content.assemble(*cells)
+
+
+class VramBar(Static):
+    DEFAULT_CSS = Path(__file__).with_suffix(".tcss").read_text(encoding="utf-8")
+
+    def show(self, est: Any, width: int | None = None) -> None:
+        if est is None:
+            self.update(Content.styled("No memory estimate yet.", "italic $text-muted"))
+            return
+        width = width or max(20, (self.size.width or 80) - 4)
+        card = est.gpu.memory_gib if est.gpu is not None else None
+        parts = segments(est)
+        lines = [bar_line(parts, card, est.fit_fraction, width)]
+        legend = []
+        for i, (name, gib, note) in enumerate(parts):
+            style, fill = LOOKS[i % len(LOOKS)]
+            legend.append(Content.assemble(Content.styled(fill * 2, style), f" {name} ",
+                                           Content.styled(f"{gib:.2f} GiB", "bold"),
+                                           Content.styled(f"  {note}" if note else "", "$text-muted")))
+        legend.append(Content.styled(f"┊ {est.fit_fraction:.0%} of the card: the fit line", "$text-muted"))
+        self.update(Content("\n").join(lines + legend))
