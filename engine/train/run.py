@@ -53,19 +53,16 @@ def _optimizer_for(cfg, device: str) -> str:
     return cfg.training.optimizer
 
 
-def _token_budget(cfg) -> int | None:
-    if not cfg.training.packing:
-        return None
-    # The memory the user's micro-batch implies, spent on real tokens instead of padding.
-    return cfg.training.micro_batch_size * cfg.training.max_seq_length
-
-
-def _live_diagnostics(cfg):
+def _live_diagnostics(run_dir: Path, resume: bool):
+    """On resume the diagnostics continue from the run's history, so nothing is raised twice."""
     from engine.diagnose.live import LiveDiagnostics
-    return LiveDiagnostics()
+    from engine.rundir import read_metrics
+
+    return LiveDiagnostics.from_history(read_metrics(run_dir)) if resume else LiveDiagnostics()
 
 
-def train(cfg, run_dir: Path, *, resume: bool) -> int:
+def train(cfg, run_dir: Path, *, resume: bool, data=None, tokenizer=None) -> int:
+    """Runs the whole training; `data` and `tokenizer` may be injected (benchmarks on synthetic tokens)."""
     import torch
     from transformers import Trainer, TrainingArguments
 
@@ -74,6 +71,7 @@ def train(cfg, run_dir: Path, *, resume: bool) -> int:
     from engine.model import add_lora, compute_dtype_name, detect_hardware, load_base_model, load_tokenizer
     from engine.train.callback import RunDirCallback
     from engine.train.signals import StopFlag
+    from engine.train.speed import apply_liger, attention_for, token_budget
 
     stop = StopFlag(run_dir)
     stop.install()
@@ -82,8 +80,8 @@ def train(cfg, run_dir: Path, *, resume: bool) -> int:
     log(f"hardware: {hw.name} ({hw.device}, {hw.count} GPU); compute dtype {dtype_name}")
 
     write_status(run_dir, state="loading", phase="data")
-    tokenizer = load_tokenizer(cfg.model, cfg.trust_remote_code)
-    data = load_examples(cfg, tokenizer)
+    tokenizer = tokenizer or load_tokenizer(cfg.model, cfg.trust_remote_code)
+    data = data or load_examples(cfg, tokenizer)
     rep = data.report
     log(f"data: {rep.n_train} train / {rep.n_validation} validation examples, format {rep.format}, "
         f"template {rep.template}; dropped {rep.dropped or 'none'}; {rep.n_truncated} lost response tokens")
@@ -91,17 +89,20 @@ def train(cfg, run_dir: Path, *, resume: bool) -> int:
     t = cfg.training
     examples_per_step = t.micro_batch_size * t.gradient_accumulation_steps
     n_epochs_planned = max(1, math.ceil(t.num_epochs))
+    budget = token_budget(cfg, hw.device, log)
     plan = plan_steps([len(e) for e in data.train], examples_per_step=examples_per_step,
-                      num_epochs=n_epochs_planned, seed=t.seed, token_budget=_token_budget(cfg),
+                      num_epochs=n_epochs_planned, seed=t.seed, token_budget=budget,
                       micro_batch_size=t.micro_batch_size)
     steps_per_epoch = plan.steps_per_epoch
     max_steps = t.max_steps if t.max_steps > 0 else max(1, round(t.num_epochs * steps_per_epoch))
     log(f"plan: {examples_per_step} examples per optimizer step in {plan.micro_batches_per_step} "
-        f"micro-batches ({'packed up to ' + str(_token_budget(cfg)) + ' tokens' if t.packing else 'padded'}); "
+        f"micro-batches; "
         f"{steps_per_epoch} steps per epoch; {max_steps} steps")
 
     write_status(run_dir, state="loading", phase="model", max_steps=max_steps)
-    model, _ = load_base_model(cfg.model, cfg.quantization, t.precision, trust_remote_code=cfg.trust_remote_code)
+    model, _ = load_base_model(cfg.model, cfg.quantization, t.precision, trust_remote_code=cfg.trust_remote_code,
+                               attn_implementation=attention_for(hw.device, t.packing, log))
+    apply_liger(model, hw.device, log)
     model = add_lora(model, cfg, gradient_checkpointing=t.gradient_checkpointing)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     log(f"model: {cfg.model}, quantization {cfg.quantization}, {trainable:,} trainable LoRA parameters")
@@ -145,7 +146,7 @@ def train(cfg, run_dir: Path, *, resume: bool) -> int:
             return PlanSampler(train_ds)
 
     callback = RunDirCallback(run_dir, collator=collator, steps_per_epoch=steps_per_epoch, stop_flag=stop,
-                              stop_on=t.stop_on, diagnostics=_live_diagnostics(cfg))
+                              stop_on=t.stop_on, diagnostics=_live_diagnostics(run_dir, resume))
     trainer = PlannedTrainer(model=model, args=args, train_dataset=train_ds,
                              eval_dataset=data.validation if has_eval else None,
                              data_collator=collator, callbacks=[callback])

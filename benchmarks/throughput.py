@@ -1,0 +1,304 @@
+"""Throughput and memory, four sides in one invocation, one process each (clean memory counters).
+
+    python benchmarks/throughput.py llama2-7b [llama3-8b ...] [--steps 10] [--warmup 3] [--out FILE]
+
+Sides, on the same generated data (lengths lognormal, median ~350 tokens, clipped to 50..2048, the first
+20-70 % of each example masked as prompt), seed and effective batch (16 examples per optimizer step):
+  plain   the seeds' recipe: Trainer, pad each micro-batch to its longest, micro-batch 4 x accumulation 4, sdpa
+  best    Trainer + DataCollatorWithFlattening + flex_attention + use_liger_kernel, all 16 examples in one micro-batch
+  engine  lorapilot's default (a config with only model and dataset; micro-batching left to the engine)
+  lean    lorapilot with training.memory: lean
+Models have random weights, built from the architectures' config numbers (no hub access on the GPU machine).
+Prints a table; with --out also writes it (markdown) with the GPU, versions and date.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+ARCHS = {
+    # config numbers of the public checkpoints
+    "llama2-7b": dict(model_type="llama", hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
+                      num_attention_heads=32, num_key_value_heads=32, vocab_size=32000, rope_theta=10000.0,
+                      max_position_embeddings=4096, rms_norm_eps=1e-5, tie_word_embeddings=False),
+    "llama3-8b": dict(model_type="llama", hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
+                      num_attention_heads=32, num_key_value_heads=8, vocab_size=128256, rope_theta=500000.0,
+                      max_position_embeddings=8192, rms_norm_eps=1e-5, tie_word_embeddings=False),
+    "qwen2.5-1.5b": dict(model_type="qwen2", hidden_size=1536, intermediate_size=8960, num_hidden_layers=28,
+                         num_attention_heads=12, num_key_value_heads=2, vocab_size=151936, rope_theta=1000000.0,
+                         max_position_embeddings=32768, rms_norm_eps=1e-6, tie_word_embeddings=True),
+    "tiny": dict(model_type="llama", hidden_size=128, intermediate_size=352, num_hidden_layers=2,
+                 num_attention_heads=4, num_key_value_heads=2, vocab_size=1024, max_position_embeddings=4096,
+                 tie_word_embeddings=False),
+}
+SIDES = ("plain", "best", "engine", "lean")
+EFFECTIVE_BATCH = 16
+PEAK_TFLOPS = {"H100": 790.0, "H200": 790.0}  # measured dense bf16 on the device machines (device KINDS.md)
+
+
+# ----------------------------------------------------------------- data
+def make_examples(n: int, vocab: int, seed: int = 0):
+    import random
+
+    from engine.data.types import IGNORE_INDEX, TokenizedExample
+
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        length = int(min(2048, max(50, rng.lognormvariate(5.858, 0.6))))  # exp(5.858) ~ 350
+        n_prompt = int(length * rng.uniform(0.2, 0.7))
+        ids = [1] + [rng.randrange(100, vocab) for _ in range(length - 1)]
+        labels = [IGNORE_INDEX] * n_prompt + ids[n_prompt:]
+        out.append(TokenizedExample(input_ids=ids, labels=labels, source=f"synthetic:{i}", full_length=length,
+                                    trained_tokens=length - n_prompt, trained_tokens_full=length - n_prompt))
+    return out
+
+
+def build_model_dir(arch: str, root: Path) -> Path:
+    out = root / arch
+    if (out / "config.json").exists():
+        return out
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    spec = dict(ARCHS[arch])
+    cfg = AutoConfig.for_model(spec.pop("model_type"), **spec)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    with torch.device(device):
+        torch.manual_seed(0)
+        model = AutoModelForCausalLM.from_config(cfg, dtype=torch.bfloat16)
+    model.save_pretrained(out)
+    del model
+    return out
+
+
+# ----------------------------------------------------------------- one side, in its own process
+class StepTimer:
+    """Wall time per optimizer step, synchronised (the Trainer's logging_steps=1 syncs anyway)."""
+
+    def __init__(self):
+        self.times, self.losses = [], []
+
+    def callback(self):
+        from transformers import TrainerCallback
+
+        timer = self
+
+        class _CB(TrainerCallback):
+            def on_step_end(self, args, state, control, **kw):
+                import torch
+                if torch.cuda.is_available():
+                    torch.cuda.synchronize()
+                timer.times.append(time.perf_counter())
+
+            def on_log(self, args, state, control, logs=None, **kw):
+                if logs and "loss" in logs:
+                    timer.losses.append(float(logs["loss"]))
+        return _CB()
+
+
+def _hf_side(side: str, model_dir: Path, examples, steps: int, out_dir: Path) -> dict:
+    import torch
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig, Trainer, TrainingArguments
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    from engine.data.packing import Collator
+
+    cuda = torch.cuda.is_available()
+    dtype = torch.bfloat16 if cuda else torch.float32
+    attn = "flex_attention" if (side == "best" and cuda) else "sdpa"
+    q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                           bnb_4bit_compute_dtype=dtype)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, quantization_config=q, dtype=dtype,
+                                                 attn_implementation=attn,
+                                                 device_map={"": 0} if cuda else None)
+    model.config.use_cache = False
+    model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=True,
+                                            gradient_checkpointing_kwargs={"use_reentrant": False})
+    model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear",
+                                             task_type="CAUSAL_LM"))
+    rows = [{"input_ids": e.input_ids, "labels": e.labels} for e in examples]
+    if side == "plain":
+        pad = Collator(pad_id=0, pack=False)
+        collate = lambda items: pad([_Ex(r) for r in items])  # noqa: E731
+        micro, accum = 4, 4
+    else:
+        from transformers import DataCollatorWithFlattening
+        collate = DataCollatorWithFlattening(return_flash_attn_kwargs=False, return_position_ids=True)
+        micro, accum = EFFECTIVE_BATCH, 1
+    args = TrainingArguments(output_dir=str(out_dir), per_device_train_batch_size=micro,
+                             gradient_accumulation_steps=accum, max_steps=steps, learning_rate=2e-4,
+                             lr_scheduler_type="cosine", warmup_steps=0.03,
+                             optim="paged_adamw_32bit" if cuda else "adamw_torch", weight_decay=0.001,
+                             max_grad_norm=0.3, logging_steps=1, save_strategy="no", report_to="none",
+                             bf16=cuda, use_cpu=not cuda, disable_tqdm=True, remove_unused_columns=False,
+                             use_liger_kernel=(side == "best" and cuda), seed=42)
+    timer = StepTimer()
+    trainer = Trainer(model=model, args=args, train_dataset=rows, data_collator=collate,
+                      callbacks=[timer.callback()])
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    trainer.train()
+    # Tokens per step: what the sampler fed, in order (Trainer's sampler is seeded).
+    order = list(trainer._get_train_sampler(trainer.train_dataset) or range(len(rows)))
+    per_step = EFFECTIVE_BATCH
+    toks = [sum(len(rows[i]["input_ids"]) for i in order[s * per_step:(s + 1) * per_step]) for s in range(steps)]
+    trained = [sum(sum(1 for x in rows[i]["labels"] if x != -100) for i in order[s * per_step:(s + 1) * per_step])
+               for s in range(steps)]
+    return _summary(timer.times, timer.losses, toks, trained)
+
+
+class _Ex:
+    def __init__(self, row):
+        self.input_ids, self.labels = row["input_ids"], row["labels"]
+        self.trained_tokens = sum(1 for x in self.labels if x != -100)
+
+
+def _engine_side(side: str, model_dir: Path, examples, steps: int, out_dir: Path) -> dict:
+    import torch
+
+    from engine.config import config_from_dict
+    from engine.data import PreparedData
+    from engine.data.types import DataReport
+    from engine.demo.model import build_tokenizer, demo_data_path
+    from engine.rundir import read_metrics
+    from engine.train.run import train
+
+    raw = {"model": str(model_dir), "dataset": {"path": "synthetic", "validation_split": 0.0},
+           "training": {"max_seq_length": 2048, "max_steps": steps, "logging_steps": 1, "save_steps": 10 ** 6,
+                        "stop_on": []}}
+    if side == "lean":
+        raw["training"]["memory"] = "lean"
+    cfg = config_from_dict(raw)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    data = PreparedData(train=examples, validation=[],
+                        report=DataReport(path="synthetic", format="tokens", n_train=len(examples)))
+    tok = build_tokenizer(demo_data_path())  # only its pad id is used: the data is already token ids
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    train(cfg, out_dir, resume=False, data=data, tokenizer=tok)
+    recs = [r for r in read_metrics(out_dir) if r.get("kind") == "train"]
+    times = [r["time"] for r in recs]
+    losses = [r["loss"] for r in recs]
+    seen = [r["tokens_seen"] for r in recs]
+    toks = [b - a for a, b in zip([0] + seen[:-1], seen)]
+    # trained tokens per step from the plan is not logged per step: take the ratio of the data
+    frac = sum(e.trained_tokens for e in examples) / sum(len(e) for e in examples)
+    return _summary(times, losses, toks, [t * frac for t in toks])
+
+
+def _summary(times, losses, toks, trained) -> dict:
+    import torch
+
+    n = min(len(times), len(toks))
+    durations = [times[i] - times[i - 1] for i in range(1, n)]
+    return {"step_times": durations, "tokens": toks[1:n], "trained": trained[1:n], "losses": losses[:4],
+            "peak_alloc_gib": torch.cuda.max_memory_allocated() / 2 ** 30 if torch.cuda.is_available() else 0.0,
+            "peak_reserved_gib": torch.cuda.max_memory_reserved() / 2 ** 30 if torch.cuda.is_available() else 0.0}
+
+
+def run_side(a) -> None:
+    examples = make_examples(a.steps * EFFECTIVE_BATCH + 64, ARCHS[a.arch]["vocab_size"], seed=0)
+    out_dir = Path(a.work) / f"{a.arch}-{a.side}"
+    fn = _hf_side if a.side in ("plain", "best") else _engine_side
+    res = fn(a.side, Path(a.model_dir), examples, a.steps, out_dir)
+    Path(a.result).write_text(json.dumps(res))
+
+
+# ----------------------------------------------------------------- the driver
+def steady(res: dict, warmup: int) -> dict:
+    st = res["step_times"][warmup:] or res["step_times"]
+    tk = res["tokens"][warmup:] or res["tokens"]
+    tr = res["trained"][warmup:] or res["trained"]
+    return {"tok_s": sum(tk) / sum(st), "trained_s": sum(tr) / sum(st), "median_step_s": statistics.median(st)}
+
+
+def _gpu_name() -> str:
+    import torch
+    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+
+
+def _versions() -> str:
+    import importlib.metadata as md
+    out = []
+    for p in ("torch", "transformers", "peft", "bitsandbytes", "liger-kernel", "accelerate"):
+        try:
+            out.append(f"{p} {md.version(p)}")
+        except md.PackageNotFoundError:
+            pass
+    return ", ".join(out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("archs", nargs="*", default=["llama2-7b"])
+    ap.add_argument("--sides", default=",".join(SIDES))
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--work", default="/tmp/lorapilot-bench")
+    ap.add_argument("--out")
+    ap.add_argument("--side", help=argparse.SUPPRESS)
+    ap.add_argument("--arch", help=argparse.SUPPRESS)
+    ap.add_argument("--model-dir", help=argparse.SUPPRESS)
+    ap.add_argument("--result", help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.side:
+        run_side(a)
+        return
+    from engine.estimate.params import architecture, count_params
+
+    work = Path(a.work)
+    work.mkdir(parents=True, exist_ok=True)
+    lines = [f"GPU: {_gpu_name()}; {_versions()}; {time.strftime('%Y-%m-%d')}",
+             f"steps {a.steps} (first {a.warmup} + 1 excluded), effective batch {EFFECTIVE_BATCH} examples", "",
+             "| model | side | tok/s (trained) | median step s | peak alloc GiB | reserved GiB | MFU | first losses |",
+             "|---|---|---|---|---|---|---|---|"]
+    ratios = []
+    for arch in a.archs:
+        model_dir = build_model_dir(arch, work / "models")
+        n_params = count_params(architecture(ARCHS[arch])).total
+        results = {}
+        for side in a.sides.split(","):
+            res_file = work / f"{arch}-{side}.json"
+            res_file.unlink(missing_ok=True)
+            t0 = time.time()
+            p = subprocess.run([sys.executable, __file__, "--side", side, "--arch", arch, "--model-dir",
+                                str(model_dir), "--steps", str(a.steps), "--work", str(work), "--result",
+                                str(res_file)], cwd=REPO)
+            if p.returncode != 0 or not res_file.exists():
+                lines.append(f"| {arch} | {side} | failed (exit {p.returncode}) | | | | | |")
+                continue
+            res = json.loads(res_file.read_text())
+            s = steady(res, a.warmup)
+            results[side] = s
+            peak = PEAK_TFLOPS.get(_gpu_name().split()[1] if " " in _gpu_name() else "", None)
+            mfu = f"{6 * n_params * s['tok_s'] / (peak * 1e12):.1%}" if peak else "-"
+            losses = ", ".join(f"{x:.3f}" for x in res["losses"])
+            lines.append(f"| {arch} | {side} | {s['tok_s']:,.0f} ({s['trained_s']:,.0f}) | {s['median_step_s']:.2f} "
+                         f"| {res['peak_alloc_gib']:.1f} | {res['peak_reserved_gib']:.1f} | {mfu} | {losses} |")
+            print(lines[-1], f"({time.time() - t0:.0f} s)", flush=True)
+        if "engine" in results:
+            for ref in ("best", "plain"):
+                if ref in results:
+                    ratios.append(f"{arch}: engine/{ref} = {results['engine']['tok_s'] / results[ref]['tok_s']:.2f}x")
+            if "lean" in results and "best" in results:
+                ratios.append(f"{arch}: lean/best = {results['lean']['tok_s'] / results['best']['tok_s']:.2f}x")
+    text = "\n".join(lines + [""] + ratios) + "\n"
+    print(text)
+    if a.out:
+        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.out).write_text(text)
+
+
+if __name__ == "__main__":
+    main()

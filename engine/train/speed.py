@@ -1,0 +1,68 @@
+"""The fast path's choices, each with a line in train.log saying what was chosen and why.
+
+On CUDA: packed rows with flex attention (a block-diagonal mask built from
+position_ids, no padding waste) and Liger's fused kernels (RMSNorm, RoPE,
+SwiGLU, and a linear cross-entropy that never materialises the fp32 logits).
+On the CPU or without Triton: SDPA with the same block-diagonal mask, plain
+PyTorch kernels.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Callable
+
+# Model types Liger patches (liger_kernel.transformers.monkey_patch); others train without it.
+LIGER_MODEL_TYPES = ("llama", "mistral", "mixtral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3", "phi3",
+                     "granite", "olmo2")
+
+
+def attention_for(device: str, packing: bool, log: Callable[[str], None]) -> str:
+    if device == "cuda" and packing:
+        log("attention: flex_attention (packed rows, block-diagonal mask from position_ids)")
+        return "flex_attention"
+    log("attention: sdpa" + (" (packed rows, block-diagonal mask from position_ids)" if packing else ""))
+    return "sdpa"
+
+
+def liger_available(device: str) -> tuple[bool, str]:
+    if device != "cuda":
+        return False, "no GPU"
+    if importlib.util.find_spec("liger_kernel") is None:
+        return False, "liger-kernel not installed"
+    if importlib.util.find_spec("triton") is None:
+        return False, "no Triton"
+    return True, ""
+
+
+def apply_liger(model, device: str, log: Callable[[str], None]) -> bool:
+    """Patches the loaded base model in place with Liger's kernels where supported."""
+    ok, why = liger_available(device)
+    model_type = getattr(model.config, "model_type", "?")
+    if ok and model_type not in LIGER_MODEL_TYPES:
+        ok, why = False, f"architecture {model_type} not covered"
+    if not ok:
+        log(f"kernels: plain PyTorch ({why})")
+        return False
+    from liger_kernel.transformers import _apply_liger_kernel_to_instance
+
+    _apply_liger_kernel_to_instance(model=model)
+    log("kernels: Liger (fused linear cross-entropy, RMSNorm, RoPE, SwiGLU)")
+    return True
+
+
+def token_budget(cfg, device: str, log: Callable[[str], None]) -> int | None:
+    """Tokens per micro-batch when packing; None for classic padded micro-batches."""
+    t = cfg.training
+    if not t.packing:
+        log(f"batching: padded micro-batches of {t.micro_batch_size} examples")
+        return None
+    per_step = t.micro_batch_size * t.gradient_accumulation_steps
+    if device == "cuda" and t.memory == "fast":
+        # The 4-bit path has a large fixed cost per forward pass: the fewer, fuller micro-batches the better.
+        budget = per_step * t.max_seq_length
+        log(f"batching: packed, up to {budget} tokens per micro-batch (a whole optimizer step when it fits)")
+        return budget
+    budget = t.micro_batch_size * t.max_seq_length
+    log(f"batching: packed, up to {budget} tokens per micro-batch (micro_batch_size x max_seq_length)")
+    return budget
