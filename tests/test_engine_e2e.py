@@ -1,0 +1,225 @@
+"""End to end, for real: QLoRA on the tiny demo model on the CPU, through the real CLI and trainer process."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import DEMO_CONFIG, run_cli
+from engine.rundir import effective_state, read_metrics, read_status
+
+pytestmark = pytest.mark.slow
+
+
+def train_records(run_dir: Path) -> list[dict]:
+    return [r for r in read_metrics(run_dir) if r["kind"] == "train"]
+
+
+def small_config(tmp_path: Path, **training) -> Path:
+    """The demo, shortened: fewer, smaller steps that save often (for stop/resume/kill tests)."""
+    raw = yaml.safe_load(DEMO_CONFIG.read_text())
+    raw["dataset"]["path"] = str(DEMO_CONFIG.parent / raw["dataset"]["path"])
+    raw["training"].update(dict(max_seq_length=64, micro_batch_size=4, max_steps=16, logging_steps=1,
+                                save_steps=4, eval_steps=100), **training)
+    path = tmp_path / "small.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def wait_for(pred, timeout: float = 180, what: str = "condition"):
+    end = time.time() + timeout
+    while time.time() < end:
+        value = pred()
+        if value:
+            return value
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def start_detached(cfg: Path, run_dir: Path) -> int:
+    r = run_cli("train", str(cfg), "--run-dir", str(run_dir), "--detach", timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert str(run_dir) in r.stdout and "pid" in r.stdout
+    return read_status(run_dir)["pid"]
+
+
+# ------------------------------------------------------------------ the demo run
+def test_demo_trains_and_loss_falls(finished_demo_run):
+    status = read_status(finished_demo_run)
+    assert status["state"] == "done" and status["step"] == 40
+    recs = train_records(finished_demo_run)
+    first = sum(r["loss"] for r in recs[:3]) / 3
+    last = sum(r["loss"] for r in recs[-3:]) / 3
+    assert last < 0.8 * first, (first, last)  # the issue's bar: at least 20 % within 40 steps
+    assert all({"learning_rate", "grad_norm", "epoch", "tokens_per_s"} <= r.keys() for r in recs)
+    evals = [r for r in read_metrics(finished_demo_run) if r["kind"] == "eval"]
+    assert len(evals) == 4 and evals[-1]["eval_loss"] < evals[0]["eval_loss"]
+    events = [r["message"] for r in read_metrics(finished_demo_run) if r["kind"] == "event"]
+    assert "checkpoint saved" in events and "adapter saved" in events
+    saved = yaml.safe_load((finished_demo_run / "config.yaml").read_text())
+    assert saved["training"]["learning_rate"] == 3e-3 and saved["lora"]["r"] == 16  # the reproducible record
+
+
+def test_adapter_reloads_with_peft_and_changes_the_output(finished_demo_run, demo_model_dir):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(finished_demo_run / "adapter")
+    chat = [{"role": "user", "content": "What is 12 plus 7?"}]
+    prompt = tok.apply_chat_template(chat, add_generation_prompt=True, return_tensors="pt",
+                                     return_dict=True)["input_ids"]
+    full = tok.apply_chat_template(chat + [{"role": "assistant", "content": "12 plus 7 is 19."}],
+                                   return_tensors="pt", return_dict=True)["input_ids"]
+    labels = full.clone()
+    labels[:, :prompt.shape[1]] = -100
+    base = AutoModelForCausalLM.from_pretrained(demo_model_dir, dtype=torch.float32)
+    with torch.no_grad():
+        before = base(input_ids=prompt).logits[0, -1]
+        base_loss = base(input_ids=full, labels=labels).loss
+        base_out = base.generate(input_ids=prompt, max_new_tokens=12, do_sample=False)
+    tuned = PeftModel.from_pretrained(base, finished_demo_run / "adapter")
+    with torch.no_grad():
+        after = tuned(input_ids=prompt).logits[0, -1]
+        tuned_loss = tuned(input_ids=full, labels=labels).loss
+        out = tuned.generate(input_ids=prompt, max_new_tokens=12, do_sample=False)
+    assert not torch.allclose(before, after, atol=1e-3)
+    assert not torch.equal(out, base_out)
+    assert tuned_loss < 0.5 * base_loss  # an answer in the demo's style is far more likely with the adapter
+    gen = json.loads((finished_demo_run / "adapter" / "generation_config.json").read_text())
+    assert tok.convert_tokens_to_ids("<|im_end|>") in gen["eos_token_id"]  # stops at the end of its turn
+
+
+def test_runs_lists_the_run(finished_demo_run):
+    r = run_cli("runs", "--root", str(finished_demo_run.parent), "--json")
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(r.stdout)
+    row = next(x for x in rows if x["run_dir"].endswith(finished_demo_run.name))
+    assert row["state"] == "done" and row["step"] == 40 and row["loss"] is not None
+
+
+def test_export_adapter_and_merged(finished_demo_run, tmp_path):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    r = run_cli("export", str(finished_demo_run), "--merged", str(tmp_path / "merged"))
+    assert r.returncode == 0, r.stderr
+    merged = AutoModelForCausalLM.from_pretrained(tmp_path / "merged", dtype=torch.float32)
+    from engine.model import resolve_model_path
+    base = AutoModelForCausalLM.from_pretrained(resolve_model_path("lorapilot-demo"), dtype=torch.float32)
+    tuned = PeftModel.from_pretrained(base, finished_demo_run / "adapter")
+    ids = torch.tensor([[1, 20, 30, 40, 50]])
+    with torch.no_grad():
+        torch.testing.assert_close(merged(input_ids=ids).logits, tuned(input_ids=ids).logits, atol=1e-4, rtol=1e-4)
+    r = run_cli("export", str(finished_demo_run), "--out", str(tmp_path / "adapter-copy"))
+    assert r.returncode == 0 and (tmp_path / "adapter-copy" / "adapter_model.safetensors").exists()
+
+
+# ------------------------------------------------------------------ detach, stop, resume, kill -9
+def test_detached_run_survives_its_launcher_then_stop_and_resume(tmp_path):
+    cfg = small_config(tmp_path, max_steps=40)
+    run_dir = tmp_path / "run"
+    pid = start_detached(cfg, run_dir)  # the launcher has exited when run_cli returns
+    assert os.getsid(pid) == pid  # its own session: an SSH drop's SIGHUP does not reach it
+    wait_for(lambda: (read_status(run_dir) or {}).get("step", 0) >= 5, what="step 5")
+    r = run_cli("stop", str(run_dir))
+    assert r.returncode == 0 and "stop requested" in r.stdout
+    wait_for(lambda: read_status(run_dir)["state"] in ("stopped", "done", "failed"), what="stop")
+    status = read_status(run_dir)
+    assert status["state"] == "stopped", status
+    stopped_at = status["step"]
+    assert (run_dir / "checkpoints" / f"checkpoint-{stopped_at}").is_dir()  # checkpointed on stop
+
+    r = run_cli("train", "--resume", str(run_dir), timeout=300)
+    assert r.returncode == 0, r.stderr + (run_dir / "train.log").read_text()[-3000:]
+    assert read_status(run_dir)["state"] == "done"
+    steps = [x["step"] for x in train_records(run_dir)]
+    assert steps == sorted(steps) and len(steps) == len(set(steps))  # continued, nothing re-done
+    assert steps[-1] == 40 and min(s for s in steps if s > stopped_at) == stopped_at + 1
+    events = [x["message"] for x in read_metrics(run_dir) if x["kind"] == "event"]
+    assert f"resumed from checkpoint-{stopped_at}" in events
+
+
+def test_kill_9_then_resume_from_last_checkpoint(tmp_path):
+    cfg = small_config(tmp_path, max_steps=16, save_steps=4)
+    run_dir = tmp_path / "run"
+    pid = start_detached(cfg, run_dir)
+    wait_for(lambda: (read_status(run_dir) or {}).get("step", 0) >= 6, what="step 6")
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: effective_state(read_status(run_dir)) == "lost", timeout=30, what="lost state")
+    before = train_records(run_dir)
+    killed_at = before[-1]["step"]
+    ckpt = max(int(p.name.split("-")[1]) for p in (run_dir / "checkpoints").glob("checkpoint-*"))
+    assert ckpt < killed_at
+
+    r = run_cli("train", "--resume", str(run_dir), timeout=300)
+    assert r.returncode == 0, r.stderr + (run_dir / "train.log").read_text()[-3000:]
+    after = train_records(run_dir)
+    assert after[:len(before)] == before  # nothing written before the kill is lost or rewritten
+    assert {x["step"] for x in after} == set(range(1, 17))  # every step logged; steps after the checkpoint redone
+    assert read_status(run_dir)["state"] == "done" and (run_dir / "adapter" / "adapter_model.safetensors").exists()
+
+
+# ------------------------------------------------------------------ bad input: exit 2, named culprit, no traceback
+def _bad(r, *needles):
+    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
+    assert "Traceback" not in r.stderr + r.stdout
+    for n in needles:
+        assert n in r.stderr, (n, r.stderr)
+
+
+def test_bad_config_values_all_reported(tmp_path):
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("model: lorapilot-demo\ndataset: {path: x.jsonl}\n"
+                   "training: {learning_rate: -1, micro_batch_size: 0, lerning_rate: 1}\nlora: {r: 0}\n")
+    _bad(run_cli("train", str(cfg)), "training.learning_rate", "training.micro_batch_size", "lora.r",
+         "did you mean 'learning_rate'")
+
+
+def test_missing_model_path(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"model: ./no/such/model\ndataset: {{path: {DEMO_CONFIG.parent / 'demo/train.jsonl'}}}\n")
+    _bad(run_cli("train", str(cfg)), "./no/such/model")
+
+
+def test_unreachable_hub_model(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"model: nobody/not-a-model\ndataset: {{path: {DEMO_CONFIG.parent / 'demo/train.jsonl'}}}\n")
+    _bad(run_cli("train", str(cfg), env={"HF_HUB_OFFLINE": "1"}), "nobody/not-a-model")
+
+
+def test_broken_dataset_line(tmp_path):
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"instruction": "a", "output": "b"}\n{"instruction": "a", "output": \n')
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"model: lorapilot-demo\ndataset: {{path: {data}}}\n")
+    _bad(run_cli("train", str(cfg)), f"{data}:2")
+
+
+def test_dataset_of_empty_responses_refused_before_training(tmp_path):
+    data = tmp_path / "empty.jsonl"
+    data.write_text("".join(json.dumps({"instruction": f"q{i}", "output": ""}) + "\n" for i in range(20)))
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"model: lorapilot-demo\ndataset: {{path: {data}}}\n")
+    r = run_cli("train", str(cfg), "--run-dir", str(tmp_path / "run"))
+    _bad(r, "empty.jsonl")
+    assert not train_records(tmp_path / "run")  # refused before a single step
+
+
+def test_wrong_target_module_lists_valid_names(tmp_path):
+    cfg = small_config(tmp_path)
+    raw = yaml.safe_load(cfg.read_text())
+    raw["lora"]["target_modules"] = ["q_prj"]
+    cfg.write_text(yaml.safe_dump(raw))
+    _bad(run_cli("train", str(cfg), "--run-dir", str(tmp_path / "run")), "q_prj", "q_proj")
+
+
+def test_resume_of_a_missing_dir(tmp_path):
+    _bad(run_cli("train", "--resume", str(tmp_path / "nothing")), "nothing")
