@@ -209,7 +209,8 @@ def _type_name(t: Any) -> str:
 
 
 def _check_value(spec: FieldSpec, value: Any) -> tuple[Any, str | None]:
-    """Returns (coerced value, problem or None)."""
+    """Returns (coerced value, problem or None); messages show the value as the user wrote it."""
+    typed = value
     if value is None:
         if spec.nullable:
             return None, None
@@ -239,14 +240,14 @@ def _check_value(spec: FieldSpec, value: Any) -> tuple[Any, str | None]:
         return value, f"{spec.path}: {value!r} is not allowed; {spec.range_text()}{more}"
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         if isinstance(value, float) and not math.isfinite(value):
-            return value, f"{spec.path}: {value!r} is not a finite number"
+            return value, f"{spec.path}: {typed!r} is not a finite number"
         bad = False
         if spec.lo is not None and (value < spec.lo or (spec.lo_open and value == spec.lo)):
             bad = True
         if spec.hi is not None and (value > spec.hi or (spec.hi_open and value == spec.hi)):
             bad = True
         if bad:
-            return value, f"{spec.path}: {value!r} is out of range; allowed {spec.range_text()}"
+            return value, f"{spec.path}: {typed!r} is out of range; allowed {spec.range_text()}"
     return value, None
 
 

@@ -1,0 +1,150 @@
+"""Config validation: one test per rule, every problem reported at once with its dotted key."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine.config import FIELDS, Config, config_from_dict, dump_config, load_config, set_value
+from engine.errors import ConfigError
+
+BASE = {"model": "some/model", "dataset": {"path": "train.jsonl"}}
+
+
+def problems(raw: dict) -> list[str]:
+    with pytest.raises(ConfigError) as e:
+        config_from_dict(raw)
+    return e.value.problems
+
+
+def with_(section: str, **kv) -> dict:
+    raw = {**BASE, section: kv} if section != "dataset" else {**BASE, "dataset": {**BASE["dataset"], **kv}}
+    return raw
+
+
+def test_minimal_config_gets_the_seeds_recipe():
+    c = config_from_dict(BASE)
+    assert (c.quantization, c.lora.r, c.lora.alpha, c.lora.dropout, c.lora.target_modules) == \
+        ("nf4", 16, 32, 0.05, "all-linear")
+    t = c.training
+    assert (t.learning_rate, t.lr_scheduler, t.warmup_ratio, t.optimizer) == (2e-4, "cosine", 0.03, "paged_adamw_32bit")
+    assert (t.weight_decay, t.max_grad_norm, t.gradient_checkpointing) == (0.001, 0.3, True)
+    assert (t.logging_steps, t.eval_steps, t.save_steps, t.save_total_limit) == (10, 50, 100, 3)
+
+
+def test_unknown_key_suggests_the_close_one():
+    assert problems(with_("training", lerning_rate=1e-4)) == \
+        ["training.lerning_rate: unknown key; did you mean 'learning_rate'?"]
+
+
+def test_unknown_top_level_key():
+    p = problems({**BASE, "quantisation": "nf4"})
+    assert p == ["quantisation: unknown key; did you mean 'quantization'?"]
+
+
+def test_unknown_key_without_close_match_lists_known_keys():
+    (p,) = problems(with_("lora", zzz=1))
+    assert p.startswith("lora.zzz: unknown key; known keys:") and "alpha" in p
+
+
+@pytest.mark.parametrize("section,key,value,expect", [
+    ("training", "learning_rate", 0, "training.learning_rate: 0 is out of range; allowed (0, 1]"),
+    ("training", "learning_rate", -1e-4, "training.learning_rate: -0.0001 is out of range"),
+    ("lora", "r", 0, "lora.r: 0 is out of range; allowed [1, 1024]"),
+    ("training", "micro_batch_size", 0, "training.micro_batch_size: 0 is out of range"),
+    ("training", "gradient_accumulation_steps", 0, "training.gradient_accumulation_steps: 0 is out of range"),
+    ("training", "warmup_ratio", 1.0, "training.warmup_ratio: 1.0 is out of range; allowed [0, 1)"),
+    ("lora", "dropout", 1.0, "lora.dropout: 1.0 is out of range; allowed [0, 1)"),
+    ("dataset", "validation_split", 1.0, "dataset.validation_split: 1.0 is out of range; allowed [0, 1)"),
+    ("training", "max_grad_norm", 0, "training.max_grad_norm: 0 is out of range"),
+    ("training", "num_epochs", 0, "training.num_epochs: 0 is out of range"),
+    ("training", "max_seq_length", 4, "training.max_seq_length: 4 is out of range"),
+])
+def test_out_of_range(section, key, value, expect):
+    (p,) = problems(with_(section, **{key: value}))
+    assert p.startswith(expect), p
+
+
+@pytest.mark.parametrize("section,key,value,expect", [
+    ("training", "micro_batch_size", "four", "expected an integer, got 'four'"),
+    ("training", "micro_batch_size", 2.5, "expected an integer, got 2.5"),
+    ("training", "gradient_checkpointing", "yes", "expected true or false"),
+    ("training", "learning_rate", True, "expected a number, got True"),
+    ("lora", "target_modules", 5, "expected text or a list"),
+])
+def test_wrong_type(section, key, value, expect):
+    (p,) = problems(with_(section, **{key: value}))
+    assert f"{section}.{key}: {expect}" in p, p
+
+
+def test_choice_with_suggestion():
+    (p,) = problems({**BASE, "quantization": "nf5"})
+    assert p == "quantization: 'nf5' is not allowed; one of nf4, int8, none (did you mean 'nf4'?)"
+
+
+def test_all_problems_at_once():
+    p = problems({"dataset": {"path": ""}, "training": {"learning_rate": -1, "micro_batch_size": 0},
+                  "lora": {"r": 0}})
+    keys = {x.split(":")[0] for x in p}
+    assert {"model", "dataset.path", "training.learning_rate", "training.micro_batch_size", "lora.r"} <= keys
+
+
+def test_numeric_string_from_yaml_is_accepted():
+    # YAML 1.1 reads `2e-4` (no dot) as a string; users write it that way.
+    c = config_from_dict(with_("training", learning_rate="2e-4"))
+    assert c.training.learning_rate == 2e-4
+
+
+def test_stop_on_unknown_code():
+    (p,) = problems(with_("training", stop_on=["nan_los"]))
+    assert "training.stop_on" in p and "nan_los" in p
+
+
+def test_section_must_be_a_mapping():
+    (p,) = problems({**BASE, "lora": 16})
+    assert p.startswith("lora: expected a mapping")
+
+
+def test_yaml_syntax_error_names_file_and_line(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("model: x\ndataset:\n  path: [unclosed\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(f)
+    assert str(f) in str(e.value) and "line" in str(e.value)
+
+
+def test_missing_file_and_directory(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError, match="is a directory"):
+        load_config(tmp_path)
+
+
+def test_relative_paths_resolve_against_the_config_file(tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "t.jsonl").write_text("{}\n")
+    f = tmp_path / "c.yaml"
+    f.write_text("model: lorapilot-demo\ndataset: {path: data/t.jsonl}\n")
+    c = load_config(f)
+    assert c.dataset.path == str((tmp_path / "data" / "t.jsonl").resolve())
+    assert c.model == "lorapilot-demo"  # not a path: left as the id
+
+
+def test_round_trip_is_the_reproducible_record(tmp_path):
+    c = config_from_dict(with_("training", learning_rate=1e-4, seed=7))
+    f = tmp_path / "saved.yaml"
+    f.write_text(dump_config(c))
+    assert load_config(f).to_dict() == c.to_dict()
+
+
+def test_set_value_validates():
+    c = config_from_dict(BASE)
+    assert set_value(c, "lora.r", 8).lora.r == 8
+    with pytest.raises(ConfigError):
+        set_value(c, "lora.r", -1)
+    assert c.lora.r == 16  # the original is untouched
+
+
+def test_every_field_has_help_and_a_default_that_validates():
+    for spec in FIELDS.values():
+        assert spec.help, spec.path
+    config_from_dict(Config(model="m", dataset=Config().dataset).to_dict() | {"dataset": {"path": "p"}})
