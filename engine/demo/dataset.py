@@ -55,8 +55,16 @@ def _make(rng: random.Random) -> dict:
 
 
 def generate(n: int = 400, seed: int = 7) -> list[dict]:
+    """n distinct examples (duplicates would be flagged by the data doctor, rightly)."""
     rng = random.Random(seed)
-    return [_make(rng) for _ in range(n)]
+    seen, out = set(), []
+    while len(out) < n:
+        ex = _make(rng)
+        key = json.dumps(ex, sort_keys=True)
+        if key not in seen:
+            seen.add(key)
+            out.append(ex)
+    return out
 
 
 def write(path: str | Path, n: int = 400, seed: int = 7) -> None:

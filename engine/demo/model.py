@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 
 DEMO_MODEL_ID = "lorapilot-demo"
-_VERSION = "v2"
+_VERSION = "v3"
 _VOCAB = 1024
 _HEAD_SCALE = 8.0
 _SPECIALS = ["<unk>", "<s>", "</s>", "<pad>", "<|im_start|>", "<|im_end|>"]

@@ -145,6 +145,26 @@ def _jsonable(report):
     return report
 
 
+def _report_table(report, examples, max_seq_length: int):
+    """The numbers a user checks before training, one per line."""
+    from rich.table import Table
+
+    lengths = sorted(e.full_length for e in examples) or [0]
+    pct = lambda q: lengths[min(len(lengths) - 1, int(q * len(lengths)))]  # noqa: E731
+    t = Table(show_header=False, box=None, padding=(0, 2))
+    t.add_row("file", str(report.path))
+    t.add_row("format", f"{report.format} (rendered with the {report.template})")
+    t.add_row("examples", f"{report.n_rows} rows -> {len(examples)} usable" +
+              (f"; dropped: {', '.join(f'{n} {why}' for why, n in report.dropped.items())}" if report.dropped else ""))
+    t.add_row("tokens", f"{report.total_tokens:,} in all, {report.trained_tokens:,} trained "
+              f"({report.trained_tokens / max(1, report.total_tokens):.0%}; the rest is masked prompt)")
+    t.add_row("length", f"median {pct(0.5)}, 95th percentile {pct(0.95)}, longest {lengths[-1]} tokens "
+              f"(max_seq_length {max_seq_length})")
+    t.add_row("cut", f"{report.n_truncated} lost response tokens, {report.n_prompt_shortened} had their prompt "
+              "shortened")
+    return t
+
+
 def run_inspect(args: argparse.Namespace) -> int:
     from engine.config import Config
     from engine.data import inspect_dataset
@@ -158,6 +178,6 @@ def run_inspect(args: argparse.Namespace) -> int:
     if args.json:
         _print_json({"report": _jsonable(report), "findings": [f.to_record() for f in findings]})
     else:
-        _console().print(report)
+        _console().print(_report_table(report, examples, args.max_seq_length))
         print_findings(findings, empty="No problems found in the data.")
     return EXIT_BAD_INPUT if blocking(findings) else EXIT_OK

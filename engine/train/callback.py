@@ -76,7 +76,8 @@ class RunDirCallback(TrainerCallback):
             for finding in self.diagnostics.update([rec]):
                 self.writer.write("finding", finding.step, **{k: v for k, v in finding.to_record().items()
                                                              if k not in ("kind", "step", "time")})
-                if finding.code in self.stop_on and self.stop_reason is None:
+                # Warnings (one skipped fp16 step, a single spike) are advice; only errors stop a run.
+                if finding.code in self.stop_on and finding.severity == "error" and self.stop_reason is None:
                     self.stop_reason = f"{finding.code}: {finding.message}"
         return rec
 

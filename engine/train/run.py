@@ -53,6 +53,26 @@ def _optimizer_for(cfg, device: str) -> str:
     return cfg.training.optimizer
 
 
+def _preflight(cfg, data, hw, run_dir: Path) -> None:
+    """The data doctor before any GPU time is spent: findings into metrics.jsonl; errors refuse the run."""
+    from engine.diagnose.finding import blocking
+    from engine.diagnose.preflight import preflight
+    from engine.errors import DataError
+    from engine.rundir import MetricsWriter
+
+    findings = preflight(data.train, cfg, gpu_bf16=hw.bf16 if hw.device == "cuda" else None,
+                         dropped=data.report.dropped)
+    writer = MetricsWriter(run_dir)
+    for f in findings:
+        writer.write("finding", 0, **{k: v for k, v in f.to_record().items() if k not in ("kind", "step", "time")})
+        log(f"pre-flight [{f.severity}] {f.code}: {f.message}")
+    writer.close()
+    errors = [f for f in findings if f.severity == "error"]
+    if blocking(findings):
+        raise DataError(f"{cfg.dataset.path}: the data cannot train: " + "; ".join(f.message for f in errors),
+                        fix=errors[0].fix)
+
+
 def _live_diagnostics(run_dir: Path, resume: bool):
     """On resume the diagnostics continue from the run's history, so nothing is raised twice."""
     from engine.diagnose.live import LiveDiagnostics
@@ -85,6 +105,9 @@ def train(cfg, run_dir: Path, *, resume: bool, data=None, tokenizer=None) -> int
     rep = data.report
     log(f"data: {rep.n_train} train / {rep.n_validation} validation examples, format {rep.format}, "
         f"template {rep.template}; dropped {rep.dropped or 'none'}; {rep.n_truncated} lost response tokens")
+
+    if not resume:  # a resumed run passed it already; its findings are in metrics.jsonl
+        _preflight(cfg, data, hw, run_dir)
 
     t = cfg.training
     examples_per_step = t.micro_batch_size * t.gradient_accumulation_steps
