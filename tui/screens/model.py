@@ -57,6 +57,8 @@ class ModelScreen(WizardStep):
         presets = self.query_one("#preset-list", OptionList)
         presets.clear_options()
         presets.add_options(options)
+        if options:
+            presets.highlighted = 0  # so Enter straight after filtering picks the best match
 
     @on(Input.Changed, "#preset-filter")
     def _filter(self, event: Input.Changed) -> None:

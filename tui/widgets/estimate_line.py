@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from textual.content import Content
-from textual.widgets import Static
+from textual.widget import Widget
 
 
 def fmt_duration(seconds: float | None) -> str:
@@ -28,8 +28,17 @@ def fmt_cost(cost: Any) -> str:
     return str(cost)
 
 
-class EstimateLine(Static):
+class EstimateLine(Widget):
+    """One fixed line: redrawn without a layout pass (it changes on every keystroke)."""
+
     DEFAULT_CSS = Path(__file__).with_suffix(".tcss").read_text(encoding="utf-8")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._content = Content("")
+
+    def render(self) -> Content:
+        return self._content
 
     def show(self, state: Any) -> None:
         cfg, est = state.cfg, state.estimate
@@ -59,4 +68,7 @@ class EstimateLine(Static):
             parts.append(Content.styled("estimate: " + state.estimate_error.splitlines()[0], "$text-warning"))
         if state.busy:
             parts.append(Content.styled("updating…", "dim italic"))
-        self.update(Content(" · ").join(parts))
+        content = Content(" · ").join(parts)
+        if content.markup != self._content.markup:
+            self._content = content
+            self.refresh()

@@ -55,6 +55,7 @@ class FieldRow(Vertical):
         self.path = spec.path
         self._sent = raw  # the text this row last showed or sent: what tells "changed elsewhere" apart
         self._placeholder = placeholder
+        self._shown: tuple | None = None  # (problems, advice) last drawn
         self._label = label or spec.name
 
     def compose(self) -> ComposeResult:
@@ -135,6 +136,12 @@ class FieldRow(Vertical):
                         editor.value = raw
                 elif isinstance(editor, Input):
                     editor.value = raw
+        # Every keystroke anywhere syncs every row: touch the DOM only when this row's words change,
+        # or typing on a screen of 25 fields lags.
+        shown = (tuple(problems), advice)
+        if shown == self._shown:
+            return
+        self._shown = shown
         problem = self.query_one(".field-problem", Label)
         problem.update("\n".join(f"✗ {p}" for p in problems))
         problem.display = bool(problems)

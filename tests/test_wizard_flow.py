@@ -1,0 +1,249 @@
+"""The wizard, driven as a user drives it: keys into the real app, assertions on what the screens show."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tui.app import LorapilotApp
+
+SIZE = (100, 32)
+
+
+async def settle(app, pilot, limit: float = 30.0) -> None:
+    """Wait until every debounce timer has fired and every engine call has answered."""
+    deadline = time.monotonic() + limit
+    quiet = 0
+    while time.monotonic() < deadline:
+        await pilot.pause(0.05)
+        quiet = quiet + 1 if not app.wizard.busy else 0
+        if quiet >= 2:
+            return
+    raise AssertionError(f"wizard still busy after {limit} s: {app.wizard._timers} {app.wizard._running}")
+
+
+async def type_into(pilot, selector: str, text: str) -> None:
+    """Focus a field, clear it as a user would (ctrl+u from the end), and type."""
+    widget = pilot.app.screen.query_one(selector)
+    widget.focus()
+    await pilot.press("end", "ctrl+u", *list(text))
+
+
+async def paste_into(pilot, selector: str, text: str) -> None:
+    """A long path arrives as a paste does: one change, not one per character."""
+    widget = pilot.app.screen.query_one(selector)
+    widget.focus()
+    widget.value = text
+    await pilot.pause()
+
+
+def row_problem(app, path: str) -> str:
+    label = app.screen.query_one(f"#row-{path.replace('.', '-')} .field-problem")
+    return str(label.render()) if label.display else ""
+
+
+async def test_flow_model_data_values_estimate_and_recovery(demo_model_dir):
+    app = LorapilotApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        s = app.wizard
+        # No arguments: the demo is preselected.
+        assert type(app.screen).__name__ == "ModelScreen"
+        assert s.cfg.model == "lorapilot-demo"
+        assert s.cfg.dataset.path.endswith("demo/train.jsonl")
+        assert s.data_rows == 400 and s.data_format == "alpaca"
+
+        # A local model directory: read from disk, and the estimate appears.
+        await paste_into(pilot, "#field-model", str(demo_model_dir))
+        await settle(app, pilot)
+        assert s.model_error is None and s.model_info.source == "local"
+        assert "a local directory" in str(app.screen.query_one("#model-info").render())
+        assert s.estimate is not None
+        small_vram = s.estimate.device_total_gib
+
+        # A wrong path: inline error, the text stays as typed.
+        await type_into(pilot, "#field-model", "/nowhere/model")
+        await settle(app, pilot)
+        assert s.model_error and "/nowhere/model" in s.model_error
+        assert app.screen.query_one("#field-model").value == "/nowhere/model"
+
+        # A preset: bigger model, bigger estimate.
+        await type_into(pilot, "#preset-filter", "qwen2.5-0.5")
+        await pilot.press("enter", "enter")  # filter -> list, then pick the highlighted preset
+        await settle(app, pilot)
+        assert s.cfg.model == "Qwen/Qwen2.5-0.5B"
+        assert app.screen.query_one("#field-model").value == "Qwen/Qwen2.5-0.5B"
+        assert s.model_info.source == "preset"
+        assert s.estimate.device_total_gib > small_vram
+
+        # Dataset step: statistics and preview from the engine.
+        await pilot.press("ctrl+n")
+        await settle(app, pilot)
+        assert type(app.screen).__name__ == "DatasetScreen"
+        assert "detected: alpaca" in str(app.screen.query_one("#row-dataset-format .field-hint").render())
+        await paste_into(pilot, "#field-dataset-path", "/nowhere/data.jsonl")
+        await settle(app, pilot)
+        assert s.data_error and "/nowhere/data.jsonl" in s.data_error
+        assert "/nowhere/data.jsonl" in str(app.screen.query_one("#data-problems").render())
+        await paste_into(pilot, "#field-dataset-path", str(Path("presets/demo/train.jsonl").resolve()))
+        await settle(app, pilot)
+        assert s.data_error is None and s.data_rows == 400
+
+        # Hyperparameters: steps follow the batch as it is typed.
+        await pilot.press("ctrl+n")
+        await settle(app, pilot)
+        assert type(app.screen).__name__ == "HyperparamsScreen"
+        await type_into(pilot, "#field-training-max_steps", "-1")
+        await type_into(pilot, "#field-training-micro_batch_size", "2")
+        await settle(app, pilot)
+        steps_mb2 = s.estimate.total_steps
+        await type_into(pilot, "#field-training-micro_batch_size", "4")
+        await settle(app, pilot)
+        assert s.cfg.effective_batch_size == 4 * s.cfg.training.gradient_accumulation_steps
+        assert s.estimate.total_steps < steps_mb2
+        assert f"{s.estimate.total_steps} steps" in str(app.screen.query_one("EstimateLine").render())
+
+        # A bad value: shown next to the field, kept as typed, the rest still estimated.
+        good_lr = s.cfg.training.learning_rate
+        await type_into(pilot, "#field-training-learning_rate", "-1")
+        await settle(app, pilot)
+        assert "out of range" in row_problem(app, "training.learning_rate")
+        assert s.raw["training.learning_rate"] == "-1"
+        assert s.cfg.training.learning_rate == good_lr  # the last good value feeds the estimate
+        assert "1 problem" in str(app.screen.query_one("EstimateLine").render())
+
+        # Forward to review (launch refused, problem listed), back again: nothing lost.
+        await pilot.press("ctrl+n")
+        await settle(app, pilot)
+        assert type(app.screen).__name__ == "ReviewScreen"
+        assert "learning_rate" in str(app.screen.query_one("#review-problems").render())
+        await pilot.press("ctrl+l")
+        await pilot.pause(0.2)
+        assert type(app.screen).__name__ == "ReviewScreen"
+        await pilot.press("escape")
+        await pilot.pause(0.1)
+        assert type(app.screen).__name__ == "HyperparamsScreen"
+        assert app.screen.query_one("#field-training-learning_rate").value == "-1"
+        assert app.screen.query_one("#field-training-micro_batch_size").value == "4"
+        await pilot.press("escape", "escape")
+        await pilot.pause(0.1)
+        assert app.screen.query_one("#field-model").value == "Qwen/Qwen2.5-0.5B"
+
+        # Recover: fix the value where it was typed.
+        await pilot.press("ctrl+n", "ctrl+n")
+        await pilot.pause(0.1)
+        await type_into(pilot, "#field-training-learning_rate", "3e-4")
+        await settle(app, pilot)
+        assert row_problem(app, "training.learning_rate") == ""
+        assert s.valid and s.cfg.training.learning_rate == pytest.approx(3e-4)
+
+
+async def test_recipe_and_auto_fit_change_the_values(demo_model_dir):
+    app = LorapilotApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        s = app.wizard
+        s.set_raw("model", "meta-llama/Llama-2-7b-hf")
+        await pilot.press("ctrl+n", "ctrl+n")
+        await pilot.press("ctrl+r")
+        await pilot.pause(0.2)
+        option_list = app.screen.query_one("#recipe-list")
+        names = [option_list.get_option_at_index(i).id for i in range(option_list.option_count)]
+        option_list.highlighted = names.index("consumer-24gb")
+        await pilot.press("enter")
+        await settle(app, pilot)
+        assert s.cfg.training.max_seq_length == 2048 and s.cfg.training.micro_batch_size == 2
+        assert app.screen.query_one("#field-training-micro_batch_size").value == "2"
+
+        # A micro-batch far too big for a T4, then one key to fit.
+        await type_into(pilot, "#field-training-micro_batch_size", "64")
+        await pilot.press("ctrl+n")
+        await settle(app, pilot)
+        s.select_gpu("t4")
+        await settle(app, pilot)
+        assert s.estimate.fits is False
+        effective = s.cfg.effective_batch_size
+        await pilot.press("ctrl+f")
+        await settle(app, pilot)
+        assert s.cfg.training.micro_batch_size < 64
+        assert s.cfg.effective_batch_size == effective
+        assert s.estimate.fits
+
+
+async def test_saved_config_opens_filled_and_bad_values_stay_visible(tmp_path):
+    good = tmp_path / "good.yaml"
+    good.write_text("model: Qwen/Qwen2.5-0.5B\ndataset: {path: data.jsonl}\nlora: {r: 32}\n")
+    app = LorapilotApp(config_path=str(good))
+    async with app.run_test(size=SIZE):
+        assert app.wizard.raw["lora.r"] == "32"
+        assert app.screen.query_one("#field-model").value == "Qwen/Qwen2.5-0.5B"
+        app.exit()
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: Qwen/Qwen2.5-0.5B\ndataset: {path: data.jsonl}\ntraining: {learning_rate: -1}\n")
+    app = LorapilotApp(config_path=str(bad))
+    async with app.run_test(size=SIZE) as pilot:
+        assert app.wizard.raw["training.learning_rate"] == "-1"
+        assert "training.learning_rate" in app.wizard.problems
+        await pilot.press("ctrl+n", "ctrl+n")
+        await pilot.pause(0.1)
+        assert "out of range" in row_problem(app, "training.learning_rate")
+        app.exit()
+
+
+async def test_save_config_round_trips(tmp_path):
+    from engine.config import load_config
+
+    app = LorapilotApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("ctrl+n", "ctrl+n")
+        await type_into(pilot, "#field-lora-r", "8")
+        await pilot.press("ctrl+n")
+        await pilot.pause(0.1)
+        target = tmp_path / "sub" / "mine.yaml"
+        await paste_into(pilot, "#save-path", str(target))
+        await pilot.press("ctrl+s")
+        await pilot.pause(0.1)
+        assert target.exists()
+        assert load_config(target).lora.r == 8
+        assert str(target) in str(app.screen.query_one("#train-command").render())
+        app.exit()
+
+
+@pytest.mark.timeout(120)
+async def test_launch_the_demo_and_land_on_the_monitor(tmp_path, monkeypatch, demo_model_dir):
+    from engine.rundir import read_status
+    from engine.train.launch import request_stop
+
+    monkeypatch.setenv("LORAPILOT_RUNS", str(tmp_path / "runs"))
+    app = LorapilotApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        await pilot.press("ctrl+n", "ctrl+n")
+        await type_into(pilot, "#field-training-max_steps", "2")
+        await pilot.press("ctrl+n")
+        await settle(app, pilot)
+        await pilot.press("ctrl+l")
+        deadline = time.monotonic() + 30
+        while type(app.screen).__name__ != "MonitorScreen" and time.monotonic() < deadline:
+            await pilot.pause(0.1)
+        assert type(app.screen).__name__ == "MonitorScreen"
+        handle = app.wizard.last_run
+        run_dir = Path(handle.run_dir)
+        assert run_dir.parent == tmp_path / "runs"
+        assert (run_dir / "config.yaml").exists()
+        app.exit()
+    # The run is detached: it outlived the app. Stop it, and reap it (it is our child here).
+    assert handle.process is not None and handle.process.poll() is None
+    request_stop(run_dir)
+    try:
+        handle.process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.kill(handle.pid, signal.SIGKILL)
+        handle.process.wait()
+    assert (read_status(run_dir) or {}).get("state") is not None

@@ -1,0 +1,38 @@
+"""The app starts light: no torch & co. at import or first paint (the UI must show in well under a second)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+HEAVY = ("torch", "transformers", "peft", "bitsandbytes", "datasets")
+
+SCRIPT = """
+import asyncio, json, sys, time
+t0 = time.monotonic()
+import tui.app
+import tui.screens.wizard, tui.screens.model, tui.screens.dataset, tui.screens.hyperparams, tui.screens.review
+app = tui.app.LorapilotApp()
+after_import = [m for m in %r if m in sys.modules]
+
+async def main():
+    async with app.run_test(size=(100, 32)) as pilot:
+        while type(app.screen).__name__ != "ModelScreen":
+            await pilot.pause(0.01)
+        painted = time.monotonic() - t0
+        # Only the UI thread's imports count: workers may load a tokenizer later, on purpose.
+        print(json.dumps({"after_import": after_import, "painted_s": painted}))
+        app.exit()
+
+asyncio.run(main())
+""" % (HEAVY,)
+
+
+def test_no_heavy_imports_and_quick_first_paint():
+    r = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["after_import"] == []
+    # Generous for a loaded 2-core CI box; on a workstation it is a fraction of a second.
+    assert out["painted_s"] < 3.0, out
