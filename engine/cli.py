@@ -60,6 +60,14 @@ def build_parser() -> argparse.ArgumentParser:
     pr = sub.add_parser("prepare", help="turn raw HTML/CSV/SQL into a training JSONL")
     diag.add_prepare_arguments(pr)
 
+    c = sub.add_parser("chat", help="the base model and the run's adapter answer side by side")
+    c.add_argument("run_dir")
+    c.add_argument("--prompt", help="answer this prompt and exit (default: read prompts from the terminal)")
+    c.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    c.add_argument("--top-p", type=float, default=1.0)
+    c.add_argument("--max-new-tokens", type=int, default=128)
+    c.add_argument("--adapter-only", action="store_true", help="skip the base model's answer")
+
     x = sub.add_parser("export", help="the adapter, or the model merged with it")
     x.add_argument("run_dir")
     x.add_argument("--out", help="copy the adapter here")
@@ -155,12 +163,45 @@ def _cmd_export(a) -> int:
     return EXIT_OK
 
 
+def _cmd_chat(a) -> int:
+    from engine.playground import Playground
+
+    if a.temperature < 0 or not 0 < a.top_p <= 1 or a.max_new_tokens < 1:
+        raise UserError("chat: --temperature must be >= 0, --top-p in (0, 1], --max-new-tokens >= 1")
+    print("loading the base model and the adapter ...", file=sys.stderr, flush=True)
+    pg = Playground(a.run_dir)
+    kw = dict(temperature=a.temperature, top_p=a.top_p, max_new_tokens=a.max_new_tokens)
+
+    def one(prompt: str) -> None:
+        for label, adapter in (("base", False), ("adapter", True)):
+            if a.adapter_only and not adapter:
+                continue
+            print(f"[{label}] ", end="", flush=True)
+            for piece in pg.stream(prompt, adapter=adapter, **kw):
+                print(piece, end="", flush=True)
+            print(flush=True)
+
+    if a.prompt is not None:
+        one(a.prompt)
+        return EXIT_OK
+    print("type a prompt and Enter; Ctrl-D to quit", file=sys.stderr)
+    for line in sys.stdin:
+        if line.strip():
+            one(line.strip())
+    return EXIT_OK
+
+
 def _cmd_monitor(a) -> int:
     # Reached only when engine.cli is called directly; the console script opens the app itself.
     raise UserError("the monitor is part of the app: run `lorapilot monitor [RUN_DIR]`")
 
 
 def main(argv: list[str] | None = None) -> int:
+    import warnings
+
+    # Libraries' deprecation notices are for us, not for someone training a model.
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
     parser = build_parser()
     a = parser.parse_args(argv)
     if not a.verb:
@@ -175,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
             return {"diagnose": diag.run_diagnose, "inspect-data": diag.run_inspect,
                     "prepare": diag.run_prepare}[a.verb](a)
         return {"train": _cmd_train, "runs": _cmd_runs, "stop": _cmd_stop, "export": _cmd_export,
-                "monitor": _cmd_monitor}[a.verb](a)
+                "chat": _cmd_chat, "monitor": _cmd_monitor}[a.verb](a)
     except UserError as e:
         print(f"lorapilot: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT

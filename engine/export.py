@@ -39,9 +39,9 @@ def export_merged(run_dir: str | Path, out: str | Path) -> Path:
     """Loads the base unquantised in 16-bit (32-bit on the CPU), applies the adapter, merges."""
     import torch
     from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
-    from engine.model import resolve_model_path
+    from engine.model import load_tokenizer, resolve_model_path
 
     rd = Path(run_dir)
     cfg = _run_config(rd)
@@ -54,7 +54,7 @@ def export_merged(run_dir: str | Path, out: str | Path) -> Path:
                                                 trust_remote_code=cfg.trust_remote_code)
     merged = PeftModel.from_pretrained(base, str(src)).merge_and_unload()
     merged.save_pretrained(str(dst))
-    AutoTokenizer.from_pretrained(str(src)).save_pretrained(str(dst))  # the run's tokenizer, pad token included
+    load_tokenizer(str(src)).save_pretrained(str(dst))  # the run's tokenizer, pad token included
     gen = src / "generation_config.json"
     if gen.exists():
         shutil.copy(gen, dst / "generation_config.json")

@@ -98,7 +98,8 @@ def _dtype(name: str):
 def load_tokenizer(model: str, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
-    path = resolve_model_path(model)
+    # An adapter directory holds a tokenizer but no config.json: take any directory as it is.
+    path = model if Path(model).is_dir() else resolve_model_path(model)
     try:
         tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code, token=hub_token())
     except OSError as e:

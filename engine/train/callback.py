@@ -49,7 +49,8 @@ def _gpu_util() -> list[int] | None:
 
 class RunDirCallback(TrainerCallback):
     def __init__(self, run_dir, *, collator, steps_per_epoch: int, stop_flag, stop_on: list[str],
-                 diagnostics=None, is_main: bool = True):
+                 diagnostics=None, is_main: bool = True, tokenizer=None, sample_prompts=(),
+                 sample_max_new_tokens: int = 128):
         self.run_dir = run_dir
         self.collator = collator
         self.steps_per_epoch = max(1, steps_per_epoch)
@@ -62,6 +63,10 @@ class RunDirCallback(TrainerCallback):
         self._last_tokens = 0
         self._last_trained = 0
         self.stop_reason: str | None = None
+        self.tokenizer = tokenizer
+        self.sample_prompts = list(sample_prompts)
+        self.sample_max_new_tokens = sample_max_new_tokens
+        self._last_eval_loss = None
 
     # ---- helpers
     def _status(self, **fields):
@@ -86,7 +91,7 @@ class RunDirCallback(TrainerCallback):
         self._last_t = time.time()
         self._last_tokens = self.collator.tokens_seen
         self._last_trained = self.collator.trained_tokens_seen
-        self._status(state="training", step=state.global_step, max_steps=state.max_steps,
+        self._status(state="training", phase=None, step=state.global_step, max_steps=state.max_steps,
                      steps_per_epoch=self.steps_per_epoch)
 
     def on_step_end(self, args, state, control, **kw):
@@ -101,6 +106,7 @@ class RunDirCallback(TrainerCallback):
         step = state.global_step
         epoch = round(step / self.steps_per_epoch, 4)
         if "eval_loss" in logs:
+            self._last_eval_loss = logs["eval_loss"]
             self._write("eval", step, eval_loss=logs["eval_loss"], epoch=epoch)
             return
         if "loss" not in logs:
@@ -120,8 +126,14 @@ class RunDirCallback(TrainerCallback):
             control.should_save = True
             control.should_training_stop = True
 
-    def on_evaluate(self, args, state, control, **kw):
-        self._status(state="training")
+    def on_evaluate(self, args, state, control, model=None, **kw):
+        if self.is_main and self.sample_prompts and model is not None:
+            from engine.samples import sample_all
+
+            self._status(state="evaluating", phase="samples")
+            for body in sample_all(model, self.tokenizer, self.sample_prompts, self.sample_max_new_tokens):
+                self._write("sample", state.global_step, eval_loss=self._last_eval_loss, **body)
+        self._status(state="training", phase=None)
 
     def on_save(self, args, state, control, **kw):
         path = f"{args.output_dir}/checkpoint-{state.global_step}"

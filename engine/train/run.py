@@ -73,12 +73,18 @@ def _preflight(cfg, data, hw, run_dir: Path) -> None:
                         fix=errors[0].fix)
 
 
-def _live_diagnostics(run_dir: Path, resume: bool):
-    """On resume the diagnostics continue from the run's history, so nothing is raised twice."""
+def _live_diagnostics(run_dir: Path, resume: bool, data):
+    """On resume the diagnostics continue from the run's history, so nothing is raised twice.
+
+    The training responses let samples be checked for word-for-word copies of the training data.
+    """
     from engine.diagnose.live import LiveDiagnostics
     from engine.rundir import read_metrics
 
-    return LiveDiagnostics.from_history(read_metrics(run_dir)) if resume else LiveDiagnostics()
+    responses = [e.response_text for e in data.train if e.response_text]
+    if resume:
+        return LiveDiagnostics.from_history(read_metrics(run_dir), training_responses=responses)
+    return LiveDiagnostics(training_responses=responses)
 
 
 def train(cfg, run_dir: Path, *, resume: bool, data=None, tokenizer=None) -> int:
@@ -168,8 +174,12 @@ def train(cfg, run_dir: Path, *, resume: bool, data=None, tokenizer=None) -> int
         def _get_train_sampler(self, train_dataset=None):
             return PlanSampler(train_ds)
 
+    from engine.samples import choose_prompts
+
     callback = RunDirCallback(run_dir, collator=collator, steps_per_epoch=steps_per_epoch, stop_flag=stop,
-                              stop_on=t.stop_on, diagnostics=_live_diagnostics(run_dir, resume))
+                              stop_on=t.stop_on, diagnostics=_live_diagnostics(run_dir, resume, data),
+                              tokenizer=tokenizer, sample_prompts=choose_prompts(cfg, tokenizer, data.validation),
+                              sample_max_new_tokens=t.sample_max_new_tokens)
     trainer = PlannedTrainer(model=model, args=args, train_dataset=train_ds,
                              eval_dataset=data.validation if has_eval else None,
                              data_collator=collator, callbacks=[callback])

@@ -1,0 +1,71 @@
+"""Base vs adapter, side by side: one 4-bit base in memory, the adapter switched on and off.
+
+Loading the base once and toggling the adapter (peft's `disable_adapter`)
+halves the memory and the load time of loading the model twice.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Iterator
+
+from engine.errors import UserError
+
+
+class Playground:
+    def __init__(self, run_dir: str | Path):
+        from peft import PeftModel
+
+        from engine.config import load_config
+        from engine.export import adapter_dir
+        from engine.model import load_base_model, load_tokenizer
+
+        rd = Path(run_dir)
+        if not (rd / "config.yaml").exists():
+            raise UserError(f"{rd}: not a run directory (no config.yaml)")
+        self.cfg = load_config(rd / "config.yaml")
+        ad = adapter_dir(rd)
+        self.tokenizer = load_tokenizer(str(ad)) if (ad / "tokenizer_config.json").exists() else \
+            load_tokenizer(self.cfg.model, self.cfg.trust_remote_code)
+        base, _ = load_base_model(self.cfg.model, self.cfg.quantization, self.cfg.training.precision,
+                                  trust_remote_code=self.cfg.trust_remote_code)
+        self.model = PeftModel.from_pretrained(base, str(ad)).eval()
+
+    def prompt_ids(self, text: str) -> list[int]:
+        from engine.samples import from_text
+        return from_text(self.tokenizer, text).ids
+
+    def stream(self, text: str, *, adapter: bool, temperature: float = 0.0, top_p: float = 1.0,
+               max_new_tokens: int = 128) -> Iterator[str]:
+        """Yields the answer piece by piece as it is generated."""
+        from transformers import TextIteratorStreamer
+
+        from engine.samples import generate
+
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        ids = self.prompt_ids(text)
+        errors: list[BaseException] = []
+
+        def work():
+            try:
+                if adapter:
+                    generate(self.model, self.tokenizer, ids, max_new_tokens=max_new_tokens,
+                             temperature=temperature, top_p=top_p, streamer=streamer)
+                else:
+                    with self.model.disable_adapter():
+                        generate(self.model, self.tokenizer, ids, max_new_tokens=max_new_tokens,
+                                 temperature=temperature, top_p=top_p, streamer=streamer)
+            except BaseException as e:  # re-raised in the caller's thread
+                errors.append(e)
+                streamer.end()
+
+        thread = threading.Thread(target=work, daemon=True)
+        thread.start()
+        yield from streamer
+        thread.join()
+        if errors:
+            raise errors[0]
+
+    def answer(self, text: str, *, adapter: bool, **kw) -> str:
+        return "".join(self.stream(text, adapter=adapter, **kw)).strip()

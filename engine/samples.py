@@ -1,0 +1,85 @@
+"""Generated samples: what the model says, not only how its loss moves.
+
+Prompts are rendered with exactly the training template (through the data
+layer), so a sample shows what the adapter learned to answer. Used at each
+evaluation by the trainer and by the playground.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from engine.data.types import IGNORE_INDEX, TokenizedExample
+
+DEFAULT_SAMPLE_PROMPTS = 3  # held-out validation prompts when the config names none
+END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>")
+
+
+@dataclass
+class SamplePrompt:
+    text: str            # what the user wrote (shown in the monitor)
+    ids: list[int]       # rendered with the training template, ending where the answer starts
+    reference: str = ""  # the held-out answer, when the prompt came from the validation set
+
+
+def prompt_part(ex: TokenizedExample) -> list[int]:
+    first = next((i for i, label in enumerate(ex.labels) if label != IGNORE_INDEX), len(ex.labels))
+    return list(ex.input_ids[:first])
+
+
+def from_text(tokenizer, text: str) -> SamplePrompt:
+    """A free-text prompt rendered as a user turn of the training template."""
+    from engine.data import tokenize_rows
+
+    # The placeholder answer is only there so the template renders the turn; its tokens are cut off.
+    (ex,) = tokenize_rows([{"instruction": text, "input": "", "output": "x"}], "alpaca", ["prompt"], tokenizer,
+                          max_seq_length=1_000_000)
+    return SamplePrompt(text=text, ids=prompt_part(ex))
+
+
+def choose_prompts(cfg, tokenizer, validation: list[TokenizedExample]) -> list[SamplePrompt]:
+    if cfg.training.sample_max_new_tokens <= 0:
+        return []
+    if cfg.training.sample_prompts:
+        return [from_text(tokenizer, p) for p in cfg.training.sample_prompts]
+    return [SamplePrompt(text=ex.prompt_text, ids=prompt_part(ex), reference=ex.response_text)
+            for ex in validation[:DEFAULT_SAMPLE_PROMPTS]]
+
+
+def stop_token_ids(tokenizer) -> list[int]:
+    ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    vocab = tokenizer.get_vocab()
+    ids += [vocab[t] for t in END_OF_TURN_TOKENS if t in vocab and vocab[t] not in ids]
+    return ids
+
+
+def generate(model, tokenizer, prompt_ids: list[int], *, max_new_tokens: int, temperature: float = 0.0,
+             top_p: float = 1.0, streamer=None) -> str:
+    """Greedy (temperature 0) or sampled continuation, decoded without special tokens."""
+    import torch
+
+    device = next(model.parameters()).device
+    ids = torch.tensor([prompt_ids], device=device)
+    kwargs = dict(do_sample=False) if temperature <= 0 else dict(do_sample=True, temperature=temperature, top_p=top_p)
+    with torch.no_grad():
+        out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
+                             eos_token_id=stop_token_ids(tokenizer), pad_token_id=tokenizer.pad_token_id,
+                             use_cache=True, streamer=streamer, **kwargs)
+    return tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True).strip()
+
+
+def sample_all(model, tokenizer, prompts: list[SamplePrompt], max_new_tokens: int) -> list[dict]:
+    """One record body per prompt; the model is left in the mode it was in."""
+    was_training = model.training
+    model.eval()
+    out = []
+    try:
+        for p in prompts:
+            t0 = time.perf_counter()
+            text = generate(model, tokenizer, p.ids, max_new_tokens=max_new_tokens)
+            out.append({"prompt": p.text, "output": text, "gen_s": round(time.perf_counter() - t0, 3)})
+    finally:
+        if was_training:
+            model.train()
+    return out

@@ -1,0 +1,50 @@
+"""Generated samples during training and the base-vs-adapter playground, on a real demo run."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import run_cli
+from engine.rundir import read_metrics
+
+pytestmark = pytest.mark.slow
+
+
+def test_samples_at_every_evaluation_and_they_change(finished_demo_run):
+    records = read_metrics(finished_demo_run)
+    eval_steps = [r["step"] for r in records if r["kind"] == "eval"]
+    samples = [r for r in records if r["kind"] == "sample"]
+    assert sorted({s["step"] for s in samples}) == eval_steps
+    assert all(s["output"] and s["prompt"] and s["gen_s"] >= 0 and "eval_loss" in s for s in samples)
+    per_step = {}
+    for s in samples:
+        per_step.setdefault(s["step"], []).append(s["output"])
+    assert all(len(v) == 3 for v in per_step.values())  # 3 held-out prompts by default
+    first, last = per_step[eval_steps[0]], per_step[eval_steps[-1]]
+    assert first != last  # the model's answers moved as it trained
+
+
+def test_playground_base_and_adapter_differ(finished_demo_run):
+    from engine.playground import Playground
+
+    pg = Playground(finished_demo_run)
+    prompt = "What is the opposite of hot?"
+    base = pg.answer(prompt, adapter=False, max_new_tokens=16)
+    tuned = pg.answer(prompt, adapter=True, max_new_tokens=16)
+    assert base and tuned and base != tuned
+    assert pg.answer(prompt, adapter=False, max_new_tokens=16) == base  # the toggle leaves the base untouched
+    pieces = list(pg.stream(prompt, adapter=True, max_new_tokens=16))
+    assert len(pieces) > 1 and "".join(pieces).strip() == tuned  # streamed token by token
+
+
+def test_chat_cli_answers_both(finished_demo_run):
+    r = run_cli("chat", str(finished_demo_run), "--prompt", "What is 3 plus 4?", "--max-new-tokens", "12")
+    assert r.returncode == 0, r.stderr
+    lines = [ln for ln in r.stdout.splitlines() if ln.startswith("[")]
+    assert lines[0].startswith("[base] ") and lines[1].startswith("[adapter] ")
+    assert lines[0][len("[base] "):] != lines[1][len("[adapter] "):]
+
+
+def test_chat_bad_settings_exit_2(finished_demo_run):
+    r = run_cli("chat", str(finished_demo_run), "--prompt", "x", "--top-p", "0")
+    assert r.returncode == 2 and "--top-p" in r.stderr and "Traceback" not in r.stderr
