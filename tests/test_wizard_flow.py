@@ -247,3 +247,20 @@ async def test_launch_the_demo_and_land_on_the_monitor(tmp_path, monkeypatch, de
         os.kill(handle.pid, signal.SIGKILL)
         handle.process.wait()
     assert (read_status(run_dir) or {}).get("state") is not None
+
+
+async def test_typing_never_waits_for_the_tokenizer():
+    """Keys echo at once while the dataset is tokenized (that runs in a helper process, not on our GIL)."""
+    app = LorapilotApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause(0.1)
+        app.wizard.schedule("data", 0)  # a fresh inspection, as when the model or the data change
+        await pilot.pause(0.05)
+        worst = 0.0
+        for key in "abcdef":
+            start = time.monotonic()
+            await pilot.press(key)
+            worst = max(worst, time.monotonic() - start)
+        assert app.screen.query_one("#field-model").value.endswith("abcdef")
+        assert worst < 1.0, f"a key took {worst:.2f} s to be handled"
+        app.exit()

@@ -32,7 +32,7 @@ class HyperparamsScreen(WizardStep):
 
     def compose_body(self) -> ComposeResult:
         raw = self.state.raw
-        with VerticalScroll(id="hyper-body"):
+        with VerticalScroll(id="hyper-body", can_focus=False):
             for group, paths in groups().items():
                 yield Label(group, classes="group-title")
                 for path in paths:

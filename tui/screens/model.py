@@ -29,7 +29,7 @@ class ModelScreen(WizardStep):
     def compose_body(self) -> ComposeResult:
         raw = self.state.raw
         with Horizontal(id="model-body"):
-            with VerticalScroll(id="model-left"):
+            with VerticalScroll(id="model-left", can_focus=False):
                 yield FieldRow(FIELDS["model"], raw["model"], placeholder="hub id, local directory or preset",
                                wide=True)
                 yield ModelInfoPanel(id="model-info")
@@ -53,7 +53,8 @@ class ModelScreen(WizardStep):
             names = " ".join([entry["id"], *entry.get("aliases", [])]).lower()
             if all(w in names for w in words):
                 size = fmt_params(entry.get("published_params"))
-                options.append(Option(f"{entry['id']}  [dim]{size}[/]", id=entry["id"]))
+                # Size first, aligned: the column a user scans when choosing what fits their card.
+                options.append(Option(f"[dim]{size:>8}[/]  {entry['id']}", id=entry["id"]))
         presets = self.query_one("#preset-list", OptionList)
         presets.clear_options()
         presets.add_options(options)

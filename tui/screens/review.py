@@ -29,6 +29,7 @@ CONFIRM_S = 6.0  # how long a second ctrl+l counts as "launch anyway"
 class ReviewScreen(WizardStep):
     STEP = "review"
     CSS_PATH = "review.tcss"
+    AUTO_FOCUS = "#gpu-select"
     BINDINGS = [
         Binding("ctrl+f", "auto_fit", "Auto-fit"),
         Binding("ctrl+s", "save_config", "Save"),
@@ -117,7 +118,7 @@ class ReviewScreen(WizardStep):
             steps = f"{est.total_steps:,} steps ({est.steps_per_epoch:,} per epoch, {epochs})"
         parts = [steps, f"effective batch {s.cfg.effective_batch_size * est.num_gpus}",
                  f"{est.precision}", f"{est.params_trainable:,} trainable of {est.params_total:,}"]
-        time_text = f"~{fmt_duration(est.time_s)}" if est.time_s is not None else "time: no figure for this card"
+        time_text = fmt_duration(est.time_s) if est.time_s is not None else "time: no figure for this card"
         cost = fmt_cost(est.cost)
         lines = [Content(" · ".join(parts)),
                  Content(time_text + (f" · {cost}" if cost else " · set $/h for the cost"))]

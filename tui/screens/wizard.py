@@ -42,6 +42,8 @@ MODEL_FIELDS = {"model", "trust_remote_code"}
 DATA_FIELDS = {"dataset.path", "dataset.format", "dataset.validation_split", "dataset.validation_path",
                "dataset.train_on", "dataset.max_examples", "training.max_seq_length"}
 DETECTED = "detected"
+# What a state change was, as the screens hear it: a keystroke in a field, or a value set elsewhere.
+EDITED, SET = "edited", "set"
 DELAY = {"model": 0.5, "rows": 0.3, "data": 0.4, "estimate": 0.15}
 
 
@@ -171,12 +173,20 @@ class WizardState:
 
     # -- editing
 
+    def edit(self, path: str, text: str) -> None:
+        """The user typed in the field itself: the editor already shows it."""
+        self._set(path, text, EDITED)
+
     def set_raw(self, path: str, text: str) -> None:
+        """A value set from elsewhere (a preset picked, a file chosen): fields must show it."""
+        self._set(path, text, SET)
+
+    def _set(self, path: str, text: str, how: str) -> None:
         if self.raw.get(path) == text:
             return
         self.raw[path] = text
         self.revalidate()
-        self.changed.publish(path)
+        self.changed.publish(how)
         self.schedule_for(path)
 
     def set_many(self, values: dict[str, Any]) -> None:
@@ -185,7 +195,7 @@ class WizardState:
         for path in touched:
             self.raw[path] = to_raw(FIELDS[path], values[path])
         self.revalidate()
-        self.changed.publish("*")
+        self.changed.publish(SET)
         for path in touched:
             self.schedule_for(path)
 
@@ -391,11 +401,39 @@ def _read_rows(cfg: Config) -> tuple[int, str]:
     return len(rows), fmt
 
 
+_pool: Any = None
+
+
+def _data_pool() -> Any:
+    """One long-lived helper process for tokenizing.
+
+    A thread is not enough: importing transformers and loading a tokenizer hold
+    the GIL for seconds, and the UI froze for them (keys took 2 s to echo at
+    start-up). In its own process the tokenizer stays loaded between calls and
+    the UI thread only waits on a pipe.
+    """
+    global _pool
+    if _pool is None:
+        import atexit
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+        _pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+        atexit.register(_pool.shutdown, wait=False, cancel_futures=True)
+    return _pool
+
+
 def _inspect_data(cfg: Config, model: str) -> tuple[Any, list]:
     """The tokenized report and examples: slow the first time (the tokenizer; maybe the hub)."""
-    from engine.data import inspect_dataset
-    return inspect_dataset(cfg.dataset.path, model=model, max_seq_length=cfg.training.max_seq_length,
-                           fmt=cfg.dataset.format)
+    from concurrent.futures.process import BrokenProcessPool
+
+    from engine.data import inspect_dataset  # light: the heavy imports happen inside, in the helper
+    kwargs = dict(model=model, max_seq_length=cfg.training.max_seq_length, fmt=cfg.dataset.format)
+    try:
+        return _data_pool().submit(inspect_dataset, cfg.dataset.path, **kwargs).result()
+    except BrokenProcessPool:  # the helper died (out of memory, killed): start a fresh one once
+        global _pool
+        _pool = None
+        return _data_pool().submit(inspect_dataset, cfg.dataset.path, **kwargs).result()
 
 
 def _estimate_and_check(cfg: Config, model_info: Any, gpu: Any, n_examples: int | None, price: float | None,
@@ -465,6 +503,8 @@ class WizardStep(Screen):
     """One step: the step bar, the body, the live estimate line and the footer."""
 
     STEP = ""
+    # The first field, not the scroll container around it: typing should land in a field at once.
+    AUTO_FOCUS = ".field-editor"
     COMMANDS = App.COMMANDS | {WizardCommands}
     BINDINGS = [
         Binding("ctrl+n", "next", "Next"),
@@ -486,24 +526,26 @@ class WizardStep(Screen):
 
     def on_mount(self) -> None:
         self.state.changed.subscribe(self, self._state_changed)
-        self.refresh_from_state("*")
+        self.refresh_from_state(SET)
 
     def on_screen_resume(self) -> None:
-        self.refresh_from_state("*")
+        # Back from another step or a modal: nobody is typing here, so every field may be rewritten.
+        self.refresh_from_state(SET)
 
     def _state_changed(self, what: str) -> None:
         if self.is_current:
             self.refresh_from_state(what)
 
     def refresh_from_state(self, what: str) -> None:
-        """Bring every widget in line with the state; `what` names what changed ('*' = anything)."""
+        """Bring every widget in line with the state; `what` says what changed (EDITED, SET, a kind)."""
+        overwrite = what == SET
         for row in self.query(FieldRow):
-            row.sync(self.state.raw[row.path], self.state.problems_for(row.path))
+            row.sync(self.state.raw[row.path], self.state.problems_for(row.path), overwrite=overwrite)
         self.query_one(EstimateLine).show(self.state)
 
     @on(FieldRow.Edited)
     def _field_edited(self, event: FieldRow.Edited) -> None:
-        self.state.set_raw(event.path, event.text)
+        self.state.edit(event.path, event.text)
 
     @on(StepBar.Picked)
     def _step_picked(self, event: StepBar.Picked) -> None:

@@ -14,7 +14,7 @@ from typing import Any, Sequence
 from textual.content import Content
 from textual.widgets import Static
 
-from tui.widgets.problem_list import MARK, title_of
+from tui.widgets.problem_list import MARK, finding_details, render_finding
 
 # (what the seeds ask for, the finding codes that answer it). Codes the engine
 # does not emit yet are named as proposals so the line lights up when it does.
@@ -54,18 +54,14 @@ class Checklist(Static):
             if raised:
                 worst = max(raised, key=lambda f: f.rank)
                 mark, style = MARK.get(worst.severity, ("·", ""))
-                lines.append(Content.assemble(Content.styled(f"{mark} {title}", f"bold {style}")))
+                lines.append(Content.styled(f"{mark} {title}", f"bold {style}"))
                 for f in raised:
-                    lines.append(Content.styled(f"    {f.message} ({f.evidence})", "$text-muted"))
-                    lines.append(Content.assemble(Content.styled("    → ", style), f.fix))
+                    lines.append(Content(f"  {f.message}"))
+                    lines += finding_details(f, indent="  ")
             elif any(c in known for c in codes):
                 lines.append(Content.styled(f"✓ {title}", "$text-success"))
             else:
                 lines.append(Content.styled(f"? {title} (not checked yet)", "$text-muted"))
-        others = [f for f in findings if f.code not in used]
-        for f in others:
-            mark, style = MARK.get(f.severity, ("·", ""))
-            lines.append(Content.styled(f"{mark} {title_of(f.code)}", f"bold {style}"))
-            lines.append(Content.styled(f"    {f.message} ({f.evidence})", "$text-muted"))
-            lines.append(Content.assemble(Content.styled("    → ", style), f.fix))
+        # Findings beyond the seeds' list (duplicates, synthetic phrases) still belong in front of a launch.
+        lines += [render_finding(f) for f in findings if f.code not in used]
         self.update(Content("\n").join(lines))

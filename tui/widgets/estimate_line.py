@@ -10,14 +10,17 @@ from textual.widget import Widget
 
 
 def fmt_duration(seconds: float | None) -> str:
+    """An estimated duration, marked as one ("~")."""
     if seconds is None:
         return "?"
     seconds = max(0.0, float(seconds))
+    if seconds < 1:
+        return "<1 s"
     if seconds < 90:
-        return f"{seconds:.0f} s"
+        return f"~{seconds:.0f} s"
     if seconds < 90 * 60:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
+        return f"~{seconds / 60:.0f} min"
+    return f"~{seconds / 3600:.1f} h"
 
 
 def fmt_cost(cost: Any) -> str:
@@ -60,7 +63,7 @@ class EstimateLine(Widget):
                 style = "$text-success" if fits else "$text-error bold" if fits is False else ""
                 parts.append(Content.styled(mem + (" fits" if fits else " too big" if fits is False else ""),
                                             style))
-            parts.append(Content(f"~{fmt_duration(getattr(est, 'time_s', None))}"))
+            parts.append(Content(fmt_duration(getattr(est, "time_s", None))))
             cost = fmt_cost(getattr(est, "cost", None))
             if cost:
                 parts.append(Content(cost))

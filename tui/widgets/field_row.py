@@ -53,7 +53,7 @@ class FieldRow(Vertical):
         self._compact = compact
         self.spec = spec
         self.path = spec.path
-        self._sent = raw  # the text this row last showed or sent: what tells "changed elsewhere" apart
+        self._initial = raw
         self._placeholder = placeholder
         self._shown: tuple | None = None  # (problems, advice) last drawn
         self._label = label or spec.name
@@ -61,7 +61,7 @@ class FieldRow(Vertical):
     def compose(self) -> ComposeResult:
         with Horizontal(classes="field-line"):
             yield Label(self._label, classes="field-name")
-            yield self._make_editor(self._sent)
+            yield self._make_editor(self._initial)
             yield Label(hint_text(self.spec), classes="field-hint")
         # Compact rows (screens short of lines) keep the help as the editor's tooltip.
         if not self._compact:
@@ -91,12 +91,19 @@ class FieldRow(Vertical):
         """Replace the range hint with something this screen knows better (e.g. the detected format)."""
         self.query_one(".field-hint", Label).update(text)
 
+    def _editor_text(self) -> str:
+        editor = self.editor
+        if isinstance(editor, Checkbox):
+            return "true" if editor.value else "false"
+        if isinstance(editor, Select):
+            return "" if editor.value is Select.NULL else str(editor.value)
+        return editor.value
+
     @property
     def editor(self) -> Widget:
         return self.query_one(".field-editor")
 
     def _send(self, text: str) -> None:
-        self._sent = text
         self.post_message(self.Edited(self.path, text))
 
     @on(Input.Changed)
@@ -122,10 +129,13 @@ class FieldRow(Vertical):
         event.checkbox.label = "on" if event.value else "off"
         self._send("true" if event.value else "false")
 
-    def sync(self, raw: str, problems: list[str], advice: str | None = None) -> None:
-        """Show the state's value (only when it changed elsewhere: a recipe, auto-fit, another screen)."""
-        if raw != self._sent:
-            self._sent = raw
+    def sync(self, raw: str, problems: list[str], advice: str | None = None, *, overwrite: bool = False) -> None:
+        """Show the problems; show the value too when it was set elsewhere (`overwrite`: a recipe, auto-fit).
+
+        Never on the user's own keystrokes: the editor runs ahead of the state while they type, and
+        writing the state's older text back would eat the characters in between.
+        """
+        if overwrite and raw != self._editor_text():
             editor = self.editor
             with editor.prevent(Input.Changed, Select.Changed, Checkbox.Changed):
                 if isinstance(editor, Checkbox):

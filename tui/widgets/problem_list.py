@@ -16,14 +16,21 @@ def title_of(code: str) -> str:
     return TITLES.get(code, code.replace("_", " "))
 
 
+def finding_details(f: Any, indent: str = "  ") -> list[Content]:
+    """The evidence and the fix, one line each, under whatever headline the caller gives."""
+    _, style = MARK.get(f.severity, ("·", ""))
+    lines = []
+    if f.evidence:
+        lines.append(Content.styled(f"{indent}{f.evidence}", "$text-muted"))
+    if f.fix:
+        lines.append(Content.assemble(indent, Content.styled("→ ", style), f.fix))
+    return lines
+
+
 def render_finding(f: Any) -> Content:
     mark, style = MARK.get(f.severity, ("·", ""))
-    lines = [Content.assemble(Content.styled(f"{mark} {title_of(f.code)}", f"bold {style}"), "  ", f.message)]
-    if f.evidence:
-        lines.append(Content.styled(f"  {f.evidence}", "$text-muted"))
-    if f.fix:
-        lines.append(Content.assemble(Content.styled("  → ", style), f.fix))
-    return Content("\n").join(lines)
+    head = Content.assemble(Content.styled(f"{mark} {title_of(f.code)}", f"bold {style}"), "  ", f.message)
+    return Content("\n").join([head, *finding_details(f)])
 
 
 class ProblemList(Static):

@@ -59,8 +59,8 @@ class VramBar(Static):
     DEFAULT_CSS = Path(__file__).with_suffix(".tcss").read_text(encoding="utf-8")
 
     def show(self, est: Any, width: int | None = None) -> None:
+        self.display = est is not None  # the verdict line above says why there is none
         if est is None:
-            self.update(Content.styled("No memory estimate yet.", "italic $text-muted"))
             return
         width = width or max(20, (self.size.width or 80) - 4)
         card = est.gpu.memory_gib if est.gpu is not None else None

@@ -1,0 +1,75 @@
+"""Screenshots of every wizard step at 100x32: SVG from Textual, PNG through rsvg-convert when installed.
+
+    python screenshots/shots_wizard.py [OUT_DIR]
+
+The demo is preselected; its model is given as the local directory it is
+built into, so that the model panel, the estimate and the checklist all have
+something to show without a network or a GPU.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+SIZE = (100, 32)
+STEPS = ("model", "dataset", "hyperparams", "review")
+
+
+async def _settle(app, pilot, limit: float = 60.0) -> None:
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        await pilot.pause(0.1)
+        if not app.wizard.busy:
+            await pilot.pause(0.1)
+            if not app.wizard.busy:
+                return
+
+
+async def take(out_dir: Path) -> list[Path]:
+    from tui.app import LorapilotApp
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a screenshot must not wait on the network
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    saved: list[Path] = []
+    app = LorapilotApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await _settle(app, pilot)
+        from engine.demo.model import ensure_demo_model
+        app.wizard.set_raw("model", str(ensure_demo_model()))
+        await _settle(app, pilot)
+        for i, step in enumerate(STEPS):
+            if i:
+                await pilot.press("ctrl+n")
+                await _settle(app, pilot)
+            if step == "hyperparams":
+                app.screen.query_one("#field-training-learning_rate").focus()
+                await pilot.press("end", "ctrl+u", "-", "1")  # show an inline problem
+                await _settle(app, pilot)
+            if step == "review":
+                app.wizard.set_raw("training.learning_rate", "2e-4")  # the review with nothing to fix
+                await _settle(app, pilot)
+                app.screen.query_one("#review-body").scroll_home(animate=False)
+                await pilot.pause(0.1)
+            svg = out_dir / f"wizard_{i + 1}_{step}.svg"
+            app.save_screenshot(str(svg))
+            saved.append(svg)
+        app.exit()
+    if shutil.which("rsvg-convert"):
+        for svg in list(saved):
+            png = svg.with_suffix(".png")
+            subprocess.run(["rsvg-convert", str(svg), "-o", str(png)], check=True)
+            saved.append(png)
+    return saved
+
+
+if __name__ == "__main__":
+    target = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parent
+    for path in asyncio.run(take(target)):
+        print(path)
