@@ -416,10 +416,28 @@ def _data_pool() -> Any:
     if _pool is None:
         import atexit
         import multiprocessing
+        import sys
         from concurrent.futures import ProcessPoolExecutor
-        _pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+        # multiprocessing hands its helper sys.stderr's descriptor, and under Textual sys.stderr is a
+        # capture object without a usable one ("bad value(s) in fds_to_keep"): lend it the real one.
+        captured = sys.stderr
+        try:
+            if sys.__stderr__ is not None:
+                sys.stderr = sys.__stderr__
+            _pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                                        initializer=_quiet_child)
+        finally:
+            sys.stderr = captured
         atexit.register(_pool.shutdown, wait=False, cancel_futures=True)
     return _pool
+
+
+def _quiet_child() -> None:
+    """The helper shares our terminal: its warnings and hub retries must not print over the UI."""
+    import os
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    os.dup2(devnull, 2)
 
 
 def _inspect_data(cfg: Config, model: str) -> tuple[Any, list]:
