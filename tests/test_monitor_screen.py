@@ -1,0 +1,317 @@
+"""The monitor and the runs list, driven through Textual's Pilot against real run directories."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "screenshots"))
+from monitor_fakerun import make_run, records  # noqa: E402
+
+from tui.app import LorapilotApp  # noqa: E402
+from tui.screens.monitor import MonitorScreen  # noqa: E402
+from tui.screens.runs import RunsScreen  # noqa: E402
+from tui.widgets.confirm_stop import ConfirmStop  # noqa: E402
+from tui.widgets.loss_chart import LossChart  # noqa: E402
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def text_of(widget) -> str:
+    """What a Static-based panel shows, as plain text."""
+    con = Console(width=max(40, widget.content_size.width), file=io.StringIO(), record=True, color_system=None)
+    con.print(widget.content)
+    return con.export_text()
+
+
+async def until(pilot, condition, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await pilot.pause(0.05)
+
+
+def monitor(app) -> MonitorScreen:
+    assert isinstance(app.screen, MonitorScreen)
+    return app.screen
+
+
+def loaded(app) -> bool:
+    s = app.screen
+    return isinstance(s, MonitorScreen) and s.history.machine is not None and s.history.state != "unknown"
+
+
+@pytest.fixture
+def trainer():
+    """A real process standing in for the trainer: sleeps, and records the SIGTERM it gets."""
+    def spawn(marker: Path):
+        code = ("import signal, sys, time, pathlib\n"
+                f"def term(*a):\n    pathlib.Path({str(marker)!r}).write_text('sigterm')\n    sys.exit(0)\n"
+                "signal.signal(signal.SIGTERM, term)\n"
+                "time.sleep(120)\n")
+        procs.append(subprocess.Popen([sys.executable, "-c", code]))
+        time.sleep(0.3)   # the handler is installed before the test signals it
+        return procs[-1]
+    procs: list[subprocess.Popen] = []
+    yield spawn
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+        p.wait()
+
+
+def dead_pid() -> int:
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid
+
+
+async def test_shows_a_realistic_run(tmp_path):
+    run = make_run(tmp_path / "llama", pid=os.getpid())
+    app = LorapilotApp(start="monitor", run_dir=str(run))
+    async with app.run_test(size=(100, 32)) as pilot:
+        await until(pilot, lambda: loaded(app))
+        screen = monitor(app)
+        h = screen.history
+        assert len(h.loss) == 90 and len(h.eval_loss) == 18
+        chart = screen.query_one("#loss", LossChart)
+        assert chart._traces[0].x[-1] == 900     # the latest point is drawn
+        progress = text_of(screen.query_one("#progress"))
+        assert "training" in progress and "900 / 1,200" in progress and "checkpoint-900" in progress
+        assert "ETA" in progress and "tokens/s 3," in progress
+        findings = text_of(screen.query_one("#findings-body"))
+        assert findings.index("overfitting") < findings.index("grad_norm_spike")   # newest first
+        assert "fix Use the checkpoint from step 700" in findings
+        gpu = text_of(screen.query_one("#gpu"))
+        assert "No GPU" in gpu and "peak alloc 18.4" in gpu
+        system_text = text_of(screen.query_one("#system"))
+        assert f"pid {os.getpid()}" in system_text and "RAM" in system_text
+        assert screen.query_one("#log").lines[-1] == "Saving model checkpoint to checkpoints/checkpoint-900"
+        assert screen.query_one("#lr-plot")._traces[0].x[-1] == 900
+
+
+async def test_new_records_appear_while_watching(tmp_path):
+    run = make_run(tmp_path / "live", steps_done=300, pid=os.getpid())
+    app = LorapilotApp(start="monitor", run_dir=str(run))
+    async with app.run_test(size=(100, 32)) as pilot:
+        await until(pilot, lambda: loaded(app) and len(monitor(app).history.loss) == 30)
+        screen = monitor(app)
+        with open(run / "metrics.jsonl", "a") as f:
+            for rec in records(301, 400, 1200, t0=time.time() - 400 * 1.6):
+                f.write(json.dumps(rec) + "\n")
+        status = json.loads((run / "status.json").read_text())
+        (run / "status.json").write_text(json.dumps({**status, "step": 400, "updated": time.time()}))
+        with open(run / "train.log", "a") as f:
+            f.write("[step 400] appended by the test\n")
+        await until(pilot, lambda: screen.history.loss.x[-1] == 400)
+        # Charts follow at most every CHART_EVERY_S; the text panels at once.
+        chart = screen.query_one("#loss", LossChart)
+        await until(pilot, lambda: chart._traces[0].x[-1] == 400, timeout=5)
+        assert "400 / 1,200" in text_of(screen.query_one("#progress"))
+        assert "checkpoint-400" in text_of(screen.query_one("#progress"))
+        assert screen.query_one("#log").lines[-1] == "[step 400] appended by the test"
+
+
+async def test_half_written_last_line(tmp_path):
+    run = make_run(tmp_path / "half", steps_done=100, pid=os.getpid())
+    line = json.dumps({"kind": "train", "step": 110, "time": time.time(), "loss": 1.5, "learning_rate": 1e-4})
+    with open(run / "metrics.jsonl", "a") as f:
+        f.write(line[:25])
+    app = LorapilotApp(start="monitor", run_dir=str(run))
+    async with app.run_test(size=(100, 32)) as pilot:
+        await until(pilot, lambda: loaded(app))
+        h = monitor(app).history
+        await pilot.pause(0.6)
+        assert h.loss.x[-1] == 100
+        with open(run / "metrics.jsonl", "a") as f:
+            f.write(line[25:] + "\n")
+        await until(pilot, lambda: h.loss.x[-1] == 110)
+        assert h.loss.y[-1] == 1.5 and app.is_running
+
+
+async def test_lost_run_says_so_with_its_log(tmp_path):
+    run = make_run(tmp_path / "lost", steps_done=200, pid=dead_pid())
+    with open(run / "train.log", "a") as f:
+        f.write("torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB\n")
+    app = LorapilotApp(start="monitor", run_dir=str(run))
+    async with app.run_test(size=(100, 32)) as pilot:
+        await until(pilot, lambda: loaded(app))
+        progress = " ".join(text_of(monitor(app).query_one("#progress")).split())
+        assert "lost" in progress and "process is gone" in progress
+        assert "lorapilot train --resume" in progress
+        assert "CUDA out of memory" in progress
+        assert "ETA -" in progress
+        await pilot.press("x")      # nothing to stop: no dialog
+        await pilot.pause(0.1)
+        assert not isinstance(app.screen, ConfirmStop)
+
+
+async def test_quitting_leaves_the_trainer_running(tmp_path, trainer):
+    proc = trainer(tmp_path / "marker")
+    run = make_run(tmp_path / "r", pid=proc.pid)
+    app = LorapilotApp(start="monitor", run_dir=str(run))
+    async with app.run_test(size=(100, 32)) as pilot:
+        await until(pilot, lambda: loaded(app))
+        assert monitor(app).history.state == "training"
+        await pilot.press("q")
+        await pilot.pause(0.2)
+    assert not app.is_running
+    time.sleep(0.3)
+    assert proc.poll() is None and not (tmp_path / "marker").exists()
+    assert not (run / "stop.request").exists()
+
+
+async def test_stop_asks_first_then_sends_sigterm(tmp_path, trainer):
+    marker = tmp_path / "marker"
+    proc = trainer(marker)
+    run = make_run(tmp_path / "r", pid=proc.pid)
+    app = LorapilotApp(start="monitor", run_dir=str(run))
+    async with app.run_test(size=(100, 32)) as pilot:
+        await until(pilot, lambda: loaded(app))
+        await pilot.press("x")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmStop))
+        await pilot.press("enter")          # focus is on "Keep training": Enter is safe
+        await until(pilot, lambda: isinstance(app.screen, MonitorScreen))
+        time.sleep(0.3)
+        assert proc.poll() is None
+        await pilot.press("x")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmStop))
+        await pilot.press("y")
+        await until(pilot, lambda: isinstance(app.screen, MonitorScreen))
+    assert proc.wait(timeout=10) == 0
+    assert marker.read_text() == "sigterm"
+
+
+async def test_small_terminal_uses_tabs_and_large_a_grid(tmp_path):
+    from textual.widgets import TabbedContent
+    run = make_run(tmp_path / "r", pid=os.getpid())
+    app = LorapilotApp(start="monitor", run_dir=str(run))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: loaded(app))
+        screen = monitor(app)
+        tabs = screen.query_one(TabbedContent)
+        assert screen.compact and tabs.active == "tab-overview"
+        assert screen.query_one("#loss").region.height >= 8       # the chart is usable at 80x24
+        assert "Diagnostics (3)" in str(tabs.get_tab("tab-diagnostics").label)
+        await pilot.press("4")
+        assert tabs.active == "tab-diagnostics"
+        assert screen.query_one("#findings").region.height > 10
+        await pilot.resize_terminal(160, 48)
+        await until(pilot, lambda: not screen.compact and len(screen.query("#grid")) == 1)
+        await pilot.pause(0.2)
+        assert not screen.query(TabbedContent)
+        for panel in ("#loss", "#lr", "#progress", "#gpu", "#system", "#findings", "#log"):
+            region = screen.query_one(panel).region
+            assert region.width > 20 and region.height >= 4, panel
+        # The new widgets drew the history they did not see arrive.
+        assert screen.query_one("#loss", LossChart)._traces[0].x[-1] == 900
+        assert screen.query_one("#log").lines
+
+
+async def test_smoothing_and_log_scale_keys(tmp_path):
+    run = make_run(tmp_path / "r", pid=os.getpid())
+    app = LorapilotApp(start="monitor", run_dir=str(run))
+    async with app.run_test(size=(100, 32)) as pilot:
+        await until(pilot, lambda: loaded(app))
+        chart = monitor(app).query_one("#loss", LossChart)
+        raw_last = chart._traces[0].y[-1]
+        await pilot.press("s")
+        assert chart.smoothing == 0.6 and len(chart._traces) == 3      # raw, smoothed, eval
+        assert chart._traces[1].y[-1] != raw_last
+        await pilot.press("l")
+        assert chart.log_scale and chart._traces[0].y[-1] == pytest.approx(__import__("math").log10(raw_last))
+        assert "EMA 0.6" in chart.border_subtitle and "log y" in chart.border_subtitle
+        await pilot.press("s", "s", "s")
+        assert chart.smoothing == 0.0
+
+
+async def test_runs_list_opens_a_run_and_comes_back(tmp_path):
+    root = tmp_path / "runs"
+    make_run(root / "older", steps_done=100, state="done", now=time.time() - 3600)
+    make_run(root / "newer", steps_done=300, pid=os.getpid())
+    app = LorapilotApp(start="monitor", run_dir=None, runs_root=str(root))
+    async with app.run_test(size=(100, 32)) as pilot:
+        await until(pilot, lambda: isinstance(app.screen, RunsScreen) and app.screen.runs)
+        table = app.screen.query_one("#runs-table")
+        assert table.row_count == 2
+        assert [r.name for r in app.screen.runs] == ["newer", "older"]
+        await pilot.press("down", "enter")
+        await until(pilot, lambda: loaded(app))
+        assert Path(monitor(app).run_dir).name == "older"
+        assert monitor(app).history.state == "done"
+        await pilot.press("escape")
+        await until(pilot, lambda: isinstance(app.screen, RunsScreen))
+
+
+async def test_runs_list_when_there_are_none(tmp_path):
+    app = LorapilotApp(start="monitor", run_dir=None, runs_root=str(tmp_path / "nothing"))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause(0.5)
+        assert "No runs under" in str(app.screen.query_one("#runs-empty").content)
+
+
+async def test_escape_from_a_directly_opened_monitor_lists_its_siblings(tmp_path):
+    run = make_run(tmp_path / "runs" / "only", pid=os.getpid())
+    app = LorapilotApp(start="monitor", run_dir=str(run))
+    async with app.run_test(size=(100, 32)) as pilot:
+        await until(pilot, lambda: loaded(app))
+        await pilot.press("escape")
+        await until(pilot, lambda: isinstance(app.screen, RunsScreen) and app.screen.runs)
+        assert app.screen.runs[0].name == "only"
+
+
+async def test_fifty_thousand_records_load(tmp_path):
+    run = tmp_path / "big"
+    run.mkdir()
+    with open(run / "metrics.jsonl", "w") as f:
+        for rec in records(1, 500_000, 500_000, t0=time.time() - 500_000, s_per_step=1.0, eval_steps=1000,
+                           save_steps=10_000):
+            f.write(json.dumps(rec) + "\n")
+    (run / "status.json").write_text(json.dumps({"state": "done", "pid": None, "step": 500_000,
+                                                 "max_steps": 500_000}))
+    app = LorapilotApp(start="monitor", run_dir=str(run))
+    async with app.run_test(size=(160, 48)) as pilot:
+        t = time.monotonic()
+        await until(pilot, lambda: loaded(app) and len(monitor(app).history.loss) and monitor(app).history.loss.x[-1] == 500_000, timeout=60)
+        elapsed = time.monotonic() - t
+        chart = monitor(app).query_one("#loss", LossChart)
+        # Drawn downsampled, with the latest point kept.
+        drawn = chart._datasets[0]
+        assert len(drawn.x) <= 2 * chart.size.width + 4
+        assert drawn.x[-1] == 500_000
+        assert elapsed < 30, elapsed
+
+
+async def test_a_directory_with_only_metrics(tmp_path):
+    run = tmp_path / "bare"
+    run.mkdir()
+    with open(run / "metrics.jsonl", "w") as f:
+        for rec in records(1, 100, 100, t0=time.time() - 200):
+            f.write(json.dumps(rec) + "\n")
+    app = LorapilotApp(start="monitor", run_dir=str(run))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: monitor(app).history.machine is not None and len(monitor(app).history.loss))
+        assert "unknown" in text_of(monitor(app).query_one("#progress"))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)   # the shared fixture trains the demo for real on first use
+async def test_finished_demo_run(finished_demo_run):
+    app = LorapilotApp(start="monitor", run_dir=str(finished_demo_run))
+    async with app.run_test(size=(100, 32)) as pilot:
+        await until(pilot, lambda: loaded(app) and len(monitor(app).history.loss) > 0, timeout=20)
+        h = monitor(app).history
+        assert h.state == "done"
+        assert h.loss.x[-1] > 0 and all(v == v for v in h.loss.y)   # no NaN in a healthy run
+        assert monitor(app).query_one("#loss", LossChart)._traces
+        assert "done" in text_of(monitor(app).query_one("#progress"))

@@ -1,0 +1,289 @@
+"""The live monitor: attaches to any run directory, reads it only, and never touches the run.
+
+A worker thread polls the directory (RunFeed) and posts what changed as one
+message; the screen folds it into a RunHistory and asks each panel to sync,
+and a panel redraws only when its part of the history moved. The poll period
+(0.5 s) is also the most often anything redraws.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.events import Resize
+from textual.geometry import Size
+from textual.message import Message
+from textual.reactive import reactive
+from textual.screen import Screen
+from textual.timer import Timer
+from textual.widgets import Footer, Header, TabbedContent, TabPane
+from textual.worker import get_current_worker
+
+from engine.errors import UserError
+from engine.rundir import FINAL_STATES
+from tui.widgets.confirm_stop import ConfirmStop
+from tui.widgets.findings_list import FindingsList
+from tui.widgets.gpu_panel import GpuPanel
+from tui.widgets.log_tail import LogTail
+from tui.widgets.loss_chart import SMOOTHING_STEPS, LossChart
+from tui.widgets.lr_chart import LrChart
+from tui.widgets.progress_panel import ProgressPanel
+from tui.widgets.run_feed import FeedUpdate, RunFeed
+from tui.widgets.run_history import GPU, PROGRESS, SYSTEM, RunHistory
+from tui.widgets.samples_list import SamplesList
+from tui.widgets.system_panel import SystemPanel
+
+# What changed is drawn at most this often: every repaint costs Textual a
+# compositor pass, and a trainer writes metrics, log and status a few ms apart.
+PANELS_EVERY_S = 1.0
+# Charts cost the most to redraw (textual-plot re-renders every canvas).
+CHARTS_EVERY_S = 2.0
+
+# Below this the panels do not fit side by side and collapse into tabs.
+GRID_MIN = Size(100, 30)
+
+TABS = ("overview", "lr", "hardware", "diagnostics", "log", "samples")
+
+
+class MonitorScreen(Screen):
+    CSS_PATH = "monitor.tcss"
+    # Focus would land on the loss chart, whose zoom and pan keys then crowd
+    # the monitor's own out of the footer; Tab or a click still focuses a chart.
+    AUTO_FOCUS = ""
+
+    BINDINGS = [
+        Binding("q", "quit_monitor", "Quit (run continues)"),
+        Binding("escape", "back", "Runs"),
+        Binding("s", "cycle_smoothing", "Smooth"),
+        Binding("l", "toggle_log_scale", "Log y"),
+        Binding("x", "stop_run", "Stop run…"),
+        *[Binding(str(i + 1), f"show_tab('{t}')", t.capitalize(), show=False) for i, t in enumerate(TABS)],
+    ]
+
+    compact: reactive[bool] = reactive(False, recompose=True)
+
+    class Updated(Message):
+        """New data from the run directory or the machine (posted by the feed thread)."""
+
+        def __init__(self, update: FeedUpdate):
+            super().__init__()
+            self.update = update
+
+    def __init__(self, run_dir: str, *, poll_s: float = 0.5, sample_every: float = 2.0,
+                 sample_gpus: bool = True):
+        super().__init__()
+        self.run_dir = run_dir
+        self.poll_s = poll_s
+        self.history = RunHistory(run_dir)
+        self.feed = RunFeed(run_dir, sample_every=sample_every, sample_gpus=sample_gpus)
+        self.smoothing = 0.0
+        self.log_scale = False
+        self._stop = threading.Event()
+        self._flushed_at = self._charts_drawn_at = -1e9
+        self._flush_timer: Timer | None = None
+        self._panels_dirty = self._charts_dirty = False
+        self._panel_cache: list | None = None
+        self._samples_shown = False
+        self._findings_label = ""
+        self.title = Path(run_dir).resolve().name
+
+    # ------------------------------------------------------------ layout
+
+    @staticmethod
+    def wants_compact(size: Size) -> bool:
+        return size.width < GRID_MIN.width or size.height < GRID_MIN.height
+
+    def compose(self) -> ComposeResult:
+        self.set_reactive(MonitorScreen.compact, self.wants_compact(self.app.size))
+        # A recompose (a resize across GRID_MIN) builds new widgets: forget the old ones.
+        self._panel_cache, self._samples_shown, self._findings_label = None, False, ""
+        self.call_after_refresh(self._update_chrome)
+        h = self.history
+        chart = LossChart(h, smoothing=self.smoothing, log_scale=self.log_scale, id="loss")
+        if self.compact:
+            # Every row counts at 80x24: no header; the run's name is in the progress title.
+            with TabbedContent(id="tabs", initial="tab-overview"):
+                with TabPane("Overview", id="tab-overview"):
+                    yield ProgressPanel(h, id="progress")
+                    yield chart
+                with TabPane("LR·grad", id="tab-lr"):
+                    yield LrChart(h, id="lr")
+                with TabPane("GPU·sys", id="tab-hardware"):
+                    yield GpuPanel(h, id="gpu")
+                    yield SystemPanel(h, id="system")
+                with TabPane("Diagnostics", id="tab-diagnostics"):
+                    yield FindingsList(h, id="findings")
+                with TabPane("Log", id="tab-log"):
+                    yield LogTail(h, id="log")
+                with TabPane("Samples", id="tab-samples"):
+                    yield SamplesList(h, id="samples")
+        else:
+            yield Header(show_clock=False)
+            with Horizontal(id="grid"):
+                with Vertical(id="charts"):
+                    yield chart
+                    yield LrChart(h, id="lr")
+                with Vertical(id="side"):
+                    yield ProgressPanel(h, id="progress")
+                    yield GpuPanel(h, id="gpu")
+                    yield SystemPanel(h, id="system")
+                    yield SamplesList(h, id="samples")
+            with Horizontal(id="bottom"):
+                yield FindingsList(h, id="findings")
+                yield LogTail(h, id="log")
+        yield Footer()
+
+    def on_resize(self, event: Resize) -> None:
+        compact = self.wants_compact(event.size)
+        if compact != self.compact:
+            self.compact = compact
+
+    def on_mount(self) -> None:
+        self._follow()
+
+    def on_unmount(self) -> None:
+        self._stop.set()
+
+    def _panels(self) -> list:
+        # Cached: a DOM query on every poll walks every canvas of every chart.
+        if self._panel_cache is None:
+            self._panel_cache = list(self.query("#progress, #gpu, #system, #findings, #log, #samples"))
+        return self._panel_cache
+
+    def _schedule_flush(self) -> None:
+        """Draw now if the screen rested long enough, else once, later (leading and trailing edge)."""
+        if self._flush_timer is not None:
+            return
+        wait = self._flushed_at + PANELS_EVERY_S - time.monotonic()
+        if wait > 0:
+            self._flush_timer = self.set_timer(wait, self._flush)
+        else:
+            self._flush()
+
+    def _flush(self) -> None:
+        self._flush_timer = None
+        now = self._flushed_at = time.monotonic()
+        if self._panels_dirty:
+            self._panels_dirty = False
+            # The state only: a title that changed with every step would re-lay out the screen each time.
+            self.sub_title = self.history.state
+            for panel in self._panels():
+                panel.sync()
+            self._update_chrome()
+        if self._charts_dirty:
+            wait = self._charts_drawn_at + CHARTS_EVERY_S - now
+            if wait > 0:
+                self._flush_timer = self.set_timer(wait, self._flush)
+                return
+            self._charts_dirty, self._charts_drawn_at = False, now
+            for chart in self.query("#loss, #lr"):   # every 2 s at most: a query is fine here
+                chart.sync()
+
+    # ------------------------------------------------------------ data
+
+    @work(thread=True, exclusive=True, name="run-feed")
+    def _follow(self) -> None:
+        worker = get_current_worker()
+        while not worker.is_cancelled and not self._stop.is_set():
+            update = self.feed.poll()
+            if update:
+                self.post_message(self.Updated(update))
+            if not update.more:
+                self._stop.wait(self.poll_s)
+
+    @on(Updated)
+    def _apply(self, message: Updated) -> None:
+        up, h = message.update, self.history
+        if up.records:
+            h.apply_records(up.records)
+        if up.status is not None:
+            h.status = up.status
+            h.bump(PROGRESS)
+        if up.state is not None:
+            h.state = up.state
+            h.bump(PROGRESS)
+        if up.log_lines is not None:
+            h.apply_log(up.log_lines, up.log_reset)
+        if up.machine is not None:
+            h.machine, h.process = up.machine, up.process
+            h.bump(SYSTEM)
+        if up.gpus is not None and up.gpus != (h.gpu_state, h.gpu_reason, h.gpus):
+            h.gpu_state, h.gpu_reason, h.gpus = up.gpus
+            h.bump(GPU)
+        self._panels_dirty = True
+        self._charts_dirty |= bool(up.records)
+        if not up.more:   # the first read of a long file comes in chunks: draw once, at the end
+            self._schedule_flush()
+
+    def _update_chrome(self) -> None:
+        """The samples panel and the diagnostics tab's count, touched only when they change."""
+        h = self.history
+        if not self.compact and bool(h.samples) != self._samples_shown:
+            self._samples_shown = bool(h.samples)
+            self.query_one("#side").set_class(self._samples_shown, "has-samples")
+        label = f"Diagnostics ({len(h.findings)})" if h.findings else "Diagnostics"
+        if self.compact and label != self._findings_label:
+            self._findings_label = label
+            self.query_one(TabbedContent).get_tab("tab-diagnostics").label = label
+
+    # ------------------------------------------------------------ actions
+
+    def action_quit_monitor(self) -> None:
+        # Only the monitor goes: the trainer is a detached process that never hears of it.
+        self.app.exit()
+
+    def action_back(self) -> None:
+        from tui.screens.runs import RunsScreen
+        if len(self.app.screen_stack) > 2:
+            self.app.pop_screen()
+        else:
+            self.app.switch_screen(RunsScreen(str(Path(self.run_dir).resolve().parent)))
+
+    def action_cycle_smoothing(self) -> None:
+        i = SMOOTHING_STEPS.index(self.smoothing) if self.smoothing in SMOOTHING_STEPS else 0
+        self.smoothing = SMOOTHING_STEPS[(i + 1) % len(SMOOTHING_STEPS)]
+        self.query_one("#loss", LossChart).smoothing = self.smoothing
+        self.notify(f"Smoothing {'off' if not self.smoothing else f'EMA {self.smoothing:g}'}", timeout=1.5)
+
+    def action_toggle_log_scale(self) -> None:
+        self.log_scale = not self.log_scale
+        self.query_one("#loss", LossChart).log_scale = self.log_scale
+
+    def action_show_tab(self, name: str) -> None:
+        if self.compact:
+            self.query_one(TabbedContent).active = f"tab-{name}"
+
+    def action_stop_run(self) -> None:
+        h = self.history
+        if h.state in FINAL_STATES or h.state in ("lost", "unknown"):
+            self.notify(f"This run is {h.state}: there is nothing to stop.", severity="warning")
+            return
+
+        def answered(stop: bool | None) -> None:
+            if stop:
+                self._request_stop()
+
+        self.app.push_screen(ConfirmStop(Path(self.run_dir).resolve().name, h.step), answered)
+
+    def _request_stop(self) -> None:
+        try:
+            from engine.train.launch import request_stop
+        except ImportError:
+            self.notify("Stopping is not available in this build (engine.train.launch is missing).",
+                        severity="error")
+            return
+        try:
+            asked = request_stop(self.run_dir)
+        except (UserError, OSError) as e:
+            self.notify(f"Could not stop the run: {e}", severity="error")
+            return
+        if asked is False:
+            self.notify("The trainer is no longer running: nothing to stop.", severity="warning")
+        else:
+            self.notify("Asked the trainer to save a checkpoint and stop.", timeout=4)

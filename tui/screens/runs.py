@@ -1,0 +1,98 @@
+"""The runs under the runs root, newest first: pick one to monitor."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, Static
+
+from engine.rundir import RunSummary, default_runs_root, format_age, list_runs
+from tui.widgets.progress_panel import STATE_STYLES
+
+REFRESH_S = 3.0
+
+
+def _loss(v: float | None) -> str:
+    return "-" if v is None else f"{v:.4g}"
+
+
+class RunsScreen(Screen):
+    CSS_PATH = "runs.tcss"
+
+    BINDINGS = [
+        # Priority, so the footer shows it and the table's own Enter does not open the run twice.
+        Binding("enter", "open", "Monitor", priority=True),
+        Binding("r", "refresh", "Refresh"),
+        Binding("q", "app.quit", "Quit"),
+    ]
+
+    def __init__(self, runs_root: str | None = None):
+        super().__init__()
+        self.root = Path(runs_root) if runs_root else default_runs_root()
+        self.runs: list[RunSummary] = []
+        self.title = "runs"
+        self.sub_title = str(self.root)
+
+    def compose(self) -> ComposeResult:
+        yield Header(show_clock=False)
+        yield DataTable(id="runs-table", cursor_type="row", zebra_stripes=True)
+        yield Static(id="runs-empty")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        table = self.query_one(DataTable)
+        table.add_column("run", key="run")
+        table.add_column("state", key="state")
+        table.add_column("step", key="step")
+        table.add_column("loss", key="loss")
+        table.add_column("eval", key="eval")
+        table.add_column("updated", key="age")
+        self.action_refresh()
+        # Runs start and finish while the list is open; re-reading a few status files is cheap.
+        self.set_interval(REFRESH_S, self.action_refresh)
+
+    def action_refresh(self) -> None:
+        self._load()
+
+    @work(thread=True, exclusive=True, group="runs")
+    def _load(self) -> None:
+        runs = list_runs(self.root)
+        self.app.call_from_thread(self._show, runs)
+
+    def _show(self, runs: list[RunSummary]) -> None:
+        self.runs = runs
+        table = self.query_one(DataTable)
+        keep = table.cursor_row
+        table.clear()
+        for r in runs:
+            step = f"{r.step:,} / {r.max_steps:,}" if r.max_steps else f"{r.step:,}"
+            table.add_row(r.name, Text(r.state, style=STATE_STYLES.get(r.state, "")), step, _loss(r.loss),
+                          _loss(r.eval_loss), format_age(r.age_s) + " ago" if r.age_s is not None else "-",
+                          key=str(r.path))
+        if runs:
+            table.move_cursor(row=min(keep, len(runs) - 1))
+        empty = self.query_one("#runs-empty", Static)
+        empty.display = not runs
+        table.display = bool(runs)
+        empty.update(f"No runs under {self.root.resolve()}.\n\nStart one from the wizard (lorapilot) or with "
+                     "lorapilot train CONFIG --detach, then come back here.")
+
+    @on(DataTable.RowSelected)
+    def _selected(self, event: DataTable.RowSelected) -> None:
+        self._open(event.row_key.value)
+
+    def action_open(self) -> None:
+        table = self.query_one(DataTable)
+        if self.runs and table.row_count:
+            row_key, _ = table.coordinate_to_cell_key(table.cursor_coordinate)
+            self._open(row_key.value)
+
+    def _open(self, path: str | None) -> None:
+        if path:
+            from tui.screens.monitor import MonitorScreen
+            self.app.push_screen(MonitorScreen(path))

@@ -1,0 +1,116 @@
+"""Turning long metric series into what a terminal chart can draw: smoothing, log axis, downsampling.
+
+No widget here: the loss and learning-rate charts share these, and tests call
+them directly. A chart is a few hundred braille columns wide, so drawing
+50 000 points would only burn CPU on points that land in the same cell.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+from textual_plot import NumericAxisFormatter
+
+
+def downsample(x: np.ndarray, y: np.ndarray, target: int) -> tuple[np.ndarray, np.ndarray]:
+    """At most ~target points, keeping each bucket's min and max, the first and the latest point.
+
+    Min/max rather than every k-th point, because the point a user must see
+    (a loss spike, a NaN-adjacent blow-up) is exactly the one striding skips.
+    """
+    n = len(x)
+    if n <= target or target < 4:
+        return x, y
+    buckets = max(1, target // 2)
+    size = math.ceil(n / buckets)
+    rows = math.ceil(n / size)
+    pad = rows * size - n
+    finite = np.where(np.isfinite(y), y, np.nan)
+    lo = np.concatenate([np.where(np.isnan(finite), np.inf, finite), np.full(pad, np.inf)]).reshape(rows, size)
+    hi = np.concatenate([np.where(np.isnan(finite), -np.inf, finite), np.full(pad, -np.inf)]).reshape(rows, size)
+    base = np.arange(rows) * size
+    idx = np.concatenate([base + lo.argmin(axis=1), base + hi.argmax(axis=1), [0, n - 1]])
+    idx = np.unique(np.clip(idx, 0, n - 1))
+    return x[idx], y[idx]
+
+
+class Ema:
+    """Debiased exponential moving average (TensorBoard's smoothing), extended incrementally.
+
+    Recomputing 50 000 points every half second would be the monitor's main
+    CPU cost; only the new tail is computed unless the series was rewound
+    (a resumed run) or the weight changed.
+    """
+
+    def __init__(self) -> None:
+        self.weight = 0.0
+        self._values = np.empty(0)
+        self._last = 0.0
+        self._count = 0
+        self._source_len = 0
+        self._source_key: object = None
+
+    def smooth(self, values: Sequence[float], weight: float, key: object = None) -> np.ndarray:
+        if weight != self.weight or key != self._source_key or len(values) < self._source_len:
+            self.weight, self._source_key = weight, key
+            self._values, self._last, self._count, self._source_len = np.empty(0), 0.0, 0, 0
+        w = self.weight
+        out: list[float] = []
+        last, count = self._last, self._count
+        for v in values[self._source_len:]:
+            v = float(v)
+            if not math.isfinite(v):
+                # A NaN must not poison every later smoothed point; it is shown
+                # by the diagnostics, and the raw line simply has a gap there.
+                out.append(math.nan)
+                continue
+            last = last * w + (1 - w) * v
+            count += 1
+            out.append(last / (1 - w ** count))
+        self._last, self._count, self._source_len = last, count, len(values)
+        if out:
+            self._values = np.concatenate([self._values, out])
+        return self._values
+
+
+def log10_or_nan(y: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(y > 0, np.log10(np.where(y > 0, y, 1.0)), np.nan)
+
+
+class CompactFormatter(NumericAxisFormatter):
+    """Tick labels that fit a 6-character margin (2e-4, 1.25, 12k), and no more ticks than rows allow."""
+
+    def __init__(self, max_ticks: int = 8):
+        self.max_ticks = max_ticks
+
+    def get_ticks(self, min_: float, max_: float, max_ticks: int = 8) -> list[float]:
+        return super().get_ticks(min_, max_, min(max_ticks, self.max_ticks))
+
+    def get_labels_for_ticks(self, ticks: Sequence[float]) -> list[str]:
+        return [compact_number(t) for t in ticks]
+
+
+class LogFormatter(CompactFormatter):
+    """For data plotted as log10(y): ticks placed in log space, labelled with the real value."""
+
+    def get_labels_for_ticks(self, ticks: Sequence[float]) -> list[str]:
+        return [compact_number(10 ** t) for t in ticks]
+
+
+def compact_number(v: float) -> str:
+    if abs(v) < 1e-12:
+        return "0"
+    a = abs(v)
+    if a >= 1e4:
+        for div, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+            if a >= div:
+                return f"{v / div:.3g}{suffix}"
+    if a >= 1e3:
+        return f"{v:.0f}"
+    if a < 1e-2:
+        mantissa, exp = f"{v:.1e}".split("e")
+        return f"{float(mantissa):g}e{int(exp)}"
+    return f"{v:.3g}"

@@ -1,0 +1,66 @@
+"""The diagnostics: findings in plain words, newest first, coloured by severity."""
+
+from __future__ import annotations
+
+from rich.console import Group
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import VerticalScroll
+from textual.widgets import Static
+
+from tui.widgets.run_history import FINDINGS, Finding, RunHistory
+
+SEVERITY_STYLES = {"error": "bold red", "warning": "bold yellow", "info": "bold cyan"}
+SEVERITY_MARKS = {"error": "✖", "warning": "▲", "info": "●"}
+
+
+def render_finding(f: Finding) -> Text:
+    style = SEVERITY_STYLES.get(f.severity, "bold")
+    repeat = f"  ×{f.count} since step {f.first_step}" if f.count > 1 else ""
+    t = Text.assemble((f"{SEVERITY_MARKS.get(f.severity, '●')} {f.severity} ", style), (f.code, "bold"),
+                      (f"  step {f.step}{repeat}", "dim"), "\n", f.message)
+    if f.evidence:
+        t.append("\n")
+        t.append_text(Text.assemble(("  evidence ", "dim bold"), (f.evidence, "dim")))
+    if f.fix:
+        t.append("\n")
+        t.append_text(Text.assemble(("  fix ", "green bold"), f.fix))
+    return t
+
+
+class FindingsList(VerticalScroll):
+    DEFAULT_CSS = """
+    FindingsList { height: 1fr; }
+    FindingsList > Static { width: 1fr; }
+    """
+
+    def __init__(self, history: RunHistory, **kw):
+        super().__init__(**kw)
+        self.history = history
+        self._drawn: int | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="findings-body")
+
+    def on_mount(self) -> None:
+        self.sync()
+
+    def sync(self) -> None:
+        version = self.history.versions[FINDINGS]
+        if version == self._drawn:
+            return
+        self._drawn = version
+        found = self.history.findings_newest_first()
+        counts = {s: sum(1 for f in found if f.severity == s) for s in SEVERITY_STYLES}
+        summary = "  ".join(f"[{SEVERITY_STYLES[s]}]{n} {s}[/]" for s, n in counts.items() if n)
+        self.border_title = f"Diagnostics  {summary}" if summary else "Diagnostics"
+        body = self.query_one("#findings-body", Static)
+        if not found:
+            body.update(Text("No findings. The trainer checks loss, gradients, memory and overfitting as it goes; "
+                             "problems appear here with what to change.", style="dim"))
+        else:
+            blocks: list = []
+            for f in found:
+                blocks += [render_finding(f), Text("")]
+            body.update(Group(*blocks[:-1]))
+        self.scroll_home(animate=False)

@@ -1,0 +1,62 @@
+"""Per-GPU memory (with the 90 % line), utilisation, temperature, power; the trainer's own peak."""
+
+from __future__ import annotations
+
+from rich.console import Group
+from rich.text import Text
+from engine.gpu import OK
+from tui.widgets.meter_text import DANGER_AT, gib, level_style, meter
+from tui.widgets.monitor_panel import MonitorPanel
+from tui.widgets.run_history import GPU
+
+LABEL = 8
+
+
+class GpuPanel(MonitorPanel):
+    TITLE = "GPU"
+
+    def key(self) -> int:
+        return self.history.versions[GPU]
+
+    def build(self) -> Group | Text:
+        h = self.history
+        width = max(24, self.content_size.width or 40)
+        used, total, util, peak = h.trainer_gpu_mem()
+        lines: list[Text] = []
+        if h.gpu_state is None:
+            return Text("reading GPUs…", style="dim")
+        if h.gpu_state == OK:
+            for g in h.gpus:
+                extra = [g.name, f"util {g.util_pct:.0f}%" if g.util_pct is not None else None,
+                         f"{g.temp_c:.0f}°C" if g.temp_c is not None else None,
+                         f"{g.power_w:.0f} W" if g.power_w is not None else None]
+                lines += self._gpu_lines(g.index, g.mem_used_gib, g.mem_total_gib, width, extra)
+        else:
+            lines.append(Text.assemble(("No GPU", "bold"), f" — {h.gpu_reason}."))
+            # A run copied from a pod, or a trainer on another box sharing the
+            # directory: its own numbers are still worth showing.
+            for i, u in enumerate(used):
+                t = total[i] if i < len(total) else None
+                if t:
+                    extra = ["as the trainer reported", f"util {util[i]:.0f}%" if i < len(util) else None]
+                    lines += self._gpu_lines(i, u, t, width, extra)
+        if used or peak:
+            bits = []
+            if used:
+                bits.append("now " + " / ".join(f"{u:.1f}" for u in used))
+            if peak:
+                bits.append("peak alloc " + " / ".join(f"{p:.1f}" for p in peak))
+            lines.append(Text.assemble(("trainer".ljust(LABEL), "bold"), " · ".join(bits) + " GiB"))
+        elif h.gpu_state != OK:
+            lines.append(Text("The trainer reports no GPU memory: it runs on CPU.", style="dim"))
+        return Group(*lines)
+
+    @staticmethod
+    def _gpu_lines(index: int, used: float, total: float, width: int, extra: list[str | None]) -> list[Text]:
+        frac = used / total if total else 0.0
+        figures = f" {gib(used)}/{gib(total)} GiB {frac * 100:3.0f}%"
+        bar_w = max(8, width - LABEL - len(figures))
+        head = Text.assemble((f"GPU{index}".ljust(LABEL), "bold"), meter(frac, bar_w, mark_at=DANGER_AT),
+                             (figures, level_style(frac)))
+        return [head, Text(" " * LABEL + " · ".join(e for e in extra if e), style="dim", overflow="ellipsis",
+                           no_wrap=True)]

@@ -1,0 +1,59 @@
+"""The base of the monitor's text panels: draws one part of a RunHistory, and only when it changed."""
+
+from __future__ import annotations
+
+from typing import Hashable
+
+from textual.visual import VisualType
+from textual.widgets import Static
+
+from tui.widgets.run_history import RunHistory
+
+
+class MonitorPanel(Static):
+    """Subclasses say what their drawing depends on (`key`) and how to draw it (`build`).
+
+    A height-auto Static that updates with layout=True makes Textual lay out
+    and repaint the whole screen; a panel's numbers change every second or
+    two while its height almost never does, so the layout pass is asked for
+    only when the new content has a different height. That is most of what
+    keeps watching a run under a few % of a core.
+    """
+
+    DEFAULT_CSS = """
+    MonitorPanel { height: auto; }
+    """
+
+    TITLE = ""
+
+    def __init__(self, history: RunHistory, **kw):
+        super().__init__(**kw)
+        self.history = history
+        self._drawn: tuple | None = None
+
+    def on_mount(self) -> None:
+        self.border_title = self.TITLE
+        self.sync()
+
+    def on_resize(self) -> None:
+        self.sync()
+
+    def key(self) -> Hashable:
+        raise NotImplementedError
+
+    def build(self) -> VisualType:
+        raise NotImplementedError
+
+    def sync(self) -> None:
+        key = (self.key(), self.size.width)
+        if key == self._drawn:
+            return
+        self._drawn = key
+        self.show(self.build())
+
+    def show(self, content: VisualType) -> None:
+        self.update(content, layout=False)
+        width = self.content_size.width
+        if not width or self._render().get_height(self.styles, width) != self.content_size.height:
+            self.clear_cached_dimensions()
+            self.refresh(layout=True)

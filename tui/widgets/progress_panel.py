@@ -1,0 +1,104 @@
+"""State, step / max steps, epoch, tokens/s, elapsed, ETA, last checkpoint; why a run is lost or failed."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from rich.console import Group
+from rich.text import Text
+from engine.rundir import LOG_FILE, format_age, tail_lines
+from tui.widgets.meter_text import meter
+from tui.widgets.monitor_panel import MonitorPanel
+from tui.widgets.run_history import LOG, PROGRESS, SYSTEM
+
+STATE_STYLES = {
+    "training": "bold green", "evaluating": "bold cyan", "saving": "bold cyan", "loading": "bold yellow",
+    "starting": "bold yellow", "done": "bold green", "stopped": "bold yellow", "failed": "bold red",
+    "lost": "bold red", "unknown": "dim",
+}
+
+
+LABEL = 11
+
+
+def format_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    s = int(seconds)
+    if s >= 86400:
+        return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+    if s >= 3600:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 60}m{s % 60:02d}s"
+
+
+class ProgressPanel(MonitorPanel):
+    TITLE = "Progress"
+
+    def key(self) -> tuple:
+        h = self.history
+        # Elapsed and ETA move with the clock, so a live run also redraws with
+        # each system sample (every two seconds); a finished one never does.
+        clock = h.versions[SYSTEM] if not h.is_final else 0
+        log = h.versions[LOG] if h.state in ("lost", "failed") else 0
+        return h.versions[PROGRESS], h.state, clock, log
+
+    def build(self) -> Group:
+        h = self.history
+        # Plain rows rather than a rich Table: this redraws every couple of
+        # seconds for hours, and a Table measures every cell each time.
+        rows: list[Text] = []
+
+        def row(label: str, *value) -> None:
+            rows.append(Text.assemble((label.ljust(LABEL), "bold"), *value, no_wrap=True, overflow="ellipsis"))
+
+        pid = (h.status or {}).get("pid")
+        row("state", (h.state, STATE_STYLES.get(h.state, "bold")), (f"  pid {pid}" if pid else "", "dim"))
+        step, max_steps = h.step, h.max_steps
+        if max_steps:
+            frac = min(1.0, step / max_steps)
+            bar_w = max(6, min(30, (self.content_size.width or 40) - 30))
+            bar_style = STATE_STYLES.get(h.state, "green").replace("bold ", "")
+            row("step", f"{step:,} / {max_steps:,} ", meter(frac, bar_w, style=bar_style), f" {frac * 100:.0f}%")
+        else:
+            row("step", f"{step:,}")
+        last = h.last_train or {}
+        epoch, tps = last.get("epoch"), last.get("tokens_per_s")
+        loss, ev = h.loss.last(), h.eval_loss.last()
+        row("epoch", f"{epoch:.2f}" if isinstance(epoch, (int, float)) else "-", ("   tokens/s ", "bold"),
+            f"{tps:,.0f}" if isinstance(tps, (int, float)) else "-")
+        row("loss", f"{loss:.4g}" if loss is not None else "-", ("   eval ", "bold"),
+            f"{ev:.4g}" if ev is not None else "-")
+        row("elapsed", format_duration(h.elapsed_s()), ("   ETA ", "bold"), format_duration(h.eta_s()))
+        row("checkpoint", self._saved(h.last_checkpoint, (h.status or {}).get("last_checkpoint")))
+        if h.adapter:
+            row("adapter", self._saved(h.adapter, None))
+        return Group(*rows, *self._trouble())
+
+    def _saved(self, ck: dict | None, fallback_path: str | None) -> Text:
+        if not ck:
+            # A run whose metrics lost the event still names its checkpoint in status.json.
+            return Text(Path(fallback_path).name, style="") if fallback_path else Text("none yet", style="dim")
+        path = ck.get("path") or ""
+        name = Path(path).name if path else f"step {ck.get('step')}"
+        age = time.time() - ck["time"] if isinstance(ck.get("time"), (int, float)) else None
+        return Text.assemble(name, (f"  step {ck.get('step')}, {format_age(age)} ago" if age is not None else "",
+                                    "dim"))
+
+    def _trouble(self) -> list:
+        h = self.history
+        if h.state == "lost":
+            msg = Text.assemble(("The trainer process is gone but the run never finished", "red"),
+                                " (killed, out of memory, or the machine rebooted). ",
+                                ("Resume: ", "bold"), f"lorapilot train --resume {h.run_dir}")
+        elif h.state == "failed":
+            status = h.status or {}
+            msg = Text.assemble(("Failed: ", "bold red"), str(status.get("error") or "see the log"),
+                                ("\n" + str(status["hint"])) if status.get("hint") else "")
+        else:
+            return []
+        lines = list(h.log_lines)[-4:] or tail_lines(Path(h.run_dir) / LOG_FILE, 4)
+        # Wrapped, not cut: the last line is usually the error that explains everything.
+        tail = Text("\n".join(lines), style="dim")
+        return [msg, Text("last lines of train.log:", style="bold"), tail] if lines else [msg]

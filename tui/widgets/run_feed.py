@@ -1,0 +1,143 @@
+"""Everything the monitor reads from a run directory and the machine, one poll at a time.
+
+Runs in the monitor's worker thread and knows nothing of Textual: each
+`poll()` returns a FeedUpdate holding only what changed (new metric records,
+a new status, new log lines, fresh samples), which the screen posts as a
+message. Files are read by offset and only when their size or mtime moved,
+so watching an idle or finished run costs a few stat() calls a second.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from engine import gpu, system
+from engine.rundir import LOG_FILE, STATUS_FILE, MetricsTail, effective_state, read_status
+
+
+@dataclass
+class FeedUpdate:
+    records: list[dict] = field(default_factory=list)
+    status: dict | None = None
+    state: str | None = None
+    log_lines: list[str] | None = None
+    log_reset: bool = False
+    machine: Any = None
+    process: Any = None
+    gpus: tuple[str, str, list] | None = None
+    more: bool = False          # a large metrics file is still being read: poll again at once
+
+    def __bool__(self) -> bool:
+        return bool(self.records or self.status is not None or self.state is not None or self.log_lines
+                    or self.log_reset or self.machine is not None or self.gpus is not None)
+
+
+class LogFollower:
+    """Follows train.log by byte offset; the first read shows only its tail.
+
+    A progress bar that redraws with carriage returns keeps its last state
+    only, and a line still being written waits for its newline, so the log
+    widget never shows half a line.
+    """
+
+    def __init__(self, path: Path, first_bytes: int = 64 * 1024, max_partial: int = 16 * 1024):
+        self.path = path
+        self.first_bytes = first_bytes
+        self.max_partial = max_partial
+        self.offset: int | None = None
+        self._partial = b""
+        self._sig: tuple[int, int] | None = None
+
+    def read_new(self) -> tuple[list[str], bool]:
+        """(new complete lines, whether they replace everything shown so far)."""
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return [], False
+        sig = (st.st_size, st.st_mtime_ns)
+        if sig == self._sig:
+            return [], False
+        self._sig = sig
+        reset = self.offset is None or st.st_size < self.offset
+        if reset:
+            self.offset, self._partial = max(0, st.st_size - self.first_bytes), b""
+        skip_first = reset and self.offset > 0
+        with open(self.path, "rb") as f:
+            f.seek(self.offset)
+            # Bounded: after a long disconnect only the last first_bytes matter.
+            if st.st_size - self.offset > self.first_bytes * 4:
+                f.seek(st.st_size - self.first_bytes)
+                self._partial, skip_first = b"", True
+            chunk = f.read()
+            self.offset = f.tell()
+        parts = (self._partial + chunk).split(b"\n")
+        self._partial = parts.pop()
+        if len(self._partial) > self.max_partial:   # a \r-only progress bar that never ends its line
+            self._partial = self._partial.rsplit(b"\r", 1)[-1][-self.max_partial:]
+        if skip_first and parts:
+            parts = parts[1:]
+        lines = [p.decode("utf-8", errors="replace").rstrip("\r").rsplit("\r", 1)[-1] for p in parts]
+        return lines, reset
+
+
+class RunFeed:
+    def __init__(self, run_dir: str | Path, *, sample_every: float = 2.0, chunk_bytes: int = 4 << 20,
+                 sample_gpus: bool = True):
+        self.run_dir = Path(run_dir)
+        self.metrics = MetricsTail(self.run_dir)
+        self.log = LogFollower(self.run_dir / LOG_FILE)
+        self.sample_every = sample_every
+        self.chunk_bytes = chunk_bytes
+        self.sample_gpus = sample_gpus
+        self.procs = system.ProcessSampler()
+        self.status: dict | None = None
+        self.state: str | None = None
+        self._status_sig: tuple[int, int] | None = None
+        self._next_sample = 0.0
+
+    def poll(self, now: float | None = None) -> FeedUpdate:
+        now = time.monotonic() if now is None else now
+        up = FeedUpdate()
+        up.records = self.metrics.read_new(self.chunk_bytes)
+        up.more = bool(up.records) and self._metrics_pending()
+        self._poll_status(up)
+        lines, reset = self.log.read_new()
+        if lines or reset:
+            up.log_lines, up.log_reset = lines, reset
+        if now >= self._next_sample:
+            self._next_sample = now + self.sample_every
+            up.machine = system.machine_sample()
+            up.process = self.procs.sample((self.status or {}).get("pid"))
+            if self.sample_gpus:
+                state, reason = gpu.gpu_state()
+                up.gpus = (state, reason, gpu.sample_gpus())
+        return up
+
+    def _metrics_pending(self) -> bool:
+        try:
+            return os.path.getsize(self.metrics.path) > self.metrics.offset
+        except OSError:
+            return False
+
+    def _poll_status(self, up: FeedUpdate) -> None:
+        try:
+            st = os.stat(self.run_dir / STATUS_FILE)
+            sig = (st.st_size, st.st_mtime_ns)
+        except FileNotFoundError:
+            sig = None
+        if sig != self._status_sig:
+            status = read_status(self.run_dir)
+            # A status.json caught mid-replace reads as None: keep the last good one.
+            if status is not None or sig is None:
+                self._status_sig = sig
+                self.status = status
+                up.status = status or {}
+        # Liveness can change with no write to status.json (the trainer was
+        # killed), so the effective state is recomputed on every poll.
+        state = effective_state(self.status)
+        if state != self.state:
+            self.state = up.state = state

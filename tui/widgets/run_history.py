@@ -1,0 +1,265 @@
+"""What the monitor knows about a run, built from metric records and samples; no widget code.
+
+Widgets draw from one RunHistory and redraw a part only when that part's
+version moved, so a new log line does not redraw the loss chart. Series that
+grow with the run (loss, learning rate) are plain lists: a 100 000-step run
+is a few MB; lists a user scrolls (findings, events, samples, log lines) are
+bounded deques.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import numpy as np
+
+from engine.rundir import FINAL_STATES
+
+# Parts of the screen; a widget names the parts it draws from.
+LOSS, LR, PROGRESS, FINDINGS, SAMPLES, LOG, GPU, SYSTEM = (
+    "loss", "lr", "progress", "findings", "samples", "log", "gpu", "system")
+
+
+class Series:
+    """(step, value) pairs in step order, stored in growable numpy arrays.
+
+    The charts hand these to numpy every redraw; turning a 50 000-item list
+    into an array each time cost more than drawing it. `x` and `y` are
+    views of the filled part.
+
+    A resumed run starts again from its last checkpoint, so a step at or
+    below the last one cuts the series back first: the chart shows the
+    trajectory the adapter actually followed, not two overlapping ones.
+    """
+
+    def __init__(self) -> None:
+        self._x = np.empty(256)
+        self._y = np.empty(256)
+        self._n = 0
+        self.rewinds = 0
+
+    @property
+    def x(self) -> np.ndarray:
+        return self._x[:self._n]
+
+    @property
+    def y(self) -> np.ndarray:
+        return self._y[:self._n]
+
+    def add(self, step: float, value: float) -> None:
+        n = self._n
+        if n and step <= self._x[n - 1]:
+            n = self._n = int(np.searchsorted(self._x[:n], step, side="left"))
+            self.rewinds += 1
+        if n == len(self._x):
+            self._x = np.concatenate([self._x, np.empty(n)])
+            self._y = np.concatenate([self._y, np.empty(n)])
+        self._x[n], self._y[n] = step, value
+        self._n = n + 1
+
+    def __len__(self) -> int:
+        return self._n
+
+    def last(self) -> float | None:
+        return float(self._y[self._n - 1]) if self._n else None
+
+
+@dataclass
+class Finding:
+    code: str
+    severity: str
+    message: str
+    evidence: str = ""
+    fix: str = ""
+    step: int | None = None
+    first_step: int | None = None
+    count: int = 1
+
+
+@dataclass
+class RunHistory:
+    run_dir: str
+    loss: Series = field(default_factory=Series)
+    eval_loss: Series = field(default_factory=Series)
+    lr: Series = field(default_factory=Series)
+    grad_norm: Series = field(default_factory=Series)
+    last_train: dict | None = None
+    last_eval: dict | None = None
+    first_time: float | None = None
+    last_time: float | None = None
+    last_checkpoint: dict | None = None
+    adapter: dict | None = None
+    records: int = 0
+    # One entry per finding code, most recent last; repeats raise the count
+    # instead of flooding the list (a loss_flat check fires every eval).
+    findings: "OrderedDict[str, Finding]" = field(default_factory=OrderedDict)
+    events: deque = field(default_factory=lambda: deque(maxlen=200))
+    samples: deque = field(default_factory=lambda: deque(maxlen=50))
+    log_lines: deque = field(default_factory=lambda: deque(maxlen=1000))
+    log_total: int = 0          # lines ever added: lets a log widget append only the new ones
+    log_resets: int = 0
+    status: dict | None = None
+    state: str = "unknown"
+    machine: Any = None         # engine.system.MachineSample
+    process: Any = None         # engine.system.ProcessSample
+    gpu_state: str | None = None
+    gpu_reason: str = ""
+    gpus: list = field(default_factory=list)
+    # (time, step) of recent train records, for the step rate behind the ETA.
+    _rate: deque = field(default_factory=lambda: deque(maxlen=40))
+    versions: dict = field(default_factory=lambda: dict.fromkeys(
+        (LOSS, LR, PROGRESS, FINDINGS, SAMPLES, LOG, GPU, SYSTEM), 0))
+
+    MAX_FINDINGS = 100
+
+    # ------------------------------------------------------------ applying input
+
+    def bump(self, *parts: str) -> None:
+        for p in parts:
+            self.versions[p] += 1
+
+    def apply_records(self, records: Iterable[dict]) -> set[str]:
+        changed: set[str] = set()
+        for rec in records:
+            self.records += 1
+            kind = rec.get("kind")
+            step = _num(rec.get("step"))
+            t = _num(rec.get("time"))
+            if t is not None:
+                self.first_time = t if self.first_time is None else min(self.first_time, t)
+                self.last_time = t if self.last_time is None else max(self.last_time, t)
+            if step is None:
+                continue
+            if kind == "train":
+                self._apply_train(rec, step, t, changed)
+            elif kind == "eval":
+                v = _num(rec.get("eval_loss"), allow_nan=True)
+                if v is not None:
+                    self.eval_loss.add(step, v)
+                    changed.add(LOSS)
+                self.last_eval = rec
+                changed.add(PROGRESS)
+            elif kind == "finding":
+                self._apply_finding(rec, int(step))
+                changed.add(FINDINGS)
+            elif kind == "event":
+                self.events.append(rec)
+                message = str(rec.get("message", "")).lower()
+                if message == "checkpoint saved":
+                    self.last_checkpoint = rec
+                elif message == "adapter saved":
+                    self.adapter = rec
+                changed.add(PROGRESS)
+            elif kind == "sample":
+                self.samples.append(rec)
+                changed.add(SAMPLES)
+        for part in changed:
+            self.versions[part] += 1
+        return changed
+
+    def _apply_train(self, rec: dict, step: float, t: float | None, changed: set[str]) -> None:
+        v = _num(rec.get("loss"), allow_nan=True)
+        if v is not None:
+            self.loss.add(step, v)
+            changed.add(LOSS)
+        for name, series in (("learning_rate", self.lr), ("grad_norm", self.grad_norm)):
+            v = _num(rec.get(name), allow_nan=True)
+            if v is not None:
+                series.add(step, v)
+                changed.add(LR)
+        if t is not None:
+            if self._rate and step <= self._rate[-1][1]:
+                self._rate.clear()
+            self._rate.append((t, step))
+        self.last_train = rec
+        changed.add(PROGRESS)
+        if "gpu_mem_gib" in rec or "gpu_peak_alloc_gib" in rec:
+            changed.add(GPU)
+
+    def _apply_finding(self, rec: dict, step: int) -> None:
+        code = str(rec.get("code") or rec.get("message") or "finding")
+        old = self.findings.pop(code, None)
+        f = Finding(code=code, severity=str(rec.get("severity") or "info"), message=str(rec.get("message") or ""),
+                    evidence=str(rec.get("evidence") or ""), fix=str(rec.get("fix") or ""), step=step,
+                    first_step=old.first_step if old else step, count=(old.count + 1) if old else 1)
+        self.findings[code] = f
+        while len(self.findings) > self.MAX_FINDINGS:
+            self.findings.popitem(last=False)
+
+    def apply_log(self, lines: list[str], reset: bool) -> None:
+        if reset:
+            self.log_lines.clear()
+            self.log_resets += 1
+        self.log_lines.extend(lines)
+        self.log_total += len(lines)
+        self.bump(LOG)
+
+    # ------------------------------------------------------------ derived figures
+
+    def findings_newest_first(self) -> list[Finding]:
+        return list(reversed(self.findings.values()))
+
+    @property
+    def step(self) -> int:
+        from_status = int((self.status or {}).get("step") or 0)
+        from_metrics = int(self.loss.x[-1]) if len(self.loss) else 0
+        if self.last_train and _num(self.last_train.get("step")) is not None:
+            from_metrics = max(from_metrics, int(self.last_train["step"]))
+        return max(from_status, from_metrics)
+
+    @property
+    def max_steps(self) -> int:
+        return int((self.status or {}).get("max_steps") or 0)
+
+    @property
+    def is_final(self) -> bool:
+        return self.state in FINAL_STATES
+
+    def steps_per_s(self) -> float | None:
+        if len(self._rate) < 2:
+            return None
+        (t0, s0), (t1, s1) = self._rate[0], self._rate[-1]
+        if t1 <= t0 or s1 <= s0:
+            return None
+        return (s1 - s0) / (t1 - t0)
+
+    def elapsed_s(self, now: float | None = None) -> float | None:
+        start = _num((self.status or {}).get("started")) or self.first_time
+        if start is None:
+            return None
+        live = self.state not in FINAL_STATES and self.state not in ("lost", "unknown")
+        end = (now or time.time()) if live else (self.last_time or _num((self.status or {}).get("updated")))
+        return None if end is None else max(0.0, end - start)
+
+    def eta_s(self) -> float | None:
+        if self.state in FINAL_STATES or self.state == "lost" or not self.max_steps:
+            return None
+        rate = self.steps_per_s()
+        if not rate:
+            return None
+        return max(0, self.max_steps - self.step) / rate
+
+    def trainer_gpu_mem(self) -> tuple[list[float], list[float], list[float], list[float]]:
+        """(used now, total, utilisation, peak allocated) per GPU, as the trainer last reported them."""
+        rec = self.last_train or {}
+        return (_floats(rec.get("gpu_mem_gib")), _floats(rec.get("gpu_mem_total_gib")),
+                _floats(rec.get("gpu_util")), _floats(rec.get("gpu_peak_alloc_gib")))
+
+
+def _num(v: Any, allow_nan: bool = False) -> float | None:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return None
+    if not allow_nan and not math.isfinite(v):
+        return None
+    return float(v)
+
+
+def _floats(v: Any) -> list[float]:
+    if v is None:
+        return []
+    items = v if isinstance(v, (list, tuple)) else [v]
+    return [float(x) for x in items if isinstance(x, (int, float)) and not isinstance(x, bool)]
