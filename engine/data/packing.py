@@ -70,10 +70,12 @@ def _split_to(bins: list[list[int]], lengths: list[int], n: int) -> list[list[in
 
 
 def plan_steps(lengths: list[int], *, examples_per_step: int, num_epochs: int, seed: int,
-               token_budget: int | None, micro_batch_size: int) -> StepPlan:
+               token_budget: int | None, micro_batch_size: int, multiple_of: int = 1) -> StepPlan:
     """Shuffles per epoch (seeded), groups into optimizer steps, cuts steps into micro-batches.
 
     token_budget None: classic fixed micro-batches of micro_batch_size examples.
+    multiple_of: the number of data-parallel ranks; every step has a multiple of it micro-batches
+    (rank k takes micro-batches k, k+N, ...), so each rank accumulates the same count.
     """
     n = len(lengths)
     epochs_order = []
@@ -84,8 +86,9 @@ def plan_steps(lengths: list[int], *, examples_per_step: int, num_epochs: int, s
         epochs_order.append(steps)
     if token_budget is None:
         per_step = math.ceil(examples_per_step / micro_batch_size)
-        epochs = [[[s[i:i + micro_batch_size] for i in range(0, len(s), micro_batch_size)] for s in steps]
-                  for steps in epochs_order]
+        per_step = math.ceil(per_step / multiple_of) * multiple_of
+        epochs = [[_split_to([s[i:i + micro_batch_size] for i in range(0, len(s), micro_batch_size)],
+                             lengths, min(per_step, len(s))) for s in steps] for steps in epochs_order]
         return StepPlan(epochs, per_step, examples_per_step)
     # Pass 1: how many micro-batches the fullest step needs; every step then uses that many
     # (the Trainer's accumulation count is fixed), balanced by tokens.
@@ -93,6 +96,7 @@ def plan_steps(lengths: list[int], *, examples_per_step: int, num_epochs: int, s
     for steps in epochs_order:
         for s in steps:
             needed = max(needed, len(_bins_needed([lengths[i] for i in s], token_budget)))
+    needed = math.ceil(needed / multiple_of) * multiple_of
     epochs = []
     for steps in epochs_order:
         out_steps = []

@@ -49,7 +49,7 @@ def _gpu_util() -> list[int] | None:
 
 class RunDirCallback(TrainerCallback):
     def __init__(self, run_dir, *, collator, steps_per_epoch: int, stop_flag, stop_on: list[str],
-                 diagnostics=None, is_main: bool = True, tokenizer=None, sample_prompts=(),
+                 diagnostics=None, is_main: bool = True, world_size: int = 1, tokenizer=None, sample_prompts=(),
                  sample_max_new_tokens: int = 128):
         self.run_dir = run_dir
         self.collator = collator
@@ -58,6 +58,9 @@ class RunDirCallback(TrainerCallback):
         self.stop_on = set(stop_on)
         self.diagnostics = diagnostics
         self.is_main = is_main
+        self.world_size = world_size
+        self._tokens = 0.0          # all ranks together, updated each step
+        self._trained = 0.0
         self.writer = MetricsWriter(run_dir) if is_main else None
         self._last_t = None
         self._last_tokens = 0
@@ -89,15 +92,25 @@ class RunDirCallback(TrainerCallback):
     # ---- Trainer events
     def on_train_begin(self, args, state, control, **kw):
         self._last_t = time.time()
-        self._last_tokens = self.collator.tokens_seen
-        self._last_trained = self.collator.trained_tokens_seen
+        self._last_tokens = self._tokens
+        self._last_trained = self._trained
         self._status(state="training", phase=None, step=state.global_step, max_steps=state.max_steps,
                      steps_per_epoch=self.steps_per_epoch)
 
     def on_step_end(self, args, state, control, **kw):
         self._status(state="training", step=state.global_step, max_steps=state.max_steps,
                      epoch=round(state.global_step / self.steps_per_epoch, 4))
-        if self.stop_flag.is_set() or self.stop_reason:
+        local_stop = 1.0 if (self.stop_flag.is_set() or self.stop_reason) else 0.0
+        if self.world_size > 1:
+            from engine.train.distributed import all_reduce_sum
+
+            # Every rank must stop at the same step; the token counts come along for free.
+            stop, self._tokens, self._trained = all_reduce_sum(
+                [local_stop, float(self.collator.tokens_seen), float(self.collator.trained_tokens_seen)])
+        else:
+            stop, self._tokens, self._trained = local_stop, self.collator.tokens_seen, \
+                self.collator.trained_tokens_seen
+        if stop:
             control.should_save = True
             control.should_training_stop = True
 
@@ -113,16 +126,15 @@ class RunDirCallback(TrainerCallback):
             return  # the end-of-training summary: our own records already cover it
         now = time.time()
         dt = max(1e-9, now - (self._last_t or now))
-        tokens = self.collator.tokens_seen - self._last_tokens
-        trained = self.collator.trained_tokens_seen - self._last_trained
-        self._last_t, self._last_tokens, self._last_trained = now, self.collator.tokens_seen, \
-            self.collator.trained_tokens_seen
+        tokens = self._tokens - self._last_tokens
+        trained = self._trained - self._last_trained
+        self._last_t, self._last_tokens, self._last_trained = now, self._tokens, self._trained
         rec = {"epoch": epoch, "loss": _num(logs.get("loss")), "learning_rate": _num(logs.get("learning_rate")),
                "grad_norm": _num(logs.get("grad_norm")), "tokens_per_s": round(tokens / dt, 1),
-               "trained_tokens_per_s": round(trained / dt, 1), "tokens_seen": self.collator.tokens_seen}
+               "trained_tokens_per_s": round(trained / dt, 1), "tokens_seen": int(self._tokens)}
         rec.update(_gpu_fields())
         self._write("train", step, **{k: v for k, v in rec.items() if v is not None})
-        if self.stop_reason:
+        if self.stop_reason and self.world_size == 1:  # several ranks stop together at the next step end
             control.should_save = True
             control.should_training_stop = True
 

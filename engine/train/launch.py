@@ -52,9 +52,11 @@ def new_run_dir(cfg: Config, config_name: str | None = None) -> Path:
     return path.resolve()
 
 
-def _spawn(run_dir: Path, resume: bool) -> subprocess.Popen:
+def _spawn(run_dir: Path, resume: bool, nproc: int) -> subprocess.Popen:
+    from engine.train.distributed import launch_command
+
     log = open(run_dir / LOG_FILE, "ab")
-    cmd = [sys.executable, "-u", "-m", "engine.train.run", str(run_dir)] + (["--resume"] if resume else [])
+    cmd = launch_command(str(run_dir), nproc, resume)
     env = dict(os.environ, PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false")
     # Our own session: the terminal's SIGHUP/SIGINT never reach the trainer.
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -78,10 +80,13 @@ def start_run(cfg: Config, *, run_dir: str | Path | None = None, config_name: st
         rd.mkdir(parents=True, exist_ok=True)
     else:
         rd = new_run_dir(cfg, config_name)
+    from engine.train.distributed import num_processes
+
+    nproc = num_processes(cfg.training.num_gpus)
     cfg.run_name = rd.name
     save_config(cfg, rd / CONFIG_FILE)
-    write_status(rd, state="starting", step=0, max_steps=0, error=None)
-    proc = _spawn(rd, resume=False)
+    write_status(rd, state="starting", step=0, max_steps=0, error=None, world_size=nproc)
+    proc = _spawn(rd, resume=False, nproc=nproc)
     write_status(rd, pid=proc.pid)
     return RunHandle(rd, proc.pid, proc)
 
@@ -94,9 +99,13 @@ def resume_run(run_dir: str | Path) -> RunHandle:
     if effective_state(status) not in FINAL_STATES + ("lost", "unknown"):
         raise UserError(f"{rd}: the run is still {status.get('state')} (pid {status.get('pid')})",
                         fix=f"stop it first: lorapilot stop {rd}")
+    from engine.config import load_config
+    from engine.train.distributed import num_processes
+
+    nproc = num_processes(load_config(rd / CONFIG_FILE).training.num_gpus)
     (rd / STOP_REQUEST_FILE).unlink(missing_ok=True)
-    write_status(rd, state="starting", error=None, hint=None)
-    proc = _spawn(rd, resume=True)
+    write_status(rd, state="starting", error=None, hint=None, world_size=nproc)
+    proc = _spawn(rd, resume=True, nproc=nproc)
     write_status(rd, pid=proc.pid)
     return RunHandle(rd, proc.pid, proc)
 
@@ -108,8 +117,11 @@ def request_stop(run_dir: str | Path) -> bool:
     pid = status.get("pid")
     if status.get("state") in FINAL_STATES or not pid_alive(pid):
         return False
-    # The file also works where signals cannot reach (another container sharing the disk).
+    # Every rank polls the file (and agrees on the step to stop at); it also works where signals
+    # cannot reach, such as another container sharing the disk.
     (rd / STOP_REQUEST_FILE).touch()
+    if (status.get("world_size") or 1) > 1:
+        return True  # SIGTERM to torchrun would kill the ranks before they checkpoint
     try:
         os.kill(pid, signal.SIGTERM)
     except ProcessLookupError:

@@ -19,7 +19,15 @@ from engine.rundir import ADAPTER_DIR, CHECKPOINTS_DIR, CONFIG_FILE, write_statu
 
 
 def log(msg: str) -> None:
-    print(f"[lorapilot] {msg}", flush=True)
+    from engine.train.distributed import is_main
+    if is_main():  # every rank shares train.log: one voice is enough
+        print(f"[lorapilot] {msg}", flush=True)
+
+
+def status(run_dir: Path, **fields) -> None:
+    from engine.train.distributed import is_main
+    if is_main():
+        write_status(run_dir, **fields)
 
 
 def last_checkpoint(run_dir: Path) -> str | None:
@@ -62,11 +70,14 @@ def _preflight(cfg, data, hw, run_dir: Path) -> None:
 
     findings = preflight(data.train, cfg, gpu_bf16=hw.bf16 if hw.device == "cuda" else None,
                          dropped=data.report.dropped)
-    writer = MetricsWriter(run_dir)
-    for f in findings:
-        writer.write("finding", 0, **{k: v for k, v in f.to_record().items() if k not in ("kind", "step", "time")})
-        log(f"pre-flight [{f.severity}] {f.code}: {f.message}")
-    writer.close()
+    from engine.train.distributed import is_main
+
+    if is_main():
+        writer = MetricsWriter(run_dir)
+        for f in findings:
+            writer.write("finding", 0, **{k: v for k, v in f.to_record().items() if k not in ("kind", "step", "time")})
+            log(f"pre-flight [{f.severity}] {f.code}: {f.message}")
+        writer.close()
     errors = [f for f in findings if f.severity == "error"]
     if blocking(findings):
         raise DataError(f"{cfg.dataset.path}: the data cannot train: " + "; ".join(f.message for f in errors),
@@ -96,6 +107,7 @@ def train(cfg, run_dir: Path, *, resume: bool, data=None, tokenizer=None) -> int
     from engine.data.packing import Collator, PlannedMicroBatches, PlanSampler, plan_steps
     from engine.model import add_lora, compute_dtype_name, detect_hardware, load_base_model, load_tokenizer
     from engine.train.callback import RunDirCallback
+    from engine.train.distributed import is_main, world
     from engine.train.signals import StopFlag
     from engine.train.speed import apply_liger, attention_for, token_budget
 
@@ -105,7 +117,7 @@ def train(cfg, run_dir: Path, *, resume: bool, data=None, tokenizer=None) -> int
     dtype_name = compute_dtype_name(cfg.training.precision, hw)
     log(f"hardware: {hw.name} ({hw.device}, {hw.count} GPU); compute dtype {dtype_name}")
 
-    write_status(run_dir, state="loading", phase="data")
+    status(run_dir, state="loading", phase="data")
     tokenizer = tokenizer or load_tokenizer(cfg.model, cfg.trust_remote_code)
     data = data or load_examples(cfg, tokenizer)
     rep = data.report
@@ -116,19 +128,22 @@ def train(cfg, run_dir: Path, *, resume: bool, data=None, tokenizer=None) -> int
         _preflight(cfg, data, hw, run_dir)
 
     t = cfg.training
-    examples_per_step = t.micro_batch_size * t.gradient_accumulation_steps
+    _, _, n_ranks = world()
+    examples_per_step = t.micro_batch_size * t.gradient_accumulation_steps * n_ranks
     n_epochs_planned = max(1, math.ceil(t.num_epochs))
     budget = token_budget(cfg, hw.device, log)
     plan = plan_steps([len(e) for e in data.train], examples_per_step=examples_per_step,
                       num_epochs=n_epochs_planned, seed=t.seed, token_budget=budget,
-                      micro_batch_size=t.micro_batch_size)
+                      micro_batch_size=t.micro_batch_size, multiple_of=n_ranks)
     steps_per_epoch = plan.steps_per_epoch
     max_steps = t.max_steps if t.max_steps > 0 else max(1, round(t.num_epochs * steps_per_epoch))
     log(f"plan: {examples_per_step} examples per optimizer step in {plan.micro_batches_per_step} "
-        f"micro-batches; "
-        f"{steps_per_epoch} steps per epoch; {max_steps} steps")
+        f"micro-batches over {n_ranks} process(es); {steps_per_epoch} steps per epoch; {max_steps} steps")
 
-    write_status(run_dir, state="loading", phase="model", max_steps=max_steps)
+    status(run_dir, state="loading", phase="model", max_steps=max_steps)
+    # Before the adapters exist: their random init must be the seed's, on every rank and every run.
+    from transformers import set_seed
+    set_seed(t.seed)
     model, _ = load_base_model(cfg.model, cfg.quantization, t.precision, trust_remote_code=cfg.trust_remote_code,
                                attn_implementation=attention_for(hw.device, t.packing, log))
     apply_liger(model, hw.device, log)
@@ -142,7 +157,7 @@ def train(cfg, run_dir: Path, *, resume: bool, data=None, tokenizer=None) -> int
     args = TrainingArguments(
         output_dir=str(run_dir / CHECKPOINTS_DIR),
         per_device_train_batch_size=1,  # one item = one planned micro-batch
-        gradient_accumulation_steps=plan.micro_batches_per_step,
+        gradient_accumulation_steps=plan.micro_batches_per_step // n_ranks,  # each rank takes every n-th
         per_device_eval_batch_size=t.micro_batch_size,
         max_steps=max_steps,
         learning_rate=t.learning_rate,
@@ -168,6 +183,8 @@ def train(cfg, run_dir: Path, *, resume: bool, data=None, tokenizer=None) -> int
         remove_unused_columns=False,
         dataloader_num_workers=0,
         gradient_checkpointing=False,  # already enabled on the model by add_lora
+        ddp_backend="gloo" if hw.device == "cpu" and n_ranks > 1 else None,
+        ddp_find_unused_parameters=False,
     )
 
     class PlannedTrainer(Trainer):
@@ -178,6 +195,7 @@ def train(cfg, run_dir: Path, *, resume: bool, data=None, tokenizer=None) -> int
 
     callback = RunDirCallback(run_dir, collator=collator, steps_per_epoch=steps_per_epoch, stop_flag=stop,
                               stop_on=t.stop_on, diagnostics=_live_diagnostics(run_dir, resume, data),
+                              is_main=is_main(), world_size=n_ranks,
                               tokenizer=tokenizer, sample_prompts=choose_prompts(cfg, tokenizer, data.validation),
                               sample_max_new_tokens=t.sample_max_new_tokens)
     trainer = PlannedTrainer(model=model, args=args, train_dataset=train_ds,
@@ -197,15 +215,16 @@ def train(cfg, run_dir: Path, *, resume: bool, data=None, tokenizer=None) -> int
         reason = callback.stop_reason or "stop requested"
         log(f"stopped at step {step}: {reason}")
         callback._write("event", step, message=f"stopped: {reason}")
-        write_status(run_dir, state="stopped", step=step, stop_reason=reason)
+        status(run_dir, state="stopped", step=step, stop_reason=reason)
         return EXIT_OK
-    write_status(run_dir, state="saving", step=step)
+    status(run_dir, state="saving", step=step)
     adapter_dir = run_dir / ADAPTER_DIR
-    model.save_pretrained(str(adapter_dir))
-    tokenizer.save_pretrained(str(adapter_dir))
-    _save_generation_config(model, tokenizer, adapter_dir)
+    if is_main():
+        model.save_pretrained(str(adapter_dir))
+        tokenizer.save_pretrained(str(adapter_dir))
+        _save_generation_config(model, tokenizer, adapter_dir)
     callback._write("event", step, message="adapter saved", path=str(adapter_dir))
-    write_status(run_dir, state="done", step=step)
+    status(run_dir, state="done", step=step)
     log(f"done: adapter in {adapter_dir}")
     return EXIT_OK
 
@@ -237,26 +256,30 @@ def main(argv: list[str] | None = None) -> int:
     import yaml
 
     from engine.config import config_from_dict
+    from engine.train.distributed import world
 
     ap = argparse.ArgumentParser(prog="python -m engine.train.run")
     ap.add_argument("run_dir")
     ap.add_argument("--resume", action="store_true")
     a = ap.parse_args(argv)
     run_dir = Path(a.run_dir).resolve()
-    write_status(run_dir, state="starting", pid=os.getpid(), error=None, hint=None)
+    _, _, n_ranks = world()
+    # With several ranks the launcher's torchrun agent keeps `pid`: it lives exactly as long as the run.
+    status(run_dir, state="starting", error=None, hint=None, world_size=n_ranks,
+           **({"pid": os.getpid()} if n_ranks == 1 else {"rank0_pid": os.getpid()}))
     cfg = None
     try:
         cfg = config_from_dict(yaml.safe_load((run_dir / CONFIG_FILE).read_text()), source=str(run_dir / CONFIG_FILE))
         return train(cfg, run_dir, resume=a.resume)
     except UserError as e:
         log(f"error: {e}")
-        write_status(run_dir, state="failed", error=str(e), hint=e.fix)
+        status(run_dir, state="failed", error=str(e), hint=e.fix)
         return EXIT_BAD_INPUT
     except Exception as e:  # the run failed: record why, keep the traceback in train.log
         traceback.print_exc()
         text = f"{type(e).__name__}: {e}".splitlines()[0]
         hint = oom_hint(cfg) if cfg is not None and "out of memory" in str(e).lower() else None
-        write_status(run_dir, state="failed", error=text, hint=hint)
+        status(run_dir, state="failed", error=text, hint=hint)
         log(f"failed: {text}" + (f"\nhint: {hint}" if hint else ""))
         return EXIT_RUN_FAILED
 

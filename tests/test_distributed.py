@@ -1,0 +1,73 @@
+"""Data parallel: the launch command, the per-rank plan, and a real 2-process run (gloo on the CPU)."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+import yaml
+
+from conftest import DEMO_CONFIG, run_cli
+from engine.data.packing import plan_steps
+from engine.errors import ConfigError
+from engine.rundir import read_metrics, read_status
+from engine.train.distributed import CPU_DDP_ENV, launch_command, num_processes
+
+
+def test_launch_command_single_and_multi():
+    assert launch_command("/r", 1, False) == [sys.executable, "-u", "-m", "engine.train.run", "/r"]
+    cmd = launch_command("/r", 4, True)
+    assert cmd[:5] == [sys.executable, "-u", "-m", "torch.distributed.run", "--standalone"]
+    assert "--nproc_per_node=4" in cmd and cmd[-4:] == ["-m", "engine.train.run", "/r", "--resume"]
+
+
+def test_num_processes_on_a_machine_without_gpus(monkeypatch):
+    monkeypatch.delenv(CPU_DDP_ENV, raising=False)
+    monkeypatch.setattr("engine.train.distributed.visible_gpus", lambda: 0)
+    assert num_processes(None) == 1 and num_processes(1) == 1
+    with pytest.raises(ConfigError, match="training.num_gpus: 2 requested but 0 GPU"):
+        num_processes(2)
+    monkeypatch.setattr("engine.train.distributed.visible_gpus", lambda: 8)
+    assert num_processes(None) == 8 and num_processes(2) == 2
+
+
+@pytest.mark.parametrize("budget", [None, 300])
+def test_every_step_splits_evenly_over_the_ranks(budget):
+    lengths = [(i * 37) % 250 + 20 for i in range(130)]
+    plan = plan_steps(lengths, examples_per_step=12, num_epochs=1, seed=0, token_budget=budget,
+                      micro_batch_size=2, multiple_of=4)
+    assert plan.micro_batches_per_step % 4 == 0
+    for step in plan.epochs[0][:-1]:
+        assert len(step) == plan.micro_batches_per_step and sum(map(len, step)) == 12
+
+
+def _config(tmp_path, name: str, **training) -> str:
+    raw = yaml.safe_load(DEMO_CONFIG.read_text())
+    raw["dataset"]["path"] = str(DEMO_CONFIG.parent / raw["dataset"]["path"])
+    raw["lora"]["dropout"] = 0.0  # dropout masks differ between process layouts; the math must not
+    raw["training"].update(dict(max_seq_length=64, max_steps=4, logging_steps=1, eval_steps=100, save_steps=100,
+                                micro_batch_size=2), **training)
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return str(path)
+
+
+@pytest.mark.slow
+def test_two_processes_train_like_one_with_the_same_effective_batch(tmp_path):
+    ddp = _config(tmp_path, "ddp", gradient_accumulation_steps=2, num_gpus=2)
+    one = _config(tmp_path, "one", gradient_accumulation_steps=4, num_gpus=1)
+    r = run_cli("train", ddp, "--run-dir", str(tmp_path / "ddp"), env={CPU_DDP_ENV: "1"})
+    assert r.returncode == 0, r.stderr + (tmp_path / "ddp" / "train.log").read_text()[-3000:]
+    r = run_cli("train", one, "--run-dir", str(tmp_path / "one"))
+    assert r.returncode == 0, r.stderr
+    status = read_status(tmp_path / "ddp")
+    assert status["state"] == "done" and status["world_size"] == 2
+    train = {d: [x for x in read_metrics(tmp_path / d) if x["kind"] == "train"] for d in ("ddp", "one")}
+    assert [x["step"] for x in train["ddp"]] == [1, 2, 3, 4]  # rank 0 alone writes: one record per step
+    for a, b in zip(train["ddp"], train["one"]):
+        # 8 examples per optimizer step either way: 2 ranks x 2 x 2, or 1 x 2 x 4.
+        assert a["loss"] == pytest.approx(b["loss"], rel=2e-3), (a, b)
+        assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=2e-3), (a, b)
+    log = (tmp_path / "ddp" / "train.log").read_text()
+    assert "8 examples per optimizer step" in log and "over 2 process(es)" in log
+    assert (tmp_path / "ddp" / "adapter" / "adapter_model.safetensors").exists()
