@@ -1,0 +1,320 @@
+"""`lorapilot sweep CONFIG`: short trials over learning rate x LoRA r, the best one's settings kept.
+
+    lorapilot sweep CONFIG [--lr 1e-4,2e-4,5e-4] [--r 4,8,16] [--steps 100] [--budget-minutes M]
+                    [--price-per-hour P] [--parallel N] [--yes] [--detach] [--apply OUT.yaml]
+    lorapilot sweep SWEEP_DIR [--apply OUT.yaml]    the result of a sweep (and the winner's config)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import sys
+import time
+from pathlib import Path
+
+from engine.errors import EXIT_OK, EXIT_RUN_FAILED, UserError
+from engine.sweep.plan import DEFAULT_LRS, DEFAULT_RS, DEFAULT_STEPS, STOP_ON, lr_text
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("target", nargs="?", metavar="CONFIG|SWEEP_DIR",
+                        help="the base config to sweep, or a sweep directory to report on (or --apply)")
+    parser.add_argument("--lr", metavar="LIST", help="learning rates, comma-separated (default: "
+                        + ",".join(lr_text(x) for x in DEFAULT_LRS) + ")")
+    parser.add_argument("--r", metavar="LIST", help="LoRA ranks, comma-separated; alpha = 2r (default: "
+                        + ",".join(str(x) for x in DEFAULT_RS) + ")")
+    parser.add_argument("--steps", type=int, default=DEFAULT_STEPS,
+                        help=f"optimizer steps per trial, rounded to a multiple of 3 (default {DEFAULT_STEPS})")
+    parser.add_argument("--budget-minutes", type=float, metavar="M",
+                        help="fit the sweep into M minutes: shorter trials first, then fewer")
+    parser.add_argument("--price-per-hour", type=float, metavar="P", help="the machine's price per hour, for the cost")
+    parser.add_argument("--parallel", type=int, metavar="N",
+                        help="trials at once (default: one per visible GPU; 1 on one GPU or the CPU)")
+    parser.add_argument("--gpu", metavar="NAME", help="GPU preset for the time estimate (default: the GPU present)")
+    parser.add_argument("--no-halving", action="store_true",
+                        help="run every trial to the end (still stopping on nan_loss / loss_explosion)")
+    parser.add_argument("--sweep-dir", metavar="DIR", help="directory to create (default: runs/sweep-<name>-<time>)")
+    parser.add_argument("--yes", "-y", action="store_true", help="start without asking (scripts)")
+    parser.add_argument("--detach", action="store_true", help="start the sweep in the background and return at once")
+    parser.add_argument("--dry-run", action="store_true", help="show the plan and exit")
+    parser.add_argument("--apply", metavar="OUT.yaml",
+                        help="write the winner's config (base config, winning lr and r, alpha = 2r) to OUT.yaml")
+
+
+def visible_devices() -> list[str]:
+    """The GPUs trials may be spread over: CUDA_VISIBLE_DEVICES' entries, else every GPU NVML sees."""
+    mask = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if mask is not None:
+        return [d.strip() for d in mask.split(",") if d.strip() and d.strip() != "-1"]
+    try:
+        from engine.gpu import gpu_count
+        return [str(i) for i in range(gpu_count())]
+    except Exception:  # no NVML, no driver: the CPU
+        return []
+
+
+def _check_numbers(a) -> None:
+    if a.steps is None or a.steps < 3:
+        raise UserError(f"--steps: {a.steps} is too few; a trial needs at least 3 steps", fix="--steps 100 is usual")
+    if a.budget_minutes is not None and not a.budget_minutes > 0:
+        raise UserError(f"--budget-minutes: {a.budget_minutes:g} must be more than 0")
+    if a.price_per_hour is not None and not a.price_per_hour >= 0:
+        raise UserError(f"--price-per-hour: {a.price_per_hour:g} must be 0 or more")
+    if a.parallel is not None and a.parallel < 1:
+        raise UserError(f"--parallel: {a.parallel} must be 1 or more")
+
+
+def run(a: argparse.Namespace) -> int:
+    if not a.target:
+        raise UserError("sweep needs a CONFIG (or a SWEEP_DIR to report on)",
+                        fix="try: lorapilot sweep presets/demo.yaml --lr 1e-3,3e-3 --r 4,8 --steps 12")
+    target = Path(a.target)
+    if target.is_dir():
+        return _existing(target, a)
+    return _new(target, a)
+
+
+# ---------------------------------------------------------------- an existing sweep
+
+def _existing(sweep_dir: Path, a) -> int:
+    from engine.sweep.report import apply_winner, print_report
+    from engine.sweep.summary import summarize_sweep
+    from engine.sweep.sweepdir import is_sweep_dir, read_sweep
+
+    if not is_sweep_dir(sweep_dir):
+        raise UserError(f"{sweep_dir}: a directory but not a sweep directory (no sweep.json)",
+                        fix="give a config file to start a sweep, or a directory made by `lorapilot sweep`")
+    summary = summarize_sweep(sweep_dir)
+    if summary["state"] not in ("done", "stopped", "failed"):
+        if a.apply:
+            raise UserError(f"{sweep_dir}: the sweep is {summary['state']}; no winner yet",
+                            fix="wait for it to finish, then run this again")
+        _print_progress(summary)
+        return EXIT_OK
+    sweep = read_sweep(sweep_dir)
+    if a.apply:
+        path = apply_winner(sweep, a.apply)
+        print(f"winner's config written to {path}\ntrain it: lorapilot train {path}")
+        return EXIT_OK
+    print_report(sweep)
+    return EXIT_OK
+
+
+def _print_progress(summary: dict) -> None:
+    print(f"sweep {summary['name']}: {summary['state']}, {summary['elapsed_s'] or 0:.0f} s so far")
+    for t in summary["trials"]:
+        ev = f"{t['eval_loss']:.4f}" if isinstance(t["eval_loss"], float) else "-"
+        print(f"  {t['id']:<18} {t['state']:<10} step {t['step']}/{t['max_steps']}  eval {ev}"
+              + (f"  ({t['stopped_by']})" if t["stopped_by"] else ""))
+    if summary["best"]:
+        b = summary["best"]
+        print(f"best so far: {b['id']} eval loss {b['eval_loss']:.4f} at step {b['step']}")
+
+
+# ---------------------------------------------------------------- a new sweep
+
+def _duration(seconds: float) -> str:
+    minutes = round(seconds / 60)
+    return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{max(minutes, 1)} min"
+
+
+def _new(config_path: Path, a) -> int:
+    from engine.config import load_config
+    from engine.estimate import detect_gpu, get_gpu
+    from engine.sweep.cost import dataset_sizes, trial_time_model
+    from engine.sweep.plan import fit_budget, grid, parse_lrs, parse_rs, round_steps, sweep_seconds
+
+    _check_numbers(a)
+    trials = grid(parse_lrs(a.lr), parse_rs(a.r))
+    steps = round_steps(a.steps)
+    cfg = load_config(config_path)
+    devices = visible_devices()
+    lanes = a.parallel or max(1, len(devices))
+    gpu = get_gpu(a.gpu) if a.gpu else detect_gpu()
+    n_train, n_val = dataset_sizes(cfg)
+    if n_val == 0:
+        raise UserError(f"{config_path}: the sweep ranks trials by eval loss, but the config holds no validation "
+                        "examples", fix="set dataset.validation_split (0.05) or dataset.validation_path")
+    model = trial_time_model(cfg, trials, gpu, n_train=n_train, n_val=n_val)
+    budget_s = a.budget_minutes * 60 if a.budget_minutes else None
+    fitted = None
+    if budget_s and model.seconds:
+        fitted = fit_budget(len(trials), steps, budget_s, lanes, model.seconds)
+        trials, steps = trials[:fitted.n_trials], fitted.steps
+    trial_s = model.seconds(steps) if model.seconds else None
+    total_s = sweep_seconds(len(trials), trial_s, lanes) if trial_s else None
+    plan = {"lanes": lanes, "gpu": model.gpu_name, "trial_s": round(trial_s, 1) if trial_s else None,
+            "total_s": round(total_s, 1) if total_s else None,
+            "cost": round(total_s / 3600 * a.price_per_hour, 2) if total_s and a.price_per_hour is not None else None,
+            "price_per_hour": a.price_per_hour, "budget_s": budget_s,
+            "budget_change": fitted.changed if fitted else None, "time_unknown_because": model.why_unknown}
+    print(_plan_text(trials, steps, a.steps, lanes, devices, plan, not a.no_halving))
+    if a.dry_run:
+        return EXIT_OK
+
+    from engine.train.launch import check_inputs
+
+    check_inputs(cfg)
+    if not _confirmed(a):
+        print("not started")
+        return EXIT_OK
+    sweep_dir = _make_sweep_dir(cfg, config_path, a.sweep_dir)
+    sweep = _sweep_record(sweep_dir, cfg, config_path, trials, steps, a, plan, devices)
+    shutil.copyfile(config_path, sweep_dir / "base_config.yaml")
+    from engine.sweep.driver import spawn_driver
+    from engine.sweep.sweepdir import write_sweep
+
+    write_sweep(sweep_dir, sweep)
+    proc = spawn_driver(sweep_dir)
+    if a.detach:
+        print(f"sweep directory: {sweep_dir}\ndriver pid: {proc.pid}\n"
+              f"progress: lorapilot sweep {sweep_dir}\nstop:     lorapilot stop {sweep_dir}")
+        return EXIT_OK
+    print(f"sweep directory: {sweep_dir} (driver pid {proc.pid}); Ctrl-C stops it gracefully", flush=True)
+    return _follow(sweep_dir, proc, a)
+
+
+def _plan_text(trials, steps: int, requested: int, lanes: int, devices: list[str], plan: dict,
+               halving: bool) -> str:
+    from engine.sweep.plan import rungs
+
+    lrs = sorted({t.learning_rate for t in trials})
+    rs = sorted({t.r for t in trials})
+    rounded = f" (--steps {requested} rounded to a multiple of 3)" if steps != requested and not plan["budget_change"] \
+        else ""
+    if len(trials) == len(lrs) * len(rs):
+        what = f"{len(trials)} trials over lr {', '.join(lr_text(x) for x in lrs)} x r {', '.join(str(r) for r in rs)}"
+    else:
+        what = f"{len(trials)} trials (lr x r: {', '.join(f'{lr_text(t.learning_rate)} x {t.r}' for t in trials)})"
+    lines = [f"sweep   {what} (alpha = 2r), {steps} steps each{rounded}",
+             f"stops   at once on {' / '.join(STOP_ON)}"
+             + (f"; halving at steps {' and '.join(str(s) for s in rungs(steps))}: a trial whose eval loss is in "
+                "the worse half there stops" if halving else "; no halving (--no-halving)")]
+    if devices and lanes > 1:
+        where = f"{lanes} at once, one per GPU ({', '.join(devices[:lanes])})" if lanes <= len(devices) else \
+            f"{lanes} at once over GPUs {', '.join(devices)}"
+    elif devices:
+        where = f"one after another on GPU {devices[0]}"
+    else:
+        where = "on the CPU, " + ("one after another" if lanes == 1 else f"{lanes} at once")
+    lines.append(f"runs    {where}")
+    if plan["total_s"]:
+        cost = f"; cost about {plan['cost']:.2f} at {plan['price_per_hour']:g}/h" if plan["cost"] is not None else ""
+        lines.append(f"time    about {_duration(plan['total_s'])} in all ({_duration(plan['trial_s'])} a trial on "
+                     f"{plan['gpu']}; an upper bound: trials stopped early finish sooner){cost}")
+    else:
+        lines.append(f"time    unknown before the first trial ends: {plan['time_unknown_because']}; "
+                     "the first trial's measured time is used from then on")
+    if plan["budget_s"]:
+        if plan["budget_change"]:
+            lines.append(f"budget  {plan['budget_change']}")
+        elif plan["total_s"]:
+            lines.append(f"budget  {plan['budget_s'] / 60:g} min: the plan fits")
+        else:
+            lines.append(f"budget  {plan['budget_s'] / 60:g} min: trials that would end past it are not started, "
+                         "and running ones stop when it is spent")
+    return "\n".join(lines)
+
+
+def _confirmed(a) -> bool:
+    if a.yes:
+        return True
+    if not sys.stdin.isatty():
+        raise UserError("the sweep was not confirmed (no terminal to ask on)",
+                        fix="pass --yes to start it from a script")
+    try:
+        answer = input("Start the sweep? [y/N] ")
+    except EOFError:
+        return False
+    return answer.strip().lower() in ("y", "yes")
+
+
+def _make_sweep_dir(cfg, config_path: Path, wanted: str | None) -> Path:
+    from engine.rundir import default_runs_root
+
+    if wanted:
+        path = Path(wanted)
+        if path.exists() and any(path.iterdir()):
+            raise UserError(f"{path}: the sweep directory exists and is not empty", fix="choose another --sweep-dir")
+        path.mkdir(parents=True, exist_ok=True)
+        return path.resolve()
+    root = Path(cfg.runs_dir) if cfg.runs_dir != "runs" else default_runs_root()
+    base = f"sweep-{config_path.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    path, n = root / base, 2
+    while path.exists():
+        path, n = root / f"{base}-{n}", n + 1
+    path.mkdir(parents=True)
+    return path.resolve()
+
+
+def _sweep_record(sweep_dir: Path, cfg, config_path: Path, trials, steps: int, a, plan: dict,
+                  devices: list[str]) -> dict:
+    from engine.sweep.plan import rungs
+    from engine.sweep.sweepdir import TRIAL_PENDING
+
+    return {
+        "version": 1, "name": sweep_dir.name, "sweep_dir": str(sweep_dir), "created": time.time(),
+        "state": "planned", "driver_pid": None, "started": None, "ended": None,
+        "base_config_path": str(config_path.resolve()), "base_config": cfg.to_dict(),
+        "grid": {"learning_rate": sorted({t.learning_rate for t in trials}), "r": sorted({t.r for t in trials})},
+        "requested_steps": a.steps, "steps": steps, "rungs": rungs(steps), "eval_steps": steps // 3,
+        "halving": not a.no_halving, "stop_on": list(STOP_ON), "lanes": plan["lanes"], "devices": devices,
+        "plan": plan, "apply_path": str(Path(a.apply).resolve()) if a.apply else None,
+        "trials": [{"id": t.id, "learning_rate": t.learning_rate, "r": t.r, "alpha": t.alpha,
+                    "run_dir": str(sweep_dir / t.id), "state": TRIAL_PENDING, "step": 0, "stopped_by": None,
+                    "stop_reason": None} for t in trials],
+        "winner": None, "table": None,
+    }
+
+
+def _follow(sweep_dir: Path, proc, a, poll_s: float = 1.0) -> int:
+    """Progress lines until the driver ends; Ctrl-C asks for a graceful stop, twice leaves it running."""
+    from engine.sweep.report import print_report
+    from engine.sweep.sweepdir import read_sweep, request_sweep_stop
+
+    stopping = False
+
+    def on_int(signum, frame):
+        nonlocal stopping
+        if stopping:
+            raise KeyboardInterrupt
+        stopping = True
+        print("\nstopping the sweep: running trials checkpoint and stop (Ctrl-C again to leave it running)",
+              flush=True)
+        request_sweep_stop(sweep_dir)
+
+    old = signal.signal(signal.SIGINT, on_int)
+    seen: dict = {}
+    try:
+        while True:
+            done = proc.poll() is not None
+            sweep = read_sweep(sweep_dir)
+            for t in sweep["trials"]:
+                evals = t.get("evals") or []
+                key = (t["state"], len(evals), t.get("stopped_by"))
+                if seen.get(t["id"]) != key:
+                    seen[t["id"]] = key
+                    ev = f"  eval {evals[-1][1]:.4f} at step {evals[-1][0]}" if evals else ""
+                    why = f"  stopped: {t['stopped_by']}" if t.get("stopped_by") else ""
+                    print(f"{t['id']:<18} {t['state']:<10}{ev}{why}", flush=True)
+            if done:
+                break
+            time.sleep(poll_s)
+    except KeyboardInterrupt:
+        print(f"left running: `lorapilot sweep {sweep_dir}` shows its progress")
+        return EXIT_OK
+    finally:
+        signal.signal(signal.SIGINT, old)
+    sweep = read_sweep(sweep_dir)
+    print_report(sweep)
+    if sweep.get("applied"):
+        print(f"winner's config written to {sweep['applied']}\ntrain it: lorapilot train {sweep['applied']}")
+    elif sweep.get("apply_error"):
+        print(f"lorapilot: --apply: {sweep['apply_error']}", file=sys.stderr)
+    if sweep.get("state") == "failed":
+        print(f"lorapilot: sweep failed: {sweep.get('error')}\n  log: {sweep_dir / 'sweep.log'}", file=sys.stderr)
+        return EXIT_RUN_FAILED
+    return EXIT_OK

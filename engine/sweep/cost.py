@@ -1,0 +1,70 @@
+"""The sweep's time and cost before it starts, from engine.estimate (config.json alone, no torch)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from engine.config import Config
+from engine.sweep.plan import RUNG_DIVISOR, Trial, trial_config
+
+# Loading the base model, tokenizing and the data doctor before a trial's first step: a guess for a
+# 7-8B model from a local disk; the driver measures the real trial time once the first trial ends.
+TRIAL_START_S = 60.0
+# An evaluation's forward pass costs about a third of a training step's forward + backward per token.
+EVAL_COST_PER_EXAMPLE = 1 / 3
+
+
+@dataclass
+class TimeModel:
+    """One trial's wall time as a function of its steps; None when it cannot be estimated."""
+    seconds: Callable[[int], float] | None
+    gpu_name: str | None
+    why_unknown: str | None = None
+
+
+def trial_time_model(base: Config, trials: list[Trial], gpu, *, n_train: int | None,
+                     n_val: int | None) -> TimeModel:
+    """Seconds for one trial (the largest r, an upper bound): steps, its three evaluations, start-up."""
+    from engine.errors import UserError
+    from engine.estimate import estimate, read_model_config
+
+    if gpu is None or not gpu.tflops_16bit:
+        why = ("no GPU here to estimate for (pass --gpu NAME to plan for one)" if gpu is None
+               else f"no speed figure for {gpu.name}")
+        return TimeModel(None, None, why)
+    from engine.model import resolve_model_path
+
+    try:
+        info = read_model_config(resolve_model_path(base.model))
+    except UserError as e:  # a hub id with no network, say: the sweep can still run, only unestimated
+        return TimeModel(None, gpu.name, f"the model's size is unknown ({e.message})")
+    widest = max(trials, key=lambda t: t.r)
+    examples_per_step = base.training.micro_batch_size * base.training.gradient_accumulation_steps
+
+    def seconds(steps: int) -> float | None:
+        cfg = trial_config(base, widest, steps)
+        est = estimate(cfg, info, gpu, n_examples=n_train, num_gpus=1)
+        if est.time_s is None:
+            return None
+        per_step = est.time_s / steps
+        evals = RUNG_DIVISOR * (n_val or 0) / examples_per_step * per_step * EVAL_COST_PER_EXAMPLE
+        return est.time_s + evals + TRIAL_START_S
+
+    if seconds(RUNG_DIVISOR) is None:
+        return TimeModel(None, gpu.name, "the step time could not be estimated")
+    return TimeModel(seconds, gpu.name)
+
+
+def dataset_sizes(cfg: Config) -> tuple[int | None, int | None]:
+    """(training, validation) examples of a local dataset, or (None, None)."""
+    from engine.estimate import count_examples, training_examples
+
+    total = count_examples(cfg.dataset.path)
+    if total is None:
+        return None, None
+    if cfg.dataset.max_examples:
+        total = min(total, cfg.dataset.max_examples)
+    n_train = training_examples(total, cfg.dataset.validation_split, bool(cfg.dataset.validation_path))
+    n_val = count_examples(cfg.dataset.validation_path) if cfg.dataset.validation_path else total - n_train
+    return n_train, n_val

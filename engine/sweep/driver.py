@@ -1,0 +1,286 @@
+"""The sweep driver: `python -m engine.sweep.driver SWEEP_DIR`, a detached process like the trainer.
+
+It starts each trial as an ordinary run (engine.train.launch.start_run) in SWEEP_DIR/<trial id>/,
+`lanes` at a time (one per visible GPU, each trial seeing only its GPU through CUDA_VISIBLE_DEVICES),
+follows their metrics.jsonl, stops the hopeless ones (engine.sweep.plan's rule), keeps to the budget,
+and rewrites sweep.json as it goes. It dies with nothing: a trial is its own process and session, and
+sweep.json always holds the last known picture. SIGTERM or SWEEP_DIR/stop.request stops every running
+trial gracefully (checkpoint, then exit) and starts no more.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from engine.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_RUN_FAILED, UserError
+from engine.rundir import FINAL_STATES, MetricsTail, pid_alive, read_metrics, read_status
+from engine.sweep.plan import Trial, halving_should_stop, trial_config
+from engine.sweep.report import RESULT_KEYS, choose_winner, table_rows, trial_metrics
+from engine.sweep.sweepdir import (SWEEP_LOG, SWEEP_STOP_FILE, TRIAL_PENDING, TRIAL_SKIPPED, read_sweep,
+                                   write_sweep)
+
+POLL_S = 0.5
+
+
+def log(msg: str) -> None:
+    print(f"[sweep] {time.strftime('%H:%M:%S')} {msg}", flush=True)
+
+
+def spawn_driver(sweep_dir: Path) -> subprocess.Popen:
+    """Starts the driver in its own session (an SSH drop or closing the app never reaches it)."""
+    out = open(sweep_dir / SWEEP_LOG, "ab")
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([sys.executable, "-u", "-m", "engine.sweep.driver", str(sweep_dir)], stdout=out,
+                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                            close_fds=True, env=env, cwd=os.getcwd())
+    out.close()
+    return proc
+
+
+@contextlib.contextmanager
+def _visible_device(device: str | None):
+    """The trial's process inherits this environment: it sees only its own GPU."""
+    if device is None:
+        yield
+        return
+    old = os.environ.get("CUDA_VISIBLE_DEVICES")
+    os.environ["CUDA_VISIBLE_DEVICES"] = device
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+        else:
+            os.environ["CUDA_VISIBLE_DEVICES"] = old
+
+
+class Driver:
+    def __init__(self, sweep_dir: str | Path):
+        from engine.config import config_from_dict
+
+        self.dir = Path(sweep_dir).resolve()
+        self.sweep = read_sweep(self.dir)
+        self.base = config_from_dict(self.sweep["base_config"], source=str(self.dir / "sweep.json"))
+        self.trials = {t["id"]: t for t in self.sweep["trials"]}
+        self.handles: dict = {}       # trial id -> RunHandle
+        self.tails: dict = {}         # trial id -> MetricsTail
+        self.lane_of: dict = {}       # trial id -> lane index
+        self.stopping: str | None = None  # why no more trials start: "user" | "budget" | "failed"
+        self.abort_reason: str | None = None
+        self.rung_losses: dict = self.sweep.setdefault("rung_losses", {str(r): {} for r in self.sweep["rungs"]})
+
+    # ------------------------------------------------------------ the loop
+    def run(self) -> int:
+        s = self.sweep
+        s.update(state="running", driver_pid=os.getpid(), started=s.get("started") or time.time())
+        write_sweep(self.dir, s)
+        signal.signal(signal.SIGTERM, lambda *_: self._ask_stop("user", "stop requested"))
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        log(f"{len(s['trials'])} trials of {s['steps']} steps, {s['lanes']} at a time; rungs {s['rungs']}")
+        while True:
+            if (self.dir / SWEEP_STOP_FILE).exists():
+                self._ask_stop("user", "stop requested")
+            self._check_budget_running()
+            self._poll()
+            if self.stopping is None:
+                self._start_more()
+            if not self.handles and (self.stopping or not self._pending()):
+                break
+            write_sweep(self.dir, s)
+            time.sleep(POLL_S)
+        return self._finish()
+
+    def _pending(self) -> list[dict]:
+        return [t for t in self.sweep["trials"] if t["state"] == TRIAL_PENDING]
+
+    def _ask_stop(self, why: str, reason: str) -> None:
+        if self.stopping is None:
+            self.stopping = why
+            log(f"stopping the sweep: {reason}")
+        from engine.train.launch import request_stop
+
+        for tid, handle in self.handles.items():
+            t = self.trials[tid]
+            if not t.get("stopped_by"):
+                t.update(stopped_by=why, stop_reason=reason)
+                request_stop(handle.run_dir)
+
+    # ------------------------------------------------------------ starting trials
+    def _predicted_trial_s(self) -> float | None:
+        plan = self.sweep["plan"]
+        return plan.get("measured_trial_s") or plan.get("trial_s")
+
+    def _start_more(self) -> None:
+        lanes = self.sweep["lanes"]
+        budget = self.sweep["plan"].get("budget_s")
+        for t in self._pending():
+            if len(self.handles) >= lanes:
+                return
+            predicted = self._predicted_trial_s()
+            elapsed = time.time() - self.sweep["started"]
+            if budget and predicted and elapsed + predicted > budget:
+                for rest in self._pending():
+                    rest.update(state=TRIAL_SKIPPED, stopped_by="budget",
+                                stop_reason=f"not started: {elapsed / 60:.1f} min spent, a trial takes about "
+                                            f"{predicted / 60:.1f} min, the budget is {budget / 60:g} min")
+                log("budget reached: the remaining trials are skipped")
+                return
+            self._start(t)
+
+    def _start(self, t: dict) -> None:
+        from engine.train.launch import start_run
+
+        lane = min(set(range(self.sweep["lanes"])) - set(self.lane_of.values()))
+        devices = self.sweep.get("devices") or []
+        device = devices[lane % len(devices)] if devices else None
+        cfg = trial_config(self.base, Trial(t["learning_rate"], t["r"]), self.sweep["steps"])
+        run_dir = self.dir / t["id"]
+        try:
+            with _visible_device(device):
+                handle = start_run(cfg, run_dir=run_dir, check=False)
+        except UserError as e:
+            t.update(state="failed", error=str(e).splitlines()[0], ended=time.time())
+            self.abort_reason = f"trial {t['id']} could not start: {e.message}"
+            self.stopping = "failed"
+            log(self.abort_reason)
+            return
+        self.handles[t["id"]] = handle
+        self.tails[t["id"]] = MetricsTail(run_dir)
+        self.lane_of[t["id"]] = lane
+        t.update(state="starting", run_dir=str(run_dir), gpu=device, started=time.time(), pid=handle.pid)
+        log(f"started {t['id']} (lr {t['learning_rate']:g}, r {t['r']}) pid {handle.pid}"
+            + (f" on GPU {device}" if device is not None else ""))
+
+    # ------------------------------------------------------------ following trials
+    def _poll(self) -> None:
+        for tid in list(self.handles):
+            t, handle = self.trials[tid], self.handles[tid]
+            for rec in self.tails[tid].read_new():
+                if rec.get("kind") == "eval":
+                    self._on_eval(t, handle, rec)
+                elif rec.get("kind") == "train":
+                    t["loss"] = rec.get("loss")
+            status = read_status(handle.run_dir) or {}
+            t["step"], t["max_steps"] = status.get("step", t.get("step", 0)), status.get("max_steps")
+            if status.get("state") and status["state"] not in FINAL_STATES:
+                t["state"] = status["state"]
+            rc = handle.process.poll() if handle.process else (None if pid_alive(handle.pid) else 0)
+            if rc is not None:
+                self._on_exit(t, handle, rc)
+
+    def _on_eval(self, t: dict, handle, rec: dict) -> None:
+        step, loss = int(rec.get("step") or 0), rec.get("eval_loss")
+        t.setdefault("evals", []).append([step, loss])
+        t["eval_loss"] = loss
+        key = str(step)
+        if key not in self.rung_losses or not isinstance(loss, (int, float)):
+            return
+        others = [v for k, v in self.rung_losses[key].items() if k != t["id"]]
+        self.rung_losses[key][t["id"]] = loss
+        if not self.sweep.get("halving") or t.get("stopped_by"):
+            return
+        if halving_should_stop(loss, others):
+            from engine.train.launch import request_stop
+
+            better = sum(1 for x in others if isinstance(x, (int, float)) and x < loss)
+            t.update(stopped_by="halving",
+                     stop_reason=f"eval loss {loss:.4f} at step {step} is in the worse half of the "
+                                 f"{len(others) + 1} trials at this rung ({better} better)")
+            log(f"halving stops {t['id']}: {t['stop_reason']}")
+            request_stop(handle.run_dir)
+
+    def _on_exit(self, t: dict, handle, rc: int) -> None:
+        from engine.diagnose.codes import STOPPABLE
+
+        status = read_status(handle.run_dir) or {}
+        state = status.get("state") if status.get("state") in FINAL_STATES else "failed"
+        t.update(state=state, step=status.get("step", t.get("step")), ended=time.time(), pid=None)
+        t["seconds"] = round(t["ended"] - t["started"], 1)
+        if state == "stopped" and not t.get("stopped_by"):
+            reason = status.get("stop_reason") or ""
+            code = reason.split(":", 1)[0]
+            t.update(stopped_by=code if code in STOPPABLE else "user", stop_reason=reason)
+        if state == "failed":
+            t["error"] = status.get("error") or f"the trainer exited with code {rc}"
+            if rc == EXIT_BAD_INPUT:  # the base config or the data: every other trial would fail alike
+                self.abort_reason = f"trial {t['id']} failed on its input: {t['error']}"
+                self.stopping = self.stopping or "failed"
+        metrics = trial_metrics(read_metrics(handle.run_dir))
+        t.update({k: metrics[k] for k in RESULT_KEYS})
+        if state == "done" and t.get("max_steps"):
+            self._measured(t)
+        del self.handles[t["id"]], self.tails[t["id"]], self.lane_of[t["id"]]
+        log(f"{t['id']} {state}" + (f" ({t['stopped_by']}: {t.get('stop_reason')})" if t.get("stopped_by") else "")
+            + (f": {t.get('error')}" if state == "failed" else "")
+            + (f", eval loss {t['eval_loss']:.4f}" if isinstance(t.get("eval_loss"), float)
+               and math.isfinite(t["eval_loss"]) else ""))
+
+    def _measured(self, t: dict) -> None:
+        """A finished trial's wall time replaces the estimate (the budget check and the monitor's ETA use it)."""
+        plan = self.sweep["plan"]
+        done = [x["seconds"] for x in self.sweep["trials"] if x["state"] == "done" and x.get("seconds")]
+        plan["measured_trial_s"] = round(sum(done) / len(done), 1)
+        n_left = len(self._pending()) + len(self.handles) - 1
+        plan["measured_remaining_s"] = round(math.ceil(max(0, n_left) / self.sweep["lanes"])
+                                             * plan["measured_trial_s"], 1)
+
+    def _check_budget_running(self) -> None:
+        budget = self.sweep["plan"].get("budget_s")
+        if budget and self.handles and time.time() - self.sweep["started"] > budget and self.stopping is None:
+            self._ask_stop("budget", f"the budget of {budget / 60:g} min is spent")
+
+    # ------------------------------------------------------------ the end
+    def _finish(self) -> int:
+        s = self.sweep
+        for t in self._pending():
+            why = self.stopping or "user"
+            t.update(state=TRIAL_SKIPPED, stopped_by=why,
+                     stop_reason=self.abort_reason if why == "failed" else f"not started ({why})")
+        s["winner"] = choose_winner(s["trials"])
+        s["table"] = table_rows(s)
+        if self.abort_reason or not any(t["state"] in ("done", "stopped") for t in s["trials"]):
+            s["state"], s["error"] = "failed", self.abort_reason or "every trial failed"
+        else:
+            s["state"] = "stopped" if self.stopping == "user" else "done"
+        s["ended"] = time.time()
+        if s.get("apply_path") and s["winner"]:
+            from engine.sweep.report import apply_winner
+
+            try:
+                s["applied"] = str(apply_winner(s, s["apply_path"]))
+                log(f"winner's config written to {s['applied']}")
+            except UserError as e:
+                s["apply_error"] = str(e)
+        write_sweep(self.dir, s)
+        w = s["winner"]
+        log(f"sweep {s['state']}" + (f"; winner {w['id']} eval loss {w['eval_loss']:.4f}" if w else ""))
+        return EXIT_OK if s["state"] != "failed" else EXIT_RUN_FAILED
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m engine.sweep.driver")
+    ap.add_argument("sweep_dir")
+    a = ap.parse_args(argv)
+    driver = None
+    try:
+        driver = Driver(a.sweep_dir)
+        return driver.run()
+    except Exception as e:  # recorded for the reader; the trials themselves keep running or are done
+        traceback.print_exc()
+        if driver is not None:
+            driver.sweep.update(state="failed", error=f"sweep driver: {type(e).__name__}: {e}")
+            write_sweep(driver.dir, driver.sweep)
+        return EXIT_RUN_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,214 @@
+"""The sweep's result: each trial's numbers from its metrics, the table, the winner, the heatmap, --apply."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from pathlib import Path
+
+from engine.diagnose.curves import EvalPoint, learning_curve_verdict
+from engine.errors import UserError
+from engine.sweep.plan import lr_text
+
+# Training loss "at" an evaluation: the mean of the last few logged losses, as the live diagnostics take it.
+TRAIN_WINDOW = 3
+
+
+def _finite(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def trial_metrics(records: list[dict]) -> dict:
+    """A trial's numbers from its metrics records: eval and train loss, gap, verdict, speed, memory."""
+    evals: list[EvalPoint] = []
+    recent: list[float] = []
+    losses: list[float] = []
+    speeds: list[float] = []
+    peak = None
+    errors: list[str] = []
+    for rec in records:
+        kind = rec.get("kind")
+        if kind == "train" and isinstance(rec.get("loss"), (int, float)):
+            losses.append(rec["loss"])
+            if _finite(rec["loss"]):
+                recent = (recent + [rec["loss"]])[-TRAIN_WINDOW:]
+            if _finite(rec.get("tokens_per_s")):
+                speeds.append(rec["tokens_per_s"])
+            mem = rec.get("gpu_peak_alloc_gib") or rec.get("gpu_mem_gib")
+            if isinstance(mem, list) and any(_finite(m) for m in mem):
+                peak = max([m for m in mem if _finite(m)] + ([peak] if peak is not None else []))
+        elif kind == "eval" and isinstance(rec.get("eval_loss"), (int, float)):
+            evals.append(EvalPoint(int(rec.get("step") or 0), rec["eval_loss"],
+                                   statistics.fmean(recent) if recent else None))
+        elif kind == "finding" and rec.get("severity") == "error" and rec.get("code"):
+            errors.append(rec["code"])
+    finite_evals = [e for e in evals if _finite(e.eval_loss)]
+    last = evals[-1] if evals else None
+    train_loss = statistics.fmean(recent) if recent else None
+    return {
+        "eval_loss": last.eval_loss if last else None,
+        "eval_step": last.step if last else None,
+        "best_eval_loss": min(e.eval_loss for e in finite_evals) if finite_evals else None,
+        "train_loss": train_loss,
+        "gap": (last.eval_loss - last.train_loss) if last and last.train_loss is not None else None,
+        "verdict": learning_curve_verdict(finite_evals) if len(finite_evals) == len(evals) else "diverged",
+        "tokens_per_s": statistics.median(speeds) if speeds else None,
+        "peak_mem_gib": peak,
+        "evals": [[e.step, e.eval_loss] for e in evals],
+        "losses": losses,
+        "error_findings": sorted(set(errors)),
+    }
+
+
+RESULT_KEYS = ("eval_loss", "eval_step", "best_eval_loss", "train_loss", "gap", "verdict", "tokens_per_s",
+               "peak_mem_gib", "evals", "error_findings")
+
+
+def choose_winner(trials: list[dict]) -> dict | None:
+    """The finished trial with the lowest final eval loss; without one, the lowest eval loss of any trial."""
+    def ok(t):
+        return _finite(t.get("eval_loss"))
+    done = [t for t in trials if t.get("state") == "done" and ok(t)]
+    pool = done or [t for t in trials if ok(t)]
+    if not pool:
+        return None
+    best = min(pool, key=lambda t: t["eval_loss"])
+    return {"id": best["id"], "learning_rate": best["learning_rate"], "r": best["r"], "alpha": best["alpha"],
+            "eval_loss": best["eval_loss"], "run_dir": best.get("run_dir"), "finished": bool(done)}
+
+
+def table_rows(sweep: dict) -> list[dict]:
+    """One row per trial, in grid order (learning rate, then r)."""
+    winner = (sweep.get("winner") or {}).get("id")
+    rows = []
+    for t in sorted(sweep["trials"], key=lambda t: (t["learning_rate"], t["r"])):
+        rows.append({"id": t["id"], "learning_rate": t["learning_rate"], "r": t["r"], "state": t.get("state"),
+                     "stopped_by": t.get("stopped_by"), "step": t.get("step"),
+                     **{k: t.get(k) for k in ("eval_loss", "train_loss", "gap", "verdict", "tokens_per_s",
+                                              "peak_mem_gib")},
+                     "winner": t["id"] == winner})
+    return rows
+
+
+# ---------------------------------------------------------------- terminal rendering (rich)
+
+def _num(x, fmt: str = ".3f") -> str:
+    return format(x, fmt) if _finite(x) else ("nan" if isinstance(x, float) else "-")
+
+
+def _outcome(t: dict) -> str:
+    return t.get("stopped_by") or t.get("state") or "-"
+
+
+def render_table(sweep: dict):
+    from rich import box
+    from rich.table import Table
+
+    table = Table(title="Sweep trials (★ winner)", title_justify="left", box=box.SIMPLE_HEAD)
+    for name in ("lr", "r", "outcome", "step", "eval loss", "train loss", "gap", "curve", "tok/s", "peak GiB"):
+        table.add_column(name, justify="left" if name in ("outcome", "curve") else "right", no_wrap=True)
+    for row in table_rows(sweep):
+        t = next(x for x in sweep["trials"] if x["id"] == row["id"])
+        style = "bold green" if row["winner"] else ("dim" if row["stopped_by"] or row["state"] != "done" else None)
+        table.add_row(("★ " if row["winner"] else "") + lr_text(row["learning_rate"]), str(row["r"]), _outcome(t),
+                      str(row["step"] or 0), _num(row["eval_loss"]), _num(row["train_loss"]),
+                      _num(row["gap"], "+.3f"), row["verdict"] or "-", _num(row["tokens_per_s"], ",.0f"),
+                      _num(row["peak_mem_gib"], ".1f"), style=style)
+    return table
+
+
+def _heat(value: float, lo: float, hi: float) -> str:
+    """Green (best) through yellow to red (worst)."""
+    x = 0.0 if hi <= lo else (value - lo) / (hi - lo)
+    red, green = (int(255 * min(1.0, 2 * x)), int(255 * min(1.0, 2 * (1 - x))))
+    return f"black on rgb({red},{green},60)"
+
+
+def render_heatmap(sweep: dict):
+    """Eval loss over lr (rows) x r (columns); the winner starred, stopped trials marked."""
+    from rich.table import Table
+    from rich.text import Text
+
+    lrs = sorted({t["learning_rate"] for t in sweep["trials"]})
+    rs = sorted({t["r"] for t in sweep["trials"]})
+    cell = {(t["learning_rate"], t["r"]): t for t in sweep["trials"]}
+    values = [t["eval_loss"] for t in sweep["trials"] if _finite(t.get("eval_loss"))]
+    lo, hi = (min(values), max(values)) if values else (0.0, 0.0)
+    winner = (sweep.get("winner") or {}).get("id")
+    table = Table(title="Eval loss, lr x r", title_justify="left", show_lines=True,
+                  caption="★ winner, † stopped early, · no eval", caption_justify="left")
+    table.add_column("lr \\ r", justify="right")
+    for r in rs:
+        table.add_column(f"r {r}", justify="center", min_width=9)
+    for lr in lrs:
+        cells = []
+        for r in rs:
+            t = cell.get((lr, r))
+            if t is None or not _finite(t.get("eval_loss")):
+                mark = "✗ nan" if t and t.get("stopped_by") in ("nan_loss", "loss_explosion") else "·"
+                cells.append(Text(mark, style="dim"))
+                continue
+            text = f"{t['eval_loss']:.3f}" + (" ★" if t["id"] == winner else " †" if t.get("stopped_by") else "")
+            cells.append(Text(text, style=_heat(t["eval_loss"], lo, hi)))
+        table.add_row(lr_text(lr), *cells)
+    return table
+
+
+def render_stops(sweep: dict) -> list[str]:
+    """One line per trial that stopped early or did not run, and why."""
+    return [f"{t['id']}: {t['stopped_by']}: {t.get('stop_reason') or ''}".rstrip(": ")
+            for t in sweep["trials"] if t.get("stopped_by")]
+
+
+def print_report(sweep: dict, console=None) -> None:
+    from rich.console import Console
+
+    if console is None:
+        console = Console()
+        if not console.is_terminal:  # a log file or a pipe: no 80-column cut
+            console = Console(width=120)
+    console.print(render_table(sweep))
+    console.print(render_heatmap(sweep))
+    for line in render_stops(sweep):
+        console.print(f"  {line}", markup=False, highlight=False)
+    w = sweep.get("winner")
+    if w:
+        note = "" if w.get("finished") else " (no trial finished: best of the stopped ones)"
+        console.print(f"winner: lr {lr_text(w['learning_rate'])}, r {w['r']} (alpha {w['alpha']}), "
+                      f"eval loss {w['eval_loss']:.4f}{note}", markup=False, highlight=False)
+    else:
+        console.print("no winner: no trial produced a finite eval loss", markup=False)
+
+
+# ---------------------------------------------------------------- --apply
+
+def winner_config(sweep: dict):
+    """The base config with the winner's lr, r and alpha = 2r; the sweep's own overrides never were in it."""
+    from engine.config import config_from_dict
+
+    w = sweep.get("winner")
+    if not w:
+        raise UserError(f"{sweep.get('sweep_dir', 'the sweep')}: no winner yet (state {sweep.get('state')})",
+                        fix="wait for the sweep to finish (`lorapilot sweep SWEEP_DIR` shows it)")
+    raw = dict(sweep["base_config"])
+    raw["lora"] = {**raw["lora"], "r": w["r"], "alpha": w["alpha"]}
+    raw["training"] = {**raw["training"], "learning_rate": w["learning_rate"]}
+    raw["run_name"] = None
+    return config_from_dict(raw, source=f"{sweep.get('sweep_dir')}/sweep.json base_config")
+
+
+def apply_winner(sweep: dict, out: str | Path) -> Path:
+    """Writes the winner's config to OUT (YAML), ready for `lorapilot train OUT`."""
+    from engine.config import dump_config
+
+    cfg = winner_config(sweep)
+    w = sweep["winner"]
+    path = Path(out)
+    if path.is_dir():
+        raise UserError(f"--apply {out}: is a directory; give a file name such as best.yaml")
+    header = (f"# From sweep {sweep.get('sweep_dir')}: winner lr {lr_text(w['learning_rate'])}, r {w['r']}, "
+              f"alpha {w['alpha']} (eval loss {w['eval_loss']:.4f}).\n"
+              f"# The base config {sweep.get('base_config_path')} otherwise, with its own steps.\n")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(header + dump_config(cfg), encoding="utf-8")
+    return path

@@ -1,0 +1,79 @@
+"""`summarize_sweep(sweep_dir)`: everything a monitor shows about a sweep, from sweep.json and the trial run dirs.
+
+Reads only; safe to call on a timer while the driver runs, after it finished, or after it died.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+from engine.rundir import effective_state, read_metrics, read_status
+from engine.sweep.report import table_rows, trial_metrics
+from engine.sweep.sweepdir import TRIAL_PENDING, TRIAL_SKIPPED, effective_sweep_state, read_sweep
+
+# Points kept of each trial's training-loss history (a sparkline's width).
+SPARK_POINTS = 60
+
+
+def _thin(values: list, n: int = SPARK_POINTS) -> list:
+    if len(values) <= n:
+        return list(values)
+    stride = len(values) / n
+    return [values[int(i * stride)] for i in range(n - 1)] + [values[-1]]
+
+
+def _finite(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def summarize_sweep(sweep_dir: str | Path) -> dict:
+    """The sweep as a monitor needs it.
+
+    Returns {"sweep_dir", "name", "state" (planned|running|done|stopped|failed|lost), "driver_pid", "steps",
+    "rungs", "lanes", "grid", "plan", "elapsed_s", "trials": [...], "best", "winner", "table", "error"}.
+    Each trial: {"id", "learning_rate", "r", "alpha", "run_dir", "gpu", "state" (pending|skipped or the run's
+    state, `lost` for a dead trainer), "step", "max_steps", "loss", "eval_loss", "losses" (training losses,
+    thinned to SPARK_POINTS for a sparkline), "evals" ([step, eval_loss] pairs), "stopped_by"
+    (nan_loss|loss_explosion|halving|budget|user|failed|None), "stop_reason", "error"}.
+    "best": the trial with the lowest latest eval loss so far ({"id", "learning_rate", "r", "eval_loss", "step"})
+    or None. "table" and "winner" are those of sweep.json once the driver has finished, else None.
+    """
+    path = Path(sweep_dir)
+    sweep = read_sweep(path)
+    trials = []
+    for t in sweep["trials"]:
+        row = {k: t.get(k) for k in ("id", "learning_rate", "r", "alpha", "run_dir", "gpu", "stopped_by",
+                                     "stop_reason", "error")}
+        run_dir = path / t["id"]
+        if t["state"] in (TRIAL_PENDING, TRIAL_SKIPPED) or not run_dir.is_dir():
+            row.update(state=t["state"], step=0, max_steps=sweep["steps"], loss=None, eval_loss=None, losses=[],
+                       evals=[])
+        else:
+            status = read_status(run_dir) or {}
+            m = trial_metrics(read_metrics(run_dir))
+            row.update(state=effective_state(status) if status else t["state"],
+                       step=int(status.get("step") or 0), max_steps=int(status.get("max_steps") or sweep["steps"]),
+                       loss=m["losses"][-1] if m["losses"] else None, eval_loss=m["eval_loss"],
+                       losses=_thin(m["losses"]), evals=m["evals"])
+        trials.append(row)
+    scored = [t for t in trials if _finite(t["eval_loss"])]
+    best = min(scored, key=lambda t: t["eval_loss"]) if scored else None
+    state = effective_sweep_state(sweep)
+    finished = state in ("done", "stopped", "failed")
+    started = sweep.get("started")
+    end = sweep.get("ended") if finished else time.time()
+    return {
+        "sweep_dir": str(path.resolve()), "name": sweep.get("name"), "state": state,
+        "driver_pid": sweep.get("driver_pid"), "steps": sweep["steps"], "rungs": sweep["rungs"],
+        "lanes": sweep.get("lanes"), "grid": sweep["grid"], "plan": sweep.get("plan"),
+        "elapsed_s": round(end - started, 1) if started and end else None,
+        "trials": trials,
+        "best": None if best is None else {"id": best["id"], "learning_rate": best["learning_rate"],
+                                           "r": best["r"], "eval_loss": best["eval_loss"],
+                                           "step": best["evals"][-1][0] if best["evals"] else None},
+        "winner": sweep.get("winner") if finished else None,
+        "table": (sweep.get("table") or table_rows(sweep)) if finished else None,
+        "error": sweep.get("error"),
+    }

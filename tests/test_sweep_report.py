@@ -1,0 +1,156 @@
+"""A sweep's numbers from its trials' metrics, the winner, the table and heatmap, --apply, summarize_sweep."""
+
+from __future__ import annotations
+
+import io
+import os
+
+import pytest
+
+from engine.config import config_from_dict, load_config
+from engine.errors import UserError
+from engine.rundir import MetricsWriter, write_status
+from engine.sweep import summarize_sweep
+from engine.sweep.plan import Trial
+from engine.sweep.report import apply_winner, choose_winner, print_report, table_rows, trial_metrics
+from engine.sweep.sweepdir import read_sweep, write_sweep
+
+
+def records(losses, evals, **train_fields):
+    at = dict(evals)
+    out = []
+    for i, x in enumerate(losses):
+        out.append({"kind": "train", "step": i + 1, "time": 0.0, "loss": x, "tokens_per_s": 100.0 + i, **train_fields})
+        if i + 1 in at:
+            out.append({"kind": "eval", "step": i + 1, "time": 0.0, "eval_loss": at[i + 1]})
+    return out
+
+
+def test_trial_metrics_from_records():
+    m = trial_metrics(records([3.0, 2.5, 2.0, 1.8, 1.7, 1.6], [(3, 2.4), (6, 1.9)], gpu_peak_alloc_gib=[5.5]))
+    assert m["eval_loss"] == 1.9 and m["eval_step"] == 6 and m["best_eval_loss"] == 1.9
+    assert m["train_loss"] == pytest.approx((1.8 + 1.7 + 1.6) / 3)
+    assert m["gap"] == pytest.approx(1.9 - m["train_loss"])
+    assert m["verdict"] == "underfit"  # eval still falling by more than 2 %
+    assert m["tokens_per_s"] == pytest.approx(102.5) and m["peak_mem_gib"] == 5.5
+    assert m["evals"] == [[3, 2.4], [6, 1.9]] and len(m["losses"]) == 6
+
+
+def test_trial_metrics_of_a_diverged_trial():
+    recs = records([3.0, float("nan")], [(2, float("nan"))])
+    recs.append({"kind": "finding", "step": 2, "time": 0.0, "code": "nan_loss", "severity": "error"})
+    m = trial_metrics(recs)
+    assert m["verdict"] == "diverged" and m["best_eval_loss"] is None and m["error_findings"] == ["nan_loss"]
+    assert m["peak_mem_gib"] is None and trial_metrics([])["eval_loss"] is None
+
+
+def trial(lr, r, state="done", eval_loss=None, **kw):
+    t = Trial(lr, r)
+    return {"id": t.id, "learning_rate": lr, "r": r, "alpha": t.alpha, "state": state, "eval_loss": eval_loss,
+            "stopped_by": None, "stop_reason": None, "step": 12, **kw}
+
+
+def test_winner_is_the_finished_trial_with_the_lowest_eval_loss():
+    trials = [trial(1e-4, 4, eval_loss=2.0), trial(2e-4, 8, eval_loss=1.5),
+              trial(5e-4, 8, "stopped", eval_loss=1.2, stopped_by="halving"),  # fewer steps: not comparable
+              trial(1.0, 8, "stopped", eval_loss=float("nan"), stopped_by="nan_loss")]
+    w = choose_winner(trials)
+    assert (w["id"], w["r"], w["alpha"], w["finished"]) == ("lr2e-4_r8", 8, 16, True)
+    only_stopped = choose_winner(trials[2:])
+    assert only_stopped["id"] == "lr5e-4_r8" and only_stopped["finished"] is False
+    assert choose_winner(trials[3:]) is None
+
+
+def finished_sweep(tmp_path, base_raw=None) -> dict:
+    base = config_from_dict(base_raw or {"model": "some/model", "dataset": {"path": str(tmp_path / "d.jsonl")},
+                                         "training": {"max_steps": 400, "learning_rate": 2e-4}})
+    sweep = {"sweep_dir": str(tmp_path / "sw"), "state": "done", "base_config_path": str(tmp_path / "base.yaml"),
+             "base_config": base.to_dict(), "steps": 12, "rungs": [4, 8], "grid": {"learning_rate": [1e-4, 5e-4],
+                                                                                    "r": [4, 8]},
+             "trials": [trial(1e-4, 4, eval_loss=2.0, verdict="underfit"),
+                        trial(1e-4, 8, eval_loss=1.9, verdict="underfit"),
+                        trial(5e-4, 4, eval_loss=1.4, verdict="well-fit", gap=0.2),
+                        trial(5e-4, 8, "stopped", eval_loss=float("nan"), stopped_by="nan_loss",
+                              stop_reason="nan_loss: The training loss is NaN")]}
+    sweep["winner"] = choose_winner(sweep["trials"])
+    sweep["table"] = table_rows(sweep)
+    return sweep
+
+
+def test_table_rows_in_grid_order_with_the_winner_marked(tmp_path):
+    rows = finished_sweep(tmp_path)["table"]
+    assert [(r["learning_rate"], r["r"]) for r in rows] == [(1e-4, 4), (1e-4, 8), (5e-4, 4), (5e-4, 8)]
+    assert [r["winner"] for r in rows] == [False, False, True, False]
+    assert {"eval_loss", "train_loss", "gap", "verdict", "tokens_per_s", "peak_mem_gib"} <= rows[0].keys()
+
+
+def test_report_renders_table_heatmap_and_stops(tmp_path):
+    from rich.console import Console
+
+    buf = io.StringIO()
+    print_report(finished_sweep(tmp_path), Console(file=buf, width=120))
+    text = buf.getvalue()
+    assert "★" in text and "well-fit" in text and "✗ nan" in text
+    assert "lr5e-4_r8: nan_loss: nan_loss: The training loss is NaN" in text
+    assert "winner: lr 5e-4, r 4 (alpha 8), eval loss 1.4000" in text
+
+
+def test_apply_writes_the_base_config_with_the_winners_lr_and_r(tmp_path):
+    out = apply_winner(finished_sweep(tmp_path), tmp_path / "best" / "best.yaml")
+    cfg = load_config(out)
+    assert (cfg.training.learning_rate, cfg.lora.r, cfg.lora.alpha) == (5e-4, 4, 8)
+    assert cfg.training.max_steps == 400 and cfg.training.eval_steps == 50  # the base's, not the sweep's
+    assert cfg.model == "some/model" and cfg.run_name is None
+    assert out.read_text().startswith("# From sweep")
+
+
+def test_apply_without_a_winner_is_a_user_error(tmp_path):
+    sweep = finished_sweep(tmp_path)
+    sweep["winner"] = None
+    with pytest.raises(UserError, match="no winner"):
+        apply_winner(sweep, tmp_path / "x.yaml")
+
+
+def test_summarize_sweep_while_running(tmp_path):
+    sweep_dir = tmp_path / "sw"
+    sweep_dir.mkdir()
+    sweep = finished_sweep(tmp_path)
+    sweep.update(state="running", driver_pid=os.getpid(), started=1000.0, lanes=1, plan={"trial_s": None},
+                 winner=None, table=None)
+    sweep["trials"][0]["state"] = "training"
+    for t in sweep["trials"][1:]:
+        t.update(state="pending", eval_loss=None, stopped_by=None)
+    write_sweep(sweep_dir, sweep)
+    run = sweep_dir / sweep["trials"][0]["id"]
+    run.mkdir()
+    write_status(run, state="training", pid=os.getpid(), step=6, max_steps=12)
+    w = MetricsWriter(run)
+    for rec in records([3.0 - 0.01 * i for i in range(100)], [(4, 2.6)]):
+        w.write(rec.pop("kind"), rec.pop("step"), **{k: v for k, v in rec.items() if k != "time"})
+    w.close()
+
+    s = summarize_sweep(sweep_dir)
+    assert s["state"] == "running" and s["winner"] is None and s["table"] is None and s["elapsed_s"] > 0
+    first, pending = s["trials"][0], s["trials"][1]
+    assert first["state"] == "training" and (first["step"], first["max_steps"]) == (6, 12)
+    assert len(first["losses"]) == 60 and first["losses"][-1] == pytest.approx(2.01)  # thinned for a sparkline
+    assert first["evals"] == [[4, 2.6]] and first["eval_loss"] == 2.6
+    assert pending["state"] == "pending" and pending["losses"] == [] and pending["eval_loss"] is None
+    assert s["best"] == {"id": first["id"], "learning_rate": 1e-4, "r": 4, "eval_loss": 2.6, "step": 4}
+
+
+def test_summarize_sweep_finished_and_lost(tmp_path):
+    sweep_dir = tmp_path / "sw"
+    sweep_dir.mkdir()
+    sweep = finished_sweep(tmp_path)
+    sweep.update(started=1000.0, ended=1100.0)
+    write_sweep(sweep_dir, sweep)
+    s = summarize_sweep(sweep_dir)
+    assert s["state"] == "done" and s["elapsed_s"] == 100.0 and s["winner"]["id"] == "lr5e-4_r4"
+    assert len(s["table"]) == 4
+    sweep.update(state="running", driver_pid=2 ** 22 + 12345)  # a driver that is gone
+    write_sweep(sweep_dir, sweep)
+    assert summarize_sweep(sweep_dir)["state"] == "lost"
+    assert read_sweep(sweep_dir)["state"] == "running"  # reading never rewrites it
+    with pytest.raises(UserError, match="not a sweep directory"):
+        summarize_sweep(tmp_path)
