@@ -51,6 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
     from engine.estimate.command import add_arguments as add_estimate_arguments
     add_estimate_arguments(e)
 
+    sw = sub.add_parser("sweep", help="short trials over learning rate x LoRA r; keep the best")
+    from engine.sweep.command import add_arguments as add_sweep_arguments
+    add_sweep_arguments(sw)
+
     from engine.diagnose import command as diag
 
     d = sub.add_parser("diagnose", help="training-health findings of a run")
@@ -142,6 +146,11 @@ def _cmd_stop(a) -> int:
     from engine.train.launch import request_stop
 
     rd = Path(a.run_dir)
+    from engine.sweep.sweepdir import is_sweep_dir, request_sweep_stop
+    if is_sweep_dir(rd):
+        print(f"stop requested: {rd}'s running trials checkpoint and stop" if request_sweep_stop(rd)
+              else f"{rd}: the sweep is not running; nothing to stop")
+        return EXIT_OK
     if not rd.is_dir() or not is_run_dir(rd):
         raise UserError(f"{rd}: not a run directory")
     if request_stop(rd):
@@ -211,6 +220,9 @@ def main(argv: list[str] | None = None) -> int:
         if a.verb in ("estimate",):
             from engine.estimate.command import run
             return run(a)
+        if a.verb == "sweep":
+            from engine.sweep.command import run as run_sweep
+            return run_sweep(a)
         if a.verb in ("diagnose", "inspect-data", "prepare"):
             from engine.diagnose import command as diag
             return {"diagnose": diag.run_diagnose, "inspect-data": diag.run_inspect,

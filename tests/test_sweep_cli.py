@@ -1,0 +1,85 @@
+"""`lorapilot sweep`: bad input is exit 2 with a clear message before anything starts; the plan, the budget."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import run_cli
+from engine.cli import main
+from engine.sweep.sweepdir import write_sweep
+from test_estimate_cli import config  # noqa: F401  (a 0.5 B model's config.json and 100 rows)
+
+
+@pytest.fixture(autouse=True)
+def runs_root(tmp_path, monkeypatch):
+    monkeypatch.setenv("LORAPILOT_RUNS", str(tmp_path / "runs"))
+
+
+def sweep(capsys, *argv):
+    code = main(["sweep", *argv])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--lr", ""], "--lr: the grid is empty"),
+    (["--lr=-2e-4"], "--lr: -2e-4 is out of range"),
+    (["--r", "0"], "--r: 0 is out of range"),
+    (["--r", "4,x"], "--r: 'x' is not a whole number"),
+    (["--steps", "2"], "--steps: 2 is too few"),
+    (["--budget-minutes", "-5"], "--budget-minutes: -5 must be more than 0"),
+    (["--parallel", "0"], "--parallel: 0 must be 1 or more"),
+    (["--gpu", "h100-80", "--budget-minutes", "0.2"], "too small for even one trial"),
+])
+def test_bad_input_is_exit_2_before_anything_starts(config, capsys, flags, message):
+    code, out, err = sweep(capsys, str(config), "--yes", *flags)
+    assert code == 2 and message in err and "Traceback" not in err
+    assert not (config.parent / "runs").exists()  # nothing was created
+
+
+def test_missing_config_and_plain_directory(tmp_path, capsys):
+    code, _, err = sweep(capsys, str(tmp_path / "nope.yaml"), "--yes")
+    assert code == 2 and "config file not found" in err
+    code, _, err = sweep(capsys, str(tmp_path))
+    assert code == 2 and "not a sweep directory" in err
+    code, _, err = sweep(capsys)
+    assert code == 2 and "sweep needs a CONFIG" in err
+
+
+def test_not_confirmed_without_a_terminal(config, capsys, monkeypatch):
+    monkeypatch.setattr("engine.train.launch.check_inputs", lambda cfg: None)
+    monkeypatch.setattr("sys.stdin.isatty", lambda: False, raising=False)
+    code, out, err = sweep(capsys, str(config), "--gpu", "a100-80")
+    assert code == 2 and "pass --yes" in err and "sweep   9 trials" in out
+    assert not (config.parent / "runs").exists()
+
+
+def test_dry_run_shows_time_cost_and_the_budget_fit(config, capsys):
+    code, out, _ = sweep(capsys, str(config), "--gpu", "h100-80", "--price-per-hour", "3", "--dry-run")
+    assert code == 0
+    assert "9 trials over lr 1e-4, 2e-4, 5e-4 x r 4, 8, 16 (alpha = 2r), 99 steps each" in out
+    assert "halving at steps 33 and 66" in out and "cost about" in out and "time    about" in out
+    code, out, _ = sweep(capsys, str(config), "--gpu", "h100-80", "--budget-minutes", "3", "--dry-run")
+    assert code == 0 and "budget  trials 9 -> " in out and "(the grid's centre kept)" in out
+    assert "2e-4" in out.splitlines()[0] and "r 8" in out.splitlines()[0]  # the centre runs first and is kept
+
+
+def test_dry_run_without_a_gpu_says_the_time_is_unknown(config, capsys, monkeypatch):
+    monkeypatch.setattr("engine.estimate.detect_gpu", lambda: None)
+    code, out, _ = sweep(capsys, str(config), "--lr", "1e-4", "--r", "8", "--steps", "12", "--dry-run")
+    assert code == 0 and "1 trials over lr 1e-4 x r 8" in out and "time    unknown" in out
+
+
+def test_apply_on_a_running_sweep_is_refused_and_stop_answers(tmp_path, capsys):
+    d = tmp_path / "sw"
+    d.mkdir()
+    write_sweep(d, {"state": "running", "driver_pid": 2 ** 22 + 4321, "trials": [], "steps": 12, "rungs": [4, 8],
+                    "grid": {}, "name": "sw"})
+    code, _, err = sweep(capsys, "--apply", str(tmp_path / "o.yaml"), str(d))
+    assert code == 2 and "lost" in err  # its driver is gone: no winner to apply
+    assert main(["stop", str(d)]) == 0 and "not running" in capsys.readouterr().out
+
+
+def test_real_process_prints_no_traceback(tmp_path):
+    r = run_cli("sweep", str(tmp_path / "none.yaml"), "--r", "0", timeout=120)
+    assert r.returncode == 2 and "--r: 0 is out of range" in r.stderr and "Traceback" not in r.stderr

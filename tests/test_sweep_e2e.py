@@ -1,0 +1,95 @@
+"""One real sweep on the demo (tiny model, CPU), through the real CLI, driver and trainer processes."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import yaml
+
+from conftest import DEMO_CONFIG, run_cli
+from engine.cli import main
+from engine.config import load_config
+from engine.rundir import MetricsWriter, read_status, write_status
+from engine.sweep.driver import Driver
+from engine.sweep.sweepdir import read_sweep
+
+
+def small_demo(tmp_path: Path) -> Path:
+    raw = yaml.safe_load(DEMO_CONFIG.read_text())
+    raw["dataset"]["path"] = str(DEMO_CONFIG.parent / raw["dataset"]["path"])
+    raw["training"].update(max_seq_length=64, micro_batch_size=4)
+    path = tmp_path / "small.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+@pytest.mark.slow
+def test_real_sweep_halves_ranks_and_applies(tmp_path, demo_model_dir, capsys):
+    cfg = small_demo(tmp_path)
+    sweep_dir, best = tmp_path / "sweep", tmp_path / "best.yaml"
+    # One at a time: 3e-3 (the grid's centre) first, then 3e-4, clearly worse at the first rung, then 1e-2.
+    r = run_cli("sweep", str(cfg), "--lr", "3e-4,3e-3,1e-2", "--r", "4", "--steps", "6", "--parallel", "1",
+                "--yes", "--sweep-dir", str(sweep_dir), "--apply", str(best), timeout=400)
+    assert r.returncode == 0, r.stdout + r.stderr + (sweep_dir / "sweep.log").read_text()
+    assert "Sweep trials" in r.stdout and "winner: lr" in r.stdout and "Eval loss, lr x r" in r.stdout
+
+    s = read_sweep(sweep_dir)
+    assert s["state"] == "done" and s["steps"] == 6 and s["rungs"] == [2, 4]
+    trials = {t["id"]: t for t in s["trials"]}
+    assert list(trials) == ["lr3e-3_r4", "lr3e-4_r4", "lr1e-2_r4"]
+    for t in trials.values():  # every trial is an ordinary run directory, with an eval loss
+        assert math.isfinite(t["eval_loss"]) and t["evals"][0][0] == 2 and read_status(t["run_dir"])["state"] in (
+            "done", "stopped")
+        assert t["verdict"] and t["tokens_per_s"] > 0 and t["train_loss"] > 0
+    halved = trials["lr3e-4_r4"]
+    assert halved["state"] == "stopped" and halved["stopped_by"] == "halving" and "worse half" in halved["stop_reason"]
+    assert halved["step"] < 6
+    done = [t for t in trials.values() if t["state"] == "done"]
+    assert s["winner"]["id"] == min(done, key=lambda t: t["eval_loss"])["id"]
+    assert len(s["table"]) == 3 and sum(row["winner"] for row in s["table"]) == 1
+    assert s["plan"]["measured_trial_s"] > 0  # the CPU has no estimate: the first trial's time is measured
+
+    applied = load_config(best)
+    w = s["winner"]
+    assert (applied.training.learning_rate, applied.lora.r, applied.lora.alpha) == (w["learning_rate"], 4, 8)
+    assert applied.training.max_steps == 40 and applied.training.eval_steps == 10  # the base's own schedule
+
+    again = tmp_path / "again.yaml"
+    assert main(["sweep", "--apply", str(again), str(sweep_dir)]) == 0
+    assert load_config(again).training.learning_rate == w["learning_rate"]
+    assert main(["sweep", str(sweep_dir)]) == 0
+    assert "halving" in capsys.readouterr().out
+
+
+def test_driver_names_the_finding_that_stopped_a_trial(tmp_path):
+    """A trial the trainer stopped on loss_explosion is reported so; the sweep goes on with the next."""
+    from engine.sweep.plan import Trial
+
+    base = load_config(DEMO_CONFIG)
+    t = Trial(1.0, 4)
+    sweep_dir = tmp_path / "sw"
+    (sweep_dir / t.id).mkdir(parents=True)
+    from engine.sweep.sweepdir import write_sweep
+
+    write_sweep(sweep_dir, {"base_config": base.to_dict(), "steps": 6, "rungs": [2, 4], "lanes": 1, "halving": True,
+                            "plan": {}, "trials": [{"id": t.id, "learning_rate": 1.0, "r": 4, "alpha": 8,
+                                                    "state": "training", "started": 1.0, "stopped_by": None}]})
+    run_dir = sweep_dir / t.id
+    write_status(run_dir, state="stopped", step=3, max_steps=6, stop_reason="loss_explosion: The loss jumped")
+    w = MetricsWriter(run_dir)
+    w.write("train", 1, loss=8.0)
+    w.write("eval", 2, eval_loss=9.0)
+    w.write("train", 3, loss=30.0)
+    w.write("finding", 3, code="loss_explosion", severity="error", message="The loss jumped")
+    w.close()
+    driver = Driver(sweep_dir)
+    trial = driver.trials[t.id]
+    handle = SimpleNamespace(run_dir=run_dir, pid=None, process=SimpleNamespace(poll=lambda: 0))
+    driver.handles[t.id], driver.tails[t.id], driver.lane_of[t.id] = handle, None, 0
+    driver._on_exit(trial, handle, 0)
+    assert trial["state"] == "stopped" and trial["stopped_by"] == "loss_explosion"
+    assert trial["error_findings"] == ["loss_explosion"] and trial["eval_loss"] == 9.0
+    assert not driver.handles and driver.stopping is None  # the sweep itself goes on
