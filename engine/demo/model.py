@@ -97,6 +97,16 @@ def build_demo_model(out_dir: Path, data_path: Path | None = None, seed: int = 0
     return out_dir
 
 
+def demo_config_dict() -> dict:
+    """The demo's config.json without building it (no torch): exact once built, else the recipe's numbers."""
+    built = demo_model_dir() / "config.json"
+    if built.exists():
+        return json.loads(built.read_text())
+    # Before the first build the vocabulary size is not known yet; the BPE target bounds it.
+    return dict(model_type="llama", architectures=["LlamaForCausalLM"], vocab_size=_VOCAB,
+                tie_word_embeddings=False, **ARCH)
+
+
 def ensure_demo_model() -> Path:
     out = demo_model_dir()
     if not (out / "config.json").exists():

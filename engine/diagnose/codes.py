@@ -30,6 +30,12 @@ PREFLIGHT_CODES = (
     "slop_phrases",
     "precision_unsupported",
     "memory_estimate_high",
+    "gradient_checkpointing_off",
+    "no_warmup",
+    "no_grad_clipping",
+    "eval_too_rare",
+    "no_checkpoint",
+    "no_save_limit",
 )
 
 # Short titles for lists and panels; the finding's message carries the detail.
@@ -53,4 +59,10 @@ TITLES = {
     "slop_phrases": "Synthetic-data phrases",
     "precision_unsupported": "Precision not supported",
     "memory_estimate_high": "Estimated memory too high",
+    "gradient_checkpointing_off": "Gradient checkpointing off",
+    "no_warmup": "No warmup",
+    "no_grad_clipping": "Gradient clipping too loose",
+    "eval_too_rare": "Eval too rare",
+    "no_checkpoint": "No checkpoint before the end",
+    "no_save_limit": "Many checkpoints kept",
 }

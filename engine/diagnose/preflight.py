@@ -13,6 +13,7 @@ from typing import Any, Mapping, Sequence
 from engine.diagnose.cleaning import SlopMatcher, count_slop, duplicate_groups, normalise_whitespace
 from engine.data.types import TokenizedExample
 from engine.diagnose.finding import Finding, blocking
+from engine.diagnose.settings_check import check_settings
 
 __all__ = ["preflight", "blocking", "suggested_max_seq_length"]
 
@@ -194,13 +195,15 @@ def _check_hardware(cfg: Any, gpu_bf16: bool | None, est_peak_gib: float | None,
 
 def preflight(examples: Sequence[TokenizedExample], cfg: Any, *, gpu_bf16: bool | None = None,
               est_peak_gib: float | None = None, gpu_total_gib: float | None = None,
-              dropped: Mapping[str, int] | None = None, slop: SlopMatcher | None = None) -> list[Finding]:
+              dropped: Mapping[str, int] | None = None, slop: SlopMatcher | None = None,
+              num_gpus: int = 1) -> list[Finding]:
     """Every pre-flight finding, errors first. `blocking(findings)` says whether training may start.
 
     `dropped` is the data layer's count of rows it left out, by reason (DataReport.dropped).
     """
     examples, dropped = list(examples), dict(dropped or {})
     findings = _check_hardware(cfg, gpu_bf16, est_peak_gib, gpu_total_gib)
+    findings += check_settings(cfg, len(examples), num_gpus)
     if not examples:
         findings.append(_check_nothing_left(dropped))
     else:

@@ -71,6 +71,10 @@ def read_model_config(model: str) -> ModelInfo:
     model = (model or "").strip()
     if not model:
         raise ModelError("model: not set", fix="a hub id (Qwen/Qwen2.5-1.5B), a preset name or a local directory")
+    from engine.demo.model import DEMO_MODEL_ID, demo_config_dict
+
+    if model == DEMO_MODEL_ID:
+        return model_info_from_config(model, demo_config_dict(), "local")
     path = Path(model).expanduser()
     if path.is_dir():
         return model_info_from_config(model, _read_json(path / "config.json"), "local")

@@ -1,0 +1,59 @@
+"""The seeds' pre-flight checklist items that depend on the settings, not on the data."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from engine.diagnose.finding import Finding
+
+# The seeds clip at 0.3; above 1.0 clipping rarely engages and a single bad batch can derail the run.
+LOOSE_CLIPPING = 1.0
+# Several evaluations per epoch show overfitting while there is still a checkpoint to go back to.
+MIN_EVALS_PER_EPOCH = 2
+# More kept checkpoints than this mostly fills the pod's disk; 2-3 is the usual choice.
+MANY_CHECKPOINTS = 10
+
+
+def check_settings(cfg: Any, n_examples: int | None, num_gpus: int = 1) -> list[Finding]:
+    t = cfg.training
+    out = []
+    if not t.gradient_checkpointing:
+        out.append(Finding(
+            "gradient_checkpointing_off", "info", None,
+            "Gradient checkpointing is off: activations of every layer stay in memory.",
+            "training.gradient_checkpointing: false",
+            "Turn it on (training.gradient_checkpointing: true) unless the estimate shows plenty of headroom."))
+    if t.warmup_ratio == 0:
+        out.append(Finding(
+            "no_warmup", "warning", None,
+            "No warmup: the first steps use the full learning rate on an untrained adapter, a common cause of "
+            "early spikes.", "training.warmup_ratio: 0", "Set training.warmup_ratio to 0.03 (3 % of the steps)."))
+    if t.max_grad_norm > LOOSE_CLIPPING:
+        out.append(Finding(
+            "no_grad_clipping", "warning", None,
+            f"Gradient clipping at {t.max_grad_norm:g} hardly ever engages: one bad batch can derail the run.",
+            f"training.max_grad_norm: {t.max_grad_norm:g}", "Set training.max_grad_norm to 0.3 (the seeds' value)."))
+    if n_examples:
+        per_step = t.micro_batch_size * t.gradient_accumulation_steps * max(1, num_gpus)
+        steps_per_epoch = max(1, math.ceil(n_examples / per_step))
+        total = t.max_steps if t.max_steps > 0 else max(1, round(t.num_epochs * steps_per_epoch))
+        never = t.eval_steps > total
+        rare = total >= steps_per_epoch and steps_per_epoch / t.eval_steps < MIN_EVALS_PER_EPOCH
+        if never or rare:
+            out.append(Finding(
+                "eval_too_rare", "warning", None,
+                "The eval loss is measured too rarely to catch overfitting in time.",
+                f"eval every {t.eval_steps} steps; {steps_per_epoch} steps per epoch, {total} in all",
+                f"Set training.eval_steps to {max(1, steps_per_epoch // 4)} (about 4 times per epoch)."))
+        if t.save_steps > total:
+            out.append(Finding(
+                "no_checkpoint", "warning", None,
+                "No checkpoint is saved before the end: a crash or a stop loses the whole run.",
+                f"save every {t.save_steps} steps; {total} steps in all",
+                f"Set training.save_steps to {max(1, total // 4)}."))
+    if t.save_total_limit > MANY_CHECKPOINTS:
+        out.append(Finding(
+            "no_save_limit", "info", None, f"Up to {t.save_total_limit} checkpoints are kept on disk.",
+            f"training.save_total_limit: {t.save_total_limit}", "Keep 2-3 (training.save_total_limit: 3)."))
+    return out

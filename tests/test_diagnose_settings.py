@@ -1,0 +1,44 @@
+"""The checklist items that depend on the settings: each fires on a bad value and not on the recipe."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine.config import Config
+from engine.diagnose.settings_check import check_settings
+
+
+def codes(cfg, n=2000, gpus=1):
+    return {f.code for f in check_settings(cfg, n, gpus)}
+
+
+def test_the_recipe_on_a_typical_dataset_is_clean():
+    assert codes(Config(), n=2000) == set()  # 125 steps/epoch, eval every 50, save every 100
+
+
+@pytest.mark.parametrize("key,value,code", [
+    ("gradient_checkpointing", False, "gradient_checkpointing_off"),
+    ("warmup_ratio", 0.0, "no_warmup"),
+    ("max_grad_norm", 5.0, "no_grad_clipping"),
+    ("eval_steps", 500, "eval_too_rare"),
+    ("save_steps", 10_000, "no_checkpoint"),
+    ("save_total_limit", 50, "no_save_limit"),
+])
+def test_each_bad_setting_is_flagged(key, value, code):
+    cfg = Config()
+    setattr(cfg.training, key, value)
+    assert code in codes(cfg)
+
+
+def test_small_dataset_with_default_eval_steps_is_never_evaluated():
+    cfg = Config()  # 200 examples / 16 per step = 13 steps per epoch, 39 in all, eval every 50: never
+    found = {f.code: f for f in check_settings(cfg, 200)}
+    assert "eval_too_rare" in found and "Set training.eval_steps to 3" in found["eval_too_rare"].fix
+    assert "no_checkpoint" in found
+
+
+def test_more_gpus_mean_fewer_steps():
+    cfg = Config()
+    cfg.training.eval_steps = 40
+    assert "eval_too_rare" not in codes(cfg, n=2000, gpus=1)   # 125 steps/epoch: 3 evals
+    assert "eval_too_rare" in codes(cfg, n=2000, gpus=4)       # 32 steps/epoch: less than one
