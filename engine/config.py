@@ -21,11 +21,14 @@ from engine.errors import ConfigError
 
 def opt(default: Any, help: str, *, lo: float | None = None, hi: float | None = None,
         lo_open: bool = False, hi_open: bool = False, choices: tuple | None = None,
-        recommended: str | None = None, kind: type | tuple | None = None,
+        recommended: str | None = None, rec: tuple[float, float] | None = None, kind: type | tuple | None = None,
         nullable: bool = False, group: str = ""):
-    """A schema field: default plus what the validator and the wizard need."""
+    """A schema field: default plus what the validator and the wizard need.
+
+    `rec` is the recommended range as numbers (from the seeds): valid outside it, but worth a warning.
+    """
     meta = dict(help=help, lo=lo, hi=hi, lo_open=lo_open, hi_open=hi_open, choices=choices,
-                recommended=recommended, kind=kind, nullable=nullable, group=group)
+                recommended=recommended, rec=rec, kind=kind, nullable=nullable, group=group)
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda d=default: copy.deepcopy(d), metadata=meta)
     return field(default=default, metadata=meta)
@@ -37,7 +40,7 @@ class DatasetConfig:
     format: str = opt("auto", "How examples are laid out; auto detects it from the fields.",
                       choices=("auto", "alpaca", "chat", "completion", "text"))
     validation_split: float = opt(0.05, "Fraction of examples held out to measure eval loss.",
-                                  lo=0.0, hi=1.0, hi_open=True, recommended="0.05-0.1")
+                                  lo=0.0, hi=1.0, hi_open=True, recommended="0.05-0.1", rec=(0.01, 0.2))
     validation_path: str | None = opt(None, "A separate validation file; overrides validation_split.",
                                       nullable=True)
     train_on: str = opt("completions", "completions: learn only the responses (prompt masked); all: every token.",
@@ -47,12 +50,12 @@ class DatasetConfig:
 
 @dataclass
 class LoraConfig:
-    r: int = opt(16, "LoRA rank: capacity of the adapter.", lo=1, hi=1024, recommended="8-64, 16 typical",
+    r: int = opt(16, "LoRA rank: capacity of the adapter.", lo=1, hi=1024, recommended="8-64, 16 typical", rec=(4, 64),
                  group="LoRA")
     alpha: float = opt(32, "LoRA scaling numerator (scale = alpha / r); usually 2 x r.", lo=0.0, lo_open=True,
                        recommended="2 x r", kind=(int, float), group="LoRA")
     dropout: float = opt(0.05, "Dropout on the adapter input; regularises small datasets.", lo=0.0, hi=1.0,
-                         hi_open=True, recommended="0-0.1", group="LoRA")
+                         hi_open=True, recommended="0-0.1", rec=(0.0, 0.1), group="LoRA")
     target_modules: Any = opt("all-linear", "Which linear layers get adapters: all-linear or a list of names.",
                               kind=(str, list), group="LoRA")
 
@@ -66,24 +69,25 @@ class TrainingConfig:
     gradient_accumulation_steps: int = opt(4, "Micro-batches summed before each optimizer step.", lo=1,
                                            hi=65536, group="Batch and steps")
     num_epochs: float = opt(3, "Passes over the training data.", lo=0.0, lo_open=True, hi=1000,
-                            recommended="1-3 for 500-5000 examples", kind=(int, float), group="Batch and steps")
+                            recommended="1-3 for 500-5000 examples", rec=(1, 3), kind=(int, float), group="Batch and steps")
     max_steps: int = opt(-1, "Stop after this many optimizer steps; -1 derives it from num_epochs.", lo=-1,
                          group="Batch and steps")
     learning_rate: float = opt(2.0e-4, "Peak learning rate of the adapter.", lo=0.0, lo_open=True, hi=1.0,
-                               recommended="1e-4-3e-4, 2e-4 typical", kind=(int, float),
+                               recommended="1e-4-3e-4, 2e-4 typical", rec=(1e-4, 3e-4), kind=(int, float),
                                group="Learning rate and schedule")
     lr_scheduler: str = opt("cosine", "How the learning rate decays after warmup.",
                             choices=("cosine", "linear", "constant", "constant_with_warmup"),
                             group="Learning rate and schedule")
     warmup_ratio: float = opt(0.03, "Fraction of steps spent ramping the learning rate up from 0.", lo=0.0,
-                              hi=1.0, hi_open=True, recommended="0.03", group="Learning rate and schedule")
+                              hi=1.0, hi_open=True, recommended="0.03", rec=(0.01, 0.1),
+                              group="Learning rate and schedule")
     optimizer: str = opt("paged_adamw_32bit", "Optimizer; paged variants survive memory spikes, 8-bit saves memory.",
                          choices=("paged_adamw_32bit", "paged_adamw_8bit", "adamw_torch", "adamw_8bit"),
                          group="Learning rate and schedule")
     weight_decay: float = opt(0.001, "L2 pull of the adapter weights towards 0.", lo=0.0, hi=1.0,
-                              recommended="0-0.01", group="Learning rate and schedule")
+                              recommended="0-0.01", rec=(0.0, 0.1), group="Learning rate and schedule")
     max_grad_norm: float = opt(0.3, "Gradients are clipped to this norm; guards against spikes.", lo=0.0,
-                               lo_open=True, recommended="0.3-1.0", kind=(int, float),
+                               lo_open=True, recommended="0.3-1.0", rec=(0.1, 1.0), kind=(int, float),
                                group="Learning rate and schedule")
     gradient_checkpointing: bool = opt(True, "Recompute activations in backward: much less memory, ~30 % slower.",
                                        group="Memory savers")
@@ -150,6 +154,7 @@ class FieldSpec:
     hi_open: bool
     choices: tuple | None
     recommended: str | None
+    rec: tuple[float, float] | None
     kind: Any
     nullable: bool
     group: str
@@ -191,7 +196,7 @@ def _collect_fields() -> dict[str, FieldSpec]:
             out[path] = FieldSpec(path=path, name=f.name, default=default, type=_base_type(str(f.type)),
                                   help=m.get("help", ""), lo=m.get("lo"), hi=m.get("hi"),
                                   lo_open=m.get("lo_open", False), hi_open=m.get("hi_open", False),
-                                  choices=m.get("choices"), recommended=m.get("recommended"),
+                                  choices=m.get("choices"), recommended=m.get("recommended"), rec=m.get("rec"),
                                   kind=m.get("kind"), nullable=m.get("nullable", False), group=m.get("group", ""))
     walk(Config, "")
     return out
@@ -322,6 +327,23 @@ def _cross_checks(cfg: Config, raw: dict) -> list[str]:
             out.append(f"training.stop_on: unknown finding code {code!r}; one of {', '.join(STOPPABLE)}")
     if cfg.training.precision == "fp16" and cfg.quantization == "none":
         pass  # allowed; mixed precision with fp32 master adapter weights
+    return out
+
+
+def advice(cfg: Config) -> dict[str, str]:
+    """Valid values outside the seeds' recommended ranges, by dotted path: warnings, not errors."""
+    out = {}
+    for path, spec in FIELDS.items():
+        if not spec.rec:
+            continue
+        head, _, tail = path.partition(".")
+        value = getattr(getattr(cfg, head), tail) if tail else getattr(cfg, head)
+        lo, hi = spec.rec
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and not lo <= value <= hi:
+            out[path] = f"{value:g} is outside the usual {spec.recommended or f'{lo:g}-{hi:g}'}"
+    ratio = cfg.lora.alpha / cfg.lora.r
+    if not 0.5 <= ratio <= 4:
+        out["lora.alpha"] = f"alpha/r = {ratio:g}: the usual choice is alpha = 2 x r ({2 * cfg.lora.r})"
     return out
 
 

@@ -148,3 +148,13 @@ def test_every_field_has_help_and_a_default_that_validates():
     for spec in FIELDS.values():
         assert spec.help, spec.path
     config_from_dict(Config(model="m", dataset=Config().dataset).to_dict() | {"dataset": {"path": "p"}})
+
+
+def test_advice_flags_values_outside_the_recommended_range():
+    from engine.config import advice
+
+    assert advice(config_from_dict(BASE)) == {}  # the recipe itself is inside every range
+    a = advice(config_from_dict({**BASE, "training": {"learning_rate": 3e-3, "warmup_ratio": 0.0},
+                                 "lora": {"r": 16, "alpha": 128}}))
+    assert set(a) == {"training.learning_rate", "training.warmup_ratio", "lora.alpha"}
+    assert "1e-4-3e-4" in a["training.learning_rate"] and "alpha = 2 x r (32)" in a["lora.alpha"]
