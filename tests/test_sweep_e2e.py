@@ -43,7 +43,8 @@ def test_real_sweep_halves_ranks_and_applies(tmp_path, demo_model_dir, capsys):
     for t in trials.values():  # every trial is an ordinary run directory, with an eval loss
         assert math.isfinite(t["eval_loss"]) and t["evals"][0][0] == 2 and read_status(t["run_dir"])["state"] in (
             "done", "stopped")
-        assert t["verdict"] and t["tokens_per_s"] > 0 and t["train_loss"] > 0
+        assert t["tokens_per_s"] > 0 and t["train_loss"] > 0
+        assert t["verdict"] or t["state"] == "stopped"  # a verdict needs two evaluations
     halved = trials["lr3e-4_r4"]
     assert halved["state"] == "stopped" and halved["stopped_by"] == "halving" and "worse half" in halved["stop_reason"]
     assert halved["step"] < 6
