@@ -11,6 +11,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_CONFIG = REPO / "presets" / "demo.yaml"
+HUB_TOKEN_MARKER = "hf_lorapilotTestTokenMarker"
 
 
 def pytest_configure(config):
@@ -42,6 +43,7 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeou
 def finished_demo_run(tmp_path_factory, demo_model_dir) -> Path:
     """A real demo training run (tiny model, CPU), finished, shared by the tests that only read it."""
     run_dir = tmp_path_factory.mktemp("runs") / "demo-finished"
-    r = run_cli("train", str(DEMO_CONFIG), "--run-dir", str(run_dir))
+    # A hub token in the environment must never end up in the run directory (see test_engine_e2e).
+    r = run_cli("train", str(DEMO_CONFIG), "--run-dir", str(run_dir), env={"HF_TOKEN": HUB_TOKEN_MARKER})
     assert r.returncode == 0, r.stdout + r.stderr + (run_dir / "train.log").read_text()
     return run_dir

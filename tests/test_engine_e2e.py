@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import DEMO_CONFIG, run_cli
+from conftest import DEMO_CONFIG, HUB_TOKEN_MARKER, run_cli
 from engine.rundir import effective_state, read_metrics, read_status
 
 pytestmark = pytest.mark.slow
@@ -96,6 +96,12 @@ def test_adapter_reloads_with_peft_and_changes_the_output(finished_demo_run, dem
     assert tok.convert_tokens_to_ids("<|im_end|>") in gen["eos_token_id"]  # stops at the end of its turn
 
 
+def test_hub_token_is_never_written(finished_demo_run):
+    for f in finished_demo_run.rglob("*"):
+        if f.is_file():
+            assert HUB_TOKEN_MARKER.encode() not in f.read_bytes(), f
+
+
 def test_runs_lists_the_run(finished_demo_run):
     r = run_cli("runs", "--root", str(finished_demo_run.parent), "--json")
     assert r.returncode == 0, r.stderr
@@ -124,7 +130,7 @@ def test_export_adapter_and_merged(finished_demo_run, tmp_path):
 
 # ------------------------------------------------------------------ detach, stop, resume, kill -9
 def test_detached_run_survives_its_launcher_then_stop_and_resume(tmp_path):
-    cfg = small_config(tmp_path, max_steps=40)
+    cfg = small_config(tmp_path, max_steps=40, report_to=["tensorboard"])
     run_dir = tmp_path / "run"
     pid = start_detached(cfg, run_dir)  # the launcher has exited when run_cli returns
     assert os.getsid(pid) == pid  # its own session: an SSH drop's SIGHUP does not reach it
@@ -145,6 +151,7 @@ def test_detached_run_survives_its_launcher_then_stop_and_resume(tmp_path):
     assert steps[-1] == 40 and min(s for s in steps if s > stopped_at) == stopped_at + 1
     events = [x["message"] for x in read_metrics(run_dir) if x["kind"] == "event"]
     assert f"resumed from checkpoint-{stopped_at}" in events
+    assert list(run_dir.rglob("events.out.tfevents.*"))  # TensorBoard logs, as the seeds recommend
 
 
 def test_kill_9_then_resume_from_last_checkpoint(tmp_path):
