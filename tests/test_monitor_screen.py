@@ -315,3 +315,36 @@ async def test_finished_demo_run(finished_demo_run):
         assert h.loss.x[-1] > 0 and all(v == v for v in h.loss.y)   # no NaN in a healthy run
         assert monitor(app).query_one("#loss", LossChart)._traces
         assert "done" in text_of(monitor(app).query_one("#progress"))
+
+
+async def test_gpu_panel_with_gpus_and_the_90_percent_line(tmp_path):
+    from textual.app import App
+
+    from engine.gpu import GpuSample
+    from tui.widgets.gpu_panel import GpuPanel
+    from tui.widgets.run_history import RunHistory
+
+    h = RunHistory(str(tmp_path))
+    h.gpu_state, h.gpu_reason = "ok", "8 GPUs"
+    h.gpus = [GpuSample(i, "NVIDIA H100 80GB HBM3", 40.0 + 5 * i, 79.6, 97.0, 70.0, 300.0) for i in range(8)]
+    h.apply_records([{"kind": "train", "step": 10, "time": 1.0, "loss": 1.0, "gpu_mem_gib": [74.1],
+                      "gpu_peak_alloc_gib": [72.5]}])
+
+    class One(App):
+        def compose(self):
+            yield GpuPanel(h, id="gpu")
+
+    app = One()
+    async with app.run_test(size=(80, 24)):
+        panel = app.query_one(GpuPanel)
+        text = text_of(panel)
+        lines = [ln for ln in text.splitlines() if ln.strip()]
+        assert len(lines) == 9            # one line a GPU on an 8-GPU node, then the trainer's figures
+        assert "GPU7" in text and "75.0/79.6 GiB  94%" in text and "util 97% 70°C" in text
+        assert "peak alloc 72.5 GiB" in text
+        h.gpus = h.gpus[:1]
+        h.bump("gpu")
+        panel.sync()
+        text = text_of(panel)
+        assert "NVIDIA H100 80GB HBM3 · util 97% · 70°C · 300 W" in text
+        assert "┃" in text or "│" in text   # the 90 % line

@@ -43,7 +43,7 @@ from tui.widgets.system_panel import SystemPanel
 # compositor pass, and a trainer writes metrics, log and status a few ms apart.
 PANELS_EVERY_S = 1.0
 # Charts cost the most to redraw (textual-plot re-renders every canvas).
-CHARTS_EVERY_S = 2.0
+CHARTS_EVERY_S = 3.0
 
 # Below this the panels do not fit side by side and collapse into tabs.
 GRID_MIN = Size(100, 30)
@@ -87,6 +87,7 @@ class MonitorScreen(Screen):
         self._stop = threading.Event()
         self._flushed_at = self._charts_drawn_at = -1e9
         self._flush_timer: Timer | None = None
+        self._flush_due = 0.0
         self._panels_dirty = self._charts_dirty = False
         self._panel_cache: list | None = None
         self._samples_shown = False
@@ -158,18 +159,27 @@ class MonitorScreen(Screen):
 
     def _schedule_flush(self) -> None:
         """Draw now if the screen rested long enough, else once, later (leading and trailing edge)."""
+        self._flush_at(self._flushed_at + PANELS_EVERY_S)
+
+    def _flush_at(self, when: float) -> None:
+        # One timer: an earlier flush already scheduled serves this one too.
         if self._flush_timer is not None:
-            return
-        wait = self._flushed_at + PANELS_EVERY_S - time.monotonic()
-        if wait > 0:
-            self._flush_timer = self.set_timer(wait, self._flush)
-        else:
+            if self._flush_due <= when:
+                return
+            self._flush_timer.stop()
+        wait = when - time.monotonic()
+        if wait <= 0:
+            self._flush_timer = None
             self._flush()
+        else:
+            self._flush_due = when
+            self._flush_timer = self.set_timer(wait, self._flush)
 
     def _flush(self) -> None:
         self._flush_timer = None
-        now = self._flushed_at = time.monotonic()
+        now = time.monotonic()
         if self._panels_dirty:
+            self._flushed_at = now
             self._panels_dirty = False
             # The state only: a title that changed with every step would re-lay out the screen each time.
             self.sub_title = self.history.state
@@ -177,12 +187,12 @@ class MonitorScreen(Screen):
                 panel.sync()
             self._update_chrome()
         if self._charts_dirty:
-            wait = self._charts_drawn_at + CHARTS_EVERY_S - now
-            if wait > 0:
-                self._flush_timer = self.set_timer(wait, self._flush)
+            due = self._charts_drawn_at + CHARTS_EVERY_S
+            if due > now:
+                self._flush_at(due)
                 return
             self._charts_dirty, self._charts_drawn_at = False, now
-            for chart in self.query("#loss, #lr"):   # every 2 s at most: a query is fine here
+            for chart in self.query("#loss, #lr"):   # every few seconds at most: a query is fine here
                 chart.sync()
 
     # ------------------------------------------------------------ data

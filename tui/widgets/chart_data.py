@@ -94,7 +94,22 @@ class CompactFormatter(NumericAxisFormatter):
 
 
 class LogFormatter(CompactFormatter):
-    """For data plotted as log10(y): ticks placed in log space, labelled with the real value."""
+    """For data plotted as log10(y): ticks at round real values (1, 1.5, 2 or 1, 2, 5, 10), labelled as such."""
+
+    def get_ticks(self, min_: float, max_: float, max_ticks: int = 8) -> list[float]:
+        n = min(max_ticks, self.max_ticks)
+        lo, hi = 10 ** min_, 10 ** max_
+        if max_ - min_ <= 1:
+            # Less than a decade (a loss from 2.2 to 0.9): round values in linear space.
+            real = NumericAxisFormatter().get_ticks(lo, hi, n)
+        else:
+            real = [m * 10 ** e for e in range(math.floor(min_), math.ceil(max_) + 1) for m in (1, 2, 5)]
+            real = [t for t in real if lo <= t <= hi]
+            if len(real) > n:
+                real = [t for t in real if f"{t:e}".startswith("1")]
+            while len(real) > max(n, 2):
+                real = real[::2]
+        return [math.log10(t) for t in real if t > 0]
 
     def get_labels_for_ticks(self, ticks: Sequence[float]) -> list[str]:
         return [compact_number(10 ** t) for t in ticks]

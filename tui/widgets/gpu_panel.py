@@ -10,6 +10,7 @@ from tui.widgets.monitor_panel import MonitorPanel
 from tui.widgets.run_history import GPU
 
 LABEL = 8
+COMPACT_ABOVE = 2
 
 
 class GpuPanel(MonitorPanel):
@@ -26,10 +27,16 @@ class GpuPanel(MonitorPanel):
         if h.gpu_state is None:
             return Text("reading GPUs…", style="dim")
         if h.gpu_state == OK:
+            # Up to two GPUs get a details line each; an 8-GPU node gets one line per GPU.
+            compact = len(h.gpus) > COMPACT_ABOVE
             for g in h.gpus:
-                extra = [g.name, f"util {g.util_pct:.0f}%" if g.util_pct is not None else None,
-                         f"{g.temp_c:.0f}°C" if g.temp_c is not None else None,
-                         f"{g.power_w:.0f} W" if g.power_w is not None else None]
+                util_temp = [f"util {g.util_pct:.0f}%" if g.util_pct is not None else None,
+                             f"{g.temp_c:.0f}°C" if g.temp_c is not None else None]
+                if compact:
+                    lines.append(self._gpu_head(g.index, g.mem_used_gib, g.mem_total_gib, width,
+                                                " ".join(e for e in util_temp if e)))
+                    continue
+                extra = [g.name, *util_temp, f"{g.power_w:.0f} W" if g.power_w is not None else None]
                 lines += self._gpu_lines(g.index, g.mem_used_gib, g.mem_total_gib, width, extra)
         else:
             lines.append(Text.assemble(("No GPU", "bold"), f" — {h.gpu_reason}."))
@@ -52,11 +59,15 @@ class GpuPanel(MonitorPanel):
         return Group(*lines)
 
     @staticmethod
-    def _gpu_lines(index: int, used: float, total: float, width: int, extra: list[str | None]) -> list[Text]:
+    def _gpu_head(index: int, used: float, total: float, width: int, tail: str = "") -> Text:
         frac = used / total if total else 0.0
         figures = f" {gib(used)}/{gib(total)} GiB {frac * 100:3.0f}%"
-        bar_w = max(8, width - LABEL - len(figures))
-        head = Text.assemble((f"GPU{index}".ljust(LABEL), "bold"), meter(frac, bar_w, mark_at=DANGER_AT),
-                             (figures, level_style(frac)))
-        return [head, Text(" " * LABEL + " · ".join(e for e in extra if e), style="dim", overflow="ellipsis",
-                           no_wrap=True)]
+        tail = f" {tail}" if tail else ""
+        bar_w = max(6, width - LABEL - len(figures) - len(tail))
+        return Text.assemble((f"GPU{index}".ljust(LABEL), "bold"), meter(frac, bar_w, mark_at=DANGER_AT),
+                             (figures, level_style(frac)), (tail, "dim"), no_wrap=True, overflow="ellipsis")
+
+    def _gpu_lines(self, index: int, used: float, total: float, width: int, extra: list[str | None]) -> list[Text]:
+        return [self._gpu_head(index, used, total, width),
+                Text(" " * LABEL + " · ".join(e for e in extra if e), style="dim", overflow="ellipsis",
+                     no_wrap=True)]
