@@ -11,40 +11,9 @@ from pathlib import Path
 import pytest
 
 from tui.app import LorapilotApp
+from wizard_pilot import paste_into, row_problem, settle, type_into
 
 SIZE = (100, 32)
-
-
-async def settle(app, pilot, limit: float = 30.0) -> None:
-    """Wait until every debounce timer has fired and every engine call has answered."""
-    deadline = time.monotonic() + limit
-    quiet = 0
-    while time.monotonic() < deadline:
-        await pilot.pause(0.05)
-        quiet = quiet + 1 if not app.wizard.busy else 0
-        if quiet >= 2:
-            return
-    raise AssertionError(f"wizard still busy after {limit} s: {app.wizard._timers} {app.wizard._running}")
-
-
-async def type_into(pilot, selector: str, text: str) -> None:
-    """Focus a field, clear it as a user would (ctrl+u from the end), and type."""
-    widget = pilot.app.screen.query_one(selector)
-    widget.focus()
-    await pilot.press("end", "ctrl+u", *list(text))
-
-
-async def paste_into(pilot, selector: str, text: str) -> None:
-    """A long path arrives as a paste does: one change, not one per character."""
-    widget = pilot.app.screen.query_one(selector)
-    widget.focus()
-    widget.value = text
-    await pilot.pause()
-
-
-def row_problem(app, path: str) -> str:
-    label = app.screen.query_one(f"#row-{path.replace('.', '-')} .field-problem")
-    return str(label.render()) if label.display else ""
 
 
 async def test_flow_model_data_values_estimate_and_recovery(demo_model_dir):

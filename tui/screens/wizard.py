@@ -27,7 +27,7 @@ from textual.signal import Signal
 from textual.timer import Timer
 from textual.widgets import Footer
 
-from engine.config import FIELDS, Config, FieldSpec, config_from_dict, load_config
+from engine.config import FIELDS, Config, FieldSpec, advice, config_from_dict, load_config
 from engine.errors import ConfigError, UserError
 from tui.widgets.estimate_line import EstimateLine
 from tui.widgets.field_row import FieldRow
@@ -145,6 +145,7 @@ class WizardState:
         for path, spec in FIELDS.items():
             self.raw[path] = to_raw(spec, get_path(d, path))
         self.problems: dict[str, list[str]] = {}
+        self.advice: dict[str, str] = {}     # valid values outside the seeds' recommended ranges
         self.notes = list(notes or [])
         # What the engine said, each with the error that replaced it when it failed.
         self.model_info: Any = None
@@ -200,7 +201,12 @@ class WizardState:
             self.schedule_for(path)
 
     def revalidate(self) -> None:
-        """Validate every raw string through the engine; keep the last good config for estimates."""
+        """Validate every raw string through the engine, then ask it which valid values are unusual."""
+        self._validate()
+        self.advice = advice(self.cfg)
+
+    def _validate(self) -> None:
+        """Keep the last good config for estimates; the rejected values become problems by field."""
         d = self.cfg.to_dict()
         for path, text in self.raw.items():
             put_path(d, path, from_raw(FIELDS[path], text))
@@ -416,28 +422,14 @@ def _data_pool() -> Any:
     if _pool is None:
         import atexit
         import multiprocessing
-        import sys
         from concurrent.futures import ProcessPoolExecutor
-        # multiprocessing hands its helper sys.stderr's descriptor, and under Textual sys.stderr is a
-        # capture object without a usable one ("bad value(s) in fds_to_keep"): lend it the real one.
-        captured = sys.stderr
-        try:
-            if sys.__stderr__ is not None:
-                sys.stderr = sys.__stderr__
+
+        from tui.helper_process import quiet_child, real_stderr
+        with real_stderr():
             _pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
-                                        initializer=_quiet_child)
-        finally:
-            sys.stderr = captured
+                                        initializer=quiet_child)
         atexit.register(_pool.shutdown, wait=False, cancel_futures=True)
     return _pool
-
-
-def _quiet_child() -> None:
-    """The helper shares our terminal: its warnings and hub retries must not print over the UI."""
-    import os
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 1)
-    os.dup2(devnull, 2)
 
 
 def _inspect_data(cfg: Config, model: str) -> tuple[Any, list]:
@@ -478,7 +470,8 @@ def _estimate_and_check(cfg: Config, model_info: Any, gpu: Any, n_examples: int 
             findings = preflight(examples, cfg, gpu_bf16=getattr(gpu, "bf16", None),
                                  est_peak_gib=est.device_total_gib if est else None,
                                  gpu_total_gib=gpu.memory_gib if (est and gpu) else None,
-                                 dropped=getattr(report, "dropped", None))
+                                 dropped=getattr(report, "dropped", None),
+                                 num_gpus=cfg.training.num_gpus or 1)
         except Exception as exc:
             pf_error = _say(exc)
     if est_error is not None and findings is None:
@@ -558,7 +551,8 @@ class WizardStep(Screen):
         """Bring every widget in line with the state; `what` says what changed (EDITED, SET, a kind)."""
         overwrite = what == SET
         for row in self.query(FieldRow):
-            row.sync(self.state.raw[row.path], self.state.problems_for(row.path), overwrite=overwrite)
+            row.sync(self.state.raw[row.path], self.state.problems_for(row.path), self.state.advice.get(row.path),
+                     overwrite=overwrite)
         self.query_one(EstimateLine).show(self.state)
 
     @on(FieldRow.Edited)

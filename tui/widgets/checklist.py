@@ -16,8 +16,8 @@ from textual.widgets import Static
 
 from tui.widgets.problem_list import MARK, finding_details, render_finding
 
-# (what the seeds ask for, the finding codes that answer it). Codes the engine
-# does not emit yet are named as proposals so the line lights up when it does.
+# (what the seeds ask for, the finding codes that answer it). A line whose codes
+# the engine does not check reads "not checked yet" rather than a tick.
 ITEMS: list[tuple[str, tuple[str, ...]]] = [
     ("At least 100 examples with trained tokens",
      ("no_examples", "no_target_tokens", "too_few_examples", "few_target_tokens")),
@@ -27,6 +27,7 @@ ITEMS: list[tuple[str, tuple[str, ...]]] = [
     ("Warmup at the start", ("no_warmup",)),
     ("Gradients clipped (max_grad_norm)", ("no_grad_clipping",)),
     ("Eval several times per epoch", ("eval_too_rare",)),
+    ("A checkpoint before the end (save_steps)", ("no_checkpoint",)),
     ("save_total_limit keeps the disk from filling", ("no_save_limit",)),
     ("Memory under 90 % of the GPU", ("memory_estimate_high",)),
 ]
