@@ -1,13 +1,16 @@
 """Throughput and memory, four sides in one invocation, one process each (clean memory counters).
 
     python benchmarks/throughput.py llama2-7b [llama3-8b ...] [--steps 10] [--warmup 3] [--out FILE]
+    python benchmarks/throughput.py --retable DIR [--warmup 3] [--out FILE]   (from saved result files)
 
-Sides, on the same generated data (lengths lognormal, median ~350 tokens, clipped to 50..2048, the first
+Sides, on the same generated data, each optimizer step holding the same 16 examples on every side (lengths lognormal, median ~350 tokens, clipped to 50..2048, the first
 20-70 % of each example masked as prompt), seed and effective batch (16 examples per optimizer step):
   plain   the seeds' recipe: Trainer, pad each micro-batch to its longest, micro-batch 4 x accumulation 4, sdpa
   best    Trainer + DataCollatorWithFlattening + flex_attention + use_liger_kernel, all 16 examples in one micro-batch
   engine  lorapilot's default (a config with only model and dataset; micro-batching left to the engine)
   lean    lorapilot with training.memory: lean
+  bf16    (experiment, only with --sides) the engine side with a bf16 residual stream: no fp32 upcast
+          of norms, embeddings and lm_head (engine.train.speed.keep_unquantised_16bit)
 Models have random weights, built from the architectures' config numbers (no hub access on the GPU machine).
 Prints a table; with --out also writes it (markdown) with the GPU, versions and date.
 """
@@ -127,15 +130,26 @@ def _hf_side(side: str, model_dir: Path, examples, steps: int, out_dir: Path) ->
                                             gradient_checkpointing_kwargs={"use_reentrant": False})
     model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear",
                                              task_type="CAUSAL_LM"))
-    rows = [{"input_ids": e.input_ids, "labels": e.labels} for e in examples]
+    # Every side trains the same 16 examples in each optimizer step: the engine's plan order (seeded),
+    # read sequentially. (The Trainer's own shuffle would give other steps, and tokens/s on a 4-bit model
+    # depends on the tokens per step: each forward pass has a fixed dequantisation cost.)
+    order = [i for step in step_order(examples, steps) for i in step]
+    rows = [{"input_ids": examples[i].input_ids, "labels": examples[i].labels} for i in order]
     if side == "plain":
         pad = Collator(pad_id=0, pack=False)
-        collate = lambda items: pad([_Ex(r) for r in items])  # noqa: E731
+        inner = lambda items: pad([_Ex(r) for r in items])  # noqa: E731
         micro, accum = 4, 4
     else:
         from transformers import DataCollatorWithFlattening
-        collate = DataCollatorWithFlattening(return_flash_attn_kwargs=False, return_position_ids=True)
+        inner = DataCollatorWithFlattening(return_flash_attn_kwargs=False, return_position_ids=True)
         micro, accum = EFFECTIVE_BATCH, 1
+    fed = []  # (tokens, trained tokens) per collate call, in the order the Trainer asked for them
+
+    def collate(items):
+        fed.append((sum(len(r["input_ids"]) for r in items),
+                    sum(sum(1 for x in r["labels"][1:] if x != -100) for r in items)))
+        return inner(items)
+
     args = TrainingArguments(output_dir=str(out_dir), per_device_train_batch_size=micro,
                              gradient_accumulation_steps=accum, max_steps=steps, learning_rate=2e-4,
                              lr_scheduler_type="cosine", warmup_steps=0.03,
@@ -143,19 +157,31 @@ def _hf_side(side: str, model_dir: Path, examples, steps: int, out_dir: Path) ->
                              max_grad_norm=0.3, logging_steps=1, save_strategy="no", report_to="none",
                              bf16=cuda, use_cpu=not cuda, disable_tqdm=True, remove_unused_columns=False,
                              use_liger_kernel=(side == "best" and cuda), seed=42)
+
+    class SequentialTrainer(Trainer):
+        def _get_train_sampler(self, train_dataset=None):
+            from torch.utils.data import SequentialSampler
+            return SequentialSampler(train_dataset if train_dataset is not None else self.train_dataset)
+
     timer = StepTimer()
-    trainer = Trainer(model=model, args=args, train_dataset=rows, data_collator=collate,
-                      callbacks=[timer.callback()])
+    trainer = SequentialTrainer(model=model, args=args, train_dataset=rows, data_collator=collate,
+                                callbacks=[timer.callback()])
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     trainer.train()
-    # Tokens per step: what the sampler fed, in order (Trainer's sampler is seeded).
-    order = list(trainer._get_train_sampler(trainer.train_dataset) or range(len(rows)))
-    per_step = EFFECTIVE_BATCH
-    toks = [sum(len(rows[i]["input_ids"]) for i in order[s * per_step:(s + 1) * per_step]) for s in range(steps)]
-    trained = [sum(sum(1 for x in rows[i]["labels"] if x != -100) for i in order[s * per_step:(s + 1) * per_step])
-               for s in range(steps)]
-    return _summary(timer.times, timer.losses, toks, trained)
+    # The dataloader may fetch one batch ahead: the first steps x accum calls are the trained ones.
+    res = _summary(timer.times, timer.losses)
+    res["fed_tokens"] = [sum(t for t, _ in fed[s * accum:(s + 1) * accum]) for s in range(steps)]
+    return res
+
+
+def step_order(examples, steps: int) -> list[list[int]]:
+    """The examples of each optimizer step as the engine plans them (same seed, same lengths)."""
+    from engine.data.packing import plan_steps
+
+    plan = plan_steps([len(e) for e in examples], examples_per_step=EFFECTIVE_BATCH, num_epochs=1, seed=42,
+                      token_budget=None, micro_batch_size=EFFECTIVE_BATCH)
+    return [[i for mb in step for i in mb] for step in plan.epochs[0][:steps]]
 
 
 class _Ex:
@@ -164,63 +190,135 @@ class _Ex:
         self.trained_tokens = sum(1 for x in self.labels if x != -100)
 
 
-def _engine_side(side: str, model_dir: Path, examples, steps: int, out_dir: Path) -> dict:
+def run_engine(model_dir: Path, examples, out_dir: Path, training: dict, lora: dict | None = None,
+               reset_peak: bool = True) -> None:
+    """lorapilot's real trainer (engine.train.run.train) on injected token data; also used by vram_calibration."""
     import torch
 
     from engine.config import config_from_dict
     from engine.data import PreparedData
     from engine.data.types import DataReport
     from engine.demo.model import build_tokenizer, demo_data_path
-    from engine.rundir import read_metrics
     from engine.train.run import train
 
     raw = {"model": str(model_dir), "dataset": {"path": "synthetic", "validation_split": 0.0},
-           "training": {"max_seq_length": 2048, "max_steps": steps, "logging_steps": 1, "save_steps": 10 ** 6,
-                        "stop_on": []}}
-    if side == "lean":
-        raw["training"]["memory"] = "lean"
+           "training": {"save_steps": 10 ** 6, "stop_on": [], **training}}
+    if lora:
+        raw["lora"] = dict(lora)
     cfg = config_from_dict(raw)
+    if out_dir.exists():  # metrics.jsonl is appended to: a stale run would mix into the readings
+        import shutil
+        shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     data = PreparedData(train=examples, validation=[],
                         report=DataReport(path="synthetic", format="tokens", n_train=len(examples)))
     tok = build_tokenizer(demo_data_path())  # only its pad id is used: the data is already token ids
-    if torch.cuda.is_available():
+    if reset_peak and torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
-    train(cfg, out_dir, resume=False, data=data, tokenizer=tok)
+    code = train(cfg, out_dir, resume=False, data=data, tokenizer=tok)
+    if code != 0:
+        raise RuntimeError(f"engine training exited with {code}")
+
+
+def _engine_side(side: str, model_dir: Path, examples, steps: int, out_dir: Path) -> dict:
+    from engine.rundir import read_metrics
+
+    training = {"max_seq_length": 2048, "max_steps": steps, "logging_steps": 1}
+    if side == "lean":
+        training["memory"] = "lean"
+    if side == "bf16":
+        # Experiment: the engine with a 16-bit residual stream (norms, embeddings, lm_head left in bf16
+        # instead of peft's fp32 upcast); see engine.train.speed.keep_unquantised_16bit.
+        import engine.model
+        from engine.train.speed import keep_unquantised_16bit
+
+        add_lora = engine.model.add_lora
+
+        def add_lora_16bit(model, cfg, **kw):
+            model = add_lora(model, cfg, **kw)
+            keep_unquantised_16bit(model, print)
+            return model
+        engine.model.add_lora = add_lora_16bit
+    run_engine(model_dir, examples, out_dir, training)
     recs = [r for r in read_metrics(out_dir) if r.get("kind") == "train"]
-    times = [r["time"] for r in recs]
-    losses = [r["loss"] for r in recs]
-    seen = [r["tokens_seen"] for r in recs]
-    toks = [b - a for a, b in zip([0] + seen[:-1], seen)]
-    # trained tokens per step from the plan is not logged per step: take the ratio of the data
-    frac = sum(e.trained_tokens for e in examples) / sum(len(e) for e in examples)
-    return _summary(times, losses, toks, [t * frac for t in toks])
+    # Tokens per step come from the plan (step_tokens), not from the records: tokens_seen counts what the
+    # collator handed out, and the dataloader fetches one micro-batch ahead of the step being trained.
+    return _summary([r["time"] for r in recs], [r["loss"] for r in recs])
 
 
-def _summary(times, losses, toks, trained) -> dict:
+def step_tokens(examples, steps: int) -> tuple[list[int], list[int]]:
+    """(tokens, trained tokens) of each optimizer step; the same steps on every side."""
+    order = step_order(examples, steps)
+    toks = [sum(len(examples[i]) for i in step) for step in order]
+    trained = [sum(sum(1 for x in examples[i].labels[1:] if x != -100) for i in step) for step in order]
+    return toks, trained
+
+
+def _summary(times, losses) -> dict:
+    """Durations of steps 2..n (step 1 holds compilation and the first allocations), losses, peaks."""
     import torch
 
-    n = min(len(times), len(toks))
-    durations = [times[i] - times[i - 1] for i in range(1, n)]
-    return {"step_times": durations, "tokens": toks[1:n], "trained": trained[1:n], "losses": losses[:4],
+    return {"step_times": [times[i] - times[i - 1] for i in range(1, len(times))], "losses": losses[:4],
             "peak_alloc_gib": torch.cuda.max_memory_allocated() / 2 ** 30 if torch.cuda.is_available() else 0.0,
             "peak_reserved_gib": torch.cuda.max_memory_reserved() / 2 ** 30 if torch.cuda.is_available() else 0.0}
 
 
+def bench_examples(arch: str, steps: int):
+    return make_examples(steps * EFFECTIVE_BATCH + 64, ARCHS[arch]["vocab_size"], seed=0)
+
+
 def run_side(a) -> None:
-    examples = make_examples(a.steps * EFFECTIVE_BATCH + 64, ARCHS[a.arch]["vocab_size"], seed=0)
+    examples = bench_examples(a.arch, a.steps)
     out_dir = Path(a.work) / f"{a.arch}-{a.side}"
     fn = _hf_side if a.side in ("plain", "best") else _engine_side
     res = fn(a.side, Path(a.model_dir), examples, a.steps, out_dir)
+    res.update(arch=a.arch, side=a.side, steps=a.steps, gpu=_gpu_name(), versions=_versions(),
+               date=time.strftime("%Y-%m-%d"))
     Path(a.result).write_text(json.dumps(res))
 
 
 # ----------------------------------------------------------------- the driver
 def steady(res: dict, warmup: int) -> dict:
+    """Throughput over steps 2 + warmup .. n, with tokens per step from the plan (same on every side)."""
+    steps = len(res["step_times"]) + 1
+    toks, trained = step_tokens(bench_examples(res["arch"], steps), steps)
     st = res["step_times"][warmup:] or res["step_times"]
-    tk = res["tokens"][warmup:] or res["tokens"]
-    tr = res["trained"][warmup:] or res["trained"]
+    tk = toks[1:][warmup:] or toks[1:]
+    tr = trained[1:][warmup:] or trained[1:]
     return {"tok_s": sum(tk) / sum(st), "trained_s": sum(tr) / sum(st), "median_step_s": statistics.median(st)}
+
+
+def table(results: list[dict], warmup: int) -> str:
+    """The markdown table and the ratios, from the sides' result files."""
+    from engine.estimate.params import architecture, count_params
+
+    first = results[0] if results else {}
+    lines = [f"GPU: {first.get('gpu', '?')}; {first.get('versions', '?')}; {first.get('date', '?')}",
+             f"steps {first.get('steps', '?')} (first {warmup} + 1 excluded), effective batch {EFFECTIVE_BATCH} "
+             "examples, the same examples in each step on every side", "",
+             "| model | side | tok/s (trained) | median step s | peak alloc GiB | reserved GiB | MFU | first losses |",
+             "|---|---|---|---|---|---|---|---|"]
+    ratios = []
+    by_arch: dict[str, dict] = {}
+    for res in results:
+        arch, side = res["arch"], res["side"]
+        s = steady(res, warmup)
+        by_arch.setdefault(arch, {})[side] = s
+        n_params = count_params(architecture(ARCHS[arch])).total
+        gpu = res.get("gpu", "")
+        peak = PEAK_TFLOPS.get(gpu.split()[1] if len(gpu.split()) > 1 else "", None)
+        mfu = f"{6 * n_params * s['tok_s'] / (peak * 1e12):.1%}" if peak else "-"
+        losses = ", ".join(f"{x:.3f}" for x in res["losses"])
+        lines.append(f"| {arch} | {side} | {s['tok_s']:,.0f} ({s['trained_s']:,.0f}) | {s['median_step_s']:.2f} "
+                     f"| {res['peak_alloc_gib']:.1f} | {res['peak_reserved_gib']:.1f} | {mfu} | {losses} |")
+    for arch, sides in by_arch.items():
+        for side in sides:
+            for ref in ("best", "plain"):
+                if side not in ("best", "plain") and ref in sides:
+                    ratios.append(f"{arch}: {side}/{ref} = {sides[side]['tok_s'] / sides[ref]['tok_s']:.2f}x")
+        if "best" in sides and "plain" in sides:
+            ratios.append(f"{arch}: best/plain = {sides['best']['tok_s'] / sides['plain']['tok_s']:.2f}x")
+    return "\n".join(lines + [""] + ratios) + "\n"
 
 
 def _gpu_name() -> str:
@@ -247,6 +345,7 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--work", default="/tmp/lorapilot-bench")
     ap.add_argument("--out")
+    ap.add_argument("--retable", metavar="DIR", help="rebuild the table from the sides' result files in DIR")
     ap.add_argument("--side", help=argparse.SUPPRESS)
     ap.add_argument("--arch", help=argparse.SUPPRESS)
     ap.add_argument("--model-dir", help=argparse.SUPPRESS)
@@ -255,45 +354,31 @@ def main() -> None:
     if a.side:
         run_side(a)
         return
-    from engine.estimate.params import architecture, count_params
-
-    work = Path(a.work)
-    work.mkdir(parents=True, exist_ok=True)
-    lines = [f"GPU: {_gpu_name()}; {_versions()}; {time.strftime('%Y-%m-%d')}",
-             f"steps {a.steps} (first {a.warmup} + 1 excluded), effective batch {EFFECTIVE_BATCH} examples", "",
-             "| model | side | tok/s (trained) | median step s | peak alloc GiB | reserved GiB | MFU | first losses |",
-             "|---|---|---|---|---|---|---|---|"]
-    ratios = []
-    for arch in a.archs:
-        model_dir = build_model_dir(arch, work / "models")
-        n_params = count_params(architecture(ARCHS[arch])).total
-        results = {}
-        for side in a.sides.split(","):
-            res_file = work / f"{arch}-{side}.json"
-            res_file.unlink(missing_ok=True)
-            t0 = time.time()
-            p = subprocess.run([sys.executable, __file__, "--side", side, "--arch", arch, "--model-dir",
-                                str(model_dir), "--steps", str(a.steps), "--work", str(work), "--result",
-                                str(res_file)], cwd=REPO)
-            if p.returncode != 0 or not res_file.exists():
-                lines.append(f"| {arch} | {side} | failed (exit {p.returncode}) | | | | | |")
-                continue
-            res = json.loads(res_file.read_text())
-            s = steady(res, a.warmup)
-            results[side] = s
-            peak = PEAK_TFLOPS.get(_gpu_name().split()[1] if " " in _gpu_name() else "", None)
-            mfu = f"{6 * n_params * s['tok_s'] / (peak * 1e12):.1%}" if peak else "-"
-            losses = ", ".join(f"{x:.3f}" for x in res["losses"])
-            lines.append(f"| {arch} | {side} | {s['tok_s']:,.0f} ({s['trained_s']:,.0f}) | {s['median_step_s']:.2f} "
-                         f"| {res['peak_alloc_gib']:.1f} | {res['peak_reserved_gib']:.1f} | {mfu} | {losses} |")
-            print(lines[-1], f"({time.time() - t0:.0f} s)", flush=True)
-        if "engine" in results:
-            for ref in ("best", "plain"):
-                if ref in results:
-                    ratios.append(f"{arch}: engine/{ref} = {results['engine']['tok_s'] / results[ref]['tok_s']:.2f}x")
-            if "lean" in results and "best" in results:
-                ratios.append(f"{arch}: lean/best = {results['lean']['tok_s'] / results['best']['tok_s']:.2f}x")
-    text = "\n".join(lines + [""] + ratios) + "\n"
+    if a.retable:
+        files = sorted(Path(a.retable).glob("*.json"))
+        results = [json.loads(f.read_text()) for f in files]
+        order = {s: i for i, s in enumerate(SIDES + ("bf16",))}
+        results.sort(key=lambda r: (r["arch"], order.get(r["side"], 99)))
+        text = table(results, a.warmup)
+    else:
+        work = Path(a.work)
+        work.mkdir(parents=True, exist_ok=True)
+        results = []
+        for arch in a.archs:
+            model_dir = build_model_dir(arch, work / "models")
+            for side in a.sides.split(","):
+                res_file = work / f"{arch}-{side}.json"
+                res_file.unlink(missing_ok=True)
+                t0 = time.time()
+                p = subprocess.run([sys.executable, __file__, "--side", side, "--arch", arch, "--model-dir",
+                                    str(model_dir), "--steps", str(a.steps), "--work", str(work), "--result",
+                                    str(res_file)], cwd=REPO)
+                if p.returncode != 0 or not res_file.exists():
+                    print(f"| {arch} | {side} | failed (exit {p.returncode}) | | | | | |", flush=True)
+                    continue
+                results.append(json.loads(res_file.read_text()))
+                print(table(results[-1:], a.warmup).splitlines()[5], f"({time.time() - t0:.0f} s)", flush=True)
+        text = table(results, a.warmup)
     print(text)
     if a.out:
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)

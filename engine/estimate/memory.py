@@ -63,7 +63,7 @@ class TrainingShape:
     optimizer: str
     gradient_checkpointing: bool
     tokens: int                  # per micro-batch
-    fused_loss: bool
+    fused_loss: bool             # Liger applied: fused linear-cross-entropy, and its SwiGLU, RMSNorm and RoPE
 
 
 @dataclass(frozen=True)
@@ -124,14 +124,19 @@ def layer_activation_bytes(arch: Architecture, shape: TrainingShape) -> float:
     h, i = arch.hidden, arch.intermediate
     # RMSNorm upcasts its input to fp32 and keeps it (pow and mul save it).
     norms = arch.norms_per_layer * 4 * h
-    # Attention under autocast keeps q, k, v and its output in the compute dtype,
-    # plus the fp32 log-sum-exp per head. With a padding or packing mask
-    # transformers repeats k/v to all heads before SDPA (use_gqa_in_sdpa needs
-    # mask=None), so they are counted at full width.
-    attention = c * 4 * arch.q_dim + 4 * arch.heads
+    # Attention keeps q, k, v and its output in the compute dtype, plus the fp32
+    # log-sum-exp per head. k and v stay at their grouped (GQA) width where the
+    # kernel takes them so: flex attention (packed rows on a GPU) when the head
+    # count is a power of two, SDPA when no mask is needed. Flex attention with
+    # another head count (Qwen2.5: 12, 28, 40 heads) repeats them to every head
+    # first, as SDPA does beside a padding mask. Measured on an H100
+    # (benchmarks/results/vram_calibration-*): unpadded rows keep the grouped width.
+    kv = arch.kv_dim if _is_power_of_two(arch.heads) else arch.q_dim
+    attention = c * (2 * arch.q_dim + 2 * kv) + 4 * arch.heads
     # The MLP keeps the gate output (activation input), the activation output
-    # and the up output; the frozen down_proj does not keep its input.
-    mlp = 3 * s * i
+    # and the up output; the frozen down_proj does not keep its input. Liger's
+    # SwiGLU keeps only the gate and up outputs and recomputes SiLU in backward.
+    mlp = (2 if shape.fused_loss else 3) * s * i
     # Frozen linears (4-bit, 8-bit or 16-bit) keep no input; each adapter keeps
     # its A input in the compute dtype (dropout output or autocast copy) plus the
     # dropout mask (bool), and its r-wide A output for B.
@@ -149,6 +154,10 @@ def layer_activation_bytes(arch: Architecture, shape: TrainingShape) -> float:
     return norms + attention + mlp + lora
 
 
+def _is_power_of_two(n: int) -> bool:
+    return n > 0 and n & (n - 1) == 0
+
+
 def _liger_chunk_tokens(arch: Architecture, tokens: int) -> int:
     # Liger's fused linear-cross-entropy processes the logits in chunks of
     # next_power_of_2(ceil(tokens / ceil(vocab / hidden))) rows.
@@ -160,10 +169,16 @@ def _liger_chunk_tokens(arch: Architecture, tokens: int) -> int:
 def logits_bytes(arch: Architecture, shape: TrainingShape) -> tuple[float, str]:
     """Peak bytes of the lm_head and loss phase for one micro-batch, with a note."""
     c, s, t, v = shape.compute_bytes, _stream_bytes(shape), shape.tokens, arch.vocab
+    # The fp32 lm_head (kbit preparation) is cast to bf16 by autocast for its matmul:
+    # frozen weights are not in autocast's cache, so a 16-bit copy of the whole
+    # head is alive while the logits are computed (fused or not; measured).
+    head_copy = arch.vocab * arch.hidden * c if shape.quantization != "none" and c == 2 else 0.0
     if shape.fused_loss:
         chunk = _liger_chunk_tokens(arch, t)
-        return (s * arch.hidden * t + chunk * v * (c + 4),
-                f"fused linear-cross-entropy: {chunk}-token chunks of the logits, never all at once")
+        note = f"fused linear-cross-entropy: {chunk}-token chunks of the logits, never all at once"
+        if head_copy:
+            note += "; plus a bf16 copy of the fp32 lm_head weight"
+        return s * arch.hidden * t + chunk * v * (c + 4) + head_copy, note
     # Forward: bf16 logits (2V), their fp32 upcast in the loss (4V), log_softmax
     # output kept for backward (4V). Backward: the fp32 gradient of the log-probs
     # and of the logits (4V + 4V) while the saved output (4V) is alive: 12V.
@@ -172,13 +187,10 @@ def logits_bytes(arch: Architecture, shape: TrainingShape) -> tuple[float, str]:
     if arch.final_logit_softcap:
         per_token += 2 * c * v          # tanh output kept for backward, plus the capped copy
         note += "; final-logit soft-capping keeps two more copies"
-    extra = 0.0
-    if shape.quantization != "none" and c == 2:
-        # The fp32 lm_head (kbit preparation) is cast to bf16 by autocast on each
-        # forward and kept for backward: frozen weights are not in autocast's cache.
-        extra = arch.vocab * arch.hidden * c
+    if head_copy:
+        # Unfused, the copy is also kept for backward (the logits' gradient goes through it).
         note += "; plus a bf16 copy of the fp32 lm_head weight"
-    return per_token * t + extra, note
+    return per_token * t + head_copy, note
 
 
 def dequant_buffer_bytes(arch: Architecture, shape: TrainingShape) -> float:
@@ -206,8 +218,9 @@ def memory(arch: Architecture, params: ParamCounts, shape: TrainingShape) -> Mem
         recompute = 0.0
         kept_note = f"checkpointing off: every layer's saved tensors ({layer / 1024:.0f} KiB per token per layer)"
     # Gradients alive while one layer runs backward: the residual stream's and
-    # the MLP's intermediate ones.
-    working = (3 * s * arch.intermediate + 2 * s * arch.hidden) * t
+    # the MLP's intermediate ones. Liger's SwiGLU backward writes the gate and up
+    # gradients into its saved buffers in place: only the product's gradient is new.
+    working = ((1 if shape.fused_loss else 3) * s * arch.intermediate + 2 * s * arch.hidden) * t
     dequant = dequant_buffer_bytes(arch, shape)
     logits, logits_note = logits_bytes(arch, shape)
     backward_phase = recompute + working + dequant

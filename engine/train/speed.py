@@ -66,3 +66,22 @@ def token_budget(cfg, device: str, log: Callable[[str], None]) -> int | None:
     budget = t.micro_batch_size * t.max_seq_length
     log(f"batching: packed, up to {budget} tokens per micro-batch (micro_batch_size x max_seq_length)")
     return budget
+
+
+def keep_unquantised_16bit(model, log: Callable[[str], None]) -> int:
+    """Casts the frozen fp32 parameters back to bf16 (experiment; not on the default path yet).
+
+    peft's prepare_model_for_kbit_training upcasts every unquantised weight (norms, embeddings, lm_head)
+    to fp32, which makes the whole residual stream fp32: each 4-bit layer's output is cast back to fp32,
+    RoPE and flex attention run on fp32 q/k/v, and the lm_head matmul is fp32. Called after the adapters
+    exist: trainable parameters (the adapters, fp32) are left alone. Returns the parameters cast.
+    """
+    import torch
+
+    n = 0
+    for p in model.parameters():
+        if not p.requires_grad and p.dtype == torch.float32 and p.__class__.__name__ != "Params4bit":
+            p.data = p.data.to(torch.bfloat16)
+            n += p.numel()
+    log(f"precision: {n:,} frozen unquantised parameters kept in bf16 (residual stream bf16)")
+    return n
