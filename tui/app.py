@@ -20,7 +20,9 @@ class LorapilotApp(App):
         self.runs_root = runs_root
 
     def on_mount(self) -> None:
-        if self.start == "monitor":
+        if self.start == "playground":
+            self.open_playground(self.run_dir)
+        elif self.start == "monitor":
             if self.run_dir:
                 self.open_monitor(self.run_dir)
             else:
@@ -39,3 +41,7 @@ class LorapilotApp(App):
     def open_runs(self) -> None:
         from tui.screens.runs import RunsScreen
         self.push_screen(RunsScreen(self.runs_root))
+
+    def open_playground(self, run_dir: str | Path) -> None:
+        from tui.screens.playground import PlaygroundScreen
+        self.push_screen(PlaygroundScreen(str(run_dir)))

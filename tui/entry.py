@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-APP_VERBS = ("monitor",)
+APP_VERBS = ("monitor", "playground")
 
 
 def _wants_app(argv: list[str]) -> bool:

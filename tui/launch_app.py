@@ -17,6 +17,8 @@ def run_app(argv: list[str]) -> int:
             if target and not Path(target).is_dir():
                 raise UserError(f"{target}: no such run directory")
             app = LorapilotApp(start="monitor", run_dir=target)
+        elif argv and argv[0] == "playground":
+            app = LorapilotApp(start="playground", run_dir=_finished_run(argv[1:]))
         else:
             app = LorapilotApp(start="wizard", config_path=argv[0] if argv else None)
     except UserError as e:
@@ -24,3 +26,16 @@ def run_app(argv: list[str]) -> int:
         return EXIT_BAD_INPUT
     app.run()
     return app.return_code or 0
+
+
+def _finished_run(args: list[str]) -> str:
+    """`lorapilot playground RUN_DIR`: a run directory with an adapter in it."""
+    if len(args) != 1:
+        raise UserError("playground needs one RUN_DIR (a finished run)", fix="try: lorapilot playground runs/<name>")
+    run_dir = Path(args[0])
+    if not run_dir.is_dir():
+        raise UserError(f"{run_dir}: no such run directory")
+    if not (run_dir / "adapter").is_dir():
+        raise UserError(f"{run_dir}: no adapter/ yet (the run has not finished)",
+                        fix=f"watch it with `lorapilot monitor {run_dir}`; the playground opens once it is done")
+    return str(run_dir)

@@ -63,6 +63,7 @@ class MonitorScreen(Screen):
         Binding("s", "cycle_smoothing", "Smooth"),
         Binding("l", "toggle_log_scale", "Log y"),
         Binding("x", "stop_run", "Stop run…"),
+        Binding("p", "playground", "Playground"),
         *[Binding(str(i + 1), f"show_tab('{t}')", t.capitalize(), show=False) for i, t in enumerate(TABS)],
     ]
 
@@ -218,6 +219,7 @@ class MonitorScreen(Screen):
         if up.state is not None:
             h.state = up.state
             h.bump(PROGRESS)
+            self.refresh_bindings()  # the Playground key appears once the adapter is written
         if up.log_lines is not None:
             h.apply_log(up.log_lines, up.log_reset)
         if up.machine is not None:
@@ -268,6 +270,14 @@ class MonitorScreen(Screen):
     def action_show_tab(self, name: str) -> None:
         if self.compact:
             self.query_one(TabbedContent).active = f"tab-{name}"
+
+    def check_action(self, action: str, parameters: tuple) -> bool | None:
+        if action == "playground":
+            return (Path(self.run_dir) / "adapter").is_dir()
+        return True
+
+    def action_playground(self) -> None:
+        self.app.open_playground(self.run_dir)
 
     def action_stop_run(self) -> None:
         h = self.history

@@ -1,0 +1,113 @@
+"""Temperature, top-p and max new tokens for the playground: checked as typed, errors under each field.
+
+The rules are `lorapilot chat`'s: temperature >= 0 (0 = greedy), top-p in (0, 1],
+max new tokens a whole number >= 1 (here at most MAX_NEW_TOKENS, so a typo
+cannot keep a CPU busy for an hour). A bad value stays as typed.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from textual import on
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical
+from textual.widgets import Input, Label
+
+MAX_NEW_TOKENS = 4096
+DEFAULTS = {"temperature": "0", "top_p": "1", "max_new_tokens": "128"}
+LABELS = {"temperature": "temperature", "top_p": "top-p", "max_new_tokens": "max new tokens"}
+HELP = {"temperature": "0 = greedy (the same answer every time); 0.7 is a usual sampled setting",
+        "top_p": "sample from the smallest set of tokens whose probability adds up to this (1 = all)",
+        "max_new_tokens": "the answer stops here if the model has not stopped by itself"}
+
+
+def _number(text: str) -> float | None:
+    try:
+        value = float(text.strip())
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def check(name: str, text: str) -> tuple[Any, str | None]:
+    """(value, None) or (None, what is wrong with it)."""
+    if name == "max_new_tokens":
+        stripped = text.strip()
+        if not stripped.isdigit():
+            return None, f"{stripped or 'empty'}: a whole number from 1 to {MAX_NEW_TOKENS}"
+        value = int(stripped)
+        if not 1 <= value <= MAX_NEW_TOKENS:
+            return None, f"{value}: from 1 to {MAX_NEW_TOKENS}"
+        return value, None
+    value = _number(text)
+    if name == "temperature":
+        if value is None or value < 0:
+            return None, f"{text.strip() or 'empty'}: a number >= 0 (0 = greedy)"
+        return value, None
+    if value is None or not 0 < value <= 1:
+        return None, f"{text.strip() or 'empty'}: a number above 0, at most 1"
+    return value, None
+
+
+class SamplingSettings(Horizontal):
+    """Posts nothing: the screen asks `values()` when it runs a prompt."""
+
+    DEFAULT_CSS = Path(__file__).with_suffix(".tcss").read_text(encoding="utf-8")
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.errors: dict[str, str] = {}
+
+    def compose(self) -> ComposeResult:
+        for name, default in DEFAULTS.items():
+            with Vertical(classes="setting", id=f"setting-{name}"):
+                with Horizontal(classes="setting-line"):
+                    yield Label(LABELS[name], classes="setting-name")
+                    yield Input(default, compact=True, id=f"sampling-{name}", classes="setting-editor",
+                                tooltip=HELP[name])
+                yield Label("", classes="setting-error")
+
+    def on_mount(self) -> None:
+        for label in self.query(".setting-error"):
+            label.display = False
+
+    def raw(self, name: str) -> str:
+        return self.query_one(f"#sampling-{name}", Input).value
+
+    @on(Input.Changed)
+    def _changed(self, event: Input.Changed) -> None:
+        event.stop()
+        self.recheck()
+
+    @on(Input.Submitted)
+    def _submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        self.screen.focus_next()
+
+    def recheck(self) -> None:
+        self.errors = {}
+        for name in DEFAULTS:
+            _, error = check(name, self.raw(name))
+            box = self.query_one(f"#setting-{name}")
+            label = box.query_one(".setting-error", Label)
+            label.update(f"✗ {error}" if error else "")
+            label.display = bool(error)
+            box.set_class(bool(error), "-invalid")
+            if error:
+                self.errors[name] = error
+
+    def values(self) -> dict[str, Any] | None:
+        """The settings as `Playground.stream` takes them, or None while any is invalid."""
+        self.recheck()
+        if self.errors:
+            return None
+        return {name: check(name, self.raw(name))[0] for name in DEFAULTS}
+
+    def first_invalid(self) -> Input | None:
+        for name in DEFAULTS:
+            if name in self.errors:
+                return self.query_one(f"#sampling-{name}", Input)
+        return None
