@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
@@ -28,7 +30,7 @@ def groups() -> dict[str, list[str]]:
 class HyperparamsScreen(WizardStep):
     STEP = "hyperparams"
     CSS_PATH = "hyperparams.tcss"
-    BINDINGS = [Binding("ctrl+r", "recipes", "Recipes")]
+    BINDINGS = [Binding("ctrl+r", "recipes", "Recipes"), Binding("ctrl+t", "sweep", "Quick sweep")]
 
     def compose_body(self) -> ComposeResult:
         raw = self.state.raw
@@ -49,3 +51,21 @@ class HyperparamsScreen(WizardStep):
             self.notify(f"Recipe {name}: {len(values)} values set", timeout=3)
 
         self.app.push_screen(RecipePicker(list_recipes()), picked)
+
+    def action_sweep(self) -> None:
+        """Short trials over lr x r on the config as it stands; the monitor opens on the sweep once started."""
+        from tui.screens.wizard import DETECTED
+        from tui.widgets.sweep_grid import SweepPanel
+
+        s = self.state
+        if not s.valid:
+            self.notify("\n".join(s.all_problems()), title="Fix these before a sweep", severity="error", timeout=8)
+            return
+        name = Path(s.config_path).stem if s.config_path else "lorapilot"
+        gpu = s.gpu_key if s.gpu_key not in (None, DETECTED) else None
+
+        def started(sweep_dir: str | None) -> None:
+            if sweep_dir:
+                self.app.open_monitor(sweep_dir)
+
+        self.app.push_screen(SweepPanel(s.cfg, gpu=gpu, price=s.price_per_hour, name=name), started)

@@ -1,0 +1,60 @@
+"""The quick sweep panel on the hyperparameter step: the engine's plan follows the grid; bad grids are refused inline."""
+
+from __future__ import annotations
+
+import re
+import time
+
+from tui.app import LorapilotApp
+from wizard_pilot import type_into
+
+SIZE = (100, 32)
+
+
+async def plan_settled(pilot, panel, limit: float = 20.0) -> str:
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        await pilot.pause(0.05)
+        if not panel.planning:
+            return str(panel.query_one("#sweep-plan").render())
+    raise AssertionError("no sweep plan")
+
+
+def trials(plan: str) -> int:
+    found = re.search(r"(\d+) trials", plan)
+    assert found, plan
+    return int(found.group(1))
+
+
+async def test_grid_edits_change_the_plan_and_a_bad_lr_is_an_inline_error():
+    app = LorapilotApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("ctrl+n", "ctrl+n", "ctrl+t")
+        await pilot.pause(0.1)
+        panel = app.screen
+        assert type(panel).__name__ == "SweepPanel"
+        plan = await plan_settled(pilot, panel)
+        assert trials(plan) == 9 and "time" in plan  # the default grid: 3 x 3
+
+        await type_into(pilot, "#sweep-r", "8,16")
+        plan = await plan_settled(pilot, panel)
+        assert trials(plan) == 6
+        assert "--r 8,16" in str(panel.query_one("#sweep-command").render())
+
+        await type_into(pilot, "#sweep-lr", "-1")
+        await plan_settled(pilot, panel)
+        error = panel.query_one("#sweep-row-lr .sweep-error")
+        assert error.display and "out of range" in str(error.render())
+        assert panel.query_one("#sweep-lr").value == "-1"  # kept as typed
+        assert panel.query_one("#sweep-start").disabled
+        await pilot.press("ctrl+l")  # refused: still the panel
+        await pilot.pause(0.1)
+        assert app.screen is panel
+
+        await type_into(pilot, "#sweep-lr", "2e-4")
+        plan = await plan_settled(pilot, panel)
+        assert not error.display and trials(plan) == 2
+        await pilot.press("escape")
+        await pilot.pause(0.1)
+        assert type(app.screen).__name__ == "HyperparamsScreen"
+        app.exit()

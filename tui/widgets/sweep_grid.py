@@ -1,0 +1,247 @@
+"""The quick sweep, from the hyperparameter step: the grid editable, the engine's plan for it, one key to start.
+
+Everything it says and does is `lorapilot sweep`'s, called in-process with the
+same arguments: the grid's parsing and its errors (engine.sweep.plan), the
+plan's wording, trial count, time and cost (the `--dry-run` text), and the
+start (`--yes --detach`). The config swept is the wizard's, written to a
+temporary YAML for the verb to read; the sweep keeps its own copy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import re
+import shlex
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.content import Content
+from textual.screen import ModalScreen
+from textual.timer import Timer
+from textual.widgets import Button, Input, Label, Static
+
+from engine.errors import UserError
+
+# The panel's fields and the verb's flags, in the order shown.
+FIELDS = (("lr", "--lr", "learning rates"), ("r", "--r", "LoRA ranks (alpha = 2r)"),
+          ("steps", "--steps", "steps per trial"), ("budget", "--budget-minutes", "budget, minutes (optional)"))
+SWEEP_DIR_LINE = re.compile(r"^sweep directory: (.+)$", re.M)
+
+
+def _defaults() -> dict[str, str]:
+    from engine.sweep.plan import DEFAULT_LRS, DEFAULT_RS, DEFAULT_STEPS, lr_text
+    return {"lr": ",".join(lr_text(x) for x in DEFAULT_LRS), "r": ",".join(str(r) for r in DEFAULT_RS),
+            "steps": str(DEFAULT_STEPS), "budget": ""}
+
+
+def field_errors(values: dict[str, str]) -> dict[str, str]:
+    """Each grid field checked by the engine's own parsers; the message as the CLI gives it."""
+    from engine.sweep.plan import parse_lrs, parse_rs, round_steps
+
+    checks: dict[str, Callable[[str], Any]] = {"lr": parse_lrs, "r": parse_rs,
+                                               "steps": lambda text: round_steps(int(text))}
+    errors = {}
+    for name, check in checks.items():
+        try:
+            check(values[name].strip())
+        except UserError as e:
+            errors[name] = str(e)
+        except ValueError:
+            errors[name] = f"{FIELDS[2][1]}: {values[name].strip() or 'empty'} is not a whole number"
+    budget = values["budget"].strip()
+    if budget:
+        try:
+            if not float(budget) > 0:
+                raise ValueError
+        except ValueError:
+            errors["budget"] = f"--budget-minutes: {budget} must be a number of minutes above 0 (or empty)"
+    return errors
+
+
+def sweep_argv(config_path: str, values: dict[str, str], gpu: str | None, price: float | None) -> list[str]:
+    argv = [config_path]
+    for name, flag, _ in FIELDS:
+        if values[name].strip():
+            argv += [flag, values[name].strip().replace(" ", "")]
+    if gpu:
+        argv += ["--gpu", gpu]
+    if price is not None:
+        argv += ["--price-per-hour", f"{price:g}"]
+    return argv
+
+
+def run_sweep_verb(argv: list[str]) -> str:
+    """`lorapilot sweep ARGV` in this process; what it printed. Raises the verb's UserError."""
+    from engine.sweep.command import add_arguments, run
+
+    parser = argparse.ArgumentParser(prog="lorapilot sweep")
+    add_arguments(parser)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        run(parser.parse_args(argv))
+    return out.getvalue()
+
+
+class SweepPanel(ModalScreen[str | None]):
+    """Dismisses with the new sweep's directory once started, or None."""
+
+    DEFAULT_CSS = Path(__file__).with_suffix(".tcss").read_text(encoding="utf-8")
+    BINDINGS = [Binding("escape", "cancel", "Cancel"), Binding("ctrl+l", "start", "Start the sweep")]
+    DEBOUNCE_S = 0.25
+
+    def __init__(self, cfg: Any, *, gpu: str | None, price: float | None, name: str = "lorapilot") -> None:
+        super().__init__()
+        self.cfg, self.gpu, self.price = cfg, gpu, price
+        self.errors: dict[str, str] = {}
+        self.plan_text = ""
+        self.plan_error: str | None = None
+        self.planning = False
+        self._tmp = tempfile.TemporaryDirectory(prefix="lorapilot-sweep-")
+        self.config_path = str(Path(self._tmp.name) / f"{name}.yaml")
+        self._timer: Timer | None = None
+        self._asked = 0
+
+    def compose(self) -> ComposeResult:
+        defaults = _defaults()
+        with Vertical(id="sweep"):
+            yield Label("Quick sweep: short trials over learning rate × LoRA r; hopeless ones stop early",
+                        id="sweep-title")
+            for name, _flag, label in FIELDS:
+                with Vertical(classes="sweep-field", id=f"sweep-row-{name}"):
+                    with Horizontal(classes="sweep-line"):
+                        yield Label(label, classes="sweep-name")
+                        yield Input(defaults[name], compact=True, id=f"sweep-{name}", classes="sweep-editor",
+                                    placeholder="none" if name == "budget" else "")
+                    yield Label("", classes="sweep-error")
+            yield Static(id="sweep-plan")
+            yield Static(id="sweep-command")
+            with Horizontal(id="sweep-buttons"):
+                yield Button("Start (ctrl+l)", id="sweep-start", variant="primary", compact=True)
+                yield Button("Cancel (esc)", id="sweep-cancel", compact=True)
+
+    def on_mount(self) -> None:
+        for label in self.query(".sweep-error"):
+            label.display = False
+        from engine.config import save_config
+        save_config(self.cfg, self.config_path)
+        self.query_one("#sweep-lr", Input).focus()
+        self._changed()
+
+    def on_unmount(self) -> None:
+        self._tmp.cleanup()
+
+    def values(self) -> dict[str, str]:
+        return {name: self.query_one(f"#sweep-{name}", Input).value for name, _, _ in FIELDS}
+
+    def argv(self) -> list[str]:
+        return sweep_argv(self.config_path, self.values(), self.gpu, self.price)
+
+    # -- checking and planning, as the grid is typed
+
+    @on(Input.Changed)
+    def _input_changed(self, event: Input.Changed) -> None:
+        event.stop()
+        self._changed()
+
+    @on(Input.Submitted)
+    def _input_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        self.focus_next()
+
+    def _changed(self) -> None:
+        self.errors = field_errors(self.values())
+        for name, _, _ in FIELDS:
+            label = self.query_one(f"#sweep-row-{name} .sweep-error", Label)
+            label.update(f"✗ {self.errors[name]}" if name in self.errors else "")
+            label.display = name in self.errors
+            self.query_one(f"#sweep-row-{name}").set_class(name in self.errors, "-invalid")
+        self.query_one("#sweep-command", Static).update(Content.styled(
+            "same as: lorapilot sweep " + shlex.join(["CONFIG", *self.argv()[1:]]), "$text-muted"))
+        self.planning = True
+        self._asked += 1
+        if self._timer is not None:
+            self._timer.stop()
+        self._timer = self.set_timer(self.DEBOUNCE_S, self._plan_now)
+        self._show_plan()
+
+    def _plan_now(self) -> None:
+        self._timer = None
+        if self.errors:
+            self.planning = False
+            self._show_plan()
+            return
+        self._plan(self._asked, [*self.argv(), "--dry-run"])
+
+    @work(thread=True, exclusive=True, group="sweep-plan")
+    def _plan(self, asked: int, argv: list[str]) -> None:
+        try:
+            text, error = run_sweep_verb(argv), None
+        except UserError as e:
+            text, error = "", str(e)
+        self.app.call_from_thread(self._planned, asked, text, error)
+
+    def _planned(self, asked: int, text: str, error: str | None) -> None:
+        if asked != self._asked:
+            return  # the grid changed since
+        self.planning = False
+        self.plan_text, self.plan_error = text.strip(), error
+        self._show_plan()
+
+    def _show_plan(self) -> None:
+        box = self.query_one("#sweep-plan", Static)
+        if self.errors:
+            box.update(Content.styled("Fix the grid to see the plan.", "italic $text-muted"))
+        elif self.plan_error:
+            box.update(Content.styled(f"✗ {self.plan_error}", "$text-error"))
+        elif self.plan_text:
+            box.update(Content(self.plan_text) if not self.planning else
+                       Content.styled(self.plan_text, "$text-muted"))
+        else:
+            box.update(Content.styled("planning…", "italic $text-muted"))
+        self.query_one("#sweep-start", Button).disabled = bool(self.errors or self.plan_error)
+
+    # -- starting
+
+    @on(Button.Pressed, "#sweep-start")
+    def _start_pressed(self) -> None:
+        self.action_start()
+
+    @on(Button.Pressed, "#sweep-cancel")
+    def _cancel_pressed(self) -> None:
+        self.action_cancel()
+
+    def action_start(self) -> None:
+        if self.errors or self.plan_error:
+            problems = list(self.errors.values()) or [self.plan_error]
+            self.notify("\n".join(problems), title="Cannot start the sweep", severity="error", timeout=6)
+            return
+        self.query_one("#sweep-start", Button).disabled = True
+        self.notify("Starting the sweep…", timeout=3)
+        self._start([*self.argv(), "--yes", "--detach"])
+
+    @work(thread=True, exclusive=True, group="sweep-start")
+    def _start(self, argv: list[str]) -> None:
+        try:
+            printed = run_sweep_verb(argv)
+        except Exception as e:  # a bad model path, unreadable data: said, and the panel stays
+            self.app.call_from_thread(self._start_failed, str(e))
+            return
+        found = SWEEP_DIR_LINE.search(printed)
+        if not found:
+            self.app.call_from_thread(self._start_failed, f"the sweep said: {printed.strip() or 'nothing'}")
+            return
+        self.app.call_from_thread(self.dismiss, found.group(1).strip())
+
+    def _start_failed(self, message: str) -> None:
+        self.query_one("#sweep-start", Button).disabled = False
+        self.notify(message, title="The sweep did not start", severity="error", timeout=10)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
