@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections import deque
 from dataclasses import dataclass
 
 from engine.data.types import IGNORE_INDEX
@@ -156,7 +157,10 @@ class Collator:
     pack=True: one row, position_ids restarting per example, no attention_mask,
     the first label of each example -100 so no label leaks across a boundary.
     pack=False: rows padded to the longest; padding masked by position (pad may equal EOS).
-    Counts tokens it hands out, for the tokens/s metric without a host sync.
+
+    Counts tokens for the tokens/s metric without a host sync. The data loader runs ahead of
+    training (prefetch), so training micro-batches are queued here and `consume()`d by the
+    trainer as it actually trains on them; evaluation batches (single examples) are not counted.
     """
 
     def __init__(self, pad_id: int, pack: bool):
@@ -164,6 +168,13 @@ class Collator:
         self.pack = pack
         self.tokens_seen = 0
         self.trained_tokens_seen = 0
+        self._pending: deque[tuple[int, int]] = deque()
+
+    def consume(self) -> None:
+        if self._pending:
+            tokens, trained = self._pending.popleft()
+            self.tokens_seen += tokens
+            self.trained_tokens_seen += trained
 
     def __call__(self, items: list) -> dict:
         import torch
@@ -171,8 +182,8 @@ class Collator:
         examples = []
         for it in items:
             examples.extend(it if isinstance(it, list) else [it])
-        self.tokens_seen += sum(len(e.input_ids) for e in examples)
-        self.trained_tokens_seen += sum(e.trained_tokens for e in examples)
+        if items and isinstance(items[0], list):
+            self._pending.append((sum(len(e.input_ids) for e in examples), sum(e.trained_tokens for e in examples)))
         if self.pack:
             ids, labels, pos = [], [], []
             for e in examples:

@@ -91,7 +91,8 @@ def compute(cfg: Config, info: ModelInfo, gpu: GpuSpec | None, *, n_examples: in
     targets = lora_targets(arch, cfg.lora.target_modules)
     shape = TrainingShape(quantization=cfg.quantization, compute_bytes=4 if precision == "fp32" else 2,
                           targets=tuple(targets), r=cfg.lora.r, dropout=cfg.lora.dropout, optimizer=t.optimizer,
-                          gradient_checkpointing=t.gradient_checkpointing, tokens=tokens, fused_loss=fused_loss)
+                          gradient_checkpointing=t.gradient_checkpointing, tokens=tokens, fused_loss=fused_loss,
+                          kbit_upcast=precision != "bf16")
     mem = memory(arch, info.params, shape)
     n_lora = lora_params(arch, targets, cfg.lora.r)
 

@@ -64,6 +64,8 @@ class TrainingShape:
     gradient_checkpointing: bool
     tokens: int                  # per micro-batch
     fused_loss: bool             # Liger applied: fused linear-cross-entropy, and its SwiGLU, RMSNorm and RoPE
+    kbit_upcast: bool = True     # unquantised weights (and so the residual stream) fp32 after kbit preparation;
+                                 # the engine casts them back to bf16 under bf16 (engine/train/speed.py)
 
 
 @dataclass(frozen=True)
@@ -77,17 +79,21 @@ class Memory:
 def _stream_bytes(shape: TrainingShape) -> int:
     # With fp32 embeddings and norms (kbit preparation) the residual stream is
     # fp32, and bitsandbytes casts each 4-bit layer's output back to its input dtype.
-    return 4 if shape.quantization != "none" else shape.compute_bytes
+    return 4 if shape.quantization != "none" and shape.kbit_upcast else shape.compute_bytes
+
+
+def _unquantised_bytes(shape: TrainingShape) -> int:
+    return KBIT_UNQUANTISED_BYTES if shape.kbit_upcast else shape.compute_bytes
 
 
 def base_weight_bytes(arch: Architecture, params: ParamCounts, shape: TrainingShape) -> tuple[float, float]:
     """(linear layers as stored, everything else) in bytes."""
     if shape.quantization == "nf4":
-        return params.linear * NF4_BYTES_PER_PARAM, params.unquantised * KBIT_UNQUANTISED_BYTES
+        return params.linear * NF4_BYTES_PER_PARAM, params.unquantised * _unquantised_bytes(shape)
     if shape.quantization == "int8":
         # int8 weights plus one fp32 scale per output row (LLM.int8 SCB).
         rows = arch.layers * sum(lin.d_out * arch.copies(lin) for lin in arch.linears)
-        return params.linear + 4 * rows, params.unquantised * KBIT_UNQUANTISED_BYTES
+        return params.linear + 4 * rows, params.unquantised * _unquantised_bytes(shape)
     weight_bytes = 2 if shape.compute_bytes == 2 else 4
     return params.linear * weight_bytes, params.unquantised * weight_bytes
 
@@ -172,7 +178,7 @@ def logits_bytes(arch: Architecture, shape: TrainingShape) -> tuple[float, str]:
     # The fp32 lm_head (kbit preparation) is cast to bf16 by autocast for its matmul:
     # frozen weights are not in autocast's cache, so a 16-bit copy of the whole
     # head is alive while the logits are computed (fused or not; measured).
-    head_copy = arch.vocab * arch.hidden * c if shape.quantization != "none" and c == 2 else 0.0
+    head_copy = arch.vocab * arch.hidden * c if shape.quantization != "none" and c == 2 and shape.kbit_upcast else 0.0
     if shape.fused_loss:
         chunk = _liger_chunk_tokens(arch, t)
         note = f"fused linear-cross-entropy: {chunk}-token chunks of the logits, never all at once"

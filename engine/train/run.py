@@ -53,14 +53,6 @@ def oom_hint(cfg) -> str:
     return "CUDA out of memory: lower " + "; or ".join(tips)
 
 
-def _optimizer_for(cfg, device: str) -> str:
-    if device == "cpu" and cfg.training.optimizer != "adamw_torch":
-        # bitsandbytes' paged and 8-bit optimizers are CUDA features.
-        log(f"optimizer: {cfg.training.optimizer} needs a GPU; using adamw_torch on the CPU")
-        return "adamw_torch"
-    return cfg.training.optimizer
-
-
 def _preflight(cfg, data, hw, run_dir: Path) -> None:
     """The data doctor before any GPU time is spent: findings into metrics.jsonl; errors refuse the run."""
     from engine.diagnose.finding import blocking
@@ -109,7 +101,7 @@ def train(cfg, run_dir: Path, *, resume: bool, data=None, tokenizer=None) -> int
     from engine.train.callback import RunDirCallback
     from engine.train.distributed import is_main, world
     from engine.train.signals import StopFlag
-    from engine.train.speed import apply_liger, attention_for, token_budget
+    from engine.train.speed import apply_liger, attention_for, keep_unquantised_16bit, optimizer_for, token_budget
 
     stop = StopFlag(run_dir)
     stop.install()
@@ -148,6 +140,8 @@ def train(cfg, run_dir: Path, *, resume: bool, data=None, tokenizer=None) -> int
                                attn_implementation=attention_for(hw.device, t.packing, log))
     apply_liger(model, hw.device, log)
     model = add_lora(model, cfg, gradient_checkpointing=t.gradient_checkpointing)
+    if dtype_name == "bf16" and cfg.quantization != "none":
+        keep_unquantised_16bit(model, log)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     log(f"model: {cfg.model}, quantization {cfg.quantization}, {trainable:,} trainable LoRA parameters")
 
@@ -163,7 +157,7 @@ def train(cfg, run_dir: Path, *, resume: bool, data=None, tokenizer=None) -> int
         learning_rate=t.learning_rate,
         lr_scheduler_type=t.lr_scheduler,
         warmup_steps=t.warmup_ratio,  # transformers 5: a float < 1 is a ratio of the total steps
-        optim=_optimizer_for(cfg, hw.device),
+        optim=optimizer_for(cfg, hw.device, log),
         weight_decay=t.weight_decay,
         max_grad_norm=t.max_grad_norm,
         logging_steps=t.logging_steps,
@@ -190,6 +184,11 @@ def train(cfg, run_dir: Path, *, resume: bool, data=None, tokenizer=None) -> int
     class PlannedTrainer(Trainer):
         def _get_train_sampler(self, train_dataset=None):
             return PlanSampler(train_ds)
+
+        def compute_loss(self, model, inputs, *args, **kwargs):
+            if model.training:
+                collator.consume()  # this micro-batch is trained now (the loader prefetches ahead)
+            return super().compute_loss(model, inputs, *args, **kwargs)
 
     from engine.samples import choose_prompts
 
