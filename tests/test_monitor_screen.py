@@ -213,6 +213,7 @@ async def test_small_terminal_uses_tabs_and_large_a_grid(tmp_path):
         for panel in ("#loss", "#lr", "#progress", "#gpu", "#system", "#findings", "#log"):
             region = screen.query_one(panel).region
             assert region.width > 20 and region.height >= 4, panel
+        assert screen.query_one("#samples").region.height > 5       # room for samples on a tall terminal
         # The new widgets drew the history they did not see arrive.
         assert screen.query_one("#loss", LossChart)._traces[0].x[-1] == 900
         assert screen.query_one("#log").lines
@@ -348,3 +349,17 @@ async def test_gpu_panel_with_gpus_and_the_90_percent_line(tmp_path):
         text = text_of(panel)
         assert "NVIDIA H100 80GB HBM3 · util 97% · 70°C · 300 W" in text
         assert "┃" in text or "│" in text   # the 90 % line
+
+
+async def test_log_tail_keeps_the_newest_line_in_view(tmp_path):
+    run = make_run(tmp_path / "r", pid=os.getpid())
+    with open(run / "train.log", "a") as f:
+        f.write("x" * 300 + "\n" + "the newest line\n")
+    app = LorapilotApp(start="monitor", run_dir=str(run))
+    async with app.run_test(size=(100, 32)) as pilot:
+        await until(pilot, lambda: loaded(app))
+        await pilot.pause(0.3)
+        log = monitor(app).query_one("#log")
+        # Long lines are cut, not wrapped, so the last line is on screen.
+        assert log.lines[-1] == "the newest line"
+        assert "the newest line" in app.export_screenshot().replace("&#160;", " ")

@@ -47,6 +47,8 @@ CHARTS_EVERY_S = 3.0
 
 # Below this the panels do not fit side by side and collapse into tabs.
 GRID_MIN = Size(100, 30)
+# From this height the grid also has room for the samples panel.
+TALL = 40
 
 TABS = ("overview", "lr", "hardware", "diagnostics", "log", "samples")
 
@@ -142,6 +144,7 @@ class MonitorScreen(Screen):
         yield Footer()
 
     def on_resize(self, event: Resize) -> None:
+        self.set_class(event.size.height >= TALL, "-tall")
         compact = self.wants_compact(event.size)
         if compact != self.compact:
             self.compact = compact

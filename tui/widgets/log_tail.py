@@ -15,7 +15,7 @@ from tui.widgets.run_history import LOG
 
 class LogTail(MonitorPanel):
     DEFAULT_CSS = """
-    LogTail { height: 1fr; }
+    LogTail { height: 1fr; text-wrap: nowrap; text-overflow: ellipsis; }
     """
 
     TITLE = "train.log"
