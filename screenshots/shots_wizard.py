@@ -2,9 +2,9 @@
 
     python screenshots/shots_wizard.py [OUT_DIR]
 
-The demo is preselected; its model is given as the local directory it is
-built into, so that the model panel, the estimate and the checklist all have
-something to show without a network or a GPU.
+The demo is preselected, and shown as a user sees it: the model field says
+`lorapilot-demo`, which the estimator knows without a network or a GPU, so the
+model panel, the estimate and the checklist all have something to show.
 """
 
 from __future__ import annotations
@@ -41,25 +41,32 @@ async def take(out_dir: Path) -> list[Path]:
     app = LorapilotApp()
     async with app.run_test(size=SIZE) as pilot:
         await _settle(app, pilot)
-        from engine.demo.model import ensure_demo_model
-        app.wizard.set_raw("model", str(ensure_demo_model()))
-        await _settle(app, pilot)
         for i, step in enumerate(STEPS):
             if i:
                 await pilot.press("ctrl+n")
                 await _settle(app, pilot)
             if step == "hyperparams":
+                app.wizard.set_raw("lora.dropout", "0.3")  # a warning: valid, outside the usual range
                 app.screen.query_one("#field-training-learning_rate").focus()
                 await pilot.press("end", "ctrl+u", "-", "1")  # show an inline problem
                 await _settle(app, pilot)
+                app.screen.query_one("#row-training-learning_rate").scroll_visible(animate=False)
+                await pilot.pause(0.1)
             if step == "review":
-                app.wizard.set_raw("training.learning_rate", "2e-4")  # the review with nothing to fix
+                app.wizard.set_many({"training.learning_rate": 2e-4, "lora.dropout": 0.05})  # nothing to fix
                 await _settle(app, pilot)
                 app.screen.query_one("#review-body").scroll_home(animate=False)
                 await pilot.pause(0.1)
             svg = out_dir / f"wizard_{i + 1}_{step}.svg"
             app.save_screenshot(str(svg))
             saved.append(svg)
+            if step == "review":  # and its lower half: the pre-flight checklist
+                body = app.screen.query_one("#review-body")
+                body.scroll_to_widget(app.screen.query_one("#checklist"), top=True, animate=False)
+                await pilot.pause(0.1)
+                svg = out_dir / f"wizard_{i + 1}_{step}_checklist.svg"
+                app.save_screenshot(str(svg))
+                saved.append(svg)
         app.exit()
     if shutil.which("rsvg-convert"):
         for svg in list(saved):

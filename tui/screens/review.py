@@ -20,7 +20,7 @@ from textual.widgets import Button, Input, Label, Select, Static
 from tui.screens.wizard import WizardStep
 from tui.widgets.checklist import Checklist
 from tui.widgets.estimate_line import fmt_cost, fmt_duration
-from tui.widgets.vram_bar import VramBar
+from tui.widgets.vram_bar import VramBar, fmt_mem
 
 DEFAULT_SAVE = "lorapilot.yaml"
 CONFIRM_S = 6.0  # how long a second ctrl+l counts as "launch anyway"
@@ -92,7 +92,7 @@ class ReviewScreen(WizardStep):
             why = s.estimate_error or s.model_error or "estimating…"
             return Content.styled(f"No estimate: {why}", "$text-warning")
         here = "" if s.gpu_detected is not None else "  (no GPU on this machine: estimating for the card picked)"
-        head = (f"peak {est.peak_allocated_gib:.1f} GiB allocated, {est.device_total_gib:.1f} GiB on the card"
+        head = (f"peak {fmt_mem(est.peak_allocated_gib)} allocated, {fmt_mem(est.device_total_gib)} on the card"
                 + (f" of {est.gpu.memory_gib:.1f} GiB" if est.gpu else ""))
         if est.fits is None:
             verdict = Content.styled("no card to compare with", "$text-muted")

@@ -10,6 +10,7 @@ from textual.widgets import Static
 
 SOURCES = {"local": "a local directory (config.json)", "hub": "the Hugging Face hub (config.json only)",
            "preset": "a bundled preset (no download)"}
+DEMO = "the embedded demo (built here, no download)"
 
 
 def fmt_params(n: float | None) -> str:
@@ -38,8 +39,10 @@ class ModelInfoPanel(Static):
             self.update("")
             return
         approx = "" if getattr(info, "exact", True) else "  (approximate)"
+        from engine.demo.model import DEMO_MODEL_ID
+        source = DEMO if getattr(info, "name", None) == DEMO_MODEL_ID else SOURCES.get(info.source, info.source)
         rows = [
-            ("read from", SOURCES.get(info.source, info.source)),
+            ("read from", source),
             ("architecture", str(info.architecture)),
             ("parameters", fmt_params(info.param_count) + approx),
             ("vocabulary", f"{info.vocab_size:,} tokens"),

@@ -19,6 +19,11 @@ LOOKS = [("$primary", "█"), ("$secondary", "▓"), ("$accent", "█"), ("$succ
 OUTSIDE = "outside the peak"  # context, allocator slack, paged states: what nvidia-smi adds
 
 
+def fmt_mem(gib: float) -> str:
+    """GiB to two decimals; under 0.1 GiB in MiB, so a small model does not read as a row of zeros."""
+    return f"{gib * 1024:.0f} MiB" if abs(gib) < 0.1 else f"{gib:.2f} GiB"
+
+
 def segments(est: Any) -> list[tuple[str, float, str]]:
     """(name, GiB, note) that add up to the device total: the peak's components, then the rest."""
     parts = [(c.name, c.gib, c.note) for c in est.components if getattr(c, "in_peak", True) and c.gib > 0]
@@ -70,7 +75,7 @@ class VramBar(Static):
         for i, (name, gib, note) in enumerate(parts):
             style, fill = LOOKS[i % len(LOOKS)]
             legend.append(Content.assemble(Content.styled(fill * 2, style), f" {name} ",
-                                           Content.styled(f"{gib:.2f} GiB", "bold"),
-                                           Content.styled(f"  {note}" if note else "", "$text-muted")))
+                                           Content.styled(fmt_mem(gib), "bold"), "  " if note else "",
+                                           Content.styled(note or "", "$text-muted")))
         legend.append(Content.styled(f"┊ {est.fit_fraction:.0%} of the card: the fit line", "$text-muted"))
         self.update(Content("\n").join(lines + legend))
