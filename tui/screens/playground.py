@@ -38,7 +38,8 @@ class PlaygroundScreen(Screen):
     AUTO_FOCUS = "#prompt"
     BINDINGS = [
         Binding("ctrl+r", "ask", "Ask both", priority=True),
-        Binding("ctrl+x", "stop", "Stop answer"),
+        # Escape stops an answer being written; with none, it goes back (the footer shows which).
+        Binding("escape", "stop", "Stop answer"),
         Binding("escape", "back", "Back"),
     ]
 
@@ -197,12 +198,14 @@ class PlaygroundScreen(Screen):
             pane.finished(cancelled=message.kind == "stopped")
             if message.kind == "stopped":
                 self.generating = False
+                self.refresh_bindings()
                 other = self.pane("adapter")
                 if message.pane == "base" and other.state == "waiting":
                     other.waiting("not asked (stopped)")
         elif message.kind == "error":
             pane.failed(message.text)
             self.generating = False
+            self.refresh_bindings()
 
     def action_stop(self) -> None:
         if self._worker is not None and self._worker.is_running:
@@ -211,6 +214,8 @@ class PlaygroundScreen(Screen):
     def check_action(self, action: str, parameters: tuple) -> bool | None:
         if action == "stop":
             return self.generating
+        if action == "back":
+            return not self.generating
         return True
 
     def action_back(self) -> None:
