@@ -2,7 +2,7 @@
 
     python screenshots/shots_playground.py [OUT_DIR] [--run-dir RUN_DIR]
 
-Without --run-dir the demo is trained first (tiny model, CPU, under a minute),
+screenshots/make_screenshots.py calls `take`. Without a run the demo is trained first (tiny model, CPU, under a minute),
 into a temporary directory. SVG from Textual, PNG through rsvg-convert when installed.
 """
 
@@ -46,23 +46,32 @@ async def shoot(run_dir: Path, svg: Path, size: tuple[int, int]) -> None:
         app.exit()
 
 
+async def take(out_dir: Path, run_dir: str | Path | None = None) -> list[Path]:
+    """Every playground shot into out_dir; the run is run_dir, else $LORAPILOT_SHOT_RUN, else the demo trained now."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    saved: list[Path] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        run = run_dir or os.environ.get("LORAPILOT_SHOT_RUN") or train_demo(Path(tmp))
+        for name, size in SIZES.items():
+            svg = out / f"{name}.svg"
+            await shoot(Path(run), svg, size)
+            saved.append(svg)
+    if shutil.which("rsvg-convert"):
+        for svg in list(saved):
+            subprocess.run(["rsvg-convert", str(svg), "-o", str(svg.with_suffix(".png"))], check=True)
+            saved.append(svg.with_suffix(".png"))
+    return saved
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("out_dir", nargs="?", default=str(Path(__file__).resolve().parent))
-    p.add_argument("--run-dir", help="a finished run (default: train the demo now)")
+    p.add_argument("--run-dir", help="a finished run (default: $LORAPILOT_SHOT_RUN, else train the demo now)")
     a = p.parse_args()
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    out = Path(a.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        run_dir = Path(a.run_dir) if a.run_dir else train_demo(Path(tmp))
-        for name, size in SIZES.items():
-            svg = out / f"{name}.svg"
-            asyncio.run(shoot(run_dir, svg, size))
-            print(svg)
-            if shutil.which("rsvg-convert"):
-                subprocess.run(["rsvg-convert", str(svg), "-o", str(svg.with_suffix(".png"))], check=True)
-                print(svg.with_suffix(".png"))
+    for path in asyncio.run(take(Path(a.out_dir), a.run_dir)):
+        print(path)
 
 
 if __name__ == "__main__":
