@@ -50,7 +50,7 @@ def test_examples_with_no_or_few_trained_tokens_are_named():
     data[3] = example(3, response_tokens=0)
     data[7] = example(7, response_tokens=4)
     f = by_code(preflight(data, Config()))["few_target_tokens"]
-    assert f.severity == "warning" and "train.jsonl:4" in f.evidence and "train.jsonl:8" in f.evidence
+    assert f.severity == "warning" and "train.jsonl: line 4" in f.evidence and "train.jsonl: line 8" in f.evidence
     assert not blocking([f])
 
 

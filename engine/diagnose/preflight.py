@@ -8,6 +8,7 @@ will do.
 from __future__ import annotations
 
 import math
+import os
 from typing import Any, Mapping, Sequence
 
 from engine.diagnose.cleaning import SlopMatcher, count_slop, duplicate_groups, normalise_whitespace
@@ -44,9 +45,17 @@ SOURCES_SHOWN = 5
 
 
 def _sources(examples: Sequence[Any]) -> str:
-    names = [str(e.source) for e in examples[:SOURCES_SHOWN]]
-    more = len(examples) - len(names)
-    return ", ".join(names) + (f" and {more} more" if more > 0 else "")
+    """"train.jsonl: lines 2, 3, 5 and 264 more": the file once, then the lines (paths are long on pods)."""
+    shown = [str(e.source) for e in examples[:SOURCES_SHOWN]]
+    more = len(examples) - len(shown)
+    files = {s.rsplit(":", 1)[0] for s in shown if ":" in s}
+    if len(files) == 1 and all(":" in s for s in shown):
+        (path,) = files
+        word = "line" if len(shown) == 1 else "lines"
+        text = f"{os.path.basename(path)}: {word} " + ", ".join(s.rsplit(":", 1)[1] for s in shown)
+    else:
+        text = ", ".join(os.path.basename(s) for s in shown)
+    return text + (f" and {more} more" if more > 0 else "")
 
 
 def _percent(part: int, whole: int) -> str:
