@@ -67,9 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("chat", help="the base model and the run's adapter answer side by side")
     c.add_argument("run_dir")
     c.add_argument("--prompt", help="answer this prompt and exit (default: read prompts from the terminal)")
-    c.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
-    c.add_argument("--top-p", type=float, default=1.0)
-    c.add_argument("--max-new-tokens", type=int, default=128)
+    c.add_argument("--temperature", default="0", help="0 = greedy (default)")
+    c.add_argument("--top-p", default="1")
+    c.add_argument("--max-new-tokens", default="128")
     c.add_argument("--adapter-only", action="store_true", help="skip the base model's answer")
 
     x = sub.add_parser("export", help="the adapter, or the model merged with it")
@@ -175,11 +175,15 @@ def _cmd_export(a) -> int:
 def _cmd_chat(a) -> int:
     from engine.playground import Playground
 
-    if a.temperature < 0 or not 0 < a.top_p <= 1 or a.max_new_tokens < 1:
-        raise UserError("chat: --temperature must be >= 0, --top-p in (0, 1], --max-new-tokens >= 1")
+    from engine.playground import check_sampling
+
+    bad = [f"--{name.replace('_', '-')} {msg}" for name in ("temperature", "top_p", "max_new_tokens")
+           for _, msg in [check_sampling(name, str(getattr(a, name)))] if msg]
+    if bad:
+        raise UserError("chat: bad sampling settings", problems=bad)
     print("loading the base model and the adapter ...", file=sys.stderr, flush=True)
     pg = Playground(a.run_dir)
-    kw = dict(temperature=a.temperature, top_p=a.top_p, max_new_tokens=a.max_new_tokens)
+    kw = {name: check_sampling(name, str(getattr(a, name)))[0] for name in ("temperature", "top_p", "max_new_tokens")}
 
     def one(prompt: str) -> None:
         for label, adapter in (("base", False), ("adapter", True)):

@@ -6,11 +6,35 @@ halves the memory and the load time of loading the model twice.
 
 from __future__ import annotations
 
+import math
 import threading
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 from engine.errors import UserError
+
+
+MAX_NEW_TOKENS = 4096  # a typo must not keep a CPU busy for an hour
+
+
+def check_sampling(name: str, text: str) -> tuple[Any, str | None]:
+    """One sampling setting as typed: (value, None), or (None, what is wrong with it)."""
+    stripped = str(text).strip()
+    if name == "max_new_tokens":
+        if not stripped.isdigit() or not 1 <= int(stripped) <= MAX_NEW_TOKENS:
+            return None, f"{stripped or 'empty'}: a whole number from 1 to {MAX_NEW_TOKENS}"
+        return int(stripped), None
+    try:
+        value = float(stripped)
+    except ValueError:
+        value = math.nan
+    if name == "temperature":
+        if not math.isfinite(value) or value < 0:
+            return None, f"{stripped or 'empty'}: a number >= 0 (0 = greedy)"
+        return value, None
+    if not math.isfinite(value) or not 0 < value <= 1:
+        return None, f"{stripped or 'empty'}: a number above 0, at most 1"
+    return value, None
 
 
 class Playground:

@@ -1,55 +1,25 @@
 """Temperature, top-p and max new tokens for the playground: checked as typed, errors under each field.
 
-The rules are `lorapilot chat`'s: temperature >= 0 (0 = greedy), top-p in (0, 1],
-max new tokens a whole number >= 1 (here at most MAX_NEW_TOKENS, so a typo
-cannot keep a CPU busy for an hour). A bad value stays as typed.
+The rules are the engine's (engine.playground.check_sampling), the same as `lorapilot chat`'s.
+A bad value stays as typed.
 """
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
-from typing import Any
 
 from textual import on
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Input, Label
 
-MAX_NEW_TOKENS = 4096
+from engine.playground import check_sampling as check  # the rules `lorapilot chat` applies too
+
 DEFAULTS = {"temperature": "0", "top_p": "1", "max_new_tokens": "128"}
 LABELS = {"temperature": "temperature", "top_p": "top-p", "max_new_tokens": "max new tokens"}
 HELP = {"temperature": "0 = greedy (the same answer every time); 0.7 is a usual sampled setting",
         "top_p": "sample from the smallest set of tokens whose probability adds up to this (1 = all)",
         "max_new_tokens": "the answer stops here if the model has not stopped by itself"}
-
-
-def _number(text: str) -> float | None:
-    try:
-        value = float(text.strip())
-    except ValueError:
-        return None
-    return value if math.isfinite(value) else None
-
-
-def check(name: str, text: str) -> tuple[Any, str | None]:
-    """(value, None) or (None, what is wrong with it)."""
-    if name == "max_new_tokens":
-        stripped = text.strip()
-        if not stripped.isdigit():
-            return None, f"{stripped or 'empty'}: a whole number from 1 to {MAX_NEW_TOKENS}"
-        value = int(stripped)
-        if not 1 <= value <= MAX_NEW_TOKENS:
-            return None, f"{value}: from 1 to {MAX_NEW_TOKENS}"
-        return value, None
-    value = _number(text)
-    if name == "temperature":
-        if value is None or value < 0:
-            return None, f"{text.strip() or 'empty'}: a number >= 0 (0 = greedy)"
-        return value, None
-    if value is None or not 0 < value <= 1:
-        return None, f"{text.strip() or 'empty'}: a number above 0, at most 1"
-    return value, None
 
 
 class SamplingSettings(Horizontal):
