@@ -363,3 +363,14 @@ async def test_log_tail_keeps_the_newest_line_in_view(tmp_path):
         # Long lines are cut, not wrapped, so the last line is on screen.
         assert log.lines[-1] == "the newest line"
         assert "the newest line" in app.export_screenshot().replace("&#160;", " ")
+
+
+async def test_a_sweep_directory_lists_its_trials(tmp_path):
+    sweep = tmp_path / "sweep-1"
+    make_run(sweep / "trial-lr1e-4-r8", steps_done=100, state="done")
+    make_run(sweep / "trial-lr2e-4-r16", steps_done=60, state="stopped")
+    (sweep / "sweep.json").write_text("{}")
+    app = LorapilotApp(start="monitor", run_dir=str(sweep))
+    async with app.run_test(size=(100, 32)) as pilot:
+        await until(pilot, lambda: isinstance(app.screen, RunsScreen) and app.screen.runs)
+        assert sorted(r.name for r in app.screen.runs) == ["trial-lr1e-4-r8", "trial-lr2e-4-r16"]

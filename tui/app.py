@@ -35,6 +35,12 @@ class LorapilotApp(App):
         start_wizard(self, config_path)
 
     def open_monitor(self, run_dir: str | Path) -> None:
+        from engine.sweep.sweepdir import is_sweep_dir
+        if is_sweep_dir(run_dir):
+            # A sweep holds one run per trial: list them; each opens in the monitor.
+            from tui.screens.runs import RunsScreen
+            self.push_screen(RunsScreen(str(run_dir)))
+            return
         from tui.screens.monitor import MonitorScreen
         self.push_screen(MonitorScreen(str(run_dir)))
 
