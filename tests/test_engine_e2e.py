@@ -250,3 +250,17 @@ def test_accumulated_micro_batches_equal_one_big_batch(tmp_path):
         logs[micro] = train_records(run_dir)
     for a, b in zip(logs[8], logs[2]):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-3) and a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-3)
+
+
+@pytest.mark.parametrize("quantization", ["int8", "none"])
+def test_other_quantizations_train(tmp_path, quantization):
+    cfg = small_config(tmp_path, max_steps=2, save_steps=100, eval_steps=100)
+    raw = yaml.safe_load(cfg.read_text())
+    raw["quantization"] = quantization
+    cfg.write_text(yaml.safe_dump(raw))
+    run_dir = tmp_path / "run"
+    r = run_cli("train", str(cfg), "--run-dir", str(run_dir))
+    assert r.returncode == 0, r.stderr
+    assert read_status(run_dir)["state"] == "done"
+    assert f"quantization {quantization}," in (run_dir / "train.log").read_text()
+    assert (run_dir / "adapter" / "adapter_model.safetensors").exists()
