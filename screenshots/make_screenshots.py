@@ -20,7 +20,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-SHOT_MODULES = ("shots_wizard", "shots_monitor", "shots_playground")
+SHOT_MODULES = ("shots_wizard", "shots_monitor", "shots_playground", "shots_sweep")
 
 
 def train_demo(runs: Path) -> Path:

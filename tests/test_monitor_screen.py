@@ -365,12 +365,13 @@ async def test_log_tail_keeps_the_newest_line_in_view(tmp_path):
         assert "the newest line" in app.export_screenshot().replace("&#160;", " ")
 
 
-async def test_a_sweep_directory_lists_its_trials(tmp_path):
+async def test_a_sweep_directory_opens_the_sweep_monitor(tmp_path):
+    # The sweep monitor itself is tested in test_sweep_monitor.py; here: a sweep.json it cannot read is said.
+    from tui.screens.sweep_monitor import SweepMonitorScreen
     sweep = tmp_path / "sweep-1"
     make_run(sweep / "trial-lr1e-4-r8", steps_done=100, state="done")
-    make_run(sweep / "trial-lr2e-4-r16", steps_done=60, state="stopped")
     (sweep / "sweep.json").write_text("{}")
     app = LorapilotApp(start="monitor", run_dir=str(sweep))
     async with app.run_test(size=(100, 32)) as pilot:
-        await until(pilot, lambda: isinstance(app.screen, RunsScreen) and app.screen.runs)
-        assert sorted(r.name for r in app.screen.runs) == ["trial-lr1e-4-r8", "trial-lr2e-4-r16"]
+        await until(pilot, lambda: isinstance(app.screen, SweepMonitorScreen)
+                    and "not a sweep record" in str(app.screen.query_one("#sweep-status").content))

@@ -37,9 +37,9 @@ class LorapilotApp(App):
     def open_monitor(self, run_dir: str | Path) -> None:
         from engine.sweep.sweepdir import is_sweep_dir
         if is_sweep_dir(run_dir):
-            # A sweep holds one run per trial: list them; each opens in the monitor.
-            from tui.screens.runs import RunsScreen
-            self.push_screen(RunsScreen(str(run_dir)))
+            # A sweep holds one run per trial: its own monitor, each trial opening in the run monitor.
+            from tui.screens.sweep_monitor import SweepMonitorScreen
+            self.push_screen(SweepMonitorScreen(str(run_dir)))
             return
         from tui.screens.monitor import MonitorScreen
         self.push_screen(MonitorScreen(str(run_dir)))

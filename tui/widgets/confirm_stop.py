@@ -17,15 +17,16 @@ class ConfirmStop(ModalScreen[bool]):
         Binding("n,escape", "answer(False)", "Keep training"),
     ]
 
-    def __init__(self, run_name: str, step: int):
+    def __init__(self, run_name: str, step: int, body: str | None = None):
         super().__init__()
         self.run_name = run_name
         self.step = step
+        self.body = body
 
     def compose(self) -> ComposeResult:
         with Vertical():
             yield Label(f"[b]Stop {self.run_name}?[/b]")
-            yield Label(f"The trainer saves a checkpoint at step {self.step:,} and exits. "
+            yield Label(self.body or f"The trainer saves a checkpoint at step {self.step:,} and exits. "
                         "You can continue later with lorapilot train --resume.")
             with Horizontal():
                 yield Button("Keep training", id="keep", variant="primary")

@@ -1,0 +1,144 @@
+"""The sweep monitor on fabricated sweep directories: trial lines, best, halving, the finished table and
+winner, Enter into a trial, growing data, stop and apply."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+from engine.config import load_config
+from engine.sweep.sweepdir import SWEEP_STOP_FILE, read_sweep, write_sweep
+from tui.app import LorapilotApp
+from tui.screens.monitor import MonitorScreen
+from tui.screens.sweep_monitor import SweepMonitorScreen
+from tui.widgets.sweep_trials import SweepTrials
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "screenshots"))
+from sweep_fakerun import advance, make_sweep  # noqa: E402
+
+
+class SweepApp(LorapilotApp):
+    """The real app, its sweep monitor polling fast so the test does not wait."""
+
+    def open_monitor(self, run_dir):
+        self.push_screen(SweepMonitorScreen(str(run_dir), poll_s=0.1))
+
+
+async def until(pilot, cond, timeout: float = 5.0) -> None:
+    for _ in range(int(timeout / 0.05)):
+        if cond():
+            return
+        await pilot.pause(0.05)
+    assert cond()
+
+
+def row(app, trial_id: str) -> list[str]:
+    table = app.screen.query_one(SweepTrials)
+    return [str(c) for c in table.get_row(trial_id)]
+
+
+def column(app, name: str) -> int:
+    table = app.screen.query_one(SweepTrials)
+    return [str(c.label) for c in table.ordered_columns].index(name)
+
+
+def screen_text(app) -> str:
+    from textual.widgets import Static
+    return "\n".join(str(s.render()) for s in app.screen.query(Static))
+
+
+async def test_running_sweep_lists_trials_best_and_halving(tmp_path):
+    sweep_dir = make_sweep(tmp_path, state="running")
+    app = SweepApp(start="monitor", run_dir=str(sweep_dir))
+    async with app.run_test(size=(100, 32)) as pilot:
+        await until(pilot, lambda: isinstance(app.screen, SweepMonitorScreen) and app.screen.summary)
+        training = row(app, "lr2e-4_r8")
+        assert training[column(app, "state")] == "training" and training[column(app, "step")] == "30/60"
+        assert training[0].startswith("★")  # the best so far
+        assert training[column(app, "eval")] == "1.428"
+        halved = row(app, "lr5e-5_r8")
+        assert halved[column(app, "state")] == "stopped" and halved[column(app, "stopped by")] == "halving"
+        assert not halved[0].startswith("★")
+        assert row(app, "lr1e-3_r32")[column(app, "state")] == "pending"
+        assert "running" in screen_text(app) and "best so far" in screen_text(app)
+        assert not app.screen.query_one("#sweep-result").display
+        assert app.screen.check_action("apply", ()) is False  # no winner yet: `a` is not offered
+
+        # The trainer logs more steps: the line follows.
+        advance(sweep_dir, "lr2e-4_r8", 10)
+        await until(pilot, lambda: row(app, "lr2e-4_r8")[column(app, "step")] == "40/60")
+        assert row(app, "lr2e-4_r8")[column(app, "eval")] != "1.428"
+
+        # Enter opens the trial's own monitor; Escape comes back.
+        app.screen.query_one(SweepTrials).move_cursor(row=3)
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(app.screen, MonitorScreen))
+        assert Path(app.screen.run_dir).name == "lr2e-4_r8"
+        await pilot.press("escape")
+        await until(pilot, lambda: isinstance(app.screen, SweepMonitorScreen))
+
+        # x asks first; y writes the stop request the driver watches for.
+        await pilot.press("x")
+        await until(pilot, lambda: type(app.screen).__name__ == "ConfirmStop")
+        await pilot.press("y")
+        await until(pilot, lambda: (sweep_dir / SWEEP_STOP_FILE).exists())
+
+        # The driver finishes: the table, heatmap and winner replace the live lines.
+        done = read_sweep(make_sweep(tmp_path / "later", state="done"))
+        done.update(sweep_dir=str(sweep_dir), driver_pid=None)
+        for t in done["trials"]:
+            t.pop("run_dir", None)
+        write_sweep(sweep_dir, done)
+        await until(pilot, lambda: app.screen.query_one("#sweep-result").display)
+        assert "done" in screen_text(app)
+
+
+async def test_finished_sweep_shows_table_heatmap_winner_and_applies(tmp_path, monkeypatch):
+    sweep_dir = make_sweep(tmp_path, state="done")
+    monkeypatch.chdir(tmp_path)
+    app = SweepApp(start="monitor", run_dir=str(sweep_dir))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: isinstance(app.screen, SweepMonitorScreen) and app.screen.summary)
+        await pilot.pause()
+        winner = row(app, "lr2e-4_r32")
+        assert winner[0].startswith("★") and winner[column(app, "eval")] == "1.182"
+        assert winner[column(app, "verdict")] == "underfit" and winner[column(app, "tok/s")] == "2,018"
+        assert row(app, "lr1e-3_r32")[column(app, "outcome")] == "nan_loss"
+        assert row(app, "lr5e-5_r16")[column(app, "outcome")] == "halving"
+        assert app.screen.query_one("#sweep-result").display
+        text = screen_text(app)
+        assert "Winner" in text and "lr 2e-4 · r 32 (alpha 64)" in text
+        assert "--apply best.yaml" in text and "lorapilot train best.yaml" in text
+        assert "Eval loss, lr x r" in screen_text_rich(app)
+
+        await pilot.press("x")  # a finished sweep: nothing to stop, no dialog
+        await pilot.pause()
+        assert isinstance(app.screen, SweepMonitorScreen) and not (sweep_dir / SWEEP_STOP_FILE).exists()
+
+        await pilot.press("a")
+        await until(pilot, lambda: type(app.screen).__name__ == "ApplyWinner")
+        await pilot.press("enter")  # the default path
+        await until(pilot, lambda: (tmp_path / "best.yaml").exists())
+    cfg = load_config(tmp_path / "best.yaml")
+    assert (cfg.training.learning_rate, cfg.lora.r, cfg.lora.alpha) == (2e-4, 32, 64)
+
+
+def screen_text_rich(app) -> str:
+    from rich.console import Console
+    console = Console(width=120, record=True, file=open(os.devnull, "w"))
+    console.print(app.screen.query_one("#sweep-heatmap").content)
+    return console.export_text()
+
+
+def test_sweep_dir_opens_the_sweep_monitor(tmp_path):
+    sweep_dir = make_sweep(tmp_path, state="done")
+
+    async def run():
+        app = LorapilotApp(start="monitor", run_dir=str(sweep_dir))
+        async with app.run_test(size=(100, 32)) as pilot:
+            await pilot.pause()
+            return type(app.screen)
+
+    assert asyncio.run(run()) is SweepMonitorScreen

@@ -1,0 +1,205 @@
+"""The sweep monitor: `lorapilot monitor SWEEP_DIR`. One line per trial while it runs, the result table,
+heatmap and winner once it is done. Reads only; quitting leaves the sweep running.
+
+A worker thread calls engine.sweep.summarize_sweep every POLL_S and hands the
+summary over only when it differs from the last one; the widgets redraw from it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, Static
+
+from engine.errors import UserError
+from engine.sweep import summarize_sweep
+from engine.sweep.plan import lr_text
+from engine.sweep.sweepdir import SWEEP_FINAL_STATES
+from tui.widgets.progress_panel import STATE_STYLES, format_duration
+from tui.widgets.sweep_result import SweepResult
+from tui.widgets.sweep_trials import SweepTrials
+
+POLL_S = 1.5
+
+
+def _signature(summary: dict) -> str:
+    """What a redraw depends on; the running clock only in 10 s steps."""
+    shown = {k: v for k, v in summary.items() if k != "elapsed_s"}
+    shown["elapsed_10s"] = int((summary.get("elapsed_s") or 0) // 10)
+    return json.dumps(shown, sort_keys=True, default=str)
+
+
+class SweepMonitorScreen(Screen):
+    CSS_PATH = "sweep_monitor.tcss"
+
+    BINDINGS = [
+        # Priority, so the footer shows it and the table's own Enter does not open the trial twice.
+        Binding("enter", "open_trial", "Trial monitor", priority=True),
+        Binding("x", "stop_sweep", "Stop sweep…"),
+        Binding("a", "apply", "Write winner…"),
+        Binding("escape", "back", "Runs"),
+        Binding("q", "quit_monitor", "Quit (sweep continues)"),
+    ]
+
+    def __init__(self, sweep_dir: str, *, poll_s: float = POLL_S):
+        super().__init__()
+        self.sweep_dir = sweep_dir
+        self.poll_s = poll_s
+        self.summary: dict | None = None
+        self._signature = ""
+        self.title = Path(sweep_dir).resolve().name
+        self.sub_title = "sweep"
+
+    def compose(self) -> ComposeResult:
+        yield Header(show_clock=False)
+        yield Static(id="sweep-status")
+        with VerticalScroll(id="sweep-body"):
+            yield SweepTrials(id="sweep-trials")
+            yield SweepResult(self.sweep_dir, id="sweep-result")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one(SweepResult).display = False
+        self.query_one("#sweep-status", Static).update(Text("reading the sweep…", style="dim"))
+        self._poll()
+        self.set_interval(self.poll_s, self._poll)
+
+    # ------------------------------------------------------------ data
+
+    @work(thread=True, exclusive=True, group="sweep-poll")
+    def _poll(self) -> None:
+        try:
+            summary = summarize_sweep(self.sweep_dir)
+        except UserError as e:  # sweep.json gone or not JSON: say so, try again next time
+            self.app.call_from_thread(self._show_error, str(e))
+            return
+        except (KeyError, TypeError) as e:  # JSON, but not a sweep record the driver wrote
+            self.app.call_from_thread(self._show_error, f"{self.sweep_dir}/sweep.json: not a sweep record "
+                                                        f"(missing {e}); made by lorapilot sweep?")
+            return
+        sig = _signature(summary)
+        if sig != self._signature:
+            self._signature = sig
+            self.app.call_from_thread(self._show, summary)
+
+    def _show_error(self, message: str) -> None:
+        self.query_one("#sweep-status", Static).update(Text(message, style="bold red"))
+
+    def _show(self, summary: dict) -> None:
+        was_finished = self.summary is not None and self.summary.get("table") is not None
+        self.summary = summary
+        self.query_one("#sweep-status", Static).update(self._status_line(summary))
+        self.query_one(SweepTrials).show(summary)
+        self.query_one(SweepResult).show(summary)
+        if summary.get("table") is not None and not was_finished:
+            self.refresh_bindings()
+
+    @staticmethod
+    def _status_line(s: dict) -> Text:
+        trials = s["trials"]
+        ended = sum(t["state"] in ("done", "stopped", "failed", "skipped") for t in trials)
+        out = Text()
+        out.append(s["state"], style=STATE_STYLES.get(s["state"], "bold"))
+        out.append(f"  {ended}/{len(trials)} ended · {s['steps']} steps · ")
+        out.append(format_duration(s.get("elapsed_s")))
+        best = s.get("winner") or s.get("best")
+        if best:
+            label = "winner" if s.get("winner") else "best so far"
+            out.append(f"  ·  {label} ", style="dim")
+            out.append(f"★ lr {lr_text(best['learning_rate'])} r {best['r']} eval {best['eval_loss']:.3f}",
+                       style="bold green")
+        if s.get("error"):
+            out.append(f"\n{s['error']}", style="red")
+        return out
+
+    # ------------------------------------------------------------ keys
+
+    def check_action(self, action: str, parameters: tuple) -> bool | None:
+        if action == "apply":
+            return bool(self.summary and self.summary.get("winner"))
+        return True
+
+    def action_open_trial(self) -> None:
+        table = self.query_one(SweepTrials)
+        if table.row_count:
+            row_key, _ = table.coordinate_to_cell_key(table.cursor_coordinate)
+            self._open(row_key.value)
+
+    @on(DataTable.RowSelected, "#sweep-trials")
+    def _selected(self, event: DataTable.RowSelected) -> None:
+        self._open(event.row_key.value)
+
+    def _open(self, trial_id: str | None) -> None:
+        run_dir = Path(self.sweep_dir) / str(trial_id)
+        if not trial_id or not (run_dir / "status.json").is_file():
+            self.notify(f"{trial_id} has not started: nothing to monitor yet.", severity="warning")
+            return
+        from tui.screens.monitor import MonitorScreen
+        self.app.push_screen(MonitorScreen(str(run_dir)))
+
+    def action_stop_sweep(self) -> None:
+        from engine.sweep.sweepdir import request_sweep_stop
+        from tui.widgets.confirm_stop import ConfirmStop
+
+        state = self.summary["state"] if self.summary else "unknown"
+        if state in SWEEP_FINAL_STATES + ("lost", "unknown"):
+            self.notify(f"This sweep is {state}: there is nothing to stop.", severity="warning")
+            return
+        running = sum(t["state"] not in ("pending", "skipped", "done", "stopped", "failed", "lost")
+                      for t in self.summary["trials"])
+
+        def answered(stop: bool | None) -> None:
+            if not stop:
+                return
+            try:
+                asked = request_sweep_stop(self.sweep_dir)
+            except UserError as e:
+                self.notify(str(e), severity="error")
+                return
+            self.notify("Stop requested: running trials checkpoint and stop; no new ones start." if asked
+                        else "The sweep is no longer running.", timeout=4)
+
+        self.app.push_screen(ConfirmStop(
+            f"the whole sweep {self.title}", 0,
+            body=f"{running} running trial{'s' * (running != 1)} save a checkpoint and stop; the pending ones "
+                 "never start. The table and winner are made from what finished."), answered)
+
+    def action_apply(self) -> None:
+        from engine.sweep.report import apply_winner
+        from engine.sweep.sweepdir import read_sweep
+        from tui.widgets.apply_winner import ApplyWinner
+
+        w = (self.summary or {}).get("winner")
+        if not w:
+            self.notify("No winner yet: the sweep has to finish first.", severity="warning")
+            return
+
+        def answered(path: str | None) -> None:
+            if not path:
+                return
+            try:
+                written = apply_winner(read_sweep(self.sweep_dir), path)
+            except (UserError, OSError) as e:
+                self.notify(str(e), severity="error", timeout=6)
+                return
+            self.notify(f"Written {written}. Next: lorapilot train {written}", timeout=8)
+
+        self.app.push_screen(ApplyWinner(f"lr {lr_text(w['learning_rate'])}, r {w['r']}"), answered)
+
+    def action_back(self) -> None:
+        from tui.screens.runs import RunsScreen
+        if len(self.app.screen_stack) > 2:
+            self.app.pop_screen()
+        else:
+            self.app.switch_screen(RunsScreen(str(Path(self.sweep_dir).resolve().parent)))
+
+    def action_quit_monitor(self) -> None:
+        # The driver is a detached process: it never hears of the monitor.
+        self.app.exit()

@@ -1,0 +1,59 @@
+"""The finished sweep at a glance: the eval-loss heatmap (lr x r, the engine's rendering) beside the winner
+and the commands to run next."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+from rich.console import Group
+from rich.text import Text
+from textual.containers import Horizontal
+from textual.widgets import Static
+
+from engine.sweep.plan import lr_text
+from engine.sweep.report import render_heatmap
+
+DEFAULT_APPLY = "best.yaml"
+
+
+def winner_text(summary: dict, sweep_arg: str) -> Text:
+    w = summary.get("winner")
+    out = Text()
+    if not w:
+        out.append("No winner: ", style="bold red")
+        out.append("no trial produced a finite eval loss.")
+        return out
+    out.append("Winner  ", style="bold")
+    out.append(f"lr {lr_text(w['learning_rate'])} · r {w['r']} (alpha {w['alpha']})", style="bold green")
+    out.append(f"\neval loss {w['eval_loss']:.4f}")
+    if not w.get("finished"):
+        out.append("\n(no trial finished: best of the stopped ones)", style="yellow")
+    out.append("\n\nNext:", style="bold")
+    out.append(f"\n  lorapilot sweep {shlex.quote(sweep_arg)} \\\n      --apply {DEFAULT_APPLY}", style="cyan")
+    out.append(f"\n  lorapilot train {DEFAULT_APPLY}", style="cyan")
+    out.append("\n\na", style="bold")
+    out.append(" writes the winner's config from here.", style="dim")
+    return out
+
+
+class SweepResult(Horizontal):
+    """Hidden until the sweep is finished; `show(summary)` fills it."""
+
+    DEFAULT_CSS = Path(__file__).with_suffix(".tcss").read_text(encoding="utf-8")
+
+    def __init__(self, sweep_arg: str, **kw):
+        super().__init__(**kw)
+        self.sweep_arg = sweep_arg
+
+    def compose(self):
+        yield Static(id="sweep-heatmap")
+        yield Static(id="sweep-winner")
+
+    def show(self, summary: dict) -> None:
+        finished = summary.get("table") is not None
+        self.display = finished
+        if not finished:
+            return
+        self.query_one("#sweep-heatmap", Static).update(Group(render_heatmap(summary)))
+        self.query_one("#sweep-winner", Static).update(winner_text(summary, self.sweep_arg))
