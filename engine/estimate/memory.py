@@ -2,8 +2,8 @@
 
 The numbers follow the code path lorapilot really runs (engine/model.py):
 transformers loads the base through bitsandbytes, peft's
-prepare_model_for_kbit_training upcasts every unquantised parameter to fp32,
-peft keeps adapters in fp32 (autocast_adapter_dtype), training runs under
+prepare_model_for_kbit_training upcasts every unquantised parameter to fp32
+(under bf16 the engine casts them back, so the residual stream is bf16), peft keeps adapters in fp32 (autocast_adapter_dtype), training runs under
 autocast, and Hugging Face's gradient checkpointing wraps each decoder layer.
 Each saved-for-backward tensor below was traced from that code (see the
 comments); the totals are what torch.cuda.max_memory_allocated reports, plus
@@ -129,7 +129,9 @@ def layer_activation_bytes(arch: Architecture, shape: TrainingShape) -> float:
     c, s = shape.compute_bytes, _stream_bytes(shape)
     h, i = arch.hidden, arch.intermediate
     # RMSNorm upcasts its input to fp32 and keeps it (pow and mul save it).
-    norms = arch.norms_per_layer * 4 * h
+    # Liger's RMSNorm keeps its input as it comes (the stream dtype) plus an
+    # fp32 rstd per row: half the bytes once the stream is bf16 (measured).
+    norms = arch.norms_per_layer * _norm_saved_bytes(shape, h)
     # Attention keeps q, k, v and its output in the compute dtype, plus the fp32
     # log-sum-exp per head. k and v stay at their grouped (GQA) width where the
     # kernel takes them so: flex attention (packed rows on a GPU) when the head
@@ -158,6 +160,13 @@ def layer_activation_bytes(arch: Architecture, shape: TrainingShape) -> float:
             shared_inputs.add(lin.feeds)
         lora += c * shape.r
     return norms + attention + mlp + lora
+
+
+def _norm_saved_bytes(shape: TrainingShape, hidden: int) -> int:
+    """Bytes one RMSNorm keeps for backward, per token."""
+    if shape.fused_loss:
+        return _stream_bytes(shape) * hidden + 4
+    return 4 * hidden
 
 
 def _is_power_of_two(n: int) -> bool:
@@ -212,7 +221,7 @@ def memory(arch: Architecture, params: ParamCounts, shape: TrainingShape) -> Mem
     n_lora = sum(_lora_tensors(arch, shape))
     opt_alloc, opt_paged = optimizer_bytes(arch, shape)
     layer = layer_activation_bytes(arch, shape)
-    final_norm = 4 * arch.hidden * t
+    final_norm = _norm_saved_bytes(shape, arch.hidden) * t
     if shape.gradient_checkpointing:
         # HF checkpointing keeps each decoder layer's input (one hidden state per
         # boundary) and rebuilds one layer's activations at a time in backward.
@@ -234,7 +243,10 @@ def memory(arch: Architecture, params: ParamCounts, shape: TrainingShape) -> Mem
 
     quant_label = {"nf4": "NF4 + double-quant constants", "int8": "int8 + row scales",
                    "none": f"{8 * (2 if c == 2 else 4)}-bit"}[shape.quantization]
-    unq_dtype = "fp32 (kbit preparation)" if shape.quantization != "none" else f"{8 * (2 if c == 2 else 4)}-bit"
+    if shape.quantization == "none":
+        unq_dtype = f"{8 * (2 if c == 2 else 4)}-bit"
+    else:
+        unq_dtype = "fp32 (kbit preparation)" if shape.kbit_upcast else "bf16 (cast back after kbit preparation)"
     opt_note = {"paged_adamw_32bit": "AdamW 32-bit, paged", "paged_adamw_8bit": "AdamW 8-bit, paged",
                 "adamw_torch": "AdamW 32-bit", "adamw_8bit": "AdamW 8-bit"}[shape.optimizer]
     if opt_paged:
@@ -267,5 +279,16 @@ def memory(arch: Architecture, params: ParamCounts, shape: TrainingShape) -> Mem
     staging = 0.0
     if shape.quantization != "none":
         staging = 2 * max(max(lin.d_in * lin.d_out for lin in arch.linears), arch.vocab * arch.hidden)
-    load_peak = (linear_b + other_b + staging) / GIB
+        # The fp32 upcast happens on every path; the adapters (fp32) come next. Under bf16
+        # the engine then casts the unquantised weights back one at a time (keep_unquantised_16bit),
+        # so at that moment the fp32 weights, the adapters and a 16-bit copy of the largest
+        # unquantised tensor are alive together (measured on an H100: the load peak exceeds
+        # what stays after loading by exactly the fp32-over-bf16 bytes plus that copy).
+        after_prepare = n_lora * 4
+        if not shape.kbit_upcast:
+            after_prepare += shape.compute_bytes * arch.vocab * arch.hidden
+        upcast = params.unquantised * KBIT_UNQUANTISED_BYTES
+        load_peak = (linear_b + upcast + max(staging, after_prepare)) / GIB
+    else:
+        load_peak = (linear_b + other_b) / GIB
     return Memory(components=comps, peak_allocated_gib=peak, device_total_gib=device_total, load_peak_gib=load_peak)
