@@ -7,10 +7,12 @@ import math
 from engine.estimate.params import Architecture, ParamCounts
 
 # Fraction of the datasheet dense 16-bit peak a LoRA run sustains (model FLOPs
-# utilisation). Guesses from published QLoRA/LoRA throughput until
-# benchmarks/vram_calibration.py measures them: 4-bit pays a dequantisation
-# per matmul, LLM.int8 pays more, plain 16-bit LoRA runs closest to peak.
-MFU_BY_QUANTIZATION = {"nf4": 0.25, "int8": 0.15, "none": 0.40}
+# utilisation). nf4 is measured: lorapilot's default path on an H100 (989 TFLOP/s
+# datasheet) trained Llama-2-7B at 8,260 tok/s with checkpointing, 6N FLOPs a token,
+# about 0.34 (benchmarks/results/throughput-h100-2026-11-22-bf16stream.md).
+# int8 and none are not measured yet: LLM.int8 pays more per matmul than NF4
+# (published QLoRA/LoRA throughput), plain 16-bit LoRA runs closest to peak.
+MFU_BY_QUANTIZATION = {"nf4": 0.34, "int8": 0.20, "none": 0.45}
 
 
 def steps(n_examples: int | None, micro_batch_size: int, grad_accum: int, num_gpus: int,
