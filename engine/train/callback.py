@@ -18,33 +18,31 @@ _GIB = 1024 ** 3
 
 
 def _gpu_fields() -> dict:
-    """Per-GPU memory (device-wide, as nvidia-smi counts it) and our own allocator peak."""
+    """Every GPU's memory and utilisation as nvidia-smi sees it (NVML), and our own allocator peak.
+
+    NVML, not torch.cuda.mem_get_info: asking torch about another device would create a CUDA
+    context there (hundreds of MiB on each GPU of a data-parallel run).
+    """
     import torch
 
     if not torch.cuda.is_available():
         return {}
-    used, total, peaks = [], [], []
-    for i in range(torch.cuda.device_count()):
-        free, tot = torch.cuda.mem_get_info(i)
-        used.append(round((tot - free) / _GIB, 3))
-        total.append(round(tot / _GIB, 3))
-        peaks.append(round(torch.cuda.max_memory_allocated(i) / _GIB, 3))
-    out = {"gpu_mem_gib": used, "gpu_mem_total_gib": total, "gpu_peak_alloc_gib": peaks}
-    util = _gpu_util()
-    if util:
-        out["gpu_util"] = util
-    return out
-
-
-def _gpu_util() -> list[int] | None:
+    out = {"gpu_peak_alloc_gib": [round(torch.cuda.max_memory_allocated() / _GIB, 3)]}
     try:
         from engine.gpu import sample_gpus
-    except ImportError:
-        return None
-    try:
-        return [int(s.util_pct) for s in sample_gpus() if s.util_pct is not None] or None
+        samples = sample_gpus()
     except Exception:  # NVML is optional telemetry; training must not die for it
-        return None
+        samples = []
+    if samples:
+        out["gpu_mem_gib"] = [round(g.mem_used_gib, 3) for g in samples]
+        out["gpu_mem_total_gib"] = [round(g.mem_total_gib, 3) for g in samples]
+        if all(g.util_pct is not None for g in samples):
+            out["gpu_util"] = [int(g.util_pct) for g in samples]
+    else:
+        free, total = torch.cuda.mem_get_info()
+        out["gpu_mem_gib"] = [round((total - free) / _GIB, 3)]
+        out["gpu_mem_total_gib"] = [round(total / _GIB, 3)]
+    return out
 
 
 class RunDirCallback(TrainerCallback):
