@@ -11,7 +11,7 @@ from conftest import DEMO_CONFIG, run_cli
 from engine.data.packing import plan_steps
 from engine.errors import ConfigError
 from engine.rundir import read_metrics, read_status
-from engine.train.distributed import CPU_DDP_ENV, launch_command, num_processes
+from engine.train.distributed import CPU_DDP_ENV, launch_command, num_processes, planned_processes
 
 
 def test_launch_command_single_and_multi():
@@ -27,8 +27,9 @@ def test_num_processes_on_a_machine_without_gpus(monkeypatch):
     assert num_processes(None) == 1 and num_processes(1) == 1
     with pytest.raises(ConfigError, match="training.num_gpus: 2 requested but 0 GPU"):
         num_processes(2)
+    assert planned_processes(2) == 2  # what the wizard shows: the count as asked, the error comes at launch
     monkeypatch.setattr("engine.train.distributed.visible_gpus", lambda: 8)
-    assert num_processes(None) == 8 and num_processes(2) == 2
+    assert num_processes(None) == 8 and num_processes(2) == 2 and planned_processes(None) == 8
 
 
 @pytest.mark.parametrize("budget", [None, 300])

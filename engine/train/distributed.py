@@ -54,6 +54,14 @@ def num_processes(num_gpus: int | None) -> int:
     return num_gpus
 
 
+def planned_processes(num_gpus: int | None) -> int:
+    """What a launch would use, for estimates and the wizard: never raises (a bad count shows as asked)."""
+    try:
+        return num_processes(num_gpus)
+    except ConfigError:
+        return num_gpus or 1
+
+
 def launch_command(run_dir: str, nproc: int, resume: bool) -> list[str]:
     tail = ["-m", "engine.train.run", str(run_dir)] + (["--resume"] if resume else [])
     if nproc <= 1:

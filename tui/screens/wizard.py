@@ -29,6 +29,7 @@ from textual.widgets import Footer
 
 from engine.config import FIELDS, Config, FieldSpec, advice, config_from_dict, load_config
 from engine.errors import ConfigError, UserError
+from engine.train.distributed import planned_processes
 from tui.widgets.estimate_line import EstimateLine
 from tui.widgets.field_row import FieldRow
 from tui.widgets.step_bar import StepBar
@@ -375,7 +376,7 @@ class WizardState:
         """
         from engine.estimate import auto_fit
         fit = auto_fit(self.cfg, self.model_info, self.gpu, n_examples=self.n_examples,
-                       num_gpus=self.cfg.training.num_gpus or 1, price_per_hour=self.price_per_hour)
+                       num_gpus=planned_processes(self.cfg.training.num_gpus), price_per_hour=self.price_per_hour)
         current = self.cfg.to_dict()
         changed = {k: v for k, v in fit.settings.items() if get_path(current, k) != v}
         if changed:
@@ -457,7 +458,7 @@ def _estimate_and_check(cfg: Config, model_info: Any, gpu: Any, n_examples: int 
     try:
         if model_info is None:
             raise UserError("the estimate needs the model's size: pick a model that can be read")
-        est = estimate(cfg, model_info, gpu, n_examples=n_examples, num_gpus=cfg.training.num_gpus or 1,
+        est = estimate(cfg, model_info, gpu, n_examples=n_examples, num_gpus=planned_processes(cfg.training.num_gpus),
                        price_per_hour=price)
     except Exception as exc:
         est_error = exc
@@ -471,7 +472,7 @@ def _estimate_and_check(cfg: Config, model_info: Any, gpu: Any, n_examples: int 
                                  est_peak_gib=est.device_total_gib if est else None,
                                  gpu_total_gib=gpu.memory_gib if (est and gpu) else None,
                                  dropped=getattr(report, "dropped", None),
-                                 num_gpus=cfg.training.num_gpus or 1)
+                                 num_gpus=planned_processes(cfg.training.num_gpus))
         except Exception as exc:
             pf_error = _say(exc)
     if est_error is not None and findings is None:
