@@ -42,24 +42,16 @@ def hub_token() -> str | None:
 
 
 def check_model_reachable(model: str) -> None:
-    """Fails fast with a clear message when a hub id cannot be fetched (offline, typo, gated)."""
-    path = resolve_model_path(model)
-    if Path(path).is_dir():
+    """Fails fast with a clear message when a hub id cannot be fetched (offline, typo, gated).
+
+    The estimate's fetch is used: it looks in the cache first and probes the hub with a short
+    timeout, where huggingface_hub itself would retry for ~20 s before giving up offline.
+    """
+    if Path(resolve_model_path(model)).is_dir():
         return
-    try:
-        from huggingface_hub import hf_hub_download
-        hf_hub_download(path, "config.json", token=hub_token())
-    except Exception as e:  # the hub raises many types: offline, 401, 404
-        reason = type(e).__name__
-        text = str(e).splitlines()[0] if str(e) else ""
-        if "offline" in text.lower() or "connect" in text.lower() or "resolve" in text.lower():
-            reason = "the hub cannot be reached (offline?)"
-        elif "401" in text or "gated" in text.lower():
-            reason = "access denied (gated model: set HF_TOKEN or run `hf auth login`)"
-        elif "404" in text or "not found" in text.lower():
-            reason = "no such model on the hub"
-        raise ModelError(f"{model}: cannot load model config: {reason}",
-                         fix="use a local directory, or check the id and your network") from None
+    from engine.estimate.model_config import hub_config
+
+    hub_config(model)
 
 
 @dataclass

@@ -86,7 +86,7 @@ def read_model_config(model: str) -> ModelInfo:
     if not _HUB_ID.match(model):
         raise ModelError(f"{model}: not a directory, a preset or a hub id (owner/name)",
                          fix="check the path; list presets with `lorapilot estimate --help`")
-    return model_info_from_config(model, _hub_config(model), "hub")
+    return model_info_from_config(model, hub_config(model), "hub")
 
 
 def _hub_reachable() -> bool:
@@ -113,7 +113,8 @@ def _read_json(path: Path) -> dict:
     return data
 
 
-def _hub_config(repo_id: str) -> dict:
+def hub_config(repo_id: str) -> dict:
+    """A hub model's config.json: from the cache, else fetched after a quick reachability probe."""
     if repo_id in _hub_cache:
         return _hub_cache[repo_id]
     # Imported here: huggingface_hub costs ~0.2 s, which directories and presets never pay.
