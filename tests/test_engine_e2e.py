@@ -159,6 +159,17 @@ def test_kill_9_then_resume_from_last_checkpoint(tmp_path):
     run_dir = tmp_path / "run"
     pid = start_detached(cfg, run_dir)
     wait_for(lambda: (read_status(run_dir) or {}).get("step", 0) >= 6, what="step 6")
+
+    def frozen_between_checkpoints() -> bool:
+        # Freeze the trainer, then look: killing it right after a checkpoint step would leave nothing to redo.
+        os.kill(pid, signal.SIGSTOP)
+        last = train_records(run_dir)[-1]["step"]
+        if last % 4 and last < 16:
+            return True
+        os.kill(pid, signal.SIGCONT)
+        return False
+
+    wait_for(frozen_between_checkpoints, what="a step between two checkpoints")
     os.kill(pid, signal.SIGKILL)
     wait_for(lambda: effective_state(read_status(run_dir)) == "lost", timeout=30, what="lost state")
     before = train_records(run_dir)
