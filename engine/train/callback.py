@@ -68,6 +68,9 @@ class RunDirCallback(TrainerCallback):
         self.sample_prompts = list(sample_prompts)
         self.sample_max_new_tokens = sample_max_new_tokens
         self._last_eval_loss = None
+        # Seconds spent in this callback's per-step work (status, stop agreement, records, NVML), reported
+        # in each train record as callback_s so its share of the step time can be read off any run.
+        self.overhead_s = 0.0
 
     # ---- helpers
     def _status(self, **fields):
@@ -96,6 +99,11 @@ class RunDirCallback(TrainerCallback):
                      steps_per_epoch=self.steps_per_epoch)
 
     def on_step_end(self, args, state, control, **kw):
+        t0 = time.perf_counter()
+        self._step_end(state, control)
+        self.overhead_s += time.perf_counter() - t0
+
+    def _step_end(self, state, control):
         self._status(state="training", step=state.global_step, max_steps=state.max_steps,
                      epoch=round(state.global_step / self.steps_per_epoch, 4))
         local_stop = 1.0 if (self.stop_flag.is_set() or self.stop_reason) else 0.0
@@ -113,6 +121,12 @@ class RunDirCallback(TrainerCallback):
             control.should_training_stop = True
 
     def on_log(self, args, state, control, logs=None, **kw):
+        t0 = time.perf_counter()
+        self._log(state, control, logs)
+        self.overhead_s += time.perf_counter() - t0
+
+    def _log(self, state, control, logs):
+        t_log = time.perf_counter()
         logs = dict(logs or {})
         step = state.global_step
         epoch = round(step / self.steps_per_epoch, 4)
@@ -131,6 +145,7 @@ class RunDirCallback(TrainerCallback):
                "grad_norm": _num(logs.get("grad_norm")), "tokens_per_s": round(tokens / dt, 1),
                "trained_tokens_per_s": round(trained / dt, 1), "tokens_seen": int(self._tokens)}
         rec.update(_gpu_fields())
+        rec["callback_s"] = round(self.overhead_s + time.perf_counter() - t_log, 4)
         self._write("train", step, **{k: v for k, v in rec.items() if v is not None})
         if self.stop_reason and self.world_size == 1:  # several ranks stop together at the next step end
             control.should_save = True
