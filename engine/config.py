@@ -93,8 +93,9 @@ class TrainingConfig:
                                        group="Memory savers")
     precision: str = opt("auto", "Compute dtype: auto picks bf16 on Ampere+, fp16 on T4/V100, fp32 on CPU.",
                          choices=("auto", "bf16", "fp16", "fp32"), group="Memory savers")
-    memory: str = opt("fast", "fast: the quickest path that fits; lean: the least memory.",
-                      choices=("fast", "lean"), group="Memory savers")
+    memory: str = opt("auto", "fast: the quickest path; lean: the least memory (activations offloaded to host "
+                      "memory, 8-bit optimizer states); auto: fast where the estimate says it fits the GPU.",
+                      choices=("auto", "fast", "lean"), group="Memory savers")
     packing: bool = opt(True, "Pack whole examples into micro-batches up to a token budget (no padding waste).",
                         group="Memory savers")
     num_gpus: int | None = opt(None, "GPUs to train on; empty means all visible; 1 disables data parallelism.",

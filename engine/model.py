@@ -61,6 +61,7 @@ class Hardware:
     bf16: bool
     capability: tuple[int, int] | None
     count: int
+    memory_gib: float | None = None   # per GPU
 
 
 def detect_hardware() -> Hardware:
@@ -69,7 +70,7 @@ def detect_hardware() -> Hardware:
     if torch.cuda.is_available():
         cap = torch.cuda.get_device_capability(0)
         return Hardware("cuda", torch.cuda.get_device_name(0), torch.cuda.is_bf16_supported(), cap,
-                        torch.cuda.device_count())
+                        torch.cuda.device_count(), torch.cuda.get_device_properties(0).total_memory / 2 ** 30)
     return Hardware("cpu", "cpu", False, None, 0)
 
 

@@ -58,7 +58,7 @@ def test_a_hopeless_case_says_so():
 
 
 def test_max_tokens_per_microbatch_is_the_largest_budget_that_fits():
-    cfg = make_cfg("qwen2.5-1.5b")
+    cfg = make_cfg("qwen2.5-1.5b", memory="fast")
     info, gpu = read_model_config(cfg.model), get_gpu("a10")
     budget = max_tokens_per_microbatch(cfg, info, gpu)
     assert budget > 1000
@@ -129,3 +129,31 @@ def test_recipes_are_valid_partial_configs():
         assert estimate(cfg, read_model_config(cfg.model), get_gpu("h100-80")).fits
     with pytest.raises(ConfigError, match="qlora-default"):
         load_recipe("nope")
+
+
+def test_memory_auto_is_fast_where_it_fits_and_lean_where_it_does_not():
+    """auto estimates what the trainer will do: the fast path when it fits the card, else lean."""
+    cfg = make_cfg("llama-2-7b", micro_batch_size=16, gradient_accumulation_steps=1, max_seq_length=2048)
+    info = read_model_config(cfg.model)
+    roomy = estimate(cfg, info, get_gpu("h100"), tokens_per_microbatch=7000)
+    assert roomy.memory_mode == "fast" and roomy.tokens_per_microbatch == 7000
+    small = estimate(cfg, info, get_gpu("rtx4090"), tokens_per_microbatch=32768)
+    fast_there = estimate(with_changes(cfg, {"training.memory": "fast"}), info, get_gpu("rtx4090"),
+                          tokens_per_microbatch=32768)
+    assert not fast_there.fits
+    assert small.memory_mode == "lean" and small.tokens_per_microbatch == 8192
+    assert small.device_total_gib < fast_there.device_total_gib
+    optimizer = next(c for c in small.components if c.name == "optimizer states")
+    activations = next(c for c in small.components if c.name == "activations")
+    assert "8-bit" in optimizer.note and "offloaded" in activations.note
+
+
+def test_lean_offloading_keeps_a_few_layer_inputs_on_the_gpu_not_all():
+    cfg = make_cfg("llama-2-7b", micro_batch_size=16, gradient_accumulation_steps=1, max_seq_length=2048)
+    info, gpu = read_model_config(cfg.model), get_gpu("h100")
+    acts = {mode: next(c.gib for c in estimate(with_changes(cfg, {"training.memory": mode}), info, gpu,
+                                                 tokens_per_microbatch=7000).components if c.name == "activations")
+            for mode in ("fast", "lean")}
+    # 32 layer inputs of 7,000 x 4,096 bf16 values stay on the GPU on the fast path, 6 of them under lean
+    layer_input = 7000 * 4096 * 2 / 2 ** 30
+    assert acts["fast"] - acts["lean"] == pytest.approx(26 * layer_input)

@@ -129,11 +129,16 @@ async def test_recipe_and_auto_fit_change_the_values(demo_model_dir):
         assert s.cfg.training.max_seq_length == 2048 and s.cfg.training.micro_batch_size == 2
         assert app.screen.query_one("#field-training-micro_batch_size").value == "2"
 
-        # A micro-batch far too big for a T4, then one key to fit.
+        # A micro-batch far too big for a T4's fast path: memory auto goes lean, and the review says so.
         await type_into(pilot, "#field-training-micro_batch_size", "64")
         await pilot.press("ctrl+n")
         await settle(app, pilot)
         s.select_gpu("t4")
+        await settle(app, pilot)
+        assert s.estimate.memory_mode == "lean" and s.estimate.fits
+        assert "memory lean (auto: the fast path does not fit)" in str(app.screen.query_one("#plan").render())
+        # Insisting on the fast path: it does not fit, and one key fits it.
+        s.set_raw("training.memory", "fast")
         await settle(app, pilot)
         assert s.estimate.fits is False
         effective = s.cfg.effective_batch_size

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from engine.config import Config
 from engine.estimate.gpus import GpuSpec
 from engine.estimate.lr import lr_hint
-from engine.estimate.memory import Component, TrainingShape, memory
+from engine.estimate.memory import LEAN_TOKENS_PER_MICROBATCH, Component, TrainingShape, memory
 from engine.estimate.model_config import ModelInfo
 from engine.estimate.params import lora_params, lora_targets
 from engine.estimate.timing import flops_per_token, steps, train_seconds
@@ -41,6 +41,7 @@ class Estimate:
     notes: list[str] = field(default_factory=list)
     suggestions: list[str] = field(default_factory=list)
     fit_fraction: float = FIT_FRACTION
+    memory_mode: str = "fast"        # resolved training.memory: fast | lean
 
     def to_dict(self) -> dict:
         r3 = lambda x: None if x is None else round(x, 3)  # noqa: E731
@@ -55,7 +56,7 @@ class Estimate:
             "total_steps": self.total_steps, "time_s": r3(self.time_s),
             "cost": None if self.cost is None else round(self.cost, 4),
             "lr_hint": self.lr_hint, "approximate": self.approximate, "notes": list(self.notes),
-            "suggestions": list(self.suggestions),
+            "suggestions": list(self.suggestions), "memory_mode": self.memory_mode,
         }
 
 
@@ -84,15 +85,31 @@ def compute(cfg: Config, info: ModelInfo, gpu: GpuSpec | None, *, n_examples: in
             num_gpus: int = 1, tokens_per_microbatch: int | None = None, fused_loss: bool = False,
             price_per_hour: float | None = None, avg_tokens_per_example: int | None = None,
             fraction: float = FIT_FRACTION) -> Estimate:
-    """The estimate without suggestions (auto-fit calls this many times)."""
+    """The estimate without suggestions (auto-fit calls this many times).
+
+    training.memory auto is what the trainer does: fast where it fits the GPU, else lean.
+    """
     t, arch = cfg.training, info.arch
+    if t.memory == "auto":
+        kw = dict(n_examples=n_examples, num_gpus=num_gpus, tokens_per_microbatch=tokens_per_microbatch,
+                  fused_loss=fused_loss, price_per_hour=price_per_hour,
+                  avg_tokens_per_example=avg_tokens_per_example, fraction=fraction)
+        fast = compute(with_changes(cfg, {"training.memory": "fast"}), info, gpu, **kw)
+        if fast.fits is not False:
+            return fast
+        return compute(with_changes(cfg, {"training.memory": "lean"}), info, gpu, **kw)
     precision = resolve_precision(t.precision, gpu)
     tokens = tokens_per_microbatch or t.micro_batch_size * t.max_seq_length
+    lean = t.memory == "lean"
+    optimizer = t.optimizer
+    if lean:  # what engine/train/speed.py does under lean
+        tokens = min(tokens, max(t.max_seq_length, LEAN_TOKENS_PER_MICROBATCH)) if t.packing else tokens
+        optimizer = "paged_adamw_8bit" if optimizer == "paged_adamw_32bit" else optimizer
     targets = lora_targets(arch, cfg.lora.target_modules)
     shape = TrainingShape(quantization=cfg.quantization, compute_bytes=4 if precision == "fp32" else 2,
-                          targets=tuple(targets), r=cfg.lora.r, dropout=cfg.lora.dropout, optimizer=t.optimizer,
+                          targets=tuple(targets), r=cfg.lora.r, dropout=cfg.lora.dropout, optimizer=optimizer,
                           gradient_checkpointing=t.gradient_checkpointing, tokens=tokens, fused_loss=fused_loss,
-                          kbit_upcast=precision != "bf16")
+                          kbit_upcast=precision != "bf16", offload=lean and t.gradient_checkpointing)
     mem = memory(arch, info.params, shape)
     n_lora = lora_params(arch, targets, cfg.lora.r)
 
@@ -133,7 +150,7 @@ def compute(cfg: Config, info: ModelInfo, gpu: GpuSpec | None, *, n_examples: in
         params_total=info.params.total, params_trainable=n_lora, steps_per_epoch=per_epoch, total_steps=total,
         time_s=time_s, cost=cost,
         lr_hint=lr_hint(t.learning_rate, num_gpus * tokens_per_step_per_gpu, info.pretraining),
-        approximate=not arch.exact, notes=notes, fit_fraction=fraction)
+        approximate=not arch.exact, notes=notes, fit_fraction=fraction, memory_mode="lean" if lean else "fast")
 
 
 def estimate(cfg: Config, model_info: ModelInfo, gpu: GpuSpec | None, *, n_examples: int | None = None,

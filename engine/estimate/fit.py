@@ -147,6 +147,8 @@ def max_tokens_per_microbatch(cfg: Config, model_info: ModelInfo, gpu: GpuSpec, 
     """The largest token budget per micro-batch whose estimate stays under `fraction` of the GPU
     (what the packing engine asks); 0 when even the weights and optimizer do not fit."""
     limit = fraction * gpu.memory_gib
+    if cfg.training.memory == "auto":  # a budget for the fast path: auto would switch to lean, which caps it
+        cfg = with_changes(cfg, {"training.memory": "fast"})
 
     def fits(tokens: int) -> bool:
         return compute(cfg, model_info, gpu, tokens_per_microbatch=tokens, fused_loss=fused_loss,

@@ -38,6 +38,15 @@ BNB_8BIT_BLOCK = 256
 # of torch, bitsandbytes and cuBLAS workspaces) and the caching allocator's
 # reserved-but-free blocks, which grow with the peak. Calibrate in benchmarks/.
 CUDA_CONTEXT_GIB = 0.5
+
+# training.memory lean: tokens per micro-batch at most this (or max_seq_length, if longer). With the layer
+# inputs offloaded what grows with tokens is one layer's recompute and its gradients (~0.25 GiB per 1,000
+# tokens on a 7B), so 8k tokens keep a 7B near 6 GiB while a typical optimizer step (16 examples, ~7k
+# tokens) is still one micro-batch: each forward pass of the 4-bit path has a large fixed cost.
+LEAN_TOKENS_PER_MICROBATCH = 8192
+# Offloaded activations still on the GPU at the peak: the layer inputs whose copies to the host are in
+# flight (TRL keeps up to 5 in its forward stash) and the ones fetched back ahead of backward.
+OFFLOAD_RESIDENT_LAYERS = 6
 ALLOCATOR_SLACK_FRACTION = 0.10
 
 
@@ -66,6 +75,7 @@ class TrainingShape:
     fused_loss: bool             # Liger applied: fused linear-cross-entropy, and its SwiGLU, RMSNorm and RoPE
     kbit_upcast: bool = True     # unquantised weights (and so the residual stream) fp32 after kbit preparation;
                                  # the engine casts them back to bf16 under bf16 (engine/train/speed.py)
+    offload: bool = False        # lean: checkpointed layer inputs offloaded to host memory
 
 
 @dataclass(frozen=True)
@@ -225,9 +235,12 @@ def memory(arch: Architecture, params: ParamCounts, shape: TrainingShape) -> Mem
     if shape.gradient_checkpointing:
         # HF checkpointing keeps each decoder layer's input (one hidden state per
         # boundary) and rebuilds one layer's activations at a time in backward.
-        kept = arch.layers * s * arch.hidden * t + final_norm
+        resident = min(arch.layers, OFFLOAD_RESIDENT_LAYERS) if shape.offload else arch.layers
+        kept = resident * s * arch.hidden * t + final_norm
         recompute = layer * t
         kept_note = f"checkpointing on: one hidden state per layer boundary ({arch.layers} layers)"
+        if shape.offload:
+            kept_note += f", offloaded to host memory ({resident} on the GPU at once)"
     else:
         kept = arch.layers * layer * t + final_norm
         recompute = 0.0

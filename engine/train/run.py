@@ -90,18 +90,20 @@ def _live_diagnostics(run_dir: Path, resume: bool, data):
     return LiveDiagnostics(training_responses=responses)
 
 
-def train(cfg, run_dir: Path, *, resume: bool, data=None, tokenizer=None) -> int:
-    """Runs the whole training; `data` and `tokenizer` may be injected (benchmarks on synthetic tokens)."""
+def train(cfg, run_dir: Path, *, resume: bool, data=None, tokenizer=None, callbacks=()) -> int:
+    """Runs the whole training; `data`, `tokenizer` and extra Trainer `callbacks` may be injected
+    (benchmarks: synthetic tokens, a profiler)."""
     import torch
     from transformers import Trainer, TrainingArguments
 
     from engine.data import load_examples
-    from engine.data.packing import Collator, PlannedMicroBatches, PlanSampler, plan_steps
+    from engine.data.packing import Collator, PlannedMicroBatches, PlanSampler
     from engine.model import add_lora, compute_dtype_name, detect_hardware, load_base_model, load_tokenizer
     from engine.train.callback import RunDirCallback
     from engine.train.distributed import is_main, world
     from engine.train.signals import StopFlag
-    from engine.train.speed import apply_liger, attention_for, keep_unquantised_16bit, optimizer_for, token_budget
+    from engine.train.speed import (activation_offload, apply_liger, attention_for, compile_layers,
+                                    keep_unquantised_16bit, optimizer_for)
 
     stop = StopFlag(run_dir)
     stop.install()
@@ -123,10 +125,8 @@ def train(cfg, run_dir: Path, *, resume: bool, data=None, tokenizer=None) -> int
     _, _, n_ranks = world()
     examples_per_step = t.micro_batch_size * t.gradient_accumulation_steps * n_ranks
     n_epochs_planned = max(1, math.ceil(t.num_epochs))
-    budget = token_budget(cfg, hw.device, log)
-    plan = plan_steps([len(e) for e in data.train], examples_per_step=examples_per_step,
-                      num_epochs=n_epochs_planned, seed=t.seed, token_budget=budget,
-                      micro_batch_size=t.micro_batch_size, multiple_of=n_ranks)
+    memory, plan = _plan(cfg, data, hw, examples_per_step=examples_per_step, num_epochs=n_epochs_planned,
+                         n_ranks=n_ranks)
     steps_per_epoch = plan.steps_per_epoch
     max_steps = t.max_steps if t.max_steps > 0 else max(1, round(t.num_epochs * steps_per_epoch))
     log(f"plan: {examples_per_step} examples per optimizer step in {plan.micro_batches_per_step} "
@@ -140,12 +140,18 @@ def train(cfg, run_dir: Path, *, resume: bool, data=None, tokenizer=None) -> int
                                attn_implementation=attention_for(hw.device, t.packing, log))
     apply_liger(model, hw.device, log)
     model = add_lora(model, cfg, gradient_checkpointing=t.gradient_checkpointing)
+    offload = activation_offload(model, hw.device, memory, log)
     if dtype_name == "bf16" and cfg.quantization != "none":
         keep_unquantised_16bit(model, log)
+    compile_layers(model, hw.device, log)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     log(f"model: {cfg.model}, quantization {cfg.quantization}, {trainable:,} trainable LoRA parameters")
 
     collator = Collator(pad_id=tokenizer.pad_token_id, pack=t.packing)
+    from engine.train.speed import LEVERS
+    own_block_mask = LEVERS.own_block_mask and t.packing and model.config._attn_implementation == "flex_attention"
+    if own_block_mask:
+        log("attention: block masks built from the examples' boundaries (no compiled create_block_mask)")
     train_ds = PlannedMicroBatches(data.train, plan)
     has_eval = bool(data.validation)
     args = TrainingArguments(
@@ -157,7 +163,7 @@ def train(cfg, run_dir: Path, *, resume: bool, data=None, tokenizer=None) -> int
         learning_rate=t.learning_rate,
         lr_scheduler_type=t.lr_scheduler,
         warmup_steps=t.warmup_ratio,  # transformers 5: a float < 1 is a ratio of the total steps
-        optim=optimizer_for(cfg, hw.device, log),
+        optim=optimizer_for(cfg, hw.device, log, memory),
         weight_decay=t.weight_decay,
         max_grad_norm=t.max_grad_norm,
         logging_steps=t.logging_steps,
@@ -185,9 +191,16 @@ def train(cfg, run_dir: Path, *, resume: bool, data=None, tokenizer=None) -> int
         def _get_train_sampler(self, train_dataset=None):
             return PlanSampler(train_ds)
 
+        def training_step(self, *args, **kwargs):
+            with offload:
+                return super().training_step(*args, **kwargs)
+
         def compute_loss(self, model, inputs, *args, **kwargs):
             if model.training:
                 collator.consume()  # this micro-batch is trained now (the loader prefetches ahead)
+            if own_block_mask and "position_ids" in inputs and "attention_mask" not in inputs:
+                from engine.train.block_mask import packed_block_mask
+                inputs = dict(inputs, attention_mask=packed_block_mask(inputs["position_ids"]))
             return super().compute_loss(model, inputs, *args, **kwargs)
 
     from engine.samples import choose_prompts
@@ -199,7 +212,7 @@ def train(cfg, run_dir: Path, *, resume: bool, data=None, tokenizer=None) -> int
                               sample_max_new_tokens=t.sample_max_new_tokens)
     trainer = PlannedTrainer(model=model, args=args, train_dataset=train_ds,
                              eval_dataset=data.validation if has_eval else None,
-                             data_collator=collator, callbacks=[callback])
+                             data_collator=collator, callbacks=[callback, *callbacks])
     ckpt = last_checkpoint(run_dir) if resume else None
     if resume:
         log(f"resuming from {ckpt}" if ckpt else "no checkpoint to resume from: starting at step 0")
@@ -226,6 +239,28 @@ def train(cfg, run_dir: Path, *, resume: bool, data=None, tokenizer=None) -> int
     status(run_dir, state="done", step=step)
     log(f"done: adapter in {adapter_dir}")
     return EXIT_OK
+
+
+def _plan(cfg, data, hw, *, examples_per_step: int, num_epochs: int, n_ranks: int):
+    """(resolved memory mode, step plan). auto asks the estimate whether the fast plan's largest micro-batch fits."""
+    from engine.data.packing import plan_steps
+    from engine.train.speed import resolve_memory, token_budget
+
+    t = cfg.training
+    lengths = [len(e) for e in data.train]
+
+    def plan_for(budget):
+        return plan_steps(lengths, examples_per_step=examples_per_step, num_epochs=num_epochs, seed=t.seed,
+                          token_budget=budget, micro_batch_size=t.micro_batch_size, multiple_of=n_ranks)
+
+    memory = t.memory
+    if memory == "auto" and hw.device == "cuda":
+        fast = plan_for(token_budget(cfg, hw.device, lambda _: None, "fast"))
+        largest = max((sum(lengths[i] for i in mb) for ep in fast.epochs for step in ep for mb in step), default=0)
+        memory = resolve_memory(cfg, hw.device, hw.memory_gib, largest or None, log)
+    elif memory == "auto":
+        memory = "fast"
+    return memory, plan_for(token_budget(cfg, hw.device, log, memory))
 
 
 def _report_to(requested: list[str]) -> list[str] | str:

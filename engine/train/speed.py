@@ -4,15 +4,38 @@ On CUDA: packed rows with flex attention (a block-diagonal mask built from
 position_ids, no padding waste) and Liger's fused kernels (RMSNorm, RoPE,
 SwiGLU, and a linear cross-entropy that never materialises the fp32 logits).
 On the CPU or without Triton: SDPA with the same block-diagonal mask, plain
-PyTorch kernels.
+PyTorch kernels. `training.memory: lean` adds activation offloading (the checkpointed
+layer inputs wait in pinned host memory, copied on a side stream) and 8-bit optimizer
+states, and caps the tokens per micro-batch.
+
+LEVERS holds one switch per speed lever, all on: benchmarks/levers.py turns them off one
+at a time to measure what each is worth. Nothing else changes them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+from dataclasses import dataclass
 from typing import Callable
 
-LEAN_TOKENS_PER_MICROBATCH = 4096
+from engine.estimate.memory import LEAN_TOKENS_PER_MICROBATCH
+
+
+@dataclass
+class Levers:
+    flex_attention: bool = True     # packed rows through flex attention (else SDPA with the same mask)
+    liger: bool = True              # Liger's fused kernels
+    bf16_stream: bool = True        # frozen unquantised weights back to bf16 after kbit preparation
+    whole_step: bool = True         # fast: a whole optimizer step per micro-batch (else micro_batch_size x seq)
+    offload: bool = True            # lean: checkpointed activations offloaded to host memory
+    tokens_per_microbatch: int | None = None  # a fixed packing budget instead of the mode's
+    compile: bool = False           # experiment: torch.compile each decoder layer (fewer, fused kernel launches)
+    own_block_mask: bool = False    # flex: the packed row's block mask built eagerly (engine.train.block_mask)
+                                    # instead of transformers' compiled create_block_mask; off until measured
+
+
+LEVERS = Levers()
 
 # Model types Liger patches (liger_kernel.transformers.monkey_patch); others train without it.
 LIGER_MODEL_TYPES = ("llama", "mistral", "mixtral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3", "phi3",
@@ -20,7 +43,7 @@ LIGER_MODEL_TYPES = ("llama", "mistral", "mixtral", "qwen2", "qwen3", "gemma", "
 
 
 def attention_for(device: str, packing: bool, log: Callable[[str], None]) -> str:
-    if device == "cuda" and packing:
+    if device == "cuda" and packing and LEVERS.flex_attention:
         log("attention: flex_attention (packed rows, block-diagonal mask from position_ids)")
         return "flex_attention"
     log("attention: sdpa" + (" (packed rows, block-diagonal mask from position_ids)" if packing else ""))
@@ -40,6 +63,8 @@ def liger_available(device: str) -> tuple[bool, str]:
 def apply_liger(model, device: str, log: Callable[[str], None]) -> bool:
     """Patches the loaded base model in place with Liger's kernels where supported."""
     ok, why = liger_available(device)
+    if ok and not LEVERS.liger:
+        ok, why = False, "switched off (benchmark lever)"
     model_type = getattr(model.config, "model_type", "?")
     if ok and model_type not in LIGER_MODEL_TYPES:
         ok, why = False, f"architecture {model_type} not covered"
@@ -53,22 +78,28 @@ def apply_liger(model, device: str, log: Callable[[str], None]) -> bool:
     return True
 
 
-def token_budget(cfg, device: str, log: Callable[[str], None]) -> int | None:
-    """Tokens per micro-batch when packing; None for classic padded micro-batches."""
+def token_budget(cfg, device: str, log: Callable[[str], None], memory: str = "fast") -> int | None:
+    """Tokens per micro-batch when packing; None for classic padded micro-batches.
+
+    `memory` is the resolved mode (fast or lean; see resolve_memory).
+    """
     t = cfg.training
     if not t.packing:
         log(f"batching: padded micro-batches of {t.micro_batch_size} examples")
         return None
     per_step = t.micro_batch_size * t.gradient_accumulation_steps
-    if device == "cuda" and t.memory == "fast":
+    if LEVERS.tokens_per_microbatch:
+        log(f"batching: packed, up to {LEVERS.tokens_per_microbatch} tokens per micro-batch (benchmark lever)")
+        return LEVERS.tokens_per_microbatch
+    if device == "cuda" and memory == "fast" and LEVERS.whole_step:
         # The 4-bit path has a large fixed cost per forward pass: the fewer, fuller micro-batches the better.
         budget = per_step * t.max_seq_length
         log(f"batching: packed, up to {budget} tokens per micro-batch (a whole optimizer step when it fits)")
         return budget
-    if device == "cuda":  # lean
-        # Activations scale with tokens per micro-batch; a few thousand keeps the fixed cost per
-        # forward pass of the 4-bit path from dominating while the peak stays small.
-        budget = max(t.max_seq_length, LEAN_TOKENS_PER_MICROBATCH)
+    if device == "cuda" and memory == "lean":
+        # Tokens per micro-batch decide the working memory; one micro-batch per step where the cap allows,
+        # since each forward pass of the 4-bit path has a large fixed cost.
+        budget = min(per_step * t.max_seq_length, max(t.max_seq_length, LEAN_TOKENS_PER_MICROBATCH))
         log(f"batching: lean, packed up to {budget} tokens per micro-batch")
         return budget
     budget = t.micro_batch_size * t.max_seq_length
@@ -76,13 +107,13 @@ def token_budget(cfg, device: str, log: Callable[[str], None]) -> int | None:
     return budget
 
 
-def optimizer_for(cfg, device: str, log: Callable[[str], None]) -> str:
+def optimizer_for(cfg, device: str, log: Callable[[str], None], memory: str = "fast") -> str:
     """bitsandbytes' paged and 8-bit optimizers are CUDA features; lean keeps the states in 8 bits."""
     name = cfg.training.optimizer
     if device == "cpu" and name != "adamw_torch":
         log(f"optimizer: {name} needs a GPU; using adamw_torch on the CPU")
         return "adamw_torch"
-    if device == "cuda" and cfg.training.memory == "lean" and name == "paged_adamw_32bit":
+    if device == "cuda" and memory == "lean" and name == "paged_adamw_32bit":
         log("optimizer: paged_adamw_8bit (lean: optimizer states in 8 bits)")
         return "paged_adamw_8bit"
     return name
@@ -100,10 +131,73 @@ def keep_unquantised_16bit(model, log: Callable[[str], None]) -> int:
     """
     import torch
 
+    if not LEVERS.bf16_stream:
+        log("precision: unquantised weights left in fp32 (benchmark lever)")
+        return 0
     n = 0
     for p in model.parameters():
         if not p.requires_grad and p.dtype == torch.float32 and p.__class__.__name__ != "Params4bit":
             p.data = p.data.to(torch.bfloat16)
             n += p.numel()
     log(f"precision: {n:,} frozen unquantised parameters kept in bf16 (residual stream bf16)")
+    return n
+
+
+def activation_offload(model, device: str, memory: str, log: Callable[[str], None]):
+    """A context for each training step: lean offloads the saved activations to pinned host memory.
+
+    TRL's OffloadActivations (a saved-tensors hook): with gradient checkpointing what autograd saves outside
+    the checkpointed layers is each layer's input, so those go to the host during forward, on a side stream,
+    and come back ahead of their layer in backward; the lm_head's are kept.
+    """
+    if memory != "lean" or not LEVERS.offload:
+        return contextlib.nullcontext()
+    if device != "cuda":
+        log("activations: kept on the device (offloading needs a GPU)")
+        return contextlib.nullcontext()
+    from trl.models.activation_offloading import get_act_offloading_ctx_manager
+
+    log("activations: offloaded to pinned host memory during forward, fetched back ahead of backward (TRL)")
+    return get_act_offloading_ctx_manager(model, warn_if_no_head=False)
+
+
+def resolve_memory(cfg, device: str, gpu_memory_gib: float | None, tokens_fast: int | None,
+                   log: Callable[[str], None]) -> str:
+    """training.memory auto -> fast when the estimate says the fast path fits this GPU, else lean."""
+    mode = cfg.training.memory
+    if mode != "auto":
+        return mode
+    if device != "cuda" or not gpu_memory_gib:
+        return "fast"
+    from engine.estimate import FIT_FRACTION, GpuSpec, read_model_config, with_changes
+    from engine.estimate.estimator import compute
+    from engine.errors import UserError
+
+    try:
+        info = read_model_config(cfg.model)
+    except UserError as e:  # no config to estimate from: the fast path, and the OOM hint if it does not fit
+        log(f"memory: fast (no estimate: {e})")
+        return "fast"
+    gpu = GpuSpec(id="detected", name="this GPU", memory_gib=gpu_memory_gib, bf16=None, tflops_16bit=None,
+                  detected=True)
+    fast = with_changes(cfg, {"training.memory": "fast"})
+    est = compute(fast, info, gpu, tokens_per_microbatch=tokens_fast, fused_loss=liger_available(device)[0])
+    if est.fits:
+        log(f"memory: fast (estimate {est.device_total_gib:.1f} GiB of {gpu_memory_gib:.0f})")
+        return "fast"
+    log(f"memory: lean (the fast path needs ~{est.device_total_gib:.1f} GiB, over {FIT_FRACTION:.0%} of "
+        f"{gpu_memory_gib:.0f} GiB)")
+    return "lean"
+
+
+def compile_layers(model, device: str, log: Callable[[str], None]) -> int:
+    """torch.compile each decoder layer in place (the checkpoint wraps the compiled layer); an experiment lever."""
+    if device != "cuda" or not LEVERS.compile:
+        return 0
+    n = 0
+    for m in model.modules():
+        if m.__class__.__name__.endswith("DecoderLayer"):
+            m.compile(dynamic=True)
+            n += 1
+    log(f"compiled: {n} decoder layers (torch.compile, dynamic shapes)")
     return n

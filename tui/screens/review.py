@@ -117,7 +117,10 @@ class ReviewScreen(WizardStep):
             epochs = f"max_steps {t.max_steps}" if t.max_steps > 0 else f"{t.num_epochs:g} epochs"
             steps = f"{est.total_steps:,} steps ({est.steps_per_epoch:,} per epoch, {epochs})"
         gpus = f"{est.num_gpus} GPUs, memory per GPU" if est.num_gpus > 1 else "1 GPU"
-        parts = [steps, f"effective batch {s.cfg.effective_batch_size * est.num_gpus}", gpus,
+        memory = f"memory {est.memory_mode}"
+        if t.memory == "auto":
+            memory += " (auto: the fast path does not fit)" if est.memory_mode == "lean" else " (auto)"
+        parts = [steps, f"effective batch {s.cfg.effective_batch_size * est.num_gpus}", gpus, memory,
                  f"{est.precision}", f"{est.params_trainable:,} trainable of {est.params_total:,}"]
         time_text = fmt_duration(est.time_s) if est.time_s is not None else "time: no figure for this card"
         cost = fmt_cost(est.cost)

@@ -1,0 +1,93 @@
+"""The engine's speed and memory choices: memory auto/fast/lean, lean's knobs, batched samples."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine.config import config_from_dict
+from engine.data.types import IGNORE_INDEX, TokenizedExample
+from engine.estimate.memory import LEAN_TOKENS_PER_MICROBATCH
+from engine.model import Hardware
+from engine.train import speed
+
+
+def cfg_for(model: str, **training):
+    return config_from_dict({"model": model, "dataset": {"path": "x.jsonl"},
+                             "training": {"max_seq_length": 2048, **training}})
+
+
+class FakeData:
+    """What _plan reads: the training examples' lengths."""
+
+    def __init__(self, lengths):
+        self.train = [TokenizedExample(input_ids=[1] * n, labels=[IGNORE_INDEX] + [1] * (n - 1), source=f"x:{i}",
+                                       full_length=n, trained_tokens=n - 1, trained_tokens_full=n - 1)
+                      for i, n in enumerate(lengths)]
+
+
+def gpu(memory_gib: float) -> Hardware:
+    return Hardware("cuda", "test GPU", True, (9, 0), 1, memory_gib)
+
+
+def test_auto_keeps_the_fast_path_where_the_estimate_fits_and_goes_lean_where_it_does_not():
+    from engine.train.run import _plan
+
+    cfg = cfg_for("llama-2-7b")  # a preset: the estimate needs only its config numbers
+    data = FakeData([450] * 64)  # 16 examples per step: ~7,200 tokens, one micro-batch on the fast path
+    logs = []
+    import engine.train.run as run
+    original = run.log
+    run.log = logs.append
+    try:
+        mode, plan = _plan(cfg, data, gpu(80.0), examples_per_step=16, num_epochs=1, n_ranks=1)
+        assert mode == "fast" and plan.micro_batches_per_step == 1
+        mode, plan = _plan(cfg, data, gpu(6.0), examples_per_step=16, num_epochs=1, n_ranks=1)
+        assert mode == "lean"
+        assert any("memory: lean" in line and "over 90% of 6 GiB" in line for line in logs)
+        mode, _ = _plan(cfg_for("llama-2-7b", memory="fast"), data, gpu(6.0), examples_per_step=16, num_epochs=1,
+                        n_ranks=1)
+        assert mode == "fast"  # an explicit choice is kept, even where it will not fit
+        mode, _ = _plan(cfg, data, Hardware("cpu", "cpu", False, None, 0), examples_per_step=16, num_epochs=1,
+                        n_ranks=1)
+        assert mode == "fast"
+    finally:
+        run.log = original
+
+
+def test_lean_caps_the_micro_batch_and_keeps_optimizer_states_in_8_bits():
+    cfg = cfg_for("llama-2-7b", micro_batch_size=16, gradient_accumulation_steps=4)
+    quiet = [].append
+    assert speed.token_budget(cfg, "cuda", quiet, "fast") == 64 * 2048
+    assert speed.token_budget(cfg, "cuda", quiet, "lean") == LEAN_TOKENS_PER_MICROBATCH
+    long_rows = cfg_for("llama-2-7b", max_seq_length=16384)
+    assert speed.token_budget(long_rows, "cuda", quiet, "lean") == 16384  # one whole example always fits
+    assert speed.optimizer_for(cfg, "cuda", quiet, "lean") == "paged_adamw_8bit"
+    assert speed.optimizer_for(cfg, "cuda", quiet, "fast") == "paged_adamw_32bit"
+    assert speed.optimizer_for(cfg, "cpu", quiet, "lean") == "adamw_torch"
+
+
+def test_offloading_is_a_gpu_feature_and_says_so_on_the_cpu():
+    logs = []
+    ctx = speed.activation_offload(object(), "cpu", "lean", logs.append)
+    with ctx:
+        pass
+    assert logs == ["activations: kept on the device (offloading needs a GPU)"]
+    assert speed.activation_offload(object(), "cuda", "fast", logs.append).__class__.__name__ == "nullcontext"
+
+
+@pytest.mark.slow
+def test_batched_greedy_samples_equal_one_prompt_at_a_time(demo_model_dir):
+    """Left padding with its mask must not change a greedy answer: the batch is only a speed-up."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from engine.samples import from_text, generate, generate_greedy_batch
+
+    tok = AutoTokenizer.from_pretrained(demo_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(demo_model_dir, dtype=torch.float32).eval()
+    prompts = [from_text(tok, t).ids for t in ("What is the opposite of hot?", "Name a colour.",
+                                                 "Translate 'cat' into French, please, with a short example.")]
+    assert len({len(p) for p in prompts}) == 3  # different lengths: the batch is padded
+    batched = generate_greedy_batch(model, tok, prompts, max_new_tokens=12)
+    alone = [generate(model, tok, p, max_new_tokens=12) for p in prompts]
+    assert batched == alone and all(batched)
