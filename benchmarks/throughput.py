@@ -191,7 +191,7 @@ class _Ex:
 
 
 def run_engine(model_dir: Path, examples, out_dir: Path, training: dict, lora: dict | None = None,
-               reset_peak: bool = True) -> None:
+               reset_peak: bool = True, callbacks=(), validation=()) -> None:
     """lorapilot's real trainer (engine.train.run.train) on injected token data; also used by vram_calibration."""
     import torch
 
@@ -210,12 +210,12 @@ def run_engine(model_dir: Path, examples, out_dir: Path, training: dict, lora: d
         import shutil
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    data = PreparedData(train=examples, validation=[],
+    data = PreparedData(train=examples, validation=list(validation),
                         report=DataReport(path="synthetic", format="tokens", n_train=len(examples)))
     tok = build_tokenizer(demo_data_path())  # only its pad id is used: the data is already token ids
     if reset_peak and torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
-    code = train(cfg, out_dir, resume=False, data=data, tokenizer=tok)
+    code = train(cfg, out_dir, resume=False, data=data, tokenizer=tok, callbacks=callbacks)
     if code != 0:
         raise RuntimeError(f"engine training exited with {code}")
 
@@ -367,22 +367,34 @@ def main() -> None:
         for arch in a.archs:
             model_dir = build_model_dir(arch, work / "models")
             for side in a.sides.split(","):
-                res_file = work / f"{arch}-{side}.json"
-                res_file.unlink(missing_ok=True)
-                t0 = time.time()
-                p = subprocess.run([sys.executable, __file__, "--side", side, "--arch", arch, "--model-dir",
-                                    str(model_dir), "--steps", str(a.steps), "--work", str(work), "--result",
-                                    str(res_file)], cwd=REPO)
-                if p.returncode != 0 or not res_file.exists():
-                    print(f"| {arch} | {side} | failed (exit {p.returncode}) | | | | | |", flush=True)
-                    continue
-                results.append(json.loads(res_file.read_text()))
-                print(table(results[-1:], a.warmup).splitlines()[5], f"({time.time() - t0:.0f} s)", flush=True)
+                res = run_child(__file__, ["--side", side, "--arch", arch, "--model-dir", str(model_dir), "--steps",
+                                           str(a.steps), "--work", str(work)], work / f"{arch}-{side}.json",
+                                f"{arch} | {side}")
+                if res:
+                    results.append(res)
+                    print(table(results[-1:], a.warmup).splitlines()[5], flush=True)
         text = table(results, a.warmup)
+    write_out(text, a.out)
+
+
+def run_child(script: str, args: list[str], res_file: Path, label: str, env: dict | None = None) -> dict | None:
+    """One side in its own process (clean memory counters); its result file, or None when it failed."""
+    res_file.unlink(missing_ok=True)
+    t0 = time.time()
+    p = subprocess.run([sys.executable, script, *args, "--result", str(res_file)], cwd=REPO,
+                       env=dict(os.environ, **(env or {})))
+    if p.returncode != 0 or not res_file.exists():
+        print(f"| {label} | failed (exit {p.returncode}) |", flush=True)
+        return None
+    print(f"({label}: {time.time() - t0:.0f} s)", flush=True)
+    return json.loads(res_file.read_text())
+
+
+def write_out(text: str, out: str | None) -> None:
     print(text)
-    if a.out:
-        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.out).write_text(text)
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(text)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,70 @@
+"""What the samples at each evaluation cost, against the training they interrupt, in one real run.
+
+    python benchmarks/sample_cost.py llama2-7b [--steps 13] [--eval-every 6] [--out FILE]
+
+The engine's trainer on the throughput benchmark's data (16 examples per step), evaluating every
+`--eval-every` steps on 24 held-out examples; at each evaluation the callback generates the default 3
+held-out prompts x up to 128 new tokens (random weights never stop early: the worst case). The share
+is given at the defaults' interval (eval_steps 50): samples per evaluation / (samples + 50 steps).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from benchmarks.throughput import ARCHS, build_model_dir, make_examples, run_engine  # noqa: E402
+
+DEFAULT_EVAL_STEPS = 50  # engine/config.py
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("arch", nargs="?", default="llama2-7b")
+    ap.add_argument("--steps", type=int, default=13)
+    ap.add_argument("--eval-every", type=int, default=6)
+    ap.add_argument("--work", default="/tmp/lorapilot-bench")
+    ap.add_argument("--out")
+    a = ap.parse_args()
+    from engine.rundir import read_metrics
+
+    work = Path(a.work)
+    model_dir = build_model_dir(a.arch, work / "models")
+    examples = make_examples(a.steps * 16 + 64 + 24, ARCHS[a.arch]["vocab_size"], seed=0)
+    out = work / f"samples-{a.arch}"
+    run_engine(model_dir, examples[:-24], out, {"max_seq_length": 2048, "max_steps": a.steps, "logging_steps": 1,
+                                                "eval_steps": a.eval_every},
+               validation=examples[-24:])
+    recs = read_metrics(out)
+    train = [r for r in recs if r["kind"] == "train"]
+    times = [b["time"] - x["time"] for x, b in zip(train, train[1:])]
+    evals = [r["step"] for r in recs if r["kind"] == "eval"]
+    # a step that holds an evaluation is not a training step: leave those intervals out
+    plain = [t for r, t in zip(train[1:], times) if r["step"] not in {e + 1 for e in evals}]
+    step_s = statistics.median(plain[2:] or plain)
+    per_eval: dict[int, float] = {}
+    for r in recs:
+        if r["kind"] == "sample":
+            per_eval[r["step"]] = per_eval.get(r["step"], 0.0) + r["gen_s"]
+    gen = statistics.median(per_eval.values())
+    share = gen / (gen + DEFAULT_EVAL_STEPS * step_s)
+    cb = (train[-1]["callback_s"] - train[0]["callback_s"]) / max(1, len(train) - 1)
+    n_samples = sum(1 for r in recs if r["kind"] == "sample")
+    text = (f"{a.arch}: median training step {step_s:.3f} s; {len(per_eval)} evaluations, {n_samples} samples; "
+            f"sampling {gen:.2f} s per evaluation (3 prompts x up to 128 new tokens, one batch)\n"
+            f"at the defaults (every {DEFAULT_EVAL_STEPS} steps): samples are {share:.1%} of training time "
+            f"(goal < 5 %)\n"
+            f"callback (status, records, NVML; logging every step): {cb * 1000:.2f} ms per step = "
+            f"{cb / step_s:.2%} of a step (goal < 1 %)\n")
+    print(text)
+    if a.out:
+        Path(a.out).write_text(text)
+
+
+if __name__ == "__main__":
+    main()
