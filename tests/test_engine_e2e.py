@@ -149,6 +149,8 @@ def test_detached_run_survives_its_launcher_then_stop_and_resume(tmp_path):
     steps = [x["step"] for x in train_records(run_dir)]
     assert steps == sorted(steps) and len(steps) == len(set(steps))  # continued, nothing re-done
     assert steps[-1] == 40 and min(s for s in steps if s > stopped_at) == stopped_at + 1
+    seen = [x["tokens_seen"] for x in train_records(run_dir)]
+    assert seen == sorted(seen) and len(set(seen)) == len(seen)  # the token count continues across the resume
     events = [x["message"] for x in read_metrics(run_dir) if x["kind"] == "event"]
     assert f"resumed from checkpoint-{stopped_at}" in events
     assert list(run_dir.rglob("events.out.tfevents.*"))  # TensorBoard logs, as the seeds recommend

@@ -48,7 +48,7 @@ def _gpu_fields() -> dict:
 class RunDirCallback(TrainerCallback):
     def __init__(self, run_dir, *, collator, steps_per_epoch: int, stop_flag, stop_on: list[str],
                  diagnostics=None, is_main: bool = True, world_size: int = 1, tokenizer=None, sample_prompts=(),
-                 sample_max_new_tokens: int = 128):
+                 sample_max_new_tokens: int = 128, tokens_offset: int = 0):
         self.run_dir = run_dir
         self.collator = collator
         self.steps_per_epoch = max(1, steps_per_epoch)
@@ -57,7 +57,9 @@ class RunDirCallback(TrainerCallback):
         self.diagnostics = diagnostics
         self.is_main = is_main
         self.world_size = world_size
-        self._tokens = 0.0          # all ranks together, updated each step
+        # A resumed run continues the count of the checkpoint's step: its collator starts again at 0.
+        self._offset = float(tokens_offset)
+        self._tokens = self._offset  # all ranks together, updated each step
         self._trained = 0.0
         self.writer = MetricsWriter(run_dir) if is_main else None
         self._last_t = None
@@ -113,8 +115,9 @@ class RunDirCallback(TrainerCallback):
             # Every rank must stop at the same step; the token counts come along for free.
             stop, self._tokens, self._trained = all_reduce_sum(
                 [local_stop, float(self.collator.tokens_seen), float(self.collator.trained_tokens_seen)])
+            self._tokens += self._offset
         else:
-            stop, self._tokens, self._trained = local_stop, self.collator.tokens_seen, \
+            stop, self._tokens, self._trained = local_stop, self._offset + self.collator.tokens_seen, \
                 self.collator.trained_tokens_seen
         if stop:
             control.should_save = True

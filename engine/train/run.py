@@ -205,15 +205,16 @@ def train(cfg, run_dir: Path, *, resume: bool, data=None, tokenizer=None, callba
 
     from engine.samples import choose_prompts
 
+    ckpt = last_checkpoint(run_dir) if resume else None
     callback = RunDirCallback(run_dir, collator=collator, steps_per_epoch=steps_per_epoch, stop_flag=stop,
                               stop_on=t.stop_on, diagnostics=_live_diagnostics(run_dir, resume, data),
                               is_main=is_main(), world_size=n_ranks,
                               tokenizer=tokenizer, sample_prompts=choose_prompts(cfg, tokenizer, data.validation),
-                              sample_max_new_tokens=t.sample_max_new_tokens)
+                              sample_max_new_tokens=t.sample_max_new_tokens,
+                              tokens_offset=_tokens_at(run_dir, ckpt))
     trainer = PlannedTrainer(model=model, args=args, train_dataset=train_ds,
                              eval_dataset=data.validation if has_eval else None,
                              data_collator=collator, callbacks=[callback, *callbacks])
-    ckpt = last_checkpoint(run_dir) if resume else None
     if resume:
         log(f"resuming from {ckpt}" if ckpt else "no checkpoint to resume from: starting at step 0")
         callback._write("event", int(ckpt.rsplit("-", 1)[-1]) if ckpt else 0,
@@ -239,6 +240,17 @@ def train(cfg, run_dir: Path, *, resume: bool, data=None, tokenizer=None, callba
     status(run_dir, state="done", step=step)
     log(f"done: adapter in {adapter_dir}")
     return EXIT_OK
+
+
+def _tokens_at(run_dir: Path, ckpt: str | None) -> int:
+    """tokens_seen at the checkpoint's step (0 without one): where a resumed run's count continues."""
+    if not ckpt:
+        return 0
+    from engine.rundir import read_metrics
+
+    step = int(ckpt.rsplit("-", 1)[-1])
+    seen = [r.get("tokens_seen", 0) for r in read_metrics(run_dir) if r.get("kind") == "train" and r["step"] <= step]
+    return int(seen[-1]) if seen else 0
 
 
 def _plan(cfg, data, hw, *, examples_per_step: int, num_epochs: int, n_ranks: int):
