@@ -1,12 +1,12 @@
 """Checks of the real trainer on a GPU, through the CLI a user runs (`python -m engine.cli train`).
 
-    python benchmarks/gpu_checks.py samples [--arch llama2-7b]   sample cost and callback overhead at the defaults
     python benchmarks/gpu_checks.py oom [--arch llama2-7b]       CUDA OOM mid-run: failed + hint, checkpoint resumable
     python benchmarks/gpu_checks.py auto [--arch llama2-7b]      memory auto picks lean where fast does not fit
 
 The model has random weights from the architecture's config numbers with the demo's tokenizer saved
 beside it; the data is generated text whose lengths follow the throughput benchmark's distribution
-(lognormal, median ~350 tokens). Prints what it found; exits 1 when a check fails.
+(lognormal, median ~350 tokens). Prints what it found; exits 1 when a check fails. The cost of samples and of
+the callback is benchmarks/sample_cost.py.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -24,8 +23,6 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks.throughput import build_model_dir  # noqa: E402
 
-# The defaults a user gets (engine/config.py): evaluation every 50 steps, 3 prompts, 128 new tokens.
-DEFAULT_EVAL_STEPS = 50
 GIANT_TOKENS = 200_000  # one example this long makes its step's micro-batch too big for 80 GB on the fast path
 MODELS = "/tmp/lorapilot-bench/models"  # shared with throughput.py: a 7B is built once per machine
 
@@ -76,41 +73,6 @@ def cli(*args: str) -> int:
 
 def metrics(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
-
-
-def check_samples(a) -> bool:
-    """Sample generation and the callback against the training time, with the defaults' eval interval."""
-    work = Path(a.work)
-    model_dir = model_with_tokenizer(a.arch, work)
-    data = work / "samples.jsonl"
-    write_dataset(data, 600)
-    cfg = work / "samples.yaml"
-    runs = work / "runs"
-    write_config(cfg, model_dir, data, max_seq_length=2048, max_steps=a.steps, eval_steps=a.eval_every,
-                 logging_steps=1, save_steps=10 ** 6)
-    run = fresh(runs / "samples")
-    code = cli("train", str(cfg), "--run-dir", str(run))
-    recs = metrics(run)
-    train = [r for r in recs if r["kind"] == "train"]
-    samples = [r for r in recs if r["kind"] == "sample"]
-    times = [b["time"] - a_["time"] for a_, b in zip(train, train[1:])]
-    step_s = statistics.median(times[2:] or times)
-    by_eval: dict[int, float] = {}
-    for s in samples:
-        by_eval[s["step"]] = by_eval.get(s["step"], 0.0) + s["gen_s"]
-    gen = statistics.median(by_eval.values()) if by_eval else float("nan")
-    share = gen / (gen + DEFAULT_EVAL_STEPS * step_s)
-    cb = train[-1].get("callback_s", 0.0)
-    wall = train[-1]["time"] - train[0]["time"]
-    per_step_cb = (cb - train[0].get("callback_s", 0.0)) / max(1, len(train) - 1)
-    words_out = [len(s["output"].split()) for s in samples]
-    print(f"exit {code}; {len(train)} steps, median step {step_s:.3f} s; {len(by_eval)} evaluations with "
-          f"{len(samples)} samples ({statistics.median(words_out) if words_out else 0} words each)")
-    print(f"sampling: {gen:.2f} s per evaluation (3 prompts x up to 128 new tokens, one batch); at the defaults "
-          f"(every {DEFAULT_EVAL_STEPS} steps) {share:.1%} of training time (goal < 5 %)")
-    print(f"callback: {per_step_cb * 1000:.2f} ms per step = {per_step_cb / step_s:.2%} of a step "
-          f"(logging every step; {cb:.2f} s of {wall:.1f} s) (goal < 1 %)")
-    return code == 0 and share < 0.05 and per_step_cb / step_s < 0.01
 
 
 def _giant_step(cfg, data, steps: int) -> int | None:
@@ -187,17 +149,15 @@ def check_auto(a) -> bool:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("checks", nargs="+", choices=("samples", "oom", "auto"))
+    ap.add_argument("checks", nargs="+", choices=("oom", "auto"))
     ap.add_argument("--arch", default="llama2-7b")
-    ap.add_argument("--steps", type=int, default=21)
-    ap.add_argument("--eval-every", type=int, default=10)
     ap.add_argument("--work", default="/tmp/lorapilot-checks")
     a = ap.parse_args()
     Path(a.work).mkdir(parents=True, exist_ok=True)
     ok = True
     for name in a.checks:
         print(f"== {name}", flush=True)
-        passed = {"samples": check_samples, "oom": check_oom, "auto": check_auto}[name](a)
+        passed = {"oom": check_oom, "auto": check_auto}[name](a)
         print(f"== {name}: {'PASS' if passed else 'FAIL'}", flush=True)
         ok &= passed
     sys.exit(0 if ok else 1)

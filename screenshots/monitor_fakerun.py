@@ -109,7 +109,7 @@ def make_run(run_dir: Path, *, steps_done: int = 900, max_steps: int = 1200, sta
     (run_dir / "train.log").write_text("\n".join(head + list(log_lines(1, steps_done))) + "\n", encoding="utf-8")
     (run_dir / "config.yaml").write_text("model: meta-llama/Llama-2-7b-hf\ndataset:\n  path: data/train.jsonl\n",
                                          encoding="utf-8")
-    status = {"state": state, "pid": pid, "step": steps_done, "max_steps": max_steps, "error": error,
+    status = {"state": state, "pid": pid, "step": steps_done, "max_steps": max_steps, "error": error, "memory": "fast",
               "started": t0, "updated": now}
     (run_dir / "status.json").write_text(json.dumps(status, indent=1), encoding="utf-8")
     return run_dir

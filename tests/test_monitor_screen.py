@@ -118,6 +118,9 @@ async def test_new_records_appear_while_watching(tmp_path):
         chart = screen.query_one("#loss", LossChart)
         await until(pilot, lambda: chart._traces[0].x[-1] == 400, timeout=5)
         assert "400 / 1,200" in text_of(screen.query_one("#progress"))
+        (run / "status.json").write_text(json.dumps({**status, "step": 401, "updated": time.time(), "memory": "lean",
+                                                     "world_size": 2}))
+        await until(pilot, lambda: "memory     lean · 2 GPUs" in text_of(screen.query_one("#progress")), timeout=5)
         assert "checkpoint-400" in text_of(screen.query_one("#progress"))
         assert screen.query_one("#log").lines[-1] == "[step 400] appended by the test"
 

@@ -132,7 +132,7 @@ def train(cfg, run_dir: Path, *, resume: bool, data=None, tokenizer=None, callba
     log(f"plan: {examples_per_step} examples per optimizer step in {plan.micro_batches_per_step} "
         f"micro-batches over {n_ranks} process(es); {steps_per_epoch} steps per epoch; {max_steps} steps")
 
-    status(run_dir, state="loading", phase="model", max_steps=max_steps)
+    status(run_dir, state="loading", phase="model", max_steps=max_steps, memory=memory)
     # Before the adapters exist: their random init must be the seed's, on every rank and every run.
     from transformers import set_seed
     set_seed(t.seed)

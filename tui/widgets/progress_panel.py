@@ -53,8 +53,12 @@ class ProgressPanel(MonitorPanel):
         def row(label: str, *value) -> None:
             rows.append(Text.assemble((label.ljust(LABEL), "bold"), *value, no_wrap=True, overflow="ellipsis"))
 
-        pid = (h.status or {}).get("pid")
+        st = h.status or {}
+        pid = st.get("pid") or st.get("rank0_pid")
         row("state", (h.state, STATE_STYLES.get(h.state, "bold")), (f"  pid {pid}" if pid else "", "dim"))
+        if st.get("memory"):  # the trainer's choice (auto: fast or lean)
+            gpus = f" · {st['world_size']} GPUs" if (st.get("world_size") or 1) > 1 else ""
+            row("memory", st["memory"], (gpus, "dim"))
         step, max_steps = h.step, h.max_steps
         if max_steps:
             frac = min(1.0, step / max_steps)
