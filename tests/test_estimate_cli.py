@@ -63,6 +63,16 @@ def test_table(config, capsys):
         assert text in out
 
 
+def test_table_names_the_memory_path_auto_takes(tmp_path, capsys):
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text("model: llama-2-7b\ndataset: {path: x.jsonl}\n"
+                   "training: {micro_batch_size: 16, gradient_accumulation_steps: 1, max_seq_length: 2048}\n")
+    _, roomy, _ = run_main([str(cfg), "--gpu", "h100", "--examples", "100"], capsys)
+    _, small, _ = run_main([str(cfg), "--gpu", "rtx4090", "--examples", "100"], capsys)
+    assert "memory fast (auto)" in roomy
+    assert "memory lean (auto: the fast path does not fit)" in small and "offloaded to host memory" in small
+
+
 def test_hub_dataset_without_examples_says_steps_unknown(tmp_path, capsys):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("model: smollm2-135m\ndataset: {path: someone/hub-dataset}\n")

@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
         out["n_examples"] = n_examples
         print(json.dumps(out, indent=2))
     else:
-        print(render(est, info, n_examples, counted))
+        print(render(est, info, n_examples, counted, cfg.training.memory))
     return EXIT_OK
 
 
@@ -51,11 +51,14 @@ def _duration(seconds: float) -> str:
     return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{max(minutes, 1)} min"
 
 
-def render(est, info, n_examples: int | None, counted: bool) -> str:
+def render(est, info, n_examples: int | None, counted: bool, memory_setting: str = "auto") -> str:
     """The human table: components, totals, fit, steps, time, learning rate, suggestions."""
+    mode = f"memory {est.memory_mode}"
+    if memory_setting == "auto":
+        mode += " (auto: the fast path does not fit)" if est.memory_mode == "lean" else " (auto)"
     lines = [f"model  {info.name} ({info.source}, {info.architecture}, {info.param_count / 1e9:.2f} B parameters"
              f"{'' if info.exact else ', approximate'})",
-             f"batch  {est.tokens_per_microbatch:,} tokens per micro-batch, {est.precision}, "
+             f"batch  {est.tokens_per_microbatch:,} tokens per micro-batch, {est.precision}, {mode}, "
              f"{est.params_trainable:,} trainable LoRA parameters", ""]
     width = max(len(c.name) for c in est.components)
     for c in est.components:
