@@ -39,7 +39,6 @@ ROWS = [
     ("+ expandable_segments allocator", {"memory": "fast"}, {},
      {"PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True"}),
     ("lean: + offloaded activations, 8-bit optimizer states", {"memory": "lean"}, {}, {}),
-    ("(experiment) default + torch.compile of each decoder layer", {"memory": "fast"}, {"compile": True}, {}),
     ("(experiment) default + block masks built eagerly from the boundaries", {"memory": "fast"},
      {"own_block_mask": True}, {}),
 ]

@@ -7,6 +7,7 @@ evaluation by the trainer and by the playground.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 
@@ -88,26 +89,22 @@ def generate_greedy_batch(model, tokenizer, prompts: list[list[int]], *, max_new
     return [tokenizer.decode(row[width:], skip_special_tokens=True).strip() for row in out]
 
 
-class _attention:
+@contextlib.contextmanager
+def _attention(model, impl: str):
     """Decoding through SDPA while training uses flex attention: flex would compile for every new length."""
-
-    def __init__(self, model, impl: str):
-        self.model, self.impl, self.old = model, impl, None
-
-    def __enter__(self):
-        cfg = getattr(self.model, "config", None)
-        old = getattr(cfg, "_attn_implementation", None)
-        if old and old != self.impl and hasattr(self.model, "set_attn_implementation"):
-            try:
-                self.model.set_attn_implementation(self.impl)
-                self.old = old
-            except Exception:  # an architecture without SDPA: decode as configured
-                self.old = None
-        return self
-
-    def __exit__(self, *exc):
-        if self.old:
-            self.model.set_attn_implementation(self.old)
+    old = getattr(getattr(model, "config", None), "_attn_implementation", None)
+    switched = False
+    if old and old != impl and hasattr(model, "set_attn_implementation"):
+        try:
+            model.set_attn_implementation(impl)
+            switched = True
+        except Exception:  # an architecture without SDPA: decode as configured
+            pass
+    try:
+        yield
+    finally:
+        if switched:
+            model.set_attn_implementation(old)
 
 
 def sample_all(model, tokenizer, prompts: list[SamplePrompt], max_new_tokens: int) -> list[dict]:

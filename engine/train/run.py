@@ -102,8 +102,8 @@ def train(cfg, run_dir: Path, *, resume: bool, data=None, tokenizer=None, callba
     from engine.train.callback import RunDirCallback
     from engine.train.distributed import is_main, world
     from engine.train.signals import StopFlag
-    from engine.train.speed import (activation_offload, apply_liger, attention_for, compile_layers,
-                                    keep_unquantised_16bit, optimizer_for)
+    from engine.train.speed import (activation_offload, apply_liger, attention_for, keep_unquantised_16bit,
+                                    optimizer_for)
 
     stop = StopFlag(run_dir)
     stop.install()
@@ -143,7 +143,6 @@ def train(cfg, run_dir: Path, *, resume: bool, data=None, tokenizer=None, callba
     offload = activation_offload(model, hw.device, memory, log)
     if dtype_name == "bf16" and cfg.quantization != "none":
         keep_unquantised_16bit(model, log)
-    compile_layers(model, hw.device, log)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     log(f"model: {cfg.model}, quantization {cfg.quantization}, {trainable:,} trainable LoRA parameters")
 
@@ -270,6 +269,9 @@ def _plan(cfg, data, hw, *, examples_per_step: int, num_epochs: int, n_ranks: in
         fast = plan_for(token_budget(cfg, hw.device, lambda _: None, "fast"))
         largest = max((sum(lengths[i] for i in mb) for ep in fast.epochs for step in ep for mb in step), default=0)
         memory = resolve_memory(cfg, hw.device, hw.memory_gib, largest or None, log)
+        if memory == "fast":
+            token_budget(cfg, hw.device, log, memory)  # its line in train.log
+            return memory, fast
     elif memory == "auto":
         memory = "fast"
     return memory, plan_for(token_budget(cfg, hw.device, log, memory))

@@ -30,7 +30,6 @@ class Levers:
     whole_step: bool = True         # fast: a whole optimizer step per micro-batch (else micro_batch_size x seq)
     offload: bool = True            # lean: checkpointed activations offloaded to host memory
     tokens_per_microbatch: int | None = None  # a fixed packing budget instead of the mode's
-    compile: bool = False           # experiment: torch.compile each decoder layer (fewer, fused kernel launches)
     own_block_mask: bool = False    # flex: the packed row's block mask built eagerly (engine.train.block_mask)
                                     # instead of transformers' compiled create_block_mask; off until measured
 
@@ -169,7 +168,7 @@ def resolve_memory(cfg, device: str, gpu_memory_gib: float | None, tokens_fast: 
         return mode
     if device != "cuda" or not gpu_memory_gib:
         return "fast"
-    from engine.estimate import FIT_FRACTION, GpuSpec, read_model_config, with_changes
+    from engine.estimate import FIT_FRACTION, GpuSpec, read_model_config
     from engine.estimate.estimator import compute
     from engine.errors import UserError
 
@@ -180,24 +179,11 @@ def resolve_memory(cfg, device: str, gpu_memory_gib: float | None, tokens_fast: 
         return "fast"
     gpu = GpuSpec(id="detected", name="this GPU", memory_gib=gpu_memory_gib, bf16=None, tflops_16bit=None,
                   detected=True)
-    fast = with_changes(cfg, {"training.memory": "fast"})
-    est = compute(fast, info, gpu, tokens_per_microbatch=tokens_fast, fused_loss=liger_available(device)[0])
-    if est.fits:
+    # The estimate decides auto the same way for the wizard and `lorapilot estimate`.
+    est = compute(cfg, info, gpu, tokens_per_microbatch=tokens_fast, fused_loss=liger_available(device)[0])
+    if est.memory_mode == "fast":
         log(f"memory: fast (estimate {est.device_total_gib:.1f} GiB of {gpu_memory_gib:.0f})")
-        return "fast"
-    log(f"memory: lean (the fast path needs ~{est.device_total_gib:.1f} GiB, over {FIT_FRACTION:.0%} of "
-        f"{gpu_memory_gib:.0f} GiB)")
-    return "lean"
-
-
-def compile_layers(model, device: str, log: Callable[[str], None]) -> int:
-    """torch.compile each decoder layer in place (the checkpoint wraps the compiled layer); an experiment lever."""
-    if device != "cuda" or not LEVERS.compile:
-        return 0
-    n = 0
-    for m in model.modules():
-        if m.__class__.__name__.endswith("DecoderLayer"):
-            m.compile(dynamic=True)
-            n += 1
-    log(f"compiled: {n} decoder layers (torch.compile, dynamic shapes)")
-    return n
+    else:
+        log(f"memory: lean (the fast path would need over {FIT_FRACTION:.0%} of {gpu_memory_gib:.0f} GiB; "
+            f"lean ~{est.device_total_gib:.1f} GiB)")
+    return est.memory_mode
