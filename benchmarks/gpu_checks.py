@@ -1,6 +1,6 @@
 """Checks of the real trainer on a GPU, through the CLI a user runs (`python -m engine.cli train`).
 
-    python benchmarks/gpu_checks.py oom [--arch llama2-7b]       CUDA OOM mid-run: failed + hint, checkpoint resumable
+    python benchmarks/gpu_checks.py oom [--arch llama2-7b]       CUDA OOM mid-run: failed + hint; resumed lean to the end
     python benchmarks/gpu_checks.py auto [--arch llama2-7b]      memory auto picks lean where fast does not fit
 
 The model has random weights from the architecture's config numbers with the demo's tokenizer saved
@@ -125,13 +125,19 @@ def check_oom(a) -> bool:
     print(f"hint: {status.get('hint')!r}; checkpoints {ckpts}")
     last = max((int(c.split("-")[1]) for c in ckpts), default=0)
     before = [r["step"] for r in metrics(run) if r["kind"] == "train"]
+    # What the hint tells the user to do: switch the run to the lean path, then resume it.
+    import yaml
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    saved["training"]["memory"] = "lean"
+    (run / "config.yaml").write_text(yaml.safe_dump(saved))
     code2 = cli("train", "--resume", str(run))
     after = [r["step"] for r in metrics(run) if r["kind"] == "train"][len(before):]
     status2 = json.loads((run / "status.json").read_text())
-    print(f"resume: exit {code2}, state {status2.get('state')}; steps trained after resuming from "
-          f"checkpoint-{last}: {after}")
+    print(f"resume with training.memory: lean: exit {code2}, state {status2.get('state')}; steps trained after "
+          f"resuming from checkpoint-{last}: {after}")
     return (code == 1 and status.get("state") == "failed" and "out of memory" in (status.get("error") or "").lower()
-            and "memory: lean" in (status.get("hint") or "") and last >= 2 and after[:1] == [last + 1])
+            and "memory: lean" in (status.get("hint") or "") and last >= 2 and after[:1] == [last + 1]
+            and code2 == 0 and status2.get("state") == "done" and after[-1:] == [8])
 
 
 def check_auto(a) -> bool:

@@ -23,6 +23,21 @@ from benchmarks.throughput import ARCHS, build_model_dir, make_examples, run_eng
 DEFAULT_EVAL_STEPS = 50  # engine/config.py
 
 
+def guarded(gen_s: float, step_s: float, steps: int = 1000) -> tuple[int, float]:
+    """Evaluations with samples, and their share of the run, under RunDirCallback's budget rule."""
+    from engine.train.callback import SAMPLE_FREE_S, SAMPLE_TIME_SHARE
+
+    clock = spent = 0.0
+    kept = 0
+    for _ in range(steps // DEFAULT_EVAL_STEPS):
+        clock += DEFAULT_EVAL_STEPS * step_s
+        if not spent or spent + gen_s <= max(SAMPLE_TIME_SHARE * clock, SAMPLE_FREE_S):
+            clock += gen_s
+            spent += gen_s
+            kept += 1
+    return kept, spent / clock
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("arch", nargs="?", default="llama2-7b")
@@ -30,7 +45,10 @@ def main() -> None:
     ap.add_argument("--eval-every", type=int, default=6)
     ap.add_argument("--work", default="/tmp/lorapilot-bench")
     ap.add_argument("--out")
+    ap.add_argument("--own-block-mask", action="store_true", help="engine.train.speed.LEVERS.own_block_mask on")
     a = ap.parse_args()
+    from engine.train import speed
+    speed.LEVERS.own_block_mask = a.own_block_mask
     from engine.rundir import read_metrics
 
     work = Path(a.work)
@@ -55,10 +73,13 @@ def main() -> None:
     share = gen / (gen + DEFAULT_EVAL_STEPS * step_s)
     cb = (train[-1]["callback_s"] - train[0]["callback_s"]) / max(1, len(train) - 1)
     n_samples = sum(1 for r in recs if r["kind"] == "sample")
-    text = (f"{a.arch}: median training step {step_s:.3f} s; {len(per_eval)} evaluations, {n_samples} samples; "
+    kept, share_kept = guarded(gen, step_s)
+    text = (f"{a.arch} (own_block_mask {a.own_block_mask}): median training step {step_s:.3f} s; {len(per_eval)} evaluations, {n_samples} samples; "
             f"sampling {gen:.2f} s per evaluation (3 prompts x up to 128 new tokens, one batch)\n"
             f"at the defaults (every {DEFAULT_EVAL_STEPS} steps): samples are {share:.1%} of training time "
             f"(goal < 5 %)\n"
+            f"with the callback's time budget, a 1,000-step run samples at {kept} of 20 evaluations: "
+            f"{share_kept:.1%} of its time\n"
             f"callback (status, records, NVML; logging every step): {cb * 1000:.2f} ms per step = "
             f"{cb / step_s:.2%} of a step (goal < 1 %)\n")
     print(text)

@@ -48,3 +48,44 @@ def test_chat_cli_answers_both(finished_demo_run):
 def test_chat_bad_settings_exit_2(finished_demo_run):
     r = run_cli("chat", str(finished_demo_run), "--prompt", "x", "--top-p", "0")
     assert r.returncode == 2 and "--top-p" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("batch_s, every_s", [(18.0, 43.5), (0.3, 2.2)])
+def test_samples_keep_within_their_share_of_the_run_time(tmp_path, monkeypatch, batch_s, every_s):
+    """The scheduling alone, on a clock: an H100 7B (18 s a batch every 43.5 s of training) and the demo."""
+    import engine.samples
+    from engine.train import callback as cbmod
+
+    clock = [0.0]
+    monkeypatch.setattr(cbmod.time, "monotonic", lambda: clock[0])
+
+    def timed_batch(model, tokenizer, prompts, max_new_tokens):
+        clock[0] += batch_s
+        return [{"prompt": p, "output": "x", "gen_s": batch_s / len(prompts)} for p in prompts]
+
+    monkeypatch.setattr(engine.samples, "sample_all", timed_batch)
+    cb = cbmod.RunDirCallback(tmp_path, collator=None, steps_per_epoch=10, stop_flag=None, stop_on=[],
+                              sample_prompts=["a", "b", "c"])
+
+    class State:
+        global_step = 0
+        max_steps = 1000
+
+    cb.on_train_begin(None, State, None)
+    sampled = []
+    for k in range(1, 21):
+        clock[0] += every_s
+        State.global_step = 50 * k
+        before = cb._sample_s
+        cb.on_evaluate(None, State, None, model=object())
+        if cb._sample_s > before:
+            sampled.append(k)
+            if k > 1:  # after the first batch, the total stays within the budget
+                assert cb._sample_s <= max(cbmod.SAMPLE_TIME_SHARE * clock[0], cbmod.SAMPLE_FREE_S) + 1e-9
+    records = read_metrics(tmp_path)
+    if batch_s * 20 > max(cbmod.SAMPLE_FREE_S, cbmod.SAMPLE_TIME_SHARE * 20 * every_s):
+        assert sampled[0] == 1 and 2 <= len(sampled) < 20
+        assert sum(r["kind"] == "event" and "samples skipped" in r["message"] for r in records) == 1
+    else:  # cheap samples: every evaluation has them
+        assert sampled == list(range(1, 21)) and not any(r["kind"] == "event" for r in records)
+    assert sum(r["kind"] == "sample" for r in records) == 3 * len(sampled)

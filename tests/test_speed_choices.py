@@ -91,3 +91,16 @@ def test_batched_greedy_samples_equal_one_prompt_at_a_time(demo_model_dir):
     batched = generate_greedy_batch(model, tok, prompts, max_new_tokens=12)
     alone = [generate(model, tok, p, max_new_tokens=12) for p in prompts]
     assert batched == alone and all(batched)
+
+
+def test_the_oom_hint_names_what_changes_the_size_of_the_path_the_run_took(tmp_path):
+    from engine.train.run import oom_hint
+
+    fast = oom_hint(cfg_for("llama-2-7b"), "fast", tmp_path)
+    assert fast.startswith("CUDA out of memory: training.memory: lean")
+    assert "micro_batch_size" not in fast  # a fast micro-batch is a whole optimizer step whatever it says
+    assert f"Edit {tmp_path / 'config.yaml'}" in fast and f"lorapilot train --resume {tmp_path}" in fast
+    lean = oom_hint(cfg_for("llama-2-7b"), "lean", tmp_path)
+    assert "memory: lean" not in lean and "paged_adamw_8bit" not in lean and "max_seq_length 2048 -> 1024" in lean
+    padded = oom_hint(cfg_for("llama-2-7b", packing=False), None, tmp_path)
+    assert "micro_batch_size 4 -> 2" in padded and "training.memory: lean" in padded

@@ -15,6 +15,15 @@ from transformers import TrainerCallback
 from engine.rundir import MetricsWriter, write_status
 
 _GIB = 1024 ** 3
+# Per-step work kept well under 1 % of a step: on an H100 NVML's queries and the status file took
+# ~15 ms a step (1.7 % of a 0.87 s step; benchmarks/results/sample_cost-h100-2026-11-23.md), so both
+# are refreshed at most this often. Records in between repeat the last GPU sample.
+REFRESH_S = 2.0
+# Samples may take at most this share of the run's time. Decoding a 4-bit model is bound by the host's
+# per-op cost (~140 ms a token on a 7B on an H100: 3 prompts x 128 tokens ~18 s, 29 % of 50 steps),
+# so where a batch costs more than this allows, evaluations in between go without samples.
+SAMPLE_TIME_SHARE = 0.05
+SAMPLE_FREE_S = 10.0  # samples this cheap in all never count against the share (the demo, small models)
 
 
 def _gpu_fields() -> dict:
@@ -73,6 +82,12 @@ class RunDirCallback(TrainerCallback):
         # Seconds spent in this callback's per-step work (status, stop agreement, records, NVML), reported
         # in each train record as callback_s so its share of the step time can be read off any run.
         self.overhead_s = 0.0
+        self._status_t = 0.0
+        self._gpu = ({}, 0.0)  # the last GPU sample and when it was taken
+        self._t0 = time.monotonic()
+        self._sample_s = 0.0  # all sample batches so far
+        self._sample_cost = 0.0  # the last batch
+        self._told_skip = False
 
     # ---- helpers
     def _status(self, **fields):
@@ -94,6 +109,7 @@ class RunDirCallback(TrainerCallback):
 
     # ---- Trainer events
     def on_train_begin(self, args, state, control, **kw):
+        self._t0 = time.monotonic()
         self._last_t = time.time()
         self._last_tokens = self._tokens
         self._last_trained = self._trained
@@ -106,8 +122,11 @@ class RunDirCallback(TrainerCallback):
         self.overhead_s += time.perf_counter() - t0
 
     def _step_end(self, state, control):
-        self._status(state="training", step=state.global_step, max_steps=state.max_steps,
-                     epoch=round(state.global_step / self.steps_per_epoch, 4))
+        now = time.monotonic()
+        if now - self._status_t >= REFRESH_S or state.global_step >= state.max_steps:
+            self._status_t = now
+            self._status(state="training", step=state.global_step, max_steps=state.max_steps,
+                         epoch=round(state.global_step / self.steps_per_epoch, 4))
         local_stop = 1.0 if (self.stop_flag.is_set() or self.stop_reason) else 0.0
         if self.world_size > 1:
             from engine.train.distributed import all_reduce_sum
@@ -147,21 +166,47 @@ class RunDirCallback(TrainerCallback):
         rec = {"epoch": epoch, "loss": _num(logs.get("loss")), "learning_rate": _num(logs.get("learning_rate")),
                "grad_norm": _num(logs.get("grad_norm")), "tokens_per_s": round(tokens / dt, 1),
                "trained_tokens_per_s": round(trained / dt, 1), "tokens_seen": int(self._tokens)}
-        rec.update(_gpu_fields())
+        rec.update(self._gpu_sample())
         rec["callback_s"] = round(self.overhead_s + time.perf_counter() - t_log, 4)
         self._write("train", step, **{k: v for k, v in rec.items() if v is not None})
         if self.stop_reason and self.world_size == 1:  # several ranks stop together at the next step end
             control.should_save = True
             control.should_training_stop = True
 
+    def _gpu_sample(self) -> dict:
+        fields, taken = self._gpu
+        if not fields or time.monotonic() - taken >= REFRESH_S:
+            self._gpu = fields, taken = _gpu_fields(), time.monotonic()
+        return fields
+
     def on_evaluate(self, args, state, control, model=None, **kw):
         if self.is_main and self.sample_prompts and model is not None:
-            from engine.samples import sample_all
-
-            self._status(state="evaluating", phase="samples")
-            for body in sample_all(model, self.tokenizer, self.sample_prompts, self.sample_max_new_tokens):
-                self._write("sample", state.global_step, eval_loss=self._last_eval_loss, **body)
+            if self._samples_due():
+                self._sample(model, state.global_step)
+            elif not self._told_skip:
+                self._told_skip = True
+                self._write("event", state.global_step, message=(
+                    f"samples skipped at some evaluations: one batch takes {self._sample_cost:.1f} s, and samples "
+                    f"are kept under {SAMPLE_TIME_SHARE:.0%} of the run's time"))
         self._status(state="training", phase=None)
+
+    def _samples_due(self) -> bool:
+        """The first evaluation always samples; later ones while the samples' share stays in budget."""
+        if not self._sample_s:
+            return True
+        run_s = time.monotonic() - self._t0
+        return self._sample_s + self._sample_cost <= max(SAMPLE_TIME_SHARE * run_s, SAMPLE_FREE_S)
+
+    def _sample(self, model, step: int) -> None:
+        from engine.samples import sample_all
+
+        self._status(state="evaluating", phase="samples")
+        t0 = time.monotonic()
+        bodies = sample_all(model, self.tokenizer, self.sample_prompts, self.sample_max_new_tokens)
+        self._sample_cost = time.monotonic() - t0
+        self._sample_s += self._sample_cost
+        for body in bodies:
+            self._write("sample", step, eval_loss=self._last_eval_loss, **body)
 
     def on_save(self, args, state, control, **kw):
         path = f"{args.output_dir}/checkpoint-{state.global_step}"

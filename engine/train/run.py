@@ -38,19 +38,25 @@ def last_checkpoint(run_dir: Path) -> str | None:
     return str(complete[-1]) if complete else None
 
 
-def oom_hint(cfg) -> str:
+def oom_hint(cfg, memory: str | None, run_dir: Path) -> str:
+    """What to change after a CUDA OOM, for the path the run took (`memory`: fast, lean, or None if unknown)."""
     t = cfg.training
     tips = []
-    if t.micro_batch_size > 1:
+    if memory == "fast" and t.packing:
+        # The fast path packs a whole optimizer step per micro-batch: micro_batch_size does not change its size.
+        tips.append("training.memory: lean (at most 8,192 tokens per micro-batch, activations in host memory)")
+    elif t.micro_batch_size > 1 and not (memory == "lean" and t.packing):  # lean packs by tokens too
         tips.append(f"training.micro_batch_size {t.micro_batch_size} -> {max(1, t.micro_batch_size // 2)} "
                     f"(and gradient_accumulation_steps x2 to keep the effective batch)")
     if not t.gradient_checkpointing:
         tips.append("training.gradient_checkpointing: true")
     tips.append(f"training.max_seq_length {t.max_seq_length} -> {max(64, t.max_seq_length // 2)}")
-    if t.optimizer == "paged_adamw_32bit":
+    if t.optimizer == "paged_adamw_32bit" and memory != "lean":
         tips.append("training.optimizer: paged_adamw_8bit")
-    tips.append("training.memory: lean")
-    return "CUDA out of memory: lower " + "; or ".join(tips)
+    if memory not in ("fast", "lean"):
+        tips.append("training.memory: lean")
+    return (f"CUDA out of memory: {'; or '.join(tips)}. Edit {run_dir / CONFIG_FILE} and continue from the last "
+            f"checkpoint: lorapilot train --resume {run_dir}")
 
 
 def _preflight(cfg, data, hw, run_dir: Path) -> None:
@@ -102,7 +108,7 @@ def train(cfg, run_dir: Path, *, resume: bool, data=None, tokenizer=None, callba
     from engine.train.callback import RunDirCallback
     from engine.train.distributed import is_main, world
     from engine.train.signals import StopFlag
-    from engine.train.speed import (activation_offload, apply_liger, attention_for, keep_unquantised_16bit,
+    from engine.train.speed import (LEVERS, activation_offload, apply_liger, attention_for, keep_unquantised_16bit,
                                     optimizer_for)
 
     stop = StopFlag(run_dir)
@@ -147,7 +153,6 @@ def train(cfg, run_dir: Path, *, resume: bool, data=None, tokenizer=None, callba
     log(f"model: {cfg.model}, quantization {cfg.quantization}, {trainable:,} trainable LoRA parameters")
 
     collator = Collator(pad_id=tokenizer.pad_token_id, pack=t.packing)
-    from engine.train.speed import LEVERS
     own_block_mask = LEVERS.own_block_mask and t.packing and model.config._attn_implementation == "flex_attention"
     if own_block_mask:
         log("attention: block masks built from the examples' boundaries (no compiled create_block_mask)")
@@ -326,7 +331,9 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # the run failed: record why, keep the traceback in train.log
         traceback.print_exc()
         text = f"{type(e).__name__}: {e}".splitlines()[0]
-        hint = oom_hint(cfg) if cfg is not None and "out of memory" in str(e).lower() else None
+        from engine.rundir import read_status
+        memory = (read_status(run_dir) or {}).get("memory")
+        hint = oom_hint(cfg, memory, run_dir) if cfg is not None and "out of memory" in str(e).lower() else None
         status(run_dir, state="failed", error=text, hint=hint)
         log(f"failed: {text}" + (f"\nhint: {hint}" if hint else ""))
         return EXIT_RUN_FAILED

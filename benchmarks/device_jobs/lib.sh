@@ -1,0 +1,10 @@
+# Sourced by the device jobs: run one measurement under a time limit, logged to $R/NAME.log, progress in $R/progress.
+step() {
+    local name=$1 lim=$2
+    shift 2
+    echo "== $(date +%T) start $name" >> "$R/progress"
+    timeout --kill-after=10 "$lim" "$@" > "$R/$name.log" 2>&1
+    echo "== $(date +%T) end $name rc=$?" >> "$R/progress"
+    pkill -9 -f engine.train.run  # detached trainers of a step that ran out of time
+    cp /tmp/lorapilot-bench/lever-*.json "$R/" 2>/dev/null
+}
