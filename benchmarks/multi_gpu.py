@@ -38,7 +38,7 @@ def worker(a) -> None:
     accum = a.examples_per_step // (MICRO * n)
     run_engine(Path(a.model_dir), examples_for(a), Path(a.run_dir),
                {"max_seq_length": 2048, "max_steps": a.steps, "logging_steps": 1, "micro_batch_size": MICRO,
-                "gradient_accumulation_steps": accum, "num_gpus": n})
+                "gradient_accumulation_steps": accum, "num_gpus": n, "parallelism": a.parallelism})
 
 
 def step_tokens(a) -> list[int]:
@@ -53,21 +53,24 @@ def step_tokens(a) -> list[int]:
 def side(a, n: int) -> dict:
     from engine.rundir import read_metrics
 
-    run_dir = Path(a.work) / f"multi-{a.arch}-{n}gpu"
+    run_dir = Path(a.work) / f"multi-{a.arch}-{n}gpu-{a.parallelism}"
     if run_dir.exists():
         import shutil
         shutil.rmtree(run_dir)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}", __file__,
            a.arch, "--worker", "--model-dir", str(a.model_dir), "--run-dir", str(run_dir), "--steps", str(a.steps),
-           "--examples-per-step", str(a.examples_per_step)]
+           "--examples-per-step", str(a.examples_per_step), "--parallelism", a.parallelism]
     t0 = time.time()
-    code = subprocess.run(cmd, cwd=REPO, env=dict(os.environ, CUDA_VISIBLE_DEVICES=",".join(map(str, range(n))))
-                          ).returncode
+    proc = subprocess.run(cmd, cwd=REPO, env=dict(os.environ, CUDA_VISIBLE_DEVICES=",".join(map(str, range(n)))),
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    print(proc.stdout, flush=True)
+    code = proc.returncode
     recs = [r for r in read_metrics(run_dir) if r.get("kind") == "train"]
     times = [b["time"] - x["time"] for x, b in zip(recs, recs[1:])]
     toks = step_tokens(a)[1:]
     st, tk = times[a.warmup:], toks[a.warmup:len(times)]
-    return {"gpus": n, "gpu": _gpu_name(), "versions": _versions(), "exit": code, "wall_s": round(time.time() - t0, 1), "losses": [r["loss"] for r in recs],
+    chosen = [ln.split("] ", 1)[-1] for ln in proc.stdout.splitlines() if "parallelism:" in ln or "fsdp: rank 0" in ln]
+    return {"gpus": n, "parallelism": chosen, "gpu": _gpu_name(), "versions": _versions(), "exit": code, "wall_s": round(time.time() - t0, 1), "losses": [r["loss"] for r in recs],
             "grad_norms": [r.get("grad_norm") for r in recs], "step_times": times,
             "tok_s": sum(tk) / sum(st) if st else 0.0, "median_step_s": statistics.median(st) if st else 0.0,
             "peak_alloc_gib": max((max(r.get("gpu_peak_alloc_gib", [0])) for r in recs), default=0.0)}
@@ -78,6 +81,7 @@ def table(a, results: list[dict]) -> str:
     lines = [f"GPU: {base.get('gpu')} x{max(r['gpus'] for r in results)}; {base.get('versions')}; {time.strftime('%Y-%m-%d')}",
              f"{a.arch}, effective batch {a.examples_per_step} examples per optimizer step (micro-batch {MICRO} x "
              f"accumulation x GPUs), {a.steps} steps, first {a.warmup} + 1 excluded", "",
+             *[f"- {r['gpus']} GPU(s): " + "; ".join(r.get("parallelism") or ["one process"]) for r in results], "",
              "| GPUs | tok/s | vs 1 GPU | median step s | peak alloc GiB (rank 0) | exit |", "|---|---|---|---|---|---|"]
     for r in results:
         lines.append(f"| {r['gpus']} | {r['tok_s']:,.0f} | {r['tok_s'] / base['tok_s']:.2f}x | "
@@ -101,6 +105,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--work", default="/tmp/lorapilot-bench")
+    ap.add_argument("--parallelism", default="auto", choices=("auto", "ddp", "fsdp"),
+                    help="training.parallelism of the multi-GPU sides (fsdp: the sharded path)")
     ap.add_argument("--out")
     ap.add_argument("--combine", nargs="+", metavar="JSON", help="one table from earlier --out results")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)

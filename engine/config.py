@@ -100,6 +100,9 @@ class TrainingConfig:
                         group="Memory savers")
     num_gpus: int | None = opt(None, "GPUs to train on; empty means all visible; 1 disables data parallelism.",
                                lo=1, nullable=True, group="Batch and steps")
+    parallelism: str = opt("auto", "Several GPUs: ddp puts the whole 4-bit model on each GPU; fsdp shards it across "
+                           "them (models too big for one GPU); auto: fsdp only where the estimate says one GPU is "
+                           "not enough.", choices=("auto", "ddp", "fsdp"), group="Batch and steps")
     logging_steps: int = opt(10, "Log loss, learning rate and grad norm every N steps.", lo=1,
                              group="Logging, eval and saving")
     eval_steps: int = opt(50, "Measure eval loss every N steps; several times per epoch.", lo=1,

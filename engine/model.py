@@ -104,8 +104,12 @@ def load_tokenizer(model: str, trust_remote_code: bool = False):
 
 
 def load_base_model(model: str, quantization: str, precision: str, *, trust_remote_code: bool = False,
-                    device_map=None, attn_implementation: str | None = None):
-    """The base model, quantised as asked; returns (model, dtype name)."""
+                    device_map=None, attn_implementation: str | None = None, shardable: bool = False):
+    """The base model, quantised as asked; returns (model, dtype name).
+
+    shardable: the 4-bit weights are stored in the compute dtype, so that FSDP can shard them alongside the
+    unquantised ones (it flattens parameters of one dtype).
+    """
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
     hw = detect_hardware()
@@ -117,7 +121,7 @@ def load_base_model(model: str, quantization: str, precision: str, *, trust_remo
     if quantization == "nf4":
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=dtype)
+            bnb_4bit_compute_dtype=dtype, **({"bnb_4bit_quant_storage": dtype} if shardable else {}))
     elif quantization == "int8":
         kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
     if hw.device == "cuda":

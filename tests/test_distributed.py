@@ -72,3 +72,42 @@ def test_two_processes_train_like_one_with_the_same_effective_batch(tmp_path):
     log = (tmp_path / "ddp" / "train.log").read_text()
     assert "8 examples per optimizer step" in log and "over 2 process(es)" in log
     assert (tmp_path / "ddp" / "adapter" / "adapter_model.safetensors").exists()
+
+
+
+def test_parallelism_is_fsdp_only_where_one_gpu_is_not_enough():
+    from engine.config import config_from_dict
+    from engine.train.distributed import resolve_parallelism
+
+    def cfg(model, mode="auto"):
+        return config_from_dict({"model": model, "dataset": {"path": "x.jsonl"},
+                                 "training": {"max_seq_length": 2048, "parallelism": mode}})
+
+    logs = []
+    assert resolve_parallelism(cfg("llama-2-70b"), 1, "cuda", 24, logs.append) == "none"
+    assert resolve_parallelism(cfg("llama-2-7b"), 2, "cuda", 80, logs.append) == "ddp"
+    assert "the model fits one GPU" in logs[-1]
+    assert resolve_parallelism(cfg("llama-2-70b"), 2, "cuda", 24, logs.append) == "fsdp"  # 4-bit 70B > 24 GiB
+    assert "fsdp over 2 GPUs" in logs[-1] and "sharded" in logs[-1]
+    assert resolve_parallelism(cfg("llama-2-70b", "ddp"), 2, "cuda", 24, logs.append) == "ddp"  # as configured
+    assert resolve_parallelism(cfg("llama-2-7b", "fsdp"), 2, "cuda", 80, logs.append) == "fsdp"
+    # CPU ranks (the gloo tests): accelerate does not shard them, and the log says so rather than pretend.
+    assert resolve_parallelism(cfg("llama-2-7b", "fsdp"), 2, "cpu", None, logs.append) == "ddp"
+    assert logs[-1] == "parallelism: ddp over 2 processes (fsdp needs GPUs)"
+
+
+def test_fsdp_arguments_wrap_the_decoder_layers_and_the_weights_load_shardable(demo_model_dir):
+    import torch
+
+    from engine.model import load_base_model
+    from engine.train.distributed import fsdp_arguments
+
+    model, dtype = load_base_model(str(demo_model_dir), "nf4", "auto", shardable=True)
+    args = fsdp_arguments(model)
+    assert args["fsdp_config"]["transformer_layer_cls_to_wrap"] == ["LlamaDecoderLayer"]
+    assert args["fsdp_config"]["version"] == 2 and args["fsdp_config"]["state_dict_type"] == "FULL_STATE_DICT"
+    # FSDP flattens parameters of one dtype: the 4-bit weights are stored in the compute dtype, not uint8.
+    packed = [p for p in model.parameters() if type(p).__name__ == "Params4bit"]
+    assert packed and all(p.dtype == getattr(torch, {"fp32": "float32", "bf16": "bfloat16"}[dtype]) for p in packed)
+    plain, _ = load_base_model(str(demo_model_dir), "nf4", "auto")
+    assert {p.dtype for p in plain.parameters() if type(p).__name__ == "Params4bit"} == {torch.uint8}

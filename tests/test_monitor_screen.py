@@ -122,6 +122,10 @@ async def test_new_records_appear_while_watching(tmp_path):
                                                      "world_size": 2}))
         await until(pilot, lambda: "memory     lean · 2 GPUs" in text_of(screen.query_one("#progress")), timeout=5)
         assert "checkpoint-400" in text_of(screen.query_one("#progress"))
+        (run / "status.json").write_text(json.dumps({**status, "step": 402, "updated": time.time(), "memory": "fast",
+                                                     "world_size": 2, "parallelism": "fsdp"}))
+        await until(pilot, lambda: "memory     fast · 2 GPUs (sharded)" in text_of(
+            screen.query_one("#progress")), timeout=5)
         assert screen.query_one("#log").lines[-1] == "[step 400] appended by the test"
 
 

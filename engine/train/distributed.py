@@ -81,3 +81,57 @@ def all_reduce_sum(values: list[float]) -> list[float]:
     t = torch.tensor(values, dtype=torch.float64, device=device)
     dist.all_reduce(t)
     return t.tolist()
+
+
+def resolve_parallelism(cfg, n_ranks: int, device: str, gpu_memory_gib: float | None, log) -> str:
+    """none (one process) | ddp | fsdp. auto: fsdp where the estimate says the model does not fit one GPU."""
+    if n_ranks <= 1:
+        return "none"
+    mode = cfg.training.parallelism
+    if device != "cuda":  # accelerate shards only CUDA processes: CPU ranks would silently run plain DDP
+        log(f"parallelism: ddp over {n_ranks} processes" + (" (fsdp needs GPUs)" if mode == "fsdp" else ""))
+        return "ddp"
+    if mode != "auto":
+        log(f"parallelism: {mode} over {n_ranks} GPUs (as configured)")
+        return mode
+    if not gpu_memory_gib:
+        log(f"parallelism: ddp over {n_ranks} processes")
+        return "ddp"
+    from engine.errors import UserError
+    from engine.estimate import GpuSpec, read_model_config
+    from engine.estimate.estimator import compute
+
+    try:
+        info = read_model_config(cfg.model)
+    except UserError:
+        log(f"parallelism: ddp over {n_ranks} processes (no config to estimate from)")
+        return "ddp"
+    gpu = GpuSpec(id="detected", name="this GPU", memory_gib=gpu_memory_gib, bf16=None, tflops_16bit=None,
+                  detected=True)
+    est = compute(cfg, info, gpu)
+    if est.fits is False:
+        log(f"parallelism: fsdp over {n_ranks} GPUs (one GPU would need ~{est.device_total_gib:.1f} GiB of "
+            f"{gpu_memory_gib:.0f}: the model is sharded across them)")
+        return "fsdp"
+    log(f"parallelism: ddp over {n_ranks} GPUs (the model fits one GPU: ~{est.device_total_gib:.1f} GiB)")
+    return "ddp"
+
+
+def fsdp_arguments(model) -> dict:
+    """TrainingArguments for FSDP2 over the decoder layers; the adapter is gathered whole to be saved."""
+    layers = list(getattr(model, "_no_split_modules", None) or [])
+    if not layers:
+        raise ConfigError(f"training.parallelism: fsdp does not know how to shard {type(model).__name__}",
+                          fix="use training.parallelism: ddp")
+    return {"fsdp": "full_shard auto_wrap",
+            "fsdp_config": {"version": 2, "transformer_layer_cls_to_wrap": layers, "reshard_after_forward": True,
+                            "state_dict_type": "FULL_STATE_DICT", "cpu_ram_efficient_loading": False}}
+
+
+def shard_report(model) -> tuple[int, int]:
+    """(elements this rank holds, elements of the whole model): FSDP's parameters are DTensors."""
+    local = total = 0
+    for p in model.parameters():
+        total += p.numel()
+        local += p.to_local().numel() if hasattr(p, "to_local") else p.numel()
+    return local, total

@@ -106,7 +106,7 @@ def train(cfg, run_dir: Path, *, resume: bool, data=None, tokenizer=None, callba
     from engine.data.packing import Collator, PlannedMicroBatches, PlanSampler
     from engine.model import add_lora, compute_dtype_name, detect_hardware, load_base_model, load_tokenizer
     from engine.train.callback import RunDirCallback
-    from engine.train.distributed import is_main, world
+    from engine.train.distributed import fsdp_arguments, is_main, resolve_parallelism, world
     from engine.train.signals import StopFlag
     from engine.train.speed import (LEVERS, activation_offload, apply_liger, attention_for, keep_unquantised_16bit,
                                     optimizer_for)
@@ -138,12 +138,15 @@ def train(cfg, run_dir: Path, *, resume: bool, data=None, tokenizer=None, callba
     log(f"plan: {examples_per_step} examples per optimizer step in {plan.micro_batches_per_step} "
         f"micro-batches over {n_ranks} process(es); {steps_per_epoch} steps per epoch; {max_steps} steps")
 
-    status(run_dir, state="loading", phase="model", max_steps=max_steps, memory=memory)
+    parallel = resolve_parallelism(cfg, n_ranks, hw.device, hw.memory_gib, log)
+    status(run_dir, state="loading", phase="model", max_steps=max_steps, memory=memory, parallelism=parallel)
     # Before the adapters exist: their random init must be the seed's, on every rank and every run.
     from transformers import set_seed
     set_seed(t.seed)
     model, _ = load_base_model(cfg.model, cfg.quantization, t.precision, trust_remote_code=cfg.trust_remote_code,
-                               attn_implementation=attention_for(hw.device, t.packing, log))
+                               attn_implementation=attention_for(hw.device, t.packing, log),
+                               shardable=parallel == "fsdp")
+    sharding = fsdp_arguments(model) if parallel == "fsdp" else {}
     apply_liger(model, hw.device, log)
     model = add_lora(model, cfg, gradient_checkpointing=t.gradient_checkpointing)
     offload = activation_offload(model, hw.device, memory, log)
@@ -189,6 +192,7 @@ def train(cfg, run_dir: Path, *, resume: bool, data=None, tokenizer=None, callba
         gradient_checkpointing=False,  # already enabled on the model by add_lora
         ddp_backend="gloo" if hw.device == "cpu" and n_ranks > 1 else None,
         ddp_find_unused_parameters=False,
+        **sharding,
     )
 
     class PlannedTrainer(Trainer):
@@ -200,6 +204,11 @@ def train(cfg, run_dir: Path, *, resume: bool, data=None, tokenizer=None, callba
                 return super().training_step(*args, **kwargs)
 
         def compute_loss(self, model, inputs, *args, **kwargs):
+            if sharding and self.state.global_step == 0 and model.training and not getattr(self, "_shown", False):
+                from engine.train.distributed import shard_report
+                self._shown = True
+                held, whole = shard_report(model)
+                log(f"fsdp: rank 0 holds {held:,} of the model's {whole:,} parameter elements")
             if model.training:
                 collator.consume()  # this micro-batch is trained now (the loader prefetches ahead)
             if own_block_mask and "position_ids" in inputs and "attention_mask" not in inputs:
@@ -236,8 +245,11 @@ def train(cfg, run_dir: Path, *, resume: bool, data=None, tokenizer=None, callba
         return EXIT_OK
     status(run_dir, state="saving", step=step)
     adapter_dir = run_dir / ADAPTER_DIR
+    if sharding:  # every rank takes part in gathering the sharded adapter; rank 0 writes it
+        trainer.save_model(str(adapter_dir))
     if is_main():
-        model.save_pretrained(str(adapter_dir))
+        if not sharding:
+            model.save_pretrained(str(adapter_dir))
         tokenizer.save_pretrained(str(adapter_dir))
         _save_generation_config(model, tokenizer, adapter_dir)
     callback._write("event", step, message="adapter saved", path=str(adapter_dir))

@@ -58,6 +58,8 @@ class ProgressPanel(MonitorPanel):
         row("state", (h.state, STATE_STYLES.get(h.state, "bold")), (f"  pid {pid}" if pid else "", "dim"))
         if st.get("memory"):  # the trainer's choice (auto: fast or lean)
             gpus = f" · {st['world_size']} GPUs" if (st.get("world_size") or 1) > 1 else ""
+            if st.get("parallelism") == "fsdp":
+                gpus += " (sharded)"  # FSDP: each GPU holds a part of the model
             row("memory", st["memory"], (gpus, "dim"))
         step, max_steps = h.step, h.max_steps
         if max_steps:
