@@ -195,3 +195,22 @@ def test_the_estimate_imports_no_torch():
             "heavy = [m for m in ('torch', 'transformers', 'peft', 'bitsandbytes', 'datasets') if m in sys.modules]\n"
             "assert not heavy, heavy\n")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_fsdp_splits_the_weights_per_gpu_and_auto_shards_only_where_a_copy_does_not_fit():
+    ddp = est(make_cfg("llama-2-70b", parallelism="ddp", memory="fast"), num_gpus=2)
+    fsdp = est(make_cfg("llama-2-70b", parallelism="fsdp", memory="fast"), num_gpus=2)
+    assert ddp.parallelism == "ddp" and fsdp.parallelism == "fsdp"
+    for name in ("base weights", "unquantised weights", "LoRA adapters", "optimizer states"):
+        assert component(fsdp, name).gib == pytest.approx(component(ddp, name).gib / 2)
+    assert component(fsdp, "activations").gib == component(ddp, "activations").gib  # each GPU its own tokens
+    gathered = component(fsdp, "FSDP gathered layers").gib
+    assert 0 < gathered < component(ddp, "base weights").gib / 10  # two of 80 layers
+    saved = component(ddp, "base weights").gib / 2 + component(ddp, "unquantised weights").gib / 2
+    assert ddp.peak_allocated_gib - fsdp.peak_allocated_gib == pytest.approx(saved - gathered, rel=0.05)
+    assert fsdp.load_peak_gib == ddp.load_peak_gib  # each rank loads the whole 4-bit model before sharding
+    # auto: a 7B copy fits an 80 GB GPU; a 70B at 8k tokens does not on 40 GB ones, so it is sharded.
+    assert est(make_cfg("llama-2-7b"), num_gpus=2).parallelism == "ddp"
+    big = est(make_cfg("llama-2-70b", max_seq_length=8192), get_gpu("a100-40"), num_gpus=2)
+    assert big.parallelism == "fsdp"
+    assert est(make_cfg("llama-2-70b"), num_gpus=1).parallelism == "none"

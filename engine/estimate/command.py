@@ -56,6 +56,8 @@ def render(est, info, n_examples: int | None, counted: bool, memory_setting: str
     mode = f"memory {est.memory_mode}"
     if memory_setting == "auto":
         mode += " (auto: the fast path does not fit)" if est.memory_mode == "lean" else " (auto)"
+    if est.parallelism == "fsdp":
+        mode += f", model sharded over {est.num_gpus} GPUs (fsdp)"
     lines = [f"model  {info.name} ({info.source}, {info.architecture}, {info.param_count / 1e9:.2f} B parameters"
              f"{'' if info.exact else ', approximate'})",
              f"batch  {est.tokens_per_microbatch:,} tokens per micro-batch, {est.precision}, {mode}, "

@@ -42,6 +42,7 @@ class Estimate:
     suggestions: list[str] = field(default_factory=list)
     fit_fraction: float = FIT_FRACTION
     memory_mode: str = "fast"        # resolved training.memory: fast | lean
+    parallelism: str = "none"        # resolved training.parallelism: none (one GPU) | ddp | fsdp
 
     def to_dict(self) -> dict:
         r3 = lambda x: None if x is None else round(x, 3)  # noqa: E731
@@ -56,7 +57,7 @@ class Estimate:
             "total_steps": self.total_steps, "time_s": r3(self.time_s),
             "cost": None if self.cost is None else round(self.cost, 4),
             "lr_hint": self.lr_hint, "approximate": self.approximate, "notes": list(self.notes),
-            "suggestions": list(self.suggestions), "memory_mode": self.memory_mode,
+            "suggestions": list(self.suggestions), "memory_mode": self.memory_mode, "parallelism": self.parallelism,
         }
 
 
@@ -87,13 +88,19 @@ def compute(cfg: Config, info: ModelInfo, gpu: GpuSpec | None, *, n_examples: in
             fraction: float = FIT_FRACTION) -> Estimate:
     """The estimate without suggestions (auto-fit calls this many times).
 
-    training.memory auto is what the trainer does: fast where it fits the GPU, else lean.
+    training.memory auto is what the trainer does: fast where it fits the GPU, else lean; on several GPUs,
+    training.parallelism auto shards the model (fsdp) only where a whole copy per GPU does not fit.
     """
     t, arch = cfg.training, info.arch
+    kw = dict(n_examples=n_examples, num_gpus=num_gpus, tokens_per_microbatch=tokens_per_microbatch,
+              fused_loss=fused_loss, price_per_hour=price_per_hour,
+              avg_tokens_per_example=avg_tokens_per_example, fraction=fraction)
+    if num_gpus > 1 and t.parallelism == "auto":  # what the trainer does: shard only where one GPU is not enough
+        whole = compute(with_changes(cfg, {"training.parallelism": "ddp"}), info, gpu, **kw)
+        if whole.fits is not False:
+            return whole
+        return compute(with_changes(cfg, {"training.parallelism": "fsdp"}), info, gpu, **kw)
     if t.memory == "auto":
-        kw = dict(n_examples=n_examples, num_gpus=num_gpus, tokens_per_microbatch=tokens_per_microbatch,
-                  fused_loss=fused_loss, price_per_hour=price_per_hour,
-                  avg_tokens_per_example=avg_tokens_per_example, fraction=fraction)
         fast = compute(with_changes(cfg, {"training.memory": "fast"}), info, gpu, **kw)
         if fast.fits is not False:
             return fast
@@ -109,7 +116,8 @@ def compute(cfg: Config, info: ModelInfo, gpu: GpuSpec | None, *, n_examples: in
     shape = TrainingShape(quantization=cfg.quantization, compute_bytes=4 if precision == "fp32" else 2,
                           targets=tuple(targets), r=cfg.lora.r, dropout=cfg.lora.dropout, optimizer=optimizer,
                           gradient_checkpointing=t.gradient_checkpointing, tokens=tokens, fused_loss=fused_loss,
-                          kbit_upcast=precision != "bf16", offload=lean and t.gradient_checkpointing)
+                          kbit_upcast=precision != "bf16", offload=lean and t.gradient_checkpointing,
+                          shards=num_gpus if num_gpus > 1 and t.parallelism == "fsdp" else 1)
     mem = memory(arch, info.params, shape)
     n_lora = lora_params(arch, targets, cfg.lora.r)
 
@@ -150,7 +158,8 @@ def compute(cfg: Config, info: ModelInfo, gpu: GpuSpec | None, *, n_examples: in
         params_total=info.params.total, params_trainable=n_lora, steps_per_epoch=per_epoch, total_steps=total,
         time_s=time_s, cost=cost,
         lr_hint=lr_hint(t.learning_rate, num_gpus * tokens_per_step_per_gpu, info.pretraining),
-        approximate=not arch.exact, notes=notes, fit_fraction=fraction, memory_mode="lean" if lean else "fast")
+        approximate=not arch.exact, notes=notes, fit_fraction=fraction, memory_mode="lean" if lean else "fast",
+        parallelism="none" if num_gpus <= 1 else t.parallelism)
 
 
 def estimate(cfg: Config, model_info: ModelInfo, gpu: GpuSpec | None, *, n_examples: int | None = None,

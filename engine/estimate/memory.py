@@ -76,6 +76,7 @@ class TrainingShape:
     kbit_upcast: bool = True     # unquantised weights (and so the residual stream) fp32 after kbit preparation;
                                  # the engine casts them back to bf16 under bf16 (engine/train/speed.py)
     offload: bool = False        # lean: checkpointed layer inputs offloaded to host memory
+    shards: int = 1              # FSDP over N GPUs: weights, adapters, gradients and optimizer states split N ways
 
 
 @dataclass(frozen=True)
@@ -227,9 +228,12 @@ def dequant_buffer_bytes(arch: Architecture, shape: TrainingShape) -> float:
 
 def memory(arch: Architecture, params: ParamCounts, shape: TrainingShape) -> Memory:
     c, s, t = shape.compute_bytes, _stream_bytes(shape), shape.tokens
-    linear_b, other_b = base_weight_bytes(arch, params, shape)
-    n_lora = sum(_lora_tensors(arch, shape))
-    opt_alloc, opt_paged = optimizer_bytes(arch, shape)
+    linear_full, other_full = base_weight_bytes(arch, params, shape)
+    n = max(1, shape.shards)
+    linear_b, other_b = linear_full / n, other_full / n
+    n_lora_full = sum(_lora_tensors(arch, shape))
+    n_lora = n_lora_full / n
+    opt_alloc, opt_paged = (b / n for b in optimizer_bytes(arch, shape))
     layer = layer_activation_bytes(arch, shape)
     final_norm = _norm_saved_bytes(shape, arch.hidden) * t
     if shape.gradient_checkpointing:
@@ -267,7 +271,7 @@ def memory(arch: Architecture, params: ParamCounts, shape: TrainingShape) -> Mem
     comps = [
         Component("base weights", linear_b / GIB, f"decoder linear layers, {quant_label}"),
         Component("unquantised weights", other_b / GIB, f"embeddings, lm_head, norms in {unq_dtype}"),
-        Component("LoRA adapters", n_lora * 4 / GIB, f"{n_lora:,} parameters, fp32"),
+        Component("LoRA adapters", n_lora * 4 / GIB, f"{n_lora:,.0f} parameters, fp32"),
         Component("LoRA gradients", n_lora * 4 / GIB, "fp32, kept across gradient accumulation"),
         Component("optimizer states", opt_alloc / GIB, opt_note),
         Component("activations", kept / GIB, kept_note),
@@ -276,6 +280,12 @@ def memory(arch: Architecture, params: ParamCounts, shape: TrainingShape) -> Mem
                   "one layer recomputed plus its gradients" if recompute else "gradients of one layer",
                   in_peak=not logits_peak),
     ]
+    if n > 1:
+        # FSDP all-gathers one decoder layer's weights for its forward/backward and prefetches the next.
+        gather = 2 * linear_full / arch.layers
+        comps.append(Component("FSDP gathered layers", gather / GIB,
+                               f"weights, adapters, gradients and optimizer states above are 1/{n} (sharded); "
+                               "two decoder layers whole at a time", in_peak=True))
     if dequant:
         comps.append(Component("dequantisation buffer", dequant / GIB,
                                "largest quantised weight in 16-bit during its matmul", in_peak=not logits_peak))
@@ -297,11 +307,12 @@ def memory(arch: Architecture, params: ParamCounts, shape: TrainingShape) -> Mem
         # so at that moment the fp32 weights, the adapters and a 16-bit copy of the largest
         # unquantised tensor are alive together (measured on an H100: the load peak exceeds
         # what stays after loading by exactly the fp32-over-bf16 bytes plus that copy).
-        after_prepare = n_lora * 4
+        after_prepare = n_lora_full * 4
         if not shape.kbit_upcast:
             after_prepare += shape.compute_bytes * arch.vocab * arch.hidden
         upcast = params.unquantised * KBIT_UNQUANTISED_BYTES
-        load_peak = (linear_b + upcast + max(staging, after_prepare)) / GIB
+        # Each rank loads the whole 4-bit model before FSDP shards it (transformers' bitsandbytes loader).
+        load_peak = (linear_full + upcast + max(staging, after_prepare)) / GIB
     else:
-        load_peak = (linear_b + other_b) / GIB
+        load_peak = (linear_full + other_full) / GIB
     return Memory(components=comps, peak_allocated_gib=peak, device_total_gib=device_total, load_peak_gib=load_peak)

@@ -108,10 +108,10 @@ def resolve_parallelism(cfg, n_ranks: int, device: str, gpu_memory_gib: float | 
         return "ddp"
     gpu = GpuSpec(id="detected", name="this GPU", memory_gib=gpu_memory_gib, bf16=None, tflops_16bit=None,
                   detected=True)
-    est = compute(cfg, info, gpu)
-    if est.fits is False:
-        log(f"parallelism: fsdp over {n_ranks} GPUs (one GPU would need ~{est.device_total_gib:.1f} GiB of "
-            f"{gpu_memory_gib:.0f}: the model is sharded across them)")
+    est = compute(cfg, info, gpu, num_gpus=n_ranks)  # the wizard and `lorapilot estimate` decide the same way
+    if est.parallelism == "fsdp":
+        log(f"parallelism: fsdp over {n_ranks} GPUs (a whole copy per GPU would not fit {gpu_memory_gib:.0f} GiB; "
+            f"sharded ~{est.device_total_gib:.1f} GiB per GPU)")
         return "fsdp"
     log(f"parallelism: ddp over {n_ranks} GPUs (the model fits one GPU: ~{est.device_total_gib:.1f} GiB)")
     return "ddp"

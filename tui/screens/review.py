@@ -120,6 +120,8 @@ class ReviewScreen(WizardStep):
         memory = f"memory {est.memory_mode}"
         if t.memory == "auto":
             memory += " (auto: the fast path does not fit)" if est.memory_mode == "lean" else " (auto)"
+        if est.parallelism == "fsdp":
+            memory += ", model sharded (fsdp)"
         parts = [steps, f"effective batch {s.cfg.effective_batch_size * est.num_gpus}", gpus, memory,
                  f"{est.precision}", f"{est.params_trainable:,} trainable of {est.params_total:,}"]
         time_text = fmt_duration(est.time_s) if est.time_s is not None else "time: no figure for this card"

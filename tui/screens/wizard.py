@@ -12,7 +12,6 @@ screens subscribe to).
 
 from __future__ import annotations
 
-import copy
 from functools import partial
 from pathlib import Path
 from typing import Any, Callable

@@ -7,6 +7,7 @@ A bad value stays as typed.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from textual import on
 from textual.app import ComposeResult
