@@ -214,3 +214,10 @@ def test_fsdp_splits_the_weights_per_gpu_and_auto_shards_only_where_a_copy_does_
     big = est(make_cfg("llama-2-70b", max_seq_length=8192), get_gpu("a100-40"), num_gpus=2)
     assert big.parallelism == "fsdp"
     assert est(make_cfg("llama-2-70b"), num_gpus=1).parallelism == "none"
+
+
+def test_a_model_that_cannot_load_does_not_fit_even_when_training_would():
+    e = est(make_cfg("llama-2-70b", max_seq_length=512, parallelism="fsdp"), get_gpu("a100-40"), num_gpus=4)
+    assert e.device_total_gib < 0.9 * 40 < e.load_peak_gib + 0.5  # sharded training fits; loading a copy does not
+    assert e.fits is False and any("loading peaks above training" in n for n in e.notes)
+    assert est(make_cfg("llama-2-7b"), get_gpu("a100-40")).fits is True

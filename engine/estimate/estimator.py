@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from engine.config import Config
 from engine.estimate.gpus import GpuSpec
 from engine.estimate.lr import lr_hint
-from engine.estimate.memory import LEAN_TOKENS_PER_MICROBATCH, Component, TrainingShape, memory
+from engine.estimate.memory import CUDA_CONTEXT_GIB, LEAN_TOKENS_PER_MICROBATCH, Component, TrainingShape, memory
 from engine.estimate.model_config import ModelInfo
 from engine.estimate.params import lora_params, lora_targets
 from engine.estimate.timing import flops_per_token, steps, train_seconds
@@ -43,6 +43,7 @@ class Estimate:
     fit_fraction: float = FIT_FRACTION
     memory_mode: str = "fast"        # resolved training.memory: fast | lean
     parallelism: str = "none"        # resolved training.parallelism: none (one GPU) | ddp | fsdp
+    need_gib: float = 0.0            # what must fit the card: training on the device, or loading where higher
 
     def to_dict(self) -> dict:
         r3 = lambda x: None if x is None else round(x, 3)  # noqa: E731
@@ -58,6 +59,7 @@ class Estimate:
             "cost": None if self.cost is None else round(self.cost, 4),
             "lr_hint": self.lr_hint, "approximate": self.approximate, "notes": list(self.notes),
             "suggestions": list(self.suggestions), "memory_mode": self.memory_mode, "parallelism": self.parallelism,
+            "need_gib": r3(self.need_gib),
         }
 
 
@@ -122,9 +124,12 @@ def compute(cfg: Config, info: ModelInfo, gpu: GpuSpec | None, *, n_examples: in
     n_lora = lora_params(arch, targets, cfg.lora.r)
 
     fits = headroom = None
+    need = max(mem.device_total_gib, mem.load_peak_gib + CUDA_CONTEXT_GIB)
     if gpu is not None:
-        headroom = gpu.memory_gib - mem.device_total_gib
-        fits = mem.device_total_gib <= fraction * gpu.memory_gib
+        # Loading can peak above training (a whole 4-bit copy per rank before FSDP shards it; fp32 upcasts):
+        # a run that cannot load does not fit either.
+        headroom = gpu.memory_gib - need
+        fits = need <= fraction * gpu.memory_gib
 
     n_train = n_examples
     if n_train is not None and cfg.dataset.max_examples:
@@ -147,6 +152,8 @@ def compute(cfg: Config, info: ModelInfo, gpu: GpuSpec | None, *, n_examples: in
         notes.append(f"max_seq_length {t.max_seq_length} exceeds the model's context ({arch.context})")
     if gpu is not None and gpu.bf16 is False and t.precision == "bf16":
         notes.append(f"{gpu.name} has no bf16: set training.precision to auto or fp16")
+    if gpu is not None and mem.load_peak_gib + CUDA_CONTEXT_GIB > mem.device_total_gib:
+        notes.append(f"loading peaks above training ({mem.load_peak_gib:.1f} GiB): that is what has to fit")
     if gpu is not None and fits is False and headroom >= 0:
         notes.append(f"above {fraction:.0%} of the card: may run, but with no margin for the estimate's error")
     notes.append("attention assumed memory-efficient (SDPA/flash): no sequence-squared term")
@@ -159,7 +166,7 @@ def compute(cfg: Config, info: ModelInfo, gpu: GpuSpec | None, *, n_examples: in
         time_s=time_s, cost=cost,
         lr_hint=lr_hint(t.learning_rate, num_gpus * tokens_per_step_per_gpu, info.pretraining),
         approximate=not arch.exact, notes=notes, fit_fraction=fraction, memory_mode="lean" if lean else "fast",
-        parallelism="none" if num_gpus <= 1 else t.parallelism)
+        parallelism="none" if num_gpus <= 1 else t.parallelism, need_gib=need)
 
 
 def estimate(cfg: Config, model_info: ModelInfo, gpu: GpuSpec | None, *, n_examples: int | None = None,
@@ -176,12 +183,12 @@ def estimate(cfg: Config, model_info: ModelInfo, gpu: GpuSpec | None, *, n_examp
         fit = auto_fit(cfg, model_info, gpu, **kwargs)
         est.suggestions = [change.text() for change in fit.changes]
         if not fit.fits:
-            est.suggestions.append(f"even with these changes it needs {fit.estimate.device_total_gib:.1f} GiB: "
+            est.suggestions.append(f"even with these changes it needs {fit.estimate.need_gib:.1f} GiB: "
                                    "use a smaller model or a larger GPU")
     return est
 
 
 def gib_text(est: Estimate) -> str:
     if est.gpu is None:
-        return f"{est.device_total_gib:.1f} GiB"
-    return f"{est.device_total_gib:.1f} / {est.gpu.memory_gib:.1f} GiB"
+        return f"{est.need_gib:.1f} GiB"
+    return f"{est.need_gib:.1f} / {est.gpu.memory_gib:.1f} GiB"

@@ -124,8 +124,8 @@ def auto_fit(cfg: Config, model_info: ModelInfo, gpu: GpuSpec, *, n_examples: in
                  for desc, ch in _candidates(current, model_info)]
         if not tried:
             break
-        desc, ch, best = min(tried, key=lambda x: x[2].device_total_gib)
-        if best.device_total_gib >= est.device_total_gib - 0.01:
+        desc, ch, best = min(tried, key=lambda x: x[2].need_gib)
+        if best.need_gib >= est.need_gib - 0.01:
             break      # nothing left that helps
         current, est = with_changes(current, ch), best
         settings.update(ch)

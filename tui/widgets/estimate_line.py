@@ -55,7 +55,7 @@ class EstimateLine(Widget):
             per_epoch = getattr(est, "steps_per_epoch", None)
             parts.append(Content(f"{steps} steps" + (f" ({per_epoch}/epoch)" if per_epoch else "")))
             # What nvidia-smi will show against the card: the numbers the fit verdict compares.
-            used = getattr(est, "device_total_gib", None)
+            used = getattr(est, "need_gib", None)
             card = est.gpu.memory_gib if getattr(est, "gpu", None) is not None else None
             if used is not None:
                 fits = getattr(est, "fits", None)
