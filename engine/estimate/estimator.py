@@ -9,7 +9,7 @@ from engine.config import Config
 from engine.estimate.gpus import GpuSpec
 from engine.estimate.lr import lr_hint
 from engine.estimate.memory import CUDA_CONTEXT_GIB, LEAN_TOKENS_PER_MICROBATCH, Component, TrainingShape, memory
-from engine.estimate.model_config import ModelInfo
+from engine.estimate.model_config import ModelInfo, read_model_config
 from engine.estimate.params import lora_params, lora_targets
 from engine.estimate.timing import flops_per_token, steps, train_seconds
 
@@ -167,6 +167,16 @@ def compute(cfg: Config, info: ModelInfo, gpu: GpuSpec | None, *, n_examples: in
         lr_hint=lr_hint(t.learning_rate, num_gpus * tokens_per_step_per_gpu, info.pretraining),
         approximate=not arch.exact, notes=notes, fit_fraction=fraction, memory_mode="lean" if lean else "fast",
         parallelism="none" if num_gpus <= 1 else t.parallelism, need_gib=need)
+
+
+def on_detected_gpu(cfg: Config, gpu_memory_gib: float, **kwargs) -> Estimate:
+    """compute() for the GPU the trainer runs on, so that it decides auto settings as the wizard does.
+
+    Raises UserError when the model has no config to estimate from.
+    """
+    gpu = GpuSpec(id="detected", name="this GPU", memory_gib=gpu_memory_gib, bf16=None, tflops_16bit=None,
+                  detected=True)
+    return compute(cfg, read_model_config(cfg.model), gpu, **kwargs)
 
 
 def estimate(cfg: Config, model_info: ModelInfo, gpu: GpuSpec | None, *, n_examples: int | None = None,

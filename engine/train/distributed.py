@@ -98,17 +98,14 @@ def resolve_parallelism(cfg, n_ranks: int, device: str, gpu_memory_gib: float | 
         log(f"parallelism: ddp over {n_ranks} processes")
         return "ddp"
     from engine.errors import UserError
-    from engine.estimate import GpuSpec, read_model_config
-    from engine.estimate.estimator import compute
+    from engine.estimate.estimator import on_detected_gpu
 
     try:
-        info = read_model_config(cfg.model)
+        # the wizard and `lorapilot estimate` decide the same way
+        est = on_detected_gpu(cfg, gpu_memory_gib, num_gpus=n_ranks)
     except UserError:
         log(f"parallelism: ddp over {n_ranks} processes (no config to estimate from)")
         return "ddp"
-    gpu = GpuSpec(id="detected", name="this GPU", memory_gib=gpu_memory_gib, bf16=None, tflops_16bit=None,
-                  detected=True)
-    est = compute(cfg, info, gpu, num_gpus=n_ranks)  # the wizard and `lorapilot estimate` decide the same way
     if est.parallelism == "fsdp":
         log(f"parallelism: fsdp over {n_ranks} GPUs (a whole copy per GPU would not fit {gpu_memory_gib:.0f} GiB; "
             f"sharded ~{est.device_total_gib:.1f} GiB per GPU)")

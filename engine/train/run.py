@@ -285,7 +285,7 @@ def _plan(cfg, data, hw, *, examples_per_step: int, num_epochs: int, n_ranks: in
     if memory == "auto" and hw.device == "cuda":
         fast = plan_for(token_budget(cfg, hw.device, lambda _: None, "fast"))
         largest = max((sum(lengths[i] for i in mb) for ep in fast.epochs for step in ep for mb in step), default=0)
-        memory = resolve_memory(cfg, hw.device, hw.memory_gib, largest or None, log)
+        memory = resolve_memory(cfg, hw.device, hw.memory_gib, largest or None, log, n_ranks)
         if memory == "fast":
             token_budget(cfg, hw.device, log, memory)  # its line in train.log
             return memory, fast

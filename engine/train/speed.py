@@ -161,26 +161,26 @@ def activation_offload(model, device: str, memory: str, log: Callable[[str], Non
 
 
 def resolve_memory(cfg, device: str, gpu_memory_gib: float | None, tokens_fast: int | None,
-                   log: Callable[[str], None]) -> str:
-    """training.memory auto -> fast when the estimate says the fast path fits this GPU, else lean."""
+                   log: Callable[[str], None], n_ranks: int = 1) -> str:
+    """training.memory auto -> fast when the estimate says the fast path fits this GPU, else lean.
+
+    With several ranks the estimate also settles parallelism auto first (a sharded model leaves more room).
+    """
     mode = cfg.training.memory
     if mode != "auto":
         return mode
     if device != "cuda" or not gpu_memory_gib:
         return "fast"
-    from engine.estimate import FIT_FRACTION, GpuSpec, read_model_config
-    from engine.estimate.estimator import compute
     from engine.errors import UserError
+    from engine.estimate import FIT_FRACTION
+    from engine.estimate.estimator import on_detected_gpu
 
     try:
-        info = read_model_config(cfg.model)
+        est = on_detected_gpu(cfg, gpu_memory_gib, num_gpus=n_ranks, tokens_per_microbatch=tokens_fast,
+                              fused_loss=liger_available(device)[0])
     except UserError as e:  # no config to estimate from: the fast path, and the OOM hint if it does not fit
         log(f"memory: fast (no estimate: {e})")
         return "fast"
-    gpu = GpuSpec(id="detected", name="this GPU", memory_gib=gpu_memory_gib, bf16=None, tflops_16bit=None,
-                  detected=True)
-    # The estimate decides auto the same way for the wizard and `lorapilot estimate`.
-    est = compute(cfg, info, gpu, tokens_per_microbatch=tokens_fast, fused_loss=liger_available(device)[0])
     if est.memory_mode == "fast":
         log(f"memory: fast (estimate {est.device_total_gib:.1f} GiB of {gpu_memory_gib:.0f})")
     else:
