@@ -72,7 +72,13 @@ def detect_gpu() -> GpuSpec | None:
         return None
     first = samples[0]
     matched = match_nvml_name(first.name, first.mem_total_gib)
-    if matched is not None:
-        return matched
-    return GpuSpec(id="detected", name=first.name, memory_gib=round(first.mem_total_gib, 2), bf16=None,
-                   tflops_16bit=None, detected=True)
+    if matched is None:
+        matched = GpuSpec(id="detected", name=first.name, memory_gib=round(first.mem_total_gib, 2), bf16=None,
+                          tflops_16bit=None, detected=True)
+    from engine.model import gpu_memory_cap
+
+    cap = gpu_memory_cap()  # the trainer will plan for the cap: so does the estimate
+    if cap is not None and cap < matched.memory_gib:
+        from dataclasses import replace
+        matched = replace(matched, name=f"{matched.name} (capped at {cap:g} GiB)", memory_gib=cap)
+    return matched
