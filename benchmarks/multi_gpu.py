@@ -68,15 +68,24 @@ def side(a, n: int) -> dict:
     if a.gpu_memory_gib:
         env["LORAPILOT_GPU_MEMORY_GIB"] = str(a.gpu_memory_gib)
     t0 = time.time()
-    proc = subprocess.run(cmd, cwd=REPO, env=env,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    print(proc.stdout, flush=True)
-    code = proc.returncode
+    # Streamed to a file and cut off after --side-timeout: a side that hangs still leaves its log and the rest runs.
+    log_path = Path(a.work) / f"multi-{a.arch}-{n}gpu-{a.parallelism}.log"
+    with open(log_path, "w") as log_file:
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log_file, stderr=subprocess.STDOUT, text=True,
+                                start_new_session=True)
+        try:
+            code = proc.wait(timeout=a.side_timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)
+            proc.wait()
+            code = f"timed out after {a.side_timeout} s"
+    output = log_path.read_text(errors="replace")
+    print(output, flush=True)
     recs = [r for r in read_metrics(run_dir) if r.get("kind") == "train"]
     times = [b["time"] - x["time"] for x, b in zip(recs, recs[1:])]
     toks = step_tokens(a)[1:]
     st, tk = times[a.warmup:], toks[a.warmup:len(times)]
-    chosen = [ln.split("] ", 1)[-1] for ln in proc.stdout.splitlines()
+    chosen = [ln.split("] ", 1)[-1] for ln in output.splitlines()
               if any(k in ln for k in ("parallelism:", "fsdp: rank 0", "memory:", "OutOfMemory", "out of memory"))]
     saved = sorted(f.name for f in (run_dir / "adapter").glob("adapter_model*"))
     if saved:  # a sharded save that gathered only a shard would be a fraction of this size
@@ -126,6 +135,7 @@ def main() -> None:
     ap.add_argument("--examples-per-step", type=int, default=64)
     ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--side-timeout", type=int, default=900, help="seconds before a side is stopped as hung")
     ap.add_argument("--micro", type=int, default=4, help="training.micro_batch_size")
     ap.add_argument("--max-seq-length", type=int, default=2048)
     ap.add_argument("--gpu-memory-gib", type=float, help="cap each GPU at this much (LORAPILOT_GPU_MEMORY_GIB)")

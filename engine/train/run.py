@@ -232,6 +232,11 @@ def train(cfg, run_dir: Path, *, resume: bool, data=None, tokenizer=None, callba
         log(f"resuming from {ckpt}" if ckpt else "no checkpoint to resume from: starting at step 0")
         callback._write("event", int(ckpt.rsplit("-", 1)[-1]) if ckpt else 0,
                         message=f"resumed from {Path(ckpt).name}" if ckpt else "restarted (no checkpoint)")
+    if n_ranks > 1:
+        # Under DDP, dynamo hands flex attention's compile to its DDP graph splitter, which recompiled the kernels
+        # on every rank for minutes before the first step finished (H200 x2). Flex attention holds no parameters,
+        # so there is nothing for the splitter to overlap.
+        torch._dynamo.config.optimize_ddp = False
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     trainer.train(resume_from_checkpoint=ckpt)

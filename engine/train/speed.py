@@ -43,7 +43,8 @@ LIGER_MODEL_TYPES = ("llama", "mistral", "mixtral", "qwen2", "qwen3", "gemma", "
 
 def attention_for(device: str, packing: bool, log: Callable[[str], None]) -> str:
     if device == "cuda" and packing and LEVERS.flex_attention:
-        log("attention: flex_attention (packed rows, block-diagonal mask from position_ids)")
+        log("attention: flex_attention (packed rows, block-diagonal mask from position_ids); the first steps "
+            "compile its kernels, 1-3 minutes on a fresh machine")
         return "flex_attention"
     log("attention: sdpa" + (" (packed rows, block-diagonal mask from position_ids)" if packing else ""))
     return "sdpa"
