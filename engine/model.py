@@ -133,8 +133,8 @@ def load_base_model(model: str, quantization: str, precision: str, *, trust_remo
                     device_map=None, attn_implementation: str | None = None, shardable: bool = False):
     """The base model, quantised as asked; returns (model, dtype name).
 
-    shardable: the 4-bit weights are stored in the compute dtype, so that FSDP can shard them alongside the
-    unquantised ones (it flattens parameters of one dtype).
+    shardable: the 4-bit weights are stored in the compute dtype, so that FSDP shards them alongside the
+    unquantised ones (accelerate's FSDP2 preparation leaves 4-bit weights of any other dtype whole on every rank).
     """
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 

@@ -106,7 +106,7 @@ def test_fsdp_arguments_wrap_the_decoder_layers_and_the_weights_load_shardable(d
     args = fsdp_arguments(model)
     assert args["fsdp_config"]["transformer_layer_cls_to_wrap"] == ["LlamaDecoderLayer"]
     assert args["fsdp_config"]["version"] == 2 and args["fsdp_config"]["state_dict_type"] == "FULL_STATE_DICT"
-    # FSDP flattens parameters of one dtype: the 4-bit weights are stored in the compute dtype, not uint8.
+    # accelerate's FSDP2 leaves non-floating 4-bit weights whole on every rank: they are stored in the compute dtype.
     packed = [p for p in model.parameters() if type(p).__name__ == "Params4bit"]
     assert packed and all(p.dtype == getattr(torch, {"fp32": "float32", "bf16": "bfloat16"}[dtype]) for p in packed)
     plain, _ = load_base_model(str(demo_model_dir), "nf4", "auto")

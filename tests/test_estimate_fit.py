@@ -157,3 +157,21 @@ def test_lean_offloading_keeps_a_few_layer_inputs_on_the_gpu_not_all():
     # 32 layer inputs of 7,000 x 4,096 bf16 values stay on the GPU on the fast path, 6 of them under lean
     layer_input = 7000 * 4096 * 2 / 2 ** 30
     assert acts["fast"] - acts["lean"] == pytest.approx(26 * layer_input)
+
+
+def test_a_gpu_memory_cap_is_what_the_estimate_plans_for(monkeypatch):
+    from engine.errors import ConfigError
+    from engine.gpu import GpuSample
+
+    monkeypatch.setattr("engine.gpu.sample_gpus", lambda: [GpuSample(0, "NVIDIA H200", 1.0, 140.4)])
+    monkeypatch.delenv("LORAPILOT_GPU_MEMORY_GIB", raising=False)
+    assert detect_gpu().memory_gib == 140.4
+    monkeypatch.setenv("LORAPILOT_GPU_MEMORY_GIB", "20")
+    capped = detect_gpu()
+    assert capped.memory_gib == 20 and capped.id == "h200-141" and "capped at 20 GiB" in capped.name
+    monkeypatch.setenv("LORAPILOT_GPU_MEMORY_GIB", "200")  # above the card: the card's own memory
+    assert detect_gpu().memory_gib == 140.4
+    for bad in ("twenty", "-4", "0"):
+        monkeypatch.setenv("LORAPILOT_GPU_MEMORY_GIB", bad)
+        with pytest.raises(ConfigError, match="LORAPILOT_GPU_MEMORY_GIB"):
+            detect_gpu()
