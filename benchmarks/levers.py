@@ -41,6 +41,8 @@ ROWS = [
     ("lean: + offloaded activations, 8-bit optimizer states", {"memory": "lean"}, {}, {}),
     ("(experiment) default + block masks built eagerly from the boundaries", {"memory": "fast"},
      {"own_block_mask": True}, {}),
+    ("(experiment) default + decoder layers compiled (torch.compile, dynamic)", {"memory": "fast"},
+     {"compile_layers": True}, {}),
 ]
 
 

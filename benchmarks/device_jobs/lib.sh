@@ -5,6 +5,6 @@ step() {
     echo "== $(date +%T) start $name" >> "$R/progress"
     timeout --kill-after=10 "$lim" "$@" > "$R/$name.log" 2>&1
     echo "== $(date +%T) end $name rc=$?" >> "$R/progress"
-    pkill -9 -f engine.train.run  # detached trainers of a step that ran out of time
+    pkill -9 -f "engine[.]train[.]run"  # detached trainers of a step that ran out of time
     cp /tmp/lorapilot-bench/lever-*.json "$R/" 2>/dev/null
 }

@@ -199,10 +199,12 @@ class RunDirCallback(TrainerCallback):
 
     def _sample(self, model, step: int) -> None:
         from engine.samples import sample_all
+        from engine.train.compiled_layers import eager_decoding
 
         self._status(state="evaluating", phase="samples")
         t0 = time.monotonic()
-        bodies = sample_all(model, self.tokenizer, self.sample_prompts, self.sample_max_new_tokens)
+        with eager_decoding(model):
+            bodies = sample_all(model, self.tokenizer, self.sample_prompts, self.sample_max_new_tokens)
         self._sample_cost = time.monotonic() - t0
         self._sample_s += self._sample_cost
         for body in bodies:

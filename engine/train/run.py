@@ -152,6 +152,9 @@ def train(cfg, run_dir: Path, *, resume: bool, data=None, tokenizer=None, callba
     offload = activation_offload(model, hw.device, memory, log)
     if dtype_name == "bf16" and cfg.quantization != "none":
         keep_unquantised_16bit(model, log)
+    if LEVERS.compile_layers and hw.device == "cuda":
+        from engine.train.compiled_layers import compile_decoder_layers
+        compile_decoder_layers(model, log)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     log(f"model: {cfg.model}, quantization {cfg.quantization}, {trainable:,} trainable LoRA parameters")
 

@@ -32,6 +32,8 @@ class Levers:
     tokens_per_microbatch: int | None = None  # a fixed packing budget instead of the mode's
     own_block_mask: bool = False    # flex: the packed row's block mask built eagerly (engine.train.block_mask)
                                     # instead of transformers' compiled create_block_mask; off until measured
+    compile_layers: bool = False    # each decoder layer through torch.compile (engine.train.compiled_layers);
+                                    # off until measured
 
 
 LEVERS = Levers()
