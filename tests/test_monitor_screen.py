@@ -382,3 +382,14 @@ async def test_a_sweep_directory_opens_the_sweep_monitor(tmp_path):
     async with app.run_test(size=(100, 32)) as pilot:
         await until(pilot, lambda: isinstance(app.screen, SweepMonitorScreen)
                     and "not a sweep record" in str(app.screen.query_one("#sweep-status").content))
+
+
+async def test_a_live_run_that_stopped_reporting_says_so(tmp_path, trainer):
+    proc = trainer(tmp_path / "marker")
+    run = make_run(tmp_path / "quiet", steps_done=200, pid=proc.pid, now=time.time() - 900)
+    app = LorapilotApp(start="monitor", run_dir=str(run))
+    async with app.run_test(size=(100, 32)) as pilot:
+        await until(pilot, lambda: loaded(app))
+        progress = " ".join(text_of(monitor(app).query_one("#progress")).split())
+        assert "training" in progress and "No step has finished in 15 min" in progress
+        assert f"kill {proc.pid}" in progress and "ETA -" in progress

@@ -10,6 +10,7 @@ LIVE_CODES = (
     "gpu_memory_high",
     "copies_training_data",
     "learning_curve",
+    "no_progress",
 )
 
 # Findings that may stop a run (training.stop_on); the others are advice only.
@@ -49,6 +50,7 @@ TITLES = {
     "gpu_memory_high": "GPU memory high",
     "copies_training_data": "Copies training data",
     "learning_curve": "Learning curve",
+    "no_progress": "No progress",
     "no_examples": "No examples",
     "no_target_tokens": "Nothing to train on",
     "few_target_tokens": "Examples with few trained tokens",

@@ -85,7 +85,7 @@ def run_diagnose(args: argparse.Namespace) -> int:
     if not metrics.is_file():
         raise UserError(f"{metrics}: no metrics file", fix="Give a run directory that holds metrics.jsonl.")
     records = read_metrics(metrics)
-    findings = newest_first(findings_for_run(records))
+    findings = newest_first(findings_for_run(records) + _stalled(metrics.parent, records))
     if args.json:
         _print_json([f.to_record() for f in findings])
         return EXIT_OK
@@ -93,6 +93,26 @@ def run_diagnose(args: argparse.Namespace) -> int:
     last = f", last step {max(steps)}" if steps else ""
     print_findings(findings, empty=f"No problems found in {len(records)} records{last}.")
     return EXIT_OK
+
+
+def _stalled(run_dir: Path, records: list[dict]) -> list[Finding]:
+    """no_progress for a live run that stopped reporting (only the run directory can tell)."""
+    import statistics
+    import time
+
+    from engine.diagnose.stall import no_progress
+    from engine.rundir import effective_state, read_status
+
+    status = read_status(run_dir)
+    if effective_state(status) != "training":
+        return []
+    train = [r for r in records if r.get("kind") == "train" and isinstance(r.get("time"), (int, float))]
+    gaps = [(b["time"] - a["time"]) / (b["step"] - a["step"]) for a, b in zip(train, train[1:])
+            if isinstance(a.get("step"), int) and isinstance(b.get("step"), int) and b["step"] > a["step"]]
+    times = [r["time"] for r in records if isinstance(r.get("time"), (int, float))]
+    found = no_progress(status, max(times, default=None), statistics.median(gaps[-20:]) if gaps else None,
+                        time.time())
+    return [found] if found else []
 
 
 # ---------------------------------------------------------------- prepare

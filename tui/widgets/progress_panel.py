@@ -76,7 +76,8 @@ class ProgressPanel(MonitorPanel):
             f"{tps:,.0f}" if isinstance(tps, (int, float)) else "-")
         row("loss", f"{loss:.4g}" if loss is not None else "-", ("   eval ", "bold"),
             f"{ev:.4g}" if ev is not None else "-")
-        row("elapsed", format_duration(h.elapsed_s()), ("   ETA ", "bold"), format_duration(h.eta_s()))
+        eta = None if self._stalled() else h.eta_s()  # a stuck run has no ETA
+        row("elapsed", format_duration(h.elapsed_s()), ("   ETA ", "bold"), format_duration(eta))
         row("checkpoint", self._saved(h.last_checkpoint, (h.status or {}).get("last_checkpoint")))
         if h.adapter:
             row("adapter", self._saved(h.adapter, None))
@@ -92,6 +93,15 @@ class ProgressPanel(MonitorPanel):
         return Text.assemble(name, (f"  step {ck.get('step')}, {format_age(age)} ago" if age is not None else "",
                                     "dim"))
 
+    def _stalled(self):
+        from engine.diagnose.stall import no_progress
+
+        h = self.history
+        if h.state != "training":
+            return None
+        rate = h.steps_per_s()
+        return no_progress(h.status, h.last_time, 1 / rate if rate else None, time.time())
+
     def _trouble(self) -> list:
         h = self.history
         if h.state == "lost":
@@ -103,7 +113,10 @@ class ProgressPanel(MonitorPanel):
             msg = Text.assemble(("Failed: ", "bold red"), str(status.get("error") or "see the log"),
                                 ("\n" + str(status["hint"])) if status.get("hint") else "")
         else:
-            return []
+            stalled = self._stalled()
+            if stalled is None:
+                return []
+            msg = Text.assemble((stalled.message, "bold yellow"), " ", stalled.fix)
         lines = list(h.log_lines)[-4:] or tail_lines(Path(h.run_dir) / LOG_FILE, 4)
         # Wrapped, not cut: the last line is usually the error that explains everything.
         tail = Text("\n".join(lines), style="dim")

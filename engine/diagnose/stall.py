@@ -1,0 +1,51 @@
+"""A live run that stopped reporting: the trainer's process is alive, but no step has finished for a long time.
+
+The trainer cannot say this itself (it is the thing that is stuck), so the monitor and `lorapilot diagnose`
+work it out from the run directory: status.json's `updated` (refreshed with every step, at most every 2 s)
+and the last record's time. A hang looks like a healthy run at step N otherwise; on several GPUs one rank
+waiting for another never fails on its own.
+"""
+
+from __future__ import annotations
+
+from engine.diagnose.finding import Finding
+
+# The first steps compile attention kernels: 1-3 minutes on a fresh machine (benchmarks/results/
+# ddp-first-step-2026-11-23.md), so only a quiet spell beyond this is news.
+STALL_MIN_S = 300.0
+STALL_STEPS = 20  # or this many of the run's typical steps, where that is longer
+
+
+def _age(seconds: float) -> str:
+    return f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
+
+
+def no_progress(status: dict | None, last_record_time: float | None, step_s: float | None,
+                now: float) -> Finding | None:
+    """The `no_progress` finding, or None while the run reports or is not training."""
+    if not status or status.get("state") != "training":
+        return None
+    seen = [t for t in (status.get("updated"), last_record_time) if isinstance(t, (int, float))]
+    if not seen:
+        return None
+    quiet = now - max(seen)
+    limit = max(STALL_MIN_S, STALL_STEPS * step_s) if step_s else STALL_MIN_S
+    if quiet < limit:
+        return None
+    step = int(status.get("step") or 0)
+    ranks = int(status.get("world_size") or 1)
+    several = (f" On {ranks} GPUs one rank may be waiting for another: training.num_gpus: 1 shows whether one GPU "
+               "trains.") if ranks > 1 else ""
+    if step == 0:
+        message = (f"No step has finished in {_age(quiet)}. The first steps compile kernels (1-3 minutes on a "
+                   "fresh machine); this is longer.")
+    else:
+        message = f"No step has finished in {_age(quiet)}; the trainer looks stuck at step {step}."
+    evidence = f"last report {_age(quiet)} ago" + (f"; a step takes ~{step_s:.1f} s" if step_s else "")
+    pid = status.get("pid") or status.get("rank0_pid")
+    # A stop request is honoured at the end of a step, which a hung trainer never reaches.
+    fix = (f"Read the end of train.log for where it stopped. A stop request waits for the next step: end the "
+           f"trainer with kill {pid or 'PID'}, then continue from the last checkpoint with lorapilot train "
+           f"--resume RUN_DIR.{several}")
+    return Finding(code="no_progress", severity="warning", step=step, message=message, evidence=evidence,
+                   fix=fix, time=now)

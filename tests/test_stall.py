@@ -1,0 +1,64 @@
+"""no_progress: a live trainer that stopped finishing steps, seen from the run directory."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import run_cli
+from engine.diagnose.stall import STALL_MIN_S, STALL_STEPS, no_progress
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "screenshots"))
+from monitor_fakerun import make_run  # noqa: E402
+
+NOW = 1_800_000_000.0
+
+
+def status(**kw) -> dict:
+    return {"state": "training", "step": 40, "updated": NOW - 10, **kw}
+
+
+def test_quiet_spells_below_the_limit_are_not_news():
+    assert no_progress(status(), NOW - 10, 2.0, NOW) is None
+    assert no_progress(status(updated=NOW - STALL_MIN_S + 5), None, 2.0, NOW) is None
+    # a run of 30 s steps may be quiet for 20 of them
+    assert no_progress(status(updated=NOW - 500), None, 30.0, NOW) is None
+    assert no_progress(status(updated=NOW - STALL_STEPS * 30.0 - 1), None, 30.0, NOW) is not None
+
+
+@pytest.mark.parametrize("state", ["loading", "evaluating", "done", "failed", "stopped"])
+def test_only_a_training_run_can_stall(state):
+    assert no_progress(status(state=state, updated=NOW - 3600), None, 2.0, NOW) is None
+
+
+def test_the_latest_sign_of_life_counts():
+    assert no_progress(status(updated=NOW - 3600), NOW - 20, 2.0, NOW) is None  # a record 20 s ago
+    assert no_progress(None, None, None, NOW) is None
+
+
+def test_first_step_and_several_gpus_get_their_own_words():
+    first = no_progress(status(step=0, updated=NOW - 600, world_size=2), None, None, NOW)
+    assert first.code == "no_progress" and first.severity == "warning" and first.step == 0
+    assert "No step has finished in 10 min" in first.message and "compile" in first.message
+    assert "training.num_gpus: 1" in first.fix
+    later = no_progress(status(updated=NOW - 900), None, 2.5, NOW)
+    assert "stuck at step 40" in later.message and "~2.5 s" in later.evidence
+    assert "num_gpus" not in later.fix and "kill PID" in later.fix and "--resume" in later.fix
+
+
+def test_diagnose_reports_a_live_run_that_went_quiet(tmp_path):
+    import os
+    import time
+
+    # this test's own process stands in for the live trainer; its last report was 15 minutes ago
+    quiet = make_run(tmp_path / "quiet", steps_done=50, pid=os.getpid(), now=time.time() - 900)
+    r = run_cli("diagnose", str(quiet), "--json")
+    assert r.returncode == 0, r.stderr
+    codes = [f["code"] for f in json.loads(r.stdout)]
+    assert codes[0] == "no_progress"
+    fresh = make_run(tmp_path / "fresh", steps_done=50, pid=os.getpid())
+    r = run_cli("diagnose", str(fresh), "--json")
+    assert "no_progress" not in [f["code"] for f in json.loads(r.stdout)]
