@@ -43,6 +43,8 @@ ROWS = [
      {"own_block_mask": True}, {}),
     ("(experiment) default + decoder layers compiled (torch.compile, dynamic)", {"memory": "fast"},
      {"compile_layers": True}, {}),
+    ("(experiment) default + fused AdamW instead of paged (no per-parameter syncs)", {"memory": "fast"},
+     {"fused_optimizer": True}, {}),
 ]
 
 

@@ -104,3 +104,15 @@ def test_the_oom_hint_names_what_changes_the_size_of_the_path_the_run_took(tmp_p
     assert "memory: lean" not in lean and "paged_adamw_8bit" not in lean and "max_seq_length 2048 -> 1024" in lean
     padded = oom_hint(cfg_for("llama-2-7b", packing=False), None, tmp_path)
     assert "micro_batch_size 4 -> 2" in padded and "training.memory: lean" in padded
+
+
+def test_the_fused_optimizer_experiment_replaces_only_the_paged_32_bit_default(monkeypatch):
+    monkeypatch.setattr(speed.LEVERS, "fused_optimizer", True)
+    logs = []
+    cfg = cfg_for("llama-2-7b")
+    assert speed.optimizer_for(cfg, "cuda", logs.append, "fast") == "adamw_torch_fused"
+    assert "no per-parameter syncs" in logs[-1]
+    assert speed.optimizer_for(cfg, "cuda", logs.append, "lean") == "paged_adamw_8bit"
+    assert speed.optimizer_for(cfg, "cpu", logs.append, "fast") == "adamw_torch"
+    chosen = cfg_for("llama-2-7b", optimizer="adamw_8bit")
+    assert speed.optimizer_for(chosen, "cuda", logs.append, "fast") == "adamw_8bit"  # the user's choice stands

@@ -6,8 +6,8 @@ R=${1:-/tmp/job}
 mkdir -p "$R"
 . "$(dirname "$0")/lib.sh"
 cd "$(dirname "$0")/../.." || exit 1
-step levers-llama2 900 python benchmarks/levers.py llama2-7b --rows 5,9 --steps 10 --out "$R/levers-llama2.md"
-step levers-llama3 900 python benchmarks/levers.py llama3-8b --rows 5,9 --steps 10 --out "$R/levers-llama3.md"
+step levers-llama2 900 python benchmarks/levers.py llama2-7b --rows 5,9,10 --steps 10 --out "$R/levers-llama2.md"
+step levers-llama3 900 python benchmarks/levers.py llama3-8b --rows 5,9,10 --steps 10 --out "$R/levers-llama3.md"
 step samples-eager 600 python benchmarks/sample_cost.py llama2-7b --out "$R/sample_cost-eager.md"
 step samples-fast 600 python benchmarks/sample_cost.py llama2-7b --fast-decode --out "$R/sample_cost-fast.md"
 echo "== $(date +%T) all done" >> "$R/progress"
