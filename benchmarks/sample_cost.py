@@ -1,6 +1,6 @@
 """What the samples at each evaluation cost, against the training they interrupt, in one real run.
 
-    python benchmarks/sample_cost.py llama2-7b [--steps 13] [--eval-every 6] [--out FILE]
+    python benchmarks/sample_cost.py llama2-7b [--steps 13] [--eval-every 6] [--fast-decode [eager]] [--out FILE]
 
 The engine's trainer on the throughput benchmark's data (16 examples per step), evaluating every
 `--eval-every` steps on 24 held-out examples; at each evaluation the callback generates the default 3
@@ -46,7 +46,12 @@ def main() -> None:
     ap.add_argument("--work", default="/tmp/lorapilot-bench")
     ap.add_argument("--out")
     ap.add_argument("--own-block-mask", action="store_true", help="engine.train.speed.LEVERS.own_block_mask on")
+    ap.add_argument("--fast-decode", nargs="?", const="1", choices=("1", "eager"),
+                    help="samples through engine.fast_decode (LORAPILOT_FAST_DECODE): compiled, or 'eager'")
     a = ap.parse_args()
+    if a.fast_decode:
+        import os
+        os.environ["LORAPILOT_FAST_DECODE"] = a.fast_decode
     from engine.train import speed
     speed.LEVERS.own_block_mask = a.own_block_mask
     from engine.rundir import read_metrics
@@ -74,8 +79,13 @@ def main() -> None:
     cb = (train[-1]["callback_s"] - train[0]["callback_s"]) / max(1, len(train) - 1)
     n_samples = sum(1 for r in recs if r["kind"] == "sample")
     kept, share_kept = guarded(gen, step_s)
-    text = (f"{a.arch} (own_block_mask {a.own_block_mask}): median training step {step_s:.3f} s; {len(per_eval)} evaluations, {n_samples} samples; "
+    import engine.samples
+    if a.fast_decode and engine.samples._fast_decode_broken:
+        print("fast decode FAILED and fell back to model.generate (its warning is above): the times are generate's")
+    text = (f"{a.arch} (own_block_mask {a.own_block_mask}, fast_decode {a.fast_decode or 'off'}): median training step {step_s:.3f} s; {len(per_eval)} evaluations, {n_samples} samples; "
             f"sampling {gen:.2f} s per evaluation (3 prompts x up to 128 new tokens, one batch)\n"
+            # the first one holds any compilation: a median over two evaluations is their mean
+            f"sampling per evaluation, in order: {', '.join(f'{v:.2f}' for v in per_eval.values())} s\n"
             f"at the defaults (every {DEFAULT_EVAL_STEPS} steps): samples are {share:.1%} of training time "
             f"(goal < 5 %)\n"
             f"with the callback's time budget, a 1,000-step run samples at {kept} of 20 evaluations: "

@@ -8,13 +8,19 @@ evaluation by the trainer and by the playground.
 from __future__ import annotations
 
 import contextlib
+import os
 import time
+import warnings
 from dataclasses import dataclass
 
 from engine.data.types import IGNORE_INDEX, TokenizedExample
 
 DEFAULT_SAMPLE_PROMPTS = 3  # held-out validation prompts when the config names none
 END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>")
+# Greedy batches through engine.fast_decode instead of model.generate: "1" (compiled into CUDA graphs on a
+# GPU), "eager" (the same loop uncompiled). Off by default until measured on GPUs; read at each call.
+FAST_DECODE_ENV = "LORAPILOT_FAST_DECODE"
+_fast_decode_broken = False  # it raised once in this process: later batches go straight to generate
 
 
 @dataclass
@@ -74,12 +80,19 @@ def generate_greedy_batch(model, tokenizer, prompts: list[list[int]], *, max_new
     """Greedy continuations of several prompts in one generate call (left-padded).
 
     One call instead of one per prompt: decoding a 4-bit model with adapters is bound by the
-    per-token launch cost, which a batch of a few prompts shares.
+    per-token launch cost, which a batch of a few prompts shares. With LORAPILOT_FAST_DECODE set, the
+    same greedy tokens come from engine.fast_decode's loop instead; generate remains the fallback.
     """
     import torch
 
-    device = next(model.parameters()).device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    mode = fast_decode_mode()
+    if mode and not _fast_decode_broken:
+        rows = _fast_greedy_batch(model, tokenizer, prompts, max_new_tokens=max_new_tokens, pad=pad,
+                                  compile=mode == "compile")
+        if rows is not None:
+            return [tokenizer.decode(row, skip_special_tokens=True).strip() for row in rows]
+    device = next(model.parameters()).device
     width = max(len(p) for p in prompts)
     ids = torch.tensor([[pad] * (width - len(p)) + list(p) for p in prompts], device=device)
     mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
@@ -87,6 +100,31 @@ def generate_greedy_batch(model, tokenizer, prompts: list[list[int]], *, max_new
         out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
                              eos_token_id=stop_token_ids(tokenizer), pad_token_id=pad, use_cache=True)
     return [tokenizer.decode(row[width:], skip_special_tokens=True).strip() for row in out]
+
+
+def fast_decode_mode() -> str | None:
+    """None (model.generate), "compile" or "eager", from LORAPILOT_FAST_DECODE."""
+    value = os.environ.get(FAST_DECODE_ENV, "").strip().lower()
+    if value in ("", "0", "false", "no", "off"):
+        return None
+    return "eager" if value == "eager" else "compile"
+
+
+def _fast_greedy_batch(model, tokenizer, prompts: list[list[int]], *, max_new_tokens: int, pad: int,
+                       compile: bool) -> list[list[int]] | None:
+    """The fast loop's token rows, or None where it failed: samples must never stop a training run."""
+    global _fast_decode_broken
+    from engine.fast_decode import greedy_decode
+
+    try:
+        with _attention(model, "sdpa"):
+            return greedy_decode(model, prompts, max_new_tokens=max_new_tokens, stop_ids=stop_token_ids(tokenizer),
+                                 pad_id=pad, compile=compile)
+    except Exception as e:  # e.g. an architecture whose cache or forward differs from Llama's
+        _fast_decode_broken = True
+        warnings.warn(f"{FAST_DECODE_ENV}: fast decoding failed ({type(e).__name__}: {e}); "
+                      "samples use model.generate from now on", RuntimeWarning, stacklevel=2)
+        return None
 
 
 @contextlib.contextmanager
