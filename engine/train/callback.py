@@ -8,6 +8,7 @@ It never synchronises the GPU beyond what the Trainer's own logging already does
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 from transformers import TrainerCallback
@@ -200,10 +201,11 @@ class RunDirCallback(TrainerCallback):
     def _sample(self, model, step: int) -> None:
         from engine.samples import sample_all
         from engine.train.compiled_layers import eager_decoding
+        from engine.train.speed import LEVERS
 
         self._status(state="evaluating", phase="samples")
         t0 = time.monotonic()
-        with eager_decoding(model):
+        with eager_decoding(model) if LEVERS.compile_layers else contextlib.nullcontext():
             bodies = sample_all(model, self.tokenizer, self.sample_prompts, self.sample_max_new_tokens)
         self._sample_cost = time.monotonic() - t0
         self._sample_s += self._sample_cost

@@ -32,11 +32,20 @@ def compile_decoder_layers(model, log: Callable[[str], None], *, backend: str = 
     return len(layers)
 
 
+@contextlib.contextmanager
 def eager_decoding(model):
     """Samples decode token by token with a KV cache: through compiled layers that would compile a new graph
-    family for a one-token input and a cache object, for a few hundred calls. Decoding runs them eagerly."""
-    import torch
+    family for a one-token input and a cache object, for a few hundred calls. Decoding runs them eagerly.
 
-    if not any(getattr(m, "_compiled_call_impl", None) is not None for m in decoder_layers(model)):
-        return contextlib.nullcontext()
-    return torch.compiler.set_stance("force_eager")
+    Only these layers: a global stance (torch.compiler.set_stance) would also turn off the samples' own
+    compiled decode step (engine.fast_decode). nn.Module.compile keeps the compiled call in _compiled_call_impl.
+    """
+    saved = [(m, m._compiled_call_impl) for m in decoder_layers(model)
+             if getattr(m, "_compiled_call_impl", None) is not None]
+    for layer, _ in saved:
+        layer._compiled_call_impl = None
+    try:
+        yield
+    finally:
+        for layer, impl in saved:
+            layer._compiled_call_impl = impl
