@@ -57,8 +57,9 @@ def test_diagnose_reports_a_live_run_that_went_quiet(tmp_path):
     quiet = make_run(tmp_path / "quiet", steps_done=50, pid=os.getpid(), now=time.time() - 900)
     r = run_cli("diagnose", str(quiet), "--json")
     assert r.returncode == 0, r.stderr
-    codes = [f["code"] for f in json.loads(r.stdout)]
-    assert codes[0] == "no_progress"
+    findings = json.loads(r.stdout)
+    assert findings[0]["code"] == "no_progress"
+    assert f"kill {os.getpid()}" in findings[0]["fix"] and f"--resume {quiet}" in findings[0]["fix"]
     fresh = make_run(tmp_path / "fresh", steps_done=50, pid=os.getpid())
     r = run_cli("diagnose", str(fresh), "--json")
     assert "no_progress" not in [f["code"] for f in json.loads(r.stdout)]

@@ -8,6 +8,7 @@ mkdir -p "$R"
 cd "$(dirname "$0")/../.." || exit 1
 step levers-llama2 900 python benchmarks/levers.py llama2-7b --rows 5,9,10 --steps 10 --out "$R/levers-llama2.md"
 step levers-llama3 900 python benchmarks/levers.py llama3-8b --rows 5,9,10 --steps 10 --out "$R/levers-llama3.md"
-step samples-eager 600 python benchmarks/sample_cost.py llama2-7b --out "$R/sample_cost-eager.md"
-step samples-fast 600 python benchmarks/sample_cost.py llama2-7b --fast-decode --out "$R/sample_cost-fast.md"
+# 25 steps, evaluations at 6, 12, 18, 24: the first evaluation holds the compilation, the median the rest
+step samples-generate 600 python benchmarks/sample_cost.py llama2-7b --steps 25 --out "$R/sample_cost-generate.md"
+step samples-fast 600 python benchmarks/sample_cost.py llama2-7b --steps 25 --fast-decode --out "$R/sample_cost-fast.md"
 echo "== $(date +%T) all done" >> "$R/progress"

@@ -111,7 +111,7 @@ def _stalled(run_dir: Path, records: list[dict]) -> list[Finding]:
             if isinstance(a.get("step"), int) and isinstance(b.get("step"), int) and b["step"] > a["step"]]
     times = [r["time"] for r in records if isinstance(r.get("time"), (int, float))]
     found = no_progress(status, max(times, default=None), statistics.median(gaps[-20:]) if gaps else None,
-                        time.time())
+                        time.time(), str(run_dir))
     return [found] if found else []
 
 

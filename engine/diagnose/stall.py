@@ -21,7 +21,7 @@ def _age(seconds: float) -> str:
 
 
 def no_progress(status: dict | None, last_record_time: float | None, step_s: float | None,
-                now: float) -> Finding | None:
+                now: float, run_dir: str = "RUN_DIR") -> Finding | None:
     """The `no_progress` finding, or None while the run reports or is not training."""
     if not status or status.get("state") != "training":
         return None
@@ -46,6 +46,6 @@ def no_progress(status: dict | None, last_record_time: float | None, step_s: flo
     # A stop request is honoured at the end of a step, which a hung trainer never reaches.
     fix = (f"Read the end of train.log for where it stopped. A stop request waits for the next step: end the "
            f"trainer with kill {pid or 'PID'}, then continue from the last checkpoint with lorapilot train "
-           f"--resume RUN_DIR.{several}")
+           f"--resume {run_dir}.{several}")
     return Finding(code="no_progress", severity="warning", step=step, message=message, evidence=evidence,
                    fix=fix, time=now)
