@@ -64,9 +64,10 @@ async def take(out_dir: Path) -> list[Path]:
         make_run(root / "mistral-7b-sql", steps_done=40, state="failed", now=now - 26 * 3600,
                  error="CUDA out of memory")
         make_run(root / "llama3-8b-dolly", steps_done=610, state="training", pid=_dead_pid(), now=now - 600)
-        # A live trainer that stopped finishing steps 15 minutes ago (no_progress).
-        stalled = make_run(Path(tmp.name) / "stalled" / "llama2-13b-stuck", steps_done=200, pid=os.getpid(),
-                           now=now - 900)
+    # A live trainer (our own pid) that stopped finishing steps 15 minutes ago: no_progress.
+    stalled_tmp = tempfile.TemporaryDirectory(prefix="lorapilot-shots-stalled-")
+    stalled = make_run(Path(stalled_tmp.name) / "llama2-13b-stuck", steps_done=200, pid=os.getpid(),
+                       now=time.time() - 900)
     written: list[Path] = []
     try:
         for stem, size, tab in SHOTS:
@@ -77,16 +78,16 @@ async def take(out_dir: Path) -> list[Path]:
                     await pilot.press(str(1 + ("overview", "lr", "hardware", "diagnostics").index(tab)))
                     await pilot.pause(0.3)
                 written.append(_save(app, out_dir, stem))
-        if tmp:
-            app = LorapilotApp(start="monitor", run_dir=str(stalled))
-            async with app.run_test(size=(80, 24)) as pilot:
-                await _settle(app)
-                written.append(_save(app, out_dir, "monitor_80x24_stalled"))
+        app = LorapilotApp(start="monitor", run_dir=str(stalled))
+        async with app.run_test(size=(80, 24)) as pilot:
+            await _settle(app)
+            written.append(_save(app, out_dir, "monitor_80x24_stalled"))
         app = LorapilotApp(start="monitor", run_dir=None, runs_root=str(Path(run_dir).parent))
         async with app.run_test(size=(100, 32)) as pilot:
             await pilot.pause(1.0)
             written.append(_save(app, out_dir, "monitor_runs_100x32"))
     finally:
+        stalled_tmp.cleanup()
         if tmp:
             tmp.cleanup()
     pngs = [svg_to_png(p) for p in written]
