@@ -106,6 +106,8 @@ def test_fsdp_arguments_wrap_the_decoder_layers_and_the_weights_load_shardable(d
     args = fsdp_arguments(model)
     assert args["fsdp_config"]["transformer_layer_cls_to_wrap"] == ["LlamaDecoderLayer"]
     assert args["fsdp_config"]["version"] == 2 and args["fsdp_config"]["state_dict_type"] == "FULL_STATE_DICT"
+    from transformers import TrainingArguments  # the installed Trainer takes them as they are
+    assert TrainingArguments(output_dir=str(demo_model_dir / "unused"), use_cpu=True, **args).fsdp is True
     # accelerate's FSDP2 leaves non-floating 4-bit weights whole on every rank: they are stored in the compute dtype.
     packed = [p for p in model.parameters() if type(p).__name__ == "Params4bit"]
     assert packed and all(p.dtype == getattr(torch, {"fp32": "float32", "bf16": "bfloat16"}[dtype]) for p in packed)

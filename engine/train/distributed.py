@@ -120,7 +120,9 @@ def fsdp_arguments(model) -> dict:
     if not layers:
         raise ConfigError(f"training.parallelism: fsdp does not know how to shard {type(model).__name__}",
                           fix="use training.parallelism: ddp")
-    return {"fsdp": "full_shard auto_wrap",
+    # fsdp=True with everything in fsdp_config: the string form ("full_shard auto_wrap") is deprecated since
+    # transformers 5.17; reshard_after_forward True is full_shard, the default wrap policy wraps these layers.
+    return {"fsdp": True,
             "fsdp_config": {"version": 2, "transformer_layer_cls_to_wrap": layers, "reshard_after_forward": True,
                             "state_dict_type": "FULL_STATE_DICT", "cpu_ram_efficient_loading": False}}
 
