@@ -1,11 +1,16 @@
-"""One rank of tests/test_fsdp_shards.py: the engine's shardable 4-bit model with LoRA, sharded by FSDP2.
+"""One rank of tests/test_fsdp_shards.py: the engine's shardable 4-bit model with LoRA, sharded as accelerate's
+FSDP2 preparation shards it, with a loss that reads the output head's weight as Liger's fused loss does.
 
-    python tests/fsdp_shard_worker.py MODEL_DIR                      (one process: the reference)
-    python -m torch.distributed.run --nproc_per_node=2 tests/fsdp_shard_worker.py MODEL_DIR
+    python tests/fsdp_shard_worker.py MODEL_DIR OUT_DIR [--no-head-hook]     (one process: the reference)
+    python -m torch.distributed.run --nproc_per_node=2 tests/fsdp_shard_worker.py MODEL_DIR OUT_DIR [--no-head-hook]
 
-accelerate does not shard CPU processes, so this calls torch's fully_shard itself, on the decoder layers the
-engine's fsdp_arguments name. Prints one JSON line per rank: elements held, loss and LoRA gradient norm of a
-first step, and the loss after one AdamW step.
+accelerate does not shard CPU processes, so this calls torch's fully_shard itself, in accelerate's layout
+(accelerate/utils/fsdp_utils.py, fsdp2_prepare_model): the decoder layers the engine's fsdp_arguments name,
+the input embeddings, the output head as a group of its own that stays gathered after forward, then the root;
+parameters cast to the compute dtype. Liger's fused linear cross-entropy (a GPU kernel) is stood in for by the
+same access pattern: the head's weight read directly, its forward never called. Writes OUT_DIR/rank-N.json
+(ranks printing at once would interleave): elements held, loss and LoRA gradient norm of a first step, and the
+loss after one AdamW step.
 """
 
 from __future__ import annotations
@@ -13,44 +18,69 @@ from __future__ import annotations
 import json
 import os
 import sys
+import types
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def main(model_dir: str) -> None:
+def loss_reading_the_head_weight(self, input_ids=None, position_ids=None, labels=None, **kwargs):
+    """LlamaForCausalLM.forward as Liger patches it: hidden states, then a loss over lm_head.weight."""
+    import torch
+    from transformers.modeling_outputs import CausalLMOutputWithPast
+
+    hidden = self.model(input_ids=input_ids, position_ids=position_ids, **kwargs).last_hidden_state
+    logits = (hidden @ self.lm_head.weight.T).float()
+    loss = torch.nn.functional.cross_entropy(logits[0, :-1], labels[0, 1:])
+    return CausalLMOutputWithPast(loss=loss)
+
+
+def shard_like_accelerate(model, world: int, dtype) -> None:
+    import torch
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+    from engine.train.distributed import fsdp_arguments
+
+    mesh = init_device_mesh("cpu", (world,))
+    kw = dict(mesh=mesh, mp_policy=MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=torch.float32))
+    layers = set(fsdp_arguments(model)["fsdp_config"]["transformer_layer_cls_to_wrap"])
+    for module in model.modules():
+        if type(module).__name__ in layers:
+            fully_shard(module, **kw)
+    fully_shard(model.get_input_embeddings(), **kw)
+    # accelerate looks for the final norm among the direct children of the model's base_model_prefix
+    # attribute; through peft's wrapper that is LlamaForCausalLM, whose children hold none: the head alone.
+    fully_shard([model.get_output_embeddings()], **kw, reshard_after_forward=False)
+    fully_shard(model, **kw)
+
+
+def main(model_dir: str, out_dir: str, head_hook: bool) -> None:
     import torch
     import torch.distributed as dist
 
     from engine.config import config_from_dict
     from engine.model import add_lora, load_base_model
-    from engine.train.distributed import fsdp_arguments
+    from engine.train.distributed import unshard_head_before_loss
 
     world, rank = int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("RANK", 0))
     cfg = config_from_dict({"model": model_dir, "dataset": {"path": "unused.jsonl"}, "lora": {"dropout": 0.0}})
     torch.manual_seed(0)  # the adapters' random init: the same on every rank and in the reference
     model, dtype_name = load_base_model(model_dir, "nf4", "auto", shardable=True)
     dtype = getattr(torch, {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}[dtype_name])
+    if head_hook:  # where engine/train/run.py hooks it: on the loaded model, before the adapters
+        assert unshard_head_before_loss(model)
     model = add_lora(model, cfg, gradient_checkpointing=True)
+    causal_lm = model.get_base_model()
+    causal_lm.forward = types.MethodType(loss_reading_the_head_weight, causal_lm)
     # B starts at zero in LoRA: give it values, or the first step's input gradients would not test much
     with torch.no_grad():
         for name, p in model.named_parameters():
             if "lora_B" in name:
                 p.normal_(0, 0.02, generator=torch.Generator().manual_seed(len(name)))
     if world > 1:
-        from torch.distributed.device_mesh import init_device_mesh
-        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
-
         dist.init_process_group("gloo")
-        mesh = init_device_mesh("cpu", (world,))
-        # As accelerate shards under mixed precision: gathered parameters cast to the compute dtype (a no-op for
-        # 4-bit weights stored in it).
-        policy = MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=torch.float32)
-        layers = set(fsdp_arguments(model)["fsdp_config"]["transformer_layer_cls_to_wrap"])
-        for module in model.modules():
-            if type(module).__name__ in layers:
-                fully_shard(module, mesh=mesh, mp_policy=policy)
-        fully_shard(model, mesh=mesh, mp_policy=policy)
+        shard_like_accelerate(model, world, dtype)
     held = sum(p.to_local().numel() if hasattr(p, "to_local") else p.numel() for p in model.parameters())
     whole = sum(p.numel() for p in model.parameters())
 
@@ -67,11 +97,12 @@ def main(model_dir: str) -> None:
     opt.zero_grad()
     with torch.no_grad():
         after = model(input_ids=ids, position_ids=positions, labels=ids).loss
-    print(json.dumps({"rank": rank, "world": world, "held": held, "whole": whole, "loss": loss.item(),
-                      "grad_norm": grad_norm, "loss_after_step": after.item()}), flush=True)
+    Path(out_dir, f"rank-{rank}.json").write_text(json.dumps(
+        {"rank": rank, "world": world, "held": held, "whole": whole, "loss": loss.item(), "grad_norm": grad_norm,
+         "loss_after_step": after.item()}))
     if world > 1:
         dist.destroy_process_group()
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], sys.argv[2], head_hook="--no-head-hook" not in sys.argv[3:])

@@ -1,10 +1,12 @@
 """FSDP2 over the engine's 4-bit model: real sharding across 2 gloo processes on the CPU.
 
-The Trainer's FSDP path (accelerate) shards only CUDA processes, so this drives torch's fully_shard directly
-over what the engine builds for it: 4-bit weights stored in the compute dtype (load_base_model(shardable=True);
-accelerate leaves 4-bit weights in any other dtype whole on every rank) and the decoder layers fsdp_arguments
-names. It shows the weights shard and that a sharded step computes what the unsharded model computes:
-bitsandbytes has to rebuild each 4-bit weight's quantisation state after FSDP gathers it.
+The Trainer's FSDP path (accelerate) shards only CUDA processes, so tests/fsdp_shard_worker.py drives torch's
+fully_shard directly, in accelerate's layout, over what the engine builds for it: 4-bit weights stored in the
+compute dtype (load_base_model(shardable=True); accelerate leaves 4-bit weights in any other dtype whole on
+every rank), the decoder layers fsdp_arguments names, and the hook that gathers the output head before a loss
+that reads its weight directly (Liger's fused loss). It shows the weights shard and that a sharded step computes
+what the unsharded model computes: bitsandbytes has to rebuild each 4-bit weight's quantisation state after
+FSDP gathers it.
 """
 
 from __future__ import annotations
@@ -17,19 +19,25 @@ from pathlib import Path
 import pytest
 
 WORKER = Path(__file__).with_name("fsdp_shard_worker.py")
+TWO_RANKS = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(WORKER)]
 
 
-def _records(cmd: list[str]) -> list[dict]:
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+def _run(cmd: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+
+
+def _records(r: subprocess.CompletedProcess, out: Path) -> list[dict]:
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    return sorted((json.loads(ln) for ln in r.stdout.splitlines() if ln.startswith("{")), key=lambda d: d["rank"])
+    return [json.loads(f.read_text()) for f in sorted(out.glob("rank-*.json"))]
 
 
 @pytest.mark.slow
-def test_two_ranks_each_hold_half_and_compute_what_one_process_does(demo_model_dir):
-    (one,) = _records([sys.executable, str(WORKER), str(demo_model_dir)])
-    ranks = _records([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                      str(WORKER), str(demo_model_dir)])
+def test_two_ranks_each_hold_half_and_compute_what_one_process_does(demo_model_dir, tmp_path):
+    (tmp_path / "one").mkdir()
+    (tmp_path / "two").mkdir()
+    (one,) = _records(_run([sys.executable, str(WORKER), str(demo_model_dir), str(tmp_path / "one")]),
+                      tmp_path / "one")
+    ranks = _records(_run([*TWO_RANKS, str(demo_model_dir), str(tmp_path / "two")]), tmp_path / "two")
     assert [r["rank"] for r in ranks] == [0, 1]
     assert one["held"] == one["whole"]
     for r in ranks:
@@ -39,3 +47,9 @@ def test_two_ranks_each_hold_half_and_compute_what_one_process_does(demo_model_d
         assert r["grad_norm"] == pytest.approx(one["grad_norm"], rel=1e-4)
         assert r["loss_after_step"] == pytest.approx(one["loss_after_step"], rel=1e-4)
     assert one["loss_after_step"] < one["loss"]  # the step trained something
+
+
+@pytest.mark.slow
+def test_without_the_head_hook_the_loss_reads_a_shard(demo_model_dir, tmp_path):
+    r = _run([*TWO_RANKS, str(demo_model_dir), str(tmp_path), "--no-head-hook"])
+    assert r.returncode != 0 and "DTensor" in r.stderr

@@ -134,3 +134,27 @@ def shard_report(model) -> tuple[int, int]:
         total += p.numel()
         local += p.to_local().numel() if hasattr(p, "to_local") else p.numel()
     return local, total
+
+
+def unshard_head_before_loss(model) -> bool:
+    """Under FSDP2, gathers the output head's weight before the loss reads it; True when hooked.
+
+    accelerate shards the output head as a group of its own, gathered by a hook on its forward. Liger's fused
+    linear cross-entropy never calls that forward: it reads lm_head.weight directly and would get this rank's
+    shard (a DTensor). A pre-forward hook on the decoder's final norm, the module that runs just before the
+    loss, gathers the head first. Registered before the Trainer shards the model, on the plain or the
+    peft-wrapped model (the modules are the same); the head is an FSDP module by the time the hook runs.
+    """
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    decoder = getattr(base, getattr(base, "base_model_prefix", ""), None)
+    norm = getattr(decoder, "norm", None)
+    if head is None or norm is None:
+        return False
+
+    def gather_head(_module, _args):
+        if hasattr(head, "unshard"):  # an FSDP2 module; unsharding an unsharded one is a no-op
+            head.unshard()
+
+    norm.register_forward_pre_hook(gather_head)
+    return True

@@ -106,7 +106,8 @@ def train(cfg, run_dir: Path, *, resume: bool, data=None, tokenizer=None, callba
     from engine.data.packing import Collator, PlannedMicroBatches, PlanSampler
     from engine.model import add_lora, compute_dtype_name, detect_hardware, load_base_model, load_tokenizer
     from engine.train.callback import RunDirCallback
-    from engine.train.distributed import fsdp_arguments, is_main, resolve_parallelism, world
+    from engine.train.distributed import (fsdp_arguments, is_main, resolve_parallelism, unshard_head_before_loss,
+                                          world)
     from engine.train.signals import StopFlag
     from engine.train.speed import (LEVERS, activation_offload, apply_liger, attention_for, keep_unquantised_16bit,
                                     optimizer_for)
@@ -147,7 +148,8 @@ def train(cfg, run_dir: Path, *, resume: bool, data=None, tokenizer=None, callba
                                attn_implementation=attention_for(hw.device, t.packing, log),
                                shardable=parallel == "fsdp")
     sharding = fsdp_arguments(model) if parallel == "fsdp" else {}
-    apply_liger(model, hw.device, log)
+    # Sharded, Liger's fused loss needs the output head gathered first (a hook on the final norm).
+    apply_liger(model, hw.device, log, fused_loss=not sharding or unshard_head_before_loss(model))
     model = add_lora(model, cfg, gradient_checkpointing=t.gradient_checkpointing)
     offload = activation_offload(model, hw.device, memory, log)
     if dtype_name == "bf16" and cfg.quantization != "none":

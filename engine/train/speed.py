@@ -64,8 +64,11 @@ def liger_available(device: str) -> tuple[bool, str]:
     return True, ""
 
 
-def apply_liger(model, device: str, log: Callable[[str], None]) -> bool:
-    """Patches the loaded base model in place with Liger's kernels where supported."""
+def apply_liger(model, device: str, log: Callable[[str], None], fused_loss: bool = True) -> bool:
+    """Patches the loaded base model in place with Liger's kernels where supported.
+
+    fused_loss False: the plain loss through lm_head's forward (a sharded head whose gathering could not be
+    hooked before the loss)."""
     ok, why = liger_available(device)
     if ok and not LEVERS.liger:
         ok, why = False, "switched off (benchmark lever)"
@@ -77,8 +80,13 @@ def apply_liger(model, device: str, log: Callable[[str], None]) -> bool:
         return False
     from liger_kernel.transformers import _apply_liger_kernel_to_instance
 
-    _apply_liger_kernel_to_instance(model=model)
-    log("kernels: Liger (fused linear cross-entropy, RMSNorm, RoPE, SwiGLU)")
+    if fused_loss:
+        _apply_liger_kernel_to_instance(model=model)
+        log("kernels: Liger (fused linear cross-entropy, RMSNorm, RoPE, SwiGLU)")
+    else:
+        _apply_liger_kernel_to_instance(model=model, fused_linear_cross_entropy=False)
+        log("kernels: Liger (RMSNorm, RoPE, SwiGLU); the plain loss: the sharded output head cannot be gathered "
+            "ahead of the fused one")
     return True
 
 
