@@ -55,6 +55,26 @@ def shard_like_accelerate(model, world: int, dtype) -> None:
     fully_shard(model, **kw)
 
 
+def saved_adapter(model, world: int) -> dict:
+    """What the Trainer would save: with FSDP2 and FULL_STATE_DICT, accelerate's get_state_dict gathers the whole
+    model (rank 0 receives it), and peft keeps the adapter's tensors of it."""
+    import torch
+    from peft import get_peft_model_state_dict
+
+    if world > 1:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        options = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True, cpu_offload=True)
+        full = get_model_state_dict(model, options=options)
+        if not full:  # the other ranks get nothing to save
+            return {}
+        lora = get_peft_model_state_dict(model, state_dict=full)
+    else:
+        lora = get_peft_model_state_dict(model)
+    return {"adapter_tensors": len(lora), "adapter_elements": sum(t.numel() for t in lora.values()),
+            "adapter_norm": float(torch.linalg.vector_norm(torch.stack([t.float().norm() for t in lora.values()])))}
+
+
 def main(model_dir: str, out_dir: str, head_hook: bool) -> None:
     import torch
     import torch.distributed as dist
@@ -97,9 +117,10 @@ def main(model_dir: str, out_dir: str, head_hook: bool) -> None:
     opt.zero_grad()
     with torch.no_grad():
         after = model(input_ids=ids, position_ids=positions, labels=ids).loss
+    adapter = saved_adapter(model, world)
     Path(out_dir, f"rank-{rank}.json").write_text(json.dumps(
         {"rank": rank, "world": world, "held": held, "whole": whole, "loss": loss.item(), "grad_norm": grad_norm,
-         "loss_after_step": after.item()}))
+         "loss_after_step": after.item(), **adapter}))
     if world > 1:
         dist.destroy_process_group()
 

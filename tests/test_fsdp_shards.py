@@ -4,9 +4,10 @@ The Trainer's FSDP path (accelerate) shards only CUDA processes, so tests/fsdp_s
 fully_shard directly, in accelerate's layout, over what the engine builds for it: 4-bit weights stored in the
 compute dtype (load_base_model(shardable=True); accelerate leaves 4-bit weights in any other dtype whole on
 every rank), the decoder layers fsdp_arguments names, and the hook that gathers the output head before a loss
-that reads its weight directly (Liger's fused loss). It shows the weights shard and that a sharded step computes
-what the unsharded model computes: bitsandbytes has to rebuild each 4-bit weight's quantisation state after
-FSDP gathers it.
+that reads its weight directly (Liger's fused loss). It shows the weights shard, that a sharded step computes
+what the unsharded model computes (bitsandbytes has to rebuild each 4-bit weight's quantisation state after
+FSDP gathers it), and that the adapter gathered for saving (FULL_STATE_DICT, as the Trainer asks accelerate)
+is the whole adapter with the 1-process values.
 """
 
 from __future__ import annotations
@@ -47,6 +48,10 @@ def test_two_ranks_each_hold_half_and_compute_what_one_process_does(demo_model_d
         assert r["grad_norm"] == pytest.approx(one["grad_norm"], rel=1e-4)
         assert r["loss_after_step"] == pytest.approx(one["loss_after_step"], rel=1e-4)
     assert one["loss_after_step"] < one["loss"]  # the step trained something
+    # the adapter as saved: gathered whole on rank 0, the same tensors and values as the 1-process adapter
+    assert one["adapter_tensors"] > 0 and ranks[0]["adapter_tensors"] == one["adapter_tensors"]
+    assert ranks[0]["adapter_elements"] == one["adapter_elements"]
+    assert ranks[0]["adapter_norm"] == pytest.approx(one["adapter_norm"], rel=1e-5)
 
 
 @pytest.mark.slow
