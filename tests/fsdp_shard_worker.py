@@ -86,11 +86,14 @@ def main(model_dir: str, out_dir: str, head_hook: bool) -> None:
     world, rank = int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("RANK", 0))
     cfg = config_from_dict({"model": model_dir, "dataset": {"path": "unused.jsonl"}, "lora": {"dropout": 0.0}})
     torch.manual_seed(0)  # the adapters' random init: the same on every rank and in the reference
-    model, dtype_name = load_base_model(model_dir, "nf4", "auto", shardable=True)
+    model, dtype_name = load_base_model(model_dir, "nf4", os.environ.get("WORKER_PRECISION", "auto"), shardable=True)
     dtype = getattr(torch, {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}[dtype_name])
     if head_hook:  # where engine/train/run.py hooks it: on the loaded model, before the adapters
         assert unshard_head_before_loss(model)
     model = add_lora(model, cfg, gradient_checkpointing=True)
+    if dtype_name == "bf16":  # as on a GPU: frozen weights bf16, the adapters fp32
+        from engine.train.speed import keep_unquantised_16bit
+        keep_unquantised_16bit(model, lambda _: None)
     causal_lm = model.get_base_model()
     causal_lm.forward = types.MethodType(loss_reading_the_head_weight, causal_lm)
     # B starts at zero in LoRA: give it values, or the first step's input gradients would not test much
