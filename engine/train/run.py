@@ -223,11 +223,17 @@ def train(cfg, run_dir: Path, *, resume: bool, data=None, tokenizer=None, callba
 
     from engine.samples import choose_prompts
 
+    prompts = choose_prompts(cfg, tokenizer, data.validation)
+    if sharding and prompts:
+        # Rank 0 generates alone, and a sharded model's every forward gathers weights from all ranks: it would
+        # wait forever. Generating on all ranks in lockstep would hang on the first token where they disagree.
+        log("samples: off while the model is sharded (fsdp); lorapilot chat RUN_DIR shows what it learned")
+        prompts = []
     ckpt = last_checkpoint(run_dir) if resume else None
     callback = RunDirCallback(run_dir, collator=collator, steps_per_epoch=steps_per_epoch, stop_flag=stop,
                               stop_on=t.stop_on, diagnostics=_live_diagnostics(run_dir, resume, data),
                               is_main=is_main(), world_size=n_ranks,
-                              tokenizer=tokenizer, sample_prompts=choose_prompts(cfg, tokenizer, data.validation),
+                              tokenizer=tokenizer, sample_prompts=prompts,
                               sample_max_new_tokens=t.sample_max_new_tokens,
                               tokens_offset=_tokens_at(run_dir, ckpt))
     trainer = PlannedTrainer(model=model, args=args, train_dataset=train_ds,
