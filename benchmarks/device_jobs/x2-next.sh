@@ -10,6 +10,9 @@ mkdir -p "$R"
 . "$(dirname "$0")/lib.sh"
 cd "$(dirname "$0")/../.." || exit 1
 nvidia-smi --query-gpu=name,memory.total --format=csv > "$R/gpus.txt"
+# If a side hangs again, every process's Python stacks are in $R/stacks (written each minute; diag/sitecustomize.py).
+mkdir -p "$R/stacks"
+export PYTHONPATH="$(pwd)/benchmarks/device_jobs/diag:$PYTHONPATH" STACK_DIR="$R/stacks" STACK_EVERY_S=60
 keep_logs() { cp /tmp/lorapilot-bench/multi-*.log "$R/" 2>/dev/null; }
 step ddp 1000 python benchmarks/multi_gpu.py llama2-7b --gpus 1,2 --parallelism ddp --side-timeout 420 \
     --out "$R/multi_gpu-ddp.md"
