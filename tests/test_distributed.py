@@ -113,3 +113,13 @@ def test_fsdp_arguments_wrap_the_decoder_layers_and_the_weights_load_shardable(d
     assert packed and all(p.dtype == getattr(torch, {"fp32": "float32", "bf16": "bfloat16"}[dtype]) for p in packed)
     plain, _ = load_base_model(str(demo_model_dir), "nf4", "auto")
     assert {p.dtype for p in plain.parameters() if type(p).__name__ == "Params4bit"} == {torch.uint8}
+
+
+def test_a_sharded_run_makes_no_samples_and_says_so():
+    from engine.train.distributed import sample_prompts_for
+
+    logs = []
+    assert sample_prompts_for("ddp", ["p1", "p2"], logs.append) == ["p1", "p2"] and not logs
+    assert sample_prompts_for("none", ["p1"], logs.append) == ["p1"]
+    assert sample_prompts_for("fsdp", ["p1"], logs.append) == [] and "off while the model is sharded" in logs[0]
+    assert sample_prompts_for("fsdp", [], logs.append) == [] and len(logs) == 1  # nothing to turn off, no line

@@ -106,8 +106,8 @@ def train(cfg, run_dir: Path, *, resume: bool, data=None, tokenizer=None, callba
     from engine.data.packing import Collator, PlannedMicroBatches, PlanSampler
     from engine.model import add_lora, compute_dtype_name, detect_hardware, load_base_model, load_tokenizer
     from engine.train.callback import RunDirCallback
-    from engine.train.distributed import (fsdp_arguments, is_main, resolve_parallelism, unshard_head_before_loss,
-                                          world)
+    from engine.train.distributed import (fsdp_arguments, is_main, resolve_parallelism, sample_prompts_for,
+                                          unshard_head_before_loss, world)
     from engine.train.signals import StopFlag
     from engine.train.speed import (LEVERS, activation_offload, apply_liger, attention_for, keep_unquantised_16bit,
                                     optimizer_for)
@@ -223,12 +223,7 @@ def train(cfg, run_dir: Path, *, resume: bool, data=None, tokenizer=None, callba
 
     from engine.samples import choose_prompts
 
-    prompts = choose_prompts(cfg, tokenizer, data.validation)
-    if sharding and prompts:
-        # Rank 0 generates alone, and a sharded model's every forward gathers weights from all ranks: it would
-        # wait forever. Generating on all ranks in lockstep would hang on the first token where they disagree.
-        log("samples: off while the model is sharded (fsdp); lorapilot chat RUN_DIR shows what it learned")
-        prompts = []
+    prompts = sample_prompts_for(parallel, choose_prompts(cfg, tokenizer, data.validation), log)
     ckpt = last_checkpoint(run_dir) if resume else None
     callback = RunDirCallback(run_dir, collator=collator, steps_per_epoch=steps_per_epoch, stop_flag=stop,
                               stop_on=t.stop_on, diagnostics=_live_diagnostics(run_dir, resume, data),
