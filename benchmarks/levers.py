@@ -76,13 +76,18 @@ def table(results: list[dict], warmup: int) -> str:
              "| lever (cumulative) | tok/s (trained) | vs previous | median step s | peak alloc GiB | reserved GiB "
              "| first losses |", "|---|---|---|---|---|---|---|"]
     prev = None
+    # Experiments and lean branch off the default: they are compared with it, not with the row above.
+    default = next((steady(r, warmup)["tok_s"] for r in results if "= the default" in r["label"]), None)
     for res in results:
         s = steady(res, warmup)
-        ratio = f"{s['tok_s'] / prev:.2f}x" if prev else "-"
+        branch = res["label"].startswith(("(experiment)", "lean:")) and default
+        base = default if branch else prev
+        ratio = (f"{s['tok_s'] / base:.2f}x" + (" vs default" if branch else "")) if base else "-"
         lines.append(f"| {res['label']} | {s['tok_s']:,.0f} ({s['trained_s']:,.0f}) | {ratio} | "
                      f"{s['median_step_s']:.2f} | {res['peak_alloc_gib']:.1f} | {res['peak_reserved_gib']:.1f} | "
                      + ", ".join(f"{x:.3f}" for x in res["losses"]) + " |")
-        prev = s["tok_s"]
+        if not branch:
+            prev = s["tok_s"]
     return "\n".join(lines) + "\n"
 
 
@@ -104,7 +109,7 @@ def main() -> None:
         return
     work = Path(a.work)
     if a.retable:
-        results = sorted((json.loads(f.read_text()) for f in Path(a.retable).glob("lever-*.json")),
+        results = sorted((json.loads(f.read_text()) for f in Path(a.retable).glob(f"lever-{a.arch}-*.json")),
                          key=lambda r: r["row"])
     else:
         work.mkdir(parents=True, exist_ok=True)
