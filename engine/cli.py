@@ -125,9 +125,11 @@ def _cmd_runs(a) -> int:
     from engine.rundir import format_age, list_runs
 
     runs = list_runs(a.root)
+    stalled = {r.path for r in runs if _stalled(r)}
     if a.json:
         print(json.dumps([{"run_dir": str(r.path), "state": r.state, "step": r.step, "max_steps": r.max_steps,
-                           "loss": r.loss, "eval_loss": r.eval_loss, "age_s": r.age_s} for r in runs], indent=1))
+                           "loss": r.loss, "eval_loss": r.eval_loss, "age_s": r.age_s,
+                           "no_progress": r.path in stalled} for r in runs], indent=1))
         return EXIT_OK
     if not runs:
         print(f"no runs under {a.root or 'runs/'}; start one: lorapilot train presets/demo.yaml")
@@ -137,8 +139,18 @@ def _cmd_runs(a) -> int:
         loss = f"{r.loss:.4f}" if isinstance(r.loss, (int, float)) else "-"
         ev = f"{r.eval_loss:.4f}" if isinstance(r.eval_loss, (int, float)) else "-"
         print(f"{r.name[:36]:<36} {r.state:<10} {f'{r.step}/{r.max_steps}':>11} {loss:>8} {ev:>8} "
-              f"{format_age(r.age_s):>5}")
+              f"{format_age(r.age_s):>5}" + ("  no step finished lately: lorapilot diagnose" if r.path in stalled
+                                             else ""))
     return EXIT_OK
+
+
+def _stalled(run) -> bool:
+    """A live training run that stopped reporting (engine.diagnose.stall), judged from status.json alone."""
+    import time
+
+    from engine.diagnose.stall import no_progress
+
+    return run.state == "training" and no_progress(run.extra, None, None, time.time()) is not None
 
 
 def _cmd_stop(a) -> int:

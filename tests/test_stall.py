@@ -63,3 +63,18 @@ def test_diagnose_reports_a_live_run_that_went_quiet(tmp_path):
     fresh = make_run(tmp_path / "fresh", steps_done=50, pid=os.getpid())
     r = run_cli("diagnose", str(fresh), "--json")
     assert "no_progress" not in [f["code"] for f in json.loads(r.stdout)]
+
+
+def test_runs_marks_a_live_run_that_went_quiet(tmp_path):
+    import os
+    import time
+
+    make_run(tmp_path / "runs" / "quiet", steps_done=50, pid=os.getpid(), now=time.time() - 900)
+    make_run(tmp_path / "runs" / "fresh", steps_done=50, pid=os.getpid())
+    r = run_cli("runs", "--root", str(tmp_path / "runs"))
+    assert r.returncode == 0, r.stderr
+    lines = {ln.split()[0]: ln for ln in r.stdout.splitlines()[1:]}
+    assert "no step finished lately" in lines["quiet"] and "no step finished" not in lines["fresh"]
+    r = run_cli("runs", "--root", str(tmp_path / "runs"), "--json")
+    assert {Path(x["run_dir"]).name: x["no_progress"] for x in json.loads(r.stdout)} == {"quiet": True,
+                                                                                         "fresh": False}
