@@ -78,3 +78,12 @@ def test_runs_marks_a_live_run_that_went_quiet(tmp_path):
     r = run_cli("runs", "--root", str(tmp_path / "runs"), "--json")
     assert {Path(x["run_dir"]).name: x["no_progress"] for x in json.loads(r.stdout)} == {"quiet": True,
                                                                                          "fresh": False}
+
+
+def test_the_trainers_own_step_time_sets_the_limit(finished_demo_run):
+    from engine.rundir import read_status
+
+    # the trainer writes its recent seconds per step into status.json: readers of status alone agree
+    assert read_status(finished_demo_run)["step_s"] > 0
+    assert no_progress(status(updated=NOW - 500, step_s=30.0), None, None, NOW) is None
+    assert no_progress(status(updated=NOW - 500, step_s=2.0), None, None, NOW) is not None

@@ -97,7 +97,6 @@ def run_diagnose(args: argparse.Namespace) -> int:
 
 def _stalled(run_dir: Path, records: list[dict]) -> list[Finding]:
     """no_progress for a live run that stopped reporting (only the run directory can tell)."""
-    import statistics
     import time
 
     from engine.diagnose.stall import no_progress
@@ -106,12 +105,8 @@ def _stalled(run_dir: Path, records: list[dict]) -> list[Finding]:
     status = read_status(run_dir)
     if effective_state(status) != "training":
         return []
-    train = [r for r in records if r.get("kind") == "train" and isinstance(r.get("time"), (int, float))]
-    gaps = [(b["time"] - a["time"]) / (b["step"] - a["step"]) for a, b in zip(train, train[1:])
-            if isinstance(a.get("step"), int) and isinstance(b.get("step"), int) and b["step"] > a["step"]]
     times = [r["time"] for r in records if isinstance(r.get("time"), (int, float))]
-    found = no_progress(status, max(times, default=None), statistics.median(gaps[-20:]) if gaps else None,
-                        time.time(), str(run_dir))
+    found = no_progress(status, max(times, default=None), None, time.time(), str(run_dir))
     return [found] if found else []
 
 

@@ -22,9 +22,14 @@ def _age(seconds: float) -> str:
 
 def no_progress(status: dict | None, last_record_time: float | None, step_s: float | None,
                 now: float, run_dir: str = "RUN_DIR") -> Finding | None:
-    """The `no_progress` finding, or None while the run reports or is not training."""
+    """The `no_progress` finding, or None while the run reports or is not training.
+
+    step_s: the run's recent seconds per step; None reads the trainer's own figure from status.json.
+    """
     if not status or status.get("state") != "training":
         return None
+    if step_s is None and isinstance(status.get("step_s"), (int, float)):
+        step_s = status["step_s"]
     seen = [t for t in (status.get("updated"), last_record_time) if isinstance(t, (int, float))]
     if not seen:
         return None

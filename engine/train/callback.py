@@ -84,6 +84,7 @@ class RunDirCallback(TrainerCallback):
         # in each train record as callback_s so its share of the step time can be read off any run.
         self.overhead_s = 0.0
         self._status_t = 0.0
+        self._status_step = 0
         self._gpu = ({}, 0.0)  # the last GPU sample and when it was taken
         self._t0 = time.monotonic()
         self._sample_s = 0.0  # all sample batches so far
@@ -125,9 +126,14 @@ class RunDirCallback(TrainerCallback):
     def _step_end(self, state, control):
         now = time.monotonic()
         if now - self._status_t >= REFRESH_S or state.global_step >= state.max_steps:
-            self._status_t = now
+            # step_s: how long a step takes lately, so that whoever reads status.json alone (the monitor,
+            # `lorapilot runs`, `diagnose`) can tell a slow run from a stalled one (engine.diagnose.stall)
+            pace = {}
+            if self._status_t and state.global_step > self._status_step:
+                pace["step_s"] = round((now - self._status_t) / (state.global_step - self._status_step), 3)
+            self._status_t, self._status_step = now, state.global_step
             self._status(state="training", step=state.global_step, max_steps=state.max_steps,
-                         epoch=round(state.global_step / self.steps_per_epoch, 4))
+                         epoch=round(state.global_step / self.steps_per_epoch, 4), **pace)
         local_stop = 1.0 if (self.stop_flag.is_set() or self.stop_reason) else 0.0
         if self.world_size > 1:
             from engine.train.distributed import all_reduce_sum

@@ -99,8 +99,7 @@ class ProgressPanel(MonitorPanel):
         h = self.history
         if h.state != "training":
             return None
-        rate = h.steps_per_s()
-        return no_progress(h.status, h.last_time, 1 / rate if rate else None, time.time(), h.run_dir)
+        return no_progress(h.status, h.last_time, None, time.time(), h.run_dir)
 
     def _trouble(self) -> list:
         h = self.history
