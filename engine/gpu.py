@@ -19,6 +19,25 @@ GIB = 1024 ** 3
 
 OK, NO_GPU, NO_DRIVER = "ok", "no_gpu", "no_driver"
 
+# Caps what training may use of each GPU, for a GPU shared with another job (or to try a smaller card's limit):
+# the allocator refuses beyond it and every auto decision (memory, parallelism, packing budget) plans for it.
+GPU_MEMORY_ENV = "LORAPILOT_GPU_MEMORY_GIB"
+
+
+def gpu_memory_cap() -> float | None:
+    raw = os.environ.get(GPU_MEMORY_ENV, "").strip()
+    if not raw:
+        return None
+    try:
+        cap = float(raw)
+    except ValueError:
+        cap = -1.0
+    if cap <= 0:
+        from engine.errors import ConfigError
+        raise ConfigError(f"{GPU_MEMORY_ENV}={raw!r}: expected a positive number of GiB",
+                          fix=f"unset {GPU_MEMORY_ENV} or set it to e.g. 20")
+    return cap
+
 
 @dataclass(frozen=True)
 class GpuSample:

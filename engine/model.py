@@ -64,32 +64,14 @@ class Hardware:
     memory_gib: float | None = None   # per GPU
 
 
-# Caps what training may use of each GPU, for a GPU shared with another job (or to try a smaller card's limit):
-# the allocator refuses beyond it and every auto decision (memory, parallelism, packing budget) plans for it.
-GPU_MEMORY_ENV = "LORAPILOT_GPU_MEMORY_GIB"
-
-
-def gpu_memory_cap() -> float | None:
-    raw = os.environ.get(GPU_MEMORY_ENV, "").strip()
-    if not raw:
-        return None
-    try:
-        cap = float(raw)
-    except ValueError:
-        cap = -1.0
-    if cap <= 0:
-        from engine.errors import ConfigError
-        raise ConfigError(f"{GPU_MEMORY_ENV}={raw!r}: expected a positive number of GiB",
-                          fix=f"unset {GPU_MEMORY_ENV} or set it to e.g. 20")
-    return cap
-
-
 def detect_hardware() -> Hardware:
     import torch
 
     if torch.cuda.is_available():
         cap = torch.cuda.get_device_capability(0)
         total = torch.cuda.get_device_properties(0).total_memory / 2 ** 30
+        from engine.gpu import gpu_memory_cap
+
         limit = gpu_memory_cap()
         if limit is not None and limit < total:
             device = int(os.environ.get("LOCAL_RANK", 0))  # the rank's own GPU, before the Trainer selects it

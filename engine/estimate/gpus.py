@@ -65,7 +65,7 @@ def match_nvml_name(nvml_name: str, memory_gib: float) -> GpuSpec | None:
 
 def detect_gpu() -> GpuSpec | None:
     """The first visible GPU as a spec, or None without a GPU or driver."""
-    from engine.gpu import sample_gpus   # NVML lives there; imported lazily like NVML itself
+    from engine.gpu import gpu_memory_cap, sample_gpus   # NVML lives there; imported lazily like NVML itself
 
     samples = sample_gpus()
     if not samples:
@@ -75,8 +75,6 @@ def detect_gpu() -> GpuSpec | None:
     if matched is None:
         matched = GpuSpec(id="detected", name=first.name, memory_gib=round(first.mem_total_gib, 2), bf16=None,
                           tflops_16bit=None, detected=True)
-    from engine.model import gpu_memory_cap
-
     cap = gpu_memory_cap()  # the trainer will plan for the cap: so does the estimate
     if cap is not None and cap < matched.memory_gib:
         from dataclasses import replace
