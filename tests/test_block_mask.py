@@ -49,3 +49,25 @@ def test_attention_through_it_keeps_examples_apart():
     causal = torch.nn.functional.scaled_dot_product_attention(q[:, :, s:e], k[:, :, s:e], v[:, :, s:e],
                                                               is_causal=True)
     torch.testing.assert_close(alone, causal, atol=1e-5, rtol=1e-5)
+
+
+def test_the_model_takes_it_as_its_attention_mask():
+    # The trainer hands the mask to the model as attention_mask: transformers must use it as it is,
+    # giving the logits the SDPA path computes from position_ids alone (as in training: no cache, which
+    # would turn transformers' packed-row detection off), and each example's logits as if alone.
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2)
+    model = LlamaForCausalLM(cfg).eval()
+    pos = row([150, 90, 200, 33])
+    ids = torch.randint(0, 97, pos.shape)
+    with torch.no_grad():
+        model.config._attn_implementation = "sdpa"
+        want = model(input_ids=ids, position_ids=pos, use_cache=False).logits
+        alone = model(input_ids=ids[:, 150:240], use_cache=False).logits
+        model.config._attn_implementation = "flex_attention"
+        got = model(input_ids=ids, position_ids=pos, attention_mask=packed_block_mask(pos), use_cache=False).logits
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(got[:, 150:240], alone, atol=1e-4, rtol=1e-4)

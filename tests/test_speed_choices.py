@@ -66,6 +66,17 @@ def test_lean_caps_the_micro_batch_and_keeps_optimizer_states_in_8_bits():
     assert speed.optimizer_for(cfg, "cpu", quiet, "lean") == "adamw_torch"
 
 
+def test_sharded_parameters_get_torchs_adamw():
+    # bitsandbytes' update ops have no DTensor rule (NotImplementedError in the first FSDP step on H200 x2);
+    # tests/test_fsdp_shards.py shows torch's AdamW stepping the shards like one process.
+    cfg = cfg_for("llama-2-7b")
+    logs = []
+    for memory in ("fast", "lean"):
+        assert speed.optimizer_for(cfg, "cuda", logs.append, memory, sharded=True) == "adamw_torch"
+    assert "cannot update sharded parameters" in logs[-1]
+    assert speed.optimizer_for(cfg, "cuda", logs.append, "fast", sharded=False) == "paged_adamw_32bit"
+
+
 def test_offloading_is_a_gpu_feature_and_says_so_on_the_cpu():
     logs = []
     ctx = speed.activation_offload(object(), "cpu", "lean", logs.append)

@@ -2,7 +2,8 @@
 
 transformers builds the same mask inside the model with a compiled create_block_mask, one compilation
 per new row length until the shape turns dynamic. On the H100/H200 some lengths made that compilation
-take minutes (inductor lowering the block sort; benchmarks/results/gpu_checks-2026-11-23.md). Packed rows
+take minutes (the block sort's kernel: 10 MB of PTX, ptxas over 4 minutes for a 123-block row on an H200;
+benchmarks/results/multi_gpu-h200x2-2026-11-23b.md). The engine's default since then. Packed rows
 only need block arithmetic on the examples' first and last block: a few eager ops on an
 (n_blocks x n_blocks) grid. The model takes a BlockMask given as attention_mask as it is.
 """

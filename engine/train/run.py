@@ -139,7 +139,14 @@ def train(cfg, run_dir: Path, *, resume: bool, data=None, tokenizer=None, callba
     log(f"plan: {examples_per_step} examples per optimizer step in {plan.micro_batches_per_step} "
         f"micro-batches over {n_ranks} process(es); {steps_per_epoch} steps per epoch; {max_steps} steps")
 
-    parallel = resolve_parallelism(cfg, n_ranks, hw.device, hw.memory_gib, log)
+    from engine.estimate.estimator import with_changes
+    from engine.train.speed import liger_available
+
+    # Asked of the run as planned: its memory mode, its largest micro-batch, and Liger's fused loss.
+    largest = max((sum(len(data.train[i]) for i in mb) for ep in plan.epochs for st in ep for mb in st), default=0)
+    parallel = resolve_parallelism(with_changes(cfg, {"training.memory": memory}), n_ranks, hw.device,
+                                   hw.memory_gib, log, tokens_per_microbatch=largest or None,
+                                   fused_loss=liger_available(hw.device)[0])
     status(run_dir, state="loading", phase="model", max_steps=max_steps, memory=memory, parallelism=parallel)
     # Before the adapters exist: their random init must be the seed's, on every rank and every run.
     from transformers import set_seed
@@ -175,7 +182,7 @@ def train(cfg, run_dir: Path, *, resume: bool, data=None, tokenizer=None, callba
         learning_rate=t.learning_rate,
         lr_scheduler_type=t.lr_scheduler,
         warmup_steps=t.warmup_ratio,  # transformers 5: a float < 1 is a ratio of the total steps
-        optim=optimizer_for(cfg, hw.device, log, memory),
+        optim=optimizer_for(cfg, hw.device, log, memory, sharded=bool(sharding)),
         weight_decay=t.weight_decay,
         max_grad_norm=t.max_grad_norm,
         logging_steps=t.logging_steps,

@@ -30,8 +30,9 @@ class Levers:
     whole_step: bool = True         # fast: a whole optimizer step per micro-batch (else micro_batch_size x seq)
     offload: bool = True            # lean: checkpointed activations offloaded to host memory
     tokens_per_microbatch: int | None = None  # a fixed packing budget instead of the mode's
-    own_block_mask: bool = False    # flex: the packed row's block mask built eagerly (engine.train.block_mask)
-                                    # instead of transformers' compiled create_block_mask; off until measured
+    own_block_mask: bool = True     # flex: the packed row's block mask built eagerly (engine.train.block_mask)
+                                    # instead of transformers' compiled create_block_mask, whose compile
+                                    # stalled first steps for minutes at some row lengths
     compile_layers: bool = False    # each decoder layer through torch.compile (engine.train.compiled_layers);
                                     # off until measured
     fused_optimizer: bool = False   # fast: torch's fused AdamW for paged_adamw_32bit (the same AdamW math,
@@ -119,9 +120,14 @@ def token_budget(cfg, device: str, log: Callable[[str], None], memory: str = "fa
     return budget
 
 
-def optimizer_for(cfg, device: str, log: Callable[[str], None], memory: str = "fast") -> str:
+def optimizer_for(cfg, device: str, log: Callable[[str], None], memory: str = "fast", sharded: bool = False) -> str:
     """bitsandbytes' paged and 8-bit optimizers are CUDA features; lean keeps the states in 8 bits."""
     name = cfg.training.optimizer
+    if sharded and name != "adamw_torch":
+        # bitsandbytes' update kernels have no DTensor rule (NotImplementedError on H200 x2); torch's AdamW updates
+        # each rank's shard of the adapters.
+        log(f"optimizer: adamw_torch ({name} cannot update sharded parameters)")
+        return "adamw_torch"
     if device == "cpu" and name != "adamw_torch":
         log(f"optimizer: {name} needs a GPU; using adamw_torch on the CPU")
         return "adamw_torch"
