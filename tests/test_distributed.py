@@ -96,6 +96,29 @@ def test_parallelism_is_fsdp_only_where_one_gpu_is_not_enough():
     assert logs[-1] == "parallelism: ddp over 2 processes (fsdp needs GPUs)"
 
 
+def test_parallelism_asks_about_the_run_as_planned(tmp_path):
+    # Qwen2.5-14B's numbers, seq 4096, GPUs capped at 20 GiB: lean with Liger's fused loss fits one GPU (it trained
+    # at 11.3 GiB on an H200 capped so), so auto keeps a whole copy per GPU; counting the unfused 152k-vocabulary
+    # logits instead (the decision before this was fixed) shards it.
+    import json
+
+    from engine.config import config_from_dict
+    from engine.train.distributed import resolve_parallelism
+
+    (tmp_path / "config.json").write_text(json.dumps({
+        "model_type": "qwen2", "architectures": ["Qwen2ForCausalLM"], "hidden_size": 5120,
+        "intermediate_size": 13824, "num_hidden_layers": 48, "num_attention_heads": 40, "num_key_value_heads": 8,
+        "vocab_size": 152064, "max_position_embeddings": 32768, "tie_word_embeddings": False}))
+    cfg = config_from_dict({"model": str(tmp_path), "dataset": {"path": "x.jsonl"},
+                            "training": {"max_seq_length": 4096, "micro_batch_size": 1, "memory": "lean"}})
+    logs = []
+    assert resolve_parallelism(cfg, 2, "cuda", 20, logs.append, tokens_per_microbatch=8192, fused_loss=True) == "ddp"
+    assert "the model fits one GPU" in logs[-1]
+    assert resolve_parallelism(cfg, 2, "cuda", 20, logs.append, tokens_per_microbatch=8192) == "fsdp"
+    # a GPU too small for a whole copy even lean: sharded
+    assert resolve_parallelism(cfg, 2, "cuda", 10, logs.append, tokens_per_microbatch=8192, fused_loss=True) == "fsdp"
+
+
 def test_fsdp_arguments_wrap_the_decoder_layers_and_the_weights_load_shardable(demo_model_dir):
     import torch
 
