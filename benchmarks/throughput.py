@@ -85,6 +85,8 @@ def build_model_dir(arch: str, root: Path) -> Path:
         model = AutoModelForCausalLM.from_config(cfg, dtype=torch.bfloat16)
     model.save_pretrained(out)
     del model
+    if device == "cuda":
+        torch.cuda.empty_cache()  # the sides run in other processes: hand the GPU memory back to them
     return out
 
 

@@ -8,3 +8,9 @@ step() {
     pkill -9 -f "engine[.]train[.]run"  # detached trainers of a step that ran out of time
     cp /tmp/lorapilot-bench/lever-*.json "$R/" 2>/dev/null
 }
+
+# Every job leaves its processes' Python stacks in $R/stacks (written each minute): a hang is then readable
+# afterwards (diag/sitecustomize.py; the Qwen2.5-14B FSDP run's final save hung without them).
+mkdir -p "$R/stacks"
+export PYTHONPATH="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/diag:$PYTHONPATH" STACK_DIR="$R/stacks" \
+    STACK_EVERY_S=${STACK_EVERY_S:-60}
