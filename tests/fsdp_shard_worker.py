@@ -36,14 +36,13 @@ def loss_reading_the_head_weight(self, input_ids=None, position_ids=None, labels
 
 
 def shard_like_accelerate(model, world: int, dtype) -> None:
-    import torch
     from torch.distributed.device_mesh import init_device_mesh
-    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+    from torch.distributed.fsdp import fully_shard
 
-    from engine.train.distributed import fsdp_arguments
+    from engine.train.distributed import fsdp_arguments, fsdp_mixed_precision
 
     mesh = init_device_mesh("cpu", (world,))
-    kw = dict(mesh=mesh, mp_policy=MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=torch.float32))
+    kw = dict(mesh=mesh, mp_policy=fsdp_mixed_precision(dtype))  # the policy the trainer hands accelerate
     layers = set(fsdp_arguments(model)["fsdp_config"]["transformer_layer_cls_to_wrap"])
     for module in model.modules():
         if type(module).__name__ in layers:

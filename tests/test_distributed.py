@@ -146,3 +146,32 @@ def test_a_sharded_run_makes_no_samples_and_says_so():
     assert sample_prompts_for("none", ["p1"], logs.append) == ["p1"]
     assert sample_prompts_for("fsdp", ["p1"], logs.append) == [] and "off while the model is sharded" in logs[0]
     assert sample_prompts_for("fsdp", [], logs.append) == [] and len(logs) == 1  # nothing to turn off, no line
+
+
+def test_sharded_runs_reduce_gradients_in_fp32_and_leave_the_loss_uncast():
+    # accelerate's own bf16 policy casts the outputs, the loss included, to bf16 (the 2-GPU run logged 11.1875
+    # where one GPU logged 11.2086); the CPU shard tests run with this same policy.
+    import torch
+
+    from engine.train.distributed import fsdp_mixed_precision
+
+    policy = fsdp_mixed_precision(torch.bfloat16)
+    assert (policy.param_dtype, policy.reduce_dtype, policy.output_dtype) == (torch.bfloat16, torch.float32, None)
+
+
+def test_the_trainers_fsdp_plugin_keeps_that_policy():
+    # The Trainer builds accelerate's plugin from TrainingArguments.fsdp_plugin_args; accelerate then applies
+    # the run's mixed precision, which must not replace the policy given.
+    import torch
+    from accelerate.utils import FullyShardedDataParallelPlugin
+    from transformers import TrainingArguments
+
+    from engine.train.distributed import use_fsdp_mixed_precision
+
+    args = TrainingArguments(output_dir="unused", fsdp=True, bf16=True, use_cpu=True, report_to="none",
+                             fsdp_config={"version": 2, "transformer_layer_cls_to_wrap": ["LlamaDecoderLayer"]})
+    use_fsdp_mixed_precision(args, torch.bfloat16)
+    plugin = FullyShardedDataParallelPlugin(**args.fsdp_plugin_args)
+    plugin.set_mixed_precision("bf16")  # what accelerate's state does with the plugin
+    assert plugin.mixed_precision_policy.output_dtype is None
+    assert plugin.mixed_precision_policy.reduce_dtype == torch.float32

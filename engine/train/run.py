@@ -207,6 +207,11 @@ def train(cfg, run_dir: Path, *, resume: bool, data=None, tokenizer=None, callba
         **sharding,
     )
 
+    if sharding:
+        from engine.model import _dtype
+        from engine.train.distributed import use_fsdp_mixed_precision
+        use_fsdp_mixed_precision(args, _dtype(dtype_name))
+
     class PlannedTrainer(Trainer):
         def _get_train_sampler(self, train_dataset=None):
             return PlanSampler(train_ds)
