@@ -276,6 +276,11 @@ def train(cfg, run_dir: Path, *, resume: bool, data=None, tokenizer=None, callba
         tokenizer.save_pretrained(str(adapter_dir))
         _save_generation_config(model, tokenizer, adapter_dir)
     callback._write("event", step, message="adapter saved", path=str(adapter_dir))
+    if n_ranks > 1 and torch.distributed.is_initialized():
+        # NCCL collectives are queued, not awaited: a rank that had queued its part of gathering the adapter could
+        # exit while rank 0 was still copying its share to the CPU, and rank 0 then waited forever in the save
+        # (Qwen2.5-14B on 2 x H200; benchmarks/results/multi_gpu-h200x2-2026-11-23b.md). Every rank leaves together.
+        torch.distributed.barrier()
     status(run_dir, state="done", step=step)
     log(f"done: adapter in {adapter_dir}")
     return EXIT_OK
