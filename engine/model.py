@@ -91,7 +91,7 @@ def compute_dtype_name(precision: str, hw: Hardware) -> str:
     return "bf16" if hw.bf16 and hw.capability and hw.capability[0] >= 8 else "fp16"
 
 
-def _dtype(name: str):
+def torch_dtype(name: str):
     import torch
     return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[name]
 
@@ -122,7 +122,7 @@ def load_base_model(model: str, quantization: str, precision: str, *, trust_remo
 
     hw = detect_hardware()
     dtype_name = compute_dtype_name(precision, hw)
-    dtype = _dtype(dtype_name)
+    dtype = torch_dtype(dtype_name)
     kwargs = dict(trust_remote_code=trust_remote_code, token=hub_token(), dtype=dtype)
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation

@@ -143,7 +143,7 @@ def train(cfg, run_dir: Path, *, resume: bool, data=None, tokenizer=None, callba
     from engine.train.speed import liger_available
 
     # Asked of the run as planned: its memory mode, its largest micro-batch, and Liger's fused loss.
-    largest = max((sum(len(data.train[i]) for i in mb) for ep in plan.epochs for st in ep for mb in st), default=0)
+    largest = _largest_microbatch(plan, [len(e) for e in data.train])
     parallel = resolve_parallelism(with_changes(cfg, {"training.memory": memory}), n_ranks, hw.device,
                                    hw.memory_gib, log, tokens_per_microbatch=largest or None,
                                    fused_loss=liger_available(hw.device)[0])
@@ -208,9 +208,9 @@ def train(cfg, run_dir: Path, *, resume: bool, data=None, tokenizer=None, callba
     )
 
     if sharding:
-        from engine.model import _dtype
+        from engine.model import torch_dtype
         from engine.train.distributed import use_fsdp_mixed_precision
-        use_fsdp_mixed_precision(args, _dtype(dtype_name))
+        use_fsdp_mixed_precision(args, torch_dtype(dtype_name))
 
     class PlannedTrainer(Trainer):
         def _get_train_sampler(self, train_dataset=None):
@@ -312,7 +312,7 @@ def _plan(cfg, data, hw, *, examples_per_step: int, num_epochs: int, n_ranks: in
     memory = t.memory
     if memory == "auto" and hw.device == "cuda":
         fast = plan_for(token_budget(cfg, hw.device, lambda _: None, "fast"))
-        largest = max((sum(lengths[i] for i in mb) for ep in fast.epochs for step in ep for mb in step), default=0)
+        largest = _largest_microbatch(fast, lengths)
         memory = resolve_memory(cfg, hw.device, hw.memory_gib, largest or None, log, n_ranks)
         if memory == "fast":
             token_budget(cfg, hw.device, log, memory)  # its line in train.log
@@ -320,6 +320,11 @@ def _plan(cfg, data, hw, *, examples_per_step: int, num_epochs: int, n_ranks: in
     elif memory == "auto":
         memory = "fast"
     return memory, plan_for(token_budget(cfg, hw.device, log, memory))
+
+
+def _largest_microbatch(plan, lengths: list[int]) -> int:
+    """Tokens in the plan's largest micro-batch (0 for an empty plan): what the memory estimate must fit."""
+    return max((sum(lengths[i] for i in mb) for ep in plan.epochs for step in ep for mb in step), default=0)
 
 
 def _report_to(requested: list[str]) -> list[str] | str:
