@@ -150,7 +150,7 @@ def _stalled(run) -> bool:
 
     from engine.diagnose.stall import no_progress
 
-    return run.state == "training" and no_progress(run.extra, None, None, time.time(), str(run.path)) is not None
+    return run.state == "training" and no_progress(run.extra, None, time.time(), str(run.path)) is not None
 
 
 def _cmd_stop(a) -> int:

@@ -22,29 +22,29 @@ def status(**kw) -> dict:
 
 
 def test_quiet_spells_below_the_limit_are_not_news():
-    assert no_progress(status(), NOW - 10, 2.0, NOW) is None
-    assert no_progress(status(updated=NOW - STALL_MIN_S + 5), None, 2.0, NOW) is None
+    assert no_progress(status(step_s=2.0), NOW - 10, NOW) is None
+    assert no_progress(status(updated=NOW - STALL_MIN_S + 5, step_s=2.0), None, NOW) is None
     # a run of 30 s steps may be quiet for 20 of them
-    assert no_progress(status(updated=NOW - 500), None, 30.0, NOW) is None
-    assert no_progress(status(updated=NOW - STALL_STEPS * 30.0 - 1), None, 30.0, NOW) is not None
+    assert no_progress(status(updated=NOW - 500, step_s=30.0), None, NOW) is None
+    assert no_progress(status(updated=NOW - STALL_STEPS * 30.0 - 1, step_s=30.0), None, NOW) is not None
 
 
 @pytest.mark.parametrize("state", ["loading", "evaluating", "done", "failed", "stopped"])
 def test_only_a_training_run_can_stall(state):
-    assert no_progress(status(state=state, updated=NOW - 3600), None, 2.0, NOW) is None
+    assert no_progress(status(state=state, updated=NOW - 3600, step_s=2.0), None, NOW) is None
 
 
 def test_the_latest_sign_of_life_counts():
-    assert no_progress(status(updated=NOW - 3600), NOW - 20, 2.0, NOW) is None  # a record 20 s ago
-    assert no_progress(None, None, None, NOW) is None
+    assert no_progress(status(updated=NOW - 3600, step_s=2.0), NOW - 20, NOW) is None  # a record 20 s ago
+    assert no_progress(None, None, NOW) is None
 
 
 def test_first_step_and_several_gpus_get_their_own_words():
-    first = no_progress(status(step=0, updated=NOW - 600, world_size=2), None, None, NOW)
+    first = no_progress(status(step=0, updated=NOW - 600, world_size=2), None, NOW)
     assert first.code == "no_progress" and first.severity == "warning" and first.step == 0
     assert "No step has finished in 10 min" in first.message and "compile" in first.message
     assert "training.num_gpus: 1" in first.fix
-    later = no_progress(status(updated=NOW - 900), None, 2.5, NOW)
+    later = no_progress(status(updated=NOW - 900, step_s=2.5), None, NOW)
     assert "stuck at step 40" in later.message and "~2.5 s" in later.evidence
     assert "num_gpus" not in later.fix and "kill PID" in later.fix and "--resume" in later.fix
 
@@ -85,5 +85,5 @@ def test_the_trainers_own_step_time_sets_the_limit(finished_demo_run):
 
     # the trainer writes its recent seconds per step into status.json: readers of status alone agree
     assert read_status(finished_demo_run)["step_s"] > 0
-    assert no_progress(status(updated=NOW - 500, step_s=30.0), None, None, NOW) is None
-    assert no_progress(status(updated=NOW - 500, step_s=2.0), None, None, NOW) is not None
+    assert no_progress(status(updated=NOW - 500, step_s=30.0), None, NOW) is None
+    assert no_progress(status(updated=NOW - 500, step_s=2.0), None, NOW) is not None

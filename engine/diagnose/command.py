@@ -106,7 +106,7 @@ def _stalled(run_dir: Path, records: list[dict]) -> list[Finding]:
     if effective_state(status) != "training":
         return []
     times = [r["time"] for r in records if isinstance(r.get("time"), (int, float))]
-    found = no_progress(status, max(times, default=None), None, time.time(), str(run_dir))
+    found = no_progress(status, max(times, default=None), time.time(), str(run_dir))
     return [found] if found else []
 
 

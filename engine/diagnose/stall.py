@@ -20,16 +20,15 @@ def _age(seconds: float) -> str:
     return f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
 
 
-def no_progress(status: dict | None, last_record_time: float | None, step_s: float | None,
-                now: float, run_dir: str = "RUN_DIR") -> Finding | None:
+def no_progress(status: dict | None, last_record_time: float | None, now: float,
+                run_dir: str = "RUN_DIR") -> Finding | None:
     """The `no_progress` finding, or None while the run reports or is not training.
 
-    step_s: the run's recent seconds per step; None reads the trainer's own figure from status.json.
+    The pace is the trainer's own recent seconds per step (status.json's step_s).
     """
     if not status or status.get("state") != "training":
         return None
-    if step_s is None and isinstance(status.get("step_s"), (int, float)):
-        step_s = status["step_s"]
+    step_s = status["step_s"] if isinstance(status.get("step_s"), (int, float)) else None
     seen = [t for t in (status.get("updated"), last_record_time) if isinstance(t, (int, float))]
     if not seen:
         return None

@@ -99,7 +99,7 @@ class ProgressPanel(MonitorPanel):
         h = self.history
         if h.state != "training":
             return None
-        return no_progress(h.status, h.last_time, None, time.time(), h.run_dir)
+        return no_progress(h.status, h.last_time, time.time(), h.run_dir)
 
     def _trouble(self) -> list:
         h = self.history
