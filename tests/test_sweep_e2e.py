@@ -20,7 +20,9 @@ from engine.sweep.sweepdir import read_sweep
 def small_demo(tmp_path: Path) -> Path:
     raw = yaml.safe_load(DEMO_CONFIG.read_text())
     raw["dataset"]["path"] = str(DEMO_CONFIG.parent / raw["dataset"]["path"])
-    raw["training"].update(max_seq_length=64, micro_batch_size=4)
+    # 32 examples a micro-batch: steps long enough that the driver, polling every half second, sees the first rung
+    # before a trial it halves has finished (at 4 the tiny model ran 6 steps within one poll on a fast machine)
+    raw["training"].update(max_seq_length=64, micro_batch_size=32)
     path = tmp_path / "small.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path
