@@ -139,7 +139,26 @@ def load_base_model(model: str, quantization: str, precision: str, *, trust_remo
         m = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     except OSError as e:
         raise ModelError(f"{model}: cannot load model: {str(e).splitlines()[0]}") from None
+    if hw.device == "cpu":
+        keep_cpu_4bit_layout(m)
     return m, dtype_name
+
+
+def keep_cpu_4bit_layout(model) -> int:
+    """Turns off bitsandbytes' CPU inference repacking of 4-bit weights; returns how many layers it touched.
+
+    On CPUs with AVX512-BF16, bitsandbytes 0.50 rewrites a Linear4bit's weight in place into a packed layout at
+    its first forward in eval mode without grad, which is what samples and the playground do between training
+    steps. The repacking assumes in_features is a multiple of the quantisation block (64) and raises otherwise
+    (the demo's 352-wide MLP: "shape '[128, 5]' is invalid"), and where it succeeds it changes the layout of
+    weights that training goes on using. The unpacked path is the one every other CPU takes.
+    """
+    n = 0
+    for module in model.modules():
+        if getattr(module, "support_avx512bf16_for_cpu", False):
+            module.support_avx512bf16_for_cpu = False
+            n += 1
+    return n
 
 
 def linear_module_names(model) -> list[str]:

@@ -89,3 +89,22 @@ def test_samples_keep_within_their_share_of_the_run_time(tmp_path, monkeypatch, 
     else:  # cheap samples: every evaluation has them
         assert sampled == list(range(1, 21)) and not any(r["kind"] == "event" for r in records)
     assert sum(r["kind"] == "sample" for r in records) == 3 * len(sampled)
+
+
+def test_4bit_model_answers_in_eval_mode_on_a_cpu_with_avx512_bf16(demo_model_dir, monkeypatch):
+    """Samples and the playground run the 4-bit model in eval mode without grad. On CPUs with AVX512-BF16,
+    bitsandbytes then repacks each weight for its CPU inference kernel, which raised on the demo's 352-wide MLP
+    and killed the demo run at its first evaluation. Pretending the CPU has the feature makes this check
+    the same on every machine: the loader must keep the layout, and eval mode answer as train mode does."""
+    import bitsandbytes.nn.modules as bnb_modules
+    import torch
+
+    from engine.model import load_base_model
+
+    monkeypatch.setattr(bnb_modules, "has_avx512bf16", lambda: True)
+    model, _ = load_base_model(str(demo_model_dir), "nf4", "auto")
+    ids = torch.tensor([[5, 6, 7, 8, 9]])
+    with torch.no_grad():
+        trained_way = model.train()(input_ids=ids).logits
+        sampled_way = model.eval()(input_ids=ids).logits
+    assert torch.equal(sampled_way, trained_way)
