@@ -1,6 +1,6 @@
 """What the samples at each evaluation cost, against the training they interrupt, in one real run.
 
-    python benchmarks/sample_cost.py llama2-7b [--steps 13] [--eval-every 6] [--fast-decode [eager]] [--out FILE]
+    python benchmarks/sample_cost.py llama2-7b [--steps 13] [--eval-every 6] [--fast-decode [eager]] [--compiled-block-mask] [--out FILE]
 
 The engine's trainer on the throughput benchmark's data (16 examples per step), evaluating every
 `--eval-every` steps on 24 held-out examples; at each evaluation the callback generates the default 3
@@ -45,7 +45,8 @@ def main() -> None:
     ap.add_argument("--eval-every", type=int, default=6)
     ap.add_argument("--work", default="/tmp/lorapilot-bench")
     ap.add_argument("--out")
-    ap.add_argument("--own-block-mask", action="store_true", help="engine.train.speed.LEVERS.own_block_mask on")
+    ap.add_argument("--compiled-block-mask", action="store_true",
+                    help="transformers' compiled create_block_mask instead of the engine's eager one (the default)")
     ap.add_argument("--fast-decode", nargs="?", const="1", choices=("1", "eager"),
                     help="samples through engine.fast_decode (LORAPILOT_FAST_DECODE): compiled, or 'eager'")
     a = ap.parse_args()
@@ -53,7 +54,9 @@ def main() -> None:
         import os
         os.environ["LORAPILOT_FAST_DECODE"] = a.fast_decode
     from engine.train import speed
-    speed.LEVERS.own_block_mask = a.own_block_mask
+    # set only when asked: writing the flag's default here once overrode the engine's own default
+    if a.compiled_block_mask:
+        speed.LEVERS.own_block_mask = False
     from engine.rundir import read_metrics
 
     work = Path(a.work)
@@ -82,7 +85,7 @@ def main() -> None:
     import engine.samples
     if a.fast_decode and engine.samples._fast_decode_broken:
         print("fast decode FAILED and fell back to model.generate (its warning is above): the times are generate's")
-    text = (f"{a.arch} (own_block_mask {a.own_block_mask}, fast_decode {a.fast_decode or 'off'}): median training step {step_s:.3f} s; {len(per_eval)} evaluations, {n_samples} samples; "
+    text = (f"{a.arch} (own_block_mask {speed.LEVERS.own_block_mask}, fast_decode {a.fast_decode or 'off'}): median training step {step_s:.3f} s; {len(per_eval)} evaluations, {n_samples} samples; "
             f"sampling {gen:.2f} s per evaluation (3 prompts x up to 128 new tokens, one batch)\n"
             # the first one holds any compilation: a median over two evaluations is their mean
             f"sampling per evaluation, in order: {', '.join(f'{v:.2f}' for v in per_eval.values())} s\n"

@@ -1,16 +1,17 @@
 #!/bin/bash
-# For the next nvidia-h100-x1 lease (#12, #11). In order of what the open goals need:
-# 1. Llama-3-8B side by side with the eager block mask now the default (engine/plain was 4.17x, goal 4.5x);
-# 2. the samples' cost with generate and with the fast decode path (#11: goal under 5 % of training time);
-# 3. the compiled-layers experiment (lever row 9), whose session-5 results were lost with the machine.
-# Poll without gaps over 30 s, and tar the results at the end of the same call that sees "all done".
+# For the next nvidia-h100-x1 lease (#11, then #12's open experiment). In order of what the open goals need:
+# 1. what one batch of samples costs in steady state, generate against fast decode (#11: under 5 % of training
+#    time at the defaults; session 6 saw only fast decode's first calls, 18-27 s with compilation);
+# 2. the same on Llama-3-8B (a 128k vocabulary: the head is a larger share of a decode step);
+# 3. the compiled-layers experiment (lever row 9) on Llama-3-8B, whose results were lost in session 5 and cut
+#    for the budget in session 6.
+# Poll without gaps over 30 s, and tar $R in every poll call.
 #   setsid nohup bash benchmarks/device_jobs/h100-next.sh /tmp/job > /tmp/job.out 2>&1 &   then poll /tmp/job/progress
 R=${1:-/tmp/job}
 mkdir -p "$R"
 . "$(dirname "$0")/lib.sh"
 cd "$(dirname "$0")/../.." || exit 1
-step throughput-llama3 900 python benchmarks/throughput.py llama3-8b --steps 12 --out "$R/throughput-llama3.md"
-step samples-generate 420 python benchmarks/sample_cost.py llama2-7b --steps 25 --out "$R/sample_cost-generate.md"
-step samples-fast 420 python benchmarks/sample_cost.py llama2-7b --steps 25 --fast-decode --out "$R/sample_cost-fast.md"
+step decode-llama2 420 python benchmarks/decode_cost.py llama2-7b --repeats 5 --out "$R/decode_cost-llama2.md"
+step decode-llama3 420 python benchmarks/decode_cost.py llama3-8b --repeats 4 --out "$R/decode_cost-llama3.md"
 step l3-9 420 python benchmarks/levers.py llama3-8b --rows 5,9 --steps 10 --out "$R/levers-llama3-9.md"
 echo "== $(date +%T) all done" >> "$R/progress"

@@ -4,7 +4,8 @@ step() {
     shift 2
     echo "== $(date +%T) start $name" >> "$R/progress"
     timeout --kill-after=10 "$lim" "$@" > "$R/$name.log" 2>&1
-    echo "== $(date +%T) end $name rc=$?" >> "$R/progress"
+    local rc=$?  # taken at once: the $(date) below resets $? (every step logged rc=0, timeouts included)
+    echo "== $(date +%T) end $name rc=$rc" >> "$R/progress"
     pkill -9 -f "engine[.]train[.]run"  # detached trainers of a step that ran out of time
     cp /tmp/lorapilot-bench/lever-*.json "$R/" 2>/dev/null
 }
