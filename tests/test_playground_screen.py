@@ -34,7 +34,9 @@ async def test_prompt_streams_the_base_then_the_adapter(finished_demo_run):
         # The prompt has the focus at once, and keys echo while the model loads in its helper process.
         start = time.monotonic()
         await type_text(pilot, "Add 2 and 3.")
-        assert time.monotonic() - start < 2.0
+        # A load in the app's own process would hold the keys for the imports (7 s on this 2-core machine) and
+        # the model load; 12 keys took 2.1 s under a parallel test run, hence the margin.
+        assert time.monotonic() - start < 4.0
         assert screen.query_one("#prompt").text == "Add 2 and 3."
         await pilot.press("enter")  # sent before the model is loaded: the answers wait for it
         base, adapter = screen.pane("base"), screen.pane("adapter")
