@@ -393,3 +393,14 @@ async def test_a_live_run_that_stopped_reporting_says_so(tmp_path, trainer):
         progress = " ".join(text_of(monitor(app).query_one("#progress")).split())
         assert "training" in progress and "No step has finished in 15 min" in progress
         assert f"kill {proc.pid}" in progress and "ETA -" in progress
+
+
+def test_samples_panel_groups_each_evaluation_newest_first_with_its_eval_loss():
+    from tui.widgets.samples_list import sample_blocks
+
+    samples = [{"kind": "sample", "step": s, "eval_loss": loss, "prompt": f"p{i}", "output": f"answer {s}.{i}"}
+               for s, loss in ((10, 3.25), (20, 2.5)) for i in range(2)]
+    blocks = [b.plain for b in sample_blocks(samples)]
+    assert len(blocks) == 2
+    assert blocks[0].startswith("step 20 · eval loss 2.5000\n") and blocks[1].startswith("step 10 · eval loss 3.2500")
+    assert blocks[0].index("answer 20.0") < blocks[0].index("answer 20.1") and "answer 10" not in blocks[0]

@@ -1,4 +1,4 @@
-"""Generations the trainer sampled during training, newest first (filled once the trainer writes them)."""
+"""Generations the trainer sampled during training, newest evaluation first (filled once the trainer writes them)."""
 
 from __future__ import annotations
 
@@ -34,14 +34,30 @@ class SamplesList(VerticalScroll):
             return
         self._drawn = version
         body = self.query_one("#samples-body", Static)
-        samples = list(reversed(self.history.samples))
-        if not samples:
+        if not self.history.samples:
             body.update(Text("No samples yet. When the trainer generates from the prompts it keeps aside, "
                              "its answers appear here as the adapter learns.", style="dim"))
             return
-        blocks = []
-        for s in samples:
-            blocks.append(Text.assemble((f"step {s.get('step')}", "bold"), "\n",
-                                        ("prompt ", "dim bold"), (str(s.get("prompt", "")), "dim"), "\n",
-                                        ("output ", "green bold"), str(s.get("output", "")), "\n"))
-        body.update(Group(*blocks))
+        body.update(Group(*sample_blocks(self.history.samples)))
+
+
+def sample_blocks(samples: list[dict]) -> list[Text]:
+    """One block per evaluation, newest first: its step and eval loss, then each prompt with its answer.
+
+    The eval loss beside the text is what tells overfitting apart: answers that copy the training data while
+    the eval loss turns up.
+    """
+    by_step: dict = {}
+    for s in samples:
+        by_step.setdefault(s.get("step"), []).append(s)
+    blocks = []
+    for step in reversed(list(by_step)):
+        group = by_step[step]
+        loss = group[0].get("eval_loss")
+        header = f"step {step}" + (f" · eval loss {loss:.4f}" if isinstance(loss, (int, float)) else "")
+        parts: list = [(header, "bold reverse"), "\n"]
+        for s in group:
+            parts += [("prompt ", "dim bold"), (str(s.get("prompt", "")).strip(), "dim"), "\n",
+                      ("output ", "green bold"), str(s.get("output", "")), "\n"]
+        blocks.append(Text.assemble(*parts))
+    return blocks
