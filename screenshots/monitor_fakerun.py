@@ -80,6 +80,7 @@ def records(first: int, last: int, max_steps: int, *, t0: float, s_per_step: flo
             yield {"kind": "finding", "step": step, "time": round(t + 0.2, 3), **FINDINGS[step]}
         if step % 300 == 0:
             yield {"kind": "sample", "step": step, "time": round(t + 2.0, 3),
+                   "eval_loss": eval_record(step, t)["eval_loss"],  # the trainer copies it into each sample
                    "prompt": "Give three tips for staying healthy.",
                    "output": "1. Eat a balanced diet with plenty of fruit and vegetables. 2. Exercise "
                              "regularly. 3. Get enough sleep." if step >= 600 else "Eat. Eat well. Eat well eat."}

@@ -32,13 +32,13 @@ def small_config(tmp_path: Path, **training) -> Path:
     return path
 
 
-def wait_for(pred, timeout: float = 180, what: str = "condition"):
+def wait_for(pred, timeout: float = 180, what: str = "condition", every: float = 0.3):
     end = time.time() + timeout
     while time.time() < end:
         value = pred()
         if value:
             return value
-        time.sleep(0.3)
+        time.sleep(every)
     raise AssertionError(f"timed out waiting for {what}")
 
 
@@ -157,13 +157,13 @@ def test_detached_run_survives_its_launcher_then_stop_and_resume(tmp_path):
 
 
 def test_kill_9_then_resume_from_last_checkpoint(tmp_path):
-    # 48 steps: the tiny model trains ~7 steps a second on a fast machine, and the window in which to catch it
-    # between two checkpoints must outlast the polling.
-    steps = 48
+    # The tiny model trains 20-30 steps a second on a fast 2-core machine: 48 steps polled every 0.3 s once
+    # finished before the test caught the trainer between two checkpoints. Look every 20 ms, over 96 steps.
+    steps = 96
     cfg = small_config(tmp_path, max_steps=steps, save_steps=4)
     run_dir = tmp_path / "run"
     pid = start_detached(cfg, run_dir)
-    wait_for(lambda: (read_status(run_dir) or {}).get("step", 0) >= 5, what="step 5")
+    wait_for(lambda: (read_status(run_dir) or {}).get("step", 0) >= 5, what="step 5", every=0.02)
 
     def frozen_between_checkpoints() -> bool:
         # Freeze the trainer, then look: killing it right after a checkpoint step would leave nothing to redo.
@@ -174,7 +174,7 @@ def test_kill_9_then_resume_from_last_checkpoint(tmp_path):
         os.kill(pid, signal.SIGCONT)
         return False
 
-    wait_for(frozen_between_checkpoints, what="a step between two checkpoints")
+    wait_for(frozen_between_checkpoints, what="a step between two checkpoints", every=0.02)
     os.kill(pid, signal.SIGKILL)
     wait_for(lambda: effective_state(read_status(run_dir)) == "lost", timeout=30, what="lost state")
     before = train_records(run_dir)
