@@ -82,14 +82,15 @@ def main() -> None:
     rng = random.Random(0)
     vocab = min(ARCHS[a.arch]["vocab_size"], len(tokenizer))
     prompts = [[rng.randrange(3, vocab) for _ in range(n)] for n in PROMPT_LENGTHS]
-    rows, outputs = [], {}
+    rows, outputs, steady = [], [], []
     for label, env in WAYS:
-        times, outputs[label] = time_way(model, tokenizer, prompts, env, a.repeats, a.new_tokens)
-        steady = statistics.median(times[1:] or times)
-        rows.append(f"| {label} | {times[0]:.2f} | {steady:.2f} | {steady / a.new_tokens * 1000:.1f} | "
+        times, texts = time_way(model, tokenizer, prompts, env, a.repeats, a.new_tokens)
+        outputs.append(texts)
+        steady.append(statistics.median(times[1:] or times))
+        rows.append(f"| {label} | {times[0]:.2f} | {steady[-1]:.2f} | {steady[-1] / a.new_tokens * 1000:.1f} | "
                     f"{', '.join(f'{t:.2f}' for t in times)} |")
-    same = outputs[WAYS[0][0]] == outputs[WAYS[1][0]]
-    first, fast = (float(r.split("|")[3]) for r in rows)
+    same = outputs[0] == outputs[1]
+    generate_s, fast_s = steady
     text = "\n".join([
         f"GPU: {_gpu_name()}; {_versions()}",
         f"{a.arch}, NF4 + LoRA r 16 all-linear, eval mode; {len(prompts)} prompts ({', '.join(map(str, PROMPT_LENGTHS))}"
@@ -99,7 +100,7 @@ def main() -> None:
         "|---|---|---|---|---|",
         *rows,
         "",
-        f"fast decode / generate, steady: {fast / first:.2f}x the time ({first / fast:.1f}x faster)",
+        f"fast decode / generate, steady: {fast_s / generate_s:.2f}x the time ({generate_s / fast_s:.1f}x faster)",
         f"same tokens as generate: {'yes' if same else 'NO'}",
     ])
     print(text)

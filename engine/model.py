@@ -144,8 +144,8 @@ def load_base_model(model: str, quantization: str, precision: str, *, trust_remo
     return m, dtype_name
 
 
-def keep_cpu_4bit_layout(model) -> int:
-    """Turns off bitsandbytes' CPU inference repacking of 4-bit weights; returns how many layers it touched.
+def keep_cpu_4bit_layout(model) -> None:
+    """Turns off bitsandbytes' CPU inference repacking of 4-bit weights.
 
     On CPUs with AVX512-BF16, bitsandbytes 0.50 rewrites a Linear4bit's weight in place into a packed layout at
     its first forward in eval mode without grad, which is what samples and the playground do between training
@@ -153,12 +153,9 @@ def keep_cpu_4bit_layout(model) -> int:
     (the demo's 352-wide MLP: "shape '[128, 5]' is invalid"), and where it succeeds it changes the layout of
     weights that training goes on using. The unpacked path is the one every other CPU takes.
     """
-    n = 0
     for module in model.modules():
         if getattr(module, "support_avx512bf16_for_cpu", False):
             module.support_avx512bf16_for_cpu = False
-            n += 1
-    return n
 
 
 def linear_module_names(model) -> list[str]:
