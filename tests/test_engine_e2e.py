@@ -130,11 +130,14 @@ def test_export_adapter_and_merged(finished_demo_run, tmp_path):
 
 # ------------------------------------------------------------------ detach, stop, resume, kill -9
 def test_detached_run_survives_its_launcher_then_stop_and_resume(tmp_path):
-    cfg = small_config(tmp_path, max_steps=40, report_to=["tensorboard"])
+    # 120 steps, looked at every 20 ms: with 40 and 0.3 s, a fast machine finished before the stop landed (a
+    # stop on the final step ends the run done, not stopped).
+    max_steps = 120
+    cfg = small_config(tmp_path, max_steps=max_steps, report_to=["tensorboard"])
     run_dir = tmp_path / "run"
     pid = start_detached(cfg, run_dir)  # the launcher has exited when run_cli returns
     assert os.getsid(pid) == pid  # its own session: an SSH drop's SIGHUP does not reach it
-    wait_for(lambda: (read_status(run_dir) or {}).get("step", 0) >= 5, what="step 5")
+    wait_for(lambda: (read_status(run_dir) or {}).get("step", 0) >= 5, what="step 5", every=0.02)
     r = run_cli("stop", str(run_dir))
     assert r.returncode == 0 and "stop requested" in r.stdout
     wait_for(lambda: read_status(run_dir)["state"] in ("stopped", "done", "failed"), what="stop")
@@ -148,7 +151,7 @@ def test_detached_run_survives_its_launcher_then_stop_and_resume(tmp_path):
     assert read_status(run_dir)["state"] == "done"
     steps = [x["step"] for x in train_records(run_dir)]
     assert steps == sorted(steps) and len(steps) == len(set(steps))  # continued, nothing re-done
-    assert steps[-1] == 40 and min(s for s in steps if s > stopped_at) == stopped_at + 1
+    assert steps[-1] == max_steps and min(s for s in steps if s > stopped_at) == stopped_at + 1
     seen = [x["tokens_seen"] for x in train_records(run_dir)]
     assert seen == sorted(seen) and len(set(seen)) == len(seen)  # the token count continues across the resume
     events = [x["message"] for x in read_metrics(run_dir) if x["kind"] == "event"]
@@ -281,3 +284,23 @@ def test_other_quantizations_train(tmp_path, quantization):
     assert read_status(run_dir)["state"] == "done"
     assert f"quantization {quantization}," in (run_dir / "train.log").read_text()
     assert (run_dir / "adapter" / "adapter_model.safetensors").exists()
+
+
+def test_resume_of_a_run_at_its_last_step_is_refused_until_max_steps_is_raised(tmp_path):
+    """transformers resumed from a checkpoint at max_steps trains one step past it: refused before starting."""
+    import json
+
+    from engine.config import load_config
+    from engine.rundir import write_status
+    from engine.train.launch import finished_all_steps
+
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints" / "checkpoint-40").mkdir(parents=True)
+    (run_dir / "checkpoints" / "checkpoint-40" / "trainer_state.json").write_text(json.dumps({"global_step": 40}))
+    (run_dir / "config.yaml").write_text(small_config(tmp_path, max_steps=40).read_text())
+    write_status(run_dir, state="done", step=40, max_steps=40)
+    r = run_cli("train", "--resume", str(run_dir))
+    _bad(r, "nothing left to train", "step 40 of 40", "training.max_steps")
+    assert read_status(run_dir)["state"] == "done"  # the finished run is left as it was
+    assert finished_all_steps(run_dir, read_status(run_dir), 60) is None  # more steps configured: a continuation
+    assert load_config(run_dir / "config.yaml").training.max_steps == 40

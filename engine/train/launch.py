@@ -102,12 +102,33 @@ def resume_run(run_dir: str | Path) -> RunHandle:
     from engine.config import load_config
     from engine.train.distributed import num_processes
 
-    nproc = num_processes(load_config(rd / CONFIG_FILE).training.num_gpus)
+    cfg = load_config(rd / CONFIG_FILE)
+    finished = finished_all_steps(rd, status, cfg.training.max_steps)
+    if finished:
+        raise UserError(f"{rd}: nothing left to train: {finished}",
+                        fix=f"to train longer, raise training.max_steps in {rd / CONFIG_FILE}, then resume")
+    nproc = num_processes(cfg.training.num_gpus)
     (rd / STOP_REQUEST_FILE).unlink(missing_ok=True)
     write_status(rd, state="starting", error=None, hint=None, world_size=nproc)
     proc = _spawn(rd, resume=True, nproc=nproc)
     write_status(rd, pid=proc.pid)
     return RunHandle(rd, proc.pid, proc)
+
+
+def finished_all_steps(rd: Path, status: dict, configured_max_steps: int) -> str | None:
+    """Why a resume would have nothing to train, or None.
+
+    transformers resumed from a checkpoint at max_steps trains one step past it, so this is refused before
+    starting. A config edited to more steps than the run planned is a real continuation.
+    """
+    from engine.train.run import last_checkpoint
+
+    planned = status.get("max_steps")
+    ckpt = last_checkpoint(rd)
+    if not planned or not ckpt or configured_max_steps > planned:
+        return None
+    at = int(ckpt.rsplit("-", 1)[-1])
+    return f"its last checkpoint is at step {at} of {planned}" if at >= planned else None
 
 
 def request_stop(run_dir: str | Path) -> bool:

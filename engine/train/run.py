@@ -260,7 +260,10 @@ def train(cfg, run_dir: Path, *, resume: bool, data=None, tokenizer=None, callba
     trainer.train(resume_from_checkpoint=ckpt)
 
     step = trainer.state.global_step
-    if stop.is_set() or callback.stop_reason:
+    # A stop request that lands on the final step finds the training complete: the run ends done, with its
+    # adapter. Left "stopped", a resume trained one step past max_steps (transformers' resume loop checks the
+    # limit only after a step). A diagnostics stop still counts there: its last weights are suspect.
+    if callback.stop_reason or (stop.is_set() and step < max_steps):
         reason = callback.stop_reason or "stop requested"
         log(f"stopped at step {step}: {reason}")
         callback._write("event", step, message=f"stopped: {reason}")
