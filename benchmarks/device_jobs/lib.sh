@@ -10,8 +10,12 @@ step() {
     cp /tmp/lorapilot-bench/lever-*.json "$R/" 2>/dev/null
 }
 
-# Every job leaves its processes' Python stacks in $R/stacks (written each minute): a hang is then readable
-# afterwards (diag/sitecustomize.py; the Qwen2.5-14B FSDP run's final save hung without them).
-mkdir -p "$R/stacks"
-export PYTHONPATH="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/diag:$PYTHONPATH" STACK_DIR="$R/stacks" \
-    STACK_EVERY_S=${STACK_EVERY_S:-60}
+# STACKS=1 makes every process write its Python stacks to $R/stacks each minute, to read a hang afterwards
+# (diag/sitecustomize.py). Off by default: on 2026-12-02 three of four processes on an H200 died with SIGSEGV
+# in the middle of a dump (their stack files end mid-line), while their threads ran Python code; faulthandler's
+# dump of other running threads is not safe. Turn it on only to chase a hang.
+if [ "${STACKS:-0}" = 1 ]; then
+    mkdir -p "$R/stacks"
+    export PYTHONPATH="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/diag:$PYTHONPATH" STACK_DIR="$R/stacks" \
+        STACK_EVERY_S=${STACK_EVERY_S:-60}
+fi
