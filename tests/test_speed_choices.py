@@ -127,3 +127,26 @@ def test_the_fused_optimizer_experiment_replaces_only_the_paged_32_bit_default(m
     assert speed.optimizer_for(cfg, "cpu", logs.append, "fast") == "adamw_torch"
     chosen = cfg_for("llama-2-7b", optimizer="adamw_8bit")
     assert speed.optimizer_for(chosen, "cuda", logs.append, "fast") == "adamw_8bit"  # the user's choice stands
+
+
+def test_compiled_layers_keep_only_liger_s_fused_loss(demo_model_dir, monkeypatch):
+    """dynamo cannot trace Liger's in-layer autograd Functions (it raised in LigerRMSNorm on an H200): with the
+    compiled-layers experiment on, Liger patches the loss alone, and the layers stay transformers' own."""
+    from transformers.models.llama import modeling_llama
+
+    from engine.model import load_base_model
+
+    monkeypatch.setattr(speed, "liger_available", lambda device: (True, ""))  # Liger's patching needs no GPU
+    monkeypatch.setattr(speed.LEVERS, "compile_layers", True)
+    before = (modeling_llama.LlamaRMSNorm, modeling_llama.LlamaMLP, modeling_llama.apply_rotary_pos_emb)
+    model, _ = load_base_model(str(demo_model_dir), "nf4", "auto")
+    logs = []
+    assert speed.apply_liger(model, "cuda", logs.append)
+    assert "fused linear cross-entropy" in logs[-1] and "left to the compiled layers" in logs[-1]
+    assert model.forward.__func__.__module__.startswith("liger_kernel")
+    layer = model.model.layers[0]
+    for module in (layer.input_layernorm, layer.post_attention_layernorm, layer.mlp):
+        assert not type(module).__name__.startswith("Liger")
+        assert not getattr(module.forward, "__func__", module.forward).__module__.startswith("liger_kernel")
+    # nothing patched for models loaded later in this process
+    assert (modeling_llama.LlamaRMSNorm, modeling_llama.LlamaMLP, modeling_llama.apply_rotary_pos_emb) == before

@@ -81,7 +81,12 @@ def apply_liger(model, device: str, log: Callable[[str], None], fused_loss: bool
         return False
     from liger_kernel.transformers import _apply_liger_kernel_to_instance
 
-    if fused_loss:
+    if LEVERS.compile_layers and fused_loss:
+        # dynamo cannot trace Liger's in-layer autograd Functions (an AssertionError in its RMSNorm on the
+        # H200, 2026-12-02); inductor fuses those element-wise parts itself, so only the loss stays Liger's.
+        _apply_liger_kernel_to_instance(model=model, rope=False, rms_norm=False, swiglu=False)
+        log("kernels: Liger (fused linear cross-entropy); RMSNorm, RoPE and SwiGLU left to the compiled layers")
+    elif fused_loss:
         _apply_liger_kernel_to_instance(model=model)
         log("kernels: Liger (fused linear cross-entropy, RMSNorm, RoPE, SwiGLU)")
     else:
