@@ -8,7 +8,8 @@ on all linear layers, in eval mode, the default 3 prompts (lengths 120, 260 and 
 greedily in one batch, as the callback does at an evaluation. Each way runs `--repeats` times; the
 first call holds any compilation (CUDA graph capture included), so the steady cost is the median of
 the rest. Random weights never stop early: every row decodes all its tokens, the worst case.
-The tokens of the two ways are compared (fast decode must give generate's greedy tokens).
+The tokens of the two ways are compared: on the CPU they are the same; on a GPU they part at bf16 ties, where
+generate does not repeat itself either (benchmarks/decode_agreement.py).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ sys.path.insert(0, str(REPO))
 from benchmarks.throughput import ARCHS, _gpu_name, _versions, build_model_dir  # noqa: E402
 
 PROMPT_LENGTHS = (120, 260, 410)
-WAYS = (("generate", ""), ("fast decode", "1"))  # compiled into CUDA graphs on a GPU, eager on the CPU
+WAYS = (("generate", "0"), ("fast decode", "1"))  # compiled into CUDA graphs on a GPU, eager on the CPU
 
 
 def load(model_dir: Path):
@@ -60,7 +61,7 @@ def time_way(model, tokenizer, prompts, env: str, repeats: int, new_tokens: int)
         if torch.cuda.is_available():
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
-    if env and samples._fast_decode_broken:
+    if env != "0" and samples.fast_decode_broken():
         raise SystemExit("fast decode failed and fell back to generate (its warning is above)")
     return times, texts
 
