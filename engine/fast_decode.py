@@ -58,8 +58,8 @@ def greedy_decode(model, prompts: list[list[int]], *, max_new_tokens: int, stop_
 
     with torch.no_grad():
         cache = _static_cache(net, model, cache_len, batch, keep=compiled)
-        logits = net(input_ids=ids, attention_mask=mask, position_ids=prompt_positions, past_key_values=cache,
-                     use_cache=True, logits_to_keep=1).logits
+        logits = net(input_ids=ids, attention_mask=mask, position_ids=prompt_positions,
+                     **{_cache_argument(net): cache}, use_cache=True, logits_to_keep=1).logits
         first = logits[:, -1].argmax(-1)
         out = torch.full((batch, max_new_tokens), pad_id, dtype=torch.long, device=device)
         out[:, 0] = first
@@ -88,10 +88,18 @@ def _decode_step(net, cache, tokens, positions, attention_mask, done, stops, pad
     """One token per row: the greedy choice, pad for rows that already stopped (as generate does)."""
     import torch
 
-    logits = net(input_ids=tokens, attention_mask=attention_mask, position_ids=positions, past_key_values=cache,
-                 use_cache=True).logits
+    logits = net(input_ids=tokens, attention_mask=attention_mask, position_ids=positions,
+                 **{_cache_argument(net): cache}, use_cache=True).logits
     new = torch.where(done, pad, logits[:, -1].argmax(-1))
     return new, done | torch.isin(new, stops)
+
+
+def _cache_argument(net) -> str:
+    """transformers 5.2x renamed forward's past_key_values to cache (the old name warns, and goes in 5.40);
+    the GPU image's 5.17 knows only the old one."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(net.forward).parameters else "past_key_values"
 
 
 def _step_function(compiled: bool):
