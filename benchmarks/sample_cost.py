@@ -24,18 +24,18 @@ DEFAULT_EVAL_STEPS = 50  # engine/config.py
 
 
 def guarded(gen_s: float, step_s: float, steps: int = 1000) -> tuple[int, float]:
-    """Evaluations with samples, and their share of the run, under RunDirCallback's budget rule."""
-    from engine.train.callback import SAMPLE_FREE_S, SAMPLE_TIME_SHARE
+    """Evaluations with samples, and their share of the run, under the trainer's budget (one decoder, every batch
+    gen_s)."""
+    from engine.train.sample_budget import SampleBudget
 
-    clock = spent = 0.0
-    kept = 0
-    for _ in range(steps // DEFAULT_EVAL_STEPS):
+    budget, clock, kept = SampleBudget(), 0.0, 0
+    for k in range(1, steps // DEFAULT_EVAL_STEPS + 1):
         clock += DEFAULT_EVAL_STEPS * step_s
-        if not spent or spent + gen_s <= max(SAMPLE_TIME_SHARE * clock, SAMPLE_FREE_S):
+        if budget.next_batch(clock, (steps - k * DEFAULT_EVAL_STEPS) * step_s):
             clock += gen_s
-            spent += gen_s
+            budget.record(gen_s)
             kept += 1
-    return kept, spent / clock
+    return kept, budget.spent / clock
 
 
 def main() -> None:
@@ -83,7 +83,7 @@ def main() -> None:
     n_samples = sum(1 for r in recs if r["kind"] == "sample")
     kept, share_kept = guarded(gen, step_s)
     import engine.samples
-    if a.fast_decode and engine.samples._fast_decode_broken:
+    if a.fast_decode and engine.samples.fast_decode_broken():
         print("fast decode FAILED and fell back to model.generate (its warning is above): the times are generate's")
     text = (f"{a.arch} (own_block_mask {speed.LEVERS.own_block_mask}, fast_decode {a.fast_decode or 'off'}): median training step {step_s:.3f} s; {len(per_eval)} evaluations, {n_samples} samples; "
             f"sampling {gen:.2f} s per evaluation (3 prompts x up to 128 new tokens, one batch)\n"

@@ -17,8 +17,8 @@ from engine.data.types import IGNORE_INDEX, TokenizedExample
 
 DEFAULT_SAMPLE_PROMPTS = 3  # held-out validation prompts when the config names none
 END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>")
-# Greedy batches through engine.fast_decode instead of model.generate: "1" (compiled into CUDA graphs on a
-# GPU), "eager" (the same loop uncompiled). Off by default until measured on GPUs; read at each call.
+# Which decoder greedy batches use: unset or "auto" lets the trainer choose (engine.train.sample_budget),
+# "0" model.generate, "1" engine.fast_decode compiled into CUDA graphs on a GPU, "eager" the same loop uncompiled.
 FAST_DECODE_ENV = "LORAPILOT_FAST_DECODE"
 _fast_decode_broken = False  # it raised once in this process: later batches go straight to generate
 
@@ -76,20 +76,22 @@ def generate(model, tokenizer, prompt_ids: list[int], *, max_new_tokens: int, te
     return tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True).strip()
 
 
-def generate_greedy_batch(model, tokenizer, prompts: list[list[int]], *, max_new_tokens: int) -> list[str]:
+def generate_greedy_batch(model, tokenizer, prompts: list[list[int]], *, max_new_tokens: int,
+                          way: str | None = None) -> list[str]:
     """Greedy continuations of several prompts in one generate call (left-padded).
 
     One call instead of one per prompt: decoding a 4-bit model with adapters is bound by the
-    per-token launch cost, which a batch of a few prompts shares. With LORAPILOT_FAST_DECODE set, the
-    same greedy tokens come from engine.fast_decode's loop instead; generate remains the fallback.
+    per-token launch cost, which a batch of a few prompts shares. way "compile" or "eager" (default: what
+    LORAPILOT_FAST_DECODE names, else generate) takes the greedy tokens from engine.fast_decode's loop instead;
+    generate remains the fallback.
     """
     import torch
 
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    mode = fast_decode_mode()
-    if mode and not _fast_decode_broken:
+    way = way or forced_decoder() or "generate"
+    if way != "generate" and not _fast_decode_broken:
         rows = _fast_greedy_batch(model, tokenizer, prompts, max_new_tokens=max_new_tokens, pad=pad,
-                                  compile=mode == "compile")
+                                  compile=way == "compile")
         if rows is not None:
             return [tokenizer.decode(row, skip_special_tokens=True).strip() for row in rows]
     device = next(model.parameters()).device
@@ -102,12 +104,19 @@ def generate_greedy_batch(model, tokenizer, prompts: list[list[int]], *, max_new
     return [tokenizer.decode(row[width:], skip_special_tokens=True).strip() for row in out]
 
 
-def fast_decode_mode() -> str | None:
-    """None (model.generate), "compile" or "eager", from LORAPILOT_FAST_DECODE."""
+def forced_decoder() -> str | None:
+    """The decoder LORAPILOT_FAST_DECODE names ("generate", "compile", "eager"), or None: unset or "auto"."""
     value = os.environ.get(FAST_DECODE_ENV, "").strip().lower()
-    if value in ("", "0", "false", "no", "off"):
+    if value in ("", "auto"):
         return None
+    if value in ("0", "false", "no", "off", "generate"):
+        return "generate"
     return "eager" if value == "eager" else "compile"
+
+
+def fast_decode_broken() -> bool:
+    """Fast decode raised once in this process, and every batch since has used generate."""
+    return _fast_decode_broken
 
 
 def _fast_greedy_batch(model, tokenizer, prompts: list[list[int]], *, max_new_tokens: int, pad: int,
@@ -145,8 +154,9 @@ def _attention(model, impl: str):
             model.set_attn_implementation(old)
 
 
-def sample_all(model, tokenizer, prompts: list[SamplePrompt], max_new_tokens: int) -> list[dict]:
-    """One record body per prompt; the model is left in the mode it was in.
+def sample_all(model, tokenizer, prompts: list[SamplePrompt], max_new_tokens: int,
+               way: str | None = None) -> list[dict]:
+    """One record body per prompt; the model is left in the mode it was in. way: generate_greedy_batch's.
 
     gen_s: the batch's generation time shared equally among its prompts.
     """
@@ -156,7 +166,8 @@ def sample_all(model, tokenizer, prompts: list[SamplePrompt], max_new_tokens: in
     model.eval()
     try:
         t0 = time.perf_counter()
-        texts = generate_greedy_batch(model, tokenizer, [p.ids for p in prompts], max_new_tokens=max_new_tokens)
+        texts = generate_greedy_batch(model, tokenizer, [p.ids for p in prompts], max_new_tokens=max_new_tokens,
+                                      way=way)
         each = round((time.perf_counter() - t0) / len(prompts), 3)
     finally:
         if was_training:

@@ -55,11 +55,12 @@ def test_samples_keep_within_their_share_of_the_run_time(tmp_path, monkeypatch, 
     """The scheduling alone, on a clock: an H100 7B (18 s a batch every 43.5 s of training) and the demo."""
     import engine.samples
     from engine.train import callback as cbmod
+    from engine.train import sample_budget as sb
 
     clock = [0.0]
     monkeypatch.setattr(cbmod.time, "monotonic", lambda: clock[0])
 
-    def timed_batch(model, tokenizer, prompts, max_new_tokens):
+    def timed_batch(model, tokenizer, prompts, max_new_tokens, way=None):
         clock[0] += batch_s
         return [{"prompt": p, "output": "x", "gen_s": batch_s / len(prompts)} for p in prompts]
 
@@ -76,14 +77,14 @@ def test_samples_keep_within_their_share_of_the_run_time(tmp_path, monkeypatch, 
     for k in range(1, 21):
         clock[0] += every_s
         State.global_step = 50 * k
-        before = cb._sample_s
+        before = cb._samples.spent
         cb.on_evaluate(None, State, None, model=object())
-        if cb._sample_s > before:
+        if cb._samples.spent > before:
             sampled.append(k)
             if k > 1:  # after the first batch, the total stays within the budget
-                assert cb._sample_s <= max(cbmod.SAMPLE_TIME_SHARE * clock[0], cbmod.SAMPLE_FREE_S) + 1e-9
+                assert cb._samples.spent <= max(sb.SAMPLE_TIME_SHARE * clock[0], sb.SAMPLE_FREE_S) + 1e-9
     records = read_metrics(tmp_path)
-    if batch_s * 20 > max(cbmod.SAMPLE_FREE_S, cbmod.SAMPLE_TIME_SHARE * 20 * every_s):
+    if batch_s * 20 > max(sb.SAMPLE_FREE_S, sb.SAMPLE_TIME_SHARE * 20 * every_s):
         assert sampled[0] == 1 and 2 <= len(sampled) < 20
         assert sum(r["kind"] == "event" and "samples skipped" in r["message"] for r in records) == 1
     else:  # cheap samples: every evaluation has them

@@ -14,17 +14,13 @@ import time
 from transformers import TrainerCallback
 
 from engine.rundir import MetricsWriter, write_status
+from engine.train.sample_budget import SAMPLE_TIME_SHARE, SampleBudget
 
 _GIB = 1024 ** 3
 # Per-step work kept well under 1 % of a step: on an H100 NVML's queries and the status file took
 # ~15 ms a step (1.7 % of a 0.87 s step; benchmarks/results/sample_cost-h100-2026-11-23.md), so both
 # are refreshed at most this often. Records in between repeat the last GPU sample.
 REFRESH_S = 2.0
-# Samples may take at most this share of the run's time. Decoding a 4-bit model is bound by the host's
-# per-op cost (~140 ms a token on a 7B on an H100: 3 prompts x 128 tokens ~18 s, 29 % of 50 steps),
-# so where a batch costs more than this allows, evaluations in between go without samples.
-SAMPLE_TIME_SHARE = 0.05
-SAMPLE_FREE_S = 10.0  # samples this cheap in all never count against the share (the demo, small models)
 
 
 def _gpu_fields() -> dict:
@@ -58,7 +54,7 @@ def _gpu_fields() -> dict:
 class RunDirCallback(TrainerCallback):
     def __init__(self, run_dir, *, collator, steps_per_epoch: int, stop_flag, stop_on: list[str],
                  diagnostics=None, is_main: bool = True, world_size: int = 1, tokenizer=None, sample_prompts=(),
-                 sample_max_new_tokens: int = 128, tokens_offset: int = 0):
+                 sample_max_new_tokens: int = 128, tokens_offset: int = 0, fast_decode_ok: bool = False):
         self.run_dir = run_dir
         self.collator = collator
         self.steps_per_epoch = max(1, steps_per_epoch)
@@ -87,8 +83,11 @@ class RunDirCallback(TrainerCallback):
         self._status_step = 0
         self._gpu = ({}, 0.0)  # the last GPU sample and when it was taken
         self._t0 = time.monotonic()
-        self._sample_s = 0.0  # all sample batches so far
-        self._sample_cost = 0.0  # the last batch
+        from engine.samples import forced_decoder
+        # fast_decode_ok: the trainer may pick fast decode itself (a GPU, the fast memory path, one process)
+        self._samples = SampleBudget(fast_allowed=fast_decode_ok, forced=forced_decoder())
+        self._step_s = None  # the latest pace, seconds a step
+        self._start_step = 0
         self._told_skip = False
 
     # ---- helpers
@@ -112,6 +111,7 @@ class RunDirCallback(TrainerCallback):
     # ---- Trainer events
     def on_train_begin(self, args, state, control, **kw):
         self._t0 = time.monotonic()
+        self._start_step = state.global_step
         self._last_t = time.time()
         self._last_tokens = self._tokens
         self._last_trained = self._trained
@@ -130,7 +130,7 @@ class RunDirCallback(TrainerCallback):
             # `lorapilot runs`, `diagnose`) can tell a slow run from a stalled one (engine.diagnose.stall)
             pace = {}
             if self._status_t and state.global_step > self._status_step:
-                pace["step_s"] = round((now - self._status_t) / (state.global_step - self._status_step), 3)
+                pace["step_s"] = self._step_s = round((now - self._status_t) / (state.global_step - self._status_step), 3)
             self._status_t, self._status_step = now, state.global_step
             self._status(state="training", step=state.global_step, max_steps=state.max_steps,
                          epoch=round(state.global_step / self.steps_per_epoch, 4), **pace)
@@ -188,33 +188,34 @@ class RunDirCallback(TrainerCallback):
 
     def on_evaluate(self, args, state, control, model=None, **kw):
         if self.is_main and self.sample_prompts and model is not None:
-            if self._samples_due():
-                self._sample(model, state.global_step)
+            way = self._samples.next_batch(time.monotonic() - self._t0, self._remaining_s(state))
+            if way:
+                self._sample(model, state.global_step, way)
             elif not self._told_skip:
                 self._told_skip = True
                 self._write("event", state.global_step, message=(
-                    f"samples skipped at some evaluations: one batch takes {self._sample_cost:.1f} s, and samples "
-                    f"are kept under {SAMPLE_TIME_SHARE:.0%} of the run's time"))
+                    f"samples skipped at some evaluations: one batch takes {self._samples.last_cost:.1f} s, and "
+                    f"samples are kept under {SAMPLE_TIME_SHARE:.0%} of the run's time"))
         self._status(state="training", phase=None)
 
-    def _samples_due(self) -> bool:
-        """The first evaluation always samples; later ones while the samples' share stays in budget."""
-        if not self._sample_s:
-            return True
-        run_s = time.monotonic() - self._t0
-        return self._sample_s + self._sample_cost <= max(SAMPLE_TIME_SHARE * run_s, SAMPLE_FREE_S)
+    def _remaining_s(self, state) -> float:
+        done = state.global_step - self._start_step
+        step_s = self._step_s or ((time.monotonic() - self._t0) / done if done > 0 else 0.0)
+        return max(0, state.max_steps - state.global_step) * step_s
 
-    def _sample(self, model, step: int) -> None:
-        from engine.samples import sample_all
+    def _sample(self, model, step: int, way: str) -> None:
+        from engine.samples import fast_decode_broken, sample_all
         from engine.train.compiled_layers import eager_decoding
         from engine.train.speed import LEVERS
 
+        if way == "compile" and self._samples.batches == 0:
+            self._write("event", step, message="samples: fast decode (CUDA graphs); its first batch compiles it, "
+                                               "about a minute once")
         self._status(state="evaluating", phase="samples")
         t0 = time.monotonic()
         with eager_decoding(model) if LEVERS.compile_layers else contextlib.nullcontext():
-            bodies = sample_all(model, self.tokenizer, self.sample_prompts, self.sample_max_new_tokens)
-        self._sample_cost = time.monotonic() - t0
-        self._sample_s += self._sample_cost
+            bodies = sample_all(model, self.tokenizer, self.sample_prompts, self.sample_max_new_tokens, way=way)
+        self._samples.record(time.monotonic() - t0, fell_back=way != "generate" and fast_decode_broken())
         for body in bodies:
             self._write("sample", step, eval_loss=self._last_eval_loss, **body)
 

@@ -242,7 +242,9 @@ def train(cfg, run_dir: Path, *, resume: bool, data=None, tokenizer=None, callba
                               is_main=is_main(), world_size=n_ranks,
                               tokenizer=tokenizer, sample_prompts=prompts,
                               sample_max_new_tokens=t.sample_max_new_tokens,
-                              tokens_offset=_tokens_at(run_dir, ckpt))
+                              tokens_offset=_tokens_at(run_dir, ckpt),
+                              # fast decode keeps its KV cache and graphs allocated: not where memory is tight
+                              fast_decode_ok=hw.device == "cuda" and memory == "fast" and n_ranks == 1)
     trainer = PlannedTrainer(model=model, args=args, train_dataset=train_ds,
                              eval_dataset=data.validation if has_eval else None,
                              data_collator=collator, callbacks=[callback, *callbacks])
