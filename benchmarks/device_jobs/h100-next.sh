@@ -1,17 +1,14 @@
 #!/bin/bash
-# For the next nvidia-h100-x1 lease (#11, then #12's open experiment). In order of what the open goals need:
-# 1. what one batch of samples costs in steady state, generate against fast decode (#11: under 5 % of training
-#    time at the defaults; session 6 saw only fast decode's first calls, 18-27 s with compilation);
-# 2. the same on Llama-3-8B (a 128k vocabulary: the head is a larger share of a decode step);
-# 3. the compiled-layers experiment (lever row 9) on Llama-3-8B, whose results were lost in session 5 and cut
-#    for the budget in session 6.
-# Poll without gaps over 30 s, and tar $R in every poll call.
+# For the next one-GPU lease (H100 or H200): the compiled-layers lever (row 9) over longer runs on both
+# architectures, the first lever to try for #12's stretch goal. Session 7 measured it once, 10 steps on Llama-3-8B
+# (1.07x, +0.45 GiB; benchmarks/results/h200-2026-12-02.md); it stays off until this says it wins on both.
+# Poll without gaps over 30 s, and tar $R in every poll call. STACKS=1 only to chase a hang (lib.sh).
 #   setsid nohup bash benchmarks/device_jobs/h100-next.sh /tmp/job > /tmp/job.out 2>&1 &   then poll /tmp/job/progress
 R=${1:-/tmp/job}
 mkdir -p "$R"
 . "$(dirname "$0")/lib.sh"
 cd "$(dirname "$0")/../.." || exit 1
-step decode-llama2 420 python benchmarks/decode_cost.py llama2-7b --repeats 5 --out "$R/decode_cost-llama2.md"
-step decode-llama3 420 python benchmarks/decode_cost.py llama3-8b --repeats 4 --out "$R/decode_cost-llama3.md"
-step l3-9 420 python benchmarks/levers.py llama3-8b --rows 5,9 --steps 10 --out "$R/levers-llama3-9.md"
+for arch in llama2-7b llama3-8b; do
+    step "levers-$arch" 540 python benchmarks/levers.py "$arch" --rows 5,9 --steps 30 --out "$R/levers-$arch-9.md"
+done
 echo "== $(date +%T) all done" >> "$R/progress"
