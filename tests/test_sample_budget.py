@@ -76,9 +76,28 @@ def test_a_failed_fast_decode_goes_on_with_generate():
     assert budget.next_batch(10_000.0, 3600) == "generate"
 
 
-@pytest.mark.parametrize("fast_ok, max_steps, first_way", [(True, 20_000, "compile"), (True, 300, "generate"),
-                                                           (False, 20_000, "generate")])
-def test_callback_passes_the_chosen_decoder(tmp_path, monkeypatch, fast_ok, max_steps, first_way):
+def test_the_kv_cache_of_llama_2_7b_and_llama_3_8b():
+    from types import SimpleNamespace
+
+    llama2 = SimpleNamespace(num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=32, hidden_size=4096)
+    llama3 = SimpleNamespace(num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8, hidden_size=4096)
+    # the default 3 prompts, the longest 410 tokens, + 128 new: keys and values, bf16
+    assert sb.kv_cache_bytes(llama2, 3, 538) == 2 * 32 * 32 * 128 * 3 * 538 * 2  # 0.79 GiB
+    assert sb.kv_cache_bytes(llama3, 3, 538) * 4 == sb.kv_cache_bytes(llama2, 3, 538)  # grouped-query attention
+
+
+def test_fast_decode_needs_room_beside_training_s_peak():
+    gib = 1024 ** 3
+    cache = 0.8 * gib
+    assert sb.fast_decode_fits(9.4 * gib, 80 * gib, cache)           # Llama-3-8B's default on an 80 GB card
+    assert not sb.fast_decode_fits(21.5 * gib, 24 * gib, cache)      # a run at the edge of a 24 GB card
+    assert sb.fast_decode_fits(20.0 * gib, 24 * gib, cache)
+
+
+@pytest.mark.parametrize("fast_ok, room, max_steps, first_way", [
+    (True, True, 20_000, "compile"), (True, True, 300, "generate"), (False, True, 20_000, "generate"),
+    (True, False, 20_000, "generate")])
+def test_callback_passes_the_chosen_decoder(tmp_path, monkeypatch, fast_ok, room, max_steps, first_way):
     """The trainer's callback asks the budget with the run's remaining time and hands the decoder to the samples;
     its first compiling batch is announced in the run's events."""
     import engine.samples
@@ -94,6 +113,7 @@ def test_callback_passes_the_chosen_decoder(tmp_path, monkeypatch, fast_ok, max_
         return [{"prompt": p, "output": "x", "gen_s": 1.0 / len(prompts)} for p in prompts]
 
     monkeypatch.setattr(engine.samples, "sample_all", timed_batch)
+    monkeypatch.setattr(cbmod, "fast_decode_room", lambda model, prompts, new: room)  # the GPU's memory, read there
     cb = cbmod.RunDirCallback(tmp_path, collator=None, steps_per_epoch=10, stop_flag=None, stop_on=[],
                               sample_prompts=["a"], fast_decode_ok=fast_ok)
 

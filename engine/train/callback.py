@@ -51,6 +51,25 @@ def _gpu_fields() -> dict:
     return out
 
 
+def fast_decode_room(model, prompts, max_new_tokens: int) -> bool:
+    """Whether fast decode's KV cache and graphs for these prompts (engine.samples.SamplePrompt) fit on this GPU
+    beside training's peak so far."""
+    import torch
+
+    from engine.gpu import GIB, gpu_memory_cap
+    from engine.train.sample_budget import fast_decode_fits, kv_cache_bytes
+
+    if not torch.cuda.is_available() or not prompts:
+        return False
+    longest = max(len(p.ids) for p in prompts)
+    limit = torch.cuda.mem_get_info()[1]
+    cap = gpu_memory_cap()
+    if cap:
+        limit = min(limit, cap * GIB)
+    cache = kv_cache_bytes(model.config, len(prompts), longest + max_new_tokens)
+    return fast_decode_fits(torch.cuda.max_memory_allocated(), limit, cache)
+
+
 class RunDirCallback(TrainerCallback):
     def __init__(self, run_dir, *, collator, steps_per_epoch: int, stop_flag, stop_on: list[str],
                  diagnostics=None, is_main: bool = True, world_size: int = 1, tokenizer=None, sample_prompts=(),
@@ -188,7 +207,9 @@ class RunDirCallback(TrainerCallback):
 
     def on_evaluate(self, args, state, control, model=None, **kw):
         if self.is_main and self.sample_prompts and model is not None:
-            way = self._samples.next_batch(time.monotonic() - self._t0, self._remaining_s(state))
+            fits = self._samples.batches == 0 and self._samples.fast_allowed and fast_decode_room(
+                model, self.sample_prompts, self.sample_max_new_tokens)
+            way = self._samples.next_batch(time.monotonic() - self._t0, self._remaining_s(state), fast_fits=fits)
             if way:
                 self._sample(model, state.global_step, way)
             elif not self._told_skip:

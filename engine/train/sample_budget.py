@@ -20,6 +20,24 @@ FAST_FIRST_CALL_S = 72.0
 FAST_SPEEDUP = 6.9
 
 
+FAST_DECODE_MARGIN_GIB = 1.0  # its CUDA graphs' private pool and fragmentation, above the KV cache
+MEMORY_USE_LIMIT = 0.95       # of the GPU (or of LORAPILOT_GPU_MEMORY_GIB)
+
+
+def kv_cache_bytes(config, rows: int, length: int, dtype_bytes: int = 2) -> int:
+    """Fast decode's static KV cache: keys and values of every layer for `rows` rows of `length` tokens."""
+    heads = getattr(config, "num_attention_heads", 1)
+    kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    return 2 * config.num_hidden_layers * kv_heads * head_dim * rows * length * dtype_bytes
+
+
+def fast_decode_fits(peak_bytes: float, limit_bytes: float, cache_bytes: float) -> bool:
+    """Fast decode keeps its KV cache and graphs allocated through the rest of training: they must fit beside
+    training's peak (Llama-2-7B, 3 prompts of up to 410 + 128 tokens: 0.8 GiB of cache)."""
+    return peak_bytes + cache_bytes + FAST_DECODE_MARGIN_GIB * 1024 ** 3 <= MEMORY_USE_LIMIT * limit_bytes
+
+
 def fast_pays_off(remaining_s: float) -> bool:
     """Whether samples over the rest of the run are more with fast decode, after its compile, than with generate.
 
@@ -43,15 +61,17 @@ class SampleBudget:
     batches: int = 0
     way: str | None = None       # the decoder this run samples with, chosen at the first evaluation
 
-    def next_batch(self, run_s: float, remaining_s: float) -> str | None:
+    def next_batch(self, run_s: float, remaining_s: float, fast_fits: bool = True) -> str | None:
         """The decoder for this evaluation's samples, or None to skip them.
 
+        fast_fits: fast decode's memory fits beside training's (read at the first evaluation).
         The first evaluation always samples. Later ones sample while the total stays within the share; after
         fast decode's compiling first call its next batch is expected to cost nothing: it is then measured, and
         being wrong costs one steady batch over the share at most.
         """
         if self.batches == 0:
-            self.way = self.forced or ("compile" if self.fast_allowed and fast_pays_off(remaining_s) else "generate")
+            chosen = self.fast_allowed and fast_fits and fast_pays_off(remaining_s)
+            self.way = self.forced or ("compile" if chosen else "generate")
             return self.way
         expected = 0.0 if self.batches == 1 and self.way == "compile" else self.last_cost
         return self.way if self.spent + expected <= max(SAMPLE_TIME_SHARE * run_s, SAMPLE_FREE_S) else None
