@@ -50,7 +50,8 @@ def choose_prompts(cfg, tokenizer, validation: list[TokenizedExample]) -> list[S
         return []
     if cfg.training.sample_prompts:
         return [from_text(tokenizer, p) for p in cfg.training.sample_prompts]
-    return [SamplePrompt(text=ex.prompt_text, ids=prompt_part(ex), reference=ex.response_text)
+    # the user's own words where the format has them: the rendered prompt carries the template's markup
+    return [SamplePrompt(text=ex.question or ex.prompt_text, ids=prompt_part(ex), reference=ex.response_text)
             for ex in validation[:DEFAULT_SAMPLE_PROMPTS]]
 
 

@@ -383,3 +383,18 @@ def test_conversation_opening_with_the_assistant_masks_its_header(chatml):
         ("<s><|im_start|>assistant\n", False), ("Hello.<|im_end|>", True),
         ("\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n", False), ("Yes?<|im_end|>", True),
         ("\n", False)])
+
+
+@pytest.mark.parametrize("tok_name", ["chatml", "plain", "llama3"])
+@pytest.mark.parametrize("row, fmt, question", [
+    (ALPACA, "alpaca", "Give the plural of the word.\n\nbox"),
+    ({"instruction": "What is 6 plus 28?", "input": "", "output": "34."}, "alpaca", "What is 6 plus 28?"),
+    ({"prompt": "What is 35 plus 7? ", "completion": "42."}, "completion", "What is 35 plus 7?"),
+    (CHAT, "chat", "And a tomato?"),
+    ({"text": "Red."}, "text", ""),
+])
+def test_the_question_is_the_users_last_turn_without_the_templates_markup(request, tok_name, row, fmt, question):
+    """The Samples panel shows it above each answer: the words as written, not the rendered prompt."""
+    ex = build(request.getfixturevalue(tok_name), row, fmt)
+    assert ex.question == question
+    assert all(part in ex.prompt_text for part in question.split("\n\n"))  # the same words the model is fed

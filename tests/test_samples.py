@@ -16,6 +16,8 @@ def test_samples_at_every_evaluation_and_they_change(finished_demo_run):
     samples = [r for r in records if r["kind"] == "sample"]
     assert sorted({s["step"] for s in samples}) == eval_steps
     assert all(s["output"] and s["prompt"] and s["gen_s"] >= 0 and "eval_loss" in s for s in samples)
+    # the held-out question as the data has it, not the chat template around it
+    assert not any("<|im_start|>" in s["prompt"] or "<s>" in s["prompt"] for s in samples)
     per_step = {}
     for s in samples:
         per_step.setdefault(s["step"], []).append(s["output"])

@@ -145,4 +145,4 @@ class Masker:
             input_ids=ids, labels=labels, source=source, full_length=full_length,
             trained_tokens=sum(label != IGNORE_INDEX for label in labels), trained_tokens_full=trained_full,
             truncated=len(ids) < full_length, prompt_shortened=shortened,
-            prompt_text=rendered.prompt_text, response_text=rendered.response_text)
+            prompt_text=rendered.prompt_text, response_text=rendered.response_text, question=rendered.question)

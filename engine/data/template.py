@@ -39,6 +39,7 @@ class Rendered:
     segments: list[tuple[str, bool]]        # (text, trained); their concatenation is the row's text
     prompt_text: str = ""                   # the text before the last response (what a generation is fed)
     response_text: str = ""                 # the last response as written in the data
+    question: str = ""                      # what the user asked before it, as written (shown beside samples)
     skip: str | None = None                 # why the row has nothing to train, e.g. "empty response"
 
 
@@ -50,6 +51,10 @@ def _common_prefix_len(a: str, b: str) -> int:
     while a[i] == b[i]:
         i += 1
     return i
+
+
+def _last_user_turn(messages: list[dict], before: int) -> str:
+    return next((m["content"].strip() for m in reversed(messages[:before]) if m["role"] == "user"), "")
 
 
 def _spans_to_segments(text: str, spans: list[tuple[int, int]]) -> list[tuple[str, bool]]:
@@ -151,7 +156,7 @@ class Renderer:
     def _completion(self, row: dict) -> Rendered:
         completion = self._strip_eos(row["completion"])
         return Rendered([(row["prompt"], False), (completion + self._eos_or_note(), True)],
-                        prompt_text=row["prompt"], response_text=completion)
+                        prompt_text=row["prompt"], response_text=completion, question=row["prompt"].strip())
 
     def _default(self, messages: list[dict], alpaca: dict | None) -> Rendered:
         segments: list[tuple[str, bool]] = []
@@ -173,8 +178,10 @@ class Renderer:
                     segments.append(("\n\n", False))
         segments = [(t, trained) for t, trained in segments if t]
         cut = max(i for i, (_, trained) in enumerate(segments) if trained)
+        question = (f"{alpaca['instruction']}\n\n{alpaca['input']}".strip() if alpaca is not None
+                    else _last_user_turn(messages, last))
         return Rendered(segments, prompt_text="".join(t for t, _ in segments[:cut]),
-                        response_text=messages[last]["content"])
+                        response_text=messages[last]["content"], question=question)
 
     # ------------------------------------------------------------ with the model's chat template
 
@@ -229,4 +236,4 @@ class Renderer:
                 self.notes.add("the chat template ends answers with no end token: EOS appended to the last one")
         last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
         return Rendered(_spans_to_segments(full, spans), prompt_text=full[:start],
-                        response_text=messages[last]["content"])
+                        response_text=messages[last]["content"], question=_last_user_turn(messages, last))

@@ -19,6 +19,7 @@ class TokenizedExample:
     prompt_shortened: bool = False  # prompt tokens dropped so the response fits
     prompt_text: str = ""
     response_text: str = ""
+    question: str = ""             # the user's last turn as written, without the template's markup
     # (text, trained) runs decoded from the tokens, for previews; filled by inspect_dataset only (the
     # trainer does not need a second copy of every row's text).
     segments: list[tuple[str, bool]] = field(default_factory=list, repr=False, compare=False)
