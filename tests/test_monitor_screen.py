@@ -404,3 +404,13 @@ def test_samples_panel_groups_each_evaluation_newest_first_with_its_eval_loss():
     assert len(blocks) == 2
     assert blocks[0].startswith("step 20 · eval loss 2.5000\n") and blocks[1].startswith("step 10 · eval loss 3.2500")
     assert blocks[0].index("answer 20.0") < blocks[0].index("answer 20.1") and "answer 10" not in blocks[0]
+
+
+def test_samples_panel_keeps_a_prompt_s_lines_together():
+    """An alpaca prompt is its instruction, a blank line and its input: the blank line would read as the end of
+    the prompt in the panel's narrow column."""
+    from tui.widgets.samples_list import sample_blocks
+
+    (block,) = sample_blocks([{"kind": "sample", "step": 10, "prompt": "Reverse the letters of the word.\n\nwindow",
+                               "output": "wodniw"}])
+    assert "prompt Reverse the letters of the word.\nwindow\noutput wodniw" in block.plain

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from rich.console import Group
 from rich.text import Text
 from textual.app import ComposeResult
@@ -57,7 +59,9 @@ def sample_blocks(samples: list[dict]) -> list[Text]:
         header = f"step {step}" + (f" · eval loss {loss:.4f}" if isinstance(loss, (int, float)) else "")
         parts: list = [(header, "bold reverse"), "\n"]
         for s in group:
-            parts += [("prompt ", "dim bold"), (str(s.get("prompt", "")).strip(), "dim"), "\n",
+            # blank lines (alpaca's instruction, then its input) would read as the end of the block
+            prompt = re.sub(r"\n\s*\n", "\n", str(s.get("prompt", "")).strip())
+            parts += [("prompt ", "dim bold"), (prompt, "dim"), "\n",
                       ("output ", "green bold"), str(s.get("output", "")), "\n"]
         blocks.append(Text.assemble(*parts))
     return blocks
