@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -182,6 +183,16 @@ def check_target_modules(model, target_modules) -> None:
                          fix=f"valid names: {', '.join(valid)} (or all-linear)")
 
 
+def enable_checkpointing(model) -> None:
+    """Activation (gradient) checkpointing, non-reentrant. transformers 5.2x renamed it (the old names warn in
+    every train.log, and go in v6); the GPU image's 5.17 knows only the old ones."""
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+
 def add_lora(model, cfg, *, gradient_checkpointing: bool):
     """Prepares a (quantised) base for training and wraps it with LoRA adapters."""
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
@@ -191,12 +202,17 @@ def add_lora(model, cfg, *, gradient_checkpointing: bool):
     # to each other; training never needs the cache.
     model.config.use_cache = False
     if cfg.quantization in ("nf4", "int8"):
-        model = prepare_model_for_kbit_training(
-            model, use_gradient_checkpointing=gradient_checkpointing,
-            gradient_checkpointing_kwargs={"use_reentrant": False})
+        # peft would enable checkpointing through transformers' deprecated name; with use_reentrant False
+        # that call is all its use_gradient_checkpointing does, so it is done here instead
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+        if gradient_checkpointing:
+            enable_checkpointing(model)
     elif gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable_checkpointing(model)
         model.enable_input_require_grads()
     lora = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
                       target_modules=cfg.lora.target_modules, bias="none", task_type="CAUSAL_LM")
-    return get_peft_model(model, lora)
+    with warnings.catch_warnings():
+        # peft reads transformers' deprecated is_gradient_checkpointing: an upstream notice, not the user's to act on
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        return get_peft_model(model, lora)

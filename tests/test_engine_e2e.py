@@ -66,6 +66,19 @@ def test_demo_trains_and_loss_falls(finished_demo_run):
     assert saved["training"]["learning_rate"] == 3e-3 and saved["lora"]["r"] == 16  # the reproducible record
 
 
+def test_train_log_reads_as_lorapilot_prints_it(finished_demo_run):
+    """train.log is what `tail -f` shows a user in tmux: one line per record in lorapilot's words, not the
+    Trainer's dicts, and no deprecation notices about names lorapilot uses."""
+    log = (finished_demo_run / "train.log").read_text()
+    lines = log.splitlines()
+    assert not [ln for ln in lines if ln.startswith("{'")]
+    step_lines = [ln for ln in lines if ln.startswith("step ")]
+    losses = [r for r in step_lines if "  loss " in r]
+    assert len(losses) == len(train_records(finished_demo_run))
+    assert sum("eval_loss" in ln for ln in step_lines) == 4 and any("adapter saved" in ln for ln in step_lines)
+    assert "gradient_checkpointing" not in log and "past_key_values" not in log
+
+
 def test_adapter_reloads_with_peft_and_changes_the_output(finished_demo_run, demo_model_dir):
     import torch
     from peft import PeftModel

@@ -121,10 +121,11 @@ class RunDirCallback(TrainerCallback):
         if not self.is_main:
             return None
         rec = self.writer.write(kind, step, **fields)
+        _echo(rec)
         if self.diagnostics is not None:
             for finding in self.diagnostics.update([rec]):
-                self.writer.write("finding", finding.step, **{k: v for k, v in finding.to_record().items()
-                                                             if k not in ("kind", "step", "time")})
+                _echo(self.writer.write("finding", finding.step, **{k: v for k, v in finding.to_record().items()
+                                                                   if k not in ("kind", "step", "time")}))
                 # Warnings (one skipped fp16 step, a single spike) are advice; only errors stop a run.
                 if finding.code in self.stop_on and finding.severity == "error" and self.stop_reason is None:
                     self.stop_reason = f"{finding.code}: {finding.message}"
@@ -247,6 +248,16 @@ class RunDirCallback(TrainerCallback):
         path = f"{args.output_dir}/checkpoint-{state.global_step}"
         self._write("event", state.global_step, message="checkpoint saved", path=path)
         self._status(last_checkpoint=path)
+
+
+def _echo(rec: dict) -> None:
+    """The record as one line of train.log (the trainer's stdout), as `lorapilot train` prints it: the Trainer's
+    own printer, whose dicts repeated every metric in Python syntax, is removed (engine.train.run)."""
+    from engine.train.launch import format_record
+
+    line = format_record(rec)
+    if line:
+        print(line, flush=True)
 
 
 def _num(x):

@@ -201,7 +201,7 @@ def train(cfg, run_dir: Path, *, resume: bool, data=None, tokenizer=None, callba
         disable_tqdm=True,
         remove_unused_columns=False,
         dataloader_num_workers=0,
-        gradient_checkpointing=False,  # already enabled on the model by add_lora
+        # checkpointing: left off here (the default), since add_lora enabled it on the model
         ddp_backend="gloo" if hw.device == "cpu" and n_ranks > 1 else None,
         ddp_find_unused_parameters=False,
         **sharding,
@@ -248,6 +248,8 @@ def train(cfg, run_dir: Path, *, resume: bool, data=None, tokenizer=None, callba
     trainer = PlannedTrainer(model=model, args=args, train_dataset=train_ds,
                              eval_dataset=data.validation if has_eval else None,
                              data_collator=collator, callbacks=[callback, *callbacks])
+    from transformers.trainer_callback import PrinterCallback
+    trainer.remove_callback(PrinterCallback)  # the callback writes each record to train.log in lorapilot's words
     if resume:
         log(f"resuming from {ckpt}" if ckpt else "no checkpoint to resume from: starting at step 0")
         callback._write("event", int(ckpt.rsplit("-", 1)[-1]) if ckpt else 0,
