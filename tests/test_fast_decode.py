@@ -67,6 +67,31 @@ def test_same_tokens_as_generate():
     assert [len(r) for r in rows] == [20, 20, 20] and len({t for r in rows for t in r}) > 5  # a real test
 
 
+# The architectures lorapilot's fast path covers (Liger's list, engine.train.speed): fast decode is the samples'
+# default on GPUs, so each must give generate's tokens through its own cache layout (sliding windows, MoE,
+# head_dim apart from hidden / heads). Gemma 2 has no SDPA in transformers: it decodes eagerly, as the samples do.
+ARCHITECTURES = {"qwen2": {}, "qwen3": {"head_dim": 16}, "mistral": {}, "mixtral": {"num_local_experts": 4},
+                 "gemma": {"head_dim": 16}, "gemma2": {"head_dim": 16, "sliding_window": 8},
+                 "gemma3_text": {"head_dim": 16, "sliding_window": 8}, "phi3": {}, "granite": {}, "olmo2": {}}
+
+
+@pytest.mark.parametrize("model_type", sorted(ARCHITECTURES))
+def test_same_tokens_as_generate_on_each_covered_architecture(model_type):
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.for_model(model_type, vocab_size=256, hidden_size=64, intermediate_size=128,
+                                  num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                  max_position_embeddings=256, pad_token_id=PAD, bos_token_id=2, eos_token_id=EOS,
+                                  initializer_range=0.1, tie_word_embeddings=False, **ARCHITECTURES[model_type])
+    config._attn_implementation = "eager" if model_type == "gemma2" else "sdpa"
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config).eval()
+    # 12 new tokens after prompts of up to 11: past the sliding window of 8
+    want = generate_rows(model, prompts(), max_new_tokens=12, stop_ids=[EOS])
+    assert greedy_decode(model, prompts(), max_new_tokens=12, stop_ids=[EOS], pad_id=PAD) == want
+
+
 def test_same_tokens_as_generate_through_lora():
     import torch
 
