@@ -153,7 +153,8 @@ class RunDirCallback(TrainerCallback):
             # `lorapilot runs`, `diagnose`) can tell a slow run from a stalled one (engine.diagnose.stall)
             pace = {}
             if self._status_t and state.global_step > self._status_step:
-                pace["step_s"] = self._step_s = round((now - self._status_t) / (state.global_step - self._status_step), 3)
+                self._step_s = round((now - self._status_t) / (state.global_step - self._status_step), 3)
+                pace["step_s"] = self._step_s
             self._status_t, self._status_step = now, state.global_step
             self._status(state="training", step=state.global_step, max_steps=state.max_steps,
                          epoch=round(state.global_step / self.steps_per_epoch, 4), **pace)
