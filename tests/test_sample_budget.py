@@ -128,3 +128,35 @@ def test_callback_passes_the_chosen_decoder(tmp_path, monkeypatch, fast_ok, room
     assert ways == [first_way]
     events = [r["message"] for r in read_metrics(tmp_path) if r["kind"] == "event"]
     assert any("fast decode" in m for m in events) == (first_way == "compile")
+
+
+def test_the_skip_event_after_fast_decode_s_compile_says_why(tmp_path, monkeypatch):
+    """The evaluations right after the compiling batch go without samples: the event must not call the
+    compile the cost of a batch."""
+    import engine.samples
+    from engine.train import callback as cbmod
+
+    monkeypatch.delenv(engine.samples.FAST_DECODE_ENV, raising=False)
+    clock = [0.0]
+    monkeypatch.setattr(cbmod.time, "monotonic", lambda: clock[0])
+
+    def timed_batch(model, tokenizer, prompts, max_new_tokens, way=None):
+        clock[0] += FAST_FIRST_S
+        return [{"prompt": p, "output": "x", "gen_s": FAST_FIRST_S} for p in prompts]
+
+    monkeypatch.setattr(engine.samples, "sample_all", timed_batch)
+    monkeypatch.setattr(cbmod, "fast_decode_room", lambda model, prompts, new: True)
+    cb = cbmod.RunDirCallback(tmp_path, collator=None, steps_per_epoch=10, stop_flag=None, stop_on=[],
+                              sample_prompts=["a"], fast_decode_ok=True)
+
+    class State:
+        global_step = 0
+        max_steps = 20_000
+
+    cb.on_train_begin(None, State, None)
+    for k in (1, 2):
+        clock[0] += EVERY * STEP_S
+        State.global_step = EVERY * k
+        cb.on_evaluate(None, State, None, model=object())
+    (event,) = [r["message"] for r in read_metrics(tmp_path) if r["kind"] == "event" and "skipped" in r["message"]]
+    assert "first batch took 57 s (its compile, once)" in event

@@ -219,9 +219,15 @@ class RunDirCallback(TrainerCallback):
                 self._sample(model, state.global_step, way)
             elif not self._told_skip:
                 self._told_skip = True
+                budget = self._samples
+                if budget.way == "compile" and budget.batches == 1:
+                    why = (f"fast decode's first batch took {budget.last_cost:.0f} s (its compile, once); samples "
+                           f"resume when the run's time covers it")
+                else:
+                    why = f"one batch takes {budget.last_cost:.1f} s"
                 self._write("event", state.global_step, message=(
-                    f"samples skipped at some evaluations: one batch takes {self._samples.last_cost:.1f} s, and "
-                    f"samples are kept under {SAMPLE_TIME_SHARE:.0%} of the run's time"))
+                    f"samples skipped at some evaluations: {why}, and samples are kept under "
+                    f"{SAMPLE_TIME_SHARE:.0%} of the run's time"))
         self._status(state="training", phase=None)
 
     def _remaining_s(self, state) -> float:
