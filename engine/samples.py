@@ -173,4 +173,6 @@ def sample_all(model, tokenizer, prompts: list[SamplePrompt], max_new_tokens: in
     finally:
         if was_training:
             model.train()
-    return [{"prompt": p.text, "output": text, "gen_s": each} for p, text in zip(prompts, texts)]
+    # reference: the held-out answer, for reading the output against it (prompts from the config have none)
+    return [{"prompt": p.text, "output": text, "gen_s": each, **({"reference": p.reference} if p.reference else {})}
+            for p, text in zip(prompts, texts)]

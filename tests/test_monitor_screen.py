@@ -406,11 +406,12 @@ def test_samples_panel_groups_each_evaluation_newest_first_with_its_eval_loss():
     assert blocks[0].index("answer 20.0") < blocks[0].index("answer 20.1") and "answer 10" not in blocks[0]
 
 
-def test_samples_panel_keeps_a_prompt_s_lines_together():
+def test_samples_panel_keeps_a_prompt_s_lines_together_and_shows_the_expected_answer():
     """An alpaca prompt is its instruction, a blank line and its input: the blank line would read as the end of
-    the prompt in the panel's narrow column."""
+    the prompt in the panel's narrow column. The held-out answer follows the output, to read it against."""
     from tui.widgets.samples_list import sample_blocks
 
     (block,) = sample_blocks([{"kind": "sample", "step": 10, "prompt": "Reverse the letters of the word.\n\nwindow",
-                               "output": "wodniw"}])
-    assert "prompt Reverse the letters of the word.\nwindow\noutput wodniw" in block.plain
+                               "output": "wodnw", "reference": "The word reversed is\n\nwodniw."}])
+    assert "prompt Reverse the letters of the word.\nwindow\noutput wodnw\nexpected The word reversed is\nwodniw." \
+        in block.plain

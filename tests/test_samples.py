@@ -18,6 +18,7 @@ def test_samples_at_every_evaluation_and_they_change(finished_demo_run):
     assert all(s["output"] and s["prompt"] and s["gen_s"] >= 0 and "eval_loss" in s for s in samples)
     # the held-out question as the data has it, not the chat template around it
     assert not any("<|im_start|>" in s["prompt"] or "<s>" in s["prompt"] for s in samples)
+    assert all(s["reference"] for s in samples)  # the held-out answers, beside what the model said
     per_step = {}
     for s in samples:
         per_step.setdefault(s["step"], []).append(s["output"])

@@ -59,9 +59,14 @@ def sample_blocks(samples: list[dict]) -> list[Text]:
         header = f"step {step}" + (f" · eval loss {loss:.4f}" if isinstance(loss, (int, float)) else "")
         parts: list = [(header, "bold reverse"), "\n"]
         for s in group:
-            # blank lines (alpaca's instruction, then its input) would read as the end of the block
-            prompt = re.sub(r"\n\s*\n", "\n", str(s.get("prompt", "")).strip())
-            parts += [("prompt ", "dim bold"), (prompt, "dim"), "\n",
+            parts += [("prompt ", "dim bold"), (_tight(s.get("prompt", "")), "dim"), "\n",
                       ("output ", "green bold"), str(s.get("output", "")), "\n"]
+            if s.get("reference"):  # the held-out answer the data gives, to read the output against
+                parts += [("expected ", "dim bold"), (_tight(s["reference"]), "dim"), "\n"]
         blocks.append(Text.assemble(*parts))
     return blocks
+
+
+def _tight(text) -> str:
+    """A field without blank lines: one (alpaca's instruction, then its input) would read as the end of the block."""
+    return re.sub(r"\n\s*\n", "\n", str(text).strip())
