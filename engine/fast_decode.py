@@ -58,8 +58,9 @@ def greedy_decode(model, prompts: list[list[int]], *, max_new_tokens: int, stop_
 
     with torch.no_grad():
         cache = _static_cache(net, model, cache_len, batch, keep=compiled)
+        cache_argument = _cache_argument(net)  # once: the steps below are the hot loop
         logits = net(input_ids=ids, attention_mask=mask, position_ids=prompt_positions,
-                     **{_cache_argument(net): cache}, use_cache=True, logits_to_keep=1).logits
+                     **{cache_argument: cache}, use_cache=True, logits_to_keep=1).logits
         first = logits[:, -1].argmax(-1)
         out = torch.full((batch, max_new_tokens), pad_id, dtype=torch.long, device=device)
         out[:, 0] = first
@@ -73,7 +74,8 @@ def greedy_decode(model, prompts: list[list[int]], *, max_new_tokens: int, stop_
                 break
             if compiled:
                 torch.compiler.cudagraph_mark_step_begin()
-            new, new_done = step(net, cache, current, positions, mask, done, stops, pad)
+            new, new_done = step(net, cache, current, positions, mask, done, stops, pad,
+                                 cache_argument=cache_argument)
             # Copied out at once: a CUDA graph's outputs are overwritten by its next replay.
             out[:, t] = new
             current.copy_(new[:, None])
@@ -84,12 +86,12 @@ def greedy_decode(model, prompts: list[list[int]], *, max_new_tokens: int, stop_
     return [_cut_after_stop(row, stop_set) for row in rows]
 
 
-def _decode_step(net, cache, tokens, positions, attention_mask, done, stops, pad):
+def _decode_step(net, cache, tokens, positions, attention_mask, done, stops, pad, *, cache_argument=None):
     """One token per row: the greedy choice, pad for rows that already stopped (as generate does)."""
     import torch
 
     logits = net(input_ids=tokens, attention_mask=attention_mask, position_ids=positions,
-                 **{_cache_argument(net): cache}, use_cache=True).logits
+                 **{cache_argument or _cache_argument(net): cache}, use_cache=True).logits
     new = torch.where(done, pad, logits[:, -1].argmax(-1))
     return new, done | torch.isin(new, stops)
 
