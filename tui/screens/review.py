@@ -81,7 +81,7 @@ class ReviewScreen(WizardStep):
         pending = "estimating…" if s.busy else (s.preflight_error or s.inspect_error or s.data_error)
         self.query_one(Checklist).show(s.findings, pending=pending)
         self.query_one("#train-command", Static).update(self._command())
-        problems = s.all_problems()
+        problems = s.blockers()
         box = self.query_one("#review-problems", Static)
         box.update(Content("\n").join(Content.styled(f"✗ {p}", "$text-error") for p in problems))
         box.display = bool(problems)
@@ -111,10 +111,12 @@ class ReviewScreen(WizardStep):
         t = s.cfg.training
         if est is None:
             return Content("")
+        epochs = f"max_steps {t.max_steps}" if t.max_steps > 0 else f"{t.num_epochs:g} epochs"
         if est.total_steps is None:
             steps = "steps: need the dataset's size"
+        elif est.steps_per_epoch is None:  # max_steps without a readable dataset: no epochs to count
+            steps = f"{est.total_steps:,} steps ({epochs}; steps per epoch need the dataset)"
         else:
-            epochs = f"max_steps {t.max_steps}" if t.max_steps > 0 else f"{t.num_epochs:g} epochs"
             steps = f"{est.total_steps:,} steps ({est.steps_per_epoch:,} per epoch, {epochs})"
         gpus = f"{est.num_gpus} GPUs, memory per GPU" if est.num_gpus > 1 else "1 GPU"
         memory = f"memory {est.memory_mode}"
@@ -174,7 +176,7 @@ class ReviewScreen(WizardStep):
     # -- actions
 
     def _refuse_if_invalid(self, doing: str) -> bool:
-        problems = self.state.all_problems()
+        problems = self.state.all_problems() if doing == "save" else self.state.blockers()
         if problems:
             self.notify("\n".join(problems), title=f"Cannot {doing}: fix these first", severity="error", timeout=8)
             return True

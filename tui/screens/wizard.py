@@ -239,6 +239,19 @@ class WizardState:
     def all_problems(self) -> list[str]:
         return [p for lines in self.problems.values() for p in lines]
 
+    def blockers(self) -> list[str]:
+        """What stops a launch: the rejected values, and a model or dataset that cannot be read.
+
+        A config can validate and still name a file that is not there (a typo, the README's example path);
+        the run would only fail after detaching, so Review names it and Launch refuses.
+        """
+        out = self.all_problems()
+        if self.model_error:
+            out.append(f"model: {self.model_error}")
+        if self.data_error:
+            out.append(f"dataset.path: {self.data_error}")
+        return out
+
     # -- recomputation
 
     def schedule_for(self, path: str) -> None:

@@ -46,7 +46,7 @@ class EstimateLine(Widget):
     def show(self, state: Any) -> None:
         cfg, est = state.cfg, state.estimate
         parts: list[Content] = []
-        n_problems = len(state.all_problems())
+        n_problems = len(state.blockers())  # a model or dataset that cannot be read counts too
         if n_problems:
             parts.append(Content.styled(f"✗ {n_problems} problem{'s' * (n_problems > 1)}", "$text-error bold"))
         parts.append(Content(f"eff. batch {cfg.effective_batch_size}"))

@@ -1,0 +1,75 @@
+"""Each wizard input missing or broken, walked through every step to Review: no screen crashes, Review names
+the problem and Launch refuses, and what the user typed is still there."""
+
+from __future__ import annotations
+
+import pytest
+
+from tui.app import LorapilotApp
+from wizard_pilot import paste_into, settle, type_into
+
+SIZE = (80, 24)
+
+
+def _broken_jsonl(tmp_path):
+    path = tmp_path / "broken.jsonl"
+    path.write_text('{"instruction": "hi", "output": "there"}\n{"instruction": \n', encoding="utf-8")
+    return str(path)
+
+
+def _empty_file(tmp_path):
+    path = tmp_path / "empty.jsonl"
+    path.write_text("", encoding="utf-8")
+    return str(path)
+
+
+# (the step the input is on, its field, the text typed (or a maker of it), what Review must name)
+CASES = [
+    ("model", "#field-model", "", "model"),
+    ("model", "#field-model", "/nowhere/model", "/nowhere/model"),
+    ("dataset", "#field-dataset-path", "data/train.jsonl", "data/train.jsonl"),  # the README's example path
+    ("dataset", "#field-dataset-path", "", "dataset.path"),
+    ("dataset", "#field-dataset-path", _broken_jsonl, "broken.jsonl"),
+    ("dataset", "#field-dataset-path", _empty_file, "empty.jsonl"),
+    ("dataset", "#field-dataset-validation_split", "0.9.1", "validation_split"),
+    ("dataset", "#field-training-max_seq_length", "", "max_seq_length"),
+    ("hyperparams", "#field-training-learning_rate", "abc", "learning_rate"),
+    ("hyperparams", "#field-training-micro_batch_size", "0", "micro_batch_size"),
+]
+
+
+@pytest.mark.parametrize("step, field, text, named", CASES,
+                         ids=[f"{c[0]}-{c[1].removeprefix('#field-')}-{c[2] if isinstance(c[2], str) else c[2].__name__}"
+                              for c in CASES])
+async def test_a_missing_or_broken_input_reaches_review_without_a_crash(tmp_path, monkeypatch, demo_model_dir,
+                                                                       step, field, text, named):
+    monkeypatch.setenv("LORAPILOT_RUNS", str(tmp_path / "runs"))
+    text = text(tmp_path) if callable(text) else text
+    app = LorapilotApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        for _ in range(("model", "dataset", "hyperparams").index(step)):
+            await pilot.press("ctrl+n")
+        await settle(app, pilot)
+        if len(text) > 20:
+            await paste_into(pilot, field, text)
+        else:
+            await type_into(pilot, field, text)
+        await settle(app, pilot)
+        # Every later step paints with the input broken, then Review.
+        while type(app.screen).__name__ != "ReviewScreen":
+            await pilot.press("ctrl+n")
+            await settle(app, pilot)
+        problems = str(app.screen.query_one("#review-problems").render())
+        assert named in problems
+        await pilot.press("ctrl+l")
+        await pilot.pause(0.3)
+        assert type(app.screen).__name__ == "ReviewScreen"
+        assert not (tmp_path / "runs").exists()  # nothing launched
+        # Back to where it was typed: the text is as typed.
+        while type(app.screen).__name__ != {"model": "ModelScreen", "dataset": "DatasetScreen",
+                                            "hyperparams": "HyperparamsScreen"}[step]:
+            await pilot.press("escape")
+            await pilot.pause(0.05)
+        assert app.screen.query_one(field).value == text
+        app.exit()
