@@ -55,3 +55,61 @@ async def test_review_checklist_ticks_the_settings_and_flags_no_warmup():
         assert lines[warmup].startswith("! "), lines[warmup]
         assert "No warmup" in lines[warmup + 1]
         app.exit()
+
+
+def _own_data(tmp_path, n: int = 48):
+    path = tmp_path / "mine.jsonl"
+    path.write_text("".join(f'{{"instruction": "say {i}", "output": "number {i} said"}}\n' for i in range(n)),
+                    encoding="utf-8")
+    return str(path)
+
+
+async def test_own_data_resets_the_demo_tuning_but_keeps_what_the_user_changed(tmp_path):
+    from wizard_pilot import paste_into
+
+    app = LorapilotApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        s = app.wizard
+        assert s.cfg.training.learning_rate == 3e-3 and s.cfg.training.max_steps == 40  # the demo's
+        await pilot.press("ctrl+n", "ctrl+n")
+        await type_into(pilot, "#field-training-eval_steps", "5")  # the user's own choice survives
+        await pilot.press("escape")
+        await paste_into(pilot, "#field-dataset-path", _own_data(tmp_path))
+        await settle(app, pilot)
+        assert s.cfg.training.learning_rate == 2e-4 and s.cfg.training.max_steps == -1
+        assert s.cfg.training.num_epochs == 3 and s.cfg.training.eval_steps == 5
+        notes = [n.message for n in app._notifications]
+        assert any("learning_rate 0.003 -> 0.0002" in m and "max_steps 40 -> -1" in m for m in notes), notes
+        # The dataset step's own row shows the reset too, without leaving the step.
+        assert app.screen.query_one("#field-training-max_seq_length").value == "512"
+        # Back to the demo data: nothing is reset twice (the user's values stay theirs).
+        await type_into(pilot, "#field-training-max_seq_length", "256")
+        await settle(app, pilot)
+        assert s.cfg.training.max_seq_length == 256
+        app.exit()
+
+
+async def test_review_checklist_carries_the_learning_rate_and_epoch_findings(tmp_path, demo_model_dir):
+    from wizard_pilot import paste_into
+
+    app = LorapilotApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        await paste_into(pilot, "#field-model", str(demo_model_dir))  # a model of one's own (the demo's copy)
+        await pilot.press("ctrl+n")
+        await paste_into(pilot, "#field-dataset-path", _own_data(tmp_path))
+        await pilot.press("ctrl+n")
+        # What a user who kept the demo's tuning would run: 40 steps of 8 on 48 examples, at 3e-3.
+        for field, text in (("learning_rate", "3e-3"), ("max_steps", "40"), ("micro_batch_size", "8"),
+                            ("gradient_accumulation_steps", "1")):
+            await type_into(pilot, f"#field-training-{field}", text)
+        await pilot.press("ctrl+n")
+        await settle(app, pilot)
+        lines = checklist_lines(app)
+        lr = next(i for i, line in enumerate(lines) if "Learning rate in the usual LoRA range" in line)
+        assert lines[lr].startswith("! ") and "high for LoRA" in lines[lr + 1], lines[lr:lr + 2]
+        epochs = next(i for i, line in enumerate(lines) if "passes over the data" in line)
+        assert lines[epochs].startswith("! "), lines[epochs]
+        assert "times" in lines[epochs + 1], lines[epochs + 1]
+        app.exit()

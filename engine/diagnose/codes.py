@@ -37,6 +37,8 @@ PREFLIGHT_CODES = (
     "eval_too_rare",
     "no_checkpoint",
     "no_save_limit",
+    "learning_rate_unusual",
+    "many_epochs",
 )
 
 # Short titles for lists and panels; the finding's message carries the detail.
@@ -67,4 +69,6 @@ TITLES = {
     "eval_too_rare": "Eval too rare",
     "no_checkpoint": "No checkpoint before the end",
     "no_save_limit": "Many checkpoints kept",
+    "learning_rate_unusual": "Learning rate unusual for LoRA",
+    "many_epochs": "Many passes over the data",
 }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from engine.demo.model import DEMO_MODEL_ID
 from engine.diagnose.finding import Finding
 
 # The seeds clip at 0.3; above 1.0 clipping rarely engages and a single bad batch can derail the run.
@@ -13,6 +14,8 @@ LOOSE_CLIPPING = 1.0
 MIN_EVALS_PER_EPOCH = 2
 # More kept checkpoints than this mostly fills the pod's disk; 2-3 is the usual choice.
 MANY_CHECKPOINTS = 10
+# More passes than this over a small dataset mostly memorises it; the QLoRA paper and most guides use 1-3.
+MANY_EPOCHS = 3
 
 
 def check_settings(cfg: Any, n_examples: int | None, num_gpus: int = 1) -> list[Finding]:
@@ -29,11 +32,13 @@ def check_settings(cfg: Any, n_examples: int | None, num_gpus: int = 1) -> list[
             "no_warmup", "warning", None,
             "No warmup: the first steps use the full learning rate on an untrained adapter, a common cause of "
             "early spikes.", "training.warmup_ratio: 0", "Set training.warmup_ratio to 0.03 (3 % of the steps)."))
+    if cfg.model != DEMO_MODEL_ID:  # the demo's tiny random model needs its high rate (presets/demo.yaml)
+        out += _check_learning_rate(t.learning_rate)
     if t.max_grad_norm > LOOSE_CLIPPING:
         out.append(Finding(
             "no_grad_clipping", "warning", None,
             f"Gradient clipping at {t.max_grad_norm:g} hardly ever engages: one bad batch can derail the run.",
-            f"training.max_grad_norm: {t.max_grad_norm:g}", "Set training.max_grad_norm to 0.3 (the seeds' value)."))
+            f"training.max_grad_norm: {t.max_grad_norm:g}", "Set training.max_grad_norm to 0.3 (the QLoRA paper's value)."))
     if n_examples:
         per_step = t.micro_batch_size * t.gradient_accumulation_steps * max(1, num_gpus)
         steps_per_epoch = max(1, math.ceil(n_examples / per_step))
@@ -46,6 +51,16 @@ def check_settings(cfg: Any, n_examples: int | None, num_gpus: int = 1) -> list[
                 "The eval loss is measured too rarely to catch overfitting in time.",
                 f"eval every {t.eval_steps} steps; {steps_per_epoch} steps per epoch, {total} in all",
                 f"Set training.eval_steps to {max(1, steps_per_epoch // 4)} (about 4 times per epoch)."))
+        epochs = total / steps_per_epoch
+        if epochs > MANY_EPOCHS:
+            out.append(Finding(
+                "many_epochs", "warning", None,
+                f"The run passes over the data {epochs:.1f} times: past about {MANY_EPOCHS} the model starts to "
+                "memorise the examples instead of learning the task.",
+                f"{total} steps, {steps_per_epoch} steps per epoch"
+                + (f" (max_steps {t.max_steps})" if t.max_steps > 0 else f" (num_epochs {t.num_epochs:g})"),
+                f"Set training.max_steps to {MANY_EPOCHS * steps_per_epoch}" if t.max_steps > 0
+                else f"Set training.num_epochs to {MANY_EPOCHS}"))
         if t.save_steps > total:
             out.append(Finding(
                 "no_checkpoint", "warning", None,
@@ -57,3 +72,24 @@ def check_settings(cfg: Any, n_examples: int | None, num_gpus: int = 1) -> list[
             "no_save_limit", "info", None, f"Up to {t.save_total_limit} checkpoints are kept on disk.",
             f"training.save_total_limit: {t.save_total_limit}", "Keep 2-3 (training.save_total_limit: 3)."))
     return out
+
+
+def _check_learning_rate(learning_rate: float) -> list[Finding]:
+    """The LoRA range of engine.estimate.lr (the one place it is kept), as a finding the checklist shows."""
+    from engine.estimate.lr import LORA_LR_DEFAULT, LORA_LR_RANGE
+
+    lo, hi = LORA_LR_RANGE
+    usual = f"usual for LoRA: {lo:.0e} to {hi:.0e}"
+    if learning_rate > 3 * hi:
+        return [Finding(
+            "learning_rate_unusual", "warning", None,
+            f"The learning rate {learning_rate:.1e} is high for LoRA: expect loss spikes or NaN.",
+            f"training.learning_rate: {learning_rate:g} ({usual})",
+            f"Set training.learning_rate to {LORA_LR_DEFAULT:g}")]
+    if learning_rate < lo / 3:
+        return [Finding(
+            "learning_rate_unusual", "info", None,
+            f"The learning rate {learning_rate:.1e} is low for LoRA: the loss may barely move.",
+            f"training.learning_rate: {learning_rate:g} ({usual})",
+            f"Set training.learning_rate to {LORA_LR_DEFAULT:g}")]
+    return []

@@ -53,12 +53,14 @@ def _duration(seconds: float) -> str:
 
 def render(est, info, n_examples: int | None, counted: bool, memory_setting: str = "auto") -> str:
     """The human table: components, totals, fit, steps, time, learning rate, suggestions."""
+    # A tiny model (the demo's 0.9 M) read "0.00 B parameters": millions below a billion.
+    _count = lambda n: f"{n / 1e9:.2f} B" if n >= 1e9 else f"{n / 1e6:.1f} M"  # noqa: E731
     mode = f"memory {est.memory_mode}"
     if memory_setting == "auto":
         mode += " (auto: the fast path does not fit)" if est.memory_mode == "lean" else " (auto)"
     if est.parallelism == "fsdp":
         mode += f", model sharded over {est.num_gpus} GPUs (fsdp)"
-    lines = [f"model  {info.name} ({info.source}, {info.architecture}, {info.param_count / 1e9:.2f} B parameters"
+    lines = [f"model  {info.name} ({info.source}, {info.architecture}, {_count(info.param_count)} parameters"
              f"{'' if info.exact else ', approximate'})",
              f"batch  {est.tokens_per_microbatch:,} tokens per micro-batch, {est.precision}, {mode}, "
              f"{est.params_trainable:,} trainable LoRA parameters", ""]

@@ -38,7 +38,7 @@ def lr_hint(learning_rate: float, supervised_tokens_per_step: int | None, pretra
     text = f"{learning_rate:.1e}: {verdict} ({lo:.0e}-{hi:.0e}, {LORA_LR_DEFAULT:.0e} typical)"
     if scaled is not None:
         text += (f"; scaling rule {base_lr:.1e} x sqrt({supervised_tokens_per_step:,} / {batch:,})"
-                 f" = {scaled:.1e} (full fine-tuning reference)")
+                 f" = {scaled:.1e} (the rule is for full fine-tuning; LoRA usually wants more)")
     return {"learning_rate": learning_rate, "range": list(LORA_LR_RANGE), "default": LORA_LR_DEFAULT,
             "verdict": verdict, "scaled_lr": scaled, "base_lr": base_lr, "pretrained_batch_tokens": batch,
             "pretraining_published": published, "supervised_tokens_per_step": supervised_tokens_per_step,

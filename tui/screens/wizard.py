@@ -127,6 +127,25 @@ def _say(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}"
 
 
+# ---------------------------------------------------------------- the demo's own tuning
+
+# Leaving either of these (your own model or your own data) ends the demo.
+DEMO_INPUTS = ("model", "dataset.path")
+
+
+def demo_only_values(raw: dict[str, str]) -> dict[str, str]:
+    """The demo's values that differ from the recipe's defaults (lr 3e-3, max_steps 40, ...), as shown.
+
+    Empty when the wizard does not open on the demo.
+    """
+    from engine.demo.model import DEMO_MODEL_ID
+    if from_raw(FIELDS["model"], raw.get("model", "")) != DEMO_MODEL_ID:
+        return {}
+    defaults = Config().to_dict()
+    return {p: text for p, text in raw.items()
+            if p not in DEMO_INPUTS and text != to_raw(FIELDS[p], get_path(defaults, p))}
+
+
 # ---------------------------------------------------------------- the shared state
 
 class WizardState:
@@ -166,6 +185,8 @@ class WizardState:
         self.gpu: Any = None                 # the spec the estimate is for
         self.price_per_hour: float | None = None  # for the cost line only; not part of the config
         self.last_run: Any = None                 # the RunHandle of the run launched from here
+        # The demo's own tuning (a 40-step run of a tiny random model), kept only while it trains the demo.
+        self.demo_only: dict[str, str] = demo_only_values(self.raw) if config_path is None else {}
         self.changed: Signal[str] = Signal(app, "wizard-changed")
         self._timers: dict[str, Timer] = {}
         self._gen: dict[str, int] = {}
@@ -186,9 +207,29 @@ class WizardState:
         if self.raw.get(path) == text:
             return
         self.raw[path] = text
+        if path in DEMO_INPUTS and self.demo_only:
+            if self._leave_demo():
+                how = SET  # values changed on other rows: every field shows its new value
         self.revalidate()
         self.changed.publish(how)
         self.schedule_for(path)
+
+    def _leave_demo(self) -> list[str]:
+        """Your own model or data: the demo's tuning goes back to the recipe's, except what you changed yourself.
+
+        Returns 'key old -> new' for each value reset; says so in a notification.
+        """
+        demo, self.demo_only = self.demo_only, {}
+        defaults = {p: to_raw(FIELDS[p], get_path(Config().to_dict(), p)) for p in demo}
+        reset = {p: defaults[p] for p, text in demo.items() if self.raw.get(p) == text}
+        changes = [f"{p.split('.')[-1]} {demo[p]} -> {new}" for p, new in reset.items()]
+        self.raw.update(reset)
+        for path in reset:
+            self.schedule_for(path)
+        if changes:
+            self.app.notify("The demo's tuning is for its tiny model; back to the QLoRA recipe's values:\n"
+                            + "\n".join(changes), title="Your own model or data", timeout=10)
+        return changes
 
     def set_many(self, values: dict[str, Any]) -> None:
         """Apply several values at once (a recipe, an auto-fit): one validation, one recompute."""

@@ -22,6 +22,8 @@ ITEMS: list[tuple[str, tuple[str, ...]]] = [
     ("At least 100 examples with trained tokens",
      ("no_examples", "no_target_tokens", "too_few_examples", "few_target_tokens")),
     ("max_seq_length covers the responses", ("responses_truncated", "prompt_too_long")),
+    ("Learning rate in the usual LoRA range", ("learning_rate_unusual",)),
+    ("1-3 passes over the data (epochs)", ("many_epochs",)),
     ("bf16 or fp16 to suit the GPU", ("precision_unsupported",)),
     ("Gradient checkpointing on", ("gradient_checkpointing_off",)),
     ("Warmup at the start", ("no_warmup",)),

@@ -29,7 +29,7 @@ def hint_text(spec: FieldSpec) -> str:
     """The recommended range first (what to pick), then the hard limits (what is allowed)."""
     parts = []
     if spec.recommended:
-        parts.append(f"rec. {spec.recommended}")
+        parts.append(f"recommended {spec.recommended}")
     if not spec.choices and spec.range_text():
         parts.append(f"allowed {spec.range_text()}")
     return " · ".join(parts)
