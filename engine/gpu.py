@@ -15,13 +15,10 @@ from dataclasses import dataclass
 from glob import glob
 from typing import Any
 
-GIB = 1024 ** 3
+from engine.settings import GIB, GPU_MEMORY_ENV
 
 OK, NO_GPU, NO_DRIVER = "ok", "no_gpu", "no_driver"
 
-# Caps what training may use of each GPU, for a GPU shared with another job (or to try a smaller card's limit):
-# the allocator refuses beyond it and every auto decision (memory, parallelism, packing budget) plans for it.
-GPU_MEMORY_ENV = "LORAPILOT_GPU_MEMORY_GIB"
 
 
 def gpu_memory_cap() -> float | None:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.errors import ModelError
+from engine.settings import GIB, hub_token_env, local_rank
 
 # Linear layers that are never adapted: the output head (too large, and tied to the embeddings in many models).
 _NEVER_TARGET = ("lm_head",)
@@ -32,13 +33,12 @@ def resolve_model_path(model: str) -> str:
 
 def hub_token() -> str | None:
     """The hub token from the environment or the Hugging Face cache; never written anywhere by us."""
-    for var in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):
-        if os.environ.get(var):
-            return os.environ[var]
+    if token := hub_token_env():
+        return token
     try:
         from huggingface_hub import get_token
         return get_token()
-    except Exception:  # no cache, no token: public models still load
+    except (ImportError, OSError):  # no huggingface_hub, no readable cache: public models still load
         return None
 
 
@@ -70,12 +70,12 @@ def detect_hardware() -> Hardware:
 
     if torch.cuda.is_available():
         cap = torch.cuda.get_device_capability(0)
-        total = torch.cuda.get_device_properties(0).total_memory / 2 ** 30
+        total = torch.cuda.get_device_properties(0).total_memory / GIB
         from engine.gpu import gpu_memory_cap
 
         limit = gpu_memory_cap()
         if limit is not None and limit < total:
-            device = int(os.environ.get("LOCAL_RANK", 0))  # the rank's own GPU, before the Trainer selects it
+            device = local_rank()  # the rank's own GPU, before the Trainer selects it
             torch.cuda.set_per_process_memory_fraction(limit / total, device)
             total = limit
         return Hardware("cuda", torch.cuda.get_device_name(0), torch.cuda.is_bf16_supported(), cap,
@@ -134,7 +134,7 @@ def load_base_model(model: str, quantization: str, precision: str, *, trust_remo
     elif quantization == "int8":
         kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
     if hw.device == "cuda":
-        kwargs["device_map"] = device_map if device_map is not None else {"": int(os.environ.get("LOCAL_RANK", 0))}
+        kwargs["device_map"] = device_map if device_map is not None else {"": local_rank()}
     path = resolve_model_path(model)
     try:
         m = AutoModelForCausalLM.from_pretrained(path, **kwargs)

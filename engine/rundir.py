@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+from engine.settings import runs_root
+
 STATES = ("starting", "loading", "training", "evaluating", "saving", "done", "failed", "stopped")
 FINAL_STATES = ("done", "failed", "stopped")
 
@@ -28,7 +30,7 @@ STOP_REQUEST_FILE = "stop.request"
 
 
 def default_runs_root() -> Path:
-    return Path(os.environ.get("LORAPILOT_RUNS", "runs"))
+    return runs_root()
 
 
 # ---------------------------------------------------------------- status.json

@@ -14,12 +14,12 @@ import warnings
 from dataclasses import dataclass
 
 from engine.data.types import IGNORE_INDEX, TokenizedExample
+from engine.settings import FAST_DECODE_ENV
 
 DEFAULT_SAMPLE_PROMPTS = 3  # held-out validation prompts when the config names none
 END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>")
 # Which decoder greedy batches use: unset or "auto" lets the trainer choose (engine.train.sample_budget),
 # "0" model.generate, "1" engine.fast_decode compiled into CUDA graphs on a GPU, "eager" the same loop uncompiled.
-FAST_DECODE_ENV = "LORAPILOT_FAST_DECODE"
 _fast_decode_broken = False  # it raised once in this process: later batches go straight to generate
 
 
@@ -130,7 +130,7 @@ def _fast_greedy_batch(model, tokenizer, prompts: list[list[int]], *, max_new_to
         with _attention(model, "sdpa"):
             return greedy_decode(model, prompts, max_new_tokens=max_new_tokens, stop_ids=stop_token_ids(tokenizer),
                                  pad_id=pad, compile=compile)
-    except Exception as e:  # e.g. an architecture whose cache or forward differs from Llama's
+    except Exception as e:  # noqa: BLE001 - warned, then model.generate; e.g. an architecture whose cache or forward differs from Llama's
         _fast_decode_broken = True
         warnings.warn(f"{FAST_DECODE_ENV}: fast decoding failed ({type(e).__name__}: {e}); "
                       "samples use model.generate from now on", RuntimeWarning, stacklevel=2)
@@ -146,7 +146,7 @@ def _attention(model, impl: str):
         try:
             model.set_attn_implementation(impl)
             switched = True
-        except Exception:  # an architecture without SDPA: decode as configured
+        except Exception:  # noqa: BLE001 - an architecture without SDPA: decode as configured
             pass
     try:
         yield

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import psutil
 
-GIB = 1024 ** 3
+from engine.settings import GIB
 
 
 @dataclass(frozen=True)

@@ -28,8 +28,9 @@ import re
 from pathlib import Path
 
 from engine.errors import DataError
+from engine.settings import DATA_SUFFIXES
 
-EXTENSIONS = (".jsonl", ".json", ".csv", ".parquet")
+EXTENSIONS = DATA_SUFFIXES
 FORMATS = ("alpaca", "chat", "completion", "text")
 EXPECTED = ("alpaca (instruction, input, output), chat (messages with role/content, or ShareGPT "
             "conversations with from/value), completion (prompt, completion), text (text)")
@@ -112,7 +113,7 @@ def _read_with_datasets(path: Path) -> tuple[list[dict], list[str]]:
     datasets.disable_progress_bars()
     try:
         ds = datasets.load_dataset(kind, data_files=str(path), split="train")
-    except Exception as e:  # pyarrow/pandas raise many types; all mean "this file cannot be read"
+    except Exception as e:  # noqa: BLE001 - pyarrow/pandas raise many types; all mean "this file cannot be read"
         reason = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
         raise DataError(f"{path}: cannot read as {kind.upper()}: {reason}") from None
     rows = ds.to_list()
@@ -156,7 +157,7 @@ def _read_hub(repo_id: str) -> tuple[list[dict], list[str]]:
         raise DataError(f"{repo_id}: not a local path, and the Hugging Face Hub is unreachable (offline?)", fix=fix)
     try:
         ds = datasets.load_dataset(repo_id, split="train")
-    except Exception as e:  # network, auth, missing split: all end the same way for the user
+    except Exception as e:  # noqa: BLE001 - network, auth, missing split: all end the same way for the user
         if constants.HF_HUB_OFFLINE:
             raise DataError(f"{repo_id}: not a local path, and not in the hub cache (HF_HUB_OFFLINE is set)",
                             fix="download it where there is network, or point dataset.path at a local file") from None

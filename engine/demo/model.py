@@ -13,6 +13,8 @@ import json
 import os
 from pathlib import Path
 
+from engine.settings import cache_root
+
 DEMO_MODEL_ID = "lorapilot-demo"
 _VERSION = "v3"
 _VOCAB = 1024
@@ -25,12 +27,6 @@ CHATML_TEMPLATE = (
 )
 ARCH = dict(hidden_size=128, intermediate_size=352, num_hidden_layers=4, num_attention_heads=4,
             num_key_value_heads=2, max_position_embeddings=1024)
-
-
-def cache_root() -> Path:
-    base = os.environ.get("LORAPILOT_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "lorapilot")
-    return Path(base)
 
 
 def demo_model_dir() -> Path:

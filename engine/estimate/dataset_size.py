@@ -6,15 +6,15 @@ import json
 from pathlib import Path
 
 from engine.errors import DataError
+from engine.settings import DATA_SUFFIXES
 
-_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 
 
 def count_examples(path: str) -> int | None:
     """Rows in a local file or directory of files; None for a hub dataset or an unreadable format."""
     p = Path(path).expanduser()
     if p.is_dir():
-        files = sorted(f for f in p.iterdir() if f.suffix in _SUFFIXES)
+        files = sorted(f for f in p.iterdir() if f.suffix in DATA_SUFFIXES)
         counts = [count_examples(str(f)) for f in files]
         return None if not files or None in counts else sum(counts)
     if not p.is_file():

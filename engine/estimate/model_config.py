@@ -9,7 +9,6 @@ and without one the error says what to do.
 from __future__ import annotations
 
 import json
-import os
 import re
 import socket
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from engine.errors import ModelError
+from engine.settings import hub_endpoint, hub_offline
 from engine.estimate.params import Architecture, ParamCounts, architecture, count_params
 from engine.estimate.presets import find_model_preset
 
@@ -91,9 +91,9 @@ def read_model_config(model: str) -> ModelInfo:
 
 def _hub_reachable() -> bool:
     """A quick TCP probe: huggingface_hub itself retries for ~20 s before giving up offline."""
-    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+    if hub_offline():
         return False
-    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    host = urlparse(hub_endpoint()).hostname or "huggingface.co"
     try:
         socket.create_connection((host, 443), timeout=HUB_TIMEOUT_S).close()
         return True

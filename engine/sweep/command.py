@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import signal
 import sys
@@ -16,6 +15,7 @@ import time
 from pathlib import Path
 
 from engine.errors import EXIT_OK, EXIT_RUN_FAILED, UserError
+from engine.settings import visible_device_mask
 from engine.sweep.plan import DEFAULT_LRS, DEFAULT_RS, DEFAULT_STEPS, STOP_ON, lr_text
 
 
@@ -46,14 +46,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def visible_devices() -> list[str]:
     """The GPUs trials may be spread over: CUDA_VISIBLE_DEVICES' entries, else every GPU NVML sees."""
-    mask = os.environ.get("CUDA_VISIBLE_DEVICES")
+    mask = visible_device_mask()
     if mask is not None:
-        return [d.strip() for d in mask.split(",") if d.strip() and d.strip() != "-1"]
-    try:
-        from engine.gpu import gpu_count
-        return [str(i) for i in range(gpu_count())]
-    except Exception:  # no NVML, no driver: the CPU
-        return []
+        return mask
+    from engine.gpu import gpu_count
+    return [str(i) for i in range(gpu_count())]  # no NVML, no driver: none (engine.gpu's "no GPU" state)
 
 
 def _check_numbers(a) -> None:

@@ -21,6 +21,7 @@ import time
 import traceback
 from pathlib import Path
 
+from engine.detached import spawn_detached
 from engine.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_RUN_FAILED, UserError
 from engine.rundir import FINAL_STATES, MetricsTail, pid_alive, read_metrics, read_status
 from engine.sweep.plan import Trial, halving_should_stop, trial_config
@@ -37,13 +38,8 @@ def log(msg: str) -> None:
 
 def spawn_driver(sweep_dir: Path) -> subprocess.Popen:
     """Starts the driver in its own session (an SSH drop or closing the app never reaches it)."""
-    out = open(sweep_dir / SWEEP_LOG, "ab")
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen([sys.executable, "-u", "-m", "engine.sweep.driver", str(sweep_dir)], stdout=out,
-                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-                            close_fds=True, env=env, cwd=os.getcwd())
-    out.close()
-    return proc
+    return spawn_detached([sys.executable, "-u", "-m", "engine.sweep.driver", str(sweep_dir)],
+                          sweep_dir / SWEEP_LOG, PYTHONUNBUFFERED="1")
 
 
 @contextlib.contextmanager
@@ -274,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         driver = Driver(a.sweep_dir)
         return driver.run()
-    except Exception as e:  # recorded for the reader; the trials themselves keep running or are done
+    except Exception as e:  # noqa: BLE001 - traceback printed to the log and the state recorded for the reader; the trials themselves keep running or are done
         traceback.print_exc()
         if driver is not None:
             driver.sweep.update(state="failed", error=f"sweep driver: {type(e).__name__}: {e}")

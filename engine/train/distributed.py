@@ -8,19 +8,17 @@ all-reduce each step), or the ranks would wait for each other forever.
 
 from __future__ import annotations
 
-import os
 import sys
 
 from engine.errors import ConfigError
-
-# Tests run real data-parallel training on a CPU-only machine with gloo; users never need this.
-CPU_DDP_ENV = "LORAPILOT_DDP_CPU"
+# CPU_DDP_ENV: tests run real data-parallel training on a CPU-only machine with gloo; users never need it.
+from engine.settings import CPU_DDP_ENV as CPU_DDP_ENV
+from engine.settings import cpu_ddp, process_ranks, visible_device_mask
 
 
 def world() -> tuple[int, int, int]:
     """(rank, local_rank, world_size) of this process; (0, 0, 1) when not distributed."""
-    return (int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_RANK", 0)),
-            int(os.environ.get("WORLD_SIZE", 1)))
+    return process_ranks()
 
 
 def is_main() -> bool:
@@ -31,19 +29,16 @@ def visible_gpus() -> int:
     """GPUs this process may use, without importing torch (NVML + CUDA_VISIBLE_DEVICES)."""
     from engine.gpu import sample_gpus
 
-    try:
-        n = len(sample_gpus())
-    except Exception:  # no driver: no GPU
-        n = 0
-    mask = os.environ.get("CUDA_VISIBLE_DEVICES")
+    n = len(sample_gpus())  # no driver, no NVML: an empty list (engine.gpu's "no GPU" state)
+    mask = visible_device_mask()
     if mask is not None:
-        n = min(n, len([d for d in mask.split(",") if d.strip() and d.strip() != "-1"]))
+        n = min(n, len(mask))
     return n
 
 
 def num_processes(num_gpus: int | None) -> int:
     """How many training processes: all visible GPUs by default, 1 on a CPU machine."""
-    if os.environ.get(CPU_DDP_ENV):
+    if cpu_ddp():
         return max(1, num_gpus or 1)
     available = visible_gpus()
     if num_gpus is None:

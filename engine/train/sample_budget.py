@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from engine.settings import GIB
+
 SAMPLE_TIME_SHARE = 0.05
 SAMPLE_FREE_S = 10.0  # samples this cheap in all never count against the share (the demo, small models)
 # Fast decode on an H200 (2026-12-02): its first call took 57 s (Llama-2-7B) and 72 s (Llama-3-8B) cold;
@@ -35,7 +37,7 @@ def kv_cache_bytes(config, rows: int, length: int, dtype_bytes: int = 2) -> int:
 def fast_decode_fits(peak_bytes: float, limit_bytes: float, cache_bytes: float) -> bool:
     """Fast decode keeps its KV cache and graphs allocated through the rest of training: they must fit beside
     training's peak (Llama-2-7B, 3 prompts of up to 410 + 128 tokens: 0.8 GiB of cache)."""
-    return peak_bytes + cache_bytes + FAST_DECODE_MARGIN_GIB * 1024 ** 3 <= MEMORY_USE_LIMIT * limit_bytes
+    return peak_bytes + cache_bytes + FAST_DECODE_MARGIN_GIB * GIB <= MEMORY_USE_LIMIT * limit_bytes
 
 
 def fast_pays_off(remaining_s: float) -> bool:

@@ -12,7 +12,8 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import DirectoryTree, Footer, Label
 
-DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
+from engine.settings import DATA_SUFFIXES
+
 
 
 class DataTree(DirectoryTree):

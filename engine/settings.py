@@ -1,0 +1,72 @@
+"""Everything lorapilot reads from the environment, and the units and names shared across the engine.
+
+Read on every call, never cached at import: tests and the CLI set variables after the modules are loaded.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+GIB = 1024 ** 3
+
+# The data files a dataset path may name (also what a directory of them is searched for).
+DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
+
+RUNS_ENV = "LORAPILOT_RUNS"
+CACHE_ENV = "LORAPILOT_CACHE"
+# Caps what training may use of each GPU, for a GPU shared with another job (or to try a smaller card's limit):
+# the allocator refuses beyond it and every auto decision (memory, parallelism, packing budget) plans for it.
+GPU_MEMORY_ENV = "LORAPILOT_GPU_MEMORY_GIB"
+FAST_DECODE_ENV = "LORAPILOT_FAST_DECODE"
+CPU_DDP_ENV = "LORAPILOT_DDP_CPU"  # data parallel on the CPU (gloo): tests of the multi-process path
+
+
+def runs_root() -> Path:
+    """Where runs and sweeps are created: $LORAPILOT_RUNS, else ./runs."""
+    return Path(os.environ.get(RUNS_ENV, "runs"))
+
+
+def cache_root() -> Path:
+    """lorapilot's own cache (the demo model, the app's log): $LORAPILOT_CACHE, else $XDG_CACHE_HOME/lorapilot."""
+    base = os.environ.get(CACHE_ENV) or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "lorapilot")
+    return Path(base)
+
+
+def visible_device_mask() -> list[str] | None:
+    """CUDA_VISIBLE_DEVICES' entries (-1 and blanks dropped), or None where it is not set."""
+    mask = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if mask is None:
+        return None
+    return [d.strip() for d in mask.split(",") if d.strip() and d.strip() != "-1"]
+
+
+def cpu_ddp() -> bool:
+    return bool(os.environ.get(CPU_DDP_ENV))
+
+
+def process_ranks() -> tuple[int, int, int]:
+    """(RANK, LOCAL_RANK, WORLD_SIZE) as torchrun sets them; (0, 0, 1) in a single process."""
+    return (int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_RANK", 0)),
+            int(os.environ.get("WORLD_SIZE", 1)))
+
+
+def local_rank() -> int:
+    return int(os.environ.get("LOCAL_RANK", 0))
+
+
+def hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+
+
+def hub_endpoint() -> str:
+    return os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+
+
+def hub_token_env() -> str | None:
+    """The hub token from HF_TOKEN or HUGGING_FACE_HUB_TOKEN; never written anywhere by us."""
+    for var in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):
+        if os.environ.get(var):
+            return os.environ[var]
+    return None
