@@ -80,7 +80,7 @@ class Playground:
                     with self.model.disable_adapter():
                         generate(self.model, self.tokenizer, ids, max_new_tokens=max_new_tokens,
                                  temperature=temperature, top_p=top_p, streamer=streamer)
-            except BaseException as e:  # re-raised in the caller's thread
+            except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
                 errors.append(e)
                 streamer.end()
 

@@ -40,7 +40,8 @@ def tokenizer_adds_bos(tokenizer) -> bool:
 
 
 def _trained_spans(segments: list[tuple[str, bool]]) -> list[tuple[int, int]]:
-    spans, pos = [], 0
+    spans: list[tuple[int, int]] = []
+    pos = 0
     for text, trained in segments:
         if trained and text:
             if spans and spans[-1][1] == pos:

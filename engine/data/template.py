@@ -190,7 +190,7 @@ class Renderer:
             return ""
         try:
             return self.tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation)
-        except Exception as e:  # jinja raises its own errors and templates raise_exception(); all are the data's
+        except Exception as e:  # noqa: BLE001 - jinja raises its own errors and templates raise_exception(); all are the data's
             raise DataError(f"{source}: the model's chat template cannot render this conversation: {e}",
                             fix="check the order of roles (many templates need user/assistant alternating)") from None
 

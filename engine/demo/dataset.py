@@ -57,7 +57,8 @@ def _make(rng: random.Random) -> dict:
 def generate(n: int = 400, seed: int = 7) -> list[dict]:
     """n distinct examples (duplicates would be flagged by the data doctor, rightly)."""
     rng = random.Random(seed)
-    seen, out = set(), []
+    seen: set = set()
+    out: list[dict] = []
     while len(out) < n:
         ex = _make(rng)
         key = json.dumps(ex, sort_keys=True)

@@ -7,7 +7,7 @@ as `kind: finding` records) and the pre-flight data doctor.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Any, Iterable
 
 from engine.diagnose.codes import SEVERITIES
 
@@ -34,7 +34,7 @@ class Finding:
 
     def to_record(self) -> dict:
         """The metrics.jsonl record (DESIGN.md); `time` only when known."""
-        record = {"kind": "finding", "step": self.step}
+        record: dict[str, Any] = {"kind": "finding", "step": self.step}
         if self.time is not None:
             record["time"] = self.time
         record.update(code=self.code, severity=self.severity, message=self.message,

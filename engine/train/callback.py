@@ -10,13 +10,23 @@ from __future__ import annotations
 
 import contextlib
 import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterable
 
 from transformers import TrainerCallback
 
 from engine.rundir import MetricsWriter, write_status
+from engine.settings import GIB
 from engine.train.sample_budget import SAMPLE_TIME_SHARE, SampleBudget
 
-_GIB = 1024 ** 3
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+    from engine.data.packing import Collator
+    from engine.diagnose.live import LiveDiagnostics
+    from engine.samples import SamplePrompt
+    from engine.train.signals import StopFlag
+
 # Per-step work kept well under 1 % of a step: on an H100 NVML's queries and the status file took
 # ~15 ms a step (1.7 % of a 0.87 s step; benchmarks/results/sample_cost-h100-2026-11-23.md), so both
 # are refreshed at most this often. Records in between repeat the last GPU sample.
@@ -33,21 +43,21 @@ def _gpu_fields() -> dict:
 
     if not torch.cuda.is_available():
         return {}
-    out = {"gpu_peak_alloc_gib": [round(torch.cuda.max_memory_allocated() / _GIB, 3)]}
+    out = {"gpu_peak_alloc_gib": [round(torch.cuda.max_memory_allocated() / GIB, 3)]}
     try:
         from engine.gpu import sample_gpus
         samples = sample_gpus()
-    except Exception:  # NVML is optional telemetry; training must not die for it
+    except Exception:  # noqa: BLE001 - NVML is optional telemetry; training must not die for it
         samples = []
     if samples:
         out["gpu_mem_gib"] = [round(g.mem_used_gib, 3) for g in samples]
         out["gpu_mem_total_gib"] = [round(g.mem_total_gib, 3) for g in samples]
         if all(g.util_pct is not None for g in samples):
-            out["gpu_util"] = [int(g.util_pct) for g in samples]
+            out["gpu_util"] = [int(g.util_pct or 0) for g in samples]  # all known (the test above)
     else:
         free, total = torch.cuda.mem_get_info()
-        out["gpu_mem_gib"] = [round((total - free) / _GIB, 3)]
-        out["gpu_mem_total_gib"] = [round(total / _GIB, 3)]
+        out["gpu_mem_gib"] = [round((total - free) / GIB, 3)]
+        out["gpu_mem_total_gib"] = [round(total / GIB, 3)]
     return out
 
 
@@ -56,27 +66,29 @@ def fast_decode_room(model, prompts, max_new_tokens: int) -> bool:
     beside training's peak so far."""
     import torch
 
-    from engine.gpu import GIB, gpu_memory_cap
+    from engine.gpu import gpu_memory_cap
     from engine.train.sample_budget import fast_decode_fits, kv_cache_bytes
 
     if not torch.cuda.is_available() or not prompts:
         return False
     try:
         longest = max(len(p.ids) for p in prompts)
-        limit = torch.cuda.mem_get_info()[1]
+        limit: float = torch.cuda.mem_get_info()[1]
         cap = gpu_memory_cap()
         if cap:
             limit = min(limit, cap * GIB)
         cache = kv_cache_bytes(model.config, len(prompts), longest + max_new_tokens)
-    except Exception:  # an architecture without these config fields: samples must never stop a run
+    except Exception:  # noqa: BLE001 - an architecture without these config fields: samples must never stop a run
         return False
     return fast_decode_fits(torch.cuda.max_memory_allocated(), limit, cache)
 
 
 class RunDirCallback(TrainerCallback):
-    def __init__(self, run_dir, *, collator, steps_per_epoch: int, stop_flag, stop_on: list[str],
-                 diagnostics=None, is_main: bool = True, world_size: int = 1, tokenizer=None, sample_prompts=(),
-                 sample_max_new_tokens: int = 128, tokens_offset: int = 0, fast_decode_ok: bool = False):
+    def __init__(self, run_dir: Path, *, collator: Collator, steps_per_epoch: int, stop_flag: StopFlag,
+                 stop_on: list[str], diagnostics: LiveDiagnostics | None = None, is_main: bool = True,
+                 world_size: int = 1, tokenizer: PreTrainedTokenizerBase | None = None,
+                 sample_prompts: Iterable[SamplePrompt] = (), sample_max_new_tokens: int = 128,
+                 tokens_offset: int = 0, fast_decode_ok: bool = False) -> None:
         self.run_dir = run_dir
         self.collator = collator
         self.steps_per_epoch = max(1, steps_per_epoch)
@@ -103,7 +115,7 @@ class RunDirCallback(TrainerCallback):
         self.overhead_s = 0.0
         self._status_t = 0.0
         self._status_step = 0
-        self._gpu = ({}, 0.0)  # the last GPU sample and when it was taken
+        self._gpu: tuple[dict, float] = ({}, 0.0)  # the last GPU sample and when it was taken
         self._t0 = time.monotonic()
         from engine.samples import forced_decoder
         # fast_decode_ok: the trainer may pick fast decode itself (a GPU, the fast memory path, one process)
@@ -118,14 +130,15 @@ class RunDirCallback(TrainerCallback):
             write_status(self.run_dir, **fields)
 
     def _write(self, kind: str, step: int, **fields) -> dict | None:
-        if not self.is_main:
+        if self.writer is None:  # not the main rank
             return None
         rec = self.writer.write(kind, step, **fields)
         _echo(rec)
         if self.diagnostics is not None:
             for finding in self.diagnostics.update([rec]):
-                _echo(self.writer.write("finding", finding.step, **{k: v for k, v in finding.to_record().items()
-                                                                   if k not in ("kind", "step", "time")}))
+                at = finding.step if finding.step is not None else step  # live findings always name their step
+                _echo(self.writer.write("finding", at, **{k: v for k, v in finding.to_record().items()
+                                                          if k not in ("kind", "step", "time")}))
                 # Warnings (one skipped fp16 step, a single spike) are advice; only errors stop a run.
                 if finding.code in self.stop_on and finding.severity == "error" and self.stop_reason is None:
                     self.stop_reason = f"{finding.code}: {finding.message}"

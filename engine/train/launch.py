@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.config import Config, save_config
+from engine.detached import spawn_detached
 from engine.errors import UserError
 from engine.rundir import (CONFIG_FILE, FINAL_STATES, LOG_FILE, STOP_REQUEST_FILE, MetricsTail, default_runs_root,
                            effective_state, pid_alive, read_status, write_status)
@@ -55,14 +56,8 @@ def new_run_dir(cfg: Config, config_name: str | None = None) -> Path:
 def _spawn(run_dir: Path, resume: bool, nproc: int) -> subprocess.Popen:
     from engine.train.distributed import launch_command
 
-    log = open(run_dir / LOG_FILE, "ab")
-    cmd = launch_command(str(run_dir), nproc, resume)
-    env = dict(os.environ, PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false")
-    # Our own session: the terminal's SIGHUP/SIGINT never reach the trainer.
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            start_new_session=True, close_fds=True, env=env, cwd=os.getcwd())
-    log.close()
-    return proc
+    return spawn_detached(launch_command(str(run_dir), nproc, resume), run_dir / LOG_FILE,
+                          PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false")
 
 
 def start_run(cfg: Config, *, run_dir: str | Path | None = None, config_name: str | None = None,
@@ -136,7 +131,7 @@ def request_stop(run_dir: str | Path) -> bool:
     rd = Path(run_dir)
     status = read_status(rd) or {}
     pid = status.get("pid")
-    if status.get("state") in FINAL_STATES or not pid_alive(pid):
+    if status.get("state") in FINAL_STATES or not isinstance(pid, int) or not pid_alive(pid):
         return False
     # Every rank polls the file (and agrees on the step to stop at); it also works where signals
     # cannot reach, such as another container sharing the disk.

@@ -13,9 +13,18 @@ import os
 import sys
 import traceback
 from pathlib import Path
+from typing import TYPE_CHECKING, Iterable
 
 from engine.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_RUN_FAILED, UserError
 from engine.rundir import ADAPTER_DIR, CHECKPOINTS_DIR, CONFIG_FILE, write_status
+
+if TYPE_CHECKING:  # the heavy imports stay inside the functions that need them
+    from transformers import PreTrainedTokenizerBase, TrainerCallback
+
+    from engine.config import Config
+    from engine.data import PreparedData
+    from engine.data.packing import StepPlan
+    from engine.model import Hardware
 
 
 def log(msg: str) -> None:
@@ -96,7 +105,8 @@ def _live_diagnostics(run_dir: Path, resume: bool, data):
     return LiveDiagnostics(training_responses=responses)
 
 
-def train(cfg, run_dir: Path, *, resume: bool, data=None, tokenizer=None, callbacks=()) -> int:
+def train(cfg: Config, run_dir: Path, *, resume: bool, data: PreparedData | None = None,
+          tokenizer: PreTrainedTokenizerBase | None = None, callbacks: Iterable[TrainerCallback] = ()) -> int:
     """Runs the whole training; `data`, `tokenizer` and extra Trainer `callbacks` may be injected
     (benchmarks: synthetic tokens, a profiler)."""
     import torch
@@ -304,7 +314,8 @@ def _tokens_at(run_dir: Path, ckpt: str | None) -> int:
     return int(seen[-1]) if seen else 0
 
 
-def _plan(cfg, data, hw, *, examples_per_step: int, num_epochs: int, n_ranks: int):
+def _plan(cfg: Config, data: PreparedData, hw: Hardware, *, examples_per_step: int, num_epochs: int,
+          n_ranks: int) -> tuple[str, StepPlan]:
     """(resolved memory mode, step plan). auto asks the estimate whether the fast plan's largest micro-batch fits."""
     from engine.data.packing import plan_steps
     from engine.train.speed import resolve_memory, token_budget
