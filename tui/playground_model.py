@@ -27,6 +27,7 @@ class ModelGone(UserError):
 
 def _serve(conn, run_dir: str) -> None:
     """The child's whole life: load once, then answer prompts until told to quit."""
+    from tui.error_log import say
     from tui.helper_process import quiet_child
 
     quiet_child()
@@ -35,8 +36,8 @@ def _serve(conn, run_dir: str) -> None:
         from engine.playground import Playground
         pg = Playground(run_dir)
         device = str(next(pg.model.parameters()).device)
-    except Exception as exc:
-        conn.send(("error", str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"))
+    except Exception as exc:  # noqa: BLE001 - sent to the app, which shows it; say() logs a bug's traceback
+        conn.send(("error", say(exc, "loading the playground's model")))
         return
     conn.send(("ready", {"model": pg.cfg.model, "device": device, "load_s": time.monotonic() - start}))
     while True:
@@ -58,8 +59,8 @@ def _serve(conn, run_dir: str) -> None:
                     cancelled = conn.recv()[0] in ("cancel", "quit")
                 if not cancelled and piece:
                     conn.send(("piece", piece))
-        except Exception as exc:
-            conn.send(("error", f"{type(exc).__name__}: {exc}"))
+        except Exception as exc:  # noqa: BLE001 - sent to the app, which shows it; say() logs a bug's traceback
+            conn.send(("error", say(exc, "generating in the playground")))
             continue
         conn.send(("done", time.monotonic() - began))
 

@@ -9,6 +9,7 @@ from textual.widgets import Input, Label, OptionList
 from textual.widgets.option_list import Option
 
 from engine.config import FIELDS
+from tui.error_log import log_error
 from tui.screens.wizard import WizardStep
 from tui.widgets.field_row import FieldRow
 from tui.widgets.model_info import ModelInfoPanel, fmt_params
@@ -18,7 +19,8 @@ def _presets() -> list[dict]:
     try:
         from engine.estimate.presets import list_model_presets
         return list_model_presets()
-    except Exception:  # presets are a convenience; typing a model id always works
+    except Exception as exc:  # noqa: BLE001 - presets are a convenience; typing a model id always works
+        log_error(exc, "reading the model presets")
         return []
 
 

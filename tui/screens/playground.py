@@ -23,6 +23,7 @@ from textual.widgets import Footer, Static
 from textual.worker import get_current_worker
 
 from engine.errors import UserError
+from tui.error_log import say
 from tui.playground_model import PlaygroundModel
 from tui.widgets.answer_pane import AnswerPane
 from tui.widgets.prompt_box import PromptBox
@@ -104,8 +105,8 @@ class PlaygroundScreen(Screen):
             info, error = self.model.load(), None
         except UserError as exc:
             info, error = None, str(exc)
-        except Exception as exc:  # an OSError starting the helper, say: shown, not a crash of the app
-            info, error = None, f"{type(exc).__name__}: {exc}"
+        except Exception as exc:  # noqa: BLE001 - an OSError starting the helper, say: shown, and a bug logged
+            info, error = None, say(exc, "starting the playground")
         self.post_message(self.Loaded(info, error))
 
     @on(Loaded)

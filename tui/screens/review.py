@@ -17,6 +17,7 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.content import Content
 from textual.widgets import Button, Input, Label, Select, Static
 
+from tui.error_log import say
 from tui.screens.wizard import WizardStep
 from tui.widgets.checklist import Checklist
 from tui.widgets.estimate_line import fmt_cost, fmt_duration
@@ -140,11 +141,8 @@ class ReviewScreen(WizardStep):
 
     def _command(self) -> Content:
         path = self.query_one("#save-path", Input).value.strip() or DEFAULT_SAVE
-        try:
-            from engine.train.launch import train_command
-            return Content.styled(train_command(path), "bold")
-        except Exception as exc:
-            return Content.styled(f"(no command: {exc})", "$text-warning")
+        from engine.train.launch import train_command
+        return Content.styled(train_command(path), "bold")
 
     # -- inputs that are not config fields
 
@@ -189,8 +187,8 @@ class ReviewScreen(WizardStep):
             return
         try:
             changes = s.auto_fit()
-        except Exception as exc:
-            self.notify(str(exc), title="Auto-fit failed", severity="error")
+        except Exception as exc:  # noqa: BLE001 - said in a toast; say() logs a bug with its traceback
+            self.notify(say(exc, "auto-fit"), title="Auto-fit failed", severity="error")
             return
         if changes:
             self.notify("\n".join(changes), title="Auto-fit applied", timeout=6)
@@ -232,14 +230,14 @@ class ReviewScreen(WizardStep):
         from engine.train.launch import start_run
         try:
             handle = start_run(cfg, config_name=name)
-        except Exception as exc:  # a bad model path or unreadable data: say it, stay here
+        except Exception as exc:  # noqa: BLE001 - a bad model path or unreadable data: say it, stay here
             self.app.call_from_thread(self._launch_failed, exc)
             return
         self.app.call_from_thread(self._launched, handle)
 
     def _launch_failed(self, exc: Exception) -> None:
         self.query_one("#launch", Button).disabled = False
-        self.notify(str(exc), title="The run did not start", severity="error", timeout=10)
+        self.notify(say(exc, "starting the run"), title="The run did not start", severity="error", timeout=10)
 
     def _launched(self, handle) -> None:
         self.query_one("#launch", Button).disabled = False

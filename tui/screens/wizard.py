@@ -29,6 +29,7 @@ from textual.widgets import Footer
 from engine.config import FIELDS, Config, FieldSpec, advice, config_from_dict, load_config
 from engine.errors import ConfigError, UserError
 from engine.train.distributed import planned_processes
+from tui.error_log import say
 from tui.widgets.estimate_line import EstimateLine
 from tui.widgets.field_row import FieldRow
 from tui.widgets.step_bar import StepBar
@@ -118,13 +119,9 @@ def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _say(error: BaseException) -> str:
-    """An error as one line the user can act on; programming errors keep their type name."""
-    if isinstance(error, UserError):
-        return str(error)
-    if isinstance(error, ImportError):
-        return f"not available yet ({error})"
-    return f"{type(error).__name__}: {error}"
+def _say(error: BaseException, during: str = "the wizard") -> str:
+    """An error as one line the user can act on; a bug is logged with its traceback (tui.error_log)."""
+    return say(error, during)
 
 
 # ---------------------------------------------------------------- the demo's own tuning
@@ -350,7 +347,7 @@ class WizardState:
         def job() -> None:
             try:
                 result, error = fn(*args), None
-            except Exception as exc:  # shown inline by the screen that owns this result
+            except Exception as exc:  # noqa: BLE001 - shown inline by the screen that owns it; _say logs a bug
                 result, error = None, exc
             try:
                 self.app.call_from_thread(self._finish, kind, gen, result, error)
@@ -364,9 +361,7 @@ class WizardState:
         self._running.discard((kind, gen))
         if gen != self._gen.get(kind):
             return  # a newer request for the same thing is on its way
-        message = _say(error) if error is not None else None
-        if error is not None and not isinstance(error, (UserError, ImportError)):
-            self.app.log.error(f"wizard {kind}: {message}")
+        message = _say(error, f"wizard: {kind}") if error is not None else None
         if kind == "gpu":
             if result is not None:
                 self.gpus, self.gpu_detected = result
@@ -513,7 +508,7 @@ def _estimate_and_check(cfg: Config, model_info: Any, gpu: Any, n_examples: int 
             raise UserError("the estimate needs the model's size: pick a model that can be read")
         est = estimate(cfg, model_info, gpu, n_examples=n_examples, num_gpus=planned_processes(cfg.training.num_gpus),
                        price_per_hour=price)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - a checklist line; _say below logs it when it is a bug
         est_error = exc
     findings, pf_error = None, None
     if report is not None and not data_pending:
@@ -526,11 +521,11 @@ def _estimate_and_check(cfg: Config, model_info: Any, gpu: Any, n_examples: int 
                                  gpu_total_gib=gpu.memory_gib if (est and gpu) else None,
                                  dropped=getattr(report, "dropped", None),
                                  num_gpus=planned_processes(cfg.training.num_gpus))
-        except Exception as exc:
-            pf_error = _say(exc)
+        except Exception as exc:  # noqa: BLE001 - a checklist line; _say logs it when it is a bug
+            pf_error = _say(exc, "pre-flight checks")
     if est_error is not None and findings is None:
         raise est_error
-    return est, findings, pf_error, (_say(est_error) if est_error else None)
+    return est, findings, pf_error, (_say(est_error, "the estimate") if est_error else None)
 
 
 # ---------------------------------------------------------------- the screens' common frame
@@ -655,7 +650,7 @@ def _initial_config(config_path: str | None) -> tuple[Config, dict[str, Any], li
         notes = [str(e)]
         try:
             raw = yaml.safe_load(Path(config_path).read_text(encoding="utf-8"))
-        except Exception:
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):  # unreadable: the notes above say why
             raw = None
         overrides = flatten(raw) if isinstance(raw, dict) else {}
         return Config(), overrides, notes

@@ -28,6 +28,7 @@ from textual.timer import Timer
 from textual.widgets import Button, Input, Label, Static
 
 from engine.errors import UserError
+from tui.error_log import say
 
 # The panel's fields and the verb's flags, in the order shown.
 FIELDS = (("lr", "--lr", "learning rates"), ("r", "--r", "LoRA ranks (alpha = 2r)"),
@@ -230,8 +231,8 @@ class SweepPanel(ModalScreen[str | None]):
     def _start(self, argv: list[str]) -> None:
         try:
             printed = run_sweep_verb(argv)
-        except Exception as e:  # a bad model path, unreadable data: said, and the panel stays
-            self.app.call_from_thread(self._start_failed, str(e))
+        except Exception as e:  # noqa: BLE001 - a bad model path, unreadable data: said, and the panel stays
+            self.app.call_from_thread(self._start_failed, say(e, "starting the sweep"))
             return
         found = SWEEP_DIR_LINE.search(printed)
         if not found:

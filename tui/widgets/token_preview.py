@@ -15,6 +15,8 @@ from textual.containers import VerticalScroll
 from textual.content import Content
 from textual.widgets import Static
 
+from tui.error_log import say
+
 SHOWN = 5  # examples at once; more would not fit a 24-line terminal anyway
 
 
@@ -31,8 +33,9 @@ def render_example(example: Any) -> Content:
     parts = [Content.styled(head, "bold $text-primary"), Content("\n")]
     try:
         segments = _segments(example)
-    except Exception as exc:  # the preview is a view; its failure must not hide the statistics
-        return Content.assemble(*parts, Content.styled(f"(no preview: {exc})", "$text-warning"))
+    except Exception as exc:  # noqa: BLE001 - the preview is a view; its failure must not hide the statistics
+        return Content.assemble(*parts, Content.styled(f"(no preview: {say(exc, 'the token preview')})",
+                                                       "$text-warning"))
     if segments and not segments[-1][1]:
         segments[-1] = (segments[-1][0].rstrip("\n"), False)
     for text, trained in segments:
