@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from textual.app import App
+from textual.binding import Binding
+from textual.widgets import Input, TextArea
+
+# A second ctrl+c within this many seconds quits.
+CTRL_C_AGAIN_S = 3.0
 
 
 class LorapilotApp(App):
     TITLE = "lorapilot"
     SUB_TITLE = "QLoRA fine-tuning"
+    # ctrl+q in every footer (a screen may relabel it); ctrl+c is what a terminal user presses first.
+    BINDINGS = [
+        Binding("ctrl+q", "quit", "Quit", priority=True),
+        Binding("ctrl+c", "ctrl_c", "Quit", show=False, priority=True),
+    ]
 
     def __init__(self, *, start: str = "wizard", config_path: str | None = None, run_dir: str | None = None,
                  runs_root: str | None = None):
@@ -18,6 +29,26 @@ class LorapilotApp(App):
         self.config_path = config_path
         self.run_dir = run_dir
         self.runs_root = runs_root
+
+    _ctrl_c_at = -1e9
+
+    def action_ctrl_c(self) -> None:
+        """Say how to quit, and quit on a second press; a selection in a text box is copied on the way."""
+        now = time.monotonic()
+        if now - self._ctrl_c_at < CTRL_C_AGAIN_S:
+            self.exit()
+            return
+        self._ctrl_c_at = now
+        focused = self.focused
+        copied = ""
+        # A text box selects its text on focus, so "copy, or else quit" would never quit: copy, and say how.
+        if isinstance(focused, (Input, TextArea)) and focused.selected_text:
+            focused.action_copy()
+            copied = "Copied the selection. "
+        watching = getattr(self.screen, "run_dir", None)  # a monitor: quitting it leaves the run alone
+        runs_on = " The run keeps training; `lorapilot monitor` re-attaches." if watching else ""
+        self.notify(f"{copied}Press ctrl+c again (or ctrl+q) to quit.{runs_on}", title="Quit?",
+                    timeout=CTRL_C_AGAIN_S)
 
     def on_mount(self) -> None:
         if self.start == "playground":

@@ -60,7 +60,10 @@ class MonitorScreen(Screen):
     AUTO_FOCUS = ""
 
     BINDINGS = [
-        Binding("q", "quit_monitor", "Quit (run continues)"),
+        # ctrl+q quits everywhere (the app's binding); the label says whether the run goes on without us.
+        Binding("ctrl+q", "quit_monitor", "Quit (run continues)", priority=True),
+        Binding("ctrl+q", "quit_finished", "Quit", priority=True),
+        Binding("q", "app.quit", "Quit", show=False),
         Binding("escape", "back", "Runs"),
         Binding("s", "cycle_smoothing", "Smooth"),
         Binding("l", "toggle_log_scale", "Log y"),
@@ -253,6 +256,9 @@ class MonitorScreen(Screen):
         # Only the monitor goes: the trainer is a detached process that never hears of it.
         self.app.exit()
 
+    def action_quit_finished(self) -> None:
+        self.app.exit()
+
     def action_back(self) -> None:
         from tui.screens.runs import RunsScreen
         if len(self.app.screen_stack) > 2:
@@ -275,6 +281,8 @@ class MonitorScreen(Screen):
             self.query_one(TabbedContent).active = f"tab-{name}"
 
     def check_action(self, action: str, parameters: tuple) -> bool | None:
+        if action in ("quit_monitor", "quit_finished"):
+            return (self.history.state in FINAL_STATES) == (action == "quit_finished")
         if action == "playground":
             return (Path(self.run_dir) / "adapter").is_dir()
         return True

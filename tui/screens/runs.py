@@ -28,7 +28,7 @@ class RunsScreen(Screen):
         # Priority, so the footer shows it and the table's own Enter does not open the run twice.
         Binding("enter", "open", "Monitor", priority=True),
         Binding("r", "refresh", "Refresh"),
-        Binding("q", "app.quit", "Quit"),
+        Binding("q", "app.quit", "Quit", show=False),  # ctrl+q (the app's) is the one the footer shows
     ]
 
     def __init__(self, runs_root: str | None = None):

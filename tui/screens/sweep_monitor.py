@@ -45,7 +45,10 @@ class SweepMonitorScreen(Screen):
         Binding("x", "stop_sweep", "Stop sweep…"),
         Binding("a", "apply", "Write winner…"),
         Binding("escape", "back", "Runs"),
-        Binding("q", "quit_monitor", "Quit (sweep continues)"),
+        # ctrl+q quits everywhere (the app's binding); the label says whether the sweep goes on without us.
+        Binding("ctrl+q", "quit_monitor", "Quit (sweep continues)", priority=True),
+        Binding("ctrl+q", "quit_finished", "Quit", priority=True),
+        Binding("q", "app.quit", "Quit", show=False),
     ]
 
     def __init__(self, sweep_dir: str, *, poll_s: float = POLL_S):
@@ -124,6 +127,9 @@ class SweepMonitorScreen(Screen):
     def check_action(self, action: str, parameters: tuple) -> bool | None:
         if action == "apply":
             return bool(self.summary and self.summary.get("winner"))
+        if action in ("quit_monitor", "quit_finished"):
+            finished = bool(self.summary and self.summary.get("table") is not None)
+            return finished == (action == "quit_finished")
         return True
 
     def action_open_trial(self) -> None:
@@ -202,4 +208,7 @@ class SweepMonitorScreen(Screen):
 
     def action_quit_monitor(self) -> None:
         # The driver is a detached process: it never hears of the monitor.
+        self.app.exit()
+
+    def action_quit_finished(self) -> None:
         self.app.exit()

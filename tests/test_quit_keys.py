@@ -1,0 +1,72 @@
+"""Quitting without a manual: ctrl+q in every footer, ctrl+c says how (and quits on a second press), and the
+monitor's label says whether the run goes on."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "screenshots"))
+from monitor_fakerun import make_run  # noqa: E402
+
+from tui.app import LorapilotApp  # noqa: E402
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def footer_quit(app) -> str:
+    """The description the footer shows for ctrl+q ('' when the footer does not show it)."""
+    active = app.screen.active_bindings.get("ctrl+q")
+    return active.binding.description if active and active.binding.show else ""
+
+
+async def test_every_wizard_step_shows_ctrl_q_and_q_types_into_the_field():
+    app = LorapilotApp()
+    async with app.run_test(size=(80, 24)) as pilot:
+        for step in ("ModelScreen", "DatasetScreen", "HyperparamsScreen", "ReviewScreen"):
+            await pilot.pause(0.05)
+            assert type(app.screen).__name__ == step
+            assert footer_quit(app) == "Quit", step
+            await pilot.press("ctrl+n")
+        await pilot.press("escape", "escape", "escape")
+        await pilot.pause(0.05)
+        await pilot.press("end", "q")  # `q` is a letter in a field, never a quit
+        assert app.is_running and app.screen.query_one("#field-model").value.endswith("q")
+
+
+async def test_ctrl_c_says_how_to_quit_then_quits_on_a_second_press():
+    app = LorapilotApp()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("ctrl+c")
+        await pilot.pause(0.05)
+        assert app.is_running
+        assert any("ctrl+c again" in n.message and "ctrl+q" in n.message for n in app._notifications)
+        await pilot.press("ctrl+c")
+        await pilot.pause(0.05)
+    assert not app.is_running
+
+
+async def test_ctrl_q_quits_the_wizard():
+    app = LorapilotApp()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("ctrl+q")
+        await pilot.pause(0.05)
+    assert not app.is_running
+
+
+@pytest.mark.parametrize("state, label", [("training", "Quit (run continues)"), ("done", "Quit")])
+async def test_the_monitor_says_whether_the_run_continues(tmp_path, state, label):
+    run = make_run(tmp_path / "r", state=state, steps_done=1200 if state == "done" else 900)
+    app = LorapilotApp(start="monitor", run_dir=str(run))
+    async with app.run_test(size=(80, 24)) as pilot:
+        for _ in range(100):
+            await pilot.pause(0.05)
+            if app.screen.history.state == state:
+                break
+        await pilot.pause(0.1)
+        assert footer_quit(app) == label
+        await pilot.press("ctrl+q")
+        await pilot.pause(0.05)
+    assert not app.is_running
