@@ -43,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("runs", help="list runs with state, step and loss")
     r.add_argument("--root", help="runs root (default: ./runs or $LORAPILOT_RUNS)")
     r.add_argument("--json", action="store_true")
+    r.add_argument("--watch", action="store_true",
+                   help="keep watching: one line each time a run or sweep changes state (ctrl+c ends)")
 
     s = sub.add_parser("stop", help="graceful stop: finish the step, checkpoint, exit")
     s.add_argument("run_dir")
@@ -122,7 +124,7 @@ def _report_end(run_dir: Path, rc: int) -> int:
 
 
 def _cmd_runs(a) -> int:
-    from engine.rundir import format_age, list_runs
+    from engine.rundir import list_runs
 
     runs = list_runs(a.root)
     stalled = {r.path for r in runs if _stalled(r)}
@@ -131,16 +133,21 @@ def _cmd_runs(a) -> int:
                            "loss": r.loss, "eval_loss": r.eval_loss, "age_s": r.age_s,
                            "no_progress": r.path in stalled} for r in runs], indent=1))
         return EXIT_OK
-    if not runs:
+    from engine.runs_list import collect, format_table, watch_lines
+
+    if a.watch:
+        print(f"watching {a.root or 'runs/'}: one line per state change (ctrl+c ends)", flush=True)
+        try:
+            for line in watch_lines(a.root, stalled=_stalled):
+                print(line, flush=True)
+        except KeyboardInterrupt:
+            pass
+        return EXIT_OK
+    rows = collect(a.root, stalled=_stalled)
+    if not rows:
         print(f"no runs under {a.root or 'runs/'}; start one: lorapilot train presets/demo.yaml")
         return EXIT_OK
-    print(f"{'run':<36} {'state':<10} {'step':>11} {'loss':>8} {'eval':>8} {'age':>5}")
-    for r in runs:
-        loss = f"{r.loss:.4f}" if isinstance(r.loss, (int, float)) else "-"
-        ev = f"{r.eval_loss:.4f}" if isinstance(r.eval_loss, (int, float)) else "-"
-        print(f"{r.name[:36]:<36} {r.state:<10} {f'{r.step}/{r.max_steps}':>11} {loss:>8} {ev:>8} "
-              f"{format_age(r.age_s):>5}" + ("  no step finished lately: lorapilot diagnose" if r.path in stalled
-                                             else ""))
+    print("\n".join(format_table(rows)))
     return EXIT_OK
 
 

@@ -1,0 +1,128 @@
+"""`lorapilot runs`: the runs and sweeps under the runs root as an 80-column table, and `--watch`'s state lines.
+
+The table fits a tmux pane (80 columns): a long name loses its middle, never the timestamp at its end, and the
+numbers (state, step, losses, age) are never cut.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+WIDTH = 80
+NAME_W = 32
+# name state step loss eval age: 32+1+10+1+11+1+7+1+7+1+5 = 77 columns
+HEADER = f"{'run':<{NAME_W}} {'state':<10} {'step':>11} {'loss':>7} {'eval':>7} {'age':>5}"
+STALLED = "stalled?"
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the table: a run, a sweep trial (name `sweep/trial`), or a whole sweep."""
+
+    key: str            # the directory, as the watch compares rows
+    name: str
+    state: str
+    progress: str       # "12/40" steps, or "3/6 trials"
+    loss: float | None
+    eval_loss: float | None
+    age_s: float | None
+    is_sweep: bool = False
+
+
+def short_name(name: str, width: int = NAME_W) -> str:
+    """Cut the middle, keep both ends: runs are told apart by the timestamp their name ends with."""
+    if len(name) <= width:
+        return name
+    head = (width - 1) // 2
+    return name[:head] + "…" + name[-(width - 1 - head):]
+
+
+def _num(x: float | None) -> str:
+    return f"{x:.4f}" if isinstance(x, (int, float)) and x == x and abs(x) < 100 else "-" if x is None else f"{x:.3g}"
+
+
+TRIAL_INDENT = "  · "
+
+
+def collect(root: str | Path | None, stalled: Callable[[object], bool] = lambda r: False) -> list[Row]:
+    """Runs and sweeps, newest first; each sweep followed by its trials, indented under it."""
+    from engine.rundir import default_runs_root, list_runs
+
+    base = Path(root) if root else default_runs_root()
+    top: list[tuple[float, Row]] = []
+    trials: dict[str, list[Row]] = {}
+    for r in list_runs(base):
+        in_sweep = r.path.parent != base
+        row = Row(str(r.path), (TRIAL_INDENT if in_sweep else "") + r.name, STALLED if stalled(r) else r.state,
+                  f"{r.step}/{r.max_steps}", r.loss, r.eval_loss, r.age_s)
+        if in_sweep:
+            trials.setdefault(str(r.path.parent), []).append(row)
+        else:
+            top.append((r.updated or 0, row))
+    top += list(_sweeps(base))
+    top.sort(key=lambda pair: pair[0], reverse=True)
+    out: list[Row] = []
+    for _, row in top:
+        out.append(row)
+        out += sorted(trials.pop(row.key, []), key=lambda t: t.name)
+    return out
+
+
+def _sweeps(base: Path) -> Iterator[tuple[float, Row]]:
+    """One row per sweep directory: its state, trials ended of all, the winner's eval loss."""
+    from engine.errors import UserError
+    from engine.sweep.sweepdir import SWEEP_FINAL_STATES, effective_sweep_state, is_sweep_dir, read_sweep
+
+    if not base.is_dir():
+        return
+    for child in base.iterdir():
+        if not (child.is_dir() and is_sweep_dir(child)):
+            continue
+        try:
+            sweep = read_sweep(child)
+        except UserError:
+            continue  # being rewritten, or not a sweep's record: the next look reads it
+        trials = [t for t in sweep.get("trials") or [] if isinstance(t, dict)]
+        ended = sum(t.get("state") in SWEEP_FINAL_STATES + ("skipped",) for t in trials)
+        winner = sweep.get("winner") if isinstance(sweep.get("winner"), dict) else {}
+        updated = float(sweep.get("updated") or child.stat().st_mtime)
+        yield updated, Row(str(child), child.name, effective_sweep_state(sweep),
+                           f"{ended}/{len(trials)} trials", None, winner.get("eval_loss"),
+                           max(0.0, time.time() - updated), is_sweep=True)
+
+
+def format_row(row: Row) -> str:
+    from engine.rundir import format_age
+
+    return (f"{short_name(row.name):<{NAME_W}} {row.state[:10]:<10} {row.progress[-11:]:>11} {_num(row.loss):>7} "
+            f"{_num(row.eval_loss):>7} {format_age(row.age_s):>5}")
+
+
+def format_table(rows: list[Row]) -> list[str]:
+    lines = [HEADER, *map(format_row, rows)]
+    if any(r.state == STALLED for r in rows):
+        lines.append(f"{STALLED}: training, but no step finished lately; see lorapilot diagnose RUN_DIR")
+    return lines
+
+
+def watch_lines(root: str | Path | None, *, poll_s: float = 2.0, stalled: Callable[[object], bool] = lambda r: False,
+                sleep: Callable[[float], None] = time.sleep, rounds: int | None = None) -> Iterator[str]:
+    """One line per state change of any run or sweep under the root (a new one counts), until interrupted.
+
+    The first look prints nothing for what is already there: only changes from then on.
+    """
+    seen = {r.key: r.state for r in collect(root, stalled)}
+    n = 0
+    while rounds is None or n < rounds:
+        sleep(poll_s)
+        n += 1
+        for row in reversed(collect(root, stalled)):  # oldest first: the order things happened in
+            before = seen.get(row.key)
+            if before != row.state:
+                seen[row.key] = row.state
+                was = f"{before} -> " if before else "new, "
+                yield (f"{time.strftime('%H:%M:%S')}  {short_name(row.name, 40)}  {was}{row.state}"
+                       f"  {row.progress}" + (f"  loss {_num(row.loss)}" if row.loss is not None else ""))

@@ -1,0 +1,58 @@
+"""`lorapilot runs`: fits 80 columns, lists sweeps, and `--watch` prints one line per state change."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "screenshots"))
+from monitor_fakerun import make_run  # noqa: E402
+
+from conftest import run_cli  # noqa: E402
+from engine.runs_list import watch_lines  # noqa: E402
+
+
+def _sweep(root: Path, name: str) -> Path:
+    d = root / name
+    make_run(d / "lr2e-4_r8", state="done", steps_done=40, max_steps=40)
+    make_run(d / "lr1e-3_r16", state="training", steps_done=10, max_steps=40)
+    (d / "sweep.json").write_text(json.dumps({
+        "state": "done", "driver_pid": None, "updated": time.time(), "steps": 40,
+        "trials": [{"id": "lr2e-4_r8", "state": "done"}, {"id": "lr1e-3_r16", "state": "stopped"}],
+        "winner": {"id": "lr2e-4_r8", "eval_loss": 1.2345}}), encoding="utf-8")
+    return d
+
+
+def test_runs_fits_80_columns_and_lists_sweeps(tmp_path):
+    long = "my-long-experiment-name-on-llama-3.1-8b-20261203-101500"
+    make_run(tmp_path / long, state="done", steps_done=1200, max_steps=1200)
+    make_run(tmp_path / "demo-20261203-101600", state="training", steps_done=900, max_steps=1200, pid=None)
+    _sweep(tmp_path, "sweep-demo-20261203-102000")
+    r = run_cli("runs", "--root", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert all(len(line) <= 80 for line in lines), [len(line) for line in lines]
+    text = r.stdout
+    assert "20261203-101500" in text  # a long name keeps its end (the timestamp)
+    assert "1200/1200" in text
+    at = next(i for i, line in enumerate(lines) if line.startswith("sweep-demo-20261203-102000 "))
+    assert "done" in lines[at] and "2/2 trials" in lines[at] and "1.2345" in lines[at]
+    # Its trials follow it, indented.
+    assert lines[at + 1].startswith("  · lr1e-3_r16 ") and lines[at + 2].startswith("  · lr2e-4_r8 "), lines
+
+
+def test_watch_prints_one_line_per_state_change(tmp_path):
+    alive = os.getpid()  # a live pid: a training run whose trainer is gone reads "lost"
+    run = make_run(tmp_path / "demo-1", state="training", steps_done=10, max_steps=40, pid=alive)
+    changes = iter([
+        lambda: None,                                                                    # nothing changed
+        lambda: make_run(run, state="done", steps_done=40, max_steps=40),                # finished
+        lambda: make_run(tmp_path / "demo-2", state="training", steps_done=1, max_steps=40, pid=alive),  # a new run
+    ])
+    lines = list(watch_lines(tmp_path, poll_s=0, sleep=lambda s: next(changes)(), rounds=3))
+    assert len(lines) == 2, lines
+    assert "demo-1" in lines[0] and "training -> done" in lines[0] and "40/40" in lines[0]
+    assert "demo-2" in lines[1] and "new, training" in lines[1]
