@@ -396,14 +396,3 @@ def dump_config(cfg: Config) -> str:
 
 def save_config(cfg: Config, path: str | Path) -> None:
     Path(path).write_text(dump_config(cfg), encoding="utf-8")
-
-
-def set_value(cfg: Config, path: str, value: Any) -> Config:
-    """A copy of cfg with one dotted key changed and validated (the wizard's edit path)."""
-    d = cfg.to_dict()
-    head, _, tail = path.partition(".")
-    if tail:
-        d[head][tail] = value
-    else:
-        d[head] = value
-    return config_from_dict(d)

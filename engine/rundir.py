@@ -13,7 +13,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from engine.settings import runs_root
 
@@ -254,7 +254,3 @@ def format_age(seconds: float | None) -> str:
         if seconds >= size:
             return f"{int(seconds // size)}{unit}"
     return f"{int(seconds)}s"
-
-
-def iter_records(records: Iterable[dict], kind: str) -> Iterable[dict]:
-    return (r for r in records if r.get("kind") == kind)

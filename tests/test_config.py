@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine.config import FIELDS, Config, config_from_dict, dump_config, load_config, set_value
+from engine.config import FIELDS, Config, config_from_dict, dump_config, load_config
 from engine.errors import ConfigError
 
 BASE = {"model": "some/model", "dataset": {"path": "train.jsonl"}}
@@ -134,14 +134,6 @@ def test_round_trip_is_the_reproducible_record(tmp_path):
     f = tmp_path / "saved.yaml"
     f.write_text(dump_config(c))
     assert load_config(f).to_dict() == c.to_dict()
-
-
-def test_set_value_validates():
-    c = config_from_dict(BASE)
-    assert set_value(c, "lora.r", 8).lora.r == 8
-    with pytest.raises(ConfigError):
-        set_value(c, "lora.r", -1)
-    assert c.lora.r == 16  # the original is untouched
 
 
 def test_every_field_has_help_and_a_default_that_validates():

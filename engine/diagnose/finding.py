@@ -51,11 +51,6 @@ class Finding:
                    time=record.get("time"))
 
 
-def worst_severity(findings: Iterable[Finding]) -> str | None:
-    ranked = [f.rank for f in findings]
-    return SEVERITIES[max(ranked)] if ranked else None
-
-
 def blocking(findings: Iterable[Finding]) -> bool:
     """True when any finding is an error: training must not start."""
     return any(f.severity == "error" for f in findings)

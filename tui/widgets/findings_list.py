@@ -8,13 +8,13 @@ from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
-from tui.widgets.run_history import FINDINGS, Finding, RunHistory
+from tui.widgets.run_history import FINDINGS, RepeatedFinding, RunHistory
 
 SEVERITY_STYLES = {"error": "bold red", "warning": "bold yellow", "info": "bold cyan"}
 SEVERITY_MARKS = {"error": "✖", "warning": "▲", "info": "●"}
 
 
-def render_finding(f: Finding) -> Text:
+def render_finding(f: RepeatedFinding) -> Text:
     style = SEVERITY_STYLES.get(f.severity, "bold")
     repeat = f"  ×{f.count} since step {f.first_step}" if f.count > 1 else ""
     t = Text.assemble((f"{SEVERITY_MARKS.get(f.severity, '●')} {f.severity} ", style), (f.code, "bold"),

@@ -17,6 +17,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from engine.diagnose.finding import SEVERITY_RANK, Finding
 from engine.rundir import FINAL_STATES
 
 # Parts of the screen; a widget names the parts it draws from.
@@ -68,14 +69,9 @@ class Series:
         return float(self._y[self._n - 1]) if self._n else None
 
 
-@dataclass
-class Finding:
-    code: str
-    severity: str
-    message: str
-    evidence: str = ""
-    fix: str = ""
-    step: int | None = None
+@dataclass(frozen=True)
+class RepeatedFinding(Finding):
+    """The latest record of one finding code, with how often it came and since which step."""
     first_step: int | None = None
     count: int = 1
 
@@ -96,7 +92,7 @@ class RunHistory:
     records: int = 0
     # One entry per finding code, most recent last; repeats raise the count
     # instead of flooding the list (a loss_flat check fires every eval).
-    findings: "OrderedDict[str, Finding]" = field(default_factory=OrderedDict)
+    findings: "OrderedDict[str, RepeatedFinding]" = field(default_factory=OrderedDict)
     events: deque = field(default_factory=lambda: deque(maxlen=200))
     samples: deque = field(default_factory=lambda: deque(maxlen=50))
     log_lines: deque = field(default_factory=lambda: deque(maxlen=1000))
@@ -183,9 +179,11 @@ class RunHistory:
     def _apply_finding(self, rec: dict, step: int) -> None:
         code = str(rec.get("code") or rec.get("message") or "finding")
         old = self.findings.pop(code, None)
-        f = Finding(code=code, severity=str(rec.get("severity") or "info"), message=str(rec.get("message") or ""),
-                    evidence=str(rec.get("evidence") or ""), fix=str(rec.get("fix") or ""), step=step,
-                    first_step=old.first_step if old else step, count=(old.count + 1) if old else 1)
+        severity = str(rec.get("severity") or "info")
+        f = RepeatedFinding(code=code, severity=severity if severity in SEVERITY_RANK else "info",
+                            message=str(rec.get("message") or ""), evidence=str(rec.get("evidence") or ""),
+                            fix=str(rec.get("fix") or ""), step=step, time=rec.get("time"),
+                            first_step=old.first_step if old else step, count=(old.count + 1) if old else 1)
         self.findings[code] = f
         while len(self.findings) > self.MAX_FINDINGS:
             self.findings.popitem(last=False)
@@ -200,7 +198,7 @@ class RunHistory:
 
     # ------------------------------------------------------------ derived figures
 
-    def findings_newest_first(self) -> list[Finding]:
+    def findings_newest_first(self) -> list[RepeatedFinding]:
         return list(reversed(self.findings.values()))
 
     @property
