@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from engine.errors import UserError
+from engine.rundir import CONFIG_FILE
 
 
 MAX_NEW_TOKENS = 4096  # a typo must not keep a CPU busy for an hour
@@ -46,9 +47,9 @@ class Playground:
         from engine.model import load_base_model, load_tokenizer
 
         rd = Path(run_dir)
-        if not (rd / "config.yaml").exists():
+        if not (rd / CONFIG_FILE).exists():
             raise UserError(f"{rd}: not a run directory (no config.yaml)")
-        self.cfg = load_config(rd / "config.yaml")
+        self.cfg = load_config(rd / CONFIG_FILE)
         ad = adapter_dir(rd)
         self.tokenizer = load_tokenizer(str(ad)) if (ad / "tokenizer_config.json").exists() else \
             load_tokenizer(self.cfg.model, self.cfg.trust_remote_code)

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from engine.errors import EXIT_BAD_INPUT, UserError
+from engine.rundir import ADAPTER_DIR
 
 
 def run_app(argv: list[str]) -> int:
@@ -35,7 +36,7 @@ def _finished_run(args: list[str]) -> str:
     run_dir = Path(args[0])
     if not run_dir.is_dir():
         raise UserError(f"{run_dir}: no such run directory")
-    if not (run_dir / "adapter").is_dir():
+    if not (run_dir / ADAPTER_DIR).is_dir():
         raise UserError(f"{run_dir}: no adapter/ yet (the run has not finished)",
                         fix=f"watch it with `lorapilot monitor {run_dir}`; the playground opens once it is done")
     return str(run_dir)

@@ -26,7 +26,7 @@ from engine.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_RUN_FAILED, UserError
 from engine.rundir import FINAL_STATES, MetricsTail, pid_alive, read_metrics, read_status
 from engine.sweep.plan import Trial, halving_should_stop, trial_config
 from engine.sweep.report import RESULT_KEYS, choose_winner, table_rows, trial_metrics
-from engine.sweep.sweepdir import (SWEEP_LOG, SWEEP_STOP_FILE, TRIAL_PENDING, TRIAL_SKIPPED, read_sweep,
+from engine.sweep.sweepdir import (SWEEP_FILE, SWEEP_LOG, SWEEP_STOP_FILE, TRIAL_PENDING, TRIAL_SKIPPED, read_sweep,
                                    write_sweep)
 
 POLL_S = 0.5
@@ -65,7 +65,7 @@ class Driver:
 
         self.dir = Path(sweep_dir).resolve()
         self.sweep = read_sweep(self.dir)
-        self.base = config_from_dict(self.sweep["base_config"], source=str(self.dir / "sweep.json"))
+        self.base = config_from_dict(self.sweep["base_config"], source=str(self.dir / SWEEP_FILE))
         self.trials = {t["id"]: t for t in self.sweep["trials"]}
         self.handles: dict = {}       # trial id -> RunHandle
         self.tails: dict = {}         # trial id -> MetricsTail

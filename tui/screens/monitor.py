@@ -26,7 +26,7 @@ from textual.widgets import Footer, Header, TabbedContent, TabPane
 from textual.worker import get_current_worker
 
 from engine.errors import UserError
-from engine.rundir import FINAL_STATES
+from engine.rundir import ADAPTER_DIR, FINAL_STATES
 from tui.widgets.confirm_stop import ConfirmStop
 from tui.widgets.findings_list import FindingsList
 from tui.widgets.gpu_panel import GpuPanel
@@ -284,7 +284,7 @@ class MonitorScreen(Screen):
         if action in ("quit_monitor", "quit_finished"):
             return (self.history.state in FINAL_STATES) == (action == "quit_finished")
         if action == "playground":
-            return (Path(self.run_dir) / "adapter").is_dir()
+            return (Path(self.run_dir) / ADAPTER_DIR).is_dir()
         return True
 
     def action_playground(self) -> None:

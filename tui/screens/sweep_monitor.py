@@ -19,6 +19,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
 from engine.errors import UserError
+from engine.rundir import STATUS_FILE
 from engine.sweep import summarize_sweep
 from engine.sweep.plan import lr_text
 from engine.sweep.sweepdir import SWEEP_FINAL_STATES
@@ -144,7 +145,7 @@ class SweepMonitorScreen(Screen):
 
     def _open(self, trial_id: str | None) -> None:
         run_dir = Path(self.sweep_dir) / str(trial_id)
-        if not trial_id or not (run_dir / "status.json").is_file():
+        if not trial_id or not (run_dir / STATUS_FILE).is_file():
             self.notify(f"{trial_id} has not started: nothing to monitor yet.", severity="warning")
             return
         from tui.screens.monitor import MonitorScreen

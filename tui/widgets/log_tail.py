@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from rich.text import Text
 
+from engine.rundir import LOG_FILE
 from tui.widgets.monitor_panel import MonitorPanel
 from tui.widgets.run_history import LOG
 
@@ -18,7 +19,7 @@ class LogTail(MonitorPanel):
     LogTail { height: 1fr; text-wrap: nowrap; text-overflow: ellipsis; }
     """
 
-    TITLE = "train.log"
+    TITLE = LOG_FILE
 
     def key(self) -> tuple:
         return self.history.versions[LOG], self.size.height
