@@ -87,7 +87,7 @@ def _sweeps(base: Path) -> Iterator[tuple[float, Row]]:
             continue  # being rewritten, or not a sweep's record: the next look reads it
         trials = [t for t in sweep.get("trials") or [] if isinstance(t, dict)]
         ended = sum(t.get("state") in SWEEP_FINAL_STATES + ("skipped",) for t in trials)
-        winner = sweep.get("winner") if isinstance(sweep.get("winner"), dict) else {}
+        winner = w if isinstance(w := sweep.get("winner"), dict) else {}
         updated = float(sweep.get("updated") or child.stat().st_mtime)
         yield updated, Row(str(child), child.name, effective_sweep_state(sweep),
                            f"{ended}/{len(trials)} trials", None, winner.get("eval_loss"),
