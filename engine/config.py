@@ -16,19 +16,31 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.errors import ConfigError
+from engine.errors import ConfigError, quote
+
+# Upper bounds that no real run reaches but that keep every value inside what the trainer's libraries take
+# (a seed above 2**32 - 1 is refused by numpy; 10**400 steps overflow torch's int64): a value the validator
+# accepts must never fail after the trainer has been detached.
+MAX_STEPS = 10_000_000
+MAX_SEED = 2**32 - 1
+# transformers' logging integrations (transformers.integrations.INTEGRATION_TO_CALLBACK; a test checks the
+# two agree) plus its two words "all" and "none".
+REPORT_TO = ("azure_ml", "clearml", "codecarbon", "comet_ml", "dagshub", "dvclive", "flyte", "kubeflow", "mlflow",
+             "neptune", "swanlab", "tensorboard", "trackio", "wandb", "all", "none")
 
 
 def opt(default: Any, help: str, *, lo: float | None = None, hi: float | None = None,
         lo_open: bool = False, hi_open: bool = False, choices: tuple | None = None,
         recommended: str | None = None, rec: tuple[float, float] | None = None, kind: type | tuple | None = None,
-        nullable: bool = False, group: str = ""):
+        nullable: bool = False, group: str = "", item_choices: tuple | None = None):
     """A schema field: default plus what the validator and the wizard need.
 
     `rec` is the recommended range as numbers (from the seeds): valid outside it, but worth a warning.
+    `item_choices`: for a list field, what each entry may be.
     """
     meta = dict(help=help, lo=lo, hi=hi, lo_open=lo_open, hi_open=hi_open, choices=choices,
-                recommended=recommended, rec=rec, kind=kind, nullable=nullable, group=group)
+                recommended=recommended, rec=rec, kind=kind, nullable=nullable, group=group,
+                item_choices=item_choices)
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda d=default: copy.deepcopy(d), metadata=meta)
     return field(default=default, metadata=meta)
@@ -45,7 +57,8 @@ class DatasetConfig:
                                       nullable=True)
     train_on: str = opt("completions", "completions: learn only the responses (prompt masked); all: every token.",
                         choices=("completions", "all"))
-    max_examples: int | None = opt(None, "Use only the first N examples (quick trials).", lo=1, nullable=True)
+    max_examples: int | None = opt(None, "Use only the first N examples (quick trials).", lo=1, hi=10**12,
+                                   nullable=True)
 
 
 @dataclass
@@ -71,7 +84,7 @@ class TrainingConfig:
     num_epochs: float = opt(3, "Passes over the training data.", lo=0.0, lo_open=True, hi=1000,
                             recommended="1-3 for 500-5000 examples", rec=(1, 3), kind=(int, float), group="Batch and steps")
     max_steps: int = opt(-1, "Stop after this many optimizer steps; -1 derives it from num_epochs.", lo=-1,
-                         group="Batch and steps")
+                         hi=MAX_STEPS, group="Batch and steps")
     learning_rate: float = opt(2.0e-4, "Peak learning rate of the adapter.", lo=0.0, lo_open=True, hi=1.0,
                                recommended="1e-4-3e-4, 2e-4 typical", rec=(1e-4, 3e-4), kind=(int, float),
                                group="Learning rate and schedule")
@@ -99,25 +112,27 @@ class TrainingConfig:
     packing: bool = opt(True, "Pack whole examples into micro-batches up to a token budget (no padding waste).",
                         group="Memory savers")
     num_gpus: int | None = opt(None, "GPUs to train on; empty means all visible; 1 disables data parallelism.",
-                               lo=1, nullable=True, group="Batch and steps")
+                               lo=1, hi=1024, nullable=True, group="Batch and steps")
     parallelism: str = opt("auto", "Several GPUs: ddp puts the whole 4-bit model on each GPU; fsdp shards it across "
                            "them (models too big for one GPU); auto: fsdp only where the estimate says one GPU is "
                            "not enough.", choices=("auto", "ddp", "fsdp"), group="Batch and steps")
-    logging_steps: int = opt(10, "Log loss, learning rate and grad norm every N steps.", lo=1,
+    logging_steps: int = opt(10, "Log loss, learning rate and grad norm every N steps.", lo=1, hi=MAX_STEPS,
                              group="Logging, eval and saving")
-    eval_steps: int = opt(50, "Measure eval loss every N steps; several times per epoch.", lo=1,
+    eval_steps: int = opt(50, "Measure eval loss every N steps; several times per epoch.", lo=1, hi=MAX_STEPS,
                           group="Logging, eval and saving")
-    save_steps: int = opt(100, "Save a checkpoint every N steps.", lo=1, group="Logging, eval and saving")
-    save_total_limit: int = opt(3, "Keep at most this many checkpoints.", lo=1, group="Logging, eval and saving")
-    seed: int = opt(42, "Random seed for data order and adapter initialisation.", lo=0,
+    save_steps: int = opt(100, "Save a checkpoint every N steps.", lo=1, hi=MAX_STEPS,
+                          group="Logging, eval and saving")
+    save_total_limit: int = opt(3, "Keep at most this many checkpoints.", lo=1, hi=10_000,
+                                group="Logging, eval and saving")
+    seed: int = opt(42, "Random seed for data order and adapter initialisation.", lo=0, hi=MAX_SEED,
                     group="Logging, eval and saving")
     report_to: list = opt([], "Extra loggers, e.g. [tensorboard] (used when installed).", kind=list,
-                          group="Logging, eval and saving")
+                          item_choices=REPORT_TO, group="Logging, eval and saving")
     stop_on: list = opt(["nan_loss"], "Finding codes that checkpoint and stop the run.", kind=list,
                         group="Logging, eval and saving")
     sample_prompts: list = opt([], "Prompts generated at each evaluation; empty uses 3 held-out prompts.",
                                kind=list, group="Logging, eval and saving")
-    sample_max_new_tokens: int = opt(128, "Tokens generated per sample prompt.", lo=0,
+    sample_max_new_tokens: int = opt(128, "Tokens generated per sample prompt.", lo=0, hi=65_536,
                                      group="Logging, eval and saving")
 
 
@@ -162,6 +177,7 @@ class FieldSpec:
     kind: Any
     nullable: bool
     group: str
+    item_choices: tuple | None = None
 
     def range_text(self) -> str:
         if self.choices:
@@ -201,7 +217,8 @@ def _collect_fields() -> dict[str, FieldSpec]:
                                   help=m.get("help", ""), lo=m.get("lo"), hi=m.get("hi"),
                                   lo_open=m.get("lo_open", False), hi_open=m.get("hi_open", False),
                                   choices=m.get("choices"), recommended=m.get("recommended"), rec=m.get("rec"),
-                                  kind=m.get("kind"), nullable=m.get("nullable", False), group=m.get("group", ""))
+                                  kind=m.get("kind"), nullable=m.get("nullable", False), group=m.get("group", ""),
+                                  item_choices=m.get("item_choices"))
     walk(Config, "")
     return out
 
@@ -240,30 +257,43 @@ def _check_value(spec: FieldSpec, value: Any) -> tuple[Any, str | None]:
         # bool is an int in Python; a YAML `true` is never a valid number, nor 1 a valid bool.
         ok = isinstance(value, allowed) and (isinstance(value, bool) == (bool in allowed))
         if not ok:
-            return value, f"{spec.path}: expected {_type_name(expected)}, got {value!r}"
+            return value, f"{spec.path}: expected {_type_name(expected)}, got {quote(value)}"
     if spec.type is float and isinstance(value, int):
         value = float(value)
     if spec.choices and value not in spec.choices:
-        hint = difflib.get_close_matches(str(value), [str(c) for c in spec.choices], n=1)
+        hint = difflib.get_close_matches(str(value)[:80], [str(c) for c in spec.choices], n=1)
         more = f" (did you mean {hint[0]!r}?)" if hint else ""
-        return value, f"{spec.path}: {value!r} is not allowed; {spec.range_text()}{more}"
+        return value, f"{spec.path}: {quote(value)} is not allowed; {spec.range_text()}{more}"
+    if spec.item_choices and isinstance(value, list):
+        for item in value:
+            if not isinstance(item, str) or item not in spec.item_choices:
+                hint = difflib.get_close_matches(str(item)[:80], spec.item_choices, n=1)
+                more = f" (did you mean {hint[0]!r}?)" if hint else ""
+                return value, (f"{spec.path}: {quote(item)} is not allowed; each entry is one of "
+                               f"{', '.join(spec.item_choices)}{more}")
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         if isinstance(value, float) and not math.isfinite(value):
-            return value, f"{spec.path}: {typed!r} is not a finite number"
+            return value, f"{spec.path}: {quote(typed)} is not a finite number"
         bad = False
         if spec.lo is not None and (value < spec.lo or (spec.lo_open and value == spec.lo)):
             bad = True
         if spec.hi is not None and (value > spec.hi or (spec.hi_open and value == spec.hi)):
             bad = True
         if bad:
-            return value, f"{spec.path}: {typed!r} is out of range; allowed {spec.range_text()}"
+            return value, f"{spec.path}: {quote(typed)} is out of range; allowed {spec.range_text()}"
     return value, None
 
 
 def _unknown(path: str, key: str, known: list[str]) -> str:
+    path, key = _key_text(path), _key_text(key)
     hint = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
     more = f"; did you mean {hint[0]!r}?" if hint else f"; known keys: {', '.join(sorted(known))}"
     return f"{path}: unknown key{more}"
+
+
+def _key_text(key: str) -> str:
+    """A key as messages show it: a pasted paragraph as a key is cut to a line."""
+    return key if len(key) <= 80 else key[:77] + "..."
 
 
 def config_from_dict(raw: Any, *, source: str = "config") -> Config:
@@ -283,7 +313,7 @@ def config_from_dict(raw: Any, *, source: str = "config") -> Config:
             if value is None:
                 continue
             if not isinstance(value, dict):
-                problems.append(f"{key}: expected a mapping of keys (e.g. {key}: {{...}}), got {value!r}")
+                problems.append(f"{key}: expected a mapping of keys (e.g. {key}: {{...}}), got {quote(value)}")
                 continue
             section = getattr(cfg, key)
             known = [f.name for f in dataclasses.fields(SECTIONS[key])]
@@ -324,11 +354,11 @@ def _cross_checks(cfg: Config, raw: dict) -> list[str]:
     for key in ("report_to", "stop_on", "sample_prompts"):
         v = getattr(cfg.training, key)
         if not all(isinstance(x, str) for x in v):
-            out.append(f"training.{key}: expected a list of text entries, got {v!r}")
+            out.append(f"training.{key}: expected a list of text entries, got {quote(v)}")
     from engine.diagnose.codes import STOPPABLE  # small module, no heavy imports
     for code in cfg.training.stop_on:
         if isinstance(code, str) and code not in STOPPABLE:
-            out.append(f"training.stop_on: unknown finding code {code!r}; one of {', '.join(STOPPABLE)}")
+            out.append(f"training.stop_on: unknown finding code {quote(code)}; one of {', '.join(STOPPABLE)}")
     if cfg.training.precision == "fp16" and cfg.quantization == "none":
         pass  # allowed; mixed precision with fp32 master adapter weights
     return out
@@ -353,24 +383,10 @@ def advice(cfg: Config) -> dict[str, str]:
 
 def load_config(path: str | Path) -> Config:
     """Reads and validates a YAML config file; errors name the file."""
-    import yaml
+    from engine.config_file import read_yaml_config
 
     p = Path(path)
-    if not p.exists():
-        raise ConfigError(f"{p}: config file not found")
-    if p.is_dir():
-        raise ConfigError(f"{p}: is a directory, expected a YAML config file")
-    try:
-        text = p.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise ConfigError(f"{p}: is not a text file (expected YAML)") from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(e, "problem", None) or str(e)
-        raise ConfigError(f"{p}:{where}: invalid YAML: {problem}") from None
+    raw = read_yaml_config(p)
     cfg = config_from_dict(raw, source=str(p))
     _resolve_relative_paths(cfg, p.parent)
     return cfg
@@ -396,3 +412,11 @@ def dump_config(cfg: Config) -> str:
 
 def save_config(cfg: Config, path: str | Path) -> None:
     Path(path).write_text(dump_config(cfg), encoding="utf-8")
+
+
+def check_override(path: str, value: Any, *, flag: str) -> Any:
+    """A command-line override (train --max-steps) checked as the same key in the config file is; coerced."""
+    coerced, problem = _check_value(FIELDS[path], value)
+    if problem:
+        raise ConfigError(f"{flag} {quote(value)}: {problem}")
+    return coerced

@@ -6,9 +6,26 @@ not caught and dressed up as UserError.
 
 from __future__ import annotations
 
+import reprlib
+
 EXIT_OK = 0
 EXIT_RUN_FAILED = 1
 EXIT_BAD_INPUT = 2
+# What a shell reports for a process killed by SIGPIPE (128 + 13): `lorapilot runs | head` closed early.
+EXIT_BROKEN_PIPE = 141
+
+# A value quoted in a message is cut short: a user's value can be megabytes (or, through YAML aliases,
+# billions of elements), and the message must stay a line.
+_QUOTE = reprlib.Repr()
+_QUOTE.maxstring = _QUOTE.maxother = 80
+_QUOTE.maxlong = 40
+_QUOTE.maxlist = _QUOTE.maxtuple = _QUOTE.maxdict = _QUOTE.maxset = 6
+_QUOTE.maxlevel = 3
+
+
+def quote(value: object) -> str:
+    """repr(value) for a message, at most a line long whatever the value holds."""
+    return _QUOTE.repr(value)
 
 
 class UserError(Exception):

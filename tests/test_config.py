@@ -150,3 +150,116 @@ def test_advice_flags_values_outside_the_recommended_range():
                                  "lora": {"r": 16, "alpha": 128}}))
     assert set(a) == {"training.learning_rate", "training.warmup_ratio", "lora.alpha"}
     assert "1e-4-3e-4" in a["training.learning_rate"] and "alpha = 2 x r (32)" in a["lora.alpha"]
+
+
+# ---------------------------------------------------------------- values the trainer would refuse after detaching
+
+@pytest.mark.parametrize("key,value,expect", [
+    ("seed", 2**40, "training.seed: 1099511627776 is out of range; allowed [0, 4294967295]"),
+    ("report_to", ["os"], "training.report_to: 'os' is not allowed; each entry is one of"),
+    ("report_to", ["tensorbord"], "(did you mean 'tensorboard'?)"),
+    ("max_steps", 10**400, "training.max_steps: 1000000"),
+    ("logging_steps", 10**30, "training.logging_steps: "),
+    ("sample_max_new_tokens", 10**12, "training.sample_max_new_tokens: "),
+], ids=["seed 2**40", "report_to os", "report_to typo", "max_steps 10**400", "logging_steps", "sample tokens"])
+def test_values_the_trainer_refuses_are_refused_up_front(key, value, expect):
+    (p,) = problems(with_("training", **{key: value}))
+    assert expect in p and len(p) < 300
+
+
+def test_seed_bound_is_numpys():
+    import numpy as np
+    from engine.config import MAX_SEED
+
+    np.random.seed(MAX_SEED)
+    with pytest.raises(ValueError):
+        np.random.seed(MAX_SEED + 1)
+    assert config_from_dict(with_("training", seed=MAX_SEED)).training.seed == MAX_SEED
+
+
+def test_report_to_names_are_transformers_integrations():
+    # Read from transformers' source: importing its integrations takes half a minute on a loaded machine.
+    import ast
+    import importlib.util
+    from pathlib import Path
+
+    from engine.config import REPORT_TO
+    source = Path(importlib.util.find_spec("transformers").origin).parent / "integrations" / "integration_utils.py"
+    tree = ast.parse(source.read_text(encoding="utf-8"))
+    (mapping,) = [node.value for node in tree.body if isinstance(node, ast.Assign)
+                  and any(getattr(t, "id", None) == "INTEGRATION_TO_CALLBACK" for t in node.targets)]
+    assert set(REPORT_TO) == {ast.literal_eval(k) for k in mapping.keys} | {"all", "none"}
+
+
+def test_check_override_names_the_flag():
+    from engine.config import check_override
+
+    with pytest.raises(ConfigError, match=r"^--max-steps -7: training.max_steps: -7 is out of range"):
+        check_override("training.max_steps", -7, flag="--max-steps")
+    assert check_override("training.max_steps", 5, flag="--max-steps") == 5
+
+
+def test_messages_quote_a_huge_value_in_a_line():
+    (p,) = problems(with_("training", precision="x" * 1_000_000))
+    assert p.startswith("training.precision: 'xxxx") and len(p) < 300
+
+
+# ---------------------------------------------------------------- YAML that PyYAML accepts silently
+
+def load_text(tmp_path, text: str):
+    f = tmp_path / "c.yaml"
+    f.write_text("model: some/model\ndataset: {path: train.jsonl}\n" + text, encoding="utf-8")
+    return load_config(f)
+
+
+@pytest.mark.parametrize("text,expect", [
+    ("training:\n  learning_rate: 1e-4\n  seed: 3\n  learning_rate: 2e-4\n",
+     "line 6: training.learning_rate: duplicate key (first at line 4)"),
+    ("training:\n  seed: 3\nlora: {r: 8}\ntraining:\n  seed: 4\n", "line 6: training: duplicate key (first at line 3)"),
+    ("model: other/model\n", "line 3: model: duplicate key (first at line 1)"),
+])
+def test_duplicate_keys_are_refused_with_their_line(tmp_path, text, expect):
+    with pytest.raises(ConfigError, match=expect.replace("(", r"\(").replace(")", r"\)")):
+        load_text(tmp_path, text)
+
+
+def test_merge_keys_may_override(tmp_path):
+    cfg = load_text(tmp_path, "training:\n  <<: {seed: 4, logging_steps: 3}\n  seed: 5\n")
+    assert (cfg.training.seed, cfg.training.logging_steps) == (5, 3)
+
+
+def test_an_alias_bomb_is_refused_before_it_is_expanded(tmp_path):
+    # 9 levels of 9 copies: 435 million values from a few hundred bytes ("billion laughs").
+    levels = ["&a0 [x, x, x, x, x, x, x, x, x]"]
+    for i in range(1, 9):
+        levels.append(f"&a{i} [{levels[-1]}, " + ", ".join([f"*a{i - 1}"] * 8) + "]")
+    text = f"training:\n  report_to: {levels[-1]}\n"
+    assert len(text) < 700
+    with pytest.raises(ConfigError, match=r"line 4: training.report_to: anchors and aliases expand to 435,848,050 values"):
+        load_text(tmp_path, text)
+
+
+def test_small_aliases_are_fine(tmp_path):
+    cfg = load_text(tmp_path, "training:\n  stop_on: &codes [nan_loss]\nx_unused: null\n".replace("x_unused: null\n", ""))
+    assert cfg.training.stop_on == ["nan_loss"]
+
+
+@pytest.mark.parametrize("text,expect", [
+    ("training: &t {seed: 3, more: [*t]}\n", r"line 3: an alias refers to the value that contains it"),
+    ("training:\n  seed: 1" + "0" * 5000 + "\n", r"line 4, column 9: invalid YAML: cannot read '10000.*digits"),
+    ("run_name: 2024-13-45\n", r"line 3, column 11: invalid YAML: cannot read '2024-13-45': month must be"),
+    ("training: " + "[" * 20_000 + "]" * 20_000 + "\n", r"nested more than 100 deep"),
+], ids=["recursive alias", "5000-digit integer", "impossible date", "nested 20k deep"])
+def test_yaml_values_that_cannot_be_built_name_their_line(tmp_path, text, expect):
+    with pytest.raises(ConfigError, match=expect):
+        load_text(tmp_path, text)
+
+
+def test_binary_and_oversized_config_files(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_bytes(b"model: x\n\x00\x01\x02")
+    with pytest.raises(ConfigError, match="is not a text file"):
+        load_config(f)
+    f.write_bytes(b"# " + b"x" * (5 * 2**20))
+    with pytest.raises(ConfigError, match="far too big for a config file"):
+        load_config(f)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+from pathlib import Path
 
 import pytest
 
@@ -133,6 +136,67 @@ def test_a_line_that_is_not_an_object(tmp_path):
     path.write_text('{"text": "a"}\n["text", "b"]\n', encoding="utf-8")
     with pytest.raises(DataError, match=rf"^{path}:2: expected a JSON object, got list"):
         read_rows(path)
+
+
+# Inputs the json module fails on with errors that name nothing (issue 24, item 11).
+DEEP = "[" * 100_000 + "]" * 100_000
+HUGE = "9" * 5000
+
+
+@pytest.mark.parametrize("name,content,where,match", [
+    ("d.jsonl", '{"text": "a"}\n{"text": %s}\n' % DEEP, ":2", "nested too deeply"),
+    ("d.jsonl", '{"text": "a"}\n{"text": "b", "id": %s}\n' % HUGE, ":2", "a number with 5000 digits"),
+    ("d.jsonl", '{"text": "a"}\n{"text": "\\ud800"}\n', ":2", "lone surrogate"),
+    ("d.json", '[{"text": "a"},\n {"text": %s}]\n' % DEEP, ":2", "nested too deeply"),
+    ("d.json", '[{"text": "a"},\n {"text": "b", "id": -%s}]\n' % HUGE, ":2", "a number with 5000 digits"),
+    ("d.json", '[{"text": "a"},\n {"text": "x\\udfff"}]\n', "[1]", "lone surrogate"),
+], ids=["jsonl deep", "jsonl huge int", "jsonl surrogate", "json deep", "json huge int", "json surrogate"])
+def test_json_the_parser_chokes_on_names_file_and_line(tmp_path, name, content, where, match):
+    path = tmp_path / name
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(DataError, match=rf"^{re.escape(str(path) + where)}: .*{match}"):
+        read_rows(path)
+
+
+def test_a_surrogate_pair_is_fine(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_text('{"text": "\\ud83d\\ude00"}\n', encoding="utf-8")
+    assert read_rows(path)[0] == [{"text": "\U0001F600"}]
+
+
+@pytest.mark.parametrize("name", ["d.jsonl", "d.json", "d.csv", "d.parquet"])
+def test_unreadable_file_is_named(tmp_path, monkeypatch, name):
+    path = tmp_path / name
+    path.write_text('{"text": "a"}\n', encoding="utf-8")
+    if os.geteuid() != 0:
+        path.chmod(0)
+    else:  # root reads any file: make the read itself fail as it would for another user
+        real_open = open
+
+        def deny(file, *a, **kw):
+            if str(file) == str(path):
+                raise PermissionError(13, "Permission denied", str(file))
+            return real_open(file, *a, **kw)
+        monkeypatch.setattr("builtins.open", deny)
+        monkeypatch.setattr(Path, "read_bytes", lambda self: deny(self, "rb").read())
+    with pytest.raises(DataError, match=rf"^{re.escape(str(path))}: permission denied"):
+        read_rows(path)
+
+
+@pytest.mark.skipif(not Path("/proc/self/mem").exists(), reason="needs Linux /proc")
+def test_io_error_is_named(tmp_path):
+    # Reading /proc/self/mem from offset 0 fails with EIO: a real I/O error, as from a failing disk.
+    path = tmp_path / "d.jsonl"
+    path.symlink_to("/proc/self/mem")
+    with pytest.raises(DataError, match=rf"^{re.escape(str(path))}: cannot read: Input/output error"):
+        read_rows(path)
+
+
+def test_unreadable_file_in_a_directory_is_named(tmp_path):
+    (tmp_path / "a.jsonl").write_text('{"text": "a"}\n', encoding="utf-8")
+    (tmp_path / "b.jsonl").write_text('{"text": %s}\n' % DEEP, encoding="utf-8")
+    with pytest.raises(DataError, match=rf"^{re.escape(str(tmp_path / 'b.jsonl'))}:1: .*nested too deeply"):
+        read_rows(tmp_path)
 
 
 @pytest.mark.parametrize("content", [b"", b"\n  \n"])

@@ -40,9 +40,57 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 # ---------------------------------------------------------------- reading raw rows
 
+def _os_error(path: Path, e: OSError) -> DataError:
+    """An unreadable file (permissions, I/O error, a path that vanished) as a user error naming it."""
+    if isinstance(e, PermissionError):
+        return DataError(f"{path}: permission denied", fix="check the file's owner and mode (ls -l)")
+    return DataError(f"{path}: cannot read: {e.strerror or type(e).__name__}",
+                     fix="check the disk or the network mount the file is on")
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise _os_error(path, e) from None
+
+
+def _first_bytes(path: Path, n: int = 1) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read(n)
+    except OSError as e:
+        raise _os_error(path, e) from None
+
+
+def _line_of(text: str, e: ValueError) -> int | None:
+    """The line of a whole-file JSON value that a huge number or deep nesting is on (for the message)."""
+    if isinstance(e, _HugeNumber):
+        pos = text.find(e.digits)
+    elif isinstance(e, _TooDeep):
+        pos = _deepest_point(text)
+    else:
+        return None
+    return text.count("\n", 0, pos) + 1 if pos >= 0 else None
+
+
+def _deepest_point(text: str, limit: int = 500) -> int:
+    """Where bracket nesting (outside strings) first exceeds `limit`; -1 if it never does."""
+    depth = 0
+    for m in re.finditer(r'"(?:[^"\\]|\\.)*"|[\[\]{}]', text):
+        c = m.group()
+        if c in "[{":
+            depth += 1
+            if depth > limit:
+                return m.start()
+        elif c in "]}":
+            depth -= 1
+    return -1
+
+
 def _check_text_file(path: Path) -> str:
     """The file's text; a clear error for empty and binary files."""
-    data = path.read_bytes()
+    data = _read_bytes(path)
     if not data.strip():
         raise DataError(f"{path}: the file is empty", fix="point dataset.path at a file with examples")
     # A NUL byte never occurs in UTF-8 text; it is the cheap tell of a binary file (a zip, a model, an image).
@@ -56,16 +104,86 @@ def _check_text_file(path: Path) -> str:
                         fix="save the file as UTF-8") from None
 
 
+class _HugeNumber(ValueError):
+    """A JSON integer longer than Python converts (sys.get_int_max_str_digits); carries its digits."""
+
+    def __init__(self, digits: str):
+        super().__init__(digits)
+        self.digits = digits
+
+
+def _parse_int(digits: str) -> int:
+    # Python refuses to convert integers of more than ~4300 digits (a guard against quadratic time);
+    # raising our own error keeps the digits so that the message can say where they are.
+    if len(digits.lstrip("-")) > MAX_INT_DIGITS:
+        raise _HugeNumber(digits)
+    return int(digits)
+
+
+# Python's own limit (sys.get_int_max_str_digits), fixed here so the reader does not depend on a setting.
+MAX_INT_DIGITS = 4300
+# A lone UTF-16 surrogate escape (\ud800 without its pair) parses to a str that cannot be encoded as UTF-8:
+# tokenizers reject it much later with a TypeError naming nothing. Escapes are rare, so the raw line is
+# searched first and only lines that have one are checked.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _parse_json(text: str) -> object:
+    """json.loads, with the inputs it fails on badly (deep nesting, huge integers) as ValueErrors."""
+    try:
+        return json.loads(text, parse_int=_parse_int)
+    except RecursionError:
+        raise _TooDeep() from None
+
+
+class _TooDeep(ValueError):
+    """Arrays or objects nested deeper than the parser's recursion limit."""
+
+
+def _bad_json_reason(e: ValueError) -> str:
+    if isinstance(e, json.JSONDecodeError):
+        return f"invalid JSON: {e.msg} (column {e.colno})"
+    if isinstance(e, _HugeNumber):
+        return f"a number with {len(e.digits.lstrip('-'))} digits (more than {MAX_INT_DIGITS}); quote it as text"
+    if isinstance(e, _TooDeep):
+        return "arrays or objects nested too deeply to read"
+    return f"invalid JSON: {e}"
+
+
+def _lone_surrogate(value: object) -> str | None:
+    """The first text in a parsed JSON value that holds a lone surrogate (not encodable as UTF-8), or None."""
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, str):
+            try:
+                v.encode("utf-8")
+            except UnicodeEncodeError:
+                return v
+        elif isinstance(v, dict):
+            stack += list(v.keys()) + list(v.values())
+        elif isinstance(v, list):
+            stack += v
+    return None
+
+
+def _check_surrogates(obj: object, raw: str, where: str) -> None:
+    if _SURROGATE_ESCAPE.search(raw) and _lone_surrogate(obj) is not None:
+        raise DataError(f"{where}: text with a lone surrogate escape (\\ud800-\\udfff without its pair), "
+                        "which is not valid Unicode", fix="remove the escape or write the character itself")
+
+
 def _read_jsonl_text(text: str, path: Path) -> tuple[list[dict], list[str]]:
     rows, sources = [], []
     for lineno, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path}:{lineno}: invalid JSON: {e.msg} (column {e.colno})",
-                            fix="each line must be one JSON object") from None
+            obj = _parse_json(line)
+        except ValueError as e:
+            fix = "each line must be one JSON object" if isinstance(e, json.JSONDecodeError) else None
+            raise DataError(f"{path}:{lineno}: {_bad_json_reason(e)}", fix=fix) from None
+        _check_surrogates(obj, line, f"{path}:{lineno}")
         if not isinstance(obj, dict):
             raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
         rows.append(obj)
@@ -76,12 +194,15 @@ def _read_jsonl_text(text: str, path: Path) -> tuple[list[dict], list[str]]:
 def _read_json(path: Path) -> tuple[list[dict], list[str]]:
     text = _check_text_file(path)
     try:
-        data = json.loads(text)
+        data = _parse_json(text)
     except json.JSONDecodeError as e:
         # "Extra data" after a first complete value: the file is JSON Lines under a .json name.
         if e.msg == "Extra data" and path.suffix == ".json":
             return _read_jsonl_text(text, path)
         raise DataError(f"{path}:{e.lineno}: invalid JSON: {e.msg} (column {e.colno})") from None
+    except ValueError as e:
+        line = _line_of(text, e)
+        raise DataError(f"{path}{f':{line}' if line else ''}: {_bad_json_reason(e)}") from None
     if isinstance(data, dict):
         lists = [v for v in data.values() if isinstance(v, list)]
         if len(lists) != 1:
@@ -92,9 +213,12 @@ def _read_json(path: Path) -> tuple[list[dict], list[str]]:
         raise DataError(f"{path}: expected a list of objects (or JSON Lines), got {type(data).__name__}")
     if not data:
         raise DataError(f"{path}: the file has no examples (an empty list)")
+    has_escape = bool(_SURROGATE_ESCAPE.search(text))
     for i, obj in enumerate(data):
         if not isinstance(obj, dict):
             raise DataError(f"{path}[{i}]: expected a JSON object, got {type(obj).__name__}")
+        if has_escape:
+            _check_surrogates(obj, text, f"{path}[{i}]")
     return data, [f"{path}[{i}]" for i in range(len(data))]
 
 
@@ -106,7 +230,7 @@ def _read_with_datasets(path: Path) -> tuple[list[dict], list[str]]:
     kind = path.suffix.lstrip(".")
     if kind == "csv":
         _check_text_file(path)
-    elif path.stat().st_size == 0:
+    elif not _first_bytes(path):  # also says "permission denied" before pyarrow words it its own way
         raise DataError(f"{path}: the file is empty")
     import datasets
 

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.config import Config, save_config
+from engine.config import Config, check_override, config_from_dict, save_config
 from engine.detached import spawn_detached
 from engine.errors import UserError
 from engine.rundir import (CONFIG_FILE, FINAL_STATES, LOG_FILE, STOP_REQUEST_FILE, MetricsTail, default_runs_root,
@@ -64,7 +64,10 @@ def start_run(cfg: Config, *, run_dir: str | Path | None = None, config_name: st
               max_steps: int | None = None, check: bool = True) -> RunHandle:
     """Writes the resolved config into a new run directory and starts the trainer there."""
     if max_steps is not None:
-        cfg.training.max_steps = max_steps
+        cfg.training.max_steps = check_override("training.max_steps", max_steps, flag="--max-steps")
+    # The trainer re-reads config.yaml and refuses what the validator refuses: check it all here, before
+    # anything is detached (a run that fails after `train --detach` returned 0 is an error nobody sees).
+    config_from_dict(cfg.to_dict(), source=config_name or "config")
     if check:
         check_inputs(cfg)
     if run_dir:
