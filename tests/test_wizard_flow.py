@@ -192,9 +192,11 @@ async def test_save_config_round_trips(tmp_path):
 @pytest.mark.timeout(120)
 async def test_launch_the_demo_and_land_on_the_monitor(tmp_path, monkeypatch, demo_model_dir):
     from engine.rundir import read_status
+    from engine.config import load_config
     from engine.train.launch import request_stop
 
     monkeypatch.setenv("LORAPILOT_RUNS", str(tmp_path / "runs"))
+    monkeypatch.chdir(tmp_path)  # Launch writes the config Review names (lorapilot.yaml) where the user is
     app = LorapilotApp()
     async with app.run_test(size=SIZE) as pilot:
         await settle(app, pilot)
@@ -211,6 +213,8 @@ async def test_launch_the_demo_and_land_on_the_monitor(tmp_path, monkeypatch, de
         run_dir = Path(handle.run_dir)
         assert run_dir.parent == tmp_path / "runs"
         assert (run_dir / "config.yaml").exists()
+        # The command Review showed works: the config it names is there, and is this run's.
+        assert load_config(tmp_path / "lorapilot.yaml").training.max_steps == 2
         app.exit()
     # The run is detached: it outlived the app. Stop it, and reap it (it is our child here).
     assert handle.process is not None and handle.process.poll() is None

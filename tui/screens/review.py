@@ -198,16 +198,32 @@ class ReviewScreen(WizardStep):
     def action_save_config(self) -> None:
         if self._refuse_if_invalid("save"):
             return
-        from engine.config import save_config
+        from engine.config_edit import save_into
+        from engine.errors import ConfigError
+        s = self.state
         path = Path(self.query_one("#save-path", Input).value.strip() or DEFAULT_SAVE).expanduser()
+        if s.notes and s.config_path and path.resolve() == Path(s.config_path).resolve():
+            # It opened with problems: what the wizard shows is only what it could read of it.
+            self.notify(f"{path} did not load cleanly, so it is not overwritten: save to another file "
+                        "(the save-to field).", title="Not saved", severity="error", timeout=8)
+            return
+        existed = path.exists()
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            save_config(self.state.cfg, path)
+            changes = save_into(s.cfg, path)
+        except ConfigError as exc:
+            self.notify(str(exc), title="Not saved", severity="error", timeout=10)
+            return
         except OSError as exc:
             self.notify(f"{path}: {exc.strerror or exc}", title="Not saved", severity="error")
             return
-        self.state.config_path = str(path)
-        self.notify(f"Saved {path}", timeout=4)
+        s.config_path, s.notes = str(path), []  # the file now holds what the wizard shows
+        if not existed:
+            self.notify(f"Saved {path}", timeout=4)
+        elif changes:
+            self.notify("\n".join(changes), title=f"Saved {path} (comments and order kept)", timeout=6)
+        else:
+            self.notify(f"{path} already holds these values: left as it is.", timeout=4)
 
     def action_launch(self) -> None:
         if self._refuse_if_invalid("launch"):
@@ -221,6 +237,8 @@ class ReviewScreen(WizardStep):
                         title="The pre-flight found errors", severity="error", timeout=CONFIRM_S)
             return
         self.query_one("#launch", Button).disabled = True
+        # The train command Review shows re-runs this config: write it, so the command works as shown.
+        self.action_save_config()
         self.notify("Starting the run…", timeout=3)
         name = Path(self.query_one("#save-path", Input).value.strip() or DEFAULT_SAVE).stem
         self._start(self.state.cfg, name)

@@ -386,6 +386,7 @@ class WizardState:
             est, findings, pf_error, est_error = result if result is not None else (None, None, None, message)
             self.estimate, self.estimate_error = est, est_error
             self.findings, self.preflight_error = findings, pf_error
+            self.app.refresh_bindings()  # the Apply-fixes key shows while a finding names a setting
         self.changed.publish(kind)
 
     @property
@@ -430,6 +431,24 @@ class WizardState:
         if changed:
             self.set_many(changed)
         return [c.description for c in fit.changes]
+
+    def fixes(self) -> dict[str, Any]:
+        """The settings the current findings name as their fix (`Set training.x to y`), valid ones only."""
+        from engine.config_edit import fix_setting
+        out: dict[str, Any] = {}
+        for f in self.findings or []:
+            setting = fix_setting(f.fix)
+            if setting and setting[0] not in out and self.raw.get(setting[0]) != to_raw(FIELDS[setting[0]], setting[1]):
+                out[setting[0]] = setting[1]
+        return out
+
+    def apply_fixes(self) -> list[str]:
+        """Apply every finding's named setting; 'key old -> new' for each, for the user to read."""
+        fixes = self.fixes()
+        changes = [f"{k} {self.raw.get(k) or '(empty)'} -> {to_raw(FIELDS[k], v)}" for k, v in fixes.items()]
+        if fixes:
+            self.set_many(fixes)
+        return changes
 
     def set_price(self, price: float | None) -> None:
         if price != self.price_per_hour:
@@ -569,6 +588,8 @@ class WizardStep(Screen):
     BINDINGS = [
         Binding("ctrl+n", "next", "Next"),
         Binding("escape", "back", "Back"),
+        # Shown only while a finding names a setting as its fix (check_action).
+        Binding("ctrl+g", "apply_fixes", "Apply fixes"),
     ]
 
     @property
@@ -611,6 +632,18 @@ class WizardStep(Screen):
     @on(StepBar.Picked)
     def _step_picked(self, event: StepBar.Picked) -> None:
         go_to(self.app, event.step)
+
+    def check_action(self, action: str, parameters: tuple) -> bool | None:
+        if action == "apply_fixes":
+            return bool(self.state.fixes())
+        return True
+
+    def action_apply_fixes(self) -> None:
+        changes = self.state.apply_fixes()
+        if changes:
+            self.notify("\n".join(changes), title="Applied the findings' fixes", timeout=8)
+        else:
+            self.notify("No finding names a setting to change.", timeout=3)
 
     def action_next(self) -> None:
         i = STEPS.index(self.STEP)

@@ -23,7 +23,10 @@ def finding_details(f: Any, indent: str = "  ") -> list[Content]:
     if f.evidence:
         lines.append(Content.styled(f"{indent}{f.evidence}", "$text-muted"))
     if f.fix:
-        lines.append(Content.assemble(indent, Content.styled("→ ", style), f.fix))
+        from engine.config_edit import fix_setting
+        # The wizard's ctrl+g applies every fix that names a setting: say which ones it would change.
+        key = Content.styled("  (ctrl+g applies)", "$text-muted") if fix_setting(f.fix) else Content("")
+        lines.append(Content.assemble(indent, Content.styled("→ ", style), f.fix, key))
     return lines
 
 

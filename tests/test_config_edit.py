@@ -1,0 +1,78 @@
+"""engine/config_edit: the user's config changes only where a value changed; comments, order and unknown-to-the-
+wizard keys stay; a file that did not load cleanly is never overwritten."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine.config import config_from_dict, load_config
+from engine.config_edit import apply_settings, fix_setting, save_into
+from engine.errors import ConfigError
+
+MINE = """\
+# my run: keep these notes
+model: Qwen/Qwen2.5-0.5B   # the small one
+dataset:
+  path: data.jsonl
+training:
+  # a bigger rate worked last time
+  learning_rate: 3.0e-4
+  max_steps: 120
+  sample_prompts: ["Say hi", "Count to 3"]
+  warmup_ratio: 0.1
+"""
+
+
+def test_apply_settings_keeps_comments_order_and_other_keys(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text(MINE, encoding="utf-8")
+    changed = apply_settings(path, {"training.max_seq_length": 192, "training.learning_rate": 2e-4})
+    text = path.read_text(encoding="utf-8")
+    assert "# my run: keep these notes" in text and "# the small one" in text
+    assert "# a bigger rate worked last time" in text
+    assert "sample_prompts" in text and "warmup_ratio: 0.1" in text
+    # order kept: the new key goes last in its section, the old ones where they were
+    assert text.index("learning_rate") < text.index("max_steps") < text.index("max_seq_length")
+    cfg = load_config(path)
+    assert cfg.training.max_seq_length == 192 and cfg.training.learning_rate == 2e-4
+    assert "training.max_seq_length: (default) -> 192" in changed
+
+
+def test_a_refused_value_writes_nothing(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text(MINE, encoding="utf-8")
+    with pytest.raises(ConfigError, match="learning_rate"):
+        apply_settings(path, {"training.learning_rate": -1})
+    assert path.read_text(encoding="utf-8") == MINE
+
+
+def test_save_into_a_file_that_did_not_load_cleanly_refuses(tmp_path):
+    path = tmp_path / "broken.yaml"
+    broken = MINE.replace("max_steps: 120", "max_steps: lots")
+    path.write_text(broken, encoding="utf-8")
+    cfg = config_from_dict({"model": "Qwen/Qwen2.5-0.5B", "dataset": {"path": "data.jsonl"}})
+    with pytest.raises(ConfigError, match="not overwritten"):
+        save_into(cfg, path)
+    assert path.read_text(encoding="utf-8") == broken
+
+
+def test_save_into_changes_only_what_differs(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text(MINE, encoding="utf-8")
+    cfg = load_config(path)
+    assert save_into(cfg, path) == []            # nothing changed: the file is not touched
+    assert path.read_text(encoding="utf-8") == MINE
+    cfg.lora.r = 8
+    assert save_into(cfg, path) == ["lora.r: (default) -> 8"]
+    text = path.read_text(encoding="utf-8")
+    assert "# a bigger rate worked last time" in text and load_config(path).lora.r == 8
+    new = tmp_path / "new.yaml"
+    assert save_into(cfg, new) == [] and load_config(new).lora.r == 8  # a new file: the whole config
+
+
+def test_fix_setting_reads_a_findings_fix():
+    assert fix_setting("Set training.max_seq_length to 192.") == ("training.max_seq_length", 192)
+    assert fix_setting("Set training.warmup_ratio to 0.03 (3 % of the steps).") == ("training.warmup_ratio", 0.03)
+    assert fix_setting("Set training.learning_rate to 0.0002") == ("training.learning_rate", 0.0002)
+    assert fix_setting("Lower micro_batch_size, or use 4-bit") is None
+    assert fix_setting("Set nothing.real to 3") is None
