@@ -50,9 +50,11 @@ def _read(path: Path) -> Any:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path}: cannot read it ({e})") from None
+    from ruamel.yaml.error import YAMLError
+
     try:
         data = _yaml().load(text)
-    except Exception as e:  # ruamel's parser and composer errors share no useful base class
+    except YAMLError as e:  # bad syntax, duplicate keys: the file is the user's to fix
         raise ConfigError(f"{path}: not valid YAML, left as it is ({str(e).splitlines()[0]})") from None
     if data is None:
         from ruamel.yaml.comments import CommentedMap
