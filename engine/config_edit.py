@@ -128,7 +128,7 @@ def save_into(cfg: Any, path: str | Path) -> list[str]:
 
 def _get(d: Any, key: str) -> Any:
     head, _, tail = key.partition(".")
-    value = d.get(head) if hasattr(d, "get") else None
+    value: Any = d.get(head) if hasattr(d, "get") else None
     if tail:
         return value.get(tail) if hasattr(value, "get") else None
     return value
