@@ -76,3 +76,32 @@ def test_fix_setting_reads_a_findings_fix():
     assert fix_setting("Set training.learning_rate to 0.0002") == ("training.learning_rate", 0.0002)
     assert fix_setting("Lower micro_batch_size, or use 4-bit") is None
     assert fix_setting("Set nothing.real to 3") is None
+
+
+def test_inspect_data_fix_writes_the_findings_settings_into_the_config(tmp_path, demo_model_dir):
+    import json
+
+    from conftest import run_cli
+
+    long_answer = " ".join(f"item{i}" for i in range(40))
+    rows = [{"instruction": f"List items for case {i}.", "output": long_answer} for i in range(20)]
+    rows += [{"instruction": f"Say yes {i}.", "output": "yes"} for i in range(15)]
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps(x) + "\n" for x in rows))
+    config = tmp_path / "mine.yaml"
+    config.write_text(f"# mine\nmodel: lorapilot-demo\ndataset:\n  path: {data}\ntraining:\n"
+                      "  max_seq_length: 48   # too short, on purpose\n  warmup_ratio: 0\n", encoding="utf-8")
+
+    # Without a config: data advice only, and the tokenizer named.
+    r = run_cli("inspect-data", str(data), "--max-seq-length", "48")
+    assert "tokenizer" in r.stdout and "lorapilot-demo" in r.stdout
+    assert "no_warmup" not in r.stdout and "settings not checked" in r.stdout
+
+    r = run_cli("inspect-data", str(data), "--fix", str(config))
+    assert r.returncode == 0, r.stdout + r.stderr
+    text = config.read_text(encoding="utf-8")
+    assert "# mine" in text and "# too short, on purpose" in text
+    cfg = load_config(config)
+    assert cfg.training.max_seq_length > 48 and cfg.training.warmup_ratio == 0.03
+    assert f"into {config}" in r.stdout and "training.warmup_ratio: 0 -> 0.03" in r.stdout
+    assert "responses_truncated" not in r.stdout  # checked again with what the config now says

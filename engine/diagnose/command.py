@@ -146,10 +146,14 @@ def add_inspect_arguments(parser: argparse.ArgumentParser) -> None:
     default_length = TrainingConfig().max_seq_length
     parser.add_argument("path", metavar="PATH", help="a dataset file, a directory of them, or a hub id")
     parser.add_argument("--model", metavar="M", help="tokenizer to count tokens with (hub id or directory)")
-    parser.add_argument("--max-seq-length", type=int, default=default_length, metavar="N",
-                        help=f"the training max_seq_length (default {default_length})")
+    parser.add_argument("--max-seq-length", type=int, default=None, metavar="N",
+                        help=f"the training max_seq_length (default: the config's, else {default_length})")
     parser.add_argument("--format", dest="fmt", default="auto", choices=formats, help="how examples are laid out")
     parser.add_argument("--json", action="store_true", help="print the report and findings as JSON")
+    parser.add_argument("--config", metavar="CONFIG",
+                        help="check this config's settings too (its model, max_seq_length and format are used)")
+    parser.add_argument("--fix", metavar="CONFIG",
+                        help="as --config, then write each finding's setting into CONFIG (comments kept)")
 
 
 def _jsonable(report):
@@ -160,7 +164,7 @@ def _jsonable(report):
     return report
 
 
-def _report_table(report, examples, max_seq_length: int):
+def _report_table(report, examples, max_seq_length: int, tokenizer: str = ""):
     """The numbers a user checks before training, one per line."""
     from rich.table import Table
 
@@ -169,6 +173,8 @@ def _report_table(report, examples, max_seq_length: int):
     t = Table(show_header=False, box=None, padding=(0, 2))
     t.add_row("file", str(report.path))
     t.add_row("format", f"{report.format} (rendered with the {report.template})")
+    if tokenizer:
+        t.add_row("tokenizer", tokenizer)
     t.add_row("examples", f"{report.n_rows} rows -> {len(examples)} usable" +
               (f"; dropped: {', '.join(f'{n} {why}' for why, n in report.dropped.items())}" if report.dropped else ""))
     t.add_row("tokens", f"{report.total_tokens:,} in all, {report.trained_tokens:,} trained "
@@ -181,18 +187,63 @@ def _report_table(report, examples, max_seq_length: int):
 
 
 def run_inspect(args: argparse.Namespace) -> int:
-    from engine.config import Config
-    from engine.data import inspect_dataset
-    from engine.diagnose.preflight import preflight
+    from engine.config import Config, TrainingConfig, load_config
+    from engine.diagnose.settings_check import SETTINGS_CODES
 
-    report, examples = inspect_dataset(args.path, model=args.model, max_seq_length=args.max_seq_length,
-                                       fmt=args.fmt)
-    cfg = Config()
-    cfg.training.max_seq_length = args.max_seq_length
-    findings = preflight(examples, cfg, dropped=getattr(report, "dropped", None))
+    config_path = getattr(args, "fix", None) or getattr(args, "config", None)
+    cfg = load_config(config_path) if config_path else Config()
+    model = args.model or (cfg.model if config_path else None)
+    if args.max_seq_length is not None:
+        cfg.training.max_seq_length = args.max_seq_length
+    elif not config_path:
+        cfg.training.max_seq_length = TrainingConfig().max_seq_length
+    fmt = args.fmt if args.fmt != "auto" or not config_path else cfg.dataset.format
+    report, examples, findings = _inspect(args.path, model, cfg, fmt)
+    if not config_path:
+        # No config was given: advice about settings would be about defaults the user never wrote.
+        findings = [f for f in findings if f.code not in SETTINGS_CODES]
+    changes: list[str] = []
+    if getattr(args, "fix", None):
+        changes = _write_fixes(args.fix, findings)
+        if changes:  # the config changed: check again with what it now says
+            cfg = load_config(args.fix)
+            if args.max_seq_length is not None:
+                cfg.training.max_seq_length = args.max_seq_length
+            report, examples, findings = _inspect(args.path, model, cfg, fmt)
+    tokenizer = model or "lorapilot-demo (the demo's; --model M counts with your model's)"
     if args.json:
-        _print_json({"report": _jsonable(report), "findings": [f.to_record() for f in findings]})
+        _print_json({"report": _jsonable(report), "tokenizer": model or "lorapilot-demo",
+                     "findings": [f.to_record() for f in findings], "changed": changes})
     else:
-        _console().print(_report_table(report, examples, args.max_seq_length))
+        console = _console()
+        console.print(_report_table(report, examples, cfg.training.max_seq_length, tokenizer))
+        if changes:
+            console.print(f"[bold]wrote {len(changes)} change{'s' * (len(changes) > 1)} into {args.fix}[/] "
+                          "(comments and order kept):")
+            for line in changes:
+                console.print(f"  {line}", markup=False)
         print_findings(findings, empty="No problems found in the data.")
+        if not config_path:
+            console.print("[dim]settings not checked: add --config CONFIG (or --fix CONFIG to apply the fixes)[/]")
     return EXIT_BAD_INPUT if blocking(findings) else EXIT_OK
+
+
+def _inspect(path: str, model: str | None, cfg, fmt: str):
+    import engine.data  # looked up at call time: tests stand in for the data layer
+
+    report, examples = engine.data.inspect_dataset(path, model=model, max_seq_length=cfg.training.max_seq_length,
+                                                   fmt=fmt)
+    from engine.diagnose.preflight import preflight
+    return report, examples, preflight(examples, cfg, dropped=getattr(report, "dropped", None))
+
+
+def _write_fixes(config_path: str, findings: list[Finding]) -> list[str]:
+    """Each finding's named setting written into the config (engine.config_edit keeps its comments)."""
+    from engine.config_edit import apply_settings, fix_setting
+
+    settings: dict = {}
+    for f in findings:
+        setting = fix_setting(f.fix)
+        if setting:
+            settings.setdefault(*setting)
+    return apply_settings(config_path, settings) if settings else []

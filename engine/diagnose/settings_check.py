@@ -18,6 +18,11 @@ MANY_CHECKPOINTS = 10
 MANY_EPOCHS = 3
 
 
+# The codes check_settings raises: about the config, not the data (inspect-data shows them only with a config).
+SETTINGS_CODES = ("gradient_checkpointing_off", "no_warmup", "no_grad_clipping", "eval_too_rare", "no_checkpoint",
+                  "no_save_limit", "learning_rate_unusual", "many_epochs")
+
+
 def check_settings(cfg: Any, n_examples: int | None, num_gpus: int = 1) -> list[Finding]:
     t = cfg.training
     out = []
