@@ -1,22 +1,19 @@
-"""Measured GPU memory of lorapilot's real training against the estimate (issue 3).
+"""The VRAM estimate against the engine's own run, measured the way a user runs it (issue 22).
 
-    python benchmarks/vram_calibration.py [--archs llama2-7b,...] [--parallel 3] [--budget-gib 70]
-                                          [--json tests/fixtures/vram_measured.json] [--md FILE]
-    python benchmarks/vram_calibration.py --plan          # estimates only, no GPU
-    python benchmarks/vram_calibration.py --report --md FILE   # the table from the stored rows, no GPU
+    python benchmarks/vram_calibration.py --out DIR [--rows NAME,...] [--budget-gib 120] [--parallel 8]
+    python benchmarks/vram_calibration.py --report FILE.json [--md FILE.md]   # re-estimate stored rows, no GPU
 
-Each configuration of GRID runs engine.train.run.train (the trainer process's own function, on injected
-synthetic tokens, as the throughput benchmark's engine side does) in its own process, so its allocator
-counters are clean. Several processes share the GPU at once when their estimated totals fit in
---budget-gib (torch.cuda.max_memory_allocated is per process, so sharing does not change the readings).
-Shapes are clean: training.packing false and every example exactly max_seq_length tokens, so each
-micro-batch is micro_batch_size x max_seq_length tokens.
+Per row: a random-weight model of the real architecture (config numbers from presets/models/*.json) with a
+byte-level BPE tokenizer trained on the generated data (no hub here), an alpaca JSONL with realistic variable
+lengths (median ~350 tokens, lognormal), a config, then what a user runs: `lorapilot estimate CONFIG --gpu
+h200-141 --json` and `lorapilot train CONFIG` (python -m engine.cli). Measured: the trainer's own peak,
+torch.cuda.max_memory_allocated over training and evaluation (status.json's gpu_peak_alloc_gib at the end).
+Each row also stores the tokenized lengths (the engine's own data path), the model's config.json, the
+estimate's plan and the trainer's plan, so tests/test_estimate_calibration.py re-estimates every row on the
+CPU. Rows marked held_out are kept out of any tuning of engine/estimate/memory.py.
 
-Recorded per configuration: the training peak (max_memory_allocated from just before trainer.train to the
-end), the load peak (max_memory_allocated while loading and preparing the model), the reserved peak, and
-whether Liger's kernels were applied (rows with liger false patch them out, to calibrate the unfused
-logits term). The JSON rows carry the model's config.json, so tests/test_estimate_calibration.py can
-re-estimate them on the CPU.
+Several trainers share the GPU at once where their estimates fit --budget-gib (the allocator peak is per process).
+Models are built two architectures at a time and deleted after their rows (the disk holds ~2 of them).
 """
 
 from __future__ import annotations
@@ -24,6 +21,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
+import shutil
 import subprocess
 import sys
 import time
@@ -32,261 +31,255 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.throughput import ARCHS, _gpu_name, _versions, build_model_dir  # noqa: E402
-
-GPU_PRESET = "h100-80"
-STEPS = 3
-# (arch, max_seq_length, micro_batch_size, gradient_checkpointing, r, liger)
-GRID = [
-    ("llama2-7b", 512, 1, True, 8, True),
-    ("llama2-7b", 2048, 4, True, 16, True),
-    ("llama2-7b", 4096, 8, True, 64, True),
-    ("llama2-7b", 1024, 2, False, 16, True),
-    ("llama2-7b", 2048, 2, False, 32, True),
-    ("llama2-7b", 4096, 2, True, 16, False),
-    ("llama3-8b", 512, 4, True, 16, True),
-    ("llama3-8b", 2048, 8, True, 16, True),
-    ("llama3-8b", 4096, 1, False, 8, True),
-    ("llama3-8b", 4096, 4, True, 32, True),
-    ("llama3-8b", 1024, 4, True, 64, False),
-    ("llama3-8b", 2048, 1, False, 16, False),
-    ("qwen2.5-1.5b", 512, 8, True, 16, True),
-    ("qwen2.5-1.5b", 4096, 8, True, 64, True),
-    ("qwen2.5-1.5b", 2048, 4, False, 16, True),
-    ("qwen2.5-1.5b", 512, 1, False, 8, True),
-    ("qwen2.5-1.5b", 1024, 8, False, 32, False),
-    ("qwen2.5-1.5b", 4096, 2, True, 8, False),
+GPU_PRESET = "h200-141"
+STEPS = 6
+N_EXAMPLES = 400
+ARCH_PRESETS = {"llama2-7b": "llama-2-7b", "llama3-8b": "llama-3-8b", "qwen2.5-7b": "qwen2.5-7b",
+                "mistral-7b": "mistral-7b", "tiny": None}
+TINY = {"model_type": "llama", "hidden_size": 128, "intermediate_size": 352, "num_hidden_layers": 2,
+        "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 8192, "max_position_embeddings": 4096,
+        "tie_word_embeddings": False}
+# (name, arch, training overrides, lora overrides, held out of tuning). Defaults: the user's config with only
+# model, dataset and max_seq_length 2048 (memory auto -> fast on an H200, packing on, checkpointing on, r 16).
+ROWS = [
+    ("llama2-default", "llama2-7b", {}, {}, False),
+    ("llama2-lean", "llama2-7b", {"memory": "lean"}, {}, False),
+    ("llama2-padded", "llama2-7b", {"packing": False}, {}, True),
+    ("llama2-4096-r64", "llama2-7b", {"max_seq_length": 4096}, {"r": 64, "alpha": 128}, False),
+    ("llama3-default", "llama3-8b", {}, {}, False),
+    ("llama3-lean", "llama3-8b", {"memory": "lean"}, {}, True),
+    ("llama3-gcoff-512", "llama3-8b", {"gradient_checkpointing": False, "max_seq_length": 512}, {}, False),
+    ("llama3-padded-4096", "llama3-8b", {"packing": False, "max_seq_length": 4096}, {}, False),
+    ("qwen7-default", "qwen2.5-7b", {}, {}, True),
+    ("qwen7-512", "qwen2.5-7b", {"max_seq_length": 512}, {}, False),
+    ("qwen7-lean-4096", "qwen2.5-7b", {"memory": "lean", "max_seq_length": 4096}, {}, False),
+    ("qwen7-r64-padded", "qwen2.5-7b", {"packing": False}, {"r": 64, "alpha": 128}, False),
+    ("mistral-default", "mistral-7b", {}, {}, False),
+    ("mistral-gcoff", "mistral-7b", {"gradient_checkpointing": False}, {}, True),
+    ("mistral-4096", "mistral-7b", {"max_seq_length": 4096}, {}, True),
+    ("mistral-padded-512", "mistral-7b", {"packing": False, "max_seq_length": 512}, {}, False),
+    ("tiny-default", "tiny", {"max_seq_length": 256}, {}, False),
+    ("tiny-padded", "tiny", {"packing": False, "max_seq_length": 256}, {}, True),
 ]
 
 
-def row_key(arch, seq, micro, gc, r, liger) -> str:
-    return f"{arch} seq{seq} mb{micro} gc{'on' if gc else 'off'} r{r} {'liger' if liger else 'noliger'}"
+# ----------------------------------------------------------------- data, tokenizer, model
+def write_dataset(path: Path, n: int = N_EXAMPLES, seed: int = 0) -> None:
+    """Alpaca rows whose lengths look like real instruction data: lognormal, median ~350 words (~tokens)."""
+    rng = random.Random(seed)
+    lexicon = ["".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(2, 9)))
+               for _ in range(3000)]
 
+    def words(k: int) -> str:
+        return " ".join(rng.choice(lexicon) for _ in range(max(1, k)))
 
-def training_dict(seq: int, micro: int, gc: bool) -> dict:
-    return {"max_seq_length": seq, "micro_batch_size": micro, "gradient_accumulation_steps": 1,
-            "gradient_checkpointing": gc, "packing": False, "max_steps": STEPS, "logging_steps": 1}
-
-
-def lora_dict(r: int) -> dict:
-    return {"r": r, "alpha": 2 * r}
+    with open(path, "w", encoding="utf-8") as f:
+        for _ in range(n):
+            total = int(min(6000, max(40, rng.lognormvariate(5.86, 0.65))))   # exp(5.86) ~ 350
+            prompt = int(total * rng.uniform(0.15, 0.6))
+            has_input = rng.random() < 0.4
+            instr = prompt // 2 if has_input else prompt
+            row = {"instruction": words(instr), "input": words(prompt - instr) if has_input else "",
+                   "output": words(total - prompt)}
+            f.write(json.dumps(row) + "\n")
 
 
 def model_config(arch: str) -> dict:
-    """The config.json transformers writes for the arch (what read_model_config reads on the GPU machine)."""
-    from transformers import AutoConfig
-
-    spec = dict(ARCHS[arch])
-    return AutoConfig.for_model(spec.pop("model_type"), **spec).to_dict()
+    if ARCH_PRESETS[arch] is None:
+        return dict(TINY)
+    return json.loads((REPO / "presets" / "models" / f"{ARCH_PRESETS[arch]}.json").read_text())["config"]
 
 
-def estimate_row(row: dict):
-    """The estimate for a measured row, from its stored config.json (pure Python, no torch)."""
-    from engine.config import config_from_dict
-    from engine.estimate import estimate, get_gpu, model_info_from_config
-
-    cfg = config_from_dict({"model": row["arch"], "dataset": {"path": "synthetic"}, "lora": lora_dict(row["r"]),
-                            "training": training_dict(row["seq"], row["micro"], row["gc"])})
-    info = model_info_from_config(row["arch"], row["model_config"], "local")
-    return estimate(cfg, info, get_gpu(GPU_PRESET), n_examples=STEPS * row["micro"],
-                    tokens_per_microbatch=row["micro"] * row["seq"], fused_loss=row["liger"])
-
-
-# ----------------------------------------------------------------- one configuration, in its own process
-def run_one(spec: dict, work: Path) -> dict:
-    import random
-
+def build_model(arch: str, root: Path, data: Path) -> Path:
+    """Random weights of the architecture, in bf16, with a tokenizer trained on the data."""
     import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
 
-    import engine.train.speed as speed
-    from benchmarks.throughput import run_engine
-    from engine.data.types import IGNORE_INDEX, TokenizedExample
+    from engine.demo.model import build_tokenizer
 
-    arch, seq, micro, gc, r, liger = (spec[k] for k in ("arch", "seq", "micro", "gc", "r", "liger"))
-    applied = {"liger": False}
-    original_apply = speed.apply_liger
-
-    def apply_liger(model, device, log):
-        if not liger:
-            log("kernels: plain PyTorch (vram_calibration: Liger patched out for this row)")
-            return False
-        applied["liger"] = original_apply(model, device, log)
-        return applied["liger"]
-
-    speed.apply_liger = apply_liger
-    # train() resets the peak right before trainer.train(): what was allocated up to then is the load peak.
-    load_peak = {"gib": None}
-    original_reset = torch.cuda.reset_peak_memory_stats
-
-    def reset(device=None):
-        if load_peak["gib"] is None:
-            load_peak["gib"] = torch.cuda.max_memory_allocated() / 2 ** 30
-            load_peak["after_load_gib"] = torch.cuda.memory_allocated() / 2 ** 30
-        original_reset(device)
-
-    torch.cuda.reset_peak_memory_stats = reset
-
-    rng = random.Random(0)
-    vocab = ARCHS[arch]["vocab_size"]
-    examples = []
-    for i in range(STEPS * micro):
-        ids = [1] + [rng.randrange(100, vocab) for _ in range(seq - 1)]
-        n_prompt = int(seq * 0.3)
-        examples.append(TokenizedExample(input_ids=ids, labels=[IGNORE_INDEX] * n_prompt + ids[n_prompt:],
-                                         source=f"synthetic:{i}", full_length=seq, trained_tokens=seq - n_prompt,
-                                         trained_tokens_full=seq - n_prompt))
-    model_dir = work / "models" / arch
-    out_dir = work / "runs" / row_key(arch, seq, micro, gc, r, liger).replace(" ", "_")
-    t0 = time.time()
-    run_engine(model_dir, examples, out_dir, training_dict(seq, micro, gc), lora_dict(r), reset_peak=False)
-    cuda = torch.cuda.is_available()
-    return {"peak_allocated_gib": torch.cuda.max_memory_allocated() / 2 ** 30 if cuda else 0.0,
-            "peak_reserved_gib": torch.cuda.max_memory_reserved() / 2 ** 30 if cuda else 0.0,
-            "load_peak_gib": load_peak["gib"] or 0.0, "after_load_gib": load_peak.get("after_load_gib", 0.0),
-            "liger_applied": applied["liger"], "seconds": round(time.time() - t0, 1)}
-
-
-# ----------------------------------------------------------------- the driver
-def _spec(g) -> dict:
-    arch, seq, micro, gc, r, liger = g
-    return {"arch": arch, "seq": seq, "micro": micro, "gc": gc, "r": r, "liger": liger}
-
-
-def plan(grid) -> list[tuple[dict, float]]:
-    out = []
-    for g in grid:
-        spec = _spec(g)
-        spec["model_config"] = model_config(spec["arch"])
-        e = estimate_row(spec)
-        out.append((spec, e.device_total_gib))
+    out = root / arch
+    if (out / "config.json").exists():
+        return out
+    spec = model_config(arch)
+    cfg = AutoConfig.for_model(spec.pop("model_type"), **spec)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    with torch.device(device):
+        torch.manual_seed(0)
+        model = AutoModelForCausalLM.from_config(cfg, dtype=torch.bfloat16)
+    model.save_pretrained(out)
+    del model
+    if device == "cuda":
+        torch.cuda.empty_cache()
+    build_tokenizer(data, vocab_size=8000).save_pretrained(out)
     return out
 
 
-def table(rows: list[dict]) -> list[str]:
-    lines = ["| arch | seq | micro | checkpointing | r | Liger | measured peak GiB | estimate GiB | error | "
-             "measured load GiB | estimate load GiB | reserved GiB | estimate device total GiB |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for row in rows:
-        e = estimate_row(row)
-        err = (e.peak_allocated_gib - row["peak_allocated_gib"]) / row["peak_allocated_gib"]
-        lines.append(f"| {row['arch']} | {row['seq']} | {row['micro']} | {'on' if row['gc'] else 'off'} | {row['r']} "
-                     f"| {'yes' if row['liger'] else 'no'} | {row['peak_allocated_gib']:.2f} | "
-                     f"{e.peak_allocated_gib:.2f} | {err:+.1%} | {row['load_peak_gib']:.2f} | "
-                     f"{e.load_peak_gib:.2f} | {row['peak_reserved_gib']:.2f} | {e.device_total_gib:.2f} |")
-    return lines
+def row_config(row, model_dir: Path, data: Path) -> dict:
+    name, arch, training, lora, _ = row
+    return {"model": str(model_dir), "dataset": {"path": str(data), "validation_split": 0.05},
+            "lora": dict(lora),
+            "training": {"max_seq_length": 2048, **training, "max_steps": STEPS, "eval_steps": STEPS // 2,
+                         "logging_steps": 1, "save_steps": 1000, "sample_max_new_tokens": 0}}
 
 
+def token_lengths(cfg_dict: dict) -> tuple[list[int], list[int]]:
+    """The training and validation examples' lengths through the engine's own data path (the trainer's)."""
+    from engine.config import config_from_dict
+    from engine.data import load_examples
+    from engine.model import load_tokenizer
+
+    cfg = config_from_dict(cfg_dict)
+    data = load_examples(cfg, load_tokenizer(cfg.model, False))
+    return [len(e) for e in data.train], [len(e) for e in data.validation]
+
+
+# ----------------------------------------------------------------- one row
+def _cli(args: list[str], log: Path, timeout: float) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+               PYTHONUNBUFFERED="1")
+    return subprocess.Popen(["timeout", "--kill-after=10", str(int(timeout)), sys.executable, "-m", "engine.cli",
+                             *args], cwd=REPO, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT)
+
+
+def estimate_json(cfg_path: Path, log: Path) -> dict:
+    p = _cli(["estimate", str(cfg_path), "--gpu", GPU_PRESET, "--json"], log, 300)
+    p.wait()
+    return json.loads(log.read_text()[log.read_text().index("{"):])
+
+
+def measured(run_dir: Path) -> dict:
+    st = json.loads((run_dir / "status.json").read_text())
+    peaks = []
+    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        peaks += rec.get("gpu_peak_alloc_gib", [])
+    return {"state": st.get("state"), "error": st.get("error"), "peak_allocated_gib": st.get("gpu_peak_alloc_gib"),
+            "peak_in_records_gib": max(peaks, default=None), "trainer_plan": st.get("plan")}
+
+
+# ----------------------------------------------------------------- the driver
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--archs", default=",".join(sorted({g[0] for g in GRID})))
-    ap.add_argument("--only", help="comma-separated row indices of GRID")
-    ap.add_argument("--parallel", type=int, default=3)
-    ap.add_argument("--budget-gib", type=float, default=70.0)
-    ap.add_argument("--work", default="/tmp/lorapilot-bench")
-    ap.add_argument("--json", default=str(REPO / "tests" / "fixtures" / "vram_measured.json"),
-                    help="rows are merged into this file (keyed by configuration)")
+    ap.add_argument("--out", default="/tmp/vram-cal")
+    ap.add_argument("--rows", help="comma-separated row names (default: all but tiny)")
+    ap.add_argument("--budget-gib", type=float, default=120.0)
+    ap.add_argument("--parallel", type=int, default=8)
+    ap.add_argument("--timeout", type=float, default=900)
+    ap.add_argument("--report", help="re-estimate the rows of this JSON and print the table")
     ap.add_argument("--md")
-    ap.add_argument("--plan", action="store_true", help="print the estimates only")
-    ap.add_argument("--report", action="store_true", help="only rebuild the table (--md) from the --json rows")
-    ap.add_argument("--timeout", type=float, default=400)
-    ap.add_argument("--one", help=argparse.SUPPRESS)
-    ap.add_argument("--result", help=argparse.SUPPRESS)
     a = ap.parse_args()
-    work = Path(a.work)
-    if a.one:
-        res = run_one(json.loads(a.one), work)
-        Path(a.result).write_text(json.dumps(res))
-        return
-
     if a.report:
-        write_report(json.loads(Path(a.json).read_text())["rows"], a.md)
+        write_report(json.loads(Path(a.report).read_text())["rows"], a.md)
         return
-    archs = set(a.archs.split(","))
-    grid = [g for i, g in enumerate(GRID) if g[0] in archs and (not a.only or str(i) in a.only.split(","))]
-    planned = plan(grid)
-    if a.plan:
-        for spec, total in planned:
-            print(f"{row_key(*(spec[k] for k in ('arch', 'seq', 'micro', 'gc', 'r', 'liger'))):55s} "
-                  f"estimate device total {total:6.2f} GiB, peak {estimate_row(spec).peak_allocated_gib:6.2f}")
-        return
-
-    for arch in sorted({s["arch"] for s, _ in planned}):
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    wanted = a.rows.split(",") if a.rows else [r[0] for r in ROWS if r[1] != "tiny"]
+    rows = [r for r in ROWS if r[0] in wanted]
+    work = Path(os.environ.get("CAL_WORK", "/tmp/vram-cal-work"))
+    work.mkdir(parents=True, exist_ok=True)
+    data = work / "alpaca.jsonl"
+    write_dataset(data)
+    results_path = out / "rows.json"
+    results = json.loads(results_path.read_text())["rows"] if results_path.exists() else []
+    archs = list(dict.fromkeys(r[1] for r in rows))
+    for phase in [archs[i:i + 2] for i in range(0, len(archs), 2)]:
         t0 = time.time()
-        build_model_dir(arch, work / "models")
-        print(f"model {arch} ready ({time.time() - t0:.0f} s)", flush=True)
-    json_path = Path(a.json)
-    existing = json.loads(json_path.read_text()) if json_path.exists() else {"rows": []}
-    by_key = {r["key"]: r for r in existing.get("rows", [])}
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
-    queue = sorted(planned, key=lambda p: -p[1])     # largest first
-    running: list[tuple[subprocess.Popen, dict, float, Path, float, object]] = []
-    logs = work / "calibration-logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    done = []
-    while queue or running:
-        used = sum(p[2] for p in running)
-        started = False
-        for item in list(queue):
-            spec, total = item
-            if len(running) < a.parallel and (not running or used + total <= a.budget_gib):
-                key = row_key(*(spec[k] for k in ("arch", "seq", "micro", "gc", "r", "liger")))
-                res_file = work / f"cal-{key.replace(' ', '_')}.json"
-                res_file.unlink(missing_ok=True)
-                log = open(logs / f"{key.replace(' ', '_')}.log", "w")
-                child = {k: spec[k] for k in ("arch", "seq", "micro", "gc", "r", "liger")}
-                p = subprocess.Popen([sys.executable, __file__, "--one", json.dumps(child), "--work", str(work),
-                                      "--result", str(res_file)], cwd=REPO, env=env, stdout=log,
-                                     stderr=subprocess.STDOUT)
-                running.append((p, spec, total, res_file, time.time(), log))
-                queue.remove(item)
-                used += total
-                started = True
-                print(f"start {key} (estimate {total:.1f} GiB; {used:.1f} GiB running)", flush=True)
-        time.sleep(0.5 if started else 2)
-        for item in list(running):
-            p, spec, total, res_file, t0, log = item
-            if p.poll() is None and time.time() - t0 < a.timeout:
-                continue
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-            log.close()
-            running.remove(item)
-            key = row_key(*(spec[k] for k in ("arch", "seq", "micro", "gc", "r", "liger")))
-            if p.returncode != 0 or not res_file.exists():
-                print(f"FAILED {key} (exit {p.returncode}); see {logs}", flush=True)
-                continue
-            res = json.loads(res_file.read_text())
-            row = {"key": key, **spec, **res, "gpu": _gpu_name(), "versions": _versions(),
-                   "date": time.strftime("%Y-%m-%d")}
-            if not res["liger_applied"] and spec["liger"]:
-                row["liger"] = False     # asked for but not applied (not installed): estimate it unfused
-            by_key[key] = row
-            done.append(row)
-            e = estimate_row(row)
-            print(f"done {key}: measured {res['peak_allocated_gib']:.2f} GiB, estimate {e.peak_allocated_gib:.2f} "
-                  f"({(e.peak_allocated_gib / res['peak_allocated_gib'] - 1) if res['peak_allocated_gib'] else 0:+.1%})"
-                  f"; load {res['load_peak_gib']:.2f} vs {e.load_peak_gib:.2f}; {res['seconds']} s", flush=True)
-            json_path.parent.mkdir(parents=True, exist_ok=True)
-            json_path.write_text(json.dumps({"rows": sorted(by_key.values(), key=lambda r: r["key"])}, indent=1)
-                                 + "\n")
-    write_report(sorted(by_key.values(), key=lambda r: r["key"]), a.md)
+        dirs = {arch: build_model(arch, work / "models", data) for arch in phase}
+        print(f"models {phase} ready ({time.time() - t0:.0f} s)", flush=True)
+        queue = []
+        for row in [r for r in rows if r[1] in phase]:
+            cfg = row_config(row, dirs[row[1]], data)
+            cfg_path = work / f"{row[0]}.yaml"
+            cfg_path.write_text(json.dumps(cfg))   # JSON is YAML
+            est = estimate_json(cfg_path, out / f"{row[0]}-estimate.log")
+            queue.append((row, cfg, cfg_path, est))
+            print(f"estimate {row[0]}: {est['peak_allocated_gib']:.2f} GiB allocated, need {est['need_gib']:.1f}",
+                  flush=True)
+        queue.sort(key=lambda q: -q[3]["need_gib"])
+        running: list = []
+        while queue or running:
+            used = sum(q[3]["need_gib"] for q, _, _ in running)
+            for item in list(queue):
+                if len(running) < a.parallel and (not running or used + item[3]["need_gib"] <= a.budget_gib):
+                    run_dir = work / "runs" / item[0][0]
+                    shutil.rmtree(run_dir, ignore_errors=True)
+                    p = _cli(["train", str(item[2]), "--run-dir", str(run_dir)], out / f"{item[0][0]}-train.log",
+                             a.timeout)
+                    running.append((item, p, run_dir))
+                    queue.remove(item)
+                    used += item[3]["need_gib"]
+                    print(f"{time.strftime('%T')} start {item[0][0]} ({used:.0f} GiB planned)", flush=True)
+            time.sleep(2)
+            for entry in list(running):
+                item, p, run_dir = entry
+                if p.poll() is None:
+                    continue
+                running.remove(entry)
+                row, cfg, _, est = item
+                res = measured(run_dir) if (run_dir / "status.json").exists() else {"state": "missing"}
+                lengths, val_lengths = token_lengths(cfg)
+                rec = {"name": row[0], "arch": row[1], "held_out": row[4], "config": cfg,
+                       "model_config": model_config(row[1]), "lengths": lengths, "val_lengths": val_lengths,
+                       "estimate_at_run": {k: est[k] for k in ("peak_allocated_gib", "need_gib", "memory_mode",
+                                                                "tokens_per_microbatch", "plan")},
+                       **res, "exit": p.returncode, "date": time.strftime("%Y-%m-%d")}
+                results = [r for r in results if r["name"] != row[0]] + [rec]
+                results_path.write_text(json.dumps({"gpu_preset": GPU_PRESET, "rows": results}) + "\n")
+                m = res.get("peak_allocated_gib")
+                print(f"{time.strftime('%T')} done {row[0]}: exit {p.returncode}, {res.get('state')}, measured {m}, "
+                      f"estimate {est['peak_allocated_gib']:.2f}", flush=True)
+        for arch in phase:
+            shutil.rmtree(work / "models" / arch, ignore_errors=True)
+    write_report(results, str(out / "table.md"))
+
+
+# ----------------------------------------------------------------- the table
+def estimate_row(row: dict):
+    """The estimate for a stored row, on the CPU: the row's config, config.json and token lengths."""
+    from engine.config import config_from_dict
+    from engine.estimate import estimate, get_gpu, model_info_from_config
+
+    cfg = config_from_dict(dict(row["config"], model=row["arch"]))
+    info = model_info_from_config(row["arch"], row["model_config"], "local")
+    return estimate(cfg, info, get_gpu(GPU_PRESET), lengths=row["lengths"], val_lengths=row["val_lengths"] or None)
+
+
+def errors(rows: list[dict]) -> list[tuple[dict, float, float]]:
+    out = []
+    for r in rows:
+        if r.get("peak_allocated_gib"):
+            e = estimate_row(r).peak_allocated_gib
+            out.append((r, e, (e - r["peak_allocated_gib"]) / r["peak_allocated_gib"]))
+    return out
 
 
 def write_report(rows: list[dict], md: str | None) -> None:
-    first = rows[0] if rows else {}
-    errors = [(estimate_row(r).peak_allocated_gib - r["peak_allocated_gib"]) / r["peak_allocated_gib"] for r in rows]
-    text = "\n".join([
-        f"GPU: {first.get('gpu', '?')}; {first.get('versions', '?')}; {first.get('date', '?')}",
-        f"engine.train.run.train, {STEPS} steps, packing off, examples exactly max_seq_length (no padding), "
-        "gradient accumulation 1, paged_adamw_32bit, NF4 double quant, bf16, dropout 0.05, all-linear, "
-        "random weights; measured = torch.cuda.max_memory_allocated from trainer.train() on (load: before it); "
-        "error = (estimate - measured) / measured", ""] + table(rows) + [
-        "", f"{len(rows)} rows; error of the training peak: mean {sum(errors) / max(1, len(errors)):+.1%}, "
-        f"largest {max(errors, key=abs) if errors else 0:+.1%}"]) + "\n"
+    lines = ["| row | arch | changed from the defaults | held out | largest micro-batch (tokens) | measured GiB | "
+             "estimate GiB | error |", "|---|---|---|---|---|---|---|---|"]
+    errs = errors(rows)
+    for r, e, err in errs:
+        changed = {k: v for k, v in r["config"]["training"].items()
+                   if k not in ("max_steps", "eval_steps", "logging_steps", "save_steps", "sample_max_new_tokens")
+                   and not (k == "max_seq_length" and v == 2048)}
+        changed.update({f"lora.{k}": v for k, v in r["config"]["lora"].items() if k == "r"})
+        plan = r.get("trainer_plan") or {}
+        lines.append(f"| {r['name']} | {r['arch']} | {changed or 'none'} | {'yes' if r['held_out'] else 'no'} | "
+                     f"{plan.get('largest_microbatch_tokens', '?')} | {r['peak_allocated_gib']:.2f} | {e:.2f} | "
+                     f"{err:+.1%} |")
+    for label, keep in (("tuning rows", False), ("held-out rows", True)):
+        sub = [err for r, _, err in errs if r["held_out"] == keep]
+        if sub:
+            lines.append(f"\n{label}: {len(sub)}, error from {min(sub):+.1%} to {max(sub):+.1%}, "
+                         f"mean |error| {sum(abs(x) for x in sub) / len(sub):.1%}")
+    failed = [r["name"] for r in rows if not r.get("peak_allocated_gib")]
+    if failed:
+        lines.append(f"\nno measurement: {', '.join(failed)}")
+    text = "\n".join(lines) + "\n"
     print(text)
     if md:
-        Path(md).parent.mkdir(parents=True, exist_ok=True)
         Path(md).write_text(text)
 
 

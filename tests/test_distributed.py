@@ -6,12 +6,17 @@ import sys
 
 import pytest
 import yaml
-
 from conftest import DEMO_CONFIG, run_cli
+
 from engine.data.packing import plan_steps
 from engine.errors import ConfigError
 from engine.rundir import read_metrics, read_status
-from engine.train.distributed import CPU_DDP_ENV, launch_command, num_processes, planned_processes
+from engine.train.distributed import (
+    CPU_DDP_ENV,
+    launch_command,
+    num_processes,
+    planned_processes,
+)
 
 
 def test_launch_command_single_and_multi():
@@ -75,35 +80,39 @@ def test_two_processes_train_like_one_with_the_same_effective_batch(tmp_path):
 
 
 
+def _parallelism(cfg, n_ranks, device, memory_gib, lengths=(2048,) * 64, kernels=True):
+    from engine.estimate import read_model_config
+    from engine.plan import Machine, plan_run
+
+    machine = Machine(device, "GPU" if device == "cuda" else "cpu", memory_gib, n_ranks, kernels=kernels)
+    plan = plan_run(cfg, machine, lengths=list(lengths), info=read_model_config(cfg.model))
+    return plan.parallelism, plan.lines
+
+
 def test_parallelism_is_fsdp_only_where_one_gpu_is_not_enough():
     from engine.config import config_from_dict
-    from engine.train.distributed import resolve_parallelism
 
     def cfg(model, mode="auto"):
         return config_from_dict({"model": model, "dataset": {"path": "x.jsonl"},
                                  "training": {"max_seq_length": 2048, "parallelism": mode}})
 
-    logs = []
-    assert resolve_parallelism(cfg("llama-2-70b"), 1, "cuda", 24, logs.append) == "none"
-    assert resolve_parallelism(cfg("llama-2-7b"), 2, "cuda", 80, logs.append) == "ddp"
-    assert "the model fits one GPU" in logs[-1]
-    assert resolve_parallelism(cfg("llama-2-70b"), 2, "cuda", 24, logs.append) == "fsdp"  # 4-bit 70B > 24 GiB
-    assert "fsdp over 2 GPUs" in logs[-1] and "sharded" in logs[-1]
-    assert resolve_parallelism(cfg("llama-2-70b", "ddp"), 2, "cuda", 24, logs.append) == "ddp"  # as configured
-    assert resolve_parallelism(cfg("llama-2-7b", "fsdp"), 2, "cuda", 80, logs.append) == "fsdp"
-    # CPU ranks (the gloo tests): accelerate does not shard them, and the log says so rather than pretend.
-    assert resolve_parallelism(cfg("llama-2-7b", "fsdp"), 2, "cpu", None, logs.append) == "ddp"
-    assert logs[-1] == "parallelism: ddp over 2 processes (fsdp needs GPUs)"
+    assert _parallelism(cfg("llama-2-70b"), 1, "cuda", 24)[0] == "none"
+    assert _parallelism(cfg("llama-2-7b"), 2, "cuda", 80)[0] == "ddp"
+    mode, lines = _parallelism(cfg("llama-2-70b"), 2, "cuda", 24)
+    assert mode == "fsdp" and "fsdp over 2 processes (auto: a whole copy per GPU does not fit)" in lines[0]
+    assert _parallelism(cfg("llama-2-70b", "ddp"), 2, "cuda", 24)[0] == "ddp"  # as configured
+    assert _parallelism(cfg("llama-2-7b", "fsdp"), 2, "cuda", 80)[0] == "fsdp"
+    # CPU ranks (the gloo tests): accelerate does not shard them.
+    assert _parallelism(cfg("llama-2-7b", "fsdp"), 2, "cpu", None)[0] == "ddp"
 
 
 def test_parallelism_asks_about_the_run_as_planned(tmp_path):
     # Qwen2.5-14B's numbers, seq 4096, GPUs capped at 20 GiB: lean with Liger's fused loss fits one GPU (it trained
     # at 11.3 GiB on an H200 capped so), so auto keeps a whole copy per GPU; counting the unfused 152k-vocabulary
-    # logits instead (the decision before this was fixed) shards it.
+    # logits instead (a machine without Liger) shards it.
     import json
 
     from engine.config import config_from_dict
-    from engine.train.distributed import resolve_parallelism
 
     (tmp_path / "config.json").write_text(json.dumps({
         "model_type": "qwen2", "architectures": ["Qwen2ForCausalLM"], "hidden_size": 5120,
@@ -111,12 +120,11 @@ def test_parallelism_asks_about_the_run_as_planned(tmp_path):
         "vocab_size": 152064, "max_position_embeddings": 32768, "tie_word_embeddings": False}))
     cfg = config_from_dict({"model": str(tmp_path), "dataset": {"path": "x.jsonl"},
                             "training": {"max_seq_length": 4096, "micro_batch_size": 1, "memory": "lean"}})
-    logs = []
-    assert resolve_parallelism(cfg, 2, "cuda", 20, logs.append, tokens_per_microbatch=8192, fused_loss=True) == "ddp"
-    assert "the model fits one GPU" in logs[-1]
-    assert resolve_parallelism(cfg, 2, "cuda", 20, logs.append, tokens_per_microbatch=8192) == "fsdp"
+    lengths = [4096] * 64
+    assert _parallelism(cfg, 2, "cuda", 20, lengths)[0] == "ddp"
+    assert _parallelism(cfg, 2, "cuda", 20, lengths, kernels=False)[0] == "fsdp"
     # a GPU too small for a whole copy even lean: sharded
-    assert resolve_parallelism(cfg, 2, "cuda", 10, logs.append, tokens_per_microbatch=8192, fused_loss=True) == "fsdp"
+    assert _parallelism(cfg, 2, "cuda", 10, lengths)[0] == "fsdp"
 
 
 def test_fsdp_arguments_wrap_the_decoder_layers_and_the_weights_load_shardable(demo_model_dir):
@@ -129,7 +137,9 @@ def test_fsdp_arguments_wrap_the_decoder_layers_and_the_weights_load_shardable(d
     args = fsdp_arguments(model)
     assert args["fsdp_config"]["transformer_layer_cls_to_wrap"] == ["LlamaDecoderLayer"]
     assert args["fsdp_config"]["version"] == 2 and args["fsdp_config"]["state_dict_type"] == "FULL_STATE_DICT"
-    from transformers import TrainingArguments  # the installed Trainer takes them as they are
+    from transformers import (
+        TrainingArguments,  # the installed Trainer takes them as they are
+    )
     assert TrainingArguments(output_dir=str(demo_model_dir / "unused"), use_cpu=True, **args).fsdp is True
     # accelerate's FSDP2 leaves non-floating 4-bit weights whole on every rank: they are stored in the compute dtype.
     packed = [p for p in model.parameters() if type(p).__name__ == "Params4bit"]

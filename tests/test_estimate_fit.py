@@ -8,9 +8,19 @@ import pytest
 
 from engine.config import config_from_dict
 from engine.errors import ConfigError
-from engine.estimate import (auto_fit, count_examples, detect_gpu, estimate, get_gpu, list_gpus,
-                             match_nvml_name, max_tokens_per_microbatch, read_model_config, training_examples,
-                             with_changes)
+from engine.estimate import (
+    auto_fit,
+    count_examples,
+    detect_gpu,
+    estimate,
+    get_gpu,
+    list_gpus,
+    match_nvml_name,
+    max_tokens_per_microbatch,
+    read_model_config,
+    training_examples,
+    with_changes,
+)
 
 
 def make_cfg(model="llama-3-8b", **training):
@@ -60,11 +70,11 @@ def test_a_hopeless_case_says_so():
 def test_max_tokens_per_microbatch_is_the_largest_budget_that_fits():
     cfg = make_cfg("qwen2.5-1.5b", memory="fast")
     info, gpu = read_model_config(cfg.model), get_gpu("a10")
-    budget = max_tokens_per_microbatch(cfg, info, gpu)
+    budget = max_tokens_per_microbatch(cfg, info, gpu, fused_loss=False)
     assert budget > 1000
     limit = 0.9 * gpu.memory_gib
-    assert estimate(cfg, info, gpu, tokens_per_microbatch=budget).device_total_gib <= limit
-    assert estimate(cfg, info, gpu, tokens_per_microbatch=budget + 1).device_total_gib > limit
+    assert estimate(cfg, info, gpu, tokens_per_microbatch=budget, fused_loss=False).device_total_gib <= limit
+    assert estimate(cfg, info, gpu, tokens_per_microbatch=budget + 1, fused_loss=False).device_total_gib > limit
     assert max_tokens_per_microbatch(cfg, info, gpu, fused_loss=True) > 3 * budget
     assert max_tokens_per_microbatch(make_cfg("llama-2-70b"), read_model_config("llama-2-70b"), gpu) == 0
 
@@ -135,12 +145,13 @@ def test_memory_auto_is_fast_where_it_fits_and_lean_where_it_does_not():
     """auto estimates what the trainer will do: the fast path when it fits the card, else lean."""
     cfg = make_cfg("llama-2-7b", micro_batch_size=16, gradient_accumulation_steps=1, max_seq_length=2048)
     info = read_model_config(cfg.model)
-    roomy = estimate(cfg, info, get_gpu("h100"), tokens_per_microbatch=7000)
-    assert roomy.memory_mode == "fast" and roomy.tokens_per_microbatch == 7000
-    small = estimate(cfg, info, get_gpu("rtx4090"), tokens_per_microbatch=32768)
-    fast_there = estimate(with_changes(cfg, {"training.memory": "fast"}), info, get_gpu("rtx4090"),
-                          tokens_per_microbatch=32768)
-    assert not fast_there.fits
+    roomy = estimate(cfg, info, get_gpu("h100"), lengths=[437] * 16)   # the data's real lengths: 6,992 tokens
+    assert roomy.memory_mode == "fast" and roomy.tokens_per_microbatch == 16 * 437
+    full = [2048] * 16
+    small = estimate(cfg, info, get_gpu("rtx4090"), lengths=full, fused_loss=False)
+    fast_there = estimate(with_changes(cfg, {"training.memory": "fast"}), info, get_gpu("rtx4090"), lengths=full,
+                          fused_loss=False)
+    assert not fast_there.fits and fast_there.tokens_per_microbatch == 32768
     assert small.memory_mode == "lean" and small.tokens_per_microbatch == 8192
     assert small.device_total_gib < fast_there.device_total_gib
     optimizer = next(c for c in small.components if c.name == "optimizer states")

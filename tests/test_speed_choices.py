@@ -6,8 +6,8 @@ import pytest
 
 from engine.config import config_from_dict
 from engine.data.types import IGNORE_INDEX, TokenizedExample
-from engine.estimate.memory import LEAN_TOKENS_PER_MICROBATCH
 from engine.model import Hardware
+from engine.plan import LEAN_TOKENS_PER_MICROBATCH
 from engine.train import speed
 
 
@@ -23,10 +23,18 @@ class FakeData:
         self.train = [TokenizedExample(input_ids=[1] * n, labels=[IGNORE_INDEX] + [1] * (n - 1), source=f"x:{i}",
                                        full_length=n, trained_tokens=n - 1, trained_tokens_full=n - 1)
                       for i, n in enumerate(lengths)]
+        self.validation = []
 
 
 def gpu(memory_gib: float) -> Hardware:
     return Hardware("cuda", "test GPU", True, (9, 0), 1, memory_gib)
+
+
+def plan_on(cfg, hw, lengths=(450,) * 64):
+    from engine.estimate import read_model_config
+    from engine.plan import Machine, plan_run
+
+    return plan_run(cfg, Machine.for_hardware(hw), lengths=list(lengths), info=read_model_config(cfg.model))
 
 
 def test_auto_keeps_the_fast_path_where_the_estimate_fits_and_goes_lean_where_it_does_not():
@@ -35,55 +43,57 @@ def test_auto_keeps_the_fast_path_where_the_estimate_fits_and_goes_lean_where_it
     cfg = cfg_for("llama-2-7b")  # a preset: the estimate needs only its config numbers
     data = FakeData([450] * 64)  # 16 examples per step: ~7,200 tokens, one micro-batch on the fast path
     logs = []
-    import engine.train.run as run
+    from engine.train import run
     original = run.log
     run.log = logs.append
     try:
-        mode, plan = _plan(cfg, data, gpu(80.0), examples_per_step=16, num_epochs=1, n_ranks=1)
-        assert mode == "fast" and plan.micro_batches_per_step == 1
-        mode, plan = _plan(cfg, data, gpu(6.0), examples_per_step=16, num_epochs=1, n_ranks=1)
-        assert mode == "lean"
-        assert any("memory: lean" in line and "over 90% of 6 GiB" in line for line in logs)
-        mode, _ = _plan(cfg_for("llama-2-7b", memory="fast"), data, gpu(6.0), examples_per_step=16, num_epochs=1,
-                        n_ranks=1)
-        assert mode == "fast"  # an explicit choice is kept, even where it will not fit
-        mode, _ = _plan(cfg, data, Hardware("cpu", "cpu", False, None, 0), examples_per_step=16, num_epochs=1,
-                        n_ranks=1)
-        assert mode == "fast"
+        plan = _plan(cfg, data, gpu(80.0), 1)
+        assert plan.memory == "fast" and plan.step_plan.micro_batches_per_step == 1
+        assert plan.largest_microbatch_tokens == 16 * 450
+        plan = _plan(cfg, data, gpu(6.0), 1)
+        assert plan.memory == "lean"
+        assert any("memory: lean" in line and "would not fit 6 GiB" in line for line in logs)
+        plan = _plan(cfg_for("llama-2-7b", memory="fast"), data, gpu(6.0), 1)
+        assert plan.memory == "fast"  # an explicit choice is kept, even where it will not fit
+        assert _plan(cfg, data, Hardware("cpu", "cpu", False, None, 0), 1).memory == "fast"
     finally:
         run.log = original
 
 
 def test_lean_caps_the_micro_batch_and_keeps_optimizer_states_in_8_bits():
+    from engine.plan import Machine, optimizer_for, token_budget_for
+
     cfg = cfg_for("llama-2-7b", micro_batch_size=16, gradient_accumulation_steps=4)
-    quiet = [].append
-    assert speed.token_budget(cfg, "cuda", quiet, "fast") == 64 * 2048
-    assert speed.token_budget(cfg, "cuda", quiet, "lean") == LEAN_TOKENS_PER_MICROBATCH
+    cuda, cpu = Machine("cuda", "GPU", 80.0), Machine("cpu", "cpu")
+    assert token_budget_for(cfg, cuda, "fast")[0] == 64 * 2048
+    assert token_budget_for(cfg, cuda, "lean")[0] == LEAN_TOKENS_PER_MICROBATCH
     long_rows = cfg_for("llama-2-7b", max_seq_length=16384)
-    assert speed.token_budget(long_rows, "cuda", quiet, "lean") == 16384  # one whole example always fits
-    assert speed.optimizer_for(cfg, "cuda", quiet, "lean") == "paged_adamw_8bit"
-    assert speed.optimizer_for(cfg, "cuda", quiet, "fast") == "paged_adamw_32bit"
-    assert speed.optimizer_for(cfg, "cpu", quiet, "lean") == "adamw_torch"
+    assert token_budget_for(long_rows, cuda, "lean")[0] == 16384  # one whole example always fits
+    assert optimizer_for("paged_adamw_32bit", cuda, "lean", False)[0] == "paged_adamw_8bit"
+    assert optimizer_for("paged_adamw_32bit", cuda, "fast", False)[0] == "paged_adamw_32bit"
+    assert optimizer_for("paged_adamw_32bit", cpu, "lean", False)[0] == "adamw_torch"
 
 
 def test_sharded_parameters_get_torchs_adamw():
     # bitsandbytes' update ops have no DTensor rule (NotImplementedError in the first FSDP step on H200 x2);
     # tests/test_fsdp_shards.py shows torch's AdamW stepping the shards like one process.
-    cfg = cfg_for("llama-2-7b")
-    logs = []
+    from engine.plan import Machine, optimizer_for
+
+    cuda = Machine("cuda", "GPU", 80.0)
     for memory in ("fast", "lean"):
-        assert speed.optimizer_for(cfg, "cuda", logs.append, memory, sharded=True) == "adamw_torch"
-    assert "cannot update sharded parameters" in logs[-1]
-    assert speed.optimizer_for(cfg, "cuda", logs.append, "fast", sharded=False) == "paged_adamw_32bit"
+        name, line = optimizer_for("paged_adamw_32bit", cuda, memory, True)
+        assert name == "adamw_torch" and "cannot update sharded parameters" in line
+    assert optimizer_for("paged_adamw_32bit", cuda, "fast", False)[0] == "paged_adamw_32bit"
 
 
 def test_offloading_is_a_gpu_feature_and_says_so_on_the_cpu():
-    logs = []
-    ctx = speed.activation_offload(object(), "cpu", "lean", logs.append)
-    with ctx:
-        pass
-    assert logs == ["activations: kept on the device (offloading needs a GPU)"]
-    assert speed.activation_offload(object(), "cuda", "fast", logs.append).__class__.__name__ == "nullcontext"
+    from engine.plan import Machine, offload_for
+
+    assert offload_for(Machine("cpu", "cpu"), "lean") == (False, "activations: kept on the device (offloading "
+                                                                   "needs a GPU)")
+    assert offload_for(Machine("cuda", "GPU", 80.0), "fast")[0] is False
+    assert offload_for(Machine("cuda", "GPU", 80.0), "lean")[0] is True
+    assert speed.activation_offload(object(), False).__class__.__name__ == "nullcontext"
 
 
 @pytest.mark.slow
@@ -118,15 +128,15 @@ def test_the_oom_hint_names_what_changes_the_size_of_the_path_the_run_took(tmp_p
 
 
 def test_the_fused_optimizer_experiment_replaces_only_the_paged_32_bit_default(monkeypatch):
+    from engine.plan import Machine, optimizer_for
+
     monkeypatch.setattr(speed.LEVERS, "fused_optimizer", True)
-    logs = []
-    cfg = cfg_for("llama-2-7b")
-    assert speed.optimizer_for(cfg, "cuda", logs.append, "fast") == "adamw_torch_fused"
-    assert "no per-parameter syncs" in logs[-1]
-    assert speed.optimizer_for(cfg, "cuda", logs.append, "lean") == "paged_adamw_8bit"
-    assert speed.optimizer_for(cfg, "cpu", logs.append, "fast") == "adamw_torch"
-    chosen = cfg_for("llama-2-7b", optimizer="adamw_8bit")
-    assert speed.optimizer_for(chosen, "cuda", logs.append, "fast") == "adamw_8bit"  # the user's choice stands
+    cuda, cpu = Machine("cuda", "GPU", 80.0), Machine("cpu", "cpu")
+    name, line = optimizer_for("paged_adamw_32bit", cuda, "fast", False)
+    assert name == "adamw_torch_fused" and "no per-parameter syncs" in line
+    assert optimizer_for("paged_adamw_32bit", cuda, "lean", False)[0] == "paged_adamw_8bit"
+    assert optimizer_for("paged_adamw_32bit", cpu, "fast", False)[0] == "adamw_torch"
+    assert optimizer_for("adamw_8bit", cuda, "fast", False)[0] == "adamw_8bit"  # the user's choice stands
 
 
 def test_compiled_layers_keep_only_liger_s_fused_loss(demo_model_dir, monkeypatch):
@@ -136,12 +146,11 @@ def test_compiled_layers_keep_only_liger_s_fused_loss(demo_model_dir, monkeypatc
 
     from engine.model import load_base_model
 
-    monkeypatch.setattr(speed, "liger_available", lambda device: (True, ""))  # Liger's patching needs no GPU
     monkeypatch.setattr(speed.LEVERS, "compile_layers", True)
     before = (modeling_llama.LlamaRMSNorm, modeling_llama.LlamaMLP, modeling_llama.apply_rotary_pos_emb)
     model, _ = load_base_model(str(demo_model_dir), "nf4", "auto")
     logs = []
-    assert speed.apply_liger(model, "cuda", logs.append)
+    assert speed.apply_liger(model, True, logs.append)  # as the plan chose it; Liger's patching needs no GPU
     assert "fused linear cross-entropy" in logs[-1] and "left to the compiled layers" in logs[-1]
     assert model.forward.__func__.__module__.startswith("liger_kernel")
     layer = model.model.layers[0]

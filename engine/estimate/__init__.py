@@ -4,8 +4,8 @@ Pure Python: nothing here imports torch (not even transitively), so the
 wizard can recompute on every keystroke. Public API:
 
     read_model_config(model) -> ModelInfo
-    estimate(cfg, model_info, gpu, *, n_examples, num_gpus=1, tokens_per_microbatch=None,
-             fused_loss=False, price_per_hour=None, avg_tokens_per_example=None) -> Estimate
+    estimate(cfg, model_info, gpu, *, n_examples, num_gpus=1, lengths=None, val_lengths=None, machine=None,
+             tokens_per_microbatch=None, fused_loss=None, price_per_hour=None) -> Estimate   (of engine.plan's plan)
     auto_fit(cfg, model_info, gpu, ...) -> FitResult
     max_tokens_per_microbatch(cfg, model_info, gpu, *, fused_loss=False) -> int
     list_gpus() / get_gpu(name) / detect_gpu() -> GpuSpec

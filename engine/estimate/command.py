@@ -22,33 +22,59 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from engine.config import load_config
-    from engine.estimate import (count_examples, detect_gpu, estimate, get_gpu, read_model_config,
-                                 training_examples)
+    from engine.estimate import detect_gpu, get_gpu, read_model_config
+    from engine.estimate.dataset_size import token_lengths
 
     cfg = load_config(args.config)
     info = read_model_config(cfg.model)
     gpu = get_gpu(args.gpu) if args.gpu else detect_gpu()
-    n_examples, counted = args.examples, False
-    if n_examples is None:
-        total = count_examples(cfg.dataset.path)
-        if total is not None:
-            n_examples = training_examples(total, cfg.dataset.validation_split, bool(cfg.dataset.validation_path))
-            counted = True
-    num_gpus = cfg.training.num_gpus or 1
-    est = estimate(cfg, info, gpu, n_examples=n_examples, num_gpus=num_gpus, price_per_hour=args.price_per_hour)
+    lengths = val_lengths = None
+    why = None
+    if args.examples is None:
+        # The examples as the trainer will tokenise and pack them: its plan's micro-batches, not max_seq_length.
+        lengths, val_lengths, why = token_lengths(cfg)
+    est, n_examples = estimate_for(cfg, info, gpu, lengths=lengths or None, val_lengths=val_lengths or None,
+                                   n_examples=args.examples, price_per_hour=args.price_per_hour)
+    if why:
+        est.notes.append(f"dataset not tokenized here ({why})")
     if args.json:
         out = est.to_dict()
         out["model"] = info.to_dict()
         out["n_examples"] = n_examples
         print(json.dumps(out, indent=2))
     else:
-        print(render(est, info, n_examples, counted, cfg.training.memory))
+        print(render(est, info, n_examples, bool(lengths), cfg.training.memory))
     return EXIT_OK
 
 
+def estimate_for(cfg, info, gpu, *, lengths=None, val_lengths=None, n_examples=None, price_per_hour=None):
+    """The estimate every face shows for a config (this command, the wizard, the sweep): the run as engine.plan
+    plans it on `gpu` (None: this machine's CPU), from the examples' token lengths where known, else from the
+    counted examples with every one assumed to fill max_seq_length. Returns (estimate, training examples)."""
+    from engine.estimate import count_examples, estimate, training_examples
+
+    if lengths is None and n_examples is None:
+        total = count_examples(cfg.dataset.path)
+        if total is not None:
+            if cfg.dataset.max_examples:
+                total = min(total, cfg.dataset.max_examples)
+            n_examples = training_examples(total, cfg.dataset.validation_split, bool(cfg.dataset.validation_path))
+    est = estimate(cfg, info, gpu, n_examples=n_examples, num_gpus=planned_processes(cfg, gpu),
+                   lengths=lengths, val_lengths=val_lengths, price_per_hour=price_per_hour)
+    return est, (len(lengths) if lengths else n_examples)
+
+
+def planned_processes(cfg, gpu) -> int:
+    """Processes the run will start: training.num_gpus (0: every GPU; one when estimating for a named card),
+    one on the CPU."""
+    if gpu is None:
+        return 1
+    return cfg.training.num_gpus or 1
+
+
 def _duration(seconds: float) -> str:
-    minutes = round(seconds / 60)
-    return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{max(minutes, 1)} min"
+    from engine.estimate.timing import duration_text
+    return duration_text(seconds)
 
 
 def render(est, info, n_examples: int | None, counted: bool, memory_setting: str = "auto") -> str:
@@ -62,8 +88,16 @@ def render(est, info, n_examples: int | None, counted: bool, memory_setting: str
         mode += f", model sharded over {est.num_gpus} GPUs (fsdp)"
     lines = [f"model  {info.name} ({info.source}, {info.architecture}, {_count(info.param_count)} parameters"
              f"{'' if info.exact else ', approximate'})",
-             f"batch  {est.tokens_per_microbatch:,} tokens per micro-batch, {est.precision}, {mode}, "
-             f"{est.params_trainable:,} trainable LoRA parameters", ""]
+             f"batch  {est.tokens_per_microbatch:,} tokens in the largest micro-batch, {est.precision}, {mode}, "
+             f"{est.params_trainable:,} trainable LoRA parameters"]
+    p = est.plan
+    if p is not None:
+        lines.append(f"plan   {p.micro_batches_per_step} micro-batch(es) per step"
+                     + (f" packed up to {p.token_budget:,} tokens" if p.token_budget else " padded")
+                     + f", {p.attention}, {'Liger fused loss' if p.fused_loss else 'plain loss'}, {p.optimizer}"
+                     + (", activations offloaded" if p.offload else "")
+                     + f", eval {p.eval_batch_size} example(s) a batch; lengths: {p.lengths_from}")
+    lines.append("")
     width = max(len(c.name) for c in est.components)
     for c in est.components:
         mark = " " if c.in_peak else "+" if c.name in ("CUDA context", "allocator slack", "paged optimizer states") \
@@ -75,7 +109,8 @@ def render(est, info, n_examples: int | None, counted: bool, memory_setting: str
               f"  while loading the model                          {est.load_peak_gib:7.2f} GiB",
               "  (~: another moment than the peak, not added; +: added for nvidia-smi)"]
     if est.gpu is None:
-        lines.append("  GPU: none detected; pass --gpu NAME to check the fit")
+        lines.append("  GPU: none detected: the run would train on this machine's CPU; pass --gpu NAME to plan "
+                     "for a GPU")
     else:
         verdict = "fits" if est.fits else "does NOT fit"
         lines.append(f"  {est.gpu.name} ({est.gpu.memory_gib:.1f} GiB): {verdict} under "
@@ -84,13 +119,14 @@ def render(est, info, n_examples: int | None, counted: bool, memory_setting: str
     if est.total_steps is None:
         lines.append("steps  unknown: the dataset is not a local file; pass --examples N")
     else:
-        source = "counted" if counted else "given"
+        source = "tokenized" if counted else "given or counted"
         epoch = f"{est.steps_per_epoch} per epoch, " if est.steps_per_epoch else ""
         lines.append(f"steps  {epoch}{est.total_steps} in total ({n_examples} training examples, {source})"
                      if n_examples is not None else f"steps  {est.total_steps} (max_steps)")
     if est.time_s is not None:
         cost = f", about {est.cost:.2f} at the given price" if est.cost is not None else ""
-        lines.append(f"time   about {_duration(est.time_s)} on {est.num_gpus} x {est.gpu.name}{cost}")
+        where = f"{est.num_gpus} x {est.gpu.name}" if est.gpu is not None else "this machine's CPU"
+        lines.append(f"time   {_duration(est.time_s)} of training on {where}{cost}")
     lines.append(f"lr     {est.lr_hint['text']}")
     for note in est.notes:
         lines.append(f"note   {note}")

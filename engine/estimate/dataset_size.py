@@ -50,3 +50,31 @@ def training_examples(total: int, validation_split: float, has_validation_file: 
     if has_validation_file or not validation_split:
         return total
     return total - max(1, round(total * validation_split)) if total > 1 else total
+
+
+def token_lengths(cfg) -> tuple[list[int], list[int], str | None]:
+    """(training lengths, validation lengths, None) through the trainer's own data path (engine.data: template,
+    masking, truncation), or ([], [], why not) when the tokenizer or the dataset cannot be read here.
+
+    Imports transformers: for `lorapilot estimate` and helpers, not for the wizard's first paint."""
+    from engine.errors import UserError
+
+    try:
+        from engine.model import resolve_model_path
+
+        where = Path(resolve_model_path(cfg.model))
+        if not where.is_dir():
+            return [], [], "a hub model: its tokenizer is not on this machine"
+        if not any((where / f).exists() for f in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")):
+            return [], [], f"no tokenizer in {where}"
+        if count_examples(cfg.dataset.path) is None:
+            return [], [], "not a local dataset file"
+        from engine.data import load_examples
+        from engine.model import load_tokenizer
+
+        data = load_examples(cfg, load_tokenizer(cfg.model, cfg.trust_remote_code))
+    except UserError as e:
+        return [], [], e.message if hasattr(e, "message") else str(e)
+    except (OSError, ValueError) as e:
+        return [], [], str(e).splitlines()[0] if str(e) else type(e).__name__
+    return [len(e) for e in data.train], [len(e) for e in data.validation], None

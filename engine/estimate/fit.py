@@ -5,7 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from engine.config import Config
-from engine.estimate.estimator import FIT_FRACTION, Estimate, compute, gib_text, with_changes
+from engine.estimate.estimator import (
+    FIT_FRACTION,
+    Estimate,
+    compute,
+    gib_text,
+    with_changes,
+)
 from engine.estimate.gpus import GpuSpec
 from engine.estimate.model_config import ModelInfo
 
@@ -101,12 +107,12 @@ def _candidates(cfg: Config, info: ModelInfo) -> list[tuple[str, dict]]:
 
 
 def auto_fit(cfg: Config, model_info: ModelInfo, gpu: GpuSpec, *, n_examples: int | None = None,
-             num_gpus: int = 1, fused_loss: bool = False, price_per_hour: float | None = None,
-             avg_tokens_per_example: int | None = None, fraction: float = FIT_FRACTION) -> FitResult:
+             num_gpus: int = 1, lengths: list[int] | None = None, val_lengths: list[int] | None = None,
+             machine=None, price_per_hour: float | None = None, fraction: float = FIT_FRACTION) -> FitResult:
     """The largest micro-batch under `fraction` of the GPU at the same effective batch; when even 1 does
     not fit, the changes that help most, applied one after another (greedy) until it fits."""
-    kw = dict(n_examples=n_examples, num_gpus=num_gpus, fused_loss=fused_loss, price_per_hour=price_per_hour,
-              avg_tokens_per_example=avg_tokens_per_example, fraction=fraction)
+    kw = dict(n_examples=n_examples, num_gpus=num_gpus, lengths=lengths, val_lengths=val_lengths, machine=machine,
+              price_per_hour=price_per_hour, fraction=fraction)
     t = cfg.training
     effective = t.micro_batch_size * t.gradient_accumulation_steps
     found = largest_micro_batch(cfg, model_info, gpu, **kw)
@@ -142,7 +148,7 @@ def auto_fit(cfg: Config, model_info: ModelInfo, gpu: GpuSpec, *, n_examples: in
                      bool(est.fits), est, changes, settings)
 
 
-def max_tokens_per_microbatch(cfg: Config, model_info: ModelInfo, gpu: GpuSpec, *, fused_loss: bool = False,
+def max_tokens_per_microbatch(cfg: Config, model_info: ModelInfo, gpu: GpuSpec, *, fused_loss: bool | None = None,
                               fraction: float = FIT_FRACTION) -> int:
     """The largest token budget per micro-batch whose estimate stays under `fraction` of the GPU
     (what the packing engine asks); 0 when even the weights and optimizer do not fit."""

@@ -39,11 +39,9 @@ BNB_8BIT_BLOCK = 256
 # reserved-but-free blocks, which grow with the peak. Calibrate in benchmarks/.
 CUDA_CONTEXT_GIB = 0.5
 
-# training.memory lean: tokens per micro-batch at most this (or max_seq_length, if longer). With the layer
-# inputs offloaded what grows with tokens is one layer's recompute and its gradients (~0.25 GiB per 1,000
-# tokens on a 7B), so 8k tokens keep a 7B near 6 GiB while a typical optimizer step (16 examples, ~7k
-# tokens) is still one micro-batch: each forward pass of the 4-bit path has a large fixed cost.
-LEAN_TOKENS_PER_MICROBATCH = 8192
+# The estimate has an error, and a run that touches 100 % dies: "fits" means
+# under this fraction of the card, and auto-fit aims below it.
+FIT_FRACTION = 0.90
 # Offloaded activations still on the GPU at the peak: the layer inputs whose copies to the host are in
 # flight (TRL keeps up to 5 in its forward stash) and the ones fetched back ahead of backward.
 OFFLOAD_RESIDENT_LAYERS = 6
@@ -77,6 +75,7 @@ class TrainingShape:
                                  # the engine casts them back to bf16 under bf16 (engine/train/speed.py)
     offload: bool = False        # lean: checkpointed layer inputs offloaded to host memory
     shards: int = 1              # FSDP over N GPUs: weights, adapters, gradients and optimizer states split N ways
+    eval_tokens: int = 0         # the evaluation micro-batch's tokens (no gradients; 0: no evaluation)
 
 
 @dataclass(frozen=True)
@@ -192,9 +191,11 @@ def _liger_chunk_tokens(arch: Architecture, tokens: int) -> int:
     return 1 << (rows - 1).bit_length()
 
 
-def logits_bytes(arch: Architecture, shape: TrainingShape) -> tuple[float, str]:
-    """Peak bytes of the lm_head and loss phase for one micro-batch, with a note."""
-    c, s, t, v = shape.compute_bytes, _stream_bytes(shape), shape.tokens, arch.vocab
+def logits_bytes(arch: Architecture, shape: TrainingShape, tokens: int | None = None,
+                 backward: bool = True) -> tuple[float, str]:
+    """Peak bytes of the lm_head and loss phase for one micro-batch, with a note (backward False: evaluation)."""
+    c, s, v = shape.compute_bytes, _stream_bytes(shape), arch.vocab
+    t = shape.tokens if tokens is None else tokens
     # The fp32 lm_head (kbit preparation) is cast to bf16 by autocast for its matmul:
     # frozen weights are not in autocast's cache, so a 16-bit copy of the whole
     # head is alive while the logits are computed (fused or not; measured).
@@ -208,7 +209,7 @@ def logits_bytes(arch: Architecture, shape: TrainingShape) -> tuple[float, str]:
     # Forward: bf16 logits (2V), their fp32 upcast in the loss (4V), log_softmax
     # output kept for backward (4V). Backward: the fp32 gradient of the log-probs
     # and of the logits (4V + 4V) while the saved output (4V) is alive: 12V.
-    per_token = max(c + 8, 12) * v
+    per_token = max(c + 8, 12) * v if backward else (c + 8) * v
     note = f"batch x seq x vocab ({v:,}): bf16 logits upcast to fp32 in the loss, plus fp32 gradients"
     if arch.final_logit_softcap:
         per_token += 2 * c * v          # tanh output kept for backward, plus the capped copy
@@ -265,7 +266,8 @@ def memory(arch: Architecture, params: ParamCounts, shape: TrainingShape) -> Mem
     else:
         unq_dtype = "fp32 (kbit preparation)" if shape.kbit_upcast else "bf16 (cast back after kbit preparation)"
     opt_note = {"paged_adamw_32bit": "AdamW 32-bit, paged", "paged_adamw_8bit": "AdamW 8-bit, paged",
-                "adamw_torch": "AdamW 32-bit", "adamw_8bit": "AdamW 8-bit"}[shape.optimizer]
+                "adamw_torch": "AdamW 32-bit", "adamw_8bit": "AdamW 8-bit",
+                "adamw_torch_fused": "AdamW 32-bit, fused"}.get(shape.optimizer, shape.optimizer)
     if opt_paged:
         opt_note += f"; {opt_paged / GIB:.2f} GiB in paged memory (nvidia-smi sees it, PyTorch does not)"
     comps = [
@@ -290,6 +292,21 @@ def memory(arch: Architecture, params: ParamCounts, shape: TrainingShape) -> Mem
         comps.append(Component("dequantisation buffer", dequant / GIB,
                                "largest quantised weight in 16-bit during its matmul", in_peak=not logits_peak))
     peak = sum(x.gib for x in comps if x.in_peak)
+    if shape.eval_tokens:
+        # Evaluation runs between optimizer steps: the adapters' gradients are freed (set to None), nothing is
+        # kept for backward; what it adds to the weights and optimizer states is one layer's working tensors
+        # and the loss over its micro-batch (Liger's fused loss there too: engine/train/run.py asks for it).
+        te = shape.eval_tokens
+        static = linear_b + other_b + n_lora * 4 + opt_alloc
+        work = (3 * s * arch.hidden + 2 * s * arch.intermediate) * te + dequant
+        eval_logits, _ = logits_bytes(arch, shape, tokens=te, backward=False)
+        eval_peak = (static + work + eval_logits) / GIB
+        above = eval_peak > peak
+        comps.append(Component("evaluation", (work + eval_logits) / GIB,
+                               f"{te:,} tokens a micro-batch, no gradients; peaks at {eval_peak:.2f} GiB, "
+                               + ("above training: that is the peak" if above else "below training"),
+                               in_peak=False))
+        peak = max(peak, eval_peak)
     slack = peak * ALLOCATOR_SLACK_FRACTION
     if opt_paged:
         comps.append(Component("paged optimizer states", opt_paged / GIB, "unified memory, resident on the GPU",
@@ -316,3 +333,33 @@ def memory(arch: Architecture, params: ParamCounts, shape: TrainingShape) -> Mem
     else:
         load_peak = (linear_full + other_full) / GIB
     return Memory(components=comps, peak_allocated_gib=peak, device_total_gib=device_total, load_peak_gib=load_peak)
+
+
+def need_gib(mem: Memory) -> float:
+    """What must fit the card: training on the device (nvidia-smi's view), or loading where that is higher
+    (a whole 4-bit copy per rank before FSDP shards it; fp32 upcasts)."""
+    return max(mem.device_total_gib, mem.load_peak_gib + CUDA_CONTEXT_GIB)
+
+
+def shape_for_plan(cfg, arch: Architecture, plan, tokens: int | None = None,
+                   fused_loss: bool | None = None) -> TrainingShape:
+    """The plan of a run (engine.plan.RunPlan), reduced to what memory depends on. tokens / fused_loss override
+    the plan's (auto-fit asks about other budgets)."""
+    from engine.estimate.params import lora_targets
+
+    t = cfg.training
+    return TrainingShape(quantization=cfg.quantization, compute_bytes=4 if plan.precision == "fp32" else 2,
+                         targets=tuple(lora_targets(arch, cfg.lora.target_modules)), r=cfg.lora.r,
+                         dropout=cfg.lora.dropout, optimizer=plan.optimizer,
+                         gradient_checkpointing=t.gradient_checkpointing,
+                         tokens=plan.largest_microbatch_tokens if tokens is None else tokens,
+                         fused_loss=plan.fused_loss if fused_loss is None else fused_loss,
+                         kbit_upcast=plan.precision != "bf16", offload=plan.offload and t.gradient_checkpointing,
+                         shards=plan.processes if plan.parallelism == "fsdp" else 1,
+                         eval_tokens=plan.eval_tokens)
+
+
+def plan_fits(cfg, info, plan, memory_gib: float, fraction: float | None = None) -> bool:
+    """Whether the plan's estimate stays under `fraction` of a GPU of memory_gib (what auto decides on)."""
+    mem = memory(info.arch, info.params, shape_for_plan(cfg, info.arch, plan))
+    return need_gib(mem) <= (FIT_FRACTION if fraction is None else fraction) * memory_gib

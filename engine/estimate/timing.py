@@ -50,3 +50,48 @@ def train_seconds(total_steps: int, tokens_per_step_per_gpu: int, flops_token: f
                   quantization: str) -> float:
     """Data-parallel GPUs each do their share at once, so time is one GPU's share."""
     return total_steps * tokens_per_step_per_gpu * flops_token / (tflops * 1e12 * MFU_BY_QUANTIZATION[quantization])
+
+
+# This machine's CPU when there is no GPU: fp32 matmuls through PyTorch's CPU kernels, per core. A conservative
+# figure for a recent x86 core with AVX2/AVX-512 FMA under PyTorch's oneDNN/MKL (a small model's matmuls are
+# far from peak); the run trains in fp32 with plain PyTorch kernels.
+CPU_GFLOPS_PER_CORE = 20.0
+
+
+def cpu_tflops() -> float:
+    import os
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return cores * CPU_GFLOPS_PER_CORE / 1000
+
+
+def run_seconds(arch: Architecture, params: ParamCounts, lora_params: int, plan, machine, gpu, quantization: str,
+                gradient_checkpointing: bool) -> float | None:
+    """Seconds of training for the plan's micro-batches (engine.plan.RunPlan): the tokens they really hold (not
+    max_seq_length per example) at the GPU's measured rate (MFU_BY_QUANTIZATION); on the CPU, this machine's
+    cores. None without a rate."""
+    if plan.train_tokens is None or plan.max_steps is None:
+        return None
+    examples = max(1, plan.max_steps * plan.examples_per_step)
+    per_example = max(1, plan.train_tokens // examples)
+    fpt = flops_per_token(arch, params, lora_params, per_example, gradient_checkpointing)
+    per_rank_tokens = plan.train_tokens / max(1, plan.processes)
+    if machine.device != "cuda":
+        return per_rank_tokens * fpt / (cpu_tflops() * 1e12)
+    if gpu is None or not gpu.tflops_16bit:
+        return None
+    return per_rank_tokens * fpt / (gpu.tflops_16bit * 1e12 * MFU_BY_QUANTIZATION[quantization])
+
+
+def duration_text(seconds: float | None) -> str:
+    """An estimated duration, one wording everywhere (the wizard, `lorapilot estimate`, the sweep)."""
+    if seconds is None:
+        return "?"
+    seconds = max(0.0, float(seconds))
+    if seconds < 1:
+        return "<1 s"
+    if seconds < 90:
+        return f"~{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"~{seconds / 60:.0f} min"
+    return f"~{seconds / 3600:.1f} h"

@@ -78,43 +78,6 @@ def all_reduce_sum(values: list[float]) -> list[float]:
     return t.tolist()
 
 
-def resolve_parallelism(cfg, n_ranks: int, device: str, gpu_memory_gib: float | None, log, *,
-                        tokens_per_microbatch: int | None = None, fused_loss: bool = False) -> str:
-    """none (one process) | ddp | fsdp. auto: fsdp where the estimate says the model does not fit one GPU.
-
-    tokens_per_microbatch and fused_loss describe the run as planned (its largest micro-batch, Liger's loss):
-    without them the estimate counted a 4-bit Qwen2.5-14B's unfused 152k-vocabulary logits and sharded a model
-    that trained on one 20 GiB GPU at 11.3 GiB (H200 x2, 2026-11-23)."""
-    if n_ranks <= 1:
-        return "none"
-    mode = cfg.training.parallelism
-    if device != "cuda":  # accelerate shards only CUDA processes: CPU ranks would silently run plain DDP
-        log(f"parallelism: ddp over {n_ranks} processes" + (" (fsdp needs GPUs)" if mode == "fsdp" else ""))
-        return "ddp"
-    if mode != "auto":
-        log(f"parallelism: {mode} over {n_ranks} GPUs (as configured)")
-        return mode
-    if not gpu_memory_gib:
-        log(f"parallelism: ddp over {n_ranks} processes")
-        return "ddp"
-    from engine.errors import UserError
-    from engine.estimate.estimator import on_detected_gpu
-
-    try:
-        # the wizard and `lorapilot estimate` decide the same way
-        est = on_detected_gpu(cfg, gpu_memory_gib, num_gpus=n_ranks, tokens_per_microbatch=tokens_per_microbatch,
-                              fused_loss=fused_loss)
-    except UserError:
-        log(f"parallelism: ddp over {n_ranks} processes (no config to estimate from)")
-        return "ddp"
-    if est.parallelism == "fsdp":
-        log(f"parallelism: fsdp over {n_ranks} GPUs (a whole copy per GPU would not fit {gpu_memory_gib:.0f} GiB; "
-            f"sharded ~{est.device_total_gib:.1f} GiB per GPU)")
-        return "fsdp"
-    log(f"parallelism: ddp over {n_ranks} GPUs (the model fits one GPU: ~{est.device_total_gib:.1f} GiB)")
-    return "ddp"
-
-
 def fsdp_mixed_precision(dtype):
     """FSDP2's precision: compute in the run's dtype, average gradients in fp32, leave outputs as computed.
 

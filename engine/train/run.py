@@ -8,7 +8,6 @@ Exit codes: 0 done or stopped, 1 the run failed, 2 bad input.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 import traceback
@@ -23,7 +22,7 @@ if TYPE_CHECKING:  # the heavy imports stay inside the functions that need them
 
     from engine.config import Config
     from engine.data import PreparedData
-    from engine.data.packing import StepPlan
+    from engine.plan import RunPlan
     from engine.model import Hardware
 
 
@@ -114,13 +113,28 @@ def train(cfg: Config, run_dir: Path, *, resume: bool, data: PreparedData | None
 
     from engine.data import load_examples
     from engine.data.packing import Collator, PlannedMicroBatches, PlanSampler
-    from engine.model import add_lora, compute_dtype_name, detect_hardware, load_base_model, load_tokenizer
+    from engine.model import (
+        add_lora,
+        compute_dtype_name,
+        detect_hardware,
+        load_base_model,
+        load_tokenizer,
+    )
     from engine.train.callback import RunDirCallback
-    from engine.train.distributed import (fsdp_arguments, is_main, resolve_parallelism, sample_prompts_for,
-                                          unshard_head_before_loss, world)
+    from engine.train.distributed import (
+        fsdp_arguments,
+        is_main,
+        sample_prompts_for,
+        unshard_head_before_loss,
+        world,
+    )
     from engine.train.signals import StopFlag
-    from engine.train.speed import (LEVERS, activation_offload, apply_liger, attention_for, keep_unquantised_16bit,
-                                    optimizer_for)
+    from engine.train.speed import (
+        LEVERS,
+        activation_offload,
+        apply_liger,
+        keep_unquantised_16bit,
+    )
 
     stop = StopFlag(run_dir)
     stop.install()
@@ -140,35 +154,27 @@ def train(cfg: Config, run_dir: Path, *, resume: bool, data: PreparedData | None
 
     t = cfg.training
     _, _, n_ranks = world()
-    examples_per_step = t.micro_batch_size * t.gradient_accumulation_steps * n_ranks
-    n_epochs_planned = max(1, math.ceil(t.num_epochs))
-    memory, plan = _plan(cfg, data, hw, examples_per_step=examples_per_step, num_epochs=n_epochs_planned,
-                         n_ranks=n_ranks)
-    steps_per_epoch = plan.steps_per_epoch
-    max_steps = t.max_steps if t.max_steps > 0 else max(1, round(t.num_epochs * steps_per_epoch))
-    log(f"plan: {examples_per_step} examples per optimizer step in {plan.micro_batches_per_step} "
-        f"micro-batches over {n_ranks} process(es); {steps_per_epoch} steps per epoch; {max_steps} steps")
-
-    from engine.estimate.estimator import with_changes
-    from engine.train.speed import liger_available
-
-    # Asked of the run as planned: its memory mode, its largest micro-batch, and Liger's fused loss.
-    largest = _largest_microbatch(plan, [len(e) for e in data.train])
-    parallel = resolve_parallelism(with_changes(cfg, {"training.memory": memory}), n_ranks, hw.device,
-                                   hw.memory_gib, log, tokens_per_microbatch=largest or None,
-                                   fused_loss=liger_available(hw.device)[0])
-    status(run_dir, state="loading", phase="model", max_steps=max_steps, memory=memory, parallelism=parallel)
+    run_plan = _plan(cfg, data, hw, n_ranks)
+    plan, memory, parallel = run_plan.step_plan, run_plan.memory, run_plan.parallelism
+    steps_per_epoch, max_steps = run_plan.steps_per_epoch, run_plan.max_steps
+    log(f"plan: {run_plan.examples_per_step} examples per optimizer step in {plan.micro_batches_per_step} "
+        f"micro-batches over {n_ranks} process(es); {steps_per_epoch} steps per epoch; {max_steps} steps; "
+        f"largest micro-batch {run_plan.largest_microbatch_tokens} tokens")
+    # The plan as run, for `lorapilot estimate` to be checked against (tests/test_plan_seam.py).
+    status(run_dir, state="loading", phase="model", max_steps=max_steps, memory=memory, parallelism=parallel,
+           plan=run_plan.to_dict())
     # Before the adapters exist: their random init must be the seed's, on every rank and every run.
     from transformers import set_seed
     set_seed(t.seed)
     model, _ = load_base_model(cfg.model, cfg.quantization, t.precision, trust_remote_code=cfg.trust_remote_code,
-                               attn_implementation=attention_for(hw.device, t.packing, log),
+                               attn_implementation=run_plan.attention,
                                shardable=parallel == "fsdp")
     sharding = fsdp_arguments(model) if parallel == "fsdp" else {}
     # Sharded, Liger's fused loss needs the output head gathered first (a hook on the final norm).
-    apply_liger(model, hw.device, log, fused_loss=not sharding or unshard_head_before_loss(model))
+    fused_loss = apply_liger(model, run_plan.liger, log,
+                             fused_loss=not sharding or unshard_head_before_loss(model)) and run_plan.fused_loss
     model = add_lora(model, cfg, gradient_checkpointing=t.gradient_checkpointing)
-    offload = activation_offload(model, hw.device, memory, log)
+    offload = activation_offload(model, run_plan.offload)
     if dtype_name == "bf16" and cfg.quantization != "none":
         keep_unquantised_16bit(model, log)
     if LEVERS.compile_layers and hw.device == "cuda":
@@ -187,12 +193,12 @@ def train(cfg: Config, run_dir: Path, *, resume: bool, data: PreparedData | None
         output_dir=str(run_dir / CHECKPOINTS_DIR),
         per_device_train_batch_size=1,  # one item = one planned micro-batch
         gradient_accumulation_steps=plan.micro_batches_per_step // n_ranks,  # each rank takes every n-th
-        per_device_eval_batch_size=t.micro_batch_size,
+        per_device_eval_batch_size=run_plan.eval_batch_size,  # never more tokens than training's micro-batches
         max_steps=max_steps,
         learning_rate=t.learning_rate,
         lr_scheduler_type=t.lr_scheduler,
         warmup_steps=t.warmup_ratio,  # transformers 5: a float < 1 is a ratio of the total steps
-        optim=optimizer_for(cfg, hw.device, log, memory, sharded=bool(sharding)),
+        optim=run_plan.optimizer,
         weight_decay=t.weight_decay,
         max_grad_norm=t.max_grad_norm,
         logging_steps=t.logging_steps,
@@ -238,6 +244,10 @@ def train(cfg: Config, run_dir: Path, *, resume: bool, data: PreparedData | None
                 log(f"fsdp: rank 0 holds {held:,} of the model's {whole:,} parameter elements")
             if model.training:
                 collator.consume()  # this micro-batch is trained now (the loader prefetches ahead)
+            elif fused_loss:
+                # Evaluation through Liger's fused loss too, as transformers does with use_liger_kernel: unfused,
+                # its fp32 logits would make evaluation the run's peak (152k-vocabulary models).
+                inputs = dict(inputs, skip_logits=True)
             if own_block_mask and "position_ids" in inputs and "attention_mask" not in inputs:
                 from engine.train.block_mask import packed_block_mask
                 inputs = dict(inputs, attention_mask=packed_block_mask(inputs["position_ids"]))
@@ -298,7 +308,7 @@ def train(cfg: Config, run_dir: Path, *, resume: bool, data: PreparedData | None
         # exit while rank 0 was still copying its share to the CPU, and rank 0 then waited forever in the save
         # (Qwen2.5-14B on 2 x H200; benchmarks/results/multi_gpu-h200x2-2026-11-23b.md). Every rank leaves together.
         torch.distributed.barrier()
-    status(run_dir, state="done", step=step)
+    status(run_dir, state="done", step=step, **_peak_memory())
     log(f"done: adapter in {adapter_dir}")
     return EXIT_OK
 
@@ -314,35 +324,31 @@ def _tokens_at(run_dir: Path, ckpt: str | None) -> int:
     return int(seen[-1]) if seen else 0
 
 
-def _plan(cfg: Config, data: PreparedData, hw: Hardware, *, examples_per_step: int, num_epochs: int,
-          n_ranks: int) -> tuple[str, StepPlan]:
-    """(resolved memory mode, step plan). auto asks the estimate whether the fast plan's largest micro-batch fits."""
-    from engine.data.packing import plan_steps
-    from engine.train.speed import resolve_memory, token_budget
+def _plan(cfg: Config, data: PreparedData, hw: Hardware, n_ranks: int) -> RunPlan:
+    """The run's plan (engine.plan): the same function `lorapilot estimate` and the wizard ask, on this machine,
+    with the training examples' real lengths. auto settings ask the estimate of the model's config.json."""
+    from engine.plan import Machine, plan_run
 
-    t = cfg.training
-    lengths = [len(e) for e in data.train]
-
-    def plan_for(budget):
-        return plan_steps(lengths, examples_per_step=examples_per_step, num_epochs=num_epochs, seed=t.seed,
-                          token_budget=budget, micro_batch_size=t.micro_batch_size, multiple_of=n_ranks)
-
-    memory = t.memory
-    if memory == "auto" and hw.device == "cuda":
-        fast = plan_for(token_budget(cfg, hw.device, lambda _: None, "fast"))
-        largest = _largest_microbatch(fast, lengths)
-        memory = resolve_memory(cfg, hw.device, hw.memory_gib, largest or None, log, n_ranks)
-        if memory == "fast":
-            token_budget(cfg, hw.device, log, memory)  # its line in train.log
-            return memory, fast
-    elif memory == "auto":
-        memory = "fast"
-    return memory, plan_for(token_budget(cfg, hw.device, log, memory))
+    info = None
+    try:
+        from engine.estimate.model_config import read_model_config
+        info = read_model_config(cfg.model)
+    except UserError as e:  # no config to estimate from: the fast path, and the OOM hint if it does not fit
+        log(f"plan: no estimate ({e})")
+    plan = plan_run(cfg, Machine.for_hardware(hw, n_ranks), lengths=[len(e) for e in data.train],
+                    val_lengths=[len(e) for e in data.validation] or None, info=info)
+    for line in plan.lines:
+        log(line)
+    return plan
 
 
-def _largest_microbatch(plan, lengths: list[int]) -> int:
-    """Tokens in the plan's largest micro-batch (0 for an empty plan): what the memory estimate must fit."""
-    return max((sum(lengths[i] for i in mb) for ep in plan.epochs for step in ep for mb in step), default=0)
+def _peak_memory() -> dict:
+    """The trainer's own allocator peak over the whole run (training and evaluation), for status.json."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return {}
+    return {"gpu_peak_alloc_gib": round(torch.cuda.max_memory_allocated() / 2 ** 30, 3)}
 
 
 def _report_to(requested: list[str]) -> list[str] | str:

@@ -1,4 +1,4 @@
-"""The fast path's choices, each with a line in train.log saying what was chosen and why.
+"""The fast path's parts, applied as the run's plan (engine.plan) chose them.
 
 On CUDA: packed rows with flex attention (a block-diagonal mask built from
 position_ids, no padding waste) and Liger's fused kernels (RMSNorm, RoPE,
@@ -16,10 +16,8 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
-
-from engine.estimate.memory import LEAN_TOKENS_PER_MICROBATCH
 
 
 @dataclass
@@ -41,19 +39,6 @@ class Levers:
 
 LEVERS = Levers()
 
-# Model types Liger patches (liger_kernel.transformers.monkey_patch); others train without it.
-LIGER_MODEL_TYPES = ("llama", "mistral", "mixtral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3", "phi3",
-                     "granite", "olmo2")
-
-
-def attention_for(device: str, packing: bool, log: Callable[[str], None]) -> str:
-    if device == "cuda" and packing and LEVERS.flex_attention:
-        log("attention: flex_attention (packed rows, block-diagonal mask from position_ids); the first steps "
-            "compile its kernels, 1-3 minutes on a fresh machine")
-        return "flex_attention"
-    log("attention: sdpa" + (" (packed rows, block-diagonal mask from position_ids)" if packing else ""))
-    return "sdpa"
-
 
 def liger_available(device: str) -> tuple[bool, str]:
     if device != "cuda":
@@ -65,20 +50,13 @@ def liger_available(device: str) -> tuple[bool, str]:
     return True, ""
 
 
-def apply_liger(model, device: str, log: Callable[[str], None], fused_loss: bool = True) -> bool:
-    """Patches the loaded base model in place with Liger's kernels where supported.
+def apply_liger(model, use: bool, log: Callable[[str], None], fused_loss: bool = True) -> bool:
+    """Patches the loaded base model in place with Liger's kernels where the plan (engine.plan) chose them.
 
     fused_loss False: the plain loss through lm_head's forward (a sharded head whose gathering could not be
-    hooked before the loss)."""
-    ok, why = liger_available(device)
-    if ok and not LEVERS.liger:
-        ok, why = False, "switched off (benchmark lever)"
-    model_type = getattr(model.config, "model_type", "?")
-    if ok and model_type not in LIGER_MODEL_TYPES:
-        ok, why = False, f"architecture {model_type} not covered"
-    if not ok:
-        log(f"kernels: plain PyTorch ({why})")
-        return False
+    hooked before the loss). Returns whether Liger was applied."""
+    if not use:
+        return False  # the plan's line in train.log says why
     from liger_kernel.transformers import _apply_liger_kernel_to_instance
 
     if LEVERS.compile_layers and fused_loss:
@@ -94,57 +72,6 @@ def apply_liger(model, device: str, log: Callable[[str], None], fused_loss: bool
         log("kernels: Liger (RMSNorm, RoPE, SwiGLU); the plain loss: the sharded output head cannot be gathered "
             "ahead of the fused one")
     return True
-
-
-def token_budget(cfg, device: str, log: Callable[[str], None], memory: str = "fast") -> int | None:
-    """Tokens per micro-batch when packing; None for classic padded micro-batches.
-
-    `memory` is the resolved mode (fast or lean; see resolve_memory).
-    """
-    t = cfg.training
-    if not t.packing:
-        log(f"batching: padded micro-batches of {t.micro_batch_size} examples")
-        return None
-    per_step = t.micro_batch_size * t.gradient_accumulation_steps
-    if LEVERS.tokens_per_microbatch:
-        log(f"batching: packed, up to {LEVERS.tokens_per_microbatch} tokens per micro-batch (benchmark lever)")
-        return LEVERS.tokens_per_microbatch
-    if device == "cuda" and memory == "fast" and LEVERS.whole_step:
-        # The 4-bit path has a large fixed cost per forward pass: the fewer, fuller micro-batches the better.
-        budget = per_step * t.max_seq_length
-        log(f"batching: packed, up to {budget} tokens per micro-batch (a whole optimizer step when it fits)")
-        return budget
-    if device == "cuda" and memory == "lean":
-        # Tokens per micro-batch decide the working memory; one micro-batch per step where the cap allows,
-        # since each forward pass of the 4-bit path has a large fixed cost.
-        budget = min(per_step * t.max_seq_length, max(t.max_seq_length, LEAN_TOKENS_PER_MICROBATCH))
-        log(f"batching: lean, packed up to {budget} tokens per micro-batch")
-        return budget
-    budget = t.micro_batch_size * t.max_seq_length
-    log(f"batching: packed, up to {budget} tokens per micro-batch (micro_batch_size x max_seq_length)")
-    return budget
-
-
-def optimizer_for(cfg, device: str, log: Callable[[str], None], memory: str = "fast", sharded: bool = False) -> str:
-    """bitsandbytes' paged and 8-bit optimizers are CUDA features; lean keeps the states in 8 bits."""
-    name = cfg.training.optimizer
-    if sharded and name != "adamw_torch":
-        # bitsandbytes' update kernels have no DTensor rule (NotImplementedError on H200 x2); torch's AdamW updates
-        # each rank's shard of the adapters.
-        log(f"optimizer: adamw_torch ({name} cannot update sharded parameters)")
-        return "adamw_torch"
-    if device == "cpu" and name != "adamw_torch":
-        log(f"optimizer: {name} needs a GPU; using adamw_torch on the CPU")
-        return "adamw_torch"
-    if device == "cuda" and memory == "lean" and name == "paged_adamw_32bit":
-        log("optimizer: paged_adamw_8bit (lean: optimizer states in 8 bits)")
-        return "paged_adamw_8bit"
-    if device == "cuda" and name == "paged_adamw_32bit" and LEVERS.fused_optimizer:
-        # bitsandbytes' optimizers synchronise the device after every parameter (448 times a step on a 7B with
-        # all-linear LoRA), which stalls a host-bound step; paging buys nothing for adapters' few-MB states.
-        log("optimizer: adamw_torch_fused (the same AdamW in 32 bits: one fused kernel, no per-parameter syncs)")
-        return "adamw_torch_fused"
-    return name
 
 
 def keep_unquantised_16bit(model, log: Callable[[str], None]) -> int:
@@ -171,48 +98,16 @@ def keep_unquantised_16bit(model, log: Callable[[str], None]) -> int:
     return n
 
 
-def activation_offload(model, device: str, memory: str, log: Callable[[str], None]):
-    """A context for each training step: lean offloads the saved activations to pinned host memory.
+def activation_offload(model, offload: bool):
+    """A context for each training step: lean offloads the saved activations to pinned host memory (the plan
+    decides; its line in train.log says so).
 
     TRL's OffloadActivations (a saved-tensors hook): with gradient checkpointing what autograd saves outside
     the checkpointed layers is each layer's input, so those go to the host during forward, on a side stream,
     and come back ahead of their layer in backward; the lm_head's are kept.
     """
-    if memory != "lean" or not LEVERS.offload:
-        return contextlib.nullcontext()
-    if device != "cuda":
-        log("activations: kept on the device (offloading needs a GPU)")
+    if not offload:
         return contextlib.nullcontext()
     from trl.models.activation_offloading import get_act_offloading_ctx_manager
 
-    log("activations: offloaded to pinned host memory during forward, fetched back ahead of backward (TRL)")
     return get_act_offloading_ctx_manager(model, warn_if_no_head=False)
-
-
-def resolve_memory(cfg, device: str, gpu_memory_gib: float | None, tokens_fast: int | None,
-                   log: Callable[[str], None], n_ranks: int = 1) -> str:
-    """training.memory auto -> fast when the estimate says the fast path fits this GPU, else lean.
-
-    With several ranks the estimate also settles parallelism auto first (a sharded model leaves more room).
-    """
-    mode = cfg.training.memory
-    if mode != "auto":
-        return mode
-    if device != "cuda" or not gpu_memory_gib:
-        return "fast"
-    from engine.errors import UserError
-    from engine.estimate import FIT_FRACTION
-    from engine.estimate.estimator import on_detected_gpu
-
-    try:
-        est = on_detected_gpu(cfg, gpu_memory_gib, num_gpus=n_ranks, tokens_per_microbatch=tokens_fast,
-                              fused_loss=liger_available(device)[0])
-    except UserError as e:  # no config to estimate from: the fast path, and the OOM hint if it does not fit
-        log(f"memory: fast (no estimate: {e})")
-        return "fast"
-    if est.memory_mode == "fast":
-        log(f"memory: fast (estimate {est.device_total_gib:.1f} GiB of {gpu_memory_gib:.0f})")
-    else:
-        log(f"memory: lean (the fast path would need over {FIT_FRACTION:.0%} of {gpu_memory_gib:.0f} GiB; "
-            f"lean ~{est.device_total_gib:.1f} GiB)")
-    return est.memory_mode

@@ -10,17 +10,9 @@ from textual.widget import Widget
 
 
 def fmt_duration(seconds: float | None) -> str:
-    """An estimated duration, marked as one ("~")."""
-    if seconds is None:
-        return "?"
-    seconds = max(0.0, float(seconds))
-    if seconds < 1:
-        return "<1 s"
-    if seconds < 90:
-        return f"~{seconds:.0f} s"
-    if seconds < 90 * 60:
-        return f"~{seconds / 60:.0f} min"
-    return f"~{seconds / 3600:.1f} h"
+    """An estimated duration, worded as `lorapilot estimate` and the sweep word it."""
+    from engine.estimate.timing import duration_text
+    return duration_text(seconds)
 
 
 def fmt_cost(cost: Any) -> str:

@@ -1,0 +1,335 @@
+"""The one plan of a run: what the trainer will do, decided once, read by everyone.
+
+`plan_run(cfg, machine, lengths=...)` turns a config (and, when known, the training examples' token lengths
+and the machine) into a RunPlan: memory mode (auto resolved), Liger's fused loss, attention, the micro-batch
+plan with its token budget and its real largest micro-batch, optimizer, offloading, the evaluation batch,
+processes and parallelism, steps. The trainer (engine/train/run.py) runs it and writes it to status.json;
+the estimate (`lorapilot estimate`, the wizard, the sweep's time plan) computes memory and time from it.
+Every rule below lives only here.
+
+Pure Python at import (no torch): the wizard plans on every keystroke.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+from engine.data.packing import StepPlan, plan_steps
+
+# training.memory lean: tokens per micro-batch at most this (or max_seq_length, if longer). With the layer
+# inputs offloaded what grows with tokens is one layer's recompute and its gradients (~0.25 GiB per 1,000
+# tokens on a 7B), so 8k tokens keep a 7B near 6 GiB while a typical optimizer step (16 examples, ~7k
+# tokens) is still one micro-batch: each forward pass of the 4-bit path has a large fixed cost.
+LEAN_TOKENS_PER_MICROBATCH = 8192
+
+# Model types Liger patches (liger_kernel.transformers.monkey_patch); others train without it.
+LIGER_MODEL_TYPES = ("llama", "mistral", "mixtral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3", "phi3",
+                     "granite", "olmo2")
+
+
+@dataclass(frozen=True)
+class Machine:
+    """Where the run is planned to train."""
+    device: str                      # cuda | cpu
+    name: str
+    memory_gib: float | None = None  # per GPU; None: unknown (no fit test)
+    processes: int = 1               # data-parallel ranks
+    kernels: bool = True             # Liger and Triton usable (a named GPU: the engine installs them on Linux)
+    bf16: bool | None = None
+    why_no_kernels: str = ""
+
+    @classmethod
+    def for_gpu(cls, gpu, processes: int = 1) -> Machine:
+        """A GPU preset or detected card (engine.estimate.gpus.GpuSpec); None: this machine's CPU."""
+        if gpu is None:
+            return cls("cpu", "this machine's CPU", None, 1, kernels=False, bf16=False, why_no_kernels="no GPU")
+        return cls("cuda", gpu.name, gpu.memory_gib, max(1, processes), kernels=True, bf16=gpu.bf16)
+
+    @classmethod
+    def for_hardware(cls, hw, processes: int = 1) -> Machine:
+        """The machine the trainer runs on (engine.model.Hardware), with the kernels it really has."""
+        from engine.train.speed import liger_available
+
+        ok, why = liger_available(hw.device)
+        if hw.device != "cuda":
+            return cls("cpu", hw.name, None, max(1, processes), kernels=False, bf16=False, why_no_kernels=why)
+        bf16 = bool(hw.bf16 and hw.capability and hw.capability[0] >= 8)
+        return cls("cuda", hw.name, hw.memory_gib, max(1, processes), kernels=ok, bf16=bf16, why_no_kernels=why)
+
+
+@dataclass
+class RunPlan:
+    device: str
+    processes: int
+    precision: str                   # bf16 | fp16 | fp32
+    memory: str                      # fast | lean (training.memory auto resolved)
+    parallelism: str                 # none | ddp | fsdp
+    liger: bool                      # Liger's kernels patched in
+    fused_loss: bool                 # Liger's fused linear cross-entropy: no fp32 logits materialised
+    attention: str                   # flex_attention | sdpa
+    packing: bool
+    token_budget: int | None         # tokens per micro-batch when packing; None: padded micro-batches
+    micro_batches_per_step: int      # over all ranks
+    examples_per_step: int
+    largest_microbatch_tokens: int   # as the model sees it: packed tokens, or rows x longest row (padding)
+    lengths_from: str                # "dataset" or the assumption made without it
+    optimizer: str
+    offload: bool                    # lean: checkpointed activations offloaded to host memory
+    eval_batch_size: int             # examples per evaluation micro-batch
+    eval_tokens: int                 # its most tokens: never more than training's largest micro-batch
+    steps_per_epoch: int | None
+    max_steps: int | None
+    train_tokens: int | None         # tokens through the model over the whole run (for time)
+    micro_batches: int | None        # forward passes over the whole run (each has a fixed cost)
+    lines: list[str] = field(default_factory=list)   # each choice and why, for train.log
+    step_plan: StepPlan | None = field(default=None, repr=False)
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        for key in ("step_plan", "lines"):
+            out.pop(key)
+        return out
+
+
+# ------------------------------------------------------------------------------------------------ the rules
+def precision_for(precision: str, machine: Machine) -> str:
+    """training.precision auto: bf16 on Ampere and newer, fp16 on older GPUs (T4, V100), fp32 on the CPU."""
+    if precision != "auto":
+        return precision
+    if machine.device != "cuda":
+        return "fp32"
+    return "fp16" if machine.bf16 is False else "bf16"
+
+
+def attention_for(machine: Machine, packing: bool) -> tuple[str, str]:
+    from engine.train.speed import LEVERS
+
+    if machine.device == "cuda" and packing and LEVERS.flex_attention:
+        return "flex_attention", ("attention: flex_attention (packed rows, block-diagonal mask from position_ids); "
+                                  "the first steps compile its kernels, 1-3 minutes on a fresh machine")
+    return "sdpa", "attention: sdpa" + (" (packed rows, block-diagonal mask from position_ids)" if packing else "")
+
+
+def liger_for(machine: Machine, model_type: str | None) -> tuple[bool, str]:
+    from engine.train.speed import LEVERS
+
+    if machine.device != "cuda":
+        return False, "no GPU"
+    if not machine.kernels:
+        return False, machine.why_no_kernels or "Liger not available"
+    if not LEVERS.liger:
+        return False, "switched off (benchmark lever)"
+    if model_type is not None and model_type not in LIGER_MODEL_TYPES:
+        return False, f"architecture {model_type} not covered"
+    return True, ""
+
+
+def token_budget_for(cfg, machine: Machine, memory: str) -> tuple[int | None, str]:
+    """Tokens per micro-batch when packing; None for classic padded micro-batches."""
+    from engine.train.speed import LEVERS
+
+    t = cfg.training
+    if not t.packing:
+        return None, f"batching: padded micro-batches of {t.micro_batch_size} examples"
+    per_step = t.micro_batch_size * t.gradient_accumulation_steps
+    if LEVERS.tokens_per_microbatch:
+        return (LEVERS.tokens_per_microbatch,
+                f"batching: packed, up to {LEVERS.tokens_per_microbatch} tokens per micro-batch (benchmark lever)")
+    if machine.device == "cuda" and memory == "fast" and LEVERS.whole_step:
+        # The 4-bit path has a large fixed cost per forward pass: the fewer, fuller micro-batches the better.
+        budget = per_step * t.max_seq_length
+        return budget, f"batching: packed, up to {budget} tokens per micro-batch (a whole optimizer step when it fits)"
+    if machine.device == "cuda" and memory == "lean":
+        # Tokens per micro-batch decide the working memory; one micro-batch per step where the cap allows.
+        budget = min(per_step * t.max_seq_length, max(t.max_seq_length, LEAN_TOKENS_PER_MICROBATCH))
+        return budget, f"batching: lean, packed up to {budget} tokens per micro-batch"
+    budget = t.micro_batch_size * t.max_seq_length
+    return budget, f"batching: packed, up to {budget} tokens per micro-batch (micro_batch_size x max_seq_length)"
+
+
+def optimizer_for(name: str, machine: Machine, memory: str, sharded: bool) -> tuple[str, str]:
+    """bitsandbytes' paged and 8-bit optimizers are CUDA features; lean keeps the states in 8 bits."""
+    from engine.train.speed import LEVERS
+
+    if sharded and name != "adamw_torch":
+        # bitsandbytes' update kernels have no DTensor rule (NotImplementedError on H200 x2); torch's AdamW updates
+        # each rank's shard of the adapters.
+        return "adamw_torch", f"optimizer: adamw_torch ({name} cannot update sharded parameters)"
+    if machine.device != "cuda" and name != "adamw_torch":
+        return "adamw_torch", f"optimizer: {name} needs a GPU; using adamw_torch on the CPU"
+    if machine.device == "cuda" and memory == "lean" and name == "paged_adamw_32bit":
+        return "paged_adamw_8bit", "optimizer: paged_adamw_8bit (lean: optimizer states in 8 bits)"
+    if machine.device == "cuda" and name == "paged_adamw_32bit" and LEVERS.fused_optimizer:
+        # bitsandbytes' optimizers synchronise the device after every parameter (448 times a step on a 7B with
+        # all-linear LoRA), which stalls a host-bound step; paging buys nothing for adapters' few-MB states.
+        return "adamw_torch_fused", ("optimizer: adamw_torch_fused (the same AdamW in 32 bits: one fused kernel, "
+                                     "no per-parameter syncs)")
+    return name, f"optimizer: {name}"
+
+
+def offload_for(machine: Machine, memory: str) -> tuple[bool, str]:
+    from engine.train.speed import LEVERS
+
+    if memory != "lean" or not LEVERS.offload:
+        return False, ""
+    if machine.device != "cuda":
+        return False, "activations: kept on the device (offloading needs a GPU)"
+    return True, ("activations: offloaded to pinned host memory during forward, fetched back ahead of backward "
+                  "(TRL)")
+
+
+# ------------------------------------------------------------------------------------------- micro-batches
+def microbatch_tokens(mb: list[int], lengths: list[int], packing: bool) -> int:
+    """Tokens of one micro-batch as the model sees them: one packed row, or padded rows of the longest."""
+    if packing:
+        return sum(lengths[i] for i in mb)
+    return len(mb) * max((lengths[i] for i in mb), default=0)
+
+
+def _steps_run(step_plan: StepPlan, max_steps: int):
+    """The optimizer steps the run will take, in order, across the planned epochs (the plan repeats)."""
+    n = 0
+    while step_plan.epochs and any(step_plan.epochs):
+        for epoch in step_plan.epochs:
+            for step in epoch:
+                if n >= max_steps:
+                    return
+                yield step
+                n += 1
+
+
+def total_steps(cfg, steps_per_epoch: int | None) -> int | None:
+    """The trainer's max_steps: training.max_steps, or num_epochs x steps per epoch (rounded)."""
+    t = cfg.training
+    if t.max_steps and t.max_steps > 0:
+        return t.max_steps
+    if steps_per_epoch is None:
+        return None
+    return max(1, round(t.num_epochs * steps_per_epoch))
+
+
+def _eval_batch(cfg, largest: int, val_lengths: list[int] | None) -> tuple[int, int]:
+    """(examples per evaluation micro-batch, its most tokens): eval never exceeds training's largest micro-batch
+    (a longest row of max_seq_length at least: one example is the smallest batch there is)."""
+    t = cfg.training
+    longest = min(t.max_seq_length, max(val_lengths)) if val_lengths else t.max_seq_length
+    room = max(largest, longest)
+    size = max(1, min(t.micro_batch_size, room // max(1, longest)))
+    if val_lengths:
+        tokens = max(microbatch_tokens(list(range(i, min(i + size, len(val_lengths)))), val_lengths, t.packing)
+                     for i in range(0, len(val_lengths), size))
+    else:
+        tokens = size * longest
+    return size, tokens
+
+
+# ---------------------------------------------------------------------------------------------- the plan
+def plan_run(cfg, machine: Machine, *, lengths: list[int] | None = None, n_examples: int | None = None,
+             val_lengths: list[int] | None = None, info=None, fraction: float | None = None) -> RunPlan:
+    """The run's plan. lengths: the training examples' token lengths as the trainer tokenises them; without them
+    every example is assumed to fill max_seq_length (an upper bound), `n_examples` of them when counted.
+
+    info (engine.estimate.ModelInfo) lets training.memory and training.parallelism auto ask the memory estimate
+    whether the fast path (one whole copy per GPU) fits the machine; without it they take the fast path (ddp).
+    """
+    t = cfg.training
+    parallel = _parallelism_choices(cfg, machine)
+    memories = ["fast", "lean"] if t.memory == "auto" and machine.device == "cuda" else \
+        ["fast" if t.memory == "auto" else t.memory]
+    candidates = [(p, m) for p in parallel for m in memories]
+    best = None
+    for k, (p, m) in enumerate(candidates):
+        plan = _plan_for(cfg, machine, m, p, lengths, n_examples, val_lengths, info)
+        best = plan
+        if k == len(candidates) - 1 or info is None or machine.memory_gib is None:
+            break
+        from engine.estimate.memory import plan_fits
+        if plan_fits(cfg, info, plan, machine.memory_gib, fraction):
+            break
+    assert best is not None
+    if t.memory == "auto":
+        if machine.device != "cuda":
+            why = "memory: fast (no GPU)"
+        elif info is None or machine.memory_gib is None:
+            why = "memory: fast (no estimate to decide from)"
+        elif best.memory == "fast":
+            why = f"memory: fast (the estimate fits {machine.memory_gib:.0f} GiB)"
+        else:
+            why = f"memory: lean (the fast path would not fit {machine.memory_gib:.0f} GiB)"
+        best.lines.insert(0, why)
+    if machine.processes > 1:
+        best.lines.insert(0, f"parallelism: {best.parallelism} over {machine.processes} processes"
+                          + (" (auto: a whole copy per GPU does not fit)" if best.parallelism == "fsdp"
+                             and t.parallelism == "auto" else ""))
+    return best
+
+
+def _parallelism_choices(cfg, machine: Machine) -> list[str]:
+    if machine.processes <= 1:
+        return ["none"]
+    if machine.device != "cuda":  # accelerate shards only CUDA processes: CPU ranks would silently run plain DDP
+        return ["ddp"]
+    mode = cfg.training.parallelism
+    if mode != "auto":
+        return [mode]
+    return ["ddp", "fsdp"]   # shard only where a whole copy per GPU does not fit
+
+
+def _plan_for(cfg, machine: Machine, memory: str, parallelism: str, lengths, n_examples, val_lengths,
+              info) -> RunPlan:
+    t = cfg.training
+    lines: list[str] = []
+    precision = precision_for(t.precision, machine)
+    liger, why = liger_for(machine, info.arch.model_type if info is not None else None)
+    if not liger:  # where it is, the trainer says which of its kernels it patched in (engine.train.speed)
+        lines.append(f"kernels: plain PyTorch ({why})")
+    attention, line = attention_for(machine, t.packing)
+    lines.append(line)
+    budget, line = token_budget_for(cfg, machine, memory)
+    lines.append(line)
+    optimizer, line = optimizer_for(t.optimizer, machine, memory, sharded=parallelism == "fsdp")
+    lines.append(line)
+    offload, line = offload_for(machine, memory)
+    if line:
+        lines.append(line)
+
+    n_ranks = machine.processes
+    examples_per_step = t.micro_batch_size * t.gradient_accumulation_steps * n_ranks
+    if cfg.dataset.max_examples and n_examples is not None:
+        n_examples = min(n_examples, cfg.dataset.max_examples)
+    assumed = lengths is None
+    if assumed:
+        # Without the data: one step of examples that fill max_seq_length (what the fullest step could be).
+        lengths_from = "assumed: every example fills max_seq_length (dataset not tokenized; an upper bound)"
+        plan_lengths = [t.max_seq_length] * examples_per_step
+    else:
+        lengths_from = "dataset"
+        plan_lengths = list(lengths)
+    step_plan = plan_steps(plan_lengths, examples_per_step=examples_per_step,
+                           num_epochs=1 if assumed else max(1, math.ceil(t.num_epochs)), seed=t.seed,
+                           token_budget=budget, micro_batch_size=t.micro_batch_size, multiple_of=n_ranks)
+    if assumed:
+        per_epoch = None if n_examples is None else max(1, math.ceil(n_examples / examples_per_step))
+    else:
+        per_epoch = step_plan.steps_per_epoch
+    steps = total_steps(cfg, per_epoch)
+    run_steps = steps if not assumed else 1
+    largest, tokens, passes = 0, 0, 0
+    for step in _steps_run(step_plan, run_steps or 1):
+        for mb in step:
+            n = microbatch_tokens(mb, plan_lengths, t.packing)
+            largest = max(largest, n)
+            tokens += n
+            passes += 1
+    if assumed:  # one full step, times the steps
+        tokens = tokens * steps if steps is not None else None
+        passes = step_plan.micro_batches_per_step * steps if steps is not None else None
+    eval_size, eval_tokens = _eval_batch(cfg, largest, val_lengths)
+    return RunPlan(device=machine.device, processes=n_ranks, precision=precision, memory=memory,
+                   parallelism=parallelism, liger=liger, fused_loss=liger, attention=attention, packing=t.packing,
+                   token_budget=budget, micro_batches_per_step=step_plan.micro_batches_per_step,
+                   examples_per_step=examples_per_step, largest_microbatch_tokens=largest, lengths_from=lengths_from,
+                   optimizer=optimizer, offload=offload, eval_batch_size=eval_size, eval_tokens=eval_tokens,
+                   steps_per_epoch=per_epoch, max_steps=steps, train_tokens=tokens, micro_batches=passes,
+                   lines=lines, step_plan=None if assumed else step_plan)
