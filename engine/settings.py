@@ -20,6 +20,8 @@ CACHE_ENV = "LORAPILOT_CACHE"
 GPU_MEMORY_ENV = "LORAPILOT_GPU_MEMORY_GIB"
 FAST_DECODE_ENV = "LORAPILOT_FAST_DECODE"
 CPU_DDP_ENV = "LORAPILOT_DDP_CPU"  # data parallel on the CPU (gloo): tests of the multi-process path
+# The monitor rings the terminal bell and sets the terminal title when a run ends; LORAPILOT_NOTIFY=0 turns it off.
+NOTIFY_ENV = "LORAPILOT_NOTIFY"
 
 
 def runs_root() -> Path:
@@ -40,6 +42,11 @@ def visible_device_mask() -> list[str] | None:
     if mask is None:
         return None
     return [d.strip() for d in mask.split(",") if d.strip() and d.strip() != "-1"]
+
+
+def notify_on_end() -> bool:
+    """Bell and terminal title when a watched run ends (on unless LORAPILOT_NOTIFY is 0, off, false or no)."""
+    return os.environ.get(NOTIFY_ENV, "1").strip().lower() not in ("0", "off", "false", "no")
 
 
 def cpu_ddp() -> bool:

@@ -70,3 +70,52 @@ async def test_the_monitor_says_whether_the_run_continues(tmp_path, state, label
         await pilot.press("ctrl+q")
         await pilot.pause(0.05)
     assert not app.is_running
+
+
+async def test_a_run_that_ends_while_watched_rings_and_sets_the_title(tmp_path, monkeypatch):
+    import json
+
+    run = make_run(tmp_path / "r", state="training", steps_done=900, pid=None)
+    app = LorapilotApp(start="monitor", run_dir=str(run))
+    rang = []
+    monkeypatch.setattr(app, "bell", lambda: rang.append(1))
+    async with app.run_test(size=(80, 24)) as pilot:
+        for _ in range(100):
+            await pilot.pause(0.05)
+            if app.screen.history.state != "unknown":
+                break
+        assert app.screen.announced is None and not rang  # a run already going: nothing to announce
+        # p while training: says why not, opens nothing.
+        await pilot.press("p")
+        await pilot.pause(0.05)
+        assert type(app.screen).__name__ == "MonitorScreen"
+        assert any("still training" in n.message for n in app._notifications)
+        status = json.loads((run / "status.json").read_text())
+        (run / "status.json").write_text(json.dumps({**status, "state": "done", "updated": status["updated"] + 1}))
+        for _ in range(200):
+            await pilot.pause(0.05)
+            if app.screen.announced:
+                break
+        assert app.screen.announced == "lorapilot: r done" and rang == [1]
+        await pilot.pause(0.1)
+        assert footer_quit(app) == "Quit"
+
+
+async def test_diagnostics_list_warnings_before_infos(tmp_path):
+    import json
+
+    run = make_run(tmp_path / "r", state="done", steps_done=900)
+    with open(run / "metrics.jsonl", "a", encoding="utf-8") as f:  # the newest finding is only an info
+        f.write(json.dumps({"kind": "finding", "step": 890, "time": 1.0, "code": "no_progress", "severity": "info",
+                            "message": "a late info", "evidence": "", "fix": ""}) + "\n")
+    app = LorapilotApp(start="monitor", run_dir=str(run))
+    async with app.run_test(size=(100, 32)) as pilot:
+        for _ in range(100):
+            await pilot.pause(0.05)
+            if app.screen.history.findings:
+                break
+        await pilot.pause(1.5)
+        group = app.screen.query_one("#findings-body").content
+        text = "\n".join(t.plain for t in group.renderables)
+        # monitor_fakerun: an info at 200, a warning at 430, an error at 850; and the info at 890 added above
+        assert text.index("error") < text.index("warning") < text.index("a late info"), text[:400]

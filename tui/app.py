@@ -50,6 +50,20 @@ class LorapilotApp(App):
         self.notify(f"{copied}Press ctrl+c again (or ctrl+q) to quit.{runs_on}", title="Quit?",
                     timeout=CTRL_C_AGAIN_S)
 
+    def deliver_screenshot(self, filename: str | None = None, path: str | None = None,
+                           time_format: str | None = None) -> str | None:
+        """The palette's Screenshot: ~/Downloads when there is one (a pod often has none), else here; says where."""
+        if path is None:
+            downloads = Path.home() / "Downloads"
+            path = str(downloads if downloads.is_dir() else Path.cwd())
+        try:
+            saved = self.save_screenshot(filename, path, time_format)
+        except OSError as exc:
+            self.notify(f"{path}: {exc.strerror or exc}", title="Screenshot not saved", severity="error")
+            return None
+        self.notify(saved, title="Screenshot saved", timeout=6)
+        return saved
+
     def on_mount(self) -> None:
         if self.start == "playground":
             self.open_playground(self.run_dir)

@@ -16,12 +16,17 @@ from tui.widgets.model_info import ModelInfoPanel, fmt_params
 
 
 def _presets() -> list[dict]:
+    from engine.demo.model import DEMO_MODEL_ID
+    # The demo first: the way back to a run that trains anywhere, in seconds, after trying another model.
+    demo = {"id": DEMO_MODEL_ID, "aliases": ["demo", "tiny"], "published_params": None}
     try:
+        from engine.estimate import read_model_config
         from engine.estimate.presets import list_model_presets
-        return list_model_presets()
+        demo["published_params"] = read_model_config(DEMO_MODEL_ID).param_count  # shapes only, no weights
+        return [demo, *list_model_presets()]
     except Exception as exc:  # noqa: BLE001 - presets are a convenience; typing a model id always works
         log_error(exc, "reading the model presets")
-        return []
+        return [demo]
 
 
 class ModelScreen(WizardStep):
@@ -69,7 +74,12 @@ class ModelScreen(WizardStep):
 
     @on(Input.Submitted, "#preset-filter")
     def _filter_done(self) -> None:
-        self.query_one("#preset-list").focus()
+        presets = self.query_one("#preset-list", OptionList)
+        if presets.option_count == 1:  # one match: Enter picks it
+            presets.highlighted = 0
+            presets.action_select()
+            return
+        presets.focus()
 
     @on(OptionList.OptionSelected, "#preset-list")
     def _picked(self, event: OptionList.OptionSelected) -> None:

@@ -98,6 +98,7 @@ class MonitorScreen(Screen):
         self._panel_cache: list | None = None
         self._samples_shown = False
         self._findings_label = ""
+        self.announced: str | None = None  # the terminal title set when the run ended while watched
         self.title = Path(run_dir).resolve().name
 
     # ------------------------------------------------------------ layout
@@ -223,6 +224,8 @@ class MonitorScreen(Screen):
             h.status = up.status
             h.bump(PROGRESS)
         if up.state is not None:
+            if up.state in FINAL_STATES and h.state not in FINAL_STATES and h.state != "unknown":
+                self._announce_end(up.state)  # ended while watched (not a run that had ended before we looked)
             h.state = up.state
             h.bump(PROGRESS)
             self.refresh_bindings()  # the Playground key appears once the adapter is written
@@ -249,6 +252,20 @@ class MonitorScreen(Screen):
         if self.compact and label != self._findings_label:
             self._findings_label = label
             self.query_one(TabbedContent).get_tab("tab-diagnostics").label = label
+
+    def _announce_end(self, state: str) -> None:
+        """Bell and terminal title, so a user in another tmux window (or tab) learns that the run ended."""
+        from engine.settings import notify_on_end
+        if not notify_on_end():
+            return
+        name = "".join(c for c in Path(self.run_dir).resolve().name if c.isprintable())[:60]
+        self.announced = f"lorapilot: {name} {state}"
+        self.app.bell()
+        driver = getattr(self.app, "_driver", None)  # Textual has no title API: OSC 2 sets the terminal's
+        if driver is not None:
+            driver.write(f"\x1b]2;{self.announced}\x07")
+        self.notify(f"The run is {state}.", title=name, severity="error" if state == "failed" else "information",
+                    timeout=10)
 
     # ------------------------------------------------------------ actions
 
@@ -283,12 +300,21 @@ class MonitorScreen(Screen):
     def check_action(self, action: str, parameters: tuple) -> bool | None:
         if action in ("quit_monitor", "quit_finished"):
             return (self.history.state in FINAL_STATES) == (action == "quit_finished")
-        if action == "playground":
-            return (Path(self.run_dir) / ADAPTER_DIR).is_dir()
         return True
 
     def action_playground(self) -> None:
-        self.app.open_playground(self.run_dir)
+        if (Path(self.run_dir) / ADAPTER_DIR).is_dir():
+            self.app.open_playground(self.run_dir)
+            return
+        # Why not a checkpoint now: a second copy of the base model beside the trainer would take the GPU
+        # memory the run was planned with, and an out-of-memory would kill the run, not the playground.
+        h = self.history
+        if h.state in FINAL_STATES:
+            why = f"This run is {h.state} without a final adapter: resume it (lorapilot train --resume {self.run_dir})."
+        else:
+            why = (f"The playground opens on the finished adapter: at step {h.step}/{h.max_steps or '?'} the run is "
+                   "still training, and a second model beside it could take its GPU memory. p works once it is done.")
+        self.notify(why, title="No adapter yet", severity="warning", timeout=8)
 
     def action_stop_run(self) -> None:
         h = self.history

@@ -78,7 +78,7 @@ class PlaygroundScreen(Screen):
     def on_mount(self) -> None:
         prompt = self.query_one(PromptBox)
         prompt.border_title = "Prompt"
-        prompt.border_subtitle = "enter asks both · shift+enter new line"
+        prompt.border_subtitle = "enter asks both · ctrl+j new line"
         self._status(Content.styled("loading the base model and the adapter… (you can type meanwhile)",
                                     "italic $text-warning"))
         for pane in self.query(AnswerPane):

@@ -1,4 +1,4 @@
-"""The diagnostics: findings in plain words, newest first, coloured by severity."""
+"""The diagnostics: findings in plain words, worst first then newest first, coloured by severity."""
 
 from __future__ import annotations
 
@@ -50,7 +50,10 @@ class FindingsList(VerticalScroll):
         if version == self._drawn:
             return
         self._drawn = version
-        found = self.history.findings_newest_first()
+        # Worst first (errors, then warnings, then infos), newest first within each: an info about the
+        # learning curve must not push a warning out of a 24-row pane.
+        rank = {"error": 0, "warning": 1, "info": 2}
+        found = sorted(self.history.findings_newest_first(), key=lambda f: rank.get(f.severity, 3))
         counts = {s: sum(1 for f in found if f.severity == s) for s in SEVERITY_STYLES}
         summary = "  ".join(f"[{SEVERITY_STYLES[s]}]{n} {s}[/]" for s, n in counts.items() if n)
         self.border_title = f"Diagnostics  {summary}" if summary else "Diagnostics"

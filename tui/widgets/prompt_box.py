@@ -1,4 +1,5 @@
-"""The playground's prompt: a text area where Enter runs and shift+enter (or ctrl+j) starts a new line."""
+"""The playground's prompt: a text area where Enter runs and ctrl+j (or shift+enter, which tmux sends as Enter)
+starts a new line."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ class PromptBox(TextArea):
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id, soft_wrap=True, show_line_numbers=False, tab_behavior="focus",
-                         placeholder="Type a prompt; Enter asks both models (shift+enter: new line)")
+                         placeholder="Type a prompt; Enter asks both models (ctrl+j: new line)")
 
     async def _on_key(self, event: events.Key) -> None:
         if event.key == "enter":
