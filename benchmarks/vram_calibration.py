@@ -141,12 +141,6 @@ def _cli(args: list[str], log: Path, timeout: float) -> subprocess.Popen:
                              *args], cwd=REPO, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT)
 
 
-def estimate_json(cfg_path: Path, log: Path) -> dict:
-    p = _cli(["estimate", str(cfg_path), "--gpu", GPU_PRESET, "--json"], log, 300)
-    p.wait()
-    return json.loads(log.read_text()[log.read_text().index("{"):])
-
-
 def measured(run_dir: Path) -> dict:
     st = json.loads((run_dir / "status.json").read_text())
     peaks = []
@@ -189,12 +183,17 @@ def main() -> None:
         t0 = time.time()
         dirs = {arch: build_model(arch, work / "models", data) for arch in phase}
         print(f"models {phase} ready ({time.time() - t0:.0f} s)", flush=True)
-        queue = []
+        queue, asked = [], []
         for row in [r for r in rows if r[1] in phase]:
             cfg = row_config(row, dirs[row[1]], data)
             cfg_path = work / f"{row[0]}.yaml"
             cfg_path.write_text(json.dumps(cfg))   # JSON is YAML
-            est = estimate_json(cfg_path, out / f"{row[0]}-estimate.log")
+            log = out / f"{row[0]}-estimate.log"
+            asked.append((row, cfg, cfg_path, log, _cli(["estimate", str(cfg_path), "--gpu", GPU_PRESET, "--json"],
+                                                         log, 300)))
+        for row, cfg, cfg_path, log, p in asked:   # all at once: each imports transformers to tokenize
+            p.wait()
+            est = json.loads(log.read_text()[log.read_text().index("{"):])
             queue.append((row, cfg, cfg_path, est))
             print(f"estimate {row[0]}: {est['peak_allocated_gib']:.2f} GiB allocated, need {est['need_gib']:.1f}",
                   flush=True)
