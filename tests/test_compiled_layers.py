@@ -62,3 +62,95 @@ def test_compiled_layers_compute_what_eager_layers_do(demo_model_dir):
     with torch.no_grad(), eager_decoding(model):
         model(input_ids=torch.tensor([[7]]), position_ids=torch.tensor([[0]]))
     assert counters["stats"]["unique_graphs"] == compiled
+
+
+def _model(model_dir):
+    import torch
+
+    from engine.config import config_from_dict
+    from engine.model import add_lora, load_base_model
+
+    cfg = config_from_dict({"model": str(model_dir), "dataset": {"path": "unused.jsonl"}, "lora": {"dropout": 0.0}})
+    torch.manual_seed(0)
+    model, _ = load_base_model(str(model_dir), "nf4", "auto")
+    model = add_lora(model, cfg, gradient_checkpointing=True)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.02, generator=torch.Generator().manual_seed(len(name)))
+    model.train()
+    return model
+
+
+def _step(model):
+    """One packed micro-batch, forward and backward, as the trainer's step runs it."""
+    import torch
+
+    gen = torch.Generator().manual_seed(3)
+    ids = torch.randint(5, 200, (1, 56), generator=gen)
+    positions = torch.cat([torch.arange(20), torch.arange(36)])[None]
+    loss = model(input_ids=ids, position_ids=positions, labels=ids).loss
+    loss.backward()
+    return loss.item()
+
+
+def _forward_fails(gm, example_inputs):
+    raise RuntimeError("forced: this backend cannot compile")
+
+
+def _backward_fails():
+    """Compiles the forward (as is) and fails on the backward graph, which AOTAutograd compiles at its first use."""
+    from functorch.compile import make_boxed_func
+    from torch._dynamo.backends.common import aot_autograd
+
+    def fail(gm, example_inputs):
+        raise RuntimeError("forced: the backward cannot compile")
+    return aot_autograd(fw_compiler=lambda gm, example_inputs: make_boxed_func(gm.forward), bw_compiler=fail)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("where", ["forward", "backward"])
+def test_a_compile_failure_trains_on_eagerly_with_an_event(demo_model_dir, where):
+    import torch
+
+    from engine.train.compiled_layers import CompileFallback, compile_decoder_layers, decoder_layers
+
+    eager = _model(demo_model_dir)
+    eager_loss = _step(eager)
+    eager_grads = {n: p.grad.clone() for n, p in eager.named_parameters() if p.requires_grad}
+
+    torch._dynamo.reset()
+    model = _model(demo_model_dir)
+    logs, events = [], []
+    compile_decoder_layers(model, logs.append, backend=_forward_fails if where == "forward" else _backward_fails())
+    fallback = CompileFallback(model, logs.append, on_fallback=events.append)
+    loss = fallback.run(lambda: _step(model))
+
+    assert "forced" in fallback.failed
+    assert len(events) == 1 and events[0].startswith("torch.compile failed") and "eagerly" in events[0]
+    assert all(getattr(m, "_compiled_call_impl", None) is None for m in decoder_layers(model))
+    # the retried micro-batch trains exactly what eager does: no half gradient of the failed attempt stays behind
+    assert loss == pytest.approx(eager_loss, rel=1e-6)
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            torch.testing.assert_close(p.grad, eager_grads[name], rtol=1e-5, atol=1e-7)
+    # and the next micro-batch runs eagerly, with no second event
+    fallback.run(lambda: _step(model))
+    assert len(events) == 1
+
+
+def test_errors_of_the_model_itself_are_not_swallowed():
+    import torch
+
+    from engine.train.compiled_layers import CompileFallback, is_compile_failure
+
+    model = torch.nn.Linear(2, 2)
+    fallback = CompileFallback(model, lambda m: None)
+
+    def bad_step():
+        raise ValueError("a shape error in the data")
+    with pytest.raises(ValueError):
+        fallback.run(bad_step)
+    assert fallback.failed is None
+    assert not is_compile_failure(torch.OutOfMemoryError("CUDA out of memory"))
+    assert is_compile_failure(torch._dynamo.exc.BackendCompilerFailed(_forward_fails, RuntimeError("x"), None))

@@ -8,6 +8,10 @@ with bitsandbytes 4-bit weights and peft adapters traces into one graph (bitsand
 torch.library), so this is worth measuring; it stays off (LEVERS.compile_layers) until benchmarks/levers.py
 shows it wins on the GPU.
 
+A compile that fails (dynamo cannot trace something, inductor or Triton cannot build a kernel; at the first step or
+at a later recompile for a new shape) must never fail the run: CompileFallback turns the layers back to eager,
+says so in train.log and metrics.jsonl, and trains the same micro-batch again eagerly.
+
 Dynamic shapes: packed micro-batches change length every step, and a static compile would recompile each time.
 The checkpointing wrapper stays outside: the compiled layer runs in forward and again in the recompute.
 """
@@ -15,6 +19,7 @@ The checkpointing wrapper stays outside: the compiled layer runs in forward and 
 from __future__ import annotations
 
 import contextlib
+import traceback
 from typing import Callable
 
 
@@ -49,3 +54,111 @@ def eager_decoding(model):
     finally:
         for layer, impl in saved:
             layer._compiled_call_impl = impl
+
+
+def uncompile_decoder_layers(model) -> int:
+    """Back to the eager forward for every compiled layer (nn.Module.compile keeps it in _compiled_call_impl)."""
+    layers = [m for m in decoder_layers(model) if getattr(m, "_compiled_call_impl", None) is not None]
+    for layer in layers:
+        layer._compiled_call_impl = None
+    return len(layers)
+
+
+# Where a compile failure comes from: dynamo's tracing, AOTAutograd (its backward graph is compiled lazily, at the
+# first backward), inductor's code generation, Triton's kernel compiler.
+_COMPILER_MODULES = ("torch/_dynamo/", "torch/_functorch/", "torch/_inductor/", "triton/")
+
+
+def is_compile_failure(exc: BaseException) -> bool:
+    """Whether the exception came out of the compiler rather than the model's own arithmetic.
+
+    An out-of-memory is not one: the OOM advice applies, and the eager layers would not fit either.
+    """
+    import torch
+
+    if isinstance(exc, torch.OutOfMemoryError):
+        return False
+    if isinstance(exc, torch._dynamo.exc.TorchDynamoException):  # BackendCompilerFailed, InternalTorchDynamoError...
+        return True
+    inductor_error = getattr(getattr(torch._inductor, "exc", None), "InductorError", None)
+    if inductor_error is not None and isinstance(exc, inductor_error):
+        return True
+    frames = traceback.extract_tb(exc.__traceback__)
+    return any(m in f.filename.replace("\\", "/") for f in frames for m in _COMPILER_MODULES)
+
+
+def _why(exc: BaseException) -> str:
+    """The compiler's wrapper and the error inside it, one line: "BackendCompilerFailed: RuntimeError: ..."."""
+    root = exc
+    for _ in range(8):  # dynamo keeps the backend's error in inner_exception, others chain it as the cause
+        inner = getattr(root, "inner_exception", None) or root.__cause__
+        if inner is None or inner is root:
+            break
+        root = inner
+    lines = [x.strip() for x in str(root).splitlines() if x.strip()]
+    inner = f"{type(root).__name__}: {lines[0] if lines else ''}"
+    return (inner if root is exc else f"{type(exc).__name__}: {inner}")[:300]
+
+
+class CompileFallback:
+    """Runs each training micro-batch; when the compiled layers fail to compile, goes back to eager and retries it.
+
+    The retry is exact when the failed attempt left no gradient behind: a forward-time failure never does, and a
+    backward-time one (AOTAutograd compiles the backward at its first use) fails at the last layer's backward,
+    before any adapter of a layer has its gradient. That is checked, not assumed: if some gradient did change,
+    the micro-batch cannot be undone and the error is raised.
+
+    on_fallback(message) records the event (metrics.jsonl); restore(model) puts back what compiling replaced
+    (Liger's in-layer kernels).
+    """
+
+    def __init__(self, model, log: Callable[[str], None], on_fallback: Callable[[str], None] | None = None,
+                 restore: Callable[[object], None] | None = None):
+        self.model = model
+        self.log = log
+        self.on_fallback = on_fallback
+        self.restore = restore
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.failed: str | None = None  # why the layers went back to eager
+
+    def _grads(self) -> list:
+        return [None if p.grad is None else (id(p.grad), p.grad._version) for p in self.params]
+
+    def run(self, step: Callable[[], object]):
+        if self.failed is not None:
+            return step()
+        before = self._grads()
+        try:
+            return step()
+        except Exception as exc:
+            if not is_compile_failure(exc):
+                raise
+            if self._grads() != before:
+                raise RuntimeError("the compiled decoder layers failed after part of this micro-batch's gradient "
+                                   "was accumulated; it cannot be retried exactly") from exc
+            self._fall_back(exc)
+        return step()
+
+    def _fall_back(self, exc: BaseException) -> None:
+        self.failed = _why(exc)
+        n = uncompile_decoder_layers(self.model)
+        if self.restore is not None:
+            try:
+                self.restore(self.model)
+            except Exception as e:  # the eager layers train without those kernels too
+                self.log(f"kernels: could not restore Liger's in-layer kernels after the fallback ({e})")
+        message = (f"torch.compile failed ({self.failed}); {n} decoder layers run eagerly from here on, and this "
+                   "micro-batch was trained again eagerly")
+        self.log(f"kernels: {message}")
+        if self.on_fallback is not None:
+            self.on_fallback(message)
+
+
+def restore_liger_in_layers(model) -> None:
+    """Liger's RMSNorm, RoPE and SwiGLU, which compiling left to inductor (engine.train.speed.apply_liger), back on
+    the eager layers: without them the fallback would train slower than the default path."""
+    from liger_kernel.transformers import _apply_liger_kernel_to_instance
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    _apply_liger_kernel_to_instance(model=base, rope=True, rms_norm=True, swiglu=True, cross_entropy=False,
+                                    fused_linear_cross_entropy=False)

@@ -171,15 +171,21 @@ def train(cfg: Config, run_dir: Path, *, resume: bool, data: PreparedData | None
                                shardable=parallel == "fsdp")
     sharding = fsdp_arguments(model) if parallel == "fsdp" else {}
     # Sharded, Liger's fused loss needs the output head gathered first (a hook on the final norm).
-    fused_loss = apply_liger(model, run_plan.liger, log,
-                             fused_loss=not sharding or unshard_head_before_loss(model)) and run_plan.fused_loss
+    liger = apply_liger(model, run_plan.liger, log, fused_loss=not sharding or unshard_head_before_loss(model))
+    fused_loss = liger and run_plan.fused_loss
     model = add_lora(model, cfg, gradient_checkpointing=t.gradient_checkpointing)
     offload = activation_offload(model, run_plan.offload)
     if dtype_name == "bf16" and cfg.quantization != "none":
         keep_unquantised_16bit(model, log)
+    fallback = None
     if LEVERS.compile_layers and hw.device == "cuda":
-        from engine.train.compiled_layers import compile_decoder_layers
+        from engine.train.compiled_layers import CompileFallback, compile_decoder_layers, restore_liger_in_layers
         compile_decoder_layers(model, log)
+        # A compile failure trains on eagerly, with an event; `callback` and `trainer` exist by the first step.
+        fallback = CompileFallback(
+            model, log, restore=restore_liger_in_layers if liger else None,
+            on_fallback=lambda msg: callback._write("event", trainer.state.global_step, message=msg,
+                                                    code="compile_failed"))
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     log(f"model: {cfg.model}, quantization {cfg.quantization}, {trainable:,} trainable LoRA parameters")
 
@@ -233,6 +239,12 @@ def train(cfg: Config, run_dir: Path, *, resume: bool, data: PreparedData | None
             return PlanSampler(train_ds)
 
         def training_step(self, *args, **kwargs):
+            collator.consume()  # this micro-batch is trained now (the loader prefetches ahead); once, retried or not
+            if fallback is None:
+                return self._step(*args, **kwargs)
+            return fallback.run(lambda: self._step(*args, **kwargs))
+
+        def _step(self, *args, **kwargs):
             with offload:
                 return super().training_step(*args, **kwargs)
 
@@ -242,9 +254,7 @@ def train(cfg: Config, run_dir: Path, *, resume: bool, data: PreparedData | None
                 self._shown = True
                 held, whole = shard_report(model)
                 log(f"fsdp: rank 0 holds {held:,} of the model's {whole:,} parameter elements")
-            if model.training:
-                collator.consume()  # this micro-batch is trained now (the loader prefetches ahead)
-            elif fused_loss:
+            if not model.training and fused_loss:
                 # Evaluation through Liger's fused loss too, as transformers does with use_liger_kernel: unfused,
                 # its fp32 logits would make evaluation the run's peak (152k-vocabulary models).
                 inputs = dict(inputs, skip_logits=True)
