@@ -58,6 +58,9 @@ def test_demo_trains_and_loss_falls(finished_demo_run):
     last = sum(r["loss"] for r in recs[-3:]) / 3
     assert last < 0.8 * first, (first, last)  # the bar: at least 20 % within 40 steps
     assert all({"learning_rate", "grad_norm", "epoch", "tokens_per_s"} <= r.keys() for r in recs)
+    # every trained micro-batch is counted as the trainer takes it (PlannedTrainer.training_step)
+    seen = [r["tokens_seen"] for r in recs]
+    assert all(r["tokens_per_s"] > 0 for r in recs) and seen == sorted(set(seen)), seen
     evals = [r for r in read_metrics(finished_demo_run) if r["kind"] == "eval"]
     assert len(evals) == 4 and evals[-1]["eval_loss"] < evals[0]["eval_loss"]
     events = [r["message"] for r in read_metrics(finished_demo_run) if r["kind"] == "event"]

@@ -1,0 +1,410 @@
+"""The user's path, measured from the outside: `lorapilot train CONFIG` beside a best stack written from the docs.
+
+    python benchmarks/user_path.py llama2-7b [llama3-8b ...] [--sides engine,best,lean] [--steps 90]
+        [--warmup 30] [--rows 2000] [--deadline-s S] [--work DIR] [--out FILE]
+    python benchmarks/user_path.py --retable DIR [--warmup 30] [--out FILE]      (from the saved side files)
+
+Every side trains on the SAME alpaca JSONL (generated once: lengths lognormal, median ~350 tokens, sigma 0.6,
+clipped to 50..2000; the instruction and input take 20-70 % of a row), 16 examples per optimizer step:
+  engine  `lorapilot train CONFIG --max-steps N` through the real CLI (a subprocess, as a user runs it);
+          CONFIG is model + dataset + max_seq_length 2048, nothing else
+  lean    the same CONFIG with training.memory: lean
+  compiled  (a lever, only with --sides) the engine side with every decoder layer compiled (LEVERS.compile_layers,
+          switched in the trainer process by benchmarks/lever_site/)
+  best    an independent best stack written as the transformers docs write it: datasets' map to tokenise,
+          Trainer + DataCollatorWithFlattening (padding-free) + attn_implementation flex_attention (sdpa
+          without a GPU) + use_liger_kernel=True, bitsandbytes NF4 + peft LoRA r 16 all-linear, 16 examples in
+          one micro-batch, gradient checkpointing, paged AdamW
+Each side counts its own tokens (the engine's from its metrics.jsonl, the best stack's from its collator).
+The configs leave evaluation out (dataset.validation_split 0): this measures training; what evaluation and
+samples cost is measured by sample_cost.py.
+
+Models have random weights from the architectures' config numbers (benchmarks/throughput.py's ARCHS, the
+numbers in presets/models/) and a word-level tokenizer of the architecture's vocabulary size saved beside them
+(no hub on the GPU machine): each generated word is one token, so the rows' token lengths are what the
+generator drew, and the rows still go through the engine's real template, tokenizer, masking and packing.
+
+Steady state: 10-step intervals (the default logging_steps) after --warmup steps, their median tokens/s and
+the window's aggregate. "settled" is the end of the last interval slower than 80 % of that median: how many
+steps compilation and the first allocations took. Recompiles: `Recompiling function` lines that TORCH_LOGS=
+recompiles writes into each side's log. Peak: the run's gpu_peak_alloc_gib (torch.cuda.max_memory_allocated).
+A side that runs out of --deadline-s is stopped and read as far as it got.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+import os
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from benchmarks.throughput import ARCHS, PEAK_TFLOPS, _gpu_name, _versions, build_model_dir, write_out  # noqa: E402
+
+SIDES = ("engine", "best", "lean", "compiled")
+# Lever sides: the engine side with engine.train.speed.LEVERS switched in the trainer process (lever_site/).
+LEVER_SIDES = {"compiled": "compile_layers=true"}
+EXAMPLES_PER_STEP = 16        # the engine's default micro_batch_size 4 x gradient_accumulation_steps 4
+LOG_EVERY = 10                # the engine's default logging_steps; the best stack's points use the same
+MAX_SEQ = 2048
+TEMPLATE_WORDS = ["###", "Instruction", "Input", "Response", ":"]
+SPECIALS = ["<unk>", "<s>", "</s>"]   # Llama's ids: unk 0, bos 1, eos 2 (the model configs' defaults)
+TEMPLATE_TOKENS = 11          # BOS, three "### Name :" headers, EOS: what a row's words leave room for
+
+
+# ----------------------------------------------------------------- data and tokenizer
+def n_words(vocab_size: int) -> int:
+    """Distinct words in the data: the same file for every architecture whose vocabulary holds 30,000."""
+    return min(30000, vocab_size - len(SPECIALS) - len(TEMPLATE_WORDS))
+
+
+def make_jsonl(path: Path, rows: int, words: int, median: int = 350, seed: int = 0) -> Path:
+    """Alpaca rows whose token lengths (with the default template) are lognormal around `median`."""
+    import random
+
+    if path.exists():
+        return path
+    rng = random.Random(seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for _ in range(rows):
+            total = int(min(2000, max(50, rng.lognormvariate(math.log(median), 0.6))))
+            body = total - TEMPLATE_TOKENS
+            n_prompt = max(2, int(body * rng.uniform(0.2, 0.7)))
+            n_input = n_prompt // 2 if rng.random() < 0.6 else 0
+
+            def text(n: int) -> str:
+                return " ".join(f"w{rng.randrange(words)}" for _ in range(n))
+            f.write(json.dumps({"instruction": text(n_prompt - n_input), "input": text(n_input),
+                                "output": text(body - n_prompt)}) + "\n")
+    tmp.rename(path)
+    return path
+
+
+def build_tokenizer(vocab_size: int):
+    """A word-level tokenizer of the architecture's vocabulary size: BOS added, EOS and unk as Llama's."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {t: i for i, t in enumerate(SPECIALS + TEMPLATE_WORDS)}
+    for i in range(vocab_size - len(vocab)):
+        vocab[f"w{i}"] = len(vocab)
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A $B", special_tokens=[("<s>", 1)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
+                                   model_max_length=4096)
+
+
+def model_with_tokenizer(arch: str, root: Path) -> Path:
+    model_dir = build_model_dir(arch, root)
+    if not (model_dir / "tokenizer.json").exists():
+        build_tokenizer(ARCHS[arch]["vocab_size"]).save_pretrained(model_dir)
+    return model_dir
+
+
+# ----------------------------------------------------------------- lorapilot train, through the CLI
+def write_config(path: Path, model_dir: Path, data: Path, lean: bool) -> Path:
+    lines = [f"model: {model_dir}", "dataset:", f"  path: {data}", "  validation_split: 0.0", "training:",
+             f"  max_seq_length: {MAX_SEQ}"] + (["  memory: lean"] if lean else [])
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def run_lorapilot(side: str, model_dir: Path, data: Path, steps: int, work: Path, timeout_s: float) -> dict:
+    import shutil
+
+    tag = f"{model_dir.name}-{side}"
+    cfg = write_config(work / f"{tag}.yaml", model_dir, data, lean=side == "lean")
+    run_dir = work / f"{tag}-run"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    cmd = [sys.executable, "-m", "tui.entry", "train", str(cfg), "--run-dir", str(run_dir), "--max-steps", str(steps)]
+    print("$ " + " ".join(cmd), flush=True)
+    t0 = time.time()
+    env = {"TORCH_LOGS": "recompiles"}
+    if side in LEVER_SIDES:
+        site = str(REPO / "benchmarks" / "lever_site")
+        env.update(BENCH_LEVERS=LEVER_SIDES[side], PYTHONPATH=os.pathsep.join(
+            [site, str(REPO)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+    rc = _run(cmd, work / f"{tag}.cli.log", timeout_s, env=env)
+    if rc is None:  # out of time: the trainer runs detached from the CLI, in its own session
+        _kill_trainer(run_dir)
+    return {"side": side, "rc": rc, "started": t0, "points": engine_points(run_dir),
+            "log": str(run_dir / "train.log"), "config": cfg.read_text(), "choices": choices(run_dir / "train.log")}
+
+
+def choices(log: Path) -> list[str]:
+    """What the trainer chose and why (its `[lorapilot]` lines), e.g. to see that a lever side took its lever."""
+    try:
+        return [x for x in log.read_text(errors="replace").splitlines() if x.startswith("[lorapilot]")]
+    except OSError:
+        return []
+
+
+def engine_points(run_dir: Path) -> list[dict]:
+    """(step, time, cumulative tokens, cumulative trained tokens, loss, peak) from the run's metrics.jsonl."""
+    from engine.rundir import read_metrics
+
+    points, trained = [], 0.0
+    prev = None
+    for r in (r for r in read_metrics(run_dir) if r.get("kind") == "train"):
+        if prev is not None and r.get("tokens_per_s"):
+            # both rates share the interval: the trained tokens are its tokens times their ratio
+            trained += (r["tokens_seen"] - prev["tokens_seen"]) * r["trained_tokens_per_s"] / r["tokens_per_s"]
+        peak = r.get("gpu_peak_alloc_gib") or [0.0]
+        points.append({"step": r["step"], "time": r["time"], "tokens": r["tokens_seen"], "trained": trained,
+                       "loss": r.get("loss"), "peak_gib": max(peak)})
+        prev = r
+    return points
+
+
+def _kill_trainer(run_dir: Path) -> None:
+    from engine.rundir import read_status
+
+    pid = (read_status(run_dir) or {}).get("pid")
+    if pid:
+        try:
+            os.killpg(int(pid), signal.SIGKILL)  # the trainer we started leads its own session
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def _run(cmd: list[str], log: Path, timeout_s: float, env: dict | None = None) -> int | None:
+    """The command's exit code, or None when it ran out of time (then it is killed)."""
+    with open(log, "wb") as f:
+        p = subprocess.Popen(cmd, cwd=REPO, stdout=f, stderr=subprocess.STDOUT, start_new_session=True,
+                             env=dict(os.environ, PYTHONUNBUFFERED="1", **(env or {})))
+        try:
+            return p.wait(timeout=max(1.0, timeout_s))
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+            return None
+
+
+# ----------------------------------------------------------------- the best stack, as the docs write it
+def best_stack(model_dir: Path, data: Path, steps: int, points_file: Path) -> None:
+    """Trainer + DataCollatorWithFlattening + flex attention + Liger, NF4 + LoRA; 16 examples per micro-batch."""
+    import torch
+    from datasets import load_dataset
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    from transformers import (AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, DataCollatorWithFlattening,
+                              Trainer, TrainerCallback, TrainingArguments)
+
+    cuda = torch.cuda.is_available()
+    dtype = torch.bfloat16 if cuda else torch.float32
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+
+    def tokenize(row):
+        prompt = f"### Instruction:\n{row['instruction']}\n\n"
+        prompt += f"### Input:\n{row['input']}\n\n" if row["input"] else ""
+        prompt += "### Response:\n"
+        p = tokenizer(prompt)["input_ids"]
+        r = tokenizer(row["output"] + tokenizer.eos_token, add_special_tokens=False)["input_ids"]
+        return {"input_ids": (p + r)[:MAX_SEQ], "labels": ([-100] * len(p) + r)[:MAX_SEQ]}
+
+    ds = load_dataset("json", data_files=str(data), split="train")
+    ds = ds.map(tokenize, remove_columns=ds.column_names)
+
+    model = AutoModelForCausalLM.from_pretrained(
+        model_dir, dtype=dtype, attn_implementation="flex_attention" if cuda else "sdpa",
+        quantization_config=BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                               bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=dtype),
+        device_map={"": 0} if cuda else None)
+    model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=True,
+                                            gradient_checkpointing_kwargs={"use_reentrant": False})
+    model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear",
+                                             task_type="CAUSAL_LM"))
+
+    flatten = DataCollatorWithFlattening()
+    fed: list[tuple[int, int]] = []  # (tokens, trained tokens) per micro-batch, in the order collated
+
+    def collate(rows):
+        fed.append((sum(len(r["input_ids"]) for r in rows), sum(sum(1 for x in r["labels"][1:] if x != -100)
+                                                                for r in rows)))
+        return flatten(rows)
+
+    class Points(TrainerCallback):
+        """A point at each log (step 1, then every LOG_EVERY steps, as the engine's records), synchronised and
+        written at once: a side stopped early keeps its points."""
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            if not logs or "loss" not in logs:
+                return
+            if cuda:
+                torch.cuda.synchronize()
+            s = state.global_step  # one micro-batch a step: step s trained the first s collated (the loader reads ahead)
+            point = {"step": s, "time": time.time(), "tokens": sum(t for t, _ in fed[:s]),
+                     "trained": sum(t for _, t in fed[:s]), "loss": float(logs["loss"]),
+                     "peak_gib": torch.cuda.max_memory_allocated() / 2 ** 30 if cuda else 0.0}
+            with open(points_file, "a") as f:
+                f.write(json.dumps(point) + "\n")
+
+    args = TrainingArguments(
+        output_dir=str(points_file.parent / "best-out"), per_device_train_batch_size=EXAMPLES_PER_STEP,
+        gradient_accumulation_steps=1, max_steps=steps, learning_rate=2e-4, lr_scheduler_type="cosine",
+        warmup_steps=0.03, optim="paged_adamw_32bit" if cuda else "adamw_torch", weight_decay=0.001,
+        max_grad_norm=0.3, bf16=cuda, use_cpu=not cuda, logging_steps=LOG_EVERY, logging_first_step=True,
+        save_strategy="no", report_to="none", remove_unused_columns=False, use_liger_kernel=cuda, seed=42)
+    trainer = Trainer(model=model, args=args, train_dataset=ds, data_collator=collate, callbacks=[Points()])
+    trainer.train()
+
+
+# ----------------------------------------------------------------- reading the sides
+def count_recompiles(log: Path) -> int:
+    try:
+        text = log.read_text(errors="replace")
+    except OSError:
+        return -1
+    return len(re.findall(r"Recompiling function", text))
+
+
+def steady(points: list[dict], warmup: int) -> dict | None:
+    """Medians and aggregates over the intervals after `warmup` steps; None without two points there."""
+    win = [p for p in points if p["step"] >= warmup]
+    if len(win) < 2:
+        return None
+    rates, trained_rates = [], []
+    for a, b in itertools.pairwise(win):
+        dt = b["time"] - a["time"]
+        rates.append((b["tokens"] - a["tokens"]) / dt)
+        trained_rates.append((b["trained"] - a["trained"]) / dt)
+    median = statistics.median(rates)
+    # the end of the last interval (from the first step on) slower than 80 % of the steady median
+    settled = points[0]["step"]
+    for a, b in itertools.pairwise(points):
+        if (b["tokens"] - a["tokens"]) / (b["time"] - a["time"]) < 0.8 * median:
+            settled = b["step"]
+    span = win[-1]["time"] - win[0]["time"]
+    return {"tok_s": median, "trained_s": statistics.median(trained_rates),
+            "tok_s_all": (win[-1]["tokens"] - win[0]["tokens"]) / span,
+            "trained_s_all": (win[-1]["trained"] - win[0]["trained"]) / span,
+            "steps": win[-1]["step"] - win[0]["step"], "settled": settled,
+            "s_per_step": span / (win[-1]["step"] - win[0]["step"])}
+
+
+def table(results: list[dict], warmup: int) -> str:
+    from engine.estimate.params import architecture, count_params
+
+    first = results[0] if results else {}
+    lines = [f"GPU: {first.get('gpu', '?')}; {first.get('versions', '?')}; {first.get('date', '?')}",
+             (f"{EXAMPLES_PER_STEP} examples per optimizer step; steady state from step {warmup} on, "
+              f"{LOG_EVERY}-step intervals (median; the window's aggregate in brackets)"), "",
+             ("| model | side | tok/s | trained tok/s | steady steps | s/step | settled by step | recompiles "
+              "| peak alloc GiB | s to step 1 | % of limit | first loss |"),
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    by_arch: dict[str, dict] = {}
+    for res in results:
+        s = steady(res["points"], warmup)
+        arch, side = res["arch"], res["side"]
+        status = "" if res.get("rc") == 0 else (" (stopped: out of time)" if res.get("rc") is None
+                                                 else f" (exit {res.get('rc')})")
+        if s is None:
+            lines.append(f"| {arch} | {side}{status} | - | - | {len(res['points'])} points | - | - | "
+                         f"{res.get('recompiles', '-')} | - | - | - | - |")
+            continue
+        by_arch.setdefault(arch, {})[side] = s
+        gpu = res.get("gpu", "")
+        peak_tf = PEAK_TFLOPS.get(gpu.split()[1] if len(gpu.split()) > 1 else "")
+        n_params = count_params(architecture(ARCHS[arch])).total
+        limit = f"{6 * n_params * s['tok_s'] / (peak_tf * 1e12):.0%}" if peak_tf else "-"
+        p = res["points"]
+        to_first = f"{p[0]['time'] - res['started']:.0f}" if res.get("started") else "-"
+        loss = next((x["loss"] for x in p if x.get("loss") is not None), None)
+        loss_text = f"{loss:.3f}" if loss is not None else "-"
+        lines.append(
+            f"| {arch} | {side}{status} | {s['tok_s']:,.0f} ({s['tok_s_all']:,.0f}) | {s['trained_s']:,.0f} "
+            f"({s['trained_s_all']:,.0f}) | {s['steps']} | {s['s_per_step']:.2f} | {s['settled']} | "
+            f"{res.get('recompiles', '-')} | {max(x['peak_gib'] for x in p):.1f} | {to_first} | {limit} | "
+            f"{loss_text} |")
+    ratios = []
+    for arch, sides in by_arch.items():
+        if "best" not in sides:
+            continue
+        for side, s in sides.items():
+            if side != "best":
+                b = sides["best"]
+                ratios.append(f"{arch}: {side} / best = {s['tok_s'] / b['tok_s']:.2f}x tokens/s, "
+                              f"{s['trained_s'] / b['trained_s']:.2f}x trained tokens/s")
+    return "\n".join(lines + [""] + ratios) + "\n"
+
+
+# ----------------------------------------------------------------- the driver
+def run_side(side: str, arch: str, model_dir: Path, data: Path, steps: int, work: Path, timeout_s: float) -> dict:
+    if side != "best":
+        res = run_lorapilot(side, model_dir, data, steps, work, timeout_s)
+    else:
+        points_file = work / f"{arch}-best.points.jsonl"
+        points_file.unlink(missing_ok=True)
+        log = work / f"{arch}-best.log"
+        t0 = time.time()
+        rc = _run([sys.executable, __file__, "--best", "--model-dir", str(model_dir), "--data", str(data),
+                   "--steps", str(steps), "--points", str(points_file)], log, timeout_s,
+                  env={"TORCH_LOGS": "recompiles"})
+        points = [json.loads(x) for x in points_file.read_text().splitlines()] if points_file.exists() else []
+        res = {"side": side, "rc": rc, "started": t0, "points": points, "log": str(log)}
+    res.update(arch=arch, steps_asked=steps, recompiles=count_recompiles(Path(res["log"])), gpu=_gpu_name(),
+               versions=_versions(), date=time.strftime("%Y-%m-%d"))
+    (work / f"{arch}-{side}.json").write_text(json.dumps(res))
+    return res
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("archs", nargs="*", default=["llama2-7b"])
+    ap.add_argument("--sides", default="engine,best,lean")
+    ap.add_argument("--steps", type=int, default=90)
+    ap.add_argument("--warmup", type=int, default=30)
+    ap.add_argument("--rows", type=int, default=2000)
+    ap.add_argument("--median", type=int, default=350, help="median tokens per row (smaller: a quick CPU check)")
+    ap.add_argument("--deadline-s", type=float, default=3600.0, help="for the whole invocation; sides share it")
+    ap.add_argument("--work", default="/tmp/lorapilot-user-path")
+    ap.add_argument("--out")
+    ap.add_argument("--retable", metavar="DIR")
+    ap.add_argument("--best", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--model-dir", help=argparse.SUPPRESS)
+    ap.add_argument("--data", help=argparse.SUPPRESS)
+    ap.add_argument("--points", help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.best:
+        best_stack(Path(a.model_dir), Path(a.data), a.steps, Path(a.points))
+        return
+    if a.retable:
+        order = {s: i for i, s in enumerate(SIDES)}
+        results = sorted((json.loads(f.read_text()) for f in Path(a.retable).glob("*.json")
+                          if f.stem.rsplit("-", 1)[-1] in SIDES), key=lambda r: (r["arch"], order[r["side"]]))
+        return write_out(table(results, a.warmup), a.out)
+    t_end = time.time() + a.deadline_s
+    work = Path(a.work)
+    work.mkdir(parents=True, exist_ok=True)
+    results = []
+    for arch in a.archs:
+        model_dir = model_with_tokenizer(arch, work / "models")
+        words = n_words(ARCHS[arch]["vocab_size"])
+        data = make_jsonl(work / f"alpaca-{words}w-{a.rows}-m{a.median}.jsonl", a.rows, words, a.median)
+        for side in a.sides.split(","):
+            left = t_end - time.time()
+            if left < 60:
+                print(f"| {arch} | {side} | skipped: {left:.0f} s left |", flush=True)
+                continue
+            t0 = time.time()
+            res = run_side(side, arch, model_dir, data, a.steps, work, left - 15)
+            results.append(res)
+            print(f"({arch} {side}: exit {res['rc']}, {len(res['points'])} points, {time.time() - t0:.0f} s)")
+            print(table(results[-1:], a.warmup).splitlines()[5], flush=True)
+    write_out(table(results, a.warmup), a.out)
+
+
+if __name__ == "__main__":
+    main()
