@@ -112,7 +112,7 @@ class CompileFallback:
     (Liger's in-layer kernels).
     """
 
-    def __init__(self, model, log: Callable[[str], None], on_fallback: Callable[[str], None] | None = None,
+    def __init__(self, model, log: Callable[[str], None], on_fallback: Callable[[str], object] | None = None,
                  restore: Callable[[object], None] | None = None):
         self.model = model
         self.log = log
