@@ -10,9 +10,7 @@ import yaml
 from conftest import DEMO_CONFIG, run_cli
 from engine.rundir import read_metrics, read_status
 
-pytestmark = pytest.mark.slow
-
-
+@pytest.mark.slow
 def test_huge_learning_rate_is_caught_live_and_stops_the_run(tmp_path):
     raw = yaml.safe_load(DEMO_CONFIG.read_text())
     raw["dataset"]["path"] = str(DEMO_CONFIG.parent / raw["dataset"]["path"])

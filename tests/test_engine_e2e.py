@@ -14,7 +14,7 @@ import yaml
 from conftest import DEMO_CONFIG, HUB_TOKEN_MARKER, run_cli
 from engine.rundir import effective_state, read_metrics, read_status
 
-pytestmark = pytest.mark.slow
+# `slow` marks the tests that train; those reading the shared finished demo run get it in conftest.
 
 
 def train_records(run_dir: Path) -> list[dict]:
@@ -145,6 +145,7 @@ def test_export_adapter_and_merged(finished_demo_run, tmp_path):
 
 
 # ------------------------------------------------------------------ detach, stop, resume, kill -9
+@pytest.mark.slow
 def test_detached_run_survives_its_launcher_then_stop_and_resume(tmp_path):
     # 120 steps, looked at every 20 ms: with 40 and 0.3 s, a fast machine finished before the stop landed (a
     # stop on the final step ends the run done, not stopped).
@@ -175,6 +176,7 @@ def test_detached_run_survives_its_launcher_then_stop_and_resume(tmp_path):
     assert list(run_dir.rglob("events.out.tfevents.*"))  # TensorBoard logs, as the seeds recommend
 
 
+@pytest.mark.slow
 def test_kill_9_then_resume_from_last_checkpoint(tmp_path):
     # The tiny model trains 20-30 steps a second on a fast 2-core machine: 48 steps polled every 0.3 s once
     # finished before the test caught the trainer between two checkpoints. Look every 20 ms, over 96 steps.
@@ -268,6 +270,7 @@ def test_resume_of_a_missing_dir(tmp_path):
     _bad(run_cli("train", "--resume", str(tmp_path / "nothing")), "nothing")
 
 
+@pytest.mark.slow
 def test_accumulated_micro_batches_equal_one_big_batch(tmp_path):
     """DESIGN's accumulation rule: one step of micro-batch 8 equals 4 x micro-batch 2 (loss over the step's tokens)."""
     logs = {}
@@ -288,6 +291,7 @@ def test_accumulated_micro_batches_equal_one_big_batch(tmp_path):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-3) and a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-3)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("quantization", ["int8", "none"])
 def test_other_quantizations_train(tmp_path, quantization):
     cfg = small_config(tmp_path, max_steps=2, save_steps=100, eval_steps=100)

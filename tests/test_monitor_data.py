@@ -166,11 +166,3 @@ def test_fifty_thousand_records_fold_quickly(tmp_path):
     assert h.records >= 50_000
     # Generous: a few hundred ms on a laptop; the benchmark measures it properly.
     assert elapsed < 10, elapsed
-
-
-def test_the_monitor_imports_no_training_stack():
-    import subprocess
-    code = ("import sys, tui.screens.monitor, tui.screens.runs, engine.train.launch\n"
-            "print([m for m in ('torch', 'transformers', 'peft', 'bitsandbytes', 'datasets') if m in sys.modules])")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "[]"

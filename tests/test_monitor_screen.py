@@ -311,8 +311,6 @@ async def test_a_directory_with_only_metrics(tmp_path):
         assert "unknown" in text_of(monitor(app).query_one("#progress"))
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(900)   # the shared fixture trains the demo for real on first use
 async def test_finished_demo_run(finished_demo_run):
     app = LorapilotApp(start="monitor", run_dir=str(finished_demo_run))
     async with app.run_test(size=(100, 32)) as pilot:

@@ -7,7 +7,7 @@ import pytest
 from conftest import run_cli
 from engine.rundir import read_metrics
 
-pytestmark = pytest.mark.slow
+# The tests reading the finished demo run are `slow` (conftest); the others here train nothing.
 
 
 def test_samples_at_every_evaluation_and_they_change(finished_demo_run):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 
 from engine.config import config_from_dict
 from engine.data.types import IGNORE_INDEX, TokenizedExample
@@ -96,7 +95,6 @@ def test_offloading_is_a_gpu_feature_and_says_so_on_the_cpu():
     assert speed.activation_offload(object(), False).__class__.__name__ == "nullcontext"
 
 
-@pytest.mark.slow
 def test_batched_greedy_samples_equal_one_prompt_at_a_time(demo_model_dir):
     """Left padding with its mask must not change a greedy answer: the batch is only a speed-up."""
     import torch
