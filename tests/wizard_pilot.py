@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 
-async def settle(app, pilot, limit: float = 30.0) -> None:
+async def settle(app, pilot, limit: float = 180.0) -> None:
     """Wait until every debounce timer has fired and every engine call has answered."""
     deadline = time.monotonic() + limit
     quiet = 0
