@@ -145,7 +145,7 @@ class CompileFallback:
         if self.restore is not None:
             try:
                 self.restore(self.model)
-            except Exception as e:  # the eager layers train without those kernels too
+            except Exception as e:  # noqa: BLE001 - logged; the eager layers train without those kernels too
                 self.log(f"kernels: could not restore Liger's in-layer kernels after the fallback ({e})")
         message = (f"torch.compile failed ({self.failed}); {n} decoder layers run eagerly from here on, and this "
                    "micro-batch was trained again eagerly")
