@@ -113,3 +113,22 @@ async def test_review_checklist_carries_the_learning_rate_and_epoch_findings(tmp
         assert lines[epochs].startswith("! "), lines[epochs]
         assert "times" in lines[epochs + 1], lines[epochs + 1]
         app.exit()
+
+
+async def test_leaving_the_demo_while_typing_fast_keeps_every_keystroke():
+    """tmux delivers a typed path in one burst: the editor runs ahead of the state when the demo's tuning resets."""
+    from textual.widgets import Input
+
+    app = LorapilotApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        await pilot.press("ctrl+n")
+        await pilot.pause(0.1)
+        editor = app.screen.query_one("#field-dataset-path", Input)
+        with editor.prevent(Input.Changed):
+            editor.value = "data/train.jsonl"          # the keys already typed...
+        app.wizard.edit("dataset.path", "")           # ...while the state hears the first one (ctrl+u)
+        await pilot.pause(0.1)
+        assert editor.value == "data/train.jsonl"
+        assert app.screen.query_one("#field-training-max_seq_length", Input).value == "512"  # reset, and shown
+        app.exit()

@@ -35,10 +35,10 @@ class ModelScreen(WizardStep):
 
     def compose_body(self) -> ComposeResult:
         raw = self.state.raw
+        # The model id runs the full width: a pod path or a hub id is long, and 80 columns are few.
+        yield FieldRow(FIELDS["model"], raw["model"], placeholder="hub id, local directory or preset", wide=True)
         with Horizontal(id="model-body"):
             with VerticalScroll(id="model-left", can_focus=False):
-                yield FieldRow(FIELDS["model"], raw["model"], placeholder="hub id, local directory or preset",
-                               wide=True)
                 yield ModelInfoPanel(id="model-info")
                 yield FieldRow(FIELDS["quantization"], raw["quantization"])
                 yield FieldRow(FIELDS["trust_remote_code"], raw["trust_remote_code"])
@@ -60,8 +60,10 @@ class ModelScreen(WizardStep):
             names = " ".join([entry["id"], *entry.get("aliases", [])]).lower()
             if all(w in names for w in words):
                 size = fmt_params(entry.get("published_params"))
-                # Size first, aligned: the column a user scans when choosing what fits their card.
-                options.append(Option(f"[dim]{size:>8}[/]  {entry['id']}", id=entry["id"]))
+                # Size first, aligned: the column a user scans when choosing what fits their card. The name
+                # without its organisation (the field shows the full id once picked): it fits 80 columns.
+                name = entry["id"].rsplit("/", 1)[-1]
+                options.append(Option(f"[dim]{size:>8}[/] {name}", id=entry["id"]))
         presets = self.query_one("#preset-list", OptionList)
         presets.clear_options()
         presets.add_options(options)

@@ -39,6 +39,8 @@ class ReviewScreen(WizardStep):
 
     def compose_body(self) -> ComposeResult:
         with VerticalScroll(id="review-body"):
+            # First: what stops a launch is the first thing read, not below the fold at 80x24.
+            yield Static(id="review-problems")
             with Horizontal(id="gpu-line", classes="line"):
                 yield Label("GPU", classes="key")
                 yield Select([], prompt="reading the GPU list…", allow_blank=True, compact=True, id="gpu-select")
@@ -56,7 +58,6 @@ class ReviewScreen(WizardStep):
                 yield Input(value=self.state.config_path or DEFAULT_SAVE, compact=True, id="save-path")
                 yield Button("Save", id="save", compact=True)
                 yield Button("Launch", id="launch", variant="primary", compact=True)
-            yield Static(id="review-problems")
 
     def on_mount(self) -> None:
         self._confirm_until = 0.0

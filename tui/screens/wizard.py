@@ -45,6 +45,8 @@ DATA_FIELDS = {"dataset.path", "dataset.format", "dataset.validation_split", "da
 DETECTED = "detected"
 # What a state change was, as the screens hear it: a keystroke in a field, or a value set elsewhere.
 EDITED, SET = "edited", "set"
+# The demo's tuning was reset while the user typed a model or dataset: every row but that one is rewritten.
+DEMO_LEFT = "demo-left"
 DELAY = {"model": 0.5, "rows": 0.3, "data": 0.4, "estimate": 0.15}
 
 
@@ -184,6 +186,7 @@ class WizardState:
         self.last_run: Any = None                 # the RunHandle of the run launched from here
         # The demo's own tuning (a 40-step run of a tiny random model), kept only while it trains the demo.
         self.demo_only: dict[str, str] = demo_only_values(self.raw) if config_path is None else {}
+        self.typing_in: str | None = None  # the field being typed in when the demo's tuning was reset
         self.changed: Signal[str] = Signal(app, "wizard-changed")
         self._timers: dict[str, Timer] = {}
         self._gen: dict[str, int] = {}
@@ -206,7 +209,10 @@ class WizardState:
         self.raw[path] = text
         if path in DEMO_INPUTS and self.demo_only:
             if self._leave_demo():
-                how = SET  # values changed on other rows: every field shows its new value
+                # Values changed on other rows: they show them. Not the row being typed in: its editor runs
+                # ahead of the state, and writing this keystroke's text back would eat the next ones.
+                how = SET if how == SET else DEMO_LEFT
+                self.typing_in = path
         self.revalidate()
         self.changed.publish(how)
         self.schedule_for(path)
@@ -622,7 +628,7 @@ class WizardStep(Screen):
         overwrite = what == SET
         for row in self.query(FieldRow):
             row.sync(self.state.raw[row.path], self.state.problems_for(row.path), self.state.advice.get(row.path),
-                     overwrite=overwrite)
+                     overwrite=overwrite or (what == DEMO_LEFT and row.path != self.state.typing_in))
         self.query_one(EstimateLine).show(self.state)
 
     @on(FieldRow.Edited)

@@ -45,7 +45,10 @@ class EstimateLine(Widget):
         if est is not None:
             steps = getattr(est, "total_steps", None)
             per_epoch = getattr(est, "steps_per_epoch", None)
-            parts.append(Content(f"{steps} steps" + (f" ({per_epoch}/epoch)" if per_epoch else "")))
+            if steps is None:  # no readable dataset and no max_steps: nothing to count
+                parts.append(Content.styled("steps: need the data", "$text-warning"))
+            else:
+                parts.append(Content(f"{steps} steps" + (f" ({per_epoch}/epoch)" if per_epoch else "")))
             # What nvidia-smi will show against the card: the numbers the fit verdict compares.
             used = getattr(est, "need_gib", None)
             card = est.gpu.memory_gib if getattr(est, "gpu", None) is not None else None
