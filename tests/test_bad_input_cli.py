@@ -10,9 +10,9 @@ from conftest import REPO, run_cli
 DEMO_DATA = REPO / "presets" / "demo" / "train.jsonl"
 
 
-def config(tmp_path: Path, text: str = "") -> Path:
+def config(tmp_path: Path, text: str = "", model: str = "lorapilot-demo") -> Path:
     f = tmp_path / "c.yaml"
-    f.write_text(f"model: lorapilot-demo\ndataset: {{path: {DEMO_DATA}}}\n{text}", encoding="utf-8")
+    f.write_text(f"model: {model}\ndataset: {{path: {DEMO_DATA}}}\n{text}", encoding="utf-8")
     return f
 
 
@@ -55,3 +55,12 @@ def test_alias_bomb_is_refused_at_once(tmp_path):
     # Before the fix this hung at 3 GB; the timeout is only a hang guard.
     r = run_cli("estimate", str(config(tmp_path, f"training:\n  report_to: {levels[-1]}\n")), timeout=120)
     refused(r, "line 4: training.report_to: anchors and aliases expand to 435,848,050 values")
+
+
+def test_estimate_on_a_config_json_with_negative_layers(tmp_path):
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text('{"model_type": "llama", "hidden_size": 4096, "num_hidden_layers": -6, '
+                                       '"num_attention_heads": 32, "vocab_size": 32000}')
+    r = run_cli("estimate", str(config(tmp_path, model=str(model))))
+    refused(r, f"{model / 'config.json'}: 1 bad value", "num_hidden_layers: -6 is out of range")

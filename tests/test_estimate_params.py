@@ -92,6 +92,53 @@ def test_bad_config_json(tmp_path, content, match):
         read_model_config(str(tmp_path))
 
 
+LLAMA = {"model_type": "llama", "hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32,
+         "num_attention_heads": 32, "vocab_size": 32000}
+
+
+@pytest.mark.parametrize("key,value,expect", [
+    ("hidden_size", "4096", "hidden_size: '4096' is not a whole number; expected 1 to 131,072"),
+    ("hidden_size", float("nan"), "hidden_size: nan is not a whole number"),
+    ("num_hidden_layers", 10**6, "num_hidden_layers: 1000000 is out of range; expected 1 to 4,096"),
+    ("num_hidden_layers", -6, "num_hidden_layers: -6 is out of range"),
+    ("vocab_size", True, "vocab_size: True is not a whole number"),
+    ("num_attention_heads", 32.5, "num_attention_heads: 32.5 is not a whole number"),
+], ids=["string hidden", "NaN hidden", "10**6 layers", "negative layers", "bool vocab", "fractional heads"])
+def test_impossible_shapes_name_the_key(tmp_path, key, value, expect):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({**LLAMA, key: value}))   # json writes nan as NaN, which Python reads back
+    with pytest.raises(ModelError, match=rf"^{path}: 1 bad value") as e:
+        read_model_config(str(tmp_path))
+    (problem,) = e.value.problems
+    assert problem.startswith(expect)
+
+
+def test_shapes_inside_text_config_are_checked(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "gemma3", "text_config": {**LLAMA,
+                                                                                             "vocab_size": -1}}))
+    with pytest.raises(ModelError) as e:
+        read_model_config(str(tmp_path))
+    assert e.value.problems[0].startswith("text_config.vocab_size: -1 is out of range")
+
+
+@pytest.mark.parametrize("content,match", [
+    ('{"hidden_size": ' + "9" * 5000 + "}", "not a readable config.json: Exceeds the limit"),
+    ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+], ids=["5000-digit number", "nested 100k deep"])
+def test_unreadable_config_json(tmp_path, content, match):
+    (tmp_path / "config.json").write_text(content)
+    with pytest.raises(ModelError, match=match):
+        read_model_config(str(tmp_path))
+
+
+def test_every_preset_passes_the_shape_check():
+    from engine.estimate.model_config import check_shapes
+    from engine.estimate.presets import model_presets
+
+    for preset in model_presets().values():
+        check_shapes(preset["config"], preset["id"])
+
+
 def test_directory_without_config_json(tmp_path):
     with pytest.raises(ModelError, match="config.json"):
         read_model_config(str(tmp_path))

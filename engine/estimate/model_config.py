@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
-from engine.errors import ModelError
+from engine.errors import ModelError, quote
 from engine.settings import hub_endpoint, hub_offline
 from engine.estimate.params import Architecture, ParamCounts, architecture, count_params
 from engine.estimate.presets import find_model_preset
@@ -60,8 +60,53 @@ class ModelInfo:
                 "context_length": self.context_length, "exact": self.exact, "notes": list(self.arch.notes)}
 
 
-def model_info_from_config(name: str, config: dict, source: str, pretraining: dict | None = None) -> ModelInfo:
+# The shape keys of config.json (with the names other families give them) and bounds no real decoder reaches
+# (Llama 3.1 405B: 126 layers, hidden 16,384, intermediate 53,248; Gemma 3: vocabulary 262,144). A value
+# outside them is a broken or hand-edited file: 10**6 layers or a negative count would otherwise be
+# "estimated" (negative layers gave "-6.21 B parameters ... fits").
+_WIDTH = (1, 1 << 17)
+_COUNT = (1, 4096)
+SHAPE_LIMITS: dict[str, tuple[int, int]] = {
+    **dict.fromkeys(("hidden_size", "n_embd", "d_model"), _WIDTH),
+    **dict.fromkeys(("intermediate_size", "n_inner", "ffn_dim"), (1, 1 << 20)),
+    **dict.fromkeys(("num_hidden_layers", "n_layer", "num_layers"), _COUNT),
+    **dict.fromkeys(("num_attention_heads", "n_head", "num_heads", "num_key_value_heads"), _COUNT),
+    "head_dim": (1, 1 << 14),
+    "vocab_size": (1, 1 << 24),
+    **dict.fromkeys(("num_local_experts", "num_experts"), (0, 4096)),
+    **dict.fromkeys(("max_position_embeddings", "n_positions", "max_sequence_length"), (0, 1 << 40)),
+}
+
+
+def check_shapes(config: dict, where: str) -> None:
+    """Every shape key present is a whole number within SHAPE_LIMITS; a ModelError naming the key if not."""
+    sections = [("", config)]
+    if isinstance(config.get("text_config"), dict):   # multimodal wrappers keep the decoder here
+        sections.append(("text_config.", config["text_config"]))
+    problems = []
+    for prefix, section in sections:
+        for key, (lo, hi) in SHAPE_LIMITS.items():
+            value = section.get(key)
+            if value is None:
+                continue
+            whole = isinstance(value, int) and not isinstance(value, bool)
+            if not whole or not lo <= value <= hi:
+                what = "out of range" if whole else "not a whole number"
+                problems.append(f"{prefix}{key}: {quote(value)} is {what}; expected {lo:,} to {hi:,}")
+    if problems:
+        raise ModelError(f"{where}: {len(problems)} bad value{'s' if len(problems) > 1 else ''} in the model's "
+                         "config.json", problems=problems,
+                         fix="fix the file (compare it with the model's original config.json), or use a preset name")
+
+
+def model_info_from_config(name: str, config: dict, source: str, pretraining: dict | None = None,
+                           where: str | None = None) -> ModelInfo:
+    """`where` names the config for messages (the config.json path); `name` by default."""
+    check_shapes(config, where or name)
     arch = architecture(config)
+    if arch.head_dim < 1:
+        raise ModelError(f"{where or name}: num_attention_heads {arch.heads} is more than hidden_size "
+                         f"{arch.hidden} and there is no head_dim", fix="fix the model's config.json")
     return ModelInfo(name=name, config=config, source=source, arch=arch, params=count_params(arch),
                      pretraining=dict(pretraining or {}))
 
@@ -77,16 +122,17 @@ def read_model_config(model: str) -> ModelInfo:
         return model_info_from_config(model, demo_config_dict(), "local")
     path = Path(model).expanduser()
     if path.is_dir():
-        return model_info_from_config(model, _read_json(path / "config.json"), "local")
+        return model_info_from_config(model, _read_json(path / "config.json"), "local",
+                                      where=str(path / "config.json"))
     if path.is_file() and path.name == "config.json":
-        return model_info_from_config(model, _read_json(path), "local")
+        return model_info_from_config(model, _read_json(path), "local", where=str(path))
     preset = find_model_preset(model)
     if preset is not None:
         return model_info_from_config(preset["id"], preset["config"], "preset", preset.get("pretraining"))
     if not _HUB_ID.match(model):
         raise ModelError(f"{model}: not a directory, a preset or a hub id (owner/name)",
                          fix="check the path; list presets with `lorapilot estimate --help`")
-    return model_info_from_config(model, hub_config(model), "hub")
+    return model_info_from_config(model, hub_config(model), "hub", where=f"{model} (config.json from the hub)")
 
 
 def _hub_reachable() -> bool:
@@ -106,8 +152,10 @@ def _read_json(path: Path) -> dict:
         raise ModelError(f"{path}: not found; a model directory needs its config.json")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ModelError(f"{path}: not a readable config.json: {e}") from None
+    except RecursionError:
+        raise ModelError(f"{path}: not a readable config.json: nested too deeply") from None
+    except (OSError, ValueError) as e:   # ValueError: bad JSON, bad UTF-8, an integer of thousands of digits
+        raise ModelError(f"{path}: not a readable config.json: {str(e).split(';')[0]}") from None
     if not isinstance(data, dict):
         raise ModelError(f"{path}: expected a JSON object")
     return data
