@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
-from engine.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_RUN_FAILED, UserError
+from engine.errors import EXIT_BAD_INPUT, EXIT_BROKEN_PIPE, EXIT_OK, EXIT_RUN_FAILED, UserError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -126,12 +127,14 @@ def _report_end(run_dir: Path, rc: int) -> int:
 def _cmd_runs(a) -> int:
     from engine.rundir import list_runs
 
-    runs = list_runs(a.root)
-    stalled = {r.path for r in runs if _stalled(r)}
+    skipped: list[str] = []   # corrupt status.json or sweep.json: that run only is left out, with a warning
     if a.json:
+        runs = list_runs(a.root, skipped)
+        stalled = {r.path for r in runs if _stalled(r)}
         print(json.dumps([{"run_dir": str(r.path), "state": r.state, "step": r.step, "max_steps": r.max_steps,
                            "loss": r.loss, "eval_loss": r.eval_loss, "age_s": r.age_s,
                            "no_progress": r.path in stalled} for r in runs], indent=1))
+        _warn(skipped)
         return EXIT_OK
     from engine.runs_list import collect, format_table, watch_lines
 
@@ -143,12 +146,18 @@ def _cmd_runs(a) -> int:
         except KeyboardInterrupt:
             pass
         return EXIT_OK
-    rows = collect(a.root, stalled=_stalled)
+    rows = collect(a.root, stalled=_stalled, problems=skipped)
     if not rows:
         print(f"no runs under {a.root or 'runs/'}; start one: lorapilot train presets/demo.yaml")
-        return EXIT_OK
-    print("\n".join(format_table(rows)))
+    else:
+        print("\n".join(format_table(rows)))
+    _warn(skipped)
     return EXIT_OK
+
+
+def _warn(problems: list[str]) -> None:
+    for p in problems:
+        print(f"lorapilot: warning: {p}", file=sys.stderr)
 
 
 def _stalled(run) -> bool:
@@ -229,6 +238,19 @@ def _cmd_monitor(a) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        rc = _dispatch(argv)
+        sys.stdout.flush()   # output still buffered meets a closed pipe here, not at interpreter exit
+        return rc
+    except BrokenPipeError:
+        # `lorapilot runs | head`: the reader has all it wanted. The Python docs' recipe (signal module, "Note on
+        # SIGPIPE"): point stdout at devnull so that the flush at exit does not raise again, and exit quietly.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+
+
+def _dispatch(argv: list[str] | None) -> int:
     import warnings
 
     # Libraries' deprecation notices are for us, not for someone training a model.

@@ -9,12 +9,14 @@ byte offset and tolerates a half-written last line.
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from engine.errors import DataError, quote
 from engine.settings import runs_root
 
 STATES = ("starting", "loading", "training", "evaluating", "saving", "done", "failed", "stopped")
@@ -48,11 +50,44 @@ def write_status(run_dir: str | Path, **fields: Any) -> dict:
 
 
 def read_status(run_dir: str | Path) -> dict | None:
+    """status.json; None when it is absent or corrupt (the monitor shows `unknown`, the trainer rewrites it)."""
+    try:
+        return load_status(run_dir)
+    except DataError:
+        return None
+
+
+# Fields of status.json that readers compute with, and the type each must have (None is always allowed).
+_STATUS_TYPES = {"state": str, "step": int, "max_steps": int, "pid": int, "updated": float}
+
+
+def load_status(run_dir: str | Path) -> dict | None:
+    """status.json, None when absent; a DataError naming the file (and key) when it is not a readable status.
+
+    A corrupt one must cost its own run only: `runs`, the monitor and `diagnose` skip it with a warning.
+    """
     path = Path(run_dir) / STATUS_FILE
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (FileNotFoundError, json.JSONDecodeError):
+        status = json.loads(path.read_bytes())
+    except FileNotFoundError:
         return None
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}: not valid JSON (line {e.lineno}, column {e.colno})") from None
+    except (OSError, ValueError, RecursionError) as e:   # ValueError: not UTF-8, a number of 5,000 digits
+        raise DataError(f"{path}: unreadable ({type(e).__name__})") from None
+    if not isinstance(status, dict):
+        raise DataError(f"{path}: expected a JSON object, got {type(status).__name__}")
+    for key, kind in _STATUS_TYPES.items():
+        value = status.get(key)
+        if value is None:
+            continue
+        ok = isinstance(value, (int, float) if kind is float else kind) and not isinstance(value, bool)
+        # A pid of 0 or -1 would signal a whole process group, and os.kill overflows past 2**31.
+        if ok and kind is not str and not (0 <= value < 2**31 if key != "updated" else math.isfinite(value)):
+            ok = False
+        if not ok:
+            raise DataError(f"{path}: {key}: {quote(value)} is not valid")
+    return status
 
 
 def pid_alive(pid: int | None) -> bool:
@@ -202,7 +237,9 @@ def _last_losses(run_dir: Path, scan_bytes: int = 65536) -> tuple[float | None, 
     for line in reversed(tail_lines(run_dir / METRICS_FILE, n=400, block=scan_bytes)):
         try:
             rec = json.loads(line)
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):
+            continue
+        if not isinstance(rec, dict):
             continue
         if loss is None and rec.get("kind") == "train" and "loss" in rec:
             loss = rec["loss"]
@@ -214,8 +251,9 @@ def _last_losses(run_dir: Path, scan_bytes: int = 65536) -> tuple[float | None, 
 
 
 def summarize(run_dir: str | Path) -> RunSummary:
+    """The run as `runs` lists it; a DataError when its status.json is corrupt."""
     p = Path(run_dir)
-    status = read_status(p)
+    status = load_status(p)
     loss, eval_loss = _last_losses(p)
     if status is None:
         mtime = (p / METRICS_FILE).stat().st_mtime if (p / METRICS_FILE).exists() else None
@@ -229,8 +267,11 @@ def is_run_dir(p: Path) -> bool:
     return (p / STATUS_FILE).exists() or (p / METRICS_FILE).exists()
 
 
-def list_runs(root: str | Path | None = None) -> list[RunSummary]:
-    """Runs directly under the runs root (and one level of sweep directories), newest first."""
+def list_runs(root: str | Path | None = None, problems: list[str] | None = None) -> list[RunSummary]:
+    """Runs directly under the runs root (and one level of sweep directories), newest first.
+
+    A run whose status.json is corrupt is left out, and why is appended to `problems` when given.
+    """
     base = Path(root) if root else default_runs_root()
     if not base.is_dir():
         return []
@@ -242,7 +283,13 @@ def list_runs(root: str | Path | None = None) -> list[RunSummary]:
             found.append(child)
         else:
             found += [g for g in child.iterdir() if g.is_dir() and is_run_dir(g)]
-    runs = [summarize(p) for p in found]
+    runs = []
+    for p in found:
+        try:
+            runs.append(summarize(p))
+        except DataError as e:
+            if problems is not None:
+                problems.append(f"{e.message}; skipped")
     runs.sort(key=lambda r: r.updated or 0, reverse=True)
     return runs
 

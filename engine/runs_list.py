@@ -47,14 +47,17 @@ def _num(x: float | None) -> str:
 TRIAL_INDENT = "  · "
 
 
-def collect(root: str | Path | None, stalled: Callable[[object], bool] = lambda r: False) -> list[Row]:
-    """Runs and sweeps, newest first; each sweep followed by its trials, indented under it."""
+def collect(root: str | Path | None, stalled: Callable[[object], bool] = lambda r: False,
+            problems: list[str] | None = None) -> list[Row]:
+    """Runs and sweeps, newest first; each sweep followed by its trials, indented under it.
+
+    Runs and sweeps whose record is corrupt are left out; why is appended to `problems` when given."""
     from engine.rundir import default_runs_root, list_runs
 
     base = Path(root) if root else default_runs_root()
     top: list[tuple[float, Row]] = []
     trials: dict[str, list[Row]] = {}
-    for r in list_runs(base):
+    for r in list_runs(base, problems):
         in_sweep = r.path.parent != base
         row = Row(str(r.path), (TRIAL_INDENT if in_sweep else "") + r.name, STALLED if stalled(r) else r.state,
                   f"{r.step}/{r.max_steps}", r.loss, r.eval_loss, r.age_s)
@@ -62,7 +65,7 @@ def collect(root: str | Path | None, stalled: Callable[[object], bool] = lambda 
             trials.setdefault(str(r.path.parent), []).append(row)
         else:
             top.append((r.updated or 0, row))
-    top += list(_sweeps(base))
+    top += list(_sweeps(base, problems))
     top.sort(key=lambda pair: pair[0], reverse=True)
     out: list[Row] = []
     for _, row in top:
@@ -71,7 +74,7 @@ def collect(root: str | Path | None, stalled: Callable[[object], bool] = lambda 
     return out
 
 
-def _sweeps(base: Path) -> Iterator[tuple[float, Row]]:
+def _sweeps(base: Path, problems: list[str] | None = None) -> Iterator[tuple[float, Row]]:
     """One row per sweep directory: its state, trials ended of all, the winner's eval loss."""
     from engine.errors import UserError
     from engine.sweep.sweepdir import SWEEP_FINAL_STATES, effective_sweep_state, is_sweep_dir, read_sweep
@@ -83,8 +86,10 @@ def _sweeps(base: Path) -> Iterator[tuple[float, Row]]:
             continue
         try:
             sweep = read_sweep(child)
-        except UserError:
-            continue  # being rewritten, or not a sweep's record: the next look reads it
+        except UserError as e:
+            if problems is not None:
+                problems.append(f"{e.message}; skipped")
+            continue
         trials = [t for t in sweep.get("trials") or [] if isinstance(t, dict)]
         ended = sum(t.get("state") in SWEEP_FINAL_STATES + ("skipped",) for t in trials)
         winner = w if isinstance(w := sweep.get("winner"), dict) else {}

@@ -64,3 +64,88 @@ def test_estimate_on_a_config_json_with_negative_layers(tmp_path):
                                        '"num_attention_heads": 32, "vocab_size": 32000}')
     r = run_cli("estimate", str(config(tmp_path, model=str(model))))
     refused(r, f"{model / 'config.json'}: 1 bad value", "num_hidden_layers: -6 is out of range")
+
+
+# ---------------------------------------------------------------- corrupt run records cost their own run only
+
+def fake_run(root: Path, name: str, status: bytes | None) -> Path:
+    import json
+    import time
+
+    d = root / name
+    d.mkdir(parents=True)
+    # Valid JSON that is not a record ([1, 2], 5) is skipped as a torn line is.
+    (d / "metrics.jsonl").write_text(json.dumps({"kind": "train", "step": 1, "time": time.time(), "loss": 1.5})
+                                     + "\n[1, 2]\n5\n", encoding="utf-8")
+    if status is not None:
+        (d / "status.json").write_bytes(status)
+    return d
+
+
+CORRUPT_STATUS = {"not JSON": b"{bad", "binary": b"\xff\xfe\x00garbage", "a list": b"[]",
+                  "step text": b'{"state": "done", "step": "abc"}', "pid -1": b'{"state": "training", "pid": -1}',
+                  "pid 2**70": b'{"state": "training", "pid": 1180591620717411303424}'}
+
+
+def corrupt_root(tmp_path: Path) -> Path:
+    root = tmp_path / "runs"
+    fake_run(root, "good", b'{"state": "done", "step": 1, "max_steps": 1, "pid": null}')
+    for i, status in enumerate(CORRUPT_STATUS.values()):
+        fake_run(root, f"bad{i}", status)
+    sweep = root / "sweep-x"
+    sweep.mkdir()
+    (sweep / "sweep.json").write_text('{"trials": [{"id": "a"}], "steps": 5, "rungs": [], "grid": {}}')
+    return root
+
+
+def test_list_runs_skips_corrupt_status_and_says_why(tmp_path):
+    from engine.rundir import list_runs
+
+    problems: list[str] = []
+    runs = list_runs(corrupt_root(tmp_path), problems)
+    assert [r.name for r in runs] == ["good"] and runs[0].loss == 1.5
+    assert len(problems) == len(CORRUPT_STATUS) and all("status.json" in p for p in problems)
+    assert any("pid: -1 is not valid" in p for p in problems)
+
+
+def test_runs_lists_the_good_and_warns_about_the_bad(tmp_path):
+    r = run_cli("runs", "--root", str(corrupt_root(tmp_path)))
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+    assert "good" in r.stdout and "bad" not in r.stdout
+    assert r.stderr.count("lorapilot: warning:") == len(CORRUPT_STATUS) + 1
+    assert "sweep-x/sweep.json: trials[0].state: None is not valid; skipped" in r.stderr
+
+
+def test_diagnose_with_a_corrupt_status_still_diagnoses(tmp_path):
+    run = fake_run(tmp_path, "r", b"{bad")
+    r = run_cli("diagnose", str(run))
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+    assert "status.json: not valid JSON" in r.stderr and "1 records" in r.stdout
+
+
+def test_sweep_on_a_corrupt_sweep_json_names_it(tmp_path):
+    root = corrupt_root(tmp_path)
+    refused(run_cli("sweep", str(root / "sweep-x")), "sweep.json: trials[0].state: None is not valid")
+
+
+def piped_to_a_closed_reader(*args: str):
+    """The verb's stdout is a pipe whose reader has gone (`| head` after its lines): every write fails."""
+    import os
+    import subprocess
+    import sys
+
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        return subprocess.run([sys.executable, "-m", "tui.entry", *args], cwd=REPO, stdout=write,
+                              stderr=subprocess.PIPE, text=True, timeout=600)
+    finally:
+        os.close(write)
+
+
+def test_runs_and_estimate_into_a_closed_pipe(tmp_path):
+    for args in (("runs", "--root", str(corrupt_root(tmp_path))), ("runs", "--json", "--root", str(tmp_path)),
+                 ("estimate", str(config(tmp_path)), "--json")):
+        r = piped_to_a_closed_reader(*args)
+        assert "Traceback" not in r.stderr and "BrokenPipe" not in r.stderr, r.stderr
+        assert r.returncode == 141

@@ -99,10 +99,17 @@ def _stalled(run_dir: Path, records: list[dict]) -> list[Finding]:
     """no_progress for a live run that stopped reporting (only the run directory can tell)."""
     import time
 
-    from engine.diagnose.stall import no_progress
-    from engine.rundir import effective_state, read_status
+    import sys
 
-    status = read_status(run_dir)
+    from engine.diagnose.stall import no_progress
+    from engine.errors import DataError
+    from engine.rundir import effective_state, load_status
+
+    try:
+        status = load_status(run_dir)
+    except DataError as e:   # the metrics are still worth diagnosing; only the stall check needs the status
+        print(f"lorapilot: warning: {e.message}; the stall check is skipped", file=sys.stderr)
+        return []
     if effective_state(status) != "training":
         return []
     times = [r["time"] for r in records if isinstance(r.get("time"), (int, float))]

@@ -91,7 +91,7 @@ def _existing(sweep_dir: Path, a) -> int:
                             fix="wait for it to finish, then run this again")
         _print_progress(summary)
         return EXIT_OK
-    sweep = read_sweep(sweep_dir)
+    sweep = read_sweep(sweep_dir, complete=True)
     if a.apply:
         path = apply_winner(sweep, a.apply)
         print(f"winner's config written to {path}\ntrain it: lorapilot train {path}")
@@ -305,7 +305,7 @@ def _follow(sweep_dir: Path, proc, a, poll_s: float = 1.0) -> int:
         return EXIT_OK
     finally:
         signal.signal(signal.SIGINT, old)
-    sweep = read_sweep(sweep_dir)
+    sweep = read_sweep(sweep_dir, complete=True)
     print_report(sweep)
     if sweep.get("applied"):
         print(f"winner's config written to {sweep['applied']}\ntrain it: lorapilot train {sweep['applied']}")

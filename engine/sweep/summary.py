@@ -41,7 +41,7 @@ def summarize_sweep(sweep_dir: str | Path) -> dict:
     or None. "table" and "winner" are those of sweep.json once the driver has finished, else None.
     """
     path = Path(sweep_dir)
-    sweep = read_sweep(path)
+    sweep = read_sweep(path, complete=True)
     trials = []
     for t in sweep["trials"]:
         row = {k: t.get(k) for k in ("id", "learning_rate", "r", "alpha", "run_dir", "gpu", "stopped_by",

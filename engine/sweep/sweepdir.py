@@ -17,7 +17,7 @@ import os
 import time
 from pathlib import Path
 
-from engine.errors import UserError
+from engine.errors import DataError, UserError, quote
 from engine.rundir import pid_alive
 
 SWEEP_FILE = "sweep.json"
@@ -33,14 +33,61 @@ def is_sweep_dir(path: str | Path) -> bool:
     return (Path(path) / SWEEP_FILE).is_file()
 
 
-def read_sweep(sweep_dir: str | Path) -> dict:
+def read_sweep(sweep_dir: str | Path, *, complete: bool = False) -> dict:
+    """sweep.json, checked for what every reader indexes (a listing: the trials' ids and states), or with
+    `complete` for all a summary and the report index too; a DataError naming the file and key otherwise."""
     path = Path(sweep_dir) / SWEEP_FILE
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        sweep = json.loads(path.read_bytes())
     except FileNotFoundError:
         raise UserError(f"{sweep_dir}: not a sweep directory (no {SWEEP_FILE})") from None
     except json.JSONDecodeError as e:
-        raise UserError(f"{path}: not valid JSON ({e})") from None
+        raise DataError(f"{path}: not valid JSON ({e})") from None
+    except (OSError, ValueError, RecursionError) as e:   # ValueError: not UTF-8
+        raise DataError(f"{path}: unreadable ({type(e).__name__})") from None
+    problem = _sweep_problem(sweep, complete)
+    if problem:
+        raise DataError(f"{path}: {problem}")
+    return sweep
+
+
+_NUMBER = (int, float)
+# Keys the readers index, and the type of each; trials' likewise. The listing needs the first ones only,
+# the summary and the report (complete) all of them.
+_SWEEP_KEYS = {"trials": list}
+_TRIAL_KEYS = {"id": str, "state": str}
+_COMPLETE_SWEEP_KEYS = {"steps": int}
+_COMPLETE_TRIAL_KEYS = {"learning_rate": _NUMBER, "r": int}
+_OPTIONAL_KEYS = {"driver_pid": int, "updated": _NUMBER, "started": _NUMBER, "ended": _NUMBER, "winner": dict,
+                  "state": str}
+
+
+def _wrong(value, kind) -> bool:
+    return not isinstance(value, kind) or isinstance(value, bool)
+
+
+def _sweep_problem(sweep, complete: bool) -> str | None:
+    if not isinstance(sweep, dict):
+        return f"expected a JSON object, got {type(sweep).__name__}"
+    for key in ("rungs", "grid") if complete else ():
+        if key not in sweep:
+            return f"{key}: missing"
+    for key, kind in {**_SWEEP_KEYS, **(_COMPLETE_SWEEP_KEYS if complete else {})}.items():
+        if _wrong(sweep.get(key), kind):
+            return f"{key}: {quote(sweep.get(key))} is not valid"
+    for key, kind in _OPTIONAL_KEYS.items():
+        if sweep.get(key) is not None and _wrong(sweep[key], kind):
+            return f"{key}: {quote(sweep[key])} is not valid"
+    pid = sweep.get("driver_pid")
+    if pid is not None and not 0 <= pid < 2**31:   # os.kill overflows past 2**31; -1 means every process
+        return f"driver_pid: {quote(pid)} is not valid"
+    for i, t in enumerate(sweep["trials"]):
+        if not isinstance(t, dict):
+            return f"trials[{i}]: expected an object, got {type(t).__name__}"
+        for key, kind in {**_TRIAL_KEYS, **(_COMPLETE_TRIAL_KEYS if complete else {})}.items():
+            if _wrong(t.get(key), kind):
+                return f"trials[{i}].{key}: {quote(t.get(key))} is not valid"
+    return None
 
 
 def write_sweep(sweep_dir: str | Path, sweep: dict) -> None:
