@@ -44,11 +44,12 @@ def stop_detached_runs(root: Path) -> list[int]:
     for name, key in (("status.json", "pid"), ("sweep.json", "driver_pid")):
         for path in root.rglob(name):
             try:
-                pid = json.loads(path.read_text()).get(key)
+                record = json.loads(path.read_text())
+                pid = record.get(key) if isinstance(record, dict) else None   # tests write corrupt ones too
                 # Only the process started for this directory (a recycled pid is someone else's).
                 if isinstance(pid, int) and str(path.parent) in " ".join(psutil.Process(pid).cmdline()):
                     found.append(pid)
-            except (OSError, ValueError, psutil.Error):
+            except (OSError, ValueError, OverflowError, psutil.Error):
                 continue
     for sig in (signal.SIGTERM, signal.SIGKILL):
         for pid in found:
