@@ -1,0 +1,77 @@
+"""The screens a newcomer sees first, pinned at 80x24 (a tmux pane) and 160x48: a layout that cuts a key value,
+a footer key or a column fails here, not for a user. Update on purpose with `pytest --snapshot-update`."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "screenshots"))
+from monitor_fakerun import make_run  # noqa: E402
+
+from tui.app import LorapilotApp  # noqa: E402
+from wizard_pilot import settle  # noqa: E402
+
+pytestmark = pytest.mark.timeout(300)
+SIZES = [(80, 24), (160, 48)]
+
+
+@pytest.fixture(autouse=True)
+def no_gpu_here(monkeypatch):
+    """The same picture on a laptop and on a GPU pod: no card detected, the estimate for the first preset."""
+    import tui.screens.wizard as wizard
+
+    def presets_only():
+        from engine.estimate import list_gpus
+        return list_gpus(), None
+
+    monkeypatch.setattr(wizard, "_detect_gpus", presets_only)
+
+
+def _wizard_at(step_keys: tuple[str, ...]):
+    async def run_before(pilot) -> None:
+        await settle(pilot.app, pilot)
+        for key in step_keys:
+            await pilot.press(key)
+            await settle(pilot.app, pilot)
+        await pilot.pause(0.2)
+    return run_before
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_model_step(snap_compare, size, demo_model_dir):
+    assert snap_compare(LorapilotApp(), terminal_size=size, run_before=_wizard_at(()))
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_review_step(snap_compare, size, demo_model_dir):
+    assert snap_compare(LorapilotApp(), terminal_size=size, run_before=_wizard_at(("ctrl+n", "ctrl+n", "ctrl+n")))
+
+
+@pytest.fixture
+def fixed_machine(monkeypatch):
+    """The monitor samples this machine (RAM, CPU, GPUs): a fixed sample, the same picture everywhere."""
+    from engine import gpu, system
+
+    sample = system.MachineSample(cpu_pct=12.0, cpu_count=8, ram_used_gib=6.5, ram_total_gib=31.3)
+    monkeypatch.setattr(system, "machine_sample", lambda: sample)
+    monkeypatch.setattr(system.ProcessSampler, "sample", lambda self, pid: None)
+    monkeypatch.setattr(gpu, "gpu_state", lambda: ("no_gpu", "no NVIDIA GPU on this machine"))
+    monkeypatch.setattr(gpu, "sample_gpus", lambda: [])
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_monitor_of_a_finished_run(snap_compare, size, tmp_path, fixed_machine):
+    # A fixed clock: the run ended at a known time, so ages and durations read the same on every machine.
+    run = make_run(tmp_path / "demo-20261203-101500", state="done", steps_done=1200, max_steps=1200, now=1.7e9)
+
+    async def run_before(pilot) -> None:
+        for _ in range(200):
+            await pilot.pause(0.05)
+            if pilot.app.screen.history.state == "done":
+                break
+        await pilot.pause(3.5)  # the charts draw at most every 3 s
+
+    assert snap_compare(LorapilotApp(start="monitor", run_dir=str(run)), terminal_size=size, run_before=run_before)
