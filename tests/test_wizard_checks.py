@@ -132,3 +132,23 @@ async def test_leaving_the_demo_while_typing_fast_keeps_every_keystroke():
         assert editor.value == "data/train.jsonl"
         assert app.screen.query_one("#field-training-max_seq_length", Input).value == "512"  # reset, and shown
         app.exit()
+
+
+async def test_max_seq_length_past_the_context_is_an_error_and_auto_fit_stays_within_the_data():
+    app = LorapilotApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        s = app.wizard
+        await pilot.press("ctrl+n")
+        await type_into(pilot, "#field-training-max_seq_length", "1000000")
+        await settle(app, pilot)
+        assert "past the model's context of 1,024" in row_label(app, "training.max_seq_length", "problem")
+        await pilot.press("ctrl+n", "ctrl+n")
+        await settle(app, pilot)
+        assert "context" in str(app.screen.query_one("#review-problems").render())
+        await pilot.press("ctrl+f")
+        await settle(app, pilot)
+        # The demo's examples are at most 40 tokens long: 64 keeps 95 % whole (never 500,000).
+        assert s.cfg.training.max_seq_length == 64 and s.valid
+        assert any("1000000 -> 64" in n.message for n in app._notifications)
+        app.exit()

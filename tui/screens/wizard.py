@@ -247,7 +247,25 @@ class WizardState:
     def revalidate(self) -> None:
         """Validate every raw string through the engine, then ask it which valid values are unusual."""
         self._validate()
+        self._check_context()
         self.advice = advice(self.cfg)
+
+    def _check_context(self) -> None:
+        """max_seq_length past the model's context: an error on its row (positions beyond it were never trained)."""
+        context = getattr(self.model_info, "context_length", None)
+        length = self.cfg.training.max_seq_length
+        if context and length > context and "training.max_seq_length" not in self.problems:
+            self.problems["training.max_seq_length"] = [
+                f"training.max_seq_length: {length:,} is past the model's context of {context:,} tokens; "
+                f"at most {context:,}"]
+
+    def longest_useful_length(self) -> int | None:
+        """What no proposal goes past: the model's context, and the data's 95th-percentile length (rounded up)."""
+        from engine.diagnose.preflight import suggested_max_seq_length
+        caps = [c for c in (getattr(self.model_info, "context_length", None),) if c]
+        if self.examples:
+            caps.append(suggested_max_seq_length([e.full_length for e in self.examples]))
+        return min(caps) if caps else None
 
     def _validate(self) -> None:
         """Keep the last good config for estimates; the rejected values become problems by field."""
@@ -378,6 +396,7 @@ class WizardState:
                 self.estimate_error = message
         elif kind == "model":
             self.model_info, self.model_error = result, message
+            self.revalidate()  # the context limit is the model's
             self.schedule("data", 0)       # the tokenizer is the model's
             self.schedule("estimate", 0)
         elif kind == "rows":
@@ -434,9 +453,18 @@ class WizardState:
                        num_gpus=planned_processes(self.cfg.training.num_gpus), price_per_hour=self.price_per_hour)
         current = self.cfg.to_dict()
         changed = {k: v for k, v in fit.settings.items() if get_path(current, k) != v}
+        notes = [c.description for c in fit.changes]
+        cap = self.longest_useful_length()
+        length = changed.get("training.max_seq_length", self.cfg.training.max_seq_length)
+        if cap and length > cap:
+            # Never propose a length past the context or far past the data: cut to what the data needs.
+            changed["training.max_seq_length"] = cap
+            notes = [n for n in notes if not n.startswith("max_seq_length")]
+            notes.append(f"max_seq_length {self.cfg.training.max_seq_length} -> {cap} (the model's context or "
+                         "the data's 95th-percentile length, whichever is shorter)")
         if changed:
             self.set_many(changed)
-        return [c.description for c in fit.changes]
+        return notes
 
     def fixes(self) -> dict[str, Any]:
         """The settings the current findings name as their fix (`Set training.x to y`), valid ones only."""
