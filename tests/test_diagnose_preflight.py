@@ -64,6 +64,22 @@ def test_truncated_responses_are_counted_with_the_length_that_keeps_95_percent()
     assert f.severity == "warning"
 
 
+def test_advice_for_a_single_huge_example_stays_within_the_allowed_range():
+    # A 50 MB single-line JSONL: one example of ~10 M tokens once advised max_seq_length 10000064, which the
+    # validator refuses (and `inspect-data --fix` would have written into the config).
+    from engine.config import FIELDS, check_override
+    from engine.config_edit import fix_setting
+
+    data = [example(0, prompt_tokens=10, response_tokens=10_000_000, max_len=512)]
+    f = by_code(preflight(data, Config()))["responses_truncated"]
+    assert fix_setting(f.fix) is None and "max_seq_length to" not in f.fix
+    assert f"more than the largest max_seq_length allowed ({int(FIELDS['training.max_seq_length'].hi):,})" in f.fix
+    # At the largest allowed value the advice is a setting again, one the validator takes.
+    near = [example(0, prompt_tokens=10, response_tokens=1_048_560, max_len=512)]  # rounds up to the largest
+    key, value = fix_setting(by_code(preflight(near, Config()))["responses_truncated"].fix)
+    assert (key, check_override(key, value, flag="--fix")) == ("training.max_seq_length", 1_048_576)
+
+
 def test_prompts_longer_than_max_seq_length():
     data = dataset()
     data[0] = example(0, prompt_tokens=700, response_tokens=30)

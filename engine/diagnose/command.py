@@ -194,9 +194,11 @@ def _report_table(report, examples, max_seq_length: int, tokenizer: str = ""):
 
 
 def run_inspect(args: argparse.Namespace) -> int:
-    from engine.config import Config, TrainingConfig, load_config
+    from engine.config import Config, TrainingConfig, check_override, load_config
     from engine.diagnose.settings_check import SETTINGS_CODES
 
+    if args.max_seq_length is not None:
+        check_override("training.max_seq_length", args.max_seq_length, flag="--max-seq-length")
     config_path = getattr(args, "fix", None) or getattr(args, "config", None)
     cfg = load_config(config_path) if config_path else Config()
     model = args.model or (cfg.model if config_path else None)

@@ -11,6 +11,7 @@ import math
 import os
 from typing import Any, Mapping, Sequence
 
+from engine.config import FIELDS
 from engine.diagnose.cleaning import SlopMatcher, count_slop, duplicate_groups, normalise_whitespace
 from engine.data.types import TokenizedExample
 from engine.diagnose.finding import Finding, blocking
@@ -40,6 +41,8 @@ MEMORY_HIGH_FRACTION = 0.90
 # The data layer's drop reason for a row whose prompt cannot be shortened enough; its
 # other reasons ("empty response", "no trained tokens") mean nothing to train.
 TOO_LONG_REASONS = ("too long",)
+# The largest max_seq_length the config accepts: advice never goes past it.
+MAX_SEQ_LENGTH_ALLOWED = int(FIELDS["training.max_seq_length"].hi or 0)
 # How many example sources a finding names before "and N more".
 SOURCES_SHOWN = 5
 
@@ -124,13 +127,18 @@ def _check_lengths(examples: Sequence[Any], max_seq_length: int, dropped: Mappin
         suggestion = suggested_max_seq_length([e.full_length for e in examples])
         longest = max(e.full_length for e in examples)
         lost = sum(e.trained_tokens_full - e.trained_tokens for e in cut)
+        if suggestion <= MAX_SEQ_LENGTH_ALLOWED:
+            fix = (f"Set training.max_seq_length to {suggestion} (keeps {KEEP_WHOLE_FRACTION:.0%} of examples "
+                   "whole), or shorten those examples.")
+        else:  # advice the validator would refuse (and `inspect-data --fix` would write) is no advice
+            fix = (f"Split or shorten those examples: keeping {KEEP_WHOLE_FRACTION:.0%} of them whole needs "
+                   f"{suggestion:,} tokens, more than the largest max_seq_length allowed "
+                   f"({MAX_SEQ_LENGTH_ALLOWED:,}).")
         findings.append(Finding(
             "responses_truncated", "warning" if len(cut) / total > TRUNCATED_WARN_FRACTION else "info", None,
             f"max_seq_length {max_seq_length} cuts off the end of some responses: the model will not learn to stop.",
             f"{_percent(len(cut), total)} responses cut, {lost} response tokens lost; longest example {longest} "
-            f"tokens ({_sources(cut)})",
-            f"Set training.max_seq_length to {suggestion} (keeps {KEEP_WHOLE_FRACTION:.0%} of examples whole), "
-            "or shorten those examples."))
+            f"tokens ({_sources(cut)})", fix))
     # Prompt tokens are the untrained ones (with train_on: completions); the data layer shortens such prompts.
     too_long = [e for e in examples if getattr(e, "prompt_shortened", False)
                 or e.full_length - e.trained_tokens_full > max_seq_length]
