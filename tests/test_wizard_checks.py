@@ -152,3 +152,21 @@ async def test_max_seq_length_past_the_context_is_an_error_and_auto_fit_stays_wi
         assert s.cfg.training.max_seq_length == 64 and s.valid
         assert any("1000000 -> 64" in n.message for n in app._notifications)
         app.exit()
+
+
+async def test_statistics_show_the_trainers_split_and_a_tiny_validation_set_is_flagged(tmp_path):
+    from wizard_pilot import paste_into
+
+    app = LorapilotApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        await pilot.press("ctrl+n")
+        await settle(app, pilot)
+        stats = str(app.screen.query_one("#data-stats").render())
+        assert "400 read: 380 train, 20 validation (validation_split 0.05)" in stats, stats
+        await paste_into(pilot, "#field-dataset-path", _own_data(tmp_path))   # 48 rows: 2 held out
+        await settle(app, pilot)
+        problems = str(app.screen.query_one("#data-problems").render())
+        assert "Only 2 examples held out for validation" in problems
+        assert "Set dataset.validation_split to 0.2" in problems
+        app.exit()

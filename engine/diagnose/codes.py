@@ -39,6 +39,7 @@ PREFLIGHT_CODES = (
     "no_save_limit",
     "learning_rate_unusual",
     "many_epochs",
+    "validation_too_small",
 )
 
 # Short titles for lists and panels; the finding's message carries the detail.
@@ -71,4 +72,5 @@ TITLES = {
     "no_save_limit": "Many checkpoints kept",
     "learning_rate_unusual": "Learning rate unusual for LoRA",
     "many_epochs": "Many passes over the data",
+    "validation_too_small": "Validation set too small",
 }

@@ -14,6 +14,9 @@ LOOSE_CLIPPING = 1.0
 MIN_EVALS_PER_EPOCH = 2
 # More kept checkpoints than this mostly fills the pod's disk; 2-3 is the usual choice.
 MANY_CHECKPOINTS = 10
+# Fewer held-out examples than this give an eval loss that jumps around: overfitting checks cannot trust it.
+MIN_VALIDATION_EXAMPLES = 10
+MAX_SUGGESTED_SPLIT = 0.2
 # More passes than this over a small dataset mostly memorises it; the QLoRA paper and most guides use 1-3.
 MANY_EPOCHS = 3
 
@@ -72,6 +75,7 @@ def check_settings(cfg: Any, n_examples: int | None, num_gpus: int = 1) -> list[
                 "No checkpoint is saved before the end: a crash or a stop loses the whole run.",
                 f"save every {t.save_steps} steps; {total} steps in all",
                 f"Set training.save_steps to {max(1, total // 4)}."))
+    out += _check_validation(cfg, n_examples)
     if t.save_total_limit > MANY_CHECKPOINTS:
         out.append(Finding(
             "no_save_limit", "info", None, f"Up to {t.save_total_limit} checkpoints are kept on disk.",
@@ -98,3 +102,22 @@ def _check_learning_rate(learning_rate: float) -> list[Finding]:
             f"training.learning_rate: {learning_rate:g} ({usual})",
             f"Set training.learning_rate to {LORA_LR_DEFAULT:g}")]
     return []
+
+
+def _check_validation(cfg: Any, n_examples: int | None) -> list[Finding]:
+    """A validation split that holds out only a handful of examples (the trainer's own count of the split)."""
+    from engine.estimate import training_examples
+
+    d = cfg.dataset
+    if d.validation_path or not d.validation_split or not n_examples:
+        return []
+    held_out = n_examples - training_examples(n_examples, d.validation_split, False)
+    if held_out >= MIN_VALIDATION_EXAMPLES:
+        return []
+    split = min(MAX_SUGGESTED_SPLIT, math.ceil(MIN_VALIDATION_EXAMPLES / n_examples * 100) / 100)
+    return [Finding(
+        "validation_too_small", "warning", None,
+        f"Only {held_out} example{'s' * (held_out != 1)} held out for validation: the eval loss will jump around, "
+        "and the overfitting check cannot trust it.",
+        f"dataset.validation_split {d.validation_split:g} of {n_examples} examples = {held_out}",
+        f"Set dataset.validation_split to {split:g}" + (" (or add data)" if split >= MAX_SUGGESTED_SPLIT else ""))]

@@ -63,7 +63,8 @@ class DatasetScreen(WizardStep):
             fmt_row.set_hint("reading…" if busy else "")
         max_len = s.cfg.training.max_seq_length
         self.query_one(TokenPreview).show(s.examples)
-        self.query_one(DataStats).show(s.data_report, max_len)
+        self.query_one(DataStats).show(s.data_report, max_len, s.cfg.dataset.validation_split,
+                                       s.cfg.dataset.validation_path)
         self.query_one(LengthHistogram).show([e.full_length for e in s.examples], max_len)
         errors = [s.data_error] if s.data_error else [e for e in (s.inspect_error,) if e]
         findings = [f for f in (s.findings or []) if f.code not in NOT_DATA]

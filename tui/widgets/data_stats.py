@@ -12,14 +12,24 @@ from textual.widgets import Static
 class DataStats(Static):
     DEFAULT_CSS = Path(__file__).with_suffix(".tcss").read_text(encoding="utf-8")
 
-    def show(self, report: Any, max_seq_length: int) -> None:
+    def show(self, report: Any, max_seq_length: int, validation_split: float = 0.0,
+             validation_path: str | None = None) -> None:
         if report is None:
             self.update(Content.styled("No statistics yet.", "italic $text-muted"))
             return
         r = report
         share = f" ({r.trained_tokens / r.total_tokens:.0%} of all tokens)" if r.total_tokens else ""
+        # The split the trainer will make (engine.estimate's count of it): the report itself reads every row.
+        from engine.estimate import training_examples
+        usable = r.n_train + r.n_validation
+        if validation_path:
+            split = f"{usable:,} train; validation from {Path(validation_path).name}"
+        else:
+            n_train = training_examples(usable, validation_split, False)
+            split = (f"{n_train:,} train, {usable - n_train:,} validation (validation_split {validation_split:g})"
+                     if validation_split else f"{usable:,} train, no validation (validation_split 0)")
         rows = [
-            ("examples", f"{r.n_rows:,} read: {r.n_train:,} train, {r.n_validation:,} validation"),
+            ("examples", f"{r.n_rows:,} read: {split}"),
             ("format", f"{r.format}" + (f", template {r.template}" if r.template else "")),
             ("trained tokens", f"{r.trained_tokens:,}{share}"),
             ("all tokens", f"{r.total_tokens:,}"),
