@@ -36,6 +36,11 @@ def test_trial_metrics_from_records():
     assert m["evals"] == [[3, 2.4], [6, 1.9]] and len(m["losses"]) == 6
 
 
+def test_a_trial_whose_loss_barely_moved_is_too_short_to_judge():
+    m = trial_metrics(records([3.0, 2.99, 2.98, 2.97, 2.96, 2.95], [(3, 2.98), (6, 2.97)]))
+    assert m["verdict"] == "too short to judge"  # not "well-fit": 1.7 % lower after 6 steps
+
+
 def test_trial_metrics_of_a_diverged_trial():
     recs = records([3.0, float("nan")], [(2, float("nan"))])
     recs.append({"kind": "finding", "step": 2, "time": 0.0, "code": "nan_loss", "severity": "error"})
@@ -93,6 +98,18 @@ def test_report_renders_table_heatmap_and_stops(tmp_path):
     assert "★" in text and "well-fit" in text and "✗ nan" in text
     assert "lr5e-4_r8: nan_loss: nan_loss: The training loss is NaN" in text
     assert "winner: lr 5e-4, r 4 (alpha 8), eval loss 1.4000" in text
+
+
+def test_report_fits_80_columns_keeping_lr_r_and_eval_whole(tmp_path):
+    from rich.console import Console
+
+    buf = io.StringIO()
+    print_report(finished_sweep(tmp_path), Console(file=buf, width=80))
+    lines = buf.getvalue().splitlines()
+    assert max(map(len, lines)) <= 80
+    head = next(line for line in lines if "outcome" in line)
+    assert " r " in head and "eval loss" in head and "tok/s" not in head  # dropped, not cut
+    assert any("★ 5e-4" in line and " 4 " in line and "1.400" in line for line in lines)
 
 
 def test_apply_writes_the_base_config_with_the_winners_lr_and_r(tmp_path):

@@ -51,13 +51,28 @@ def trial_metrics(records: list[dict]) -> dict:
         "best_eval_loss": min(e.eval_loss for e in finite_evals) if finite_evals else None,
         "train_loss": train_loss,
         "gap": (last.eval_loss - last.train_loss) if last and last.train_loss is not None else None,
-        "verdict": learning_curve_verdict(finite_evals) if len(finite_evals) == len(evals) else "diverged",
+        "verdict": _verdict(evals, finite_evals, losses),
         "tokens_per_s": statistics.median(speeds) if speeds else None,
         "peak_mem_gib": peak,
         "evals": [[e.step, e.eval_loss] for e in evals],
         "losses": losses,
         "error_findings": sorted(set(errors)),
     }
+
+
+# A trial whose training loss fell less than this (relative) taught too little to call it fit or not.
+MIN_LOSS_DROP = 0.05
+TOO_SHORT = "too short to judge"
+
+
+def _verdict(evals: list, finite_evals: list, losses: list[float]) -> str | None:
+    if len(finite_evals) != len(evals):
+        return "diverged"
+    first, last = (next((x for x in seq if _finite(x)), None) for seq in (losses, reversed(losses)))
+    if len(finite_evals) >= 2 and first and last is not None and (first - last) < MIN_LOSS_DROP * first:
+        # A 6-step trial whose loss barely moved is not "well-fit": it has not started.
+        return TOO_SHORT
+    return learning_curve_verdict(finite_evals)
 
 
 RESULT_KEYS = ("eval_loss", "eval_step", "best_eval_loss", "train_loss", "gap", "verdict", "tokens_per_s",
@@ -100,20 +115,30 @@ def _outcome(t: dict) -> str:
     return t.get("stopped_by") or t.get("state") or "-"
 
 
-def render_table(sweep: dict):
+# Below this width the table drops its least-read columns (the key values, lr, r and eval loss, never).
+WIDE = 100
+NARROW_DROPS = ("train loss", "tok/s", "peak GiB")
+
+
+def render_table(sweep: dict, width: int = WIDE):
     from rich import box
     from rich.table import Table
 
     table = Table(title="Sweep trials (★ winner)", title_justify="left", box=box.SIMPLE_HEAD)
-    for name in ("lr", "r", "outcome", "step", "eval loss", "train loss", "gap", "curve", "tok/s", "peak GiB"):
-        table.add_column(name, justify="left" if name in ("outcome", "curve") else "right", no_wrap=True)
+    names = ("lr", "r", "outcome", "step", "eval loss", "train loss", "gap", "curve", "tok/s", "peak GiB")
+    shown = [n for n in names if width >= WIDE or n not in NARROW_DROPS]
+    for name in shown:
+        # lr and r are what a user copies out of the table: wide enough never to be cut.
+        table.add_column(name, justify="left" if name in ("outcome", "curve") else "right", no_wrap=True,
+                         min_width={"lr": 8, "r": 3, "eval loss": 9}.get(name))
     for row in table_rows(sweep):
         t = next(x for x in sweep["trials"] if x["id"] == row["id"])
         style = "bold green" if row["winner"] else ("dim" if row["stopped_by"] or row["state"] != "done" else None)
-        table.add_row(("★ " if row["winner"] else "") + lr_text(row["learning_rate"]), str(row["r"]), _outcome(t),
-                      str(row["step"] or 0), _num(row["eval_loss"]), _num(row["train_loss"]),
-                      _num(row["gap"], "+.3f"), row["verdict"] or "-", _num(row["tokens_per_s"], ",.0f"),
-                      _num(row["peak_mem_gib"], ".1f"), style=style)
+        cells = dict(zip(names, (
+            ("★ " if row["winner"] else "") + lr_text(row["learning_rate"]), str(row["r"]), _outcome(t),
+            str(row["step"] or 0), _num(row["eval_loss"]), _num(row["train_loss"]), _num(row["gap"], "+.3f"),
+            row["verdict"] or "-", _num(row["tokens_per_s"], ",.0f"), _num(row["peak_mem_gib"], ".1f"))))
+        table.add_row(*(cells[n] for n in shown), style=style)
     return table
 
 
@@ -167,7 +192,7 @@ def print_report(sweep: dict, console=None) -> None:
         console = Console()
         if not console.is_terminal:  # a log file or a pipe: no 80-column cut
             console = Console(width=120)
-    console.print(render_table(sweep))
+    console.print(render_table(sweep, console.width))
     console.print(render_heatmap(sweep))
     for line in render_stops(sweep):
         console.print(f"  {line}", markup=False, highlight=False)

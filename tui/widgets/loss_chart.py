@@ -81,11 +81,12 @@ class LossChart(RunPlot):
         else:
             last, ev = h.loss.last(), h.eval_loss.last()
             if last is not None:
-                bits.append(f"train {last:.4g}")
+                # The last logged value, as the Progress panel shows it; the smoothed line is labelled apart.
+                bits.append(f"last train {last:.4g}")
             if ev is not None:
                 bits.append(f"eval {ev:.4g}")
         if self.smoothing:
-            bits.append(f"EMA {self.smoothing:g}")
+            bits.append(f"line smoothed (EMA {self.smoothing:g})")
         if self.log_scale:
             bits.append("log y")
         return " · ".join(bits)
