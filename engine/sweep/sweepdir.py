@@ -16,6 +16,7 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 from engine.errors import DataError, UserError, quote
 from engine.rundir import pid_alive
@@ -54,12 +55,12 @@ def read_sweep(sweep_dir: str | Path, *, complete: bool = False) -> dict:
 _NUMBER = (int, float)
 # Keys the readers index, and the type of each; trials' likewise. The listing needs the first ones only,
 # the summary and the report (complete) all of them.
-_SWEEP_KEYS = {"trials": list}
-_TRIAL_KEYS = {"id": str, "state": str}
-_COMPLETE_SWEEP_KEYS = {"steps": int}
-_COMPLETE_TRIAL_KEYS = {"learning_rate": _NUMBER, "r": int}
-_OPTIONAL_KEYS = {"driver_pid": int, "updated": _NUMBER, "started": _NUMBER, "ended": _NUMBER, "winner": dict,
-                  "state": str}
+_SWEEP_KEYS: dict[str, Any] = {"trials": list}
+_TRIAL_KEYS: dict[str, Any] = {"id": str, "state": str}
+_COMPLETE_SWEEP_KEYS: dict[str, Any] = {"steps": int}
+_COMPLETE_TRIAL_KEYS: dict[str, Any] = {"learning_rate": _NUMBER, "r": int}
+_OPTIONAL_KEYS: dict[str, Any] = {"driver_pid": int, "updated": _NUMBER, "started": _NUMBER, "ended": _NUMBER,
+                                  "winner": dict, "state": str}
 
 
 def _wrong(value, kind) -> bool:
