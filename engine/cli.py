@@ -75,10 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--max-new-tokens", default="128")
     c.add_argument("--adapter-only", action="store_true", help="skip the base model's answer")
 
-    x = sub.add_parser("export", help="the adapter, or the model merged with it")
-    x.add_argument("run_dir")
-    x.add_argument("--out", help="copy the adapter here")
-    x.add_argument("--merged", metavar="OUT", help="write the base merged with the adapter (16-bit) here")
+    x = sub.add_parser("export", help="the adapter, the merged model, or a folder for Ollama, vLLM or llama.cpp")
+    from engine.export.command import add_arguments as add_export_arguments
+    add_export_arguments(x)
     return p
 
 
@@ -189,21 +188,13 @@ def _cmd_stop(a) -> int:
 
 
 def _cmd_export(a) -> int:
-    from engine.export import adapter_dir, export_adapter, export_merged
+    from engine.export.command import run
 
-    if a.merged:
-        print(f"merged model written to {export_merged(a.run_dir, a.merged)}")
-    elif a.out:
-        print(f"adapter copied to {export_adapter(a.run_dir, a.out)}")
-    else:
-        print(adapter_dir(a.run_dir))
-    return EXIT_OK
+    return run(a)
 
 
 def _cmd_chat(a) -> int:
-    from engine.playground import Playground
-
-    from engine.playground import check_sampling
+    from engine.playground import Playground, check_sampling
 
     bad = [f"--{name.replace('_', '-')} {msg}" for name in ("temperature", "top_p", "max_new_tokens")
            for _, msg in [check_sampling(name, str(getattr(a, name)))] if msg]

@@ -313,6 +313,8 @@ def train(cfg: Config, run_dir: Path, *, resume: bool, data: PreparedData | None
         tokenizer.save_pretrained(str(adapter_dir))
         _save_generation_config(model, tokenizer, adapter_dir)
     callback._write("event", step, message="adapter saved", path=str(adapter_dir))
+    if is_main():
+        _write_model_card(run_dir)
     if n_ranks > 1 and torch.distributed.is_initialized():
         # NCCL collectives are queued, not awaited: a rank that had queued its part of gathering the adapter could
         # exit while rank 0 was still copying its share to the CPU, and rank 0 then waited forever in the save
@@ -367,6 +369,17 @@ def _report_to(requested: list[str]) -> list[str] | str:
     for r in set(requested) - set(ok):
         log(f"report_to: {r} is not installed; skipped")
     return ok or "none"
+
+
+def _write_model_card(run_dir: Path) -> None:
+    """A real model card in adapter/ instead of peft's empty template. The adapter is saved by now: a card that
+    cannot be written is logged, never a reason to fail the run."""
+    from engine.export.card import write_run_card
+
+    try:
+        write_run_card(run_dir)
+    except Exception as e:  # noqa: BLE001 - see the docstring
+        log(f"model card not written: {type(e).__name__}: {e}")
 
 
 def _save_generation_config(model, tokenizer, adapter_dir: Path) -> None:

@@ -1,0 +1,43 @@
+"""The `export` verb's arguments and run: argparse in, engine.export calls out."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from engine.errors import EXIT_OK
+
+
+def add_arguments(x: argparse.ArgumentParser) -> None:
+    from engine.export import TARGETS
+
+    x.add_argument("run_dir")
+    x.add_argument("--for", dest="target", choices=TARGETS,
+                   help="a folder ready for this server: ollama (merged model + Modelfile), vllm (adapter + "
+                        "serve.sh), llama.cpp (merged model + GGUF conversion)")
+    x.add_argument("--out", help="the folder to write (new or empty); without --for: copy the adapter here")
+    x.add_argument("--merged", metavar="OUT", help="write the base merged with the adapter (16-bit) here")
+    x.add_argument("--llama-cpp", metavar="DIR",
+                   help="llama.cpp folder, to run its conversion (default: $LLAMA_CPP_DIR; else the commands are "
+                        "printed)")
+
+
+def run(a: argparse.Namespace) -> int:
+    from engine.errors import UserError
+    from engine.export import adapter_dir, export_adapter, export_for, export_merged
+
+    if a.target:
+        if a.merged:
+            raise UserError("give either --for TARGET or --merged OUT, not both")
+        out = export_for(a.target, a.run_dir, a.out, llama_cpp=a.llama_cpp,
+                         log=lambda msg: print(msg, file=sys.stderr, flush=True))
+        print(f"{a.target} export written to {out} (see {out / 'README.md'})")
+    elif a.llama_cpp:
+        raise UserError("--llama-cpp goes with --for llama.cpp")
+    elif a.merged:
+        print(f"merged model written to {export_merged(a.run_dir, a.merged)}")
+    elif a.out:
+        print(f"adapter copied to {export_adapter(a.run_dir, a.out)}")
+    else:
+        print(adapter_dir(a.run_dir))
+    return EXIT_OK

@@ -1,0 +1,158 @@
+"""What an export needs to know about a finished run, read from its run directory (never written to it).
+
+The run's config, its adapter, the tokenizer it trained with (saved with the adapter), the data it read, and
+how training went (steps, losses, the learning-curve verdict, hardware, time). The model card and the Ollama
+Modelfile are written from this.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from engine.errors import UserError
+from engine.rundir import CONFIG_FILE, LOG_FILE, read_metrics, read_status
+
+
+@dataclass
+class DataFacts:
+    path: str
+    format: str = "unknown"
+    rows: int | None = None
+    template: str = "unknown"
+    system_prompt: str | None = None     # the one system prompt every row shares, if they do
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RunFacts:
+    run_dir: Path
+    cfg: object
+    adapter: Path
+    base_model: str                      # as the config names it (hub id or path)
+    base_path: str                       # where it loads from here
+    step: int = 0
+    max_steps: int = 0
+    train_loss: float | None = None
+    eval_loss: float | None = None
+    best_eval: tuple[int, float] | None = None
+    verdict: str | None = None           # the learning-curve finding's message
+    hardware: str | None = None
+    seconds: float | None = None
+    data: DataFacts = field(default_factory=lambda: DataFacts(path=""))
+
+    @property
+    def name(self) -> str:
+        return model_name(self.run_dir)
+
+
+def model_name(run_dir: Path) -> str:
+    """The run's folder name as a model name Ollama and vLLM accept (lower case, no spaces)."""
+    return re.sub(r"[^a-z0-9._-]+", "-", Path(run_dir).resolve().name.lower()).strip("-.") or "lorapilot-model"
+
+
+def load_run_config(run_dir: Path):
+    from engine.config import load_config
+
+    if not (run_dir / CONFIG_FILE).exists():
+        raise UserError(f"{run_dir}: not a run directory (no {CONFIG_FILE})")
+    return load_config(run_dir / CONFIG_FILE)
+
+
+def finished_adapter(run_dir: Path) -> Path:
+    from engine.rundir import ADAPTER_DIR
+
+    ad = run_dir / ADAPTER_DIR
+    if not (ad / "adapter_config.json").exists():
+        raise UserError(f"{run_dir}: has no finished adapter ({ad} is missing)",
+                        fix="wait for the run to finish, or resume it: lorapilot train --resume " + str(run_dir))
+    return ad
+
+
+def run_tokenizer(adapter: Path):
+    """The tokenizer the run trained with, chat template included, as the trainer set it up (pad = EOS if none)."""
+    from engine.model import load_tokenizer
+
+    return load_tokenizer(str(adapter))
+
+
+def shared_system_prompt(rows: list[dict], fmt: str) -> tuple[str | None, str | None]:
+    """(the system prompt every row has, a note when rows differ). Rows without one count as differing."""
+    def system_of(row: dict) -> str | None:
+        if fmt == "chat":
+            first = (row.get("messages") or [{}])[0]
+            return first.get("content") if first.get("role") == "system" else None
+        return row.get("system") or None
+
+    found = {system_of(r) for r in rows}
+    if found == {None} or not rows:
+        return None, None
+    if len(found) == 1:
+        return found.pop(), None
+    return None, (f"the rows use {len(found - {None})} different system prompts"
+                  + (" (some none)" if None in found else "") + ": no default system prompt is set")
+
+
+def _data_facts(cfg, tokenizer) -> DataFacts:
+    from engine.data import read_rows
+    from engine.data.template import Renderer
+
+    facts = DataFacts(path=str(cfg.dataset.path))
+    try:
+        rows, fmt, _ = read_rows(cfg.dataset.path, cfg.dataset.format)
+    except UserError as e:
+        facts.notes.append(f"the dataset could not be read now ({e}); its rows and system prompt are not known")
+        return facts
+    if cfg.dataset.max_examples:
+        rows = rows[: cfg.dataset.max_examples]
+    facts.format, facts.rows = fmt, len(rows)
+    facts.template = Renderer(tokenizer, cfg.dataset.train_on).name(fmt)
+    facts.system_prompt, note = shared_system_prompt(rows, fmt)
+    if note:
+        facts.notes.append(note)
+    return facts
+
+
+def _hardware_line(run_dir: Path) -> str | None:
+    try:
+        with open(run_dir / LOG_FILE, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                m = re.match(r"\[lorapilot\] hardware: (.*)", line.strip())
+                if m:
+                    return m.group(1)
+    except OSError:
+        return None
+    return None
+
+
+def _training_facts(facts: RunFacts) -> None:
+    from engine.diagnose.live import diagnose_records
+
+    records = read_metrics(facts.run_dir)
+    train = [r for r in records if r.get("kind") == "train" and isinstance(r.get("loss"), (int, float))]
+    evals = [r for r in records if r.get("kind") == "eval" and isinstance(r.get("eval_loss"), (int, float))]
+    facts.train_loss = train[-1]["loss"] if train else None
+    facts.eval_loss = evals[-1]["eval_loss"] if evals else None
+    if evals:
+        best = min(evals, key=lambda r: r["eval_loss"])
+        facts.best_eval = (best["step"], best["eval_loss"])
+    times = [r["time"] for r in records if isinstance(r.get("time"), (int, float))]
+    facts.seconds = max(times) - min(times) if len(times) >= 2 else None
+    curve = [f for f in diagnose_records(records) if f.code == "learning_curve"]
+    facts.verdict = curve[-1].message.removeprefix("Learning curve: ") if curve else None
+
+
+def run_facts(run_dir: str | Path, *, need_data: bool = True) -> RunFacts:
+    from engine.model import resolve_model_path
+
+    rd = Path(run_dir)
+    cfg = load_run_config(rd)
+    adapter = finished_adapter(rd)
+    status = read_status(rd) or {}
+    facts = RunFacts(run_dir=rd, cfg=cfg, adapter=adapter, base_model=cfg.model,
+                     base_path=resolve_model_path(cfg.model), step=int(status.get("step") or 0),
+                     max_steps=int(status.get("max_steps") or 0), hardware=_hardware_line(rd))
+    _training_facts(facts)
+    facts.data = _data_facts(cfg, run_tokenizer(adapter)) if need_data else DataFacts(path=str(cfg.dataset.path))
+    return facts

@@ -1,0 +1,63 @@
+"""`lorapilot export`: the adapter as is, or merged into the 16-bit base for serving; each with a model card."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from engine.errors import UserError
+from engine.export.facts import finished_adapter, load_run_config
+
+
+def adapter_dir(run_dir: str | Path) -> Path:
+    return finished_adapter(Path(run_dir))
+
+
+def check_empty_out(out: str | Path) -> Path:
+    """Never writes over the user's files: the folder must be new or empty."""
+    dst = Path(out)
+    if dst.exists() and (not dst.is_dir() or any(dst.iterdir())):
+        raise UserError(f"{dst}: exists and is not empty", fix="choose a new folder with --out")
+    return dst
+
+
+def export_adapter(run_dir: str | Path, out: str | Path, *, card: bool = True) -> Path:
+    src = adapter_dir(run_dir)
+    dst = check_empty_out(out)
+    shutil.copytree(src, dst, dirs_exist_ok=True)
+    if card:
+        from engine.export.card import adapter_usage, write_card
+        from engine.export.facts import run_facts
+
+        facts = run_facts(run_dir)
+        write_card(facts, dst, serve_title="Load it", serve_text=adapter_usage(facts, dst), library="peft")
+    return dst
+
+
+def export_merged(run_dir: str | Path, out: str | Path, *, card: bool = True) -> Path:
+    """Loads the base unquantised in 16-bit (32-bit on the CPU), applies the adapter, merges."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from engine.model import load_tokenizer, resolve_model_path
+
+    rd = Path(run_dir)
+    cfg = load_run_config(rd)
+    src = adapter_dir(rd)
+    dst = check_empty_out(out)
+    dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
+    base = AutoModelForCausalLM.from_pretrained(resolve_model_path(cfg.model), dtype=dtype,
+                                                trust_remote_code=cfg.trust_remote_code)
+    merged = PeftModel.from_pretrained(base, str(src)).merge_and_unload()
+    merged.save_pretrained(str(dst))
+    load_tokenizer(str(src)).save_pretrained(str(dst))  # the run's tokenizer, pad token and chat template included
+    gen = src / "generation_config.json"
+    if gen.exists():
+        shutil.copy(gen, dst / "generation_config.json")
+    if card:
+        from engine.export.card import merged_usage, write_card
+        from engine.export.facts import run_facts
+
+        write_card(run_facts(rd), dst, serve_title="Load it", serve_text=merged_usage(dst))
+    return dst
