@@ -1,0 +1,215 @@
+"""`lorapilot export RUN --for ollama`: a folder `ollama create` builds a model from.
+
+What goes in: the base merged with the adapter in 16-bit (the same merge as `export --merged`) and a Modelfile.
+Why merged and not base + ADAPTER: lorapilot's runs are QLoRA runs (a 4-bit base) and Ollama advises against
+adapters trained on a quantised base; Ollama converts adapters of Llama, Mistral and Gemma only (Qwen, one of the
+supported families, would fail); and an ADAPTER line needs the exact base already in Ollama. The merged folder
+needs nothing else.
+
+The Modelfile's TEMPLATE is one of the known-good templates in presets/ollama/, the one that renders, for the
+same conversations, exactly the prompt the run trained with: each candidate is rendered here (a Go-template
+renderer, engine/export/gotemplate.py) and compared with the trainer's own renderer (engine/data/template.py),
+multi-turn and with a system prompt. None matching is an error, never a guess: a wrong template is what makes
+exported models "answer nonsense". PARAMETER stop lists every end token the run trained, then the template's
+turn markers; SYSTEM carries the system prompt every training row shared.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from engine.errors import DataError, UserError
+from engine.export.gotemplate import GoTemplateError, ollama_chat_values, render
+
+TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "presets" / "ollama"
+EOS_MARK = "[[eos_token]]"
+# Tried in this order; the first whose renders all match wins (qwen2.5 before chatml: with a system prompt both
+# render alike, the probe without one tells them apart).
+PREFERENCE = ("qwen2.5", "chatml", "llama3.1", "llama3", "mistral", "gemma", "alpaca", "completion")
+# Architectures Ollama converts from safetensors itself (ollama convert/convert.go, 2026-08). Others need a GGUF
+# from llama.cpp first (see the llama.cpp export).
+OLLAMA_CONVERTS = ("LlamaForCausalLM", "MixtralForCausalLM", "GemmaForCausalLM", "Gemma2ForCausalLM",
+                   "Gemma3ForCausalLM", "Phi3ForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM",
+                   "CohereForCausalLM", "Olmo3ForCausalLM")
+
+PROBE = [{"role": "user", "content": "What is the capital of France?"},
+         {"role": "assistant", "content": "Paris."},
+         {"role": "user", "content": "And the capital of Italy?"},
+         {"role": "assistant", "content": "Rome."}]
+PROBE_SYSTEM = "You answer in one word."
+
+
+@dataclass
+class OllamaTemplate:
+    name: str
+    template: str          # Go template; EOS_MARK stands for the tokenizer's EOS
+    stops: list[str]
+    about: str
+
+    def for_tokenizer(self, eos: str | None) -> str:
+        return self.template.replace(EOS_MARK, eos or "")
+
+
+@dataclass
+class TemplateMatch:
+    template: OllamaTemplate
+    text: str                        # the TEMPLATE, EOS filled in
+    stops: list[str]
+    trained_ends: list[str]
+    bos: str | None                  # the BOS the rows began with (Ollama's tokenizer adds it, not the TEMPLATE)
+    checked: list[str] = field(default_factory=list)   # what was compared, in words
+    notes: list[str] = field(default_factory=list)
+
+
+def load_templates(folder: Path = TEMPLATES_DIR) -> list[OllamaTemplate]:
+    out = []
+    for name in PREFERENCE:
+        params = json.loads((folder / f"{name}.json").read_text(encoding="utf-8"))
+        out.append(OllamaTemplate(name, (folder / f"{name}.gotmpl").read_text(encoding="utf-8"),
+                                  list(params.get("stop", [])), params.get("about", "")))
+    return out
+
+
+@dataclass
+class TrainedPrompt:
+    messages: list[dict]     # the conversation, ending with the answer the model was trained to give
+    prompt: str              # what the model read before that answer (leading BOS removed)
+    end: str                 # the end token trained after the answer
+    began_with_bos: bool = False
+
+
+def trained_prompt(renderer, messages: list[dict], fmt: str, bos: str | None) -> TrainedPrompt:
+    """The prompt and end token the trainer's renderer makes of this conversation."""
+    if fmt == "completion":
+        row = {"prompt": messages[0]["content"], "completion": messages[1]["content"]}
+    else:
+        row = {"messages": messages}
+    rendered = renderer.render(row, "completion" if fmt == "completion" else "chat", "ollama export probe")
+    trained = [text for text, is_trained in rendered.segments if is_trained]
+    answer = messages[-1]["content"]
+    end = trained[-1][len(answer):] if trained and trained[-1].startswith(answer) else ""
+    prompt = rendered.prompt_text
+    began_with_bos = bool(bos) and prompt.startswith(bos)
+    if began_with_bos:
+        prompt = prompt[len(bos):]
+    return TrainedPrompt(messages, prompt, end, began_with_bos)
+
+
+def _end_tokens(end: str, known: list[str]) -> list[str]:
+    """The trained end text as tokens ("<|eot_id|>"; a doubled "</s></s>" is one stop, not a stop of its own)."""
+    out = []
+    while end:
+        token = next((t for t in known if end.startswith(t)), end)
+        out.append(token)
+        end = end[len(token):]
+    return out
+
+
+def probes(fmt: str, system: str | None) -> list[list[dict]]:
+    if fmt == "completion":
+        return [PROBE[:2]]
+    return [PROBE, [{"role": "system", "content": system or PROBE_SYSTEM}, *PROBE]]
+
+
+def ollama_prompt(template_text: str, messages: list[dict], system: str = "") -> str:
+    """What Ollama feeds the model for this conversation (the answer not yet written)."""
+    return render(template_text, ollama_chat_values(messages, system))
+
+
+def match_template(tokenizer, fmt: str, system: str | None = None,
+                   templates: list[OllamaTemplate] | None = None) -> TemplateMatch:
+    """The known-good Ollama template that renders what the run trained with; UserError when none does."""
+    from engine.data.masking import tokenizer_adds_bos
+    from engine.data.template import Renderer
+
+    renderer = Renderer(tokenizer, "completions")
+    has_template = bool(getattr(tokenizer, "chat_template", None))
+    if fmt == "text":
+        raise UserError("the run trained on plain text rows: there is no prompt format to give Ollama",
+                        fix="export --merged and use the model for text completion (ollama: TEMPLATE {{ .Prompt }})")
+    if fmt == "completion" and has_template:
+        fmt = "chat"  # completion rows went through the chat template as one user turn and one answer
+    bos = tokenizer.bos_token
+    cases, notes = [], []
+    for messages in probes(fmt, system):
+        try:
+            cases.append(trained_prompt(renderer, messages, fmt, bos))
+        except DataError:
+            if messages[0]["role"] != "system":
+                raise
+            notes.append("the chat template has no system role (it refuses one): no SYSTEM line")
+    for candidate in templates if templates is not None else load_templates():
+        text = candidate.for_tokenizer(tokenizer.eos_token)
+        try:
+            ok = all(ollama_prompt(text, c.messages[:-1]) == c.prompt for c in cases)
+        except (GoTemplateError, LookupError, TypeError, ValueError):  # a candidate that cannot render: no match
+            ok = False
+        if ok:
+            ends = list(dict.fromkeys(t for c in cases for t in _end_tokens(c.end, renderer.end_tokens)))
+            stops = list(dict.fromkeys([*ends, *candidate.stops]))
+            starts_with_bos = bool(bos) and (tokenizer_adds_bos(tokenizer) or any(c.began_with_bos for c in cases))
+            checked = [f"{sum(m['role'] == 'assistant' for m in c.messages)} answers"
+                       + (" after a system prompt" if c.messages[0]["role"] == "system" else "") for c in cases]
+            return TemplateMatch(candidate, text, stops, ends, bos if starts_with_bos else None, checked, notes)
+    raise UserError("no known Ollama template renders the prompt format this run trained with",
+                    problems=[f"the run's template renders: {cases[0].prompt!r}"],
+                    fix="use `--for vllm` or `--for llama.cpp` (both read the run's own chat template), "
+                        "or add a template for this family to presets/ollama/")
+
+
+def _quoted(text: str, what: str) -> str:
+    if '"""' in text:
+        raise UserError(f"the {what} contains three double quotes in a row, which a Modelfile cannot hold")
+    return f'"""{text}"""'
+
+
+def modelfile(match: TemplateMatch, *, source: str, system: str | None, from_: str = ".") -> str:
+    lines = [f"# Written by lorapilot from {source}.",
+             (f"# TEMPLATE: the {match.template.name} prompt format, checked against the run's own template "
+              f"({'; '.join(match.checked)})."),
+             f"# {match.template.about}"]
+    if match.bos:
+        lines.append(f"# Every training row began with {match.bos}: Ollama's tokenizer adds it (not the TEMPLATE).")
+    lines += [f"FROM {from_}", f"TEMPLATE {_quoted(match.text, 'template')}"]
+    if system:
+        lines.append(f"SYSTEM {_quoted(system, 'system prompt')}")
+    lines += [f"PARAMETER stop {json.dumps(s)}" for s in match.stops]
+    return "\n".join(lines) + "\n"
+
+
+def export_ollama(run_dir: str | Path, out: str | Path, *, log=print) -> Path:
+    from engine.export.card import write_card
+    from engine.export.facts import run_facts, run_tokenizer
+    from engine.export.merge import check_empty_out, export_merged
+
+    facts = run_facts(run_dir)
+    dst = check_empty_out(out)
+    system = facts.data.system_prompt
+    tokenizer = run_tokenizer(facts.adapter)
+    fmt = facts.data.format if facts.data.format != "unknown" else "chat"
+    match = match_template(tokenizer, fmt, system)  # before the (slow) merge: a mismatch costs nothing
+    if any("no system role" in n for n in match.notes):
+        system = None
+    log(f"template: {match.template.name} (matches the run's: {'; '.join(match.checked)})")
+    log("merging the adapter into the 16-bit base ...")
+    export_merged(run_dir, dst, card=False)
+    (dst / "Modelfile").write_text(modelfile(match, source=str(Path(run_dir).resolve()), system=system),
+                                   encoding="utf-8")
+    arch = (json.loads((dst / "config.json").read_text()).get("architectures") or ["?"])[0]
+    notes = list(match.notes) + facts.data.notes
+    if arch not in OLLAMA_CONVERTS:
+        notes.append(f"Ollama does not convert {arch} from safetensors itself: make a GGUF with "
+                     f"`lorapilot export {run_dir} --for llama.cpp` and set FROM to the .gguf file")
+    name = facts.name
+    usage = (f"```sh\ncd {dst}\nollama create {name} -f Modelfile\nollama run {name}\n```\n\n"
+             f"The Modelfile's TEMPLATE renders the **{match.template.name}** prompt format the run trained with "
+             f"(compared with the training renderer on: {'; '.join(match.checked)}); generation stops at "
+             + ", ".join(f"`{s}`" for s in match.stops) + "."
+             + (f" SYSTEM is the system prompt every training row had: {system!r}." if system else "")
+             + "".join(f"\n\n- {n}" for n in notes))
+    write_card(facts, dst, serve_title="Ollama", serve_text=usage)
+    for n in notes:
+        log(f"note: {n}")
+    return dst
