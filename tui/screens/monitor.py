@@ -28,6 +28,7 @@ from textual.worker import get_current_worker
 from engine.errors import UserError
 from engine.rundir import ADAPTER_DIR, FINAL_STATES
 from tui.widgets.confirm_stop import ConfirmStop
+from tui.widgets.export_choice import ExportChoice
 from tui.widgets.findings_list import FindingsList
 from tui.widgets.gpu_panel import GpuPanel
 from tui.widgets.log_tail import LogTail
@@ -69,6 +70,7 @@ class MonitorScreen(Screen):
         Binding("l", "toggle_log_scale", "Log y"),
         Binding("x", "stop_run", "Stop run…"),
         Binding("p", "playground", "Playground"),
+        Binding("e", "export", "Export…"),
         *[Binding(str(i + 1), f"show_tab('{t}')", t.capitalize(), show=False) for i, t in enumerate(TABS)],
     ]
 
@@ -300,6 +302,8 @@ class MonitorScreen(Screen):
     def check_action(self, action: str, parameters: tuple) -> bool | None:
         if action in ("quit_monitor", "quit_finished"):
             return (self.history.state in FINAL_STATES) == (action == "quit_finished")
+        if action == "export":  # a finished run only: the adapter is final
+            return self.history.state == "done" and (Path(self.run_dir) / ADAPTER_DIR).is_dir()
         return True
 
     def action_playground(self) -> None:
@@ -344,3 +348,27 @@ class MonitorScreen(Screen):
             self.notify("The trainer is no longer running: nothing to stop.", severity="warning")
         else:
             self.notify("Asked the trainer to save a checkpoint and stop.", timeout=4)
+
+    def action_export(self) -> None:
+        from engine.export import default_out
+
+        hint = str(default_out(self.run_dir, "x"))[:-2]
+
+        def chosen(target: str | None) -> None:
+            if target:
+                self.notify(f"Exporting for {target} (merging can take minutes) ...", timeout=4)
+                self._export(target)
+
+        self.app.push_screen(ExportChoice(Path(self.run_dir).resolve().name, hint), chosen)
+
+    @work(thread=True, exclusive=True, name="export")
+    def _export(self, target: str) -> None:
+        from engine.export import export_for
+
+        try:
+            out = export_for(target, self.run_dir, log=lambda _: None)
+        except (UserError, OSError) as e:
+            self.app.call_from_thread(self.notify, f"Export for {target} failed: {e}", severity="error", timeout=10)
+            return
+        self.app.call_from_thread(self.notify, f"Exported for {target}: {out} (how to serve it: README.md)",
+                                  timeout=10)

@@ -1,0 +1,106 @@
+"""`lorapilot export RUN --for llama.cpp`: the merged model and the exact GGUF conversion commands.
+
+llama.cpp converts a Hugging Face folder with its own script (convert_hf_to_gguf.py, which ships in the
+llama.cpp source tree, not in the `gguf` package on PyPI: that package reads and writes GGUF files but has no
+model converter) and quantises with its llama-quantize binary. No maintained package converts offline without
+llama.cpp, so lorapilot writes no converter of its own: it runs llama.cpp's when it is found (--llama-cpp DIR or
+$LLAMA_CPP_DIR), else prints the commands and writes them to convert.sh. The GGUF carries the run's chat
+template (from tokenizer_config.json), so `llama-server --jinja` renders what training rendered.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from engine.errors import UserError
+
+ENV_VAR = "LLAMA_CPP_DIR"
+CONVERTER = "convert_hf_to_gguf.py"
+QUANTIZE = "llama-quantize"
+DEFAULT_QUANT = "Q4_K_M"
+
+
+def find_llama_cpp(given: str | None) -> Path | None:
+    """The llama.cpp folder from --llama-cpp or $LLAMA_CPP_DIR; a folder named but unusable is an error."""
+    folder = given or os.environ.get(ENV_VAR)
+    if not folder:
+        return None
+    root = Path(folder).expanduser()
+    if not (root / CONVERTER).is_file():
+        source = "--llama-cpp" if given else f"${ENV_VAR}"
+        raise UserError(f"{root}: not a llama.cpp folder ({source}; no {CONVERTER} in it)",
+                        fix="point it at a llama.cpp checkout (git clone of ggml-org/llama.cpp, built with cmake)")
+    return root
+
+
+def find_quantize(root: Path | None) -> Path | None:
+    for candidate in ([root / "build" / "bin" / QUANTIZE, root / "bin" / QUANTIZE, root / QUANTIZE] if root else []):
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return candidate
+    found = shutil.which(QUANTIZE)
+    return Path(found) if found else None
+
+
+def commands(root: Path | None, merged: Path, out: Path, name: str, quant: str,
+             quantize: Path | None = None) -> list[list[str]]:
+    """The conversion, then the quantisation; paths of a found llama.cpp, else the placeholder $LLAMA_CPP_DIR."""
+    base = str(root) if root else f"${ENV_VAR}"
+    f16 = out / f"{name}-f16.gguf"
+    quantize_bin = str(quantize) if quantize else f"{base}/build/bin/{QUANTIZE}"
+    python = sys.executable if root else "python"
+    return [[python, f"{base}/{CONVERTER}", str(merged), "--outfile", str(f16), "--outtype", "f16"],
+            [quantize_bin, str(f16), str(out / f"{name}-{quant}.gguf"), quant]]
+
+
+def _shell(cmd: list[str]) -> str:
+    # $LLAMA_CPP_DIR must stay a variable in the printed line, so those words are double-quoted, not escaped.
+    return " ".join(f'"{w}"' if w.startswith(f"${ENV_VAR}") else shlex.quote(w) for w in cmd)
+
+
+def export_llama_cpp(run_dir: str | Path, out: str | Path, *, llama_cpp: str | None = None,
+                     quant: str = DEFAULT_QUANT, log=print) -> Path:
+    from engine.export.card import write_card
+    from engine.export.facts import run_facts
+    from engine.export.merge import check_empty_out, export_merged
+
+    root = find_llama_cpp(llama_cpp)  # before the merge: a wrong folder costs nothing
+    facts = run_facts(run_dir)
+    dst = check_empty_out(out).resolve()
+    merged = dst / "merged"
+    log("merging the adapter into the 16-bit base ...")
+    export_merged(run_dir, merged)
+    quantize = find_quantize(root)
+    cmds = commands(root, merged, dst, facts.name, quant, quantize)
+    script = "\n".join(_shell(c) for c in cmds)
+    (dst / "convert.sh").write_text(f"#!/bin/sh\n# Written by lorapilot: the merged model to GGUF ({quant}).\n"
+                                    f"set -e\n{script}\n", encoding="utf-8")
+    (dst / "convert.sh").chmod(0o755)
+    ran = []
+    if root:
+        for cmd in cmds if quantize else cmds[:1]:
+            log("running: " + _shell(cmd))
+            result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            if result.returncode != 0:
+                tail = "\n".join((result.stderr or result.stdout).strip().splitlines()[-5:])
+                raise UserError(f"llama.cpp failed ({Path(cmd[1] if cmd[0] == sys.executable else cmd[0]).name}, "
+                                f"exit {result.returncode}):\n{tail}",
+                                fix=f"the merged model is in {merged}; the commands are in {dst / 'convert.sh'}")
+            ran.append(cmd)
+        if not quantize:
+            log(f"{QUANTIZE} not found (built llama.cpp? cmake -B build && cmake --build build): run the last line "
+                f"of {dst / 'convert.sh'} once it is")
+    else:
+        log(f"llama.cpp not found (--llama-cpp DIR or ${ENV_VAR}); to make the GGUF, run:\n{script}")
+    gguf = dst / f"{facts.name}-{quant}.gguf"
+    usage = (f"The merged model is in `{merged}`. To GGUF, with llama.cpp's own tools "
+             + ("(already run by lorapilot):" if len(ran) == len(cmds) else "(in `convert.sh`):")
+             + f"\n\n```sh\n{script}\n```\n\nThen chat with it; `--jinja` makes llama.cpp use the chat template the "
+             f"run trained with, which the GGUF carries:\n\n```sh\nllama-server -m {gguf} --jinja\n"
+             f"llama-cli -m {gguf} --jinja -cnv\n```")
+    write_card(facts, dst, serve_title="Serve it with llama.cpp", serve_text=usage)
+    return dst

@@ -1,0 +1,121 @@
+"""`lorapilot export RUN --for vllm`: the adapter as vLLM loads it, checked, and the `vllm serve` line beside it.
+
+vLLM serves the base and applies PEFT adapters per request (`--enable-lora`). What it refuses, from its source
+(vllm/config/lora.py, vllm/lora/peft_helper.py, vllm/lora/lora_model.py, 2026):
+- a rank above `--max-lora-rank`, whose allowed values are MAX_LORA_RANKS;
+- `modules_to_save` (fully trained extra modules) and DoRA;
+- adapter weights on modules the model does not expose for LoRA. lm_head and the embeddings are the ones a
+  PEFT adapter may carry and vLLM will not serve (its extra-vocabulary LoRA support is being removed): they are
+  named here as errors, before a user finds out at the first request.
+The chat template and the end-of-turn tokens the run trained with travel with the adapter (`--chat-template`,
+`--generation-config`), so vLLM renders and stops as training did.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from engine.errors import UserError
+
+MAX_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+NOT_SERVED = ("lm_head", "embed_tokens", "wte", "word_embeddings", "embed_out")
+
+
+@dataclass
+class VllmCheck:
+    rank: int
+    max_lora_rank: int
+    targets: list[str]
+    problems: list[str] = field(default_factory=list)
+
+
+def check_adapter(adapter: Path) -> VllmCheck:
+    """Reads adapter_config.json and the weight names (the source of truth, as vLLM itself does)."""
+    cfg = json.loads((adapter / "adapter_config.json").read_text(encoding="utf-8"))
+    rank = int(cfg.get("r") or 0)
+    ranks = [r for r in [rank, *(cfg.get("rank_pattern") or {}).values()] if r]
+    top = max(ranks) if ranks else 0
+    allowed = next((m for m in MAX_LORA_RANKS if m >= top), None)
+    targets = cfg.get("target_modules") or []
+    targets = [targets] if isinstance(targets, str) else sorted(targets)
+    check = VllmCheck(rank=top, max_lora_rank=allowed or 0, targets=targets)
+    if allowed is None:
+        check.problems.append(f"LoRA rank {top} is above vLLM's largest --max-lora-rank ({MAX_LORA_RANKS[-1]})")
+    if cfg.get("modules_to_save"):
+        check.problems.append(f"modules_to_save {cfg['modules_to_save']}: vLLM only serves adapters without it")
+    if cfg.get("use_dora"):
+        check.problems.append("DoRA adapters: vLLM does not serve them")
+    if cfg.get("bias", "none") != "none":
+        check.problems.append(f"bias {cfg['bias']!r}: vLLM serves adapters with bias 'none'")
+    names = _weight_names(adapter)
+    hit = sorted({part for n in names + targets for part in n.split(".") if part in NOT_SERVED})
+    if hit:
+        check.problems.append(f"the adapter adapts {', '.join(hit)} (output head / embeddings): vLLM refuses LoRA "
+                              "weights there; serve the merged model instead (`lorapilot export --merged`)")
+    return check
+
+
+def _weight_names(adapter: Path) -> list[str]:
+    path = adapter / "adapter_model.safetensors"
+    if not path.exists():
+        return []
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="np") as f:
+        return list(f.keys())
+
+
+def serve_command(base: str, name: str, adapter: Path, max_lora_rank: int) -> list[str]:
+    cmd = ["vllm", "serve", base, "--enable-lora", "--lora-modules", f"{name}={adapter}",
+           "--max-lora-rank", str(max_lora_rank)]
+    if (adapter / "chat_template.jinja").exists():
+        cmd += ["--chat-template", str(adapter / "chat_template.jinja")]
+    if (adapter / "generation_config.json").exists():
+        cmd += ["--generation-config", str(adapter)]
+    return cmd
+
+
+def export_vllm(run_dir: str | Path, out: str | Path, *, log=print) -> Path:
+    from engine.export.card import write_card
+    from engine.export.facts import run_facts
+    from engine.export.merge import check_empty_out, export_adapter
+
+    facts = run_facts(run_dir)
+    check = check_adapter(facts.adapter)
+    if check.problems:
+        raise UserError(f"{facts.adapter}: vLLM would refuse this adapter", problems=check.problems)
+    dst = check_empty_out(out)
+    adapter = (dst / "adapter").resolve()
+    export_adapter(run_dir, adapter, card=False)
+    name = facts.name
+    cmd = serve_command(facts.base_path, name, adapter, check.max_lora_rank)
+    line = shlex.join(cmd)
+    (dst / "serve.sh").write_text(f"#!/bin/sh\n# Written by lorapilot: serves {facts.base_model} with the run's "
+                                  f"adapter as model '{name}' (OpenAI-compatible API on port 8000).\n"
+                                  f"exec {line} \"$@\"\n", encoding="utf-8")
+    (dst / "serve.sh").chmod(0o755)
+    usage = f"""```sh
+{line}
+```
+
+(also in `serve.sh`). Then ask for the model by its name:
+
+```sh
+curl http://localhost:8000/v1/chat/completions -H 'Content-Type: application/json' \\
+  -d '{{"model": "{name}", "messages": [{{"role": "user", "content": "Hello!"}}]}}'
+```
+
+- Checked against vLLM's LoRA support: rank {check.rank} (`--max-lora-rank {check.max_lora_rank}`, the smallest \
+allowed value that holds it); adapted modules {', '.join(check.targets) or 'none'}; no lm_head or embedding \
+weights, no modules_to_save, no DoRA.
+- `--chat-template` is the template the run trained with and `--generation-config` carries its end-of-turn tokens,\
+ so vLLM renders prompts and stops as training did.
+- vLLM loads the base unquantised (the adapter was trained on a {facts.cfg.quantization} base): the usual way to \
+serve a QLoRA adapter. The base path is `{facts.base_path}`; on another machine, name the base there."""
+    write_card(facts, adapter, serve_title="Serve it with vLLM", serve_text=usage, library="peft")
+    write_card(facts, dst, serve_title="Serve it with vLLM", serve_text=usage, library="peft")
+    log(line)
+    return dst

@@ -1,0 +1,171 @@
+"""`lorapilot export RUN --for ollama|vllm|llama.cpp` on the real finished demo run, and the model card."""
+
+from __future__ import annotations
+
+import json
+import shlex
+
+import pytest
+from conftest import run_cli
+
+from engine.errors import UserError
+from engine.rundir import read_metrics
+
+pytestmark = pytest.mark.slow
+
+
+def _last_eval(run_dir) -> float:
+    return [r for r in read_metrics(run_dir) if r["kind"] == "eval"][-1]["eval_loss"]
+
+
+def _card_is_real(readme: str, run_dir) -> None:
+    assert "[More Information Needed]" not in readme
+    assert "lorapilot-demo" in readme and "train.jsonl" in readme and "400 rows, format alpaca, prompt format: chat template" in readme
+    assert f"{_last_eval(run_dir):.4f}" in readme and "40 of 40" in readme
+    assert "Learning curve" in readme and "Hardware | cpu" in readme
+
+
+def test_ollama_export_from_the_command_line(finished_demo_run, tmp_path):
+    out = tmp_path / "ollama"
+    r = run_cli("export", str(finished_demo_run), "--for", "ollama", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    modelfile = (out / "Modelfile").read_text()
+    assert "FROM .\n" in modelfile and 'PARAMETER stop "<|im_end|>"' in modelfile
+    template = (out.parent / "t").parent  # the TEMPLATE is the known-good ChatML one
+    from engine.export.ollama import load_templates
+    chatml = next(t for t in load_templates() if t.name == "chatml").template
+    assert f'TEMPLATE """{chatml}"""' in modelfile, template
+    assert "SYSTEM" not in modelfile.split("FROM", 1)[1]  # the demo data has no system prompt
+    config = json.loads((out / "config.json").read_text())
+    assert config["architectures"] == ["LlamaForCausalLM"] and (out / "model.safetensors").exists()
+    assert "im_start" in json.loads((out / "tokenizer_config.json").read_text()).get("chat_template", "") or \
+        (out / "chat_template.jinja").exists()
+    readme = (out / "README.md").read_text()
+    _card_is_real(readme, finished_demo_run)
+    assert "ollama create" in readme and "chatml" in readme
+    # Never over the user's files.
+    r = run_cli("export", str(finished_demo_run), "--for", "ollama", "--out", str(out))
+    assert r.returncode == 2 and "not empty" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_vllm_export_writes_the_checked_adapter_and_the_serve_line(finished_demo_run, tmp_path):
+    from engine.export import export_for
+    from engine.model import resolve_model_path
+
+    out = export_for("vllm", finished_demo_run, tmp_path / "vllm", log=lambda _: None)
+    adapter = out / "adapter"
+    assert json.loads((adapter / "adapter_config.json").read_text())["r"] == 16
+    assert (adapter / "adapter_model.safetensors").exists()
+    serve = (out / "serve.sh").read_text().splitlines()[-1]
+    words = shlex.split(serve)
+    assert words[:3] == ["exec", "vllm", "serve"] and words[3] == resolve_model_path("lorapilot-demo")
+    name = finished_demo_run.name
+    assert words[4:10] == ["--enable-lora", "--lora-modules", f"{name}={adapter.resolve()}", "--max-lora-rank",
+                           "16", "--chat-template"]
+    assert "--generation-config" in words
+    _card_is_real((out / "README.md").read_text(), finished_demo_run)
+    _card_is_real((adapter / "README.md").read_text(), finished_demo_run)
+
+
+def test_vllm_check_names_what_vllm_would_refuse(finished_demo_run, tmp_path):
+    import shutil
+
+    from engine.export.vllm import check_adapter
+
+    assert check_adapter(finished_demo_run / "adapter").problems == []
+    bad = tmp_path / "bad"
+    shutil.copytree(finished_demo_run / "adapter", bad)
+    cfg = json.loads((bad / "adapter_config.json").read_text())
+    cfg.update(r=1024, modules_to_save=["lm_head"], target_modules=[*cfg["target_modules"], "embed_tokens"])
+    (bad / "adapter_config.json").write_text(json.dumps(cfg))
+    problems = "\n".join(check_adapter(bad).problems)
+    assert "rank 1024" in problems and "modules_to_save" in problems
+    assert "embed_tokens" in problems and "lm_head" in problems and "merged" in problems
+    cfg.update(r=20, modules_to_save=None, target_modules=["q_proj"])
+    (bad / "adapter_config.json").write_text(json.dumps(cfg))
+    check = check_adapter(bad)
+    assert check.problems == [] and check.max_lora_rank == 32  # the smallest allowed value that holds r=20
+
+
+def test_llama_cpp_export_prints_the_commands_without_llama_cpp(finished_demo_run, tmp_path, monkeypatch):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from engine.export import export_for
+    from engine.model import resolve_model_path
+
+    monkeypatch.delenv("LLAMA_CPP_DIR", raising=False)
+    said = []
+    out = export_for("llama.cpp", finished_demo_run, tmp_path / "gguf", log=said.append)
+    merged = out / "merged"
+    script = (out / "convert.sh").read_text()
+    assert f'"$LLAMA_CPP_DIR/convert_hf_to_gguf.py" {merged} --outfile {out}/' in script
+    assert "llama-quantize" in script and "Q4_K_M" in script
+    assert any("llama.cpp not found" in s and "convert_hf_to_gguf.py" in s for s in said)
+    assert "--jinja" in (out / "README.md").read_text()
+    # The merged model is the adapter applied to the base.
+    tuned = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(resolve_model_path("lorapilot-demo"),
+                                                                            dtype=torch.float32),
+                                      finished_demo_run / "adapter")
+    ids = torch.tensor([[1, 20, 30, 40]])
+    with torch.no_grad():
+        torch.testing.assert_close(AutoModelForCausalLM.from_pretrained(merged, dtype=torch.float32)(ids).logits,
+                                   tuned(ids).logits, atol=1e-4, rtol=1e-4)
+
+
+def test_llama_cpp_folder_that_is_not_one_is_refused_before_any_work(finished_demo_run, tmp_path):
+    r = run_cli("export", str(finished_demo_run), "--for", "llama.cpp", "--out", str(tmp_path / "x"),
+                "--llama-cpp", str(tmp_path))
+    assert r.returncode == 2 and "not a llama.cpp folder" in r.stderr and not (tmp_path / "x").exists()
+
+
+def test_plain_adapter_export_carries_the_model_card(finished_demo_run, tmp_path):
+    from engine.export import export_adapter
+
+    out = export_adapter(finished_demo_run, tmp_path / "adapter")
+    readme = (out / "README.md").read_text()
+    _card_is_real(readme, finished_demo_run)
+    assert "AutoPeftModelForCausalLM" in readme
+
+
+def test_an_unfinished_run_is_refused(tmp_path):
+    from engine.export import export_for
+
+    (tmp_path / "config.yaml").write_text("model: lorapilot-demo\ndataset:\n  path: demo/train.jsonl\n")
+    with pytest.raises(UserError, match="no finished adapter"):
+        export_for("ollama", tmp_path, tmp_path / "out")
+
+
+async def test_the_monitor_of_a_finished_run_exports_it(finished_demo_run, tmp_path, monkeypatch):
+    import time
+
+    from engine.export import default_out
+    from tui.app import LorapilotApp
+    from tui.screens.monitor import MonitorScreen
+    from tui.widgets.export_choice import ExportChoice
+
+    monkeypatch.chdir(tmp_path)  # exports land beside the current folder
+    app = LorapilotApp(start="monitor", run_dir=str(finished_demo_run))
+    out = default_out(finished_demo_run, "vllm")
+    async with app.run_test(size=(100, 32)) as pilot:
+        deadline = time.monotonic() + 60
+        while not (isinstance(app.screen, MonitorScreen) and app.screen.history.state == "done"):
+            assert time.monotonic() < deadline
+            await pilot.pause(0.1)
+        await pilot.press("e")
+        while not isinstance(app.screen, ExportChoice):
+            assert time.monotonic() < deadline
+            await pilot.pause(0.1)
+        await pilot.press("v")
+        deadline = time.monotonic() + 300
+        while not (out / "serve.sh").exists() or not (out / "README.md").exists():
+            assert time.monotonic() < deadline, "the export did not finish"
+            await pilot.pause(0.2)
+    assert out.parent == tmp_path and "vllm serve" in (out / "serve.sh").read_text()
+
+
+def test_the_runs_own_adapter_has_a_real_model_card(finished_demo_run):
+    readme = (finished_demo_run / "adapter" / "README.md").read_text()
+    _card_is_real(readme, finished_demo_run)
+    assert "library_name: peft" in readme
