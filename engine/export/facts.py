@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from engine.config import Config
 from engine.errors import UserError
 from engine.rundir import CONFIG_FILE, LOG_FILE, read_metrics, read_status
 
@@ -28,7 +29,7 @@ class DataFacts:
 @dataclass
 class RunFacts:
     run_dir: Path
-    cfg: object
+    cfg: Config
     adapter: Path
     base_model: str                      # as the config names it (hub id or path)
     base_path: str                       # where it loads from here

@@ -12,6 +12,7 @@ render is never reported as matching.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 
@@ -31,7 +32,7 @@ _ESCAPES = {"n": "\n", "t": "\t", '"': '"', "\\": "\\", "r": "\r"}
 class _Node:
     kind: str                      # text | out | if | range | set | break | continue
     text: str = ""
-    expr: list | None = None       # tokens of the pipeline
+    expr: list = field(default_factory=list)   # tokens of the pipeline
     branches: list = field(default_factory=list)   # if: [(expr, body)], range: [(expr, body)]
     else_body: list | None = None
     names: list[str] = field(default_factory=list)  # range / set variables
@@ -73,7 +74,7 @@ def _tokens(expr: str) -> list[tuple[str, str]]:
         m = _TOKEN.match(expr, pos)
         if not m or m.end() == pos:
             raise GoTemplateError(f"cannot read {expr[pos:]!r}")
-        kind = m.lastgroup
+        kind = m.lastgroup or ""
         out.append((kind, m.group(kind)))
         pos = m.end()
         while pos < len(expr) and expr[pos].isspace():
@@ -169,7 +170,7 @@ def _slice(seq, *bounds):
     return seq[bounds[0]:bounds[1]] if len(bounds) == 2 else seq[bounds[0]:] if bounds else seq
 
 
-_FUNCS = {
+_FUNCS: dict[str, Callable] = {
     "eq": lambda a, *bs: any(a == b for b in bs),
     "ne": lambda a, b: a != b,
     "lt": lambda a, b: a < b, "le": lambda a, b: a <= b, "gt": lambda a, b: a > b, "ge": lambda a, b: a >= b,

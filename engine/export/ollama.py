@@ -91,9 +91,9 @@ def trained_prompt(renderer, messages: list[dict], fmt: str, bos: str | None) ->
     answer = messages[-1]["content"]
     end = trained[-1][len(answer):] if trained and trained[-1].startswith(answer) else ""
     prompt = rendered.prompt_text
-    began_with_bos = bool(bos) and prompt.startswith(bos)
+    began_with_bos = bool(bos) and prompt.startswith(str(bos))
     if began_with_bos:
-        prompt = prompt[len(bos):]
+        prompt = prompt[len(str(bos)):]
     return TrainedPrompt(messages, prompt, end, began_with_bos)
 
 
@@ -188,7 +188,13 @@ def export_ollama(run_dir: str | Path, out: str | Path, *, log=print) -> Path:
     dst = check_empty_out(out)
     system = facts.data.system_prompt
     tokenizer = run_tokenizer(facts.adapter)
-    fmt = facts.data.format if facts.data.format != "unknown" else "chat"
+    fmt = facts.data.format
+    if fmt == "unknown":  # the dataset is not readable here: its format decides only without a chat template
+        fmt = facts.cfg.dataset.format if facts.cfg.dataset.format != "auto" else "chat"
+        if not getattr(tokenizer, "chat_template", None) and facts.cfg.dataset.format == "auto":
+            raise UserError(f"{facts.data.path}: cannot be read here, and without a chat template the prompt format "
+                            "depends on the data's format", fix="export where the dataset is, or set dataset.format "
+                            f"in {facts.run_dir / 'config.yaml'}")
     match = match_template(tokenizer, fmt, system)  # before the (slow) merge: a mismatch costs nothing
     if any("no system role" in n for n in match.notes):
         system = None
