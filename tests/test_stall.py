@@ -10,6 +10,7 @@ import pytest
 
 from conftest import run_cli
 from engine.diagnose.stall import STALL_MIN_S, STALL_STEPS, no_progress
+from engine.runs_list import STALLED
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "screenshots"))
 from monitor_fakerun import make_run  # noqa: E402
@@ -74,7 +75,7 @@ def test_runs_marks_a_live_run_that_went_quiet(tmp_path):
     r = run_cli("runs", "--root", str(tmp_path / "runs"))
     assert r.returncode == 0, r.stderr
     lines = {ln.split()[0]: ln for ln in r.stdout.splitlines()[1:]}
-    assert "no step finished lately" in lines["quiet"] and "no step finished" not in lines["fresh"]
+    assert STALLED in lines["quiet"] and STALLED not in lines["fresh"]  # the state column since runs fits 80
     r = run_cli("runs", "--root", str(tmp_path / "runs"), "--json")
     assert {Path(x["run_dir"]).name: x["no_progress"] for x in json.loads(r.stdout)} == {"quiet": True,
                                                                                          "fresh": False}
