@@ -397,6 +397,8 @@ class WizardState:
         elif kind == "model":
             self.model_info, self.model_error = result, message
             self.revalidate()  # the context limit is the model's
+            # The data was tokenized with the old model's tokenizer: its error is stale from now on.
+            self.inspect_error = None
             self.schedule("data", 0)       # the tokenizer is the model's
             self.schedule("estimate", 0)
         elif kind == "rows":
