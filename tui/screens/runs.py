@@ -1,4 +1,4 @@
-"""The runs under the runs root, newest first: pick one to monitor."""
+"""The runs and sweeps under the runs root, newest first (a sweep's trials under it): pick one to monitor."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
-from engine.rundir import RunSummary, default_runs_root, format_age, list_runs
+from engine.rundir import default_runs_root, format_age
+from engine.runs_list import Row, collect, short_name
 from tui.widgets.progress_panel import STATE_STYLES
 
 REFRESH_S = 3.0
@@ -34,7 +35,7 @@ class RunsScreen(Screen):
     def __init__(self, runs_root: str | None = None):
         super().__init__()
         self.root = Path(runs_root) if runs_root else default_runs_root()
-        self.runs: list[RunSummary] = []
+        self.runs: list[Row] = []
         self.title = "runs"
         self.sub_title = str(self.root)
 
@@ -61,19 +62,19 @@ class RunsScreen(Screen):
 
     @work(thread=True, exclusive=True, group="runs")
     def _load(self) -> None:
-        runs = list_runs(self.root)
+        runs = collect(self.root)  # what `lorapilot runs` lists, in the same order
         self.app.call_from_thread(self._show, runs)
 
-    def _show(self, runs: list[RunSummary]) -> None:
+    def _show(self, runs: list[Row]) -> None:
         self.runs = runs
         table = self.query_one(DataTable)
         keep = table.cursor_row
         table.clear()
         for r in runs:
-            step = f"{r.step:,} / {r.max_steps:,}" if r.max_steps else f"{r.step:,}"
-            table.add_row(r.name, Text(r.state, style=STATE_STYLES.get(r.state, "")), step, _loss(r.loss),
-                          _loss(r.eval_loss), format_age(r.age_s) + " ago" if r.age_s is not None else "-",
-                          key=str(r.path))
+            # A long name loses its middle, never the timestamp at its end: the numbers stay in 80 columns.
+            table.add_row(short_name(r.name), Text(r.state, style=STATE_STYLES.get(r.state, "")), r.progress,
+                          _loss(r.loss), _loss(r.eval_loss),
+                          format_age(r.age_s) + " ago" if r.age_s is not None else "-", key=r.key)
         if runs:
             table.move_cursor(row=min(keep, len(runs) - 1))
         empty = self.query_one("#runs-empty", Static)
@@ -94,5 +95,4 @@ class RunsScreen(Screen):
 
     def _open(self, path: str | None) -> None:
         if path:
-            from tui.screens.monitor import MonitorScreen
-            self.app.push_screen(MonitorScreen(path))
+            self.app.open_monitor(path)  # a sweep opens in the sweep monitor

@@ -1,0 +1,41 @@
+"""The runs list in the app: what `lorapilot runs` lists (sweeps included), within 80 columns."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "screenshots"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from monitor_fakerun import make_run  # noqa: E402
+from test_runs_cli import _sweep  # noqa: E402
+
+from tui.app import LorapilotApp  # noqa: E402
+
+pytestmark = pytest.mark.timeout(120)
+
+
+async def test_runs_screen_fits_80_columns_and_opens_a_sweep(tmp_path):
+    make_run(tmp_path / "my-long-experiment-name-on-llama-3.1-8b-20261203-101500", state="done", steps_done=1200,
+             max_steps=1200, now=time.time() - 60)
+    _sweep(tmp_path, "sweep-demo-20261203-102000")
+    app = LorapilotApp(start="monitor", run_dir=None, runs_root=str(tmp_path))
+    async with app.run_test(size=(80, 24)) as pilot:
+        for _ in range(100):
+            await pilot.pause(0.05)
+            if app.screen.runs:
+                break
+        table = app.screen.query_one("#runs-table")
+        assert table.row_count == 4  # the run, the sweep and its two trials
+        assert sum(c.get_render_width(table) for c in table.columns.values()) <= 80
+        names = [r.name for r in app.screen.runs]
+        assert names[0] == "sweep-demo-20261203-102000" and names[1].startswith("  · ")
+        await pilot.press("enter")   # the sweep, the newest: its own monitor
+        for _ in range(100):
+            await pilot.pause(0.05)
+            if type(app.screen).__name__ == "SweepMonitorScreen":
+                break
+        assert type(app.screen).__name__ == "SweepMonitorScreen"
