@@ -9,12 +9,16 @@ this module never imports the UI.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
 from pathlib import Path
 
-from engine.errors import EXIT_BAD_INPUT, EXIT_BROKEN_PIPE, EXIT_OK, EXIT_RUN_FAILED, UserError
+from engine.errors import EXIT_BAD_INPUT, EXIT_BROKEN_PIPE, EXIT_OK, EXIT_RUN_FAILED, UserError, quote
+
+
+_PATH_ERRNOS = (errno.ENAMETOOLONG, errno.EACCES, errno.EPERM, errno.ELOOP, errno.ENOTDIR, errno.EISDIR, errno.EROFS)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -126,6 +130,8 @@ def _report_end(run_dir: Path, rc: int) -> int:
 def _cmd_runs(a) -> int:
     from engine.rundir import list_runs
 
+    if a.root and Path(a.root).exists() and not Path(a.root).is_dir():
+        raise UserError(f"--root {a.root}: not a directory", fix="give the directory that holds the runs")
     skipped: list[str] = []   # corrupt status.json or sweep.json: that run only is left out, with a warning
     if a.json:
         runs = list_runs(a.root, skipped)
@@ -267,6 +273,13 @@ def _dispatch(argv: list[str] | None) -> int:
                 "chat": _cmd_chat, "monitor": _cmd_monitor}[a.verb](a)
     except UserError as e:
         print(f"lorapilot: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except OSError as e:
+        # A path the user named that the OS refuses before we could check it ourselves (a name too long,
+        # permission denied): their input, exit 2. Anything else (a full disk) is not bad input.
+        if e.errno not in _PATH_ERRNOS or not e.filename:
+            raise
+        print(f"lorapilot: {quote(str(e.filename))}: {e.strerror}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         return 130

@@ -104,8 +104,10 @@ def load_tokenizer(model: str, trust_remote_code: bool = False):
     path = model if Path(model).is_dir() else resolve_model_path(model)
     try:
         tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code, token=hub_token())
-    except OSError as e:
-        raise ModelError(f"{model}: cannot load tokenizer: {str(e).splitlines()[0]}") from None
+    except (OSError, ValueError) as e:   # ValueError: a directory without tokenizer files, a broken one
+        raise ModelError(f"{model}: cannot load tokenizer: {str(e).splitlines()[0]}",
+                         fix="a model directory needs its tokenizer files (tokenizer.json, tokenizer_config.json)"
+                         ) from None
     if tok.pad_token is None:
         # Padding is masked by position, so reusing EOS as pad is safe here.
         tok.pad_token = tok.eos_token

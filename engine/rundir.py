@@ -153,6 +153,13 @@ class MetricsTail:
         self.bad_lines = 0
         self._partial = b""
 
+    def pending_bytes(self) -> int:
+        """Bytes of a last line still waiting for its newline."""
+        return len(self._partial)
+
+    def pending_is_record_start(self) -> bool:
+        return self._partial.lstrip().startswith(b"{")
+
     def read_new(self, max_bytes: int | None = None) -> list[dict]:
         try:
             with open(self.path, "rb") as f:

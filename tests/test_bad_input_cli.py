@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from conftest import REPO, run_cli
 
 DEMO_DATA = REPO / "presets" / "demo" / "train.jsonl"
@@ -149,3 +150,32 @@ def test_runs_and_estimate_into_a_closed_pipe(tmp_path):
         r = piped_to_a_closed_reader(*args)
         assert "Traceback" not in r.stderr and "BrokenPipe" not in r.stderr, r.stderr
         assert r.returncode == 141
+
+
+# ---------------------------------------------------------------- found by fuzzing the verbs
+
+def test_a_path_too_long_for_the_os(tmp_path):
+    long = "x" * 5000
+    long_data = tmp_path / "long.yaml"
+    long_data.write_text(f"model: lorapilot-demo\ndataset: {{path: {long}}}\n", encoding="utf-8")
+    for args in (("inspect-data", long), ("diagnose", long), ("stop", long), ("train", "--resume", long),
+                 ("estimate", str(long_data))):
+        refused(run_cli(*args), "File name too long")
+
+
+def test_diagnose_on_a_file_that_is_not_metrics(tmp_path):
+    junk = tmp_path / "model.bin"
+    junk.write_bytes(bytes(range(256)) * 20)
+    refused(run_cli("diagnose", str(junk)), f"{junk}: not a metrics file")
+
+
+def test_runs_root_that_is_a_file(tmp_path):
+    refused(run_cli("runs", "--root", str(config(tmp_path))), "not a directory")
+
+
+def test_a_model_directory_without_a_tokenizer(tmp_path):
+    from engine.errors import ModelError
+    from engine.model import load_tokenizer
+
+    with pytest.raises(ModelError, match=rf"^{tmp_path}: cannot load tokenizer"):
+        load_tokenizer(str(tmp_path))

@@ -76,7 +76,7 @@ _RECOMPUTED_CODES = set(LIVE_CODES) - {"copies_training_data"}
 
 
 def run_diagnose(args: argparse.Namespace) -> int:
-    from engine.rundir import METRICS_FILE, read_metrics
+    from engine.rundir import METRICS_FILE, MetricsTail
 
     path = Path(args.run_dir)
     if not path.exists():
@@ -84,7 +84,12 @@ def run_diagnose(args: argparse.Namespace) -> int:
     metrics = path / METRICS_FILE if path.is_dir() else path
     if not metrics.is_file():
         raise UserError(f"{metrics}: no metrics file", fix="Give a run directory that holds metrics.jsonl.")
-    records = read_metrics(metrics)
+    tail = MetricsTail(metrics)
+    records = tail.read_new()
+    # Nothing but lines that are not records (a binary or unrelated file): "no problems" would be a lie.
+    if not records and (tail.bad_lines or tail.pending_bytes() and not tail.pending_is_record_start()):
+        raise UserError(f"{metrics}: not a metrics file (no JSON record in it)",
+                        fix="Give a run directory, or the metrics.jsonl a run wrote.")
     findings = newest_first(findings_for_run(records) + _stalled(metrics.parent, records))
     if args.json:
         _print_json([f.to_record() for f in findings])
