@@ -75,7 +75,8 @@ def parse_modelfile(text: str) -> dict:
 def trained(tokenizer, messages):
     """(prompt before the last answer, leading BOS removed; every trained end token) from the trainer's renderer."""
     r = Renderer(tokenizer, "completions").render({"messages": messages}, "chat", "test")
-    prompt = r.prompt_text.removeprefix(tokenizer.bos_token or "\0")
+    last = max(i for i, (_, is_trained) in enumerate(r.segments) if is_trained)
+    prompt = "".join(text for text, _ in r.segments[:last]).removeprefix(tokenizer.bos_token or "\0")
     specials = sorted(set(tokenizer.all_special_tokens), key=len, reverse=True)
     # Each trained answer ends with its end token, a special token of the tokenizer.
     ends = [next((t for t in specials if text.endswith(t)), None) for text, is_trained in r.segments if is_trained]

@@ -87,10 +87,13 @@ def trained_prompt(renderer, messages: list[dict], fmt: str, bos: str | None) ->
     else:
         row = {"messages": messages}
     rendered = renderer.render(row, "completion" if fmt == "completion" else "chat", "ollama export probe")
-    trained = [text for text, is_trained in rendered.segments if is_trained]
+    last = max(i for i, (_, is_trained) in enumerate(rendered.segments) if is_trained)
     answer = messages[-1]["content"]
-    end = trained[-1][len(answer):] if trained and trained[-1].startswith(answer) else ""
-    prompt = rendered.prompt_text
+    trained = rendered.segments[last][0]
+    end = trained[len(answer):] if trained.startswith(answer) else ""
+    # Everything the model read before its last answer: the segments' text up to it (the whole row's text is
+    # their concatenation), history turns included.
+    prompt = "".join(text for text, _ in rendered.segments[:last])
     began_with_bos = bool(bos) and prompt.startswith(str(bos))
     if began_with_bos:
         prompt = prompt[len(str(bos)):]
