@@ -179,3 +179,11 @@ def test_a_model_directory_without_a_tokenizer(tmp_path):
 
     with pytest.raises(ModelError, match=rf"^{tmp_path}: cannot load tokenizer"):
         load_tokenizer(str(tmp_path))
+
+
+def test_unknown_lora_target_is_refused_before_detaching(tmp_path):
+    run_dir = tmp_path / "run"
+    r = run_cli("train", str(config(tmp_path, "lora: {target_modules: [nonexistent]}\n")), "--detach",
+                "--run-dir", str(run_dir))
+    refused(r, "lora.target_modules: 'nonexistent' not in a llama model")
+    assert not run_dir.exists()

@@ -36,6 +36,12 @@ def check_inputs(cfg: Config) -> None:
     from engine.model import check_model_reachable
 
     check_model_reachable(cfg.model)
+    if cfg.lora.target_modules != "all-linear":
+        # peft refuses a module name the model does not have only once the trainer has loaded it, detached.
+        from engine.estimate.model_config import read_model_config
+        from engine.estimate.params import lora_targets
+
+        lora_targets(read_model_config(cfg.model).arch, cfg.lora.target_modules)
     read_rows(cfg.dataset.path, cfg.dataset.format)
     if cfg.dataset.validation_path:
         read_rows(cfg.dataset.validation_path, cfg.dataset.format)
