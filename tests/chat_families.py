@@ -13,13 +13,13 @@ TEMPLATES = Path(__file__).parent / "fixtures" / "chat_templates"
 # family: (bos, eos, pad, other specials, template file or None)
 FAMILIES = {
     "llama3": ("<|begin_of_text|>", "<|eot_id|>", None,
-               ["<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>"], "llama3.jinja"),
+               ["<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>"], "llama3_instruct.jinja"),
     "llama3.1": ("<|begin_of_text|>", "<|eot_id|>", None,
                  ["<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eom_id|>", "<|python_tag|>"],
-                 "llama3.1.jinja"),
-    "qwen2.5": (None, "<|im_end|>", "<|endoftext|>", ["<|im_start|>"], "qwen2.5.jinja"),
-    "mistral": ("<s>", "</s>", None, ["<unk>"], "mistral.jinja"),
-    "gemma2": ("<bos>", "<eos>", "<pad>", ["<start_of_turn>", "<end_of_turn>"], "gemma2.jinja"),
+                 "llama3_1_instruct.jinja"),
+    "qwen2.5": (None, "<|im_end|>", "<|endoftext|>", ["<|im_start|>"], "qwen2_5_instruct.jinja"),
+    "mistral": ("<s>", "</s>", None, ["<unk>"], "mistral_7b_instruct_v0_2.jinja"),
+    "gemma2": ("<bos>", "<eos>", "<pad>", ["<start_of_turn>", "<end_of_turn>"], "gemma2_it.jinja"),
     "alpaca-default": ("<s>", "</s>", None, ["<unk>"], None),
 }
 
