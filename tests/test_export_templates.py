@@ -126,3 +126,19 @@ def test_the_demo_model_gets_plain_chatml(demo_tokenizer):
     match = match_template(demo_tokenizer, "alpaca")
     assert match.template.name == "chatml" and "<|im_end|>" in match.stops
     assert match.bos == demo_tokenizer.bos_token  # the demo's template writes <s>; the Modelfile says so
+
+
+def test_the_system_prompt_is_the_one_every_row_shares():
+    from engine.export.facts import shared_system_prompt
+
+    def chat(system):
+        head = [{"role": "system", "content": system}] if system else []
+        return {"messages": [*head, {"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}
+
+    assert shared_system_prompt([chat("Be brief."), chat("Be brief.")], "chat") == ("Be brief.", None)
+    system, note = shared_system_prompt([chat("Be brief."), chat("Be kind.")], "chat")
+    assert system is None and "2 different system prompts" in note
+    system, note = shared_system_prompt([chat("Be brief."), chat(None)], "chat")
+    assert system is None and "some none" in note
+    assert shared_system_prompt([chat(None)], "chat") == (None, None)
+    assert shared_system_prompt([{"instruction": "i", "output": "o", "system": "S"}] * 2, "alpaca") == ("S", None)
