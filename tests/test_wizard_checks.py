@@ -170,3 +170,20 @@ async def test_statistics_show_the_trainers_split_and_a_tiny_validation_set_is_f
         assert "Only 2 examples held out for validation" in problems
         assert "Set dataset.validation_split to 0.2" in problems
         app.exit()
+
+
+async def test_the_problems_tab_counts_the_steps_the_status_line_counts(tmp_path):
+    from wizard_pilot import paste_into
+
+    app = LorapilotApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        await pilot.press("ctrl+n")
+        await paste_into(pilot, "#field-dataset-path", _own_data(tmp_path, 400))
+        await settle(app, pilot)
+        est = app.wizard.estimate
+        (rare,) = [f for f in app.wizard.findings if f.code == "eval_too_rare"]
+        assert f"{est.steps_per_epoch} steps per epoch, {est.total_steps} in all" in rare.evidence
+        assert f"{est.total_steps} steps ({est.steps_per_epoch}/epoch)" in str(
+            app.screen.query_one("EstimateLine").render())
+        app.exit()

@@ -213,14 +213,14 @@ def _check_hardware(cfg: Any, gpu_bf16: bool | None, est_peak_gib: float | None,
 def preflight(examples: Sequence[TokenizedExample], cfg: Any, *, gpu_bf16: bool | None = None,
               est_peak_gib: float | None = None, gpu_total_gib: float | None = None,
               dropped: Mapping[str, int] | None = None, slop: SlopMatcher | None = None,
-              num_gpus: int = 1) -> list[Finding]:
+              num_gpus: int = 1, planned_steps: tuple[int | None, int | None] | None = None) -> list[Finding]:
     """Every pre-flight finding, errors first. `blocking(findings)` says whether training may start.
 
     `dropped` is the data layer's count of rows it left out, by reason (DataReport.dropped).
     """
     examples, dropped = list(examples), dict(dropped or {})
     findings = _check_hardware(cfg, gpu_bf16, est_peak_gib, gpu_total_gib)
-    findings += check_settings(cfg, len(examples), num_gpus)
+    findings += check_settings(cfg, len(examples), num_gpus, planned_steps)
     if not examples:
         findings.append(_check_nothing_left(dropped))
     else:

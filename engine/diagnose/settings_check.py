@@ -26,7 +26,10 @@ SETTINGS_CODES = ("gradient_checkpointing_off", "no_warmup", "no_grad_clipping",
                   "no_save_limit", "learning_rate_unusual", "many_epochs")
 
 
-def check_settings(cfg: Any, n_examples: int | None, num_gpus: int = 1) -> list[Finding]:
+def check_settings(cfg: Any, n_examples: int | None, num_gpus: int = 1,
+                   planned_steps: tuple[int | None, int | None] | None = None) -> list[Finding]:
+    """`planned_steps`: (steps per epoch, total steps) from the run's plan (engine.plan, via the estimate) when
+    known, so these checks count the steps the status line and the trainer count; else counted from n_examples."""
     t = cfg.training
     out = []
     if not t.gradient_checkpointing:
@@ -47,10 +50,14 @@ def check_settings(cfg: Any, n_examples: int | None, num_gpus: int = 1) -> list[
             "no_grad_clipping", "warning", None,
             f"Gradient clipping at {t.max_grad_norm:g} hardly ever engages: one bad batch can derail the run.",
             f"training.max_grad_norm: {t.max_grad_norm:g}", "Set training.max_grad_norm to 0.3 (the QLoRA paper's value)."))
-    if n_examples:
+    planned_per_epoch, planned_total = planned_steps or (None, None)
+    if planned_per_epoch and planned_total:
+        steps_per_epoch, total = planned_per_epoch, planned_total
+    elif n_examples:
         per_step = t.micro_batch_size * t.gradient_accumulation_steps * max(1, num_gpus)
         steps_per_epoch = max(1, math.ceil(n_examples / per_step))
         total = t.max_steps if t.max_steps > 0 else max(1, round(t.num_epochs * steps_per_epoch))
+    if (planned_per_epoch and planned_total) or n_examples:
         never = t.eval_steps > total
         rare = total >= steps_per_epoch and steps_per_epoch / t.eval_steps < MIN_EVALS_PER_EPOCH
         if never or rare:

@@ -575,7 +575,9 @@ def _estimate_and_check(cfg: Config, model_info: Any, gpu: Any, n_examples: int 
                                  est_peak_gib=est.device_total_gib if est else None,
                                  gpu_total_gib=gpu.memory_gib if (est and gpu) else None,
                                  dropped=getattr(report, "dropped", None),
-                                 num_gpus=planned_processes(cfg.training.num_gpus))
+                                 num_gpus=planned_processes(cfg.training.num_gpus),
+                                 # the plan's step counts (the status line's), not a second count
+                                 planned_steps=(est.steps_per_epoch, est.total_steps) if est else None)
         except Exception as exc:  # noqa: BLE001 - a checklist line; _say logs it when it is a bug
             pf_error = _say(exc, "pre-flight checks")
     if est_error is not None and findings is None:
