@@ -67,8 +67,8 @@ class MonitorScreen(Screen):
         Binding("q", "app.quit", "Quit", show=False),
         Binding("escape", "back", "Runs"),
         Binding("s", "cycle_smoothing", "Smooth"),
-        Binding("l", "toggle_log_scale", "Log y"),
-        Binding("x", "stop_run", "Stop run…"),
+        Binding("l", "toggle_log_scale", "Log y", show=False),  # in the palette; the footer must fit 80 columns
+        Binding("x", "stop_run", "Stop…"),
         Binding("p", "playground", "Playground"),
         Binding("e", "export", "Export…"),
         *[Binding(str(i + 1), f"show_tab('{t}')", t.capitalize(), show=False) for i, t in enumerate(TABS)],
