@@ -187,3 +187,8 @@ def test_unknown_lora_target_is_refused_before_detaching(tmp_path):
                 "--run-dir", str(run_dir))
     refused(r, "lora.target_modules: 'nonexistent' not in a llama model")
     assert not run_dir.exists()
+
+
+def test_estimate_flags_out_of_range(tmp_path):
+    refused(run_cli("estimate", str(config(tmp_path)), "--examples", "-5"), "--examples -5: ", "out of range")
+    refused(run_cli("estimate", str(config(tmp_path)), "--price-per-hour", "nan"), "--price-per-hour nan")

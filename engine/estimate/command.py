@@ -25,6 +25,7 @@ def run(args: argparse.Namespace) -> int:
     from engine.estimate import detect_gpu, get_gpu, read_model_config
     from engine.estimate.dataset_size import token_lengths
 
+    _check_flags(args)
     cfg = load_config(args.config)
     info = read_model_config(cfg.model)
     gpu = get_gpu(args.gpu) if args.gpu else detect_gpu()
@@ -45,6 +46,19 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(render(est, info, n_examples, bool(lengths), cfg.training.memory))
     return EXIT_OK
+
+
+def _check_flags(args) -> None:
+    """--examples as dataset.max_examples is checked; --price-per-hour a finite amount, 0 or more."""
+    import math
+
+    from engine.config import check_override
+    from engine.errors import UserError
+
+    if args.examples is not None:
+        check_override("dataset.max_examples", args.examples, flag="--examples")
+    if args.price_per_hour is not None and not (math.isfinite(args.price_per_hour) and args.price_per_hour >= 0):
+        raise UserError(f"--price-per-hour {args.price_per_hour:g}: expected an amount of 0 or more")
 
 
 def estimate_for(cfg, info, gpu, *, lengths=None, val_lengths=None, n_examples=None, price_per_hour=None):
