@@ -131,11 +131,28 @@ def inspect_dataset(path: str | os.PathLike, *, model: str | None = None, max_se
     rows, fmt, sources = read_rows(path, fmt)
     tokenizer = tokenizer if tokenizer is not None else load_tokenizer(model)
     report = DataReport(path=str(path), format=fmt, n_rows=len(rows))
-    examples = tokenize_rows(rows, fmt, sources, tokenizer, max_seq_length=max_seq_length, report=report)
-    for example in examples:
-        example.segments = preview_segments(example, tokenizer)
+    built = _build(rows, fmt, sources, tokenizer, max_seq_length, "completions", report)
+    examples = []
+    for i, b in enumerate(built):
+        if isinstance(b, TokenizedExample):
+            b.row = i
+            b.segments = preview_segments(b, tokenizer)
+            examples.append(b)
     _count(report, examples, [])
     return report, examples
+
+
+def split_lengths(cfg, examples: list[TokenizedExample], n_rows: int) -> tuple[list[int], list[int] | None]:
+    """(training, validation) token lengths of inspect_dataset's examples, split as load_examples splits the rows
+    (max_examples, then the seeded validation draw): what the run's plan packs, for the wizard's estimate."""
+    ds = cfg.dataset
+    n = min(n_rows, ds.max_examples) if ds.max_examples else n_rows
+    kept = [e for e in examples if e.row < n]
+    if ds.validation_path:
+        return [len(e) for e in kept], None
+    _, val_idx = split_indices(n, ds.validation_split, cfg.training.seed)
+    val_rows = set(val_idx)
+    return [len(e) for e in kept if e.row not in val_rows], [len(e) for e in kept if e.row in val_rows] or None
 
 
 def preview_segments(example: TokenizedExample, tokenizer=None) -> list[tuple[str, bool]]:

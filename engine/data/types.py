@@ -23,6 +23,7 @@ class TokenizedExample:
     # (text, trained) runs decoded from the tokens, for previews; filled by inspect_dataset only (the
     # trainer does not need a second copy of every row's text).
     segments: list[tuple[str, bool]] = field(default_factory=list, repr=False, compare=False)
+    row: int = field(default=-1, repr=False, compare=False)   # its row in the file (inspect_dataset sets it)
 
     @property
     def response_tokens_lost(self) -> int:

@@ -14,6 +14,7 @@ from engine.estimate.estimator import (
 )
 from engine.estimate.gpus import GpuSpec
 from engine.estimate.model_config import ModelInfo
+from engine.plan import LEAN_TOKENS_PER_MICROBATCH
 
 _EIGHT_BIT = {"paged_adamw_32bit": "paged_adamw_8bit", "adamw_torch": "adamw_8bit"}
 _ATTENTION_ONLY = {"q_proj", "k_proj", "v_proj", "o_proj", "qkv_proj"}
@@ -86,6 +87,10 @@ def _micro_change(cfg: Config, micro: int, est: Estimate) -> Change:
 def _candidates(cfg: Config, info: ModelInfo) -> list[tuple[str, dict]]:
     t, lora = cfg.training, cfg.lora
     out = []
+    if t.memory == "fast" and t.packing:
+        # The fast path packs a whole optimizer step per micro-batch: micro_batch_size does not change its size.
+        out.append((f"training.memory lean (at most {LEAN_TOKENS_PER_MICROBATCH:,} tokens per micro-batch, "
+                    "activations in host memory)", {"training.memory": "lean"}))
     if not t.gradient_checkpointing:
         out.append(("turn on gradient checkpointing", {"training.gradient_checkpointing": True}))
     if cfg.quantization != "nf4":

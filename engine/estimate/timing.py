@@ -56,6 +56,10 @@ def train_seconds(total_steps: int, tokens_per_step_per_gpu: int, flops_token: f
 # figure for a recent x86 core with AVX2/AVX-512 FMA under PyTorch's oneDNN/MKL (a small model's matmuls are
 # far from peak); the run trains in fp32 with plain PyTorch kernels.
 CPU_GFLOPS_PER_CORE = 20.0
+# On the CPU a micro-batch costs far more than its FLOPs: the Trainer's step, bitsandbytes' 4-bit layers on the CPU,
+# the callbacks. Measured with the demo (4 layers, ~250 tokens a micro-batch): 5.97 s a step on a 2-core machine
+# shared with other test runs (2026-12-03), so an upper bound for a quiet machine.
+CPU_SECONDS_PER_MICROBATCH = 6.0
 
 
 def cpu_tflops() -> float:
@@ -77,7 +81,8 @@ def run_seconds(arch: Architecture, params: ParamCounts, lora_params: int, plan,
     fpt = flops_per_token(arch, params, lora_params, per_example, gradient_checkpointing)
     per_rank_tokens = plan.train_tokens / max(1, plan.processes)
     if machine.device != "cuda":
-        return per_rank_tokens * fpt / (cpu_tflops() * 1e12)
+        passes = (plan.micro_batches or 0) / max(1, plan.processes)
+        return per_rank_tokens * fpt / (cpu_tflops() * 1e12) + passes * CPU_SECONDS_PER_MICROBATCH
     if gpu is None or not gpu.tflops_16bit:
         return None
     return per_rank_tokens * fpt / (gpu.tflops_16bit * 1e12 * MFU_BY_QUANTIZATION[quantization])

@@ -48,11 +48,14 @@ def last_checkpoint(run_dir: Path) -> str | None:
 
 def oom_hint(cfg, memory: str | None, run_dir: Path) -> str:
     """What to change after a CUDA OOM, for the path the run took (`memory`: fast, lean, or None if unknown)."""
+    from engine.plan import LEAN_TOKENS_PER_MICROBATCH
+
     t = cfg.training
     tips = []
     if memory == "fast" and t.packing:
         # The fast path packs a whole optimizer step per micro-batch: micro_batch_size does not change its size.
-        tips.append("training.memory: lean (at most 8,192 tokens per micro-batch, activations in host memory)")
+        tips.append(f"training.memory: lean (at most {LEAN_TOKENS_PER_MICROBATCH:,} tokens per micro-batch, "
+                    "activations in host memory)")
     elif t.micro_batch_size > 1 and not (memory == "lean" and t.packing):  # lean packs by tokens too
         tips.append(f"training.micro_batch_size {t.micro_batch_size} -> {max(1, t.micro_batch_size // 2)} "
                     f"(and gradient_accumulation_steps x2 to keep the effective batch)")

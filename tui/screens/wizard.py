@@ -452,7 +452,8 @@ class WizardState:
         """
         from engine.estimate import auto_fit
         fit = auto_fit(self.cfg, self.model_info, self.gpu, n_examples=self.n_examples,
-                       num_gpus=planned_processes(self.cfg.training.num_gpus), price_per_hour=self.price_per_hour)
+                       num_gpus=planned_processes(self.cfg.training.num_gpus), price_per_hour=self.price_per_hour,
+                       **_plan_lengths(self.cfg, self.data_report, self.examples, self.busy_with("data")))
         current = self.cfg.to_dict()
         changed = {k: v for k, v in fit.settings.items() if get_path(current, k) != v}
         notes = [c.description for c in fit.changes]
@@ -550,6 +551,17 @@ def _inspect_data(cfg: Config, model: str) -> tuple[Any, list]:
         return _data_pool().submit(inspect_dataset, cfg.dataset.path, **kwargs).result()
 
 
+def _plan_lengths(cfg: Config, report: Any, examples: list, data_pending: bool) -> dict:
+    """The tokenized examples' lengths, split as the trainer splits them, for the run's plan (engine.plan): the
+    estimate then packs the micro-batches the trainer will, as `lorapilot estimate` does. Empty while the data is
+    being read (the estimate says it assumed full-length examples)."""
+    if report is None or data_pending or not examples:
+        return {}
+    from engine.data import split_lengths
+    train, val = split_lengths(cfg, examples, report.n_rows)
+    return {"lengths": train or None, "val_lengths": val}
+
+
 def _estimate_and_check(cfg: Config, model_info: Any, gpu: Any, n_examples: int | None, price: float | None,
                         report: Any, examples: list, data_pending: bool) -> tuple[Any, list | None, str | None]:
     """The estimate, then the pre-flight over the tokenized examples (with the estimate's memory if any).
@@ -562,7 +574,7 @@ def _estimate_and_check(cfg: Config, model_info: Any, gpu: Any, n_examples: int 
         if model_info is None:
             raise UserError("the estimate needs the model's size: pick a model that can be read")
         est = estimate(cfg, model_info, gpu, n_examples=n_examples, num_gpus=planned_processes(cfg.training.num_gpus),
-                       price_per_hour=price)
+                       price_per_hour=price, **_plan_lengths(cfg, report, examples, data_pending))
     except Exception as exc:  # noqa: BLE001 - a checklist line; _say below logs it when it is a bug
         est_error = exc
     findings, pf_error = None, None

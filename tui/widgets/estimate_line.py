@@ -52,7 +52,10 @@ class EstimateLine(Widget):
             # What nvidia-smi will show against the card: the numbers the fit verdict compares.
             used = getattr(est, "need_gib", None)
             card = est.gpu.memory_gib if getattr(est, "gpu", None) is not None else None
-            if used is not None:
+            if getattr(est, "gpu", "?") is None:
+                # No GPU: the plan is this machine's CPU (fp32, plain kernels), and the time below is for it.
+                parts.append(Content.styled("no GPU: trains on this CPU", "$text-warning"))
+            elif used is not None:
                 fits = getattr(est, "fits", None)
                 mem = f"VRAM {used:.1f}" + (f"/{card:.0f} GiB" if card else " GiB")
                 style = "$text-success" if fits else "$text-error bold" if fits is False else ""
