@@ -114,8 +114,8 @@ def _print_progress(summary: dict) -> None:
 # ---------------------------------------------------------------- a new sweep
 
 def _duration(seconds: float) -> str:
-    minutes = round(seconds / 60)
-    return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{max(minutes, 1)} min"
+    from engine.estimate.timing import duration_text
+    return duration_text(seconds)  # the wording of `lorapilot estimate` and the wizard
 
 
 def _new(config_path: Path, a) -> int:
@@ -135,7 +135,11 @@ def _new(config_path: Path, a) -> int:
     if n_val == 0:
         raise UserError(f"{config_path}: the sweep ranks trials by eval loss, but the config holds no validation "
                         "examples", fix="set dataset.validation_split (0.05) or dataset.validation_path")
-    model = trial_time_model(cfg, trials, gpu, n_train=n_train, n_val=n_val)
+    from engine.estimate.dataset_size import token_lengths
+
+    lengths, val_lengths, _ = token_lengths(cfg)   # the trials' plans pack the real examples, where readable here
+    model = trial_time_model(cfg, trials, gpu, n_train=n_train, n_val=n_val, lengths=lengths or None,
+                             val_lengths=val_lengths or None)
     budget_s = a.budget_minutes * 60 if a.budget_minutes else None
     fitted = None
     if budget_s and model.seconds:
@@ -200,7 +204,7 @@ def _plan_text(trials, steps: int, requested: int, lanes: int, devices: list[str
     lines.append(f"runs    {where}")
     if plan["total_s"]:
         cost = f"; cost about {plan['cost']:.2f} at {plan['price_per_hour']:g}/h" if plan["cost"] is not None else ""
-        lines.append(f"time    about {_duration(plan['total_s'])} in all ({_duration(plan['trial_s'])} a trial on "
+        lines.append(f"time    {_duration(plan['total_s'])} in all ({_duration(plan['trial_s'])} a trial on "
                      f"{plan['gpu']}; an upper bound: trials stopped early finish sooner){cost}")
     else:
         lines.append(f"time    unknown before the first trial ends: {plan['time_unknown_because']}; "

@@ -24,8 +24,12 @@ class TimeModel:
 
 
 def trial_time_model(base: Config, trials: list[Trial], gpu, *, n_train: int | None,
-                     n_val: int | None) -> TimeModel:
-    """Seconds for one trial (the largest r, an upper bound): steps, its three evaluations, start-up."""
+                     n_val: int | None, lengths: list[int] | None = None,
+                     val_lengths: list[int] | None = None) -> TimeModel:
+    """Seconds for one trial (the largest r, an upper bound): steps, its three evaluations, start-up.
+
+    lengths: the training examples' token lengths (engine.estimate.dataset_size.token_lengths), so each trial is
+    timed over the micro-batches its plan packs, as `lorapilot estimate` and the wizard time a run."""
     from engine.errors import UserError
     from engine.estimate import estimate, read_model_config
 
@@ -44,7 +48,7 @@ def trial_time_model(base: Config, trials: list[Trial], gpu, *, n_train: int | N
 
     def seconds(steps: int) -> float | None:
         cfg = trial_config(base, widest, steps)
-        est = estimate(cfg, info, gpu, n_examples=n_train, num_gpus=1)
+        est = estimate(cfg, info, gpu, n_examples=n_train, num_gpus=1, lengths=lengths, val_lengths=val_lengths)
         if est.time_s is None:
             return None
         per_step = est.time_s / steps
