@@ -36,6 +36,9 @@ def _wizard_at(step_keys: tuple[str, ...]):
         for key in step_keys:
             await pilot.press(key)
             await settle(pilot.app, pilot)
+        from textual.widgets import Input
+        for editor in pilot.app.screen.query(Input):  # a blinking cursor would make the picture a coin toss
+            editor.cursor_blink = False
         await pilot.pause(0.2)
     return run_before
 
