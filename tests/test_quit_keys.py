@@ -56,9 +56,17 @@ async def test_ctrl_q_quits_the_wizard():
     assert not app.is_running
 
 
-@pytest.mark.parametrize("state, label", [("training", "Quit (run continues)"), ("done", "Quit")])
+@pytest.mark.parametrize("state, label", [("training", "Quit (run continues)"), ("done", "Quit"), ("lost", "Quit")])
 async def test_the_monitor_says_whether_the_run_continues(tmp_path, state, label):
-    run = make_run(tmp_path / "r", state=state, steps_done=1200 if state == "done" else 900)
+    import os
+    import subprocess
+
+    # "lost": status says training, but no trainer has that pid any more.
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    pid = {"lost": dead.pid, "training": os.getpid()}.get(state)
+    run = make_run(tmp_path / "r", state="training" if state == "lost" else state,
+                   steps_done=1200 if state == "done" else 900, pid=pid)
     app = LorapilotApp(start="monitor", run_dir=str(run))
     async with app.run_test(size=(80, 24)) as pilot:
         for _ in range(100):

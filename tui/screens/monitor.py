@@ -51,6 +51,9 @@ GRID_MIN = Size(100, 30)
 # From this height the grid also has room for the samples panel.
 TALL = 40
 
+# A run that will write nothing more: finished, or its trainer gone ("lost").
+ENDED = (*FINAL_STATES, "lost")
+
 TABS = ("overview", "lr", "hardware", "diagnostics", "log", "samples")
 
 
@@ -226,7 +229,7 @@ class MonitorScreen(Screen):
             h.status = up.status
             h.bump(PROGRESS)
         if up.state is not None:
-            if up.state in FINAL_STATES and h.state not in FINAL_STATES and h.state != "unknown":
+            if up.state in ENDED and h.state not in ENDED and h.state != "unknown":
                 self._announce_end(up.state)  # ended while watched (not a run that had ended before we looked)
             h.state = up.state
             h.bump(PROGRESS)
@@ -301,7 +304,7 @@ class MonitorScreen(Screen):
 
     def check_action(self, action: str, parameters: tuple) -> bool | None:
         if action in ("quit_monitor", "quit_finished"):
-            return (self.history.state in FINAL_STATES) == (action == "quit_finished")
+            return (self.history.state in ENDED) == (action == "quit_finished")
         if action == "export":  # a finished run only: the adapter is final
             return self.history.state == "done" and (Path(self.run_dir) / ADAPTER_DIR).is_dir()
         return True
@@ -313,7 +316,7 @@ class MonitorScreen(Screen):
         # Why not a checkpoint now: a second copy of the base model beside the trainer would take the GPU
         # memory the run was planned with, and an out-of-memory would kill the run, not the playground.
         h = self.history
-        if h.state in FINAL_STATES:
+        if h.state in ENDED:
             why = f"This run is {h.state} without a final adapter: resume it (lorapilot train --resume {self.run_dir})."
         else:
             why = (f"The playground opens on the finished adapter: at step {h.step}/{h.max_steps or '?'} the run is "
