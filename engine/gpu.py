@@ -181,5 +181,23 @@ def sample_gpus() -> list[GpuSample]:
     return out
 
 
+def supports_bf16(capability: tuple[int, int] | None) -> bool:
+    """bf16 in hardware: compute capability 8.0 (Ampere) and newer.
+
+    Not torch.cuda.is_bf16_supported(): that counts emulation, and says yes on a T4 (7.5), where bf16
+    matmuls run many times slower than fp16 ones.
+    """
+    return capability is not None and tuple(capability) >= (8, 0)
+
+
+def compute_capability(index: int = 0) -> tuple[int, int] | None:
+    """The GPU's CUDA compute capability from NVML (no CUDA context), or None."""
+    _NVML.ensure()
+    if _NVML.lib is None or index >= len(_NVML.handles):
+        return None
+    cap = _field(_NVML.lib.nvmlDeviceGetCudaComputeCapability, _NVML.handles[index])
+    return (int(cap[0]), int(cap[1])) if cap is not None else None
+
+
 def reset() -> None:
     _NVML.reset()

@@ -71,25 +71,34 @@ def detect_hardware() -> Hardware:
     if torch.cuda.is_available():
         cap = torch.cuda.get_device_capability(0)
         total = torch.cuda.get_device_properties(0).total_memory / GIB
-        from engine.gpu import gpu_memory_cap
+        from engine.gpu import gpu_memory_cap, supports_bf16
 
         limit = gpu_memory_cap()
         if limit is not None and limit < total:
             device = local_rank()  # the rank's own GPU, before the Trainer selects it
             torch.cuda.set_per_process_memory_fraction(limit / total, device)
             total = limit
-        return Hardware("cuda", torch.cuda.get_device_name(0), torch.cuda.is_bf16_supported(), cap,
-                        torch.cuda.device_count(), total)
+        return Hardware("cuda", torch.cuda.get_device_name(0), supports_bf16(cap), cap, torch.cuda.device_count(),
+                        total)
     return Hardware("cpu", "cpu", False, None, 0)
 
 
 def compute_dtype_name(precision: str, hw: Hardware) -> str:
-    """bf16 on Ampere and newer, fp16 on older GPUs (T4, V100), fp32 on the CPU."""
+    """bf16 on Ampere and newer, fp16 on older GPUs (T4, V100), fp32 on the CPU.
+
+    An explicit bf16 on an older GPU is refused: it would run emulated, many times slower, or fail.
+    """
+    if precision == "bf16" and hw.device == "cuda" and not hw.bf16:
+        from engine.errors import ConfigError
+        cap = ".".join(map(str, hw.capability)) if hw.capability else "unknown"
+        raise ConfigError(f"training.precision: bf16 needs an Ampere or newer GPU (compute capability 8.0); "
+                          f"this {hw.name} has compute capability {cap}",
+                          fix="set training.precision to auto (fp16 on this GPU) or fp16")
     if precision != "auto":
         return precision
     if hw.device == "cpu":
         return "fp32"
-    return "bf16" if hw.bf16 and hw.capability and hw.capability[0] >= 8 else "fp16"
+    return "bf16" if hw.bf16 else "fp16"
 
 
 def torch_dtype(name: str):
