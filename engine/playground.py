@@ -38,6 +38,21 @@ def check_sampling(name: str, text: str) -> tuple[Any, str | None]:
     return value, None
 
 
+def prompt_style(adapter: Path, cfg):
+    """How the run's prompts were rendered: saved with the adapter; for an older run, from its dataset."""
+    from engine.data.prompt import PromptStyle, load_style, shared_system_prompt
+
+    saved = load_style(adapter)
+    if saved is not None:
+        return saved
+    try:
+        from engine.data import read_rows
+        rows, fmt, _ = read_rows(cfg.dataset.path, cfg.dataset.format)
+        return PromptStyle(format=fmt, system=shared_system_prompt(rows, fmt))
+    except Exception:  # the dataset moved since: the alpaca layout, as such runs were prompted
+        return PromptStyle()
+
+
 class Playground:
     def __init__(self, run_dir: str | Path):
         from peft import PeftModel
@@ -56,10 +71,11 @@ class Playground:
         base, _ = load_base_model(self.cfg.model, self.cfg.quantization, self.cfg.training.precision,
                                   trust_remote_code=self.cfg.trust_remote_code)
         self.model = PeftModel.from_pretrained(base, str(ad)).eval()
+        self.style = prompt_style(ad, self.cfg)
 
     def prompt_ids(self, text: str) -> list[int]:
         from engine.samples import from_text
-        return from_text(self.tokenizer, text).ids
+        return from_text(self.tokenizer, text, self.style).ids
 
     def stream(self, text: str, *, adapter: bool, temperature: float = 0.0, top_p: float = 1.0,
                max_new_tokens: int = 128) -> Iterator[str]:

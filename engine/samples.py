@@ -1,8 +1,11 @@
 """Generated samples: what the model says, not only how its loss moves.
 
-Prompts are rendered with exactly the training template (through the data
-layer), so a sample shows what the adapter learned to answer. Used at each
-evaluation by the trainer and by the playground.
+Prompts are the ids training fed before an answer: for a held-out row, the
+ids before its first answer, taken from the tokenized example itself; for a
+typed prompt (training.sample_prompts, the playground, chat), the same
+renderer, system prompt and BOS as training (engine.data.prompt). So a sample
+shows what the adapter learned to answer. Used at each evaluation by the
+trainer and by the playground.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import time
 import warnings
 from dataclasses import dataclass
 
-from engine.data.types import IGNORE_INDEX, TokenizedExample
+from engine.data.types import TokenizedExample
 from engine.settings import FAST_DECODE_ENV
 
 DEFAULT_SAMPLE_PROMPTS = 3  # held-out validation prompts when the config names none
@@ -31,28 +34,32 @@ class SamplePrompt:
 
 
 def prompt_part(ex: TokenizedExample) -> list[int]:
-    first = next((i for i, label in enumerate(ex.labels) if label != IGNORE_INDEX), len(ex.labels))
-    return list(ex.input_ids[:first])
+    """The ids before the example's first answer: exactly what training fed before it."""
+    return list(ex.input_ids[: ex.prompt_len])
 
 
-def from_text(tokenizer, text: str) -> SamplePrompt:
-    """A free-text prompt rendered as a user turn of the training template."""
-    from engine.data import tokenize_rows
+def from_text(tokenizer, text: str, style=None) -> SamplePrompt:
+    """A typed prompt rendered as training renders a row of the data's format (engine.data.prompt)."""
+    from engine.data.prompt import PromptStyle, prompt_ids
 
-    # The placeholder answer is only there so the template renders the turn; its tokens are cut off.
-    (ex,) = tokenize_rows([{"instruction": text, "input": "", "output": "x"}], "alpaca", ["prompt"], tokenizer,
-                          max_seq_length=1_000_000)
-    return SamplePrompt(text=text, ids=prompt_part(ex))
+    ids, _ = prompt_ids(tokenizer, text, style or PromptStyle())
+    return SamplePrompt(text=text, ids=ids)
 
 
-def choose_prompts(cfg, tokenizer, validation: list[TokenizedExample]) -> list[SamplePrompt]:
+def choose_prompts(cfg, tokenizer, validation: list[TokenizedExample], style=None) -> list[SamplePrompt]:
+    """training.sample_prompts, else the first held-out rows that have a prompt (text rows have none).
+
+    A held-out row is fed the ids before its first answer (for a multi-turn row: the system prompt and first
+    user turn), and shown with that user turn and that answer.
+    """
     if cfg.training.sample_max_new_tokens <= 0:
         return []
     if cfg.training.sample_prompts:
-        return [from_text(tokenizer, p) for p in cfg.training.sample_prompts]
+        return [from_text(tokenizer, p, style) for p in cfg.training.sample_prompts]
     # the user's own words where the format has them: the rendered prompt carries the template's markup
+    with_prompt = [ex for ex in validation if ex.prompt_text and ex.prompt_len]
     return [SamplePrompt(text=ex.question or ex.prompt_text, ids=prompt_part(ex), reference=ex.response_text)
-            for ex in validation[:DEFAULT_SAMPLE_PROMPTS]]
+            for ex in with_prompt[:DEFAULT_SAMPLE_PROMPTS]]
 
 
 def stop_token_ids(tokenizer) -> list[int]:

@@ -151,7 +151,9 @@ def test_chatml_multi_turn_with_system(chatml):
         ("Red.<|im_end|>", True),
         ("\n", False)])
     assert trained_ids(ex).count(chatml.convert_tokens_to_ids("<|im_end|>")) == 2  # one per assistant turn
-    assert ex.response_text == "Red." and ex.prompt_text.endswith("And a tomato?<|im_end|>\n<|im_start|>assistant\n")
+    # the prompt samples feed is the one before the first answer (tokenized alone, as inference does)
+    assert ex.response_text == "Yellow." and ex.prompt_text.endswith("lemon?<|im_end|>\n<|im_start|>assistant\n")
+    assert ex.input_ids[:ex.prompt_len] == chatml(ex.prompt_text, add_special_tokens=False)["input_ids"]
 
 
 def test_response_also_in_prompt_is_masked_by_offset_not_search(chatml):
@@ -390,10 +392,10 @@ def test_conversation_opening_with_the_assistant_masks_its_header(chatml):
     (ALPACA, "alpaca", "Give the plural of the word.\n\nbox"),
     ({"instruction": "What is 6 plus 28?", "input": "", "output": "34."}, "alpaca", "What is 6 plus 28?"),
     ({"prompt": "What is 35 plus 7? ", "completion": "42."}, "completion", "What is 35 plus 7?"),
-    (CHAT, "chat", "And a tomato?"),
+    (CHAT, "chat", "What color is a lemon?"),  # the turn before the first answer: the prompt samples feed
     ({"text": "Red."}, "text", ""),
 ])
-def test_the_question_is_the_users_last_turn_without_the_templates_markup(request, tok_name, row, fmt, question):
+def test_the_question_is_the_users_turn_without_the_templates_markup(request, tok_name, row, fmt, question):
     """The Samples panel shows it above each answer: the words as written, not the rendered prompt."""
     ex = build(request.getfixturevalue(tok_name), row, fmt)
     assert ex.question == question

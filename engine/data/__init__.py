@@ -99,6 +99,8 @@ def load_examples(cfg, tokenizer) -> PreparedData:
     if ds.max_examples:
         rows, sources = rows[: ds.max_examples], sources[: ds.max_examples]
     report = DataReport(path=str(ds.path), format=fmt, n_rows=len(rows))
+    from engine.data.prompt import shared_system_prompt
+    report.system_prompt = shared_system_prompt(rows, fmt)
     built = _build(rows, fmt, sources, tokenizer, seq, ds.train_on, report)
     if ds.validation_path:
         train_built = built

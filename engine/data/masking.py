@@ -1,17 +1,24 @@
 """From rendered segments to input_ids and labels, with the guarantees the trainer relies on.
 
-The row's whole text is tokenized once, with offsets and without the
-tokenizer's own special tokens; a token is trained when its characters
-overlap a trained segment (so a token that merges the space before an answer
-with its first word is trained: it is the answer's first word). Tokenizing
-the segments one by one instead would change the tokens at every boundary.
+Each segment is tokenized on its own, without the tokenizer's special
+tokens, and the pieces are concatenated: the prompt is tokenized alone,
+exactly as the playground, chat and samples tokenize it, and the answer's
+tokens follow it, so the prompt/answer seam is always a token boundary. (One
+pass over the whole text would let a token straddle the seam: a prompt
+character merged into the answer's first token, or with a SentencePiece-style
+tokenizer a whole prompt merged into the answer, trained; and the ids a model
+is trained to produce after the prompt would not be those it must produce at
+inference.) Segments start and end at the template's special tokens almost
+everywhere, where tokens split anyway.
 
-Guarantees, asserted token by token in tests/test_data_masking.py:
+Guarantees, asserted token by token in tests/test_data_masking.py and
+tests/test_template_families.py:
 
 - one BOS per row: the template's, or the tokenizer's when it would add one
   and the text lacks it, never two;
 - labels are input_ids where trained, -100 elsewhere, not shifted; position 0
   is always -100 (nothing predicts it, and packed rows rely on it);
+- prompt_len: the ids before the first answer, the same ids inference is fed;
 - a row longer than max_seq_length is, in this order of preference:
   1. kept whole-response by cutting the start of the prompt (BOS kept), if
      the prompt keeps at least a quarter of the window (or all of itself);
@@ -39,23 +46,12 @@ def tokenizer_adds_bos(tokenizer) -> bool:
     return len(with_special) > len(without) and with_special[0] == bos
 
 
-def _trained_spans(segments: list[tuple[str, bool]]) -> list[tuple[int, int]]:
-    spans: list[tuple[int, int]] = []
-    pos = 0
-    for text, trained in segments:
-        if trained and text:
-            if spans and spans[-1][1] == pos:
-                spans[-1] = (spans[-1][0], pos + len(text))
-            else:
-                spans.append((pos, pos + len(text)))
-        pos += len(text)
-    return spans
-
-
-def _is_trained(start: int, end: int, spans: list[tuple[int, int]]) -> bool:
-    if end == start:  # a zero-width token (some tokenizers' added prefix space) belongs where it sits
-        return any(a <= start < b for a, b in spans)
-    return any(start < b and end > a for a, b in spans)
+def prefix_space_id(tokenizer) -> int | None:
+    """The id of the bare `▁` a SentencePiece-style tokenizer puts in front of text tokenized alone, else None."""
+    first = tokenizer.convert_ids_to_tokens(tokenizer("a", add_special_tokens=False)["input_ids"][:1])
+    if not first or not first[0].startswith("\u2581"):
+        return None
+    return tokenizer.get_vocab().get("\u2581")
 
 
 class Masker:
@@ -64,56 +60,63 @@ class Masker:
         self.max = max_seq_length
         self.bos_id = tokenizer.bos_token_id
         self.adds_bos = tokenizer_adds_bos(tokenizer)
+        self.prefix_space = prefix_space_id(tokenizer)
 
     # ------------------------------------------------------------ tokens and labels
 
-    def _encode(self, rows: list[list[tuple[str, bool]]]) -> list[tuple[list[int], list[tuple[int, int]]]]:
-        texts = ["".join(t for t, _ in segments) for segments in rows]
-        try:
-            enc = self.tok(texts, add_special_tokens=False, return_offsets_mapping=True)
-        except NotImplementedError:  # a Python tokenizer has no offsets: fall back to segment by segment
-            return [self._encode_by_segment(segments) for segments in rows]
-        return [(list(ids), [tuple(o) for o in offs]) for ids, offs in zip(enc["input_ids"], enc["offset_mapping"])]
+    def _encode(self, rows: list[Rendered]) -> list[list[list[int]]]:
+        """The ids of each row's segments, each segment tokenized alone (one batched call).
 
-    def _encode_by_segment(self, segments: list[tuple[str, bool]]) -> tuple[list[int], list[tuple[int, int]]]:
-        """Less exact at the boundaries (tokens cannot merge across them), but right about which is which."""
-        ids, offsets, pos = [], [], 0
-        for text, _ in segments:
-            part = self.tok(text, add_special_tokens=False)["input_ids"]
+        A SentencePiece-style tokenizer puts a `▁` (a space) in front of any text tokenized alone: the answer
+        then starts with its word-start token, as the model generates it after the prompt. A later segment's
+        own leading space is that `▁` (" 42." is "▁42.", not "▁" "▁42."), and a `▁` left as a token of its
+        own before text that starts with no space ("▁" "\n\n") is not in the text: it is dropped.
+        """
+        texts = [text[1:] if i and self.prefix_space is not None and text.startswith(" ") else text
+                 for r in rows for i, (text, _) in enumerate(r.segments)]
+        flat = iter(self.tok(texts, add_special_tokens=False)["input_ids"] if texts else [])
+        out = []
+        for r in rows:
+            pieces = [list(next(flat)) for _ in r.segments]
+            for i in range(1, len(pieces)):
+                if self.prefix_space is not None and pieces[i][:1] == [self.prefix_space] and len(pieces[i]) > 1:
+                    pieces[i] = pieces[i][1:]
+            out.append(pieces)
+        return out
+
+    def _label(self, rendered: Rendered, pieces: list[list[int]]) -> tuple[list[int], list[int], int]:
+        """(ids, labels, prompt_len)."""
+        ids, labels = [], []
+        for (_, trained), part in zip(rendered.segments, pieces):
             ids += part
-            offsets += [(pos, pos + len(text))] * len(part)
-            pos += len(text)
-        return ids, offsets
-
-    def _label(self, segments: list[tuple[str, bool]], ids: list[int], offsets) -> tuple[list[int], list[int]]:
-        spans = _trained_spans(segments)
-        labels = [t if _is_trained(s, e, spans) else IGNORE_INDEX for t, (s, e) in zip(ids, offsets)]
+            labels += part if trained else [IGNORE_INDEX] * len(part)
+        prompt_len = sum(len(part) for part in pieces[: rendered.prompt_segments])
         if self.bos_id is not None:
             # A template that renders BOS while the data also starts with its text gives two: keep one.
             while len(ids) > 1 and ids[0] == ids[1] == self.bos_id:
-                ids, labels = ids[1:], labels[1:]
+                ids, labels, prompt_len = ids[1:], labels[1:], max(0, prompt_len - 1)
             if self.adds_bos and (not ids or ids[0] != self.bos_id):
-                ids, labels = [self.bos_id] + ids, [IGNORE_INDEX] + labels
+                ids, labels, prompt_len = [self.bos_id] + ids, [IGNORE_INDEX] + labels, prompt_len + 1
         if labels:
             labels[0] = IGNORE_INDEX
-        return ids, labels
+        return ids, labels, prompt_len
 
     # ------------------------------------------------------------ truncation
 
-    def _truncate(self, ids: list[int], labels: list[int]) -> tuple[list[int], list[int], bool] | None:
-        """(ids, labels, prompt_shortened) within max_seq_length, or None when the row must be dropped."""
+    def _truncate(self, ids: list[int], labels: list[int]) -> tuple[list[int], list[int], int] | None:
+        """(ids, labels, prompt tokens cut) within max_seq_length, or None when the row must be dropped."""
         n, window = len(ids), self.max
         if n <= window:
-            return ids, labels, False
+            return ids, labels, 0
         nb = 1 if self.bos_id is not None and ids[0] == self.bos_id else 0
         first = next(i for i, label in enumerate(labels) if label != IGNORE_INDEX)
         prompt_len, response_len = first - nb, n - first
         room = window - nb - response_len            # prompt tokens the whole response leaves
         if room >= min(prompt_len, int(window * PROMPT_FLOOR)):
             cut = prompt_len - room                  # > 0: the row is too long
-            return ids[:nb] + ids[nb + cut:], labels[:nb] + labels[nb + cut:], True
+            return ids[:nb] + ids[nb + cut:], labels[:nb] + labels[nb + cut:], cut
         if first < window:
-            return ids[:window], labels[:window], False
+            return ids[:window], labels[:window], 0
         return None
 
     # ------------------------------------------------------------ the example
@@ -125,15 +128,15 @@ class Masker:
         # Batches: the fast tokenizer encodes a list in parallel, in Rust.
         for at in range(0, len(todo), 512):
             chunk = todo[at: at + 512]
-            for i, (ids, offsets) in zip(chunk, self._encode([rendered[i].segments for i in chunk])):
-                out[i] = self._example(rendered[i], ids, offsets, sources[i])
+            for i, pieces in zip(chunk, self._encode([rendered[i] for i in chunk])):
+                out[i] = self._example(rendered[i], pieces, sources[i])
         return out
 
     def build(self, rendered: Rendered, source: str) -> TokenizedExample | str:
         return self.build_many([rendered], [source])[0]
 
-    def _example(self, rendered: Rendered, ids, offsets, source: str) -> TokenizedExample | str:
-        ids, labels = self._label(rendered.segments, ids, offsets)
+    def _example(self, rendered: Rendered, pieces: list[list[int]], source: str) -> TokenizedExample | str:
+        ids, labels, prompt_len = self._label(rendered, pieces)
         trained_full = sum(label != IGNORE_INDEX for label in labels)
         if not trained_full:
             return "no trained tokens"
@@ -141,9 +144,10 @@ class Masker:
         kept = self._truncate(ids, labels)
         if kept is None:
             return "too long"
-        ids, labels, shortened = kept
+        ids, labels, cut = kept
         return TokenizedExample(
             input_ids=ids, labels=labels, source=source, full_length=full_length,
             trained_tokens=sum(label != IGNORE_INDEX for label in labels), trained_tokens_full=trained_full,
-            truncated=len(ids) < full_length, prompt_shortened=shortened,
+            truncated=len(ids) < full_length, prompt_shortened=cut > 0,
+            prompt_len=min(len(ids), max(0, prompt_len - cut)),
             prompt_text=rendered.prompt_text, response_text=rendered.response_text, question=rendered.question)

@@ -1,10 +1,24 @@
 """Rendering one example to text segments, each marked trained or masked.
 
-With a chat template, alpaca and completion rows become a user turn and an
-assistant turn (after a system turn when the row has one) and the model's own
-template renders them. The assistant spans are found from where the renders
-of the conversation's prefixes end, never by searching the rendered text for
-the response (which fails when the response also appears in the prompt):
+Every row but a text row is a conversation rendered by one chat template:
+the model's own, else one of the two defaults below. `training_chat_template`
+names the template a run trains with; the trainer saves it with the adapter
+(and so with every export), so `apply_chat_template` later renders what
+training rendered.
+
+- ALPACA_TEMPLATE (alpaca and chat rows on a tokenizer without a template):
+
+      [{system}\\n\\n]### Instruction:\\n{instruction}\\n\\n[### Input:\\n{input}\\n\\n]### Response:\\n{output}{eos}
+
+  a chat row repeats Instruction/Response per turn, "\\n\\n" between turns.
+- RAW_TEMPLATE (completion and text rows on a tokenizer without a template):
+  the prompt as written, then the completion and EOS.
+
+Text rows are text + EOS, trained whole, with no template.
+
+The assistant spans are found from where the renders of the conversation's
+prefixes end, never by searching the rendered text for the response (which
+fails when the response also appears in the prompt):
 
 - content starts where `messages[:i]` rendered with the generation prompt
   ends; for a template that ignores `add_generation_prompt`, where a
@@ -13,14 +27,11 @@ the response (which fails when the response also appears in the prompt):
 - the turn ends where `messages[:i+1]` ends, less trailing whitespace (the
   newline after `<|im_end|>` is not the model's to learn).
 
-Without a chat template the documented default is used:
-
-    [{system}\\n\\n]### Instruction:\\n{instruction}\\n\\n[### Input:\\n{input}\\n\\n]### Response:\\n{output}{eos}
-
-(a chat row repeats Instruction/Response per turn, "\\n\\n" between turns);
-completion rows are prompt + completion + EOS and text rows text + EOS,
-trained whole. The last trained span always ends in an end token: the
-template's end-of-turn token or EOS, appended when the template has none.
+What ends an answer: the last trained span always ends in one end token, the
+template's end-of-turn token or EOS, appended when the template writes none.
+An end token is any special token but BOS, UNK and a pad token that is not
+also the EOS: the pad token is often the EOS itself (engine.model.load_tokenizer
+sets pad = EOS when the tokenizer has none), and that must not hide the EOS.
 """
 
 from __future__ import annotations
@@ -33,13 +44,80 @@ DEFAULT_TEMPLATE = "default (alpaca)"
 # A private-use code point pair: no template escapes it and no data contains it.
 _PLACEHOLDER = "\ue000lorapilot\ue001"
 
+# `message.input` is set only by alpaca rows (the Input section); a plain chat message renders without it.
+ALPACA_TEMPLATE = (
+    "{%- for message in messages %}"
+    "{%- if message['role'] == 'system' %}{{ message['content'] + '\\n\\n' }}"
+    "{%- elif message['role'] == 'user' %}"
+    "{%- if message.input is defined and message.input %}"
+    "{{ '### Instruction:\\n' + message.instruction + '\\n\\n### Input:\\n' + message.input + '\\n\\n' }}"
+    "{%- else %}{{ '### Instruction:\\n' + message['content'] + '\\n\\n' }}{%- endif %}"
+    "{%- else %}{{ '### Response:\\n' + message['content'] + (eos_token or '') }}"
+    "{%- if not loop.last %}{{ '\\n\\n' }}{%- endif %}"
+    "{%- endif %}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{ '### Response:\\n' }}{%- endif %}"
+)
+# What a base model trained on completion or text rows was fed: the words alone.
+RAW_TEMPLATE = (
+    "{%- for message in messages %}"
+    "{%- if message['role'] == 'assistant' %}{{ message['content'] + (eos_token or '') }}"
+    "{%- else %}{{ message['content'] }}{%- endif %}"
+    "{%- endfor %}"
+)
+
+
+def model_chat_template(tokenizer) -> str | None:
+    """The tokenizer's own chat template (the default one of several), or None."""
+    template = getattr(tokenizer, "chat_template", None)
+    if isinstance(template, dict):
+        template = template.get("default")
+    return template or None
+
+
+def training_chat_template(tokenizer, fmt: str) -> str:
+    """The chat template a run on this tokenizer and data format trains with.
+
+    The model's own when it has one; else ALPACA_TEMPLATE for alpaca and chat
+    data, RAW_TEMPLATE for completion and text data (a base model is fed the
+    prompt as written). This is the template saved with the adapter and any
+    export; exporters for other runtimes (Ollama, vLLM, llama.cpp) read it here.
+    """
+    own = model_chat_template(tokenizer)
+    if own:
+        return own
+    return RAW_TEMPLATE if fmt in ("completion", "text") else ALPACA_TEMPLATE
+
+
+def template_name(tokenizer, fmt: str) -> str:
+    """How the data is rendered, in the words the reports use."""
+    if fmt == "text":
+        return "none (raw text + EOS)"
+    if model_chat_template(tokenizer):
+        return "chat template"
+    return "none (prompt + completion + EOS)" if fmt == "completion" else DEFAULT_TEMPLATE
+
+
+def end_tokens(tokenizer) -> list[str]:
+    """The special tokens that can end an answer, longest first (see the module's docstring)."""
+    pad = tokenizer.pad_token if tokenizer.pad_token != tokenizer.eos_token else None
+    not_ends = {tokenizer.bos_token, tokenizer.unk_token, pad}
+    specials = set(tokenizer.all_special_tokens)
+    specials |= {t.content for t in getattr(tokenizer, "added_tokens_decoder", {}).values() if t.special}
+    # Longest first: "<|im_end|>" must win over a shorter special that happens to be its suffix.
+    return sorted((s for s in specials if s and s not in not_ends), key=len, reverse=True)
+
 
 @dataclass
 class Rendered:
     segments: list[tuple[str, bool]]        # (text, trained); their concatenation is the row's text
-    prompt_text: str = ""                   # the text before the last response (what a generation is fed)
-    response_text: str = ""                 # the last response as written in the data
-    question: str = ""                      # what the user asked before it, as written (shown beside samples)
+    # The prompt: the text before the first answer, i.e. segments[:prompt_segments]. It is what the
+    # playground, chat and samples feed (tokenized alone, as they tokenize it), so it is also kept when
+    # train_on is "all".
+    prompt_segments: int = 0
+    prompt_text: str = ""
+    response_text: str = ""                 # the first answer as written in the data (what follows the prompt)
+    question: str = ""                      # the user's words just before it, as written (shown beside samples)
     skip: str | None = None                 # why the row has nothing to train, e.g. "empty response"
 
 
@@ -70,28 +148,32 @@ def _spans_to_segments(text: str, spans: list[tuple[int, int]]) -> list[tuple[st
     return segments
 
 
+def prompt_row(fmt: str, text: str, system: str = "") -> dict:
+    """A row of the dataset's format whose prompt is `text` (a free-text question at chat time).
+
+    Its answer is a placeholder, only there so the template renders the turn: its tokens are never fed.
+    """
+    if fmt in ("completion", "text"):
+        return {"prompt": text, "completion": "x"}
+    if fmt == "chat":
+        return {"messages": ([{"role": "system", "content": system}] if system else [])
+                + [{"role": "user", "content": text}, {"role": "assistant", "content": "x"}]}
+    return {"instruction": text, "input": "", "output": "x", **({"system": system} if system else {})}
+
+
 class Renderer:
     """Renders rows for one tokenizer; built once per dataset (it caches what it learns of the tokenizer)."""
 
     def __init__(self, tokenizer, train_on: str = "completions"):
         self.tok = tokenizer
         self.train_on = train_on
-        self.has_template = bool(getattr(tokenizer, "chat_template", None))
         self.eos = tokenizer.eos_token
-        not_ends = {tokenizer.bos_token, tokenizer.pad_token, tokenizer.unk_token}
-        specials = set(tokenizer.all_special_tokens)
-        specials |= {t.content for t in getattr(tokenizer, "added_tokens_decoder", {}).values() if t.special}
-        # Longest first: "<|im_end|>" must win over a shorter special that happens to be its suffix.
-        self.end_tokens = sorted((s for s in specials if s and s not in not_ends), key=len, reverse=True)
+        self.end_tokens = end_tokens(tokenizer)
         self.notes: set[str] = set()
-        self._generation_prompt: bool | None = None  # does the template render one? (asked once)
+        self._generation_prompt: dict[str, bool] = {}  # does the template render one? (asked once each)
 
     def name(self, fmt: str) -> str:
-        if fmt == "text":
-            return "none (raw text + EOS)"
-        if self.has_template:
-            return "chat template"
-        return "none (prompt + completion + EOS)" if fmt == "completion" else DEFAULT_TEMPLATE
+        return template_name(self.tok, fmt)
 
     # ------------------------------------------------------------ entry point
 
@@ -105,15 +187,20 @@ class Renderer:
                 return Rendered([], skip="no assistant turn")
             if not any(m["content"].strip() for m in answers):
                 return Rendered([], skip="empty response")
-            if self.has_template:
-                out = self._chat(messages, source)
-            elif fmt == "completion":
-                out = self._completion(row)
-            else:
-                out = self._default(messages, row if fmt == "alpaca" else None)
+            out = self._chat(messages, training_chat_template(self.tok, fmt), source)
         if self.train_on == "all":
             out.segments = [(t, True) for t, _ in out.segments]
         return out
+
+    def render_prompt(self, text: str, fmt: str, system: str = "") -> Rendered:
+        """A free-text prompt rendered as a row of format `fmt` would be (see prompt_row).
+
+        A model trained on text rows never saw a template: it is fed the words as written.
+        """
+        row = prompt_row(fmt, text, system)
+        if fmt == "text":
+            return self._chat(self._messages(row, "completion"), RAW_TEMPLATE, "prompt")
+        return self.render(row, fmt, "prompt")
 
     # ------------------------------------------------------------ building the turns
 
@@ -130,22 +217,24 @@ class Renderer:
         elif fmt == "alpaca":
             user = row["instruction"] + (f"\n\n{row['input']}" if row["input"] else "")
             msgs = ([{"role": "system", "content": row["system"]}] if row.get("system") else []) + [
-                {"role": "user", "content": user}, {"role": "assistant", "content": row["output"]}]
+                {"role": "user", "content": user, "instruction": row["instruction"], "input": row["input"]},
+                {"role": "assistant", "content": row["output"]}]
         else:
             msgs = [{"role": "user", "content": row["prompt"]}, {"role": "assistant", "content": row["completion"]}]
-        return [{"role": m["role"], "content": self._strip_eos(m["content"]) if m["role"] == "assistant"
-                 else m["content"]} for m in msgs]
+        return [{**m, "content": self._strip_eos(m["content"])} if m["role"] == "assistant" else m for m in msgs]
 
     def _ends_with_end_token(self, text: str) -> bool:
         return any(text.endswith(t) for t in self.end_tokens)
 
     def _eos_or_note(self) -> str:
         if not self.eos:
-            self.notes.add("the tokenizer has no EOS token: responses end without an end token")
+            self.notes.add("no end token: the tokenizer names no EOS token (nor does the model's config), so "
+                           "answers are trained without one and the model will not learn to stop; set "
+                           "eos_token in the model's tokenizer_config.json")
             return ""
         return self.eos
 
-    # ------------------------------------------------------------ without a chat template
+    # ------------------------------------------------------------ text rows
 
     def _text(self, text: str) -> Rendered:
         if not text.strip():
@@ -153,77 +242,52 @@ class Renderer:
         text = text if self._ends_with_end_token(text) else text + self._eos_or_note()
         return Rendered([(text, True)], response_text=text)
 
-    def _completion(self, row: dict) -> Rendered:
-        completion = self._strip_eos(row["completion"])
-        return Rendered([(row["prompt"], False), (completion + self._eos_or_note(), True)],
-                        prompt_text=row["prompt"], response_text=completion, question=row["prompt"].strip())
+    # ------------------------------------------------------------ through a chat template
 
-    def _default(self, messages: list[dict], alpaca: dict | None) -> Rendered:
-        segments: list[tuple[str, bool]] = []
-        last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
-        for i, m in enumerate(messages):
-            if m["role"] == "system":
-                segments.append((f"{m['content']}\n\n", False))
-            elif m["role"] == "user":
-                if alpaca is not None:  # the alpaca layout names the input section
-                    body = f"### Instruction:\n{alpaca['instruction']}\n\n"
-                    body += f"### Input:\n{alpaca['input']}\n\n" if alpaca["input"] else ""
-                else:
-                    body = f"### Instruction:\n{m['content']}\n\n"
-                segments.append((body, False))
-            else:
-                segments.append(("### Response:\n", False))
-                segments.append((m["content"] + self._eos_or_note(), True))
-                if i != last:
-                    segments.append(("\n\n", False))
-        segments = [(t, trained) for t, trained in segments if t]
-        cut = max(i for i, (_, trained) in enumerate(segments) if trained)
-        question = (f"{alpaca['instruction']}\n\n{alpaca['input']}".strip() if alpaca is not None
-                    else _last_user_turn(messages, last))
-        return Rendered(segments, prompt_text="".join(t for t, _ in segments[:cut]),
-                        response_text=messages[last]["content"], question=question)
-
-    # ------------------------------------------------------------ with the model's chat template
-
-    def _apply(self, messages: list[dict], generation: bool, source: str) -> str:
+    def _apply(self, messages: list[dict], generation: bool, template: str, source: str) -> str:
         if not messages:
             return ""
         try:
-            return self.tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation)
+            return self.tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation,
+                                                chat_template=template)
         except Exception as e:  # noqa: BLE001 - jinja raises its own errors and templates raise_exception(); all are the data's
             raise DataError(f"{source}: the model's chat template cannot render this conversation: {e}",
                             fix="check the order of roles (many templates need user/assistant alternating)") from None
 
-    def _has_generation_prompt(self, source: str) -> bool:
-        if self._generation_prompt is None:
+    def _has_generation_prompt(self, template: str, source: str) -> bool:
+        if template not in self._generation_prompt:
             probe = [{"role": "user", "content": "x"}]
-            self._generation_prompt = self._apply(probe, True, source) != self._apply(probe, False, source)
-        return self._generation_prompt
+            self._generation_prompt[template] = (self._apply(probe, True, template, source)
+                                                 != self._apply(probe, False, template, source))
+        return self._generation_prompt[template]
 
-    def _content_start(self, messages: list[dict], i: int, full: str, source: str) -> int:
-        prompt = self._apply(messages[:i], True, source)
+    def _content_start(self, messages: list[dict], i: int, full: str, template: str, source: str) -> int:
+        prompt = self._apply(messages[:i], True, template, source)
         start = _common_prefix_len(prompt, full)
-        if not i or not self._has_generation_prompt(source):
+        if not i or not self._has_generation_prompt(template, source):
             # No generation prompt in this template: the role header would count as the answer's. Render a
             # placeholder as the content instead and start where it lands.
-            probe = self._apply(messages[:i] + [{"role": "assistant", "content": _PLACEHOLDER}], False, source)
+            probe = self._apply(messages[:i] + [{"role": "assistant", "content": _PLACEHOLDER}], False, template,
+                                source)
             at = probe.find(_PLACEHOLDER)
             if at >= start and probe[:at] == full[:at]:
                 start = at
         return start
 
-    def _chat(self, messages: list[dict], source: str) -> Rendered:
-        full = self._apply(messages, False, source)
+    def _chat(self, messages: list[dict], template: str, source: str) -> Rendered:
+        full = self._apply(messages, False, template, source)
         spans: list[tuple[int, int]] = []
+        turns: list[int] = []
         for i, m in enumerate(messages):
             if m["role"] != "assistant":
                 continue
-            start = self._content_start(messages, i, full, source)
-            end = _common_prefix_len(self._apply(messages[: i + 1], False, source), full)
+            start = self._content_start(messages, i, full, template, source)
+            end = _common_prefix_len(self._apply(messages[: i + 1], False, template, source), full)
             while end > start and full[end - 1].isspace():
                 end -= 1
             if end > start:
                 spans.append((start, end))
+                turns.append(i)
         if not spans:
             return Rendered([], skip="empty response")
         start, end = spans[-1]
@@ -234,6 +298,7 @@ class Renderer:
             spans[-1] = (start, end + len(eos))
             if eos:
                 self.notes.add("the chat template ends answers with no end token: EOS appended to the last one")
-        last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
-        return Rendered(_spans_to_segments(full, spans), prompt_text=full[:start],
-                        response_text=messages[last]["content"], question=_last_user_turn(messages, last))
+        first = turns[0]
+        segments = _spans_to_segments(full, spans)
+        return Rendered(segments, prompt_segments=1 if spans[0][0] else 0, prompt_text=full[: spans[0][0]],
+                        response_text=messages[first]["content"], question=_last_user_turn(messages, first))

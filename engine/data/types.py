@@ -17,9 +17,12 @@ class TokenizedExample:
     trained_tokens_full: int       # labels != -100 before truncation
     truncated: bool = False        # some tokens were cut by max_seq_length
     prompt_shortened: bool = False  # prompt tokens dropped so the response fits
-    prompt_text: str = ""
-    response_text: str = ""
-    question: str = ""             # the user's last turn as written, without the template's markup
+    # input_ids[:prompt_len] is the prompt before the first answer: tokenized alone, as inference tokenizes
+    # it (what samples feed for a held-out row); 0 for text rows, which have none
+    prompt_len: int = 0
+    prompt_text: str = ""          # the text of that prompt
+    response_text: str = ""        # the first answer as written in the data (what follows the prompt)
+    question: str = ""             # the user's turn before it as written, without the template's markup
     # (text, trained) runs decoded from the tokens, for previews; filled by inspect_dataset only (the
     # trainer does not need a second copy of every row's text).
     segments: list[tuple[str, bool]] = field(default_factory=list, repr=False, compare=False)
@@ -47,6 +50,7 @@ class DataReport:
     trained_tokens: int = 0
     total_tokens: int = 0
     template: str = ""                                        # "chat template" or "default (alpaca)"
+    system_prompt: str = ""                                   # the one every row shares, "" if they differ
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:

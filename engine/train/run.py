@@ -266,9 +266,11 @@ def train(cfg: Config, run_dir: Path, *, resume: bool, data: PreparedData | None
                 inputs = dict(inputs, attention_mask=packed_block_mask(inputs["position_ids"]))
             return super().compute_loss(model, inputs, *args, **kwargs)
 
+    from engine.data.prompt import PromptStyle
     from engine.samples import choose_prompts
 
-    prompts = sample_prompts_for(parallel, choose_prompts(cfg, tokenizer, data.validation), log)
+    style = PromptStyle(format=data.report.format, system=data.report.system_prompt)
+    prompts = sample_prompts_for(parallel, choose_prompts(cfg, tokenizer, data.validation, style), log)
     ckpt = last_checkpoint(run_dir) if resume else None
     callback = RunDirCallback(run_dir, collator=collator, steps_per_epoch=steps_per_epoch, stop_flag=stop,
                               stop_on=t.stop_on, diagnostics=_live_diagnostics(run_dir, resume, data),
@@ -313,7 +315,8 @@ def train(cfg: Config, run_dir: Path, *, resume: bool, data: PreparedData | None
     if is_main():
         if not sharding:
             model.save_pretrained(str(adapter_dir))
-        tokenizer.save_pretrained(str(adapter_dir))
+        from engine.data.prompt import save_for_inference
+        save_for_inference(tokenizer, style, adapter_dir)  # with the chat template training used
         _save_generation_config(model, tokenizer, adapter_dir)
     callback._write("event", step, message="adapter saved", path=str(adapter_dir))
     if is_main():

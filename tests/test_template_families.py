@@ -1,0 +1,243 @@
+"""Every trained token, on the real chat templates of five model families and the alpaca default.
+
+The tokenizers (tests/fixtures/template_families.py) carry each family's real
+special tokens, BOS/EOS/pad set-up and published chat template, and are loaded
+through the trainer's own loader. For every family, format and pad set-up:
+
+- the trained tokens, decoded token by token, are the answer and one end token
+  per assistant turn, nothing of the prompt (a golden listing of every row,
+  trained tokens starred, is tests/fixtures/trained_tokens.txt: read it to see
+  what is trained; LORAPILOT_REGOLD=1 rewrites it);
+- the prompt ids are the prompt tokenized alone, exactly as inference does;
+- the pad token changes nothing;
+- the ids the playground, `lorapilot chat` and training.sample_prompts feed for
+  a held-out row's question are the ids that row was trained with before its
+  answer, with the tokenizer and prompt style saved with the adapter.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+from fixtures.template_families import FAMILIES, load_family
+
+from engine.data import IGNORE_INDEX, DataReport, tokenize_rows
+from engine.data.prompt import (
+    PromptStyle,
+    load_style,
+    save_for_inference,
+    shared_system_prompt,
+)
+from engine.samples import from_text
+
+GOLDEN = Path(__file__).parent / "fixtures" / "trained_tokens.txt"
+
+ALPACA = {"instruction": "Give the plural of the word.", "input": "box", "output": "The plural of box is boxes."}
+ALPACA_SYSTEM = {"instruction": "What is 6 plus 28?", "input": "", "output": "34.", "system": "Be brief."}
+TURNS = [{"role": "user", "content": "What color is a lemon?"}, {"role": "assistant", "content": "Yellow."},
+         {"role": "user", "content": "And a tomato?"}, {"role": "assistant", "content": "Red."}]
+CHAT = {"messages": TURNS}
+CHAT_SYSTEM = {"messages": [{"role": "system", "content": "You are terse."}] + TURNS}
+COMPLETION = {"prompt": "Q: What is 35 plus 7?\nA:", "completion": " 42."}
+TEXT = {"text": "Once upon a time the sky was blue."}
+
+ROWS = {  # name -> (row, format, the answers in order)
+    "alpaca": (ALPACA, "alpaca", [ALPACA["output"]]),
+    "alpaca+system": (ALPACA_SYSTEM, "alpaca", [ALPACA_SYSTEM["output"]]),
+    "chat": (CHAT, "chat", ["Yellow.", "Red."]),
+    "chat+system": (CHAT_SYSTEM, "chat", ["Yellow.", "Red."]),
+    "completion": (COMPLETION, "completion", [COMPLETION["completion"]]),
+    "text": (TEXT, "text", [TEXT["text"]]),
+}
+
+
+@pytest.fixture(scope="module")
+def tokenizers(tmp_path_factory):
+    root = tmp_path_factory.mktemp("families")
+    cache: dict = {}
+
+    def get(name: str, with_pad: bool = False):
+        if (name, with_pad) not in cache:
+            cache[name, with_pad] = load_family(FAMILIES[name], root, with_pad=with_pad)
+        return cache[name, with_pad]
+    return get
+
+
+def build(tok, row, fmt):
+    report = DataReport(path="t.jsonl", format=fmt)
+    examples = tokenize_rows([row], fmt, ["t.jsonl:1"], tok, max_seq_length=4096, report=report)
+    return (examples[0] if examples else None), report
+
+
+def refuses_system(name: str, row_name: str) -> bool:
+    return not FAMILIES[name].system and FAMILIES[name].template_file is not None and "system" in row_name
+
+
+def trained_runs(ex) -> list[list[int]]:
+    runs: list[list[int]] = []
+    for i, (tid, label) in enumerate(zip(ex.input_ids, ex.labels)):
+        if label == IGNORE_INDEX:
+            continue
+        if i and ex.labels[i - 1] != IGNORE_INDEX and runs:
+            runs[-1].append(tid)
+        else:
+            runs.append([tid])
+    return runs
+
+
+def listing(tok, ex) -> str:
+    """The row token by token, trained tokens starred (the date a template writes replaced)."""
+    today = time.strftime("%d %b %Y")
+    out = " ".join(("*" if label != IGNORE_INDEX else "") + repr(tok.convert_ids_to_tokens(tid))
+                   for tid, label in zip(ex.input_ids, ex.labels))
+    return out.replace(repr(today)[1:-1], "<today>")
+
+
+# ---------------------------------------------------------------- what is trained
+
+@pytest.mark.parametrize("with_pad", [False, True], ids=["no-pad", "pad"])
+@pytest.mark.parametrize("row_name", list(ROWS))
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_trained_tokens_are_the_answers_and_one_end_token_each(tokenizers, name, row_name, with_pad):
+    family, tok = FAMILIES[name], tokenizers(name, with_pad)
+    row, fmt, answers = ROWS[row_name]
+    if refuses_system(name, row_name):  # the family's template raises on a system turn: said, not hidden
+        from engine.errors import DataError
+        with pytest.raises(DataError, match="t.jsonl:1: the model's chat template cannot render"):
+            build(tok, row, fmt)
+        return
+    ex, report = build(tok, row, fmt)
+    end = family.end_of_turn if family.template_file and fmt != "text" else family.eos
+    end_id = tok.convert_tokens_to_ids(end)
+    runs = trained_runs(ex)
+    # text rows: everything but position 0 (nothing predicts it) is trained, as one run
+    assert len(runs) == len(answers), listing(tok, ex)
+    for run, answer in zip(runs, answers):
+        assert run[-1] == end_id and run.count(end_id) == 1, listing(tok, ex)  # one end token, at the end
+        body = tok.decode(run[:-1], skip_special_tokens=False)
+        if fmt == "text" and not family.bos:  # no BOS: the first token is the unpredicted position 0
+            assert answer.endswith(body.strip()), listing(tok, ex)
+        else:
+            # the answer and nothing of the prompt (the template may trim it; SentencePiece writes its space)
+            assert body.strip() == answer.strip(), listing(tok, ex)
+    # no second end token after the last answer, trained or not (the EOS -> EOS bug)
+    last = max(i for i, label in enumerate(ex.labels) if label != IGNORE_INDEX)
+    assert tok.eos_token_id not in ex.input_ids[last + 1:], listing(tok, ex)
+    assert not any("no end token" in note for note in report.notes)
+    # one BOS, first, when the family has one
+    if family.bos:
+        assert ex.input_ids.count(tok.bos_token_id) == 1 and ex.input_ids[0] == tok.bos_token_id, listing(tok, ex)
+    # the prompt is tokenized alone, as inference tokenizes it: the seam is a token boundary
+    if fmt != "text":
+        alone = tok(ex.prompt_text, add_special_tokens=False)["input_ids"]
+        bos = [tok.bos_token_id] if family.bos and alone[:1] != [tok.bos_token_id] else []
+        assert ex.input_ids[: ex.prompt_len] == bos + alone
+        assert all(label == IGNORE_INDEX for label in ex.labels[: ex.prompt_len])
+        assert ex.labels[ex.prompt_len] != IGNORE_INDEX  # the answer starts right at the seam
+
+
+@pytest.mark.parametrize("row_name", list(ROWS))
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_the_pad_token_changes_nothing(tokenizers, name, row_name):
+    """Padding is masked by position: whether pad is the EOS (load_tokenizer's fallback) or its own token."""
+    if refuses_system(name, row_name):
+        return
+    row, fmt, _ = ROWS[row_name]
+    without, _ = build(tokenizers(name, False), row, fmt)
+    with_pad, _ = build(tokenizers(name, True), row, fmt)
+    assert (without.input_ids, without.labels) == (with_pad.input_ids, with_pad.labels)
+
+
+def test_text_that_ends_with_the_eos_already_gets_no_second_when_pad_is_eos(tokenizers):
+    for name in ("mistral", "llama3", "qwen2_5"):
+        tok = tokenizers(name, False)
+        assert tok.pad_token == tok.eos_token  # load_tokenizer's fallback
+        ex, _ = build(tok, {"text": "The sky was blue." + tok.eos_token}, "text")
+        assert ex.input_ids.count(tok.eos_token_id) == 1 and ex.input_ids[-1] == tok.eos_token_id
+
+
+def test_golden_listing_of_every_family_and_format(tokenizers):
+    """tests/fixtures/trained_tokens.txt: every row token by token; a change of what is trained shows here."""
+    lines = []
+    for name in FAMILIES:
+        tok = tokenizers(name, False)
+        for row_name, (row, fmt, _) in ROWS.items():
+            if refuses_system(name, row_name):
+                lines.append(f"{name} / {row_name}: refused (the template has no system role)")
+                continue
+            ex, _ = build(tok, row, fmt)
+            lines.append(f"{name} / {row_name}:\n    {listing(tok, ex)}")
+    text = "\n".join(lines) + "\n"
+    if os.environ.get("LORAPILOT_REGOLD") or not GOLDEN.exists():
+        GOLDEN.write_text(text, encoding="utf-8")
+    assert text == GOLDEN.read_text(encoding="utf-8")
+
+
+# ---------------------------------------------------------------- what inference is fed
+
+PROMPT_ROWS = {  # questions a person could type into the playground (no alpaca input section)
+    "alpaca": ([ALPACA_SYSTEM, {**ALPACA_SYSTEM, "instruction": "What is 35 plus 7?", "output": "42."}], "alpaca"),
+    "alpaca-no-system": ([{**ALPACA_SYSTEM, "system": ""}], "alpaca"),
+    "chat": ([CHAT_SYSTEM, {"messages": CHAT_SYSTEM["messages"][:3] + [{"role": "assistant", "content": "Ok."}]}],
+             "chat"),
+    "chat-no-system": ([CHAT], "chat"),
+    "completion": ([{"prompt": "Q: What is 35 plus 7?\nA:", "completion": " 42."}], "completion"),
+    "text": ([TEXT], "text"),
+}
+
+
+@pytest.mark.parametrize("rows_name", list(PROMPT_ROWS))
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_inference_feeds_the_training_prefix_ids(tokenizers, tmp_path, name, rows_name):
+    """The playground, chat and sample_prompts build a typed question's ids as training built the row's."""
+    rows, fmt = PROMPT_ROWS[rows_name]
+    family = FAMILIES[name]
+    if not family.system and family.template_file and shared_system_prompt(rows, fmt):
+        return  # refused at training (above)
+    tok = tokenizers(name, False)
+    examples = tokenize_rows(rows, fmt, [f"t:{i}" for i in range(len(rows))], tok, max_seq_length=4096)
+    # what the trainer saves with the adapter, read back as the playground and chat read it
+    style = PromptStyle(format=fmt, system=shared_system_prompt(rows, fmt))
+    save_for_inference(tok, style, tmp_path)
+    from engine.model import load_tokenizer
+    saved_tok, saved_style = load_tokenizer(str(tmp_path)), load_style(tmp_path)
+    assert saved_style == style
+    for ex in examples:
+        question = ex.question if fmt != "text" else "Once upon a time"
+        fed = from_text(saved_tok, question, saved_style).ids
+        if fmt == "text":  # a text-trained model is fed the words as written, after the BOS training put first
+            bos = [tok.bos_token_id] if FAMILIES[name].bos else []
+            assert fed == bos + tok(question, add_special_tokens=False)["input_ids"]
+            continue
+        assert fed == ex.input_ids[: ex.prompt_len], (tok.convert_ids_to_tokens(fed),
+                                                       tok.convert_ids_to_tokens(ex.input_ids[: ex.prompt_len]))
+
+
+def test_held_out_samples_show_the_question_and_answer_of_the_prompt_fed(tokenizers):
+    from types import SimpleNamespace
+
+    from engine.samples import choose_prompts
+
+    tok = tokenizers("llama3", False)
+    examples = tokenize_rows([CHAT_SYSTEM], "chat", ["t:1"], tok, max_seq_length=4096) + \
+        tokenize_rows([TEXT], "text", ["t:3"], tok, max_seq_length=4096)
+    cfg = SimpleNamespace(training=SimpleNamespace(sample_max_new_tokens=8, sample_prompts=[]))
+    (prompt,) = choose_prompts(cfg, tok, examples)  # the text row has no prompt: not a sample
+    assert (prompt.text, prompt.reference) == ("What color is a lemon?", "Yellow.")
+    assert tok.decode(prompt.ids).endswith("What color is a lemon?<|eot_id|><|start_header_id|>assistant"
+                                           "<|end_header_id|>\n\n")
+    assert "tomato" not in tok.decode(prompt.ids)
+
+
+@pytest.mark.parametrize("name", ["llama3_base", "mistral_base"])
+def test_completion_data_on_a_base_model_is_fed_the_raw_prompt(tokenizers, tmp_path, name):
+    tok = tokenizers(name, False)
+    save_for_inference(tok, PromptStyle(format="completion"), tmp_path)
+    from engine.model import load_tokenizer
+    saved = load_tokenizer(str(tmp_path))
+    ids = from_text(saved, "Q: What is 35 plus 7?\nA:", load_style(tmp_path)).ids
+    assert "Instruction" not in tok.decode(ids)
+    assert ids == [tok.bos_token_id] + tok("Q: What is 35 plus 7?\nA:", add_special_tokens=False)["input_ids"]
