@@ -117,9 +117,44 @@ def load_tokenizer(model: str, trust_remote_code: bool = False):
         raise ModelError(f"{model}: cannot load tokenizer: {str(e).splitlines()[0]}",
                          fix="a model directory needs its tokenizer files (tokenizer.json, tokenizer_config.json)"
                          ) from None
+    if not keeps_text(tok):
+        tok = _tokenizer_as_saved(model, path, tok)
     if tok.pad_token is None:
         # Padding is masked by position, so reusing EOS as pad is safe here.
         tok.pad_token = tok.eos_token
+    return tok
+
+
+# Plain words, spaces and punctuation: every tokenizer of a language model gives these back as they were.
+_PROBE = "the answer is yes, 42."
+
+
+def keeps_text(tok) -> bool:
+    """Whether the tokenizer gives plain text back from its tokens (no character lost on the way)."""
+    ids = tok(_PROBE, add_special_tokens=False)["input_ids"]
+    return tok.decode(ids, skip_special_tokens=True).strip() == _PROBE
+
+
+def _tokenizer_as_saved(model: str, path: str, loaded):
+    """The directory's tokenizer.json as it is, when the class transformers chose rebuilds it wrong.
+
+    transformers 5 picks the tokenizer class from config.json's model_type (a qwen2 config gives
+    Qwen2Tokenizer) even where tokenizer_config.json names another, and that class rebuilds its own
+    pipeline (Qwen2's byte-level BPE) from the vocabulary, ignoring the file's: a tokenizer of another
+    kind (SentencePiece `▁` pieces, say) then silently loses characters, and short answers every token.
+    """
+    from transformers import PreTrainedTokenizerFast
+
+    try:
+        tok = PreTrainedTokenizerFast.from_pretrained(path, token=hub_token())
+    except (OSError, ValueError):
+        tok = None
+    if tok is None or not keeps_text(tok):
+        raise ModelError(f"{model}: the tokenizer loses text: {_PROBE!r} comes back as "
+                         f"{loaded.decode(loaded(_PROBE, add_special_tokens=False)['input_ids']).strip()!r}",
+                         fix="check that tokenizer.json and tokenizer_config.json belong to this model")
+    warnings.warn(f"{model}: {type(loaded).__name__} (chosen from config.json's model_type) does not match "
+                  "this tokenizer.json; using tokenizer.json as it is", RuntimeWarning, stacklevel=3)
     return tok
 
 

@@ -134,3 +134,47 @@ def test_preview_needs_a_tokenizer_when_nothing_is_stored(tmp_path, tok):
     data = load_examples(config(write_jsonl(tmp_path / "d.jsonl", rows(2)), validation_split=0.0), tok)
     with pytest.raises(ValueError, match="pass the tokenizer"):
         preview_segments(data.train[0])
+
+
+# ---------------------------------------------------------------- the preview is the trainer's preparation
+
+@pytest.mark.parametrize("train_on", ["completions", "all"])
+def test_the_preview_shows_what_the_trainer_trains_on(tmp_path, tok, train_on):
+    """The wizard's preview and inspect-data run load_examples' own preparation: train_on, the validation split,
+    max_examples and truncation reach it."""
+    from engine.data import inspect_config
+
+    long_row = {"instruction": " ".join(["lemon"] * 60), "input": "", "output": "Red."}
+    cfg = config(write_jsonl(tmp_path / "d.jsonl", rows(30) + [long_row]), validation_split=0.2, max_examples=31,
+                 train_on=train_on)
+    cfg.training.max_seq_length = 40
+    report, shown = inspect_config(cfg, tokenizer=tok)
+    trained = load_examples(cfg, tok)
+    assert [(e.source, e.input_ids, e.labels) for e in shown] == \
+        [(e.source, e.input_ids, e.labels) for e in trained.train]
+    assert (report.n_train, report.n_validation) == (trained.report.n_train, trained.report.n_validation) == (25, 6)
+    assert report.n_prompt_shortened == trained.report.n_prompt_shortened
+    first = shown[0]
+    masked = sum(label == IGNORE_INDEX for label in first.labels)
+    if train_on == "all":  # every token but the first (nothing predicts it)
+        assert masked == 1 and first.segments[0] == (tok.decode(first.input_ids[:1]), False)
+    else:  # the prompt masked, the answer trained from the seam on
+        assert all(label == IGNORE_INDEX for label in first.labels[:first.prompt_len])
+        assert first.labels[first.prompt_len] != IGNORE_INDEX
+        assert first.segments[0] == (tok.decode(first.input_ids[:first.prompt_len]), False)
+
+
+def test_inspect_data_with_a_config_shows_what_it_trains_on(tmp_path, demo_model_dir, capsys):
+    import argparse
+
+    from engine.diagnose import command
+
+    data = write_jsonl(tmp_path / "d.jsonl", rows(20))
+    (tmp_path / "run.yaml").write_text(f"model: {demo_model_dir}\ndataset:\n  path: {data}\n  train_on: all\n"
+                                       "  validation_split: 0.25\n  max_examples: 16\n", encoding="utf-8")
+    parser = argparse.ArgumentParser()
+    command.add_inspect_arguments(parser)
+    assert command.run_inspect(parser.parse_args([str(data), "--config", str(tmp_path / "run.yaml"), "--json"])) == 0
+    report = json.loads(capsys.readouterr().out)["report"]
+    assert (report["n_rows"], report["n_train"], report["n_validation"]) == (16, 12, 4)
+    assert report["trained_tokens"] == report["total_tokens"] - 12  # all: every token but each row's first

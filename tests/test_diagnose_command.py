@@ -92,14 +92,16 @@ def test_inspect_data_runs_the_doctor_on_what_the_data_layer_returns(tmp_path, m
 
     seen = {}
 
-    def fake_inspect(path, *, model=None, max_seq_length=512, fmt="auto"):
-        seen.update(path=path, model=model, max_seq_length=max_seq_length, fmt=fmt)
-        return DataReport(path=str(path), format="alpaca", n_rows=4, dropped={"empty response": 4}), []
+    def fake_inspect(cfg, *, model=None):
+        seen.update(path=cfg.dataset.path, model=model, max_seq_length=cfg.training.max_seq_length,
+                    fmt=cfg.dataset.format, train_on=cfg.dataset.train_on)
+        return DataReport(path=str(cfg.dataset.path), format="alpaca", n_rows=4, dropped={"empty response": 4}), []
 
-    monkeypatch.setattr(engine.data, "inspect_dataset", fake_inspect)
-    args = parse(command.add_inspect_arguments, ["d.jsonl", "--model", "m", "--max-seq-length", "256", "--json"])
+    monkeypatch.setattr(engine.data, "inspect_config", fake_inspect)
+    args = parse(command.add_inspect_arguments, ["d.jsonl", "--model", "m", "--max-seq-length", "256", "--json",
+                                                 "--train-on", "all"])
     assert command.run_inspect(args) == 2  # nothing to train: bad input
-    assert seen == {"path": "d.jsonl", "model": "m", "max_seq_length": 256, "fmt": "auto"}
+    assert seen == {"path": "d.jsonl", "model": "m", "max_seq_length": 256, "fmt": "auto", "train_on": "all"}
     printed = json.loads(capsys.readouterr().out)
     assert printed["report"]["n_rows"] == 4
     assert [f["code"] for f in printed["findings"]] == ["no_target_tokens"]

@@ -46,6 +46,10 @@ def test_the_wizard_packs_the_same_lengths_as_lorapilot_estimate(demo_model_dir)
     train, val, why = token_lengths(cfg)
     assert why is None and train
     assert split_lengths(cfg, examples, report.n_rows) == (train, val)
+    # the wizard's own path: the trainer's preparation of the config, its validation lengths in the report
+    from engine.data import inspect_config
+    report, examples = inspect_config(cfg)
+    assert ([len(e) for e in examples], report.validation_lengths or None) == (train, val)
 
 
 def test_a_named_gpu_plans_the_engines_path_there_not_this_machines():

@@ -40,6 +40,29 @@ def test_playground_base_and_adapter_differ(finished_demo_run):
     assert len(pieces) > 1 and "".join(pieces).strip() == tuned  # streamed token by token
 
 
+def test_the_playground_feeds_the_held_out_rows_training_prefix_ids(finished_demo_run):
+    """What the playground and chat feed for a held-out row's question, with the tokenizer, chat template and
+    prompt style saved in adapter/, is the ids that row was trained with before its answer (no model load)."""
+    from engine.config import load_config
+    from engine.data import load_examples
+    from engine.export import adapter_dir
+    from engine.model import load_tokenizer
+    from engine.playground import prompt_style
+    from engine.samples import choose_prompts, from_text
+
+    cfg = load_config(finished_demo_run / "config.yaml")
+    held_out = load_examples(cfg, load_tokenizer(cfg.model)).validation
+    adapter = adapter_dir(finished_demo_run)
+    tok, style = load_tokenizer(str(adapter)), prompt_style(adapter, cfg)
+    assert (adapter / "chat_template.jinja").exists() and (style.format, style.system) == ("alpaca", "")
+    assert held_out and all(from_text(tok, ex.question, style).ids == ex.input_ids[:ex.prompt_len]
+                            for ex in held_out)
+    # the samples' questions and expected answers are those rows' own
+    samples = [r for r in read_metrics(finished_demo_run) if r["kind"] == "sample"][:3]
+    assert [(s["prompt"], s["reference"]) for s in samples] == \
+        [(p.text, p.reference) for p in choose_prompts(cfg, tok, held_out)]
+
+
 def test_chat_cli_answers_both(finished_demo_run):
     r = run_cli("chat", str(finished_demo_run), "--prompt", "What is 3 plus 4?", "--max-new-tokens", "12")
     assert r.returncode == 0, r.stderr

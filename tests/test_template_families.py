@@ -241,3 +241,48 @@ def test_completion_data_on_a_base_model_is_fed_the_raw_prompt(tokenizers, tmp_p
     ids = from_text(saved, "Q: What is 35 plus 7?\nA:", load_style(tmp_path)).ids
     assert "Instruction" not in tok.decode(ids)
     assert ids == [tok.bos_token_id] + tok("Q: What is 35 plus 7?\nA:", add_special_tokens=False)["input_ids"]
+
+
+# ---------------------------------------------------------------- a config.json without bos/eos ids
+
+def test_a_qwen2_config_without_token_ids_loses_no_row(tmp_path):
+    """transformers 5 picks Qwen2Tokenizer from a qwen2 config.json and rebuilds a byte-level pipeline from the
+    vocabulary: a SentencePiece-style tokenizer.json then lost its spaces (and short answers every token).
+    load_tokenizer notices the text does not come back and uses tokenizer.json as it is."""
+    import dataclasses
+    import json
+
+    from fixtures.template_families import write_model_dir
+
+    from engine.data import inspect_dataset
+    from engine.demo.model import demo_data_path
+
+    family = dataclasses.replace(FAMILIES["mistral_base"], config_ids=False)
+    d = write_model_dir(family, tmp_path / "qwen2-config", with_pad=False)
+    config = json.loads((d / "config.json").read_text())
+    (d / "config.json").write_text(json.dumps({**config, "model_type": "qwen2"}))
+    assert config["eos_token_id"] is None and config["bos_token_id"] is None
+    from transformers import AutoTokenizer
+    as_transformers_loads_it = AutoTokenizer.from_pretrained(str(d))
+    assert type(as_transformers_loads_it).__name__ == "Qwen2Tokenizer"  # the cause, still there upstream
+    probe = "the answer is yes, 42."
+    assert as_transformers_loads_it.decode(as_transformers_loads_it(probe)["input_ids"]) != probe
+
+    from engine.model import load_tokenizer
+    with pytest.warns(RuntimeWarning, match="using tokenizer.json as it is"):
+        tok = load_tokenizer(str(d))
+    assert tok.decode(tok(probe, add_special_tokens=False)["input_ids"]) == probe
+    assert tok.eos_token == "</s>"
+    report, examples = inspect_dataset(demo_data_path(), tokenizer=tok)
+    assert len(examples) == report.n_rows and not report.dropped
+
+
+def test_no_end_token_is_said_plainly(tokenizers, tmp_path):
+    import copy
+
+    tok = copy.deepcopy(tokenizers("llama3_base", False))
+    tok.eos_token = None
+    tok.pad_token = None
+    ex, report = build(tok, ALPACA, "alpaca")
+    assert any(note.startswith("no end token: the tokenizer names no EOS token") for note in report.notes)
+    assert tok.decode(trained_runs(ex)[-1]).strip() == ALPACA["output"]  # trained, and said: nothing ends it

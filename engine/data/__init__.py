@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 from engine.data.types import IGNORE_INDEX, DataReport, TokenizedExample
 from engine.errors import DataError
 
-__all__ = ["PreparedData", "read_rows", "load_examples", "tokenize_rows", "inspect_dataset", "load_tokenizer",
+__all__ = ["PreparedData", "read_rows", "load_examples", "prepare_examples", "tokenize_rows", "inspect_config",
+           "inspect_dataset", "load_tokenizer",
            "preview_segments", "split_indices", "DataReport", "TokenizedExample", "IGNORE_INDEX"]
 
 
@@ -94,6 +95,13 @@ def load_examples(cfg, tokenizer) -> PreparedData:
     DataError naming the file. The report's token counts are the training
     examples'; its drop and truncation counts cover both parts.
     """
+    data = prepare_examples(cfg, tokenizer)
+    _refuse_if_empty(data.train, data.report)
+    return data
+
+
+def prepare_examples(cfg, tokenizer) -> PreparedData:
+    """load_examples without the refusal: what the trainer would train on, even when that is nothing."""
     ds, seq = cfg.dataset, cfg.training.max_seq_length
     rows, fmt, sources = read_rows(ds.path, ds.format)
     if ds.max_examples:
@@ -102,6 +110,9 @@ def load_examples(cfg, tokenizer) -> PreparedData:
     from engine.data.prompt import shared_system_prompt
     report.system_prompt = shared_system_prompt(rows, fmt)
     built = _build(rows, fmt, sources, tokenizer, seq, ds.train_on, report)
+    for i, b in enumerate(built):
+        if isinstance(b, TokenizedExample):
+            b.row = i
     if ds.validation_path:
         train_built = built
         val_rows, val_fmt, val_sources = read_rows(ds.validation_path, ds.format)
@@ -114,8 +125,8 @@ def load_examples(cfg, tokenizer) -> PreparedData:
             report.notes.append("too few rows to hold any out for validation: no eval loss")
     train = [b for b in train_built if isinstance(b, TokenizedExample)]
     validation = [b for b in val_built if isinstance(b, TokenizedExample)]
-    _refuse_if_empty(train, report)
     _count(report, train, validation)
+    report.validation_lengths = [len(e) for e in validation]
     return PreparedData(train=train, validation=validation, report=report)
 
 
@@ -127,21 +138,39 @@ def load_tokenizer(model: str | os.PathLike | None = None):
     return _load(str(model) if model is not None else DEMO_MODEL_ID)
 
 
+def inspect_config(cfg, *, model: str | None = None, tokenizer=None) -> tuple[DataReport, list[TokenizedExample]]:
+    """What the trainer will train on, for the wizard's preview and inspect-data.
+
+    The trainer's own preparation (prepare_examples: format, template, masking
+    with dataset.train_on, truncation, validation split, max_examples): the
+    report and the training examples, each with its preview runs. `model`
+    (default cfg.model, else the demo model) names the tokenizer.
+    """
+    if tokenizer is None:
+        name = model or cfg.model or None
+        if name:
+            from engine.model import load_tokenizer as _load
+            tokenizer = _load(str(name), getattr(cfg, "trust_remote_code", False))
+        else:
+            tokenizer = load_tokenizer(None)
+    data = prepare_examples(cfg, tokenizer)
+    for example in data.train:
+        example.segments = preview_segments(example, tokenizer)
+    return data.report, data.train
+
+
 def inspect_dataset(path: str | os.PathLike, *, model: str | None = None, max_seq_length: int = 512,
-                    fmt: str = "auto", tokenizer=None) -> tuple[DataReport, list[TokenizedExample]]:
-    """Every row tokenized as training would (no validation split), with the report and previews."""
-    rows, fmt, sources = read_rows(path, fmt)
-    tokenizer = tokenizer if tokenizer is not None else load_tokenizer(model)
-    report = DataReport(path=str(path), format=fmt, n_rows=len(rows))
-    built = _build(rows, fmt, sources, tokenizer, max_seq_length, "completions", report)
-    examples = []
-    for i, b in enumerate(built):
-        if isinstance(b, TokenizedExample):
-            b.row = i
-            b.segments = preview_segments(b, tokenizer)
-            examples.append(b)
-    _count(report, examples, [])
-    return report, examples
+                    fmt: str = "auto", tokenizer=None, train_on: str = "completions",
+                    ) -> tuple[DataReport, list[TokenizedExample]]:
+    """Every row of a file as training would tokenize it (no validation split): inspect_config on a
+    config that names only the file."""
+    from engine.config import Config
+
+    cfg = Config()
+    cfg.dataset.path, cfg.dataset.format, cfg.dataset.train_on = str(path), fmt, train_on
+    cfg.dataset.validation_split, cfg.dataset.max_examples = 0.0, None
+    cfg.training.max_seq_length = max_seq_length
+    return inspect_config(cfg, model=model, tokenizer=tokenizer)
 
 
 def split_lengths(cfg, examples: list[TokenizedExample], n_rows: int) -> tuple[list[int], list[int] | None]:

@@ -51,6 +51,7 @@ class DataReport:
     total_tokens: int = 0
     template: str = ""                                        # "chat template" or "default (alpaca)"
     system_prompt: str = ""                                   # the one every row shares, "" if they differ
+    validation_lengths: list[int] = field(default_factory=list)  # token lengths of the validation examples
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:

@@ -156,14 +156,19 @@ def add_inspect_arguments(parser: argparse.ArgumentParser) -> None:
 
     formats = next(f for f in dataclasses.fields(DatasetConfig) if f.name == "format").metadata["choices"]
     default_length = TrainingConfig().max_seq_length
+    train_on = next(f for f in dataclasses.fields(DatasetConfig) if f.name == "train_on").metadata["choices"]
     parser.add_argument("path", metavar="PATH", help="a dataset file, a directory of them, or a hub id")
     parser.add_argument("--model", metavar="M", help="tokenizer to count tokens with (hub id or directory)")
     parser.add_argument("--max-seq-length", type=int, default=None, metavar="N",
                         help=f"the training max_seq_length (default: the config's, else {default_length})")
     parser.add_argument("--format", dest="fmt", default="auto", choices=formats, help="how examples are laid out")
+    parser.add_argument("--train-on", dest="train_on", default=None, choices=train_on,
+                        help="completions (default): the responses are trained, the prompt masked; all: every "
+                             "token (default: the config's)")
     parser.add_argument("--json", action="store_true", help="print the report and findings as JSON")
     parser.add_argument("--config", metavar="CONFIG",
-                        help="check this config's settings too (its model, max_seq_length and format are used)")
+                        help="check this config's settings too, and show exactly what it trains on (its model, "
+                             "max_seq_length, format, train_on, validation split and max_examples are used)")
     parser.add_argument("--fix", metavar="CONFIG",
                         help="as --config, then write each finding's setting into CONFIG (comments kept)")
 
@@ -187,7 +192,9 @@ def _report_table(report, examples, max_seq_length: int, tokenizer: str = ""):
     t.add_row("format", f"{report.format} (rendered with the {report.template})")
     if tokenizer:
         t.add_row("tokenizer", tokenizer)
+    held_out = getattr(report, "n_validation", 0)
     t.add_row("examples", f"{report.n_rows} rows -> {len(examples)} usable" +
+              (f" for training, {held_out} held out for validation" if held_out else "") +
               (f"; dropped: {', '.join(f'{n} {why}' for why, n in report.dropped.items())}" if report.dropped else ""))
     t.add_row("tokens", f"{report.total_tokens:,} in all, {report.trained_tokens:,} trained "
               f"({report.trained_tokens / max(1, report.total_tokens):.0%}; the rest is masked prompt)")
@@ -195,7 +202,15 @@ def _report_table(report, examples, max_seq_length: int, tokenizer: str = ""):
               f"(max_seq_length {max_seq_length})")
     t.add_row("cut", f"{report.n_truncated} lost response tokens, {report.n_prompt_shortened} had their prompt "
               "shortened")
+    for note in getattr(report, "notes", None) or []:
+        t.add_row("note", note)
     return t
+
+
+def _every_row(cfg):
+    """No config given: the whole file, nothing held out."""
+    cfg.dataset.validation_split, cfg.dataset.max_examples = 0.0, None
+    return cfg
 
 
 def run_inspect(args: argparse.Namespace) -> int:
@@ -205,14 +220,14 @@ def run_inspect(args: argparse.Namespace) -> int:
     if args.max_seq_length is not None:
         check_override("training.max_seq_length", args.max_seq_length, flag="--max-seq-length")
     config_path = getattr(args, "fix", None) or getattr(args, "config", None)
-    cfg = load_config(config_path) if config_path else Config()
+    cfg = load_config(config_path) if config_path else _every_row(Config())
     model = args.model or (cfg.model if config_path else None)
     if args.max_seq_length is not None:
         cfg.training.max_seq_length = args.max_seq_length
     elif not config_path:
         cfg.training.max_seq_length = TrainingConfig().max_seq_length
     fmt = args.fmt if args.fmt != "auto" or not config_path else cfg.dataset.format
-    report, examples, findings = _inspect(args.path, model, cfg, fmt)
+    report, examples, findings = _inspect(args.path, model, cfg, fmt, args.train_on)
     if not config_path:
         # No config was given: advice about settings would be about defaults the user never wrote.
         findings = [f for f in findings if f.code not in SETTINGS_CODES]
@@ -223,7 +238,7 @@ def run_inspect(args: argparse.Namespace) -> int:
             cfg = load_config(args.fix)
             if args.max_seq_length is not None:
                 cfg.training.max_seq_length = args.max_seq_length
-            report, examples, findings = _inspect(args.path, model, cfg, fmt)
+            report, examples, findings = _inspect(args.path, model, cfg, fmt, args.train_on)
     tokenizer = model or "lorapilot-demo (the demo's; --model M counts with your model's)"
     if args.json:
         _print_json({"report": _jsonable(report), "tokenizer": model or "lorapilot-demo",
@@ -242,11 +257,18 @@ def run_inspect(args: argparse.Namespace) -> int:
     return EXIT_BAD_INPUT if blocking(findings) else EXIT_OK
 
 
-def _inspect(path: str, model: str | None, cfg, fmt: str):
+def _inspect(path: str, model: str | None, cfg, fmt: str, train_on: str | None = None):
+    """The trainer's own preparation of PATH under the config (engine.data.inspect_config), and the doctor's
+    findings. Without a config every row is shown (no validation split, no max_examples)."""
+    import copy
+
     import engine.data  # looked up at call time: tests stand in for the data layer
 
-    report, examples = engine.data.inspect_dataset(path, model=model, max_seq_length=cfg.training.max_seq_length,
-                                                   fmt=fmt)
+    cfg = copy.deepcopy(cfg)
+    cfg.dataset.path, cfg.dataset.format = str(path), fmt
+    if train_on:
+        cfg.dataset.train_on = train_on
+    report, examples = engine.data.inspect_config(cfg, model=model)
     from engine.diagnose.preflight import preflight
     return report, examples, preflight(examples, cfg, dropped=getattr(report, "dropped", None))
 

@@ -151,6 +151,8 @@ def train(cfg: Config, run_dir: Path, *, resume: bool, data: PreparedData | None
     rep = data.report
     log(f"data: {rep.n_train} train / {rep.n_validation} validation examples, format {rep.format}, "
         f"template {rep.template}; dropped {rep.dropped or 'none'}; {rep.n_truncated} lost response tokens")
+    for note in rep.notes:
+        log(f"data: {note}")
 
     if not resume:  # a resumed run passed it already; its findings are in metrics.jsonl
         _preflight(cfg, data, hw, run_dir)

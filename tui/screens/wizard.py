@@ -541,14 +541,14 @@ def _inspect_data(cfg: Config, model: str) -> tuple[Any, list]:
     """The tokenized report and examples: slow the first time (the tokenizer; maybe the hub)."""
     from concurrent.futures.process import BrokenProcessPool
 
-    from engine.data import inspect_dataset  # light: the heavy imports happen inside, in the helper
-    kwargs = dict(model=model, max_seq_length=cfg.training.max_seq_length, fmt=cfg.dataset.format)
+    # The trainer's own preparation of this config (train_on, validation split, max_examples, truncation).
+    from engine.data import inspect_config  # light: the heavy imports happen inside, in the helper
     try:
-        return _data_pool().submit(inspect_dataset, cfg.dataset.path, **kwargs).result()
+        return _data_pool().submit(inspect_config, cfg, model=model).result()
     except BrokenProcessPool:  # the helper died (out of memory, killed): start a fresh one once
         global _pool
         _pool = None
-        return _data_pool().submit(inspect_dataset, cfg.dataset.path, **kwargs).result()
+        return _data_pool().submit(inspect_config, cfg, model=model).result()
 
 
 def _plan_lengths(cfg: Config, report: Any, examples: list, data_pending: bool) -> dict:
@@ -557,9 +557,9 @@ def _plan_lengths(cfg: Config, report: Any, examples: list, data_pending: bool) 
     being read (the estimate says it assumed full-length examples)."""
     if report is None or data_pending or not examples:
         return {}
-    from engine.data import split_lengths
-    train, val = split_lengths(cfg, examples, report.n_rows)
-    return {"lengths": train or None, "val_lengths": val}
+    # inspect_config's examples are the training ones; the validation lengths come with its report
+    train, val = [len(e) for e in examples], list(getattr(report, "validation_lengths", None) or [])
+    return {"lengths": train or None, "val_lengths": val or None}
 
 
 def _estimate_and_check(cfg: Config, model_info: Any, gpu: Any, n_examples: int | None, price: float | None,
