@@ -144,15 +144,15 @@ def inspect_config(cfg, *, model: str | None = None, tokenizer=None) -> tuple[Da
     The trainer's own preparation (prepare_examples: format, template, masking
     with dataset.train_on, truncation, validation split, max_examples): the
     report and the training examples, each with its preview runs. `model`
-    (default cfg.model, else the demo model) names the tokenizer.
+    names the tokenizer; None: cfg.model, else the demo model's ("" is no model: an error, as in the wizard
+    before a model is chosen).
     """
     if tokenizer is None:
-        name = model or cfg.model or None
-        if name:
-            from engine.model import load_tokenizer as _load
-            tokenizer = _load(str(name), getattr(cfg, "trust_remote_code", False))
-        else:
-            tokenizer = load_tokenizer(None)
+        from engine.demo.model import DEMO_MODEL_ID
+        from engine.model import load_tokenizer as _load
+
+        name = model if model is not None else (cfg.model or DEMO_MODEL_ID)
+        tokenizer = _load(str(name), getattr(cfg, "trust_remote_code", False))
     data = prepare_examples(cfg, tokenizer)
     for example in data.train:
         example.segments = preview_segments(example, tokenizer)
