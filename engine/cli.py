@@ -30,6 +30,10 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(EXIT_BAD_INPUT)
 
 
+TRUST_HELP = ("run the model folder's own Python code when the run's config.yaml asks for it "
+              "(trust_remote_code); never honoured from a run directory without this flag")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="lorapilot", description="QLoRA fine-tuning from the terminal. "
                 "Without a verb: the wizard (`lorapilot`, or `lorapilot CONFIG.yaml`).")
@@ -41,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--run-dir", help="run directory to create (default: runs/<name>-<time>)")
     t.add_argument("--max-steps", type=int, help="override training.max_steps")
     t.add_argument("--detach", action="store_true", help="start in the background and return at once")
+    t.add_argument("--trust-remote-code", action="store_true", help=TRUST_HELP)
 
     m = sub.add_parser("monitor", help="the live monitor (the app)")
     m.add_argument("run_dir", nargs="?")
@@ -78,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--top-p", default="1")
     c.add_argument("--max-new-tokens", default="128")
     c.add_argument("--adapter-only", action="store_true", help="skip the base model's answer")
+    c.add_argument("--trust-remote-code", action="store_true", help=TRUST_HELP)
 
     x = sub.add_parser("export", help="the adapter, the merged model, or a folder for Ollama, vLLM or llama.cpp")
     from engine.export.command import add_arguments as add_export_arguments
@@ -92,7 +98,9 @@ def _cmd_train(a) -> int:
     if a.resume:
         if a.config:
             raise UserError("give either CONFIG or --resume RUN_DIR, not both")
-        handle = resume_run(a.resume)
+        handle = resume_run(a.resume, trust_remote_code=a.trust_remote_code)
+        for note in handle.notes:
+            print(f"lorapilot: {note}", file=sys.stderr)
     else:
         if not a.config:
             raise UserError("train needs a CONFIG file (or --resume RUN_DIR)", fix="try: lorapilot train presets/demo.yaml")
@@ -108,7 +116,7 @@ def _cmd_train(a) -> int:
 
 
 def _report_end(run_dir: Path, rc: int) -> int:
-    from engine.rundir import read_status
+    from engine.rundir import read_status, safe_text
 
     st = read_status(run_dir) or {}
     state = st.get("state")
@@ -119,16 +127,16 @@ def _report_end(run_dir: Path, rc: int) -> int:
         print(f"stopped at step {st.get('step')}; resume: lorapilot train --resume {run_dir}")
         return EXIT_OK
     if state == "failed":
-        print(f"lorapilot: run failed: {st.get('error')}", file=sys.stderr)
+        print(f"lorapilot: run failed: {safe_text(st.get('error'))}", file=sys.stderr)
         if st.get("hint"):
-            print(f"  fix: {st['hint']}", file=sys.stderr)
+            print(f"  fix: {safe_text(st['hint'])}", file=sys.stderr)
         print(f"  log: {run_dir / 'train.log'}", file=sys.stderr)
         return EXIT_BAD_INPUT if rc == EXIT_BAD_INPUT else EXIT_RUN_FAILED
     return rc
 
 
 def _cmd_runs(a) -> int:
-    from engine.rundir import list_runs
+    from engine.rundir import list_runs, safe_text
 
     if a.root and Path(a.root).exists() and not Path(a.root).is_dir():
         raise UserError(f"--root {a.root}: not a directory", fix="give the directory that holds the runs")
@@ -147,7 +155,7 @@ def _cmd_runs(a) -> int:
         print(f"watching {a.root or 'runs/'}: one line per state change (ctrl+c ends)", flush=True)
         try:
             for line in watch_lines(a.root, stalled=_stalled):
-                print(line, flush=True)
+                print(safe_text(line, one_line=True), flush=True)
         except KeyboardInterrupt:
             pass
         return EXIT_OK
@@ -155,7 +163,7 @@ def _cmd_runs(a) -> int:
     if not rows:
         print(f"no runs under {a.root or 'runs/'}; start one: lorapilot train presets/demo.yaml")
     else:
-        print("\n".join(format_table(rows)))
+        print(safe_text("\n".join(format_table(rows))))  # names and states come from run directories
     _warn(skipped)
     return EXIT_OK
 
@@ -207,7 +215,7 @@ def _cmd_chat(a) -> int:
     if bad:
         raise UserError("chat: bad sampling settings", problems=bad)
     print("loading the base model and the adapter ...", file=sys.stderr, flush=True)
-    pg = Playground(a.run_dir)
+    pg = Playground(a.run_dir, trust_remote_code=a.trust_remote_code)
     kw = {name: check_sampling(name, str(getattr(a, name)))[0] for name in ("temperature", "top_p", "max_new_tokens")}
 
     def one(prompt: str) -> None:

@@ -3,16 +3,27 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
+from collections.abc import Iterable
 from pathlib import Path
 
 
-def spawn_detached(cmd: list[str], log_path: Path, **env: str) -> subprocess.Popen:
+def spawn_detached(cmd: list[str], log_path: Path, *, pass_fds: tuple[int, ...] = (),
+                   blocked_signals: Iterable[signal.Signals] = (), **env: str) -> subprocess.Popen:
     """Starts cmd in its own session, its output appended to log_path, with env added to ours.
 
     Its own session: the terminal's SIGHUP/SIGINT (an SSH drop, Ctrl-C, closing the app) never reach it.
+    pass_fds: descriptors it inherits (the run lock). blocked_signals: blocked in it from birth (the mask survives
+    exec) until it unblocks them itself, so that one arriving before its handlers exist waits for them.
     """
-    with open(log_path, "ab") as log:
-        return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True, close_fds=True, env=dict(os.environ, **env),
-                                cwd=os.getcwd())
+    blocked = list(blocked_signals)
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, blocked) if blocked else None
+    try:
+        with open(log_path, "ab") as log:
+            return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    start_new_session=True, close_fds=True, pass_fds=pass_fds,
+                                    env=dict(os.environ, **env), cwd=os.getcwd())
+    finally:
+        if old is not None:  # this thread's mask only, and only for the moment of the fork
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 
-from engine.data.packing import StepPlan, plan_steps
+from engine.data.packing import StepPlan, epochs_to_plan, plan_steps
 
 # training.memory lean: tokens per micro-batch at most this (or max_seq_length, if longer). With the layer
 # inputs offloaded what grows with tokens is one layer's recompute and its gradients (~0.25 GiB per 1,000
@@ -307,7 +307,9 @@ def _plan_for(cfg, machine: Machine, memory: str, parallelism: str, lengths, n_e
         lengths_from = "dataset"
         plan_lengths = list(lengths)
     step_plan = plan_steps(plan_lengths, examples_per_step=examples_per_step,
-                           num_epochs=1 if assumed else max(1, math.ceil(t.num_epochs)), seed=t.seed,
+                           num_epochs=1 if assumed else epochs_to_plan(
+                               len(plan_lengths), examples_per_step=examples_per_step, num_epochs=t.num_epochs,
+                               max_steps=t.max_steps), seed=t.seed,
                            token_budget=budget, micro_batch_size=t.micro_batch_size, multiple_of=n_ranks)
     if assumed:
         per_epoch = None if n_examples is None else max(1, math.ceil(n_examples / examples_per_step))

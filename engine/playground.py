@@ -54,22 +54,25 @@ def prompt_style(adapter: Path, cfg):
 
 
 class Playground:
-    def __init__(self, run_dir: str | Path):
+    def __init__(self, run_dir: str | Path, *, trust_remote_code: bool = False):
+        """trust_remote_code: the user said so on the command line; the run's config.yaml alone never runs code."""
         from peft import PeftModel
 
         from engine.config import load_config
         from engine.export import adapter_dir
         from engine.model import load_base_model, load_tokenizer
+        from engine.rundir import check_remote_code
 
         rd = Path(run_dir)
         if not (rd / CONFIG_FILE).exists():
             raise UserError(f"{rd}: not a run directory (no config.yaml)")
         self.cfg = load_config(rd / CONFIG_FILE)
+        trust = check_remote_code(self.cfg, rd, trust_remote_code, f"chat {rd}")
         ad = adapter_dir(rd)
         self.tokenizer = load_tokenizer(str(ad)) if (ad / "tokenizer_config.json").exists() else \
-            load_tokenizer(self.cfg.model, self.cfg.trust_remote_code)
+            load_tokenizer(self.cfg.model, trust)
         base, _ = load_base_model(self.cfg.model, self.cfg.quantization, self.cfg.training.precision,
-                                  trust_remote_code=self.cfg.trust_remote_code)
+                                  trust_remote_code=trust)
         self.model = PeftModel.from_pretrained(base, str(ad)).eval()
         self.style = prompt_style(ad, self.cfg)
 

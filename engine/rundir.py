@@ -4,14 +4,22 @@ The trainer writes status.json (atomically replaced) and appends to
 metrics.jsonl (one JSON object per line, flushed as written). Readers (the
 monitor, `runs`, `diagnose`) only read; `MetricsTail` reads new records by
 byte offset and tolerates a half-written last line.
+
+Ownership: one trainer per run directory, held by an exclusive flock on
+`trainer.lock` for the trainer's lifetime (`RunLock`); whoever signals the
+trainer first checks that the pid is this run's trainer (`trainer_pid`).
+Everything shown from a run directory goes through `safe_text`: a run directory
+may come from someone else, and its text must not drive the terminal.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +37,38 @@ LOG_FILE = "train.log"
 CHECKPOINTS_DIR = "checkpoints"
 ADAPTER_DIR = "adapter"
 STOP_REQUEST_FILE = "stop.request"
+LOCK_FILE = "trainer.lock"
+# Freed when the disk fills, so that the trainer can still say so in status.json.
+SPACE_RESERVE_FILE = "space.reserve"
+SPACE_RESERVE_BYTES = 256 * 1024
+# The file a checkpoint is complete with: the Trainer writes its state file last.
+CHECKPOINT_STATE_FILE = "trainer_state.json"
+# Written beside it by lorapilot: the config and data fingerprint the checkpoint was trained with.
+CHECKPOINT_RUN_FILE = "lorapilot_run.json"
+
+
+# ---------------------------------------------------------------- text from a run directory
+
+# C0 controls but tab and newline, DEL, and the C1 controls (0x9b alone starts an escape sequence on many
+# terminals): shown as \xNN so a sample that prints ESC ] 0 ; TITLE BEL reads as text, not a command.
+_CONTROL = {c: f"\\x{c:02x}" for c in [*range(0x20), 0x7f, *range(0x80, 0xa0)] if c not in (0x09, 0x0a)}
+_CONTROL_ONE_LINE = {**_CONTROL, 0x0a: "\\n"}
+
+
+def safe_text(value: Any, *, one_line: bool = False) -> str:
+    """Text read from a run directory, fit to show: control characters escaped (newlines too with one_line)."""
+    return str(value).translate(_CONTROL_ONE_LINE if one_line else _CONTROL)
+
+
+def safe_record(record: Any) -> Any:
+    """A record (or status) with every string in it passed through safe_text; numbers and structure kept."""
+    if isinstance(record, str):
+        return safe_text(record)
+    if isinstance(record, dict):
+        return {safe_text(k): safe_record(v) for k, v in record.items()}
+    if isinstance(record, list):
+        return [safe_record(v) for v in record]
+    return record
 
 
 def default_runs_root() -> Path:
@@ -38,13 +78,22 @@ def default_runs_root() -> Path:
 # ---------------------------------------------------------------- status.json
 
 def write_status(run_dir: str | Path, **fields: Any) -> dict:
-    """Merges fields into status.json and replaces the file atomically."""
+    """Merges fields into status.json and replaces the file atomically.
+
+    On a full disk the space reserve is given up first, so that the run can still record why it failed.
+    """
     path = Path(run_dir) / STATUS_FILE
     status = read_status(run_dir) or {}
     status.update(fields)
     status["updated"] = time.time()
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(status, indent=1), encoding="utf-8")
+    text = json.dumps(status, indent=1)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+    except OSError as e:
+        if e.errno != errno.ENOSPC or not release_space_reserve(run_dir):
+            raise
+        tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
     return status
 
@@ -90,6 +139,39 @@ def load_status(run_dir: str | Path) -> dict | None:
     return status
 
 
+def keep_space_reserve(run_dir: str | Path) -> None:
+    """A small file the trainer can delete when the disk fills, to write its last status."""
+    with open(Path(run_dir) / SPACE_RESERVE_FILE, "wb") as f:
+        f.write(b"\0" * SPACE_RESERVE_BYTES)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def release_space_reserve(run_dir: str | Path) -> bool:
+    try:
+        (Path(run_dir) / SPACE_RESERVE_FILE).unlink()
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def disk_full_path(exc: BaseException, default: str | Path) -> str | None:
+    """"the path" when exc (or what caused it) is a full disk, else None.
+
+    safetensors and torch.save report ENOSPC in their own exception types, with the OS's words inside.
+    """
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+            return str(e.filename or default)
+        if "no space left on device" in str(e).lower():
+            return str(getattr(e, "filename", None) or default)
+        e = e.__cause__ or e.__context__
+    return None
+
+
 def pid_alive(pid: int | None) -> bool:
     if not pid:
         return False
@@ -107,34 +189,183 @@ def pid_alive(pid: int | None) -> bool:
         return True
 
 
-def effective_state(status: dict | None) -> str:
-    """The state to show: a non-final state whose process is gone is `lost`."""
+def process_start(pid: int) -> int | None:
+    """The process's start time (clock ticks since boot, /proc/PID/stat field 22): a pid with another start
+    time is another process that reused the number. None where /proc cannot tell."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            return int(f.read().rsplit(") ", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _cmdline(pid: int) -> list[str] | None:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return [a.decode("utf-8", errors="replace") for a in f.read().split(b"\0") if a]
+    except OSError:
+        return None
+
+
+def trainer_pid(run_dir: str | Path, status: dict | None) -> int | None:
+    """status.json's pid if that process is this run's trainer now, else None.
+
+    A pid from status.json may belong to anything once the trainer is gone (pids are reused, and pid 1 is a
+    container's init): it is this run's trainer if it started when status.json says (`pid_start`), or
+    its command line names this run directory.
+    """
+    pid = (status or {}).get("pid")
+    if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 1 or not pid_alive(pid):
+        return None
+    recorded = (status or {}).get("pid_start")
+    started = process_start(pid)
+    if isinstance(recorded, int) and started is not None:
+        return pid if started == recorded else None
+    args = _cmdline(pid)
+    if args is None:  # no /proc (not Linux): the liveness check is all there is
+        return pid if started is None else None
+    wanted = str(Path(run_dir).resolve())
+    return pid if any(a.rstrip("/") == wanted for a in args) else None
+
+
+def effective_state(status: dict | None, run_dir: str | Path | None = None) -> str:
+    """The state to show: a non-final state whose process is gone is `lost`.
+
+    With run_dir, a pid that now belongs to another process counts as gone.
+    """
     if not status:
         return "unknown"
     state = status.get("state", "unknown")
-    if state not in FINAL_STATES and not pid_alive(status.get("pid")):
-        return "lost"
-    return state
+    if state in FINAL_STATES:
+        return state
+    alive = trainer_pid(run_dir, status) is not None if run_dir is not None else pid_alive(status.get("pid"))
+    return state if alive else "lost"
+
+
+# ---------------------------------------------------------------- the run lock
+
+class RunLock:
+    """The exclusive lock one trainer holds on its run directory for its whole life.
+
+    flock, so the kernel releases it when the holder dies (kill -9 included) and no stale lock survives.
+    The launcher takes it before writing anything and hands the open file to the trainer it spawns (an
+    inherited descriptor shares the lock); a second launcher or trainer is refused.
+    """
+
+    ENV = "LORAPILOT_RUN_LOCK_FD"
+
+    def __init__(self, run_dir: str | Path, fd: int):
+        self.run_dir = Path(run_dir)
+        self.fd = fd
+
+    @classmethod
+    def acquire(cls, run_dir: str | Path) -> RunLock:
+        import fcntl
+
+        from engine.errors import UserError
+
+        rd = Path(run_dir)
+        fd = os.open(rd / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            holder = lock_holder(rd)
+            raise UserError(f"{rd}: another trainer is using this run directory"
+                            + (f" (pid {holder})" if holder else ""),
+                            fix=f"wait for it, or stop it first: lorapilot stop {rd}") from None
+        return cls(rd, fd)
+
+    @classmethod
+    def inherited(cls, run_dir: str | Path) -> RunLock | None:
+        """The lock the launcher passed down, if this process was given one for this run directory."""
+        raw = os.environ.pop(cls.ENV, "")
+        if not raw.isdigit():
+            return None
+        fd = int(raw)
+        try:
+            same = os.path.samefile(f"/proc/self/fd/{fd}", Path(run_dir) / LOCK_FILE)
+        except OSError:
+            same = False
+        return cls(run_dir, fd) if same else None
+
+    def record_holder(self, pid: int) -> None:
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, f"{pid}\n".encode(), 0)
+
+    def release(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def lock_holder(run_dir: str | Path) -> int | None:
+    try:
+        text = (Path(run_dir) / LOCK_FILE).read_text(encoding="ascii", errors="replace").strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def lock_held(run_dir: str | Path) -> bool:
+    """Whether a trainer holds the run directory's lock now (tested without keeping it)."""
+    import fcntl
+
+    path = Path(run_dir) / LOCK_FILE
+    if not path.exists():
+        return False
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
 
 
 # ---------------------------------------------------------------- metrics.jsonl
 
 class MetricsWriter:
-    """Appends records to metrics.jsonl; each line is flushed as it is written."""
+    """Appends records to metrics.jsonl; each line is flushed as it is written.
+
+    A file that a killed writer left without its final newline gets one first: the next record starts on
+    its own line instead of being glued to the torn one (and lost with it).
+    """
 
     def __init__(self, run_dir: str | Path):
         self.path = Path(run_dir) / METRICS_FILE
-        self._f = open(self.path, "a", encoding="utf-8")
+        self._f = open(self.path, "a+b")
+        if self._f.tell() > 0:
+            self._f.seek(-1, os.SEEK_END)
+            if self._f.read(1) != b"\n":
+                self._f.write(b"\n")
+                self._f.flush()
 
     def write(self, kind: str, step: int, **fields: Any) -> dict:
         record = {"kind": kind, "step": int(step), "time": time.time(), **fields}
         # json writes NaN/Infinity as bare words, as DESIGN.md allows; readers accept them.
-        self._f.write(json.dumps(record) + "\n")
+        self._f.write((json.dumps(record) + "\n").encode("utf-8"))
         self._f.flush()
         return record
 
     def close(self) -> None:
         self._f.close()
+
+
+def valid_record(rec: Any) -> bool:
+    """The fields every reader relies on (DESIGN.md): a kind and an integer step."""
+    return (isinstance(rec, dict) and isinstance(rec.get("kind"), str)
+            and isinstance(rec.get("step"), int) and not isinstance(rec.get("step"), bool))
+
+
+# The event a resumed trainer writes first: records after its step written before it were trained again.
+RESUMED = "resumed"
+
+
+def resumed_at(rec: dict) -> int | None:
+    """The checkpoint step a `resumed` event restarts from, or None for any other record."""
+    return rec["step"] if rec.get("kind") == "event" and rec.get("code") == RESUMED else None
 
 
 class MetricsTail:
@@ -143,7 +374,8 @@ class MetricsTail:
     `read_new()` returns only records completed since the last call; a
     half-written last line stays in the buffer until its newline arrives.
     A line that is not valid JSON (disk full, a crash mid-write followed by
-    more writes) is skipped and counted rather than stopping the reader.
+    more writes) or not a record (no kind or step) is skipped and counted
+    rather than stopping the reader.
     """
 
     def __init__(self, path: str | Path):
@@ -182,16 +414,34 @@ class MetricsTail:
                 continue
             try:
                 rec = json.loads(line)
-            except (json.JSONDecodeError, UnicodeDecodeError):
+            except (json.JSONDecodeError, UnicodeDecodeError, RecursionError, ValueError):
                 self.bad_lines += 1
                 continue
-            if isinstance(rec, dict):
+            if valid_record(rec):
                 out.append(rec)
+            else:
+                self.bad_lines += 1
         return out
 
 
+def drop_superseded(records: Iterable[dict]) -> list[dict]:
+    """The records as the run finally has them: after a resume from step S, the records after S written
+    before it (by a trainer killed between two checkpoints) are superseded by their re-run copies."""
+    out: list[dict] = []
+    highest = -1  # linear: the list is filtered only at a resume that has something to drop
+    for rec in records:
+        at = resumed_at(rec)
+        if at is not None and highest > at:
+            out = [r for r in out if r["step"] <= at]
+            highest = at
+        out.append(rec)
+        highest = max(highest, rec["step"])
+    return out
+
+
 def read_metrics(run_dir: str | Path) -> list[dict]:
-    return MetricsTail(run_dir).read_new()
+    """Every valid record, superseded ones left out (the newest copy of a re-run step wins)."""
+    return drop_superseded(MetricsTail(run_dir).read_new())
 
 
 def tail_lines(path: str | Path, n: int = 20, block: int = 8192) -> list[str]:
@@ -265,7 +515,7 @@ def summarize(run_dir: str | Path) -> RunSummary:
     if status is None:
         mtime = (p / METRICS_FILE).stat().st_mtime if (p / METRICS_FILE).exists() else None
         return RunSummary(path=p, state="unknown", loss=loss, eval_loss=eval_loss, updated=mtime)
-    return RunSummary(path=p, state=effective_state(status), step=int(status.get("step") or 0),
+    return RunSummary(path=p, state=effective_state(status, p), step=int(status.get("step") or 0),
                       max_steps=int(status.get("max_steps") or 0), loss=loss, eval_loss=eval_loss,
                       updated=status.get("updated"), error=status.get("error"), extra=status)
 
@@ -308,3 +558,145 @@ def format_age(seconds: float | None) -> str:
         if seconds >= size:
             return f"{int(seconds // size)}{unit}"
     return f"{int(seconds)}s"
+
+
+# ---------------------------------------------------------------- checkpoints
+
+def _checkpoint_step(p: Path) -> int:
+    tail = p.name.rsplit("-", 1)[-1]
+    return int(tail) if tail.isdigit() else -1
+
+
+def checkpoint_step(path: str | Path) -> int:
+    return _checkpoint_step(Path(path))
+
+
+def complete_checkpoints(run_dir: str | Path) -> list[Path]:
+    """Checkpoints the Trainer finished writing (its state file is written last), oldest first."""
+    ckpts = sorted(Path(run_dir, CHECKPOINTS_DIR).glob("checkpoint-*"), key=_checkpoint_step)
+    return [p for p in ckpts if _checkpoint_step(p) >= 0 and (p / CHECKPOINT_STATE_FILE).exists()]
+
+
+def last_checkpoint(run_dir: str | Path) -> str | None:
+    complete = complete_checkpoints(run_dir)
+    return str(complete[-1]) if complete else None
+
+
+def _safetensors_problem(path: Path) -> str | None:
+    """A safetensors file is an 8-byte header length, a JSON header, then the tensors it lists."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(8)
+        n = int.from_bytes(head, "little") if len(head) == 8 else -1
+        if n < 2 or 8 + n > size:
+            return f"truncated or not a safetensors file ({size:,} bytes)"
+        try:
+            header = json.loads(f.read(n))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return "its header is not valid JSON"
+    ends = [t["data_offsets"][1] for k, t in header.items() if k != "__metadata__" and isinstance(t, dict)
+            and isinstance(t.get("data_offsets"), list) and len(t["data_offsets"]) == 2]
+    expected = 8 + n + max(ends, default=0)
+    if expected != size:
+        return f"truncated: {size:,} of {expected:,} bytes"
+    return None
+
+
+def _torch_file_problem(path: Path) -> str | None:
+    """torch.save writes a zip archive with a CRC per member: truncation loses its directory, garbling
+    fails a CRC."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            bad = z.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
+        return f"not a complete torch file ({e})"
+    return f"damaged member {bad}" if bad else None
+
+
+def checkpoint_problem(ckpt: str | Path) -> str | None:
+    """What is wrong with a checkpoint's files ("<file>: <what>"), or None if it looks complete."""
+    ckpt = Path(ckpt)
+    state = ckpt / CHECKPOINT_STATE_FILE
+    try:
+        if not isinstance(json.loads(state.read_text(encoding="utf-8")), dict):
+            return f"{state}: not a trainer state"
+    except FileNotFoundError:
+        return f"{state}: missing"
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        return f"{state}: not valid JSON ({type(e).__name__})"
+    for path in sorted(ckpt.iterdir()):
+        if path.suffix == ".safetensors":
+            problem = _safetensors_problem(path)
+        elif path.suffix in (".pt", ".pth", ".bin"):
+            problem = _torch_file_problem(path)
+        elif path.suffix == ".json":
+            try:
+                json.loads(path.read_text(encoding="utf-8"))
+                problem = None
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                problem = "not valid JSON"
+        else:
+            continue
+        if problem:
+            return f"{path}: {problem}"
+    return None
+
+
+def usable_checkpoint(run_dir: str | Path) -> tuple[str | None, list[str]]:
+    """(the newest complete checkpoint whose files are intact, what is wrong with each newer one skipped)."""
+    skipped: list[str] = []
+    for ckpt in reversed(complete_checkpoints(run_dir)):
+        problem = checkpoint_problem(ckpt)
+        if problem is None:
+            return str(ckpt), skipped
+        skipped.append(problem)
+    return None, skipped
+
+
+# ---------------------------------------------------------------- records as lines
+
+def format_record(rec: dict) -> str | None:
+    """A record as one line of train.log or `lorapilot train`'s output; its text made safe to print."""
+    kind, step = rec.get("kind"), rec.get("step")
+    if kind == "train":
+        parts = [f"step {step:>5}", f"loss {_float(rec.get('loss')):.4f}"]
+        if isinstance(rec.get("learning_rate"), (int, float)):
+            parts.append(f"lr {rec['learning_rate']:.2e}")
+        if isinstance(rec.get("grad_norm"), (int, float)):
+            parts.append(f"grad {rec['grad_norm']:.3f}")
+        if isinstance(rec.get("tokens_per_s"), (int, float)) and rec["tokens_per_s"]:
+            parts.append(f"{rec['tokens_per_s']:,.0f} tok/s")
+        return "  ".join(parts)
+    if kind == "eval":
+        return f"step {step:>5}  eval_loss {_float(rec.get('eval_loss')):.4f}"
+    if kind == "finding":
+        return safe_text(f"step {step:>5}  [{rec.get('severity')}] {rec.get('code')}: {rec.get('message')}",
+                         one_line=True)
+    if kind == "event":
+        return safe_text(f"step {step:>5}  {rec.get('message')}", one_line=True)
+    return None
+
+
+def _float(value: Any) -> float:
+    return float(value) if isinstance(value, (int, float)) else float("nan")
+
+
+# ---------------------------------------------------------------- code from a run directory
+
+def check_remote_code(cfg, run_dir: str | Path, allowed: bool, command: str) -> bool:
+    """Whether to pass trust_remote_code to transformers for a run directory's config.
+
+    A run directory may come from anyone: its config.yaml asking for the model folder's own Python to run is
+    honoured only when the user said so on this command line. Refused (UserError) otherwise.
+    """
+    if not cfg.trust_remote_code:
+        return False
+    if allowed:
+        return True
+    from engine.errors import UserError
+
+    raise UserError(f"{Path(run_dir) / CONFIG_FILE}: trust_remote_code: true would run Python code from the model "
+                    f"({cfg.model}); lorapilot does not honour that from a run directory on its own",
+                    fix=f"if you trust that code, say so on the command line: lorapilot {command} --trust-remote-code")

@@ -74,7 +74,8 @@ def records(first: int, last: int, max_steps: int, *, t0: float, s_per_step: flo
         if step % eval_steps == 0:
             yield eval_record(step, t + 0.5)
         if step % save_steps == 0:
-            yield {"kind": "event", "step": step, "time": round(t + 1.0, 3), "message": "checkpoint saved",
+            yield {"kind": "event", "step": step, "time": round(t + 1.0, 3), "code": "checkpoint_saved",
+                   "message": "checkpoint saved",
                    "path": f"checkpoints/checkpoint-{step}"}
         if step in FINDINGS:
             yield {"kind": "finding", "step": step, "time": round(t + 0.2, 3), **FINDINGS[step]}
@@ -110,7 +111,11 @@ def make_run(run_dir: Path, *, steps_done: int = 900, max_steps: int = 1200, sta
     (run_dir / "train.log").write_text("\n".join(head + list(log_lines(1, steps_done))) + "\n", encoding="utf-8")
     (run_dir / "config.yaml").write_text("model: meta-llama/Llama-2-7b-hf\ndataset:\n  path: data/train.jsonl\n",
                                          encoding="utf-8")
-    status = {"state": state, "pid": pid, "step": steps_done, "max_steps": max_steps, "error": error, "memory": "fast",
+    from engine.rundir import process_start
+
+    # pid_start: how `stop` and the monitor tell this run's process from another that reused its pid
+    status = {"state": state, "pid": pid, "pid_start": process_start(pid) if pid else None, "step": steps_done,
+              "max_steps": max_steps, "error": error, "memory": "fast",
               "started": t0, "updated": now}
     (run_dir / "status.json").write_text(json.dumps(status, indent=1), encoding="utf-8")
     return run_dir

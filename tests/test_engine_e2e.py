@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from conftest import DEMO_CONFIG, HUB_TOKEN_MARKER, run_cli
-from engine.rundir import effective_state, read_metrics, read_status
+from engine.rundir import MetricsTail, effective_state, read_metrics, read_status
 
 # `slow` marks the tests that train; those reading the shared finished demo run get it in conftest.
 
@@ -205,10 +205,12 @@ def test_kill_9_then_resume_from_last_checkpoint(tmp_path):
 
     r = run_cli("train", "--resume", str(run_dir), timeout=300)
     assert r.returncode == 0, r.stderr + (run_dir / "train.log").read_text()[-3000:]
+    raw = [x for x in MetricsTail(run_dir).read_new() if x["kind"] == "train"]
+    assert raw[:len(before)] == before  # nothing written before the kill is lost or rewritten
+    # every step logged; those after the checkpoint redone, and read once: the re-run copy supersedes the first
     after = train_records(run_dir)
-    assert after[:len(before)] == before  # nothing written before the kill is lost or rewritten
-    # every step logged; those after the checkpoint redone
-    assert {x["step"] for x in after} == set(range(1, steps + 1))
+    assert [x["step"] for x in after] == list(range(1, steps + 1))
+    assert [x for x in after if x["step"] > ckpt] == raw[len(before):]
     assert read_status(run_dir)["state"] == "done" and (run_dir / "adapter" / "adapter_model.safetensors").exists()
 
 
@@ -311,7 +313,7 @@ def test_resume_of_a_run_at_its_last_step_is_refused_until_max_steps_is_raised(t
     import json
 
     from engine.config import load_config
-    from engine.rundir import write_status
+    from engine.rundir import last_checkpoint, write_status
     from engine.train.launch import finished_all_steps
 
     run_dir = tmp_path / "run"
@@ -322,5 +324,5 @@ def test_resume_of_a_run_at_its_last_step_is_refused_until_max_steps_is_raised(t
     r = run_cli("train", "--resume", str(run_dir))
     _bad(r, "nothing left to train", "step 40 of 40", "training.max_steps")
     assert read_status(run_dir)["state"] == "done"  # the finished run is left as it was
-    assert finished_all_steps(run_dir, read_status(run_dir), 60) is None  # more steps configured: a continuation
+    assert finished_all_steps(read_status(run_dir), 60, last_checkpoint(run_dir)) is None  # more steps configured: a continuation
     assert load_config(run_dir / "config.yaml").training.max_steps == 40

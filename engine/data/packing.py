@@ -70,6 +70,16 @@ def _split_to(bins: list[list[int]], lengths: list[int], n: int) -> list[list[in
     return bins
 
 
+def epochs_to_plan(n_examples: int, *, examples_per_step: int, num_epochs: float, max_steps: int) -> int:
+    """Epochs worth planning: num_epochs, or fewer when max_steps ends the run sooner (num_epochs 1000 with
+    max_steps 2 plans one epoch, not a thousand shuffles of the data)."""
+    epochs = max(1, math.ceil(num_epochs))
+    if max_steps > 0:
+        steps_per_epoch = max(1, math.ceil(n_examples / max(1, examples_per_step)))
+        epochs = min(epochs, math.ceil(max_steps / steps_per_epoch))
+    return epochs
+
+
 def plan_steps(lengths: list[int], *, examples_per_step: int, num_epochs: int, seed: int,
                token_budget: int | None, micro_batch_size: int, multiple_of: int = 1) -> StepPlan:
     """Shuffles per epoch (seeded), groups into optimizer steps, cuts steps into micro-batches.

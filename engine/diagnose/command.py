@@ -26,24 +26,52 @@ def _console():
     return Console(highlight=False, soft_wrap=True)
 
 
-def print_findings(findings: list[Finding], *, empty: str) -> None:
-    """Findings for a person: severity, where, what, the numbers, the fix."""
+def print_findings(findings: list[Finding], *, empty: str, counts: dict | None = None) -> None:
+    """Findings for a person: severity, where, what, the numbers, the fix.
+
+    Their text may come from a run directory: control characters are escaped (rundir.safe_text) and rich
+    markup too. counts: per finding, (times raised, first step, last step) when it was raised more than once.
+    """
     from rich.markup import escape
+
+    from engine.rundir import safe_text
+
+    def clean(text) -> str:
+        return escape(safe_text(text))
 
     console = _console()
     if not findings:
-        console.print(f"[green]{escape(empty)}[/]")
+        console.print(f"[green]{clean(empty)}[/]")
         return
     for f in findings:
         where = f"step {f.step}" if f.step is not None else "pre-flight"
+        times, first, last = (counts or {}).get(id(f), (1, f.step, f.step))
+        if times > 1:
+            where = f"{times} times, steps {first}-{last}"
         title = TITLES.get(f.code, f.code)
-        console.print(f"[{_STYLE[f.severity]}]{f.severity.upper():7}[/] [bold]{escape(title)}[/] "
-                      f"[dim]({f.code}, {where})[/]")
-        console.print(f"        {escape(f.message)}")
+        console.print(f"[{_STYLE[f.severity]}]{f.severity.upper():7}[/] [bold]{clean(title)}[/] "
+                      f"[dim]({clean(f.code)}, {where})[/]")
+        console.print(f"        {clean(f.message)}")
         if f.evidence:
-            console.print(f"        [dim]evidence:[/] {escape(f.evidence)}")
+            console.print(f"        [dim]evidence:[/] {clean(f.evidence)}")
         if f.fix:
-            console.print(f"        [dim]fix:[/] {escape(f.fix)}")
+            console.print(f"        [dim]fix:[/] {clean(f.fix)}")
+
+
+def group_findings(findings: list[Finding]) -> tuple[list[Finding], dict[int, tuple[int, int | None, int | None]]]:
+    """One finding per code (its latest at its worst severity), newest first; with how often it was raised and
+    its first and last step (by id of the finding kept). A long run raised one warning thousands of times."""
+    latest: dict[str, Finding] = {}
+    seen: dict[str, list] = {}
+    for f in findings:  # oldest first
+        key = f.code
+        if key not in latest or f.rank >= latest[key].rank:
+            latest[key] = f
+        entry = seen.setdefault(key, [0, f.step, f.step])
+        entry[0] += 1
+        entry[2] = f.step
+    kept = newest_first(latest.values())
+    return kept, {id(latest[k]): tuple(v) for k, v in seen.items()}
 
 
 def _print_json(value) -> None:
@@ -76,7 +104,7 @@ _RECOMPUTED_CODES = set(LIVE_CODES) - {"copies_training_data"}
 
 
 def run_diagnose(args: argparse.Namespace) -> int:
-    from engine.rundir import METRICS_FILE, MetricsTail
+    from engine.rundir import METRICS_FILE, MetricsTail, drop_superseded
 
     path = Path(args.run_dir)
     if not path.exists():
@@ -90,13 +118,14 @@ def run_diagnose(args: argparse.Namespace) -> int:
     if not records and (tail.bad_lines or tail.pending_bytes() and not tail.pending_is_record_start()):
         raise UserError(f"{metrics}: not a metrics file (no JSON record in it)",
                         fix="Give a run directory, or the metrics.jsonl a run wrote.")
-    findings = newest_first(findings_for_run(records) + _stalled(metrics.parent, records))
+    records = drop_superseded(records)  # a run killed between checkpoints: the re-run copies win
+    findings, counts = group_findings(findings_for_run(records) + _stalled(metrics.parent, records))
     if args.json:
-        _print_json([f.to_record() for f in findings])
+        _print_json([{**f.to_record(), "count": counts[id(f)][0], "first_step": counts[id(f)][1],
+                      "last_step": counts[id(f)][2]} for f in findings])
         return EXIT_OK
-    steps = [r.get("step") for r in records if isinstance(r.get("step"), int)]
-    last = f", last step {max(steps)}" if steps else ""
-    print_findings(findings, empty=f"No problems found in {len(records)} records{last}.")
+    last = f", last step {max(r['step'] for r in records)}" if records else ""
+    print_findings(findings, empty=f"No problems found in {len(records)} records{last}.", counts=counts)
     return EXIT_OK
 
 
@@ -115,7 +144,7 @@ def _stalled(run_dir: Path, records: list[dict]) -> list[Finding]:
     except DataError as e:   # the metrics are still worth diagnosing; only the stall check needs the status
         print(f"lorapilot: warning: {e.message}; the stall check is skipped", file=sys.stderr)
         return []
-    if effective_state(status) != "training":
+    if effective_state(status, run_dir) != "training":
         return []
     times = [r["time"] for r in records if isinstance(r.get("time"), (int, float))]
     found = no_progress(status, max(times, default=None), time.time(), str(run_dir))
@@ -135,11 +164,28 @@ def add_prepare_arguments(parser: argparse.ArgumentParser) -> None:
                         help="drop rows with synthetic-data phrases (presets/slop_phrases.txt)")
     parser.add_argument("--no-dedup", action="store_true", help="keep duplicate rows")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
+
+
+def _may_write(out: Path, force: bool) -> None:
+    """An existing OUT is overwritten only when asked: --force, or yes at the terminal's prompt."""
+    import sys
+
+    if not out.exists() or force:
+        return
+    if out.is_dir():
+        raise UserError(f"{out}: is a directory", fix="give --out a file name, such as data/train.jsonl")
+    if sys.stdin.isatty() and sys.stderr.isatty():
+        print(f"{out} exists; overwrite it? [y/N] ", end="", file=sys.stderr, flush=True)
+        if sys.stdin.readline().strip().lower() in ("y", "yes"):
+            return
+    raise UserError(f"{out}: exists; not overwritten", fix="choose another --out, or add --force to replace it")
 
 
 def run_prepare(args: argparse.Namespace) -> int:
     from engine.diagnose.prepare import prepare
 
+    _may_write(Path(args.out), getattr(args, "force", False))
     report = prepare(args.sources, args.out, column=args.column, instruction_column=args.instruction_column,
                      output_column=args.output_column, filter_slop=args.filter_slop, dedup=not args.no_dedup)
     if getattr(args, "json", False):

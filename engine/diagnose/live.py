@@ -72,6 +72,10 @@ NONFINITE_GRAD_LOGS = 3
 # batch or a fragmentation spike is an out-of-memory.
 GPU_MEMORY_HIGH = 0.90
 
+# --- evaluations kept besides the best one: more than any curve check reads (OVERFIT_EVALS_AFTER_BEST,
+# GAP_GROWING_EVALS, the last two for the verdict)
+EVALS_KEPT = 8
+
 # --- de-duplication
 # A finding is raised again while still active only if its magnitude (how far
 # past its threshold) has doubled, or its severity went up.
@@ -334,11 +338,23 @@ class LiveDiagnostics:
             return [("nan_loss", _Alert(Finding("nan_loss", "error", step, "The eval loss is NaN or infinite.",
                                                 f"eval_loss={eval_loss} at step {step}", NAN_FIX, time)))]
         train = statistics.fmean(self._recent_losses) if self._recent_losses else None
-        self._evals.append(EvalPoint(step, eval_loss, train))
+        self._remember_eval(EvalPoint(step, eval_loss, train))
         overfit = check_overfitting(self._evals, time)
         curve = check_learning_curve(self._evals, train_flat=self._dedup.active("loss_flat"), time=time)
         return [("overfitting", _Alert(overfit[0], variant=overfit[1]) if overfit else None),
                 ("learning_curve", _Alert(curve[0], variant=curve[1]) if curve else None)]
+
+    def _remember_eval(self, point: EvalPoint) -> None:
+        """Keeps the best evaluation and the latest ones: everything the curve checks read (the best, how many
+        came after it, the last few gaps), in constant time per record; the whole history made diagnosing a
+        million records quadratic."""
+        best = best_eval(self._evals)
+        self._evals.append(point)
+        if best is not None and point.eval_loss >= best.eval_loss:
+            point = best  # the first lowest stays the best, as best_eval picks it
+        if len(self._evals) > 1 + EVALS_KEPT:
+            tail = self._evals[-EVALS_KEPT:]
+            self._evals = tail if any(e is point for e in tail) else [point, *tail]
 
     def _on_sample(self, rec: dict) -> list[tuple[str, _Alert | None]]:
         output = rec.get("output")

@@ -46,10 +46,14 @@ def no_progress(status: dict | None, last_record_time: float | None, now: float,
     else:
         message = f"No step has finished in {_age(quiet)}; the trainer looks stuck at step {step}."
     evidence = f"last report {_age(quiet)} ago" + (f"; a step takes ~{step_s:.1f} s" if step_s else "")
-    pid = status.get("pid") or status.get("rank0_pid")
+    # Only a pid that is this run's trainer now: status.json's may have been reused by any process (pid 1 too).
+    from engine.rundir import trainer_pid
+
+    pid = trainer_pid(run_dir, status)
+    end = f"kill {pid}" if pid else f"kill on the trainer's pid (the process whose command line names {run_dir})"
     # A stop request is honoured at the end of a step, which a hung trainer never reaches.
     fix = (f"Read the end of train.log for where it stopped. A stop request waits for the next step: end the "
-           f"trainer with kill {pid or 'PID'}, then continue from the last checkpoint with lorapilot train "
+           f"trainer with {end}, then continue from the last checkpoint with lorapilot train "
            f"--resume {run_dir}.{several}")
     return Finding(code="no_progress", severity="warning", step=step, message=message, evidence=evidence,
                    fix=fix, time=now)

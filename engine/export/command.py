@@ -17,6 +17,8 @@ def add_arguments(x: argparse.ArgumentParser) -> None:
                         "serve.sh), llama.cpp (merged model + GGUF conversion)")
     x.add_argument("--out", help="the folder to write (new or empty); without --for: copy the adapter here")
     x.add_argument("--merged", metavar="OUT", help="write the base merged with the adapter (16-bit) here")
+    x.add_argument("--trust-remote-code", action="store_true",
+                   help="run the model folder's own Python code when the run's config.yaml asks for it")
     x.add_argument("--llama-cpp", metavar="DIR",
                    help="llama.cpp folder, to run its conversion (default: $LLAMA_CPP_DIR; else the commands are "
                         "printed)")
@@ -35,7 +37,8 @@ def run(a: argparse.Namespace) -> int:
     elif a.llama_cpp:
         raise UserError("--llama-cpp goes with --for llama.cpp")
     elif a.merged:
-        print(f"merged model written to {export_merged(a.run_dir, a.merged)}")
+        merged = export_merged(a.run_dir, a.merged, trust_remote_code=a.trust_remote_code)
+        print(f"merged model written to {merged}")
     elif a.out:
         print(f"adapter copied to {export_adapter(a.run_dir, a.out)}")
     else:

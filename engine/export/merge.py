@@ -34,21 +34,25 @@ def export_adapter(run_dir: str | Path, out: str | Path, *, card: bool = True) -
     return dst
 
 
-def export_merged(run_dir: str | Path, out: str | Path, *, card: bool = True) -> Path:
-    """Loads the base unquantised in 16-bit (32-bit on the CPU), applies the adapter, merges."""
+def export_merged(run_dir: str | Path, out: str | Path, *, card: bool = True, trust_remote_code: bool = False) -> Path:
+    """Loads the base unquantised in 16-bit (32-bit on the CPU), applies the adapter, merges.
+    trust_remote_code: the user passed --trust-remote-code (a run directory's config alone never runs code)."""
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
     from engine.model import load_tokenizer, resolve_model_path
 
+    from engine.rundir import check_remote_code
+
     rd = Path(run_dir)
     cfg = load_run_config(rd)
+    trust = check_remote_code(cfg, rd, trust_remote_code, f"export {rd} --merged {out}")
     src = adapter_dir(rd)
     dst = check_empty_out(out)
     dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
     base = AutoModelForCausalLM.from_pretrained(resolve_model_path(cfg.model), dtype=dtype,
-                                                trust_remote_code=cfg.trust_remote_code)
+                                                trust_remote_code=trust)
     merged = PeftModel.from_pretrained(base, str(src)).merge_and_unload()
     merged.save_pretrained(str(dst))
     load_tokenizer(str(src)).save_pretrained(str(dst))  # the run's tokenizer, pad token and chat template included

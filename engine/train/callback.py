@@ -9,13 +9,14 @@ It never synchronises the GPU beyond what the Trainer's own logging already does
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
 from transformers import TrainerCallback
 
-from engine.rundir import MetricsWriter, write_status
+from engine.rundir import CHECKPOINT_RUN_FILE, MetricsWriter, format_record, write_status
 from engine.settings import GIB
 from engine.train.sample_budget import SAMPLE_TIME_SHARE, SampleBudget
 
@@ -88,7 +89,8 @@ class RunDirCallback(TrainerCallback):
                  stop_on: list[str], diagnostics: LiveDiagnostics | None = None, is_main: bool = True,
                  world_size: int = 1, tokenizer: PreTrainedTokenizerBase | None = None,
                  sample_prompts: Iterable[SamplePrompt] = (), sample_max_new_tokens: int = 128,
-                 tokens_offset: int = 0, fast_decode_ok: bool = False) -> None:
+                 tokens_offset: int = 0, fast_decode_ok: bool = False,
+                 run_record: dict | None = None, learning_rate: float | None = None) -> None:
         self.run_dir = run_dir
         self.collator = collator
         self.steps_per_epoch = max(1, steps_per_epoch)
@@ -123,6 +125,9 @@ class RunDirCallback(TrainerCallback):
         self._step_s = None  # the latest pace, seconds a step
         self._start_step = 0
         self._told_skip = False
+        self.run_record = run_record  # the config and data fingerprint, saved into each checkpoint
+        # A resumed run's configured learning rate: the restored optimizer and schedule carry the old one.
+        self.learning_rate = learning_rate
 
     # ---- helpers
     def _status(self, **fields):
@@ -144,8 +149,29 @@ class RunDirCallback(TrainerCallback):
                     self.stop_reason = f"{finding.code}: {finding.message}"
         return rec
 
+    def event(self, code: str, step: int, message: str, **fields) -> dict | None:
+        """An event record: `code` for programs (the monitor matches on it), `message` for people."""
+        return self._write("event", step, code=code, message=message, **fields)
+
+    def _apply_learning_rate(self, optimizer, scheduler, step: int) -> None:
+        """Rescales the restored optimizer and schedule to the configured peak learning rate (a resume after
+        the config's learning_rate was edited): the schedule's shape and position are kept."""
+        base = list(getattr(scheduler, "base_lrs", None) or [])
+        if not base or optimizer is None or not base[0] or base[0] == self.learning_rate:
+            return
+        ratio = self.learning_rate / base[0]
+        scheduler.base_lrs = [b * ratio for b in base]
+        for group in optimizer.param_groups:
+            group["lr"] *= ratio
+            if "initial_lr" in group:
+                group["initial_lr"] *= ratio
+        self.event("learning_rate_applied", step,
+                   f"learning rate {base[0]:g} -> {self.learning_rate:g} (from config.yaml), schedule kept")
+
     # ---- Trainer events
     def on_train_begin(self, args, state, control, **kw):
+        if self.learning_rate is not None:
+            self._apply_learning_rate(kw.get("optimizer"), kw.get("lr_scheduler"), state.global_step)
         self._t0 = time.monotonic()
         self._start_step = state.global_step
         self._last_t = time.time()
@@ -238,7 +264,7 @@ class RunDirCallback(TrainerCallback):
                            f"resume when the run's time covers it")
                 else:
                     why = f"one batch takes {budget.last_cost:.1f} s"
-                self._write("event", state.global_step, message=(
+                self.event("samples_skipped", state.global_step, (
                     f"samples skipped at some evaluations: {why}, and samples are kept under "
                     f"{SAMPLE_TIME_SHARE:.0%} of the run's time"))
         self._status(state="training", phase=None)
@@ -254,8 +280,8 @@ class RunDirCallback(TrainerCallback):
         from engine.train.speed import LEVERS
 
         if way == "compile" and self._samples.batches == 0:
-            self._write("event", step, message="samples: fast decode (CUDA graphs); its first batch compiles it, "
-                                               "about a minute once")
+            self.event("fast_decode_compile", step, "samples: fast decode (CUDA graphs); its first batch compiles "
+                                                    "it, about a minute once")
         self._status(state="evaluating", phase="samples")
         t0 = time.monotonic()
         with eager_decoding(model) if LEVERS.compile_layers else contextlib.nullcontext():
@@ -266,15 +292,16 @@ class RunDirCallback(TrainerCallback):
 
     def on_save(self, args, state, control, **kw):
         path = f"{args.output_dir}/checkpoint-{state.global_step}"
-        self._write("event", state.global_step, message="checkpoint saved", path=path)
+        if self.is_main and self.run_record is not None and Path(path).is_dir():
+            # What this checkpoint was trained with: a resume compares the edited config with it.
+            (Path(path) / CHECKPOINT_RUN_FILE).write_text(json.dumps(self.run_record), encoding="utf-8")
+        self.event("checkpoint_saved", state.global_step, "checkpoint saved", path=path)
         self._status(last_checkpoint=path)
 
 
 def _echo(rec: dict) -> None:
     """The record as one line of train.log (the trainer's stdout), as `lorapilot train` prints it: the Trainer's
     own printer, whose dicts repeated every metric in Python syntax, is removed (engine.train.run)."""
-    from engine.train.launch import format_record
-
     line = format_record(rec)
     if line:
         print(line, flush=True)

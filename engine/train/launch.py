@@ -13,14 +13,16 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.config import Config, check_override, config_from_dict, save_config
 from engine.detached import spawn_detached
 from engine.errors import UserError
-from engine.rundir import (CONFIG_FILE, FINAL_STATES, LOG_FILE, STOP_REQUEST_FILE, MetricsTail, default_runs_root,
-                           effective_state, pid_alive, read_status, write_status)
+from engine.rundir import (CONFIG_FILE, FINAL_STATES, LOCK_FILE, LOG_FILE, STOP_REQUEST_FILE, MetricsTail, RunLock,
+                           check_remote_code, checkpoint_step, default_runs_root, effective_state, format_record,
+                           pid_alive, process_start, read_status, trainer_pid, usable_checkpoint, write_status)
+from engine.train.signals import STOP_SIGNALS
 
 
 @dataclass
@@ -28,6 +30,7 @@ class RunHandle:
     run_dir: Path
     pid: int
     process: subprocess.Popen | None = None
+    notes: list[str] = field(default_factory=list)  # what a resume changed or skipped, for the user
 
 
 def check_inputs(cfg: Config) -> None:
@@ -47,9 +50,19 @@ def check_inputs(cfg: Config) -> None:
         read_rows(cfg.dataset.validation_path, cfg.dataset.format)
 
 
+def check_run_name(name: str) -> None:
+    """run_name names one directory inside the runs root: no path, no way out of it."""
+    if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name or Path(name).is_absolute():
+        raise UserError(f"run_name: {name!r} is not a plain directory name",
+                        fix="a name without '/', such as my-run (runs_dir says where runs are created)")
+
+
 def new_run_dir(cfg: Config, config_name: str | None = None) -> Path:
     root = Path(cfg.runs_dir) if cfg.runs_dir != "runs" else default_runs_root()
+    if cfg.run_name is not None:
+        check_run_name(cfg.run_name)
     base = cfg.run_name or f"{config_name or Path(cfg.model.rstrip('/')).name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    base = base.replace("/", "-")
     path = root / base
     n = 2
     while path.exists():
@@ -59,11 +72,23 @@ def new_run_dir(cfg: Config, config_name: str | None = None) -> Path:
     return path.resolve()
 
 
-def _spawn(run_dir: Path, resume: bool, nproc: int) -> subprocess.Popen:
+def _spawn(run_dir: Path, resume: bool, nproc: int, lock: RunLock, trust_remote_code: bool) -> subprocess.Popen:
+    """Starts the trainer, handing it the run lock; the caller releases its own copy afterwards."""
     from engine.train.distributed import launch_command
 
-    return spawn_detached(launch_command(str(run_dir), nproc, resume), run_dir / LOG_FILE,
-                          PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false")
+    cmd = launch_command(str(run_dir), nproc, resume) + (["--trust-remote-code"] if trust_remote_code else [])
+    # The signals the trainer turns into a graceful stop stay blocked from its birth until its handlers exist, so
+    # a stop in its first second waits for them instead of killing it. torchrun's agent keeps the default mask.
+    proc = spawn_detached(cmd, run_dir / LOG_FILE, pass_fds=(lock.fd,),
+                          blocked_signals=STOP_SIGNALS if nproc <= 1 else (),
+                          PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false", **{RunLock.ENV: str(lock.fd)})
+    lock.record_holder(proc.pid)
+    return proc
+
+
+def _started(rd: Path, proc: subprocess.Popen) -> None:
+    """Who the trainer is: its pid and that process's start time, which `stop` checks before signalling."""
+    write_status(rd, pid=proc.pid, pid_start=process_start(proc.pid))
 
 
 def start_run(cfg: Config, *, run_dir: str | Path | None = None, config_name: str | None = None,
@@ -78,60 +103,76 @@ def start_run(cfg: Config, *, run_dir: str | Path | None = None, config_name: st
         check_inputs(cfg)
     if run_dir:
         rd = Path(run_dir).resolve()
-        if rd.exists() and any(rd.iterdir()):
-            raise UserError(f"{rd}: run directory exists and is not empty",
-                            fix="choose another --run-dir, or `lorapilot train --resume` it")
         rd.mkdir(parents=True, exist_ok=True)
     else:
         rd = new_run_dir(cfg, config_name)
-    from engine.train.distributed import num_processes
+    # The lock first: of two launchers racing for one directory, the second is refused before writing anything.
+    lock = RunLock.acquire(rd)
+    try:
+        if any(p.name != LOCK_FILE for p in rd.iterdir()):
+            raise UserError(f"{rd}: run directory exists and is not empty",
+                            fix="choose another --run-dir, or `lorapilot train --resume` it")
+        from engine.train.distributed import num_processes
 
-    nproc = num_processes(cfg.training.num_gpus)
-    cfg.run_name = rd.name
-    save_config(cfg, rd / CONFIG_FILE)
-    write_status(rd, state="starting", step=0, max_steps=0, error=None, world_size=nproc)
-    proc = _spawn(rd, resume=False, nproc=nproc)
-    write_status(rd, pid=proc.pid)
+        nproc = num_processes(cfg.training.num_gpus)
+        cfg.run_name = rd.name
+        save_config(cfg, rd / CONFIG_FILE)
+        write_status(rd, state="starting", step=0, max_steps=0, error=None, world_size=nproc)
+        # The config is the user's own file here: its trust_remote_code is their word.
+        proc = _spawn(rd, resume=False, nproc=nproc, lock=lock, trust_remote_code=cfg.trust_remote_code)
+        _started(rd, proc)
+    finally:
+        lock.release()
     return RunHandle(rd, proc.pid, proc)
 
 
-def resume_run(run_dir: str | Path) -> RunHandle:
+def resume_run(run_dir: str | Path, *, trust_remote_code: bool = False) -> RunHandle:
+    """Continues a run from its newest intact checkpoint, under its lock; `trust_remote_code`: the user
+    passed --trust-remote-code on this command line."""
     rd = Path(run_dir).resolve()
     if not (rd / CONFIG_FILE).exists():
         raise UserError(f"{rd}: not a run directory (no {CONFIG_FILE})")
-    status = read_status(rd) or {}
-    if effective_state(status) not in FINAL_STATES + ("lost", "unknown"):
-        raise UserError(f"{rd}: the run is still {status.get('state')} (pid {status.get('pid')})",
-                        fix=f"stop it first: lorapilot stop {rd}")
-    from engine.config import load_config
-    from engine.train.distributed import num_processes
+    # Held by a live trainer even when status.json was deleted or rewritten.
+    lock = RunLock.acquire(rd)
+    try:
+        status = read_status(rd) or {}
+        if effective_state(status, rd) not in FINAL_STATES + ("lost", "unknown"):
+            raise UserError(f"{rd}: the run is still {status.get('state')} (pid {status.get('pid')})",
+                            fix=f"stop it first: lorapilot stop {rd}")
+        from engine.config import load_config
+        from engine.train.distributed import num_processes
+        from engine.train.resume_check import config_changes
 
-    cfg = load_config(rd / CONFIG_FILE)
-    finished = finished_all_steps(rd, status, cfg.training.max_steps)
-    if finished:
-        raise UserError(f"{rd}: nothing left to train: {finished}",
-                        fix=f"to train longer, raise training.max_steps in {rd / CONFIG_FILE}, then resume")
-    nproc = num_processes(cfg.training.num_gpus)
-    (rd / STOP_REQUEST_FILE).unlink(missing_ok=True)
-    write_status(rd, state="starting", error=None, hint=None, world_size=nproc)
-    proc = _spawn(rd, resume=True, nproc=nproc)
-    write_status(rd, pid=proc.pid)
-    return RunHandle(rd, proc.pid, proc)
+        cfg = load_config(rd / CONFIG_FILE)
+        trust = check_remote_code(cfg, rd, trust_remote_code, f"train --resume {rd}")
+        ckpt, skipped = usable_checkpoint(rd)
+        notes = [f"checkpoint skipped, its files are damaged: {why}" for why in skipped]
+        if ckpt:
+            notes += [f"config change applied: {c}" for c in config_changes(ckpt, cfg, rd / CONFIG_FILE)]
+        finished = finished_all_steps(status, cfg.training.max_steps, ckpt)
+        if finished:
+            raise UserError(f"{rd}: nothing left to train: {finished}",
+                            fix=f"to train longer, raise training.max_steps in {rd / CONFIG_FILE}, then resume")
+        nproc = num_processes(cfg.training.num_gpus)
+        (rd / STOP_REQUEST_FILE).unlink(missing_ok=True)
+        write_status(rd, state="starting", error=None, hint=None, world_size=nproc)
+        proc = _spawn(rd, resume=True, nproc=nproc, lock=lock, trust_remote_code=trust)
+        _started(rd, proc)
+    finally:
+        lock.release()
+    return RunHandle(rd, proc.pid, proc, notes)
 
 
-def finished_all_steps(rd: Path, status: dict, configured_max_steps: int) -> str | None:
-    """Why a resume would have nothing to train, or None.
+def finished_all_steps(status: dict, configured_max_steps: int, ckpt: str | None) -> str | None:
+    """Why a resume from ckpt would have nothing to train, or None.
 
     transformers resumed from a checkpoint at max_steps trains one step past it, so this is refused before
     starting. A config edited to more steps than the run planned is a real continuation.
     """
-    from engine.train.run import last_checkpoint
-
     planned = status.get("max_steps")
-    ckpt = last_checkpoint(rd)
     if not planned or not ckpt or configured_max_steps > planned:
         return None
-    at = int(ckpt.rsplit("-", 1)[-1])
+    at = checkpoint_step(ckpt)
     return f"its last checkpoint is at step {at} of {planned}" if at >= planned else None
 
 
@@ -139,8 +180,9 @@ def request_stop(run_dir: str | Path) -> bool:
     """Asks the trainer to finish its step, checkpoint and stop. False if it is not running."""
     rd = Path(run_dir)
     status = read_status(rd) or {}
-    pid = status.get("pid")
-    if status.get("state") in FINAL_STATES or not isinstance(pid, int) or not pid_alive(pid):
+    # Only this run's trainer: a dead run's pid may belong to anything now.
+    pid = trainer_pid(rd, status)
+    if status.get("state") in FINAL_STATES or pid is None:
         return False
     # Every rank polls the file (and agrees on the step to stop at); it also works where signals
     # cannot reach, such as another container sharing the disk.
@@ -193,23 +235,3 @@ def follow(handle: RunHandle, out=sys.stdout, poll_s: float = 0.5) -> int:
         return 0
     finally:
         signal.signal(signal.SIGINT, old)
-
-
-def format_record(rec: dict) -> str | None:
-    kind, step = rec.get("kind"), rec.get("step")
-    if kind == "train":
-        parts = [f"step {step:>5}", f"loss {rec.get('loss', float('nan')):.4f}"]
-        if rec.get("learning_rate") is not None:
-            parts.append(f"lr {rec['learning_rate']:.2e}")
-        if rec.get("grad_norm") is not None:
-            parts.append(f"grad {rec['grad_norm']:.3f}")
-        if rec.get("tokens_per_s"):
-            parts.append(f"{rec['tokens_per_s']:,.0f} tok/s")
-        return "  ".join(parts)
-    if kind == "eval":
-        return f"step {step:>5}  eval_loss {rec.get('eval_loss', float('nan')):.4f}"
-    if kind == "finding":
-        return f"step {step:>5}  [{rec.get('severity')}] {rec.get('code')}: {rec.get('message')}"
-    if kind == "event":
-        return f"step {step:>5}  {rec.get('message')}"
-    return None

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Iterable
 
 from engine.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_RUN_FAILED, UserError
 from engine.rundir import ADAPTER_DIR, CHECKPOINTS_DIR, CONFIG_FILE, write_status
+from engine.train.signals import StopFlag
 
 if TYPE_CHECKING:  # the heavy imports stay inside the functions that need them
     from transformers import PreTrainedTokenizerBase, TrainerCallback
@@ -36,14 +37,6 @@ def status(run_dir: Path, **fields) -> None:
     from engine.train.distributed import is_main
     if is_main():
         write_status(run_dir, **fields)
-
-
-def last_checkpoint(run_dir: Path) -> str | None:
-    ckpts = sorted((run_dir / CHECKPOINTS_DIR).glob("checkpoint-*"),
-                   key=lambda p: int(p.name.split("-")[-1]) if p.name.split("-")[-1].isdigit() else -1)
-    # A checkpoint is complete once the Trainer has written its state file last.
-    complete = [p for p in ckpts if (p / "trainer_state.json").exists()]
-    return str(complete[-1]) if complete else None
 
 
 def oom_hint(cfg, memory: str | None, run_dir: Path) -> str:
@@ -107,10 +100,26 @@ def _live_diagnostics(run_dir: Path, resume: bool, data):
     return LiveDiagnostics(training_responses=responses)
 
 
+def _resume_point(cfg, run_dir: Path) -> tuple[str | None, list[str]]:
+    """The newest intact checkpoint, and what the log says about the resume (damaged checkpoints skipped,
+    config changes applied; the launcher refused the changes a resume cannot follow)."""
+    from engine.rundir import usable_checkpoint
+    from engine.train.resume_check import config_changes
+
+    ckpt, skipped = usable_checkpoint(run_dir)
+    notes = [f"checkpoint skipped, its files are damaged: {why}" for why in skipped]
+    if skipped:
+        notes.append(f"falling back to {Path(ckpt).name}" if ckpt else "no intact checkpoint: starting at step 0")
+    if ckpt:
+        notes += [f"config change applied: {c}" for c in config_changes(ckpt, cfg, run_dir / CONFIG_FILE)]
+    return ckpt, notes
+
+
 def train(cfg: Config, run_dir: Path, *, resume: bool, data: PreparedData | None = None,
-          tokenizer: PreTrainedTokenizerBase | None = None, callbacks: Iterable[TrainerCallback] = ()) -> int:
+          tokenizer: PreTrainedTokenizerBase | None = None, callbacks: Iterable[TrainerCallback] = (),
+          stop: StopFlag | None = None) -> int:
     """Runs the whole training; `data`, `tokenizer` and extra Trainer `callbacks` may be injected
-    (benchmarks: synthetic tokens, a profiler)."""
+    (benchmarks: synthetic tokens, a profiler). `stop`: the flag main installed first thing."""
     import torch
     from transformers import Trainer, TrainingArguments
 
@@ -131,7 +140,7 @@ def train(cfg: Config, run_dir: Path, *, resume: bool, data: PreparedData | None
         unshard_head_before_loss,
         world,
     )
-    from engine.train.signals import StopFlag
+    from engine.train.resume_check import run_record
     from engine.train.speed import (
         LEVERS,
         activation_offload,
@@ -139,8 +148,9 @@ def train(cfg: Config, run_dir: Path, *, resume: bool, data: PreparedData | None
         keep_unquantised_16bit,
     )
 
-    stop = StopFlag(run_dir)
-    stop.install()
+    if stop is None:
+        stop = StopFlag(run_dir)
+        stop.install()
     hw = detect_hardware()
     dtype_name = compute_dtype_name(cfg.training.precision, hw)
     log(f"hardware: {hw.name} ({hw.device}, {hw.count} GPU); compute dtype {dtype_name}")
@@ -273,7 +283,7 @@ def train(cfg: Config, run_dir: Path, *, resume: bool, data: PreparedData | None
 
     style = PromptStyle(format=data.report.format, system=data.report.system_prompt)
     prompts = sample_prompts_for(parallel, choose_prompts(cfg, tokenizer, data.validation, style), log)
-    ckpt = last_checkpoint(run_dir) if resume else None
+    ckpt, resume_notes = _resume_point(cfg, run_dir) if resume else (None, [])
     callback = RunDirCallback(run_dir, collator=collator, steps_per_epoch=steps_per_epoch, stop_flag=stop,
                               stop_on=t.stop_on, diagnostics=_live_diagnostics(run_dir, resume, data),
                               is_main=is_main(), world_size=n_ranks,
@@ -281,16 +291,23 @@ def train(cfg: Config, run_dir: Path, *, resume: bool, data: PreparedData | None
                               sample_max_new_tokens=t.sample_max_new_tokens,
                               tokens_offset=_tokens_at(run_dir, ckpt),
                               # fast decode keeps its KV cache and graphs allocated: not where memory is tight
-                              fast_decode_ok=hw.device == "cuda" and memory == "fast" and n_ranks == 1)
+                              fast_decode_ok=hw.device == "cuda" and memory == "fast" and n_ranks == 1,
+                              run_record=run_record(cfg), learning_rate=t.learning_rate if ckpt else None)
     trainer = PlannedTrainer(model=model, args=args, train_dataset=train_ds,
                              eval_dataset=data.validation if has_eval else None,
                              data_collator=collator, callbacks=[callback, *callbacks])
     from transformers.trainer_callback import PrinterCallback
     trainer.remove_callback(PrinterCallback)  # the callback writes each record to train.log in lorapilot's words
     if resume:
+        from engine.rundir import RESUMED, checkpoint_step
+
+        for note in resume_notes:
+            log(note)
+            callback.event("resume_note", checkpoint_step(ckpt) if ckpt else 0, note)
         log(f"resuming from {ckpt}" if ckpt else "no checkpoint to resume from: starting at step 0")
-        callback._write("event", int(ckpt.rsplit("-", 1)[-1]) if ckpt else 0,
-                        message=f"resumed from {Path(ckpt).name}" if ckpt else "restarted (no checkpoint)")
+        # Its code tells readers that records after this step written before it are superseded (rundir).
+        callback.event(RESUMED, checkpoint_step(ckpt) if ckpt else 0,
+                       f"resumed from {Path(ckpt).name}" if ckpt else "restarted (no checkpoint)")
     if n_ranks > 1:
         # Under DDP, dynamo hands flex attention's compile to its DDP graph splitter, which recompiled the kernels
         # on every rank for minutes before the first step finished (H200 x2). Flex attention holds no parameters,
@@ -307,7 +324,7 @@ def train(cfg: Config, run_dir: Path, *, resume: bool, data: PreparedData | None
     if callback.stop_reason or (stop.is_set() and step < max_steps):
         reason = callback.stop_reason or "stop requested"
         log(f"stopped at step {step}: {reason}")
-        callback._write("event", step, message=f"stopped: {reason}")
+        callback.event("stopped", step, f"stopped: {reason}")
         status(run_dir, state="stopped", step=step, stop_reason=reason)
         return EXIT_OK
     status(run_dir, state="saving", step=step)
@@ -337,10 +354,10 @@ def _tokens_at(run_dir: Path, ckpt: str | None) -> int:
     """tokens_seen at the checkpoint's step (0 without one): where a resumed run's count continues."""
     if not ckpt:
         return 0
-    from engine.rundir import read_metrics
+    from engine.rundir import checkpoint_step, read_metrics
 
-    step = int(ckpt.rsplit("-", 1)[-1])
-    seen = [r.get("tokens_seen", 0) for r in read_metrics(run_dir) if r.get("kind") == "train" and r["step"] <= step]
+    step = checkpoint_step(ckpt)
+    seen = [r.get("tokens_seen", 0) for r in read_metrics(run_dir) if r["kind"] == "train" and r["step"] <= step]
     return int(seen[-1]) if seen else 0
 
 
@@ -406,37 +423,74 @@ def _save_generation_config(model, tokenizer, adapter_dir: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import yaml
-
-    from engine.config import config_from_dict
-    from engine.train.distributed import world
-
     ap = argparse.ArgumentParser(prog="python -m engine.train.run")
     ap.add_argument("run_dir")
     ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--trust-remote-code", action="store_true",
+                    help="honour trust_remote_code from the run's config.yaml (the user said so)")
     a = ap.parse_args(argv)
     run_dir = Path(a.run_dir).resolve()
+    # First thing: a stop from now on ends the run gracefully (the launcher blocked these signals until now).
+    stop = StopFlag(run_dir)
+    stop.install()
+    sys.stdout.reconfigure(line_buffering=True)  # train.log line by line, whatever the environment says
+
+    import yaml
+
+    from engine.config import config_from_dict
+    from engine.rundir import (
+        RunLock,
+        check_remote_code,
+        disk_full_path,
+        keep_space_reserve,
+        process_start,
+        release_space_reserve,
+    )
+    from engine.train.distributed import world
+
     _, _, n_ranks = world()
+    lock = None
+    if n_ranks == 1:  # with several ranks torchrun's agent holds the lock the launcher handed it
+        try:
+            lock = RunLock.inherited(run_dir) or RunLock.acquire(run_dir)
+        except UserError as e:  # another trainer owns this directory: leave its status alone
+            print(f"[lorapilot] error: {e}", flush=True)
+            return EXIT_BAD_INPUT
     # With several ranks the launcher's torchrun agent keeps `pid`: it lives exactly as long as the run.
-    status(run_dir, state="starting", error=None, hint=None, world_size=n_ranks,
-           **({"pid": os.getpid()} if n_ranks == 1 else {"rank0_pid": os.getpid()}))
+    me = {"pid": os.getpid(), "pid_start": process_start(os.getpid())} if n_ranks == 1 else \
+        {"rank0_pid": os.getpid()}
+    status(run_dir, state="starting", error=None, hint=None, world_size=n_ranks, **me)
+    keep_space_reserve(run_dir)
     cfg = None
     try:
         cfg = config_from_dict(yaml.safe_load((run_dir / CONFIG_FILE).read_text()), source=str(run_dir / CONFIG_FILE))
-        return train(cfg, run_dir, resume=a.resume)
+        cfg.trust_remote_code = check_remote_code(cfg, run_dir, a.trust_remote_code,
+                                                  f"train --resume {run_dir}")
+        return train(cfg, run_dir, resume=a.resume, stop=stop)
     except UserError as e:
         log(f"error: {e}")
         status(run_dir, state="failed", error=str(e), hint=e.fix)
         return EXIT_BAD_INPUT
     except Exception as e:  # the run failed: record why, keep the traceback in train.log
+        full = disk_full_path(e, run_dir / CHECKPOINTS_DIR)
+        if full:
+            release_space_reserve(run_dir)  # room for the status and the log lines below
         traceback.print_exc()
-        text = f"{type(e).__name__}: {e}".splitlines()[0]
+        text = f"no space left on device: {full}" if full else f"{type(e).__name__}: {e}".splitlines()[0]
         from engine.rundir import read_status
         memory = (read_status(run_dir) or {}).get("memory")
         hint = oom_hint(cfg, memory, run_dir) if cfg is not None and "out of memory" in str(e).lower() else None
+        if full:
+            hint = (f"free space on {full}'s disk (or lower training.save_total_limit), then continue from the "
+                    f"last checkpoint: lorapilot train --resume {run_dir}")
         status(run_dir, state="failed", error=text, hint=hint)
         log(f"failed: {text}" + (f"\nhint: {hint}" if hint else ""))
+        print(f"lorapilot: {text}", file=sys.stderr, flush=True)
         return EXIT_RUN_FAILED
+    finally:
+        release_space_reserve(run_dir)
+        if lock is not None:
+            lock.release()
 
 
 if __name__ == "__main__":

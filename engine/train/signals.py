@@ -1,4 +1,8 @@
-"""Graceful stop: SIGTERM/SIGINT or a stop request file set a flag the callback polls each step."""
+"""Graceful stop: SIGTERM/SIGINT/SIGHUP or a stop request file set a flag the callback polls each step.
+
+The launcher starts the trainer with these signals blocked (engine.train.launch); `install` sets the handlers
+and only then unblocks them, so a stop that arrived while Python was starting is delivered to the handler.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,9 @@ from pathlib import Path
 
 from engine.rundir import STOP_REQUEST_FILE
 
+# SIGHUP too: a trainer whose terminal went away (a shell that forwards the hang-up) stops with a checkpoint.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
 
 class StopFlag:
     def __init__(self, run_dir: str | Path):
@@ -14,8 +21,9 @@ class StopFlag:
         self.signalled = False
 
     def install(self) -> None:
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in STOP_SIGNALS:
             signal.signal(sig, self._on_signal)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
 
     def _on_signal(self, signum, frame) -> None:
         # Only set a flag: the step in flight finishes, then the callback checkpoints and stops.

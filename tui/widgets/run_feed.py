@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from engine import gpu, system
-from engine.rundir import LOG_FILE, STATUS_FILE, MetricsTail, effective_state, read_status
+from engine.rundir import LOG_FILE, STATUS_FILE, MetricsTail, effective_state, read_status, safe_record, safe_text
 
 
 @dataclass
@@ -102,12 +102,14 @@ class RunFeed:
     def poll(self, now: float | None = None) -> FeedUpdate:
         now = time.monotonic() if now is None else now
         up = FeedUpdate()
-        up.records = self.metrics.read_new(self.chunk_bytes)
+        # Everything read from the run directory is shown with its control characters escaped: a sample that
+        # prints ESC ] 0 ; TITLE BEL must read as text, not retitle (or worse) the user's terminal.
+        up.records = [safe_record(r) for r in self.metrics.read_new(self.chunk_bytes)]
         up.more = bool(up.records) and self._metrics_pending()
         self._poll_status(up)
         lines, reset = self.log.read_new()
         if lines or reset:
-            up.log_lines, up.log_reset = lines, reset
+            up.log_lines, up.log_reset = [safe_text(ln) for ln in lines], reset
         if now >= self._next_sample:
             self._next_sample = now + self.sample_every
             up.machine = system.machine_sample()
@@ -134,10 +136,10 @@ class RunFeed:
             # A status.json caught mid-replace reads as None: keep the last good one.
             if status is not None or sig is None:
                 self._status_sig = sig
-                self.status = status
-                up.status = status or {}
+                self.status = safe_record(status)
+                up.status = self.status or {}
         # Liveness can change with no write to status.json (the trainer was
         # killed), so the effective state is recomputed on every poll.
-        state = effective_state(self.status)
+        state = effective_state(self.status, self.run_dir)
         if state != self.state:
             self.state = up.state = state

@@ -144,10 +144,10 @@ class RunHistory:
                 changed.add(FINDINGS)
             elif kind == "event":
                 self.events.append(rec)
-                message = str(rec.get("message", "")).lower()
-                if message == "checkpoint saved":
+                code = rec.get("code")
+                if code == "checkpoint_saved":
                     self.last_checkpoint = rec
-                elif message == "adapter saved":
+                elif code == "adapter_saved":
                     self.adapter = rec
                 changed.add(PROGRESS)
             elif kind == "sample":

@@ -1,0 +1,94 @@
+"""What may change in a run's config.yaml between a checkpoint and `train --resume`.
+
+Each checkpoint carries the config and the data fingerprint it was trained with (rundir.CHECKPOINT_RUN_FILE).
+On resume the edited config is compared with it: a setting the Trainer reads afresh (the learning rate, how
+often to log, eval and save, how long to train) is applied and said in the log; a setting the checkpoint's
+weights, optimizer state or data order depend on (the model, LoRA's shape, the data, the batch plan) is
+refused with its key, since resuming under it would fail in a state_dict error or train on something else
+without a word.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from engine.errors import UserError
+from engine.rundir import CHECKPOINT_RUN_FILE
+
+# Read afresh by the Trainer or lorapilot on every start; nothing saved in a checkpoint depends on them.
+# training.learning_rate is re-applied to the restored optimizer and schedule (engine.train.callback).
+CHANGEABLE = frozenset({
+    "training.learning_rate", "training.max_steps", "training.max_grad_norm", "training.gradient_checkpointing",
+    "training.logging_steps", "training.eval_steps", "training.save_steps", "training.save_total_limit",
+    "training.report_to", "training.stop_on", "training.sample_prompts", "training.sample_max_new_tokens",
+    "run_name", "runs_dir", "trust_remote_code",
+})
+
+
+def flat_config(cfg) -> dict[str, Any]:
+    """{"training.learning_rate": 0.0002, "lora.r": 16, ...}"""
+    out: dict[str, Any] = {}
+    for key, value in cfg.to_dict().items():
+        if isinstance(value, dict):
+            out.update({f"{key}.{k}": v for k, v in value.items()})
+        else:
+            out[key] = value
+    return out
+
+
+def _file_digest(path: Path, h) -> None:
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+
+
+def data_fingerprint(cfg) -> str:
+    """sha256 over the training (and validation) files' bytes; a hub dataset by its id."""
+    h = hashlib.sha256()
+    for source in (cfg.dataset.path, cfg.dataset.validation_path):
+        if not source:
+            continue
+        p = Path(source).expanduser()
+        files = sorted(q for q in p.rglob("*") if q.is_file()) if p.is_dir() else [p] if p.is_file() else []
+        h.update(source.encode() if not files else b"")
+        for q in files:
+            h.update(q.name.encode())
+            _file_digest(q, h)
+    return h.hexdigest()
+
+
+def run_record(cfg) -> dict:
+    """What a checkpoint is trained with: written into each checkpoint by the trainer."""
+    return {"config": flat_config(cfg), "data_sha256": data_fingerprint(cfg)}
+
+
+def saved_record(ckpt: str | Path) -> dict | None:
+    try:
+        record = json.loads((Path(ckpt) / CHECKPOINT_RUN_FILE).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return record if isinstance(record, dict) and isinstance(record.get("config"), dict) else None
+
+
+def config_changes(ckpt: str | Path, cfg, config_path: str | Path) -> list[str]:
+    """The applied changes as lines ("training.learning_rate 0.003 -> 0.001"); refuses the rest (UserError
+    naming each key). Nothing to compare with (a checkpoint written before lorapilot recorded it): []."""
+    saved = saved_record(ckpt)
+    if saved is None:
+        return []
+    now = flat_config(cfg)
+    was = saved["config"]
+    changed = sorted(k for k in set(now) | set(was) if now.get(k) != was.get(k))
+    refused = [f"{k}: {was.get(k)!r} at {Path(ckpt).name}, now {now.get(k)!r}" for k in changed
+               if k not in CHANGEABLE]
+    if saved.get("data_sha256") and saved["data_sha256"] != data_fingerprint(cfg):
+        refused.append(f"dataset: the data in {cfg.dataset.path} changed since {Path(ckpt).name} was saved")
+    if refused:
+        raise UserError(f"{config_path}: changed since the checkpoint in ways a resume cannot follow",
+                        problems=refused,
+                        fix="put these back as they were to resume, or start a new run with the new settings: "
+                            f"lorapilot train {config_path}")
+    return [f"{k} {was.get(k)!r} -> {now.get(k)!r}" for k in changed if k != "run_name"]

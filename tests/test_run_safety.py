@@ -1,0 +1,367 @@
+"""Run directories that cannot be hijacked, corrupted or silently lost (issue 24), without training.
+
+The tests that need a real trainer are in test_run_safety_e2e.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from conftest import run_cli
+from engine.diagnose.live import LiveDiagnostics, diagnose_records
+from engine.rundir import (MetricsTail, MetricsWriter, RunLock, check_remote_code, checkpoint_problem,
+                           drop_superseded, format_record, lock_held, process_start, read_metrics, safe_record,
+                           safe_text, trainer_pid, usable_checkpoint)
+
+ESCAPE = "\x1b]0;TITLE\x07"
+
+
+def _write(path: Path, records: list[dict]) -> None:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+
+
+# ------------------------------------------------------------------ 1. trust_remote_code from a run directory
+
+def _hostile_run(tmp_path: Path) -> tuple[Path, Path]:
+    """Someone else's run directory: config.yaml asks for trust_remote_code, its model folder carries code."""
+    run = tmp_path / "theirs"
+    model = run / "model"
+    model.mkdir(parents=True)
+    marker = tmp_path / "code-ran"
+    (model / "config.json").write_text(json.dumps({
+        "model_type": "evil", "auto_map": {"AutoConfig": "evil.EvilConfig",
+                                           "AutoModelForCausalLM": "evil.EvilModel",
+                                           "AutoTokenizer": ["evil.EvilTokenizer", None]}}))
+    (model / "evil.py").write_text(f"import pathlib\npathlib.Path({str(marker)!r}).write_text('ran')\n")
+    (run / "config.yaml").write_text(f"model: {model}\ndataset: {{path: data.jsonl}}\ntrust_remote_code: true\n")
+    (run / "status.json").write_text(json.dumps({"state": "stopped", "step": 4, "max_steps": 8}))
+    return run, marker
+
+
+@pytest.mark.parametrize("verb", [["chat", "{run}", "--prompt", "hi"], ["export", "{run}", "--merged", "{out}"],
+                                  ["train", "--resume", "{run}"]])
+def test_run_dir_trust_remote_code_needs_the_flag(tmp_path, verb):
+    run, marker = _hostile_run(tmp_path)
+    args = [a.format(run=run, out=tmp_path / "merged") for a in verb]
+    r = run_cli(*args)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert "Traceback" not in r.stderr and "trust_remote_code" in r.stderr and "--trust-remote-code" in r.stderr
+    assert str(run / "config.yaml") in r.stderr
+    assert not marker.exists()  # nothing from the run directory was imported
+
+
+def test_playground_refuses_without_trust(tmp_path):
+    from engine.errors import UserError
+    from engine.playground import Playground
+
+    run, marker = _hostile_run(tmp_path)
+    with pytest.raises(UserError, match="--trust-remote-code"):
+        Playground(run)
+    assert not marker.exists()
+
+
+def test_trust_rule_honours_the_command_line_only():
+    from engine.config import Config
+
+    cfg = Config(model="x", trust_remote_code=True)
+    assert check_remote_code(cfg, "r", True, "chat r") is True
+    assert check_remote_code(Config(model="x"), "r", True, "chat r") is False  # the flag alone asks for nothing
+
+
+# ------------------------------------------------------------------ 2. the pid check before any signal
+
+@pytest.fixture
+def bystander():
+    """An unrelated live process whose pid a dead run's status.json happens to hold."""
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    yield proc
+    proc.kill()
+    proc.wait()
+
+
+def test_stop_does_not_signal_a_reused_pid(tmp_path, bystander):
+    run = tmp_path / "run"
+    run.mkdir()
+    # The run's trainer had this pid, started at another time: the number now belongs to someone else.
+    (run / "status.json").write_text(json.dumps({"state": "training", "pid": bystander.pid,
+                                                 "pid_start": process_start(bystander.pid) - 100}))
+    (run / "metrics.jsonl").write_text("")
+    r = run_cli("stop", str(run))
+    assert r.returncode == 0 and "not running" in r.stdout, r.stdout + r.stderr
+    time.sleep(0.5)
+    assert bystander.poll() is None  # never signalled
+    # Without a recorded start time, the command line must name the run directory.
+    (run / "status.json").write_text(json.dumps({"state": "training", "pid": bystander.pid}))
+    assert trainer_pid(run, json.loads((run / "status.json").read_text())) is None
+    assert run_cli("runs", "--root", str(tmp_path)).stdout.split("\n")[1].split()[1] == "lost"
+
+
+def test_trainer_pid_recognises_this_runs_process(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    proc = subprocess.Popen([sys.executable, "-c", "import time, sys; time.sleep(120)", str(run)])
+    try:
+        assert trainer_pid(run, {"pid": proc.pid}) == proc.pid  # its command line names the run
+        assert trainer_pid(run, {"pid": proc.pid, "pid_start": process_start(proc.pid)}) == proc.pid
+        assert trainer_pid(run, {"pid": 1}) is None and trainer_pid(run, {"pid": True}) is None
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_stall_advice_never_names_pid_1(tmp_path):
+    from engine.diagnose.stall import no_progress
+
+    status = {"state": "training", "pid": 1, "step": 50, "updated": time.time() - 3600}
+    found = no_progress(status, None, time.time(), str(tmp_path))
+    assert found is not None and "kill 1" not in found.fix and str(tmp_path) in found.fix
+
+
+# ------------------------------------------------------------------ 3. control characters from a run directory
+
+def test_control_characters_escaped_everywhere(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    _write(run / "metrics.jsonl", [
+        {"kind": "train", "step": 1, "time": 1.0, "loss": 2.0},
+        {"kind": "sample", "step": 1, "time": 1.0, "prompt": "p", "output": f"hi {ESCAPE}\x9b31m"},
+        {"kind": "finding", "step": 1, "time": 1.0, "code": f"x{ESCAPE}", "severity": "warning",
+         "message": f"bad {ESCAPE}", "evidence": "e\x1b[2J", "fix": "f"},
+        {"kind": "event", "step": 1, "time": 1.0, "code": "c", "message": f"m {ESCAPE}\nline2"}])
+    (run / "status.json").write_text(json.dumps({"state": "failed", "error": f"boom {ESCAPE}"}))
+    (run / "train.log").write_text(f"log {ESCAPE}\n")
+    for args in (["diagnose", str(run)], ["runs", "--root", str(tmp_path)]):
+        r = run_cli(*args)
+        assert r.returncode == 0, r.stderr
+        assert "\x1b" not in r.stdout and "\x07" not in r.stdout, (args, r.stdout)
+    assert "\\x1b]0;TITLE\\x07" in run_cli("diagnose", str(run)).stdout  # shown, as text
+    lines = [format_record(rec) for rec in read_metrics(run)]
+    assert not any(ch in (ln or "") for ln in lines for ch in "\x1b\x07\n")
+
+    from tui.widgets.run_feed import RunFeed
+
+    up = RunFeed(run, sample_gpus=False).poll()
+    text = json.dumps(up.records, ensure_ascii=False) + "".join(up.log_lines) + json.dumps(up.status or {})
+    assert not any(ch in text for ch in ("\x1b", "\x07", "\x9b"))
+    assert safe_text("a\tb\nc") == "a\tb\nc" and safe_text("a\nb", one_line=True) == "a\\nb"
+    assert safe_record({"k": [ESCAPE, 1.5]}) == {"k": ["\\x1b]0;TITLE\\x07", 1.5]}
+
+
+# ------------------------------------------------------------------ 4. paths that escape, files overwritten
+
+@pytest.mark.parametrize("name", ["../../x", "/tmp/abs-run", "..", "a/b"])
+def test_run_name_cannot_escape_the_runs_root(tmp_path, name):
+    from conftest import DEMO_CONFIG
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"model: lorapilot-demo\ndataset: {{path: {DEMO_CONFIG.parent / 'demo/train.jsonl'}}}\n"
+                   f"run_name: {json.dumps(name)}\nruns_dir: {tmp_path / 'runs'}\n")
+    r = run_cli("train", str(cfg), "--detach")
+    assert r.returncode == 2 and "run_name" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+    assert not Path("/tmp/abs-run").exists() or name != "/tmp/abs-run"
+
+
+def test_prepare_does_not_overwrite_without_force(tmp_path):
+    src = tmp_path / "a.txt"
+    src.write_text("One paragraph of text that is long enough to keep as a training example here.\n")
+    out = tmp_path / "out.jsonl"
+    out.write_text("precious\n")
+    r = run_cli("prepare", str(src), "--out", str(out))
+    assert r.returncode == 2 and str(out) in r.stderr and "--force" in r.stderr, r.stderr
+    assert out.read_text() == "precious\n"
+    r = run_cli("prepare", str(src), "--out", str(out), "--force")
+    assert r.returncode == 0, r.stderr
+    assert out.read_text() != "precious\n"
+
+
+# ------------------------------------------------------------------ 5. the run lock (processes)
+
+def test_run_lock_is_exclusive_across_processes(tmp_path):
+    from engine.errors import UserError
+
+    lock = RunLock.acquire(tmp_path)
+    lock.record_holder(os.getpid())
+    code = ("import sys\nfrom engine.rundir import RunLock\n"
+            f"try:\n    RunLock.acquire({str(tmp_path)!r})\nexcept Exception as e:\n    print(e); sys.exit(3)\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert r.returncode == 3 and f"pid {os.getpid()}" in r.stdout, r.stdout + r.stderr
+    assert lock_held(tmp_path)
+    with pytest.raises(UserError, match="another trainer"):
+        RunLock.acquire(tmp_path)
+    lock.release()
+    assert not lock_held(tmp_path)
+    RunLock.acquire(tmp_path).release()  # released with its holder: no stale lock
+
+
+def test_lock_dies_with_its_holder(tmp_path):
+    code = (f"from engine.rundir import RunLock\nRunLock.acquire({str(tmp_path)!r})\n"
+            "import time; print('held', flush=True); time.sleep(120)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    try:
+        assert proc.stdout.readline().strip() == "held"
+        assert lock_held(tmp_path)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert not lock_held(tmp_path)
+
+
+# ------------------------------------------------------------------ 7. config changed before a resume
+
+def test_resume_config_changes_applied_or_refused(tmp_path):
+    from engine.config import Config
+    from engine.errors import UserError
+    from engine.rundir import CHECKPOINT_RUN_FILE
+    from engine.train.resume_check import config_changes, run_record
+
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"instruction": "a", "output": "b"}\n')
+    cfg = Config(model="m")
+    cfg.dataset.path = str(data)
+    ckpt = tmp_path / "checkpoint-4"
+    ckpt.mkdir()
+    (ckpt / CHECKPOINT_RUN_FILE).write_text(json.dumps(run_record(cfg)))
+    assert config_changes(ckpt, cfg, "c.yaml") == []
+    cfg.training.learning_rate = 1e-3
+    cfg.training.max_steps = 99
+    applied = config_changes(ckpt, cfg, "c.yaml")
+    assert any(a.startswith("training.learning_rate") for a in applied) and len(applied) == 2
+    cfg.lora.r = 64
+    with pytest.raises(UserError) as e:
+        config_changes(ckpt, cfg, "c.yaml")
+    assert "lora.r" in str(e.value) and "c.yaml" in str(e.value)
+    cfg.lora.r = 16
+    data.write_text('{"instruction": "a", "output": "c"}\n')
+    with pytest.raises(UserError, match="dataset"):
+        config_changes(ckpt, cfg, "c.yaml")
+
+
+# ------------------------------------------------------------------ 8. damaged checkpoints
+
+def _checkpoint(root: Path, step: int) -> Path:
+    ckpt = root / "checkpoints" / f"checkpoint-{step}"
+    ckpt.mkdir(parents=True)
+    (ckpt / "trainer_state.json").write_text(json.dumps({"global_step": step}))
+    header = json.dumps({"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}).encode()
+    (ckpt / "adapter_model.safetensors").write_bytes(len(header).to_bytes(8, "little") + header + b"\0" * 16)
+    with zipfile.ZipFile(ckpt / "optimizer.pt", "w") as z:
+        z.writestr("archive/data.pkl", b"x" * 1000)
+    return ckpt
+
+
+@pytest.mark.parametrize("damage", ["safetensors", "optimizer", "state"])
+def test_damaged_last_checkpoint_falls_back(tmp_path, damage):
+    _checkpoint(tmp_path, 4)
+    last = _checkpoint(tmp_path, 8)
+    if damage == "safetensors":
+        bad = last / "adapter_model.safetensors"
+        bad.write_bytes(bad.read_bytes()[:-5])
+    elif damage == "optimizer":
+        bad = last / "optimizer.pt"
+        bad.write_bytes(bad.read_bytes()[:300])
+    else:
+        bad = last / "trainer_state.json"
+        bad.write_text("{garbled")
+    ckpt, skipped = usable_checkpoint(tmp_path)
+    assert ckpt.endswith("checkpoint-4")
+    assert len(skipped) == 1 and str(bad) in skipped[0]
+    assert checkpoint_problem(tmp_path / "checkpoints" / "checkpoint-4") is None
+
+
+# ------------------------------------------------------------------ 9. metrics.jsonl that survived a crash
+
+def test_writer_starts_on_a_fresh_line_and_readers_skip_malformed(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"kind": "train", "step": 1, "time": 1, "loss": 2}\n{"kind": "train", "st')  # killed mid-line
+    w = MetricsWriter(tmp_path)
+    w.write("train", 2, loss=1.5)
+    w.close()
+    with open(path, "a") as f:
+        f.write('{"kind": "train", "time": 3}\n{"step": "x", "kind": "eval"}\n[1]\n')
+    recs = read_metrics(tmp_path)
+    assert [r["step"] for r in recs] == [1, 2]
+    tail = MetricsTail(tmp_path)
+    tail.read_new()
+    assert tail.bad_lines == 4
+    assert diagnose_records(recs) == diagnose_records(recs)  # no KeyError on what was skipped
+    LiveDiagnostics.from_history(read_metrics(tmp_path))
+
+
+def test_superseded_records_after_kill_are_dropped():
+    before = [{"kind": "train", "step": s, "time": s, "loss": 2.0} for s in range(1, 11)]
+    before.append({"kind": "eval", "step": 10, "time": 10, "eval_loss": 9.0})  # killed after step 10
+    resumed = [{"kind": "event", "step": 8, "time": 20, "code": "resumed", "message": "resumed from checkpoint-8"}]
+    after = [{"kind": "train", "step": s, "time": 20 + s, "loss": 1.0} for s in range(9, 13)]
+    after.append({"kind": "eval", "step": 10, "time": 31, "eval_loss": 1.0})
+    recs = drop_superseded(before + resumed + after)
+    trains = [r for r in recs if r["kind"] == "train"]
+    assert [r["step"] for r in trains] == list(range(1, 13))
+    assert all(r["loss"] == 1.0 for r in trains if r["step"] > 8)
+    assert [r["eval_loss"] for r in recs if r["kind"] == "eval"] == [1.0]  # the newest copy, once
+
+
+# ------------------------------------------------------------------ 18. diagnose at scale
+
+def _long_run(n: int) -> list[dict]:
+    recs = []
+    for i in range(1, n + 1):
+        recs.append({"kind": "train", "step": i, "time": i, "loss": 2.0 / (1 + i / 500) + (0.01 * (i % 7)),
+                     "learning_rate": 2e-4, "grad_norm": 50.0 if i % 301 == 0 else 0.4 + 0.01 * (i % 5)})
+        if i % 10 == 0:
+            recs.append({"kind": "eval", "step": i, "time": i, "eval_loss": 1.2 + 0.3 * ((i // 10) % 50) / 50})
+    return recs
+
+
+def test_diagnose_keeps_constant_state_and_says_the_same(monkeypatch):
+    recs = _long_run(6000)
+    live = LiveDiagnostics()
+    fast = live.update(recs)
+    assert len(live._evals) <= 10  # bounded, whatever the run's length
+
+    # The same verdicts as keeping the whole eval history (the old, quadratic way).
+    from engine.diagnose.curves import EvalPoint
+
+    def keep_all(self, point: EvalPoint) -> None:
+        self._evals.append(point)
+
+    monkeypatch.setattr(LiveDiagnostics, "_remember_eval", keep_all)
+    assert diagnose_records(recs) == fast
+
+
+def test_diagnose_reports_each_finding_once_with_its_count(tmp_path):
+    _write(tmp_path / "metrics.jsonl", _long_run(6000))
+    r = run_cli("diagnose", str(tmp_path), "--json")
+    assert r.returncode == 0, r.stderr
+    found = json.loads(r.stdout)
+    codes = [f["code"] for f in found]
+    assert len(codes) == len(set(codes))
+    spikes = next(f for f in found if f["code"] == "grad_norm_spike")
+    assert spikes["count"] > 1 and spikes["first_step"] == 301 and spikes["last_step"] <= 6000
+    text = run_cli("diagnose", str(tmp_path)).stdout
+    assert f"{spikes['count']} times, steps 301-{spikes['last_step']}" in text
+
+
+# ------------------------------------------------------------------ 19. plan only what will run
+
+def test_plan_covers_max_steps_not_all_epochs():
+    from engine.data.packing import epochs_to_plan, plan_steps
+
+    n = epochs_to_plan(20_000, examples_per_step=16, num_epochs=1000, max_steps=2)
+    assert n == 1
+    plan = plan_steps([100] * 20_000, examples_per_step=16, num_epochs=n, seed=1, token_budget=None,
+                      micro_batch_size=4)
+    assert len(plan.epochs) == 1 and plan.steps_per_epoch >= 2
+    assert epochs_to_plan(100, examples_per_step=10, num_epochs=3, max_steps=25) == 3  # 10 a epoch: 3 needed
+    assert epochs_to_plan(100, examples_per_step=10, num_epochs=3, max_steps=0) == 3
