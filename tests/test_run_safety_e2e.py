@@ -74,14 +74,14 @@ def test_sighup_and_an_immediate_stop_end_gracefully(tmp_path):
 
 
 def test_disk_full_while_checkpointing_is_said(tmp_path):
-    """The checkpoint's adapter file is a link to /dev/full, which answers every write with ENOSPC."""
+    """The checkpoint's state file is a link to /dev/full, which answers every write with ENOSPC."""
     cfg = small_config(tmp_path, max_steps=8, save_steps=4)
     run_dir = tmp_path / "run"
     proc = _cli_process("train", str(cfg), "--run-dir", str(run_dir))
     wait_for(lambda: (run_dir / "config.yaml").exists(), what="the run directory")
     ckpt = run_dir / "checkpoints" / "checkpoint-4"
     ckpt.mkdir(parents=True)
-    (ckpt / "adapter_model.safetensors").symlink_to("/dev/full")
+    (ckpt / "trainer_state.json").symlink_to("/dev/full")
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 1, out + err
     status = read_status(run_dir)

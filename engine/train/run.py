@@ -100,18 +100,20 @@ def _live_diagnostics(run_dir: Path, resume: bool, data):
     return LiveDiagnostics(training_responses=responses)
 
 
-def _resume_point(cfg, run_dir: Path) -> tuple[str | None, list[str]]:
-    """The newest intact checkpoint, and what the log says about the resume (damaged checkpoints skipped,
-    config changes applied; the launcher refused the changes a resume cannot follow)."""
+def _resume_point(cfg, run_dir: Path) -> tuple[str | None, list[tuple[str, str]]]:
+    """The newest intact checkpoint, and what the log says about the resume as (event code, text): damaged
+    checkpoints skipped, config changes applied (the launcher refused the changes a resume cannot follow)."""
     from engine.rundir import usable_checkpoint
     from engine.train.resume_check import config_changes
 
     ckpt, skipped = usable_checkpoint(run_dir)
-    notes = [f"checkpoint skipped, its files are damaged: {why}" for why in skipped]
+    notes = [("checkpoint_damaged", f"checkpoint skipped, its files are damaged: {why}") for why in skipped]
     if skipped:
-        notes.append(f"falling back to {Path(ckpt).name}" if ckpt else "no intact checkpoint: starting at step 0")
+        notes.append(("checkpoint_damaged", f"falling back to {Path(ckpt).name}" if ckpt else
+                      "no intact checkpoint: starting at step 0"))
     if ckpt:
-        notes += [f"config change applied: {c}" for c in config_changes(ckpt, cfg, run_dir / CONFIG_FILE)]
+        notes += [("config_applied", f"config change applied: {c}")
+                  for c in config_changes(ckpt, cfg, run_dir / CONFIG_FILE)]
     return ckpt, notes
 
 
@@ -301,9 +303,9 @@ def train(cfg: Config, run_dir: Path, *, resume: bool, data: PreparedData | None
     if resume:
         from engine.rundir import RESUMED, checkpoint_step
 
-        for note in resume_notes:
+        for code, note in resume_notes:
             log(note)
-            callback.event("resume_note", checkpoint_step(ckpt) if ckpt else 0, note)
+            callback.event(code, checkpoint_step(ckpt) if ckpt else 0, note)
         log(f"resuming from {ckpt}" if ckpt else "no checkpoint to resume from: starting at step 0")
         # Its code tells readers that records after this step written before it are superseded (rundir).
         callback.event(RESUMED, checkpoint_step(ckpt) if ckpt else 0,
