@@ -8,6 +8,7 @@ Exit codes: 0 done or stopped, 1 the run failed, 2 bad input.
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import sys
 import traceback
@@ -435,7 +436,8 @@ def main(argv: list[str] | None = None) -> int:
     # First thing: a stop from now on ends the run gracefully (the launcher blocked these signals until now).
     stop = StopFlag(run_dir)
     stop.install()
-    sys.stdout.reconfigure(line_buffering=True)  # train.log line by line, whatever the environment says
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.reconfigure(line_buffering=True)  # train.log line by line, whatever the environment says
 
     import yaml
 
