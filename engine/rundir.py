@@ -283,11 +283,11 @@ class RunLock:
         if not raw.isdigit():
             return None
         fd = int(raw)
-        try:
-            same = os.path.samefile(f"/proc/self/fd/{fd}", Path(run_dir) / LOCK_FILE)
+        try:  # the descriptor must be this run directory's lock file, not whatever has that number here
+            held, wanted = os.fstat(fd), os.stat(Path(run_dir) / LOCK_FILE)
         except OSError:
-            same = False
-        return cls(run_dir, fd) if same else None
+            return None
+        return cls(run_dir, fd) if (held.st_dev, held.st_ino) == (wanted.st_dev, wanted.st_ino) else None
 
     def record_holder(self, pid: int) -> None:
         os.ftruncate(self.fd, 0)

@@ -47,7 +47,8 @@ def test_diagnose_json_on_a_dir_with_only_metrics(tmp_path):
     assert out.returncode == 0, out.stderr
     findings = json.loads(out.stdout)
     assert [(f["code"], f["step"]) for f in findings] == [("nan_loss", 60), ("copies_training_data", 30)]
-    assert set(findings[0]) == {"kind", "step", "time", "code", "severity", "message", "evidence", "fix"}
+    assert set(findings[0]) == {"kind", "step", "time", "code", "severity", "message", "evidence", "fix",
+                                "count", "first_step", "last_step"}  # each finding once, with how often
     assert findings[0]["severity"] == "error" and findings[0]["message"] != "recorded live"  # recomputed, once
 
 

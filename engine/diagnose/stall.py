@@ -50,7 +50,7 @@ def no_progress(status: dict | None, last_record_time: float | None, now: float,
     from engine.rundir import trainer_pid
 
     pid = trainer_pid(run_dir, status)
-    end = f"kill {pid}" if pid else f"kill on the trainer's pid (the process whose command line names {run_dir})"
+    end = f"kill {pid}" if pid else f"kill PID (PID: the process whose command line names {run_dir})"
     # A stop request is honoured at the end of a step, which a hung trainer never reaches.
     fix = (f"Read the end of train.log for where it stopped. A stop request waits for the next step: end the "
            f"trainer with {end}, then continue from the last checkpoint with lorapilot train "
