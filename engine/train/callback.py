@@ -154,19 +154,31 @@ class RunDirCallback(TrainerCallback):
         return self._write("event", step, code=code, message=message, **fields)
 
     def _apply_learning_rate(self, optimizer, scheduler, step: int) -> None:
-        """Rescales the restored optimizer and schedule to the configured peak learning rate (a resume after
-        the config's learning_rate was edited): the schedule's shape and position are kept."""
+        """Puts the restored optimizer on this run's schedule at the configured peak learning rate.
+
+        The optimizer state restores the learning rate the checkpoint was last stepped with and the schedule
+        state restores the old peak: an edited learning_rate would be ignored, and after a raised max_steps the
+        first resumed step trained at the old schedule's end (0 for a cosine ending there). The schedule's
+        function is this run's (rebuilt from max_steps), so the rate here is the new peak times it at this step.
+        """
         base = list(getattr(scheduler, "base_lrs", None) or [])
-        if not base or optimizer is None or not base[0] or base[0] == self.learning_rate:
+        if not base or optimizer is None or not base[0]:
             return
         ratio = self.learning_rate / base[0]
         scheduler.base_lrs = [b * ratio for b in base]
-        for group in optimizer.param_groups:
-            group["lr"] *= ratio
+        lambdas = getattr(scheduler, "lr_lambdas", None)
+        if lambdas and len(lambdas) == len(optimizer.param_groups):
+            lrs = [b * f(scheduler.last_epoch) for b, f in zip(scheduler.base_lrs, lambdas)]
+        else:
+            lrs = [group["lr"] * ratio for group in optimizer.param_groups]
+        for group, lr in zip(optimizer.param_groups, lrs):
+            group["lr"] = lr
             if "initial_lr" in group:
                 group["initial_lr"] *= ratio
-        self.event("learning_rate_applied", step,
-                   f"learning rate {base[0]:g} -> {self.learning_rate:g} (from config.yaml), schedule kept")
+        scheduler._last_lr = list(lrs)  # what the Trainer logs as the learning rate
+        if ratio != 1:
+            self.event("learning_rate_applied", step,
+                       f"learning rate {base[0]:g} -> {self.learning_rate:g} (from config.yaml), schedule kept")
 
     # ---- Trainer events
     def on_train_begin(self, args, state, control, **kw):
