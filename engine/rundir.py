@@ -215,7 +215,7 @@ def trainer_pid(run_dir: str | Path, status: dict | None) -> int | None:
     its command line names this run directory.
     """
     pid = (status or {}).get("pid")
-    if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 1 or not pid_alive(pid):
+    if isinstance(pid, bool) or not isinstance(pid, int) or not 1 < pid < 2**31 or not pid_alive(pid):
         return None
     recorded = (status or {}).get("pid_start")
     started = process_start(pid)
