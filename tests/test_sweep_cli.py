@@ -64,10 +64,11 @@ def test_dry_run_shows_time_cost_and_the_budget_fit(config, capsys):
     assert "2e-4" in out.splitlines()[0] and "r 8" in out.splitlines()[0]  # the centre runs first and is kept
 
 
-def test_dry_run_without_a_gpu_says_the_time_is_unknown(config, capsys, monkeypatch):
+def test_dry_run_without_a_gpu_times_the_trials_on_this_cpu(config, capsys, monkeypatch):
+    # No GPU: the trials train on this machine's CPU, and the plan times them there, as the wizard does.
     monkeypatch.setattr("engine.estimate.detect_gpu", lambda: None)
     code, out, _ = sweep(capsys, str(config), "--lr", "1e-4", "--r", "8", "--steps", "12", "--dry-run")
-    assert code == 0 and "1 trials over lr 1e-4 x r 8" in out and "time    unknown" in out
+    assert code == 0 and "1 trials over lr 1e-4 x r 8" in out and "a trial on this machine's CPU" in out
 
 
 def test_apply_on_a_running_sweep_is_refused_and_stop_answers(tmp_path, capsys):

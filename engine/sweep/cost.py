@@ -33,16 +33,16 @@ def trial_time_model(base: Config, trials: list[Trial], gpu, *, n_train: int | N
     from engine.errors import UserError
     from engine.estimate import estimate, read_model_config
 
-    if gpu is None or not gpu.tflops_16bit:
-        why = ("no GPU here to estimate for (pass --gpu NAME to plan for one)" if gpu is None
-               else f"no speed figure for {gpu.name}")
-        return TimeModel(None, None, why)
+    if gpu is not None and not gpu.tflops_16bit:
+        return TimeModel(None, None, f"no speed figure for {gpu.name}")
+    # No GPU: the trials train on this machine's CPU, and the estimate times them there (as the wizard does).
+    gpu_name = gpu.name if gpu is not None else "this machine's CPU"
     from engine.model import resolve_model_path
 
     try:
         info = read_model_config(resolve_model_path(base.model))
     except UserError as e:  # a hub id with no network, say: the sweep can still run, only unestimated
-        return TimeModel(None, gpu.name, f"the model's size is unknown ({e.message})")
+        return TimeModel(None, gpu_name, f"the model's size is unknown ({e.message})")
     widest = max(trials, key=lambda t: t.r)
     examples_per_step = base.training.micro_batch_size * base.training.gradient_accumulation_steps
 
@@ -56,8 +56,8 @@ def trial_time_model(base: Config, trials: list[Trial], gpu, *, n_train: int | N
         return est.time_s + evals + TRIAL_START_S
 
     if seconds(RUNG_DIVISOR) is None:
-        return TimeModel(None, gpu.name, "the step time could not be estimated")
-    return TimeModel(seconds, gpu.name)
+        return TimeModel(None, gpu_name, "the step time could not be estimated")
+    return TimeModel(seconds, gpu_name)
 
 
 def dataset_sizes(cfg: Config) -> tuple[int | None, int | None]:
