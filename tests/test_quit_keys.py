@@ -83,7 +83,9 @@ async def test_the_monitor_says_whether_the_run_continues(tmp_path, state, label
 async def test_a_run_that_ends_while_watched_rings_and_sets_the_title(tmp_path, monkeypatch):
     import json
 
-    run = make_run(tmp_path / "r", state="training", steps_done=900, pid=None)
+    import os
+
+    run = make_run(tmp_path / "r", state="training", steps_done=900, pid=os.getpid())  # a live trainer's pid
     app = LorapilotApp(start="monitor", run_dir=str(run))
     rang = []
     monkeypatch.setattr(app, "bell", lambda: rang.append(1))
