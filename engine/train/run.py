@@ -202,8 +202,7 @@ def train(cfg: Config, run_dir: Path, *, resume: bool, data: PreparedData | None
         # A compile failure trains on eagerly, with an event; `callback` and `trainer` exist by the first step.
         fallback = CompileFallback(
             model, log, restore=restore_liger_in_layers if liger else None,
-            on_fallback=lambda msg: callback._write("event", trainer.state.global_step, message=msg,
-                                                    code="compile_failed"))
+            on_fallback=lambda msg: callback.event("compile_failed", trainer.state.global_step, msg))
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     log(f"model: {cfg.model}, quantization {cfg.quantization}, {trainable:,} trainable LoRA parameters")
 
@@ -340,7 +339,7 @@ def train(cfg: Config, run_dir: Path, *, resume: bool, data: PreparedData | None
         from engine.data.prompt import save_for_inference
         save_for_inference(tokenizer, style, adapter_dir)  # with the chat template training used
         _save_generation_config(model, tokenizer, adapter_dir)
-    callback._write("event", step, message="adapter saved", path=str(adapter_dir))
+    callback.event("adapter_saved", step, "adapter saved", path=str(adapter_dir))
     if is_main():
         _write_model_card(run_dir)
     if n_ranks > 1 and torch.distributed.is_initialized():
