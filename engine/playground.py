@@ -49,7 +49,7 @@ def prompt_style(adapter: Path, cfg):
         from engine.data import read_rows
         rows, fmt, _ = read_rows(cfg.dataset.path, cfg.dataset.format)
         return PromptStyle(format=fmt, system=shared_system_prompt(rows, fmt))
-    except Exception:  # the dataset moved since: the alpaca layout, as such runs were prompted
+    except (UserError, OSError):  # the dataset moved since: the alpaca layout, as such runs were prompted
         return PromptStyle()
 
 

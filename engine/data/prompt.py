@@ -48,6 +48,7 @@ def prompt_ids(tokenizer, text: str, style: PromptStyle) -> tuple[list[int], str
 
     rendered = Renderer(tokenizer).render_prompt(text, style.format, style.system)
     ex = Masker(tokenizer, max_seq_length=1_000_000).build(rendered, "prompt")
+    assert not isinstance(ex, str), ex  # a reason to drop a training row; a prompt at this length has none
     return list(ex.input_ids[: ex.prompt_len]), rendered.question or text
 
 
