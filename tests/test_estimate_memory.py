@@ -187,7 +187,9 @@ def test_recompute_is_fast():
     start = time.perf_counter()
     for _ in range(20):
         estimate(cfg, info, H100, n_examples=1000)
-    assert (time.perf_counter() - start) / 20 < 0.05
+    # ~5 ms each on an idle machine; the bound is 100x that so a loaded CI box cannot trip it, while a
+    # regression to re-reading config.json or tokenizing on every keystroke (seconds) still would.
+    assert (time.perf_counter() - start) / 20 < 0.5
 
 
 def test_the_estimate_imports_no_torch():

@@ -164,5 +164,5 @@ def test_fifty_thousand_records_fold_quickly(tmp_path):
             break
     elapsed = time.perf_counter() - t
     assert h.records >= 50_000
-    # Generous: a few hundred ms on a laptop; the benchmark measures it properly.
-    assert elapsed < 10, elapsed
+    # A hang guard only (a few hundred ms on a laptop); benchmarks/monitor_cpu.py measures it properly.
+    assert elapsed < 120, elapsed

@@ -34,9 +34,12 @@ async def test_prompt_streams_the_base_then_the_adapter(finished_demo_run):
         # The prompt has the focus at once, and keys echo while the model loads in its helper process.
         start = time.monotonic()
         await type_text(pilot, "Add 2 and 3.")
-        # A load in the app's own process would hold the keys for the imports (7 s on this 2-core machine) and
-        # the model load; 12 keys took 2.1 s under a parallel test run, hence the margin.
-        assert time.monotonic() - start < 4.0
+        echoed_s, echoed_while_loading = time.monotonic() - start, not screen.loaded
+        # A load in the app's own process would hold the keys until the model was in (the imports alone take
+        # 7 s on a 2-core machine), so they could never echo while it loads. Keys that echoed before the load
+        # finished show it happens elsewhere whatever the machine's load; on a quiet machine where the helper
+        # won the race, 12 keys in well under the in-process import time say the same.
+        assert echoed_while_loading or echoed_s < 4.0, echoed_s
         assert screen.query_one("#prompt").text == "Add 2 and 3."
         await pilot.press("enter")  # sent before the model is loaded: the answers wait for it
         base, adapter = screen.pane("base"), screen.pane("adapter")

@@ -14,6 +14,7 @@ import time
 import zipfile
 from pathlib import Path
 
+import psutil
 import pytest
 
 from conftest import run_cli
@@ -110,6 +111,10 @@ def test_trainer_pid_recognises_this_runs_process(tmp_path):
     run.mkdir()
     proc = subprocess.Popen([sys.executable, "-c", "import time, sys; time.sleep(120)", str(run)])
     try:
+        # Between fork and exec the child still shows pytest's command line: wait for its own.
+        deadline = time.monotonic() + 60
+        while str(run) not in " ".join(psutil.Process(proc.pid).cmdline()) and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert trainer_pid(run, {"pid": proc.pid}) == proc.pid  # its command line names the run
         assert trainer_pid(run, {"pid": proc.pid, "pid_start": process_start(proc.pid)}) == proc.pid
         assert trainer_pid(run, {"pid": 1}) is None and trainer_pid(run, {"pid": True}) is None

@@ -26,7 +26,7 @@ class SweepApp(LorapilotApp):
         self.push_screen(SweepMonitorScreen(str(run_dir), poll_s=0.1))
 
 
-async def until(pilot, cond, timeout: float = 5.0) -> None:
+async def until(pilot, cond, timeout: float = 60.0) -> None:
     for _ in range(int(timeout / 0.05)):
         if cond():
             return

