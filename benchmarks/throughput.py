@@ -74,10 +74,15 @@ def build_model_dir(arch: str, root: Path) -> Path:
     out = root / arch
     if (out / "config.json").exists():
         return out
+    return save_random_model(dict(ARCHS[arch]), out)
+
+
+def save_random_model(spec: dict, out: Path) -> Path:
+    """Random bf16 weights of an architecture given by its config numbers (the hubs are out of reach)."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    spec = dict(ARCHS[arch])
+    spec = dict(spec)
     cfg = AutoConfig.for_model(spec.pop("model_type"), **spec)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     with torch.device(device):

@@ -92,24 +92,13 @@ def model_config(arch: str) -> dict:
 
 def build_model(arch: str, root: Path, data: Path) -> Path:
     """Random weights of the architecture, in bf16, with a tokenizer trained on the data."""
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
-
+    from benchmarks.throughput import save_random_model
     from engine.demo.model import build_tokenizer
 
     out = root / arch
     if (out / "config.json").exists():
         return out
-    spec = model_config(arch)
-    cfg = AutoConfig.for_model(spec.pop("model_type"), **spec)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    with torch.device(device):
-        torch.manual_seed(0)
-        model = AutoModelForCausalLM.from_config(cfg, dtype=torch.bfloat16)
-    model.save_pretrained(out)
-    del model
-    if device == "cuda":
-        torch.cuda.empty_cache()
+    save_random_model(model_config(arch), out)
     build_tokenizer(data, vocab_size=8000).save_pretrained(out)
     return out
 

@@ -12,18 +12,9 @@ import pytest
 def _loss_and_grads(model_dir, compiled: bool):
     import torch
 
-    from engine.config import config_from_dict
-    from engine.model import add_lora, load_base_model
     from engine.train.compiled_layers import compile_decoder_layers
 
-    cfg = config_from_dict({"model": str(model_dir), "dataset": {"path": "unused.jsonl"}, "lora": {"dropout": 0.0}})
-    torch.manual_seed(0)
-    model, _ = load_base_model(str(model_dir), "nf4", "auto")
-    model = add_lora(model, cfg, gradient_checkpointing=True)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0, 0.02, generator=torch.Generator().manual_seed(len(name)))
+    model = _model(model_dir)
     logs = []
     if compiled:
         torch._dynamo.reset()
