@@ -220,3 +220,32 @@ def test_a_resumed_run_continues_from_its_history_without_repeating_itself():
     plateau = [train(s, 1.0) for s in range(500, 700, 10)]
     history = [train(s, 2.0 * math.exp(-s / 60) + 0.9) for s in range(10, 500, 10)]
     assert LiveDiagnostics.from_history(history).update(plateau) == []  # a plateau after resume is not flat
+
+
+def demo_like_run(eval_losses: dict[int, float]) -> list[dict]:
+    """The demo's shape: 40 steps, a log every 5, an evaluation every 10."""
+    records = []
+    for step in range(5, 45, 5):
+        records.append(train(step, 2.0 - 0.02 * step))
+        if step in eval_losses:
+            records.append(evaluation(step, eval_losses[step]))
+    return records
+
+
+def test_the_learning_curve_verdict_is_current_at_every_evaluation():
+    from engine.diagnose.command import group_findings
+
+    # The same verdict (eval still falling: underfit) at every evaluation: said at each, so the latest is at 40.
+    still_falling = demo_like_run({10: 2.0, 20: 1.8, 30: 1.6, 40: 1.4})
+    curve = [f for f in diagnose_records(still_falling) if f.code == "learning_curve"]
+    assert [f.step for f in curve] == [20, 30, 40]
+    assert "eval loss 1.400 at step 40" in curve[-1].evidence
+    shown, counts = group_findings(diagnose_records(still_falling))
+    verdict = next(f for f in shown if f.code == "learning_curve")
+    assert verdict.step == 40 and counts[id(verdict)] == (1, 40, 40)  # the current state, not "3 times"
+
+    # A verdict that changes at the last evaluation: the latest one is shown, at its step.
+    levelled = demo_like_run({10: 2.0, 20: 1.8, 30: 1.6, 40: 1.6})
+    shown, _ = group_findings(diagnose_records(levelled))
+    verdict = next(f for f in shown if f.code == "learning_curve")
+    assert verdict.step == 40 and "well-fit" in verdict.message

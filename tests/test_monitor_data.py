@@ -166,3 +166,19 @@ def test_fifty_thousand_records_fold_quickly(tmp_path):
     assert h.records >= 50_000
     # A hang guard only (a few hundred ms on a laptop); benchmarks/monitor_cpu.py measures it properly.
     assert elapsed < 120, elapsed
+
+
+def test_the_monitor_shows_the_latest_verdict_once():
+    from engine.diagnose.live import diagnose_records
+
+    evals = {20: 1.8, 30: 1.6, 40: 1.6}
+    recs = []
+    for step in (10, 20, 30, 40):
+        recs += [{"kind": "train", "step": step, "time": 1000.0 + step, "loss": 2.0 - 0.01 * step},
+                 {"kind": "eval", "step": step, "time": 1000.5 + step, "eval_loss": evals.get(step, 2.0)}]
+    # What the trainer writes: each new finding as a record beside the train and eval records.
+    written = recs + [f.to_record() for f in diagnose_records(recs)]
+    h = RunHistory("x")
+    h.apply_records(written)
+    verdict = h.findings["learning_curve"]
+    assert verdict.step == 40 and verdict.count == 1 and "well-fit" in verdict.message

@@ -13,6 +13,11 @@ LIVE_CODES = (
     "no_progress",
 )
 
+# Findings that say where the run stands rather than that something happened: re-said at every evaluation,
+# so the one shown (monitor, diagnose, model card) is the current one, at the latest evaluation's step, and is
+# never counted as a repeat (the verdict at step 40 is not "the step-20 verdict, 3 times").
+STATE_CODES = ("learning_curve",)
+
 # Findings that may stop a run (training.stop_on); the others are advice only.
 STOPPABLE = ("nan_loss", "loss_explosion", "loss_flat", "overfitting", "loss_near_zero", "grad_norm_spike",
              "gpu_memory_high")

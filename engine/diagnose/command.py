@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Iterable
 
-from engine.diagnose.codes import LIVE_CODES, TITLES
+from engine.diagnose.codes import LIVE_CODES, STATE_CODES, TITLES
 from engine.diagnose.finding import Finding, blocking, newest_first
 from engine.errors import EXIT_BAD_INPUT, EXIT_OK, UserError
 
@@ -60,16 +60,19 @@ def print_findings(findings: list[Finding], *, empty: str, counts: dict | None =
 
 def group_findings(findings: list[Finding]) -> tuple[list[Finding], dict[int, tuple[int, int | None, int | None]]]:
     """One finding per code (its latest at its worst severity), newest first; with how often it was raised and
-    its first and last step (by id of the finding kept). A long run raised one warning thousands of times."""
+    its first and last step (by id of the finding kept). A long run raised one warning thousands of times.
+    A state (the learning-curve verdict) is its latest, counted once."""
     latest: dict[str, Finding] = {}
     seen: dict[str, list] = {}
     for f in findings:  # oldest first
         key = f.code
-        if key not in latest or f.rank >= latest[key].rank:
+        if key not in latest or f.rank >= latest[key].rank or key in STATE_CODES:
             latest[key] = f
         entry = seen.setdefault(key, [0, f.step, f.step])
         entry[0] += 1
         entry[2] = f.step
+        if key in STATE_CODES:  # the current state, once: not a repeat count
+            entry[:] = [1, f.step, f.step]
     kept = newest_first(latest.values())
     return kept, {id(latest[k]): tuple(v) for k, v in seen.items()}
 

@@ -4,7 +4,8 @@
 looks at each new record once, keeps only small running summaries (O(1) per
 record), and returns the findings that are new. A condition that persists is
 reported once; it is reported again only when it gets clearly worse or when it
-comes back after having cleared. `diagnose_records` runs the same evaluator
+comes back after having cleared. A state (the learning-curve verdict, codes.STATE_CODES) is said again at
+every evaluation, so the latest one is current. `diagnose_records` runs the same evaluator
 over a whole history, so a run diagnosed afterwards says exactly what the
 trainer said live.
 
@@ -21,6 +22,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Iterable
 
+from engine.diagnose.codes import STATE_CODES
 from engine.diagnose.copying import CopyDetector
 from engine.diagnose.curves import EvalPoint, best_eval, check_learning_curve, check_overfitting
 from engine.diagnose.finding import Finding
@@ -114,7 +116,7 @@ class _Deduper:
             return None
         self._clear_checks[code] = 0
         previous = self.raised.get(code)
-        if previous is not None and not self._news(alert, previous):
+        if previous is not None and code not in STATE_CODES and not self._news(alert, previous):
             return None
         self.raised[code] = alert
         return alert.finding

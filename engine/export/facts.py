@@ -141,7 +141,9 @@ def _training_facts(facts: RunFacts) -> None:
     times = [r["time"] for r in records if isinstance(r.get("time"), (int, float))]
     facts.seconds = max(times) - min(times) if len(times) >= 2 else None
     curve = [f for f in diagnose_records(records) if f.code == "learning_curve"]
-    facts.verdict = curve[-1].message.removeprefix("Learning curve: ") if curve else None
+    # The verdict at the latest evaluation (re-said at every one), labelled with its step.
+    facts.verdict = (f"{curve[-1].message.removeprefix('Learning curve: ')} (evaluation at step {curve[-1].step})"
+                     if curve else None)
 
 
 def run_facts(run_dir: str | Path, *, need_data: bool = True) -> RunFacts:

@@ -17,6 +17,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from engine.diagnose.codes import STATE_CODES
 from engine.diagnose.finding import SEVERITY_RANK, Finding
 from engine.rundir import FINAL_STATES
 
@@ -179,6 +180,8 @@ class RunHistory:
     def _apply_finding(self, rec: dict, step: int) -> None:
         code = str(rec.get("code") or rec.get("message") or "finding")
         old = self.findings.pop(code, None)
+        if code in STATE_CODES:  # the current verdict replaces the last one; it is not a repeat
+            old = None
         severity = str(rec.get("severity") or "info")
         f = RepeatedFinding(code=code, severity=severity if severity in SEVERITY_RANK else "info",
                             message=str(rec.get("message") or ""), evidence=str(rec.get("evidence") or ""),
