@@ -39,7 +39,8 @@ def check_sampling(name: str, text: str) -> tuple[Any, str | None]:
 
 
 def prompt_style(adapter: Path, cfg):
-    """How the run's prompts were rendered: saved with the adapter; for an older run, from its dataset."""
+    """How the run's prompts were rendered: saved with the adapter; for an older run or a checkpoint, from its
+    dataset."""
     from engine.data.prompt import PromptStyle, load_style, shared_system_prompt
 
     saved = load_style(adapter)
@@ -53,14 +54,60 @@ def prompt_style(adapter: Path, cfg):
         return PromptStyle()
 
 
+def prompt_tools(adapter: Path, cfg, trust_remote_code: bool = False):
+    """(tokenizer, prompt style) to feed this adapter what training fed it. A final adapter/ holds both; a
+    Trainer checkpoint neither: then the run's model's tokenizer and the style from its data, as the trainer
+    set them up."""
+    from engine.model import load_tokenizer
+
+    tokenizer = load_tokenizer(str(adapter)) if (adapter / "tokenizer_config.json").exists() else \
+        load_tokenizer(cfg.model, trust_remote_code)
+    return tokenizer, prompt_style(adapter, cfg)
+
+
+# A Trainer checkpoint holds the adapter as peft saves it: these two files are what PeftModel loads.
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+
+
+def newest_checkpoint(run_dir: str | Path) -> Path | None:
+    """The newest checkpoint the Trainer finished writing that holds an adapter, or None."""
+    from engine.rundir import complete_checkpoints
+
+    with_adapter = [c for c in complete_checkpoints(run_dir) if all((c / f).is_file() for f in ADAPTER_FILES)]
+    return with_adapter[-1] if with_adapter else None
+
+
+def no_room_to_chat(cfg, gpus: list) -> str | None:
+    """Why a second copy of the run's model would not fit beside its trainer now, in words with the numbers;
+    None when it fits, or without a GPU (on the CPU the playground loads into the machine's memory).
+
+    gpus: engine.gpu samples. The playground loads on the first GPU, where a one-GPU trainer runs too. Raises
+    ModelError when the model's size cannot be read (then nobody can say it fits)."""
+    if not gpus:
+        return None
+    from engine.estimate import match_nvml_name, read_model_config
+    from engine.estimate.chat_memory import chat_need_gib
+
+    first = gpus[0]
+    need = chat_need_gib(cfg, read_model_config(cfg.model), match_nvml_name(first.name, first.mem_total_gib))
+    free = first.mem_total_gib - first.mem_used_gib
+    if free > need:
+        return None
+    return (f"Chatting needs about {need:.1f} GiB on the GPU (the base weights, the adapter and a cache for "
+            f"a long answer), and GPU {first.index} has {free:.1f} GiB free ({first.mem_used_gib:.1f} of "
+            f"{first.mem_total_gib:.1f} GiB in use). A second model could take the memory the run needs.")
+
+
 class Playground:
-    def __init__(self, run_dir: str | Path, *, trust_remote_code: bool = False):
-        """trust_remote_code: the user said so on the command line; the run's config.yaml alone never runs code."""
+    def __init__(self, run_dir: str | Path, *, adapter: str | Path | None = None, trust_remote_code: bool = False):
+        """adapter: the adapter directory to chat with (a checkpoint of a run still training); default the run's
+        final adapter/. trust_remote_code: the user said so on the command line; the run's config.yaml alone
+        never runs code."""
         from peft import PeftModel
 
         from engine.config import load_config
         from engine.export import adapter_dir
-        from engine.model import load_base_model, load_tokenizer
+        from engine.model import load_base_model
         from engine.rundir import check_remote_code
 
         rd = Path(run_dir)
@@ -68,13 +115,11 @@ class Playground:
             raise UserError(f"{rd}: not a run directory (no config.yaml)")
         self.cfg = load_config(rd / CONFIG_FILE)
         trust = check_remote_code(self.cfg, rd, trust_remote_code, f"chat {rd}")
-        ad = adapter_dir(rd)
-        self.tokenizer = load_tokenizer(str(ad)) if (ad / "tokenizer_config.json").exists() else \
-            load_tokenizer(self.cfg.model, trust)
+        ad = Path(adapter) if adapter is not None else adapter_dir(rd)
+        self.tokenizer, self.style = prompt_tools(ad, self.cfg, trust)
         base, _ = load_base_model(self.cfg.model, self.cfg.quantization, self.cfg.training.precision,
                                   trust_remote_code=trust)
         self.model = PeftModel.from_pretrained(base, str(ad)).eval()
-        self.style = prompt_style(ad, self.cfg)
 
     def prompt_ids(self, text: str) -> list[int]:
         from engine.samples import from_text

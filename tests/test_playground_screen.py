@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
 import time
+from pathlib import Path
 
 import pytest
 
@@ -94,3 +98,90 @@ def test_playground_verb_refuses_a_run_without_an_adapter(tmp_path, capsys):
 
     assert main(["playground", str(tmp_path)]) == 2
     assert "no adapter/ yet" in capsys.readouterr().err
+
+
+def _still_training(finished_demo_run, run: Path, *, step: int = 34, checkpoints: bool = True) -> Path:
+    """The shared demo run as it was while training: no final adapter yet, this process as its live trainer."""
+    from engine.rundir import process_start
+
+    shutil.copytree(finished_demo_run, run, ignore=shutil.ignore_patterns("adapter", "trainer.lock"))
+    if not checkpoints:
+        shutil.rmtree(run / "checkpoints")
+    metrics = (run / "metrics.jsonl").read_text().splitlines(keepends=True)
+    (run / "metrics.jsonl").write_text("".join(ln for ln in metrics if json.loads(ln)["step"] <= step))
+    status = json.loads((run / "status.json").read_text())
+    status.update(state="training", step=step, pid=os.getpid(), pid_start=process_start(os.getpid()))
+    (run / "status.json").write_text(json.dumps(status))
+    return run
+
+
+async def _monitor_then_p(app, pilot) -> None:
+    await wait_for(pilot, lambda: type(app.screen).__name__ == "MonitorScreen"
+                   and app.screen.history.state == "training", 30, "monitor of a training run")
+    await pilot.press("p")
+
+
+@pytest.mark.timeout(300)
+async def test_p_while_training_chats_with_the_newest_checkpoint(finished_demo_run, tmp_path):
+    run = _still_training(finished_demo_run, tmp_path / "demo-training")
+    app = LorapilotApp(start="monitor", run_dir=str(run))
+    async with app.run_test(size=SIZE) as pilot:
+        await _monitor_then_p(app, pilot)
+        await wait_for(pilot, lambda: type(app.screen).__name__ == "PlaygroundScreen", 30, "playground")
+        screen = app.screen
+        assert Path(screen.checkpoint) == run / "checkpoints" / "checkpoint-40"  # the newest of 20 and 40
+        assert screen.pane("adapter").border_title == "With the checkpoint at step 40"
+        # The checkpoint's adapter really loads on the base (a Trainer checkpoint, not the final adapter/).
+        await wait_for(pilot, lambda: screen.loaded or screen.pane("adapter").state == "error", 180, "model loaded")
+        assert screen.loaded, screen.pane("adapter").border_subtitle
+        assert "checkpoint at step 40" in str(screen.query_one("#pg-status").render())
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: type(app.screen).__name__ == "MonitorScreen", 30, "monitor again")
+        app.exit()
+
+
+async def test_p_while_training_without_room_on_the_gpu_says_the_numbers(finished_demo_run, tmp_path, monkeypatch):
+    from engine.gpu import GpuSample
+
+    # The trainer holds all but 0.2 GiB of the card: not enough for a second copy even of the tiny demo model.
+    monkeypatch.setattr("engine.gpu.gpu_state", lambda: ("ok", "1 GPU"))
+    monkeypatch.setattr("engine.gpu.sample_gpus", lambda: [GpuSample(0, "NVIDIA H200", 140.2, 140.4)])
+    run = _still_training(finished_demo_run, tmp_path / "demo-training")
+    app = LorapilotApp(start="monitor", run_dir=str(run))
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: type(app.screen).__name__ == "MonitorScreen" and app.screen.history.gpus,
+                       30, "a GPU sample")
+        await _monitor_then_p(app, pilot)
+        said = lambda: [n for n in app._notifications if "GiB" in n.message]  # noqa: E731
+        await wait_for(pilot, said, 30, "the refusal")
+        assert type(app.screen).__name__ == "MonitorScreen"
+        assert said()[0].title == "Not enough GPU memory for checkpoint-40"
+        assert "GPU 0 has 0.2 GiB free (140.2 of 140.4 GiB in use)" in said()[0].message
+        app.exit()
+
+
+async def test_p_while_training_before_the_first_checkpoint_says_when(finished_demo_run, tmp_path):
+    run = _still_training(finished_demo_run, tmp_path / "demo-training", step=12, checkpoints=False)
+    app = LorapilotApp(start="monitor", run_dir=str(run))
+    async with app.run_test(size=SIZE) as pilot:
+        await _monitor_then_p(app, pilot)
+        said = lambda: [n.message for n in app._notifications if "checkpoint" in n.message]  # noqa: E731
+        await wait_for(pilot, said, 30, "the answer")
+        assert type(app.screen).__name__ == "MonitorScreen"
+        assert "the first comes at step 20 (save_steps), at step 12/40 now" in said()[0]
+        app.exit()
+
+
+def test_a_second_model_fits_beside_the_trainer_only_with_room_for_it():
+    from engine.config import Config
+    from engine.gpu import GpuSample
+    from engine.playground import no_room_to_chat
+
+    cfg = Config()
+    cfg.model = "meta-llama/Llama-2-7b-hf"  # a preset: its shapes without the hub
+    assert no_room_to_chat(cfg, []) is None  # no GPU: the CPU's memory, not checked here
+    assert no_room_to_chat(cfg, [GpuSample(0, "NVIDIA H100 80GB HBM3", 20.0, 79.6)]) is None
+    why = no_room_to_chat(cfg, [GpuSample(0, "NVIDIA H100 80GB HBM3", 75.0, 79.6)])
+    assert "GPU 0 has 4.6 GiB free (75.0 of 79.6 GiB in use)" in why
+    need = float(why.split("about ")[1].split(" GiB")[0])
+    assert 5.0 < need < 10.0  # 4-bit 7B weights (~3.6 GiB), fp32 embeddings, a 4,096-token cache, a context

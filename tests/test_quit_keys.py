@@ -95,11 +95,15 @@ async def test_a_run_that_ends_while_watched_rings_and_sets_the_title(tmp_path, 
             if app.screen.history.state != "unknown":
                 break
         assert app.screen.announced is None and not rang  # a run already going: nothing to announce
-        # p while training: says why not, opens nothing.
+        # p while training, before the first checkpoint: says when it can open, opens nothing.
         await pilot.press("p")
-        await pilot.pause(0.05)
+        for _ in range(100):
+            await pilot.pause(0.05)
+            if any("first comes at step 100" in n.message for n in app._notifications):
+                break
         assert type(app.screen).__name__ == "MonitorScreen"
-        assert any("still training" in n.message for n in app._notifications)
+        assert any("first comes at step 100 (save_steps), at step 900/1200 now" in n.message
+                   for n in app._notifications)
         status = json.loads((run / "status.json").read_text())
         (run / "status.json").write_text(json.dumps({**status, "state": "done", "updated": status["updated"] + 1}))
         for _ in range(200):

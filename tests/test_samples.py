@@ -57,6 +57,12 @@ def test_the_playground_feeds_the_held_out_rows_training_prefix_ids(finished_dem
     assert (adapter / "chat_template.jinja").exists() and (style.format, style.system) == ("alpaca", "")
     assert held_out and all(from_text(tok, ex.question, style).ids == ex.input_ids[:ex.prompt_len]
                             for ex in held_out)
+    # A checkpoint of a run still training (what p in the monitor chats with) holds neither the tokenizer nor
+    # the style: they are rebuilt from the run's model and data, and feed the same ids.
+    from engine.playground import newest_checkpoint, prompt_tools
+
+    ckpt_tok, ckpt_style = prompt_tools(newest_checkpoint(finished_demo_run), cfg)
+    assert all(from_text(ckpt_tok, ex.question, ckpt_style).ids == ex.input_ids[:ex.prompt_len] for ex in held_out)
     # the samples' questions and expected answers are those rows' own
     samples = [r for r in read_metrics(finished_demo_run) if r["kind"] == "sample"][:3]
     assert [(s["prompt"], s["reference"]) for s in samples] == \

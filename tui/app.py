@@ -93,6 +93,7 @@ class LorapilotApp(App):
         from tui.screens.runs import RunsScreen
         self.push_screen(RunsScreen(self.runs_root))
 
-    def open_playground(self, run_dir: str | Path) -> None:
+    def open_playground(self, run_dir: str | Path, checkpoint: str | Path | None = None) -> None:
+        """The run's final adapter, or a checkpoint's (a run still training)."""
         from tui.screens.playground import PlaygroundScreen
-        self.push_screen(PlaygroundScreen(str(run_dir)))
+        self.push_screen(PlaygroundScreen(str(run_dir), checkpoint=checkpoint))

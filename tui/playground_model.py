@@ -25,7 +25,7 @@ class ModelGone(UserError):
     """The helper process ended (out of memory, killed) or never started."""
 
 
-def _serve(conn, run_dir: str) -> None:
+def _serve(conn, run_dir: str, adapter: str | None = None) -> None:
     """The child's whole life: load once, then answer prompts until told to quit."""
     from tui.error_log import say
     from tui.helper_process import quiet_child
@@ -34,7 +34,7 @@ def _serve(conn, run_dir: str) -> None:
     start = time.monotonic()
     try:
         from engine.playground import Playground
-        pg = Playground(run_dir)
+        pg = Playground(run_dir, adapter=adapter)
         device = str(next(pg.model.parameters()).device)
     except Exception as exc:  # noqa: BLE001 - sent to the app, which shows it; say() logs a bug's traceback
         conn.send(("error", say(exc, "loading the playground's model")))
@@ -68,8 +68,9 @@ def _serve(conn, run_dir: str) -> None:
 class PlaygroundModel:
     """The parent's handle: `load()` once (blocking), then `ask()` per answer, from worker threads."""
 
-    def __init__(self, run_dir: str):
+    def __init__(self, run_dir: str, adapter: str | None = None):
         self.run_dir = run_dir
+        self.adapter = adapter  # a checkpoint's adapter directory; None: the run's final adapter/
         self.info: dict[str, Any] | None = None
         self.error: str | None = None
         self._conn = None
@@ -87,7 +88,7 @@ class PlaygroundModel:
         ctx = multiprocessing.get_context("spawn")
         parent, child = ctx.Pipe()
         with real_stderr():
-            self._proc = ctx.Process(target=_serve, args=(child, self.run_dir), daemon=True,
+            self._proc = ctx.Process(target=_serve, args=(child, self.run_dir, self.adapter), daemon=True,
                                      name="lorapilot-playground")
             self._proc.start()
         child.close()

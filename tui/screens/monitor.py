@@ -313,15 +313,40 @@ class MonitorScreen(Screen):
         if (Path(self.run_dir) / ADAPTER_DIR).is_dir():
             self.app.open_playground(self.run_dir)
             return
-        # Why not a checkpoint now: a second copy of the base model beside the trainer would take the GPU
-        # memory the run was planned with, and an out-of-memory would kill the run, not the playground.
         h = self.history
         if h.state in ENDED:
             why = f"This run is {h.state} without a final adapter: resume it (lorapilot train --resume {self.run_dir})."
+            self.notify(why, title="No adapter yet", severity="warning", timeout=8)
+            return
+        # Still training: the newest checkpoint, when a second copy of the model fits beside the trainer (reading
+        # the model's size may touch the disk or the hub: not on the UI thread).
+        self._playground_on_checkpoint(list(h.gpus) if h.gpu_state == "ok" else [], h.step, h.max_steps)
+
+    @work(thread=True, exclusive=True, group="monitor-playground")
+    def _playground_on_checkpoint(self, gpus: list, step: int, max_steps: int | None) -> None:
+        from engine.config import load_config
+        from engine.playground import newest_checkpoint, no_room_to_chat
+        from engine.rundir import CONFIG_FILE, checkpoint_step
+
+        checkpoint, title, why = newest_checkpoint(self.run_dir), "No checkpoint yet", None
+        try:
+            cfg = load_config(Path(self.run_dir) / CONFIG_FILE)
+            if checkpoint is None:
+                why = _first_checkpoint_text(cfg.training.save_steps, step, max_steps)
+            else:
+                title, why = f"Not enough GPU memory for checkpoint-{checkpoint_step(checkpoint)}", \
+                    no_room_to_chat(cfg, gpus)
+                if why:
+                    why += " p works once the run is done."
+        except UserError as exc:  # an unreadable config.yaml, a model whose size cannot be read
+            title, why = "The playground cannot open", str(exc)
+        except Exception as exc:  # noqa: BLE001 - said in a toast; say() logs a bug with its traceback
+            from tui.error_log import say
+            title, why = "The playground cannot open", say(exc, "opening the playground on a checkpoint")
+        if why:
+            self.app.call_from_thread(self.notify, why, title=title, severity="warning", timeout=10)
         else:
-            why = (f"The playground opens on the finished adapter: at step {h.step}/{h.max_steps or '?'} the run is "
-                   "still training, and a second model beside it could take its GPU memory. p works once it is done.")
-        self.notify(why, title="No adapter yet", severity="warning", timeout=8)
+            self.app.call_from_thread(self.app.open_playground, self.run_dir, checkpoint)
 
     def action_stop_run(self) -> None:
         h = self.history
@@ -375,3 +400,12 @@ class MonitorScreen(Screen):
             return
         self.app.call_from_thread(self.notify, f"Exported for {target}: {out} (how to serve it: README.md)",
                                   timeout=10)
+
+
+def _first_checkpoint_text(save_steps: int, step: int, max_steps: int | None) -> str:
+    """When the playground can first open on a run still training (its first checkpoint)."""
+    at = f"at step {step}/{max_steps or '?'}"
+    if max_steps and save_steps >= max_steps:
+        return f"This run saves no checkpoint before its end (save_steps {save_steps}; {at}): p works once it is done."
+    return (f"The playground opens on the newest checkpoint; the first comes at step {save_steps} "
+            f"(save_steps), {at} now.")

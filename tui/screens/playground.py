@@ -23,6 +23,7 @@ from textual.widgets import Footer, Static
 from textual.worker import get_current_worker
 
 from engine.errors import UserError
+from engine.rundir import checkpoint_step
 from tui.error_log import say
 from tui.playground_model import PlaygroundModel
 from tui.widgets.answer_pane import AnswerPane
@@ -56,15 +57,20 @@ class PlaygroundScreen(Screen):
             super().__init__()
             self.ask, self.pane, self.kind, self.text = ask, pane, kind, text
 
-    def __init__(self, run_dir: str | Path) -> None:
+    def __init__(self, run_dir: str | Path, checkpoint: str | Path | None = None) -> None:
+        """checkpoint: a checkpoint directory of a run still training; None: the run's final adapter."""
         super().__init__()
         self.run_dir = str(run_dir)
-        self.model = PlaygroundModel(self.run_dir)
+        self.checkpoint = str(checkpoint) if checkpoint is not None else None
+        self.model = PlaygroundModel(self.run_dir, self.checkpoint)
         self.loaded = False
         self.generating = False
         self._asks = 0          # which prompt the answers on screen belong to
         self._worker = None
-        self.title = f"Playground · {Path(self.run_dir).resolve().name}"
+        # Which weights answer: a checkpoint of a run still training is named by its step wherever it shows.
+        self.adapter_label = f"checkpoint at step {checkpoint_step(self.checkpoint)}" if self.checkpoint else ""
+        self.title = f"Playground · {Path(self.run_dir).resolve().name}" + (
+            f" · {self.adapter_label}" if self.checkpoint else "")
 
     def compose(self) -> ComposeResult:
         yield Static(id="pg-status")
@@ -72,14 +78,15 @@ class PlaygroundScreen(Screen):
         yield SamplingSettings(id="sampling")
         with Horizontal(id="answers"):
             yield AnswerPane("Base model", id="answer-base")
-            yield AnswerPane("With the adapter", id="answer-adapter")
+            yield AnswerPane(f"With the {self.adapter_label or 'adapter'}", id="answer-adapter")
         yield Footer()
 
     def on_mount(self) -> None:
         prompt = self.query_one(PromptBox)
         prompt.border_title = "Prompt"
         prompt.border_subtitle = "enter asks both · ctrl+j new line"
-        self._status(Content.styled("loading the base model and the adapter… (you can type meanwhile)",
+        self._status(Content.styled(f"loading the base model and the {self.adapter_label or 'adapter'}… "
+                                    "(you can type meanwhile)",
                                     "italic $text-warning"))
         for pane in self.query(AnswerPane):
             pane.waiting("loading the model…")
@@ -118,7 +125,7 @@ class PlaygroundScreen(Screen):
             return
         self.loaded = True
         info = message.info or {}
-        adapter = Path(self.run_dir).resolve().name
+        adapter = Path(self.run_dir).resolve().name + (f", {self.adapter_label}" if self.checkpoint else "")
         self._status(Content.assemble(
             # Spaces end a part rather than start one: SVG screenshots drop a part's leading spaces.
             ("base ", "$text-muted"), (f"{info.get('model', '?')} ", "bold"),
