@@ -48,9 +48,7 @@ def test_model_step(snap_compare, size, demo_model_dir):
     assert snap_compare(LorapilotApp(), terminal_size=size, run_before=_wizard_at(()))
 
 
-# 80x24 only: at 160x48 the checklist shows the few-trained-tokens count, which today comes from 400 or 380
-# examples depending on which engine answer lands first (reported; a snapshot would only flake).
-@pytest.mark.parametrize("size", [(80, 24)], ids=lambda s: f"{s[0]}x{s[1]}")
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
 def test_review_step(snap_compare, size, demo_model_dir):
     assert snap_compare(LorapilotApp(), terminal_size=size, run_before=_wizard_at(("ctrl+n", "ctrl+n", "ctrl+n")))
 

@@ -418,7 +418,10 @@ class WizardState:
 
     @property
     def n_examples(self) -> int | None:
-        """Training examples for the step count, counted as `lorapilot estimate` counts them."""
+        """Training examples for the step count: the trainer's split once the data is tokenized (the count the
+        statistics and the checklist show), before that counted from the rows as `lorapilot estimate` does."""
+        if self.data_report is not None and not self.busy_with("data"):
+            return self.data_report.n_train
         if self.data_rows is None:
             return None
         from engine.estimate import training_examples  # what `lorapilot estimate` counts, the same way

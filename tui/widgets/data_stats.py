@@ -19,15 +19,12 @@ class DataStats(Static):
             return
         r = report
         share = f" ({r.trained_tokens / r.total_tokens:.0%} of all tokens)" if r.total_tokens else ""
-        # The split the trainer will make (engine.estimate's count of it): the report itself reads every row.
-        from engine.estimate import training_examples
-        usable = r.n_train + r.n_validation
+        # The trainer's own split (the report is engine.data.inspect_config's): the count the checklist uses too.
         if validation_path:
-            split = f"{usable:,} train; validation from {Path(validation_path).name}"
+            split = f"{r.n_train:,} train; {r.n_validation:,} validation from {Path(validation_path).name}"
         else:
-            n_train = training_examples(usable, validation_split, False)
-            split = (f"{n_train:,} train, {usable - n_train:,} validation (validation_split {validation_split:g})"
-                     if validation_split else f"{usable:,} train, no validation (validation_split 0)")
+            split = (f"{r.n_train:,} train, {r.n_validation:,} validation (validation_split {validation_split:g})"
+                     if validation_split else f"{r.n_train:,} train, no validation (validation_split 0)")
         rows = [
             ("examples", f"{r.n_rows:,} read: {split}"),
             ("format", f"{r.format}" + (f", template {r.template}" if r.template else "")),
