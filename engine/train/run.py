@@ -3,6 +3,10 @@
 Started detached by engine.train.launch; everything it says goes into the run
 directory (status.json, metrics.jsonl, train.log via its stdout).
 Exit codes: 0 done or stopped, 1 the run failed, 2 bad input.
+
+`train` runs in five phases, each a function below: load (machine, tokenizer, data, the data doctor), plan (the
+one plan, engine.plan), build (the model with its adapters, then the Trainer: engine.train.trainer), run, finish
+(stopped, or the adapter saved). `main` around them owns the run directory's lock and turns failures into status.
 """
 
 from __future__ import annotations
@@ -12,20 +16,26 @@ import io
 import os
 import sys
 import traceback
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 from engine.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_RUN_FAILED, UserError
 from engine.rundir import ADAPTER_DIR, CHECKPOINTS_DIR, CONFIG_FILE, write_status
 from engine.train.signals import StopFlag
 
 if TYPE_CHECKING:  # the heavy imports stay inside the functions that need them
-    from transformers import PreTrainedTokenizerBase, TrainerCallback
+    from transformers import PreTrainedTokenizerBase, TrainerCallback, TrainingArguments
 
     from engine.config import Config
     from engine.data import PreparedData
-    from engine.plan import RunPlan
+    from engine.data.prompt import PromptStyle
     from engine.model import Hardware
+    from engine.plan import RunPlan
+    from engine.train.callback import RunDirCallback
+    from engine.train.compiled_layers import CompileFallback
+    from engine.train.trainer import PlannedTrainer
 
 
 def log(msg: str) -> None:
@@ -121,39 +131,60 @@ def _resume_point(cfg, run_dir: Path) -> tuple[str | None, list[tuple[str, str]]
 def train(cfg: Config, run_dir: Path, *, resume: bool, data: PreparedData | None = None,
           tokenizer: PreTrainedTokenizerBase | None = None, callbacks: Iterable[TrainerCallback] = (),
           stop: StopFlag | None = None) -> int:
-    """Runs the whole training; `data`, `tokenizer` and extra Trainer `callbacks` may be injected
-    (benchmarks: synthetic tokens, a profiler). `stop`: the flag main installed first thing."""
-    import torch
-    from transformers import Trainer, TrainingArguments
+    """Runs the whole training, in five phases: load, plan, build, run, finish.
 
-    from engine.data import load_examples
-    from engine.data.packing import Collator, PlannedMicroBatches, PlanSampler
-    from engine.model import (
-        add_lora,
-        compute_dtype_name,
-        detect_hardware,
-        load_base_model,
-        load_tokenizer,
-    )
-    from engine.train.callback import RunDirCallback
-    from engine.train.distributed import (
-        fsdp_arguments,
-        is_main,
-        sample_prompts_for,
-        unshard_head_before_loss,
-        world,
-    )
-    from engine.train.resume_check import run_record
-    from engine.train.speed import (
-        LEVERS,
-        activation_offload,
-        apply_liger,
-        keep_unquantised_16bit,
-    )
-
+    `data`, `tokenizer` and extra Trainer `callbacks` may be injected (benchmarks: synthetic tokens, a profiler).
+    `stop`: the flag main installed first thing."""
     if stop is None:
         stop = StopFlag(run_dir)
         stop.install()
+    inputs = load(cfg, run_dir, resume=resume, data=data, tokenizer=tokenizer)
+    run_plan = plan_here(cfg, inputs, run_dir)
+    built = build_model(cfg, inputs, run_plan)
+    assembled = build_trainer(cfg, run_dir, inputs, run_plan, built, resume=resume, stop=stop, callbacks=callbacks)
+    run_training(assembled, n_ranks=inputs.n_ranks)
+    return finish(run_dir, assembled, built, inputs, stop=stop)
+
+
+@dataclass
+class Inputs:
+    """What the load phase found: this machine and the prepared data, tokenised as training sees it."""
+    hw: Hardware
+    dtype_name: str  # the compute dtype: bf16, fp16 or fp32
+    n_ranks: int     # training processes (torchrun's world size; 1 without it)
+    tokenizer: PreTrainedTokenizerBase
+    data: PreparedData
+
+
+@dataclass
+class BuiltModel:
+    """The model with its adapters, and what the speed levers did to it (the trainer's hooks follow them)."""
+    model: Any                              # a peft model
+    sharding: dict                          # FSDP's TrainingArguments; empty when not sharded
+    fused_loss: bool                        # Liger's fused loss patched in (the plan asked, the model took it)
+    offload: AbstractContextManager         # activation offloading around each training step (or nothing)
+    fallback: CompileFallback | None        # the compiled decoder layers' way back to eager, when compiled
+
+
+@dataclass
+class Assembled:
+    """The Trainer ready to train, the callback writing the run directory, and where training starts."""
+    trainer: PlannedTrainer
+    callback: RunDirCallback
+    style: PromptStyle                      # the prompt format the adapter is saved with
+    resume: bool
+    ckpt: str | None                        # the checkpoint a resume continues from
+    resume_notes: list[tuple[str, str]]     # (event code, text) for the log and metrics.jsonl
+
+
+def load(cfg: Config, run_dir: Path, *, resume: bool, data: PreparedData | None,
+         tokenizer: PreTrainedTokenizerBase | None) -> Inputs:
+    """Phase 1: the machine, the tokenizer and the data; the data doctor before any GPU time is spent, so that a
+    dataset that cannot train fails here, in seconds, not after the model loaded."""
+    from engine.data import load_examples
+    from engine.model import compute_dtype_name, detect_hardware, load_tokenizer
+    from engine.train.distributed import world
+
     hw = detect_hardware()
     dtype_name = compute_dtype_name(cfg.training.precision, hw)
     log(f"hardware: {hw.name} ({hw.device}, {hw.count} GPU); compute dtype {dtype_name}")
@@ -169,55 +200,122 @@ def train(cfg: Config, run_dir: Path, *, resume: bool, data: PreparedData | None
 
     if not resume:  # a resumed run passed it already; its findings are in metrics.jsonl
         _preflight(cfg, data, hw, run_dir)
+    _, _, n_ranks = world()
+    return Inputs(hw=hw, dtype_name=dtype_name, n_ranks=n_ranks, tokenizer=tokenizer, data=data)
+
+
+def plan_here(cfg: Config, inputs: Inputs, run_dir: Path) -> RunPlan:
+    """Phase 2: the one plan (engine.plan) for this machine and these examples, written into status.json as run,
+    so that `lorapilot estimate` can be checked against it (tests/test_plan_seam.py)."""
+    run_plan = _plan(cfg, inputs.data, inputs.hw, inputs.n_ranks)
+    # With the examples' real lengths the plan is complete: its micro-batches and its step counts.
+    assert run_plan.step_plan is not None and run_plan.steps_per_epoch is not None and run_plan.max_steps is not None
+    log(f"plan: {run_plan.examples_per_step} examples per optimizer step in "
+        f"{run_plan.step_plan.micro_batches_per_step} micro-batches over {inputs.n_ranks} process(es); "
+        f"{run_plan.steps_per_epoch} steps per epoch; {run_plan.max_steps} steps; "
+        f"largest micro-batch {run_plan.largest_microbatch_tokens} tokens")
+    status(run_dir, state="loading", phase="model", max_steps=run_plan.max_steps, memory=run_plan.memory,
+           parallelism=run_plan.parallelism, plan=run_plan.to_dict())
+    return run_plan
+
+
+def build_model(cfg: Config, inputs: Inputs, run_plan: RunPlan) -> BuiltModel:
+    """Phase 3a: the base model as the plan says (quantised, its attention, sharded or not), the speed levers the
+    plan chose, then the LoRA adapters."""
+    from transformers import set_seed
+
+    from engine.model import add_lora, load_base_model
+    from engine.train.distributed import fsdp_arguments, unshard_head_before_loss
+    from engine.train.speed import LEVERS, activation_offload, apply_liger, keep_unquantised_16bit
 
     t = cfg.training
-    _, _, n_ranks = world()
-    run_plan = _plan(cfg, data, hw, n_ranks)
-    plan, memory, parallel = run_plan.step_plan, run_plan.memory, run_plan.parallelism
-    steps_per_epoch, max_steps = run_plan.steps_per_epoch, run_plan.max_steps
-    log(f"plan: {run_plan.examples_per_step} examples per optimizer step in {plan.micro_batches_per_step} "
-        f"micro-batches over {n_ranks} process(es); {steps_per_epoch} steps per epoch; {max_steps} steps; "
-        f"largest micro-batch {run_plan.largest_microbatch_tokens} tokens")
-    # The plan as run, for `lorapilot estimate` to be checked against (tests/test_plan_seam.py).
-    status(run_dir, state="loading", phase="model", max_steps=max_steps, memory=memory, parallelism=parallel,
-           plan=run_plan.to_dict())
     # Before the adapters exist: their random init must be the seed's, on every rank and every run.
-    from transformers import set_seed
     set_seed(t.seed)
     model, _ = load_base_model(cfg.model, cfg.quantization, t.precision, trust_remote_code=cfg.trust_remote_code,
                                attn_implementation=run_plan.attention,
-                               shardable=parallel == "fsdp")
-    sharding = fsdp_arguments(model) if parallel == "fsdp" else {}
+                               shardable=run_plan.parallelism == "fsdp")
+    sharding = fsdp_arguments(model) if run_plan.parallelism == "fsdp" else {}
     # Sharded, Liger's fused loss needs the output head gathered first (a hook on the final norm).
     liger = apply_liger(model, run_plan.liger, log, fused_loss=not sharding or unshard_head_before_loss(model))
-    fused_loss = liger and run_plan.fused_loss
     model = add_lora(model, cfg, gradient_checkpointing=t.gradient_checkpointing)
     offload = activation_offload(model, run_plan.offload)
-    if dtype_name == "bf16" and cfg.quantization != "none":
+    if inputs.dtype_name == "bf16" and cfg.quantization != "none":
         keep_unquantised_16bit(model, log)
     fallback = None
-    if LEVERS.compile_layers and hw.device == "cuda":
+    if LEVERS.compile_layers and inputs.hw.device == "cuda":
         from engine.train.compiled_layers import CompileFallback, compile_decoder_layers, restore_liger_in_layers
         compile_decoder_layers(model, log)
-        # A compile failure trains on eagerly, with an event; `callback` and `trainer` exist by the first step.
-        fallback = CompileFallback(
-            model, log, restore=restore_liger_in_layers if liger else None,
-            on_fallback=lambda msg: callback.event("compile_failed", trainer.state.global_step, msg))
+        # A compile failure trains on eagerly; build_trainer makes it an event once the callback exists.
+        fallback = CompileFallback(model, log, restore=restore_liger_in_layers if liger else None)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     log(f"model: {cfg.model}, quantization {cfg.quantization}, {trainable:,} trainable LoRA parameters")
+    return BuiltModel(model=model, sharding=sharding, fused_loss=liger and run_plan.fused_loss, offload=offload,
+                      fallback=fallback)
 
+
+def build_trainer(cfg: Config, run_dir: Path, inputs: Inputs, run_plan: RunPlan, built: BuiltModel, *,
+                  resume: bool, stop: StopFlag, callbacks: Iterable[TrainerCallback]) -> Assembled:
+    """Phase 3b: the Trainer over the plan's micro-batches, with the callback that writes the run directory
+    (records, samples, diagnostics, stop requests) continuing a resumed run's history."""
+    from engine.data.packing import Collator, PlannedMicroBatches
+    from engine.data.prompt import PromptStyle
+    from engine.samples import choose_prompts
+    from engine.train.callback import RunDirCallback
+    from engine.train.distributed import is_main, sample_prompts_for
+    from engine.train.resume_check import run_record
+    from engine.train.speed import LEVERS
+    from engine.train.trainer import PlannedTrainer
+
+    t, data, tokenizer, n_ranks = cfg.training, inputs.data, inputs.tokenizer, inputs.n_ranks
+    assert run_plan.step_plan is not None and run_plan.steps_per_epoch is not None  # plan_here checked them
     collator = Collator(pad_id=tokenizer.pad_token_id, pack=t.packing)
-    own_block_mask = LEVERS.own_block_mask and t.packing and model.config._attn_implementation == "flex_attention"
+    own_block_mask = (LEVERS.own_block_mask and t.packing
+                      and built.model.config._attn_implementation == "flex_attention")
     if own_block_mask:
         log("attention: block masks built from the examples' boundaries (no compiled create_block_mask)")
-    train_ds = PlannedMicroBatches(data.train, plan)
-    has_eval = bool(data.validation)
+    args = _training_arguments(cfg, run_dir, inputs, run_plan, built)
+
+    style = PromptStyle(format=data.report.format, system=data.report.system_prompt)
+    prompts = sample_prompts_for(run_plan.parallelism, choose_prompts(cfg, tokenizer, data.validation, style), log)
+    ckpt, resume_notes = _resume_point(cfg, run_dir) if resume else (None, [])
+    callback = RunDirCallback(run_dir, collator=collator, steps_per_epoch=run_plan.steps_per_epoch, stop_flag=stop,
+                              stop_on=t.stop_on, diagnostics=_live_diagnostics(run_dir, resume, data),
+                              is_main=is_main(), world_size=n_ranks,
+                              tokenizer=tokenizer, sample_prompts=prompts,
+                              sample_max_new_tokens=t.sample_max_new_tokens,
+                              tokens_offset=_tokens_at(run_dir, ckpt),
+                              # fast decode keeps its KV cache and graphs allocated: not where memory is tight
+                              fast_decode_ok=(inputs.hw.device == "cuda" and run_plan.memory == "fast"
+                                              and n_ranks == 1),
+                              run_record=run_record(cfg), learning_rate=t.learning_rate if ckpt else None)
+    train_ds = PlannedMicroBatches(data.train, run_plan.step_plan)  # one item is one planned micro-batch
+    trainer = PlannedTrainer(model=built.model, args=args, train_dataset=train_ds,
+                             eval_dataset=data.validation if data.validation else None,
+                             collator=collator, callbacks=[callback, *callbacks],
+                             fallback=built.fallback, offload=built.offload, sharded=bool(built.sharding),
+                             fused_loss=built.fused_loss, own_block_mask=own_block_mask, log_line=log)
+    if built.fallback is not None:
+        built.fallback.on_fallback = lambda msg: callback.event("compile_failed", trainer.state.global_step, msg)
+    from transformers.trainer_callback import PrinterCallback
+    trainer.remove_callback(PrinterCallback)  # the callback writes each record to train.log in lorapilot's words
+    return Assembled(trainer=trainer, callback=callback, style=style, resume=resume, ckpt=ckpt,
+                     resume_notes=resume_notes)
+
+
+def _training_arguments(cfg: Config, run_dir: Path, inputs: Inputs, run_plan: RunPlan,
+                        built: BuiltModel) -> TrainingArguments:
+    """The plan in transformers' words: one dataset item is one planned micro-batch."""
+    from transformers import TrainingArguments
+
+    t, hw, n_ranks, dtype_name = cfg.training, inputs.hw, inputs.n_ranks, inputs.dtype_name
+    assert run_plan.step_plan is not None and run_plan.max_steps is not None  # plan_here checked them
+    has_eval = bool(inputs.data.validation)
     args = TrainingArguments(
         output_dir=str(run_dir / CHECKPOINTS_DIR),
         per_device_train_batch_size=1,  # one item = one planned micro-batch
-        gradient_accumulation_steps=plan.micro_batches_per_step // n_ranks,  # each rank takes every n-th
+        gradient_accumulation_steps=run_plan.step_plan.micro_batches_per_step // n_ranks,  # each rank every n-th
         per_device_eval_batch_size=run_plan.eval_batch_size,  # never more tokens than training's micro-batches
-        max_steps=max_steps,
+        max_steps=run_plan.max_steps,
         learning_rate=t.learning_rate,
         lr_scheduler_type=t.lr_scheduler,
         warmup_steps=t.warmup_ratio,  # transformers 5: a float < 1 is a ratio of the total steps
@@ -243,67 +341,24 @@ def train(cfg: Config, run_dir: Path, *, resume: bool, data: PreparedData | None
         # checkpointing: left off here (the default), since add_lora enabled it on the model
         ddp_backend="gloo" if hw.device == "cpu" and n_ranks > 1 else None,
         ddp_find_unused_parameters=False,
-        **sharding,
+        **built.sharding,
     )
-
-    if sharding:
+    if built.sharding:
         from engine.model import torch_dtype
         from engine.train.distributed import use_fsdp_mixed_precision
         use_fsdp_mixed_precision(args, torch_dtype(dtype_name))
+    return args
 
-    class PlannedTrainer(Trainer):
-        def _get_train_sampler(self, train_dataset=None):
-            return PlanSampler(train_ds)
 
-        def training_step(self, *args, **kwargs):
-            collator.consume()  # this micro-batch is trained now (the loader prefetches ahead); once, retried or not
-            if fallback is None:
-                return self._step(*args, **kwargs)
-            return fallback.run(lambda: self._step(*args, **kwargs))
+def run_training(assembled: Assembled, *, n_ranks: int) -> None:
+    """Phase 4: says where a resume continues from (train.log and metrics.jsonl), then trains."""
+    import torch
 
-        def _step(self, *args, **kwargs):
-            with offload:
-                return super().training_step(*args, **kwargs)
-
-        def compute_loss(self, model, inputs, *args, **kwargs):
-            if sharding and self.state.global_step == 0 and model.training and not getattr(self, "_shown", False):
-                from engine.train.distributed import shard_report
-                self._shown = True
-                held, whole = shard_report(model)
-                log(f"fsdp: rank 0 holds {held:,} of the model's {whole:,} parameter elements")
-            if not model.training and fused_loss:
-                # Evaluation through Liger's fused loss too, as transformers does with use_liger_kernel: unfused,
-                # its fp32 logits would make evaluation the run's peak (152k-vocabulary models).
-                inputs = dict(inputs, skip_logits=True)
-            if own_block_mask and "position_ids" in inputs and "attention_mask" not in inputs:
-                from engine.train.block_mask import packed_block_mask
-                inputs = dict(inputs, attention_mask=packed_block_mask(inputs["position_ids"]))
-            return super().compute_loss(model, inputs, *args, **kwargs)
-
-    from engine.data.prompt import PromptStyle
-    from engine.samples import choose_prompts
-
-    style = PromptStyle(format=data.report.format, system=data.report.system_prompt)
-    prompts = sample_prompts_for(parallel, choose_prompts(cfg, tokenizer, data.validation, style), log)
-    ckpt, resume_notes = _resume_point(cfg, run_dir) if resume else (None, [])
-    callback = RunDirCallback(run_dir, collator=collator, steps_per_epoch=steps_per_epoch, stop_flag=stop,
-                              stop_on=t.stop_on, diagnostics=_live_diagnostics(run_dir, resume, data),
-                              is_main=is_main(), world_size=n_ranks,
-                              tokenizer=tokenizer, sample_prompts=prompts,
-                              sample_max_new_tokens=t.sample_max_new_tokens,
-                              tokens_offset=_tokens_at(run_dir, ckpt),
-                              # fast decode keeps its KV cache and graphs allocated: not where memory is tight
-                              fast_decode_ok=hw.device == "cuda" and memory == "fast" and n_ranks == 1,
-                              run_record=run_record(cfg), learning_rate=t.learning_rate if ckpt else None)
-    trainer = PlannedTrainer(model=model, args=args, train_dataset=train_ds,
-                             eval_dataset=data.validation if has_eval else None,
-                             data_collator=collator, callbacks=[callback, *callbacks])
-    from transformers.trainer_callback import PrinterCallback
-    trainer.remove_callback(PrinterCallback)  # the callback writes each record to train.log in lorapilot's words
-    if resume:
+    callback, ckpt = assembled.callback, assembled.ckpt
+    if assembled.resume:
         from engine.rundir import RESUMED, checkpoint_step
 
-        for code, note in resume_notes:
+        for code, note in assembled.resume_notes:
             log(note)
             callback.event(code, checkpoint_step(ckpt) if ckpt else 0, note)
         log(f"resuming from {ckpt}" if ckpt else "no checkpoint to resume from: starting at step 0")
@@ -317,13 +372,22 @@ def train(cfg: Config, run_dir: Path, *, resume: bool, data: PreparedData | None
         torch._dynamo.config.optimize_ddp = False
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
-    trainer.train(resume_from_checkpoint=ckpt)
+    assembled.trainer.train(resume_from_checkpoint=ckpt)
 
+
+def finish(run_dir: Path, assembled: Assembled, built: BuiltModel, inputs: Inputs, *, stop: StopFlag) -> int:
+    """Phase 5: a stopped run ends stopped (its checkpoints kept for a resume); a finished one saves its adapter
+    with what inference needs (the chat template training used, the end-of-turn tokens, a model card)."""
+    import torch
+
+    from engine.train.distributed import is_main
+
+    trainer, callback = assembled.trainer, assembled.callback
     step = trainer.state.global_step
     # A stop request that lands on the final step finds the training complete: the run ends done, with its
     # adapter. Left "stopped", a resume trained one step past max_steps (transformers' resume loop checks the
     # limit only after a step). A diagnostics stop still counts there: its last weights are suspect.
-    if callback.stop_reason or (stop.is_set() and step < max_steps):
+    if callback.stop_reason or (stop.is_set() and step < trainer.args.max_steps):
         reason = callback.stop_reason or "stop requested"
         log(f"stopped at step {step}: {reason}")
         callback.event("stopped", step, f"stopped: {reason}")
@@ -331,18 +395,18 @@ def train(cfg: Config, run_dir: Path, *, resume: bool, data: PreparedData | None
         return EXIT_OK
     status(run_dir, state="saving", step=step)
     adapter_dir = run_dir / ADAPTER_DIR
-    if sharding:  # every rank takes part in gathering the sharded adapter; rank 0 writes it
+    if built.sharding:  # every rank takes part in gathering the sharded adapter; rank 0 writes it
         trainer.save_model(str(adapter_dir))
     if is_main():
-        if not sharding:
-            model.save_pretrained(str(adapter_dir))
+        if not built.sharding:
+            built.model.save_pretrained(str(adapter_dir))
         from engine.data.prompt import save_for_inference
-        save_for_inference(tokenizer, style, adapter_dir)  # with the chat template training used
-        _save_generation_config(model, tokenizer, adapter_dir)
+        save_for_inference(inputs.tokenizer, assembled.style, adapter_dir)  # with the chat template training used
+        _save_generation_config(built.model, inputs.tokenizer, adapter_dir)
     callback.event("adapter_saved", step, "adapter saved", path=str(adapter_dir))
     if is_main():
         _write_model_card(run_dir)
-    if n_ranks > 1 and torch.distributed.is_initialized():
+    if inputs.n_ranks > 1 and torch.distributed.is_initialized():
         # NCCL collectives are queued, not awaited: a rank that had queued its part of gathering the adapter could
         # exit while rank 0 was still copying its share to the CPU, and rank 0 then waited forever in the save
         # (Qwen2.5-14B on 2 x H200; benchmarks/results/multi_gpu-h200x2-2026-11-23b.md). Every rank leaves together.
@@ -474,7 +538,7 @@ def main(argv: list[str] | None = None) -> int:
         log(f"error: {e}")
         status(run_dir, state="failed", error=str(e), hint=e.fix)
         return EXIT_BAD_INPUT
-    except Exception as e:  # the run failed: record why, keep the traceback in train.log
+    except Exception as e:  # noqa: BLE001 - any failure of the run: record why in status.json, traceback in train.log
         full = disk_full_path(e, run_dir / CHECKPOINTS_DIR)
         if full:
             release_space_reserve(run_dir)  # room for the status and the log lines below

@@ -1,0 +1,91 @@
+"""The Trainer lorapilot trains with: transformers' Trainer, fed the plan's micro-batches in the plan's order.
+
+It imports transformers at import time: only the trainer process imports it (engine.train.run, inside its build
+phase), never the app or the estimate (tests/test_import_hygiene.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import TYPE_CHECKING, Any, Callable
+
+from transformers import Trainer
+
+from engine.data.packing import Collator, PlannedMicroBatches, PlanSampler
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from engine.train.compiled_layers import CompileFallback
+
+
+class PlannedTrainer(Trainer):
+    """transformers' Trainer with four changes, each a hook below:
+
+    - the sampler walks the plan's micro-batches in order (one dataset item is one planned micro-batch);
+    - each training step tells the collator its micro-batch is trained now (tokens/s counts trained tokens, not
+      the ones the loader prefetched), runs inside the activation-offload context, and through the compiled
+      layers' fallback when the decoder layers are compiled;
+    - the loss's inputs: evaluation through Liger's fused loss too (`fused_loss`), and a packed row's block mask
+      built from its example boundaries (`own_block_mask`);
+    - sharded (FSDP), the first training step logs how much of the model this rank holds.
+    """
+
+    def __init__(self, *, train_dataset: PlannedMicroBatches, collator: Collator,
+                 fallback: CompileFallback | None = None,
+                 offload: contextlib.AbstractContextManager | None = None,
+                 sharded: bool = False, fused_loss: bool = False, own_block_mask: bool = False,
+                 log_line: Callable[[str], None] = print, **kwargs: Any) -> None:
+        # Set before Trainer.__init__, which may already call into the hooks' helpers.
+        self.planned = train_dataset
+        self.collator = collator
+        self.fallback = fallback
+        self.offload = offload if offload is not None else contextlib.nullcontext()
+        self.sharded = sharded
+        self.fused_loss = fused_loss
+        self.own_block_mask = own_block_mask
+        self.log_line = log_line  # not `log`: that is Trainer's method for metrics
+        self.shard_reported = False
+        super().__init__(train_dataset=train_dataset, data_collator=collator, **kwargs)
+
+    # A torch Sampler by its protocol (__iter__, __len__), not by class: engine.data stays free of torch imports.
+    def _get_train_sampler(self, train_dataset: Any = None) -> PlanSampler:  # type: ignore[override]
+        """The plan's order: the plan already shuffled and grouped the examples into micro-batches."""
+        return PlanSampler(self.planned)
+
+    def training_step(self, model: nn.Module, inputs: dict[str, Any],
+                      num_items_in_batch: torch.Tensor | int | None = None) -> torch.Tensor:
+        """One micro-batch: counted as trained once (retried or not), then trained, through the compile fallback
+        when the layers are compiled (a compile failure retrains this micro-batch eagerly)."""
+        self.collator.consume()  # the loader prefetches ahead: this is the micro-batch trained now
+
+        def step() -> torch.Tensor:
+            with self.offload:
+                return super(PlannedTrainer, self).training_step(model, inputs, num_items_in_batch)
+
+        if self.fallback is None:
+            return step()
+        return self.fallback.run(step)
+
+    def compute_loss(self, model: nn.Module, inputs: dict[str, Any], return_outputs: bool = False,
+                     num_items_in_batch: torch.Tensor | int | None = None) -> Any:
+        if self.sharded and not self.shard_reported and self.state.global_step == 0 and model.training:
+            from engine.train.distributed import shard_report
+
+            self.shard_reported = True
+            held, whole = shard_report(model)
+            self.log_line(f"fsdp: rank 0 holds {held:,} of the model's {whole:,} parameter elements")
+        return super().compute_loss(model, self.loss_inputs(model, inputs), return_outputs, num_items_in_batch)
+
+    def loss_inputs(self, model: nn.Module, inputs: dict[str, Any]) -> dict[str, Any]:
+        """The model's inputs for the loss: the batch, plus what the speed levers add."""
+        if not model.training and self.fused_loss:
+            # Evaluation through Liger's fused loss too, as transformers does with use_liger_kernel: unfused,
+            # its fp32 logits would make evaluation the run's peak (152k-vocabulary models).
+            inputs = dict(inputs, skip_logits=True)
+        if self.own_block_mask and "position_ids" in inputs and "attention_mask" not in inputs:
+            from engine.train.block_mask import packed_block_mask
+
+            inputs = dict(inputs, attention_mask=packed_block_mask(inputs["position_ids"]))
+        return inputs
