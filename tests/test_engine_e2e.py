@@ -163,7 +163,7 @@ def test_detached_run_survives_its_launcher_then_stop_and_resume(tmp_path):
     stopped_at = status["step"]
     assert (run_dir / "checkpoints" / f"checkpoint-{stopped_at}").is_dir()  # checkpointed on stop
 
-    r = run_cli("train", "--resume", str(run_dir), timeout=300)
+    r = run_cli("train", "--resume", str(run_dir), timeout=900)  # a hang guard: 36 s idle, >300 s seen under load
     assert r.returncode == 0, r.stderr + (run_dir / "train.log").read_text()[-3000:]
     assert read_status(run_dir)["state"] == "done"
     steps = [x["step"] for x in train_records(run_dir)]
@@ -203,7 +203,7 @@ def test_kill_9_then_resume_from_last_checkpoint(tmp_path):
     ckpt = max(int(p.name.split("-")[1]) for p in (run_dir / "checkpoints").glob("checkpoint-*"))
     assert ckpt < killed_at
 
-    r = run_cli("train", "--resume", str(run_dir), timeout=300)
+    r = run_cli("train", "--resume", str(run_dir), timeout=900)  # a hang guard: 36 s idle, >300 s seen under load
     assert r.returncode == 0, r.stderr + (run_dir / "train.log").read_text()[-3000:]
     raw = [x for x in MetricsTail(run_dir).read_new() if x["kind"] == "train"]
     assert raw[:len(before)] == before  # nothing written before the kill is lost or rewritten
