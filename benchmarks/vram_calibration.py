@@ -35,7 +35,7 @@ GPU_PRESET = "h200-141"
 STEPS = 6
 N_EXAMPLES = 400
 ARCH_PRESETS = {"llama2-7b": "llama-2-7b", "llama3-8b": "llama-3-8b", "qwen2.5-7b": "qwen2.5-7b",
-                "mistral-7b": "mistral-7b", "tiny": None}
+                "mistral-7b": "mistral-7b", "gemma2-9b": "gemma-2-9b", "tiny": None}
 TINY = {"model_type": "llama", "hidden_size": 128, "intermediate_size": 352, "num_hidden_layers": 2,
         "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 8192, "max_position_embeddings": 4096,
         "tie_word_embeddings": False}
@@ -58,6 +58,15 @@ ROWS = [
     ("mistral-gcoff", "mistral-7b", {"gradient_checkpointing": False}, {}, True),
     ("mistral-4096", "mistral-7b", {"max_seq_length": 4096}, {}, True),
     ("mistral-padded-512", "mistral-7b", {"packing": False, "max_seq_length": 512}, {}, False),
+    # Second run (2026-12-03b), every row held out, chosen and committed before it ran: the Gemma-2 architecture
+    # (softcapped logits, head_dim 256, a 256k vocabulary, never measured before), Llama-2 r 64 at 512, and
+    # packing off without checkpointing (not measured before).
+    ("gemma2-default", "gemma2-9b", {}, {}, True),
+    ("gemma2-lean", "gemma2-9b", {"memory": "lean"}, {}, True),
+    ("gemma2-padded-512", "gemma2-9b", {"packing": False, "max_seq_length": 512}, {}, True),
+    ("llama2-r64-512", "llama2-7b", {"max_seq_length": 512}, {"r": 64, "alpha": 128}, True),
+    ("llama2-padded-gcoff-1024", "llama2-7b", {"packing": False, "max_seq_length": 1024,
+                                               "gradient_checkpointing": False}, {}, True),
     ("tiny-default", "tiny", {"max_seq_length": 256}, {}, False),
     ("tiny-padded", "tiny", {"packing": False, "max_seq_length": 256}, {}, True),
 ]
@@ -132,15 +141,20 @@ def _cli(args: list[str], log: Path, timeout: float) -> subprocess.Popen:
 
 def measured(run_dir: Path) -> dict:
     st = json.loads((run_dir / "status.json").read_text())
-    peaks = []
+    peaks, speeds = [], []
     for line in (run_dir / "metrics.jsonl").read_text().splitlines():
         try:
             rec = json.loads(line)
         except ValueError:
             continue
         peaks += rec.get("gpu_peak_alloc_gib", [])
+        if rec.get("kind") == "train" and rec.get("step", 0) > 1 and rec.get("tokens_per_s"):
+            speeds.append(rec["tokens_per_s"])   # step 1 holds the compile and warm-up
+    # tokens/s here is speed-table evidence only with its caveat: several trainers share the GPU (trainers_at_once)
+    # and 6 steps are short; engine/estimate/speed_table.py takes its rows from sole-tenant runs.
     return {"state": st.get("state"), "error": st.get("error"), "peak_allocated_gib": st.get("gpu_peak_alloc_gib"),
-            "peak_in_records_gib": max(peaks, default=None), "trainer_plan": st.get("plan")}
+            "peak_in_records_gib": max(peaks, default=None), "trainer_plan": st.get("plan"),
+            "tokens_per_s_median": sorted(speeds)[len(speeds) // 2] if speeds else None}
 
 
 # ----------------------------------------------------------------- the driver
@@ -188,6 +202,7 @@ def main() -> None:
                   flush=True)
         queue.sort(key=lambda q: -q[3]["need_gib"])
         running: list = []
+        at_once: dict[str, int] = {}
         while queue or running:
             used = sum(q[3]["need_gib"] for q, _, _ in running)
             for item in list(queue):
@@ -197,6 +212,7 @@ def main() -> None:
                     p = _cli(["train", str(item[2]), "--run-dir", str(run_dir)], out / f"{item[0][0]}-train.log",
                              a.timeout)
                     running.append((item, p, run_dir))
+                    at_once[item[0][0]] = len(running)
                     queue.remove(item)
                     used += item[3]["need_gib"]
                     print(f"{time.strftime('%T')} start {item[0][0]} ({used:.0f} GiB planned)", flush=True)
@@ -213,7 +229,7 @@ def main() -> None:
                        "model_config": model_config(row[1]), "lengths": lengths, "val_lengths": val_lengths,
                        "estimate_at_run": {k: est[k] for k in ("peak_allocated_gib", "need_gib", "memory_mode",
                                                                 "tokens_per_microbatch", "plan")},
-                       **res, "exit": p.returncode, "date": time.strftime("%Y-%m-%d")}
+                       **res, "trainers_at_once": at_once.get(row[0]), "exit": p.returncode, "date": time.strftime("%Y-%m-%d")}
                 results = [r for r in results if r["name"] != row[0]] + [rec]
                 results_path.write_text(json.dumps({"gpu_preset": GPU_PRESET, "rows": results}) + "\n")
                 m = res.get("peak_allocated_gib")
