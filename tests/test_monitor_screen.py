@@ -17,9 +17,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "screenshots"))
 from monitor_fakerun import make_run, records  # noqa: E402
 
 from tui.app import LorapilotApp  # noqa: E402
+from tui.screens.confirm_stop import ConfirmStop  # noqa: E402
 from tui.screens.monitor import MonitorScreen  # noqa: E402
 from tui.screens.runs import RunsScreen  # noqa: E402
-from tui.widgets.confirm_stop import ConfirmStop  # noqa: E402
 from tui.widgets.loss_chart import LossChart  # noqa: E402
 
 pytestmark = pytest.mark.timeout(300)

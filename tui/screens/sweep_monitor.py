@@ -153,7 +153,7 @@ class SweepMonitorScreen(Screen):
 
     def action_stop_sweep(self) -> None:
         from engine.sweep.sweepdir import request_sweep_stop
-        from tui.widgets.confirm_stop import ConfirmStop
+        from tui.screens.confirm_stop import ConfirmStop
 
         state = self.summary["state"] if self.summary else "unknown"
         if state in SWEEP_FINAL_STATES + ("lost", "unknown"):
