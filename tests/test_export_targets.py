@@ -145,7 +145,7 @@ async def test_the_monitor_of_a_finished_run_exports_it(finished_demo_run, tmp_p
     from engine.export import default_out
     from tui.app import LorapilotApp
     from tui.screens.monitor import MonitorScreen
-    from tui.widgets.export_choice import ExportChoice
+    from tui.screens.export_choice import ExportChoice
 
     monkeypatch.chdir(tmp_path)  # exports land beside the current folder
     app = LorapilotApp(start="monitor", run_dir=str(finished_demo_run))

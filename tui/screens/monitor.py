@@ -28,7 +28,7 @@ from textual.worker import get_current_worker
 from engine.errors import UserError
 from engine.rundir import ADAPTER_DIR, FINAL_STATES
 from tui.screens.confirm_stop import ConfirmStop
-from tui.widgets.export_choice import ExportChoice
+from tui.screens.export_choice import ExportChoice
 from tui.widgets.findings_list import FindingsList
 from tui.widgets.gpu_panel import GpuPanel
 from tui.widgets.log_tail import LogTail
