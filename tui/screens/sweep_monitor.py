@@ -181,7 +181,7 @@ class SweepMonitorScreen(Screen):
     def action_apply(self) -> None:
         from engine.sweep.report import apply_winner
         from engine.sweep.sweepdir import read_sweep
-        from tui.widgets.apply_winner import ApplyWinner
+        from tui.screens.apply_winner import ApplyWinner
 
         w = (self.summary or {}).get("winner")
         if not w:
