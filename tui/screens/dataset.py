@@ -8,10 +8,10 @@ from textual.containers import Vertical, VerticalScroll
 from textual.widgets import TabbedContent, TabPane
 
 from engine.config import FIELDS
+from tui.screens.file_picker import FilePicker
 from tui.screens.wizard import WizardStep
 from tui.widgets.data_stats import DataStats
 from tui.widgets.field_row import FieldRow
-from tui.widgets.file_picker import FilePicker
 from tui.widgets.length_histogram import LengthHistogram
 from tui.widgets.problem_list import ProblemList
 from tui.widgets.token_preview import TokenPreview
