@@ -10,9 +10,9 @@ from textual.containers import VerticalScroll
 from textual.widgets import Label
 
 from engine.config import FIELDS
+from tui.screens.recipe_picker import RecipePicker
 from tui.screens.wizard import WizardStep, flatten
 from tui.widgets.field_row import FieldRow
-from tui.widgets.recipe_picker import RecipePicker
 
 PLACEHOLDERS = {"lora.target_modules": "all-linear or [q_proj, v_proj]",
                 "training.num_gpus": "all visible", "training.report_to": "[tensorboard]"}
