@@ -54,8 +54,8 @@ class HyperparamsScreen(WizardStep):
 
     def action_sweep(self) -> None:
         """Short trials over lr x r on the config as it stands; the monitor opens on the sweep once started."""
+        from tui.screens.sweep_panel import SweepPanel
         from tui.screens.wizard import DETECTED
-        from tui.widgets.sweep_grid import SweepPanel
 
         s = self.state
         if not s.valid:
