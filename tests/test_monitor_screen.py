@@ -326,8 +326,8 @@ async def test_gpu_panel_with_gpus_and_the_90_percent_line(tmp_path):
     from textual.app import App
 
     from engine.gpu import GpuSample
+    from tui.models.run_history import RunHistory
     from tui.widgets.gpu_panel import GpuPanel
-    from tui.widgets.run_history import RunHistory
 
     h = RunHistory(str(tmp_path))
     h.gpu_state, h.gpu_reason = "ok", "8 GPUs"

@@ -8,7 +8,7 @@ from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
-from tui.widgets.run_history import FINDINGS, RepeatedFinding, RunHistory
+from tui.models.run_history import FINDINGS, RepeatedFinding, RunHistory
 
 SEVERITY_STYLES = {"error": "bold red", "warning": "bold yellow", "info": "bold cyan"}
 SEVERITY_MARKS = {"error": "✖", "warning": "▲", "info": "●"}

@@ -5,9 +5,9 @@ from __future__ import annotations
 from rich.console import Group
 from rich.text import Text
 from engine.gpu import OK
+from tui.models.run_history import GPU
 from tui.widgets.meter_text import DANGER_AT, gib, level_style, meter
 from tui.widgets.monitor_panel import MonitorPanel
-from tui.widgets.run_history import GPU
 
 LABEL = 8
 COMPACT_ABOVE = 2

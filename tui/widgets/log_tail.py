@@ -10,8 +10,8 @@ from __future__ import annotations
 from rich.text import Text
 
 from engine.rundir import LOG_FILE
+from tui.models.run_history import LOG
 from tui.widgets.monitor_panel import MonitorPanel
-from tui.widgets.run_history import LOG
 
 
 class LogTail(MonitorPanel):

@@ -9,7 +9,7 @@ from __future__ import annotations
 from textual.app import ComposeResult
 from textual.containers import Horizontal
 
-from tui.widgets.run_history import LR, RunHistory, Series
+from tui.models.run_history import LR, RunHistory, Series
 from tui.widgets.run_plot import RunPlot, Trace
 
 LR_COLOUR = "#87d787"

@@ -7,7 +7,7 @@ from typing import Hashable
 from textual.visual import VisualType
 from textual.widgets import Static
 
-from tui.widgets.run_history import RunHistory
+from tui.models.run_history import RunHistory
 
 
 class MonitorPanel(Static):

@@ -8,9 +8,9 @@ from pathlib import Path
 from rich.console import Group
 from rich.text import Text
 from engine.rundir import LOG_FILE, format_age, tail_lines
+from tui.models.run_history import LOG, PROGRESS, SYSTEM
 from tui.widgets.meter_text import meter
 from tui.widgets.monitor_panel import MonitorPanel
-from tui.widgets.run_history import LOG, PROGRESS, SYSTEM
 
 STATE_STYLES = {
     "training": "bold green", "evaluating": "bold cyan", "saving": "bold cyan", "loading": "bold yellow",

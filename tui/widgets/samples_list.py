@@ -10,7 +10,7 @@ from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
-from tui.widgets.run_history import SAMPLES, RunHistory
+from tui.models.run_history import SAMPLES, RunHistory
 
 
 class SamplesList(VerticalScroll):

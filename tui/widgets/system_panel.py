@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from rich.console import Group
 from rich.text import Text
+from tui.models.run_history import SYSTEM
 from tui.widgets.meter_text import meter
 from tui.widgets.monitor_panel import MonitorPanel
-from tui.widgets.run_history import SYSTEM
 
 LABEL = 8
 
