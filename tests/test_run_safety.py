@@ -152,7 +152,7 @@ def test_control_characters_escaped_everywhere(tmp_path):
     lines = [format_record(rec) for rec in read_metrics(run)]
     assert not any(ch in (ln or "") for ln in lines for ch in "\x1b\x07\n")
 
-    from tui.widgets.run_feed import RunFeed
+    from tui.models.run_feed import RunFeed
 
     up = RunFeed(run, sample_gpus=False).poll()
     text = json.dumps(up.records, ensure_ascii=False) + "".join(up.log_lines) + json.dumps(up.status or {})

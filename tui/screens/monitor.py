@@ -27,6 +27,7 @@ from textual.worker import get_current_worker
 
 from engine.errors import UserError
 from engine.rundir import ADAPTER_DIR, FINAL_STATES
+from tui.models.run_feed import FeedUpdate, RunFeed
 from tui.models.run_history import GPU, PROGRESS, SYSTEM, RunHistory
 from tui.screens.confirm_stop import ConfirmStop
 from tui.screens.export_choice import ExportChoice
@@ -36,7 +37,6 @@ from tui.widgets.log_tail import LogTail
 from tui.widgets.loss_chart import SMOOTHING_STEPS, LossChart
 from tui.widgets.lr_chart import LrChart
 from tui.widgets.progress_panel import ProgressPanel
-from tui.widgets.run_feed import FeedUpdate, RunFeed
 from tui.widgets.samples_list import SamplesList
 from tui.widgets.system_panel import SystemPanel
 
