@@ -1,6 +1,6 @@
 """The playground: one prompt, the base model's answer and the adapter's, streamed side by side.
 
-The model lives in a helper process (tui/playground_model.py): loading it
+The model lives in a helper process (tui/models/playground_model.py): loading it
 imports torch and transformers, which in a thread would freeze the keys for
 seconds. The prompt can be typed, and even sent, while it loads; the answers
 wait for it. Base first, then the adapter: the same prompt and settings, one
@@ -25,7 +25,7 @@ from textual.worker import get_current_worker
 from engine.errors import UserError
 from engine.rundir import checkpoint_step
 from tui.error_log import say
-from tui.playground_model import PlaygroundModel
+from tui.models.playground_model import PlaygroundModel
 from tui.widgets.answer_pane import AnswerPane
 from tui.widgets.prompt_box import PromptBox
 from tui.widgets.sampling_settings import SamplingSettings
