@@ -15,7 +15,7 @@ from textual import on
 from textual_hires_canvas import Canvas
 from textual_plot import HiResMode, PlotWidget
 
-from tui.widgets.chart_data import CompactFormatter, downsample
+from tui.models.chart_data import CompactFormatter, downsample
 
 
 @dataclass
