@@ -15,9 +15,10 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "screenshots"))
 from monitor_fakerun import make_run, records  # noqa: E402
 
-from tui.models.chart_data import Ema, compact_number, downsample  # noqa: E402
+from tui.models.chart_data import Ema, downsample  # noqa: E402
 from tui.models.run_feed import LogFollower, RunFeed  # noqa: E402
 from tui.models.run_history import FINDINGS, LOSS, RunHistory  # noqa: E402
+from tui.widgets.chart_axis import compact_number  # noqa: E402
 
 
 def test_downsample_keeps_spikes_and_the_latest_point():

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from textual.reactive import reactive
 
-from tui.models.chart_data import CompactFormatter, Ema, LogFormatter, log10_or_nan
+from tui.models.chart_data import Ema, log10_or_nan
 from tui.models.run_history import LOSS, RunHistory
+from tui.widgets.chart_axis import CompactFormatter, LogFormatter
 from tui.widgets.run_plot import RunPlot, Trace
 
 TRAIN_COLOUR = "#5fafff"

@@ -15,7 +15,8 @@ from textual import on
 from textual_hires_canvas import Canvas
 from textual_plot import HiResMode, PlotWidget
 
-from tui.models.chart_data import CompactFormatter, downsample
+from tui.models.chart_data import downsample
+from tui.widgets.chart_axis import CompactFormatter
 
 
 @dataclass
