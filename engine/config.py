@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import functools
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,17 +33,18 @@ REPORT_TO = ("azure_ml", "clearml", "codecarbon", "comet_ml", "dagshub", "dvcliv
 def opt(default: Any, help: str, *, lo: float | None = None, hi: float | None = None,
         lo_open: bool = False, hi_open: bool = False, choices: tuple | None = None,
         recommended: str | None = None, rec: tuple[float, float] | None = None, kind: type | tuple | None = None,
-        nullable: bool = False, group: str = "", item_choices: tuple | None = None):
+        nullable: bool = False, group: str = "", item_choices: tuple | None = None) -> Any:
     """A schema field: default plus what the validator and the wizard need.
 
     `rec` is the recommended range as numbers (from the seeds): valid outside it, but worth a warning.
     `item_choices`: for a list field, what each entry may be.
+    Returns `dataclasses.field(...)`, typed Any as dataclasses' own `field` is, so it can stand as any default.
     """
     meta = dict(help=help, lo=lo, hi=hi, lo_open=lo_open, hi_open=hi_open, choices=choices,
                 recommended=recommended, rec=rec, kind=kind, nullable=nullable, group=group,
                 item_choices=item_choices)
     if isinstance(default, (list, dict)):
-        return field(default_factory=lambda d=default: copy.deepcopy(d), metadata=meta)
+        return field(default_factory=functools.partial(copy.deepcopy, default), metadata=meta)
     return field(default=default, metadata=meta)
 
 
@@ -212,7 +214,7 @@ def _collect_fields() -> dict[str, FieldSpec]:
                 walk(SECTIONS[f.name], path + ".")
                 continue
             m = f.metadata
-            default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
             out[path] = FieldSpec(path=path, name=f.name, default=default, type=_base_type(str(f.type)),
                                   help=m.get("help", ""), lo=m.get("lo"), hi=m.get("hi"),
                                   lo_open=m.get("lo_open", False), hi_open=m.get("hi_open", False),
@@ -394,14 +396,15 @@ def load_config(path: str | Path) -> Config:
 
 def _resolve_relative_paths(cfg: Config, base: Path) -> None:
     """Relative local paths in a config file are relative to the file (so presets work from anywhere)."""
-    def fix(value: str | None) -> str | None:
+    def fix(value: str) -> str:
         if not value or Path(value).is_absolute():
             return value
         cand = (base / value)
         return str(cand.resolve()) if cand.exists() else value
     cfg.model = fix(cfg.model)
     cfg.dataset.path = fix(cfg.dataset.path)
-    cfg.dataset.validation_path = fix(cfg.dataset.validation_path)
+    if cfg.dataset.validation_path is not None:
+        cfg.dataset.validation_path = fix(cfg.dataset.validation_path)
 
 
 def dump_config(cfg: Config) -> str:
