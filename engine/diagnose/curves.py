@@ -48,11 +48,16 @@ class EvalPoint:
 
 def best_eval(evals: list[EvalPoint]) -> EvalPoint | None:
     """The evaluation with the lowest eval loss (the first one on a tie): the checkpoint to keep."""
-    return min(evals, key=lambda e: e.eval_loss) if evals else None
+    return _lowest(evals) if evals else None
+
+
+def _lowest(evals: list[EvalPoint]) -> EvalPoint:
+    """best_eval for the checks below, which only run once evaluations exist."""
+    return min(evals, key=lambda e: e.eval_loss)
 
 
 def _eval_rising(evals: list[EvalPoint]) -> bool:
-    best, latest = best_eval(evals), evals[-1]
+    best, latest = _lowest(evals), evals[-1]
     after_best = len(evals) - 1 - evals.index(best)
     train_fell = best.train_loss is None or latest.train_loss is None or latest.train_loss < best.train_loss
     return (after_best >= OVERFIT_EVALS_AFTER_BEST and latest.eval_loss >= best.eval_loss * (1 + OVERFIT_EVAL_RISE)
@@ -60,8 +65,8 @@ def _eval_rising(evals: list[EvalPoint]) -> bool:
 
 
 def _gap_growing(evals: list[EvalPoint]) -> bool:
-    gaps = [e.gap for e in evals[-GAP_GROWING_EVALS:]]
-    if len(gaps) < GAP_GROWING_EVALS or any(g is None for g in gaps):
+    gaps = [g for g in (e.gap for e in evals[-GAP_GROWING_EVALS:]) if g is not None]
+    if len(gaps) < GAP_GROWING_EVALS:  # too few evaluations yet, or one without a training loss
         return False
     return gaps[-1] >= GAP_WARN and all(a < b for a, b in zip(gaps, gaps[1:]))
 
@@ -75,7 +80,7 @@ def check_overfitting(evals: list[EvalPoint], time: float | None = None) -> tupl
     """An overfitting finding and which sign showed it (memorised | rising | gap), or None."""
     if len(evals) < 2:
         return None
-    best, latest = best_eval(evals), evals[-1]
+    best, latest = _lowest(evals), evals[-1]
     memorised, rising, widening = _memorised(latest), _eval_rising(evals), _gap_growing(evals)
     if not (memorised or rising or widening):
         return None
@@ -115,7 +120,7 @@ def check_learning_curve(evals: list[EvalPoint], *, train_flat: bool = False,
     verdict = learning_curve_verdict(evals, train_flat=train_flat)
     if verdict is None:
         return None
-    latest, best = evals[-1], best_eval(evals)
+    latest, best = evals[-1], _lowest(evals)
     gap = "" if latest.gap is None else f"; generalisation gap {latest.gap:.2f}"
     evidence = f"eval loss {latest.eval_loss:.3f} at step {latest.step} (best {best.eval_loss:.3f}){gap}"
     if verdict == "overfit":

@@ -20,7 +20,7 @@ import math
 import statistics
 from collections import deque
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, Literal
 
 from engine.diagnose.codes import STATE_CODES
 from engine.diagnose.copying import CopyDetector
@@ -100,7 +100,7 @@ class _Alert:
 class _Deduper:
     """Remembers the last raised alert per code and decides whether a new one is news."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.raised: dict[str, _Alert] = {}
         self._clear_checks: dict[str, int] = {}
 
@@ -202,8 +202,8 @@ class LiveDiagnostics:
         self._track_warmup(step, _number(rec, "learning_rate"))
         alerts = [("nan_loss", self._check_nonfinite(step, time, loss, grad))]
         if loss is not None and math.isfinite(loss):
-            self._remember_loss(loss)
-            alerts += [("loss_explosion", self._check_explosion(step, time, loss)),
+            ema = self._remember_loss(loss)
+            alerts += [("loss_explosion", self._check_explosion(step, time, loss, ema)),
                        ("loss_near_zero", self._check_near_zero(step, time))]
             if step - self._warmup_end >= FLAT_MIN_STEPS and self._losses_seen >= 2 * FLAT_WINDOW:
                 alerts.append(("loss_flat", self._check_flat(step, time)))
@@ -223,15 +223,18 @@ class LiveDiagnostics:
             self._warmup_end = step
         self._last_lr = lr
 
-    def _remember_loss(self, loss: float) -> None:
+    def _remember_loss(self, loss: float) -> float:
+        """Takes in a finite training loss; returns the smoothed loss it makes."""
         self._losses_seen += 1
         if len(self._first_losses) < FLAT_WINDOW:
             self._first_losses.append(loss)
         self._recent_losses.append(loss)
-        self._ema = loss if self._ema is None else EMA_ALPHA * loss + (1 - EMA_ALPHA) * self._ema
-        self._ema_min = min(self._ema_min, self._ema)
+        ema = loss if self._ema is None else EMA_ALPHA * loss + (1 - EMA_ALPHA) * self._ema
+        self._ema, self._ema_min = ema, min(self._ema_min, ema)
+        return ema
 
-    def _check_nonfinite(self, step, time, loss, grad) -> _Alert | None:
+    def _check_nonfinite(self, step: int, time: float | None, loss: float | None,
+                         grad: float | None) -> _Alert | None:
         if loss is not None and not math.isfinite(loss):
             last = "" if self._ema is None else f" (smoothed loss before it: {self._ema:.3f})"
             return _Alert(Finding("nan_loss", "error", step, "The training loss is NaN or infinite: the run "
@@ -250,9 +253,9 @@ class LiveDiagnostics:
         self._nonfinite_grad_logs = 0
         return None
 
-    def _check_explosion(self, step, time, loss) -> _Alert | None:
+    def _check_explosion(self, step: int, time: float | None, loss: float, ema: float) -> _Alert | None:
         start = self._first_losses[0]
-        climbing = self._ema >= CLIMB_FACTOR * self._ema_min and self._ema - self._ema_min >= CLIMB_MIN_NATS
+        climbing = ema >= CLIMB_FACTOR * self._ema_min and ema - self._ema_min >= CLIMB_MIN_NATS
         self._climb_logs = self._climb_logs + 1 if climbing else 0
         fix = ("Lower the learning rate 10x, keep gradient clipping on (max_grad_norm 0.3), use more warmup; "
                "resume from the last checkpoint before the climb.")
@@ -262,15 +265,15 @@ class LiveDiagnostics:
                                   f"loss {loss:.3f} at step {step}; first logged loss {start:.3f}; "
                                   f"lowest smoothed {self._ema_min:.3f}", fix, time), loss / start)
         if self._climb_logs >= CLIMB_LOGS:
-            ratio = self._ema / self._ema_min
+            ratio = ema / self._ema_min
             return _Alert(Finding("loss_explosion", "warning", step,
                                   f"The loss has been climbing for {self._climb_logs} logs, {ratio:.1f}x above its "
                                   "lowest point: training is becoming unstable.",
-                                  f"smoothed loss {self._ema:.3f} at step {step}; lowest {self._ema_min:.3f}",
+                                  f"smoothed loss {ema:.3f} at step {step}; lowest {self._ema_min:.3f}",
                                   fix, time), ratio)
         return None
 
-    def _check_flat(self, step, time) -> _Alert | None:
+    def _check_flat(self, step: int, time: float | None) -> _Alert | None:
         start = statistics.fmean(self._first_losses)
         recent = statistics.fmean(self._recent_losses)
         drop = (start - recent) / start if start > 0 else 0.0
@@ -285,7 +288,7 @@ class LiveDiagnostics:
                               "the labels: if every label is -100 there is nothing to learn "
                               "(`lorapilot inspect-data`).", time))
 
-    def _check_near_zero(self, step, time) -> _Alert | None:
+    def _check_near_zero(self, step: int, time: float | None) -> _Alert | None:
         recent = statistics.fmean(self._recent_losses)
         if len(self._recent_losses) < FLAT_WINDOW or recent >= NEAR_ZERO_LOSS:
             return None
@@ -296,7 +299,7 @@ class LiveDiagnostics:
                               "raise LoRA dropout or lower r. (Fine only if every answer is fully determined by "
                               "its prompt, e.g. a fixed format.)", time))
 
-    def _check_grad_spike(self, step, time, grad) -> _Alert | None:
+    def _check_grad_spike(self, step: int, time: float | None, grad: float) -> _Alert | None:
         alert = None
         if len(self._grad_norms) >= GRAD_MIN_HISTORY:
             median = statistics.median(self._grad_norms)
@@ -311,7 +314,7 @@ class LiveDiagnostics:
         self._grad_norms.append(grad)
         return alert
 
-    def _check_gpu_memory(self, rec, step, time) -> _Alert | None | bool:
+    def _check_gpu_memory(self, rec: dict, step: int, time: float | None) -> _Alert | None | Literal[False]:
         """False when the record carries no memory figures (nothing checked)."""
         used, total = rec.get("gpu_mem_gib"), rec.get("gpu_mem_total_gib")
         if not isinstance(used, list) or not isinstance(total, list):
@@ -363,7 +366,7 @@ class LiveDiagnostics:
         if self._copies is None or not isinstance(output, str) or len(self._evals) < 2:
             return []
         # Copying matters when the model has stopped generalising: only while eval loss is above its best.
-        if self._evals[-1].eval_loss <= best_eval(self._evals).eval_loss:
+        if self._evals[-1].eval_loss <= min(e.eval_loss for e in self._evals):
             return [("copies_training_data", None)]
         evidence = self._copies.check(output)
         if evidence is None:
