@@ -8,9 +8,9 @@ accelerate does not shard CPU processes, so this calls torch's fully_shard itsel
 (accelerate/utils/fsdp_utils.py, fsdp2_prepare_model): the decoder layers the engine's fsdp_arguments name,
 the input embeddings, the output head as a group of its own that stays gathered after forward, then the root;
 parameters cast to the compute dtype. Liger's fused linear cross-entropy (a GPU kernel) is stood in for by the
-same access pattern: the head's weight read directly, its forward never called. Writes OUT_DIR/rank-N.json
-(ranks printing at once would interleave): elements held, loss and LoRA gradient norm of a first step, and the
-loss after one AdamW step.
+same access pattern: the head's weight read directly, its forward never called. For each precision in
+WORKER_PRECISION (comma-separated, default auto) writes OUT_DIR/rank-N-PRECISION.json (ranks printing at once
+would interleave): elements held, loss and LoRA gradient norm of a first step, and the loss after one AdamW step.
 """
 
 from __future__ import annotations
@@ -75,17 +75,32 @@ def saved_adapter(model, world: int) -> dict:
 
 
 def main(model_dir: str, out_dir: str, head_hook: bool) -> None:
-    import torch
     import torch.distributed as dist
+
+    world, rank = int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("RANK", 0))
+    if world > 1:
+        dist.init_process_group("gloo")
+    # Each precision asked for in turn, on a model of its own, in this one process: a start of torch,
+    # transformers and bitsandbytes per precision and rank would cost the suite more than the steps themselves.
+    for precision in os.environ.get("WORKER_PRECISION", "auto").split(","):
+        record = one_step(model_dir, precision, world, head_hook)
+        Path(out_dir, f"rank-{rank}-{precision}.json").write_text(json.dumps({"rank": rank, "world": world,
+                                                                              "precision": precision, **record}))
+    if world > 1:
+        dist.destroy_process_group()
+
+
+def one_step(model_dir: str, precision: str, world: int, head_hook: bool) -> dict:
+    """The model loaded in this precision, sharded over the world when there is one, and one training step."""
+    import torch
 
     from engine.config import config_from_dict
     from engine.model import add_lora, load_base_model
     from engine.train.distributed import unshard_head_before_loss
 
-    world, rank = int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("RANK", 0))
     cfg = config_from_dict({"model": model_dir, "dataset": {"path": "unused.jsonl"}, "lora": {"dropout": 0.0}})
     torch.manual_seed(0)  # the adapters' random init: the same on every rank and in the reference
-    model, dtype_name = load_base_model(model_dir, "nf4", os.environ.get("WORKER_PRECISION", "auto"), shardable=True)
+    model, dtype_name = load_base_model(model_dir, "nf4", precision, shardable=True)
     dtype = getattr(torch, {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}[dtype_name])
     if head_hook:  # where engine/train/run.py hooks it: on the loaded model, before the adapters
         assert unshard_head_before_loss(model)
@@ -101,7 +116,6 @@ def main(model_dir: str, out_dir: str, head_hook: bool) -> None:
             if "lora_B" in name:
                 p.normal_(0, 0.02, generator=torch.Generator().manual_seed(len(name)))
     if world > 1:
-        dist.init_process_group("gloo")
         shard_like_accelerate(model, world, dtype)
     held = sum(p.to_local().numel() if hasattr(p, "to_local") else p.numel() for p in model.parameters())
     whole = sum(p.numel() for p in model.parameters())
@@ -119,12 +133,8 @@ def main(model_dir: str, out_dir: str, head_hook: bool) -> None:
     opt.zero_grad()
     with torch.no_grad():
         after = model(input_ids=ids, position_ids=positions, labels=ids).loss
-    adapter = saved_adapter(model, world)
-    Path(out_dir, f"rank-{rank}.json").write_text(json.dumps(
-        {"rank": rank, "world": world, "held": held, "whole": whole, "loss": loss.item(), "grad_norm": grad_norm,
-         "loss_after_step": after.item(), **adapter}))
-    if world > 1:
-        dist.destroy_process_group()
+    return {"held": held, "whole": whole, "loss": loss.item(), "grad_norm": grad_norm,
+            "loss_after_step": after.item(), **saved_adapter(model, world)}
 
 
 if __name__ == "__main__":
