@@ -79,13 +79,16 @@ def _choose_fields(rows: list[RawRow], path: Path, column: str | None,
             raise UserError(f"{path}: a document has no columns for --instruction-column/--output-column",
                             fix="Use column pairs with CSV or SQL sources only.")
         return {"text": "text"}
-    wanted = {"instruction": pair[0], "output": pair[1]} if pair else {"text": column}
-    if not pair and column is None:
+    if pair:
+        wanted = {"instruction": pair[0], "output": pair[1]}
+    elif column is not None:
+        wanted = {"text": column}
+    else:
         plain = [k for k in rows[0].fields if "." not in k]
         if len(plain) != 1:
             raise UserError(f"{path}: choose the column to use with --column",
                             problems=[f"columns: {_columns_text(rows)}"])
-        wanted["text"] = plain[0]
+        wanted = {"text": plain[0]}
     missing = [c for c in wanted.values() if not any(c in r.fields for r in rows)]
     if missing:
         raise UserError(f"{path}: no column {', '.join(repr(c) for c in missing)}",
@@ -145,7 +148,8 @@ def prepare(sources: list[str | Path], out: str | Path, *, column: str | None = 
         raise UserError("--instruction-column and --output-column go together", fix="Give both, or --column.")
     if column and instruction_column:
         raise UserError("--column and --instruction-column/--output-column exclude each other")
-    pair = (instruction_column, output_column) if instruction_column else None
+    # Both given or neither (checked above): `is not None` only tells mypy so.
+    pair = (instruction_column, output_column) if instruction_column and output_column is not None else None
     out = Path(out)
     files = expand_sources(sources)
     if not files:

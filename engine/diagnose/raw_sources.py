@@ -45,7 +45,7 @@ _SPACES = re.compile(r"\s+")
 class _HtmlText(HTMLParser):
     """Visible text of a page: one line per block element, whitespace collapsed except inside <pre>."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
         self.parts: list[str] = []
         self.skipping = 0
@@ -57,18 +57,18 @@ class _HtmlText(HTMLParser):
             if not self.parts[-1].endswith("\n"):
                 self.parts.append("\n")
 
-    def handle_starttag(self, tag, attrs):
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag in _SKIPPED_TAGS:
             self.skipping += 1
         elif tag in _BLOCK_TAGS:
             self._line_break()
         self.in_pre += tag == "pre"
 
-    def handle_startendtag(self, tag, attrs):
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag in _BLOCK_TAGS:
             self._line_break()
 
-    def handle_endtag(self, tag):
+    def handle_endtag(self, tag: str) -> None:
         if tag in _SKIPPED_TAGS:
             self.skipping = max(0, self.skipping - 1)
         elif tag in _BLOCK_TAGS:
@@ -76,7 +76,7 @@ class _HtmlText(HTMLParser):
         if tag == "pre":
             self.in_pre = max(0, self.in_pre - 1)
 
-    def handle_data(self, data):
+    def handle_data(self, data: str) -> None:
         if self.skipping:
             return
         if self.in_pre:
@@ -107,7 +107,7 @@ def _delimiter(first_line: str, suffix: str) -> str:
         return "\t"
     # The header rarely holds quoted text, so its most frequent separator is the delimiter.
     counts = {d: first_line.count(d) for d in (",", ";", "\t", "|")}
-    best = max(counts, key=counts.get)
+    best = max(counts, key=counts.__getitem__)
     return best if counts[best] else ","
 
 

@@ -23,7 +23,7 @@ _INSERT_MODIFIERS = {"IGNORE", "INTO", "LOW_PRIORITY", "DELAYED", "HIGH_PRIORITY
                      "FAIL", "ROLLBACK"}
 
 
-def _token_regex(backslash_escapes: bool) -> re.Pattern:
+def _token_regex(backslash_escapes: bool) -> re.Pattern[str]:
     quoted = r"(?:[^'\\]|\\.|'')*" if backslash_escapes else r"(?:[^']|'')*"
     return re.compile(
         r"(?P<space>\s+)"
@@ -52,17 +52,18 @@ class InsertRow:
 
 
 def _tokens(sql: str, source: str, backslash_escapes: bool) -> Iterator[_Token]:
-    regex, pos, line = _token_regex(backslash_escapes), 0, 1
-    while pos < len(sql):
-        match = regex.match(sql, pos)
+    # Every character starts a match (`other` takes any one) and no alternative matches empty,
+    # so the matches tile the text.
+    line = 1
+    for match in _token_regex(backslash_escapes).finditer(sql):
         kind, text = match.lastgroup, match.group(0)
+        assert kind is not None  # every alternative is a named group
         if kind == "other" and text in "'`\"":
             raise DataError(f"{source}:{line}: unterminated {text} quote",
                             fix="The dump is cut short or not valid SQL.")
         if kind not in ("space", "comment"):
             yield _Token(kind, text, line)
         line += text.count("\n")
-        pos = match.end()
 
 
 def _unquote_ident(text: str) -> str:
@@ -102,6 +103,10 @@ class _Parser:
         if token.text != text:
             raise DataError(f"{self.source}:{token.line}: expected {text!r}, found {token.text!r}")
 
+    def next_is(self, text: str) -> bool:
+        token = self.peek()
+        return token is not None and token.text == text
+
     def word_is(self, *words: str) -> bool:
         token = self.peek()
         return token is not None and token.kind == "word" and token.text.upper() in words
@@ -119,7 +124,7 @@ class _Parser:
 
     def name(self) -> str:
         parts = [_unquote_ident(self.take().text)]
-        while self.peek() is not None and self.peek().text == ".":
+        while self.next_is("."):
             self.pos += 1
             parts.append(_unquote_ident(self.take().text))
         return ".".join(parts)
@@ -146,7 +151,7 @@ class _Parser:
         while self.word_is("IF", "NOT", "EXISTS"):
             self.pos += 1
         table = self.name()
-        if self.peek() is not None and self.peek().text == "(":
+        if self.next_is("("):
             self.pos += 1
             self.table_columns[table] = tuple(self.column_definitions())
         self.skip_statement()
@@ -173,7 +178,7 @@ class _Parser:
             self.pos += 1
         table = self.name()
         columns = self.table_columns.get(table)
-        if self.peek() is not None and self.peek().text == "(":
+        if self.next_is("("):
             self.pos += 1
             columns = tuple(self.name_list())
         if not self.word_is("VALUES", "VALUE"):  # INSERT ... SELECT: no literal rows
