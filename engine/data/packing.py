@@ -20,8 +20,12 @@ import math
 import random
 from collections import deque
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from engine.data.types import IGNORE_INDEX
+from engine.data.types import IGNORE_INDEX, TokenizedExample
+
+if TYPE_CHECKING:  # annotations only: the trainer imports torch when it collates
+    import torch
 
 
 @dataclass
@@ -186,22 +190,31 @@ class Collator:
             self.tokens_seen += tokens
             self.trained_tokens_seen += trained
 
-    def __call__(self, items: list) -> dict:
-        import torch
-
-        examples = []
+    def __call__(self, items: list[TokenizedExample | list[TokenizedExample]]) -> dict[str, torch.Tensor]:
+        examples: list[TokenizedExample] = []
         for it in items:
             examples.extend(it if isinstance(it, list) else [it])
         if items and isinstance(items[0], list):
             self._pending.append((sum(len(e.input_ids) for e in examples), sum(e.trained_tokens for e in examples)))
-        if self.pack:
-            ids, labels, pos = [], [], []
-            for e in examples:
-                ids += e.input_ids
-                labels += [IGNORE_INDEX] + list(e.labels[1:])
-                pos += list(range(len(e.input_ids)))
-            return {"input_ids": torch.tensor([ids]), "labels": torch.tensor([labels]),
-                    "position_ids": torch.tensor([pos])}
+        return self._packed(examples) if self.pack else self._padded(examples)
+
+    @staticmethod
+    def _packed(examples: list[TokenizedExample]) -> dict[str, torch.Tensor]:
+        import torch
+
+        ids: list[int] = []
+        labels: list[int] = []
+        pos: list[int] = []
+        for e in examples:
+            ids += e.input_ids
+            labels += [IGNORE_INDEX] + list(e.labels[1:])
+            pos += list(range(len(e.input_ids)))
+        return {"input_ids": torch.tensor([ids]), "labels": torch.tensor([labels]),
+                "position_ids": torch.tensor([pos])}
+
+    def _padded(self, examples: list[TokenizedExample]) -> dict[str, torch.Tensor]:
+        import torch
+
         width = max(len(e.input_ids) for e in examples)
         ids = torch.full((len(examples), width), self.pad_id, dtype=torch.long)
         labels = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long)

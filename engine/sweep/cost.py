@@ -46,7 +46,7 @@ def trial_time_model(base: Config, trials: list[Trial], gpu, *, n_train: int | N
     widest = max(trials, key=lambda t: t.r)
     examples_per_step = base.training.micro_batch_size * base.training.gradient_accumulation_steps
 
-    def seconds(steps: int) -> float | None:
+    def timed(steps: int) -> float | None:
         cfg = trial_config(base, widest, steps)
         est = estimate(cfg, info, gpu, n_examples=n_train, num_gpus=1, lengths=lengths, val_lengths=val_lengths)
         if est.time_s is None:
@@ -55,8 +55,15 @@ def trial_time_model(base: Config, trials: list[Trial], gpu, *, n_train: int | N
         evals = RUNG_DIVISOR * (n_val or 0) / examples_per_step * per_step * EVAL_COST_PER_EXAMPLE
         return est.time_s + evals + TRIAL_START_S
 
-    if seconds(RUNG_DIVISOR) is None:
+    if timed(RUNG_DIVISOR) is None:
         return TimeModel(None, gpu_name, "the step time could not be estimated")
+
+    def seconds(steps: int) -> float:
+        s = timed(steps)
+        if s is None:  # unreachable: whether a time is known depends on the GPU, model and data, not the steps
+            raise RuntimeError(f"the trial time is known for {RUNG_DIVISOR} steps but not for {steps}")
+        return s
+
     return TimeModel(seconds, gpu_name)
 
 
