@@ -1,7 +1,7 @@
 """The user's path, measured from the outside: `lorapilot train CONFIG` beside a best stack written from the docs.
 
     python benchmarks/user_path.py llama2-7b [llama3-8b ...] [--sides engine,best,lean] [--steps 90]
-        [--warmup 30] [--rows 2000] [--deadline-s S] [--work DIR] [--out FILE]
+        [--warmup 30] [--rows 2000] [--deadline-s S] [--side-timeout-s S] [--work DIR] [--out FILE]
     python benchmarks/user_path.py --retable DIR [--warmup 30] [--out FILE]      (from the saved side files)
 
 Every side trains on the SAME alpaca JSONL (generated once: lengths lognormal, median ~350 tokens, sigma 0.6,
@@ -9,8 +9,16 @@ clipped to 50..2000; the instruction and input take 20-70 % of a row), 16 exampl
   engine  `lorapilot train CONFIG --max-steps N` through the real CLI (a subprocess, as a user runs it);
           CONFIG is model + dataset + max_seq_length 2048, nothing else
   lean    the same CONFIG with training.memory: lean
-  compiled  (a lever, only with --sides) the engine side with every decoder layer compiled (LEVERS.compile_layers,
-          switched in the trainer process by benchmarks/lever_site/)
+  levers  (only with --sides) the engine side (or lean's) with engine.train.speed.LEVERS switched in the trainer
+          process by benchmarks/lever_site/ (LEVER_SIDES below):
+          compiled    every decoder layer through torch.compile (the 4-bit matmul inside), eager fallback on failure
+          fusedopt    torch's fused AdamW for paged_adamw_32bit (no per-parameter device syncs)
+          compiledfo  both
+          cudagraphs  compiled layers in mode reduce-overhead (CUDA graphs, cudagraph trees), micro-batches padded
+                      to a multiple of 1,024 tokens so a few lengths repeat
+          leanstretch  lean with one micro-batch per step when the fullest step is within 1.25x of the 8,192 cap
+          lean12k  lean with 12,288 tokens per micro-batch instead of 8,192
+          engine2     the default again: run-to-run noise of tokens/s and of the adapter
   best    an independent best stack written as the transformers docs write it: datasets' map to tokenise,
           Trainer + DataCollatorWithFlattening (padding-free) + attn_implementation flex_attention (sdpa
           without a GPU) + use_liger_kernel=True, bitsandbytes NF4 + peft LoRA r 16 all-linear, 16 examples in
@@ -51,21 +59,33 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks.throughput import ARCHS, PEAK_TFLOPS, _gpu_name, _versions, build_model_dir, write_out  # noqa: E402
 
-SIDES = ("engine", "best", "lean", "compiled")
-# Lever sides: the engine side with engine.train.speed.LEVERS switched in the trainer process (lever_site/).
-LEVER_SIDES = {"compiled": "compile_layers=true"}
+# Lever sides: (lean config?, engine.train.speed.LEVERS switched in the trainer process by lever_site/). Names have
+# no "-": the result files are ARCH-SIDE.json.
+LEVER_SIDES = {
+    "engine2": (False, ""),
+    "compiled": (False, "compile_layers=true"),
+    "fusedopt": (False, "fused_optimizer=true"),
+    "compiledfo": (False, "compile_layers=true,fused_optimizer=true"),
+    "cudagraphs": (False, "compile_layers=true,compile_mode=reduce-overhead,pad_multiple=1024"),
+    "leanstretch": (True, "lean_stretch=true"),
+    "lean12k": (True, "tokens_per_microbatch=12288"),
+}
+SIDES = ("best", "engine", "lean", *LEVER_SIDES)
 EXAMPLES_PER_STEP = 16        # the engine's default micro_batch_size 4 x gradient_accumulation_steps 4
 LOG_EVERY = 10                # the engine's default logging_steps; the best stack's points use the same
 MAX_SEQ = 2048
 TEMPLATE_WORDS = ["###", "Instruction", "Input", "Response", ":"]
 SPECIALS = ["<unk>", "<s>", "</s>"]   # Llama's ids: unk 0, bos 1, eos 2 (the model configs' defaults)
+# The engine checks that a tokenizer gives plain text back (engine.model.keeps_text): its probe's words are in the
+# vocabulary, and the WordPiece decoder's cleanup joins "yes ," back to "yes,".
+PROBE_WORDS = ["the", "answer", "is", "yes", ",", "42", "."]
 TEMPLATE_TOKENS = 11          # BOS, three "### Name :" headers, EOS: what a row's words leave room for
 
 
 # ----------------------------------------------------------------- data and tokenizer
 def n_words(vocab_size: int) -> int:
     """Distinct words in the data: the same file for every architecture whose vocabulary holds 30,000."""
-    return min(30000, vocab_size - len(SPECIALS) - len(TEMPLATE_WORDS))
+    return min(30000, vocab_size - len(SPECIALS) - len(TEMPLATE_WORDS) - len(PROBE_WORDS))
 
 
 def make_jsonl(path: Path, rows: int, words: int, median: int = 350, seed: int = 0) -> Path:
@@ -94,14 +114,15 @@ def make_jsonl(path: Path, rows: int, words: int, median: int = 350, seed: int =
 
 def build_tokenizer(vocab_size: int):
     """A word-level tokenizer of the architecture's vocabulary size: BOS added, EOS and unk as Llama's."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
-    vocab = {t: i for i, t in enumerate(SPECIALS + TEMPLATE_WORDS)}
+    vocab = {t: i for i, t in enumerate(SPECIALS + TEMPLATE_WORDS + PROBE_WORDS)}
     for i in range(vocab_size - len(vocab)):
         vocab[f"w{i}"] = len(vocab)
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.decoder = decoders.WordPiece(prefix="\x01", cleanup=True)  # no word starts with \x01: none is merged
     tok.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A $B", special_tokens=[("<s>", 1)])
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
                                    model_max_length=4096)
@@ -126,16 +147,18 @@ def run_lorapilot(side: str, model_dir: Path, data: Path, steps: int, work: Path
     import shutil
 
     tag = f"{model_dir.name}-{side}"
-    cfg = write_config(work / f"{tag}.yaml", model_dir, data, lean=side == "lean")
+    lean, levers = LEVER_SIDES.get(side, (side == "lean", ""))
+    cfg = write_config(work / f"{tag}.yaml", model_dir, data, lean=lean)
     run_dir = work / f"{tag}-run"
     shutil.rmtree(run_dir, ignore_errors=True)
     cmd = [sys.executable, "-m", "tui.entry", "train", str(cfg), "--run-dir", str(run_dir), "--max-steps", str(steps)]
     print("$ " + " ".join(cmd), flush=True)
     t0 = time.time()
-    env = {"TORCH_LOGS": "recompiles"}
-    if side in LEVER_SIDES:
+    # perf_hints: where inductor skips CUDA graphs it says why ("skipping cudagraphs due to ...")
+    env = {"TORCH_LOGS": "recompiles,perf_hints" if "compile_mode" in levers else "recompiles"}
+    if levers:
         site = str(REPO / "benchmarks" / "lever_site")
-        env.update(BENCH_LEVERS=LEVER_SIDES[side], PYTHONPATH=os.pathsep.join(
+        env.update(BENCH_LEVERS=levers, PYTHONPATH=os.pathsep.join(
             [site, str(REPO)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
     rc = _run(cmd, work / f"{tag}.cli.log", timeout_s, env=env)
     if rc is None:  # out of time: the trainer runs detached from the CLI, in its own session
@@ -270,6 +293,13 @@ def count_recompiles(log: Path) -> int:
     return len(re.findall(r"Recompiling function", text))
 
 
+def count_cudagraph_skips(log: Path) -> int:
+    try:
+        return len(re.findall(r"skipping cudagraphs", log.read_text(errors="replace")))
+    except OSError:
+        return -1
+
+
 def steady(points: list[dict], warmup: int) -> dict | None:
     """Medians and aggregates over the intervals after `warmup` steps; None without two points there."""
     win = [p for p in points if p["step"] >= warmup]
@@ -292,6 +322,11 @@ def steady(points: list[dict], warmup: int) -> dict | None:
             "trained_s_all": (win[-1]["trained"] - win[0]["trained"]) / span,
             "steps": win[-1]["step"] - win[0]["step"], "settled": settled,
             "s_per_step": span / (win[-1]["step"] - win[0]["step"])}
+
+
+def _recompiles(res: dict) -> str:
+    skips = res.get("cudagraph_skips") or 0
+    return f"{res.get('recompiles', '-')}" + (f" ({skips} cudagraph skips)" if skips > 0 else "")
 
 
 def table(results: list[dict], warmup: int) -> str:
@@ -326,7 +361,7 @@ def table(results: list[dict], warmup: int) -> str:
         lines.append(
             f"| {arch} | {side}{status} | {s['tok_s']:,.0f} ({s['tok_s_all']:,.0f}) | {s['trained_s']:,.0f} "
             f"({s['trained_s_all']:,.0f}) | {s['steps']} | {s['s_per_step']:.2f} | {s['settled']} | "
-            f"{res.get('recompiles', '-')} | {max(x['peak_gib'] for x in p):.1f} | {to_first} | {limit} | "
+            f"{_recompiles(res)} | {max(x['peak_gib'] for x in p):.1f} | {to_first} | {limit} | "
             f"{loss_text} |")
     ratios = []
     for arch, sides in by_arch.items():
@@ -354,7 +389,8 @@ def run_side(side: str, arch: str, model_dir: Path, data: Path, steps: int, work
                   env={"TORCH_LOGS": "recompiles"})
         points = [json.loads(x) for x in points_file.read_text().splitlines()] if points_file.exists() else []
         res = {"side": side, "rc": rc, "started": t0, "points": points, "log": str(log)}
-    res.update(arch=arch, steps_asked=steps, recompiles=count_recompiles(Path(res["log"])), gpu=_gpu_name(),
+    res.update(arch=arch, steps_asked=steps, recompiles=count_recompiles(Path(res["log"])),
+               cudagraph_skips=count_cudagraph_skips(Path(res["log"])), gpu=_gpu_name(),
                versions=_versions(), date=time.strftime("%Y-%m-%d"))
     (work / f"{arch}-{side}.json").write_text(json.dumps(res))
     return res
@@ -369,6 +405,8 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=2000)
     ap.add_argument("--median", type=int, default=350, help="median tokens per row (smaller: a quick CPU check)")
     ap.add_argument("--deadline-s", type=float, default=3600.0, help="for the whole invocation; sides share it")
+    ap.add_argument("--side-timeout-s", type=float, default=None, help="at most this long for one side (a lever "
+                    "side that stalls leaves the rest their time; it is read as far as it got)")
     ap.add_argument("--work", default="/tmp/lorapilot-user-path")
     ap.add_argument("--out")
     ap.add_argument("--retable", metavar="DIR")
@@ -399,7 +437,7 @@ def main() -> None:
                 print(f"| {arch} | {side} | skipped: {left:.0f} s left |", flush=True)
                 continue
             t0 = time.time()
-            res = run_side(side, arch, model_dir, data, a.steps, work, left - 15)
+            res = run_side(side, arch, model_dir, data, a.steps, work, min(left - 15, a.side_timeout_s or left))
             results.append(res)
             print(f"({arch} {side}: exit {res['rc']}, {len(res['points'])} points, {time.time() - t0:.0f} s)")
             print(table(results[-1:], a.warmup).splitlines()[5], flush=True)

@@ -22,6 +22,10 @@ from engine.data.packing import StepPlan, epochs_to_plan, plan_steps
 # tokens on a 7B), so 8k tokens keep a 7B near 6 GiB while a typical optimizer step (16 examples, ~7k
 # tokens) is still one micro-batch: each forward pass of the 4-bit path has a large fixed cost.
 LEAN_TOKENS_PER_MICROBATCH = 8192
+# ... unless the data's fullest optimizer step is at most this much longer: then every step is one micro-batch
+# (the Trainer's accumulation count is fixed, so one step over the cap would split them all in two, each pass
+# paying the fixed cost again), for at most ~0.5 GiB more on a 7B.
+LEAN_STRETCH = 1.25
 
 # Model types Liger patches (liger_kernel.transformers.monkey_patch); others train without it.
 LIGER_MODEL_TYPES = ("llama", "mistral", "mixtral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3", "phi3",
@@ -265,6 +269,17 @@ def plan_run(cfg, machine: Machine, *, lengths: list[int] | None = None, n_examp
     return best
 
 
+def _lean_stretch(memory: str, budget: int | None, step_plan: StepPlan, lengths: list[int],
+                  n_ranks: int) -> int | None:
+    """Lean's budget raised to the data's fullest step when that is within LEAN_STRETCH of the cap; else None."""
+    from engine.train.speed import LEVERS
+
+    if memory != "lean" or budget is None or not LEVERS.lean_stretch or step_plan.micro_batches_per_step <= n_ranks:
+        return None
+    fullest = max(sum(lengths[i] for mb in step for i in mb) for epoch in step_plan.epochs for step in epoch)
+    return fullest if fullest <= budget * LEAN_STRETCH and n_ranks == 1 else None
+
+
 def _parallelism_choices(cfg, machine: Machine) -> list[str]:
     if machine.processes <= 1:
         return ["none"]
@@ -306,11 +321,17 @@ def _plan_for(cfg, machine: Machine, memory: str, parallelism: str, lengths, n_e
     else:
         lengths_from = "dataset"
         plan_lengths = list(lengths)
-    step_plan = plan_steps(plan_lengths, examples_per_step=examples_per_step,
-                           num_epochs=1 if assumed else epochs_to_plan(
-                               len(plan_lengths), examples_per_step=examples_per_step, num_epochs=t.num_epochs,
-                               max_steps=t.max_steps), seed=t.seed,
+    n_epochs = 1 if assumed else epochs_to_plan(len(plan_lengths), examples_per_step=examples_per_step,
+                                                num_epochs=t.num_epochs, max_steps=t.max_steps)
+    step_plan = plan_steps(plan_lengths, examples_per_step=examples_per_step, num_epochs=n_epochs, seed=t.seed,
                            token_budget=budget, micro_batch_size=t.micro_batch_size, multiple_of=n_ranks)
+    stretched = _lean_stretch(memory, budget, step_plan, plan_lengths, n_ranks) if not assumed else None
+    if stretched is not None:
+        budget = stretched
+        step_plan = plan_steps(plan_lengths, examples_per_step=examples_per_step, num_epochs=n_epochs, seed=t.seed,
+                               token_budget=budget, micro_batch_size=t.micro_batch_size, multiple_of=n_ranks)
+        lines.append(f"batching: lean, the fullest step ({budget} tokens) within {LEAN_STRETCH:.2g}x the cap: "
+                     "one micro-batch per step")
     if assumed:
         per_epoch = None if n_examples is None else max(1, math.ceil(n_examples / examples_per_step))
     else:

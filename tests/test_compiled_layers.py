@@ -145,3 +145,25 @@ def test_errors_of_the_model_itself_are_not_swallowed():
     assert fallback.failed is None
     assert not is_compile_failure(torch.OutOfMemoryError("CUDA out of memory"))
     assert is_compile_failure(torch._dynamo.exc.BackendCompilerFailed(_forward_fails, RuntimeError("x"), None))
+
+
+def test_cuda_graph_mode_is_passed_to_every_layer_and_may_record_a_graph_per_layer(demo_model_dir, monkeypatch):
+    """LEVERS.compile_mode reduce-overhead (CUDA graphs): every layer compiled in that mode, and cudagraph trees
+    allowed to record one graph per layer and length (each layer's weights are other static inputs)."""
+    import torch
+
+    from engine.train.compiled_layers import compile_decoder_layers, decoder_layers
+
+    cfg = torch._inductor.config.triton
+    monkeypatch.setattr(cfg, "cudagraph_unexpected_rerecord_limit", 128)
+    model = _model(demo_model_dir)
+    modes = []
+    for layer in decoder_layers(model):
+        monkeypatch.setattr(layer, "compile", lambda *a, **kw: modes.append(kw.get("mode")))
+    logs = []
+    assert compile_decoder_layers(model, logs.append, mode="reduce-overhead") == model.config.num_hidden_layers
+    assert modes == ["reduce-overhead"] * model.config.num_hidden_layers and "mode reduce-overhead" in logs[0]
+    assert cfg.cudagraph_unexpected_rerecord_limit >= 32 * 3 * 8
+    modes.clear()
+    compile_decoder_layers(model, logs.append)
+    assert modes == [None] * model.config.num_hidden_layers and "mode" not in logs[-1]

@@ -70,6 +70,26 @@ def test_packed_loss_equals_unpacked_padded(model, pair):
     torch.testing.assert_close(lp, lu, atol=1e-4, rtol=1e-4)
 
 
+def test_padding_to_a_length_bucket_changes_neither_the_loss_nor_the_counts(model, pair):
+    """LEVERS.pad_multiple (CUDA graphs' repeating lengths): the pad is one more example no label reads."""
+    a, b = pair
+    plain_collator, padded_collator = Collator(pad_id=3, pack=True), Collator(pad_id=3, pack=True, pad_multiple=16)
+    plain, padded = plain_collator([[a, b]]), padded_collator([[a, b]])
+    n = len(a) + len(b)
+    assert n % 16 and padded["input_ids"].shape[1] == -(-n // 16) * 16
+    assert padded["labels"][0, n:].eq(IGNORE_INDEX).all()
+    assert padded["position_ids"][0, n:].tolist() == list(range(padded["input_ids"].shape[1] - n))
+    plain_collator.consume(), padded_collator.consume()
+    assert padded_collator.tokens_seen == plain_collator.tokens_seen == n  # padding is not a token seen
+    with torch.no_grad():
+        lp, lq = model(**plain).loss, model(**padded).loss
+        logits = model(input_ids=padded["input_ids"], position_ids=padded["position_ids"]).logits[0, :n]
+        alone = model(input_ids=plain["input_ids"], position_ids=plain["position_ids"]).logits[0]
+    torch.testing.assert_close(lq, lp, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(logits, alone, atol=1e-4, rtol=1e-4)  # the examples never attend to the pad
+    assert Collator(pad_id=3, pack=True, pad_multiple=n)([[a, b]])["input_ids"].shape[1] == n  # a multiple already
+
+
 def test_planner_keeps_every_example_once_and_the_budget():
     rng = random.Random(1)
     lengths = [rng.randint(20, 300) for _ in range(203)]

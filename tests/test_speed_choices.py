@@ -125,6 +125,26 @@ def test_the_oom_hint_names_what_changes_the_size_of_the_path_the_run_took(tmp_p
     assert "micro_batch_size 4 -> 2" in padded and "training.memory: lean" in padded
 
 
+def test_lean_stretches_its_cap_to_the_fullest_step_only_when_that_is_close(monkeypatch):
+    """LEVERS.lean_stretch: one step a little over lean's cap would split every step in two (the accumulation
+    count is fixed); within LEAN_STRETCH of the cap the budget becomes that step, and the estimate's largest
+    micro-batch says so."""
+    from engine.plan import LEAN_STRETCH
+
+    cfg = cfg_for("llama-2-7b", memory="lean", max_steps=8)
+    close, far = [600] * 128, [700] * 128  # 16 examples a step: 9,600 tokens (within 1.25 x 8,192), 11,200
+    assert 16 * 600 <= LEAN_TOKENS_PER_MICROBATCH * LEAN_STRETCH < 16 * 700
+    off = plan_on(cfg, gpu(80.0), close)
+    assert off.step_plan.micro_batches_per_step == 2 and off.token_budget == LEAN_TOKENS_PER_MICROBATCH
+    monkeypatch.setattr(speed.LEVERS, "lean_stretch", True)
+    on = plan_on(cfg, gpu(80.0), close)
+    assert on.step_plan.micro_batches_per_step == 1
+    assert on.token_budget == on.largest_microbatch_tokens == 16 * 600  # what the estimate reads
+    assert any("one micro-batch per step" in line for line in on.lines)
+    assert plan_on(cfg, gpu(80.0), far).step_plan.micro_batches_per_step == 2  # too far over: the cap holds
+    assert plan_on(cfg_for("llama-2-7b", max_steps=8), gpu(80.0), close).token_budget == 16 * 2048  # fast: as is
+
+
 def test_the_fused_optimizer_experiment_replaces_only_the_paged_32_bit_default(monkeypatch):
     from engine.plan import Machine, optimizer_for
 

@@ -177,9 +177,13 @@ class Collator:
     trainer as it actually trains on them; evaluation batches (single examples) are not counted.
     """
 
-    def __init__(self, pad_id: int, pack: bool):
+    def __init__(self, pad_id: int, pack: bool, pad_multiple: int = 0):
         self.pad_id = pad_id
         self.pack = pack
+        # packed rows padded up to a multiple of this many tokens, so a few lengths repeat (CUDA graphs replay
+        # one graph per length): the padding is one more example of pad tokens, attending only to itself, with
+        # no label, and not counted as tokens seen.
+        self.pad_multiple = pad_multiple
         self.tokens_seen = 0
         self.trained_tokens_seen = 0
         self._pending: deque[tuple[int, int]] = deque()
@@ -198,8 +202,7 @@ class Collator:
             self._pending.append((sum(len(e.input_ids) for e in examples), sum(e.trained_tokens for e in examples)))
         return self._packed(examples) if self.pack else self._padded(examples)
 
-    @staticmethod
-    def _packed(examples: list[TokenizedExample]) -> dict[str, torch.Tensor]:
+    def _packed(self, examples: list[TokenizedExample]) -> dict[str, torch.Tensor]:
         import torch
 
         ids: list[int] = []
@@ -209,6 +212,11 @@ class Collator:
             ids += e.input_ids
             labels += [IGNORE_INDEX] + list(e.labels[1:])
             pos += list(range(len(e.input_ids)))
+        short = -len(ids) % self.pad_multiple if self.pad_multiple else 0
+        if short:
+            ids += [self.pad_id] * short
+            labels += [IGNORE_INDEX] * short
+            pos += list(range(short))
         return {"input_ids": torch.tensor([ids]), "labels": torch.tensor([labels]),
                 "position_ids": torch.tensor([pos])}
 

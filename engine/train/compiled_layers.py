@@ -28,12 +28,24 @@ def decoder_layers(model) -> list:
     return [m for m in model.modules() if type(m).__name__ in names]
 
 
-def compile_decoder_layers(model, log: Callable[[str], None], *, backend: str = "inductor") -> int:
-    """Compiles every decoder layer in place (nn.Module.compile); returns how many."""
+def compile_decoder_layers(model, log: Callable[[str], None], *, backend: str = "inductor",
+                           mode: str = "default") -> int:
+    """Compiles every decoder layer in place (nn.Module.compile); returns how many.
+
+    mode "reduce-overhead": inductor replays each compiled graph as a CUDA graph (one per input length: pair it
+    with LEVERS.pad_multiple so lengths repeat)."""
     layers = decoder_layers(model)
+    if mode == "reduce-overhead":
+        import torch
+
+        # The layers share one compiled graph with each layer's weights as its static inputs: cudagraph trees record
+        # a graph per layer and length (forward, recompute, backward), far past the default 128 re-records.
+        cfg = torch._inductor.config.triton
+        cfg.cudagraph_unexpected_rerecord_limit = max(cfg.cudagraph_unexpected_rerecord_limit, 4096)
     for layer in layers:
-        layer.compile(backend=backend, dynamic=True)
-    log(f"kernels: {len(layers)} decoder layers compiled (torch.compile {backend}, dynamic shapes)")
+        layer.compile(backend=backend, dynamic=True, mode=None if mode == "default" else mode)
+    how = "" if mode == "default" else f", mode {mode}"
+    log(f"kernels: {len(layers)} decoder layers compiled (torch.compile {backend}, dynamic shapes{how})")
     return len(layers)
 
 

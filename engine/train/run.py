@@ -244,7 +244,7 @@ def build_model(cfg: Config, inputs: Inputs, run_plan: RunPlan) -> BuiltModel:
     fallback = None
     if LEVERS.compile_layers and inputs.hw.device == "cuda":
         from engine.train.compiled_layers import CompileFallback, compile_decoder_layers, restore_liger_in_layers
-        compile_decoder_layers(model, log)
+        compile_decoder_layers(model, log, mode=LEVERS.compile_mode)
         # A compile failure trains on eagerly; build_trainer makes it an event once the callback exists.
         fallback = CompileFallback(model, log, restore=restore_liger_in_layers if liger else None)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -268,7 +268,10 @@ def build_trainer(cfg: Config, run_dir: Path, inputs: Inputs, run_plan: RunPlan,
 
     t, data, tokenizer, n_ranks = cfg.training, inputs.data, inputs.tokenizer, inputs.n_ranks
     assert run_plan.step_plan is not None and run_plan.steps_per_epoch is not None  # plan_here checked them
-    collator = Collator(pad_id=tokenizer.pad_token_id, pack=t.packing)
+    collator = Collator(pad_id=tokenizer.pad_token_id, pack=t.packing,
+                        pad_multiple=LEVERS.pad_multiple if t.packing else 0)
+    if collator.pad_multiple:
+        log(f"batching: packed rows padded to a multiple of {collator.pad_multiple} tokens (benchmark lever)")
     own_block_mask = (LEVERS.own_block_mask and t.packing
                       and built.model.config._attn_implementation == "flex_attention")
     if own_block_mask:

@@ -27,12 +27,18 @@ class Levers:
     bf16_stream: bool = True        # frozen unquantised weights back to bf16 after kbit preparation
     whole_step: bool = True         # fast: a whole optimizer step per micro-batch (else micro_batch_size x seq)
     offload: bool = True            # lean: checkpointed activations offloaded to host memory
+    lean_stretch: bool = False      # lean: one micro-batch per step when the fullest step is within
+                                    # engine.plan.LEAN_STRETCH of the cap; off until measured
     tokens_per_microbatch: int | None = None  # a fixed packing budget instead of the mode's
     own_block_mask: bool = True     # flex: the packed row's block mask built eagerly (engine.train.block_mask)
                                     # instead of transformers' compiled create_block_mask, whose compile
                                     # stalled first steps for minutes at some row lengths
     compile_layers: bool = False    # each decoder layer through torch.compile (engine.train.compiled_layers);
                                     # off until measured
+    compile_mode: str = "default"   # torch.compile's mode for compile_layers: "reduce-overhead" replays the
+                                    # layers as CUDA graphs (cudagraph trees), one graph per micro-batch length
+    pad_multiple: int = 0           # packed micro-batches padded up to a multiple of this many tokens (a pad
+                                    # example no label reads): a few lengths repeat, for CUDA graphs; 0 = none
     fused_optimizer: bool = False   # fast: torch's fused AdamW for paged_adamw_32bit (the same AdamW math,
                                     # one kernel, no per-parameter syncs); off until measured
 

@@ -1,0 +1,92 @@
+"""Whether a lever trains the same adapter as the default: user_path.py's runs compared with the engine side's.
+
+    python benchmarks/adapter_agreement.py WORK ARCH [--ref engine] [--out FILE]
+
+Every lorapilot side of user_path.py trains the same examples in the same steps from the same seed (one plan), so
+their logged losses and final adapters are comparable one to one. Per side against the reference run:
+- losses: the largest difference of the logged losses (step 1, then each 10-step mean) and the first loss's;
+- adapter: lora_B starts at zero, so all of it is what training wrote; its relative difference
+  ||B_side - B_ref|| / ||B_ref|| over all layers, and the cosine of the two. lora_A starts from the seed's random
+  init and moves little: its relative difference is against ||A_ref||.
+Which difference is "bf16 noise" is read off a second run of the default itself (the side engine2): the same code
+twice, differing only by the GPU kernels' nondeterminism (atomics in flex attention's and the matmuls' backward).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def losses(run_dir: Path) -> dict[int, float]:
+    from engine.rundir import read_metrics
+
+    return {r["step"]: r["loss"] for r in read_metrics(run_dir) if r.get("kind") == "train" and "loss" in r}
+
+
+def adapter(run_dir: Path) -> dict:
+    from safetensors.torch import load_file
+
+    path = run_dir / "adapter" / "adapter_model.safetensors"
+    return load_file(str(path)) if path.exists() else {}
+
+
+def compare(ref: dict, other: dict) -> dict:
+    import torch
+
+    out = {}
+    for part in ("lora_B", "lora_A"):
+        names = sorted(n for n in ref if part in n and n in other)
+        if not names:
+            continue
+        r = torch.cat([ref[n].float().flatten() for n in names])
+        o = torch.cat([other[n].float().flatten() for n in names])
+        out[part] = {"rel": float((o - r).norm() / r.norm()), "cos": float(torch.nn.functional.cosine_similarity(
+            o, r, dim=0)), "tensors": len(names)}
+    return out
+
+
+def report(work: Path, arch: str, ref_side: str = "engine") -> str:
+    ref_dir = work / f"{arch}-{ref_side}-run"
+    ref_losses, ref_adapter = losses(ref_dir), adapter(ref_dir)
+    lines = [f"Against `{ref_side}` ({arch}): losses at the logged steps, final adapters", "",
+             "| side | first loss (ref) | largest loss difference | lora_B rel. diff | lora_B cosine | lora_A rel. diff |",
+             "|---|---|---|---|---|---|"]
+    for run_dir in sorted(work.glob(f"{arch}-*-run")):
+        side = run_dir.name[len(arch) + 1:-len("-run")]
+        if side == ref_side:
+            continue
+        ls = losses(run_dir)
+        common = sorted(set(ls) & set(ref_losses))
+        if not common:
+            lines.append(f"| {side} | - | no common logged step | - | - | - |")
+            continue
+        first = common[0]
+        dl = max(abs(ls[s] - ref_losses[s]) for s in common)
+        c = compare(ref_adapter, adapter(run_dir))
+        b, a = c.get("lora_B"), c.get("lora_A")
+        lines.append(f"| {side} | {ls[first]:.4f} ({ref_losses[first]:.4f}) | {dl:.4f} over {len(common)} points | "
+                     + (f"{b['rel']:.4f} | {b['cos']:.5f} | " if b else "- | - | ")
+                     + (f"{a['rel']:.5f} |" if a else "- |"))
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("work")
+    ap.add_argument("arch")
+    ap.add_argument("--ref", default="engine")
+    ap.add_argument("--out")
+    a = ap.parse_args()
+    text = report(Path(a.work), a.arch, a.ref)
+    print(text)
+    if a.out:
+        Path(a.out).write_text(text)
+
+
+if __name__ == "__main__":
+    main()
