@@ -1,9 +1,10 @@
 """Whether a lever trains the same adapter as the default: user_path.py's runs compared with the engine side's.
 
-    python benchmarks/adapter_agreement.py WORK ARCH [--ref engine] [--out FILE]
+    python benchmarks/adapter_agreement.py WORK ARCH [--out FILE]
 
 Every lorapilot side of user_path.py trains the same examples in the same steps from the same seed (one plan), so
-their logged losses and final adapters are comparable one to one. Per side against the reference run:
+their logged losses and final adapters are comparable one to one. Per side against its reference run (the default `engine`; for the dropout-0 agreement sides, `*_nd`, the
+default without dropout, `nodrop`):
 - losses: the largest difference of the logged losses (step 1, then each 10-step mean) and the first loss's;
 - adapter: lora_B starts at zero, so all of it is what training wrote; its relative difference
   ||B_side - B_ref|| / ||B_ref|| over all layers, and the cosine of the two. lora_A starts from the seed's random
@@ -50,26 +51,34 @@ def compare(ref: dict, other: dict) -> dict:
     return out
 
 
-def report(work: Path, arch: str, ref_side: str = "engine") -> str:
-    ref_dir = work / f"{arch}-{ref_side}-run"
-    ref_losses, ref_adapter = losses(ref_dir), adapter(ref_dir)
-    lines = [f"Against `{ref_side}` ({arch}): losses at the logged steps, final adapters", "",
-             "| side | first loss (ref) | largest loss difference | lora_B rel. diff | lora_B cosine | lora_A rel. diff |",
-             "|---|---|---|---|---|---|"]
+def reference(side: str) -> str:
+    """The run a side is compared with: the default, or for a dropout-0 side (name ending _nd) the default without
+    dropout (user_path.py's agreement sides)."""
+    return "nodrop" if side.endswith("_nd") else "engine"
+
+
+def report(work: Path, arch: str) -> str:
+    lines = [f"{arch}: each side against its reference run (same plan, same seed): losses at the logged steps, final "
+             "adapters", "",
+             "| side | against | first loss (ref) | largest loss difference | lora_B rel. diff | lora_B cosine "
+             "| lora_A rel. diff |", "|---|---|---|---|---|---|---|"]
     for run_dir in sorted(work.glob(f"{arch}-*-run")):
         side = run_dir.name[len(arch) + 1:-len("-run")]
-        if side == ref_side:
+        ref_side = reference(side)
+        ref_dir = work / f"{arch}-{ref_side}-run"
+        if side in ("engine", "nodrop") or not ref_dir.exists():
             continue
+        ref_losses, ref_adapter = losses(ref_dir), adapter(ref_dir)
         ls = losses(run_dir)
         common = sorted(set(ls) & set(ref_losses))
         if not common:
-            lines.append(f"| {side} | - | no common logged step | - | - | - |")
+            lines.append(f"| {side} | {ref_side} | - | no common logged step | - | - | - |")
             continue
         first = common[0]
         dl = max(abs(ls[s] - ref_losses[s]) for s in common)
         c = compare(ref_adapter, adapter(run_dir))
         b, a = c.get("lora_B"), c.get("lora_A")
-        lines.append(f"| {side} | {ls[first]:.4f} ({ref_losses[first]:.4f}) | {dl:.4f} over {len(common)} points | "
+        lines.append(f"| {side} | {ref_side} | {ls[first]:.4f} ({ref_losses[first]:.4f}) | {dl:.4f} over {len(common)} points | "
                      + (f"{b['rel']:.4f} | {b['cos']:.5f} | " if b else "- | - | ")
                      + (f"{a['rel']:.5f} |" if a else "- |"))
     return "\n".join(lines) + "\n"
@@ -79,10 +88,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("work")
     ap.add_argument("arch")
-    ap.add_argument("--ref", default="engine")
     ap.add_argument("--out")
     a = ap.parse_args()
-    text = report(Path(a.work), a.arch, a.ref)
+    text = report(Path(a.work), a.arch)
     print(text)
     if a.out:
         Path(a.out).write_text(text)

@@ -19,6 +19,7 @@ clipped to 50..2000; the instruction and input take 20-70 % of a row), 16 exampl
           leanstretch  lean with one micro-batch per step when the fullest step is within 1.25x of the 8,192 cap
           lean12k  lean with 12,288 tokens per micro-batch instead of 8,192
           engine2     the default again: run-to-run noise of tokens/s and of the adapter
+          nodrop, compiled_nd, cudagraphs_nd  LoRA dropout 0, 30 steps: the adapters compared (adapter_agreement.py)
   best    an independent best stack written as the transformers docs write it: datasets' map to tokenise,
           Trainer + DataCollatorWithFlattening (padding-free) + attn_implementation flex_attention (sdpa
           without a GPU) + use_liger_kernel=True, bitsandbytes NF4 + peft LoRA r 16 all-linear, 16 examples in
@@ -70,6 +71,12 @@ LEVER_SIDES = {
     "leanstretch": (True, "lean_stretch=true"),
     "lean12k": (True, "tokens_per_microbatch=12288"),
 }
+# Agreement sides (ending _nd, and their reference nodrop): LoRA dropout 0 and AGREE_STEPS steps. With dropout, a
+# lever that draws its masks otherwise (inductor's RNG, a padded row's longer tensors) trains another random draw
+# of the same model: only without it does the adapter show whether the lever computes what eager does.
+AGREE_STEPS = 30
+for _name, _spec in [("nodrop", (False, "")), *((f"{k}_nd", LEVER_SIDES[k]) for k in ("compiled", "cudagraphs"))]:
+    LEVER_SIDES[_name] = _spec
 SIDES = ("best", "engine", "lean", *LEVER_SIDES)
 EXAMPLES_PER_STEP = 16        # the engine's default micro_batch_size 4 x gradient_accumulation_steps 4
 LOG_EVERY = 10                # the engine's default logging_steps; the best stack's points use the same
@@ -136,9 +143,14 @@ def model_with_tokenizer(arch: str, root: Path) -> Path:
 
 
 # ----------------------------------------------------------------- lorapilot train, through the CLI
-def write_config(path: Path, model_dir: Path, data: Path, lean: bool) -> Path:
+def agreement_side(side: str) -> bool:
+    return side == "nodrop" or side.endswith("_nd")
+
+
+def write_config(path: Path, model_dir: Path, data: Path, lean: bool, no_dropout: bool = False) -> Path:
     lines = [f"model: {model_dir}", "dataset:", f"  path: {data}", "  validation_split: 0.0", "training:",
-             f"  max_seq_length: {MAX_SEQ}"] + (["  memory: lean"] if lean else [])
+             f"  max_seq_length: {MAX_SEQ}"] + (["  memory: lean"] if lean else []) + (
+        ["lora:", "  dropout: 0.0"] if no_dropout else [])
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -148,7 +160,8 @@ def run_lorapilot(side: str, model_dir: Path, data: Path, steps: int, work: Path
 
     tag = f"{model_dir.name}-{side}"
     lean, levers = LEVER_SIDES.get(side, (side == "lean", ""))
-    cfg = write_config(work / f"{tag}.yaml", model_dir, data, lean=lean)
+    cfg = write_config(work / f"{tag}.yaml", model_dir, data, lean=lean, no_dropout=agreement_side(side))
+    steps = AGREE_STEPS if agreement_side(side) else steps
     run_dir = work / f"{tag}-run"
     shutil.rmtree(run_dir, ignore_errors=True)
     cmd = [sys.executable, "-m", "tui.entry", "train", str(cfg), "--run-dir", str(run_dir), "--max-steps", str(steps)]
@@ -389,7 +402,7 @@ def run_side(side: str, arch: str, model_dir: Path, data: Path, steps: int, work
                   env={"TORCH_LOGS": "recompiles"})
         points = [json.loads(x) for x in points_file.read_text().splitlines()] if points_file.exists() else []
         res = {"side": side, "rc": rc, "started": t0, "points": points, "log": str(log)}
-    res.update(arch=arch, steps_asked=steps, recompiles=count_recompiles(Path(res["log"])),
+    res.update(arch=arch, steps_asked=AGREE_STEPS if agreement_side(side) else steps, recompiles=count_recompiles(Path(res["log"])),
                cudagraph_skips=count_cudagraph_skips(Path(res["log"])), gpu=_gpu_name(),
                versions=_versions(), date=time.strftime("%Y-%m-%d"))
     (work / f"{arch}-{side}.json").write_text(json.dumps(res))
