@@ -61,10 +61,13 @@ def _check_flags(args) -> None:
         raise UserError(f"--price-per-hour {args.price_per_hour:g}: expected an amount of 0 or more")
 
 
-def estimate_for(cfg, info, gpu, *, lengths=None, val_lengths=None, n_examples=None, price_per_hour=None):
-    """The estimate every face shows for a config (this command, the wizard, the sweep): the run as engine.plan
-    plans it on `gpu` (None: this machine's CPU), from the examples' token lengths where known, else from the
-    counted examples with every one assumed to fill max_seq_length. Returns (estimate, training examples)."""
+def estimate_for(cfg, info, gpu, *, lengths=None, val_lengths=None, n_examples=None, price_per_hour=None,
+                 num_gpus=None):
+    """The estimate every face shows for a config (this command, the wizard's review, the sweep's trial time): the
+    run as engine.plan plans it on `gpu` (None: this machine's CPU), from the examples' token lengths where known,
+    else from the counted examples with every one assumed to fill max_seq_length; its steps, and its time at the
+    speed table's rate. num_gpus: processes (default: planned_processes; the sweep's trials run one per GPU).
+    Returns (estimate, training examples)."""
     from engine.estimate import count_examples, estimate, training_examples
 
     if lengths is None and n_examples is None:
@@ -73,16 +76,21 @@ def estimate_for(cfg, info, gpu, *, lengths=None, val_lengths=None, n_examples=N
             if cfg.dataset.max_examples:
                 total = min(total, cfg.dataset.max_examples)
             n_examples = training_examples(total, cfg.dataset.validation_split, bool(cfg.dataset.validation_path))
-    est = estimate(cfg, info, gpu, n_examples=n_examples, num_gpus=planned_processes(cfg, gpu),
+    est = estimate(cfg, info, gpu, n_examples=n_examples,
+                   num_gpus=num_gpus if num_gpus is not None else planned_processes(cfg, gpu),
                    lengths=lengths, val_lengths=val_lengths, price_per_hour=price_per_hour)
     return est, (len(lengths) if lengths else n_examples)
 
 
 def planned_processes(cfg, gpu) -> int:
-    """Processes the run will start: training.num_gpus (0: every GPU; one when estimating for a named card),
-    one on the CPU."""
+    """Processes the run will start: on the card present, what a launch here would use (training.num_gpus; empty:
+    every visible GPU); on a named card, training.num_gpus or one; on the CPU, one."""
     if gpu is None:
         return 1
+    if gpu.detected:
+        from engine.train.distributed import planned_processes as on_this_machine
+
+        return on_this_machine(cfg.training.num_gpus)
     return cfg.training.num_gpus or 1
 
 
@@ -141,6 +149,7 @@ def render(est, info, n_examples: int | None, counted: bool, memory_setting: str
         cost = f", about {est.cost:.2f} at the given price" if est.cost is not None else ""
         where = f"{est.num_gpus} x {est.gpu.name}" if est.gpu is not None else "this machine's CPU"
         lines.append(f"time   {_duration(est.time_s)} of training on {where}{cost}")
+        lines.append(f"       speed {est.time_basis}: {est.time_basis_detail}")
     lines.append(f"lr     {est.lr_hint['text']}")
     for note in est.notes:
         lines.append(f"note   {note}")

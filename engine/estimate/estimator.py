@@ -49,6 +49,8 @@ class Estimate:
     parallelism: str = "none"        # resolved training.parallelism: none (one GPU) | ddp | fsdp
     need_gib: float = 0.0            # what must fit the card: training on the device, or loading where higher
     plan: RunPlan | None = None      # the run as planned (engine.plan): what the trainer will do
+    time_basis: str = ""             # where time_s's rate comes from: "measured on H200", "not measured on T4: ..."
+    time_basis_detail: str = ""      # the path, fraction of the 16-bit peak and measured speeds behind it
 
     def to_dict(self) -> dict:
         r3 = lambda x: None if x is None else round(x, 3)
@@ -65,6 +67,7 @@ class Estimate:
             "lr_hint": self.lr_hint, "approximate": self.approximate, "notes": list(self.notes),
             "suggestions": list(self.suggestions), "memory_mode": self.memory_mode, "parallelism": self.parallelism,
             "need_gib": r3(self.need_gib), "plan": self.plan.to_dict() if self.plan else None,
+            "time_basis": self.time_basis, "time_basis_detail": self.time_basis_detail,
         }
 
 
@@ -117,13 +120,12 @@ def compute(cfg: Config, info: ModelInfo, gpu: GpuSpec | None, *, n_examples: in
         headroom = gpu.memory_gib - need
         fits = need <= fraction * gpu.memory_gib
 
-    time_s = cost = None
+    cost = None
     per_step_tokens = (plan.train_tokens or 0) / max(1, plan.max_steps or 1)
-    if plan.train_tokens is not None:
-        time_s = run_seconds(arch, info.params, n_lora, plan, machine, gpu, cfg.quantization,
-                             t.gradient_checkpointing)
-        if time_s is not None and price_per_hour is not None:
-            cost = time_s / 3600 * price_per_hour
+    run_time = run_seconds(arch, info.params, n_lora, plan, machine, gpu, cfg.quantization, t.gradient_checkpointing)
+    time_s = run_time.seconds
+    if time_s is not None and price_per_hour is not None:
+        cost = time_s / 3600 * price_per_hour
 
     notes = list(arch.notes)
     if plan.lengths_from != "dataset":
@@ -145,6 +147,7 @@ def compute(cfg: Config, info: ModelInfo, gpu: GpuSpec | None, *, n_examples: in
         headroom_gib=headroom, tokens_per_microbatch=shape.tokens, precision=plan.precision,
         num_gpus=plan.processes, params_total=info.params.total, params_trainable=n_lora,
         steps_per_epoch=plan.steps_per_epoch, total_steps=plan.max_steps, time_s=time_s, cost=cost,
+        time_basis=run_time.basis, time_basis_detail=run_time.detail,
         lr_hint=lr_hint(t.learning_rate, per_step_tokens or plan.examples_per_step * t.max_seq_length,
                         info.pretraining),
         approximate=not arch.exact, notes=notes, fit_fraction=fraction, memory_mode=plan.memory,

@@ -14,6 +14,7 @@ from pathlib import Path
 from engine.errors import ConfigError
 
 PRESETS_DIR = Path(__file__).resolve().parents[2] / "presets"
+SPEED_FILE = PRESETS_DIR / "speed.yaml"
 
 
 def _read_yaml(path: Path):
@@ -28,6 +29,12 @@ def _read_yaml(path: Path):
 @lru_cache(maxsize=1)
 def gpu_presets() -> tuple[dict, ...]:
     return tuple(_read_yaml(PRESETS_DIR / "gpus.yaml") or ())
+
+
+@lru_cache(maxsize=1)
+def speed_presets() -> tuple[dict, ...]:
+    """presets/speed.yaml: the measured training speeds (engine.estimate.speed_table reads them)."""
+    return tuple(_read_yaml(SPEED_FILE) or ())
 
 
 @lru_cache(maxsize=1)

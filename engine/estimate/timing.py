@@ -2,31 +2,15 @@
 
 from __future__ import annotations
 
-import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from engine.estimate.params import Architecture, ParamCounts
+from engine.estimate.speed_table import path_of, speed_basis
 
-# Fraction of the datasheet dense 16-bit peak a LoRA run sustains (model FLOPs
-# utilisation). nf4 is measured: lorapilot's default path on an H100 (989 TFLOP/s
-# datasheet) trained Llama-2-7B at 8,260 tok/s with checkpointing, 6N FLOPs a token,
-# about 0.34 (benchmarks/results/throughput-h100-2026-11-22-bf16stream.md).
-# int8 and none are not measured yet: LLM.int8 pays more per matmul than NF4
-# (published QLoRA/LoRA throughput), plain 16-bit LoRA runs closest to peak.
-MFU_BY_QUANTIZATION = {"nf4": 0.34, "int8": 0.20, "none": 0.45}
-
-
-def steps(n_examples: int | None, micro_batch_size: int, grad_accum: int, num_gpus: int,
-          num_epochs: float, max_steps: int) -> tuple[int | None, int | None]:
-    """(steps per epoch, total optimizer steps); None where the example count is needed and unknown."""
-    per_epoch = None
-    if n_examples is not None:
-        per_epoch = max(1, math.ceil(n_examples / (micro_batch_size * grad_accum * num_gpus)))
-    if max_steps and max_steps > 0:
-        return per_epoch, max_steps
-    if per_epoch is None:
-        return None, None
-    return per_epoch, max(1, math.ceil(per_epoch * num_epochs))
-
+if TYPE_CHECKING:
+    from engine.estimate.gpus import GpuSpec
+    from engine.plan import Machine, RunPlan
 
 def flops_per_token(arch: Architecture, params: ParamCounts, lora_params: int, tokens_per_example: int,
                     gradient_checkpointing: bool) -> float:
@@ -46,12 +30,6 @@ def flops_per_token(arch: Architecture, params: ParamCounts, lora_params: int, t
     return forward + backward + recompute + 6 * lora_params
 
 
-def train_seconds(total_steps: int, tokens_per_step_per_gpu: int, flops_token: float, tflops: float,
-                  quantization: str) -> float:
-    """Data-parallel GPUs each do their share at once, so time is one GPU's share."""
-    return total_steps * tokens_per_step_per_gpu * flops_token / (tflops * 1e12 * MFU_BY_QUANTIZATION[quantization])
-
-
 # This machine's CPU when there is no GPU: fp32 matmuls through PyTorch's CPU kernels, per core. A conservative
 # figure for a recent x86 core with AVX2/AVX-512 FMA under PyTorch's oneDNN/MKL (a small model's matmuls are
 # far from peak); the run trains in fp32 with plain PyTorch kernels.
@@ -69,23 +47,33 @@ def cpu_tflops() -> float:
     return cores * CPU_GFLOPS_PER_CORE / 1000
 
 
-def run_seconds(arch: Architecture, params: ParamCounts, lora_params: int, plan, machine, gpu, quantization: str,
-                gradient_checkpointing: bool) -> float | None:
-    """Seconds of training for the plan's micro-batches (engine.plan.RunPlan): the tokens they really hold (not
-    max_seq_length per example) at the GPU's measured rate (MFU_BY_QUANTIZATION); on the CPU, this machine's
-    cores. None without a rate."""
+@dataclass(frozen=True)
+class RunTime:
+    seconds: float | None
+    basis: str               # where the rate comes from, in the user's words ("measured on H200", ...)
+    detail: str = ""         # the path, the fraction of the peak and the measured speeds behind it
+
+
+def run_seconds(arch: Architecture, params: ParamCounts, lora_params: int, plan: RunPlan, machine: Machine,
+                gpu: GpuSpec | None, quantization: str, gradient_checkpointing: bool) -> RunTime:
+    """Training time for the plan's micro-batches (engine.plan.RunPlan): the tokens they really hold (not
+    max_seq_length per example) at the rate the speed table measured for this card and path
+    (engine.estimate.speed_table); on the CPU, this machine's cores. seconds None without a rate."""
     if plan.train_tokens is None or plan.max_steps is None:
-        return None
+        return RunTime(None, "steps unknown")
     examples = max(1, plan.max_steps * plan.examples_per_step)
     per_example = max(1, plan.train_tokens // examples)
     fpt = flops_per_token(arch, params, lora_params, per_example, gradient_checkpointing)
     per_rank_tokens = plan.train_tokens / max(1, plan.processes)
     if machine.device != "cuda":
         passes = (plan.micro_batches or 0) / max(1, plan.processes)
-        return per_rank_tokens * fpt / (cpu_tflops() * 1e12) + passes * CPU_SECONDS_PER_MICROBATCH
-    if gpu is None or not gpu.tflops_16bit:
-        return None
-    return per_rank_tokens * fpt / (gpu.tflops_16bit * 1e12 * MFU_BY_QUANTIZATION[quantization])
+        return RunTime(per_rank_tokens * fpt / (cpu_tflops() * 1e12) + passes * CPU_SECONDS_PER_MICROBATCH,
+                       "this machine's CPU", f"{CPU_GFLOPS_PER_CORE:g} GFLOP/s a core and "
+                       f"{CPU_SECONDS_PER_MICROBATCH:g} s a micro-batch (measured with the demo)")
+    basis = speed_basis(gpu, path_of(plan.memory, plan.packing), quantization) if gpu is not None else None
+    if basis is None or gpu is None or not gpu.tflops_16bit:
+        return RunTime(None, f"no speed figure for {gpu.name if gpu else 'this GPU'}")
+    return RunTime(per_rank_tokens * fpt / (gpu.tflops_16bit * 1e12 * basis.fraction), basis.text, basis.detail)
 
 
 def duration_text(seconds: float | None) -> str:

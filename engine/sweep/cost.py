@@ -21,6 +21,7 @@ class TimeModel:
     seconds: Callable[[int], float] | None
     gpu_name: str | None
     why_unknown: str | None = None
+    time_basis: str = ""     # the estimate's: "measured on H200", "not measured on T4: assumes ..."
 
 
 def trial_time_model(base: Config, trials: list[Trial], gpu, *, n_train: int | None,
@@ -31,7 +32,8 @@ def trial_time_model(base: Config, trials: list[Trial], gpu, *, n_train: int | N
     lengths: the training examples' token lengths (engine.estimate.dataset_size.token_lengths), so each trial is
     timed over the micro-batches its plan packs, as `lorapilot estimate` and the wizard time a run."""
     from engine.errors import UserError
-    from engine.estimate import estimate, read_model_config
+    from engine.estimate import read_model_config
+    from engine.estimate.command import estimate_for
 
     if gpu is not None and not gpu.tflops_16bit:
         return TimeModel(None, None, f"no speed figure for {gpu.name}")
@@ -44,11 +46,15 @@ def trial_time_model(base: Config, trials: list[Trial], gpu, *, n_train: int | N
     except UserError as e:  # a hub id with no network, say: the sweep can still run, only unestimated
         return TimeModel(None, gpu_name, f"the model's size is unknown ({e.message})")
     widest = max(trials, key=lambda t: t.r)
+    basis = [""]
     examples_per_step = base.training.micro_batch_size * base.training.gradient_accumulation_steps
 
     def timed(steps: int) -> float | None:
-        cfg = trial_config(base, widest, steps)
-        est = estimate(cfg, info, gpu, n_examples=n_train, num_gpus=1, lengths=lengths, val_lengths=val_lengths)
+        # The trial's steps and training time as `lorapilot estimate` and the wizard show them (one function);
+        # each trial runs on one GPU.
+        est, _ = estimate_for(trial_config(base, widest, steps), info, gpu, n_examples=n_train, num_gpus=1,
+                              lengths=lengths, val_lengths=val_lengths)
+        basis[0] = est.time_basis
         if est.time_s is None:
             return None
         per_step = est.time_s / steps
@@ -64,7 +70,7 @@ def trial_time_model(base: Config, trials: list[Trial], gpu, *, n_train: int | N
             raise RuntimeError(f"the trial time is known for {RUNG_DIVISOR} steps but not for {steps}")
         return s
 
-    return TimeModel(seconds, gpu_name)
+    return TimeModel(seconds, gpu_name, time_basis=basis[0])
 
 
 def dataset_sizes(cfg: Config) -> tuple[int | None, int | None]:

@@ -128,7 +128,8 @@ class ReviewScreen(WizardStep):
             memory += ", model sharded (fsdp)"
         parts = [steps, f"effective batch {s.cfg.effective_batch_size * est.num_gpus}", gpus, memory,
                  f"{est.precision}", f"{est.params_trainable:,} trainable of {est.params_total:,}"]
-        time_text = fmt_duration(est.time_s) if est.time_s is not None else "time: no figure for this card"
+        time_text = (f"{fmt_duration(est.time_s)} ({est.time_basis})" if est.time_s is not None
+                     else "time: no figure for this card")
         cost = fmt_cost(est.cost)
         lines = [Content(" · ".join(parts)),
                  Content(time_text + (f" · {cost}" if cost else " · set $/h for the cost"))]

@@ -28,7 +28,7 @@ from textual.widgets import Footer
 
 from engine.config import FIELDS, Config, FieldSpec, advice, config_from_dict, load_config
 from engine.errors import ConfigError, UserError
-from engine.train.distributed import planned_processes
+from engine.estimate.command import planned_processes
 from tui.error_log import say
 from tui.widgets.estimate_line import EstimateLine
 from tui.widgets.field_row import FieldRow
@@ -455,7 +455,7 @@ class WizardState:
         """
         from engine.estimate import auto_fit
         fit = auto_fit(self.cfg, self.model_info, self.gpu, n_examples=self.n_examples,
-                       num_gpus=planned_processes(self.cfg.training.num_gpus), price_per_hour=self.price_per_hour,
+                       num_gpus=planned_processes(self.cfg, self.gpu), price_per_hour=self.price_per_hour,
                        **_plan_lengths(self.cfg, self.data_report, self.examples, self.busy_with("data")))
         current = self.cfg.to_dict()
         changed = {k: v for k, v in fit.settings.items() if get_path(current, k) != v}
@@ -571,13 +571,14 @@ def _estimate_and_check(cfg: Config, model_info: Any, gpu: Any, n_examples: int 
 
     Raises only when the estimate fails and the pre-flight had nothing to run on.
     """
-    from engine.estimate import estimate
+    from engine.estimate.command import estimate_for
     est, est_error = None, None
     try:
         if model_info is None:
             raise UserError("the estimate needs the model's size: pick a model that can be read")
-        est = estimate(cfg, model_info, gpu, n_examples=n_examples, num_gpus=planned_processes(cfg.training.num_gpus),
-                       price_per_hour=price, **_plan_lengths(cfg, report, examples, data_pending))
+        # The one estimate `lorapilot estimate` and the sweep show for this config: same steps, same time.
+        est, _ = estimate_for(cfg, model_info, gpu, n_examples=n_examples, price_per_hour=price,
+                              **_plan_lengths(cfg, report, examples, data_pending))
     except Exception as exc:  # noqa: BLE001 - a checklist line; _say below logs it when it is a bug
         est_error = exc
     findings, pf_error = None, None
@@ -590,7 +591,7 @@ def _estimate_and_check(cfg: Config, model_info: Any, gpu: Any, n_examples: int 
                                  est_peak_gib=est.device_total_gib if est else None,
                                  gpu_total_gib=gpu.memory_gib if (est and gpu) else None,
                                  dropped=getattr(report, "dropped", None),
-                                 num_gpus=planned_processes(cfg.training.num_gpus),
+                                 num_gpus=planned_processes(cfg, gpu),
                                  # the plan's step counts (the status line's), not a second count
                                  planned_steps=(est.steps_per_epoch, est.total_steps) if est else None)
         except Exception as exc:  # noqa: BLE001 - a checklist line; _say logs it when it is a bug

@@ -1,0 +1,137 @@
+"""The measured speed table (presets/speed.yaml): what fraction of a card's 16-bit peak lorapilot's paths sustain.
+
+Each row is one measured run (card, path, quantization, model, tokens/s). Its fraction of the card's dense 16-bit
+peak is derived from the model's FLOPs per token, so a row measured on Llama-2-7B times a Qwen or a 70B on the same
+card and path. A card or a path without rows borrows the nearest measured one, and the basis says so: the user
+reads "measured on H200" or "not measured on T4: assumes the H100's measured efficiency".
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+
+from engine.errors import ConfigError
+from engine.estimate.gpus import GpuSpec, list_gpus
+from engine.estimate.presets import SPEED_FILE, speed_presets
+
+PATHS = ("packed", "lean", "padded")
+_PATH_WORDS = {"packed": "the default packed path", "lean": "memory: lean", "padded": "packing: false"}
+
+
+@dataclass(frozen=True)
+class SpeedRow:
+    gpu: str
+    path: str
+    quantization: str
+    model: str
+    tokens_per_s: float
+    tokens_per_example: int
+    gradient_checkpointing: bool
+    source: str
+    fraction: float          # of the card's dense 16-bit peak, derived from tokens_per_s
+
+
+@dataclass(frozen=True)
+class SpeedBasis:
+    """The fraction a run's time is computed with, and where it comes from, in the user's words."""
+    fraction: float
+    measured_on: str         # the gpus.yaml id whose rows gave the fraction
+    measured: bool           # the rows are of this card, path and quantization
+    text: str                # "measured on H200" / "not measured on T4: assumes the H100's measured efficiency"
+    detail: str              # the path, the fraction and the measured speeds it comes from
+    rows: tuple[SpeedRow, ...]
+
+
+def path_of(memory: str, packing: bool) -> str:
+    """The speed table's path for a plan's memory mode and packing."""
+    if memory == "lean":
+        return "lean"
+    return "packed" if packing else "padded"
+
+
+def _fraction(entry: dict, gpu: GpuSpec) -> float:
+    from engine.estimate.model_config import read_model_config
+    from engine.estimate.params import lora_params
+    from engine.estimate.timing import flops_per_token
+
+    info = read_model_config(entry["model"])
+    lora = lora_params(info.arch, list(info.arch.linears), 16)   # the measured runs: r 16 on every linear
+    fpt = flops_per_token(info.arch, info.params, lora, int(entry["tokens_per_example"]),
+                          bool(entry["gradient_checkpointing"]))
+    assert gpu.tflops_16bit
+    return float(entry["tokens_per_s"]) * fpt / (gpu.tflops_16bit * 1e12)
+
+
+@lru_cache(maxsize=1)
+def speed_rows() -> tuple[SpeedRow, ...]:
+    """Every row of presets/speed.yaml with its derived fraction. A row naming an unknown card, path or model is a
+    broken preset file: said with the file and the row."""
+    cards = {g.id: g for g in list_gpus()}
+    out = []
+    for i, entry in enumerate(speed_presets()):
+        where = f"{SPEED_FILE} row {i + 1}"
+        try:
+            gpu = cards[entry["gpu"]]
+            if entry["path"] not in PATHS:
+                raise ConfigError(f"{where}: path {entry['path']!r}: one of {', '.join(PATHS)}")
+            out.append(SpeedRow(gpu=gpu.id, path=entry["path"], quantization=entry["quantization"],
+                                model=entry["model"], tokens_per_s=float(entry["tokens_per_s"]),
+                                tokens_per_example=int(entry["tokens_per_example"]),
+                                gradient_checkpointing=bool(entry["gradient_checkpointing"]),
+                                source=str(entry["source"]), fraction=_fraction(entry, gpu)))
+        except KeyError as e:
+            raise ConfigError(f"{where}: {e.args[0]!r} missing or unknown") from None
+    return tuple(out)
+
+
+def _short(gpu_id: str) -> str:
+    """'h200-141' -> 'H200': the card as people say it."""
+    return gpu_id.split("-")[0].upper()
+
+
+def _nearest(gpu: GpuSpec, measured: set[str]) -> str:
+    """The measured card closest to `gpu`: 16-bit peak first, then memory (both as ratios)."""
+    cards = {g.id: g for g in list_gpus()}
+
+    def distance(card_id: str) -> tuple[float, float]:
+        c = cards[card_id]
+        return (abs(math.log((c.tflops_16bit or 1) / (gpu.tflops_16bit or 1))),
+                abs(math.log(c.memory_gib / gpu.memory_gib)))
+
+    return min(sorted(measured), key=distance)
+
+
+def speed_basis(gpu: GpuSpec, path: str, quantization: str) -> SpeedBasis | None:
+    """The fraction of `gpu`'s 16-bit peak a run on `path` sustains, from the table's rows: this card's where
+    measured, else the nearest measured card's; the path's own rows, else the packed path's; the quantization's
+    own rows, else nf4's. None for a card without a 16-bit peak (no time estimate)."""
+    if not gpu.tflops_16bit:
+        return None
+    rows = speed_rows()
+    assumed = []
+    quant_rows = [r for r in rows if r.quantization == quantization]
+    if not quant_rows:
+        assumed.append(f"quantization {quantization} not measured: assumes nf4's")
+        quant_rows = [r for r in rows if r.quantization == "nf4"]
+    path_rows = [r for r in quant_rows if r.path == path]
+    if not path_rows:
+        assumed.append(f"{_PATH_WORDS[path]} not measured: assumes the packed path's")
+        path_rows = [r for r in quant_rows if r.path == "packed"]
+    measured_on = gpu.id if any(r.gpu == gpu.id for r in path_rows) else _nearest(gpu, {r.gpu for r in path_rows})
+    used = tuple(r for r in path_rows if r.gpu == measured_on)
+    fraction = sum(r.fraction for r in used) / len(used)
+    by_model: dict[str, list[str]] = {}
+    for r in used:
+        by_model.setdefault(r.model, []).append(f"{r.tokens_per_s:,.0f}")
+    speeds = "; ".join(f"{model} {', '.join(v)} tok/s" for model, v in by_model.items())
+    if measured_on == gpu.id:
+        short = f"measured on {_short(gpu.id)}"
+    else:
+        short = f"not measured on {_short(gpu.id)}: assumes the {_short(measured_on)}'s measured efficiency"
+    if assumed:
+        short += " (" + "; ".join(assumed) + ")"
+    detail = f"{_PATH_WORDS[used[0].path]} on {_short(measured_on)}: {fraction:.0%} of the 16-bit peak ({speeds})"
+    return SpeedBasis(fraction=fraction, measured_on=measured_on, measured=measured_on == gpu.id and not assumed,
+                      text=short, detail=detail, rows=used)

@@ -1,0 +1,88 @@
+"""Steps and time: the wizard, `lorapilot estimate` (table and --json) and the sweep read one function
+(engine.estimate.command.estimate_for) and show the same numbers for the same config (issue 22: the wizard said
+`<1 s` for the demo on a T4 while `lorapilot estimate --gpu T4` said `about 1 min`)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from engine.config import config_from_dict
+from tests.conftest import DEMO_CONFIG
+
+STEPS = 30   # the sweep's steps are a multiple of 3
+
+
+@pytest.fixture
+def demo_cfg_path(tmp_path):
+    raw = yaml.safe_load(DEMO_CONFIG.read_text())
+    raw["dataset"]["path"] = str(DEMO_CONFIG.parent / raw["dataset"]["path"])
+    raw["training"]["max_steps"] = STEPS
+    path = tmp_path / "demo.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path, raw
+
+
+@pytest.mark.parametrize("gpu_name", ["t4", "h200-141", None])
+def test_the_wizard_the_cli_and_the_sweep_time_a_config_with_one_function(gpu_name, demo_cfg_path, demo_model_dir,
+                                                                           monkeypatch, capsys):
+    import engine.estimate as estimate_pkg
+    from engine.data import inspect_config
+    from engine.estimate import command, get_gpu, read_model_config
+    from engine.estimate.timing import duration_text
+    from engine.sweep.cost import TRIAL_START_S, trial_time_model
+    from engine.sweep.plan import Trial
+    from tui.screens.wizard import _estimate_and_check
+
+    path, raw = demo_cfg_path
+    cfg = config_from_dict(raw)
+    gpu = get_gpu(gpu_name) if gpu_name else None
+    monkeypatch.setattr(estimate_pkg, "detect_gpu", lambda: None)   # no card here: the CLI plans for this CPU
+    seen: list = []
+    real = command.estimate_for
+
+    def spy(*args, **kwargs):
+        est, n = real(*args, **kwargs)
+        seen.append(est)
+        return est, n
+
+    monkeypatch.setattr(command, "estimate_for", spy)
+    gpu_flag = ["--gpu", gpu_name] if gpu_name else []
+
+    # lorapilot estimate --json, and the table
+    assert command.main([str(path), "--json", *gpu_flag]) == 0
+    cli = json.loads(capsys.readouterr().out)
+    assert command.main([str(path), *gpu_flag]) == 0
+    table = capsys.readouterr().out
+    assert len(seen) == 2
+
+    # the wizard's review, with the examples it tokenized (the trainer's preparation)
+    report, examples = inspect_config(cfg)
+    info = read_model_config(cfg.model)
+    wizard_est, _, _, error = _estimate_and_check(cfg, info, gpu, report.n_train, None, report, examples, False)
+    assert error is None and len(seen) == 3 and seen[-1] is wizard_est
+
+    # the sweep's trial time, for a trial of the config's own lr and r
+    lengths = [len(e) for e in examples]
+    model = trial_time_model(cfg, [Trial(cfg.training.learning_rate, cfg.lora.r)], gpu, n_train=report.n_train,
+                             n_val=report.n_validation, lengths=lengths, val_lengths=report.validation_lengths)
+    trial_s = model.seconds(STEPS)
+    sweep_est = seen[-1]
+    assert len(seen) >= 4
+
+    for est in (wizard_est, sweep_est):
+        assert (est.total_steps, est.time_s, est.time_basis) == (cli["total_steps"], pytest.approx(cli["time_s"],
+                                                                  abs=1e-3), cli["time_basis"])
+    assert cli["total_steps"] == STEPS and cli["time_s"] is not None   # the demo on an H200: a fraction of a second
+    assert model.time_basis == cli["time_basis"]
+    assert trial_s > sweep_est.time_s + TRIAL_START_S - 1e-6     # the trial adds its evaluations and start-up
+    assert f"time   {duration_text(cli['time_s'])} of training" in table
+    assert cli["time_basis"] in table
+    if gpu_name is None:
+        assert cli["time_basis"] == "this machine's CPU"
+    elif gpu_name == "t4":
+        assert cli["time_basis"].startswith("not measured on T4: assumes the H100's measured efficiency")
+    else:
+        assert cli["time_basis"] == "measured on H200"
