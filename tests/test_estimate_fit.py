@@ -42,7 +42,10 @@ def test_auto_fit_keeps_the_effective_batch_and_picks_the_largest_micro_batch():
 
 
 def test_auto_fit_goes_up_when_there_is_room():
-    cfg = make_cfg("smollm2-135m", micro_batch_size=1, gradient_accumulation_steps=8, max_seq_length=512)
+    """Padded micro-batches (packing off): micro_batch_size is what the trainer runs, so a larger one that fits
+    is proposed."""
+    cfg = make_cfg("smollm2-135m", micro_batch_size=1, gradient_accumulation_steps=8, max_seq_length=512,
+                   packing=False)
     fit = auto_fit(cfg, read_model_config(cfg.model), get_gpu("h100-80"))
     assert fit.micro_batch_size == 8 and fit.gradient_accumulation_steps == 1
 
@@ -52,7 +55,9 @@ def test_when_nothing_fits_the_most_helpful_changes_come_with_their_estimates():
                    gradient_checkpointing=False, optimizer="adamw_torch")
     info, gpu = read_model_config(cfg.model), get_gpu("t4")
     fit = auto_fit(cfg, info, gpu)
-    assert fit.changes and fit.changes[0].description.startswith("micro_batch_size 4 -> 1")
+    # memory auto plans lean here: its token budget packs each step, so micro_batch_size 4 -> 1 would change
+    # nothing and is not offered
+    assert fit.changes and not any(c.description.startswith("micro_batch_size") for c in fit.changes)
     totals = [c.estimate.device_total_gib for c in fit.changes]
     assert totals == sorted(totals, reverse=True)           # each change lowers the estimate further
     assert fit.fits and "quantize the base to nf4" in " ".join(c.description for c in fit.changes)
@@ -186,3 +191,45 @@ def test_a_gpu_memory_cap_is_what_the_estimate_plans_for(monkeypatch):
         monkeypatch.setenv("LORAPILOT_GPU_MEMORY_GIB", bad)
         with pytest.raises(ConfigError, match="LORAPILOT_GPU_MEMORY_GIB"):
             detect_gpu()
+
+
+PACKED_CASES = [("llama-3-8b", "h100-80", {}), ("llama-3-8b", "t4", {}), ("llama-3-8b", "t4", {"memory": "lean"}),
+                ("llama-2-13b", "t4", {"max_seq_length": 4096}), ("qwen2.5-14b", "t4", {}),
+                ("smollm2-135m", "h100-80", {"micro_batch_size": 1, "gradient_accumulation_steps": 8})]
+
+
+@pytest.mark.parametrize("with_data", [False, True])
+@pytest.mark.parametrize("model,gpu,training", PACKED_CASES)
+def test_on_packed_gpu_paths_auto_fit_offers_only_changes_that_change_the_plan(model, gpu, training, with_data):
+    """On the GPU a packed plan sizes micro-batches by a token budget (a whole step, or lean's cap): changing
+    micro_batch_size trains the same micro-batches, so auto-fit never offers it; every change it does offer
+    changes the plan engine.plan makes (checked with plan_run) or the memory."""
+    from engine.plan import Machine, plan_run
+
+    cfg = make_cfg(model, **training)
+    info, card = read_model_config(model), get_gpu(gpu)
+    lengths = dict(lengths=[300 + (i * 37) % 700 for i in range(400)],
+                   val_lengths=[300 + (i * 53) % 700 for i in range(20)]) if with_data else {}
+    fit = auto_fit(cfg, info, card, **lengths)
+    assert not any(c.description.startswith("micro_batch_size") for c in fit.changes)
+    assert fit.micro_batch_size == cfg.training.micro_batch_size
+    machine = Machine.for_gpu(card)
+    before, before_need = cfg, estimate(cfg, info, card, **lengths).need_gib
+    for change in fit.changes:
+        after = with_changes(before, change.settings)
+        plans = [plan_run(c, machine, info=info, **lengths).to_dict() for c in (before, after)]
+        assert plans[0] != plans[1] or change.estimate.need_gib < before_need - 0.01, change.description
+        before, before_need = after, change.estimate.need_gib
+
+
+def test_a_micro_batch_change_is_offered_where_it_changes_the_plan():
+    """The same model and card with padded micro-batches (packing off): there micro_batch_size is the plan."""
+    from engine.plan import Machine, plan_run
+
+    cfg = make_cfg("llama-3-8b", packing=False)
+    info, card = read_model_config(cfg.model), get_gpu("h100-80")
+    fit = auto_fit(cfg, info, card)
+    assert fit.changes and fit.changes[0].description.startswith("micro_batch_size 4 -> ")
+    machine = Machine.for_gpu(card)
+    assert plan_run(cfg, machine, info=info).to_dict() != \
+        plan_run(with_changes(cfg, fit.settings), machine, info=info).to_dict()

@@ -47,8 +47,26 @@ def _micro_batch_options(effective: int) -> list[int]:
     return [m for m in range(effective, 0, -1) if effective % m == 0]
 
 
+_EVAL_FIELDS = ("eval_batch_size", "eval_tokens")
+
+
+def _same_plan(a: Estimate, b: Estimate, *, training_only: bool = False) -> bool:
+    """Two estimates of one run plan (engine.plan): a change between them changes nothing the trainer does.
+    training_only: the evaluation batch (which follows micro_batch_size) left out of the comparison."""
+    if a.plan is None or b.plan is None:
+        return False
+    pa, pb = a.plan.to_dict(), b.plan.to_dict()
+    if training_only:
+        for key in _EVAL_FIELDS:
+            pa.pop(key), pb.pop(key)
+    return pa == pb
+
+
 def largest_micro_batch(cfg: Config, info: ModelInfo, gpu: GpuSpec, **kw) -> tuple[int, Estimate] | None:
-    """The largest micro-batch (same effective batch) that fits, with its estimate; None if even 1 does not."""
+    """The largest micro-batch (same effective batch) that fits, with its estimate; None if even 1 does not.
+    Where the plan packs by a token budget (a whole step on the GPU's fast path, lean's cap) micro_batch_size
+    trains nothing differently (only the evaluation batch follows it): the current size is kept, so no pointless
+    change is offered."""
     t = cfg.training
     options = _micro_batch_options(t.micro_batch_size * t.gradient_accumulation_steps)
     # Memory grows with the micro-batch, so bisect over the options (largest first).
@@ -60,6 +78,11 @@ def largest_micro_batch(cfg: Config, info: ModelInfo, gpu: GpuSpec, **kw) -> tup
             best, hi = (options[mid], est), mid - 1
         else:
             lo = mid + 1
+    if best is not None:
+        # The current size, where it plans the same run as the size found: no change to propose.
+        current = _at_micro(cfg, info, gpu, t.micro_batch_size, **kw)
+        if current.fits and _same_plan(current, best[1], training_only=True):
+            return t.micro_batch_size, current
     return best
 
 
@@ -126,13 +149,21 @@ def auto_fit(cfg: Config, model_info: ModelInfo, gpu: GpuSpec, *, n_examples: in
         changes = [_micro_change(cfg, micro, est)] if micro != t.micro_batch_size else []
         return FitResult(micro, effective // micro, True, est, changes, _micro_settings(micro, effective))
 
-    current = _micro_changed(cfg, 1, effective)
-    settings = _micro_settings(1, effective)
-    est = compute(current, model_info, gpu, **kw)
-    changes = [_micro_change(cfg, 1, est)] if t.micro_batch_size != 1 else []
+    est = compute(cfg, model_info, gpu, **kw)
+    at_one = compute(_micro_changed(cfg, 1, effective), model_info, gpu, **kw)
+    if t.micro_batch_size != 1 and (not _same_plan(est, at_one, training_only=True)
+                                    or at_one.need_gib < est.need_gib - 0.01):
+        # A micro-batch of 1 only where it changes the training plan (not where a token budget packs the step),
+        # or where its smaller evaluation batch lowers the peak.
+        current, settings, est = _micro_changed(cfg, 1, effective), _micro_settings(1, effective), at_one
+        changes = [_micro_change(cfg, 1, est)]
+    else:
+        current, settings, changes = cfg, _micro_settings(t.micro_batch_size, effective), []
     while not est.fits:
         tried = [(desc, ch, compute(with_changes(current, ch), model_info, gpu, **kw))
                  for desc, ch in _candidates(current, model_info)]
+        # A change whose plan and memory equal today's changes nothing: never offered.
+        tried = [x for x in tried if not (_same_plan(x[2], est) and abs(x[2].need_gib - est.need_gib) < 0.01)]
         if not tried:
             break
         desc, ch, best = min(tried, key=lambda x: x[2].need_gib)
@@ -144,7 +175,7 @@ def auto_fit(cfg: Config, model_info: ModelInfo, gpu: GpuSpec, *, n_examples: in
     if est.fits:
         # With the savings in place a larger micro-batch may fit again.
         found = largest_micro_batch(current, model_info, gpu, **kw)
-        if found is not None and found[0] > 1:
+        if found is not None and found[0] > current.training.micro_batch_size:
             micro, est = found
             more = _micro_settings(micro, effective)
             settings.update(more)
