@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tui.app import LorapilotApp
-from wizard_pilot import row_label, settle, type_into
+from wizard_pilot import row_label, settle, shown, type_into
 
 SIZE = (100, 32)
 
@@ -13,7 +13,7 @@ def row_advice(app, path: str) -> str:
 
 
 def checklist_lines(app) -> list[str]:
-    return str(app.screen.query_one("#checklist").render()).splitlines()
+    return shown(app, "#checklist").splitlines()
 
 
 async def test_learning_rate_outside_the_usual_range_warns_on_its_row():
@@ -166,7 +166,7 @@ async def test_statistics_show_the_trainers_split_and_a_tiny_validation_set_is_f
         assert "400 read: 380 train, 20 validation (validation_split 0.05)" in stats, stats
         await paste_into(pilot, "#field-dataset-path", _own_data(tmp_path))   # 48 rows: 2 held out
         await settle(app, pilot)
-        problems = str(app.screen.query_one("#data-problems").render())
+        problems = shown(app, "#data-problems")
         assert "Only 2 examples held out for validation" in problems
         assert "Set dataset.validation_split to 0.2" in problems
         app.exit()

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tui.app import LorapilotApp
-from wizard_pilot import paste_into, row_problem, settle, type_into
+from wizard_pilot import paste_into, row_problem, settle, shown, type_into
 
 SIZE = (100, 32)
 
@@ -59,7 +59,7 @@ async def test_flow_model_data_values_estimate_and_recovery(demo_model_dir):
         await paste_into(pilot, "#field-dataset-path", "/nowhere/data.jsonl")
         await settle(app, pilot)
         assert s.data_error and "/nowhere/data.jsonl" in s.data_error
-        assert "/nowhere/data.jsonl" in str(app.screen.query_one("#data-problems").render())
+        assert "/nowhere/data.jsonl" in shown(app, "#data-problems")
         await paste_into(pilot, "#field-dataset-path", str(Path("presets/demo/train.jsonl").resolve()))
         await settle(app, pilot)
         assert s.data_error is None and s.data_rows == 400

@@ -4,7 +4,7 @@ kept, never over a file it could not read; and one key applies the settings the 
 from __future__ import annotations
 
 from tui.app import LorapilotApp
-from wizard_pilot import paste_into, settle, type_into
+from wizard_pilot import paste_into, settle, shown, type_into
 
 SIZE = (100, 32)
 
@@ -73,15 +73,15 @@ async def test_ctrl_g_applies_the_settings_the_findings_name(tmp_path, demo_mode
         await pilot.press("ctrl+n")
         await settle(app, pilot)
         assert {"training.warmup_ratio", "training.learning_rate"} <= set(s.fixes())
-        assert "ctrl+g applies" in str(app.screen.query_one("#checklist").render())
-        assert app.screen.active_bindings["ctrl+g"].binding.description == "Apply fixes"
+        assert "ctrl+g applies them all" in shown(app, "#checklist")
+        assert app.screen.active_bindings["ctrl+g"].binding.description == "Apply all"
         await pilot.press("ctrl+g")
         await settle(app, pilot)
         assert s.cfg.training.warmup_ratio == 0.03 and s.cfg.training.learning_rate == 2e-4
         notes = [n.message for n in app._notifications]
         assert any("training.warmup_ratio 0 -> 0.03" in m and "training.learning_rate 0.01 -> 0.0002" in m
                    for m in notes), notes
-        lines = str(app.screen.query_one("#checklist").render())
+        lines = shown(app, "#checklist")
         assert "No warmup" not in lines and "high for LoRA" not in lines
         # The key is in the footer exactly while a finding names a setting.
         assert ("ctrl+g" in app.screen.active_bindings) == bool(s.fixes())

@@ -40,3 +40,13 @@ def row_label(app, path: str, part: str) -> str:
 
 def row_problem(app, path: str) -> str:
     return row_label(app, path, "problem")
+
+
+def shown(app, selector: str) -> str:
+    """The text a widget shows; for a list of findings (tui.widgets.finding_blocks), every block's, in order."""
+    from tui.widgets.finding_blocks import FindingBlock, FindingBlocks
+
+    widget = app.screen.query_one(selector)
+    if isinstance(widget, FindingBlocks):
+        return "\n".join(str(block.render()) for block in widget.query_children(FindingBlock))
+    return str(widget.render())

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import yaml
-from textual import on
+from textual import events, on
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.command import DiscoveryHit, Hit, Hits, Provider
@@ -32,6 +32,8 @@ from engine.estimate.command import planned_processes
 from tui.error_log import say
 from tui.widgets.estimate_line import EstimateLine
 from tui.widgets.field_row import FieldRow
+from tui.widgets.finding_blocks import FindingBlocks
+from tui.widgets.problem_list import title_of
 from tui.widgets.step_bar import StepBar
 
 STEPS = ("model", "dataset", "hyperparams", "review")
@@ -485,10 +487,27 @@ class WizardState:
     def apply_fixes(self) -> list[str]:
         """Apply every finding's named setting; 'key old -> new' for each, for the user to read."""
         fixes = self.fixes()
-        changes = [f"{k} {self.raw.get(k) or '(empty)'} -> {to_raw(FIELDS[k], v)}" for k, v in fixes.items()]
+        changes = [self._change(k, v) for k, v in fixes.items()]
         if fixes:
             self.set_many(fixes)
         return changes
+
+    def apply_finding(self, finding: Any) -> str | None:
+        """Apply the one setting a finding's fix names: 'key old -> new', or 'key is already v' when it holds
+        that value (the checks are catching up). None when the fix is no single setting (the user's to do)."""
+        from engine.config_edit import fix_setting
+        setting = fix_setting(finding.fix)
+        if setting is None:
+            return None
+        key, value = setting
+        if self.raw.get(key) == to_raw(FIELDS[key], value):
+            return f"{key} is already {self.raw[key]}"
+        change = self._change(key, value)
+        self.set_many({key: value})
+        return change
+
+    def _change(self, key: str, value: Any) -> str:
+        return f"{key} {self.raw.get(key) or '(empty)'} -> {to_raw(FIELDS[key], value)}"
 
     def set_price(self, price: float | None) -> None:
         if price != self.price_per_hour:
@@ -642,9 +661,12 @@ class WizardStep(Screen):
     BINDINGS = [
         Binding("ctrl+n", "next", "Next"),
         Binding("escape", "back", "Back"),
-        # Shown only while a finding names a setting as its fix (check_action).
-        Binding("ctrl+g", "apply_fixes", "Apply fixes"),
+        # Shown only while a finding names a setting as its fix (check_action). enter on one finding applies its
+        # fix alone (tui.widgets.finding_blocks).
+        Binding("ctrl+g", "apply_fixes", "Apply all"),
     ]
+    # Below this width the footer drops its padding: at 80 columns every key still shows, none is cut.
+    COMPACT_FOOTER_BELOW = 100
 
     @property
     def state(self) -> WizardState:
@@ -654,7 +676,7 @@ class WizardStep(Screen):
         yield StepBar(STEPS, STEP_TITLES, self.STEP)
         yield from self.compose_body()
         yield EstimateLine()
-        yield Footer()
+        yield Footer(compact=self.app.size.width < self.COMPACT_FOOTER_BELOW)
 
     def compose_body(self) -> ComposeResult:
         yield from ()
@@ -662,6 +684,13 @@ class WizardStep(Screen):
     def on_mount(self) -> None:
         self.state.changed.subscribe(self, self._state_changed)
         self.refresh_from_state(SET)
+
+    def on_resize(self, event: events.Resize) -> None:
+        footer = self.query_one(Footer)
+        compact = event.size.width < self.COMPACT_FOOTER_BELOW
+        if footer.compact != compact:
+            footer.compact = compact
+            footer.refresh(recompose=True)  # keys drawn before the change keep their old padding otherwise
 
     def on_screen_resume(self) -> None:
         # Back from another step or a modal: nobody is typing here, so every field may be rewritten.
@@ -691,6 +720,20 @@ class WizardStep(Screen):
         if action == "apply_fixes":
             return bool(self.state.fixes())
         return True
+
+    @on(FindingBlocks.Apply)
+    def _apply_finding(self, event: FindingBlocks.Apply) -> None:
+        """enter on a finding: its fix only, and what it changed (the estimate and the checks re-run)."""
+        f = event.finding
+        title = f"Fix: {title_of(f.code)}"
+        change = self.state.apply_finding(f)
+        if change is not None:
+            self.notify(change, title=title, timeout=8)
+        elif f.fix:
+            self.notify(f"This fix is not one setting the wizard can change; it is yours to do:\n{f.fix}",
+                        title=title, severity="warning", timeout=8)
+        else:
+            self.notify("This finding names no fix.", title=title, severity="warning", timeout=4)
 
     def action_apply_fixes(self) -> None:
         changes = self.state.apply_fixes()

@@ -3,7 +3,7 @@
 A line is ticked when the engine checks it (its codes are among the
 pre-flight codes) and raised nothing; flagged with the finding's reason and
 fix when it did; and marked "not checked" when the engine has no check for it
-yet, rather than pretending.
+yet, rather than pretending. Each finding is a block the keys reach: enter on one applies its fix.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from textual.content import Content
-from textual.widgets import Static
 
+from tui.widgets.finding_blocks import FindingBlocks
 from tui.widgets.problem_list import MARK, finding_details, render_finding
 
 # (what the seeds ask for, the finding codes that answer it). A line whose codes
@@ -40,16 +40,17 @@ def checked_codes() -> set[str]:
     return set(PREFLIGHT_CODES)
 
 
-class Checklist(Static):
+class Checklist(FindingBlocks):
     DEFAULT_CSS = Path(__file__).with_suffix(".tcss").read_text(encoding="utf-8")
 
     def show(self, findings: Sequence[Any] | None, pending: str | None = None) -> None:
         if findings is None:
-            self.update(Content.styled(pending or "Waiting for the dataset and the estimate…", "italic $text-muted"))
+            pending_line = Content.styled(pending or "Waiting for the dataset and the estimate…", "italic $text-muted")
+            self.show_blocks([(pending_line, None)])
             return
         known = checked_codes()
         by_code = {f.code: f for f in findings}
-        lines: list[Content] = []
+        blocks: list[tuple[Content, Any]] = []
         used: set[str] = set()
         for title, codes in ITEMS:
             raised = [by_code[c] for c in codes if c in by_code]
@@ -57,14 +58,13 @@ class Checklist(Static):
             if raised:
                 worst = max(raised, key=lambda f: f.rank)
                 mark, style = MARK.get(worst.severity, ("·", ""))
-                lines.append(Content.styled(f"{mark} {title}", f"bold {style}"))
-                for f in raised:
-                    lines.append(Content(f"  {f.message}"))
-                    lines += finding_details(f, indent="  ")
+                blocks.append((Content.styled(f"{mark} {title}", f"bold {style}"), None))
+                blocks += [(Content("\n").join([Content(f"  {f.message}"), *finding_details(f, indent="  ")]), f)
+                           for f in raised]
             elif any(c in known for c in codes):
-                lines.append(Content.styled(f"✓ {title}", "$text-success"))
+                blocks.append((Content.styled(f"✓ {title}", "$text-success"), None))
             else:
-                lines.append(Content.styled(f"? {title} (not checked yet)", "$text-muted"))
+                blocks.append((Content.styled(f"? {title} (not checked yet)", "$text-muted"), None))
         # Findings beyond the seeds' list (duplicates, synthetic phrases) still belong in front of a launch.
-        lines += [render_finding(f) for f in findings if f.code not in used]
-        self.update(Content("\n").join(lines))
+        blocks += [(render_finding(f), f) for f in findings if f.code not in used]
+        self.show_blocks(blocks)

@@ -1,4 +1,7 @@
-"""Findings as the user reads them: what is wrong, the numbers that show it, and what to do."""
+"""Findings as the user reads them: what is wrong, the numbers that show it, and what to do.
+
+Each finding is a block the keys reach (tui.widgets.finding_blocks): enter on one applies its fix.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +9,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from textual.content import Content
-from textual.widgets import Static
+
+from tui.widgets.finding_blocks import FindingBlocks, settable
 
 MARK = {"error": ("✗", "$text-error"), "warning": ("!", "$text-warning"), "info": ("i", "$text-primary")}
 
@@ -23,9 +27,8 @@ def finding_details(f: Any, indent: str = "  ") -> list[Content]:
     if f.evidence:
         lines.append(Content.styled(f"{indent}{f.evidence}", "$text-muted"))
     if f.fix:
-        from engine.config_edit import fix_setting
-        # The wizard's ctrl+g applies every fix that names a setting: say which ones it would change.
-        key = Content.styled("  (ctrl+g applies)", "$text-muted") if fix_setting(f.fix) else Content("")
+        # enter on the finding (or ctrl+g, all at once) applies a fix that names a setting: say which ones do.
+        key = Content.styled("  (enter applies)", "$text-muted") if settable(f) else Content("")
         lines.append(Content.assemble(indent, Content.styled("→ ", style), f.fix, key))
     return lines
 
@@ -36,12 +39,12 @@ def render_finding(f: Any) -> Content:
     return Content("\n").join([head, *finding_details(f)])
 
 
-class ProblemList(Static):
+class ProblemList(FindingBlocks):
     DEFAULT_CSS = Path(__file__).with_suffix(".tcss").read_text(encoding="utf-8")
 
     def show(self, findings: Sequence[Any], errors: Sequence[str] = (), empty: str = "No problems found.") -> None:
-        blocks = [Content.styled(f"✗ {e}", "$text-error") for e in errors]
-        blocks += [render_finding(f) for f in findings]
+        blocks: list[tuple[Content, Any]] = [(Content.styled(f"✗ {e}", "$text-error"), None) for e in errors]
+        blocks += [(render_finding(f), f) for f in findings]
         if not blocks:
-            blocks = [Content.styled(f"✓ {empty}", "$text-success")]
-        self.update(Content("\n\n").join(blocks))
+            blocks = [(Content.styled(f"✓ {empty}", "$text-success"), None)]
+        self.show_blocks(blocks)
