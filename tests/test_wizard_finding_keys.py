@@ -35,6 +35,19 @@ async def move_to(pilot, code: str) -> FindingBlock:
     raise AssertionError(f"no finding {code} reached with down")
 
 
+async def footer_keys(pilot) -> list[str]:
+    """The footer's keys, after asserting that every one is whole on screen, left of the palette key."""
+    from textual.widgets._footer import FooterKey
+
+    await pilot.pause(0.3)  # the footer recomposes after the focus moves
+    keys = list(pilot.app.screen.query(FooterKey))
+    palette = [k for k in keys if k.has_class("-command-palette")]
+    limit = palette[0].region.x if palette else pilot.app.size.width
+    cut = [k.description for k in keys if k not in palette and k.region.right > limit]
+    assert not cut, f"cut at {pilot.app.size.width} columns: {cut}"
+    return [k.key for k in keys]
+
+
 def messages(app) -> list[str]:
     return [n.message for n in app._notifications]
 
@@ -51,10 +64,12 @@ async def test_enter_on_a_review_finding_applies_its_fix_only(demo_model_dir):
         await settle(app, pilot)
         assert {"no_warmup", "no_grad_clipping", "few_target_tokens"} <= {f.code for f in s.findings}
         assert "enter applies its fix; ctrl+g applies them all" in shown(app, "#checklist")
+        assert "ctrl+g" in await footer_keys(pilot)
 
         block = await tab_to_a_finding(pilot)
-        # The focused finding's key is in the footer.
+        # The focused finding's key is in the footer, whole at 80 columns (ctrl+g leaves it the room).
         assert app.screen.active_bindings["enter"].binding.description == "Apply fix"
+        assert {"enter", "ctrl+l", "ctrl+q"} <= set(await footer_keys(pilot))
 
         # A fix that is no one setting: said, nothing changed.
         block = await move_to(pilot, "few_target_tokens")
