@@ -7,7 +7,14 @@ and answer, and a CUDA context of its own. No activations, gradients or optimize
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from engine.estimate.memory import CUDA_CONTEXT_GIB, GIB
+
+if TYPE_CHECKING:
+    from engine.config import Config
+    from engine.estimate.gpus import GpuSpec
+    from engine.estimate.model_config import ModelInfo
 
 # The estimate's components that a model loaded for chatting holds too.
 WEIGHT_COMPONENTS = ("base weights", "unquantised weights", "LoRA adapters", "dequantisation buffer")
@@ -17,7 +24,7 @@ CHAT_TOKENS = 4096
 KV_BYTES = 2  # keys and values in 16-bit
 
 
-def chat_need_gib(cfg, info, gpu) -> float:
+def chat_need_gib(cfg: Config, info: ModelInfo, gpu: GpuSpec | None) -> float:
     """GiB on the card to chat with this config's model (info: engine.estimate.ModelInfo; gpu: its GpuSpec)."""
     from engine.estimate.estimator import compute
 

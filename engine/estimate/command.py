@@ -6,7 +6,15 @@ import argparse
 import json
 import sys
 
+from typing import TYPE_CHECKING
+
 from engine.errors import EXIT_BAD_INPUT, EXIT_OK, UserError
+
+if TYPE_CHECKING:   # the CLI imports the estimate lazily (start-up time)
+    from engine.config import Config
+    from engine.estimate.estimator import Estimate
+    from engine.estimate.gpus import GpuSpec
+    from engine.estimate.model_config import ModelInfo
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -48,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _check_flags(args) -> None:
+def _check_flags(args: argparse.Namespace) -> None:
     """--examples as dataset.max_examples is checked; --price-per-hour a finite amount, 0 or more."""
     import math
 
@@ -61,8 +69,9 @@ def _check_flags(args) -> None:
         raise UserError(f"--price-per-hour {args.price_per_hour:g}: expected an amount of 0 or more")
 
 
-def estimate_for(cfg, info, gpu, *, lengths=None, val_lengths=None, n_examples=None, price_per_hour=None,
-                 num_gpus=None):
+def estimate_for(cfg: Config, info: ModelInfo, gpu: GpuSpec | None, *, lengths: list[int] | None = None,
+                 val_lengths: list[int] | None = None, n_examples: int | None = None,
+                 price_per_hour: float | None = None, num_gpus: int | None = None) -> tuple[Estimate, int | None]:
     """The estimate every face shows for a config (this command, the wizard's review, the sweep's trial time): the
     run as engine.plan plans it on `gpu` (None: this machine's CPU), from the examples' token lengths where known,
     else from the counted examples with every one assumed to fill max_seq_length; its steps, and its time at the
@@ -82,7 +91,7 @@ def estimate_for(cfg, info, gpu, *, lengths=None, val_lengths=None, n_examples=N
     return est, (len(lengths) if lengths else n_examples)
 
 
-def planned_processes(cfg, gpu) -> int:
+def planned_processes(cfg: Config, gpu: GpuSpec | None) -> int:
     """Processes the run will start: on the card present, what a launch here would use (training.num_gpus; empty:
     every visible GPU); on a named card, training.num_gpus or one; on the CPU, one."""
     if gpu is None:
@@ -99,7 +108,7 @@ def _duration(seconds: float) -> str:
     return duration_text(seconds)
 
 
-def render(est, info, n_examples: int | None, counted: bool, memory_setting: str = "auto") -> str:
+def render(est: Estimate, info: ModelInfo, n_examples: int | None, counted: bool, memory_setting: str = "auto") -> str:
     """The human table: components, totals, fit, steps, time, learning rate, suggestions."""
     # A tiny model (the demo's 0.9 M) read "0.00 B parameters": millions below a billion.
     _count = lambda n: f"{n / 1e9:.2f} B" if n >= 1e9 else f"{n / 1e6:.1f} M"  # noqa: E731

@@ -5,8 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 from engine.errors import DataError
 from engine.settings import DATA_SUFFIXES
+
+if TYPE_CHECKING:
+    from engine.config import Config
 
 
 
@@ -16,12 +21,13 @@ def count_examples(path: str) -> int | None:
     if p.is_dir():
         files = sorted(f for f in p.iterdir() if f.suffix in DATA_SUFFIXES)
         counts = [count_examples(str(f)) for f in files]
-        return None if not files or None in counts else sum(counts)
+        known = [c for c in counts if c is not None]
+        return None if not files or len(known) < len(counts) else sum(known)
     if not p.is_file():
         return None
     if p.suffix == ".jsonl":
-        with p.open("rb") as f:
-            return sum(1 for line in f if line.strip())
+        with p.open("rb") as raw:
+            return sum(1 for line in raw if line.strip())
     if p.suffix == ".json":
         try:
             data = json.loads(p.read_text(encoding="utf-8"))
@@ -52,7 +58,7 @@ def training_examples(total: int, validation_split: float, has_validation_file: 
     return total - max(1, round(total * validation_split)) if total > 1 else total
 
 
-def token_lengths(cfg) -> tuple[list[int], list[int], str | None]:
+def token_lengths(cfg: Config) -> tuple[list[int], list[int], str | None]:
     """(training lengths, validation lengths, None) through the trainer's own data path (engine.data: template,
     masking, truncation), or ([], [], why not) when the tokenizer or the dataset cannot be read here.
 

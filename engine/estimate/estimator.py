@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
+from typing import TypedDict
 
 from engine.config import Config
 from engine.estimate.gpus import GpuSpec
@@ -71,6 +72,17 @@ class Estimate:
         }
 
 
+class RunInputs(TypedDict):
+    """What, beside the config, the model and the card, an estimate is of (auto-fit passes it on unchanged)."""
+    n_examples: int | None
+    num_gpus: int
+    lengths: list[int] | None
+    val_lengths: list[int] | None
+    machine: Machine | None
+    price_per_hour: float | None
+    fraction: float
+
+
 def with_changes(cfg: Config, changes: dict) -> Config:
     """A copy of cfg with dotted keys set (no validation: callers pass values from the schema's choices)."""
     new = copy.copy(cfg)
@@ -136,7 +148,7 @@ def compute(cfg: Config, info: ModelInfo, gpu: GpuSpec | None, *, n_examples: in
         notes.append(f"{gpu.name} has no bf16: set training.precision to auto or fp16")
     if gpu is not None and mem.load_peak_gib + CUDA_CONTEXT_GIB > mem.device_total_gib:
         notes.append(f"loading peaks above training ({mem.load_peak_gib:.1f} GiB): that is what has to fit")
-    if gpu is not None and fits is False and headroom >= 0:
+    if gpu is not None and fits is False and headroom is not None and headroom >= 0:
         notes.append(f"above {fraction:.0%} of the card: may run, but with no margin for the estimate's error")
     if gpu is None:
         notes.append("no GPU: the run trains on this machine's CPU (fp32, plain PyTorch kernels)")
@@ -148,7 +160,7 @@ def compute(cfg: Config, info: ModelInfo, gpu: GpuSpec | None, *, n_examples: in
         num_gpus=plan.processes, params_total=info.params.total, params_trainable=n_lora,
         steps_per_epoch=plan.steps_per_epoch, total_steps=plan.max_steps, time_s=time_s, cost=cost,
         time_basis=run_time.basis, time_basis_detail=run_time.detail,
-        lr_hint=lr_hint(t.learning_rate, per_step_tokens or plan.examples_per_step * t.max_seq_length,
+        lr_hint=lr_hint(t.learning_rate, round(per_step_tokens) or plan.examples_per_step * t.max_seq_length,
                         info.pretraining),
         approximate=not arch.exact, notes=notes, fit_fraction=fraction, memory_mode=plan.memory,
         parallelism=plan.parallelism, need_gib=need, plan=plan)
@@ -160,11 +172,11 @@ def estimate(cfg: Config, model_info: ModelInfo, gpu: GpuSpec | None, *, n_examp
              fused_loss: bool | None = None, price_per_hour: float | None = None,
              fraction: float = FIT_FRACTION) -> Estimate:
     """The full estimate; when it does not fit, suggestions say what to change and what that gives."""
-    kwargs = dict(n_examples=n_examples, num_gpus=num_gpus, lengths=lengths, val_lengths=val_lengths,
-                  machine=machine, price_per_hour=price_per_hour, fraction=fraction)
+    kwargs = RunInputs(n_examples=n_examples, num_gpus=num_gpus, lengths=lengths, val_lengths=val_lengths,
+                       machine=machine, price_per_hour=price_per_hour, fraction=fraction)
     est = compute(cfg, model_info, gpu, tokens_per_microbatch=tokens_per_microbatch, fused_loss=fused_loss,
                   **kwargs)
-    if est.fits is False:
+    if est.fits is False and gpu is not None:   # fits is None without a card
         from engine.estimate.fit import auto_fit
 
         fit = auto_fit(cfg, model_info, gpu, **kwargs)

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from engine.config import Config
 from engine.estimate.estimator import (
     FIT_FRACTION,
     Estimate,
+    RunInputs,
     compute,
     gib_text,
     with_changes,
 )
 from engine.estimate.gpus import GpuSpec
 from engine.estimate.model_config import ModelInfo
-from engine.plan import LEAN_TOKENS_PER_MICROBATCH
+from engine.plan import LEAN_TOKENS_PER_MICROBATCH, Machine
 
 _EIGHT_BIT = {"paged_adamw_32bit": "paged_adamw_8bit", "adamw_torch": "adamw_8bit"}
 _ATTENTION_ONLY = {"q_proj", "k_proj", "v_proj", "o_proj", "qkv_proj"}
@@ -62,7 +64,7 @@ def _same_plan(a: Estimate, b: Estimate, *, training_only: bool = False) -> bool
     return pa == pb
 
 
-def largest_micro_batch(cfg: Config, info: ModelInfo, gpu: GpuSpec, **kw) -> tuple[int, Estimate] | None:
+def largest_micro_batch(cfg: Config, info: ModelInfo, gpu: GpuSpec, kw: RunInputs) -> tuple[int, Estimate] | None:
     """The largest micro-batch (same effective batch) that fits, with its estimate; None if even 1 does not.
     Where the plan packs by a token budget (a whole step on the GPU's fast path, lean's cap) micro_batch_size
     trains nothing differently (only the evaluation batch follows it): the current size is kept, so no pointless
@@ -73,20 +75,20 @@ def largest_micro_batch(cfg: Config, info: ModelInfo, gpu: GpuSpec, **kw) -> tup
     lo, hi, best = 0, len(options) - 1, None
     while lo <= hi:
         mid = (lo + hi) // 2
-        est = _at_micro(cfg, info, gpu, options[mid], **kw)
+        est = _at_micro(cfg, info, gpu, options[mid], kw)
         if est.fits:
             best, hi = (options[mid], est), mid - 1
         else:
             lo = mid + 1
     if best is not None:
         # The current size, where it plans the same run as the size found: no change to propose.
-        current = _at_micro(cfg, info, gpu, t.micro_batch_size, **kw)
+        current = _at_micro(cfg, info, gpu, t.micro_batch_size, kw)
         if current.fits and _same_plan(current, best[1], training_only=True):
             return t.micro_batch_size, current
     return best
 
 
-def _at_micro(cfg: Config, info: ModelInfo, gpu: GpuSpec, micro: int, **kw) -> Estimate:
+def _at_micro(cfg: Config, info: ModelInfo, gpu: GpuSpec, micro: int, kw: RunInputs) -> Estimate:
     t = cfg.training
     effective = t.micro_batch_size * t.gradient_accumulation_steps
     return compute(_micro_changed(cfg, micro, effective), info, gpu, **kw)
@@ -107,9 +109,9 @@ def _micro_change(cfg: Config, micro: int, est: Estimate) -> Change:
                   f"{t.gradient_accumulation_steps} -> {effective // micro}", _micro_settings(micro, effective), est)
 
 
-def _candidates(cfg: Config, info: ModelInfo) -> list[tuple[str, dict]]:
+def _candidates(cfg: Config, info: ModelInfo) -> list[tuple[str, dict[str, Any]]]:
     t, lora = cfg.training, cfg.lora
-    out = []
+    out: list[tuple[str, dict[str, Any]]] = []
     if t.memory == "fast" and t.packing:
         # The fast path packs a whole optimizer step per micro-batch: micro_batch_size does not change its size.
         out.append((f"training.memory lean (at most {LEAN_TOKENS_PER_MICROBATCH:,} tokens per micro-batch, "
@@ -136,14 +138,15 @@ def _candidates(cfg: Config, info: ModelInfo) -> list[tuple[str, dict]]:
 
 def auto_fit(cfg: Config, model_info: ModelInfo, gpu: GpuSpec, *, n_examples: int | None = None,
              num_gpus: int = 1, lengths: list[int] | None = None, val_lengths: list[int] | None = None,
-             machine=None, price_per_hour: float | None = None, fraction: float = FIT_FRACTION) -> FitResult:
+             machine: Machine | None = None, price_per_hour: float | None = None,
+             fraction: float = FIT_FRACTION) -> FitResult:
     """The largest micro-batch under `fraction` of the GPU at the same effective batch; when even 1 does
     not fit, the changes that help most, applied one after another (greedy) until it fits."""
-    kw = dict(n_examples=n_examples, num_gpus=num_gpus, lengths=lengths, val_lengths=val_lengths, machine=machine,
+    kw = RunInputs(n_examples=n_examples, num_gpus=num_gpus, lengths=lengths, val_lengths=val_lengths, machine=machine,
               price_per_hour=price_per_hour, fraction=fraction)
     t = cfg.training
     effective = t.micro_batch_size * t.gradient_accumulation_steps
-    found = largest_micro_batch(cfg, model_info, gpu, **kw)
+    found = largest_micro_batch(cfg, model_info, gpu, kw)
     if found is not None:
         micro, est = found
         changes = [_micro_change(cfg, micro, est)] if micro != t.micro_batch_size else []
@@ -174,7 +177,7 @@ def auto_fit(cfg: Config, model_info: ModelInfo, gpu: GpuSpec, *, n_examples: in
         changes.append(Change(desc, ch, best))
     if est.fits:
         # With the savings in place a larger micro-batch may fit again.
-        found = largest_micro_batch(current, model_info, gpu, **kw)
+        found = largest_micro_batch(current, model_info, gpu, kw)
         if found is not None and found[0] > current.training.micro_batch_size:
             micro, est = found
             more = _micro_settings(micro, effective)

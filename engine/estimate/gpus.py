@@ -74,9 +74,10 @@ def detect_gpu() -> GpuSpec | None:
     matched = match_nvml_name(first.name, first.mem_total_gib)
     if matched is None:  # a card without a preset: bf16 from its compute capability, when NVML tells it
         from engine.gpu import compute_capability, supports_bf16
-        cap = compute_capability(first.index)
+        capability = compute_capability(first.index)
         matched = GpuSpec(id="detected", name=first.name, memory_gib=round(first.mem_total_gib, 2),
-                          bf16=supports_bf16(cap) if cap is not None else None, tflops_16bit=None, detected=True)
+                          bf16=supports_bf16(capability) if capability is not None else None, tflops_16bit=None,
+                          detected=True)
     cap = gpu_memory_cap()  # the trainer will plan for the cap: so does the estimate
     if cap is not None and cap < matched.memory_gib:
         from dataclasses import replace

@@ -17,8 +17,14 @@ not) rather than with micro_batch_size x max_seq_length.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from engine.estimate.params import Architecture, Linear, ParamCounts
+
+if TYPE_CHECKING:   # engine.plan imports this module (plan_fits) when it plans: types only here
+    from engine.config import Config
+    from engine.estimate.model_config import ModelInfo
+    from engine.plan import RunPlan
 
 GIB = 1024 ** 3
 
@@ -241,8 +247,8 @@ def memory(arch: Architecture, params: ParamCounts, shape: TrainingShape) -> Mem
         # HF checkpointing keeps each decoder layer's input (one hidden state per
         # boundary) and rebuilds one layer's activations at a time in backward.
         resident = min(arch.layers, OFFLOAD_RESIDENT_LAYERS) if shape.offload else arch.layers
-        kept = resident * s * arch.hidden * t + final_norm
-        recompute = layer * t
+        kept: float = resident * s * arch.hidden * t + final_norm
+        recompute: float = layer * t
         kept_note = f"checkpointing on: one hidden state per layer boundary ({arch.layers} layers)"
         if shape.offload:
             kept_note += f", offloaded to host memory ({resident} on the GPU at once)"
@@ -341,7 +347,7 @@ def need_gib(mem: Memory) -> float:
     return max(mem.device_total_gib, mem.load_peak_gib + CUDA_CONTEXT_GIB)
 
 
-def shape_for_plan(cfg, arch: Architecture, plan, tokens: int | None = None,
+def shape_for_plan(cfg: Config, arch: Architecture, plan: RunPlan, tokens: int | None = None,
                    fused_loss: bool | None = None) -> TrainingShape:
     """The plan of a run (engine.plan.RunPlan), reduced to what memory depends on. tokens / fused_loss override
     the plan's (auto-fit asks about other budgets)."""
@@ -359,7 +365,7 @@ def shape_for_plan(cfg, arch: Architecture, plan, tokens: int | None = None,
                          eval_tokens=plan.eval_tokens)
 
 
-def plan_fits(cfg, info, plan, memory_gib: float, fraction: float | None = None) -> bool:
+def plan_fits(cfg: Config, info: ModelInfo, plan: RunPlan, memory_gib: float, fraction: float | None = None) -> bool:
     """Whether the plan's estimate stays under `fraction` of a GPU of memory_gib (what auto decides on)."""
     mem = memory(info.arch, info.params, shape_for_plan(cfg, info.arch, plan))
     return need_gib(mem) <= (FIT_FRACTION if fraction is None else fraction) * memory_gib

@@ -8,6 +8,7 @@ Llama-like decoder from whatever keys it has, and flagged approximate.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from engine.errors import ConfigError, ModelError
 
@@ -84,7 +85,7 @@ class ParamCounts:
         return self.embedding + self.lm_head + self.other
 
 
-def _first(cfg: dict, *keys, default=None):
+def _first(cfg: dict, *keys: str, default: Any = None) -> Any:
     for k in keys:
         if cfg.get(k) is not None:
             return cfg[k]
@@ -120,6 +121,7 @@ def architecture(cfg: dict) -> Architecture:
     qkv_bias = qkv_bias or bool(cfg.get("attention_bias"))
     mlp_bias = bool(cfg.get("mlp_bias"))
     q_dim, kv_dim = heads * head_dim, kv_heads * head_dim
+    linears: tuple[Linear, ...]
     if fused:
         linears = (Linear("qkv_proj", hidden, q_dim + 2 * kv_dim, qkv_bias, "attn"),
                    Linear("o_proj", q_dim, hidden, qkv_bias, "o"),
@@ -160,7 +162,7 @@ def count_params(arch: Architecture) -> ParamCounts:
                        linear=linear, other=other)
 
 
-def lora_targets(arch: Architecture, target_modules) -> list[Linear]:
+def lora_targets(arch: Architecture, target_modules: str | list[str]) -> list[Linear]:
     """The decoder linears LoRA adapts; unknown names are an error where the family is known."""
     if target_modules == "all-linear":
         return list(arch.linears)

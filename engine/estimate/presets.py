@@ -8,6 +8,7 @@ import than yaml); GPUs and recipes are YAML so that people can edit them.
 from __future__ import annotations
 
 import json
+from typing import Any
 from functools import lru_cache
 from pathlib import Path
 
@@ -17,7 +18,7 @@ PRESETS_DIR = Path(__file__).resolve().parents[2] / "presets"
 SPEED_FILE = PRESETS_DIR / "speed.yaml"
 
 
-def _read_yaml(path: Path):
+def _read_yaml(path: Path) -> Any:
     import yaml
 
     try:
