@@ -345,14 +345,16 @@ def _plan_for(cfg, machine: Machine, memory: str, parallelism: str, lengths, n_e
             largest = max(largest, n)
             tokens += n
             passes += 1
+    train_tokens: int | None = tokens
+    micro_batches: int | None = passes
     if assumed:  # one full step, times the steps
-        tokens = tokens * steps if steps is not None else None
-        passes = step_plan.micro_batches_per_step * steps if steps is not None else None
+        train_tokens = tokens * steps if steps is not None else None
+        micro_batches = step_plan.micro_batches_per_step * steps if steps is not None else None
     eval_size, eval_tokens = _eval_batch(cfg, largest, val_lengths)
     return RunPlan(device=machine.device, processes=n_ranks, precision=precision, memory=memory,
                    parallelism=parallelism, liger=liger, fused_loss=liger, attention=attention, packing=t.packing,
                    token_budget=budget, micro_batches_per_step=step_plan.micro_batches_per_step,
                    examples_per_step=examples_per_step, largest_microbatch_tokens=largest, lengths_from=lengths_from,
                    optimizer=optimizer, offload=offload, eval_batch_size=eval_size, eval_tokens=eval_tokens,
-                   steps_per_epoch=per_epoch, max_steps=steps, train_tokens=tokens, micro_batches=passes,
+                   steps_per_epoch=per_epoch, max_steps=steps, train_tokens=train_tokens, micro_batches=micro_batches,
                    lines=lines, step_plan=None if assumed else step_plan)
