@@ -58,9 +58,19 @@ def stop_detached_runs(root: Path) -> list[int]:
             except (ProcessLookupError, PermissionError):
                 pass
         deadline = time.monotonic() + 10
-        while sig == signal.SIGTERM and time.monotonic() < deadline and any(psutil.pid_exists(p) for p in found):
+        while sig == signal.SIGTERM and time.monotonic() < deadline and any(map(_still_running, found)):
             time.sleep(0.2)
     return found
+
+
+def _still_running(pid: int) -> bool:
+    """A zombie has exited (only its parent's wait is missing: a test's own child): waiting on it is time lost."""
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 @pytest.fixture(scope="session", autouse=True)
