@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tui.app import LorapilotApp
-from wizard_pilot import paste_into, settle, type_into
+from wizard_pilot import paste_into, settle, shown, type_into
 
 SIZE = (80, 24)
 
@@ -72,4 +72,49 @@ async def test_a_missing_or_broken_input_reaches_review_without_a_crash(tmp_path
             await pilot.press("escape")
             await pilot.pause(0.05)
         assert app.screen.query_one(field).value == text
+        app.exit()
+
+
+async def test_a_stale_model_error_leaves_the_dataset_tab_once_the_model_is_fixed(monkeypatch, demo_model_dir):
+    """The tokenizer error of a model that could not be read goes when a readable model is in, not when the
+    data has been tokenized again with it (a big tokenizer or a hub download: a minute, and the old error said
+    the data was broken all that time)."""
+    import threading
+    import time
+
+    import tui.screens.wizard as wizard
+
+    real, gate = wizard._inspect_data, threading.Event()
+    gate.set()
+
+    def held(cfg, model):  # the real tokenizing, held for as long as the test says (a slow tokenizer)
+        gate.wait(timeout=600)  # a hang guard only
+        return real(cfg, model)
+
+    monkeypatch.setattr(wizard, "_inspect_data", held)
+    app = LorapilotApp()
+    async with app.run_test(size=SIZE) as pilot:
+        s = app.wizard
+        await settle(app, pilot)
+        await type_into(pilot, "#field-model", "/nowhere/model")
+        await pilot.press("ctrl+n")
+        await settle(app, pilot)
+        assert "/nowhere/model" in shown(app, "#data-problems")
+
+        gate.clear()
+        try:  # released whatever happens: a held worker thread would keep the test from ending
+            await pilot.press("escape")
+            await type_into(pilot, "#field-model", "lorapilot-demo")
+            deadline = time.monotonic() + 300
+            while s.busy_with("model") and time.monotonic() < deadline:
+                await pilot.pause(0.05)
+            await pilot.press("ctrl+n")
+            await pilot.pause(0.1)
+            assert s.model_error is None and s.busy_with("data")  # the new tokenizer is still on its way
+            assert "/nowhere/model" not in shown(app, "#data-problems")
+        finally:
+            gate.set()
+        await settle(app, pilot)
+        assert s.inspect_error is None and s.examples
+        assert "/nowhere/model" not in shown(app, "#data-problems")
         app.exit()
