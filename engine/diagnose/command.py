@@ -225,7 +225,7 @@ def add_inspect_arguments(parser: argparse.ArgumentParser) -> None:
 def _jsonable(report):
     if hasattr(report, "to_dict"):
         return report.to_dict()
-    if dataclasses.is_dataclass(report):
+    if dataclasses.is_dataclass(report) and not isinstance(report, type):  # an instance, not the class
         return dataclasses.asdict(report)
     return report
 

@@ -104,9 +104,9 @@ class RunDirCallback(TrainerCallback):
         self._tokens = self._offset  # all ranks together, updated each step
         self._trained = 0.0
         self.writer = MetricsWriter(run_dir) if is_main else None
-        self._last_t = None
-        self._last_tokens = 0
-        self._last_trained = 0
+        self._last_t: float | None = None
+        self._last_tokens: float = 0
+        self._last_trained: float = 0
         self.stop_reason: str | None = None
         self.tokenizer = tokenizer
         self.sample_prompts = list(sample_prompts)
@@ -122,7 +122,7 @@ class RunDirCallback(TrainerCallback):
         from engine.samples import forced_decoder
         # fast_decode_ok: the trainer may pick fast decode itself (a GPU, the fast memory path, one process)
         self._samples = SampleBudget(fast_allowed=fast_decode_ok, forced=forced_decoder())
-        self._step_s = None  # the latest pace, seconds a step
+        self._step_s: float | None = None  # the latest pace, seconds a step
         self._start_step = 0
         self._told_skip = False
         self.run_record = run_record  # the config and data fingerprint, saved into each checkpoint
@@ -202,7 +202,7 @@ class RunDirCallback(TrainerCallback):
         if now - self._status_t >= REFRESH_S or state.global_step >= state.max_steps:
             # step_s: how long a step takes lately, so that whoever reads status.json alone (the monitor,
             # `lorapilot runs`, `diagnose`) can tell a slow run from a stalled one (engine.diagnose.stall)
-            pace = {}
+            pace: dict[str, float] = {}
             if self._status_t and state.global_step > self._status_step:
                 self._step_s = round((now - self._status_t) / (state.global_step - self._status_step), 3)
                 pace["step_s"] = self._step_s
