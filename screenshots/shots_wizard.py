@@ -67,6 +67,16 @@ async def take(out_dir: Path) -> list[Path]:
                 svg = out_dir / f"wizard_{i + 1}_{step}_checklist.svg"
                 app.save_screenshot(str(svg))
                 saved.append(svg)
+                # One key on one finding applies its fix: warmup off, the finding it raises focused (enter).
+                from tui.widgets.finding_blocks import FindingBlock
+                app.wizard.set_raw("training.warmup_ratio", "0")
+                await _settle(app, pilot)
+                next(b for b in app.screen.query(FindingBlock)
+                     if b.finding is not None and b.finding.code == "no_warmup").focus()
+                await pilot.pause(0.5)  # the footer redraws its keys for the focused finding
+                svg = out_dir / f"wizard_{i + 1}_{step}_finding.svg"
+                app.save_screenshot(str(svg))
+                saved.append(svg)
         app.exit()
     if shutil.which("rsvg-convert"):
         for svg in list(saved):
