@@ -108,6 +108,16 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeou
                           text=True, timeout=timeout, env={**os.environ, **(env or {})})
 
 
+def together(*calls):
+    """Runs independent calls that each wait on their own processes (trainers, ranks) side by side; their results
+    in order. A trainer's start is one core's work (imports, the model) and CI has two: two runs a test compares
+    take little more than one when they start together."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(len(calls)) as pool:
+        return [f.result() for f in [pool.submit(call) for call in calls]]
+
+
 @pytest.fixture(scope="session")
 def finished_demo_run(tmp_path_factory, demo_model_dir) -> Path:
     """A real demo training run (tiny model, CPU), finished, shared by the tests that only read it."""

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import sys
+from functools import partial
 
 import pytest
 import yaml
-from conftest import DEMO_CONFIG, run_cli
+from conftest import DEMO_CONFIG, run_cli, together
 
 from engine.data.packing import plan_steps
 from engine.errors import ConfigError
@@ -59,13 +60,13 @@ def _config(tmp_path, name: str, **training) -> str:
 
 
 @pytest.mark.slow
-def test_two_processes_train_like_one_with_the_same_effective_batch(tmp_path):
+def test_two_processes_train_like_one_with_the_same_effective_batch(tmp_path, demo_model_dir):
     ddp = _config(tmp_path, "ddp", gradient_accumulation_steps=2, num_gpus=2)
     one = _config(tmp_path, "one", gradient_accumulation_steps=4, num_gpus=1)
-    r = run_cli("train", ddp, "--run-dir", str(tmp_path / "ddp"), env={CPU_DDP_ENV: "1"})
+    r, r_one = together(partial(run_cli, "train", ddp, "--run-dir", str(tmp_path / "ddp"), env={CPU_DDP_ENV: "1"}),
+                        partial(run_cli, "train", one, "--run-dir", str(tmp_path / "one")))
     assert r.returncode == 0, r.stderr + (tmp_path / "ddp" / "train.log").read_text()[-3000:]
-    r = run_cli("train", one, "--run-dir", str(tmp_path / "one"))
-    assert r.returncode == 0, r.stderr
+    assert r_one.returncode == 0, r_one.stderr
     status = read_status(tmp_path / "ddp")
     assert status["state"] == "done" and status["world_size"] == 2
     train = {d: [x for x in read_metrics(tmp_path / d) if x["kind"] == "train"] for d in ("ddp", "one")}

@@ -6,12 +6,13 @@ import json
 import os
 import signal
 import time
+from functools import partial
 from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import DEMO_CONFIG, HUB_TOKEN_MARKER, run_cli
+from conftest import DEMO_CONFIG, HUB_TOKEN_MARKER, run_cli, together
 from engine.rundir import MetricsTail, effective_state, read_metrics, read_status
 
 # `slow` marks the tests that train; those reading the shared finished demo run get it in conftest.
@@ -275,22 +276,25 @@ def trained_with(run_dir: Path, quantization: str) -> None:
 
 
 @pytest.mark.slow
-def test_accumulated_micro_batches_equal_one_big_batch(tmp_path):
+def test_accumulated_micro_batches_equal_one_big_batch(tmp_path, demo_model_dir):  # built before both start
     """DESIGN's accumulation rule: one step of micro-batch 8 equals 4 x micro-batch 2 (loss over the step's tokens).
     Both runs are 16-bit LoRA (quantization none): they are also that quantization's end-to-end test."""
-    logs = {}
+    commands = {}
     for micro, accum in ((8, 1), (2, 4)):
-        cfg = small_config(tmp_path, max_steps=3, micro_batch_size=micro, gradient_accumulation_steps=accum,
-                           packing=False, save_steps=100)
+        (tmp_path / f"m{micro}").mkdir()
+        cfg = small_config(tmp_path / f"m{micro}", max_steps=3, micro_batch_size=micro,
+                           gradient_accumulation_steps=accum, packing=False, save_steps=100)
         # 16-bit LoRA: bitsandbytes' CPU 4-bit kernels round differently per batch shape (~1 % in the
         # gradient norm), which would hide what this test is about: the normalisation.
         raw = yaml.safe_load(cfg.read_text())
         raw["quantization"] = "none"
         raw["lora"]["dropout"] = 0.0  # dropout masks depend on the batch layout
         cfg.write_text(yaml.safe_dump(raw))
-        run_dir = tmp_path / f"m{micro}"
-        r = run_cli("train", str(cfg), "--run-dir", str(run_dir))
+        commands[micro] = ("train", str(cfg), "--run-dir", str(tmp_path / f"m{micro}" / "run"))
+    logs = {}
+    for micro, r in zip(commands, together(*[partial(run_cli, *args) for args in commands.values()])):
         assert r.returncode == 0, r.stderr
+        run_dir = tmp_path / f"m{micro}" / "run"
         trained_with(run_dir, "none")
         logs[micro] = train_records(run_dir)
     for a, b in zip(logs[8], logs[2]):

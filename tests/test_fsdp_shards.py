@@ -16,9 +16,11 @@ import json
 import os
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 import pytest
+from conftest import together
 
 WORKER = Path(__file__).with_name("fsdp_shard_worker.py")
 TWO_RANKS = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(WORKER)]
@@ -36,7 +38,8 @@ def _records(r: subprocess.CompletedProcess, out: Path, precision: str) -> list[
 
 # fp32 as the CPU trains; bf16 as a GPU does (frozen weights and 4-bit storage bf16, adapters fp32, gathered in
 # bf16 and reduced in fp32), where the sharded sums round differently: looser tolerances. Both precisions in
-# one reference process and one 2-rank run: each start of the worker costs more than its step.
+# one reference process and one 2-rank run, started together: each start of the worker costs more than its
+# step.
 TOLERANCES = {"auto": 1e-4, "bf16": 5e-3}
 
 
@@ -45,8 +48,9 @@ def test_two_ranks_each_hold_half_and_compute_what_one_process_does(demo_model_d
     (tmp_path / "one").mkdir()
     (tmp_path / "two").mkdir()
     precisions = ",".join(TOLERANCES)
-    single = _run([sys.executable, str(WORKER), str(demo_model_dir), str(tmp_path / "one")], precisions)
-    double = _run([*TWO_RANKS, str(demo_model_dir), str(tmp_path / "two")], precisions)
+    single, double = together(partial(_run, [sys.executable, str(WORKER), str(demo_model_dir), str(tmp_path / "one")],
+                                      precisions),
+                              partial(_run, [*TWO_RANKS, str(demo_model_dir), str(tmp_path / "two")], precisions))
     for precision, rel in TOLERANCES.items():
         (one,) = _records(single, tmp_path / "one", precision)
         ranks = _records(double, tmp_path / "two", precision)
