@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from engine.config_paths import get_path
 from engine.errors import ConfigError
 
 # A finding's fix names its setting as "Set training.max_seq_length to 192" (engine/diagnose).
@@ -95,7 +96,7 @@ def apply_settings(path: str | Path, changes: dict[str, Any]) -> list[str]:
 
     p = Path(path)
     doc = _read(p)
-    before = {k: _get(doc, k) for k in changes}
+    before = {k: get_path(doc, k) for k in changes}
     for key, value in changes.items():
         _put(doc, key, value)
     config_from_dict(_plain(doc), source=str(p))  # refuse before writing, naming the key
@@ -122,16 +123,8 @@ def save_into(cfg: Any, path: str | Path) -> list[str]:
         raise ConfigError(f"{p} did not load cleanly, so it is not overwritten; save to another file",
                           problems=[str(e)]) from None
     new, old = cfg.to_dict(), on_disk.to_dict()
-    changes = {k: _get(new, k) for k in FIELDS if _get(new, k) != _get(old, k)}
+    changes = {k: get_path(new, k) for k in FIELDS if get_path(new, k) != get_path(old, k)}
     return apply_settings(p, changes) if changes else []
-
-
-def _get(d: Any, key: str) -> Any:
-    head, _, tail = key.partition(".")
-    value: Any = d.get(head) if hasattr(d, "get") else None
-    if tail:
-        return value.get(tail) if hasattr(value, "get") else None
-    return value
 
 
 def _plain(node: Any) -> Any:

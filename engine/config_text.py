@@ -1,0 +1,42 @@
+"""A config field's value as the text a user types for it, and back: the way the YAML config writes it.
+
+The wizard keeps every field as typed text, so a value the validator rejects is never lost; validation stays
+engine.config's (config_from_dict), this only turns text box contents into values and values into text.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from engine.config import FieldSpec
+
+
+def to_raw(spec: FieldSpec, value: Any) -> str:
+    """How a value reads in its field: the way one would write it in the YAML config."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (list, dict)):
+        return yaml.safe_dump(value, default_flow_style=True).strip()
+    return str(value)
+
+
+def from_raw(spec: FieldSpec, text: str) -> Any:
+    """The value a field's text stands for, read as the YAML config would read it.
+
+    Validation is the engine's (config_from_dict); this only undoes the text box.
+    """
+    stripped = text.strip()
+    if stripped == "" and spec.nullable:
+        return None
+    if spec.type is str and spec.kind is None:
+        return stripped
+    try:
+        return yaml.safe_load(stripped)
+    except yaml.YAMLError:
+        return stripped  # the validator then names the field and what it expects
