@@ -21,13 +21,13 @@ SIZES = [(80, 24), (160, 48)]
 @pytest.fixture(autouse=True)
 def no_gpu_here(monkeypatch):
     """The same picture on a laptop and on a GPU pod: no card detected, the estimate for the first preset."""
-    import tui.screens.wizard as wizard
+    import tui.models.wizard_engine_calls as engine_calls
 
     def presets_only():
         from engine.estimate import list_gpus
         return list_gpus(), None
 
-    monkeypatch.setattr(wizard, "_detect_gpus", presets_only)
+    monkeypatch.setattr(engine_calls, "detect_gpus", presets_only)
 
 
 def _wizard_at(step_keys: tuple[str, ...]):

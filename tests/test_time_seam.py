@@ -34,7 +34,7 @@ def test_the_wizard_the_cli_and_the_sweep_time_a_config_with_one_function(gpu_na
     from engine.estimate.timing import duration_text
     from engine.sweep.cost import TRIAL_START_S, trial_time_model
     from engine.sweep.plan import Trial
-    from tui.screens.wizard import _estimate_and_check
+    from tui.models.wizard_engine_calls import estimate_and_check
 
     path, raw = demo_cfg_path
     cfg = config_from_dict(raw)
@@ -61,7 +61,7 @@ def test_the_wizard_the_cli_and_the_sweep_time_a_config_with_one_function(gpu_na
     # the wizard's review, with the examples it tokenized (the trainer's preparation)
     report, examples = inspect_config(cfg)
     info = read_model_config(cfg.model)
-    wizard_est, _, _, error = _estimate_and_check(cfg, info, gpu, report.n_train, None, report, examples, False)
+    wizard_est, _, _, error = estimate_and_check(cfg, info, gpu, report.n_train, None, report, examples, False)
     assert error is None and len(seen) == 3 and seen[-1] is wizard_est
 
     # the sweep's trial time, for a trial of the config's own lr and r

@@ -14,7 +14,7 @@ async def settle(app, pilot, limit: float = 180.0) -> None:
         quiet = quiet + 1 if not app.wizard.busy else 0
         if quiet >= 2:
             return
-    raise AssertionError(f"wizard still busy after {limit} s: {app.wizard._timers} {app.wizard._running}")
+    raise AssertionError(f"wizard still busy after {limit} s: {app.wizard.jobs}")
 
 
 async def type_into(pilot, selector: str, text: str) -> None:

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from textual.app import App
 from textual.binding import Binding
 from textual.widgets import Input, TextArea
+
+if TYPE_CHECKING:  # the wizard's modules load when it opens, not at start-up
+    from tui.wizard_state import WizardState
 
 # A second ctrl+c within this many seconds quits.
 CTRL_C_AGAIN_S = 3.0
@@ -22,6 +26,12 @@ class LorapilotApp(App):
         Binding("ctrl+c", "ctrl_c", "Quit", show=False, priority=True),
     ]
 
+    start: str                  # the first screen: "wizard", "monitor" or "playground"
+    config_path: str | None     # the config the wizard opens (None: the demo's)
+    run_dir: str | None         # the run (or sweep) the monitor or the playground opens
+    runs_root: str | None       # where the runs list looks (None: the default runs directory)
+    wizard: WizardState | None  # the wizard's state, set by open_wizard; its step screens read it
+
     def __init__(self, *, start: str = "wizard", config_path: str | None = None, run_dir: str | None = None,
                  runs_root: str | None = None):
         super().__init__()
@@ -29,8 +39,9 @@ class LorapilotApp(App):
         self.config_path = config_path
         self.run_dir = run_dir
         self.runs_root = runs_root
+        self.wizard = None
 
-    _ctrl_c_at = -1e9
+    _ctrl_c_at: float = -1e9  # when ctrl+c was last pressed (monotonic seconds)
 
     def action_ctrl_c(self) -> None:
         """Say how to quit, and quit on a second press; a selection in a text box is copied on the way."""
@@ -77,7 +88,11 @@ class LorapilotApp(App):
 
     def open_wizard(self, config_path: str | None) -> None:
         from tui.screens.wizard import start_wizard
-        start_wizard(self, config_path)
+        from tui.wizard_state import WizardState, initial_config
+
+        cfg, overrides, notes = initial_config(config_path)
+        self.wizard = WizardState(self, cfg, config_path=config_path, raw_overrides=overrides, notes=notes)
+        start_wizard(self, self.wizard)
 
     def open_monitor(self, run_dir: str | Path) -> None:
         from engine.sweep.sweepdir import is_sweep_dir

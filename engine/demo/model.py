@@ -50,6 +50,11 @@ def demo_data_path() -> Path:
     return Path(__file__).resolve().parents[2] / "presets" / "demo" / "train.jsonl"
 
 
+def demo_config_path() -> Path:
+    """The demo's config (its model, its data, a 40-step tuning): what the wizard opens with when given none."""
+    return Path(__file__).resolve().parents[2] / "presets" / "demo.yaml"
+
+
 def _corpus(data_path: Path):
     with open(data_path, encoding="utf-8") as f:
         for line in f:

@@ -10,8 +10,9 @@ from textual.containers import VerticalScroll
 from textual.widgets import Label
 
 from engine.config import FIELDS
+from engine.config_paths import flatten
 from tui.screens.recipe_picker import RecipePicker
-from tui.screens.wizard import WizardStep, flatten
+from tui.screens.wizard import WizardStep
 from tui.widgets.field_row import FieldRow
 
 PLACEHOLDERS = {"lora.target_modules": "all-linear or [q_proj, v_proj]",
@@ -55,7 +56,7 @@ class HyperparamsScreen(WizardStep):
     def action_sweep(self) -> None:
         """Short trials over lr x r on the config as it stands; the monitor opens on the sweep once started."""
         from tui.screens.sweep_panel import SweepPanel
-        from tui.screens.wizard import DETECTED
+        from tui.wizard_state import DETECTED
 
         s = self.state
         if not s.valid:
