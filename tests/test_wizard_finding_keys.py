@@ -126,4 +126,8 @@ async def test_enter_on_a_problem_of_the_dataset_step_applies_its_fix(demo_model
         assert app.screen.query_one("#field-dataset-validation_split").value == suggested
         assert "validation_too_small" not in {f.code for f in s.findings}
         assert "held out for validation" not in shown(app, "#data-problems")
+        # The list empties while the data is checked again: the focus waits above it, then comes back to the
+        # finding now in that place, with every footer key (a removed block that kept it took them away).
+        assert isinstance(app.focused, FindingBlock) and app.focused.is_attached
+        assert {"enter", "ctrl+n", "ctrl+q"} <= set(await footer_keys(pilot))
         app.exit()

@@ -85,6 +85,7 @@ class FindingBlocks(Vertical):
     def __init__(self, **kw: Any) -> None:
         super().__init__(**kw)
         self._blocks: list[FindingBlock] = []  # ours in order; children may still hold some being removed
+        self._parked: tuple[Any, int] | None = None  # (where the focus waits, the finding's place) while rechecking
 
     def show_blocks(self, blocks: Sequence[tuple[Content, Any]]) -> None:
         findings = [f for _, f in blocks if f is not None]
@@ -96,22 +97,38 @@ class FindingBlocks(Vertical):
             block.set(content, finding)
         extra = [FindingBlock(content, finding) for content, finding in blocks[len(self._blocks):]]
         gone, self._blocks = self._blocks[len(blocks):], self._blocks[:len(blocks)] + extra
+        if was is not None and not (was < len(self._blocks) and self._blocks[was].can_focus):
+            self._focus_near(was, leaving=gone)
+        elif self._parked is not None:
+            parked_on, index = self._parked
+            if focused is not parked_on:
+                self._parked = None  # the user has moved on: leave the focus where they put it
+            elif any(b.can_focus for b in self._blocks):
+                self._parked = None
+                self._focus_near(index, leaving=gone)
         if extra:
             self.mount_all(extra)
         if gone:
             self.remove_children(gone)
-        if was is not None and not (was < len(self._blocks) and self._blocks[was].can_focus):
-            self._focus_near(was)
 
-    def _focus_near(self, index: int) -> None:
-        """The focused finding went (fixed): the next finding takes the focus, else the one before it."""
+    def _focus_near(self, index: int, leaving: Sequence[FindingBlock] = ()) -> None:
+        """The focused finding went (fixed): the next finding takes the focus, else the one before it. While the
+        checks run again the list may hold no finding at all: the focus waits just above it, and comes back to
+        the finding at the same place once the checks are in (unless the user has moved it meanwhile)."""
         after = [b for b in self._blocks[index:] if b.can_focus]
         before = [b for b in self._blocks[:index] if b.can_focus]
         target = after[0] if after else (before[-1] if before else None)
         if target is not None:
             target.focus()
-        else:
-            self.screen.focus_next()
+            return
+        # Never a block on its way out: a removed widget that keeps the focus takes the footer's keys with it.
+        ours = set(self._blocks) | set(leaving)
+        chain = self.screen.focus_chain
+        first = next((i for i, w in enumerate(chain) if w in ours), len(chain))
+        outside = [w for w in chain[:first] if w not in ours] or [w for w in chain[first:] if w not in ours]
+        parking = outside[-1] if first and outside else (outside[0] if outside else None)
+        self._parked = (parking, index) if parking is not None else None
+        self.screen.set_focus(parking)
 
     def move_focus(self, block: FindingBlock, step: int) -> None:
         """↑↓ within the list; past either end, the focus leaves it as tab and shift+tab would."""
