@@ -130,4 +130,17 @@ async def test_enter_on_a_problem_of_the_dataset_step_applies_its_fix(demo_model
         # finding now in that place, with every footer key (a removed block that kept it took them away).
         assert isinstance(app.focused, FindingBlock) and app.focused.is_attached
         assert {"enter", "ctrl+n", "ctrl+q"} <= set(await footer_keys(pilot))
+
+        # The same on Review, where the list sits below the fold at 80x24: the view stays on the finding.
+        await type_into(pilot, "#field-dataset-validation_split", "0.01")
+        await pilot.press("ctrl+n", "ctrl+n")
+        await settle(app, pilot)
+        await tab_to_a_finding(pilot)
+        await move_to(pilot, "validation_too_small")
+        await pilot.press("enter")
+        await settle(app, pilot)
+        await pilot.pause(0.3)
+        assert s.raw["dataset.validation_split"] == suggested
+        assert isinstance(app.focused, FindingBlock) and app.focused.is_attached
+        assert app.screen.query_one("#review-body").region.overlaps(app.focused.region), app.focused.region
         app.exit()

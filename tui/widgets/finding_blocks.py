@@ -119,7 +119,9 @@ class FindingBlocks(Vertical):
         before = [b for b in self._blocks[:index] if b.can_focus]
         target = after[0] if after else (before[-1] if before else None)
         if target is not None:
-            target.focus()
+            # A block mounted just now has no place on screen yet: scroll to it once it has one.
+            target.focus(scroll_visible=False)
+            self.call_after_refresh(target.scroll_visible, animate=False)
             return
         # Never a block on its way out: a removed widget that keeps the focus takes the footer's keys with it.
         ours = set(self._blocks) | set(leaving)
@@ -128,7 +130,7 @@ class FindingBlocks(Vertical):
         outside = [w for w in chain[:first] if w not in ours] or [w for w in chain[first:] if w not in ours]
         parking = outside[-1] if first and outside else (outside[0] if outside else None)
         self._parked = (parking, index) if parking is not None else None
-        self.screen.set_focus(parking)
+        self.screen.set_focus(parking, scroll_visible=False)  # the view stays on the list, not on what is above
 
     def move_focus(self, block: FindingBlock, step: int) -> None:
         """↑↓ within the list; past either end, the focus leaves it as tab and shift+tab would."""
