@@ -101,6 +101,14 @@ async def test_enter_on_a_review_finding_applies_its_fix_only(demo_model_dir):
         await pilot.pause(0.1)
         assert app.screen.query_one("#field-training-warmup_ratio").value == "0.03"
         assert app.screen.query_one("#field-training-max_grad_norm").value == "0.3"
+
+        # The footer drops its padding only while the terminal is narrow: a wider pane gets it back.
+        from textual.widgets import Footer
+        assert app.screen.query_one(Footer).compact
+        await pilot.resize_terminal(120, 40)
+        await pilot.pause(0.3)
+        assert not app.screen.query_one(Footer).compact
+        await footer_keys(pilot)
         app.exit()
 
 
