@@ -82,16 +82,16 @@ async def test_a_stale_model_error_leaves_the_dataset_tab_once_the_model_is_fixe
     import threading
     import time
 
-    import tui.screens.wizard as wizard
+    import tui.wizard_state as wizard_state
 
-    real, gate = wizard._inspect_data, threading.Event()
+    real, gate = wizard_state.inspect_data, threading.Event()
     gate.set()
 
     def held(cfg, model):  # the real tokenizing, held for as long as the test says (a slow tokenizer)
         gate.wait(timeout=600)  # a hang guard only
         return real(cfg, model)
 
-    monkeypatch.setattr(wizard, "_inspect_data", held)
+    monkeypatch.setattr(wizard_state, "inspect_data", held)
     app = LorapilotApp()
     async with app.run_test(size=SIZE) as pilot:
         s = app.wizard
