@@ -13,14 +13,15 @@ from functools import partial
 from typing import Any, Callable
 
 from textual.app import App
-from textual.timer import Timer
+
+from tui.one_shot import OneShot
 
 
 class DebouncedJobs:
     def __init__(self, app: App, name: str, done: Callable[[str, Any, BaseException | None], None]):
         """`done(kind, result, error)` hears the newest job of each kind, on the app's thread."""
         self.app, self.name, self._done = app, name, done
-        self._timers: dict[str, Timer] = {}
+        self._timers: dict[str, OneShot] = {}
         self._gen: dict[str, int] = {}
         self._running: set[tuple[str, int]] = set()
 
@@ -29,8 +30,7 @@ class DebouncedJobs:
         old = self._timers.pop(kind, None)
         if old is not None:
             old.stop()
-        # A zero-delay Timer divides by zero inside Textual; "at once" is the next tick.
-        self._timers[kind] = self.app.set_timer(max(delay, 0.01), partial(self._fire, kind, start))
+        self._timers[kind] = OneShot(self.app, delay, partial(self._fire, kind, start))
 
     def _fire(self, kind: str, start: Callable[[], None]) -> None:
         self._timers.pop(kind, None)

@@ -21,7 +21,6 @@ from textual.geometry import Size
 from textual.message import Message
 from textual.reactive import reactive
 from textual.screen import Screen
-from textual.timer import Timer
 from textual.widgets import Footer, Header, TabbedContent, TabPane
 from textual.worker import get_current_worker
 
@@ -29,6 +28,7 @@ from engine.errors import UserError
 from engine.rundir import ADAPTER_DIR, FINAL_STATES
 from tui.models.run_feed import FeedUpdate, RunFeed
 from tui.models.run_history import GPU, PROGRESS, SYSTEM, RunHistory
+from tui.one_shot import OneShot
 from tui.screens.confirm_stop import ConfirmStop
 from tui.screens.export_choice import ExportChoice
 from tui.widgets.findings_list import FindingsList
@@ -97,7 +97,7 @@ class MonitorScreen(Screen):
         self.log_scale = False
         self._stop = threading.Event()
         self._flushed_at = self._charts_drawn_at = -1e9
-        self._flush_timer: Timer | None = None
+        self._flush_timer: OneShot | None = None
         self._flush_due = 0.0
         self._panels_dirty = self._charts_dirty = False
         self._panel_cache: list | None = None
@@ -186,7 +186,7 @@ class MonitorScreen(Screen):
             self._flush()
         else:
             self._flush_due = when
-            self._flush_timer = self.set_timer(wait, self._flush)
+            self._flush_timer = OneShot(self, wait, self._flush)
 
     def _flush(self) -> None:
         self._flush_timer = None

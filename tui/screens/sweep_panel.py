@@ -24,11 +24,11 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.content import Content
 from textual.screen import ModalScreen
-from textual.timer import Timer
 from textual.widgets import Button, Input, Label, Static
 
 from engine.errors import UserError
 from tui.error_log import say
+from tui.one_shot import OneShot
 
 # The panel's fields and the verb's flags, in the order shown.
 FIELDS = (("lr", "--lr", "learning rates"), ("r", "--r", "LoRA ranks (alpha = 2r)"),
@@ -106,7 +106,7 @@ class SweepPanel(ModalScreen[str | None]):
         self.planning = False
         self._tmp = tempfile.TemporaryDirectory(prefix="lorapilot-sweep-")
         self.config_path = str(Path(self._tmp.name) / f"{name}.yaml")
-        self._timer: Timer | None = None
+        self._timer: OneShot | None = None
         self._asked = 0
 
     def compose(self) -> ComposeResult:
@@ -169,7 +169,7 @@ class SweepPanel(ModalScreen[str | None]):
         self._asked += 1
         if self._timer is not None:
             self._timer.stop()
-        self._timer = self.set_timer(self.DEBOUNCE_S, self._plan_now)
+        self._timer = OneShot(self, self.DEBOUNCE_S, self._plan_now)
         self._show_plan()
 
     def _plan_now(self) -> None:
