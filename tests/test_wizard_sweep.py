@@ -11,7 +11,9 @@ from wizard_pilot import type_into
 SIZE = (100, 32)
 
 
-async def plan_settled(pilot, panel, limit: float = 20.0) -> str:
+async def plan_settled(pilot, panel, limit: float = 300.0) -> str:
+    """The plan once the panel has it; `limit` is a hang guard only (the verb plans in seconds idle, far longer
+    beside a full suite)."""
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
         await pilot.pause(0.05)
