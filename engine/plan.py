@@ -14,8 +14,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Iterator
 
 from engine.data.packing import StepPlan, epochs_to_plan, plan_steps
+
+if TYPE_CHECKING:  # annotations only: the estimate and the trainer import this module, and it stays light
+    from engine.config import Config
+    from engine.estimate.gpus import GpuSpec
+    from engine.estimate.model_config import ModelInfo
+    from engine.model import Hardware
 
 # training.memory lean: tokens per micro-batch at most this (or max_seq_length, if longer). With the layer
 # inputs offloaded what grows with tokens is one layer's recompute and its gradients (~0.25 GiB per 1,000
@@ -44,14 +51,14 @@ class Machine:
     why_no_kernels: str = ""
 
     @classmethod
-    def for_gpu(cls, gpu, processes: int = 1) -> Machine:
+    def for_gpu(cls, gpu: GpuSpec | None, processes: int = 1) -> Machine:
         """A GPU preset or detected card (engine.estimate.gpus.GpuSpec); None: this machine's CPU."""
         if gpu is None:
             return cls("cpu", "this machine's CPU", None, 1, kernels=False, bf16=False, why_no_kernels="no GPU")
         return cls("cuda", gpu.name, gpu.memory_gib, max(1, processes), kernels=True, bf16=gpu.bf16)
 
     @classmethod
-    def for_hardware(cls, hw, processes: int = 1) -> Machine:
+    def for_hardware(cls, hw: Hardware, processes: int = 1) -> Machine:
         """The machine the trainer runs on (engine.model.Hardware), with the kernels it really has."""
         from engine.train.speed import liger_available
 
@@ -129,7 +136,7 @@ def liger_for(machine: Machine, model_type: str | None) -> tuple[bool, str]:
     return True, ""
 
 
-def token_budget_for(cfg, machine: Machine, memory: str) -> tuple[int | None, str]:
+def token_budget_for(cfg: Config, machine: Machine, memory: str) -> tuple[int | None, str]:
     """Tokens per micro-batch when packing; None for classic padded micro-batches."""
     from engine.train.speed import LEVERS
 
@@ -191,7 +198,7 @@ def microbatch_tokens(mb: list[int], lengths: list[int], packing: bool) -> int:
     return len(mb) * max((lengths[i] for i in mb), default=0)
 
 
-def _steps_run(step_plan: StepPlan, max_steps: int):
+def _steps_run(step_plan: StepPlan, max_steps: int) -> Iterator[list[list[int]]]:
     """The optimizer steps the run will take, in order, across the planned epochs (the plan repeats)."""
     n = 0
     while step_plan.epochs and any(step_plan.epochs):
@@ -203,7 +210,7 @@ def _steps_run(step_plan: StepPlan, max_steps: int):
                 n += 1
 
 
-def total_steps(cfg, steps_per_epoch: int | None) -> int | None:
+def total_steps(cfg: Config, steps_per_epoch: int | None) -> int | None:
     """The trainer's max_steps: training.max_steps, or num_epochs x steps per epoch (rounded)."""
     t = cfg.training
     if t.max_steps and t.max_steps > 0:
@@ -213,7 +220,7 @@ def total_steps(cfg, steps_per_epoch: int | None) -> int | None:
     return max(1, round(t.num_epochs * steps_per_epoch))
 
 
-def _eval_batch(cfg, largest: int, val_lengths: list[int] | None) -> tuple[int, int]:
+def _eval_batch(cfg: Config, largest: int, val_lengths: list[int] | None) -> tuple[int, int]:
     """(examples per evaluation micro-batch, its most tokens): eval never exceeds training's largest micro-batch
     (a longest row of max_seq_length at least: one example is the smallest batch there is)."""
     t = cfg.training
@@ -229,8 +236,8 @@ def _eval_batch(cfg, largest: int, val_lengths: list[int] | None) -> tuple[int, 
 
 
 # ---------------------------------------------------------------------------------------------- the plan
-def plan_run(cfg, machine: Machine, *, lengths: list[int] | None = None, n_examples: int | None = None,
-             val_lengths: list[int] | None = None, info=None, fraction: float | None = None) -> RunPlan:
+def plan_run(cfg: Config, machine: Machine, *, lengths: list[int] | None = None, n_examples: int | None = None,
+             val_lengths: list[int] | None = None, info: ModelInfo | None = None, fraction: float | None = None) -> RunPlan:
     """The run's plan. lengths: the training examples' token lengths as the trainer tokenises them; without them
     every example is assumed to fill max_seq_length (an upper bound), `n_examples` of them when counted.
 
@@ -280,7 +287,7 @@ def _lean_stretch(memory: str, budget: int | None, step_plan: StepPlan, lengths:
     return fullest if fullest <= budget * LEAN_STRETCH and n_ranks == 1 else None
 
 
-def _parallelism_choices(cfg, machine: Machine) -> list[str]:
+def _parallelism_choices(cfg: Config, machine: Machine) -> list[str]:
     if machine.processes <= 1:
         return ["none"]
     if machine.device != "cuda":  # accelerate shards only CUDA processes: CPU ranks would silently run plain DDP
@@ -291,8 +298,8 @@ def _parallelism_choices(cfg, machine: Machine) -> list[str]:
     return ["ddp", "fsdp"]   # shard only where a whole copy per GPU does not fit
 
 
-def _plan_for(cfg, machine: Machine, memory: str, parallelism: str, lengths, n_examples, val_lengths,
-              info) -> RunPlan:
+def _plan_for(cfg: Config, machine: Machine, memory: str, parallelism: str, lengths: list[int] | None,
+              n_examples: int | None, val_lengths: list[int] | None, info: ModelInfo | None) -> RunPlan:
     t = cfg.training
     lines: list[str] = []
     precision = precision_for(t.precision, machine)
@@ -314,7 +321,7 @@ def _plan_for(cfg, machine: Machine, memory: str, parallelism: str, lengths, n_e
     if cfg.dataset.max_examples and n_examples is not None:
         n_examples = min(n_examples, cfg.dataset.max_examples)
     assumed = lengths is None
-    if assumed:
+    if lengths is None:
         # Without the data: one step of examples that fill max_seq_length (what the fullest step could be).
         lengths_from = "assumed: every example fills max_seq_length (dataset not tokenized; an upper bound)"
         plan_lengths = [t.max_seq_length] * examples_per_step
