@@ -12,7 +12,7 @@ import contextlib
 import json
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 from transformers import TrainerCallback
 
@@ -21,7 +21,10 @@ from engine.settings import GIB
 from engine.train.sample_budget import SAMPLE_TIME_SHARE, SampleBudget
 
 if TYPE_CHECKING:
-    from transformers import PreTrainedTokenizerBase
+    from torch import nn
+    from torch.optim import Optimizer
+    from torch.optim.lr_scheduler import LRScheduler
+    from transformers import PreTrainedTokenizerBase, TrainerControl, TrainerState, TrainingArguments
 
     from engine.data.packing import Collator
     from engine.diagnose.live import LiveDiagnostics
@@ -62,7 +65,7 @@ def _gpu_fields() -> dict:
     return out
 
 
-def fast_decode_room(model, prompts, max_new_tokens: int) -> bool:
+def fast_decode_room(model: nn.Module, prompts: list[SamplePrompt], max_new_tokens: int) -> bool:
     """Whether fast decode's KV cache and graphs for these prompts (engine.samples.SamplePrompt) fit on this GPU
     beside training's peak so far."""
     import torch
@@ -111,7 +114,7 @@ class RunDirCallback(TrainerCallback):
         self.tokenizer = tokenizer
         self.sample_prompts = list(sample_prompts)
         self.sample_max_new_tokens = sample_max_new_tokens
-        self._last_eval_loss = None
+        self._last_eval_loss: float | None = None
         # Seconds spent in this callback's per-step work (status, stop agreement, records, NVML), reported
         # in each train record as callback_s so its share of the step time can be read off any run.
         self.overhead_s = 0.0
@@ -130,11 +133,11 @@ class RunDirCallback(TrainerCallback):
         self.learning_rate = learning_rate
 
     # ---- helpers
-    def _status(self, **fields):
+    def _status(self, **fields: Any) -> None:
         if self.is_main:
             write_status(self.run_dir, **fields)
 
-    def _write(self, kind: str, step: int, **fields) -> dict | None:
+    def _write(self, kind: str, step: int, **fields: Any) -> dict | None:
         if self.writer is None:  # not the main rank
             return None
         rec = self.writer.write(kind, step, **fields)
@@ -149,11 +152,12 @@ class RunDirCallback(TrainerCallback):
                     self.stop_reason = f"{finding.code}: {finding.message}"
         return rec
 
-    def event(self, code: str, step: int, message: str, **fields) -> dict | None:
+    def event(self, code: str, step: int, message: str, **fields: Any) -> dict | None:
         """An event record: `code` for programs (the monitor matches on it), `message` for people."""
         return self._write("event", step, code=code, message=message, **fields)
 
-    def _apply_learning_rate(self, optimizer, scheduler, step: int) -> None:
+    def _apply_learning_rate(self, learning_rate: float, optimizer: Optimizer | None, scheduler: LRScheduler | None,
+                             step: int) -> None:
         """Puts the restored optimizer on this run's schedule at the configured peak learning rate.
 
         The optimizer state restores the learning rate the checkpoint was last stepped with and the schedule
@@ -162,9 +166,9 @@ class RunDirCallback(TrainerCallback):
         function is this run's (rebuilt from max_steps), so the rate here is the new peak times it at this step.
         """
         base = list(getattr(scheduler, "base_lrs", None) or [])
-        if not base or optimizer is None or not base[0]:
+        if not base or optimizer is None or scheduler is None or not base[0]:
             return
-        ratio = self.learning_rate / base[0]
+        ratio = learning_rate / base[0]
         scheduler.base_lrs = [b * ratio for b in base]
         lambdas = getattr(scheduler, "lr_lambdas", None)
         if lambdas and len(lambdas) == len(optimizer.param_groups):
@@ -178,12 +182,14 @@ class RunDirCallback(TrainerCallback):
         scheduler._last_lr = list(lrs)  # what the Trainer logs as the learning rate
         if ratio != 1:
             self.event("learning_rate_applied", step,
-                       f"learning rate {base[0]:g} -> {self.learning_rate:g} (from config.yaml), schedule kept")
+                       f"learning rate {base[0]:g} -> {learning_rate:g} (from config.yaml), schedule kept")
 
     # ---- Trainer events
-    def on_train_begin(self, args, state, control, **kw):
+    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                       **kw: Any) -> None:
         if self.learning_rate is not None:
-            self._apply_learning_rate(kw.get("optimizer"), kw.get("lr_scheduler"), state.global_step)
+            self._apply_learning_rate(self.learning_rate, kw.get("optimizer"), kw.get("lr_scheduler"),
+                                      state.global_step)
         self._t0 = time.monotonic()
         self._start_step = state.global_step
         self._last_t = time.time()
@@ -192,12 +198,13 @@ class RunDirCallback(TrainerCallback):
         self._status(state="training", phase=None, step=state.global_step, max_steps=state.max_steps,
                      steps_per_epoch=self.steps_per_epoch)
 
-    def on_step_end(self, args, state, control, **kw):
+    def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                    **kw: Any) -> None:
         t0 = time.perf_counter()
         self._step_end(state, control)
         self.overhead_s += time.perf_counter() - t0
 
-    def _step_end(self, state, control):
+    def _step_end(self, state: TrainerState, control: TrainerControl) -> None:
         now = time.monotonic()
         if now - self._status_t >= REFRESH_S or state.global_step >= state.max_steps:
             # step_s: how long a step takes lately, so that whoever reads status.json alone (the monitor,
@@ -224,12 +231,13 @@ class RunDirCallback(TrainerCallback):
             control.should_save = True
             control.should_training_stop = True
 
-    def on_log(self, args, state, control, logs=None, **kw):
+    def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+               logs: dict[str, float] | None = None, **kw: Any) -> None:
         t0 = time.perf_counter()
         self._log(state, control, logs)
         self.overhead_s += time.perf_counter() - t0
 
-    def _log(self, state, control, logs):
+    def _log(self, state: TrainerState, control: TrainerControl, logs: dict[str, float] | None) -> None:
         t_log = time.perf_counter()
         logs = dict(logs or {})
         step = state.global_step
@@ -261,7 +269,8 @@ class RunDirCallback(TrainerCallback):
             self._gpu = fields, taken = _gpu_fields(), time.monotonic()
         return fields
 
-    def on_evaluate(self, args, state, control, model=None, **kw):
+    def on_evaluate(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                    model: nn.Module | None = None, **kw: Any) -> None:
         if self.is_main and self.sample_prompts and model is not None:
             fits = self._samples.batches == 0 and self._samples.fast_allowed and fast_decode_room(
                 model, self.sample_prompts, self.sample_max_new_tokens)
@@ -281,12 +290,12 @@ class RunDirCallback(TrainerCallback):
                     f"{SAMPLE_TIME_SHARE:.0%} of the run's time"))
         self._status(state="training", phase=None)
 
-    def _remaining_s(self, state) -> float:
+    def _remaining_s(self, state: TrainerState) -> float:
         done = state.global_step - self._start_step
         step_s = self._step_s or ((time.monotonic() - self._t0) / done if done > 0 else 0.0)
         return max(0, state.max_steps - state.global_step) * step_s
 
-    def _sample(self, model, step: int, way: str) -> None:
+    def _sample(self, model: nn.Module, step: int, way: str) -> None:
         from engine.samples import fast_decode_broken, sample_all
         from engine.train.compiled_layers import eager_decoding
         from engine.train.speed import LEVERS
@@ -302,7 +311,7 @@ class RunDirCallback(TrainerCallback):
         for body in bodies:
             self._write("sample", step, eval_loss=self._last_eval_loss, **body)
 
-    def on_save(self, args, state, control, **kw):
+    def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any) -> None:
         path = f"{args.output_dir}/checkpoint-{state.global_step}"
         if self.is_main and self.run_record is not None and Path(path).is_dir():
             # What this checkpoint was trained with: a resume compares the edited config with it.
@@ -319,7 +328,8 @@ def _echo(rec: dict) -> None:
         print(line, flush=True)
 
 
-def _num(x):
+def _num(x: float | None) -> float | None:
+    """A logged value as a float; None when absent or not a number (the Trainer's logs are loosely typed)."""
     if x is None:
         return None
     try:

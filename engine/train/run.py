@@ -31,6 +31,7 @@ if TYPE_CHECKING:  # the heavy imports stay inside the functions that need them
     from engine.config import Config
     from engine.data import PreparedData
     from engine.data.prompt import PromptStyle
+    from engine.diagnose.live import LiveDiagnostics
     from engine.model import Hardware
     from engine.plan import RunPlan
     from engine.train.callback import RunDirCallback
@@ -44,13 +45,13 @@ def log(msg: str) -> None:
         print(f"[lorapilot] {msg}", flush=True)
 
 
-def status(run_dir: Path, **fields) -> None:
+def status(run_dir: Path, **fields: Any) -> None:
     from engine.train.distributed import is_main
     if is_main():
         write_status(run_dir, **fields)
 
 
-def oom_hint(cfg, memory: str | None, run_dir: Path) -> str:
+def oom_hint(cfg: Config, memory: str | None, run_dir: Path) -> str:
     """What to change after a CUDA OOM, for the path the run took (`memory`: fast, lean, or None if unknown)."""
     from engine.plan import LEAN_TOKENS_PER_MICROBATCH
 
@@ -74,7 +75,7 @@ def oom_hint(cfg, memory: str | None, run_dir: Path) -> str:
             f"checkpoint: lorapilot train --resume {run_dir}")
 
 
-def _preflight(cfg, data, hw, run_dir: Path) -> None:
+def _preflight(cfg: Config, data: PreparedData, hw: Hardware, run_dir: Path) -> None:
     """The data doctor before any GPU time is spent: findings into metrics.jsonl; errors refuse the run."""
     from engine.diagnose.finding import blocking
     from engine.diagnose.preflight import preflight
@@ -97,7 +98,7 @@ def _preflight(cfg, data, hw, run_dir: Path) -> None:
                         fix=errors[0].fix)
 
 
-def _live_diagnostics(run_dir: Path, resume: bool, data):
+def _live_diagnostics(run_dir: Path, resume: bool, data: PreparedData) -> LiveDiagnostics:
     """On resume the diagnostics continue from the run's history, so nothing is raised twice.
 
     The training responses let samples be checked for word-for-word copies of the training data.
@@ -111,7 +112,7 @@ def _live_diagnostics(run_dir: Path, resume: bool, data):
     return LiveDiagnostics(training_responses=responses)
 
 
-def _resume_point(cfg, run_dir: Path) -> tuple[str | None, list[tuple[str, str]]]:
+def _resume_point(cfg: Config, run_dir: Path) -> tuple[str | None, list[tuple[str, str]]]:
     """The newest intact checkpoint, and what the log says about the resume as (event code, text): damaged
     checkpoints skipped, config changes applied (the launcher refused the changes a resume cannot follow)."""
     from engine.rundir import usable_checkpoint
@@ -476,7 +477,7 @@ def _write_model_card(run_dir: Path) -> None:
         log(f"model card not written: {type(e).__name__}: {e}")
 
 
-def _save_generation_config(model, tokenizer, adapter_dir: Path) -> None:
+def _save_generation_config(model: Any, tokenizer: PreTrainedTokenizerBase, adapter_dir: Path) -> None:
     """Generation stops on the template's end-of-turn token too, not only on EOS."""
     from transformers import GenerationConfig
 
