@@ -11,16 +11,23 @@ import argparse
 import dataclasses
 import json
 from pathlib import Path
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 from engine.diagnose.codes import LIVE_CODES, STATE_CODES, TITLES
 from engine.diagnose.finding import Finding, blocking, newest_first
 from engine.errors import EXIT_BAD_INPUT, EXIT_OK, UserError
 
+if TYPE_CHECKING:  # annotations only: rich and the data layer load when a command needs them
+    from rich.console import Console
+    from rich.table import Table
+
+    from engine.config import Config
+    from engine.data.types import DataReport, TokenizedExample
+
 _STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
 
 
-def _console():
+def _console() -> Console:
     from rich.console import Console  # only when printing for a person
 
     return Console(highlight=False, soft_wrap=True)
@@ -36,7 +43,7 @@ def print_findings(findings: list[Finding], *, empty: str, counts: dict | None =
 
     from engine.rundir import safe_text
 
-    def clean(text) -> str:
+    def clean(text: str) -> str:
         return escape(safe_text(text))
 
     console = _console()
@@ -77,7 +84,7 @@ def group_findings(findings: list[Finding]) -> tuple[list[Finding], dict[int, tu
     return kept, {id(latest[k]): tuple(v) for k, v in seen.items()}
 
 
-def _print_json(value) -> None:
+def _print_json(value: object) -> None:
     print(json.dumps(value, indent=2, ensure_ascii=False, default=str))
 
 
@@ -222,7 +229,7 @@ def add_inspect_arguments(parser: argparse.ArgumentParser) -> None:
                         help="as --config, then write each finding's setting into CONFIG (comments kept)")
 
 
-def _jsonable(report):
+def _jsonable(report: object) -> object:
     if hasattr(report, "to_dict"):
         return report.to_dict()
     if dataclasses.is_dataclass(report) and not isinstance(report, type):  # an instance, not the class
@@ -230,7 +237,8 @@ def _jsonable(report):
     return report
 
 
-def _report_table(report, examples, max_seq_length: int, tokenizer: str = ""):
+def _report_table(report: DataReport, examples: list[TokenizedExample], max_seq_length: int,
+                  tokenizer: str = "") -> Table:
     """The numbers a user checks before training, one per line."""
     from rich.table import Table
 
@@ -256,7 +264,7 @@ def _report_table(report, examples, max_seq_length: int, tokenizer: str = ""):
     return t
 
 
-def _every_row(cfg):
+def _every_row(cfg: Config) -> Config:
     """No config given: the whole file, nothing held out."""
     cfg.dataset.validation_split, cfg.dataset.max_examples = 0.0, None
     return cfg
@@ -306,7 +314,8 @@ def run_inspect(args: argparse.Namespace) -> int:
     return EXIT_BAD_INPUT if blocking(findings) else EXIT_OK
 
 
-def _inspect(path: str, model: str | None, cfg, fmt: str, train_on: str | None = None):
+def _inspect(path: str, model: str | None, cfg: Config, fmt: str,
+             train_on: str | None = None) -> tuple[DataReport, list[TokenizedExample], list[Finding]]:
     """The trainer's own preparation of PATH under the config (engine.data.inspect_config), and the doctor's
     findings. Without a config every row is shown (no validation split, no max_examples)."""
     import copy

@@ -24,7 +24,7 @@ class Finding:
     fix: str  # what to change
     time: float | None = None  # seconds since the epoch of the record that raised it
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.severity not in SEVERITY_RANK:
             raise ValueError(f"unknown severity {self.severity!r}")
 
