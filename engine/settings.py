@@ -10,6 +10,10 @@ from pathlib import Path
 
 GIB = 1024 ** 3
 
+# The data shipped with lorapilot (model presets, GPUs, recipes, the speed table, the demo, serving templates):
+# the top-level presets/ folder beside engine/ (an editable install and a checkout both keep that layout).
+PRESETS_DIR = Path(__file__).resolve().parents[1] / "presets"
+
 # The data files a dataset path may name (also what a directory of them is searched for).
 DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 

@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import TypedDict
 
-from engine.settings import cache_root
+from engine.settings import PRESETS_DIR, cache_root
 
 DEMO_MODEL_ID = "lorapilot-demo"
 _VERSION = "v3"
@@ -47,12 +47,12 @@ def demo_model_dir() -> Path:
 
 
 def demo_data_path() -> Path:
-    return Path(__file__).resolve().parents[2] / "presets" / "demo" / "train.jsonl"
+    return PRESETS_DIR / "demo" / "train.jsonl"
 
 
 def demo_config_path() -> Path:
     """The demo's config (its model, its data, a 40-step tuning): what the wizard opens with when given none."""
-    return Path(__file__).resolve().parents[2] / "presets" / "demo.yaml"
+    return PRESETS_DIR / "demo.yaml"
 
 
 def _corpus(data_path: Path):

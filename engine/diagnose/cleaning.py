@@ -8,7 +8,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Iterable, TypeVar
 
-SLOP_PHRASES_FILE = Path(__file__).resolve().parents[2] / "presets" / "slop_phrases.txt"
+from engine.settings import PRESETS_DIR
+
+SLOP_PHRASES_FILE = PRESETS_DIR / "slop_phrases.txt"
 
 T = TypeVar("T")
 

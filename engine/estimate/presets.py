@@ -13,8 +13,8 @@ from functools import lru_cache
 from pathlib import Path
 
 from engine.errors import ConfigError
+from engine.settings import PRESETS_DIR
 
-PRESETS_DIR = Path(__file__).resolve().parents[2] / "presets"
 SPEED_FILE = PRESETS_DIR / "speed.yaml"
 
 

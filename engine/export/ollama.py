@@ -22,8 +22,9 @@ from pathlib import Path
 
 from engine.errors import DataError, UserError
 from engine.export.gotemplate import GoTemplateError, ollama_chat_values, render
+from engine.settings import PRESETS_DIR
 
-TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "presets" / "ollama"
+TEMPLATES_DIR = PRESETS_DIR / "ollama"
 EOS_MARK = "[[eos_token]]"
 # Tried in this order; the first whose renders all match wins (qwen2.5 before chatml: with a system prompt both
 # render alike, the probe without one tells them apart).
