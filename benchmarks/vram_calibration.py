@@ -67,6 +67,9 @@ ROWS = [
     ("llama2-r64-512", "llama2-7b", {"max_seq_length": 512}, {"r": 64, "alpha": 128}, True),
     ("llama2-padded-gcoff-1024", "llama2-7b", {"packing": False, "max_seq_length": 1024,
                                                "gradient_checkpointing": False}, {}, True),
+    # Third run (2026-12-03c), held out and committed before it ran: the second run found no GPU lent before
+    # 14:00, so a shorter job of one architecture (one model to build) runs its two Llama-2 rows and this one.
+    ("llama2-lean-512", "llama2-7b", {"memory": "lean", "max_seq_length": 512}, {}, True),
     ("tiny-default", "tiny", {"max_seq_length": 256}, {}, False),
     ("tiny-padded", "tiny", {"packing": False, "max_seq_length": 256}, {}, True),
 ]
