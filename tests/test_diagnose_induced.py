@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from conftest import DEMO_CONFIG, run_cli
+from engine.cli import main
 from engine.rundir import read_metrics, read_status
 
 @pytest.mark.slow
@@ -31,7 +32,7 @@ def test_huge_learning_rate_is_caught_live_and_stops_the_run(tmp_path):
     assert "stopped at step" in r.stdout
 
 
-def test_short_max_seq_length_flags_truncated_responses_with_the_count(tmp_path):
+def test_short_max_seq_length_flags_truncated_responses_with_the_count(tmp_path, capsys):
     long_answer = " ".join(f"item{i}" for i in range(40))
     rows = [{"instruction": f"List items for case {i}.", "output": long_answer} for i in range(20)]
     rows += [{"instruction": f"Say yes {i}.", "output": "yes"} for i in range(15)]
@@ -42,5 +43,7 @@ def test_short_max_seq_length_flags_truncated_responses_with_the_count(tmp_path)
     (f,) = [x for x in out["findings"] if x["code"] == "responses_truncated"]
     assert f["evidence"].startswith("20 of 35"), f["evidence"]
     assert "training.max_seq_length" in f["fix"]
-    r = run_cli("inspect-data", str(data), "--max-seq-length", "512", "--json")
-    assert not [x for x in json.loads(r.stdout)["findings"] if x["code"] == "responses_truncated"]
+    # The same command with room for the answers, in this process (the console entry is tested just above).
+    capsys.readouterr()
+    assert main(["inspect-data", str(data), "--max-seq-length", "512", "--json"]) == 0
+    assert not [x for x in json.loads(capsys.readouterr().out)["findings"] if x["code"] == "responses_truncated"]
