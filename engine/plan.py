@@ -337,7 +337,7 @@ def _plan_for(cfg: Config, machine: Machine, memory: str, parallelism: str, leng
         budget = stretched
         step_plan = plan_steps(plan_lengths, examples_per_step=examples_per_step, num_epochs=n_epochs, seed=t.seed,
                                token_budget=budget, micro_batch_size=t.micro_batch_size, multiple_of=n_ranks)
-        lines.append(f"batching: lean, the fullest step ({budget} tokens) within {LEAN_STRETCH:.2g}x the cap: "
+        lines.append(f"batching: lean, the fullest step ({budget} tokens) within {LEAN_STRETCH:g}x the cap: "
                      "one micro-batch per step")
     if assumed:
         per_epoch = None if n_examples is None else max(1, math.ceil(n_examples / examples_per_step))
