@@ -20,7 +20,7 @@ SIZES = [(80, 24), (160, 48)]
 
 @pytest.fixture(autouse=True)
 def no_gpu_here(monkeypatch):
-    """The same picture on a laptop and on a GPU pod: no card detected, the estimate for the first preset."""
+    """The same picture on a laptop and on a GPU pod: no card detected, so the plan is this machine's CPU."""
     import tui.models.wizard_engine_calls as engine_calls
 
     def presets_only():

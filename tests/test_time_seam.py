@@ -86,3 +86,59 @@ def test_the_wizard_the_cli_and_the_sweep_time_a_config_with_one_function(gpu_na
         assert cli["time_basis"].startswith("not measured on T4: assumes the H100's measured efficiency")
     else:
         assert cli["time_basis"] == "measured on H200"
+
+
+@pytest.fixture
+def no_gpu_here(monkeypatch):
+    import engine.estimate as estimate_pkg
+    import tui.models.wizard_engine_calls as engine_calls
+
+    def presets_only():
+        from engine.estimate import list_gpus
+        return list_gpus(), None
+
+    monkeypatch.setattr(engine_calls, "detect_gpus", presets_only)
+    monkeypatch.setattr(estimate_pkg, "detect_gpu", lambda: None)  # the CLI below: no card either
+
+
+@pytest.mark.timeout(600)
+async def test_with_no_gpu_the_wizard_plans_this_cpu_as_the_cli_does_until_a_card_is_picked(
+        no_gpu_here, demo_cfg_path, demo_model_dir, capsys):
+    """It used to pick the first preset (a T4): its memory and a `<1 s` time for a run Launch trains here."""
+    from engine.estimate import command
+    from tui.app import LorapilotApp
+    from tui.wizard_state import CPU
+    from wizard_pilot import settle, shown
+
+    path, _ = demo_cfg_path
+    assert command.main([str(path), "--json"]) == 0        # `lorapilot estimate CONFIG` on this machine
+    cli = json.loads(capsys.readouterr().out)
+    assert cli["time_basis"] == "this machine's CPU"
+
+    app = LorapilotApp(config_path=str(path))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        s = app.wizard
+        assert s.gpu_options()[0] == ("no GPU: this machine's CPU", CPU)
+        assert s.gpu_key == CPU and s.gpu is None and s.estimate.gpu is None
+        assert (s.estimate.total_steps, s.estimate.time_basis) == (cli["total_steps"], cli["time_basis"])
+        assert s.estimate.time_s == pytest.approx(cli["time_s"], abs=1e-3)
+        assert "no GPU: trains on this CPU" in shown(app, "EstimateLine")
+        await pilot.press("ctrl+n", "ctrl+n", "ctrl+n")
+        await settle(app, pilot)
+        assert "the run trains on this machine's CPU" in shown(app, "#fit-verdict")
+        micro = s.cfg.training.micro_batch_size
+        await pilot.press("ctrl+f")        # no card to fit: only the length the data needs, nothing sized to a card
+        await settle(app, pilot)
+        assert s.cfg.training.max_seq_length == 64 and s.cfg.training.micro_batch_size == micro
+        await pilot.press("ctrl+f")        # nothing left: said so
+        await settle(app, pilot)
+        assert any("no card to fit" in n.message for n in app._notifications)
+
+        s.select_gpu("t4")                                 # planning for a rented pod: the card's plan
+        await settle(app, pilot)
+        assert s.estimate.gpu is not None and s.estimate.gpu.id == "t4"
+        assert s.estimate.time_basis.startswith("not measured on T4")
+        assert "no GPU: trains on this CPU" not in shown(app, "EstimateLine")
+        assert "estimating for the card picked" in shown(app, "#fit-verdict")
+        app.exit()

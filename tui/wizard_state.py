@@ -35,6 +35,8 @@ MODEL_FIELDS = {"model", "trust_remote_code"}
 DATA_FIELDS = {"dataset.path", "dataset.format", "dataset.validation_split", "dataset.validation_path",
                "dataset.train_on", "dataset.max_examples", "training.max_seq_length"}
 DETECTED = "detected"
+# No GPU here: the run trains on this machine's CPU, and that is what the wizard plans until a card is picked.
+CPU = "cpu"
 # What a state change was, as the screens hear it: a keystroke in a field, or a value set elsewhere.
 EDITED, SET = "edited", "set"
 # The demo's tuning was reset while the user typed a model or dataset: every row but that one is rewritten.
@@ -92,8 +94,8 @@ class WizardState:
         self.preflight_error: str | None = None
         self.gpus: list = []                 # the engine's GPU presets
         self.gpu_detected: Any = None        # the card in this machine, or None
-        self.gpu_key: str | None = None      # DETECTED or a preset id
-        self.gpu: Any = None                 # the spec the estimate is for
+        self.gpu_key: str | None = None      # DETECTED, CPU or a preset id
+        self.gpu: Any = None                 # the spec the estimate is for; None: this machine's CPU
         self.price_per_hour: float | None = None  # for the cost line only; not part of the config
         self.last_run: Any = None                 # the RunHandle of the run launched from here
         # The demo's own tuning (a 40-step run of a tiny random model), kept only while it trains the demo.
@@ -274,8 +276,9 @@ class WizardState:
             if result is not None:
                 self.gpus, self.gpu_detected = result
                 if self.gpu_key is None:
-                    # No GPU here (planning on a laptop for a rented pod): the first preset, the smallest card.
-                    self.select_gpu(DETECTED if self.gpu_detected else (self.gpus[0].id if self.gpus else None))
+                    # No GPU here: the run would train on this CPU, so that is the plan shown (what Launch does);
+                    # someone planning for a rented pod picks the card.
+                    self.select_gpu(DETECTED if self.gpu_detected else CPU)
             else:
                 self.estimate_error = message
         elif kind == "model":
@@ -313,15 +316,23 @@ class WizardState:
         return training_examples(self.data_rows, d.validation_split, bool(d.validation_path))
 
     def gpu_options(self) -> list[tuple[str, str]]:
-        """(label, key) for the GPU picker: the card in this machine first, then the presets."""
+        """(label, key) for the GPU picker: this machine first (its card, or its CPU when it has none), then the
+        presets."""
         out = []
         if self.gpu_detected is not None:
             out.append((f"{self.gpu_detected.name} (this machine)", DETECTED))
+        else:
+            out.append(("no GPU: this machine's CPU", CPU))
         out += [(g.name, g.id) for g in self.gpus]
         return out
 
     def select_gpu(self, key: str | None) -> None:
         if key is None:
+            return
+        if key == CPU:
+            self.gpu_key, self.gpu = CPU, None
+            self.changed.publish("gpu")
+            self.schedule("estimate", 0)
             return
         chosen = self.gpu_detected if key == DETECTED else next((g for g in self.gpus if g.id == key), None)
         if chosen is None:
@@ -337,13 +348,16 @@ class WizardState:
 
         Returns the engine's description of each change, for the user to read.
         """
-        from engine.estimate import auto_fit
-        fit = auto_fit(self.cfg, self.model_info, self.gpu, n_examples=self.n_examples,
-                       num_gpus=planned_processes(self.cfg, self.gpu), price_per_hour=self.price_per_hour,
-                       **calls.plan_lengths(self.cfg, self.data_report, self.examples, self.busy_with("data")))
-        current = self.cfg.to_dict()
-        changed = {k: v for k, v in fit.settings.items() if get_path(current, k) != v}
-        notes = [c.description for c in fit.changes]
+        changed: dict[str, Any] = {}
+        notes: list[str] = []
+        if self.gpu is not None:  # on this machine's CPU there is no card to fit: only the length cap below
+            from engine.estimate import auto_fit
+            fit = auto_fit(self.cfg, self.model_info, self.gpu, n_examples=self.n_examples,
+                           num_gpus=planned_processes(self.cfg, self.gpu), price_per_hour=self.price_per_hour,
+                           **calls.plan_lengths(self.cfg, self.data_report, self.examples, self.busy_with("data")))
+            current = self.cfg.to_dict()
+            changed = {k: v for k, v in fit.settings.items() if get_path(current, k) != v}
+            notes = [c.description for c in fit.changes]
         cap = self.longest_useful_length()
         length = changed.get("training.max_seq_length", self.cfg.training.max_seq_length)
         if cap and length > cap:

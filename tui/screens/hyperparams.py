@@ -56,14 +56,14 @@ class HyperparamsScreen(WizardStep):
     def action_sweep(self) -> None:
         """Short trials over lr x r on the config as it stands; the monitor opens on the sweep once started."""
         from tui.screens.sweep_panel import SweepPanel
-        from tui.wizard_state import DETECTED
+        from tui.wizard_state import CPU, DETECTED
 
         s = self.state
         if not s.valid:
             self.notify("\n".join(s.all_problems()), title="Fix these before a sweep", severity="error", timeout=8)
             return
         name = Path(s.config_path).stem if s.config_path else "lorapilot"
-        gpu = s.gpu_key if s.gpu_key not in (None, DETECTED) else None
+        gpu = s.gpu_key if s.gpu_key not in (None, DETECTED, CPU) else None  # None: plan where it runs
 
         def started(sweep_dir: str | None) -> None:
             if sweep_dir:

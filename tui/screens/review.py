@@ -93,9 +93,13 @@ class ReviewScreen(WizardStep):
         if est is None:
             why = s.estimate_error or s.model_error or "estimating…"
             return Content.styled(f"No estimate: {why}", "$text-warning")
-        here = "" if s.gpu_detected is not None else "  (no GPU on this machine: estimating for the card picked)"
+        here = ("" if s.gpu_detected is not None or s.gpu is None
+                else "  (no GPU on this machine: estimating for the card picked)")
         head = (f"peak {fmt_mem(est.peak_allocated_gib)} allocated, {fmt_mem(est.device_total_gib)} on the card"
                 + (f" of {est.gpu.memory_gib:.1f} GiB" if est.gpu else ""))
+        if est.gpu is None:  # what Launch does here: the time and steps below are this CPU's
+            return Content.styled("no GPU: the run trains on this machine's CPU (pick a card above to plan for a "
+                                  "GPU pod)", "$text-warning")
         if est.fits is None:
             verdict = Content.styled("no card to compare with", "$text-muted")
         elif est.fits:
@@ -120,7 +124,8 @@ class ReviewScreen(WizardStep):
             steps = f"{est.total_steps:,} steps ({epochs}; steps per epoch need the dataset)"
         else:
             steps = f"{est.total_steps:,} steps ({est.steps_per_epoch:,} per epoch, {epochs})"
-        gpus = f"{est.num_gpus} GPUs, memory per GPU" if est.num_gpus > 1 else "1 GPU"
+        gpus = (f"{est.num_gpus} GPUs, memory per GPU" if est.num_gpus > 1 else "1 GPU" if est.gpu is not None
+                else "this CPU")
         memory = f"memory {est.memory_mode}"
         if t.memory == "auto":
             memory += " (auto: the fast path does not fit)" if est.memory_mode == "lean" else " (auto)"
@@ -184,8 +189,8 @@ class ReviewScreen(WizardStep):
 
     def action_auto_fit(self) -> None:
         s = self.state
-        if s.model_info is None or s.gpu is None:
-            self.notify("Auto-fit needs the model's size and a GPU.", severity="warning")
+        if s.model_info is None:
+            self.notify("Auto-fit needs the model's size: pick a model that can be read.", severity="warning")
             return
         try:
             changes = s.auto_fit()
@@ -194,6 +199,9 @@ class ReviewScreen(WizardStep):
             return
         if changes:
             self.notify("\n".join(changes), title="Auto-fit applied", timeout=6)
+        elif s.gpu is None:
+            self.notify("No GPU: the run trains on this machine's CPU, with no card to fit. Pick a card above to "
+                        "fit the run to it.", title="Auto-fit", timeout=6)
         else:
             self.notify("Already the largest micro-batch that fits.", title="Auto-fit", timeout=4)
 
