@@ -329,13 +329,8 @@ class WizardState:
     def select_gpu(self, key: str | None) -> None:
         if key is None:
             return
-        if key == CPU:
-            self.gpu_key, self.gpu = CPU, None
-            self.changed.publish("gpu")
-            self.schedule("estimate", 0)
-            return
         chosen = self.gpu_detected if key == DETECTED else next((g for g in self.gpus if g.id == key), None)
-        if chosen is None:
+        if chosen is None and key != CPU:  # CPU plans with no card (gpu None); any other unknown key changes nothing
             return
         self.gpu_key, self.gpu = key, chosen
         self.changed.publish("gpu")

@@ -93,13 +93,12 @@ class ReviewScreen(WizardStep):
         if est is None:
             why = s.estimate_error or s.model_error or "estimating…"
             return Content.styled(f"No estimate: {why}", "$text-warning")
-        here = ("" if s.gpu_detected is not None or s.gpu is None
-                else "  (no GPU on this machine: estimating for the card picked)")
-        head = (f"peak {fmt_mem(est.peak_allocated_gib)} allocated, {fmt_mem(est.device_total_gib)} on the card"
-                + (f" of {est.gpu.memory_gib:.1f} GiB" if est.gpu else ""))
         if est.gpu is None:  # what Launch does here: the time and steps below are this CPU's
             return Content.styled("no GPU: the run trains on this machine's CPU (pick a card above to plan for a "
                                   "GPU pod)", "$text-warning")
+        here = "" if s.gpu_detected is not None else "  (no GPU on this machine: estimating for the card picked)"
+        head = (f"peak {fmt_mem(est.peak_allocated_gib)} allocated, {fmt_mem(est.device_total_gib)} on the card"
+                f" of {est.gpu.memory_gib:.1f} GiB")
         if est.fits is None:
             verdict = Content.styled("no card to compare with", "$text-muted")
         elif est.fits:
