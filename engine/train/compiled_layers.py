@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import traceback
-from typing import Callable
+from typing import Any, Callable
 
 
 def decoder_layers(model) -> list:
@@ -28,25 +28,70 @@ def decoder_layers(model) -> list:
     return [m for m in model.modules() if type(m).__name__ in names]
 
 
-def compile_decoder_layers(model, log: Callable[[str], None], *, backend: str = "inductor",
+def compile_decoder_layers(model, log: Callable[[str], None], *, backend: Any = "inductor",
                            mode: str = "default") -> int:
-    """Compiles every decoder layer in place (nn.Module.compile); returns how many.
+    """Compiles every decoder layer's forward, inside its activation checkpoint; returns how many layers.
+
+    Each layer's class is swapped for a subclass whose forward is the torch.compile'd forward of its class (one
+    compiled function per class, so the layers share their graphs). Not nn.Module.compile: that compiles the
+    module's whole call, and since transformers 5.25 checkpoints inside forward (modeling_layers), the checkpoint
+    would be inside the compiled region, where dynamo skips the whole layer without a word (a graph break it cannot
+    resume from). Through a subclass transformers' own checkpointing wraps the compiled forward in every version.
 
     mode "reduce-overhead": inductor replays each compiled graph as a CUDA graph (one per input length: pair it
     with LEVERS.pad_multiple so lengths repeat)."""
+    import torch
+
     layers = decoder_layers(model)
     if mode == "reduce-overhead":
-        import torch
-
         # The layers share one compiled graph with each layer's weights as its static inputs: cudagraph trees record
         # a graph per layer and length (forward, recompute, backward), far past the default 128 re-records.
         cfg = torch._inductor.config.triton
         cfg.cudagraph_unexpected_rerecord_limit = max(cfg.cudagraph_unexpected_rerecord_limit, 4096)
+    compiled: dict[type, type] = {}
     for layer in layers:
-        layer.compile(backend=backend, dynamic=True, mode=None if mode == "default" else mode)
+        eager: Any = _eager_class(layer) or type(layer)
+        if eager not in compiled:
+            forward = torch.compile(_unchecked(eager.forward), backend=backend, dynamic=True,
+                                    mode=None if mode == "default" else mode)
+            compiled[eager] = type(eager.__name__, (eager,), {
+                "forward": forward, "__module__": eager.__module__, "__qualname__": eager.__qualname__,
+                _EAGER: eager})
+        layer.__class__ = compiled[eager]
     how = "" if mode == "default" else f", mode {mode}"
-    log(f"kernels: {len(layers)} decoder layers compiled (torch.compile {backend}, dynamic shapes{how})")
+    name = backend if isinstance(backend, str) else "a custom backend"
+    log(f"kernels: {len(layers)} decoder layers compiled (torch.compile {name}, dynamic shapes{how})")
     return len(layers)
+
+
+def _unchecked(forward):
+    """The layer's forward without transformers' checkpointing wrapper (5.25+ wraps each layer class's forward in
+    forward_with_checkpointing): the subclass gets the wrapper back around the compiled forward. Compiling through
+    the wrapper would trace the checkpoint too: dynamo does not see that the subclass's wrapper is the outer one."""
+    if getattr(getattr(forward, "__code__", None), "co_name", "") == "forward_with_checkpointing":
+        return forward.__wrapped__
+    return forward
+
+
+_EAGER = "_lorapilot_eager_class"  # on a compiled layer's class: the class it was made from
+
+
+def _eager_class(layer) -> type | None:
+    return type(layer).__dict__.get(_EAGER)
+
+
+def is_compiled(layer) -> bool:
+    return _eager_class(layer) is not None
+
+
+def traced_any(model) -> bool:
+    """Whether dynamo compiled the compiled layers' forward at least once (it keeps a cache entry on the code it
+    compiled). It skips a frame it cannot trace without an error: after a step, no entry means the layers ran
+    eagerly all along."""
+    from torch._dynamo.eval_frame import _debug_get_cache_entry_list
+
+    classes = {type(m) for m in decoder_layers(model) if is_compiled(m)}
+    return any(_debug_get_cache_entry_list(_unchecked(cls.__dict__[_EAGER].forward).__code__) for cls in classes)
 
 
 @contextlib.contextmanager
@@ -55,24 +100,23 @@ def eager_decoding(model):
     family for a one-token input and a cache object, for a few hundred calls. Decoding runs them eagerly.
 
     Only these layers: a global stance (torch.compiler.set_stance) would also turn off the samples' own
-    compiled decode step (engine.fast_decode). nn.Module.compile keeps the compiled call in _compiled_call_impl.
+    compiled decode step (engine.fast_decode).
     """
-    saved = [(m, m._compiled_call_impl) for m in decoder_layers(model)
-             if getattr(m, "_compiled_call_impl", None) is not None]
-    for layer, _ in saved:
-        layer._compiled_call_impl = None
+    saved = [(m, type(m)) for m in decoder_layers(model) if is_compiled(m)]
+    for layer, cls in saved:
+        layer.__class__ = cls.__dict__[_EAGER]
     try:
         yield
     finally:
-        for layer, impl in saved:
-            layer._compiled_call_impl = impl
+        for layer, cls in saved:
+            layer.__class__ = cls
 
 
 def uncompile_decoder_layers(model) -> int:
-    """Back to the eager forward for every compiled layer (nn.Module.compile keeps it in _compiled_call_impl)."""
-    layers = [m for m in decoder_layers(model) if getattr(m, "_compiled_call_impl", None) is not None]
+    """Back to the eager forward for every compiled layer."""
+    layers = [m for m in decoder_layers(model) if is_compiled(m)]
     for layer in layers:
-        layer._compiled_call_impl = None
+        layer.__class__ = type(layer).__dict__[_EAGER]
     return len(layers)
 
 
@@ -132,6 +176,7 @@ class CompileFallback:
         self.restore = restore
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.failed: str | None = None  # why the layers went back to eager
+        self.checked = False  # whether a step has shown that dynamo really compiled the layers
 
     def _grads(self) -> list:
         return [None if p.grad is None else (id(p.grad), p.grad._version) for p in self.params]
@@ -141,26 +186,32 @@ class CompileFallback:
             return step()
         before = self._grads()
         try:
-            return step()
+            result = step()
         except Exception as exc:
             if not is_compile_failure(exc):
                 raise
             if self._grads() != before:
                 raise RuntimeError("the compiled decoder layers failed after part of this micro-batch's gradient "
                                    "was accumulated; it cannot be retried exactly") from exc
-            self._fall_back(exc)
-        return step()
+            self._fall_back(_why(exc), "torch.compile failed ({why}); {n} decoder layers run eagerly from here on, "
+                                       "and this micro-batch was trained again eagerly")
+            return step()
+        if not self.checked:
+            self.checked = True
+            if not traced_any(self.model):
+                self._fall_back("dynamo skipped the layers' forward", "torch.compile compiled none of the {n} "
+                                "decoder layers ({why}, a graph break it cannot resume from); they run eagerly")
+        return result
 
-    def _fall_back(self, exc: BaseException) -> None:
-        self.failed = _why(exc)
+    def _fall_back(self, why: str, message: str) -> None:
+        self.failed = why
         n = uncompile_decoder_layers(self.model)
         if self.restore is not None:
             try:
                 self.restore(self.model)
             except Exception as e:  # noqa: BLE001 - logged; the eager layers train without those kernels too
                 self.log(f"kernels: could not restore Liger's in-layer kernels after the fallback ({e})")
-        message = (f"torch.compile failed ({self.failed}); {n} decoder layers run eagerly from here on, and this "
-                   "micro-batch was trained again eagerly")
+        message = message.format(why=why, n=n)
         self.log(f"kernels: {message}")
         if self.on_fallback is not None:
             self.on_fallback(message)
