@@ -134,7 +134,8 @@ def _hf_side(side: str, model_dir: Path, examples, steps: int, out_dir: Path) ->
                            bnb_4bit_compute_dtype=dtype)
     model = AutoModelForCausalLM.from_pretrained(model_dir, quantization_config=q, dtype=dtype,
                                                  attn_implementation=attn,
-                                                 device_map={"": 0} if cuda else None)
+                                                 device_map={"": 0} if cuda else None,
+                                                 use_kernels=False)  # see engine.model.causal_lm
     model.config.use_cache = False
     model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=True,
                                             gradient_checkpointing_kwargs={"use_reentrant": False})

@@ -257,7 +257,10 @@ def best_stack(model_dir: Path, data: Path, steps: int, points_file: Path) -> No
         model_dir, dtype=dtype, attn_implementation="flex_attention" if cuda else "sdpa",
         quantization_config=BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
                                                bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=dtype),
-        device_map={"": 0} if cuda else None)
+        device_map={"": 0} if cuda else None,
+        # transformers 5.25 fetches Hub kernels by default: the GPU machine is offline, and the engine turns them off
+        # too (engine.model.causal_lm), so both sides train transformers' own layers plus their chosen kernels
+        use_kernels=False)
     model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=True,
                                             gradient_checkpointing_kwargs={"use_reentrant": False})
     model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear",

@@ -158,6 +158,19 @@ def _tokenizer_as_saved(model: str, path: str, loaded):
     return tok
 
 
+def causal_lm(path: str, **kwargs):
+    """AutoModelForCausalLM.from_pretrained, with the Hub's kernels off.
+
+    transformers 5.25 swaps layers for kernels it downloads from the Hub at load time (use_kernels defaults to on
+    when the `kernels` package is installed, and 5.25 requires it): code fetched at load, a path neither the
+    estimate nor the speed table measured, and, offline, a load that fails ("Version 2 of 'kernels-community/rotary'
+    is not available in the local cache": measured on an H200, 2026-12-03). lorapilot picks its kernels itself
+    (engine.train.speed)."""
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(path, use_kernels=False, **kwargs)
+
+
 def load_base_model(model: str, quantization: str, precision: str, *, trust_remote_code: bool = False,
                     device_map=None, attn_implementation: str | None = None, shardable: bool = False):
     """The base model, quantised as asked; returns (model, dtype name).
@@ -165,7 +178,7 @@ def load_base_model(model: str, quantization: str, precision: str, *, trust_remo
     shardable: the 4-bit weights are stored in the compute dtype, so that FSDP shards them alongside the
     unquantised ones (accelerate's FSDP2 preparation leaves 4-bit weights of any other dtype whole on every rank).
     """
-    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+    from transformers import BitsAndBytesConfig
 
     hw = detect_hardware()
     dtype_name = compute_dtype_name(precision, hw)
@@ -183,7 +196,7 @@ def load_base_model(model: str, quantization: str, precision: str, *, trust_remo
         kwargs["device_map"] = device_map if device_map is not None else {"": local_rank()}
     path = resolve_model_path(model)
     try:
-        m = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+        m = causal_lm(path, **kwargs)
     except OSError as e:
         raise ModelError(f"{model}: cannot load model: {str(e).splitlines()[0]}") from None
     if hw.device == "cpu":

@@ -39,9 +39,8 @@ def export_merged(run_dir: str | Path, out: str | Path, *, card: bool = True, tr
     trust_remote_code: the user passed --trust-remote-code (a run directory's config alone never runs code)."""
     import torch
     from peft import PeftModel
-    from transformers import AutoModelForCausalLM
 
-    from engine.model import load_tokenizer, resolve_model_path
+    from engine.model import causal_lm, load_tokenizer, resolve_model_path
 
     from engine.rundir import check_remote_code
 
@@ -51,8 +50,7 @@ def export_merged(run_dir: str | Path, out: str | Path, *, card: bool = True, tr
     src = adapter_dir(rd)
     dst = check_empty_out(out)
     dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
-    base = AutoModelForCausalLM.from_pretrained(resolve_model_path(cfg.model), dtype=dtype,
-                                                trust_remote_code=trust)
+    base = causal_lm(resolve_model_path(cfg.model), dtype=dtype, trust_remote_code=trust)
     merged = PeftModel.from_pretrained(base, str(src)).merge_and_unload()
     merged.save_pretrained(str(dst))
     load_tokenizer(str(src)).save_pretrained(str(dst))  # the run's tokenizer, pad token and chat template included
