@@ -39,3 +39,15 @@ async def test_runs_screen_fits_80_columns_and_opens_a_sweep(tmp_path):
             if type(app.screen).__name__ == "SweepMonitorScreen":
                 break
         assert type(app.screen).__name__ == "SweepMonitorScreen"
+
+
+@pytest.mark.parametrize("start", ["monitor", "playground"])
+async def test_a_screen_that_opens_a_run_with_none_named_opens_the_runs_list(tmp_path, start):
+    # mypy found it: start="playground" without a run_dir pushed PlaygroundScreen("None"), a run named "None".
+    from tui.screens.runs import RunsScreen
+
+    app = LorapilotApp(start=start, run_dir=None, runs_root=str(tmp_path))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        assert isinstance(app.screen, RunsScreen)
+        assert app.screen.root == tmp_path

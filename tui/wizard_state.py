@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from textual.app import App
@@ -28,6 +28,12 @@ from tui.debounced_jobs import DebouncedJobs
 from tui.error_log import say
 from tui.models import wizard_engine_calls as calls
 from tui.models.data_inspection import inspect_data
+
+if TYPE_CHECKING:  # what the engine's answers are; each loads in its worker, never at start-up
+    from engine.data.types import DataReport, TokenizedExample
+    from engine.diagnose.finding import Finding
+    from engine.estimate import Estimate, GpuSpec, ModelInfo
+    from engine.train.launch import RunHandle
 
 # Which recomputation a field feeds. The model and the data are slow (hub,
 # tokenizer), so they wait for a pause in typing; the estimate is cheap.
@@ -80,24 +86,24 @@ class WizardState:
         self.advice: dict[str, str] = {}     # valid values outside the seeds' recommended ranges
         self.notes = list(notes or [])
         # What the engine said, each with the error that replaced it when it failed.
-        self.model_info: Any = None
+        self.model_info: ModelInfo | None = None
         self.model_error: str | None = None
         self.data_rows: int | None = None     # rows read (before any split)
         self.data_format: str | None = None   # the format detected (or forced)
-        self.data_report: Any = None
-        self.examples: list = []
+        self.data_report: DataReport | None = None
+        self.examples: list[TokenizedExample] = []
         self.data_error: str | None = None    # the data cannot be read at all
         self.inspect_error: str | None = None  # read, but not tokenized (e.g. no tokenizer)
-        self.estimate: Any = None
+        self.estimate: Estimate | None = None
         self.estimate_error: str | None = None
-        self.findings: list | None = None
+        self.findings: list[Finding] | None = None
         self.preflight_error: str | None = None
-        self.gpus: list = []                 # the engine's GPU presets
-        self.gpu_detected: Any = None        # the card in this machine, or None
+        self.gpus: list[GpuSpec] = []        # the engine's GPU presets
+        self.gpu_detected: GpuSpec | None = None  # the card in this machine, or None
         self.gpu_key: str | None = None      # DETECTED, CPU or a preset id
-        self.gpu: Any = None                 # the spec the estimate is for; None: this machine's CPU
+        self.gpu: GpuSpec | None = None      # the spec the estimate is for; None: this machine's CPU
         self.price_per_hour: float | None = None  # for the cost line only; not part of the config
-        self.last_run: Any = None                 # the RunHandle of the run launched from here
+        self.last_run: RunHandle | None = None    # the run launched from here
         # The demo's own tuning (a 40-step run of a tiny random model), kept only while it trains the demo.
         self.demo_only: dict[str, str] = demo_only_values(self.raw) if config_path is None else {}
         self.typing_in: str | None = None  # the field being typed in when the demo's tuning was reset
@@ -341,11 +347,14 @@ class WizardState:
     def auto_fit(self) -> list[str]:
         """Apply the engine's fit (micro-batch and accumulation first, more only when those are not enough).
 
-        Returns the engine's description of each change, for the user to read.
+        Returns the engine's description of each change, for the user to read. The review screen asks only once
+        the model's size is known (it says so otherwise).
         """
         changed: dict[str, Any] = {}
         notes: list[str] = []
-        if self.gpu is not None:  # on this machine's CPU there is no card to fit: only the length cap below
+        # On this machine's CPU there is no card to fit, and without the model's size nothing to fit it with:
+        # only the length cap below.
+        if self.gpu is not None and self.model_info is not None:
             from engine.estimate import auto_fit
             fit = auto_fit(self.cfg, self.model_info, self.gpu, n_examples=self.n_examples,
                            num_gpus=planned_processes(self.cfg, self.gpu), price_per_hour=self.price_per_hour,

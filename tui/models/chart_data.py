@@ -51,7 +51,7 @@ class Ema:
         self._source_len = 0
         self._source_key: object = None
 
-    def smooth(self, values: Sequence[float], weight: float, key: object = None) -> np.ndarray:
+    def smooth(self, values: Sequence[float] | np.ndarray, weight: float, key: object = None) -> np.ndarray:
         if weight != self.weight or key != self._source_key or len(values) < self._source_len:
             self.weight, self._source_key = weight, key
             self._values, self._last, self._count, self._source_len = np.empty(0), 0.0, 0, 0

@@ -8,9 +8,12 @@ the UI thread only waits on a pipe.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.config import Config
+
+if TYPE_CHECKING:  # engine.data loads in the helper, and here only on first use
+    from engine.data.types import DataReport, TokenizedExample
 
 _pool: Any = None
 
@@ -31,7 +34,7 @@ def _data_pool() -> Any:
     return _pool
 
 
-def inspect_data(cfg: Config, model: str) -> tuple[Any, list]:
+def inspect_data(cfg: Config, model: str) -> tuple[DataReport, list[TokenizedExample]]:
     """The tokenized report and examples: slow the first time (the tokenizer; maybe the hub)."""
     from concurrent.futures.process import BrokenProcessPool
 

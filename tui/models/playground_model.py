@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Iterator
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from typing import Any, Callable, Iterator
 
 from engine.errors import UserError
 
@@ -25,7 +27,7 @@ class ModelGone(UserError):
     """The helper process ended (out of memory, killed) or never started."""
 
 
-def _serve(conn, run_dir: str, adapter: str | None = None) -> None:
+def _serve(conn: Connection, run_dir: str, adapter: str | None = None) -> None:
     """The child's whole life: load once, then answer prompts until told to quit."""
     from tui.error_log import say
     from tui.helper_process import quiet_child
@@ -49,12 +51,12 @@ def _serve(conn, run_dir: str, adapter: str | None = None) -> None:
             return
         if msg[0] != "ask":
             continue  # a late cancel for an answer already finished
-        _, text, adapter, kwargs = msg
+        _, text, use_adapter, kwargs = msg
         began, cancelled = time.monotonic(), False
         try:
             # Generation runs to its end even when cancelled (transformers has no stop switch here);
             # only the sending stops, so the next prompt never overlaps this one.
-            for piece in pg.stream(text, adapter=adapter, **kwargs):
+            for piece in pg.stream(text, adapter=use_adapter, **kwargs):
                 if not cancelled and conn.poll():
                     cancelled = conn.recv()[0] in ("cancel", "quit")
                 if not cancelled and piece:
@@ -73,8 +75,8 @@ class PlaygroundModel:
         self.adapter = adapter  # a checkpoint's adapter directory; None: the run's final adapter/
         self.info: dict[str, Any] | None = None
         self.error: str | None = None
-        self._conn = None
-        self._proc = None
+        self._conn: Connection | None = None
+        self._proc: BaseProcess | None = None
         self._ready = threading.Event()
         self._asking = threading.Lock()
         self._closed = False
@@ -88,9 +90,10 @@ class PlaygroundModel:
         ctx = multiprocessing.get_context("spawn")
         parent, child = ctx.Pipe()
         with real_stderr():
-            self._proc = ctx.Process(target=_serve, args=(child, self.run_dir, self.adapter), daemon=True,
-                                     name="lorapilot-playground")
-            self._proc.start()
+            proc = ctx.Process(target=_serve, args=(child, self.run_dir, self.adapter), daemon=True,
+                               name="lorapilot-playground")
+            proc.start()
+        self._proc = proc
         child.close()
         self._conn = parent
         try:
@@ -113,27 +116,29 @@ class PlaygroundModel:
         if self.info is None:
             raise ModelGone("the model is not loaded")
 
-    def ask(self, text: str, *, adapter: bool, cancelled=lambda: False, **kwargs) -> Iterator[str]:
+    def ask(self, text: str, *, adapter: bool, cancelled: Callable[[], bool] = lambda: False,
+            **kwargs: Any) -> Iterator[str]:
         """The answer piece by piece. One answer at a time: a second caller waits for the first.
 
         `cancelled()` is polled between pieces; once it says so, the rest of this answer is dropped.
         """
         self.wait_ready()
+        conn = self._pipe()
         with self._asking:
-            self._conn.send(("ask", text, adapter, kwargs))
+            conn.send(("ask", text, adapter, kwargs))
             told = False
             while True:
                 kind, payload = self._recv()
                 if kind == "piece":
                     if cancelled():
                         if not told:
-                            self._conn.send(("cancel",))
+                            conn.send(("cancel",))
                             told = True
                         continue
                     try:
                         yield payload
                     except GeneratorExit:  # the caller stopped reading: let the rest go by
-                        self._conn.send(("cancel",))
+                        conn.send(("cancel",))
                         while self._recv()[0] == "piece":
                             pass
                         raise
@@ -142,9 +147,15 @@ class PlaygroundModel:
                 else:
                     raise UserError(payload)
 
+    def _pipe(self) -> Connection:
+        if self._conn is None:
+            raise ModelGone("the model process never started")
+        return self._conn
+
     def _recv(self) -> tuple[str, Any]:
+        conn = self._pipe()
         try:
-            return self._conn.recv()
+            return conn.recv()
         except (EOFError, OSError):
             code = self._proc.exitcode if self._proc is not None else None
             raise ModelGone("the model process ended" + (f" (exit code {code})" if code is not None else "")
@@ -167,6 +178,10 @@ class PlaygroundModel:
             proc.kill()  # still loading: nothing to finish, and `load` is waiting on it in a worker
             return
         # Not joined here (a UI thread must not wait on it); killed if it lingers.
-        timer = threading.Timer(5.0, lambda: proc.is_alive() and proc.kill())
+        def kill_if_lingering() -> None:
+            if proc.is_alive():
+                proc.kill()
+
+        timer = threading.Timer(5.0, kill_if_lingering)
         timer.daemon = True
         timer.start()

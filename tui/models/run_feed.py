@@ -13,22 +13,23 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from engine import gpu, system
 from engine.rundir import LOG_FILE, STATUS_FILE, MetricsTail, effective_state, read_status, safe_record, safe_text
+from tui.models.run_history import Record
 
 
 @dataclass
 class FeedUpdate:
-    records: list[dict] = field(default_factory=list)
-    status: dict | None = None
+    """What one poll found new; every field left at its default means "unchanged"."""
+    records: list[Record] = field(default_factory=list)
+    status: Record | None = None
     state: str | None = None
     log_lines: list[str] | None = None
     log_reset: bool = False
-    machine: Any = None
-    process: Any = None
-    gpus: tuple[str, str, list] | None = None
+    machine: system.MachineSample | None = None
+    process: system.ProcessSample | None = None
+    gpus: tuple[str, str, list[gpu.GpuSample]] | None = None  # (gpu_state, its reason, one sample per GPU)
     more: bool = False          # a large metrics file is still being read: poll again at once
 
     def __bool__(self) -> bool:
@@ -62,14 +63,15 @@ class LogFollower:
         if sig == self._sig:
             return [], False
         self._sig = sig
-        reset = self.offset is None or st.st_size < self.offset
-        if reset:
-            self.offset, self._partial = max(0, st.st_size - self.first_bytes), b""
-        skip_first = reset and self.offset > 0
+        offset = self.offset
+        reset = offset is None or st.st_size < offset
+        if offset is None or reset:
+            offset, self._partial = max(0, st.st_size - self.first_bytes), b""
+        skip_first = reset and offset > 0
         with open(self.path, "rb") as f:
-            f.seek(self.offset)
+            f.seek(offset)
             # Bounded: after a long disconnect only the last first_bytes matter.
-            if st.st_size - self.offset > self.first_bytes * 4:
+            if st.st_size - offset > self.first_bytes * 4:
                 f.seek(st.st_size - self.first_bytes)
                 self._partial, skip_first = b"", True
             chunk = f.read()
@@ -94,7 +96,7 @@ class RunFeed:
         self.chunk_bytes = chunk_bytes
         self.sample_gpus = sample_gpus
         self.procs = system.ProcessSampler()
-        self.status: dict | None = None
+        self.status: Record | None = None
         self.state: str | None = None
         self._status_sig: tuple[int, int] | None = None
         self._next_sample = 0.0

@@ -13,13 +13,20 @@ import math
 import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 import numpy as np
 
 from engine.diagnose.codes import STATE_CODES
 from engine.diagnose.finding import SEVERITY_RANK, Finding
 from engine.rundir import FINAL_STATES
+
+if TYPE_CHECKING:
+    from engine.gpu import GpuSample
+    from engine.system import MachineSample, ProcessSample
+
+# One metrics.jsonl record (or status.json, or a checkpoint's entry): JSON as read, control characters escaped.
+Record = dict[str, Any]
 
 # Parts of the screen; a widget names the parts it draws from.
 LOSS, LR, PROGRESS, FINDINGS, SAMPLES, LOG, GPU, SYSTEM = (
@@ -84,31 +91,31 @@ class RunHistory:
     eval_loss: Series = field(default_factory=Series)
     lr: Series = field(default_factory=Series)
     grad_norm: Series = field(default_factory=Series)
-    last_train: dict | None = None
-    last_eval: dict | None = None
+    last_train: Record | None = None
+    last_eval: Record | None = None
     first_time: float | None = None
     last_time: float | None = None
-    last_checkpoint: dict | None = None
-    adapter: dict | None = None
+    last_checkpoint: Record | None = None
+    adapter: Record | None = None
     records: int = 0
     # One entry per finding code, most recent last; repeats raise the count
     # instead of flooding the list (a loss_flat check fires every eval).
     findings: "OrderedDict[str, RepeatedFinding]" = field(default_factory=OrderedDict)
-    events: deque = field(default_factory=lambda: deque(maxlen=200))
-    samples: deque = field(default_factory=lambda: deque(maxlen=50))
-    log_lines: deque = field(default_factory=lambda: deque(maxlen=1000))
+    events: deque[Record] = field(default_factory=lambda: deque(maxlen=200))
+    samples: deque[Record] = field(default_factory=lambda: deque(maxlen=50))
+    log_lines: deque[str] = field(default_factory=lambda: deque(maxlen=1000))
     log_total: int = 0          # lines ever added: lets a log widget append only the new ones
     log_resets: int = 0
-    status: dict | None = None
+    status: Record | None = None
     state: str = "unknown"
-    machine: Any = None         # engine.system.MachineSample
-    process: Any = None         # engine.system.ProcessSample
+    machine: MachineSample | None = None
+    process: ProcessSample | None = None
     gpu_state: str | None = None
     gpu_reason: str = ""
-    gpus: list = field(default_factory=list)
+    gpus: list[GpuSample] = field(default_factory=list)
     # (time, step) of recent train records, for the step rate behind the ETA.
-    _rate: deque = field(default_factory=lambda: deque(maxlen=40))
-    versions: dict = field(default_factory=lambda: dict.fromkeys(
+    _rate: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=40))
+    versions: dict[str, int] = field(default_factory=lambda: dict.fromkeys(
         (LOSS, LR, PROGRESS, FINDINGS, SAMPLES, LOG, GPU, SYSTEM), 0))
 
     MAX_FINDINGS = 100
@@ -119,7 +126,7 @@ class RunHistory:
         for p in parts:
             self.versions[p] += 1
 
-    def apply_records(self, records: Iterable[dict]) -> set[str]:
+    def apply_records(self, records: Iterable[Record]) -> set[str]:
         changed: set[str] = set()
         for rec in records:
             self.records += 1
@@ -158,7 +165,7 @@ class RunHistory:
             self.versions[part] += 1
         return changed
 
-    def _apply_train(self, rec: dict, step: float, t: float | None, changed: set[str]) -> None:
+    def _apply_train(self, rec: Record, step: float, t: float | None, changed: set[str]) -> None:
         v = _num(rec.get("loss"), allow_nan=True)
         if v is not None:
             self.loss.add(step, v)
@@ -177,7 +184,7 @@ class RunHistory:
         if "gpu_mem_gib" in rec or "gpu_peak_alloc_gib" in rec:
             changed.add(GPU)
 
-    def _apply_finding(self, rec: dict, step: int) -> None:
+    def _apply_finding(self, rec: Record, step: int) -> None:
         code = str(rec.get("code") or rec.get("message") or "finding")
         old = self.findings.pop(code, None)
         if code in STATE_CODES:  # the current verdict replaces the last one; it is not a repeat

@@ -7,20 +7,25 @@ Each returns what the wizard's state keeps, or raises what its screen shows.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, TypedDict
 
 from engine.config import Config
 from engine.errors import UserError
 from engine.estimate.command import planned_processes
 from tui.error_log import say
 
+if TYPE_CHECKING:  # each loads inside its call, in the worker
+    from engine.data.types import DataReport, TokenizedExample
+    from engine.diagnose.finding import Finding
+    from engine.estimate import Estimate, GpuSpec, ModelInfo
 
-def detect_gpus() -> tuple[list, Any]:
+
+def detect_gpus() -> tuple[list[GpuSpec], GpuSpec | None]:
     from engine.estimate import detect_gpu, list_gpus
     return list_gpus(), detect_gpu()
 
 
-def lookup_model(model: str) -> Any:
+def lookup_model(model: str) -> ModelInfo:
     from engine.estimate import read_model_config
     return read_model_config(model)
 
@@ -32,7 +37,14 @@ def count_rows(cfg: Config) -> tuple[int, str]:
     return len(rows), fmt
 
 
-def plan_lengths(cfg: Config, report: Any, examples: list, data_pending: bool) -> dict:
+class PlanLengths(TypedDict, total=False):
+    """The tokenized lengths the plan packs, as keyword arguments of estimate_for and auto_fit."""
+    lengths: list[int] | None
+    val_lengths: list[int] | None
+
+
+def plan_lengths(cfg: Config, report: DataReport | None, examples: list[TokenizedExample],
+                 data_pending: bool) -> PlanLengths:
     """The tokenized examples' lengths, split as the trainer splits them, for the run's plan (engine.plan): the
     estimate then packs the micro-batches the trainer will, as `lorapilot estimate` does. Empty while the data is
     being read (the estimate says it assumed full-length examples)."""
@@ -43,9 +55,9 @@ def plan_lengths(cfg: Config, report: Any, examples: list, data_pending: bool) -
     return {"lengths": train or None, "val_lengths": val or None}
 
 
-def estimate_and_check(cfg: Config, model_info: Any, gpu: Any, n_examples: int | None, price: float | None,
-                       report: Any, examples: list, data_pending: bool
-                       ) -> tuple[Any, list | None, str | None, str | None]:
+def estimate_and_check(cfg: Config, model_info: ModelInfo | None, gpu: GpuSpec | None, n_examples: int | None,
+                       price: float | None, report: DataReport | None, examples: list[TokenizedExample],
+                       data_pending: bool) -> tuple[Estimate | None, list[Finding] | None, str | None, str | None]:
     """The estimate, then the pre-flight over the tokenized examples (with the estimate's memory if any).
 
     Returns (estimate, findings, the pre-flight's error, the estimate's error), each error as one line.

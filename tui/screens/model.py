@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from textual import on
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical, VerticalScroll
@@ -18,7 +20,7 @@ from tui.widgets.model_info import ModelInfoPanel, fmt_params
 def _presets() -> list[dict]:
     from engine.demo.model import DEMO_MODEL_ID
     # The demo first: the way back to a run that trains anywhere, in seconds, after trying another model.
-    demo = {"id": DEMO_MODEL_ID, "aliases": ["demo", "tiny"], "published_params": None}
+    demo: dict[str, Any] = {"id": DEMO_MODEL_ID, "aliases": ["demo", "tiny"], "published_params": None}
     try:
         from engine.estimate import read_model_config
         from engine.estimate.presets import list_model_presets

@@ -12,7 +12,7 @@ import threading
 import time
 from pathlib import Path
 
-from textual import on, work
+from textual import getters, on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -26,6 +26,7 @@ from textual.worker import get_current_worker
 
 from engine.errors import UserError
 from engine.rundir import ADAPTER_DIR, FINAL_STATES
+from tui.app import LorapilotApp
 from tui.models.run_feed import FeedUpdate, RunFeed
 from tui.models.run_history import GPU, PROGRESS, SYSTEM, RunHistory
 from tui.one_shot import OneShot
@@ -36,6 +37,7 @@ from tui.widgets.gpu_panel import GpuPanel
 from tui.widgets.log_tail import LogTail
 from tui.widgets.loss_chart import SMOOTHING_STEPS, LossChart
 from tui.widgets.lr_chart import LrChart
+from tui.widgets.monitor_panel import HistoryView
 from tui.widgets.progress_panel import ProgressPanel
 from tui.widgets.samples_list import SamplesList
 from tui.widgets.system_panel import SystemPanel
@@ -59,6 +61,7 @@ TABS = ("overview", "lr", "hardware", "diagnostics", "log", "samples")
 
 class MonitorScreen(Screen):
     CSS_PATH = "monitor.tcss"
+    app = getters.app(LorapilotApp)  # typed: the screen calls the app's jumps (open_monitor, open_playground)
     # Focus would land on the loss chart, whose zoom and pan keys then crowd
     # the monitor's own out of the footer; Tab or a click still focuses a chart.
     AUTO_FOCUS = ""
@@ -100,7 +103,7 @@ class MonitorScreen(Screen):
         self._flush_timer: OneShot | None = None
         self._flush_due = 0.0
         self._panels_dirty = self._charts_dirty = False
-        self._panel_cache: list | None = None
+        self._panel_cache: list[HistoryView] | None = None
         self._samples_shown = False
         self._findings_label = ""
         self.announced: str | None = None  # the terminal title set when the run ended while watched
@@ -164,11 +167,14 @@ class MonitorScreen(Screen):
     def on_unmount(self) -> None:
         self._stop.set()
 
-    def _panels(self) -> list:
+    def _panels(self) -> list[HistoryView]:
         # Cached: a DOM query on every poll walks every canvas of every chart.
         if self._panel_cache is None:
-            self._panel_cache = list(self.query("#progress, #gpu, #system, #findings, #log, #samples"))
+            self._panel_cache = self._views("#progress, #gpu, #system, #findings, #log, #samples")
         return self._panel_cache
+
+    def _views(self, selector: str) -> list[HistoryView]:
+        return [w for w in self.query(selector) if isinstance(w, HistoryView)]
 
     def _schedule_flush(self) -> None:
         """Draw now if the screen rested long enough, else once, later (leading and trailing edge)."""
@@ -205,7 +211,7 @@ class MonitorScreen(Screen):
                 self._flush_at(due)
                 return
             self._charts_dirty, self._charts_drawn_at = False, now
-            for chart in self.query("#loss, #lr"):   # every few seconds at most: a query is fine here
+            for chart in self._views("#loss, #lr"):   # every few seconds at most: a query is fine here
                 chart.sync()
 
     # ------------------------------------------------------------ data

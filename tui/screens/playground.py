@@ -20,7 +20,7 @@ from textual.events import Resize
 from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Footer, Static
-from textual.worker import get_current_worker
+from textual.worker import Worker, get_current_worker
 
 from engine.errors import UserError
 from engine.rundir import checkpoint_step
@@ -66,7 +66,7 @@ class PlaygroundScreen(Screen):
         self.loaded = False
         self.generating = False
         self._asks = 0          # which prompt the answers on screen belong to
-        self._worker = None
+        self._worker: Worker[None] | None = None
         # Which weights answer: a checkpoint of a run still training is named by its step wherever it shows.
         self.adapter_label = f"checkpoint at step {checkpoint_step(self.checkpoint)}" if self.checkpoint else ""
         self.title = f"Playground · {Path(self.run_dir).resolve().name}" + (

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from textual import on, work
 from textual.app import ComposeResult
@@ -17,11 +18,15 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.content import Content
 from textual.widgets import Button, Input, Label, Select, Static
 
+from engine.config import Config
 from tui.error_log import say
 from tui.screens.wizard import WizardStep
 from tui.widgets.checklist import Checklist
 from tui.widgets.estimate_line import fmt_cost, fmt_duration
 from tui.widgets.vram_bar import VramBar, fmt_mem
+
+if TYPE_CHECKING:  # the launcher loads when Launch is pressed
+    from engine.train.launch import RunHandle
 
 DEFAULT_SAVE = "lorapilot.yaml"
 CONFIRM_S = 6.0  # how long a second ctrl+l counts as "launch anyway"
@@ -253,7 +258,7 @@ class ReviewScreen(WizardStep):
         self._start(self.state.cfg, name)
 
     @work(thread=True, exclusive=True, group="wizard-launch")
-    def _start(self, cfg, name: str) -> None:
+    def _start(self, cfg: Config, name: str) -> None:
         from engine.train.launch import start_run
         try:
             handle = start_run(cfg, config_name=name)
@@ -266,7 +271,7 @@ class ReviewScreen(WizardStep):
         self.query_one("#launch", Button).disabled = False
         self.notify(say(exc, "starting the run"), title="The run did not start", severity="error", timeout=10)
 
-    def _launched(self, handle) -> None:
+    def _launched(self, handle: RunHandle) -> None:
         self.query_one("#launch", Button).disabled = False
         self.state.last_run = handle
         self.app.open_monitor(handle.run_dir)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from rich.text import Text
-from textual import on, work
+from textual import getters, on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
@@ -13,6 +13,7 @@ from textual.widgets import DataTable, Footer, Header, Static
 
 from engine.rundir import default_runs_root, format_age
 from engine.runs_list import Row, collect, short_name
+from tui.app import LorapilotApp
 from tui.widgets.progress_panel import STATE_STYLES
 
 REFRESH_S = 3.0
@@ -24,6 +25,7 @@ def _loss(v: float | None) -> str:
 
 class RunsScreen(Screen):
     CSS_PATH = "runs.tcss"
+    app = getters.app(LorapilotApp)  # typed: the screen calls the app's jumps (open_monitor, open_playground)
 
     BINDINGS = [
         # Priority, so the footer shows it and the table's own Enter does not open the run twice.

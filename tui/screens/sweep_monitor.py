@@ -155,12 +155,13 @@ class SweepMonitorScreen(Screen):
         from engine.sweep.sweepdir import request_sweep_stop
         from tui.screens.confirm_stop import ConfirmStop
 
-        state = self.summary["state"] if self.summary else "unknown"
-        if state in SWEEP_FINAL_STATES + ("lost", "unknown"):
+        summary = self.summary
+        state = summary["state"] if summary else "unknown"
+        if not summary or state in SWEEP_FINAL_STATES + ("lost", "unknown"):
             self.notify(f"This sweep is {state}: there is nothing to stop.", severity="warning")
             return
         running = sum(t["state"] not in ("pending", "skipped", "done", "stopped", "failed", "lost")
-                      for t in self.summary["trials"])
+                      for t in summary["trials"])
 
         def answered(stop: bool | None) -> None:
             if not stop:

@@ -157,8 +157,8 @@ class SweepPanel(ModalScreen[str | None]):
         self.action_cancel()
 
     def action_start(self) -> None:
-        if self.errors or self.plan_error:
-            problems = list(self.errors.values()) or [self.plan_error]
+        problems = list(self.errors.values()) or ([self.plan_error] if self.plan_error else [])
+        if problems:
             self.notify("\n".join(problems), title="Cannot start the sweep", severity="error", timeout=6)
             return
         self.query_one("#sweep-start", Button).disabled = True

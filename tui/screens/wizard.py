@@ -7,14 +7,13 @@ run is launched from Review.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, cast
-
-from textual import events, on
+from textual import events, getters, on
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import Footer
 
+from tui.app import LorapilotApp
 from tui.screens.wizard_commands import WizardCommands
 from tui.screens.wizard_steps import STEP_TITLES, STEPS, go_to, screen_name
 from tui.widgets.estimate_line import EstimateLine
@@ -24,14 +23,12 @@ from tui.widgets.problem_list import title_of
 from tui.widgets.step_bar import StepBar
 from tui.wizard_state import DEMO_LEFT, SET, WizardState
 
-if TYPE_CHECKING:
-    from tui.app import LorapilotApp
-
 
 class WizardStep(Screen):
     """One step: the step bar, the body, the live estimate line and the footer."""
 
     STEP = ""
+    app = getters.app(LorapilotApp)  # typed: the steps read the app's wizard state and call its jumps
     # The first field, not the scroll container around it: typing should land in a field at once.
     AUTO_FOCUS = ".field-editor"
     COMMANDS = App.COMMANDS | {WizardCommands}
@@ -47,7 +44,7 @@ class WizardStep(Screen):
 
     @property
     def state(self) -> WizardState:
-        state = cast("LorapilotApp", self.app).wizard
+        state = self.app.wizard
         assert state is not None, "the app opens its wizard state before the step screens"
         return state
 

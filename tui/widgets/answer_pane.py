@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.content import Content
 from textual.widgets import Static
@@ -23,7 +24,7 @@ class AnswerPane(VerticalScroll):
         self.state = "idle"  # idle | waiting | generating | done | error
         self._began = 0.0
 
-    def compose(self):
+    def compose(self) -> ComposeResult:
         yield Static("", classes="answer-text")
 
     @property

@@ -13,12 +13,14 @@ from textual import on
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
-from textual.widget import Widget
 from textual.widgets import Checkbox, Input, Label, Select
 
 from engine.config import FieldSpec
 
 TRUE_WORDS = ("true", "yes", "on", "1")
+
+# A bool field gets a checkbox, a field with choices a select, every other field a text input.
+FieldEditor = Checkbox | Select[str] | Input
 
 
 def editor_id(path: str) -> str:
@@ -61,7 +63,8 @@ class FieldRow(Vertical):
     def compose(self) -> ComposeResult:
         with Horizontal(classes="field-line"):
             yield Label(self._label, classes="field-name")
-            yield self._make_editor(self._initial)
+            self._editor = self._make_editor(self._initial)
+            yield self._editor
             yield Label(hint_text(self.spec), classes="field-hint")
         # Compact rows (screens short of lines) keep the help as the editor's tooltip.
         if not self._compact:
@@ -69,7 +72,7 @@ class FieldRow(Vertical):
         yield Label("", classes="field-problem")
         yield Label("", classes="field-advice")
 
-    def _make_editor(self, raw: str) -> Widget:
+    def _make_editor(self, raw: str) -> FieldEditor:
         spec, wid = self.spec, editor_id(self.path)
         if spec.type is bool:
             on = raw.strip().lower() in TRUE_WORDS
@@ -100,8 +103,8 @@ class FieldRow(Vertical):
         return editor.value
 
     @property
-    def editor(self) -> Widget:
-        return self.query_one(".field-editor")
+    def editor(self) -> FieldEditor:
+        return self._editor
 
     def _send(self, text: str) -> None:
         self.post_message(self.Edited(self.path, text))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from rich.console import Group
 from rich.text import Text
 from textual.app import ComposeResult
@@ -34,7 +36,7 @@ class FindingsList(VerticalScroll):
     FindingsList > Static { width: 1fr; }
     """
 
-    def __init__(self, history: RunHistory, **kw):
+    def __init__(self, history: RunHistory, **kw: Any) -> None:
         super().__init__(**kw)
         self.history = history
         self._drawn: int | None = None

@@ -8,6 +8,7 @@ Textual lay out and repaint the whole screen once a second during training.
 from __future__ import annotations
 
 from rich.text import Text
+from textual.visual import VisualType
 
 from engine.rundir import LOG_FILE
 from tui.models.run_history import LOG
@@ -36,6 +37,6 @@ class LogTail(MonitorPanel):
         # One row per line, cut at the edge: wrapping would push the newest line out of view.
         return Text("\n".join(lines), no_wrap=True, overflow="ellipsis")
 
-    def show(self, content) -> None:
+    def show(self, content: VisualType) -> None:
         # The height comes from the layout (1fr), never from the content.
         self.update(content, layout=False)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from textual.reactive import reactive
 
 from tui.models.chart_data import Ema, log10_or_nan
@@ -22,7 +24,8 @@ class LossChart(RunPlot):
     smoothing: reactive[float] = reactive(0.0)
     log_scale: reactive[bool] = reactive(False)
 
-    def __init__(self, history: RunHistory, *, smoothing: float = 0.0, log_scale: bool = False, **kw):
+    def __init__(self, history: RunHistory, *, smoothing: float = 0.0, log_scale: bool = False,
+                 **kw: Any) -> None:
         super().__init__(**kw)
         self.history = history
         self._ema = Ema()

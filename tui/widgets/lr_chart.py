@@ -6,6 +6,8 @@ on one y axis would draw the schedule as a flat line at zero.
 
 from __future__ import annotations
 
+from typing import Any
+
 from textual.app import ComposeResult
 from textual.containers import Horizontal
 
@@ -22,7 +24,7 @@ class LrChart(Horizontal):
     LrChart > RunPlot { width: 1fr; }
     """
 
-    def __init__(self, history: RunHistory, **kw):
+    def __init__(self, history: RunHistory, **kw: Any) -> None:
         super().__init__(**kw)
         self.history = history
         self._drawn: int | None = None

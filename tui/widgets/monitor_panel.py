@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Hashable
+from typing import Any, Hashable, Protocol, runtime_checkable
 
 from textual.visual import VisualType
 from textual.widgets import Static
 
 from tui.models.run_history import RunHistory
+
+
+@runtime_checkable
+class HistoryView(Protocol):
+    """A monitor widget (panel or chart) that redraws from the RunHistory when the screen says so."""
+
+    def sync(self) -> None: ...
 
 
 class MonitorPanel(Static):
@@ -26,7 +33,7 @@ class MonitorPanel(Static):
 
     TITLE = ""
 
-    def __init__(self, history: RunHistory, **kw):
+    def __init__(self, history: RunHistory, **kw: Any) -> None:
         super().__init__(**kw)
         self.history = history
         self._drawn: tuple | None = None
@@ -54,6 +61,11 @@ class MonitorPanel(Static):
     def show(self, content: VisualType) -> None:
         self.update(content, layout=False)
         width = self.content_size.width
-        if not width or self._render().get_height(self.styles, width) != self.content_size.height:
+        if not width or self._height_at(width) != self.content_size.height:
             self.clear_cached_dimensions()
             self.refresh(layout=True)
+
+    def _height_at(self, width: int) -> int:
+        # Textual's own Widget.get_content_height passes self.styles here too: Visual.get_height's annotation
+        # names RulesMap (a TypedDict), whose keys RenderStyles answers through its own get().
+        return self._render().get_height(self.styles, width)  # type: ignore[arg-type]

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from rich.console import Group
 from rich.text import Text
+from engine.diagnose.finding import Finding
 from engine.rundir import LOG_FILE, format_age, tail_lines
 from tui.models.run_history import LOG, PROGRESS, SYSTEM
 from tui.widgets.meter_text import meter
@@ -50,7 +51,7 @@ class ProgressPanel(MonitorPanel):
         # seconds for hours, and a Table measures every cell each time.
         rows: list[Text] = []
 
-        def row(label: str, *value) -> None:
+        def row(label: str, *value: str | Text | tuple[str, str]) -> None:
             rows.append(Text.assemble((label.ljust(LABEL), "bold"), *value, no_wrap=True, overflow="ellipsis"))
 
         st = h.status or {}
@@ -93,7 +94,7 @@ class ProgressPanel(MonitorPanel):
         return Text.assemble(name, (f"  step {ck.get('step')}, {format_age(age)} ago" if age is not None else "",
                                     "dim"))
 
-    def _stalled(self):
+    def _stalled(self) -> Finding | None:
         from engine.diagnose.stall import no_progress
 
         h = self.history

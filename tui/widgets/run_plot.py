@@ -9,6 +9,7 @@ a margin, until the user zooms or pans, and again after `r` (reset scales).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from textual import on
@@ -32,7 +33,7 @@ class RunPlot(PlotWidget):
     RunPlot { height: 1fr; }
     """
 
-    def __init__(self, **kw):
+    def __init__(self, **kw: Any) -> None:
         super().__init__(**kw)
         self._user_scaled = False
         self._ignore_scale_messages = 0

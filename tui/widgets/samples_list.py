@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any, Iterable
 
 from rich.console import Group
 from rich.text import Text
@@ -10,7 +11,7 @@ from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
-from tui.models.run_history import SAMPLES, RunHistory
+from tui.models.run_history import SAMPLES, Record, RunHistory
 
 
 class SamplesList(VerticalScroll):
@@ -18,7 +19,7 @@ class SamplesList(VerticalScroll):
     SamplesList { height: 1fr; }
     """
 
-    def __init__(self, history: RunHistory, **kw):
+    def __init__(self, history: RunHistory, **kw: Any) -> None:
         super().__init__(**kw)
         self.history = history
         self._drawn: int | None = None
@@ -43,7 +44,7 @@ class SamplesList(VerticalScroll):
         body.update(Group(*sample_blocks(self.history.samples)))
 
 
-def sample_blocks(samples: list[dict]) -> list[Text]:
+def sample_blocks(samples: Iterable[Record]) -> list[Text]:
     """One block per evaluation, newest first: its step and eval loss, then each prompt with its answer.
 
     The eval loss beside the text is what tells overfitting apart: answers that copy the training data while
@@ -67,6 +68,6 @@ def sample_blocks(samples: list[dict]) -> list[Text]:
     return blocks
 
 
-def _tight(text) -> str:
+def _tight(text: object) -> str:
     """A field without blank lines: one (alpaca's instruction, then its input) would read as the end of the block."""
     return re.sub(r"\n\s*\n", "\n", str(text).strip())

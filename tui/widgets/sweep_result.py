@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import shlex
 from pathlib import Path
+from typing import Any
 
 from rich.console import Group
 from rich.text import Text
+from textual.app import ComposeResult
 from textual.containers import Horizontal
 from textual.widgets import Static
 
@@ -42,11 +44,11 @@ class SweepResult(Horizontal):
 
     DEFAULT_CSS = Path(__file__).with_suffix(".tcss").read_text(encoding="utf-8")
 
-    def __init__(self, sweep_arg: str, **kw):
+    def __init__(self, sweep_arg: str, **kw: Any) -> None:
         super().__init__(**kw)
         self.sweep_arg = sweep_arg
 
-    def compose(self):
+    def compose(self) -> ComposeResult:
         yield Static(id="sweep-heatmap")
         yield Static(id="sweep-winner")
 

@@ -6,6 +6,7 @@ stopped; the best so far starred. Once the sweep is done the same lines carry th
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from rich.text import Text
 from textual.widgets import DataTable
@@ -26,11 +27,11 @@ RUNNING_COLUMNS = ("lr", "r", "state", "step", "training loss", "loss", "eval", 
 DONE_COLUMNS = ("lr", "r", "outcome", "step", "eval", "train", "gap", "verdict", "tok/s", "peak GiB")
 
 
-def _finite(x) -> bool:
+def _finite(x: object) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
-def spark(values: list, width: int = SPARK_WIDTH) -> Text:
+def spark(values: list[float], width: int = SPARK_WIDTH) -> Text:
     """A unicode block sparkline of the last `width` buckets; a non-finite loss is a red ✗."""
     if not values:
         return Text("·" * 3, style="dim")
@@ -50,14 +51,14 @@ def spark(values: list, width: int = SPARK_WIDTH) -> Text:
     return out
 
 
-def _num(x, fmt: str = ".3f") -> str:
+def _num(x: object, fmt: str = ".3f") -> str:
     return format(x, fmt) if _finite(x) else ("nan" if isinstance(x, float) else "-")
 
 
 class SweepTrials(DataTable):
     """Rows keyed by trial id; `show(summary)` redraws from summarize_sweep's dict."""
 
-    def __init__(self, **kw):
+    def __init__(self, **kw: Any) -> None:
         super().__init__(cursor_type="row", zebra_stripes=True, **kw)
         self._columns_for: tuple | None = None
 
@@ -89,12 +90,13 @@ class SweepTrials(DataTable):
         style = BEST if best else None
         state = t["state"]
         step = f"{t['step']}/{t['max_steps']}" if t.get("max_steps") else str(t["step"])
+        stopped_by = str(t.get("stopped_by") or "")
         self.add_row(Text(("★ " if best else "  ") + lr_text(t["learning_rate"]), style=style or ""),
                      Text(str(t["r"]), style=style or ""), Text(state, style=STATE_STYLE.get(state, "")),
                      Text(step, justify="right"), spark(t.get("losses") or []),
                      Text(_num(t.get("loss")), justify="right"),
                      Text(_num(t.get("eval_loss")), style=style or "", justify="right"),
-                     Text(t.get("stopped_by") or "", style=STOP_STYLE.get(t.get("stopped_by"), "")),
+                     Text(stopped_by, style=STOP_STYLE.get(stopped_by, "")),
                      key=t["id"])
 
     def _add_done(self, row: dict, t: dict, winner: bool, with_spark: bool) -> None:

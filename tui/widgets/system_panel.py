@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from rich.console import Group
 from rich.text import Text
+
+from engine.system import ProcessSample
 from tui.models.run_history import SYSTEM
 from tui.widgets.meter_text import meter
 from tui.widgets.monitor_panel import MonitorPanel
@@ -33,7 +35,7 @@ class SystemPanel(MonitorPanel):
         lines.append(self._trainer_line(p))
         return Group(*lines)
 
-    def _trainer_line(self, p) -> Text:
+    def _trainer_line(self, p: ProcessSample | None) -> Text:
         head = ("trainer".ljust(LABEL), "bold")
         pid = (self.history.status or {}).get("pid")
         if p is None:
