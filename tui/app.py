@@ -8,7 +8,10 @@ from typing import TYPE_CHECKING
 
 from textual.app import App
 from textual.binding import Binding
+from textual.notifications import SeverityLevel
 from textual.widgets import Input, TextArea
+
+from tui.one_shot import OneShot
 
 if TYPE_CHECKING:  # the wizard's modules load when it opens, not at start-up
     from tui.wizard_state import WizardState
@@ -42,6 +45,17 @@ class LorapilotApp(App):
         self.wizard = None
 
     _ctrl_c_at: float = -1e9  # when ctrl+c was last pressed (monotonic seconds)
+
+    def notify(self, message: str, *, title: str = "", severity: SeverityLevel = "information",
+               timeout: float | None = None, markup: bool = True) -> None:
+        """Textual's notify, and a repaint once the toast has gone.
+
+        A toast that expires over the monitor's loss chart left its last frame in the terminal: Textual removed
+        it but sent no update for the cells it covered, so "The run is done." stayed over the chart's newest
+        points until something else redrew them (seen in tmux at 80x24, Textual 8.2)."""
+        super().notify(message, title=title, severity=severity, timeout=timeout, markup=markup)
+        wait = self.NOTIFICATION_TIMEOUT if timeout is None else timeout
+        OneShot(self, wait + 0.25, lambda: self.screen.refresh())
 
     def action_ctrl_c(self) -> None:
         """Say how to quit, and quit on a second press; a selection in a text box is copied on the way."""
