@@ -63,6 +63,35 @@ def test_table(config, capsys):
         assert text in out
 
 
+def test_the_demo_without_a_gpu_is_estimated_for_the_cpu(demo_model_dir, monkeypatch, capsys):
+    # No card here: the plan is this machine's CPU (fp32, RAM). The table speaks of RAM and fp32, not of a CUDA
+    # context, nvidia-smi or bf16; the JSON keeps every key a card's has, with the CPU's values.
+    import engine.estimate as estimate_pkg
+    from tests.conftest import DEMO_CONFIG
+
+    monkeypatch.setattr(estimate_pkg, "detect_gpu", lambda: None)
+    code, table, _ = run_main([str(DEMO_CONFIG)], capsys)
+    assert code == 0
+    for gone in ("CUDA context", "allocator slack", "nvidia-smi", "torch.cuda", "bf16", "16-bit", "fit"):
+        assert gone not in table, gone
+    for said in ("fp32 logits, plus fp32 gradients", "largest quantised weight in fp32 during its matmul",
+                 "peak memory of the training process (tensors)", "GPU: none detected"):
+        assert said in table, said
+
+    code, out, _ = run_main([str(DEMO_CONFIG), "--json"], capsys)
+    cpu = json.loads(out)
+    code_t4, out_t4, _ = run_main([str(DEMO_CONFIG), "--json", "--gpu", "t4"], capsys)
+    t4 = json.loads(out_t4)
+    assert code == code_t4 == 0 and set(cpu) == set(t4)
+    assert {tuple(c) for c in cpu["components"]} == {tuple(c) for c in t4["components"]}
+    assert cpu["gpu"] is None and cpu["fits"] is None and cpu["precision"] == "fp32"
+    assert {c["name"] for c in t4["components"]} - {c["name"] for c in cpu["components"]} == \
+        {"CUDA context", "allocator slack"}
+    assert cpu["device_total_gib"] == cpu["peak_allocated_gib"]
+    assert cpu["need_gib"] == max(cpu["peak_allocated_gib"], cpu["load_peak_gib"])
+    assert t4["device_total_gib"] > t4["peak_allocated_gib"] + 0.5      # the card's context and slack
+
+
 def test_table_names_the_memory_path_auto_takes(tmp_path, capsys):
     cfg = tmp_path / "run.yaml"
     cfg.write_text("model: llama-2-7b\ndataset: {path: x.jsonl}\n"

@@ -229,3 +229,25 @@ def test_a_model_that_cannot_load_does_not_fit_even_when_training_would():
     assert e.device_total_gib < 0.9 * 40 < e.load_peak_gib + 0.5  # sharded training fits; loading a copy does not
     assert e.fits is False and any("loading peaks above training" in n for n in e.notes)
     assert est(make_cfg("llama-2-7b"), get_gpu("a100-40")).fits is True
+
+
+def test_the_cpu_estimate_has_no_cuda_context_and_speaks_of_fp32():
+    # No GPU: the run trains in fp32 on this machine's CPU, in RAM: no CUDA context, no caching allocator's slack,
+    # the logits and the dequantised weight in fp32; a card keeps its context, slack and 16-bit wording.
+    cfg = make_cfg()
+    cpu, gpu = est(cfg, gpu=None, fused_loss=False), est(cfg, fused_loss=False)
+    names = {c.name for c in cpu.components}
+    assert "CUDA context" not in names and "allocator slack" not in names
+    assert cpu.device_total_gib == pytest.approx(cpu.peak_allocated_gib)
+    assert cpu.need_gib == pytest.approx(max(cpu.peak_allocated_gib, cpu.load_peak_gib))
+    assert not any(word in c.note for c in cpu.components for word in ("bf16", "16-bit", "nvidia-smi", "GPU"))
+    assert component(cpu, "logits and loss").note.startswith("batch x seq x vocab (32,000): fp32 logits,")
+    arch = read_model_config(cfg.model).arch
+    largest = max(lin.d_in * lin.d_out for lin in arch.linears)
+    assert component(cpu, "dequantisation buffer").gib == pytest.approx(largest * 4 / 2**30)
+    assert "in fp32 during its matmul" in component(cpu, "dequantisation buffer").note
+    # The GPU's estimate as it was.
+    assert component(gpu, "CUDA context").gib == 0.5 and component(gpu, "allocator slack").gib > 0
+    assert component(gpu, "dequantisation buffer").gib == pytest.approx(largest * 2 / 2**30)
+    assert "bf16 logits upcast to fp32" in component(gpu, "logits and loss").note
+    assert gpu.need_gib >= gpu.device_total_gib > gpu.peak_allocated_gib + 0.5

@@ -57,6 +57,38 @@ async def test_review_checklist_ticks_the_settings_and_flags_no_warmup():
         app.exit()
 
 
+async def test_review_on_the_cpu_says_what_holds_there_and_a_card_brings_the_gpu_checks_back(monkeypatch):
+    # No card on this machine: the run trains on the CPU in fp32, in RAM. Review shows no fit line, no card and
+    # no CUDA context, and the checklist's GPU lines are information, not ticks for checks that were not made.
+    import tui.models.wizard_engine_calls as engine_calls
+
+    def presets_only():
+        from engine.estimate import list_gpus
+        return list_gpus(), None
+
+    monkeypatch.setattr(engine_calls, "detect_gpus", presets_only)
+    app = LorapilotApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        await pilot.press("ctrl+n", "ctrl+n", "ctrl+n")
+        await settle(app, pilot)
+        assert app.wizard.gpu is None and app.wizard.estimate.on_cpu
+        lines, bar = checklist_lines(app), shown(app, "#vram-bar")
+        assert "i fp32 on this CPU (no GPU)" in lines and "i no GPU to fit: the run uses this machine's RAM" in lines
+        assert not any("GPU" in line and line.startswith("✓") for line in lines), lines
+        for gone in ("fit line", "card", "CUDA context", "nvidia-smi", "16-bit"):
+            assert gone not in bar, (gone, bar)
+        assert "at the peak, in this machine's RAM (no GPU to fit)" in bar and "in fp32 during its matmul" in bar
+
+        app.wizard.select_gpu("t4")       # what picking the T4 in Review's GPU list does
+        await settle(app, pilot)
+        lines, bar = checklist_lines(app), shown(app, "#vram-bar")
+        assert "✓ bf16 or fp16 to suit the GPU" in lines and "✓ Memory under 90 % of the GPU" in lines
+        assert not any("CPU" in line for line in lines), lines
+        assert "┊ 90% of the card: the fit line" in bar and "CUDA context" in bar
+        app.exit()
+
+
 def _own_data(tmp_path, n: int = 48):
     path = tmp_path / "mine.jsonl"
     path.write_text("".join(f'{{"instruction": "say {i}", "output": "number {i} said"}}\n' for i in range(n)),

@@ -134,11 +134,17 @@ def render(est: Estimate, info: ModelInfo, n_examples: int | None, counted: bool
         mark = " " if c.in_peak else "+" if c.name in ("CUDA context", "allocator slack", "paged optimizer states") \
             else "~"
         lines.append(f" {mark} {c.name:<{width}}  {c.gib:7.2f} GiB  {c.note}")
-    lines += ["",
-              f"  peak allocated (torch.cuda.max_memory_allocated)  {est.peak_allocated_gib:7.2f} GiB",
-              f"  on the device (nvidia-smi)                       {est.device_total_gib:7.2f} GiB",
-              f"  while loading the model                          {est.load_peak_gib:7.2f} GiB",
-              "  (~: another moment than the peak, not added; +: added for nvidia-smi)"]
+    if est.on_cpu:   # no CUDA context, no caching allocator: the peak is the tensors' in RAM
+        lines += ["",
+                  f"  peak memory of the training process (tensors)    {est.peak_allocated_gib:7.2f} GiB",
+                  f"  while loading the model                          {est.load_peak_gib:7.2f} GiB",
+                  "  (~: another moment than the peak, not added; Python and its libraries use RAM on top)"]
+    else:
+        lines += ["",
+                  f"  peak allocated (torch.cuda.max_memory_allocated)  {est.peak_allocated_gib:7.2f} GiB",
+                  f"  on the device (nvidia-smi)                       {est.device_total_gib:7.2f} GiB",
+                  f"  while loading the model                          {est.load_peak_gib:7.2f} GiB",
+                  "  (~: another moment than the peak, not added; +: added for nvidia-smi)"]
     if est.gpu is None:
         lines.append("  GPU: none detected: the run would train on this machine's CPU; pass --gpu NAME to plan "
                      "for a GPU")

@@ -10,7 +10,6 @@ from engine.config import Config
 from engine.estimate.gpus import GpuSpec
 from engine.estimate.lr import lr_hint
 from engine.estimate.memory import (
-    CUDA_CONTEXT_GIB,
     FIT_FRACTION,
     Component,
     memory,
@@ -26,8 +25,8 @@ from engine.plan import Machine, RunPlan, plan_run
 @dataclass
 class Estimate:
     components: list[Component]
-    peak_allocated_gib: float        # as torch.cuda.max_memory_allocated sees it
-    device_total_gib: float          # as nvidia-smi sees it
+    peak_allocated_gib: float        # as torch.cuda.max_memory_allocated sees it (CPU: the tensors' peak in RAM)
+    device_total_gib: float          # as nvidia-smi sees it (CPU: the same peak, no context or allocator slack)
     load_peak_gib: float             # allocated while loading and preparing the base
     gpu: GpuSpec | None
     fits: bool | None                # None without a GPU to compare with
@@ -52,6 +51,11 @@ class Estimate:
     plan: RunPlan | None = None      # the run as planned (engine.plan): what the trainer will do
     time_basis: str = ""             # where time_s's rate comes from: "measured on H200", "not measured on T4: ..."
     time_basis_detail: str = ""      # the path, fraction of the 16-bit peak and measured speeds behind it
+
+    @property
+    def on_cpu(self) -> bool:
+        """Planned for this machine's CPU (no GPU): the memory is RAM, with no card to fit it under."""
+        return self.plan is not None and self.plan.device != "cuda"
 
     def to_dict(self) -> dict:
         r3 = lambda x: None if x is None else round(x, 3)
@@ -146,7 +150,7 @@ def compute(cfg: Config, info: ModelInfo, gpu: GpuSpec | None, *, n_examples: in
         notes.append(f"max_seq_length {t.max_seq_length} exceeds the model's context ({arch.context})")
     if gpu is not None and gpu.bf16 is False and t.precision == "bf16":
         notes.append(f"{gpu.name} has no bf16: set training.precision to auto or fp16")
-    if gpu is not None and mem.load_peak_gib + CUDA_CONTEXT_GIB > mem.device_total_gib:
+    if gpu is not None and mem.load_peak_gib + mem.context_gib > mem.device_total_gib:
         notes.append(f"loading peaks above training ({mem.load_peak_gib:.1f} GiB): that is what has to fit")
     if gpu is not None and fits is False and headroom is not None and headroom >= 0:
         notes.append(f"above {fraction:.0%} of the card: may run, but with no margin for the estimate's error")

@@ -7,7 +7,8 @@ prepare_model_for_kbit_training upcasts every unquantised parameter to fp32
 autocast, and Hugging Face's gradient checkpointing wraps each decoder layer.
 Each saved-for-backward tensor below was traced from that code (see the
 comments); the totals are what torch.cuda.max_memory_allocated reports, plus
-what nvidia-smi adds on top.
+what nvidia-smi adds on top. On the CPU (no GPU: fp32, plain PyTorch kernels) there
+is no CUDA context and no caching allocator: the total is the tensors' peak in RAM.
 
 Everything is bytes per token unless the name says otherwise, so the
 activation and logit terms scale with the tokens in a micro-batch (packed or
@@ -82,6 +83,7 @@ class TrainingShape:
     offload: bool = False        # lean: checkpointed layer inputs offloaded to host memory
     shards: int = 1              # FSDP over N GPUs: weights, adapters, gradients and optimizer states split N ways
     eval_tokens: int = 0         # the evaluation micro-batch's tokens (no gradients; 0: no evaluation)
+    device: str = "cuda"         # cuda | cpu (the plan's): only a GPU adds a CUDA context and allocator slack
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,7 @@ class Memory:
     peak_allocated_gib: float
     device_total_gib: float
     load_peak_gib: float
+    context_gib: float                   # the CUDA context the device holds before any tensor (0 on the CPU)
 
 
 def _stream_bytes(shape: TrainingShape) -> int:
@@ -216,7 +219,8 @@ def logits_bytes(arch: Architecture, shape: TrainingShape, tokens: int | None = 
     # output kept for backward (4V). Backward: the fp32 gradient of the log-probs
     # and of the logits (4V + 4V) while the saved output (4V) is alive: 12V.
     per_token = max(c + 8, 12) * v if backward else (c + 8) * v
-    note = f"batch x seq x vocab ({v:,}): bf16 logits upcast to fp32 in the loss, plus fp32 gradients"
+    logits = "bf16 logits upcast to fp32 in the loss" if c == 2 else "fp32 logits"
+    note = f"batch x seq x vocab ({v:,}): {logits}, plus fp32 gradients"
     if arch.final_logit_softcap:
         per_token += 2 * c * v          # tanh output kept for backward, plus the capped copy
         note += "; final-logit soft-capping keeps two more copies"
@@ -227,10 +231,12 @@ def logits_bytes(arch: Architecture, shape: TrainingShape, tokens: int | None = 
 
 
 def dequant_buffer_bytes(arch: Architecture, shape: TrainingShape) -> float:
-    """The largest quantised weight dequantised to 16-bit for a matmul (one at a time)."""
+    """The largest quantised weight dequantised for a matmul (one at a time), in the dtype the base was loaded
+    in: the compute dtype (engine.model.load_base_model), so fp32 on the CPU (bitsandbytes' dequantize_4bit
+    returns the quantised tensor's original dtype)."""
     if shape.quantization == "none":
         return 0.0
-    return max(lin.d_in * lin.d_out for lin in arch.linears) * 2
+    return max(lin.d_in * lin.d_out for lin in arch.linears) * shape.compute_bytes
 
 
 def memory(arch: Architecture, params: ParamCounts, shape: TrainingShape) -> Memory:
@@ -296,7 +302,8 @@ def memory(arch: Architecture, params: ParamCounts, shape: TrainingShape) -> Mem
                                "two decoder layers whole at a time", in_peak=True))
     if dequant:
         comps.append(Component("dequantisation buffer", dequant / GIB,
-                               "largest quantised weight in 16-bit during its matmul", in_peak=not logits_peak))
+                               f"largest quantised weight in {'16-bit' if c == 2 else 'fp32'} during its matmul",
+                               in_peak=not logits_peak))
     peak = sum(x.gib for x in comps if x.in_peak)
     if shape.eval_tokens:
         # Evaluation runs between optimizer steps: the adapters' gradients are freed (set to None), nothing is
@@ -313,13 +320,16 @@ def memory(arch: Architecture, params: ParamCounts, shape: TrainingShape) -> Mem
                                + ("above training: that is the peak" if above else "below training"),
                                in_peak=False))
         peak = max(peak, eval_peak)
-    slack = peak * ALLOCATOR_SLACK_FRACTION
     if opt_paged:
         comps.append(Component("paged optimizer states", opt_paged / GIB, "unified memory, resident on the GPU",
                                in_peak=False))
-    comps += [Component("allocator slack", slack, "reserved but unallocated blocks", in_peak=False),
-              Component("CUDA context", CUDA_CONTEXT_GIB, "driver, kernels, cuBLAS workspace", in_peak=False)]
-    device_total = peak + opt_paged / GIB + slack + CUDA_CONTEXT_GIB
+    # The CPU has neither a CUDA context nor PyTorch's caching allocator (tensors are freed back to RAM).
+    context = CUDA_CONTEXT_GIB if shape.device == "cuda" else 0.0
+    slack = peak * ALLOCATOR_SLACK_FRACTION if shape.device == "cuda" else 0.0
+    if shape.device == "cuda":
+        comps += [Component("allocator slack", slack, "reserved but unallocated blocks", in_peak=False),
+                  Component("CUDA context", context, "driver, kernels, cuBLAS workspace", in_peak=False)]
+    device_total = peak + opt_paged / GIB + slack + context
     # Loading quantises one 16-bit tensor at a time, then kbit preparation
     # upcasts each unquantised tensor (the embedding is the largest) to fp32.
     staging = 0.0
@@ -338,13 +348,14 @@ def memory(arch: Architecture, params: ParamCounts, shape: TrainingShape) -> Mem
         load_peak = (linear_full + upcast + max(staging, after_prepare)) / GIB
     else:
         load_peak = (linear_full + other_full) / GIB
-    return Memory(components=comps, peak_allocated_gib=peak, device_total_gib=device_total, load_peak_gib=load_peak)
+    return Memory(components=comps, peak_allocated_gib=peak, device_total_gib=device_total, load_peak_gib=load_peak,
+                  context_gib=context)
 
 
 def need_gib(mem: Memory) -> float:
     """What must fit the card: training on the device (nvidia-smi's view), or loading where that is higher
-    (a whole 4-bit copy per rank before FSDP shards it; fp32 upcasts)."""
-    return max(mem.device_total_gib, mem.load_peak_gib + CUDA_CONTEXT_GIB)
+    (a whole 4-bit copy per rank before FSDP shards it; fp32 upcasts). On the CPU: the larger of the two in RAM."""
+    return max(mem.device_total_gib, mem.load_peak_gib + mem.context_gib)
 
 
 def shape_for_plan(cfg: Config, arch: Architecture, plan: RunPlan, tokens: int | None = None,
@@ -362,7 +373,7 @@ def shape_for_plan(cfg: Config, arch: Architecture, plan: RunPlan, tokens: int |
                          fused_loss=plan.fused_loss if fused_loss is None else fused_loss,
                          kbit_upcast=plan.precision != "bf16", offload=plan.offload and t.gradient_checkpointing,
                          shards=plan.processes if plan.parallelism == "fsdp" else 1,
-                         eval_tokens=plan.eval_tokens)
+                         eval_tokens=plan.eval_tokens, device=plan.device)
 
 
 def plan_fits(cfg: Config, info: ModelInfo, plan: RunPlan, memory_gib: float, fraction: float | None = None) -> bool:

@@ -86,7 +86,7 @@ class ReviewScreen(WizardStep):
         self.query_one(VramBar).show(est)
         self.query_one("#plan", Static).update(self._plan())
         pending = "estimating…" if s.busy else (s.preflight_error or s.inspect_error or s.data_error)
-        self.query_one(Checklist).show(s.findings, pending=pending)
+        self.query_one(Checklist).show(s.findings, pending=pending, cpu_precision=self._cpu_precision())
         self.query_one("#train-command", Static).update(self._command())
         problems = s.blockers()
         box = self.query_one("#review-problems", Static)
@@ -115,6 +115,13 @@ class ReviewScreen(WizardStep):
         lines = [Content.assemble(verdict, "  ", Content.styled(head + here, "$text-muted"))]
         lines += [Content.styled(f"→ {x}", "$text-warning") for x in est.suggestions]
         return Content("\n").join(lines)
+
+    def _cpu_precision(self) -> str | None:
+        """The precision the run trains in on this machine's CPU, by the plan's rule; None when a card is planned."""
+        if self.state.gpu is not None:
+            return None
+        from engine.plan import Machine, precision_for
+        return precision_for(self.state.cfg.training.precision, Machine.for_gpu(None))
 
     def _plan(self) -> Content:
         s, est = self.state, self.state.estimate

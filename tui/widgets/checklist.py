@@ -3,7 +3,8 @@
 A line is ticked when the engine checks it (its codes are among the
 pre-flight codes) and raised nothing; flagged with the finding's reason and
 fix when it did; and marked "not checked" when the engine has no check for it
-yet, rather than pretending. Each finding is a block the keys reach: enter on one applies its fix.
+yet, rather than pretending. On this machine's CPU (no GPU) the GPU's lines say what holds there instead,
+as information: no check was made, so no tick. Each finding is a block the keys reach: enter on one applies its fix.
 """
 
 from __future__ import annotations
@@ -33,6 +34,11 @@ ITEMS: list[tuple[str, tuple[str, ...]]] = [
     ("save_total_limit keeps the disk from filling", ("no_save_limit",)),
     ("Memory under 90 % of the GPU", ("memory_estimate_high",)),
 ]
+# The GPU's lines as they read when the run trains on this machine's CPU ({precision}: the plan's, fp32 by default).
+ON_CPU = {
+    "precision_unsupported": "{precision} on this CPU (no GPU)",
+    "memory_estimate_high": "no GPU to fit: the run uses this machine's RAM",
+}
 
 
 def checked_codes() -> set[str]:
@@ -43,7 +49,9 @@ def checked_codes() -> set[str]:
 class Checklist(FindingBlocks):
     DEFAULT_CSS = Path(__file__).with_suffix(".tcss").read_text(encoding="utf-8")
 
-    def show(self, findings: Sequence[Any] | None, pending: str | None = None) -> None:
+    def show(self, findings: Sequence[Any] | None, pending: str | None = None,
+             cpu_precision: str | None = None) -> None:
+        """cpu_precision: the run trains on this machine's CPU in that precision (None: on a GPU)."""
         if findings is None:
             pending_line = Content.styled(pending or "Waiting for the dataset and the estimate…", "italic $text-muted")
             self.show_blocks([(pending_line, None)])
@@ -61,6 +69,10 @@ class Checklist(FindingBlocks):
                 blocks.append((Content.styled(f"{mark} {title}", f"bold {style}"), None))
                 blocks += [(Content("\n").join([Content(f"  {f.message}"), *finding_details(f, indent="  ")]), f)
                            for f in raised]
+            elif cpu_precision is not None and codes[0] in ON_CPU:
+                mark, style = MARK["info"]
+                text = ON_CPU[codes[0]].format(precision=cpu_precision)
+                blocks.append((Content.styled(f"{mark} {text}", style), None))
             elif any(c in known for c in codes):
                 blocks.append((Content.styled(f"✓ {title}", "$text-success"), None))
             else:

@@ -2,7 +2,8 @@
 
 Each component has its own colour *and* fill character, so the bar reads in
 256 colours, in a light theme and in a monochrome tmux capture alike. The
-90 % line is where the engine's fit test draws the line.
+90 % line is where the engine's fit test draws the line. On this machine's CPU
+there is no card: no fit line, and the last line says the peak is RAM.
 """
 
 from __future__ import annotations
@@ -77,5 +78,9 @@ class VramBar(Static):
             legend.append(Content.assemble(Content.styled(fill * 2, style), f" {name} ",
                                            Content.styled(fmt_mem(gib), "bold"), "  " if note else "",
                                            Content.styled(note or "", "$text-muted")))
-        legend.append(Content.styled(f"┊ {est.fit_fraction:.0%} of the card: the fit line", "$text-muted"))
+        if card is None:  # the CPU: no card to fit under, and no CUDA context or allocator slack on top
+            legend.append(Content.styled(f"= {fmt_mem(est.device_total_gib)} at the peak, in this machine's RAM "
+                                         "(no GPU to fit)", "$text-muted"))
+        else:
+            legend.append(Content.styled(f"┊ {est.fit_fraction:.0%} of the card: the fit line", "$text-muted"))
         self.update(Content("\n").join(lines + legend))
