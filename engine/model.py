@@ -94,11 +94,9 @@ def compute_dtype_name(precision: str, hw: Hardware) -> str:
         raise ConfigError(f"training.precision: bf16 needs an Ampere or newer GPU (compute capability 8.0); "
                           f"this {hw.name} has compute capability {cap}",
                           fix="set training.precision to auto (fp16 on this GPU) or fp16")
-    if precision != "auto":
-        return precision
-    if hw.device == "cpu":
-        return "fp32"
-    return "bf16" if hw.bf16 else "fp16"
+    from engine.plan import Machine, precision_for   # the plan's rule, so the estimate speaks of this dtype
+
+    return precision_for(precision, Machine(hw.device, hw.name, bf16=hw.bf16))
 
 
 def torch_dtype(name: str):

@@ -63,6 +63,14 @@ def test_table(config, capsys):
         assert text in out
 
 
+def test_a_t4_table_names_fp16_the_dtype_it_trains_in(config, capsys):
+    # A T4 has no bf16: the plan trains in fp16, and every note says so (the 16-bit copy of the fp32 head is fp16).
+    code, out, _ = run_main([str(config), "--gpu", "t4"], capsys)
+    assert code == 0
+    assert "fp16, memory" in out and "plus a fp16 copy of the fp32 lm_head weight" in out
+    assert "bf16" not in out, [line for line in out.splitlines() if "bf16" in line]
+
+
 def test_the_demo_without_a_gpu_is_estimated_for_the_cpu(demo_model_dir, monkeypatch, capsys):
     # No card here: the plan is this machine's CPU (fp32, RAM). The table speaks of RAM and fp32, not of a CUDA
     # context, nvidia-smi or bf16; the JSON keeps every key a card's has, with the CPU's values.

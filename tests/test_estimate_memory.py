@@ -251,3 +251,19 @@ def test_the_cpu_estimate_has_no_cuda_context_and_speaks_of_fp32():
     assert component(gpu, "dequantisation buffer").gib == pytest.approx(largest * 2 / 2**30)
     assert "bf16 logits upcast to fp32" in component(gpu, "logits and loss").note
     assert gpu.need_gib >= gpu.device_total_gib > gpu.peak_allocated_gib + 0.5
+
+
+def test_the_notes_name_the_plans_compute_dtype():
+    # The words follow the plan's precision (engine.plan.precision_for): fp16 on a T4 or when asked, bf16 on an
+    # H100 by default; the bytes are those of a 16-bit dtype either way.
+    t4 = est(make_cfg(), gpu=get_gpu("t4"), fused_loss=False)
+    asked = est(make_cfg(precision="fp16"), fused_loss=False)
+    for e in (t4, asked):
+        assert e.precision == "fp16"
+        note = component(e, "logits and loss").note
+        assert "fp16 logits upcast to fp32 in the loss" in note and "plus a fp16 copy of the fp32 lm_head" in note
+        assert not any("bf16" in c.note for c in e.components), [c.note for c in e.components]
+    h100 = est(make_cfg(), fused_loss=False)
+    assert h100.precision == "bf16"
+    assert "bf16 logits upcast to fp32 in the loss" in component(h100, "logits and loss").note
+    assert "in bf16 (cast back after kbit preparation)" in component(h100, "unquantised weights").note

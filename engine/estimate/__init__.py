@@ -13,7 +13,7 @@ wizard can recompute on every keystroke. Public API:
 """
 
 from engine.estimate.dataset_size import count_examples, training_examples
-from engine.estimate.estimator import FIT_FRACTION, Estimate, estimate, resolve_precision, with_changes
+from engine.estimate.estimator import FIT_FRACTION, Estimate, estimate, with_changes
 from engine.estimate.fit import Change, FitResult, auto_fit, max_tokens_per_microbatch
 from engine.estimate.gpus import GpuSpec, detect_gpu, get_gpu, list_gpus, match_nvml_name
 from engine.estimate.memory import Component
@@ -24,5 +24,5 @@ __all__ = [
     "FIT_FRACTION", "Change", "Component", "Estimate", "FitResult", "GpuSpec", "ModelInfo", "auto_fit",
     "count_examples", "detect_gpu", "estimate", "get_gpu", "list_gpus", "list_model_presets", "list_recipes",
     "load_recipe", "match_nvml_name", "max_tokens_per_microbatch", "model_info_from_config",
-    "read_model_config", "resolve_precision", "training_examples", "with_changes",
+    "read_model_config", "training_examples", "with_changes",
 ]

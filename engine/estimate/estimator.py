@@ -101,13 +101,6 @@ def with_changes(cfg: Config, changes: dict) -> Config:
     return new
 
 
-def resolve_precision(precision: str, gpu: GpuSpec | None) -> str:
-    """What training.precision 'auto' becomes on this card (bf16 where supported)."""
-    if precision != "auto":
-        return precision
-    return "fp16" if gpu is not None and gpu.bf16 is False else "bf16"
-
-
 def compute(cfg: Config, info: ModelInfo, gpu: GpuSpec | None, *, n_examples: int | None = None,
             num_gpus: int = 1, lengths: list[int] | None = None, val_lengths: list[int] | None = None,
             machine: Machine | None = None, plan: RunPlan | None = None,

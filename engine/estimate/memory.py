@@ -70,7 +70,7 @@ class Component:
 class TrainingShape:
     """The config, reduced to what memory depends on."""
     quantization: str            # nf4 | int8 | none
-    compute_bytes: int           # 2 under bf16/fp16 autocast, 4 in fp32
+    precision: str               # the plan's compute dtype: bf16 | fp16 (autocast) | fp32
     targets: tuple[Linear, ...]
     r: int
     dropout: float
@@ -84,6 +84,11 @@ class TrainingShape:
     shards: int = 1              # FSDP over N GPUs: weights, adapters, gradients and optimizer states split N ways
     eval_tokens: int = 0         # the evaluation micro-batch's tokens (no gradients; 0: no evaluation)
     device: str = "cuda"         # cuda | cpu (the plan's): only a GPU adds a CUDA context and allocator slack
+
+    @property
+    def compute_bytes(self) -> int:
+        """2 under bf16/fp16 autocast, 4 in fp32."""
+        return 4 if self.precision == "fp32" else 2
 
 
 @dataclass(frozen=True)
@@ -205,28 +210,28 @@ def logits_bytes(arch: Architecture, shape: TrainingShape, tokens: int | None = 
     """Peak bytes of the lm_head and loss phase for one micro-batch, with a note (backward False: evaluation)."""
     c, s, v = shape.compute_bytes, _stream_bytes(shape), arch.vocab
     t = shape.tokens if tokens is None else tokens
-    # The fp32 lm_head (kbit preparation) is cast to bf16 by autocast for its matmul:
-    # frozen weights are not in autocast's cache, so a 16-bit copy of the whole
+    # The fp32 lm_head (kbit preparation; kept fp32 under fp16) is cast to the autocast dtype for its
+    # matmul: frozen weights are not in autocast's cache, so a 16-bit copy of the whole
     # head is alive while the logits are computed (fused or not; measured).
     head_copy = arch.vocab * arch.hidden * c if shape.quantization != "none" and c == 2 and shape.kbit_upcast else 0.0
     if shape.fused_loss:
         chunk = _liger_chunk_tokens(arch, t)
         note = f"fused linear-cross-entropy: {chunk}-token chunks of the logits, never all at once"
         if head_copy:
-            note += "; plus a bf16 copy of the fp32 lm_head weight"
+            note += f"; plus a {shape.precision} copy of the fp32 lm_head weight"
         return s * arch.hidden * t + chunk * v * (c + 4) + head_copy, note
-    # Forward: bf16 logits (2V), their fp32 upcast in the loss (4V), log_softmax
+    # Forward: 16-bit logits (2V), their fp32 upcast in the loss (4V), log_softmax
     # output kept for backward (4V). Backward: the fp32 gradient of the log-probs
     # and of the logits (4V + 4V) while the saved output (4V) is alive: 12V.
     per_token = max(c + 8, 12) * v if backward else (c + 8) * v
-    logits = "bf16 logits upcast to fp32 in the loss" if c == 2 else "fp32 logits"
+    logits = f"{shape.precision} logits upcast to fp32 in the loss" if c == 2 else "fp32 logits"
     note = f"batch x seq x vocab ({v:,}): {logits}, plus fp32 gradients"
     if arch.final_logit_softcap:
         per_token += 2 * c * v          # tanh output kept for backward, plus the capped copy
         note += "; final-logit soft-capping keeps two more copies"
     if head_copy:
         # Unfused, the copy is also kept for backward (the logits' gradient goes through it).
-        note += "; plus a bf16 copy of the fp32 lm_head weight"
+        note += f"; plus a {shape.precision} copy of the fp32 lm_head weight"
     return per_token * t + head_copy, note
 
 
@@ -276,7 +281,8 @@ def memory(arch: Architecture, params: ParamCounts, shape: TrainingShape) -> Mem
     if shape.quantization == "none":
         unq_dtype = f"{8 * (2 if c == 2 else 4)}-bit"
     else:
-        unq_dtype = "fp32 (kbit preparation)" if shape.kbit_upcast else "bf16 (cast back after kbit preparation)"
+        unq_dtype = "fp32 (kbit preparation)" if shape.kbit_upcast else \
+            f"{shape.precision} (cast back after kbit preparation)"
     opt_note = {"paged_adamw_32bit": "AdamW 32-bit, paged", "paged_adamw_8bit": "AdamW 8-bit, paged",
                 "adamw_torch": "AdamW 32-bit", "adamw_8bit": "AdamW 8-bit",
                 "adamw_torch_fused": "AdamW 32-bit, fused"}.get(shape.optimizer, shape.optimizer)
@@ -365,7 +371,7 @@ def shape_for_plan(cfg: Config, arch: Architecture, plan: RunPlan, tokens: int |
     from engine.estimate.params import lora_targets
 
     t = cfg.training
-    return TrainingShape(quantization=cfg.quantization, compute_bytes=4 if plan.precision == "fp32" else 2,
+    return TrainingShape(quantization=cfg.quantization, precision=plan.precision,
                          targets=tuple(lora_targets(arch, cfg.lora.target_modules)), r=cfg.lora.r,
                          dropout=cfg.lora.dropout, optimizer=plan.optimizer,
                          gradient_checkpointing=t.gradient_checkpointing,
