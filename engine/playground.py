@@ -85,11 +85,13 @@ def no_room_to_chat(cfg, gpus: list) -> str | None:
     ModelError when the model's size cannot be read (then nobody can say it fits)."""
     if not gpus:
         return None
-    from engine.estimate import match_nvml_name, read_model_config
+    from engine.estimate import read_model_config
     from engine.estimate.chat_memory import chat_need_gib
+    from engine.estimate.gpus import spec_for_sample
 
     first = gpus[0]
-    need = chat_need_gib(cfg, read_model_config(cfg.model), match_nvml_name(first.name, first.mem_total_gib))
+    # Its card even without a preset: the playground loads on that GPU, never on the CPU, while there is one.
+    need = chat_need_gib(cfg, read_model_config(cfg.model), spec_for_sample(first))
     free = first.mem_total_gib - first.mem_used_gib
     if free > need:
         return None

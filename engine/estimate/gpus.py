@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from engine.errors import ConfigError
 from engine.estimate.presets import gpu_presets
+
+if TYPE_CHECKING:   # NVML lives in engine.gpu, imported lazily like NVML itself
+    from engine.gpu import GpuSample
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,19 @@ def match_nvml_name(nvml_name: str, memory_gib: float) -> GpuSpec | None:
                    tflops_16bit=spec.tflops_16bit, detected=True)
 
 
+def spec_for_sample(sample: GpuSample) -> GpuSpec:
+    """The spec of a card NVML sampled (engine.gpu.GpuSample): its preset, or for a card without one, its own
+    name and memory with bf16 from its compute capability when NVML tells it."""
+    matched = match_nvml_name(sample.name, sample.mem_total_gib)
+    if matched is not None:
+        return matched
+    from engine.gpu import compute_capability, supports_bf16
+    capability = compute_capability(sample.index)
+    return GpuSpec(id="detected", name=sample.name, memory_gib=round(sample.mem_total_gib, 2),
+                   bf16=supports_bf16(capability) if capability is not None else None, tflops_16bit=None,
+                   detected=True)
+
+
 def detect_gpu() -> GpuSpec | None:
     """The first visible GPU as a spec, or None without a GPU or driver."""
     from engine.gpu import gpu_memory_cap, sample_gpus   # NVML lives there; imported lazily like NVML itself
@@ -70,14 +87,7 @@ def detect_gpu() -> GpuSpec | None:
     samples = sample_gpus()
     if not samples:
         return None
-    first = samples[0]
-    matched = match_nvml_name(first.name, first.mem_total_gib)
-    if matched is None:  # a card without a preset: bf16 from its compute capability, when NVML tells it
-        from engine.gpu import compute_capability, supports_bf16
-        capability = compute_capability(first.index)
-        matched = GpuSpec(id="detected", name=first.name, memory_gib=round(first.mem_total_gib, 2),
-                          bf16=supports_bf16(capability) if capability is not None else None, tflops_16bit=None,
-                          detected=True)
+    matched = spec_for_sample(samples[0])
     cap = gpu_memory_cap()  # the trainer will plan for the cap: so does the estimate
     if cap is not None and cap < matched.memory_gib:
         from dataclasses import replace

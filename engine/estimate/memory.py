@@ -87,8 +87,7 @@ class TrainingShape:
 
     @property
     def compute_bytes(self) -> int:
-        """2 under bf16/fp16 autocast, 4 in fp32."""
-        return 4 if self.precision == "fp32" else 2
+        return dtype_bytes(self.precision)
 
 
 @dataclass(frozen=True)
@@ -98,6 +97,11 @@ class Memory:
     device_total_gib: float
     load_peak_gib: float
     context_gib: float                   # the CUDA context the device holds before any tensor (0 on the CPU)
+
+
+def dtype_bytes(precision: str) -> int:
+    """Bytes per element of a compute dtype: 2 under bf16/fp16 autocast, 4 in fp32."""
+    return 4 if precision == "fp32" else 2
 
 
 def _stream_bytes(shape: TrainingShape) -> int:
@@ -330,7 +334,7 @@ def memory(arch: Architecture, params: ParamCounts, shape: TrainingShape) -> Mem
         comps.append(Component("paged optimizer states", opt_paged / GIB, "unified memory, resident on the GPU",
                                in_peak=False))
     # The CPU has neither a CUDA context nor PyTorch's caching allocator (tensors are freed back to RAM).
-    context = CUDA_CONTEXT_GIB if shape.device == "cuda" else 0.0
+    context = context_gib(shape.device)
     slack = peak * ALLOCATOR_SLACK_FRACTION if shape.device == "cuda" else 0.0
     if shape.device == "cuda":
         comps += [Component("allocator slack", slack, "reserved but unallocated blocks", in_peak=False),
@@ -356,6 +360,11 @@ def memory(arch: Architecture, params: ParamCounts, shape: TrainingShape) -> Mem
         load_peak = (linear_full + other_full) / GIB
     return Memory(components=comps, peak_allocated_gib=peak, device_total_gib=device_total, load_peak_gib=load_peak,
                   context_gib=context)
+
+
+def context_gib(device: str) -> float:
+    """What a process holds on its device before any tensor: a CUDA context on a GPU; nothing on the CPU."""
+    return CUDA_CONTEXT_GIB if device == "cuda" else 0.0
 
 
 def need_gib(mem: Memory) -> float:
