@@ -51,6 +51,7 @@ class Estimate:
     plan: RunPlan | None = None      # the run as planned (engine.plan): what the trainer will do
     time_basis: str = ""             # where time_s's rate comes from: "measured on H200", "not measured on T4: ..."
     time_basis_detail: str = ""      # the path, fraction of the 16-bit peak and measured speeds behind it
+    train_flops: float | None = None  # the training FLOPs time_s is computed from (engine.estimate.timing)
 
     @property
     def on_cpu(self) -> bool:
@@ -73,6 +74,7 @@ class Estimate:
             "suggestions": list(self.suggestions), "memory_mode": self.memory_mode, "parallelism": self.parallelism,
             "need_gib": r3(self.need_gib), "plan": self.plan.to_dict() if self.plan else None,
             "time_basis": self.time_basis, "time_basis_detail": self.time_basis_detail,
+            "train_flops": None if self.train_flops is None else float(f"{self.train_flops:.4g}"),
         }
 
 
@@ -156,7 +158,7 @@ def compute(cfg: Config, info: ModelInfo, gpu: GpuSpec | None, *, n_examples: in
         headroom_gib=headroom, tokens_per_microbatch=shape.tokens, precision=plan.precision,
         num_gpus=plan.processes, params_total=info.params.total, params_trainable=n_lora,
         steps_per_epoch=plan.steps_per_epoch, total_steps=plan.max_steps, time_s=time_s, cost=cost,
-        time_basis=run_time.basis, time_basis_detail=run_time.detail,
+        time_basis=run_time.basis, time_basis_detail=run_time.detail, train_flops=run_time.flops,
         lr_hint=lr_hint(t.learning_rate, round(per_step_tokens) or plan.examples_per_step * t.max_seq_length,
                         info.pretraining),
         approximate=not arch.exact, notes=notes, fit_fraction=fraction, memory_mode=plan.memory,

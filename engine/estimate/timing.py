@@ -30,21 +30,45 @@ def flops_per_token(arch: Architecture, params: ParamCounts, lora_params: int, t
     return forward + backward + recompute + 6 * lora_params
 
 
-# This machine's CPU when there is no GPU: fp32 matmuls through PyTorch's CPU kernels, per core. A conservative
-# figure for a recent x86 core with AVX2/AVX-512 FMA under PyTorch's oneDNN/MKL (a small model's matmuls are
-# far from peak); the run trains in fp32 with plain PyTorch kernels.
-CPU_GFLOPS_PER_CORE = 20.0
-# On the CPU a micro-batch costs far more than its FLOPs: the Trainer's step, bitsandbytes' 4-bit layers on the CPU,
-# the callbacks. Measured with the demo (4 layers, ~250 tokens a micro-batch): 5.97 s a step on a 2-core machine
-# shared with other test runs (2026-12-03), so an upper bound for a quiet machine.
-CPU_SECONDS_PER_MICROBATCH = 6.0
+# This machine's CPU when there is no GPU: the run trains in fp32 with plain PyTorch kernels (bitsandbytes' 4-bit
+# layers dequantise on the CPU). Three terms, each fitted to the user's path (`lorapilot train CONFIG` through the CLI,
+# timed from its metrics.jsonl by benchmarks/cpu_time.py) at the moments no other process was busy, then rounded
+# towards the slower side: a quiet machine finishes within the estimate (the demo and the 85M model measured 0.78 and
+# 0.79 of it), a busy one takes longer and the detail says so (beside other jobs the demo's steps took 3-30x as long).
+
+# The first step's warm-up beyond a normal step, counted once a run: measured -0.08 to +0.07 s on a quiet machine
+# (the demo, 2 micro-batches a step, the 85M model), up to 6 s beside other jobs; half a second covers the quiet
+# cases' noise. benchmarks/results/cpu_time-2026-12-03.md
+CPU_FIRST_STEP_S = 0.5
+# A micro-batch's fixed cost whatever its size (the Trainer's step, the optimizer, the callbacks): what a tiny model's
+# step is made of. The demo's quiet step is 0.127 s, 0.102 s of it beyond its FLOPs. Counting it for every micro-batch
+# overstates accumulation (the demo's 2 micro-batches a step took 0.159 s, estimated 0.27): the slower side again.
+# benchmarks/results/cpu_time-2026-12-03.md
+CPU_SECONDS_PER_MICROBATCH = 0.12
+# The FLOPs (flops_per_token) at a rate per core: what a larger model's step is made of. The 85M model (137 GFLOP a
+# step with checkpointing's recompute) took 2.30 s a step: 31 GFLOP/s a core with the micro-batch cost taken off.
+# benchmarks/results/cpu_time-2026-12-03.md
+CPU_GFLOPS_PER_CORE = 25.0
 
 
-def cpu_tflops() -> float:
+def cpu_cores() -> int:
     import os
 
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return cores * CPU_GFLOPS_PER_CORE / 1000
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def cpu_detail(cores: int | None = None) -> str:
+    """What the CPU time assumes, in the user's words."""
+    return (f"{cores or cpu_cores()} cores at {CPU_GFLOPS_PER_CORE:g} GFLOP/s each, {CPU_SECONDS_PER_MICROBATCH:g} s "
+            f"a micro-batch and {CPU_FIRST_STEP_S:g} s of warm-up, as measured on a quiet 2-core machine; "
+            "a busy machine takes several times longer")
+
+
+def cpu_seconds(micro_batches: float, flops: float, cores: int | None = None) -> float:
+    """Training time on this machine's CPU: the first step's warm-up once, each micro-batch's fixed cost, and the
+    FLOPs at the per-core rate over this machine's cores (or `cores`)."""
+    rate = (cores or cpu_cores()) * CPU_GFLOPS_PER_CORE * 1e9
+    return CPU_FIRST_STEP_S + micro_batches * CPU_SECONDS_PER_MICROBATCH + flops / rate
 
 
 @dataclass(frozen=True)
@@ -52,6 +76,7 @@ class RunTime:
     seconds: float | None
     basis: str               # where the rate comes from, in the user's words ("measured on H200", ...)
     detail: str = ""         # the path, the fraction of the peak and the measured speeds behind it
+    flops: float | None = None   # the run's training FLOPs (all ranks), what the rate divides
 
 
 def run_seconds(arch: Architecture, params: ParamCounts, lora_params: int, plan: RunPlan, machine: Machine,
@@ -64,16 +89,15 @@ def run_seconds(arch: Architecture, params: ParamCounts, lora_params: int, plan:
     examples = max(1, plan.max_steps * plan.examples_per_step)
     per_example = max(1, plan.train_tokens // examples)
     fpt = flops_per_token(arch, params, lora_params, per_example, gradient_checkpointing)
-    per_rank_tokens = plan.train_tokens / max(1, plan.processes)
+    flops = plan.train_tokens * fpt
+    per_rank_flops = flops / max(1, plan.processes)
     if machine.device != "cuda":
         passes = (plan.micro_batches or 0) / max(1, plan.processes)
-        return RunTime(per_rank_tokens * fpt / (cpu_tflops() * 1e12) + passes * CPU_SECONDS_PER_MICROBATCH,
-                       "this machine's CPU", f"{CPU_GFLOPS_PER_CORE:g} GFLOP/s a core and "
-                       f"{CPU_SECONDS_PER_MICROBATCH:g} s a micro-batch (measured with the demo)")
+        return RunTime(cpu_seconds(passes, per_rank_flops), "this machine's CPU", cpu_detail(), flops)
     basis = speed_basis(gpu, path_of(plan.memory, plan.packing), quantization) if gpu is not None else None
     if basis is None or gpu is None or not gpu.tflops_16bit:
-        return RunTime(None, f"no speed figure for {gpu.name if gpu else 'this GPU'}")
-    return RunTime(per_rank_tokens * fpt / (gpu.tflops_16bit * 1e12 * basis.fraction), basis.text, basis.detail)
+        return RunTime(None, f"no speed figure for {gpu.name if gpu else 'this GPU'}", flops=flops)
+    return RunTime(per_rank_flops / (gpu.tflops_16bit * 1e12 * basis.fraction), basis.text, basis.detail, flops)
 
 
 def duration_text(seconds: float | None) -> str:
