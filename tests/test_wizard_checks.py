@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tui.app import LorapilotApp
-from wizard_pilot import row_label, settle, shown, type_into
+from wizard_pilot import paste_into, row_label, settle, shown, type_into
 
 SIZE = (100, 32)
 
@@ -86,6 +86,35 @@ async def test_review_on_the_cpu_says_what_holds_there_and_a_card_brings_the_gpu
         assert "✓ bf16 or fp16 to suit the GPU" in lines and "✓ Memory under 90 % of the GPU" in lines
         assert not any("CPU" in line for line in lines), lines
         assert "┊ 90% of the card: the fit line" in bar and "CUDA context" in bar
+        app.exit()
+
+
+async def test_a_model_without_an_estimate_leaves_the_memory_line_unchecked_on_a_card(tmp_path, demo_model_dir):
+    # A card is picked, but the model's config.json cannot be read: there is no estimate, so nothing compared the
+    # memory with the card. The line says so, with the reason, instead of a tick; the checks that ran still tick.
+    import json
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(demo_model_dir, model)
+    config = json.loads((model / "config.json").read_text(encoding="utf-8"))
+    (model / "config.json").write_text(json.dumps({**config, "vocab_size": -1}), encoding="utf-8")
+    app = LorapilotApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        await paste_into(pilot, "#field-model", str(model))
+        await settle(app, pilot)
+        await pilot.press("ctrl+n", "ctrl+n", "ctrl+n")
+        app.wizard.select_gpu("h100-80")   # what picking the H100 in Review's GPU list does
+        await settle(app, pilot)
+        s = app.wizard
+        assert s.gpu is not None and s.estimate is None and s.findings is not None and "vocab_size" in s.model_error
+        lines = checklist_lines(app)
+        memory = next(line for line in lines if "Memory under 90 % of the GPU" in line)
+        assert memory == "? Memory under 90 % of the GPU (not checked: the estimate needs the model's size: pick a " \
+                         "model that can be read)", memory
+        assert not any(line.startswith("✓") and "Memory" in line for line in lines), lines
+        assert "✓ Warmup at the start" in lines and "✓ bf16 or fp16 to suit the GPU" in lines
         app.exit()
 
 

@@ -86,7 +86,8 @@ class ReviewScreen(WizardStep):
         self.query_one(VramBar).show(est)
         self.query_one("#plan", Static).update(self._plan())
         pending = "estimating…" if s.busy else (s.preflight_error or s.inspect_error or s.data_error)
-        self.query_one(Checklist).show(s.findings, pending=pending, cpu_precision=self._cpu_precision())
+        self.query_one(Checklist).show(s.findings, pending=pending, cpu_precision=self._cpu_precision(),
+                                       not_checked=self._not_checked())
         self.query_one("#train-command", Static).update(self._command())
         problems = s.blockers()
         box = self.query_one("#review-problems", Static)
@@ -122,6 +123,15 @@ class ReviewScreen(WizardStep):
             return None
         from engine.plan import Machine, precision_for
         return precision_for(self.state.cfg.training.precision, Machine.for_gpu(None))
+
+    def _not_checked(self) -> dict[str, str]:
+        """The GPU's checks that need the estimate, with why they were not made: a card is picked but there is no
+        estimate (the pre-flight then has no peak to compare with the card, and raises nothing)."""
+        s = self.state
+        if s.gpu is None or s.estimate is not None:
+            return {}
+        why = s.estimate_error or s.model_error or "no estimate"
+        return {"memory_estimate_high": why.splitlines()[0]}
 
     def _plan(self) -> Content:
         s, est = self.state, self.state.estimate

@@ -3,14 +3,15 @@
 A line is ticked when the engine checks it (its codes are among the
 pre-flight codes) and raised nothing; flagged with the finding's reason and
 fix when it did; and marked "not checked" when the engine has no check for it
-yet, rather than pretending. On this machine's CPU (no GPU) the GPU's lines say what holds there instead,
+yet, rather than pretending; likewise, with the reason, when a check could not be made this time (no estimate
+to compare with the card). On this machine's CPU (no GPU) the GPU's lines say what holds there instead,
 as information: no check was made, so no tick. Each finding is a block the keys reach: enter on one applies its fix.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from textual.content import Content
 
@@ -50,8 +51,10 @@ class Checklist(FindingBlocks):
     DEFAULT_CSS = Path(__file__).with_suffix(".tcss").read_text(encoding="utf-8")
 
     def show(self, findings: Sequence[Any] | None, pending: str | None = None,
-             cpu_precision: str | None = None) -> None:
-        """cpu_precision: the run trains on this machine's CPU in that precision (None: on a GPU)."""
+             cpu_precision: str | None = None, not_checked: Mapping[str, str] | None = None) -> None:
+        """cpu_precision: the run trains on this machine's CPU in that precision (None: on a GPU).
+        not_checked: finding codes whose check was not made this time, with why (their line reads '?', no tick)."""
+        not_checked = not_checked or {}
         if findings is None:
             pending_line = Content.styled(pending or "Waiting for the dataset and the estimate…", "italic $text-muted")
             self.show_blocks([(pending_line, None)])
@@ -73,6 +76,8 @@ class Checklist(FindingBlocks):
                 mark, style = MARK["info"]
                 text = ON_CPU[codes[0]].format(precision=cpu_precision)
                 blocks.append((Content.styled(f"{mark} {text}", style), None))
+            elif skipped := next((not_checked[c] for c in codes if c in not_checked), None):
+                blocks.append((Content.styled(f"? {title} (not checked: {skipped})", "$text-muted"), None))
             elif any(c in known for c in codes):
                 blocks.append((Content.styled(f"✓ {title}", "$text-success"), None))
             else:
