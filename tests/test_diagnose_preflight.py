@@ -162,3 +162,23 @@ def test_every_row_dropped_is_refused_as_nothing_to_train():
     findings = preflight([], Config(), dropped={"empty response": 5})
     assert [f.code for f in findings] == ["no_target_tokens"] and blocking(findings)
     assert "0 of 5 rows left" in findings[0].evidence
+
+
+def test_the_memory_line_and_the_fit_verdict_compare_the_same_need():
+    # A 70B sharded over four 40 GB cards trains under 90 % of each, but every rank loads the whole 4-bit model
+    # first: the estimate says it does not fit, and so must the checklist (it compared training's peak alone).
+    from engine.data.types import DataReport
+    from engine.estimate import get_gpu, read_model_config
+    from tui.models.wizard_engine_calls import estimate_and_check
+
+    cfg = sized_config()
+    cfg.model, cfg.training.max_seq_length, cfg.training.num_gpus = "llama-2-70b", 512, 4
+    cfg.training.parallelism = "fsdp"
+    examples = dataset()
+    est, findings, pf_error, est_error = estimate_and_check(
+        cfg, read_model_config(cfg.model), get_gpu("a100-40"), len(examples), None,
+        DataReport(path="x.jsonl", format="alpaca", n_train=len(examples)), examples, False)
+    assert est is not None and findings is not None and pf_error is est_error is None
+    assert est.device_total_gib < 0.9 * 40 < est.need_gib and est.fits is False
+    f = by_code(findings)["memory_estimate_high"]
+    assert f.evidence.startswith(f"estimated peak {est.need_gib:.1f} GiB of 40.0 GiB"), f.evidence

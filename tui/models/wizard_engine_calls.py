@@ -78,10 +78,11 @@ def estimate_and_check(cfg: Config, model_info: ModelInfo | None, gpu: GpuSpec |
     if report is not None and not data_pending:
         try:
             from engine.diagnose.preflight import preflight
-            # The card's total against what nvidia-smi will show (context and slack included): the
-            # same comparison the estimate's own fit test makes, so the two never disagree.
+            # The card's total against what must fit it (nvidia-smi's view of training, context and slack
+            # included, or loading where that peaks higher): the comparison the estimate's own fit test makes,
+            # so the checklist's memory line and the verdict never disagree.
             findings = preflight(examples, cfg, gpu_bf16=getattr(gpu, "bf16", None),
-                                 est_peak_gib=est.device_total_gib if est else None,
+                                 est_peak_gib=est.need_gib if est else None,
                                  gpu_total_gib=gpu.memory_gib if (est and gpu) else None,
                                  dropped=getattr(report, "dropped", None),
                                  num_gpus=planned_processes(cfg, gpu),
