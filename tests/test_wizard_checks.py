@@ -118,6 +118,30 @@ async def test_a_model_without_an_estimate_leaves_the_memory_line_unchecked_on_a
         app.exit()
 
 
+async def test_bf16_on_a_card_of_unknown_bf16_support_is_not_ticked(monkeypatch):
+    # A card without a preset whose compute capability NVML did not give: nobody knows whether it has bf16. An
+    # explicit bf16 is then not checked (the trainer refuses it at load if the card lacks it); auto needs no check.
+    import tui.models.wizard_engine_calls as engine_calls
+    from engine.estimate import GpuSpec, list_gpus
+
+    card = GpuSpec(id="detected", name="NVIDIA Mystery 48GB", memory_gib=48.0, bf16=None, tflops_16bit=None,
+                   detected=True)
+    monkeypatch.setattr(engine_calls, "detect_gpus", lambda: (list_gpus(), card))
+    app = LorapilotApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        await pilot.press("ctrl+n", "ctrl+n", "ctrl+n")
+        await settle(app, pilot)
+        assert app.wizard.gpu is card and "✓ bf16 or fp16 to suit the GPU" in checklist_lines(app)
+        app.wizard.set_raw("training.precision", "bf16")
+        await settle(app, pilot)
+        lines = checklist_lines(app)
+        assert "? bf16 or fp16 to suit the GPU (not checked: whether the NVIDIA Mystery 48GB has bf16 is " \
+               "unknown)" in lines, lines
+        assert "✓ Memory under 90 % of the GPU" in lines   # the estimate was made: that check stands
+        app.exit()
+
+
 def _own_data(tmp_path, n: int = 48):
     path = tmp_path / "mine.jsonl"
     path.write_text("".join(f'{{"instruction": "say {i}", "output": "number {i} said"}}\n' for i in range(n)),

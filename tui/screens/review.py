@@ -125,13 +125,19 @@ class ReviewScreen(WizardStep):
         return precision_for(self.state.cfg.training.precision, Machine.for_gpu(None))
 
     def _not_checked(self) -> dict[str, str]:
-        """The GPU's checks that need the estimate, with why they were not made: a card is picked but there is no
-        estimate (the pre-flight then has no peak to compare with the card, and raises nothing)."""
+        """The GPU's checks the pre-flight could not make for the card picked, with why (it raises nothing then):
+        the memory without an estimate to compare with the card; an explicit bf16 on a card whose bf16 support is
+        unknown (auto needs no check: the trainer picks from the card it runs on)."""
         s = self.state
-        if s.gpu is None or s.estimate is not None:
-            return {}
-        why = s.estimate_error or s.model_error or "no estimate"
-        return {"memory_estimate_high": why.splitlines()[0]}
+        out: dict[str, str] = {}
+        if s.gpu is None:
+            return out
+        if s.estimate is None:
+            why = s.estimate_error or s.model_error or "no estimate"
+            out["memory_estimate_high"] = why.splitlines()[0]
+        if s.gpu.bf16 is None and s.cfg.training.precision == "bf16":
+            out["precision_unsupported"] = f"whether the {s.gpu.name} has bf16 is unknown"
+        return out
 
     def _plan(self) -> Content:
         s, est = self.state, self.state.estimate
