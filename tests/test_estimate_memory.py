@@ -263,6 +263,9 @@ def test_the_notes_name_the_plans_compute_dtype():
         note = component(e, "logits and loss").note
         assert "fp16 logits upcast to fp32 in the loss" in note and "plus a fp16 copy of the fp32 lm_head" in note
         assert not any("bf16" in c.note for c in e.components), [c.note for c in e.components]
+    cpu = est(make_cfg(precision="fp16"), gpu=None)   # asked for on the CPU: the plan keeps it, and so do the words
+    assert cpu.precision == "fp16" and "no GPU: the run trains on this machine's CPU (fp16, plain PyTorch kernels)" \
+        in cpu.notes and not any("bf16" in c.note for c in cpu.components)
     h100 = est(make_cfg(), fused_loss=False)
     assert h100.precision == "bf16"
     assert "bf16 logits upcast to fp32 in the loss" in component(h100, "logits and loss").note

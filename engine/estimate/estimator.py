@@ -150,7 +150,7 @@ def compute(cfg: Config, info: ModelInfo, gpu: GpuSpec | None, *, n_examples: in
     if gpu is not None and fits is False and headroom is not None and headroom >= 0:
         notes.append(f"above {fraction:.0%} of the card: may run, but with no margin for the estimate's error")
     if gpu is None:
-        notes.append("no GPU: the run trains on this machine's CPU (fp32, plain PyTorch kernels)")
+        notes.append(f"no GPU: the run trains on this machine's CPU ({plan.precision}, plain PyTorch kernels)")
 
     return Estimate(
         components=mem.components, peak_allocated_gib=mem.peak_allocated_gib,
