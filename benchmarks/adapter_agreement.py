@@ -9,8 +9,10 @@ default without dropout, `nodrop`):
 - adapter: lora_B starts at zero, so all of it is what training wrote; its relative difference
   ||B_side - B_ref|| / ||B_ref|| over all layers, and the cosine of the two. lora_A starts from the seed's random
   init and moves little: its relative difference is against ||A_ref||.
-Which difference is "bf16 noise" is read off a second run of the default itself (the side engine2): the same code
-twice, differing only by the GPU kernels' nondeterminism (atomics in flex attention's and the matmuls' backward).
+Which difference is "bf16 noise" is read off two eager references without dropout: eager_nd (nodrop again: the same
+code twice, differing only by the GPU kernels' nondeterminism, atomics in flex attention's and the matmuls' backward)
+and noliger_nd (the same arithmetic with PyTorch's kernels instead of Liger's: rounded another way in bf16, as a
+compiled layer's fused kernels round it another way).
 """
 
 from __future__ import annotations

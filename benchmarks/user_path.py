@@ -20,6 +20,9 @@ clipped to 50..2000; the instruction and input take 20-70 % of a row), 16 exampl
           lean12k  lean with 12,288 tokens per micro-batch instead of 8,192
           engine2     the default again: run-to-run noise of tokens/s and of the adapter
           nodrop, compiled_nd, cudagraphs_nd  LoRA dropout 0, 30 steps: the adapters compared (adapter_agreement.py)
+          eager_nd    nodrop again: the GPU kernels' run-to-run nondeterminism, the floor of any difference
+          noliger_nd  nodrop without Liger's kernels (RMSNorm, RoPE, SwiGLU, the loss in PyTorch's own): the same
+                      arithmetic rounded another way in bf16, the yardstick for "within bf16 noise"
   best    an independent best stack written as the transformers docs write it: datasets' map to tokenise,
           Trainer + DataCollatorWithFlattening (padding-free) + attn_implementation flex_attention (sdpa
           without a GPU) + use_liger_kernel=True, bitsandbytes NF4 + peft LoRA r 16 all-linear, 16 examples in
@@ -75,7 +78,8 @@ LEVER_SIDES = {
 # lever that draws its masks otherwise (inductor's RNG, a padded row's longer tensors) trains another random draw
 # of the same model: only without it does the adapter show whether the lever computes what eager does.
 AGREE_STEPS = 30
-for _name, _spec in [("nodrop", (False, "")), *((f"{k}_nd", LEVER_SIDES[k]) for k in ("compiled", "cudagraphs"))]:
+for _name, _spec in [("nodrop", (False, "")), ("eager_nd", (False, "")), ("noliger_nd", (False, "liger=false")),
+                     *((f"{k}_nd", LEVER_SIDES[k]) for k in ("compiled", "cudagraphs"))]:
     LEVER_SIDES[_name] = _spec
 SIDES = ("best", "engine", "lean", *LEVER_SIDES)
 EXAMPLES_PER_STEP = 16        # the engine's default micro_batch_size 4 x gradient_accumulation_steps 4

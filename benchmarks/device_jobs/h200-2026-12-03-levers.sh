@@ -12,7 +12,6 @@ cd "$(dirname "$0")/../.." || exit 1
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
 ARCH=${ARCH:-llama2-7b}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$R/gpu.txt" 2>&1
-ls /tmp/up/*.json > "$R/before.txt" 2>&1   # what an earlier call on this machine left
 python3 benchmarks/user_path.py $ARCH --sides ${SIDES:?sides} --steps ${STEPS:-80} --warmup ${WARMUP:-20} \
     --deadline-s ${DEADLINE_S:-500} --side-timeout-s ${SIDE_S:-200} --work /tmp/up --out "$R/user_path.md" > "$R/user_path.log" 2>&1
 # every side on this machine so far (this call's and an earlier call's), one table; adapters against the default
