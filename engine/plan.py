@@ -87,6 +87,7 @@ class RunPlan:
     lengths_from: str                # "dataset" or the assumption made without it
     optimizer: str
     offload: bool                    # lean: checkpointed activations offloaded to host memory
+    compile_layers: bool             # each decoder layer through torch.compile (engine.train.compiled_layers)
     eval_batch_size: int             # examples per evaluation micro-batch
     eval_tokens: int                 # its most tokens: never more than training's largest micro-batch
     steps_per_epoch: int | None
@@ -362,6 +363,6 @@ def _plan_for(cfg: Config, machine: Machine, memory: str, parallelism: str, leng
                    parallelism=parallelism, liger=liger, fused_loss=liger, attention=attention, packing=t.packing,
                    token_budget=budget, micro_batches_per_step=step_plan.micro_batches_per_step,
                    examples_per_step=examples_per_step, largest_microbatch_tokens=largest, lengths_from=lengths_from,
-                   optimizer=optimizer, offload=offload, eval_batch_size=eval_size, eval_tokens=eval_tokens,
+                   optimizer=optimizer, offload=offload, compile_layers=False, eval_batch_size=eval_size, eval_tokens=eval_tokens,
                    steps_per_epoch=per_epoch, max_steps=steps, train_tokens=train_tokens, micro_batches=micro_batches,
                    lines=lines, step_plan=None if assumed else step_plan)
