@@ -46,8 +46,9 @@ def compare(ref: dict, other: dict) -> dict:
         names = sorted(n for n in ref if part in n and n in other)
         if not names:
             continue
-        r = torch.cat([ref[n].float().flatten() for n in names])
-        o = torch.cat([other[n].float().flatten() for n in names])
+        # float64: over 40 M elements float32's sums read a bit-identical pair as cosine 1.0019
+        r = torch.cat([ref[n].double().flatten() for n in names])
+        o = torch.cat([other[n].double().flatten() for n in names])
         out[part] = {"rel": float((o - r).norm() / r.norm()), "cos": float(torch.nn.functional.cosine_similarity(
             o, r, dim=0)), "tensors": len(names)}
     return out
