@@ -17,6 +17,9 @@ from benchmarks.vram_calibration import errors, estimate_row
 
 FIXTURE = Path(__file__).parent / "fixtures" / "vram_measured_h200.json"
 ROWS = json.loads(FIXTURE.read_text())["rows"]
+# Plan fields added after the rows were measured, at the value every one of those runs had: no run compiled its
+# decoder layers then (RunPlan.compile_layers came later; the trainer compiled only under a benchmark lever).
+ADDED_SINCE = {"compile_layers": False}
 
 
 def test_the_rows_cover_what_issue_22_asks():
@@ -38,7 +41,8 @@ def test_the_rows_cover_what_issue_22_asks():
 def test_the_estimate_planned_what_the_trainer_ran(row):
     """The plan `lorapilot estimate --gpu` made on this machine equals the trainer's on the H200, field by field."""
     assert row["estimate_at_run"]["plan"] == row["trainer_plan"]
-    assert estimate_row(row).plan.to_dict() == row["trainer_plan"]
+    assert estimate_row(row).plan.to_dict() == dict(ADDED_SINCE, **row["trainer_plan"])
+
 
 
 @pytest.mark.parametrize("row", ROWS, ids=[r["name"] for r in ROWS])
