@@ -127,6 +127,7 @@ def render(est: Estimate, info: ModelInfo, n_examples: int | None, counted: bool
                      + (f" packed up to {p.token_budget:,} tokens" if p.token_budget else " padded")
                      + f", {p.attention}, {'Liger fused loss' if p.fused_loss else 'plain loss'}, {p.optimizer}"
                      + (", activations offloaded" if p.offload else "")
+                     + (", decoder layers compiled" if p.compile_layers else "")
                      + f", eval {p.eval_batch_size} example(s) a batch; lengths: {p.lengths_from}")
     lines.append("")
     width = max(len(c.name) for c in est.components)

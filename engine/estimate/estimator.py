@@ -52,6 +52,7 @@ class Estimate:
     time_basis: str = ""             # where time_s's rate comes from: "measured on H200", "not measured on T4: ..."
     time_basis_detail: str = ""      # the path, fraction of the 16-bit peak and measured speeds behind it
     train_flops: float | None = None  # the training FLOPs time_s is computed from (engine.estimate.timing)
+    compile_s: float = 0.0           # of time_s: compiling the decoder layers before the first step (plan's choice)
 
     @property
     def on_cpu(self) -> bool:
@@ -159,6 +160,7 @@ def compute(cfg: Config, info: ModelInfo, gpu: GpuSpec | None, *, n_examples: in
         num_gpus=plan.processes, params_total=info.params.total, params_trainable=n_lora,
         steps_per_epoch=plan.steps_per_epoch, total_steps=plan.max_steps, time_s=time_s, cost=cost,
         time_basis=run_time.basis, time_basis_detail=run_time.detail, train_flops=run_time.flops,
+        compile_s=run_time.compile_s,
         lr_hint=lr_hint(t.learning_rate, round(per_step_tokens) or plan.examples_per_step * t.max_seq_length,
                         info.pretraining),
         approximate=not arch.exact, notes=notes, fit_fraction=fraction, memory_mode=plan.memory,

@@ -53,6 +53,14 @@ FIT_FRACTION = 0.90
 # flight (TRL keeps up to 5 in its forward stash) and the ones fetched back ahead of backward.
 OFFLOAD_RESIDENT_LAYERS = 6
 ALLOCATOR_SLACK_FRACTION = 0.10
+# Compiled decoder layers (RunPlan.compile_layers) peak higher than eager ones: inductor's fused kernels keep their
+# own buffers while a layer runs backward. Modelled as this many MLP-wide tensors (intermediate_size per token, in the
+# compute dtype) over the largest micro-batch: 0.36 GiB on Llama-2-7B and 0.47 GiB on Llama-3-8B at 8,786 tokens.
+# Fitted to `lorapilot train` on an H200 (benchmarks/results/user_path-t525-h200-2026-12-03, transformers 5.25; the
+# same peaks on 5.17 in levers-user_path-h200-2026-12-03), compiled minus eager peak allocated at 8,786 tokens:
+# Llama-2-7B +0.34 GiB (8.17 -> 8.51) with LoRA dropout, +0.49 (7.23 -> 7.72) without; Llama-3-8B +0.50
+# (10.00 -> 10.50). One term for both dropout settings, between them; the peaks are logged to 0.1 GiB in the tables.
+COMPILED_LAYER_MLP_TENSORS = 2
 
 
 @dataclass(frozen=True)
@@ -83,6 +91,7 @@ class TrainingShape:
     offload: bool = False        # lean: checkpointed layer inputs offloaded to host memory
     shards: int = 1              # FSDP over N GPUs: weights, adapters, gradients and optimizer states split N ways
     eval_tokens: int = 0         # the evaluation micro-batch's tokens (no gradients; 0: no evaluation)
+    compile_layers: bool = False  # the decoder layers through torch.compile (the plan's): inductor's buffers on top
     device: str = "cuda"         # cuda | cpu (the plan's): only a GPU adds a CUDA context and allocator slack
 
     @property
@@ -248,6 +257,13 @@ def dequant_buffer_bytes(arch: Architecture, shape: TrainingShape) -> float:
     return max(lin.d_in * lin.d_out for lin in arch.linears) * shape.compute_bytes
 
 
+def compiled_layer_bytes(arch: Architecture, shape: TrainingShape) -> float:
+    """What compiled decoder layers add to the backward phase's peak (0 for eager layers)."""
+    if not shape.compile_layers:
+        return 0.0
+    return COMPILED_LAYER_MLP_TENSORS * arch.intermediate * shape.compute_bytes * shape.tokens
+
+
 def memory(arch: Architecture, params: ParamCounts, shape: TrainingShape) -> Memory:
     c, s, t = shape.compute_bytes, _stream_bytes(shape), shape.tokens
     linear_full, other_full = base_weight_bytes(arch, params, shape)
@@ -277,7 +293,8 @@ def memory(arch: Architecture, params: ParamCounts, shape: TrainingShape) -> Mem
     working = ((1 if shape.fused_loss else 3) * s * arch.intermediate + 2 * s * arch.hidden) * t
     dequant = dequant_buffer_bytes(arch, shape)
     logits, logits_note = logits_bytes(arch, shape)
-    backward_phase = recompute + working + dequant
+    compiled = compiled_layer_bytes(arch, shape)
+    backward_phase = recompute + working + dequant + compiled
     logits_peak = logits >= backward_phase
 
     quant_label = {"nf4": "NF4 + double-quant constants", "int8": "int8 + row scales",
@@ -314,6 +331,11 @@ def memory(arch: Architecture, params: ParamCounts, shape: TrainingShape) -> Mem
         comps.append(Component("dequantisation buffer", dequant / GIB,
                                f"largest quantised weight in {'16-bit' if c == 2 else 'fp32'} during its matmul",
                                in_peak=not logits_peak))
+    if compiled:
+        comps.append(Component("compiled layers", compiled / GIB,
+                               f"torch.compile's buffers in the decoder layers: ~{COMPILED_LAYER_MLP_TENSORS} x "
+                               f"{arch.intermediate:,} (MLP width) x {t:,} tokens in {shape.precision}, "
+                               "measured above eager", in_peak=not logits_peak))
     peak = sum(x.gib for x in comps if x.in_peak)
     if shape.eval_tokens:
         # Evaluation runs between optimizer steps: the adapters' gradients are freed (set to None), nothing is
@@ -388,7 +410,7 @@ def shape_for_plan(cfg: Config, arch: Architecture, plan: RunPlan, tokens: int |
                          fused_loss=plan.fused_loss if fused_loss is None else fused_loss,
                          kbit_upcast=plan.precision != "bf16", offload=plan.offload and t.gradient_checkpointing,
                          shards=plan.processes if plan.parallelism == "fsdp" else 1,
-                         eval_tokens=plan.eval_tokens, device=plan.device)
+                         eval_tokens=plan.eval_tokens, device=plan.device, compile_layers=plan.compile_layers)
 
 
 def plan_fits(cfg: Config, info: ModelInfo, plan: RunPlan, memory_gib: float, fraction: float | None = None) -> bool:

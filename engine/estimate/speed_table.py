@@ -9,15 +9,16 @@ reads "measured on H200" or "not measured on T4: assumes the H100's measured eff
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 from engine.errors import ConfigError
 from engine.estimate.gpus import GpuSpec, list_gpus
 from engine.estimate.presets import SPEED_FILE, speed_presets
 
-PATHS = ("packed", "lean", "padded")
-_PATH_WORDS = {"packed": "the default packed path", "lean": "memory: lean", "padded": "packing: false"}
+PATHS = ("packed", "compiled", "lean", "padded")
+_PATH_WORDS = {"packed": "the default packed path", "compiled": "the packed path with compiled decoder layers",
+               "lean": "memory: lean", "padded": "packing: false"}
 
 
 @dataclass(frozen=True)
@@ -44,11 +45,14 @@ class SpeedBasis:
     rows: tuple[SpeedRow, ...]
 
 
-def path_of(memory: str, packing: bool) -> str:
-    """The speed table's path for a plan's memory mode and packing."""
+def path_of(memory: str, packing: bool, compile_layers: bool) -> str:
+    """The speed table's path for a plan's memory mode, packing and compiled layers (RunPlan.compile_layers).
+    Compiled layers are measured on the packed path only: lean or padded with them is timed at its own rate."""
     if memory == "lean":
         return "lean"
-    return "packed" if packing else "padded"
+    if not packing:
+        return "padded"
+    return "compiled" if compile_layers else "packed"
 
 
 def _fraction(entry: dict, gpu: GpuSpec) -> float:
@@ -106,9 +110,42 @@ def _nearest(gpu: GpuSpec, measured: set[str]) -> str:
 def speed_basis(gpu: GpuSpec, path: str, quantization: str) -> SpeedBasis | None:
     """The fraction of `gpu`'s 16-bit peak a run on `path` sustains, from the table's rows: this card's where
     measured, else the nearest measured card's; the path's own rows, else the packed path's; the quantization's
-    own rows, else nf4's. None for a card without a 16-bit peak (no time estimate)."""
+    own rows, else nf4's. A card without compiled rows takes its packed rate times the compiled layers' gain on
+    the nearest card that measured both. None for a card without a 16-bit peak (no time estimate)."""
     if not gpu.tflops_16bit:
         return None
+    if path == "compiled" and not any(r.gpu == gpu.id and r.path == "compiled" for r in speed_rows()):
+        return _compiled_from_packed(gpu, quantization)
+    return _measured_basis(gpu, path, quantization)
+
+
+def _mean_fraction(rows: list[SpeedRow]) -> float:
+    return sum(r.fraction for r in rows) / len(rows)
+
+
+def _compiled_from_packed(gpu: GpuSpec, quantization: str) -> SpeedBasis:
+    """Compiled layers on a card that did not measure them: its own (or borrowed) packed rate times their gain
+    where both were measured. Borrowing the other card's compiled fraction outright would carry over the two
+    cards' difference in the packed path too (the H100's packed rows run at 31 % of the peak, the H200's at 35 %)."""
+    packed = _measured_basis(gpu, "packed", quantization)
+    rows = speed_rows()
+    both = {r.gpu for r in rows if r.path == "compiled"} & {r.gpu for r in rows if r.path == "packed"}
+    if not both:   # no card measured the gain: time it as the packed path, and say so
+        return replace(packed, measured=False, text=packed.text + f" ({_PATH_WORDS['compiled']} not measured: "
+                       "assumes the packed path's)")
+    ref = _nearest(gpu, both)
+    gain = (_mean_fraction([r for r in rows if r.gpu == ref and r.path == "compiled"])
+            / _mean_fraction([r for r in rows if r.gpu == ref and r.path == "packed"]))
+    note = f"compiled layers not measured on {_short(gpu.id)}: x{gain:.2f}, their gain on {_short(ref)}"
+    text = packed.text[:-1] + f"; {note})" if packed.text.endswith(")") else packed.text + f" ({note})"
+    return SpeedBasis(fraction=packed.fraction * gain, measured_on=packed.measured_on, measured=False, text=text,
+                      detail=f"{packed.detail}; {_PATH_WORDS['compiled']} x{gain:.2f}, as measured on {_short(ref)}",
+                      rows=packed.rows + tuple(r for r in rows if r.gpu == ref and r.path == "compiled"))
+
+
+def _measured_basis(gpu: GpuSpec, path: str, quantization: str) -> SpeedBasis:
+    """speed_basis from the rows of `path` itself (or the packed path's, where it has none)."""
+    assert gpu.tflops_16bit
     rows = speed_rows()
     assumed = []
     quant_rows = [r for r in rows if r.quantization == quantization]
@@ -121,7 +158,7 @@ def speed_basis(gpu: GpuSpec, path: str, quantization: str) -> SpeedBasis | None
         path_rows = [r for r in quant_rows if r.path == "packed"]
     measured_on = gpu.id if any(r.gpu == gpu.id for r in path_rows) else _nearest(gpu, {r.gpu for r in path_rows})
     used = tuple(r for r in path_rows if r.gpu == measured_on)
-    fraction = sum(r.fraction for r in used) / len(used)
+    fraction = _mean_fraction(list(used))
     by_model: dict[str, list[str]] = {}
     for r in used:
         by_model.setdefault(r.model, []).append(f"{r.tokens_per_s:,.0f}")

@@ -71,19 +71,28 @@ def cpu_seconds(micro_batches: float, flops: float, cores: int | None = None) ->
     return CPU_FIRST_STEP_S + micro_batches * CPU_SECONDS_PER_MICROBATCH + flops / rate
 
 
+# Compiling the decoder layers (RunPlan.compile_layers) before the first step, on a fresh machine: counted once a
+# run, on top of the steps at the compiled rate. `lorapilot train` on an H200 reached step 1 +71 s (Llama-2-7B) and
+# +68 s (Llama-3-8B) later than eager on transformers 5.25, +64 s on 5.17.
+# benchmarks/results/user_path-t525-h200-2026-12-03.md, levers-user_path-h200-2026-12-03.md
+COMPILE_LAYERS_S = 70.0
+
+
 @dataclass(frozen=True)
 class RunTime:
     seconds: float | None
     basis: str               # where the rate comes from, in the user's words ("measured on H200", ...)
     detail: str = ""         # the path, the fraction of the peak and the measured speeds behind it
     flops: float | None = None   # the run's training FLOPs (all ranks), what the rate divides
+    compile_s: float = 0.0   # of seconds: compiling the decoder layers before the first step (once a run)
 
 
 def run_seconds(arch: Architecture, params: ParamCounts, lora_params: int, plan: RunPlan, machine: Machine,
                 gpu: GpuSpec | None, quantization: str, gradient_checkpointing: bool) -> RunTime:
     """Training time for the plan's micro-batches (engine.plan.RunPlan): the tokens they really hold (not
     max_seq_length per example) at the rate the speed table measured for this card and path
-    (engine.estimate.speed_table); on the CPU, this machine's cores. seconds None without a rate."""
+    (engine.estimate.speed_table), plus the layers' compile when the plan compiles them; on the CPU, this
+    machine's cores. seconds None without a rate."""
     if plan.train_tokens is None or plan.max_steps is None:
         return RunTime(None, "steps unknown")
     examples = max(1, plan.max_steps * plan.examples_per_step)
@@ -94,10 +103,18 @@ def run_seconds(arch: Architecture, params: ParamCounts, lora_params: int, plan:
     if machine.device != "cuda":
         passes = (plan.micro_batches or 0) / max(1, plan.processes)
         return RunTime(cpu_seconds(passes, per_rank_flops), "this machine's CPU", cpu_detail(), flops)
-    basis = speed_basis(gpu, path_of(plan.memory, plan.packing), quantization) if gpu is not None else None
+    path = path_of(plan.memory, plan.packing, plan.compile_layers)
+    basis = speed_basis(gpu, path, quantization) if gpu is not None else None
     if basis is None or gpu is None or not gpu.tflops_16bit:
         return RunTime(None, f"no speed figure for {gpu.name if gpu else 'this GPU'}", flops=flops)
-    return RunTime(per_rank_flops / (gpu.tflops_16bit * 1e12 * basis.fraction), basis.text, basis.detail, flops)
+    seconds = per_rank_flops / (gpu.tflops_16bit * 1e12 * basis.fraction)
+    if not plan.compile_layers:
+        return RunTime(seconds, basis.text, basis.detail, flops)
+    detail = basis.detail
+    if path != "compiled":   # lean or padded: compiled layers measured on the packed path only
+        detail += "; compiled layers on this path not measured: timed at its eager rate"
+    detail += f"; includes ~{COMPILE_LAYERS_S:.0f} s compiling the layers before the first step"
+    return RunTime(seconds + COMPILE_LAYERS_S, basis.text, detail, flops, compile_s=COMPILE_LAYERS_S)
 
 
 def duration_text(seconds: float | None) -> str:

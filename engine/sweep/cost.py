@@ -57,7 +57,7 @@ def trial_time_model(base: Config, trials: list[Trial], gpu, *, n_train: int | N
         basis[0] = est.time_basis
         if est.time_s is None:
             return None
-        per_step = est.time_s / steps
+        per_step = (est.time_s - est.compile_s) / steps   # the layers' compile is once a trial, not per step
         evals = RUNG_DIVISOR * (n_val or 0) / examples_per_step * per_step * EVAL_COST_PER_EXAMPLE
         return est.time_s + evals + TRIAL_START_S
 

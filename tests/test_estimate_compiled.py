@@ -1,0 +1,118 @@
+"""The estimate of a plan that compiles its decoder layers (RunPlan.compile_layers): the compiled path's measured
+rate, the compile's own time once, and the memory the compiled layers add, each where the user reads it; an eager
+plan's estimate carries none of it."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from engine.config import config_from_dict
+from engine.estimate import get_gpu, read_model_config
+from engine.estimate.command import render
+from engine.estimate.estimator import compute
+from engine.estimate.memory import GIB, plan_fits
+from engine.estimate.speed_table import path_of, speed_basis, speed_rows
+from engine.estimate.timing import COMPILE_LAYERS_S
+from engine.plan import Machine, plan_run
+
+H200 = get_gpu("h200-141")
+LENGTHS = [420] * 2000       # 2,000 alpaca-like examples: 125 steps of 16 an epoch, one micro-batch a step
+
+
+def _cfg(model: str = "llama-2-7b", **training):
+    return config_from_dict({"model": model, "dataset": {"path": "x.jsonl", "validation_split": 0.0},
+                             "training": {"max_seq_length": 2048, "num_epochs": 8, **training}})
+
+
+def _both(cfg, gpu=H200):
+    """(eager, compiled) estimates of one plan, the compiled one differing only in compile_layers."""
+    info = read_model_config(cfg.model)
+    plan = plan_run(cfg, Machine.for_gpu(gpu), lengths=LENGTHS, info=info)
+    eager_plan = replace(plan, compile_layers=False)
+    return (compute(cfg, info, gpu, plan=eager_plan, lengths=LENGTHS),
+            compute(cfg, info, gpu, plan=replace(plan, compile_layers=True), lengths=LENGTHS))
+
+
+def _names(est):
+    return [c.name for c in est.components]
+
+
+def test_path_of_reads_the_plans_compile_flag():
+    assert path_of("fast", True, False) == "packed"
+    assert path_of("fast", True, True) == "compiled"
+    # compiled layers are measured on the packed path only: lean and padded keep their own rate
+    assert path_of("lean", True, True) == "lean" and path_of("fast", False, True) == "padded"
+
+
+def test_the_compiled_rows_are_todays_h200_measurements():
+    compiled = {(r.model, r.tokens_per_s) for r in speed_rows() if r.path == "compiled"}
+    assert compiled == {("llama-2-7b", 9977), ("llama-2-7b", 8980), ("llama-3-8b", 8467)}
+    packed_h200 = {(r.model, r.tokens_per_s) for r in speed_rows() if r.path == "packed" and r.gpu == "h200-141"}
+    assert {("llama-2-7b", 7891), ("llama-3-8b", 7195), ("llama-2-7b", 8411)} <= packed_h200   # beside 8,654 / 8,168
+    basis = speed_basis(H200, "compiled", "nf4")
+    assert basis.measured and basis.text == "measured on H200" and {r.path for r in basis.rows} == {"compiled"}
+    assert basis.fraction > speed_basis(H200, "packed", "nf4").fraction
+
+
+def test_a_card_without_compiled_rows_takes_its_packed_rate_times_the_measured_gain():
+    gain = speed_basis(H200, "compiled", "nf4").fraction / speed_basis(H200, "packed", "nf4").fraction
+    assert 1.05 < gain < 1.25      # 1.14x, 1.18x, 1.19x paired; 1.12x over the means of the card's rows
+    for card, borrowed in (("h100-80", "measured on H100"), ("t4", "not measured on T4: assumes the H100's")):
+        packed = speed_basis(get_gpu(card), "packed", "nf4")
+        compiled = speed_basis(get_gpu(card), "compiled", "nf4")
+        assert compiled.fraction == pytest.approx(packed.fraction * gain)
+        assert not compiled.measured and compiled.text.startswith(borrowed)
+        assert f"compiled layers not measured on {card.split('-')[0].upper()}: x{gain:.2f}, their gain on H200" \
+            in compiled.text
+
+
+def test_a_compiled_plan_is_timed_at_the_compiled_rate_plus_the_compile_once():
+    eager, compiled = _both(_cfg())
+    assert eager.plan.max_steps >= 1000 and eager.train_flops == compiled.train_flops
+    ratio = speed_basis(H200, "packed", "nf4").fraction / speed_basis(H200, "compiled", "nf4").fraction
+    assert compiled.time_s == pytest.approx(eager.time_s * ratio + COMPILE_LAYERS_S, rel=1e-9)
+    assert COMPILE_LAYERS_S == 70 and compiled.compile_s == 70 and eager.compile_s == 0
+    assert compiled.time_s < eager.time_s      # 1,000 steps pay the compile back many times
+    assert compiled.time_basis_detail.startswith("the packed path with compiled decoder layers on H200")
+    assert compiled.time_basis_detail.endswith("; includes ~70 s compiling the layers before the first step")
+    assert "compil" not in eager.time_basis_detail
+
+
+def test_compiled_layers_on_a_path_without_their_rows_say_so():
+    eager, compiled = _both(_cfg(memory="lean"))
+    assert compiled.time_s == pytest.approx(eager.time_s + COMPILE_LAYERS_S)
+    assert "compiled layers on this path not measured: timed at its eager rate" in compiled.time_basis_detail
+
+
+@pytest.mark.parametrize("model", ["llama-2-7b", "llama-3-8b"])
+def test_the_compiled_layers_memory_is_its_own_component_in_the_peak_and_the_fit(model):
+    eager, compiled = _both(_cfg(model))
+    info = read_model_config(model)
+    term = next(c for c in compiled.components if c.name == "compiled layers")
+    tokens = compiled.tokens_per_microbatch
+    assert term.in_peak and term.gib == pytest.approx(2 * tokens * info.arch.intermediate * 2 / GIB)
+    assert f"{info.arch.intermediate:,} (MLP width) x {tokens:,} tokens" in term.note
+    assert compiled.peak_allocated_gib == pytest.approx(eager.peak_allocated_gib + term.gib)
+    assert compiled.need_gib > eager.need_gib
+    assert _names(compiled) == _names(eager)[:_names(eager).index("dequantisation buffer") + 1] + \
+        ["compiled layers"] + _names(eager)[_names(eager).index("dequantisation buffer") + 1:]
+    # the fit verdict and the plan's own fit test count it: a card between the two needs fits one, not the other
+    card = (eager.need_gib + compiled.need_gib) / 2 / 0.9
+    cfg = _cfg(model)
+    assert plan_fits(cfg, info, eager.plan, card) and not plan_fits(cfg, info, compiled.plan, card)
+    small = replace(H200, memory_gib=card)
+    assert compute(cfg, info, small, plan=eager.plan).fits is True
+    assert compute(cfg, info, small, plan=compiled.plan).fits is False
+
+
+def test_lorapilot_estimate_shows_the_compiled_plan_and_nothing_of_it_for_an_eager_one():
+    eager, compiled = _both(_cfg())
+    info = read_model_config("llama-2-7b")
+    shown = render(compiled, info, 2000, True)
+    assert ", decoder layers compiled" in shown and " compiled layers " in shown
+    assert "includes ~70 s compiling the layers before the first step" in shown
+    plain = render(eager, info, 2000, True)
+    assert "compil" not in plain
+    assert "compil" not in str(eager.to_dict()).replace("'compile_layers': False", "")
