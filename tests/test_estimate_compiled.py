@@ -116,3 +116,15 @@ def test_lorapilot_estimate_shows_the_compiled_plan_and_nothing_of_it_for_an_eag
     plain = render(eager, info, 2000, True)
     assert "compil" not in plain
     assert "compil" not in str(eager.to_dict()).replace("'compile_layers': False", "")
+
+
+def test_the_wizards_breakdown_and_time_line_show_the_compiled_plan():
+    from tui.screens.review import ReviewScreen
+    from tui.widgets.vram_bar import segments
+
+    eager, compiled = _both(_cfg())
+    assert "compiled layers" in [name for name, _, _ in segments(compiled)]
+    assert "compiled layers" not in [name for name, _, _ in segments(eager)]
+    assert ReviewScreen._compile_words(compiled.compile_s) == \
+        "; includes ~70 s compiling the layers before the first step"
+    assert ReviewScreen._compile_words(eager.compile_s) == ""

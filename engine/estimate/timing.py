@@ -78,6 +78,11 @@ def cpu_seconds(micro_batches: float, flops: float, cores: int | None = None) ->
 COMPILE_LAYERS_S = 70.0
 
 
+def compile_words(seconds: float) -> str:
+    """What a compiled plan's time includes, one wording for `lorapilot estimate` and the wizard."""
+    return f"includes ~{seconds:.0f} s compiling the layers before the first step"
+
+
 @dataclass(frozen=True)
 class RunTime:
     seconds: float | None
@@ -113,7 +118,7 @@ def run_seconds(arch: Architecture, params: ParamCounts, lora_params: int, plan:
     detail = basis.detail
     if path != "compiled":   # lean or padded: compiled layers measured on the packed path only
         detail += "; compiled layers on this path not measured: timed at its eager rate"
-    detail += f"; includes ~{COMPILE_LAYERS_S:.0f} s compiling the layers before the first step"
+    detail += f"; {compile_words(COMPILE_LAYERS_S)}"
     return RunTime(seconds + COMPILE_LAYERS_S, basis.text, detail, flops, compile_s=COMPILE_LAYERS_S)
 
 

@@ -160,8 +160,8 @@ class ReviewScreen(WizardStep):
             memory += ", model sharded (fsdp)"
         parts = [steps, f"effective batch {s.cfg.effective_batch_size * est.num_gpus}", gpus, memory,
                  f"{est.precision}", f"{est.params_trainable:,} trainable of {est.params_total:,}"]
-        time_text = (f"{fmt_duration(est.time_s)} ({est.time_basis})" if est.time_s is not None
-                     else "time: no figure for this card")
+        time_text = (f"{fmt_duration(est.time_s)} ({est.time_basis}{self._compile_words(est.compile_s)})"
+                     if est.time_s is not None else "time: no figure for this card")
         cost = fmt_cost(est.cost)
         lines = [Content(" · ".join(parts)),
                  Content(time_text + (f" · {cost}" if cost else " · set $/h for the cost"))]
@@ -172,6 +172,14 @@ class ReviewScreen(WizardStep):
         if est.approximate:
             lines.append(Content.styled("approximate: the model's shapes were partly guessed", "$text-warning"))
         return Content("\n").join(lines)
+
+    @staticmethod
+    def _compile_words(compile_s: float) -> str:
+        """A plan that compiles its decoder layers: what its time includes (nothing for an eager plan)."""
+        if not compile_s:
+            return ""
+        from engine.estimate.timing import compile_words
+        return f"; {compile_words(compile_s)}"
 
     def _command(self) -> Content:
         path = self.query_one("#save-path", Input).value.strip() or DEFAULT_SAVE
