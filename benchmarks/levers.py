@@ -41,8 +41,8 @@ ROWS = [
     ("lean: + offloaded activations, 8-bit optimizer states", {"memory": "lean"}, {}, {}),
     ("(experiment) default with transformers' compiled create_block_mask instead of the eager block masks",
      {"memory": "fast"}, {"own_block_mask": False}, {}),
-    ("(experiment) default + decoder layers compiled (torch.compile, dynamic)", {"memory": "fast"},
-     {"compile_layers": True}, {}),
+    ("(experiment) default + decoder layers compiled (torch.compile, dynamic)", {"memory": "fast", "compile": True},
+     {}, {}),
     ("(experiment) default + fused AdamW instead of paged (no per-parameter syncs)", {"memory": "fast"},
      {"fused_optimizer": True}, {}),
 ]

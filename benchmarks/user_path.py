@@ -7,10 +7,12 @@
 Every side trains on the SAME alpaca JSONL (generated once: lengths lognormal, median ~350 tokens, sigma 0.6,
 clipped to 50..2000; the instruction and input take 20-70 % of a row), 16 examples per optimizer step:
   engine  `lorapilot train CONFIG --max-steps N` through the real CLI (a subprocess, as a user runs it);
-          CONFIG is model + dataset + max_seq_length 2048, nothing else
+          CONFIG is model + dataset + max_seq_length 2048, nothing else. With N under engine.plan.COMPILE_MIN_STEPS
+          (1,000) the plan keeps the decoder layers eager (training.compile auto): this side measures eager layers
   lean    the same CONFIG with training.memory: lean
   levers  (only with --sides) the engine side (or lean's) with engine.train.speed.LEVERS switched in the trainer
-          process by benchmarks/lever_site/ (LEVER_SIDES below):
+          process by benchmarks/lever_site/ (LEVER_SIDES below); the compiled sides write training.compile: true
+          into CONFIG (the user's own way to compile at any length):
           compiled    every decoder layer through torch.compile (the 4-bit matmul inside), eager fallback on failure
           fusedopt    torch's fused AdamW for paged_adamw_32bit (no per-parameter device syncs)
           compiledfo  both
@@ -63,22 +65,24 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks.throughput import ARCHS, PEAK_TFLOPS, _gpu_name, _versions, build_model_dir, write_out  # noqa: E402
 
-# Lever sides: (lean config?, engine.train.speed.LEVERS switched in the trainer process by lever_site/). Names have
-# no "-": the result files are ARCH-SIDE.json.
+# Lever sides: (lean config?, training.compile: true in the config?, engine.train.speed.LEVERS switched in the trainer
+# process by lever_site/). Compiling is the user's own choice (a config key), the rest are benchmark levers. Names
+# have no "-": the result files are ARCH-SIDE.json.
 LEVER_SIDES = {
-    "engine2": (False, ""),
-    "compiled": (False, "compile_layers=true"),
-    "fusedopt": (False, "fused_optimizer=true"),
-    "compiledfo": (False, "compile_layers=true,fused_optimizer=true"),
-    "cudagraphs": (False, "compile_layers=true,compile_mode=reduce-overhead,pad_multiple=1024"),
-    "leanstretch": (True, "lean_stretch=true"),
-    "lean12k": (True, "tokens_per_microbatch=12288"),
+    "engine2": (False, False, ""),
+    "compiled": (False, True, ""),
+    "fusedopt": (False, False, "fused_optimizer=true"),
+    "compiledfo": (False, True, "fused_optimizer=true"),
+    "cudagraphs": (False, True, "compile_mode=reduce-overhead,pad_multiple=1024"),
+    "leanstretch": (True, False, "lean_stretch=true"),
+    "lean12k": (True, False, "tokens_per_microbatch=12288"),
 }
 # Agreement sides (ending _nd, and their reference nodrop): LoRA dropout 0 and AGREE_STEPS steps. With dropout, a
 # lever that draws its masks otherwise (inductor's RNG, a padded row's longer tensors) trains another random draw
 # of the same model: only without it does the adapter show whether the lever computes what eager does.
 AGREE_STEPS = 30
-for _name, _spec in [("nodrop", (False, "")), ("eager_nd", (False, "")), ("noliger_nd", (False, "liger=false")),
+for _name, _spec in [("nodrop", (False, False, "")), ("eager_nd", (False, False, "")),
+                     ("noliger_nd", (False, False, "liger=false")),
                      *((f"{k}_nd", LEVER_SIDES[k]) for k in ("compiled", "cudagraphs"))]:
     LEVER_SIDES[_name] = _spec
 SIDES = ("best", "engine", "lean", *LEVER_SIDES)
@@ -151,9 +155,11 @@ def agreement_side(side: str) -> bool:
     return side == "nodrop" or side.endswith("_nd")
 
 
-def write_config(path: Path, model_dir: Path, data: Path, lean: bool, no_dropout: bool = False) -> Path:
+def write_config(path: Path, model_dir: Path, data: Path, lean: bool, no_dropout: bool = False,
+                 compile_layers: bool = False) -> Path:
     lines = [f"model: {model_dir}", "dataset:", f"  path: {data}", "  validation_split: 0.0", "training:",
              f"  max_seq_length: {MAX_SEQ}"] + (["  memory: lean"] if lean else []) + (
+        ["  compile: true"] if compile_layers else []) + (
         ["lora:", "  dropout: 0.0"] if no_dropout else [])
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -163,8 +169,9 @@ def run_lorapilot(side: str, model_dir: Path, data: Path, steps: int, work: Path
     import shutil
 
     tag = f"{model_dir.name}-{side}"
-    lean, levers = LEVER_SIDES.get(side, (side == "lean", ""))
-    cfg = write_config(work / f"{tag}.yaml", model_dir, data, lean=lean, no_dropout=agreement_side(side))
+    lean, compile_layers, levers = LEVER_SIDES.get(side, (side == "lean", False, ""))
+    cfg = write_config(work / f"{tag}.yaml", model_dir, data, lean=lean, no_dropout=agreement_side(side),
+                       compile_layers=compile_layers)
     steps = AGREE_STEPS if agreement_side(side) else steps
     run_dir = work / f"{tag}-run"
     shutil.rmtree(run_dir, ignore_errors=True)

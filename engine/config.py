@@ -111,6 +111,9 @@ class TrainingConfig:
     memory: str = opt("auto", "fast: the quickest path; lean: the least memory (activations offloaded to host "
                       "memory, 8-bit optimizer states); auto: fast where the estimate says it fits the GPU.",
                       choices=("auto", "fast", "lean"), group="Memory savers")
+    compile: str | bool = opt("auto", "Compile each decoder layer with torch.compile (GPU with Triton): ~1.15x faster "
+                              "steps after ~70 s of compiling; auto: on for runs of 1,000 steps or more on one "
+                              "GPU, fast memory.", choices=("auto", True, False), kind=(str, bool))
     packing: bool = opt(True, "Pack whole examples into micro-batches up to a token budget (no padding waste).",
                         group="Memory savers")
     num_gpus: int | None = opt(None, "GPUs to train on; empty means all visible; 1 disables data parallelism.",
@@ -183,7 +186,7 @@ class FieldSpec:
 
     def range_text(self) -> str:
         if self.choices:
-            return "one of " + ", ".join(str(c) for c in self.choices)
+            return "one of " + ", ".join(_yaml_word(c) for c in self.choices)
         if self.lo is None and self.hi is None:
             return ""
         left = "(" if self.lo_open else "["
@@ -193,6 +196,11 @@ class FieldSpec:
         if self.hi is None:
             return f"> {lo}" if self.lo_open else f">= {lo}"
         return f"{left}{lo}, {hi}{right}"
+
+
+def _yaml_word(choice: Any) -> str:
+    """A choice as the config file spells it: true and false, not Python's True and False."""
+    return ("true" if choice else "false") if isinstance(choice, bool) else str(choice)
 
 
 def _fmt(x: float) -> str:
@@ -257,13 +265,14 @@ def _check_value(spec: FieldSpec, value: Any) -> tuple[Any, str | None]:
     if expected is not None:
         allowed = expected if isinstance(expected, tuple) else (expected,)
         # bool is an int in Python; a YAML `true` is never a valid number, nor 1 a valid bool.
-        ok = isinstance(value, allowed) and (isinstance(value, bool) == (bool in allowed))
+        ok = any(isinstance(value, t) and isinstance(value, bool) == (t is bool) for t in allowed)
         if not ok:
-            return value, f"{spec.path}: expected {_type_name(expected)}, got {quote(value)}"
+            want = spec.range_text() if spec.choices else _type_name(expected)  # auto, true or false: the choices
+            return value, f"{spec.path}: expected {want}, got {quote(value)}"
     if spec.type is float and isinstance(value, int):
         value = float(value)
     if spec.choices and value not in spec.choices:
-        hint = difflib.get_close_matches(str(value)[:80], [str(c) for c in spec.choices], n=1)
+        hint = difflib.get_close_matches(str(value)[:80], [_yaml_word(c) for c in spec.choices], n=1)
         more = f" (did you mean {hint[0]!r}?)" if hint else ""
         return value, f"{spec.path}: {quote(value)} is not allowed; {spec.range_text()}{more}"
     if spec.item_choices and isinstance(value, list):

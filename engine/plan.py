@@ -34,6 +34,14 @@ LEAN_TOKENS_PER_MICROBATCH = 8192
 # paying the fixed cost again), for at most ~0.5 GiB more on a 7B.
 LEAN_STRETCH = 1.25
 
+# training.compile auto: the decoder layers are compiled for runs of at least this many optimizer steps. Measured on the
+# user's path (`lorapilot train`, H200, transformers 5.25; benchmarks/results/user_path-t525-h200-2026-12-03.md):
+# compiled layers train 1.14x (Llama-2-7B: 0.87 -> 0.73 s/step) and 1.18x (Llama-3-8B: 0.94 -> 0.78 s/step) faster
+# in the steady state, 1.19x on transformers 5.17, for +0.3-0.5 GiB peak, but step 1 comes ~70 s later (48 -> 119 s,
+# 55 -> 123 s): the compile pays back after ~425-580 steps. 1,000 is about twice that, so a run that compiles is
+# clearly faster overall, and short runs (trials, the sweep, the demo) start at once.
+COMPILE_MIN_STEPS = 1000
+
 # Model types Liger patches (liger_kernel.transformers.monkey_patch); others train without it.
 LIGER_MODEL_TYPES = ("llama", "mistral", "mixtral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3", "phi3",
                      "granite", "olmo2")
@@ -189,6 +197,34 @@ def offload_for(machine: Machine, memory: str) -> tuple[bool, str]:
         return False, "activations: kept on the device (offloading needs a GPU)"
     return True, ("activations: offloaded to pinned host memory during forward, fetched back ahead of backward "
                   "(TRL)")
+
+
+def compile_for(setting: str | bool, machine: Machine, memory: str, steps: int | None) -> tuple[bool, str]:
+    """training.compile: whether each decoder layer goes through torch.compile (engine.train.compiled_layers), and
+    the line that says why. Inductor generates Triton kernels: a GPU with Triton or nothing. auto compiles only
+    where it was measured to pay back: one process on the fast path, a run of at least COMPILE_MIN_STEPS steps."""
+    if setting is False:
+        return False, "compile: decoder layers eager (training.compile: false)"
+    gpu = machine.device == "cuda" and machine.kernels
+    why_not = "no GPU" if machine.device != "cuda" else machine.why_no_kernels or "no Triton"
+    if setting is True:
+        if not gpu:
+            return False, f"compile: training.compile true has no effect here ({why_not}); decoder layers eager"
+        return True, "compile: decoder layers compiled (training.compile: true); step 1 comes ~70 s later"
+    if not gpu:
+        return False, f"compile: decoder layers eager ({why_not})"
+    if memory == "lean":
+        return False, "compile: decoder layers eager (memory lean: compiling is measured on the fast path only)"
+    if machine.processes > 1:
+        return False, (f"compile: decoder layers eager ({machine.processes} processes: compiling is measured on one "
+                       "GPU only; training.compile: true to compile anyway)")
+    if steps is None:
+        return False, "compile: decoder layers eager (the run's steps are unknown)"
+    if steps < COMPILE_MIN_STEPS:
+        return False, (f"compile: decoder layers eager ({steps:,} steps, under {COMPILE_MIN_STEPS:,}: the ~70 s "
+                       "compile would not pay back)")
+    return True, (f"compile: decoder layers compiled ({steps:,} steps: the ~70 s compile before step 1 pays back "
+                  "after ~500 steps of ~1.15x faster ones)")
 
 
 # ------------------------------------------------------------------------------------------- micro-batches
@@ -359,10 +395,13 @@ def _plan_for(cfg: Config, machine: Machine, memory: str, parallelism: str, leng
         train_tokens = tokens * steps if steps is not None else None
         micro_batches = step_plan.micro_batches_per_step * steps if steps is not None else None
     eval_size, eval_tokens = _eval_batch(cfg, largest, val_lengths)
+    compile_layers, line = compile_for(t.compile, machine, memory, steps)
+    lines.append(line)
     return RunPlan(device=machine.device, processes=n_ranks, precision=precision, memory=memory,
                    parallelism=parallelism, liger=liger, fused_loss=liger, attention=attention, packing=t.packing,
                    token_budget=budget, micro_batches_per_step=step_plan.micro_batches_per_step,
                    examples_per_step=examples_per_step, largest_microbatch_tokens=largest, lengths_from=lengths_from,
-                   optimizer=optimizer, offload=offload, compile_layers=False, eval_batch_size=eval_size, eval_tokens=eval_tokens,
+                   optimizer=optimizer, offload=offload, compile_layers=compile_layers, eval_batch_size=eval_size,
+                   eval_tokens=eval_tokens,
                    steps_per_epoch=per_epoch, max_steps=steps, train_tokens=train_tokens, micro_batches=micro_batches,
                    lines=lines, step_plan=None if assumed else step_plan)

@@ -1,4 +1,5 @@
-"""The compiled-layers experiment (LEVERS.compile_layers): the same numbers as eager, on the real 4-bit model.
+"""The compiled decoder layers (where the plan compiles them: engine.plan.compile_for): the same numbers as eager,
+on the real 4-bit model.
 
 aot_eager traces through dynamo and AOTAutograd, where graph breaks and wrong gradients would show, without
 inductor's C++ code generation (minutes on 2 cores); the GPU run uses inductor.

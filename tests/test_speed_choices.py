@@ -157,18 +157,18 @@ def test_the_fused_optimizer_experiment_replaces_only_the_paged_32_bit_default(m
     assert optimizer_for("adamw_8bit", cuda, "fast", False)[0] == "adamw_8bit"  # the user's choice stands
 
 
-def test_compiled_layers_keep_only_liger_s_fused_loss(demo_model_dir, monkeypatch):
-    """dynamo cannot trace Liger's in-layer autograd Functions (it raised in LigerRMSNorm on an H200): with the
-    compiled-layers experiment on, Liger patches the loss alone, and the layers stay transformers' own."""
+def test_compiled_layers_keep_only_liger_s_fused_loss(demo_model_dir):
+    """dynamo cannot trace Liger's in-layer autograd Functions (it raised in LigerRMSNorm on an H200): where the plan
+    compiles the layers, Liger patches the loss alone, and the layers stay transformers' own."""
     from transformers.models.llama import modeling_llama
 
     from engine.model import load_base_model
 
-    monkeypatch.setattr(speed.LEVERS, "compile_layers", True)
     before = (modeling_llama.LlamaRMSNorm, modeling_llama.LlamaMLP, modeling_llama.apply_rotary_pos_emb)
     model, _ = load_base_model(str(demo_model_dir), "nf4", "auto")
     logs = []
-    assert speed.apply_liger(model, True, logs.append)  # as the plan chose it; Liger's patching needs no GPU
+    # as the plan chose it (RunPlan.compile_layers); Liger's patching needs no GPU
+    assert speed.apply_liger(model, True, logs.append, compiled=True)
     assert "fused linear cross-entropy" in logs[-1] and "left to the compiled layers" in logs[-1]
     assert model.forward.__func__.__module__.startswith("liger_kernel")
     layer = model.model.layers[0]

@@ -8,7 +8,6 @@ It never synchronises the GPU beyond what the Trainer's own logging already does
 
 from __future__ import annotations
 
-import contextlib
 import json
 import time
 from pathlib import Path
@@ -298,14 +297,13 @@ class RunDirCallback(TrainerCallback):
     def _sample(self, model: nn.Module, step: int, way: str) -> None:
         from engine.samples import fast_decode_broken, sample_all
         from engine.train.compiled_layers import eager_decoding
-        from engine.train.speed import LEVERS
 
         if way == "compile" and self._samples.batches == 0:
             self.event("fast_decode_compile", step, "samples: fast decode (CUDA graphs); its first batch compiles "
                                                     "it, about a minute once")
         self._status(state="evaluating", phase="samples")
         t0 = time.monotonic()
-        with eager_decoding(model) if LEVERS.compile_layers else contextlib.nullcontext():
+        with eager_decoding(model):  # the compiled decoder layers, if the plan compiled them, decode eagerly
             bodies = sample_all(model, self.tokenizer, self.sample_prompts, self.sample_max_new_tokens, way=way)
         self._samples.record(time.monotonic() - t0, fell_back=way != "generate" and fast_decode_broken())
         for body in bodies:

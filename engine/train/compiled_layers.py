@@ -1,12 +1,12 @@
-"""An experiment for the host-bound 4-bit step: each decoder layer compiled by torch.compile.
+"""For the host-bound 4-bit step: each decoder layer compiled by torch.compile, where the run's plan says so.
 
 A 4-bit step launches thousands of small kernels per micro-batch (dequantise, LoRA's two matmuls, dropout,
 scale, add, for each of 7 projections per layer, three times: forward, recompute, backward); on the H100 the
 host's cost per launch bounds the step, not the GPU's FLOPs (benchmarks/results/profile-h100-2026-11-23.md).
 Compiling a layer fuses the element-wise work and replaces Python dispatch with generated code. A decoder layer
 with bitsandbytes 4-bit weights and peft adapters traces into one graph (bitsandbytes registers its ops with
-torch.library), so this is worth measuring; it stays off (LEVERS.compile_layers) until benchmarks/levers.py
-shows it wins on the GPU.
+torch.library). On the user's path it trains 1.14-1.19x faster per step for ~70 s of compiling before step 1, so the
+plan compiles long runs only (engine.plan.compile_for, training.compile).
 
 A compile that fails (dynamo cannot trace something, inductor or Triton cannot build a kernel; at the first step or
 at a later recompile for a new shape) must never fail the run: CompileFallback turns the layers back to eager,
@@ -28,8 +28,12 @@ def decoder_layers(model) -> list:
     return [m for m in model.modules() if type(m).__name__ in names]
 
 
-def compile_decoder_layers(model, log: Callable[[str], None], *, backend: Any = "inductor",
-                           mode: str = "default") -> int:
+# torch.compile's backend for the layers: inductor (Triton kernels on the GPU). Tests on the CPU point it at a
+# counting aot_eager backend: inductor's C++ code generation takes minutes on 2 cores.
+BACKEND: Any = "inductor"
+
+
+def compile_decoder_layers(model, log: Callable[[str], None], *, backend: Any = None, mode: str = "default") -> int:
     """Compiles every decoder layer's forward, inside its activation checkpoint; returns how many layers.
 
     Each layer's class is swapped for a subclass whose forward is the torch.compile'd forward of its class (one
@@ -42,6 +46,7 @@ def compile_decoder_layers(model, log: Callable[[str], None], *, backend: Any = 
     with LEVERS.pad_multiple so lengths repeat)."""
     import torch
 
+    backend = BACKEND if backend is None else backend
     layers = decoder_layers(model)
     if mode == "reduce-overhead":
         # The layers share one compiled graph with each layer's weights as its static inputs: cudagraph trees record

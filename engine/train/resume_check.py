@@ -15,6 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from engine.config import FIELDS
 from engine.errors import UserError
 from engine.rundir import CHECKPOINT_RUN_FILE
 
@@ -24,6 +25,7 @@ CHANGEABLE = frozenset({
     "training.learning_rate", "training.max_steps", "training.max_grad_norm", "training.gradient_checkpointing",
     "training.logging_steps", "training.eval_steps", "training.save_steps", "training.save_total_limit",
     "training.report_to", "training.stop_on", "training.sample_prompts", "training.sample_max_new_tokens",
+    "training.compile",  # speed only: the plan compiles the layers afresh on every start
     "run_name", "runs_dir", "trust_remote_code",
 })
 
@@ -80,7 +82,8 @@ def config_changes(ckpt: str | Path, cfg, config_path: str | Path) -> list[str]:
     if saved is None:
         return []
     now = flat_config(cfg)
-    was = saved["config"]
+    # A key the checkpoint's lorapilot did not have yet trained with its default.
+    was = {k: FIELDS[k].default for k in now if k in FIELDS} | saved["config"]
     changed = sorted(k for k in set(now) | set(was) if now.get(k) != was.get(k))
     refused = [f"{k}: {was.get(k)!r} at {Path(ckpt).name}, now {now.get(k)!r}" for k in changed
                if k not in CHANGEABLE]

@@ -237,13 +237,14 @@ def build_model(cfg: Config, inputs: Inputs, run_plan: RunPlan) -> BuiltModel:
                                shardable=run_plan.parallelism == "fsdp")
     sharding = fsdp_arguments(model) if run_plan.parallelism == "fsdp" else {}
     # Sharded, Liger's fused loss needs the output head gathered first (a hook on the final norm).
-    liger = apply_liger(model, run_plan.liger, log, fused_loss=not sharding or unshard_head_before_loss(model))
+    liger = apply_liger(model, run_plan.liger, log, fused_loss=not sharding or unshard_head_before_loss(model),
+                        compiled=run_plan.compile_layers)
     model = add_lora(model, cfg, gradient_checkpointing=t.gradient_checkpointing)
     offload = activation_offload(model, run_plan.offload)
     if inputs.dtype_name == "bf16" and cfg.quantization != "none":
         keep_unquantised_16bit(model, log)
     fallback = None
-    if LEVERS.compile_layers and inputs.hw.device == "cuda":
+    if run_plan.compile_layers:  # the plan's rule (engine.plan.compile_for): a GPU with Triton, or training.compile
         from engine.train.compiled_layers import CompileFallback, compile_decoder_layers, restore_liger_in_layers
         compile_decoder_layers(model, log, mode=LEVERS.compile_mode)
         # A compile failure trains on eagerly; build_trainer makes it an event once the callback exists.

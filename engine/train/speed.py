@@ -33,10 +33,9 @@ class Levers:
     own_block_mask: bool = True     # flex: the packed row's block mask built eagerly (engine.train.block_mask)
                                     # instead of transformers' compiled create_block_mask, whose compile
                                     # stalled first steps for minutes at some row lengths
-    compile_layers: bool = False    # each decoder layer through torch.compile (engine.train.compiled_layers);
-                                    # off until measured
-    compile_mode: str = "default"   # torch.compile's mode for compile_layers: "reduce-overhead" replays the
-                                    # layers as CUDA graphs (cudagraph trees), one graph per micro-batch length
+    compile_mode: str = "default"   # torch.compile's mode where the plan compiles the decoder layers (engine.plan
+                                    # compile_for): "reduce-overhead" replays the layers as CUDA graphs (cudagraph
+                                    # trees), one graph per micro-batch length
     pad_multiple: int = 0           # packed micro-batches padded up to a multiple of this many tokens (a pad
                                     # example no label reads): a few lengths repeat, for CUDA graphs; 0 = none
     fused_optimizer: bool = False   # fast: torch's fused AdamW for paged_adamw_32bit (the same AdamW math,
@@ -56,16 +55,18 @@ def liger_available(device: str) -> tuple[bool, str]:
     return True, ""
 
 
-def apply_liger(model, use: bool, log: Callable[[str], None], fused_loss: bool = True) -> bool:
+def apply_liger(model, use: bool, log: Callable[[str], None], fused_loss: bool = True,
+                compiled: bool = False) -> bool:
     """Patches the loaded base model in place with Liger's kernels where the plan (engine.plan) chose them.
 
     fused_loss False: the plain loss through lm_head's forward (a sharded head whose gathering could not be
-    hooked before the loss). Returns whether Liger was applied."""
+    hooked before the loss). compiled: the plan compiles the decoder layers (RunPlan.compile_layers), which then
+    keep transformers' own RMSNorm, RoPE and SwiGLU. Returns whether Liger was applied."""
     if not use:
         return False  # the plan's line in train.log says why
     from liger_kernel.transformers import _apply_liger_kernel_to_instance
 
-    if LEVERS.compile_layers and fused_loss:
+    if compiled and fused_loss:
         # dynamo cannot trace Liger's in-layer autograd Functions (an AssertionError in its RMSNorm on the
         # H200, 2026-12-02); inductor fuses those element-wise parts itself, so only the loss stays Liger's.
         _apply_liger_kernel_to_instance(model=model, rope=False, rms_norm=False, swiglu=False)

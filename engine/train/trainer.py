@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 
 class PlannedTrainer(Trainer):
-    """transformers' Trainer with four changes, each a hook below:
+    """transformers' Trainer with five changes, each a hook below:
 
     - the sampler walks the plan's micro-batches in order (one dataset item is one planned micro-batch);
     - each training step tells the collator its micro-batch is trained now (tokens/s counts trained tokens, not
@@ -29,7 +29,8 @@ class PlannedTrainer(Trainer):
       layers' fallback when the decoder layers are compiled;
     - the loss's inputs: evaluation through Liger's fused loss too (`fused_loss`), and a packed row's block mask
       built from its example boundaries (`own_block_mask`);
-    - sharded (FSDP), the first training step logs how much of the model this rank holds.
+    - sharded (FSDP), the first training step logs how much of the model this rank holds;
+    - evaluation runs compiled decoder layers eagerly.
     """
 
     def __init__(self, *, train_dataset: PlannedMicroBatches, collator: Collator,
@@ -67,6 +68,16 @@ class PlannedTrainer(Trainer):
         if self.fallback is None:
             return step()
         return self.fallback.run(step)
+
+    def evaluation_loop(self, *args: Any, **kwargs: Any) -> Any:
+        """Evaluation with the decoder layers eager, when the plan compiled them. Under no_grad dynamo would compile a
+        second graph family for the layers (its minute again, and their cache entries), and a compile failure there
+        would fail the run: CompileFallback covers training micro-batches only. Evaluation is a forward pass every
+        eval_steps, so eager costs little; the layers are compiled again for the next training step."""
+        from engine.train.compiled_layers import eager_decoding
+
+        with eager_decoding(self.model):
+            return super().evaluation_loop(*args, **kwargs)
 
     def compute_loss(self, model: nn.Module, inputs: dict[str, Any], return_outputs: bool = False,
                      num_items_in_batch: torch.Tensor | int | None = None) -> Any:

@@ -1,0 +1,195 @@
+"""training.compile: the plan's rule for compiling the decoder layers (engine.plan.compile_for), the config key, and
+the seam: the trainer compiles exactly when the plan says, and evaluation adds no compiled graph."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from engine.config import config_from_dict
+from engine.errors import ConfigError
+from engine.plan import COMPILE_MIN_STEPS, Machine, plan_run
+from tests.conftest import DEMO_CONFIG, run_cli
+
+GPU = Machine("cuda", "GPU", 80.0)
+
+
+def cfg_for(**training):
+    return config_from_dict({"model": "llama-2-7b", "dataset": {"path": "x.jsonl"},
+                             "training": {"max_seq_length": 2048, **training}})
+
+
+def plan(machine=GPU, lengths=(400,) * 64, **training):
+    return plan_run(cfg_for(**training), machine, lengths=None if lengths is None else list(lengths))
+
+
+def compile_line(p) -> str:
+    (line,) = [x for x in p.lines if x.startswith("compile:")]
+    return line
+
+
+# ------------------------------------------------------------------------------------------------ the rule
+def test_auto_compiles_a_long_run_on_one_gpu_on_the_fast_path():
+    on = plan(max_steps=COMPILE_MIN_STEPS)
+    assert on.compile_layers and on.memory == "fast"
+    assert compile_line(on).startswith("compile: decoder layers compiled (1,000 steps")
+    assert on.to_dict()["compile_layers"] is True  # status.json's plan carries it
+    short = plan(max_steps=COMPILE_MIN_STEPS - 1)
+    assert not short.compile_layers
+    assert "999 steps, under 1,000: the ~70 s compile would not pay back" in compile_line(short)
+
+
+@pytest.mark.parametrize("machine,training,why", [
+    (Machine.for_gpu(None), {}, "(no GPU)"),
+    (Machine("cuda", "GPU", 80.0, kernels=False, why_no_kernels="no Triton"), {}, "(no Triton)"),
+    (GPU, {"memory": "lean"}, "memory lean"),
+    (Machine("cuda", "GPU", 80.0, processes=2), {"parallelism": "ddp"}, "(2 processes: compiling is measured on one"),
+])
+def test_auto_leaves_the_layers_eager_off_the_measured_path_and_says_why(machine, training, why):
+    p = plan(machine, max_steps=5000, **training)
+    assert not p.compile_layers
+    assert why in compile_line(p) and "eager" in compile_line(p)
+
+
+def test_auto_counts_the_plans_own_steps_epochs_and_the_wizards_assumed_lengths_too():
+    # the trainer's plan: the data's real lengths, steps from the epochs (16 examples a step)
+    assert plan(lengths=[300] * 16 * COMPILE_MIN_STEPS, num_epochs=1).compile_layers
+    assert not plan(lengths=[300] * 16 * 500, num_epochs=1).compile_layers
+    # the wizard's estimate before the data is tokenized: the rows counted, every row assumed to fill max_seq_length
+    cfg = cfg_for(num_epochs=2)
+    assumed = plan_run(cfg, GPU, n_examples=8 * COMPILE_MIN_STEPS)
+    assert assumed.lengths_from.startswith("assumed") and assumed.max_steps == COMPILE_MIN_STEPS
+    assert assumed.compile_layers
+    assert not plan_run(cfg, GPU, n_examples=8 * COMPILE_MIN_STEPS - 16).compile_layers
+    unknown = plan_run(cfg, GPU)  # neither rows nor max_steps: the run's length is not known
+    assert unknown.max_steps is None and not unknown.compile_layers
+    assert "steps are unknown" in compile_line(unknown)
+
+
+def test_true_compiles_wherever_a_gpu_with_triton_is_and_says_where_it_cannot():
+    for machine, training in ((GPU, {"max_steps": 10}), (GPU, {"memory": "lean"}),
+                              (Machine("cuda", "GPU", 80.0, processes=2), {"parallelism": "ddp"})):
+        p = plan(machine, compile=True, **training)
+        assert p.compile_layers and "training.compile: true" in compile_line(p)
+    cpu = plan(Machine.for_gpu(None), compile=True, max_steps=5000)
+    assert not cpu.compile_layers
+    assert compile_line(cpu) == "compile: training.compile true has no effect here (no GPU); decoder layers eager"
+
+
+def test_false_never_compiles():
+    p = plan(compile=False, max_steps=5000)
+    assert not p.compile_layers and compile_line(p) == "compile: decoder layers eager (training.compile: false)"
+
+
+# ------------------------------------------------------------------------------------------- the config key
+@pytest.mark.parametrize("value,expect", [
+    ("on", "training.compile: 'on' is not allowed; one of auto, true, false"),
+    ("treu", "(did you mean 'true'?)"),
+    (1, "training.compile: expected one of auto, true, false, got 1"),
+])
+def test_a_bad_compile_value_names_the_key_and_the_choices(value, expect):
+    with pytest.raises(ConfigError) as e:
+        cfg_for(compile=value)
+    (problem,) = e.value.problems
+    assert expect in problem, problem
+
+
+def test_compile_values_round_trip_as_the_config_file_writes_them():
+    from engine.config import FIELDS, dump_config
+    from engine.config_text import from_raw, to_raw
+
+    assert cfg_for().training.compile == "auto"
+    for value in ("auto", True, False):
+        spec = FIELDS["training.compile"]
+        assert from_raw(spec, to_raw(spec, value)) == value  # the wizard's text box
+        assert f"compile: {to_raw(spec, value)}\n" in dump_config(cfg_for(compile=value))
+
+
+def test_the_cli_refuses_a_bad_compile_value_with_exit_2(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("model: lorapilot-demo\ndataset: {path: x.jsonl}\ntraining:\n  compile: sometimes\n")
+    r = run_cli("estimate", str(f))
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert "training.compile: 'sometimes' is not allowed; one of auto, true, false" in r.stderr
+
+
+def test_a_resume_may_change_compile_and_older_checkpoints_resume_without_a_change(tmp_path):
+    from engine.config import Config
+    from engine.rundir import CHECKPOINT_RUN_FILE
+    from engine.train.resume_check import config_changes, run_record
+
+    cfg = Config(model="m")
+    cfg.dataset.path = str(tmp_path / "d.jsonl")
+    ckpt = tmp_path / "checkpoint-4"
+    ckpt.mkdir()
+    record = run_record(cfg)
+    del record["config"]["training.compile"]  # written before the key existed: it trained with the default
+    (ckpt / CHECKPOINT_RUN_FILE).write_text(json.dumps(record))
+    assert config_changes(ckpt, cfg, "c.yaml") == []
+    cfg.training.compile = False  # speed only: nothing in the checkpoint depends on it
+    assert config_changes(ckpt, cfg, "c.yaml") == ["training.compile 'auto' -> False"]
+
+
+# ---------------------------------------------------------------------------------------------------- the seam
+def _counting(graphs: list):
+    """aot_eager (inductor's C++ build takes minutes on 2 cores), keeping for each graph dynamo hands it whether grad
+    was on: training compiles with it, a no_grad evaluation would compile a second family without it."""
+    import torch
+    from torch._dynamo.backends.registry import lookup_backend
+
+    aot_eager = lookup_backend("aot_eager")
+
+    def backend(gm, example_inputs):
+        graphs.append(torch.is_grad_enabled())
+        return aot_eager(gm, example_inputs)
+    return backend
+
+
+@pytest.mark.slow
+def test_the_trainer_compiles_exactly_when_the_plan_says_and_evaluates_eagerly(demo_model_dir, tmp_path, monkeypatch):
+    import torch
+    import yaml
+
+    from engine.train import compiled_layers, run
+    from engine.train.compiled_layers import decoder_layers, is_compiled
+    from engine.train.signals import StopFlag
+
+    raw = yaml.safe_load(DEMO_CONFIG.read_text())
+    raw["dataset"]["path"] = str(DEMO_CONFIG.parent / raw["dataset"]["path"])
+    raw["training"].update(max_steps=2, eval_steps=1, logging_steps=1, save_steps=100, sample_max_new_tokens=2)
+    cfg = config_from_dict(raw)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    inputs = run.load(cfg, run_dir, resume=False, data=None, tokenizer=None)
+    planned = run.plan_here(cfg, inputs, run_dir)
+    # the CPU demo as ever: no GPU, no compile, and status.json's plan says so
+    assert not planned.compile_layers
+    assert json.loads((run_dir / "status.json").read_text())["plan"]["compile_layers"] is False
+    eager = run.build_model(cfg, inputs, planned)
+    assert eager.fallback is None and not any(is_compiled(m) for m in decoder_layers(eager.model))
+
+    graphs: list[bool] = []
+    monkeypatch.setattr(compiled_layers, "BACKEND", _counting(graphs))
+    torch._dynamo.reset()
+    compiling = dataclasses.replace(planned, compile_layers=True)  # what the plan says on a GPU for a long run
+    built = run.build_model(cfg, inputs, compiling)
+    layers = decoder_layers(built.model)
+    assert built.fallback is not None and layers and all(is_compiled(m) for m in layers)
+    assembled = run.build_trainer(cfg, run_dir, inputs, compiling, built, resume=False, stop=StopFlag(run_dir),
+                                  callbacks=())
+    run.run_training(assembled, n_ranks=1)  # two steps, each followed by an evaluation (and its samples)
+    assert built.fallback.failed is None and built.fallback.checked  # the layers really trained compiled
+    evals = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines() if '"eval"' in x]
+    assert len(evals) == 2
+    assert graphs and all(graphs), graphs  # every graph compiled with grad on: evaluation added none
+    assert all(is_compiled(m) for m in layers)  # and the layers are compiled again after it
+    n = len(graphs)
+    assembled.trainer.evaluate()
+    assert len(graphs) == n
+    # The check can fail: the same forward under no_grad outside evaluation compiles a graph without grad.
+    built.model.eval()
+    with torch.no_grad():
+        built.model(input_ids=torch.tensor([[5, 6, 7, 8]]), position_ids=torch.tensor([[0, 1, 2, 3]]))
+    assert len(graphs) > n and graphs[-1] is False
