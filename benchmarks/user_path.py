@@ -21,6 +21,8 @@ clipped to 50..2000; the instruction and input take 20-70 % of a row), 16 exampl
           leanstretch  lean with one micro-batch per step when the fullest step is within 1.25x of the 8,192 cap
           lean12k  lean with 12,288 tokens per micro-batch instead of 8,192
           engine2     the default again: run-to-run noise of tokens/s and of the adapter
+          compiled2   compiled again: engine,compiled,engine2,compiled2 interleaves repeats, since runs of one config
+                      on one machine differ by 10-25 % (user_path-t525-h200-2026-12-03.md)
           nodrop, compiled_nd, cudagraphs_nd  LoRA dropout 0, 30 steps: the adapters compared (adapter_agreement.py)
           eager_nd    nodrop again: the GPU kernels' run-to-run nondeterminism, the floor of any difference
           noliger_nd  nodrop without Liger's kernels (RMSNorm, RoPE, SwiGLU, the loss in PyTorch's own): the same
@@ -71,6 +73,7 @@ from benchmarks.throughput import ARCHS, PEAK_TFLOPS, _gpu_name, _versions, buil
 LEVER_SIDES = {
     "engine2": (False, False, ""),
     "compiled": (False, True, ""),
+    "compiled2": (False, True, ""),  # compiled again: with engine2, interleaved repeats against the machine's noise
     "fusedopt": (False, False, "fused_optimizer=true"),
     "compiledfo": (False, True, "fused_optimizer=true"),
     "cudagraphs": (False, True, "compile_mode=reduce-overhead,pad_multiple=1024"),
