@@ -128,3 +128,61 @@ def test_the_wizards_breakdown_and_time_line_show_the_compiled_plan():
     assert ReviewScreen._compile_words(compiled.compile_s) == \
         "; includes ~70 s compiling the layers before the first step"
     assert ReviewScreen._compile_words(eager.compile_s) == ""
+
+
+# ------------------------------------------------------------------- through the plan's own rule (engine.plan)
+def test_the_plans_rule_compiles_a_long_run_and_the_estimate_follows_it():
+    """training.compile auto on an H200: 1,000 steps compile (the compiled rate, the compile once, the memory term),
+    999 stay eager and their estimate is the eager one."""
+    from engine.estimate import estimate
+    from engine.plan import COMPILE_MIN_STEPS
+
+    info = read_model_config("llama-2-7b")
+    long = estimate(_cfg(), info, H200, lengths=LENGTHS)
+    short = estimate(_cfg(num_epochs=1, max_steps=COMPILE_MIN_STEPS - 1), info, H200, lengths=LENGTHS)
+    assert long.plan.max_steps == COMPILE_MIN_STEPS and long.plan.compile_layers
+    assert not short.plan.compile_layers
+    eager_plan = compute(_cfg(), info, H200, plan=replace(long.plan, compile_layers=False), lengths=LENGTHS)
+    ratio = speed_basis(H200, "packed", "nf4").fraction / speed_basis(H200, "compiled", "nf4").fraction
+    assert long.time_s == pytest.approx(eager_plan.time_s * ratio + COMPILE_LAYERS_S, rel=1e-9)
+    assert "compiled layers" in _names(long) and "compiled layers" not in _names(short)
+    assert long.time_basis_detail.endswith(f"; includes ~{COMPILE_LAYERS_S:.0f} s compiling the layers before the "
+                                           "first step")
+    assert "compil" not in short.time_basis_detail and short.compile_s == 0
+
+
+def test_lorapilot_estimate_of_a_long_run_on_a_gpu_preset_shows_the_compile(tmp_path, capsys):
+    import json
+
+    import yaml
+
+    from engine.estimate import command
+
+    path = tmp_path / "long.yaml"
+    path.write_text(yaml.safe_dump({"model": "llama-3-8b", "dataset": {"path": "x.jsonl"},
+                                    "training": {"max_steps": 2000}}))
+    assert command.main([str(path), "--gpu", "h200-141", "--examples", "50000"]) == 0
+    table = capsys.readouterr().out
+    assert "decoder layers compiled" in table and "\n   compiled layers " in table
+    assert "measured on H200: the packed path with compiled decoder layers on H200" in table
+    assert command.main([str(path), "--gpu", "h200-141", "--examples", "50000", "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["plan"]["compile_layers"] is True and "compiled layers" in [c["name"] for c in shown["components"]]
+
+
+def test_the_sweep_counts_a_compiling_trials_compile_once_not_per_step():
+    """A trial's evaluations are priced per step: the compile (once, before step 1) stays out of that step time."""
+    from engine.estimate.command import estimate_for
+    from engine.sweep.cost import EVAL_COST_PER_EXAMPLE, TRIAL_START_S, trial_time_model
+    from engine.sweep.plan import RUNG_DIVISOR, Trial, trial_config
+
+    cfg = _cfg(compile=True)
+    info = read_model_config("llama-2-7b")
+    trials = [Trial(2e-4, 16)]
+    model = trial_time_model(cfg, trials, H200, n_train=2000, n_val=100, lengths=LENGTHS)
+    est, _ = estimate_for(trial_config(cfg, trials[0], 30), info, H200, n_examples=2000, num_gpus=1,
+                          lengths=LENGTHS)
+    assert est.plan.compile_layers and est.compile_s == COMPILE_LAYERS_S
+    per_step = (est.time_s - COMPILE_LAYERS_S) / 30
+    evals = RUNG_DIVISOR * 100 / 16 * per_step * EVAL_COST_PER_EXAMPLE
+    assert model.seconds(30) == pytest.approx(est.time_s + evals + TRIAL_START_S)

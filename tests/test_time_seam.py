@@ -25,9 +25,10 @@ def demo_cfg_path(tmp_path):
     return path, raw
 
 
-@pytest.mark.parametrize("gpu_name", ["t4", "h200-141", None])
-def test_the_wizard_the_cli_and_the_sweep_time_a_config_with_one_function(gpu_name, demo_cfg_path, demo_model_dir,
-                                                                           monkeypatch, capsys):
+@pytest.mark.parametrize("gpu_name,compile_layers", [("t4", "auto"), ("h200-141", "auto"), (None, "auto"),
+                                                    ("h200-141", True)])
+def test_the_wizard_the_cli_and_the_sweep_time_a_config_with_one_function(gpu_name, compile_layers, demo_cfg_path,
+                                                                           demo_model_dir, monkeypatch, capsys):
     import engine.estimate as estimate_pkg
     from engine.data import inspect_config
     from engine.estimate import command, get_gpu, read_model_config
@@ -37,6 +38,8 @@ def test_the_wizard_the_cli_and_the_sweep_time_a_config_with_one_function(gpu_na
     from tui.models.wizard_engine_calls import estimate_and_check
 
     path, raw = demo_cfg_path
+    raw["training"]["compile"] = compile_layers
+    path.write_text(yaml.safe_dump(raw))
     cfg = config_from_dict(raw)
     gpu = get_gpu(gpu_name) if gpu_name else None
     monkeypatch.setattr(estimate_pkg, "detect_gpu", lambda: None)   # no card here: the CLI plans for this CPU
@@ -86,6 +89,11 @@ def test_the_wizard_the_cli_and_the_sweep_time_a_config_with_one_function(gpu_na
         assert cli["time_basis"].startswith("not measured on T4: assumes the H100's measured efficiency")
     else:
         assert cli["time_basis"] == "measured on H200"
+    # a plan that compiles its layers (asked for here; auto leaves a 30-step run eager): all three time it so
+    compiled = compile_layers is True
+    assert cli["plan"]["compile_layers"] is compiled and wizard_est.plan.compile_layers is compiled
+    assert sweep_est.plan.compile_layers is compiled
+    assert ("includes ~70 s compiling the layers before the first step" in table) is compiled
 
 
 @pytest.fixture
