@@ -199,10 +199,13 @@ def offload_for(machine: Machine, memory: str) -> tuple[bool, str]:
                   "(TRL)")
 
 
-def compile_for(setting: str | bool, machine: Machine, memory: str, steps: int | None) -> tuple[bool, str]:
+def compile_for(setting: str | bool, machine: Machine, memory: str, steps: int | None,
+                room: bool = True) -> tuple[bool, str]:
     """training.compile: whether each decoder layer goes through torch.compile (engine.train.compiled_layers), and
     the line that says why. Inductor generates Triton kernels: a GPU with Triton or nothing. auto compiles only
-    where it was measured to pay back: one process on the fast path, a run of at least COMPILE_MIN_STEPS steps."""
+    where it was measured to pay back: one process on the fast path, a run of at least COMPILE_MIN_STEPS steps.
+    room False: the estimate fits the fast path eager but not compiled (plan_run asks): auto stays eager rather
+    than fall back to lean, which is far slower than what compiling gains."""
     if setting is False:
         return False, "compile: decoder layers eager (training.compile: false)"
     gpu = machine.device == "cuda" and machine.kernels
@@ -223,6 +226,9 @@ def compile_for(setting: str | bool, machine: Machine, memory: str, steps: int |
     if steps < COMPILE_MIN_STEPS:
         return False, (f"compile: decoder layers eager ({steps:,} steps, under {COMPILE_MIN_STEPS:,}: the ~70 s "
                        "compile would not pay back)")
+    if not room:
+        return False, (f"compile: decoder layers eager ({steps:,} steps would pay back the compile, but the compiled "
+                       f"layers' extra memory would not fit {machine.memory_gib:.0f} GiB)")
     return True, (f"compile: decoder layers compiled ({steps:,} steps: the ~70 s compile before step 1 pays back "
                   "after ~500 steps of ~1.15x faster ones)")
 
@@ -295,6 +301,11 @@ def plan_run(cfg: Config, machine: Machine, *, lengths: list[int] | None = None,
         from engine.estimate.memory import plan_fits
         if plan_fits(cfg, info, plan, machine.memory_gib, fraction):
             break
+        if plan.compile_layers and t.compile == "auto":  # eager on the fast path before lean, if that fits
+            eager = _plan_for(cfg, machine, m, p, lengths, n_examples, val_lengths, info, compile_room=False)
+            if plan_fits(cfg, info, eager, machine.memory_gib, fraction):
+                best = eager
+                break
     assert best is not None
     if t.memory == "auto":
         if machine.device != "cuda":
@@ -336,7 +347,8 @@ def _parallelism_choices(cfg: Config, machine: Machine) -> list[str]:
 
 
 def _plan_for(cfg: Config, machine: Machine, memory: str, parallelism: str, lengths: list[int] | None,
-              n_examples: int | None, val_lengths: list[int] | None, info: ModelInfo | None) -> RunPlan:
+              n_examples: int | None, val_lengths: list[int] | None, info: ModelInfo | None,
+              compile_room: bool = True) -> RunPlan:
     t = cfg.training
     lines: list[str] = []
     precision = precision_for(t.precision, machine)
@@ -395,7 +407,7 @@ def _plan_for(cfg: Config, machine: Machine, memory: str, parallelism: str, leng
         train_tokens = tokens * steps if steps is not None else None
         micro_batches = step_plan.micro_batches_per_step * steps if steps is not None else None
     eval_size, eval_tokens = _eval_batch(cfg, largest, val_lengths)
-    compile_layers, line = compile_for(t.compile, machine, memory, steps)
+    compile_layers, line = compile_for(t.compile, machine, memory, steps, room=compile_room)
     lines.append(line)
     return RunPlan(device=machine.device, processes=n_ranks, precision=precision, memory=memory,
                    parallelism=parallelism, liger=liger, fused_loss=liger, attention=attention, packing=t.packing,

@@ -186,3 +186,25 @@ def test_the_sweep_counts_a_compiling_trials_compile_once_not_per_step():
     per_step = (est.time_s - COMPILE_LAYERS_S) / 30
     evals = RUNG_DIVISOR * 100 / 16 * per_step * EVAL_COST_PER_EXAMPLE
     assert model.seconds(30) == pytest.approx(est.time_s + evals + TRIAL_START_S)
+
+
+def test_auto_drops_the_compile_before_it_drops_to_lean():
+    """A card where the fast path fits eager but not compiled: auto trains fast and eager (lean is far slower than
+    compiling gains), and train.log says why; with more room it compiles, with less it goes lean."""
+    cfg = _cfg()
+    info = read_model_config(cfg.model)
+    eager, compiled = _both(cfg)
+    between = replace(H200, memory_gib=(eager.need_gib + compiled.need_gib) / 2 / 0.9)
+    plan = plan_run(cfg, Machine.for_gpu(between), lengths=LENGTHS, info=info)
+    assert (plan.memory, plan.compile_layers) == ("fast", False)
+    assert any("compiled layers' extra memory would not fit" in line for line in plan.lines)
+    assert "memory: fast (the estimate fits" in plan.lines[0]
+    roomy = plan_run(cfg, Machine.for_gpu(replace(H200, memory_gib=compiled.need_gib / 0.9 + 1)), lengths=LENGTHS,
+                     info=info)
+    assert (roomy.memory, roomy.compile_layers) == ("fast", True)
+    tight = plan_run(cfg, Machine.for_gpu(replace(H200, memory_gib=eager.need_gib / 0.9 - 1)), lengths=LENGTHS,
+                     info=info)
+    assert tight.memory == "lean" and not tight.compile_layers
+    # the user's own choice is not second-guessed: compile true keeps compiling (and the fit verdict says no fit)
+    forced = plan_run(_cfg(compile=True), Machine.for_gpu(between), lengths=LENGTHS, info=info)
+    assert forced.compile_layers
