@@ -100,6 +100,8 @@ def test_fast_decode_needs_room_beside_training_s_peak():
 def test_callback_passes_the_chosen_decoder(tmp_path, monkeypatch, fast_ok, room, max_steps, first_way):
     """The trainer's callback asks the budget with the run's remaining time and hands the decoder to the samples;
     its first compiling batch is announced in the run's events."""
+    import torch
+
     import engine.samples
     from engine.train import callback as cbmod
 
@@ -124,7 +126,7 @@ def test_callback_passes_the_chosen_decoder(tmp_path, monkeypatch, fast_ok, room
     cb.on_train_begin(None, State, None)
     clock[0] += EVERY * STEP_S
     State.global_step = EVERY
-    cb.on_evaluate(None, State, None, model=object())
+    cb.on_evaluate(None, State, None, model=torch.nn.Module())  # no layers: sampling is stubbed
     assert ways == [first_way]
     events = [r["message"] for r in read_metrics(tmp_path) if r["kind"] == "event"]
     assert any("fast decode" in m for m in events) == (first_way == "compile")
@@ -133,6 +135,8 @@ def test_callback_passes_the_chosen_decoder(tmp_path, monkeypatch, fast_ok, room
 def test_the_skip_event_after_fast_decode_s_compile_says_why(tmp_path, monkeypatch):
     """The evaluations right after the compiling batch go without samples: the event must not call the
     compile the cost of a batch."""
+    import torch
+
     import engine.samples
     from engine.train import callback as cbmod
 
@@ -157,6 +161,6 @@ def test_the_skip_event_after_fast_decode_s_compile_says_why(tmp_path, monkeypat
     for k in (1, 2):
         clock[0] += EVERY * STEP_S
         State.global_step = EVERY * k
-        cb.on_evaluate(None, State, None, model=object())
+        cb.on_evaluate(None, State, None, model=torch.nn.Module())  # no layers: sampling is stubbed
     (event,) = [r["message"] for r in read_metrics(tmp_path) if r["kind"] == "event" and "skipped" in r["message"]]
     assert "first batch took 57 s (its compile, once)" in event
