@@ -125,6 +125,11 @@ async def test_new_records_appear_while_watching(tmp_path):
                                                      "world_size": 2, "parallelism": "fsdp"}))
         await until(pilot, lambda: "memory     fast · 2 GPUs (sharded)" in text_of(
             screen.query_one("#progress")), timeout=60)
+        # the plan compiled the decoder layers (training.compile): the monitor says so beside the memory mode
+        (run / "status.json").write_text(json.dumps({**status, "step": 403, "updated": time.time(), "memory": "fast",
+                                                     "plan": {"compile_layers": True}}))
+        await until(pilot, lambda: "memory     fast · compiled layers" in text_of(
+            screen.query_one("#progress")), timeout=60)
         assert screen.query_one("#log").lines[-1] == "[step 400] appended by the test"
 
 

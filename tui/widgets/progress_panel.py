@@ -61,6 +61,8 @@ class ProgressPanel(MonitorPanel):
             gpus = f" · {st['world_size']} GPUs" if (st.get("world_size") or 1) > 1 else ""
             if st.get("parallelism") == "fsdp":
                 gpus += " (sharded)"  # FSDP: each GPU holds a part of the model
+            if (st.get("plan") or {}).get("compile_layers"):  # why step 1 came a minute late, and the extra memory
+                gpus += " · compiled layers"
             row("memory", st["memory"], (gpus, "dim"))
         step, max_steps = h.step, h.max_steps
         if max_steps:
