@@ -41,6 +41,10 @@ LEAN_STRETCH = 1.25
 # 55 -> 123 s): the compile pays back after ~425-580 steps. 1,000 is about twice that, so a run that compiles is
 # clearly faster overall, and short runs (trials, the sweep, the demo) start at once.
 COMPILE_MIN_STEPS = 1000
+# The compile itself, once a run on a fresh machine: step 1 came +71 s (Llama-2-7B) and +68 s (Llama-3-8B) later than
+# eager on transformers 5.25, +64 s on 5.17 (levers-user_path-h200-2026-12-03.md). What train.log says, and what the
+# time estimate adds to a compiling plan (engine.estimate.timing).
+COMPILE_LAYERS_S = 70.0
 
 # Model types Liger patches (liger_kernel.transformers.monkey_patch); others train without it.
 LIGER_MODEL_TYPES = ("llama", "mistral", "mixtral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3", "phi3",
@@ -213,7 +217,7 @@ def compile_for(setting: str | bool, machine: Machine, memory: str, steps: int |
     if setting is True:
         if not gpu:
             return False, f"compile: training.compile true has no effect here ({why_not}); decoder layers eager"
-        return True, "compile: decoder layers compiled (training.compile: true); step 1 comes ~70 s later"
+        return True, f"compile: decoder layers compiled (training.compile: true); step 1 comes ~{COMPILE_LAYERS_S:.0f} s later"
     if not gpu:
         return False, f"compile: decoder layers eager ({why_not})"
     if memory == "lean":
@@ -224,13 +228,13 @@ def compile_for(setting: str | bool, machine: Machine, memory: str, steps: int |
     if steps is None:
         return False, "compile: decoder layers eager (the run's steps are unknown)"
     if steps < COMPILE_MIN_STEPS:
-        return False, (f"compile: decoder layers eager ({steps:,} steps, under {COMPILE_MIN_STEPS:,}: the ~70 s "
-                       "compile would not pay back)")
+        return False, (f"compile: decoder layers eager ({steps:,} steps, under {COMPILE_MIN_STEPS:,}: the "
+                       f"~{COMPILE_LAYERS_S:.0f} s compile would not pay back)")
     if not room:
         return False, (f"compile: decoder layers eager ({steps:,} steps would pay back the compile, but the compiled "
                        f"layers' extra memory would not fit {machine.memory_gib:.0f} GiB)")
-    return True, (f"compile: decoder layers compiled ({steps:,} steps: the ~70 s compile before step 1 pays back "
-                  "after ~500 steps of ~1.15x faster ones)")
+    return True, (f"compile: decoder layers compiled ({steps:,} steps: the ~{COMPILE_LAYERS_S:.0f} s compile before step "
+                  "1 pays back after ~500 steps of ~1.15x faster ones)")
 
 
 # ------------------------------------------------------------------------------------------- micro-batches

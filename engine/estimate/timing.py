@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from engine.estimate.params import Architecture, ParamCounts
 from engine.estimate.speed_table import path_of, speed_basis
+from engine.plan import COMPILE_LAYERS_S  # the compile, once a run: counted on top of the compiled rate
 
 if TYPE_CHECKING:
     from engine.estimate.gpus import GpuSpec
@@ -69,13 +70,6 @@ def cpu_seconds(micro_batches: float, flops: float, cores: int | None = None) ->
     FLOPs at the per-core rate over this machine's cores (or `cores`)."""
     rate = (cores or cpu_cores()) * CPU_GFLOPS_PER_CORE * 1e9
     return CPU_FIRST_STEP_S + micro_batches * CPU_SECONDS_PER_MICROBATCH + flops / rate
-
-
-# Compiling the decoder layers (RunPlan.compile_layers) before the first step, on a fresh machine: counted once a
-# run, on top of the steps at the compiled rate. `lorapilot train` on an H200 reached step 1 +71 s (Llama-2-7B) and
-# +68 s (Llama-3-8B) later than eager on transformers 5.25, +64 s on 5.17.
-# benchmarks/results/user_path-t525-h200-2026-12-03.md, levers-user_path-h200-2026-12-03.md
-COMPILE_LAYERS_S = 70.0
 
 
 def compile_words(seconds: float) -> str:
