@@ -217,7 +217,8 @@ def compile_for(setting: str | bool, machine: Machine, memory: str, steps: int |
     if setting is True:
         if not gpu:
             return False, f"compile: training.compile true has no effect here ({why_not}); decoder layers eager"
-        return True, f"compile: decoder layers compiled (training.compile: true); step 1 comes ~{COMPILE_LAYERS_S:.0f} s later"
+        return True, (f"compile: decoder layers compiled (training.compile: true); step 1 comes "
+                      f"~{COMPILE_LAYERS_S:.0f} s later")
     if not gpu:
         return False, f"compile: decoder layers eager ({why_not})"
     if memory == "lean":
