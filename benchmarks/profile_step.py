@@ -1,6 +1,7 @@
 """Where an optimizer step's time goes: torch.profiler over two steady steps of the engine's real trainer.
 
-    python benchmarks/profile_step.py llama2-7b [--memory fast|lean] [--steps 6] [--out FILE]
+    python benchmarks/profile_step.py llama2-7b [--memory fast|lean] [--compile] [--levers name=value,...]
+                                                [--steps 6] [--out FILE]
 
 Same model, data and accounting as benchmarks/throughput.py (random weights from the config numbers,
 16 examples per step). Prints the wall time of the profiled steps against the GPU's busy time (the sum
@@ -50,6 +51,8 @@ def profiler_callback(first: int, count: int, report: dict):
                 report["wall_s"] = time.perf_counter() - self.t0
                 self.prof.__exit__(None, None, None)
                 report["events"] = self.prof.key_averages()
+                if report.get("trace"):
+                    self.prof.export_chrome_trace(report["trace"])
                 report["peak_gib"] = torch.cuda.max_memory_allocated() / 2 ** 30 if cuda else 0.0
                 self.prof = None
     return _Profile()
@@ -82,10 +85,24 @@ def summarise(report: dict, steps: int, top: int) -> str:
     return "\n".join(lines)
 
 
+def switch_levers(spec: str) -> None:
+    """engine.train.speed.LEVERS switched in this process, the trainer's: lever_site's one rule for it."""
+    import importlib.util
+
+    path = REPO / "benchmarks" / "lever_site" / "sitecustomize.py"
+    spec_ = importlib.util.spec_from_file_location("lever_site", path)
+    module = importlib.util.module_from_spec(spec_)
+    spec_.loader.exec_module(module)
+    module.switch_levers(spec)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("arch", nargs="?", default="llama2-7b")
     ap.add_argument("--memory", default="fast", choices=("fast", "lean"))
+    ap.add_argument("--compile", action="store_true", help="training.compile: true (the decoder layers compiled)")
+    ap.add_argument("--levers", default="", help="engine.train.speed.LEVERS to switch, name=value,...")
+    ap.add_argument("--trace", help="also write a Chrome trace of the profiled steps here")
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--profile", type=int, default=2, help="steps profiled (after steps-profile-1 warm ones)")
     ap.add_argument("--top", type=int, default=25)
@@ -95,12 +112,16 @@ def main() -> None:
     work = Path(a.work)
     model_dir = build_model_dir(a.arch, work / "models")
     examples = bench_examples(a.arch, a.steps)
-    report: dict = {}
+    switch_levers(a.levers)
+    report: dict = {"trace": a.trace}
     first = a.steps - a.profile - 1
+    training = {"max_seq_length": 2048, "max_steps": a.steps, "logging_steps": 1, "memory": a.memory}
+    if a.compile:
+        training["compile"] = True
     run_engine(model_dir, examples, work / f"profile-{a.arch}-{a.memory}",
-               {"max_seq_length": 2048, "max_steps": a.steps, "logging_steps": 1, "memory": a.memory},
-               callbacks=[profiler_callback(first, a.profile, report)])
-    text = f"# {a.arch}, memory {a.memory}\n\n" + summarise(report, a.profile, a.top)
+               training, callbacks=[profiler_callback(first, a.profile, report)])
+    what = f"memory {a.memory}" + (", compiled layers" if a.compile else "") + (f", levers {a.levers}" if a.levers else "")
+    text = f"# {a.arch}, {what}\n\n" + summarise(report, a.profile, a.top)
     print(text)
     if a.out:
         Path(a.out).write_text(text + "\n")
