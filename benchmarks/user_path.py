@@ -16,6 +16,9 @@ clipped to 50..2000; the instruction and input take 20-70 % of a row), 16 exampl
           compiled    every decoder layer through torch.compile (the 4-bit matmul inside), eager fallback on failure
           fusedopt    torch's fused AdamW for paged_adamw_32bit (no per-parameter device syncs)
           compiledfo  both
+          compiledtg  compiled, dynamo checking only the guards that can change in a run (LEVERS.trim_guards)
+          compiledhost  compiled + fused AdamW + trimmed guards: the host's share of the step cut three ways
+          compiledcpp   compiledhost with inductor's wrapper in C++ (LEVERS.cpp_wrapper)
           cudagraphs  compiled layers in mode reduce-overhead (CUDA graphs, cudagraph trees), micro-batches padded
                       to a multiple of 1,024 tokens so a few lengths repeat
           leanstretch  lean with one micro-batch per step when the fullest step is within 1.25x of the 8,192 cap
@@ -76,6 +79,9 @@ LEVER_SIDES = {
     "compiled2": (False, True, ""),  # compiled again: with engine2, interleaved repeats against the machine's noise
     "fusedopt": (False, False, "fused_optimizer=true"),
     "compiledfo": (False, True, "fused_optimizer=true"),
+    "compiledtg": (False, True, "trim_guards=true"),
+    "compiledhost": (False, True, "fused_optimizer=true,trim_guards=true"),
+    "compiledcpp": (False, True, "fused_optimizer=true,trim_guards=true,cpp_wrapper=true"),
     "cudagraphs": (False, True, "compile_mode=reduce-overhead,pad_multiple=1024"),
     "leanstretch": (True, False, "lean_stretch=true"),
     "lean12k": (True, False, "tokens_per_microbatch=12288"),
@@ -86,7 +92,7 @@ LEVER_SIDES = {
 AGREE_STEPS = 30
 for _name, _spec in [("nodrop", (False, False, "")), ("eager_nd", (False, False, "")),
                      ("noliger_nd", (False, False, "liger=false")),
-                     *((f"{k}_nd", LEVER_SIDES[k]) for k in ("compiled", "cudagraphs"))]:
+                     *((f"{k}_nd", LEVER_SIDES[k]) for k in ("compiled", "cudagraphs", "compiledhost"))]:
     LEVER_SIDES[_name] = _spec
 SIDES = ("best", "engine", "lean", *LEVER_SIDES)
 EXAMPLES_PER_STEP = 16        # the engine's default micro_batch_size 4 x gradient_accumulation_steps 4

@@ -220,3 +220,58 @@ def test_cuda_graph_mode_is_passed_to_every_layer_and_may_record_a_graph_per_lay
     compile_decoder_layers(model, logs.append)  # compiling compiled layers again starts from their eager class
     assert modes == [None] and "mode" not in logs[-1]
     assert all(type(m).__bases__ == (eager,) for m in decoder_layers(model))
+
+
+def test_trimmed_guards_still_send_what_can_change_to_another_graph(demo_model_dir, monkeypatch):
+    """LEVERS.trim_guards: dynamo skips the ~1,000 guards per layer on what is fixed once the model is built, but
+    an eval-mode or no-grad call must not replay the training graph (dropout on, autograd saved): it compiles anew."""
+    import torch
+
+    import engine.train.compiled_layers as cl
+
+    kept: list[tuple[int, int]] = []
+    real = cl.guards_that_can_change
+
+    def counting_filter(entries):
+        flags = real(entries)
+        kept.append((sum(flags), len(flags)))
+        return flags
+    monkeypatch.setattr(cl, "guards_that_can_change", counting_filter)
+    model = _model(demo_model_dir)
+    torch._dynamo.reset()
+    graphs: list = []
+    logs: list[str] = []
+    cl.compile_decoder_layers(model, logs.append, backend=_counting(graphs), trim_guards=True)
+    assert "trimmed guards" in logs[0]
+    _step(model)
+    trained = len(graphs)
+    assert trained > 0 and kept and all(k < n / 2 for k, n in kept)  # most guards dropped
+    _step(model)
+    assert len(graphs) == trained  # the same shapes replay the graphs
+    model.eval()
+    _step(model)  # the same tensors, only the training flags differ
+    assert len(graphs) > trained  # a new graph: the training one would keep dropout on
+    evaluated = len(graphs)
+    with torch.no_grad():
+        model(input_ids=torch.tensor([[5, 6, 7]]), position_ids=torch.tensor([[0, 1, 2]]))
+    assert len(graphs) > evaluated  # no_grad: a new graph, not one that saves for a backward
+
+
+def test_host_levers_reach_torch_compile_as_options(demo_model_dir, monkeypatch):
+    """trim_guards and cpp_wrapper become torch.compile options (with reduce-overhead as its option: torch.compile
+    takes a mode or options, not both); the C++ wrapper only for inductor, which alone has one."""
+    import torch
+
+    from engine.train.compiled_layers import compile_decoder_layers, guards_that_can_change
+
+    model = _model(demo_model_dir)
+    calls = []
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: calls.append(kw) or fn)
+    logs: list[str] = []
+    compile_decoder_layers(model, logs.append, backend="inductor", mode="reduce-overhead", trim_guards=True,
+                           cpp_wrapper=True)
+    assert calls[-1]["mode"] is None and calls[-1]["options"] == {
+        "guard_filter_fn": guards_that_can_change, "cpp_wrapper": True, "triton.cudagraphs": True}
+    assert "trimmed guards, C++ wrapper" in logs[-1]
+    compile_decoder_layers(model, logs.append, backend="aot_eager", cpp_wrapper=True)
+    assert calls[-1]["options"] is None and calls[-1]["mode"] is None and "C++" not in logs[-1]

@@ -3,6 +3,10 @@
 #   call 1  Llama-2-7B: torch.profiler over two steady steps with the decoder layers compiled (the kernels, the
 #           GPU's busy share, a Chrome trace), then the cudagraphs side on the user's path (never reached step 1
 #           yet: it gets the time), then the eager default's profile if time is left
+#   call 2  Llama-2-7B, the host's share cut (profile of call 1: the GPU idle a third of the compiled step, the
+#           host busy throughout: 64 guard checks a step at ~0.7 ms, 448 optimizer syncs, Python launches):
+#           the best stack, compiled, compiledhost (fused AdamW + trimmed guards), compiledcpp (+ C++ wrapper)
+#   call 3  Llama-3-8B: ARCH3_SIDES (default best,compiled,compiledhost)
 #   bash benchmarks/device_jobs/h200-2026-12-03-s12.sh CALL $OUT      (carry .whl and .whl25)
 # At most 8 files come back: everything is written under /tmp/s12/callN and returned as one tarball, beside the
 # tables and the trace.
@@ -31,6 +35,16 @@ case $CALL in
     T=$(left 560)
     [ "$T" -gt 60 ] && timeout $T python3 benchmarks/profile_step.py llama2-7b --steps 6 --profile 2 --top 40 \
         --work /tmp/up --out "$R/profile-eager.md" > "$R/profile-eager.log" 2>&1
+    ;;
+2)
+    SIDES=${SIDES2:-best,compiled,compiledhost,compiledcpp} STEPS=50 WARMUP=10 DEADLINE_S=$(left 545) SIDE_S=200 \
+        bash benchmarks/device_jobs/h200-2026-12-03-levers.sh "$R/levers"
+    cp "$R/levers/user_path_all.md" "$OUT/levers.md"
+    ;;
+3)
+    ARCH=llama3-8b SIDES=${ARCH3_SIDES:-best,compiled,compiledhost} STEPS=50 WARMUP=10 DEADLINE_S=$(left 545) \
+        SIDE_S=200 bash benchmarks/device_jobs/h200-2026-12-03-levers.sh "$R/levers"
+    cp "$R/levers/user_path_all.md" "$OUT/levers.md"
     ;;
 esac
 mv "$R/trace-compiled.json.gz" "$OUT/" 2>/dev/null

@@ -33,7 +33,8 @@ def decoder_layers(model) -> list:
 BACKEND: Any = "inductor"
 
 
-def compile_decoder_layers(model, log: Callable[[str], None], *, backend: Any = None, mode: str = "default") -> int:
+def compile_decoder_layers(model, log: Callable[[str], None], *, backend: Any = None, mode: str = "default",
+                           trim_guards: bool = False, cpp_wrapper: bool = False) -> int:
     """Compiles every decoder layer's forward, inside its activation checkpoint; returns how many layers.
 
     Each layer's class is swapped for a subclass whose forward is the torch.compile'd forward of its class (one
@@ -43,7 +44,8 @@ def compile_decoder_layers(model, log: Callable[[str], None], *, backend: Any = 
     resume from). Through a subclass transformers' own checkpointing wraps the compiled forward in every version.
 
     mode "reduce-overhead": inductor replays each compiled graph as a CUDA graph (one per input length: pair it
-    with LEVERS.pad_multiple so lengths repeat)."""
+    with LEVERS.pad_multiple so lengths repeat). trim_guards: dynamo checks only guards_that_can_change.
+    cpp_wrapper: inductor's generated wrapper in C++ (its launches cost less host time)."""
     import torch
 
     backend = BACKEND if backend is None else backend
@@ -53,20 +55,43 @@ def compile_decoder_layers(model, log: Callable[[str], None], *, backend: Any = 
         # a graph per layer and length (forward, recompute, backward), far past the default 128 re-records.
         cfg = torch._inductor.config.triton
         cfg.cudagraph_unexpected_rerecord_limit = max(cfg.cudagraph_unexpected_rerecord_limit, 4096)
+    options: dict[str, Any] = {}
+    if trim_guards:
+        options["guard_filter_fn"] = guards_that_can_change
+    if cpp_wrapper and backend == "inductor":
+        options["cpp_wrapper"] = True
+    if options and mode == "reduce-overhead":
+        options["triton.cudagraphs"] = True  # torch.compile takes a mode or options, not both
     compiled: dict[type, type] = {}
     for layer in layers:
         eager: Any = _eager_class(layer) or type(layer)
         if eager not in compiled:
             forward = torch.compile(_unchecked(eager.forward), backend=backend, dynamic=True,
-                                    mode=None if mode == "default" else mode)
+                                    mode=None if mode == "default" or options else mode, options=options or None)
             compiled[eager] = type(eager.__name__, (eager,), {
                 "forward": forward, "__module__": eager.__module__, "__qualname__": eager.__qualname__,
                 _EAGER: eager})
         layer.__class__ = compiled[eager]
-    how = "" if mode == "default" else f", mode {mode}"
+    how = ("" if mode == "default" else f", mode {mode}") + (", trimmed guards" if trim_guards else "") + (
+        ", C++ wrapper" if "cpp_wrapper" in options else "")
     name = backend if isinstance(backend, str) else "a custom backend"
     log(f"kernels: {len(layers)} decoder layers compiled (torch.compile {name}, dynamic shapes{how})")
     return len(layers)
+
+
+# What may change between two calls of a compiled layer during a run, and must send dynamo to another graph rather
+# than replay this one: the tensors (shapes, dtypes, strides, requires_grad), grad mode and the other global state,
+# dynamic-shape relations, aliasing between inputs, and the flags that switch dropout or the adapters off.
+# Everything else dynamo guards (hook dicts, types, constants, closures: ~1,100 guards on a LoRA'd Llama layer) is
+# fixed once the model is built.
+_GUARD_TYPES_KEPT = {"TENSOR_MATCH", "GRAD_MODE", "GLOBAL_STATE", "DETERMINISTIC_ALGORITHMS", "TORCH_FUNCTION_STATE",
+                     "DEFAULT_DEVICE", "AUTOGRAD_SAVED_TENSORS_HOOKS", "SHAPE_ENV", "DUPLICATE_INPUT"}
+_FLAGS_KEPT = ("training", "disable_adapters", "merged_adapters", "active_adapter")
+
+
+def guards_that_can_change(entries) -> list[bool]:
+    """torch.compile's guard_filter_fn: keeps the guards on what can change within a run (above), drops the rest."""
+    return [e.guard_type in _GUARD_TYPES_KEPT or e.name.rstrip("'] ").endswith(_FLAGS_KEPT) for e in entries]
 
 
 def _unchecked(forward):

@@ -38,6 +38,12 @@ class Levers:
                                     # trees), one graph per micro-batch length
     pad_multiple: int = 0           # packed micro-batches padded up to a multiple of this many tokens (a pad
                                     # example no label reads): a few lengths repeat, for CUDA graphs; 0 = none
+    trim_guards: bool = False       # compiled layers: dynamo checks only the guards that can change in a run (tensors,
+                                    # grad mode and global state, training and adapter flags): each layer call's
+                                    # guard check cost ~0.7 ms of host time on the H200, 64 calls a step; off until
+                                    # measured (engine.train.compiled_layers.guards_that_can_change)
+    cpp_wrapper: bool = False       # compiled layers: inductor's wrapper in C++ instead of Python (fewer host
+                                    # microseconds per kernel launch); off until measured
     fused_optimizer: bool = False   # fast: torch's fused AdamW for paged_adamw_32bit (the same AdamW math,
                                     # one kernel, no per-parameter syncs); off until measured
 
