@@ -90,6 +90,16 @@ def _shared_demo_trained_first(request, _stop_detached_runs_at_the_end):
             pass
 
 
+@pytest.fixture
+def measured_with_paged_adamw(monkeypatch):
+    """The recorded GPU runs (tests/fixtures/vram_measured*.json) trained with the fast path's optimizer of their
+    time, bitsandbytes' paged AdamW; torch's fused AdamW became the fast path's on 2026-12-03 (engine.plan
+    optimizer_for). The estimate replays the plan those runs ran."""
+    from engine.train import speed
+
+    monkeypatch.setattr(speed.LEVERS, "fused_optimizer", False)
+
+
 @pytest.fixture(scope="session")
 def demo_model_dir() -> Path:
     from engine.demo.model import ensure_demo_model

@@ -124,7 +124,7 @@ def test_a_resume_may_change_compile_and_older_checkpoints_resume_without_a_chan
     cfg.dataset.path = str(tmp_path / "d.jsonl")
     ckpt = tmp_path / "checkpoint-4"
     ckpt.mkdir()
-    record = run_record(cfg)
+    record = run_record(cfg, "adamw_torch")
     del record["config"]["training.compile"]  # written before the key existed: it trained with the default
     (ckpt / CHECKPOINT_RUN_FILE).write_text(json.dumps(record))
     assert config_changes(ckpt, cfg, "c.yaml") == []

@@ -67,12 +67,19 @@ def test_lora_is_fp32_and_optimizer_bytes_per_optimizer():
     assert component(eight, "optimizer states").gib == pytest.approx(n * 2 / 2**30, rel=0.02)
 
 
-def test_paged_states_leave_the_allocator_only_for_large_tensors():
+def test_paged_states_leave_the_allocator_only_for_large_tensors(monkeypatch):
+    from engine.train import speed
+
+    monkeypatch.setattr(speed.LEVERS, "fused_optimizer", False)  # bitsandbytes' paged AdamW as named
     small_r = est(make_cfg(optimizer="paged_adamw_32bit"))      # r=16: A is 16 x 4096 < 1e5 elements
     assert component(small_r, "optimizer states").gib > 0
     big_r = est(make_cfg(optimizer="paged_adamw_32bit", lora={"r": 64}))  # every A and B >= 1e5 elements
     assert component(big_r, "optimizer states").gib == 0
     assert component(big_r, "paged optimizer states").gib == pytest.approx(big_r.params_trainable * 8 / 2**30)
+    monkeypatch.setattr(speed.LEVERS, "fused_optimizer", True)  # the fast path's default: torch's fused AdamW
+    fused = est(make_cfg(optimizer="paged_adamw_32bit", lora={"r": 64}))
+    assert component(fused, "optimizer states").gib == pytest.approx(fused.params_trainable * 8 / 2**30)
+    assert not any(c.name == "paged optimizer states" and c.gib for c in fused.components)
 
 
 MONOTONE = [

@@ -237,7 +237,7 @@ def test_resume_config_changes_applied_or_refused(tmp_path):
     cfg.dataset.path = str(data)
     ckpt = tmp_path / "checkpoint-4"
     ckpt.mkdir()
-    (ckpt / CHECKPOINT_RUN_FILE).write_text(json.dumps(run_record(cfg)))
+    (ckpt / CHECKPOINT_RUN_FILE).write_text(json.dumps(run_record(cfg, "adamw_torch")))
     assert config_changes(ckpt, cfg, "c.yaml") == []
     cfg.training.learning_rate = 1e-3
     cfg.training.max_steps = 99

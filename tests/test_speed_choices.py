@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
 
 from engine.config import config_from_dict
 from engine.data.types import IGNORE_INDEX, TokenizedExample
@@ -69,7 +72,7 @@ def test_lean_caps_the_micro_batch_and_keeps_optimizer_states_in_8_bits():
     long_rows = cfg_for("llama-2-7b", max_seq_length=16384)
     assert token_budget_for(long_rows, cuda, "lean")[0] == 16384  # one whole example always fits
     assert optimizer_for("paged_adamw_32bit", cuda, "lean", False)[0] == "paged_adamw_8bit"
-    assert optimizer_for("paged_adamw_32bit", cuda, "fast", False)[0] == "paged_adamw_32bit"
+    assert optimizer_for("paged_adamw_32bit", cuda, "fast", False)[0] == "adamw_torch_fused"
     assert optimizer_for("paged_adamw_32bit", cpu, "lean", False)[0] == "adamw_torch"
 
 
@@ -82,7 +85,7 @@ def test_sharded_parameters_get_torchs_adamw():
     for memory in ("fast", "lean"):
         name, line = optimizer_for("paged_adamw_32bit", cuda, memory, True)
         assert name == "adamw_torch" and "cannot update sharded parameters" in line
-    assert optimizer_for("paged_adamw_32bit", cuda, "fast", False)[0] == "paged_adamw_32bit"
+    assert optimizer_for("paged_adamw_32bit", cuda, "fast", False)[0] == "adamw_torch_fused"  # one process
 
 
 def test_offloading_is_a_gpu_feature_and_says_so_on_the_cpu():
@@ -145,16 +148,54 @@ def test_lean_stretches_its_cap_to_the_fullest_step_only_when_that_is_close(monk
     assert plan_on(cfg_for("llama-2-7b", max_steps=8), gpu(80.0), close).token_budget == 16 * 2048  # fast: as is
 
 
-def test_the_fused_optimizer_experiment_replaces_only_the_paged_32_bit_default(monkeypatch):
-    from engine.plan import Machine, optimizer_for
+def test_the_fast_path_runs_the_paged_32_bit_default_as_fused_adamw_but_a_checkpoint_keeps_its_own(tmp_path):
+    """On the GPU's fast path paged_adamw_32bit runs as torch's fused AdamW (measured: bitsandbytes' per-parameter
+    syncs stall the host-bound step). A resumed run keeps the optimizer its checkpoint's states belong to: a
+    checkpoint recorded before this rule (no optimizer in its record) holds bitsandbytes' states."""
+    import json
 
-    monkeypatch.setattr(speed.LEVERS, "fused_optimizer", True)
+    from engine.config import Config
+    from engine.plan import Machine, optimizer_for
+    from engine.rundir import CHECKPOINT_RUN_FILE
+    from engine.train.resume_check import checkpoint_optimizer, run_record
+
     cuda, cpu = Machine("cuda", "GPU", 80.0), Machine("cpu", "cpu")
     name, line = optimizer_for("paged_adamw_32bit", cuda, "fast", False)
     assert name == "adamw_torch_fused" and "no per-parameter syncs" in line
     assert optimizer_for("paged_adamw_32bit", cuda, "lean", False)[0] == "paged_adamw_8bit"
     assert optimizer_for("paged_adamw_32bit", cpu, "fast", False)[0] == "adamw_torch"
     assert optimizer_for("adamw_8bit", cuda, "fast", False)[0] == "adamw_8bit"  # the user's choice stands
+
+    cfg = Config(model="m")
+    cfg.dataset.path = str(tmp_path / "d.jsonl")
+    ckpt = tmp_path / "checkpoint-4"
+    ckpt.mkdir()
+    record = run_record(cfg, "adamw_torch_fused")
+    (ckpt / CHECKPOINT_RUN_FILE).write_text(json.dumps(record))
+    assert checkpoint_optimizer(ckpt) == "adamw_torch_fused"
+    assert optimizer_for("paged_adamw_32bit", cuda, "fast", False, checkpoint_optimizer(ckpt))[0] == \
+        "adamw_torch_fused"
+    del record["optimizer"]  # a checkpoint from before the record said
+    (ckpt / CHECKPOINT_RUN_FILE).write_text(json.dumps(record))
+    assert checkpoint_optimizer(ckpt) == ""
+    name, line = optimizer_for("paged_adamw_32bit", cuda, "fast", False, checkpoint_optimizer(ckpt))
+    assert name == "paged_adamw_32bit" and "the checkpoint's" in line
+
+
+def test_a_resumed_run_s_plan_reads_its_checkpoint_s_optimizer(tmp_path, monkeypatch):
+    """The seam: plan_here, resuming, asks the newest usable checkpoint which optimizer its states belong to."""
+    from engine.train import run
+
+    seen = []
+    monkeypatch.setattr(run, "_plan", lambda cfg, data, hw, n, opt=None: seen.append(opt) or (_ for _ in ()).throw(
+        RuntimeError("stop here")))
+    monkeypatch.setattr("engine.rundir.usable_checkpoint", lambda d: (str(tmp_path / "checkpoint-4"), []))
+    monkeypatch.setattr("engine.train.resume_check.checkpoint_optimizer", lambda c: "saved:" + Path(c).name)
+    inputs = run.Inputs(hw=None, dtype_name="fp32", n_ranks=1, tokenizer=None, data=None)  # type: ignore[arg-type]
+    for resume in (False, True):
+        with pytest.raises(RuntimeError, match="stop here"):
+            run.plan_here(None, inputs, tmp_path, resume=resume)  # type: ignore[arg-type]
+    assert seen == [None, "saved:checkpoint-4"]
 
 
 def test_compiled_layers_keep_only_liger_s_fused_loss(demo_model_dir):

@@ -62,9 +62,18 @@ def data_fingerprint(cfg) -> str:
     return h.hexdigest()
 
 
-def run_record(cfg) -> dict:
-    """What a checkpoint is trained with: written into each checkpoint by the trainer."""
-    return {"config": flat_config(cfg), "data_sha256": data_fingerprint(cfg)}
+def run_record(cfg, optimizer: str) -> dict:
+    """What a checkpoint is trained with: written into each checkpoint by the trainer. optimizer: the plan's, which
+    may differ from training.optimizer (engine.plan.optimizer_for) and is the one its saved states load into."""
+    return {"config": flat_config(cfg), "data_sha256": data_fingerprint(cfg), "optimizer": optimizer}
+
+
+def checkpoint_optimizer(ckpt: str | Path) -> str:
+    """The optimizer whose states a checkpoint saved; "" when its record does not say (written before lorapilot
+    recorded it, when the plan ran training.optimizer's bitsandbytes optimizer as named)."""
+    record = saved_record(ckpt)
+    name = record.get("optimizer") if record else None
+    return name if isinstance(name, str) else ""
 
 
 def saved_record(ckpt: str | Path) -> dict | None:

@@ -140,7 +140,7 @@ def train(cfg: Config, run_dir: Path, *, resume: bool, data: PreparedData | None
         stop = StopFlag(run_dir)
         stop.install()
     inputs = load(cfg, run_dir, resume=resume, data=data, tokenizer=tokenizer)
-    run_plan = plan_here(cfg, inputs, run_dir)
+    run_plan = plan_here(cfg, inputs, run_dir, resume=resume)
     built = build_model(cfg, inputs, run_plan)
     assembled = build_trainer(cfg, run_dir, inputs, run_plan, built, resume=resume, stop=stop, callbacks=callbacks)
     run_training(assembled, n_ranks=inputs.n_ranks)
@@ -205,10 +205,18 @@ def load(cfg: Config, run_dir: Path, *, resume: bool, data: PreparedData | None,
     return Inputs(hw=hw, dtype_name=dtype_name, n_ranks=n_ranks, tokenizer=tokenizer, data=data)
 
 
-def plan_here(cfg: Config, inputs: Inputs, run_dir: Path) -> RunPlan:
+def plan_here(cfg: Config, inputs: Inputs, run_dir: Path, *, resume: bool = False) -> RunPlan:
     """Phase 2: the one plan (engine.plan) for this machine and these examples, written into status.json as run,
-    so that `lorapilot estimate` can be checked against it (tests/test_plan_seam.py)."""
-    run_plan = _plan(cfg, inputs.data, inputs.hw, inputs.n_ranks)
+    so that `lorapilot estimate` can be checked against it (tests/test_plan_seam.py). Resuming, the plan keeps the
+    optimizer the checkpoint's states belong to."""
+    checkpoint_optimizer = None
+    if resume:
+        from engine.rundir import usable_checkpoint
+        from engine.train.resume_check import checkpoint_optimizer as saved_optimizer
+
+        ckpt, _ = usable_checkpoint(run_dir)
+        checkpoint_optimizer = saved_optimizer(ckpt) if ckpt else None
+    run_plan = _plan(cfg, inputs.data, inputs.hw, inputs.n_ranks, checkpoint_optimizer)
     # With the examples' real lengths the plan is complete: its micro-batches and its step counts.
     assert run_plan.step_plan is not None and run_plan.steps_per_epoch is not None and run_plan.max_steps is not None
     log(f"plan: {run_plan.examples_per_step} examples per optimizer step in "
@@ -293,7 +301,7 @@ def build_trainer(cfg: Config, run_dir: Path, inputs: Inputs, run_plan: RunPlan,
                               # fast decode keeps its KV cache and graphs allocated: not where memory is tight
                               fast_decode_ok=(inputs.hw.device == "cuda" and run_plan.memory == "fast"
                                               and n_ranks == 1),
-                              run_record=run_record(cfg), learning_rate=t.learning_rate if ckpt else None)
+                              run_record=run_record(cfg, run_plan.optimizer), learning_rate=t.learning_rate if ckpt else None)
     train_ds = PlannedMicroBatches(data.train, run_plan.step_plan)  # one item is one planned micro-batch
     trainer = PlannedTrainer(model=built.model, args=args, train_dataset=train_ds,
                              eval_dataset=data.validation if data.validation else None,
@@ -433,7 +441,8 @@ def _tokens_at(run_dir: Path, ckpt: str | None) -> int:
     return int(seen[-1]) if seen else 0
 
 
-def _plan(cfg: Config, data: PreparedData, hw: Hardware, n_ranks: int) -> RunPlan:
+def _plan(cfg: Config, data: PreparedData, hw: Hardware, n_ranks: int,
+          checkpoint_optimizer: str | None = None) -> RunPlan:
     """The run's plan (engine.plan): the same function `lorapilot estimate` and the wizard ask, on this machine,
     with the training examples' real lengths. auto settings ask the estimate of the model's config.json."""
     from engine.plan import Machine, plan_run
@@ -445,7 +454,8 @@ def _plan(cfg: Config, data: PreparedData, hw: Hardware, n_ranks: int) -> RunPla
     except UserError as e:  # no config to estimate from: the fast path, and the OOM hint if it does not fit
         log(f"plan: no estimate ({e})")
     plan = plan_run(cfg, Machine.for_hardware(hw, n_ranks), lengths=[len(e) for e in data.train],
-                    val_lengths=[len(e) for e in data.validation] or None, info=info)
+                    val_lengths=[len(e) for e in data.validation] or None, info=info,
+                    checkpoint_optimizer=checkpoint_optimizer)
     for line in plan.lines:
         log(line)
     return plan

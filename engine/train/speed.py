@@ -35,17 +35,19 @@ class Levers:
                                     # stalled first steps for minutes at some row lengths
     compile_mode: str = "default"   # torch.compile's mode where the plan compiles the decoder layers (engine.plan
                                     # compile_for): "reduce-overhead" replays the layers as CUDA graphs (cudagraph
-                                    # trees), one graph per micro-batch length
+                                    # trees), one graph per micro-batch length. On the H200 (2026-12-03) the
+                                    # trainer died of a segfault before step 1
     pad_multiple: int = 0           # packed micro-batches padded up to a multiple of this many tokens (a pad
                                     # example no label reads): a few lengths repeat, for CUDA graphs; 0 = none
-    trim_guards: bool = False       # compiled layers: dynamo checks only the guards that can change in a run (tensors,
+    trim_guards: bool = True        # compiled layers: dynamo checks only the guards that can change in a run (tensors,
                                     # grad mode and global state, training and adapter flags): each layer call's
-                                    # guard check cost ~0.7 ms of host time on the H200, 64 calls a step; off until
-                                    # measured (engine.train.compiled_layers.guards_that_can_change)
+                                    # guard check cost ~0.7 ms of host time on the H200, 64 calls a step
+                                    # (engine.train.compiled_layers.guards_that_can_change)
     cpp_wrapper: bool = False       # compiled layers: inductor's wrapper in C++ instead of Python (fewer host
-                                    # microseconds per kernel launch); off until measured
-    fused_optimizer: bool = False   # fast: torch's fused AdamW for paged_adamw_32bit (the same AdamW math,
-                                    # one kernel, no per-parameter syncs); off until measured
+                                    # microseconds per kernel launch). Measured once: 1.03x, within the run-to-run
+                                    # noise, for ~30 s more compile and a host C++ compiler: off
+    fused_optimizer: bool = True    # fast: torch's fused AdamW for paged_adamw_32bit (the same AdamW math, one
+                                    # kernel, no per-parameter syncs; engine.plan.optimizer_for)
 
 
 LEVERS = Levers()
