@@ -182,6 +182,31 @@ def test_the_fast_path_runs_the_paged_32_bit_default_as_fused_adamw_but_a_checkp
     assert name == "paged_adamw_32bit" and "the checkpoint's" in line
 
 
+def test_fused_adamw_takes_the_steps_bitsandbytes_paged_adamw_takes():
+    """The swap changes the kernels, not the training: both optimizers as the Trainer builds them from its own
+    arguments (betas, eps, learning rate; decoupled weight decay in the parameter group) take the same 20 steps."""
+    import torch
+    from transformers import Trainer, TrainingArguments
+
+    after = {}
+    for name in ("paged_adamw_32bit", "adamw_torch_fused"):
+        args = TrainingArguments(output_dir="unused", optim=name, learning_rate=2e-4, use_cpu=True, report_to=[])
+        cls, kwargs = Trainer.get_optimizer_cls_and_kwargs(args)
+        torch.manual_seed(0)
+        p = torch.nn.Parameter(torch.randn(64, 300))
+        optimizer = cls([{"params": [p], "weight_decay": 0.01}], **kwargs)
+        gen = torch.Generator().manual_seed(1)
+        for _ in range(20):
+            p.grad = torch.randn(p.shape, generator=gen)
+            optimizer.step()
+        after[name] = p.detach()
+    torch.manual_seed(0)
+    start = torch.randn(64, 300)
+    moved = (after["adamw_torch_fused"] - start).abs().max().item()
+    assert moved > 1e-3  # 20 steps of lr 2e-4 moved the weights
+    assert (after["adamw_torch_fused"] - after["paged_adamw_32bit"]).abs().max().item() < 1e-3 * moved
+
+
 def test_a_resumed_run_s_plan_reads_its_checkpoint_s_optimizer(tmp_path, monkeypatch):
     """The seam: plan_here, resuming, asks the newest usable checkpoint which optimizer its states belong to."""
     from engine.train import run
