@@ -172,11 +172,18 @@ def token_budget_for(cfg: Config, machine: Machine, memory: str) -> tuple[int | 
     return budget, f"batching: packed, up to {budget} tokens per micro-batch (micro_batch_size x max_seq_length)"
 
 
+@dataclass(frozen=True)
+class Resumed:
+    """Where a resumed run continues: its checkpoint's optimizer step, and the optimizer its saved states belong to
+    (engine.train.resume_check.checkpoint_optimizer: "" when the checkpoint's record does not say)."""
+    step: int
+    optimizer: str
+
+
 def optimizer_for(name: str, machine: Machine, memory: str, sharded: bool,
-                  checkpoint_optimizer: str | None = None) -> tuple[str, str]:
+                  resumed: Resumed | None = None) -> tuple[str, str]:
     """bitsandbytes' paged and 8-bit optimizers are CUDA features; lean keeps the states in 8 bits; the fast path
-    runs the paged 32-bit default as torch's fused AdamW. checkpoint_optimizer: a resumed run's checkpoint's
-    (engine.train.resume_check.checkpoint_optimizer); None for a fresh run."""
+    runs the paged 32-bit default as torch's fused AdamW, unless a resumed run's checkpoint holds another's states."""
     from engine.train.speed import LEVERS
 
     if sharded and name != "adamw_torch":
@@ -188,7 +195,7 @@ def optimizer_for(name: str, machine: Machine, memory: str, sharded: bool,
     if machine.device == "cuda" and memory == "lean" and name == "paged_adamw_32bit":
         return "paged_adamw_8bit", "optimizer: paged_adamw_8bit (lean: optimizer states in 8 bits)"
     if machine.device == "cuda" and name == "paged_adamw_32bit" and LEVERS.fused_optimizer:
-        if checkpoint_optimizer not in (None, "adamw_torch_fused"):
+        if resumed is not None and resumed.optimizer != "adamw_torch_fused":
             # Its saved states are bitsandbytes' (state1/state2): torch's AdamW cannot load them.
             return name, f"optimizer: {name} (the checkpoint's: its saved states load into no other optimizer)"
         # bitsandbytes' optimizers synchronise the device after every parameter (448 times a step on a 7B with
@@ -211,12 +218,13 @@ def offload_for(machine: Machine, memory: str) -> tuple[bool, str]:
 
 
 def compile_for(setting: str | bool, machine: Machine, memory: str, steps: int | None,
-                room: bool = True) -> tuple[bool, str]:
+                room: bool = True, steps_done: int = 0) -> tuple[bool, str]:
     """training.compile: whether each decoder layer goes through torch.compile (engine.train.compiled_layers), and
     the line that says why. Inductor generates Triton kernels: a GPU with Triton or nothing. auto compiles only
     where it was measured to pay back: one process on the fast path, a run of at least COMPILE_MIN_STEPS steps.
     room False: the estimate fits the fast path eager but not compiled (plan_run asks): auto stays eager rather
-    than fall back to lean, which is far slower than what compiling gains."""
+    than fall back to lean, which is far slower than what compiling gains. steps_done: a resumed run's checkpoint
+    step; what pays back the compile is the steps still to run."""
     if setting is False:
         return False, "compile: decoder layers eager (training.compile: false)"
     gpu = machine.device == "cuda" and machine.kernels
@@ -235,13 +243,15 @@ def compile_for(setting: str | bool, machine: Machine, memory: str, steps: int |
                        "GPU only; training.compile: true to compile anyway)")
     if steps is None:
         return False, "compile: decoder layers eager (the run's steps are unknown)"
-    if steps < COMPILE_MIN_STEPS:
-        return False, (f"compile: decoder layers eager ({steps:,} steps, under {COMPILE_MIN_STEPS:,}: the "
+    left = max(steps - steps_done, 0)
+    count = f"{left:,} steps left of {steps:,}" if steps_done else f"{steps:,} steps"
+    if left < COMPILE_MIN_STEPS:
+        return False, (f"compile: decoder layers eager ({count}, under {COMPILE_MIN_STEPS:,}: the "
                        f"~{COMPILE_LAYERS_S:.0f} s compile would not pay back)")
     if not room:
-        return False, (f"compile: decoder layers eager ({steps:,} steps would pay back the compile, but the compiled "
+        return False, (f"compile: decoder layers eager ({count} would pay back the compile, but the compiled "
                        f"layers' extra memory would not fit {machine.memory_gib:.0f} GiB)")
-    return True, (f"compile: decoder layers compiled ({steps:,} steps: the ~{COMPILE_LAYERS_S:.0f} s compile before step "
+    return True, (f"compile: decoder layers compiled ({count}: the ~{COMPILE_LAYERS_S:.0f} s compile before step "
                   "1 pays back after ~500 steps of ~1.15x faster ones)")
 
 
@@ -293,13 +303,13 @@ def _eval_batch(cfg: Config, largest: int, val_lengths: list[int] | None) -> tup
 # ---------------------------------------------------------------------------------------------- the plan
 def plan_run(cfg: Config, machine: Machine, *, lengths: list[int] | None = None, n_examples: int | None = None,
              val_lengths: list[int] | None = None, info: ModelInfo | None = None, fraction: float | None = None,
-             checkpoint_optimizer: str | None = None) -> RunPlan:
+             resumed: Resumed | None = None) -> RunPlan:
     """The run's plan. lengths: the training examples' token lengths as the trainer tokenises them; without them
     every example is assumed to fill max_seq_length (an upper bound), `n_examples` of them when counted.
 
     info (engine.estimate.ModelInfo) lets training.memory and training.parallelism auto ask the memory estimate
     whether the fast path (one whole copy per GPU) fits the machine; without it they take the fast path (ddp).
-    checkpoint_optimizer: resuming, the optimizer the checkpoint's states belong to (optimizer_for).
+    resumed: where a resumed run continues (its optimizer, and the steps left to decide the compile by).
     """
     t = cfg.training
     parallel = _parallelism_choices(cfg, machine)
@@ -309,7 +319,7 @@ def plan_run(cfg: Config, machine: Machine, *, lengths: list[int] | None = None,
     best = None
     for k, (p, m) in enumerate(candidates):
         plan = _plan_for(cfg, machine, m, p, lengths, n_examples, val_lengths, info,
-                         checkpoint_optimizer=checkpoint_optimizer)
+                         resumed=resumed)
         best = plan
         if k == len(candidates) - 1 or info is None or machine.memory_gib is None:
             break
@@ -318,7 +328,7 @@ def plan_run(cfg: Config, machine: Machine, *, lengths: list[int] | None = None,
             break
         if plan.compile_layers and t.compile == "auto":  # eager on the fast path before lean, if that fits
             eager = _plan_for(cfg, machine, m, p, lengths, n_examples, val_lengths, info, compile_room=False,
-                              checkpoint_optimizer=checkpoint_optimizer)
+                              resumed=resumed)
             if plan_fits(cfg, info, eager, machine.memory_gib, fraction):
                 best = eager
                 break
@@ -364,7 +374,7 @@ def _parallelism_choices(cfg: Config, machine: Machine) -> list[str]:
 
 def _plan_for(cfg: Config, machine: Machine, memory: str, parallelism: str, lengths: list[int] | None,
               n_examples: int | None, val_lengths: list[int] | None, info: ModelInfo | None,
-              compile_room: bool = True, checkpoint_optimizer: str | None = None) -> RunPlan:
+              compile_room: bool = True, resumed: Resumed | None = None) -> RunPlan:
     t = cfg.training
     lines: list[str] = []
     precision = precision_for(t.precision, machine)
@@ -376,7 +386,7 @@ def _plan_for(cfg: Config, machine: Machine, memory: str, parallelism: str, leng
     budget, line = token_budget_for(cfg, machine, memory)
     lines.append(line)
     optimizer, line = optimizer_for(t.optimizer, machine, memory, sharded=parallelism == "fsdp",
-                                    checkpoint_optimizer=checkpoint_optimizer)
+                                    resumed=resumed)
     lines.append(line)
     offload, line = offload_for(machine, memory)
     if line:
@@ -424,7 +434,8 @@ def _plan_for(cfg: Config, machine: Machine, memory: str, parallelism: str, leng
         train_tokens = tokens * steps if steps is not None else None
         micro_batches = step_plan.micro_batches_per_step * steps if steps is not None else None
     eval_size, eval_tokens = _eval_batch(cfg, largest, val_lengths)
-    compile_layers, line = compile_for(t.compile, machine, memory, steps, room=compile_room)
+    compile_layers, line = compile_for(t.compile, machine, memory, steps, room=compile_room,
+                                       steps_done=resumed.step if resumed else 0)
     lines.append(line)
     return RunPlan(device=machine.device, processes=n_ranks, precision=precision, memory=memory,
                    parallelism=parallelism, liger=liger, fused_loss=liger, attention=attention, packing=t.packing,

@@ -41,6 +41,18 @@ def test_auto_compiles_a_long_run_on_one_gpu_on_the_fast_path():
     assert "999 steps, under 1,000: the ~70 s compile would not pay back" in compile_line(short)
 
 
+def test_a_resumed_run_decides_by_the_steps_it_has_left():
+    """The compile pays back over the steps still to run: a run resumed near its end starts at once."""
+    from engine.plan import Resumed
+
+    cfg = cfg_for(max_steps=2000)
+    early = plan_run(cfg, GPU, lengths=[400] * 64, resumed=Resumed(step=500, optimizer="adamw_torch_fused"))
+    assert early.compile_layers and "(1,500 steps left of 2,000:" in compile_line(early)
+    late = plan_run(cfg, GPU, lengths=[400] * 64, resumed=Resumed(step=1500, optimizer="adamw_torch_fused"))
+    assert not late.compile_layers and "(500 steps left of 2,000, under 1,000" in compile_line(late)
+    assert late.max_steps == 2000  # the run's own length is unchanged
+
+
 @pytest.mark.parametrize("machine,training,why", [
     (Machine.for_gpu(None), {}, "(no GPU)"),
     (Machine("cuda", "GPU", 80.0, kernels=False, why_no_kernels="no Triton"), {}, "(no Triton)"),

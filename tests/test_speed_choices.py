@@ -155,7 +155,7 @@ def test_the_fast_path_runs_the_paged_32_bit_default_as_fused_adamw_but_a_checkp
     import json
 
     from engine.config import Config
-    from engine.plan import Machine, optimizer_for
+    from engine.plan import Machine, Resumed, optimizer_for
     from engine.rundir import CHECKPOINT_RUN_FILE
     from engine.train.resume_check import checkpoint_optimizer, run_record
 
@@ -173,12 +173,12 @@ def test_the_fast_path_runs_the_paged_32_bit_default_as_fused_adamw_but_a_checkp
     record = run_record(cfg, "adamw_torch_fused")
     (ckpt / CHECKPOINT_RUN_FILE).write_text(json.dumps(record))
     assert checkpoint_optimizer(ckpt) == "adamw_torch_fused"
-    assert optimizer_for("paged_adamw_32bit", cuda, "fast", False, checkpoint_optimizer(ckpt))[0] == \
+    assert optimizer_for("paged_adamw_32bit", cuda, "fast", False, Resumed(4, checkpoint_optimizer(ckpt)))[0] == \
         "adamw_torch_fused"
     del record["optimizer"]  # a checkpoint from before the record said
     (ckpt / CHECKPOINT_RUN_FILE).write_text(json.dumps(record))
     assert checkpoint_optimizer(ckpt) == ""
-    name, line = optimizer_for("paged_adamw_32bit", cuda, "fast", False, checkpoint_optimizer(ckpt))
+    name, line = optimizer_for("paged_adamw_32bit", cuda, "fast", False, Resumed(4, checkpoint_optimizer(ckpt)))
     assert name == "paged_adamw_32bit" and "the checkpoint's" in line
 
 
@@ -207,20 +207,23 @@ def test_fused_adamw_takes_the_steps_bitsandbytes_paged_adamw_takes():
     assert (after["adamw_torch_fused"] - after["paged_adamw_32bit"]).abs().max().item() < 1e-3 * moved
 
 
-def test_a_resumed_run_s_plan_reads_its_checkpoint_s_optimizer(tmp_path, monkeypatch):
-    """The seam: plan_here, resuming, asks the newest usable checkpoint which optimizer its states belong to."""
+def test_a_resumed_run_s_plan_reads_its_checkpoint_s_step_and_optimizer(tmp_path, monkeypatch):
+    """The seam: plan_here, resuming, asks the newest usable checkpoint its step and which optimizer its states
+    belong to."""
+    from engine.plan import Resumed
     from engine.train import run
 
     seen = []
     monkeypatch.setattr(run, "_plan", lambda cfg, data, hw, n, opt=None: seen.append(opt) or (_ for _ in ()).throw(
         RuntimeError("stop here")))
-    monkeypatch.setattr("engine.rundir.usable_checkpoint", lambda d: (str(tmp_path / "checkpoint-4"), []))
+    monkeypatch.setattr("engine.rundir.usable_checkpoint", lambda d: (str(tmp_path / "checkpoints" / "checkpoint-40"),
+                                                                        []))
     monkeypatch.setattr("engine.train.resume_check.checkpoint_optimizer", lambda c: "saved:" + Path(c).name)
     inputs = run.Inputs(hw=None, dtype_name="fp32", n_ranks=1, tokenizer=None, data=None)  # type: ignore[arg-type]
     for resume in (False, True):
         with pytest.raises(RuntimeError, match="stop here"):
             run.plan_here(None, inputs, tmp_path, resume=resume)  # type: ignore[arg-type]
-    assert seen == [None, "saved:checkpoint-4"]
+    assert seen == [None, Resumed(step=40, optimizer="saved:checkpoint-40")]
 
 
 def test_compiled_layers_keep_only_liger_s_fused_loss(demo_model_dir):

@@ -33,7 +33,7 @@ if TYPE_CHECKING:  # the heavy imports stay inside the functions that need them
     from engine.data.prompt import PromptStyle
     from engine.diagnose.live import LiveDiagnostics
     from engine.model import Hardware
-    from engine.plan import RunPlan
+    from engine.plan import Resumed, RunPlan
     from engine.train.callback import RunDirCallback
     from engine.train.compiled_layers import CompileFallback
     from engine.train.trainer import PlannedTrainer
@@ -208,15 +208,16 @@ def load(cfg: Config, run_dir: Path, *, resume: bool, data: PreparedData | None,
 def plan_here(cfg: Config, inputs: Inputs, run_dir: Path, *, resume: bool = False) -> RunPlan:
     """Phase 2: the one plan (engine.plan) for this machine and these examples, written into status.json as run,
     so that `lorapilot estimate` can be checked against it (tests/test_plan_seam.py). Resuming, the plan keeps the
-    optimizer the checkpoint's states belong to."""
-    checkpoint_optimizer = None
+    optimizer the checkpoint's states belong to, and decides the compile by the steps left."""
+    resumed = None
     if resume:
-        from engine.rundir import usable_checkpoint
-        from engine.train.resume_check import checkpoint_optimizer as saved_optimizer
+        from engine.plan import Resumed
+        from engine.rundir import checkpoint_step, usable_checkpoint
+        from engine.train.resume_check import checkpoint_optimizer
 
         ckpt, _ = usable_checkpoint(run_dir)
-        checkpoint_optimizer = saved_optimizer(ckpt) if ckpt else None
-    run_plan = _plan(cfg, inputs.data, inputs.hw, inputs.n_ranks, checkpoint_optimizer)
+        resumed = Resumed(step=checkpoint_step(ckpt), optimizer=checkpoint_optimizer(ckpt)) if ckpt else None
+    run_plan = _plan(cfg, inputs.data, inputs.hw, inputs.n_ranks, resumed)
     # With the examples' real lengths the plan is complete: its micro-batches and its step counts.
     assert run_plan.step_plan is not None and run_plan.steps_per_epoch is not None and run_plan.max_steps is not None
     log(f"plan: {run_plan.examples_per_step} examples per optimizer step in "
@@ -442,7 +443,7 @@ def _tokens_at(run_dir: Path, ckpt: str | None) -> int:
 
 
 def _plan(cfg: Config, data: PreparedData, hw: Hardware, n_ranks: int,
-          checkpoint_optimizer: str | None = None) -> RunPlan:
+          resumed: Resumed | None = None) -> RunPlan:
     """The run's plan (engine.plan): the same function `lorapilot estimate` and the wizard ask, on this machine,
     with the training examples' real lengths. auto settings ask the estimate of the model's config.json."""
     from engine.plan import Machine, plan_run
@@ -455,7 +456,7 @@ def _plan(cfg: Config, data: PreparedData, hw: Hardware, n_ranks: int,
         log(f"plan: no estimate ({e})")
     plan = plan_run(cfg, Machine.for_hardware(hw, n_ranks), lengths=[len(e) for e in data.train],
                     val_lengths=[len(e) for e in data.validation] or None, info=info,
-                    checkpoint_optimizer=checkpoint_optimizer)
+                    resumed=resumed)
     for line in plan.lines:
         log(line)
     return plan
