@@ -96,7 +96,8 @@ class TrainingConfig:
     warmup_ratio: float = opt(0.03, "Fraction of steps spent ramping the learning rate up from 0.", lo=0.0,
                               hi=1.0, hi_open=True, recommended="0.03", rec=(0.01, 0.1),
                               group="Learning rate and schedule")
-    optimizer: str = opt("paged_adamw_32bit", "Optimizer; paged variants survive memory spikes, 8-bit saves memory.",
+    optimizer: str = opt("paged_adamw_32bit", "Optimizer; 8-bit saves memory. A GPU trains the default as torch's "
+                         "fused AdamW (the same AdamW, faster), lean as paged_adamw_8bit.",
                          choices=("paged_adamw_32bit", "paged_adamw_8bit", "adamw_torch", "adamw_8bit"),
                          group="Learning rate and schedule")
     weight_decay: float = opt(0.001, "L2 pull of the adapter weights towards 0.", lo=0.0, hi=1.0,
