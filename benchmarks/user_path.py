@@ -17,8 +17,11 @@ clipped to 50..2000; the instruction and input take 20-70 % of a row), 16 exampl
           fusedopt    torch's fused AdamW for paged_adamw_32bit (no per-parameter device syncs)
           compiledfo  both
           compiledtg  compiled, dynamo checking only the guards that can change in a run (LEVERS.trim_guards)
-          compiledhost  compiled + fused AdamW + trimmed guards: the host's share of the step cut three ways
-          compiledcpp   compiledhost with inductor's wrapper in C++ (LEVERS.cpp_wrapper)
+          compiledhost  compiled + fused AdamW + trimmed guards (both the default since session 12: = compiled)
+          compiledold   compiled as before session 12: bitsandbytes' paged AdamW, every guard checked
+          compiledcpp   compiled with inductor's wrapper in C++ (LEVERS.cpp_wrapper)
+          paged_nd    nodrop with bitsandbytes' paged AdamW (the optimizer before session 12): the optimizer swap's
+                      own effect on the adapter, against nodrop
           cudagraphs  compiled layers in mode reduce-overhead (CUDA graphs, cudagraph trees), micro-batches padded
                       to a multiple of 1,024 tokens so a few lengths repeat
           leanstretch  lean with one micro-batch per step when the fullest step is within 1.25x of the 8,192 cap
@@ -82,6 +85,7 @@ LEVER_SIDES = {
     "compiledtg": (False, True, "trim_guards=true"),
     "compiledhost": (False, True, "fused_optimizer=true,trim_guards=true"),
     "compiledcpp": (False, True, "fused_optimizer=true,trim_guards=true,cpp_wrapper=true"),
+    "compiledold": (False, True, "fused_optimizer=false,trim_guards=false"),
     "cudagraphs": (False, True, "compile_mode=reduce-overhead,pad_multiple=1024"),
     "leanstretch": (True, False, "lean_stretch=true"),
     "lean12k": (True, False, "tokens_per_microbatch=12288"),
@@ -92,6 +96,7 @@ LEVER_SIDES = {
 AGREE_STEPS = 30
 for _name, _spec in [("nodrop", (False, False, "")), ("eager_nd", (False, False, "")),
                      ("noliger_nd", (False, False, "liger=false")),
+                     ("paged_nd", (False, False, "fused_optimizer=false")),
                      *((f"{k}_nd", LEVER_SIDES[k]) for k in ("compiled", "cudagraphs", "compiledhost"))]:
     LEVER_SIDES[_name] = _spec
 SIDES = ("best", "engine", "lean", *LEVER_SIDES)
