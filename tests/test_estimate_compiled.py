@@ -47,8 +47,9 @@ def test_path_of_reads_the_plans_compile_flag():
 
 
 def test_the_compiled_rows_are_todays_h200_measurements():
+    # the compiled path as it runs since session 12 (fused AdamW, trimmed guards): user_path-s12-h200-2026-12-03.md
     compiled = {(r.model, r.tokens_per_s) for r in speed_rows() if r.path == "compiled"}
-    assert compiled == {("llama-2-7b", 9977), ("llama-2-7b", 8980), ("llama-3-8b", 8467)}
+    assert compiled == {("llama-2-7b", 10131), ("llama-2-7b", 9099)}
     packed_h200 = {(r.model, r.tokens_per_s) for r in speed_rows() if r.path == "packed" and r.gpu == "h200-141"}
     assert {("llama-2-7b", 7891), ("llama-3-8b", 7195), ("llama-2-7b", 8411)} <= packed_h200   # beside 8,654 / 8,168
     basis = speed_basis(H200, "compiled", "nf4")
@@ -58,7 +59,7 @@ def test_the_compiled_rows_are_todays_h200_measurements():
 
 def test_a_card_without_compiled_rows_takes_its_packed_rate_times_the_measured_gain():
     gain = speed_basis(H200, "compiled", "nf4").fraction / speed_basis(H200, "packed", "nf4").fraction
-    assert 1.05 < gain < 1.25      # 1.14x, 1.18x, 1.19x paired; 1.12x over the means of the card's rows
+    assert 1.05 < gain < 1.25      # 1.14x, 1.18x, 1.19x paired; 1.13x over the means of the card's rows
     for card, borrowed in (("h100-80", "measured on H100"), ("t4", "not measured on T4: assumes the H100's")):
         packed = speed_basis(get_gpu(card), "packed", "nf4")
         compiled = speed_basis(get_gpu(card), "compiled", "nf4")

@@ -65,8 +65,17 @@ def fixed_machine(monkeypatch):
     monkeypatch.setattr(gpu, "sample_gpus", lambda: [])
 
 
+@pytest.fixture
+def fixed_clock(monkeypatch):
+    """The monitor's ages (the last checkpoint's "2h ago") against a fixed now: two hours after the runs that
+    make_run(now=1.7e9) writes, on every day the suite runs."""
+    from tui.widgets import progress_panel
+
+    monkeypatch.setattr(progress_panel, "wall_clock", lambda: 1.7e9 + 2 * 3600)
+
+
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
-def test_monitor_of_a_finished_run(snap_compare, size, tmp_path, fixed_machine):
+def test_monitor_of_a_finished_run(snap_compare, size, tmp_path, fixed_machine, fixed_clock):
     # A fixed clock: the run ended at a known time, so ages and durations read the same on every machine.
     run = make_run(tmp_path / "demo-20261203-101500", state="done", steps_done=1200, max_steps=1200, now=1.7e9)
 
