@@ -195,8 +195,9 @@ def optimizer_for(name: str, machine: Machine, memory: str, sharded: bool,
     if machine.device == "cuda" and memory == "lean" and name == "paged_adamw_32bit":
         return "paged_adamw_8bit", "optimizer: paged_adamw_8bit (lean: optimizer states in 8 bits)"
     if machine.device == "cuda" and name == "paged_adamw_32bit" and LEVERS.fused_optimizer:
-        if resumed is not None and resumed.optimizer != "adamw_torch_fused":
-            # Its saved states are bitsandbytes' (state1/state2): torch's AdamW cannot load them.
+        if resumed is not None and resumed.optimizer in ("", name):
+            # Its saved states are bitsandbytes' (state1/state2): torch's AdamW cannot load them. ("": a checkpoint
+            # recorded before the plan chose the fused AdamW; torch's own AdamW states load into the fused one.)
             return name, f"optimizer: {name} (the checkpoint's: its saved states load into no other optimizer)"
         # bitsandbytes' optimizers synchronise the device after every parameter (448 times a step on a 7B with
         # all-linear LoRA), which stalls a host-bound step; paging buys nothing for adapters' few-hundred-MB

@@ -180,6 +180,8 @@ def test_the_fast_path_runs_the_paged_32_bit_default_as_fused_adamw_but_a_checkp
     assert checkpoint_optimizer(ckpt) == ""
     name, line = optimizer_for("paged_adamw_32bit", cuda, "fast", False, Resumed(4, checkpoint_optimizer(ckpt)))
     assert name == "paged_adamw_32bit" and "the checkpoint's" in line
+    # torch's own AdamW states (a run begun on the CPU) load into the fused AdamW: no reason to go back to paging
+    assert optimizer_for("paged_adamw_32bit", cuda, "fast", False, Resumed(4, "adamw_torch"))[0] == "adamw_torch_fused"
 
 
 def test_fused_adamw_takes_the_steps_bitsandbytes_paged_adamw_takes():
@@ -208,21 +210,22 @@ def test_fused_adamw_takes_the_steps_bitsandbytes_paged_adamw_takes():
 
 
 def test_a_resumed_run_s_plan_reads_its_checkpoint_s_step_and_optimizer(tmp_path, monkeypatch):
-    """The seam: plan_here, resuming, asks the newest usable checkpoint its step and which optimizer its states
-    belong to."""
+    """The seam: plan_here, resuming, asks the checkpoint the run continues from its step and which optimizer its
+    states belong to."""
     from engine.plan import Resumed
     from engine.train import run
 
     seen = []
-    monkeypatch.setattr(run, "_plan", lambda cfg, data, hw, n, opt=None: seen.append(opt) or (_ for _ in ()).throw(
-        RuntimeError("stop here")))
-    monkeypatch.setattr("engine.rundir.usable_checkpoint", lambda d: (str(tmp_path / "checkpoints" / "checkpoint-40"),
-                                                                        []))
+
+    def plan_and_stop(cfg, data, hw, n, resumed=None):
+        seen.append(resumed)
+        raise RuntimeError("stop here")
+    monkeypatch.setattr(run, "_plan", plan_and_stop)
     monkeypatch.setattr("engine.train.resume_check.checkpoint_optimizer", lambda c: "saved:" + Path(c).name)
     inputs = run.Inputs(hw=None, dtype_name="fp32", n_ranks=1, tokenizer=None, data=None)  # type: ignore[arg-type]
-    for resume in (False, True):
+    for ckpt in (None, str(tmp_path / "checkpoints" / "checkpoint-40")):
         with pytest.raises(RuntimeError, match="stop here"):
-            run.plan_here(None, inputs, tmp_path, resume=resume)  # type: ignore[arg-type]
+            run.plan_here(None, inputs, tmp_path, ckpt=ckpt)  # type: ignore[arg-type]
     assert seen == [None, Resumed(step=40, optimizer="saved:checkpoint-40")]
 
 

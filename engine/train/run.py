@@ -140,9 +140,12 @@ def train(cfg: Config, run_dir: Path, *, resume: bool, data: PreparedData | None
         stop = StopFlag(run_dir)
         stop.install()
     inputs = load(cfg, run_dir, resume=resume, data=data, tokenizer=tokenizer)
-    run_plan = plan_here(cfg, inputs, run_dir, resume=resume)
+    # The checkpoint a resume continues from, found once: the plan and the Trainer read the same one.
+    resume_at = _resume_point(cfg, run_dir) if resume else (None, [])
+    run_plan = plan_here(cfg, inputs, run_dir, ckpt=resume_at[0])
     built = build_model(cfg, inputs, run_plan)
-    assembled = build_trainer(cfg, run_dir, inputs, run_plan, built, resume=resume, stop=stop, callbacks=callbacks)
+    assembled = build_trainer(cfg, run_dir, inputs, run_plan, built, resume=resume, resume_at=resume_at, stop=stop,
+                              callbacks=callbacks)
     run_training(assembled, n_ranks=inputs.n_ranks)
     return finish(run_dir, assembled, built, inputs, stop=stop)
 
@@ -205,18 +208,17 @@ def load(cfg: Config, run_dir: Path, *, resume: bool, data: PreparedData | None,
     return Inputs(hw=hw, dtype_name=dtype_name, n_ranks=n_ranks, tokenizer=tokenizer, data=data)
 
 
-def plan_here(cfg: Config, inputs: Inputs, run_dir: Path, *, resume: bool = False) -> RunPlan:
+def plan_here(cfg: Config, inputs: Inputs, run_dir: Path, *, ckpt: str | None = None) -> RunPlan:
     """Phase 2: the one plan (engine.plan) for this machine and these examples, written into status.json as run,
-    so that `lorapilot estimate` can be checked against it (tests/test_plan_seam.py). Resuming, the plan keeps the
-    optimizer the checkpoint's states belong to, and decides the compile by the steps left."""
+    so that `lorapilot estimate` can be checked against it (tests/test_plan_seam.py). ckpt: the checkpoint a resume
+    continues from; the plan keeps the optimizer its states belong to, and decides the compile by the steps left."""
     resumed = None
-    if resume:
+    if ckpt:
         from engine.plan import Resumed
-        from engine.rundir import checkpoint_step, usable_checkpoint
+        from engine.rundir import checkpoint_step
         from engine.train.resume_check import checkpoint_optimizer
 
-        ckpt, _ = usable_checkpoint(run_dir)
-        resumed = Resumed(step=checkpoint_step(ckpt), optimizer=checkpoint_optimizer(ckpt)) if ckpt else None
+        resumed = Resumed(step=checkpoint_step(ckpt), optimizer=checkpoint_optimizer(ckpt))
     run_plan = _plan(cfg, inputs.data, inputs.hw, inputs.n_ranks, resumed)
     # With the examples' real lengths the plan is complete: its micro-batches and its step counts.
     assert run_plan.step_plan is not None and run_plan.steps_per_epoch is not None and run_plan.max_steps is not None
@@ -266,9 +268,11 @@ def build_model(cfg: Config, inputs: Inputs, run_plan: RunPlan) -> BuiltModel:
 
 
 def build_trainer(cfg: Config, run_dir: Path, inputs: Inputs, run_plan: RunPlan, built: BuiltModel, *,
-                  resume: bool, stop: StopFlag, callbacks: Iterable[TrainerCallback]) -> Assembled:
+                  resume: bool, stop: StopFlag, callbacks: Iterable[TrainerCallback],
+                  resume_at: tuple[str | None, list[tuple[str, str]]] = (None, [])) -> Assembled:
     """Phase 3b: the Trainer over the plan's micro-batches, with the callback that writes the run directory
-    (records, samples, diagnostics, stop requests) continuing a resumed run's history."""
+    (records, samples, diagnostics, stop requests) continuing a resumed run's history. resume_at: _resume_point's
+    checkpoint and notes."""
     from engine.data.packing import Collator, PlannedMicroBatches
     from engine.data.prompt import PromptStyle
     from engine.samples import choose_prompts
@@ -292,7 +296,7 @@ def build_trainer(cfg: Config, run_dir: Path, inputs: Inputs, run_plan: RunPlan,
 
     style = PromptStyle(format=data.report.format, system=data.report.system_prompt)
     prompts = sample_prompts_for(run_plan.parallelism, choose_prompts(cfg, tokenizer, data.validation, style), log)
-    ckpt, resume_notes = _resume_point(cfg, run_dir) if resume else (None, [])
+    ckpt, resume_notes = resume_at
     callback = RunDirCallback(run_dir, collator=collator, steps_per_epoch=run_plan.steps_per_epoch, stop_flag=stop,
                               stop_on=t.stop_on, diagnostics=_live_diagnostics(run_dir, resume, data),
                               is_main=is_main(), world_size=n_ranks,
