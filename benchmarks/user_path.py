@@ -20,6 +20,9 @@ clipped to 50..2000; the instruction and input take 20-70 % of a row), 16 exampl
           compiledhost  compiled + fused AdamW + trimmed guards (both the default since session 12: = compiled)
           compiledold   compiled as before session 12: bitsandbytes' paged AdamW, every guard checked
           compiledcpp   compiled with inductor's wrapper in C++ (LEVERS.cpp_wrapper)
+          compiledgd  compiled with the NF4 weights dequantised by torch ops in the graph (LEVERS.graph_dequant)
+          compiledgdcpp  compiledgd with the C++ wrapper
+          leancompiled, leancgd  lean with the layers compiled (training.compile: true), the second with graph_dequant
           paged_nd    nodrop with bitsandbytes' paged AdamW (the optimizer before session 12): the optimizer swap's
                       own effect on the adapter, against nodrop
           cudagraphs  compiled layers in mode reduce-overhead (CUDA graphs, cudagraph trees), micro-batches padded
@@ -87,6 +90,10 @@ LEVER_SIDES = {
     "compiledcpp": (False, True, "fused_optimizer=true,trim_guards=true,cpp_wrapper=true"),
     "compiledold": (False, True, "fused_optimizer=false,trim_guards=false"),
     "cudagraphs": (False, True, "compile_mode=reduce-overhead,pad_multiple=1024"),
+    "compiledgd": (False, True, "graph_dequant=true"),
+    "compiledgdcpp": (False, True, "graph_dequant=true,cpp_wrapper=true"),
+    "leancompiled": (True, True, ""),
+    "leancgd": (True, True, "graph_dequant=true"),
     "leanstretch": (True, False, "lean_stretch=true"),
     "lean12k": (True, False, "tokens_per_microbatch=12288"),
 }
@@ -97,7 +104,7 @@ AGREE_STEPS = 30
 for _name, _spec in [("nodrop", (False, False, "")), ("eager_nd", (False, False, "")),
                      ("noliger_nd", (False, False, "liger=false")),
                      ("paged_nd", (False, False, "fused_optimizer=false")),
-                     *((f"{k}_nd", LEVER_SIDES[k]) for k in ("compiled", "cudagraphs", "compiledhost"))]:
+                     *((f"{k}_nd", LEVER_SIDES[k]) for k in ("compiled", "cudagraphs", "compiledhost", "compiledgd"))]:
     LEVER_SIDES[_name] = _spec
 SIDES = ("best", "engine", "lean", *LEVER_SIDES)
 EXAMPLES_PER_STEP = 16        # the engine's default micro_batch_size 4 x gradient_accumulation_steps 4

@@ -12,7 +12,7 @@ import contextlib
 import pytest
 
 
-def _loss_and_grads(model_dir, compiled: bool, graphs: list | None = None):
+def _loss_and_grads(model_dir, compiled: bool, graphs: list | None = None, graph_dequant: bool = False):
     import torch
 
     from engine.train.compiled_layers import compile_decoder_layers
@@ -21,7 +21,8 @@ def _loss_and_grads(model_dir, compiled: bool, graphs: list | None = None):
     logs = []
     if compiled:
         torch._dynamo.reset()
-        assert compile_decoder_layers(model, logs.append, backend=_counting(graphs)) == model.config.num_hidden_layers
+        assert compile_decoder_layers(model, logs.append, backend=_counting(graphs),
+                                      graph_dequant=graph_dequant) == model.config.num_hidden_layers
     model.train()
     losses, grads = [], None
     for length in (40, 72):  # two packed lengths: the second must not need a static recompile to be right

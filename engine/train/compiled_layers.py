@@ -34,7 +34,7 @@ BACKEND: Any = "inductor"
 
 
 def compile_decoder_layers(model, log: Callable[[str], None], *, backend: Any = None, mode: str = "default",
-                           trim_guards: bool = False, cpp_wrapper: bool = False) -> int:
+                           trim_guards: bool = False, cpp_wrapper: bool = False, graph_dequant: bool = False) -> int:
     """Compiles every decoder layer's forward, inside its activation checkpoint; returns how many layers.
 
     Each layer's class is swapped for a subclass whose forward is the torch.compile'd forward of its class (one
@@ -45,7 +45,8 @@ def compile_decoder_layers(model, log: Callable[[str], None], *, backend: Any = 
 
     mode "reduce-overhead": inductor replays each compiled graph as a CUDA graph (one per input length: pair it
     with LEVERS.pad_multiple so lengths repeat). trim_guards: dynamo checks only guards_that_can_change.
-    cpp_wrapper: inductor's generated wrapper in C++ (its launches cost less host time)."""
+    cpp_wrapper: inductor's generated wrapper in C++ (its launches cost less host time). graph_dequant: the NF4
+    projections' weights dequantised by torch ops inside the compiled graph (engine.train.graph_dequant)."""
     import torch
 
     backend = BACKEND if backend is None else backend
@@ -72,8 +73,14 @@ def compile_decoder_layers(model, log: Callable[[str], None], *, backend: Any = 
                 "forward": forward, "__module__": eager.__module__, "__qualname__": eager.__qualname__,
                 _EAGER: eager})
         layer.__class__ = compiled[eager]
+    dequantised = 0
+    if graph_dequant:
+        from engine.train.graph_dequant import dequantise_in_graph
+
+        dequantised = dequantise_in_graph(layers)
     how = ("" if mode == "default" else f", mode {mode}") + (", trimmed guards" if trim_guards else "") + (
-        ", C++ wrapper" if "cpp_wrapper" in options else "")
+        ", C++ wrapper" if "cpp_wrapper" in options else "") + (
+        f", {dequantised} NF4 weights dequantised in the graph" if dequantised else "")
     name = backend if isinstance(backend, str) else "a custom backend"
     log(f"kernels: {len(layers)} decoder layers compiled (torch.compile {name}, dynamic shapes{how})")
     return len(layers)
