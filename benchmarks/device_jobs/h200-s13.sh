@@ -6,6 +6,7 @@
 #   call 2  Llama-2-7B: lean with the layers compiled and dequantised in the graph (leancgd); the adapters after 30
 #           steps without dropout: nodrop (eager), compiledgd_nd, compiled_nd
 #   call 3  Llama-3-8B: the best stack, compiled, compiledgd
+#   (call 3: SIDES3, STEPS3, BUDGET3_S to fit a short lease)
 #   bash benchmarks/device_jobs/h200-s13.sh CALL $OUT      (carry .whl and .whl25; calls back to back share /tmp/up)
 CALL=${1:?call 1, 2 or 3}
 OUT=${2:?results directory}
@@ -33,7 +34,7 @@ case $CALL in
         bash $L "$R/levers"
     ;;
 3)
-    ARCH=llama3-8b SIDES=${SIDES3:-best,compiled,compiledgd} STEPS=50 WARMUP=10 DEADLINE_S=$(left 530) SIDE_S=200 \
+    ARCH=llama3-8b SIDES=${SIDES3:-best,compiled,compiledgd} STEPS=${STEPS3:-50} WARMUP=10 DEADLINE_S=$(left ${BUDGET3_S:-530}) SIDE_S=200 \
         bash $L "$R/levers"
     ;;
 esac
