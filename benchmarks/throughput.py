@@ -43,7 +43,7 @@ ARCHS = {
     "qwen2.5-14b": dict(model_type="qwen2", hidden_size=5120, intermediate_size=13824, num_hidden_layers=48,
                         num_attention_heads=40, num_key_value_heads=8, vocab_size=152064, rope_theta=1000000.0,
                         max_position_embeddings=32768, rms_norm_eps=1e-6, tie_word_embeddings=False),
-    "tiny": dict(model_type="llama", hidden_size=128, intermediate_size=352, num_hidden_layers=2,
+    "tiny": dict(model_type="llama", hidden_size=128, intermediate_size=384, num_hidden_layers=2,
                  num_attention_heads=4, num_key_value_heads=2, vocab_size=1024, max_position_embeddings=4096,
                  tie_word_embeddings=False),
 }

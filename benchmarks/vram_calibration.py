@@ -36,7 +36,7 @@ STEPS = 6
 N_EXAMPLES = 400
 ARCH_PRESETS = {"llama2-7b": "llama-2-7b", "llama3-8b": "llama-3-8b", "qwen2.5-7b": "qwen2.5-7b",
                 "mistral-7b": "mistral-7b", "gemma2-9b": "gemma-2-9b", "tiny": None}
-TINY = {"model_type": "llama", "hidden_size": 128, "intermediate_size": 352, "num_hidden_layers": 2,
+TINY = {"model_type": "llama", "hidden_size": 128, "intermediate_size": 384, "num_hidden_layers": 2,
         "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 8192, "max_position_embeddings": 4096,
         "tie_word_embeddings": False}
 # (name, arch, training overrides, lora overrides, held out of tuning). Defaults: the user's config with only

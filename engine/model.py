@@ -208,7 +208,7 @@ def keep_cpu_4bit_layout(model) -> None:
     On CPUs with AVX512-BF16, bitsandbytes 0.50 rewrites a Linear4bit's weight in place into a packed layout at
     its first forward in eval mode without grad, which is what samples and the playground do between training
     steps. The repacking assumes in_features is a multiple of the quantisation block (64) and raises otherwise
-    (the demo's 352-wide MLP: "shape '[128, 5]' is invalid"), and where it succeeds it changes the layout of
+    (a 352-wide MLP, the demo's before v4: "shape '[128, 5]' is invalid"), and where it succeeds it changes the layout of
     weights that training goes on using. The unpacked path is the one every other CPU takes.
     """
     for module in model.modules():

@@ -46,7 +46,7 @@ async def test_the_demo_model_is_in_the_preset_list_and_picks_back(demo_model_di
         assert DEMO_MODEL_ID in preset_ids(app)
         # Its size is read like any preset's (no "?" in the size column).
         demo = app.screen.query_one("#preset-list").get_option(DEMO_MODEL_ID)
-        assert "948,352" in str(demo.prompt), demo.prompt
+        assert "997,504" in str(demo.prompt), demo.prompt
         # Another model, then back to the demo by its alias.
         await type_into(pilot, "#field-model", "Qwen/Qwen2.5-0.5B")
         await settle(app, pilot)

@@ -17,7 +17,7 @@ from typing import TypedDict
 from engine.settings import PRESETS_DIR, cache_root
 
 DEMO_MODEL_ID = "lorapilot-demo"
-_VERSION = "v3"
+_VERSION = "v4"  # v4: the MLP 384 wide (whole 64-weight blocks per row; see ARCH)
 _VOCAB = 1024
 _HEAD_SCALE = 8.0
 _SPECIALS = ["<unk>", "<s>", "</s>", "<pad>", "<|im_start|>", "<|im_end|>"]
@@ -38,7 +38,10 @@ class DemoArch(TypedDict):
     max_position_embeddings: int
 
 
-ARCH = DemoArch(hidden_size=128, intermediate_size=352, num_hidden_layers=4, num_attention_heads=4,
+# Every projection a whole number of 64-weight quantisation blocks per row, as in real models: bitsandbytes 0.50's
+# CPU dequantise decodes blocks row by row and garbles a weight whose rows are not (the demo's MLP was 352 wide and
+# its down projection trained through a wrong weight, silently; tests/test_graph_dequant.py guards it).
+ARCH = DemoArch(hidden_size=128, intermediate_size=384, num_hidden_layers=4, num_attention_heads=4,
                 num_key_value_heads=2, max_position_embeddings=1024)
 
 
