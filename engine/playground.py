@@ -129,9 +129,11 @@ class Playground:
 
     def stream(self, text: str, *, adapter: bool, temperature: float = 0.0, top_p: float = 1.0,
                max_new_tokens: int = 128) -> Iterator[str]:
-        """Yields the answer piece by piece as it is generated."""
+        """Yields the answer piece by piece as it is generated, control characters escaped (rundir.safe_text): the
+        pieces go to a terminal, and a model can generate any byte, an escape sequence included."""
         from transformers import TextIteratorStreamer
 
+        from engine.rundir import safe_text
         from engine.samples import generate
 
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
@@ -153,7 +155,7 @@ class Playground:
 
         thread = threading.Thread(target=work, daemon=True)
         thread.start()
-        yield from streamer
+        yield from map(safe_text, streamer)
         thread.join()
         if errors:
             raise errors[0]

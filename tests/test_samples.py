@@ -48,6 +48,28 @@ def test_playground_base_and_adapter_differ(finished_demo_run):
     assert len(pieces) > 1 and "".join(pieces).strip() == tuned  # streamed token by token
 
 
+def test_the_playground_escapes_control_characters_the_model_generates(finished_demo_run, monkeypatch):
+    """A model can generate any byte: the demo's byte tokens decode to ESC and the other C0 controls, which the
+    playground and `chat` would write to the terminal. Each streamed piece comes out escaped; the model's choice of
+    tokens is forced here (ESC, then text), the tokenizer and the streamer are the real ones."""
+    import torch
+
+    import engine.samples
+    from engine.playground import Playground
+
+    pg = Playground(finished_demo_run)
+    esc = next(i for i in range(len(pg.tokenizer)) if pg.tokenizer.decode([i]) == "\x1b")
+    text = pg.tokenizer("[31m red", add_special_tokens=False)["input_ids"]
+
+    def generate(model, tokenizer, ids, *, streamer, **kw):
+        streamer.put(torch.as_tensor(ids).reshape(1, -1))   # the prompt: skipped
+        streamer.put(torch.tensor([esc, *text]))
+        streamer.end()
+    monkeypatch.setattr(engine.samples, "generate", generate)
+    answer = "".join(pg.stream("hi", adapter=True))
+    assert "\x1b" not in answer and answer.startswith("\\x1b") and "red" in answer
+
+
 def test_the_playground_feeds_the_held_out_rows_training_prefix_ids(finished_demo_run):
     """What the playground and chat feed for a held-out row's question, with the tokenizer, chat template and
     prompt style saved in adapter/, is the ids that row was trained with before its answer (no model load)."""
@@ -136,8 +158,8 @@ def test_samples_keep_within_their_share_of_the_run_time(tmp_path, monkeypatch, 
 
 def test_4bit_model_answers_in_eval_mode_on_a_cpu_with_avx512_bf16(demo_model_dir, monkeypatch):
     """Samples and the playground run the 4-bit model in eval mode without grad. On CPUs with AVX512-BF16,
-    bitsandbytes then repacks each weight for its CPU inference kernel, which raised on the demo's 352-wide MLP
-    and killed the demo run at its first evaluation. Pretending the CPU has the feature makes this check
+    bitsandbytes then repacks each weight for its CPU inference kernel, which raised on the demo's 352-wide MLP (before
+    v4) and killed the demo run at its first evaluation, and changes the layout of weights training goes on using. Pretending the CPU has the feature makes this check
     the same on every machine: the loader must keep the layout, and eval mode answer as train mode does."""
     import bitsandbytes.nn.modules as bnb_modules
     import torch
