@@ -100,6 +100,7 @@ class RunPlan:
     optimizer: str
     offload: bool                    # lean: checkpointed activations offloaded to host memory
     compile_layers: bool             # each decoder layer through torch.compile (engine.train.compiled_layers)
+    graph_dequant: bool              # compiled layers dequantise the NF4 weights in their graph (engine.train.graph_dequant)
     eval_batch_size: int             # examples per evaluation micro-batch
     eval_tokens: int                 # its most tokens: never more than training's largest micro-batch
     steps_per_epoch: int | None
@@ -438,11 +439,13 @@ def _plan_for(cfg: Config, machine: Machine, memory: str, parallelism: str, leng
     compile_layers, line = compile_for(t.compile, machine, memory, steps, room=compile_room,
                                        steps_done=resumed.step if resumed else 0)
     lines.append(line)
+    from engine.train.speed import LEVERS
+    graph_dequant = compile_layers and cfg.quantization == "nf4" and LEVERS.graph_dequant
     return RunPlan(device=machine.device, processes=n_ranks, precision=precision, memory=memory,
                    parallelism=parallelism, liger=liger, fused_loss=liger, attention=attention, packing=t.packing,
                    token_budget=budget, micro_batches_per_step=step_plan.micro_batches_per_step,
                    examples_per_step=examples_per_step, largest_microbatch_tokens=largest, lengths_from=lengths_from,
-                   optimizer=optimizer, offload=offload, compile_layers=compile_layers, eval_batch_size=eval_size,
-                   eval_tokens=eval_tokens,
+                   optimizer=optimizer, offload=offload, compile_layers=compile_layers, graph_dequant=graph_dequant,
+                   eval_batch_size=eval_size, eval_tokens=eval_tokens,
                    steps_per_epoch=per_epoch, max_steps=steps, train_tokens=train_tokens, micro_batches=micro_batches,
                    lines=lines, step_plan=None if assumed else step_plan)

@@ -41,6 +41,29 @@ def test_auto_compiles_a_long_run_on_one_gpu_on_the_fast_path():
     assert "999 steps, under 1,000: the ~70 s compile would not pay back" in compile_line(short)
 
 
+def test_compiled_nf4_layers_dequantise_in_the_graph_and_the_estimate_reads_it():
+    """RunPlan.graph_dequant: the compiled layers' NF4 weights dequantised by torch ops (engine.train.graph_dequant);
+    only NF4 has that path, only compiled layers take it, and the memory estimate counts what it holds."""
+    from engine.estimate import read_model_config
+    from engine.estimate.memory import GRAPH_DEQUANT_WEIGHTS, memory, shape_for_plan
+
+    on = plan(max_steps=COMPILE_MIN_STEPS)
+    assert on.compile_layers and on.graph_dequant and on.to_dict()["graph_dequant"] is True
+    assert not plan(max_steps=COMPILE_MIN_STEPS - 1).graph_dequant                  # eager: bitsandbytes' own ops
+    int8 = plan_run(config_from_dict({"model": "llama-2-7b", "dataset": {"path": "x.jsonl"}, "quantization": "int8",
+                                      "training": {"max_seq_length": 2048, "max_steps": COMPILE_MIN_STEPS}}),
+                    GPU, lengths=[400] * 64)
+    assert int8.compile_layers and not int8.graph_dequant
+    info = read_model_config("llama-2-7b")
+    cfg = cfg_for(max_steps=COMPILE_MIN_STEPS)
+    (held,) = [c for c in memory(info.arch, info.params, shape_for_plan(cfg, info.arch, on)).components
+               if c.name == "dequantisation buffer"]
+    (one,) = [c for c in memory(info.arch, info.params,
+                                shape_for_plan(cfg, info.arch, dataclasses.replace(on, graph_dequant=False))).components
+              if c.name == "dequantisation buffer"]
+    assert held.gib == pytest.approx(GRAPH_DEQUANT_WEIGHTS * one.gib) and "compiled layers" in held.note
+
+
 def test_a_resumed_run_decides_by_the_steps_it_has_left():
     """The compile pays back over the steps still to run: a run resumed near its end starts at once."""
     from engine.plan import Resumed

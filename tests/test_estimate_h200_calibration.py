@@ -20,7 +20,7 @@ FIXTURE = Path(__file__).parent / "fixtures" / "vram_measured_h200.json"
 ROWS = json.loads(FIXTURE.read_text())["rows"]
 # Plan fields added after the rows were measured, at the value every one of those runs had: no run compiled its
 # decoder layers then (RunPlan.compile_layers came later; the trainer compiled only under a benchmark lever).
-ADDED_SINCE = {"compile_layers": False}
+ADDED_SINCE = {"compile_layers": False, "graph_dequant": False}
 
 
 def test_the_rows_cover_what_issue_22_asks():
@@ -99,3 +99,36 @@ def test_compiled_layers_peaks_within_the_band_and_their_term_near_the_measured_
     assert -0.05 <= error <= 0.10, f"estimate {est[True].peak_allocated_gib:.2f} GiB vs measured {compiled:.2f}"
     term = est[True].peak_allocated_gib - est[False].peak_allocated_gib
     assert term == pytest.approx(compiled - eager, abs=0.15)   # 0.36 / 0.47 GiB against 0.34, 0.49, 0.50
+
+
+# The compiled layers dequantising the NF4 weights in their graph (RunPlan.graph_dequant, on since session 13),
+# measured on the same user's path: benchmarks/results/user_path-s13-h200-2026-12-04 (each run's metrics.jsonl, the
+# last step's peak allocated; the runs' plans logged the largest micro-batch). Beside them the bitsandbytes path's
+# peak at the same micro-batch: session 12's compiled layers with the fused AdamW (user_path-s12-h200-2026-12-03).
+GRAPH_DEQUANT_PEAKS = [  # (model, largest micro-batch tokens, peak GiB)
+    ("llama-2-7b", 8786, 8.928),    # call 2's compiledgd, 50 steps
+    ("llama-3-8b", 8486, 10.881),   # call 3's compiledgd, 40 steps
+]
+
+
+@pytest.mark.parametrize("model,tokens,measured", GRAPH_DEQUANT_PEAKS, ids=lambda v: str(v))
+def test_graph_dequant_peaks_within_the_band(model, tokens, measured):
+    from dataclasses import replace
+
+    from engine.config import config_from_dict
+    from engine.estimate import get_gpu, read_model_config
+    from engine.estimate.estimator import compute
+    from engine.plan import Machine, plan_run
+
+    cfg = config_from_dict({"model": model, "dataset": {"path": "x.jsonl", "validation_split": 0.0},
+                            "training": {"max_seq_length": 2048, "compile": True}})
+    info, gpu = read_model_config(model), get_gpu("h200-141")
+    plan = plan_run(cfg, Machine.for_gpu(gpu), lengths=[tokens // 16] * 1120, info=info)
+    assert plan.compile_layers and plan.graph_dequant      # the plan a GPU runs: compiled, weights in the graph
+    est = compute(cfg, info, gpu, plan=plan, tokens_per_microbatch=tokens)
+    error = (est.peak_allocated_gib - measured) / measured
+    assert -0.05 <= error <= 0.10, f"estimate {est.peak_allocated_gib:.2f} GiB vs measured {measured:.2f}"
+    bitsandbytes_path = compute(cfg, info, gpu, plan=replace(plan, graph_dequant=False), tokens_per_microbatch=tokens)
+    extra = est.peak_allocated_gib - bitsandbytes_path.peak_allocated_gib
+    if model == "llama-2-7b":   # measured beside the bitsandbytes path at the same micro-batch: 8.93 against 8.63
+        assert extra == pytest.approx(8.928 - 8.63, abs=0.1)

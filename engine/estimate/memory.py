@@ -61,6 +61,13 @@ ALLOCATOR_SLACK_FRACTION = 0.10
 # Llama-2-7B +0.34 GiB (8.17 -> 8.51) with LoRA dropout, +0.49 (7.23 -> 7.72) without; Llama-3-8B +0.50
 # (10.00 -> 10.50). One term for both dropout settings, between them; the peaks are logged to 0.1 GiB in the tables.
 COMPILED_LAYER_MLP_TENSORS = 2
+# Compiled layers that dequantise the NF4 weights inside their graph (RunPlan.graph_dequant) hold several weights
+# dequantised at once where bitsandbytes' ops hold one: inductor computes a layer's weights ahead of their matmuls,
+# and the backward recomputes them. Modelled as this many of the largest quantised weight in the compute dtype, in
+# place of the one-at-a-time buffer. Fitted to `lorapilot train` on an H200 (benchmarks/results/
+# user_path-s13-h200-2026-12-04): Llama-2-7B 8.93 GiB peak allocated at 8,786 tokens against 8.63 without (the
+# bitsandbytes path, session 12), +0.30 GiB = 3.6 weights of 11,008 x 4,096 over the one buffer.
+GRAPH_DEQUANT_WEIGHTS = 4.5
 
 
 @dataclass(frozen=True)
@@ -92,6 +99,7 @@ class TrainingShape:
     shards: int = 1              # FSDP over N GPUs: weights, adapters, gradients and optimizer states split N ways
     eval_tokens: int = 0         # the evaluation micro-batch's tokens (no gradients; 0: no evaluation)
     compile_layers: bool = False  # the decoder layers through torch.compile (the plan's): inductor's buffers on top
+    graph_dequant: bool = False  # compiled layers dequantise the NF4 weights in their graph (the plan's)
     device: str = "cuda"         # cuda | cpu (the plan's): only a GPU adds a CUDA context and allocator slack
 
     @property
@@ -251,10 +259,11 @@ def logits_bytes(arch: Architecture, shape: TrainingShape, tokens: int | None = 
 def dequant_buffer_bytes(arch: Architecture, shape: TrainingShape) -> float:
     """The largest quantised weight dequantised for a matmul (one at a time), in the dtype the base was loaded
     in: the compute dtype (engine.model.load_base_model), so fp32 on the CPU (bitsandbytes' dequantize_4bit
-    returns the quantised tensor's original dtype)."""
+    returns the quantised tensor's original dtype). Dequantised in a compiled graph: GRAPH_DEQUANT_WEIGHTS of them."""
     if shape.quantization == "none":
         return 0.0
-    return max(lin.d_in * lin.d_out for lin in arch.linears) * shape.compute_bytes
+    weights = GRAPH_DEQUANT_WEIGHTS if shape.graph_dequant else 1
+    return weights * max(lin.d_in * lin.d_out for lin in arch.linears) * shape.compute_bytes
 
 
 def compiled_layer_bytes(arch: Architecture, shape: TrainingShape) -> float:
@@ -328,8 +337,11 @@ def memory(arch: Architecture, params: ParamCounts, shape: TrainingShape) -> Mem
                                f"weights, adapters, gradients and optimizer states above are 1/{n} (sharded); "
                                "two decoder layers whole at a time", in_peak=True))
     if dequant:
+        width = '16-bit' if c == 2 else 'fp32'
         comps.append(Component("dequantisation buffer", dequant / GIB,
-                               f"largest quantised weight in {'16-bit' if c == 2 else 'fp32'} during its matmul",
+                               f"~{GRAPH_DEQUANT_WEIGHTS:g} x the largest quantised weight in {width}, dequantised "
+                               "inside the compiled layers" if shape.graph_dequant else
+                               f"largest quantised weight in {width} during its matmul",
                                in_peak=not logits_peak))
     if compiled:
         comps.append(Component("compiled layers", compiled / GIB,
@@ -410,7 +422,8 @@ def shape_for_plan(cfg: Config, arch: Architecture, plan: RunPlan, tokens: int |
                          fused_loss=plan.fused_loss if fused_loss is None else fused_loss,
                          kbit_upcast=plan.precision != "bf16", offload=plan.offload and t.gradient_checkpointing,
                          shards=plan.processes if plan.parallelism == "fsdp" else 1,
-                         eval_tokens=plan.eval_tokens, device=plan.device, compile_layers=plan.compile_layers)
+                         eval_tokens=plan.eval_tokens, device=plan.device, compile_layers=plan.compile_layers,
+                         graph_dequant=plan.graph_dequant)
 
 
 def plan_fits(cfg: Config, info: ModelInfo, plan: RunPlan, memory_gib: float, fraction: float | None = None) -> bool:
