@@ -20,9 +20,14 @@ clipped to 50..2000; the instruction and input take 20-70 % of a row), 16 exampl
           compiledhost  compiled + fused AdamW + trimmed guards (both the default since session 12: = compiled)
           compiledold   compiled as before session 12: bitsandbytes' paged AdamW, every guard checked
           compiledcpp   compiled with inductor's wrapper in C++ (LEVERS.cpp_wrapper)
-          compiledgd  compiled with the NF4 weights dequantised by torch ops in the graph (LEVERS.graph_dequant)
+          compiledgd  compiled with the NF4 weights dequantised by torch ops in the graph (LEVERS.graph_dequant,
+                      the default since session 13: = compiled)
+          compiledbnb  compiled with bitsandbytes' own dequantise at every projection (the path before session 13)
           compiledgdcpp  compiledgd with the C++ wrapper
+          compiledmax  compiled in mode max-autotune-no-cudagraphs: Triton matmul templates, into which inductor
+                      may fuse the NF4 dequantise as a prologue (no 16-bit weight written at all)
           leancompiled, leancgd  lean with the layers compiled (training.compile: true), the second with graph_dequant
+          leancgd4k   leancgd with 4,096 tokens per micro-batch instead of 8,192: lean's memory goal (6.2 GiB)
           paged_nd    nodrop with bitsandbytes' paged AdamW (the optimizer before session 12): the optimizer swap's
                       own effect on the adapter, against nodrop
           cudagraphs  compiled layers in mode reduce-overhead (CUDA graphs, cudagraph trees), micro-batches padded
@@ -92,6 +97,9 @@ LEVER_SIDES = {
     "cudagraphs": (False, True, "compile_mode=reduce-overhead,pad_multiple=1024"),
     "compiledgd": (False, True, "graph_dequant=true"),
     "compiledgdcpp": (False, True, "graph_dequant=true,cpp_wrapper=true"),
+    "compiledbnb": (False, True, "graph_dequant=false"),
+    "compiledmax": (False, True, "compile_mode=max-autotune-no-cudagraphs"),
+    "leancgd4k": (True, True, "graph_dequant=true,tokens_per_microbatch=4096"),
     "leancompiled": (True, True, ""),
     "leancgd": (True, True, "graph_dequant=true"),
     "leanstretch": (True, False, "lean_stretch=true"),

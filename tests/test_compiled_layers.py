@@ -259,8 +259,8 @@ def test_trimmed_guards_still_send_what_can_change_to_another_graph(demo_model_d
 
 
 def test_host_levers_reach_torch_compile_as_options(demo_model_dir, monkeypatch):
-    """trim_guards and cpp_wrapper become torch.compile options (with reduce-overhead as its option: torch.compile
-    takes a mode or options, not both); the C++ wrapper only for inductor, which alone has one."""
+    """trim_guards and cpp_wrapper become torch.compile options (with reduce-overhead or max-autotune as their
+    options: torch.compile takes a mode or options, not both); the C++ wrapper only for inductor, which alone has one."""
     import torch
 
     from engine.train.compiled_layers import compile_decoder_layers, guards_that_can_change
@@ -274,5 +274,9 @@ def test_host_levers_reach_torch_compile_as_options(demo_model_dir, monkeypatch)
     assert calls[-1]["mode"] is None and calls[-1]["options"] == {
         "guard_filter_fn": guards_that_can_change, "cpp_wrapper": True, "triton.cudagraphs": True}
     assert "trimmed guards, C++ wrapper" in logs[-1]
+    compile_decoder_layers(model, logs.append, backend="inductor", mode="max-autotune-no-cudagraphs", trim_guards=True)
+    assert calls[-1]["mode"] is None and calls[-1]["options"] == {
+        "guard_filter_fn": guards_that_can_change, "max_autotune": True}
+    assert "mode max-autotune-no-cudagraphs, trimmed guards" in logs[-1]
     compile_decoder_layers(model, logs.append, backend="aot_eager", cpp_wrapper=True)
     assert calls[-1]["options"] is None and calls[-1]["mode"] is None and "C++" not in logs[-1]

@@ -10,17 +10,7 @@
 #   bash benchmarks/device_jobs/h200-s13.sh CALL $OUT      (carry .whl and .whl25; calls back to back share /tmp/up)
 CALL=${1:?call 1, 2 or 3}
 OUT=${2:?results directory}
-R=/tmp/s13/call$CALL
-mkdir -p "$R" "$OUT"
-cd "$(dirname "$0")/../.." || exit 1
-START=$(date +%s)
-if [ ! -f /tmp/site25/.done ]; then  # a warm machine keeps /tmp: the wheels go in once
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site25 \
-        .whl25/*.whl && touch /tmp/site25/.done
-fi
-export PYTHONPATH=/tmp/site25:/tmp/site${PYTHONPATH:+:$PYTHONPATH}
-export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
+JOB=s13 source "$(dirname "$0")/begin.sh"
 left() { echo $(( $1 - $(date +%s) + START )); }
 L=benchmarks/device_jobs/h200-2026-12-03-levers.sh
 case $CALL in

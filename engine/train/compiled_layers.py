@@ -44,7 +44,8 @@ def compile_decoder_layers(model, log: Callable[[str], None], *, backend: Any = 
     resume from). Through a subclass transformers' own checkpointing wraps the compiled forward in every version.
 
     mode "reduce-overhead": inductor replays each compiled graph as a CUDA graph (one per input length: pair it
-    with LEVERS.pad_multiple so lengths repeat). trim_guards: dynamo checks only guards_that_can_change.
+    with LEVERS.pad_multiple so lengths repeat). "max-autotune-no-cudagraphs": Triton matmul templates, into which
+    inductor can fuse a prologue such as graph_dequant's NF4 dequantise. trim_guards: dynamo checks only guards_that_can_change.
     cpp_wrapper: inductor's generated wrapper in C++ (its launches cost less host time). graph_dequant: the NF4
     projections' weights dequantised by torch ops inside the compiled graph (engine.train.graph_dequant)."""
     import torch
@@ -63,6 +64,8 @@ def compile_decoder_layers(model, log: Callable[[str], None], *, backend: Any = 
         options["cpp_wrapper"] = True
     if options and mode == "reduce-overhead":
         options["triton.cudagraphs"] = True  # torch.compile takes a mode or options, not both
+    if options and mode == "max-autotune-no-cudagraphs":
+        options["max_autotune"] = True
     compiled: dict[type, type] = {}
     for layer in layers:
         eager: Any = _eager_class(layer) or type(layer)
