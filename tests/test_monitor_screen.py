@@ -20,7 +20,7 @@ from tui.app import LorapilotApp  # noqa: E402
 from tui.screens.confirm_stop import ConfirmStop  # noqa: E402
 from tui.screens.monitor import MonitorScreen  # noqa: E402
 from tui.screens.runs import RunsScreen  # noqa: E402
-from tui.widgets.loss_chart import LossChart  # noqa: E402
+from tui.widgets.loss_chart import EVAL_COLOUR, RAW_COLOUR, TRAIN_COLOUR, LossChart  # noqa: E402
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -38,6 +38,12 @@ async def until(pilot, condition, timeout: float = 60.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         await pilot.pause(0.05)
+
+
+def line(chart, colour):
+    """The chart's trace drawn in that colour (the order of the traces is the order they are drawn in)."""
+    (trace,) = [t for t in chart._traces if t.style == colour]
+    return trace
 
 
 def monitor(app) -> MonitorScreen:
@@ -84,7 +90,7 @@ async def test_shows_a_realistic_run(tmp_path):
         h = screen.history
         assert len(h.loss) == 90 and len(h.eval_loss) == 18
         chart = screen.query_one("#loss", LossChart)
-        assert chart._traces[0].x[-1] == 900     # the latest point is drawn
+        assert line(chart, TRAIN_COLOUR).x[-1] == 900     # the latest point is drawn
         progress = text_of(screen.query_one("#progress"))
         assert "training" in progress and "900 / 1,200" in progress and "checkpoint-900" in progress
         assert "ETA" in progress and "tokens/s 3," in progress
@@ -115,7 +121,7 @@ async def test_new_records_appear_while_watching(tmp_path):
         await until(pilot, lambda: screen.history.loss.x[-1] == 400)
         # Charts follow at most every CHART_EVERY_S; the text panels at once.
         chart = screen.query_one("#loss", LossChart)
-        await until(pilot, lambda: chart._traces[0].x[-1] == 400, timeout=60)
+        await until(pilot, lambda: line(chart, TRAIN_COLOUR).x[-1] == 400, timeout=60)
         assert "400 / 1,200" in text_of(screen.query_one("#progress"))
         (run / "status.json").write_text(json.dumps({**status, "step": 401, "updated": time.time(), "memory": "lean",
                                                      "world_size": 2}))
@@ -226,7 +232,7 @@ async def test_small_terminal_uses_tabs_and_large_a_grid(tmp_path):
             assert region.width > 20 and region.height >= 4, panel
         assert screen.query_one("#samples").region.height > 5       # room for samples on a tall terminal
         # The new widgets drew the history they did not see arrive.
-        assert screen.query_one("#loss", LossChart)._traces[0].x[-1] == 900
+        assert line(screen.query_one("#loss", LossChart), TRAIN_COLOUR).x[-1] == 900
         assert screen.query_one("#log").lines
 
 
@@ -236,12 +242,14 @@ async def test_smoothing_and_log_scale_keys(tmp_path):
     async with app.run_test(size=(100, 32)) as pilot:
         await until(pilot, lambda: loaded(app))
         chart = monitor(app).query_one("#loss", LossChart)
-        raw_last = chart._traces[0].y[-1]
+        raw_last = line(chart, TRAIN_COLOUR).y[-1]
+        # eval first, then the training line over it (it stays visible where the two share a cell)
+        assert [t.style for t in chart._traces] == [EVAL_COLOUR, TRAIN_COLOUR]
         await pilot.press("s")
-        assert chart.smoothing == 0.6 and len(chart._traces) == 3      # raw, smoothed, eval
-        assert chart._traces[1].y[-1] != raw_last
+        assert [t.style for t in chart._traces] == [EVAL_COLOUR, RAW_COLOUR, TRAIN_COLOUR]   # raw under smoothed
+        assert line(chart, RAW_COLOUR).y[-1] == raw_last and line(chart, TRAIN_COLOUR).y[-1] != raw_last
         await pilot.press("l")
-        assert chart.log_scale and chart._traces[0].y[-1] == pytest.approx(__import__("math").log10(raw_last))
+        assert chart.log_scale and line(chart, RAW_COLOUR).y[-1] == pytest.approx(__import__("math").log10(raw_last))
         assert "EMA 0.6" in chart.border_subtitle and "log y" in chart.border_subtitle
         await pilot.press("s", "s", "s")
         assert chart.smoothing == 0.0

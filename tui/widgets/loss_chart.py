@@ -57,16 +57,19 @@ class LossChart(RunPlot):
         scale = log10_or_nan if self.log_scale else (lambda a: a)
         tx, ty = h.loss.x, h.loss.y
         traces = []
-        if self.smoothing and len(tx):
-            smooth = self._ema.smooth(h.loss.y, self.smoothing, key=h.loss.rewinds)
-            traces += [Trace(tx, scale(ty), RAW_COLOUR), Trace(tx, scale(smooth), TRAIN_COLOUR)]
-        elif len(tx):
-            traces.append(Trace(tx, scale(ty), TRAIN_COLOUR))
+        # The eval line first, the training line over it: where the two share a cell (eval close to train, as it
+        # is early on) the training line stays visible instead of seeming to stop at the first evaluation; the
+        # eval markers are drawn over both (RunPlot.draw).
         if len(h.eval_loss):
             ex, ey = h.eval_loss.x, h.eval_loss.y
             # Markers only while they stay apart; hundreds of evals would merge into a bar.
             marker = "◆" if len(ex) <= max(8, self.size.width // 3) else None
             traces.append(Trace(ex, scale(ey), EVAL_COLOUR, marker))
+        if self.smoothing and len(tx):
+            smooth = self._ema.smooth(h.loss.y, self.smoothing, key=h.loss.rewinds)
+            traces += [Trace(tx, scale(ty), RAW_COLOUR), Trace(tx, scale(smooth), TRAIN_COLOUR)]
+        elif len(tx):
+            traces.append(Trace(tx, scale(ty), TRAIN_COLOUR))
         self.draw(traces)
         self.border_title = self._title()
         self.border_subtitle = self._subtitle()

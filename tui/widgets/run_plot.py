@@ -64,8 +64,8 @@ class RunPlot(PlotWidget):
         self._limit_ticks()
         self.clear()
         target = self.target_points
-        xs, ys = [], []
-        for tr in traces:
+        xs, ys, marked = [], [], []
+        for tr in traces:  # lines in the order given: where two share a cell, the later one's colour shows
             x, y = downsample(tr.x, tr.y, target)
             ok = np.isfinite(x) & np.isfinite(y)
             if not ok.any():
@@ -74,7 +74,9 @@ class RunPlot(PlotWidget):
             ys.append(y[ok])
             self.plot(x, y, line_style=tr.style, hires_mode=HiResMode.BRAILLE)
             if tr.marker:
-                self.scatter(x, y, marker=tr.marker, marker_style=tr.style)
+                marked.append((x, y, tr))
+        for x, y, tr in marked:  # markers over every line: a sparse series' points stay in sight
+            self.scatter(x, y, marker=tr.marker, marker_style=tr.style)
         if xs and not self._user_scaled:
             self._fit(np.concatenate(xs), np.concatenate(ys))
 
