@@ -27,7 +27,8 @@ clipped to 50..2000; the instruction and input take 20-70 % of a row), 16 exampl
           compiledmax  compiled in mode max-autotune-no-cudagraphs: Triton matmul templates, into which inductor
                       may fuse the NF4 dequantise as a prologue (no 16-bit weight written at all)
           leancompiled, leancgd  lean with the layers compiled (training.compile: true), the second with graph_dequant
-          leancgd4k   leancgd with 4,096 tokens per micro-batch instead of 8,192: lean's memory goal (6.2 GiB)
+          leancgd4k, leancgd6k  leancgd with 4,096 or 6,144 tokens per micro-batch instead of 8,192: lean's memory
+                      goal (6.2 GiB; the estimate: 5.6 and ~6.3 GiB against 6.9 at 8,192)
           paged_nd    nodrop with bitsandbytes' paged AdamW (the optimizer before session 12): the optimizer swap's
                       own effect on the adapter, against nodrop
           cudagraphs  compiled layers in mode reduce-overhead (CUDA graphs, cudagraph trees), micro-batches padded
@@ -100,6 +101,7 @@ LEVER_SIDES = {
     "compiledbnb": (False, True, "graph_dequant=false"),
     "compiledmax": (False, True, "compile_mode=max-autotune-no-cudagraphs"),
     "leancgd4k": (True, True, "graph_dequant=true,tokens_per_microbatch=4096"),
+    "leancgd6k": (True, True, "graph_dequant=true,tokens_per_microbatch=6144"),
     "leancompiled": (True, True, ""),
     "leancgd": (True, True, "graph_dequant=true"),
     "leanstretch": (True, False, "lean_stretch=true"),

@@ -4,9 +4,9 @@
 #   call 1  Llama-3-8B: the best stack, compiled (the default of long runs: weights dequantised in the graph since
 #           session 13), compiledbnb (bitsandbytes' dequantise, the path before): Llama-3-8B's 1.6x and the
 #           in-graph dequantise's gain there
-#   call 2  Llama-2-7B: leancgd4k (lean + compiled at 4,096 tokens per micro-batch: lean's 6.2 GiB goal),
-#           compiledmax (max-autotune: the dequantise fused into the matmul as a prologue?), lean (eager, on 5.25)
-#   call 3  Llama-2-7B: the best stack and compiled again, a second pair against the noise; then compiledbnb
+#   call 2  Llama-2-7B: leancgd4k, leancgd6k (lean + compiled at 4,096 / 6,144 tokens per micro-batch: lean's
+#           6.2 GiB goal), compiledmax (max-autotune: the dequantise fused into the matmul as a prologue?)
+#   call 3  Llama-2-7B: the best stack and compiled again, a second pair against the noise; then lean (eager, 5.25)
 #   bash benchmarks/device_jobs/h200-s14.sh CALL $OUT        (SIDES1/2/3, STEPS, BUDGET_S to fit a short lease)
 CALL=${1:?call 1, 2 or 3}
 OUT=${2:?results directory}
@@ -15,8 +15,8 @@ DEADLINE_S=$(( ${BUDGET_S:-530} - $(date +%s) + START ))
 L=benchmarks/device_jobs/h200-2026-12-03-levers.sh
 case $CALL in
 1) ARCH=llama3-8b SIDES=${SIDES1:-best,compiled,compiledbnb} ;;
-2) ARCH=llama2-7b SIDES=${SIDES2:-leancgd4k,compiledmax,lean} ;;
-3) ARCH=llama2-7b SIDES=${SIDES3:-best,compiled,compiledbnb} ;;
+2) ARCH=llama2-7b SIDES=${SIDES2:-leancgd4k,leancgd6k,compiledmax} ;;
+3) ARCH=llama2-7b SIDES=${SIDES3:-best,compiled,lean} ;;
 esac
 ARCH=$ARCH SIDES=$SIDES STEPS=${STEPS:-50} WARMUP=10 DEADLINE_S=$DEADLINE_S SIDE_S=200 bash $L "$R/levers"
 cp "$R/levers/user_path_all.md" "$OUT/levers.md" 2>/dev/null; cp "$R/levers/adapters.md" "$OUT/" 2>/dev/null
