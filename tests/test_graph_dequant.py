@@ -115,6 +115,34 @@ def whole_block_model_dir(tmp_path_factory):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("model_type", ["qwen2", "gemma2"])
+def test_other_families_compiled_with_the_weights_in_the_graph_compute_what_eager_does(tmp_path, model_type):
+    """The families beyond Llama whose projections differ: Qwen2's q/k/v carry a bias (the swapped forward adds it),
+    Gemma-2 soft-caps its attention and logits and scales its norms by 1 + w. Every projection swapped."""
+    from test_compiled_layers import _loss_and_grads
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.for_model(model_type, vocab_size=256, hidden_size=128, intermediate_size=384,
+                                  num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=32,
+                                  max_position_embeddings=256)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config)
+    with torch.no_grad():  # initialised to zero: a forward that dropped them would compute the same
+        for name, p in model.named_parameters():
+            if name.endswith("proj.bias"):
+                p.normal_(0, 0.5)
+    model.save_pretrained(tmp_path)
+    eager_losses, eager_grads, _, _ = _loss_and_grads(tmp_path, compiled=False)
+    losses, grads, logs, model = _loss_and_grads(tmp_path, compiled=True, graph_dequant=True)
+    assert "14 NF4 weights dequantised in the graph" in logs[0]
+    if model_type == "qwen2":
+        assert model.model.model.layers[0].self_attn.q_proj.base_layer.bias is not None
+    assert losses == pytest.approx(eager_losses, rel=1e-5)
+    for name in grads:
+        torch.testing.assert_close(grads[name], eager_grads[name], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.slow
 def test_compiled_layers_with_the_weights_dequantised_in_the_graph_compute_what_eager_does(whole_block_model_dir):
     from test_compiled_layers import _loss_and_grads
 
