@@ -38,6 +38,9 @@ clipped to 50..2000; the instruction and input take 20-70 % of a row), 16 exampl
           engine2     the default again: run-to-run noise of tokens/s and of the adapter
           compiled2   compiled again: engine,compiled,engine2,compiled2 interleaves repeats, since runs of one config
                       on one machine differ by 10-25 % (user_path-t525-h200-2026-12-03.md)
+          compiled_mem, compiledbnb_mem  compiled with and without the weights dequantised in the graph, MEM_STEPS
+                      steps with the trainer's CUDA allocations recorded: memory_peak.py names what is alive at
+                      the peak (ARCH-SIDE.mem.md); their speed is not comparable (recording costs host time)
           nodrop, compiled_nd, cudagraphs_nd  LoRA dropout 0, 30 steps: the adapters compared (adapter_agreement.py)
           eager_nd    nodrop again: the GPU kernels' run-to-run nondeterminism, the floor of any difference
           noliger_nd  nodrop without Liger's kernels (RMSNorm, RoPE, SwiGLU, the loss in PyTorch's own): the same
@@ -116,6 +119,10 @@ for _name, _spec in [("nodrop", (False, False, "")), ("eager_nd", (False, False,
                      ("paged_nd", (False, False, "fused_optimizer=false")),
                      *((f"{k}_nd", LEVER_SIDES[k]) for k in ("compiled", "cudagraphs", "compiledhost", "compiledgd"))]:
     LEVER_SIDES[_name] = _spec
+# Memory sides (ending _mem): the lever side's run, MEM_STEPS steps, under BENCH_MEMORY_HISTORY (lever_site/).
+MEM_STEPS = 20
+for _name in ("compiled", "compiledbnb"):
+    LEVER_SIDES[f"{_name}_mem"] = LEVER_SIDES[_name]
 SIDES = ("best", "engine", "lean", *LEVER_SIDES)
 EXAMPLES_PER_STEP = 16        # the engine's default micro_batch_size 4 x gradient_accumulation_steps 4
 LOG_EVERY = 10                # the engine's default logging_steps; the best stack's points use the same
@@ -203,7 +210,7 @@ def run_lorapilot(side: str, model_dir: Path, data: Path, steps: int, work: Path
     lean, compile_layers, levers = LEVER_SIDES.get(side, (side == "lean", False, ""))
     cfg = write_config(work / f"{tag}.yaml", model_dir, data, lean=lean, no_dropout=agreement_side(side),
                        compile_layers=compile_layers)
-    steps = AGREE_STEPS if agreement_side(side) else steps
+    steps = AGREE_STEPS if agreement_side(side) else MEM_STEPS if side.endswith("_mem") else steps
     run_dir = work / f"{tag}-run"
     shutil.rmtree(run_dir, ignore_errors=True)
     cmd = [sys.executable, "-m", "tui.entry", "train", str(cfg), "--run-dir", str(run_dir), "--max-steps", str(steps)]
@@ -211,15 +218,32 @@ def run_lorapilot(side: str, model_dir: Path, data: Path, steps: int, work: Path
     t0 = time.time()
     # perf_hints: where inductor skips CUDA graphs it says why ("skipping cudagraphs due to ...")
     env = {"TORCH_LOGS": "recompiles,perf_hints" if "compile_mode" in levers else "recompiles"}
-    if levers:
+    memory = work / f"{tag}-mem" if side.endswith("_mem") else None
+    if memory:
+        shutil.rmtree(memory, ignore_errors=True)
+        env["BENCH_MEMORY_HISTORY"] = str(memory)
+    if levers or memory:
         site = str(REPO / "benchmarks" / "lever_site")
         env.update(BENCH_LEVERS=levers, PYTHONPATH=os.pathsep.join(
             [site, str(REPO)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
     rc = _run(cmd, work / f"{tag}.cli.log", timeout_s, env=env)
     if rc is None:  # out of time: the trainer runs detached from the CLI, in its own session
         _kill_trainer(run_dir)
+    if memory:
+        _memory_report(memory, work / f"{tag}.mem.md")
     return {"side": side, "rc": rc, "started": t0, "points": engine_points(run_dir),
             "log": str(run_dir / "train.log"), "config": cfg.read_text(), "choices": choices(run_dir / "train.log")}
+
+
+def _memory_report(memory: Path, out: Path, wait_s: float = 180) -> None:
+    """memory_peak.py over the trainer's snapshot, which the detached trainer writes as it exits (lever_site/)."""
+    deadline = time.time() + wait_s
+    while not list(memory.glob("*.pickle")) and time.time() < deadline:
+        time.sleep(1)
+    snaps = sorted(memory.glob("*.pickle"))
+    if snaps:
+        subprocess.run([sys.executable, str(REPO / "benchmarks" / "memory_peak.py"), *map(str, snaps),
+                        "--out", str(out)], check=False)
 
 
 def choices(log: Path) -> list[str]:

@@ -19,5 +19,5 @@ python3 benchmarks/user_path.py --retable /tmp/up --warmup ${WARMUP:-20} --out "
 python3 benchmarks/adapter_agreement.py /tmp/up $ARCH --out "$R/adapters.md" > "$R/adapters.log" 2>&1
 # the sides' logs, metrics and result files; not the models, the data, checkpoints or adapters
 tar czf "$R/up.tgz" -C /tmp/up --exclude=models --exclude='alpaca-*' --exclude=checkpoints --exclude=adapter \
-    --exclude=best-out . 2>/dev/null
+    --exclude=best-out --exclude='*.pickle' . 2>/dev/null
 tail -22 "$R/user_path_all.md"; cat "$R/adapters.md"; tail -5 "$R/adapters.log"

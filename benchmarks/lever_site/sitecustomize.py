@@ -2,6 +2,7 @@
 # with it: the trainer that `lorapilot train` spawns too, which a benchmark cannot reach otherwise
 # (benchmarks/user_path.py's lever sides). benchmarks/profile_step.py calls switch_levers in its own process.
 import os
+import sys
 
 
 def switch_levers(spec: str) -> None:
@@ -18,3 +19,29 @@ def switch_levers(spec: str) -> None:
 
 if os.environ.get("BENCH_LEVERS"):
     switch_levers(os.environ["BENCH_LEVERS"])
+
+
+def record_memory_history(folder: str) -> None:
+    """The trainer's CUDA allocations recorded with their Python stacks, dumped as a snapshot when it exits
+    (benchmarks/memory_peak.py reads it): user_path's _mem sides set BENCH_MEMORY_HISTORY to a folder."""
+    import atexit
+    from pathlib import Path
+
+    import torch
+
+    if not torch.cuda.is_available():
+        return
+    torch.cuda.memory._record_memory_history(max_entries=int(os.environ.get("BENCH_MEMORY_ENTRIES", "1000000")),
+                                             stacks="python")
+    path = Path(folder) / f"trainer-{os.getpid()}.pickle"
+
+    def dump() -> None:  # under another name first: a reader waiting for *.pickle never sees half a file
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.cuda.memory._dump_snapshot(str(path.with_suffix(".part")))
+        os.replace(path.with_suffix(".part"), path)
+    atexit.register(dump)
+
+
+# Only in the trainer (`python -m engine.train.run`), not in the CLI that starts it.
+if os.environ.get("BENCH_MEMORY_HISTORY") and "engine.train.run" in getattr(sys, "orig_argv", []):
+    record_memory_history(os.environ["BENCH_MEMORY_HISTORY"])
