@@ -74,9 +74,9 @@ class RunPlot(PlotWidget):
             ys.append(y[ok])
             self.plot(x, y, line_style=tr.style, hires_mode=HiResMode.BRAILLE)
             if tr.marker:
-                marked.append((x, y, tr))
-        for x, y, tr in marked:  # markers over every line: a sparse series' points stay in sight
-            self.scatter(x, y, marker=tr.marker, marker_style=tr.style)
+                marked.append((x, y, tr.marker, tr.style))
+        for x, y, marker, style in marked:  # markers over every line: a sparse series' points stay in sight
+            self.scatter(x, y, marker=marker, marker_style=style)
         if xs and not self._user_scaled:
             self._fit(np.concatenate(xs), np.concatenate(ys))
 
