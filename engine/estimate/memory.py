@@ -61,10 +61,10 @@ ALLOCATOR_SLACK_FRACTION = 0.10
 # Llama-2-7B +0.34 GiB (8.17 -> 8.51) with LoRA dropout, +0.49 (7.23 -> 7.72) without; Llama-3-8B +0.50
 # (10.00 -> 10.50). One term for both dropout settings, between them; the peaks are logged to 0.1 GiB in the tables.
 COMPILED_LAYER_MLP_TENSORS = 2
-# Compiled layers that dequantise the NF4 weights inside their graph (RunPlan.graph_dequant) hold several weights
-# dequantised at once where bitsandbytes' ops hold one: inductor computes a layer's weights ahead of their matmuls,
-# and the backward recomputes them. Modelled as this many of the largest quantised weight in the compute dtype, in
-# place of the one-at-a-time buffer. Fitted to `lorapilot train` on an H200 (benchmarks/results/
+# Compiled layers that dequantise the NF4 weights inside their graph (RunPlan.graph_dequant) peak higher than with
+# bitsandbytes' ops, which hold one dequantised weight at a time. Why is not known yet: the AOT graphs recompute
+# each weight just before its matmul, so it is inductor's doing on the GPU (benchmarks/memory_peak.py, next lease).
+# Modelled as this many of the largest quantised weight in the compute dtype, in place of the one-at-a-time buffer. Fitted to `lorapilot train` on an H200 (benchmarks/results/
 # user_path-s13-h200-2026-12-04): Llama-2-7B 8.93 GiB peak allocated at 8,786 tokens against 8.63 without (the
 # bitsandbytes path, session 12), +0.30 GiB = 3.6 weights of 11,008 x 4,096 over the one buffer.
 GRAPH_DEQUANT_WEIGHTS = 4.5
