@@ -186,10 +186,16 @@ def test_errors_of_the_model_itself_are_not_swallowed():
     fallback = CompileFallback(model, lambda m: None)
 
     def bad_step():
-        raise ValueError("a shape error in the data")
-    with pytest.raises(ValueError):
+        culprit = "row 7"
+        raise ValueError(f"a shape error in the data ({culprit})")
+    with pytest.raises(ValueError) as raised:
         fallback.run(bad_step)
     assert fallback.failed is None
+    # raised as it was: its traceback still ends in the step, with the step's locals there to debug it
+    last = raised.tb
+    while last.tb_next is not None:
+        last = last.tb_next
+    assert last.tb_frame.f_code.co_name == "bad_step" and last.tb_frame.f_locals["culprit"] == "row 7"
     assert not is_compile_failure(torch.OutOfMemoryError("CUDA out of memory"))
     assert is_compile_failure(torch._dynamo.exc.BackendCompilerFailed(_forward_fails, RuntimeError("x"), None))
 
@@ -280,3 +286,20 @@ def test_host_levers_reach_torch_compile_as_options(demo_model_dir, monkeypatch)
     assert "mode max-autotune-no-cudagraphs, trimmed guards" in logs[-1]
     compile_decoder_layers(model, logs.append, backend="aot_eager", cpp_wrapper=True)
     assert calls[-1]["options"] is None and calls[-1]["mode"] is None and "C++" not in logs[-1]
+
+
+def test_a_compile_failure_after_some_gradient_changed_is_raised_with_its_cause():
+    import torch
+
+    from engine.train.compiled_layers import CompileFallback
+
+    model = torch.nn.Linear(2, 2)
+    fallback = CompileFallback(model, lambda m: None)
+    failure = torch._dynamo.exc.BackendCompilerFailed(_forward_fails, RuntimeError("forced"), None)
+
+    def step():
+        model.weight.grad = torch.ones(2, 2)  # part of the micro-batch's gradient, then the backward fails
+        raise failure
+    with pytest.raises(RuntimeError, match="cannot be retried exactly") as raised:
+        fallback.run(step)
+    assert raised.value.__cause__ is failure
