@@ -288,6 +288,44 @@ def test_host_levers_reach_torch_compile_as_options(demo_model_dir, monkeypatch)
     assert calls[-1]["options"] is None and calls[-1]["mode"] is None and "C++" not in logs[-1]
 
 
+def test_a_compile_failure_is_retried_only_once_the_failed_attempt_is_freed():
+    """The failed attempt's tensors (the forward's activations, alive in its frames through the exception's
+    traceback) are gone before the eager retry starts: on a GPU where the run barely fits, the retry beside them
+    would run out of memory (on the H200 it peaked 1.1 GiB higher, 31 layer outputs of the failed forward)."""
+    import gc
+    import weakref
+
+    import torch
+
+    from engine.train.compiled_layers import CompileFallback
+
+    fallback = CompileFallback(torch.nn.Linear(2, 2), lambda m: None)
+    failed: list[weakref.ref] = []
+
+    def compiled_forward():
+        activations = torch.ones(256, 1024)  # stands in for the failed forward's layer outputs
+        graph = {"saved": activations}
+        graph["next"] = graph  # as autograd graphs can be: a reference cycle, which only the collector frees
+        failed.append(weakref.ref(activations))
+        raise torch._dynamo.exc.BackendCompilerFailed(_forward_fails, RuntimeError("forced"), None)
+
+    def step():
+        if not failed:
+            compiled_forward()
+        alive = failed[0]() is not None
+        assert not alive, "the failed attempt's activations are still alive during the eager retry"
+        return "retried"
+
+    enabled = gc.isenabled()
+    gc.disable()  # the fallback frees them itself, not the collector running by chance in between
+    try:
+        assert fallback.run(step) == "retried"
+    finally:
+        if enabled:
+            gc.enable()
+    assert "forced" in fallback.failed
+
+
 def test_a_compile_failure_after_some_gradient_changed_is_raised_with_its_cause():
     import torch
 
