@@ -29,6 +29,11 @@ if TYPE_CHECKING:  # annotations only: the estimate and the trainer import this 
 # tokens on a 7B), so 8k tokens keep a 7B near 6 GiB while a typical optimizer step (16 examples, ~7k
 # tokens) is still one micro-batch: each forward pass of the 4-bit path has a large fixed cost.
 LEAN_TOKENS_PER_MICROBATCH = 8192
+# ... and at most this many when lean's decoder layers are compiled (long runs, engine.plan.compile_for): inductor's
+# buffers and the weights dequantised in the graph add ~0.6 GiB at 8k tokens. Measured on the user's path (H200,
+# Llama-2-7B, benchmarks/results/user_path-s14-h200-2026-12-04.md): compiled at 6,144 tokens 6,091 tok/s at 6.1 GiB,
+# 1.21x eager lean's 5,018 at 6.0 GiB (8,192); compiled at 8,192 7,142 tok/s but 6.7 GiB; at 4,096 4,446 at 5.6.
+LEAN_COMPILED_TOKENS_PER_MICROBATCH = 6144
 # ... unless the data's fullest optimizer step is at most this much longer: then every step is one micro-batch
 # (the Trainer's accumulation count is fixed, so one step over the cap would split them all in two, each pass
 # paying the fixed cost again), for at most ~0.5 GiB more on a 7B.
@@ -150,8 +155,9 @@ def liger_for(machine: Machine, model_type: str | None) -> tuple[bool, str]:
     return True, ""
 
 
-def token_budget_for(cfg: Config, machine: Machine, memory: str) -> tuple[int | None, str]:
-    """Tokens per micro-batch when packing; None for classic padded micro-batches."""
+def token_budget_for(cfg: Config, machine: Machine, memory: str, compiled: bool = False) -> tuple[int | None, str]:
+    """Tokens per micro-batch when packing; None for classic padded micro-batches. compiled: the plan compiles the
+    decoder layers (lean's cap is lower then)."""
     from engine.train.speed import LEVERS
 
     t = cfg.training
@@ -167,8 +173,10 @@ def token_budget_for(cfg: Config, machine: Machine, memory: str) -> tuple[int | 
         return budget, f"batching: packed, up to {budget} tokens per micro-batch (a whole optimizer step when it fits)"
     if machine.device == "cuda" and memory == "lean":
         # Tokens per micro-batch decide the working memory; one micro-batch per step where the cap allows.
-        budget = min(per_step * t.max_seq_length, max(t.max_seq_length, LEAN_TOKENS_PER_MICROBATCH))
-        return budget, f"batching: lean, packed up to {budget} tokens per micro-batch"
+        cap = LEAN_COMPILED_TOKENS_PER_MICROBATCH if compiled else LEAN_TOKENS_PER_MICROBATCH
+        budget = min(per_step * t.max_seq_length, max(t.max_seq_length, cap))
+        return budget, f"batching: lean, packed up to {budget} tokens per micro-batch" + (
+            " (compiled layers: a lower cap keeps lean's memory)" if compiled else "")
     budget = t.micro_batch_size * t.max_seq_length
     return budget, f"batching: packed, up to {budget} tokens per micro-batch (micro_batch_size x max_seq_length)"
 
@@ -223,7 +231,8 @@ def compile_for(setting: str | bool, machine: Machine, memory: str, steps: int |
                 room: bool = True, steps_done: int = 0) -> tuple[bool, str]:
     """training.compile: whether each decoder layer goes through torch.compile (engine.train.compiled_layers), and
     the line that says why. Inductor generates Triton kernels: a GPU with Triton or nothing. auto compiles only
-    where it was measured to pay back: one process on the fast path, a run of at least COMPILE_MIN_STEPS steps.
+    where it was measured to pay back: one process, a run of at least COMPILE_MIN_STEPS steps (lean's too, at
+    LEAN_COMPILED_TOKENS_PER_MICROBATCH).
     room False: the estimate fits the fast path eager but not compiled (plan_run asks): auto stays eager rather
     than fall back to lean, which is far slower than what compiling gains. steps_done: a resumed run's checkpoint
     step; what pays back the compile is the steps still to run."""
@@ -238,8 +247,6 @@ def compile_for(setting: str | bool, machine: Machine, memory: str, steps: int |
                       f"~{COMPILE_LAYERS_S:.0f} s later")
     if not gpu:
         return False, f"compile: decoder layers eager ({why_not})"
-    if memory == "lean":
-        return False, "compile: decoder layers eager (memory lean: compiling is measured on the fast path only)"
     if machine.processes > 1:
         return False, (f"compile: decoder layers eager ({machine.processes} processes: compiling is measured on one "
                        "GPU only; training.compile: true to compile anyway)")
@@ -253,8 +260,9 @@ def compile_for(setting: str | bool, machine: Machine, memory: str, steps: int |
     if not room:
         return False, (f"compile: decoder layers eager ({count} would pay back the compile, but the compiled "
                        f"layers' extra memory would not fit {machine.memory_gib:.0f} GiB)")
+    faster = "~1.2x faster ones than lean's eager layers" if memory == "lean" else "~1.15x faster ones"
     return True, (f"compile: decoder layers compiled ({count}: the ~{COMPILE_LAYERS_S:.0f} s compile before step "
-                  "1 pays back after ~500 steps of ~1.15x faster ones)")
+                  f"1 pays back after ~500 steps of {faster})")
 
 
 # ------------------------------------------------------------------------------------------- micro-batches
@@ -323,12 +331,12 @@ def plan_run(cfg: Config, machine: Machine, *, lengths: list[int] | None = None,
         plan = _plan_for(cfg, machine, m, p, lengths, n_examples, val_lengths, info,
                          resumed=resumed)
         best = plan
-        if k == len(candidates) - 1 or info is None or machine.memory_gib is None:
+        if info is None or machine.memory_gib is None:
             break
         from engine.estimate.memory import plan_fits
         if plan_fits(cfg, info, plan, machine.memory_gib, fraction):
             break
-        if plan.compile_layers and t.compile == "auto":  # eager on the fast path before lean, if that fits
+        if plan.compile_layers and t.compile == "auto":  # eager on this path before the next, if that fits
             eager = _plan_for(cfg, machine, m, p, lengths, n_examples, val_lengths, info, compile_room=False,
                               resumed=resumed)
             if plan_fits(cfg, info, eager, machine.memory_gib, fraction):
@@ -385,7 +393,19 @@ def _plan_for(cfg: Config, machine: Machine, memory: str, parallelism: str, leng
         lines.append(f"kernels: plain PyTorch ({why})")
     attention, line = attention_for(machine, t.packing)
     lines.append(line)
-    budget, line = token_budget_for(cfg, machine, memory)
+    n_ranks = machine.processes
+    examples_per_step = t.micro_batch_size * t.gradient_accumulation_steps * n_ranks
+    if cfg.dataset.max_examples and n_examples is not None:
+        n_examples = min(n_examples, cfg.dataset.max_examples)
+    assumed = lengths is None
+    # Steps do not depend on how a step is cut into micro-batches: the compile is decided first, since lean's
+    # token cap depends on it.
+    counted = n_examples if assumed else len(lengths or [])
+    per_epoch = None if counted is None else max(1, math.ceil(counted / examples_per_step))
+    steps = total_steps(cfg, per_epoch)
+    compile_layers, compile_line = compile_for(t.compile, machine, memory, steps, room=compile_room,
+                                               steps_done=resumed.step if resumed else 0)
+    budget, line = token_budget_for(cfg, machine, memory, compiled=compile_layers)
     lines.append(line)
     optimizer, line = optimizer_for(t.optimizer, machine, memory, sharded=parallelism == "fsdp",
                                     resumed=resumed)
@@ -394,11 +414,6 @@ def _plan_for(cfg: Config, machine: Machine, memory: str, parallelism: str, leng
     if line:
         lines.append(line)
 
-    n_ranks = machine.processes
-    examples_per_step = t.micro_batch_size * t.gradient_accumulation_steps * n_ranks
-    if cfg.dataset.max_examples and n_examples is not None:
-        n_examples = min(n_examples, cfg.dataset.max_examples)
-    assumed = lengths is None
     if lengths is None:
         # Without the data: one step of examples that fill max_seq_length (what the fullest step could be).
         lengths_from = "assumed: every example fills max_seq_length (dataset not tokenized; an upper bound)"
@@ -417,11 +432,6 @@ def _plan_for(cfg: Config, machine: Machine, memory: str, parallelism: str, leng
                                token_budget=budget, micro_batch_size=t.micro_batch_size, multiple_of=n_ranks)
         lines.append(f"batching: lean, the fullest step ({budget} tokens) within {LEAN_STRETCH:g}x the cap: "
                      "one micro-batch per step")
-    if assumed:
-        per_epoch = None if n_examples is None else max(1, math.ceil(n_examples / examples_per_step))
-    else:
-        per_epoch = step_plan.steps_per_epoch
-    steps = total_steps(cfg, per_epoch)
     run_steps = steps if not assumed else 1
     largest, tokens, passes = 0, 0, 0
     for step in _steps_run(step_plan, run_steps or 1):
@@ -436,9 +446,7 @@ def _plan_for(cfg: Config, machine: Machine, memory: str, parallelism: str, leng
         train_tokens = tokens * steps if steps is not None else None
         micro_batches = step_plan.micro_batches_per_step * steps if steps is not None else None
     eval_size, eval_tokens = _eval_batch(cfg, largest, val_lengths)
-    compile_layers, line = compile_for(t.compile, machine, memory, steps, room=compile_room,
-                                       steps_done=resumed.step if resumed else 0)
-    lines.append(line)
+    lines.append(compile_line)
     from engine.train.speed import LEVERS
     graph_dequant = compile_layers and cfg.quantization == "nf4" and LEVERS.graph_dequant
     return RunPlan(device=machine.device, processes=n_ranks, precision=precision, memory=memory,

@@ -79,13 +79,30 @@ def test_a_resumed_run_decides_by_the_steps_it_has_left():
 @pytest.mark.parametrize("machine,training,why", [
     (Machine.for_gpu(None), {}, "(no GPU)"),
     (Machine("cuda", "GPU", 80.0, kernels=False, why_no_kernels="no Triton"), {}, "(no Triton)"),
-    (GPU, {"memory": "lean"}, "memory lean"),
     (Machine("cuda", "GPU", 80.0, processes=2), {"parallelism": "ddp"}, "(2 processes: compiling is measured on one"),
 ])
 def test_auto_leaves_the_layers_eager_off_the_measured_path_and_says_why(machine, training, why):
     p = plan(machine, max_steps=5000, **training)
     assert not p.compile_layers
     assert why in compile_line(p) and "eager" in compile_line(p)
+
+
+def test_a_long_lean_run_compiles_at_a_lower_token_cap_and_a_short_one_stays_eager():
+    """Lean compiled at 6,144 tokens per micro-batch: 1.21x eager lean's speed for +0.1 GiB (H200, Llama-2-7B,
+    user_path-s14-h200-2026-12-04.md); at lean's eager 8,192 it peaked 0.7 GiB higher. The batching line says why."""
+    from engine.plan import LEAN_COMPILED_TOKENS_PER_MICROBATCH, LEAN_TOKENS_PER_MICROBATCH
+
+    long = plan(memory="lean", max_steps=5000, lengths=(600,) * 64)   # 9,600 tokens a step: over both caps
+    assert long.compile_layers and long.token_budget == LEAN_COMPILED_TOKENS_PER_MICROBATCH
+    assert long.largest_microbatch_tokens <= LEAN_COMPILED_TOKENS_PER_MICROBATCH
+    assert "than lean's eager layers" in compile_line(long)
+    assert any("compiled layers: a lower cap keeps lean's memory" in x for x in long.lines if x.startswith("batching"))
+    short = plan(memory="lean", max_steps=500, lengths=(600,) * 64)
+    assert not short.compile_layers and short.token_budget == LEAN_TOKENS_PER_MICROBATCH
+    assert "under 1,000" in compile_line(short)
+    # the user's own compile: true on a short lean run takes the lower cap too (the cap follows the compile)
+    forced = plan(memory="lean", max_steps=500, compile=True, lengths=(600,) * 64)
+    assert forced.compile_layers and forced.token_budget == LEAN_COMPILED_TOKENS_PER_MICROBATCH
 
 
 def test_auto_counts_the_plans_own_steps_epochs_and_the_wizards_assumed_lengths_too():

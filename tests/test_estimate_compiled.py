@@ -15,7 +15,7 @@ from engine.estimate.estimator import compute
 from engine.estimate.memory import GIB, GRAPH_DEQUANT_WEIGHTS, plan_fits
 from engine.estimate.speed_table import path_of, speed_basis, speed_rows
 from engine.estimate.timing import COMPILE_LAYERS_S
-from engine.plan import Machine, plan_run
+from engine.plan import LEAN_COMPILED_TOKENS_PER_MICROBATCH, Machine, plan_run
 
 H200 = get_gpu("h200-141")
 LENGTHS = [420] * 2000       # 2,000 alpaca-like examples: 125 steps of 16 an epoch, one micro-batch a step
@@ -45,15 +45,17 @@ def test_path_of_reads_the_plans_compile_flag():
     assert path_of("fast", True, False) == "packed"
     assert path_of("fast", True, True) == "compiled"
     # compiled layers are measured on the packed path only: lean and padded keep their own rate
-    assert path_of("lean", True, True) == "lean" and path_of("fast", False, True) == "padded"
+    assert path_of("lean", True, True) == "lean_compiled" and path_of("lean", True, False) == "lean"
+    assert path_of("fast", False, True) == "padded"
 
 
 def test_the_compiled_rows_are_todays_h200_measurements():
     # the compiled path as it runs since session 12 (fused AdamW, trimmed guards): user_path-s12-h200-2026-12-03.md;
     # session 13's, with and without the weights dequantised in the graph: user_path-s13-h200-2026-12-04.md
+    # and session 14's pairs over 60 steady steps: user_path-s14-h200-2026-12-04.md
     compiled = {(r.model, r.tokens_per_s) for r in speed_rows() if r.path == "compiled"}
     assert compiled == {("llama-2-7b", 10131), ("llama-2-7b", 9099), ("llama-2-7b", 9956), ("llama-2-7b", 10333),
-                        ("llama-3-8b", 9377)}
+                        ("llama-3-8b", 9377), ("llama-2-7b", 10120), ("llama-3-8b", 9360)}
     packed_h200 = {(r.model, r.tokens_per_s) for r in speed_rows() if r.path == "packed" and r.gpu == "h200-141"}
     assert {("llama-2-7b", 7891), ("llama-3-8b", 7195), ("llama-2-7b", 8411)} <= packed_h200   # beside 8,654 / 8,168
     basis = speed_basis(H200, "compiled", "nf4")
@@ -86,9 +88,26 @@ def test_a_compiled_plan_is_timed_at_the_compiled_rate_plus_the_compile_once():
 
 
 def test_compiled_layers_on_a_path_without_their_rows_say_so():
-    eager, compiled = _both(_cfg(memory="lean"))
+    eager, compiled = _both(_cfg(packing=False))
     assert compiled.time_s == pytest.approx(eager.time_s + COMPILE_LAYERS_S)
     assert "compiled layers on this path not measured: timed at its eager rate" in compiled.time_basis_detail
+
+
+def test_lean_compiled_is_timed_at_its_own_measured_rate():
+    """Lean with compiled layers (a long run's lean plan) measured on the H200 at 6,144 tokens per micro-batch
+    (user_path-s14-h200-2026-12-04.md); a card that did not measure it takes its lean rate times that gain."""
+    rows = {(r.gpu, r.model, r.tokens_per_s) for r in speed_rows() if r.path == "lean_compiled"}
+    assert rows == {("h200-141", "llama-2-7b", 6091)}
+    gain = speed_basis(H200, "lean_compiled", "nf4").fraction / speed_basis(H200, "lean", "nf4").fraction
+    assert 1.1 < gain < 1.35        # 6,091 against eager lean's 5,018 tok/s
+    h100 = speed_basis(get_gpu("h100-80"), "lean_compiled", "nf4")
+    assert h100.fraction == pytest.approx(speed_basis(get_gpu("h100-80"), "lean", "nf4").fraction * gain)
+    assert not h100.measured and "compiled layers not measured on H100" in h100.text
+    plan = plan_run(_cfg(memory="lean"), Machine.for_gpu(H200), lengths=LENGTHS, info=read_model_config("llama-2-7b"))
+    assert plan.compile_layers and plan.max_steps >= 1000
+    est = compute(_cfg(memory="lean"), read_model_config("llama-2-7b"), H200, plan=plan, lengths=LENGTHS)
+    assert est.time_basis_detail.startswith("memory: lean with compiled decoder layers on H200")
+    assert "not measured" not in est.time_basis_detail and est.compile_s == COMPILE_LAYERS_S
 
 
 @pytest.mark.parametrize("model", ["llama-2-7b", "llama-3-8b"])
@@ -213,7 +232,19 @@ def test_auto_drops_the_compile_before_it_drops_to_lean():
     assert (roomy.memory, roomy.compile_layers) == ("fast", True)
     tight = plan_run(cfg, Machine.for_gpu(replace(H200, memory_gib=eager.need_gib / 0.9 - 1)), lengths=LENGTHS,
                      info=info)
-    assert tight.memory == "lean" and not tight.compile_layers
+    assert tight.memory == "lean" and tight.compile_layers   # a long run compiles lean's layers too, at its lower cap
+    assert tight.token_budget == LEAN_COMPILED_TOKENS_PER_MICROBATCH
+    # Examples of 8,000 tokens: one per micro-batch either way, so lean compiled needs more than lean eager. Where
+    # only lean eager fits, auto trains lean eager rather than a plan that does not fit.
+    long_cfg, long_rows = _cfg(max_seq_length=8192), [8000] * 2000
+    need = {on: compute(long_cfg, info, H200, plan=plan_run(_cfg(max_seq_length=8192, memory="lean", compile=on),
+                                                            Machine.for_gpu(H200), lengths=long_rows, info=info),
+                        lengths=long_rows).need_gib for on in (False, True)}
+    assert need[False] < need[True] - 0.2
+    squeezed = plan_run(long_cfg, Machine.for_gpu(replace(H200, memory_gib=sum(need.values()) / 2 / 0.9)),
+                        lengths=long_rows, info=info)
+    assert (squeezed.memory, squeezed.compile_layers) == ("lean", False)
+    assert any("compiled layers' extra memory would not fit" in line for line in squeezed.lines)
     # the user's own choice is not second-guessed: compile true keeps compiling (and the fit verdict says no fit)
     forced = plan_run(_cfg(compile=True), Machine.for_gpu(between), lengths=LENGTHS, info=info)
     assert forced.compile_layers

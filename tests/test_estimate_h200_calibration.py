@@ -132,3 +132,32 @@ def test_graph_dequant_peaks_within_the_band(model, tokens, measured):
     extra = est.peak_allocated_gib - bitsandbytes_path.peak_allocated_gib
     if model == "llama-2-7b":   # measured beside the bitsandbytes path at the same micro-batch: 8.93 against 8.63
         assert extra == pytest.approx(8.928 - 8.63, abs=0.1)
+
+
+# Lean with the decoder layers compiled (a long run's lean plan since session 14, at 6,144 tokens per micro-batch),
+# measured on the same user's path at three caps: user_path-s14-h200-2026-12-04 (call 3b's leancgd4k and leancgd6k)
+# and user_path-s13-h200-2026-12-04 (call 2's leancgd at lean's eager cap: two micro-batches, the largest 8,167).
+# Peak allocated from each run's metrics.jsonl at step 50.
+LEAN_COMPILED_PEAKS = [  # (largest micro-batch tokens, peak GiB)
+    (4096, 5.629),
+    (6144, 6.108),
+    (8167, 6.698),
+]
+
+
+@pytest.mark.parametrize("tokens,measured", LEAN_COMPILED_PEAKS, ids=lambda v: str(v))
+def test_lean_compiled_peaks_within_the_band(tokens, measured):
+    from engine.config import config_from_dict
+    from engine.estimate import get_gpu, read_model_config
+    from engine.estimate.estimator import compute
+    from engine.plan import LEAN_COMPILED_TOKENS_PER_MICROBATCH, Machine, plan_run
+
+    cfg = config_from_dict({"model": "llama-2-7b", "dataset": {"path": "x.jsonl", "validation_split": 0.0},
+                            "training": {"max_seq_length": 2048, "memory": "lean", "num_epochs": 8}})
+    info, gpu = read_model_config("llama-2-7b"), get_gpu("h200-141")
+    plan = plan_run(cfg, Machine.for_gpu(gpu), lengths=[410] * 2000, info=info)
+    assert plan.compile_layers and plan.graph_dequant and plan.offload    # what a long lean run plans
+    assert plan.token_budget == LEAN_COMPILED_TOKENS_PER_MICROBATCH
+    est = compute(cfg, info, gpu, plan=plan, tokens_per_microbatch=tokens)
+    error = (est.peak_allocated_gib - measured) / measured
+    assert -0.05 <= error <= 0.10, f"estimate {est.peak_allocated_gib:.2f} GiB vs measured {measured:.2f}"

@@ -16,9 +16,12 @@ from engine.errors import ConfigError
 from engine.estimate.gpus import GpuSpec, list_gpus
 from engine.estimate.presets import SPEED_FILE, speed_presets
 
-PATHS = ("packed", "compiled", "lean", "padded")
+PATHS = ("packed", "compiled", "lean", "lean_compiled", "padded")
 _PATH_WORDS = {"packed": "the default packed path", "compiled": "the packed path with compiled decoder layers",
-               "lean": "memory: lean", "padded": "packing: false"}
+               "lean": "memory: lean", "lean_compiled": "memory: lean with compiled decoder layers",
+               "padded": "packing: false"}
+# A compiled path and the eager path it compiles: a card that did not measure the first is timed from the second.
+_EAGER_OF = {"compiled": "packed", "lean_compiled": "lean"}
 
 
 @dataclass(frozen=True)
@@ -47,9 +50,9 @@ class SpeedBasis:
 
 def path_of(memory: str, packing: bool, compile_layers: bool) -> str:
     """The speed table's path for a plan's memory mode, packing and compiled layers (RunPlan.compile_layers).
-    Compiled layers are measured on the packed path only: lean or padded with them is timed at its own rate."""
+    Compiled layers are measured on the packed and lean paths: padded with them is timed at its own rate."""
     if memory == "lean":
-        return "lean"
+        return "lean_compiled" if compile_layers else "lean"
     if not packing:
         return "padded"
     return "compiled" if compile_layers else "packed"
@@ -110,12 +113,12 @@ def _nearest(gpu: GpuSpec, measured: set[str]) -> str:
 def speed_basis(gpu: GpuSpec, path: str, quantization: str) -> SpeedBasis | None:
     """The fraction of `gpu`'s 16-bit peak a run on `path` sustains, from the table's rows: this card's where
     measured, else the nearest measured card's; the path's own rows, else the packed path's; the quantization's
-    own rows, else nf4's. A card without compiled rows takes its packed rate times the compiled layers' gain on
-    the nearest card that measured both. None for a card without a 16-bit peak (no time estimate)."""
+    own rows, else nf4's. A card without compiled rows takes its eager path's rate times the compiled layers' gain
+    on the nearest card that measured both. None for a card without a 16-bit peak (no time estimate)."""
     if not gpu.tflops_16bit:
         return None
-    if path == "compiled" and not any(r.gpu == gpu.id and r.path == "compiled" for r in speed_rows()):
-        return _compiled_from_packed(gpu, quantization)
+    if path in _EAGER_OF and not any(r.gpu == gpu.id and r.path == path for r in speed_rows()):
+        return _compiled_from_eager(gpu, path, quantization)
     return _measured_basis(gpu, path, quantization)
 
 
@@ -123,24 +126,26 @@ def _mean_fraction(rows: list[SpeedRow]) -> float:
     return sum(r.fraction for r in rows) / len(rows)
 
 
-def _compiled_from_packed(gpu: GpuSpec, quantization: str) -> SpeedBasis:
-    """Compiled layers on a card that did not measure them: its own (or borrowed) packed rate times their gain
-    where both were measured. Borrowing the other card's compiled fraction outright would carry over the two
-    cards' difference in the packed path too (the H100's packed rows run at 31 % of the peak, the H200's at 35 %)."""
-    packed = _measured_basis(gpu, "packed", quantization)
+def _compiled_from_eager(gpu: GpuSpec, path: str, quantization: str) -> SpeedBasis:
+    """Compiled layers on a card that did not measure them on `path`: its own (or borrowed) rate on the eager path
+    under it times their gain where both were measured. Borrowing the other card's compiled fraction outright would
+    carry over the two cards' difference in the eager path too (the H100's packed rows run at 31 % of the peak, the
+    H200's at 35 %)."""
+    eager_path = _EAGER_OF[path]
+    eager = _measured_basis(gpu, eager_path, quantization)
     rows = speed_rows()
-    both = {r.gpu for r in rows if r.path == "compiled"} & {r.gpu for r in rows if r.path == "packed"}
-    if not both:   # no card measured the gain: time it as the packed path, and say so
-        return replace(packed, measured=False, text=packed.text + f" ({_PATH_WORDS['compiled']} not measured: "
-                       "assumes the packed path's)")
+    both = {r.gpu for r in rows if r.path == path} & {r.gpu for r in rows if r.path == eager_path}
+    if not both:   # no card measured the gain: time it as the eager path, and say so
+        return replace(eager, measured=False, text=eager.text + f" ({_PATH_WORDS[path]} not measured: "
+                       f"assumes {_PATH_WORDS[eager_path]}'s)")
     ref = _nearest(gpu, both)
-    gain = (_mean_fraction([r for r in rows if r.gpu == ref and r.path == "compiled"])
-            / _mean_fraction([r for r in rows if r.gpu == ref and r.path == "packed"]))
+    gain = (_mean_fraction([r for r in rows if r.gpu == ref and r.path == path])
+            / _mean_fraction([r for r in rows if r.gpu == ref and r.path == eager_path]))
     note = f"compiled layers not measured on {_short(gpu.id)}: x{gain:.2f}, their gain on {_short(ref)}"
-    text = packed.text[:-1] + f"; {note})" if packed.text.endswith(")") else packed.text + f" ({note})"
-    return SpeedBasis(fraction=packed.fraction * gain, measured_on=packed.measured_on, measured=False, text=text,
-                      detail=f"{packed.detail}; {_PATH_WORDS['compiled']} x{gain:.2f}, as measured on {_short(ref)}",
-                      rows=packed.rows + tuple(r for r in rows if r.gpu == ref and r.path == "compiled"))
+    text = eager.text[:-1] + f"; {note})" if eager.text.endswith(")") else eager.text + f" ({note})"
+    return SpeedBasis(fraction=eager.fraction * gain, measured_on=eager.measured_on, measured=False, text=text,
+                      detail=f"{eager.detail}; {_PATH_WORDS[path]} x{gain:.2f}, as measured on {_short(ref)}",
+                      rows=eager.rows + tuple(r for r in rows if r.gpu == ref and r.path == path))
 
 
 def _measured_basis(gpu: GpuSpec, path: str, quantization: str) -> SpeedBasis:

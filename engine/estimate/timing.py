@@ -110,7 +110,7 @@ def run_seconds(arch: Architecture, params: ParamCounts, lora_params: int, plan:
     if not plan.compile_layers:
         return RunTime(seconds, basis.text, basis.detail, flops)
     detail = basis.detail
-    if path != "compiled":   # lean or padded: compiled layers measured on the packed path only
+    if path == "padded":   # compiled layers measured on the packed and lean paths only
         detail += "; compiled layers on this path not measured: timed at its eager rate"
     detail += f"; {compile_words(COMPILE_LAYERS_S)}"
     return RunTime(seconds + COMPILE_LAYERS_S, basis.text, detail, flops, compile_s=COMPILE_LAYERS_S)
