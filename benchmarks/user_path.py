@@ -40,7 +40,9 @@ clipped to 50..2000; the instruction and input take 20-70 % of a row), 16 exampl
                       on one machine differ by 10-25 % (user_path-t525-h200-2026-12-03.md)
           compiled_mem, compiledbnb_mem  compiled with and without the weights dequantised in the graph, MEM_STEPS
                       steps with the trainer's CUDA allocations recorded: memory_peak.py names what is alive at
-                      the peak (ARCH-SIDE.mem.md); their speed is not comparable (recording costs host time)
+                      the peak (ARCH-SIDE.mem.md), recorded from step 3 (BENCH_MEMORY_FROM_STEP: past the
+                      compile); their speed is not comparable (recording costs host time)
+          compiled_d0 compiled with LoRA dropout 0 over the full steps: what the dropout costs the compiled path
           nodrop, compiled_nd, cudagraphs_nd  LoRA dropout 0, 30 steps: the adapters compared (adapter_agreement.py)
           eager_nd    nodrop again: the GPU kernels' run-to-run nondeterminism, the floor of any difference
           noliger_nd  nodrop without Liger's kernels (RMSNorm, RoPE, SwiGLU, the loss in PyTorch's own): the same
@@ -119,6 +121,10 @@ for _name, _spec in [("nodrop", (False, False, "")), ("eager_nd", (False, False,
                      ("paged_nd", (False, False, "fused_optimizer=false")),
                      *((f"{k}_nd", LEVER_SIDES[k]) for k in ("compiled", "cudagraphs", "compiledhost", "compiledgd"))]:
     LEVER_SIDES[_name] = _spec
+# Dropout sides (ending _d0): the lever side with LoRA dropout 0 over the full steps, a speed side (what the dropout
+# costs on the same data and steps), not an agreement side.
+for _name in ("compiled",):
+    LEVER_SIDES[f"{_name}_d0"] = LEVER_SIDES[_name]
 # Memory sides (ending _mem): the lever side's run, MEM_STEPS steps, under BENCH_MEMORY_HISTORY (lever_site/).
 MEM_STEPS = 20
 for _name in ("compiled", "compiledbnb"):
@@ -208,7 +214,7 @@ def run_lorapilot(side: str, model_dir: Path, data: Path, steps: int, work: Path
 
     tag = f"{model_dir.name}-{side}"
     lean, compile_layers, levers = LEVER_SIDES.get(side, (side == "lean", False, ""))
-    cfg = write_config(work / f"{tag}.yaml", model_dir, data, lean=lean, no_dropout=agreement_side(side),
+    cfg = write_config(work / f"{tag}.yaml", model_dir, data, lean=lean, no_dropout=agreement_side(side) or side.endswith("_d0"),
                        compile_layers=compile_layers)
     steps = AGREE_STEPS if agreement_side(side) else MEM_STEPS if side.endswith("_mem") else steps
     run_dir = work / f"{tag}-run"

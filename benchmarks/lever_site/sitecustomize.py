@@ -31,8 +31,27 @@ def record_memory_history(folder: str) -> None:
 
     if not torch.cuda.is_available():
         return
-    torch.cuda.memory._record_memory_history(max_entries=int(os.environ.get("BENCH_MEMORY_ENTRIES", "1000000")),
-                                             stacks="python")
+    # Recording from the start broke the first compiled step (s14: "SystemError: <built-in method apply of
+    # FunctionMeta object> returned NULL", so the compiled layers fell back to eager): recording starts after
+    # BENCH_MEMORY_FROM_STEP optimizer steps (3: past the compile), counted by a global optimizer-step hook.
+    from_step = int(os.environ.get("BENCH_MEMORY_FROM_STEP", "3"))
+    steps = [0]
+
+    def record() -> None:
+        torch.cuda.memory._record_memory_history(max_entries=int(os.environ.get("BENCH_MEMORY_ENTRIES", "1000000")),
+                                                 stacks="python")
+
+    def count_step(*_args) -> None:
+        steps[0] += 1
+        if steps[0] == from_step:
+            record()
+
+    if from_step <= 0:
+        record()
+    else:
+        from torch.optim.optimizer import register_optimizer_step_post_hook
+
+        register_optimizer_step_post_hook(count_step)
     path = Path(folder) / f"trainer-{os.getpid()}.pickle"
 
     def dump() -> None:  # under another name first: a reader waiting for *.pickle never sees half a file
