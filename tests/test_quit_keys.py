@@ -80,6 +80,47 @@ async def test_the_monitor_says_whether_the_run_continues(tmp_path, state, label
     assert not app.is_running
 
 
+@pytest.mark.parametrize("keys", [("ctrl+q",), ("q",), ("ctrl+c", "ctrl+c")])
+async def test_quitting_the_monitor_mid_run_leaves_the_way_back_in_the_terminal(tmp_path, keys):
+    """A beginner who quits while the run trains must not think the run went with the app: the terminal keeps
+    the command that watches it again (and the one that stops it); a finished run's quit prints nothing."""
+    import os
+
+    def watch_exit(app) -> list:
+        """What the app leaves printed in the terminal when it exits (Textual prints and clears it at the end)."""
+        messages = []
+        real = app.exit
+        app.exit = lambda *a, message=None, **kw: (messages.append(message), real(*a, message=message, **kw))[1]
+        return messages
+
+    run = make_run(tmp_path / "my run", state="training", steps_done=900, pid=os.getpid())  # a live trainer's pid
+    app = LorapilotApp(start="monitor", run_dir=str(run))
+    notes = watch_exit(app)
+    async with app.run_test(size=(80, 24)) as pilot:
+        for _ in range(100):
+            await pilot.pause(0.05)
+            if app.screen.history.state == "training":
+                break
+        await pilot.press(*keys)
+        await pilot.pause(0.05)
+    assert not app.is_running
+    printed = "\n".join(getattr(note, "plain", str(note)) for note in notes if note)
+    assert "in the background" in printed
+    assert f"lorapilot monitor '{run}'" in printed and f"lorapilot stop '{run}'" in printed
+
+    done = make_run(tmp_path / "done", state="done", steps_done=1200)
+    app = LorapilotApp(start="monitor", run_dir=str(done))
+    notes = watch_exit(app)
+    async with app.run_test(size=(80, 24)) as pilot:
+        for _ in range(100):
+            await pilot.pause(0.05)
+            if app.screen.history.state == "done":
+                break
+        await pilot.press(*keys)
+        await pilot.pause(0.05)
+    assert not app.is_running and not any(notes)
+
+
 async def test_a_run_that_ends_while_watched_rings_and_sets_the_title(tmp_path, monkeypatch):
     import json
 

@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from rich.console import RenderableType
 from textual.app import App
 from textual.binding import Binding
 from textual.notifications import SeverityLevel
@@ -57,11 +58,21 @@ class LorapilotApp(App):
         wait = self.NOTIFICATION_TIMEOUT if timeout is None else timeout
         OneShot(self, wait + 0.25, lambda: self.screen.refresh())
 
+    async def action_quit(self) -> None:
+        """ctrl+q, q: quit. The app's ctrl+q has priority over every screen's (Textual checks priority bindings
+        from the app down), so a screen's own ctrl+q only labels the key; what it wants said, it says here."""
+        self.exit(message=self.exit_note())
+
+    def exit_note(self) -> RenderableType | None:
+        """What the terminal keeps once the app has gone: the screen's `exit_note()`, if it has one."""
+        note = getattr(self.screen, "exit_note", None)
+        return note() if callable(note) else None
+
     def action_ctrl_c(self) -> None:
         """Say how to quit, and quit on a second press; a selection in a text box is copied on the way."""
         now = time.monotonic()
         if now - self._ctrl_c_at < CTRL_C_AGAIN_S:
-            self.exit()
+            self.exit(message=self.exit_note())
             return
         self._ctrl_c_at = now
         focused = self.focused

@@ -8,10 +8,12 @@ and a panel redraws only when its part of the history moved. The poll period
 
 from __future__ import annotations
 
+import shlex
 import threading
 import time
 from pathlib import Path
 
+from rich.text import Text
 from textual import getters, on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -25,7 +27,7 @@ from textual.widgets import Footer, Header, TabbedContent, TabPane
 from textual.worker import get_current_worker
 
 from engine.errors import UserError
-from engine.rundir import ADAPTER_DIR, FINAL_STATES
+from engine.rundir import ADAPTER_DIR, FINAL_STATES, safe_text
 from tui.app import LorapilotApp
 from tui.models.run_feed import FeedUpdate, RunFeed
 from tui.models.run_history import GPU, PROGRESS, SYSTEM, RunHistory
@@ -280,12 +282,24 @@ class MonitorScreen(Screen):
 
     # ------------------------------------------------------------ actions
 
+    # ctrl+q reaches the app's quit first (priority); these two only choose the footer's label (check_action).
     def action_quit_monitor(self) -> None:
         # Only the monitor goes: the trainer is a detached process that never hears of it.
-        self.app.exit()
+        self.app.exit(message=self.exit_note())
 
     def action_quit_finished(self) -> None:
         self.app.exit()
+
+    def exit_note(self) -> Text | None:
+        """Left in the terminal when the app quits from here while the run goes on: a beginner who quit mid-run
+        must not think the run went with the app, and needs the way back to it."""
+        if self.history.state in (*ENDED, "unknown"):
+            return None
+        run = safe_text(shlex.quote(self.run_dir), one_line=True)
+        return Text.assemble(
+            "lorapilot: the run goes on in the background.\n",  # then the lines `lorapilot train --detach` prints
+            "watch: ", (f"lorapilot monitor {run}", "bold"), "\n",
+            "stop:  ", (f"lorapilot stop {run}", "bold"))
 
     def action_back(self) -> None:
         from tui.screens.runs import RunsScreen
