@@ -423,5 +423,18 @@ def test_samples_panel_keeps_a_prompt_s_lines_together_and_shows_the_expected_an
 
     (block,) = sample_blocks([{"kind": "sample", "step": 10, "prompt": "Reverse the letters of the word.\n\nwindow",
                                "output": "wodnw", "reference": "The word reversed is\n\nwodniw."}])
-    assert "prompt Reverse the letters of the word.\nwindow\noutput wodnw\nexpected The word reversed is\nwodniw." \
-        in block.plain
+    assert ("prompt Reverse the letters of the word.\n       window\noutput wodnw\n"
+            "expected The word reversed is\n         wodniw.") in block.plain
+
+
+def test_samples_panel_indents_a_field_s_further_lines_under_its_text():
+    """Flush left, a prompt's second line ("window") sat in the label column and read as one more label beside
+    prompt, output and expected (seen at 80x24 on the demo): each field's further lines go under its text."""
+    from tui.widgets.samples_list import sample_blocks
+
+    (block,) = sample_blocks([{"kind": "sample", "step": 40, "prompt": "Write the phrase in capitals.\ncastle paper",
+                               "output": "In capitals:\nCASTLE", "reference": "In capitals:\nCASTLE PAPER."}])
+    lines = block.plain.splitlines()[1:]
+    assert lines == ["prompt Write the phrase in capitals.", "       castle paper",
+                     "output In capitals:", "       CASTLE",
+                     "expected In capitals:", "         CASTLE PAPER."]

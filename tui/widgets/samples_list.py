@@ -60,12 +60,18 @@ def sample_blocks(samples: Iterable[Record]) -> list[Text]:
         header = f"step {step}" + (f" · eval loss {loss:.4f}" if isinstance(loss, (int, float)) else "")
         parts: list = [(header, "bold reverse"), "\n"]
         for s in group:
-            parts += [("prompt ", "dim bold"), (_tight(s.get("prompt", "")), "dim"), "\n",
-                      ("output ", "green bold"), str(s.get("output", "")), "\n"]
+            parts += _field("prompt ", "dim bold", _tight(s.get("prompt", "")), "dim")
+            parts += _field("output ", "green bold", str(s.get("output", "")), "")
             if s.get("reference"):  # the held-out answer the data gives, to read the output against
-                parts += [("expected ", "dim bold"), (_tight(s["reference"]), "dim"), "\n"]
+                parts += _field("expected ", "dim bold", _tight(s["reference"]), "dim")
         blocks.append(Text.assemble(*parts))
     return blocks
+
+
+def _field(label: str, label_style: str, text: str, style: str) -> list:
+    """A label and its text, the text's further lines indented under its first: flush left, an alpaca input
+    ("window" under "Reverse the letters of the word.") read as one more label in the label column."""
+    return [(label, label_style), (text.replace("\n", "\n" + " " * len(label)), style), "\n"]
 
 
 def _tight(text: object) -> str:
