@@ -185,3 +185,36 @@ def test_a_second_model_fits_beside_the_trainer_only_with_room_for_it():
     assert "GPU 0 has 4.6 GiB free (75.0 of 79.6 GiB in use)" in why
     need = float(why.split("about ")[1].split(" GiB")[0])
     assert 5.0 < need < 10.0  # 4-bit 7B weights (~3.6 GiB), fp32 embeddings, a 4,096-token cache, a context
+
+
+async def test_the_status_line_fits_80_columns_and_drops_the_load_time_first(tmp_path, monkeypatch):
+    """At 80x24 the demo's status line ran out at 'on cpu, loaded in' (its number cut off): the load time, the
+    least of the line, shows only where it fits; a name too long for the line ends in an ellipsis."""
+    from tui.models.playground_model import PlaygroundModel
+
+    def status_line(app) -> str:
+        return app.screen.query_one("#pg-status").render_line(0).text
+
+    run = tmp_path / "lorapilot-20261204-160046"  # a run named as the wizard names it
+    (run / "adapter").mkdir(parents=True)
+    model = {"model": "lorapilot-demo"}
+    monkeypatch.setattr(PlaygroundModel, "load", lambda self: {**model, "device": "cpu", "load_s": 2.34})
+    monkeypatch.setattr(PlaygroundModel, "close", lambda self: None)
+    app = LorapilotApp(start="playground", run_dir=str(run))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: app.screen.loaded, 10, "model loaded")
+        await pilot.pause(0.05)
+        assert status_line(app).strip() == "base lorapilot-demo · adapter lorapilot-20261204-160046 · on cpu"
+        await pilot.resize_terminal(120, 24)
+        await pilot.pause(0.05)
+        assert status_line(app).rstrip().endswith("· on cpu, loaded in 2.3 s")
+        app.exit()
+
+    model["model"] = "meta-llama/Meta-Llama-3.1-8B-Instruct"
+    app = LorapilotApp(start="playground", run_dir=str(run))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: app.screen.loaded, 10, "model loaded")
+        await pilot.pause(0.05)
+        line = status_line(app)
+        assert line.rstrip().endswith("…") and "loaded in" not in line, line
+        app.exit()

@@ -67,6 +67,7 @@ class PlaygroundScreen(Screen):
         self.generating = False
         self._asks = 0          # which prompt the answers on screen belong to
         self._worker: Worker[None] | None = None
+        self._load_info: dict | None = None  # what the helper said once the model was in (None: not yet)
         # Which weights answer: a checkpoint of a run still training is named by its step wherever it shows.
         self.adapter_label = f"checkpoint at step {checkpoint_step(self.checkpoint)}" if self.checkpoint else ""
         self.title = f"Playground · {Path(self.run_dir).resolve().name}" + (
@@ -97,6 +98,23 @@ class PlaygroundScreen(Screen):
 
     def on_resize(self, event: Resize) -> None:
         self.set_class(event.size.width < SIDE_BY_SIDE_MIN_WIDTH, "-stacked")
+        if self._load_info is not None:
+            self._show_loaded(event.size.width)
+
+    def _show_loaded(self, width: int) -> None:
+        """Which model answers, on what; the load time only where the line has room for it. At 80 columns the
+        demo's line ran out of room at 'loaded in' and a real model's name is longer still: what the line cannot
+        hold ends in an ellipsis (the CSS), and the time, the least of it, goes first."""
+        info = self._load_info or {}
+        adapter = Path(self.run_dir).resolve().name + (f", {self.adapter_label}" if self.checkpoint else "")
+        line = Content.assemble(
+            # Spaces end a part rather than start one: SVG screenshots drop a part's leading spaces.
+            ("base ", "$text-muted"), (f"{info.get('model', '?')} ", "bold"),
+            ("· adapter ", "$text-muted"), (f"{adapter} ", "bold"),
+            (f"· on {info.get('device', '?')}", "$text-muted"))
+        timed = line + Content.styled(f", loaded in {info.get('load_s', 0):.1f} s", "$text-muted")
+        room = width - self.query_one("#pg-status", Static).styles.gutter.width  # its padding
+        self._status(timed if timed.cell_length <= room else line)
 
     def _status(self, content: Content) -> None:
         self.query_one("#pg-status", Static).update(content)
@@ -124,13 +142,8 @@ class PlaygroundScreen(Screen):
                 pane.failed(message.error)
             return
         self.loaded = True
-        info = message.info or {}
-        adapter = Path(self.run_dir).resolve().name + (f", {self.adapter_label}" if self.checkpoint else "")
-        self._status(Content.assemble(
-            # Spaces end a part rather than start one: SVG screenshots drop a part's leading spaces.
-            ("base ", "$text-muted"), (f"{info.get('model', '?')} ", "bold"),
-            ("· adapter ", "$text-muted"), (f"{adapter} ", "bold"),
-            (f"· on {info.get('device', '?')}, loaded in {info.get('load_s', 0):.1f} s", "$text-muted")))
+        self._load_info = message.info or {}
+        self._show_loaded(self.size.width)
         for pane in self.query(AnswerPane):
             if pane.state == "waiting":
                 pane.waiting("waiting for the base model's answer…" if pane.id == "answer-adapter" and
