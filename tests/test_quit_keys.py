@@ -10,6 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "screenshots"))
 from monitor_fakerun import make_run  # noqa: E402
+from sweep_fakerun import make_sweep  # noqa: E402
 
 from tui.app import LorapilotApp  # noqa: E402
 
@@ -80,18 +81,19 @@ async def test_the_monitor_says_whether_the_run_continues(tmp_path, state, label
     assert not app.is_running
 
 
+def watch_exit(app) -> list:
+    """What the app leaves printed in the terminal when it exits (Textual prints and clears it at the end)."""
+    messages = []
+    real = app.exit
+    app.exit = lambda *a, message=None, **kw: (messages.append(message), real(*a, message=message, **kw))[1]
+    return messages
+
+
 @pytest.mark.parametrize("keys", [("ctrl+q",), ("q",), ("ctrl+c", "ctrl+c")])
 async def test_quitting_the_monitor_mid_run_leaves_the_way_back_in_the_terminal(tmp_path, keys):
     """A beginner who quits while the run trains must not think the run went with the app: the terminal keeps
     the command that watches it again (and the one that stops it); a finished run's quit prints nothing."""
     import os
-
-    def watch_exit(app) -> list:
-        """What the app leaves printed in the terminal when it exits (Textual prints and clears it at the end)."""
-        messages = []
-        real = app.exit
-        app.exit = lambda *a, message=None, **kw: (messages.append(message), real(*a, message=message, **kw))[1]
-        return messages
 
     run = make_run(tmp_path / "my run", state="training", steps_done=900, pid=os.getpid())  # a live trainer's pid
     app = LorapilotApp(start="monitor", run_dir=str(run))
@@ -116,6 +118,42 @@ async def test_quitting_the_monitor_mid_run_leaves_the_way_back_in_the_terminal(
             await pilot.pause(0.05)
             if app.screen.history.state == "done":
                 break
+        await pilot.press(*keys)
+        await pilot.pause(0.05)
+    assert not app.is_running and not any(notes)
+
+
+@pytest.mark.parametrize("keys", [("ctrl+q",), ("q",), ("ctrl+c", "ctrl+c")])
+async def test_quitting_the_sweep_monitor_mid_sweep_leaves_the_way_back_in_the_terminal(tmp_path, keys):
+    """The sweep monitor's quit, as the run monitor's: the sweep goes on, and the terminal keeps how to watch it
+    again and how to stop it; a finished sweep's quit prints nothing."""
+
+    sweep = make_sweep(tmp_path, state="running", name="my sweep")  # this test's pid stands in for the driver
+    app = LorapilotApp(start="monitor", run_dir=str(sweep))
+    notes = watch_exit(app)
+    async with app.run_test(size=(80, 24)) as pilot:
+        for _ in range(200):
+            await pilot.pause(0.05)
+            if getattr(app.screen, "summary", None):
+                break
+        assert app.screen.summary["state"] == "running"
+        assert footer_quit(app) == "Quit (sweep continues)"
+        await pilot.press(*keys)
+        await pilot.pause(0.05)
+    assert not app.is_running
+    printed = "\n".join(getattr(note, "plain", str(note)) for note in notes if note)
+    assert "the sweep goes on in the background" in printed
+    assert f"lorapilot monitor '{sweep}'" in printed and f"lorapilot stop '{sweep}'" in printed
+
+    done = make_sweep(tmp_path / "later", state="done")
+    app = LorapilotApp(start="monitor", run_dir=str(done))
+    notes = watch_exit(app)
+    async with app.run_test(size=(80, 24)) as pilot:
+        for _ in range(200):
+            await pilot.pause(0.05)
+            if getattr(app.screen, "summary", None):
+                break
+        assert footer_quit(app) == "Quit"
         await pilot.press(*keys)
         await pilot.pause(0.05)
     assert not app.is_running and not any(notes)

@@ -8,6 +8,7 @@ summary over only when it differs from the last one; the widgets redraw from it.
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 
 from rich.text import Text
@@ -19,7 +20,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
 from engine.errors import UserError
-from engine.rundir import STATUS_FILE
+from engine.rundir import STATUS_FILE, safe_text
 from engine.sweep import summarize_sweep
 from engine.sweep.plan import lr_text
 from engine.sweep.sweepdir import SWEEP_FINAL_STATES
@@ -129,8 +130,7 @@ class SweepMonitorScreen(Screen):
         if action == "apply":
             return bool(self.summary and self.summary.get("winner"))
         if action in ("quit_monitor", "quit_finished"):
-            finished = bool(self.summary and self.summary.get("table") is not None)
-            return finished == (action == "quit_finished")
+            return self._goes_on() == (action == "quit_monitor")
         return True
 
     def action_open_trial(self) -> None:
@@ -208,9 +208,25 @@ class SweepMonitorScreen(Screen):
         else:
             self.app.switch_screen(RunsScreen(str(Path(self.sweep_dir).resolve().parent)))
 
+    # ctrl+q reaches the app's quit first (priority); these two only choose the footer's label (check_action).
     def action_quit_monitor(self) -> None:
         # The driver is a detached process: it never hears of the monitor.
-        self.app.exit()
+        self.app.exit(message=self.exit_note())
 
     def action_quit_finished(self) -> None:
         self.app.exit()
+
+    def _goes_on(self) -> bool:
+        """Whether the sweep runs on without the monitor: not before it has been read, not once ended or lost."""
+        return bool(self.summary) and self.summary["state"] not in SWEEP_FINAL_STATES + ("lost", "unknown")
+
+    def exit_note(self) -> Text | None:
+        """Left in the terminal when the app quits from here while the sweep runs (App.exit_note asks): the sweep
+        did not go with the app, and this is the way back to it."""
+        if not self._goes_on():
+            return None
+        sweep = safe_text(shlex.quote(self.sweep_dir), one_line=True)
+        return Text.assemble(
+            "lorapilot: the sweep goes on in the background.\n",
+            "watch: ", (f"lorapilot monitor {sweep}", "bold"), "\n",
+            "stop:  ", (f"lorapilot stop {sweep}", "bold"))
