@@ -111,7 +111,7 @@ def save_into(cfg: Any, path: str | Path) -> list[str]:
     Raises ConfigError, writing nothing, when the existing file does not load cleanly: it is the user's, and
     replacing it with what the wizard could read of it would lose the rest.
     """
-    from engine.config import FIELDS, load_config, save_config
+    from engine.config import load_config, save_config
 
     p = Path(path)
     if not p.exists():
@@ -122,9 +122,36 @@ def save_into(cfg: Any, path: str | Path) -> list[str]:
     except ConfigError as e:
         raise ConfigError(f"{p} did not load cleanly, so it is not overwritten; save to another file",
                           problems=[str(e)]) from None
-    new, old = cfg.to_dict(), on_disk.to_dict()
-    changes = {k: get_path(new, k) for k in FIELDS if get_path(new, k) != get_path(old, k)}
+    changes = _changes(cfg, on_disk)
     return apply_settings(p, changes) if changes else []
+
+
+def _changes(cfg: Any, on_disk: Any) -> dict[str, Any]:
+    """The fields whose value in `cfg` differs from `on_disk`'s, with `cfg`'s value."""
+    from engine.config import FIELDS
+
+    new, old = cfg.to_dict(), on_disk.to_dict()
+    return {k: get_path(new, k) for k in FIELDS if get_path(new, k) != get_path(old, k)}
+
+
+def holds(cfg: Any, path: str | Path) -> bool:
+    """Whether the config file at `path` loads cleanly and sets every field as `cfg` does."""
+    from engine.config import load_config
+
+    try:
+        return not _changes(cfg, load_config(Path(path)))
+    except ConfigError:
+        return False
+
+
+def free_path(path: str | Path) -> Path:
+    """`path` if nothing is there, else the first free `<stem>-2<suffix>`, `<stem>-3<suffix>`, ... beside it."""
+    p = Path(path)
+    n = 2
+    while p.exists():
+        p = p.with_name(f"{Path(path).stem}-{n}{p.suffix}")
+        n += 1
+    return p
 
 
 def _plain(node: Any) -> Any:

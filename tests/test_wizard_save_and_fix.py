@@ -86,3 +86,62 @@ async def test_ctrl_g_applies_the_settings_the_findings_name(tmp_path, demo_mode
         # The key is in the footer exactly while a finding names a setting.
         assert ("ctrl+g" in app.screen.active_bindings) == bool(s.fixes())
         app.exit()
+
+
+async def test_launch_says_the_full_path_and_never_overwrites_a_config_it_did_not_open(tmp_path, monkeypatch):
+    """Launch (and ctrl+s) writes the config Review names into the current directory: the toast says where in full
+    (a tmux user does not see the cwd), and a lorapilot.yaml already there that the wizard did not open is the
+    user's: left as it is, the config saved beside it under a new name, said in full, that the command names."""
+    import engine.train.launch
+
+    def no_run(cfg, config_name=None, **kw):
+        started.append(config_name)
+        raise RuntimeError("no run in this test")
+
+    started: list = []
+    monkeypatch.setattr(engine.train.launch, "start_run", no_run)
+    tmp_path = tmp_path.resolve()  # the toast names the resolved path
+    monkeypatch.chdir(tmp_path)
+    theirs = tmp_path / "lorapilot.yaml"
+    mine = "# another project's config\nmodel: Qwen/Qwen2.5-7B\ndataset: {path: their.jsonl}\n"
+    theirs.write_text(mine, encoding="utf-8")
+
+    app = LorapilotApp()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        await pilot.press("ctrl+n", "ctrl+n", "ctrl+n")
+        await settle(app, pilot)
+        assert type(app.screen).__name__ == "ReviewScreen"
+        await pilot.press("ctrl+l")
+        for _ in range(100):
+            await pilot.pause(0.05)
+            if started:
+                break
+        assert theirs.read_text(encoding="utf-8") == mine  # not a byte of theirs changed
+        saved = tmp_path / "lorapilot-2.yaml"
+        assert saved.exists() and started == ["lorapilot-2"]
+        notes = "\n".join(f"{n.title} {n.message}" for n in app._notifications)
+        assert str(theirs) in notes and "not overwritten" in notes and f"Saved {saved}" in notes, notes
+        assert app.screen.query_one("#save-path").value == "lorapilot-2.yaml"
+        assert "lorapilot-2.yaml" in str(app.screen.query_one("#train-command").render())
+
+        # From now on the file is the one this wizard wrote: saving again writes into it, and says where.
+        app._notifications.clear()
+        await pilot.press("ctrl+s")
+        await pilot.pause(0.1)
+        assert not (tmp_path / "lorapilot-3.yaml").exists()
+        assert any(str(saved) in n.message for n in app._notifications)
+        app.exit()
+
+    theirs.unlink()
+    saved.unlink()
+    app = LorapilotApp()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        await pilot.press("ctrl+n", "ctrl+n", "ctrl+n")
+        await settle(app, pilot)
+        await pilot.press("ctrl+s")
+        await pilot.pause(0.1)
+        assert theirs.exists()
+        assert any(f"Saved {theirs}" in n.message for n in app._notifications)  # the full path, not the bare name
+        app.exit()

@@ -245,13 +245,20 @@ class ReviewScreen(WizardStep):
             return
         from engine.config_edit import save_into
         from engine.errors import ConfigError
+        from engine.config_edit import free_path, holds
         s = self.state
-        path = Path(self.query_one("#save-path", Input).value.strip() or DEFAULT_SAVE).expanduser()
-        if s.notes and s.config_path and path.resolve() == Path(s.config_path).resolve():
+        typed = self.query_one("#save-path", Input).value.strip()
+        path = Path(typed or DEFAULT_SAVE).expanduser()
+        opened = bool(s.config_path) and path.resolve() == Path(str(s.config_path)).resolve()
+        if s.notes and opened:
             # It opened with problems: what the wizard shows is only what it could read of it.
-            self.notify(f"{path} did not load cleanly, so it is not overwritten: save to another file "
+            self.notify(f"{path.resolve()} did not load cleanly, so it is not overwritten: save to another file "
                         "(the save-to field).", title="Not saved", severity="error", timeout=8)
             return
+        theirs = None
+        if not opened and typed in ("", DEFAULT_SAVE) and path.exists() and not holds(s.cfg, path):
+            # The default name, already taken by a config this wizard did not open: the user's, not ours to change.
+            theirs, path = path, free_path(path)
         existed = path.exists()
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -263,12 +270,17 @@ class ReviewScreen(WizardStep):
             self.notify(f"{path}: {exc.strerror or exc}", title="Not saved", severity="error")
             return
         s.config_path, s.notes = str(path), []  # the file now holds what the wizard shows
-        if not existed:
-            self.notify(f"Saved {path}", timeout=4)
+        full = path.resolve()  # in full: a user in tmux does not see the directory the app started in
+        if theirs is not None:
+            self.query_one("#save-path", Input).value = str(path)  # and the train command shown names it
+            self.notify(f"{theirs.resolve()} is another config: not overwritten.\nSaved {full}",
+                        title="Saved under a new name", timeout=8)
+        elif not existed:
+            self.notify(f"Saved {full}", timeout=5)
         elif changes:
-            self.notify("\n".join(changes), title=f"Saved {path} (comments and order kept)", timeout=6)
+            self.notify("\n".join(changes), title=f"Saved {full} (comments and order kept)", timeout=6)
         else:
-            self.notify(f"{path} already holds these values: left as it is.", timeout=4)
+            self.notify(f"{full} already holds these values: left as it is.", timeout=4)
 
     def action_launch(self) -> None:
         if self._refuse_if_invalid("launch"):
