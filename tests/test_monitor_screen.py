@@ -335,6 +335,29 @@ async def test_finished_demo_run(finished_demo_run):
         assert "done" in text_of(monitor(app).query_one("#progress"))
 
 
+@pytest.mark.parametrize("state", ["training", "done"])
+async def test_a_finished_run_shows_its_average_tokens_per_s_not_its_last_interval(tmp_path, state):
+    """The last logging interval of a run is often short or spent evaluating (the demo's read 63 tokens/s after
+    intervals of 200-500): a finished run shows the average over its training, said so; a live one the latest."""
+    run = make_run(tmp_path / "r", state=state, steps_done=900, pid=os.getpid() if state == "training" else None)
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    last = max(i for i, line in enumerate(lines) if '"kind": "train"' in line)
+    rec = json.loads(lines[last])
+    rec["tokens_per_s"] = 63.0
+    lines[last] = json.dumps(rec)
+    (run / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    app = LorapilotApp(start="monitor", run_dir=str(run))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: loaded(app) and len(monitor(app).history.loss) == 90)
+        await pilot.pause(0.1)
+        progress = text_of(monitor(app).query_one("#progress"))
+        if state == "training":
+            assert "tokens/s 63" in progress and "avg" not in progress, progress
+        else:   # fakerun: ~3,650 a second in every interval but the last, each 16 s; the last 63
+            assert "avg tokens/s 3,5" in progress or "avg tokens/s 3,6" in progress, progress
+            assert "tokens/s 63" not in progress
+
+
 async def test_gpu_panel_with_gpus_and_the_90_percent_line(tmp_path):
     from textual.app import App
 

@@ -115,6 +115,10 @@ class RunHistory:
     gpus: list[GpuSample] = field(default_factory=list)
     # (time, step) of recent train records, for the step rate behind the ETA.
     _rate: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=40))
+    # The last train record's (time, step), and the tokens and seconds of the intervals between train records.
+    _prev_train: tuple[float, float] | None = None
+    _tokens: float = 0.0
+    _tokens_s: float = 0.0
     versions: dict[str, int] = field(default_factory=lambda: dict.fromkeys(
         (LOSS, LR, PROGRESS, FINDINGS, SAMPLES, LOG, GPU, SYSTEM), 0))
 
@@ -179,6 +183,13 @@ class RunHistory:
             if self._rate and step <= self._rate[-1][1]:
                 self._rate.clear()
             self._rate.append((t, step))
+            tps = _num(rec.get("tokens_per_s"))
+            prev = self._prev_train
+            # Each record's rate covers the time since the one before (a resume's first record steps back: skipped).
+            if prev and tps is not None and step > prev[1] and t > prev[0]:
+                self._tokens += tps * (t - prev[0])
+                self._tokens_s += t - prev[0]
+            self._prev_train = (t, step)
         self.last_train = rec
         changed.add(PROGRESS)
         if "gpu_mem_gib" in rec or "gpu_peak_alloc_gib" in rec:
@@ -234,6 +245,11 @@ class RunHistory:
         if t1 <= t0 or s1 <= s0:
             return None
         return (s1 - s0) / (t1 - t0)
+
+    def avg_tokens_per_s(self) -> float | None:
+        """Tokens per second over the training the records cover (from the first train record on): the run's own
+        figure once it has ended, where the last interval alone (short, or spent evaluating) says little."""
+        return self._tokens / self._tokens_s if self._tokens_s > 0 else None
 
     def elapsed_s(self, now: float | None = None) -> float | None:
         start = _num((self.status or {}).get("started")) or self.first_time

@@ -77,9 +77,11 @@ class ProgressPanel(MonitorPanel):
             row("step", f"{step:,}")
         last = h.last_train or {}
         epoch, tps = last.get("epoch"), last.get("tokens_per_s")
+        avg = h.avg_tokens_per_s() if h.is_final or h.state == "lost" else None  # ended: the whole run's
         loss, ev = h.loss.last(), h.eval_loss.last()
-        row("epoch", f"{epoch:.2f}" if isinstance(epoch, (int, float)) else "-", ("   tokens/s ", "bold"),
-            f"{tps:,.0f}" if isinstance(tps, (int, float)) else "-")
+        row("epoch", f"{epoch:.2f}" if isinstance(epoch, (int, float)) else "-",
+            ("   avg tokens/s " if avg is not None else "   tokens/s ", "bold"),
+            f"{avg:,.0f}" if avg is not None else f"{tps:,.0f}" if isinstance(tps, (int, float)) else "-")
         row("loss", f"{loss:.4g}" if loss is not None else "-", ("   eval ", "bold"),
             f"{ev:.4g}" if ev is not None else "-")
         eta = None if self._stalled() else h.eta_s()  # a stuck run has no ETA
