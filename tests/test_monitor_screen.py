@@ -358,6 +358,23 @@ async def test_a_finished_run_shows_its_average_tokens_per_s_not_its_last_interv
             assert "tokens/s 63" not in progress
 
 
+async def test_the_monitor_names_its_run_at_80x24(tmp_path):
+    """No header fits at 80x24, so the run's name goes in the progress panel's title: a user with two monitors in
+    two tmux windows can tell which run each one watches. With the room for a header, the header names it."""
+    run = make_run(tmp_path / "llama2-7b-alpaca-r16", state="done", steps_done=1200)
+    app = LorapilotApp(start="monitor", run_dir=str(run))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: loaded(app))
+        await pilot.pause(0.1)
+        title = monitor(app).query_one("#progress").border_title
+        assert "Progress" in title and "llama2-7b-alpaca-r16" in title
+    app = LorapilotApp(start="monitor", run_dir=str(run))
+    async with app.run_test(size=(160, 48)) as pilot:
+        await until(pilot, lambda: loaded(app))
+        assert monitor(app).title == "llama2-7b-alpaca-r16"
+        assert monitor(app).query_one("#progress").border_title == "Progress"  # said once, in the header
+
+
 async def test_gpu_panel_with_gpus_and_the_90_percent_line(tmp_path):
     from textual.app import App
 

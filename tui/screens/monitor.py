@@ -128,7 +128,7 @@ class MonitorScreen(Screen):
             # Every row counts at 80x24: no header; the run's name is in the progress title.
             with TabbedContent(id="tabs", initial="tab-overview"):
                 with TabPane("Overview", id="tab-overview"):
-                    yield ProgressPanel(h, id="progress")
+                    yield ProgressPanel(h, run_name=self.title, id="progress")
                     yield chart
                 with TabPane("LR·grad", id="tab-lr"):
                     yield LrChart(h, id="lr")

@@ -7,8 +7,10 @@ from pathlib import Path
 
 from rich.console import Group
 from rich.text import Text
+from textual.markup import escape
+
 from engine.diagnose.finding import Finding
-from engine.rundir import LOG_FILE, format_age, tail_lines
+from engine.rundir import LOG_FILE, format_age, safe_text, tail_lines
 from tui.models.run_history import LOG, PROGRESS, SYSTEM
 from tui.widgets.meter_text import meter
 from tui.widgets.monitor_panel import MonitorPanel
@@ -39,6 +41,11 @@ def format_duration(seconds: float | None) -> str:
 
 class ProgressPanel(MonitorPanel):
     TITLE = "Progress"
+
+    def __init__(self, history, *, run_name: str | None = None, **kw) -> None:
+        super().__init__(history, **kw)
+        if run_name:  # in the title where no header names the run (the monitor at 80x24); the title is markup
+            self.TITLE = f"{self.TITLE} · {escape(safe_text(run_name, one_line=True))}"
 
     def key(self) -> tuple:
         h = self.history
