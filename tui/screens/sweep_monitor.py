@@ -218,7 +218,7 @@ class SweepMonitorScreen(Screen):
 
     def _goes_on(self) -> bool:
         """Whether the sweep runs on without the monitor: not before it has been read, not once ended or lost."""
-        return bool(self.summary) and self.summary["state"] not in SWEEP_FINAL_STATES + ("lost", "unknown")
+        return self.summary is not None and self.summary["state"] not in SWEEP_FINAL_STATES + ("lost", "unknown")
 
     def exit_note(self) -> Text | None:
         """Left in the terminal when the app quits from here while the sweep runs (App.exit_note asks): the sweep

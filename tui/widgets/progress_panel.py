@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 from rich.console import Group
 from rich.text import Text
@@ -11,7 +12,7 @@ from textual.markup import escape
 
 from engine.diagnose.finding import Finding
 from engine.rundir import LOG_FILE, format_age, safe_text, tail_lines
-from tui.models.run_history import LOG, PROGRESS, SYSTEM
+from tui.models.run_history import LOG, PROGRESS, SYSTEM, RunHistory
 from tui.widgets.meter_text import meter
 from tui.widgets.monitor_panel import MonitorPanel
 
@@ -42,7 +43,7 @@ def format_duration(seconds: float | None) -> str:
 class ProgressPanel(MonitorPanel):
     TITLE = "Progress"
 
-    def __init__(self, history, *, run_name: str | None = None, **kw) -> None:
+    def __init__(self, history: RunHistory, *, run_name: str | None = None, **kw: Any) -> None:
         super().__init__(history, **kw)
         if run_name:  # in the title where no header names the run (the monitor at 80x24); the title is markup
             self.TITLE = f"{self.TITLE} · {escape(safe_text(run_name, one_line=True))}"
