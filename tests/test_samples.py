@@ -107,6 +107,27 @@ def test_chat_cli_answers_both(finished_demo_run):
     assert lines[0][len("[base] "):] != lines[1][len("[adapter] "):]
 
 
+def test_chat_cli_prints_no_loading_progress_bar(finished_demo_run):
+    """`lorapilot chat --prompt` in a script or tmux: transformers' "Loading weights 0%...100%" bar is noise there
+    (carriage returns in a captured log); our own line says what is loading. Warnings stay on: only bars go."""
+    r = run_cli("chat", str(finished_demo_run), "--prompt", "What is 3 plus 4?", "--max-new-tokens", "4")
+    assert r.returncode == 0, r.stderr
+    assert "loading the base model and the adapter" in r.stderr
+    assert "Loading weights" not in r.stderr and "%|" not in r.stderr and "\r" not in r.stderr, r.stderr[:500]
+
+
+def test_chat_cli_quiets_bars_not_warnings(monkeypatch):
+    """The switch chat uses turns off progress bars only: transformers' log level (its warnings) is untouched."""
+    from transformers.utils import logging as hf_logging
+
+    from engine.cli import quiet_progress_bars
+
+    level = hf_logging.get_verbosity()
+    monkeypatch.setattr(hf_logging, "_tqdm_active", True)
+    quiet_progress_bars()
+    assert not hf_logging.is_progress_bar_enabled() and hf_logging.get_verbosity() == level
+
+
 def test_chat_bad_settings_exit_2(finished_demo_run):
     r = run_cli("chat", str(finished_demo_run), "--prompt", "x", "--top-p", "0")
     assert r.returncode == 2 and "--top-p" in r.stderr and "Traceback" not in r.stderr
