@@ -183,6 +183,10 @@ def load_base_model(model: str, quantization: str, precision: str, *, trust_remo
     dtype = torch_dtype(dtype_name)
     kwargs = dict(trust_remote_code=trust_remote_code, token=hub_token(), dtype=dtype)
     if attn_implementation:
+        from engine.train.varlen_attention import ATTENTION, register
+
+        if attn_implementation == ATTENTION:
+            register()
         kwargs["attn_implementation"] = attn_implementation
     if quantization == "nf4":
         kwargs["quantization_config"] = BitsAndBytesConfig(

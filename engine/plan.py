@@ -135,6 +135,11 @@ def precision_for(precision: str, machine: Machine) -> str:
 def attention_for(machine: Machine, packing: bool) -> tuple[str, str]:
     from engine.train.speed import LEVERS
 
+    if machine.device == "cuda" and packing and LEVERS.varlen_attention:
+        from engine.train.varlen_attention import ATTENTION
+
+        return ATTENTION, ("attention: variable-length flash attention (packed rows, each example's causal "
+                           "triangle from its boundaries; benchmark lever)")
     if machine.device == "cuda" and packing and LEVERS.flex_attention:
         return "flex_attention", ("attention: flex_attention (packed rows, block-diagonal mask from position_ids); "
                                   "the first steps compile its kernels, 1-3 minutes on a fresh machine")

@@ -292,6 +292,8 @@ def build_trainer(cfg: Config, run_dir: Path, inputs: Inputs, run_plan: RunPlan,
                       and built.model.config._attn_implementation == "flex_attention")
     if own_block_mask:
         log("attention: block masks built from the examples' boundaries (no compiled create_block_mask)")
+    from engine.train.varlen_attention import ATTENTION
+    varlen = t.packing and built.model.config._attn_implementation == ATTENTION
     args = _training_arguments(cfg, run_dir, inputs, run_plan, built)
 
     style = PromptStyle(format=data.report.format, system=data.report.system_prompt)
@@ -312,7 +314,8 @@ def build_trainer(cfg: Config, run_dir: Path, inputs: Inputs, run_plan: RunPlan,
                              eval_dataset=data.validation if data.validation else None,
                              collator=collator, callbacks=[callback, *callbacks],
                              fallback=built.fallback, offload=built.offload, sharded=bool(built.sharding),
-                             fused_loss=built.fused_loss, own_block_mask=own_block_mask, log_line=log)
+                             fused_loss=built.fused_loss, own_block_mask=own_block_mask, varlen=varlen,
+                             log_line=log)
     if built.fallback is not None:
         built.fallback.on_fallback = lambda msg: callback.event("compile_failed", trainer.state.global_step, msg)
     from transformers.trainer_callback import PrinterCallback

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 @dataclass
 class Levers:
     flex_attention: bool = True     # packed rows through flex attention (else SDPA with the same mask)
+    varlen_attention: bool = False  # packed rows through torch's variable-length flash attention instead of flex
+                                    # (engine.train.varlen_attention); off until measured on the GPU
     liger: bool = True              # Liger's fused kernels
     bf16_stream: bool = True        # frozen unquantised weights back to bf16 after kbit preparation
     whole_step: bool = True         # fast: a whole optimizer step per micro-batch (else micro_batch_size x seq)

@@ -28,7 +28,8 @@ class PlannedTrainer(Trainer):
       the ones the loader prefetched), runs inside the activation-offload context, and through the compiled
       layers' fallback when the decoder layers are compiled;
     - the loss's inputs: evaluation through Liger's fused loss too (`fused_loss`), and a packed row's block mask
-      built from its example boundaries (`own_block_mask`);
+      built from its example boundaries (`own_block_mask`), or the boundaries themselves for variable-length
+      flash attention (`varlen`);
     - sharded (FSDP), the first training step logs how much of the model this rank holds;
     - evaluation runs compiled decoder layers eagerly.
     """
@@ -37,7 +38,7 @@ class PlannedTrainer(Trainer):
                  fallback: CompileFallback | None = None,
                  offload: contextlib.AbstractContextManager | None = None,
                  sharded: bool = False, fused_loss: bool = False, own_block_mask: bool = False,
-                 log_line: Callable[[str], None] = print, **kwargs: Any) -> None:
+                 varlen: bool = False, log_line: Callable[[str], None] = print, **kwargs: Any) -> None:
         # Set before Trainer.__init__, which may already call into the hooks' helpers.
         self.planned = train_dataset
         self.collator = collator
@@ -46,6 +47,7 @@ class PlannedTrainer(Trainer):
         self.sharded = sharded
         self.fused_loss = fused_loss
         self.own_block_mask = own_block_mask
+        self.varlen = varlen
         self.log_line = log_line  # not `log`: that is Trainer's method for metrics
         self.shard_reported = False
         super().__init__(train_dataset=train_dataset, data_collator=collator, **kwargs)
@@ -99,4 +101,8 @@ class PlannedTrainer(Trainer):
             from engine.train.block_mask import packed_block_mask
 
             inputs = dict(inputs, attention_mask=packed_block_mask(inputs["position_ids"]))
+        if self.varlen and "position_ids" in inputs and "attention_mask" not in inputs:
+            from engine.train.varlen_attention import varlen_inputs
+
+            inputs = varlen_inputs(inputs)
         return inputs

@@ -1,0 +1,156 @@
+"""Packed rows through variable-length flash attention (engine.train.varlen_attention, LEVERS.varlen_attention).
+
+torch's varlen kernel is CUDA-only: on the CPU `torch.nn.attention.varlen.varlen_attn` is replaced by a reference
+with its public contract (token-major (L, H, D) tensors, cumulative offsets, the causal window, GQA, the scale) that
+attends each example alone with SDPA. Everything around the kernel is lorapilot's and runs for real: the boundaries
+from position_ids, the inputs the trainer adds, the layout transforms, the registration with transformers, the
+SDPA path for rows without boundaries (generation). The kernel itself is measured on the GPU
+(benchmarks/user_path.py's varlen sides: losses and adapters beside flex attention's).
+"""
+
+from __future__ import annotations
+
+import inspect
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from engine.train import varlen_attention as va
+
+
+def row(lengths):
+    return torch.cat([torch.arange(n) for n in lengths])[None]
+
+
+def reference_varlen(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, *, return_aux=None, scale=None,
+                     window_size=(-1, -1), enable_gqa=False, **_):
+    """The public contract of torch.nn.attention.varlen.varlen_attn, computed per example with SDPA."""
+    assert torch.equal(cu_seq_q, cu_seq_k) and cu_seq_q.dtype == torch.int32 and max_q == max_k
+    assert tuple(window_size) == (-1, 0), "training attention must be causal"
+    assert enable_gqa or key.shape[1] == query.shape[1]
+    lengths = (cu_seq_q[1:] - cu_seq_q[:-1]).tolist()
+    assert max(lengths) == max_q
+    out = []
+    for s, e in zip(cu_seq_q[:-1].tolist(), cu_seq_q[1:].tolist()):
+        q, k, v = (t[s:e].transpose(0, 1) for t in (query, key, value))
+        out.append(torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale,
+                                                                    enable_gqa=enable_gqa).transpose(0, 1))
+    return torch.cat(out)
+
+
+@pytest.fixture
+def cpu_kernel(monkeypatch):
+    import torch.nn.attention.varlen as public
+
+    # The reference takes this torch's own keyword set (window_size, enable_gqa, scale): the glue's choices among
+    # them (causal window, GQA without repeating heads) are what the reference checks.
+    assert {"window_size", "enable_gqa", "scale"} <= set(inspect.signature(public.varlen_attn).parameters)
+    monkeypatch.setattr(public, "varlen_attn", reference_varlen)
+
+
+def test_boundaries_are_the_examples_offsets_and_the_longest():
+    cu, longest = va.boundaries(row([3, 2, 4]))
+    assert cu.tolist() == [0, 3, 5, 9] and cu.dtype == torch.int32 and longest == 4
+    cu, longest = va.boundaries(row([7]))
+    assert cu.tolist() == [0, 7] and longest == 7
+    with pytest.raises(ValueError, match="start with an example"):
+        va.boundaries(torch.tensor([[1, 2, 0, 1]]))
+
+
+def test_the_trainer_adds_the_boundaries_and_a_placeholder_mask_to_a_packed_row():
+    from engine.train.trainer import PlannedTrainer
+
+    inputs = {"input_ids": torch.zeros(1, 9, dtype=torch.long), "position_ids": row([3, 2, 4])}
+    trainer = SimpleNamespace(fused_loss=False, own_block_mask=False, varlen=True)
+    model = SimpleNamespace(training=True)
+    got = PlannedTrainer.loss_inputs(trainer, model, inputs)
+    assert got["cu_seq_lens_q"].tolist() == [0, 3, 5, 9] and got["max_length_q"] == 4
+    assert got["cu_seq_lens_k"] is got["cu_seq_lens_q"] and got["max_length_k"] == 4
+    assert got["attention_mask"].shape == (1, 1, 0, 0)      # 4-D: transformers builds no L x L mask
+    off = PlannedTrainer.loss_inputs(SimpleNamespace(fused_loss=False, own_block_mask=False, varlen=False), model,
+                                     inputs)
+    assert off == inputs
+
+
+def _model(kv_heads: int):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=kv_heads, pad_token_id=0)
+    return LlamaForCausalLM(cfg).eval()
+
+
+@pytest.mark.parametrize("kv_heads", [4, 2], ids=["mha", "gqa"])
+def test_a_packed_row_gives_each_example_its_logits_alone(cpu_kernel, kv_heads):
+    """Through the model, as in training (no cache): each example's logits are the ones it gets on its own."""
+    model = _model(kv_heads)
+    lengths = [150, 90, 200, 33]
+    pos = row(lengths)
+    ids = torch.randint(1, 97, pos.shape)
+    va.register()
+    with torch.no_grad():
+        model.config._attn_implementation = va.ATTENTION
+        got = model(**va.varlen_inputs({"input_ids": ids, "position_ids": pos}), use_cache=False).logits
+        model.config._attn_implementation = "sdpa"
+        start = 0
+        for n in lengths:
+            alone = model(input_ids=ids[:, start:start + n], use_cache=False).logits
+            torch.testing.assert_close(got[:, start:start + n], alone, atol=1e-4, rtol=1e-4)
+            start += n
+
+
+def test_a_row_without_boundaries_goes_through_sdpa_with_its_mask(cpu_kernel):
+    """Generation (the samples) has no boundaries and may pad: the same tokens as the SDPA model, padding and all."""
+    model = _model(2)
+    prompts = torch.tensor([[0, 0, 5, 6, 7], [8, 9, 10, 11, 12]])      # the first left-padded
+    mask = (prompts != 0).long()
+    va.register()
+    outs = {}
+    for impl in ("sdpa", va.ATTENTION):
+        model.config._attn_implementation = impl
+        with torch.no_grad():
+            outs[impl] = model.generate(input_ids=prompts, attention_mask=mask, max_new_tokens=6, do_sample=False,
+                                        pad_token_id=0)
+    assert torch.equal(outs["sdpa"], outs[va.ATTENTION])
+
+
+def test_it_trains_the_adapters_as_sdpa_does_on_the_same_packed_row(cpu_kernel):
+    """Loss and LoRA gradients through varlen equal SDPA's with transformers' packed-row mask from position_ids."""
+    from peft import LoraConfig, get_peft_model
+
+    va.register()
+    pos = row([20, 12, 31])
+    ids = torch.randint(1, 97, pos.shape)
+    result = {}
+    for impl in ("sdpa", va.ATTENTION):
+        model = get_peft_model(_model(2), LoraConfig(r=4, target_modules=["q_proj", "v_proj"], lora_dropout=0.0,
+                                                     init_lora_weights=False))   # B not 0: every gradient moves
+        model.train()
+        model.config._attn_implementation = impl
+        inputs = {"input_ids": ids, "position_ids": pos}
+        out = model(**(va.varlen_inputs(inputs) if impl == va.ATTENTION else inputs), labels=ids, use_cache=False)
+        out.loss.backward()
+        result[impl] = (out.loss.detach(), {n: p.grad for n, p in model.named_parameters() if "lora_" in n})
+    (loss_s, grads_s), (loss_v, grads_v) = result["sdpa"], result[va.ATTENTION]
+    torch.testing.assert_close(loss_v, loss_s, atol=1e-5, rtol=1e-5)
+    assert grads_s.keys() == grads_v.keys() and len(grads_s) == 8
+    for name, g in grads_s.items():
+        assert g.abs().sum() > 0
+        torch.testing.assert_close(grads_v[name], g, atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_the_plan_takes_it_only_under_its_lever_on_a_gpu(monkeypatch):
+    from engine.config import config_from_dict
+    from engine.plan import Machine, attention_for
+    from engine.train import speed
+
+    gpu = Machine("cuda", "GPU", 80.0)
+    assert attention_for(gpu, True)[0] == "flex_attention"
+    monkeypatch.setattr(speed.LEVERS, "varlen_attention", True)
+    name, line = attention_for(gpu, True)
+    assert name == va.ATTENTION and "variable-length flash attention" in line
+    assert attention_for(gpu, False)[0] == "sdpa"                       # padded rows: no boundaries to give
+    assert attention_for(Machine.for_gpu(None), True)[0] == "sdpa"       # the kernel is CUDA's
+    assert config_from_dict({"model": "x", "dataset": {"path": "d.jsonl"}})   # the config has no say in it
