@@ -43,6 +43,8 @@ clipped to 50..2000; the instruction and input take 20-70 % of a row), 16 exampl
                       the peak (ARCH-SIDE.mem.md), recorded from step 3 (BENCH_MEMORY_FROM_STEP: past the
                       compile); their speed is not comparable (recording costs host time)
           compiled_d0 compiled with LoRA dropout 0 over the full steps: what the dropout costs the compiled path
+          varlen, compiledvl  eager and compiled with packed rows through torch's variable-length flash attention
+                      instead of flex (LEVERS.varlen_attention); varlen_nd, compiledvl_nd: their adapters
           nodrop, compiled_nd, cudagraphs_nd  LoRA dropout 0, 30 steps: the adapters compared (adapter_agreement.py)
           eager_nd    nodrop again: the GPU kernels' run-to-run nondeterminism, the floor of any difference
           noliger_nd  nodrop without Liger's kernels (RMSNorm, RoPE, SwiGLU, the loss in PyTorch's own): the same
@@ -105,6 +107,8 @@ LEVER_SIDES = {
     "compiledgdcpp": (False, True, "graph_dequant=true,cpp_wrapper=true"),
     "compiledbnb": (False, True, "graph_dequant=false"),
     "compiledmax": (False, True, "compile_mode=max-autotune-no-cudagraphs"),
+    "varlen": (False, False, "varlen_attention=true"),
+    "compiledvl": (False, True, "varlen_attention=true"),
     "leancgd4k": (True, True, "graph_dequant=true,tokens_per_microbatch=4096"),
     "leancgd6k": (True, True, "graph_dequant=true,tokens_per_microbatch=6144"),
     "leancompiled": (True, True, ""),
@@ -119,7 +123,8 @@ AGREE_STEPS = 30
 for _name, _spec in [("nodrop", (False, False, "")), ("eager_nd", (False, False, "")),
                      ("noliger_nd", (False, False, "liger=false")),
                      ("paged_nd", (False, False, "fused_optimizer=false")),
-                     *((f"{k}_nd", LEVER_SIDES[k]) for k in ("compiled", "cudagraphs", "compiledhost", "compiledgd"))]:
+                     *((f"{k}_nd", LEVER_SIDES[k]) for k in ("compiled", "cudagraphs", "compiledhost", "compiledgd",
+                                                             "varlen", "compiledvl"))]:
     LEVER_SIDES[_name] = _spec
 # Dropout sides (ending _d0): the lever side with LoRA dropout 0 over the full steps, a speed side (what the dropout
 # costs on the same data and steps), not an agreement side.
