@@ -154,3 +154,62 @@ def test_the_plan_takes_it_only_under_its_lever_on_a_gpu(monkeypatch):
     assert attention_for(gpu, False)[0] == "sdpa"                       # padded rows: no boundaries to give
     assert attention_for(Machine.for_gpu(None), True)[0] == "sdpa"       # the kernel is CUDA's
     assert config_from_dict({"model": "x", "dataset": {"path": "d.jsonl"}})   # the config has no say in it
+
+
+def traceable_reference(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, *, return_aux=None, scale=None,
+                        window_size=(-1, -1), enable_gqa=False, **_):
+    """The same contract without a host loop, as one masked SDPA: dynamo traces it whole, like the real custom op."""
+    n = query.shape[0]
+    doc = torch.searchsorted(cu_seq_q[1:].contiguous(), torch.arange(n, device=query.device), right=True)
+    causal = torch.ones(n, n, dtype=torch.bool, device=query.device).tril()
+    mask = (doc[:, None] == doc[None, :]) & causal
+    q, k, v = (t.transpose(0, 1)[None] for t in (query, key, value))
+    out = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask[None, None], scale=scale,
+                                                           enable_gqa=enable_gqa)
+    return out[0].transpose(0, 1)
+
+
+def test_compiled_layers_trace_it_in_one_graph_and_compute_what_eager_does(monkeypatch):
+    """The plan compiles the layers of long runs: the attention function must not break their graph (dynamo would
+    split each layer, silently slower), and must give eager's numbers for each new packed length."""
+    import torch.nn.attention.varlen as public
+    from peft import LoraConfig, get_peft_model
+
+    from engine.train.compiled_layers import compile_decoder_layers
+
+    monkeypatch.setattr(public, "varlen_attn", traceable_reference)
+    va.register()
+
+    def run(compiled: bool, graphs: list):
+        model = get_peft_model(_model(2), LoraConfig(r=4, target_modules=["q_proj", "v_proj"], lora_dropout=0.0,
+                                                     init_lora_weights=False))
+        model.config._attn_implementation = va.ATTENTION
+        model.train()
+        if compiled:
+            from torch._dynamo.backends.registry import lookup_backend
+
+            aot_eager = lookup_backend("aot_eager")
+
+            def backend(gm, example_inputs):
+                graphs.append(gm)
+                return aot_eager(gm, example_inputs)
+            torch._dynamo.reset()
+            compile_decoder_layers(model, lambda _line: None, backend=backend)
+        losses = []
+        for lengths in ([20, 12, 31], [40, 9, 17, 30]):       # two packed lengths and example counts
+            pos = row(lengths)
+            ids = torch.randint(1, 97, pos.shape, generator=torch.Generator().manual_seed(len(lengths)))
+            out = model(**va.varlen_inputs({"input_ids": ids, "position_ids": pos}), labels=ids, use_cache=False)
+            out.loss.backward()
+            losses.append(out.loss.item())
+        return losses, {n: p.grad for n, p in model.named_parameters() if "lora_" in n}
+
+    eager_losses, eager_grads = run(False, [])
+    torch._dynamo.utils.counters.clear()
+    graphs: list = []
+    losses, grads = run(True, graphs)
+    assert not torch._dynamo.utils.counters["graph_break"], dict(torch._dynamo.utils.counters["graph_break"])
+    assert graphs and len(graphs) <= 4                       # one graph family for both layers and both lengths
+    assert losses == pytest.approx(eager_losses, rel=1e-5)
+    for name, g in eager_grads.items():
+        torch.testing.assert_close(grads[name], g, atol=1e-5, rtol=1e-4, msg=name)
