@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tui.app import LorapilotApp
-from wizard_pilot import paste_into, row_label, settle, shown, type_into
+from wizard_pilot import own_data, own_model_and_data, paste_into, row_label, settle, shown, type_into
 
 SIZE = (100, 32)
 
@@ -142,13 +142,6 @@ async def test_bf16_on_a_card_of_unknown_bf16_support_is_not_ticked(monkeypatch)
         app.exit()
 
 
-def _own_data(tmp_path, n: int = 48):
-    path = tmp_path / "mine.jsonl"
-    path.write_text("".join(f'{{"instruction": "say {i}", "output": "number {i} said"}}\n' for i in range(n)),
-                    encoding="utf-8")
-    return str(path)
-
-
 async def test_own_data_resets_the_demo_tuning_but_keeps_what_the_user_changed(tmp_path):
     from wizard_pilot import paste_into
 
@@ -160,7 +153,7 @@ async def test_own_data_resets_the_demo_tuning_but_keeps_what_the_user_changed(t
         await pilot.press("ctrl+n", "ctrl+n")
         await type_into(pilot, "#field-training-eval_steps", "5")  # the user's own choice survives
         await pilot.press("escape")
-        await paste_into(pilot, "#field-dataset-path", _own_data(tmp_path))
+        await paste_into(pilot, "#field-dataset-path", own_data(tmp_path))
         await settle(app, pilot)
         assert s.cfg.training.learning_rate == 2e-4 and s.cfg.training.max_steps == -1
         assert s.cfg.training.num_epochs == 3 and s.cfg.training.eval_steps == 5
@@ -176,15 +169,10 @@ async def test_own_data_resets_the_demo_tuning_but_keeps_what_the_user_changed(t
 
 
 async def test_review_checklist_carries_the_learning_rate_and_epoch_findings(tmp_path, demo_model_dir):
-    from wizard_pilot import paste_into
-
     app = LorapilotApp()
     async with app.run_test(size=SIZE) as pilot:
         await settle(app, pilot)
-        await paste_into(pilot, "#field-model", str(demo_model_dir))  # a model of one's own (the demo's copy)
-        await pilot.press("ctrl+n")
-        await paste_into(pilot, "#field-dataset-path", _own_data(tmp_path))
-        await pilot.press("ctrl+n")
+        await own_model_and_data(pilot, demo_model_dir, own_data(tmp_path))
         # What a user who kept the demo's tuning would run: 40 steps of 8 on 48 examples, at 3e-3.
         for field, text in (("learning_rate", "3e-3"), ("max_steps", "40"), ("micro_batch_size", "8"),
                             ("gradient_accumulation_steps", "1")):
@@ -249,7 +237,7 @@ async def test_statistics_show_the_trainers_split_and_a_tiny_validation_set_is_f
         await settle(app, pilot)
         stats = str(app.screen.query_one("#data-stats").render())
         assert "400 read: 380 train, 20 validation (validation_split 0.05)" in stats, stats
-        await paste_into(pilot, "#field-dataset-path", _own_data(tmp_path))   # 48 rows: 2 held out
+        await paste_into(pilot, "#field-dataset-path", own_data(tmp_path))   # 48 rows: 2 held out
         await settle(app, pilot)
         problems = shown(app, "#data-problems")
         assert "Only 2 examples held out for validation" in problems
@@ -264,7 +252,7 @@ async def test_the_problems_tab_counts_the_steps_the_status_line_counts(tmp_path
     async with app.run_test(size=SIZE) as pilot:
         await settle(app, pilot)
         await pilot.press("ctrl+n")
-        await paste_into(pilot, "#field-dataset-path", _own_data(tmp_path, 400))
+        await paste_into(pilot, "#field-dataset-path", own_data(tmp_path, 400))
         await settle(app, pilot)
         est = app.wizard.estimate
         (rare,) = [f for f in app.wizard.findings if f.code == "eval_too_rare"]

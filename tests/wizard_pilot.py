@@ -50,3 +50,20 @@ def shown(app, selector: str) -> str:
     if isinstance(widget, FindingBlocks):
         return "\n".join(str(block.render()) for block in widget.query_children(FindingBlock))
     return str(widget.render())
+
+
+def own_data(tmp_path, n: int = 48) -> str:
+    """A small alpaca file of one's own: n rows."""
+    path = tmp_path / "mine.jsonl"
+    path.write_text("".join(f'{{"instruction": "say {i}", "output": "number {i} said"}}\n' for i in range(n)),
+                    encoding="utf-8")
+    return str(path)
+
+
+async def own_model_and_data(pilot, model_dir, data: str) -> None:
+    """From the model step: a model of one's own (the demo's copy), then one's own data; ends on the
+    hyperparameters."""
+    await paste_into(pilot, "#field-model", str(model_dir))
+    await pilot.press("ctrl+n")
+    await paste_into(pilot, "#field-dataset-path", data)
+    await pilot.press("ctrl+n")
