@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import ConfigError, quote
+from engine.learning_rate import LORA_TYPICAL, RECOMMENDED_TEXT
 
 # Upper bounds that no real run reaches but that keep every value inside what the trainer's libraries take
 # (a seed above 2**32 - 1 is refused by numpy; 10**400 steps overflow torch's int64): a value the validator
@@ -87,9 +88,9 @@ class TrainingConfig:
                             recommended="1-3 for 500-5000 examples", rec=(1, 3), kind=(int, float), group="Batch and steps")
     max_steps: int = opt(-1, "Stop after this many optimizer steps; -1 derives it from num_epochs.", lo=-1,
                          hi=MAX_STEPS, group="Batch and steps")
-    learning_rate: float = opt(2.0e-4, "Peak learning rate of the adapter.", lo=0.0, lo_open=True, hi=1.0,
-                               recommended="1e-4-3e-4, 2e-4 typical", rec=(1e-4, 3e-4), kind=(int, float),
-                               group="Learning rate and schedule")
+    # Judged by engine.learning_rate (graded, and per model): no `rec` here, so advice() asks that rule.
+    learning_rate: float = opt(LORA_TYPICAL, "Peak learning rate of the adapter.", lo=0.0, lo_open=True, hi=1.0,
+                               recommended=RECOMMENDED_TEXT, kind=(int, float), group="Learning rate and schedule")
     lr_scheduler: str = opt("cosine", "How the learning rate decays after warmup.",
                             choices=("cosine", "linear", "constant", "constant_with_warmup"),
                             group="Learning rate and schedule")
@@ -376,8 +377,20 @@ def _cross_checks(cfg: Config, raw: dict) -> list[str]:
     return out
 
 
-def advice(cfg: Config) -> dict[str, str]:
-    """Valid values outside the seeds' recommended ranges, by dotted path: warnings, not errors."""
+@dataclass(frozen=True)
+class Advice:
+    """What a field's row says about a valid value: `level` is the finding severity it is shown with (info,
+    warning), or ok for a value that is fine but worth a word (the demo's own learning rate)."""
+    text: str
+    level: str = "warning"
+
+
+def advice(cfg: Config) -> dict[str, Advice]:
+    """Valid values outside the seeds' recommended ranges, by dotted path: warnings, not errors.
+
+    The learning rate's is engine.learning_rate's verdict, the one the checklist and the estimate show."""
+    from engine.learning_rate import lr_verdict
+
     out = {}
     for path, spec in FIELDS.items():
         if not spec.rec:
@@ -386,10 +399,13 @@ def advice(cfg: Config) -> dict[str, str]:
         value = getattr(getattr(cfg, head), tail) if tail else getattr(cfg, head)
         lo, hi = spec.rec
         if isinstance(value, (int, float)) and not isinstance(value, bool) and not lo <= value <= hi:
-            out[path] = f"{value:g} is outside the usual {spec.recommended or f'{lo:g}-{hi:g}'}"
+            out[path] = Advice(f"{value:g} is outside the usual {spec.recommended or f'{lo:g}-{hi:g}'}")
+    lr = lr_verdict(cfg.training.learning_rate, cfg.model)
+    if lr.worth_saying:
+        out["training.learning_rate"] = Advice(lr.message, lr.level)
     ratio = cfg.lora.alpha / cfg.lora.r
     if not 0.5 <= ratio <= 4:
-        out["lora.alpha"] = f"alpha/r = {ratio:g}: the usual choice is alpha = 2 x r ({2 * cfg.lora.r})"
+        out["lora.alpha"] = Advice(f"alpha/r = {ratio:g}: the usual choice is alpha = 2 x r ({2 * cfg.lora.r})")
     return out
 
 

@@ -82,7 +82,7 @@ async def test_ctrl_g_applies_the_settings_the_findings_name(tmp_path, demo_mode
         assert any("training.warmup_ratio 0 -> 0.03" in m and "training.learning_rate 0.01 -> 0.0002" in m
                    for m in notes), notes
         lines = shown(app, "#checklist")
-        assert "No warmup" not in lines and "high for LoRA" not in lines
+        assert "No warmup" not in lines and "far above the recommended" not in lines
         # The key is in the footer exactly while a finding names a setting.
         assert ("ctrl+g" in app.screen.active_bindings) == bool(s.fixes())
         app.exit()

@@ -19,7 +19,7 @@ import yaml
 from textual.app import App
 from textual.signal import Signal
 
-from engine.config import FIELDS, Config, advice, config_from_dict, load_config
+from engine.config import FIELDS, Advice, Config, advice, config_from_dict, load_config
 from engine.config_paths import flatten, get_path, problem_path, put_path
 from engine.config_text import from_raw, to_raw
 from engine.errors import ConfigError
@@ -83,7 +83,7 @@ class WizardState:
         for path, spec in FIELDS.items():
             self.raw[path] = to_raw(spec, get_path(d, path))
         self.problems: dict[str, list[str]] = {}
-        self.advice: dict[str, str] = {}     # valid values outside the seeds' recommended ranges
+        self.advice: dict[str, Advice] = {}  # valid values outside the recommended ranges
         self.notes = list(notes or [])
         # What the engine said, each with the error that replaced it when it failed.
         self.model_info: ModelInfo | None = None

@@ -75,7 +75,7 @@ TITLES = {
     "eval_too_rare": "Eval too rare",
     "no_checkpoint": "No checkpoint before the end",
     "no_save_limit": "Many checkpoints kept",
-    "learning_rate_unusual": "Learning rate unusual for LoRA",
+    "learning_rate_unusual": "Learning rate outside its range",
     "many_epochs": "Many passes over the data",
     "validation_too_small": "Validation set too small",
 }

@@ -43,8 +43,7 @@ def check_settings(cfg: Any, n_examples: int | None, num_gpus: int = 1,
             "no_warmup", "warning", None,
             "No warmup: the first steps use the full learning rate on an untrained adapter, a common cause of "
             "early spikes.", "training.warmup_ratio: 0", "Set training.warmup_ratio to 0.03 (3 % of the steps)."))
-    if cfg.model != DEMO_MODEL_ID:  # the demo's tiny random model needs its high rate (presets/demo.yaml)
-        out += _check_learning_rate(t.learning_rate)
+    out += _check_learning_rate(cfg)
     if t.max_grad_norm > LOOSE_CLIPPING:
         out.append(Finding(
             "no_grad_clipping", "warning", None,
@@ -90,25 +89,16 @@ def check_settings(cfg: Any, n_examples: int | None, num_gpus: int = 1,
     return out
 
 
-def _check_learning_rate(learning_rate: float) -> list[Finding]:
-    """The LoRA range of engine.estimate.lr (the one place it is kept), as a finding the checklist shows."""
-    from engine.estimate.lr import LORA_LR_DEFAULT, LORA_LR_RANGE
+def _check_learning_rate(cfg: Any) -> list[Finding]:
+    """engine.learning_rate's verdict (the one the hyperparameters screen and the estimate show), as a finding."""
+    from engine.learning_rate import lr_verdict
 
-    lo, hi = LORA_LR_RANGE
-    usual = f"usual for LoRA: {lo:.0e} to {hi:.0e}"
-    if learning_rate > 3 * hi:
-        return [Finding(
-            "learning_rate_unusual", "warning", None,
-            f"The learning rate {learning_rate:.1e} is high for LoRA: expect loss spikes or NaN.",
-            f"training.learning_rate: {learning_rate:g} ({usual})",
-            f"Set training.learning_rate to {LORA_LR_DEFAULT:g}")]
-    if learning_rate < lo / 3:
-        return [Finding(
-            "learning_rate_unusual", "info", None,
-            f"The learning rate {learning_rate:.1e} is low for LoRA: the loss may barely move.",
-            f"training.learning_rate: {learning_rate:g} ({usual})",
-            f"Set training.learning_rate to {LORA_LR_DEFAULT:g}")]
-    return []
+    v = lr_verdict(cfg.training.learning_rate, cfg.model)
+    if v.level == "ok":
+        return []
+    on = f" on {DEMO_MODEL_ID}, a tiny random model" if v.demo else ""
+    return [Finding("learning_rate_unusual", v.level, None, v.message,
+                    f"training.learning_rate: {v.learning_rate:g}{on}", v.fix)]
 
 
 def _check_validation(cfg: Any, n_examples: int | None) -> list[Finding]:

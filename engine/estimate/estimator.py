@@ -161,8 +161,8 @@ def compute(cfg: Config, info: ModelInfo, gpu: GpuSpec | None, *, n_examples: in
         steps_per_epoch=plan.steps_per_epoch, total_steps=plan.max_steps, time_s=time_s, cost=cost,
         time_basis=run_time.basis, time_basis_detail=run_time.detail, train_flops=run_time.flops,
         compile_s=run_time.compile_s,
-        lr_hint=lr_hint(t.learning_rate, round(per_step_tokens) or plan.examples_per_step * t.max_seq_length,
-                        info.pretraining),
+        lr_hint=lr_hint(t.learning_rate, cfg.model,
+                        round(per_step_tokens) or plan.examples_per_step * t.max_seq_length, info.pretraining),
         approximate=not arch.exact, notes=notes, fit_fraction=fraction, memory_mode=plan.memory,
         parallelism=plan.parallelism, need_gib=need, plan=plan)
 

@@ -1,24 +1,24 @@
-"""The learning-rate hint: the LoRA range, and the guide's batch-scaling rule with its inputs."""
+"""The learning-rate hint: engine.learning_rate's verdict, and the guide's batch-scaling rule with its inputs."""
 
 from __future__ import annotations
 
 import math
 
-LORA_LR_RANGE = (1e-4, 3e-4)
-LORA_LR_DEFAULT = 2e-4
+from engine.learning_rate import lr_verdict
+
 # When a model's pretraining recipe is not in its preset, the guide's Llama/Mistral figures.
 ASSUMED_PRETRAIN_LR = 3e-4
 ASSUMED_PRETRAIN_BATCH_TOKENS = 4_000_000
 
 
-def lr_hint(learning_rate: float, supervised_tokens_per_step: int | None, pretraining: dict) -> dict:
-    """What the configured learning rate looks like against the usual LoRA range and the scaling rule.
+def lr_hint(learning_rate: float, model: str, supervised_tokens_per_step: int | None, pretraining: dict) -> dict:
+    """What the configured learning rate looks like: the verdict every surface shows, and the scaling rule.
 
     The rule base_lr * sqrt(supervised_tokens_per_step / pretrained_batch_tokens)
-    comes from full fine-tuning; adapters usually want far more, so the LoRA
-    range is the primary advice and the rule is shown as a reference.
+    comes from full fine-tuning; adapters usually want far more, so the verdict
+    is the primary advice and the rule is shown as a reference.
     """
-    lo, hi = LORA_LR_RANGE
+    verdict = lr_verdict(learning_rate, model)
     base_lr = pretraining.get("learning_rate")
     batch = pretraining.get("batch_tokens")
     published = base_lr is not None and batch is not None
@@ -27,19 +27,12 @@ def lr_hint(learning_rate: float, supervised_tokens_per_step: int | None, pretra
     scaled = None
     if supervised_tokens_per_step:
         scaled = base_lr * math.sqrt(supervised_tokens_per_step / batch)
-    if learning_rate > 3 * hi:
-        verdict = "high for LoRA: expect loss spikes or NaN"
-    elif learning_rate < lo / 3:
-        verdict = "low for LoRA: the loss may barely move"
-    elif lo <= learning_rate <= hi:
-        verdict = "in the usual LoRA range"
-    else:
-        verdict = "near the usual LoRA range"
-    text = f"{learning_rate:.1e}: {verdict} ({lo:.0e}-{hi:.0e}, {LORA_LR_DEFAULT:.0e} typical)"
+    text = verdict.message
     if scaled is not None:
         text += (f"; scaling rule {base_lr:.1e} x sqrt({supervised_tokens_per_step:,} / {batch:,})"
                  f" = {scaled:.1e} (the rule is for full fine-tuning; LoRA usually wants more)")
-    return {"learning_rate": learning_rate, "range": list(LORA_LR_RANGE), "default": LORA_LR_DEFAULT,
-            "verdict": verdict, "scaled_lr": scaled, "base_lr": base_lr, "pretrained_batch_tokens": batch,
-            "pretraining_published": published, "supervised_tokens_per_step": supervised_tokens_per_step,
+    return {"learning_rate": learning_rate, "range": list(verdict.range), "default": verdict.typical,
+            "level": verdict.level, "message": verdict.message, "scaled_lr": scaled, "base_lr": base_lr,
+            "pretrained_batch_tokens": batch, "pretraining_published": published,
+            "supervised_tokens_per_step": supervised_tokens_per_step,
             "formula": "base_lr * sqrt(supervised_tokens_per_step / pretrained_batch_tokens)", "text": text}

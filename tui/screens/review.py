@@ -19,6 +19,7 @@ from textual.content import Content
 from textual.widgets import Button, Input, Label, Select, Static
 
 from engine.config import Config
+from engine.learning_rate import lr_verdict
 from tui.error_log import say
 from tui.screens.wizard import WizardStep
 from tui.widgets.checklist import Checklist
@@ -86,8 +87,10 @@ class ReviewScreen(WizardStep):
         self.query_one(VramBar).show(est)
         self.query_one("#plan", Static).update(self._plan())
         pending = "estimating…" if s.busy else (s.preflight_error or s.inspect_error or s.data_error)
+        lr = lr_verdict(s.cfg.training.learning_rate, s.cfg.model)   # its finding's words, when it raised none
         self.query_one(Checklist).show(s.findings, pending=pending, cpu_precision=self._cpu_precision(),
-                                       not_checked=self._not_checked())
+                                       not_checked=self._not_checked(),
+                                       ticked={"learning_rate_unusual": f"Learning rate {lr.message}"})
         self.query_one("#train-command", Static).update(self._command())
         problems = s.blockers()
         box = self.query_one("#review-problems", Static)
@@ -165,9 +168,6 @@ class ReviewScreen(WizardStep):
         cost = fmt_cost(est.cost)
         lines = [Content(" · ".join(parts)),
                  Content(time_text + (f" · {cost}" if cost else " · set $/h for the cost"))]
-        hint = est.lr_hint or {}
-        if hint.get("message"):
-            lines.append(Content.styled(f"learning rate: {hint['message']}", "$text-muted"))
         lines += [Content.styled(f"note: {n}", "$text-muted") for n in est.notes]
         if est.approximate:
             lines.append(Content.styled("approximate: the model's shapes were partly guessed", "$text-warning"))

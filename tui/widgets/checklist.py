@@ -24,7 +24,7 @@ ITEMS: list[tuple[str, tuple[str, ...]]] = [
     ("At least 100 examples with trained tokens",
      ("no_examples", "no_target_tokens", "too_few_examples", "few_target_tokens")),
     ("max_seq_length covers the responses", ("responses_truncated", "prompt_too_long")),
-    ("Learning rate in the usual LoRA range", ("learning_rate_unusual",)),
+    ("Learning rate in the recommended range", ("learning_rate_unusual",)),
     ("1-3 passes over the data (epochs)", ("many_epochs",)),
     ("bf16 or fp16 to suit the GPU", ("precision_unsupported",)),
     ("Gradient checkpointing on", ("gradient_checkpointing_off",)),
@@ -51,10 +51,13 @@ class Checklist(FindingBlocks):
     DEFAULT_CSS = Path(__file__).with_suffix(".tcss").read_text(encoding="utf-8")
 
     def show(self, findings: Sequence[Any] | None, pending: str | None = None,
-             cpu_precision: str | None = None, not_checked: Mapping[str, str] | None = None) -> None:
+             cpu_precision: str | None = None, not_checked: Mapping[str, str] | None = None,
+             ticked: Mapping[str, str] | None = None) -> None:
         """cpu_precision: the run trains on this machine's CPU in that precision (None: on a GPU).
-        not_checked: finding codes whose check was not made this time, with why (their line reads '?', no tick)."""
-        not_checked = not_checked or {}
+        not_checked: finding codes whose check was not made this time, with why (their line reads '?', no tick).
+        ticked: what a line says when its check raised nothing, by code, where the engine words it (the learning
+        rate's verdict) instead of the line's title."""
+        not_checked, ticked = not_checked or {}, ticked or {}
         if findings is None:
             pending_line = Content.styled(pending or "Waiting for the dataset and the estimate…", "italic $text-muted")
             self.show_blocks([(pending_line, None)])
@@ -79,7 +82,8 @@ class Checklist(FindingBlocks):
             elif skipped := next((not_checked[c] for c in codes if c in not_checked), None):
                 blocks.append((Content.styled(f"? {title} (not checked: {skipped})", "$text-muted"), None))
             elif any(c in known for c in codes):
-                blocks.append((Content.styled(f"✓ {title}", "$text-success"), None))
+                text = next((ticked[c] for c in codes if c in ticked), title)
+                blocks.append((Content.styled(f"✓ {text}", "$text-success"), None))
             else:
                 blocks.append((Content.styled(f"? {title} (not checked yet)", "$text-muted"), None))
         # Findings beyond the seeds' list (duplicates, synthetic phrases) still belong in front of a launch.

@@ -12,10 +12,15 @@ from pathlib import Path
 from textual import on
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
+from textual.content import Content
 from textual.message import Message
 from textual.widgets import Checkbox, Input, Label, Select
 
-from engine.config import FieldSpec
+from engine.config import Advice, FieldSpec
+from tui.widgets.problem_list import MARK
+
+# How an advice line is marked: as the checklist marks a finding of that level, and ok as its tick.
+ADVICE_MARK = {**MARK, "ok": ("✓", "$text-success")}
 
 TRUE_WORDS = ("true", "yes", "on", "1")
 
@@ -132,7 +137,7 @@ class FieldRow(Vertical):
         event.checkbox.label = "on" if event.value else "off"
         self._send("true" if event.value else "false")
 
-    def sync(self, raw: str, problems: list[str], advice: str | None = None, *, overwrite: bool = False) -> None:
+    def sync(self, raw: str, problems: list[str], advice: Advice | None = None, *, overwrite: bool = False) -> None:
         """Show the problems; show the value too when it was set elsewhere (`overwrite`: a recipe, auto-fit).
 
         Never on the user's own keystrokes: the editor runs ahead of the state while they type, and
@@ -160,5 +165,6 @@ class FieldRow(Vertical):
         problem.display = bool(problems)
         self.set_class(bool(problems), "-invalid")
         note = self.query_one(".field-advice", Label)
-        note.update(f"! {advice}" if advice else "")
+        mark, style = ADVICE_MARK[advice.level] if advice else ("", "")
+        note.update(Content.styled(f"{mark} {advice.text}", style) if advice else "")
         note.display = bool(advice) and not problems
