@@ -478,3 +478,23 @@ def test_samples_panel_indents_a_field_s_further_lines_under_its_text():
     assert lines == ["prompt Write the phrase in capitals.", "       castle paper",
                      "output In capitals:", "       CASTLE",
                      "expected In capitals:", "         CASTLE PAPER."]
+
+
+async def test_the_loss_chart_and_the_progress_panel_show_the_same_last_record(tmp_path):
+    """Seen on the demo: the progress panel read step 24, loss 3.145 while the chart still ended at step 20 (the
+    chart is drawn less often than the panels). At every refresh both show the same records."""
+    run = make_run(tmp_path / "r", steps_done=300, pid=os.getpid())
+    app = LorapilotApp(start="monitor", run_dir=str(run))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: loaded(app) and len(monitor(app).history.loss) == 30)
+        screen = monitor(app)
+        chart, progress = screen.query_one("#loss", LossChart), screen.query_one("#progress")
+        await until(pilot, lambda: line(chart, TRAIN_COLOUR).x[-1] == 300)
+        rec = {"kind": "train", "step": 310, "time": time.time(), "epoch": 0.78, "loss": 3.145,
+               "learning_rate": 1e-4, "grad_norm": 0.4, "tokens_per_s": 3600.0}
+        with open(run / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(rec) + "\n")
+        await until(pilot, lambda: "loss       3.145" in text_of(progress), timeout=30)   # one refresh
+        assert "310 / 1,200" in text_of(progress)
+        assert line(chart, TRAIN_COLOUR).x[-1] == 310 and line(chart, TRAIN_COLOUR).y[-1] == 3.145
+        assert "last train 3.145" in chart.border_subtitle
