@@ -498,3 +498,33 @@ async def test_the_loss_chart_and_the_progress_panel_show_the_same_last_record(t
         assert "310 / 1,200" in text_of(progress)
         assert line(chart, TRAIN_COLOUR).x[-1] == 310 and line(chart, TRAIN_COLOUR).y[-1] == 3.145
         assert "last train 3.145" in chart.border_subtitle
+
+
+def footer_descriptions(app) -> list[str]:
+    from textual.widgets._footer import FooterKey
+    return [k.description for k in app.screen.query(FooterKey)]
+
+
+@pytest.mark.parametrize("state", ["done", "stopped", "failed", "lost"])
+async def test_an_ended_run_shows_no_pid_and_no_stop_key(tmp_path, state):
+    """Seen on the demo: `state done  pid 7467` and `x Stop…` in the footer of a run whose trainer had exited."""
+    pid = dead_pid()
+    run = make_run(tmp_path / "r", state="training" if state == "lost" else state, steps_done=300, pid=pid)
+    app = LorapilotApp(start="monitor", run_dir=str(run))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: loaded(app))
+        await pilot.pause(0.3)   # the footer recomposes after refresh_bindings
+        assert monitor(app).history.state == state
+        progress = text_of(monitor(app).query_one("#progress"))
+        assert progress.splitlines()[0].rstrip() == f"state      {state}", progress   # no pid
+        assert "Stop…" not in footer_descriptions(app)
+
+
+async def test_a_live_run_shows_its_pid_and_the_stop_key(tmp_path):
+    run = make_run(tmp_path / "r", steps_done=300, pid=os.getpid())
+    app = LorapilotApp(start="monitor", run_dir=str(run))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: loaded(app))
+        await pilot.pause(0.3)
+        assert f"pid {os.getpid()}" in text_of(monitor(app).query_one("#progress"))
+        assert "Stop…" in footer_descriptions(app)

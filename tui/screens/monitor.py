@@ -343,6 +343,8 @@ class MonitorScreen(Screen):
     def check_action(self, action: str, parameters: tuple) -> bool | None:
         if action in ("quit_monitor", "quit_finished"):
             return (self.history.state in ENDED) == (action == "quit_finished")
+        if action == "stop_run":  # nothing to stop once the trainer has exited (or before the run is read)
+            return self.history.state not in (*ENDED, "unknown")
         if action == "export":  # a finished run only: the adapter is final
             return self.history.state == "done" and (Path(self.run_dir) / ADAPTER_DIR).is_dir()
         return True

@@ -66,7 +66,8 @@ class ProgressPanel(MonitorPanel):
             rows.append(Text.assemble((label.ljust(LABEL), "bold"), *value, no_wrap=True, overflow="ellipsis"))
 
         st = h.status or {}
-        pid = st.get("pid") or st.get("rank0_pid")
+        # An ended run's trainer has exited: its pid would name a process that is gone (or another one now).
+        pid = None if h.is_final or h.state == "lost" else st.get("pid") or st.get("rank0_pid")
         row("state", (h.state, STATE_STYLES.get(h.state, "bold")), (f"  pid {pid}" if pid else "", "dim"))
         if st.get("memory"):  # the trainer's choice (auto: fast or lean)
             gpus = f" · {st['world_size']} GPUs" if (st.get("world_size") or 1) > 1 else ""
