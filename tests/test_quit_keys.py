@@ -89,6 +89,24 @@ def watch_exit(app) -> list:
     return messages
 
 
+async def quit_when_ready(path, keys, ready, while_open=None) -> str:
+    """Opens the monitor on `path`, waits until `ready(screen)`, runs `while_open(app)`, presses `keys`; returns what
+    the app left printed in the terminal ("" for nothing)."""
+    app = LorapilotApp(start="monitor", run_dir=str(path))
+    notes = watch_exit(app)
+    async with app.run_test(size=(80, 24)) as pilot:
+        for _ in range(200):
+            await pilot.pause(0.05)
+            if ready(app.screen):
+                break
+        if while_open is not None:
+            while_open(app)
+        await pilot.press(*keys)
+        await pilot.pause(0.05)
+    assert not app.is_running
+    return "\n".join(getattr(note, "plain", str(note)) for note in notes if note)
+
+
 @pytest.mark.parametrize("keys", [("ctrl+q",), ("q",), ("ctrl+c", "ctrl+c")])
 async def test_quitting_the_monitor_mid_run_leaves_the_way_back_in_the_terminal(tmp_path, keys):
     """A beginner who quits while the run trains must not think the run went with the app: the terminal keeps
@@ -96,31 +114,12 @@ async def test_quitting_the_monitor_mid_run_leaves_the_way_back_in_the_terminal(
     import os
 
     run = make_run(tmp_path / "my run", state="training", steps_done=900, pid=os.getpid())  # a live trainer's pid
-    app = LorapilotApp(start="monitor", run_dir=str(run))
-    notes = watch_exit(app)
-    async with app.run_test(size=(80, 24)) as pilot:
-        for _ in range(100):
-            await pilot.pause(0.05)
-            if app.screen.history.state == "training":
-                break
-        await pilot.press(*keys)
-        await pilot.pause(0.05)
-    assert not app.is_running
-    printed = "\n".join(getattr(note, "plain", str(note)) for note in notes if note)
+    printed = await quit_when_ready(run, keys, lambda screen: screen.history.state == "training")
     assert "in the background" in printed
     assert f"lorapilot monitor '{run}'" in printed and f"lorapilot stop '{run}'" in printed
 
     done = make_run(tmp_path / "done", state="done", steps_done=1200)
-    app = LorapilotApp(start="monitor", run_dir=str(done))
-    notes = watch_exit(app)
-    async with app.run_test(size=(80, 24)) as pilot:
-        for _ in range(100):
-            await pilot.pause(0.05)
-            if app.screen.history.state == "done":
-                break
-        await pilot.press(*keys)
-        await pilot.pause(0.05)
-    assert not app.is_running and not any(notes)
+    assert await quit_when_ready(done, keys, lambda screen: screen.history.state == "done") == ""
 
 
 @pytest.mark.parametrize("keys", [("ctrl+q",), ("q",), ("ctrl+c", "ctrl+c")])
@@ -128,35 +127,23 @@ async def test_quitting_the_sweep_monitor_mid_sweep_leaves_the_way_back_in_the_t
     """The sweep monitor's quit, as the run monitor's: the sweep goes on, and the terminal keeps how to watch it
     again and how to stop it; a finished sweep's quit prints nothing."""
 
-    sweep = make_sweep(tmp_path, state="running", name="my sweep")  # this test's pid stands in for the driver
-    app = LorapilotApp(start="monitor", run_dir=str(sweep))
-    notes = watch_exit(app)
-    async with app.run_test(size=(80, 24)) as pilot:
-        for _ in range(200):
-            await pilot.pause(0.05)
-            if getattr(app.screen, "summary", None):
-                break
+    def running(app):
         assert app.screen.summary["state"] == "running"
         assert footer_quit(app) == "Quit (sweep continues)"
-        await pilot.press(*keys)
-        await pilot.pause(0.05)
-    assert not app.is_running
-    printed = "\n".join(getattr(note, "plain", str(note)) for note in notes if note)
+
+    def ended(app):
+        assert footer_quit(app) == "Quit"
+
+    def has_summary(screen):
+        return bool(getattr(screen, "summary", None))
+
+    sweep = make_sweep(tmp_path, state="running", name="my sweep")  # this test's pid stands in for the driver
+    printed = await quit_when_ready(sweep, keys, has_summary, running)
     assert "the sweep goes on in the background" in printed
     assert f"lorapilot monitor '{sweep}'" in printed and f"lorapilot stop '{sweep}'" in printed
 
     done = make_sweep(tmp_path / "later", state="done")
-    app = LorapilotApp(start="monitor", run_dir=str(done))
-    notes = watch_exit(app)
-    async with app.run_test(size=(80, 24)) as pilot:
-        for _ in range(200):
-            await pilot.pause(0.05)
-            if getattr(app.screen, "summary", None):
-                break
-        assert footer_quit(app) == "Quit"
-        await pilot.press(*keys)
-        await pilot.pause(0.05)
-    assert not app.is_running and not any(notes)
+    assert await quit_when_ready(done, keys, has_summary, ended) == ""
 
 
 async def test_a_run_that_ends_while_watched_rings_and_sets_the_title(tmp_path, monkeypatch):
