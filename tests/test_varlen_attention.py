@@ -213,3 +213,19 @@ def test_compiled_layers_trace_it_in_one_graph_and_compute_what_eager_does(monke
     assert losses == pytest.approx(eager_losses, rel=1e-5)
     for name, g in eager_grads.items():
         torch.testing.assert_close(grads[name], g, atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_a_model_loads_with_it_through_the_trainers_load_path(tmp_path, cpu_kernel):
+    """The seam the kernel tests skip: from_pretrained with attn_implementation=ATTENTION, as build_model asks.
+    A name transformers takes for a hub flash kernel fails here before any step runs."""
+    from engine.model import load_base_model
+
+    _model(2).save_pretrained(tmp_path / "tiny")
+    model, _ = load_base_model(str(tmp_path / "tiny"), "none", "fp32", attn_implementation=va.ATTENTION)
+    assert model.config._attn_implementation == va.ATTENTION
+    pos = row([5, 7])
+    ids = torch.randint(1, 97, pos.shape)
+    with torch.no_grad():
+        got = model(**va.varlen_inputs({"input_ids": ids, "position_ids": pos}), use_cache=False).logits
+        alone = model(input_ids=ids[:, 5:], use_cache=False).logits
+    torch.testing.assert_close(got[:, 5:], alone, atol=1e-4, rtol=1e-4)

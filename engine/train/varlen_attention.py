@@ -20,7 +20,9 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-ATTENTION = "varlen_flash"
+# Not "flash" in the name: transformers takes any such name for a flash-attention kernel to fetch from the hub and
+# fails to load the model (seen on the H200 in session 15).
+ATTENTION = "lorapilot_varlen"
 # transformers' names for a packed row's boundaries (FlashAttentionKwargs): they travel through the decoder layers.
 BOUNDARY_KEYS = ("cu_seq_lens_q", "cu_seq_lens_k", "max_length_q", "max_length_k")
 
