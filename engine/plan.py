@@ -189,7 +189,8 @@ def token_budget_for(cfg: Config, machine: Machine, memory: str, compiled: bool 
 @dataclass(frozen=True)
 class Resumed:
     """Where a resumed run continues: its checkpoint's optimizer step, and the optimizer its saved states belong to
-    (engine.train.resume_check.checkpoint_optimizer: "" when the checkpoint's record does not say)."""
+    (engine.train.resume_check.checkpoint_optimizer: "" when the checkpoint's record does not say). The step is for
+    train.log only: a resumed run replays the plan of the run it resumes (compile_for)."""
     step: int
     optimizer: str
 
@@ -233,14 +234,17 @@ def offload_for(machine: Machine, memory: str) -> tuple[bool, str]:
 
 
 def compile_for(setting: str | bool, machine: Machine, memory: str, steps: int | None,
-                room: bool = True, steps_done: int = 0) -> tuple[bool, str]:
+                room: bool = True, resumed_at: int = 0) -> tuple[bool, str]:
     """training.compile: whether each decoder layer goes through torch.compile (engine.train.compiled_layers), and
     the line that says why. Inductor generates Triton kernels: a GPU with Triton or nothing. auto compiles only
     where it was measured to pay back: one process, a run of at least COMPILE_MIN_STEPS steps (lean's too, at
     LEAN_COMPILED_TOKENS_PER_MICROBATCH).
     room False: the estimate fits the fast path eager but not compiled (plan_run asks): auto stays eager rather
-    than fall back to lean, which is far slower than what compiling gains. steps_done: a resumed run's checkpoint
-    step; what pays back the compile is the steps still to run."""
+    than fall back to lean, which is far slower than what compiling gains.
+    steps: the whole run's, also for a resumed run (resumed_at: its checkpoint's step, for the line only). Decided by
+    the steps left, a run resumed near its end went eager: lean's token cap, and with it how every step is cut into
+    micro-batches and the Trainer's accumulation count, changed under the checkpoint, and the compiled and the eager
+    layers draw their dropout masks differently. The plan is the run's, whatever its progress."""
     if setting is False:
         return False, "compile: decoder layers eager (training.compile: false)"
     gpu = machine.device == "cuda" and machine.kernels
@@ -257,17 +261,16 @@ def compile_for(setting: str | bool, machine: Machine, memory: str, steps: int |
                        "GPU only; training.compile: true to compile anyway)")
     if steps is None:
         return False, "compile: decoder layers eager (the run's steps are unknown)"
-    left = max(steps - steps_done, 0)
-    count = f"{left:,} steps left of {steps:,}" if steps_done else f"{steps:,} steps"
-    if left < COMPILE_MIN_STEPS:
-        return False, (f"compile: decoder layers eager ({count}, under {COMPILE_MIN_STEPS:,}: the "
-                       f"~{COMPILE_LAYERS_S:.0f} s compile would not pay back)")
+    kept = f"; resumed at step {resumed_at:,}: the run's own plan" if resumed_at else ""
+    if steps < COMPILE_MIN_STEPS:
+        return False, (f"compile: decoder layers eager ({steps:,} steps, under {COMPILE_MIN_STEPS:,}: the "
+                       f"~{COMPILE_LAYERS_S:.0f} s compile would not pay back{kept})")
     if not room:
-        return False, (f"compile: decoder layers eager ({count} would pay back the compile, but the compiled "
-                       f"layers' extra memory would not fit {machine.memory_gib:.0f} GiB)")
+        return False, (f"compile: decoder layers eager ({steps:,} steps would pay back the compile, but the compiled "
+                       f"layers' extra memory would not fit {machine.memory_gib:.0f} GiB{kept})")
     faster = "~1.2x faster ones than lean's eager layers" if memory == "lean" else "~1.15x faster ones"
-    return True, (f"compile: decoder layers compiled ({count}: the ~{COMPILE_LAYERS_S:.0f} s compile before step "
-                  f"1 pays back after ~500 steps of {faster})")
+    return True, (f"compile: decoder layers compiled ({steps:,} steps: the ~{COMPILE_LAYERS_S:.0f} s compile before "
+                  f"step 1 pays back after ~500 steps of {faster}{kept})")
 
 
 # ------------------------------------------------------------------------------------------- micro-batches
@@ -324,7 +327,8 @@ def plan_run(cfg: Config, machine: Machine, *, lengths: list[int] | None = None,
 
     info (engine.estimate.ModelInfo) lets training.memory and training.parallelism auto ask the memory estimate
     whether the fast path (one whole copy per GPU) fits the machine; without it they take the fast path (ddp).
-    resumed: where a resumed run continues (its optimizer, and the steps left to decide the compile by).
+    resumed: where a resumed run continues: the optimizer its checkpoint's states belong to; otherwise the plan of
+    the run it resumes, whatever its progress (compile_for).
     """
     t = cfg.training
     parallel = _parallelism_choices(cfg, machine)
@@ -409,7 +413,7 @@ def _plan_for(cfg: Config, machine: Machine, memory: str, parallelism: str, leng
     per_epoch = None if counted is None else max(1, math.ceil(counted / examples_per_step))
     steps = total_steps(cfg, per_epoch)
     compile_layers, compile_line = compile_for(t.compile, machine, memory, steps, room=compile_room,
-                                               steps_done=resumed.step if resumed else 0)
+                                               resumed_at=resumed.step if resumed else 0)
     budget, line = token_budget_for(cfg, machine, memory, compiled=compile_layers)
     lines.append(line)
     optimizer, line = optimizer_for(t.optimizer, machine, memory, sharded=parallelism == "fsdp",

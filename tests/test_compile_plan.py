@@ -64,16 +64,31 @@ def test_compiled_nf4_layers_dequantise_in_the_graph_and_the_estimate_reads_it()
     assert held.gib == pytest.approx(GRAPH_DEQUANT_WEIGHTS * one.gib) and "compiled layers" in held.note
 
 
-def test_a_resumed_run_decides_by_the_steps_it_has_left():
-    """The compile pays back over the steps still to run: a run resumed near its end starts at once."""
+@pytest.mark.parametrize("memory,lengths,per_step", [
+    ("fast", (400,) * 64, 1),   # the fast path: the whole step in one micro-batch, compiled or not
+    # lean: 16 examples of 500 tokens, 8,000 a step, one micro-batch under eager's 8,192 cap; compiled, over
+    # 6,144 x LEAN_STRETCH, two: the compile decides how each step is cut and the accumulation count
+    ("lean", (500,) * 64, 2),
+])
+def test_a_resumed_run_replays_the_plan_of_the_run_it_resumes(memory, lengths, per_step):
+    """A run of 2,000 steps resumed at step 1,500 (500 left, under COMPILE_MIN_STEPS) keeps its plan: the compile,
+    lean's token cap, the micro-batches of every step and their count, which the Trainer multiplies by the
+    checkpoint's step to skip the micro-batches already trained. Deciding the compile by the steps left switched it
+    off on resume: other kernels and dropout masks from there on, and on lean 8,192 tokens instead of 6,144."""
     from engine.plan import Resumed
 
-    cfg = cfg_for(max_steps=2000)
-    early = plan_run(cfg, GPU, lengths=[400] * 64, resumed=Resumed(step=500, optimizer="adamw_torch_fused"))
-    assert early.compile_layers and "(1,500 steps left of 2,000:" in compile_line(early)
-    late = plan_run(cfg, GPU, lengths=[400] * 64, resumed=Resumed(step=1500, optimizer="adamw_torch_fused"))
-    assert not late.compile_layers and "(500 steps left of 2,000, under 1,000" in compile_line(late)
-    assert late.max_steps == 2000  # the run's own length is unchanged
+    cfg = cfg_for(max_steps=2000, memory=memory)
+    ran = plan_run(cfg, GPU, lengths=list(lengths))
+    assert ran.compile_layers and ran.micro_batches_per_step == per_step
+    if memory == "lean":  # the count really follows the compile here
+        assert plan_run(cfg_for(max_steps=2000, memory=memory, compile=False), GPU,
+                        lengths=list(lengths)).micro_batches_per_step == 1
+    for step in (1500, 1999, 500):
+        resumed = plan_run(cfg, GPU, lengths=list(lengths), resumed=Resumed(step=step, optimizer=ran.optimizer))
+        assert resumed.to_dict() == ran.to_dict(), step  # status.json's plan: compile, cap, counts, optimizer
+        assert resumed.step_plan is not None and ran.step_plan is not None
+        assert resumed.step_plan.epochs == ran.step_plan.epochs  # the same examples in the same micro-batches
+        assert f"resumed at step {step:,}" in compile_line(resumed)
 
 
 @pytest.mark.parametrize("machine,training,why", [
@@ -245,3 +260,37 @@ def test_the_trainer_compiles_exactly_when_the_plan_says_and_evaluates_eagerly(d
     with torch.no_grad():
         built.model(input_ids=torch.tensor([[5, 6, 7, 8]]), position_ids=torch.tensor([[0, 1, 2, 3]]))
     assert len(graphs) > n and graphs[-1] is False
+
+
+@pytest.mark.slow
+def test_a_resumed_run_plans_on_a_gpu_what_it_planned_when_it_started(finished_demo_run, tmp_path, monkeypatch):
+    """The trainer's plan phase (run.plan_here) from a real run directory and its real checkpoint, on a GPU with
+    Triton described (the token caps and the compile apply only there): resuming, status.json's plan and the
+    micro-batches are the ones of the run's start. A lean run of 1,000 steps resumed at its checkpoint has fewer
+    than COMPILE_MIN_STEPS left."""
+    import shutil
+
+    import yaml
+
+    from engine.model import Hardware
+    from engine.rundir import checkpoint_step, usable_checkpoint
+    from engine.train import run
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(finished_demo_run, run_dir)  # the fixture is shared: plan_here writes status.json
+    raw = yaml.safe_load((run_dir / "config.yaml").read_text())
+    raw["training"].update(memory="lean", max_steps=COMPILE_MIN_STEPS)
+    cfg = config_from_dict(raw)
+    ckpt, _ = usable_checkpoint(run_dir)
+    assert ckpt and 0 < checkpoint_step(ckpt) < COMPILE_MIN_STEPS
+    monkeypatch.setattr("engine.train.speed.liger_available", lambda device: (True, ""))
+    inputs = run.load(cfg, run_dir, resume=True, data=None, tokenizer=None)
+    inputs = dataclasses.replace(inputs, hw=Hardware("cuda", "NVIDIA H200", True, (9, 0), 1, 139.0))
+
+    started = run.plan_here(cfg, inputs, run_dir)
+    planned = json.loads((run_dir / "status.json").read_text())["plan"]
+    assert started.compile_layers and planned["memory"] == "lean" and planned["compile_layers"] is True
+    resumed = run.plan_here(cfg, inputs, run_dir, ckpt=ckpt)
+    assert json.loads((run_dir / "status.json").read_text())["plan"] == planned
+    assert resumed.step_plan is not None and started.step_plan is not None
+    assert resumed.step_plan.epochs == started.step_plan.epochs

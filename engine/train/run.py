@@ -211,7 +211,7 @@ def load(cfg: Config, run_dir: Path, *, resume: bool, data: PreparedData | None,
 def plan_here(cfg: Config, inputs: Inputs, run_dir: Path, *, ckpt: str | None = None) -> RunPlan:
     """Phase 2: the one plan (engine.plan) for this machine and these examples, written into status.json as run,
     so that `lorapilot estimate` can be checked against it (tests/test_plan_seam.py). ckpt: the checkpoint a resume
-    continues from; the plan keeps the optimizer its states belong to, and decides the compile by the steps left."""
+    continues from; the plan keeps the optimizer its states belong to, and is otherwise the plan the run started with."""
     resumed = None
     if ckpt:
         from engine.plan import Resumed
