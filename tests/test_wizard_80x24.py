@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from tui.app import LorapilotApp
 from wizard_pilot import settle
 
@@ -44,3 +46,40 @@ async def test_estimate_line_wraps_rather_than_cuts_at_80_columns():
         line = app.screen.query_one(EstimateLine)
         assert line.size.height == 1 and "problem" not in str(line.render())
 
+
+async def test_max_seq_length_hint_names_the_length_for_this_dataset(tmp_path):
+    """The hint said "recommended covers 95 % of examples" and never a number. Now it names the length, the one
+    the pre-flight check's fix proposes (one rule), on both steps that show the field; without data it says so."""
+    from wizard_pilot import paste_into, row_label
+
+    data = tmp_path / "long.jsonl"  # responses of 1 to 120 words: a short max_seq_length cuts some
+    data.write_text("".join(json.dumps({"instruction": f"count to {k}", "output": " one" * k}) + "\n"
+                            for k in range(1, 121)), encoding="utf-8")
+    app = LorapilotApp()
+    async with app.run_test(size=NARROW) as pilot:
+        await settle(app, pilot)
+        s = app.wizard
+        await pilot.press("ctrl+n")
+        await paste_into(pilot, "#field-dataset-path", str(data))
+        await settle(app, pilot)
+        n = s.data_length()
+        assert n and n % 64 == 0
+        hint = row_label(app, "training.max_seq_length", "hint")
+        assert hint.startswith(f"recommended {n} (covers 95 % of examples)"), hint
+
+        # Too short for the data: the check's fix names the same number.
+        s.set_raw("training.max_seq_length", "64")
+        await settle(app, pilot)
+        fixes = [f.fix for f in s.findings or [] if f.code == "responses_truncated"]
+        assert fixes and f"Set training.max_seq_length to {n} " in fixes[0], fixes
+        assert row_label(app, "training.max_seq_length", "hint").startswith(f"recommended {n} ")
+
+        await pilot.press("ctrl+n")
+        await settle(app, pilot)
+        assert row_label(app, "training.max_seq_length", "hint").startswith(f"recommended {n} ")
+
+        # No data read: said plainly, no number from the data that was there before.
+        s.set_raw("dataset.path", "/nowhere/data.jsonl")
+        await settle(app, pilot)
+        hint = row_label(app, "training.max_seq_length", "hint")
+        assert "no data read yet" in hint and str(n) not in hint, hint

@@ -177,12 +177,17 @@ class WizardState:
                 f"training.max_seq_length: {length:,} is past the model's context of {context:,} tokens; "
                 f"at most {context:,}"]
 
+    def data_length(self) -> int | None:
+        """The max_seq_length that keeps 95 % of the training examples whole (the pre-flight check's rule, on the
+        trainer's own tokenization of this data); None before the data is tokenized."""
+        if not self.examples:
+            return None
+        from engine.diagnose.preflight import suggested_max_seq_length
+        return suggested_max_seq_length([e.full_length for e in self.examples])
+
     def longest_useful_length(self) -> int | None:
         """What no proposal goes past: the model's context, and the data's 95th-percentile length (rounded up)."""
-        from engine.diagnose.preflight import suggested_max_seq_length
-        caps = [c for c in (getattr(self.model_info, "context_length", None),) if c]
-        if self.examples:
-            caps.append(suggested_max_seq_length([e.full_length for e in self.examples]))
+        caps = [c for c in (getattr(self.model_info, "context_length", None), self.data_length()) if c]
         return min(caps) if caps else None
 
     def _validate(self) -> None:

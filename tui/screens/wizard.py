@@ -13,11 +13,12 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import Footer
 
+from engine.config import FieldSpec
 from tui.app import LorapilotApp
 from tui.screens.wizard_commands import WizardCommands
 from tui.screens.wizard_steps import STEP_TITLES, STEPS, go_to, screen_name
 from tui.widgets.estimate_line import EstimateLine
-from tui.widgets.field_row import FieldRow
+from tui.widgets.field_row import FieldRow, hint_text
 from tui.widgets.finding_blocks import FindingBlocks
 from tui.widgets.problem_list import title_of
 from tui.widgets.step_bar import StepBar
@@ -82,7 +83,18 @@ class WizardStep(Screen):
         for row in self.query(FieldRow):
             row.sync(self.state.raw[row.path], self.state.problems_for(row.path), self.state.advice.get(row.path),
                      overwrite=overwrite or (what == DEMO_LEFT and row.path != self.state.typing_in))
+            if row.path == "training.max_seq_length":
+                row.set_hint(hint_text(row.spec, self._length_recommended(row.spec)))
         self.query_one(EstimateLine).show(self.state)
+
+    def _length_recommended(self, spec: FieldSpec) -> str:
+        """max_seq_length's hint: the number for this dataset, not only the rule ("covers 95 % of examples")."""
+        n = self.state.data_length()
+        if n is not None:
+            return f"recommended {n:,} ({spec.recommended})"
+        if self.state.busy_with("data") or self.state.busy_with("rows"):
+            return "recommended: reading the data…"
+        return f"recommended: the length that {spec.recommended}; no data read yet"
 
     @on(FieldRow.Edited)
     def _field_edited(self, event: FieldRow.Edited) -> None:

@@ -32,11 +32,13 @@ def editor_id(path: str) -> str:
     return "field-" + path.replace(".", "-")
 
 
-def hint_text(spec: FieldSpec) -> str:
-    """The recommended range first (what to pick), then the hard limits (what is allowed)."""
+def hint_text(spec: FieldSpec, recommended: str | None = None) -> str:
+    """The recommended range first (what to pick), then the hard limits (what is allowed).
+
+    `recommended`: what the screen knows better than the schema's words (the value for this dataset)."""
     parts = []
-    if spec.recommended:
-        parts.append(f"recommended {spec.recommended}")
+    if recommended or spec.recommended:
+        parts.append(recommended or f"recommended {spec.recommended}")
     if not spec.choices and spec.range_text():
         parts.append(f"allowed {spec.range_text()}")
     return " · ".join(parts)
@@ -64,13 +66,14 @@ class FieldRow(Vertical):
         self._placeholder = placeholder
         self._shown: tuple | None = None  # (problems, advice) last drawn
         self._label = label or spec.name
+        self._hint = hint_text(spec)
 
     def compose(self) -> ComposeResult:
         with Horizontal(classes="field-line"):
             yield Label(self._label, classes="field-name")
             self._editor = self._make_editor(self._initial)
             yield self._editor
-            yield Label(hint_text(self.spec), classes="field-hint")
+            yield Label(self._hint, classes="field-hint")
         # Compact rows (screens short of lines) keep the help as the editor's tooltip.
         if not self._compact:
             yield Label(self.spec.help, classes="field-help")
@@ -97,7 +100,9 @@ class FieldRow(Vertical):
 
     def set_hint(self, text: str) -> None:
         """Replace the range hint with something this screen knows better (e.g. the detected format)."""
-        self.query_one(".field-hint", Label).update(text)
+        if text != self._hint:  # every keystroke anywhere refreshes every row: no relayout when nothing changed
+            self._hint = text
+            self.query_one(".field-hint", Label).update(text)
 
     def _editor_text(self) -> str:
         editor = self.editor
