@@ -83,3 +83,19 @@ async def test_max_seq_length_hint_names_the_length_for_this_dataset(tmp_path):
         await settle(app, pilot)
         hint = row_label(app, "training.max_seq_length", "hint")
         assert "no data read yet" in hint and str(n) not in hint, hint
+
+
+async def test_statistics_name_the_prompt_format_once():
+    """The Statistics tab said "format alpaca, template chat template"; the template has a row of its own, in the
+    words the model card uses."""
+    from wizard_pilot import shown
+
+    app = LorapilotApp()
+    async with app.run_test(size=NARROW) as pilot:
+        await settle(app, pilot)
+        await pilot.press("ctrl+n")
+        await settle(app, pilot)
+        stats = shown(app, "#data-stats")
+        assert "template chat template" not in stats and "template template" not in stats, stats
+        lines = {line.split("  ")[0]: line.split("  ", 1)[1].strip() for line in stats.splitlines() if "  " in line}
+        assert lines["format"] == "alpaca" and lines["prompt format"] == app.wizard.data_report.template, lines

@@ -246,7 +246,7 @@ def _report_table(report: DataReport, examples: list[TokenizedExample], max_seq_
     pct = lambda q: lengths[min(len(lengths) - 1, int(q * len(lengths)))]  # noqa: E731
     t = Table(show_header=False, box=None, padding=(0, 2))
     t.add_row("file", str(report.path))
-    t.add_row("format", f"{report.format} (rendered with the {report.template})")
+    t.add_row("format", f"{report.format}, prompt format: {report.template}")
     if tokenizer:
         t.add_row("tokenizer", tokenizer)
     held_out = getattr(report, "n_validation", 0)

@@ -198,7 +198,7 @@ def load(cfg: Config, run_dir: Path, *, resume: bool, data: PreparedData | None,
     data = data or load_examples(cfg, tokenizer)
     rep = data.report
     log(f"data: {rep.n_train} train / {rep.n_validation} validation examples, format {rep.format}, "
-        f"template {rep.template}; dropped {rep.dropped or 'none'}; {rep.n_truncated} lost response tokens")
+        f"prompt format: {rep.template}; dropped {rep.dropped or 'none'}; {rep.n_truncated} lost response tokens")
     for note in rep.notes:
         log(f"data: {note}")
 

@@ -27,7 +27,10 @@ class DataStats(Static):
                      if validation_split else f"{r.n_train:,} train, no validation (validation_split 0)")
         rows = [
             ("examples", f"{r.n_rows:,} read: {split}"),
-            ("format", f"{r.format}" + (f", template {r.template}" if r.template else "")),
+            ("format", r.format),
+            # The engine's name of the template ("chat template", "default (alpaca)", "none (raw text + EOS)"),
+            # under the words the model card uses for it.
+            *([("prompt format", r.template)] if r.template else []),
             ("trained tokens", f"{r.trained_tokens:,}{share}"),
             ("all tokens", f"{r.total_tokens:,}"),
             (f"> {max_seq_length} tok", f"{r.n_truncated:,} examples lose response tokens"
