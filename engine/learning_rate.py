@@ -34,7 +34,7 @@ def sci(x: float) -> str:
 
 
 def range_text(lo: float, hi: float) -> str:
-    return f"{sci(lo)}-{sci(hi)}"
+    return f"{sci(lo)} to {sci(hi)}"  # not "1e-4-3e-4": the exponent's minus reads as the range's dash
 
 
 # The field's hint line (engine.config's FieldSpec.recommended): the same numbers, written once, here.
@@ -79,7 +79,7 @@ def lr_verdict(learning_rate: float, model: str) -> LrVerdict:
     where = {"high": "above", "low": "below"}.get(side, "")
     if level == "ok":
         message = (f"{v}: the demo's tiny model trains at ~{sci(typical)}" if demo
-                   else f"{v} is in the recommended range ({span}, {sci(typical)} typical)")
+                   else f"{v} is within the recommended {span} ({sci(typical)} typical)")
     elif level == "info":
         message = f"{v} is a little {where} {name} {span} ({sci(typical)} typical)"
     else:

@@ -149,7 +149,7 @@ def test_advice_flags_values_outside_the_recommended_range():
     a = advice(config_from_dict({**BASE, "training": {"learning_rate": 3e-3, "warmup_ratio": 0.0},
                                  "lora": {"r": 16, "alpha": 128}}))
     assert set(a) == {"training.learning_rate", "training.warmup_ratio", "lora.alpha"}
-    assert "1e-4-3e-4" in a["training.learning_rate"].text and "alpha = 2 x r (32)" in a["lora.alpha"].text
+    assert "1e-4 to 3e-4" in a["training.learning_rate"].text and "alpha = 2 x r (32)" in a["lora.alpha"].text
     assert a["training.learning_rate"].level == "warning" and a["lora.alpha"].level == "warning"
 
 

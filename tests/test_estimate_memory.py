@@ -178,7 +178,7 @@ def test_lr_hint_shows_the_scaling_rule_with_its_inputs():
     assert hint["range"] == [1e-4, 3e-4] and hint["default"] == 2e-4
     assert hint["base_lr"] == 5e-5 and hint["pretrained_batch_tokens"] == 4_000_000 and hint["pretraining_published"]
     assert hint["scaled_lr"] == pytest.approx(5e-5 * (512 / 4_000_000) ** 0.5)
-    assert hint["level"] == "ok" and hint["text"].startswith("2e-4 is in the recommended range")
+    assert hint["level"] == "ok" and hint["text"].startswith("2e-4 is within the recommended 1e-4 to 3e-4")
 
 
 def test_t4_without_bf16_resolves_to_fp16():

@@ -155,4 +155,4 @@ def test_the_demo_range_holds_the_demo_presets_rate():
     preset = yaml.safe_load(DEMO_CONFIG.read_text())
     assert preset["training"]["learning_rate"] == DEMO_TYPICAL and DEMO_RANGE[0] < DEMO_TYPICAL < DEMO_RANGE[1]
     assert lr_verdict(DEMO_TYPICAL, preset["model"]).level == "ok"
-    assert FIELDS["training.learning_rate"].recommended == "1e-4-3e-4, 2e-4 typical"   # the field's hint line
+    assert FIELDS["training.learning_rate"].recommended == "1e-4 to 3e-4, 2e-4 typical"   # the field's hint line

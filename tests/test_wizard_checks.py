@@ -28,10 +28,10 @@ async def test_the_learning_rate_row_grades_the_value_against_the_demo_models_ow
         assert row_advice(app, "training.learning_rate") == "✓ 3e-3: the demo's tiny model trains at ~3e-3"
         await type_into(pilot, "#field-training-learning_rate", "6e-3")
         await pilot.pause(0.1)
-        assert row_advice(app, "training.learning_rate").startswith("i 6e-3 is a little above the demo's 1e-3-5e-3")
+        assert row_advice(app, "training.learning_rate").startswith("i 6e-3 is a little above the demo's 1e-3 to 5e-3")
         await type_into(pilot, "#field-training-learning_rate", "2e-4")
         await pilot.pause(0.1)
-        assert row_advice(app, "training.learning_rate").startswith("! 2e-4 is far below the demo's 1e-3-5e-3")
+        assert row_advice(app, "training.learning_rate").startswith("! 2e-4 is far below the demo's 1e-3 to 5e-3")
         # An invalid value shows its problem, not advice about the last good one.
         await type_into(pilot, "#field-training-learning_rate", "-1")
         await pilot.pause(0.1)
