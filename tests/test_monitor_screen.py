@@ -211,6 +211,7 @@ async def test_stop_asks_first_then_sends_sigterm(tmp_path, trainer):
 
 async def test_small_terminal_uses_tabs_and_large_a_grid(tmp_path):
     from textual.widgets import TabbedContent
+    from textual.widgets._tabbed_content import ContentTab
     run = make_run(tmp_path / "r", pid=os.getpid())
     app = LorapilotApp(start="monitor", run_dir=str(run))
     async with app.run_test(size=(80, 24)) as pilot:
@@ -219,7 +220,14 @@ async def test_small_terminal_uses_tabs_and_large_a_grid(tmp_path):
         tabs = screen.query_one(TabbedContent)
         assert screen.compact and tabs.active == "tab-overview"
         assert screen.query_one("#loss").region.height >= 8       # the chart is usable at 80x24
-        assert "Diagnostics (3)" in str(tabs.get_tab("tab-diagnostics").label)
+        # Keys 1-6 switch the tabs, and each label starts with its key (nothing said so before); all six fit.
+        shown = list(screen.query(ContentTab))
+        assert [str(tab.label).split(" ")[0] for tab in shown] == list("123456")
+        assert shown[-1].region.right <= 80, shown[-1].region
+        assert str(tabs.get_tab("tab-diagnostics").label) == "4 Diagnostics (3)"
+        for key, tab in zip("65321", [shown[i] for i in (5, 4, 2, 1, 0)]):
+            await pilot.press(key)
+            assert tabs.active == ContentTab.sans_prefix(tab.id), (key, tabs.active)
         await pilot.press("4")
         assert tabs.active == "tab-diagnostics"
         assert screen.query_one("#findings").region.height > 10

@@ -20,6 +20,7 @@ from textual import getters, on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.content import Content
 from textual.events import Resize
 from textual.geometry import Size
 from textual.message import Message
@@ -60,7 +61,15 @@ TALL = 40
 # A run that will write nothing more: finished, or its trainer gone ("lost").
 ENDED = (*FINAL_STATES, "lost")
 
-TABS = ("overview", "lr", "hardware", "diagnostics", "log", "samples")
+# The tabs at 80x24, in the order of their keys (1-6): each label starts with its key, or nobody finds them.
+TABS = {"overview": "Overview", "lr": "LR·grad", "hardware": "GPU·sys", "diagnostics": "Diagnostics", "log": "Log",
+        "samples": "Samples"}
+
+
+def tab_label(name: str, title: str | None = None) -> Content:
+    """'1 Overview': the tab's key, then its title (the diagnostics tab's carries its count)."""
+    return Content.assemble(Content.styled(str(list(TABS).index(name) + 1), "bold $text-accent"), " ",
+                            title or TABS[name])
 
 
 class MonitorScreen(Screen):
@@ -81,7 +90,7 @@ class MonitorScreen(Screen):
         Binding("x", "stop_run", "Stop…"),
         Binding("p", "playground", "Playground"),
         Binding("e", "export", "Export…"),
-        *[Binding(str(i + 1), f"show_tab('{t}')", t.capitalize(), show=False) for i, t in enumerate(TABS)],
+        *[Binding(str(i + 1), f"show_tab('{t}')", f"{title} tab", show=False) for i, (t, title) in enumerate(TABS.items())],
     ]
 
     compact: reactive[bool] = reactive(False, recompose=True)
@@ -131,19 +140,19 @@ class MonitorScreen(Screen):
         if self.compact:
             # Every row counts at 80x24: no header; the run's name is in the progress title.
             with TabbedContent(id="tabs", initial="tab-overview"):
-                with TabPane("Overview", id="tab-overview"):
+                with TabPane(tab_label("overview"), id="tab-overview"):
                     yield ProgressPanel(h, run_name=self.title, id="progress")
                     yield chart
-                with TabPane("LR·grad", id="tab-lr"):
+                with TabPane(tab_label("lr"), id="tab-lr"):
                     yield LrChart(h, id="lr")
-                with TabPane("GPU·sys", id="tab-hardware"):
+                with TabPane(tab_label("hardware"), id="tab-hardware"):
                     yield GpuPanel(h, id="gpu")
                     yield SystemPanel(h, id="system")
-                with TabPane("Diagnostics", id="tab-diagnostics"):
+                with TabPane(tab_label("diagnostics"), id="tab-diagnostics"):
                     yield FindingsList(h, id="findings")
-                with TabPane("Log", id="tab-log"):
+                with TabPane(tab_label("log"), id="tab-log"):
                     yield LogTail(h, id="log")
-                with TabPane("Samples", id="tab-samples"):
+                with TabPane(tab_label("samples"), id="tab-samples"):
                     yield SamplesList(h, id="samples")
         else:
             yield Header(show_clock=False)
@@ -282,7 +291,7 @@ class MonitorScreen(Screen):
         label = f"Diagnostics ({len(h.findings)})" if h.findings else "Diagnostics"
         if self.compact and label != self._findings_label:
             self._findings_label = label
-            self.query_one(TabbedContent).get_tab("tab-diagnostics").label = label
+            self.query_one(TabbedContent).get_tab("tab-diagnostics").label = tab_label("diagnostics", label)
 
     def _announce_end(self, state: str) -> None:
         """Bell and terminal title, so a user in another tmux window (or tab) learns that the run ended."""
