@@ -340,7 +340,11 @@ async def test_finished_demo_run(finished_demo_run):
         assert h.state == "done"
         assert h.loss.x[-1] > 0 and all(v == v for v in h.loss.y)   # no NaN in a healthy run
         assert monitor(app).query_one("#loss", LossChart)._traces
-        assert "done" in text_of(monitor(app).query_one("#progress"))
+        progress = text_of(monitor(app).query_one("#progress"))
+        assert "done" in progress
+        # The final adapter's row said "adapter    adapter  step 40, ..."; it says where it went.
+        adapter = next(line for line in progress.splitlines() if line.strip().startswith("adapter"))
+        assert "saved to adapter/  step 40," in adapter and "adapter adapter" not in " ".join(adapter.split())
 
 
 @pytest.mark.parametrize("state", ["training", "done"])

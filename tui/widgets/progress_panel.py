@@ -97,15 +97,18 @@ class ProgressPanel(MonitorPanel):
         row("elapsed", format_duration(h.elapsed_s()), ("   ETA ", "bold"), format_duration(eta))
         row("checkpoint", self._saved(h.last_checkpoint, (h.status or {}).get("last_checkpoint")))
         if h.adapter:
-            row("adapter", self._saved(h.adapter, None))
+            # Not "adapter    adapter": the row names what it is, the value where it went (the run's adapter/).
+            row("adapter", self._saved(h.adapter, None, saved_to=True))
         return Group(*rows, *self._trouble())
 
-    def _saved(self, ck: dict | None, fallback_path: str | None) -> Text:
+    def _saved(self, ck: dict | None, fallback_path: str | None, *, saved_to: bool = False) -> Text:
         if not ck:
             # A run whose metrics lost the event still names its checkpoint in status.json.
             return Text(Path(fallback_path).name, style="") if fallback_path else Text("none yet", style="dim")
         path = ck.get("path") or ""
         name = Path(path).name if path else f"step {ck.get('step')}"
+        if saved_to and path:
+            name = f"saved to {name}/"
         age = wall_clock() - ck["time"] if isinstance(ck.get("time"), (int, float)) else None
         return Text.assemble(name, (f"  step {ck.get('step')}, {format_age(age)} ago" if age is not None else "",
                                     "dim"))
