@@ -66,13 +66,16 @@ class Machine:
     kernels: bool = True             # Liger and Triton usable (a named GPU: the engine installs them on Linux)
     bf16: bool | None = None
     why_no_kernels: str = ""
+    varlen: bool = False             # torch's variable-length flash kernel runs here (Ampere or newer, torch >= 2.9)
 
     @classmethod
     def for_gpu(cls, gpu: GpuSpec | None, processes: int = 1) -> Machine:
         """A GPU preset or detected card (engine.estimate.gpus.GpuSpec); None: this machine's CPU."""
         if gpu is None:
             return cls("cpu", "this machine's CPU", None, 1, kernels=False, bf16=False, why_no_kernels="no GPU")
-        return cls("cuda", gpu.name, gpu.memory_gib, max(1, processes), kernels=True, bf16=gpu.bf16)
+        # flash kernels need the cards that do bf16 (Ampere and newer); the installed torch is assumed recent
+        return cls("cuda", gpu.name, gpu.memory_gib, max(1, processes), kernels=True, bf16=gpu.bf16,
+                   varlen=bool(gpu.bf16))
 
     @classmethod
     def for_hardware(cls, hw: Hardware, processes: int = 1) -> Machine:
@@ -82,8 +85,11 @@ class Machine:
         ok, why = liger_available(hw.device)
         if hw.device != "cuda":
             return cls("cpu", hw.name, None, max(1, processes), kernels=False, bf16=False, why_no_kernels=why)
+        from engine.train.speed import varlen_kernel_available
+
         bf16 = bool(hw.bf16 and hw.capability and hw.capability[0] >= 8)
-        return cls("cuda", hw.name, hw.memory_gib, max(1, processes), kernels=ok, bf16=bf16, why_no_kernels=why)
+        return cls("cuda", hw.name, hw.memory_gib, max(1, processes), kernels=ok, bf16=bf16, why_no_kernels=why,
+                   varlen=bf16 and varlen_kernel_available())
 
 
 @dataclass
@@ -132,14 +138,18 @@ def precision_for(precision: str, machine: Machine) -> str:
     return "fp16" if machine.bf16 is False else "bf16"
 
 
-def attention_for(machine: Machine, packing: bool) -> tuple[str, str]:
+def attention_for(machine: Machine, packing: bool, precision: str) -> tuple[str, str]:
+    """Packed rows on a GPU: torch's variable-length flash attention where it runs (1.21x flex's tokens/s eager,
+    1.02x compiled, the same adapter within bf16 noise: benchmarks/results/user_path-s15-h200-2026-12-04.md),
+    else flex attention; padded rows and the CPU: SDPA."""
     from engine.train.speed import LEVERS
 
-    if machine.device == "cuda" and packing and LEVERS.varlen_attention:
+    if (machine.device == "cuda" and packing and LEVERS.varlen_attention and machine.varlen
+            and precision in ("bf16", "fp16")):   # flash kernels take 16-bit inputs only
         from engine.train.varlen_attention import ATTENTION
 
         return ATTENTION, ("attention: variable-length flash attention (packed rows, each example's causal "
-                           "triangle from its boundaries; benchmark lever)")
+                           "triangle from its boundaries)")
     if machine.device == "cuda" and packing and LEVERS.flex_attention:
         return "flex_attention", ("attention: flex_attention (packed rows, block-diagonal mask from position_ids); "
                                   "the first steps compile its kernels, 1-3 minutes on a fresh machine")
@@ -400,7 +410,7 @@ def _plan_for(cfg: Config, machine: Machine, memory: str, parallelism: str, leng
     liger, why = liger_for(machine, info.arch.model_type if info is not None else None)
     if not liger:  # where it is, the trainer says which of its kernels it patched in (engine.train.speed)
         lines.append(f"kernels: plain PyTorch ({why})")
-    attention, line = attention_for(machine, t.packing)
+    attention, line = attention_for(machine, t.packing, precision)
     lines.append(line)
     n_ranks = machine.processes
     examples_per_step = t.micro_batch_size * t.gradient_accumulation_steps * n_ranks

@@ -91,13 +91,15 @@ def _shared_demo_trained_first(request, _stop_detached_runs_at_the_end):
 
 
 @pytest.fixture
-def measured_with_paged_adamw(monkeypatch):
-    """The recorded GPU runs (tests/fixtures/vram_measured*.json) trained with the fast path's optimizer of their
-    time, bitsandbytes' paged AdamW; torch's fused AdamW became the fast path's on 2026-12-03 (engine.plan
-    optimizer_for). The estimate replays the plan those runs ran."""
+def plan_of_the_recorded_runs(monkeypatch):
+    """The recorded GPU runs (tests/fixtures/vram_measured*.json) trained with the fast path of their time:
+    bitsandbytes' paged AdamW (torch's fused AdamW became the fast path's on 2026-12-03, engine.plan optimizer_for)
+    and flex attention (variable-length flash attention became packed rows' on 2026-12-04, engine.plan
+    attention_for). The estimate replays the plan those runs ran."""
     from engine.train import speed
 
     monkeypatch.setattr(speed.LEVERS, "fused_optimizer", False)
+    monkeypatch.setattr(speed.LEVERS, "varlen_attention", False)
 
 
 @pytest.fixture(scope="session")

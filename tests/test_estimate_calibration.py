@@ -16,7 +16,7 @@ import pytest
 from engine.config import config_from_dict
 from engine.estimate import estimate, get_gpu, model_info_from_config
 
-pytestmark = pytest.mark.usefixtures("measured_with_paged_adamw")
+pytestmark = pytest.mark.usefixtures("plan_of_the_recorded_runs")
 FIXTURE = Path(__file__).parent / "fixtures" / "vram_measured.json"
 ROWS = json.loads(FIXTURE.read_text())["rows"]
 TOLERANCE = 0.10

@@ -15,7 +15,7 @@ import pytest
 
 from benchmarks.vram_calibration import errors, estimate_row
 
-pytestmark = pytest.mark.usefixtures("measured_with_paged_adamw")
+pytestmark = pytest.mark.usefixtures("plan_of_the_recorded_runs")
 FIXTURE = Path(__file__).parent / "fixtures" / "vram_measured_h200.json"
 ROWS = json.loads(FIXTURE.read_text())["rows"]
 # Plan fields added after the rows were measured, at the value every one of those runs had: no run compiled its

@@ -141,18 +141,20 @@ def test_it_trains_the_adapters_as_sdpa_does_on_the_same_packed_row(cpu_kernel):
         torch.testing.assert_close(grads_v[name], g, atol=1e-5, rtol=1e-4, msg=name)
 
 
-def test_the_plan_takes_it_only_under_its_lever_on_a_gpu(monkeypatch):
+def test_the_plan_takes_it_for_packed_16_bit_rows_on_a_gpu_that_runs_it(monkeypatch):
     from engine.config import config_from_dict
     from engine.plan import Machine, attention_for
     from engine.train import speed
 
-    gpu = Machine("cuda", "GPU", 80.0)
-    assert attention_for(gpu, True)[0] == "flex_attention"
-    monkeypatch.setattr(speed.LEVERS, "varlen_attention", True)
-    name, line = attention_for(gpu, True)
+    gpu = Machine("cuda", "GPU", 80.0, varlen=True)
+    name, line = attention_for(gpu, True, "bf16")
     assert name == va.ATTENTION and "variable-length flash attention" in line
-    assert attention_for(gpu, False)[0] == "sdpa"                       # padded rows: no boundaries to give
-    assert attention_for(Machine.for_gpu(None), True)[0] == "sdpa"       # the kernel is CUDA's
+    assert attention_for(gpu, True, "fp16")[0] == va.ATTENTION
+    assert attention_for(gpu, True, "fp32")[0] == "flex_attention"     # flash kernels take 16-bit inputs only
+    assert attention_for(gpu, False, "bf16")[0] == "sdpa"               # padded rows: no boundaries to give
+    assert attention_for(Machine.for_gpu(None), True, "fp32")[0] == "sdpa"   # the kernel is CUDA's
+    monkeypatch.setattr(speed.LEVERS, "varlen_attention", False)
+    assert attention_for(gpu, True, "bf16")[0] == "flex_attention"
     assert config_from_dict({"model": "x", "dataset": {"path": "d.jsonl"}})   # the config has no say in it
 
 
@@ -229,3 +231,16 @@ def test_a_model_loads_with_it_through_the_trainers_load_path(tmp_path, cpu_kern
         got = model(**va.varlen_inputs({"input_ids": ids, "position_ids": pos}), use_cache=False).logits
         alone = model(input_ids=ids[:, 5:], use_cache=False).logits
     torch.testing.assert_close(got[:, 5:], alone, atol=1e-4, rtol=1e-4)
+
+
+def test_which_gpus_run_it():
+    """Flash kernels need Ampere or newer (the cards that do bf16): a T4 or V100 packs through flex attention."""
+    from engine.estimate.gpus import get_gpu
+    from engine.model import Hardware
+    from engine.plan import Machine, attention_for
+
+    assert Machine.for_gpu(get_gpu("h100-80")).varlen
+    assert not Machine.for_gpu(get_gpu("t4")).varlen
+    assert attention_for(Machine.for_gpu(get_gpu("t4")), True, "fp16")[0] == "flex_attention"
+    turing = Hardware("cuda", "Tesla T4", bf16=False, capability=(7, 5), count=1, memory_gib=15.0)
+    assert not Machine.for_hardware(turing).varlen

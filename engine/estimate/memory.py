@@ -184,6 +184,10 @@ def layer_activation_bytes(arch: Architecture, shape: TrainingShape) -> float:
     # another head count (Qwen2.5: 12, 28, 40 heads) repeats them to every head
     # first, as SDPA does beside a padding mask. Measured on an H100
     # (benchmarks/results/vram_calibration-*): unpadded rows keep the grouped width.
+    # Varlen flash attention (packed rows on Ampere and newer since 2026-12-04)
+    # keeps the grouped width at any head count (enable_gqa): for Qwen2.5 this
+    # counts more than it keeps, on the safe side; the peaks of Llama-2-7B matched
+    # flex's (8.9 GiB compiled, 7.4 GiB eager, H200).
     kv = arch.kv_dim if _is_power_of_two(arch.heads) else arch.q_dim
     attention = c * (2 * arch.q_dim + 2 * kv) + 4 * arch.heads
     # The MLP keeps the gate output (activation input), the activation output

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 @dataclass
 class Levers:
     flex_attention: bool = True     # packed rows through flex attention (else SDPA with the same mask)
-    varlen_attention: bool = False  # packed rows through torch's variable-length flash attention instead of flex
-                                    # (engine.train.varlen_attention); off until measured on the GPU
+    varlen_attention: bool = True   # packed rows through torch's variable-length flash attention instead of flex
+                                    # where it runs (engine.train.varlen_attention, engine.plan.attention_for)
     liger: bool = True              # Liger's fused kernels
     bf16_stream: bool = True        # frozen unquantised weights back to bf16 after kbit preparation
     whole_step: bool = True         # fast: a whole optimizer step per micro-batch (else micro_batch_size x seq)
@@ -57,6 +57,14 @@ class Levers:
 
 
 LEVERS = Levers()
+
+
+def varlen_kernel_available() -> bool:
+    """torch's public variable-length attention (torch.nn.attention.varlen, torch 2.9 and later) is installed."""
+    try:
+        return importlib.util.find_spec("torch.nn.attention.varlen") is not None
+    except ModuleNotFoundError:
+        return False
 
 
 def liger_available(device: str) -> tuple[bool, str]:
