@@ -44,7 +44,11 @@ clipped to 50..2000; the instruction and input take 20-70 % of a row), 16 exampl
                       compile); their speed is not comparable (recording costs host time)
           compiled_d0 compiled with LoRA dropout 0 over the full steps: what the dropout costs the compiled path
           varlen, compiledvl  eager and compiled with packed rows through torch's variable-length flash attention
-                      instead of flex (LEVERS.varlen_attention); varlen_nd, compiledvl_nd: their adapters
+                      instead of flex (LEVERS.varlen_attention); varlen_nd, compiledvl_nd: their adapters. Since
+                      session 15 varlen is the default: engine, compiled, lean and leancompiled run it
+          flex, compiledflex, leanflex, leancompiledflex  those four with flex attention instead (the default
+                      until session 15); flex_nd, compiledflex_nd: their adapters
+          leancompiled8k  lean compiled at 8,192 tokens per micro-batch (6,144 is its cap with flex attention)
           nodrop, compiled_nd, cudagraphs_nd  LoRA dropout 0, 30 steps: the adapters compared (adapter_agreement.py)
           eager_nd    nodrop again: the GPU kernels' run-to-run nondeterminism, the floor of any difference
           noliger_nd  nodrop without Liger's kernels (RMSNorm, RoPE, SwiGLU, the loss in PyTorch's own): the same
@@ -109,6 +113,11 @@ LEVER_SIDES = {
     "compiledmax": (False, True, "compile_mode=max-autotune-no-cudagraphs"),
     "varlen": (False, False, "varlen_attention=true"),
     "compiledvl": (False, True, "varlen_attention=true"),
+    "flex": (False, False, "varlen_attention=false"),
+    "compiledflex": (False, True, "varlen_attention=false"),
+    "leanflex": (True, False, "varlen_attention=false"),
+    "leancompiledflex": (True, True, "varlen_attention=false"),
+    "leancompiled8k": (True, True, "tokens_per_microbatch=8192"),
     "leancgd4k": (True, True, "graph_dequant=true,tokens_per_microbatch=4096"),
     "leancgd6k": (True, True, "graph_dequant=true,tokens_per_microbatch=6144"),
     "leancompiled": (True, True, ""),
@@ -124,7 +133,7 @@ for _name, _spec in [("nodrop", (False, False, "")), ("eager_nd", (False, False,
                      ("noliger_nd", (False, False, "liger=false")),
                      ("paged_nd", (False, False, "fused_optimizer=false")),
                      *((f"{k}_nd", LEVER_SIDES[k]) for k in ("compiled", "cudagraphs", "compiledhost", "compiledgd",
-                                                             "varlen", "compiledvl"))]:
+                                                             "varlen", "compiledvl", "flex", "compiledflex"))]:
     LEVER_SIDES[_name] = _spec
 # Dropout sides (ending _d0): the lever side with LoRA dropout 0 over the full steps, a speed side (what the dropout
 # costs on the same data and steps), not an agreement side.
