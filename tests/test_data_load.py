@@ -178,3 +178,38 @@ def test_inspect_data_with_a_config_shows_what_it_trains_on(tmp_path, demo_model
     report = json.loads(capsys.readouterr().out)["report"]
     assert (report["n_rows"], report["n_train"], report["n_validation"]) == (16, 12, 4)
     assert report["trained_tokens"] == report["total_tokens"] - 12  # all: every token but each row's first
+
+
+def test_the_length_advice_counts_the_rows_a_short_max_seq_length_drops(tmp_path, tok):
+    """The length that keeps 95 % of examples whole was computed from the rows left after the too-long ones were
+    dropped: too low exactly when max_seq_length is too short. It must cover 95 % of ALL rows, as the data layer
+    tokenizes them: the wizard's hint (inspect_config) and the pre-flight's truncation fix alike."""
+    import math
+
+    from engine.data import inspect_config, prepare_examples
+    from engine.diagnose.preflight import preflight, suggested_max_seq_length
+
+    short = [{"instruction": f"What is {i} plus 1?", "input": "", "output": " ".join(["yellow"] * (5 + i))}
+             for i in range(60)]  # cut, not dropped, at max_seq_length 32
+    long = [{"instruction": " ".join(["lemon"] * (60 + i)), "input": "", "output": " ".join(["yellow"] * 60)}
+            for i in range(40)]  # dropped as too long at 32
+    cfg = config(write_jsonl(tmp_path / "d.jsonl", short + long), validation_split=0.0)
+    whole = prepare_examples(cfg, tok).train  # at 512 nothing is dropped: every row's length
+    assert len(whole) == 100 and not any(e.truncated for e in whole)
+    lengths = sorted(e.full_length for e in whole)
+
+    cfg.training.max_seq_length = 32
+    data = prepare_examples(cfg, tok)
+    assert data.report.dropped == {"too long": 40}
+    assert sorted(data.report.too_long_lengths) == sorted(e.full_length for e in whole[60:])
+    n = suggested_max_seq_length(data.train, too_long_lengths=data.report.too_long_lengths)
+    assert sum(length <= n for length in lengths) >= math.ceil(0.95 * len(lengths)), (n, lengths)
+    assert n == suggested_max_seq_length(whole, too_long_lengths=[])
+
+    # The pre-flight's fix and the wizard's source (inspect_config) say the same number.
+    fix = next(f.fix for f in preflight(data.train, cfg, dropped=data.report.dropped,
+                                        too_long_lengths=data.report.too_long_lengths)
+               if f.code == "responses_truncated")
+    assert f"Set training.max_seq_length to {n} " in fix, fix
+    report, examples = inspect_config(cfg, tokenizer=tok)
+    assert suggested_max_seq_length(examples, too_long_lengths=report.too_long_lengths) == n

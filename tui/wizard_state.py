@@ -179,11 +179,13 @@ class WizardState:
 
     def data_length(self) -> int | None:
         """The max_seq_length that keeps 95 % of the training examples whole (the pre-flight check's rule, on the
-        trainer's own tokenization of this data); None before the data is tokenized."""
+        trainer's own tokenization of this data, the rows a short max_seq_length drops included); None before the
+        data is tokenized."""
         if not self.examples:
             return None
         from engine.diagnose.preflight import suggested_max_seq_length
-        return suggested_max_seq_length([e.full_length for e in self.examples])
+        return suggested_max_seq_length(self.examples,
+                                        too_long_lengths=getattr(self.data_report, "too_long_lengths", ()))
 
     def longest_useful_length(self) -> int | None:
         """What no proposal goes past: the model's context, and the data's 95th-percentile length (rounded up)."""

@@ -7,7 +7,7 @@ import random
 from collections import Counter
 from dataclasses import dataclass, field
 
-from engine.data.types import IGNORE_INDEX, DataReport, TokenizedExample
+from engine.data.types import IGNORE_INDEX, DataReport, TokenizedExample, TooLong
 from engine.errors import DataError
 
 __all__ = ["PreparedData", "read_rows", "load_examples", "prepare_examples", "tokenize_rows", "inspect_config",
@@ -66,7 +66,12 @@ def tokenize_rows(rows: list[dict], fmt: str, sources: list[str], tokenizer, *, 
     """Render and tokenize rows (dropped ones left out); drops and truncations are counted into `report`."""
     report = report if report is not None else DataReport(path="", format=fmt)
     built = _build(rows, fmt, sources, tokenizer, max_seq_length, train_on, report)
+    report.too_long_lengths += _too_long_lengths(built)
     return [b for b in built if isinstance(b, TokenizedExample)]
+
+
+def _too_long_lengths(built: list[TokenizedExample | str]) -> list[int]:
+    return [b.full_length for b in built if isinstance(b, TooLong)]
 
 
 def _refuse_if_empty(train: list[TokenizedExample], report: DataReport) -> None:
@@ -126,6 +131,7 @@ def prepare_examples(cfg, tokenizer) -> PreparedData:
     train = [b for b in train_built if isinstance(b, TokenizedExample)]
     validation = [b for b in val_built if isinstance(b, TokenizedExample)]
     _count(report, train, validation)
+    report.too_long_lengths = _too_long_lengths(train_built)
     report.validation_lengths = [len(e) for e in validation]
     return PreparedData(train=train, validation=validation, report=report)
 

@@ -31,7 +31,7 @@ tests/test_template_families.py:
 from __future__ import annotations
 
 from engine.data.template import Rendered
-from engine.data.types import IGNORE_INDEX, TokenizedExample
+from engine.data.types import IGNORE_INDEX, TokenizedExample, TooLong
 
 PROMPT_FLOOR = 0.25  # the least share of the window a shortened prompt keeps
 
@@ -143,7 +143,7 @@ class Masker:
         full_length = len(ids)
         kept = self._truncate(ids, labels)
         if kept is None:
-            return "too long"
+            return TooLong(full_length)
         ids, labels, cut = kept
         return TokenizedExample(
             input_ids=ids, labels=labels, source=source, full_length=full_length,

@@ -36,6 +36,17 @@ class TokenizedExample:
         return len(self.input_ids)
 
 
+class TooLong(str):
+    """The drop reason "too long" (a str like every reason: counted and compared as one), carrying the row's token
+    length: a row neither shortened nor cut to fit max_seq_length still counts for the length that would fit it."""
+    full_length: int
+
+    def __new__(cls, full_length: int) -> TooLong:
+        reason = super().__new__(cls, "too long")
+        reason.full_length = full_length
+        return reason
+
+
 @dataclass
 class DataReport:
     """What loading found: counts the wizard, inspect-data and the pre-flight show."""
@@ -52,6 +63,9 @@ class DataReport:
     template: str = ""                                        # "chat template" or "default (alpaca)"
     system_prompt: str = ""                                   # the one every row shares, "" if they differ
     validation_lengths: list[int] = field(default_factory=list)  # token lengths of the validation examples
+    # Token lengths of the training rows dropped as too long: with the kept examples' full lengths, every
+    # training row's length before max_seq_length (what the max_seq_length advice reads).
+    too_long_lengths: list[int] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:

@@ -328,7 +328,8 @@ def _inspect(path: str, model: str | None, cfg: Config, fmt: str,
         cfg.dataset.train_on = train_on
     report, examples = engine.data.inspect_config(cfg, model=model)
     from engine.diagnose.preflight import preflight
-    return report, examples, preflight(examples, cfg, dropped=getattr(report, "dropped", None))
+    return report, examples, preflight(examples, cfg, dropped=getattr(report, "dropped", None),
+                                       too_long_lengths=getattr(report, "too_long_lengths", ()))
 
 
 def _write_fixes(config_path: str, findings: list[Finding]) -> list[str]:

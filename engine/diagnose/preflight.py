@@ -65,9 +65,13 @@ def _percent(part: int, whole: int) -> str:
     return f"{part} of {whole} ({part / whole:.1%})"
 
 
-def suggested_max_seq_length(full_lengths: Sequence[int]) -> int:
-    """The shortest round max_seq_length that keeps KEEP_WHOLE_FRACTION of examples whole."""
-    ordered = sorted(full_lengths)
+def suggested_max_seq_length(examples: Sequence[Any], *, too_long_lengths: Sequence[int]) -> int:
+    """The shortest round max_seq_length that keeps KEEP_WHOLE_FRACTION of examples whole.
+
+    Of every training row: the kept `examples` (their lengths before truncation) and the rows the data layer
+    dropped as too long (DataReport.too_long_lengths), which a max_seq_length too short for the data leaves out
+    exactly when this advice is needed."""
+    ordered = sorted([e.full_length for e in examples] + list(too_long_lengths))
     index = max(0, math.ceil(KEEP_WHOLE_FRACTION * len(ordered)) - 1)
     return math.ceil(ordered[index] / SEQ_LENGTH_ROUNDING) * SEQ_LENGTH_ROUNDING
 
@@ -120,11 +124,12 @@ def _check_targets(examples: Sequence[Any], dropped: Mapping[str, int]) -> list[
     return findings
 
 
-def _check_lengths(examples: Sequence[Any], max_seq_length: int, dropped: Mapping[str, int]) -> list[Finding]:
+def _check_lengths(examples: Sequence[Any], max_seq_length: int, dropped: Mapping[str, int],
+                   too_long_lengths: Sequence[int]) -> list[Finding]:
     total, findings = len(examples), []
     cut = [e for e in examples if e.trained_tokens < e.trained_tokens_full]
     if cut:
-        suggestion = suggested_max_seq_length([e.full_length for e in examples])
+        suggestion = suggested_max_seq_length(examples, too_long_lengths=too_long_lengths)
         longest = max(e.full_length for e in examples)
         lost = sum(e.trained_tokens_full - e.trained_tokens for e in cut)
         if suggestion <= MAX_SEQ_LENGTH_ALLOWED:
@@ -213,10 +218,12 @@ def _check_hardware(cfg: Any, gpu_bf16: bool | None, est_peak_gib: float | None,
 def preflight(examples: Sequence[TokenizedExample], cfg: Any, *, gpu_bf16: bool | None = None,
               est_peak_gib: float | None = None, gpu_total_gib: float | None = None,
               dropped: Mapping[str, int] | None = None, slop: SlopMatcher | None = None,
-              num_gpus: int = 1, planned_steps: tuple[int | None, int | None] | None = None) -> list[Finding]:
+              num_gpus: int = 1, planned_steps: tuple[int | None, int | None] | None = None,
+              too_long_lengths: Sequence[int] = ()) -> list[Finding]:
     """Every pre-flight finding, errors first. `blocking(findings)` says whether training may start.
 
-    `dropped` is the data layer's count of rows it left out, by reason (DataReport.dropped).
+    `dropped` is the data layer's count of rows it left out, by reason (DataReport.dropped); `too_long_lengths`
+    the token lengths of the training rows among them dropped as too long (DataReport.too_long_lengths).
     """
     examples, dropped = list(examples), dict(dropped or {})
     findings = _check_hardware(cfg, gpu_bf16, est_peak_gib, gpu_total_gib)
@@ -225,7 +232,7 @@ def preflight(examples: Sequence[TokenizedExample], cfg: Any, *, gpu_bf16: bool 
         findings.append(_check_nothing_left(dropped))
     else:
         findings += _check_targets(examples, dropped)
-        findings += _check_lengths(examples, cfg.training.max_seq_length, dropped)
+        findings += _check_lengths(examples, cfg.training.max_seq_length, dropped, too_long_lengths)
         findings += _check_size_and_duplicates(examples)
         findings += _check_slop(examples, slop)
     return sorted(findings, key=lambda f: -f.rank)

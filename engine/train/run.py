@@ -83,7 +83,7 @@ def _preflight(cfg: Config, data: PreparedData, hw: Hardware, run_dir: Path) -> 
     from engine.rundir import MetricsWriter
 
     findings = preflight(data.train, cfg, gpu_bf16=hw.bf16 if hw.device == "cuda" else None,
-                         dropped=data.report.dropped)
+                         dropped=data.report.dropped, too_long_lengths=data.report.too_long_lengths)
     from engine.train.distributed import is_main
 
     if is_main():
