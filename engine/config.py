@@ -13,6 +13,7 @@ import dataclasses
 import difflib
 import functools
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,9 @@ from engine.learning_rate import LORA_TYPICAL, RECOMMENDED_TEXT
 # accepts must never fail after the trainer has been detached.
 MAX_STEPS = 10_000_000
 MAX_SEED = 2**32 - 1
+# An upper bound this large only keeps a value inside what the libraries take (dataset.max_examples); no run comes
+# near it, so a hint leaves it out ("allowed >= 1", not "allowed [1, 1000000000000]"). A value past it names it.
+NO_PRACTICAL_LIMIT = 10**12
 # transformers' logging integrations (transformers.integrations.INTEGRATION_TO_CALLBACK; a test checks the
 # two agree) plus its two words "all" and "none".
 REPORT_TO = ("azure_ml", "clearml", "codecarbon", "comet_ml", "dagshub", "dvclive", "flyte", "kubeflow", "mlflow",
@@ -186,18 +190,46 @@ class FieldSpec:
     group: str
     item_choices: tuple | None = None
 
-    def range_text(self) -> str:
+    def range_text(self, *, whole: bool = False) -> str:
+        """What is allowed: "[1, 1024]", "(0, 1]", ">= 1"; `whole` keeps an upper bound of no practical limit."""
         if self.choices:
             return "one of " + ", ".join(_yaml_word(c) for c in self.choices)
-        if self.lo is None and self.hi is None:
+        upper = self.hi if whole or self.hi is None or self.hi < NO_PRACTICAL_LIMIT else None
+        if self.lo is None and upper is None:
             return ""
         left = "(" if self.lo_open else "["
         right = ")" if self.hi_open else "]"
         lo = "-inf" if self.lo is None else _fmt(self.lo)
-        hi = "inf" if self.hi is None else _fmt(self.hi)
-        if self.hi is None:
+        if upper is None:
             return f"> {lo}" if self.lo_open else f">= {lo}"
-        return f"{left}{lo}, {hi}{right}"
+        return f"{left}{lo}, {_fmt(upper)}{right}"
+
+    def usual_text(self) -> str:
+        """The recommended values as advice words them after "the usual": "range 8 to 64 (16 is typical)" for the
+        hint's "8-64, 16 typical", "range 1 to 3 for 500 to 5000 examples", "0.03"."""
+        text = self.recommended or (f"{self.rec[0]:g}-{self.rec[1]:g}" if self.rec else "")
+        m = re.fullmatch(r"(\d[\d.]*)-(\d[\d.]*)(?:, (\S+) typical)?( for .*)?", text)
+        if not m:
+            return text
+        lo, hi, typical, scope = m.groups()
+        phrase = f"range {lo} to {hi}" + re.sub(r"(\d)-(\d)", r"\1 to \2", scope or "")
+        return phrase + (f" ({typical} is typical)" if typical else "")
+
+    def what_to_type(self) -> str:
+        """What an empty field needs: "an integer in [1, 1024], e.g. 16" (the default as the example)."""
+        if self.choices:
+            return self.range_text()
+        kind = self.kind or self.type
+        want = _type_name((int, float) if kind is float else kind) if kind is not object else "a value"
+        allowed = self.range_text()
+        if allowed:
+            want += f" {allowed}" if allowed[0] in "<>" else f" in {allowed}"
+        example = self.default
+        if isinstance(example, (int, float)) and not isinstance(example, bool):
+            want += f", e.g. {_fmt(example)}"
+        elif isinstance(example, str) and example:
+            want += f", e.g. {example}"
+        return want
 
 
 def _yaml_word(choice: Any) -> str:
@@ -252,7 +284,7 @@ def _check_value(spec: FieldSpec, value: Any) -> tuple[Any, str | None]:
     if value is None:
         if spec.nullable:
             return None, None
-        return value, f"{spec.path}: must be set ({spec.help})"
+        return value, f"{spec.path}: must be set; type {spec.what_to_type()}"
     expected = spec.kind or spec.type
     if expected is float:
         expected = (int, float)
@@ -292,8 +324,9 @@ def _check_value(spec: FieldSpec, value: Any) -> tuple[Any, str | None]:
             bad = True
         if spec.hi is not None and (value > spec.hi or (spec.hi_open and value == spec.hi)):
             bad = True
-        if bad:
-            return value, f"{spec.path}: {quote(typed)} is out of range; allowed {spec.range_text()}"
+        if bad:  # the no-practical-limit bound only where the value is past it
+            above = spec.hi is not None and value > spec.hi
+            return value, f"{spec.path}: {quote(typed)} is out of range; allowed {spec.range_text(whole=above)}"
     return value, None
 
 
@@ -399,7 +432,7 @@ def advice(cfg: Config) -> dict[str, Advice]:
         value = getattr(getattr(cfg, head), tail) if tail else getattr(cfg, head)
         lo, hi = spec.rec
         if isinstance(value, (int, float)) and not isinstance(value, bool) and not lo <= value <= hi:
-            out[path] = Advice(f"{value:g} is outside the usual {spec.recommended or f'{lo:g}-{hi:g}'}")
+            out[path] = Advice(f"{value:g} is {'above' if value > hi else 'below'} the usual {spec.usual_text()}")
     lr = lr_verdict(cfg.training.learning_rate, cfg.model)
     if lr.worth_saying:
         out["training.learning_rate"] = Advice(lr.message, lr.level)

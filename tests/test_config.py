@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 
-from engine.config import FIELDS, Config, config_from_dict, dump_config, load_config
+from engine.config import FIELDS, Config, check_override, config_from_dict, dump_config, load_config
 from engine.errors import ConfigError
 
 BASE = {"model": "some/model", "dataset": {"path": "train.jsonl"}}
@@ -264,3 +266,44 @@ def test_binary_and_oversized_config_files(tmp_path):
     f.write_bytes(b"# " + b"x" * (5 * 2**20))
     with pytest.raises(ConfigError, match="far too big for a config file"):
         load_config(f)
+
+
+# ---------------------------------------------------------------- messages that read as sentences
+
+def test_an_empty_field_says_what_to_type_not_its_help_again():
+    """An empty lora.r said "must be set (LoRA rank: capacity of the adapter.)", the help the row shows just above."""
+    with pytest.raises(ConfigError) as e:
+        config_from_dict({**BASE, "lora": {"r": None}, "training": {"learning_rate": None}})
+    assert "lora.r: must be set; type an integer in [1, 1024], e.g. 16" in e.value.problems
+    assert "training.learning_rate: must be set; type a number in (0, 1], e.g. 0.0002" in e.value.problems
+    assert not any("capacity of the adapter" in p for p in e.value.problems)
+
+
+@pytest.mark.parametrize("section,values,path,expect", [
+    ("lora", {"r": 128, "alpha": 256}, "lora.r", "128 is above the usual range 8 to 64 (16 is typical)"),
+    ("training", {"num_epochs": 5}, "training.num_epochs",
+     "5 is above the usual range 1 to 3 for 500 to 5000 examples"),
+    ("training", {"warmup_ratio": 0.5}, "training.warmup_ratio", "0.5 is above the usual 0.03"),
+    ("training", {"max_grad_norm": 0.05}, "training.max_grad_norm", "0.05 is below the usual range 0.3 to 1.0"),
+    ("dataset", {"validation_split": 0.5}, "dataset.validation_split",
+     "0.5 is above the usual range 0.05 to 0.1"),
+])
+def test_out_of_the_usual_range_reads_as_a_sentence(section, values, path, expect):
+    """It pasted the recommended text as written: "128 is outside the usual 8-64, 16 typical"."""
+    from engine.config import advice
+
+    raw = copy.deepcopy(BASE)
+    raw.setdefault(section, {}).update(values)
+    assert advice(config_from_dict(raw))[path].text == expect
+
+
+def test_an_effectively_unbounded_maximum_is_not_shown_as_a_number():
+    """`estimate --examples 0` said "allowed [1, 1000000000000]"; a value past that guard still names it."""
+    spec = FIELDS["dataset.max_examples"]
+    assert spec.range_text() == ">= 1"
+    assert FIELDS["lora.r"].range_text() == "[1, 1024]" and FIELDS["training.seed"].range_text() == "[0, 4294967295]"
+    with pytest.raises(ConfigError) as e:
+        config_from_dict({**BASE, "dataset": {"path": "p", "max_examples": 10**13}})
+    assert e.value.problems == ["dataset.max_examples: 10000000000000 is out of range; allowed [1, 1000000000000]"]
+    with pytest.raises(ConfigError, match=r"^--examples 0: dataset.max_examples: 0 is out of range; allowed >= 1$"):
+        check_override("dataset.max_examples", 0, flag="--examples")
