@@ -138,6 +138,14 @@ def precision_for(precision: str, machine: Machine) -> str:
     return "fp16" if machine.bf16 is False else "bf16"
 
 
+def attention_label(attention: str) -> str:
+    """A plan's attention implementation as a reader knows it (the plan keeps transformers' name)."""
+    from engine.train.varlen_attention import ATTENTION
+
+    return {ATTENTION: "varlen flash attention", "flex_attention": "flex attention",
+            "sdpa": "SDPA attention"}.get(attention, attention)
+
+
 def attention_for(machine: Machine, packing: bool, precision: str) -> tuple[str, str]:
     """Packed rows on a GPU: torch's variable-length flash attention where it runs (1.21x flex's tokens/s eager,
     1.02x compiled, the same adapter within bf16 noise: benchmarks/results/user_path-s15-h200-2026-12-04.md),

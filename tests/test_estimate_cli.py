@@ -63,6 +63,16 @@ def test_table(config, capsys):
         assert text in out
 
 
+def test_the_plan_line_names_the_attention_each_card_trains_with(config, capsys):
+    """Ampere and newer: varlen flash attention; a T4: flex attention. In words, not transformers' names."""
+    _, a10, _ = run_main([str(config), "--gpu", "a10"], capsys)
+    _, t4, _ = run_main([str(config), "--gpu", "t4"], capsys)
+    plan = {name: next(line for line in out.splitlines() if line.startswith("plan")) for name, out in
+            (("a10", a10), ("t4", t4))}
+    assert "varlen flash attention" in plan["a10"] and "flex attention" in plan["t4"], plan
+    assert not any(raw in line for line in plan.values() for raw in ("lorapilot_varlen", "flex_attention")), plan
+
+
 def test_a_t4_table_names_fp16_the_dtype_it_trains_in(config, capsys):
     # A T4 has no bf16: the plan trains in fp16, and every note says so (the 16-bit copy of the fp32 head is fp16).
     code, out, _ = run_main([str(config), "--gpu", "t4"], capsys)

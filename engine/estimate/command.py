@@ -9,6 +9,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from engine.errors import EXIT_BAD_INPUT, EXIT_OK, UserError
+from engine.plan import attention_label
 
 if TYPE_CHECKING:   # the CLI imports the estimate lazily (start-up time)
     from engine.config import Config
@@ -125,7 +126,7 @@ def render(est: Estimate, info: ModelInfo, n_examples: int | None, counted: bool
     if p is not None:
         lines.append(f"plan   {p.micro_batches_per_step} micro-batch(es) per step"
                      + (f" packed up to {p.token_budget:,} tokens" if p.token_budget else " padded")
-                     + f", {p.attention}, {'Liger fused loss' if p.fused_loss else 'plain loss'}, {p.optimizer}"
+                     + f", {attention_label(p.attention)}, {'Liger fused loss' if p.fused_loss else 'plain loss'}, {p.optimizer}"
                      + (", activations offloaded" if p.offload else "")
                      + (", decoder layers compiled" if p.compile_layers else "")
                      + f", eval {p.eval_batch_size} example(s) a batch; lengths: {p.lengths_from}")
