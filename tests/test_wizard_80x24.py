@@ -65,18 +65,18 @@ async def test_max_seq_length_hint_names_the_length_for_this_dataset(tmp_path):
         n = s.data_length()
         assert n and n % 64 == 0
         hint = row_label(app, "training.max_seq_length", "hint")
-        assert hint.startswith(f"recommended {n} (covers 95 % of examples)"), hint
+        assert hint.startswith(f"recommended at least {n} (keeps 95 % of examples whole)"), hint
 
         # Too short for the data: the check's fix names the same number.
         s.set_raw("training.max_seq_length", "64")
         await settle(app, pilot)
         fixes = [f.fix for f in s.findings or [] if f.code == "responses_truncated"]
         assert fixes and f"Set training.max_seq_length to {n} " in fixes[0], fixes
-        assert row_label(app, "training.max_seq_length", "hint").startswith(f"recommended {n} ")
+        assert row_label(app, "training.max_seq_length", "hint").startswith(f"recommended at least {n} ")
 
         await pilot.press("ctrl+n")
         await settle(app, pilot)
-        assert row_label(app, "training.max_seq_length", "hint").startswith(f"recommended {n} ")
+        assert row_label(app, "training.max_seq_length", "hint").startswith(f"recommended at least {n} ")
 
         # No data read: said plainly, no number from the data that was there before.
         s.set_raw("dataset.path", "/nowhere/data.jsonl")

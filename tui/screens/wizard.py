@@ -88,13 +88,14 @@ class WizardStep(Screen):
         self.query_one(EstimateLine).show(self.state)
 
     def _length_recommended(self, spec: FieldSpec) -> str:
-        """max_seq_length's hint: the number for this dataset, not only the rule ("covers 95 % of examples")."""
+        """max_seq_length's hint: the number for this dataset, not only the rule ("keeps 95 % of examples whole").
+        A floor, not a target: longer costs nothing with packed rows, and the demo's 128 above its 64 is no fault."""
         n = self.state.data_length()
         if n is not None:
-            return f"recommended {n:,} ({spec.recommended})"
+            return f"recommended at least {n:,} ({spec.recommended})"
         if self.state.busy_with("data") or self.state.busy_with("rows"):
             return "recommended: reading the data…"
-        return f"recommended: the length that {spec.recommended}; no data read yet"
+        return f"recommended at least the length that {spec.recommended}; no data read yet"
 
     @on(FieldRow.Edited)
     def _field_edited(self, event: FieldRow.Edited) -> None:
