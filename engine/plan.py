@@ -73,9 +73,11 @@ class Machine:
         """A GPU preset or detected card (engine.estimate.gpus.GpuSpec); None: this machine's CPU."""
         if gpu is None:
             return cls("cpu", "this machine's CPU", None, 1, kernels=False, bf16=False, why_no_kernels="no GPU")
-        # flash kernels need the cards that do bf16 (Ampere and newer); the installed torch is assumed recent
+        from engine.train.speed import varlen_kernel_available
+
+        # flash kernels need the cards that do bf16 (Ampere and newer); the torch installed here plans for the pod
         return cls("cuda", gpu.name, gpu.memory_gib, max(1, processes), kernels=True, bf16=gpu.bf16,
-                   varlen=bool(gpu.bf16))
+                   varlen=bool(gpu.bf16) and varlen_kernel_available())
 
     @classmethod
     def for_hardware(cls, hw: Hardware, processes: int = 1) -> Machine:

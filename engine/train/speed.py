@@ -59,12 +59,20 @@ class Levers:
 LEVERS = Levers()
 
 
+VARLEN_TORCH = (2, 9)   # torch.nn.attention.varlen.varlen_attn, torch's public variable-length attention
+
+
 def varlen_kernel_available() -> bool:
-    """torch's public variable-length attention (torch.nn.attention.varlen, torch 2.9 and later) is installed."""
+    """The installed torch has the variable-length attention kernel. Read from the package's version, not by
+    importing torch: the estimate plans with it in the app, which does not load torch (engine.plan.Machine)."""
+    import importlib.metadata
+    import re
+
     try:
-        return importlib.util.find_spec("torch.nn.attention.varlen") is not None
-    except ModuleNotFoundError:
+        found = re.match(r"(\d+)\.(\d+)", importlib.metadata.version("torch"))
+    except importlib.metadata.PackageNotFoundError:
         return False
+    return bool(found) and (int(found[1]), int(found[2])) >= VARLEN_TORCH
 
 
 def liger_available(device: str) -> tuple[bool, str]:
