@@ -72,7 +72,7 @@ def varlen_kernel_available() -> bool:
         found = re.match(r"(\d+)\.(\d+)", importlib.metadata.version("torch"))
     except importlib.metadata.PackageNotFoundError:
         return False
-    return bool(found) and (int(found[1]), int(found[2])) >= VARLEN_TORCH
+    return found is not None and (int(found[1]), int(found[2])) >= VARLEN_TORCH
 
 
 def liger_available(device: str) -> tuple[bool, str]:
