@@ -103,7 +103,7 @@ class RunPlan:
     parallelism: str                 # none | ddp | fsdp
     liger: bool                      # Liger's kernels patched in
     fused_loss: bool                 # Liger's fused linear cross-entropy: no fp32 logits materialised
-    attention: str                   # flex_attention | sdpa
+    attention: str                   # lorapilot_varlen | flex_attention | sdpa (transformers' names)
     packing: bool
     token_budget: int | None         # tokens per micro-batch when packing; None: padded micro-batches
     micro_batches_per_step: int      # over all ranks

@@ -146,7 +146,8 @@ def _fast_greedy_batch(model, tokenizer, prompts: list[list[int]], *, max_new_to
 
 @contextlib.contextmanager
 def _attention(model, impl: str):
-    """Decoding through SDPA while training uses flex attention: flex would compile for every new length."""
+    """Decoding through SDPA while training uses flex or varlen attention: flex would compile for every new length,
+    and varlen's kernel takes packed rows' boundaries, which a padded prompt batch has not."""
     old = getattr(getattr(model, "config", None), "_attn_implementation", None)
     switched = False
     if old and old != impl and hasattr(model, "set_attn_implementation"):

@@ -111,7 +111,7 @@ def compute(cfg: Config, info: ModelInfo, gpu: GpuSpec | None, *, n_examples: in
             price_per_hour: float | None = None, fraction: float = FIT_FRACTION) -> Estimate:
     """The estimate without suggestions (auto-fit calls this many times), of the run as engine.plan plans it.
 
-    machine: where it trains (default: `gpu` as the engine would use it, Liger and flex attention included;
+    machine: where it trains (default: `gpu` as the engine would use it, Liger and its attention kernel included;
     no gpu: this machine's CPU). lengths: the training examples' token lengths (default: every example fills
     max_seq_length, said in the notes). tokens_per_microbatch / fused_loss override the plan's (auto-fit's
     budget search).

@@ -1,7 +1,8 @@
 """The fast path's parts, applied as the run's plan (engine.plan) chose them.
 
-On CUDA: packed rows with flex attention (a block-diagonal mask built from
-position_ids, no padding waste) and Liger's fused kernels (RMSNorm, RoPE,
+On CUDA: packed rows (no padding waste) through varlen flash attention on Ampere and newer
+(engine.train.varlen_attention: each example's causal triangle from its boundaries), else flex
+attention (a block-diagonal mask built from position_ids), and Liger's fused kernels (RMSNorm, RoPE,
 SwiGLU, and a linear cross-entropy that never materialises the fp32 logits).
 On the CPU or without Triton: SDPA with the same block-diagonal mask, plain
 PyTorch kernels. `training.memory: lean` adds activation offloading (the checkpointed
