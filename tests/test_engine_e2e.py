@@ -332,3 +332,20 @@ def test_resume_of_a_run_at_its_last_step_is_refused_until_max_steps_is_raised(t
     assert read_status(run_dir)["state"] == "done"  # the finished run is left as it was
     assert finished_all_steps(read_status(run_dir), 60, last_checkpoint(run_dir)) is None  # more steps configured: a continuation
     assert load_config(run_dir / "config.yaml").training.max_steps == 40
+
+
+def test_resume_of_a_finished_run_with_a_truncated_status_json_is_still_refused(tmp_path):
+    """status.json cut short (a full disk, a copy interrupted) no longer says max_steps: the checkpoint's own
+    trainer_state.json does, so the finished adapter is not replaced by a run one step past its end."""
+    import json
+
+    run_dir = tmp_path / "run"
+    ckpt = run_dir / "checkpoints" / "checkpoint-40"
+    ckpt.mkdir(parents=True)
+    (ckpt / "trainer_state.json").write_text(json.dumps({"global_step": 40, "max_steps": 40}))
+    (run_dir / "config.yaml").write_text(small_config(tmp_path, max_steps=40).read_text())
+    (run_dir / "status.json").write_text('{\n "state": "done",\n "step": 40,\n "max_s')
+    r = run_cli("train", "--resume", str(run_dir))
+    _bad(r, "nothing left to train", "step 40 of 40", "training.max_steps")
+    assert (run_dir / "status.json").read_text().endswith('"max_s')  # left as it was
+    assert not (run_dir / "checkpoints" / "checkpoint-41").exists()
