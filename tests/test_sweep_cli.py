@@ -84,3 +84,31 @@ def test_apply_on_a_running_sweep_is_refused_and_stop_answers(tmp_path, capsys):
 def test_real_process_prints_no_traceback(tmp_path):
     r = run_cli("sweep", str(tmp_path / "none.yaml"), "--r", "0", timeout=120)
     assert r.returncode == 2 and "--r: 0 is out of range" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_apply_to_an_existing_file_is_refused_without_force(tmp_path, capsys, monkeypatch):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "screenshots"))
+    from sweep_fakerun import make_sweep
+
+    monkeypatch.setattr("sys.stdin.isatty", lambda: False, raising=False)  # no terminal to ask on
+    sweep_dir = make_sweep(tmp_path, state="done")
+    mine = tmp_path / "best.yaml"
+    mine.write_text("# my own config\n")
+    code, out, err = sweep(capsys, str(sweep_dir), "--apply", str(mine))
+    assert code == 2 and "best.yaml: exists; not overwritten" in err and "--force" in err
+    assert mine.read_text() == "# my own config\n" and "Traceback" not in err
+    code, out, err = sweep(capsys, str(sweep_dir), "--apply", str(mine), "--force")
+    assert code == 0 and mine.read_text().startswith("# From sweep"), err
+
+
+def test_a_new_sweep_with_apply_to_an_existing_file_is_refused_before_it_starts(config, capsys, monkeypatch):
+    monkeypatch.setattr("engine.train.launch.check_inputs", lambda cfg: None)
+    monkeypatch.setattr("sys.stdin.isatty", lambda: False, raising=False)
+    mine = config.parent / "best.yaml"
+    mine.write_text("# my own config\n")
+    code, out, err = sweep(capsys, str(config), "--gpu", "a100-80", "--yes", "--apply", str(mine))
+    assert code == 2 and "best.yaml: exists; not overwritten" in err
+    assert mine.read_text() == "# my own config\n" and not (config.parent / "runs").exists()

@@ -125,6 +125,28 @@ async def test_finished_sweep_shows_table_heatmap_winner_and_applies(tmp_path, m
     assert (cfg.training.learning_rate, cfg.lora.r, cfg.lora.alpha) == (2e-4, 32, 64)
 
 
+async def test_write_winner_over_an_existing_file_asks_before_replacing_it(tmp_path, monkeypatch):
+    sweep_dir = make_sweep(tmp_path, state="done")
+    monkeypatch.chdir(tmp_path)
+    mine = tmp_path / "best.yaml"
+    mine.write_text("# my own config\n")
+    app = SweepApp(start="monitor", run_dir=str(sweep_dir))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: isinstance(app.screen, SweepMonitorScreen) and app.screen.summary)
+        await pilot.press("a")
+        await until(pilot, lambda: type(app.screen).__name__ == "ApplyWinner")
+        await pilot.pause()
+        assert "best.yaml exists" in str(app.screen.query_one("#apply-exists").render())
+        await pilot.press("enter")  # Enter in the field: not yet a yes
+        await pilot.pause()
+        assert type(app.screen).__name__ == "ApplyWinner" and mine.read_text() == "# my own config\n"
+        assert str(app.screen.focused.label) == "Replace"
+        await pilot.press("enter")  # the Replace button
+        await until(pilot, lambda: mine.read_text().startswith("# From sweep"))
+    cfg = load_config(mine)
+    assert (cfg.training.learning_rate, cfg.lora.r, cfg.lora.alpha) == (2e-4, 32, 64)
+
+
 def screen_text_rich(app) -> str:
     from rich.console import Console
     console = Console(width=120, record=True, file=open(os.devnull, "w"))

@@ -121,6 +121,16 @@ def test_apply_writes_the_base_config_with_the_winners_lr_and_r(tmp_path):
     assert out.read_text().startswith("# From sweep")
 
 
+def test_apply_never_replaces_an_existing_file_unless_told(tmp_path):
+    mine = tmp_path / "best.yaml"
+    mine.write_text("# my own config\n")
+    with pytest.raises(UserError, match="best.yaml: exists; not overwritten"):
+        apply_winner(finished_sweep(tmp_path), mine)
+    assert mine.read_text() == "# my own config\n"
+    apply_winner(finished_sweep(tmp_path), mine, replace=True)
+    assert mine.read_text().startswith("# From sweep")
+
+
 def test_apply_without_a_winner_is_a_user_error(tmp_path):
     sweep = finished_sweep(tmp_path)
     sweep["winner"] = None

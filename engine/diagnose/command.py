@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Iterable
 from engine.diagnose.codes import LIVE_CODES, STATE_CODES, TITLES
 from engine.diagnose.finding import Finding, blocking, newest_first
 from engine.errors import EXIT_BAD_INPUT, EXIT_OK, UserError
+from engine.overwrite import may_overwrite
 
 if TYPE_CHECKING:  # annotations only: rich and the data layer load when a command needs them
     from rich.console import Console
@@ -177,25 +178,10 @@ def add_prepare_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
 
 
-def _may_write(out: Path, force: bool) -> None:
-    """An existing OUT is overwritten only when asked: --force, or yes at the terminal's prompt."""
-    import sys
-
-    if not out.exists() or force:
-        return
-    if out.is_dir():
-        raise UserError(f"{out}: is a directory", fix="give --out a file name, such as data/train.jsonl")
-    if sys.stdin.isatty() and sys.stderr.isatty():
-        print(f"{out} exists; overwrite it? [y/N] ", end="", file=sys.stderr, flush=True)
-        if sys.stdin.readline().strip().lower() in ("y", "yes"):
-            return
-    raise UserError(f"{out}: exists; not overwritten", fix="choose another --out, or add --force to replace it")
-
-
 def run_prepare(args: argparse.Namespace) -> int:
     from engine.diagnose.prepare import prepare
 
-    _may_write(Path(args.out), getattr(args, "force", False))
+    may_overwrite(Path(args.out), getattr(args, "force", False), flag="--out", example="data/train.jsonl")
     report = prepare(args.sources, args.out, column=args.column, instruction_column=args.instruction_column,
                      output_column=args.output_column, filter_slop=args.filter_slop, dedup=not args.no_dedup)
     if getattr(args, "json", False):

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from engine.errors import EXIT_OK, EXIT_RUN_FAILED, UserError
+from engine.overwrite import may_overwrite
 from engine.settings import visible_device_mask
 from engine.sweep.plan import DEFAULT_LRS, DEFAULT_RS, DEFAULT_STEPS, STOP_ON, lr_text
 
@@ -42,6 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dry-run", action="store_true", help="show the plan and exit")
     parser.add_argument("--apply", metavar="OUT.yaml",
                         help="write the winner's config (base config, winning lr and r, alpha = 2r) to OUT.yaml")
+    parser.add_argument("--force", action="store_true", help="replace the --apply file if it exists")
 
 
 def visible_devices() -> list[str]:
@@ -93,7 +95,8 @@ def _existing(sweep_dir: Path, a) -> int:
         return EXIT_OK
     sweep = read_sweep(sweep_dir, complete=True)
     if a.apply:
-        path = apply_winner(sweep, a.apply)
+        may_overwrite(Path(a.apply), a.force, flag="--apply", example="best.yaml")
+        path = apply_winner(sweep, a.apply, replace=True)
         print(f"winner's config written to {path}\ntrain it: lorapilot train {path}")
         return EXIT_OK
     print_report(sweep)
@@ -160,6 +163,8 @@ def _new(config_path: Path, a) -> int:
     from engine.train.launch import check_inputs
 
     check_inputs(cfg)
+    if a.apply:  # asked now, not found out when the sweep ends
+        may_overwrite(Path(a.apply), a.force, flag="--apply", example="best.yaml")
     if not _confirmed(a):
         print("not started")
         return EXIT_OK
@@ -267,6 +272,7 @@ def _sweep_record(sweep_dir: Path, cfg, config_path: Path, trials, steps: int, a
         "requested_steps": a.steps, "steps": steps, "rungs": rungs(steps), "eval_steps": steps // 3,
         "halving": not a.no_halving, "stop_on": list(STOP_ON), "lanes": plan["lanes"], "devices": devices,
         "plan": plan, "apply_path": str(Path(a.apply).resolve()) if a.apply else None,
+        "apply_replace": bool(a.apply) and Path(a.apply).exists(),  # the user agreed to replace it
         "trials": [{"id": t.id, "learning_rate": t.learning_rate, "r": t.r, "alpha": t.alpha,
                     "run_dir": str(sweep_dir / t.id), "state": TRIAL_PENDING, "step": 0, "stopped_by": None,
                     "stop_reason": None} for t in trials],

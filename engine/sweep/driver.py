@@ -252,7 +252,7 @@ class Driver:
             from engine.sweep.report import apply_winner
 
             try:
-                s["applied"] = str(apply_winner(s, s["apply_path"]))
+                s["applied"] = str(apply_winner(s, s["apply_path"], replace=bool(s.get("apply_replace"))))
                 log(f"winner's config written to {s['applied']}")
             except UserError as e:
                 s["apply_error"] = str(e)

@@ -222,8 +222,9 @@ def winner_config(sweep: dict):
     return config_from_dict(raw, source=f"{sweep.get('sweep_dir')}/sweep.json base_config")
 
 
-def apply_winner(sweep: dict, out: str | Path) -> Path:
-    """Writes the winner's config to OUT (YAML), ready for `lorapilot train OUT`."""
+def apply_winner(sweep: dict, out: str | Path, *, replace: bool = False) -> Path:
+    """Writes the winner's config to OUT (YAML), ready for `lorapilot train OUT`; an existing OUT only when
+    `replace` (the user said so: --force, yes at the prompt, the dialog's Replace)."""
     from engine.config import dump_config
 
     cfg = winner_config(sweep)
@@ -231,6 +232,8 @@ def apply_winner(sweep: dict, out: str | Path) -> Path:
     path = Path(out)
     if path.is_dir():
         raise UserError(f"--apply {out}: is a directory; give a file name such as best.yaml")
+    if path.exists() and not replace:
+        raise UserError(f"--apply {out}: exists; not overwritten", fix="choose another file, or add --force to replace it")
     header = (f"# From sweep {sweep.get('sweep_dir')}: winner lr {lr_text(w['learning_rate'])}, r {w['r']}, "
               f"alpha {w['alpha']} (eval loss {w['eval_loss']:.4f}).\n"
               f"# The base config {sweep.get('base_config_path')} otherwise, with its own steps.\n")

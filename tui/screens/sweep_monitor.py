@@ -193,7 +193,7 @@ class SweepMonitorScreen(Screen):
             if not path:
                 return
             try:
-                written = apply_winner(read_sweep(self.sweep_dir), path)
+                written = apply_winner(read_sweep(self.sweep_dir), path, replace=True)  # the dialog asked
             except (UserError, OSError) as e:
                 self.notify(str(e), severity="error", timeout=6)
                 return
