@@ -18,16 +18,21 @@ from tui.app import LorapilotApp  # noqa: E402
 pytestmark = pytest.mark.timeout(120)
 
 
+async def listed(pilot, app) -> None:
+    """Until the runs screen has read the root (it reads in a worker)."""
+    for _ in range(100):
+        await pilot.pause(0.05)
+        if app.screen.runs:
+            break
+
+
 async def test_runs_screen_fits_80_columns_and_opens_a_sweep(tmp_path):
     make_run(tmp_path / "my-long-experiment-name-on-llama-3.1-8b-20261203-101500", state="done", steps_done=1200,
              max_steps=1200, now=time.time() - 60)
     _sweep(tmp_path, "sweep-demo-20261203-102000")
     app = LorapilotApp(start="monitor", run_dir=None, runs_root=str(tmp_path))
     async with app.run_test(size=(80, 24)) as pilot:
-        for _ in range(100):
-            await pilot.pause(0.05)
-            if app.screen.runs:
-                break
+        await listed(pilot, app)
         table = app.screen.query_one("#runs-table")
         assert table.row_count == 4  # the run, the sweep and its two trials
         assert sum(c.get_render_width(table) for c in table.columns.values()) <= 80
@@ -51,3 +56,20 @@ async def test_a_screen_that_opens_a_run_with_none_named_opens_the_runs_list(tmp
         await pilot.pause()
         assert isinstance(app.screen, RunsScreen)
         assert app.screen.root == tmp_path
+
+
+async def test_a_run_with_a_corrupt_status_json_is_named_not_silently_left_out(tmp_path):
+    # `lorapilot runs` warns that it skipped it; the list in the app said nothing and the run just vanished.
+    make_run(tmp_path / "good-20261203-101500", state="done", steps_done=40, max_steps=40, now=time.time() - 60)
+    broken = tmp_path / "broken-20261203-101600"
+    make_run(broken, state="done", steps_done=40, max_steps=40, now=time.time() - 60)
+    (broken / "status.json").write_text('{\n "state": "done",\n "step": 40,\n "max_s')
+    app = LorapilotApp(start="monitor", run_dir=None, runs_root=str(tmp_path))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await listed(pilot, app)
+        assert [r.name for r in app.screen.runs] == ["good-20261203-101500"]
+        note = app.screen.query_one("#runs-problems")
+        text = str(note.render())
+        assert note.display and "left out:" in text and "broken-20261203-101600" in text
+        assert "status.json: not valid JSON (line 4" in text
+        assert note.region.height >= 1 and note.region.bottom <= 23  # on screen, above the footer

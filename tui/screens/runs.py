@@ -11,7 +11,7 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
-from engine.rundir import default_runs_root, format_age
+from engine.rundir import default_runs_root, format_age, safe_text
 from engine.runs_list import Row, collect, short_name
 from tui.app import LorapilotApp
 from tui.widgets.progress_panel import STATE_STYLES
@@ -45,6 +45,7 @@ class RunsScreen(Screen):
         yield Header(show_clock=False)
         yield DataTable(id="runs-table", cursor_type="row", zebra_stripes=True)
         yield Static(id="runs-empty")
+        yield Static(id="runs-problems")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -64,11 +65,17 @@ class RunsScreen(Screen):
 
     @work(thread=True, exclusive=True, group="runs")
     def _load(self) -> None:
-        runs = collect(self.root)  # what `lorapilot runs` lists, in the same order
-        self.app.call_from_thread(self._show, runs)
+        problems: list[str] = []
+        runs = collect(self.root, problems=problems)  # what `lorapilot runs` lists, in the same order
+        self.app.call_from_thread(self._show, runs, problems)
 
-    def _show(self, runs: list[Row]) -> None:
+    def _show(self, runs: list[Row], problems: list[str] | None = None) -> None:
         self.runs = runs
+        # A run or sweep whose record is corrupt is left out, as `lorapilot runs` leaves it out: say so and why,
+        # or it simply vanishes from the list.
+        note = self.query_one("#runs-problems", Static)
+        note.display = bool(problems)
+        note.update(Text("\n".join(f"left out: {safe_text(p)}" for p in problems or [])))
         table = self.query_one(DataTable)
         keep = table.cursor_row
         table.clear()
