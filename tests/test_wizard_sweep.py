@@ -60,3 +60,17 @@ async def test_grid_edits_change_the_plan_and_a_bad_lr_is_an_inline_error():
         await pilot.pause(0.1)
         assert type(app.screen).__name__ == "HyperparamsScreen"
         app.exit()
+
+
+async def test_the_panel_title_wraps_whole_at_80_columns():
+    # At 80x24 the one-line title was cut at the border: "... hopeless ones sto".
+    app = LorapilotApp()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("ctrl+n", "ctrl+n", "ctrl+t")
+        await pilot.pause(0.1)
+        panel = app.screen
+        assert type(panel).__name__ == "SweepPanel"
+        title = panel.query_one("#sweep-title")
+        assert title.region.right <= panel.query_one("#sweep").content_region.right
+        shown = " ".join(strip.text.strip() for strip in title.render_lines(title.region.reset_offset))
+        assert shown.endswith("hopeless ones stop early"), shown
