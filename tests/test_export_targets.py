@@ -143,22 +143,14 @@ async def test_the_monitor_of_a_finished_run_exports_it(finished_demo_run, tmp_p
     import time
 
     from engine.export import default_out
+    from test_monitor_screen import open_export_choice
     from tui.app import LorapilotApp
-    from tui.screens.monitor import MonitorScreen
-    from tui.screens.export_choice import ExportChoice
 
     monkeypatch.chdir(tmp_path)  # exports land beside the current folder
     app = LorapilotApp(start="monitor", run_dir=str(finished_demo_run))
     out = default_out(finished_demo_run, "vllm")
     async with app.run_test(size=(100, 32)) as pilot:
-        deadline = time.monotonic() + 60
-        while not (isinstance(app.screen, MonitorScreen) and app.screen.history.state == "done"):
-            assert time.monotonic() < deadline
-            await pilot.pause(0.1)
-        await pilot.press("e")
-        while not isinstance(app.screen, ExportChoice):
-            assert time.monotonic() < deadline
-            await pilot.pause(0.1)
+        await open_export_choice(app, pilot)
         await pilot.press("v")
         deadline = time.monotonic() + 300
         while not (out / "serve.sh").exists() or not (out / "README.md").exists():

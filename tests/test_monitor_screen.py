@@ -540,3 +540,38 @@ async def test_a_live_run_shows_its_pid_and_the_stop_key(tmp_path):
         await pilot.pause(0.3)
         assert f"pid {os.getpid()}" in text_of(monitor(app).query_one("#progress"))
         assert "Stop…" in footer_descriptions(app)
+
+
+async def test_the_monitor_refuses_an_export_over_a_folder_in_its_own_words(tmp_path, monkeypatch):
+    # The engine's fix says "choose a new folder with --out", a flag the app does not have.
+    from engine.export import default_out
+
+    run = make_run(tmp_path / "runs" / "demo-20261203-101500", state="done", steps_done=40, max_steps=40)
+    (run / "adapter").mkdir()
+    monkeypatch.chdir(tmp_path)
+    out = default_out(run, "vllm")
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    app = LorapilotApp(start="monitor", run_dir=str(run))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await open_export_choice(app, pilot)
+        await pilot.press("v")
+        await pilot.pause(0.3)
+        said = " ".join(n.message for n in app._notifications)
+    assert "exists and is not empty" in said and "Move or rename that folder" in said
+    assert "--for vllm --out DIR" in said and "choose a new folder with --out" not in said
+    assert [p.name for p in out.iterdir()] == ["notes.txt"]
+
+
+async def open_export_choice(app, pilot, limit: float = 60) -> None:
+    """The monitor of a finished run, then `e`: until its export dialog is up."""
+    from tui.screens.export_choice import ExportChoice
+
+    deadline = time.monotonic() + limit
+    while not (isinstance(app.screen, MonitorScreen) and app.screen.history.state == "done"):
+        assert time.monotonic() < deadline
+        await pilot.pause(0.1)
+    await pilot.press("e")
+    while not isinstance(app.screen, ExportChoice):
+        assert time.monotonic() < deadline
+        await pilot.pause(0.1)

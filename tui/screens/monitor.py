@@ -428,13 +428,22 @@ class MonitorScreen(Screen):
 
     def action_export(self) -> None:
         from engine.export import default_out
+        from engine.export.merge import check_empty_out
 
         hint = str(default_out(self.run_dir, "x"))[:-2]
 
         def chosen(target: str | None) -> None:
-            if target:
-                self.notify(f"Exporting for {target} (merging can take minutes) ...", timeout=4)
-                self._export(target)
+            if not target:
+                return
+            try:  # the app has no --out to choose another folder: say what works here
+                check_empty_out(default_out(self.run_dir, target))
+            except UserError as e:
+                self.notify(f"Export for {target}: {e.message}; nothing was written.\nMove or rename that folder, or "
+                            f"export elsewhere from a shell: lorapilot export {self.run_dir} --for {target} --out DIR",
+                            severity="error", timeout=12)
+                return
+            self.notify(f"Exporting for {target} (merging can take minutes) ...", timeout=4)
+            self._export(target)
 
         self.app.push_screen(ExportChoice(Path(self.run_dir).resolve().name, hint), chosen)
 
