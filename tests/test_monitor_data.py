@@ -119,6 +119,28 @@ def test_feed_status_and_lost_state(tmp_path):
     assert up.log_lines and up.log_reset
 
 
+def test_feed_a_corrupt_status_json_is_reported_at_once_and_not_retried(tmp_path):
+    # The trainer replaces status.json atomically (temp file + rename): a reader never sees half a file, so one
+    # that does not parse is corrupt, not caught mid-write. It is said at the first poll, with why.
+    run = make_run(tmp_path / "r", steps_done=50, pid=os.getpid())
+    feed = RunFeed(run, sample_gpus=False)
+    up = feed.poll()
+    assert up.state == "training" and up.status_error is None
+    (run / "status.json").write_text('{\n "state": "training",\n "step": 50\n\n}}', encoding="utf-8")
+    up = feed.poll()
+    assert up.status == {} and up.state == "unknown"        # the last good status is stale: not shown as live
+    assert up.status_error == "status.json unreadable: not valid JSON (line 5, column 2)"
+    assert up.records == [] and not feed.poll()              # read once, not re-read every poll
+    before = (run / "status.json").read_bytes()
+    for _ in range(3):
+        feed.poll()
+    assert (run / "status.json").read_bytes() == before      # the monitor never writes the run directory
+    from engine.rundir import write_status
+    write_status(run, state="training", pid=os.getpid(), step=60)   # the trainer rewrites it: shown again
+    up = feed.poll()
+    assert up.status["step"] == 60 and up.status_error is None and up.state in ("training", "lost")
+
+
 def test_feed_reads_a_large_file_in_chunks(tmp_path):
     run = make_run(tmp_path / "r", steps_done=3000, pid=os.getpid())
     feed = RunFeed(run, sample_gpus=False, chunk_bytes=16 * 1024)

@@ -332,6 +332,29 @@ async def test_a_directory_with_only_metrics(tmp_path):
         assert "unknown" in text_of(monitor(app).query_one("#progress"))
 
 
+async def test_a_corrupt_status_json_says_why_and_the_metrics_still_show(tmp_path):
+    run = make_run(tmp_path / "corrupt", steps_done=100, pid=os.getpid())
+    app = LorapilotApp(start="monitor", run_dir=str(run))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: loaded(app))
+        h = monitor(app).history
+        assert h.state == "training"
+        (run / "status.json").write_text('{\n "state": "training",\n "step": 100,\n\n "pid": }', encoding="utf-8")
+        await until(pilot, lambda: h.status_error is not None)
+        await until(pilot, lambda: "unreadable" in text_of(monitor(app).query_one("#progress")))
+        progress = " ".join(text_of(monitor(app).query_one("#progress")).split())
+        assert "unknown" in progress
+        assert "status.json unreadable: not valid JSON (line 5, column 9)" in progress
+        assert "pid" not in progress                        # the stale status's pid is not shown as the trainer
+        # Elapsed is what the metrics cover, no longer counted on from the stale status's start.
+        assert h.elapsed_s(now=time.time() + 3600) == h.elapsed_s() == pytest.approx(h.last_time - h.first_time)
+        line = json.dumps({"kind": "train", "step": 110, "time": time.time(), "loss": 1.25})
+        with open(run / "metrics.jsonl", "a") as f:    # the rest of the monitor goes on from metrics.jsonl
+            f.write(line + "\n")
+        await until(pilot, lambda: h.loss.x[-1] == 110)
+        assert h.step == 110 and h.loss.y[-1] == 1.25
+
+
 async def test_finished_demo_run(finished_demo_run):
     app = LorapilotApp(start="monitor", run_dir=str(finished_demo_run))
     async with app.run_test(size=(100, 32)) as pilot:

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine import gpu, system
-from engine.rundir import LOG_FILE, STATUS_FILE, MetricsTail, effective_state, read_status, safe_record, safe_text
+from engine.errors import DataError
+from engine.rundir import LOG_FILE, STATUS_FILE, MetricsTail, effective_state, load_status, safe_record, safe_text
 from tui.models.run_history import Record
 
 
@@ -24,6 +25,7 @@ class FeedUpdate:
     """What one poll found new; every field left at its default means "unchanged"."""
     records: list[Record] = field(default_factory=list)
     status: Record | None = None
+    status_error: str | None = None   # with a new status: why status.json is unreadable ({} then), or None
     state: str | None = None
     log_lines: list[str] | None = None
     log_reset: bool = False
@@ -134,12 +136,18 @@ class RunFeed:
         except FileNotFoundError:
             sig = None
         if sig != self._status_sig:
-            status = read_status(self.run_dir)
-            # A status.json caught mid-replace reads as None: keep the last good one.
-            if status is not None or sig is None:
-                self._status_sig = sig
-                self.status = safe_record(status)
-                up.status = self.status or {}
+            # Read once per change of size or mtime. The trainer replaces status.json atomically (a temp file, then
+            # a rename), so a reader never sees half of one: a file that does not parse is corrupt, said at once,
+            # and read again only when the trainer writes a new one.
+            self._status_sig = sig
+            try:
+                status, error = load_status(self.run_dir), None
+            except DataError as e:
+                # The stale last good status is dropped: its pid and start would show a corrupt run as live.
+                reason = e.message.removeprefix(f"{self.run_dir / STATUS_FILE}: ")
+                status, error = None, f"{STATUS_FILE} unreadable: {reason}"
+            self.status = safe_record(status)
+            up.status, up.status_error = self.status or {}, error and safe_text(error)
         # Liveness can change with no write to status.json (the trainer was
         # killed), so the effective state is recomputed on every poll.
         state = effective_state(self.status, self.run_dir)

@@ -107,6 +107,7 @@ class RunHistory:
     log_total: int = 0          # lines ever added: lets a log widget append only the new ones
     log_resets: int = 0
     status: Record | None = None
+    status_error: str | None = None   # why status.json could not be read; `status` is then empty
     state: str = "unknown"
     machine: MachineSample | None = None
     process: ProcessSample | None = None

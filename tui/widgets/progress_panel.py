@@ -123,6 +123,10 @@ class ProgressPanel(MonitorPanel):
 
     def _trouble(self) -> list:
         h = self.history
+        if h.status_error:   # the state is `unknown` for this reason; the metrics still draw everything else
+            return [Text.assemble((h.status_error, "bold yellow"),
+                                  " A running trainer rewrites it when it next reports; until then the state is unknown and the"
+                                  " figures come from metrics.jsonl.")]
         if h.state == "lost":
             msg = Text.assemble(("The trainer process is gone but the run never finished", "red"),
                                 " (killed, out of memory, or the machine rebooted). ",
