@@ -44,6 +44,11 @@ def column(app, name: str) -> int:
     return [str(c.label) for c in table.ordered_columns].index(name)
 
 
+def footer_descriptions(app) -> list[str]:
+    from textual.widgets._footer import FooterKey
+    return [k.description for k in app.screen.query(FooterKey)]
+
+
 def screen_text(app) -> str:
     from textual.widgets import Static
     return "\n".join(str(s.render()) for s in app.screen.query(Static))
@@ -93,6 +98,9 @@ async def test_running_sweep_lists_trials_best_and_halving(tmp_path):
         write_sweep(sweep_dir, done)
         await until(pilot, lambda: app.screen.query_one("#sweep-result").display)
         assert "done" in screen_text(app)
+        # Ended while watched: the Stop key goes, as on the run monitor.
+        assert "x" not in app.screen.active_bindings
+        await until(pilot, lambda: "Stop sweep…" not in footer_descriptions(app))
 
 
 async def test_finished_sweep_shows_table_heatmap_winner_and_applies(tmp_path, monkeypatch):
@@ -113,7 +121,10 @@ async def test_finished_sweep_shows_table_heatmap_winner_and_applies(tmp_path, m
         assert "--apply best.yaml" in text and "lorapilot train best.yaml" in text
         assert "Eval loss, lr x r" in screen_text_rich(app)
 
-        await pilot.press("x")  # a finished sweep: nothing to stop, no dialog
+        # A finished sweep: nothing to stop, so no `x Stop sweep…` in the footer, and x does nothing.
+        assert "x" not in app.screen.active_bindings
+        await until(pilot, lambda: "Stop sweep…" not in footer_descriptions(app) and footer_descriptions(app))
+        await pilot.press("x")
         await pilot.pause()
         assert isinstance(app.screen, SweepMonitorScreen) and not (sweep_dir / SWEEP_STOP_FILE).exists()
 

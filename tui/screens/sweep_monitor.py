@@ -98,13 +98,17 @@ class SweepMonitorScreen(Screen):
         self.query_one("#sweep-status", Static).update(Text(message, style="bold red"))
 
     def _show(self, summary: dict) -> None:
-        was_finished = self.summary is not None and self.summary.get("table") is not None
+        keys_before = self._keys_shown()
         self.summary = summary
         self.query_one("#sweep-status", Static).update(self._status_line(summary))
         self.query_one(SweepTrials).show(summary)
         self.query_one(SweepResult).show(summary)
-        if summary.get("table") is not None and not was_finished:
+        if self._keys_shown() != keys_before:
             self.refresh_bindings()
+
+    def _keys_shown(self) -> tuple[bool, bool]:
+        """What check_action decides from the summary: whether the sweep goes on (Stop, the quit label), a winner."""
+        return self._goes_on(), bool(self.summary and self.summary.get("winner"))
 
     @staticmethod
     def _status_line(s: dict) -> Text:
@@ -131,6 +135,8 @@ class SweepMonitorScreen(Screen):
             return bool(self.summary and self.summary.get("winner"))
         if action in ("quit_monitor", "quit_finished"):
             return self._goes_on() == (action == "quit_monitor")
+        if action == "stop_sweep":  # nothing to stop once the sweep has ended (or before it is read), as for a run
+            return self._goes_on()
         return True
 
     def action_open_trial(self) -> None:
@@ -156,8 +162,8 @@ class SweepMonitorScreen(Screen):
         from tui.screens.confirm_stop import ConfirmStop
 
         summary = self.summary
-        state = summary["state"] if summary else "unknown"
-        if not summary or state in SWEEP_FINAL_STATES + ("lost", "unknown"):
+        if not summary or not self._goes_on():  # the key is hidden then; this guards a stale footer's click
+            state = summary["state"] if summary else "unknown"
             self.notify(f"This sweep is {state}: there is nothing to stop.", severity="warning")
             return
         running = sum(t["state"] not in ("pending", "skipped", "done", "stopped", "failed", "lost")
