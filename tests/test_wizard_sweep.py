@@ -22,6 +22,15 @@ async def plan_settled(pilot, panel, limit: float = 300.0) -> str:
     raise AssertionError("no sweep plan")
 
 
+async def open_panel(pilot):
+    """The quick sweep panel, opened from the hyperparameter step as a user does."""
+    await pilot.press("ctrl+n", "ctrl+n", "ctrl+t")
+    await pilot.pause(0.1)
+    panel = pilot.app.screen
+    assert type(panel).__name__ == "SweepPanel"
+    return panel
+
+
 def trials(plan: str) -> int:
     found = re.search(r"(\d+) trials", plan)
     assert found, plan
@@ -31,10 +40,7 @@ def trials(plan: str) -> int:
 async def test_grid_edits_change_the_plan_and_a_bad_lr_is_an_inline_error():
     app = LorapilotApp()
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.press("ctrl+n", "ctrl+n", "ctrl+t")
-        await pilot.pause(0.1)
-        panel = app.screen
-        assert type(panel).__name__ == "SweepPanel"
+        panel = await open_panel(pilot)
         plan = await plan_settled(pilot, panel)
         assert trials(plan) == 9 and "time" in plan  # the default grid: 3 x 3
 
@@ -66,11 +72,36 @@ async def test_the_panel_title_wraps_whole_at_80_columns():
     # At 80x24 the one-line title was cut at the border: "... hopeless ones sto".
     app = LorapilotApp()
     async with app.run_test(size=(80, 24)) as pilot:
-        await pilot.press("ctrl+n", "ctrl+n", "ctrl+t")
-        await pilot.pause(0.1)
-        panel = app.screen
-        assert type(panel).__name__ == "SweepPanel"
+        panel = await open_panel(pilot)
         title = panel.query_one("#sweep-title")
         assert title.region.right <= panel.query_one("#sweep").content_region.right
         shown = " ".join(strip.text.strip() for strip in title.render_lines(title.region.reset_offset))
         assert shown.endswith("hopeless ones stop early"), shown
+
+
+async def test_the_same_as_command_line_parses_to_the_panel_s_grid():
+    # `--r -1,x` pasted into a shell: argparse reads `-1,x` as a flag, not as the ranks the panel shows.
+    import argparse
+    import shlex
+
+    from engine.sweep.command import add_arguments
+
+    app = LorapilotApp()
+    async with app.run_test(size=SIZE) as pilot:
+        panel = await open_panel(pilot)
+        await type_into(pilot, "#sweep-lr", "-1e-4, 2e-4")
+        await type_into(pilot, "#sweep-r", "-1,x")
+        await type_into(pilot, "#sweep-budget", "-3")
+        shown = str(panel.query_one("#sweep-command").render())
+        prefix = "same as: lorapilot sweep "
+        assert shown.startswith(prefix), shown
+        parser = argparse.ArgumentParser(prog="lorapilot sweep", exit_on_error=False)
+        add_arguments(parser)
+        args = parser.parse_args(shlex.split(shown.removeprefix(prefix)))
+        values = panel.values()
+        assert args.target == "CONFIG"
+        assert (args.lr, args.r) == ("-1e-4,2e-4", "-1,x") == (values["lr"].replace(" ", ""), values["r"])
+        assert args.steps == int(values["steps"]) and args.budget_minutes == -3.0
+        # The panel's own call takes the same argv.
+        assert parser.parse_args(panel.argv()[1:]) == argparse.Namespace(**{**vars(args), "target": None})
+        app.exit()

@@ -53,12 +53,18 @@ def sweep_argv(config_path: str, values: dict[str, str], gpu: str | None, price:
     argv = [config_path]
     for name, flag, _ in FIELDS:
         if values[name].strip():
-            argv += [flag, values[name].strip().replace(" ", "")]
+            argv += option(flag, values[name].strip().replace(" ", ""))
     if gpu:
-        argv += ["--gpu", gpu]
+        argv += option("--gpu", gpu)
     if price is not None:
-        argv += ["--price-per-hour", f"{price:g}"]
+        argv += option("--price-per-hour", f"{price:g}")
     return argv
+
+
+def option(flag: str, value: str) -> list[str]:
+    """`--flag value`, or `--flag=value` for a value that starts with "-": argparse would read `--r -1,x` as a flag
+    with no value, in this process and in the shell the "same as" line is pasted into."""
+    return [f"{flag}={value}"] if value.startswith("-") else [flag, value]
 
 
 def run_sweep_verb(argv: list[str]) -> str:
