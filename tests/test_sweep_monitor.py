@@ -115,6 +115,11 @@ async def test_finished_sweep_shows_table_heatmap_winner_and_applies(tmp_path, m
         assert winner[column(app, "verdict")] == "underfit" and winner[column(app, "tok/s")] == "2,018"
         assert row(app, "lr1e-3_r32")[column(app, "outcome")] == "nan_loss"
         assert row(app, "lr5e-5_r16")[column(app, "outcome")] == "halving"
+        # The train column is a mean of the last logged losses (the runs list shows the last one): it says so,
+        # and the table still fits 80 columns.
+        table = app.screen.query_one(SweepTrials)
+        assert winner[column(app, "train avg")] == "1.143"
+        assert table.virtual_size.width <= table.scrollable_content_region.width
         assert app.screen.query_one("#sweep-result").display
         text = screen_text(app)
         assert "Winner" in text and "lr 2e-4 · r 32 (alpha 64)" in text

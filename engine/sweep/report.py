@@ -117,7 +117,7 @@ def _outcome(t: dict) -> str:
 
 # Below this width the table drops its least-read columns (the key values, lr, r and eval loss, never).
 WIDE = 100
-NARROW_DROPS = ("train loss", "tok/s", "peak GiB")
+NARROW_DROPS = ("train avg", "tok/s", "peak GiB")
 
 
 def render_table(sweep: dict, width: int = WIDE):
@@ -125,7 +125,7 @@ def render_table(sweep: dict, width: int = WIDE):
     from rich.table import Table
 
     table = Table(title="Sweep trials (★ winner)", title_justify="left", box=box.SIMPLE_HEAD)
-    names = ("lr", "r", "outcome", "step", "eval loss", "train loss", "gap", "curve", "tok/s", "peak GiB")
+    names = ("lr", "r", "outcome", "step", "eval loss", "train avg", "gap", "curve", "tok/s", "peak GiB")
     shown = [n for n in names if width >= WIDE or n not in NARROW_DROPS]
     for name in shown:
         # lr and r are what a user copies out of the table: wide enough never to be cut.

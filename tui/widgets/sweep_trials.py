@@ -24,7 +24,10 @@ STOP_STYLE = {"nan_loss": "bold red", "loss_explosion": "bold red", "failed": "b
 BEST = "bold green"
 
 RUNNING_COLUMNS = ("lr", "r", "state", "step", "training loss", "loss", "eval", "stopped by")
-DONE_COLUMNS = ("lr", "r", "outcome", "step", "eval", "train", "gap", "verdict", "tok/s", "peak GiB")
+# "train avg": the mean of the last few logged losses (engine.sweep.report), steadier than one logged loss for
+# comparing trials and the figure the gap is taken from; the runs list and a trial's monitor show the last one.
+# "GiB" is the peak: "peak GiB" and "train avg" together do not fit 80 columns.
+DONE_COLUMNS = ("lr", "r", "outcome", "step", "eval", "train avg", "gap", "verdict", "tok/s", "GiB")
 
 
 def _finite(x: object) -> bool:
