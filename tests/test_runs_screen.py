@@ -73,3 +73,15 @@ async def test_a_run_with_a_corrupt_status_json_is_named_not_silently_left_out(t
         assert note.display and "left out:" in text and "broken-20261203-101600" in text
         assert "status.json: not valid JSON (line 4" in text
         assert note.region.height >= 1 and note.region.bottom <= 23  # on screen, above the footer
+
+
+async def test_the_header_names_the_runs_folder_in_full_not_runs_twice(tmp_path, monkeypatch):
+    from tui.screens.runs import RunsScreen
+
+    (tmp_path / "runs").mkdir()
+    monkeypatch.chdir(tmp_path)
+    app = LorapilotApp(start="monitor", run_dir=None, runs_root="runs")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        assert isinstance(app.screen, RunsScreen)
+        assert (app.screen.title, app.screen.sub_title) == ("runs", str((tmp_path / "runs").resolve()))

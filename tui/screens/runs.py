@@ -39,7 +39,8 @@ class RunsScreen(Screen):
         self.root = Path(runs_root) if runs_root else default_runs_root()
         self.runs: list[Row] = []
         self.title = "runs"
-        self.sub_title = str(self.root)
+        # The folder in full: the default root is "runs", which read "runs — runs" in the header.
+        self.sub_title = str(self.root.resolve())
 
     def compose(self) -> ComposeResult:
         yield Header(show_clock=False)
