@@ -83,7 +83,7 @@ class LoraConfig:
 @dataclass
 class TrainingConfig:
     max_seq_length: int = opt(512, "Longest example in tokens; longer ones are cut.", lo=8, hi=1_048_576,
-                              recommended="keeps 95 % of examples whole", group="Batch and steps")
+                              recommended="keeps 95% of examples whole", group="Batch and steps")
     micro_batch_size: int = opt(4, "Examples per forward pass per GPU (per_device_train_batch_size).", lo=1,
                                 hi=4096, group="Batch and steps")
     gradient_accumulation_steps: int = opt(4, "Micro-batches summed before each optimizer step.", lo=1,

@@ -65,7 +65,12 @@ async def test_max_seq_length_hint_names_the_length_for_this_dataset(tmp_path):
         n = s.data_length()
         assert n and n % 64 == 0
         hint = row_label(app, "training.max_seq_length", "hint")
-        assert hint.startswith(f"recommended at least {n} (keeps 95 % of examples whole)"), hint
+        assert hint.startswith(f"recommended at least {n} (keeps 95% of examples whole)"), hint
+        # Number and unit stay together however the row wraps (it did: "... keeps 95" / "% of examples whole").
+        from textual.content import Content
+        for width in range(12, 80):
+            lines = [str(ln).strip() for ln in Content(hint).wrap(width)]
+            assert not any(ln.endswith("95") or ln.startswith("%") for ln in lines), (width, lines)
 
         # Too short for the data: the check's fix names the same number.
         s.set_raw("training.max_seq_length", "64")

@@ -25,7 +25,7 @@ MIN_EXAMPLES = 100
 # teaches nothing and can destabilise a step.
 MIN_TRAINED_TOKENS = 10
 # Suggest the max_seq_length that keeps this share of examples whole (the
-# config's own guidance: "keeps 95 % of examples whole") ...
+# config's own guidance: "keeps 95% of examples whole") ...
 KEEP_WHOLE_FRACTION = 0.95
 # ... rounded up to a multiple of 64, a friendly number that costs little.
 SEQ_LENGTH_ROUNDING = 64

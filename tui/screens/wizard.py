@@ -88,7 +88,7 @@ class WizardStep(Screen):
         self.query_one(EstimateLine).show(self.state)
 
     def _length_recommended(self, spec: FieldSpec) -> str:
-        """max_seq_length's hint: the number for this dataset, not only the rule ("keeps 95 % of examples whole").
+        """max_seq_length's hint: the number for this dataset, not only the rule ("keeps 95% of examples whole").
         A floor, not a target: longer costs nothing with packed rows, and the demo's 128 above its 64 is no fault."""
         n = self.state.data_length()
         if n is not None:
