@@ -217,12 +217,13 @@ def quiet_progress_bars() -> None:
 
 
 def _cmd_chat(a) -> int:
-    from engine.playground import Playground, check_sampling
+    from engine.playground import Playground, chat_target, check_sampling
 
     bad = [f"--{name.replace('_', '-')} {msg}" for name in ("temperature", "top_p", "max_new_tokens")
            for _, msg in [check_sampling(name, str(getattr(a, name)))] if msg]
     if bad:
         raise UserError("chat: bad sampling settings", problems=bad)
+    chat_target(a.run_dir, trust_remote_code=a.trust_remote_code)  # a folder that is no run: said before "loading"
     print("loading the base model and the adapter ...", file=sys.stderr, flush=True)
     quiet_progress_bars()
     pg = Playground(a.run_dir, trust_remote_code=a.trust_remote_code)

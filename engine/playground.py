@@ -100,24 +100,31 @@ def no_room_to_chat(cfg, gpus: list) -> str | None:
             f"{first.mem_total_gib:.1f} GiB in use). A second model could take the memory the run needs.")
 
 
+def chat_target(run_dir: str | Path, *, adapter: str | Path | None = None, trust_remote_code: bool = False):
+    """(the run's config, whether to trust remote code, the adapter directory): every check a chat makes before
+    any model loads, quick and without torch, so that a folder that is no run is refused before "loading"."""
+    from engine.config import load_config
+    from engine.export import adapter_dir
+    from engine.rundir import check_remote_code
+
+    rd = Path(run_dir)
+    if not (rd / CONFIG_FILE).exists():
+        raise UserError(f"{rd}: not a run directory (no config.yaml)")
+    cfg = load_config(rd / CONFIG_FILE)
+    trust = check_remote_code(cfg, rd, trust_remote_code, f"chat {rd}")
+    return cfg, trust, Path(adapter) if adapter is not None else adapter_dir(rd)
+
+
 class Playground:
     def __init__(self, run_dir: str | Path, *, adapter: str | Path | None = None, trust_remote_code: bool = False):
         """adapter: the adapter directory to chat with (a checkpoint of a run still training); default the run's
         final adapter/. trust_remote_code: the user said so on the command line; the run's config.yaml alone
         never runs code."""
+        self.cfg, trust, ad = chat_target(run_dir, adapter=adapter, trust_remote_code=trust_remote_code)
         from peft import PeftModel
 
-        from engine.config import load_config
-        from engine.export import adapter_dir
         from engine.model import load_base_model
-        from engine.rundir import check_remote_code
 
-        rd = Path(run_dir)
-        if not (rd / CONFIG_FILE).exists():
-            raise UserError(f"{rd}: not a run directory (no config.yaml)")
-        self.cfg = load_config(rd / CONFIG_FILE)
-        trust = check_remote_code(self.cfg, rd, trust_remote_code, f"chat {rd}")
-        ad = Path(adapter) if adapter is not None else adapter_dir(rd)
         self.tokenizer, self.style = prompt_tools(ad, self.cfg, trust)
         base, _ = load_base_model(self.cfg.model, self.cfg.quantization, self.cfg.training.precision,
                                   trust_remote_code=trust)

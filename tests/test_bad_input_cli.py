@@ -192,3 +192,10 @@ def test_unknown_lora_target_is_refused_before_detaching(tmp_path):
 def test_estimate_flags_out_of_range(tmp_path):
     refused(run_cli("estimate", str(config(tmp_path)), "--examples", "-5"), "--examples -5: ", "out of range")
     refused(run_cli("estimate", str(config(tmp_path)), "--price-per-hour", "nan"), "--price-per-hour nan")
+
+
+def test_chat_on_a_folder_that_is_no_run_says_so_before_loading_anything(tmp_path):
+    # It printed "loading the base model and the adapter ..." first, as if the folder were fine.
+    r = run_cli("chat", str(tmp_path), "--prompt", "hi")
+    refused(r, f"{tmp_path}: not a run directory (no config.yaml)")
+    assert "loading" not in r.stderr, r.stderr
