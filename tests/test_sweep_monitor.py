@@ -180,3 +180,12 @@ def test_sweep_dir_opens_the_sweep_monitor(tmp_path):
             return type(app.screen)
 
     assert asyncio.run(run()) is SweepMonitorScreen
+
+
+async def test_header_names_the_sweep_folder_in_full_once(tmp_path):
+    """'sweep-qwen-alpaca — sweep' said 'sweep' twice and not where the sweep is: now as the runs list."""
+    sweep_dir = make_sweep(tmp_path, state="done")
+    app = SweepApp(start="monitor", run_dir=str(sweep_dir))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: isinstance(app.screen, SweepMonitorScreen))
+        assert (app.screen.title, app.screen.sub_title) == ("sweep", str(sweep_dir.resolve()))

@@ -59,8 +59,10 @@ class SweepMonitorScreen(Screen):
         self.poll_s = poll_s
         self.summary: dict | None = None
         self._signature = ""
-        self.title = Path(sweep_dir).resolve().name
-        self.sub_title = "sweep"
+        self.sweep_name = Path(sweep_dir).resolve().name
+        # As the runs list: what it is, then where. "<name> — sweep" repeated the word of a name like "sweep-…".
+        self.title = "sweep"
+        self.sub_title = str(Path(sweep_dir).resolve())
 
     def compose(self) -> ComposeResult:
         yield Header(show_clock=False)
@@ -181,7 +183,7 @@ class SweepMonitorScreen(Screen):
                         else "The sweep is no longer running.", timeout=4)
 
         self.app.push_screen(ConfirmStop(
-            f"the whole sweep {self.title}", 0,
+            f"the whole sweep {self.sweep_name}", 0,
             body=f"{running} running trial{'s' * (running != 1)} save a checkpoint and stop; the pending ones "
                  "never start. The table and winner are made from what finished."), answered)
 
