@@ -582,6 +582,25 @@ def last_checkpoint(run_dir: str | Path) -> str | None:
     return str(complete[-1]) if complete else None
 
 
+def checkpoint_max_steps(ckpt: str | Path) -> int | None:
+    """The step count the Trainer planned when it wrote this checkpoint (trainer_state.json), or None."""
+    try:
+        planned = json.loads((Path(ckpt) / CHECKPOINT_STATE_FILE).read_bytes()).get("max_steps")
+    except (OSError, ValueError, AttributeError, RecursionError):
+        return None
+    return planned if isinstance(planned, int) and not isinstance(planned, bool) and planned > 0 else None
+
+
+def planned_steps(run_dir: str | Path, status: dict | None) -> int:
+    """The run's planned step count, read-only: status.json's max_steps; where it does not say (missing, corrupt,
+    not yet written), the last checkpoint's trainer_state.json; 0 when neither knows."""
+    from_status = (status or {}).get("max_steps")
+    if isinstance(from_status, int) and from_status > 0:
+        return from_status
+    ckpt = last_checkpoint(run_dir)
+    return (checkpoint_max_steps(ckpt) if ckpt else None) or 0
+
+
 def _safetensors_problem(path: Path) -> str | None:
     """A safetensors file is an 8-byte header length, a JSON header, then the tensors it lists."""
     size = path.stat().st_size

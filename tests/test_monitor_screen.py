@@ -334,6 +334,9 @@ async def test_a_directory_with_only_metrics(tmp_path):
 
 async def test_a_corrupt_status_json_says_why_and_the_metrics_still_show(tmp_path):
     run = make_run(tmp_path / "corrupt", steps_done=100, pid=os.getpid())
+    ckpt = run / "checkpoints" / "checkpoint-100"
+    ckpt.mkdir(parents=True)
+    (ckpt / "trainer_state.json").write_text(json.dumps({"global_step": 100, "max_steps": 1200}), encoding="utf-8")
     app = LorapilotApp(start="monitor", run_dir=str(run))
     async with app.run_test(size=(80, 24)) as pilot:
         await until(pilot, lambda: loaded(app))
@@ -346,6 +349,7 @@ async def test_a_corrupt_status_json_says_why_and_the_metrics_still_show(tmp_pat
         assert "unknown" in progress
         assert "status.json unreadable: not valid JSON (line 5, column 9)" in progress
         assert "pid" not in progress                        # the stale status's pid is not shown as the trainer
+        assert "step 100 / 1,200" in progress               # the planned steps: the last checkpoint's trainer state
         # Elapsed is what the metrics cover, no longer counted on from the stale status's start.
         assert h.elapsed_s(now=time.time() + 3600) == h.elapsed_s() == pytest.approx(h.last_time - h.first_time)
         line = json.dumps({"kind": "train", "step": 110, "time": time.time(), "loss": 1.25})

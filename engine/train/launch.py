@@ -19,8 +19,8 @@ from pathlib import Path
 from engine.config import Config, check_override, config_from_dict, save_config
 from engine.detached import spawn_detached
 from engine.errors import UserError
-from engine.rundir import (CHECKPOINT_STATE_FILE, CONFIG_FILE, FINAL_STATES, LOCK_FILE, LOG_FILE, STOP_REQUEST_FILE,
-                           MetricsTail, RunLock, check_remote_code, checkpoint_step, default_runs_root, effective_state, format_record,
+from engine.rundir import (CONFIG_FILE, FINAL_STATES, LOCK_FILE, LOG_FILE, STOP_REQUEST_FILE,
+                           MetricsTail, RunLock, check_remote_code, checkpoint_max_steps, checkpoint_step, default_runs_root, effective_state, format_record,
                            pid_alive, process_start, read_status, trainer_pid, usable_checkpoint, write_status)
 from engine.train.signals import STOP_SIGNALS
 
@@ -170,22 +170,11 @@ def finished_all_steps(status: dict, configured_max_steps: int, ckpt: str | None
     starting. A config edited to more steps than the run planned is a real continuation. Where status.json
     does not say (missing, corrupt), the checkpoint's own trainer_state.json does.
     """
-    planned = status.get("max_steps") or (_checkpoint_max_steps(ckpt) if ckpt else None)
+    planned = status.get("max_steps") or (checkpoint_max_steps(ckpt) if ckpt else None)
     if not planned or not ckpt or configured_max_steps > planned:
         return None
     at = checkpoint_step(ckpt)
     return f"its last checkpoint is at step {at} of {planned}" if at >= planned else None
-
-
-def _checkpoint_max_steps(ckpt: str | Path) -> int | None:
-    """The step count the Trainer planned when it wrote this checkpoint (trainer_state.json), or None."""
-    import json
-
-    try:
-        planned = json.loads((Path(ckpt) / CHECKPOINT_STATE_FILE).read_bytes()).get("max_steps")
-    except (OSError, ValueError, AttributeError, RecursionError):
-        return None
-    return planned if isinstance(planned, int) and not isinstance(planned, bool) and planned > 0 else None
 
 
 def request_stop(run_dir: str | Path) -> bool:

@@ -16,7 +16,8 @@ from pathlib import Path
 
 from engine import gpu, system
 from engine.errors import DataError
-from engine.rundir import LOG_FILE, STATUS_FILE, MetricsTail, effective_state, load_status, safe_record, safe_text
+from engine.rundir import (LOG_FILE, STATUS_FILE, MetricsTail, effective_state, load_status, planned_steps,
+                           safe_record, safe_text)
 from tui.models.run_history import Record
 
 
@@ -26,6 +27,7 @@ class FeedUpdate:
     records: list[Record] = field(default_factory=list)
     status: Record | None = None
     status_error: str | None = None   # with a new status: why status.json is unreadable ({} then), or None
+    max_steps: int = 0                # with a new status: the planned step count (the checkpoint's if status lacks it)
     state: str | None = None
     log_lines: list[str] | None = None
     log_reset: bool = False
@@ -148,6 +150,7 @@ class RunFeed:
                 status, error = None, f"{STATUS_FILE} unreadable: {reason}"
             self.status = safe_record(status)
             up.status, up.status_error = self.status or {}, error and safe_text(error)
+            up.max_steps = planned_steps(self.run_dir, self.status)
         # Liveness can change with no write to status.json (the trainer was
         # killed), so the effective state is recomputed on every poll.
         state = effective_state(self.status, self.run_dir)

@@ -108,6 +108,7 @@ class RunHistory:
     log_resets: int = 0
     status: Record | None = None
     status_error: str | None = None   # why status.json could not be read; `status` is then empty
+    planned_steps: int = 0            # the run's step count: status.json's, else its last checkpoint's
     state: str = "unknown"
     machine: MachineSample | None = None
     process: ProcessSample | None = None
@@ -233,7 +234,7 @@ class RunHistory:
 
     @property
     def max_steps(self) -> int:
-        return int((self.status or {}).get("max_steps") or 0)
+        return int((self.status or {}).get("max_steps") or 0) or self.planned_steps
 
     @property
     def is_final(self) -> bool:

@@ -261,7 +261,7 @@ class MonitorScreen(Screen):
         if up.more:   # nothing is drawn until the last chunk: fold each now rather than hold them all
             self._fold()
         if up.status is not None:
-            h.status, h.status_error = up.status, up.status_error
+            h.status, h.status_error, h.planned_steps = up.status, up.status_error, up.max_steps
             h.bump(PROGRESS)
         if up.state is not None:
             if up.state in ENDED and h.state not in ENDED and h.state != "unknown":
