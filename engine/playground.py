@@ -138,12 +138,10 @@ class Playground:
                max_new_tokens: int = 128) -> Iterator[str]:
         """Yields the answer piece by piece as it is generated, control characters escaped (rundir.safe_text): the
         pieces go to a terminal, and a model can generate any byte, an escape sequence included."""
-        from transformers import TextIteratorStreamer
-
         from engine.rundir import safe_text
         from engine.samples import generate
 
-        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        streamer = _answer_streamer(self.tokenizer)
         ids = self.prompt_ids(text)
         errors: list[BaseException] = []
 
@@ -169,3 +167,17 @@ class Playground:
 
     def answer(self, text: str, *, adapter: bool, **kw) -> str:
         return "".join(self.stream(text, adapter=adapter, **kw)).strip()
+
+
+def _answer_streamer(tokenizer):
+    """transformers' TextIteratorStreamer whose last piece drops a cut's partial character (samples.py's rule):
+    it holds back text after the last space until the end, so only the last piece can end in one."""
+    from transformers import TextIteratorStreamer
+
+    from engine.samples import without_cut_character
+
+    class AnswerStreamer(TextIteratorStreamer):
+        def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
+            super().on_finalized_text(without_cut_character(text) if stream_end else text, stream_end)
+
+    return AnswerStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)

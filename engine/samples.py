@@ -62,6 +62,22 @@ def choose_prompts(cfg, tokenizer, validation: list[TokenizedExample], style=Non
             for ex in with_prompt[:DEFAULT_SAMPLE_PROMPTS]]
 
 
+def without_cut_character(text: str) -> str:
+    """Generated text without the partial character a max_new_tokens cut can leave at its end.
+
+    A byte-level tokenizer may spend several tokens on one character; cut between them, the trailing bytes decode
+    to one U+FFFD (a decoder replaces a truncated sequence with one). That one is dropped rather than shown; a
+    U+FFFD anywhere else is in the text itself and stays. Every path that shows generated text (training samples,
+    the playground, `lorapilot chat`) ends with this.
+    """
+    return text[:-1] if text.endswith("\ufffd") else text
+
+
+def decode_generated(tokenizer, ids) -> str:
+    """Generated ids as the text shown: special tokens skipped, a cut's partial character dropped, stripped."""
+    return without_cut_character(tokenizer.decode(ids, skip_special_tokens=True)).strip()
+
+
 def stop_token_ids(tokenizer) -> list[int]:
     ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
     vocab = tokenizer.get_vocab()
@@ -81,7 +97,7 @@ def generate(model, tokenizer, prompt_ids: list[int], *, max_new_tokens: int, te
         out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
                              eos_token_id=stop_token_ids(tokenizer), pad_token_id=tokenizer.pad_token_id,
                              use_cache=True, streamer=streamer, **kwargs)
-    return tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True).strip()
+    return decode_generated(tokenizer, out[0, ids.shape[1]:])
 
 
 def generate_greedy_batch(model, tokenizer, prompts: list[list[int]], *, max_new_tokens: int,
@@ -101,7 +117,7 @@ def generate_greedy_batch(model, tokenizer, prompts: list[list[int]], *, max_new
         rows = _fast_greedy_batch(model, tokenizer, prompts, max_new_tokens=max_new_tokens, pad=pad,
                                   compile=way == "compile")
         if rows is not None:
-            return [tokenizer.decode(row, skip_special_tokens=True).strip() for row in rows]
+            return [decode_generated(tokenizer, row) for row in rows]
     device = next(model.parameters()).device
     width = max(len(p) for p in prompts)
     ids = torch.tensor([[pad] * (width - len(p)) + list(p) for p in prompts], device=device)
@@ -109,7 +125,7 @@ def generate_greedy_batch(model, tokenizer, prompts: list[list[int]], *, max_new
     with torch.no_grad(), _attention(model, "sdpa"):
         out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
                              eos_token_id=stop_token_ids(tokenizer), pad_token_id=pad, use_cache=True)
-    return [tokenizer.decode(row[width:], skip_special_tokens=True).strip() for row in out]
+    return [decode_generated(tokenizer, row[width:]) for row in out]
 
 
 def forced_decoder() -> str | None:

@@ -206,3 +206,48 @@ def test_bitsandbytes_cpu_kernel_hub_warning_is_kept_out_of_train_log():
     import engine  # noqa: F401
 
     assert cpu_ops.logger.getEffectiveLevel() >= logging.ERROR
+
+
+def _cut_mid_character(tokenizer) -> tuple[list[int], list[int]]:
+    """(ids of 'The word is ’q', the same cut inside the ’): the demo's byte-level BPE spends bytes on ’."""
+    ids = tokenizer.encode("The word is ’q", add_special_tokens=False)
+    cut = next(i for i in range(len(ids), 0, -1) if tokenizer.decode(ids[:i]).endswith("\ufffd"))
+    return ids, ids[:cut]
+
+
+def test_a_cut_inside_a_character_shows_no_replacement_character(demo_tokenizer):
+    """'The word is�': max_new_tokens cut a character's bytes; the partial one is dropped, a real U+FFFD kept."""
+    from engine.samples import decode_generated
+
+    ids, cut = _cut_mid_character(demo_tokenizer)
+    assert decode_generated(demo_tokenizer, ids) == "The word is ’q"
+    assert decode_generated(demo_tokenizer, cut) == "The word is"
+    genuine = demo_tokenizer.encode("a \ufffd b", add_special_tokens=False)
+    assert decode_generated(demo_tokenizer, genuine + cut) == "a \ufffd bThe word is"
+
+
+def test_samples_generate_and_the_playground_stream_drop_a_cut_character(demo_tokenizer):
+    import torch
+
+    from engine.playground import _answer_streamer
+    from engine.samples import generate
+
+    _, cut = _cut_mid_character(demo_tokenizer)
+    prompt = demo_tokenizer.encode("Say:", add_special_tokens=False)
+
+    class CutModel:   # generate() as transformers': the prompt, then the new tokens, fed to a streamer if given
+        def parameters(self):
+            yield torch.zeros(1)
+
+        def generate(self, input_ids, streamer=None, **kw):
+            if streamer is not None:
+                streamer.put(input_ids[0])
+                for t in cut:
+                    streamer.put(torch.tensor([t]))
+                streamer.end()
+            return torch.cat([input_ids, torch.tensor([cut])], dim=1)
+
+    assert generate(CutModel(), demo_tokenizer, prompt, max_new_tokens=len(cut)) == "The word is"
+    streamer = _answer_streamer(demo_tokenizer)   # the playground's and `lorapilot chat`'s stream
+    generate(CutModel(), demo_tokenizer, prompt, max_new_tokens=len(cut), streamer=streamer)
+    assert "".join(streamer) == "The word is "   # the stream is not stripped; Playground.answer strips it
