@@ -48,16 +48,16 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--trust-remote-code", action="store_true", help=TRUST_HELP)
 
     m = sub.add_parser("monitor", help="the live monitor (the app)")
-    m.add_argument("run_dir", nargs="?")
+    m.add_argument("run_dir", nargs="?", help="the run (or sweep) folder to watch (default: pick from the runs list)")
 
     r = sub.add_parser("runs", help="list runs with state, step and loss")
     r.add_argument("--root", help="runs root (default: ./runs or $LORAPILOT_RUNS)")
-    r.add_argument("--json", action="store_true")
+    r.add_argument("--json", action="store_true", help="print the list as JSON, for scripts")
     r.add_argument("--watch", action="store_true",
                    help="keep watching: one line each time a run or sweep changes state (ctrl+c ends)")
 
     s = sub.add_parser("stop", help="graceful stop: finish the step, checkpoint, exit")
-    s.add_argument("run_dir")
+    s.add_argument("run_dir", help="the run folder (runs/<name>)")
 
     e = sub.add_parser("estimate", help="VRAM, steps and time for a config")
     from engine.estimate.command import add_arguments as add_estimate_arguments
@@ -77,11 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
     diag.add_prepare_arguments(pr)
 
     c = sub.add_parser("chat", help="the base model and the run's adapter answer side by side")
-    c.add_argument("run_dir")
+    c.add_argument("run_dir", help="the run folder whose adapter answers (runs/<name>)")
     c.add_argument("--prompt", help="answer this prompt and exit (default: read prompts from the terminal)")
     c.add_argument("--temperature", default="0", help="0 = greedy (default)")
-    c.add_argument("--top-p", default="1")
-    c.add_argument("--max-new-tokens", default="128")
+    c.add_argument("--top-p", default="1", help="sample only from the likeliest tokens whose chances add up to this "
+                   "(0-1; 1 = all, default); used when --temperature is above 0")
+    c.add_argument("--max-new-tokens", default="128", help="longest answer, in tokens (default 128)")
     c.add_argument("--adapter-only", action="store_true", help="skip the base model's answer")
     c.add_argument("--trust-remote-code", action="store_true", help=TRUST_HELP)
 

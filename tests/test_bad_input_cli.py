@@ -199,3 +199,15 @@ def test_chat_on_a_folder_that_is_no_run_says_so_before_loading_anything(tmp_pat
     r = run_cli("chat", str(tmp_path), "--prompt", "hi")
     refused(r, f"{tmp_path}: not a run directory (no config.yaml)")
     assert "loading" not in r.stderr, r.stderr
+
+
+def test_every_argument_of_every_verb_has_help():
+    """`lorapilot chat -h` listed run_dir and --top-p with nothing beside them; `runs -h` its --json."""
+    import argparse
+
+    from engine.cli import build_parser
+
+    verbs = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
+    bare = [f"{verb} {a.option_strings[0] if a.option_strings else a.dest}"
+            for verb, parser in verbs.items() for a in parser._actions if not a.help]
+    assert bare == []

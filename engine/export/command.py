@@ -11,7 +11,7 @@ from engine.errors import EXIT_OK
 def add_arguments(x: argparse.ArgumentParser) -> None:
     from engine.export import TARGETS
 
-    x.add_argument("run_dir")
+    x.add_argument("run_dir", help="the finished run folder whose adapter to export (runs/<name>)")
     x.add_argument("--for", dest="target", choices=TARGETS,
                    help="a folder ready for this server: ollama (merged model + Modelfile), vllm (adapter + "
                         "serve.sh), llama.cpp (merged model + GGUF conversion)")
