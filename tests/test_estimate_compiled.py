@@ -203,7 +203,7 @@ def test_lorapilot_estimate_of_a_long_run_on_a_gpu_preset_shows_the_compile(tmp_
 def test_the_sweep_counts_a_compiling_trials_compile_once_not_per_step():
     """A trial's evaluations are priced per step: the compile (once, before step 1) stays out of that step time."""
     from engine.estimate.command import estimate_for
-    from engine.sweep.cost import EVAL_COST_PER_EXAMPLE, TRIAL_START_S, trial_time_model
+    from engine.sweep.cost import EVAL_COST_PER_EXAMPLE, trial_start_s, trial_time_model
     from engine.sweep.plan import RUNG_DIVISOR, Trial, trial_config
 
     cfg = _cfg(compile=True)
@@ -215,7 +215,7 @@ def test_the_sweep_counts_a_compiling_trials_compile_once_not_per_step():
     assert est.plan.compile_layers and est.compile_s == COMPILE_LAYERS_S
     per_step = (est.time_s - COMPILE_LAYERS_S) / 30
     evals = RUNG_DIVISOR * 100 / 16 * per_step * EVAL_COST_PER_EXAMPLE
-    assert model.seconds(30) == pytest.approx(est.time_s + evals + TRIAL_START_S)
+    assert model.seconds(30) == pytest.approx(est.time_s + evals + trial_start_s(info.param_count))
 
 
 def test_auto_drops_the_compile_before_it_drops_to_lean():
@@ -250,3 +250,12 @@ def test_auto_drops_the_compile_before_it_drops_to_lean():
     # the user's own choice is not second-guessed: compile true keeps compiling (and the fit verdict says no fit)
     forced = plan_run(_cfg(compile=True), Machine.for_gpu(between), lengths=LENGTHS, info=info)
     assert forced.compile_layers
+
+
+def test_a_trials_start_up_grows_with_the_checkpoint_it_reads():
+    """The sweep planned ~62 s a trial for the demo's 6-step CPU trials that took ~20 s: a flat 60 s start-up
+    meant for a 7-8B model. It now reads the checkpoint's 16-bit bytes: about a minute for 7B, seconds for the demo."""
+    from engine.sweep.cost import trial_start_s
+
+    assert 55 <= trial_start_s(read_model_config("llama-2-7b").param_count) <= 70
+    assert trial_start_s(1_000_000) < 15

@@ -59,9 +59,9 @@ def test_dry_run_shows_time_cost_and_the_budget_fit(config, capsys):
     assert code == 0
     assert "9 trials over lr 1e-4, 2e-4, 5e-4 x r 4, 8, 16 (alpha = 2r), 99 steps each" in out
     assert "halving at steps 33 and 66" in out and "cost about" in out and "time    ~" in out
-    code, out, _ = sweep(capsys, str(config), "--gpu", "h100-80", "--budget-minutes", "3", "--dry-run")
+    code, out, _ = sweep(capsys, str(config), "--gpu", "h100-80", "--budget-minutes", "2", "--dry-run")
     assert code == 0 and "budget  trials 9 -> " in out and "(the grid's centre kept)" in out
-    assert "2e-4" in out.splitlines()[0] and "r 8" in out.splitlines()[0]  # the centre runs first and is kept
+    assert "(lr x r: 2e-4 x 8, " in out.splitlines()[0]  # the centre runs first and is kept
 
 
 def test_dry_run_without_a_gpu_times_the_trials_on_this_cpu(config, capsys, monkeypatch):

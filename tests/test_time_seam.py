@@ -33,7 +33,7 @@ def test_the_wizard_the_cli_and_the_sweep_time_a_config_with_one_function(gpu_na
     from engine.data import inspect_config
     from engine.estimate import command, get_gpu, read_model_config
     from engine.estimate.timing import duration_text
-    from engine.sweep.cost import TRIAL_START_S, trial_time_model
+    from engine.sweep.cost import trial_start_s, trial_time_model
     from engine.sweep.plan import Trial
     from tui.models.wizard_engine_calls import estimate_and_check
 
@@ -80,7 +80,7 @@ def test_the_wizard_the_cli_and_the_sweep_time_a_config_with_one_function(gpu_na
                                                                   abs=1e-3), cli["time_basis"])
     assert cli["total_steps"] == STEPS and cli["time_s"] is not None   # the demo on an H200: a fraction of a second
     assert model.time_basis == cli["time_basis"]
-    assert trial_s > sweep_est.time_s + TRIAL_START_S - 1e-6     # the trial adds its evaluations and start-up
+    assert trial_s > sweep_est.time_s + trial_start_s(info.param_count) - 1e-6   # plus its evaluations and start
     assert f"time   {duration_text(cli['time_s'])} of training" in table
     assert cli["time_basis"] in table
     if gpu_name is None:

@@ -8,9 +8,16 @@ from typing import Callable
 from engine.config import Config
 from engine.sweep.plan import RUNG_DIVISOR, Trial, trial_config
 
-# Loading the base model, tokenizing and the data doctor before a trial's first step: a guess for a
-# 7-8B model from a local disk; the driver measures the real trial time once the first trial ends.
-TRIAL_START_S = 60.0
+# A trial's start before its first step: the trainer process and its imports, tokenizing and the data doctor
+# (TRIAL_START_S), then reading the base checkpoint (16-bit weights, 2 bytes a parameter) at LOAD_BYTES_PER_S and
+# quantising it. Guesses, ~60 s for a 7-8B model from a local disk and ~10 s for the demo (its trials took ~20 s on
+# 2 loaded cores, ~2 s of it training); the driver measures the real trial time once the first trial ends.
+TRIAL_START_S = 10.0
+LOAD_BYTES_PER_S = 270e6
+
+
+def trial_start_s(param_count: int) -> float:
+    return TRIAL_START_S + 2 * param_count / LOAD_BYTES_PER_S
 # An evaluation's forward pass costs about a third of a training step's forward + backward per token.
 EVAL_COST_PER_EXAMPLE = 1 / 3
 
@@ -59,7 +66,7 @@ def trial_time_model(base: Config, trials: list[Trial], gpu, *, n_train: int | N
             return None
         per_step = (est.time_s - est.compile_s) / steps   # the layers' compile is once a trial, not per step
         evals = RUNG_DIVISOR * (n_val or 0) / examples_per_step * per_step * EVAL_COST_PER_EXAMPLE
-        return est.time_s + evals + TRIAL_START_S
+        return est.time_s + evals + trial_start_s(info.param_count)
 
     if timed(RUNG_DIVISOR) is None:
         return TimeModel(None, gpu_name, "the step time could not be estimated")
