@@ -11,6 +11,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "screenshots"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from monitor_fakerun import make_run  # noqa: E402
+from tui.header_path import header_path  # noqa: E402
 from test_runs_cli import _sweep  # noqa: E402
 
 from tui.app import LorapilotApp  # noqa: E402
@@ -84,4 +85,4 @@ async def test_the_header_names_the_runs_folder_in_full_not_runs_twice(tmp_path,
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.pause()
         assert isinstance(app.screen, RunsScreen)
-        assert (app.screen.title, app.screen.sub_title) == ("runs", str((tmp_path / "runs").resolve()))
+        assert (app.screen.title, app.screen.sub_title) == ("runs", header_path(tmp_path / "runs"))

@@ -11,6 +11,7 @@ from pathlib import Path
 from engine.config import load_config
 from engine.sweep.sweepdir import SWEEP_STOP_FILE, read_sweep, write_sweep
 from tui.app import LorapilotApp
+from tui.header_path import header_path
 from tui.screens.monitor import MonitorScreen
 from tui.screens.sweep_monitor import SweepMonitorScreen
 from tui.widgets.sweep_trials import SweepTrials
@@ -188,4 +189,4 @@ async def test_header_names_the_sweep_folder_in_full_once(tmp_path):
     app = SweepApp(start="monitor", run_dir=str(sweep_dir))
     async with app.run_test(size=(80, 24)) as pilot:
         await until(pilot, lambda: isinstance(app.screen, SweepMonitorScreen))
-        assert (app.screen.title, app.screen.sub_title) == ("sweep", str(sweep_dir.resolve()))
+        assert (app.screen.title, app.screen.sub_title) == ("sweep", header_path(sweep_dir))

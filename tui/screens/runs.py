@@ -14,6 +14,7 @@ from textual.widgets import DataTable, Footer, Header, Static
 from engine.rundir import default_runs_root, format_age, safe_text
 from engine.runs_list import Row, collect, short_name
 from tui.app import LorapilotApp
+from tui.header_path import header_path
 from tui.widgets.progress_panel import STATE_STYLES
 
 REFRESH_S = 3.0
@@ -40,7 +41,7 @@ class RunsScreen(Screen):
         self.runs: list[Row] = []
         self.title = "runs"
         # The folder in full: the default root is "runs", which read "runs — runs" in the header.
-        self.sub_title = str(self.root.resolve())
+        self.sub_title = header_path(self.root)
 
     def compose(self) -> ComposeResult:
         yield Header(show_clock=False)

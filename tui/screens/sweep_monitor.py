@@ -24,6 +24,7 @@ from engine.rundir import STATUS_FILE, safe_text
 from engine.sweep import summarize_sweep
 from engine.sweep.plan import lr_text
 from engine.sweep.sweepdir import SWEEP_FINAL_STATES
+from tui.header_path import header_path
 from tui.widgets.progress_panel import STATE_STYLES, format_duration
 from tui.widgets.sweep_result import SweepResult
 from tui.widgets.sweep_trials import SweepTrials
@@ -62,7 +63,7 @@ class SweepMonitorScreen(Screen):
         self.sweep_name = Path(sweep_dir).resolve().name
         # As the runs list: what it is, then where. "<name> — sweep" repeated the word of a name like "sweep-…".
         self.title = "sweep"
-        self.sub_title = str(Path(sweep_dir).resolve())
+        self.sub_title = header_path(sweep_dir)
 
     def compose(self) -> ComposeResult:
         yield Header(show_clock=False)
