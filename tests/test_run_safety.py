@@ -370,3 +370,25 @@ def test_plan_covers_max_steps_not_all_epochs():
     assert len(plan.epochs) == 1 and plan.steps_per_epoch >= 2
     assert epochs_to_plan(100, examples_per_step=10, num_epochs=3, max_steps=25) == 3  # 10 a epoch: 3 needed
     assert epochs_to_plan(100, examples_per_step=10, num_epochs=3, max_steps=0) == 3
+
+
+@pytest.mark.parametrize("status", ["{\"state\": \"train", None], ids=["corrupt", "missing"])
+def test_stop_asks_a_running_trainer_even_when_its_status_json_is_unreadable(tmp_path, status, capsys):
+    """`lorapilot stop` read no pid from a corrupt status.json and answered "not running" while a trainer held the
+    run: the lock says it runs, and the stop file (which every rank polls) asks it without a pid."""
+    from engine.cli import main
+    from engine.rundir import STOP_REQUEST_FILE
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text("")
+    if status is not None:
+        (run / "status.json").write_text(status)
+    assert main(["stop", str(run)]) == 0 and "not running" in capsys.readouterr().out   # nobody holds it
+    assert not (run / STOP_REQUEST_FILE).exists()
+    lock = RunLock.acquire(run)
+    try:
+        assert main(["stop", str(run)]) == 0 and "stop requested" in capsys.readouterr().out
+        assert (run / STOP_REQUEST_FILE).exists()
+    finally:
+        lock.release()

@@ -21,7 +21,7 @@ from engine.detached import spawn_detached
 from engine.errors import UserError
 from engine.rundir import (CONFIG_FILE, FINAL_STATES, LOCK_FILE, LOG_FILE, STOP_REQUEST_FILE,
                            MetricsTail, RunLock, check_remote_code, checkpoint_max_steps, checkpoint_step, default_runs_root, effective_state, format_record,
-                           pid_alive, process_start, read_status, trainer_pid, usable_checkpoint, write_status)
+                           lock_held, pid_alive, process_start, read_status, trainer_pid, usable_checkpoint, write_status)
 from engine.train.signals import STOP_SIGNALS
 
 
@@ -180,7 +180,14 @@ def finished_all_steps(status: dict, configured_max_steps: int, ckpt: str | None
 def request_stop(run_dir: str | Path) -> bool:
     """Asks the trainer to finish its step, checkpoint and stop. False if it is not running."""
     rd = Path(run_dir)
-    status = read_status(rd) or {}
+    status = read_status(rd)
+    if status is None:
+        # status.json missing or corrupt, so no pid to check: the run lock still says whether a trainer runs, and
+        # every rank polls the stop file, so asking needs no pid. Before, a running trainer was "not running".
+        if not lock_held(rd):
+            return False
+        (rd / STOP_REQUEST_FILE).touch()
+        return True
     # Only this run's trainer: a dead run's pid may belong to anything now.
     pid = trainer_pid(rd, status)
     if status.get("state") in FINAL_STATES or pid is None:
