@@ -591,14 +591,13 @@ def checkpoint_max_steps(ckpt: str | Path) -> int | None:
     return planned if isinstance(planned, int) and not isinstance(planned, bool) and planned > 0 else None
 
 
-def planned_steps(run_dir: str | Path, status: dict | None) -> int:
+def planned_steps(status: dict | None, ckpt: str | Path | None) -> int | None:
     """The run's planned step count, read-only: status.json's max_steps; where it does not say (missing, corrupt,
-    not yet written), the last checkpoint's trainer_state.json; 0 when neither knows."""
+    not yet written), the checkpoint's trainer_state.json; None when neither knows."""
     from_status = (status or {}).get("max_steps")
-    if isinstance(from_status, int) and from_status > 0:
+    if isinstance(from_status, int) and not isinstance(from_status, bool) and from_status > 0:
         return from_status
-    ckpt = last_checkpoint(run_dir)
-    return (checkpoint_max_steps(ckpt) if ckpt else None) or 0
+    return checkpoint_max_steps(ckpt) if ckpt else None
 
 
 def _safetensors_problem(path: Path) -> str | None:

@@ -19,9 +19,10 @@ from pathlib import Path
 from engine.config import Config, check_override, config_from_dict, save_config
 from engine.detached import spawn_detached
 from engine.errors import UserError
-from engine.rundir import (CONFIG_FILE, FINAL_STATES, LOCK_FILE, LOG_FILE, STOP_REQUEST_FILE,
-                           MetricsTail, RunLock, check_remote_code, checkpoint_max_steps, checkpoint_step, default_runs_root, effective_state, format_record,
-                           lock_held, pid_alive, process_start, read_status, trainer_pid, usable_checkpoint, write_status)
+from engine.rundir import (CONFIG_FILE, FINAL_STATES, LOCK_FILE, LOG_FILE, STOP_REQUEST_FILE, MetricsTail, RunLock,
+                           check_remote_code, checkpoint_step, default_runs_root, effective_state, format_record,
+                           lock_held, pid_alive, planned_steps, process_start, read_status, trainer_pid,
+                           usable_checkpoint, write_status)
 from engine.train.signals import STOP_SIGNALS
 
 
@@ -170,7 +171,7 @@ def finished_all_steps(status: dict, configured_max_steps: int, ckpt: str | None
     starting. A config edited to more steps than the run planned is a real continuation. Where status.json
     does not say (missing, corrupt), the checkpoint's own trainer_state.json does.
     """
-    planned = status.get("max_steps") or (checkpoint_max_steps(ckpt) if ckpt else None)
+    planned = planned_steps(status, ckpt)
     if not planned or not ckpt or configured_max_steps > planned:
         return None
     at = checkpoint_step(ckpt)

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from engine import gpu, system
 from engine.errors import DataError
-from engine.rundir import (LOG_FILE, STATUS_FILE, MetricsTail, effective_state, load_status, planned_steps,
-                           safe_record, safe_text)
+from engine.rundir import (LOG_FILE, STATUS_FILE, MetricsTail, effective_state, last_checkpoint, load_status,
+                           planned_steps, safe_record, safe_text)
 from tui.models.run_history import Record
 
 
@@ -150,7 +150,7 @@ class RunFeed:
                 status, error = None, f"{STATUS_FILE} unreadable: {reason}"
             self.status = safe_record(status)
             up.status, up.status_error = self.status or {}, error and safe_text(error)
-            up.max_steps = planned_steps(self.run_dir, self.status)
+            up.max_steps = planned_steps(self.status, last_checkpoint(self.run_dir)) or 0
         # Liveness can change with no write to status.json (the trainer was
         # killed), so the effective state is recomputed on every poll.
         state = effective_state(self.status, self.run_dir)
