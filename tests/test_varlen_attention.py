@@ -248,7 +248,7 @@ def test_which_gpus_run_it():
 
 @pytest.mark.parametrize(("version", "runs"), [("2.8.0+cu128", False), ("2.9.0", True), ("2.13.0+cpu", True),
                                                ("3.0.0a0", True)])
-def test_the_estimate_and_the_trainer_read_the_kernel_from_the_same_torch(monkeypatch, version, runs):
+def test_the_estimate_and_the_trainer_read_the_kernel_from_the_same_torch(monkeypatch, request, version, runs):
     """A torch without varlen_attn (before 2.9) packs through flex attention, and the estimate plans what the
     trainer will run: both Machines ask the installed torch's version, neither imports torch for it."""
     import importlib.metadata
@@ -257,8 +257,12 @@ def test_the_estimate_and_the_trainer_read_the_kernel_from_the_same_torch(monkey
     from engine.model import Hardware
     from engine.plan import Machine, attention_for
 
+    from engine.train.speed import varlen_kernel_available
+
     real = importlib.metadata.version
     monkeypatch.setattr(importlib.metadata, "version", lambda name: version if name == "torch" else real(name))
+    varlen_kernel_available.cache_clear()                 # read once a process: this test swaps the torch
+    request.addfinalizer(varlen_kernel_available.cache_clear)
     ampere = Hardware("cuda", "NVIDIA A100", bf16=True, capability=(8, 0), count=1, memory_gib=80.0)
     for machine in (Machine.for_gpu(get_gpu("a100-80")), Machine.for_hardware(ampere)):
         assert machine.varlen is runs

@@ -16,6 +16,7 @@ at a time to measure what each is worth. Nothing else changes them.
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -63,6 +64,7 @@ LEVERS = Levers()
 VARLEN_TORCH = (2, 9)   # torch.nn.attention.varlen.varlen_attn, torch's public variable-length attention
 
 
+@functools.cache   # the installed torch does not change under a process; the estimate asks for every plan
 def varlen_kernel_available() -> bool:
     """The installed torch has the variable-length attention kernel. Read from the package's version, not by
     importing torch: the estimate plans with it in the app, which does not load torch (engine.plan.Machine)."""
