@@ -16,10 +16,12 @@ TRIAL_START_S = 10.0
 LOAD_BYTES_PER_S = 270e6
 
 
-def trial_start_s(param_count: int) -> float:
-    return TRIAL_START_S + 2 * param_count / LOAD_BYTES_PER_S
 # An evaluation's forward pass costs about a third of a training step's forward + backward per token.
 EVAL_COST_PER_EXAMPLE = 1 / 3
+
+
+def trial_start_s(param_count: int) -> float:
+    return TRIAL_START_S + 2 * param_count / LOAD_BYTES_PER_S
 
 
 @dataclass
