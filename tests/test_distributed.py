@@ -76,7 +76,7 @@ def test_two_processes_train_like_one_with_the_same_effective_batch(tmp_path, de
         assert a["loss"] == pytest.approx(b["loss"], rel=2e-3), (a, b)
         assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=2e-3), (a, b)
     log = (tmp_path / "ddp" / "train.log").read_text()
-    assert "8 examples per optimizer step" in log and "over 2 process(es)" in log
+    assert "8 examples per optimizer step" in log and "over 2 processes" in log
     assert (tmp_path / "ddp" / "adapter" / "adapter_model.safetensors").exists()
 
 

@@ -83,6 +83,8 @@ def test_train_log_reads_as_lorapilot_prints_it(finished_demo_run):
     assert len(losses) == len(train_records(finished_demo_run))
     assert sum("eval_loss" in ln for ln in step_lines) == 4 and any("adapter saved" in ln for ln in step_lines)
     assert "gradient_checkpointing" not in log and "past_key_values" not in log
+    plan = next(ln for ln in lines if "] plan: " in ln)
+    assert " over 1 process;" in plan and "(es)" not in plan, plan
 
 
 def test_adapter_reloads_with_peft_and_changes_the_output(finished_demo_run, demo_model_dir):

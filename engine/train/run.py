@@ -222,10 +222,11 @@ def plan_here(cfg: Config, inputs: Inputs, run_dir: Path, *, ckpt: str | None = 
     run_plan = _plan(cfg, inputs.data, inputs.hw, inputs.n_ranks, resumed)
     # With the examples' real lengths the plan is complete: its micro-batches and its step counts.
     assert run_plan.step_plan is not None and run_plan.steps_per_epoch is not None and run_plan.max_steps is not None
+    micro, ranks = run_plan.step_plan.micro_batches_per_step, inputs.n_ranks
     log(f"plan: {run_plan.examples_per_step} examples per optimizer step in "
-        f"{run_plan.step_plan.micro_batches_per_step} micro-batches over {inputs.n_ranks} process(es); "
+        f"{micro} micro-batch{'es' if micro != 1 else ''} over {ranks} process{'es' if ranks != 1 else ''}; "
         f"{run_plan.steps_per_epoch} steps per epoch; {run_plan.max_steps} steps; "
-        f"largest micro-batch {run_plan.largest_microbatch_tokens} tokens")
+        f"largest micro-batch {run_plan.largest_microbatch_tokens:,} tokens")
     status(run_dir, state="loading", phase="model", max_steps=run_plan.max_steps, memory=run_plan.memory,
            parallelism=run_plan.parallelism, plan=run_plan.to_dict())
     return run_plan
