@@ -33,6 +33,7 @@ LEAN_TOKENS_PER_MICROBATCH = 8192
 # buffers and the weights dequantised in the graph add ~0.6 GiB at 8k tokens. Measured on the user's path (H200,
 # Llama-2-7B, benchmarks/results/user_path-s14-h200-2026-12-04.md): compiled at 6,144 tokens 6,091 tok/s at 6.1 GiB,
 # 1.21x eager lean's 5,018 at 6.0 GiB (8,192); compiled at 8,192 7,142 tok/s but 6.7 GiB; at 4,096 4,446 at 5.6.
+# With varlen attention (user_path-s16-h200-2026-12-04.md): 6,780 at 6.1 GiB (6,144) against 7,181 at 6.7 (8,192).
 LEAN_COMPILED_TOKENS_PER_MICROBATCH = 6144
 # ... unless the data's fullest optimizer step is at most this much longer: then every step is one micro-batch
 # (the Trainer's accumulation count is fixed, so one step over the cap would split them all in two, each pass
