@@ -1,4 +1,4 @@
-"""Every trained token, on the real chat templates of five model families and the alpaca default.
+"""Every trained token, on the real chat templates of eight model families and the alpaca default.
 
 The tokenizers (tests/fixtures/template_families.py) carry each family's real
 special tokens, BOS/EOS/pad set-up and published chat template, and are loaded
@@ -93,7 +93,9 @@ def listing(tok, ex) -> str:
     today = time.strftime("%d %b %Y")
     out = " ".join(("*" if label != IGNORE_INDEX else "") + repr(tok.convert_ids_to_tokens(tid))
                    for tid, label in zip(ex.input_ids, ex.labels))
-    return out.replace(repr(today)[1:-1], "<today>")
+    # a byte-level tokenizer splits the date into pieces (Llama 3.2's system header): those pieces too
+    pieces = " ".join(repr(t) for t in tok.convert_ids_to_tokens(tok(" " + today, add_special_tokens=False)["input_ids"]))
+    return out.replace(repr(today)[1:-1], "<today>").replace(pieces, "'Ġ<today>'")
 
 
 # ---------------------------------------------------------------- what is trained
@@ -115,7 +117,9 @@ def test_trained_tokens_are_the_answers_and_one_end_token_each(tokenizers, name,
     runs = trained_runs(ex)
     # text rows: everything but position 0 (nothing predicts it) is trained, as one run
     assert len(runs) == len(answers), listing(tok, ex)
-    for run, answer in zip(runs, answers):
+    for n, (run, answer) in enumerate(zip(runs, answers)):
+        if n == len(answers) - 1 and family.template_file and fmt != "text":
+            answer = family.final_answer_prefix + answer
         assert run[-1] == end_id and run.count(end_id) == 1, listing(tok, ex)  # one end token, at the end
         body = tok.decode(run[:-1], skip_special_tokens=False)
         if fmt == "text" and not family.bos:  # no BOS: the first token is the unpredicted position 0
@@ -151,6 +155,33 @@ def test_the_pad_token_changes_nothing(tokenizers, name, row_name):
     assert (without.input_ids, without.labels) == (with_pad.input_ids, with_pad.labels)
 
 
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_the_placeholder_finds_the_ends_the_prefix_renders_found(tokenizers, name):
+    """Each answer's end is found by a placeholder in the whole conversation; on a template that renders a turn
+    the same whatever follows it, that is where the render of the conversation up to the answer ends. Qwen3's
+    does not (an empty think block after the last user turn only): there the two differ, and only the
+    placeholder's end is right."""
+    from engine.data.template import Renderer, training_chat_template
+
+    tok = tokenizers(name, False)
+    renderer = Renderer(tok)
+    for row_name in ("alpaca", "alpaca+system", "chat", "chat+system", "completion"):
+        if refuses_system(name, row_name):
+            continue
+        row, fmt, _ = ROWS[row_name]
+        messages, template = renderer._messages(row, fmt), training_chat_template(tok, fmt)
+        full = renderer._apply(messages, False, template, "t")
+        for i in (i for i, m in enumerate(messages) if m["role"] == "assistant"):
+            start = renderer._content_start(messages, i, full, template, "t")
+            end = renderer._content_end(messages, i, start, full, template, "t")
+            prefix_end = len(full[: renderer._prefix_end(messages, i, full, template, "t")].rstrip())
+            assert end is not None
+            if name == "qwen3" and i < len(messages) - 1:
+                assert (full[start:end], full[start:prefix_end]) == (messages[i]["content"] + "<|im_end|>", "")
+            else:
+                assert end == prefix_end, (name, row_name, i, full[start:end], full[start:prefix_end])
+
+
 def test_text_that_ends_with_the_eos_already_gets_no_second_when_pad_is_eos(tokenizers):
     for name in ("mistral", "llama3", "qwen2_5"):
         tok = tokenizers(name, False)
@@ -181,7 +212,7 @@ def test_golden_listing_of_every_family_and_format(tokenizers):
 PROMPT_ROWS = {  # questions a person could type into the playground (no alpaca input section)
     "alpaca": ([ALPACA_SYSTEM, {**ALPACA_SYSTEM, "instruction": "What is 35 plus 7?", "output": "42."}], "alpaca"),
     "alpaca-no-system": ([{**ALPACA_SYSTEM, "system": ""}], "alpaca"),
-    "chat": ([CHAT_SYSTEM, {"messages": CHAT_SYSTEM["messages"][:3] + [{"role": "assistant", "content": "Ok."}]}],
+    "chat": ([CHAT_SYSTEM, {"messages": CHAT_SYSTEM["messages"][:2] + [{"role": "assistant", "content": "Ok."}]}],
              "chat"),
     "chat-no-system": ([CHAT], "chat"),
     "completion": ([{"prompt": "Q: What is 35 plus 7?\nA:", "completion": " 42."}], "completion"),

@@ -16,16 +16,24 @@ training rendered.
 
 Text rows are text + EOS, trained whole, with no template.
 
-The assistant spans are found from where the renders of the conversation's
-prefixes end, never by searching the rendered text for the response (which
-fails when the response also appears in the prompt):
+The assistant spans are found from renders of the conversation, never by
+searching the rendered text for the response (which fails when the response
+also appears in the prompt):
 
 - content starts where `messages[:i]` rendered with the generation prompt
   ends; for a template that ignores `add_generation_prompt`, where a
   placeholder put in place of the content lands (so the role header stays
   masked);
-- the turn ends where `messages[:i+1]` ends, less trailing whitespace (the
-  newline after `<|im_end|>` is not the model's to learn).
+- the turn ends where its content ends in the full render, found by
+  rendering the whole conversation with a placeholder as answer i's content
+  (what follows the placeholder is the full render's tail), then the
+  template's end of a final turn: up to its first end token, less trailing
+  whitespace (the newline after `<|im_end|>` is not the model's to learn).
+  A template may render a turn differently when others follow it (Qwen3
+  writes an empty think block only after the last user turn): the render of
+  `messages[:i+1]` then is no prefix of the full one. Only where the
+  placeholder cannot be trusted does the turn end where `messages[:i+1]`
+  ends, as far as it agrees with the full render.
 
 What ends an answer: the last trained span always ends in one end token, the
 template's end-of-turn token or EOS, appended when the template writes none.
@@ -274,6 +282,38 @@ class Renderer:
                 start = at
         return start
 
+    def _turn_end_text(self, messages: list[dict], i: int, template: str, source: str) -> str:
+        """What the template writes after answer i's content when it is the last turn: its end-of-turn token(s),
+        up to the first end token, trailing whitespace excluded (the newline after `<|im_end|>` is not the
+        model's to learn, nor a second end token some templates add at the very end)."""
+        probe = self._apply(messages[:i] + [{**messages[i], "content": _PLACEHOLDER}], False, template, source)
+        at = probe.find(_PLACEHOLDER)
+        after = probe[at + len(_PLACEHOLDER):] if at >= 0 else ""
+        ends = [after.find(t) + len(t) for t in self.end_tokens if t in after]
+        return after[: min(ends)] if ends else after.rstrip()
+
+    def _content_end(self, messages: list[dict], i: int, start: int, full: str, template: str,
+                     source: str) -> int | None:
+        """Where answer i ends in the full render (its end token included), found by rendering the whole
+        conversation with a placeholder as its content: what follows the placeholder is the full render's tail.
+        None when that cannot be trusted (the template renders other turns differently around a placeholder)."""
+        probe = self._apply(messages[:i] + [{**messages[i], "content": _PLACEHOLDER}] + messages[i + 1:], False,
+                            template, source)
+        at = probe.find(_PLACEHOLDER)
+        if at < 0 or probe[:start] != full[:start]:
+            return None
+        after = probe[at + len(_PLACEHOLDER):]
+        end = len(full) - len(after)
+        tail = self._turn_end_text(messages, i, template, source)
+        if end < start or not full.endswith(after) or not full[end:].startswith(tail):
+            return None
+        return end + len(tail)
+
+    def _prefix_end(self, messages: list[dict], i: int, full: str, template: str, source: str) -> int:
+        """Where the render of the conversation up to answer i ends, as far as it agrees with the full render:
+        right for templates that render a turn the same whatever follows it."""
+        return _common_prefix_len(self._apply(messages[: i + 1], False, template, source), full)
+
     def _chat(self, messages: list[dict], template: str, source: str) -> Rendered:
         full = self._apply(messages, False, template, source)
         spans: list[tuple[int, int]] = []
@@ -282,7 +322,9 @@ class Renderer:
             if m["role"] != "assistant":
                 continue
             start = self._content_start(messages, i, full, template, source)
-            end = _common_prefix_len(self._apply(messages[: i + 1], False, template, source), full)
+            end = self._content_end(messages, i, start, full, template, source)
+            if end is None:
+                end = self._prefix_end(messages, i, full, template, source)
             while end > start and full[end - 1].isspace():
                 end -= 1
             if end > start:
