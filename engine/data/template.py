@@ -282,11 +282,13 @@ class Renderer:
                 start = at
         return start
 
-    def _turn_end_text(self, messages: list[dict], i: int, template: str, source: str) -> str:
+    def _turn_end_text(self, messages: list[dict], i: int, template: str, source: str, probe: str | None = None) -> str:
         """What the template writes after answer i's content when it is the last turn: its end-of-turn token(s),
         up to the first end token, trailing whitespace excluded (the newline after `<|im_end|>` is not the
-        model's to learn, nor a second end token some templates add at the very end)."""
-        probe = self._apply(messages[:i] + [{**messages[i], "content": _PLACEHOLDER}], False, template, source)
+        model's to learn, nor a second end token some templates add at the very end). probe: that render, when
+        the caller has it (answer i is the conversation's last turn)."""
+        if probe is None:
+            probe = self._apply(messages[:i] + [{**messages[i], "content": _PLACEHOLDER}], False, template, source)
         at = probe.find(_PLACEHOLDER)
         after = probe[at + len(_PLACEHOLDER):] if at >= 0 else ""
         ends = [after.find(t) + len(t) for t in self.end_tokens if t in after]
@@ -304,7 +306,8 @@ class Renderer:
             return None
         after = probe[at + len(_PLACEHOLDER):]
         end = len(full) - len(after)
-        tail = self._turn_end_text(messages, i, template, source)
+        # the last turn's probe is already the render of a final turn (most rows: one answer, no second render)
+        tail = self._turn_end_text(messages, i, template, source, probe if i == len(messages) - 1 else None)
         if end < start or not full.endswith(after) or not full[end:].startswith(tail):
             return None
         return end + len(tail)
