@@ -260,12 +260,20 @@ class RunLock:
 
     @classmethod
     def acquire(cls, run_dir: str | Path) -> RunLock:
+        """The lock, or a UserError: another trainer holds it, or a file in the directory is a symbolic link."""
         import fcntl
 
         from engine.errors import UserError
 
         rd = Path(run_dir)
-        fd = os.open(rd / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        refuse_links(rd)
+        try:  # O_NOFOLLOW: a lock file made a link after the check above is refused, not truncated
+            fd = os.open(rd / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        except OSError as e:
+            if e.errno != errno.ELOOP:
+                raise
+            raise UserError(f"{rd / LOCK_FILE}: is a symbolic link; lorapilot writes no file through one",
+                            fix="remove the link, or copy the run directory without links") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -297,6 +305,25 @@ class RunLock:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+
+
+def refuse_links(run_dir: str | Path) -> None:
+    """A UserError naming the first symbolic link inside a run directory, which is about to be written to.
+
+    A run directory may come from anyone: a trainer appending to a metrics.jsonl, truncating a trainer.lock or
+    saving a checkpoint that is a link to another file or folder would overwrite the user's file there.
+    lorapilot itself makes no links in a run directory (the directory itself may be one).
+    """
+    from engine.errors import UserError
+
+    for parent, dirs, files in os.walk(run_dir):
+        for name in sorted(dirs + files):
+            path = Path(parent, name)
+            if path.is_symlink():
+                raise UserError(safe_text(f"{path}: is a symbolic link (to {os.readlink(path)}); a run directory's "
+                                          "files are written in place, and through a link the file it points to "
+                                          "would be changed instead", one_line=True),
+                                fix="remove the link, or copy the run directory without links (cp -rL)")
 
 
 def lock_holder(run_dir: str | Path) -> int | None:

@@ -392,3 +392,45 @@ def test_stop_asks_a_running_trainer_even_when_its_status_json_is_unreadable(tmp
         assert (run / STOP_REQUEST_FILE).exists()
     finally:
         lock.release()
+
+
+# ------------------------------------------------------------------ 10. links inside a run directory
+
+@pytest.mark.parametrize("name", ["trainer.lock", "metrics.jsonl", "train.log", "status.json.tmp",
+                                  "checkpoints/checkpoint-30", "adapter/adapter_model.safetensors"])
+def test_a_run_directory_with_a_link_is_not_written_through(tmp_path, name):
+    """Someone else's run directory whose files link to the user's: resuming it would truncate, append to or
+    overwrite them (trainer.lock got the pid, metrics.jsonl and train.log the run's lines)."""
+    from engine.errors import UserError
+
+    theirs = tmp_path / "mine"
+    theirs.mkdir()
+    precious = theirs / "notes.txt"
+    precious.write_text("precious\n")
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "adapter").mkdir()
+    (run / "config.yaml").write_text("model: m\ndataset: {path: d.jsonl}\n")
+    (run / name).symlink_to(theirs if name.startswith("checkpoints/") else precious)
+    with pytest.raises(UserError) as e:
+        RunLock.acquire(run).release()
+    assert str(run / name) in str(e.value) and "symbolic link" in str(e.value)
+    assert precious.read_text() == "precious\n" and sorted(os.listdir(theirs)) == ["notes.txt"]
+
+
+def test_resume_of_a_run_directory_with_a_link_is_refused(tmp_path, monkeypatch, capsys):
+    from engine import cli
+    from engine.train import launch
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text(f"model: m\ndataset: {{path: {tmp_path / 'd.jsonl'}}}\n")
+    (run / "status.json").write_text(json.dumps({"state": "stopped", "step": 4, "max_steps": 8}))
+    precious = tmp_path / "precious.txt"
+    precious.write_text("precious\n")
+    (run / "trainer.lock").symlink_to(precious)
+    monkeypatch.setattr(launch, "_spawn", lambda *a, **k: pytest.fail("a trainer was started"))
+    assert cli.main(["train", "--resume", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert "trainer.lock: is a symbolic link" in err and "Traceback" not in err, err
+    assert precious.read_text() == "precious\n"
