@@ -434,3 +434,29 @@ def test_resume_of_a_run_directory_with_a_link_is_refused(tmp_path, monkeypatch,
     err = capsys.readouterr().err
     assert "trainer.lock: is a symbolic link" in err and "Traceback" not in err, err
     assert precious.read_text() == "precious\n"
+
+
+@pytest.mark.parametrize("target", ["a file", "a folder of the user's"])
+def test_train_into_a_file_or_a_users_folder_is_refused_and_leaves_it_as_it_was(tmp_path, monkeypatch, capsys,
+                                                                               target):
+    """--run-dir naming a file was a FileExistsError traceback; a non-empty folder was refused, but kept the
+    trainer.lock the refused launcher had made in it."""
+    from conftest import DEMO_CONFIG
+    from engine import cli
+    from engine.train import launch
+
+    mine = tmp_path / "mine"
+    if target == "a file":
+        mine.write_text("precious\n")
+    else:
+        mine.mkdir()
+        (mine / "notes.txt").write_text("precious\n")
+    monkeypatch.setattr(launch, "_spawn", lambda *a, **k: pytest.fail("a trainer was started"))
+    monkeypatch.setattr(launch, "check_inputs", lambda cfg: None)
+    assert cli.main(["train", str(DEMO_CONFIG), "--run-dir", str(mine)]) == 2
+    err = capsys.readouterr().err
+    assert str(mine) in err and "Traceback" not in err, err
+    if target == "a file":
+        assert "is a file" in err and mine.read_text() == "precious\n"
+    else:
+        assert "not empty" in err and os.listdir(mine) == ["notes.txt"]

@@ -58,6 +58,16 @@ def check_run_name(name: str) -> None:
                         fix="a name without '/', such as my-run (runs_dir says where runs are created)")
 
 
+def check_new_run_dir(rd: Path) -> None:
+    """A run starts only in a new or empty folder (a lock file left by a launcher aside): no user's file is mixed
+    into a run or overwritten by one."""
+    if rd.exists() and not rd.is_dir():
+        raise UserError(f"--run-dir {rd}: is a file, not a folder", fix="give --run-dir a new or empty folder")
+    if rd.is_dir() and any(p.name != LOCK_FILE for p in rd.iterdir()):
+        raise UserError(f"{rd}: run directory exists and is not empty",
+                        fix="choose another --run-dir, or `lorapilot train --resume` it")
+
+
 def new_run_dir(cfg: Config, config_name: str | None = None) -> Path:
     root = Path(cfg.runs_dir) if cfg.runs_dir != "runs" else default_runs_root()
     if cfg.run_name is not None:
@@ -104,15 +114,19 @@ def start_run(cfg: Config, *, run_dir: str | Path | None = None, config_name: st
         check_inputs(cfg)
     if run_dir:
         rd = Path(run_dir).resolve()
-        rd.mkdir(parents=True, exist_ok=True)
+        # Refused before the lock file is made: a folder of the user's keeps no trainer.lock from a refused run.
+        check_new_run_dir(rd)
+        try:
+            rd.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UserError(f"--run-dir {rd}: cannot create it ({e.strerror})",
+                            fix="give --run-dir a new or empty folder") from None
     else:
         rd = new_run_dir(cfg, config_name)
     # The lock first: of two launchers racing for one directory, the second is refused before writing anything.
     lock = RunLock.acquire(rd)
     try:
-        if any(p.name != LOCK_FILE for p in rd.iterdir()):
-            raise UserError(f"{rd}: run directory exists and is not empty",
-                            fix="choose another --run-dir, or `lorapilot train --resume` it")
+        check_new_run_dir(rd)
         from engine.train.distributed import num_processes
 
         nproc = num_processes(cfg.training.num_gpus)
