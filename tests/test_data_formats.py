@@ -261,6 +261,39 @@ def test_wrong_field_types_name_the_line(tmp_path, row, match):
         read_rows(path)
 
 
+@pytest.mark.parametrize("row,key,wanted", [
+    ({"instruction": "Translate", "Input": "cat", "output": "chat"}, "Input", "input"),
+    ({"instruction": "Translate", "inptu": "cat", "output": "chat"}, "inptu", "input"),
+    ({"instruction": "Be brief", "output": "ok", "Systen": "You are terse"}, "Systen", "system"),
+    ({"prompt": "P", "Completion": "C"}, "Completion", "completion"),
+])
+def test_a_misspelt_field_is_refused_not_left_out(tmp_path, row, key, wanted):
+    """Read as absent, the misspelt field's text was silently missing from every row it was in."""
+    path = write_jsonl(tmp_path / "d.jsonl", [ALPACA[0] if "prompt" not in row else {"prompt": "p", "completion": "c"},
+                                              row])
+    with pytest.raises(DataError) as e:
+        read_rows(path)
+    assert f"{path}:2" in str(e.value) and repr(key) in str(e.value) and repr(wanted) in e.value.fix
+
+
+@pytest.mark.parametrize("row", [{"instruction": "I", "input": "x", "output": "O", "inputs": "meta", "id": 7},
+                                 {"instruction": "I", "output": "O", "category": "qa", "source": "web"}])
+def test_other_fields_are_metadata(tmp_path, row):
+    rows, _, _ = read_rows(write_jsonl(tmp_path / "d.jsonl", [row]))
+    assert rows[0]["instruction"] == "I" and rows[0]["output"] == "O"
+
+
+def test_a_message_without_content_is_refused_not_read_as_empty(tmp_path):
+    """{"role": "user", "text": ...} was a user turn with no text: the answer trained on an empty question."""
+    path = write_jsonl(tmp_path / "d.jsonl", [{"messages": [{"role": "user", "text": "Capital of France?"},
+                                                            {"role": "assistant", "content": "Paris"}]}])
+    with pytest.raises(DataError, match=r"d\.jsonl:1: messages\[0\] has no content; found role, text"):
+        read_rows(path)
+    rows, _, _ = read_rows(write_jsonl(tmp_path / "n.jsonl", [{"messages": [
+        {"role": "user", "content": "Hi"}, {"role": "assistant", "content": None}]}]))
+    assert rows[0]["messages"][1]["content"] == ""  # an explicit null stays an empty turn (counted when dropped)
+
+
 def test_explicit_format_that_does_not_fit(tmp_path):
     path = write_jsonl(tmp_path / "d.jsonl", ALPACA)
     with pytest.raises(DataError, match=rf"^{path}:1: chat format needs a 'messages'"):

@@ -22,6 +22,7 @@ functions that need it (it takes a second to import).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -363,6 +364,10 @@ def _messages(row: dict, source: str) -> list[dict]:
         if not isinstance(m, dict):
             raise DataError(f"{source}: {key}[{i}] must be an object with role and content")
         role = m.get("role", m.get("from"))
+        if "content" not in m and "value" not in m:
+            # Read as empty, a turn under another key ("text") trained an answer to an empty question.
+            raise DataError(f"{source}: {key}[{i}] has no content; found {', '.join(map(str, m)) or '(none)'}",
+                            fix="name each message's text 'content' (ShareGPT: 'value')")
         content = m["content"] if "content" in m else m.get("value")
         mapped = ROLES.get(role) if isinstance(role, str) else None
         if mapped is None:
@@ -372,8 +377,36 @@ def _messages(row: dict, source: str) -> list[dict]:
     return out
 
 
+# The fields each format reads from a row; any other field is left out of training.
+READ_FIELDS = {"alpaca": ("instruction", "input", "output", "system"), "completion": ("prompt", "completion"),
+               "text": ("text",)}
+
+
+@functools.lru_cache(maxsize=1024)  # asked for every field of every row: a dataset has a handful of names
+def _near_field(key: str, wanted: tuple[str, ...]) -> list[str]:
+    import difflib
+
+    return difflib.get_close_matches(key.lower(), wanted, n=1, cutoff=0.8)
+
+
+def _check_misspelt(row: dict, fmt: str, source: str) -> None:
+    """A DataError for a field that is one the format reads, misspelt or in other case ("Input", "inptu"), where
+    the row lacks that field: read as absent, its text would silently be left out of every such row."""
+    wanted = tuple(f for f in READ_FIELDS.get(fmt, ()) if f not in row)
+    for key in row:
+        if not isinstance(key, str) or key in READ_FIELDS.get(fmt, ()):
+            continue
+        near = _near_field(key, wanted)
+        if near:
+            raise DataError(f"{source}: field {key!r} is not one the {fmt} format reads; did you mean {near[0]!r}? "
+                            f"As it is, its text would be left out of training",
+                            fix=f"rename the field to {near[0]!r} (the {fmt} format reads "
+                                f"{', '.join(READ_FIELDS[fmt])})")
+
+
 def normalize(row: dict, fmt: str, source: str) -> dict:
     """One row in the format's canonical shape; a DataError naming the row when it does not fit."""
+    _check_misspelt(row, fmt, source)
     if fmt == "chat":
         if "messages" not in row and "conversations" not in row:
             raise DataError(f"{source}: chat format needs a 'messages' (or 'conversations') field; "
