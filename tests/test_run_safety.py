@@ -460,3 +460,18 @@ def test_train_into_a_file_or_a_users_folder_is_refused_and_leaves_it_as_it_was(
         assert "is a file" in err and mine.read_text() == "precious\n"
     else:
         assert "not empty" in err and os.listdir(mine) == ["notes.txt"]
+
+
+def test_a_new_run_takes_the_next_name_when_another_launcher_made_it_first(tmp_path, monkeypatch):
+    """Two `train` of one config in the same second: the folder the second saw free was made before its mkdir
+    (simulated: the check for the name never sees it), which was a FileExistsError traceback."""
+    from engine.config import Config
+    from engine.train.launch import new_run_dir
+
+    cfg = Config(model="m", run_name="same", runs_dir=str(tmp_path / "runs"))
+    first = new_run_dir(cfg)
+    (first / "config.yaml").write_text("theirs\n")
+    monkeypatch.setattr(Path, "exists", lambda self: False)
+    second = new_run_dir(cfg)
+    assert first.name == "same" and second.name == "same-2"
+    assert (first / "config.yaml").read_text() == "theirs\n"

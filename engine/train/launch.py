@@ -74,13 +74,16 @@ def new_run_dir(cfg: Config, config_name: str | None = None) -> Path:
         check_run_name(cfg.run_name)
     base = cfg.run_name or f"{config_name or Path(cfg.model.rstrip('/')).name}-{time.strftime('%Y%m%d-%H%M%S')}"
     base = base.replace("/", "-")
-    path = root / base
-    n = 2
-    while path.exists():
-        path = root / f"{base}-{n}"
-        n += 1
-    path.mkdir(parents=True)
-    return path.resolve()
+    # mkdir is the claim: of two launchers started in the same second, the second takes the next name instead of
+    # failing (a check for the name before making it left a window where both saw it free).
+    n = 1
+    while True:
+        path = root / (base if n == 1 else f"{base}-{n}")
+        try:
+            path.mkdir(parents=True)
+            return path.resolve()
+        except FileExistsError:
+            n += 1
 
 
 def _spawn(run_dir: Path, resume: bool, nproc: int, lock: RunLock, trust_remote_code: bool) -> subprocess.Popen:
