@@ -28,9 +28,12 @@ CPU_DDP_ENV = "LORAPILOT_DDP_CPU"  # data parallel on the CPU (gloo): tests of t
 NOTIFY_ENV = "LORAPILOT_NOTIFY"
 
 
-def runs_root() -> Path:
-    """Where runs and sweeps are created: $LORAPILOT_RUNS, else ./runs."""
-    return Path(os.environ.get(RUNS_ENV, "runs"))
+def runs_root(configured: str | None = None) -> Path:
+    """Where runs and sweeps are created: a config's runs_dir where it names another than the default, else
+    $LORAPILOT_RUNS, else ./runs. A leading ~ is the user's home (YAML does not expand it: `runs_dir: ~/runs` made a
+    folder named '~' in the working directory)."""
+    chosen = configured if configured and configured != "runs" else os.environ.get(RUNS_ENV, "runs")
+    return Path(chosen).expanduser()
 
 
 def cache_root() -> Path:

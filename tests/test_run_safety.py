@@ -475,3 +475,21 @@ def test_a_new_run_takes_the_next_name_when_another_launcher_made_it_first(tmp_p
     second = new_run_dir(cfg)
     assert first.name == "same" and second.name == "same-2"
     assert (first / "config.yaml").read_text() == "theirs\n"
+
+
+def test_runs_dir_with_a_tilde_is_the_users_home(tmp_path, monkeypatch):
+    """YAML does not expand ~: `runs_dir: ~/runs` made a folder named '~' in the working directory (where
+    `lorapilot runs` does not look, and `rm -rf ~` to tidy it up deletes the home)."""
+    from engine.config import Config
+    from engine.settings import runs_root
+    from engine.train.launch import new_run_dir
+
+    home, work = tmp_path / "home", tmp_path / "work"
+    home.mkdir()
+    work.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(work)
+    run = new_run_dir(Config(model="m", run_name="r", runs_dir="~/runs"))
+    assert run == home / "runs" / "r" and os.listdir(work) == []
+    monkeypatch.setenv("LORAPILOT_RUNS", "~/elsewhere")
+    assert runs_root() == home / "elsewhere"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from engine.errors import EXIT_OK, EXIT_RUN_FAILED, UserError
 from engine.overwrite import may_overwrite
-from engine.settings import visible_device_mask
+from engine.settings import runs_root, visible_device_mask
 from engine.sweep.plan import DEFAULT_LRS, DEFAULT_RS, DEFAULT_STEPS, STOP_ON, lr_text
 
 
@@ -242,15 +242,13 @@ def _confirmed(a) -> bool:
 
 
 def _make_sweep_dir(cfg, config_path: Path, wanted: str | None) -> Path:
-    from engine.rundir import default_runs_root
-
     if wanted:
         path = Path(wanted)
         if path.exists() and any(path.iterdir()):
             raise UserError(f"{path}: the sweep directory exists and is not empty", fix="choose another --sweep-dir")
         path.mkdir(parents=True, exist_ok=True)
         return path.resolve()
-    root = Path(cfg.runs_dir) if cfg.runs_dir != "runs" else default_runs_root()
+    root = runs_root(cfg.runs_dir)
     base = f"sweep-{config_path.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
     path, n = root / base, 2
     while path.exists():

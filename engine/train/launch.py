@@ -19,8 +19,9 @@ from pathlib import Path
 from engine.config import Config, check_override, config_from_dict, save_config
 from engine.detached import spawn_detached
 from engine.errors import UserError
+from engine.settings import runs_root
 from engine.rundir import (CONFIG_FILE, FINAL_STATES, LOCK_FILE, LOG_FILE, STOP_REQUEST_FILE, MetricsTail, RunLock,
-                           check_remote_code, checkpoint_step, default_runs_root, effective_state, format_record,
+                           check_remote_code, checkpoint_step, effective_state, format_record,
                            lock_held, pid_alive, planned_steps, process_start, read_status, trainer_pid,
                            usable_checkpoint, write_status)
 from engine.train.signals import STOP_SIGNALS
@@ -69,7 +70,7 @@ def check_new_run_dir(rd: Path) -> None:
 
 
 def new_run_dir(cfg: Config, config_name: str | None = None) -> Path:
-    root = Path(cfg.runs_dir) if cfg.runs_dir != "runs" else default_runs_root()
+    root = runs_root(cfg.runs_dir)
     if cfg.run_name is not None:
         check_run_name(cfg.run_name)
     base = cfg.run_name or f"{config_name or Path(cfg.model.rstrip('/')).name}-{time.strftime('%Y%m%d-%H%M%S')}"
