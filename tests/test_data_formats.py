@@ -51,6 +51,26 @@ def test_sharegpt_roles_are_mapped(tmp_path):
                                    {"role": "assistant", "content": "A"}]
 
 
+def test_a_chat_rows_system_field_is_its_first_message(tmp_path):
+    """ShareGPT exports often carry the system prompt beside the turns; read as absent, the row trained without it."""
+    turns = [{"from": "human", "value": "U"}, {"from": "gpt", "value": "A"}]
+    rows, fmt, _ = read_rows(write_jsonl(tmp_path / "d.jsonl", [{"system": "Be terse.", "conversations": turns},
+                                                                 {"system": "", "conversations": turns}]))
+    assert fmt == "chat"
+    assert rows[0]["messages"] == [{"role": "system", "content": "Be terse."}, {"role": "user", "content": "U"},
+                                   {"role": "assistant", "content": "A"}]
+    assert rows[1]["messages"][0] == {"role": "user", "content": "U"}
+    # the same prompt twice is one system message; two different ones are the user's to settle
+    same = {"system": "S", "messages": [{"role": "system", "content": "S"}, *rows[0]["messages"][1:]]}
+    assert read_rows(write_jsonl(tmp_path / "s.jsonl", [same]))[0][0]["messages"][0] == {"role": "system",
+                                                                                           "content": "S"}
+    other = {"system": "T", "messages": same["messages"]}
+    with pytest.raises(DataError, match=r"o\.jsonl:1: a 'system' field and a system message that differ"):
+        read_rows(write_jsonl(tmp_path / "o.jsonl", [other]))
+    with pytest.raises(DataError, match=r"did you mean 'system'"):
+        read_rows(write_jsonl(tmp_path / "m.jsonl", [{"System": "S", "messages": same["messages"][1:]}]))
+
+
 def test_content_parts_keep_their_text(tmp_path):
     row = {"messages": [{"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]},
                         {"role": "assistant", "content": "A"}]}

@@ -377,9 +377,25 @@ def _messages(row: dict, source: str) -> list[dict]:
     return out
 
 
+def _with_row_system(messages: list[dict], row: dict, source: str) -> list[dict]:
+    """A chat row's top-level "system" field (ShareGPT exports, e.g. {"system": ..., "conversations": [...]}) as its
+    first message: left out, the row trained without the instructions its answers were written under."""
+    if row.get("system") is None:
+        return messages
+    system = _text(row["system"], "system", source, required=False)
+    if not system.strip():
+        return messages
+    if messages and messages[0]["role"] == "system":
+        if messages[0]["content"].strip() != system.strip():
+            raise DataError(f"{source}: a 'system' field and a system message that differ; which one is meant?",
+                            fix="keep one of the two")
+        return messages
+    return [{"role": "system", "content": system}, *messages]
+
+
 # The fields each format reads from a row; any other field is left out of training.
 READ_FIELDS = {"alpaca": ("instruction", "input", "output", "system"), "completion": ("prompt", "completion"),
-               "text": ("text",)}
+               "text": ("text",), "chat": ("system",)}   # chat's messages field: normalize names what it found
 
 
 @functools.lru_cache(maxsize=1024)  # asked for every field of every row: a dataset has a handful of names
@@ -411,7 +427,7 @@ def normalize(row: dict, fmt: str, source: str) -> dict:
         if "messages" not in row and "conversations" not in row:
             raise DataError(f"{source}: chat format needs a 'messages' (or 'conversations') field; "
                             f"found {', '.join(map(str, row)) or '(none)'}")
-        return {"messages": _messages(row, source)}
+        return {"messages": _with_row_system(_messages(row, source), row, source)}
     if fmt == "alpaca":
         out = {"instruction": _text(row.get("instruction"), "instruction", source, required=True),
                "input": _text(row.get("input"), "input", source, required=False),
