@@ -106,6 +106,9 @@ def read_status(run_dir: str | Path) -> dict | None:
         return None
 
 
+# What to do about a corrupt status.json, for every verb that refuses one.
+_STATUS_FIX = f"a running trainer rewrites {STATUS_FILE}; an ended run's can be deleted"
+
 # Fields of status.json that readers compute with, and the type each must have (None is always allowed).
 _STATUS_TYPES = {"state": str, "step": int, "max_steps": int, "pid": int, "updated": float}
 
@@ -121,11 +124,11 @@ def load_status(run_dir: str | Path) -> dict | None:
     except FileNotFoundError:
         return None
     except json.JSONDecodeError as e:
-        raise DataError(f"{path}: not valid JSON (line {e.lineno}, column {e.colno})") from None
+        raise DataError(f"{path}: not valid JSON (line {e.lineno}, column {e.colno})", fix=_STATUS_FIX) from None
     except (OSError, ValueError, RecursionError) as e:   # ValueError: not UTF-8, a number of 5,000 digits
-        raise DataError(f"{path}: unreadable ({type(e).__name__})") from None
+        raise DataError(f"{path}: unreadable ({type(e).__name__})", fix=_STATUS_FIX) from None
     if not isinstance(status, dict):
-        raise DataError(f"{path}: expected a JSON object, got {type(status).__name__}")
+        raise DataError(f"{path}: expected a JSON object, got {type(status).__name__}", fix=_STATUS_FIX)
     for key, kind in _STATUS_TYPES.items():
         value = status.get(key)
         if value is None:
@@ -135,7 +138,7 @@ def load_status(run_dir: str | Path) -> dict | None:
         if ok and kind is not str and not (0 <= value < 2**31 if key != "updated" else math.isfinite(value)):
             ok = False
         if not ok:
-            raise DataError(f"{path}: {key}: {quote(value)} is not valid")
+            raise DataError(f"{path}: {key}: {quote(value)} is not valid", fix=_STATUS_FIX)
     return status
 
 
@@ -405,11 +408,16 @@ class MetricsTail:
     rather than stopping the reader.
     """
 
+    # Line numbers of skipped lines kept, to say where the file is broken (the count goes on past them).
+    KEEP_BAD_LINE_NUMBERS = 5
+
     def __init__(self, path: str | Path):
         p = Path(path)
         self.path = p / METRICS_FILE if p.is_dir() else p
         self.offset = 0
         self.bad_lines = 0
+        self.bad_line_numbers: list[int] = []   # 1-based, the first KEEP_BAD_LINE_NUMBERS
+        self._lines = 0                          # complete lines read so far
         self._partial = b""
 
     def pending_bytes(self) -> int:
@@ -424,7 +432,7 @@ class MetricsTail:
             with open(self.path, "rb") as f:
                 size = os.fstat(f.fileno()).st_size
                 if size < self.offset:  # truncated or replaced: start over
-                    self.offset, self._partial = 0, b""
+                    self.offset, self._partial, self._lines = 0, b"", 0
                 f.seek(self.offset)
                 chunk = f.read() if max_bytes is None else f.read(max_bytes)
         except FileNotFoundError:
@@ -437,18 +445,30 @@ class MetricsTail:
         self._partial = lines.pop()
         out = []
         for line in lines:
+            self._lines += 1
             if not line.strip():
                 continue
             try:
                 rec = json.loads(line)
             except (json.JSONDecodeError, UnicodeDecodeError, RecursionError, ValueError):
-                self.bad_lines += 1
-                continue
+                rec = None
             if valid_record(rec):
                 out.append(rec)
-            else:
-                self.bad_lines += 1
+                continue
+            self.bad_lines += 1
+            if len(self.bad_line_numbers) < self.KEEP_BAD_LINE_NUMBERS:
+                self.bad_line_numbers.append(self._lines)
         return out
+
+    def skipped_text(self) -> str | None:
+        """Where the file is broken, for a warning ("<path>: 2 lines are not records (lines 6, 9); skipped"), or
+        None when every line read was a record."""
+        if not self.bad_lines:
+            return None
+        where = ", ".join(map(str, self.bad_line_numbers)) + (", ..." if self.bad_lines > len(self.bad_line_numbers)
+                                                              else "")
+        what = f"{self.bad_lines} lines are not records (lines" if self.bad_lines > 1 else "1 line is not a record (line"
+        return f"{self.path}: {what} {where}); skipped, as a crash mid-write leaves them"
 
 
 def drop_superseded(records: Iterable[dict]) -> list[dict]:

@@ -117,11 +117,19 @@ def test_runs_lists_the_good_and_warns_about_the_bad(tmp_path):
     assert "sweep-x/sweep.json: trials[0].state: None is not valid; skipped" in r.stderr
 
 
-def test_diagnose_with_a_corrupt_status_still_diagnoses(tmp_path):
-    run = fake_run(tmp_path, "r", b"{bad")
+def test_diagnose_with_a_corrupt_status_still_diagnoses_then_exits_2(tmp_path):
+    """The findings from metrics.jsonl are still worth printing; the corrupt status.json is named, with where it
+    breaks, and the exit is 2 (bad input), as for any corrupt file a verb reads. Lines of metrics.jsonl that are
+    not records (what a killed trainer leaves) are a warning with their line numbers."""
+    run = fake_run(tmp_path, "r", b'{"state": "done",\n "step": x}')
+    for args in ((), ("--json",)):
+        r = run_cli("diagnose", str(run), *args)
+        refused(r, f"{run / 'status.json'}: not valid JSON (line 2, column 10)",
+                f"{run / 'metrics.jsonl'}: 2 lines are not records (lines 2, 3); skipped")
+        assert ("1 records" in r.stdout) if not args else r.stdout.startswith("[")
+    (run / "status.json").write_bytes(b'{"state": "done", "step": 1}')
     r = run_cli("diagnose", str(run))
-    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
-    assert "status.json: not valid JSON" in r.stderr and "1 records" in r.stdout
+    assert r.returncode == 0 and "status.json" not in r.stderr, r.stderr
 
 
 def test_sweep_on_a_corrupt_sweep_json_names_it(tmp_path):
@@ -211,3 +219,38 @@ def test_every_argument_of_every_verb_has_help():
     bare = [f"{verb} {a.option_strings[0] if a.option_strings else a.dest}"
             for verb, parser in verbs.items() for a in parser._actions if not a.help]
     assert bare == []
+
+
+def ended_run_without_training(tmp_path: Path, status: bytes) -> Path:
+    """A run directory as an ended run leaves it (config, adapter, a checkpoint at its last step), with no training."""
+    import shutil
+
+    run = fake_run(tmp_path, "ended", status)
+    shutil.copy(config(tmp_path), run / "config.yaml")
+    (run / "adapter").mkdir()
+    (run / "adapter" / "adapter_config.json").write_text('{"r": 8, "target_modules": ["q_proj"]}')
+    ckpt = run / "checkpoints" / "checkpoint-1"
+    ckpt.mkdir(parents=True)
+    (ckpt / "trainer_state.json").write_text('{"max_steps": 1}')
+    return run
+
+
+def test_export_refuses_a_corrupt_status_before_writing(tmp_path):
+    """The export's model card reads the steps from status.json: a corrupt one exported "Steps 0 of 0"."""
+    run = ended_run_without_training(tmp_path, b'{"state": "done", "step": ')
+    out = tmp_path / "out"
+    refused(run_cli("export", str(run), "--for", "vllm", "--out", str(out)),
+            f"{run / 'status.json'}: not valid JSON (line 1, column 27)", "fix: a running trainer rewrites")
+    assert not out.exists()
+
+
+def test_resume_with_a_corrupt_status_says_so_and_goes_on(tmp_path, monkeypatch):
+    """Resuming is what rewrites status.json: the corrupt one is named in a note, not a refusal."""
+    from engine.train import launch
+
+    run = ended_run_without_training(tmp_path, b"{bad")
+    (run / "config.yaml").write_text((run / "config.yaml").read_text() + "training: {max_steps: 5}\n")
+    monkeypatch.setattr(launch, "_spawn", lambda *a, **k: type("Proc", (), {"pid": 1})())
+    monkeypatch.setattr(launch, "_started", lambda *a, **k: None)
+    handle = launch.resume_run(run)
+    assert f"{run / 'status.json'}: not valid JSON (line 1, column 2); the resumed run writes a new one" in handle.notes

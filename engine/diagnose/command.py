@@ -115,7 +115,10 @@ _RECOMPUTED_CODES = set(LIVE_CODES) - {"copies_training_data"}
 
 
 def run_diagnose(args: argparse.Namespace) -> int:
-    from engine.rundir import METRICS_FILE, MetricsTail, drop_superseded
+    import sys
+
+    from engine.errors import DataError
+    from engine.rundir import METRICS_FILE, MetricsTail, drop_superseded, load_status
 
     path = Path(args.run_dir)
     if not path.exists():
@@ -130,31 +133,33 @@ def run_diagnose(args: argparse.Namespace) -> int:
         raise UserError(f"{metrics}: not a metrics file (no JSON record in it)",
                         fix="Give a run directory, or the metrics.jsonl a run wrote.")
     records = drop_superseded(records)  # a run killed between checkpoints: the re-run copies win
-    findings, counts = group_findings(findings_for_run(records) + _stalled(metrics.parent, records))
+    skipped = tail.skipped_text()
+    if skipped:   # torn lines are what a killed trainer leaves: the rest is diagnosed, and where they are is said
+        print(f"lorapilot: warning: {skipped}", file=sys.stderr)
+    try:
+        status = load_status(metrics.parent)
+        corrupt = None
+    except DataError as e:   # the metrics are still worth diagnosing: that first, then the error (exit 2)
+        status, corrupt = None, e
+    findings, counts = group_findings(findings_for_run(records) + _stalled(metrics.parent, status, records))
     if args.json:
         _print_json([{**f.to_record(), "count": counts[id(f)][0], "first_step": counts[id(f)][1],
                       "last_step": counts[id(f)][2]} for f in findings])
-        return EXIT_OK
-    last = f", last step {max(r['step'] for r in records)}" if records else ""
-    print_findings(findings, empty=f"No problems found in {len(records)} records{last}.", counts=counts)
+    else:
+        last = f", last step {max(r['step'] for r in records)}" if records else ""
+        print_findings(findings, empty=f"No problems found in {len(records)} records{last}.", counts=counts)
+    if corrupt is not None:
+        raise DataError(f"{corrupt.message}; the findings above come from {METRICS_FILE} alone", fix=corrupt.fix)
     return EXIT_OK
 
 
-def _stalled(run_dir: Path, records: list[dict]) -> list[Finding]:
+def _stalled(run_dir: Path, status: dict | None, records: list[dict]) -> list[Finding]:
     """no_progress for a live run that stopped reporting (only the run directory can tell)."""
     import time
 
-    import sys
-
     from engine.diagnose.stall import no_progress
-    from engine.errors import DataError
-    from engine.rundir import effective_state, load_status
+    from engine.rundir import effective_state
 
-    try:
-        status = load_status(run_dir)
-    except DataError as e:   # the metrics are still worth diagnosing; only the stall check needs the status
-        print(f"lorapilot: warning: {e.message}; the stall check is skipped", file=sys.stderr)
-        return []
     if effective_state(status, run_dir) != "training":
         return []
     times = [r["time"] for r in records if isinstance(r.get("time"), (int, float))]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from engine.config import Config
 from engine.errors import UserError
-from engine.rundir import CONFIG_FILE, LOG_FILE, read_metrics, read_status
+from engine.rundir import CONFIG_FILE, LOG_FILE, load_status, read_metrics
 
 
 @dataclass
@@ -152,7 +152,8 @@ def run_facts(run_dir: str | Path, *, need_data: bool = True) -> RunFacts:
     rd = Path(run_dir)
     cfg = load_run_config(rd)
     adapter = finished_adapter(rd)
-    status = read_status(rd) or {}
+    # A corrupt status.json is refused (exit 2, naming it) before anything is written: the card would say 0 steps.
+    status = load_status(rd) or {}
     facts = RunFacts(run_dir=rd, cfg=cfg, adapter=adapter, base_model=cfg.model,
                      base_path=resolve_model_path(cfg.model), step=int(status.get("step") or 0),
                      max_steps=int(status.get("max_steps") or 0), hardware=_hardware_line(rd))

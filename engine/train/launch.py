@@ -18,12 +18,12 @@ from pathlib import Path
 
 from engine.config import Config, check_override, config_from_dict, save_config
 from engine.detached import spawn_detached
-from engine.errors import UserError
-from engine.settings import runs_root
+from engine.errors import DataError, UserError
 from engine.rundir import (CONFIG_FILE, FINAL_STATES, LOCK_FILE, LOG_FILE, STOP_REQUEST_FILE, MetricsTail, RunLock,
                            check_remote_code, checkpoint_step, effective_state, format_record,
-                           lock_held, pid_alive, planned_steps, process_start, read_status, trainer_pid,
-                           usable_checkpoint, write_status)
+                           load_status, lock_held, pid_alive, planned_steps, process_start, read_status,
+                           trainer_pid, usable_checkpoint, write_status)
+from engine.settings import runs_root
 from engine.train.signals import STOP_SIGNALS
 
 
@@ -154,7 +154,12 @@ def resume_run(run_dir: str | Path, *, trust_remote_code: bool = False) -> RunHa
     # Held by a live trainer even when status.json was deleted or rewritten.
     lock = RunLock.acquire(rd)
     try:
-        status = read_status(rd) or {}
+        notes = []
+        try:
+            status = load_status(rd) or {}
+        except DataError as e:   # the resumed trainer writes a new one: this is its repair, so a note, not a refusal
+            status = {}
+            notes.append(f"{e.message}; the resumed run writes a new one")
         if effective_state(status, rd) not in FINAL_STATES + ("lost", "unknown"):
             raise UserError(f"{rd}: the run is still {status.get('state')} (pid {status.get('pid')})",
                             fix=f"stop it first: lorapilot stop {rd}")
@@ -165,7 +170,7 @@ def resume_run(run_dir: str | Path, *, trust_remote_code: bool = False) -> RunHa
         cfg = load_config(rd / CONFIG_FILE)
         trust = check_remote_code(cfg, rd, trust_remote_code, f"train --resume {rd}")
         ckpt, skipped = usable_checkpoint(rd)
-        notes = [f"checkpoint skipped, its files are damaged: {why}" for why in skipped]
+        notes += [f"checkpoint skipped, its files are damaged: {why}" for why in skipped]
         if ckpt:
             notes += [f"config change applied: {c}" for c in config_changes(ckpt, cfg, rd / CONFIG_FILE)]
         finished = finished_all_steps(status, cfg.training.max_steps, ckpt)
