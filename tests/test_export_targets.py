@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import shlex
+import subprocess
 
 import pytest
 from conftest import run_cli
@@ -45,6 +47,7 @@ def test_ollama_export_from_the_command_line(finished_demo_run, tmp_path):
     readme = (out / "README.md").read_text()
     _card_is_real(readme, finished_demo_run)
     assert "ollama create" in readme and "chatml" in readme
+    assert str(out) not in readme   # the folder may be moved: it names itself by no absolute path
     # Never over the user's files.
     r = run_cli("export", str(finished_demo_run), "--for", "ollama", "--out", str(out))
     assert r.returncode == 2 and "not empty" in r.stderr and "Traceback" not in r.stderr
@@ -62,11 +65,42 @@ def test_vllm_export_writes_the_checked_adapter_and_the_serve_line(finished_demo
     words = shlex.split(serve)
     assert words[:3] == ["exec", "vllm", "serve"] and words[3] == resolve_model_path("lorapilot-demo")
     name = finished_demo_run.name
-    assert words[4:10] == ["--enable-lora", "--lora-modules", f"{name}={adapter.resolve()}", "--max-lora-rank",
+    assert words[4:10] == ["--enable-lora", "--lora-modules", f"{name}=adapter", "--max-lora-rank",
                            "16", "--chat-template"]
     assert "--generation-config" in words
     _card_is_real((out / "README.md").read_text(), finished_demo_run)
     _card_is_real((adapter / "README.md").read_text(), finished_demo_run)
+    # The folder moved (or copied to another machine): serve.sh still finds the adapter it names.
+    moved = _moved(out, tmp_path)
+    (tmp_path / "bin").mkdir()
+    _stub(tmp_path / "bin" / "vllm", """a = sys.argv
+path = a[a.index("--lora-modules") + 1].split("=", 1)[1]
+assert os.path.isfile(os.path.join(path, "adapter_config.json")), path
+assert os.path.isfile(a[a.index("--chat-template") + 1]) and os.path.isdir(a[a.index("--generation-config") + 1])
+print("served from", os.getcwd())""")
+    r = subprocess.run(["sh", str(moved / "serve.sh")], cwd=tmp_path, capture_output=True, text=True,
+                       env={**os.environ, "PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}"})
+    assert r.returncode == 0 and f"served from {moved}" in r.stdout, r.stderr
+    assert str(tmp_path) not in (moved / "serve.sh").read_text() + (moved / "README.md").read_text()
+
+
+def _moved(folder, tmp_path):
+    """The export folder, moved elsewhere: every path it holds of itself must still work."""
+    import shutil
+
+    dst = tmp_path / "elsewhere" / "copy"
+    dst.parent.mkdir()
+    shutil.move(folder, dst)
+    return dst
+
+
+def _stub(path, body: str) -> None:
+    """A stand-in for a tool that is not installed here: a Python script that checks the paths it is given."""
+    import sys
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"#!{sys.executable}\nimport os, sys\n{body}\n")
+    path.chmod(0o755)
 
 
 def test_vllm_check_names_what_vllm_would_refuse(finished_demo_run, tmp_path):
@@ -102,10 +136,23 @@ def test_llama_cpp_export_prints_the_commands_without_llama_cpp(finished_demo_ru
     out = export_for("llama.cpp", finished_demo_run, tmp_path / "gguf", log=said.append)
     merged = out / "merged"
     script = (out / "convert.sh").read_text()
-    assert f'"$LLAMA_CPP_DIR/convert_hf_to_gguf.py" {merged} --outfile {out}/' in script
+    assert '"$LLAMA_CPP_DIR/convert_hf_to_gguf.py" merged --outfile demo-finished-f16.gguf' in script
     assert "llama-quantize" in script and "Q4_K_M" in script
     assert any("llama.cpp not found" in s and "convert_hf_to_gguf.py" in s for s in said)
     assert "--jinja" in (out / "README.md").read_text()
+    # The folder moved (or copied to another machine): convert.sh converts what is in it, into it, from anywhere.
+    moved = _moved(out, tmp_path)
+    assert str(tmp_path) not in (moved / "convert.sh").read_text() + (moved / "README.md").read_text()
+    fake = tmp_path / "llama.cpp"
+    _stub(fake / "convert_hf_to_gguf.py", """a = sys.argv
+assert os.path.isfile(os.path.join(a[1], "config.json")), a[1]
+open(a[a.index("--outfile") + 1], "w").write("f16")""")
+    _stub(fake / "build" / "bin" / "llama-quantize", "open(sys.argv[2], 'w').write(open(sys.argv[1]).read() + sys.argv[3])")
+    r = subprocess.run(["sh", str(moved / "convert.sh")], cwd=tmp_path, capture_output=True, text=True,
+                       env={**os.environ, "LLAMA_CPP_DIR": str(fake)})
+    assert r.returncode == 0, r.stderr
+    assert (moved / "demo-finished-Q4_K_M.gguf").read_text() == "f16Q4_K_M"
+    merged = moved / "merged"
     # The merged model is the adapter applied to the base.
     tuned = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(resolve_model_path("lorapilot-demo"),
                                                                             dtype=torch.float32),

@@ -30,7 +30,7 @@ def find_llama_cpp(given: str | None) -> Path | None:
     folder = given or os.environ.get(ENV_VAR)
     if not folder:
         return None
-    root = Path(folder).expanduser()
+    root = Path(folder).expanduser().resolve()   # the conversion runs in the export folder
     if not (root / CONVERTER).is_file():
         source = "--llama-cpp" if given else f"${ENV_VAR}"
         raise UserError(f"{root}: not a llama.cpp folder ({source}; no {CONVERTER} in it)",
@@ -46,15 +46,22 @@ def find_quantize(root: Path | None) -> Path | None:
     return Path(found) if found else None
 
 
-def commands(root: Path | None, merged: Path, out: Path, name: str, quant: str,
-             quantize: Path | None = None) -> list[list[str]]:
-    """The conversion, then the quantisation; paths of a found llama.cpp, else the placeholder $LLAMA_CPP_DIR."""
+MERGED_DIR = "merged"
+
+
+def gguf_name(name: str, quant: str) -> str:
+    return f"{name}-{quant}.gguf"
+
+
+def commands(root: Path | None, name: str, quant: str, quantize: Path | None = None) -> list[list[str]]:
+    """The conversion, then the quantisation, run in the export folder: its files by relative paths (the folder
+    may be moved), llama.cpp's of a found llama.cpp, else the placeholder $LLAMA_CPP_DIR."""
     base = str(root) if root else f"${ENV_VAR}"
-    f16 = out / f"{name}-f16.gguf"
+    f16 = gguf_name(name, "f16")
     quantize_bin = str(quantize) if quantize else f"{base}/build/bin/{QUANTIZE}"
     python = sys.executable if root else "python"
-    return [[python, f"{base}/{CONVERTER}", str(merged), "--outfile", str(f16), "--outtype", "f16"],
-            [quantize_bin, str(f16), str(out / f"{name}-{quant}.gguf"), quant]]
+    return [[python, f"{base}/{CONVERTER}", MERGED_DIR, "--outfile", f16, "--outtype", "f16"],
+            [quantize_bin, f16, gguf_name(name, quant), quant]]
 
 
 def _shell(cmd: list[str]) -> str:
@@ -67,24 +74,23 @@ def export_llama_cpp(run_dir: str | Path, out: str | Path, *, llama_cpp: str | N
     from engine.export.card import write_card
     from engine.export.facts import run_facts
     from engine.export.merge import check_empty_out, export_merged
+    from engine.export.script import write_script
 
     root = find_llama_cpp(llama_cpp)  # before the merge: a wrong folder costs nothing
     facts = run_facts(run_dir)
     dst = check_empty_out(out).resolve()
-    merged = dst / "merged"
+    merged = dst / MERGED_DIR
     log("merging the adapter into the 16-bit base ...")
     export_merged(run_dir, merged)
     quantize = find_quantize(root)
-    cmds = commands(root, merged, dst, facts.name, quant, quantize)
+    cmds = commands(root, facts.name, quant, quantize)
     script = "\n".join(_shell(c) for c in cmds)
-    (dst / "convert.sh").write_text(f"#!/bin/sh\n# Written by lorapilot: the merged model to GGUF ({quant}).\n"
-                                    f"set -e\n{script}\n", encoding="utf-8")
-    (dst / "convert.sh").chmod(0o755)
+    write_script(dst / "convert.sh", f"the merged model to GGUF ({quant}).", script)
     ran = []
     if root:
         for cmd in cmds if quantize else cmds[:1]:
             log("running: " + _shell(cmd))
-            result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            result = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=dst)
             if result.returncode != 0:
                 tail = "\n".join((result.stderr or result.stdout).strip().splitlines()[-5:])
                 raise UserError(f"llama.cpp failed ({Path(cmd[1] if cmd[0] == sys.executable else cmd[0]).name}, "
@@ -96,9 +102,9 @@ def export_llama_cpp(run_dir: str | Path, out: str | Path, *, llama_cpp: str | N
                 f"of {dst / 'convert.sh'} once it is")
     else:
         log(f"llama.cpp not found (--llama-cpp DIR or ${ENV_VAR}); to make the GGUF, run:\n{script}")
-    gguf = dst / f"{facts.name}-{quant}.gguf"
-    usage = (f"The merged model is in `{merged}`. To GGUF, with llama.cpp's own tools "
-             + ("(already run by lorapilot):" if len(ran) == len(cmds) else "(in `convert.sh`):")
+    gguf = gguf_name(facts.name, quant)
+    usage = (f"The merged model is in `{MERGED_DIR}/`. To GGUF, with llama.cpp's own tools, in this folder "
+             + ("(already run by lorapilot):" if len(ran) == len(cmds) else "(`convert.sh` runs them from anywhere):")
              + f"\n\n```sh\n{script}\n```\n\nThen chat with it; `--jinja` makes llama.cpp use the chat template the "
              f"run trained with, which the GGUF carries:\n\n```sh\nllama-server -m {gguf} --jinja\n"
              f"llama-cli -m {gguf} --jinja -cnv\n```")

@@ -213,7 +213,7 @@ def export_ollama(run_dir: str | Path, out: str | Path, *, log=print) -> Path:
         notes.append(f"Ollama does not convert {arch} from safetensors itself: make a GGUF with "
                      f"`lorapilot export {run_dir} --for llama.cpp` and set FROM to the .gguf file")
     name = facts.name
-    usage = (f"```sh\ncd {dst}\nollama create {name} -f Modelfile\nollama run {name}\n```\n\n"
+    usage = (f"In this folder:\n\n```sh\nollama create {name} -f Modelfile\nollama run {name}\n```\n\n"
              f"The Modelfile's TEMPLATE renders the **{match.template.name}** prompt format the run trained with "
              f"(compared with the training renderer on: {'; '.join(match.checked)}); generation stops at "
              + ", ".join(f"`{s}`" for s in match.stops) + "."

@@ -68,13 +68,14 @@ def _weight_names(adapter: Path) -> list[str]:
         return list(f.keys())
 
 
-def serve_command(base: str, name: str, adapter: Path, max_lora_rank: int) -> list[str]:
+def serve_command(base: str, name: str, folder: Path, adapter: str, max_lora_rank: int) -> list[str]:
+    """The `vllm serve` line, run in `folder`: the adapter by its path relative to it (the folder may be moved)."""
     cmd = ["vllm", "serve", base, "--enable-lora", "--lora-modules", f"{name}={adapter}",
            "--max-lora-rank", str(max_lora_rank)]
-    if (adapter / "chat_template.jinja").exists():
-        cmd += ["--chat-template", str(adapter / "chat_template.jinja")]
-    if (adapter / "generation_config.json").exists():
-        cmd += ["--generation-config", str(adapter)]
+    if (folder / adapter / "chat_template.jinja").exists():
+        cmd += ["--chat-template", f"{adapter}/chat_template.jinja"]
+    if (folder / adapter / "generation_config.json").exists():
+        cmd += ["--generation-config", adapter]
     return cmd
 
 
@@ -82,26 +83,27 @@ def export_vllm(run_dir: str | Path, out: str | Path, *, log=print) -> Path:
     from engine.export.card import write_card
     from engine.export.facts import run_facts
     from engine.export.merge import check_empty_out, export_adapter
+    from engine.export.script import write_script
 
     facts = run_facts(run_dir)
     check = check_adapter(facts.adapter)
     if check.problems:
         raise UserError(f"{facts.adapter}: vLLM would refuse this adapter", problems=check.problems)
     dst = check_empty_out(out)
-    adapter = (dst / "adapter").resolve()
+    adapter = dst / "adapter"
     export_adapter(run_dir, adapter, card=False)
     name = facts.name
-    cmd = serve_command(facts.base_path, name, adapter, check.max_lora_rank)
+    cmd = serve_command(facts.base_path, name, dst, adapter.name, check.max_lora_rank)
     line = shlex.join(cmd)
-    (dst / "serve.sh").write_text(f"#!/bin/sh\n# Written by lorapilot: serves {facts.base_model} with the run's "
-                                  f"adapter as model '{name}' (OpenAI-compatible API on port 8000).\n"
-                                  f"exec {line} \"$@\"\n", encoding="utf-8")
-    (dst / "serve.sh").chmod(0o755)
-    usage = f"""```sh
+    write_script(dst / "serve.sh", f"serves {facts.base_model} with the run's adapter as model '{name}' "
+                 "(OpenAI-compatible API on port 8000).", f'exec {line} "$@"')
+    usage = f"""In this folder:
+
+```sh
 {line}
 ```
 
-(also in `serve.sh`). Then ask for the model by its name:
+(`serve.sh` runs it from anywhere). Then ask for the model by its name:
 
 ```sh
 curl http://localhost:8000/v1/chat/completions -H 'Content-Type: application/json' \\
