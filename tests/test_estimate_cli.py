@@ -17,6 +17,12 @@ from engine.estimate import command, read_model_config
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(autouse=True)
+def _unwrapped(monkeypatch):
+    """These tests read the printed lines whole; the wrapping at 80 columns is tested in test_cli_width."""
+    monkeypatch.setattr("engine.wrap.WIDTH", 10_000)
+
+
 @pytest.fixture
 def config(tmp_path):
     model = tmp_path / "model"

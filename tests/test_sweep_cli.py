@@ -11,6 +11,12 @@ from test_estimate_cli import config  # noqa: F401  (a 0.5 B model's config.json
 
 
 @pytest.fixture(autouse=True)
+def _unwrapped(monkeypatch):
+    """These tests read the printed lines whole; the wrapping at 80 columns is tested in test_cli_width."""
+    monkeypatch.setattr("engine.wrap.WIDTH", 10_000)
+
+
+@pytest.fixture(autouse=True)
 def runs_root(tmp_path, monkeypatch):
     monkeypatch.setenv("LORAPILOT_RUNS", str(tmp_path / "runs"))
 

@@ -31,7 +31,9 @@ _STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
 def _console() -> Console:
     from rich.console import Console  # only when printing for a person
 
-    return Console(highlight=False, soft_wrap=True)
+    from engine.wrap import WIDTH
+
+    return Console(highlight=False, width=min(WIDTH, Console().width))
 
 
 def print_findings(findings: list[Finding], *, empty: str, counts: dict | None = None) -> None:
@@ -47,6 +49,8 @@ def print_findings(findings: list[Finding], *, empty: str, counts: dict | None =
     def clean(text: str) -> str:
         return escape(safe_text(text))
 
+    from rich.table import Table
+
     console = _console()
     if not findings:
         console.print(f"[green]{clean(empty)}[/]")
@@ -57,13 +61,21 @@ def print_findings(findings: list[Finding], *, empty: str, counts: dict | None =
         if times > 1:
             where = f"{times} times, steps {first}-{last}"
         title = TITLES.get(f.code, f.code)
-        console.print(f"[{_STYLE[f.severity]}]{f.severity.upper():7}[/] [bold]{clean(title)}[/] "
-                      f"[dim]({clean(f.code)}, {where})[/]")
-        console.print(f"        {clean(f.message)}")
+        # Two columns: the severity, and the text wrapped at the console's width under its own start.
+        grid = Table.grid(padding=(0, 1))
+        grid.add_column(width=7, no_wrap=True)
+        grid.add_column(overflow="fold")
+        grid.add_row(f"[{_STYLE[f.severity]}]{f.severity.upper()}[/]",
+                     f"[bold]{clean(title)}[/] [dim]({clean(f.code)}, {where})[/]")
+        grid.add_row("", clean(f.message))
         if f.evidence:
-            console.print(f"        [dim]evidence:[/] {clean(f.evidence)}")
+            grid.add_row("", f"[dim]evidence:[/] {clean(f.evidence)}")
         if f.fix:
-            console.print(f"        [dim]fix:[/] {clean(f.fix)}")
+            grid.add_row("", f"[dim]fix:[/] {clean(f.fix)}")
+        with console.capture() as captured:
+            console.print(grid)
+        # The grid pads each row to the width: no trailing spaces in what is copied from the terminal.
+        print("\n".join(line.rstrip(" ") for line in captured.get().rstrip("\n").split("\n")))
 
 
 def group_findings(findings: list[Finding]) -> tuple[list[Finding], dict[int, tuple[int, int | None, int | None]]]:

@@ -53,7 +53,9 @@ def run(args: argparse.Namespace) -> int:
         out["n_examples"] = n_examples
         print(json.dumps(out, indent=2))
     else:
-        print(render(est, info, n_examples, bool(lengths), cfg.training.memory))
+        from engine.wrap import fit
+
+        print(fit(render(est, info, n_examples, bool(lengths), cfg.training.memory)))
     return EXIT_OK
 
 

@@ -156,7 +156,9 @@ def _new(config_path: Path, a) -> int:
             "price_per_hour": a.price_per_hour, "budget_s": budget_s,
             "budget_change": fitted.changed if fitted else None, "time_unknown_because": model.why_unknown,
             "time_basis": model.time_basis}
-    print(_plan_text(trials, steps, a.steps, lanes, devices, plan, not a.no_halving))
+    from engine.wrap import fit
+
+    print(fit(_plan_text(trials, steps, a.steps, lanes, devices, plan, not a.no_halving)))
     if a.dry_run:
         return EXIT_OK
 
