@@ -21,9 +21,10 @@ searching the rendered text for the response (which fails when the response
 also appears in the prompt):
 
 - content starts where `messages[:i]` rendered with the generation prompt
-  ends; for a template that ignores `add_generation_prompt`, where a
-  placeholder put in place of the content lands (so the role header stays
-  masked);
+  ends; for a template that ignores `add_generation_prompt`, or whose prompt
+  render is no prefix of the full one (a system message written only into a
+  last user turn), where a placeholder put in place of the content lands (so
+  the role header, and the user's words, stay masked);
 - the turn ends where its content ends in the full render, found by
   rendering the whole conversation with a placeholder as answer i's content
   (what follows the placeholder is the full render's tail), then the
@@ -272,9 +273,11 @@ class Renderer:
     def _content_start(self, messages: list[dict], i: int, full: str, template: str, source: str) -> int:
         prompt = self._apply(messages[:i], True, template, source)
         start = _common_prefix_len(prompt, full)
-        if not i or not self._has_generation_prompt(template, source):
-            # No generation prompt in this template: the role header would count as the answer's. Render a
-            # placeholder as the content instead and start where it lands.
+        if not i or start < len(prompt) or not self._has_generation_prompt(template, source):
+            # No generation prompt in this template: the role header would count as the answer's; or the prompt
+            # renders otherwise than the row (a system message written only into a last user turn): the answer
+            # would start inside the user's words. Render a placeholder as the content instead and start where
+            # it lands.
             probe = self._apply(messages[:i] + [{"role": "assistant", "content": _PLACEHOLDER}], False, template,
                                 source)
             at = probe.find(_PLACEHOLDER)
