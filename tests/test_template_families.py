@@ -1,5 +1,10 @@
 """Every trained token, on the real chat templates of eight model families and the alpaca default.
 
+Two more templates are lorapilot's own (tests/fixtures/chat_templates/README.md): a system message written only
+into a user turn that ends the conversation, in the manner of Mistral-7B-Instruct-v0.3 (and in ChatML turns, with
+a generation prompt). A training row renders without its system prompt: the answers are still trained right,
+and every such row is reported, by file and line.
+
 The tokenizers (tests/fixtures/template_families.py) carry each family's real
 special tokens, BOS/EOS/pad set-up and published chat template, and are loaded
 through the trainer's own loader. For every family, format and pad set-up:
@@ -131,6 +136,8 @@ def test_trained_tokens_are_the_answers_and_one_end_token_each(tokenizers, name,
     last = max(i for i, label in enumerate(ex.labels) if label != IGNORE_INDEX)
     assert tok.eos_token_id not in ex.input_ids[last + 1:], listing(tok, ex)
     assert not any("no end token" in note for note in report.notes)
+    # a system prompt the template leaves out of the row is counted; one it renders (anywhere) is not
+    assert report.n_system_left_out == (family.system_in_last_user_only and "system" in row_name), report
     # one BOS, first, when the family has one
     if family.bos:
         assert ex.input_ids.count(tok.bos_token_id) == 1 and ex.input_ids[0] == tok.bos_token_id, listing(tok, ex)
@@ -245,6 +252,77 @@ def test_inference_feeds_the_training_prefix_ids(tokenizers, tmp_path, name, row
             continue
         assert fed == ex.input_ids[: ex.prompt_len], (tok.convert_ids_to_tokens(fed),
                                                        tok.convert_ids_to_tokens(ex.input_ids[: ex.prompt_len]))
+
+
+SYSTEM_LAST_USER_ONLY = [name for name, f in FAMILIES.items() if f.system_in_last_user_only]
+
+
+@pytest.mark.parametrize("with_pad", [False, True], ids=["no-pad", "pad"])
+@pytest.mark.parametrize("name", SYSTEM_LAST_USER_ONLY)
+def test_a_system_prompt_left_out_of_training_is_reported_and_the_seam_is_the_training_rows(tokenizers, tmp_path,
+                                                                                          name, with_pad):
+    """A template that writes the system message only into a last user turn trains no row with it. lorapilot's
+    playground, chat and samples feed what training saw (no system prompt); a runtime rendering the saved template
+    (Ollama, vLLM, apply_chat_template) puts it in front of the question: exactly the reported difference."""
+    tok = tokenizers(name, with_pad)
+    rows, fmt = PROMPT_ROWS["chat"]
+    system = shared_system_prompt(rows, fmt)
+    report = DataReport(path="train.jsonl", format=fmt)
+    examples = tokenize_rows(rows, fmt, [f"train.jsonl:{i + 1}" for i in range(len(rows))], tok,
+                             max_seq_length=4096, report=report)
+    assert report.n_system_left_out == len(rows) and all(ex.system_left_out for ex in examples)
+    style = PromptStyle(format=fmt, system=system)
+    save_for_inference(tok, style, tmp_path)
+    from engine.model import load_tokenizer
+    saved_tok = load_tokenizer(str(tmp_path))
+    for row, ex in zip(rows, examples):
+        assert system not in tok.decode(ex.input_ids)
+        fed = from_text(saved_tok, ex.question, load_style(tmp_path)).ids
+        assert fed == ex.input_ids[: ex.prompt_len]  # the samples, playground and chat: the training prefix
+        runtime = saved_tok.apply_chat_template(row["messages"][:2], tokenize=False, add_generation_prompt=True)
+        bos = tok.bos_token or ""
+        trained = ex.prompt_text if ex.prompt_text.startswith(bos) else bos + ex.prompt_text
+        # the runtime's prompt is the trained one with the system prompt put in front of the question
+        assert runtime.replace(system + "\n\n", "", 1).rstrip() == trained.rstrip(), (runtime, trained)
+    from engine.config import Config
+    from engine.diagnose.preflight import preflight
+    (finding,) = [f for f in preflight(examples, Config()) if f.code == "system_prompt_left_out"]
+    assert finding.severity == "warning"
+    assert finding.message.startswith("The model's chat template leaves the system prompt out of conversations "
+                                      "that end with an answer")
+    assert "2 of 2 (100.0%) rows train without their system prompt (train.jsonl: lines 1, 2)" in finding.evidence
+
+
+def test_a_system_prompt_the_template_keeps_is_not_reported(tokenizers):
+    """Gemma 3 writes it into the first user turn, Llama 3.1 after its date header: kept, not reported; a row
+    without one, or with an empty one, neither."""
+    for name in ("gemma3", "llama3_1", "qwen2_5"):
+        _, report = build(tokenizers(name, False), CHAT_SYSTEM, "chat")
+        assert report.n_system_left_out == 0, name
+    empty = {"messages": [{"role": "system", "content": " "}] + TURNS}
+    _, report = build(tokenizers("last_user_system", False), empty, "chat")
+    assert report.n_system_left_out == 0
+
+
+def test_inspect_data_names_the_rows_trained_without_their_system_prompt(tmp_path, capsys):
+    import argparse
+    import json
+
+    from fixtures.template_families import write_model_dir
+
+    from engine.diagnose import command
+
+    model = write_model_dir(FAMILIES["last_user_system"], tmp_path / "model", with_pad=False)
+    rows = [CHAT_SYSTEM, CHAT, CHAT_SYSTEM, CHAT_SYSTEM]
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    parser = argparse.ArgumentParser()
+    command.add_inspect_arguments(parser)
+    assert command.run_inspect(parser.parse_args([str(data), "--model", str(model)])) == 0  # a warning only
+    out = " ".join(capsys.readouterr().out.split())
+    assert "3 rows train without their system prompt (the chat template leaves it out" in out
+    assert "3 of 4 (75.0%) rows train without their system prompt (train.jsonl: lines 1, 3, 4)" in out
+    assert "Put the instructions into the first user message" in out
 
 
 def test_held_out_samples_show_the_question_and_answer_of_the_prompt_fed(tokenizers):

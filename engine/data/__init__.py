@@ -57,6 +57,7 @@ def _build(rows: list[dict], fmt: str, sources: list[str], tokenizer, max_seq_le
         report.dropped[reason] = report.dropped.get(reason, 0) + count
     report.n_truncated += sum(e.response_tokens_lost > 0 for e in examples)
     report.n_prompt_shortened += sum(e.prompt_shortened for e in examples)
+    report.n_system_left_out += sum(e.system_left_out for e in examples)
     report.notes += sorted(n for n in renderer.notes if n not in report.notes)
     return built
 

@@ -150,4 +150,5 @@ class Masker:
             trained_tokens=sum(label != IGNORE_INDEX for label in labels), trained_tokens_full=trained_full,
             truncated=len(ids) < full_length, prompt_shortened=cut > 0,
             prompt_len=min(len(ids), max(0, prompt_len - cut)),
-            prompt_text=rendered.prompt_text, response_text=rendered.response_text, question=rendered.question)
+            prompt_text=rendered.prompt_text, response_text=rendered.response_text, question=rendered.question,
+            system_left_out=rendered.system_left_out)

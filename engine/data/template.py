@@ -41,6 +41,15 @@ template's end-of-turn token or EOS, appended when the template writes none.
 An end token is any special token but BOS, UNK and a pad token that is not
 also the EOS: the pad token is often the EOS itself (engine.model.load_tokenizer
 sets pad = EOS when the tokenizer has none), and that must not hide the EOS.
+
+A system prompt the template leaves out: some templates (Mistral-7B-Instruct-v0.3,
+Mistral-Nemo, Mistral-Small) write the system message into a user turn only when
+that turn is the conversation's last message. A training row ends with an answer,
+so its system prompt is in no turn; a prompt at inference ends with the user turn,
+so a runtime that renders the template shows it there. A row whose system message
+(non-empty) does not occur in its full render is marked `system_left_out` (a
+string search in the render already made, no extra render) and counted in the
+DataReport; the pre-flight names the rows.
 """
 
 from __future__ import annotations
@@ -128,6 +137,7 @@ class Rendered:
     response_text: str = ""                 # the first answer as written in the data (what follows the prompt)
     question: str = ""                      # the user's words just before it, as written (shown beside samples)
     skip: str | None = None                 # why the row has nothing to train, e.g. "empty response"
+    system_left_out: bool = False           # its system message is nowhere in the row the template rendered
 
 
 def _common_prefix_len(a: str, b: str) -> int:
@@ -348,5 +358,8 @@ class Renderer:
                 self.notes.add("the chat template ends answers with no end token: EOS appended to the last one")
         first = turns[0]
         segments = _spans_to_segments(full, spans)
+        left_out = any(m["role"] == "system" and m["content"].strip() and m["content"].strip() not in full
+                       for m in messages)
         return Rendered(segments, prompt_segments=1 if spans[0][0] else 0, prompt_text=full[: spans[0][0]],
-                        response_text=messages[first]["content"], question=_last_user_turn(messages, first))
+                        response_text=messages[first]["content"], question=_last_user_turn(messages, first),
+                        system_left_out=left_out)

@@ -27,6 +27,9 @@ class TokenizedExample:
     # trainer does not need a second copy of every row's text).
     segments: list[tuple[str, bool]] = field(default_factory=list, repr=False, compare=False)
     row: int = field(default=-1, repr=False, compare=False)   # its row in the file (inspect_dataset sets it)
+    # its system prompt is nowhere in the row: the chat template leaves it out of a conversation that ends with an
+    # answer (and writes it into a prompt that ends with the user turn)
+    system_left_out: bool = False
 
     @property
     def response_tokens_lost(self) -> int:
@@ -58,6 +61,7 @@ class DataReport:
     dropped: dict[str, int] = field(default_factory=dict)    # reason -> count
     n_truncated: int = 0                                      # lost some trained tokens
     n_prompt_shortened: int = 0
+    n_system_left_out: int = 0                                # trained without their system prompt (the template's)
     trained_tokens: int = 0
     total_tokens: int = 0
     template: str = ""                                        # "chat template" or "default (alpaca)"

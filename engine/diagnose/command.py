@@ -262,6 +262,9 @@ def _report_table(report: DataReport, examples: list[TokenizedExample], max_seq_
               f"(max_seq_length {max_seq_length})")
     t.add_row("cut", f"{report.n_truncated} lost response tokens, {report.n_prompt_shortened} had their prompt "
               "shortened")
+    if getattr(report, "n_system_left_out", 0):
+        t.add_row("system", f"{report.n_system_left_out} rows train without their system prompt (the chat template "
+                  "leaves it out of a conversation that ends with an answer)")
     for note in getattr(report, "notes", None) or []:
         t.add_row("note", note)
     return t

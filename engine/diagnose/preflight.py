@@ -193,6 +193,23 @@ def _check_slop(examples: Sequence[Any], matcher: SlopMatcher | None) -> list[Fi
         "presets/slop_phrases.txt).")]
 
 
+def _check_system_prompt(examples: Sequence[Any]) -> list[Finding]:
+    """Rows whose system prompt the chat template leaves out (the data layer's TokenizedExample.system_left_out)."""
+    left_out = [e for e in examples if getattr(e, "system_left_out", False)]
+    if not left_out:
+        return []
+    return [Finding(
+        "system_prompt_left_out", "warning", None,
+        "The model's chat template leaves the system prompt out of conversations that end with an answer: these "
+        "rows train without their system prompt, and at inference the model will see one it was not trained with.",
+        f"{_percent(len(left_out), len(examples))} rows train without their system prompt ({_sources(left_out)}); "
+        "the template writes it only into a last user turn (as Mistral v0.3, Nemo and Small do), so Ollama, vLLM "
+        "or apply_chat_template put it in front of the question (lorapilot's samples and playground feed what "
+        "training saw: no system prompt)",
+        "Put the instructions into the first user message of each row instead of a system message, or train a "
+        "model whose chat template keeps the system prompt in every conversation.")]
+
+
 def _check_hardware(cfg: Any, gpu_bf16: bool | None, est_peak_gib: float | None,
                     gpu_total_gib: float | None) -> list[Finding]:
     findings = []
@@ -235,4 +252,5 @@ def preflight(examples: Sequence[TokenizedExample], cfg: Any, *, gpu_bf16: bool 
         findings += _check_lengths(examples, cfg.training.max_seq_length, dropped, too_long_lengths)
         findings += _check_size_and_duplicates(examples)
         findings += _check_slop(examples, slop)
+        findings += _check_system_prompt(examples)
     return sorted(findings, key=lambda f: -f.rank)

@@ -38,9 +38,12 @@ class DataStats(Static):
         ]
         for reason, n in (r.dropped or {}).items():
             rows.append(("dropped", f"{n:,} ({reason})"))
+        if getattr(r, "n_system_left_out", 0):
+            rows.append(("system prompt", f"{r.n_system_left_out:,} rows train without it (the chat template "
+                                          "leaves it out)"))
         lines = []
         for key, value in rows:
-            warn = (key.startswith(">") and r.n_truncated) or key == "dropped"
+            warn = (key.startswith(">") and r.n_truncated) or key in ("dropped", "system prompt")
             lines.append(Content.assemble(Content.styled(f"{key:<15}", "bold"),
                                           Content.styled(value, "$text-warning" if warn else "")))
         lines += [Content.styled(f"note: {n}", "$text-muted") for n in (r.notes or [])]
