@@ -1,4 +1,4 @@
-"""Every trained token, on the real chat templates of eight model families and the alpaca default.
+"""Every trained token, on the real chat templates of ten model families and the alpaca default.
 
 Two more templates are lorapilot's own (tests/fixtures/chat_templates/README.md): a system message written only
 into a user turn that ends the conversation, in the manner of Mistral-7B-Instruct-v0.3 (and in ChatML turns, with
@@ -127,24 +127,29 @@ def test_trained_tokens_are_the_answers_and_one_end_token_each(tokenizers, name,
             answer = family.final_answer_prefix + answer
         assert run[-1] == end_id and run.count(end_id) == 1, listing(tok, ex)  # one end token, at the end
         body = tok.decode(run[:-1], skip_special_tokens=False)
-        if fmt == "text" and not family.bos:  # no BOS: the first token is the unpredicted position 0
+        if fmt == "text" and not family.row_bos:  # no BOS: the first token is the unpredicted position 0
             assert answer.endswith(body.strip()), listing(tok, ex)
         else:
             # the answer and nothing of the prompt (the template may trim it; SentencePiece writes its space)
             assert body.strip() == answer.strip(), listing(tok, ex)
-    # no second end token after the last answer, trained or not (the EOS -> EOS bug)
+    # no second end token after the last answer, trained or not (the EOS -> EOS bug); a template that writes the
+    # EOS after the last turn keeps it, once, masked (the answer's end-of-turn token is where generation stops)
     last = max(i for i, label in enumerate(ex.labels) if label != IGNORE_INDEX)
-    assert tok.eos_token_id not in ex.input_ids[last + 1:], listing(tok, ex)
+    tail = ex.input_ids[last + 1:]
+    if family.final_eos and fmt != "text":
+        assert tail.count(tok.eos_token_id) == 1 and tail[-1] == tok.eos_token_id, listing(tok, ex)
+    else:
+        assert tok.eos_token_id not in tail, listing(tok, ex)
     assert not any("no end token" in note for note in report.notes)
     # a system prompt the template leaves out of the row is counted; one it renders (anywhere) is not
     assert report.n_system_left_out == (family.system_in_last_user_only and "system" in row_name), report
-    # one BOS, first, when the family has one
-    if family.bos:
+    # one BOS, first, when the family's tokenizer or template puts one
+    if family.row_bos:
         assert ex.input_ids.count(tok.bos_token_id) == 1 and ex.input_ids[0] == tok.bos_token_id, listing(tok, ex)
     # the prompt is tokenized alone, as inference tokenizes it: the seam is a token boundary
     if fmt != "text":
         alone = tok(ex.prompt_text, add_special_tokens=False)["input_ids"]
-        bos = [tok.bos_token_id] if family.bos and alone[:1] != [tok.bos_token_id] else []
+        bos = [tok.bos_token_id] if family.row_bos and alone[:1] != [tok.bos_token_id] else []
         assert ex.input_ids[: ex.prompt_len] == bos + alone
         assert all(label == IGNORE_INDEX for label in ex.labels[: ex.prompt_len])
         assert ex.labels[ex.prompt_len] != IGNORE_INDEX  # the answer starts right at the seam
@@ -181,7 +186,10 @@ def test_the_placeholder_finds_the_ends_the_prefix_renders_found(tokenizers, nam
         for i in (i for i, m in enumerate(messages) if m["role"] == "assistant"):
             start = renderer._content_start(messages, i, full, template, "t")
             end = renderer._content_end(messages, i, start, full, template, "t")
-            prefix_end = len(full[: renderer._prefix_end(messages, i, full, template, "t")].rstrip())
+            prefix = full[: renderer._prefix_end(messages, i, full, template, "t")].rstrip()
+            if FAMILIES[name].final_eos:  # the render of a prefix ends in the EOS (its `<|` is also `<|user|>`'s)
+                prefix = prefix[: prefix.rindex(FAMILIES[name].end_of_turn) + len(FAMILIES[name].end_of_turn)]
+            prefix_end = len(prefix)
             assert end is not None
             if name == "qwen3" and i < len(messages) - 1:
                 assert (full[start:end], full[start:prefix_end]) == (messages[i]["content"] + "<|im_end|>", "")
@@ -247,7 +255,7 @@ def test_inference_feeds_the_training_prefix_ids(tokenizers, tmp_path, name, row
         question = ex.question if fmt != "text" else "Once upon a time"
         fed = from_text(saved_tok, question, saved_style).ids
         if fmt == "text":  # a text-trained model is fed the words as written, after the BOS training put first
-            bos = [tok.bos_token_id] if FAMILIES[name].bos else []
+            bos = [tok.bos_token_id] if FAMILIES[name].row_bos else []
             assert fed == bos + tok(question, add_special_tokens=False)["input_ids"]
             continue
         assert fed == ex.input_ids[: ex.prompt_len], (tok.convert_ids_to_tokens(fed),
