@@ -394,6 +394,18 @@ def test_a_qwen2_config_without_token_ids_loses_no_row(tmp_path):
     assert len(examples) == report.n_rows and not report.dropped
 
 
+def test_an_answer_the_template_cuts_is_said(tokenizers):
+    """DeepSeek-R1-Distill's template drops an answer's reasoning (up to `</think>`): trained as rendered, said."""
+    reasoning = {"messages": [{"role": "user", "content": "What is 6 plus 28?"},
+                              {"role": "assistant", "content": "<think>\n6 plus 28 is 34.\n</think>\n\n34."}]}
+    tok = tokenizers("deepseek_r1", False)
+    ex, report = build(tok, reasoning, "chat")
+    assert tok.decode(trained_runs(ex)[-1]).strip() == "34.<｜end▁of▁sentence｜>"
+    assert any(note.startswith("the chat template drops part of some answers") for note in report.notes)
+    _, plain = build(tok, CHAT, "chat")
+    assert not any("drops part" in note for note in plain.notes)
+
+
 def test_no_end_token_is_said_plainly(tokenizers, tmp_path):
     import copy
 

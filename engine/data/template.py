@@ -346,6 +346,11 @@ class Renderer:
             if end > start:
                 spans.append((start, end))
                 turns.append(i)
+                if m["content"].strip() not in full[start:end]:
+                    # DeepSeek-R1-Distill's template drops what precedes `</think>` (the reasoning) from every
+                    # answer: trained as rendered, as inference renders it, but never silently
+                    self.notes.add("the chat template drops part of some answers (e.g. reasoning before </think>): "
+                                   "they are trained as the template renders them, without it")
         if not spans:
             return Rendered([], skip="empty response")
         start, end = spans[-1]
