@@ -54,6 +54,11 @@ def prefix_space_id(tokenizer) -> int | None:
     return tokenizer.get_vocab().get("\u2581")
 
 
+def rstrip_tokens(tokenizer) -> tuple[str, ...]:
+    """The added tokens that take in the whitespace after them (`rstrip`: Phi-3's `<|end|>`, `<|user|>`, ...)."""
+    return tuple(t.content for t in getattr(tokenizer, "added_tokens_decoder", {}).values() if t.rstrip)
+
+
 class Masker:
     def __init__(self, tokenizer, max_seq_length: int):
         self.tok = tokenizer
@@ -61,6 +66,7 @@ class Masker:
         self.bos_id = tokenizer.bos_token_id
         self.adds_bos = tokenizer_adds_bos(tokenizer)
         self.prefix_space = prefix_space_id(tokenizer)
+        self.rstrip = rstrip_tokens(tokenizer)
 
     # ------------------------------------------------------------ tokens and labels
 
@@ -71,9 +77,17 @@ class Masker:
         then starts with its word-start token, as the model generates it after the prompt. A later segment's
         own leading space is that `▁` (" 42." is "▁42.", not "▁" "▁42."), and a `▁` left as a token of its
         own before text that starts with no space ("▁" "\n\n") is not in the text: it is dropped.
+
+        A token that takes in the whitespace after it (`rstrip`: Phi-3's `<|end|>`) does so across a seam too: the
+        next segment's leading whitespace is dropped, as one pass over the text drops it (`<|end|>` `<|user|>`, not
+        `<|end|>` `\n` `<|user|>`, which the model never sees at inference).
         """
-        texts = [text[1:] if i and self.prefix_space is not None and text.startswith(" ") else text
-                 for r in rows for i, (text, _) in enumerate(r.segments)]
+        texts = []
+        for r in rows:
+            for i, (text, _) in enumerate(r.segments):
+                if i and self.rstrip and r.segments[i - 1][0].endswith(self.rstrip):
+                    text = text.lstrip()
+                texts.append(text[1:] if i and self.prefix_space is not None and text.startswith(" ") else text)
         flat = iter(self.tok(texts, add_special_tokens=False)["input_ids"] if texts else [])
         out = []
         for r in rows:
