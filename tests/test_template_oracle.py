@@ -7,8 +7,10 @@ family's local tokenizer (tests/fixtures/template_families.py), each test row is
 path and its trained tokens compared with that mask over the same conversation.
 
 The two render the same text only where the training template matches the published one outside its markers:
-that is checked first, row by row. Every difference left is either one of the named allowances below, each an
-intended difference with its reason, or a bug.
+that is checked first, row by row. Then the trained characters are compared, and the ids and trained positions
+of lorapilot's data path (tokenize_rows) with the ids and assistant mask transformers gives trl's render. Every
+difference left is either one of the named allowances below, each an intended difference with its reason (each
+must be needed by its family), or a bug.
 """
 
 from __future__ import annotations
@@ -184,15 +186,15 @@ def test_trained_tokens_match_trls_assistant_mask(tokenizers, name):
             assert len(offsets) == len(masked["input_ids"])
             expected_ids, expected_trained = [], []
             for tid, mask, (a, b) in zip(masked["input_ids"], masked["assistant_masks"], offsets):
-                at = {oracle.to_published[k] for k in range(a, b)}
-                if b > a and at == {None}:
+                chars = {oracle.to_published[k] for k in range(a, b)}  # where the token's characters are in ours
+                if b > a and chars == {None}:
                     continue  # a token of a think block only trl's render has
                 expected_ids.append(tid)
                 straddles = a not in oracle.marked and all(oracle.text[k].isspace() for k in range(a, b)
                                                             if k in oracle.marked)
                 if mask and b > a and straddles:
                     used.add(WHITESPACE_IN_PROMPT_TOKEN)
-                expected_trained.append(bool(mask) and not (b > a and (at - {None} <= allowed_chars or straddles)))
+                expected_trained.append(bool(mask) and not (b > a and (chars - {None} <= allowed_chars or straddles)))
             assert ex.input_ids == expected_ids, (where, tok.convert_ids_to_tokens(ex.input_ids),
                                                   tok.convert_ids_to_tokens(expected_ids))
             assert [label != IGNORE_INDEX for label in ex.labels] == expected_trained, where
