@@ -8,6 +8,7 @@ and a tick on the other."""
 from __future__ import annotations
 
 import contextlib
+import itertools
 import io
 import json
 
@@ -61,8 +62,11 @@ def estimate_verdict(cfg, tmp_path) -> tuple[str | None, str]:
             assert command.main([str(path), *flags]) == 0
         outputs.append(out.getvalue())
     hint = json.loads(outputs[0])["lr_hint"]
-    line = next(line for line in outputs[1].splitlines() if line.startswith("lr "))
-    return hint.get("level"), line
+    lines = outputs[1].splitlines()
+    i = next(i for i, line in enumerate(lines) if line.startswith("lr "))
+    # the line wraps at the terminal's width (engine/wrap.py): its continuation is indented under its text
+    more = [line.strip() for line in itertools.takewhile(lambda line: line.startswith(" "), lines[i + 1:])]
+    return hint.get("level"), " ".join([lines[i], *more])
 
 
 async def _verdicts_at(app, pilot, text, tmp_path):
