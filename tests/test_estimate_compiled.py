@@ -205,7 +205,8 @@ def test_lorapilot_estimate_of_a_long_run_on_a_gpu_preset_shows_the_compile(tmp_
 def test_the_sweep_counts_a_compiling_trials_compile_once_not_per_step():
     """A trial's evaluations are priced per step: the compile (once, before step 1) stays out of that step time."""
     from engine.estimate.command import estimate_for
-    from engine.sweep.cost import EVAL_COST_PER_EXAMPLE, trial_start_s, trial_time_model
+    from engine.estimate.timing import EVAL_COST_PER_EXAMPLE
+    from engine.sweep.cost import trial_start_s, trial_time_model
     from engine.sweep.plan import RUNG_DIVISOR, Trial, trial_config
 
     cfg = _cfg(compile=True)

@@ -116,6 +116,28 @@ def run_seconds(arch: Architecture, params: ParamCounts, lora_params: int, plan:
     return RunTime(seconds + COMPILE_LAYERS_S, basis.text, detail, flops, compile_s=COMPILE_LAYERS_S)
 
 
+# An evaluation's forward pass costs about a third of a training step's forward + backward per example. The sweep
+# times its trials' evaluations by it, and the monitor's ETA before a run's first evaluation is measured.
+EVAL_COST_PER_EXAMPLE = 1 / 3
+# A checkpoint save (the adapter, its optimizer states, the schedule and RNG) takes about one training step: 0.58 s
+# against 0.84 s a step for Llama-2-7B r=16 on an H200 (benchmarks/results/user_path-t525-h200-2026-12-03), 0.11 s
+# against ~0.7 s for the demo on 2 CPU cores. What the ETA counts a save at before the run's first is measured.
+SAVE_COST_STEPS = 1.0
+
+
+def eval_seconds(examples: int | None, step_s: float, examples_per_step: int | None) -> float | None:
+    """One evaluation over `examples` validation examples, from a training step's seconds (EVAL_COST_PER_EXAMPLE);
+    None when either count is unknown."""
+    if not examples or not examples_per_step:
+        return None
+    return examples / examples_per_step * step_s * EVAL_COST_PER_EXAMPLE
+
+
+def save_seconds(step_s: float) -> float:
+    """One checkpoint save, from a training step's seconds (SAVE_COST_STEPS)."""
+    return step_s * SAVE_COST_STEPS
+
+
 def duration_text(seconds: float | None) -> str:
     """An estimated duration, one wording everywhere (the wizard, `lorapilot estimate`, the sweep)."""
     if seconds is None:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from engine.config import Config
+from engine.estimate.timing import eval_seconds
 from engine.sweep.plan import RUNG_DIVISOR, Trial, trial_config
 
 # A trial's start before its first step: the trainer process and its imports, tokenizing and the data doctor
@@ -14,10 +15,6 @@ from engine.sweep.plan import RUNG_DIVISOR, Trial, trial_config
 # 2 loaded cores, ~2 s of it training); the driver measures the real trial time once the first trial ends.
 TRIAL_START_S = 10.0
 LOAD_BYTES_PER_S = 270e6
-
-
-# An evaluation's forward pass costs about a third of a training step's forward + backward per token.
-EVAL_COST_PER_EXAMPLE = 1 / 3
 
 
 def trial_start_s(param_count: int) -> float:
@@ -67,7 +64,7 @@ def trial_time_model(base: Config, trials: list[Trial], gpu, *, n_train: int | N
         if est.time_s is None:
             return None
         per_step = (est.time_s - est.compile_s) / steps   # the layers' compile is once a trial, not per step
-        evals = RUNG_DIVISOR * (n_val or 0) / examples_per_step * per_step * EVAL_COST_PER_EXAMPLE
+        evals = RUNG_DIVISOR * (eval_seconds(n_val, per_step, examples_per_step) or 0.0)  # the ETA's rule too
         return est.time_s + evals + trial_start_s(info.param_count)
 
     if timed(RUNG_DIVISOR) is None:
