@@ -65,7 +65,8 @@ def test_history_folds_records():
     assert len(h.loss) == 90 and len(h.eval_loss) == 18 and len(h.lr) == 90
     assert h.last_checkpoint["path"] == "checkpoints/checkpoint-900"
     assert [f.code for f in h.findings_newest_first()] == ["overfitting", "grad_norm_spike", "learning_curve"]
-    assert h.steps_per_s() == pytest.approx(1 / 1.6)
+    # The last 40 intervals (steps 500-900, 640 s) less the pauses in them: 8 evaluations and 4 saves of 0.5 s each.
+    assert h.steps_per_s() == pytest.approx(400 / (640 - 8 * 0.5 - 4 * 0.5))
     assert len(h.samples) == 3
 
 

@@ -229,8 +229,11 @@ def plan_here(cfg: Config, inputs: Inputs, run_dir: Path, *, ckpt: str | None = 
         f"{micro} micro-batch{'es' if micro != 1 else ''} over {ranks} process{'es' if ranks != 1 else ''}; "
         f"{run_plan.steps_per_epoch} steps per epoch; {run_plan.max_steps} steps; "
         f"largest micro-batch {run_plan.largest_microbatch_tokens:,} tokens")
+    # What the trainer does besides steps, for the ETA (engine.eta): evaluations only with validation data.
+    t, n_val = cfg.training, len(inputs.data.validation)
+    schedule = {"eval_steps": t.eval_steps if n_val else None, "save_steps": t.save_steps, "eval_examples": n_val}
     status(run_dir, state="loading", phase="model", max_steps=run_plan.max_steps, memory=run_plan.memory,
-           parallelism=run_plan.parallelism, plan=run_plan.to_dict())
+           parallelism=run_plan.parallelism, plan=run_plan.to_dict(), schedule=schedule)
     return run_plan
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from engine import gpu, system
 from engine.errors import DataError
+from engine.eta import Schedule, read_run_config, run_schedule
 from engine.rundir import (LOG_FILE, STATUS_FILE, MetricsTail, effective_state, last_checkpoint, load_status,
                            planned_steps, safe_record, safe_text)
 from tui.models.run_history import Record
@@ -28,6 +29,7 @@ class FeedUpdate:
     status: Record | None = None
     status_error: str | None = None   # with a new status: why status.json is unreadable ({} then), or None
     max_steps: int = 0                # with a new status: the planned step count (the checkpoint's if status lacks it)
+    schedule: Schedule | None = None  # with a new status: its evaluations and saves (engine.eta), for the ETA
     state: str | None = None
     log_lines: list[str] | None = None
     log_reset: bool = False
@@ -103,6 +105,7 @@ class RunFeed:
         self.status: Record | None = None
         self.state: str | None = None
         self._status_sig: tuple[int, int] | None = None
+        self._config: dict | None = None   # config.yaml as read once, for a status.json without a schedule
         self._next_sample = 0.0
 
     def poll(self, now: float | None = None) -> FeedUpdate:
@@ -151,6 +154,9 @@ class RunFeed:
             self.status = safe_record(status)
             up.status, up.status_error = self.status or {}, error and safe_text(error)
             up.max_steps = planned_steps(self.status, last_checkpoint(self.run_dir)) or 0
+            if self._config is None and not (self.status or {}).get("schedule"):  # a run from before the field
+                self._config = read_run_config(self.run_dir)
+            up.schedule = run_schedule(self.run_dir, self.status, self._config or {})
         # Liveness can change with no write to status.json (the trainer was
         # killed), so the effective state is recomputed on every poll.
         state = effective_state(self.status, self.run_dir)

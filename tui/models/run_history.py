@@ -19,6 +19,7 @@ import numpy as np
 
 from engine.diagnose.codes import STATE_CODES
 from engine.diagnose.finding import SEVERITY_RANK, Finding
+from engine.eta import Eta, Pace, Schedule, eta
 from engine.rundir import FINAL_STATES
 
 if TYPE_CHECKING:
@@ -115,8 +116,9 @@ class RunHistory:
     gpu_state: str | None = None
     gpu_reason: str = ""
     gpus: list[GpuSample] = field(default_factory=list)
-    # (time, step) of recent train records, for the step rate behind the ETA.
-    _rate: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=40))
+    # The run's step, evaluation and save times, measured from its records, and what it still has to do (engine.eta).
+    pace: Pace = field(default_factory=Pace)
+    schedule: Schedule | None = None
     # The last train record's (time, step), and the tokens and seconds of the intervals between train records.
     _prev_train: tuple[float, float] | None = None
     _tokens: float = 0.0
@@ -144,6 +146,7 @@ class RunHistory:
                 self.last_time = t if self.last_time is None else max(self.last_time, t)
             if step is None:
                 continue
+            self.pace.add(rec)
             if kind == "train":
                 self._apply_train(rec, step, t, changed)
             elif kind == "eval":
@@ -182,9 +185,6 @@ class RunHistory:
                 series.add(step, v)
                 changed.add(LR)
         if t is not None:
-            if self._rate and step <= self._rate[-1][1]:
-                self._rate.clear()
-            self._rate.append((t, step))
             tps = _num(rec.get("tokens_per_s"))
             prev = self._prev_train
             # Each record's rate covers the time since the one before (a resume's first record steps back: skipped).
@@ -241,12 +241,9 @@ class RunHistory:
         return self.state in FINAL_STATES
 
     def steps_per_s(self) -> float | None:
-        if len(self._rate) < 2:
-            return None
-        (t0, s0), (t1, s1) = self._rate[0], self._rate[-1]
-        if t1 <= t0 or s1 <= s0:
-            return None
-        return (s1 - s0) / (t1 - t0)
+        """Training steps a second, evaluation and save pauses taken out (engine.eta.Pace)."""
+        step_s = self.pace.step_s()
+        return 1 / step_s if step_s else None
 
     def avg_tokens_per_s(self) -> float | None:
         """Tokens per second over the training the records cover (from the first train record on): the run's own
@@ -261,13 +258,21 @@ class RunHistory:
         end = (now or time.time()) if live else (self.last_time or _num((self.status or {}).get("updated")))
         return None if end is None else max(0.0, end - start)
 
-    def eta_s(self) -> float | None:
+    def eta(self) -> Eta | None:
+        """The time left (engine.eta): steps, evaluations and saves still to come; None for an ended run."""
         if self.state in FINAL_STATES or self.state == "lost" or not self.max_steps:
             return None
-        rate = self.steps_per_s()
-        if not rate:
-            return None
-        return max(0, self.max_steps - self.step) / rate
+        sched = self.schedule or Schedule(self.max_steps)
+        if sched.max_steps != self.max_steps:  # the status's step count (a resume may raise it) wins
+            sched = Schedule(self.max_steps, sched.eval_steps, sched.save_steps, sched.eval_examples,
+                             sched.examples_per_step)
+        ev, ck = _num((self.last_eval or {}).get("step")), _num((self.last_checkpoint or {}).get("step"))
+        return eta(self.pace, sched, self.step, evaluated_at=None if ev is None else int(ev),
+                   saved_at=None if ck is None else int(ck))
+
+    def eta_s(self) -> float | None:
+        left = self.eta()
+        return None if left is None else left.seconds
 
     def trainer_gpu_mem(self) -> tuple[list[float], list[float], list[float], list[float]]:
         """(used now, total, utilisation, peak allocated) per GPU, as the trainer last reported them."""

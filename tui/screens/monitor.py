@@ -262,6 +262,7 @@ class MonitorScreen(Screen):
             self._fold()
         if up.status is not None:
             h.status, h.status_error, h.planned_steps = up.status, up.status_error, up.max_steps
+            h.schedule = up.schedule
             h.bump(PROGRESS)
         if up.state is not None:
             if up.state in ENDED and h.state not in ENDED and h.state != "unknown":

@@ -93,8 +93,11 @@ class ProgressPanel(MonitorPanel):
             f"{avg:,.0f}" if avg is not None else f"{tps:,.0f}" if isinstance(tps, (int, float)) else "-")
         row("loss", f"{loss:.4g}" if loss is not None else "-", ("   eval ", "bold"),
             f"{ev:.4g}" if ev is not None else "-")
-        eta = None if self._stalled() else h.eta_s()  # a stuck run has no ETA
-        row("elapsed", format_duration(h.elapsed_s()), ("   ETA ", "bold"), format_duration(eta))
+        eta = None if self._stalled() else h.eta()  # a stuck run has no ETA
+        # Steps, evaluations and saves to come (engine.eta); before the first evaluation or save is measured,
+        # its cost is the estimate's rule, and the row says so.
+        row("elapsed", format_duration(h.elapsed_s()), ("   ETA ", "bold"), format_duration(eta.seconds if eta else None),
+            ("  evals/saves estimated" if eta and eta.estimated else "", "dim"))
         row("checkpoint", self._saved(h.last_checkpoint, (h.status or {}).get("last_checkpoint")))
         if h.adapter:
             # Not "adapter    adapter": the row names what it is, the value where it went (the run's adapter/).

@@ -1,0 +1,200 @@
+"""The time a run has left: its training steps, and the evaluations and checkpoint saves still to come.
+
+Records in (metrics.jsonl, fed one at a time as the monitor tails it), seconds out; pure, no I/O but
+`run_schedule`, which reads what the trainer will still do from status.json (config.yaml for older runs).
+
+The pace is measured from the records themselves. A train record at step S is written before the evaluation and the
+checkpoint at S (transformers' order: log, evaluate, save), so:
+
+- an evaluation lasts from the train record at its step to its last eval or sample record (samples are generated
+  at each evaluation and count as part of it);
+- a save lasts from the record before its `checkpoint_saved` event, at the same step, to the event;
+- a training step is the time between two train records with those pauses taken out, over the last WINDOW of them.
+
+Before the first evaluation or save is seen, their cost is the estimate's rule (engine.estimate.timing), and the
+ETA says it leans on an estimate.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from engine.estimate.timing import eval_seconds, save_seconds
+from engine.rundir import RESUMED
+
+# Train-record intervals the step time is averaged over (the monitor's window before this module).
+WINDOW = 40
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """What the trainer does besides training steps: evaluations every eval_steps (None: no validation data), a
+    checkpoint every save_steps, one of each at max_steps when it is not a multiple (transformers), and then the
+    adapter (engine.train.run.finish)."""
+    max_steps: int
+    eval_steps: int | None = None
+    save_steps: int | None = None
+    eval_examples: int | None = None     # validation examples: an evaluation's cost before the first is measured
+    examples_per_step: int | None = None
+
+
+def _count(every: int | None, after: int, last: int) -> int:
+    """Evaluations (or saves) every `every` steps in (after, last], plus the one at `last` when not a multiple."""
+    if not every or last <= after:
+        return 0
+    return last // every - after // every + (1 if last % every else 0)
+
+
+def _int(v: Any) -> int | None:
+    return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else None
+
+
+def _dict(v: Any) -> dict:
+    return v if isinstance(v, dict) else {}
+
+
+def run_schedule(run_dir: str | Path, status: dict | None, config: dict | None = None) -> Schedule:
+    """The run's schedule from status.json's `schedule` and `plan` (written by the trainer); a run written before
+    `schedule` existed: from its config.yaml, read as `config` (a dict) when given, else from the run directory."""
+    st = status or {}
+    plan = _dict(st.get("plan"))
+    sched = st.get("schedule")
+    max_steps = _int(st.get("max_steps")) or _int(plan.get("max_steps")) or 0
+    per_step = _int(plan.get("examples_per_step"))
+    if isinstance(sched, dict):
+        return Schedule(max_steps, _int(sched.get("eval_steps")), _int(sched.get("save_steps")),
+                        _int(sched.get("eval_examples")), per_step)
+    if config is None:
+        config = read_run_config(run_dir)
+    t, d = _dict(config.get("training")), _dict(config.get("dataset"))
+    split = d.get("validation_split")
+    has_eval = bool(d.get("validation_path")) or (isinstance(split, (int, float)) and split > 0)
+    return Schedule(max_steps, _int(t.get("eval_steps")) if has_eval else None, _int(t.get("save_steps")),
+                    None, per_step)
+
+
+def read_run_config(run_dir: str | Path) -> dict:
+    """The run's config.yaml as a plain mapping; {} when it is missing or unreadable (the ETA then counts steps)."""
+    from engine.config_file import read_yaml_config
+    from engine.errors import UserError
+    from engine.rundir import CONFIG_FILE
+
+    path = Path(run_dir) / CONFIG_FILE
+    if not path.is_file():
+        return {}
+    try:
+        raw = read_yaml_config(path)
+    except (UserError, OSError):
+        return {}
+    return raw if isinstance(raw, dict) else {}
+
+
+@dataclass
+class Pace:
+    """Step time, evaluation time and save time, measured from records as they come (`add`)."""
+    _intervals: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=WINDOW))  # (steps, s)
+    evals: list[float] = field(default_factory=list)
+    saves: list[float] = field(default_factory=list)
+    _train: tuple[int, float] | None = None        # the last train record's (step, time)
+    _last: tuple[int, float] | None = None         # the last record's (step, time), any kind
+    _eval: tuple[int, float | None, float] | None = None  # an evaluation under way: (step, start or None, end)
+    _pause: float = 0.0                            # pauses measured since the last train record
+    _unmeasured: bool = False                      # ... and whether one of them could not be measured
+
+    def add(self, rec: dict) -> None:
+        kind, step, t = rec.get("kind"), rec.get("step"), rec.get("time")
+        if not isinstance(step, int) or isinstance(t, bool) or not isinstance(t, (int, float)):
+            return
+        if kind == "train":
+            self._close_eval()
+            prev = self._train
+            if prev is not None and step > prev[0] and t > prev[1] and not self._unmeasured:
+                pure = (t - prev[1]) - self._pause
+                if pure > 0:
+                    self._intervals.append((step - prev[0], pure))
+            self._train = (step, t) if prev is None or step != prev[0] else prev
+            self._pause, self._unmeasured = 0.0, False
+        elif kind == "eval":
+            start = self._train[1] if self._train and self._train[0] == step else None
+            self._eval = (step, start, t)
+        elif kind == "sample" and self._eval and self._eval[0] == step:
+            self._eval = (step, self._eval[1], t)
+        elif kind == "event" and rec.get("code") == "checkpoint_saved":
+            self._close_eval()
+            if self._last is not None and self._last[0] == step and t >= self._last[1]:
+                self.saves.append(t - self._last[1])
+                self._pause += t - self._last[1]
+            else:
+                self._unmeasured = True
+        elif kind == "event" and rec.get("code") == RESUMED:
+            # The gap before a resume is a restart, not training: no interval spans it.
+            self._train, self._eval, self._pause, self._unmeasured = None, None, 0.0, False
+        self._last = (step, t)
+
+    def _close_eval(self) -> None:
+        if self._eval is None:
+            return
+        _, start, end = self._eval
+        self._eval = None
+        if start is None or end < start:
+            self._unmeasured = True
+            return
+        self.evals.append(end - start)
+        self._pause += end - start
+
+    def step_s(self) -> float | None:
+        steps = sum(n for n, _ in self._intervals)
+        return sum(s for _, s in self._intervals) / steps if steps else None
+
+    def eval_s(self) -> float | None:
+        """An evaluation's seconds as measured (median), its sample batch included; None before the first ends."""
+        done = self.evals + ([self._eval[2] - self._eval[1]] if self._eval and self._eval[1] is not None else [])
+        return statistics.median(done) if done else None
+
+    def save_s(self) -> float | None:
+        return statistics.median(self.saves) if self.saves else None
+
+
+@dataclass(frozen=True)
+class Eta:
+    seconds: float
+    steps_s: float            # of seconds: training steps
+    evals_s: float            # ... evaluations (and their samples) still to come
+    saves_s: float            # ... checkpoint saves and the adapter
+    estimated: bool = False   # an evaluation's or a save's cost is the estimate's, not yet measured on this run
+
+
+def eta(pace: Pace, schedule: Schedule, step: int, *, evaluated_at: int | None = None,
+        saved_at: int | None = None) -> Eta | None:
+    """Seconds until the run is done, from `step` (the last step finished): the steps left at the measured step time,
+    each evaluation and save still to come at its measured (median) cost, or the estimate's before the first.
+    evaluated_at / saved_at: the step of the last evaluation / checkpoint seen (one due at `step` and not yet seen
+    is still to come). None without a step time."""
+    step_s = pace.step_s()
+    if step_s is None or not schedule.max_steps:
+        return None
+    last = schedule.max_steps
+    step = min(step, last)
+    estimated = False
+    n_eval = _count(schedule.eval_steps, step, last)
+    if schedule.eval_steps and step and evaluated_at != step and (step % schedule.eval_steps == 0 or step == last):
+        n_eval += 1
+    # The final checkpoint at max_steps, then the adapter (counted as one more save: it writes less).
+    n_save = _count(schedule.save_steps, step, last) + 1
+    if schedule.save_steps and step and saved_at != step and (step % schedule.save_steps == 0 or step == last):
+        n_save += 1
+    eval_each = pace.eval_s()
+    if eval_each is None and n_eval:
+        eval_each = eval_seconds(schedule.eval_examples, step_s, schedule.examples_per_step)
+        estimated = eval_each is not None
+    save_each = pace.save_s()
+    if save_each is None:
+        save_each, estimated = save_seconds(step_s), True
+    steps_s = (last - step) * step_s
+    evals_s = n_eval * (eval_each or 0.0)
+    saves_s = n_save * save_each
+    return Eta(steps_s + evals_s + saves_s, steps_s, evals_s, saves_s, estimated)
