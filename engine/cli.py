@@ -208,15 +208,6 @@ def _cmd_export(a) -> int:
     return run(a)
 
 
-def quiet_progress_bars() -> None:
-    """transformers' progress bars off ("Loading weights 0%...100%" on stderr, carriage returns in a captured log),
-    and the hub's with them (transformers turns both off together); the log level, warnings and errors, is
-    left as it is."""
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-
-
 def _cmd_chat(a) -> int:
     from engine.playground import Playground, chat_target, check_sampling
 
@@ -226,6 +217,7 @@ def _cmd_chat(a) -> int:
         raise UserError("chat: bad sampling settings", problems=bad)
     chat_target(a.run_dir, trust_remote_code=a.trust_remote_code)  # a folder that is no run: said before "loading"
     print("loading the base model and the adapter ...", file=sys.stderr, flush=True)
+    from engine.model import quiet_progress_bars
     quiet_progress_bars()
     pg = Playground(a.run_dir, trust_remote_code=a.trust_remote_code)
     kw = {name: check_sampling(name, str(getattr(a, name)))[0] for name in ("temperature", "top_p", "max_new_tokens")}

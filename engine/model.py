@@ -156,6 +156,22 @@ def _tokenizer_as_saved(model: str, path: str, loaded):
     return tok
 
 
+def quiet_progress_bars() -> None:
+    """transformers' own progress bars off, for a verb that loads or saves a model ("Loading weights 0%...100%",
+    "Writing model shards" on stderr; carriage returns in a captured log): the verb says in a line what it loads.
+
+    The hub's download bars stay as they were: a base model not in the cache is gigabytes to fetch, and its bar is
+    the only sign of progress (transformers' switch turns both off; the hub's is turned back on unless the user
+    turned it off, HF_HUB_DISABLE_PROGRESS_BARS). The log level, warnings and errors, is left as it is."""
+    from huggingface_hub.utils import are_progress_bars_disabled, enable_progress_bars
+    from transformers.utils import logging as hf_logging
+
+    hub_off = are_progress_bars_disabled()
+    hf_logging.disable_progress_bar()
+    if not hub_off:
+        enable_progress_bars()
+
+
 def causal_lm(path: str, **kwargs):
     """AutoModelForCausalLM.from_pretrained, with the Hub's kernels off.
 

@@ -120,7 +120,7 @@ def test_chat_cli_quiets_bars_not_warnings(monkeypatch):
     """The switch chat uses turns off progress bars only: transformers' log level (its warnings) is untouched."""
     from transformers.utils import logging as hf_logging
 
-    from engine.cli import quiet_progress_bars
+    from engine.model import quiet_progress_bars
 
     level = hf_logging.get_verbosity()
     monkeypatch.setattr(hf_logging, "_tqdm_active", True)

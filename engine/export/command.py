@@ -27,17 +27,22 @@ def add_arguments(x: argparse.ArgumentParser) -> None:
 def run(a: argparse.Namespace) -> int:
     from engine.errors import UserError
     from engine.export import adapter_dir, export_adapter, export_for, export_merged
+    from engine.model import quiet_progress_bars
 
+    def log(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    if a.target or a.merged:
+        quiet_progress_bars()  # a model is loaded and written: transformers' bars are noise beside our own lines
     if a.target:
         if a.merged:
             raise UserError("give either --for TARGET or --merged OUT, not both")
-        out = export_for(a.target, a.run_dir, a.out, llama_cpp=a.llama_cpp,
-                         log=lambda msg: print(msg, file=sys.stderr, flush=True))
+        out = export_for(a.target, a.run_dir, a.out, llama_cpp=a.llama_cpp, log=log)
         print(f"{a.target} export written to {out} (see {out / 'README.md'})")
     elif a.llama_cpp:
         raise UserError("--llama-cpp goes with --for llama.cpp")
     elif a.merged:
-        merged = export_merged(a.run_dir, a.merged, trust_remote_code=a.trust_remote_code)
+        merged = export_merged(a.run_dir, a.merged, trust_remote_code=a.trust_remote_code, log=log)
         print(f"merged model written to {merged}")
     elif a.out:
         print(f"adapter copied to {export_adapter(a.run_dir, a.out)}")

@@ -34,7 +34,8 @@ def export_adapter(run_dir: str | Path, out: str | Path, *, card: bool = True) -
     return dst
 
 
-def export_merged(run_dir: str | Path, out: str | Path, *, card: bool = True, trust_remote_code: bool = False) -> Path:
+def export_merged(run_dir: str | Path, out: str | Path, *, card: bool = True, trust_remote_code: bool = False,
+                  log=None) -> Path:
     """Loads the base unquantised in 16-bit (32-bit on the CPU), applies the adapter, merges.
     trust_remote_code: the user passed --trust-remote-code (a run directory's config alone never runs code)."""
     import torch
@@ -50,6 +51,8 @@ def export_merged(run_dir: str | Path, out: str | Path, *, card: bool = True, tr
     src = adapter_dir(rd)
     dst = check_empty_out(out)
     dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
+    if log:
+        log("merging the adapter into the 16-bit base ...")
     base = causal_lm(resolve_model_path(cfg.model), dtype=dtype, trust_remote_code=trust)
     merged = PeftModel.from_pretrained(base, str(src)).merge_and_unload()
     merged.save_pretrained(str(dst))

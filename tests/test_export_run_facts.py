@@ -1,0 +1,55 @@
+"""Exports of a run made here in a second (an untrained adapter on the demo model, no training): what the verb
+prints while it loads, and what the model card says of the steps when status.json is gone."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from conftest import DEMO_CONFIG, run_cli
+
+
+@pytest.fixture
+def adapter_run(tmp_path, demo_model_dir) -> Path:
+    """A run folder with config.yaml and adapter/ only: no status.json, no metrics, no checkpoints."""
+    from peft import LoraConfig, get_peft_model
+
+    from engine.model import causal_lm, load_tokenizer
+
+    rd = tmp_path / "run"
+    rd.mkdir()
+    shutil.copy(DEMO_CONFIG, rd / "config.yaml")
+    model = get_peft_model(causal_lm(str(demo_model_dir)), LoraConfig(r=4, target_modules=["q_proj"]))
+    model.save_pretrained(str(rd / "adapter"))
+    load_tokenizer(str(demo_model_dir)).save_pretrained(str(rd / "adapter"))
+    return rd
+
+
+def test_merged_export_prints_no_loading_progress_bars(adapter_run, tmp_path):
+    """transformers' "Loading weights" and "Writing model shards" bars are noise in a script's log (carriage
+    returns); the verb's own line says what it does, as chat's does."""
+    r = run_cli("export", str(adapter_run), "--merged", str(tmp_path / "merged"))
+    assert r.returncode == 0, r.stderr
+    assert "merging the adapter" in r.stderr
+    assert "Loading weights" not in r.stderr and "%|" not in r.stderr and "\r" not in r.stderr, r.stderr[:500]
+
+
+def test_quieting_keeps_the_hubs_download_bars(monkeypatch):
+    """A base model not in the cache is gigabytes to download: that bar is real progress and stays on; only
+    transformers' own bars go. A user who turned the hub's off keeps them off."""
+    from huggingface_hub import utils as hub_utils
+    from transformers.utils import logging as hf_logging
+
+    from engine.model import quiet_progress_bars
+
+    monkeypatch.setattr(hf_logging, "_tqdm_active", True)
+    hub_utils.enable_progress_bars()
+    try:
+        quiet_progress_bars()
+        assert not hf_logging.is_progress_bar_enabled() and not hub_utils.are_progress_bars_disabled()
+        hub_utils.disable_progress_bars()
+        quiet_progress_bars()
+        assert hub_utils.are_progress_bars_disabled()
+    finally:
+        hub_utils.enable_progress_bars()
