@@ -647,6 +647,28 @@ def planned_steps(status: dict | None, ckpt: str | Path | None) -> int | None:
     return checkpoint_max_steps(ckpt) if ckpt else None
 
 
+def _state_global_step(folder: Path) -> int | None:
+    try:
+        step = json.loads((folder / CHECKPOINT_STATE_FILE).read_bytes()).get("global_step")
+    except (OSError, ValueError, AttributeError, RecursionError):
+        return None
+    return step if isinstance(step, int) and not isinstance(step, bool) and step >= 0 else None
+
+
+def steps_trained(run_dir: str | Path, status: dict | None, records: list[dict]) -> int | None:
+    """How many steps the run trained, read-only: status.json's step; where it does not say (missing, not yet
+    written), the most advanced of the adapter's and the last checkpoint's trainer_state.json and metrics.jsonl's
+    last train record; None when none knows (never a false 0)."""
+    from_status = (status or {}).get("step")
+    if isinstance(from_status, int) and not isinstance(from_status, bool) and from_status >= 0:
+        return from_status
+    ckpt = last_checkpoint(run_dir)
+    known = [_state_global_step(Path(run_dir, ADAPTER_DIR)), _state_global_step(Path(ckpt)) if ckpt else None,
+             *[r["step"] for r in records[::-1] if r.get("kind") == "train"][:1]]
+    steps = [s for s in known if isinstance(s, int)]
+    return max(steps) if steps else None
+
+
 def _safetensors_problem(path: Path) -> str | None:
     """A safetensors file is an 8-byte header length, a JSON header, then the tensors it lists."""
     size = path.stat().st_size

@@ -3,6 +3,7 @@ prints while it loads, and what the model card says of the steps when status.jso
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -53,3 +54,29 @@ def test_quieting_keeps_the_hubs_download_bars(monkeypatch):
         assert hub_utils.are_progress_bars_disabled()
     finally:
         hub_utils.enable_progress_bars()
+
+
+def _steps_row(out: Path) -> str:
+    return next(line for line in (out / "README.md").read_text().splitlines() if line.startswith("| Steps |"))
+
+
+def test_card_of_a_run_without_any_step_record_says_unknown(adapter_run, tmp_path):
+    """No status.json, checkpoint or metrics: "Steps 0 of 0" was a false claim; nothing knows, so it says so."""
+    r = run_cli("export", str(adapter_run), "--out", str(tmp_path / "out"))
+    assert r.returncode == 0, r.stderr
+    assert "0 of 0" not in _steps_row(tmp_path / "out") and "unknown" in _steps_row(tmp_path / "out")
+
+
+def test_card_without_status_json_reads_the_checkpoint_and_metrics(adapter_run, tmp_path):
+    """status.json gone: the planned count from the last checkpoint's trainer_state.json (rundir.planned_steps),
+    the steps trained from the most advanced of it and metrics.jsonl's last train record."""
+    from engine.export import export_adapter
+
+    ckpt = adapter_run / "checkpoints" / "checkpoint-20"
+    ckpt.mkdir(parents=True)
+    (ckpt / "trainer_state.json").write_text(json.dumps({"global_step": 20, "max_steps": 40}))
+    (adapter_run / "metrics.jsonl").write_text("".join(
+        json.dumps({"kind": "train", "step": s, "time": 1000.0 + s, "loss": 2.0}) + "\n" for s in (2, 38, 40)))
+    assert _steps_row(export_adapter(adapter_run, tmp_path / "a")) == "| Steps | 40 of 40 |"
+    (adapter_run / "metrics.jsonl").unlink()
+    assert _steps_row(export_adapter(adapter_run, tmp_path / "b")) == "| Steps | 20 of 40 |"

@@ -37,6 +37,13 @@ def _method(cfg) -> str:
     return f"{quant}; r {cfg.lora.r}, alpha {cfg.lora.alpha:g}, dropout {cfg.lora.dropout:g}, targets {targets}"
 
 
+def _steps(facts: RunFacts) -> str:
+    if facts.step is None and facts.max_steps is None:
+        return "unknown (no status.json, checkpoint or train record says)"
+    return f"{'unknown' if facts.step is None else facts.step} of " \
+           f"{'unknown' if facts.max_steps is None else facts.max_steps}"
+
+
 def training_table(facts: RunFacts) -> list[tuple[str, str]]:
     cfg, data, t = facts.cfg, facts.data, facts.cfg.training
     rows = "unknown" if data.rows is None else f"{data.rows:,}"
@@ -50,7 +57,7 @@ def training_table(facts: RunFacts) -> list[tuple[str, str]]:
         ("Trained tokens", "the answers only (prompts masked)" if cfg.dataset.train_on == "completions"
          else "every token"),
         ("Method", _method(cfg)),
-        ("Steps", f"{facts.step} of {facts.max_steps}"),
+        ("Steps", _steps(facts)),
         ("Batch", f"{t.micro_batch_size} x {t.gradient_accumulation_steps} accumulation, "
                   f"sequences up to {t.max_seq_length} tokens" + (", packed" if t.packing else "")),
         ("Learning rate", (f"{t.learning_rate:g}, {t.lr_scheduler}, warm-up {t.warmup_ratio:g} of the steps; "

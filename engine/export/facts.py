@@ -13,7 +13,8 @@ from pathlib import Path
 
 from engine.config import Config
 from engine.errors import UserError
-from engine.rundir import CONFIG_FILE, LOG_FILE, load_status, read_metrics
+from engine.rundir import (CONFIG_FILE, LOG_FILE, last_checkpoint, load_status, planned_steps, read_metrics,
+                           steps_trained)
 
 
 @dataclass
@@ -33,8 +34,8 @@ class RunFacts:
     adapter: Path
     base_model: str                      # as the config names it (hub id or path)
     base_path: str                       # where it loads from here
-    step: int = 0
-    max_steps: int = 0
+    step: int | None = None              # None: nothing in the run directory says (the card says "unknown")
+    max_steps: int | None = None
     train_loss: float | None = None
     eval_loss: float | None = None
     best_eval: tuple[int, float] | None = None
@@ -127,10 +128,9 @@ def _hardware_line(run_dir: Path) -> str | None:
     return None
 
 
-def _training_facts(facts: RunFacts) -> None:
+def _training_facts(facts: RunFacts, records: list[dict]) -> None:
     from engine.diagnose.live import diagnose_records
 
-    records = read_metrics(facts.run_dir)
     train = [r for r in records if r.get("kind") == "train" and isinstance(r.get("loss"), (int, float))]
     evals = [r for r in records if r.get("kind") == "eval" and isinstance(r.get("eval_loss"), (int, float))]
     facts.train_loss = train[-1]["loss"] if train else None
@@ -153,10 +153,12 @@ def run_facts(run_dir: str | Path, *, need_data: bool = True) -> RunFacts:
     cfg = load_run_config(rd)
     adapter = finished_adapter(rd)
     # A corrupt status.json is refused (exit 2, naming it) before anything is written: the card would say 0 steps.
-    status = load_status(rd) or {}
+    status = load_status(rd)
+    records = read_metrics(rd)
+    # Without status.json (deleted, copied without it) the steps come from the checkpoints and metrics.jsonl.
     facts = RunFacts(run_dir=rd, cfg=cfg, adapter=adapter, base_model=cfg.model,
-                     base_path=resolve_model_path(cfg.model), step=int(status.get("step") or 0),
-                     max_steps=int(status.get("max_steps") or 0), hardware=_hardware_line(rd))
-    _training_facts(facts)
+                     base_path=resolve_model_path(cfg.model), step=steps_trained(rd, status, records),
+                     max_steps=planned_steps(status, last_checkpoint(rd)), hardware=_hardware_line(rd))
+    _training_facts(facts, records)
     facts.data = _data_facts(cfg, run_tokenizer(adapter)) if need_data else DataFacts(path=str(cfg.dataset.path))
     return facts
