@@ -329,6 +329,27 @@ def refuse_links(run_dir: str | Path) -> None:
                                 fix="remove the link, or copy the run directory without links (cp -rL)")
 
 
+def create_request_file(path: str | Path) -> None:
+    """Creates a request file (stop.request) that a trainer or sweep driver polls for, through no link.
+
+    The folder may come from anyone: a stop.request made a link to the user's file would create or touch that
+    file instead. O_NOFOLLOW refuses a link (dangling ones included) at the moment of opening, so no check can be
+    raced; O_NONBLOCK keeps a FIFO planted there from hanging the verb. A UserError names the path.
+    """
+    from engine.errors import UserError
+
+    path = Path(path)
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644))
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise UserError(safe_text(f"{path}: is a symbolic link (to {os.readlink(path)}); lorapilot writes no "
+                                      "file through one", one_line=True),
+                            fix=f"remove the link ({path}) and ask again") from None
+        raise UserError(safe_text(f"{path}: cannot be created ({e.strerror})", one_line=True),
+                        fix="remove what is there under that name and ask again") from None
+
+
 def lock_holder(run_dir: str | Path) -> int | None:
     try:
         text = (Path(run_dir) / LOCK_FILE).read_text(encoding="ascii", errors="replace").strip()

@@ -396,6 +396,43 @@ def test_stop_asks_a_running_trainer_even_when_its_status_json_is_unreadable(tmp
 
 # ------------------------------------------------------------------ 10. links inside a run directory
 
+@pytest.mark.parametrize("kind", ["run", "sweep"])
+@pytest.mark.parametrize("dangling", [False, True])
+def test_stop_writes_no_request_through_a_link(tmp_path, capsys, kind, dangling):
+    """`lorapilot stop` of a running run (or sweep) whose stop.request is a link: it created or touched the file the
+    link points to. Refused, exit 2, naming the path; the linked file is neither made nor changed."""
+    from engine.cli import main
+    from engine.rundir import STOP_REQUEST_FILE
+
+    folder = tmp_path / kind
+    folder.mkdir()
+    target = tmp_path / "mine" / "notes.txt"
+    target.parent.mkdir()
+    if not dangling:
+        target.write_text("precious\n")
+        os.utime(target, (1_000_000, 1_000_000))
+    (folder / STOP_REQUEST_FILE).symlink_to(target)
+    import fcntl
+
+    lock_fd = None
+    if kind == "run":  # the lock held as a trainer holds it (RunLock.acquire would refuse the link itself)
+        (folder / "metrics.jsonl").write_text("")
+        lock_fd = os.open(folder / "trainer.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        fcntl.flock(lock_fd, fcntl.LOCK_EX)
+    else:
+        (folder / "sweep.json").write_text(json.dumps({"trials": [], "state": "running", "driver_pid": os.getpid()}))
+    try:
+        assert main(["stop", str(folder)]) == 2
+    finally:
+        if lock_fd is not None:
+            os.close(lock_fd)
+    err = capsys.readouterr().err
+    assert str(folder / STOP_REQUEST_FILE) in err and "symbolic link" in err and "Traceback" not in err
+    assert sorted(os.listdir(target.parent)) == ([] if dangling else ["notes.txt"])
+    if not dangling:
+        assert target.read_text() == "precious\n" and target.stat().st_mtime == 1_000_000
+
+
 @pytest.mark.parametrize("name", ["trainer.lock", "metrics.jsonl", "train.log", "status.json.tmp",
                                   "checkpoints/checkpoint-30", "adapter/adapter_model.safetensors"])
 def test_a_run_directory_with_a_link_is_not_written_through(tmp_path, name):

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import DataError, UserError, quote
-from engine.rundir import pid_alive
+from engine.rundir import create_request_file, pid_alive
 
 SWEEP_FILE = "sweep.json"
 BASE_CONFIG_FILE = "base_config.yaml"
@@ -112,5 +112,5 @@ def request_sweep_stop(sweep_dir: str | Path) -> bool:
     sweep = read_sweep(sweep_dir)
     if effective_sweep_state(sweep) in SWEEP_FINAL_STATES + ("lost",):
         return False
-    (Path(sweep_dir) / SWEEP_STOP_FILE).touch()
+    create_request_file(Path(sweep_dir) / SWEEP_STOP_FILE)
     return True

@@ -20,7 +20,7 @@ from engine.config import Config, check_override, config_from_dict, save_config
 from engine.detached import spawn_detached
 from engine.errors import DataError, UserError
 from engine.rundir import (CONFIG_FILE, FINAL_STATES, LOCK_FILE, LOG_FILE, STOP_REQUEST_FILE, MetricsTail, RunLock,
-                           check_remote_code, checkpoint_step, effective_state, format_record,
+                           check_remote_code, checkpoint_step, create_request_file, effective_state, format_record,
                            load_status, lock_held, pid_alive, planned_steps, process_start, read_status,
                            trainer_pid, usable_checkpoint, write_status)
 from engine.settings import runs_root
@@ -210,7 +210,7 @@ def request_stop(run_dir: str | Path) -> bool:
         # every rank polls the stop file, so asking needs no pid. Before, a running trainer was "not running".
         if not lock_held(rd):
             return False
-        (rd / STOP_REQUEST_FILE).touch()
+        create_request_file(rd / STOP_REQUEST_FILE)
         return True
     # Only this run's trainer: a dead run's pid may belong to anything now.
     pid = trainer_pid(rd, status)
@@ -218,7 +218,7 @@ def request_stop(run_dir: str | Path) -> bool:
         return False
     # Every rank polls the file (and agrees on the step to stop at); it also works where signals
     # cannot reach, such as another container sharing the disk.
-    (rd / STOP_REQUEST_FILE).touch()
+    create_request_file(rd / STOP_REQUEST_FILE)
     if (status.get("world_size") or 1) > 1:
         return True  # SIGTERM to torchrun would kill the ranks before they checkpoint
     try:
