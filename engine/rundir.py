@@ -256,6 +256,9 @@ class RunLock:
     """
 
     ENV = "LORAPILOT_RUN_LOCK_FD"
+    FILE = LOCK_FILE   # a subclass locks another kind of folder (the sweep's) with its own file and words
+    HELD = "another trainer is using this run directory"
+    HELD_FIX = "wait for it, or stop it first: lorapilot stop {dir}"
 
     def __init__(self, run_dir: str | Path, fd: int):
         self.run_dir = Path(run_dir)
@@ -271,20 +274,19 @@ class RunLock:
         rd = Path(run_dir)
         refuse_links(rd)
         try:  # O_NOFOLLOW: a lock file made a link after the check above is refused, not truncated
-            fd = os.open(rd / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+            fd = os.open(rd / cls.FILE, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
         except OSError as e:
             if e.errno != errno.ELOOP:
                 raise
-            raise UserError(f"{rd / LOCK_FILE}: is a symbolic link; lorapilot writes no file through one",
+            raise UserError(f"{rd / cls.FILE}: is a symbolic link; lorapilot writes no file through one",
                             fix="remove the link, or copy the run directory without links") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            holder = lock_holder(rd)
-            raise UserError(f"{rd}: another trainer is using this run directory"
-                            + (f" (pid {holder})" if holder else ""),
-                            fix=f"wait for it, or stop it first: lorapilot stop {rd}") from None
+            holder = lock_holder(rd, cls.FILE)
+            raise UserError(f"{rd}: {cls.HELD}" + (f" (pid {holder})" if holder else ""),
+                            fix=cls.HELD_FIX.format(dir=rd)) from None
         return cls(rd, fd)
 
     @classmethod
@@ -350,9 +352,9 @@ def create_request_file(path: str | Path) -> None:
                         fix="remove what is there under that name and ask again") from None
 
 
-def lock_holder(run_dir: str | Path) -> int | None:
+def lock_holder(run_dir: str | Path, name: str = LOCK_FILE) -> int | None:
     try:
-        text = (Path(run_dir) / LOCK_FILE).read_text(encoding="ascii", errors="replace").strip()
+        text = (Path(run_dir) / name).read_text(encoding="ascii", errors="replace").strip()
     except OSError:
         return None
     return int(text) if text.isdigit() else None

@@ -118,3 +118,72 @@ def test_a_new_sweep_with_apply_to_an_existing_file_is_refused_before_it_starts(
     code, out, err = sweep(capsys, str(config), "--gpu", "a100-80", "--yes", "--apply", str(mine))
     assert code == 2 and "best.yaml: exists; not overwritten" in err
     assert mine.read_text() == "# my own config\n" and not (config.parent / "runs").exists()
+
+
+@pytest.mark.parametrize("where", ["file", "under a file", "runs root under a file"])
+def test_a_sweep_folder_that_cannot_be_one_is_named(config, capsys, monkeypatch, tmp_path, where):
+    """--sweep-dir FILE (or a folder under a file, or a runs root under one) said only "Not a directory": the
+    words of train --run-dir, naming the flag or the runs root, and exit 2."""
+    monkeypatch.setattr("engine.train.launch.check_inputs", lambda cfg: None)
+    afile = tmp_path / "afile"
+    afile.write_text("mine\n")
+    flags, said = {"file": (["--sweep-dir", str(afile)], f"--sweep-dir {afile}: is a file, not a folder"),
+                   "under a file": (["--sweep-dir", str(afile / "x")],
+                                    f"--sweep-dir {afile / 'x'}: cannot create it (Not a directory)"),
+                   "runs root under a file": ([], f"runs root {afile / 'runs'}: cannot create sweep-")}[where]
+    monkeypatch.setenv("LORAPILOT_RUNS", str(afile / "runs"))
+    code, out, err = sweep(capsys, str(config), "--gpu", "a100-80", "--yes", *flags)
+    assert code == 2 and said in err and "Traceback" not in err, err
+    assert afile.read_text() == "mine\n"
+
+
+def test_train_with_a_runs_root_under_a_file_names_it(config, capsys, monkeypatch, tmp_path):
+    monkeypatch.setattr("engine.train.launch.check_inputs", lambda cfg: None)
+    (tmp_path / "afile").write_text("mine\n")
+    monkeypatch.setenv("LORAPILOT_RUNS", str(tmp_path / "afile" / "runs"))
+    assert main(["train", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert f"runs root {tmp_path / 'afile' / 'runs'}: cannot create" in err and "LORAPILOT_RUNS" in err
+
+
+def test_a_second_sweep_into_the_same_folder_is_refused(config, capsys, monkeypatch, tmp_path):
+    """Two `lorapilot sweep --sweep-dir X` at once both found X empty and both wrote sweep.json and started a
+    driver over the same trial folders. The first holds sweep.lock (here: the test) and the second is refused,
+    naming the holder, before writing anything."""
+    import fcntl
+    import os
+
+    monkeypatch.setattr("engine.train.launch.check_inputs", lambda cfg: None)
+    monkeypatch.setattr("engine.sweep.driver.spawn_detached", lambda *a, **k: pytest.fail("a driver was started"))
+    folder = tmp_path / "sweep"
+    folder.mkdir()
+    fd = os.open(folder / "sweep.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.write(fd, b"4242\n")
+        code, out, err = sweep(capsys, str(config), "--gpu", "a100-80", "--yes", "--sweep-dir", str(folder))
+    finally:
+        os.close(fd)
+    assert code == 2 and f"{folder}: another sweep is writing into this folder (pid 4242)" in err, err
+    assert os.listdir(folder) == ["sweep.lock"]
+
+
+def test_the_driver_holds_the_sweep_lock(config, capsys, monkeypatch, tmp_path):
+    """The lock goes to the driver with its pid, so a second sweep is refused for the sweep's whole life."""
+    import os
+    from types import SimpleNamespace
+
+    monkeypatch.setattr("engine.train.launch.check_inputs", lambda cfg: None)
+    given = {}
+
+    def spawn(cmd, log, *, pass_fds=(), **env):
+        given["stat"] = [os.fstat(fd) for fd in pass_fds]
+        return SimpleNamespace(pid=4243)
+
+    monkeypatch.setattr("engine.sweep.driver.spawn_detached", spawn)
+    folder = tmp_path / "sweep"
+    code, out, err = sweep(capsys, str(config), "--gpu", "a100-80", "--yes", "--detach", "--sweep-dir", str(folder))
+    assert code == 0, err
+    lock = os.stat(folder / "sweep.lock")
+    assert [(s.st_dev, s.st_ino) for s in given["stat"]] == [(lock.st_dev, lock.st_ino)]
+    assert (folder / "sweep.lock").read_text() == "4243\n" and (folder / "sweep.json").exists()

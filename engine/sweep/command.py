@@ -170,14 +170,17 @@ def _new(config_path: Path, a) -> int:
     if not _confirmed(a):
         print("not started")
         return EXIT_OK
-    sweep_dir = _make_sweep_dir(cfg, config_path, a.sweep_dir)
-    sweep = _sweep_record(sweep_dir, cfg, config_path, trials, steps, a, plan, devices)
-    shutil.copyfile(config_path, sweep_dir / "base_config.yaml")
-    from engine.sweep.driver import spawn_driver
-    from engine.sweep.sweepdir import write_sweep
+    sweep_dir, lock = _make_sweep_dir(cfg, config_path, a.sweep_dir)
+    try:
+        sweep = _sweep_record(sweep_dir, cfg, config_path, trials, steps, a, plan, devices)
+        shutil.copyfile(config_path, sweep_dir / "base_config.yaml")
+        from engine.sweep.driver import spawn_driver
+        from engine.sweep.sweepdir import write_sweep
 
-    write_sweep(sweep_dir, sweep)
-    proc = spawn_driver(sweep_dir)
+        write_sweep(sweep_dir, sweep)
+        proc = spawn_driver(sweep_dir, lock)
+    finally:
+        lock.release()
     if a.detach:
         print(f"sweep directory: {sweep_dir}\ndriver pid: {proc.pid}\n"
               f"progress: lorapilot sweep {sweep_dir}\nstop:     lorapilot stop {sweep_dir}")
@@ -243,20 +246,25 @@ def _confirmed(a) -> bool:
     return answer.strip().lower() in ("y", "yes")
 
 
-def _make_sweep_dir(cfg, config_path: Path, wanted: str | None) -> Path:
+def _make_sweep_dir(cfg, config_path: Path, wanted: str | None):
+    """The new sweep folder and its lock (taken before the folder is checked empty: of two sweeps started into one
+    folder, the second is refused with the first's pid), through train's checks and words for --run-dir."""
+    from engine.sweep.sweepdir import SWEEP_LOCK_FILE, SweepLock
+    from engine.train.launch import check_new_run_dir, claim_new_dir, make_new_dir
+
     if wanted:
-        path = Path(wanted)
-        if path.exists() and any(path.iterdir()):
-            raise UserError(f"{path}: the sweep directory exists and is not empty", fix="choose another --sweep-dir")
-        path.mkdir(parents=True, exist_ok=True)
-        return path.resolve()
-    root = runs_root(cfg.runs_dir)
-    base = f"sweep-{config_path.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-    path, n = root / base, 2
-    while path.exists():
-        path, n = root / f"{base}-{n}", n + 1
-    path.mkdir(parents=True)
-    return path.resolve()
+        path = Path(wanted).resolve()
+        check_new_run_dir(path, flag="--sweep-dir", lock_file=SWEEP_LOCK_FILE)
+        make_new_dir(path, flag="--sweep-dir")
+    else:
+        path = claim_new_dir(runs_root(cfg.runs_dir), f"sweep-{config_path.stem}-{time.strftime('%Y%m%d-%H%M%S')}")
+    lock = SweepLock.acquire(path)
+    try:
+        check_new_run_dir(path, flag="--sweep-dir", lock_file=SWEEP_LOCK_FILE)
+    except UserError:
+        lock.release()
+        raise
+    return path, lock
 
 
 def _sweep_record(sweep_dir: Path, cfg, config_path: Path, trials, steps: int, a, plan: dict,

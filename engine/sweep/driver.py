@@ -36,10 +36,14 @@ def log(msg: str) -> None:
     print(f"[sweep] {time.strftime('%H:%M:%S')} {msg}", flush=True)
 
 
-def spawn_driver(sweep_dir: Path) -> subprocess.Popen:
-    """Starts the driver in its own session (an SSH drop or closing the app never reaches it)."""
-    return spawn_detached([sys.executable, "-u", "-m", "engine.sweep.driver", str(sweep_dir)],
-                          sweep_dir / SWEEP_LOG, PYTHONUNBUFFERED="1")
+def spawn_driver(sweep_dir: Path, lock=None) -> subprocess.Popen:
+    """Starts the driver in its own session (an SSH drop or closing the app never reaches it); lock: the sweep
+    folder's SweepLock, handed down so the driver holds it for its life (the caller releases its own copy)."""
+    proc = spawn_detached([sys.executable, "-u", "-m", "engine.sweep.driver", str(sweep_dir)],
+                          sweep_dir / SWEEP_LOG, pass_fds=(lock.fd,) if lock else (), PYTHONUNBUFFERED="1")
+    if lock:
+        lock.record_holder(proc.pid)
+    return proc
 
 
 @contextlib.contextmanager

@@ -19,15 +19,26 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import DataError, UserError, quote
-from engine.rundir import create_request_file, pid_alive
+from engine.rundir import RunLock, create_request_file, pid_alive
 
 SWEEP_FILE = "sweep.json"
 BASE_CONFIG_FILE = "base_config.yaml"
 SWEEP_LOG = "sweep.log"
 SWEEP_STOP_FILE = "stop.request"
+SWEEP_LOCK_FILE = "sweep.lock"
 SWEEP_FINAL_STATES = ("done", "stopped", "failed")
 # A trial's states: a run's states, plus these two before and instead of a run.
 TRIAL_PENDING, TRIAL_SKIPPED = "pending", "skipped"
+
+
+class SweepLock(RunLock):
+    """The sweep folder's lock: taken before the folder is checked empty and held by the driver for its life, so a
+    second `lorapilot sweep` into the same folder is refused instead of writing sweep.json and trials over the
+    first's. A flock like the run lock (released when the holder dies, kill -9 included)."""
+
+    FILE = SWEEP_LOCK_FILE
+    HELD = "another sweep is writing into this folder"
+    HELD_FIX = "wait for it, stop it (lorapilot stop {dir}), or choose another --sweep-dir"
 
 
 def is_sweep_dir(path: str | Path) -> bool:

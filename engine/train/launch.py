@@ -23,7 +23,7 @@ from engine.rundir import (CONFIG_FILE, FINAL_STATES, LOCK_FILE, LOG_FILE, STOP_
                            check_remote_code, checkpoint_step, create_request_file, effective_state, format_record,
                            load_status, lock_held, pid_alive, planned_steps, process_start, read_status,
                            trainer_pid, usable_checkpoint, write_status)
-from engine.settings import runs_root
+from engine.settings import RUNS_ENV, runs_root
 from engine.train.signals import STOP_SIGNALS
 
 
@@ -59,24 +59,32 @@ def check_run_name(name: str) -> None:
                         fix="a name without '/', such as my-run (runs_dir says where runs are created)")
 
 
-def check_new_run_dir(rd: Path) -> None:
-    """A run starts only in a new or empty folder (a lock file left by a launcher aside): no user's file is mixed
-    into a run or overwritten by one."""
+def check_new_run_dir(rd: Path, *, flag: str = "--run-dir", lock_file: str = LOCK_FILE) -> None:
+    """A run (or sweep: flag --sweep-dir, its own lock file) starts only in a new or empty folder (a lock file left by
+    a launcher aside): no user's file is mixed into a run or overwritten by one."""
     if rd.exists() and not rd.is_dir():
-        raise UserError(f"--run-dir {rd}: is a file, not a folder", fix="give --run-dir a new or empty folder")
-    if rd.is_dir() and any(p.name != LOCK_FILE for p in rd.iterdir()):
-        raise UserError(f"{rd}: run directory exists and is not empty",
-                        fix="choose another --run-dir, or `lorapilot train --resume` it")
+        raise UserError(f"{flag} {rd}: is a file, not a folder", fix=f"give {flag} a new or empty folder")
+    if rd.is_dir() and any(p.name != lock_file for p in rd.iterdir()):
+        raise UserError(f"{rd}: {'run' if flag == '--run-dir' else 'sweep'} directory exists and is not empty",
+                        fix=f"choose another {flag}" + (", or `lorapilot train --resume` it" if flag == "--run-dir"
+                                                        else ""))
 
 
-def new_run_dir(cfg: Config, config_name: str | None = None) -> Path:
-    root = runs_root(cfg.runs_dir)
-    if cfg.run_name is not None:
-        check_run_name(cfg.run_name)
-    base = cfg.run_name or f"{config_name or Path(cfg.model.rstrip('/')).name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    base = base.replace("/", "-")
-    # mkdir is the claim: of two launchers started in the same second, the second takes the next name instead of
-    # failing (a check for the name before making it left a window where both saw it free).
+def make_new_dir(rd: Path, *, flag: str = "--run-dir") -> None:
+    """Creates the folder the user named (parents too); one under a file, or unwritable, is their input."""
+    try:
+        rd.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"{flag} {rd}: cannot create it ({e.strerror})",
+                        fix=f"give {flag} a new or empty folder") from None
+
+
+def claim_new_dir(root: Path, base: str) -> Path:
+    """A new folder named base (base-2, ...) in the runs root, made there and returned.
+
+    mkdir is the claim: of two launchers started in the same second, the second takes the next name instead of
+    failing (a check for the name before making it left a window where both saw it free). A runs root that cannot
+    hold folders (under a file, unwritable) names runs_dir and $LORAPILOT_RUNS, where it came from."""
     n = 1
     while True:
         path = root / (base if n == 1 else f"{base}-{n}")
@@ -85,6 +93,17 @@ def new_run_dir(cfg: Config, config_name: str | None = None) -> Path:
             return path.resolve()
         except FileExistsError:
             n += 1
+        except OSError as e:
+            raise UserError(f"runs root {root}: cannot create {path.name} in it ({e.strerror})",
+                            fix=f"set runs_dir in the config (or ${RUNS_ENV}) to a folder you can write") from None
+
+
+def new_run_dir(cfg: Config, config_name: str | None = None) -> Path:
+    root = runs_root(cfg.runs_dir)
+    if cfg.run_name is not None:
+        check_run_name(cfg.run_name)
+    base = cfg.run_name or f"{config_name or Path(cfg.model.rstrip('/')).name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return claim_new_dir(root, base.replace("/", "-"))
 
 
 def _spawn(run_dir: Path, resume: bool, nproc: int, lock: RunLock, trust_remote_code: bool) -> subprocess.Popen:
@@ -120,11 +139,7 @@ def start_run(cfg: Config, *, run_dir: str | Path | None = None, config_name: st
         rd = Path(run_dir).resolve()
         # Refused before the lock file is made: a folder of the user's keeps no trainer.lock from a refused run.
         check_new_run_dir(rd)
-        try:
-            rd.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise UserError(f"--run-dir {rd}: cannot create it ({e.strerror})",
-                            fix="give --run-dir a new or empty folder") from None
+        make_new_dir(rd)
     else:
         rd = new_run_dir(cfg, config_name)
     # The lock first: of two launchers racing for one directory, the second is refused before writing anything.
