@@ -327,6 +327,36 @@ def test_mixed_formats_in_a_directory(tmp_path):
         read_rows(tmp_path)
 
 
+def _runs_under(folder: Path) -> None:
+    """lorapilot's runs root under a data folder: a run with metrics, status and a checkpoint, and a sweep."""
+    run = folder / "runs" / "demo-1"
+    (run / "checkpoints" / "checkpoint-2").mkdir(parents=True)
+    (run / "metrics.jsonl").write_text(json.dumps({"kind": "train", "step": 1, "time": 1.0, "loss": 2.0}) + "\n")
+    (run / "status.json").write_text(json.dumps({"state": "done", "step": 2}))
+    (run / "checkpoints" / "checkpoint-2" / "trainer_state.json").write_text(json.dumps({"global_step": 2}))
+    sweep = folder / "runs" / "sweep-1"
+    sweep.mkdir()
+    (sweep / "sweep.json").write_text(json.dumps({"trials": []}))
+
+
+def test_a_data_folder_holding_the_runs_root_reads_the_data_only(tmp_path):
+    """dataset.path: . with runs/ under it: the trainer's metrics.jsonl and checkpoint .json files were read as
+    rows and refused ("expected a list of objects, got an object with keys global_step"). They are lorapilot's
+    own folders, never data (and they grow as a run trains): skipped."""
+    (tmp_path / "train.jsonl").write_text(json.dumps({"text": "hello"}) + "\n")
+    _runs_under(tmp_path)
+    rows, fmt, sources = read_rows(tmp_path)
+    assert rows == [{"text": "hello"}] and fmt == "text" and all("runs" not in s for s in sources)
+
+
+def test_a_folder_of_runs_only_says_so(tmp_path):
+    _runs_under(tmp_path)
+    with pytest.raises(DataError) as e:
+        read_rows(tmp_path)
+    assert f"lorapilot's run folders under it are skipped: {tmp_path / 'runs' / 'demo-1'}" in str(e.value)
+    assert "point dataset.path at the data files" in (e.value.fix or "")
+
+
 def test_empty_directory(tmp_path):
     with pytest.raises(DataError, match=rf"^{tmp_path}: the directory has no .jsonl"):
         read_rows(tmp_path)

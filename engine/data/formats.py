@@ -294,12 +294,32 @@ def _read_hub(repo_id: str) -> tuple[list[dict], list[str]]:
     return rows, [f"{repo_id}[{i}]" for i in range(len(rows))]
 
 
+def lorapilots_own_folder(p: Path) -> bool:
+    """A run directory (status.json, metrics.jsonl, its lock) or a sweep directory (sweep.json) of lorapilot's."""
+    from engine.rundir import LOCK_FILE, is_run_dir
+
+    return is_run_dir(p) or (p / LOCK_FILE).exists() or (p / "sweep.json").is_file()
+
+
 def _dir_files(path: Path) -> list[Path]:
-    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in EXTENSIONS
-                   and not any(part.startswith(".") for part in p.relative_to(path).parts))
+    """The data files under a folder. lorapilot's own run and sweep folders under it are skipped: `dataset.path: .`
+    with runs/ beside the data means the data, and metrics.jsonl, status.json and trainer_state.json are no rows
+    (read as rows they were refused as a data file with the wrong fields; and they grow while the run trains)."""
+    files: list[Path] = []
+    skipped: list[Path] = []
+    for parent, dirs, names in os.walk(path):
+        here = Path(parent)
+        own = [d for d in dirs if not d.startswith(".") and lorapilots_own_folder(here / d)]
+        skipped += [here / d for d in sorted(own)]
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in own)
+        files += [here / n for n in names if not n.startswith(".") and Path(n).suffix.lower() in EXTENSIONS
+                  and (here / n).is_file()]
     if not files:
-        raise DataError(f"{path}: the directory has no {', '.join(EXTENSIONS)} files")
-    return files
+        note = f" (lorapilot's run folders under it are skipped: {', '.join(str(s) for s in skipped[:3])})" \
+            if skipped else ""
+        raise DataError(f"{path}: the directory has no {', '.join(EXTENSIONS)} files{note}",
+                        fix="point dataset.path at the data files or their folder" if skipped else None)
+    return sorted(files)
 
 
 def read_file_rows(path: Path) -> tuple[list[dict], list[str]]:
