@@ -12,9 +12,17 @@ import textwrap
 
 WIDTH = 80
 
-# Where the text of a line starts: after its indent and a label (or table cells) set off by two or more spaces,
-# within the first half of the line's room; else after the indent alone.
-_TEXT_START = re.compile(r"^(\s*(?:\S.*?\s{2,})?)\S")
+# Where a line's text starts: after its indent and a label or table cells, each set off by two or more spaces. The
+# last such start that leaves at least _MIN_ROOM columns is the text's (a table's prose column, after the name and
+# the GiB cells, not the first cell after the name); none: after the indent alone.
+_GAP = re.compile(r"\S {2,}(?=\S)")
+_MIN_ROOM = 30
+
+
+def _text_start(line: str, width: int) -> int:
+    indent = len(line) - len(line.lstrip())
+    starts = [m.end() for m in _GAP.finditer(line, indent) if m.end() <= width - _MIN_ROOM]
+    return starts[-1] if starts else indent
 
 
 def fit(text: str, width: int | None = None) -> str:
@@ -26,8 +34,6 @@ def fit(text: str, width: int | None = None) -> str:
         if len(line) <= width:
             out.append(line)
             continue
-        m = _TEXT_START.match(line)
-        indent = len(m.group(1)) if m and len(m.group(1)) <= width // 2 else len(line) - len(line.lstrip())
-        out += textwrap.wrap(line, width=width, subsequent_indent=" " * indent, break_long_words=False,
-                             break_on_hyphens=False, drop_whitespace=True) or [line]
+        out += textwrap.wrap(line, width=width, subsequent_indent=" " * _text_start(line, width),
+                             break_long_words=False, break_on_hyphens=False, drop_whitespace=True) or [line]
     return "\n".join(out)

@@ -38,3 +38,27 @@ def test_every_verb_fits_80_columns_on_the_demo(tmp_path):
         assert _too_wide(r.stdout) == [], args
         if args[0] == "diagnose" and args[1] != "--help":
             assert "underfit so far" in r.stdout   # the diagnosis had prose to wrap
+
+
+def test_a_tables_wrapped_note_continues_under_the_note():
+    """estimate's memory table: a note's second line began under the GiB column, not under the note."""
+    from engine.wrap import fit
+
+    row = ("   base weights                0.00 GiB  decoder linear layers, NF4 + double-quant constants, and more "
+           "words")
+    lines = fit(row, 80).split("\n")
+    note_at = row.index("decoder")
+    assert len(lines) > 1 and all(len(line) <= 80 for line in lines)
+    assert all(len(line) - len(line.lstrip()) == note_at for line in lines[1:]), lines
+    label = "batch  285 tokens in the largest micro-batch, fp32, memory fast (auto), 155,648 trainable LoRA params"
+    assert fit(label, 80).split("\n")[1].startswith(" " * 7 + "trainable")   # label lines as before
+
+
+def test_estimates_memory_notes_wrap_under_their_column():
+    r = run_cli("estimate", str(DEMO_CONFIG), env={"COLUMNS": "80"})
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    row = next(i for i, line in enumerate(lines) if line.lstrip().startswith("base weights"))
+    note_at = lines[row].index("GiB  ") + len("GiB  ")
+    assert lines[row + 1].startswith(" " * note_at) and lines[row + 1][note_at] != " ", lines[row:row + 2]
+    assert not _too_wide(r.stdout)
