@@ -242,10 +242,13 @@ def build_model(cfg: Config, inputs: Inputs, run_plan: RunPlan) -> BuiltModel:
     plan chose, then the LoRA adapters."""
     from transformers import set_seed
 
-    from engine.model import add_lora, load_base_model
+    from engine.model import add_lora, load_base_model, quiet_progress_bars
     from engine.train.distributed import fsdp_arguments, unshard_head_before_loss
     from engine.train.speed import LEVERS, activation_offload, apply_liger, keep_unquantised_16bit
 
+    # train.log is what `tail -f` shows: transformers' "Loading weights 0%..100%" bar is a line of carriage returns
+    # there (a hub download's bar, the only sign of progress on gigabytes, stays)
+    quiet_progress_bars()
     t = cfg.training
     # Before the adapters exist: their random init must be the seed's, on every rank and every run.
     set_seed(t.seed)
