@@ -11,8 +11,9 @@ checkpoint at S (transformers' order: log, evaluate, save), so:
 - a save lasts from the record before its `checkpoint_saved` event, at the same step, to the event;
 - a training step is the time between two train records with those pauses taken out, over the last WINDOW of them.
 
-Before the first evaluation or save is seen, their cost is the estimate's rule (engine.estimate.timing), and the
-ETA says it leans on an estimate.
+Before the first evaluation or save is seen, their cost is the estimate's rule, counted by the estimate's own
+function (engine.estimate.timing.pauses: at step 0 with the estimate's step time the ETA is the estimate's time
+less its compile), and the ETA says it leans on an estimate.
 """
 
 from __future__ import annotations
@@ -23,30 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.estimate.timing import eval_seconds, save_seconds
+from engine.estimate.timing import Schedule, pauses
 from engine.rundir import RESUMED
 
 # Train-record intervals the step time is averaged over (the monitor's window before this module).
 WINDOW = 40
-
-
-@dataclass(frozen=True)
-class Schedule:
-    """What the trainer does besides training steps: evaluations every eval_steps (None: no validation data), a
-    checkpoint every save_steps, one of each at max_steps when it is not a multiple (transformers), and then the
-    adapter (engine.train.run.finish)."""
-    max_steps: int
-    eval_steps: int | None = None
-    save_steps: int | None = None
-    eval_examples: int | None = None     # validation examples: an evaluation's cost before the first is measured
-    examples_per_step: int | None = None
-
-
-def _count(every: int | None, after: int, last: int) -> int:
-    """Evaluations (or saves) every `every` steps in (after, last], plus the one at `last` when not a multiple."""
-    if not every or last <= after:
-        return 0
-    return last // every - after // every + (1 if last % every else 0)
 
 
 def _int(v: Any) -> int | None:
@@ -67,7 +49,7 @@ def run_schedule(run_dir: str | Path, status: dict | None, config: dict | None =
     per_step = _int(plan.get("examples_per_step"))
     if isinstance(sched, dict):
         return Schedule(max_steps, _int(sched.get("eval_steps")), _int(sched.get("save_steps")),
-                        _int(sched.get("eval_examples")), per_step)
+                        _int(sched.get("eval_examples")), per_step, sched.get("samples") is True)
     if config is None:
         config = read_run_config(run_dir)
     t, d = _dict(config.get("training")), _dict(config.get("dataset"))
@@ -177,24 +159,15 @@ def eta(pace: Pace, schedule: Schedule, step: int, *, evaluated_at: int | None =
     step_s = pace.step_s()
     if step_s is None or not schedule.max_steps:
         return None
-    last = schedule.max_steps
-    step = min(step, last)
-    estimated = False
-    n_eval = _count(schedule.eval_steps, step, last)
-    if schedule.eval_steps and step and evaluated_at != step and (step % schedule.eval_steps == 0 or step == last):
-        n_eval += 1
-    # The final checkpoint at max_steps, then the adapter (counted as one more save: it writes less).
-    n_save = _count(schedule.save_steps, step, last) + 1
-    if schedule.save_steps and step and saved_at != step and (step % schedule.save_steps == 0 or step == last):
-        n_save += 1
-    eval_each = pace.eval_s()
-    if eval_each is None and n_eval:
-        eval_each = eval_seconds(schedule.eval_examples, step_s, schedule.examples_per_step)
-        estimated = eval_each is not None
-    save_each = pace.save_s()
-    if save_each is None:
-        save_each, estimated = save_seconds(step_s), True
-    steps_s = (last - step) * step_s
-    evals_s = n_eval * (eval_each or 0.0)
-    saves_s = n_save * save_each
-    return Eta(steps_s + evals_s + saves_s, steps_s, evals_s, saves_s, estimated)
+    return eta_from(step_s, schedule, step, eval_each=pace.eval_s(), save_each=pace.save_s(),
+                    evaluated_at=evaluated_at, saved_at=saved_at)
+
+
+def eta_from(step_s: float, schedule: Schedule, step: int, *, eval_each: float | None = None,
+             save_each: float | None = None, evaluated_at: int | None = None, saved_at: int | None = None) -> Eta:
+    """The ETA from a step time and what is measured of the evaluations and saves (None: not yet)."""
+    step = min(step, schedule.max_steps)
+    p = pauses(schedule, step_s, step, eval_each=eval_each, save_each=save_each, evaluated_at=evaluated_at,
+               saved_at=saved_at)
+    steps_s = (schedule.max_steps - step) * step_s
+    return Eta(steps_s + p.seconds, steps_s, p.evals_s, p.saves_s, p.estimated)

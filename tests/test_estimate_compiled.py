@@ -203,9 +203,10 @@ def test_lorapilot_estimate_of_a_long_run_on_a_gpu_preset_shows_the_compile(tmp_
 
 
 def test_the_sweep_counts_a_compiling_trials_compile_once_not_per_step():
-    """A trial's evaluations are priced per step: the compile (once, before step 1) stays out of that step time."""
+    """A trial's evaluations and saves are priced per step: the compile (once, before step 1) stays out of that step
+    time."""
     from engine.estimate.command import estimate_for
-    from engine.estimate.timing import EVAL_COST_PER_EXAMPLE
+    from engine.estimate.timing import EVAL_COST_PER_EXAMPLE, SAVE_COST_STEPS
     from engine.sweep.cost import trial_start_s, trial_time_model
     from engine.sweep.plan import RUNG_DIVISOR, Trial, trial_config
 
@@ -214,11 +215,13 @@ def test_the_sweep_counts_a_compiling_trials_compile_once_not_per_step():
     trials = [Trial(2e-4, 16)]
     model = trial_time_model(cfg, trials, H200, n_train=2000, n_val=100, lengths=LENGTHS)
     est, _ = estimate_for(trial_config(cfg, trials[0], 30), info, H200, n_examples=2000, num_gpus=1,
-                          lengths=LENGTHS)
+                          lengths=LENGTHS, n_val=100)
     assert est.plan.compile_layers and est.compile_s == COMPILE_LAYERS_S
-    per_step = (est.time_s - COMPILE_LAYERS_S) / 30
+    per_step = (est.time_s - est.pauses_s - COMPILE_LAYERS_S) / 30
     evals = RUNG_DIVISOR * 100 / 16 * per_step * EVAL_COST_PER_EXAMPLE
-    assert model.seconds(30) == pytest.approx(est.time_s + evals + trial_start_s(info.param_count))
+    saves = (RUNG_DIVISOR + 1) * per_step * SAVE_COST_STEPS    # at each rung, and the adapter
+    assert est.pauses_s == pytest.approx(evals + saves)
+    assert model.seconds(30) == pytest.approx(est.time_s + trial_start_s(info.param_count))
 
 
 def test_auto_drops_the_compile_before_it_drops_to_lean():

@@ -75,13 +75,16 @@ def test_the_wizard_the_cli_and_the_sweep_time_a_config_with_one_function(gpu_na
     sweep_est = seen[-1]
     assert len(seen) >= 4
 
-    for est in (wizard_est, sweep_est):
-        assert (est.total_steps, est.time_s, est.time_basis) == (cli["total_steps"], pytest.approx(cli["time_s"],
-                                                                  abs=1e-3), cli["time_basis"])
+    assert (wizard_est.total_steps, wizard_est.time_s, wizard_est.time_basis, wizard_est.evaluations) == (
+        cli["total_steps"], pytest.approx(cli["time_s"], abs=1e-3), cli["time_basis"], cli["evaluations"])
+    # a trial evaluates and saves on its own schedule (every third of its steps, no samples): its steps alike
+    assert (sweep_est.total_steps, sweep_est.time_basis) == (cli["total_steps"], cli["time_basis"])
+    assert sweep_est.time_s - sweep_est.pauses_s == pytest.approx(cli["time_s"] - cli["pauses_s"], abs=1e-3)
+    assert (sweep_est.evaluations, sweep_est.saves) == (3, 4)
     assert cli["total_steps"] == STEPS and cli["time_s"] is not None   # the demo on an H200: a fraction of a second
     assert model.time_basis == cli["time_basis"]
-    assert trial_s > sweep_est.time_s + trial_start_s(info.param_count) - 1e-6   # plus its evaluations and start
-    assert f"time   {duration_text(cli['time_s'])} of training" in table
+    assert trial_s == pytest.approx(sweep_est.time_s + trial_start_s(info.param_count))  # its evaluations in it
+    assert f"time   {duration_text(cli['time_s'])} on " in table and "incl. 3 evals, 3 saves" in table
     assert cli["time_basis"] in table
     if gpu_name is None:
         assert cli["time_basis"] == "this machine's CPU"

@@ -74,23 +74,26 @@ def _check_flags(args: argparse.Namespace) -> None:
 
 def estimate_for(cfg: Config, info: ModelInfo, gpu: GpuSpec | None, *, lengths: list[int] | None = None,
                  val_lengths: list[int] | None = None, n_examples: int | None = None,
-                 price_per_hour: float | None = None, num_gpus: int | None = None) -> tuple[Estimate, int | None]:
+                 price_per_hour: float | None = None, num_gpus: int | None = None,
+                 n_val: int | None = None) -> tuple[Estimate, int | None]:
     """The estimate every face shows for a config (this command, the wizard's review, the sweep's trial time): the
     run as engine.plan plans it on `gpu` (None: this machine's CPU), from the examples' token lengths where known,
     else from the counted examples with every one assumed to fill max_seq_length; its steps, and its time at the
-    speed table's rate. num_gpus: processes (default: planned_processes; the sweep's trials run one per GPU).
-    Returns (estimate, training examples)."""
-    from engine.estimate import count_examples, estimate, training_examples
+    speed table's rate, with the evaluations and saves it will run. num_gpus: processes (default: planned_processes;
+    the sweep's trials run one per GPU). n_val: validation examples (default: val_lengths' where lengths are given,
+    else counted from a local dataset). Returns (estimate, training examples)."""
+    from engine.estimate import estimate
+    from engine.estimate.dataset_size import dataset_sizes
 
-    if lengths is None and n_examples is None:
-        total = count_examples(cfg.dataset.path)
-        if total is not None:
-            if cfg.dataset.max_examples:
-                total = min(total, cfg.dataset.max_examples)
-            n_examples = training_examples(total, cfg.dataset.validation_split, bool(cfg.dataset.validation_path))
+    if lengths is None and (n_examples is None or n_val is None):
+        n_train, counted_val = dataset_sizes(cfg)
+        n_examples = n_train if n_examples is None else n_examples
+        n_val = counted_val if n_val is None else n_val
+    elif n_val is None:   # the lengths came with the validation examples' (none: no validation examples)
+        n_val = len(val_lengths or [])
     est = estimate(cfg, info, gpu, n_examples=n_examples,
                    num_gpus=num_gpus if num_gpus is not None else planned_processes(cfg, gpu),
-                   lengths=lengths, val_lengths=val_lengths, price_per_hour=price_per_hour)
+                   lengths=lengths, val_lengths=val_lengths, n_val=n_val, price_per_hour=price_per_hour)
     return est, (len(lengths) if lengths else n_examples)
 
 
@@ -167,7 +170,7 @@ def render(est: Estimate, info: ModelInfo, n_examples: int | None, counted: bool
     if est.time_s is not None:
         cost = f", about {est.cost:.2f} at the given price" if est.cost is not None else ""
         where = f"{est.num_gpus} x {est.gpu.name}" if est.gpu is not None else "this machine's CPU"
-        lines.append(f"time   {_duration(est.time_s)} of training on {where}{cost}")
+        lines.append(f"time   {_duration(est.time_s)} on {where}, {est.includes}{cost}")
         lines.append(f"       speed {est.time_basis}: {est.time_basis_detail}")
     lines.append(f"lr     {est.lr_hint['text']}")
     for note in est.notes:

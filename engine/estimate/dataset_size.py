@@ -51,6 +51,18 @@ def count_examples(path: str) -> int | None:
     return None
 
 
+def dataset_sizes(cfg: Config) -> tuple[int | None, int | None]:
+    """(training, validation) examples of a local dataset as the trainer splits it, or (None, None)."""
+    total = count_examples(cfg.dataset.path)
+    if total is None:
+        return None, None
+    if cfg.dataset.max_examples:
+        total = min(total, cfg.dataset.max_examples)
+    n_train = training_examples(total, cfg.dataset.validation_split, bool(cfg.dataset.validation_path))
+    n_val = count_examples(cfg.dataset.validation_path) if cfg.dataset.validation_path else total - n_train
+    return n_train, n_val
+
+
 def training_examples(total: int, validation_split: float, has_validation_file: bool) -> int:
     """Examples left for training once the validation share is held out."""
     if has_validation_file or not validation_split:

@@ -18,7 +18,7 @@ from engine.estimate.memory import (
 )
 from engine.estimate.model_config import ModelInfo
 from engine.estimate.params import lora_params
-from engine.estimate.timing import run_seconds
+from engine.estimate.timing import pauses, plan_schedule, run_seconds
 from engine.plan import Machine, RunPlan, plan_run
 
 
@@ -53,6 +53,16 @@ class Estimate:
     time_basis_detail: str = ""      # the path, fraction of the 16-bit peak and measured speeds behind it
     train_flops: float | None = None  # the training FLOPs time_s is computed from (engine.estimate.timing)
     compile_s: float = 0.0           # of time_s: compiling the decoder layers before the first step (plan's choice)
+    evaluations: int = 0             # the evaluations time_s counts (every eval_steps, and at the end; 0 unpriced)
+    saves: int = 0                   # the checkpoint saves it counts, the adapter's included
+    pauses_s: float = 0.0            # of time_s: the evaluations (their samples in them), checkpoints and adapter
+
+    @property
+    def includes(self) -> str:
+        """What time_s counts besides the steps: "incl. 12 evals, 6 saves" (empty without a time)."""
+        from engine.estimate.timing import pauses_words
+
+        return pauses_words(self.evaluations, self.saves) if self.time_s is not None else ""
 
     @property
     def on_cpu(self) -> bool:
@@ -76,6 +86,7 @@ class Estimate:
             "need_gib": r3(self.need_gib), "plan": self.plan.to_dict() if self.plan else None,
             "time_basis": self.time_basis, "time_basis_detail": self.time_basis_detail,
             "train_flops": None if self.train_flops is None else float(f"{self.train_flops:.4g}"),
+            "evaluations": self.evaluations, "saves": self.saves, "pauses_s": r3(self.pauses_s),
         }
 
 
@@ -85,6 +96,7 @@ class RunInputs(TypedDict):
     num_gpus: int
     lengths: list[int] | None
     val_lengths: list[int] | None
+    n_val: int | None
     machine: Machine | None
     price_per_hour: float | None
     fraction: float
@@ -106,14 +118,15 @@ def with_changes(cfg: Config, changes: dict) -> Config:
 
 def compute(cfg: Config, info: ModelInfo, gpu: GpuSpec | None, *, n_examples: int | None = None,
             num_gpus: int = 1, lengths: list[int] | None = None, val_lengths: list[int] | None = None,
-            machine: Machine | None = None, plan: RunPlan | None = None,
+            n_val: int | None = None, machine: Machine | None = None, plan: RunPlan | None = None,
             tokens_per_microbatch: int | None = None, fused_loss: bool | None = None,
             price_per_hour: float | None = None, fraction: float = FIT_FRACTION) -> Estimate:
     """The estimate without suggestions (auto-fit calls this many times), of the run as engine.plan plans it.
 
     machine: where it trains (default: `gpu` as the engine would use it, Liger and its attention kernel included;
     no gpu: this machine's CPU). lengths: the training examples' token lengths (default: every example fills
-    max_seq_length, said in the notes). tokens_per_microbatch / fused_loss override the plan's (auto-fit's
+    max_seq_length, said in the notes). n_val: validation examples where val_lengths does not say (the evaluations'
+    cost). tokens_per_microbatch / fused_loss override the plan's (auto-fit's
     budget search).
     """
     t, arch = cfg.training, info.arch
@@ -136,6 +149,13 @@ def compute(cfg: Config, info: ModelInfo, gpu: GpuSpec | None, *, n_examples: in
     per_step_tokens = (plan.train_tokens or 0) / max(1, plan.max_steps or 1)
     run_time = run_seconds(arch, info.params, n_lora, plan, machine, gpu, cfg.quantization, t.gradient_checkpointing)
     time_s = run_time.seconds
+    # Besides its steps the run evaluates and saves: counted by the rule the monitor's ETA counts by (engine.eta),
+    # from the step time less the compile, so the ETA at step 0 is this time less the compile.
+    sched = plan_schedule(cfg, plan, len(val_lengths) if val_lengths else n_val)
+    after = pauses(sched, (time_s - run_time.compile_s) / plan.max_steps) if time_s is not None and plan.max_steps \
+        else None
+    if time_s is not None and after is not None:
+        time_s += after.seconds
     if time_s is not None and price_per_hour is not None:
         cost = time_s / 3600 * price_per_hour
 
@@ -160,7 +180,8 @@ def compute(cfg: Config, info: ModelInfo, gpu: GpuSpec | None, *, n_examples: in
         num_gpus=plan.processes, params_total=info.params.total, params_trainable=n_lora,
         steps_per_epoch=plan.steps_per_epoch, total_steps=plan.max_steps, time_s=time_s, cost=cost,
         time_basis=run_time.basis, time_basis_detail=run_time.detail, train_flops=run_time.flops,
-        compile_s=run_time.compile_s,
+        compile_s=run_time.compile_s, evaluations=after.evals if after and after.evals_s else 0,
+        saves=after.saves if after else 0, pauses_s=after.seconds if after else 0.0,
         lr_hint=lr_hint(t.learning_rate, cfg.model,
                         round(per_step_tokens) or plan.examples_per_step * t.max_seq_length, info.pretraining),
         approximate=not arch.exact, notes=notes, fit_fraction=fraction, memory_mode=plan.memory,
@@ -169,12 +190,12 @@ def compute(cfg: Config, info: ModelInfo, gpu: GpuSpec | None, *, n_examples: in
 
 def estimate(cfg: Config, model_info: ModelInfo, gpu: GpuSpec | None, *, n_examples: int | None = None,
              num_gpus: int = 1, lengths: list[int] | None = None, val_lengths: list[int] | None = None,
-             machine: Machine | None = None, tokens_per_microbatch: int | None = None,
+             n_val: int | None = None, machine: Machine | None = None, tokens_per_microbatch: int | None = None,
              fused_loss: bool | None = None, price_per_hour: float | None = None,
              fraction: float = FIT_FRACTION) -> Estimate:
     """The full estimate; when it does not fit, suggestions say what to change and what that gives."""
     kwargs = RunInputs(n_examples=n_examples, num_gpus=num_gpus, lengths=lengths, val_lengths=val_lengths,
-                       machine=machine, price_per_hour=price_per_hour, fraction=fraction)
+                       n_val=n_val, machine=machine, price_per_hour=price_per_hour, fraction=fraction)
     est = compute(cfg, model_info, gpu, tokens_per_microbatch=tokens_per_microbatch, fused_loss=fused_loss,
                   **kwargs)
     if est.fits is False and gpu is not None:   # fits is None without a card

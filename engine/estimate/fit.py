@@ -138,12 +138,12 @@ def _candidates(cfg: Config, info: ModelInfo) -> list[tuple[str, dict[str, Any]]
 
 def auto_fit(cfg: Config, model_info: ModelInfo, gpu: GpuSpec, *, n_examples: int | None = None,
              num_gpus: int = 1, lengths: list[int] | None = None, val_lengths: list[int] | None = None,
-             machine: Machine | None = None, price_per_hour: float | None = None,
+             n_val: int | None = None, machine: Machine | None = None, price_per_hour: float | None = None,
              fraction: float = FIT_FRACTION) -> FitResult:
     """The largest micro-batch under `fraction` of the GPU at the same effective batch; when even 1 does
     not fit, the changes that help most, applied one after another (greedy) until it fits."""
-    kw = RunInputs(n_examples=n_examples, num_gpus=num_gpus, lengths=lengths, val_lengths=val_lengths, machine=machine,
-              price_per_hour=price_per_hour, fraction=fraction)
+    kw = RunInputs(n_examples=n_examples, num_gpus=num_gpus, lengths=lengths, val_lengths=val_lengths, n_val=n_val,
+              machine=machine, price_per_hour=price_per_hour, fraction=fraction)
     t = cfg.training
     effective = t.micro_batch_size * t.gradient_accumulation_steps
     found = largest_micro_batch(cfg, model_info, gpu, kw)

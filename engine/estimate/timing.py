@@ -10,6 +10,7 @@ from engine.estimate.speed_table import path_of, speed_basis
 from engine.plan import COMPILE_LAYERS_S  # the compile, once a run: counted on top of the compiled rate
 
 if TYPE_CHECKING:
+    from engine.config import Config
     from engine.estimate.gpus import GpuSpec
     from engine.plan import Machine, RunPlan
 
@@ -136,6 +137,94 @@ def eval_seconds(examples: int | None, step_s: float, examples_per_step: int | N
 def save_seconds(step_s: float) -> float:
     """One checkpoint save, from a training step's seconds (SAVE_COST_STEPS)."""
     return step_s * SAVE_COST_STEPS
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """What the trainer does besides training steps: evaluations every eval_steps (None: no validation data), a
+    checkpoint every save_steps, one of each at max_steps when it is not a multiple (transformers'
+    DefaultFlowCallback), and then the adapter (engine.train.run.finish). samples: the trainer generates samples
+    at its evaluations (engine.train.sample_budget keeps them under SAMPLE_TIME_SHARE of the run)."""
+    max_steps: int
+    eval_steps: int | None = None
+    save_steps: int | None = None
+    eval_examples: int | None = None     # validation examples: an evaluation's cost before the first is measured
+    examples_per_step: int | None = None
+    samples: bool = False
+
+
+def plan_schedule(cfg: Config, plan: RunPlan, n_val: int | None) -> Schedule:
+    """The schedule the trainer runs the plan by (engine.train.run writes it into status.json; the estimate counts
+    it): evaluations only with validation examples (n_val None: unknown, validation configured counts), samples at
+    them unless turned off (sample_max_new_tokens 0) or the model is sharded (engine.train.distributed)."""
+    t, d = cfg.training, cfg.dataset
+    has_eval = bool(n_val) if n_val is not None else bool(d.validation_path or d.validation_split)
+    return Schedule(plan.max_steps or 0, t.eval_steps if has_eval else None, t.save_steps, n_val or None,
+                    plan.examples_per_step,
+                    samples=has_eval and t.sample_max_new_tokens > 0 and plan.parallelism != "fsdp")
+
+
+def count_due(every: int | None, after: int, last: int) -> int:
+    """Evaluations (or saves) every `every` steps in (after, last], plus the one at `last` when not a multiple."""
+    if not every or last <= after:
+        return 0
+    return last // every - after // every + (1 if last % every else 0)
+
+
+@dataclass(frozen=True)
+class Pauses:
+    """The evaluations and saves a run still has to do from some step, and their seconds."""
+    evals: int                # evaluations still to come
+    saves: int                # checkpoint saves still to come, the adapter counted as one more
+    evals_s: float            # of seconds: the evaluations, their samples included
+    saves_s: float            # ... the checkpoints and the adapter
+    estimated: bool = False   # a cost is the rule's here, not measured on the run
+
+    @property
+    def seconds(self) -> float:
+        return self.evals_s + self.saves_s
+
+
+def pauses(schedule: Schedule, step_s: float, step: int = 0, *, eval_each: float | None = None,
+           save_each: float | None = None, evaluated_at: int | None = None, saved_at: int | None = None) -> Pauses:
+    """What the run does besides its steps from `step` (the last step finished) to its end, given a training step's
+    seconds: the one rule the estimate (from step 0, nothing measured) and the monitor's ETA (engine.eta) count by.
+
+    eval_each / save_each: an evaluation's (its samples in it) and a save's measured cost; None before the first is
+    measured: eval_seconds and save_seconds then, and the samples at the trainer's budget (SAMPLE_TIME_SHARE of the
+    run's time, the ceiling it keeps them under). evaluated_at / saved_at: the step of the last evaluation /
+    checkpoint seen (one due at `step` and not yet seen is still to come)."""
+    from engine.train.sample_budget import SAMPLE_TIME_SHARE
+
+    last = schedule.max_steps
+    step = min(step, last)
+    n_eval = count_due(schedule.eval_steps, step, last)
+    if schedule.eval_steps and step and evaluated_at != step and (step % schedule.eval_steps == 0 or step == last):
+        n_eval += 1
+    # The final checkpoint at max_steps, then the adapter (counted as one more save: it writes less).
+    n_save = count_due(schedule.save_steps, step, last) + 1
+    if schedule.save_steps and step and saved_at != step and (step % schedule.save_steps == 0 or step == last):
+        n_save += 1
+    estimated = False
+    samples = False
+    if eval_each is None and n_eval:
+        eval_each = eval_seconds(schedule.eval_examples, step_s, schedule.examples_per_step)
+        estimated = eval_each is not None
+        samples = schedule.samples
+    if save_each is None:
+        save_each, estimated = save_seconds(step_s), True
+    evals_s = n_eval * (eval_each or 0.0)
+    saves_s = n_save * save_each
+    if samples:   # not measured yet: at the budget's ceiling, a share of the whole (samples included)
+        evals_s += SAMPLE_TIME_SHARE / (1 - SAMPLE_TIME_SHARE) * ((last - step) * step_s + evals_s + saves_s)
+    return Pauses(n_eval, n_save, evals_s, saves_s, estimated)
+
+
+def pauses_words(evaluations: int, saves: int) -> str:
+    """What an estimated time includes besides the steps, short (the wizard's footer, `lorapilot estimate`)."""
+    parts = [f"{evaluations} eval{'s' * (evaluations != 1)}"] if evaluations else []
+    parts += [f"{saves} save{'s' * (saves != 1)}"] if saves else []
+    return f"incl. {', '.join(parts)}" if parts else ""
 
 
 def duration_text(seconds: float | None) -> str:

@@ -124,7 +124,8 @@ def _duration(seconds: float) -> str:
 def _new(config_path: Path, a) -> int:
     from engine.config import load_config
     from engine.estimate import detect_gpu, get_gpu
-    from engine.sweep.cost import dataset_sizes, trial_time_model
+    from engine.estimate.dataset_size import dataset_sizes
+    from engine.sweep.cost import trial_time_model
     from engine.sweep.plan import fit_budget, grid, parse_lrs, parse_rs, round_steps, sweep_seconds
 
     _check_numbers(a)

@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from typing import Callable
 
 from engine.config import Config
-from engine.estimate.timing import eval_seconds
 from engine.sweep.plan import RUNG_DIVISOR, Trial, trial_config
 
 # A trial's start before its first step: the trainer process and its imports, tokenizing and the data doctor
@@ -33,7 +32,8 @@ class TimeModel:
 def trial_time_model(base: Config, trials: list[Trial], gpu, *, n_train: int | None,
                      n_val: int | None, lengths: list[int] | None = None,
                      val_lengths: list[int] | None = None) -> TimeModel:
-    """Seconds for one trial (the largest r, an upper bound): steps, its three evaluations, start-up.
+    """Seconds for one trial (the largest r, an upper bound): steps, its three evaluations and its saves (the
+    estimate's time), start-up.
 
     lengths: the training examples' token lengths (engine.estimate.dataset_size.token_lengths), so each trial is
     timed over the micro-batches its plan packs, as `lorapilot estimate` and the wizard time a run."""
@@ -53,19 +53,17 @@ def trial_time_model(base: Config, trials: list[Trial], gpu, *, n_train: int | N
         return TimeModel(None, gpu_name, f"the model's size is unknown ({e.message})")
     widest = max(trials, key=lambda t: t.r)
     basis = [""]
-    examples_per_step = base.training.micro_batch_size * base.training.gradient_accumulation_steps
 
     def timed(steps: int) -> float | None:
         # The trial's steps and training time as `lorapilot estimate` and the wizard show them (one function);
         # each trial runs on one GPU.
+        # Its time counts the trial's three evaluations and its checkpoints, by the monitor's ETA's rule.
         est, _ = estimate_for(trial_config(base, widest, steps), info, gpu, n_examples=n_train, num_gpus=1,
-                              lengths=lengths, val_lengths=val_lengths)
+                              lengths=lengths, val_lengths=val_lengths, n_val=n_val)
         basis[0] = est.time_basis
         if est.time_s is None:
             return None
-        per_step = (est.time_s - est.compile_s) / steps   # the layers' compile is once a trial, not per step
-        evals = RUNG_DIVISOR * (eval_seconds(n_val, per_step, examples_per_step) or 0.0)  # the ETA's rule too
-        return est.time_s + evals + trial_start_s(info.param_count)
+        return est.time_s + trial_start_s(info.param_count)
 
     if timed(RUNG_DIVISOR) is None:
         return TimeModel(None, gpu_name, "the step time could not be estimated")
@@ -77,17 +75,3 @@ def trial_time_model(base: Config, trials: list[Trial], gpu, *, n_train: int | N
         return s
 
     return TimeModel(seconds, gpu_name, time_basis=basis[0])
-
-
-def dataset_sizes(cfg: Config) -> tuple[int | None, int | None]:
-    """(training, validation) examples of a local dataset, or (None, None)."""
-    from engine.estimate import count_examples, training_examples
-
-    total = count_examples(cfg.dataset.path)
-    if total is None:
-        return None, None
-    if cfg.dataset.max_examples:
-        total = min(total, cfg.dataset.max_examples)
-    n_train = training_examples(total, cfg.dataset.validation_split, bool(cfg.dataset.validation_path))
-    n_val = count_examples(cfg.dataset.validation_path) if cfg.dataset.validation_path else total - n_train
-    return n_train, n_val

@@ -229,9 +229,12 @@ def plan_here(cfg: Config, inputs: Inputs, run_dir: Path, *, ckpt: str | None = 
         f"{micro} micro-batch{'es' if micro != 1 else ''} over {ranks} process{'es' if ranks != 1 else ''}; "
         f"{run_plan.steps_per_epoch} steps per epoch; {run_plan.max_steps} steps; "
         f"largest micro-batch {run_plan.largest_microbatch_tokens:,} tokens")
-    # What the trainer does besides steps, for the ETA (engine.eta): evaluations only with validation data.
-    t, n_val = cfg.training, len(inputs.data.validation)
-    schedule = {"eval_steps": t.eval_steps if n_val else None, "save_steps": t.save_steps, "eval_examples": n_val}
+    # What the trainer does besides steps, for the ETA (engine.eta): the estimate's schedule of this plan.
+    from engine.estimate.timing import plan_schedule
+
+    sched = plan_schedule(cfg, run_plan, len(inputs.data.validation))
+    schedule = {"eval_steps": sched.eval_steps, "save_steps": sched.save_steps, "eval_examples": sched.eval_examples,
+                "samples": sched.samples}
     status(run_dir, state="loading", phase="model", max_steps=run_plan.max_steps, memory=run_plan.memory,
            parallelism=run_plan.parallelism, plan=run_plan.to_dict(), schedule=schedule)
     return run_plan
