@@ -163,7 +163,8 @@ class ReviewScreen(WizardStep):
             memory += ", model sharded (fsdp)"
         parts = [steps, f"effective batch {s.cfg.effective_batch_size * est.num_gpus}", gpus, memory,
                  f"{est.precision}", f"{est.params_trainable:,} trainable of {est.params_total:,}"]
-        time_text = (f"{fmt_duration(est.time_s)} ({est.time_basis}{self._compile_words(est.compile_s)})"
+        time_text = (f"{fmt_duration(est.time_s)} {est.includes} ({est.time_basis}"
+                     f"{self._compile_words(est.compile_s)})"
                      if est.time_s is not None else "time: no figure for this card")
         cost = fmt_cost(est.cost)
         lines = [Content(" · ".join(parts)),
