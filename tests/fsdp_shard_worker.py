@@ -87,6 +87,9 @@ def main(model_dir: str, out_dir: str, head_hook: bool) -> None:
         Path(out_dir, f"rank-{rank}-{precision}.json").write_text(json.dumps({"rank": rank, "world": world,
                                                                               "precision": precision, **record}))
     if world > 1:
+        # Every rank past its last collective before any tears gloo down: a rank destroying the group while the
+        # other's work was still in flight aborted once in CI ("terminate called without an active exception").
+        dist.barrier()
         dist.destroy_process_group()
 
 
