@@ -652,13 +652,19 @@ def last_checkpoint(run_dir: str | Path) -> str | None:
     return str(complete[-1]) if complete else None
 
 
-def checkpoint_max_steps(ckpt: str | Path) -> int | None:
-    """The step count the Trainer planned when it wrote this checkpoint (trainer_state.json), or None."""
+def _trainer_state_count(folder: str | Path, key: str, least: int) -> int | None:
+    """An integer of a checkpoint's (or the adapter's) trainer_state.json, at least `least`; None when the file,
+    the key or a sane value is missing."""
     try:
-        planned = json.loads((Path(ckpt) / CHECKPOINT_STATE_FILE).read_bytes()).get("max_steps")
+        value = json.loads((Path(folder) / CHECKPOINT_STATE_FILE).read_bytes()).get(key)
     except (OSError, ValueError, AttributeError, RecursionError):
         return None
-    return planned if isinstance(planned, int) and not isinstance(planned, bool) and planned > 0 else None
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= least else None
+
+
+def checkpoint_max_steps(ckpt: str | Path) -> int | None:
+    """The step count the Trainer planned when it wrote this checkpoint (trainer_state.json), or None."""
+    return _trainer_state_count(ckpt, "max_steps", 1)
 
 
 def planned_steps(status: dict | None, ckpt: str | Path | None) -> int | None:
@@ -670,14 +676,6 @@ def planned_steps(status: dict | None, ckpt: str | Path | None) -> int | None:
     return checkpoint_max_steps(ckpt) if ckpt else None
 
 
-def _state_global_step(folder: Path) -> int | None:
-    try:
-        step = json.loads((folder / CHECKPOINT_STATE_FILE).read_bytes()).get("global_step")
-    except (OSError, ValueError, AttributeError, RecursionError):
-        return None
-    return step if isinstance(step, int) and not isinstance(step, bool) and step >= 0 else None
-
-
 def steps_trained(run_dir: str | Path, status: dict | None, records: list[dict]) -> int | None:
     """How many steps the run trained, read-only: status.json's step; where it does not say (missing, not yet
     written), the most advanced of the adapter's and the last checkpoint's trainer_state.json and metrics.jsonl's
@@ -686,8 +684,9 @@ def steps_trained(run_dir: str | Path, status: dict | None, records: list[dict])
     if isinstance(from_status, int) and not isinstance(from_status, bool) and from_status >= 0:
         return from_status
     ckpt = last_checkpoint(run_dir)
-    known = [_state_global_step(Path(run_dir, ADAPTER_DIR)), _state_global_step(Path(ckpt)) if ckpt else None,
-             *[r["step"] for r in records[::-1] if r.get("kind") == "train"][:1]]
+    last_train = next((r.get("step") for r in reversed(records) if r.get("kind") == "train"), None)
+    known = [_trainer_state_count(Path(run_dir, ADAPTER_DIR), "global_step", 0),
+             _trainer_state_count(ckpt, "global_step", 0) if ckpt else None, last_train]
     steps = [s for s in known if isinstance(s, int)]
     return max(steps) if steps else None
 
