@@ -113,6 +113,7 @@ class RunPlan:
     lengths_from: str                # "dataset" or the assumption made without it
     optimizer: str
     offload: bool                    # lean: checkpointed activations offloaded to host memory
+    offload_layers: int              # fast compiled: the first this many decoder layers' inputs offloaded (0: none)
     compile_layers: bool             # each decoder layer through torch.compile (engine.train.compiled_layers)
     graph_dequant: bool              # compiled layers dequantise the NF4 weights in their graph (engine.train.graph_dequant)
     eval_batch_size: int             # examples per evaluation micro-batch
@@ -252,6 +253,20 @@ def offload_for(machine: Machine, memory: str) -> tuple[bool, str]:
         return False, "activations: kept on the device (offloading needs a GPU)"
     return True, ("activations: offloaded to pinned host memory during forward, fetched back ahead of backward "
                   "(TRL)")
+
+
+def offload_layers_for(machine: Machine, memory: str, compiled: bool, checkpointing: bool) -> tuple[int, str]:
+    """How many decoder layers' checkpointed inputs the fast compiled path offloads to host memory (the first ones:
+    engine.train.speed.PartialOffload), against what compiling adds to the peak; 0 unless LEVERS.offload_layers is
+    set: not measured yet. Lean offloads them all (offload_for). One GPU: measured on one only."""
+    from engine.train.speed import LEVERS
+
+    k = LEVERS.offload_layers
+    if k <= 0 or memory != "fast" or not compiled or machine.device != "cuda" or machine.processes > 1 \
+            or not checkpointing:
+        return 0, ""
+    return k, (f"activations: the first {k} decoder layers' inputs offloaded to pinned host memory during forward, "
+               "fetched back for their backward (TRL); the other layers' kept on the GPU")
 
 
 def compile_for(setting: str | bool, machine: Machine, memory: str, steps: int | None,
@@ -477,13 +492,16 @@ def _plan_for(cfg: Config, machine: Machine, memory: str, parallelism: str, leng
         micro_batches = step_plan.micro_batches_per_step * steps if steps is not None else None
     eval_size, eval_tokens = _eval_batch(cfg, largest, val_lengths)
     lines.append(compile_line)
+    offload_layers, line = offload_layers_for(machine, memory, compile_layers, t.gradient_checkpointing)
+    if line:
+        lines.append(line)
     from engine.train.speed import LEVERS
     graph_dequant = compile_layers and cfg.quantization == "nf4" and LEVERS.graph_dequant
     return RunPlan(device=machine.device, processes=n_ranks, precision=precision, memory=memory,
                    parallelism=parallelism, liger=liger, fused_loss=liger, attention=attention, packing=t.packing,
                    token_budget=budget, micro_batches_per_step=step_plan.micro_batches_per_step,
                    examples_per_step=examples_per_step, largest_microbatch_tokens=largest, lengths_from=lengths_from,
-                   optimizer=optimizer, offload=offload, compile_layers=compile_layers, graph_dequant=graph_dequant,
+                   optimizer=optimizer, offload=offload, offload_layers=offload_layers, compile_layers=compile_layers, graph_dequant=graph_dequant,
                    eval_batch_size=eval_size, eval_tokens=eval_tokens,
                    steps_per_epoch=per_epoch, max_steps=steps, train_tokens=train_tokens, micro_batches=micro_batches,
                    lines=lines, step_plan=None if assumed else step_plan)

@@ -19,8 +19,9 @@ pytestmark = pytest.mark.usefixtures("plan_of_the_recorded_runs")
 FIXTURE = Path(__file__).parent / "fixtures" / "vram_measured_h200.json"
 ROWS = json.loads(FIXTURE.read_text())["rows"]
 # Plan fields added after the rows were measured, at the value every one of those runs had: no run compiled its
-# decoder layers then (RunPlan.compile_layers came later; the trainer compiled only under a benchmark lever).
-ADDED_SINCE = {"compile_layers": False, "graph_dequant": False}
+# decoder layers then (RunPlan.compile_layers came later; the trainer compiled only under a benchmark lever), none
+# offloaded part of the layers' inputs (RunPlan.offload_layers).
+ADDED_SINCE = {"compile_layers": False, "graph_dequant": False, "offload_layers": 0}
 
 
 def test_the_rows_cover_what_issue_22_asks():

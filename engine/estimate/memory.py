@@ -96,6 +96,7 @@ class TrainingShape:
     kbit_upcast: bool = True     # unquantised weights (and so the residual stream) fp32 after kbit preparation;
                                  # the engine casts them back to bf16 under bf16 (engine/train/speed.py)
     offload: bool = False        # lean: checkpointed layer inputs offloaded to host memory
+    offload_layers: int = 0      # fast compiled: the first this many layers' inputs offloaded (the plan's)
     shards: int = 1              # FSDP over N GPUs: weights, adapters, gradients and optimizer states split N ways
     eval_tokens: int = 0         # the evaluation micro-batch's tokens (no gradients; 0: no evaluation)
     compile_layers: bool = False  # the decoder layers through torch.compile (the plan's): inductor's buffers on top
@@ -277,6 +278,17 @@ def compiled_layer_bytes(arch: Architecture, shape: TrainingShape) -> float:
     return COMPILED_LAYER_MLP_TENSORS * arch.intermediate * shape.compute_bytes * shape.tokens
 
 
+def partial_offload_layers(arch: Architecture, shape: TrainingShape) -> int:
+    """Layer inputs off the GPU at the peak when the first shape.offload_layers are offloaded (the trainer's
+    engine.train.speed.PartialOffload): all but those whose copies are in flight, kept in TRL's forward stash until
+    the backward (PARTIAL_OFFLOAD_STASH). Only with checkpointing: each layer then keeps its input alone."""
+    from engine.train.speed import PARTIAL_OFFLOAD_STASH
+
+    if shape.offload or not shape.gradient_checkpointing:
+        return 0
+    return max(0, min(shape.offload_layers, arch.layers) - PARTIAL_OFFLOAD_STASH)
+
+
 def memory(arch: Architecture, params: ParamCounts, shape: TrainingShape) -> Memory:
     c, s, t = shape.compute_bytes, _stream_bytes(shape), shape.tokens
     linear_full, other_full = base_weight_bytes(arch, params, shape)
@@ -291,11 +303,14 @@ def memory(arch: Architecture, params: ParamCounts, shape: TrainingShape) -> Mem
         # HF checkpointing keeps each decoder layer's input (one hidden state per
         # boundary) and rebuilds one layer's activations at a time in backward.
         resident = min(arch.layers, OFFLOAD_RESIDENT_LAYERS) if shape.offload else arch.layers
-        kept: float = resident * s * arch.hidden * t + final_norm
+        moved = partial_offload_layers(arch, shape)
+        kept: float = (resident - moved) * s * arch.hidden * t + final_norm
         recompute: float = layer * t
         kept_note = f"checkpointing on: one hidden state per layer boundary ({arch.layers} layers)"
         if shape.offload:
             kept_note += f", offloaded to host memory ({resident} on the GPU at once)"
+        elif moved:
+            kept_note += f", {moved} of them in host memory at the peak (the first layers' inputs offloaded)"
     else:
         kept = arch.layers * layer * t + final_norm
         recompute = 0.0
@@ -425,6 +440,7 @@ def shape_for_plan(cfg: Config, arch: Architecture, plan: RunPlan, tokens: int |
                          tokens=plan.largest_microbatch_tokens if tokens is None else tokens,
                          fused_loss=plan.fused_loss if fused_loss is None else fused_loss,
                          kbit_upcast=plan.precision != "bf16", offload=plan.offload and t.gradient_checkpointing,
+                         offload_layers=plan.offload_layers,
                          shards=plan.processes if plan.parallelism == "fsdp" else 1,
                          eval_tokens=plan.eval_tokens, device=plan.device, compile_layers=plan.compile_layers,
                          graph_dequant=plan.graph_dequant)

@@ -263,7 +263,7 @@ def build_model(cfg: Config, inputs: Inputs, run_plan: RunPlan) -> BuiltModel:
     liger = apply_liger(model, run_plan.liger, log, fused_loss=not sharding or unshard_head_before_loss(model),
                         compiled=run_plan.compile_layers)
     model = add_lora(model, cfg, gradient_checkpointing=t.gradient_checkpointing)
-    offload = activation_offload(model, run_plan.offload)
+    offload = activation_offload(model, run_plan.offload, layers=run_plan.offload_layers)
     if inputs.dtype_name == "bf16" and cfg.quantization != "none":
         keep_unquantised_16bit(model, log)
     fallback = None

@@ -7,7 +7,8 @@ SwiGLU, and a linear cross-entropy that never materialises the fp32 logits).
 On the CPU or without Triton: SDPA with the same block-diagonal mask, plain
 PyTorch kernels. `training.memory: lean` adds activation offloading (the checkpointed
 layer inputs wait in pinned host memory, copied on a side stream) and 8-bit optimizer
-states, and caps the tokens per micro-batch.
+states, and caps the tokens per micro-batch. The fast compiled path can offload the first
+layers' inputs only (LEVERS.offload_layers, PartialOffload), against what compiling adds.
 
 LEVERS holds one switch per speed lever, all on: benchmarks/levers.py turns them off one
 at a time to measure what each is worth. Nothing else changes them.
@@ -31,6 +32,10 @@ class Levers:
     bf16_stream: bool = True        # frozen unquantised weights back to bf16 after kbit preparation
     whole_step: bool = True         # fast: a whole optimizer step per micro-batch (else micro_batch_size x seq)
     offload: bool = True            # lean: checkpointed activations offloaded to host memory
+    offload_layers: int = 0         # fast compiled: the first this many decoder layers' checkpointed inputs offloaded
+                                    # to pinned host memory (partial_offload; engine.plan.offload_layers_for): ~70 MB a
+                                    # layer at 8,786 tokens on a 7B, against the compiled layers' +0.6 GiB. 0 (off)
+                                    # until measured on the GPU: the copies must not cost the compiled path its speed
     lean_stretch: bool = False      # lean: one micro-batch per step when the fullest step is within
                                     # engine.plan.LEAN_STRETCH of the cap; off until measured
     tokens_per_microbatch: int | None = None  # a fixed packing budget instead of the mode's
@@ -138,16 +143,92 @@ def keep_unquantised_16bit(model, log: Callable[[str], None]) -> int:
     return n
 
 
-def activation_offload(model, offload: bool):
-    """A context for each training step: lean offloads the saved activations to pinned host memory (the plan
-    decides; its line in train.log says so).
+def activation_offload(model, offload: bool, layers: int = 0):
+    """A context for each training step: lean offloads the saved activations to pinned host memory; the fast
+    compiled plan, where it says so, the first `layers` decoder layers' inputs only (partial_offload). The plan
+    decides (RunPlan.offload, RunPlan.offload_layers); its line in train.log says so.
 
-    TRL's OffloadActivations (a saved-tensors hook): with gradient checkpointing what autograd saves outside
-    the checkpointed layers is each layer's input, so those go to the host during forward, on a side stream,
-    and come back ahead of their layer in backward; the lm_head's are kept.
+    TRL's OffloadActivations (a saved-tensors hook): with gradient checkpointing (non-reentrant: torch's checkpoint
+    saves each layer's positional inputs through the saved-tensors hooks around it, its own hook inside) what
+    autograd saves outside the checkpointed layers is each layer's input, so those go to the host during forward,
+    on a side stream, and come back when their layer's backward needs them; the lm_head's are kept.
     """
-    if not offload:
-        return contextlib.nullcontext()
-    from trl.models.activation_offloading import get_act_offloading_ctx_manager
+    if offload:
+        from trl.models.activation_offloading import get_act_offloading_ctx_manager
 
-    return get_act_offloading_ctx_manager(model, warn_if_no_head=False)
+        return get_act_offloading_ctx_manager(model, warn_if_no_head=False)
+    if layers <= 0:
+        return contextlib.nullcontext()
+    from trl.models.activation_offloading import OffloadActivations
+
+    from engine.train.compiled_layers import decoder_layers
+
+    manager = OffloadActivations(max_fwd_stash_size=PARTIAL_OFFLOAD_STASH)
+    manager.update_model_params(model)
+    return PartialOffload(decoder_layers(model)[:layers], manager)
+
+
+# Partial offload: offloaded layer inputs still on the GPU at once. TRL's forward stash keeps the newest
+# max_fwd_stash_size offloaded tensors (5 by default) alive until the backward reaches them: of 8 layers that would
+# free 3. One suffices here: each layer input's copy to the host is waited for only when the next layer's input is
+# saved, a whole layer's forward later (~70 MB: ~1.5 ms at PCIe 5's ~50 GB/s, against milliseconds of 4-bit layer).
+# The estimate keeps this many on the GPU (engine.estimate.memory). The way back is not overlapped: TRL copies each
+# input back when its layer's backward first asks, and the compute stream waits for it (~1.5 ms a layer, 8 in a
+# ~0.7 s step on a 7B): what the GPU measurement decides (benchmarks/user_path.py's compiledoff side).
+PARTIAL_OFFLOAD_STASH = 1
+
+
+class PartialOffload:
+    """A step context that offloads only the given decoder layers' saved inputs (the first ones: their backward
+    comes last, after the peak of the deep layers' recompute) through `manager`, TRL's OffloadActivations on the
+    GPU (any saved-tensors hooks object in tests).
+
+    saved_tensors_hooks form a stack on which the innermost wins (TRL's NoOpManager relies on it): for the step the
+    manager is entered (its per-step reset, its streams synchronised at the exit) with a no-op above it, so the
+    embeddings, the other layers, the final norm, lm_head and Liger's modules keep theirs; each chosen layer's call
+    pushes the manager's own pack and unpack above the no-op. Inside the layer torch's checkpoint pushes its hook
+    above that, so only the checkpoint's saved inputs reach the manager. The module hooks sit outside the
+    checkpoint (transformers checkpoints forward, not __call__) and outside the compiled forward
+    (engine.train.compiled_layers): the recompute in backward runs neither.
+    """
+
+    def __init__(self, layers: list, manager) -> None:
+        from torch.autograd.graph import saved_tensors_hooks
+        from trl.models.activation_offloading import NoOpManager
+
+        self.layers = list(layers)
+        self.manager = manager
+        self.noop = NoOpManager()
+        self.into_manager = saved_tensors_hooks(manager.pack_hook, manager.unpack_hook)
+        self.active = False
+        self.pushed: list[bool] = []   # per layer call in flight: whether its pre-hook pushed the manager's hooks
+        self.stack: contextlib.ExitStack | None = None
+        for layer in self.layers:
+            layer.register_forward_pre_hook(self._enter_layer)
+            layer.register_forward_hook(self._leave_layer, always_call=True)
+
+    def _enter_layer(self, module, args) -> None:
+        import torch
+
+        push = self.active and torch.is_grad_enabled()   # evaluation and samples: nothing is saved, nothing moves
+        if push:
+            self.into_manager.__enter__()
+        self.pushed.append(push)
+
+    def _leave_layer(self, module, args, output) -> None:
+        if self.pushed.pop():
+            self.into_manager.__exit__()
+
+    def __enter__(self):
+        stack = contextlib.ExitStack()
+        stack.enter_context(self.manager)
+        stack.enter_context(self.noop)
+        self.stack = stack
+        self.active = True
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.active = False
+        stack, self.stack = self.stack, None
+        if stack is not None:
+            stack.__exit__(*exc)
