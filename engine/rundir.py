@@ -19,7 +19,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -753,11 +753,13 @@ def checkpoint_problem(ckpt: str | Path) -> str | None:
     return None
 
 
-def usable_checkpoint(run_dir: str | Path) -> tuple[str | None, list[str]]:
-    """(the newest complete checkpoint whose files are intact, what is wrong with each newer one skipped)."""
+def usable_checkpoint(run_dir: str | Path, also: Callable[[Path], str | None] | None = None
+                      ) -> tuple[str | None, list[str]]:
+    """(the newest complete checkpoint whose files are intact, what is wrong with each newer one skipped).
+    `also`: a further check of a checkpoint whose files look complete (the trainer's, which imports torch)."""
     skipped: list[str] = []
     for ckpt in reversed(complete_checkpoints(run_dir)):
-        problem = checkpoint_problem(ckpt)
+        problem = checkpoint_problem(ckpt) or (also(Path(ckpt)) if also else None)
         if problem is None:
             return str(ckpt), skipped
         skipped.append(problem)

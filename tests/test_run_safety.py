@@ -285,6 +285,39 @@ def test_damaged_last_checkpoint_falls_back(tmp_path, damage):
     assert checkpoint_problem(tmp_path / "checkpoints" / "checkpoint-4") is None
 
 
+class _RunsCode:
+    """Unpickling this runs a shell command: what a hostile checkpoint file would hold."""
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_checkpoint_file_that_would_run_code_is_skipped_not_loaded(tmp_path):
+    """A run directory from elsewhere whose newest checkpoint holds a pickle that runs code: torch refuses it (the
+    resume failed with torch's advice to load it unsafely); the trainer's check skips it like a damaged checkpoint,
+    naming the file, and falls back. The states a real Trainer saves (tensors, numpy's RNG state) pass."""
+    import numpy as np
+    import torch
+
+    from engine.train.resume_check import unsafe_pickle
+
+    good, hostile = _checkpoint(tmp_path, 4), _checkpoint(tmp_path, 8)
+    for ckpt in (good, hostile):
+        torch.save({"state": {0: {"exp_avg": torch.zeros(3)}}, "param_groups": [{"lr": 1e-4, "params": [0]}]},
+                   ckpt / "optimizer.pt")
+    torch.save({"python": ("state",), "numpy": np.random.get_state(), "cpu": torch.get_rng_state()},
+               good / "rng_state.pth")
+    marker = tmp_path / "ran"
+    torch.save({"python": _RunsCode(marker)}, hostile / "rng_state.pth")
+    assert checkpoint_problem(hostile) is None  # an intact archive: only unpickling finds it
+    assert unsafe_pickle(good) is None
+    ckpt, skipped = usable_checkpoint(tmp_path, also=unsafe_pickle)
+    assert ckpt is not None and ckpt.endswith("checkpoint-4") and not marker.exists()
+    assert len(skipped) == 1 and str(hostile / "rng_state.pth") in skipped[0] and "posix.system" in skipped[0]
+
+
 # ------------------------------------------------------------------ 9. metrics.jsonl that survived a crash
 
 def test_writer_starts_on_a_fresh_line_and_readers_skip_malformed(tmp_path):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -104,3 +105,32 @@ def config_changes(ckpt: str | Path, cfg, config_path: str | Path) -> list[str]:
                         fix="put these back as they were to resume, or start a new run with the new settings: "
                             f"lorapilot train {config_path}")
     return [f"{k} {was.get(k)!r} -> {now.get(k)!r}" for k in changed if k != "run_name"]
+
+
+# The files of a checkpoint the Trainer unpickles on resume: the optimizer's and scheduler's states, the RNG states
+# (one per process) and the AMP scaler. training_args.bin is written but never read back.
+RESUMED_PICKLES = ("optimizer.pt", "scheduler.pt", "rng_state*.pth", "scaler.pt")
+
+
+def unsafe_pickle(ckpt: Path) -> str | None:
+    """A file the resume would unpickle that holds more than tensors and plain values ("<file>: <what>"): torch
+    refuses to load such a file (it could run code), and the resume failed with torch's advice to load it unsafely.
+    A trainer never writes one: it came from elsewhere or is garbled inside an intact archive, so it is skipped like
+    a damaged checkpoint. Checked under the Trainer's own allowlist (transformers' safe_globals, which admits numpy's
+    RNG state), memory-mapped so the states are not read twice."""
+    import pickle
+
+    import torch
+    from transformers.trainer_pt_utils import safe_globals
+
+    for pattern in RESUMED_PICKLES:
+        for path in sorted(ckpt.glob(pattern)):
+            try:
+                with safe_globals():
+                    torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            except (pickle.UnpicklingError, RuntimeError, ValueError, TypeError, AttributeError, EOFError) as e:
+                named = re.search(r"GLOBAL ([\w.]+)", str(e))  # torch names the first global it refused
+                what = f" ({named.group(1)})" if named else ""
+                return f"{path}: holds objects a trainer does not save{what}; not loaded, it could run code"
+    return None
+

@@ -116,9 +116,9 @@ def _resume_point(cfg: Config, run_dir: Path) -> tuple[str | None, list[tuple[st
     """The newest intact checkpoint, and what the log says about the resume as (event code, text): damaged
     checkpoints skipped, config changes applied (the launcher refused the changes a resume cannot follow)."""
     from engine.rundir import usable_checkpoint
-    from engine.train.resume_check import config_changes
+    from engine.train.resume_check import config_changes, unsafe_pickle
 
-    ckpt, skipped = usable_checkpoint(run_dir)
+    ckpt, skipped = usable_checkpoint(run_dir, also=unsafe_pickle)
     notes = [("checkpoint_damaged", f"checkpoint skipped, its files are damaged: {why}") for why in skipped]
     if skipped:
         notes.append(("checkpoint_damaged", f"falling back to {Path(ckpt).name}" if ckpt else
