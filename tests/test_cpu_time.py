@@ -20,11 +20,12 @@ LENGTHS = [120] * 400   # examples of 120 tokens: every micro-batch the same, wh
 
 def cpu_estimate(model: str = "smollm2-135m", **training):
     """The estimate with its time_s as the training steps' alone: the evaluations and saves it adds (pauses_s, priced
-    from the step time: tests/test_estimate_pauses.py) are taken back out, so the shape asked here is the steps'."""
+    from the step time: tests/test_estimate_pauses.py) and the start-up (tests/test_startup_time.py) are taken back
+    out, so the shape asked here is the steps'."""
     cfg = config_from_dict({"model": model, "dataset": {"path": "x.jsonl"},
                             "training": {"max_seq_length": 128, "max_steps": 20, **training}})
     est = estimate(cfg, read_model_config(model), None, lengths=LENGTHS)
-    return replace(est, time_s=est.time_s - est.pauses_s)
+    return replace(est, time_s=est.time_s - est.pauses_s - est.startup_s)
 
 
 def test_more_micro_batches_for_the_same_examples_take_longer():

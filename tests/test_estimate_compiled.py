@@ -82,7 +82,10 @@ def test_a_compiled_plan_is_timed_at_the_compiled_rate_plus_the_compile_once():
     eager, compiled = _both(_cfg())
     assert eager.plan.max_steps >= 1000 and eager.train_flops == compiled.train_flops
     ratio = speed_basis(H200, "packed", "nf4").fraction / speed_basis(H200, "compiled", "nf4").fraction
-    assert compiled.time_s == pytest.approx(eager.time_s * ratio + COMPILE_LAYERS_S, rel=1e-9)
+    # the start-up (the same model, the same data) apart: the steps, evaluations and saves at the compiled rate
+    assert compiled.startup_s == eager.startup_s > 0
+    assert compiled.time_s - compiled.startup_s == pytest.approx(
+        (eager.time_s - eager.startup_s) * ratio + COMPILE_LAYERS_S, rel=1e-9)
     assert COMPILE_LAYERS_S == 70 and compiled.compile_s == 70 and eager.compile_s == 0
     assert compiled.time_s < eager.time_s      # 1,000 steps pay the compile back many times
     assert compiled.time_basis_detail.startswith("the packed path with compiled decoder layers on H200")
@@ -175,7 +178,9 @@ def test_the_plans_rule_compiles_a_long_run_and_the_estimate_follows_it():
     eager_plan = compute(_cfg(), info, H200, plan=replace(long.plan, compile_layers=False, graph_dequant=False),
                          lengths=LENGTHS)
     ratio = speed_basis(H200, "packed", "nf4").fraction / speed_basis(H200, "compiled", "nf4").fraction
-    assert long.time_s == pytest.approx(eager_plan.time_s * ratio + COMPILE_LAYERS_S, rel=1e-9)
+    assert long.startup_s == eager_plan.startup_s > 0   # the same model and data: the same start-up
+    assert long.time_s - long.startup_s == pytest.approx(
+        (eager_plan.time_s - eager_plan.startup_s) * ratio + COMPILE_LAYERS_S, rel=1e-9)
     assert "compiled layers" in _names(long) and "compiled layers" not in _names(short)
     assert long.time_basis_detail.endswith(f"; includes ~{COMPILE_LAYERS_S:.0f} s compiling the layers before the "
                                            "first step")
@@ -207,7 +212,7 @@ def test_the_sweep_counts_a_compiling_trials_compile_once_not_per_step():
     time."""
     from engine.estimate.command import estimate_for
     from engine.estimate.timing import EVAL_COST_PER_EXAMPLE, SAVE_COST_STEPS
-    from engine.sweep.cost import trial_start_s, trial_time_model
+    from engine.sweep.cost import trial_time_model
     from engine.sweep.plan import RUNG_DIVISOR, Trial, trial_config
 
     cfg = _cfg(compile=True)
@@ -217,11 +222,11 @@ def test_the_sweep_counts_a_compiling_trials_compile_once_not_per_step():
     est, _ = estimate_for(trial_config(cfg, trials[0], 30), info, H200, n_examples=2000, num_gpus=1,
                           lengths=LENGTHS, n_val=100)
     assert est.plan.compile_layers and est.compile_s == COMPILE_LAYERS_S
-    per_step = (est.time_s - est.pauses_s - COMPILE_LAYERS_S) / 30
+    per_step = (est.time_s - est.pauses_s - COMPILE_LAYERS_S - est.startup_s) / 30
     evals = RUNG_DIVISOR * 100 / 16 * per_step * EVAL_COST_PER_EXAMPLE
     saves = (RUNG_DIVISOR + 1) * per_step * SAVE_COST_STEPS    # at each rung, and the adapter
     assert est.pauses_s == pytest.approx(evals + saves)
-    assert model.seconds(30) == pytest.approx(est.time_s + trial_start_s(info.param_count))
+    assert model.seconds(30) == pytest.approx(est.time_s)   # its start-up in it (tests/test_startup_time.py)
 
 
 def test_auto_drops_the_compile_before_it_drops_to_lean():
@@ -256,12 +261,3 @@ def test_auto_drops_the_compile_before_it_drops_to_lean():
     # the user's own choice is not second-guessed: compile true keeps compiling (and the fit verdict says no fit)
     forced = plan_run(_cfg(compile=True), Machine.for_gpu(between), lengths=LENGTHS, info=info)
     assert forced.compile_layers
-
-
-def test_a_trials_start_up_grows_with_the_checkpoint_it_reads():
-    """The sweep planned ~62 s a trial for the demo's 6-step CPU trials that took ~20 s: a flat 60 s start-up
-    meant for a 7-8B model. It now reads the checkpoint's 16-bit bytes: about a minute for 7B, seconds for the demo."""
-    from engine.sweep.cost import trial_start_s
-
-    assert 55 <= trial_start_s(read_model_config("llama-2-7b").param_count) <= 70
-    assert trial_start_s(1_000_000) < 15

@@ -10,6 +10,8 @@ monitor's ETA at step 0 (engine.eta, which counts them) disagreed with it for th
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import yaml
 
@@ -31,7 +33,7 @@ def eta_at_step_0(est, cfg, n_val: int | None) -> float:
     from engine.eta import Pace, eta, run_schedule
 
     assert est.plan is not None and est.total_steps
-    step_s = (est.time_s - est.pauses_s - est.compile_s) / est.total_steps
+    step_s = (est.time_s - est.pauses_s - est.compile_s - est.startup_s) / est.total_steps
     sched = plan_schedule(cfg, est.plan, n_val)
     status = {"max_steps": est.total_steps, "plan": est.plan.to_dict(),
               "schedule": {"eval_steps": sched.eval_steps, "save_steps": sched.save_steps,
@@ -56,7 +58,7 @@ def eta_at_step_0(est, cfg, n_val: int | None) -> float:
     # no samples: the evaluations alone
     ("h200-141", {"max_steps": 25, "eval_steps": 10, "sample_max_new_tokens": 0}, 0.05, 3, 3),
 ])
-def test_the_eta_at_step_0_is_the_estimates_time_less_the_compile(gpu_name, training, validation_split, evals,
+def test_the_eta_at_step_0_is_the_estimates_time_less_the_start_up_and_the_compile(gpu_name, training, validation_split, evals,
                                                                    saves, demo_model_dir):
     from engine.estimate import get_gpu, read_model_config
     from engine.estimate.command import estimate_for
@@ -69,10 +71,10 @@ def test_the_eta_at_step_0_is_the_estimates_time_less_the_compile(gpu_name, trai
     est, _ = estimate_for(cfg, info, get_gpu(gpu_name) if gpu_name else None)
     assert est.time_s is not None
     assert (est.evaluations, est.saves) == (evals, saves)
-    assert est.pauses_s > 0 and (est.compile_s > 0) == bool(training.get("compile"))
+    assert est.pauses_s > 0 and (est.compile_s > 0) == bool(training.get("compile")) and est.startup_s > 0
     _, n_val = dataset_sizes(cfg)   # what the trainer holds out: its status.json's eval_examples
     assert bool(n_val) == bool(validation_split)
-    assert eta_at_step_0(est, cfg, n_val) == pytest.approx(est.time_s - est.compile_s, rel=1e-9)
+    assert eta_at_step_0(est, cfg, n_val) == pytest.approx(est.time_s - est.compile_s - est.startup_s, rel=1e-9)
 
 
 def test_the_estimate_counts_each_evaluation_and_save_at_the_eta_rules_cost(demo_model_dir):
@@ -89,14 +91,15 @@ def test_the_estimate_counts_each_evaluation_and_save_at_the_eta_rules_cost(demo
     est, _ = estimate_for(config_from_dict(quiet), info, get_gpu("h200-141"))
     sampled, _ = estimate_for(config_from_dict(raw), info, get_gpu("h200-141"))
     assert est.time_s is not None and est.plan is not None
-    steps_s = est.time_s - est.pauses_s
+    steps_s = est.time_s - est.pauses_s - est.startup_s
     step_s = steps_s / 30
     _, n_val = dataset_sizes(config_from_dict(raw))
     evals_s = 5 * (eval_seconds(n_val, step_s, est.plan.examples_per_step) or 0.0)
     assert evals_s > 0
     assert est.pauses_s == pytest.approx(evals_s + 4 * save_seconds(step_s))
-    # samples: at most the budget's share of the whole run
-    assert sampled.time_s == pytest.approx(est.time_s / (1 - SAMPLE_TIME_SHARE))
+    # samples: at most the budget's share of the whole run once started (the start-up is the same either way)
+    assert sampled.startup_s == est.startup_s > 0
+    assert sampled.time_s - sampled.startup_s == pytest.approx((est.time_s - est.startup_s) / (1 - SAMPLE_TIME_SHARE))
 
 
 def test_the_time_says_what_it_includes(demo_model_dir, capsys):
@@ -104,4 +107,4 @@ def test_the_time_says_what_it_includes(demo_model_dir, capsys):
 
     assert command.main([str(DEMO_CONFIG), "--gpu", "h200-141"]) == 0
     table = capsys.readouterr().out
-    assert "incl. 4 evals, 3 saves" in table
+    assert re.search(r"incl\. \d+ s start-up, 4 evals, 3 saves", table)

@@ -35,7 +35,8 @@ def sweep(capsys, *argv):
     (["--steps", "2"], "--steps: 2 is too few"),
     (["--budget-minutes", "-5"], "--budget-minutes: -5 must be more than 0"),
     (["--parallel", "0"], "--parallel: 0 must be 1 or more"),
-    (["--gpu", "h100-80", "--budget-minutes", "0.2"], "too small for even one trial"),
+    # a trial of the 0.5 B model is ~12 s, ~10 s of it start-up (engine.estimate.timing.startup_seconds)
+    (["--gpu", "h100-80", "--budget-minutes", "0.1"], "too small for even one trial"),
 ])
 def test_bad_input_is_exit_2_before_anything_starts(config, capsys, flags, message):
     code, out, err = sweep(capsys, str(config), "--yes", *flags)
@@ -65,7 +66,7 @@ def test_dry_run_shows_time_cost_and_the_budget_fit(config, capsys):
     assert code == 0
     assert "9 trials over lr 1e-4, 2e-4, 5e-4 x r 4, 8, 16 (alpha = 2r), 99 steps each" in out
     assert "halving at steps 33 and 66" in out and "cost about" in out and "time    ~" in out
-    code, out, _ = sweep(capsys, str(config), "--gpu", "h100-80", "--budget-minutes", "2", "--dry-run")
+    code, out, _ = sweep(capsys, str(config), "--gpu", "h100-80", "--budget-minutes", "1", "--dry-run")
     assert code == 0 and "budget  trials 9 -> " in out and "(the grid's centre kept)" in out
     assert "(lr x r: 2e-4 x 8, " in out.splitlines()[0]  # the centre runs first and is kept
 

@@ -33,7 +33,7 @@ def test_the_wizard_the_cli_and_the_sweep_time_a_config_with_one_function(gpu_na
     from engine.data import inspect_config
     from engine.estimate import command, get_gpu, read_model_config
     from engine.estimate.timing import duration_text
-    from engine.sweep.cost import trial_start_s, trial_time_model
+    from engine.sweep.cost import trial_time_model
     from engine.sweep.plan import Trial
     from tui.models.wizard_engine_calls import estimate_and_check
 
@@ -83,8 +83,13 @@ def test_the_wizard_the_cli_and_the_sweep_time_a_config_with_one_function(gpu_na
     assert (sweep_est.evaluations, sweep_est.saves) == (3, 4)
     assert cli["total_steps"] == STEPS and cli["time_s"] is not None   # the demo on an H200: a fraction of a second
     assert model.time_basis == cli["time_basis"]
-    assert trial_s == pytest.approx(sweep_est.time_s + trial_start_s(info.param_count))  # its evaluations in it
-    assert f"time   {duration_text(cli['time_s'])} on " in table and "incl. 3 evals, 3 saves" in table
+    # the trial's time is the estimate's: its evaluations and its start-up (the same model and data: the same one)
+    assert trial_s == pytest.approx(sweep_est.time_s)
+    assert sweep_est.startup_s == pytest.approx(cli["startup_s"], abs=1e-3) and cli["startup_s"] > 0
+    assert wizard_est.startup_s == pytest.approx(cli["startup_s"], abs=1e-3)
+    start_up = duration_text(cli["startup_s"]).lstrip("~")
+    assert f"time   {duration_text(cli['time_s'])} on " in table
+    assert f"incl. {start_up} start-up, 3 evals, 3 saves" in table
     assert cli["time_basis"] in table
     if gpu_name is None:
         assert cli["time_basis"] == "this machine's CPU"

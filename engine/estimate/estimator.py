@@ -18,7 +18,7 @@ from engine.estimate.memory import (
 )
 from engine.estimate.model_config import ModelInfo
 from engine.estimate.params import lora_params
-from engine.estimate.timing import pauses, plan_schedule, run_seconds
+from engine.estimate.timing import pauses, plan_schedule, run_seconds, startup_seconds
 from engine.plan import Machine, RunPlan, plan_run
 
 
@@ -56,13 +56,14 @@ class Estimate:
     evaluations: int = 0             # the evaluations time_s counts (every eval_steps, and at the end; 0 unpriced)
     saves: int = 0                   # the checkpoint saves it counts, the adapter's included
     pauses_s: float = 0.0            # of time_s: the evaluations (their samples in them), checkpoints and adapter
+    startup_s: float = 0.0           # of time_s: launch to the first step, the compile apart (loading, tokenising)
 
     @property
     def includes(self) -> str:
-        """What time_s counts besides the steps: "incl. 12 evals, 6 saves" (empty without a time)."""
+        """What time_s counts besides the steps: "incl. 35 s start-up, 12 evals, 6 saves" (empty without a time)."""
         from engine.estimate.timing import pauses_words
 
-        return pauses_words(self.evaluations, self.saves) if self.time_s is not None else ""
+        return pauses_words(self.evaluations, self.saves, self.startup_s) if self.time_s is not None else ""
 
     @property
     def on_cpu(self) -> bool:
@@ -87,6 +88,7 @@ class Estimate:
             "time_basis": self.time_basis, "time_basis_detail": self.time_basis_detail,
             "train_flops": None if self.train_flops is None else float(f"{self.train_flops:.4g}"),
             "evaluations": self.evaluations, "saves": self.saves, "pauses_s": r3(self.pauses_s),
+            "startup_s": r3(self.startup_s),
         }
 
 
@@ -150,12 +152,20 @@ def compute(cfg: Config, info: ModelInfo, gpu: GpuSpec | None, *, n_examples: in
     run_time = run_seconds(arch, info.params, n_lora, plan, machine, gpu, cfg.quantization, t.gradient_checkpointing)
     time_s = run_time.seconds
     # Besides its steps the run evaluates and saves: counted by the rule the monitor's ETA counts by (engine.eta),
-    # from the step time less the compile, so the ETA at step 0 is this time less the compile.
+    # from the step time less the compile, so the ETA at step 0 is this time less the compile and the start-up.
     sched = plan_schedule(cfg, plan, len(val_lengths) if val_lengths else n_val)
     after = pauses(sched, (time_s - run_time.compile_s) / plan.max_steps) if time_s is not None and plan.max_steps \
         else None
     if time_s is not None and after is not None:
         time_s += after.seconds
+    # And before its first step it starts: loading the model, tokenising every row (train and validation; unknown
+    # lengths at max_seq_length, as the plan counts them).
+    startup = 0.0
+    if time_s is not None:
+        tokens = sum(lengths) if lengths else (n_examples or 0) * t.max_seq_length
+        tokens += sum(val_lengths) if val_lengths else (n_val or 0) * t.max_seq_length
+        startup = startup_seconds(info.param_count, tokens, plan.device)
+        time_s += startup
     if time_s is not None and price_per_hour is not None:
         cost = time_s / 3600 * price_per_hour
 
@@ -181,7 +191,7 @@ def compute(cfg: Config, info: ModelInfo, gpu: GpuSpec | None, *, n_examples: in
         steps_per_epoch=plan.steps_per_epoch, total_steps=plan.max_steps, time_s=time_s, cost=cost,
         time_basis=run_time.basis, time_basis_detail=run_time.detail, train_flops=run_time.flops,
         compile_s=run_time.compile_s, evaluations=after.evals if after and after.evals_s else 0,
-        saves=after.saves if after else 0, pauses_s=after.seconds if after else 0.0,
+        saves=after.saves if after else 0, pauses_s=after.seconds if after else 0.0, startup_s=startup,
         lr_hint=lr_hint(t.learning_rate, cfg.model,
                         round(per_step_tokens) or plan.examples_per_step * t.max_seq_length, info.pretraining),
         approximate=not arch.exact, notes=notes, fit_fraction=fraction, memory_mode=plan.memory,

@@ -78,6 +78,39 @@ def compile_words(seconds: float) -> str:
     return f"includes ~{seconds:.0f} s compiling the layers before the first step"
 
 
+# The run's start-up: everything between `lorapilot train` and the first step, beside the compile (COMPILE_LAYERS_S,
+# counted with the plan that compiles): the processes and their imports, reading and tokenising the dataset, the data
+# doctor, reading the base checkpoint and quantising it, building the adapters and the Trainer. The one rule; the
+# sweep's trial time is the estimate's time and so counts it too (each trial is a fresh trainer process). Not in it:
+# downloading the model from the Hub (unknown at plan time; a second run reads it from the cache).
+
+# What does not grow with the model or the data (imports, the tokenizer, the Trainer): the demo on this 2-core CPU
+# (1.0 M parameters, 400 rows, 12.6 k tokens) started in 8.3 and 8.8 s when the machine was quiet, 11-20 s beside
+# other jobs (launch to train begin; benchmarks/results/cpu_time-2026-12-03.md, its start-up column; 8.2 s again on
+# 2026-12-05, `lorapilot train presets/demo.yaml`: launch to the first train record less its own duration).
+STARTUP_FIXED_S = 8.5
+# Tokenising the rows (train and validation) as the trainer does, with the data doctor: the H200 runs of 2,000 alpaca
+# rows (~810 k tokens) wrote their pre-flight findings 11.6-20.4 s after launch (median ~15 s), ~4 s of it the fixed
+# part above: 49-77 k tokens/s, counted at the slower side (benchmarks/results/user_path-h200-2026-12-03,
+# levers-user_path-h200-2026-12-03 and user_path-t525-h200-2026-12-03: each side's "started" against its
+# metrics.jsonl's first record).
+TOKENIZE_TOKENS_PER_S = 60e3
+# Reading the 16-bit checkpoint (2 bytes a parameter) and quantising it to 4-bit, the adapters and the Trainer built:
+# on an H200, from the first record to train begin (the first train record's time less its own duration, from its
+# tokens_per_s), 5-16 s for Llama-2-7B (13.5 GB) and 7-20 s for Llama-3-8B (16 GB), the same runs; ~4 s of it the
+# fixed part: 1.0 GB/s, the slowest of them (weights from a local disk, the page cache warm: a cold network disk is
+# slower). On the CPU (fp32, bitsandbytes quantising on the CPU): an 85 M model started ~0.5 s later than the demo
+# (cpu_time-2026-12-03.md): ~0.34 GB/s of checkpoint, rounded down to 0.25 GB/s.
+LOAD_BYTES_PER_S = {"cuda": 1.0e9, "cpu": 0.25e9}
+
+
+def startup_seconds(param_count: int, tokens: int, device: str) -> float:
+    """The run's start-up before its first step (the compile apart): the fixed part, the dataset's tokens (train and
+    validation) to tokenise, and the base checkpoint's 16-bit bytes to read and quantise on `device` (cuda | cpu)."""
+    rate = LOAD_BYTES_PER_S["cuda" if device == "cuda" else "cpu"]
+    return STARTUP_FIXED_S + max(0, tokens) / TOKENIZE_TOKENS_PER_S + 2 * max(0, param_count) / rate
+
+
 @dataclass(frozen=True)
 class RunTime:
     seconds: float | None
@@ -220,9 +253,11 @@ def pauses(schedule: Schedule, step_s: float, step: int = 0, *, eval_each: float
     return Pauses(n_eval, n_save, evals_s, saves_s, estimated)
 
 
-def pauses_words(evaluations: int, saves: int) -> str:
-    """What an estimated time includes besides the steps, short (the wizard's footer, `lorapilot estimate`)."""
-    parts = [f"{evaluations} eval{'s' * (evaluations != 1)}"] if evaluations else []
+def pauses_words(evaluations: int, saves: int, startup_s: float = 0.0) -> str:
+    """What an estimated time includes besides the steps, short (the wizard's Review, `lorapilot estimate`):
+    "incl. 35 s start-up, 40 evals, 21 saves"."""
+    parts = [f"{duration_text(startup_s).lstrip('~')} start-up"] if startup_s else []
+    parts += [f"{evaluations} eval{'s' * (evaluations != 1)}"] if evaluations else []
     parts += [f"{saves} save{'s' * (saves != 1)}"] if saves else []
     return f"incl. {', '.join(parts)}" if parts else ""
 

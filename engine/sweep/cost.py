@@ -8,18 +8,6 @@ from typing import Callable
 from engine.config import Config
 from engine.sweep.plan import RUNG_DIVISOR, Trial, trial_config
 
-# A trial's start before its first step: the trainer process and its imports, tokenizing and the data doctor
-# (TRIAL_START_S), then reading the base checkpoint (16-bit weights, 2 bytes a parameter) at LOAD_BYTES_PER_S and
-# quantising it. Guesses, ~60 s for a 7-8B model from a local disk and ~10 s for the demo (its trials took ~20 s on
-# 2 loaded cores, ~2 s of it training); the driver measures the real trial time once the first trial ends.
-TRIAL_START_S = 10.0
-LOAD_BYTES_PER_S = 270e6
-
-
-def trial_start_s(param_count: int) -> float:
-    return TRIAL_START_S + 2 * param_count / LOAD_BYTES_PER_S
-
-
 @dataclass
 class TimeModel:
     """One trial's wall time as a function of its steps; None when it cannot be estimated."""
@@ -32,8 +20,8 @@ class TimeModel:
 def trial_time_model(base: Config, trials: list[Trial], gpu, *, n_train: int | None,
                      n_val: int | None, lengths: list[int] | None = None,
                      val_lengths: list[int] | None = None) -> TimeModel:
-    """Seconds for one trial (the largest r, an upper bound): steps, its three evaluations and its saves (the
-    estimate's time), start-up.
+    """Seconds for one trial (the largest r, an upper bound): the estimate's time, its steps, its three evaluations
+    and its saves, and its start-up (engine.estimate.timing.startup_seconds: each trial is a fresh trainer).
 
     lengths: the training examples' token lengths (engine.estimate.dataset_size.token_lengths), so each trial is
     timed over the micro-batches its plan packs, as `lorapilot estimate` and the wizard time a run."""
@@ -57,13 +45,14 @@ def trial_time_model(base: Config, trials: list[Trial], gpu, *, n_train: int | N
     def timed(steps: int) -> float | None:
         # The trial's steps and training time as `lorapilot estimate` and the wizard show them (one function);
         # each trial runs on one GPU.
-        # Its time counts the trial's three evaluations and its checkpoints, by the monitor's ETA's rule.
+        # Its time counts the trial's three evaluations and its checkpoints, by the monitor's ETA's rule, and its
+        # start-up (loading the model, tokenising the data) by the estimate's.
         est, _ = estimate_for(trial_config(base, widest, steps), info, gpu, n_examples=n_train, num_gpus=1,
                               lengths=lengths, val_lengths=val_lengths, n_val=n_val)
         basis[0] = est.time_basis
         if est.time_s is None:
             return None
-        return est.time_s + trial_start_s(info.param_count)
+        return est.time_s
 
     if timed(RUNG_DIVISOR) is None:
         return TimeModel(None, gpu_name, "the step time could not be estimated")
