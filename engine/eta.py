@@ -13,11 +13,13 @@ checkpoint at S (transformers' order: log, evaluate, save), so:
 
 Before the first evaluation or save is seen, their cost is the estimate's rule, counted by the estimate's own
 function (engine.estimate.timing.pauses: at step 0 with the estimate's step time the ETA is the estimate's time
-less its compile), and the ETA says it leans on an estimate.
+less its start-up and compile), and the ETA says it leans on an estimate. Before any step time is measured, the ETA
+is the estimate's own time of the run's plan, which the trainer writes into status.json (starting_eta).
 """
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections import deque
 from dataclasses import dataclass, field
@@ -171,3 +173,35 @@ def eta_from(step_s: float, schedule: Schedule, step: int, *, eval_each: float |
                saved_at=saved_at)
     steps_s = (schedule.max_steps - step) * step_s
     return Eta(steps_s + p.seconds, steps_s, p.evals_s, p.saves_s, p.estimated)
+
+
+# What the trainer is doing before its first step, by status.json's phase (engine.train.run writes it).
+STARTING_PHASES = {"data": "reading the data", "model": "loading the model"}
+
+
+@dataclass(frozen=True)
+class Starting:
+    """The ETA of a run that has not measured a step yet: the estimate's, and what the trainer is doing."""
+    seconds: float | None     # the estimate's time left; None: no estimate yet (the plan comes after the data)
+    doing: str                # "loading the model", "reading the data"; "" once it trains
+
+
+def starting_eta(status: dict | None, now: float) -> Starting:
+    """Before the first train records no step time is measured: the estimate's time of the run's plan (the trainer
+    writes it into status.json once planned, start-up and compile included) less the time since launch, but never
+    below the run after its start-up (a slow start does not shorten the steps); before the plan, the phase alone."""
+    st = status or {}
+    starting = st.get("state") in ("starting", "loading")
+    doing = STARTING_PHASES.get(str(st.get("phase")), "starting") if starting else ""
+    est = _dict(st.get("estimate"))
+    total, startup, launched = (_seconds(est.get("time_s")), _seconds(est.get("startup_s")),
+                                _seconds(st.get("launched")))
+    if total is None:
+        return Starting(None, doing)
+    since = max(0.0, now - launched) if launched is not None else 0.0
+    return Starting(max(total - (startup or 0.0), total - since), doing)
+
+
+def _seconds(v: Any) -> float | None:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0 \
+        else None

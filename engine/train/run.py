@@ -15,6 +15,7 @@ import argparse
 import io
 import os
 import sys
+import time
 import traceback
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -236,8 +237,31 @@ def plan_here(cfg: Config, inputs: Inputs, run_dir: Path, *, ckpt: str | None = 
     schedule = {"eval_steps": sched.eval_steps, "save_steps": sched.save_steps, "eval_examples": sched.eval_examples,
                 "samples": sched.samples}
     status(run_dir, state="loading", phase="model", max_steps=run_plan.max_steps, memory=run_plan.memory,
-           parallelism=run_plan.parallelism, plan=run_plan.to_dict(), schedule=schedule)
+           parallelism=run_plan.parallelism, plan=run_plan.to_dict(), schedule=schedule,
+           estimate=None if ckpt else _estimate_of(cfg, inputs, run_plan))
     return run_plan
+
+
+def _estimate_of(cfg: Config, inputs: Inputs, run_plan: RunPlan) -> dict | None:
+    """The estimate's time of this plan, as `lorapilot estimate` shows it for this machine and these examples: what
+    the monitor's ETA says before the first step (engine.eta.starting_eta). None without a figure (no config.json to
+    count the model from, no speed figure for this GPU); a resume has none (it starts from its checkpoint's step)."""
+    from engine.estimate import detect_gpu
+    from engine.estimate.estimator import compute
+    from engine.estimate.model_config import read_model_config
+
+    try:
+        info = read_model_config(cfg.model)
+    except UserError:
+        return None
+    lengths = [len(e) for e in inputs.data.train]
+    est = compute(cfg, info, detect_gpu() if run_plan.device == "cuda" else None, plan=run_plan,
+                  n_examples=len(lengths), lengths=lengths, val_lengths=[len(e) for e in inputs.data.validation],
+                  n_val=len(inputs.data.validation), num_gpus=run_plan.processes)
+    if est.time_s is None:
+        return None
+    return {"time_s": round(est.time_s, 3), "startup_s": round(est.startup_s, 3), "compile_s": est.compile_s,
+            "basis": est.time_basis}
 
 
 def build_model(cfg: Config, inputs: Inputs, run_plan: RunPlan) -> BuiltModel:
@@ -562,7 +586,8 @@ def main(argv: list[str] | None = None) -> int:
     # With several ranks the launcher's torchrun agent keeps `pid`: it lives exactly as long as the run.
     me = {"pid": os.getpid(), "pid_start": process_start(os.getpid())} if n_ranks == 1 else \
         {"rank0_pid": os.getpid()}
-    status(run_dir, state="starting", error=None, hint=None, world_size=n_ranks, **me)
+    # launched: what the monitor counts the start-up from before the first step (engine.eta.starting_eta)
+    status(run_dir, state="starting", error=None, hint=None, world_size=n_ranks, launched=time.time(), **me)
     keep_space_reserve(run_dir)
     cfg = None
     try:

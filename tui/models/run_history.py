@@ -251,7 +251,8 @@ class RunHistory:
         return self._tokens / self._tokens_s if self._tokens_s > 0 else None
 
     def elapsed_s(self, now: float | None = None) -> float | None:
-        start = _num((self.status or {}).get("started")) or self.first_time
+        # launched: the trainer's start (engine.train.run), what counts while it starts and nothing is recorded yet
+        start = _num((self.status or {}).get("started")) or self.first_time or _num((self.status or {}).get("launched"))
         if start is None:
             return None
         live = self.state not in FINAL_STATES and self.state not in ("lost", "unknown")

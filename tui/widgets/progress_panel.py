@@ -11,6 +11,7 @@ from rich.text import Text
 from textual.markup import escape
 
 from engine.diagnose.finding import Finding
+from engine.eta import starting_eta
 from engine.rundir import LOG_FILE, format_age, safe_text, tail_lines
 from tui.models.run_history import LOG, PROGRESS, SYSTEM, RunHistory
 from tui.widgets.meter_text import meter
@@ -68,7 +69,14 @@ class ProgressPanel(MonitorPanel):
         st = h.status or {}
         # An ended run's trainer has exited: its pid would name a process that is gone (or another one now).
         pid = None if h.is_final or h.state == "lost" else st.get("pid") or st.get("rank0_pid")
-        row("state", (h.state, STATE_STYLES.get(h.state, "bold")), (f"  pid {pid}" if pid else "", "dim"))
+        # Before a step time is measured: the estimate's time of the run's plan, and what the trainer is doing
+        # (engine.eta.starting_eta).
+        starting = starting_eta(h.status, wall_clock()) if h.pace.step_s() is None else None
+        doing = starting.doing if starting else ""
+        rest = doing.removeprefix(h.state)   # "loading" + " the model"; "loading" · "reading the data"
+        doing = rest if rest != doing else f" · {doing}" if doing else ""
+        row("state", (h.state, STATE_STYLES.get(h.state, "bold")), (doing, STATE_STYLES.get(h.state, "bold")),
+            (f"  pid {pid}" if pid else "", "dim"))
         if st.get("memory"):  # the trainer's choice (auto: fast or lean)
             gpus = f" · {st['world_size']} GPUs" if (st.get("world_size") or 1) > 1 else ""
             if st.get("parallelism") == "fsdp":
@@ -93,11 +101,16 @@ class ProgressPanel(MonitorPanel):
             f"{avg:,.0f}" if avg is not None else f"{tps:,.0f}" if isinstance(tps, (int, float)) else "-")
         row("loss", f"{loss:.4g}" if loss is not None else "-", ("   eval ", "bold"),
             f"{ev:.4g}" if ev is not None else "-")
-        eta = None if self._stalled() else h.eta()  # a stuck run has no ETA
+        stalled = self._stalled()
+        eta = None if stalled else h.eta()  # a stuck run has no ETA
         # Steps, evaluations and saves to come (engine.eta); before the first evaluation or save is measured,
-        # its cost is the estimate's rule, and the row says so.
-        row("elapsed", format_duration(h.elapsed_s()), ("   ETA ", "bold"), format_duration(eta.seconds if eta else None),
-            ("  evals/saves estimated" if eta and eta.estimated else "", "dim"))
+        # its cost is the estimate's rule, and the row says so. Before a step time: the estimate's, said short.
+        left, note = (eta.seconds, "evals/saves estimated" if eta.estimated else "") if eta else (None, "")
+        if eta is None and starting and starting.seconds is not None and not stalled and not h.is_final \
+                and h.state != "lost":
+            left, note = starting.seconds, "estimate"
+        row("elapsed", format_duration(h.elapsed_s()), ("   ETA ", "bold"), format_duration(left),
+            (f"  {note}" if note else "", "dim"))
         row("checkpoint", self._saved(h.last_checkpoint, (h.status or {}).get("last_checkpoint")))
         if h.adapter:
             # Not "adapter    adapter": the row names what it is, the value where it went (the run's adapter/).

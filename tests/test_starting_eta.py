@@ -1,0 +1,77 @@
+"""The monitor's ETA while a run starts (engine.eta.starting_eta): before its first train record no step time is
+measured, and the ETA said `-` for the whole start-up (loading the model, tokenising the data, the compile: minutes
+of a rented GPU). Now it shows the estimate's time of the run's plan (the trainer writes it into status.json once
+planned), labelled as the estimate's, less the time since launch; before the plan, what the trainer is doing."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from engine.eta import Starting, starting_eta
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "screenshots"))
+
+LAUNCHED = round(time.time()) - 10.0   # elapsed reads the clock: a launch 10 s ago
+ESTIMATE = {"time_s": 3600.0, "startup_s": 60.0, "compile_s": 70.0, "basis": "measured on H200"}
+
+
+def status(**fields) -> dict:
+    return {"state": "loading", "phase": "model", "launched": LAUNCHED, "estimate": ESTIMATE} | fields
+
+
+def test_at_launch_the_eta_is_the_estimates_time_then_it_counts_down_the_start_up():
+    at_launch = starting_eta(status(), LAUNCHED)
+    assert (at_launch.seconds, at_launch.doing) == (3600.0, "loading the model")
+    assert starting_eta(status(), LAUNCHED + 25).seconds == 3575.0
+    # a start-up slower than the estimate's does not shorten the steps still to come
+    assert starting_eta(status(), LAUNCHED + 600).seconds == 3600.0 - 60.0
+
+
+def test_before_the_plan_it_says_what_the_trainer_is_doing():
+    assert starting_eta(status(phase="data", estimate=None), LAUNCHED + 3) == Starting(None, "reading the data")
+    assert starting_eta({"state": "starting"}, LAUNCHED).doing == "starting"
+    assert starting_eta(None, LAUNCHED).seconds is None
+    # broken values in status.json are no estimate
+    for bad in ({"time_s": "soon"}, {"time_s": float("nan")}, {"time_s": -1}, "3600", [3600]):
+        assert starting_eta(status(estimate=bad), LAUNCHED).seconds is None
+    # between the first train record and a measured step time: the estimate's, no phase
+    assert starting_eta(status(state="training"), LAUNCHED) == Starting(3600.0, "")
+
+
+def starting_run(run_dir: Path, **fields) -> Path:
+    """A run directory as the trainer leaves it while loading its model: status.json, no train record yet."""
+    from engine.rundir import process_start
+
+    run_dir.mkdir(parents=True)
+    (run_dir / "metrics.jsonl").write_text("")
+    (run_dir / "train.log").write_text("[lorapilot] hardware: NVIDIA H200 (cuda, 1 GPU); compute dtype bf16\n")
+    (run_dir / "config.yaml").write_text("model: meta-llama/Llama-2-7b-hf\ndataset:\n  path: data/train.jsonl\n")
+    st = status(pid=os.getpid(), pid_start=process_start(os.getpid()), step=0, max_steps=1200, updated=LAUNCHED + 9,
+                error=None, **fields)
+    (run_dir / "status.json").write_text(json.dumps(st))
+    return run_dir
+
+
+@pytest.mark.parametrize("fields,shown", [
+    ({}, ("state loading the model", "ETA 59m50s estimate")),
+    ({"phase": "data", "estimate": None}, ("state loading · reading the data", "ETA - checkpoint")),
+])
+async def test_the_monitor_shows_it_while_the_run_starts(fields, shown, tmp_path, monkeypatch):
+    import tui.widgets.progress_panel as panel
+    from test_monitor_screen import loaded, monitor, text_of, until
+    from tui.app import LorapilotApp
+
+    monkeypatch.setattr(panel, "wall_clock", lambda: LAUNCHED + 10)
+    run = starting_run(tmp_path / "starting", **fields)
+    app = LorapilotApp(start="monitor", run_dir=str(run))
+    async with app.run_test(size=(100, 32)) as pilot:
+        await until(pilot, lambda: loaded(app))
+        await until(pilot, lambda: "ETA" in text_of(monitor(app).query_one("#progress")))
+        progress = " ".join(text_of(monitor(app).query_one("#progress")).split())
+        assert all(words in progress for words in shown), progress
