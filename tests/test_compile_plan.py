@@ -284,12 +284,15 @@ def test_a_resumed_run_plans_on_a_gpu_what_it_planned_when_it_started(finished_d
     ckpt, _ = usable_checkpoint(run_dir)
     assert ckpt and 0 < checkpoint_step(ckpt) < COMPILE_MIN_STEPS
     monkeypatch.setattr("engine.train.speed.liger_available", lambda device: (True, ""))
+    monkeypatch.setattr("engine.estimate.detect_gpu", lambda: None)
     inputs = run.load(cfg, run_dir, resume=True, data=None, tokenizer=None)
     inputs = dataclasses.replace(inputs, hw=Hardware("cuda", "NVIDIA H200", True, (9, 0), 1, 139.0))
 
     started = run.plan_here(cfg, inputs, run_dir)
     planned = json.loads((run_dir / "status.json").read_text())["plan"]
     assert started.compile_layers and planned["memory"] == "lean" and planned["compile_layers"] is True
+    # the GPU described but none to name (NVML answers nothing): no estimate, rather than this CPU's time for it
+    assert json.loads((run_dir / "status.json").read_text())["estimate"] is None
     resumed = run.plan_here(cfg, inputs, run_dir, ckpt=ckpt)
     assert json.loads((run_dir / "status.json").read_text())["plan"] == planned
     assert resumed.step_plan is not None and started.step_plan is not None

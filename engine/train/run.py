@@ -254,8 +254,11 @@ def _estimate_of(cfg: Config, inputs: Inputs, run_plan: RunPlan) -> dict | None:
         info = read_model_config(cfg.model)
     except UserError:
         return None
+    gpu = detect_gpu() if run_plan.device == "cuda" else None
+    if run_plan.device == "cuda" and gpu is None:   # no NVML to name the card: no rate to time it at
+        return None
     lengths = [len(e) for e in inputs.data.train]
-    est = compute(cfg, info, detect_gpu() if run_plan.device == "cuda" else None, plan=run_plan,
+    est = compute(cfg, info, gpu, plan=run_plan,
                   n_examples=len(lengths), lengths=lengths, val_lengths=[len(e) for e in inputs.data.validation],
                   n_val=len(inputs.data.validation), num_gpus=run_plan.processes)
     if est.time_s is None:
