@@ -103,15 +103,22 @@ class Pace:
             self._train = (step, t) if prev is None or step != prev[0] else prev
             self._pause, self._unmeasured = 0.0, False
         elif kind == "eval":
-            start = self._train[1] if self._train and self._train[0] == step else None
+            self._close_eval()  # the one before, at an earlier step with no train record since
+            # When it began: the trainer says so (`began`); older runs only when a train record has this step.
+            start = _began(rec, t)
+            if start is None and self._train and self._train[0] == step:
+                start = self._train[1]
             self._eval = (step, start, t)
         elif kind == "sample" and self._eval and self._eval[0] == step:
             self._eval = (step, self._eval[1], t)
         elif kind == "event" and rec.get("code") == "checkpoint_saved":
             self._close_eval()
-            if self._last is not None and self._last[0] == step and t >= self._last[1]:
-                self.saves.append(t - self._last[1])
-                self._pause += t - self._last[1]
+            start = _began(rec, t)
+            if start is None and self._last is not None and self._last[0] == step and t >= self._last[1]:
+                start = self._last[1]
+            if start is not None:
+                self.saves.append(t - start)
+                self._pause += t - start
             else:
                 self._unmeasured = True
         elif kind == "event" and rec.get("code") == RESUMED:
@@ -141,6 +148,14 @@ class Pace:
 
     def save_s(self) -> float | None:
         return statistics.median(self.saves) if self.saves else None
+
+
+def _began(rec: dict, t: float) -> float | None:
+    """When the pause a record ends began (its `began`, the trainer's clock), when it says so sensibly."""
+    began = rec.get("began")
+    if isinstance(began, bool) or not isinstance(began, (int, float)) or not began <= t:
+        return None
+    return float(began)
 
 
 @dataclass(frozen=True)

@@ -68,6 +68,9 @@ def test_demo_trains_and_loss_falls(finished_demo_run):
     assert len(evals) == 4 and evals[-1]["eval_loss"] < evals[0]["eval_loss"]
     events = [r["message"] for r in read_metrics(finished_demo_run) if r["kind"] == "event"]
     assert "checkpoint saved" in events and "adapter saved" in events
+    # Each pause says when it began, so the monitor's ETA measures it at steps without a train record (engine.eta).
+    paused = evals + [r for r in read_metrics(finished_demo_run) if r.get("code") == "checkpoint_saved"]
+    assert all(r["time"] - 600 < r["began"] <= r["time"] for r in paused), paused
     saved = yaml.safe_load((finished_demo_run / "config.yaml").read_text())
     assert saved["training"]["learning_rate"] == 3e-3 and saved["lora"]["r"] == 16  # the reproducible record
 

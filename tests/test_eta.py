@@ -21,8 +21,9 @@ from tui.models.run_history import RunHistory
 
 def recorded_run(max_steps: int, *, step_s: float, eval_every: int | None, eval_s: float, save_every: int,
                  save_s: float, logging: int = 10, samples: int = 0, sample_s: float = 0.0, adapter_s: float = 1.0,
-                 first: int = 1, t0: float = 1_800_000_000.0, seed: int = 0) -> list[dict]:
-    """The records of a run from `first` to its end; step times vary +-10 % around step_s."""
+                 first: int = 1, t0: float = 1_800_000_000.0, seed: int = 0, began: bool = True) -> list[dict]:
+    """The records of a run from `first` to its end; step times vary +-10 % around step_s.
+    began: evaluations and checkpoints say when their pause began, as the trainer writes them since 2026-12-05."""
     rng = random.Random(seed)
     t, out = t0, []
     for step in range(first, max_steps + 1):
@@ -30,15 +31,16 @@ def recorded_run(max_steps: int, *, step_s: float, eval_every: int | None, eval_
         if step == 1 or step % logging == 0:
             out.append({"kind": "train", "step": step, "time": t, "loss": 1.0})
         if eval_every and (step % eval_every == 0 or step == max_steps):
-            t += eval_s
-            out.append({"kind": "eval", "step": step, "time": t, "eval_loss": 1.0})
+            start, t = t, t + eval_s
+            out.append({"kind": "eval", "step": step, "time": t, "eval_loss": 1.0, **({"began": start} if began else {})})
             if samples:
                 t += sample_s
                 out += [{"kind": "sample", "step": step, "time": t, "prompt": "p", "output": "o"}] * samples
         if step % save_every == 0 or step == max_steps:
-            t += save_s
+            start, t = t, t + save_s
             out.append({"kind": "event", "step": step, "time": t, "code": "checkpoint_saved",
-                        "message": "checkpoint saved", "path": f"checkpoints/checkpoint-{step}"})
+                        "message": "checkpoint saved", "path": f"checkpoints/checkpoint-{step}",
+                        **({"began": start} if began else {})})
     t += adapter_s
     out.append({"kind": "event", "step": max_steps, "time": t, "code": "adapter_saved", "message": "adapter saved"})
     return out
@@ -178,3 +180,23 @@ def test_the_evaluation_and_save_due_at_this_step_are_still_to_come():
     assert at_100 is not None and done_100 is not None
     assert at_100.evals_s - done_100.evals_s == pytest.approx(30.0)
     assert at_100.saves_s - done_100.saves_s == pytest.approx(5.0)
+
+
+def test_evaluations_and_saves_between_logged_steps_are_measured(tmp_path):
+    """The wizard's own fixes on a small chat set (eval_steps 4, save_steps 13) beside the recipe's logging_steps
+    10: every interval between two train records holds an evaluation at a step without one. Their pauses are
+    measured from when they began (the trainer's `began`); without it the monitor showed no ETA all run long."""
+    recs = recorded_run(54, step_s=1.2, eval_every=4, eval_s=17.0, save_every=13, save_s=2.0, samples=3,
+                        sample_s=9.0)
+    status = status_for(54, {"eval_steps": 4, "save_steps": 13, "eval_examples": 15})
+    for step in (20, 30, 40):
+        h, real = history_at(recs, step, status, tmp_path)
+        left = h.eta()
+        assert left is not None and not left.estimated, step
+        assert left.seconds == pytest.approx(real, rel=0.05), step
+    assert h.pace.step_s() == pytest.approx(1.2, rel=0.1)
+    assert h.pace.save_s() == pytest.approx(2.0)
+    # A run written before `began` (no train record at those steps) still has no measure of them: no guess.
+    old = recorded_run(54, step_s=1.2, eval_every=4, eval_s=17.0, save_every=13, save_s=2.0, began=False)
+    h, _ = history_at(old, 40, status, tmp_path)
+    assert h.eta() is None

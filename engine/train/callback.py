@@ -125,6 +125,10 @@ class RunDirCallback(TrainerCallback):
         # fast_decode_ok: the trainer may pick fast decode itself (a GPU, the fast memory path, one process)
         self._samples = SampleBudget(fast_allowed=fast_decode_ok, forced=forced_decoder())
         self._step_s: float | None = None  # the latest pace, seconds a step
+        # When the pause after a step began (its end, then the end of its evaluation and samples): evaluation
+        # and checkpoint records carry it as `began`, so their cost is measured at steps without a train record
+        # (eval_steps or save_steps not a multiple of logging_steps), not left out of the monitor's ETA.
+        self._pause_began = time.time()
         self._start_step = 0
         self._told_skip = False
         self.run_record = run_record  # the config and data fingerprint, saved into each checkpoint
@@ -204,6 +208,7 @@ class RunDirCallback(TrainerCallback):
         self.overhead_s += time.perf_counter() - t0
 
     def _step_end(self, state: TrainerState, control: TrainerControl) -> None:
+        self._pause_began = time.time()
         now = time.monotonic()
         if now - self._status_t >= REFRESH_S or state.global_step >= state.max_steps:
             # step_s: how long a step takes lately, so that whoever reads status.json alone (the monitor,
@@ -243,7 +248,7 @@ class RunDirCallback(TrainerCallback):
         epoch = round(step / self.steps_per_epoch, 4)
         if "eval_loss" in logs:
             self._last_eval_loss = logs["eval_loss"]
-            self._write("eval", step, eval_loss=logs["eval_loss"], epoch=epoch)
+            self._write("eval", step, eval_loss=logs["eval_loss"], epoch=epoch, began=self._pause_began)
             return
         if "loss" not in logs:
             return  # the end-of-training summary: our own records already cover it
@@ -287,6 +292,7 @@ class RunDirCallback(TrainerCallback):
                 self.event("samples_skipped", state.global_step, (
                     f"samples skipped at some evaluations: {why}, and samples are kept under "
                     f"{SAMPLE_TIME_SHARE:.0%} of the run's time"))
+        self._pause_began = time.time()  # a checkpoint at this step starts after the samples
         self._status(state="training", phase=None)
 
     def _remaining_s(self, state: TrainerState) -> float:
@@ -314,7 +320,7 @@ class RunDirCallback(TrainerCallback):
         if self.is_main and self.run_record is not None and Path(path).is_dir():
             # What this checkpoint was trained with: a resume compares the edited config with it.
             (Path(path) / CHECKPOINT_RUN_FILE).write_text(json.dumps(self.run_record), encoding="utf-8")
-        self.event("checkpoint_saved", state.global_step, "checkpoint saved", path=path)
+        self.event("checkpoint_saved", state.global_step, "checkpoint saved", path=path, began=self._pause_began)
         self._status(last_checkpoint=path)
 
 
