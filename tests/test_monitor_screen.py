@@ -602,3 +602,19 @@ async def open_export_choice(app, pilot, limit: float = 60) -> None:
     while not isinstance(app.screen, ExportChoice):
         assert time.monotonic() < deadline
         await pilot.pause(0.1)
+
+
+async def test_a_finished_runs_checkpoint_age_keeps_counting(tmp_path, monkeypatch):
+    """A finished run's panel was drawn once: 'checkpoint-900  step 900, 12s ago' still read 12s an hour later
+    (seen on a run watched to its end, then exported and played with). Its ages redraw as the clock moves."""
+    from tui.widgets import progress_panel
+
+    now = [time.time()]
+    monkeypatch.setattr(progress_panel, "wall_clock", lambda: now[0])
+    run = make_run(tmp_path / "r", state="done", steps_done=900, now=now[0])
+    app = LorapilotApp(start="monitor", run_dir=str(run))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: loaded(app) and "checkpoint-900" in text_of(monitor(app).query_one("#progress")))
+        assert " ago" in text_of(monitor(app).query_one("#progress"))
+        now[0] += 2 * 3600 + 60
+        await until(pilot, lambda: "step 900, 2h ago" in text_of(monitor(app).query_one("#progress")))

@@ -52,8 +52,8 @@ class ProgressPanel(MonitorPanel):
     def key(self) -> tuple:
         h = self.history
         # Elapsed and ETA move with the clock, so a live run also redraws with
-        # each system sample (every two seconds); a finished one never does.
-        clock = h.versions[SYSTEM] if not h.is_final else 0
+        # each system sample (every two seconds); a finished one only when an age it shows ('3m ago') changes.
+        clock = h.versions[SYSTEM] if not h.is_final else self._ages()
         log = h.versions[LOG] if h.state in ("lost", "failed") else 0
         return h.versions[PROGRESS], h.state, clock, log
 
@@ -116,6 +116,12 @@ class ProgressPanel(MonitorPanel):
             # Not "adapter    adapter": the row names what it is, the value where it went (the run's adapter/).
             row("adapter", self._saved(h.adapter, None, saved_to=True))
         return Group(*rows, *self._trouble())
+
+    def _ages(self) -> tuple[str, ...]:
+        """The ages the checkpoint and adapter rows show, as shown."""
+        h, now = self.history, wall_clock()
+        return tuple(format_age(now - r["time"]) for r in (h.last_checkpoint, h.adapter)
+                     if r and isinstance(r.get("time"), (int, float)))
 
     def _saved(self, ck: dict | None, fallback_path: str | None, *, saved_to: bool = False) -> Text:
         if not ck:
