@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from engine.errors import EXIT_BAD_INPUT, EXIT_BROKEN_PIPE, EXIT_OK, EXIT_RUN_FAILED, UserError, quote
+from engine.settings import user_path
 
 
 _PATH_ERRNOS = (errno.ENAMETOOLONG, errno.EACCES, errno.EPERM, errno.ELOOP, errno.ENOTDIR, errno.EISDIR, errno.EROFS)
@@ -40,24 +41,25 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser)
 
     t = sub.add_parser("train", help="train from a config (or --resume a run)")
-    t.add_argument("config", nargs="?", help="YAML config (see presets/)")
-    t.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
-    t.add_argument("--run-dir", help="run directory to create (default: runs/<name>-<time>)")
+    t.add_argument("config", nargs="?", type=user_path, help="YAML config (see presets/)")
+    t.add_argument("--resume", metavar="RUN_DIR", type=user_path, help="continue a run from its last checkpoint")
+    t.add_argument("--run-dir", type=user_path, help="run directory to create (default: runs/<name>-<time>)")
     t.add_argument("--max-steps", type=int, help="override training.max_steps")
     t.add_argument("--detach", action="store_true", help="start in the background and return at once")
     t.add_argument("--trust-remote-code", action="store_true", help=TRUST_HELP)
 
     m = sub.add_parser("monitor", help="the live monitor (the app)")
-    m.add_argument("run_dir", nargs="?", help="the run (or sweep) folder to watch (default: pick from the runs list)")
+    m.add_argument("run_dir", nargs="?", type=user_path,
+                   help="the run (or sweep) folder to watch (default: pick from the runs list)")
 
     r = sub.add_parser("runs", help="list runs with state, step and loss")
-    r.add_argument("--root", help="runs root (default: ./runs or $LORAPILOT_RUNS)")
+    r.add_argument("--root", type=user_path, help="runs root (default: ./runs or $LORAPILOT_RUNS)")
     r.add_argument("--json", action="store_true", help="print the list as JSON, for scripts")
     r.add_argument("--watch", action="store_true",
                    help="keep watching: one line each time a run or sweep changes state (ctrl+c ends)")
 
     s = sub.add_parser("stop", help="graceful stop: finish the step, checkpoint, exit")
-    s.add_argument("run_dir", help="the run folder (runs/<name>)")
+    s.add_argument("run_dir", type=user_path, help="the run folder (runs/<name>)")
 
     e = sub.add_parser("estimate", help="VRAM, steps and time for a config")
     from engine.estimate.command import add_arguments as add_estimate_arguments
@@ -77,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     diag.add_prepare_arguments(pr)
 
     c = sub.add_parser("chat", help="the base model and the run's adapter answer side by side")
-    c.add_argument("run_dir", help="the run folder whose adapter answers (runs/<name>)")
+    c.add_argument("run_dir", type=user_path, help="the run folder whose adapter answers (runs/<name>)")
     c.add_argument("--prompt", help="answer this prompt and exit (default: read prompts from the terminal)")
     c.add_argument("--temperature", default="0", help="0 = greedy (default)")
     c.add_argument("--top-p", default="1", help="sample only from the likeliest tokens whose chances add up to this "

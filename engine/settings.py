@@ -36,6 +36,13 @@ def runs_root(configured: str | None = None) -> Path:
     return Path(chosen).expanduser()
 
 
+def user_path(text: str) -> str:
+    """A path given on the command line, with a leading ~ as the user's home: the shell expands ~ only where it is
+    not quoted, and a path with a space is quoted (`--out "~/my exports"` wrote into a folder named '~' here).
+    The type of every argparse argument that names a file or folder."""
+    return os.path.expanduser(text)
+
+
 def cache_root() -> Path:
     """lorapilot's own cache (the demo model, the app's log): $LORAPILOT_CACHE, else $XDG_CACHE_HOME/lorapilot."""
     base = os.environ.get(CACHE_ENV) or os.path.join(

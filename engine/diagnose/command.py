@@ -17,6 +17,7 @@ from engine.diagnose.codes import LIVE_CODES, STATE_CODES, TITLES
 from engine.diagnose.finding import Finding, blocking, newest_first
 from engine.errors import EXIT_BAD_INPUT, EXIT_OK, UserError
 from engine.overwrite import may_overwrite
+from engine.settings import user_path
 
 if TYPE_CHECKING:  # annotations only: rich and the data layer load when a command needs them
     from rich.console import Console
@@ -104,7 +105,8 @@ def _print_json(value: object) -> None:
 # ---------------------------------------------------------------- diagnose
 
 def add_diagnose_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run_dir", metavar="RUN_DIR", help="a run directory (or just its metrics.jsonl)")
+    parser.add_argument("run_dir", metavar="RUN_DIR", type=user_path,
+                        help="a run directory (or just its metrics.jsonl)")
     parser.add_argument("--json", action="store_true", help="print the findings as a JSON list")
 
 
@@ -182,9 +184,9 @@ def _stalled(run_dir: Path, status: dict | None, records: list[dict]) -> list[Fi
 # ---------------------------------------------------------------- prepare
 
 def add_prepare_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("sources", metavar="SOURCE", nargs="+",
+    parser.add_argument("sources", metavar="SOURCE", nargs="+", type=user_path,
                         help="HTML, CSV/TSV, SQL dump or text files, or directories of them")
-    parser.add_argument("--out", required=True, metavar="OUT.jsonl", help="the training file to write")
+    parser.add_argument("--out", required=True, metavar="OUT.jsonl", type=user_path, help="the training file to write")
     parser.add_argument("--column", metavar="C", help="the CSV/SQL column holding the text")
     parser.add_argument("--instruction-column", metavar="C", help="CSV/SQL column of prompts (with --output-column)")
     parser.add_argument("--output-column", metavar="C", help="CSV/SQL column of responses")
@@ -216,8 +218,10 @@ def add_inspect_arguments(parser: argparse.ArgumentParser) -> None:
     formats = next(f for f in dataclasses.fields(DatasetConfig) if f.name == "format").metadata["choices"]
     default_length = TrainingConfig().max_seq_length
     train_on = next(f for f in dataclasses.fields(DatasetConfig) if f.name == "train_on").metadata["choices"]
-    parser.add_argument("path", metavar="PATH", help="a dataset file, a directory of them, or a hub id")
-    parser.add_argument("--model", metavar="M", help="tokenizer to count tokens with (hub id or directory)")
+    parser.add_argument("path", metavar="PATH", type=user_path,
+                        help="a dataset file, a directory of them, or a hub id")
+    parser.add_argument("--model", metavar="M", type=user_path,
+                        help="tokenizer to count tokens with (hub id or directory)")
     parser.add_argument("--max-seq-length", type=int, default=None, metavar="N",
                         help=f"the training max_seq_length (default: the config's, else {default_length})")
     parser.add_argument("--format", dest="fmt", default="auto", choices=formats, help="how examples are laid out")
@@ -225,10 +229,10 @@ def add_inspect_arguments(parser: argparse.ArgumentParser) -> None:
                         help="completions (default): the responses are trained, the prompt masked; all: every "
                              "token (default: the config's)")
     parser.add_argument("--json", action="store_true", help="print the report and findings as JSON")
-    parser.add_argument("--config", metavar="CONFIG",
+    parser.add_argument("--config", metavar="CONFIG", type=user_path,
                         help="check this config's settings too, and show exactly what it trains on (its model, "
                              "max_seq_length, format, train_on, validation split and max_examples are used)")
-    parser.add_argument("--fix", metavar="CONFIG",
+    parser.add_argument("--fix", metavar="CONFIG", type=user_path,
                         help="as --config, then write each finding's setting into CONFIG (comments kept)")
 
 

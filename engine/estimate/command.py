@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from engine.errors import EXIT_BAD_INPUT, EXIT_OK, UserError
 from engine.plan import attention_label
+from engine.settings import user_path
 
 if TYPE_CHECKING:   # the CLI imports the estimate lazily (start-up time)
     from engine.config import Config
@@ -19,7 +20,8 @@ if TYPE_CHECKING:   # the CLI imports the estimate lazily (start-up time)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("config", help="a YAML config (model may be a hub id, a preset or a directory with config.json)")
+    parser.add_argument("config", type=user_path,
+                        help="a YAML config (model may be a hub id, a preset or a directory with config.json)")
     parser.add_argument("--gpu", default=None,
                         help="GPU preset to fit against (t4, a10, rtx4090, a100-80, h100-80, ...); "
                              "default: the GPU present, if any")

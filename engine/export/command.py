@@ -6,20 +6,23 @@ import argparse
 import sys
 
 from engine.errors import EXIT_OK
+from engine.settings import user_path
 
 
 def add_arguments(x: argparse.ArgumentParser) -> None:
     from engine.export import TARGETS
 
-    x.add_argument("run_dir", help="the finished run folder whose adapter to export (runs/<name>)")
+    x.add_argument("run_dir", type=user_path, help="the finished run folder whose adapter to export (runs/<name>)")
     x.add_argument("--for", dest="target", choices=TARGETS,
                    help="a folder ready for this server: ollama (merged model + Modelfile), vllm (adapter + "
                         "serve.sh), llama.cpp (merged model + GGUF conversion)")
-    x.add_argument("--out", help="the folder to write (new or empty); without --for: copy the adapter here")
-    x.add_argument("--merged", metavar="OUT", help="write the base merged with the adapter (16-bit) here")
+    x.add_argument("--out", type=user_path,
+                   help="the folder to write (new or empty); without --for: copy the adapter here")
+    x.add_argument("--merged", metavar="OUT", type=user_path,
+                   help="write the base merged with the adapter (16-bit) here")
     x.add_argument("--trust-remote-code", action="store_true",
                    help="run the model folder's own Python code when the run's config.yaml asks for it")
-    x.add_argument("--llama-cpp", metavar="DIR",
+    x.add_argument("--llama-cpp", metavar="DIR", type=user_path,
                    help="llama.cpp folder, to run its conversion (default: $LLAMA_CPP_DIR; else the commands are "
                         "printed)")
 

@@ -18,10 +18,11 @@ from engine.errors import EXIT_OK, EXIT_RUN_FAILED, UserError
 from engine.overwrite import may_overwrite
 from engine.settings import runs_root, visible_device_mask
 from engine.sweep.plan import DEFAULT_LRS, DEFAULT_RS, DEFAULT_STEPS, STOP_ON, lr_text
+from engine.settings import user_path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("target", nargs="?", metavar="CONFIG|SWEEP_DIR",
+    parser.add_argument("target", nargs="?", metavar="CONFIG|SWEEP_DIR", type=user_path,
                         help="the base config to sweep, or a sweep directory to report on (or --apply)")
     parser.add_argument("--lr", metavar="LIST", help="learning rates, comma-separated (default: "
                         + ",".join(lr_text(x) for x in DEFAULT_LRS) + ")")
@@ -37,11 +38,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gpu", metavar="NAME", help="GPU preset for the time estimate (default: the GPU present)")
     parser.add_argument("--no-halving", action="store_true",
                         help="run every trial to the end (still stopping on nan_loss / loss_explosion)")
-    parser.add_argument("--sweep-dir", metavar="DIR", help="directory to create (default: runs/sweep-<name>-<time>)")
+    parser.add_argument("--sweep-dir", metavar="DIR", type=user_path,
+                        help="directory to create (default: runs/sweep-<name>-<time>)")
     parser.add_argument("--yes", "-y", action="store_true", help="start without asking (scripts)")
     parser.add_argument("--detach", action="store_true", help="start the sweep in the background and return at once")
     parser.add_argument("--dry-run", action="store_true", help="show the plan and exit")
-    parser.add_argument("--apply", metavar="OUT.yaml",
+    parser.add_argument("--apply", metavar="OUT.yaml", type=user_path,
                         help="write the winner's config (base config, winning lr and r, alpha = 2r) to OUT.yaml")
     parser.add_argument("--force", action="store_true", help="replace the --apply file if it exists")
 
