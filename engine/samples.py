@@ -47,7 +47,7 @@ def from_text(tokenizer, text: str, style=None) -> SamplePrompt:
 
 
 def choose_prompts(cfg, tokenizer, validation: list[TokenizedExample], style=None) -> list[SamplePrompt]:
-    """training.sample_prompts, else the first held-out rows that have a prompt (text rows have none).
+    """training.sample_prompts, else the first held-out rows that have a prompt (text rows have none), each prompt once.
 
     A held-out row is fed the ids before its first answer (for a multi-turn row: the system prompt and first
     user turn), and shown with that user turn and that answer.
@@ -57,9 +57,13 @@ def choose_prompts(cfg, tokenizer, validation: list[TokenizedExample], style=Non
     if cfg.training.sample_prompts:
         return [from_text(tokenizer, p, style) for p in cfg.training.sample_prompts]
     # the user's own words where the format has them: the rendered prompt carries the template's markup
-    with_prompt = [ex for ex in validation if ex.prompt_text and ex.prompt_len]
+    # each prompt once: greedy decoding answers a repeated one (data with duplicates) the same way every time
+    distinct: dict[tuple[int, ...], TokenizedExample] = {}
+    for ex in validation:
+        if ex.prompt_text and ex.prompt_len:
+            distinct.setdefault(tuple(prompt_part(ex)), ex)
     return [SamplePrompt(text=ex.question or ex.prompt_text, ids=prompt_part(ex), reference=ex.response_text)
-            for ex in with_prompt[:DEFAULT_SAMPLE_PROMPTS]]
+            for ex in list(distinct.values())[:DEFAULT_SAMPLE_PROMPTS]]
 
 
 def without_cut_character(text: str) -> str:

@@ -254,3 +254,25 @@ def test_samples_generate_and_the_playground_stream_drop_a_cut_character(demo_to
     streamer = _answer_streamer(demo_tokenizer)   # the playground's and `lorapilot chat`'s stream
     generate(CutModel(), demo_tokenizer, prompt, max_new_tokens=len(cut), streamer=streamer)
     assert "".join(streamer) == "The word is "   # the stream is not stripped; Playground.answer strips it
+
+
+def test_the_held_out_prompts_sampled_are_distinct(demo_tokenizer, tmp_path):
+    """A held-out split drawn from data with repeated questions held the same one twice (seen on a 300-row chat
+    set: 'What is the capital of Germany?' sampled twice at every evaluation); greedy decoding answers a repeated
+    prompt identically, so the slot showed nothing new. The first distinct prompts are sampled."""
+    import json
+
+    from engine.config import Config, DatasetConfig
+    from engine.data import load_examples
+    from engine.samples import DEFAULT_SAMPLE_PROMPTS, choose_prompts
+
+    rows = [{"instruction": q, "output": f"answer {i}"} for i, q in enumerate(["say 1", "say 1", "say 2", "say 3"])]
+    (tmp_path / "val.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows * 4), encoding="utf-8")
+    cfg = Config(model="lorapilot-demo", dataset=DatasetConfig(path=str(tmp_path / "train.jsonl"),
+                                                               validation_path=str(tmp_path / "val.jsonl")))
+    held_out = load_examples(cfg, demo_tokenizer).validation
+    chosen = choose_prompts(cfg, demo_tokenizer, held_out)
+    assert len(chosen) == DEFAULT_SAMPLE_PROMPTS
+    assert [p.text for p in chosen] == ["say 1", "say 2", "say 3"]
+    assert [p.reference for p in chosen] == ["answer 0", "answer 2", "answer 3"]
