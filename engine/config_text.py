@@ -35,6 +35,14 @@ def from_raw(spec: FieldSpec, text: str) -> Any:
     if stripped == "" and spec.nullable:
         return None
     if spec.type is str and spec.kind is None:
+        # A path dropped into a terminal, or copied from `ls`, comes quoted when it holds a space: '/data/my set'.
+        # The config reads such a quoted value as the path inside the quotes; so does the field.
+        if len(stripped) >= 2 and stripped[0] == stripped[-1] and stripped[0] in "'\"":
+            try:
+                unquoted = yaml.safe_load(stripped)
+            except yaml.YAMLError:
+                return stripped
+            return unquoted.strip() if isinstance(unquoted, str) else stripped
         return stripped
     try:
         return yaml.safe_load(stripped)

@@ -261,3 +261,26 @@ async def test_typing_never_waits_for_the_tokenizer():
         assert app.screen.query_one("#field-model").value.endswith("xyzabcdef")
         assert busy < max(1.0, 5 * idle), f"a key took {busy:.2f} s to be handled (idle: {idle:.2f} s)"
         app.exit()
+
+
+async def test_a_quoted_path_as_a_terminal_drops_it_is_read(tmp_path, demo_model_dir):
+    """A file dragged into the terminal, or copied from `ls`, arrives quoted when its path holds a space:
+    '/home/me/my data/chat.jsonl'. It read 'no such file or directory' for the path with its quotes; the field now
+    reads it as the YAML config reads a quoted value: the path inside."""
+    folder = tmp_path / "my data"
+    folder.mkdir()
+    data = folder / "chat.jsonl"
+    data.write_text("".join(f'{{"instruction": "say {i}", "output": "number {i}"}}\n' for i in range(40)),
+                    encoding="utf-8")
+    app = LorapilotApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        s = app.wizard
+        await paste_into(pilot, "#field-model", f"'{demo_model_dir}'")
+        await settle(app, pilot)
+        assert s.model_error is None and s.cfg.model == str(demo_model_dir)
+        await pilot.press("ctrl+n")
+        await paste_into(pilot, "#field-dataset-path", f'"{data}" ')
+        await settle(app, pilot)
+        assert s.data_error is None and s.data_rows == 40, s.data_error
+        assert s.cfg.dataset.path == str(data)
