@@ -618,3 +618,20 @@ async def test_a_finished_runs_checkpoint_age_keeps_counting(tmp_path, monkeypat
         assert " ago" in text_of(monitor(app).query_one("#progress"))
         now[0] += 2 * 3600 + 60
         await until(pilot, lambda: "step 900, 2h ago" in text_of(monitor(app).query_one("#progress")))
+
+
+async def test_the_epoch_moves_with_the_step_between_logged_steps(tmp_path):
+    """Train records come every logging_steps (10 by the recipe); the step counter follows status.json. The epoch
+    row read the last train record's (0.06 at step 1) beside 'step 8 / 30': it now reads the status's, as the step."""
+    run = make_run(tmp_path / "r", steps_done=900, max_steps=1200, pid=os.getpid())
+    status = json.loads((run / "status.json").read_text())
+    last = max((json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()),
+               key=lambda r: r["step"] if r["kind"] == "train" else -1)
+    per_epoch = round(last["step"] / last["epoch"])
+    status.update(step=907, epoch=round(907 / per_epoch, 4))
+    (run / "status.json").write_text(json.dumps(status), encoding="utf-8")
+    app = LorapilotApp(start="monitor", run_dir=str(run))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: loaded(app) and "907 / 1,200" in text_of(monitor(app).query_one("#progress")))
+        progress = text_of(monitor(app).query_one("#progress"))
+        assert f"epoch      {907 / per_epoch:.2f}" in progress, progress

@@ -233,6 +233,17 @@ class RunHistory:
         return max(from_status, from_metrics)
 
     @property
+    def epoch(self) -> float | None:
+        """The epoch at `step`: the status's where it is newer than the last train record (logged every
+        logging_steps), so that it never reads step 1's 0.06 beside a step counter at 8."""
+        status, last = self.status or {}, self.last_train or {}
+        from_status, status_step = _num(status.get("epoch")), _num(status.get("step"))
+        from_metrics, train_step = _num(last.get("epoch")), _num(last.get("step"))
+        if from_status is not None and status_step is not None and (train_step is None or status_step > train_step):
+            return from_status
+        return from_metrics
+
+    @property
     def max_steps(self) -> int:
         return int((self.status or {}).get("max_steps") or 0) or self.planned_steps
 

@@ -93,7 +93,7 @@ class ProgressPanel(MonitorPanel):
         else:
             row("step", f"{step:,}")
         last = h.last_train or {}
-        epoch, tps = last.get("epoch"), last.get("tokens_per_s")
+        epoch, tps = h.epoch, last.get("tokens_per_s")
         avg = h.avg_tokens_per_s() if h.is_final or h.state == "lost" else None  # ended: the whole run's
         loss, ev = h.loss.last(), h.eval_loss.last()
         row("epoch", f"{epoch:.2f}" if isinstance(epoch, (int, float)) else "-",
