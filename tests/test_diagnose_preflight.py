@@ -182,3 +182,22 @@ def test_the_memory_line_and_the_fit_verdict_compare_the_same_need():
     assert est.device_total_gib < 0.9 * 40 < est.need_gib and est.fits is False
     f = by_code(findings)["memory_estimate_high"]
     assert f.evidence.startswith(f"estimated peak {est.need_gib:.1f} GiB of 40.0 GiB"), f.evidence
+
+
+def test_the_duplicates_fix_names_prepare_only_for_files_prepare_reads(tmp_path):
+    """`lorapilot prepare` refuses a training JSONL ('unknown kind of file'): the fix sent a user with a chat JSONL
+    there. It names prepare for a CSV, which prepare de-duplicates, and the lines themselves otherwise."""
+    from conftest import run_cli
+
+    def fix_for(source: str) -> str:
+        data = dataset()
+        data[11] = example(11, prompt="Question number 1?", response="Answer number 1.")
+        for i in (1, 11):
+            data[i].source = f"{source}:{i + 1}"
+        return by_code(preflight(data, Config()))["duplicate_examples"].fix
+
+    (tmp_path / "chat.jsonl").write_text('{"instruction": "a", "output": "b"}\n', encoding="utf-8")
+    refused = run_cli("prepare", str(tmp_path / "chat.jsonl"), "--out", str(tmp_path / "out.jsonl"))
+    assert refused.returncode == 2 and "unknown kind of file" in refused.stderr
+    assert "prepare" not in fix_for(str(tmp_path / "chat.jsonl")) and "Keep one of each" in fix_for("chat.jsonl")
+    assert "`lorapilot prepare` de-duplicates" in fix_for("rows.csv")

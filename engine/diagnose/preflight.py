@@ -176,8 +176,20 @@ def _check_size_and_duplicates(examples: Sequence[Any]) -> list[Finding]:
             "duplicate_examples", "warning" if extra / total > DUPLICATE_WARN_FRACTION else "info", None,
             "Some examples are exact duplicates (ignoring whitespace): they are trained on more than once.",
             f"{extra} extra copies in {len(groups)} groups, e.g. {example}",
-            "Remove them (`lorapilot prepare` de-duplicates by default); duplicates push the model to memorise."))
+            f"Keep one of each ({_how_to_dedup(examples[groups[0][0]].source)}); duplicates push the model to "
+            "memorise."))
     return findings
+
+
+def _how_to_dedup(source: Any) -> str:
+    """`lorapilot prepare` de-duplicates the raw files it reads (CSV, HTML, SQL, text), not a training JSONL: it
+    refuses one ('unknown kind of file'), so naming it there sent the user to a dead end."""
+    from engine.diagnose.raw_sources import ALL_SUFFIXES
+
+    file = str(source).rsplit(":", 1)[0]
+    if file.lower().endswith(ALL_SUFFIXES):
+        return "`lorapilot prepare` de-duplicates by default"
+    return "the evidence names where they are"
 
 
 def _check_slop(examples: Sequence[Any], matcher: SlopMatcher | None) -> list[Finding]:
