@@ -142,3 +142,87 @@ def test_the_system_prompt_is_the_one_every_row_shares():
     assert system is None and "some none" in note
     assert shared_system_prompt([chat(None)], "chat") == (None, None)
     assert shared_system_prompt([{"instruction": "i", "output": "o", "system": "S"}] * 2, "alpaca") == ("S", None)
+
+
+# ------------------------------------------------------------------ every family, token by token
+
+# The Ollama template each family of tests/fixtures/template_families.py gets; the others have none that renders
+# what they trained with, and the export refuses them (vLLM and llama.cpp read the run's own template).
+OLLAMA_FOR = {"llama3": "llama3", "llama3_1": "llama3.1", "qwen2_5": "qwen2.5", "mistral": "mistral",
+              "gemma2": "gemma", "qwen3": "chatml", "last_user_system": "mistral", "llama3_base": "alpaca",
+              "mistral_base": "alpaca"}
+TURNS = [{"role": "user", "content": "What color is a lemon?"}, {"role": "assistant", "content": "Yellow."},
+         {"role": "user", "content": "And a tomato?"}, {"role": "assistant", "content": "Red."}]
+TERSE = "You are terse."
+
+
+@pytest.fixture(scope="module")
+def real_family(tmp_path_factory):
+    from fixtures.template_families import FAMILIES as REAL, load_family
+
+    root, cache = tmp_path_factory.mktemp("families"), {}
+
+    def get(name):
+        if name not in cache:
+            cache[name] = (REAL[name], load_family(REAL[name], root, with_pad=False))
+        return cache[name]
+    return get
+
+
+def _trained_prefix_and_ends(tok, messages):
+    """The ids before the last answer, and the last trained token of every answer, as the trainer tokenizes."""
+    from engine.data import IGNORE_INDEX, tokenize_rows
+
+    (ex,) = tokenize_rows([{"messages": messages}], "chat", ["t:1"], tok, max_seq_length=4096)
+    lab = ex.labels
+    starts = [i for i in range(1, len(lab)) if lab[i] != IGNORE_INDEX and lab[i - 1] == IGNORE_INDEX]
+    ends = [ex.input_ids[i] for i in range(len(lab)) if lab[i] != IGNORE_INDEX
+            and (i + 1 == len(lab) or lab[i + 1] == IGNORE_INDEX)]
+    return ex.input_ids[: starts[-1]], tok.convert_ids_to_tokens(ends)
+
+
+@pytest.mark.parametrize("name", sorted(OLLAMA_FOR))
+def test_ollama_feeds_the_trained_ids_and_stops_where_training_stopped(real_family, tmp_path, name):
+    """Per family, with and without the data's system prompt, after one and two answers: what Ollama feeds (the
+    Modelfile's TEMPLATE and SYSTEM rendered, tokenized whole, its tokenizer's BOS in front) is the ids training
+    fed before the answer, and the playground's; the stops hold every end token trained."""
+    from engine.data.masking import prefix_space_id
+    from engine.data.prompt import PromptStyle, save_for_inference
+    from engine.model import load_tokenizer
+    from engine.samples import from_text
+
+    family, tok = real_family(name)
+    for system in ([None, TERSE] if family.system else [None]):
+        match = match_template(tok, "chat", system)
+        assert match.template.name == OLLAMA_FOR[name]
+        written = parse_modelfile(modelfile(match, source="test", system=match.system))
+        # a system prompt the template leaves out of training rows is no SYSTEM line (nor rendered by Ollama)
+        assert written["SYSTEM"] == (system if system and not family.system_in_last_user_only else None)
+        save_for_inference(tok, PromptStyle(format="chat", system=system or ""), tmp_path / str(system))
+        saved = load_tokenizer(str(tmp_path / str(system)))
+        for n in (2, 4):
+            messages = ([{"role": "system", "content": system}] if system else []) + TURNS[:n]
+            prefix, ends = _trained_prefix_and_ends(tok, messages)
+            text = ollama_prompt(written["TEMPLATE"], TURNS[: n - 1], written["SYSTEM"] or "")
+            fed = ([tok.bos_token_id] if match.bos else []) + tok(text, add_special_tokens=False)["input_ids"]
+            if n == 2:
+                assert fed == prefix == from_text(saved, TURNS[0]["content"], PromptStyle("chat", system or "")).ids
+            elif prefix_space_id(tok) is None:
+                assert fed == prefix, name
+            else:
+                # A SentencePiece tokenizer that writes a `▁` before text tokenized alone: training tokenizes each
+                # segment alone ("▁Yellow." after "[/INST]"), a server the whole conversation ("]Yellow." merged
+                # otherwise, a `▁` after "</s>"). The earlier turns' ids differ there, their text only by those
+                # word-start spaces (the masking's seam rule, engine/data/masking.py; the prompt before the first
+                # answer is equal, above). Noted in the export's report.
+                def text(ids):
+                    return "".join(t.replace("\u2581", "") for t in tok.convert_ids_to_tokens(ids))
+                assert text(fed) == text(prefix), name
+            assert set(ends) <= set(written["stop"]), (ends, written["stop"])
+
+
+@pytest.mark.parametrize("name", ["gemma3", "llama3_2", "last_user_system_chatml", "phi3_5", "deepseek_r1"])
+def test_families_no_ollama_template_renders_are_refused(real_family, name):
+    _, tok = real_family(name)
+    with pytest.raises(UserError, match="no known Ollama template"):
+        match_template(tok, "chat", None)

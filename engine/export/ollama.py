@@ -11,7 +11,10 @@ same conversations, exactly the prompt the run trained with: each candidate is r
 renderer, engine/export/gotemplate.py) and compared with the trainer's own renderer (engine/data/template.py),
 multi-turn and with a system prompt. None matching is an error, never a guess: a wrong template is what makes
 exported models "answer nonsense". PARAMETER stop lists every end token the run trained, then the template's
-turn markers; SYSTEM carries the system prompt every training row shared.
+turn markers; SYSTEM carries the system prompt every training row shared, only when training showed it to the
+model: a chat template with no system role, or one that leaves the system prompt out of a row ending with an
+answer (Mistral-v0.3-style: it goes into the last user turn only), trained without it, and the matched template
+renders none; a SYSTEM line would promise what the model never read.
 """
 
 from __future__ import annotations
@@ -60,6 +63,7 @@ class TemplateMatch:
     stops: list[str]
     trained_ends: list[str]
     bos: str | None                  # the BOS the rows began with (Ollama's tokenizer adds it, not the TEMPLATE)
+    system: str | None = None        # the SYSTEM line: the data's system prompt, when training rendered it
     checked: list[str] = field(default_factory=list)   # what was compared, in words
     notes: list[str] = field(default_factory=list)
 
@@ -79,6 +83,7 @@ class TrainedPrompt:
     prompt: str              # what the model read before that answer (leading BOS removed)
     end: str                 # the end token trained after the answer
     began_with_bos: bool = False
+    system_left_out: bool = False   # the conversation's system message is nowhere in what was trained
 
 
 def trained_prompt(renderer, messages: list[dict], fmt: str, bos: str | None) -> TrainedPrompt:
@@ -98,7 +103,7 @@ def trained_prompt(renderer, messages: list[dict], fmt: str, bos: str | None) ->
     began_with_bos = bool(bos) and prompt.startswith(str(bos))
     if began_with_bos:
         prompt = prompt[len(str(bos)):]
-    return TrainedPrompt(messages, prompt, end, began_with_bos)
+    return TrainedPrompt(messages, prompt, end, began_with_bos, rendered.system_left_out)
 
 
 def _end_tokens(end: str, known: list[str]) -> list[str]:
@@ -144,6 +149,10 @@ def match_template(tokenizer, fmt: str, system: str | None = None,
             if messages[0]["role"] != "system":
                 raise
             notes.append("the chat template has no system role (it refuses one): no SYSTEM line")
+    if system and any(c.system_left_out for c in cases):
+        notes.append("the chat template leaves the system prompt out of conversations that end with an answer, "
+                     "so the model trained without it: no SYSTEM line")
+    shown = system if any(c.messages[0]["role"] == "system" and not c.system_left_out for c in cases) else None
     for candidate in templates if templates is not None else load_templates():
         text = candidate.for_tokenizer(tokenizer.eos_token)
         try:
@@ -156,7 +165,8 @@ def match_template(tokenizer, fmt: str, system: str | None = None,
             starts_with_bos = bool(bos) and (tokenizer_adds_bos(tokenizer) or any(c.began_with_bos for c in cases))
             checked = [f"{sum(m['role'] == 'assistant' for m in c.messages)} answers"
                        + (" after a system prompt" if c.messages[0]["role"] == "system" else "") for c in cases]
-            return TemplateMatch(candidate, text, stops, ends, bos if starts_with_bos else None, checked, notes)
+            return TemplateMatch(candidate, text, stops, ends, bos if starts_with_bos else None, shown, checked,
+                                 notes)
     raise UserError("no known Ollama template renders the prompt format this run trained with",
                     problems=[f"the run's template renders: {cases[0].prompt!r}"],
                     fix="use `--for vllm` or `--for llama.cpp` (both read the run's own chat template), "
@@ -200,8 +210,7 @@ def export_ollama(run_dir: str | Path, out: str | Path, *, log=print) -> Path:
                             "depends on the data's format", fix="export where the dataset is, or set dataset.format "
                             f"in {facts.run_dir / 'config.yaml'}")
     match = match_template(tokenizer, fmt, system)  # before the (slow) merge: a mismatch costs nothing
-    if any("no system role" in n for n in match.notes):
-        system = None
+    system = match.system
     log(f"template: {match.template.name} (matches the run's: {'; '.join(match.checked)})")
     log("merging the adapter into the 16-bit base ...")
     export_merged(run_dir, dst, card=False)
