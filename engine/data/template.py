@@ -96,15 +96,25 @@ def model_chat_template(tokenizer) -> str | None:
 def training_chat_template(tokenizer, fmt: str) -> str:
     """The chat template a run on this tokenizer and data format trains with.
 
-    The model's own when it has one; else ALPACA_TEMPLATE for alpaca and chat
-    data, RAW_TEMPLATE for completion and text data (a base model is fed the
-    prompt as written). This is the template saved with the adapter and any
-    export; exporters for other runtimes (Ollama, vLLM, llama.cpp) read it here.
+    The model's own when it has one (less a generation-prompt prefill no
+    training row has, DeepSeek-R1's `<think>\\n`: engine/data/prefill.py); else
+    ALPACA_TEMPLATE for alpaca and chat data, RAW_TEMPLATE for completion and
+    text data (a base model is fed the prompt as written). This is the template
+    saved with the adapter and any export; exporters for other runtimes
+    (Ollama, vLLM, llama.cpp) read it here.
     """
+    return training_template(tokenizer, fmt)[0]
+
+
+def training_template(tokenizer, fmt: str) -> tuple[str, str | None]:
+    """(training_chat_template, what the data report says of a prefill, or None)."""
+    from engine.data.prefill import prefill_note, without_prefill
+
     own = model_chat_template(tokenizer)
-    if own:
-        return own
-    return RAW_TEMPLATE if fmt in ("completion", "text") else ALPACA_TEMPLATE
+    if not own:
+        return (RAW_TEMPLATE if fmt in ("completion", "text") else ALPACA_TEMPLATE), None
+    template, prefill, removed = without_prefill(tokenizer, own)
+    return template, prefill_note(prefill, removed) if prefill else None
 
 
 def template_name(tokenizer, fmt: str) -> str:
@@ -190,6 +200,7 @@ class Renderer:
         self.end_tokens = end_tokens(tokenizer)
         self.notes: set[str] = set()
         self._generation_prompt: dict[str, bool] = {}  # does the template render one? (asked once each)
+        self._templates: dict[str, str] = {}  # training_chat_template by format (a few renders each: once)
 
     def name(self, fmt: str) -> str:
         return template_name(self.tok, fmt)
@@ -206,10 +217,17 @@ class Renderer:
                 return Rendered([], skip="no assistant turn")
             if not any(m["content"].strip() for m in answers):
                 return Rendered([], skip="empty response")
-            out = self._chat(messages, training_chat_template(self.tok, fmt), source)
+            out = self._chat(messages, self._template(fmt), source)
         if self.train_on == "all":
             out.segments = [(t, True) for t, _ in out.segments]
         return out
+
+    def _template(self, fmt: str) -> str:
+        if fmt not in self._templates:
+            self._templates[fmt], note = training_template(self.tok, fmt)
+            if note:
+                self.notes.add(note)
+        return self._templates[fmt]
 
     def render_prompt(self, text: str, fmt: str, system: str = "") -> Rendered:
         """A free-text prompt rendered as a row of format `fmt` would be (see prompt_row).

@@ -100,7 +100,12 @@ def _data_facts(cfg, tokenizer) -> DataFacts:
     from engine.data import read_rows
     from engine.data.template import Renderer
 
+    from engine.data.prefill import template_note
+
     facts = DataFacts(path=str(cfg.dataset.path))
+    note = template_note(tokenizer)  # the tokenizer's, whatever the data: what a server renders differently
+    if note:
+        facts.notes.append(note)
     try:
         rows, fmt, _ = read_rows(cfg.dataset.path, cfg.dataset.format)
     except UserError as e:
