@@ -20,7 +20,6 @@ from engine.data.types import TokenizedExample
 from engine.settings import FAST_DECODE_ENV
 
 DEFAULT_SAMPLE_PROMPTS = 3  # held-out validation prompts when the config names none
-END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>")
 # Which decoder greedy batches use: unset or "auto" lets the trainer choose (engine.train.sample_budget),
 # "0" model.generate, "1" engine.fast_decode compiled into CUDA graphs on a GPU, "eager" the same loop uncompiled.
 _fast_decode_broken = False  # it raised once in this process: later batches go straight to generate
@@ -83,10 +82,9 @@ def decode_generated(tokenizer, ids) -> str:
 
 
 def stop_token_ids(tokenizer) -> list[int]:
-    ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
-    vocab = tokenizer.get_vocab()
-    ids += [vocab[t] for t in END_OF_TURN_TOKENS if t in vocab and vocab[t] not in ids]
-    return ids
+    from engine.data.stops import stop_token_ids as trained_stops
+
+    return trained_stops(tokenizer)
 
 
 def generate(model, tokenizer, prompt_ids: list[int], *, max_new_tokens: int, temperature: float = 0.0,

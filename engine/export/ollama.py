@@ -23,6 +23,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from engine.data.stops import split_end
 from engine.errors import DataError, UserError
 from engine.export.gotemplate import GoTemplateError, ollama_chat_values, render
 from engine.settings import PRESETS_DIR
@@ -106,16 +107,6 @@ def trained_prompt(renderer, messages: list[dict], fmt: str, bos: str | None) ->
     return TrainedPrompt(messages, prompt, end, began_with_bos, rendered.system_left_out)
 
 
-def _end_tokens(end: str, known: list[str]) -> list[str]:
-    """The trained end text as tokens ("<|eot_id|>"; a doubled "</s></s>" is one stop, not a stop of its own)."""
-    out = []
-    while end:
-        token = next((t for t in known if end.startswith(t)), end)
-        out.append(token)
-        end = end[len(token):]
-    return out
-
-
 def probes(fmt: str, system: str | None) -> list[list[dict]]:
     if fmt == "completion":
         return [PROBE[:2]]
@@ -160,7 +151,7 @@ def match_template(tokenizer, fmt: str, system: str | None = None,
         except (GoTemplateError, LookupError, TypeError, ValueError):  # a candidate that cannot render: no match
             ok = False
         if ok:
-            ends = list(dict.fromkeys(t for c in cases for t in _end_tokens(c.end, renderer.end_tokens)))
+            ends = list(dict.fromkeys(t for c in cases for t in split_end(c.end, renderer.end_tokens)))
             stops = list(dict.fromkeys([*ends, *candidate.stops]))
             starts_with_bos = bool(bos) and (tokenizer_adds_bos(tokenizer) or any(c.began_with_bos for c in cases))
             checked = [f"{sum(m['role'] == 'assistant' for m in c.messages)} answers"

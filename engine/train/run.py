@@ -537,15 +537,15 @@ def _write_model_card(run_dir: Path) -> None:
 
 
 def _save_generation_config(model: Any, tokenizer: PreTrainedTokenizerBase, adapter_dir: Path) -> None:
-    """Generation stops on the template's end-of-turn token too, not only on EOS."""
+    """Generation stops where training stopped (engine.data.stops: every trained end token and the EOS), and where
+    the base model's own generation config stops."""
     from transformers import GenerationConfig
+
+    from engine.data.stops import stop_token_ids
 
     base = getattr(model, "generation_config", None) or GenerationConfig()
     eos = base.eos_token_id if isinstance(base.eos_token_id, list) else [base.eos_token_id]
-    for tok in ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>"):
-        tid = tokenizer.convert_tokens_to_ids(tok) if tok in tokenizer.get_vocab() else None
-        if tid is not None and tid not in eos:
-            eos.append(tid)
+    eos += [t for t in stop_token_ids(tokenizer) if t not in eos]
     gen = GenerationConfig(eos_token_id=[e for e in eos if e is not None], pad_token_id=tokenizer.pad_token_id,
                            bos_token_id=tokenizer.bos_token_id)
     gen.save_pretrained(str(adapter_dir))

@@ -1,0 +1,77 @@
+"""Generation stops where training stopped: every end token the trainer trains after an answer, read from the
+trained labels themselves, is a stop of the samples, the playground and chat (engine.samples.stop_token_ids) and of
+the generation_config.json saved with the adapter (copied into the merged model; vLLM's --generation-config).
+"""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import pytest
+from fixtures.template_families import FAMILIES, load_family
+
+from engine.data import IGNORE_INDEX, tokenize_rows
+from engine.samples import stop_token_ids
+
+TURNS = [{"role": "user", "content": "What color is a lemon?"}, {"role": "assistant", "content": "Yellow."},
+         {"role": "user", "content": "And a tomato?"}, {"role": "assistant", "content": "Red."}]
+
+
+def trained_ends(tok) -> set[int]:
+    """The last trained token of every answer of a chat row and of a text row, from the trainer's labels."""
+    rows = [({"messages": TURNS}, "chat"), ({"text": "Once upon a time."}, "text")]
+    ends = set()
+    for row, fmt in rows:
+        (ex,) = tokenize_rows([row], fmt, ["t:1"], tok, max_seq_length=4096)
+        lab = ex.labels
+        ends |= {ex.input_ids[i] for i in range(len(lab))
+                 if lab[i] != IGNORE_INDEX and (i + 1 == len(lab) or lab[i + 1] == IGNORE_INDEX)}
+    return ends
+
+
+def saved_generation_eos(tok, tmp_path, base_eos) -> list[int]:
+    from transformers import GenerationConfig
+
+    from engine.train.run import _save_generation_config
+
+    _save_generation_config(SimpleNamespace(generation_config=GenerationConfig(eos_token_id=base_eos)), tok, tmp_path)
+    return json.loads((tmp_path / "generation_config.json").read_text())["eos_token_id"]
+
+
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_every_family_stops_on_exactly_what_it_trained_to_end_with(tmp_path, name):
+    tok = load_family(FAMILIES[name], tmp_path, with_pad=False)
+    ends = trained_ends(tok)
+    assert set(stop_token_ids(tok)) == ends, (tok.convert_ids_to_tokens(stop_token_ids(tok)),
+                                              tok.convert_ids_to_tokens(sorted(ends)))
+    assert ends <= set(saved_generation_eos(tok, tmp_path, tok.eos_token_id))
+
+
+def _eot_tokenizer():
+    """A template whose answers end in a special token of its own, neither the EOS nor a name a list of known
+    end-of-turn tokens would hold (`<|eot|>`, the way Llama 4 ends a turn, beside the EOS `<|end_of_text|>`)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<|begin_of_text|>", "<|end_of_text|>", "<|header_start|>", "<|header_end|>", "<|eot|>"]
+    words = ["[UNK]", "user", "assistant", "What", "color", "is", "a", "lemon", "?", "Yellow", ".", "And", "tomato",
+             "Red", "Once", "upon", "time"]
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words + specials)}, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    hf = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", bos_token="<|begin_of_text|>",
+                                 eos_token="<|end_of_text|>", additional_special_tokens=specials[2:])
+    hf.chat_template = ("{{ bos_token }}{% for m in messages %}<|header_start|>{{ m['role'] }}<|header_end|>\n\n"
+                        "{{ m['content'] }}<|eot|>{% endfor %}"
+                        "{% if add_generation_prompt %}<|header_start|>assistant<|header_end|>\n\n{% endif %}")
+    hf.pad_token = hf.eos_token
+    return hf
+
+
+def test_an_end_of_turn_token_no_list_names_is_a_stop(tmp_path):
+    tok = _eot_tokenizer()
+    eot, eos = tok.convert_tokens_to_ids("<|eot|>"), tok.eos_token_id
+    assert trained_ends(tok) == {eot, eos}  # answers end in <|eot|>, text rows in the EOS
+    assert set(stop_token_ids(tok)) == {eot, eos}
+    # the base model's generation config stops on its EOS only: the saved one adds what training ended with
+    assert saved_generation_eos(tok, tmp_path, eos) == [eos, eot]
