@@ -75,3 +75,18 @@ def test_an_end_of_turn_token_no_list_names_is_a_stop(tmp_path):
     assert set(stop_token_ids(tok)) == {eot, eos}
     # the base model's generation config stops on its EOS only: the saved one adds what training ended with
     assert saved_generation_eos(tok, tmp_path, eos) == [eos, eot]
+
+
+def test_the_saved_generation_config_keeps_the_base_models_sampling_defaults(tmp_path):
+    """The merged model and vLLM's --generation-config serve with it: an instruct model's temperature and top_p
+    are the base's, not the library defaults."""
+    from transformers import GenerationConfig
+
+    from engine.train.run import _save_generation_config
+
+    tok = _eot_tokenizer()
+    base = GenerationConfig(eos_token_id=tok.eos_token_id, do_sample=True, temperature=0.6, top_p=0.9)
+    _save_generation_config(SimpleNamespace(generation_config=base), tok, tmp_path)
+    saved = json.loads((tmp_path / "generation_config.json").read_text())
+    assert (saved["do_sample"], saved["temperature"], saved["top_p"]) == (True, 0.6, 0.9)
+    assert saved["eos_token_id"] == [tok.eos_token_id, tok.convert_tokens_to_ids("<|eot|>")]

@@ -537,8 +537,9 @@ def _write_model_card(run_dir: Path) -> None:
 
 
 def _save_generation_config(model: Any, tokenizer: PreTrainedTokenizerBase, adapter_dir: Path) -> None:
-    """Generation stops where training stopped (engine.data.stops: every trained end token and the EOS), and where
-    the base model's own generation config stops."""
+    """The base model's generation config (its sampling defaults, which the merged model and vLLM's
+    --generation-config serve with), stopping where training stopped too (engine.data.stops: every trained end
+    token and the EOS)."""
     from transformers import GenerationConfig
 
     from engine.data.stops import stop_token_ids
@@ -546,8 +547,9 @@ def _save_generation_config(model: Any, tokenizer: PreTrainedTokenizerBase, adap
     base = getattr(model, "generation_config", None) or GenerationConfig()
     eos = base.eos_token_id if isinstance(base.eos_token_id, list) else [base.eos_token_id]
     eos += [t for t in stop_token_ids(tokenizer) if t not in eos]
-    gen = GenerationConfig(eos_token_id=[e for e in eos if e is not None], pad_token_id=tokenizer.pad_token_id,
-                           bos_token_id=tokenizer.bos_token_id)
+    gen = GenerationConfig.from_dict(base.to_dict())
+    gen.eos_token_id = [e for e in eos if e is not None]
+    gen.pad_token_id, gen.bos_token_id = tokenizer.pad_token_id, tokenizer.bos_token_id
     gen.save_pretrained(str(adapter_dir))
 
 
