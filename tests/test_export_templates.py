@@ -150,7 +150,7 @@ def test_the_system_prompt_is_the_one_every_row_shares():
 # what they trained with, and the export refuses them (vLLM and llama.cpp read the run's own template).
 OLLAMA_FOR = {"llama3": "llama3", "llama3_1": "llama3.1", "qwen2_5": "qwen2.5", "mistral": "mistral",
               "gemma2": "gemma", "qwen3": "chatml", "last_user_system": "mistral", "llama3_base": "alpaca",
-              "mistral_base": "alpaca"}
+              "mistral_base": "alpaca", "phi3_5": "phi3.5", "deepseek_r1": "deepseek-r1"}
 TURNS = [{"role": "user", "content": "What color is a lemon?"}, {"role": "assistant", "content": "Yellow."},
          {"role": "user", "content": "And a tomato?"}, {"role": "assistant", "content": "Red."}]
 TERSE = "You are terse."
@@ -221,7 +221,7 @@ def test_ollama_feeds_the_trained_ids_and_stops_where_training_stopped(real_fami
             assert set(ends) <= set(written["stop"]), (ends, written["stop"])
 
 
-@pytest.mark.parametrize("name", ["gemma3", "llama3_2", "last_user_system_chatml", "phi3_5", "deepseek_r1"])
+@pytest.mark.parametrize("name", ["gemma3", "llama3_2", "last_user_system_chatml"])
 def test_families_no_ollama_template_renders_are_refused(real_family, name):
     _, tok = real_family(name)
     with pytest.raises(UserError, match="no known Ollama template"):
