@@ -76,3 +76,18 @@ def test_estimates_memory_notes_wrap_under_their_column():
     note_at = lines[row].index("GiB  ") + len("GiB  ")
     assert lines[row + 1].startswith(" " * note_at) and lines[row + 1][note_at] != " ", lines[row:row + 2]
     assert not _too_wide(r.stdout)
+
+
+def test_export_notes_fit(tmp_path, capsys, monkeypatch):
+    """The export's notes are a sentence or two each (DeepSeek-R1's prefill, a system prompt left out)."""
+    import engine.export as export
+    from engine.data.prefill import prefill_note
+
+    def fake_export_for(target, run_dir, out, *, llama_cpp=None, log=print):
+        log(f"note: {prefill_note('<think>' + chr(10), True)}")
+        return tmp_path
+    monkeypatch.setattr(export, "export_for", fake_export_for)
+    from engine.cli import main
+    assert main(["export", str(tmp_path), "--for", "ollama", "--out", str(tmp_path / "o")]) == 0
+    err = capsys.readouterr().err
+    assert "without that prefill" in err.replace("\n", " ") and not _too_wide(err), err

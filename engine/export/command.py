@@ -31,9 +31,10 @@ def run(a: argparse.Namespace) -> int:
     from engine.errors import UserError
     from engine.export import adapter_dir, export_adapter, export_for, export_merged
     from engine.model import quiet_progress_bars
+    from engine.wrap import fit
 
-    def log(msg: str) -> None:
-        print(msg, file=sys.stderr, flush=True)
+    def log(msg: str) -> None:  # notes are prose (a template's prefill, a system prompt left out): wrapped
+        print(fit(msg), file=sys.stderr, flush=True)
 
     if a.target or a.merged:
         quiet_progress_bars()  # a model is loaded and written: transformers' bars are noise beside our own lines
