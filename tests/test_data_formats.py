@@ -108,9 +108,23 @@ def test_csv(tmp_path):
     path.write_text('instruction,input,output\nWhat is 6 plus 28?,,34\n"Say ""hi""",x,"hi,\nthere"\n',
                     encoding="utf-8")
     rows, fmt, sources = read_rows(path)
-    assert fmt == "alpaca" and sources == [f"{path}[0]", f"{path}[1]"]
+    assert fmt == "alpaca" and sources == [f"{path}:2", f"{path}:3"]
     assert rows[0] == {"instruction": "What is 6 plus 28?", "input": "", "output": "34"}
     assert rows[1] == {"instruction": 'Say "hi"', "input": "x", "output": "hi,\nthere"}
+
+
+def test_a_csv_error_names_the_line_its_record_starts_on(tmp_path):
+    # A quoted field spanning lines, blank and whitespace-only lines: the record's index (2) is not its line (7).
+    path = tmp_path / "cap.csv"
+    path.write_text('instruction,input,output\n\n"two\nlines",,a\n   \n"x\r\ny",,b\r\nbad,,"[1]"\n\n',
+                    encoding="utf-8")
+    assert read_rows(path)[2] == [f"{path}:3", f"{path}:6", f"{path}:8"]
+    path.write_text('text\n"a\nb"\n\n', encoding="utf-8")
+    rows, _, sources = read_rows(path)
+    assert rows == [{"text": "a\nb"}] and sources == [f"{path}:2"]
+    path.write_text('messages\n"multi\nline"\n"[1, 2]"\n', encoding="utf-8")
+    with pytest.raises(DataError, match=rf"^{re.escape(str(path))}:2: field 'messages' must be a list"):
+        read_rows(path)
 
 
 def test_parquet(tmp_path):
@@ -132,7 +146,7 @@ def test_directory_reads_every_file_in_order(tmp_path):
     (tmp_path / ".hidden.jsonl").write_text("not json", encoding="utf-8")
     rows, fmt, sources = read_rows(tmp_path)
     assert fmt == "alpaca" and len(rows) == 3
-    assert sources == [f"{tmp_path / 'a.jsonl'}:1", f"{tmp_path / 'b.jsonl'}:1", f"{tmp_path / 'sub' / 'c.csv'}[0]"]
+    assert sources == [f"{tmp_path / 'a.jsonl'}:1", f"{tmp_path / 'b.jsonl'}:1", f"{tmp_path / 'sub' / 'c.csv'}:2"]
 
 
 # ---------------------------------------------------------------- broken input: DataError naming file and line

@@ -2,8 +2,8 @@
 
 Inputs: a .jsonl/.json/.csv/.parquet file, a directory of them, or a hub
 dataset id. Output: rows normalised to one shape per format, plus where each
-row came from ("train.jsonl:12", "train.csv[3]") so that every later error can
-name it.
+row came from ("train.jsonl:12", "train.csv:7", "train.parquet[3]") so that
+every later error can name it.
 
 - alpaca:      {"instruction", "input", "output"[, "system"]}
 - chat:        {"messages": [{"role": user|assistant|system, "content"}]}
@@ -227,10 +227,34 @@ def _read_jsonl(path: Path) -> tuple[list[dict], list[str]]:
     return _read_jsonl_text(_check_text_file(path), path)
 
 
+def csv_record_lines(text: str) -> list[int] | None:
+    """The line each data record of CSV text starts on, header and blank lines left out as pandas' reader leaves
+    them out. A quoted field may hold newlines, so a record's index is not its line: a message saying "[3]" sent
+    the user counting rows in an editor that shows lines. None where Python's csv module cannot parse the text."""
+    import csv
+    import io
+    import sys
+
+    csv.field_size_limit(sys.maxsize)  # a long text column exceeds the 128 KiB default; pandas has no such limit
+    reader = csv.reader(io.StringIO(text, newline=""))
+    starts: list[int] = []
+    end = 0  # the last line of the previous record
+    try:
+        for row in reader:
+            start, end = end + 1, reader.line_num
+            # pandas skips empty and whitespace-only lines; the csv module returns them as [] or ['  ']
+            if row and not (len(row) == 1 and not row[0].strip()):
+                starts.append(start)
+    except csv.Error:
+        return None
+    return starts[1:]  # the first record is the header
+
+
 def _read_with_datasets(path: Path) -> tuple[list[dict], list[str]]:
     kind = path.suffix.lstrip(".")
+    lines: list[int] | None = None
     if kind == "csv":
-        _check_text_file(path)
+        lines = csv_record_lines(_check_text_file(path))
     elif not _first_bytes(path):  # also says "permission denied" before pyarrow words it its own way
         raise DataError(f"{path}: the file is empty")
     import datasets
@@ -244,7 +268,11 @@ def _read_with_datasets(path: Path) -> tuple[list[dict], list[str]]:
     rows = ds.to_list()
     if not rows:
         raise DataError(f"{path}: the file has no rows")
-    return rows, [f"{path}[{i}]" for i in range(len(rows))]
+    if lines is not None and len(lines) == len(rows):
+        return rows, [f"{path}:{line}" for line in lines]
+    if kind == "csv":  # split differently by the two readers: its record, counted from 1 after the header
+        return rows, [f"{path}: record {i + 1}" for i in range(len(rows))]
+    return rows, [f"{path}[{i}]" for i in range(len(rows))]  # Parquet has no lines: the row's index, as pandas'
 
 
 _READERS = {".jsonl": _read_jsonl, ".json": _read_json, ".csv": _read_with_datasets,
