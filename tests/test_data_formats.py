@@ -127,6 +127,23 @@ def test_a_csv_error_names_the_line_its_record_starts_on(tmp_path):
         read_rows(path)
 
 
+def test_a_csv_row_with_more_fields_than_the_header_is_refused_not_shifted(tmp_path):
+    # pandas took the first row's extra fields as its index: the row read instruction='O', input='b', output='c'.
+    path = tmp_path / "d.csv"
+    path.write_text("instruction,input,output\nI,,O,b,c\n", encoding="utf-8")
+    with pytest.raises(DataError, match=rf"^{re.escape(str(path))}:2: 5 fields, but the header has 3"):
+        read_rows(path)
+
+
+def test_nan_is_no_text_not_the_text_nan(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_text('{"prompt": "P", "completion": NaN}\n', encoding="utf-8")
+    assert read_rows(path)[0] == [{"prompt": "P", "completion": ""}]
+    path.write_text('{"instruction": "I", "output": "O"}\n{"instruction": NaN, "output": "O"}\n', encoding="utf-8")
+    with pytest.raises(DataError, match=rf"^{re.escape(str(path))}:2: missing field 'instruction'"):
+        read_rows(path)
+
+
 def test_parquet(tmp_path):
     pd = pytest.importorskip("pandas")
     path = tmp_path / "d.parquet"

@@ -127,7 +127,7 @@ def test_count_examples(tmp_path):
     assert count_examples(str(jsonl)) == 3
     (tmp_path / "b.json").write_text(json.dumps([{"a": 1}, {"a": 2}]))
     assert count_examples(str(tmp_path / "b.json")) == 2
-    (tmp_path / "c.csv").write_text('q,a\n"multi\nline",1\nx,2\n')
+    (tmp_path / "c.csv").write_text('q,a\n"multi\nline",1\n\nx,2\n  \n')   # blank lines are no rows to the reader
     assert count_examples(str(tmp_path / "c.csv")) == 2
     assert count_examples(str(tmp_path)) == 7
     assert count_examples("org/some-hub-dataset") is None

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 import re
 from pathlib import Path
@@ -227,10 +228,13 @@ def _read_jsonl(path: Path) -> tuple[list[dict], list[str]]:
     return _read_jsonl_text(_check_text_file(path), path)
 
 
-def csv_record_lines(text: str) -> list[int] | None:
+def csv_record_lines(text: str, path: Path) -> list[int] | None:
     """The line each data record of CSV text starts on, header and blank lines left out as pandas' reader leaves
     them out. A quoted field may hold newlines, so a record's index is not its line: a message saying "[3]" sent
-    the user counting rows in an editor that shows lines. None where Python's csv module cannot parse the text."""
+    the user counting rows in an editor that shows lines. None where Python's csv module cannot parse the text.
+
+    A DataError for a record with more fields than the header (an unquoted comma in a text): pandas reads a first
+    such row's extra fields as the row index and shifts its text into the wrong columns, silently."""
     import csv
     import io
     import sys
@@ -238,23 +242,31 @@ def csv_record_lines(text: str) -> list[int] | None:
     csv.field_size_limit(sys.maxsize)  # a long text column exceeds the 128 KiB default; pandas has no such limit
     reader = csv.reader(io.StringIO(text, newline=""))
     starts: list[int] = []
+    header = 0
     end = 0  # the last line of the previous record
     try:
         for row in reader:
             start, end = end + 1, reader.line_num
             # pandas skips empty and whitespace-only lines; the csv module returns them as [] or ['  ']
-            if row and not (len(row) == 1 and not row[0].strip()):
-                starts.append(start)
+            if not row or (len(row) == 1 and not row[0].strip()):
+                continue
+            if not header:
+                header = len(row)
+                continue
+            if len(row) > header:
+                raise DataError(f"{path}:{start}: {len(row)} fields, but the header has {header}",
+                                fix="quote a text that holds a comma (\"like, this\") or remove the extra fields")
+            starts.append(start)
     except csv.Error:
         return None
-    return starts[1:]  # the first record is the header
+    return starts
 
 
 def _read_with_datasets(path: Path) -> tuple[list[dict], list[str]]:
     kind = path.suffix.lstrip(".")
     lines: list[int] | None = None
     if kind == "csv":
-        lines = csv_record_lines(_check_text_file(path))
+        lines = csv_record_lines(_check_text_file(path), path)
     elif not _first_bytes(path):  # also says "permission denied" before pyarrow words it its own way
         raise DataError(f"{path}: the file is empty")
     import datasets
@@ -380,6 +392,8 @@ def detect_format(rows: list[dict], where: str) -> str:
 
 
 def _text(value, field: str, source: str, *, required: bool) -> str:
+    if isinstance(value, float) and math.isnan(value):
+        value = None  # pandas' empty cell of a number column (and JSON's NaN): no text, not the text "nan"
     if value is None:
         if required:
             raise DataError(f"{source}: missing field {field!r}")

@@ -38,10 +38,10 @@ def count_examples(path: str) -> int | None:
             data = lists[0] if len(lists) == 1 else None
         return len(data) if isinstance(data, list) else None
     if p.suffix == ".csv":
-        import csv
+        from engine.data.formats import csv_record_lines   # the reader's records: blank lines are none
 
-        with p.open(newline="", encoding="utf-8", errors="replace") as f:
-            return max(0, sum(1 for _ in csv.reader(f)) - 1)       # minus the header row
+        lines = csv_record_lines(p.read_text(encoding="utf-8-sig", errors="replace"), p)
+        return None if lines is None else len(lines)
     if p.suffix == ".parquet":
         try:
             import pyarrow.parquet as pq
