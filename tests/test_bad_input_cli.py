@@ -254,3 +254,14 @@ def test_resume_with_a_corrupt_status_says_so_and_goes_on(tmp_path, monkeypatch)
     monkeypatch.setattr(launch, "_started", lambda *a, **k: None)
     handle = launch.resume_run(run)
     assert f"{run / 'status.json'}: not valid JSON (line 1, column 2); the resumed run writes a new one" in handle.notes
+
+
+def test_a_truncated_parquet_file_is_said_once(tmp_path):
+    pd = pytest.importorskip("pandas")
+    data = tmp_path / "d.parquet"
+    pd.DataFrame({"text": ["a" * 100] * 50}).to_parquet(data)
+    data.write_bytes(data.read_bytes()[:600])
+    r = run_cli("inspect-data", str(data))
+    refused(r, f"{data}: cannot read as PARQUET: Parquet magic bytes not found")
+    # datasets logged the same error itself first ("Failed to read schema from ..."), without lorapilot's prefix
+    assert "Failed to read schema" not in r.stderr, r.stderr

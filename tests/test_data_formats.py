@@ -135,6 +135,16 @@ def test_a_csv_row_with_more_fields_than_the_header_is_refused_not_shifted(tmp_p
         read_rows(path)
 
 
+def test_a_csv_with_a_header_only_or_an_unclosed_quote_says_so(tmp_path):
+    path = tmp_path / "d.csv"
+    path.write_text("instruction,input,output\n\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"the file has no rows \(a header only\)$"):
+        read_rows(path)
+    path.write_text('instruction,input,output\n"I,,O\nJ,,O\n', encoding="utf-8")
+    with pytest.raises(DataError, match=r"cannot read as CSV: .*EOF inside string"):  # not 'An error occurred'
+        read_rows(path)
+
+
 def test_nan_is_no_text_not_the_text_nan(tmp_path):
     path = tmp_path / "d.jsonl"
     path.write_text('{"prompt": "P", "completion": NaN}\n', encoding="utf-8")

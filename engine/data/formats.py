@@ -267,16 +267,27 @@ def _read_with_datasets(path: Path) -> tuple[list[dict], list[str]]:
     lines: list[int] | None = None
     if kind == "csv":
         lines = csv_record_lines(_check_text_file(path), path)
+        if lines == []:  # datasets words it 'Instruction "train" corresponds to no data!'
+            raise DataError(f"{path}: the file has no rows (a header only)")
     elif not _first_bytes(path):  # also says "permission denied" before pyarrow words it its own way
         raise DataError(f"{path}: the file is empty")
     import datasets
 
     datasets.disable_progress_bars()
+    level = datasets.logging.get_verbosity()
+    # datasets logs a broken Parquet file's error itself ("Failed to read schema ...") before raising it: the user
+    # saw the reason twice, once without lorapilot's prefix.
+    datasets.logging.set_verbosity(datasets.logging.CRITICAL)
     try:
         ds = datasets.load_dataset(kind, data_files=str(path), split="train")
     except Exception as e:  # noqa: BLE001 - pyarrow/pandas raise many types; all mean "this file cannot be read"
-        reason = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+        cause: BaseException = e
+        while cause.__cause__ is not None:  # "An error occurred while generating the dataset" wraps pandas' reason
+            cause = cause.__cause__
+        reason = str(cause).strip().splitlines()[-1] if str(cause).strip() else type(cause).__name__
         raise DataError(f"{path}: cannot read as {kind.upper()}: {reason}") from None
+    finally:
+        datasets.logging.set_verbosity(level)
     rows = ds.to_list()
     if not rows:
         raise DataError(f"{path}: the file has no rows")
