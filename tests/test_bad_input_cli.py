@@ -265,3 +265,16 @@ def test_a_truncated_parquet_file_is_said_once(tmp_path):
     refused(r, f"{data}: cannot read as PARQUET: Parquet magic bytes not found")
     # datasets logged the same error itself first ("Failed to read schema from ..."), without lorapilot's prefix
     assert "Failed to read schema" not in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("verb", [("estimate",), ("sweep", "--dry-run")])
+def test_a_dataset_path_that_is_not_there_is_refused_by_the_estimate_and_a_dry_run(tmp_path, verb):
+    """Both read the config without reading the data: a typo in the path estimated 'steps unknown: the dataset is
+    not a local file' and exited 0; the sweep then refused the same config when asked to start."""
+    f = config(tmp_path)
+    f.write_text(f"model: lorapilot-demo\ndataset: {{path: {DEMO_DATA}, validation_path: {tmp_path}/vall.jsonl}}\n")
+    refused(run_cli(*verb, str(f)), f"{tmp_path}/vall.jsonl: no such file or directory",
+            "check dataset.validation_path")
+    (tmp_path / "empty").mkdir()
+    f.write_text(f"model: lorapilot-demo\ndataset: {{path: {tmp_path}/empty}}\n")
+    refused(run_cli(*verb, str(f)), f"{tmp_path}/empty: the directory has no .jsonl")

@@ -28,9 +28,13 @@ import math
 import os
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from engine.errors import DataError
 from engine.settings import DATA_SUFFIXES
+
+if TYPE_CHECKING:
+    from engine.config import DatasetConfig
 
 EXTENSIONS = DATA_SUFFIXES
 FORMATS = ("alpaca", "chat", "completion", "text")
@@ -517,6 +521,24 @@ def normalize(row: dict, fmt: str, source: str) -> dict:
     raise DataError(f"unknown dataset format {fmt!r}; expected auto or one of {', '.join(FORMATS)}")
 
 
+def check_found(path: str, key: str = "dataset.path") -> None:
+    """A DataError for a dataset path that is no local file, no folder with data files, and no hub dataset id:
+    a typo or a moved file. What `lorapilot estimate` and a sweep's dry run check without reading the data (a hub
+    id passes: they need no network); said as the reader says it."""
+    p = Path(os.path.expanduser(path))
+    if p.is_dir():
+        _dir_files(p)
+    elif not p.is_file() and not _looks_like_hub_id(path):
+        raise DataError(f"{path}: no such file or directory", fix=f"check {key}; a hub dataset id looks like org/name")
+
+
+def check_dataset_found(ds: DatasetConfig) -> None:
+    """check_found for dataset.path and dataset.validation_path of a config's dataset section."""
+    check_found(ds.path)
+    if ds.validation_path:
+        check_found(ds.validation_path, "dataset.validation_path")
+
+
 def _read_source(path: str) -> list[tuple[str, list[dict], list[str]]]:
     """[(name, rows, sources)] per file; one entry for a file or a hub id, several for a directory."""
     p = Path(os.path.expanduser(path))
@@ -524,10 +546,8 @@ def _read_source(path: str) -> list[tuple[str, list[dict], list[str]]]:
         return [(str(f), *read_file_rows(f)) for f in _dir_files(p)]
     if p.is_file():
         return [(str(p), *read_file_rows(p))]
-    if _looks_like_hub_id(path):
-        return [(path, *_read_hub(path))]
-    raise DataError(f"{path}: no such file or directory",
-                    fix="check dataset.path; a hub dataset id looks like org/name")
+    check_found(path)
+    return [(path, *_read_hub(path))]
 
 
 def read_rows(path: str | os.PathLike, fmt: str = "auto") -> tuple[list[dict], str, list[str]]:

@@ -8,7 +8,7 @@ import sys
 
 from typing import TYPE_CHECKING
 
-from engine.errors import EXIT_BAD_INPUT, EXIT_OK, UserError
+from engine.errors import EXIT_BAD_INPUT, EXIT_OK, DataError, UserError
 from engine.plan import attention_label
 from engine.settings import user_path
 
@@ -47,6 +47,15 @@ def run(args: argparse.Namespace) -> int:
         lengths, val_lengths, why = token_lengths(cfg)
     est, n_examples = estimate_for(cfg, info, gpu, lengths=lengths or None, val_lengths=val_lengths or None,
                                    n_examples=args.examples, price_per_hour=args.price_per_hour)
+    if args.examples is None:  # after the config's own errors; with --examples the data may be
+        # elsewhere (on the pod): the estimate needs no rows
+        from engine.data.formats import check_dataset_found
+
+        try:
+            check_dataset_found(cfg.dataset)   # a typo in the path estimated 'steps unknown: not a local file'
+        except DataError as e:
+            e.fix = f"{e.fix + '; or' if e.fix else ''} pass --examples N to estimate without the data"
+            raise
     if why:
         est.notes.append(f"dataset not tokenized here ({why})")
     if args.json:

@@ -134,6 +134,9 @@ def _new(config_path: Path, a) -> int:
     trials = grid(parse_lrs(a.lr), parse_rs(a.r))
     steps = round_steps(a.steps)
     cfg = load_config(config_path)
+    from engine.data.formats import check_dataset_found
+
+    check_dataset_found(cfg.dataset)   # before the plan: a dry run said nothing of a path the sweep then refused
     devices = visible_devices()
     lanes = a.parallel or max(1, len(devices))
     gpu = get_gpu(a.gpu) if a.gpu else detect_gpu()
