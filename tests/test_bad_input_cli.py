@@ -278,3 +278,10 @@ def test_a_dataset_path_that_is_not_there_is_refused_by_the_estimate_and_a_dry_r
     (tmp_path / "empty").mkdir()
     f.write_text(f"model: lorapilot-demo\ndataset: {{path: {tmp_path}/empty}}\n")
     refused(run_cli(*verb, str(f)), f"{tmp_path}/empty: the directory has no .jsonl")
+
+
+def test_prepare_on_an_empty_csv_says_so(tmp_path):
+    (tmp_path / "a.csv").write_text("")
+    refused(run_cli("prepare", str(tmp_path / "a.csv"), "--out", str(tmp_path / "o.jsonl")),
+            f"{tmp_path / 'a.csv'}: the CSV file is empty (no header row)")
+    assert not (tmp_path / "o.jsonl").exists()

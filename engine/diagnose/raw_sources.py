@@ -123,8 +123,9 @@ def read_csv_rows(path: Path) -> list[RawRow]:
                     for row in reader]
         except csv.Error as e:
             raise DataError(f"{path}:{reader.line_num}: not valid CSV ({e})") from None
-    if reader.fieldnames is None:
-        raise DataError(f"{path}: the CSV file is empty (no header row)")
+        # asked while the file is open: an empty file's fieldnames reads it (outside, a ValueError and a traceback)
+        if reader.fieldnames is None:
+            raise DataError(f"{path}: the CSV file is empty (no header row)")
     return rows
 
 
