@@ -285,3 +285,9 @@ def test_prepare_on_an_empty_csv_says_so(tmp_path):
     refused(run_cli("prepare", str(tmp_path / "a.csv"), "--out", str(tmp_path / "o.jsonl")),
             f"{tmp_path / 'a.csv'}: the CSV file is empty (no header row)")
     assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_export_of_a_run_directory_that_is_not_there_says_so(tmp_path):
+    refused(run_cli("export", str(tmp_path / "nope")), f"{tmp_path / 'nope'}: no such run directory")
+    (tmp_path / "f").write_text("x")
+    refused(run_cli("export", str(tmp_path / "f")), f"{tmp_path / 'f'}: not a folder")

@@ -65,6 +65,9 @@ def load_run_config(run_dir: Path):
 def finished_adapter(run_dir: Path) -> Path:
     from engine.rundir import ADAPTER_DIR
 
+    if not run_dir.is_dir():  # a typo read 'has no finished adapter' and advised resuming a run that is not there
+        raise UserError(f"{run_dir}: {'not a folder' if run_dir.exists() else 'no such run directory'}",
+                        fix="give a run folder (runs/<name>); `lorapilot runs` lists them")
     ad = run_dir / ADAPTER_DIR
     if not (ad / "adapter_config.json").exists():
         raise UserError(f"{run_dir}: has no finished adapter ({ad} is missing)",
