@@ -6,10 +6,11 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+from functools import partial
 
 import pytest
 
-from conftest import DEMO_CONFIG, REPO, run_cli
+from conftest import DEMO_CONFIG, REPO, run_cli, together
 
 from engine.cli import build_parser
 
@@ -42,12 +43,20 @@ def test_every_verbs_help_fits_80_columns(monkeypatch):
         assert _too_wide(out.getvalue()) == [], args
 
 
-def test_every_verb_fits_80_columns_on_the_demo(tmp_path):
+@pytest.fixture(scope="module")
+def verbs_at_80(tmp_path_factory):
+    """Each verb run once at 80 columns, side by side (each is a process of its own, started as a user starts it):
+    {verb: (args, result)}; the estimate is read by two tests."""
+    tmp_path = tmp_path_factory.mktemp("verbs")
     calls = [("estimate", str(DEMO_CONFIG)), ("inspect-data", str(DEMO_DATA)),
              ("sweep", str(DEMO_CONFIG), "--dry-run"), ("diagnose", str(_metrics(tmp_path))),
              ("runs", "--root", str(tmp_path))]
-    for args in calls:
-        r = run_cli(*args, env={"COLUMNS": "80"})
+    results = together(*[partial(run_cli, *args, env={"COLUMNS": "80"}) for args in calls])
+    return {args[0]: (args, r) for args, r in zip(calls, results)}
+
+
+def test_every_verb_fits_80_columns_on_the_demo(verbs_at_80):
+    for args, r in verbs_at_80.values():
         assert r.returncode == 0, (args, r.stderr)
         assert _too_wide(r.stdout) == [], args
         if args[0] == "diagnose" and args[1] != "--help":
@@ -68,8 +77,8 @@ def test_a_tables_wrapped_note_continues_under_the_note():
     assert fit(label, 80).split("\n")[1].startswith(" " * 7 + "trainable")   # label lines as before
 
 
-def test_estimates_memory_notes_wrap_under_their_column():
-    r = run_cli("estimate", str(DEMO_CONFIG), env={"COLUMNS": "80"})
+def test_estimates_memory_notes_wrap_under_their_column(verbs_at_80):
+    _, r = verbs_at_80["estimate"]
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     row = next(i for i, line in enumerate(lines) if line.lstrip().startswith("base weights"))
