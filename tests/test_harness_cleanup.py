@@ -1,4 +1,5 @@
-"""conftest's clean-up: a detached process left running by a failed test is stopped; nobody else's is touched."""
+"""conftest's clean-up: a detached process left running by a failed test is stopped; nobody else's is touched.
+And its collector setting: rarer cyclic collections in pytest's own process only."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import json
 import subprocess
 import sys
 
-from conftest import stop_detached_runs
+from conftest import TEST_GC_THRESHOLDS, stop_detached_runs
 
 SLEEPER = "import time, sys; time.sleep(120)"
 
@@ -32,3 +33,14 @@ def test_a_left_running_trainer_is_stopped_and_a_stranger_is_not(tmp_path):
         for p in (ours, stranger):
             p.kill()
             p.wait()
+
+
+def test_the_suite_collects_cycles_rarely_and_its_subprocesses_as_python_does():
+    """A library or test that resets the thresholds would silently give back the collector's ~15 % of the wizard
+    tests' CPU time; the trainers and CLI processes the tests start must run as a user's do."""
+    import gc
+
+    assert gc.get_threshold() == TEST_GC_THRESHOLDS
+    child = subprocess.run([sys.executable, "-c", "import gc; print(gc.get_threshold())"], capture_output=True,
+                           text=True, check=True)
+    assert child.stdout.strip() == "(700, 10, 10)"
