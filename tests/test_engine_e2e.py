@@ -23,11 +23,13 @@ def train_records(run_dir: Path) -> list[dict]:
 
 
 def small_config(tmp_path: Path, **training) -> Path:
-    """The demo, shortened: fewer, smaller steps that save often (for stop/resume/kill tests)."""
+    """The demo, shortened: fewer, smaller steps that save often (for stop/resume/kill tests), and no samples:
+    no test of these reads them (test_samples reads the demo's own), and under SAMPLE_FREE_S every evaluation
+    samples: a fifth of a short run's CPU time."""
     raw = yaml.safe_load(DEMO_CONFIG.read_text())
     raw["dataset"]["path"] = str(DEMO_CONFIG.parent / raw["dataset"]["path"])
     raw["training"].update(dict(max_seq_length=64, micro_batch_size=4, max_steps=16, logging_steps=1,
-                                save_steps=4, eval_steps=100), **training)
+                                save_steps=4, eval_steps=100, sample_max_new_tokens=0), **training)
     path = tmp_path / "small.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path
