@@ -62,7 +62,9 @@ def _config(tmp_path, name: str, **training) -> str:
 @pytest.mark.slow
 def test_two_processes_train_like_one_with_the_same_effective_batch(tmp_path, demo_model_dir):
     ddp = _config(tmp_path, "ddp", gradient_accumulation_steps=2, num_gpus=2)
-    one = _config(tmp_path, "one", gradient_accumulation_steps=4, num_gpus=1)
+    # The reference makes no samples (one process's samples are the demo run's, in test_samples); the 2-process
+    # run keeps its own: rank 0 generating while rank 1 waits is this test's to run.
+    one = _config(tmp_path, "one", gradient_accumulation_steps=4, num_gpus=1, sample_max_new_tokens=0)
     r, r_one = together(partial(run_cli, "train", ddp, "--run-dir", str(tmp_path / "ddp"), env={CPU_DDP_ENV: "1"}),
                         partial(run_cli, "train", one, "--run-dir", str(tmp_path / "one")))
     assert r.returncode == 0, r.stderr + (tmp_path / "ddp" / "train.log").read_text()[-3000:]
