@@ -65,6 +65,22 @@ def test_prepare_a_csv_column(tmp_path):
     assert report.dropped_sources[EMPTY] == ["qa.csv:7"]  # the row's line in the file
 
 
+def test_prepare_names_a_csv_record_by_its_first_line_and_skips_blank_lines(tmp_path):
+    """The data layer's rule (csv_records): a record that spans lines is named by the line it starts on (it was named
+    by its last), and a whitespace-only line is no row (it was read as a row and reported as dropped, empty)."""
+    (tmp_path / "x.csv").write_text('id,text\n1,"a\nb"\n   \n2,"a\nb"\n\n3,\n', encoding="utf-8")
+    report = prepare([tmp_path / "x.csv"], tmp_path / "out.jsonl", column="text")
+    assert report.rows_read == 3
+    assert report.dropped_sources == {DUPLICATE: ["x.csv:5"], EMPTY: ["x.csv:8"]}
+
+
+def test_prepare_refuses_a_csv_record_with_more_fields_than_the_header(tmp_path):
+    """An unquoted comma in a text: its tail went under no column and was silently left out of the output."""
+    (tmp_path / "x.csv").write_text("q;a\nhi;there\nyes;no; and more\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"x\.csv:3: 3 fields, but the header has 2"):
+        prepare([tmp_path / "x.csv"], tmp_path / "out.jsonl", column="a")
+
+
 def test_prepare_a_csv_column_pair_with_the_slop_filter(tmp_path):
     (tmp_path / "qa.csv").write_text(CSV, encoding="utf-8")
     report = prepare([tmp_path / "qa.csv"], tmp_path / "out.jsonl", instruction_column="question",

@@ -22,11 +22,16 @@ functions that need it (it takes a second to import).
 
 from __future__ import annotations
 
+import csv
 import functools
+import io
+import itertools
 import json
 import math
 import os
 import re
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -232,20 +237,25 @@ def _read_jsonl(path: Path) -> tuple[list[dict], list[str]]:
     return _read_jsonl_text(_check_text_file(path), path)
 
 
-def csv_record_lines(text: str, path: Path) -> list[int] | None:
-    """The line each data record of CSV text starts on, header and blank lines left out as pandas' reader leaves
-    them out. A quoted field may hold newlines, so a record's index is not its line: a message saying "[3]" sent
-    the user counting rows in an editor that shows lines. None where Python's csv module cannot parse the text.
+class CsvSyntaxError(ValueError):
+    """Text Python's csv module cannot split into records; `line` is where it stopped."""
+
+    def __init__(self, line: int, reason: str):
+        super().__init__(reason)
+        self.line = line
+        self.reason = reason
+
+
+def csv_records(text: str, path: Path, delimiter: str = ",") -> Iterator[tuple[int, list[str]]]:
+    """(the line it starts on, its fields) for each record of CSV text, the header first; empty and whitespace-only
+    lines left out as pandas' reader leaves them out. The one rule for where a CSV record is: a quoted field may hold
+    newlines, so a record's index is not its line, nor is the line the csv module is on after reading it (its last).
 
     A DataError for a record with more fields than the header (an unquoted comma in a text): pandas reads a first
-    such row's extra fields as the row index and shifts its text into the wrong columns, silently."""
-    import csv
-    import io
-    import sys
-
+    such row's extra fields as the row index and shifts its text into the wrong columns, and a DictReader files them
+    under no column, silently. A CsvSyntaxError where the csv module cannot split the text."""
     csv.field_size_limit(sys.maxsize)  # a long text column exceeds the 128 KiB default; pandas has no such limit
-    reader = csv.reader(io.StringIO(text, newline=""))
-    starts: list[int] = []
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     header = 0
     end = 0  # the last line of the previous record
     try:
@@ -254,16 +264,22 @@ def csv_record_lines(text: str, path: Path) -> list[int] | None:
             # pandas skips empty and whitespace-only lines; the csv module returns them as [] or ['  ']
             if not row or (len(row) == 1 and not row[0].strip()):
                 continue
-            if not header:
-                header = len(row)
-                continue
-            if len(row) > header:
+            if header and len(row) > header:
                 raise DataError(f"{path}:{start}: {len(row)} fields, but the header has {header}",
                                 fix="quote a text that holds a comma (\"like, this\") or remove the extra fields")
-            starts.append(start)
-    except csv.Error:
+            header = header or len(row)
+            yield start, row
+    except csv.Error as e:
+        raise CsvSyntaxError(reader.line_num, str(e)) from None
+
+
+def csv_record_lines(text: str, path: Path) -> list[int] | None:
+    """The line each data record of CSV text starts on (csv_records, the header left out); None where Python's csv
+    module cannot parse the text. A message saying "[3]" sent the user counting rows in an editor that shows lines."""
+    try:
+        return [line for line, _ in itertools.islice(csv_records(text, path), 1, None)]
+    except CsvSyntaxError:
         return None
-    return starts
 
 
 def _read_with_datasets(path: Path) -> tuple[list[dict], list[str]]:

@@ -7,13 +7,13 @@ tables (CSV, SQL) are one row per record with their column names.
 
 from __future__ import annotations
 
-import csv
+import itertools
 import re
-import sys
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
 
+from engine.data.formats import CsvSyntaxError, csv_records
 from engine.diagnose.sql_inserts import insert_rows
 from engine.errors import DataError
 
@@ -112,21 +112,20 @@ def _delimiter(first_line: str, suffix: str) -> str:
 
 
 def read_csv_rows(path: Path) -> list[RawRow]:
-    csv.field_size_limit(sys.maxsize)  # scraped text columns exceed the 128 KiB default
     with open(path, encoding="utf-8-sig", errors="replace", newline="") as f:
-        delimiter = _delimiter(f.readline(), path.suffix.lower())
-        f.seek(0)
-        reader = csv.DictReader(f, delimiter=delimiter)
-        try:
-            # line_num after a read is the last physical line of that record
-            rows = [RawRow(f"{path.name}:{reader.line_num}", {k: v for k, v in row.items() if isinstance(k, str)}, True)
-                    for row in reader]
-        except csv.Error as e:
-            raise DataError(f"{path}:{reader.line_num}: not valid CSV ({e})") from None
-        # asked while the file is open: an empty file's fieldnames reads it (outside, a ValueError and a traceback)
-        if reader.fieldnames is None:
-            raise DataError(f"{path}: the CSV file is empty (no header row)")
-    return rows
+        text = f.read()
+    delimiter = _delimiter(text.partition("\n")[0], path.suffix.lower())
+    try:
+        # the data layer's rule: a record is named by the line it starts on, blank lines are no records
+        records = list(csv_records(text, path, delimiter))
+    except CsvSyntaxError as e:
+        raise DataError(f"{path}:{e.line}: not valid CSV ({e.reason})") from None
+    if not records:
+        raise DataError(f"{path}: the CSV file is empty (no header row)")
+    (_, header), rows = records[0], records[1:]
+    # A short record's missing fields are None, as csv.DictReader gives them.
+    return [RawRow(f"{path.name}:{line}", dict(itertools.zip_longest(header, fields)), True)
+            for line, fields in rows]
 
 
 # ---------------------------------------------------------------- SQL
