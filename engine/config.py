@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.errors import ConfigError, quote
+from engine.errors import ConfigError, quote, type_word
 from engine.learning_rate import LORA_TYPICAL, RECOMMENDED_TEXT
 
 # Upper bounds that no real run reaches but that keep every value inside what the trainer's libraries take
@@ -347,7 +347,7 @@ def config_from_dict(raw: Any, *, source: str = "config") -> Config:
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        raise ConfigError(f"{source}: the top level must be a mapping of keys to values, got {type(raw).__name__}")
+        raise ConfigError(f"{source}: the top level must be a mapping of keys to values, got {type_word(raw)}")
     problems: list[str] = []
     cfg = Config()
     top_known = [f.name for f in dataclasses.fields(Config)]

@@ -28,6 +28,24 @@ def quote(value: object) -> str:
     return _QUOTE.repr(value)
 
 
+def type_word(value: object) -> str:
+    """A JSON (or YAML) value's type in the file's words, for "expected an object, got null": Python's names
+    (NoneType, int, dict) are not what the user wrote."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "text"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
 class UserError(Exception):
     """A problem in what the user gave us (a file, a key, a value).
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.errors import DataError, quote
+from engine.errors import DataError, quote, type_word
 from engine.settings import runs_root
 
 STATES = ("starting", "loading", "training", "evaluating", "saving", "done", "failed", "stopped")
@@ -128,7 +128,7 @@ def load_status(run_dir: str | Path) -> dict | None:
     except (OSError, ValueError, RecursionError) as e:   # ValueError: not UTF-8, a number of 5,000 digits
         raise DataError(f"{path}: unreadable ({type(e).__name__})", fix=_STATUS_FIX) from None
     if not isinstance(status, dict):
-        raise DataError(f"{path}: expected a JSON object, got {type(status).__name__}", fix=_STATUS_FIX)
+        raise DataError(f"{path}: expected a JSON object, got {type_word(status)}", fix=_STATUS_FIX)
     for key, kind in _STATUS_TYPES.items():
         value = status.get(key)
         if value is None:

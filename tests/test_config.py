@@ -106,6 +106,13 @@ def test_section_must_be_a_mapping():
     assert p.startswith("lora: expected a mapping")
 
 
+@pytest.mark.parametrize("raw,word", [([1], "a list"), ("model: x", "text"), (3, "a number")])
+def test_a_top_level_that_is_no_mapping_says_what_it_is_in_yamls_words(raw, word):
+    """Not Python's "got list", "got str" (a file holding only `model x`, its colon forgotten, is text)."""
+    with pytest.raises(ConfigError, match=rf"the top level must be a mapping of keys to values, got {word}$"):
+        config_from_dict(raw, source="c.yaml")
+
+
 def test_yaml_syntax_error_names_file_and_line(tmp_path):
     f = tmp_path / "c.yaml"
     f.write_text("model: x\ndataset:\n  path: [unclosed\n")

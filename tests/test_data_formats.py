@@ -95,12 +95,45 @@ def test_json_array_and_json_lines_named_json(tmp_path):
     arr = tmp_path / "a.json"
     arr.write_text(json.dumps(ALPACA, indent=2), encoding="utf-8")
     rows, fmt, sources = read_rows(arr)
-    assert fmt == "alpaca" and len(rows) == 2 and sources == [f"{arr}[0]", f"{arr}[1]"]
+    second = json.dumps(ALPACA, indent=2).split("\n").index("  {", 2) + 1   # the line the second element starts on
+    assert fmt == "alpaca" and len(rows) == 2 and sources == [f"{arr}:2", f"{arr}:{second}"]
     lines = write_jsonl(tmp_path / "b.json", ALPACA)
     assert read_rows(lines)[2] == [f"{lines}:1", f"{lines}:2"]
     wrapped = tmp_path / "c.json"
     wrapped.write_text(json.dumps({"data": ALPACA}), encoding="utf-8")
     assert len(read_rows(wrapped)[0]) == 2
+
+
+def test_a_json_arrays_rows_are_named_by_the_line_they_start_on(tmp_path):
+    """Not by a 0-based index ("a.json[1]") that read as a line: a user opens the file at the line named. Strings
+    holding brackets, commas and escaped quotes, nested lists, a wrapping object with other keys first, a number
+    json converts: each element's start is found as the json module reads it."""
+    text = ('{"meta": {"n": [1, {"x": "]"}]}, "note": "a, b",\n "data": [\n'
+            '  {"text": "one ], [ \\" {"},\n\n'
+            '  {"text": "two", "tags": [[1, 2], {"k": [3]}], "id": 1e400},\n'
+            '  {"text": "three"}\n]}\n')
+    path = tmp_path / "a.json"
+    path.write_text(text, encoding="utf-8")
+    rows, _, sources = read_rows(path)
+    assert [r["text"] for r in rows] == ["one ], [ \" {", "two", "three"]
+    assert sources == [f"{path}:3", f"{path}:5", f"{path}:6"]
+
+
+def test_json_array_elements_on_one_line_are_counted_from_1(tmp_path):
+    path = tmp_path / "a.json"
+    path.write_text('[{"text": "a"}, {"text": "b"}, {"text": ["c"]}]', encoding="utf-8")
+    with pytest.raises(DataError, match=rf"^{re.escape(str(path))}: element 3: field 'text' must be text, got a list"):
+        read_rows(path)
+
+
+@pytest.mark.parametrize("element,word", [("null", "null"), ("7", "a number"), ('"hi"', "text"),
+                                          ("[1]", "a list"), ("true", "true")])
+def test_a_json_element_that_is_no_object_says_so_in_jsons_words(tmp_path, element, word):
+    """"got NoneType", "got int": Python's names, not what the file says."""
+    path = tmp_path / "a.json"
+    path.write_text('[\n {"text": "a"},\n %s\n]\n' % element, encoding="utf-8")
+    with pytest.raises(DataError, match=rf"^{re.escape(str(path))}:3: expected a JSON object, got {word}$"):
+        read_rows(path)
 
 
 def test_csv(tmp_path):
@@ -161,7 +194,7 @@ def test_parquet(tmp_path):
     pd.DataFrame({"messages": msgs}).to_parquet(path)
     rows, fmt, sources = read_rows(path)
     assert fmt == "chat" and rows[0]["messages"][1] == {"role": "assistant", "content": "A"}
-    assert sources == [f"{path}[0]"]
+    assert sources == [f"{path}: row 1"]   # counted from 1: no "[0]" that reads as a line
 
 
 def test_directory_reads_every_file_in_order(tmp_path):
@@ -195,7 +228,7 @@ def test_invalid_json_array_names_its_line(tmp_path):
 def test_a_line_that_is_not_an_object(tmp_path):
     path = tmp_path / "d.jsonl"
     path.write_text('{"text": "a"}\n["text", "b"]\n', encoding="utf-8")
-    with pytest.raises(DataError, match=rf"^{path}:2: expected a JSON object, got list"):
+    with pytest.raises(DataError, match=rf"^{path}:2: expected a JSON object, got a list"):
         read_rows(path)
 
 
@@ -210,7 +243,7 @@ HUGE = "9" * 5000
     ("d.jsonl", '{"text": "a"}\n{"text": "\\ud800"}\n', ":2", "lone surrogate"),
     ("d.json", '[{"text": "a"},\n {"text": %s}]\n' % DEEP, ":2", "nested too deeply"),
     ("d.json", '[{"text": "a"},\n {"text": "b", "id": -%s}]\n' % HUGE, ":2", "a number with 5000 digits"),
-    ("d.json", '[{"text": "a"},\n {"text": "x\\udfff"}]\n', "[1]", "lone surrogate"),
+    ("d.json", '[{"text": "a"},\n {"text": "x\\udfff"}]\n', ":2", "lone surrogate"),
 ], ids=["jsonl deep", "jsonl huge int", "jsonl surrogate", "json deep", "json huge int", "json surrogate"])
 def test_json_the_parser_chokes_on_names_file_and_line(tmp_path, name, content, where, match):
     path = tmp_path / name
@@ -311,7 +344,7 @@ def test_unknown_role_names_the_line(tmp_path, turn):
 
 
 @pytest.mark.parametrize("row,match", [
-    ({"instruction": "I", "output": ["a"]}, r"field 'output' must be text, got list"),
+    ({"instruction": "I", "output": ["a"]}, r"field 'output' must be text, got a list"),
     ({"messages": "hello"}, r"field 'messages' must be a list"),
     ({"messages": ["hello"]}, r"messages\[0\] must be an object"),
 ])

@@ -2,8 +2,8 @@
 
 Inputs: a .jsonl/.json/.csv/.parquet file, a directory of them, or a hub
 dataset id. Output: rows normalised to one shape per format, plus where each
-row came from ("train.jsonl:12", "train.csv:7", "train.parquet[3]") so that
-every later error can name it.
+row came from ("train.jsonl:12", "train.csv:7", "train.parquet: row 3"; see
+`where`) so that every later error can name it.
 
 - alpaca:      {"instruction", "input", "output"[, "system"]}
 - chat:        {"messages": [{"role": user|assistant|system, "content"}]}
@@ -35,7 +35,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from engine.errors import DataError
+from engine.errors import DataError, type_word
 from engine.settings import DATA_SUFFIXES
 
 if TYPE_CHECKING:
@@ -50,6 +50,14 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
 # ---------------------------------------------------------------- reading raw rows
+
+def where(name: str | Path, line: int | None = None, *, nth: int | None = None, unit: str = "row") -> str:
+    """Where a row is, as every message names it: "train.jsonl:12", the line it starts on, where the file has lines
+    an editor shows; else the format's unit counted from 1, "train.parquet: row 3" (a JSON array's element, a CSV
+    record the two CSV readers split differently). Not a 0-based "[2]": it read as a line, or sent the user to
+    the row after the one meant."""
+    return f"{name}:{line}" if line is not None else f"{name}: {unit} {nth}"
+
 
 def _os_error(path: Path, e: OSError) -> DataError:
     """An unreadable file (permissions, I/O error, a path that vanished) as a user error naming it."""
@@ -196,9 +204,9 @@ def _read_jsonl_text(text: str, path: Path) -> tuple[list[dict], list[str]]:
             raise DataError(f"{path}:{lineno}: {_bad_json_reason(e)}", fix=fix) from None
         _check_surrogates(obj, line, f"{path}:{lineno}")
         if not isinstance(obj, dict):
-            raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
+            raise DataError(f"{where(path, lineno)}: expected a JSON object, got {type_word(obj)}")
         rows.append(obj)
-        sources.append(f"{path}:{lineno}")
+        sources.append(where(path, lineno))
     return rows, sources
 
 
@@ -221,16 +229,66 @@ def _read_json(path: Path) -> tuple[list[dict], list[str]]:
                             f"{', '.join(map(str, data))}")
         data = lists[0]
     if not isinstance(data, list):
-        raise DataError(f"{path}: expected a list of objects (or JSON Lines), got {type(data).__name__}")
+        raise DataError(f"{path}: expected a list of objects (or JSON Lines), got {type_word(data)}")
     if not data:
         raise DataError(f"{path}: the file has no examples (an empty list)")
     has_escape = bool(_SURROGATE_ESCAPE.search(text))
-    for i, obj in enumerate(data):
+    sources = _element_sources(text, path, len(data))
+    for obj, source in zip(data, sources):
         if not isinstance(obj, dict):
-            raise DataError(f"{path}[{i}]: expected a JSON object, got {type(obj).__name__}")
+            raise DataError(f"{source}: expected a JSON object, got {type_word(obj)}")
         if has_escape:
-            _check_surrogates(obj, text, f"{path}[{i}]")
-    return data, [f"{path}[{i}]" for i in range(len(data))]
+            _check_surrogates(obj, text, source)
+    return data, sources
+
+
+_JSON_SPACE = re.compile(r"[ \t\n\r]*")
+
+
+def _element_starts(text: str) -> list[int]:
+    """Where each element of the file's list of rows starts in its text: the top-level array's, or that of the one
+    array inside a top-level object. For text json.loads has read already (so this cannot fail): each element is
+    skipped with the json module's own decoder, at C speed; numbers are kept as text, never converted."""
+    decoder = json.JSONDecoder(parse_int=str, parse_float=str, parse_constant=str)
+
+    def skip(pos: int) -> int:
+        return _JSON_SPACE.match(text, pos).end()  # type: ignore[union-attr]  # matches the empty string too
+
+    def members(pos: int, close: str):
+        """(start of each member, after it) of the array or object whose bracket is at pos."""
+        pos = skip(pos + 1)
+        while text[pos] != close:
+            start = pos
+            if close == "}":  # a key and its colon come before the value
+                _, pos = decoder.raw_decode(text, pos)
+                pos = skip(skip(pos) + 1)
+                start = pos
+            _, pos = decoder.raw_decode(text, pos)
+            yield start, pos
+            pos = skip(pos)
+            if text[pos] == ",":
+                pos = skip(pos + 1)
+
+    top = skip(0)
+    if text[top] == "{":  # {"data": [...]}: its one array (the reader refuses others); of a repeated key, the last
+        top = [start for start, _ in members(top, "}") if text[start] == "["][-1]
+    return [start for start, _ in members(top, "]")]
+
+
+def _element_sources(text: str, path: Path, count: int) -> list[str]:
+    """Where each of the `count` elements of a JSON file's list is: the line it starts on; "element N" where elements
+    share lines (a file on one line), as a line would not tell them apart."""
+    starts = _element_starts(text)
+    if len(starts) != count:  # not the list json.loads kept (cannot happen as far as known): never a wrong line
+        starts = []
+    lines, line, last = [], 1, 0
+    for pos in starts:
+        line += text.count("\n", last, pos)
+        lines.append(line)
+        last = pos
+    if starts and len(set(lines)) == len(lines):
+        return [where(path, n) for n in lines]
+    return [where(path, nth=i + 1, unit="element") for i in range(count)]
 
 
 def _read_jsonl(path: Path) -> tuple[list[dict], list[str]]:
@@ -312,10 +370,10 @@ def _read_with_datasets(path: Path) -> tuple[list[dict], list[str]]:
     if not rows:
         raise DataError(f"{path}: the file has no rows")
     if lines is not None and len(lines) == len(rows):
-        return rows, [f"{path}:{line}" for line in lines]
-    if kind == "csv":  # split differently by the two readers: its record, counted from 1 after the header
-        return rows, [f"{path}: record {i + 1}" for i in range(len(rows))]
-    return rows, [f"{path}[{i}]" for i in range(len(rows))]  # Parquet has no lines: the row's index, as pandas'
+        return rows, [where(path, line) for line in lines]
+    # A CSV split differently by the two readers: its record, counted after the header. Parquet has no lines.
+    unit = "record" if kind == "csv" else "row"
+    return rows, [where(path, nth=i + 1, unit=unit) for i in range(len(rows))]
 
 
 _READERS = {".jsonl": _read_jsonl, ".json": _read_json, ".csv": _read_with_datasets,
@@ -362,7 +420,7 @@ def _read_hub(repo_id: str) -> tuple[list[dict], list[str]]:
     rows = ds.to_list()
     if not rows:
         raise DataError(f"{repo_id}: the dataset's train split has no rows")
-    return rows, [f"{repo_id}[{i}]" for i in range(len(rows))]
+    return rows, [where(repo_id, nth=i + 1) for i in range(len(rows))]
 
 
 def lorapilots_own_folder(p: Path) -> bool:
@@ -434,7 +492,7 @@ def _text(value, field: str, source: str, *, required: bool) -> str:
     # CSV and Parquet readers type columns: "42" comes back as 42.
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return str(value)
-    raise DataError(f"{source}: field {field!r} must be text, got {type(value).__name__}")
+    raise DataError(f"{source}: field {field!r} must be text, got {type_word(value)}")
 
 
 def _content(value, source: str, index: int) -> str:
@@ -451,7 +509,7 @@ def _messages(row: dict, source: str) -> list[dict]:
     turns = row.get(key)
     if not isinstance(turns, list):
         raise DataError(f"{source}: field {key!r} must be a list of messages, "
-                        f"got {type(turns).__name__ if turns is not None else 'nothing'}")
+                        f"got {type_word(turns)}")
     out = []
     for i, m in enumerate(turns):
         if not isinstance(m, dict):

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from engine.errors import DataError, UserError, quote
+from engine.errors import DataError, UserError, quote, type_word
 from engine.rundir import RunLock, create_request_file, pid_alive
 
 SWEEP_FILE = "sweep.json"
@@ -80,7 +80,7 @@ def _wrong(value, kind) -> bool:
 
 def _sweep_problem(sweep, complete: bool) -> str | None:
     if not isinstance(sweep, dict):
-        return f"expected a JSON object, got {type(sweep).__name__}"
+        return f"expected a JSON object, got {type_word(sweep)}"
     for key in ("rungs", "grid") if complete else ():
         if key not in sweep:
             return f"{key}: missing"
@@ -95,7 +95,7 @@ def _sweep_problem(sweep, complete: bool) -> str | None:
         return f"driver_pid: {quote(pid)} is not valid"
     for i, t in enumerate(sweep["trials"]):
         if not isinstance(t, dict):
-            return f"trials[{i}]: expected an object, got {type(t).__name__}"
+            return f"trials[{i}]: expected an object, got {type_word(t)}"
         for key, kind in {**_TRIAL_KEYS, **(_COMPLETE_TRIAL_KEYS if complete else {})}.items():
             if _wrong(t.get(key), kind):
                 return f"trials[{i}].{key}: {quote(t.get(key))} is not valid"
