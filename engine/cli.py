@@ -15,7 +15,7 @@ import os
 import sys
 from pathlib import Path
 
-from engine.errors import EXIT_BAD_INPUT, EXIT_BROKEN_PIPE, EXIT_OK, EXIT_RUN_FAILED, UserError, quote
+from engine.errors import EXIT_BAD_INPUT, EXIT_BROKEN_PIPE, EXIT_OK, EXIT_RUN_FAILED, UserError, print_error, quote
 from engine.settings import user_path
 
 
@@ -27,7 +27,7 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message):
         self.print_usage(sys.stderr)
-        print(f"lorapilot: {message}", file=sys.stderr)
+        print_error(message)
         sys.exit(EXIT_BAD_INPUT)
 
 
@@ -103,7 +103,7 @@ def _cmd_train(a) -> int:
             raise UserError("give either CONFIG or --resume RUN_DIR, not both")
         handle = resume_run(a.resume, trust_remote_code=a.trust_remote_code)
         for note in handle.notes:
-            print(f"lorapilot: {note}", file=sys.stderr)
+            print_error(note)
     else:
         if not a.config:
             raise UserError("train needs a CONFIG file (or --resume RUN_DIR)", fix="try: lorapilot train presets/demo.yaml")
@@ -130,10 +130,8 @@ def _report_end(run_dir: Path, rc: int) -> int:
         print(f"stopped at step {st.get('step')}; resume: lorapilot train --resume {run_dir}")
         return EXIT_OK
     if state == "failed":
-        print(f"lorapilot: run failed: {safe_text(st.get('error'))}", file=sys.stderr)
-        if st.get("hint"):
-            print(f"  fix: {safe_text(st['hint'])}", file=sys.stderr)
-        print(f"  log: {run_dir / 'train.log'}", file=sys.stderr)
+        fix = f"\n  fix: {safe_text(st['hint'])}" if st.get("hint") else ""
+        print_error(f"run failed: {safe_text(st.get('error'))}{fix}\n  log: {run_dir / 'train.log'}")
         return EXIT_BAD_INPUT if rc == EXIT_BAD_INPUT else EXIT_RUN_FAILED
     return rc
 
@@ -173,7 +171,7 @@ def _cmd_runs(a) -> int:
 
 def _warn(problems: list[str]) -> None:
     for p in problems:
-        print(f"lorapilot: warning: {p}", file=sys.stderr)
+        print_error(f"warning: {p}")
 
 
 def _stalled(run) -> bool:
@@ -286,14 +284,14 @@ def _dispatch(argv: list[str] | None) -> int:
         return {"train": _cmd_train, "runs": _cmd_runs, "stop": _cmd_stop, "export": _cmd_export,
                 "chat": _cmd_chat, "monitor": _cmd_monitor}[a.verb](a)
     except UserError as e:
-        print(f"lorapilot: {e}", file=sys.stderr)
+        print_error(e)
         return EXIT_BAD_INPUT
     except OSError as e:
         # A path the user named that the OS refuses before we could check it ourselves (a name too long,
         # permission denied): their input, exit 2. Anything else (a full disk) is not bad input.
         if e.errno not in _PATH_ERRNOS or not e.filename:
             raise
-        print(f"lorapilot: {quote(str(e.filename))}: {e.strerror}", file=sys.stderr)
+        print_error(f"{quote(str(e.filename))}: {e.strerror}")
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         return 130

@@ -7,6 +7,7 @@ not caught and dressed up as UserError.
 from __future__ import annotations
 
 import reprlib
+import sys
 
 EXIT_OK = 0
 EXIT_RUN_FAILED = 1
@@ -26,6 +27,14 @@ _QUOTE.maxlevel = 3
 def quote(value: object) -> str:
     """repr(value) for a message, at most a line long whatever the value holds."""
     return _QUOTE.repr(value)
+
+
+def print_error(message: object) -> None:
+    """A user error (or a note) on stderr as every verb prints one: after "lorapilot: ", wrapped to 80 columns as
+    the verbs' own output is (engine.wrap.fit: a path or a `command` is never split)."""
+    from engine.wrap import fit
+
+    print(fit(f"lorapilot: {message}"), file=sys.stderr)
 
 
 def type_word(value: object) -> str:

@@ -2,7 +2,9 @@
 
 A line too long is wrapped at word boundaries, its continuation indented under the text after its label:
 the "label  text" lines of `estimate` and `sweep`, and the rows of a table whose last column is prose.
-A single word longer than the room (a path) is kept whole: cut, it could not be copied.
+A single word longer than the room (a path) is kept whole, on its own line, and so is a command between backticks
+(`lorapilot train --resume runs/x`): cut, they could not be copied. Error messages are wrapped the same way, each
+problem ("  - ...") and the fix ("  fix: ...") continuing under its own text.
 """
 
 from __future__ import annotations
@@ -17,11 +19,18 @@ WIDTH = 80
 # the GiB cells, not the first cell after the name); none: after the indent alone.
 _GAP = re.compile(r"\S {2,}(?=\S)")
 _MIN_ROOM = 30
+# A list item's and a fix's label (a UserError's lines): continuations go under the text after it.
+_LABEL = re.compile(r" *(?:- |fix: )")
+# A command quoted in backticks: one unit, never split at its spaces.
+_COMMAND = re.compile(r"`[^`\n]*`")
+_KEEP = "\x00"   # stands for a command's spaces while wrapping; never in text a verb prints
 
 
 def _text_start(line: str, width: int) -> int:
     indent = len(line) - len(line.lstrip())
-    starts = [m.end() for m in _GAP.finditer(line, indent) if m.end() <= width - _MIN_ROOM]
+    label = _LABEL.match(line)
+    starts = [label.end()] if label and label.end() <= width - _MIN_ROOM else []
+    starts += [m.end() for m in _GAP.finditer(line, indent) if m.end() <= width - _MIN_ROOM]
     return starts[-1] if starts else indent
 
 
@@ -34,6 +43,8 @@ def fit(text: str, width: int | None = None) -> str:
         if len(line) <= width:
             out.append(line)
             continue
-        out += textwrap.wrap(line, width=width, subsequent_indent=" " * _text_start(line, width),
-                             break_long_words=False, break_on_hyphens=False, drop_whitespace=True) or [line]
+        kept = _COMMAND.sub(lambda m: m.group().replace(" ", _KEEP), line)
+        wrapped = textwrap.wrap(kept, width=width, subsequent_indent=" " * _text_start(line, width),
+                                break_long_words=False, break_on_hyphens=False, drop_whitespace=True) or [kept]
+        out += [w.replace(_KEEP, " ") for w in wrapped]
     return "\n".join(out)

@@ -127,6 +127,12 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeou
                           text=True, timeout=timeout, env={**os.environ, **(env or {})})
 
 
+def unwrapped(text: str) -> str:
+    """A verb's stderr as words on one line: its messages are wrapped to 80 columns (engine.wrap.fit), at spaces, so a
+    phrase a test looks for may span a line break (a test's tmp_path makes a message long)."""
+    return " ".join(text.split())
+
+
 def together(*calls):
     """Runs independent calls that each wait on their own processes (trainers, ranks) side by side; their results
     in order. A trainer's start is one core's work (imports, the model) and CI has two: two runs a test compares

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import REPO, run_cli
+from conftest import REPO, run_cli, unwrapped
 
 DEMO_DATA = REPO / "presets" / "demo" / "train.jsonl"
 
@@ -19,9 +19,9 @@ def config(tmp_path: Path, text: str = "", model: str = "lorapilot-demo") -> Pat
 
 def refused(r, *expected: str) -> None:
     assert r.returncode == 2, r.stdout + r.stderr
-    assert "Traceback" not in r.stderr, r.stderr
+    assert "Traceback" not in unwrapped(r.stderr), r.stderr
     for text in expected:
-        assert text in r.stderr, r.stderr
+        assert text in unwrapped(r.stderr), r.stderr
 
 
 def test_dataset_nested_100k_deep(tmp_path):
@@ -111,10 +111,10 @@ def test_list_runs_skips_corrupt_status_and_says_why(tmp_path):
 
 def test_runs_lists_the_good_and_warns_about_the_bad(tmp_path):
     r = run_cli("runs", "--root", str(corrupt_root(tmp_path)))
-    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+    assert r.returncode == 0 and "Traceback" not in unwrapped(r.stderr), r.stderr
     assert "good" in r.stdout and "bad" not in r.stdout
     assert r.stderr.count("lorapilot: warning:") == len(CORRUPT_STATUS) + 1
-    assert "sweep-x/sweep.json: trials[0].state: None is not valid; skipped" in r.stderr
+    assert "sweep-x/sweep.json: trials[0].state: None is not valid; skipped" in unwrapped(r.stderr)
 
 
 def test_diagnose_with_a_corrupt_status_still_diagnoses_then_exits_2(tmp_path):
@@ -129,7 +129,7 @@ def test_diagnose_with_a_corrupt_status_still_diagnoses_then_exits_2(tmp_path):
         assert ("1 records" in r.stdout) if not args else r.stdout.startswith("[")
     (run / "status.json").write_bytes(b'{"state": "done", "step": 1}')
     r = run_cli("diagnose", str(run))
-    assert r.returncode == 0 and "status.json" not in r.stderr, r.stderr
+    assert r.returncode == 0 and "status.json" not in unwrapped(r.stderr), r.stderr
 
 
 def test_sweep_on_a_corrupt_sweep_json_names_it(tmp_path):
@@ -156,7 +156,7 @@ def test_runs_and_estimate_into_a_closed_pipe(tmp_path):
     for args in (("runs", "--root", str(corrupt_root(tmp_path))), ("runs", "--json", "--root", str(tmp_path)),
                  ("estimate", str(config(tmp_path)), "--json")):
         r = piped_to_a_closed_reader(*args)
-        assert "Traceback" not in r.stderr and "BrokenPipe" not in r.stderr, r.stderr
+        assert "Traceback" not in unwrapped(r.stderr) and "BrokenPipe" not in unwrapped(r.stderr), r.stderr
         assert r.returncode == 141
 
 
@@ -206,7 +206,7 @@ def test_chat_on_a_folder_that_is_no_run_says_so_before_loading_anything(tmp_pat
     # It printed "loading the base model and the adapter ..." first, as if the folder were fine.
     r = run_cli("chat", str(tmp_path), "--prompt", "hi")
     refused(r, f"{tmp_path}: not a run directory (no config.yaml)")
-    assert "loading" not in r.stderr, r.stderr
+    assert "loading" not in unwrapped(r.stderr), r.stderr
 
 
 def test_every_argument_of_every_verb_has_help():
@@ -264,7 +264,7 @@ def test_a_truncated_parquet_file_is_said_once(tmp_path):
     r = run_cli("inspect-data", str(data))
     refused(r, f"{data}: cannot read as PARQUET: Parquet magic bytes not found")
     # datasets logged the same error itself first ("Failed to read schema from ..."), without lorapilot's prefix
-    assert "Failed to read schema" not in r.stderr, r.stderr
+    assert "Failed to read schema" not in unwrapped(r.stderr), r.stderr
 
 
 @pytest.mark.parametrize("verb", [("estimate",), ("sweep", "--dry-run")])

@@ -100,3 +100,30 @@ def test_export_notes_fit(tmp_path, capsys, monkeypatch):
     assert main(["export", str(tmp_path), "--for", "ollama", "--out", str(tmp_path / "o")]) == 0
     err = capsys.readouterr().err
     assert "without that prefill" in err.replace("\n", " ") and not _too_wide(err), err
+
+
+def test_a_bad_inputs_message_fits_80_columns_and_keeps_its_path_whole(tmp_path):
+    """Errors were printed unwrapped (a config problem's line ran to 150 columns); wrapped now as every verb's output
+    is, a path longer than a line kept whole on a line of its own: users copy it."""
+    deep = tmp_path / ("a-folder-with-a-long-name-" * 4) / "config.yaml"
+    deep.parent.mkdir()
+    deep.write_text(f"model: lorapilot-demo\ndataset: {{path: {DEMO_DATA}}}\n"
+                    "training: {learning_rate: [1, 2], lr_sheduler: cosine, num_epochs: 1000000000000000}\n")
+    r = run_cli("estimate", str(deep), env={"COLUMNS": "80"})
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert _too_wide(r.stderr) == [f"{deep}:"], r.stderr        # the path, alone on its line
+    assert "training.lr_sheduler: unknown key; did you mean 'lr_scheduler'?" in r.stderr.replace("\n    ", " ")
+
+
+def test_an_errors_problems_and_fix_continue_under_their_text_and_a_command_stays_whole():
+    from engine.errors import UserError
+    from engine.wrap import fit
+
+    command = "`lorapilot train --resume runs/a-run-with-a-rather-long-name-indeed-2024-12-05`"
+    e = UserError("x.csv:3: 3 fields, but the header has 2", problems=["a problem " * 10],
+                  fix=f"quote a text that holds a comma, or remove the extra fields, then run {command}")
+    lines = fit(f"lorapilot: {e}").split("\n")
+    assert lines[-1] == " " * 7 + command, lines     # whole, on a line of its own under the fix's text (85 columns)
+    assert _too_wide("\n".join(lines[:-1])) == [], lines
+    assert lines[1].startswith("  - a problem") and lines[2].startswith("    problem a"), lines
+    assert lines[3].startswith("  fix: quote"), lines

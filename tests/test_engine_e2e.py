@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import DEMO_CONFIG, HUB_TOKEN_MARKER, run_cli, together
+from conftest import DEMO_CONFIG, HUB_TOKEN_MARKER, run_cli, together, unwrapped
 from engine.rundir import MetricsTail, effective_state, read_metrics, read_status
 
 # `slow` marks the tests that train; those reading the shared finished demo run get it in conftest.
@@ -221,9 +221,9 @@ def test_detached_run_stopped_resumed_killed_and_resumed_to_its_end(tmp_path):
 # ------------------------------------------------------------------ bad input: exit 2, named culprit, no traceback
 def _bad(r, *needles):
     assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
-    assert "Traceback" not in r.stderr + r.stdout
+    assert "Traceback" not in unwrapped(r.stderr) + r.stdout
     for n in needles:
-        assert n in r.stderr, (n, r.stderr)
+        assert n in unwrapped(r.stderr), (n, r.stderr)
 
 
 def test_bad_config_values_all_reported(tmp_path):

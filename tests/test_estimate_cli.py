@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import unwrapped
 
 from engine.estimate import command, read_model_config
 
@@ -143,7 +144,7 @@ def test_bad_input_exits_2_without_traceback(tmp_path, capsys, content, gpu, mat
     cfg = tmp_path / "bad.yaml"
     cfg.write_text(content)
     code, _, err = run_main([str(cfg), "--gpu", gpu], capsys)
-    assert code == 2 and match in err and "Traceback" not in err
+    assert code == 2 and match in unwrapped(err) and "Traceback" not in unwrapped(err)
 
 
 def test_add_arguments_defines_the_dispatcher_namespace():

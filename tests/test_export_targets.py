@@ -8,7 +8,7 @@ import shlex
 import subprocess
 
 import pytest
-from conftest import run_cli
+from conftest import run_cli, unwrapped
 
 from engine.errors import UserError
 from engine.rundir import read_metrics
@@ -50,7 +50,7 @@ def test_ollama_export_from_the_command_line(finished_demo_run, tmp_path):
     assert str(out) not in readme   # the folder may be moved: it names itself by no absolute path
     # Never over the user's files.
     r = run_cli("export", str(finished_demo_run), "--for", "ollama", "--out", str(out))
-    assert r.returncode == 2 and "not empty" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 2 and "not empty" in unwrapped(r.stderr) and "Traceback" not in unwrapped(r.stderr)
 
 
 def test_vllm_export_writes_the_checked_adapter_and_the_serve_line(finished_demo_run, tmp_path):
@@ -166,7 +166,7 @@ open(a[a.index("--outfile") + 1], "w").write("f16")""")
 def test_llama_cpp_folder_that_is_not_one_is_refused_before_any_work(finished_demo_run, tmp_path):
     r = run_cli("export", str(finished_demo_run), "--for", "llama.cpp", "--out", str(tmp_path / "x"),
                 "--llama-cpp", str(tmp_path))
-    assert r.returncode == 2 and "not a llama.cpp folder" in r.stderr and not (tmp_path / "x").exists()
+    assert r.returncode == 2 and "not a llama.cpp folder" in unwrapped(r.stderr) and not (tmp_path / "x").exists()
 
 
 def test_plain_adapter_export_carries_the_model_card(finished_demo_run, tmp_path):

@@ -17,7 +17,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from conftest import run_cli
+from conftest import run_cli, unwrapped
 from engine.diagnose.live import LiveDiagnostics, diagnose_records
 from engine.rundir import (MetricsTail, MetricsWriter, RunLock, check_remote_code, checkpoint_problem,
                            drop_superseded, format_record, lock_held, process_start, read_metrics, safe_record,
@@ -55,8 +55,8 @@ def test_run_dir_trust_remote_code_needs_the_flag(tmp_path, verb):
     args = [a.format(run=run, out=tmp_path / "merged") for a in verb]
     r = run_cli(*args)
     assert r.returncode == 2, (r.stdout, r.stderr)
-    assert "Traceback" not in r.stderr and "trust_remote_code" in r.stderr and "--trust-remote-code" in r.stderr
-    assert str(run / "config.yaml") in r.stderr
+    assert "Traceback" not in unwrapped(r.stderr) and "trust_remote_code" in unwrapped(r.stderr) and "--trust-remote-code" in unwrapped(r.stderr)
+    assert str(run / "config.yaml") in unwrapped(r.stderr)
     assert not marker.exists()  # nothing from the run directory was imported
 
 
@@ -171,7 +171,7 @@ def test_run_name_cannot_escape_the_runs_root(tmp_path, name):
     cfg.write_text(f"model: lorapilot-demo\ndataset: {{path: {DEMO_CONFIG.parent / 'demo/train.jsonl'}}}\n"
                    f"run_name: {json.dumps(name)}\nruns_dir: {tmp_path / 'runs'}\n")
     r = run_cli("train", str(cfg), "--detach")
-    assert r.returncode == 2 and "run_name" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert r.returncode == 2 and "run_name" in unwrapped(r.stderr) and "Traceback" not in unwrapped(r.stderr), r.stderr
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
     assert not Path("/tmp/abs-run").exists() or name != "/tmp/abs-run"
 
@@ -182,7 +182,7 @@ def test_prepare_does_not_overwrite_without_force(tmp_path):
     out = tmp_path / "out.jsonl"
     out.write_text("precious\n")
     r = run_cli("prepare", str(src), "--out", str(out))
-    assert r.returncode == 2 and str(out) in r.stderr and "--force" in r.stderr, r.stderr
+    assert r.returncode == 2 and str(out) in unwrapped(r.stderr) and "--force" in unwrapped(r.stderr), r.stderr
     assert out.read_text() == "precious\n"
     r = run_cli("prepare", str(src), "--out", str(out), "--force")
     assert r.returncode == 0, r.stderr
@@ -460,7 +460,7 @@ def test_stop_writes_no_request_through_a_link(tmp_path, capsys, kind, dangling)
         if lock_fd is not None:
             os.close(lock_fd)
     err = capsys.readouterr().err
-    assert str(folder / STOP_REQUEST_FILE) in err and "symbolic link" in err and "Traceback" not in err
+    assert str(folder / STOP_REQUEST_FILE) in unwrapped(err) and "symbolic link" in unwrapped(err) and "Traceback" not in unwrapped(err)
     assert sorted(os.listdir(target.parent)) == ([] if dangling else ["notes.txt"])
     if not dangling:
         assert target.read_text() == "precious\n" and target.stat().st_mtime == 1_000_000
@@ -502,7 +502,7 @@ def test_resume_of_a_run_directory_with_a_link_is_refused(tmp_path, monkeypatch,
     monkeypatch.setattr(launch, "_spawn", lambda *a, **k: pytest.fail("a trainer was started"))
     assert cli.main(["train", "--resume", str(run)]) == 2
     err = capsys.readouterr().err
-    assert "trainer.lock: is a symbolic link" in err and "Traceback" not in err, err
+    assert "trainer.lock: is a symbolic link" in unwrapped(err) and "Traceback" not in unwrapped(err), err
     assert precious.read_text() == "precious\n"
 
 
@@ -525,11 +525,11 @@ def test_train_into_a_file_or_a_users_folder_is_refused_and_leaves_it_as_it_was(
     monkeypatch.setattr(launch, "check_inputs", lambda cfg: None)
     assert cli.main(["train", str(DEMO_CONFIG), "--run-dir", str(mine)]) == 2
     err = capsys.readouterr().err
-    assert str(mine) in err and "Traceback" not in err, err
+    assert str(mine) in unwrapped(err) and "Traceback" not in unwrapped(err), err
     if target == "a file":
-        assert "is a file" in err and mine.read_text() == "precious\n"
+        assert "is a file" in unwrapped(err) and mine.read_text() == "precious\n"
     else:
-        assert "not empty" in err and os.listdir(mine) == ["notes.txt"]
+        assert "not empty" in unwrapped(err) and os.listdir(mine) == ["notes.txt"]
 
 
 def test_a_new_run_takes_the_next_name_when_another_launcher_made_it_first(tmp_path, monkeypatch):

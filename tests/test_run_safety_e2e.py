@@ -11,7 +11,7 @@ import sys
 import pytest
 import yaml
 
-from conftest import REPO, run_cli
+from conftest import REPO, run_cli, unwrapped
 from engine.rundir import read_metrics, read_status
 from test_engine_e2e import small_config, train_records, wait_for
 
@@ -46,7 +46,7 @@ def test_two_detached_trainers_on_one_run_dir(tmp_path):
     pid = read_status(run_dir)["pid"]
     (run_dir / "status.json").unlink()
     r = run_cli("train", "--resume", str(run_dir), timeout=120)
-    assert r.returncode == 2 and "another trainer" in r.stderr and f"pid {pid}" in r.stderr, r.stderr
+    assert r.returncode == 2 and "another trainer" in unwrapped(r.stderr) and f"pid {pid}" in unwrapped(r.stderr), r.stderr
     os.kill(pid, signal.SIGTERM)
     wait_for(lambda: (read_status(run_dir) or {}).get("state") == "stopped", what="the graceful stop")
     steps = [x["step"] for x in train_records(run_dir)]
@@ -87,7 +87,7 @@ def test_disk_full_while_checkpointing_is_said(tmp_path):
     assert proc.returncode == 1, out + err
     status = read_status(run_dir)
     assert status["state"] == "failed" and status["error"].startswith("no space left on device: "), status
-    assert "no space left on device" in err and "Traceback" not in err, err
+    assert "no space left on device" in unwrapped(err) and "Traceback" not in unwrapped(err), err
     log = (run_dir / "train.log").read_text()
     assert "no space left on device" in log and log.endswith("\n")
     assert not (run_dir / "space.reserve").exists()
@@ -108,7 +108,7 @@ def test_resume_after_edits_and_a_damaged_checkpoint(tmp_path):
     edited["training"]["max_steps"] = 12
     config.write_text(yaml.safe_dump(edited))
     r = run_cli("train", "--resume", str(run_dir))
-    assert r.returncode == 2 and "lora.r" in r.stderr and str(config) in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 2 and "lora.r" in unwrapped(r.stderr) and str(config) in unwrapped(r.stderr) and "Traceback" not in unwrapped(r.stderr)
 
     data = tmp_path / "data-copy.jsonl"
     data.write_text(open(yaml.safe_load(original)["dataset"]["path"]).read() + '{"instruction": "new", '
@@ -117,7 +117,7 @@ def test_resume_after_edits_and_a_damaged_checkpoint(tmp_path):
     edited["dataset"]["path"] = str(data)
     config.write_text(yaml.safe_dump(edited))
     r = run_cli("train", "--resume", str(run_dir))
-    assert r.returncode == 2 and "dataset" in r.stderr, r.stderr
+    assert r.returncode == 2 and "dataset" in unwrapped(r.stderr), r.stderr
 
     edited["dataset"]["path"] = yaml.safe_load(original)["dataset"]["path"]
     edited["training"]["learning_rate"] = 1e-3
@@ -126,8 +126,8 @@ def test_resume_after_edits_and_a_damaged_checkpoint(tmp_path):
     bad.write_bytes(bad.read_bytes()[:-100])
     r = run_cli("train", "--resume", str(run_dir), timeout=300)
     assert r.returncode == 0, r.stderr + (run_dir / "train.log").read_text()[-3000:]
-    assert str(bad) in r.stderr and "truncated" in r.stderr
-    assert "training.learning_rate 0.003 -> 0.001" in r.stderr
+    assert str(bad) in unwrapped(r.stderr) and "truncated" in unwrapped(r.stderr)
+    assert "training.learning_rate 0.003 -> 0.001" in unwrapped(r.stderr)
     log = (run_dir / "train.log").read_text()
     assert str(bad) in log and "falling back to checkpoint-4" in log and "learning rate 0.003 -> 0.001" in log
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import run_cli
+from conftest import run_cli, unwrapped
 from engine.cli import main
 from engine.sweep.sweepdir import write_sweep
 from test_estimate_cli import config  # noqa: F401  (a 0.5 B model's config.json and 100 rows)
@@ -40,24 +40,24 @@ def sweep(capsys, *argv):
 ])
 def test_bad_input_is_exit_2_before_anything_starts(config, capsys, flags, message):
     code, out, err = sweep(capsys, str(config), "--yes", *flags)
-    assert code == 2 and message in err and "Traceback" not in err
+    assert code == 2 and message in unwrapped(err) and "Traceback" not in unwrapped(err)
     assert not (config.parent / "runs").exists()  # nothing was created
 
 
 def test_missing_config_and_plain_directory(tmp_path, capsys):
     code, _, err = sweep(capsys, str(tmp_path / "nope.yaml"), "--yes")
-    assert code == 2 and "config file not found" in err
+    assert code == 2 and "config file not found" in unwrapped(err)
     code, _, err = sweep(capsys, str(tmp_path))
-    assert code == 2 and "not a sweep directory" in err
+    assert code == 2 and "not a sweep directory" in unwrapped(err)
     code, _, err = sweep(capsys)
-    assert code == 2 and "sweep needs a CONFIG" in err
+    assert code == 2 and "sweep needs a CONFIG" in unwrapped(err)
 
 
 def test_not_confirmed_without_a_terminal(config, capsys, monkeypatch):
     monkeypatch.setattr("engine.train.launch.check_inputs", lambda cfg: None)
     monkeypatch.setattr("sys.stdin.isatty", lambda: False, raising=False)
     code, out, err = sweep(capsys, str(config), "--gpu", "a100-80")
-    assert code == 2 and "pass --yes" in err and "sweep   9 trials" in out
+    assert code == 2 and "pass --yes" in unwrapped(err) and "sweep   9 trials" in out
     assert not (config.parent / "runs").exists()
 
 
@@ -84,7 +84,7 @@ def test_apply_on_a_running_sweep_is_refused_and_stop_answers(tmp_path, capsys):
     write_sweep(d, {"state": "running", "driver_pid": 2 ** 22 + 4321, "trials": [], "steps": 12, "rungs": [4, 8],
                     "grid": {}, "name": "sw"})
     code, _, err = sweep(capsys, "--apply", str(tmp_path / "o.yaml"), str(d))
-    assert code == 2 and "lost" in err  # its driver is gone: no winner to apply
+    assert code == 2 and "lost" in unwrapped(err)  # its driver is gone: no winner to apply
     assert main(["stop", str(d)]) == 0 and "not running" in capsys.readouterr().out
 
 
@@ -105,8 +105,8 @@ def test_apply_to_an_existing_file_is_refused_without_force(tmp_path, capsys, mo
     mine = tmp_path / "best.yaml"
     mine.write_text("# my own config\n")
     code, out, err = sweep(capsys, str(sweep_dir), "--apply", str(mine))
-    assert code == 2 and "best.yaml: exists; not overwritten" in err and "--force" in err
-    assert mine.read_text() == "# my own config\n" and "Traceback" not in err
+    assert code == 2 and "best.yaml: exists; not overwritten" in unwrapped(err) and "--force" in unwrapped(err)
+    assert mine.read_text() == "# my own config\n" and "Traceback" not in unwrapped(err)
     code, out, err = sweep(capsys, str(sweep_dir), "--apply", str(mine), "--force")
     assert code == 0 and mine.read_text().startswith("# From sweep"), err
 
@@ -117,7 +117,7 @@ def test_a_new_sweep_with_apply_to_an_existing_file_is_refused_before_it_starts(
     mine = config.parent / "best.yaml"
     mine.write_text("# my own config\n")
     code, out, err = sweep(capsys, str(config), "--gpu", "a100-80", "--yes", "--apply", str(mine))
-    assert code == 2 and "best.yaml: exists; not overwritten" in err
+    assert code == 2 and "best.yaml: exists; not overwritten" in unwrapped(err)
     assert mine.read_text() == "# my own config\n" and not (config.parent / "runs").exists()
 
 
@@ -134,7 +134,7 @@ def test_a_sweep_folder_that_cannot_be_one_is_named(config, capsys, monkeypatch,
                    "runs root under a file": ([], f"runs root {afile / 'runs'}: cannot create sweep-")}[where]
     monkeypatch.setenv("LORAPILOT_RUNS", str(afile / "runs"))
     code, out, err = sweep(capsys, str(config), "--gpu", "a100-80", "--yes", *flags)
-    assert code == 2 and said in err and "Traceback" not in err, err
+    assert code == 2 and said in unwrapped(err) and "Traceback" not in unwrapped(err), err
     assert afile.read_text() == "mine\n"
 
 
@@ -144,7 +144,7 @@ def test_train_with_a_runs_root_under_a_file_names_it(config, capsys, monkeypatc
     monkeypatch.setenv("LORAPILOT_RUNS", str(tmp_path / "afile" / "runs"))
     assert main(["train", str(config)]) == 2
     err = capsys.readouterr().err
-    assert f"runs root {tmp_path / 'afile' / 'runs'}: cannot create" in err and "LORAPILOT_RUNS" in err
+    assert f"runs root {tmp_path / 'afile' / 'runs'}: cannot create" in unwrapped(err) and "LORAPILOT_RUNS" in unwrapped(err)
 
 
 def test_a_second_sweep_into_the_same_folder_is_refused(config, capsys, monkeypatch, tmp_path):
@@ -165,7 +165,7 @@ def test_a_second_sweep_into_the_same_folder_is_refused(config, capsys, monkeypa
         code, out, err = sweep(capsys, str(config), "--gpu", "a100-80", "--yes", "--sweep-dir", str(folder))
     finally:
         os.close(fd)
-    assert code == 2 and f"{folder}: another sweep is writing into this folder (pid 4242)" in err, err
+    assert code == 2 and f"{folder}: another sweep is writing into this folder (pid 4242)" in unwrapped(err), err
     assert os.listdir(folder) == ["sweep.lock"]
 
 

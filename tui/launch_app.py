@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-from engine.errors import EXIT_BAD_INPUT, UserError
+from engine.errors import EXIT_BAD_INPUT, UserError, print_error
 from engine.rundir import ADAPTER_DIR
 
 
@@ -23,7 +22,7 @@ def run_app(argv: list[str]) -> int:
         else:
             app = LorapilotApp(start="wizard", config_path=argv[0] if argv else None)
     except UserError as e:
-        print(f"lorapilot: {e}", file=sys.stderr)
+        print_error(e)
         return EXIT_BAD_INPUT
     app.run()
     return app.return_code or 0
