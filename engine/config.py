@@ -379,7 +379,9 @@ def config_from_dict(raw: Any, *, source: str = "config") -> Config:
                 problems.append(problem)
             else:
                 setattr(cfg, key, coerced)
-    problems += _cross_checks(cfg, raw)
+    # A key whose value was refused above is not also "not set" (it kept its empty default): one problem per key.
+    reported = {p.split(":", 1)[0] for p in problems}
+    problems += [p for p in _cross_checks(cfg, raw) if p.split(":", 1)[0] not in reported]
     if problems:
         raise ConfigError(f"{source}: {len(problems)} problem{'s' if len(problems) > 1 else ''} in the config",
                           problems=problems)

@@ -291,3 +291,9 @@ def test_export_of_a_run_directory_that_is_not_there_says_so(tmp_path):
     refused(run_cli("export", str(tmp_path / "nope")), f"{tmp_path / 'nope'}: no such run directory")
     (tmp_path / "f").write_text("x")
     refused(run_cli("export", str(tmp_path / "f")), f"{tmp_path / 'f'}: not a folder")
+
+
+def test_a_model_that_is_nothing_known_names_the_key(tmp_path):
+    """`model: abc` (a typo, a folder not there) was refused as 'abc: not a directory, ...', naming no key: the
+    config's line, as it reads (fuzzing every key: the only key the message left out)."""
+    refused(run_cli("estimate", str(config(tmp_path, model="abc"))), "model: abc: not a directory")

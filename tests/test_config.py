@@ -113,6 +113,13 @@ def test_a_top_level_that_is_no_mapping_says_what_it_is_in_yamls_words(raw, word
         config_from_dict(raw, source="c.yaml")
 
 
+@pytest.mark.parametrize("key,value", [("model", 0), ("model", None), ("model", ["a"]), ("dataset", {"path": 1})])
+def test_a_refused_model_or_data_path_is_one_problem_not_two(key, value):
+    """It was refused for its type and then again as "must be set" (it kept its empty default)."""
+    raw = {**BASE, key: value}
+    assert len(problems(raw)) == 1, problems(raw)
+
+
 def test_yaml_syntax_error_names_file_and_line(tmp_path):
     f = tmp_path / "c.yaml"
     f.write_text("model: x\ndataset:\n  path: [unclosed\n")

@@ -130,7 +130,8 @@ def read_model_config(model: str) -> ModelInfo:
     if preset is not None:
         return model_info_from_config(preset["id"], preset["config"], "preset", preset.get("pretraining"))
     if not _HUB_ID.match(model):
-        raise ModelError(f"{model}: not a directory, a preset or a hub id (owner/name)",
+        # named as the config's line reads (model: ...): the same value may have come from --model
+        raise ModelError(f"model: {model}: not a directory, a preset or a hub id (owner/name)",
                          fix="check the path; list presets with `lorapilot estimate --help`")
     return model_info_from_config(model, hub_config(model), "hub", where=f"{model} (config.json from the hub)")
 
