@@ -70,7 +70,7 @@ def test_out_of_range(section, key, value, expect):
     ("training", "micro_batch_size", "four", "expected an integer, got 'four'"),
     ("training", "micro_batch_size", 2.5, "expected an integer, got 2.5"),
     ("training", "gradient_checkpointing", "yes", "expected true or false"),
-    ("training", "learning_rate", True, "expected a number, got True"),
+    ("training", "learning_rate", True, "expected a number, got true"),
     ("lora", "target_modules", 5, "expected text or a list"),
 ])
 def test_wrong_type(section, key, value, expect):
@@ -118,6 +118,13 @@ def test_a_refused_model_or_data_path_is_one_problem_not_two(key, value):
     """It was refused for its type and then again as "must be set" (it kept its empty default)."""
     raw = {**BASE, key: value}
     assert len(problems(raw)) == 1, problems(raw)
+
+
+def test_a_refused_value_is_shown_as_yaml_spells_it():
+    """`alpha: true` was refused as "got True" (Python's word), `report_to: [null]` as "None"."""
+    assert problems(with_("lora", alpha=True)) == ["lora.alpha: expected a number, got true"]
+    assert problems(with_("training", report_to=[None]))[0].startswith("training.report_to: null is not allowed")
+    assert problems({**BASE, "lora": False}) == ["lora: expected a mapping of keys (e.g. lora: {...}), got false"]
 
 
 def test_yaml_syntax_error_names_file_and_line(tmp_path):
