@@ -38,16 +38,18 @@ REPORT_TO = ("azure_ml", "clearml", "codecarbon", "comet_ml", "dagshub", "dvcliv
 def opt(default: Any, help: str, *, lo: float | None = None, hi: float | None = None,
         lo_open: bool = False, hi_open: bool = False, choices: tuple | None = None,
         recommended: str | None = None, rec: tuple[float, float] | None = None, kind: type | tuple | None = None,
-        nullable: bool = False, group: str = "", item_choices: tuple | None = None) -> Any:
+        nullable: bool = False, group: str = "", item_choices: tuple | None = None, also: tuple = ()) -> Any:
     """A schema field: default plus what the validator and the wizard need.
 
     `rec` is the recommended range as numbers (from the seeds): valid outside it, but worth a warning.
     `item_choices`: for a list field, what each entry may be.
+    `also`: values allowed outside lo..hi, each a word of its own (max_steps' -1: "derive it"), so that no value
+    between them (0) silently means the same.
     Returns `dataclasses.field(...)`, typed Any as dataclasses' own `field` is, so it can stand as any default.
     """
     meta = dict(help=help, lo=lo, hi=hi, lo_open=lo_open, hi_open=hi_open, choices=choices,
                 recommended=recommended, rec=rec, kind=kind, nullable=nullable, group=group,
-                item_choices=item_choices)
+                item_choices=item_choices, also=also)
     if isinstance(default, (list, dict)):
         return field(default_factory=functools.partial(copy.deepcopy, default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -90,8 +92,8 @@ class TrainingConfig:
                                            hi=65536, group="Batch and steps")
     num_epochs: float = opt(3, "Passes over the training data.", lo=0.0, lo_open=True, hi=1000,
                             recommended="1-3 for 500-5000 examples", rec=(1, 3), kind=(int, float), group="Batch and steps")
-    max_steps: int = opt(-1, "Stop after this many optimizer steps; -1 derives it from num_epochs.", lo=-1,
-                         hi=MAX_STEPS, group="Batch and steps")
+    max_steps: int = opt(-1, "Stop after this many optimizer steps; -1 derives it from num_epochs.", lo=1,
+                         hi=MAX_STEPS, also=(-1,), group="Batch and steps")
     # Judged by engine.learning_rate (graded, and per model): no `rec` here, so advice() asks that rule.
     learning_rate: float = opt(LORA_TYPICAL, "Peak learning rate of the adapter.", lo=0.0, lo_open=True, hi=1.0,
                                recommended=RECOMMENDED_TEXT, kind=(int, float), group="Learning rate and schedule")
@@ -143,7 +145,7 @@ class TrainingConfig:
                         group="Logging, eval and saving")
     sample_prompts: list = opt([], "Prompts generated at each evaluation; empty uses 3 held-out prompts.",
                                kind=list, group="Logging, eval and saving")
-    sample_max_new_tokens: int = opt(128, "Tokens generated per sample prompt.", lo=0, hi=65_536,
+    sample_max_new_tokens: int = opt(128, "Tokens generated per sample prompt; 0 turns samples off.", lo=0, hi=65_536,
                                      group="Logging, eval and saving")
 
 
@@ -189,6 +191,7 @@ class FieldSpec:
     nullable: bool
     group: str
     item_choices: tuple | None = None
+    also: tuple = ()
 
     def range_text(self, *, whole: bool = False) -> str:
         """What is allowed: "[1, 1024]", "(0, 1]", ">= 1"; `whole` keeps an upper bound of no practical limit."""
@@ -197,6 +200,11 @@ class FieldSpec:
         upper = self.hi if whole or self.hi is None or self.hi < NO_PRACTICAL_LIMIT else None
         if self.lo is None and upper is None:
             return ""
+        if self.also:
+            return " or ".join([*(_fmt(v) for v in self.also), self._span(upper)])
+        return self._span(upper)
+
+    def _span(self, upper: float | None) -> str:
         left = "(" if self.lo_open else "["
         right = ")" if self.hi_open else "]"
         lo = "-inf" if self.lo is None else _fmt(self.lo)
@@ -223,7 +231,7 @@ class FieldSpec:
         want = _type_name((int, float) if kind is float else kind) if kind is not object else "a value"
         allowed = self.range_text()
         if allowed:
-            want += f" {allowed}" if allowed[0] in "<>" else f" in {allowed}"
+            want += f" {allowed}" if allowed[0] in "<>" or self.also else f" in {allowed}"
         example = self.default
         if isinstance(example, (int, float)) and not isinstance(example, bool):
             want += f", e.g. {_fmt(example)}"
@@ -267,7 +275,7 @@ def _collect_fields() -> dict[str, FieldSpec]:
                                   lo_open=m.get("lo_open", False), hi_open=m.get("hi_open", False),
                                   choices=m.get("choices"), recommended=m.get("recommended"), rec=m.get("rec"),
                                   kind=m.get("kind"), nullable=m.get("nullable", False), group=m.get("group", ""),
-                                  item_choices=m.get("item_choices"))
+                                  item_choices=m.get("item_choices"), also=m.get("also", ()))
     walk(Config, "")
     return out
 
@@ -325,6 +333,8 @@ def _check_value(spec: FieldSpec, value: Any) -> tuple[Any, str | None]:
         if isinstance(value, float) and not math.isfinite(value):
             return value, f"{spec.path}: {quote(typed)} is not a finite number"
         bad = False
+        if value in spec.also:
+            return value, None
         if spec.lo is not None and (value < spec.lo or (spec.lo_open and value == spec.lo)):
             bad = True
         if spec.hi is not None and (value > spec.hi or (spec.hi_open and value == spec.hi)):

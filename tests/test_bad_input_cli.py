@@ -37,6 +37,14 @@ def test_train_max_steps_negative_detach_is_refused_before_spawning(tmp_path):
     assert not run_dir.exists()
 
 
+def test_train_max_steps_zero_is_refused_not_read_as_unset(tmp_path):
+    """--max-steps 0 trained the whole epoch-based run: the plan reads 0 as "not set"."""
+    run_dir = tmp_path / "run"
+    r = run_cli("train", str(config(tmp_path)), "--max-steps", "0", "--detach", "--run-dir", str(run_dir))
+    refused(r, "--max-steps 0: training.max_steps: 0 is out of range; allowed -1 or [1, 10000000]")
+    assert not run_dir.exists()
+
+
 def test_values_the_trainer_refuses(tmp_path):
     r = run_cli("estimate", str(config(tmp_path, f"training:\n  seed: {2**40}\n  report_to: [os]\n"
                                                  f"  max_steps: {10**400}\n")))

@@ -60,6 +60,9 @@ def test_unknown_key_without_close_match_lists_known_keys():
     ("training", "max_grad_norm", 0, "training.max_grad_norm: 0 is out of range"),
     ("training", "num_epochs", 0, "training.num_epochs: 0 is out of range"),
     ("training", "max_seq_length", 4, "training.max_seq_length: 4 is out of range"),
+    # 0 once passed the schema (-1 and up) and the plan read it as "not set": the whole epoch-based run trained
+    ("training", "max_steps", 0, "training.max_steps: 0 is out of range; allowed -1 or [1, 10000000]"),
+    ("training", "max_steps", -2, "training.max_steps: -2 is out of range; allowed -1 or [1, 10000000]"),
 ])
 def test_out_of_range(section, key, value, expect):
     (p,) = problems(with_(section, **{key: value}))
@@ -328,3 +331,15 @@ def test_an_effectively_unbounded_maximum_is_not_shown_as_a_number():
     assert e.value.problems == ["dataset.max_examples: 10000000000000 is out of range; allowed [1, 1000000000000]"]
     with pytest.raises(ConfigError, match=r"^--examples 0: dataset.max_examples: 0 is out of range; allowed >= 1$"):
         check_override("dataset.max_examples", 0, flag="--examples")
+
+
+def test_max_steps_takes_minus_one_or_a_step_count_and_says_so_where_it_is_typed():
+    """0 passed the schema (-1 and up) and the plan read it as "not set". The wizard's hint and an empty field read
+    the validator's words (one FieldSpec)."""
+    spec = FIELDS["training.max_steps"]
+    assert spec.range_text() == "-1 or [1, 10000000]"
+    assert spec.what_to_type() == "an integer -1 or [1, 10000000], e.g. -1"
+    assert config_from_dict(with_("training", max_steps=-1)).training.max_steps == -1
+    assert config_from_dict(with_("training", max_steps=1)).training.max_steps == 1
+    with pytest.raises(ConfigError, match=r"^--max-steps 0: training.max_steps: 0 is out of range; allowed -1 or \[1, 10000000\]$"):
+        check_override("training.max_steps", 0, flag="--max-steps")
