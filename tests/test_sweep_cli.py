@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from conftest import run_cli, unwrapped
@@ -42,6 +44,24 @@ def test_bad_input_is_exit_2_before_anything_starts(config, capsys, flags, messa
     code, out, err = sweep(capsys, str(config), "--yes", *flags)
     assert code == 2 and message in unwrapped(err) and "Traceback" not in unwrapped(err)
     assert not (config.parent / "runs").exists()  # nothing was created
+
+
+def test_a_model_path_that_is_not_there_is_refused_as_the_estimate_refuses_it(config, capsys):
+    """The dry run exited 0 with the time unknown; `lorapilot estimate` refuses the same config (one check)."""
+    gone = config.parent / "gone"
+    config.write_text(config.read_text().replace(f"model: {config.parent / 'model'}", f"model: {gone}"))
+    code, _, err = sweep(capsys, str(config), "--gpu", "h100-80", "--dry-run")
+    assert code == 2 and "Traceback" not in err
+    assert f"{gone}: not a directory, a preset or a hub id (owner/name)" in err
+    assert main(["estimate", str(config), "--gpu", "h100-80"]) == 2
+    assert f"{gone}: not a directory, a preset or a hub id (owner/name)" in capsys.readouterr().err
+
+
+def test_a_budget_under_a_minute_says_seconds(config, capsys):
+    """"too small for even one trial of 30 steps (about 0 min)": the estimate's wording, in seconds."""
+    code, _, err = sweep(capsys, str(config), "--gpu", "h100-80", "--budget-minutes", "0.1", "--dry-run")
+    assert code == 2 and "0 min" not in err
+    assert re.search(r"too small for even one trial of \d+ steps \(~\d+ s\)", err), err
 
 
 def test_missing_config_and_plain_directory(tmp_path, capsys):

@@ -113,9 +113,7 @@ def model_info_from_config(name: str, config: dict, source: str, pretraining: di
 
 def read_model_config(model: str) -> ModelInfo:
     """The model's shapes and parameter count from a directory, a preset name or a hub id."""
-    model = (model or "").strip()
-    if not model:
-        raise ModelError("model: not set", fix="a hub id (Qwen/Qwen2.5-1.5B), a preset name or a local directory")
+    model = check_model_found(model)
     from engine.demo.model import DEMO_MODEL_ID, demo_config_dict
 
     if model == DEMO_MODEL_ID:
@@ -129,11 +127,26 @@ def read_model_config(model: str) -> ModelInfo:
     preset = find_model_preset(model)
     if preset is not None:
         return model_info_from_config(preset["id"], preset["config"], "preset", preset.get("pretraining"))
-    if not _HUB_ID.match(model):
+    return model_info_from_config(model, hub_config(model), "hub", where=f"{model} (config.json from the hub)")
+
+
+def check_model_found(model: str) -> str:
+    """The model name, stripped, when it names something: the demo, a directory, its config.json, a preset or a
+    hub id (not asked here: a sweep goes on unestimated when the hub is out of reach). Else the error `lorapilot
+    estimate` gives; the sweep checks with it before its plan (a dry run once said nothing of a missing path)."""
+    model = (model or "").strip()
+    if not model:
+        raise ModelError("model: not set", fix="a hub id (Qwen/Qwen2.5-1.5B), a preset name or a local directory")
+    from engine.demo.model import DEMO_MODEL_ID
+
+    path = Path(model).expanduser()
+    if model == DEMO_MODEL_ID or path.is_dir() or (path.is_file() and path.name == "config.json"):
+        return model
+    if find_model_preset(model) is None and not _HUB_ID.match(model):
         # named as the config's line reads (model: ...): the same value may have come from --model
         raise ModelError(f"model: {model}: not a directory, a preset or a hub id (owner/name)",
                          fix="check the path; list presets with `lorapilot estimate --help`")
-    return model_info_from_config(model, hub_config(model), "hub", where=f"{model} (config.json from the hub)")
+    return model
 
 
 def _hub_reachable() -> bool:

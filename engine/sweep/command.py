@@ -137,6 +137,9 @@ def _new(config_path: Path, a) -> int:
     from engine.data.formats import check_dataset_found
 
     check_dataset_found(cfg.dataset)   # before the plan: a dry run said nothing of a path the sweep then refused
+    from engine.estimate.model_config import check_model_found
+
+    check_model_found(cfg.model)   # likewise a model path that is not there (the estimate's own check)
     devices = visible_devices()
     lanes = a.parallel or max(1, len(devices))
     gpu = get_gpu(a.gpu) if a.gpu else detect_gpu()

@@ -204,9 +204,11 @@ def fit_budget(n_trials: int, steps: int, budget_s: float, lanes: int, trial_sec
     while n > 1 and total(n, floor_steps) > budget_s:
         n -= 1
     if total(n, floor_steps) > budget_s:
-        need = trial_seconds(floor_steps) / 60
+        from engine.estimate.timing import duration_text
+
+        need = trial_seconds(floor_steps)
         raise UserError(f"--budget-minutes {budget_s / 60:g} is too small for even one trial of {floor_steps} steps "
-                        f"(about {need:.0f} min)", fix=f"give at least --budget-minutes {math.ceil(need)}")
+                        f"({duration_text(need)})", fix=f"give at least --budget-minutes {math.ceil(need / 60)}")
     best = floor_steps
     for s in range(steps, floor_steps, -RUNG_DIVISOR):
         if total(n, s) <= budget_s:
