@@ -277,3 +277,24 @@ def test_the_notes_name_the_plans_compute_dtype():
     assert h100.precision == "bf16"
     assert "bf16 logits upcast to fp32 in the loss" in component(h100, "logits and loss").note
     assert "in bf16 (cast back after kbit preparation)" in component(h100, "unquantised weights").note
+
+
+def test_the_wizards_breakdown_lists_every_component_lorapilot_estimate_lists():
+    """One estimate, two screens: the Review step's legend names what `lorapilot estimate` lists, with the same
+    mark for the ones at another moment than the peak (llama-2-7b's logits are below its backward working memory:
+    the wizard used to drop them)."""
+    from engine.estimate.command import render
+    from tui.widgets.vram_bar import VramBar
+
+    e = est(make_cfg())
+    info = read_model_config("llama-2-7b")
+    table = render(e, info, 1000, True)
+    assert component(e, "logits and loss").mark == "~"
+    bar = VramBar()
+    bar.show(e, width=60)
+    legend = str(bar.render())
+    for c in e.components:
+        assert f" {c.mark} {c.name} " in table
+        if c.gib > 0:
+            assert c.name in legend, c.name
+    assert "~~ logits and loss " in legend

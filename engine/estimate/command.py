@@ -149,9 +149,7 @@ def render(est: Estimate, info: ModelInfo, n_examples: int | None, counted: bool
     lines.append("")
     width = max(len(c.name) for c in est.components)
     for c in est.components:
-        mark = " " if c.in_peak else "+" if c.name in ("CUDA context", "allocator slack", "paged optimizer states") \
-            else "~"
-        lines.append(f" {mark} {c.name:<{width}}  {c.gib:7.2f} GiB  {c.note}")
+        lines.append(f" {c.mark} {c.name:<{width}}  {c.gib:7.2f} GiB  {c.note}")
     if est.on_cpu:   # no CUDA context, no caching allocator: the peak is the tensors' in RAM
         lines += ["",
                   f"  peak memory of the training process (tensors)    {est.peak_allocated_gib:7.2f} GiB",

@@ -76,6 +76,12 @@ class Component:
     gib: float
     note: str = ""
     in_peak: bool = True     # False: measured at another moment than the peak, not added to it
+    added: bool = False      # outside the peak but added on top for nvidia-smi (context, slack, paged states)
+
+    @property
+    def mark(self) -> str:
+        """How every listing of the estimate marks it: ' ' in the peak, '+' added on top, '~' another moment."""
+        return " " if self.in_peak else "+" if self.added else "~"
 
     def to_dict(self) -> dict:
         return {"name": self.name, "gib": round(self.gib, 3), "note": self.note, "in_peak": self.in_peak}
@@ -385,13 +391,14 @@ def memory(arch: Architecture, params: ParamCounts, shape: TrainingShape) -> Mem
         peak = max(peak, eval_peak)
     if opt_paged:
         comps.append(Component("paged optimizer states", opt_paged / GIB, "unified memory, resident on the GPU",
-                               in_peak=False))
+                               in_peak=False, added=True))
     # The CPU has neither a CUDA context nor PyTorch's caching allocator (tensors are freed back to RAM).
     context = context_gib(shape.device)
     slack = peak * ALLOCATOR_SLACK_FRACTION if shape.device == "cuda" else 0.0
     if shape.device == "cuda":
-        comps += [Component("allocator slack", slack, "reserved but unallocated blocks", in_peak=False),
-                  Component("CUDA context", context, "driver, kernels, cuBLAS workspace", in_peak=False)]
+        comps += [Component("allocator slack", slack, "reserved but unallocated blocks", in_peak=False, added=True),
+                  Component("CUDA context", context, "driver, kernels, cuBLAS workspace", in_peak=False,
+                            added=True)]
     device_total = peak + opt_paged / GIB + slack + context
     # Loading quantises one 16-bit tensor at a time, then kbit preparation
     # upcasts each unquantised tensor (the embedding is the largest) to fp32.

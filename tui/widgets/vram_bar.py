@@ -27,13 +27,17 @@ def fmt_mem(gib: float) -> str:
 
 def segments(est: Any) -> list[tuple[str, float, str]]:
     """(name, GiB, note) that add up to the device total: the peak's components, then the rest."""
-    parts = [(c.name, c.gib, c.note) for c in est.components if getattr(c, "in_peak", True) and c.gib > 0]
+    parts = [(c.name, c.gib, c.note) for c in est.components if c.mark == " " and c.gib > 0]
     rest = est.device_total_gib - est.peak_allocated_gib
     if rest > 0.005:
-        names = [c.name for c in est.components if not getattr(c, "in_peak", True)]
-        parts.append((OUTSIDE, rest, "CUDA context, allocator slack, paged memory (nvidia-smi sees them)"
-                      if names else ""))
+        names = [c.name for c in est.components if c.mark == "+" and c.gib > 0]
+        parts.append((OUTSIDE, rest, ", ".join(names) + " (nvidia-smi sees them)" if names else ""))
     return parts
+
+
+def elsewhere(est: Any) -> list[tuple[str, float, str]]:
+    """The components `lorapilot estimate` marks '~': at another moment than the peak, listed but not added."""
+    return [(c.name, c.gib, c.note) for c in est.components if c.mark == "~" and c.gib > 0]
 
 
 def bar_line(parts: list[tuple[str, float, str]], card_gib: float | None, fraction: float, width: int) -> Content:
@@ -78,6 +82,9 @@ class VramBar(Static):
             legend.append(Content.assemble(Content.styled(fill * 2, style), f" {name} ",
                                            Content.styled(fmt_mem(gib), "bold"), "  " if note else "",
                                            Content.styled(note or "", "$text-muted")))
+        for name, gib, note in elsewhere(est):   # no fill: they are not in the bar
+            legend.append(Content.assemble("~~", f" {name} ", Content.styled(fmt_mem(gib), "bold"),
+                                           Content.styled(f"  another moment, not added: {note}", "$text-muted")))
         if card is None:  # the CPU: no card to fit under, and no CUDA context or allocator slack on top
             legend.append(Content.styled(f"= {fmt_mem(est.device_total_gib)} at the peak, in this machine's RAM "
                                          "(no GPU to fit)", "$text-muted"))
