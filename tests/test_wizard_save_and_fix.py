@@ -72,7 +72,15 @@ async def test_ctrl_g_applies_the_settings_the_findings_name(tmp_path, demo_mode
         await type_into(pilot, "#field-training-learning_rate", "0.01")
         await pilot.press("ctrl+n")
         await settle(app, pilot)
-        assert {"training.warmup_ratio", "training.learning_rate"} <= set(s.fixes())
+        assert {"training.warmup_ratio", "training.learning_rate"} <= set(s.fixes(app.screen.shown_findings()))
+        # On the Model step, which shows none of these findings, ctrl+g neither shows nor applies them.
+        await pilot.press("escape", "escape", "escape")
+        assert app.screen.STEP == "model" and "ctrl+g" not in app.screen.active_bindings
+        await pilot.press("ctrl+g")
+        await settle(app, pilot)
+        assert s.cfg.training.warmup_ratio == 0 and s.cfg.training.learning_rate == 0.01
+        await pilot.press("ctrl+n", "ctrl+n", "ctrl+n")
+        assert app.screen.STEP == "review"
         assert "ctrl+g applies them all" in shown(app, "#checklist")
         assert app.screen.active_bindings["ctrl+g"].binding.description == "Apply all"
         await pilot.press("ctrl+g")
@@ -84,7 +92,7 @@ async def test_ctrl_g_applies_the_settings_the_findings_name(tmp_path, demo_mode
         lines = shown(app, "#checklist")
         assert "No warmup" not in lines and "far above the recommended" not in lines
         # The key is in the footer exactly while a finding names a setting.
-        assert ("ctrl+g" in app.screen.active_bindings) == bool(s.fixes())
+        assert ("ctrl+g" in app.screen.active_bindings) == bool(s.fixes(app.screen.shown_findings()))
         app.exit()
 
 

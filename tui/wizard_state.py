@@ -381,19 +381,20 @@ class WizardState:
             self.set_many(changed)
         return notes
 
-    def fixes(self) -> dict[str, Any]:
-        """The settings the current findings name as their fix (`Set training.x to y`), valid ones only."""
+    def fixes(self, findings: list[Finding] | None) -> dict[str, Any]:
+        """The settings these findings (what one step shows) name as their fix (`Set training.x to y`), valid ones
+        only, and not already set."""
         from engine.config_edit import fix_setting
         out: dict[str, Any] = {}
-        for f in self.findings or []:
+        for f in findings or []:
             setting = fix_setting(f.fix)
             if setting and setting[0] not in out and self.raw.get(setting[0]) != to_raw(FIELDS[setting[0]], setting[1]):
                 out[setting[0]] = setting[1]
         return out
 
-    def apply_fixes(self) -> list[str]:
-        """Apply every finding's named setting; 'key old -> new' for each, for the user to read."""
-        fixes = self.fixes()
+    def apply_fixes(self, findings: list[Finding] | None) -> list[str]:
+        """Apply every named setting of these findings; 'key old -> new' for each, for the user to read."""
+        fixes = self.fixes(findings)
         changes = [self._change(k, v) for k, v in fixes.items()]
         if fixes:
             self.set_many(fixes)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
@@ -52,6 +54,9 @@ class DatasetScreen(WizardStep):
                 self.state.set_raw("dataset.path", path)
         self.app.push_screen(FilePicker(self.state.raw["dataset.path"] or "."), picked)
 
+    def shown_findings(self) -> list[Any]:
+        return [f for f in (self.state.findings or []) if f.code not in NOT_DATA]
+
     def refresh_from_state(self, what: str) -> None:
         super().refresh_from_state(what)
         s = self.state
@@ -67,7 +72,7 @@ class DatasetScreen(WizardStep):
                                        s.cfg.dataset.validation_path)
         self.query_one(LengthHistogram).show([e.full_length for e in s.examples], max_len)
         errors = [s.data_error] if s.data_error else [e for e in (s.inspect_error,) if e]
-        findings = [f for f in (s.findings or []) if f.code not in NOT_DATA]
+        findings = self.shown_findings()
         empty = "checking…" if busy or s.busy_with("estimate") else "No problems found in the data."
         self.query_one("#data-problems", ProblemList).show(findings, errors, empty=empty)
         n = len(errors) + sum(1 for f in findings if f.severity != "info")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from textual import on, work
 from textual.app import ComposeResult
@@ -96,6 +96,9 @@ class ReviewScreen(WizardStep):
         box = self.query_one("#review-problems", Static)
         box.update(Content("\n").join(Content.styled(f"✗ {p}", "$text-error") for p in problems))
         box.display = bool(problems)
+
+    def shown_findings(self) -> list[Any]:
+        return list(self.state.findings or [])   # the checklist holds every one
 
     def _verdict(self) -> Content:
         s, est = self.state, self.state.estimate

@@ -7,6 +7,8 @@ run is launched from Review.
 
 from __future__ import annotations
 
+from typing import Any
+
 from textual import events, getters, on
 from textual.app import App, ComposeResult
 from textual.binding import Binding
@@ -106,9 +108,14 @@ class WizardStep(Screen):
         go_to(self.app, event.step)
 
     def check_action(self, action: str, parameters: tuple) -> bool | None:
-        if action == "apply_fixes":
-            return bool(self.state.fixes())
+        if action == "apply_fixes":   # hidden where no finding this step shows names a setting
+            return bool(self.state.fixes(self.shown_findings()))
         return True
+
+    def shown_findings(self) -> list[Any]:
+        """The findings this step shows, the only ones its ctrl+g (apply all) applies: none unless a step lists
+        them (a fix the user cannot read on the screen is not applied behind their back)."""
+        return []
 
     @on(FindingBlocks.Apply)
     def _apply_finding(self, event: FindingBlocks.Apply) -> None:
@@ -125,7 +132,7 @@ class WizardStep(Screen):
             self.notify("This finding names no fix.", title=title, severity="warning", timeout=4)
 
     def action_apply_fixes(self) -> None:
-        changes = self.state.apply_fixes()
+        changes = self.state.apply_fixes(self.shown_findings())
         if changes:
             self.notify("\n".join(changes), title="Applied the findings' fixes", timeout=8)
         else:
