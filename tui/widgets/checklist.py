@@ -19,10 +19,10 @@ from tui.widgets.finding_blocks import FindingBlocks
 from tui.widgets.problem_list import MARK, finding_details, render_finding
 
 # (what the seeds ask for, the finding codes that answer it). A line whose codes
-# the engine does not check reads "not checked yet" rather than a tick.
+# the engine does not check reads "not checked yet" rather than a tick. A line holds only the findings of its own
+# rule: few_target_tokens (short responses) is no count of examples, so it is listed below the lines, on its own.
 ITEMS: list[tuple[str, tuple[str, ...]]] = [
-    ("At least 100 examples with trained tokens",
-     ("no_examples", "no_target_tokens", "too_few_examples", "few_target_tokens")),
+    ("At least 100 examples with trained tokens", ("no_examples", "no_target_tokens", "too_few_examples")),
     ("max_seq_length covers the responses", ("responses_truncated", "prompt_too_long")),
     ("Learning rate in the recommended range", ("learning_rate_unusual",)),
     ("1-3 passes over the data (epochs)", ("many_epochs",)),
