@@ -27,12 +27,18 @@ async def tab_to_a_finding(pilot, limit: int = 12) -> FindingBlock:
 
 
 async def move_to(pilot, code: str) -> FindingBlock:
+    """down or up, toward the finding as the user sees it above or below the focused one."""
+    focused = pilot.app.focused
+    assert isinstance(focused, FindingBlock), focused
+    blocks = list(focused.parent.query_children(FindingBlock))
+    target = next((b for b in blocks if b.finding is not None and b.finding.code == code), None)
+    assert target is not None, f"no finding {code} listed"
+    key = "down" if blocks.index(target) > blocks.index(focused) else "up"
     for _ in range(12):
-        focused = pilot.app.focused
-        if isinstance(focused, FindingBlock) and focused.finding.code == code:
-            return focused
-        await pilot.press("down")
-    raise AssertionError(f"no finding {code} reached with down")
+        if pilot.app.focused is target:
+            return target
+        await pilot.press(key)
+    raise AssertionError(f"no finding {code} reached with {key}; focus on {pilot.app.focused!r}")
 
 
 async def footer_keys(pilot) -> list[str]:
