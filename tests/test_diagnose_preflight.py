@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from engine.config import Config
 from engine.data.types import TokenizedExample
 from engine.diagnose.cleaning import SlopMatcher, count_slop, duplicate_groups, filter_slop
@@ -95,9 +97,11 @@ def test_duplicates_after_whitespace_normalisation():
     data = dataset()
     data[10] = example(10, prompt="Question  number 1?", response="Answer number 1.\n")
     data[11] = example(11, prompt="Question number 1?", response=" Answer   number 1.")
+    # As a user's own file names its rows: the full path, which the evidence names as every finding does.
+    for i in (1, 10, 11):
+        data[i] = replace(data[i], source=f"/root/nc data/train.jsonl:{i + 1}")
     f = by_code(preflight(data, Config()))["duplicate_examples"]
-    assert f.evidence.startswith("2 extra copies in 1 groups")
-    assert "train.jsonl:2" in f.evidence
+    assert f.evidence == "2 extra copies in 1 group, e.g. train.jsonl: lines 2, 11, 12 are the same"
 
 
 def test_slop_phrases_are_counted_per_phrase():

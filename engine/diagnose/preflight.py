@@ -171,11 +171,12 @@ def _check_size_and_duplicates(examples: Sequence[Any]) -> list[Finding]:
     groups = duplicate_groups(keys)
     if groups:
         extra = sum(len(g) - 1 for g in groups)
-        example = " = ".join(str(examples[i].source) for i in groups[0][:3])
+        example = _sources([examples[i] for i in groups[0][:3]])   # lines named as every finding names them
         findings.append(Finding(
             "duplicate_examples", "warning" if extra / total > DUPLICATE_WARN_FRACTION else "info", None,
             "Some examples are exact duplicates (ignoring whitespace): they are trained on more than once.",
-            f"{extra} extra copies in {len(groups)} groups, e.g. {example}",
+            f"{extra} extra copies in {len(groups)} group{'' if len(groups) == 1 else 's'}, "
+            f"e.g. {example} are the same",
             f"Keep one of each ({_how_to_dedup(examples[groups[0][0]].source)}); duplicates push the model to "
             "memorise."))
     return findings
