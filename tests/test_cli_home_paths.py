@@ -52,3 +52,18 @@ def test_prepare_writes_a_quoted_home_path_into_the_home(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     assert (home / "my data" / "train.jsonl").is_file()
     assert not (here / "~").exists()
+
+
+def test_the_apps_paths_read_a_leading_tilde_as_home(monkeypatch, tmp_path):
+    """`lorapilot "~/cfg.yaml"` opens the wizard on the home's config (it fell through to the headless verbs'
+    'invalid choice'), and the monitor's and playground's run directories read ~ the same way."""
+    from tui.entry import _wants_app
+    from tui.launch_app import app_options
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "cfg.yaml").write_text("model: lorapilot-demo\n", encoding="utf-8")
+    (tmp_path / "runs" / "r" / "adapter").mkdir(parents=True)
+    assert _wants_app(["~/cfg.yaml"])
+    assert app_options(["~/cfg.yaml"]) == {"start": "wizard", "config_path": str(tmp_path / "cfg.yaml")}
+    assert app_options(["monitor", "~/runs/r"])["run_dir"] == str(tmp_path / "runs" / "r")
+    assert app_options(["playground", "~/runs/r"])["run_dir"] == str(tmp_path / "runs" / "r")

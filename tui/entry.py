@@ -9,6 +9,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from engine.settings import user_path   # os and pathlib only: the headless verbs stay free of Textual
+
 APP_VERBS = ("monitor", "playground")
 
 
@@ -18,7 +20,7 @@ def _wants_app(argv: list[str]) -> bool:
     first = argv[0]
     if first in APP_VERBS:
         return "-h" not in argv and "--help" not in argv
-    return first.endswith((".yaml", ".yml")) and Path(first).is_file()
+    return first.endswith((".yaml", ".yml")) and Path(user_path(first)).is_file()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,24 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from engine.errors import EXIT_BAD_INPUT, UserError, print_error
 from engine.rundir import ADAPTER_DIR
+from engine.settings import user_path
 
 
 def run_app(argv: list[str]) -> int:
     from tui.app import LorapilotApp
 
     try:
-        if argv and argv[0] == "monitor":
-            target = argv[1] if len(argv) > 1 else None
-            if target and not Path(target).is_dir():
-                raise UserError(f"{target}: no such run directory")
-            app = LorapilotApp(start="monitor", run_dir=target)
-        elif argv and argv[0] == "playground":
-            app = LorapilotApp(start="playground", run_dir=_finished_run(argv[1:]))
-        else:
-            app = LorapilotApp(start="wizard", config_path=argv[0] if argv else None)
+        app = LorapilotApp(**app_options(argv))
     except UserError as e:
         print_error(e)
         return EXIT_BAD_INPUT
@@ -28,11 +22,24 @@ def run_app(argv: list[str]) -> int:
     return app.return_code or 0
 
 
+def app_options(argv: list[str]) -> dict[str, Any]:
+    """The app's start from its command line; every path through user_path, as the headless verbs' are (a quoted
+    "~/cfg.yaml" is the home's, not a folder named '~')."""
+    if argv and argv[0] == "monitor":
+        target = user_path(argv[1]) if len(argv) > 1 else None
+        if target and not Path(target).is_dir():
+            raise UserError(f"{target}: no such run directory")
+        return {"start": "monitor", "run_dir": target}
+    if argv and argv[0] == "playground":
+        return {"start": "playground", "run_dir": _finished_run(argv[1:])}
+    return {"start": "wizard", "config_path": user_path(argv[0]) if argv else None}
+
+
 def _finished_run(args: list[str]) -> str:
     """`lorapilot playground RUN_DIR`: a run directory with an adapter in it."""
     if len(args) != 1:
         raise UserError("playground needs one RUN_DIR (a finished run)", fix="try: lorapilot playground runs/<name>")
-    run_dir = Path(args[0])
+    run_dir = Path(user_path(args[0]))
     if not run_dir.is_dir():
         raise UserError(f"{run_dir}: no such run directory")
     if not (run_dir / ADAPTER_DIR).is_dir():
