@@ -64,7 +64,17 @@ def test_healthy_run_gets_a_well_fit_verdict_with_its_gap():
     verdicts = [f for f in diagnose_records(healthy_run(3)) if f.code == "learning_curve"]
     assert verdicts and verdicts[-1].severity == "info"
     assert "well-fit" in verdicts[-1].message
-    assert "generalisation gap 0." in verdicts[-1].evidence
+    assert "; eval loss 0." in verdicts[-1].evidence and "above the training loss (healthy: 0.1-0.3 above)" in \
+        verdicts[-1].evidence
+
+
+def test_a_negative_gap_is_said_in_words():
+    """diagnose printed "generalisation gap -1.92": a beginner could not tell which loss was higher or if it
+    mattered."""
+    from engine.diagnose.curves import gap_words
+
+    assert gap_words(-1.92).startswith("eval loss 1.92 below the training loss (healthy: 0.1-0.3 above; below: ")
+    assert gap_words(0.2) == "eval loss 0.20 above the training loss (healthy: 0.1-0.3 above)"
 
 
 def test_warmup_bump_is_not_an_explosion():

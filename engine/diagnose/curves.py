@@ -46,6 +46,15 @@ class EvalPoint:
         return None if self.train_loss is None else self.eval_loss - self.train_loss
 
 
+def gap_words(gap: float) -> str:
+    """The generalisation gap (eval loss minus training loss) in words a beginner reads without a glossary."""
+    healthy = f"healthy: {GAP_HEALTHY[0]}-{GAP_HEALTHY[1]} above"
+    if gap >= 0:
+        return f"eval loss {gap:.2f} above the training loss ({healthy})"
+    return (f"eval loss {-gap:.2f} below the training loss ({healthy}; below: the eval examples are easier "
+            "than the training ones, or the training loss still averages earlier, higher steps)")
+
+
 def best_eval(evals: list[EvalPoint]) -> EvalPoint | None:
     """The evaluation with the lowest eval loss (the first one on a tie): the checkpoint to keep."""
     return _lowest(evals) if evals else None
@@ -88,7 +97,7 @@ def check_overfitting(evals: list[EvalPoint], time: float | None = None) -> tupl
     evidence = (f"eval loss {latest.eval_loss:.3f} at step {latest.step}, best {best.eval_loss:.3f} at step "
                 f"{best.step}; training loss {train}")
     if latest.gap is not None:
-        evidence += f"; gap {latest.gap:.2f} (healthy {GAP_HEALTHY[0]}-{GAP_HEALTHY[1]})"
+        evidence += f"; {gap_words(latest.gap)}"
     if memorised:
         sign, message = "memorised", ("The model has memorised the training set: training loss is near 0 while "
                                       "eval loss stays high.")
@@ -121,7 +130,7 @@ def check_learning_curve(evals: list[EvalPoint], *, train_flat: bool = False,
     if verdict is None:
         return None
     latest, best = evals[-1], _lowest(evals)
-    gap = "" if latest.gap is None else f"; generalisation gap {latest.gap:.2f}"
+    gap = "" if latest.gap is None else f"; {gap_words(latest.gap)}"
     evidence = f"eval loss {latest.eval_loss:.3f} at step {latest.step} (best {best.eval_loss:.3f}){gap}"
     if verdict == "overfit":
         message = "Learning curve: overfit. Eval loss is pulling away from the training loss."
