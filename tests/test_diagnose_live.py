@@ -259,3 +259,19 @@ def test_the_learning_curve_verdict_is_current_at_every_evaluation():
     shown, _ = group_findings(diagnose_records(levelled))
     verdict = next(f for f in shown if f.code == "learning_curve")
     assert verdict.step == 40 and "well-fit" in verdict.message
+
+
+def test_train_log_says_the_learning_curve_verdict_when_it_changes():
+    """Every evaluation records the verdict (the latest is current for diagnose and the monitor), but train.log
+    printed the same "Learning curve: well-fit" at each one; a log line comes only with a new verdict."""
+    from engine.diagnose.live import LogNews
+
+    findings = diagnose_records(healthy_run(3))
+    verdicts = [f for f in findings if f.code == "learning_curve"]
+    news = LogNews()
+    said = [f for f in findings if news.worth_saying(f)]
+    said_verdicts = [f.message for f in said if f.code == "learning_curve"]
+    assert len(verdicts) > len(said_verdicts) >= 1
+    assert all(a != b for a, b in zip(said_verdicts, said_verdicts[1:]))
+    assert [f.message for f in verdicts if f.message not in said_verdicts] == []
+    assert [f for f in said if f.code != "learning_curve"] == [f for f in findings if f.code != "learning_curve"]

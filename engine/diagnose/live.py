@@ -129,6 +129,23 @@ class _Deduper:
                 and alert.magnitude >= previous.magnitude * WORSE_FACTOR)
 
 
+class LogNews:
+    """What a log reader (train.log) needs of the findings: every record keeps a state (the learning-curve
+    verdict) current at each evaluation, but a line that repeats the same verdict is noise; it is said again only
+    when it changes."""
+
+    def __init__(self) -> None:
+        self._said: dict[str, str] = {}
+
+    def worth_saying(self, finding: Finding) -> bool:
+        if finding.code not in STATE_CODES:
+            return True
+        if self._said.get(finding.code) == finding.message:
+            return False
+        self._said[finding.code] = finding.message
+        return True
+
+
 def _number(record: dict, key: str) -> float | None:
     value = record.get(key)
     if isinstance(value, bool) or not isinstance(value, (int, float)):

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 from transformers import TrainerCallback
 
+from engine.diagnose.live import LogNews
 from engine.rundir import CHECKPOINT_RUN_FILE, MetricsWriter, format_record, write_status
 from engine.settings import GIB
 from engine.train.sample_budget import SAMPLE_TIME_SHARE, SampleBudget
@@ -134,6 +135,7 @@ class RunDirCallback(TrainerCallback):
         self.run_record = run_record  # the config and data fingerprint, saved into each checkpoint
         # A resumed run's configured learning rate: the restored optimizer and schedule carry the old one.
         self.learning_rate = learning_rate
+        self._log_news = LogNews()   # metrics.jsonl keeps every verdict; train.log says one when it changes
 
     # ---- helpers
     def _status(self, **fields: Any) -> None:
@@ -148,8 +150,10 @@ class RunDirCallback(TrainerCallback):
         if self.diagnostics is not None:
             for finding in self.diagnostics.update([rec]):
                 at = finding.step if finding.step is not None else step  # live findings always name their step
-                _echo(self.writer.write("finding", at, **{k: v for k, v in finding.to_record().items()
-                                                          if k not in ("kind", "step", "time")}))
+                written = self.writer.write("finding", at, **{k: v for k, v in finding.to_record().items()
+                                                              if k not in ("kind", "step", "time")})
+                if self._log_news.worth_saying(finding):
+                    _echo(written)
                 # Warnings (one skipped fp16 step, a single spike) are advice; only errors stop a run.
                 if finding.code in self.stop_on and finding.severity == "error" and self.stop_reason is None:
                     self.stop_reason = f"{finding.code}: {finding.message}"
