@@ -179,6 +179,11 @@ def test_lr_hint_shows_the_scaling_rule_with_its_inputs():
     assert hint["base_lr"] == 5e-5 and hint["pretrained_batch_tokens"] == 4_000_000 and hint["pretraining_published"]
     assert hint["scaled_lr"] == pytest.approx(5e-5 * (512 / 4_000_000) ** 0.5)
     assert hint["level"] == "ok" and hint["text"].startswith("2e-4 is within the recommended 1e-4 to 3e-4")
+    # Plain words for a beginner, not "scaling rule 5.0e-05 x sqrt(512 / 4,000,000) = 5.7e-07".
+    assert "sqrt" not in hint["text"] and "scaling rule" not in hint["text"]
+    assert ("for comparison, full fine-tuning (every weight) would start near 5.7e-07: its published pretraining "
+            "rate 5.0e-05, scaled down because a step here trains 512 tokens, not 4,000,000.") in hint["text"]
+    assert hint["text"].endswith("usually wants a higher rate: a reference, not the advice")
 
 
 def test_t4_without_bf16_resolves_to_fp16():

@@ -29,8 +29,12 @@ def lr_hint(learning_rate: float, model: str, supervised_tokens_per_step: int | 
         scaled = base_lr * math.sqrt(supervised_tokens_per_step / batch)
     text = verdict.message
     if scaled is not None:
-        text += (f"; scaling rule {base_lr:.1e} x sqrt({supervised_tokens_per_step:,} / {batch:,})"
-                 f" = {scaled:.1e} (the rule is for full fine-tuning; LoRA usually wants more)")
+        # In words, not the formula: what the number is, where it comes from, and why it is not the advice.
+        source = "its published pretraining" if published else "a typical pretraining (Llama, Mistral)"
+        text += (f"; for comparison, full fine-tuning (every weight) would start near {scaled:.1e}: {source} "
+                 f"rate {base_lr:.1e}, scaled down because a step here trains {supervised_tokens_per_step:,} "
+                 f"tokens, not {batch:,}. LoRA trains a few small added weights and usually wants a higher "
+                 "rate: a reference, not the advice")
     return {"learning_rate": learning_rate, "range": list(verdict.range), "default": verdict.typical,
             "level": verdict.level, "message": verdict.message, "scaled_lr": scaled, "base_lr": base_lr,
             "pretrained_batch_tokens": batch, "pretraining_published": published,
