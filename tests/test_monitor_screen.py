@@ -635,3 +635,30 @@ async def test_the_epoch_moves_with_the_step_between_logged_steps(tmp_path):
         await until(pilot, lambda: loaded(app) and "907 / 1,200" in text_of(monitor(app).query_one("#progress")))
         progress = text_of(monitor(app).query_one("#progress"))
         assert f"epoch      {907 / per_epoch:.2f}" in progress, progress
+
+
+async def test_the_palette_offers_the_monitors_keys(tmp_path):
+    """ctrl+p finds what the monitor's keys do, footer or not: "log y" runs it; "export" (the `e` key) on a run
+    still training is found and says why it cannot run yet, rather than "no matches"."""
+    from textual.command import CommandPalette
+
+    run = make_run(tmp_path / "r", pid=os.getpid())
+    app = LorapilotApp(start="monitor", run_dir=str(run))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: loaded(app))
+
+        async def palette(query: str) -> None:
+            await pilot.press("ctrl+p")
+            await until(pilot, lambda: isinstance(app.screen, CommandPalette))
+            await pilot.press(*query)
+            await until(pilot, lambda: app.screen.query_one("CommandList").option_count > 0
+                        and query.split()[0] in str(app.screen.query_one("CommandList").get_option_at_index(0)
+                                                    .prompt).lower())
+            await pilot.press("enter")
+            await until(pilot, lambda: isinstance(app.screen, MonitorScreen))
+
+        await palette("log y")
+        await until(pilot, lambda: monitor(app).log_scale)
+        await palette("export")
+        await until(pilot, lambda: any(n.title == "Export…" and "finished run" in n.message
+                                       for n in app._notifications))

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from rich.text import Text
 from textual import getters, on, work
-from textual.app import ComposeResult
+from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.content import Content
@@ -31,6 +31,7 @@ from textual.worker import get_current_worker
 
 from engine.errors import UserError
 from engine.rundir import ADAPTER_DIR, FINAL_STATES, safe_text
+from tui.screens.key_commands import KeyCommands
 from tui.app import LorapilotApp
 from tui.models.run_feed import FeedUpdate, RunFeed
 from tui.models.run_history import GPU, PROGRESS, SYSTEM, Record, RunHistory
@@ -73,6 +74,7 @@ def tab_label(name: str, title: str | None = None) -> Content:
 
 
 class MonitorScreen(Screen):
+    COMMANDS = App.COMMANDS | {KeyCommands}   # ctrl+p finds what the keys do ("export", "log y")
     CSS_PATH = "monitor.tcss"
     app = getters.app(LorapilotApp)  # typed: the screen calls the app's jumps (open_monitor, open_playground)
     # Focus would land on the loss chart, whose zoom and pan keys then crowd
@@ -358,6 +360,14 @@ class MonitorScreen(Screen):
         if action == "export":  # a finished run only: the adapter is final
             return self.history.state == "done" and (Path(self.run_dir) / ADAPTER_DIR).is_dir()
         return True
+
+    def why_not(self, action: str) -> str | None:
+        """Why a key check_action turns off does nothing now (the palette says it when that key is chosen)."""
+        if action == "export":
+            return f"Export needs a finished run with its final adapter; this run is {self.history.state}."
+        if action == "stop_run":
+            return f"Nothing to stop: this run is {self.history.state}."
+        return None
 
     def action_playground(self) -> None:
         if (Path(self.run_dir) / ADAPTER_DIR).is_dir():

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from textual import on, work
-from textual.app import ComposeResult
+from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.content import Content
@@ -24,6 +24,7 @@ from textual.worker import Worker, get_current_worker
 
 from engine.errors import UserError
 from engine.rundir import checkpoint_step
+from tui.screens.key_commands import KeyCommands
 from tui.error_log import say
 from tui.models.playground_model import PlaygroundModel
 from tui.widgets.answer_pane import AnswerPane
@@ -36,6 +37,7 @@ PANES = (("base", False), ("adapter", True))
 
 
 class PlaygroundScreen(Screen):
+    COMMANDS = App.COMMANDS | {KeyCommands}   # ctrl+p finds what the keys do ("export", "log y")
     CSS_PATH = "playground.tcss"
     AUTO_FOCUS = "#prompt"
     BINDINGS = [

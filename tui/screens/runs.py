@@ -6,13 +6,14 @@ from pathlib import Path
 
 from rich.text import Text
 from textual import getters, on, work
-from textual.app import ComposeResult
+from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
 from engine.rundir import default_runs_root, format_age, safe_text
 from engine.runs_list import Row, collect, short_name
+from tui.screens.key_commands import KeyCommands
 from tui.app import LorapilotApp
 from tui.header_path import header_path
 from tui.widgets.progress_panel import STATE_STYLES
@@ -25,6 +26,7 @@ def _loss(v: float | None) -> str:
 
 
 class RunsScreen(Screen):
+    COMMANDS = App.COMMANDS | {KeyCommands}   # ctrl+p finds what the keys do ("export", "log y")
     CSS_PATH = "runs.tcss"
     app = getters.app(LorapilotApp)  # typed: the screen calls the app's jumps (open_monitor, open_playground)
 

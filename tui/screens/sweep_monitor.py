@@ -13,7 +13,7 @@ from pathlib import Path
 
 from rich.text import Text
 from textual import on, work
-from textual.app import ComposeResult
+from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.screen import Screen
@@ -24,6 +24,7 @@ from engine.rundir import STATUS_FILE, safe_text
 from engine.sweep import summarize_sweep
 from engine.sweep.plan import lr_text
 from engine.sweep.sweepdir import SWEEP_FINAL_STATES
+from tui.screens.key_commands import KeyCommands
 from tui.header_path import header_path
 from tui.widgets.progress_panel import STATE_STYLES, format_duration
 from tui.widgets.sweep_result import SweepResult
@@ -40,6 +41,7 @@ def _signature(summary: dict) -> str:
 
 
 class SweepMonitorScreen(Screen):
+    COMMANDS = App.COMMANDS | {KeyCommands}   # ctrl+p finds what the keys do ("export", "log y")
     CSS_PATH = "sweep_monitor.tcss"
 
     BINDINGS = [

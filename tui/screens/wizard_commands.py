@@ -5,12 +5,11 @@ from __future__ import annotations
 from functools import partial
 from typing import Callable
 
-from textual.command import DiscoveryHit, Hit, Hits, Provider
-
+from tui.screens.key_commands import CommandList
 from tui.screens.wizard_steps import STEP_TITLES, STEPS, go_to
 
 
-class WizardCommands(Provider):
+class WizardCommands(CommandList):
     """The wizard's moves in the command palette (ctrl+p): experts type, nobody hunts for keys."""
 
     def _commands(self) -> list[tuple[str, Callable, str]]:
@@ -26,14 +25,3 @@ class WizardCommands(Provider):
             if hasattr(screen, f"action_{name}"):
                 cmds.append((description, partial(screen.run_action, name), name.replace("_", " ")))
         return cmds
-
-    async def discover(self) -> Hits:
-        for title, callback, help_text in self._commands():
-            yield DiscoveryHit(title, callback, help=help_text)
-
-    async def search(self, query: str) -> Hits:
-        matcher = self.matcher(query)
-        for title, callback, help_text in self._commands():
-            score = matcher.match(title)
-            if score > 0:
-                yield Hit(score, matcher.highlight(title), callback, help=help_text)
