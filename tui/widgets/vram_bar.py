@@ -82,12 +82,13 @@ class VramBar(Static):
             legend.append(Content.assemble(Content.styled(fill * 2, style), f" {name} ",
                                            Content.styled(fmt_mem(gib), "bold"), "  " if note else "",
                                            Content.styled(note or "", "$text-muted")))
-        for name, gib, note in elsewhere(est):   # no fill: they are not in the bar
-            legend.append(Content.assemble("~~", f" {name} ", Content.styled(fmt_mem(gib), "bold"),
-                                           Content.styled(f"  another moment, not added: {note}", "$text-muted")))
         if card is None:  # the CPU: no card to fit under, and no CUDA context or allocator slack on top
             legend.append(Content.styled(f"= {fmt_mem(est.device_total_gib)} at the peak, in this machine's RAM "
                                          "(no GPU to fit)", "$text-muted"))
         else:
             legend.append(Content.styled(f"┊ {est.fit_fraction:.0%} of the card: the fit line", "$text-muted"))
+        for name, gib, note in elsewhere(est):   # below the total and without fill: not in the bar, not added
+            legend.append(Content.assemble(Content.styled("~~", "$text-muted"), f" {name} ",
+                                           Content.styled(fmt_mem(gib), "bold"), "  ",
+                                           Content.styled(f"another moment, not added: {note}", "$text-muted")))
         self.update(Content("\n").join(lines + legend))
