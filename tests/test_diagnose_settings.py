@@ -42,3 +42,20 @@ def test_more_gpus_mean_fewer_steps():
     cfg.training.eval_steps = 40
     assert "eval_too_rare" not in codes(cfg, n=2000, gpus=1)   # 125 steps/epoch: 3 evals
     assert "eval_too_rare" in codes(cfg, n=2000, gpus=4)       # 32 steps/epoch: less than one
+
+
+def test_a_short_run_is_told_to_log_often_enough_for_a_readable_loss_chart():
+    """A 54-step run logging every 10 steps drew 6 loss points beside its eval points: the checklist says so, and
+    its fix names the setting (enter or ctrl+g applies it); a run with 20 points or more is left alone."""
+    from engine.config_edit import fix_setting
+
+    cfg = Config()  # 288 examples / 16 per step = 18 steps per epoch, 54 in all, logging every 10
+    found = {f.code: f for f in check_settings(cfg, 288)}
+    sparse = found["loss_chart_sparse"]
+    assert sparse.severity == "info" and "logged only 5 times" in sparse.message
+    assert sparse.evidence == "log every 10 steps; 54 steps in all"
+    assert fix_setting(sparse.fix) == ("training.logging_steps", 1)
+    cfg.training.logging_steps = 2      # 27 points
+    assert "loss_chart_sparse" not in codes(cfg, n=288)
+    cfg.training.logging_steps = 1
+    assert "loss_chart_sparse" not in codes(cfg, n=288)

@@ -19,10 +19,15 @@ MIN_VALIDATION_EXAMPLES = 10
 MAX_SUGGESTED_SPLIT = 0.2
 # More passes than this over a small dataset mostly memorises it; the QLoRA paper and most guides use 1-3.
 MANY_EPOCHS = 3
+# Fewer training-loss points than this make the monitor's loss chart a few dots (a 54-step run logging every 10
+# steps drew 6, beside 14 eval points); the advice aims at about LOSS_POINTS_SUGGESTED, each a log line.
+MIN_LOSS_POINTS = 20
+LOSS_POINTS_SUGGESTED = 50
 
 
 # The codes check_settings raises: about the config, not the data (inspect-data shows them only with a config).
-SETTINGS_CODES = ("gradient_checkpointing_off", "no_warmup", "no_grad_clipping", "eval_too_rare", "no_checkpoint",
+SETTINGS_CODES = ("gradient_checkpointing_off", "no_warmup", "no_grad_clipping", "eval_too_rare",
+                  "loss_chart_sparse", "no_checkpoint",
                   "no_save_limit", "learning_rate_unusual", "many_epochs")
 
 
@@ -65,6 +70,13 @@ def check_settings(cfg: Any, n_examples: int | None, num_gpus: int = 1,
                 "The eval loss is measured too rarely to catch overfitting in time.",
                 f"eval every {t.eval_steps} steps; {steps_per_epoch} steps per epoch, {total} in all",
                 f"Set training.eval_steps to {max(1, steps_per_epoch // 4)} (about 4 times per epoch)."))
+        if t.logging_steps > 1 and total // t.logging_steps < MIN_LOSS_POINTS:
+            out.append(Finding(
+                "loss_chart_sparse", "info", None,
+                f"The training loss is logged only {total // t.logging_steps} times: the monitor's loss chart "
+                "will be a few dots, too few to see a trend or a spike.",
+                f"log every {t.logging_steps} steps; {total} steps in all",
+                f"Set training.logging_steps to {max(1, total // LOSS_POINTS_SUGGESTED)}."))
         epochs = total / steps_per_epoch
         if epochs > MANY_EPOCHS:
             out.append(Finding(
