@@ -51,7 +51,8 @@ def run_schedule(run_dir: str | Path, status: dict | None, config: dict | None =
     per_step = _int(plan.get("examples_per_step"))
     if isinstance(sched, dict):
         return Schedule(max_steps, _int(sched.get("eval_steps")), _int(sched.get("save_steps")),
-                        _int(sched.get("eval_examples")), per_step, sched.get("samples") is True)
+                        _int(sched.get("eval_examples")), per_step, sched.get("samples") is True,
+                        _seconds(sched.get("sample_batch_s")))
     if config is None:
         config = read_run_config(run_dir)
     t, d = _dict(config.get("training")), _dict(config.get("dataset"))

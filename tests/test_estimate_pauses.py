@@ -29,15 +29,14 @@ def demo_raw(**training) -> dict:
 def eta_at_step_0(est, cfg, n_val: int | None) -> float:
     """The monitor's ETA just after the first train records, at the estimate's step time, nothing else measured:
     the schedule as the trainer writes it into status.json, read back as the monitor reads it."""
+    from engine.estimate import read_model_config
     from engine.estimate.timing import plan_schedule
     from engine.eta import Pace, eta, run_schedule
 
     assert est.plan is not None and est.total_steps
     step_s = (est.time_s - est.pauses_s - est.compile_s - est.startup_s) / est.total_steps
-    sched = plan_schedule(cfg, est.plan, n_val)
-    status = {"max_steps": est.total_steps, "plan": est.plan.to_dict(),
-              "schedule": {"eval_steps": sched.eval_steps, "save_steps": sched.save_steps,
-                           "eval_examples": sched.eval_examples, "samples": sched.samples}}
+    sched = plan_schedule(cfg, est.plan, n_val, read_model_config(cfg.model))
+    status = {"max_steps": est.total_steps, "plan": est.plan.to_dict(), "schedule": sched.status_fields()}
     pace = Pace()
     for i in range(3):
         pace.add({"kind": "train", "step": i, "time": 1000.0 + i * step_s})
@@ -55,6 +54,8 @@ def eta_at_step_0(est, cfg, n_val: int | None) -> float:
     ("h200-141", {"max_steps": 30, "eval_steps": 30, "save_steps": 4, "compile": True}, 0.05, 1, 9),
     # no validation data: no evaluations, the saves only
     ("t4", {"max_steps": 30, "eval_steps": 7, "save_steps": 10}, 0.0, 0, 4),
+    # on the CPU, a first batch of samples that outweighs the steps (3 prompts x 128 tokens): priced alike
+    (None, {"max_steps": 54, "eval_steps": 50, "sample_max_new_tokens": 128}, 0.05, 2, 4),
     # no samples: the evaluations alone
     ("h200-141", {"max_steps": 25, "eval_steps": 10, "sample_max_new_tokens": 0}, 0.05, 3, 3),
 ])
@@ -78,12 +79,12 @@ def test_the_eta_at_step_0_is_the_estimates_time_less_the_start_up_and_the_compi
 
 
 def test_the_estimate_counts_each_evaluation_and_save_at_the_eta_rules_cost(demo_model_dir):
-    """Each evaluation at eval_seconds, each save at save_seconds, the samples at the budget's ceiling."""
+    """Each evaluation at eval_seconds, each save at save_seconds, the samples by the budget's rule."""
     from engine.estimate import get_gpu, read_model_config
     from engine.estimate.command import estimate_for
     from engine.estimate.dataset_size import dataset_sizes
-    from engine.estimate.timing import eval_seconds, save_seconds
-    from engine.train.sample_budget import SAMPLE_TIME_SHARE
+    from engine.estimate.timing import eval_seconds, plan_schedule, save_seconds
+    from engine.train.sample_budget import SAMPLE_FREE_S
 
     raw = demo_raw(max_steps=30, eval_steps=7, save_steps=10)
     info = read_model_config(config_from_dict(raw).model)
@@ -97,9 +98,12 @@ def test_the_estimate_counts_each_evaluation_and_save_at_the_eta_rules_cost(demo
     evals_s = 5 * (eval_seconds(n_val, step_s, est.plan.examples_per_step) or 0.0)
     assert evals_s > 0
     assert est.pauses_s == pytest.approx(evals_s + 4 * save_seconds(step_s))
-    # samples: at most the budget's share of the whole run once started (the start-up is the same either way)
+    # samples: the demo's batches are cheap (24 tokens of 4 layers), all 5 within SAMPLE_FREE_S, as the trainer
+    # samples them (the start-up is the same either way)
+    batch_s = sampled.plan and plan_schedule(config_from_dict(raw), sampled.plan, n_val, info).sample_batch_s
+    assert batch_s and 5 * batch_s < SAMPLE_FREE_S
     assert sampled.startup_s == est.startup_s > 0
-    assert sampled.time_s - sampled.startup_s == pytest.approx((est.time_s - est.startup_s) / (1 - SAMPLE_TIME_SHARE))
+    assert sampled.time_s - est.time_s == pytest.approx(5 * batch_s)
 
 
 def test_the_time_says_what_it_includes(demo_model_dir, capsys):
@@ -108,3 +112,24 @@ def test_the_time_says_what_it_includes(demo_model_dir, capsys):
     assert command.main([str(DEMO_CONFIG), "--gpu", "h200-141"]) == 0
     table = capsys.readouterr().out
     assert re.search(r"incl\. \d+ s start-up, 4 evals, 3 saves", table)
+
+
+def test_a_short_cpu_run_counts_its_first_batch_of_samples_at_its_decode_cost(demo_model_dir):
+    """A newcomer's 54-step CPU run was estimated ~12 s, samples priced at 5 % of it; its first batch (3 prompts x
+    128 new tokens, NF4 on the CPU) took 86 s. The trainer always samples at the first evaluation: the estimate
+    counts that batch at its decode cost, and later ones only within the share, as the trainer does."""
+    from engine.estimate import read_model_config
+    from engine.estimate.command import estimate_for
+    from engine.estimate.timing import sample_batch_seconds
+    from engine.train.sample_budget import SAMPLE_TIME_SHARE
+
+    raw = demo_raw(max_steps=54, eval_steps=50, sample_max_new_tokens=128)
+    info = read_model_config(config_from_dict(raw).model)
+    quiet = raw | {"training": raw["training"] | {"sample_max_new_tokens": 0}}
+    est, _ = estimate_for(config_from_dict(quiet), info, None)
+    sampled, _ = estimate_for(config_from_dict(raw), info, None)
+    assert est.time_s is not None and sampled.time_s is not None
+    batch_s = sample_batch_seconds(info.arch, info.params, 3, 128, "cpu", "nf4")
+    assert batch_s > SAMPLE_TIME_SHARE * sampled.time_s   # the share alone under-counted it
+    # two evaluations (50, 54): the first batch, the second within the share or the free 10 s
+    assert batch_s <= sampled.time_s - est.time_s <= batch_s + max(SAMPLE_TIME_SHARE * sampled.time_s, 10.0)

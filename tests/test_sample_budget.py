@@ -164,3 +164,33 @@ def test_the_skip_event_after_fast_decode_s_compile_says_why(tmp_path, monkeypat
         cb.on_evaluate(None, State, None, model=torch.nn.Module())  # no layers: sampling is stubbed
     (event,) = [r["message"] for r in read_metrics(tmp_path) if r["kind"] == "event" and "skipped" in r["message"]]
     assert "first batch took 57 s (its compile, once)" in event
+
+
+def _simulated(batch_s: float, steps: int, every: int, step_s: float) -> float:
+    """The trainer's budget over a run whose batches each cost batch_s: the samples' seconds it lets through."""
+    from engine.train.sample_budget import SampleBudget
+
+    budget, clock = SampleBudget(), 0.0
+    for k in range(every, steps + 1, every):
+        clock += every * step_s
+        if budget.next_batch(clock, (steps - k) * step_s):
+            clock += batch_s
+            budget.record(batch_s)
+    return budget.spent
+
+
+@pytest.mark.parametrize("batch_s, steps, every, step_s", [
+    (86.0, 54, 10, 0.2),    # a short CPU run: the first batch alone, far over the share
+    (0.5, 40, 10, 0.7),     # the demo: every batch, all within the free 10 s
+    (20.0, 2000, 50, 0.9),  # a long GPU run: batches within the share
+])
+def test_expected_spend_counts_what_the_budget_lets_through(batch_s, steps, every, step_s):
+    """The estimate's count (expected_spend) is the trainer's rule: the first batch whatever it costs, later ones
+    within the share; never less than the trainer spends, and exact when only the first or all batches fit."""
+    from engine.train.sample_budget import expected_spend
+
+    spent = _simulated(batch_s, steps, every, step_s)
+    counted = expected_spend(steps // every, steps * step_s, batch_s)
+    assert counted >= spent - 1e-9
+    if spent in (batch_s, steps // every * batch_s):
+        assert counted == pytest.approx(spent)

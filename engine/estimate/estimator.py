@@ -153,7 +153,7 @@ def compute(cfg: Config, info: ModelInfo, gpu: GpuSpec | None, *, n_examples: in
     time_s = run_time.seconds
     # Besides its steps the run evaluates and saves: counted by the rule the monitor's ETA counts by (engine.eta),
     # from the step time less the compile, so the ETA at step 0 is this time less the compile and the start-up.
-    sched = plan_schedule(cfg, plan, len(val_lengths) if val_lengths else n_val)
+    sched = plan_schedule(cfg, plan, len(val_lengths) if val_lengths else n_val, info)
     after = pauses(sched, (time_s - run_time.compile_s) / plan.max_steps) if time_s is not None and plan.max_steps \
         else None
     if time_s is not None and after is not None:

@@ -12,6 +12,7 @@ from engine.plan import COMPILE_LAYERS_S  # the compile, once a run: counted on 
 if TYPE_CHECKING:
     from engine.config import Config
     from engine.estimate.gpus import GpuSpec
+    from engine.estimate.model_config import ModelInfo
     from engine.plan import Machine, RunPlan
 
 def flops_per_token(arch: Architecture, params: ParamCounts, lora_params: int, tokens_per_example: int,
@@ -172,6 +173,37 @@ def save_seconds(step_s: float) -> float:
     return step_s * SAVE_COST_STEPS
 
 
+# A batch of samples (engine.samples.sample_all: the prompts decoded together, greedy, max_new_tokens each; random
+# weights never stop early: priced as the worst case) costs per decode step:
+# - on a GPU, model.generate is bound by the host's cost per op, not by FLOPs: a 4-bit 7B/8B (32 layers) with its
+#   adapters took 16.4 / 21.7 s for its first batch of 3 prompts x 128 tokens on an H200 (11.7 / 12.8 s later ones):
+#   5.3 ms a layer a step, the first call's (benchmarks/results/h200-2026-12-02.md, decode_cost.py).
+GPU_DECODE_LAYER_S = 5.3e-3
+# - on the CPU, each layer's modules and, 4-bit, their bitsandbytes dequantisation of every weight at every step,
+#   then the FLOPs at the training rate (CPU_GFLOPS_PER_CORE). 3 prompts x 128 (or 32, 64) new tokens, NF4 + LoRA
+#   r 16, this 2-core machine beside other jobs (load 6-8: the slow side), fastest of 3 calls: the demo (4 layers,
+#   0.9 M weights) 285 ms a step, 111 ms unquantised (28 ms a layer); 2 layers of hidden 1024 (25 M weights) 638 ms;
+#   2 of hidden 2048 (101 M) 1335 ms: ~1.1e8 weights dequantised a second, ~45 ms a layer more than unquantised.
+#   /tmp measurement of 2026-12-05 through engine.model.load_base_model (the trainer's loader) and generate.
+CPU_DECODE_LAYER_S = 0.03
+CPU_DECODE_4BIT_LAYER_S = 0.045
+CPU_DEQUANT_WEIGHTS_PER_S = 1.0e8
+
+
+def sample_batch_seconds(arch: Architecture, params: ParamCounts, prompts: int, new_tokens: int, device: str,
+                         quantization: str, cores: int | None = None) -> float:
+    """One batch of samples: `new_tokens` decode steps of `prompts` rows, on `device` (cuda | cpu)."""
+    if prompts <= 0 or new_tokens <= 0:
+        return 0.0
+    if device == "cuda":
+        return new_tokens * arch.layers * GPU_DECODE_LAYER_S
+    quantised = quantization != "none"
+    step = arch.layers * (CPU_DECODE_LAYER_S + (CPU_DECODE_4BIT_LAYER_S if quantised else 0.0))
+    step += params.linear / CPU_DEQUANT_WEIGHTS_PER_S if quantised else 0.0
+    step += prompts * 2 * (params.linear + arch.vocab * arch.hidden) / ((cores or cpu_cores()) * CPU_GFLOPS_PER_CORE * 1e9)
+    return new_tokens * step
+
+
 @dataclass(frozen=True)
 class Schedule:
     """What the trainer does besides training steps: evaluations every eval_steps (None: no validation data), a
@@ -184,17 +216,31 @@ class Schedule:
     eval_examples: int | None = None     # validation examples: an evaluation's cost before the first is measured
     examples_per_step: int | None = None
     samples: bool = False
+    sample_batch_s: float | None = None  # of seconds: one batch of samples (sample_batch_seconds); None: unknown
+
+    def status_fields(self) -> dict:
+        """What the trainer writes into status.json's `schedule` (engine.eta.run_schedule reads it back)."""
+        return {"eval_steps": self.eval_steps, "save_steps": self.save_steps, "eval_examples": self.eval_examples,
+                "samples": self.samples, "sample_batch_s": self.sample_batch_s}
 
 
-def plan_schedule(cfg: Config, plan: RunPlan, n_val: int | None) -> Schedule:
+def plan_schedule(cfg: Config, plan: RunPlan, n_val: int | None, info: ModelInfo | None = None) -> Schedule:
     """The schedule the trainer runs the plan by (engine.train.run writes it into status.json; the estimate counts
     it): evaluations only with validation examples (n_val None: unknown, validation configured counts), samples at
-    them unless turned off (sample_max_new_tokens 0) or the model is sharded (engine.train.distributed)."""
+    them unless turned off (sample_max_new_tokens 0) or the model is sharded (engine.train.distributed), a batch of
+    them priced from the model (`info`; None: unknown)."""
+    from engine.samples import DEFAULT_SAMPLE_PROMPTS
+
     t, d = cfg.training, cfg.dataset
     has_eval = bool(n_val) if n_val is not None else bool(d.validation_path or d.validation_split)
+    samples = has_eval and t.sample_max_new_tokens > 0 and plan.parallelism != "fsdp"
+    batch_s = None
+    if samples and info is not None:
+        prompts = len(t.sample_prompts) or min(DEFAULT_SAMPLE_PROMPTS, n_val or DEFAULT_SAMPLE_PROMPTS)
+        batch_s = sample_batch_seconds(info.arch, info.params, prompts, t.sample_max_new_tokens, plan.device,
+                                       cfg.quantization)
     return Schedule(plan.max_steps or 0, t.eval_steps if has_eval else None, t.save_steps, n_val or None,
-                    plan.examples_per_step,
-                    samples=has_eval and t.sample_max_new_tokens > 0 and plan.parallelism != "fsdp")
+                    plan.examples_per_step, samples=samples, sample_batch_s=batch_s)
 
 
 def count_due(every: int | None, after: int, last: int) -> int:
@@ -224,10 +270,11 @@ def pauses(schedule: Schedule, step_s: float, step: int = 0, *, eval_each: float
     seconds: the one rule the estimate (from step 0, nothing measured) and the monitor's ETA (engine.eta) count by.
 
     eval_each / save_each: an evaluation's (its samples in it) and a save's measured cost; None before the first is
-    measured: eval_seconds and save_seconds then, and the samples at the trainer's budget (SAMPLE_TIME_SHARE of the
-    run's time, the ceiling it keeps them under). evaluated_at / saved_at: the step of the last evaluation /
+    measured: eval_seconds and save_seconds then, and the samples by the trainer's budget
+    (sample_budget.expected_spend: the first batch at its price, later ones within SAMPLE_TIME_SHARE of the run's
+    time). evaluated_at / saved_at: the step of the last evaluation /
     checkpoint seen (one due at `step` and not yet seen is still to come)."""
-    from engine.train.sample_budget import SAMPLE_TIME_SHARE
+    from engine.train.sample_budget import expected_spend
 
     last = schedule.max_steps
     step = min(step, last)
@@ -248,8 +295,9 @@ def pauses(schedule: Schedule, step_s: float, step: int = 0, *, eval_each: float
         save_each, estimated = save_seconds(step_s), True
     evals_s = n_eval * (eval_each or 0.0)
     saves_s = n_save * save_each
-    if samples:   # not measured yet: at the budget's ceiling, a share of the whole (samples included)
-        evals_s += SAMPLE_TIME_SHARE / (1 - SAMPLE_TIME_SHARE) * ((last - step) * step_s + evals_s + saves_s)
+    if samples:   # not measured yet: the first batch (unless an evaluation was seen), later ones within the share
+        evals_s += expected_spend(n_eval, (last - step) * step_s + evals_s + saves_s, schedule.sample_batch_s,
+                                  first_due=evaluated_at is None)
     return Pauses(n_eval, n_save, evals_s, saves_s, estimated)
 
 

@@ -33,6 +33,7 @@ if TYPE_CHECKING:  # the heavy imports stay inside the functions that need them
     from engine.data import PreparedData
     from engine.data.prompt import PromptStyle
     from engine.diagnose.live import LiveDiagnostics
+    from engine.estimate.model_config import ModelInfo
     from engine.model import Hardware
     from engine.plan import Resumed, RunPlan
     from engine.train.callback import RunDirCallback
@@ -233,13 +234,21 @@ def plan_here(cfg: Config, inputs: Inputs, run_dir: Path, *, ckpt: str | None = 
     # What the trainer does besides steps, for the ETA (engine.eta): the estimate's schedule of this plan.
     from engine.estimate.timing import plan_schedule
 
-    sched = plan_schedule(cfg, run_plan, len(inputs.data.validation))
-    schedule = {"eval_steps": sched.eval_steps, "save_steps": sched.save_steps, "eval_examples": sched.eval_examples,
-                "samples": sched.samples}
+    sched = plan_schedule(cfg, run_plan, len(inputs.data.validation), _model_info(cfg))
     status(run_dir, state="loading", phase="model", max_steps=run_plan.max_steps, memory=run_plan.memory,
-           parallelism=run_plan.parallelism, plan=run_plan.to_dict(), schedule=schedule,
+           parallelism=run_plan.parallelism, plan=run_plan.to_dict(), schedule=sched.status_fields(),
            estimate=None if ckpt else _estimate_of(cfg, inputs, run_plan))
     return run_plan
+
+
+def _model_info(cfg: Config) -> ModelInfo | None:
+    """The model's shapes from its config.json (engine.estimate), None where it cannot be read."""
+    from engine.estimate.model_config import read_model_config
+
+    try:
+        return read_model_config(cfg.model)
+    except UserError:
+        return None
 
 
 def _estimate_of(cfg: Config, inputs: Inputs, run_plan: RunPlan) -> dict | None:
@@ -248,11 +257,9 @@ def _estimate_of(cfg: Config, inputs: Inputs, run_plan: RunPlan) -> dict | None:
     count the model from, no speed figure for this GPU); a resume has none (it starts from its checkpoint's step)."""
     from engine.estimate import detect_gpu
     from engine.estimate.estimator import compute
-    from engine.estimate.model_config import read_model_config
 
-    try:
-        info = read_model_config(cfg.model)
-    except UserError:
+    info = _model_info(cfg)
+    if info is None:
         return None
     gpu = detect_gpu() if run_plan.device == "cuda" else None
     if run_plan.device == "cuda" and gpu is None:   # no NVML to name the card: no rate to time it at

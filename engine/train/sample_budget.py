@@ -49,6 +49,23 @@ def fast_pays_off(remaining_s: float) -> bool:
     return remaining_s * SAMPLE_TIME_SHARE * (1 - 1 / FAST_SPEEDUP) > FAST_FIRST_CALL_S
 
 
+def expected_spend(batches: int, other_s: float, batch_s: float | None, first_due: bool = True) -> float:
+    """The seconds the samples of `batches` evaluations take by the rule next_batch keeps (the estimate and the
+    monitor's ETA count by it), beside `other_s` seconds of everything else.
+
+    The first batch always (when first_due: no evaluation has sampled yet), later ones while the total stays within
+    SAMPLE_TIME_SHARE of the whole run (samples included) or SAMPLE_FREE_S; batch_s None (a batch's cost unknown):
+    at that ceiling. The trainer measures the share on the time so far, so this counts at most what it lets through.
+    """
+    if batches <= 0:
+        return 0.0
+    ceiling = SAMPLE_TIME_SHARE / (1 - SAMPLE_TIME_SHARE) * other_s
+    if batch_s is None:
+        return ceiling
+    later = min(batches * batch_s, max(ceiling, SAMPLE_FREE_S))
+    return max(batch_s, later) if first_due else later
+
+
 @dataclass
 class SampleBudget:
     """The samples' account over one run.

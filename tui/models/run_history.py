@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import time
 from collections import OrderedDict, deque
+import dataclasses
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterable
 
@@ -276,8 +277,7 @@ class RunHistory:
             return None
         sched = self.schedule or Schedule(self.max_steps)
         if sched.max_steps != self.max_steps:  # the status's step count (a resume may raise it) wins
-            sched = Schedule(self.max_steps, sched.eval_steps, sched.save_steps, sched.eval_examples,
-                             sched.examples_per_step)
+            sched = dataclasses.replace(sched, max_steps=self.max_steps)
         ev, ck = _num((self.last_eval or {}).get("step")), _num((self.last_checkpoint or {}).get("step"))
         return eta(self.pace, sched, self.step, evaluated_at=None if ev is None else int(ev),
                    saved_at=None if ck is None else int(ck))
