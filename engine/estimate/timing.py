@@ -180,11 +180,11 @@ def save_seconds(step_s: float) -> float:
 #   5.3 ms a layer a step, the first call's (benchmarks/results/h200-2026-12-02.md, decode_cost.py).
 GPU_DECODE_LAYER_S = 5.3e-3
 # - on the CPU, each layer's modules and, 4-bit, their bitsandbytes dequantisation of every weight at every step,
-#   then the FLOPs at the training rate (CPU_GFLOPS_PER_CORE). 3 prompts x 128 (or 32, 64) new tokens, NF4 + LoRA
-#   r 16, this 2-core machine beside other jobs (load 6-8: the slow side), fastest of 3 calls: the demo (4 layers,
-#   0.9 M weights) 285 ms a step, 111 ms unquantised (28 ms a layer); 2 layers of hidden 1024 (25 M weights) 638 ms;
-#   2 of hidden 2048 (101 M) 1335 ms: ~1.1e8 weights dequantised a second, ~45 ms a layer more than unquantised.
-#   /tmp measurement of 2026-12-05 through engine.model.load_base_model (the trainer's loader) and generate.
+#   then the FLOPs at the training rate (CPU_GFLOPS_PER_CORE). 3 prompts, NF4 + LoRA r 16, this 2-core machine
+#   beside other jobs (load ~7; no quiet moment was found: these lean slow, unlike training's quiet terms): the demo
+#   (4 layers, 0.9 M weights) 285 ms a step, 111 ms unquantised (28 ms a layer); 2 layers of hidden 1024 (25 M
+#   weights) 638 ms, of hidden 2048 (101 M) 1335 ms: ~1.1e8 weights dequantised a second, ~45 ms a layer more
+#   than unquantised. benchmarks/results/cpu_sample_cost-2026-12-05.md
 CPU_DECODE_LAYER_S = 0.03
 CPU_DECODE_4BIT_LAYER_S = 0.045
 CPU_DEQUANT_WEIGHTS_PER_S = 1.0e8
