@@ -180,14 +180,15 @@ def save_seconds(step_s: float) -> float:
 #   5.3 ms a layer a step, the first call's (benchmarks/results/h200-2026-12-02.md, decode_cost.py).
 GPU_DECODE_LAYER_S = 5.3e-3
 # - on the CPU, each layer's modules and, 4-bit, their bitsandbytes dequantisation of every weight at every step,
-#   then the FLOPs at the training rate (CPU_GFLOPS_PER_CORE). 3 prompts, NF4 + LoRA r 16, this 2-core machine
-#   beside other jobs (load ~7; no quiet moment was found: these lean slow, unlike training's quiet terms): the demo
-#   (4 layers, 0.9 M weights) 285 ms a step, 111 ms unquantised (28 ms a layer); 2 layers of hidden 1024 (25 M
-#   weights) 638 ms, of hidden 2048 (101 M) 1335 ms: ~1.1e8 weights dequantised a second, ~45 ms a layer more
-#   than unquantised. benchmarks/results/cpu_sample_cost-2026-12-05.md
-CPU_DECODE_LAYER_S = 0.03
-CPU_DECODE_4BIT_LAYER_S = 0.045
-CPU_DEQUANT_WEIGHTS_PER_S = 1.0e8
+#   then the FLOPs at the training rate (CPU_GFLOPS_PER_CORE). 3 prompts, NF4 + LoRA r 16, the quiet 2-core machine
+#   (load < 1), rounded to the slower side like training's CPU terms: the demo (4 layers, 0.9 M weights) 8 ms a step,
+#   5 ms unquantised (1.25 ms a layer, 4-bit ~0.75 ms more); 2 layers of hidden 1024 (25 M weights) 29 ms, of hidden
+#   2048 (101 M) 238 ms: ~4.6e8 weights dequantised a second at the larger size (the smaller dequantise faster; the
+#   larger's rate is taken). Beside other jobs the same batches took 10-35x as long (load 7-9: the results file
+#   keeps both rounds). benchmarks/results/cpu_sample_cost-2026-12-05.md
+CPU_DECODE_LAYER_S = 1.5e-3
+CPU_DECODE_4BIT_LAYER_S = 1.0e-3
+CPU_DEQUANT_WEIGHTS_PER_S = 4.5e8
 
 
 def sample_batch_seconds(arch: Architecture, params: ParamCounts, prompts: int, new_tokens: int, device: str,
