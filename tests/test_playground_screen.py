@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import unwrapped
 from tui.app import LorapilotApp
 from tui.widgets.answer_pane import AnswerPane
 
@@ -97,7 +98,7 @@ def test_playground_verb_refuses_a_run_without_an_adapter(tmp_path, capsys):
     from tui.entry import main
 
     assert main(["playground", str(tmp_path)]) == 2
-    assert "no adapter/ yet" in capsys.readouterr().err
+    assert "no adapter/ yet" in unwrapped(capsys.readouterr().err)
 
 
 def _still_training(finished_demo_run, run: Path, *, step: int = 34, checkpoints: bool = True) -> Path:
