@@ -17,6 +17,7 @@ import warnings
 from dataclasses import dataclass
 
 from engine.data.types import TokenizedExample
+from engine.data.stops import stop_token_ids  # what training trained to end on, and the EOS
 from engine.settings import FAST_DECODE_ENV
 
 DEFAULT_SAMPLE_PROMPTS = 3  # held-out validation prompts when the config names none
@@ -79,12 +80,6 @@ def without_cut_character(text: str) -> str:
 def decode_generated(tokenizer, ids) -> str:
     """Generated ids as the text shown: special tokens skipped, a cut's partial character dropped, stripped."""
     return without_cut_character(tokenizer.decode(ids, skip_special_tokens=True)).strip()
-
-
-def stop_token_ids(tokenizer) -> list[int]:
-    from engine.data.stops import stop_token_ids as trained_stops
-
-    return trained_stops(tokenizer)
 
 
 def generate(model, tokenizer, prompt_ids: list[int], *, max_new_tokens: int, temperature: float = 0.0,
