@@ -148,7 +148,9 @@ def test_the_system_prompt_is_the_one_every_row_shares():
 
 # The Ollama template each family of tests/fixtures/template_families.py gets; the others have none that renders
 # what they trained with, and the export refuses them (vLLM and llama.cpp read the run's own template).
-OLLAMA_FOR = {"llama3": "llama3", "llama3_1": "llama3.1", "qwen2_5": "qwen2.5", "mistral": "mistral",
+# Llama 3.2 gets llama3.1's: its template differs in tool calls only once its date is pinned to 26 Jul 2024
+# (engine/data/template_date.py), the date Ollama's llama3.1 template writes.
+OLLAMA_FOR = {"llama3": "llama3", "llama3_1": "llama3.1", "llama3_2": "llama3.1", "qwen2_5": "qwen2.5", "mistral": "mistral",
               "gemma2": "gemma", "qwen3": "chatml", "last_user_system": "mistral", "llama3_base": "alpaca",
               "mistral_base": "alpaca", "phi3_5": "phi3.5", "deepseek_r1": "deepseek-r1"}
 TURNS = [{"role": "user", "content": "What color is a lemon?"}, {"role": "assistant", "content": "Yellow."},
@@ -221,7 +223,7 @@ def test_ollama_feeds_the_trained_ids_and_stops_where_training_stopped(real_fami
             assert set(ends) <= set(written["stop"]), (ends, written["stop"])
 
 
-@pytest.mark.parametrize("name", ["gemma3", "llama3_2", "last_user_system_chatml"])
+@pytest.mark.parametrize("name", ["gemma3", "last_user_system_chatml"])
 def test_families_no_ollama_template_renders_are_refused(real_family, name):
     _, tok = real_family(name)
     with pytest.raises(UserError, match="no known Ollama template"):

@@ -23,11 +23,11 @@ through the trainer's own loader. For every family, format and pad set-up:
 from __future__ import annotations
 
 import os
-import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
-from fixtures.template_families import FAMILIES, load_family
+from fixtures.template_families import CHAT_FAMILIES, FAMILIES, load_family, set_clock
 
 from engine.data import IGNORE_INDEX, DataReport, tokenize_rows
 from engine.data.prompt import (
@@ -94,13 +94,9 @@ def trained_runs(ex) -> list[list[int]]:
 
 
 def listing(tok, ex) -> str:
-    """The row token by token, trained tokens starred (the date a template writes replaced)."""
-    today = time.strftime("%d %b %Y")
-    out = " ".join(("*" if label != IGNORE_INDEX else "") + repr(tok.convert_ids_to_tokens(tid))
-                   for tid, label in zip(ex.input_ids, ex.labels))
-    # a byte-level tokenizer splits the date into pieces (Llama 3.2's system header): those pieces too
-    pieces = " ".join(repr(t) for t in tok.convert_ids_to_tokens(tok(" " + today, add_special_tokens=False)["input_ids"]))
-    return out.replace(repr(today)[1:-1], "<today>").replace(pieces, "'Ġ<today>'")
+    """The row token by token, trained tokens starred."""
+    return " ".join(("*" if label != IGNORE_INDEX else "") + repr(tok.convert_ids_to_tokens(tid))
+                    for tid, label in zip(ex.input_ids, ex.labels))
 
 
 # ---------------------------------------------------------------- what is trained
@@ -415,3 +411,85 @@ def test_no_end_token_is_said_plainly(tokenizers, tmp_path):
     ex, report = build(tok, ALPACA, "alpaca")
     assert any(note.startswith("no end token: the tokenizer names no EOS token") for note in report.notes)
     assert tok.decode(trained_runs(ex)[-1]).strip() == ALPACA["output"]  # trained, and said: nothing ends it
+
+
+# ---------------------------------------------------------------- the day a row is rendered on
+
+# Two days a run can span: trained before midnight, resumed (or chatted with, or exported) after it.
+BEFORE_MIDNIGHT, AFTER_MIDNIGHT = datetime(2026, 12, 5, 23, 59, 59), datetime(2026, 12, 6, 0, 0, 1)
+
+
+def test_the_fake_clock_reaches_the_template_as_a_server_renders_it(tokenizers, monkeypatch):
+    """Llama 3.2's published template, rendered as transformers (and vLLM) render it, writes the faked day: the
+    tests below can fail."""
+    tok = tokenizers("llama3_2")
+    set_clock(monkeypatch, AFTER_MIDNIGHT)
+    assert "Today Date: 06 Dec 2026" in tok.apply_chat_template(TURNS[:1], tokenize=False)
+
+
+@pytest.mark.parametrize("row_name", ["chat", "chat+system", "alpaca+system", "completion"])
+@pytest.mark.parametrize("name", CHAT_FAMILIES)
+def test_a_row_trains_the_same_tokens_whatever_the_day(tokenizers, monkeypatch, name, row_name):
+    """Llama 3.2 writes `Today Date: <today>` into every system block: rendered on two days, the row must be the
+    same ids, labels and prompt (a resume after midnight replays the plan of those lengths; the wizard's preview
+    and the trainer are the same rows), and the day is the fixed one lorapilot pins, not the clock's."""
+    if refuses_system(name, row_name):
+        return
+    row, fmt, _ = ROWS[row_name]
+    tok = tokenizers(name)
+    set_clock(monkeypatch, BEFORE_MIDNIGHT)
+    before, report = build(tok, row, fmt)
+    set_clock(monkeypatch, AFTER_MIDNIGHT)
+    after, _ = build(tok, row, fmt)
+    assert (after.input_ids, after.labels, after.prompt_len) == (before.input_ids, before.labels, before.prompt_len)
+    text = tok.decode(before.input_ids)
+    assert "Dec 2026" not in text
+    if name == "llama3_2":
+        assert "Today Date: 26 Jul 2024" in text
+        assert any("date fixed at 26 Jul 2024" in n for n in report.notes), report.notes
+
+
+@pytest.mark.parametrize("name", CHAT_FAMILIES)
+def test_inference_on_another_day_feeds_the_training_prefix(tokenizers, tmp_path, monkeypatch, name):
+    """Trained before midnight, prompted after it: the playground, `lorapilot chat` and the samples (the adapter's
+    saved tokenizer and prompt style), and a server that renders the saved template itself (transformers'
+    apply_chat_template, as vLLM and the model card's snippet do), feed the prefix training fed."""
+    from engine.model import load_tokenizer
+
+    rows, fmt = PROMPT_ROWS["chat" if FAMILIES[name].system else "chat-no-system"]
+    tok = tokenizers(name)
+    set_clock(monkeypatch, BEFORE_MIDNIGHT)
+    (ex, *_) = tokenize_rows(rows, fmt, [f"t:{i}" for i in range(len(rows))], tok, max_seq_length=4096)
+    save_for_inference(tok, PromptStyle(format=fmt, system=shared_system_prompt(rows, fmt)), tmp_path)
+    set_clock(monkeypatch, AFTER_MIDNIGHT)
+    saved = load_tokenizer(str(tmp_path))
+    assert from_text(saved, ex.question, load_style(tmp_path)).ids == ex.input_ids[: ex.prompt_len]
+    if FAMILIES[name].system_in_last_user_only:
+        return  # a runtime puts the system prompt into the question there (the test above this section)
+    asked = rows[0]["messages"][: next(i for i, m in enumerate(rows[0]["messages"]) if m["role"] == "assistant")]
+    served = saved.apply_chat_template(asked, tokenize=False, add_generation_prompt=True)
+    bos = tok.bos_token or ""  # written by the template or added by the tokenizer: the same first token
+    assert served.removeprefix(bos) == ex.prompt_text.removeprefix(bos)
+
+
+def test_a_resumed_run_reads_the_tokens_it_was_planned_with(tmp_path, monkeypatch):
+    """The trainer's own data path (load_examples, from the config), on the day a run started and on the day it
+    resumes: the same examples, so the resume's plan of micro-batches is the one the checkpoint was trained with."""
+    import json
+
+    from fixtures.template_families import write_model_dir
+
+    from engine.config import config_from_dict
+    from engine.data import load_examples
+    from engine.model import load_tokenizer
+
+    model = write_model_dir(FAMILIES["llama3_2"], tmp_path / "llama3_2", with_pad=False)
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in [CHAT_SYSTEM, CHAT, CHAT_SYSTEM, CHAT]), encoding="utf-8")
+    cfg = config_from_dict({"model": str(model), "dataset": {"path": str(data), "validation_split": 0.25}})
+    runs = []
+    for day in (BEFORE_MIDNIGHT, AFTER_MIDNIGHT):
+        set_clock(monkeypatch, day)
+        prepared = load_examples(cfg, load_tokenizer(str(model)))
+        runs.append([(e.input_ids, e.labels) for e in prepared.train + prepared.validation])
+    assert runs[0] == runs[1]

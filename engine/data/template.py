@@ -96,7 +96,8 @@ def model_chat_template(tokenizer) -> str | None:
 def training_chat_template(tokenizer, fmt: str) -> str:
     """The chat template a run on this tokenizer and data format trains with.
 
-    The model's own when it has one (less a generation-prompt prefill no
+    The model's own when it has one (its clock pinned to a fixed day,
+    engine/data/template_date.py, less a generation-prompt prefill no
     training row has, DeepSeek-R1's `<think>\\n`: engine/data/prefill.py); else
     ALPACA_TEMPLATE for alpaca and chat data, RAW_TEMPLATE for completion and
     text data (a base model is fed the prompt as written). This is the template
@@ -106,15 +107,18 @@ def training_chat_template(tokenizer, fmt: str) -> str:
     return training_template(tokenizer, fmt)[0]
 
 
-def training_template(tokenizer, fmt: str) -> tuple[str, str | None]:
-    """(training_chat_template, what the data report says of a prefill, or None)."""
+def training_template(tokenizer, fmt: str) -> tuple[str, list[str]]:
+    """(training_chat_template, what the data report says of it: a pinned date, a prefill)."""
     from engine.data.prefill import prefill_note, without_prefill
+    from engine.data.template_date import pin_date
 
     own = model_chat_template(tokenizer)
     if not own:
-        return (RAW_TEMPLATE if fmt in ("completion", "text") else ALPACA_TEMPLATE), None
-    template, prefill, removed = without_prefill(tokenizer, own)
-    return template, prefill_note(prefill, removed) if prefill else None
+        return (RAW_TEMPLATE if fmt in ("completion", "text") else ALPACA_TEMPLATE), []
+    # the date first: the prefill's comment must stay the template's first line (engine.data.prefill)
+    dated, date_note = pin_date(own)
+    template, prefill, removed = without_prefill(tokenizer, dated)
+    return template, [n for n in (date_note, prefill_note(prefill, removed) if prefill else None) if n]
 
 
 def template_name(tokenizer, fmt: str) -> str:
@@ -224,9 +228,8 @@ class Renderer:
 
     def _template(self, fmt: str) -> str:
         if fmt not in self._templates:
-            self._templates[fmt], note = training_template(self.tok, fmt)
-            if note:
-                self.notes.add(note)
+            self._templates[fmt], notes = training_template(self.tok, fmt)
+            self.notes.update(notes)
         return self._templates[fmt]
 
     def render_prompt(self, text: str, fmt: str, system: str = "") -> Rendered:
