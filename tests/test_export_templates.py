@@ -150,8 +150,11 @@ def test_the_system_prompt_is_the_one_every_row_shares():
 # what they trained with, and the export refuses them (vLLM and llama.cpp read the run's own template).
 # Llama 3.2 gets llama3.1's: its template differs in tool calls only once its date is pinned to 26 Jul 2024
 # (engine/data/template_date.py), the date Ollama's llama3.1 template writes.
-OLLAMA_FOR = {"llama3": "llama3", "llama3_1": "llama3.1", "llama3_2": "llama3.1", "qwen2_5": "qwen2.5", "mistral": "mistral",
-              "gemma2": "gemma", "qwen3": "chatml", "last_user_system": "mistral", "llama3_base": "alpaca",
+# Gemma 3 gets gemma3 (its system prompt in the first user turn); Gemma 2 gets gemma, tried first (without a system
+# prompt, all Gemma 2 takes, the two render alike).
+OLLAMA_FOR = {"llama3": "llama3", "llama3_1": "llama3.1", "llama3_2": "llama3.1", "qwen2_5": "qwen2.5",
+              "mistral": "mistral", "gemma2": "gemma", "gemma3": "gemma3", "qwen3": "chatml",
+              "last_user_system": "mistral", "llama3_base": "alpaca",
               "mistral_base": "alpaca", "phi3_5": "phi3.5", "deepseek_r1": "deepseek-r1"}
 TURNS = [{"role": "user", "content": "What color is a lemon?"}, {"role": "assistant", "content": "Yellow."},
          {"role": "user", "content": "And a tomato?"}, {"role": "assistant", "content": "Red."}]
@@ -223,7 +226,18 @@ def test_ollama_feeds_the_trained_ids_and_stops_where_training_stopped(real_fami
             assert set(ends) <= set(written["stop"]), (ends, written["stop"])
 
 
-@pytest.mark.parametrize("name", ["gemma3", "last_user_system_chatml"])
+def test_ollamas_own_gemma3_file_is_one_newline_off_gemma3s_training(real_family):
+    """Ollama's gemma3-instruct.gotmpl ends with a newline after its last action: rendered whole, the generation
+    prompt gets a blank line training never had. presets/ollama/gemma3.gotmpl is that template without it."""
+    _, tok = real_family("gemma3")
+    ollamas = (OLLAMA_TESTDATA / "gemma3-instruct.gotmpl").read_text()
+    ours = next(t for t in load_templates() if t.name == "gemma3")
+    assert ollamas == ours.template + "\n"
+    with pytest.raises(UserError, match="no known Ollama template"):
+        match_template(tok, "chat", TERSE, templates=[OllamaTemplate("gemma3-file", ollamas, ours.stops, "")])
+
+
+@pytest.mark.parametrize("name", ["last_user_system_chatml"])
 def test_families_no_ollama_template_renders_are_refused(real_family, name):
     _, tok = real_family(name)
     with pytest.raises(UserError, match="no known Ollama template"):
