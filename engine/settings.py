@@ -85,6 +85,16 @@ def hub_endpoint() -> str:
     return os.environ.get("HF_ENDPOINT", "https://huggingface.co")
 
 
+def hub_cache_dir() -> str:
+    """Hugging Face's hub cache as huggingface_hub finds it (HF_HUB_CACHE, HUGGINGFACE_HUB_CACHE, HF_HOME/hub,
+    XDG_CACHE_HOME/huggingface/hub, ~/.cache/huggingface/hub), read now: huggingface_hub reads it once, at import,
+    and a test's or a trainer's environment set later would otherwise be looked up in the wrong folder."""
+    home = os.environ.get("HF_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "huggingface")
+    chosen = os.environ.get("HF_HUB_CACHE") or os.environ.get("HUGGINGFACE_HUB_CACHE") or os.path.join(home, "hub")
+    return os.path.expandvars(os.path.expanduser(chosen))
+
+
 def hub_token_env() -> str | None:
     """The hub token from HF_TOKEN or HUGGING_FACE_HUB_TOKEN; never written anywhere by us."""
     for var in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):

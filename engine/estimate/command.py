@@ -105,7 +105,18 @@ def estimate_for(cfg: Config, info: ModelInfo, gpu: GpuSpec | None, *, lengths: 
     est = estimate(cfg, info, gpu, n_examples=n_examples,
                    num_gpus=num_gpus if num_gpus is not None else planned_processes(cfg, gpu),
                    lengths=lengths, val_lengths=val_lengths, n_val=n_val, price_per_hour=price_per_hour)
+    est.download_bytes = download_bytes(info)
     return est, (len(lengths) if lengths else n_examples)
+
+
+def download_bytes(info: ModelInfo) -> int:
+    """The base checkpoint a first run downloads before it starts (its size by the start-up's rule,
+    engine.estimate.timing.checkpoint_bytes), 0 for a local directory or a model whose weights are in the local
+    Hugging Face cache (looked up on disk, never on the network)."""
+    from engine.estimate.hub_cache import needs_download
+    from engine.estimate.timing import checkpoint_bytes
+
+    return checkpoint_bytes(info.param_count, info.dtype) if needs_download(info.source, info.name) else 0
 
 
 def planned_processes(cfg: Config, gpu: GpuSpec | None) -> int:
@@ -180,6 +191,9 @@ def render(est: Estimate, info: ModelInfo, n_examples: int | None, counted: bool
         cost = f", about {est.cost:.2f} at the given price" if est.cost is not None else ""
         where = f"{est.num_gpus} x {est.gpu.name}" if est.gpu is not None else "this machine's CPU"
         lines.append(f"time   {_duration(est.time_s)} on {where}, {est.includes}{cost}")
+    if est.download:   # on top of the time (or of no time): what a first run fetches before it starts
+        lines.append(f"{'       ' if est.time_s is not None else 'time   '}{est.download}")
+    if est.time_s is not None:
         lines.append(f"       speed {est.time_basis}: {est.time_basis_detail}")
     lines.append(f"lr     {est.lr_hint['text']}")
     for note in est.notes:

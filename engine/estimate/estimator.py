@@ -57,6 +57,7 @@ class Estimate:
     saves: int = 0                   # the checkpoint saves it counts, the adapter's included
     pauses_s: float = 0.0            # of time_s: the evaluations (their samples in them), checkpoints and adapter
     startup_s: float = 0.0           # of time_s: launch to the first step, the compile apart (loading, tokenising)
+    download_bytes: int = 0          # not in time_s: the base checkpoint to fetch first, 0 when local or cached
 
     @property
     def includes(self) -> str:
@@ -64,6 +65,13 @@ class Estimate:
         from engine.estimate.timing import pauses_words
 
         return pauses_words(self.evaluations, self.saves, self.startup_s) if self.time_s is not None else ""
+
+    @property
+    def download(self) -> str:
+        """The download before the run, beside its time: "+ download 16.1 GB first (not in the local cache)"."""
+        from engine.estimate.timing import download_words
+
+        return download_words(self.download_bytes) if self.download_bytes else ""
 
     @property
     def on_cpu(self) -> bool:
@@ -88,7 +96,7 @@ class Estimate:
             "time_basis": self.time_basis, "time_basis_detail": self.time_basis_detail,
             "train_flops": None if self.train_flops is None else float(f"{self.train_flops:.4g}"),
             "evaluations": self.evaluations, "saves": self.saves, "pauses_s": r3(self.pauses_s),
-            "startup_s": r3(self.startup_s),
+            "startup_s": r3(self.startup_s), "download_bytes": self.download_bytes,
         }
 
 
@@ -164,7 +172,7 @@ def compute(cfg: Config, info: ModelInfo, gpu: GpuSpec | None, *, n_examples: in
     if time_s is not None:
         tokens = sum(lengths) if lengths else (n_examples or 0) * t.max_seq_length
         tokens += sum(val_lengths) if val_lengths else (n_val or 0) * t.max_seq_length
-        startup = startup_seconds(info.param_count, tokens, plan.device)
+        startup = startup_seconds(info.param_count, tokens, plan.device, info.dtype)
         time_s += startup
     if time_s is not None and price_per_hour is not None:
         cost = time_s / 3600 * price_per_hour

@@ -16,7 +16,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from engine.errors import ModelError, quote
-from engine.settings import hub_endpoint, hub_offline
+from engine.settings import hub_cache_dir, hub_endpoint, hub_offline
 from engine.estimate.params import Architecture, ParamCounts, architecture, count_params
 from engine.estimate.presets import find_model_preset
 
@@ -41,6 +41,17 @@ class ModelInfo:
     @property
     def param_count(self) -> int:
         return self.params.total
+
+    @property
+    def dtype(self) -> str | None:
+        """The checkpoint's dtype as config.json names it (transformers 5 writes `dtype`, earlier `torch_dtype`;
+        multimodal wrappers may keep it in text_config), None where it names none."""
+        for section in (self.config, self.config.get("text_config")):
+            if isinstance(section, dict):
+                value = section.get("dtype") or section.get("torch_dtype")
+                if isinstance(value, str):
+                    return value
+        return None
 
     @property
     def vocab_size(self) -> int:
@@ -183,7 +194,8 @@ def hub_config(repo_id: str) -> dict:
     from huggingface_hub import hf_hub_download, try_to_load_from_cache
     from huggingface_hub import errors as hub_errors
 
-    cached = try_to_load_from_cache(repo_id, "config.json")
+    cache = hub_cache_dir()   # where the weights are looked for too (engine.estimate.hub_cache)
+    cached = try_to_load_from_cache(repo_id, "config.json", cache_dir=cache)
     if isinstance(cached, str):
         path = cached
     elif not _hub_reachable():
@@ -191,7 +203,7 @@ def hub_config(repo_id: str) -> dict:
                          "Face cache; use a local directory holding config.json or a preset name")
     else:
         try:
-            path = hf_hub_download(repo_id, "config.json", etag_timeout=HUB_TIMEOUT_S)
+            path = hf_hub_download(repo_id, "config.json", cache_dir=cache, etag_timeout=HUB_TIMEOUT_S)
         except hub_errors.GatedRepoError:
             raise ModelError(f"{repo_id}: gated on the hub; accept its licence on huggingface.co and log in "
                              "(hf auth login), or use a preset / local directory") from None

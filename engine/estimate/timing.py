@@ -83,7 +83,8 @@ def compile_words(seconds: float) -> str:
 # counted with the plan that compiles): the processes and their imports, reading and tokenising the dataset, the data
 # doctor, reading the base checkpoint and quantising it, building the adapters and the Trainer. The one rule; the
 # sweep's trial time is the estimate's time and so counts it too (each trial is a fresh trainer process). Not in it:
-# downloading the model from the Hub (unknown at plan time; a second run reads it from the cache).
+# downloading the model from the Hub: no bandwidth is known offline, so the estimate states the checkpoint's size
+# beside the time when it is not in the local cache (engine.estimate.hub_cache), and a second run reads the cache.
 
 # What does not grow with the model or the data (imports, the tokenizer, the Trainer): the demo on this 2-core CPU
 # (1.0 M parameters, 400 rows, 12.6 k tokens) started in 8.3 and 8.8 s when the machine was quiet, 11-20 s beside
@@ -105,11 +106,34 @@ TOKENIZE_TOKENS_PER_S = 60e3
 LOAD_BYTES_PER_S = {"cuda": 1.0e9, "cpu": 0.25e9}
 
 
-def startup_seconds(param_count: int, tokens: int, device: str) -> float:
+# Bytes a parameter in the checkpoint as config.json names its dtype (torch_dtype; `dtype` from transformers 5 on):
+# 16-bit where it names none or another, as the models the start-up was measured on ship.
+CHECKPOINT_BYTES_PER_PARAM = {"float32": 4, "float64": 8}
+
+
+def checkpoint_bytes(param_count: int, dtype: str | None = None) -> int:
+    """The base checkpoint's size: what the start-up reads and quantises, and what a first run downloads when it
+    is not in the local cache. One rule for both."""
+    return max(0, param_count) * CHECKPOINT_BYTES_PER_PARAM.get(str(dtype or "").removeprefix("torch."), 2)
+
+
+def startup_seconds(param_count: int, tokens: int, device: str, dtype: str | None = None) -> float:
     """The run's start-up before its first step (the compile apart): the fixed part, the dataset's tokens (train and
-    validation) to tokenise, and the base checkpoint's 16-bit bytes to read and quantise on `device` (cuda | cpu)."""
+    validation) to tokenise, and the base checkpoint's bytes (checkpoint_bytes) to read and quantise on `device`
+    (cuda | cpu)."""
     rate = LOAD_BYTES_PER_S["cuda" if device == "cuda" else "cpu"]
-    return STARTUP_FIXED_S + max(0, tokens) / TOKENIZE_TOKENS_PER_S + 2 * max(0, param_count) / rate
+    return STARTUP_FIXED_S + max(0, tokens) / TOKENIZE_TOKENS_PER_S + checkpoint_bytes(param_count, dtype) / rate
+
+
+def download_size(nbytes: int) -> str:
+    """A download's size as the hub shows it (decimal units): "16.1 GB", "2 MB"."""
+    return f"{nbytes / 1e9:.1f} GB" if nbytes >= 1e9 else f"{max(1, round(nbytes / 1e6))} MB"
+
+
+def download_words(nbytes: int, when: str = "first") -> str:
+    """A base model to fetch before the run starts, one wording for `lorapilot estimate`, the wizard and the sweep
+    (the time does not count it: no bandwidth is known offline)."""
+    return f"+ download {download_size(nbytes)} {when} (not in the local cache)"
 
 
 @dataclass(frozen=True)

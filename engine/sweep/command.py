@@ -164,7 +164,7 @@ def _new(config_path: Path, a) -> int:
             "cost": round(total_s / 3600 * a.price_per_hour, 2) if total_s and a.price_per_hour is not None else None,
             "price_per_hour": a.price_per_hour, "budget_s": budget_s,
             "budget_change": fitted.changed if fitted else None, "time_unknown_because": model.why_unknown,
-            "time_basis": model.time_basis}
+            "time_basis": model.time_basis, "download_bytes": model.download_bytes}
     from engine.wrap import fit
 
     print(fit(_plan_text(trials, steps, a.steps, lanes, devices, plan, not a.no_halving)))
@@ -200,6 +200,7 @@ def _new(config_path: Path, a) -> int:
 
 def _plan_text(trials, steps: int, requested: int, lanes: int, devices: list[str], plan: dict,
                halving: bool) -> str:
+    from engine.estimate.timing import download_words
     from engine.sweep.plan import rungs
 
     lrs = sorted({t.learning_rate for t in trials})
@@ -231,11 +232,16 @@ def _plan_text(trials, steps: int, requested: int, lanes: int, devices: list[str
     else:
         lines.append(f"time    unknown before the first trial ends: {plan['time_unknown_because']}; "
                      "the first trial's measured time is used from then on")
+    if plan.get("download_bytes"):   # not in the time: no bandwidth is known here
+        lines.append(f"        {download_words(plan['download_bytes'], 'before the first trial')}; the trials "
+                     "after it reuse the cache")
     if plan["budget_s"]:
+        # The budget is wall time from the sweep's start: a download before the first trial spends it too.
+        unpriced = ", the download apart" if plan.get("download_bytes") else ""
         if plan["budget_change"]:
-            lines.append(f"budget  {plan['budget_change']}")
+            lines.append(f"budget  {plan['budget_change']}{unpriced}")
         elif plan["total_s"]:
-            lines.append(f"budget  {plan['budget_s'] / 60:g} min: the plan fits")
+            lines.append(f"budget  {plan['budget_s'] / 60:g} min: the plan fits{unpriced}")
         else:
             lines.append(f"budget  {plan['budget_s'] / 60:g} min: trials that would end past it are not started, "
                          "and running ones stop when it is spent")

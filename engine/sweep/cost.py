@@ -15,6 +15,7 @@ class TimeModel:
     gpu_name: str | None
     why_unknown: str | None = None
     time_basis: str = ""     # the estimate's: "measured on H200", "not measured on T4: assumes ..."
+    download_bytes: int = 0  # not in the time: the base model the first trial fetches (0: local or cached)
 
 
 def trial_time_model(base: Config, trials: list[Trial], gpu, *, n_train: int | None,
@@ -39,6 +40,9 @@ def trial_time_model(base: Config, trials: list[Trial], gpu, *, n_train: int | N
         info = read_model_config(resolve_model_path(base.model))
     except UserError as e:  # a hub id with no network, say: the sweep can still run, only unestimated
         return TimeModel(None, gpu_name, f"the model's size is unknown ({e.message})")
+    from engine.estimate.command import download_bytes
+
+    download = download_bytes(info)   # once: the trials after the first read the cache
     widest = max(trials, key=lambda t: t.r)
     basis = [""]
 
@@ -55,7 +59,7 @@ def trial_time_model(base: Config, trials: list[Trial], gpu, *, n_train: int | N
         return est.time_s
 
     if timed(RUNG_DIVISOR) is None:
-        return TimeModel(None, gpu_name, "the step time could not be estimated")
+        return TimeModel(None, gpu_name, "the step time could not be estimated", download_bytes=download)
 
     def seconds(steps: int) -> float:
         s = timed(steps)
@@ -63,4 +67,4 @@ def trial_time_model(base: Config, trials: list[Trial], gpu, *, n_train: int | N
             raise RuntimeError(f"the trial time is known for {RUNG_DIVISOR} steps but not for {steps}")
         return s
 
-    return TimeModel(seconds, gpu_name, time_basis=basis[0])
+    return TimeModel(seconds, gpu_name, time_basis=basis[0], download_bytes=download)

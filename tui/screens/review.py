@@ -172,6 +172,8 @@ class ReviewScreen(WizardStep):
         cost = fmt_cost(est.cost)
         lines = [Content(" · ".join(parts)),
                  Content(time_text + (f" · {cost}" if cost else " · set $/h for the cost"))]
+        if est.download:   # not in the time: no bandwidth is known here
+            lines.append(Content.styled(est.download, "$text-warning"))
         lines += [Content.styled(f"note: {n}", "$text-muted") for n in est.notes]
         if est.approximate:
             lines.append(Content.styled("approximate: the model's shapes were partly guessed", "$text-warning"))
