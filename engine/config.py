@@ -20,6 +20,9 @@ from typing import Any
 
 from engine.errors import ConfigError, quote, type_word
 from engine.learning_rate import LORA_TYPICAL, RECOMMENDED_TEXT
+from engine.lora_scale import MAX_TEXT as ALPHA_MAX_TEXT
+from engine.lora_scale import RECOMMENDED_TEXT as ALPHA_RECOMMENDED_TEXT
+from engine.lora_scale import alpha_advice, alpha_problem
 
 # Upper bounds that no real run reaches but that keep every value inside what the trainer's libraries take
 # (a seed above 2**32 - 1 is refused by numpy; 10**400 steps overflow torch's int64): a value the validator
@@ -38,18 +41,20 @@ REPORT_TO = ("azure_ml", "clearml", "codecarbon", "comet_ml", "dagshub", "dvcliv
 def opt(default: Any, help: str, *, lo: float | None = None, hi: float | None = None,
         lo_open: bool = False, hi_open: bool = False, choices: tuple | None = None,
         recommended: str | None = None, rec: tuple[float, float] | None = None, kind: type | tuple | None = None,
-        nullable: bool = False, group: str = "", item_choices: tuple | None = None, also: tuple = ()) -> Any:
+        nullable: bool = False, group: str = "", item_choices: tuple | None = None, also: tuple = (),
+        hi_text: str | None = None) -> Any:
     """A schema field: default plus what the validator and the wizard need.
 
     `rec` is the recommended range as numbers (from the seeds): valid outside it, but worth a warning.
     `item_choices`: for a list field, what each entry may be.
     `also`: values allowed outside lo..hi, each a word of its own (max_steps' -1: "derive it"), so that no value
     between them (0) silently means the same.
+    `hi_text`: an upper bound that depends on another field ("32 x r"), shown in the range; the cross-checks check it.
     Returns `dataclasses.field(...)`, typed Any as dataclasses' own `field` is, so it can stand as any default.
     """
     meta = dict(help=help, lo=lo, hi=hi, lo_open=lo_open, hi_open=hi_open, choices=choices,
                 recommended=recommended, rec=rec, kind=kind, nullable=nullable, group=group,
-                item_choices=item_choices, also=also)
+                item_choices=item_choices, also=also, hi_text=hi_text)
     if isinstance(default, (list, dict)):
         return field(default_factory=functools.partial(copy.deepcopy, default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -74,8 +79,10 @@ class DatasetConfig:
 class LoraConfig:
     r: int = opt(16, "LoRA rank: capacity of the adapter.", lo=1, hi=1024, recommended="8-64, 16 typical", rec=(4, 64),
                  group="LoRA")
-    alpha: float = opt(32, "LoRA scaling numerator (scale = alpha / r); usually 2 x r.", lo=0.0, lo_open=True,
-                       recommended="2 x r", kind=(int, float), group="LoRA")
+    # Judged against r (engine.lora_scale): its hint's "x r" words and the cross-check's numbers are that rule's.
+    alpha: float = opt(32, f"LoRA scaling numerator (scale = alpha / r); usually {ALPHA_RECOMMENDED_TEXT}.", lo=0.0,
+                       lo_open=True, hi_text=ALPHA_MAX_TEXT, recommended=ALPHA_RECOMMENDED_TEXT, kind=(int, float),
+                       group="LoRA")
     dropout: float = opt(0.05, "Dropout on the adapter input; regularises small datasets.", lo=0.0, hi=1.0,
                          hi_open=True, recommended="0-0.1", rec=(0.0, 0.1), group="LoRA")
     target_modules: Any = opt("all-linear", "Which linear layers get adapters: all-linear or a list of names.",
@@ -192,25 +199,27 @@ class FieldSpec:
     group: str
     item_choices: tuple | None = None
     also: tuple = ()
+    hi_text: str | None = None
 
     def range_text(self, *, whole: bool = False) -> str:
         """What is allowed: "[1, 1024]", "(0, 1]", ">= 1"; `whole` keeps an upper bound of no practical limit."""
         if self.choices:
             return "one of " + ", ".join(_yaml_word(c) for c in self.choices)
-        upper = self.hi if whole or self.hi is None or self.hi < NO_PRACTICAL_LIMIT else None
+        upper: float | str | None = self.hi if whole or self.hi is None or self.hi < NO_PRACTICAL_LIMIT else None
+        upper = self.hi_text if upper is None and self.hi_text else upper
         if self.lo is None and upper is None:
             return ""
         if self.also:
             return " or ".join([*(_fmt(v) for v in self.also), self._span(upper)])
         return self._span(upper)
 
-    def _span(self, upper: float | None) -> str:
+    def _span(self, upper: float | str | None) -> str:
         left = "(" if self.lo_open else "["
         right = ")" if self.hi_open else "]"
         lo = "-inf" if self.lo is None else _fmt(self.lo)
         if upper is None:
             return f"> {lo}" if self.lo_open else f">= {lo}"
-        return f"{left}{lo}, {_fmt(upper)}{right}"
+        return f"{left}{lo}, {upper if isinstance(upper, str) else _fmt(upper)}{right}"
 
     def usual_text(self) -> str:
         """The recommended values as advice words them after "the usual": "range 8 to 64 (16 is typical)" for the
@@ -275,7 +284,8 @@ def _collect_fields() -> dict[str, FieldSpec]:
                                   lo_open=m.get("lo_open", False), hi_open=m.get("hi_open", False),
                                   choices=m.get("choices"), recommended=m.get("recommended"), rec=m.get("rec"),
                                   kind=m.get("kind"), nullable=m.get("nullable", False), group=m.get("group", ""),
-                                  item_choices=m.get("item_choices"), also=m.get("also", ()))
+                                  item_choices=m.get("item_choices"), also=m.get("also", ()),
+                                  hi_text=m.get("hi_text"))
     walk(Config, "")
     return out
 
@@ -397,6 +407,8 @@ def config_from_dict(raw: Any, *, source: str = "config") -> Config:
     # A key whose value was refused above is not also "not set" (it kept its empty default): one problem per key.
     reported = {p.split(":", 1)[0] for p in problems}
     problems += [p for p in _cross_checks(cfg, raw) if p.split(":", 1)[0] not in reported]
+    if not reported & {"lora.r", "lora.alpha"}:  # a refused r kept its default: alpha is not judged against that
+        problems += filter(None, [alpha_problem(cfg.lora.alpha, cfg.lora.r)])
     if problems:
         raise ConfigError(f"{source}: {len(problems)} problem{'s' if len(problems) > 1 else ''} in the config",
                           problems=problems)
@@ -453,9 +465,9 @@ def advice(cfg: Config) -> dict[str, Advice]:
     lr = lr_verdict(cfg.training.learning_rate, cfg.model)
     if lr.worth_saying:
         out["training.learning_rate"] = Advice(lr.message, lr.level)
-    ratio = cfg.lora.alpha / cfg.lora.r
-    if not 0.5 <= ratio <= 4:
-        out["lora.alpha"] = Advice(f"alpha/r = {ratio:g}: the usual choice is alpha = 2 x r ({2 * cfg.lora.r})")
+    alpha = alpha_advice(cfg.lora.alpha, cfg.lora.r)
+    if alpha:
+        out["lora.alpha"] = Advice(alpha)
     return out
 
 

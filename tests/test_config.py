@@ -343,3 +343,43 @@ def test_max_steps_takes_minus_one_or_a_step_count_and_says_so_where_it_is_typed
     assert config_from_dict(with_("training", max_steps=1)).training.max_steps == 1
     with pytest.raises(ConfigError, match=r"^--max-steps 0: training.max_steps: 0 is out of range; allowed -1 or \[1, 10000000\]$"):
         check_override("training.max_steps", 0, flag="--max-steps")
+
+
+# ---------------------------------------------------------------- lora.alpha, judged against r (engine.lora_scale)
+
+def test_an_alpha_typo_is_refused_against_r_with_the_allowed_and_usual_values():
+    """alpha 16000 at r 16 (a typo for 16) validated and trained its update scaled 1000x; the validator had no
+    upper bound on alpha at all."""
+    assert problems(with_("lora", r=16, alpha=16000)) == [
+        "lora.alpha: 16000 is 1000 x lora.r (16), an update scaled 1000x; allowed up to 32 x r (512), "
+        "usually 2 x r (32)"]
+    assert config_from_dict(with_("lora", r=16, alpha=512)).lora.alpha == 512   # the bound itself is allowed
+    assert config_from_dict(with_("lora", r=1024, alpha=16000)).lora.alpha == 16000  # the same alpha at a large r
+    # A refused r is not the r alpha is judged against (it kept its default 16): one problem, r's own.
+    assert problems(with_("lora", r=0, alpha=16000)) == ["lora.r: 0 is out of range; allowed [1, 1024]"]
+
+
+def test_the_alpha_field_says_its_bound_in_r():
+    """The wizard's hint and an empty field's message read the rule's own words: "allowed (0, 32 x r]"."""
+    from tui.widgets.field_row import hint_text
+
+    spec = FIELDS["lora.alpha"]
+    assert hint_text(spec) == "recommended 2 x r · allowed (0, 32 x r]"
+    assert spec.what_to_type() == "a number in (0, 32 x r], e.g. 32"
+
+
+@pytest.mark.parametrize("r,alpha,advised", [(16, 32, False), (64, 16, False), (8, 32, False), (16, 128, True),
+                                             (64, 8, True)])
+def test_alpha_advice_and_the_preflight_warning_are_one_rule(r, alpha, advised):
+    """The row's advice and the pre-flight finding `lorapilot train` prints agree; the QLoRA paper's own r 64,
+    alpha 16 (a scale of 0.25) is not warned about."""
+    from engine.config import advice
+    from engine.config_edit import fix_setting
+    from engine.diagnose.settings_check import check_settings
+
+    cfg = config_from_dict(with_("lora", r=r, alpha=alpha))
+    found = [f for f in check_settings(cfg, None) if f.code == "lora_alpha_unusual"]
+    assert ("lora.alpha" in advice(cfg)) == advised == bool(found)
+    if found:
+        assert found[0].severity == "warning" and fix_setting(found[0].fix) == ("lora.alpha", 2 * r)
+        assert found[0].evidence == f"lora.alpha: {alpha}, lora.r: {r}"

@@ -264,3 +264,21 @@ async def test_the_problems_tab_counts_the_steps_the_status_line_counts(tmp_path
         assert f"{est.total_steps} steps ({est.steps_per_epoch}/epoch)" in str(
             app.screen.query_one("EstimateLine").render())
         app.exit()
+
+
+async def test_an_alpha_typo_is_a_problem_on_its_row_and_a_usual_one_is_not():
+    """alpha 16000 at r 16 was accepted without a word of its 1000x scale; the row now shows the validator's
+    refusal (engine.lora_scale's bound), and the recipe's 2 x r shows nothing."""
+    from wizard_pilot import row_problem
+
+    app = LorapilotApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("ctrl+n", "ctrl+n")
+        await pilot.pause(0.1)
+        await type_into(pilot, "#field-lora-alpha", "16000")
+        await pilot.pause(0.1)
+        assert "allowed up to 32 x r (512)" in row_problem(app, "lora.alpha")
+        await type_into(pilot, "#field-lora-alpha", "32")
+        await pilot.pause(0.1)
+        assert row_problem(app, "lora.alpha") == "" and row_advice(app, "lora.alpha") == ""
+        app.exit()

@@ -45,6 +45,7 @@ PREFLIGHT_CODES = (
     "no_checkpoint",
     "no_save_limit",
     "learning_rate_unusual",
+    "lora_alpha_unusual",
     "many_epochs",
     "validation_too_small",
 )
@@ -80,6 +81,7 @@ TITLES = {
     "no_checkpoint": "No checkpoint before the end",
     "no_save_limit": "Many checkpoints kept",
     "learning_rate_unusual": "Learning rate outside its range",
+    "lora_alpha_unusual": "LoRA alpha far from 2 x r",
     "many_epochs": "Many passes over the data",
     "validation_too_small": "Validation set too small",
 }

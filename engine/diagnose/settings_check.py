@@ -28,7 +28,7 @@ LOSS_POINTS_SUGGESTED = 50
 # The codes check_settings raises: about the config, not the data (inspect-data shows them only with a config).
 SETTINGS_CODES = ("gradient_checkpointing_off", "no_warmup", "no_grad_clipping", "eval_too_rare",
                   "loss_chart_sparse", "no_checkpoint",
-                  "no_save_limit", "learning_rate_unusual", "many_epochs")
+                  "no_save_limit", "learning_rate_unusual", "lora_alpha_unusual", "many_epochs")
 
 
 def check_settings(cfg: Any, n_examples: int | None, num_gpus: int = 1,
@@ -49,6 +49,7 @@ def check_settings(cfg: Any, n_examples: int | None, num_gpus: int = 1,
             "No warmup: the first steps use the full learning rate on an untrained adapter, a common cause of "
             "early spikes.", "training.warmup_ratio: 0", "Set training.warmup_ratio to 0.03 (3 % of the steps)."))
     out += _check_learning_rate(cfg)
+    out += _check_lora_alpha(cfg)
     if t.max_grad_norm > LOOSE_CLIPPING:
         out.append(Finding(
             "no_grad_clipping", "warning", None,
@@ -111,6 +112,22 @@ def _check_learning_rate(cfg: Any) -> list[Finding]:
     on = f" on {DEMO_MODEL_ID}, a tiny random model" if v.demo else ""
     return [Finding("learning_rate_unusual", v.level, None, v.message,
                     f"training.learning_rate: {v.learning_rate:g}{on}", v.fix)]
+
+
+def _check_lora_alpha(cfg: Any) -> list[Finding]:
+    """engine.lora_scale's advice (the one the hyperparameters screen's alpha row shows), as a finding: the command
+    line has no row to show it on, and a scale far off trains as a learning rate that far off would."""
+    from engine.lora_scale import USUAL_SCALE, alpha_advice, usual_alpha
+
+    lora = cfg.lora
+    if not alpha_advice(lora.alpha, lora.r):
+        return []
+    scale = lora.alpha / lora.r
+    return [Finding("lora_alpha_unusual", "warning", None,
+                    f"LoRA alpha {lora.alpha:g} scales the adapter's update {scale:g}x (alpha / r), "
+                    f"{scale / USUAL_SCALE:g} times the usual {USUAL_SCALE}x: it trains as a learning rate "
+                    f"{scale / USUAL_SCALE:g} times the recipe's would.",
+                    f"lora.alpha: {lora.alpha:g}, lora.r: {lora.r}", f"Set lora.alpha to {usual_alpha(lora.r)}")]
 
 
 def _check_validation(cfg: Any, n_examples: int | None) -> list[Finding]:
