@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.errors import ConfigError, quote, type_word
+from engine.errors import ConfigError, quote, type_word, yaml_text
 from engine.learning_rate import LORA_TYPICAL, RECOMMENDED_TEXT
 from engine.lora_scale import MAX_TEXT as ALPHA_MAX_TEXT
 from engine.lora_scale import RECOMMENDED_TEXT as ALPHA_RECOMMENDED_TEXT
@@ -254,11 +254,6 @@ def _yaml_word(choice: Any) -> str:
     return ("true" if choice else "false") if isinstance(choice, bool) else str(choice)
 
 
-def _shown(value: Any) -> str:
-    """A user's value as the YAML file spells it: true, false and null, not Python's True, False and None."""
-    return _yaml_word(value) if isinstance(value, bool) else "null" if value is None else quote(value)
-
-
 def _fmt(x: float) -> str:
     return str(int(x)) if float(x).is_integer() else f"{x:g}"
 
@@ -325,19 +320,19 @@ def _check_value(spec: FieldSpec, value: Any) -> tuple[Any, str | None]:
         ok = any(isinstance(value, t) and isinstance(value, bool) == (t is bool) for t in allowed)
         if not ok:
             want = spec.range_text() if spec.choices else _type_name(expected)  # auto, true or false: the choices
-            return value, f"{spec.path}: expected {want}, got {_shown(value)}"
+            return value, f"{spec.path}: expected {want}, got {yaml_text(value)}"
     if spec.type is float and isinstance(value, int):
         value = float(value)
     if spec.choices and value not in spec.choices:
         hint = difflib.get_close_matches(str(value)[:80], [_yaml_word(c) for c in spec.choices], n=1)
         more = f" (did you mean {hint[0]!r}?)" if hint else ""
-        return value, f"{spec.path}: {_shown(value)} is not allowed; {spec.range_text()}{more}"
+        return value, f"{spec.path}: {yaml_text(value)} is not allowed; {spec.range_text()}{more}"
     if spec.item_choices and isinstance(value, list):
         for item in value:
             if not isinstance(item, str) or item not in spec.item_choices:
                 hint = difflib.get_close_matches(str(item)[:80], spec.item_choices, n=1)
                 more = f" (did you mean {hint[0]!r}?)" if hint else ""
-                return value, (f"{spec.path}: {_shown(item)} is not allowed; each entry is one of "
+                return value, (f"{spec.path}: {yaml_text(item)} is not allowed; each entry is one of "
                                f"{', '.join(spec.item_choices)}{more}")
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         if isinstance(value, float) and not math.isfinite(value):
@@ -384,7 +379,7 @@ def config_from_dict(raw: Any, *, source: str = "config") -> Config:
             if value is None:
                 continue
             if not isinstance(value, dict):
-                problems.append(f"{key}: expected a mapping of keys (e.g. {key}: {{...}}), got {_shown(value)}")
+                problems.append(f"{key}: expected a mapping of keys (e.g. {key}: {{...}}), got {yaml_text(value)}")
                 continue
             section = getattr(cfg, key)
             known = [f.name for f in dataclasses.fields(SECTIONS[key])]
@@ -429,7 +424,7 @@ def _cross_checks(cfg: Config, raw: dict) -> list[str]:
     for key in ("report_to", "stop_on", "sample_prompts"):
         v = getattr(cfg.training, key)
         if not all(isinstance(x, str) for x in v):
-            out.append(f"training.{key}: expected a list of text entries, got {quote(v)}")
+            out.append(f"training.{key}: expected a list of text entries, got {yaml_text(v)}")
     from engine.diagnose.codes import STOPPABLE  # small module, no heavy imports
     for code in cfg.training.stop_on:
         if isinstance(code, str) and code not in STOPPABLE:

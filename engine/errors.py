@@ -6,6 +6,7 @@ not caught and dressed up as UserError.
 
 from __future__ import annotations
 
+import re
 import reprlib
 import sys
 
@@ -27,6 +28,39 @@ _QUOTE.maxlevel = 3
 def quote(value: object) -> str:
     """repr(value) for a message, at most a line long whatever the value holds."""
     return _QUOTE.repr(value)
+
+
+# A list's or mapping's entry is written bare where YAML reads it back as the same text (q_proj, all-linear,
+# runs/x.jsonl); else quoted. YAML's own words stay quoted: a bare yes or null would read as another value.
+_BARE = re.compile(r"[A-Za-z_][\w./-]*")
+_YAML_WORDS = {"true", "false", "yes", "no", "on", "off", "null"}
+
+
+def yaml_text(value: object, *, _level: int = 0) -> str:
+    """A value for a message as the YAML config spells it, cut to a line like quote(): true, false, null (not
+    Python's True, False, None), a list in flow style ([q_proj, v_proj], not ['q_proj', 'v_proj']), a mapping as
+    {key: value}. Text on its own stays quoted ('wandb'), to set it off from the sentence around it."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    if isinstance(value, (list, tuple, dict)):
+        if _level >= _QUOTE.maxlevel:
+            return "[...]" if not isinstance(value, dict) else "{...}"
+        if isinstance(value, dict):
+            parts = [f"{_entry(k, _level)}: {_entry(v, _level)}" for k, v in list(value.items())[:_QUOTE.maxdict]]
+        else:
+            parts = [_entry(v, _level) for v in list(value)[:_QUOTE.maxlist]]
+        parts += ["..."] * (len(value) > len(parts))
+        open_, close = "{}" if isinstance(value, dict) else "[]"
+        return open_ + ", ".join(parts) + close
+    return quote(value)
+
+
+def _entry(value: object, level: int) -> str:
+    if isinstance(value, str) and _BARE.fullmatch(value) and value.lower() not in _YAML_WORDS and len(value) <= 80:
+        return value
+    return yaml_text(value, _level=level + 1)
 
 
 def print_error(message: object) -> None:

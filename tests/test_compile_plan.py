@@ -196,7 +196,7 @@ def test_a_resume_may_change_compile_and_older_checkpoints_resume_without_a_chan
     (ckpt / CHECKPOINT_RUN_FILE).write_text(json.dumps(record))
     assert config_changes(ckpt, cfg, "c.yaml") == []
     cfg.training.compile = False  # speed only: nothing in the checkpoint depends on it
-    assert config_changes(ckpt, cfg, "c.yaml") == ["training.compile 'auto' -> False"]
+    assert config_changes(ckpt, cfg, "c.yaml") == ["training.compile 'auto' -> false"]
 
 
 # ---------------------------------------------------------------------------------------------------- the seam

@@ -383,3 +383,36 @@ def test_alpha_advice_and_the_preflight_warning_are_one_rule(r, alpha, advised):
     if found:
         assert found[0].severity == "warning" and fix_setting(found[0].fix) == ("lora.alpha", 2 * r)
         assert found[0].evidence == f"lora.alpha: {alpha}, lora.r: {r}"
+
+
+# ---------------------------------------------------------------- values in messages spelled as YAML
+
+@pytest.mark.parametrize("section,values,expect", [
+    ("training", {"stop_on": ["nan_loss", 3]}, "training.stop_on: expected a list of text entries, got [nan_loss, 3]"),
+    ("training", {"precision": ["bf16"]}, "training.precision: expected one of auto, bf16, fp16, fp32, got [bf16]"),
+    ("lora", {"dropout": {"p": [0.1, "x y", None, True]}},
+     "lora.dropout: expected a number, got {p: [0.1, 'x y', null, true]}"),
+])
+def test_a_list_or_mapping_in_a_message_reads_as_the_yaml_the_user_wrote(section, values, expect):
+    """They printed Python's ['nan_loss', 3] and {'p': [0.1, 'x y', None, True]}: not what the file says."""
+    assert problems(with_(section, **values)) == [expect]
+
+
+def test_a_resume_names_a_changed_list_as_yaml(tmp_path):
+    """A resume refused a changed target list as "['q_proj'] at checkpoint-4, now ['q_proj', 'v_proj']"."""
+    import json
+
+    from engine.errors import UserError
+    from engine.rundir import CHECKPOINT_RUN_FILE
+    from engine.train.resume_check import config_changes, run_record
+
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"instruction": "a", "output": "b"}\n')
+    cfg = config_from_dict({**BASE, "dataset": {"path": str(data)}, "lora": {"target_modules": ["q_proj"]}})
+    ckpt = tmp_path / "checkpoint-4"
+    ckpt.mkdir()
+    (ckpt / CHECKPOINT_RUN_FILE).write_text(json.dumps(run_record(cfg, "adamw_torch")))
+    cfg.lora.target_modules = ["q_proj", "v_proj"]
+    with pytest.raises(UserError) as e:
+        config_changes(ckpt, cfg, "c.yaml")
+    assert "lora.target_modules: [q_proj] at checkpoint-4, now [q_proj, v_proj]" in e.value.problems

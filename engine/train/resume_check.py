@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.config import FIELDS
-from engine.errors import UserError
+from engine.errors import UserError, yaml_text
 from engine.rundir import CHECKPOINT_RUN_FILE
 
 # Read afresh by the Trainer or lorapilot on every start; nothing saved in a checkpoint depends on them.
@@ -95,7 +95,7 @@ def config_changes(ckpt: str | Path, cfg, config_path: str | Path) -> list[str]:
     # A key the checkpoint's lorapilot did not have yet trained with its default.
     was = {k: FIELDS[k].default for k in now if k in FIELDS} | saved["config"]
     changed = sorted(k for k in set(now) | set(was) if now.get(k) != was.get(k))
-    refused = [f"{k}: {was.get(k)!r} at {Path(ckpt).name}, now {now.get(k)!r}" for k in changed
+    refused = [f"{k}: {yaml_text(was.get(k))} at {Path(ckpt).name}, now {yaml_text(now.get(k))}" for k in changed
                if k not in CHANGEABLE]
     if saved.get("data_sha256") and saved["data_sha256"] != data_fingerprint(cfg):
         refused.append(f"dataset: the data in {cfg.dataset.path} changed since {Path(ckpt).name} was saved")
@@ -104,7 +104,7 @@ def config_changes(ckpt: str | Path, cfg, config_path: str | Path) -> list[str]:
                         problems=refused,
                         fix="put these back as they were to resume, or start a new run with the new settings: "
                             f"lorapilot train {config_path}")
-    return [f"{k} {was.get(k)!r} -> {now.get(k)!r}" for k in changed if k != "run_name"]
+    return [f"{k} {yaml_text(was.get(k))} -> {yaml_text(now.get(k))}" for k in changed if k != "run_name"]
 
 
 # The files of a checkpoint the Trainer unpickles on resume: the optimizer's and scheduler's states, the RNG states
