@@ -9,6 +9,7 @@ problem ("  - ...") and the fix ("  fix: ...") continuing under its own text.
 
 from __future__ import annotations
 
+import os
 import re
 import textwrap
 
@@ -23,7 +24,15 @@ _MIN_ROOM = 30
 _LABEL = re.compile(r" *(?:- |fix: )")
 # A command quoted in backticks: one unit, never split at its spaces.
 _COMMAND = re.compile(r"`[^`\n]*`")
-_KEEP = "\x00"   # stands for a command's spaces while wrapping; never in text a verb prints
+_KEEP = "\x00"   # stands for a command's or a path's spaces while wrapping; never in text a verb prints
+# A path with spaces (runs/my run/train.log, /data/my set.jsonl) is one unit too: it starts at a word holding a "/"
+# and takes in each next word that continues it: one holding a "/" itself (set/train.jsonl), one ending in a file's
+# extension (set.jsonl), or one that makes a path on disk (runs/my run). A word ending in ":", ",", ";" or ")" ends it.
+_PATH_START = re.compile(r"[~.]?/|[\w.-]+/")
+_EXTENSION = re.compile(r"[\w.-]*\w\.[A-Za-z][A-Za-z0-9]{0,9}")
+_PUNCT = ":,;)"
+# Words of a path between its part before and the part holding the next "/" or the extension.
+_GAP_WORDS = 2
 
 
 def _text_start(line: str, width: int) -> int:
@@ -43,8 +52,40 @@ def fit(text: str, width: int | None = None) -> str:
         if len(line) <= width:
             out.append(line)
             continue
-        kept = _COMMAND.sub(lambda m: m.group().replace(" ", _KEEP), line)
+        kept = _keep_paths(_COMMAND.sub(lambda m: m.group().replace(" ", _KEEP), line))
         wrapped = textwrap.wrap(kept, width=width, subsequent_indent=" " * _text_start(line, width),
                                 break_long_words=False, break_on_hyphens=False, drop_whitespace=True) or [kept]
         out += [w.replace(_KEEP, " ") for w in wrapped]
     return "\n".join(out)
+
+
+def _keep_paths(line: str) -> str:
+    """line with the spaces inside each path replaced by _KEEP (see _PATH_START)."""
+    words = line.split(" ")
+    out: list[str] = []
+    i = 0
+    while i < len(words):
+        word = words[i]
+        i += 1
+        if _PATH_START.match(word):
+            while word[-1:] not in tuple(_PUNCT) and (n := _continued_by(word, words[i:])):
+                word = _KEEP.join([word, *words[i:i + n]])
+                i += n
+        out.append(word)
+    return " ".join(out)
+
+
+def _continued_by(path: str, rest: list[str]) -> int:
+    """How many of the next words continue path (0: none): the next one alone, or up to _GAP_WORDS of them up to one
+    that holds a "/" or ends in an extension (my training set/train.jsonl)."""
+    for n, word in enumerate(rest[:_GAP_WORDS + 1], 1):
+        bare = word.rstrip(_PUNCT + ".")
+        if not bare or "`" in word or _PATH_START.match(bare) and bare[0] in "~./":
+            return 0
+        if "/" in bare or _EXTENSION.fullmatch(bare):
+            return n
+        if n == 1 and os.path.exists(" ".join([path, bare]).replace(_KEEP, " ")):
+            return 1
+        if word[-1] in _PUNCT:
+            return 0
+    return 0

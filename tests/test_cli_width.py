@@ -127,3 +127,28 @@ def test_an_errors_problems_and_fix_continue_under_their_text_and_a_command_stay
     assert _too_wide("\n".join(lines[:-1])) == [], lines
     assert lines[1].startswith("  - a problem") and lines[2].startswith("    problem a"), lines
     assert lines[3].startswith("  fix: quote"), lines
+
+
+@pytest.mark.parametrize("path", ["/data/my training set/train.jsonl", "/data/my data set.jsonl"])
+def test_a_path_with_spaces_is_not_split_at_its_spaces(path):
+    """fit() broke a message at the spaces inside a path ("/data/my training" | "set/train.jsonl"): neither half
+    can be copied. The path moves to the next line whole; the words around it still wrap."""
+    from engine.wrap import fit
+
+    for lead in range(50, 80):
+        text = f"lorapilot: {'x' * (lead - 11)} {path}: line 3: expected a JSON object, got a list"
+        lines = fit(text).split("\n")
+        assert any(path in line for line in lines), lines
+        assert _too_wide("\n".join(lines)) == [], lines
+
+
+def test_a_run_directory_with_spaces_is_kept_whole(tmp_path, monkeypatch):
+    """A folder on disk whose last part holds a space (runs/my run) has no "/" or extension after the space: it
+    is known by being there."""
+    from engine.wrap import fit
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs" / "my run").mkdir(parents=True)
+    for lead in range(1, 80):
+        lines = fit(f"left running: {'y' * lead} `lorapilot monitor` to watch runs/my run later on").split("\n")
+        assert any("runs/my run" in line for line in lines), lines
