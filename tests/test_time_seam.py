@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from engine.config import config_from_dict
-from tests.conftest import DEMO_CONFIG
+from tests.conftest import DEMO_CONFIG, unwrapped
 
 STEPS = 30   # the sweep's steps are a multiple of 3
 
@@ -101,7 +101,7 @@ def test_the_wizard_the_cli_and_the_sweep_time_a_config_with_one_function(gpu_na
     compiled = compile_layers is True
     assert cli["plan"]["compile_layers"] is compiled and wizard_est.plan.compile_layers is compiled
     assert sweep_est.plan.compile_layers is compiled
-    assert ("includes ~70 s compiling the layers before the first step" in table) is compiled
+    assert ("includes ~70 s compiling the layers before the first step" in unwrapped(table)) is compiled
 
 
 @pytest.fixture
