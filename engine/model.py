@@ -15,7 +15,8 @@ _NEVER_TARGET = ("lm_head",)
 
 
 def resolve_model_path(model: str) -> str:
-    """A local directory, the demo id, or a hub id (returned unchanged)."""
+    """A local directory, the demo id, a model preset's short name (its hub id: the estimate already reads
+    `llama-3-8b` as meta-llama/Meta-Llama-3-8B, so the trainer loads that one), or a hub id (returned unchanged)."""
     from engine.demo.model import DEMO_MODEL_ID, ensure_demo_model
 
     if model == DEMO_MODEL_ID:
@@ -28,6 +29,11 @@ def resolve_model_path(model: str) -> str:
     looks_local = model.startswith((".", "/", "~")) or model.count("/") > 1 or os.sep + os.sep in model
     if looks_local:
         raise ModelError(f"{model}: model directory not found")
+    if "/" not in model:   # a hub id always names its owner: a bare name is a preset's alias or none
+        from engine.estimate.presets import find_model_preset
+
+        if preset := find_model_preset(model):
+            return str(preset["id"])
     return model
 
 
