@@ -163,3 +163,40 @@ async def test_the_wizards_review_states_the_download_and_drops_it_for_a_local_d
         app.wizard.set_raw("model", str(demo_model_dir))
         await settle(app, pilot)
         assert "+ download" not in str(app.screen.query_one("#plan").render())
+
+
+def test_the_sweep_predicts_later_trials_from_trials_that_did_not_download(hf_cache, tmp_path):
+    """The first trial's wall time holds the base model's download, which the trials after it never make: a sweep
+    that predicted from it would think every later trial minutes longer and skip some under a budget."""
+    from engine.config import load_config
+    from engine.sweep.driver import Driver
+    from engine.sweep.sweepdir import write_sweep
+
+    base = load_config(DEMO_CONFIG).to_dict() | {"model": REPO_ID}
+    trials = [{"id": f"t{i}", "learning_rate": 1e-4, "r": 8, "alpha": 16, "state": "pending"} for i in range(4)]
+    sweep_dir = tmp_path / "sw"
+    sweep_dir.mkdir()
+    write_sweep(sweep_dir, {"base_config": base, "steps": 6, "rungs": [], "lanes": 1, "halving": False,
+                            "plan": {"trial_s": 100.0, "download_bytes": 16_060_522_496}, "trials": trials})
+    driver = Driver(sweep_dir)
+    assert driver._base_not_cached()           # the first trial starts while the weights are missing
+    driver.trials["t0"].update(state="done", seconds=900.0, fetches_base=True)
+    driver._measured(driver.trials["t0"])
+    assert driver._predicted_trial_s() == 100.0   # the estimate stands: no trial has been timed without a download
+    cache_files(hf_cache, {"config.json": "{}", "model.safetensors": "w"})
+    assert not driver._base_not_cached()       # the second trial reads the cache
+    driver.trials["t1"].update(state="done", seconds=120.0)
+    driver._measured(driver.trials["t1"])
+    assert driver._predicted_trial_s() == 120.0
+
+
+def test_a_local_or_cached_base_is_never_looked_up_by_the_sweep(tmp_path, monkeypatch):
+    from engine.config import load_config
+    from engine.sweep.driver import Driver
+    from engine.sweep.sweepdir import write_sweep
+
+    (tmp_path / "sw").mkdir()
+    write_sweep(tmp_path / "sw", {"base_config": load_config(DEMO_CONFIG).to_dict(), "steps": 6, "rungs": [],
+                                  "lanes": 1, "halving": False, "plan": {"download_bytes": 0}, "trials": []})
+    monkeypatch.setattr("engine.estimate.hub_cache.weights_cached", lambda repo: pytest.fail("looked up"))
+    assert not Driver(tmp_path / "sw")._base_not_cached()

@@ -157,6 +157,8 @@ class Driver:
         self.tails[t["id"]] = MetricsTail(run_dir)
         self.lane_of[t["id"]] = lane
         t.update(state="starting", run_dir=str(run_dir), gpu=device, started=time.time(), pid=handle.pid)
+        if self._base_not_cached():
+            t["fetches_base"] = True   # its wall time holds the download: not a trial's time (_measured)
         log(f"started {t['id']} (lr {t['learning_rate']:g}, r {t['r']}) pid {handle.pid}"
             + (f" on GPU {device}" if device is not None else ""))
 
@@ -224,10 +226,25 @@ class Driver:
             + (f", eval loss {t['eval_loss']:.4f}" if isinstance(t.get("eval_loss"), float)
                and math.isfinite(t["eval_loss"]) else ""))
 
+    def _base_not_cached(self) -> bool:
+        """The sweep's plan found the base model's weights missing from the local Hugging Face cache, and they are
+        still missing: a trial starting now downloads them (or waits on the one that does)."""
+        if not self.sweep["plan"].get("download_bytes"):
+            return False
+        from engine.estimate.hub_cache import weights_cached
+        from engine.model import resolve_model_path
+
+        return not weights_cached(resolve_model_path(self.base.model))
+
     def _measured(self, t: dict) -> None:
-        """A finished trial's wall time replaces the estimate (the budget check and the monitor's ETA use it)."""
+        """A finished trial's wall time replaces the estimate (the budget check and the monitor's ETA use it). Trials
+        that started before the base model was in the cache are left out: their time holds a download the later
+        trials never make, and would have them predicted minutes too long (skipped under a budget)."""
         plan = self.sweep["plan"]
-        done = [x["seconds"] for x in self.sweep["trials"] if x["state"] == "done" and x.get("seconds")]
+        done = [x["seconds"] for x in self.sweep["trials"]
+                if x["state"] == "done" and x.get("seconds") and not x.get("fetches_base")]
+        if not done:
+            return
         plan["measured_trial_s"] = round(sum(done) / len(done), 1)
         n_left = len(self._pending()) + len(self.handles) - 1
         plan["measured_remaining_s"] = round(math.ceil(max(0, n_left) / self.sweep["lanes"])
