@@ -37,6 +37,13 @@ def _method(cfg) -> str:
     return f"{quant}; r {cfg.lora.r}, alpha {cfg.lora.alpha:g}, dropout {cfg.lora.dropout:g}, targets {targets}"
 
 
+def _optimizer(facts: RunFacts) -> str:
+    """The optimizer that ran; the config's name beside it where the trainer ran another."""
+    asked = facts.cfg.training.optimizer
+    ran = facts.optimizer
+    return asked if ran is None or ran == asked else f"{ran} (config.yaml asks {asked}; train.log says why)"
+
+
 def _steps(facts: RunFacts) -> str:
     if facts.step is None and facts.max_steps is None:
         return "unknown (no status.json, checkpoint or train record says)"
@@ -61,7 +68,7 @@ def training_table(facts: RunFacts) -> list[tuple[str, str]]:
         ("Batch", f"{t.micro_batch_size} x {t.gradient_accumulation_steps} accumulation, "
                   f"sequences up to {t.max_seq_length} tokens" + (", packed" if t.packing else "")),
         ("Learning rate", (f"{t.learning_rate:g}, {t.lr_scheduler}, warm-up {t.warmup_ratio:g} of the steps; "
-                           f"optimizer {t.optimizer}")),
+                           f"optimizer {_optimizer(facts)}")),
         ("Final train loss", _num(facts.train_loss)),
         ("Final eval loss", _num(facts.eval_loss) + best),
         ("Learning curve", facts.verdict or "no verdict (fewer than two evaluations)"),

@@ -14,7 +14,7 @@ from pathlib import Path
 from engine.config import Config
 from engine.errors import UserError
 from engine.rundir import (CONFIG_FILE, LOG_FILE, last_checkpoint, load_status, planned_steps, read_metrics,
-                           steps_trained)
+                           run_started, steps_trained)
 
 
 @dataclass
@@ -42,6 +42,7 @@ class RunFacts:
     verdict: str | None = None           # the learning-curve finding's message
     hardware: str | None = None
     seconds: float | None = None
+    optimizer: str | None = None         # the optimizer the trainer ran (its plan), where it says
     data: DataFacts = field(default_factory=lambda: DataFacts(path=""))
 
     @property
@@ -136,7 +137,15 @@ def _hardware_line(run_dir: Path) -> str | None:
     return None
 
 
-def _training_facts(facts: RunFacts, records: list[dict]) -> None:
+def _ran_optimizer(status: dict | None) -> str | None:
+    """The optimizer the trainer's plan ran (status.json), which is not always the config's: paged AdamW needs a
+    GPU (the CPU runs torch's AdamW) and the GPU's fast path runs it as torch's fused AdamW."""
+    plan = (status or {}).get("plan")
+    opt = plan.get("optimizer") if isinstance(plan, dict) else None
+    return opt if isinstance(opt, str) and opt else None
+
+
+def _training_facts(facts: RunFacts, records: list[dict], status: dict | None = None) -> None:
     from engine.diagnose.live import diagnose_records
 
     train = [r for r in records if r.get("kind") == "train" and isinstance(r.get("loss"), (int, float))]
@@ -147,7 +156,10 @@ def _training_facts(facts: RunFacts, records: list[dict]) -> None:
         best = min(evals, key=lambda r: r["eval_loss"])
         facts.best_eval = (best["step"], best["eval_loss"])
     times = [r["time"] for r in records if isinstance(r.get("time"), (int, float))]
-    facts.seconds = max(times) - min(times) if len(times) >= 2 else None
+    # From the launch (start-up included, as the estimate counts it) to the last record.
+    start = run_started(status, min(times)) if times else None
+    facts.seconds = max(times) - start if times and start is not None and max(times) > start else None
+    facts.optimizer = _ran_optimizer(status)
     curve = [f for f in diagnose_records(records) if f.code == "learning_curve"]
     # The verdict at the latest evaluation (re-said at every one), labelled with its step.
     facts.verdict = (f"{curve[-1].message.removeprefix('Learning curve: ')} (evaluation at step {curve[-1].step})"
@@ -167,6 +179,6 @@ def run_facts(run_dir: str | Path, *, need_data: bool = True) -> RunFacts:
     facts = RunFacts(run_dir=rd, cfg=cfg, adapter=adapter, base_model=cfg.model,
                      base_path=resolve_model_path(cfg.model), step=steps_trained(rd, status, records),
                      max_steps=planned_steps(status, last_checkpoint(rd)), hardware=_hardware_line(rd))
-    _training_facts(facts, records)
+    _training_facts(facts, records, status)
     facts.data = _data_facts(cfg, run_tokenizer(adapter)) if need_data else DataFacts(path=str(cfg.dataset.path))
     return facts

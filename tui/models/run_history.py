@@ -21,7 +21,7 @@ import numpy as np
 from engine.diagnose.codes import STATE_CODES
 from engine.diagnose.finding import SEVERITY_RANK, Finding
 from engine.eta import Eta, Pace, Schedule, eta
-from engine.rundir import FINAL_STATES
+from engine.rundir import FINAL_STATES, run_started
 
 if TYPE_CHECKING:
     from engine.gpu import GpuSample
@@ -263,8 +263,7 @@ class RunHistory:
         return self._tokens / self._tokens_s if self._tokens_s > 0 else None
 
     def elapsed_s(self, now: float | None = None) -> float | None:
-        # launched: the trainer's start (engine.train.run), what counts while it starts and nothing is recorded yet
-        start = _num((self.status or {}).get("started")) or self.first_time or _num((self.status or {}).get("launched"))
+        start = run_started(self.status, self.first_time)
         if start is None:
             return None
         live = self.state not in FINAL_STATES and self.state not in ("lost", "unknown")
