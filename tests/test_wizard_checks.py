@@ -282,3 +282,33 @@ async def test_an_alpha_typo_is_a_problem_on_its_row_and_a_usual_one_is_not():
         await pilot.pause(0.1)
         assert row_problem(app, "lora.alpha") == "" and row_advice(app, "lora.alpha") == ""
         app.exit()
+
+
+async def test_a_typo_in_the_demos_path_and_its_correction_bring_the_demos_tuning_back():
+    """A beginner mistypes the demo's path, then corrects it: the first keystroke left the demo (its tuning went
+    back to the recipe's: 512 tokens, 3 epochs, lr 2e-4), and the demo then trained with values made for a 7B model.
+    Back on the demo's data, its tuning returns, except a value the user set in between."""
+    from textual.widgets import Input
+
+    app = LorapilotApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        s = app.wizard
+        demo_path = s.raw["dataset.path"]
+        await pilot.press("ctrl+n")
+        await settle(app, pilot)
+        await paste_into(pilot, "#field-dataset-path", demo_path.replace("train.jsonl", "trian.jsonl"))
+        await settle(app, pilot)
+        assert (s.raw["training.max_seq_length"], s.raw["training.learning_rate"]) == ("512", "0.0002")
+        s.edit("training.num_epochs", "2")            # the user's own value, typed while off the demo
+        await paste_into(pilot, "#field-dataset-path", demo_path)
+        await settle(app, pilot)
+        assert (s.raw["training.max_seq_length"], s.raw["training.learning_rate"]) == ("128", "0.003")
+        assert s.raw["training.max_steps"] == "40" and s.raw["training.num_epochs"] == "2"
+        assert app.screen.query_one("#field-training-max_seq_length", Input).value == "128"   # shown
+        assert any("max_seq_length 512 -> 128" in n.message for n in app._notifications)
+        # And a second typo leaves it again.
+        await paste_into(pilot, "#field-dataset-path", demo_path + "x")
+        await settle(app, pilot)
+        assert s.raw["training.max_seq_length"] == "512"
+        app.exit()

@@ -11,6 +11,7 @@ to tell (a Signal that the step screens subscribe to).
 
 from __future__ import annotations
 
+import os
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -67,6 +68,14 @@ def demo_only_values(raw: dict[str, str]) -> dict[str, str]:
             if p not in DEMO_INPUTS and text != to_raw(FIELDS[p], get_path(defaults, p))}
 
 
+def _same_input(path: str, text: str, demo: str) -> bool:
+    """The same model id, or the same data file however its path is written (relative, absolute, ~)."""
+    if path != "dataset.path" or text == demo:
+        return text == demo
+    return bool(text.strip()) and os.path.realpath(os.path.expanduser(text.strip())) == \
+        os.path.realpath(os.path.expanduser(demo.strip()))
+
+
 class WizardState:
     """What the user typed, the config it validates to, and what the engine said about it."""
 
@@ -107,6 +116,10 @@ class WizardState:
         # The demo's own tuning (a 40-step run of a tiny random model), kept only while it trains the demo.
         self.demo_only: dict[str, str] = demo_only_values(self.raw) if config_path is None else {}
         self.typing_in: str | None = None  # the field being typed in when the demo's tuning was reset
+        # The demo's model and data as the wizard opened on them, and what leaving them reset (key: (the demo's
+        # value, the recipe's)): a typo in the path and its correction put the demo's tuning back.
+        self.demo_inputs: dict[str, str] = {p: self.raw.get(p, "") for p in DEMO_INPUTS} if self.demo_only else {}
+        self.demo_reset: dict[str, tuple[str, str]] = {}
         self.changed: Signal[str] = Signal(app, "wizard-changed")
         self.jobs = DebouncedJobs(app, "wizard", self._finish)
         self.revalidate()
@@ -125,8 +138,8 @@ class WizardState:
         if self.raw.get(path) == text:
             return
         self.raw[path] = text
-        if path in DEMO_INPUTS and self.demo_only:
-            if self._leave_demo():
+        if path in DEMO_INPUTS and (self.demo_only or self.demo_reset):
+            if self._leave_demo() if self.demo_only else self._back_to_demo():
                 # Values changed on other rows: they show them. Not the row being typed in: its editor runs
                 # ahead of the state, and writing this keystroke's text back would eat the next ones.
                 how = SET if how == SET else DEMO_LEFT
@@ -143,13 +156,30 @@ class WizardState:
         demo, self.demo_only = self.demo_only, {}
         defaults = {p: to_raw(FIELDS[p], get_path(Config().to_dict(), p)) for p in demo}
         reset = {p: defaults[p] for p, text in demo.items() if self.raw.get(p) == text}
-        changes = [f"{p.split('.')[-1]} {demo[p]} -> {new}" for p, new in reset.items()]
-        self.raw.update(reset)
-        for path in reset:
+        self.demo_reset = {p: (demo[p], new) for p, new in reset.items()}
+        return self._retune(reset, "The demo's tuning is for its tiny model; back to the QLoRA recipe's values:",
+                            "Your own model or data")
+
+    def _back_to_demo(self) -> list[str]:
+        """The demo's model and data again (a typo corrected): its tuning comes back where the recipe's values
+        it got are still untouched. Returns 'key old -> new' for each; says so in a notification."""
+        if not all(_same_input(p, self.raw.get(p, ""), self.demo_inputs[p]) for p in DEMO_INPUTS):
+            return []
+        back = {p: demo for p, (demo, recipe) in self.demo_reset.items() if self.raw.get(p) == recipe}
+        self.demo_reset = {}
+        changes = self._retune(back, "The demo's model and data again: its tuning for the tiny model is back:",
+                               "The demo")
+        self.demo_only = demo_only_values(self.raw)
+        return changes
+
+    def _retune(self, values: dict[str, str], why: str, title: str) -> list[str]:
+        """Set the demo's or the recipe's values and say which: 'key old -> new' for each."""
+        changes = [f"{p.split('.')[-1]} {self.raw.get(p)} -> {new}" for p, new in values.items()]
+        self.raw.update(values)
+        for path in values:
             self.schedule_for(path)
         if changes:
-            self.app.notify("The demo's tuning is for its tiny model; back to the QLoRA recipe's values:\n"
-                            + "\n".join(changes), title="Your own model or data", timeout=10)
+            self.app.notify(why + "\n" + "\n".join(changes), title=title, timeout=10)
         return changes
 
     def set_many(self, values: dict[str, Any]) -> None:
