@@ -26,7 +26,7 @@ class ConfirmStop(ModalScreen[bool]):
     def compose(self) -> ComposeResult:
         with Vertical():
             yield Label(f"[b]Stop {self.run_name}?[/b]")
-            yield Label(self.body or f"The trainer saves a checkpoint at step {self.step:,} and exits. "
+            yield Label(self.body or f"The trainer saves a checkpoint after the step it is on (step {self.step:,} now) and exits. "
                         "You can continue later with lorapilot train --resume.")
             with Horizontal():
                 yield Button("Keep training", id="keep", variant="primary")
