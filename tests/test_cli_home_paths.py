@@ -67,3 +67,15 @@ def test_the_apps_paths_read_a_leading_tilde_as_home(monkeypatch, tmp_path):
     assert app_options(["~/cfg.yaml"]) == {"start": "wizard", "config_path": str(tmp_path / "cfg.yaml")}
     assert app_options(["monitor", "~/runs/r"])["run_dir"] == str(tmp_path / "runs" / "r")
     assert app_options(["playground", "~/runs/r"])["run_dir"] == str(tmp_path / "runs" / "r")
+
+
+def test_a_mistyped_config_for_the_wizard_is_named_not_an_invalid_verb(tmp_path, monkeypatch, capsys):
+    """`lorapilot CONFIG.yaml` with a typo in the name: before, argparse answered "invalid choice: 'my.yml' (choose
+    from 'train', ...)", as if the user had mistyped a verb; a beginner could not tell the file was the problem."""
+    from tui.entry import main
+
+    monkeypatch.chdir(tmp_path)
+    for name in ("my.yml", "presets/dem.yaml"):
+        assert main([name]) == 2
+        err = capsys.readouterr().err
+        assert f"{name}: config file not found" in err and "invalid choice" not in err, err

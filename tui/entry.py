@@ -7,9 +7,7 @@ straight to engine.cli without importing Textual.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-from engine.settings import user_path   # os and pathlib only: the headless verbs stay free of Textual
 
 APP_VERBS = ("monitor", "playground")
 
@@ -20,7 +18,9 @@ def _wants_app(argv: list[str]) -> bool:
     first = argv[0]
     if first in APP_VERBS:
         return "-h" not in argv and "--help" not in argv
-    return first.endswith((".yaml", ".yml")) and Path(user_path(first)).is_file()
+    # A config for the wizard, found or not: a mistyped name is the wizard's "config file not found", not an
+    # invalid verb.
+    return first.endswith((".yaml", ".yml"))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -32,7 +32,10 @@ def app_options(argv: list[str]) -> dict[str, Any]:
         return {"start": "monitor", "run_dir": target}
     if argv and argv[0] == "playground":
         return {"start": "playground", "run_dir": _finished_run(argv[1:])}
-    return {"start": "wizard", "config_path": user_path(argv[0]) if argv else None}
+    config = user_path(argv[0]) if argv else None
+    if config is not None and not Path(config).is_file():
+        raise UserError(f"{argv[0]}: config file not found", fix="`lorapilot` alone opens the wizard on the demo")
+    return {"start": "wizard", "config_path": config}
 
 
 def _finished_run(args: list[str]) -> str:
