@@ -25,6 +25,8 @@ def _card_is_real(readme: str, run_dir) -> None:
     assert "lorapilot-demo" in readme and "train.jsonl" in readme and "400 rows, format alpaca, prompt format: chat template" in readme
     assert f"{_last_eval(run_dir):.4f}" in readme and "40 of 40" in readme
     assert "Learning curve" in readme and "Hardware | cpu" in readme
+    # What the trainer ran on the CPU (train.log: paged AdamW needs a GPU), not only what the config asked for.
+    assert "optimizer adamw_torch (config.yaml asks paged_adamw_32bit" in readme
     last_eval_step = [r for r in read_metrics(run_dir) if r["kind"] == "eval"][-1]["step"]
     assert f"(evaluation at step {last_eval_step})" in readme  # the current verdict, not the first one
 
