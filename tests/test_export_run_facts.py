@@ -36,6 +36,18 @@ def test_merged_export_prints_no_loading_progress_bars(adapter_run, tmp_path):
     assert "Loading weights" not in r.stderr and "%|" not in r.stderr and "\r" not in r.stderr, r.stderr[:500]
 
 
+def test_a_merge_on_the_cpu_says_fp32_as_its_files_are(adapter_run, tmp_path):
+    """Without a GPU the base is merged in fp32 (twice a 16-bit model's size): the verb's line and the model card
+    said "16-bit" of files saved in float32."""
+    out = tmp_path / "merged"
+    r = run_cli("export", str(adapter_run), "--merged", str(out))
+    assert r.returncode == 0, r.stderr
+    assert json.loads((out / "config.json").read_text())["dtype"] == "float32"
+    assert "in 32-bit (fp32, no GPU)" in r.stderr and "16-bit" not in r.stderr, r.stderr
+    card = (out / "README.md").read_text()
+    assert "merged in (32-bit, fp32)" in card and "16-bit" not in card
+
+
 def test_quieting_keeps_the_hubs_download_bars(monkeypatch):
     """A base model not in the cache is gigabytes to download: that bar is real progress and stays on; only
     transformers' own bars go. A user who turned the hub's off keeps them off."""

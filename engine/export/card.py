@@ -146,8 +146,21 @@ The base it loads is `{facts.base_path}`; on another machine, edit `base_model_n
 Other servers: `lorapilot export {facts.run_dir} --for ollama|vllm|llama.cpp`."""
 
 
+def _saved_dtype(folder: Path) -> str:
+    """The dtype the merged model was saved in (its config.json), in a reader's words."""
+    import json
+
+    try:
+        cfg = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return "its dtype not recorded"
+    dtype = str(cfg.get("dtype") or cfg.get("torch_dtype") or "")
+    return {"bfloat16": "16-bit, bf16", "float16": "16-bit, fp16", "float32": "32-bit, fp32"}.get(dtype, dtype or
+                                                                                                  "its dtype not recorded")
+
+
 def merged_usage(folder: Path) -> str:
-    return f"""The base with the adapter merged in (16-bit), a plain transformers model:
+    return f"""The base with the adapter merged in ({_saved_dtype(folder)}), a plain transformers model:
 
 ```python
 from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -19,7 +19,7 @@ def add_arguments(x: argparse.ArgumentParser) -> None:
     x.add_argument("--out", type=user_path,
                    help="the folder to write (new or empty); without --for: copy the adapter here")
     x.add_argument("--merged", metavar="OUT", type=user_path,
-                   help="write the base merged with the adapter (16-bit) here")
+                   help="write the base merged with the adapter (bf16; fp32 without a GPU) here")
     x.add_argument("--trust-remote-code", action="store_true",
                    help="run the model folder's own Python code when the run's config.yaml asks for it")
     x.add_argument("--llama-cpp", metavar="DIR", type=user_path,

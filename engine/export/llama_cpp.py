@@ -73,14 +73,14 @@ def export_llama_cpp(run_dir: str | Path, out: str | Path, *, llama_cpp: str | N
                      quant: str = DEFAULT_QUANT, log=print) -> Path:
     from engine.export.card import write_card
     from engine.export.facts import run_facts
-    from engine.export.merge import check_empty_out, export_merged
+    from engine.export.merge import check_empty_out, export_merged, merging_line
     from engine.export.script import write_script
 
     root = find_llama_cpp(llama_cpp)  # before the merge: a wrong folder costs nothing
     facts = run_facts(run_dir)
     dst = check_empty_out(out).resolve()
     merged = dst / MERGED_DIR
-    log("merging the adapter into the 16-bit base ...")
+    log(merging_line())
     export_merged(run_dir, merged)
     quantize = find_quantize(root)
     cmds = commands(root, facts.name, quant, quantize)

@@ -1,4 +1,5 @@
-"""`lorapilot export`: the adapter as is, or merged into the 16-bit base for serving; each with a model card."""
+"""`lorapilot export`: the adapter as is, or merged into the base (16-bit on a GPU) for serving; each with a model
+card."""
 
 from __future__ import annotations
 
@@ -34,11 +35,22 @@ def export_adapter(run_dir: str | Path, out: str | Path, *, card: bool = True) -
     return dst
 
 
+def merge_dtype():
+    """(the dtype the base is loaded in for the merge, its words): bf16 on a GPU; fp32 on the CPU, where bf16
+    matmuls are slow or missing (the files are then twice the size of a 16-bit model's)."""
+    import torch
+
+    return (torch.bfloat16, "16-bit (bf16)") if torch.cuda.is_available() else (torch.float32, "32-bit (fp32, no GPU)")
+
+
+def merging_line() -> str:
+    return f"merging the adapter into the base in {merge_dtype()[1]} ..."
+
+
 def export_merged(run_dir: str | Path, out: str | Path, *, card: bool = True, trust_remote_code: bool = False,
                   log=None) -> Path:
-    """Loads the base unquantised in 16-bit (32-bit on the CPU), applies the adapter, merges.
+    """Loads the base unquantised (merge_dtype), applies the adapter, merges.
     trust_remote_code: the user passed --trust-remote-code (a run directory's config alone never runs code)."""
-    import torch
     from peft import PeftModel
 
     from engine.model import causal_lm, load_tokenizer, resolve_model_path
@@ -50,9 +62,9 @@ def export_merged(run_dir: str | Path, out: str | Path, *, card: bool = True, tr
     trust = check_remote_code(cfg, rd, trust_remote_code, f"export {rd} --merged {out}")
     src = adapter_dir(rd)
     dst = check_empty_out(out)
-    dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
+    dtype = merge_dtype()[0]
     if log:
-        log("merging the adapter into the 16-bit base ...")
+        log(merging_line())
     base = causal_lm(resolve_model_path(cfg.model), dtype=dtype, trust_remote_code=trust)
     merged = PeftModel.from_pretrained(base, str(src)).merge_and_unload()
     merged.save_pretrained(str(dst))

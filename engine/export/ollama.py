@@ -189,7 +189,7 @@ def modelfile(match: TemplateMatch, *, source: str, system: str | None, from_: s
 def export_ollama(run_dir: str | Path, out: str | Path, *, log=print) -> Path:
     from engine.export.card import write_card
     from engine.export.facts import run_facts, run_tokenizer
-    from engine.export.merge import check_empty_out, export_merged
+    from engine.export.merge import check_empty_out, export_merged, merging_line
 
     facts = run_facts(run_dir)
     dst = check_empty_out(out)
@@ -205,7 +205,7 @@ def export_ollama(run_dir: str | Path, out: str | Path, *, log=print) -> Path:
     match = match_template(tokenizer, fmt, system)  # before the (slow) merge: a mismatch costs nothing
     system = match.system
     log(f"template: {match.template.name} (matches the run's: {'; '.join(match.checked)})")
-    log("merging the adapter into the 16-bit base ...")
+    log(merging_line())
     export_merged(run_dir, dst, card=False)
     (dst / "Modelfile").write_text(modelfile(match, source=str(Path(run_dir).resolve()), system=system),
                                    encoding="utf-8")
