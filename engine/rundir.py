@@ -679,8 +679,10 @@ def planned_steps(status: dict | None, ckpt: str | Path | None) -> int | None:
 def run_started(status: dict | None, first_time: float | None) -> float | None:
     """When the run began, for its elapsed time: the earlier of status.json's launch (written before the model
     and the data load, so the start-up counts, as the estimate's time does) and metrics.jsonl's first record (a
-    resumed run relaunches, and its time began with its first life); whichever is known."""
-    known = [t for t in ((status or {}).get("launched"), first_time)
+    resumed run relaunches, and its time began with its first life); whichever is known. A status.json's `started`
+    counts too (the monitor read it before `launched`)."""
+    st = status or {}
+    known = [t for t in (st.get("started"), st.get("launched"), first_time)
              if isinstance(t, (int, float)) and not isinstance(t, bool) and math.isfinite(t)]
     return min(known) if known else None
 
