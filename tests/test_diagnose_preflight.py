@@ -57,6 +57,18 @@ def test_examples_with_no_or_few_trained_tokens_are_named():
     assert not blocking([f])
 
 
+def test_short_answers_alone_are_not_called_empty():
+    """Rows with short but present answers (the bundled demo's) were told to 'remove or fix examples with empty
+    responses': none was empty."""
+    data = dataset()
+    data[7] = example(7, response_tokens=4)
+    f = by_code(preflight(data, Config()))["few_target_tokens"]
+    assert f.severity == "info" and "empty" not in (f.message + f.fix).lower()
+    assert "train.jsonl: line 8" in f.evidence
+    data[3] = example(3, response_tokens=0)
+    assert "empty responses" in by_code(preflight(data, Config()))["few_target_tokens"].fix
+
+
 def test_truncated_responses_are_counted_with_the_length_that_keeps_95_percent():
     data = [example(i, response_tokens=30 + 10 * i, max_len=512) for i in range(100)]  # full 50..1040
     f = by_code(preflight(data, Config()))["responses_truncated"]

@@ -81,7 +81,7 @@ async def test_enter_on_a_review_finding_applies_its_fix_only(demo_model_dir):
         block = await move_to(pilot, "few_target_tokens")
         await pilot.press("enter")
         await settle(app, pilot)
-        assert any("not one setting" in m and "empty responses" in m for m in messages(app)), messages(app)
+        assert any("not one setting" in m and "whole answer" in m for m in messages(app)), messages(app)
         assert s.cfg.training.warmup_ratio == 0 and s.cfg.training.max_grad_norm == 5
 
         # This finding's fix, and only it; the checks run again without it.

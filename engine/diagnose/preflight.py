@@ -117,10 +117,17 @@ def _check_targets(examples: Sequence[Any], dropped: Mapping[str, int]) -> list[
             parts.append(f"{_percent(len(empty), total)} train on no token at all ({_sources(empty)})")
         if few:
             parts.append(f"{_percent(len(few), total)} on fewer than {MIN_TRAINED_TOKENS} ({_sources(few)})")
-        findings.append(Finding(
-            "few_target_tokens", "warning" if empty or untrainable else "info", None,
-            "Some examples have no or very few trained (response) tokens.", "; ".join(parts),
-            "Remove or fix examples with empty responses; very short answers are fine only if that is the task."))
+        if empty or untrainable:
+            findings.append(Finding(
+                "few_target_tokens", "warning", None,
+                "Some examples have no or very few trained (response) tokens.", "; ".join(parts),
+                "Remove or fix examples with empty responses; very short answers are fine only if that is the task."))
+        else:   # only short answers, none empty: the bundled demo's one-word replies are such a set
+            findings.append(Finding(
+                "few_target_tokens", "info", None,
+                "Some examples have very short responses: few tokens to learn from.", "; ".join(parts),
+                "Fine if short answers are the task (a label, yes or no); otherwise check that each row's response "
+                "holds the whole answer."))
     return findings
 
 
