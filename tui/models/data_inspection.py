@@ -30,6 +30,10 @@ def _data_pool() -> Any:
         with real_stderr():
             _pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
                                         initializer=quiet_child)
+            # The pool's threads (its manager, the call queue's feeder) start at its first call, and a thread keeps
+            # the sys.stderr of its start for good: under Textual that is the app's print capture, which holds the
+            # app, so the first app to inspect data lived as long as the pool. One call here starts them all.
+            _pool.submit(int).result()
         atexit.register(_pool.shutdown, wait=False, cancel_futures=True)
     return _pool
 
