@@ -17,6 +17,8 @@ REPO = Path(__file__).resolve().parents[1]
 DEMO_CONFIG = REPO / "presets" / "demo.yaml"
 HUB_TOKEN_MARKER = "hf_lorapilotTestTokenMarker"
 TEST_GC_THRESHOLDS = (10_000, 10, 10)  # a full collection after 1 M allocations at the soonest, not 70 k
+# One torch thread in every process the suite starts (trainers, ranks, CLI verbs, the helpers) and in its own.
+TEST_TORCH_THREADS = "1"
 
 
 def pytest_configure(config):
@@ -24,6 +26,12 @@ def pytest_configure(config):
     os.environ.setdefault("LORAPILOT_CACHE", str(Path(config.rootpath) / ".pytest_cache" / "lorapilot"))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # Torch starts one OpenMP thread per core, and its idle threads spin before they sleep. The suite runs trainers
+    # side by side (conftest.together, the DDP ranks, a sweep's driver beside its trial) and beside itself on
+    # CI's two cores, where the threads of one process wait, spinning, for a core another holds: the demo's
+    # 40 small steps took 70.7 CPU s (188 s) with the default threads beside other jobs, 11.3 CPU s (28 s) with
+    # one. The tiny models' steps are too small to gain from a second thread. Set before anything imports torch.
+    os.environ.setdefault("OMP_NUM_THREADS", TEST_TORCH_THREADS)
     # Rarer cyclic collections in this process: the suite keeps a large heap alive (Textual apps, torch,
     # transformers), and every full collection walks it again; with the default (700, 10, 10) the wizard tests
     # spent ~15 % of their CPU time in the collector. Reference counting still frees what it always did; cycles

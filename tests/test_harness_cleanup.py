@@ -1,5 +1,5 @@
 """conftest's clean-up: a detached process left running by a failed test is stopped; nobody else's is touched.
-And its collector setting: rarer cyclic collections in pytest's own process only."""
+And its collector setting: rarer cyclic collections in pytest's own process only; and one torch thread everywhere."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import subprocess
 import sys
 
-from conftest import TEST_GC_THRESHOLDS, stop_detached_runs
+from conftest import TEST_GC_THRESHOLDS, TEST_TORCH_THREADS, stop_detached_runs
 
 SLEEPER = "import time, sys; time.sleep(120)"
 
@@ -44,3 +44,14 @@ def test_the_suite_collects_cycles_rarely_and_its_subprocesses_as_python_does():
     child = subprocess.run([sys.executable, "-c", "import gc; print(gc.get_threshold())"], capture_output=True,
                            text=True, check=True)
     assert child.stdout.strip() == "(700, 10, 10)"
+
+
+def test_the_suite_and_the_processes_it_starts_run_torch_on_one_thread():
+    """Trainers started side by side with a thread per core each spun on CI's two cores (6x the CPU time of one
+    thread for the demo's steps, conftest.pytest_configure): every process of the suite inherits one thread."""
+    import torch
+
+    assert torch.get_num_threads() == int(TEST_TORCH_THREADS)
+    child = subprocess.run([sys.executable, "-c", "import os; print(os.environ.get('OMP_NUM_THREADS'))"],
+                           capture_output=True, text=True, check=True)
+    assert child.stdout.strip() == TEST_TORCH_THREADS
