@@ -114,6 +114,7 @@ class RunPlan:
     optimizer: str
     offload: bool                    # lean: checkpointed activations offloaded to host memory
     offload_layers: int              # fast compiled: the first this many decoder layers' inputs offloaded (0: none)
+    mask_free_dropout: bool          # LoRA dropout's mask regenerated in backward (engine.train.mask_free_dropout)
     compile_layers: bool             # each decoder layer through torch.compile (engine.train.compiled_layers)
     graph_dequant: bool              # compiled layers dequantise the NF4 weights in their graph (engine.train.graph_dequant)
     eval_batch_size: int             # examples per evaluation micro-batch
@@ -267,6 +268,19 @@ def offload_layers_for(machine: Machine, memory: str, compiled: bool, checkpoint
         return 0, ""
     return k, (f"activations: the first {k} decoder layers' inputs offloaded to pinned host memory during forward, "
                "fetched back for their backward (TRL); the other layers' kept on the GPU")
+
+
+def mask_free_dropout_for(machine: Machine, memory: str, compiled: bool, dropout: float) -> tuple[bool, str]:
+    """Whether LoRA dropout keeps no mask nor dropped copy per projection for backward (engine.train.mask_free_dropout):
+    only where it is to be measured, the fast compiled path on one GPU, and only while LEVERS.mask_free_dropout is
+    set: not measured yet."""
+    from engine.train.speed import LEVERS
+
+    if not LEVERS.mask_free_dropout or dropout <= 0 or memory != "fast" or not compiled or machine.device != "cuda" \
+            or machine.processes > 1:
+        return False, ""
+    return True, (f"dropout: LoRA dropout {dropout:g} without saved masks (each regenerated in backward from a "
+                  "seed; the projections reading one input save it once)")
 
 
 def compile_for(setting: str | bool, machine: Machine, memory: str, steps: int | None,
@@ -495,13 +509,17 @@ def _plan_for(cfg: Config, machine: Machine, memory: str, parallelism: str, leng
     offload_layers, line = offload_layers_for(machine, memory, compile_layers, t.gradient_checkpointing)
     if line:
         lines.append(line)
+    mask_free, line = mask_free_dropout_for(machine, memory, compile_layers, cfg.lora.dropout)
+    if line:
+        lines.append(line)
     from engine.train.speed import LEVERS
     graph_dequant = compile_layers and cfg.quantization == "nf4" and LEVERS.graph_dequant
     return RunPlan(device=machine.device, processes=n_ranks, precision=precision, memory=memory,
                    parallelism=parallelism, liger=liger, fused_loss=liger, attention=attention, packing=t.packing,
                    token_budget=budget, micro_batches_per_step=step_plan.micro_batches_per_step,
                    examples_per_step=examples_per_step, largest_microbatch_tokens=largest, lengths_from=lengths_from,
-                   optimizer=optimizer, offload=offload, offload_layers=offload_layers, compile_layers=compile_layers, graph_dequant=graph_dequant,
+                   optimizer=optimizer, offload=offload, offload_layers=offload_layers, mask_free_dropout=mask_free,
+                   compile_layers=compile_layers, graph_dequant=graph_dequant,
                    eval_batch_size=eval_size, eval_tokens=eval_tokens,
                    steps_per_epoch=per_epoch, max_steps=steps, train_tokens=train_tokens, micro_batches=micro_batches,
                    lines=lines, step_plan=None if assumed else step_plan)

@@ -103,6 +103,7 @@ class TrainingShape:
                                  # the engine casts them back to bf16 under bf16 (engine/train/speed.py)
     offload: bool = False        # lean: checkpointed layer inputs offloaded to host memory
     offload_layers: int = 0      # fast compiled: the first this many layers' inputs offloaded (the plan's)
+    mask_free_dropout: bool = False  # LoRA dropout saves no mask nor dropped copy (the plan's): as without dropout
     shards: int = 1              # FSDP over N GPUs: weights, adapters, gradients and optimizer states split N ways
     eval_tokens: int = 0         # the evaluation micro-batch's tokens (no gradients; 0: no evaluation)
     compile_layers: bool = False  # the decoder layers through torch.compile (the plan's): inductor's buffers on top
@@ -203,11 +204,11 @@ def layer_activation_bytes(arch: Architecture, shape: TrainingShape) -> float:
     mlp = (2 if shape.fused_loss else 3) * s * i
     # Frozen linears (4-bit, 8-bit or 16-bit) keep no input; each adapter keeps
     # its A input in the compute dtype (dropout output or autocast copy) plus the
-    # dropout mask (bool), and its r-wide A output for B.
+    # dropout mask (bool), and its r-wide A output for B. Mask-free dropout saves what no dropout saves.
     lora = 0.0
     shared_inputs = set()
     for lin in shape.targets:
-        if shape.dropout > 0:
+        if shape.dropout > 0 and not shape.mask_free_dropout:
             lora += (c + 1) * lin.d_in
         elif shape.quantization != "none" or lin.feeds not in shared_inputs:
             # fp32 stream: autocast makes a fresh bf16 copy per adapter; 16-bit
@@ -447,7 +448,7 @@ def shape_for_plan(cfg: Config, arch: Architecture, plan: RunPlan, tokens: int |
                          tokens=plan.largest_microbatch_tokens if tokens is None else tokens,
                          fused_loss=plan.fused_loss if fused_loss is None else fused_loss,
                          kbit_upcast=plan.precision != "bf16", offload=plan.offload and t.gradient_checkpointing,
-                         offload_layers=plan.offload_layers,
+                         offload_layers=plan.offload_layers, mask_free_dropout=plan.mask_free_dropout,
                          shards=plan.processes if plan.parallelism == "fsdp" else 1,
                          eval_tokens=plan.eval_tokens, device=plan.device, compile_layers=plan.compile_layers,
                          graph_dequant=plan.graph_dequant)

@@ -298,6 +298,10 @@ def build_model(cfg: Config, inputs: Inputs, run_plan: RunPlan) -> BuiltModel:
                         compiled=run_plan.compile_layers)
     model = add_lora(model, cfg, gradient_checkpointing=t.gradient_checkpointing)
     offload = activation_offload(model, run_plan.offload, layers=run_plan.offload_layers)
+    if run_plan.mask_free_dropout:   # the plan's rule (engine.plan.mask_free_dropout_for); its line is in train.log
+        from engine.train.mask_free_dropout import install
+
+        log(f"dropout: {install(model)} LoRA adapters drop their inputs without saved masks")
     if inputs.dtype_name == "bf16" and cfg.quantization != "none":
         keep_unquantised_16bit(model, log)
     fallback = None

@@ -1,0 +1,175 @@
+"""LoRA dropout whose mask is regenerated in backward instead of saved (LEVERS.mask_free_dropout).
+
+peft's LoRA forward is `result + lora_B(lora_A(dropout(x))) * scaling`, with one nn.Dropout per projection: each of
+a layer's 7 projections saves its own dropped copy of x (and the dropout's bool mask) for lora_A's weight gradient,
+where without dropout q/k/v (and gate/up) share the one saved x. ~0.6-0.9 GiB for one layer's recompute of a 7B at
+8.8k tokens. torch.compile does not help: inductor's partitioner never recomputes a random op.
+
+Here the dropout of each projection draws only a one-element seed from torch's generator (on the device: no host
+sync; torch's activation checkpoint replays the generator for the recompute, so the recompute draws the same seed),
+and the keep mask is a pure function of (seed, element index): a counter-based hash of integer pointwise ops, which
+the backward computes again. Saved for backward: x (shared with the other projections reading it), lora_A's weight
+and the seed.
+
+Installed by swapping classes (install): each adapter's nn.Dropout becomes nn.Identity and its lora_A an nn.Linear
+subclass that drops its own input. No parameter, buffer or key changes: the saved adapter, merging and export are
+those of peft's dropout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+_MASK32 = 0xFFFFFFFF
+# Chris Wellons' "lowbias32" integer hash (xorshift-multiply, two rounds): every output bit depends on every input
+# bit, so neighbouring indices give unrelated words. Both constants as published.
+_HASH_MUL = (0x7FEB352D, 0x846CA68B)
+_SEED_SALT = 0x9E3779B9   # keeps seed 0's key away from the hash of index 0
+
+
+def _mul32(a, c: int):
+    """(a * c) mod 2**32 for int64 tensors a in [0, 2**32): split so that no product leaves int64 (signed overflow
+    would be undefined in the C++ and wrap differently in Triton)."""
+    lo = a * (c & 0xFFFF)                          # < 2**48
+    hi = ((a * (c >> 16)) & 0xFFFF) << 16          # < 2**32
+    return (lo + hi) & _MASK32
+
+
+def _hash32(h):
+    h = h ^ (h >> 16)
+    h = _mul32(h, _HASH_MUL[0])
+    h = h ^ (h >> 15)
+    h = _mul32(h, _HASH_MUL[1])
+    return h ^ (h >> 16)
+
+
+def drop_threshold(p: float) -> int:
+    """Dropout probability p as the hash words below which an element is dropped (of 2**32)."""
+    return round(p * 2 ** 32)
+
+
+def keep_scale(threshold: int) -> float:
+    """1 / the keep probability, from the threshold: the kept values' scale (nn.Dropout's 1 / (1 - p), to ~1e-10).
+
+    Integers only reach a compiled graph: dynamo makes a module's float attribute an input of the graph (a class's
+    too), whose arithmetic AOTAutograd then rewrites into tensor ops outside the checkpoint of _forward, and the
+    partitioner saves their full-size outputs; an int attribute is a constant."""
+    return 2 ** 32 / (2 ** 32 - threshold)
+
+
+def keep_mask(seed, shape, threshold: int, device):
+    """The dropout's keep mask (bool, `shape`): element i kept iff hash(i + key(seed)) >= threshold, so with
+    probability 1 - threshold / 2**32. seed: an int64 tensor of one element, on `device`. The same seed gives the
+    same mask."""
+    cols = shape[-1]
+    rows = 1
+    for n in shape[:-1]:
+        rows *= n
+    key = _hash32((seed.reshape(()) ^ _SEED_SALT) & _MASK32)
+    # Each element's index in x plus the seed's key, from a row and a column vector: a compiled graph recomputes the
+    # full-size tensors from these small ones in backward. The key goes into the row vector so that no full-size
+    # tensor is shared between projections (a shared one, used on both sides of a matmul, would be saved).
+    row = torch.arange(rows, device=device, dtype=torch.int64)[:, None] * cols + key
+    col = torch.arange(cols, device=device, dtype=torch.int64)
+    words = _hash32((row + col) & _MASK32).reshape(shape)
+    return words >= threshold
+
+
+def _dropped(x, seed, threshold: int):
+    """x with the seed's mask applied and the kept values scaled by 1 / (1 - p), as nn.Dropout computes it."""
+    return x * keep_mask(seed, x.shape, threshold, x.device) * keep_scale(threshold)
+
+
+class DroppedLoraA(torch.autograd.Function):
+    """F.linear(dropout(x), weight) with the mask regenerated from the seed in backward: saves x, weight, seed."""
+
+    @staticmethod
+    def forward(ctx, x, weight, seed, threshold):
+        ctx.save_for_backward(x, weight, seed)
+        ctx.threshold = threshold
+        return torch.nn.functional.linear(_dropped(x, seed, threshold), weight)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight, seed = ctx.saved_tensors
+        keep = keep_mask(seed, x.shape, ctx.threshold, x.device)
+        scale = keep_scale(ctx.threshold)
+        grad_x = grad_weight = None
+        if ctx.needs_input_grad[0]:
+            grad_x = (grad @ weight) * keep * scale
+        if ctx.needs_input_grad[1]:
+            dropped = x * keep * scale
+            grad_weight = grad.reshape(-1, grad.shape[-1]).t() @ dropped.reshape(-1, x.shape[-1])
+        return grad_x, grad_weight, None, None
+
+
+def _dropped_linear(x, weight, seed, threshold: int):
+    return torch.nn.functional.linear(_dropped(x, seed, threshold), weight)
+
+
+# The seed's range: 31 bits, within every integer type a compiled graph's random kernels draw.
+_SEED_HIGH = 2 ** 31
+
+
+def _forward(self, x):
+    threshold = self.mask_free_threshold
+    if not self.training or threshold == 0:   # evaluation, samples: no dropout, as nn.Dropout in eval mode
+        return torch.nn.functional.linear(x, self.weight, self.bias)
+    # Drawn from torch's generator on the device (no host sync): the layer's activation checkpoint restores the
+    # generator before its recompute, which draws the same seed, so the recompute drops what the forward dropped.
+    seed = torch.randint(_SEED_HIGH, (1,), device=x.device)
+    weight = self.weight
+    device = x.device.type
+    autocast = torch.is_autocast_enabled(device)
+    if autocast:  # what autocast would do to F.linear's inputs, done here: the backward runs outside autocast
+        dtype = torch.get_autocast_dtype(device)
+        x, weight = x.to(dtype), weight.to(dtype)
+    with torch.autocast(device, enabled=False) if autocast else contextlib.nullcontext():
+        if torch.compiler.is_compiling():
+            # In a compiled graph the partitioner decides what is saved, and it would save each projection's mask
+            # and dropped copy (x is used on both sides of a matmul); nodes inside a checkpoint are recomputed.
+            out = torch.utils.checkpoint.checkpoint(_dropped_linear, x, weight, seed, threshold, use_reentrant=False,
+                                                    preserve_rng_state=False)
+        else:
+            out = DroppedLoraA.apply(x, weight, seed, threshold)
+    return out if self.bias is None else out + self.bias
+
+
+_EAGER = "_lorapilot_dropout_free_linear"  # on a swapped lora_A's class: the class it was made from
+_classes: dict[type, type] = {}
+
+
+def _swap(lora_a, p: float) -> None:
+    eager = type(lora_a)
+    if eager not in _classes:
+        _classes[eager] = type(eager.__name__, (eager,), {
+            "forward": _forward, "__module__": eager.__module__, "__qualname__": eager.__qualname__, _EAGER: eager})
+    lora_a.__class__ = _classes[eager]
+    lora_a.mask_free_threshold = drop_threshold(p)   # an int: see keep_scale
+
+
+def install(model) -> int:
+    """For every plain LoRA adapter with dropout (p > 0) in the model: its nn.Dropout becomes nn.Identity and its
+    lora_A drops its own input, mask-free. Returns how many adapters. Parameters and state-dict keys unchanged."""
+    n = 0
+    for module in model.modules():
+        dropouts = getattr(module, "lora_dropout", None)
+        lora_a = getattr(module, "lora_A", None)
+        if not isinstance(dropouts, torch.nn.ModuleDict) or not isinstance(lora_a, torch.nn.ModuleDict):
+            continue
+        variants = getattr(module, "lora_variant", {}) or {}
+        for name, drop in list(dropouts.items()):
+            a = lora_a[name] if name in lora_a else None
+            if (not isinstance(drop, torch.nn.Dropout) or drop.p <= 0 or name in variants
+                    or type(a) is not torch.nn.Linear):   # DoRA and other variants read the dropout themselves
+                continue
+            dropouts[name] = torch.nn.Identity()
+            _swap(a, drop.p)
+            n += 1
+    return n
+
+
+def installed(module) -> bool:
+    return type(module).__dict__.get(_EAGER) is not None

@@ -1,0 +1,423 @@
+"""Mask-free LoRA dropout (LEVERS.mask_free_dropout, engine.train.mask_free_dropout): the keep mask is a hash of
+(seed, element), regenerated in backward, so a LoRA'd layer saves for backward what it saves without dropout.
+
+On the CPU with the real 4-bit demo model: the mask's statistics; the same loss and LoRA gradients as peft's own
+dropout given the same masks; the same gradients through torch's activation checkpoint as without it; the tensors
+one layer saves for backward, counted; the saved adapter unchanged; the plan, the estimate and a real training run
+reading the one plan field. The compiled path's checks (aot_eager_decomp_partition: AOTAutograd's min-cut
+partitioner, which decides what a compiled graph saves) run under LORAPILOT_TEST_COMPILE=1; the GPU run
+(benchmarks/user_path.py's compiledmf side) measures the memory and the speed with inductor.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+
+import pytest
+import yaml
+
+torch = pytest.importorskip("torch")
+
+from engine.config import config_from_dict  # noqa: E402
+from engine.plan import COMPILE_MIN_STEPS, Machine, plan_run  # noqa: E402
+from engine.train import mask_free_dropout as mfd  # noqa: E402
+from engine.train import speed  # noqa: E402
+
+GPU = Machine("cuda", "GPU", 141.0)
+P = 0.1
+compile_tests = pytest.mark.skipif(os.environ.get("LORAPILOT_TEST_COMPILE") != "1",
+                                   reason="torch.compile on 2 CPU cores is slow; LORAPILOT_TEST_COMPILE=1 runs it")
+
+
+# ------------------------------------------------------------------------------------------------ the mask
+def _mask(seed: int, shape=(512, 512), p: float = P):
+    return mfd.keep_mask(torch.tensor([seed]), shape, mfd.drop_threshold(p), torch.device("cpu"))
+
+
+def _corr(a, b) -> float:
+    a, b = a.double().flatten(), b.double().flatten()
+    return float(((a - a.mean()) * (b - b.mean())).mean() / (a.std() * b.std()))
+
+
+@pytest.mark.parametrize("p", [0.05, 0.1, 0.5])
+def test_the_mask_keeps_one_minus_p_of_the_elements_independently(p):
+    n = 512 * 512
+    tolerance = 5 * (p * (1 - p) / n) ** 0.5   # five standard deviations of the kept fraction
+    for seed in (0, 1, 2, 12345, 2 ** 31 - 1):
+        keep = _mask(seed, p=p)
+        assert abs(keep.double().mean().item() - (1 - p)) < tolerance
+        # neighbours along a row, along a column, and the next seed's mask: no correlation beyond noise (~0.002)
+        assert abs(_corr(keep[:, 1:], keep[:, :-1])) < 0.01
+        assert abs(_corr(keep[1:], keep[:-1])) < 0.01
+        assert abs(_corr(keep, _mask(seed + 1, p=p))) < 0.01
+    # a pure function of the seed and the element: the same seed, the same mask, whatever the shape's rows
+    assert torch.equal(_mask(7), _mask(7))
+    assert torch.equal(_mask(7, (2, 256, 512)).reshape(512, 512), _mask(7))
+    assert not torch.equal(_mask(7), _mask(8))
+
+
+def test_the_function_computes_what_autograd_of_the_dropped_linear_does():
+    x = torch.randn(3, 40, 24, requires_grad=True)
+    w = torch.randn(8, 24, requires_grad=True)
+    seed = torch.tensor([99])
+    out = mfd.DroppedLoraA.apply(x, w, seed, mfd.drop_threshold(P))
+    g = torch.randn_like(out)
+    out.backward(g)
+    x2, w2 = x.detach().clone().requires_grad_(), w.detach().clone().requires_grad_()
+    ref = torch.nn.functional.linear(x2 * _mask(99, x.shape) / (1 - P), w2)   # nn.Dropout's scale
+    ref.backward(g)
+    torch.testing.assert_close(out, ref)
+    torch.testing.assert_close(x.grad, x2.grad)
+    torch.testing.assert_close(w.grad, w2.grad)
+    # p = 0 is a plain linear
+    torch.testing.assert_close(mfd.DroppedLoraA.apply(x, w, seed, 0), torch.nn.functional.linear(x, w))
+
+
+# ------------------------------------------------------------------------------------------ the 4-bit model
+def _model(model_dir, dropout: float = P, checkpointing: bool = True):
+    """The demo's 4-bit llama, LoRA on all linears with this dropout, lora_B nonzero (test_compiled_layers')."""
+    from tests.test_compiled_layers import _model as lora_model
+
+    return lora_model(model_dir, dropout=dropout, checkpointing=checkpointing)
+
+
+def _step(model, seed: int = 5, forward_in=contextlib.nullcontext):
+    """One packed micro-batch, forward (inside forward_in(), as the Trainer's autocast) and backward, from a fixed
+    RNG state; the loss and the LoRA gradients."""
+    model.zero_grad(set_to_none=True)
+    gen = torch.Generator().manual_seed(3)
+    ids = torch.randint(5, 200, (1, 56), generator=gen)
+    positions = torch.cat([torch.arange(20), torch.arange(36)])[None]
+    torch.manual_seed(seed)
+    with forward_in():
+        loss = model(input_ids=ids, position_ids=positions, labels=ids).loss
+    loss.backward()
+    return loss.item(), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def _dropouts(model):
+    return [(m, name, d) for m in model.modules() if isinstance(getattr(m, "lora_dropout", None), torch.nn.ModuleDict)
+            for name, d in m.lora_dropout.items()]
+
+
+@contextlib.contextmanager
+def _peft_dropout_with_the_seeds_masks(model):
+    """peft's own dropout path (nn.Dropout -> lora_A, autograd saving the dropped copy) with a test-only forward
+    on each nn.Dropout that draws its mask as the mask-free dropout does: a seed from torch's generator, then the
+    same keep mask. Same RNG state, same masks."""
+    def forward(self, x):
+        seed = torch.randint(mfd._SEED_HIGH, (1,), device=x.device)
+        return x * mfd.keep_mask(seed, x.shape, mfd.drop_threshold(self.p), x.device) * (1.0 / (1.0 - self.p))
+
+    drops = [d for _, _, d in _dropouts(model)]
+    for d in drops:
+        d.forward = forward.__get__(d)
+    try:
+        yield
+    finally:
+        for d in drops:
+            del d.forward
+
+
+@pytest.fixture(scope="module")
+def lora_model(demo_model_dir):
+    return _model(demo_model_dir)
+
+
+def _installed(model) -> contextlib.AbstractContextManager:
+    """Installs the mask-free dropout for the test, and puts peft's modules back after it."""
+    saved = [(m, name, d, m.lora_A[name].__class__) for m, name, d in _dropouts(model)]
+
+    @contextlib.contextmanager
+    def ctx():
+        n = mfd.install(model)
+        try:
+            yield n
+        finally:
+            for m, name, d, cls in saved:
+                m.lora_dropout[name] = d
+                m.lora_A[name].__class__ = cls
+    return ctx()
+
+
+def test_same_masks_give_peft_dropouts_loss_and_lora_gradients(lora_model):
+    model = lora_model
+    with _peft_dropout_with_the_seeds_masks(model):
+        ref_loss, ref_grads = _step(model)
+    with _installed(model) as n:
+        assert n == len(_dropouts(model)) > 0
+        loss, grads = _step(model)
+    assert loss == pytest.approx(ref_loss, rel=1e-6)
+    assert grads.keys() == ref_grads.keys()
+    for name in grads:
+        torch.testing.assert_close(grads[name], ref_grads[name], rtol=1e-5, atol=1e-7)
+    # and the masks are real dropout: peft's plain path (other masks) trains a different step
+    plain_loss, _ = _step(model)
+    assert plain_loss != pytest.approx(loss, rel=1e-6)
+
+
+def test_under_autocast_with_the_bf16_stream_the_same(demo_model_dir):
+    """As on the GPU: the residual stream in bf16 (engine.train.speed.keep_unquantised_16bit), the step under bf16
+    autocast, the adapters in fp32, the backward outside autocast (as the Trainer runs it). The mask-free path casts
+    what autocast would cast, and its backward works in those dtypes."""
+    model = _model(demo_model_dir)
+    speed.keep_unquantised_16bit(model, lambda _: None)
+    def autocast():
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+
+    with _peft_dropout_with_the_seeds_masks(model):
+        ref_loss, ref_grads = _step(model, forward_in=autocast)
+    with _installed(model):
+        loss, grads = _step(model, forward_in=autocast)
+    assert loss == pytest.approx(ref_loss, rel=1e-6)
+    for name in grads:
+        assert grads[name].dtype == torch.float32
+        torch.testing.assert_close(grads[name], ref_grads[name], rtol=1e-5, atol=1e-7)
+
+
+def test_eval_mode_drops_nothing(lora_model):
+    model = lora_model
+    model.eval()
+    try:
+        ids = torch.randint(5, 200, (1, 16), generator=torch.Generator().manual_seed(1))
+        with torch.no_grad():
+            ref = model(input_ids=ids).logits
+            with _installed(model):
+                out = model(input_ids=ids).logits
+    finally:
+        model.train()
+    torch.testing.assert_close(out, ref, rtol=0, atol=0)
+
+
+def test_dropout_zero_installs_nothing_and_trains_the_same(demo_model_dir):
+    model = _model(demo_model_dir, dropout=0.0)
+    ref_loss, ref_grads = _step(model)
+    assert mfd.install(model) == 0
+    assert not any(mfd.installed(m) for m in model.modules())
+    loss, grads = _step(model)
+    assert loss == ref_loss
+    assert all(torch.equal(grads[n], ref_grads[n]) for n in grads)
+
+
+def test_the_checkpoint_recompute_draws_the_forwards_masks(demo_model_dir, lora_model):
+    """The seeds come from torch's generator, which the layers' activation checkpoint replays for the recompute:
+    checkpointed and not, the same gradients from the same RNG state."""
+    plain = _model(demo_model_dir, checkpointing=False)
+    with _installed(lora_model), _installed(plain):
+        loss, grads = _step(lora_model)
+        plain_loss, plain_grads = _step(plain)
+    assert loss == pytest.approx(plain_loss, rel=1e-6)
+    for name in grads:
+        torch.testing.assert_close(grads[name], plain_grads[name], rtol=1e-5, atol=1e-7)
+
+
+# ---------------------------------------------------------------------------------- what is saved for backward
+def _saved_bytes(model, layer_index: int = 0) -> int:
+    """Bytes of the distinct storages one decoder layer's forward saves for backward, the model's weights left out
+    (checkpointing off: the layer's own activations, as its recompute saves them in a checkpointed run)."""
+    from engine.train.compiled_layers import decoder_layers
+
+    storages: dict[int, int] = {}
+    weights = {p.untyped_storage().data_ptr() for p in model.parameters()}   # held anyway: not activations
+
+    def pack(t):
+        s = t.untyped_storage()
+        if s.data_ptr() not in weights:
+            storages[s.data_ptr()] = s.nbytes()
+        return t
+
+    hooks = torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t)
+    layer = decoder_layers(model)[layer_index]
+    handles = [layer.register_forward_pre_hook(lambda *_: hooks.__enter__()),
+               layer.register_forward_hook(lambda *_: hooks.__exit__(), always_call=True)]
+    try:
+        _step(model)
+    finally:
+        for h in handles:
+            h.remove()
+    return sum(storages.values())
+
+
+def _full_size(model, element_bytes: int) -> int:
+    """One tensor of `element_bytes` per element of each adapter's input, over one layer's adapters: what peft's
+    dropout saves at least beyond the input. Eager on the CPU: torch's dropout saves its float mask and lora_A the
+    dropped copy (where one of them is not already saved), 4 bytes; compiled, AOTAutograd's dropout saves a bool
+    mask, 1 byte, and the partitioner recomputes some dropped copies from it; on the GPU eagerly, both."""
+    from engine.train.compiled_layers import decoder_layers
+
+    layer = decoder_layers(model)[0]
+    tokens = 56
+    return sum(tokens * m.lora_A[name].in_features * element_bytes for m, name, _ in _dropouts(layer))
+
+
+@pytest.fixture(scope="module")
+def unchecked(demo_model_dir):
+    return _model(demo_model_dir, checkpointing=False), _model(demo_model_dir, dropout=0.0, checkpointing=False)
+
+
+def test_a_layer_saves_what_it_saves_without_dropout(unchecked):
+    with_dropout, without = unchecked
+    peft_bytes = _saved_bytes(with_dropout)
+    none_bytes = _saved_bytes(without)
+    with _installed(with_dropout) as n:
+        free_bytes = _saved_bytes(with_dropout)
+    adapters = len(_dropouts(with_dropout)) // len(_layers(with_dropout))
+    assert n and adapters == 7
+    assert peft_bytes - none_bytes >= _full_size(with_dropout, 4)
+    # one 8-byte seed per adapter (the CPU allocator rounds a storage to at least 64 bytes)
+    assert 0 <= free_bytes - none_bytes <= 64 * adapters
+
+
+def _layers(model):
+    from engine.train.compiled_layers import decoder_layers
+
+    return decoder_layers(model)
+
+
+@compile_tests
+def test_a_compiled_layer_saves_what_it_saves_without_dropout(unchecked):
+    """In a compiled graph the partitioner decides what is saved: the mask-free path keeps it from saving the masks
+    and the dropped copies (used on both sides of a matmul, they would be)."""
+    from engine.train.compiled_layers import compile_decoder_layers, uncompile_decoder_layers
+
+    with_dropout, without = unchecked
+    sizes = {}
+    for name, model, install in (("peft", with_dropout, False), ("none", without, False),
+                                 ("free", with_dropout, True)):
+        torch._dynamo.reset()
+        compile_decoder_layers(model, lambda _: None, backend="aot_eager_decomp_partition")
+        try:
+            with _installed(model) if install else contextlib.nullcontext():
+                sizes[name] = _saved_bytes(model)
+        finally:
+            uncompile_decoder_layers(model)
+    adapters = len(_dropouts(_layers(with_dropout)[0]))
+    assert sizes["peft"] - sizes["none"] >= _full_size(with_dropout, 1)
+    # no more than without dropout (less here: the checkpoint recomputes the r-wide lora_A outputs too)
+    assert sizes["free"] - sizes["none"] <= 64 * adapters
+
+
+@compile_tests
+def test_compiled_layers_compute_what_eager_mask_free_layers_do(lora_model):
+    from engine.train.compiled_layers import compile_decoder_layers, uncompile_decoder_layers
+
+    with _installed(lora_model):
+        eager_loss, eager_grads = _step(lora_model)
+        torch._dynamo.reset()
+        compile_decoder_layers(lora_model, lambda _: None, backend="aot_eager")
+        try:
+            loss, grads = _step(lora_model)
+        finally:
+            uncompile_decoder_layers(lora_model)
+    assert loss == pytest.approx(eager_loss, rel=1e-5)
+    for name in grads:
+        torch.testing.assert_close(grads[name], eager_grads[name], rtol=1e-4, atol=1e-6)
+
+
+# ------------------------------------------------------------------------------------------ the saved adapter
+def test_the_saved_adapter_is_the_same_with_the_lever(lora_model, tmp_path):
+    lora_model.save_pretrained(tmp_path / "off")
+    with _installed(lora_model):
+        lora_model.save_pretrained(tmp_path / "on")
+        keys_on = set(lora_model.state_dict())
+    assert keys_on == set(lora_model.state_dict())
+    assert (json.loads((tmp_path / "on" / "adapter_config.json").read_text())
+            == json.loads((tmp_path / "off" / "adapter_config.json").read_text()))
+    from safetensors.torch import load_file
+
+    on, off = (load_file(tmp_path / d / "adapter_model.safetensors") for d in ("on", "off"))
+    assert on.keys() == off.keys() and all(torch.equal(on[k], off[k]) for k in on)
+
+
+# ------------------------------------------------------------------------------------ the plan and the estimate
+def _cfg(**lora):
+    return config_from_dict({"model": "m", "dataset": {"path": "d.jsonl"}, "lora": lora,
+                             "training": {"max_steps": COMPILE_MIN_STEPS}})
+
+
+@pytest.fixture
+def lever(monkeypatch):
+    monkeypatch.setattr(speed.LEVERS, "mask_free_dropout", True)
+
+
+def test_off_by_default_and_only_on_the_fast_compiled_path_with_dropout(monkeypatch):
+    assert speed.Levers().mask_free_dropout is False
+    assert not plan_run(_cfg(), GPU).mask_free_dropout
+    monkeypatch.setattr(speed.LEVERS, "mask_free_dropout", True)
+    plan = plan_run(_cfg(), GPU)
+    assert plan.compile_layers and plan.mask_free_dropout
+    assert any(line.startswith("dropout: LoRA dropout 0.05 without saved masks") for line in plan.lines)
+    assert plan.to_dict()["mask_free_dropout"] is True   # status.json's plan says it
+    assert not plan_run(_cfg(dropout=0.0), GPU).mask_free_dropout
+    assert not plan_run(_cfg(), Machine("cpu", "CPU")).mask_free_dropout
+    eager = config_from_dict({"model": "m", "dataset": {"path": "d.jsonl"}, "training": {"max_steps": 10}})
+    assert not plan_run(eager, GPU).mask_free_dropout
+    lean = config_from_dict({"model": "m", "dataset": {"path": "d.jsonl"},
+                             "training": {"max_steps": COMPILE_MIN_STEPS, "memory": "lean"}})
+    assert not plan_run(lean, GPU).mask_free_dropout
+
+
+def test_the_estimate_counts_what_no_dropout_saves_from_the_plan_field(monkeypatch):
+    """Llama-2-7B compiled, 8,786 tokens in one micro-batch: the estimate reads RunPlan.mask_free_dropout and then
+    counts the adapters' saved inputs as without dropout (no dropped copy, no mask)."""
+    from engine.estimate import get_gpu, read_model_config
+    from engine.estimate.estimator import compute
+
+    info, gpu = read_model_config("llama-2-7b"), get_gpu("h200-141")
+
+    def peak(dropout: float, lever: bool) -> float:
+        monkeypatch.setattr(speed.LEVERS, "mask_free_dropout", lever)
+        cfg = config_from_dict({"model": "llama-2-7b", "dataset": {"path": "x.jsonl", "validation_split": 0.0},
+                                "lora": {"dropout": dropout},
+                                "training": {"max_seq_length": 2048, "compile": True}})
+        plan = plan_run(cfg, Machine.for_gpu(gpu), lengths=[8786 // 16] * 1120, info=info)
+        assert plan.compile_layers and plan.mask_free_dropout == (lever and dropout > 0)
+        return compute(cfg, info, gpu, plan=plan, tokens_per_microbatch=8786).peak_allocated_gib
+
+    with_dropout, mask_free, none = peak(0.05, False), peak(0.05, True), peak(0.0, False)
+    assert mask_free == none < with_dropout
+
+
+# ------------------------------------------------------------------------------------------------ a real run
+@pytest.mark.slow
+def test_a_run_planned_with_it_trains_saves_and_reloads(tmp_path, monkeypatch, capsys, demo_model_dir):
+    """The trainer in this process (engine.train.run.train, as test_varlen_seam runs it) on the demo, with a plan
+    that chose the mask-free dropout (the plan's rule chooses it on a GPU only: forced here, in its one place)."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from conftest import DEMO_CONFIG
+    from engine import plan as plan_module
+    from engine.rundir import read_metrics
+    from engine.train import run
+    from engine.train.signals import StopFlag
+
+    monkeypatch.setattr(plan_module, "mask_free_dropout_for",
+                        lambda machine, memory, compiled, dropout: (True, "dropout: mask-free (a test forced it)"))
+    installed = []
+    install = mfd.install
+    monkeypatch.setattr(mfd, "install", lambda model: installed.append(install(model)) or installed[-1])
+    raw = yaml.safe_load(DEMO_CONFIG.read_text())
+    raw["dataset"]["path"] = str(DEMO_CONFIG.parent / raw["dataset"]["path"])
+    raw["dataset"].update(max_examples=24, validation_split=0.0)
+    raw["training"].update(max_steps=4, logging_steps=1, save_steps=100, sample_max_new_tokens=0)
+    cfg = config_from_dict(raw)
+    assert cfg.lora.dropout > 0
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    assert run.train(cfg, run_dir, resume=False, stop=StopFlag(run_dir)) == 0
+    assert json.loads((run_dir / "status.json").read_text())["plan"]["mask_free_dropout"] is True
+    assert installed and installed[0] > 0
+    assert f"dropout: {installed[0]} LoRA adapters drop their inputs without saved masks" in capsys.readouterr().out
+    losses = [r["loss"] for r in read_metrics(run_dir) if r["kind"] == "train"]
+    assert len(losses) == 4 and all(torch.isfinite(torch.tensor(losses)))
+    adapter = run_dir / "adapter"
+    saved = json.loads((adapter / "adapter_config.json").read_text())
+    assert saved["lora_dropout"] == cfg.lora.dropout
+    base = AutoModelForCausalLM.from_pretrained(demo_model_dir, dtype=torch.float32)
+    tuned = PeftModel.from_pretrained(base, adapter)
+    b = [p for n, p in tuned.named_parameters() if "lora_B" in n]
+    assert b and any(p.abs().sum() > 0 for p in b)   # lora_B starts at zero: it trained, and it loaded
+    assert not any(mfd.installed(m) for m in tuned.modules())   # a reloaded adapter is plain peft
