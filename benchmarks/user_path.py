@@ -26,6 +26,9 @@ clipped to 50..2000; the instruction and input take 20-70 % of a row), 16 exampl
           compiledoff  compiled with the first 8 decoder layers' checkpointed inputs offloaded to pinned host memory
                       (LEVERS.offload_layers, engine.train.speed.PartialOffload): the compiled default's memory
                       goal, its eager peak (8.6 GiB on Llama-2-7B at 8,786 tokens, against 8.9) at its speed
+          compiledmf  compiled with LoRA dropout's masks regenerated in backward from a saved seed, not saved
+                      (LEVERS.mask_free_dropout, engine.train.mask_free_dropout): the dropout's memory and speed
+                      back (compiled_d0: 8.1 GiB, 11,589 tok/s against 8.9, 10,643); compiledmf_mem its peak named
           compiledgdcpp  compiledgd with the C++ wrapper
           compiledmax  compiled in mode max-autotune-no-cudagraphs: Triton matmul templates, into which inductor
                       may fuse the NF4 dequantise as a prologue (no 16-bit weight written at all)
@@ -114,6 +117,9 @@ LEVER_SIDES = {
     "compiledgdcpp": (False, True, "graph_dequant=true,cpp_wrapper=true"),
     "compiledbnb": (False, True, "graph_dequant=false"),
     "compiledoff": (False, True, "offload_layers=8"),   # 8 x ~70 MB layer inputs (one in flight): -0.47 GiB
+    # LoRA dropout 0.05 with its masks regenerated in backward (LEVERS.mask_free_dropout): a speed side against
+    # compiled and compiled_d0 (its masks are drawn otherwise than peft's, so no agreement side)
+    "compiledmf": (False, True, "mask_free_dropout=true"),
     "compiledmax": (False, True, "compile_mode=max-autotune-no-cudagraphs"),
     "varlen": (False, False, "varlen_attention=true"),
     "compiledvl": (False, True, "varlen_attention=true"),
@@ -145,7 +151,7 @@ for _name in ("compiled",):
     LEVER_SIDES[f"{_name}_d0"] = LEVER_SIDES[_name]
 # Memory sides (ending _mem): the lever side's run, MEM_STEPS steps, under BENCH_MEMORY_HISTORY (lever_site/).
 MEM_STEPS = 20
-for _name in ("compiled", "compiledbnb"):
+for _name in ("compiled", "compiledbnb", "compiledmf"):
     LEVER_SIDES[f"{_name}_mem"] = LEVER_SIDES[_name]
 SIDES = ("best", "engine", "lean", *LEVER_SIDES)
 EXAMPLES_PER_STEP = 16        # the engine's default micro_batch_size 4 x gradient_accumulation_steps 4

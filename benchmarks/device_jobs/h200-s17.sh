@@ -12,6 +12,8 @@
 #   call 4  Llama-3-8B: the best stack and compiled again, 70 steps (session 16: 1.65x on one pair)
 #   call 5  Llama-2-7B: engine (eager, varlen, the default's dropout: the packed rows of presets/speed.yaml), 70
 #           steps, beside call 1's best stack
+#   future call (not in the case below): Llama-2-7B, SIDES=compiled,compiledmf,compiled_d0 70 steps: the mask-free
+#           LoRA dropout (LEVERS.mask_free_dropout, off until measured) against the default and against no dropout
 #   (in that order of need: a short lease runs the first ones; a fresh machine between calls 1 and 2 breaks the
 #   pairs: then run call 1 again on it before call 2)
 #   bash benchmarks/device_jobs/h200-s17.sh CALL $OUT        (SIDES1-5, STEPS, BUDGET_S to fit a short lease)
