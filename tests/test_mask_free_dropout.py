@@ -58,6 +58,12 @@ def test_the_mask_keeps_one_minus_p_of_the_elements_independently(p):
     assert not torch.equal(_mask(7), _mask(8))
 
 
+def test_the_eager_mask_made_in_chunks_is_the_whole_mask(monkeypatch):
+    whole = _mask(3, (37, 96))
+    monkeypatch.setattr(mfd, "EAGER_CHUNK_ELEMENTS", 5 * 96 + 7)   # 5 rows a chunk, the last one short
+    assert torch.equal(_mask(3, (37, 96)), whole)
+
+
 def test_the_function_computes_what_autograd_of_the_dropped_linear_does():
     x = torch.randn(3, 40, 24, requires_grad=True)
     w = torch.randn(8, 24, requires_grad=True)

@@ -9,7 +9,8 @@ Here the dropout of each projection draws only a one-element seed from torch's g
 sync; torch's activation checkpoint replays the generator for the recompute, so the recompute draws the same seed),
 and the keep mask is a pure function of (seed, element index): a counter-based hash of integer pointwise ops, which
 the backward computes again. Saved for backward: x (shared with the other projections reading it), lora_A's weight
-and the seed.
+and the seed. Eagerly an autograd Function (DroppedLoraA) does it; in a compiled graph, where AOTAutograd's
+partitioner chooses what is saved, the dropped linear sits in a checkpoint, whose nodes the partitioner recomputes.
 
 Installed by swapping classes (install): each adapter's nn.Dropout becomes nn.Identity and its lora_A an nn.Linear
 subclass that drops its own input. No parameter, buffer or key changes: the saved adapter, merging and export are
@@ -68,13 +69,25 @@ def keep_mask(seed, shape, threshold: int, device):
     for n in shape[:-1]:
         rows *= n
     key = _hash32((seed.reshape(()) ^ _SEED_SALT) & _MASK32)
+    col = torch.arange(cols, device=device, dtype=torch.int64)
+    step = rows if torch.compiler.is_compiling() else max(1, EAGER_CHUNK_ELEMENTS // cols)
+    parts = [_keep_rows(key, start, min(rows, start + step), col, threshold) for start in range(0, rows, step)]
+    return (parts[0] if len(parts) == 1 else torch.cat(parts)).reshape(shape)
+
+
+# Eagerly (tests, a compile fallback) each int64 step of the hash is a tensor of its own, 8 bytes an element: 0.8 GB
+# for a 7B's down_proj input at 8.8k tokens. The mask is made this many elements at a time (128 MB of int64); the
+# compiled graph fuses the hash into one kernel and makes it at once.
+EAGER_CHUNK_ELEMENTS = 1 << 24
+
+
+def _keep_rows(key, start: int, stop: int, col, threshold: int):
+    """The keep mask of rows start..stop, [stop - start, len(col)]."""
     # Each element's index in x plus the seed's key, from a row and a column vector: a compiled graph recomputes the
     # full-size tensors from these small ones in backward. The key goes into the row vector so that no full-size
     # tensor is shared between projections (a shared one, used on both sides of a matmul, would be saved).
-    row = torch.arange(rows, device=device, dtype=torch.int64)[:, None] * cols + key
-    col = torch.arange(cols, device=device, dtype=torch.int64)
-    words = _hash32((row + col) & _MASK32).reshape(shape)
-    return words >= threshold
+    row = torch.arange(start, stop, device=col.device, dtype=torch.int64)[:, None] * col.numel() + key
+    return _hash32((row + col) & _MASK32) >= threshold
 
 
 def _dropped(x, seed, threshold: int):
