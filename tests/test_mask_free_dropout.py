@@ -81,6 +81,30 @@ def test_the_function_computes_what_autograd_of_the_dropped_linear_does():
     torch.testing.assert_close(mfd.DroppedLoraA.apply(x, w, seed, 0), torch.nn.functional.linear(x, w))
 
 
+@compile_tests
+def test_inductors_generated_code_draws_the_same_mask():
+    """The hash as inductor generates it (C++ here, Triton on the GPU; int64 throughout, no product overflows) keeps
+    the elements the eager ops keep, in the compiled path's form (the dropped linear inside a checkpoint)."""
+    threshold = mfd.drop_threshold(0.05)
+    x, w, seed = torch.randn(300, 512), torch.randn(16, 512), torch.tensor([12345])
+
+    def dropped(x, w, seed):
+        return torch.utils.checkpoint.checkpoint(mfd._dropped_linear, x, w, seed, threshold, use_reentrant=False,
+                                                 preserve_rng_state=False)
+
+    torch._dynamo.reset()
+    xc, wc = x.clone().requires_grad_(), w.clone().requires_grad_()
+    out = torch.compile(dropped, backend="inductor", dynamic=True)(xc, wc, seed)
+    out.sum().backward()
+    xe, we = x.clone().requires_grad_(), w.clone().requires_grad_()
+    ref = mfd.DroppedLoraA.apply(xe, we, seed, threshold)
+    ref.sum().backward()
+    assert torch.equal(xc.grad == 0, xe.grad == 0)   # the same elements dropped, forward and backward
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(xc.grad, xe.grad, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(wc.grad, we.grad, rtol=1e-4, atol=1e-4)
+
+
 # ------------------------------------------------------------------------------------------ the 4-bit model
 def _model(model_dir, dropout: float = P, checkpointing: bool = True):
     """The demo's 4-bit llama, LoRA on all linears with this dropout, lora_B nonzero (test_compiled_layers')."""
