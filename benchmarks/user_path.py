@@ -28,7 +28,7 @@ clipped to 50..2000; the instruction and input take 20-70 % of a row), 16 exampl
                       goal, its eager peak (8.6 GiB on Llama-2-7B at 8,786 tokens, against 8.9) at its speed
           compiledmf  compiled with LoRA dropout's masks regenerated in backward from a saved seed, not saved
                       (LEVERS.mask_free_dropout, engine.train.mask_free_dropout): the dropout's memory and speed
-                      back (compiled_d0: 8.1 GiB, 11,589 tok/s against 8.9, 10,643); compiledmf_mem its peak named
+                      back (dropout 0, steps 10-30: 8.14 GiB, ~11,600 tok/s against 8.48, ~10,600); compiledmf_mem its peak named
           compiledgdcpp  compiledgd with the C++ wrapper
           compiledmax  compiled in mode max-autotune-no-cudagraphs: Triton matmul templates, into which inductor
                       may fuse the NF4 dequantise as a prologue (no 16-bit weight written at all)

@@ -38,9 +38,9 @@ class Levers:
                                     # until measured on the GPU: the copies must not cost the compiled path its speed
     mask_free_dropout: bool = False  # fast compiled: LoRA dropout whose mask is regenerated in backward from a saved seed
                                     # (engine.train.mask_free_dropout; engine.plan.mask_free_dropout_for): each
-                                    # projection saves no dropped copy of its input nor mask, ~0.8 GiB at 8,786 tokens
-                                    # on a 7B (dropout 0.05 against 0: 8.9 -> 8.1 GiB, 10,643 -> 11,589 tok/s on the
-                                    # H200). Off until measured on the GPU (benchmarks/user_path.py compiledmf)
+                                    # projection saves no dropped copy of its input nor mask (dropout 0.05 against 0
+                                    # on a 7B, the H200, steps 10-30: 8.48 -> 8.14 GiB, ~10,600 -> ~11,600 tok/s).
+                                    # Off until measured on the GPU (benchmarks/user_path.py compiledmf)
     lean_stretch: bool = False      # lean: one micro-batch per step when the fullest step is within
                                     # engine.plan.LEAN_STRETCH of the cap; off until measured
     tokens_per_microbatch: int | None = None  # a fixed packing budget instead of the mode's
