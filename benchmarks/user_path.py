@@ -33,6 +33,8 @@ clipped to 50..2000; the instruction and input take 20-70 % of a row), 16 exampl
           compiledmax  compiled in mode max-autotune-no-cudagraphs: Triton matmul templates, into which inductor
                       may fuse the NF4 dequantise as a prologue (no 16-bit weight written at all)
           leancompiled, leancgd  lean with the layers compiled (training.compile: true), the second with graph_dequant
+          leancompiledmf  leancompiled with the mask-free LoRA dropout (LEVERS.mask_free_dropout): lean's peak
+                      without the dropout's saved copies (leancompiled: 6.28 GiB against the goal's 6.2 on 2026-12-05)
           leancgd4k, leancgd6k  leancgd with 4,096 or 6,144 tokens per micro-batch instead of 8,192: lean's memory
                       goal (6.2 GiB; the estimate: 5.6 and ~6.3 GiB against 6.9 at 8,192)
           paged_nd    nodrop with bitsandbytes' paged AdamW (the optimizer before session 12): the optimizer swap's
@@ -120,6 +122,7 @@ LEVER_SIDES = {
     # LoRA dropout 0.05 with its masks regenerated in backward (LEVERS.mask_free_dropout): a speed side against
     # compiled and compiled_d0 (its masks are drawn otherwise than peft's, so no agreement side)
     "compiledmf": (False, True, "mask_free_dropout=true"),
+    "leancompiledmf": (True, True, "mask_free_dropout=true"),   # lean's 6.28 GiB (2026-12-05) under its 6.2 goal?
     "compiledmax": (False, True, "compile_mode=max-autotune-no-cudagraphs"),
     "varlen": (False, False, "varlen_attention=true"),
     "compiledvl": (False, True, "varlen_attention=true"),

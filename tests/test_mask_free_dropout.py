@@ -386,7 +386,7 @@ def test_off_by_default_and_only_on_the_fast_compiled_path_with_dropout(monkeypa
     assert not plan_run(eager, GPU).mask_free_dropout
     lean = config_from_dict({"model": "m", "dataset": {"path": "d.jsonl"},
                              "training": {"max_steps": COMPILE_MIN_STEPS, "memory": "lean"}})
-    assert not plan_run(lean, GPU).mask_free_dropout
+    assert plan_run(lean, GPU).compile_layers and plan_run(lean, GPU).mask_free_dropout   # lean compiled too
 
 
 def test_the_estimate_counts_what_no_dropout_saves_from_the_plan_field(monkeypatch):
