@@ -676,17 +676,6 @@ def planned_steps(status: dict | None, ckpt: str | Path | None) -> int | None:
     return checkpoint_max_steps(ckpt) if ckpt else None
 
 
-def run_started(status: dict | None, first_time: float | None) -> float | None:
-    """When the run began, for its elapsed time: the earlier of status.json's launch (written before the model
-    and the data load, so the start-up counts, as the estimate's time does) and metrics.jsonl's first record (a
-    resumed run relaunches, and its time began with its first life); whichever is known. A status.json's `started`
-    counts too (the monitor read it before `launched`)."""
-    st = status or {}
-    known = [t for t in (st.get("started"), st.get("launched"), first_time)
-             if isinstance(t, (int, float)) and not isinstance(t, bool) and math.isfinite(t)]
-    return min(known) if known else None
-
-
 def steps_trained(run_dir: str | Path, status: dict | None, records: list[dict]) -> int | None:
     """How many steps the run trained, read-only: status.json's step; where it does not say (missing, not yet
     written), the most advanced of the adapter's and the last checkpoint's trainer_state.json and metrics.jsonl's

@@ -15,7 +15,8 @@ import pytest
 import yaml
 
 from conftest import DEMO_CONFIG, run_cli
-from engine.rundir import read_metrics
+from engine.run_clock import run_elapsed
+from engine.rundir import read_metrics, read_status
 
 pytestmark = pytest.mark.slow
 
@@ -58,3 +59,12 @@ def test_a_run_killed_and_resumed_trains_what_the_uninterrupted_run_trained(tmp_
     assert resumed == uninterrupted, json.dumps({"resumed": resumed, "uninterrupted": uninterrupted}, indent=1)
     epochs = {r["step"]: r["epoch"] for r in read_metrics(killed) if r["kind"] == "train"}
     assert epochs[3] <= 1.0 < epochs[4]  # the resumed steps do cross into the second epoch
+
+    # Its elapsed time is its two lives, the time between them (the copy, here) left out: the first from its
+    # launch (kept by the resume as first_launched) to its last record, the second from its own launch.
+    status, records = read_status(killed), read_metrics(killed)
+    assert status["first_launched"] == read_status(whole)["launched"] < status["launched"]
+    at = max(i for i, r in enumerate(records) if r.get("code") == "resumed")
+    assert records[at]["launched"] == status["launched"]
+    first_life = max(r["time"] for r in records[:at]) - status["first_launched"]
+    assert run_elapsed(status, records) == pytest.approx(first_life + records[-1]["time"] - status["launched"])

@@ -13,8 +13,9 @@ from pathlib import Path
 
 from engine.config import Config
 from engine.errors import UserError
+from engine.run_clock import run_elapsed
 from engine.rundir import (CONFIG_FILE, LOG_FILE, last_checkpoint, load_status, planned_steps, read_metrics,
-                           run_started, steps_trained)
+                           steps_trained)
 
 
 @dataclass
@@ -155,10 +156,9 @@ def _training_facts(facts: RunFacts, records: list[dict], status: dict | None = 
     if evals:
         best = min(evals, key=lambda r: r["eval_loss"])
         facts.best_eval = (best["step"], best["eval_loss"])
-    times = [r["time"] for r in records if isinstance(r.get("time"), (int, float))]
-    # From the launch (start-up included, as the estimate counts it) to the last record.
-    start = run_started(status, min(times)) if times else None
-    facts.seconds = max(times) - start if times and start is not None and max(times) > start else None
+    # Each life from its launch (start-up included, as the estimate counts it) to its last record.
+    seconds = run_elapsed(status, records)
+    facts.seconds = seconds if seconds else None
     facts.optimizer = _ran_optimizer(status)
     curve = [f for f in diagnose_records(records) if f.code == "learning_curve"]
     # The verdict at the latest evaluation (re-said at every one), labelled with its step.

@@ -428,15 +428,17 @@ def run_training(assembled: Assembled, *, n_ranks: int) -> None:
 
     callback, ckpt = assembled.callback, assembled.ckpt
     if assembled.resume:
-        from engine.rundir import RESUMED, checkpoint_step
+        from engine.rundir import RESUMED, checkpoint_step, read_status
 
         for code, note in assembled.resume_notes:
             log(note)
             callback.event(code, checkpoint_step(ckpt) if ckpt else 0, note)
         log(f"resuming from {ckpt}" if ckpt else "no checkpoint to resume from: starting at step 0")
         # Its code tells readers that records after this step written before it are superseded (rundir).
+        # With this life's launch: status.json keeps only the latest, and the elapsed time sums every life's span.
         callback.event(RESUMED, checkpoint_step(ckpt) if ckpt else 0,
-                       f"resumed from {Path(ckpt).name}" if ckpt else "restarted (no checkpoint)")
+                       f"resumed from {Path(ckpt).name}" if ckpt else "restarted (no checkpoint)",
+                       launched=(read_status(callback.run_dir) or {}).get("launched"))
     if n_ranks > 1:
         # Under DDP, dynamo hands flex attention's compile to its DDP graph splitter, which recompiled the kernels
         # on every rank for minutes before the first step finished (H200 x2). Flex attention holds no parameters,
@@ -587,6 +589,7 @@ def main(argv: list[str] | None = None) -> int:
         disk_full_path,
         keep_space_reserve,
         process_start,
+        read_status,
         release_space_reserve,
     )
     from engine.train.distributed import world
@@ -602,8 +605,12 @@ def main(argv: list[str] | None = None) -> int:
     # With several ranks the launcher's torchrun agent keeps `pid`: it lives exactly as long as the run.
     me = {"pid": os.getpid(), "pid_start": process_start(os.getpid())} if n_ranks == 1 else \
         {"rank0_pid": os.getpid()}
-    # launched: what the monitor counts the start-up from before the first step (engine.eta.starting_eta)
-    status(run_dir, state="starting", error=None, hint=None, world_size=n_ranks, launched=time.time(), **me)
+    # launched: what the monitor counts the start-up from before the first step (engine.eta.starting_eta); a
+    # resume keeps the first life's as first_launched, for the run's elapsed time (engine.run_clock)
+    before = (read_status(run_dir) or {}) if a.resume else {}
+    first = before.get("first_launched", before.get("launched"))
+    status(run_dir, state="starting", error=None, hint=None, world_size=n_ranks, launched=time.time(),
+           **({"first_launched": first} if first is not None else {}), **me)
     keep_space_reserve(run_dir)
     cfg = None
     try:

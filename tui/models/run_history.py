@@ -10,7 +10,6 @@ bounded deques.
 from __future__ import annotations
 
 import math
-import time
 from collections import OrderedDict, deque
 import dataclasses
 from dataclasses import dataclass, field
@@ -21,7 +20,8 @@ import numpy as np
 from engine.diagnose.codes import STATE_CODES
 from engine.diagnose.finding import SEVERITY_RANK, Finding
 from engine.eta import Eta, Pace, Schedule, eta
-from engine.rundir import FINAL_STATES, run_started
+from engine.run_clock import RunClock
+from engine.rundir import FINAL_STATES
 
 if TYPE_CHECKING:
     from engine.gpu import GpuSample
@@ -97,6 +97,7 @@ class RunHistory:
     last_eval: Record | None = None
     first_time: float | None = None
     last_time: float | None = None
+    clock: RunClock = field(default_factory=RunClock)   # the run's lives, for its elapsed time
     last_checkpoint: Record | None = None
     adapter: Record | None = None
     records: int = 0
@@ -142,6 +143,7 @@ class RunHistory:
             kind = rec.get("kind")
             step = _num(rec.get("step"))
             t = _num(rec.get("time"))
+            self.clock.add(rec)
             if t is not None:
                 self.first_time = t if self.first_time is None else min(self.first_time, t)
                 self.last_time = t if self.last_time is None else max(self.last_time, t)
@@ -263,12 +265,9 @@ class RunHistory:
         return self._tokens / self._tokens_s if self._tokens_s > 0 else None
 
     def elapsed_s(self, now: float | None = None) -> float | None:
-        start = run_started(self.status, self.first_time)
-        if start is None:
-            return None
+        """Time trained so far: each life of the run from its launch, the downtime between them left out."""
         live = self.state not in FINAL_STATES and self.state not in ("lost", "unknown")
-        end = (now or time.time()) if live else (self.last_time or _num((self.status or {}).get("updated")))
-        return None if end is None else max(0.0, end - start)
+        return self.clock.elapsed(self.status, live=live, now=now)
 
     def eta(self) -> Eta | None:
         """The time left (engine.eta): steps, evaluations and saves still to come; None for an ended run."""
