@@ -296,6 +296,11 @@ def _type_name(t: Any) -> str:
     return {int: "an integer", float: "a number", str: "text", bool: "true or false", list: "a list"}.get(t, str(t))
 
 
+def value_problem(spec: FieldSpec, value: Any) -> str | None:
+    """What the validator says of one field's value on its own, or None where it accepts it."""
+    return _check_value(spec, value)[1]
+
+
 def _check_value(spec: FieldSpec, value: Any) -> tuple[Any, str | None]:
     """Returns (coerced value, problem or None); messages show the value as the user wrote it."""
     typed = value

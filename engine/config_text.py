@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from engine.config import FieldSpec
+from engine.config import FieldSpec, value_problem
 
 
 def to_raw(spec: FieldSpec, value: Any) -> str:
@@ -48,3 +48,14 @@ def from_raw(spec: FieldSpec, text: str) -> Any:
         return yaml.safe_load(stripped)
     except yaml.YAMLError:
         return stripped  # the validator then names the field and what it expects
+
+
+def empty_text(spec: FieldSpec, hint: str = "") -> str:
+    """What a field shows while it is empty (its placeholder). Where the validator refuses an empty value, an
+    example ("e.g. 16"): a bare default in grey beside "must be set" read as if it were set. Where empty is
+    accepted, what empty stands for: `hint` (e.g. "all visible") or the default."""
+    refused = value_problem(spec, from_raw(spec, "")) is not None
+    example = hint or to_raw(spec, spec.default)
+    if refused:
+        return f"e.g. {example}" if example else "required"
+    return example

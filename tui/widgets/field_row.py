@@ -17,6 +17,7 @@ from textual.message import Message
 from textual.widgets import Checkbox, Input, Label, Select
 
 from engine.config import Advice, FieldSpec
+from engine.config_text import empty_text
 from tui.widgets.problem_list import MARK
 
 # How an advice line is marked: as the checklist marks a finding of that level, and ok as its tick.
@@ -91,9 +92,8 @@ class FieldRow(Vertical):
             # An unknown value (from a saved config) shows blank; the problem line says what it was.
             return Select(options, value=raw if known else Select.NULL, allow_blank=not known, compact=True,
                           id=wid, classes="field-editor")
-        return Input(value=raw, placeholder=self._placeholder or str(spec.default if spec.default is not None
-                                                                    else ""),
-                     compact=True, id=wid, classes="field-editor")
+        return Input(value=raw, placeholder=empty_text(spec, self._placeholder), compact=True, id=wid,
+                     classes="field-editor")
 
     def on_mount(self) -> None:
         self.editor.tooltip = self.spec.help
