@@ -99,6 +99,11 @@ def test_budget_shortens_trials_first():
     assert fit.seconds <= 9 * (60 + 60 * 3)
 
 
+def test_budget_under_two_minutes_is_named_as_given():
+    # 90 s is 1.5 min: the line said "to fit 2 min" (and 30 s "to fit 0 min")
+    assert fit_budget(1, 99, 90, 1, linear(1, start=0)).changed == "steps per trial 99 -> 90 to fit 1.5 min"
+
+
 def test_budget_then_drops_trials_and_raises_steps_again():
     # At the 30-step floor a trial takes 150 s: 8 fit in 1320 s, not 9; then 8 trials get as many steps as fit.
     fit = fit_budget(9, 99, 1320, 1, linear(3))

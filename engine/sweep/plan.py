@@ -199,7 +199,7 @@ def fit_budget(n_trials: int, steps: int, budget_s: float, lanes: int, trial_sec
     for s in candidates:
         if total(n_trials, s) <= budget_s:
             return BudgetFit(n_trials, s, total(n_trials, s),
-                             f"steps per trial {steps} -> {s} to fit {budget_s / 60:.0f} min")
+                             f"steps per trial {steps} -> {s} to fit {budget_s / 60:g} min")
     n = n_trials
     while n > 1 and total(n, floor_steps) > budget_s:
         n -= 1
