@@ -96,3 +96,34 @@ def test_driver_names_the_finding_that_stopped_a_trial(tmp_path):
     assert trial["state"] == "stopped" and trial["stopped_by"] == "loss_explosion"
     assert trial["error_findings"] == ["loss_explosion"] and trial["eval_loss"] == 9.0
     assert not driver.handles and driver.stopping is None  # the sweep itself goes on
+
+
+@pytest.mark.parametrize("why", ["halving", "user"])
+def test_a_trial_that_finished_before_its_stop_took_effect_is_a_finished_trial(tmp_path, why):
+    """Halving (or Ctrl-C) asked a short trial to stop, but it ran its last step first: the table said "halving"
+    and the heatmap "† stopped early" beside a done 6/6 trial and its final eval loss."""
+    from engine.sweep.plan import Trial
+    from engine.sweep.report import render_stops
+    from engine.sweep.sweepdir import write_sweep
+
+    base = load_config(DEMO_CONFIG)
+    t = Trial(3e-4, 4)
+    sweep_dir = tmp_path / "sw"
+    run_dir = sweep_dir / t.id
+    run_dir.mkdir(parents=True)
+    write_sweep(sweep_dir, {"base_config": base.to_dict(), "steps": 6, "rungs": [2, 4], "lanes": 1, "halving": True,
+                            "plan": {}, "trials": [{"id": t.id, "learning_rate": 3e-4, "r": 4, "alpha": 8,
+                                                    "state": "training", "started": 1.0, "stopped_by": why,
+                                                    "stop_reason": "eval loss 8.1 at step 2 is in the worse half"}]})
+    write_status(run_dir, state="done", step=6, max_steps=6)
+    w = MetricsWriter(run_dir)
+    w.write("eval", 2, eval_loss=8.1)
+    w.write("eval", 6, eval_loss=7.9)
+    w.close()
+    driver = Driver(sweep_dir)
+    trial = driver.trials[t.id]
+    handle = SimpleNamespace(run_dir=run_dir, pid=None, process=SimpleNamespace(poll=lambda: 0))
+    driver.handles[t.id], driver.tails[t.id], driver.lane_of[t.id] = handle, None, 0
+    driver._on_exit(trial, handle, 0)
+    assert trial["state"] == "done" and trial["stopped_by"] is None and trial["stop_reason"] is None
+    assert render_stops(driver.sweep) == []

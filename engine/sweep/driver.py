@@ -207,6 +207,11 @@ class Driver:
         state = status.get("state") if status.get("state") in FINAL_STATES else "failed"
         t.update(state=state, step=status.get("step", t.get("step")), ended=time.time(), pid=None)
         t["seconds"] = round(t["ended"] - t["started"], 1)
+        if state == "done" and t.get("stopped_by"):
+            # Asked to stop (halving, the user, the budget) but it reached its last step first: a finished trial,
+            # ranked and shown as one, not as "stopped early".
+            log(f"{t['id']} finished before its stop ({t['stopped_by']}) took effect")
+            t.update(stopped_by=None, stop_reason=None)
         if state == "stopped" and not t.get("stopped_by"):
             reason = status.get("stop_reason") or ""
             code = reason.split(":", 1)[0]
