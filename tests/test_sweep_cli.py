@@ -108,6 +108,20 @@ def test_apply_on_a_running_sweep_is_refused_and_stop_answers(tmp_path, capsys):
     assert main(["stop", str(d)]) == 0 and "not running" in capsys.readouterr().out
 
 
+def test_progress_of_a_running_sweep_says_the_time_left(tmp_path, capsys):
+    import os
+    import time
+
+    d = tmp_path / "sw"
+    d.mkdir()
+    trials = [{"id": "lr1e-3_r4", "learning_rate": 1e-3, "r": 4, "state": "training", "started": time.time() - 120},
+              {"id": "lr1e-3_r8", "learning_rate": 1e-3, "r": 8, "state": "pending"}]
+    write_sweep(d, {"state": "running", "driver_pid": os.getpid(), "started": time.time() - 120, "trials": trials,
+                    "steps": 12, "rungs": [4, 8], "grid": {}, "name": "sw", "lanes": 1, "plan": {"trial_s": 600.0}})
+    code, out, _ = sweep(capsys, str(d))
+    assert code == 0 and "running, 120 s so far, ~18 min left at most" in out   # 480 s of the first, 600 of the next
+
+
 def test_real_process_prints_no_traceback(tmp_path):
     r = run_cli("sweep", str(tmp_path / "none.yaml"), "--r", "0", timeout=120)
     assert r.returncode == 2 and "--r: 0 is out of range" in r.stderr and "Traceback" not in r.stderr

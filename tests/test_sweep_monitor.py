@@ -69,6 +69,7 @@ async def test_running_sweep_lists_trials_best_and_halving(tmp_path):
         assert not halved[0].startswith("★")
         assert row(app, "lr1e-3_r32")[column(app, "state")] == "pending"
         assert "running" in screen_text(app) and "best so far" in screen_text(app)
+        assert "~3m20s left" in screen_text(app)   # five pending trials of 40 s (the plan's time)
         assert not app.screen.query_one("#sweep-result").display
         assert app.screen.check_action("apply", ()) is False  # no winner yet: `a` is not offered
 

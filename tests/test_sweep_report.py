@@ -164,6 +164,26 @@ def test_summarize_sweep_while_running(tmp_path):
     assert first["evals"] == [[4, 2.6]] and first["eval_loss"] == 2.6
     assert pending["state"] == "pending" and pending["losses"] == [] and pending["eval_loss"] is None
     assert s["best"] == {"id": first["id"], "learning_rate": 1e-4, "r": 4, "eval_loss": 2.6, "step": 4}
+    assert s["remaining_s"] is None   # no trial time known yet
+
+
+def test_time_left_counts_the_running_trial_and_the_pending_ones_on_free_lanes():
+    # `measured_remaining_s` was written but read by no one: `lorapilot sweep DIR` and the monitor said only
+    # "33 s so far" of a sweep with hours to go.
+    from engine.sweep.summary import remaining_seconds
+
+    def sweep(lanes, *states, measured=None):
+        return {"lanes": lanes, "plan": {"trial_s": 100.0, "measured_trial_s": measured},
+                "trials": [{"state": st, "started": 1000.0 if st == "training" else None} for st in states]}
+
+    # one lane: the running trial's 70 s left, then two more of 100 s
+    assert remaining_seconds(sweep(1, "done", "training", "pending", "pending"), 1030.0) == 270.0
+    assert remaining_seconds(sweep(1, "done", "training", "pending", "pending", measured=50.0), 1030.0) == 120.0
+    # two lanes: one runs (70 s left), one is free: three pending go 0+100, 70+100, 100+100
+    assert remaining_seconds(sweep(2, "training", "pending", "pending", "pending"), 1030.0) == 200.0
+    # a trial past its predicted time is about to end, not negative
+    assert remaining_seconds(sweep(1, "training", "skipped"), 1500.0) == 0.0
+    assert remaining_seconds({"lanes": 1, "plan": {"trial_s": None}, "trials": []}, 0.0) is None
 
 
 def test_summarize_sweep_finished_and_lost(tmp_path):

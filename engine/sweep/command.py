@@ -106,7 +106,9 @@ def _existing(sweep_dir: Path, a) -> int:
 
 
 def _print_progress(summary: dict) -> None:
-    print(f"sweep {summary['name']}: {summary['state']}, {summary['elapsed_s'] or 0:.0f} s so far")
+    left = summary.get("remaining_s")
+    print(f"sweep {summary['name']}: {summary['state']}, {summary['elapsed_s'] or 0:.0f} s so far"
+          + (f", {_duration(left)} left at most" if left is not None else ""))
     for t in summary["trials"]:
         ev = f"{t['eval_loss']:.4f}" if isinstance(t["eval_loss"], float) else "-"
         print(f"  {t['id']:<18} {t['state']:<10} step {t['step']}/{t['max_steps']}  eval {ev}"

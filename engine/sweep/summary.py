@@ -9,7 +9,7 @@ import math
 import time
 from pathlib import Path
 
-from engine.rundir import effective_state, read_metrics, read_status
+from engine.rundir import FINAL_STATES, effective_state, read_metrics, read_status
 from engine.sweep.report import table_rows, trial_metrics
 from engine.sweep.sweepdir import TRIAL_PENDING, TRIAL_SKIPPED, effective_sweep_state, read_sweep
 
@@ -28,11 +28,31 @@ def _finite(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
+def remaining_seconds(sweep: dict, now: float) -> float | None:
+    """Time left of a running sweep: each running trial's rest, then the pending ones on the free lanes, at the
+    measured trial time (the plan's estimate until a trial has finished). An upper bound, as the plan's: trials
+    stopped early finish sooner. None when no trial time is known."""
+    plan: dict = sweep.get("plan") or {}
+    known = [float(x) for x in (plan.get("measured_trial_s"), plan.get("trial_s"))
+             if isinstance(x, (int, float)) and _finite(x) and x > 0]
+    if not known:
+        return None
+    per = known[0]
+    lanes = max(1, int(sweep.get("lanes") or 1))
+    busy = sorted(max(0.0, per - (now - t["started"])) for t in sweep["trials"]
+                  if t["state"] not in (TRIAL_PENDING, TRIAL_SKIPPED) + FINAL_STATES and _finite(t.get("started")))
+    free_at = (busy + [0.0] * lanes)[:max(lanes, len(busy))]
+    for _ in range(sum(t["state"] == TRIAL_PENDING for t in sweep["trials"])):
+        free_at.sort()
+        free_at[0] += per
+    return max(free_at)
+
+
 def summarize_sweep(sweep_dir: str | Path) -> dict:
     """The sweep as a monitor needs it.
 
     Returns {"sweep_dir", "name", "state" (planned|running|done|stopped|failed|lost), "driver_pid", "steps",
-    "rungs", "lanes", "grid", "plan", "elapsed_s", "trials": [...], "best", "winner", "table", "error"}.
+    "rungs", "lanes", "grid", "plan", "elapsed_s", "remaining_s" (running only: remaining_seconds), "trials": [...], "best", "winner", "table", "error"}.
     Each trial: {"id", "learning_rate", "r", "alpha", "run_dir", "gpu", "state" (pending|skipped or the run's
     state, `lost` for a dead trainer), "step", "max_steps", "loss", "eval_loss", "losses" (training losses,
     thinned to SPARK_POINTS for a sparkline), "evals" ([step, eval_loss] pairs), "stopped_by"
@@ -69,6 +89,7 @@ def summarize_sweep(sweep_dir: str | Path) -> dict:
         "driver_pid": sweep.get("driver_pid"), "steps": sweep["steps"], "rungs": sweep["rungs"],
         "lanes": sweep.get("lanes"), "grid": sweep["grid"], "plan": sweep.get("plan"),
         "elapsed_s": round(end - started, 1) if started and end else None,
+        "remaining_s": remaining_seconds(sweep, time.time()) if state == "running" else None,
         "trials": trials,
         "best": None if best is None else {"id": best["id"], "learning_rate": best["learning_rate"],
                                            "r": best["r"], "eval_loss": best["eval_loss"],

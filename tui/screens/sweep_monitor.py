@@ -35,8 +35,9 @@ POLL_S = 1.5
 
 def _signature(summary: dict) -> str:
     """What a redraw depends on; the running clock only in 10 s steps."""
-    shown = {k: v for k, v in summary.items() if k != "elapsed_s"}
+    shown = {k: v for k, v in summary.items() if k not in ("elapsed_s", "remaining_s")}
     shown["elapsed_10s"] = int((summary.get("elapsed_s") or 0) // 10)
+    shown["remaining_10s"] = int((summary.get("remaining_s") or 0) // 10)
     return json.dumps(shown, sort_keys=True, default=str)
 
 
@@ -123,6 +124,8 @@ class SweepMonitorScreen(Screen):
         out.append(s["state"], style=STATE_STYLES.get(s["state"], "bold"))
         out.append(f"  {ended}/{len(trials)} ended · {s['steps']} steps · ")
         out.append(format_duration(s.get("elapsed_s")))
+        if s.get("remaining_s") is not None:
+            out.append(f", ~{format_duration(s['remaining_s'])} left")
         best = s.get("winner") or s.get("best")
         if best:
             label = "winner" if s.get("winner") else "best so far"
