@@ -129,7 +129,8 @@ class SweepMonitorScreen(Screen):
         best = s.get("winner") or s.get("best")
         if best:
             label = "winner" if s.get("winner") else "best so far"
-            out.append(f"  ·  {label} ", style="dim")
+            # With the time left the line no longer fits 80 columns: the best gets its own, unbroken.
+            out.append(f"\n{label} " if s.get("remaining_s") is not None else f"  ·  {label} ", style="dim")
             out.append(f"★ lr {lr_text(best['learning_rate'])} r {best['r']} eval {best['eval_loss']:.3f}",
                        style="bold green")
         if s.get("error"):
