@@ -181,6 +181,16 @@ def test_train_with_a_runs_root_under_a_file_names_it(config, capsys, monkeypatc
     assert f"runs root {tmp_path / 'afile' / 'runs'}: cannot create" in unwrapped(err) and "LORAPILOT_RUNS" in unwrapped(err)
 
 
+def test_a_sweep_folder_in_use_is_refused_before_the_plan_and_the_question(config, capsys, tmp_path):
+    """The dry run said nothing of it, and the real one asked "Start the sweep? [y/N]" before refusing."""
+    used = tmp_path / "used"
+    used.mkdir()
+    (used / "sweep.json").write_text("{}")
+    code, out, err = sweep(capsys, str(config), "--gpu", "a100-80", "--dry-run", "--sweep-dir", str(used))
+    assert code == 2 and "exists and is not empty" in unwrapped(err) and "--sweep-dir" in unwrapped(err)
+    assert "trials over" not in out   # no plan for a sweep that cannot start
+
+
 def test_a_second_sweep_into_the_same_folder_is_refused(config, capsys, monkeypatch, tmp_path):
     """Two `lorapilot sweep --sweep-dir X` at once both found X empty and both wrote sweep.json and started a
     driver over the same trial folders. The first holds sweep.lock (here: the test) and the second is refused,

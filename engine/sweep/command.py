@@ -133,6 +133,11 @@ def _new(config_path: Path, a) -> int:
     from engine.sweep.plan import fit_budget, grid, parse_lrs, parse_rs, round_steps, sweep_seconds
 
     _check_numbers(a)
+    if a.sweep_dir:   # before the plan and the y/N: a yes to a folder already in use was then refused
+        from engine.sweep.sweepdir import SWEEP_LOCK_FILE
+        from engine.train.launch import check_new_run_dir
+
+        check_new_run_dir(Path(a.sweep_dir).resolve(), flag="--sweep-dir", lock_file=SWEEP_LOCK_FILE)
     trials = grid(parse_lrs(a.lr), parse_rs(a.r))
     steps = round_steps(a.steps)
     cfg = load_config(config_path)
