@@ -97,7 +97,20 @@ def test_report_renders_table_heatmap_and_stops(tmp_path):
     text = buf.getvalue()
     assert "★" in text and "well-fit" in text and "✗ nan" in text
     assert "lr5e-4_r8: nan_loss: nan_loss: The training loss is NaN" in text
-    assert "winner: lr 5e-4, r 4 (alpha 8), eval loss 1.4000" in text
+    assert "winner: lr 5e-4, r 4 (alpha 8), eval loss 1.4000\n" in text
+
+
+def test_a_winner_of_a_sweep_cut_short_says_how_few_trials_ran(tmp_path):
+    """Ctrl-C after the first trial: the report crowned it "winner" as if the whole grid had been tried."""
+    from rich.console import Console
+
+    sweep = finished_sweep(tmp_path)
+    sweep["state"] = "stopped"
+    for t in sweep["trials"][:2]:
+        t.update(state="skipped", eval_loss=None, stopped_by="user", stop_reason="not started (user)")
+    buf = io.StringIO()
+    print_report(sweep, Console(file=buf, width=120))
+    assert "eval loss 1.4000 (of the 2 trials that ran; 2 never started)" in buf.getvalue()
 
 
 def test_report_fits_80_columns_keeping_lr_r_and_eval_whole(tmp_path):

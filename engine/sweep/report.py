@@ -9,6 +9,7 @@ from pathlib import Path
 from engine.diagnose.curves import EvalPoint, learning_curve_verdict
 from engine.errors import UserError
 from engine.sweep.plan import lr_text
+from engine.sweep.sweepdir import TRIAL_SKIPPED
 
 # Training loss "at" an evaluation: the mean of the last few logged losses, as the live diagnostics take it.
 TRAIN_WINDOW = 3
@@ -199,6 +200,9 @@ def print_report(sweep: dict, console=None) -> None:
     w = sweep.get("winner")
     if w:
         note = "" if w.get("finished") else " (no trial finished: best of the stopped ones)"
+        ran = sum(t.get("state") != TRIAL_SKIPPED for t in sweep["trials"])
+        if ran < len(sweep["trials"]):   # a sweep stopped (or cut by the budget) early: a winner of fewer
+            note += f" (of the {ran} trials that ran; {len(sweep['trials']) - ran} never started)"
         console.print(f"winner: lr {lr_text(w['learning_rate'])}, r {w['r']} (alpha {w['alpha']}), "
                       f"eval loss {w['eval_loss']:.4f}{note}", markup=False, highlight=False)
     else:
