@@ -202,7 +202,8 @@ def print_report(sweep: dict, console=None) -> None:
         note = "" if w.get("finished") else " (no trial finished: best of the stopped ones)"
         ran = sum(t.get("state") != TRIAL_SKIPPED for t in sweep["trials"])
         if ran < len(sweep["trials"]):   # a sweep stopped (or cut by the budget) early: a winner of fewer
-            note += f" (of the {ran} trials that ran; {len(sweep['trials']) - ran} never started)"
+            note += (f" (of the {ran} trial{'s' if ran != 1 else ''} that ran; {len(sweep['trials']) - ran} "
+                     "never started)")
         console.print(f"winner: lr {lr_text(w['learning_rate'])}, r {w['r']} (alpha {w['alpha']}), "
                       f"eval loss {w['eval_loss']:.4f}{note}", markup=False, highlight=False)
     else:
