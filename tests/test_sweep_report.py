@@ -194,6 +194,8 @@ def test_time_left_counts_the_running_trial_and_the_pending_ones_on_free_lanes()
     assert remaining_seconds(sweep(1, "done", "training", "pending", "pending", measured=50.0), 1030.0) == 120.0
     # two lanes: one runs (70 s left), one is free: three pending go 0+100, 70+100, 100+100
     assert remaining_seconds(sweep(2, "training", "pending", "pending", "pending"), 1030.0) == 200.0
+    # stop asked for (`lorapilot stop`, x): only the running trial's rest; it said ~21 s left of a sweep ending
+    assert remaining_seconds(sweep(1, "training", "pending", "pending"), 1030.0, stopping=True) == 70.0
     # a trial past its predicted time is about to end, not negative
     assert remaining_seconds(sweep(1, "training", "skipped"), 1500.0) == 0.0
     assert remaining_seconds({"lanes": 1, "plan": {"trial_s": None}, "trials": []}, 0.0) is None

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from engine.rundir import FINAL_STATES, effective_state, read_metrics, read_status
 from engine.sweep.report import table_rows, trial_metrics
-from engine.sweep.sweepdir import TRIAL_PENDING, TRIAL_SKIPPED, effective_sweep_state, read_sweep
+from engine.sweep.sweepdir import SWEEP_STOP_FILE, TRIAL_PENDING, TRIAL_SKIPPED, effective_sweep_state, read_sweep
 
 # Points kept of each trial's training-loss history (a sparkline's width).
 SPARK_POINTS = 60
@@ -28,10 +28,11 @@ def _finite(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
-def remaining_seconds(sweep: dict, now: float) -> float | None:
+def remaining_seconds(sweep: dict, now: float, *, stopping: bool = False) -> float | None:
     """Time left of a running sweep: each running trial's rest, then the pending ones on the free lanes, at the
     measured trial time (the plan's estimate until a trial has finished). An upper bound, as the plan's: trials
-    stopped early finish sooner. None when no trial time is known."""
+    stopped early finish sooner. `stopping`: a stop was asked for, no pending trial will start. None when no trial
+    time is known."""
     plan: dict = sweep.get("plan") or {}
     known = [float(x) for x in (plan.get("measured_trial_s"), plan.get("trial_s"))
              if isinstance(x, (int, float)) and _finite(x) and x > 0]
@@ -42,7 +43,7 @@ def remaining_seconds(sweep: dict, now: float) -> float | None:
     busy = sorted(max(0.0, per - (now - t["started"])) for t in sweep["trials"]
                   if t["state"] not in (TRIAL_PENDING, TRIAL_SKIPPED) + FINAL_STATES and _finite(t.get("started")))
     free_at = (busy + [0.0] * lanes)[:max(lanes, len(busy))]
-    for _ in range(sum(t["state"] == TRIAL_PENDING for t in sweep["trials"])):
+    for _ in range(0 if stopping else sum(t["state"] == TRIAL_PENDING for t in sweep["trials"])):
         free_at.sort()
         free_at[0] += per
     return max(free_at)
@@ -89,7 +90,8 @@ def summarize_sweep(sweep_dir: str | Path) -> dict:
         "driver_pid": sweep.get("driver_pid"), "steps": sweep["steps"], "rungs": sweep["rungs"],
         "lanes": sweep.get("lanes"), "grid": sweep["grid"], "plan": sweep.get("plan"),
         "elapsed_s": round(end - started, 1) if started and end else None,
-        "remaining_s": remaining_seconds(sweep, time.time()) if state == "running" else None,
+        "remaining_s": remaining_seconds(sweep, time.time(), stopping=(path / SWEEP_STOP_FILE).exists())
+        if state == "running" else None,
         "trials": trials,
         "best": None if best is None else {"id": best["id"], "learning_rate": best["learning_rate"],
                                            "r": best["r"], "eval_loss": best["eval_loss"],
