@@ -58,6 +58,8 @@ def trial_metrics(records: list[dict]) -> dict:
         "evals": [[e.step, e.eval_loss] for e in evals],
         "losses": losses,
         "error_findings": sorted(set(errors)),
+        # the last step the records reach: status.json, written every few seconds, lags it on fast trials
+        "step": max((int(r.get("step") or 0) for r in records if r.get("kind") in ("train", "eval")), default=0),
     }
 
 

@@ -75,7 +75,8 @@ def summarize_sweep(sweep_dir: str | Path) -> dict:
             status = read_status(run_dir) or {}
             m = trial_metrics(read_metrics(run_dir))
             row.update(state=effective_state(status) if status else t["state"],
-                       step=int(status.get("step") or 0), max_steps=int(status.get("max_steps") or sweep["steps"]),
+                       step=max(int(status.get("step") or 0), m["step"]),
+                       max_steps=int(status.get("max_steps") or sweep["steps"]),
                        loss=m["losses"][-1] if m["losses"] else None, eval_loss=m["eval_loss"],
                        losses=_thin(m["losses"]), evals=m["evals"])
         trials.append(row)
