@@ -26,8 +26,8 @@ from engine.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_RUN_FAILED, UserError
 from engine.rundir import FINAL_STATES, MetricsTail, pid_alive, read_metrics, read_status
 from engine.sweep.plan import Trial, halving_should_stop, trial_config
 from engine.sweep.report import RESULT_KEYS, choose_winner, table_rows, trial_metrics
-from engine.sweep.sweepdir import (SWEEP_FILE, SWEEP_LOG, SWEEP_STOP_FILE, TRIAL_PENDING, TRIAL_SKIPPED, read_sweep,
-                                   write_sweep)
+from engine.sweep.sweepdir import (SWEEP_FILE, SWEEP_LOG, SWEEP_STOP_FILE, TRIAL_PENDING, TRIAL_SKIPPED,
+                                   predicted_trial_s, read_sweep, write_sweep)
 
 POLL_S = 0.5
 
@@ -116,8 +116,7 @@ class Driver:
 
     # ------------------------------------------------------------ starting trials
     def _predicted_trial_s(self) -> float | None:
-        plan = self.sweep["plan"]
-        return plan.get("measured_trial_s") or plan.get("trial_s")
+        return predicted_trial_s(self.sweep["plan"])
 
     def _start_more(self) -> None:
         lanes = self.sweep["lanes"]
@@ -250,10 +249,7 @@ class Driver:
                 if x["state"] == "done" and x.get("seconds") and not x.get("fetches_base")]
         if not done:
             return
-        plan["measured_trial_s"] = round(sum(done) / len(done), 1)
-        n_left = len(self._pending()) + len(self.handles) - 1
-        plan["measured_remaining_s"] = round(math.ceil(max(0, n_left) / self.sweep["lanes"])
-                                             * plan["measured_trial_s"], 1)
+        plan["measured_trial_s"] = round(sum(done) / len(done), 1)   # the time left: summary.remaining_seconds
 
     def _check_budget_running(self) -> None:
         budget = self.sweep["plan"].get("budget_s")

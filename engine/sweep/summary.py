@@ -11,7 +11,8 @@ from pathlib import Path
 
 from engine.rundir import FINAL_STATES, effective_state, read_metrics, read_status
 from engine.sweep.report import table_rows, trial_metrics
-from engine.sweep.sweepdir import SWEEP_STOP_FILE, TRIAL_PENDING, TRIAL_SKIPPED, effective_sweep_state, read_sweep
+from engine.sweep.sweepdir import (SWEEP_STOP_FILE, TRIAL_PENDING, TRIAL_SKIPPED, effective_sweep_state,
+                                   predicted_trial_s, read_sweep)
 
 # Points kept of each trial's training-loss history (a sparkline's width).
 SPARK_POINTS = 60
@@ -33,12 +34,9 @@ def remaining_seconds(sweep: dict, now: float, *, stopping: bool = False) -> flo
     measured trial time (the plan's estimate until a trial has finished). An upper bound, as the plan's: trials
     stopped early finish sooner. `stopping`: a stop was asked for, no pending trial will start. None when no trial
     time is known."""
-    plan: dict = sweep.get("plan") or {}
-    known = [float(x) for x in (plan.get("measured_trial_s"), plan.get("trial_s"))
-             if isinstance(x, (int, float)) and _finite(x) and x > 0]
-    if not known:
+    per = predicted_trial_s(sweep.get("plan"))
+    if per is None:
         return None
-    per = known[0]
     lanes = max(1, int(sweep.get("lanes") or 1))
     busy = sorted(max(0.0, per - (now - t["started"])) for t in sweep["trials"]
                   if t["state"] not in (TRIAL_PENDING, TRIAL_SKIPPED) + FINAL_STATES and _finite(t.get("started")))

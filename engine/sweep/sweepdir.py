@@ -13,6 +13,7 @@ runs/sweep-<name>-<time>/
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from pathlib import Path
@@ -43,6 +44,18 @@ class SweepLock(RunLock):
 
 def is_sweep_dir(path: str | Path) -> bool:
     return (Path(path) / SWEEP_FILE).is_file()
+
+
+def predicted_trial_s(plan: dict | None) -> float | None:
+    """A trial's time as the sweep predicts it: the finished trials' measured mean (the driver's measured_trial_s),
+    the plan's estimate until one has finished; None when neither is known. The budget check and the time left
+    both read it."""
+    plan = plan or {}
+    for key in ("measured_trial_s", "trial_s"):
+        v = plan.get(key)
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0:
+            return float(v)
+    return None
 
 
 def read_sweep(sweep_dir: str | Path, *, complete: bool = False) -> dict:
