@@ -118,16 +118,13 @@ def _check_targets(examples: Sequence[Any], dropped: Mapping[str, int]) -> list[
         if few:
             parts.append(f"{_percent(len(few), total)} on fewer than {MIN_TRAINED_TOKENS} ({_sources(few)})")
         if empty or untrainable:
-            findings.append(Finding(
-                "few_target_tokens", "warning", None,
-                "Some examples have no or very few trained (response) tokens.", "; ".join(parts),
-                "Remove or fix examples with empty responses; very short answers are fine only if that is the task."))
+            severity, message = "warning", "Some examples have no or very few trained (response) tokens."
+            fix = "Remove or fix examples with empty responses; very short answers are fine only if that is the task."
         else:   # only short answers, none empty: the bundled demo's one-word replies are such a set
-            findings.append(Finding(
-                "few_target_tokens", "info", None,
-                "Some examples have very short responses: few tokens to learn from.", "; ".join(parts),
-                "Fine if short answers are the task (a label, yes or no); otherwise check that each row's response "
-                "holds the whole answer."))
+            severity, message = "info", "Some examples have very short responses: few tokens to learn from."
+            fix = ("Fine if short answers are the task (a label, yes or no); otherwise check that each row's response "
+                   "holds the whole answer.")
+        findings.append(Finding("few_target_tokens", severity, None, message, "; ".join(parts), fix))
     return findings
 
 
