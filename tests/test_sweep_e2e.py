@@ -67,20 +67,35 @@ def test_real_sweep_halves_ranks_and_applies(tmp_path, demo_model_dir, capsys):
     assert "halving" in capsys.readouterr().out
 
 
-def test_driver_names_the_finding_that_stopped_a_trial(tmp_path):
-    """A trial the trainer stopped on loss_explosion is reported so; the sweep goes on with the next."""
+def _one_training_trial(tmp_path, lr: float, **trial_fields):
+    """A one-trial sweep folder whose trial is training (its run folder made, empty): (sweep dir, trial, run dir)."""
     from engine.sweep.plan import Trial
-
-    base = load_config(DEMO_CONFIG)
-    t = Trial(1.0, 4)
-    sweep_dir = tmp_path / "sw"
-    (sweep_dir / t.id).mkdir(parents=True)
     from engine.sweep.sweepdir import write_sweep
 
-    write_sweep(sweep_dir, {"base_config": base.to_dict(), "steps": 6, "rungs": [2, 4], "lanes": 1, "halving": True,
-                            "plan": {}, "trials": [{"id": t.id, "learning_rate": 1.0, "r": 4, "alpha": 8,
-                                                    "state": "training", "started": 1.0, "stopped_by": None}]})
+    t = Trial(lr, 4)
+    sweep_dir = tmp_path / "sw"
     run_dir = sweep_dir / t.id
+    run_dir.mkdir(parents=True)
+    write_sweep(sweep_dir, {"base_config": load_config(DEMO_CONFIG).to_dict(), "steps": 6, "rungs": [2, 4],
+                            "lanes": 1, "halving": True, "plan": {},
+                            "trials": [{"id": t.id, "learning_rate": lr, "r": 4, "alpha": 8, "state": "training",
+                                        "started": 1.0, "stopped_by": None, **trial_fields}]})
+    return sweep_dir, t, run_dir
+
+
+def _trial_exits(sweep_dir, t, run_dir):
+    """The driver sees the trial's trainer exit with code 0: (driver, its record of the trial)."""
+    driver = Driver(sweep_dir)
+    trial = driver.trials[t.id]
+    handle = SimpleNamespace(run_dir=run_dir, pid=None, process=SimpleNamespace(poll=lambda: 0))
+    driver.handles[t.id], driver.tails[t.id], driver.lane_of[t.id] = handle, None, 0
+    driver._on_exit(trial, handle, 0)
+    return driver, trial
+
+
+def test_driver_names_the_finding_that_stopped_a_trial(tmp_path):
+    """A trial the trainer stopped on loss_explosion is reported so; the sweep goes on with the next."""
+    sweep_dir, t, run_dir = _one_training_trial(tmp_path, 1.0)
     write_status(run_dir, state="stopped", step=3, max_steps=6, stop_reason="loss_explosion: The loss jumped")
     w = MetricsWriter(run_dir)
     w.write("train", 1, loss=8.0)
@@ -88,11 +103,7 @@ def test_driver_names_the_finding_that_stopped_a_trial(tmp_path):
     w.write("train", 3, loss=30.0)
     w.write("finding", 3, code="loss_explosion", severity="error", message="The loss jumped")
     w.close()
-    driver = Driver(sweep_dir)
-    trial = driver.trials[t.id]
-    handle = SimpleNamespace(run_dir=run_dir, pid=None, process=SimpleNamespace(poll=lambda: 0))
-    driver.handles[t.id], driver.tails[t.id], driver.lane_of[t.id] = handle, None, 0
-    driver._on_exit(trial, handle, 0)
+    driver, trial = _trial_exits(sweep_dir, t, run_dir)
     assert trial["state"] == "stopped" and trial["stopped_by"] == "loss_explosion"
     assert trial["error_findings"] == ["loss_explosion"] and trial["eval_loss"] == 9.0
     assert not driver.handles and driver.stopping is None  # the sweep itself goes on
@@ -102,28 +113,15 @@ def test_driver_names_the_finding_that_stopped_a_trial(tmp_path):
 def test_a_trial_that_finished_before_its_stop_took_effect_is_a_finished_trial(tmp_path, why):
     """Halving (or Ctrl-C) asked a short trial to stop, but it ran its last step first: the table said "halving"
     and the heatmap "† stopped early" beside a done 6/6 trial and its final eval loss."""
-    from engine.sweep.plan import Trial
     from engine.sweep.report import render_stops
-    from engine.sweep.sweepdir import write_sweep
 
-    base = load_config(DEMO_CONFIG)
-    t = Trial(3e-4, 4)
-    sweep_dir = tmp_path / "sw"
-    run_dir = sweep_dir / t.id
-    run_dir.mkdir(parents=True)
-    write_sweep(sweep_dir, {"base_config": base.to_dict(), "steps": 6, "rungs": [2, 4], "lanes": 1, "halving": True,
-                            "plan": {}, "trials": [{"id": t.id, "learning_rate": 3e-4, "r": 4, "alpha": 8,
-                                                    "state": "training", "started": 1.0, "stopped_by": why,
-                                                    "stop_reason": "eval loss 8.1 at step 2 is in the worse half"}]})
+    sweep_dir, t, run_dir = _one_training_trial(
+        tmp_path, 3e-4, stopped_by=why, stop_reason="eval loss 8.1 at step 2 is in the worse half")
     write_status(run_dir, state="done", step=6, max_steps=6)
     w = MetricsWriter(run_dir)
     w.write("eval", 2, eval_loss=8.1)
     w.write("eval", 6, eval_loss=7.9)
     w.close()
-    driver = Driver(sweep_dir)
-    trial = driver.trials[t.id]
-    handle = SimpleNamespace(run_dir=run_dir, pid=None, process=SimpleNamespace(poll=lambda: 0))
-    driver.handles[t.id], driver.tails[t.id], driver.lane_of[t.id] = handle, None, 0
-    driver._on_exit(trial, handle, 0)
+    driver, trial = _trial_exits(sweep_dir, t, run_dir)
     assert trial["state"] == "done" and trial["stopped_by"] is None and trial["stop_reason"] is None
     assert render_stops(driver.sweep) == []
