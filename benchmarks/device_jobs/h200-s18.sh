@@ -16,14 +16,9 @@
 CALL=${1:?call 1, 2 or 3}
 OUT=${2:?results directory}
 JOB=s18 source "$(dirname "$0")/begin.sh"
-DEADLINE_S=$(( ${BUDGET_S:-540} - $(date +%s) + START ))
-L=benchmarks/device_jobs/h200-2026-12-03-levers.sh
 case $CALL in
 1) ARCH=llama2-7b SIDES=${SIDES1:-leancompiled,best,compiled} STEPS=${STEPS:-70} SIDE_S=230 ;;
 2) ARCH=llama2-7b SIDES=${SIDES2:-compiledmf,compiled_d0,leancompiledmf} STEPS=${STEPS:-70} SIDE_S=200 ;;
 3) ARCH=llama3-8b SIDES=${SIDES3:-best,compiled,compiledmf} STEPS=${STEPS:-70} SIDE_S=200 ;;
 esac
-ARCH=$ARCH SIDES=$SIDES STEPS=${STEPS:-50} WARMUP=10 DEADLINE_S=$DEADLINE_S SIDE_S=${SIDE_S:-200} bash $L "$R/levers"
-cp "$R/levers/user_path_all.md" "$OUT/levers.md" 2>/dev/null; cp "$R/levers/adapters.md" "$OUT/" 2>/dev/null
-tar czf "$OUT/call$CALL.tgz" -C /tmp/s18 "call$CALL"
-ls -la "$OUT"
+source benchmarks/device_jobs/levers_call.sh   # begin.sh made the repository the working directory
