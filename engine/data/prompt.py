@@ -53,11 +53,12 @@ def prompt_ids(tokenizer, text: str, style: PromptStyle) -> tuple[list[int], str
 
 
 def save_for_inference(tokenizer, style: PromptStyle, out_dir: str | Path) -> None:
-    """The tokenizer with the chat template training used, and the prompt style, into out_dir (the adapter)."""
-    from engine.data.template import training_chat_template
+    """The tokenizer with the chat template training used (writing the BOS training fed: template.with_bos), and
+    the prompt style, into out_dir (the adapter)."""
+    from engine.data.template import training_chat_template, with_bos
 
     own = tokenizer.chat_template
-    tokenizer.chat_template = training_chat_template(tokenizer, style.format)
+    tokenizer.chat_template = with_bos(tokenizer, training_chat_template(tokenizer, style.format))
     try:
         tokenizer.save_pretrained(str(out_dir))
     finally:  # the caller's tokenizer is left as it was: a later render must not see the default as the model's

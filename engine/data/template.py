@@ -54,6 +54,7 @@ DataReport; the pre-flight names the rows.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from engine.errors import DataError
@@ -119,6 +120,38 @@ def training_template(tokenizer, fmt: str) -> tuple[str, list[str]]:
     dated, date_note = pin_date(own)
     template, prefill, removed = without_prefill(tokenizer, dated)
     return template, [n for n in (date_note, prefill_note(prefill, removed) if prefill else None) if n]
+
+
+# lorapilot's own comment lines at a template's top (a pinned date, a removed prefill): they stay first.
+_OWN_COMMENTS = re.compile(r"(?:\{#- lorapilot:[^\n]*-#\}\n)*")
+_BOS_MARK = ("{#- lorapilot: the BOS the tokenizer put before every training row, written here: servers that render "
+             "this template add none -#}\n{{- bos_token }}")
+
+
+def with_bos(tokenizer, template: str) -> str:
+    """The template to save with the adapter: the training template, writing the BOS training fed when the tokenizer
+    adds it and the template does not (the defaults above, a community template without `bos_token`).
+
+    Training rows get that BOS from the tokenizer (engine.data.masking); a server that renders the saved template
+    tokenizes its text without adding special tokens (vLLM's chat completions, transformers'
+    `apply_chat_template(tokenize=True)`), so without it the model is served a prompt with no BOS. A template
+    that writes it costs nothing where the tokenizer adds one too: lorapilot keeps one BOS, llama.cpp --jinja drops
+    the template's before adding its own."""
+    from engine.data.masking import tokenizer_adds_bos
+
+    bos = tokenizer.bos_token
+    if not bos or not tokenizer_adds_bos(tokenizer):
+        return template
+    try:
+        probe = tokenizer.apply_chat_template([{"role": "user", "content": "x"}], tokenize=False,
+                                              add_generation_prompt=True, chat_template=template)
+    except Exception:  # noqa: BLE001 - a template that cannot render one user turn is saved as training used it
+        return template
+    if probe.startswith(bos):
+        return template
+    own = _OWN_COMMENTS.match(template)
+    top = own.end() if own else 0
+    return template[:top] + _BOS_MARK + template[top:]
 
 
 def template_name(tokenizer, fmt: str) -> str:

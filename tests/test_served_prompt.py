@@ -1,0 +1,101 @@
+"""What a server that renders the adapter's saved chat template feeds is, id for id, what training fed before an
+answer, for every family (tests/fixtures/template_families.py), with and without a pad token and a system prompt,
+after one answer and after two.
+
+Such servers render the template and tokenize the text without adding special tokens: vLLM's chat completions
+(`add_special_tokens` false unless a request asks), transformers' `apply_chat_template(tokenize=True)` (the model
+card's snippet, on the adapter or the merged model). The BOS a tokenizer adds in training must then be in the saved
+template, or it is silently missing: a base model trained on alpaca rows through the default template, served by
+vLLM, read `<s>### Instruction` in training and `### Instruction` served. llama.cpp --jinja drops a BOS the
+template writes before adding its own, so one BOS there too.
+"""
+
+from __future__ import annotations
+
+import pytest
+from fixtures.template_families import FAMILIES, load_family
+
+from engine.data import IGNORE_INDEX, tokenize_rows
+from engine.data.masking import prefix_space_id
+from engine.data.prompt import PromptStyle, load_style, save_for_inference
+from engine.samples import from_text
+
+TURNS = [{"role": "user", "content": "What color is a lemon?"}, {"role": "assistant", "content": "Yellow."},
+         {"role": "user", "content": "And a tomato?"}, {"role": "assistant", "content": "Red."}]
+SYSTEM = "You are terse."
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    """(the family's tokenizer, the adapter's saved tokenizer and style) per family, pad set-up and system prompt."""
+    from engine.model import load_tokenizer
+
+    root, cache = tmp_path_factory.mktemp("served"), {}
+
+    def get(name: str, with_pad: bool, system: str):
+        key = name, with_pad, system
+        if key not in cache:
+            tok = load_family(FAMILIES[name], root, with_pad=with_pad)
+            out = root / f"{name}-{with_pad}-{bool(system)}"
+            save_for_inference(tok, PromptStyle("chat", system), out)
+            cache[key] = tok, load_tokenizer(str(out)), load_style(out)
+        return cache[key]
+    return get
+
+
+def _prefix_before_last_answer(tok, messages) -> list[int]:
+    (ex,) = tokenize_rows([{"messages": messages}], "chat", ["t.jsonl:1"], tok, max_seq_length=4096)
+    starts = [i for i in range(1, len(ex.labels)) if ex.labels[i] != IGNORE_INDEX and ex.labels[i - 1] == IGNORE_INDEX]
+    return ex.input_ids[: starts[-1]]
+
+
+def _without_word_starts(tok, ids) -> str:
+    return "".join(t.replace("\u2581", "") for t in tok.convert_ids_to_tokens(ids))
+
+
+def _cases():
+    for name, family in FAMILIES.items():
+        for system in ("", SYSTEM):
+            # a template that refuses a system turn trains none; one that writes it only into a last user turn
+            # trains without it (the runtime's difference is reported: test_template_families.py)
+            if system and family.template_file and (not family.system or family.system_in_last_user_only):
+                continue
+            for with_pad in (False, True):
+                yield pytest.param(name, with_pad, system, id=f"{name}-{'pad' if with_pad else 'nopad'}"
+                                   + ("-system" if system else ""))
+
+
+@pytest.mark.parametrize(("name", "with_pad", "system"), list(_cases()))
+def test_a_server_rendering_the_saved_template_feeds_the_training_prefix(saved, name, with_pad, system):
+    tok, served_tok, style = saved(name, with_pad, system)
+    head = [{"role": "system", "content": system}] if system else []
+    for n in (2, 4):  # one answer; then the second answer of a two-turn conversation, history included
+        messages = head + TURNS[:n]
+        trained = _prefix_before_last_answer(tok, messages)
+        served = list(served_tok.apply_chat_template(messages[:-1], add_generation_prompt=True, tokenize=True,
+                                                     return_dict=True)["input_ids"])
+        if n == 4 and prefix_space_id(tok) is not None:
+            # SentencePiece: training tokenizes each segment alone (a history answer "▁Yellow." after "[/INST]"),
+            # a server the whole text ("Y" "ellow."): the history's ids differ by those word-start `▁` only (the
+            # masking's seam rule, engine/data/masking.py; tests/test_export_templates.py says the same of Ollama)
+            served, trained = _without_word_starts(served_tok, served), _without_word_starts(tok, trained)
+        assert served == trained, (n, served, trained)
+    # the playground, `lorapilot chat` and sample_prompts: a typed question after the shared system prompt
+    assert from_text(served_tok, TURNS[0]["content"], style).ids == _prefix_before_last_answer(tok, head + TURNS[:2])
+
+
+def test_the_bos_goes_after_lorapilots_own_comments(saved):
+    """A template's first line may say what lorapilot removed (engine/data/prefill.py reads it there): it stays
+    first, and a template that writes the BOS already is saved unchanged."""
+    from engine.data.prefill import _MARK, removed_prefill
+    from engine.data.template import ALPACA_TEMPLATE, with_bos
+
+    tok, _, _ = saved("mistral_base", False, "")
+    marked = _MARK % '"<think>\\n"' + ALPACA_TEMPLATE
+    written = with_bos(tok, marked)
+    assert removed_prefill(written) == "<think>\n"
+    assert tok.apply_chat_template([{"role": "user", "content": "x"}], tokenize=False, chat_template=written) \
+        .startswith("<s>### Instruction")
+    assert with_bos(tok, written) == written
+    llama3, _, _ = saved("llama3", False, "")
+    assert with_bos(llama3, llama3.chat_template) == llama3.chat_template
