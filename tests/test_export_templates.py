@@ -110,6 +110,20 @@ def test_alpaca_default_fills_in_the_eos_and_completion_rows_get_the_raw_prompt(
         match_template(tok, "text")
 
 
+@pytest.mark.parametrize("name", ["llama3_base", "mistral_base"])
+def test_a_base_model_trained_on_completion_rows_exports_from_its_adapter(real_family, tmp_path, name):
+    """The export reads the adapter's saved tokenizer, whose chat template is the raw one completion rows trained
+    with (engine.data.template.RAW_TEMPLATE): that is still completion data, one prompt and one answer, never a
+    conversation with a system turn the raw template writes as plain text."""
+    from engine.data.prompt import PromptStyle, save_for_inference
+    from engine.model import load_tokenizer
+
+    _, tok = real_family(name)
+    save_for_inference(tok, PromptStyle("completion"), tmp_path)
+    match = match_template(load_tokenizer(str(tmp_path)), "completion")
+    assert (match.template.name, match.bos, match.stops) == ("completion", tok.bos_token, [tok.eos_token])
+
+
 def test_a_template_one_character_off_is_refused():
     good = next(t for t in load_templates() if t.name == "chatml")
     # The newline after <|im_end|> dropped: the history turns would differ from training.

@@ -124,8 +124,9 @@ def training_template(tokenizer, fmt: str) -> tuple[str, list[str]]:
 
 # lorapilot's own comment lines at a template's top (a pinned date, a removed prefill): they stay first.
 _OWN_COMMENTS = re.compile(r"(?:\{#- lorapilot:[^\n]*-#\}\n)*")
-_BOS_MARK = ("{#- lorapilot: the BOS the tokenizer put before every training row, written here: servers that render "
-             "this template add none -#}\n{{- bos_token }}")
+_BOS_NOTE = ("{#- lorapilot: the BOS the tokenizer put before every training row, written here: servers that render "
+             "this template add none -#}\n")
+_WRITE_BOS = "{{- bos_token }}"
 
 
 def with_bos(tokenizer, template: str) -> str:
@@ -151,7 +152,17 @@ def with_bos(tokenizer, template: str) -> str:
         return template
     own = _OWN_COMMENTS.match(template)
     top = own.end() if own else 0
-    return template[:top] + _BOS_MARK + template[top:]
+    return template[:top] + _BOS_NOTE + _WRITE_BOS + template[top:]
+
+
+def is_raw_template(template: str | None) -> bool:
+    """Whether a (saved) template is RAW_TEMPLATE, the BOS written in front or not: the adapter of a base model
+    trained on completion rows carries it, and its rows were a prompt and an answer, never a conversation."""
+    if not template:
+        return False
+    own = _OWN_COMMENTS.match(template)
+    body = template[own.end() if own else 0:]
+    return body.removeprefix(_WRITE_BOS) == RAW_TEMPLATE
 
 
 def template_name(tokenizer, fmt: str) -> str:

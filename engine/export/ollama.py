@@ -124,15 +124,15 @@ def match_template(tokenizer, fmt: str, system: str | None = None,
                    templates: list[OllamaTemplate] | None = None) -> TemplateMatch:
     """The known-good Ollama template that renders what the run trained with; UserError when none does."""
     from engine.data.masking import tokenizer_adds_bos
-    from engine.data.template import Renderer
+    from engine.data.template import Renderer, is_raw_template, model_chat_template
 
     renderer = Renderer(tokenizer, "completions")
     has_template = bool(getattr(tokenizer, "chat_template", None))
     if fmt == "text":
         raise UserError("the run trained on plain text rows: there is no prompt format to give Ollama",
                         fix="export --merged and use the model for text completion (ollama: TEMPLATE {{ .Prompt }})")
-    if fmt == "completion" and has_template:
-        fmt = "chat"  # completion rows went through the chat template as one user turn and one answer
+    if fmt == "completion" and has_template and not is_raw_template(model_chat_template(tokenizer)):
+        fmt = "chat"  # completion rows went through the model's chat template as one user turn and one answer
     bos = tokenizer.bos_token
     cases, notes = [], []
     for messages in probes(fmt, system):
