@@ -99,3 +99,21 @@ def test_the_bos_goes_after_lorapilots_own_comments(saved):
     assert with_bos(tok, written) == written
     llama3, _, _ = saved("llama3", False, "")
     assert with_bos(llama3, llama3.chat_template) == llama3.chat_template
+
+
+def test_an_adapter_saved_before_the_date_was_pinned_says_what_servers_write(tmp_path):
+    """Llama 3.2's template writes the day it is rendered on. An adapter saved before lorapilot pinned it keeps the
+    clock in its saved template: the export's card and log say that servers write the day they serve, while the
+    playground, chat and the Ollama export write the pinned day; an adapter saved since has nothing to say."""
+    from engine.config import Config
+    from engine.export.facts import _data_facts
+    from engine.model import load_tokenizer
+
+    tok = load_family(FAMILIES["llama3_2"], tmp_path, with_pad=False)
+    tok.save_pretrained(str(tmp_path / "old"))  # as lorapilot saved it then: the model's own template
+    save_for_inference(tok, PromptStyle("chat"), tmp_path / "new")
+    cfg = Config()
+    cfg.dataset.path = str(tmp_path / "gone.jsonl")
+    (note,) = [n for n in _data_facts(cfg, load_tokenizer(str(tmp_path / "old"))).notes if "date" in n]
+    assert "before lorapilot fixed the date" in note and "26 Jul 2024" in note and "the day they serve" in note
+    assert not [n for n in _data_facts(cfg, load_tokenizer(str(tmp_path / "new"))).notes if "date" in n]

@@ -101,6 +101,25 @@ def shared_system_prompt(rows: list[dict], fmt: str) -> tuple[str | None, str | 
                   + (" (some none)" if None in found else "") + ": no default system prompt is set")
 
 
+def _clock_note(tokenizer) -> str | None:
+    """What an export says of a saved template that still reads the clock (engine/data/template_date.py): an adapter
+    saved before lorapilot pinned the date, or a clock it cannot pin (the data report said so then)."""
+    from engine.data.template import model_chat_template
+    from engine.data.template_date import FIXED_DAY, pin_date
+
+    template = model_chat_template(tokenizer)
+    if not template:
+        return None
+    pinned, why = pin_date(template)
+    if pinned == template:
+        return why
+    return ("this adapter was saved before lorapilot fixed the date its chat template writes (strftime_now): its "
+            "training rows carry the day they were rendered on; servers that render the saved template (vLLM, "
+            "llama.cpp --jinja, transformers) write the day they serve, while lorapilot's playground, chat and Ollama "
+            f"export write {FIXED_DAY.strftime('%d %b %Y')}, so each prompt's date may differ from training's by a "
+            "few tokens")
+
+
 def _data_facts(cfg, tokenizer) -> DataFacts:
     from engine.data import read_rows
     from engine.data.template import Renderer
@@ -108,9 +127,8 @@ def _data_facts(cfg, tokenizer) -> DataFacts:
     from engine.data.prefill import template_note
 
     facts = DataFacts(path=str(cfg.dataset.path))
-    note = template_note(tokenizer)  # the tokenizer's, whatever the data: what a server renders differently
-    if note:
-        facts.notes.append(note)
+    # the tokenizer's, whatever the data: what a server renders differently
+    facts.notes += [n for n in (template_note(tokenizer), _clock_note(tokenizer)) if n]
     try:
         rows, fmt, _ = read_rows(cfg.dataset.path, cfg.dataset.format)
     except UserError as e:
