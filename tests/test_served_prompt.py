@@ -18,6 +18,7 @@ from fixtures.template_families import FAMILIES, load_family
 from engine.data import IGNORE_INDEX, tokenize_rows
 from engine.data.masking import prefix_space_id
 from engine.data.prompt import PromptStyle, load_style, save_for_inference
+from engine.data.stops import stop_tokens
 from engine.samples import from_text
 
 TURNS = [{"role": "user", "content": "What color is a lemon?"}, {"role": "assistant", "content": "Yellow."},
@@ -80,8 +81,12 @@ def test_a_server_rendering_the_saved_template_feeds_the_training_prefix(saved, 
             # masking's seam rule, engine/data/masking.py; tests/test_export_templates.py says the same of Ollama)
             served, trained = _without_word_starts(served_tok, served), _without_word_starts(tok, trained)
         assert served == trained, (n, served, trained)
-    # the playground, `lorapilot chat` and sample_prompts: a typed question after the shared system prompt
-    assert from_text(served_tok, TURNS[0]["content"], style).ids == _prefix_before_last_answer(tok, head + TURNS[:2])
+    # the playground and `lorapilot chat` (the adapter's tokenizer), sample_prompts in training (the model's): a
+    # typed question after the shared system prompt; both stop where training stopped
+    first = _prefix_before_last_answer(tok, head + TURNS[:2])
+    assert from_text(served_tok, TURNS[0]["content"], style).ids == first == \
+        from_text(tok, TURNS[0]["content"], style).ids
+    assert stop_tokens(served_tok) == stop_tokens(tok)
 
 
 def test_the_bos_goes_after_lorapilots_own_comments(saved):
