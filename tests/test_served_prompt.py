@@ -122,3 +122,26 @@ def test_an_adapter_saved_before_the_date_was_pinned_says_what_servers_write(tmp
     (note,) = [n for n in _data_facts(cfg, load_tokenizer(str(tmp_path / "old"))).notes if "date" in n]
     assert "before lorapilot fixed the date" in note and "26 Jul 2024" in note and "the day they serve" in note
     assert not [n for n in _data_facts(cfg, load_tokenizer(str(tmp_path / "new"))).notes if "date" in n]
+
+
+@pytest.mark.parametrize("name", ["llama3", "mistral", "gemma2", "deepseek_r1", "mistral_base", "qwen2_5", "phi3_5"])
+def test_the_merged_models_tokenizer_tells_a_converter_whether_to_add_the_bos(saved, tmp_path, name):
+    """Ollama's converter (ollama create from safetensors, convert/tokenizer.go) reads whether to add a BOS from
+    tokenizer_config.json's add_bos_token alone, and writes false into the GGUF when the key is missing, which is
+    how transformers 5 saves a tokenizer whose BOS comes from tokenizer.json's post-processor: Ollama fed no BOS
+    where training fed one (the Modelfile says Ollama's tokenizer adds it). The merged folder's tokenizer says so,
+    and is still the same tokenizer."""
+    import json
+
+    from engine.data.masking import tokenizer_adds_bos
+    from engine.export.merge import save_tokenizer
+    from engine.model import load_tokenizer
+
+    tok, served_tok, _ = saved(name, False, "")
+    save_tokenizer(served_tok, tmp_path)
+    config = json.loads((tmp_path / "tokenizer_config.json").read_text(encoding="utf-8"))
+    assert config.get("add_bos_token", False) is tokenizer_adds_bos(tok)  # as Ollama reads it
+    again = load_tokenizer(str(tmp_path))
+    assert again("What color", add_special_tokens=True)["input_ids"] == \
+        tok("What color", add_special_tokens=True)["input_ids"]
+    assert again.chat_template == served_tok.chat_template

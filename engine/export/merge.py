@@ -47,6 +47,26 @@ def merging_line() -> str:
     return f"merging the adapter into the base in {merge_dtype()[1]} ..."
 
 
+def save_tokenizer(tokenizer, out: str | Path) -> None:
+    """The tokenizer into a model folder, tokenizer_config.json saying whether it adds a BOS (add_bos_token).
+
+    transformers 5 leaves that key out when the BOS comes from tokenizer.json's post-processor (Llama 3, Mistral,
+    Gemma); Ollama's converter reads it from tokenizer_config.json alone and writes add_bos_token false into the
+    GGUF when it is missing, so Ollama would feed the merged model no BOS where every training row began with one.
+    llama.cpp's converter reads either and agrees."""
+    import json
+
+    from engine.data.masking import tokenizer_adds_bos
+
+    tokenizer.save_pretrained(str(out))
+    path = Path(out) / "tokenizer_config.json"
+    config = json.loads(path.read_text(encoding="utf-8"))
+    adds = tokenizer_adds_bos(tokenizer)
+    if config.get("add_bos_token", False) != adds:
+        config["add_bos_token"] = adds
+        path.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
 def export_merged(run_dir: str | Path, out: str | Path, *, card: bool = True, trust_remote_code: bool = False,
                   log=None) -> Path:
     """Loads the base unquantised (merge_dtype), applies the adapter, merges.
@@ -68,7 +88,7 @@ def export_merged(run_dir: str | Path, out: str | Path, *, card: bool = True, tr
     base = causal_lm(resolve_model_path(cfg.model), dtype=dtype, trust_remote_code=trust)
     merged = PeftModel.from_pretrained(base, str(src)).merge_and_unload()
     merged.save_pretrained(str(dst))
-    load_tokenizer(str(src)).save_pretrained(str(dst))  # the run's tokenizer, pad token and chat template included
+    save_tokenizer(load_tokenizer(str(src)), dst)  # the run's tokenizer, pad token and chat template included
     gen = src / "generation_config.json"
     if gen.exists():
         shutil.copy(gen, dst / "generation_config.json")
