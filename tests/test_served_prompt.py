@@ -145,3 +145,19 @@ def test_the_merged_models_tokenizer_tells_a_converter_whether_to_add_the_bos(sa
     assert again("What color", add_special_tokens=True)["input_ids"] == \
         tok("What color", add_special_tokens=True)["input_ids"]
     assert again.chat_template == served_tok.chat_template
+
+
+@pytest.mark.parametrize("name", ["llama3_1", "llama3_2"])
+def test_llama_cpp_passing_todays_date_string_still_gets_the_trained_date(saved, name):
+    """llama.cpp --jinja renders every Llama 3.x template (one with the ipython header) through its Llama 3.x
+    handler, which passes `date_string` = today whatever the request (common/chat.cpp); the template then writes
+    that day, not the one training wrote (Llama 3.1's default 26 Jul 2024, 3.2's pinned clock). The saved template
+    keeps the trained day; transformers and vLLM, which pass none, render as before."""
+    tok, served_tok, _ = saved(name, False, "")
+    for head in ([], [{"role": "system", "content": SYSTEM}]):
+        messages = head + TURNS[:2]
+        trained = _prefix_before_last_answer(tok, messages)
+        for extra in ({}, {"date_string": "05 Dec 2026"}):
+            text = served_tok.apply_chat_template(messages[:-1], add_generation_prompt=True, tokenize=False, **extra)
+            assert "26 Jul 2024" in text and "Dec 2026" not in text, extra
+            assert served_tok(text, add_special_tokens=False)["input_ids"] == trained

@@ -53,12 +53,12 @@ def prompt_ids(tokenizer, text: str, style: PromptStyle) -> tuple[list[int], str
 
 
 def save_for_inference(tokenizer, style: PromptStyle, out_dir: str | Path) -> None:
-    """The tokenizer with the chat template training used (writing the BOS training fed: template.with_bos), and
+    """The tokenizer with the chat template training used (as servers must render it: template.served_template), and
     the prompt style, into out_dir (the adapter)."""
-    from engine.data.template import training_chat_template, with_bos
+    from engine.data.template import served_template, training_chat_template
 
     own = tokenizer.chat_template
-    tokenizer.chat_template = with_bos(tokenizer, training_chat_template(tokenizer, style.format))
+    tokenizer.chat_template = served_template(tokenizer, training_chat_template(tokenizer, style.format))
     try:
         tokenizer.save_pretrained(str(out_dir))
     finally:  # the caller's tokenizer is left as it was: a later render must not see the default as the model's

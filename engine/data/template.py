@@ -54,6 +54,7 @@ DataReport; the pre-flight names the rows.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 
@@ -153,6 +154,39 @@ def with_bos(tokenizer, template: str) -> str:
     own = _OWN_COMMENTS.match(template)
     top = own.end() if own else 0
     return template[:top] + _BOS_NOTE + _WRITE_BOS + template[top:]
+
+
+_DATE_STRING = re.compile(r"\bdate_string\b")
+_DATE_STRING_NOTE = ("{#- lorapilot: date_string is the day training wrote, whatever a server passes (llama.cpp passes "
+                     "today's to every Llama 3.x template) -#}\n")
+
+
+def served_template(tokenizer, template: str) -> str:
+    """The training template as saved with the adapter and every export, for servers that render it themselves:
+    writing the BOS training fed (with_bos), and keeping the day training wrote where the template reads a
+    `date_string` a server may pass (llama.cpp --jinja passes today's to every Llama 3.x template; Llama 3.1's
+    default and 3.2's pinned clock write 26 Jul 2024, engine/data/template_date.py). Both only where lorapilot's
+    own renders, which pass no date, come out the same: what training rendered is unchanged."""
+    template = with_bos(tokenizer, template)
+    if not _DATE_STRING.search(template):
+        return template
+    from engine.data.template_date import FIXED_DAY
+
+    own = _OWN_COMMENTS.match(template)
+    top = own.end() if own else 0
+    pinned = (template[:top] + _DATE_STRING_NOTE
+              + f"{{%- set date_string = {json.dumps(FIXED_DAY.strftime('%d %b %Y'))} %}}" + template[top:])
+    probes = [[{"role": "user", "content": "x"}],
+              [{"role": "system", "content": "s"}, {"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}]]
+    def render(messages, generation, chat_template):
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation,
+                                             chat_template=chat_template)
+
+    try:
+        same = all(render(m, g, template) == render(m, g, pinned) for m in probes for g in (False, True))
+    except Exception:  # noqa: BLE001 - e.g. no system role: the day is not ours to fix there
+        return template
+    return pinned if same else template
 
 
 def is_raw_template(template: str | None) -> bool:
