@@ -19,6 +19,7 @@ from engine.data import IGNORE_INDEX, tokenize_rows
 from engine.data.masking import prefix_space_id
 from engine.data.prompt import PromptStyle, load_style, save_for_inference
 from engine.data.stops import stop_tokens
+from engine.data.template import ALPACA_TEMPLATE, served_template, training_chat_template
 from engine.samples import from_text
 
 TURNS = [{"role": "user", "content": "What color is a lemon?"}, {"role": "assistant", "content": "Yellow."},
@@ -87,6 +88,8 @@ def test_a_server_rendering_the_saved_template_feeds_the_training_prefix(saved, 
     assert from_text(served_tok, TURNS[0]["content"], style).ids == first == \
         from_text(tok, TURNS[0]["content"], style).ids
     assert stop_tokens(served_tok) == stop_tokens(tok)
+    # an export re-saves the adapter's tokenizer as servers must render it (merge.served_tokenizer): unchanged
+    assert served_template(served_tok, training_chat_template(served_tok, "chat")) == served_tok.chat_template
 
 
 def test_the_bos_goes_after_lorapilots_own_comments(saved):
@@ -108,8 +111,8 @@ def test_the_bos_goes_after_lorapilots_own_comments(saved):
 
 def test_an_adapter_saved_before_the_date_was_pinned_says_what_servers_write(tmp_path):
     """Llama 3.2's template writes the day it is rendered on. An adapter saved before lorapilot pinned it keeps the
-    clock in its saved template: the export's card and log say that servers write the day they serve, while the
-    playground, chat and the Ollama export write the pinned day; an adapter saved since has nothing to say."""
+    clock in its saved template, and its rows the day training rendered them: the export's card and log say that
+    the export (as the playground and chat) writes the pinned day; an adapter saved since has nothing to say."""
     from engine.config import Config
     from engine.export.facts import _data_facts
     from engine.model import load_tokenizer
@@ -120,7 +123,7 @@ def test_an_adapter_saved_before_the_date_was_pinned_says_what_servers_write(tmp
     cfg = Config()
     cfg.dataset.path = str(tmp_path / "gone.jsonl")
     (note,) = [n for n in _data_facts(cfg, load_tokenizer(str(tmp_path / "old"))).notes if "date" in n]
-    assert "before lorapilot fixed the date" in note and "26 Jul 2024" in note and "the day they serve" in note
+    assert "before lorapilot fixed the date" in note and "this export's template" in note and "26 Jul 2024" in note
     assert not [n for n in _data_facts(cfg, load_tokenizer(str(tmp_path / "new"))).notes if "date" in n]
 
 
@@ -161,3 +164,32 @@ def test_llama_cpp_passing_todays_date_string_still_gets_the_trained_date(saved,
             text = served_tok.apply_chat_template(messages[:-1], add_generation_prompt=True, tokenize=False, **extra)
             assert "26 Jul 2024" in text and "Dec 2026" not in text, extra
             assert served_tok(text, add_special_tokens=False)["input_ids"] == trained
+
+
+OLD_SAVES = {  # family -> the chat template an older lorapilot saved with the adapter (training_chat_template alone)
+    "mistral_base": lambda tok: ALPACA_TEMPLATE,   # no BOS written: vLLM and transformers fed none
+    "llama3_2": lambda tok: tok.chat_template,     # the clock not yet fixed
+}
+
+
+@pytest.mark.parametrize("name", sorted(OLD_SAVES))
+def test_exports_of_an_adapter_saved_by_an_older_lorapilot_serve_the_training_prefix(tmp_path, name):
+    """The adapter export (also vLLM's) and the merged one (also llama.cpp's) save the run's tokenizer with the
+    template as servers must render it, whatever version of lorapilot saved the adapter: the BOS written, the day
+    fixed as the playground fixes it."""
+    from engine.export.merge import export_adapter
+    from engine.model import load_tokenizer
+
+    tok = load_family(FAMILIES[name], tmp_path, with_pad=False)
+    run = tmp_path / "run"
+    (run / "adapter").mkdir(parents=True)
+    (run / "adapter" / "adapter_config.json").write_text("{}", encoding="utf-8")
+    own = tok.chat_template
+    tok.chat_template = OLD_SAVES[name](tok)
+    tok.save_pretrained(str(run / "adapter"))
+    tok.chat_template = own
+    served = load_tokenizer(str(export_adapter(run, tmp_path / "out", card=False)))
+    messages = [{"role": "system", "content": SYSTEM}] + TURNS[:2]
+    ids = served.apply_chat_template(messages[:-1], add_generation_prompt=True, tokenize=True,
+                                     return_dict=True)["input_ids"]
+    assert list(ids) == _prefix_before_last_answer(tok, messages), served.convert_ids_to_tokens(ids)

@@ -168,7 +168,7 @@ def served_template(tokenizer, template: str) -> str:
     default and 3.2's pinned clock write 26 Jul 2024, engine/data/template_date.py). Both only where lorapilot's
     own renders, which pass no date, come out the same: what training rendered is unchanged."""
     template = with_bos(tokenizer, template)
-    if not _DATE_STRING.search(template):
+    if not _DATE_STRING.search(template) or _DATE_STRING_NOTE in template:
         return template
     from engine.data.template_date import FIXED_DAY
 

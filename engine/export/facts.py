@@ -114,10 +114,10 @@ def _clock_note(tokenizer) -> str | None:
     if pinned == template:
         return why
     return ("this adapter was saved before lorapilot fixed the date its chat template writes (strftime_now): its "
-            "training rows carry the day they were rendered on; servers that render the saved template (vLLM, "
-            "llama.cpp --jinja, transformers) write the day they serve, while lorapilot's playground, chat and Ollama "
-            f"export write {FIXED_DAY.strftime('%d %b %Y')}, so each prompt's date may differ from training's by a "
-            "few tokens")
+            "training rows carry the day they were rendered on, while this export's template, like lorapilot's "
+            f"playground and chat, writes {FIXED_DAY.strftime('%d %b %Y')} (the adapter's own saved template, "
+            "served as it is by vLLM, llama.cpp or transformers, writes the day they serve): each prompt's date may "
+            "differ from training's by a few tokens")
 
 
 def _data_facts(cfg, tokenizer) -> DataFacts:

@@ -26,6 +26,7 @@ def export_adapter(run_dir: str | Path, out: str | Path, *, card: bool = True) -
     src = adapter_dir(run_dir)
     dst = check_empty_out(out)
     shutil.copytree(src, dst, dirs_exist_ok=True)
+    save_tokenizer(served_tokenizer(src), dst)
     if card:
         from engine.export.card import adapter_usage, write_card
         from engine.export.facts import run_facts
@@ -45,6 +46,21 @@ def merge_dtype():
 
 def merging_line() -> str:
     return f"merging the adapter into the base in {merge_dtype()[1]} ..."
+
+
+def served_tokenizer(adapter: Path):
+    """The run's tokenizer as every export saves it: the chat template training used, as servers must render it
+    (engine.data.template.served_template). An adapter saved by an older lorapilot gets it too: a base model's
+    template without the BOS training fed, a Llama 3.2 clock not yet fixed (then the day the playground writes)."""
+    from engine.data.prompt import load_style
+    from engine.data.template import served_template, training_chat_template
+    from engine.model import load_tokenizer
+
+    tokenizer = load_tokenizer(str(adapter))
+    style = load_style(adapter)
+    tokenizer.chat_template = served_template(tokenizer, training_chat_template(tokenizer, style.format if style
+                                                                               else "chat"))
+    return tokenizer
 
 
 def save_tokenizer(tokenizer, out: str | Path) -> None:
@@ -73,7 +89,7 @@ def export_merged(run_dir: str | Path, out: str | Path, *, card: bool = True, tr
     trust_remote_code: the user passed --trust-remote-code (a run directory's config alone never runs code)."""
     from peft import PeftModel
 
-    from engine.model import causal_lm, load_tokenizer, resolve_model_path
+    from engine.model import causal_lm, resolve_model_path
 
     from engine.rundir import check_remote_code
 
@@ -88,7 +104,7 @@ def export_merged(run_dir: str | Path, out: str | Path, *, card: bool = True, tr
     base = causal_lm(resolve_model_path(cfg.model), dtype=dtype, trust_remote_code=trust)
     merged = PeftModel.from_pretrained(base, str(src)).merge_and_unload()
     merged.save_pretrained(str(dst))
-    save_tokenizer(load_tokenizer(str(src)), dst)  # the run's tokenizer, pad token and chat template included
+    save_tokenizer(served_tokenizer(src), dst)  # the run's tokenizer, pad token and chat template included
     gen = src / "generation_config.json"
     if gen.exists():
         shutil.copy(gen, dst / "generation_config.json")
