@@ -130,6 +130,12 @@ _BOS_NOTE = ("{#- lorapilot: the BOS the tokenizer put before every training row
 _WRITE_BOS = "{{- bos_token }}"
 
 
+def _after_own_comments(template: str, text: str) -> str:
+    own = _OWN_COMMENTS.match(template)
+    top = own.end() if own else 0
+    return template[:top] + text + template[top:]
+
+
 def with_bos(tokenizer, template: str) -> str:
     """The template to save with the adapter: the training template, writing the BOS training fed when the tokenizer
     adds it and the template does not (the defaults above, a community template without `bos_token`).
@@ -151,9 +157,7 @@ def with_bos(tokenizer, template: str) -> str:
         return template
     if probe.startswith(bos):
         return template
-    own = _OWN_COMMENTS.match(template)
-    top = own.end() if own else 0
-    return template[:top] + _BOS_NOTE + _WRITE_BOS + template[top:]
+    return _after_own_comments(template, _BOS_NOTE + _WRITE_BOS)
 
 
 _DATE_STRING = re.compile(r"\bdate_string\b")
@@ -172,12 +176,11 @@ def served_template(tokenizer, template: str) -> str:
         return template
     from engine.data.template_date import FIXED_DAY
 
-    own = _OWN_COMMENTS.match(template)
-    top = own.end() if own else 0
-    pinned = (template[:top] + _DATE_STRING_NOTE
-              + f"{{%- set date_string = {json.dumps(FIXED_DAY.strftime('%d %b %Y'))} %}}" + template[top:])
+    day = json.dumps(FIXED_DAY.strftime("%d %b %Y"))
+    pinned = _after_own_comments(template, _DATE_STRING_NOTE + f"{{%- set date_string = {day} %}}")
     probes = [[{"role": "user", "content": "x"}],
               [{"role": "system", "content": "s"}, {"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}]]
+
     def render(messages, generation, chat_template):
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation,
                                              chat_template=chat_template)
