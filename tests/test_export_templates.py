@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from chat_families import FAMILIES, family_tokenizer
+from fixtures.template_families import TERSE, TURNS
 
 from engine.data.template import Renderer
 from engine.errors import UserError
@@ -170,9 +171,6 @@ OLLAMA_FOR = {"llama3": "llama3", "llama3_1": "llama3.1", "llama3_2": "llama3.1"
               "mistral": "mistral", "gemma2": "gemma", "gemma3": "gemma3", "qwen3": "chatml",
               "last_user_system": "mistral", "llama3_base": "alpaca",
               "mistral_base": "alpaca", "phi3_5": "phi3.5", "deepseek_r1": "deepseek-r1"}
-TURNS = [{"role": "user", "content": "What color is a lemon?"}, {"role": "assistant", "content": "Yellow."},
-         {"role": "user", "content": "And a tomato?"}, {"role": "assistant", "content": "Red."}]
-TERSE = "You are terse."
 
 
 @pytest.fixture(scope="module")

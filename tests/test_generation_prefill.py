@@ -9,16 +9,14 @@ before the answer, which are also the playground's.
 from __future__ import annotations
 
 import pytest
-from fixtures.template_families import FAMILIES, load_family
+from fixtures.template_families import FAMILIES, TERSE, TURNS, load_family
 
 from engine.data import IGNORE_INDEX, DataReport, tokenize_rows
 from engine.data.prefill import generation_prefill, removed_prefill, without_prefill
 from engine.data.prompt import PromptStyle, save_for_inference
 from engine.data.template import model_chat_template, training_chat_template
 
-TURNS = [{"role": "user", "content": "What color is a lemon?"}, {"role": "assistant", "content": "Yellow."},
-         {"role": "user", "content": "And a tomato?"}, {"role": "assistant", "content": "Red."}]
-SYSTEM = [{"role": "system", "content": "You are terse."}]
+SYSTEM = [{"role": "system", "content": TERSE}]
 
 
 @pytest.fixture(scope="module")

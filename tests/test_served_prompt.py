@@ -13,7 +13,8 @@ template writes before adding its own, so one BOS there too.
 from __future__ import annotations
 
 import pytest
-from fixtures.template_families import FAMILIES, load_family
+from fixtures.template_families import FAMILIES, TURNS, load_family
+from fixtures.template_families import TERSE as SYSTEM
 
 from engine.data import IGNORE_INDEX, tokenize_rows
 from engine.data.masking import prefix_space_id
@@ -22,9 +23,6 @@ from engine.data.stops import stop_tokens
 from engine.data.template import ALPACA_TEMPLATE, served_template, training_chat_template
 from engine.samples import from_text
 
-TURNS = [{"role": "user", "content": "What color is a lemon?"}, {"role": "assistant", "content": "Yellow."},
-         {"role": "user", "content": "And a tomato?"}, {"role": "assistant", "content": "Red."}]
-SYSTEM = "You are terse."
 
 
 @pytest.fixture(scope="module")
