@@ -191,3 +191,24 @@ def test_exports_of_an_adapter_saved_by_an_older_lorapilot_serve_the_training_pr
     ids = served.apply_chat_template(messages[:-1], add_generation_prompt=True, tokenize=True,
                                      return_dict=True)["input_ids"]
     assert list(ids) == _prefix_before_last_answer(tok, messages), served.convert_ids_to_tokens(ids)
+
+
+@pytest.mark.parametrize(("name", "turns", "said"), [("mistral", 4, True), ("mistral", 2, False),
+                                                     ("qwen2_5", 4, False), ("llama3", 4, False)])
+def test_the_export_says_when_a_server_reads_earlier_answers_otherwise(tmp_path, name, turns, said):
+    """A SentencePiece tokenizer that writes a word-start `▁` before text tokenized alone: training tokenizes each
+    answer alone ("▁Yellow." after "[/INST]"), a server the whole conversation ("Y" "ellow."). With rows of several
+    answers the history a served model reads differs from training's by those tokens: the export's card says so,
+    and only then (one answer per row, or a byte-level tokenizer: the same ids)."""
+    import json
+
+    from engine.config import Config
+    from engine.export.facts import _data_facts
+
+    tok = load_family(FAMILIES[name], tmp_path, with_pad=False)
+    data = tmp_path / "train.jsonl"
+    data.write_text(json.dumps({"messages": TURNS[:turns]}) + "\n", encoding="utf-8")
+    cfg = Config()
+    cfg.dataset.path = str(data)
+    notes = [n for n in _data_facts(cfg, tok).notes if "earlier answers" in n]
+    assert len(notes) == said, notes

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.config import Config
-from engine.errors import UserError
+from engine.errors import DataError, UserError
 from engine.run_clock import run_elapsed
 from engine.rundir import (CONFIG_FILE, LOG_FILE, last_checkpoint, load_status, planned_steps, read_metrics,
                            steps_trained)
@@ -120,6 +120,37 @@ def _clock_note(tokenizer) -> str | None:
             "differ from training's by a few tokens")
 
 
+def _history_note(tokenizer, rows: list[dict], fmt: str) -> str | None:
+    """What an export says when rows of several answers reach a served model otherwise than training: a server
+    tokenizes the whole conversation, training each answer alone (engine/data/masking.py's seam rule), and a
+    SentencePiece tokenizer's word-start `▁` makes the earlier answers' ids differ ("▁Yellow." after "[/INST]" in
+    training, "Y" "ellow." served). Found by tokenizing the first row of several answers both ways, up to its last
+    answer; None when they agree or every row has one answer."""
+    from engine.data import IGNORE_INDEX, tokenize_rows
+    from engine.data.masking import prefix_space_id
+
+    if fmt != "chat" or prefix_space_id(tokenizer) is None:
+        return None
+    several = next((row["messages"] for row in rows
+                    if sum(m.get("role") == "assistant" for m in row.get("messages") or []) > 1), None)
+    if several is None:
+        return None
+    last = max(i for i, m in enumerate(several) if m.get("role") == "assistant")
+    try:
+        (ex,) = tokenize_rows([{"messages": several}], "chat", ["row"], tokenizer, max_seq_length=1_000_000)
+        served = tokenizer.apply_chat_template(several[:last], add_generation_prompt=True, tokenize=True,
+                                               return_dict=True)["input_ids"]
+    except (DataError, ValueError):  # a row the template refuses: the data report says so
+        return None
+    starts = [i for i in range(1, len(ex.labels)) if ex.labels[i] != IGNORE_INDEX and ex.labels[i - 1] == IGNORE_INDEX]
+    if not starts or list(served) == ex.input_ids[: starts[-1]]:
+        return None
+    return ("in rows of several answers, a server (vLLM, llama.cpp, Ollama, transformers) tokenizes the earlier "
+            "answers as part of the whole conversation, while training tokenized each answer alone: this tokenizer "
+            "then reads their first word otherwise (a word-start space token), so a served multi-turn chat shows the "
+            "model its history a little differently from training (a first question's prompt is the same)")
+
+
 def _data_facts(cfg, tokenizer) -> DataFacts:
     from engine.data import read_rows
     from engine.data.template import Renderer
@@ -139,8 +170,7 @@ def _data_facts(cfg, tokenizer) -> DataFacts:
     facts.format, facts.rows = fmt, len(rows)
     facts.template = Renderer(tokenizer, cfg.dataset.train_on).name(fmt)
     facts.system_prompt, note = shared_system_prompt(rows, fmt)
-    if note:
-        facts.notes.append(note)
+    facts.notes += [n for n in (note, _history_note(tokenizer, rows, fmt)) if n]
     return facts
 
 
