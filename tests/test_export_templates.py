@@ -231,7 +231,7 @@ def test_ollama_feeds_the_trained_ids_and_stops_where_training_stopped(real_fami
                 # segment alone ("▁Yellow." after "[/INST]"), a server the whole conversation ("]Yellow." merged
                 # otherwise, a `▁` after "</s>"). The earlier turns' ids differ there, their text only by those
                 # word-start spaces (the masking's seam rule, engine/data/masking.py; the prompt before the first
-                # answer is equal, above). The export says nothing of it.
+                # answer is equal, above); the export card says so (facts._history_note).
                 def text(ids):
                     return "".join(t.replace("\u2581", "") for t in tok.convert_ids_to_tokens(ids))
                 assert text(fed) == text(prefix), name
