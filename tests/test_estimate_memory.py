@@ -134,7 +134,8 @@ def test_gradient_checkpointing_keeps_one_hidden_state_per_layer():
               tokens_per_microbatch=2048, fused_loss=False)
     arch = read_model_config("llama-2-7b").arch
     boundary = arch.layers * 2 * arch.hidden * 2048 / 2**30        # the bf16 stream (fp32 under fp16)
-    assert component(on, "activations").gib == pytest.approx(boundary + 4 * arch.hidden * 2048 / 2**30)
+    final_norm = (4 * arch.hidden + 4) * 2048 / 2**30                # its fp32 input and reciprocal RMS
+    assert component(on, "activations").gib == pytest.approx(boundary + final_norm)
     assert component(off, "activations").gib > 5 * component(on, "activations").gib
 
 
@@ -142,7 +143,7 @@ def test_plain_lora_keeps_the_stream_in_16_bit():
     a = est(make_cfg(quantization="none"), fused_loss=False)
     arch = read_model_config("llama-2-7b").arch
     t = a.tokens_per_microbatch
-    assert component(a, "activations").gib == pytest.approx((arch.layers * 2 + 4) * arch.hidden * t / 2**30)
+    assert component(a, "activations").gib == pytest.approx(((arch.layers * 2 + 4) * arch.hidden + 4) * t / 2**30)
     assert not any(c.name == "dequantisation buffer" for c in a.components)
 
 

@@ -202,28 +202,79 @@ def layer_activation_bytes(arch: Architecture, shape: TrainingShape) -> float:
     # and the up output; the frozen down_proj does not keep its input. Liger's
     # SwiGLU keeps only the gate and up outputs and recomputes SiLU in backward.
     mlp = (2 if shape.fused_loss else 3) * s * i
-    # Frozen linears (4-bit, 8-bit or 16-bit) keep no input; each adapter keeps
-    # its A input in the compute dtype (dropout output or autocast copy) plus the
-    # dropout mask (bool), and its r-wide A output for B. Mask-free dropout saves what no dropout saves.
+    return norms + attention + mlp + lora_activation_bytes(arch, shape)
+
+
+def lora_activation_bytes(arch: Architecture, shape: TrainingShape) -> float:
+    """Bytes the adapters of one decoder layer keep for backward, per token (frozen linears keep no input).
+
+    Each adapter keeps the input of its A in the compute dtype and its r-wide output for B. That input is the
+    projection's input itself where nothing casts it, and then the adapters reading one tensor keep it once (q, k and
+    v the norm's output, gate and up the other norm's); a copy of its own otherwise. nn.Dropout adds its mask and a
+    dropped copy per adapter; mask-free dropout (engine.train.mask_free_dropout) keeps what no dropout keeps.
+    Measured on the CPU, saved tensors deduplicated by storage (tests/test_estimate_saved_tensors.py)."""
+    c = shape.compute_bytes
     lora = 0.0
-    shared_inputs = set()
+    kept = set()
     for lin in shape.targets:
-        if shape.dropout > 0 and not shape.mask_free_dropout:
-            lora += (c + 1) * lin.d_in
-        elif shape.quantization != "none" or lin.feeds not in shared_inputs:
-            # fp32 stream: autocast makes a fresh bf16 copy per adapter; 16-bit
-            # stream: adapters reading the same tensor share it.
-            lora += c * lin.d_in
-            shared_inputs.add(lin.feeds)
         lora += c * shape.r
-    return norms + attention + mlp + lora
+        given = _adapter_input_bytes(shape, lin)
+        if shape.dropout > 0 and not shape.mask_free_dropout:
+            lora += (_dropout_mask_bytes(shape, given) + c) * lin.d_in
+        elif given != c:
+            lora += c * lin.d_in                # autocast's copy, one per adapter
+        elif lin.feeds not in kept and not (lin.feeds == "o" and _attention_output_is_o_input(shape)):
+            lora += c * lin.d_in
+        kept.add(lin.feeds)
+    return lora
+
+
+def _adapter_input_bytes(shape: TrainingShape, lin: Linear) -> int:
+    """Bytes per element of what an adapter's dropout and A receive. peft's LoRA layer casts its input to the adapter's
+    dtype (fp32, autocast_adapter_dtype) itself unless it sees autocast: a plain linear always, a 4-bit or 8-bit one
+    where autocast is off or, on the CPU, not seen (peft asks torch.is_autocast_enabled(), which reads CUDA's). Else
+    the projection's input: the attention's output (compute dtype) for o_proj, the residual stream's width for the
+    others (the norms' outputs, and the MLP's product, which bitsandbytes casts back to its input's dtype)."""
+    c = shape.compute_bytes
+    if c == 2 and (shape.quantization == "none" or shape.device == "cpu"):
+        return 4
+    return c if lin.feeds == "o" else _stream_bytes(shape)
+
+
+def _dropout_mask_bytes(shape: TrainingShape, given: int) -> int:
+    """Bytes per element of what nn.Dropout keeps for backward: a bool mask on a GPU (native_dropout); on the CPU
+    ATen multiplies by a noise tensor in the input's dtype and keeps that."""
+    return 1 if shape.device == "cuda" else given
+
+
+def _attention_output_is_o_input(shape: TrainingShape) -> bool:
+    """Whether o_proj's input is the very tensor the attention kernel keeps as its output, so that an adapter on
+    o_proj keeps nothing more. The CPU's SDPA writes its output token-major, and transformers' transpose().contiguous()
+    is then a view (measured). On a GPU it depends on the kernel's layout and is not measured yet: counted apart."""
+    return shape.device == "cpu"
+
+
+def _layer_input_in_norm_bytes(shape: TrainingShape, hidden: int) -> int:
+    """Per token, what of a layer's saved tensors is its input itself: the first norm keeps its input as it comes
+    where its fp32 upcast is a no-op (an fp32 residual stream: measured on the CPU), and Liger's norm keeps it in any
+    dtype (read from its code: a view of X; the H100 and H200 rows with Liger and checkpointing came 0.5-1.2 points
+    closer). Checkpointing keeps the layer's input anyway, so its recomputed layer holds this no more."""
+    return _stream_bytes(shape) * hidden if shape.fused_loss or _stream_bytes(shape) == 4 else 0
+
+
+def recomputed_layer_bytes(arch: Architecture, shape: TrainingShape) -> float:
+    """Bytes per token one decoder layer's recomputation adds under checkpointing, beyond the layer's input that
+    checkpointing keeps: its saved tensors (torch's non-reentrant checkpoint recomputes all of them before their first
+    use in backward), less the input where its norm keeps exactly that tensor."""
+    return layer_activation_bytes(arch, shape) - _layer_input_in_norm_bytes(shape, arch.hidden)
 
 
 def _norm_saved_bytes(shape: TrainingShape, hidden: int) -> int:
-    """Bytes one RMSNorm keeps for backward, per token."""
+    """Bytes one RMSNorm keeps for backward, per token: its input (fp32, or as it comes under Liger) and an fp32
+    reciprocal RMS per token."""
     if shape.fused_loss:
         return _stream_bytes(shape) * hidden + 4
-    return 4 * hidden
+    return 4 * hidden + 4
 
 
 def _is_power_of_two(n: int) -> bool:
@@ -312,7 +363,7 @@ def memory(arch: Architecture, params: ParamCounts, shape: TrainingShape) -> Mem
         resident = min(arch.layers, OFFLOAD_RESIDENT_LAYERS) if shape.offload else arch.layers
         moved = partial_offload_layers(arch, shape)
         kept: float = (resident - moved) * s * arch.hidden * t + final_norm
-        recompute: float = layer * t
+        recompute: float = recomputed_layer_bytes(arch, shape) * t
         kept_note = f"checkpointing on: one hidden state per layer boundary ({arch.layers} layers)"
         if shape.offload:
             kept_note += f", offloaded to host memory ({resident} on the GPU at once)"

@@ -1,0 +1,228 @@
+"""The estimate's per-layer activation term against what autograd really saves, on the CPU.
+
+The demo's tiny Llama (4-bit NF4 base) is built by the trainer's own build_model (engine.train.run) from the plan of
+a CPU run, and one decoder layer runs forward under the autocast the Trainer would put around it. Every tensor autograd
+saves goes through a saved-tensors hook and is counted once per storage (views share one: q, k and v's LoRA inputs
+are one tensor). Per token: the difference between two lengths, so that the adapters' weight casts (as many bytes
+at any length) drop out. With gradient checkpointing what counts for the peak is what the layer's recomputation
+saves in backward (torch's non-reentrant checkpoint recomputes all of it before the first is used), less the layer's
+input, which checkpointing keeps anyway: recorded through torch's recomputation hook.
+
+A GPU cannot run here; where its path differs, the GPU path is emulated and the difference is stated:
+- peft asks torch.is_autocast_enabled() with no device, which reads CUDA's autocast. On the CPU it says no and peft
+  casts each adapter's input to fp32 (a copy of its own): that is what a CPU run does (the bf16 cases below). The
+  GPU's view is given back to peft by asking the CPU's autocast instead (the `gpu_view` cases).
+- ATen's CPU dropout keeps a noise tensor in the input's dtype where a GPU keeps a bool mask: the emulated GPU cases
+  have no nn.Dropout (dropout 0, or mask-free).
+- The CPU's SDPA returns its output token-major, so o_proj's input is the attention's saved output itself. The
+  estimate counts o_proj's LoRA input apart on a GPU (not measured there yet): the emulated cases state it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import replace
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from engine.config import config_from_dict  # noqa: E402
+from engine.estimate.memory import layer_activation_bytes, recomputed_layer_bytes, shape_for_plan  # noqa: E402
+
+SHORT, LONG = 48, 80     # tokens of the two forwards; their difference gives bytes per token
+# The estimate models each saved tensor, so the two agree to the byte; this leaves room for nothing else.
+TOLERANCE = 0.005
+
+
+def _cfg(model_dir, precision: str, dropout: float, targets):
+    return config_from_dict({"model": str(model_dir), "dataset": {"path": "x.jsonl"}, "quantization": "nf4",
+                             "lora": {"r": 8, "alpha": 16, "dropout": dropout, "target_modules": targets},
+                             "training": {"precision": precision, "gradient_checkpointing": True}})
+
+
+def _built(cfg, mask_free: bool):
+    """The peft model the trainer would train (engine.train.run.build_model) from this CPU's plan, and the plan."""
+    from engine.estimate import read_model_config
+    from engine.model import Hardware
+    from engine.plan import Machine, plan_run
+    from engine.train.run import Inputs, build_model
+
+    hw = Hardware("cpu", "cpu", False, None, 0)
+    plan = plan_run(cfg, Machine.for_hardware(hw), lengths=[LONG] * 8, info=read_model_config(cfg.model))
+    plan = replace(plan, mask_free_dropout=mask_free)     # the plan chooses it on a GPU only: forced here
+    inputs = Inputs(hw=hw, dtype_name=plan.precision, n_ranks=1, tokenizer=None, data=None)  # type: ignore[arg-type]
+    model = build_model(cfg, inputs, plan).model
+    model.train()
+    return model, plan
+
+
+def _autocast(precision: str):
+    """What the Trainer puts around the forward (accelerate: autocast on the training device, none in fp32)."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast("cpu", dtype={"bf16": torch.bfloat16, "fp16": torch.float16}[precision])
+
+
+@contextlib.contextmanager
+def _gpu_view(on: bool):
+    """peft's torch.is_autocast_enabled() answering for the CPU's autocast, as it answers for CUDA's on a GPU."""
+    if not on:
+        yield
+        return
+    real = torch.is_autocast_enabled
+    torch.is_autocast_enabled = lambda *device: real(*device) if device else real("cpu")
+    try:
+        yield
+    finally:
+        torch.is_autocast_enabled = real
+
+
+def _decoder(model):
+    return model.base_model.model.model
+
+
+def _layer_saved_bytes(model, precision: str, tokens: int, gpu_view: bool) -> int:
+    """Bytes of the distinct storages the first decoder layer saves in one forward (no checkpointing), its
+    parameters and the rotary tables (computed once for all layers) left out."""
+    decoder = _decoder(model)
+    layer = decoder.layers[0]
+    x = torch.randn(1, tokens, decoder.config.hidden_size, dtype=decoder.embed_tokens.weight.dtype,
+                    requires_grad=True)
+    positions = torch.arange(tokens)[None]
+    cos, sin = decoder.rotary_emb(x, positions)
+    apart = {t.untyped_storage().data_ptr() for t in (cos, sin, *model.parameters())}
+    storages: dict[int, int] = {}
+
+    def pack(t):
+        s = t.untyped_storage()
+        if s.data_ptr() not in apart:
+            storages[s.data_ptr()] = s.nbytes()
+        return t
+
+    checkpointing, layer.gradient_checkpointing = layer.gradient_checkpointing, False
+    try:
+        with _gpu_view(gpu_view), _autocast(precision), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            layer(x, attention_mask=None, position_ids=positions, position_embeddings=(cos, sin))
+    finally:
+        layer.gradient_checkpointing = checkpointing
+    return sum(storages.values())
+
+
+def _recomputed_bytes(model, precision: str, tokens: int, gpu_view: bool, monkeypatch) -> list[int]:
+    """Per decoder layer, bytes of the distinct storages its recomputation saves during backward (a training step
+    with the engine's checkpointing), less the layer's inputs (checkpointing keeps them) and the parameters."""
+    import torch.utils.checkpoint as checkpoint
+
+    frames: list[dict[int, int]] = []
+    recomputation = checkpoint._recomputation_hook
+
+    class Recorded(recomputation):   # type: ignore[misc, valid-type]
+        def __init__(self, *args):
+            super().__init__(*args)
+            inner, storages = self.pack_hook, {}
+            frames.append(storages)
+
+            def pack(t):
+                storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+                return inner(t)
+            self.pack_hook = pack
+
+    monkeypatch.setattr(checkpoint, "_recomputation_hook", Recorded)
+    held: list = []     # each layer's inputs, alive (checkpointing holds them): their storages are not reused
+
+    def inputs(module, args, kwargs):
+        held.extend(t for t in (*args, *kwargs.values(), *(kwargs.get("position_embeddings") or ()))
+                    if isinstance(t, torch.Tensor))
+
+    decoder = _decoder(model)
+    hooks = [layer.register_forward_pre_hook(inputs, with_kwargs=True) for layer in decoder.layers]
+    ids = torch.randint(0, decoder.config.vocab_size, (1, tokens))
+    try:
+        with _gpu_view(gpu_view):
+            with _autocast(precision):
+                loss = model(input_ids=ids, labels=ids).loss
+            loss.backward()
+    finally:
+        for h in hooks:
+            h.remove()
+        monkeypatch.undo()
+    assert len(frames) == len(decoder.layers), "no recomputation recorded: torch's checkpoint internals changed"
+    apart = {t.untyped_storage().data_ptr() for t in (*held, *model.parameters())}
+    return [sum(n for ptr, n in f.items() if ptr not in apart) for f in frames]
+
+
+ALL = "all-linear"
+QV = ["q_proj", "v_proj"]
+CASES = [  # (precision, dropout, mask-free, targets, GPU's view of autocast)
+    ("fp32", 0.05, False, ALL, False),     # the CPU's own run: fp32, no autocast
+    ("fp32", 0.0, False, ALL, False),
+    ("fp32", 0.05, True, ALL, False),
+    ("fp32", 0.05, False, QV, False),
+    ("fp32", 0.0, False, QV, False),
+    ("bf16", 0.05, False, ALL, False),     # bf16 on the CPU: peft does not see autocast, copies each input
+    ("bf16", 0.0, False, ALL, False),
+    ("bf16", 0.0, False, ALL, True),       # the GPU's bf16 path: a bf16 residual stream the adapters share
+    ("bf16", 0.05, True, ALL, True),
+    ("bf16", 0.0, False, QV, True),
+]
+
+
+@pytest.fixture(scope="module")
+def built(demo_model_dir):
+    models: dict = {}
+
+    def get(precision, dropout, mask_free, targets):
+        key = (precision, dropout, mask_free, str(targets))
+        if key not in models:
+            torch.manual_seed(0)
+            models[key] = _built(_cfg(demo_model_dir, precision, dropout, targets), mask_free)
+        return models[key]
+    return get
+
+
+def _estimated(cfg, plan, gpu_view: bool):
+    from engine.estimate import read_model_config
+
+    arch = read_model_config(cfg.model).arch
+    shape = shape_for_plan(cfg, arch, plan)
+    assert shape.device == "cpu" and shape.precision == plan.precision
+    if not gpu_view:
+        return arch, shape, 0
+    # The GPU path: the estimate for a GPU, less o_proj's LoRA input, which the CPU's SDPA output is (see above).
+    shape = replace(shape, device="cuda")
+    o_input = arch.q_dim * shape.compute_bytes if any(lin.feeds == "o" for lin in shape.targets) else 0
+    return arch, shape, o_input
+
+
+def _ids(case):
+    precision, dropout, mask_free, targets, gpu_view = case
+    return (f"{precision}-dropout{dropout}{'-maskfree' if mask_free else ''}-{'all' if targets == ALL else 'qv'}"
+            f"{'-gpu_view' if gpu_view else ''}")
+
+
+@pytest.mark.parametrize("case", CASES, ids=[_ids(c) for c in CASES])
+def test_one_layer_saves_what_the_estimate_counts(built, case):
+    precision, dropout, mask_free, targets, gpu_view = case
+    model, plan = built(precision, dropout, mask_free, targets)
+    cfg = _cfg(model.base_model.model.config._name_or_path, precision, dropout, targets)
+    arch, shape, o_input = _estimated(cfg, plan, gpu_view)
+    measured = (_layer_saved_bytes(model, precision, LONG, gpu_view)
+                - _layer_saved_bytes(model, precision, SHORT, gpu_view)) / (LONG - SHORT)
+    assert measured == pytest.approx(layer_activation_bytes(arch, shape) - o_input, rel=TOLERANCE)
+
+
+CHECKPOINTED = [c for c in CASES if c[3] == ALL and not c[2] and c[0] == "fp32" or c[4] and not c[2] and c[3] == ALL]
+
+
+@pytest.mark.parametrize("case", CHECKPOINTED, ids=[_ids(c) for c in CHECKPOINTED])
+def test_a_recomputed_layer_saves_what_the_estimate_counts(built, case, monkeypatch):
+    precision, dropout, mask_free, targets, gpu_view = case
+    model, plan = built(precision, dropout, mask_free, targets)
+    cfg = _cfg(model.base_model.model.config._name_or_path, precision, dropout, targets)
+    arch, shape, o_input = _estimated(cfg, plan, gpu_view)
+    short = _recomputed_bytes(model, precision, SHORT, gpu_view, monkeypatch)
+    long = _recomputed_bytes(model, precision, LONG, gpu_view, monkeypatch)
+    for a, b in zip(short, long):
+        assert (b - a) / (LONG - SHORT) == pytest.approx(recomputed_layer_bytes(arch, shape) - o_input,
+                                                         rel=TOLERANCE)
