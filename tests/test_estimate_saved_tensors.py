@@ -93,11 +93,13 @@ def _layer_saved_bytes(model, precision: str, tokens: int, gpu_view: bool) -> in
     cos, sin = decoder.rotary_emb(x, positions)
     apart = {t.untyped_storage().data_ptr() for t in (cos, sin, *model.parameters())}
     storages: dict[int, int] = {}
+    held = []    # every saved tensor alive to the end, so that no address is reused by another while counting
 
     def pack(t):
         s = t.untyped_storage()
         if s.data_ptr() not in apart:
             storages[s.data_ptr()] = s.nbytes()
+            held.append(t)
         return t
 
     checkpointing, layer.gradient_checkpointing = layer.gradient_checkpointing, False
