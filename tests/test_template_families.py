@@ -493,3 +493,35 @@ def test_a_resumed_run_reads_the_tokens_it_was_planned_with(tmp_path, monkeypatc
         prepared = load_examples(cfg, load_tokenizer(str(model)))
         runs.append([(e.input_ids, e.labels) for e in prepared.train + prepared.validation])
     assert runs[0] == runs[1]
+
+
+# ---------------------------------------------------------------- special-token text typed in the data
+
+def _asking(fmt: str, question: str, answer: str) -> dict:
+    if fmt == "chat":
+        return {"messages": [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]}
+    if fmt == "alpaca":
+        return {"instruction": question, "input": "", "output": answer}
+    return {"prompt": question, "completion": answer}
+
+
+@pytest.mark.parametrize("fmt", ["chat", "alpaca", "completion"])
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_special_token_text_in_the_data_is_text_not_the_token(tokenizers, name, fmt):
+    """A reply (or question) that mentions `<|im_end|>` is about the token: it is trained as the characters written,
+    never as the end-of-turn token itself (which would teach the model to stop mid-answer, and train the rest of the
+    answer after a stop no generation gets past). The row's only end tokens are those the template writes."""
+    family, tok = FAMILIES[name], tokenizers(name, False)
+    end = family.end_of_turn or family.eos
+    typed = f"Yes. {end} is the end."
+    ex, report = build(tok, _asking(fmt, f"What is {end} for?", typed), fmt)
+    ref, _ = build(tok, _asking(fmt, "What is x for?", "Yes."), fmt)
+    end_id = tok.convert_tokens_to_ids(end)
+    assert ex.input_ids.count(end_id) == ref.input_ids.count(end_id), listing(tok, ex)
+    (run,) = trained_runs(ex)
+    assert run[-1] == end_id and run.count(end_id) == 1, listing(tok, ex)
+    prefix = family.final_answer_prefix.strip() + ("\n\n" if family.final_answer_prefix else "")
+    assert tok.decode(run[:-1]).strip() == prefix + typed
+    assert f"What is {end} for?" in tok.decode(ex.input_ids[: ex.prompt_len])
+    assert ex.prompt_text.count(end) == 1 + ref.prompt_text.count(end) and ex.response_text == typed
+    assert any(note.startswith(f"special-token text written in the data (such as {end})") for note in report.notes)

@@ -18,6 +18,8 @@ tests/test_template_families.py:
   and the text lacks it, never two;
 - labels are input_ids where trained, -100 elsewhere, not shifted; position 0
   is always -100 (nothing predicts it, and packed rows rely on it);
+- special-token text written in a message (a reply that mentions `<|im_end|>`) is tokenized as the characters it
+  is, never as the token: the only special tokens in a row are those the template (or tokenizer) puts there;
 - prompt_len: the ids before the first answer, the same ids inference is fed;
 - a row longer than max_seq_length is, in this order of preference:
   1. kept whole-response by cutting the start of the prompt (BOS kept), if
@@ -30,7 +32,7 @@ tests/test_template_families.py:
 
 from __future__ import annotations
 
-from engine.data.template import Rendered
+from engine.data.template import Rendered, special_tokens
 from engine.data.types import IGNORE_INDEX, TokenizedExample, TooLong
 
 PROMPT_FLOOR = 0.25  # the least share of the window a shortened prompt keeps
@@ -67,6 +69,7 @@ class Masker:
         self.adds_bos = tokenizer_adds_bos(tokenizer)
         self.prefix_space = prefix_space_id(tokenizer)
         self.rstrip = rstrip_tokens(tokenizer)
+        self.special_ids = {tokenizer.convert_tokens_to_ids(t) for t in special_tokens(tokenizer)}
 
     # ------------------------------------------------------------ tokens and labels
 
@@ -83,19 +86,56 @@ class Masker:
         `<|end|>` `\n` `<|user|>`, which the model never sees at inference).
         """
         texts = []
+        starts = []  # where each text tokenized starts in its row's text (for Rendered.literal)
         for r in rows:
+            at = 0
             for i, (text, _) in enumerate(r.segments):
+                written = text
                 if i and self.rstrip and r.segments[i - 1][0].endswith(self.rstrip):
                     text = text.lstrip()
                 texts.append(text[1:] if i and self.prefix_space is not None and text.startswith(" ") else text)
-        flat = iter(self.tok(texts, add_special_tokens=False)["input_ids"] if texts else [])
+                starts.append(at + len(written) - len(texts[-1]))
+                at += len(written)
+        flat = iter(zip(self.tok(texts, add_special_tokens=False)["input_ids"] if texts else [], texts, starts))
         out = []
         for r in rows:
-            pieces = [list(next(flat)) for _ in r.segments]
+            pieces = []
+            for ids, text, start in (next(flat) for _ in r.segments):
+                literal = [(a - start, b - start) for a, b in r.literal if a - start < len(text) and b > start]
+                pieces.append(self._as_text(text, list(ids), literal) if literal else list(ids))
             for i in range(1, len(pieces)):
                 if self.prefix_space is not None and pieces[i][:1] == [self.prefix_space] and len(pieces[i]) > 1:
                     pieces[i] = pieces[i][1:]
             out.append(pieces)
+        return out
+
+    def _as_text(self, text: str, ids: list[int], literal: list[tuple[int, int]]) -> list[int]:
+        """The ids of `text` with the special tokens at the `literal` character ranges tokenized as the text they are.
+
+        The tokenizer splits text at special tokens before anything else; between two of them that are the
+        template's, the text is tokenized again with special tokens split, so the written `<|im_end|>` becomes the
+        tokens of its characters, merged with its neighbours as any other text is."""
+        enc = self.tok(text, add_special_tokens=False, return_offsets_mapping=True)
+        if enc["input_ids"] != ids:  # cannot happen: the same call; never wrong ids if it did
+            return ids
+        offsets = enc["offset_mapping"]
+
+        def written(k: int) -> bool:
+            a, b = offsets[k]
+            return any(a < lb and b > la for la, lb in literal)
+
+        anchors = [k for k, tid in enumerate(ids) if tid in self.special_ids and not written(k)]
+        out: list[int] = []
+        for left, right in zip([-1, *anchors], [*anchors, len(ids)]):
+            between = range(left + 1, right)
+            if any(tid in self.special_ids and written(k) for k in between for tid in (ids[k],)):
+                a = offsets[left][1] if left >= 0 else 0
+                b = offsets[right][0] if right < len(ids) else len(text)
+                out += self.tok(text[a:b], add_special_tokens=False, split_special_tokens=True)["input_ids"]
+            else:
+                out += ids[left + 1:right]
+            if right < len(ids):
+                out.append(ids[right])
         return out
 
     def _label(self, rendered: Rendered, pieces: list[list[int]]) -> tuple[list[int], list[int], int]:

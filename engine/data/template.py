@@ -14,7 +14,9 @@ training rendered.
 - RAW_TEMPLATE (completion and text rows on a tokenizer without a template):
   the prompt as written, then the completion and EOS.
 
-Text rows are text + EOS, trained whole, with no template.
+Text rows are text + EOS, trained whole, with no template (their special-token text is the tokens: a text row
+is often a conversation already rendered). In every other row, a special token's text written in a message is
+text (`Rendered.literal`): the Masker tokenizes it as its characters.
 
 The assistant spans are found from renders of the conversation, never by
 searching the rendered text for the response (which fails when the response
@@ -56,13 +58,19 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from engine.errors import DataError
 
 DEFAULT_TEMPLATE = "default (alpaca)"
 # A private-use code point pair: no template escapes it and no data contains it.
 _PLACEHOLDER = "\ue000lorapilot\ue001"
+# A special token's text written in a message (a reply that mentions `<|im_end|>`) is marked while the row is rendered:
+# OPEN, its first character, SPLIT, the rest, CLOSE. Broken in two, it matches no search for an end token; the marks
+# are taken out of the segments, and the characters are kept as Rendered.literal, which the Masker tokenizes as text.
+_LIT_OPEN, _LIT_SPLIT, _LIT_CLOSE = "\ue002", "\ue003", "\ue004"
+_LITERAL_NOTE = "special-token text written in the data"
+_LIT_MARKED = re.compile(f"{_LIT_OPEN}(.){_LIT_SPLIT}(.*?){_LIT_CLOSE}", re.S)
 
 # `message.input` is set only by alpaca rows (the Input section); a plain chat message renders without it.
 ALPACA_TEMPLATE = (
@@ -211,12 +219,18 @@ def template_name(tokenizer, fmt: str) -> str:
     return "none (prompt + completion + EOS)" if fmt == "completion" else DEFAULT_TEMPLATE
 
 
+def special_tokens(tokenizer) -> set[str]:
+    """The tokenizer's special tokens (its named ones and the added tokens marked special)."""
+    specials = set(tokenizer.all_special_tokens)
+    specials |= {t.content for t in getattr(tokenizer, "added_tokens_decoder", {}).values() if t.special}
+    return {s for s in specials if s}
+
+
 def end_tokens(tokenizer) -> list[str]:
     """The special tokens that can end an answer, longest first (see the module's docstring)."""
     pad = tokenizer.pad_token if tokenizer.pad_token != tokenizer.eos_token else None
     not_ends = {tokenizer.bos_token, tokenizer.unk_token, pad}
-    specials = set(tokenizer.all_special_tokens)
-    specials |= {t.content for t in getattr(tokenizer, "added_tokens_decoder", {}).values() if t.special}
+    specials = special_tokens(tokenizer)
     # Longest first: "<|im_end|>" must win over a shorter special that happens to be its suffix.
     return sorted((s for s in specials if s and s not in not_ends), key=len, reverse=True)
 
@@ -233,6 +247,8 @@ class Rendered:
     question: str = ""                      # the user's words just before it, as written (shown beside samples)
     skip: str | None = None                 # why the row has nothing to train, e.g. "empty response"
     system_left_out: bool = False           # its system message is nowhere in the row the template rendered
+    # (start, end) in the segments' text of special-token text written in the data: tokenized as text, not the token
+    literal: list[tuple[int, int]] = field(default_factory=list)
 
 
 def _common_prefix_len(a: str, b: str) -> int:
@@ -247,6 +263,23 @@ def _common_prefix_len(a: str, b: str) -> int:
 
 def _last_user_turn(messages: list[dict], before: int) -> str:
     return next((m["content"].strip() for m in reversed(messages[:before]) if m["role"] == "user"), "")
+
+
+def _unmark(segments: list[tuple[str, bool]]) -> tuple[list[tuple[str, bool]], list[tuple[int, int]]]:
+    """The segments without the literal marks, and where the marked characters are in their text."""
+    out, literal, at = [], [], 0
+    for text, trained in segments:
+        plain, pos = [], 0
+        for m in _LIT_MARKED.finditer(text):
+            plain.append(text[pos:m.start()])
+            start = at + sum(map(len, plain))
+            plain.append(m.group(1) + m.group(2))
+            literal.append((start, start + len(plain[-1])))
+            pos = m.end()
+        plain.append(text[pos:])
+        out.append(("".join(plain), trained))
+        at += len(out[-1][0])
+    return out, literal
 
 
 def _spans_to_segments(text: str, spans: list[tuple[int, int]]) -> list[tuple[str, bool]]:
@@ -283,6 +316,8 @@ class Renderer:
         self.train_on = train_on
         self.eos = tokenizer.eos_token
         self.end_tokens = end_tokens(tokenizer)
+        specials = sorted(special_tokens(tokenizer), key=len, reverse=True)
+        self._special_text = re.compile("|".join(map(re.escape, specials))) if specials else None
         self.notes: set[str] = set()
         self._generation_prompt: dict[str, bool] = {}  # does the template render one? (asked once each)
         self._templates: dict[str, str] = {}  # training_chat_template by format (a few renders each: once)
@@ -343,6 +378,28 @@ class Renderer:
         else:
             msgs = [{"role": "user", "content": row["prompt"]}, {"role": "assistant", "content": row["completion"]}]
         return [{**m, "content": self._strip_eos(m["content"])} if m["role"] == "assistant" else m for m in msgs]
+
+    def _mark_literal(self, messages: list[dict]) -> list[dict]:
+        """The messages with each special token's text in their content marked as text (see _LIT_MARKED): a reply
+        that mentions `<|im_end|>` is not the end of its turn. A BOS written at the very start of the conversation
+        is left as it is: the data's own BOS, kept once (Masker)."""
+        if self._special_text is None:
+            return messages
+        out = []
+        for n, m in enumerate(messages):
+            content = m["content"]
+            keep = self.tok.bos_token if n == 0 and self.tok.bos_token and content.startswith(self.tok.bos_token) else ""
+            found = self._special_text.search(content, len(keep))
+            if found is None:
+                out.append(m)
+                continue
+            marked = keep + self._special_text.sub(lambda t: f"{_LIT_OPEN}{t[0][0]}{_LIT_SPLIT}{t[0][1:]}{_LIT_CLOSE}",
+                                                   content[len(keep):])
+            if not any(n.startswith(_LITERAL_NOTE) for n in self.notes):
+                self.notes.add(f"{_LITERAL_NOTE} (such as {found[0]}) is trained as the characters written, not "
+                               "as that token (an answer that mentions an end token does not end there)")
+            out.append({**m, "content": marked})
+        return out
 
     def _ends_with_end_token(self, text: str) -> bool:
         return any(text.endswith(t) for t in self.end_tokens)
@@ -432,7 +489,8 @@ class Renderer:
         right for templates that render a turn the same whatever follows it."""
         return _common_prefix_len(self._apply(messages[: i + 1], False, template, source), full)
 
-    def _chat(self, messages: list[dict], template: str, source: str) -> Rendered:
+    def _chat(self, written: list[dict], template: str, source: str) -> Rendered:
+        messages = self._mark_literal(written)
         full = self._apply(messages, False, template, source)
         spans: list[tuple[int, int]] = []
         turns: list[int] = []
@@ -464,9 +522,10 @@ class Renderer:
             if eos:
                 self.notes.add("the chat template ends answers with no end token: EOS appended to the last one")
         first = turns[0]
-        segments = _spans_to_segments(full, spans)
+        segments, literal = _unmark(_spans_to_segments(full, spans))
         left_out = any(m["role"] == "system" and m["content"].strip() and m["content"].strip() not in full
                        for m in messages)
-        return Rendered(segments, prompt_segments=1 if spans[0][0] else 0, prompt_text=full[: spans[0][0]],
-                        response_text=messages[first]["content"], question=_last_user_turn(messages, first),
-                        system_left_out=left_out)
+        prompt_text = segments[0][0] if spans[0][0] else ""
+        return Rendered(segments, prompt_segments=1 if spans[0][0] else 0, prompt_text=prompt_text,
+                        response_text=written[first]["content"], question=_last_user_turn(written, first),
+                        system_left_out=left_out, literal=literal)
