@@ -525,3 +525,24 @@ def test_special_token_text_in_the_data_is_text_not_the_token(tokenizers, name, 
     assert f"What is {end} for?" in tok.decode(ex.input_ids[: ex.prompt_len])
     assert ex.prompt_text.count(end) == 1 + ref.prompt_text.count(end) and ex.response_text == typed
     assert any(note.startswith(f"special-token text written in the data (such as {end})") for note in report.notes)
+
+
+@pytest.mark.parametrize("blank", ["", "  \n"], ids=["empty", "whitespace"])
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_an_assistant_turn_with_no_text_is_context_not_trained(tokenizers, name, blank):
+    """A conversation whose first (or last) answer is empty: trained, it would be the end token alone right after the
+    role header, teaching the model to answer nothing. It is kept as context, masked, and counted; the other answer
+    is trained as ever. (A row with no answer that has text is dropped, as before.)"""
+    tok = tokenizers(name, False)
+    first_blank = {"messages": [TURNS[0], {"role": "assistant", "content": blank}, *TURNS[2:]]}
+    last_blank = {"messages": [*TURNS[:3], {"role": "assistant", "content": blank}]}
+    report = DataReport(path="t.jsonl", format="chat")
+    examples = tokenize_rows([first_blank, last_blank, CHAT], "chat", ["t:1", "t:2", "t:3"], tok,
+                             max_seq_length=4096, report=report)
+    for ex, answer in zip(examples, ["Red.", "Yellow."]):
+        (run,) = trained_runs(ex)
+        assert answer in tok.decode(run), listing(tok, ex)
+    assert len(trained_runs(examples[2])) == 2
+    assert "assistant turns with no text, not trained (kept as context): 2;" in " ".join(report.notes)
+    everything = tokenize_rows([first_blank], "chat", ["t:1"], tok, max_seq_length=4096, train_on="all")[0]
+    assert all(label != IGNORE_INDEX for label in everything.labels[1:])

@@ -15,6 +15,9 @@ __all__ = ["PreparedData", "read_rows", "load_examples", "prepare_examples", "to
            "preview_segments", "split_indices", "DataReport", "TokenizedExample", "IGNORE_INDEX"]
 
 
+EMPTY_TURNS_NOTE = "assistant turns with no text, not trained (kept as context):"
+
+
 @dataclass
 class PreparedData:
     train: list[TokenizedExample]
@@ -59,6 +62,12 @@ def _build(rows: list[dict], fmt: str, sources: list[str], tokenizer, max_seq_le
     report.n_prompt_shortened += sum(e.prompt_shortened for e in examples)
     report.n_system_left_out += sum(e.system_left_out for e in examples)
     report.notes += sorted(n for n in renderer.notes if n not in report.notes)
+    empty = sum(r.empty_turns for r in rendered if not r.skip)
+    if empty:
+        report.n_empty_turns += empty
+        report.notes = [n for n in report.notes if not n.startswith(EMPTY_TURNS_NOTE)] + [
+            f"{EMPTY_TURNS_NOTE} {report.n_empty_turns}; trained, an empty answer would teach the model to answer "
+            "nothing"]
     return built
 
 

@@ -247,6 +247,7 @@ class Rendered:
     question: str = ""                      # the user's words just before it, as written (shown beside samples)
     skip: str | None = None                 # why the row has nothing to train, e.g. "empty response"
     system_left_out: bool = False           # its system message is nowhere in the row the template rendered
+    empty_turns: int = 0                    # assistant turns with no text: masked as context, not trained
     # (start, end) in the segments' text of special-token text written in the data: tokenized as text, not the token
     literal: list[tuple[int, int]] = field(default_factory=list)
 
@@ -340,6 +341,7 @@ class Renderer:
             out = self._chat(messages, self._template(fmt), source)
         if self.train_on == "all":
             out.segments = [(t, True) for t, _ in out.segments]
+            out.empty_turns = 0
         return out
 
     def _template(self, fmt: str) -> str:
@@ -494,8 +496,14 @@ class Renderer:
         full = self._apply(messages, False, template, source)
         spans: list[tuple[int, int]] = []
         turns: list[int] = []
+        empty = 0
         for i, m in enumerate(messages):
             if m["role"] != "assistant":
+                continue
+            if not m["content"].strip():
+                # trained, an empty answer is its end token alone after the role header: the model would learn to
+                # answer nothing. Context, as the turns around it.
+                empty += 1
                 continue
             start = self._content_start(messages, i, full, template, source)
             end = self._content_end(messages, i, start, full, template, source)
@@ -528,4 +536,4 @@ class Renderer:
         prompt_text = segments[0][0] if spans[0][0] else ""
         return Rendered(segments, prompt_segments=1 if spans[0][0] else 0, prompt_text=prompt_text,
                         response_text=written[first]["content"], question=_last_user_turn(written, first),
-                        system_left_out=left_out, literal=literal)
+                        system_left_out=left_out, literal=literal, empty_turns=empty)

@@ -61,6 +61,7 @@ class DataReport:
     dropped: dict[str, int] = field(default_factory=dict)    # reason -> count
     n_truncated: int = 0                                      # lost some trained tokens
     n_prompt_shortened: int = 0
+    n_empty_turns: int = 0                                    # assistant turns with no text, masked (not trained)
     n_system_left_out: int = 0                                # trained without their system prompt (the template's)
     trained_tokens: int = 0
     total_tokens: int = 0
