@@ -546,3 +546,22 @@ def test_an_assistant_turn_with_no_text_is_context_not_trained(tokenizers, name,
     assert "assistant turns with no text, not trained (kept as context): 2;" in " ".join(report.notes)
     everything = tokenize_rows([first_blank], "chat", ["t:1"], tok, max_seq_length=4096, train_on="all")[0]
     assert all(label != IGNORE_INDEX for label in everything.labels[1:])
+
+
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_a_row_over_the_window_by_its_masked_tail_loses_the_tail_not_the_prompt(tokenizers, name):
+    """What a template writes after the last end token (`\\n` after `<|im_end|>`, Phi-3.5's EOS) is masked and teaches
+    nothing: a row over max_seq_length by no more than that loses it, not the first tokens of its prompt (the
+    `<|im_start|>` of its system turn, Gemma's `<start_of_turn>`)."""
+    tok = tokenizers(name, False)
+    full, _ = build(tok, CHAT_SYSTEM if FAMILIES[name].system else CHAT, "chat")
+    last = max(i for i, label in enumerate(full.labels) if label != IGNORE_INDEX)
+    tail = len(full) - last - 1
+    if not tail:
+        return  # nothing after the end token: a cut there would lose it
+    report = DataReport(path="t.jsonl", format="chat")
+    (ex,) = tokenize_rows([CHAT_SYSTEM if FAMILIES[name].system else CHAT], "chat", ["t:1"], tok,
+                          max_seq_length=len(full) - tail, report=report)
+    assert (ex.input_ids, ex.labels) == (full.input_ids[: last + 1], full.labels[: last + 1]), listing(tok, ex)
+    assert ex.prompt_len == full.prompt_len and not ex.prompt_shortened and ex.truncated
+    assert (report.n_prompt_shortened, report.n_truncated) == (0, 0)

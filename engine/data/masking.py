@@ -22,6 +22,7 @@ tests/test_template_families.py:
   is, never as the token: the only special tokens in a row are those the template (or tokenizer) puts there;
 - prompt_len: the ids before the first answer, the same ids inference is fed;
 - a row longer than max_seq_length is, in this order of preference:
+  0. cut in what follows its last trained token (masked: the newline after the end token), if that is enough;
   1. kept whole-response by cutting the start of the prompt (BOS kept), if
      the prompt keeps at least a quarter of the window (or all of itself);
   2. cut at the end, if that keeps some of the response (the response loses
@@ -160,6 +161,12 @@ class Masker:
     def _truncate(self, ids: list[int], labels: list[int]) -> tuple[list[int], list[int], int] | None:
         """(ids, labels, prompt tokens cut) within max_seq_length, or None when the row must be dropped."""
         n, window = len(ids), self.max
+        if n <= window:
+            return ids, labels, 0
+        # What follows the last trained token (the newline after `<|im_end|>`, an EOS after the end-of-turn token)
+        # is masked and teaches nothing: it goes first, before any token of the prompt or the answers.
+        last = max(i for i, label in enumerate(labels) if label != IGNORE_INDEX)
+        ids, labels, n = ids[:max(window, last + 1)], labels[:max(window, last + 1)], max(window, last + 1)
         if n <= window:
             return ids, labels, 0
         nb = 1 if self.bos_id is not None and ids[0] == self.bos_id else 0
