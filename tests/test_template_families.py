@@ -565,3 +565,17 @@ def test_a_row_over_the_window_by_its_masked_tail_loses_the_tail_not_the_prompt(
     assert (ex.input_ids, ex.labels) == (full.input_ids[: last + 1], full.labels[: last + 1]), listing(tok, ex)
     assert ex.prompt_len == full.prompt_len and not ex.prompt_shortened and ex.truncated
     assert (report.n_prompt_shortened, report.n_truncated) == (0, 0)
+
+
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_an_answer_that_writes_its_own_end_of_turn_token_trains_it_once(tokenizers, name):
+    """Data exported with the end token written after each answer (`Yes.<end_of_turn>`, `Yes.<|eot_id|>`) means that
+    token: the row trains as the same answer without it (one end token, the template's), not the token's
+    characters followed by the token."""
+    family, tok = FAMILIES[name], tokenizers(name, False)
+    for end in dict.fromkeys([family.end_of_turn or family.eos, family.eos]):
+        own = {"messages": [TURNS[0], {"role": "assistant", "content": "Yellow." + end}]}
+        ex, report = build(tok, own, "chat")
+        ref, _ = build(tok, {"messages": TURNS[:2]}, "chat")
+        assert (ex.input_ids, ex.labels) == (ref.input_ids, ref.labels), (end, listing(tok, ex))
+        assert any(note.startswith("responses ending in their end token") for note in report.notes), report.notes

@@ -321,6 +321,7 @@ class Renderer:
         self._special_text = re.compile("|".join(map(re.escape, specials))) if specials else None
         self.notes: set[str] = set()
         self._generation_prompt: dict[str, bool] = {}  # does the template render one? (asked once each)
+        self._own_end: dict[str, tuple[str, ...]] = {}  # _own_ends by format
         self._templates: dict[str, str] = {}  # training_chat_template by format (a few renders each: once)
 
     def name(self, fmt: str) -> str:
@@ -362,12 +363,29 @@ class Renderer:
 
     # ------------------------------------------------------------ building the turns
 
-    def _strip_eos(self, text: str) -> str:
-        # Data that writes its own EOS would otherwise end with two: the template adds one.
-        if self.eos and text.rstrip().endswith(self.eos):
-            self.notes.add("responses ending in the EOS text had it removed (the template adds it)")
-            return text.rstrip()[: -len(self.eos)]
-        return text
+    def _own_ends(self, fmt: str) -> tuple[str, ...]:
+        """The end tokens an answer written in the data may end with, meaning them: the EOS, and the token the
+        template ends an answer with (Gemma's `<end_of_turn>`, Phi-3's `<|end|>`)."""
+        if fmt not in self._own_end:
+            probe = [{"role": "user", "content": "x"}, {"role": "assistant", "content": _PLACEHOLDER}]
+            try:
+                turn_end = self._turn_end_text(probe, 1, self._template(fmt), "the end of an answer")
+            except DataError:  # a template that refuses this conversation refuses the rows too, naming them
+                turn_end = ""
+            self._own_end[fmt] = tuple(t for t in dict.fromkeys([turn_end.strip(), self.eos or ""])
+                                       if t in self.end_tokens)
+        return self._own_end[fmt]
+
+    def _strip_end(self, text: str, fmt: str) -> str:
+        # Data that writes its own end token would otherwise end with two, or with the token's characters and the
+        # token (a written special token is text, see _mark_literal): the template adds it.
+        ends = self._own_ends(fmt)
+        end = next((t for t in ends if text.rstrip().endswith(t)), None)
+        if end is None:
+            return text
+        self.notes.add("responses ending in their end token (" + " or ".join(ends) + ") had it removed (the "
+                       "template adds it)")
+        return text.rstrip()[: -len(end)]
 
     def _messages(self, row: dict, fmt: str) -> list[dict]:
         if fmt == "chat":
@@ -379,7 +397,7 @@ class Renderer:
                 {"role": "assistant", "content": row["output"]}]
         else:
             msgs = [{"role": "user", "content": row["prompt"]}, {"role": "assistant", "content": row["completion"]}]
-        return [{**m, "content": self._strip_eos(m["content"])} if m["role"] == "assistant" else m for m in msgs]
+        return [{**m, "content": self._strip_end(m["content"], fmt)} if m["role"] == "assistant" else m for m in msgs]
 
     def _mark_literal(self, messages: list[dict]) -> list[dict]:
         """The messages with each special token's text in their content marked as text (see _LIT_MARKED): a reply
