@@ -69,7 +69,25 @@ ALLOWED = {
     "deepseek_r1": {ROLE_MARKER},
 }
 THINK_BLOCK = "<think>\n\n</think>\n\n"
-CHAT_ROWS = [name for name, (_, fmt, _) in ROWS.items() if fmt != "text"]
+# Rows only the oracle reads, beside the families' ROWS: answers with the whitespace data has around them (a template
+# may trim it, or keep it: the seam must be where the oracle puts it either way), and three answers, one of them
+# written over two paragraphs. (Not an answer that starts with a newline: after a header that ends with one, one
+# pass over the text merges the two into one token across the seam, `ĊĊ`, which lorapilot keeps a token boundary
+# by design: the prompt is tokenized alone, as inference feeds it.)
+ORACLE_ROWS = {
+    "chat+spaces": ({"messages": [{"role": "user", "content": " What color is a lemon? "},
+                                  {"role": "assistant", "content": " Yellow. "},
+                                  {"role": "user", "content": "And a tomato?\n"},
+                                  {"role": "assistant", "content": "Red.\n\n"}]}, "chat", None),
+    "chat+system+three": ({"messages": [{"role": "system", "content": "Be brief."},
+                                 {"role": "user", "content": "What is 35 plus 7?"},
+                                 {"role": "assistant", "content": "42."},
+                                 {"role": "user", "content": "And 6 plus 28?"},
+                                 {"role": "assistant", "content": "34.\n\nThe plural of box is boxes."},
+                                 {"role": "user", "content": "Tell me a story."},
+                                 {"role": "assistant", "content": "Once upon a time the sky was blue."}]}, "chat", None),
+}
+CHAT_ROWS = [name for name, (_, fmt, _) in ROWS.items() if fmt != "text"] + list(ORACLE_ROWS)
 
 
 @pytest.fixture(scope="module")
@@ -155,7 +173,7 @@ def test_trained_tokens_match_trls_assistant_mask(tokenizers, name):
         for row_name in CHAT_ROWS:
             if refuses_system(name, row_name):
                 continue
-            row, fmt, _ = ROWS[row_name]
+            row, fmt, _ = {**ROWS, **ORACLE_ROWS}[row_name]
             where = (name, row_name, with_pad)
             renderer = Renderer(tok)
             rendered = renderer.render(row, fmt)
