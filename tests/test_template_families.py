@@ -579,3 +579,16 @@ def test_an_answer_that_writes_its_own_end_of_turn_token_trains_it_once(tokenize
         ref, _ = build(tok, {"messages": TURNS[:2]}, "chat")
         assert (ex.input_ids, ex.labels) == (ref.input_ids, ref.labels), (end, listing(tok, ex))
         assert any(note.startswith("responses ending in their end token") for note in report.notes), report.notes
+
+
+def test_whitespace_a_token_takes_in_is_taken_in_across_the_seam_after_the_templates_own(tokenizers):
+    """Phi-3.5's `<|assistant|>` takes in the whitespace after it (`rstrip`): the template's `\\n` and an answer's own
+    leading newline alike, in one pass and at inference. The answer is then `▁Red.`, as the model writes it after
+    the prompt, not a newline the prompt's token already took in, then `R` `ed.`."""
+    tok = tokenizers("phi3_5", False)
+    ex, _ = build(tok, {"messages": [TURNS[0], {"role": "assistant", "content": "\n\nRed."}]}, "chat")
+    ref, _ = build(tok, {"messages": [TURNS[0], {"role": "assistant", "content": "Red."}]}, "chat")
+    assert (ex.input_ids, ex.labels) == (ref.input_ids, ref.labels), listing(tok, ex)
+    one_pass = tok(tok.apply_chat_template([TURNS[0], {"role": "assistant", "content": "\n\nRed."}], tokenize=False),
+                   add_special_tokens=False)["input_ids"]
+    assert ex.input_ids == one_pass

@@ -92,7 +92,8 @@ class Masker:
             at = 0
             for i, (text, _) in enumerate(r.segments):
                 written = text
-                if i and self.rstrip and r.segments[i - 1][0].endswith(self.rstrip):
+                # (the template's own whitespace after the token, `<|assistant|>\n`, was taken in already)
+                if i and self.rstrip and r.segments[i - 1][0].rstrip().endswith(self.rstrip):
                     text = text.lstrip()
                 texts.append(text[1:] if i and self.prefix_space is not None and text.startswith(" ") else text)
                 starts.append(at + len(written) - len(texts[-1]))
