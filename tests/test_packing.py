@@ -112,3 +112,23 @@ def test_planner_without_budget_uses_micro_batches():
     plan = plan_steps([10] * 40, examples_per_step=8, num_epochs=1, seed=0, token_budget=None, micro_batch_size=2)
     assert plan.micro_batches_per_step == 4
     assert all(len(mb) == 2 for step in plan.epochs[0] for mb in step)
+
+
+@pytest.mark.parametrize("pack", [False, True], ids=["padded", "packed"])
+def test_the_eos_is_trained_where_the_pad_is_the_eos(pack):
+    """load_tokenizer sets pad = EOS when a tokenizer has none: padding is masked by position, so every example's
+    trained EOS keeps its label, and only the padding is left out (of the labels and of the attention)."""
+    eos = 2
+    long = _example([1, 40, 41, 42, 43, 44, eos], 3)
+    short = _example([1, 50, 51, eos], 2)
+    batch = Collator(pad_id=eos, pack=pack, pad_multiple=16 if pack else 0)([[long, short]] if pack else [long, short])
+    labels, ids = batch["labels"].tolist(), batch["input_ids"].tolist()
+    if pack:
+        n = len(long) + len(short)
+        assert labels[0][:n] == [IGNORE_INDEX] + long.labels[1:] + [IGNORE_INDEX] + short.labels[1:]
+        assert labels[0][n:] == [IGNORE_INDEX] * (16 - n) and ids[0][n:] == [eos] * (16 - n)
+        return
+    assert labels[1] == short.labels + [IGNORE_INDEX] * 3 and labels[1][3] == eos   # its EOS trained, then pad
+    assert ids[1] == short.input_ids + [eos] * 3
+    assert batch["attention_mask"].tolist() == [[1] * 7, [1] * 4 + [0] * 3]
+    assert labels[0] == long.labels and labels[0][-1] == eos
