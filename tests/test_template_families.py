@@ -592,3 +592,28 @@ def test_whitespace_a_token_takes_in_is_taken_in_across_the_seam_after_the_templ
     one_pass = tok(tok.apply_chat_template([TURNS[0], {"role": "assistant", "content": "\n\nRed."}], tokenize=False),
                    add_special_tokens=False)["input_ids"]
     assert ex.input_ids == one_pass
+
+
+@pytest.mark.parametrize("fmt", ["chat", "completion"])
+@pytest.mark.parametrize("name", [name for name, f in FAMILIES.items() if f.bos])
+def test_a_bos_the_data_writes_first_is_the_rows_one_bos(tokenizers, name, fmt):
+    """Data that starts its first message with the BOS text (`<s>What…`, exported from a pipeline that added it) is
+    the row without it: one BOS, first, where the template or tokenizer puts one; never a second BOS after the
+    template's first header (`[INST] <s>What`)."""
+    tok = tokenizers(name, False)
+    ex, _ = build(tok, _asking(fmt, tok.bos_token + "What color is a lemon?", "Yellow."), fmt)
+    ref, _ = build(tok, _asking(fmt, "What color is a lemon?", "Yellow."), fmt)
+    assert (ex.input_ids, ex.labels, ex.prompt_len) == (ref.input_ids, ref.labels, ref.prompt_len), listing(tok, ex)
+
+
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_special_token_text_in_an_alpaca_input_is_text(tokenizers, name):
+    """The alpaca default template writes a row's instruction and input sections from their own fields, not from the
+    user turn's content: their special-token text is text too."""
+    family, tok = FAMILIES[name], tokenizers(name, False)
+    end = family.end_of_turn or family.eos
+    ex, _ = build(tok, {"instruction": f"Explain {end}.", "input": f"the {end} token", "output": "It ends."}, "alpaca")
+    ref, _ = build(tok, {"instruction": "Explain x.", "input": "the x token", "output": "It ends."}, "alpaca")
+    end_id = tok.convert_tokens_to_ids(end)
+    assert ex.input_ids.count(end_id) == ref.input_ids.count(end_id), listing(tok, ex)
+    assert tok.decode(ex.input_ids).count(end) == tok.decode(ref.input_ids).count(end) + 2

@@ -400,26 +400,46 @@ class Renderer:
         return [{**m, "content": self._strip_end(m["content"], fmt)} if m["role"] == "assistant" else m for m in msgs]
 
     def _mark_literal(self, messages: list[dict]) -> list[dict]:
-        """The messages with each special token's text in their content marked as text (see _LIT_MARKED): a reply
-        that mentions `<|im_end|>` is not the end of its turn. A BOS written at the very start of the conversation
-        is left as it is: the data's own BOS, kept once (Masker)."""
+        """The messages with each special token's text in their text (content; an alpaca row's instruction and input,
+        which the default template writes) marked as text (see _LIT_MARKED): a reply that mentions `<|im_end|>` is
+        not the end of its turn. A BOS written at the very start of the conversation is left as it is: the data's
+        own BOS (see _without_data_bos)."""
         if self._special_text is None:
             return messages
+        bos = self.tok.bos_token or ""
         out = []
         for n, m in enumerate(messages):
-            content = m["content"]
-            keep = self.tok.bos_token if n == 0 and self.tok.bos_token and content.startswith(self.tok.bos_token) else ""
-            found = self._special_text.search(content, len(keep))
-            if found is None:
-                out.append(m)
-                continue
-            marked = keep + self._special_text.sub(lambda t: f"{_LIT_OPEN}{t[0][0]}{_LIT_SPLIT}{t[0][1:]}{_LIT_CLOSE}",
-                                                   content[len(keep):])
-            if not any(n.startswith(_LITERAL_NOTE) for n in self.notes):
-                self.notes.add(f"{_LITERAL_NOTE} (such as {found[0]}) is trained as the characters written, not "
-                               "as that token (an answer that mentions an end token does not end there)")
-            out.append({**m, "content": marked})
+            marked = dict(m)
+            for key in ("content", "instruction", "input"):
+                text = m.get(key)
+                if not isinstance(text, str):
+                    continue
+                keep = bos if n == 0 and bos and text.startswith(bos) else ""
+                found = self._special_text.search(text, len(keep))
+                if found is None:
+                    continue
+                marked[key] = keep + self._special_text.sub(
+                    lambda t: f"{_LIT_OPEN}{t[0][0]}{_LIT_SPLIT}{t[0][1:]}{_LIT_CLOSE}", text[len(keep):])
+                if not any(note.startswith(_LITERAL_NOTE) for note in self.notes):
+                    self.notes.add(f"{_LITERAL_NOTE} (such as {found[0]}) is trained as the characters written, not "
+                                   "as that token (an answer that mentions an end token does not end there)")
+            out.append(marked)
         return out
+
+    def _without_data_bos(self, messages: list[dict], full: str, template: str, source: str) -> tuple[list[dict], str]:
+        """(messages, full render) without a BOS the data writes at the start of its first message where the template
+        renders anything before that message: there it would be a second BOS, after the template's first header
+        (`[INST] <s>What`). The row's BOS is the template's or the tokenizer's. Where the message starts the row
+        (the prompt as written, on a base model), it is the row's BOS, kept once (Masker)."""
+        bos = self.tok.bos_token
+        first = messages[0] if messages else {}
+        if not bos or not first.get("content", "").startswith(bos) or full.startswith(first["content"]):
+            return messages, full
+        self.notes.add(f"a {bos} written at the start of a row was left out (the row has its one BOS first)")
+        dropped = {k: v[len(bos):] if k in ("content", "instruction") and isinstance(v, str) and v.startswith(bos)
+                   else v for k, v in first.items()}
+        messages = [dropped, *messages[1:]]
+        return messages, self._apply(messages, False, template, source)
 
     def _ends_with_end_token(self, text: str) -> bool:
         return any(text.endswith(t) for t in self.end_tokens)
@@ -511,7 +531,8 @@ class Renderer:
 
     def _chat(self, written: list[dict], template: str, source: str) -> Rendered:
         messages = self._mark_literal(written)
-        full = self._apply(messages, False, template, source)
+        messages, full = self._without_data_bos(messages, self._apply(messages, False, template, source), template,
+                                                source)
         spans: list[tuple[int, int]] = []
         turns: list[int] = []
         empty = 0
