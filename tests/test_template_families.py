@@ -617,3 +617,16 @@ def test_special_token_text_in_an_alpaca_input_is_text(tokenizers, name):
     end_id = tok.convert_tokens_to_ids(end)
     assert ex.input_ids.count(end_id) == ref.input_ids.count(end_id), listing(tok, ex)
     assert tok.decode(ex.input_ids).count(end) == tok.decode(ref.input_ids).count(end) + 2
+
+
+@pytest.mark.parametrize("name", [name for name, f in FAMILIES.items() if not f.system])
+def test_a_template_without_a_system_role_says_so_in_its_fix(tokenizers, name):
+    """Gemma 2's and Mistral v0.2's templates raise on a system message ('System role not supported', 'Conversation
+    roles must alternate'): the fix names the system prompt, not the order of the roles."""
+    from engine.errors import DataError
+
+    with pytest.raises(DataError) as e:
+        build(tokenizers(name, False), CHAT_SYSTEM, "chat")
+    assert str(e.value).startswith("t.jsonl:1: the model's chat template cannot render this conversation")
+    assert e.value.fix.startswith("this model's chat template has no system role: put the system prompt into the "
+                                  "first user message"), e.value.fix

@@ -470,7 +470,21 @@ class Renderer:
                                                 chat_template=template)
         except Exception as e:  # noqa: BLE001 - jinja raises its own errors and templates raise_exception(); all are the data's
             raise DataError(f"{source}: the model's chat template cannot render this conversation: {e}",
-                            fix="check the order of roles (many templates need user/assistant alternating)") from None
+                            fix=self._render_fix(messages, generation, template)) from None
+
+    def _render_fix(self, messages: list[dict], generation: bool, template: str) -> str:
+        """What to change in a conversation the template refuses: its system prompt, where the template renders it
+        without one (Gemma 2, Mistral v0.2 have no system role); else the order of the roles."""
+        rest = [m for m in messages if m["role"] != "system"]
+        if rest != messages:
+            try:
+                self.tok.apply_chat_template(rest, tokenize=False, add_generation_prompt=generation,
+                                             chat_template=template)
+                return ("this model's chat template has no system role: put the system prompt into the first user "
+                        "message, or leave it out")
+            except Exception:  # noqa: BLE001, S110 - refused without it too: the roles' order is the likelier cause
+                pass
+        return "check the order of roles (many templates need user/assistant alternating)"
 
     def _has_generation_prompt(self, template: str, source: str) -> bool:
         if template not in self._generation_prompt:
