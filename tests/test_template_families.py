@@ -630,3 +630,16 @@ def test_a_template_without_a_system_role_says_so_in_its_fix(tokenizers, name):
     assert str(e.value).startswith("t.jsonl:1: the model's chat template cannot render this conversation")
     assert e.value.fix.startswith("this model's chat template has no system role: put the system prompt into the "
                                   "first user message"), e.value.fix
+
+
+@pytest.mark.parametrize("name", CHAT_FAMILIES)
+def test_a_text_row_already_rendered_by_the_template_gets_no_second_end(tokenizers, name):
+    """A text row that is a conversation the chat template rendered ends with its end token and the newline the
+    template writes after it (`<|im_end|>\\n`, `<end_of_turn>\\n`): it ends already; an EOS after that newline would
+    be the stray extra end token (`<|im_end|>` `\\n` `<|im_end|>`)."""
+    tok = tokenizers(name, False)
+    text = tok.apply_chat_template(TURNS, tokenize=False)
+    ex, _ = build(tok, {"text": text}, "text")
+    as_written = tok(text, add_special_tokens=False)["input_ids"]
+    assert ex.input_ids.count(tok.eos_token_id) == as_written.count(tok.eos_token_id), listing(tok, ex)
+    assert ex.input_ids[-len(as_written):] == as_written

@@ -457,7 +457,8 @@ class Renderer:
     def _text(self, text: str) -> Rendered:
         if not text.strip():
             return Rendered([], skip="empty text")
-        text = text if self._ends_with_end_token(text) else text + self._eos_or_note()
+        # a conversation rendered already ends in its end token and the template's newline after it: it ends there
+        text = text if self._ends_with_end_token(text.rstrip()) else text + self._eos_or_note()
         return Rendered([(text, True)], response_text=text)
 
     # ------------------------------------------------------------ through a chat template
