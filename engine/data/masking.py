@@ -129,8 +129,7 @@ class Masker:
         anchors = [k for k, tid in enumerate(ids) if tid in self.special_ids and not written(k)]
         out: list[int] = []
         for left, right in zip([-1, *anchors], [*anchors, len(ids)]):
-            between = range(left + 1, right)
-            if any(tid in self.special_ids and written(k) for k in between for tid in (ids[k],)):
+            if any(ids[k] in self.special_ids and written(k) for k in range(left + 1, right)):
                 a = offsets[left][1] if left >= 0 else 0
                 b = offsets[right][0] if right < len(ids) else len(text)
                 out += self.tok(text[a:b], add_special_tokens=False, split_special_tokens=True)["input_ids"]
