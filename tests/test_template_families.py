@@ -647,3 +647,33 @@ def test_a_text_row_already_rendered_by_the_template_gets_no_second_end(tokenize
     as_written = tok(text, add_special_tokens=False)["input_ids"]
     assert ex.input_ids.count(tok.eos_token_id) == as_written.count(tok.eos_token_id), listing(tok, ex)
     assert ex.input_ids[-len(as_written):] == as_written
+
+
+# meta-llama/Llama-2-7b-chat-hf's chat template (tokenizer_config.json): no generation prompt; a space before each
+# answer, a BOS before each user turn
+LLAMA2_CHAT = (
+    "{% if messages[0]['role'] == 'system' %}{% set loop_messages = messages[1:] %}{% set system_message = "
+    "messages[0]['content'] %}{% else %}{% set loop_messages = messages %}{% set system_message = false %}{% endif %}"
+    "{% for message in loop_messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+    "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}"
+    "{% if loop.index0 == 0 and system_message != false %}{% set content = '<<SYS>>\\n' + system_message + "
+    "'\\n<</SYS>>\\n\\n' + message['content'] %}{% else %}{% set content = message['content'] %}{% endif %}"
+    "{% if message['role'] == 'user' %}{{ bos_token + '[INST] ' + content.strip() + ' [/INST]' }}"
+    "{% elif message['role'] == 'assistant' %}{{ ' '  + content.strip() + ' ' + eos_token }}{% endif %}{% endfor %}")
+
+
+def test_a_template_without_a_generation_prompt_puts_the_space_before_an_answer_into_the_answer(tokenizers):
+    """Llama-2-chat writes `[/INST]` + ` ` + answer and has no generation prompt: a server prompts with `…[/INST]`
+    and the model writes `▁Yellow.` (one pass over the row tokenizes it so too). The space is the answer's first
+    character, not a lone `▁` at the end of the prompt that no server feeds."""
+    import copy
+
+    tok = copy.deepcopy(tokenizers("mistral", False))
+    tok.chat_template = LLAMA2_CHAT
+    ex, _ = build(tok, CHAT, "chat")
+    one_pass = tok(tok.apply_chat_template(TURNS, tokenize=False), add_special_tokens=False)["input_ids"]
+    assert ex.input_ids == one_pass, listing(tok, ex)
+    served = tok(tok.apply_chat_template(TURNS[:1], tokenize=False, add_generation_prompt=True),
+                 add_special_tokens=False)["input_ids"]
+    assert ex.input_ids[: ex.prompt_len] == served, listing(tok, ex)
+    assert [tok.decode(run) for run in trained_runs(ex)] == ["Yellow. </s>", "Red. </s>"]

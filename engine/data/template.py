@@ -508,7 +508,10 @@ class Renderer:
                                 source)
             at = probe.find(_PLACEHOLDER)
             if at >= start and probe[:at] == full[:at]:
-                start = at
+                # Only whitespace between the prompt and the content (Llama-2's `[/INST]` + ` ` + answer): the prompt a
+                # server feeds ends before it, and one pass over the row joins it to the answer's first word (`▁Yellow`)
+                if not (i and start == len(prompt) < at and full[start:at].isspace()):
+                    start = at
         return start
 
     def _turn_end_text(self, messages: list[dict], i: int, template: str, source: str, probe: str | None = None) -> str:
