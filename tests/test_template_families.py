@@ -677,3 +677,16 @@ def test_a_template_without_a_generation_prompt_puts_the_space_before_an_answer_
                  add_special_tokens=False)["input_ids"]
     assert ex.input_ids[: ex.prompt_len] == served, listing(tok, ex)
     assert [tok.decode(run) for run in trained_runs(ex)] == ["Yellow. </s>", "Red. </s>"]
+
+
+def test_a_prompt_for_a_model_trained_on_text_rows_keeps_its_special_tokens(tokenizers):
+    """Text rows keep the special tokens they write (often conversations rendered already); a model trained on them is
+    prompted the same way: special-token text typed into the playground or chat is the token, as it was in training."""
+    from engine.data.prompt import prompt_ids
+
+    tok = tokenizers("qwen2_5", False)
+    typed = "<|im_start|>user\nWhat color is a lemon?<|im_end|>\n<|im_start|>assistant\n"
+    ids, _ = prompt_ids(tok, typed, PromptStyle(format="text"))
+    assert ids == tok(typed, add_special_tokens=False)["input_ids"]
+    (ex,) = tokenize_rows([{"text": typed + "Yellow.<|im_end|>"}], "text", ["t:1"], tok, max_seq_length=4096)
+    assert ex.input_ids[: len(ids)] == ids

@@ -359,8 +359,8 @@ class Renderer:
         A model trained on text rows never saw a template: it is fed the words as written.
         """
         row = prompt_row(fmt, text, system)
-        if fmt == "text":
-            return self._chat(self._messages(row, "completion"), RAW_TEMPLATE, "prompt")
+        if fmt == "text":  # its special-token text is the tokens, as in the text rows it was trained on
+            return self._chat(self._messages(row, "completion"), RAW_TEMPLATE, "prompt", mark_literal=False)
         return self.render(row, fmt, "prompt")
 
     # ------------------------------------------------------------ building the turns
@@ -549,8 +549,8 @@ class Renderer:
         right for templates that render a turn the same whatever follows it."""
         return _common_prefix_len(self._apply(messages[: i + 1], False, template, source), full)
 
-    def _chat(self, written: list[dict], template: str, source: str) -> Rendered:
-        messages = self._mark_literal(written)
+    def _chat(self, written: list[dict], template: str, source: str, mark_literal: bool = True) -> Rendered:
+        messages = self._mark_literal(written) if mark_literal else written
         messages, full = self._without_data_bos(messages, self._apply(messages, False, template, source), template,
                                                 source)
         spans: list[tuple[int, int]] = []
