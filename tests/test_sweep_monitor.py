@@ -125,6 +125,7 @@ async def test_finished_sweep_shows_table_heatmap_winner_and_applies(tmp_path, m
         assert app.screen.query_one("#sweep-result").display
         text = screen_text(app)
         assert "Winner" in text and "lr 2e-4 · r 32 (alpha 64)" in text
+        assert "The best r, 32, was the largest tried" in text and "--r 32,64,128" in text   # the grid's edge
         assert "--apply best.yaml" in text and "lorapilot train best.yaml" in text
         assert "Eval loss, lr x r" in screen_text_rich(app)
 

@@ -218,3 +218,60 @@ def test_summarize_sweep_finished_and_lost(tmp_path):
     assert read_sweep(sweep_dir)["state"] == "running"  # reading never rewrites it
     with pytest.raises(UserError, match="not a sweep directory"):
         summarize_sweep(tmp_path)
+
+
+def edge_sweep(winner: tuple, lrs=(1e-4, 2e-4, 5e-4), rs=(4, 8, 16), **by_cell) -> dict:
+    """Every cell of lrs x rs done with eval loss 2.0, the winner's 1.0; by_cell: fields of some cells, by trial id."""
+    trials = [{**trial(lr, r, eval_loss=1.0 if (lr, r) == winner else 2.0), **by_cell.get(Trial(lr, r).id, {})}
+              for lr in lrs for r in rs]
+    return {"trials": trials, "winner": choose_winner(trials)}
+
+
+def test_a_winner_at_the_edge_of_the_grid_is_named_with_the_next_grid():
+    """The best lr was the highest tried and nothing said so: the sweep's own optimum may lie past its grid."""
+    from engine.sweep.report import edge_notes
+
+    assert edge_notes(edge_sweep((2e-4, 8))) == []   # inside: nothing to say
+    assert edge_notes(edge_sweep((5e-4, 8))) == [
+        "the best lr, 5e-4, was the highest tried: the optimum may be above it; sweep again with "
+        "--lr 5e-4,1.25e-3,3.13e-3"]
+    assert edge_notes(edge_sweep((1e-4, 4))) == [
+        "the best lr, 1e-4, was the lowest tried: the optimum may be below it; sweep again with --lr 2.5e-5,5e-5,1e-4"]
+    assert edge_notes(edge_sweep((2e-4, 16))) == [
+        "the best r, 16, was the largest tried: a larger r may do better (at more memory and time); sweep again "
+        "with --r 16,32,64"]
+    assert edge_notes(edge_sweep((2e-4, 4))) == []   # the smallest r: as good for less, nothing to warn of
+    assert len(edge_notes(edge_sweep((5e-4, 16)))) == 2          # both at once
+    assert edge_notes(edge_sweep((5e-4, 4), lrs=(5e-4,), rs=(4,))) == []   # one value: nothing was swept
+    assert edge_notes({"trials": [], "winner": None}) == []
+
+
+def test_the_edge_is_of_what_was_tried():
+    from engine.sweep.report import edge_notes
+
+    # the highest lr never started (budget): the winner below it is the highest tried
+    skipped = {f"lr5e-4_r{r}": dict(state="skipped", eval_loss=None, stopped_by="budget") for r in (4, 8, 16)}
+    assert edge_notes(edge_sweep((2e-4, 8), **skipped))[0].startswith("the best lr, 2e-4, was the highest tried")
+    # the highest lr diverged (no finite eval loss): tried, and it says the optimum is below it
+    nan = {f"lr5e-4_r{r}": dict(state="stopped", eval_loss=float("nan"), stopped_by="nan_loss") for r in (4, 8, 16)}
+    assert edge_notes(edge_sweep((2e-4, 8), **nan)) == []
+    # ... as does one stopped at once on its loss_explosion finding before any evaluation
+    boom = {f"lr5e-4_r{r}": dict(state="stopped", eval_loss=None, stopped_by="loss_explosion") for r in (4, 8, 16)}
+    assert edge_notes(edge_sweep((2e-4, 8), **boom)) == []
+
+
+def test_the_report_the_applied_config_and_its_message_say_the_winner_is_at_the_edge(tmp_path, capsys):
+    from rich.console import Console
+
+    from engine.sweep.report import applied_text
+
+    sweep = finished_sweep(tmp_path)   # winner lr 5e-4 of 1e-4 and 5e-4: the highest tried
+    buf = io.StringIO()
+    print_report(sweep, Console(file=buf, width=120))
+    note = "the best lr, 5e-4, was the highest tried: the optimum may be above it; sweep again with --lr 5e-4,2.5e-3"
+    assert f"  note: {note}" in buf.getvalue()
+    out = apply_winner(sweep, tmp_path / "best.yaml")
+    assert f"# Note: {note}" in out.read_text()
+    assert load_config(out).lora.r == 4   # the note is a comment
+    assert f"written to {out}\n  note: {note}" in applied_text(sweep, out)
+    assert "note" not in applied_text(sweep, out, notes=False)

@@ -81,7 +81,7 @@ def run(a: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- an existing sweep
 
 def _existing(sweep_dir: Path, a) -> int:
-    from engine.sweep.report import apply_winner, print_report
+    from engine.sweep.report import applied_text, apply_winner, print_report
     from engine.sweep.summary import summarize_sweep
     from engine.sweep.sweepdir import is_sweep_dir, read_sweep
 
@@ -98,8 +98,7 @@ def _existing(sweep_dir: Path, a) -> int:
     sweep = read_sweep(sweep_dir, complete=True)
     if a.apply:
         may_overwrite(Path(a.apply), a.force, flag="--apply", example="best.yaml")
-        path = apply_winner(sweep, a.apply, replace=True)
-        print(f"winner's config written to {path}\ntrain it: lorapilot train {path}")
+        print(applied_text(sweep, apply_winner(sweep, a.apply, replace=True)))
         return EXIT_OK
     print_report(sweep)
     return EXIT_OK
@@ -312,7 +311,7 @@ def _sweep_record(sweep_dir: Path, cfg, config_path: Path, trials, steps: int, a
 
 def _follow(sweep_dir: Path, proc, a, poll_s: float = 1.0) -> int:
     """Progress lines until the driver ends; Ctrl-C asks for a graceful stop, twice leaves it running."""
-    from engine.sweep.report import print_report
+    from engine.sweep.report import applied_text, print_report
     from engine.sweep.sweepdir import read_sweep, request_sweep_stop
 
     stopping = False
@@ -351,7 +350,7 @@ def _follow(sweep_dir: Path, proc, a, poll_s: float = 1.0) -> int:
     sweep = read_sweep(sweep_dir, complete=True)
     print_report(sweep)
     if sweep.get("applied"):
-        print(f"winner's config written to {sweep['applied']}\ntrain it: lorapilot train {sweep['applied']}")
+        print(applied_text(sweep, sweep["applied"], notes=False))   # the report above gave the notes
     elif sweep.get("apply_error"):
         print(f"lorapilot: --apply: {sweep['apply_error']}", file=sys.stderr)
     if sweep.get("state") == "failed":

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from engine.diagnose.curves import EvalPoint, learning_curve_verdict
 from engine.errors import UserError
-from engine.sweep.plan import lr_text
+from engine.sweep.plan import STOP_ON, lr_text
 from engine.sweep.sweepdir import TRIAL_SKIPPED
 
 # Training loss "at" an evaluation: the mean of the last few logged losses, as the live diagnostics take it.
@@ -106,6 +106,48 @@ def table_rows(sweep: dict) -> list[dict]:
                                               "peak_mem_gib")},
                      "winner": t["id"] == winner})
     return rows
+
+
+def _informative(t: dict) -> bool:
+    """A trial that says something of its lr and r: it reached an evaluation or diverged (a trial that never
+    started, or failed before its first evaluation, does not)."""
+    return t.get("eval_loss") is not None or t.get("stopped_by") in STOP_ON
+
+
+def _lr_list(values) -> str:
+    return ",".join(lr_text(x) for x in values)
+
+
+def edge_notes(sweep: dict) -> list[str]:
+    """Plain words when the winner sits at the edge of what was tried: the best lr the highest (or the lowest) of
+    the trials that say something, the best r the largest; each with the grid to sweep next, continuing the grid's
+    own spacing there. [] without a winner, or when that value was the only one tried. Reads a sweep.json or a
+    summarize_sweep() picture alike (both have "winner" and "trials")."""
+    from engine.config import FIELDS
+
+    w = sweep.get("winner")
+    if not w:
+        return []
+    tried = [t for t in sweep["trials"] if _informative(t)]
+    lrs = sorted({t["learning_rate"] for t in tried} | {w["learning_rate"]})
+    rs = sorted({t["r"] for t in tried} | {w["r"]})
+    notes = []
+    lr, lr_max = w["learning_rate"], FIELDS["training.learning_rate"].hi or math.inf
+    if len(lrs) > 1 and lr == lrs[-1]:
+        k = lrs[-1] / lrs[-2]
+        up = [x for x in (lr, lr * k, lr * k * k) if x <= lr_max]
+        notes.append(f"the best lr, {lr_text(lr)}, was the highest tried: the optimum may be above it"
+                     + (f"; sweep again with --lr {_lr_list(up)}" if len(up) > 1 else ""))
+    elif len(lrs) > 1 and lr == lrs[0]:
+        k = lrs[1] / lrs[0]
+        notes.append(f"the best lr, {lr_text(lr)}, was the lowest tried: the optimum may be below it; sweep again "
+                     f"with --lr {_lr_list((lr / k / k, lr / k, lr))}")
+    r, r_max = w["r"], FIELDS["lora.r"].hi or math.inf
+    if len(rs) > 1 and r == rs[-1]:
+        up_r = [x for x in (r, 2 * r, 4 * r) if x <= r_max]
+        notes.append(f"the best r, {r}, was the largest tried: a larger r may do better (at more memory and time)"
+                     + (f"; sweep again with --r {','.join(str(x) for x in up_r)}" if len(up_r) > 1 else ""))
+    return notes
 
 
 # ---------------------------------------------------------------- terminal rendering (rich)
@@ -208,6 +250,8 @@ def print_report(sweep: dict, console=None) -> None:
                      "never started)")
         console.print(f"winner: lr {lr_text(w['learning_rate'])}, r {w['r']} (alpha {w['alpha']}), "
                       f"eval loss {w['eval_loss']:.4f}{note}", markup=False, highlight=False)
+        for line in edge_notes(sweep):
+            console.print(f"  note: {line}", markup=False, highlight=False)
     else:
         console.print("no winner: no trial produced a finite eval loss", markup=False)
 
@@ -229,6 +273,14 @@ def winner_config(sweep: dict):
     return config_from_dict(raw, source=f"{sweep.get('sweep_dir')}/sweep.json base_config")
 
 
+def applied_text(sweep: dict, path: str | Path, *, notes: bool = True) -> str:
+    """What `--apply` says once the winner's config is written: where, any note on the winner at the grid's edge
+    (`notes`: unless the report above just said it), and the command to train it."""
+    lines = [f"winner's config written to {path}"]
+    lines += [f"  note: {line}" for line in edge_notes(sweep)] if notes else []
+    return "\n".join(lines + [f"train it: lorapilot train {path}"])
+
+
 def apply_winner(sweep: dict, out: str | Path, *, replace: bool = False) -> Path:
     """Writes the winner's config to OUT (YAML), ready for `lorapilot train OUT`; an existing OUT only when
     `replace` (the user said so: --force, yes at the prompt, the dialog's Replace)."""
@@ -243,7 +295,8 @@ def apply_winner(sweep: dict, out: str | Path, *, replace: bool = False) -> Path
         raise UserError(f"--apply {out}: exists; not overwritten", fix="choose another file, or add --force to replace it")
     header = (f"# From sweep {sweep.get('sweep_dir')}: winner lr {lr_text(w['learning_rate'])}, r {w['r']}, "
               f"alpha {w['alpha']} (eval loss {w['eval_loss']:.4f}).\n"
-              f"# The base config {sweep.get('base_config_path')} otherwise, with its own steps.\n")
+              f"# The base config {sweep.get('base_config_path')} otherwise, with its own steps.\n"
+              + "".join(f"# Note: {line}.\n" for line in edge_notes(sweep)))
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(header + dump_config(cfg), encoding="utf-8")
     return path
