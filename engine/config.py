@@ -495,10 +495,23 @@ def _resolve_relative_paths(cfg: Config, base: Path) -> None:
         cfg.dataset.validation_path = fix(cfg.dataset.validation_path)
 
 
+def as_written(spec: FieldSpec, value: Any) -> Any:
+    """A value as a user writes it in the file: a whole number in a float field as an int (`alpha: 32`,
+    `num_epochs: 3`, not the 32.0 the loader keeps); it reads back to the same value."""
+    if spec.type is float and isinstance(value, float) and value.is_integer() and abs(value) < 2 ** 53:
+        return int(value)
+    return value
+
+
 def dump_config(cfg: Config) -> str:
     import yaml
 
-    return yaml.safe_dump(cfg.to_dict(), sort_keys=False, default_flow_style=False)
+    from engine.config_paths import get_path, put_path
+
+    raw = cfg.to_dict()
+    for path, spec in FIELDS.items():
+        put_path(raw, path, as_written(spec, get_path(raw, path)))
+    return yaml.safe_dump(raw, sort_keys=False, default_flow_style=False)
 
 
 def save_config(cfg: Config, path: str | Path) -> None:

@@ -127,11 +127,11 @@ def save_into(cfg: Any, path: str | Path) -> list[str]:
 
 
 def _changes(cfg: Any, on_disk: Any) -> dict[str, Any]:
-    """The fields whose value in `cfg` differs from `on_disk`'s, with `cfg`'s value."""
-    from engine.config import FIELDS
+    """The fields whose value in `cfg` differs from `on_disk`'s, with `cfg`'s value as a user writes it."""
+    from engine.config import FIELDS, as_written
 
     new, old = cfg.to_dict(), on_disk.to_dict()
-    return {k: get_path(new, k) for k in FIELDS if get_path(new, k) != get_path(old, k)}
+    return {k: as_written(spec, get_path(new, k)) for k, spec in FIELDS.items() if get_path(new, k) != get_path(old, k)}
 
 
 def holds(cfg: Any, path: str | Path) -> bool:

@@ -162,6 +162,18 @@ def test_round_trip_is_the_reproducible_record(tmp_path):
     assert load_config(f).to_dict() == c.to_dict()
 
 
+def test_a_written_config_reads_as_a_user_writes_it(tmp_path):
+    """`sweep --apply` wrote `alpha: 8.0` and `num_epochs: 3.0`: float fields holding a whole number are written as
+    one, and read back to the same value."""
+    c = config_from_dict(with_("training", max_grad_norm=1, learning_rate=2e-5) | {"lora": {"r": 4, "alpha": 8}})
+    text = dump_config(c)
+    for line in ("  alpha: 8\n", "  num_epochs: 3\n", "  max_grad_norm: 1\n", "  dropout: 0.05\n", "  r: 4\n"):
+        assert line in text
+    f = tmp_path / "saved.yaml"
+    f.write_text(text)
+    assert load_config(f).to_dict() == c.to_dict() and load_config(f).lora.alpha == 8.0
+
+
 def test_every_field_has_help_and_a_default_that_validates():
     for spec in FIELDS.values():
         assert spec.help, spec.path

@@ -68,6 +68,8 @@ def test_save_into_changes_only_what_differs(tmp_path):
     assert "# a bigger rate worked last time" in text and load_config(path).lora.r == 8
     new = tmp_path / "new.yaml"
     assert save_into(cfg, new) == [] and load_config(new).lora.r == 8  # a new file: the whole config
+    cfg.lora.alpha = 16.0   # as the loader keeps it: written as the user writes it, not `alpha: 16.0`
+    assert save_into(cfg, path) == ["lora.alpha: (default) -> 16"] and "  alpha: 16\n" in path.read_text()
 
 
 def test_fix_setting_reads_a_findings_fix():

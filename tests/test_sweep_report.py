@@ -132,6 +132,7 @@ def test_apply_writes_the_base_config_with_the_winners_lr_and_r(tmp_path):
     assert cfg.training.max_steps == 400 and cfg.training.eval_steps == 50  # the base's, not the sweep's
     assert cfg.model == "some/model" and cfg.run_name is None
     assert out.read_text().startswith("# From sweep")
+    assert "  alpha: 8\n" in out.read_text() and "  r: 4\n" in out.read_text()   # not alpha: 8.0
 
 
 def test_apply_never_replaces_an_existing_file_unless_told(tmp_path):
