@@ -235,7 +235,7 @@ def test_a_winner_at_the_edge_of_the_grid_is_named_with_the_next_grid():
     assert edge_notes(edge_sweep((2e-4, 8))) == []   # inside: nothing to say
     assert edge_notes(edge_sweep((5e-4, 8))) == [
         "the best lr, 5e-4, was the highest tried: the optimum may be above it; sweep again with "
-        "--lr 5e-4,1.25e-3,3.13e-3"]
+        "--lr 5e-4,1.3e-3,3.1e-3"]
     assert edge_notes(edge_sweep((1e-4, 4))) == [
         "the best lr, 1e-4, was the lowest tried: the optimum may be below it; sweep again with --lr 2.5e-5,5e-5,1e-4"]
     assert edge_notes(edge_sweep((2e-4, 16))) == [

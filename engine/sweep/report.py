@@ -115,7 +115,8 @@ def _informative(t: dict) -> bool:
 
 
 def _lr_list(values) -> str:
-    return ",".join(lr_text(x) for x in values)
+    """The lr values a next sweep is given, to two significant digits (5e-4 x 2.5: 1.3e-3, not 1.25e-3)."""
+    return ",".join(lr_text(float(f"{x:.1e}")) for x in values)
 
 
 def edge_notes(sweep: dict) -> list[str]:
