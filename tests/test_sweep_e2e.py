@@ -12,7 +12,7 @@ import yaml
 from conftest import DEMO_CONFIG, run_cli
 from engine.cli import main
 from engine.config import load_config
-from engine.rundir import MetricsWriter, read_status, write_status
+from engine.rundir import MetricsWriter, read_metrics, read_status, write_status
 from engine.sweep.driver import Driver
 from engine.sweep.sweepdir import read_sweep
 
@@ -125,3 +125,59 @@ def test_a_trial_that_finished_before_its_stop_took_effect_is_a_finished_trial(t
     driver, trial = _trial_exits(sweep_dir, t, run_dir)
     assert trial["state"] == "done" and trial["stopped_by"] is None and trial["stop_reason"] is None
     assert render_stops(driver.sweep) == []
+
+
+@pytest.mark.slow
+def test_a_sweep_killed_mid_trial_resumes_where_it_was(tmp_path, demo_model_dir, capsys):
+    """A pod preempted mid-sweep (the driver and the trainer killed at once, kill -9) lost the whole sweep: there was
+    no way on. `sweep --resume` keeps what finished, resumes the trial cut short from its checkpoint and runs the
+    rest; a config that is not the sweep's is refused."""
+    import os
+    import signal
+    import time
+
+    from engine.rundir import complete_checkpoints
+    from engine.sweep.sweepdir import effective_sweep_state
+
+    cfg = small_demo(tmp_path)
+    sweep_dir = tmp_path / "sweep"
+    r = run_cli("sweep", str(cfg), "--lr", "3e-3,1e-2", "--r", "4", "--steps", "6", "--parallel", "1",
+                "--no-halving", "--yes", "--detach", "--sweep-dir", str(sweep_dir), timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    first = sweep_dir / "lr3e-3_r4"   # the grid's first trial runs first
+    deadline = time.monotonic() + 300
+    while not complete_checkpoints(first) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert complete_checkpoints(first), (sweep_dir / "sweep.log").read_text()
+    # The machine goes: the driver and the trainer die at once, with no word to anyone.
+    for pid in (read_sweep(sweep_dir)["driver_pid"], read_status(first)["pid"]):
+        os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while effective_sweep_state(read_sweep(sweep_dir)) != "lost" and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert effective_sweep_state(read_sweep(sweep_dir)) == "lost"
+
+    other = tmp_path / "other.yaml"   # the command that started it, but another config: refused, nothing written
+    raw = yaml.safe_load(cfg.read_text())
+    raw["training"]["warmup_ratio"] = 0.1
+    other.write_text(yaml.safe_dump(raw))
+    before = (sweep_dir / "sweep.json").read_bytes()
+    assert main(["sweep", str(other), "--lr", "3e-3,1e-2", "--r", "4", "--steps", "6", "--no-halving",
+                 "--sweep-dir", str(sweep_dir), "--resume", "--yes"]) == 2
+    assert "training.warmup_ratio: 0.1 in" in capsys.readouterr().err
+    assert (sweep_dir / "sweep.json").read_bytes() == before
+
+    r = run_cli("sweep", str(cfg), "--lr", "3e-3,1e-2", "--r", "4", "--steps", "6", "--no-halving",
+                "--sweep-dir", str(sweep_dir), "--resume", "--yes", timeout=400)
+    assert r.returncode == 0, r.stdout + r.stderr + (sweep_dir / "sweep.log").read_text()
+    assert "lr3e-3_r4: lost at step" in r.stdout and "resumes from its checkpoint at step" in r.stdout
+    s = read_sweep(sweep_dir)
+    assert s["state"] == "done" and s["resumes"] == 1 and s["spent_s"] > 0
+    for t in s["trials"]:   # both trained to the end, evaluated at each rung and at the last step
+        assert t["state"] == "done" and [e[0] for e in t["evals"]] == [2, 4, 6], t
+    trials = {t["id"]: t for t in s["trials"]}
+    assert trials["lr3e-3_r4"]["resumed"] and not trials["lr1e-2_r4"]["resumed"]
+    events = [rec for rec in read_metrics(first) if rec["kind"] == "event"]
+    assert any("resumed from checkpoint-" in rec["message"] for rec in events)
+    assert s["winner"]["id"] in trials
+    assert main(["sweep", "--resume", str(sweep_dir)]) == 2 and "nothing to resume" in capsys.readouterr().err

@@ -3,6 +3,7 @@
     lorapilot sweep CONFIG [--lr 1e-4,2e-4,5e-4] [--r 4,8,16] [--steps 100] [--budget-minutes M]
                     [--price-per-hour P] [--parallel N] [--yes] [--detach] [--apply OUT.yaml]
     lorapilot sweep SWEEP_DIR [--apply OUT.yaml]    the result of a sweep (and the winner's config)
+    lorapilot sweep --resume SWEEP_DIR              a sweep whose driver is gone goes on (engine/sweep/resume.py)
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         + ",".join(lr_text(x) for x in DEFAULT_LRS) + ")")
     parser.add_argument("--r", metavar="LIST", help="LoRA ranks, comma-separated; alpha = 2r (default: "
                         + ",".join(str(x) for x in DEFAULT_RS) + ")")
-    parser.add_argument("--steps", type=int, default=DEFAULT_STEPS,
+    parser.add_argument("--steps", type=int,
                         help=f"optimizer steps per trial, rounded to a multiple of 3 (default {DEFAULT_STEPS})")
     parser.add_argument("--budget-minutes", type=float, metavar="M",
                         help="fit the sweep into M minutes: shorter trials first, then fewer")
@@ -46,6 +47,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--apply", metavar="OUT.yaml", type=user_path,
                         help="write the winner's config (base config, winning lr and r, alpha = 2r) to OUT.yaml")
     parser.add_argument("--force", action="store_true", help="replace the --apply file if it exists")
+    parser.add_argument("--resume", action="store_true",
+                        help="go on with a sweep whose driver is gone (preempted, stopped): `sweep --resume SWEEP_DIR`, "
+                             "or the sweep's own command line with --resume (its --sweep-dir), checked against it")
 
 
 def visible_devices() -> list[str]:
@@ -73,6 +77,8 @@ def run(a: argparse.Namespace) -> int:
         raise UserError("sweep needs a CONFIG (or a SWEEP_DIR to report on)",
                         fix="try: lorapilot sweep presets/demo.yaml --lr 1e-3,3e-3 --r 4,8 --steps 12")
     target = Path(a.target)
+    if a.resume:
+        return _resume(target, a)
     if target.is_dir():
         return _existing(target, a)
     return _new(target, a)
@@ -92,7 +98,8 @@ def _existing(sweep_dir: Path, a) -> int:
     if summary["state"] not in ("done", "stopped", "failed"):
         if a.apply:
             raise UserError(f"{sweep_dir}: the sweep is {summary['state']}; no winner yet",
-                            fix="wait for it to finish, then run this again")
+                            fix=f"resume it: lorapilot sweep --resume {sweep_dir}" if summary["state"] == "lost"
+                            else "wait for it to finish, then run this again")
         _print_progress(summary)
         return EXIT_OK
     sweep = read_sweep(sweep_dir, complete=True)
@@ -101,7 +108,80 @@ def _existing(sweep_dir: Path, a) -> int:
         print(applied_text(sweep, apply_winner(sweep, a.apply, replace=True)))
         return EXIT_OK
     print_report(sweep)
+    if sweep.get("state") in ("stopped", "failed") and any(
+            t["state"] not in ("done", "stopped") or t.get("stopped_by") in ("user", "budget") for t in sweep["trials"]):
+        print(f"trials were cut short or never started: lorapilot sweep --resume {sweep_dir} runs them")
     return EXIT_OK
+
+
+# ---------------------------------------------------------------- a sweep resumed
+
+def _resume(target: Path, a) -> int:
+    """`sweep --resume SWEEP_DIR`, or `sweep CONFIG ... --sweep-dir DIR --resume` (the command that started it, checked
+    against it): the trials without their answer go on (engine.sweep.resume), under a new driver."""
+    from engine.sweep.plan import parse_lrs, parse_rs
+    from engine.sweep.resume import check_same_sweep, prepare_resume, resume_text
+    from engine.sweep.sweepdir import SWEEP_STOP_FILE, SweepLock, is_sweep_dir, read_sweep, write_sweep
+    from engine.wrap import fit
+
+    config = None if target.is_dir() else target
+    if config is not None and not a.sweep_dir:
+        raise UserError(f"--resume with a config ({target}) needs the sweep's folder",
+                        fix="add --sweep-dir SWEEP_DIR, or resume it alone: lorapilot sweep --resume SWEEP_DIR")
+    sweep_dir = (Path(a.sweep_dir) if config is not None else target).resolve()
+    if not is_sweep_dir(sweep_dir):
+        raise UserError(f"{sweep_dir}: not a sweep directory (no sweep.json); nothing to resume",
+                        fix="give the folder `lorapilot sweep` made (runs/sweep-<config>-<time>)")
+    # Whether its driver lives, the sweep's lock says (a pid in sweep.json may be another process's on a new pod).
+    try:
+        SweepLock.acquire(sweep_dir).release()
+    except UserError:
+        raise UserError(f"{sweep_dir}: the sweep is running (its driver holds the folder); nothing to resume",
+                        fix=f"lorapilot sweep {sweep_dir} shows its progress; lorapilot stop {sweep_dir} stops it")
+    sweep = read_sweep(sweep_dir, complete=True)
+    if sweep.get("state") == "done":
+        raise UserError(f"{sweep_dir}: the sweep is done; nothing to resume",
+                        fix=f"lorapilot sweep {sweep_dir} shows the result; a new sweep tries other settings")
+    if config is not None:
+        check_same_sweep(sweep, sweep_dir, config, parse_lrs(a.lr) if a.lr else None,
+                         parse_rs(a.r) if a.r else None, a.steps, (not a.no_halving) if a.no_halving else None)
+    elif sweep["base_config"].get("trust_remote_code"):
+        # The config in sweep.json is a file in a folder: its trust_remote_code is honoured only on the user's word.
+        raise UserError(f"{sweep_dir}: the sweep's config sets trust_remote_code: true, which lorapilot does not "
+                        "honour from a sweep folder on its own",
+                        fix=f"resume it with your config: lorapilot sweep YOUR.yaml --sweep-dir {sweep_dir} --resume")
+    _check_numbers(argparse.Namespace(**{**vars(a), "steps": 3}))   # --budget-minutes, --parallel
+    if a.budget_minutes is not None:   # a new budget for the whole sweep: the time it already ran counts
+        sweep["plan"]["budget_s"] = a.budget_minutes * 60
+    # This machine's GPUs (a preempted pod may come back with others), by a new sweep's rule.
+    devices = visible_devices()
+    lanes = a.parallel or max(1, len(devices))
+    if (lanes, devices) != (sweep["lanes"], sweep.get("devices")):
+        print(f"runs    {lanes} at once" + (f" over GPUs {', '.join(devices)}" if devices else " on the CPU")
+              + f" (before: {sweep['lanes']}" + (f" over GPUs {', '.join(sweep['devices'])})" if sweep.get("devices")
+                                                  else ")"))
+    sweep.update(lanes=lanes, devices=devices)
+    sweep["plan"]["lanes"] = lanes
+    lock = SweepLock.acquire(sweep_dir)   # held from here to the new driver (a second resume is refused)
+    try:
+        lines = prepare_resume(sweep_dir, sweep, time.time())
+        print(fit(resume_text(sweep, lines)))
+        if a.dry_run:
+            return EXIT_OK
+        if a.apply:
+            may_overwrite(Path(a.apply), a.force, flag="--apply", example="best.yaml")
+            sweep.update(apply_path=str(Path(a.apply).resolve()), apply_replace=Path(a.apply).exists())
+        if not _confirmed(a, "Resume the sweep?"):
+            print("not resumed")
+            return EXIT_OK
+        (sweep_dir / SWEEP_STOP_FILE).unlink(missing_ok=True)   # the stop that ended it asked nothing of this run
+        write_sweep(sweep_dir, sweep)
+        from engine.sweep.driver import spawn_driver
+
+        proc = spawn_driver(sweep_dir, lock)
+    finally:
+        lock.release()
+    return _started(sweep_dir, proc, a)
 
 
 def _print_progress(summary: dict) -> None:
@@ -115,6 +195,8 @@ def _print_progress(summary: dict) -> None:
     if summary["best"]:
         b = summary["best"]
         print(f"best so far: {b['id']} eval loss {b['eval_loss']:.4f} at step {b['step']}")
+    if summary["state"] == "lost":
+        print(f"its driver is gone (the machine restarted?): lorapilot sweep --resume {summary['sweep_dir']} goes on")
 
 
 # ---------------------------------------------------------------- a new sweep
@@ -131,13 +213,17 @@ def _new(config_path: Path, a) -> int:
     from engine.sweep.cost import trial_time_model
     from engine.sweep.plan import fit_budget, grid, parse_lrs, parse_rs, round_steps, sweep_seconds
 
+    if a.steps is None:
+        a.steps = DEFAULT_STEPS
     _check_numbers(a)
     if a.sweep_dir:   # before the plan and the y/N: a yes to a folder already in use was then refused
         from engine.sweep.sweepdir import SWEEP_LOCK_FILE
         from engine.train.launch import check_new_run_dir
 
         check_new_run_dir(Path(a.sweep_dir).resolve(), flag="--sweep-dir", lock_file=SWEEP_LOCK_FILE)
-    trials = grid(parse_lrs(a.lr), parse_rs(a.r))
+    lrs, rs = parse_lrs(a.lr), parse_rs(a.r)
+    a.requested_grid = {"learning_rate": lrs, "r": rs}   # before a budget drops any: what a resume is checked against
+    trials = grid(lrs, rs)
     steps = round_steps(a.steps)
     cfg = load_config(config_path)
     from engine.data.formats import check_dataset_found
@@ -196,6 +282,11 @@ def _new(config_path: Path, a) -> int:
         proc = spawn_driver(sweep_dir, lock)
     finally:
         lock.release()
+    return _started(sweep_dir, proc, a)
+
+
+def _started(sweep_dir: Path, proc, a) -> int:
+    """The driver is running: where to look (--detach), else its progress followed here."""
     if a.detach:
         print(f"sweep directory: {sweep_dir}\ndriver pid: {proc.pid}\n"
               f"progress: lorapilot sweep {sweep_dir}\nstop:     lorapilot stop {sweep_dir}")
@@ -254,14 +345,14 @@ def _plan_text(trials, steps: int, requested: int, lanes: int, devices: list[str
     return "\n".join(lines)
 
 
-def _confirmed(a) -> bool:
+def _confirmed(a, question: str = "Start the sweep?") -> bool:
     if a.yes:
         return True
     if not sys.stdin.isatty():
         raise UserError("the sweep was not confirmed (no terminal to ask on)",
                         fix="pass --yes to start it from a script")
     try:
-        answer = input("Start the sweep? [y/N] ")
+        answer = input(f"{question} [y/N] ")
     except EOFError:
         return False
     return answer.strip().lower() in ("y", "yes")
@@ -298,6 +389,7 @@ def _sweep_record(sweep_dir: Path, cfg, config_path: Path, trials, steps: int, a
         "state": "planned", "driver_pid": None, "started": None, "ended": None,
         "base_config_path": str(config_path.resolve()), "base_config": cfg.to_dict(),
         "grid": {"learning_rate": sorted({t.learning_rate for t in trials}), "r": sorted({t.r for t in trials})},
+        "requested_grid": {k: sorted(v) for k, v in a.requested_grid.items()},
         "requested_steps": a.steps, "steps": steps, "rungs": rungs(steps), "eval_steps": steps // 3,
         "halving": not a.no_halving, "stop_on": list(STOP_ON), "lanes": plan["lanes"], "devices": devices,
         "plan": plan, "apply_path": str(Path(a.apply).resolve()) if a.apply else None,

@@ -23,11 +23,11 @@ from pathlib import Path
 
 from engine.detached import spawn_detached
 from engine.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_RUN_FAILED, UserError
-from engine.rundir import FINAL_STATES, MetricsTail, pid_alive, read_metrics, read_status
+from engine.rundir import CONFIG_FILE, FINAL_STATES, MetricsTail, pid_alive, read_metrics, read_status
 from engine.sweep.plan import Trial, halving_should_stop, trial_config
 from engine.sweep.report import RESULT_KEYS, choose_winner, table_rows, trial_metrics
 from engine.sweep.sweepdir import (SWEEP_FILE, SWEEP_LOG, SWEEP_STOP_FILE, TRIAL_PENDING, TRIAL_SKIPPED,
-                                   predicted_trial_s, read_sweep, write_sweep)
+                                   elapsed_s, predicted_trial_s, read_sweep, write_sweep)
 
 POLL_S = 0.5
 
@@ -81,7 +81,11 @@ class Driver:
     # ------------------------------------------------------------ the loop
     def run(self) -> int:
         s = self.sweep
-        s.update(state="running", driver_pid=os.getpid(), started=s.get("started") or time.time())
+        s.update(state="running", driver_pid=os.getpid(), started=s.get("started") or time.time(),
+                 run_started=time.time())
+        for t in s["trials"]:
+            if t.pop("adopt", False):   # a resume found its trainer still running: followed, not started again
+                self._adopt(t)
         write_sweep(self.dir, s)
         signal.signal(signal.SIGTERM, lambda *_: self._ask_stop("user", "stop requested"))
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
@@ -125,7 +129,7 @@ class Driver:
             if len(self.handles) >= lanes:
                 return
             predicted = self._predicted_trial_s()
-            elapsed = time.time() - self.sweep["started"]
+            elapsed = elapsed_s(self.sweep, time.time())
             if budget and predicted and elapsed + predicted > budget:
                 for rest in self._pending():
                     rest.update(state=TRIAL_SKIPPED, stopped_by="budget",
@@ -136,30 +140,56 @@ class Driver:
             self._start(t)
 
     def _start(self, t: dict) -> None:
-        from engine.train.launch import start_run
+        from engine.train.launch import resume_run, start_run
 
         lane = min(set(range(self.sweep["lanes"])) - set(self.lane_of.values()))
         devices = self.sweep.get("devices") or []
         device = devices[lane % len(devices)] if devices else None
         cfg = trial_config(self.base, Trial(t["learning_rate"], t["r"]), self.sweep["steps"])
         run_dir = self.dir / t["id"]
+        again = (run_dir / CONFIG_FILE).is_file()   # `sweep --resume`: a trial cut short goes on in its own folder
         try:
             with _visible_device(device):
-                handle = start_run(cfg, run_dir=run_dir, check=False)
+                if again:   # from its last checkpoint, else from the start (`train --resume`'s rules)
+                    handle = resume_run(run_dir, trust_remote_code=self.base.trust_remote_code)
+                else:
+                    handle = start_run(cfg, run_dir=run_dir, check=False)
         except UserError as e:
             t.update(state="failed", error=str(e).splitlines()[0], ended=time.time())
+            if again:   # this trial's folder, not the sweep's input: the others go on
+                log(f"trial {t['id']} could not resume: {e.message}")
+                return
             self.abort_reason = f"trial {t['id']} could not start: {e.message}"
             self.stopping = "failed"
             log(self.abort_reason)
             return
-        self.handles[t["id"]] = handle
-        self.tails[t["id"]] = MetricsTail(run_dir)
-        self.lane_of[t["id"]] = lane
+        self._follow(t, handle, lane)
         t.update(state="starting", run_dir=str(run_dir), gpu=device, started=time.time(), pid=handle.pid)
         if self._base_not_cached():
             t["fetches_base"] = True   # its wall time holds the download: not a trial's time (_measured)
-        log(f"started {t['id']} (lr {t['learning_rate']:g}, r {t['r']}) pid {handle.pid}"
+        log(f"{'resumed' if again else 'started'} {t['id']} (lr {t['learning_rate']:g}, r {t['r']}) pid {handle.pid}"
             + (f" on GPU {device}" if device is not None else ""))
+
+    def _follow(self, t: dict, handle, lane: int) -> None:
+        self.handles[t["id"]] = handle
+        self.tails[t["id"]] = MetricsTail(handle.run_dir)
+        self.lane_of[t["id"]] = lane
+
+    def _adopt(self, t: dict) -> None:
+        """A trial whose trainer outlived the driver: followed from its records, on the lane of its GPU."""
+        from engine.rundir import trainer_pid
+        from engine.train.launch import RunHandle
+
+        run_dir = self.dir / t["id"]
+        pid = trainer_pid(run_dir, read_status(run_dir))
+        if pid is None:   # it ended between the resume's look and now: its end is read as any trial's
+            pid = 0
+        devices = self.sweep.get("devices") or []
+        free = sorted(set(range(self.sweep["lanes"])) - set(self.lane_of.values()))
+        lane = devices.index(t["gpu"]) if t.get("gpu") in devices[:self.sweep["lanes"]] else (
+            free[0] if free else len(self.lane_of))
+        self._follow(t, RunHandle(run_dir, pid), lane)
+        log(f"following {t['id']}, still running (pid {pid})")
 
     # ------------------------------------------------------------ following trials
     def _poll(self) -> None:
@@ -180,13 +210,18 @@ class Driver:
 
     def _on_eval(self, t: dict, handle, rec: dict) -> None:
         step, loss = int(rec.get("step") or 0), rec.get("eval_loss")
-        t.setdefault("evals", []).append([step, loss])
+        # A resumed trial's records are read again from the start, and a step re-run after its checkpoint evaluates
+        # again: the newest evaluation of a step replaces the one before (engine.rundir.drop_superseded's rule).
+        t["evals"] = [e for e in t.get("evals") or [] if e[0] < step] + [[step, loss]]
         t["eval_loss"] = loss
         key = str(step)
         if key not in self.rung_losses or not isinstance(loss, (int, float)):
             return
         others = [v for k, v in self.rung_losses[key].items() if k != t["id"]]
+        judged = t["id"] in self.rung_losses[key]   # a trial that went on at a rung is not judged there again
         self.rung_losses[key][t["id"]] = loss
+        if judged:
+            return
         if not self.sweep.get("halving") or t.get("stopped_by"):
             return
         if halving_should_stop(loss, others):
@@ -245,15 +280,15 @@ class Driver:
         that started before the base model was in the cache are left out: their time holds a download the later
         trials never make, and would have them predicted minutes too long (skipped under a budget)."""
         plan = self.sweep["plan"]
-        done = [x["seconds"] for x in self.sweep["trials"]
-                if x["state"] == "done" and x.get("seconds") and not x.get("fetches_base")]
+        done = [x["seconds"] for x in self.sweep["trials"]   # a resumed trial's time is only its last part's
+                if x["state"] == "done" and x.get("seconds") and not x.get("fetches_base") and not x.get("resumed")]
         if not done:
             return
         plan["measured_trial_s"] = round(sum(done) / len(done), 1)   # the time left: summary.remaining_seconds
 
     def _check_budget_running(self) -> None:
         budget = self.sweep["plan"].get("budget_s")
-        if budget and self.handles and time.time() - self.sweep["started"] > budget and self.stopping is None:
+        if budget and self.handles and elapsed_s(self.sweep, time.time()) > budget and self.stopping is None:
             self._ask_stop("budget", f"the budget of {budget / 60:g} min is spent")
 
     # ------------------------------------------------------------ the end

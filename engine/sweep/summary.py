@@ -12,7 +12,7 @@ from pathlib import Path
 from engine.rundir import FINAL_STATES, effective_state, read_metrics, read_status
 from engine.sweep.report import table_rows, trial_metrics
 from engine.sweep.sweepdir import (SWEEP_STOP_FILE, TRIAL_PENDING, TRIAL_SKIPPED, effective_sweep_state,
-                                   predicted_trial_s, read_sweep)
+                                   elapsed_s, predicted_trial_s, read_sweep)
 
 # Points kept of each trial's training-loss history (a sparkline's width).
 SPARK_POINTS = 60
@@ -82,13 +82,11 @@ def summarize_sweep(sweep_dir: str | Path) -> dict:
     best = min(scored, key=lambda t: t["eval_loss"]) if scored else None
     state = effective_sweep_state(sweep)
     finished = state in ("done", "stopped", "failed")
-    started = sweep.get("started")
-    end = sweep.get("ended") if finished else time.time()
     return {
         "sweep_dir": str(path.resolve()), "name": sweep.get("name"), "state": state,
         "driver_pid": sweep.get("driver_pid"), "steps": sweep["steps"], "rungs": sweep["rungs"],
         "lanes": sweep.get("lanes"), "grid": sweep["grid"], "plan": sweep.get("plan"),
-        "elapsed_s": round(end - started, 1) if started and end else None,
+        "elapsed_s": round(elapsed_s(sweep, time.time()), 1) if sweep.get("started") else None,
         "remaining_s": remaining_seconds(sweep, time.time(), stopping=(path / SWEEP_STOP_FILE).exists())
         if state == "running" else None,
         "trials": trials,

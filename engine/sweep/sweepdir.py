@@ -58,6 +58,16 @@ def predicted_trial_s(plan: dict | None) -> float | None:
     return None
 
 
+def elapsed_s(sweep: dict, now: float) -> float:
+    """Seconds the sweep has run: its earlier runs (`spent_s`, before a resume) and the current one, from the driver's
+    latest start (`run_started`) to `now` (or to its end, once it ended). The budget and the monitor read it."""
+    start = sweep.get("run_started") or sweep.get("started")
+    if not start:
+        return float(sweep.get("spent_s") or 0.0)
+    end = sweep.get("ended") or now
+    return float(sweep.get("spent_s") or 0.0) + max(0.0, end - start)
+
+
 def read_sweep(sweep_dir: str | Path, *, complete: bool = False) -> dict:
     """sweep.json, checked for what every reader indexes (a listing: the trials' ids and states), or with
     `complete` for all a summary and the report index too; a DataError naming the file and key otherwise."""

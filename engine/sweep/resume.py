@@ -1,0 +1,143 @@
+"""`lorapilot sweep --resume SWEEP_DIR`: a sweep whose driver is gone (a pod preempted, the machine rebooted, a stop)
+goes on where it was, from what its folder holds.
+
+Each trial that has its answer is kept: finished, or stopped by the sweep's own rules (halving, a finding in
+training.stop_on such as nan_loss). Every other trial runs again: a trial cut short (stopped by the user, the
+budget or a preemption's SIGTERM, or lost with its trainer) from its last intact checkpoint, where it has one, as
+`lorapilot train --resume` would (its records after that checkpoint are superseded); a trial that failed or never
+started, from the start. A trial whose trainer outlived the driver is followed, not started twice.
+
+The budget stays honest: the time the sweep ran before counts (`spent_s`), the time it lay dead does not. A sweep
+is resumed only as it was planned: given a CONFIG, lr, r or steps that differ from the sweep's, it is refused.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from engine.errors import UserError, yaml_text
+from engine.rundir import (CONFIG_FILE, FINAL_STATES, checkpoint_step, effective_state, read_metrics, read_status,
+                           usable_checkpoint)
+from engine.sweep.sweepdir import TRIAL_PENDING, TRIAL_SKIPPED, elapsed_s
+
+
+def decided_stops() -> tuple[str, ...]:
+    """Why a stopped trial has its answer: the sweep's halving, or a finding the trainer stops on."""
+    from engine.diagnose.codes import STOPPABLE
+
+    return ("halving", *STOPPABLE)
+
+
+# ---------------------------------------------------------------- is it the same sweep?
+
+def check_same_sweep(sweep: dict, sweep_dir: Path, config_path: Path, lrs: list[float] | None,
+                     rs: list[int] | None, steps: int | None, halving: bool | None) -> None:
+    """A resume given the command line that started the sweep: its config, lr, r, steps and halving must be the
+    sweep's (its trials' results are comparable only under one plan). UserError naming each difference."""
+    from engine.config import FIELDS, load_config
+    from engine.config_paths import get_path
+
+    mine = load_config(config_path).to_dict()
+    theirs = sweep["base_config"]
+    diffs = [f"{key}: {yaml_text(get_path(mine, key))} in {config_path}, {yaml_text(get_path(theirs, key))} in the "
+             "sweep" for key in FIELDS if key != "run_name" and get_path(mine, key) != get_path(theirs, key)]
+    grid = sweep.get("requested_grid") or sweep["grid"]
+    if lrs is not None and sorted(lrs) != sorted(grid.get("learning_rate", [])):
+        diffs.append(f"--lr {_list(lrs)}: the sweep's is {_list(grid.get('learning_rate', []))}")
+    if rs is not None and sorted(rs) != sorted(grid.get("r", [])):
+        diffs.append(f"--r {','.join(map(str, rs))}: the sweep's is {','.join(map(str, grid.get('r', [])))}")
+    asked = sweep.get("requested_steps", sweep["steps"])
+    if steps is not None and steps != asked:
+        diffs.append(f"--steps {steps}: the sweep's is {asked}")
+    if halving is not None and halving != bool(sweep.get("halving")):
+        diffs.append("--no-halving: the sweep halves" if not halving else "the sweep ran with --no-halving")
+    if diffs:
+        raise UserError(f"{sweep_dir}: not the sweep this command starts, so not resumed", problems=diffs,
+                        fix=f"resume it as it was planned (lorapilot sweep --resume {sweep_dir}), or start a new "
+                            "sweep in another --sweep-dir")
+
+
+def _list(lrs) -> str:
+    from engine.sweep.plan import lr_text
+
+    return ",".join(lr_text(x) for x in lrs)
+
+
+# ---------------------------------------------------------------- what each trial does
+
+def prepare_resume(sweep_dir: Path, sweep: dict, now: float) -> list[str]:
+    """Turns a sweep record whose driver is gone into one a new driver continues; one line per trial that is not
+    simply kept, saying what happens to it. Reads the trials' run folders, writes nothing (the caller writes
+    sweep.json once the user said yes)."""
+    from engine.sweep.report import RESULT_KEYS, trial_metrics
+
+    decided = decided_stops()
+    lines: list[str] = []
+    for t in sweep["trials"]:
+        run_dir = sweep_dir / t["id"]
+        status = (read_status(run_dir) if run_dir.is_dir() else None) or {}
+        state = effective_state(status, run_dir) if status else None
+        if status:
+            metrics = trial_metrics(read_metrics(run_dir))
+            t.update({k: metrics[k] for k in RESULT_KEYS}, step=max(int(status.get("step") or 0), metrics["step"]))
+        if state is not None and state not in FINAL_STATES + ("lost", "unknown"):
+            t.update(state=state, adopt=True, resumed=True)   # its trainer outlived the driver
+            lines.append(f"{t['id']}: still {state} (pid {status.get('pid')}): followed to its end")
+            continue
+        code = str(status.get("stop_reason") or "").split(":", 1)[0]
+        if state == "done" or (not status and t["state"] == "done"):   # a folder gone: the record's word
+            t.update(state="done", stopped_by=None, stop_reason=None, error=None)
+            _record_rungs(sweep, t)
+            continue
+        if t.get("stopped_by") in decided or (state == "stopped" and code in decided):
+            t.update(state="stopped", stopped_by=t.get("stopped_by") if t.get("stopped_by") in decided else code)
+            if not t.get("stop_reason"):
+                t["stop_reason"] = status.get("stop_reason")
+            _record_rungs(sweep, t)
+            continue
+        never_started = t["state"] in (TRIAL_PENDING, TRIAL_SKIPPED)
+        was = state or t["state"]
+        ckpt = usable_checkpoint(run_dir)[0] if (run_dir / CONFIG_FILE).is_file() else None
+        at = checkpoint_step(ckpt) if ckpt else 0
+        t.update(state=TRIAL_PENDING, stopped_by=None, stop_reason=None, error=None, pid=None, resumed=at > 0)
+        if never_started:
+            continue
+        why = f" ({status.get('error') or 'failed'})" if was == "failed" else ""
+        lines.append(f"{t['id']}: {was}{why} at step {t.get('step') or 0}: "
+                     + (f"resumes from its checkpoint at step {at}" if at else "runs again from the start"))
+    spent = elapsed_s(sweep, sweep.get("ended") or sweep.get("updated") or now)
+    sweep.update(spent_s=round(spent, 1), run_started=None, state="planned", driver_pid=None, ended=None,
+                 winner=None, table=None, error=None, resumes=int(sweep.get("resumes") or 0) + 1,
+                 applied=None, apply_error=None)
+    return lines
+
+
+def _record_rungs(sweep: dict, t: dict) -> None:
+    """A kept trial's eval losses at the rungs, as its run folder has them, where the driver died before reading
+    them: the trials after it are compared with them. (A trial that goes on is read again from its first record by
+    the new driver, which judges each rung it had not judged.)"""
+    rung_losses = sweep.setdefault("rung_losses", {str(r): {} for r in sweep["rungs"]})
+    for step, loss in t.get("evals") or []:
+        at = rung_losses.get(str(step))
+        if at is not None and t["id"] not in at and isinstance(loss, (int, float)) and math.isfinite(loss):
+            at[t["id"]] = loss
+
+
+def resume_text(sweep: dict, lines: list[str]) -> str:
+    """What the resume does, before the y/N: the trials kept, run again and not started; the time already spent."""
+    from engine.estimate.timing import duration_text
+
+    trials = sweep["trials"]
+    kept = [t for t in trials if t["state"] in FINAL_STATES]
+    done = sum(t["state"] == "done" for t in kept)
+    fresh = len(trials) - len(kept) - len(lines)
+    why = f" ({done} finished, {len(kept) - done} stopped by the sweep's rules)" if kept else ""
+    out = [f"resume  {sweep.get('name') or 'the sweep'} ({sweep['steps']} steps a trial): {len(kept)} of "
+           f"{len(trials)} trials kept{why}, {len(lines)} go on as below, {fresh} not started yet"]
+    out += [f"        {line}" for line in lines]
+    budget = (sweep.get("plan") or {}).get("budget_s")
+    spent = sweep.get("spent_s") or 0.0
+    out.append(f"time    {duration_text(spent)} spent so far" + (
+        f" of the {budget / 60:g} min budget: trials that would end past it are not started" if budget else ""))
+    return "\n".join(out)

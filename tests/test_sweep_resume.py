@@ -1,0 +1,223 @@
+"""`lorapilot sweep --resume`: what each trial does, the honest budget, the driver reading a trial again, refusals.
+
+The real preempted sweep (driver and trainer killed, then resumed to the end) is test_sweep_e2e's."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from conftest import DEMO_CONFIG, unwrapped
+from engine.cli import main
+from engine.config import load_config
+from engine.rundir import CONFIG_FILE, MetricsWriter, process_start, write_status
+from engine.sweep.plan import Trial
+from engine.sweep.resume import prepare_resume, resume_text
+from engine.sweep.sweepdir import SweepLock, elapsed_s, read_sweep, write_sweep
+
+DEAD_PID = 2 ** 22 + 4321
+
+
+@pytest.fixture(autouse=True)
+def _unwrapped(monkeypatch):
+    monkeypatch.setattr("engine.wrap.WIDTH", 10_000)
+
+
+def trial(lr: float, state: str = "pending", **kw) -> dict:
+    t = Trial(lr, 4)
+    return {"id": t.id, "learning_rate": lr, "r": 4, "alpha": 8, "state": state, "step": 0, "stopped_by": None,
+            "stop_reason": None, **kw}
+
+
+def run_dir(sweep_dir, t: dict, evals=(), config=True, **status) -> None:
+    """The trial's run folder as its trainer left it: status.json, its evaluations, config.yaml."""
+    d = sweep_dir / t["id"]
+    d.mkdir(parents=True)
+    if config:
+        (d / CONFIG_FILE).write_text("model: m\n")
+    write_status(d, **{"pid": DEAD_PID, "max_steps": 6, **status})
+    w = MetricsWriter(d)
+    for step, loss in evals:
+        w.write("train", step, loss=loss + 0.1)
+        w.write("eval", step, eval_loss=loss)
+    w.close()
+
+
+def a_sweep(sweep_dir, trials, **kw) -> dict:
+    sweep = {"name": "sw", "state": "running", "driver_pid": DEAD_PID, "steps": 6, "rungs": [2, 4],
+             "grid": {"learning_rate": sorted(t["learning_rate"] for t in trials), "r": [4]}, "halving": True,
+             "lanes": 1, "devices": [], "plan": {"trial_s": 100.0, "budget_s": None},
+             "base_config": load_config(DEMO_CONFIG).to_dict(), "rung_losses": {"2": {}, "4": {}},
+             "started": 1000.0, "trials": trials, "winner": None, "table": None, **kw}
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    write_sweep(sweep_dir, sweep)
+    return read_sweep(sweep_dir)
+
+
+def test_resume_keeps_the_trials_with_their_answer_and_runs_the_rest_again(tmp_path):
+    d = tmp_path / "sw"
+    done, halved, diverged, by_user, lost, failed, skipped, pending = trials = [
+        trial(1e-4, "done"), trial(2e-4, "stopping", stopped_by="halving", stop_reason="worse half"),
+        trial(3e-4, "training"), trial(4e-4, "stopped", stopped_by="user", stop_reason="stop requested"),
+        trial(5e-4, "training"), trial(6e-4, "failed", error="out of memory"),
+        trial(7e-4, "skipped", stopped_by="budget", stop_reason="not started"), trial(8e-4)]
+    run_dir(d, done, [(2, 2.0), (4, 1.8), (6, 1.7)], state="done", step=6)
+    run_dir(d, halved, [(2, 2.5)], state="training", step=3)        # asked to stop, then the machine went
+    run_dir(d, diverged, [(2, 2.6)], state="stopped", step=3, stop_reason="nan_loss: The training loss is NaN")
+    run_dir(d, by_user, [(2, 2.1)], state="stopped", step=3, stop_reason="stop requested")
+    run_dir(d, lost, [(2, 2.2)], state="training", step=3)
+    run_dir(d, failed, state="failed", step=1, error="CUDA out of memory")
+    sweep = a_sweep(d, trials)
+    sweep["updated"] = 1600.0   # its driver's last word: the sweep had run 600 s
+    lines = prepare_resume(d, sweep, now=5000.0)
+
+    got = {t["id"]: (t["state"], t["stopped_by"]) for t in sweep["trials"]}
+    assert got == {done["id"]: ("done", None), halved["id"]: ("stopped", "halving"),
+                   diverged["id"]: ("stopped", "nan_loss"), by_user["id"]: ("pending", None),
+                   lost["id"]: ("pending", None), failed["id"]: ("pending", None), skipped["id"]: ("pending", None),
+                   pending["id"]: ("pending", None)}
+    assert lines == [f"{by_user['id']}: stopped at step 3: runs again from the start",
+                     f"{lost['id']}: lost at step 3: runs again from the start",
+                     f"{failed['id']}: failed (CUDA out of memory) at step 1: runs again from the start"]
+    # what the driver never read, read from the folders: the finished trial's results, the rungs of the kept ones
+    t = sweep["trials"][0]
+    assert t["eval_loss"] == 1.7 and t["evals"] == [[2, 2.0], [4, 1.8], [6, 1.7]]
+    assert sweep["rung_losses"] == {"2": {done["id"]: 2.0, halved["id"]: 2.5, diverged["id"]: 2.6},
+                                    "4": {done["id"]: 1.8}}
+    # the time it ran counts, the hour it lay dead does not
+    assert sweep["spent_s"] == 600.0 and sweep["resumes"] == 1
+    assert (sweep["state"], sweep["driver_pid"], sweep["winner"], sweep["run_started"]) == ("planned", None, None, None)
+    text = resume_text(sweep, lines)
+    assert "3 of 8 trials kept (1 finished, 2 stopped by the sweep's rules), 3 go on as below, 2 not started yet" \
+        in text and "10 min spent so far" in text
+
+
+def test_the_time_a_sweep_ran_is_its_runs_not_its_wall_clock():
+    assert elapsed_s({"started": 100.0}, 160.0) == 60.0                       # never resumed: as before
+    resumed = {"started": 100.0, "spent_s": 600.0, "run_started": 5000.0}
+    assert elapsed_s(resumed, 5030.0) == 630.0
+    assert elapsed_s({**resumed, "ended": 5100.0}, 9999.0) == 700.0
+    assert elapsed_s({"started": None}, 5.0) == 0.0
+
+
+def test_the_budget_counts_the_time_spent_before_the_resume(tmp_path, monkeypatch):
+    """The budget compared the wall clock since the first start: a sweep resumed a day later had spent it all."""
+    from engine.sweep.driver import Driver
+
+    d = tmp_path / "sw"
+    now = time.time()
+    sweep = a_sweep(d, [trial(1e-4), trial(2e-4)], started=now - 86400, spent_s=120.0, run_started=now,
+                    plan={"trial_s": 100.0, "budget_s": 600.0})
+    started = []
+    monkeypatch.setattr(Driver, "_start", lambda self, t: started.append(t["id"]) or self.handles.update({t["id"]: 0}))
+    driver = Driver(d)
+    driver.sweep.update(sweep)
+    driver._start_more()
+    assert started == [sweep["trials"][0]["id"]]   # 120 s + 100 s fit 600 s
+    driver.handles.clear()
+    driver.sweep["spent_s"] = 550.0
+    driver._start_more()
+    assert driver.sweep["trials"][1]["state"] == "skipped" and "9.2 min spent" in driver.sweep["trials"][1]["stop_reason"]
+
+
+def test_a_trial_read_again_is_not_judged_again_at_a_rung_it_passed(tmp_path):
+    """The driver reads a resumed trial's records from the start: its rung evaluation, judged when it went on, was
+    judged again against the trials that came after it (and stopped), and its evaluations were listed twice."""
+    from types import SimpleNamespace
+
+    from engine.sweep.driver import Driver
+
+    d = tmp_path / "sw"
+    t = trial(2e-4, "training")
+    a_sweep(d, [t, trial(1e-4, "done"), trial(3e-4, "done")],
+            rung_losses={"2": {t["id"]: 2.0, "lr1e-4_r4": 1.5, "lr3e-4_r4": 1.6}, "4": {}})
+    driver = Driver(d)
+    rec = driver.trials[t["id"]]
+    handle = SimpleNamespace(run_dir=d / t["id"])
+    driver._on_eval(rec, handle, {"kind": "eval", "step": 2, "eval_loss": 2.0})
+    driver._on_eval(rec, handle, {"kind": "eval", "step": 2, "eval_loss": 2.0})
+    assert rec.get("stopped_by") is None and rec["evals"] == [[2, 2.0]]
+    driver._on_eval(rec, handle, {"kind": "eval", "step": 4, "eval_loss": 1.9})
+    assert rec["evals"] == [[2, 2.0], [4, 1.9]] and rec.get("stopped_by") is None   # the first at rung 4 goes on
+
+
+def sweep_cli(capsys, *argv):
+    code = main(["sweep", *argv])
+    out = capsys.readouterr()
+    return code, out.out, unwrapped(out.err)
+
+
+def test_resume_refusals(tmp_path, capsys):
+    d = tmp_path / "sw"
+    a_sweep(d, [trial(1e-4, "done"), trial(2e-4)], state="done")
+    code, _, err = sweep_cli(capsys, "--resume", str(d))
+    assert code == 2 and "the sweep is done; nothing to resume" in err
+
+    a_sweep(d, [trial(1e-4, "done"), trial(2e-4)])
+    lock = SweepLock.acquire(d)   # its driver is alive
+    try:
+        code, _, err = sweep_cli(capsys, "--resume", str(d))
+    finally:
+        lock.release()
+    assert code == 2 and "the sweep is running" in err
+
+    code, _, err = sweep_cli(capsys, str(DEMO_CONFIG), "--resume")
+    assert code == 2 and "needs the sweep's folder" in err and "--sweep-dir" in err
+    code, _, err = sweep_cli(capsys, "--resume", str(tmp_path))
+    assert code == 2 and "not a sweep directory" in err
+
+    before = (d / "sweep.json").read_bytes()
+    code, _, err = sweep_cli(capsys, str(DEMO_CONFIG), "--lr", "1e-4,5e-4", "--r", "4", "--steps", "9", "--no-halving",
+                             "--sweep-dir", str(d), "--resume", "--yes")
+    assert code == 2 and "not the sweep this command starts" in err
+    assert "--lr 1e-4,5e-4: the sweep's is 1e-4,2e-4" in err and "--steps 9: the sweep's is 6" in err
+    assert "--no-halving: the sweep halves" in err and "training." not in err   # the same config
+    assert (d / "sweep.json").read_bytes() == before
+
+    sweep = read_sweep(d)
+    sweep["base_config"]["trust_remote_code"] = True
+    write_sweep(d, sweep)
+    code, _, err = sweep_cli(capsys, "--resume", str(d))
+    assert code == 2 and "trust_remote_code: true" in err and "--resume" in err
+
+
+def test_a_dry_run_resume_says_what_it_would_do_and_writes_nothing(tmp_path, capsys):
+    d = tmp_path / "sw"
+    t = trial(2e-4, "training")
+    a_sweep(d, [trial(1e-4, "done"), t], started=time.time() - 300)   # its driver wrote sweep.json last just now
+    run_dir(d, t, [(2, 2.2)], state="training", step=3)
+    (d / "stop.request").touch()
+    before = (d / "sweep.json").read_bytes()
+    code, out, _ = sweep_cli(capsys, "--resume", str(d), "--dry-run")
+    assert code == 0 and f"{t['id']}: lost at step 3: runs again from the start" in out and "5 min spent" in out
+    assert (d / "sweep.json").read_bytes() == before and (d / "stop.request").exists()
+
+
+def test_a_lost_or_stopped_sweep_says_it_can_be_resumed(tmp_path, capsys):
+    d = tmp_path / "sw"
+    a_sweep(d, [trial(1e-4, "training", started=1000.0), trial(2e-4)], driver_pid=DEAD_PID)
+    code, out, _ = sweep_cli(capsys, str(d))
+    assert code == 0 and f"lorapilot sweep --resume {d}" in out
+    code, _, err = sweep_cli(capsys, str(d), "--apply", str(tmp_path / "best.yaml"))
+    assert code == 2 and f"resume it: lorapilot sweep --resume {d}" in err
+
+
+def test_a_resumed_driver_follows_a_trial_whose_trainer_outlived_it(tmp_path):
+    from engine.sweep.driver import Driver
+
+    d = tmp_path / "sw"
+    t = trial(2e-4, "training", gpu=None)
+    sweep = a_sweep(d, [t])
+    # this process stands in for its trainer (its start time recorded, as the launcher records the trainer's)
+    run_dir(d, t, [(2, 2.2)], state="training", step=3, pid=os.getpid(), pid_start=process_start(os.getpid()))
+    lines = prepare_resume(d, sweep, now=time.time())
+    assert lines == [f"{t['id']}: still training (pid {os.getpid()}): followed to its end"]
+    assert sweep["trials"][0]["state"] == "training" and sweep["trials"][0]["adopt"]
+    write_sweep(d, sweep)
+    driver = Driver(d)
+    driver._adopt(driver.trials[t["id"]])
+    assert driver.handles[t["id"]].pid == os.getpid() and driver.lane_of[t["id"]] == 0
+    driver._poll()   # alive: followed, not ended
+    assert t["id"] in driver.handles and driver.trials[t["id"]]["evals"] == [[2, 2.2]]
