@@ -360,11 +360,12 @@ def lock_holder(run_dir: str | Path, name: str = LOCK_FILE) -> int | None:
     return int(text) if text.isdigit() else None
 
 
-def lock_held(run_dir: str | Path) -> bool:
-    """Whether a trainer holds the run directory's lock now (tested without keeping it)."""
+def lock_held(run_dir: str | Path, lock_file: str = LOCK_FILE) -> bool:
+    """Whether a trainer holds the run directory's lock now (tested without keeping it); `lock_file`: another
+    folder's lock (the sweep driver's)."""
     import fcntl
 
-    path = Path(run_dir) / LOCK_FILE
+    path = Path(run_dir) / lock_file
     if not path.exists():
         return False
     fd = os.open(path, os.O_RDONLY)

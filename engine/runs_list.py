@@ -94,7 +94,7 @@ def _sweeps(base: Path, problems: list[str] | None = None) -> Iterator[tuple[flo
         ended = sum(t.get("state") in SWEEP_FINAL_STATES + ("skipped",) for t in trials)
         winner = w if isinstance(w := sweep.get("winner"), dict) else {}
         updated = float(sweep.get("updated") or child.stat().st_mtime)
-        yield updated, Row(str(child), child.name, effective_sweep_state(sweep),
+        yield updated, Row(str(child), child.name, effective_sweep_state(sweep, child),
                            f"{ended}/{len(trials)} trials", None, winner.get("eval_loss"),
                            max(0.0, time.time() - updated), is_sweep=True)
 

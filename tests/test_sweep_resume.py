@@ -221,3 +221,22 @@ def test_a_resumed_driver_follows_a_trial_whose_trainer_outlived_it(tmp_path):
     assert driver.handles[t["id"]].pid == os.getpid() and driver.lane_of[t["id"]] == 0
     driver._poll()   # alive: followed, not ended
     assert t["id"] in driver.handles and driver.trials[t["id"]]["evals"] == [[2, 2.2]]
+
+
+def test_a_driver_pid_reused_on_a_new_machine_is_not_a_running_sweep(tmp_path, capsys):
+    """A pod back from a preemption gives the dead driver's pid to another process: the sweep read `running`, and
+    `lorapilot sweep DIR` said nothing of resuming it. The sweep's lock says whether its driver lives."""
+    from engine.sweep.sweepdir import effective_sweep_state
+
+    d = tmp_path / "sw"
+    sweep = a_sweep(d, [trial(1e-4, "training"), trial(2e-4)], driver_pid=os.getpid())   # alive: this process
+    SweepLock.acquire(d).release()   # the lock file the sweep was made with, its holder gone
+    assert effective_sweep_state(sweep) == "running"          # the pid alone says so
+    assert effective_sweep_state(sweep, d) == "lost"
+    lock = SweepLock.acquire(d)
+    try:
+        assert effective_sweep_state(sweep, d) == "running"   # held: its driver lives
+    finally:
+        lock.release()
+    code, out, _ = sweep_cli(capsys, str(d))
+    assert code == 0 and "lost" in out and f"lorapilot sweep --resume {d}" in out

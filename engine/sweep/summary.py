@@ -80,7 +80,7 @@ def summarize_sweep(sweep_dir: str | Path) -> dict:
         trials.append(row)
     scored = [t for t in trials if _finite(t["eval_loss"])]
     best = min(scored, key=lambda t: t["eval_loss"]) if scored else None
-    state = effective_sweep_state(sweep)
+    state = effective_sweep_state(sweep, path)
     finished = state in ("done", "stopped", "failed")
     return {
         "sweep_dir": str(path.resolve()), "name": sweep.get("name"), "state": state,

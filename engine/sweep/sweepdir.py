@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import DataError, UserError, quote, type_word
-from engine.rundir import RunLock, create_request_file, pid_alive
+from engine.rundir import RunLock, create_request_file, lock_held, pid_alive
 
 SWEEP_FILE = "sweep.json"
 BASE_CONFIG_FILE = "base_config.yaml"
@@ -133,10 +133,17 @@ def write_sweep(sweep_dir: str | Path, sweep: dict) -> None:
     os.replace(tmp, path)
 
 
-def effective_sweep_state(sweep: dict) -> str:
-    """The state to show: a sweep whose driver is gone before it finished is `lost`."""
+def effective_sweep_state(sweep: dict, sweep_dir: str | Path | None = None) -> str:
+    """The state to show: a sweep whose driver is gone before it finished is `lost`. With `sweep_dir`, a driver pid
+    alive but not holding the sweep's lock is another process's now (a pod restarted after a preemption reuses
+    pids): gone too."""
     state = sweep.get("state", "unknown")
-    if state not in SWEEP_FINAL_STATES and not pid_alive(sweep.get("driver_pid")):
+    if state in SWEEP_FINAL_STATES:
+        return state
+    if not pid_alive(sweep.get("driver_pid")):
+        return "lost"
+    if sweep_dir is not None and (Path(sweep_dir) / SWEEP_LOCK_FILE).exists() \
+            and not lock_held(sweep_dir, SWEEP_LOCK_FILE):
         return "lost"
     return state
 
@@ -144,7 +151,7 @@ def effective_sweep_state(sweep: dict) -> str:
 def request_sweep_stop(sweep_dir: str | Path) -> bool:
     """Asks the driver to stop every running trial gracefully and start no more. False if not running."""
     sweep = read_sweep(sweep_dir)
-    if effective_sweep_state(sweep) in SWEEP_FINAL_STATES + ("lost",):
+    if effective_sweep_state(sweep, sweep_dir) in SWEEP_FINAL_STATES + ("lost",):
         return False
     create_request_file(Path(sweep_dir) / SWEEP_STOP_FILE)
     return True
