@@ -276,3 +276,23 @@ def test_the_report_the_applied_config_and_its_message_say_the_winner_is_at_the_
     assert load_config(out).lora.r == 4   # the note is a comment
     assert f"written to {out}\n  note: {note}" in applied_text(sweep, out)
     assert "note" not in applied_text(sweep, out, notes=False)
+
+
+def test_a_winner_trained_on_more_gpus_than_its_trial_is_said_so(tmp_path):
+    """A sweep on 4 GPUs ran each trial on one (16 examples a step); the winner's config, trained alone there, ran
+    data parallel on all 4 (64 a step, a quarter of the steps an epoch) with the lr found at 16, and nothing said so."""
+    from engine.sweep.report import applied_text, batch_notes
+
+    sweep = finished_sweep(tmp_path)   # micro-batch 4 x accumulation 4, num_gpus empty (all visible)
+    assert batch_notes(sweep) == []    # on the CPU or one GPU: the trial's plan
+    sweep["devices"] = ["0", "1", "2", "3"]
+    (note,) = batch_notes(sweep)
+    assert ("on the sweep machine's 4 GPUs this config trains 4 x 16 = 64 a step (and 4 times fewer steps an epoch)"
+            in note and note.endswith("set training.num_gpus: 1, or training.gradient_accumulation_steps: 1 "
+                                      "(16 examples a step over the 4 GPUs)"))
+    out = apply_winner(sweep, tmp_path / "best.yaml")
+    assert f"# Note: {note}.\n" in out.read_text() and f"  note: {note}" in applied_text(sweep, out, notes=False)
+    sweep["base_config"]["training"]["num_gpus"] = 1   # the config trains on one GPU, as the trials did
+    assert batch_notes(sweep) == []
+    sweep["base_config"]["training"].update(num_gpus=3, gradient_accumulation_steps=4)
+    assert batch_notes(sweep)[0].endswith("set training.num_gpus: 1")   # 4 does not divide by 3

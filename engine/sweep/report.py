@@ -274,11 +274,29 @@ def winner_config(sweep: dict):
     return config_from_dict(raw, source=f"{sweep.get('sweep_dir')}/sweep.json base_config")
 
 
+def batch_notes(sweep: dict) -> list[str]:
+    """The winner's config trained alone on the sweep's machine is not the trial it won as, where that machine has
+    several GPUs: every trial trained on one (training.num_gpus 1), the config trains on all of them (data parallel),
+    each optimizer step N times the examples and an epoch N times fewer steps, where the best lr may differ."""
+    t = sweep["base_config"]["training"]
+    gpus = len(sweep.get("devices") or [])
+    n = min(t.get("num_gpus") or gpus, gpus)
+    if n <= 1:
+        return []
+    per = t["micro_batch_size"] * t["gradient_accumulation_steps"]
+    accum = t["gradient_accumulation_steps"]
+    same = "training.num_gpus: 1" + (f", or training.gradient_accumulation_steps: {accum // n} ({per} examples a step "
+                                      f"over the {n} GPUs)" if accum % n == 0 else "")
+    return [f"the trials trained on one GPU each, {per} examples an optimizer step; on the sweep machine's {n} GPUs "
+            f"this config trains {n} x {per} = {n * per} a step (and {n} times fewer steps an epoch), where the best "
+            f"lr may differ; to train as the trials did, set {same}"]
+
+
 def applied_text(sweep: dict, path: str | Path, *, notes: bool = True) -> str:
     """What `--apply` says once the winner's config is written: where, any note on the winner at the grid's edge
-    (`notes`: unless the report above just said it), and the command to train it."""
+    (`notes`: unless the report above just said it) and on a batch unlike the trials', and the command to train it."""
     lines = [f"winner's config written to {path}"]
-    lines += [f"  note: {line}" for line in edge_notes(sweep)] if notes else []
+    lines += [f"  note: {line}" for line in (edge_notes(sweep) if notes else []) + batch_notes(sweep)]
     return "\n".join(lines + [f"train it: lorapilot train {path}"])
 
 
@@ -297,7 +315,7 @@ def apply_winner(sweep: dict, out: str | Path, *, replace: bool = False) -> Path
     header = (f"# From sweep {sweep.get('sweep_dir')}: winner lr {lr_text(w['learning_rate'])}, r {w['r']}, "
               f"alpha {w['alpha']} (eval loss {w['eval_loss']:.4f}).\n"
               f"# The base config {sweep.get('base_config_path')} otherwise, with its own steps.\n"
-              + "".join(f"# Note: {line}.\n" for line in edge_notes(sweep)))
+              + "".join(f"# Note: {line}.\n" for line in edge_notes(sweep) + batch_notes(sweep)))
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(header + dump_config(cfg), encoding="utf-8")
     return path
