@@ -192,3 +192,15 @@ async def test_header_names_the_sweep_folder_in_full_once(tmp_path):
     async with app.run_test(size=(80, 24)) as pilot:
         await until(pilot, lambda: isinstance(app.screen, SweepMonitorScreen))
         assert (app.screen.title, app.screen.sub_title) == ("sweep", header_path(sweep_dir))
+
+
+async def test_a_lost_sweep_says_how_to_go_on(tmp_path):
+    """A sweep whose driver died (a pod preempted) read only `lost`: nothing said it could be resumed."""
+    sweep_dir = make_sweep(tmp_path, state="running", pid=2 ** 22 + 4321)   # its driver is gone
+    app = SweepApp(start="monitor", run_dir=str(sweep_dir))
+    async with app.run_test(size=(100, 32)) as pilot:
+        await until(pilot, lambda: isinstance(app.screen, SweepMonitorScreen) and app.screen.summary)
+        await pilot.pause()
+        text = screen_text(app)
+        assert app.screen.summary["state"] == "lost"
+        assert "its driver is gone; to go on: lorapilot sweep --resume" in text and str(sweep_dir.name) in text

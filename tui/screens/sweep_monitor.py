@@ -106,7 +106,7 @@ class SweepMonitorScreen(Screen):
     def _show(self, summary: dict) -> None:
         keys_before = self._keys_shown()
         self.summary = summary
-        self.query_one("#sweep-status", Static).update(self._status_line(summary))
+        self.query_one("#sweep-status", Static).update(self._status_line(summary, self.sweep_dir))
         self.query_one(SweepTrials).show(summary)
         self.query_one(SweepResult).show(summary)
         if self._keys_shown() != keys_before:
@@ -117,7 +117,7 @@ class SweepMonitorScreen(Screen):
         return self._goes_on(), bool(self.summary and self.summary.get("winner"))
 
     @staticmethod
-    def _status_line(s: dict) -> Text:
+    def _status_line(s: dict, sweep_arg: str) -> Text:
         trials = s["trials"]
         ended = sum(t["state"] in ("done", "stopped", "failed", "skipped") for t in trials)
         out = Text()
@@ -135,6 +135,9 @@ class SweepMonitorScreen(Screen):
                        style="bold green")
         if s.get("error"):
             out.append(f"\n{s['error']}", style="red")
+        if s["state"] == "lost":   # a pod preempted, the machine restarted: the sweep can go on
+            out.append("\nits driver is gone; to go on: ", style="yellow")
+            out.append(f"lorapilot sweep --resume {shlex.quote(sweep_arg)}", style="cyan")   # as the user named it
         return out
 
     # ------------------------------------------------------------ keys
