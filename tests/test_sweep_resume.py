@@ -175,6 +175,8 @@ def test_resume_refusals(tmp_path, capsys):
     assert "--lr 1e-4,5e-4: the sweep's is 1e-4,2e-4" in err and "--steps 9: the sweep's is 6" in err
     assert "--no-halving: the sweep halves" in err and "training." not in err   # the same config
     assert (d / "sweep.json").read_bytes() == before
+    code, _, err = sweep_cli(capsys, "--resume", str(d), "--r", "8")   # a grid flag with the folder alone: checked too
+    assert code == 2 and "--r 8: the sweep's is 4" in err
 
     sweep = read_sweep(d)
     sweep["base_config"]["trust_remote_code"] = True

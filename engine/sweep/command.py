@@ -142,10 +142,9 @@ def _resume(target: Path, a) -> int:
     if sweep.get("state") == "done":
         raise UserError(f"{sweep_dir}: the sweep is done; nothing to resume",
                         fix=f"lorapilot sweep {sweep_dir} shows the result; a new sweep tries other settings")
-    if config is not None:
-        check_same_sweep(sweep, sweep_dir, config, parse_lrs(a.lr) if a.lr else None,
-                         parse_rs(a.r) if a.r else None, a.steps, (not a.no_halving) if a.no_halving else None)
-    elif sweep["base_config"].get("trust_remote_code"):
+    check_same_sweep(sweep, sweep_dir, config, parse_lrs(a.lr) if a.lr else None, parse_rs(a.r) if a.r else None,
+                     a.steps, (not a.no_halving) if a.no_halving else None)
+    if config is None and sweep["base_config"].get("trust_remote_code"):
         # The config in sweep.json is a file in a folder: its trust_remote_code is honoured only on the user's word.
         raise UserError(f"{sweep_dir}: the sweep's config sets trust_remote_code: true, which lorapilot does not "
                         "honour from a sweep folder on its own",

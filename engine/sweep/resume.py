@@ -31,17 +31,18 @@ def decided_stops() -> tuple[str, ...]:
 
 # ---------------------------------------------------------------- is it the same sweep?
 
-def check_same_sweep(sweep: dict, sweep_dir: Path, config_path: Path, lrs: list[float] | None,
+def check_same_sweep(sweep: dict, sweep_dir: Path, config_path: Path | None, lrs: list[float] | None,
                      rs: list[int] | None, steps: int | None, halving: bool | None) -> None:
-    """A resume given the command line that started the sweep: its config, lr, r, steps and halving must be the
-    sweep's (its trials' results are comparable only under one plan). UserError naming each difference."""
+    """A resume given the command line that started the sweep: its config, lr, r, steps and halving (those given)
+    must be the sweep's (its trials' results are comparable only under one plan). UserError naming each difference."""
     from engine.config import FIELDS, load_config
     from engine.config_paths import get_path
 
-    mine = load_config(config_path).to_dict()
-    theirs = sweep["base_config"]
-    diffs = [f"{key}: {yaml_text(get_path(mine, key))} in {config_path}, {yaml_text(get_path(theirs, key))} in the "
-             "sweep" for key in FIELDS if key != "run_name" and get_path(mine, key) != get_path(theirs, key)]
+    diffs = []
+    if config_path is not None:
+        mine, theirs = load_config(config_path).to_dict(), sweep["base_config"]
+        diffs = [f"{key}: {yaml_text(get_path(mine, key))} in {config_path}, {yaml_text(get_path(theirs, key))} in "
+                 "the sweep" for key in FIELDS if key != "run_name" and get_path(mine, key) != get_path(theirs, key)]
     grid = sweep.get("requested_grid") or sweep["grid"]
     if lrs is not None and sorted(lrs) != sorted(grid.get("learning_rate", [])):
         diffs.append(f"--lr {_list(lrs)}: the sweep's is {_list(grid.get('learning_rate', []))}")
