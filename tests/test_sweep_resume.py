@@ -153,7 +153,14 @@ def test_resume_refusals(tmp_path, capsys):
     d = tmp_path / "sw"
     a_sweep(d, [trial(1e-4, "done"), trial(2e-4)], state="done")
     code, _, err = sweep_cli(capsys, "--resume", str(d))
-    assert code == 2 and "the sweep is done; nothing to resume" in err
+    assert code == 2 and "the sweep is done; nothing to resume" in err and "--budget-minutes" not in err
+    # the budget ended it: a new budget lets it go on (the time spent counts)
+    a_sweep(d, [trial(1e-4, "done"), trial(2e-4, "skipped", stopped_by="budget")], state="done",
+            started=time.time() - 600, ended=time.time() - 60)
+    code, _, err = sweep_cli(capsys, "--resume", str(d))
+    assert code == 2 and f"give it more time with lorapilot sweep --resume {d} --budget-minutes M" in err
+    code, out, _ = sweep_cli(capsys, "--resume", str(d), "--budget-minutes", "30", "--dry-run")
+    assert code == 0 and "1 not started yet" in out and "9 min spent so far of the 30 min budget" in out
 
     a_sweep(d, [trial(1e-4, "done"), trial(2e-4)])
     lock = SweepLock.acquire(d)   # its driver is alive

@@ -139,9 +139,12 @@ def _resume(target: Path, a) -> int:
         raise UserError(f"{sweep_dir}: the sweep is running (its driver holds the folder); nothing to resume",
                         fix=f"lorapilot sweep {sweep_dir} shows its progress; lorapilot stop {sweep_dir} stops it")
     sweep = read_sweep(sweep_dir, complete=True)
-    if sweep.get("state") == "done":
+    cut = sum(t.get("stopped_by") == "budget" for t in sweep["trials"])
+    if sweep.get("state") == "done" and not (cut and a.budget_minutes):
         raise UserError(f"{sweep_dir}: the sweep is done; nothing to resume",
-                        fix=f"lorapilot sweep {sweep_dir} shows the result; a new sweep tries other settings")
+                        fix=f"the budget cut {cut} trial{'s' * (cut != 1)} short: give it more time with "
+                            f"lorapilot sweep --resume {sweep_dir} --budget-minutes M (the time spent counts)" if cut
+                        else f"lorapilot sweep {sweep_dir} shows the result; a new sweep tries other settings")
     check_same_sweep(sweep, sweep_dir, config, parse_lrs(a.lr) if a.lr else None, parse_rs(a.r) if a.r else None,
                      a.steps, (not a.no_halving) if a.no_halving else None)
     if config is None and sweep["base_config"].get("trust_remote_code"):
