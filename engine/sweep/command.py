@@ -110,7 +110,9 @@ def _existing(sweep_dir: Path, a) -> int:
     print_report(sweep)
     if sweep.get("state") in ("stopped", "failed") and any(
             t["state"] not in ("done", "stopped") or t.get("stopped_by") in ("user", "budget") for t in sweep["trials"]):
-        print(f"trials were cut short or never started: lorapilot sweep --resume {sweep_dir} runs them")
+        from engine.wrap import fit
+
+        print(fit(f"trials were cut short or never started: lorapilot sweep --resume {sweep_dir} runs them"))
     return EXIT_OK
 
 
@@ -159,9 +161,9 @@ def _resume(target: Path, a) -> int:
     devices = visible_devices()
     lanes = a.parallel or max(1, len(devices))
     if (lanes, devices) != (sweep["lanes"], sweep.get("devices")):
-        print(f"runs    {lanes} at once" + (f" over GPUs {', '.join(devices)}" if devices else " on the CPU")
-              + f" (before: {sweep['lanes']}" + (f" over GPUs {', '.join(sweep['devices'])})" if sweep.get("devices")
-                                                  else ")"))
+        print(fit(f"runs    {lanes} at once" + (f" over GPUs {', '.join(devices)}" if devices else " on the CPU")
+                  + f" (before: {sweep['lanes']}" + (f" over GPUs {', '.join(sweep['devices'])})"
+                                                      if sweep.get("devices") else ")")))
     sweep.update(lanes=lanes, devices=devices)
     sweep["plan"]["lanes"] = lanes
     lock = SweepLock.acquire(sweep_dir)   # held from here to the new driver (a second resume is refused)
@@ -198,7 +200,10 @@ def _print_progress(summary: dict) -> None:
         b = summary["best"]
         print(f"best so far: {b['id']} eval loss {b['eval_loss']:.4f} at step {b['step']}")
     if summary["state"] == "lost":
-        print(f"its driver is gone (the machine restarted?): lorapilot sweep --resume {summary['sweep_dir']} goes on")
+        from engine.wrap import fit
+
+        print(fit(f"its driver is gone (the machine restarted?): lorapilot sweep --resume {summary['sweep_dir']} "
+                  "goes on"))
 
 
 # ---------------------------------------------------------------- a new sweep
