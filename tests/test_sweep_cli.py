@@ -232,3 +232,15 @@ def test_the_driver_holds_the_sweep_lock(config, capsys, monkeypatch, tmp_path):
     lock = os.stat(folder / "sweep.lock")
     assert [(s.st_dev, s.st_ino) for s in given["stat"]] == [(lock.st_dev, lock.st_ino)]
     assert (folder / "sweep.lock").read_text() == "4243\n" and (folder / "sweep.json").exists()
+
+
+def test_resume_with_the_sweeps_own_command_starts_it_the_first_time(config, capsys, tmp_path):
+    """A pod's start-up script runs `sweep CONFIG --sweep-dir DIR --resume` every time: the first time there is no
+    sweep to resume, and the same command starts it; a folder holding something else is still refused."""
+    new = tmp_path / "sw"
+    code, out, _ = sweep(capsys, str(config), "--gpu", "h100-80", "--sweep-dir", str(new), "--resume", "--dry-run")
+    assert code == 0 and f"no sweep in {new} yet: starting it" in out and "9 trials over lr" in out
+    new.mkdir()
+    (new / "notes.txt").write_text("mine")
+    code, _, err = sweep(capsys, str(config), "--sweep-dir", str(new), "--resume", "--dry-run")
+    assert code == 2 and "not a sweep directory" in unwrapped(err)

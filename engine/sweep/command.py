@@ -131,6 +131,10 @@ def _resume(target: Path, a) -> int:
         raise UserError(f"--resume with a config ({target}) needs the sweep's folder",
                         fix="add --sweep-dir SWEEP_DIR, or resume it alone: lorapilot sweep --resume SWEEP_DIR")
     sweep_dir = (Path(a.sweep_dir) if config is not None else target).resolve()
+    if config is not None and not is_sweep_dir(sweep_dir) and not (sweep_dir.is_dir() and any(sweep_dir.iterdir())):
+        # A pod's start-up script runs the same command every time: the first time, there is no sweep to resume yet.
+        print(f"no sweep in {sweep_dir} yet: starting it")
+        return _new(config, a)
     if not is_sweep_dir(sweep_dir):
         raise UserError(f"{sweep_dir}: not a sweep directory (no sweep.json); nothing to resume",
                         fix="give the folder `lorapilot sweep` made (runs/sweep-<config>-<time>)")
