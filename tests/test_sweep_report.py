@@ -133,6 +133,12 @@ def test_apply_writes_the_base_config_with_the_winners_lr_and_r(tmp_path):
     assert cfg.model == "some/model" and cfg.run_name is None
     assert out.read_text().startswith("# From sweep")
     assert "  alpha: 8\n" in out.read_text() and "  r: 4\n" in out.read_text()   # not alpha: 8.0
+    # The wizard's sweep reads a temporary copy of its config, gone by now: the header named a file that was not
+    # there; it names the sweep's own copy instead.
+    assert f"# The base config {tmp_path / 'sw' / 'base_config.yaml'} otherwise" in out.read_text()
+    (tmp_path / "base.yaml").write_text("model: some/model\n")   # the user's file, still there: named
+    assert f"# The base config {tmp_path / 'base.yaml'} otherwise" in apply_winner(
+        finished_sweep(tmp_path), tmp_path / "again.yaml").read_text()
 
 
 def test_apply_never_replaces_an_existing_file_unless_told(tmp_path):

@@ -9,7 +9,7 @@ from pathlib import Path
 from engine.diagnose.curves import EvalPoint, learning_curve_verdict
 from engine.errors import UserError
 from engine.sweep.plan import STOP_ON, lr_text
-from engine.sweep.sweepdir import TRIAL_SKIPPED
+from engine.sweep.sweepdir import BASE_CONFIG_FILE, TRIAL_SKIPPED
 
 # Training loss "at" an evaluation: the mean of the last few logged losses, as the live diagnostics take it.
 TRAIN_WINDOW = 3
@@ -312,9 +312,12 @@ def apply_winner(sweep: dict, out: str | Path, *, replace: bool = False) -> Path
         raise UserError(f"--apply {out}: is a directory; give a file name such as best.yaml")
     if path.exists() and not replace:
         raise UserError(f"--apply {out}: exists; not overwritten", fix="choose another file, or add --force to replace it")
+    base = sweep.get("base_config_path")
+    if not base or not Path(base).is_file():   # the wizard's sweep reads a temporary copy, gone once it started
+        base = str(Path(str(sweep.get("sweep_dir"))) / BASE_CONFIG_FILE)
     header = (f"# From sweep {sweep.get('sweep_dir')}: winner lr {lr_text(w['learning_rate'])}, r {w['r']}, "
               f"alpha {w['alpha']} (eval loss {w['eval_loss']:.4f}).\n"
-              f"# The base config {sweep.get('base_config_path')} otherwise, with its own steps.\n"
+              f"# The base config {base} otherwise, with its own steps.\n"
               + "".join(f"# Note: {line}.\n" for line in edge_notes(sweep) + batch_notes(sweep)))
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(header + dump_config(cfg), encoding="utf-8")
