@@ -45,6 +45,9 @@ def test_trial_names_and_alpha():
     t = Trial(2.5e-4, 8)
     assert t.alpha == 16 and t.id == "lr2.5e-4_r8"
     assert lr_text(1e-4) == "1e-4" and lr_text(3e-3) == "3e-3" and lr_text(0.1) == "1e-1"
+    # every digit the rate has: 1.234e-4 was shown as 1.23e-4, and shared its trial folder with 1.2341e-4
+    assert lr_text(1.234e-4) == "1.234e-4" and lr_text(0.00125) == "1.25e-3"
+    assert len({t.id for t in grid([1.234e-4, 1.2341e-4], [8])}) == 2
 
 
 def test_steps_round_to_rungs_on_evaluations():

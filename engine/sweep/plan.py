@@ -39,8 +39,11 @@ LOGS_PER_TRIAL = 20
 
 
 def lr_text(lr: float) -> str:
-    """2e-4, 2.5e-4, 3e-3: the short form used in trial names and tables."""
-    mantissa, exp = f"{lr:.2e}".split("e")
+    """2e-4, 2.5e-4, 3e-3: the short form used in trial names and tables, with as many digits as the value has
+    (1.234e-4 stays 1.234e-4: cut to 1.23e-4, it was shown for a rate it was not, and named the same trial folder
+    as 1.2341e-4)."""
+    digits = next(d for d in range(17) if float(f"{lr:.{d}e}") == lr) if math.isfinite(lr) else 2
+    mantissa, exp = f"{lr:.{digits}e}".split("e")
     mantissa = mantissa.rstrip("0").rstrip(".")
     return f"{mantissa}e{int(exp)}"
 
