@@ -249,3 +249,22 @@ def test_a_driver_pid_reused_on_a_new_machine_is_not_a_running_sweep(tmp_path, c
         lock.release()
     code, out, _ = sweep_cli(capsys, str(d))
     assert code == 0 and "lost" in out and f"lorapilot sweep --resume {d}" in out
+
+
+def test_a_stopped_sweep_resumed_forgets_the_stop_that_ended_it(tmp_path, capsys, monkeypatch):
+    """`lorapilot stop SWEEP_DIR` leaves stop.request behind: a resumed driver reading it would stop at once."""
+    from types import SimpleNamespace
+
+    d = tmp_path / "sw"
+    t = trial(2e-4, "stopped", stopped_by="user", stop_reason="stop requested")
+    a_sweep(d, [trial(1e-4, "done"), t], state="stopped", started=time.time() - 100, ended=time.time() - 50)
+    run_dir(d, t, [(2, 2.2)], state="stopped", step=3, stop_reason="stop requested")
+    (d / "stop.request").touch()
+    spawned = []
+    monkeypatch.setattr("engine.sweep.driver.spawn_driver",
+                        lambda sweep_dir, lock: spawned.append(sweep_dir) or SimpleNamespace(pid=12345))
+    code, out, _ = sweep_cli(capsys, "--resume", str(d), "--yes", "--detach")
+    assert code == 0 and spawned == [d.resolve()] and "driver pid: 12345" in out
+    assert not (d / "stop.request").exists()
+    s = read_sweep(d)
+    assert s["state"] == "planned" and s["trials"][1]["state"] == "pending" and s["spent_s"] == 50.0
