@@ -80,7 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("chat", help="the base model and the run's adapter answer side by side")
     c.add_argument("run_dir", type=user_path, help="the run folder whose adapter answers (runs/<name>)")
-    c.add_argument("--prompt", help="answer this prompt and exit (default: read prompts from the terminal)")
+    c.add_argument("--prompt", help="answer this one prompt and exit (default: a conversation typed in the terminal)")
+    c.add_argument("--system", default="", help="the system prompt to ask with (default: the one every training row "
+                   "had, else none)")
     c.add_argument("--temperature", default="0", help="0 = greedy (default)")
     c.add_argument("--top-p", default="1", help="sample only from the likeliest tokens whose chances add up to this "
                    "(0-1; 1 = all, default); used when --temperature is above 0")
@@ -209,34 +211,62 @@ def _cmd_export(a) -> int:
 
 
 def _cmd_chat(a) -> int:
-    from engine.playground import Playground, chat_target, check_sampling
+    """One prompt (--prompt), or a conversation read line by line: each side (base, adapter) keeps its own
+    history, fed as training renders a multi-turn row; `/new` starts a new one. Formats without turns ask each
+    prompt alone and say so."""
+    from engine.data.prompt import one_question_only, system_in_use
+    from engine.playground import Playground, chat_target, check_sampling, dropped_turns_note, prompt_style
+    from engine.rundir import safe_text
 
     bad = [f"--{name.replace('_', '-')} {msg}" for name in ("temperature", "top_p", "max_new_tokens")
            for _, msg in [check_sampling(name, str(getattr(a, name)))] if msg]
     if bad:
         raise UserError("chat: bad sampling settings", problems=bad)
-    chat_target(a.run_dir, trust_remote_code=a.trust_remote_code)  # a folder that is no run: said before "loading"
+    # a folder that is no run, a system prompt its rows cannot have: said before "loading"
+    cfg, _, adapter_dir = chat_target(a.run_dir, trust_remote_code=a.trust_remote_code)
+    system = a.system.strip()
+    fmt = prompt_style(adapter_dir, cfg).format
+    if system and fmt not in ("chat", "alpaca"):
+        raise UserError(f"--system: {a.run_dir} trained on {fmt} rows, which have no system prompt",
+                        fix="leave --system out")
     print("loading the base model and the adapter ...", file=sys.stderr, flush=True)
     from engine.model import quiet_progress_bars
     quiet_progress_bars()
     pg = Playground(a.run_dir, trust_remote_code=a.trust_remote_code)
     kw = {name: check_sampling(name, str(getattr(a, name)))[0] for name in ("temperature", "top_p", "max_new_tokens")}
+    print("system prompt in use: " + safe_text(system_in_use(pg.style, system, pg.template_system), one_line=True),
+          file=sys.stderr)
+    why_alone = one_question_only(pg.style.format)
+    histories: dict[bool, list[tuple[str, str]]] = {False: [], True: []}
 
     def one(prompt: str) -> None:
         for label, adapter in (("base", False), ("adapter", True)):
             if a.adapter_only and not adapter:
                 continue
+
+            def dropped(turns: int, label: str = label) -> None:
+                print(f"\n({label}: {dropped_turns_note(turns, pg.context, kw['max_new_tokens'])})", file=sys.stderr)
             print(f"[{label}] ", end="", flush=True)
-            for piece in pg.stream(prompt, adapter=adapter, **kw):
+            pieces = []
+            for piece in pg.stream(prompt, adapter=adapter, history=histories[adapter], system=system,
+                                   dropped=dropped, **kw):
                 print(piece, end="", flush=True)
+                pieces.append(piece)
             print(flush=True)
+            if why_alone is None and a.prompt is None:
+                histories[adapter].append((prompt, "".join(pieces).strip()))
 
     if a.prompt is not None:
         one(a.prompt)
         return EXIT_OK
-    print("type a prompt and Enter; Ctrl-D to quit", file=sys.stderr)
+    print("type a prompt and Enter; " + (f"({why_alone}); " if why_alone else "/new starts a new conversation; ")
+          + "Ctrl-D to quit", file=sys.stderr)
     for line in sys.stdin:
-        if line.strip():
+        if line.strip() == "/new":
+            for history in histories.values():
+                history.clear()
+            print("(a new conversation)" if why_alone is None else f"({why_alone})", file=sys.stderr)
+        elif line.strip():
             one(line.strip())
     return EXIT_OK
 

@@ -2,15 +2,23 @@
 
 Loading the base once and toggling the adapter (peft's `disable_adapter`)
 halves the memory and the load time of loading the model twice.
+
+A conversation is kept by the caller, one history per side (the base model's
+earlier answers are not the adapter's): each question is fed after its side's
+history as training renders a multi-turn row (engine.data.prompt). What does
+not fit the model's context beside the answer is dropped, oldest turn first,
+and the caller is told how many.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import threading
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
+from engine.data.prompt import Turn
 from engine.errors import UserError
 from engine.rundir import CONFIG_FILE
 
@@ -115,6 +123,25 @@ def chat_target(run_dir: str | Path, *, adapter: str | Path | None = None, trust
     return cfg, trust, Path(adapter) if adapter is not None else adapter_dir(rd)
 
 
+def fit_history(ids_for: Callable[[Sequence[Turn]], list[int]], history: Sequence[Turn],
+                room: int | None) -> tuple[list[int], int]:
+    """(ids, how many of the oldest turns were left out): the question after as much of its history as fits in
+    `room` tokens (None: all of it). The question alone is fed even where it does not fit: then the model says."""
+    turns = list(history)
+    for dropped in range(len(turns) + 1):
+        ids = ids_for(turns[dropped:])
+        if room is None or len(ids) <= room:
+            return ids, dropped
+    return ids, len(turns)
+
+
+def dropped_turns_note(dropped: int, context: int | None, max_new_tokens: int) -> str:
+    """What the playground and `lorapilot chat` say when the oldest turns of a conversation were left out."""
+    turns = "turn" if dropped == 1 else f"{dropped} turns"
+    return (f"the oldest {turns} of this conversation no longer fit the model's context ({context:,} tokens, "
+            f"{max_new_tokens:,} of them kept for the answer): left out")
+
+
 class Playground:
     def __init__(self, run_dir: str | Path, *, adapter: str | Path | None = None, trust_remote_code: bool = False):
         """adapter: the adapter directory to chat with (a checkpoint of a run still training); default the run's
@@ -129,20 +156,35 @@ class Playground:
         base, _ = load_base_model(self.cfg.model, self.cfg.quantization, self.cfg.training.precision,
                                   trust_remote_code=trust)
         self.model = PeftModel.from_pretrained(base, str(ad)).eval()
+        context = getattr(self.model.config, "max_position_embeddings", None)
+        self.context: int | None = context if isinstance(context, int) and context > 0 else None
+        from engine.data.prompt import template_system_prompt
+        self.template_system = template_system_prompt(self.tokenizer, self.style.format)
 
-    def prompt_ids(self, text: str) -> list[int]:
-        from engine.samples import from_text
-        return from_text(self.tokenizer, text, self.style).ids
+    def style_with(self, system: str = "") -> Any:
+        """The prompt style with the user's own system prompt ("": what training used)."""
+        return dataclasses.replace(self.style, system=system) if system else self.style
 
-    def stream(self, text: str, *, adapter: bool, temperature: float = 0.0, top_p: float = 1.0,
+    def prompt_ids(self, text: str, history: Sequence[Turn] = (), system: str = "") -> list[int]:
+        from engine.data.prompt import prompt_ids
+        return prompt_ids(self.tokenizer, text, self.style_with(system), history)[0]
+
+    def stream(self, text: str, *, adapter: bool, history: Sequence[Turn] = (), system: str = "",
+               dropped: Callable[[int], None] | None = None, temperature: float = 0.0, top_p: float = 1.0,
                max_new_tokens: int = 128) -> Iterator[str]:
         """Yields the answer piece by piece as it is generated, control characters escaped (rundir.safe_text): the
-        pieces go to a terminal, and a model can generate any byte, an escape sequence included."""
+        pieces go to a terminal, and a model can generate any byte, an escape sequence included.
+
+        history: this side's earlier (question, answer) turns (a chat format only); those that do not fit the
+        context beside max_new_tokens are left out, oldest first, and `dropped` is called with how many."""
         from engine.rundir import safe_text
         from engine.samples import generate
 
         streamer = _answer_streamer(self.tokenizer)
-        ids = self.prompt_ids(text)
+        room = self.context - max_new_tokens if self.context is not None else None
+        ids, left_out = fit_history(lambda turns: self.prompt_ids(text, turns, system), history, room)
+        if left_out and dropped is not None:
+            dropped(left_out)
         errors: list[BaseException] = []
 
         def work():

@@ -219,3 +219,104 @@ async def test_the_status_line_fits_80_columns_and_drops_the_load_time_first(tmp
         line = status_line(app)
         assert line.rstrip().endswith("…") and "loaded in" not in line, line
         app.exit()
+
+
+class _FakeModel:
+    """PlaygroundModel's interface without its helper process: a chat run's answers, each side's own, and what
+    each ask was given (the Playground behind it is tested against training in tests/test_served_prompt.py)."""
+
+    def __init__(self, info: dict):
+        self.info, self.asks = info, []
+
+    def install(self, monkeypatch):
+        from tui.models.playground_model import PlaygroundModel
+
+        fake = self
+        monkeypatch.setattr(PlaygroundModel, "load", lambda self: setattr(self, "info", fake.info) or fake.info)
+        monkeypatch.setattr(PlaygroundModel, "wait_ready", lambda self, timeout=None: None)
+        monkeypatch.setattr(PlaygroundModel, "close", lambda self: None)
+        monkeypatch.setattr(PlaygroundModel, "ask", lambda self, text, **kw: fake.ask(text, **kw))
+
+    def ask(self, text, *, adapter, cancelled, dropped, history=(), system="", **values):
+        self.asks.append((text, adapter, list(history), system))
+        if adapter and len(history) >= 1:
+            dropped(1)  # as if the oldest turn no longer fitted beside max_new_tokens
+        yield f"{'adapter' if adapter else 'base'} answer {len(history) + 1}"
+
+
+def _chat_run(tmp_path) -> Path:
+    run = tmp_path / "chat-run"
+    (run / "adapter").mkdir(parents=True)
+    return run
+
+
+CHAT_INFO = {"model": "Qwen/Qwen2.5-0.5B-Instruct", "device": "cpu", "load_s": 1.0, "format": "chat", "system": "",
+             "template_system": "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.",
+             "context": 2048}
+
+
+async def _ask(pilot, screen, text: str) -> None:
+    await type_text(pilot, text)
+    await pilot.press("enter")
+    await wait_for(pilot, lambda: not screen.generating and screen.pane("adapter").state == "done", 10, "answers")
+    await pilot.pause(0.05)
+
+
+async def test_a_chat_run_holds_a_conversation_per_side_and_ctrl_n_starts_anew(tmp_path, monkeypatch):
+    model = _FakeModel(CHAT_INFO)
+    model.install(monkeypatch)
+    app = LorapilotApp(start="playground", run_dir=str(_chat_run(tmp_path)))
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        await wait_for(pilot, lambda: screen.loaded, 10, "model loaded")
+        await pilot.pause(0.05)
+        system_line = lambda: screen.query_one("#pg-system").render_line(0).text  # noqa: E731
+        # rows with different system prompts trained with none: the template's own is what the model reads
+        assert system_line().startswith('in use: none, so the template writes its own: "You are Qwen, created by')
+        assert system_line().rstrip().endswith("…")  # cut to the width
+        base, adapter = screen.pane("base"), screen.pane("adapter")
+        await _ask(pilot, screen, "What color is a lemon?")
+        assert base.history == [("What color is a lemon?", "base answer 1")]
+        assert adapter.history == [("What color is a lemon?", "adapter answer 1")]
+        assert screen.query_one("#prompt").text == ""  # kept in the conversation: free for the follow-up
+        assert screen.query_one("#prompt").border_title == "Prompt · turn 2"
+        await _ask(pilot, screen, "And a tomato?")
+        # each side was asked after its own history, with training's system prompt (none typed)
+        assert model.asks[2:] == [("And a tomato?", False, [("What color is a lemon?", "base answer 1")], ""),
+                                  ("And a tomato?", True, [("What color is a lemon?", "adapter answer 1")], "")]
+        assert base.history[1] == ("And a tomato?", "base answer 2")
+        assert adapter.history[1] == ("And a tomato?", "adapter answer 2")
+        shown = str(adapter.query_one(".answer-text").render())
+        assert "› What color is a lemon?" in shown and "adapter answer 1" in shown and "adapter answer 2" in shown
+        assert [n for n in app._notifications if "the oldest turn of this conversation no longer fit" in n.message]
+        screen.query_one("#system-prompt").focus()
+        await type_text(pilot, "Be brief.")
+        assert system_line().strip() == 'in use: yours: "Be brief."'
+        await pilot.press("ctrl+n")
+        await pilot.pause(0.05)
+        assert base.history == [] and adapter.history == []
+        assert screen.query_one("#prompt").border_title == "Prompt"
+        assert "a new conversation" in str(base.border_subtitle)
+        await _ask(pilot, screen, "Hi")
+        assert model.asks[-1] == ("Hi", True, [], "Be brief.")
+        app.exit()
+
+
+async def test_an_alpaca_run_asks_each_prompt_alone_and_says_why(tmp_path, monkeypatch):
+    model = _FakeModel({**CHAT_INFO, "format": "alpaca", "template_system": ""})
+    model.install(monkeypatch)
+    app = LorapilotApp(start="playground", run_dir=str(_chat_run(tmp_path)))
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        await wait_for(pilot, lambda: screen.loaded, 10, "model loaded")
+        await _ask(pilot, screen, "Add 2 and 3.")
+        await pilot.press("enter")  # the same prompt again: asked alone
+        await wait_for(pilot, lambda: len(model.asks) == 4 and not screen.generating, 10, "second answers")
+        assert [history for _, _, history, _ in model.asks] == [[], [], [], []]
+        assert screen.pane("adapter").history == []
+        assert screen.query_one("#prompt").border_title == \
+            "Prompt · alpaca rows have no multi-turn layout: one question at a time"
+        assert screen.query_one("#prompt").text == "Add 2 and 3."  # kept for the next try
+        assert screen.check_action("new_conversation", ()) is None
+        assert "no multi-turn layout" in screen.why_not("new_conversation")
+        app.exit()

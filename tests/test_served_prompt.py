@@ -212,3 +212,89 @@ def test_the_export_says_when_a_server_reads_earlier_answers_otherwise(tmp_path,
     cfg.dataset.path = str(data)
     notes = [n for n in _data_facts(cfg, tok).notes if "earlier answers" in n]
     assert len(notes) == said, notes
+
+
+# ---------------------------------------------------------------- a conversation (the playground, `lorapilot chat`)
+
+@pytest.mark.parametrize(("name", "with_pad", "system"), list(_cases()))
+def test_a_follow_up_question_is_fed_the_training_prefix_of_its_conversation(saved, name, with_pad, system):
+    """The playground and `lorapilot chat` feed a follow-up after the side's history: the ids a training row of
+    that conversation has before its second answer, id for id (the Masker's, SentencePiece seams included), through
+    the model's tokenizer (sample_prompts in training) and the adapter's saved one (the playground, chat). The
+    training system prompt, or the user's own (the same ids as a row that had it)."""
+    from engine.data.prompt import prompt_ids
+
+    tok, served_tok, style = saved(name, with_pad, system)
+    head = [{"role": "system", "content": system}] if system else []
+    history = [(TURNS[0]["content"], TURNS[1]["content"])]
+    trained = _prefix_before_last_answer(tok, head + TURNS)
+    for tokenizer in (tok, served_tok):
+        ids, _ = prompt_ids(tokenizer, TURNS[2]["content"], style, history)
+        assert ids == trained, (tokenizer.convert_ids_to_tokens(ids), tok.convert_ids_to_tokens(trained))
+    if system:  # the user's own system prompt over a run whose rows had none
+        _, no_system_tok, no_system_style = saved(name, with_pad, "")
+        typed = PromptStyle(no_system_style.format, SYSTEM)
+        assert prompt_ids(no_system_tok, TURNS[2]["content"], typed, history)[0] == trained
+
+
+@pytest.mark.parametrize(("family", "pad", "system"), [
+    (family, pad, system) for family in ("llama3", "llama3.1", "qwen2.5", "mistral", "gemma2", "alpaca-default")
+    for pad in (False, True) for system in ("", "the capital")
+    if not (system and family in ("mistral", "gemma2"))])  # their templates refuse a system turn: no row has one
+def test_a_follow_up_is_fed_the_training_prefix_for_the_chat_families(family, pad, system):
+    """The same seam over tests/chat_families.py's tokenizers (a word vocabulary, each family's specials and pad
+    set-up): the prefix of a two-answer training row before its second answer."""
+    from chat_families import family_tokenizer
+
+    from engine.data.prompt import prompt_ids
+
+    tok = family_tokenizer(family, pad=pad)
+    head = [{"role": "system", "content": system}] if system else []
+    turns = [{"role": "user", "content": "the capital of Italy"}, {"role": "assistant", "content": "Rome"},
+             {"role": "user", "content": "the capital of France"}, {"role": "assistant", "content": "Paris"}]
+    ids, _ = prompt_ids(tok, turns[2]["content"], PromptStyle("chat", system), [("the capital of Italy", "Rome")])
+    assert ids == _prefix_before_last_answer(tok, head + turns), tok.convert_ids_to_tokens(ids)
+
+
+def test_formats_without_turns_take_no_history_and_say_why(saved):
+    from engine.data.prompt import one_question_only, prompt_ids
+
+    tok, _, _ = saved("mistral_base", False, "")
+    assert one_question_only("chat") is None
+    assert one_question_only("alpaca") == "alpaca rows have no multi-turn layout: one question at a time"
+    with pytest.raises(ValueError, match="alpaca rows have no multi-turn layout"):
+        prompt_ids(tok, "And a tomato?", PromptStyle("alpaca"), [("What color is a lemon?", "Yellow.")])
+
+
+def test_the_system_prompt_in_use_names_the_templates_own(saved):
+    """Rows with different system prompts train with none: the playground then asks with none, and Qwen2.5's
+    template writes its own default, which no training row had. The line the playground shows says so."""
+    from engine.data.prompt import system_in_use, template_system_prompt
+
+    qwen, _, _ = saved("qwen2_5", False, "")
+    default = template_system_prompt(qwen, "chat")
+    assert default == "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."
+    assert default in qwen.apply_chat_template(TURNS[:1], tokenize=False)  # as the template writes it
+    for name in ("llama3", "llama3_1", "mistral", "gemma2", "phi3_5", "mistral_base"):
+        assert template_system_prompt(saved(name, False, "")[0], "chat") == "", name
+    assert template_system_prompt(qwen, "alpaca") == ""
+    chat = PromptStyle("chat")
+    assert system_in_use(chat, "", default) == f'none, so the template writes its own: "{default}"'
+    assert system_in_use(chat) == "none (training rows had different ones, or none)"
+    assert system_in_use(PromptStyle("chat", SYSTEM), "", default) == f'training\'s (every row had it): "{SYSTEM}"'
+    assert system_in_use(PromptStyle("chat", SYSTEM), "Be brief.", default) == 'yours: "Be brief."'
+    assert system_in_use(PromptStyle("completion")) == "none (completion rows have no system prompt)"
+
+
+def test_the_oldest_turns_go_first_when_the_context_is_full():
+    from engine.playground import dropped_turns_note, fit_history
+
+    history = [("q1", "a1"), ("q2", "a2"), ("q3", "a3")]
+    ids_for = lambda turns: [0] * (2 + 10 * len(turns))  # noqa: E731 - 10 tokens a turn, 2 for the question
+    assert fit_history(ids_for, history, None) == ([0] * 32, 0)
+    assert fit_history(ids_for, history, 32) == ([0] * 32, 0)
+    assert fit_history(ids_for, history, 31) == ([0] * 22, 1)
+    assert fit_history(ids_for, history, 12) == ([0] * 12, 2)
+    assert fit_history(ids_for, history, 1) == ([0] * 2, 3)  # the question alone even where it cannot fit
+    assert dropped_turns_note(2, 2048, 128) == ("the oldest 2 turns of this conversation no longer fit the model's "
+                                                "context (2,048 tokens, 128 of them kept for the answer): left out")

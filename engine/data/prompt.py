@@ -7,6 +7,13 @@ user turn), with the system prompt when every training row shares one, through
 the template training used, and tokenized by the trainer's own Masker: its ids
 are the ids a training row with that question starts with.
 
+A follow-up question in a chat format is rendered with the conversation so far
+(the system prompt, each earlier question and the answer given to it) as one
+multi-turn row: its ids are the ids a training row with that conversation has
+before its last answer. The other formats have no multi-turn layout (an alpaca
+or completion row is one question and one answer): there a question is asked
+alone (`one_question_only` says why).
+
 What is needed to do that later (the format, the shared system prompt) is
 saved beside the tokenizer in the adapter directory (PROMPT_FILE), with the
 chat template training used.
@@ -17,6 +24,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Sequence
 
 PROMPT_FILE = "lorapilot_prompt.json"
 
@@ -41,15 +49,84 @@ def shared_system_prompt(rows: list[dict], fmt: str) -> str:
     return found.pop() if len(found) == 1 else ""
 
 
-def prompt_ids(tokenizer, text: str, style: PromptStyle) -> tuple[list[int], str]:
-    """(ids, question) for a free-text prompt: the ids a training row with this question starts with."""
+# An earlier exchange of a conversation: (the question as typed, the answer as the model gave it).
+Turn = tuple[str, str]
+MULTI_TURN_FORMATS = ("chat",)
+
+
+def one_question_only(fmt: str) -> str | None:
+    """Why a follow-up question cannot carry the conversation in this format, or None (it can)."""
+    if fmt in MULTI_TURN_FORMATS:
+        return None
+    return f"{fmt} rows have no multi-turn layout: one question at a time"
+
+
+def prompt_ids(tokenizer, text: str, style: PromptStyle, history: Sequence[Turn] = ()) -> tuple[list[int], str]:
+    """(ids, question) for a free-text prompt: the ids a training row with this question starts with; after
+    `history` (a chat format only), the ids a training row with that conversation has before its last answer."""
     from engine.data.masking import Masker
     from engine.data.template import Renderer
+    from engine.data.types import IGNORE_INDEX
 
-    rendered = Renderer(tokenizer).render_prompt(text, style.format, style.system)
-    ex = Masker(tokenizer, max_seq_length=1_000_000).build(rendered, "prompt")
-    assert not isinstance(ex, str), ex  # a reason to drop a training row; a prompt at this length has none
-    return list(ex.input_ids[: ex.prompt_len]), rendered.question or text
+    renderer, masker = Renderer(tokenizer), Masker(tokenizer, max_seq_length=1_000_000)
+    if not history:
+        rendered = renderer.render_prompt(text, style.format, style.system)
+        ex = masker.build(rendered, "prompt")
+        assert not isinstance(ex, str), ex  # a reason to drop a training row; a prompt at this length has none
+        return list(ex.input_ids[: ex.prompt_len]), rendered.question or text
+    if one_question_only(style.format):
+        raise ValueError(f"a conversation in the {style.format} format: {one_question_only(style.format)}")
+    head = [{"role": "system", "content": style.system}] if style.system else []
+    turns = [{"role": role, "content": content} for q, a in history
+             for role, content in (("user", q), ("assistant", a))]
+    # the last answer is a placeholder, as render_prompt's: only there so the template renders the turn
+    row = {"messages": head + turns + [{"role": "user", "content": text}, {"role": "assistant", "content": "x"}]}
+    ex = masker.build(renderer.render(row, "chat", "prompt"), "prompt")
+    assert not isinstance(ex, str), ex
+    # the last answer's tokens start where the last trained run does (user turns and role headers are masked)
+    labels = ex.labels
+    start = max(i for i in range(1, len(labels)) if labels[i] != IGNORE_INDEX and labels[i - 1] == IGNORE_INDEX)
+    return list(ex.input_ids[:start]), text
+
+
+def template_system_prompt(tokenizer, fmt: str) -> str:
+    """The system prompt the training template writes by itself into a conversation that gives none (Qwen2.5's
+    "You are Qwen, created by Alibaba Cloud..."), or "". Found by rendering with and without a marked one: the
+    template's own is what stands where the marked one stood."""
+    from engine.data.template import training_chat_template
+
+    if fmt not in MULTI_TURN_FORMATS:
+        return ""
+    template, mark = training_chat_template(tokenizer, fmt), "\x00SYSTEM\x00"
+    user = [{"role": "user", "content": "\x00U\x00"}]
+    try:
+        given = tokenizer.apply_chat_template([{"role": "system", "content": mark}] + user, tokenize=False,
+                                              add_generation_prompt=True, chat_template=template)
+        none = tokenizer.apply_chat_template(user, tokenize=False, add_generation_prompt=True,
+                                             chat_template=template)
+    except Exception:  # noqa: BLE001 - a template that refuses a system turn writes none of its own either
+        return ""
+    at = given.find(mark)
+    if at < 0:
+        return ""
+    before, after = given[:at], given[at + len(mark):]
+    if none.startswith(before) and none.endswith(after) and len(none) > len(before) + len(after):
+        return none[len(before): len(none) - len(after)]
+    return ""
+
+
+def system_in_use(style: PromptStyle, typed: str = "", template_default: str = "") -> str:
+    """Which system prompt a question is asked with, in words (not escaped: the caller fits it to its screen).
+    typed: the user's own ("" = what training used)."""
+    if style.format not in ("chat", "alpaca"):
+        return f"none ({style.format} rows have no system prompt)"
+    if typed:
+        return f'yours: "{typed}"'
+    if style.system:
+        return f'training\'s (every row had it): "{style.system}"'
+    if template_default:
+        return f'none, so the template writes its own: "{template_default}"'
+    return "none (training rows had different ones, or none)"
 
 
 def save_for_inference(tokenizer, style: PromptStyle, out_dir: str | Path) -> None:

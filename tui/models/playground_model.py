@@ -7,7 +7,10 @@ pipe (which releases the GIL), and the model stays loaded for every prompt.
 
 The protocol, one tuple per message:
     parent -> child   ("ask", text, adapter, kwargs) | ("cancel",) | ("quit",)
-    child -> parent   ("ready", info) | ("piece", text) | ("done", seconds) | ("error", message)
+    child -> parent   ("ready", info) | ("dropped", turns) | ("piece", text) | ("done", seconds) | ("error", message)
+
+kwargs are Playground.stream's: the sampling settings, the side's history and the system prompt; "dropped" says how
+many of the oldest turns of that history did not fit the model's context (sent before the answer).
 
 Nothing here imports Textual; the screen calls `ask` from a worker thread.
 """
@@ -41,7 +44,9 @@ def _serve(conn: Connection, run_dir: str, adapter: str | None = None) -> None:
     except Exception as exc:  # noqa: BLE001 - sent to the app, which shows it; say() logs a bug's traceback
         conn.send(("error", say(exc, "loading the playground's model")))
         return
-    conn.send(("ready", {"model": pg.cfg.model, "device": device, "load_s": time.monotonic() - start}))
+    conn.send(("ready", {"model": pg.cfg.model, "device": device, "load_s": time.monotonic() - start,
+                         "format": pg.style.format, "system": pg.style.system,
+                         "template_system": pg.template_system, "context": pg.context}))
     while True:
         try:
             msg = conn.recv()
@@ -56,7 +61,7 @@ def _serve(conn: Connection, run_dir: str, adapter: str | None = None) -> None:
         try:
             # Generation runs to its end even when cancelled (transformers has no stop switch here);
             # only the sending stops, so the next prompt never overlaps this one.
-            for piece in pg.stream(text, adapter=use_adapter, **kwargs):
+            for piece in pg.stream(text, adapter=use_adapter, dropped=lambda n: conn.send(("dropped", n)), **kwargs):
                 if not cancelled and conn.poll():
                     cancelled = conn.recv()[0] in ("cancel", "quit")
                 if not cancelled and piece:
@@ -117,10 +122,11 @@ class PlaygroundModel:
             raise ModelGone("the model is not loaded")
 
     def ask(self, text: str, *, adapter: bool, cancelled: Callable[[], bool] = lambda: False,
-            **kwargs: Any) -> Iterator[str]:
+            dropped: Callable[[int], None] = lambda turns: None, **kwargs: Any) -> Iterator[str]:
         """The answer piece by piece. One answer at a time: a second caller waits for the first.
 
-        `cancelled()` is polled between pieces; once it says so, the rest of this answer is dropped.
+        `cancelled()` is polled between pieces; once it says so, the rest of this answer is dropped. `dropped(n)`:
+        the n oldest turns of the history (kwargs) were left out, before the first piece.
         """
         self.wait_ready()
         conn = self._pipe()
@@ -142,6 +148,8 @@ class PlaygroundModel:
                         while self._recv()[0] == "piece":
                             pass
                         raise
+                elif kind == "dropped":
+                    dropped(payload)
                 elif kind == "done":
                     return
                 else:

@@ -1,5 +1,10 @@
 """The playground: one prompt, the base model's answer and the adapter's, streamed side by side.
 
+A run trained on chat rows holds a conversation: each pane keeps its model's own history, and a follow-up is
+fed after it as training renders a multi-turn row (engine.data.prompt); ctrl+n starts a new conversation. Other
+formats have no multi-turn layout: there each prompt is asked alone, and the prompt's title says so. The system
+prompt field overrides the one training used; the line under it says which one is in use.
+
 The model lives in a helper process (tui/models/playground_model.py): loading it
 imports torch and transformers, which in a thread would freeze the keys for
 seconds. The prompt can be typed, and even sent, while it loads; the answers
@@ -19,11 +24,13 @@ from textual.content import Content
 from textual.events import Resize
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import Footer, Static
+from textual.widgets import Footer, Input, Label, Static
 from textual.worker import Worker, get_current_worker
 
+from engine.data.prompt import PromptStyle, one_question_only, system_in_use
 from engine.errors import UserError
-from engine.rundir import checkpoint_step
+from engine.playground import dropped_turns_note
+from engine.rundir import checkpoint_step, safe_text
 from tui.screens.key_commands import KeyCommands
 from tui.error_log import say
 from tui.models.playground_model import PlaygroundModel
@@ -42,6 +49,7 @@ class PlaygroundScreen(Screen):
     AUTO_FOCUS = "#prompt"
     BINDINGS = [
         Binding("ctrl+r", "ask", "Ask both", priority=True),
+        Binding("ctrl+n", "new_conversation", "New conversation", priority=True),
         # Escape stops an answer being written; with none, it goes back (the footer shows which).
         Binding("escape", "stop", "Stop answer"),
         Binding("escape", "back", "Back"),
@@ -70,6 +78,7 @@ class PlaygroundScreen(Screen):
         self._asks = 0          # which prompt the answers on screen belong to
         self._worker: Worker[None] | None = None
         self._load_info: dict | None = None  # what the helper said once the model was in (None: not yet)
+        self._answered: set[str] = set()  # the panes that answered the current prompt in full
         # Which weights answer: a checkpoint of a run still training is named by its step wherever it shows.
         self.adapter_label = f"checkpoint at step {checkpoint_step(self.checkpoint)}" if self.checkpoint else ""
         self.title = f"Playground · {Path(self.run_dir).resolve().name}" + (
@@ -79,6 +88,11 @@ class PlaygroundScreen(Screen):
         yield Static(id="pg-status")
         yield PromptBox(id="prompt")
         yield SamplingSettings(id="sampling")
+        with Horizontal(id="system-row"):
+            yield Label("system prompt", id="system-label")
+            yield Input(compact=True, id="system-prompt", placeholder="empty: what training used",
+                        tooltip="the system prompt to ask with; empty: the one training used (the line below says)")
+        yield Static(id="pg-system")
         with Horizontal(id="answers"):
             yield AnswerPane("Base model", id="answer-base")
             yield AnswerPane(f"With the {self.adapter_label or 'adapter'}", id="answer-adapter")
@@ -93,6 +107,7 @@ class PlaygroundScreen(Screen):
                                     "italic $text-warning"))
         for pane in self.query(AnswerPane):
             pane.waiting("loading the model…")
+        self._show_system()
         self._load()
 
     def on_unmount(self) -> None:
@@ -121,6 +136,41 @@ class PlaygroundScreen(Screen):
     def _status(self, content: Content) -> None:
         self.query_one("#pg-status", Static).update(content)
 
+    @property
+    def style(self) -> PromptStyle | None:
+        """How the run's prompts are rendered (its format, training's system prompt); None until loaded."""
+        info = self._load_info
+        return PromptStyle(info.get("format", "alpaca"), info.get("system") or "") if info is not None else None
+
+    @property
+    def conversation(self) -> bool:
+        """Whether a follow-up carries the conversation (a chat format); False until loaded."""
+        return self.style is not None and one_question_only(self.style.format) is None
+
+    @property
+    def system(self) -> str:
+        """The system prompt as typed ("": what training used)."""
+        return self.query_one("#system-prompt", Input).value.strip()
+
+    @on(Input.Changed, "#system-prompt")
+    def _show_system(self) -> None:
+        """The system prompt in use, on one line: escaped (a run's data wrote it), cut to the width by the CSS."""
+        style = self.style
+        if style is None:
+            text = "which one training used: read once the model is in"
+        else:
+            text = system_in_use(style, self.system, (self._load_info or {}).get("template_system") or "")
+        self.query_one("#pg-system", Static).update(Content.assemble(
+            ("in use: ", "$text-muted"), safe_text(text, one_line=True)))
+
+    def _show_turns(self) -> None:
+        """The prompt's title: which turn of the conversation comes next, or why there is none."""
+        box = self.query_one(PromptBox)
+        style = self.style
+        why = one_question_only(style.format) if style is not None else None
+        turns = len(self.pane("adapter").history)
+        box.border_title = (f"Prompt · {why}" if why else f"Prompt · turn {turns + 1}" if turns else "Prompt")
+
     def pane(self, name: str) -> AnswerPane:
         return self.query_one(f"#answer-{name}", AnswerPane)
 
@@ -146,6 +196,13 @@ class PlaygroundScreen(Screen):
         self.loaded = True
         self._load_info = message.info or {}
         self._show_loaded(self.size.width)
+        for pane in self.query(AnswerPane):
+            pane.conversation = self.conversation
+        style = self.style
+        if style is not None and style.format not in ("chat", "alpaca"):
+            self.query_one("#system-prompt", Input).disabled = True  # its rows have none
+        self._show_system()
+        self._show_turns()
         for pane in self.query(AnswerPane):
             if pane.state == "waiting":
                 pane.waiting("waiting for the base model's answer…" if pane.id == "answer-adapter" and
@@ -173,29 +230,40 @@ class PlaygroundScreen(Screen):
             self.query_one(PromptBox).focus()
             return
         self.generating = True
+        self._answered = set()
+        for pane in self.query(AnswerPane):
+            pane.asked(prompt)
         first = "waiting for the model to load…" if not self.loaded else "waiting for the base model's answer…"
         self.pane("base").waiting("waiting for the model to load…" if not self.loaded else "starting…")
         self.pane("adapter").waiting(first)
         self._asks += 1
         self.refresh_bindings()
         # A new prompt replaces one still being answered (exclusive: the old worker is cancelled).
-        self._worker = self._answer(self._asks, prompt, values)
+        # Each side's own history (copied: the worker must not see it grow); read once the model is in, since
+        # whether the format has turns is known only then (a prompt sent while loading starts a conversation).
+        histories = {name: list(self.pane(name).history) for name, _ in PANES}
+        self._worker = self._answer(self._asks, prompt, values, histories, self.system)
 
     @work(thread=True, exclusive=True, group="playground-answer")
-    def _answer(self, ask: int, prompt: str, values: dict) -> None:
+    def _answer(self, ask: int, prompt: str, values: dict, histories: dict, system: str) -> None:
         worker = get_current_worker()
         try:
             self.model.wait_ready()  # a prompt sent while the model loads waits here
         except UserError as exc:
             self.post_message(self.Piece(ask, "base", "error", str(exc)))
             return
+        context = (self.model.info or {}).get("context")
         for name, adapter in PANES:
             if worker.is_cancelled:
                 return
             self.post_message(self.Piece(ask, name, "start"))
+
+            def dropped(turns: int, name: str = name) -> None:
+                note = dropped_turns_note(turns, context, values["max_new_tokens"])
+                self.post_message(self.Piece(ask, name, "dropped", note))
             try:
                 for piece in self.model.ask(prompt, adapter=adapter, cancelled=lambda: worker.is_cancelled,
-                                            **values):
+                                            dropped=dropped, history=histories[name], system=system, **values):
                     self.post_message(self.Piece(ask, name, "piece", piece))
             except UserError as exc:
                 self.post_message(self.Piece(ask, name, "error", str(exc)))
@@ -209,6 +277,12 @@ class PlaygroundScreen(Screen):
             return  # the tail of an answer to an earlier prompt
         if message.kind == "all-done":
             self.generating = False
+            if self._answered == {name for name, _ in PANES}:  # a prompt stopped half-way is not kept
+                for pane in self.query(AnswerPane):
+                    pane.remember()
+                if self.conversation:  # kept in the conversation: the box is free for the follow-up
+                    self.query_one(PromptBox).clear()
+                self._show_turns()
             self.refresh_bindings()
             return
         pane = self.pane(message.pane)
@@ -217,8 +291,14 @@ class PlaygroundScreen(Screen):
             self.refresh_bindings()
         elif message.kind == "piece":
             pane.add(message.text)
+        elif message.kind == "dropped":
+            self.notify(message.text, title=str(pane.border_title), severity="warning", timeout=8)
         elif message.kind in ("done", "stopped"):
             pane.finished(cancelled=message.kind == "stopped")
+            if message.kind == "done":
+                self._answered.add(message.pane)
+            elif pane.conversation:
+                pane.border_subtitle = f"{pane.border_subtitle} · not kept in the conversation"
             if message.kind == "stopped":
                 self.generating = False
                 self.refresh_bindings()
@@ -234,12 +314,32 @@ class PlaygroundScreen(Screen):
         if self._worker is not None and self._worker.is_running:
             self._worker.cancel()
 
+    def action_new_conversation(self) -> None:
+        """Both histories cleared; an answer still being written is stopped and its pieces ignored."""
+        self.action_stop()
+        self._asks += 1
+        self.generating = False
+        for pane in self.query(AnswerPane):
+            pane.forget("a new conversation: type a prompt and press Enter")
+        self._show_turns()
+        self.refresh_bindings()
+        self.query_one(PromptBox).focus()
+
     def check_action(self, action: str, parameters: tuple) -> bool | None:
         if action == "stop":
             return self.generating
         if action == "back":
             return not self.generating
+        if action == "new_conversation":
+            return True if self.conversation else None  # shown, dimmed, where the format has no turns
         return True
+
+    def why_not(self, action: str) -> str | None:
+        """Why a command of the palette is not available now (tui/screens/key_commands.py)."""
+        if action == "new_conversation":
+            style = self.style
+            return one_question_only(style.format) if style is not None else "The model is still loading."
+        return None
 
     def action_back(self) -> None:
         if len(self.app.screen_stack) > 2:

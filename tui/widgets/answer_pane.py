@@ -1,4 +1,7 @@
-"""One model's answer in the playground, drawn as it streams in, with what it is doing in the border."""
+"""One model's answer in the playground, drawn as it streams in, with what it is doing in the border.
+
+In a conversation (a chat format) the pane keeps its model's own history: each earlier question and the answer this
+model gave, drawn muted above the question being answered."""
 
 from __future__ import annotations
 
@@ -14,6 +17,8 @@ from textual.widgets import Static
 class AnswerPane(VerticalScroll):
     """The answer's text so far; the border says waiting, generating, done in N s, or the error."""
 
+    conversation = False  # a chat format: the question is shown above its answer, and answers are remembered
+
     DEFAULT_CSS = Path(__file__).with_suffix(".tcss").read_text(encoding="utf-8")
     can_focus = True  # so a long answer scrolls with the keys
 
@@ -23,6 +28,8 @@ class AnswerPane(VerticalScroll):
         self.text = ""
         self.state = "idle"  # idle | waiting | generating | done | error
         self._began = 0.0
+        self.question = ""  # the question being answered (shown in a conversation)
+        self.history: list[tuple[str, str]] = []  # this model's earlier (question, answer) turns
 
     def compose(self) -> ComposeResult:
         yield Static("", classes="answer-text")
@@ -36,11 +43,28 @@ class AnswerPane(VerticalScroll):
         self.border_subtitle = subtitle
         self.set_class(state == "error", "-error")
         self.set_class(state == "generating", "-generating")
-        self._body.update(body)
+        self._update(body)
+
+    def _update(self, body: Content | str) -> None:
+        """The body under the conversation so far (a model's text is never read as markup)."""
+        answer = Content(body) if isinstance(body, str) else body
+        if not self.conversation or not self.question:
+            self._body.update(answer)
+            return
+        parts = []
+        for question, said in self.history:
+            parts += [Content.styled(f"› {question}", "bold $text-muted"), Content.styled(said, "$text-muted"),
+                      Content("")]
+        parts += [Content.styled(f"› {self.question}", "bold"), answer]
+        self._body.update(Content("\n").join(parts))
 
     def waiting(self, why: str) -> None:
         self.text = ""
         self._show("waiting", why, Content.styled(why, "italic $text-muted"))
+
+    def asked(self, question: str) -> None:
+        """A new question for this pane (drawn below its history until answered)."""
+        self.question = question
 
     def started(self) -> None:
         self.text = ""
@@ -49,8 +73,18 @@ class AnswerPane(VerticalScroll):
 
     def add(self, piece: str) -> None:
         self.text += piece
-        self._body.update(self.text.lstrip())
+        self._update(self.text.lstrip())
         self.scroll_end(animate=False)
+
+    def remember(self) -> None:
+        """The answer shown joins this model's history (its question answered in full)."""
+        if self.conversation:
+            self.history.append((self.question, self.text.strip()))
+
+    def forget(self, why: str) -> None:
+        """A new conversation: no history, no question."""
+        self.history, self.question = [], ""
+        self.waiting(why)
 
     def finished(self, cancelled: bool = False) -> None:
         took = time.monotonic() - self._began
