@@ -1,0 +1,122 @@
+"""`lorapilot chat` holds a conversation with a real (tiny) model: each side's history fed to the next question,
+the oldest turns left out (and said) where the context is full, `/new` starting anew; --system refused where the
+run's rows have no system prompt.
+
+The run is the demo model with a fresh adapter (no training: what is tested is what is fed, not what was learnt),
+its context cut to 64 tokens so that one earlier turn is enough to fill it.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import sys
+
+import pytest
+
+from conftest import unwrapped
+from engine.cli import main
+
+CONTEXT = 64
+QUESTION = "What is 2 plus 3?"
+
+
+@pytest.fixture(scope="module")
+def chat_run(tmp_path_factory, demo_model_dir):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from engine.data.prompt import PromptStyle, save_for_inference
+    from engine.model import load_tokenizer
+
+    root = tmp_path_factory.mktemp("chat")
+    model_dir = root / "model"
+    shutil.copytree(demo_model_dir, model_dir)
+    config = json.loads((model_dir / "config.json").read_text())
+    (model_dir / "config.json").write_text(json.dumps({**config, "max_position_embeddings": CONTEXT}))
+    run = root / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text(f"model: {model_dir}\ndataset:\n  path: {root / 'gone.jsonl'}\n"
+                                     "quantization: none\n")
+    base = AutoModelForCausalLM.from_pretrained(str(model_dir))
+    get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj"])).save_pretrained(str(run / "adapter"))
+    save_for_inference(load_tokenizer(str(model_dir)), PromptStyle("chat"), run / "adapter")
+    return run
+
+
+def _chat(monkeypatch, capsys, run, *args, stdin: str = ""):
+    from engine.data.prompt import prompt_ids
+    from engine.model import load_tokenizer
+
+    # room for the question alone beside the answer, for no earlier turn
+    alone = len(prompt_ids(load_tokenizer(str(run / "adapter")), QUESTION, _style(run))[0])
+    monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+    rc = main(["chat", str(run), "--max-new-tokens", str(CONTEXT - alone), *args])
+    out = capsys.readouterr()
+    return rc, out.out, unwrapped(out.err)
+
+
+def _style(run):
+    from engine.data.prompt import load_style
+    return load_style(run / "adapter")
+
+
+def test_chat_feeds_each_side_its_history_and_new_starts_anew(chat_run, monkeypatch, capsys):
+    rc, out, err = _chat(monkeypatch, capsys, chat_run, stdin=f"{QUESTION}\n{QUESTION}\n/new\n{QUESTION}\n")
+    assert rc == 0, err
+    assert out.count("[base] ") == 3 and out.count("[adapter] ") == 3
+    assert "/new starts a new conversation" in err and "(a new conversation)" in err
+    assert "system prompt in use: none (training rows had different ones, or none)" in err
+    # the follow-up carried the first turn, which no longer fitted: said once per side; after /new, nothing to drop
+    note = "the oldest turn of this conversation no longer fit the model's context (64 tokens"
+    assert err.count(note) == 2, err
+    assert err.index(note) < err.index("(a new conversation)") and err.rindex(note) < err.index("(a new conversation)")
+
+
+def test_one_prompt_keeps_no_history(chat_run, monkeypatch, capsys):
+    rc, out, err = _chat(monkeypatch, capsys, chat_run, "--prompt", QUESTION, "--system", "Be brief.")
+    assert rc == 0, err
+    assert out.count("[base] ") == 1 and 'system prompt in use: yours: "Be brief."' in err
+
+
+def test_a_system_prompt_for_a_run_whose_rows_have_none_is_refused(chat_run, tmp_path, monkeypatch, capsys):
+    run = tmp_path / "completion-run"
+    shutil.copytree(chat_run, run)
+    (run / "adapter" / "lorapilot_prompt.json").write_text(json.dumps({"format": "completion", "system": ""}))
+    rc = main(["chat", str(run), "--prompt", "hi", "--system", "Be brief."])
+    err = unwrapped(capsys.readouterr().err)
+    assert rc == 2
+    assert "--system: " in err and "trained on completion rows, which have no system prompt" in err
+    assert "loading" not in err
+
+
+@pytest.mark.timeout(300)
+async def test_the_playground_holds_a_conversation_with_the_real_model(chat_run):
+    """The playground's helper process and the model behind it: ask, ask a follow-up (each pane's own history
+    fed back), start a new conversation."""
+    from test_playground_screen import type_text, wait_for
+
+    from tui.app import LorapilotApp
+
+    app = LorapilotApp(start="playground", run_dir=str(chat_run))
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        await wait_for(pilot, lambda: screen.loaded or screen.pane("adapter").state == "error", 180, "model loaded")
+        assert screen.loaded and screen.conversation
+        screen.query_one("#sampling-max_new_tokens").value = "6"
+        base, adapter = screen.pane("base"), screen.pane("adapter")
+        for turn in (1, 2):
+            screen.query_one("#prompt").focus()
+            await type_text(pilot, QUESTION)
+            await pilot.press("enter")
+            await wait_for(pilot, lambda: len(adapter.history) == turn, 60, f"answer {turn}")
+            assert adapter.state == base.state == "done"
+            assert len(base.history) == turn and base.history[-1] == (QUESTION, base.text.strip())
+            assert adapter.history[-1] == (QUESTION, adapter.text.strip())
+        assert not [n for n in app._notifications if "no longer fit" in n.message]  # 6 new tokens: room enough
+        assert screen.query_one("#prompt").border_title == "Prompt · turn 3"
+        await pilot.press("ctrl+n")
+        await pilot.pause(0.05)
+        assert base.history == adapter.history == []
+        app.exit()
