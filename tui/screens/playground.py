@@ -280,8 +280,9 @@ class PlaygroundScreen(Screen):
             if self._answered == {name for name, _ in PANES}:  # a prompt stopped half-way is not kept
                 for pane in self.query(AnswerPane):
                     pane.remember()
-                if self.conversation:  # kept in the conversation: the box is free for the follow-up
-                    self.query_one(PromptBox).clear()
+                box = self.query_one(PromptBox)
+                if self.conversation and box.text == self.pane("adapter").question:
+                    box.clear()  # kept in the conversation: the box is free for the follow-up (unless retyped)
                 self._show_turns()
             self.refresh_bindings()
             return
