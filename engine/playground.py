@@ -18,7 +18,7 @@ import threading
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-from engine.data.prompt import Turn
+from engine.data.prompt import PromptStyle, Turn
 from engine.errors import UserError
 from engine.rundir import CONFIG_FILE
 
@@ -138,7 +138,8 @@ def fit_history(ids_for: Callable[[Sequence[Turn]], list[int]], history: Sequenc
 def dropped_turns_note(dropped: int, context: int | None, max_new_tokens: int) -> str:
     """What the playground and `lorapilot chat` say when the oldest turns of a conversation were left out."""
     turns = "turn" if dropped == 1 else f"{dropped} turns"
-    return (f"the oldest {turns} of this conversation no longer fit the model's context ({context:,} tokens, "
+    size = f"{context:,} tokens, " if context else ""
+    return (f"the oldest {turns} of this conversation no longer fit the model's context ({size}"
             f"{max_new_tokens:,} of them kept for the answer): left out")
 
 
@@ -161,7 +162,7 @@ class Playground:
         from engine.data.prompt import template_system_prompt
         self.template_system = template_system_prompt(self.tokenizer, self.style.format)
 
-    def style_with(self, system: str = "") -> Any:
+    def style_with(self, system: str = "") -> PromptStyle:
         """The prompt style with the user's own system prompt ("": what training used)."""
         return dataclasses.replace(self.style, system=system) if system else self.style
 
