@@ -120,3 +120,33 @@ async def test_the_playground_holds_a_conversation_with_the_real_model(chat_run)
         await pilot.pause(0.05)
         assert base.history == adapter.history == []
         app.exit()
+
+
+@pytest.fixture(scope="module")
+def playground(chat_run):
+    from engine.playground import Playground
+    return Playground(chat_run)
+
+
+@pytest.mark.parametrize("system", ["", "Be brief."])
+def test_the_ids_generate_is_fed_are_the_training_prefix_of_the_conversation(playground, monkeypatch, system):
+    """Playground.stream, end to end to generate(): the follow-up after its side's history (and the system prompt
+    typed) is fed the ids a training row of that conversation has before its second answer."""
+    import engine.samples
+    from engine.data import IGNORE_INDEX, tokenize_rows
+
+    fed = []
+    real = engine.samples.generate
+    monkeypatch.setattr(engine.samples, "generate", lambda model, tok, ids, **kw: fed.append(list(ids)) or
+                        real(model, tok, ids, **kw))
+    pg = playground
+    answers = pg.answer(QUESTION, adapter=True, max_new_tokens=4), pg.answer(QUESTION, adapter=False, max_new_tokens=4)
+    for adapter, answer in zip((True, False), answers):
+        pg.answer("And 4 plus 4?", adapter=adapter, history=[(QUESTION, answer)], system=system, max_new_tokens=4)
+        messages = [{"role": "system", "content": system}] if system else []
+        messages += [{"role": "user", "content": QUESTION}, {"role": "assistant", "content": answer},
+                     {"role": "user", "content": "And 4 plus 4?"}, {"role": "assistant", "content": "8."}]
+        (row,) = tokenize_rows([{"messages": messages}], "chat", ["t.jsonl:1"], pg.tokenizer, max_seq_length=4096)
+        second = max(i for i in range(1, len(row.labels))
+                      if row.labels[i] != IGNORE_INDEX and row.labels[i - 1] == IGNORE_INDEX)
+        assert fed[-1] == row.input_ids[:second], pg.tokenizer.convert_ids_to_tokens(fed[-1])
