@@ -320,3 +320,37 @@ async def test_an_alpaca_run_asks_each_prompt_alone_and_says_why(tmp_path, monke
         assert screen.check_action("new_conversation", ()) is None
         assert "no multi-turn layout" in screen.why_not("new_conversation")
         app.exit()
+
+
+async def test_an_answer_stopped_half_way_is_not_kept_in_the_conversation(tmp_path, monkeypatch):
+    """Escape stops the adapter's answer after the base model's was done: neither side keeps the question (a history
+    with a question only one side answered would feed the sides different conversations)."""
+    import time as clock
+
+    model = _FakeModel(CHAT_INFO)
+    model.install(monkeypatch)
+    app = LorapilotApp(start="playground", run_dir=str(_chat_run(tmp_path)))
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        await wait_for(pilot, lambda: screen.loaded, 10, "model loaded")
+        await _ask(pilot, screen, "What color is a lemon?")
+
+        def slow(text, *, adapter, cancelled, dropped, **kw):
+            yield "a long" if adapter else "base answer 2"
+            if not adapter:
+                return
+            while not cancelled():
+                clock.sleep(0.01)
+        monkeypatch.setattr(model, "ask", slow)
+        await type_text(pilot, "And a tomato?")
+        await pilot.press("enter")
+        base, adapter = screen.pane("base"), screen.pane("adapter")
+        await wait_for(pilot, lambda: adapter.text == "a long", 10, "the adapter's first piece")
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: not screen.generating, 10, "the stop")
+        await pilot.pause(0.1)
+        assert base.state == "done" and "not kept in the conversation" in str(adapter.border_subtitle)
+        assert base.history == [("What color is a lemon?", "base answer 1")]
+        assert adapter.history == [("What color is a lemon?", "adapter answer 1")]
+        assert screen.query_one("#prompt").text == "And a tomato?"  # there to ask again
+        app.exit()
