@@ -61,7 +61,8 @@ class PlaygroundScreen(Screen):
             self.info, self.error = info, error
 
     class Piece(Message):
-        """What an answer did: 'start', a 'piece' of text, 'done', 'stopped' or 'error'."""
+        """What an answer did: 'start', 'dropped' (the note that the oldest turns were left out), a 'piece' of text,
+        'done', 'stopped' or 'error'."""
 
         def __init__(self, ask: int, pane: str, kind: str, text: str = "") -> None:
             super().__init__()
@@ -239,8 +240,8 @@ class PlaygroundScreen(Screen):
         self._asks += 1
         self.refresh_bindings()
         # A new prompt replaces one still being answered (exclusive: the old worker is cancelled).
-        # Each side's own history (copied: the worker must not see it grow); read once the model is in, since
-        # whether the format has turns is known only then (a prompt sent while loading starts a conversation).
+        # Each side's own history, copied (the worker must not see it grow); empty before the model is in, since
+        # only then is it known whether the format has turns (a prompt sent while loading starts a conversation).
         histories = {name: list(self.pane(name).history) for name, _ in PANES}
         self._worker = self._answer(self._asks, prompt, values, histories, self.system)
 
