@@ -303,7 +303,8 @@ async def test_a_chat_run_holds_a_conversation_per_side_and_ctrl_n_starts_anew(t
 
 
 async def test_an_alpaca_run_asks_each_prompt_alone_and_says_why(tmp_path, monkeypatch):
-    model = _FakeModel({**CHAT_INFO, "format": "alpaca", "template_system": ""})
+    # the system prompt every training row had, as the run's data wrote it (a terminal escape included)
+    model = _FakeModel({**CHAT_INFO, "format": "alpaca", "template_system": "", "system": "Be\x1b[2J terse."})
     model.install(monkeypatch)
     app = LorapilotApp(start="playground", run_dir=str(_chat_run(tmp_path)))
     async with app.run_test(size=(80, 24)) as pilot:
@@ -318,6 +319,8 @@ async def test_an_alpaca_run_asks_each_prompt_alone_and_says_why(tmp_path, monke
             "Prompt · alpaca rows have no multi-turn layout: one question at a time"
         assert screen.query_one("#prompt").text == "Add 2 and 3."  # kept for the next try
         assert screen.check_action("new_conversation", ()) is None
+        line = screen.query_one("#pg-system").render_line(0).text
+        assert line.strip() == 'in use: training\'s (every row had it): "Be\\x1b[2J terse."', line
         assert "no multi-turn layout" in screen.why_not("new_conversation")
         app.exit()
 
