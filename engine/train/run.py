@@ -330,7 +330,7 @@ def build_trainer(cfg: Config, run_dir: Path, inputs: Inputs, run_plan: RunPlan,
     from engine.train.distributed import is_main, sample_prompts_for
     from engine.train.resume_check import run_record
     from engine.train.speed import LEVERS
-    from engine.train.trainer import PlannedTrainer
+    from engine.train.trainer import PlannedTrainer, packed_attention
 
     t, data, tokenizer, n_ranks = cfg.training, inputs.data, inputs.tokenizer, inputs.n_ranks
     assert run_plan.step_plan is not None and run_plan.steps_per_epoch is not None  # plan_here checked them
@@ -338,12 +338,9 @@ def build_trainer(cfg: Config, run_dir: Path, inputs: Inputs, run_plan: RunPlan,
                         pad_multiple=LEVERS.pad_multiple if t.packing else 0)
     if collator.pad_multiple:
         log(f"batching: packed rows padded to a multiple of {collator.pad_multiple} tokens (benchmark lever)")
-    own_block_mask = (LEVERS.own_block_mask and t.packing
-                      and built.model.config._attn_implementation == "flex_attention")
-    if own_block_mask:
+    attention = packed_attention(built.model, t.packing)
+    if attention["own_block_mask"]:
         log("attention: block masks built from the examples' boundaries (no compiled create_block_mask)")
-    from engine.train.varlen_attention import ATTENTION
-    varlen = t.packing and built.model.config._attn_implementation == ATTENTION
     args = _training_arguments(cfg, run_dir, inputs, run_plan, built)
 
     style = PromptStyle(format=data.report.format, system=data.report.system_prompt)
@@ -364,7 +361,7 @@ def build_trainer(cfg: Config, run_dir: Path, inputs: Inputs, run_plan: RunPlan,
                              eval_dataset=data.validation if data.validation else None,
                              collator=collator, callbacks=[callback, *callbacks],
                              fallback=built.fallback, offload=built.offload, sharded=bool(built.sharding),
-                             fused_loss=built.fused_loss, own_block_mask=own_block_mask, varlen=varlen,
+                             fused_loss=built.fused_loss, **attention,
                              log_line=log)
     if built.fallback is not None:
         built.fallback.on_fallback = lambda msg: callback.event("compile_failed", trainer.state.global_step, msg)

@@ -97,12 +97,29 @@ class PlannedTrainer(Trainer):
             # Evaluation through Liger's fused loss too, as transformers does with use_liger_kernel: unfused,
             # its fp32 logits would make evaluation the run's peak (152k-vocabulary models).
             inputs = dict(inputs, skip_logits=True)
-        if self.own_block_mask and "position_ids" in inputs and "attention_mask" not in inputs:
-            from engine.train.block_mask import packed_block_mask
+        return packed_attention_inputs(inputs, own_block_mask=self.own_block_mask, varlen=self.varlen)
 
-            inputs = dict(inputs, attention_mask=packed_block_mask(inputs["position_ids"]))
-        if self.varlen and "position_ids" in inputs and "attention_mask" not in inputs:
-            from engine.train.varlen_attention import varlen_inputs
 
-            inputs = varlen_inputs(inputs)
-        return inputs
+def packed_attention(model: Any, packing: bool) -> dict[str, bool]:
+    """What a packed row's inputs need for the model's attention (PlannedTrainer's own_block_mask and varlen): flex
+    attention's block mask built from the examples' boundaries (LEVERS.own_block_mask), or the boundaries themselves
+    for variable-length flash attention."""
+    from engine.train.speed import LEVERS
+    from engine.train.varlen_attention import ATTENTION
+
+    attention = model.config._attn_implementation
+    return {"own_block_mask": LEVERS.own_block_mask and packing and attention == "flex_attention",
+            "varlen": packing and attention == ATTENTION}
+
+
+def packed_attention_inputs(inputs: dict[str, Any], *, own_block_mask: bool, varlen: bool) -> dict[str, Any]:
+    """A packed row's model inputs with what its attention reads (packed_attention's choice); other rows as they are."""
+    if own_block_mask and "position_ids" in inputs and "attention_mask" not in inputs:
+        from engine.train.block_mask import packed_block_mask
+
+        inputs = dict(inputs, attention_mask=packed_block_mask(inputs["position_ids"]))
+    if varlen and "position_ids" in inputs and "attention_mask" not in inputs:
+        from engine.train.varlen_attention import varlen_inputs
+
+        inputs = varlen_inputs(inputs)
+    return inputs
