@@ -68,9 +68,13 @@ def model_dir(arch: str, layers: int, work: Path) -> Path:
         from engine.demo.model import ensure_demo_model
         return ensure_demo_model()
     out = work / "models" / f"{arch}-{layers}layers"
-    if (out / "config.json").exists():
-        return out
-    return save_random_model(dict(ARCHS[arch], num_hidden_layers=layers), out)
+    if not (out / "config.json").exists():   # written whole, then renamed: a run stopped mid-save leaves no half
+        import shutil
+
+        part = out.with_name(out.name + ".part")
+        shutil.rmtree(part, ignore_errors=True)
+        save_random_model(dict(ARCHS[arch], num_hidden_layers=layers), part).rename(out)
+    return out
 
 
 def config(model: Path, case: Case):
@@ -328,9 +332,10 @@ def estimate_terms(cfg, plan, tokens: int) -> dict:
     info = read_model_config(cfg.model)
     shape = shape_for_plan(cfg, info.arch, plan, tokens=tokens)
     parts = {c.name: c.gib * GIB for c in memory(info.arch, info.params, shape).components}
+    working, dequant = parts["backward working memory"], parts.get("dequantisation buffer", 0.0)
     return {"saved": layer_activation_bytes(info.arch, shape), "recomputed": recomputed_layer_bytes(info.arch, shape),
-            "backward": parts["backward working memory"] + parts.get("dequantisation buffer", 0.0),
-            "o_input_saved": _attention_output_is_o_input(shape), "shape": shape}
+            "backward": working + dequant, "backward_working": working, "dequant": dequant,
+            "o_input_saved": _attention_output_is_o_input(shape)}
 
 
 def run_case(model_path: Path, case: Case, tokens: tuple[int, int], vocab: int) -> dict:
@@ -356,7 +361,7 @@ def run_case(model_path: Path, case: Case, tokens: tuple[int, int], vocab: int) 
            "recomputed": [(b - a) / per_token for a, b in zip(steps[0].recomputed, steps[1].recomputed)],
            "backward_peak": steps[1].backward_peak, "step_peak": [s.step_peak for s in steps],
            "o_input_saved": [c.o_input_saved for c in counts],
-           "estimate": {k: v for k, v in est.items() if k != "shape"},
+           "estimate": est,
            "estimate_peak_gib": memory_peak_gib(cfg, plan, tokens[1])}
     del model
     if device == "cuda":
@@ -387,15 +392,17 @@ def table(results: list[dict], header: str) -> str:
              "| case | term | estimate | measured | measured / estimate |", "|---|---|---|---|---|"]
     for r in results:
         est = r["estimate"]
-        for term, unit, scale in (("saved", "B/token/layer", 1), ("recomputed", "B/token/layer", 1),
-                                  ("backward", "MiB/layer", 2 ** 20)):
+        backward = (f"backward peak (MiB/layer at {r['tokens'][1]:,} tokens; estimate: working memory "
+                    f"{est['backward_working'] / 2 ** 20:,.1f} + dequantisation buffer {est['dequant'] / 2 ** 20:,.1f})")
+        for term, label, scale in (("saved", "saved (B/token/layer)", 1),
+                                   ("recomputed", "recomputed (B/token/layer)", 1), ("backward", backward, 2 ** 20)):
             values = r["backward_peak" if term == "backward" else term]
             if not values:
-                lines.append(f"| {r['case']} | {term} ({unit}) | {est[term] / scale:,.1f} | - (no GPU) | - |")
+                lines.append(f"| {r['case']} | {label} | {est[term] / scale:,.1f} | - (no GPU) | - |")
                 continue
             mean = sum(values) / len(values)
             spread = f" ({min(values) / scale:,.1f}-{max(values) / scale:,.1f})" if max(values) != min(values) else ""
-            lines.append(f"| {r['case']} | {term} ({unit}) | {est[term] / scale:,.1f} | {mean / scale:,.1f}{spread} "
+            lines.append(f"| {r['case']} | {label} | {est[term] / scale:,.1f} | {mean / scale:,.1f}{spread} "
                          f"| {_ratio(mean, est[term])} |")
         measured_o = "yes" if all(r["o_input_saved"]) else "no"
         lines.append(f"| {r['case']} | o_proj's input is the attention's saved output | "
@@ -442,7 +449,8 @@ def main(argv: list[str] | None = None) -> int:
     for i in (int(x) for x in a.cases.split(",")):
         results.append(run_case(path, CASES[i], (t1, t2), vocab))
         print(f"{CASES[i].name}: {time.time() - began:.0f} s", flush=True)
-    header = (f"{arch} ({results[0]['layers']} decoder layers), {results[0]['attention']}, {results[0]['precision']}"
+    n = results[0]["layers"]
+    header = (f"{arch} ({n} decoder layer{'s' if n != 1 else ''}), {results[0]['attention']}, {results[0]['precision']}"
               f"{', Liger' if results[0]['liger'] else ''}; {t1:,} and {t2:,} tokens; {_gpu_name()}; {_versions()}; "
               f"{time.strftime('%Y-%m-%d')}")
     text = table(results, header)
