@@ -233,6 +233,7 @@ class StepCount:
     recomputed: list[int]       # per decoder layer, bytes its recomputation saves, less its inputs
     backward_peak: list[int]    # per decoder layer: peak above the start of its backward, plus the arriving gradient
     step_peak: int              # the whole step's peak allocated, less what was allocated before it
+    forward_peak: int           # the same until the first recomputation: the forward's and the loss's
 
 
 @contextlib.contextmanager
@@ -319,7 +320,7 @@ def training_step(model, batch: dict, device: str, precision: str) -> StepCount:
     # maxima[0] is the forward's and the loss's; maxima[j + 1] ends the backward of the layer starts[j] began.
     # Counted on the CPU too (no allocator to read there: nothing is kept), so that a tiny run checks the pairing.
     layer_peaks = [p - s + g for p, s, g in zip(maxima[1:], starts, arriving, strict=True)][::-1]
-    return StepCount(recomputed, layer_peaks if cuda else [], max(maxima) - before)
+    return StepCount(recomputed, layer_peaks if cuda else [], max(maxima) - before, maxima[0] - before)
 
 
 # ------------------------------------------------------------------------------------------ one case
@@ -360,6 +361,7 @@ def run_case(model_path: Path, case: Case, tokens: tuple[int, int], vocab: int) 
            "saved": [(b - a) / per_token for a, b in zip(counts[0].saved, counts[1].saved)],
            "recomputed": [(b - a) / per_token for a, b in zip(steps[0].recomputed, steps[1].recomputed)],
            "backward_peak": steps[1].backward_peak, "step_peak": [s.step_peak for s in steps],
+           "forward_peak": [s.forward_peak for s in steps],
            "o_input_saved": [c.o_input_saved for c in counts],
            "estimate": est,
            "estimate_peak_gib": memory_peak_gib(cfg, plan, tokens[1])}
@@ -408,7 +410,8 @@ def table(results: list[dict], header: str) -> str:
         lines.append(f"| {r['case']} | o_proj's input is the attention's saved output | "
                      f"{'yes' if est['o_input_saved'] else 'no'} | {measured_o} | - |")
         if r["device"] == "cuda":
-            lines.append(f"| {r['case']} | step peak above the weights (GiB, {r['tokens'][1]:,} tokens) | "
+            lines.append(f"| {r['case']} | step peak above the weights (GiB, {r['tokens'][1]:,} tokens; the forward "
+                         f"and loss {r['forward_peak'][1] / GIB:.3f}) | "
                          f"{r['estimate_peak_gib']:.3f} | {r['step_peak'][1] / GIB:.3f} | "
                          f"{_ratio(r['step_peak'][1] / GIB, r['estimate_peak_gib'])} |")
     return "\n".join(lines + _dropout_costs(results)) + "\n"
