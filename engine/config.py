@@ -34,6 +34,13 @@ MAX_SEED = 2**32 - 1
 NO_PRACTICAL_LIMIT = 10**12
 # transformers' logging integrations (transformers.integrations.INTEGRATION_TO_CALLBACK; a test checks the
 # two agree) plus its two words "all" and "none".
+# An `empty` of opt() not given: an empty value stands for nothing of its own (refused, or None where nullable).
+class _NotSet:
+    def __repr__(self) -> str:
+        return "NOT_SET"
+
+
+NOT_SET: Any = _NotSet()
 REPORT_TO = ("azure_ml", "clearml", "codecarbon", "comet_ml", "dagshub", "dvclive", "flyte", "kubeflow", "mlflow",
              "neptune", "swanlab", "tensorboard", "trackio", "wandb", "all", "none")
 
@@ -42,7 +49,7 @@ def opt(default: Any, help: str, *, lo: float | None = None, hi: float | None = 
         lo_open: bool = False, hi_open: bool = False, choices: tuple | None = None,
         recommended: str | None = None, rec: tuple[float, float] | None = None, kind: type | tuple | None = None,
         nullable: bool = False, group: str = "", item_choices: tuple | None = None, also: tuple = (),
-        hi_text: str | None = None) -> Any:
+        hi_text: str | None = None, empty: Any = NOT_SET, empty_means: str = "") -> Any:
     """A schema field: default plus what the validator and the wizard need.
 
     `rec` is the recommended range as numbers (from the seeds): valid outside it, but worth a warning.
@@ -50,11 +57,14 @@ def opt(default: Any, help: str, *, lo: float | None = None, hi: float | None = 
     `also`: values allowed outside lo..hi, each a word of its own (max_steps' -1: "derive it"), so that no value
     between them (0) silently means the same.
     `hi_text`: an upper bound that depends on another field ("32 x r"), shown in the range; the cross-checks check it.
+    `empty`: what a value left empty (an emptied wizard field, `key:` or `key: null` in the file) stands for, where it
+    stands for something (max_steps: -1); `empty_means` says it in words for an empty field ("from num_epochs"), for
+    these and for a nullable field's None.
     Returns `dataclasses.field(...)`, typed Any as dataclasses' own `field` is, so it can stand as any default.
     """
     meta = dict(help=help, lo=lo, hi=hi, lo_open=lo_open, hi_open=hi_open, choices=choices,
                 recommended=recommended, rec=rec, kind=kind, nullable=nullable, group=group,
-                item_choices=item_choices, also=also, hi_text=hi_text)
+                item_choices=item_choices, also=also, hi_text=hi_text, empty=empty, empty_means=empty_means)
     if isinstance(default, (list, dict)):
         return field(default_factory=functools.partial(copy.deepcopy, default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -68,11 +78,11 @@ class DatasetConfig:
     validation_split: float = opt(0.05, "Fraction of examples held out to measure eval loss.",
                                   lo=0.0, hi=1.0, hi_open=True, recommended="0.05-0.1", rec=(0.01, 0.2))
     validation_path: str | None = opt(None, "A separate validation file; overrides validation_split.",
-                                      nullable=True)
+                                      nullable=True, empty_means="none: validation_split holds out")
     train_on: str = opt("completions", "completions: learn only the responses (prompt masked); all: every token.",
                         choices=("completions", "all"))
     max_examples: int | None = opt(None, "Use only the first N examples (quick trials).", lo=1, hi=10**12,
-                                   nullable=True)
+                                   nullable=True, empty_means="all examples")
 
 
 @dataclass
@@ -99,8 +109,8 @@ class TrainingConfig:
                                            hi=65536, group="Batch and steps")
     num_epochs: float = opt(3, "Passes over the training data.", lo=0.0, lo_open=True, hi=1000,
                             recommended="1-3 for 500-5000 examples", rec=(1, 3), kind=(int, float), group="Batch and steps")
-    max_steps: int = opt(-1, "Stop after this many optimizer steps; -1 derives it from num_epochs.", lo=1,
-                         hi=MAX_STEPS, also=(-1,), group="Batch and steps")
+    max_steps: int = opt(-1, "Stop after this many optimizer steps; -1 or empty derives it from num_epochs.", lo=1,
+                         hi=MAX_STEPS, also=(-1,), empty=-1, empty_means="from num_epochs", group="Batch and steps")
     # Judged by engine.learning_rate (graded, and per model): no `rec` here, so advice() asks that rule.
     learning_rate: float = opt(LORA_TYPICAL, "Peak learning rate of the adapter.", lo=0.0, lo_open=True, hi=1.0,
                                recommended=RECOMMENDED_TEXT, kind=(int, float), group="Learning rate and schedule")
@@ -132,7 +142,7 @@ class TrainingConfig:
     packing: bool = opt(True, "Pack whole examples into micro-batches up to a token budget (no padding waste).",
                         group="Memory savers")
     num_gpus: int | None = opt(None, "GPUs to train on; empty means all visible; 1 disables data parallelism.",
-                               lo=1, hi=1024, nullable=True, group="Batch and steps")
+                               lo=1, hi=1024, nullable=True, empty_means="all visible", group="Batch and steps")
     parallelism: str = opt("auto", "Several GPUs: ddp puts the whole 4-bit model on each GPU; fsdp shards it across "
                            "them (models too big for one GPU); auto: fsdp only where the estimate says one GPU is "
                            "not enough.", choices=("auto", "ddp", "fsdp"), group="Batch and steps")
@@ -147,11 +157,11 @@ class TrainingConfig:
     seed: int = opt(42, "Random seed for data order and adapter initialisation.", lo=0, hi=MAX_SEED,
                     group="Logging, eval and saving")
     report_to: list = opt([], "Extra loggers, e.g. [tensorboard] (used when installed).", kind=list,
-                          item_choices=REPORT_TO, group="Logging, eval and saving")
+                          item_choices=REPORT_TO, empty=[], empty_means="none", group="Logging, eval and saving")
     stop_on: list = opt(["nan_loss"], "Finding codes that checkpoint and stop the run.", kind=list,
                         group="Logging, eval and saving")
     sample_prompts: list = opt([], "Prompts generated at each evaluation; empty uses 3 held-out prompts.",
-                               kind=list, group="Logging, eval and saving")
+                               kind=list, empty=[], empty_means="3 held-out prompts", group="Logging, eval and saving")
     sample_max_new_tokens: int = opt(128, "Tokens generated per sample prompt; 0 turns samples off.", lo=0, hi=65_536,
                                      group="Logging, eval and saving")
 
@@ -164,7 +174,8 @@ class Config:
     quantization: str = opt("nf4", "nf4: QLoRA 4-bit with double quant; int8; none: plain LoRA in 16-bit.",
                             choices=("nf4", "int8", "none"))
     trust_remote_code: bool = opt(False, "Run the model repository's own Python code (only if you trust it).")
-    run_name: str | None = opt(None, "Name of the run directory; default: config name + time.", nullable=True)
+    run_name: str | None = opt(None, "Name of the run directory; default: config name + time.", nullable=True,
+                               empty_means="config name + time")
     runs_dir: str = opt("runs", "Where run directories are created.")
     training: TrainingConfig = field(default_factory=TrainingConfig)
 
@@ -200,6 +211,8 @@ class FieldSpec:
     item_choices: tuple | None = None
     also: tuple = ()
     hi_text: str | None = None
+    empty: Any = NOT_SET
+    empty_means: str = ""
 
     def range_text(self, *, whole: bool = False) -> str:
         """What is allowed: "[1, 1024]", "(0, 1]", ">= 1"; `whole` keeps an upper bound of no practical limit."""
@@ -280,7 +293,8 @@ def _collect_fields() -> dict[str, FieldSpec]:
                                   choices=m.get("choices"), recommended=m.get("recommended"), rec=m.get("rec"),
                                   kind=m.get("kind"), nullable=m.get("nullable", False), group=m.get("group", ""),
                                   item_choices=m.get("item_choices"), also=m.get("also", ()),
-                                  hi_text=m.get("hi_text"))
+                                  hi_text=m.get("hi_text"), empty=m.get("empty", NOT_SET),
+                                  empty_means=m.get("empty_means", ""))
     walk(Config, "")
     return out
 
@@ -304,6 +318,8 @@ def value_problem(spec: FieldSpec, value: Any) -> str | None:
 def _check_value(spec: FieldSpec, value: Any) -> tuple[Any, str | None]:
     """Returns (coerced value, problem or None); messages show the value as the user wrote it."""
     typed = value
+    if value is None and spec.empty is not NOT_SET:
+        return copy.deepcopy(spec.empty), None
     if value is None:
         if spec.nullable:
             return None, None

@@ -53,9 +53,11 @@ def from_raw(spec: FieldSpec, text: str) -> Any:
 def empty_text(spec: FieldSpec, hint: str = "") -> str:
     """What a field shows while it is empty (its placeholder). Where the validator refuses an empty value, an
     example ("e.g. 16"): a bare default in grey beside "must be set" read as if it were set. Where empty is
-    accepted, what empty stands for: `hint` (e.g. "all visible") or the default."""
+    accepted, what empty stands for: the schema's words (`empty_means`: "from num_epochs", "all visible"), else
+    `hint` (the screen's description of the field), else the default. Never an example of what empty already
+    means: "e.g. -1" for max_steps read as advice to type -1."""
     refused = value_problem(spec, from_raw(spec, "")) is not None
-    example = hint or to_raw(spec, spec.default)
     if refused:
+        example = hint or to_raw(spec, spec.default)
         return f"e.g. {example}" if example else "required"
-    return example
+    return spec.empty_means or hint or to_raw(spec, spec.default)

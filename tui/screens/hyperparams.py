@@ -15,8 +15,8 @@ from tui.screens.recipe_picker import RecipePicker
 from tui.screens.wizard import WizardStep
 from tui.widgets.field_row import FieldRow
 
-PLACEHOLDERS = {"lora.target_modules": "all-linear or [q_proj, v_proj]",
-                "training.num_gpus": "all visible", "training.report_to": "[tensorboard]"}
+# Examples where an empty field is refused; what an accepted empty value means is the schema's (empty_means).
+PLACEHOLDERS = {"lora.target_modules": "all-linear or [q_proj, v_proj]"}
 
 
 def groups() -> dict[str, list[str]]:
