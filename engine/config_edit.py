@@ -68,6 +68,7 @@ def _read(path: Path) -> Any:
 def _put(doc: Any, key: str, value: Any) -> None:
     from ruamel.yaml.comments import CommentedMap
 
+    value = _as_written(value)
     head, _, tail = key.partition(".")
     if not tail:
         doc[head] = value
@@ -79,28 +80,56 @@ def _put(doc: Any, key: str, value: Any) -> None:
     section[tail] = value
 
 
-def _write_atomically(path: Path, doc: Any) -> None:
+def _as_written(value: Any) -> Any:
+    """`value` as ruamel should write it for the config's own reader to read it back as the same value.
+
+    ruamel writes YAML 1.2, where yes, no, on, off and 1:30 are text, and leaves them unquoted; the config is read
+    by PyYAML (YAML 1.1: true, false, false, 90). A run_name `no` or a sample prompt `Yes` came back as a bool,
+    and the file no longer loaded. Such text is written quoted."""
+    import yaml
+    from ruamel.yaml.scalarstring import SingleQuotedScalarString
+
+    if isinstance(value, str):
+        try:
+            same = yaml.safe_load(value) == value
+        except yaml.YAMLError:
+            same = False
+        return value if same else SingleQuotedScalarString(value)
+    if isinstance(value, list):
+        return [_as_written(v) for v in value]
+    return value
+
+
+def _dump(doc: Any) -> str:
     out = io.StringIO()
     _yaml().dump(doc, out)
+    return out.getvalue()
+
+
+def _write_atomically(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(out.getvalue(), encoding="utf-8")
+    tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
 
 
 def apply_settings(path: str | Path, changes: dict[str, Any]) -> list[str]:
     """Set dotted keys in the config file at `path`, keeping everything else; 'key: old -> new' per change.
 
-    The result must still validate: a change the schema refuses raises ConfigError and writes nothing.
+    The result must still validate: a change the schema refuses raises ConfigError and writes nothing. What is
+    validated is the text about to be written, read as `load_config` will read it (PyYAML), not ruamel's reading
+    of it: the two differ on YAML 1.1's words (`packing: yes` is true to the one, text to the other).
     """
     from engine.config import config_from_dict
+    from engine.config_file import parse_yaml_config
 
     p = Path(path)
     doc = _read(p)
     before = {k: get_path(doc, k) for k in changes}
     for key, value in changes.items():
         _put(doc, key, value)
-    config_from_dict(_plain(doc), source=str(p))  # refuse before writing, naming the key
-    _write_atomically(p, doc)
+    text = _dump(doc)
+    config_from_dict(parse_yaml_config(text, p), source=str(p))  # refuse before writing, naming the key
+    _write_atomically(p, text)
     return [f"{k}: {'(default)' if before[k] is None else before[k]} -> {v}" for k, v in changes.items()]
 
 
@@ -153,11 +182,3 @@ def free_path(path: str | Path) -> Path:
         n += 1
     return p
 
-
-def _plain(node: Any) -> Any:
-    """ruamel's commented containers as plain dicts and lists (what the validator expects)."""
-    if hasattr(node, "items"):
-        return {str(k): _plain(v) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_plain(v) for v in node]
-    return node

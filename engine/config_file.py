@@ -29,9 +29,14 @@ MAX_FLOW_DEPTH = 100
 
 def read_yaml_config(path: Path) -> Any:
     """The YAML document of a config file (not yet validated), or a ConfigError naming file and line."""
+    return parse_yaml_config(_read_text(path), path)
+
+
+def parse_yaml_config(text: str, path: Path) -> Any:
+    """The YAML document in `text`, read as `read_yaml_config` reads the file at `path` (named in errors): what a
+    writer checks its text against before it replaces the file."""
     import yaml
 
-    text = _read_text(path)
     _check_flow_depth(text, path)
     loader = _loader_class()(text)
     try:

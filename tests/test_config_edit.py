@@ -108,3 +108,30 @@ def test_inspect_data_fix_writes_the_findings_settings_into_the_config(tmp_path,
     words = " ".join(r.stdout.split())   # lines wrap at 80 columns (engine/wrap.py; a path is never cut)
     assert f"into {config}" in words and "training.warmup_ratio: 0 -> 0.03" in words
     assert "responses_truncated" not in r.stdout  # checked again with what the config now says
+
+
+def test_a_saved_text_value_reads_back_as_text_not_as_a_yaml_word(tmp_path):
+    """ruamel (YAML 1.2) wrote a run_name `no` and sample prompts `Yes`, `on`, `1:30` unquoted; the config's reader
+    (PyYAML, YAML 1.1) read them back as false, true, true and 90, and the saved file no longer loaded."""
+    path = tmp_path / "mine.yaml"
+    path.write_text(MINE, encoding="utf-8")
+    cfg = load_config(path)
+    cfg.run_name = "no"
+    cfg.training.sample_prompts = ["Yes", "on", "1:30", "plain words"]
+    save_into(cfg, path)
+    back = load_config(path)
+    assert back.run_name == "no" and back.training.sample_prompts == ["Yes", "on", "1:30", "plain words"]
+    assert "# a bigger rate worked last time" in path.read_text(encoding="utf-8")
+
+
+def test_a_file_with_yaml_11_words_can_be_saved_into(tmp_path):
+    """`packing: yes` loads (PyYAML reads true), but the save validated ruamel's reading ('yes', text) and refused
+    every change to the file: "training.packing: expected true or false, got 'yes'"."""
+    path = tmp_path / "mine.yaml"
+    path.write_text(MINE + "  packing: yes\n", encoding="utf-8")
+    cfg = load_config(path)
+    assert cfg.training.packing is True
+    cfg.lora.r = 8
+    assert save_into(cfg, path) == ["lora.r: (default) -> 8"]
+    back = load_config(path)
+    assert back.lora.r == 8 and back.training.packing is True
