@@ -12,6 +12,7 @@ engine/config.py validates the mapping read here.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,24 @@ def parse_yaml_config(text: str, path: Path) -> Any:
 
 _LOADER = None
 
+# Plain scalars YAML 1.1 (PyYAML) reads as numbers no one means: a leading 0 is octal (`seed: 042` is 34), colons
+# are base 60 (`1:30` is 90). YAML 1.2 (ruamel, most other tools) reads 042 as 42 and 1:30 as text.
+_OCTAL = re.compile(r"[-+]?0[0-7_]+")
+_BASE_60 = re.compile(r"[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+(?:\.[0-9_]*)?")
+
+
+def yaml11_number(text: str) -> str | None:
+    """Why a plain scalar is a trap (the number YAML 1.1 makes of it, what to write instead), or None."""
+    digits = text.replace("_", "")
+    if _OCTAL.fullmatch(text) and int(digits, 8) != int(digits, 10):   # 07 is 7 either way
+        return (f"a leading 0 makes it octal to YAML ({int(digits, 8)}); write {int(digits, 10)}, or {quote(text)} "
+                "in quotes for text")
+    if _BASE_60.fullmatch(text):
+        import yaml
+
+        return f"YAML reads it as base 60 ({yaml.safe_load(text)}); write the number, or {quote(text)} in quotes for text"
+    return None
+
 
 def _loader_class():
     """yaml.SafeLoader whose values that fail to build (an integer of 5,000 digits, the date 2024-13-45) say
@@ -66,9 +85,16 @@ def _loader_class():
     if _LOADER is None:
         import yaml
 
+        numbers = ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
+
         class Loader(yaml.SafeLoader):
             def construct_object(self, node, deep=False):
                 try:
+                    if isinstance(node, yaml.ScalarNode) and node.tag in numbers:
+                        trap = yaml11_number(node.value)
+                        if trap:
+                            raise yaml.constructor.ConstructorError(None, None, f"cannot read {quote(node.value)}: "
+                                                                    f"{trap}", node.start_mark)
                     return super().construct_object(node, deep=deep)
                 except (ValueError, OverflowError) as e:
                     value = quote(node.value) if isinstance(node, yaml.ScalarNode) else "this value"

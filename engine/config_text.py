@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 from engine.config import FieldSpec, value_problem
+from engine.config_file import yaml11_number
 
 
 def to_raw(spec: FieldSpec, value: Any) -> str:
@@ -43,6 +44,10 @@ def from_raw(spec: FieldSpec, text: str) -> Any:
             except yaml.YAMLError:
                 return stripped
             return unquoted.strip() if isinstance(unquoted, str) else stripped
+        return stripped
+    if yaml11_number(stripped):
+        # 042 is octal to YAML (34), 1:30 base 60 (90): a field shows what was typed, so it reads as typed (042 is
+        # 42; 1:30 is refused as no number), never as a number the box does not show.
         return stripped
     try:
         return yaml.safe_load(stripped)

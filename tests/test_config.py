@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import pytest
 
@@ -288,7 +289,12 @@ def test_small_aliases_are_fine(tmp_path):
     ("training:\n  seed: 1" + "0" * 5000 + "\n", r"line 4, column 9: invalid YAML: cannot read '10000.*digits"),
     ("run_name: 2024-13-45\n", r"line 3, column 11: invalid YAML: cannot read '2024-13-45': month must be"),
     ("training: " + "[" * 20_000 + "]" * 20_000 + "\n", r"nested more than 100 deep"),
-], ids=["recursive alias", "5000-digit integer", "impossible date", "nested 20k deep"])
+    # PyYAML (YAML 1.1) read these silently as 34 and 90; YAML 1.2 tools (the wizard's editor) as 42 and text.
+    ("training:\n  seed: 042\n", r"line 4, column 9: invalid YAML: cannot read '042': a leading 0 makes it octal "
+                                  r"to YAML \(34\); write 42, or '042' in quotes for text"),
+    ("training:\n  num_epochs: 1:30\n", r"line 4, column 15: invalid YAML: cannot read '1:30': YAML reads it as base "
+                                        r"60 \(90\)"),
+], ids=["recursive alias", "5000-digit integer", "impossible date", "nested 20k deep", "octal", "base 60"])
 def test_yaml_values_that_cannot_be_built_name_their_line(tmp_path, text, expect):
     with pytest.raises(ConfigError, match=expect):
         load_text(tmp_path, text)
@@ -428,3 +434,18 @@ def test_a_resume_names_a_changed_list_as_yaml(tmp_path):
     with pytest.raises(UserError) as e:
         config_changes(ckpt, cfg, "c.yaml")
     assert "lora.target_modules: [q_proj] at checkpoint-4, now [q_proj, v_proj]" in e.value.problems
+
+
+def test_numbers_yaml_would_read_otherwise_are_read_as_they_show():
+    """A field showing 042 gave a seed of 34 (YAML's octal), 1:30 epochs of 90 (base 60); 07 and a quoted '042'
+    are the numbers they show."""
+    from engine.config_file import parse_yaml_config
+    from engine.config_text import from_raw
+
+    seed, epochs = FIELDS["training.seed"], FIELDS["training.num_epochs"]
+    assert config_from_dict(with_("training", seed=from_raw(seed, "042"))).training.seed == 42
+    assert problems(with_("training", num_epochs=from_raw(epochs, "1:30"))) == [
+        "training.num_epochs: expected a number, got '1:30'"]
+    assert from_raw(seed, "07") == 7 and from_raw(seed, "1_000") == 1000
+    assert parse_yaml_config("seed: '042'\nsteps: 07\nname: 1:30 and more\n", Path("c.yaml")) == {
+        "seed": "042", "steps": 7, "name": "1:30 and more"}
