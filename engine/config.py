@@ -341,7 +341,7 @@ def _check_value(spec: FieldSpec, value: Any) -> tuple[Any, str | None]:
         ok = any(isinstance(value, t) and isinstance(value, bool) == (t is bool) for t in allowed)
         if not ok:
             want = spec.range_text() if spec.choices else _type_name(expected)  # auto, true or false: the choices
-            return value, f"{spec.path}: expected {want}, got {yaml_text(value)}"
+            return value, f"{spec.path}: expected {want}, got {yaml_text(value)}{_percent_hint(value, expected)}"
     if spec.type is float and isinstance(value, int):
         value = float(value)
     if spec.choices and value not in spec.choices:
@@ -371,11 +371,38 @@ def _check_value(spec: FieldSpec, value: Any) -> tuple[Any, str | None]:
     return value, None
 
 
+def _percent_hint(value: Any, expected: Any) -> str:
+    """"; as a fraction: 0.05" for a number given as a percentage ("5%"), where a number is expected."""
+    if expected != (int, float) or not isinstance(value, str) or not value.strip().endswith("%"):
+        return ""
+    try:
+        number = float(value.strip()[:-1])
+    except ValueError:
+        return ""
+    return f"; as a fraction: {number / 100:g}" if math.isfinite(number) else ""
+
+
 def _unknown(path: str, key: str, known: list[str]) -> str:
+    """An unknown key, with the key it most likely is: one of this section's, or the same key in its own section
+    (`learning_rate` at the top level is training.learning_rate; `r` under training is lora.r)."""
     path, key = _key_text(path), _key_text(key)
     hint = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    section = path.rpartition(".")[0]
+    elsewhere = [p for p in FIELDS if p.rpartition(".")[0] != section and p.rpartition(".")[2] == key]
+    if elsewhere and not (hint and hint[0] == key):
+        where = elsewhere[0].rpartition(".")[0]
+        return (f"{path}: unknown key here; did you mean {elsewhere[0]!r}? (it goes "
+                + (f"under {where}:)" if where else "at the top level)"))
     more = f"; did you mean {hint[0]!r}?" if hint else f"; known keys: {', '.join(sorted(known))}"
     return f"{path}: unknown key{more}"
+
+
+def run_name_problem(name: str) -> str | None:
+    """run_name names one directory inside the runs root: no path, no way out of it. The problem, or None."""
+    # A backslash is a plain character here (POSIX): a run made with --run-dir 'a\\b' is named so, and resumes.
+    if not name or name in (".", "..") or "/" in name or "\0" in name:
+        return f"run_name: {quote(name)} is not a plain directory name; a name without '/', such as my-run"
+    return None
 
 
 def _key_text(key: str) -> str:
@@ -438,10 +465,16 @@ def _cross_checks(cfg: Config, raw: dict) -> list[str]:
     if not cfg.dataset.path:
         out.append("dataset.path: must be set to a data file, a directory or a hub dataset id")
     tm = cfg.lora.target_modules
-    if isinstance(tm, list) and (not tm or not all(isinstance(x, str) and x for x in tm)):
+    if (isinstance(tm, list) and (not tm or not all(isinstance(x, str) and x for x in tm))) or tm == "":
         out.append("lora.target_modules: expected all-linear or a non-empty list of module names")
-    if isinstance(tm, str) and tm != "all-linear":
+    elif isinstance(tm, str) and len(tm.replace(",", " ").split()) > 1:
+        # `q_proj, v_proj` is one name to YAML (and to peft, which finds no such module once the trainer runs)
+        names = ", ".join(tm.replace(",", " ").split())
+        out.append(f"lora.target_modules: {quote(tm)} is one name; for several, write a list: [{names}]")
+    elif isinstance(tm, str) and tm != "all-linear":
         cfg.lora.target_modules = [tm]
+    if cfg.run_name is not None and run_name_problem(cfg.run_name):
+        out.append(run_name_problem(cfg.run_name) or "")
     for key in ("report_to", "stop_on", "sample_prompts"):
         v = getattr(cfg.training, key)
         if not all(isinstance(x, str) for x in v):

@@ -305,3 +305,16 @@ def test_a_model_that_is_nothing_known_names_the_key(tmp_path):
     """`model: abc` (a typo, a folder not there) was refused as 'abc: not a directory, ...', naming no key: the
     config's line, as it reads (fuzzing every key: the only key the message left out)."""
     refused(run_cli("estimate", str(config(tmp_path, model="abc"))), "model: abc: not a directory")
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("learning_rate: 1.0e-4\n", "learning_rate: unknown key here; did you mean 'training.learning_rate'?"),
+    ("training:\n  seed: 042\n", "line 4, column 9: invalid YAML: cannot read '042': a leading 0 makes it octal"),
+    ("lora: {target_modules: 'q_proj, v_proj'}\n", "lora.target_modules: 'q_proj, v_proj' is one name"),
+    ("run_name: a/b\n", "run_name: 'a/b' is not a plain directory name"),
+], ids=["key in the wrong section", "octal", "names in one text", "run_name a path"])
+def test_estimate_refuses_what_train_would_and_names_the_file(tmp_path, text, expected):
+    """Each passed `estimate` (exit 0, or refused without the file's name) and failed only at `train`, or trained with
+    what the file did not say (seed 34)."""
+    f = config(tmp_path, text)
+    refused(run_cli("estimate", str(f)), str(f), expected)

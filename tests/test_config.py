@@ -449,3 +449,42 @@ def test_numbers_yaml_would_read_otherwise_are_read_as_they_show():
     assert from_raw(seed, "07") == 7 and from_raw(seed, "1_000") == 1000
     assert parse_yaml_config("seed: '042'\nsteps: 07\nname: 1:30 and more\n", Path("c.yaml")) == {
         "seed": "042", "steps": 7, "name": "1:30 and more"}
+
+
+def test_a_key_in_the_wrong_section_names_the_section_it_belongs_to():
+    """`learning_rate:` at the top level (its `training:` forgotten) listed the top-level keys; `r` under training
+    listed training's. Both name the key where it goes; a typo in the right section still gets its near match."""
+    assert problems({**BASE, "learning_rate": 1e-4}) == [
+        "learning_rate: unknown key here; did you mean 'training.learning_rate'? (it goes under training:)"]
+    assert problems(with_("training", r=8)) == ["training.r: unknown key here; did you mean 'lora.r'? (it goes under "
+                                                "lora:)"]
+    assert problems(with_("training", model="m")) == [
+        "training.model: unknown key here; did you mean 'model'? (it goes at the top level)"]
+    assert problems(with_("training", learnin_rate=1)) == ["training.learnin_rate: unknown key; did you mean "
+                                                           "'learning_rate'?"]
+
+
+def test_a_percentage_where_a_fraction_goes_says_the_fraction():
+    assert problems(with_("dataset", validation_split="5%")) == [
+        "dataset.validation_split: expected a number, got '5%'; as a fraction: 0.05"]
+    assert problems(with_("training", max_steps="5%")) == ["training.max_steps: expected an integer, got '5%'"]
+
+
+@pytest.mark.parametrize("value,problem", [
+    ("q_proj, v_proj", "lora.target_modules: 'q_proj, v_proj' is one name; for several, write a list: [q_proj, v_proj]"),
+    ("q_proj v_proj", "lora.target_modules: 'q_proj v_proj' is one name; for several, write a list: [q_proj, v_proj]"),
+    ("", "lora.target_modules: expected all-linear or a non-empty list of module names"),
+])
+def test_target_modules_text_that_is_no_module_name_is_refused_here(value, problem):
+    """They passed the validator as one module named 'q_proj, v_proj' (or ''), refused only by the model check
+    that `estimate` and `train` run later, naming no file; the wizard showed no problem at all."""
+    assert problems(with_("lora", target_modules=value)) == [problem]
+    assert config_from_dict(with_("lora", target_modules="q_proj")).lora.target_modules == ["q_proj"]
+
+
+@pytest.mark.parametrize("name", ["a/b", "..", "", "/abs"])
+def test_a_run_name_that_is_no_plain_name_is_refused_by_the_validator(name):
+    """Only `train` refused it (estimate and the sweep's dry run passed the config); now every verb does."""
+    (p,) = problems({**BASE, "run_name": name})
+    assert p.startswith(f"run_name: {name!r} is not a plain directory name")
+    assert config_from_dict({**BASE, "run_name": "my run 2"}).run_name == "my run 2"

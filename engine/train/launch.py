@@ -53,10 +53,12 @@ def check_inputs(cfg: Config) -> None:
 
 
 def check_run_name(name: str) -> None:
-    """run_name names one directory inside the runs root: no path, no way out of it."""
-    if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name or Path(name).is_absolute():
-        raise UserError(f"run_name: {name!r} is not a plain directory name",
-                        fix="a name without '/', such as my-run (runs_dir says where runs are created)")
+    """run_name names one directory inside the runs root (the config's rule; a Config built in code meets it here)."""
+    from engine.config import run_name_problem
+
+    problem = run_name_problem(name)
+    if problem:
+        raise UserError(problem, fix="runs_dir says where runs are created")
 
 
 def check_new_run_dir(rd: Path, *, flag: str = "--run-dir", lock_file: str = LOCK_FILE) -> None:
