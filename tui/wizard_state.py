@@ -447,6 +447,18 @@ class WizardState:
     def _change(self, key: str, value: Any) -> str:
         return f"{key} {self.raw.get(key) or '(empty)'} -> {to_raw(FIELDS[key], value)}"
 
+    def set_and_say(self, values: dict[str, Any]) -> list[str]:
+        """Set the values that differ from what the fields hold (a recipe): 'key old -> new' for each, for the user
+        to read. A value the field already holds, however it is typed (2e-4 for 0.0002), keeps its text; a field
+        whose text the validator refused is replaced, and said so."""
+        current = self.cfg.to_dict()
+        differ = {k: v for k, v in values.items() if k in FIELDS and
+                  (k in self.problems or to_raw(FIELDS[k], get_path(current, k)) != to_raw(FIELDS[k], v))}
+        changes = [self._change(k, v) for k, v in differ.items()]
+        if differ:
+            self.set_many(differ)
+        return changes
+
     def set_price(self, price: float | None) -> None:
         if price != self.price_per_hour:
             self.price_per_hour = price

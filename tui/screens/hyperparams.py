@@ -47,9 +47,10 @@ class HyperparamsScreen(WizardStep):
         def picked(name: str | None) -> None:
             if not name:
                 return
-            values = flatten(load_recipe(name))
-            self.state.set_many(values)
-            self.notify(f"Recipe {name}: {len(values)} values set", timeout=3)
+            # What it changed, each value: a count ("11 values set") hid that it replaced what the user had typed.
+            changes = self.state.set_and_say(flatten(load_recipe(name)))
+            self.notify("\n".join(changes) or "Every value it names is already set.", title=f"Recipe {name}",
+                        timeout=10 if changes else 4)
 
         self.app.push_screen(RecipePicker(list_recipes()), picked)
 

@@ -1,0 +1,102 @@
+"""The seam between the wizard, the saved config and the trainer's plan: what a field shows after a save is what
+config.yaml holds and what the run's plan (engine/plan.py) uses, for numbers written as people write them."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from engine.config import load_config
+from engine.plan import Machine, plan_run
+from tui.app import LorapilotApp
+from tui.screens.wizard_steps import screen_name
+from wizard_pilot import own_data, paste_into, settle, type_into
+
+SIZE = (100, 32)
+
+# field -> (what the user types, the value it stands for)
+TYPED = {
+    "training.learning_rate": ("2E-4", 2e-4),
+    "lora.r": ("8", 8),
+    "lora.alpha": ("1.6e1", 16.0),
+    "lora.dropout": (".1", 0.1),
+    "lora.target_modules": ("[q_proj, v_proj]", ["q_proj", "v_proj"]),
+    "training.micro_batch_size": ("2", 2),
+    "training.gradient_accumulation_steps": ("010", 10),   # YAML 1.1 made this octal 8
+    "training.num_epochs": ("2.", 2.0),
+    "training.max_steps": ("1_000", 1000),
+    "training.seed": ("042", 42),                          # ... and this 34
+    "training.warmup_ratio": ("3e-2", 0.03),
+    "training.sample_prompts": ('["Yes", "on"]', ["Yes", "on"]),  # text YAML 1.1 reads as true
+    "training.report_to": ("", []),
+    "training.num_gpus": ("1", 1),
+}
+
+
+def field_value(cfg, path: str):
+    head, _, tail = path.partition(".")
+    return getattr(getattr(cfg, head), tail) if tail else getattr(cfg, head)
+
+
+async def test_what_the_fields_show_is_what_is_saved_and_what_the_plan_uses(tmp_path, monkeypatch, demo_model_dir):
+    home, work = tmp_path / "home", tmp_path / "work"
+    (home / "my data").mkdir(parents=True)
+    work.mkdir()
+    data = Path(own_data(home / "my data"))
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(work)
+    app = LorapilotApp()
+    async with app.run_test(size=SIZE) as pilot:
+        s = app.wizard
+        await settle(app, pilot)
+        await paste_into(pilot, "#field-model", str(demo_model_dir))
+        await pilot.press("ctrl+n")
+        await paste_into(pilot, "#field-dataset-path", "~/my data/mine.jsonl")
+        await pilot.press("ctrl+n")
+        # A field cleared, then typed again.
+        await type_into(pilot, "#field-training-learning_rate", "")
+        for path, (text, _) in TYPED.items():
+            await type_into(pilot, f"#field-{path.replace('.', '-')}", text)
+        await settle(app, pilot)
+        assert s.valid, s.all_problems()
+        await pilot.press("ctrl+n")
+        await paste_into(pilot, "#save-path", "configs/run.yaml")   # not beside the data, not the working folder
+        await pilot.press("ctrl+s")
+        await settle(app, pilot)
+        saved = load_config(work / "configs" / "run.yaml")
+        for path, (text, value) in TYPED.items():
+            shown = app.get_screen(screen_name("hyperparams")).query_one(f"#field-{path.replace('.', '-')}").value
+            assert shown == text, path                      # the text stays as typed
+            assert field_value(s.cfg, path) == value, path
+            assert field_value(saved, path) == value, path
+        assert os.path.samefile(os.path.expanduser(saved.dataset.path), data)
+        mine, theirs = (plan_run(c, Machine.for_gpu(None), n_examples=48) for c in (s.cfg, saved))
+        assert mine.to_dict() == theirs.to_dict()
+        assert (theirs.max_steps, theirs.examples_per_step) == (1000, 20)
+        app.exit()
+
+
+async def test_a_recipe_says_which_typed_values_it_replaced_and_keeps_the_rest_as_typed():
+    """A recipe over typed values said only "Recipe qlora-default: 15 values set": the learning rate the user had
+    typed was gone without a word. It names each change; a value it names that the field already holds (3e-2 for
+    0.03) keeps the user's text."""
+    app = LorapilotApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("ctrl+n", "ctrl+n")
+        await type_into(pilot, "#field-training-learning_rate", "1e-4")
+        await type_into(pilot, "#field-training-warmup_ratio", "3e-2")
+        await type_into(pilot, "#field-lora-r", "eight")               # refused: the recipe's 16 replaces it
+        await pilot.press("ctrl+r")
+        await pilot.pause(0.1)
+        app.screen.query_one("#recipe-list").highlighted = list(app.screen.recipes).index("qlora-default")
+        await pilot.press("enter")
+        await pilot.pause(0.1)
+        said = list(app._notifications)[-1]
+        assert said.title == "Recipe qlora-default"
+        assert "training.learning_rate 1e-4 -> 0.0002" in said.message and "lora.r eight -> 16" in said.message
+        assert "warmup_ratio" not in said.message
+        fields = {p: app.screen.query_one(f"#field-{p.replace('.', '-')}").value
+                  for p in ("training.learning_rate", "training.warmup_ratio", "lora.r")}
+        assert fields == {"training.learning_rate": "0.0002", "training.warmup_ratio": "3e-2", "lora.r": "16"}
+        assert app.wizard.cfg.training.learning_rate == 2e-4 and app.wizard.valid
+        app.exit()
