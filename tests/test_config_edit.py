@@ -135,3 +135,23 @@ def test_a_file_with_yaml_11_words_can_be_saved_into(tmp_path):
     assert save_into(cfg, path) == ["lora.r: (default) -> 8"]
     back = load_config(path)
     assert back.lora.r == 8 and back.training.packing is True
+
+
+def test_a_relative_data_path_saved_into_another_folder_reads_back_as_the_same_file(tmp_path, monkeypatch):
+    """The wizard's data/train.jsonl (relative to where it runs) saved into configs/run.yaml read back as
+    configs/data/train.jsonl, another file that happened to be there, without a word."""
+    work = tmp_path / "work"
+    for folder in (work / "data", work / "configs" / "data"):
+        folder.mkdir(parents=True)
+        (folder / "train.jsonl").write_text('{"text": "%s"}\n' % folder, encoding="utf-8")
+    monkeypatch.chdir(work)
+    cfg = config_from_dict({"model": "Qwen/Qwen2.5-0.5B", "dataset": {"path": "data/train.jsonl"}})
+    for name in ("run.yaml", "existing.yaml"):
+        target = work / "configs" / name
+        if name == "existing.yaml":
+            target.write_text("model: Qwen/Qwen2.5-0.5B\ndataset: {path: /elsewhere.jsonl}\n", encoding="utf-8")
+        save_into(cfg, target)
+        assert load_config(target).dataset.path == str(work / "data" / "train.jsonl"), name
+    assert load_config(target).model == "Qwen/Qwen2.5-0.5B"                 # a hub id is no path
+    save_into(cfg, work / "here.yaml")                                       # beside the data's folder: as typed
+    assert "path: data/train.jsonl" in (work / "here.yaml").read_text(encoding="utf-8")
