@@ -21,7 +21,10 @@ def to_raw(spec: FieldSpec, value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, float):
-        return f"{value:g}"
+        # Short where that is the same number (0.0002, 3); else every digit: a field shows what the config holds,
+        # and the wizard saves what the field shows (0.00012345678 was shown, and saved back, as 0.000123457).
+        short = f"{value:g}"
+        return short if float(short) == value else repr(value)
     if isinstance(value, (list, dict)):
         return yaml.safe_dump(value, default_flow_style=True).strip()
     return str(value)

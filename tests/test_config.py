@@ -488,3 +488,15 @@ def test_a_run_name_that_is_no_plain_name_is_refused_by_the_validator(name):
     (p,) = problems({**BASE, "run_name": name})
     assert p.startswith(f"run_name: {name!r} is not a plain directory name")
     assert config_from_dict({**BASE, "run_name": "my run 2"}).run_name == "my run 2"
+
+
+@pytest.mark.parametrize("value", [0.00012345678, 1 / 3, 0.1 + 0.2, 123.456789, 2e-4, 3.0, 1e-7])
+def test_a_number_reads_back_from_its_field_as_the_same_number(value):
+    """A field showed 0.00012345678 as 0.000123457 (six digits), and the wizard saved that back into the file."""
+    from engine.config_text import from_raw, to_raw
+
+    spec = FIELDS["training.num_epochs"]
+    text = to_raw(spec, value)
+    assert config_from_dict(with_("training", num_epochs=from_raw(spec, text))).training.num_epochs == value
+    assert len(text) <= len(repr(value))
+    assert to_raw(spec, 2e-4) == "0.0002" and to_raw(spec, 3.0) == "3"

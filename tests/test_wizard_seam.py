@@ -100,3 +100,26 @@ async def test_a_recipe_says_which_typed_values_it_replaced_and_keeps_the_rest_a
         assert fields == {"training.learning_rate": "0.0002", "training.warmup_ratio": "3e-2", "lora.r": "16"}
         assert app.wizard.cfg.training.learning_rate == 2e-4 and app.wizard.valid
         app.exit()
+
+
+async def test_a_value_of_many_digits_is_saved_back_as_it_was(tmp_path, monkeypatch):
+    """The field showed learning_rate 0.00012345678 with six digits (0.000123457); saving any other change wrote that
+    into the user's file, a learning rate they never typed."""
+    from engine.demo.model import demo_data_path
+
+    monkeypatch.chdir(tmp_path)
+    mine = tmp_path / "mine.yaml"
+    mine.write_text(f"model: lorapilot-demo\ndataset: {{path: {demo_data_path()}}}\n"
+                    "training: {learning_rate: 0.00012345678, num_epochs: 1.23456789}\n", encoding="utf-8")
+    app = LorapilotApp(config_path=str(mine))
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("ctrl+n", "ctrl+n")
+        await type_into(pilot, "#field-lora-r", "8")
+        await pilot.press("ctrl+n")
+        await pilot.pause(0.1)
+        await pilot.press("ctrl+s")
+        await pilot.pause(0.1)
+        saved = load_config(mine)
+        assert (saved.lora.r, saved.training.learning_rate, saved.training.num_epochs) == (8, 0.00012345678, 1.23456789)
+        assert "0.00012345678" in mine.read_text(encoding="utf-8")
+        app.exit()
