@@ -4,7 +4,7 @@ kept, never over a file it could not read; and one key applies the settings the 
 from __future__ import annotations
 
 from tui.app import LorapilotApp
-from wizard_pilot import paste_into, settle, shown, type_into
+from wizard_pilot import paste_into, settle, shown, type_and_save, type_into
 
 SIZE = (100, 32)
 
@@ -28,12 +28,7 @@ async def test_ctrl_s_keeps_comments_and_never_overwrites_a_file_that_did_not_lo
     good.write_text(MINE.format(data=demo_data_path()), encoding="utf-8")
     app = LorapilotApp(config_path=str(good))
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.press("ctrl+n", "ctrl+n")
-        await type_into(pilot, "#field-lora-r", "8")
-        await pilot.press("ctrl+n")
-        await pilot.pause(0.1)
-        await pilot.press("ctrl+s")
-        await pilot.pause(0.1)
+        await type_and_save(pilot, "#field-lora-r", "8")
         text = good.read_text(encoding="utf-8")
         assert "# my run: keep these notes" in text and "# the tiny one" in text and "# short on purpose" in text
         assert "sample_prompts" in text and "r: 8" in text

@@ -10,7 +10,7 @@ from engine.config import load_config
 from engine.plan import Machine, plan_run
 from tui.app import LorapilotApp
 from tui.screens.wizard_steps import screen_name
-from wizard_pilot import own_data, paste_into, settle, type_into
+from wizard_pilot import own_data, paste_into, settle, type_and_save, type_into
 
 SIZE = (100, 32)
 
@@ -113,12 +113,7 @@ async def test_a_value_of_many_digits_is_saved_back_as_it_was(tmp_path, monkeypa
                     "training: {learning_rate: 0.00012345678, num_epochs: 1.23456789}\n", encoding="utf-8")
     app = LorapilotApp(config_path=str(mine))
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.press("ctrl+n", "ctrl+n")
-        await type_into(pilot, "#field-lora-r", "8")
-        await pilot.press("ctrl+n")
-        await pilot.pause(0.1)
-        await pilot.press("ctrl+s")
-        await pilot.pause(0.1)
+        await type_and_save(pilot, "#field-lora-r", "8")
         saved = load_config(mine)
         assert (saved.lora.r, saved.training.learning_rate, saved.training.num_epochs) == (8, 0.00012345678, 1.23456789)
         assert "0.00012345678" in mine.read_text(encoding="utf-8")

@@ -67,3 +67,13 @@ async def own_model_and_data(pilot, model_dir, data: str) -> None:
     await pilot.press("ctrl+n")
     await paste_into(pilot, "#field-dataset-path", data)
     await pilot.press("ctrl+n")
+
+
+async def type_and_save(pilot, selector: str, text: str) -> None:
+    """From the model step: type into a hyperparameter field, then save from Review (ctrl+s)."""
+    await pilot.press("ctrl+n", "ctrl+n")
+    await type_into(pilot, selector, text)
+    await pilot.press("ctrl+n")
+    await pilot.pause(0.1)
+    await pilot.press("ctrl+s")
+    await pilot.pause(0.1)
