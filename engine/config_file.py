@@ -33,18 +33,31 @@ def read_yaml_config(path: Path) -> Any:
     return parse_yaml_config(_read_text(path), path)
 
 
-def parse_yaml_config(text: str, path: Path) -> Any:
+def read_as_written(path: Path) -> Any:
+    """What a config file that `read_yaml_config` refuses says, as far as it can be read safely, or None.
+
+    For the wizard, which opens such a file with its values in the fields as written and the problems beside
+    them: a key given twice keeps its last value, `seed: 042` stays the text 042 (not YAML's octal 34); a file
+    nested too deeply, an alias bomb, bad syntax or binary gives None (PyYAML's own reading of a file nested
+    20,000 deep crashed the wizard with a RecursionError)."""
+    try:
+        return parse_yaml_config(_read_text(path), path, as_written=True)
+    except ConfigError:
+        return None
+
+
+def parse_yaml_config(text: str, path: Path, *, as_written: bool = False) -> Any:
     """The YAML document in `text`, read as `read_yaml_config` reads the file at `path` (named in errors): what a
-    writer checks its text against before it replaces the file."""
+    writer checks its text against before it replaces the file. `as_written`: see read_as_written."""
     import yaml
 
     _check_flow_depth(text, path)
-    loader = _loader_class()(text)
+    loader = _loader_class(as_written)(text)
     try:
         node = loader.get_single_node()
         if node is None:
             return None
-        _check_tree(node, path, loader)
+        _check_tree(node, path, loader, duplicates=not as_written)
         return loader.construct_document(node)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
@@ -57,7 +70,7 @@ def parse_yaml_config(text: str, path: Path) -> Any:
         loader.dispose()
 
 
-_LOADER = None
+_LOADERS: dict[bool, Any] = {}
 
 # Plain scalars YAML 1.1 (PyYAML) reads as numbers no one means: a leading 0 is octal (`seed: 042` is 34), colons
 # are base 60 (`1:30` is 90). YAML 1.2 (ruamel, most other tools) reads 042 as 42 and 1:30 as text.
@@ -78,11 +91,11 @@ def yaml11_number(text: str) -> str | None:
     return None
 
 
-def _loader_class():
+def _loader_class(as_written: bool = False):
     """yaml.SafeLoader whose values that fail to build (an integer of 5,000 digits, the date 2024-13-45) say
-    where they are, as the parser's own errors do; built on first use so that yaml loads lazily."""
-    global _LOADER
-    if _LOADER is None:
+    where they are, as the parser's own errors do, and that refuses a number YAML 1.1 reads as no one means
+    (yaml11_number), or with `as_written` keeps it as its text; built on first use so that yaml loads lazily."""
+    if as_written not in _LOADERS:
         import yaml
 
         numbers = ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
@@ -92,6 +105,8 @@ def _loader_class():
                 try:
                     if isinstance(node, yaml.ScalarNode) and node.tag in numbers:
                         trap = yaml11_number(node.value)
+                        if trap and as_written:
+                            return node.value
                         if trap:
                             raise yaml.constructor.ConstructorError(None, None, f"cannot read {quote(node.value)}: "
                                                                     f"{trap}", node.start_mark)
@@ -101,8 +116,8 @@ def _loader_class():
                     reason = str(e).split(";")[0]   # not Python's advice on sys.set_int_max_str_digits
                     raise yaml.constructor.ConstructorError(None, None, f"cannot read {value}: {reason}",
                                                             node.start_mark) from None
-        _LOADER = Loader
-    return _LOADER
+        _LOADERS[as_written] = Loader
+    return _LOADERS[as_written]
 
 
 def _read_text(path: Path) -> str:
@@ -151,7 +166,7 @@ def _check_flow_depth(text: str, path: Path) -> None:
             depth = max(0, depth - 1)
 
 
-def _check_tree(root, path: Path, loader) -> None:
+def _check_tree(root, path: Path, loader, *, duplicates: bool = True) -> None:
     """Duplicate keys and oversized alias expansions, found on the composed nodes (nothing built yet)."""
     import yaml
 
@@ -182,7 +197,8 @@ def _check_tree(root, path: Path, loader) -> None:
         raise ConfigError(f"{path}: line {node.start_mark.line + 1}: {where or 'the document'}: anchors and aliases "
                           f"expand to {sizes[id(node)]:,} values (at most {MAX_EXPANDED_VALUES:,})",
                           fix="write the value out, or remove the aliases (*name)")
-    _check_duplicates(root, path, loader)
+    if duplicates:
+        _check_duplicates(root, path, loader)
 
 
 def _largest_branch(node, sizes: dict[int, int]) -> tuple[str, Any]:

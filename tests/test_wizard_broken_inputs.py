@@ -118,3 +118,25 @@ async def test_a_stale_model_error_leaves_the_dataset_tab_once_the_model_is_fixe
         assert s.inspect_error is None and s.examples
         assert "/nowhere/model" not in shown(app, "#data-problems")
         app.exit()
+
+
+@pytest.mark.parametrize("written,shown_as", [
+    ("training:\n  seed: 042\n  num_epochs: 1:30\n", {"training.seed": "042", "training.num_epochs": "1:30"}),
+    ("training: " + "[" * 20_000 + "]" * 20_000 + "\n", {}),
+], ids=["numbers YAML reads otherwise", "nested 20k deep"])
+async def test_a_config_that_does_not_load_opens_with_its_values_as_written(tmp_path, written, shown_as):
+    """`lorapilot c.yaml` on a file nested 20,000 deep crashed the wizard (PyYAML's own reading of it, a
+    RecursionError); a seed written 042 opened as 34 (YAML's octal), not as written beside its problem."""
+    from engine.demo.model import demo_data_path
+
+    mine = tmp_path / "c.yaml"
+    mine.write_text(f"model: lorapilot-demo\ndataset: {{path: {demo_data_path()}}}\n{written}", encoding="utf-8")
+    app = LorapilotApp(config_path=str(mine))
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("ctrl+n", "ctrl+n")
+        await pilot.pause(0.1)
+        for path, text in shown_as.items():
+            assert app.screen.query_one(f"#field-{path.replace('.', '-')}").value == text
+        notes = " ".join(n.message for n in app._notifications)
+        assert "line 3" in notes or "line 4" in notes, notes
+        app.exit()

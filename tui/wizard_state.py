@@ -16,7 +16,6 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
 from textual.app import App
 from textual.signal import Signal
 
@@ -481,10 +480,9 @@ def initial_config(config_path: str | None) -> tuple[Config, dict[str, Any], lis
     try:
         return load_config(config_path), {}, []
     except ConfigError as e:
+        from engine.config_file import read_as_written
+
         notes = [str(e)]
-        try:
-            raw = yaml.safe_load(Path(config_path).read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, yaml.YAMLError):  # unreadable: the notes above say why
-            raw = None
+        raw = read_as_written(Path(config_path))  # None where unreadable: the notes above say why
         overrides = flatten(raw) if isinstance(raw, dict) else {}
         return Config(), overrides, notes
