@@ -563,8 +563,33 @@ def dump_config(cfg: Config) -> str:
     return yaml.safe_dump(raw, sort_keys=False, default_flow_style=False)
 
 
+# The config's fields that name local files or folders (a hub id is left alone: nothing of that name is here).
+PATH_FIELDS = ("model", "dataset.path", "dataset.validation_path")
+
+
+def paths_from(cfg: Config, folder: Path) -> Config:
+    """`cfg` with its relative local paths as a config file in `folder` must say them.
+
+    A Config in memory holds paths relative to the working folder (the wizard's, as typed); load_config reads a
+    file's relative paths against the file's folder first, and the trainer against its own. A data path typed as
+    data/train.jsonl and saved into configs/run.yaml read back as configs/data/train.jsonl where that exists
+    (another file, silently), and as nothing from another folder (`train --resume` of a run elsewhere). Such a
+    path is written absolute, unless the file is written in the working folder itself."""
+    if folder.resolve() == Path.cwd().resolve():
+        return cfg
+    out = copy.deepcopy(cfg)
+    for key in PATH_FIELDS:
+        head, _, tail = key.partition(".")
+        owner = getattr(out, head) if tail else out
+        value = getattr(owner, tail or head)
+        if value and not value.startswith("~") and not Path(value).is_absolute() and Path(value).exists():
+            setattr(owner, tail or head, str(Path(value).resolve()))
+    return out
+
+
 def save_config(cfg: Config, path: str | Path) -> None:
-    Path(path).write_text(dump_config(cfg), encoding="utf-8")
+    """Writes the whole config; its relative local paths as they must read from the file's folder (paths_from)."""
+    Path(path).write_text(dump_config(paths_from(cfg, Path(path).parent)), encoding="utf-8")
 
 
 def check_override(path: str, value: Any, *, flag: str) -> Any:

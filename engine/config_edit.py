@@ -140,10 +140,10 @@ def save_into(cfg: Any, path: str | Path) -> list[str]:
     Raises ConfigError, writing nothing, when the existing file does not load cleanly: it is the user's, and
     replacing it with what the wizard could read of it would lose the rest.
     """
-    from engine.config import load_config, save_config
+    from engine.config import load_config, paths_from, save_config
 
     p = Path(path)
-    cfg = _paths_from(cfg, p.parent)
+    cfg = paths_from(cfg, p.parent)
     if not p.exists():
         save_config(cfg, p)
         return []
@@ -154,30 +154,6 @@ def save_into(cfg: Any, path: str | Path) -> list[str]:
                           problems=[str(e)]) from None
     changes = _changes(cfg, on_disk)
     return apply_settings(p, changes) if changes else []
-
-
-# The config's fields that name local files or folders (a hub id is left alone: nothing of that name is here).
-PATH_FIELDS = ("model", "dataset.path", "dataset.validation_path")
-
-
-def _paths_from(cfg: Any, folder: Path) -> Any:
-    """`cfg` with its relative local paths as a config file in `folder` must say them.
-
-    A Config in memory (the wizard's) holds paths relative to the working folder; load_config reads a file's
-    relative paths against the file's folder first. A data path typed as data/train.jsonl and saved into
-    configs/run.yaml read back as configs/data/train.jsonl where that exists (another file, silently), and as
-    nothing when `train` ran from elsewhere. Such a path is written absolute unless the file is saved here."""
-    import copy
-
-    if folder.resolve() == Path.cwd().resolve():
-        return cfg
-    out = copy.deepcopy(cfg)
-    for key in PATH_FIELDS:
-        value = get_path(out.to_dict(), key)
-        if value and not value.startswith("~") and not Path(value).is_absolute() and Path(value).exists():
-            head, _, tail = key.partition(".")
-            setattr(getattr(out, head) if tail else out, tail or head, str(Path(value).resolve()))
-    return out
 
 
 def _changes(cfg: Any, on_disk: Any) -> dict[str, Any]:

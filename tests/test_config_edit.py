@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine.config import config_from_dict, load_config
+from engine.config import config_from_dict, load_config, save_config
 from engine.config_edit import apply_settings, fix_setting, save_into
 from engine.errors import ConfigError
 
@@ -155,3 +155,9 @@ def test_a_relative_data_path_saved_into_another_folder_reads_back_as_the_same_f
     assert load_config(target).model == "Qwen/Qwen2.5-0.5B"                 # a hub id is no path
     save_into(cfg, work / "here.yaml")                                       # beside the data's folder: as typed
     assert "path: data/train.jsonl" in (work / "here.yaml").read_text(encoding="utf-8")
+    # A run directory's config.yaml (save_config, as `train` writes it) reads the same file from anywhere: the
+    # trainer and `train --resume` read it from other folders.
+    (work / "runs" / "r1").mkdir(parents=True)
+    save_config(cfg, work / "runs" / "r1" / "config.yaml")
+    monkeypatch.chdir(tmp_path)
+    assert load_config(work / "runs" / "r1" / "config.yaml").dataset.path == str(work / "data" / "train.jsonl")
