@@ -314,7 +314,7 @@ def _dispatch(argv: list[str] | None) -> int:
         return {"train": _cmd_train, "runs": _cmd_runs, "stop": _cmd_stop, "export": _cmd_export,
                 "chat": _cmd_chat, "monitor": _cmd_monitor}[a.verb](a)
     except UserError as e:
-        print_error(e)
+        print_error(_naming_the_config(e, a))
         return EXIT_BAD_INPUT
     except OSError as e:
         # A path the user named that the OS refuses before we could check it ourselves (a name too long,
@@ -325,6 +325,18 @@ def _dispatch(argv: list[str] | None) -> int:
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         return 130
+
+
+def _naming_the_config(e: UserError, a: argparse.Namespace) -> UserError:
+    """A refusal that names a key of the config the verb read (`lora.target_modules: 'x' not in a llama model`,
+    found once the model's shapes are read, after the config validated) also names that file, as the validator's
+    own refusals do: the user edits a file, and may have several."""
+    from engine.config_paths import problem_path
+
+    config = getattr(a, "config", None) or getattr(a, "fix", None) or getattr(a, "target", None)
+    if config and Path(config).is_file() and problem_path(e.message) and str(config) not in e.message:
+        e.message = f"{config}: {e.message}"
+    return e
 
 
 if __name__ == "__main__":

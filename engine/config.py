@@ -467,6 +467,9 @@ def _cross_checks(cfg: Config, raw: dict) -> list[str]:
     tm = cfg.lora.target_modules
     if (isinstance(tm, list) and (not tm or not all(isinstance(x, str) and x for x in tm))) or tm == "":
         out.append("lora.target_modules: expected all-linear or a non-empty list of module names")
+    elif isinstance(tm, str) and tm != "all-linear" and difflib.get_close_matches(tm.lower(), ["all-linear"],
+                                                                                  cutoff=0.8):
+        out.append(f"lora.target_modules: {quote(tm)} is no module name; did you mean 'all-linear'?")
     elif isinstance(tm, str) and len(tm.replace(",", " ").split()) > 1:
         # `q_proj, v_proj` is one name to YAML (and to peft, which finds no such module once the trainer runs)
         names = ", ".join(tm.replace(",", " ").split())

@@ -312,9 +312,14 @@ def test_a_model_that_is_nothing_known_names_the_key(tmp_path):
     ("training:\n  seed: 042\n", "line 4, column 9: invalid YAML: cannot read '042': a leading 0 makes it octal"),
     ("lora: {target_modules: 'q_proj, v_proj'}\n", "lora.target_modules: 'q_proj, v_proj' is one name"),
     ("run_name: a/b\n", "run_name: 'a/b' is not a plain directory name"),
-], ids=["key in the wrong section", "octal", "names in one text", "run_name a path"])
+    ("lora: {target_modules: [nonexistent]}\n", "lora.target_modules: 'nonexistent' not in a llama model"),
+    ("lora: {target_modules: all_linear}\n", "lora.target_modules: 'all_linear' is no module name; did you mean "
+                                             "'all-linear'?"),
+], ids=["key in the wrong section", "octal", "names in one text", "run_name a path", "a module the model lacks",
+        "all_linear"])
 def test_estimate_refuses_what_train_would_and_names_the_file(tmp_path, text, expected):
     """Each passed `estimate` (exit 0, or refused without the file's name) and failed only at `train`, or trained with
-    what the file did not say (seed 34)."""
+    what the file did not say (seed 34). A module the model lacks is found once its shapes are read: named with
+    the file too."""
     f = config(tmp_path, text)
     refused(run_cli("estimate", str(f)), str(f), expected)

@@ -474,6 +474,8 @@ def test_a_percentage_where_a_fraction_goes_says_the_fraction():
     ("q_proj, v_proj", "lora.target_modules: 'q_proj, v_proj' is one name; for several, write a list: [q_proj, v_proj]"),
     ("q_proj v_proj", "lora.target_modules: 'q_proj v_proj' is one name; for several, write a list: [q_proj, v_proj]"),
     ("", "lora.target_modules: expected all-linear or a non-empty list of module names"),
+    ("all linear", "lora.target_modules: 'all linear' is no module name; did you mean 'all-linear'?"),
+    ("All_Linear", "lora.target_modules: 'All_Linear' is no module name; did you mean 'all-linear'?"),
 ])
 def test_target_modules_text_that_is_no_module_name_is_refused_here(value, problem):
     """They passed the validator as one module named 'q_proj, v_proj' (or ''), refused only by the model check
