@@ -329,6 +329,9 @@ def _check_value(spec: FieldSpec, value: Any) -> tuple[Any, str | None]:
         expected = (int, float)
     if expected is object:
         expected = None
+    # One entry where a list goes (`report_to: tensorboard`, a prompt typed alone): a list of that one entry.
+    if expected is list and isinstance(value, str) and value.strip():
+        value = [value]
     # YAML reads 2e-4 (without a dot) as a string: accept numeric strings for numbers.
     if isinstance(value, str) and expected in ((int, float), int) and spec.type is not str:
         try:

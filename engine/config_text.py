@@ -48,6 +48,10 @@ def from_raw(spec: FieldSpec, text: str) -> Any:
                 return stripped
             return unquoted.strip() if isinstance(unquoted, str) else stripped
         return stripped
+    if stripped and spec.kind is list and not stripped.startswith("["):
+        # One entry typed alone (a sample prompt, a logger): the text as typed, the validator makes it a list of
+        # one. Read as YAML, "What is C#? #1" lost its end as a comment and "Say: hi" became a mapping.
+        return stripped
     if yaml11_number(stripped):
         # 042 is octal to YAML (34), 1:30 base 60 (90): a field shows what was typed, so it reads as typed (042 is
         # 42; 1:30 is refused as no number), never as a number the box does not show.

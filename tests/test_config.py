@@ -502,3 +502,22 @@ def test_a_number_reads_back_from_its_field_as_the_same_number(value):
     assert config_from_dict(with_("training", num_epochs=from_raw(spec, text))).training.num_epochs == value
     assert len(text) <= len(repr(value))
     assert to_raw(spec, 2e-4) == "0.0002" and to_raw(spec, 3.0) == "3"
+
+
+@pytest.mark.parametrize("path,typed,value", [
+    ("training.sample_prompts", "What is C#? #1", ["What is C#? #1"]),   # read as YAML: 'What is C#?'
+    ("training.sample_prompts", "Say: hi", ["Say: hi"]),                 # read as YAML: a mapping, refused
+    ("training.sample_prompts", '["Yes", "No"]', ["Yes", "No"]),
+    ("training.report_to", "tensorboard", ["tensorboard"]),
+    ("training.stop_on", "nan_loss", ["nan_loss"]),
+    ("training.report_to", "", []),
+])
+def test_one_entry_typed_where_a_list_goes_is_a_list_of_it_as_typed(path, typed, value):
+    """A sample prompt typed alone was refused ("expected a list"), or worse, read as YAML: its end after ' #' cut
+    off as a comment. `report_to: tensorboard` in the file was refused too (transformers takes it)."""
+    from engine.config_text import from_raw
+
+    section, key = path.split(".")
+    assert getattr(config_from_dict(with_(section, **{key: from_raw(FIELDS[path], typed)})).training, key) == value
+    assert problems(with_("training", stop_on=from_raw(FIELDS["training.stop_on"], ""))) == [
+        "training.stop_on: must be set; type a list"]
