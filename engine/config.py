@@ -344,7 +344,7 @@ def _check_value(spec: FieldSpec, value: Any) -> tuple[Any, str | None]:
         ok = any(isinstance(value, t) and isinstance(value, bool) == (t is bool) for t in allowed)
         if not ok:
             want = spec.range_text() if spec.choices else _type_name(expected)  # auto, true or false: the choices
-            return value, f"{spec.path}: expected {want}, got {yaml_text(value)}{_percent_hint(value, expected)}"
+            return value, f"{spec.path}: expected {want}, got {yaml_text(value)}{_number_hint(value, expected)}"
     if spec.type is float and isinstance(value, int):
         value = float(value)
     if spec.choices and value not in spec.choices:
@@ -374,15 +374,34 @@ def _check_value(spec: FieldSpec, value: Any) -> tuple[Any, str | None]:
     return value, None
 
 
-def _percent_hint(value: Any, expected: Any) -> str:
-    """"; as a fraction: 0.05" for a number given as a percentage ("5%"), where a number is expected."""
-    if expected != (int, float) or not isinstance(value, str) or not value.strip().endswith("%"):
+def _number_hint(value: Any, expected: Any) -> str:
+    """What to write instead, for a number written as people write it where the config wants digits: "; as a
+    fraction: 0.05" for 5%, "; without separators: 1000" for 1,000, "; with a decimal point: 0.0002" for 0,0002,
+    "; the number in full: 2000 (or 2048)" for 2k, "; just the number: 512" for 512 tokens, "; an integer: 1000"
+    for 1e3. Empty where none of these fits."""
+    if expected not in ((int, float), int) or not isinstance(value, str):
         return ""
+    text = value.strip()
+    m = re.fullmatch(r"([+-]?\d+(?:\.\d+)?)\s*%", text)
+    if m and expected == (int, float):
+        return f"; as a fraction: {float(m[1]) / 100:g}"
+    if re.fullmatch(r"[1-9]\d{0,2}(?:([,\s'])\d{3})(?:\1\d{3})*", text):
+        return f"; without separators: {re.sub(r'[^0-9]', '', text)}"
+    m = re.fullmatch(r"(\d+),(\d+)", text)
+    if m and expected == (int, float):
+        return f"; with a decimal point: {m[1]}.{m[2]}"
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([kKmM])", text)
+    if m:
+        n, big = float(m[1]), m[2] in "mM"
+        return f"; the number in full: {n * 1000 ** (1 + big):g} (or {n * 1024 ** (1 + big):g})"
+    m = re.fullmatch(r"([+-]?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?)\s+[A-Za-z][A-Za-z ]*", text)
+    if m:
+        return f"; just the number: {m[1]}"
     try:
-        number = float(value.strip()[:-1])
+        number = float(text)
     except ValueError:
         return ""
-    return f"; as a fraction: {number / 100:g}" if math.isfinite(number) else ""
+    return f"; an integer: {int(number)}" if expected is int and number.is_integer() and abs(number) < 1e18 else ""
 
 
 def _unknown(path: str, key: str, known: list[str]) -> str:

@@ -464,10 +464,20 @@ def test_a_key_in_the_wrong_section_names_the_section_it_belongs_to():
                                                            "'learning_rate'?"]
 
 
-def test_a_percentage_where_a_fraction_goes_says_the_fraction():
-    assert problems(with_("dataset", validation_split="5%")) == [
-        "dataset.validation_split: expected a number, got '5%'; as a fraction: 0.05"]
-    assert problems(with_("training", max_steps="5%")) == ["training.max_steps: expected an integer, got '5%'"]
+@pytest.mark.parametrize("section,key,typed,said", [
+    ("dataset", "validation_split", "5%", "expected a number, got '5%'; as a fraction: 0.05"),
+    ("training", "max_steps", "5%", "expected an integer, got '5%'"),
+    ("training", "max_steps", "1,000", "expected an integer, got '1,000'; without separators: 1000"),
+    ("training", "max_steps", "1 000", "expected an integer, got '1 000'; without separators: 1000"),
+    ("training", "learning_rate", "0,0002", "expected a number, got '0,0002'; with a decimal point: 0.0002"),
+    ("training", "max_seq_length", "2k", "expected an integer, got '2k'; the number in full: 2000 (or 2048)"),
+    ("training", "max_seq_length", "512 tokens", "expected an integer, got '512 tokens'; just the number: 512"),
+    ("training", "max_steps", "1e3", "expected an integer, got '1e3'; an integer: 1000"),
+    ("training", "learning_rate", "2e-4x", "expected a number, got '2e-4x'"),
+])
+def test_a_number_written_as_people_write_it_is_refused_with_what_to_write(section, key, typed, said):
+    """'expected a number, got 5%' left the user to guess what the field wanted instead."""
+    assert problems(with_(section, **{key: typed})) == [f"{section}.{key}: {said}"]
 
 
 @pytest.mark.parametrize("value,problem", [
