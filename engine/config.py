@@ -427,6 +427,11 @@ def run_name_problem(name: str) -> str | None:
     return None
 
 
+def _key_word(key: Any) -> str:
+    """A key as the file spells it: `~: 2` is the key null (not Python's None), `true: 1` true."""
+    return key if isinstance(key, str) else yaml_text(key)
+
+
 def _key_text(key: str) -> str:
     """A key as messages show it: a pasted paragraph as a key is cut to a line."""
     return key if len(key) <= 80 else key[:77] + "..."
@@ -443,7 +448,7 @@ def config_from_dict(raw: Any, *, source: str = "config") -> Config:
     top_known = [f.name for f in dataclasses.fields(Config)]
     for key, value in raw.items():
         if key not in top_known:
-            problems.append(_unknown(str(key), str(key), top_known))
+            problems.append(_unknown(_key_word(key), _key_word(key), top_known))
             continue
         if key in SECTIONS:
             if value is None:
@@ -454,9 +459,9 @@ def config_from_dict(raw: Any, *, source: str = "config") -> Config:
             section = getattr(cfg, key)
             known = [f.name for f in dataclasses.fields(SECTIONS[key])]
             for sub, subval in value.items():
-                path = f"{key}.{sub}"
+                path = f"{key}.{_key_word(sub)}"
                 if sub not in known:
-                    problems.append(_unknown(path, str(sub), known))
+                    problems.append(_unknown(path, _key_word(sub), known))
                     continue
                 coerced, problem = _check_value(FIELDS[path], subval)
                 if problem:

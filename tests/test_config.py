@@ -531,3 +531,9 @@ def test_one_entry_typed_where_a_list_goes_is_a_list_of_it_as_typed(path, typed,
     assert getattr(config_from_dict(with_(section, **{key: from_raw(FIELDS[path], typed)})).training, key) == value
     assert problems(with_("training", stop_on=from_raw(FIELDS["training.stop_on"], ""))) == [
         "training.stop_on: must be set; type a list"]
+
+
+def test_a_key_that_is_no_text_is_named_as_the_file_spells_it():
+    """`~: 2` was refused as "None: unknown key", `lora: {true: 1}` as "lora.True"."""
+    assert problems({**BASE, None: 2})[0].startswith("null: unknown key")
+    assert problems(with_("lora", **{"r": 8}) | {"lora": {True: 1}})[0].startswith("lora.true: unknown key")
