@@ -4,6 +4,7 @@ config.yaml holds and what the run's plan (engine/plan.py) uses, for numbers wri
 from __future__ import annotations
 
 import os
+import shlex
 from pathlib import Path
 
 from engine.config import load_config
@@ -60,10 +61,13 @@ async def test_what_the_fields_show_is_what_is_saved_and_what_the_plan_uses(tmp_
         await settle(app, pilot)
         assert s.valid, s.all_problems()
         await pilot.press("ctrl+n")
-        await paste_into(pilot, "#save-path", "configs/run.yaml")   # not beside the data, not the working folder
+        await paste_into(pilot, "#save-path", "my configs/run.yaml")   # not the working folder; a space in it
         await pilot.press("ctrl+s")
         await settle(app, pilot)
-        saved = load_config(work / "configs" / "run.yaml")
+        saved = load_config(work / "my configs" / "run.yaml")
+        # The command Review shows trains that file when pasted into a shell (it read `train my configs/run.yaml`).
+        assert shlex.split(str(app.screen.query_one("#train-command").render()))[:3] == [
+            "lorapilot", "train", "my configs/run.yaml"]
         for path, (text, value) in TYPED.items():
             shown = app.get_screen(screen_name("hyperparams")).query_one(f"#field-{path.replace('.', '-')}").value
             assert shown == text, path                      # the text stays as typed

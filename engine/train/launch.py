@@ -246,7 +246,11 @@ def request_stop(run_dir: str | Path) -> bool:
 
 
 def train_command(config_path: str, *, detach: bool = True) -> str:
-    return f"lorapilot train {config_path}" + (" --detach" if detach else "")
+    """The command that trains this config, as a shell reads it: a path with a space is quoted (a leading ~ too:
+    lorapilot expands it itself, engine.settings.user_path)."""
+    import shlex
+
+    return f"lorapilot train {shlex.quote(config_path)}" + (" --detach" if detach else "")
 
 
 def follow(handle: RunHandle, out=sys.stdout, poll_s: float = 0.5) -> int:
