@@ -259,6 +259,8 @@ class FieldSpec:
             want += f", e.g. {_fmt(example)}"
         elif isinstance(example, str) and example:
             want += f", e.g. {example}"
+        elif isinstance(example, list) and example:
+            want += f", e.g. {yaml_text(example)}"
         return want
 
 

@@ -530,7 +530,7 @@ def test_one_entry_typed_where_a_list_goes_is_a_list_of_it_as_typed(path, typed,
     section, key = path.split(".")
     assert getattr(config_from_dict(with_(section, **{key: from_raw(FIELDS[path], typed)})).training, key) == value
     assert problems(with_("training", stop_on=from_raw(FIELDS["training.stop_on"], ""))) == [
-        "training.stop_on: must be set; type a list"]
+        "training.stop_on: must be set; type a list, e.g. [nan_loss]"]
 
 
 def test_a_key_that_is_no_text_is_named_as_the_file_spells_it():

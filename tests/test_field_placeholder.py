@@ -74,3 +74,6 @@ def test_an_empty_value_means_the_same_in_a_field_and_in_the_file(path, empty):
     section, key = path.split(".")
     cfg = config_from_dict({"model": "m", "dataset": {"path": "d"}, section: {key: None}})
     assert getattr(cfg.training, key) == empty
+    # stop_on's empty is refused (an emptied field would drop the guard against NaN): with its example.
+    assert value_problem(FIELDS["training.stop_on"], None) == ("training.stop_on: must be set; type a list, "
+                                                               "e.g. [nan_loss]")
