@@ -323,3 +323,20 @@ def test_estimate_refuses_what_train_would_and_names_the_file(tmp_path, text, ex
     the file too."""
     f = config(tmp_path, text)
     refused(run_cli("estimate", str(f)), str(f), expected)
+
+
+@pytest.mark.parametrize("make,expected", [
+    (lambda p: p.mkdir(), "is a directory, expected a YAML config file"),
+    (lambda p: p.write_bytes(b"model: x\n\x00\x01\x02"), "is not a text file (expected YAML)"),
+    (lambda p: p.write_text("- model: x\n"), "the top level must be a mapping of keys to values, got a list"),
+    (lambda p: p.write_text(""), "model: must be set"),
+    (lambda p: p.write_text(f"model: lorapilot-demo\ndataset: {{path: {DEMO_DATA}}}\ntraining:\n  seed: [1, 2\n"),
+     "line 5, column 1: invalid YAML"),
+    (lambda p: p.write_text(f"model: lorapilot-demo\ndataset: {{path: {DEMO_DATA}}}\ntraining: {{max_step: 5}}\n"),
+     "training.max_step: unknown key; did you mean 'max_steps'?"),
+], ids=["a directory", "binary", "a list", "empty", "syntax error", "unknown key"])
+def test_train_on_a_config_that_is_no_config_names_it_and_writes_nothing(tmp_path, make, expected):
+    config_path, run_dir = tmp_path / "c.yaml", tmp_path / "run"
+    make(config_path)
+    refused(run_cli("train", str(config_path), "--detach", "--run-dir", str(run_dir)), f"{config_path}: ", expected)
+    assert not run_dir.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["c.yaml"]
