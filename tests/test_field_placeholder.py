@@ -14,7 +14,7 @@ from engine.config import FIELDS, config_from_dict, value_problem
 from engine.config_text import empty_text, from_raw
 from tui.screens.hyperparams import PLACEHOLDERS
 from tui.app import LorapilotApp
-from wizard_pilot import row_problem, type_into
+from wizard_pilot import row_label, row_problem, type_into
 
 
 async def test_a_cleared_required_number_shows_an_example_not_its_default_as_if_set():
@@ -32,12 +32,15 @@ async def test_a_cleared_required_number_shows_an_example_not_its_default_as_if_
         # An empty GPU count is accepted (all visible GPUs): no problem, and its placeholder says what it means.
         gpus = app.screen.query_one("#field-training-num_gpus", Input)
         assert row_problem(app, "training.num_gpus") == "" and gpus.placeholder == "all visible"
+        # The demo's max_steps 40 decides how long it trains, not its num_epochs: the row says so.
+        assert row_label(app, "training.num_epochs", "hint") == "max_steps sets the length"
         # An empty max_steps: the epochs decide, as -1 does; the saved config and the plan say the same.
         await type_into(pilot, "#field-training-max_steps", "")
         await pilot.pause(0.1)
         steps = app.screen.query_one("#field-training-max_steps", Input)
         assert row_problem(app, "training.max_steps") == "" and steps.placeholder == "from num_epochs"
         assert app.wizard.cfg.training.max_steps == -1
+        assert row_label(app, "training.num_epochs", "hint").startswith("recommended 1-3")
         app.exit()
 
 
