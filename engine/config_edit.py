@@ -130,7 +130,21 @@ def apply_settings(path: str | Path, changes: dict[str, Any]) -> list[str]:
     text = _dump(doc)
     config_from_dict(parse_yaml_config(text, p), source=str(p))  # refuse before writing, naming the key
     _write_atomically(p, text)
-    return [f"{k}: {'(default)' if before[k] is None else before[k]} -> {v}" for k, v in changes.items()]
+    return [f"{k}: {'(default)' if before[k] is None else _said(before[k])} -> {_said(v)}" for k, v in changes.items()]
+
+
+def _said(value: Any) -> str:
+    """A value in a 'key: old -> new' line as the file spells it: false, [no, on], not Python's False, ['no', 'on']."""
+    from engine.errors import yaml_text
+
+    return value if isinstance(value, str) else yaml_text(_plain(value))
+
+
+def _plain(value: Any) -> Any:
+    """ruamel's containers as plain ones (a CommentedSeq is a list)."""
+    if hasattr(value, "items"):
+        return {k: _plain(v) for k, v in value.items()}
+    return [_plain(v) for v in value] if isinstance(value, list) else value
 
 
 def save_into(cfg: Any, path: str | Path) -> list[str]:

@@ -118,7 +118,10 @@ def test_a_saved_text_value_reads_back_as_text_not_as_a_yaml_word(tmp_path):
     cfg = load_config(path)
     cfg.run_name = "no"
     cfg.training.sample_prompts = ["Yes", "on", "1:30", "plain words"]
-    save_into(cfg, path)
+    cfg.training.packing = False
+    assert save_into(cfg, path) == [  # said as the file spells them: false, not Python's False
+        "run_name: (default) -> no", "training.packing: (default) -> false",
+        "training.sample_prompts: ['Say hi', 'Count to 3'] -> ['Yes', 'on', '1:30', 'plain words']"]
     back = load_config(path)
     assert back.run_name == "no" and back.training.sample_prompts == ["Yes", "on", "1:30", "plain words"]
     assert "# a bigger rate worked last time" in path.read_text(encoding="utf-8")
