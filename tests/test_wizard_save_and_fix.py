@@ -20,6 +20,16 @@ training:
 """
 
 
+def broken_config(tmp_path):
+    """A config of the user's that does not load (max_steps: lots): its path and its text."""
+    from engine.demo.model import demo_data_path
+
+    broken = tmp_path / "broken.yaml"
+    original = MINE.format(data=demo_data_path()).replace("max_steps: 4", "max_steps: lots")
+    broken.write_text(original, encoding="utf-8")
+    return broken, original
+
+
 async def test_ctrl_s_keeps_comments_and_never_overwrites_a_file_that_did_not_load(tmp_path, monkeypatch):
     from engine.demo.model import demo_data_path
 
@@ -35,18 +45,11 @@ async def test_ctrl_s_keeps_comments_and_never_overwrites_a_file_that_did_not_lo
         assert text.index("model:") < text.index("dataset:") < text.index("training:")
         app.exit()
 
-    broken = tmp_path / "broken.yaml"
-    original = MINE.format(data=demo_data_path()).replace("max_steps: 4", "max_steps: lots")
-    broken.write_text(original, encoding="utf-8")
+    broken, original = broken_config(tmp_path)
     app = LorapilotApp(config_path=str(broken))
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.press("ctrl+n", "ctrl+n")
-        await type_into(pilot, "#field-training-max_steps", "4")   # fixed in the wizard...
-        await pilot.press("ctrl+n")
-        await pilot.pause(0.1)
-        await pilot.press("ctrl+s")
-        await pilot.pause(0.1)
-        assert broken.read_text(encoding="utf-8") == original      # ...but the file is not replaced
+        await type_and_save(pilot, "#field-training-max_steps", "4")   # fixed in the wizard...
+        assert broken.read_text(encoding="utf-8") == original          # ...but the file is not replaced
         assert any("not overwritten" in n.message for n in app._notifications)
         other = tmp_path / "fixed.yaml"
         await paste_into(pilot, "#save-path", str(other))
@@ -147,4 +150,26 @@ async def test_launch_says_the_full_path_and_never_overwrites_a_config_it_did_no
         await pilot.pause(0.1)
         assert theirs.exists()
         assert any(f"Saved {theirs}" in n.message for n in app._notifications)  # the full path, not the bare name
+        app.exit()
+
+
+async def test_a_launch_whose_config_cannot_be_saved_starts_no_run(tmp_path, monkeypatch):
+    """Launch saves the config first, so that the train command Review shows trains what runs. Where that save was
+    refused (the file opened with problems is not overwritten), the run started anyway: the command shown then
+    named a file holding another config."""
+    from engine.train import launch
+
+    started: list = []
+    monkeypatch.setattr(launch, "start_run", lambda *a, **k: started.append(a))   # would detach a trainer
+    monkeypatch.chdir(tmp_path)
+    broken, original = broken_config(tmp_path)
+    app = LorapilotApp(config_path=str(broken))
+    async with app.run_test(size=SIZE) as pilot:
+        await type_and_save(pilot, "#field-training-max_steps", "4")
+        await settle(app, pilot)
+        await pilot.press("ctrl+l", "ctrl+l")        # the second: past any pre-flight error's confirmation
+        await settle(app, pilot)
+        assert started == [] and broken.read_text(encoding="utf-8") == original
+        assert any("not overwritten" in n.message for n in app._notifications)
+        assert not any("Starting the run" in n.message for n in app._notifications)
         app.exit()

@@ -247,8 +247,12 @@ class ReviewScreen(WizardStep):
             self.notify("Already the largest micro-batch that fits.", title="Auto-fit", timeout=4)
 
     def action_save_config(self) -> None:
+        self._save()
+
+    def _save(self) -> bool:
+        """Writes the config to the save-to file (saying what happened); False where nothing was written."""
         if self._refuse_if_invalid("save"):
-            return
+            return False
         from engine.config_edit import save_into
         from engine.errors import ConfigError
         from engine.config_edit import free_path, holds
@@ -260,7 +264,7 @@ class ReviewScreen(WizardStep):
             # It opened with problems: what the wizard shows is only what it could read of it.
             self.notify(f"{path.resolve()} did not load cleanly, so it is not overwritten: save to another file "
                         "(the save-to field).", title="Not saved", severity="error", timeout=8)
-            return
+            return False
         theirs = None
         if not opened and typed in ("", DEFAULT_SAVE) and path.exists() and not holds(s.cfg, path):
             # The default name, already taken by a config this wizard did not open: the user's, not ours to change.
@@ -271,10 +275,10 @@ class ReviewScreen(WizardStep):
             changes = save_into(s.cfg, path)
         except ConfigError as exc:
             self.notify(str(exc), title="Not saved", severity="error", timeout=10)
-            return
+            return False
         except OSError as exc:
             self.notify(f"{path}: {exc.strerror or exc}", title="Not saved", severity="error")
-            return
+            return False
         s.config_path, s.notes = str(path), []  # the file now holds what the wizard shows
         full = path.resolve()  # in full: a user in tmux does not see the directory the app started in
         if theirs is not None:
@@ -287,6 +291,7 @@ class ReviewScreen(WizardStep):
             self.notify("\n".join(changes), title=f"Saved {full} (comments and order kept)", timeout=6)
         else:
             self.notify(f"{full} already holds these values: left as it is.", timeout=4)
+        return True
 
     def action_launch(self) -> None:
         if self._refuse_if_invalid("launch"):
@@ -299,9 +304,11 @@ class ReviewScreen(WizardStep):
             self.notify("\n".join(errors) + "\nPress ctrl+l again to launch anyway.",
                         title="The pre-flight found errors", severity="error", timeout=CONFIRM_S)
             return
+        # The train command Review shows re-runs this config: write it, so the command works as shown. Where it
+        # cannot be written, no run starts either: the command shown would train another config.
+        if not self._save():
+            return
         self.query_one("#launch", Button).disabled = True
-        # The train command Review shows re-runs this config: write it, so the command works as shown.
-        self.action_save_config()
         self.notify("Starting the run…", timeout=3)
         name = Path(self.query_one("#save-path", Input).value.strip() or DEFAULT_SAVE).stem
         self._start(self.state.cfg, name)
