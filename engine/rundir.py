@@ -18,6 +18,7 @@ import errno
 import json
 import math
 import os
+import stat
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -41,6 +42,9 @@ LOCK_FILE = "trainer.lock"
 # Freed when the disk fills, so that the trainer can still say so in status.json.
 SPACE_RESERVE_FILE = "space.reserve"
 SPACE_RESERVE_BYTES = 256 * 1024
+# The files lorapilot keeps at the top of a run directory: a folder under one of these names is refused like a pipe.
+RUN_FILES = frozenset({CONFIG_FILE, STATUS_FILE, METRICS_FILE, LOG_FILE, STOP_REQUEST_FILE, LOCK_FILE,
+                       SPACE_RESERVE_FILE, STATUS_FILE + ".tmp"})
 # The file a checkpoint is complete with: the Trainer writes its state file last.
 CHECKPOINT_STATE_FILE = "trainer_state.json"
 # Written beside it by lorapilot: the config and data fingerprint the checkpoint was trained with.
@@ -73,6 +77,42 @@ def safe_record(record: Any) -> Any:
 
 def default_runs_root() -> Path:
     return runs_root()
+
+
+# ---------------------------------------------------------------- files that are not files
+
+class NotAFile(OSError):
+    """A name in a run directory that is something other than a regular file: a named pipe (opening it waits for a
+    writer, forever), a device (/dev/zero never ends), a socket or a folder. `what` says which, in words."""
+
+    def __init__(self, path: str | Path, what: str):
+        super().__init__(errno.EINVAL, f"not a regular file ({what})", str(path))
+        self.what = what
+
+
+def file_kind(mode: int) -> str:
+    """What a stat mode is, in words ("a named pipe"); "a regular file" for one."""
+    for test, what in ((stat.S_ISREG, "a regular file"), (stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a named pipe"),
+                       (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device")):
+        if test(mode):
+            return what
+    return "not a file"
+
+
+def open_regular(path: str | Path):
+    """A run directory's file opened for reading in binary, through a link too; FileNotFoundError when absent,
+    NotAFile when it is anything but a regular file. O_NONBLOCK: opening a named pipe returns at once instead of
+    waiting for a writer, and the check after the open cannot be raced by swapping the name."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise NotAFile(path, file_kind(mode))
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 # ---------------------------------------------------------------- status.json
@@ -120,9 +160,12 @@ def load_status(run_dir: str | Path) -> dict | None:
     """
     path = Path(run_dir) / STATUS_FILE
     try:
-        status = json.loads(path.read_bytes())
+        with open_regular(path) as f:
+            status = json.loads(f.read())
     except FileNotFoundError:
         return None
+    except NotAFile as e:
+        raise DataError(f"{path}: {e.strerror}", fix=_STATUS_FIX) from None
     except json.JSONDecodeError as e:
         raise DataError(f"{path}: not valid JSON (line {e.lineno}, column {e.colno})", fix=_STATUS_FIX) from None
     except (OSError, ValueError, RecursionError) as e:   # ValueError: not UTF-8, a number of 5,000 digits
@@ -313,22 +356,31 @@ class RunLock:
 
 
 def refuse_links(run_dir: str | Path) -> None:
-    """A UserError naming the first symbolic link inside a run directory, which is about to be written to.
+    """A UserError naming the first symbolic link, or other name that is no regular file or folder, inside a run
+    directory, which is about to be written to.
 
     A run directory may come from anyone: a trainer appending to a metrics.jsonl, truncating a trainer.lock or
-    saving a checkpoint that is a link to another file or folder would overwrite the user's file there.
-    lorapilot itself makes no links in a run directory (the directory itself may be one).
+    saving a checkpoint that is a link to another file or folder would overwrite the user's file there; one that is
+    a named pipe would hang the trainer opening it. lorapilot itself makes neither in a run directory (the directory
+    itself may be a link).
     """
     from engine.errors import UserError
 
     for parent, dirs, files in os.walk(run_dir):
         for name in sorted(dirs + files):
             path = Path(parent, name)
-            if path.is_symlink():
+            mode = os.lstat(path).st_mode
+            if stat.S_ISLNK(mode):
                 raise UserError(safe_text(f"{path}: is a symbolic link (to {os.readlink(path)}); a run directory's "
                                           "files are written in place, and through a link the file it points to "
                                           "would be changed instead", one_line=True),
                                 fix="remove the link, or copy the run directory without links (cp -rL)")
+            if stat.S_ISREG(mode) or stat.S_ISDIR(mode) and not (parent == str(run_dir) and name in RUN_FILES):
+                continue
+            raise UserError(safe_text(f"{path}: is {file_kind(mode)}, not a regular file; lorapilot keeps only files "
+                                      "and folders in a run directory, and would hang or fail on this one",
+                                      one_line=True),
+                            fix=safe_text(f"remove it ({path})", one_line=True))
 
 
 def create_request_file(path: str | Path) -> None:
@@ -366,15 +418,17 @@ def lock_held(run_dir: str | Path, lock_file: str = LOCK_FILE) -> bool:
     import fcntl
 
     path = Path(run_dir) / lock_file
-    if not path.exists():
+    try:
+        f = open_regular(path)
+    except (FileNotFoundError, NotAFile):  # a named pipe there is no lock any trainer holds (RunLock refuses it)
         return False
-    fd = os.open(path, os.O_RDONLY)
+    fd = f.fileno()
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except BlockingIOError:
         return True
     finally:
-        os.close(fd)
+        f.close()
     return False
 
 
@@ -452,14 +506,14 @@ class MetricsTail:
         return self._partial.lstrip().startswith(b"{")
 
     def read_new(self, max_bytes: int | None = None) -> list[dict]:
-        try:
-            with open(self.path, "rb") as f:
+        try:  # a metrics.jsonl that is no file (a named pipe, /dev/zero) has no records: the readers say so
+            with open_regular(self.path) as f:
                 size = os.fstat(f.fileno()).st_size
                 if size < self.offset:  # truncated or replaced: start over
                     self.offset, self._partial, self._lines = 0, b"", 0
                 f.seek(self.offset)
                 chunk = f.read() if max_bytes is None else f.read(max_bytes)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotAFile):
             return []
         if not chunk:
             return []
@@ -518,7 +572,7 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
 def tail_lines(path: str | Path, n: int = 20, block: int = 8192) -> list[str]:
     """The last n lines of a text file, reading only its end."""
     try:
-        with open(path, "rb") as f:
+        with open_regular(path) as f:
             f.seek(0, os.SEEK_END)
             end = f.tell()
             data = b""
@@ -528,7 +582,7 @@ def tail_lines(path: str | Path, n: int = 20, block: int = 8192) -> list[str]:
                 pos -= step
                 f.seek(pos)
                 data = f.read(step) + data
-    except FileNotFoundError:
+    except (FileNotFoundError, NotAFile):
         return []
     text = data.decode("utf-8", errors="replace")
     # A progress bar redraws with \r: show its last state only.

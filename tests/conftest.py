@@ -58,6 +58,8 @@ def stop_detached_runs(root: Path) -> list[int]:
     found = []
     for name, key in (("status.json", "pid"), ("sweep.json", "driver_pid")):
         for path in root.rglob(name):
+            if not path.is_file():  # a test's named pipe or folder under that name: opening a pipe waits forever
+                continue
             try:
                 record = json.loads(path.read_text())
                 pid = record.get(key) if isinstance(record, dict) else None   # tests write corrupt ones too

@@ -155,6 +155,24 @@ def test_feed_reads_a_large_file_in_chunks(tmp_path):
     assert polls > 3 and got == sum(1 for _ in open(run / "metrics.jsonl"))
 
 
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("what", ["a named pipe", "a folder"])
+def test_feed_of_a_run_whose_files_are_not_files(tmp_path, what):
+    """A run directory from elsewhere whose status.json, metrics.jsonl and train.log are named pipes (or folders):
+    the monitor's reader hung opening the pipe (it waits for a writer) and its log follower raised on a folder.
+    Now the status is said to be unreadable, and the rest reads as empty."""
+    run = tmp_path / "r"
+    run.mkdir()
+    for name in ("status.json", "metrics.jsonl", "train.log"):
+        os.mkfifo(run / name) if what == "a named pipe" else (run / name).mkdir()
+    feed = RunFeed(run, sample_gpus=False)
+    for _ in range(2):
+        up = feed.poll()
+    up = RunFeed(run, sample_gpus=False).poll()
+    assert up.status_error == f"status.json unreadable: not a regular file ({what})" and up.status == {}
+    assert up.records == [] and not up.log_lines and up.state == "unknown"
+
+
 def test_log_follower_tail_progress_bars_and_partial_lines(tmp_path):
     log = tmp_path / "train.log"
     log.write_text("".join(f"line {i}\n" for i in range(20_000)))

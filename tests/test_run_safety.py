@@ -563,3 +563,73 @@ def test_runs_dir_with_a_tilde_is_the_users_home(tmp_path, monkeypatch):
     assert run == home / "runs" / "r" and os.listdir(work) == []
     monkeypatch.setenv("LORAPILOT_RUNS", "~/elsewhere")
     assert runs_root() == home / "elsewhere"
+
+
+# ------------------------------------------------------------------ 11. names in a run directory that are not files
+
+def _special(path: Path, what: str) -> None:
+    if what == "a named pipe":
+        os.mkfifo(path)
+    elif what == "a folder":
+        path.mkdir()
+    else:
+        path.symlink_to("/dev/zero")
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("what", ["a named pipe", "a folder", "a link to /dev/zero"])
+def test_status_and_metrics_that_are_not_files_cost_their_run_only(tmp_path, capsys, what):
+    """A run directory from elsewhere whose status.json or metrics.jsonl is a named pipe, a folder or /dev/zero:
+    `runs`, `stop` and the readers hung on the pipe (opening it waits for a writer), read /dev/zero until memory ran
+    out, or, for a folder, ended `runs` with "Is a directory" (exit 2) for every run. Now the file is refused as
+    a corrupt one is: `runs` lists the others and names it, `stop` answers, `resume` refuses before writing."""
+    from engine.cli import main
+    from engine.errors import UserError
+    from engine.rundir import load_status, tail_lines
+
+    root = tmp_path / "runs"
+    good = root / "good"
+    good.mkdir(parents=True)
+    (good / "status.json").write_text(json.dumps({"state": "done", "step": 3, "max_steps": 3}))
+    _write(good / "metrics.jsonl", [{"kind": "train", "step": 3, "time": 1.0, "loss": 0.5}])
+    bad_status, bad_metrics = root / "bad-status", root / "bad-metrics"
+    for run in (bad_status, bad_metrics):
+        run.mkdir()
+        (run / "config.yaml").write_text("model: m\ndataset: {path: d.jsonl}\n")
+    _special(bad_status / "status.json", what)
+    _write(bad_status / "metrics.jsonl", [{"kind": "train", "step": 1, "time": 1.0, "loss": 0.5}])
+    (bad_metrics / "status.json").write_text(json.dumps({"state": "stopped", "step": 1, "max_steps": 3}))
+    _special(bad_metrics / "metrics.jsonl", what)
+
+    with pytest.raises(Exception) as e:
+        load_status(bad_status)
+    assert str(bad_status / "status.json") in str(e.value)
+    assert {"a named pipe": "a named pipe", "a folder": "a folder", "a link to /dev/zero": "a device"}[what] in str(e.value)
+    assert read_metrics(bad_metrics) == [] and tail_lines(bad_metrics / "metrics.jsonl") == []
+
+    assert main(["runs", "--root", str(root)]) == 0
+    out, err = capsys.readouterr()
+    assert "good" in out and "bad-metrics" in out and "bad-status" not in out
+    assert str(bad_status / "status.json") in unwrapped(err) and "Traceback" not in err
+    for run in (bad_status, bad_metrics):
+        assert main(["stop", str(run)]) == 0 and "not running" in capsys.readouterr().out
+        with pytest.raises(UserError) as refused:  # resume takes the lock first: nothing is written into either
+            RunLock.acquire(run).release()
+        assert "not a regular file" in str(refused.value) or "symbolic link" in str(refused.value), refused.value
+    assert not (bad_status / "trainer.lock").exists() and not (bad_metrics / "trainer.lock").exists()
+
+
+@pytest.mark.timeout(60)
+def test_a_lock_file_that_is_a_named_pipe_neither_hangs_stop_nor_is_taken(tmp_path, capsys):
+    from engine.cli import main
+    from engine.errors import UserError
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text("")
+    os.mkfifo(run / "trainer.lock")
+    assert not lock_held(run)
+    assert main(["stop", str(run)]) == 0 and "not running" in capsys.readouterr().out
+    with pytest.raises(UserError) as e:
+        RunLock.acquire(run).release()
+    assert str(run / "trainer.lock") in str(e.value) and "named pipe" in str(e.value)

@@ -17,8 +17,8 @@ from pathlib import Path
 from engine import gpu, system
 from engine.errors import DataError
 from engine.eta import Schedule, read_run_config, run_schedule
-from engine.rundir import (LOG_FILE, STATUS_FILE, MetricsTail, effective_state, last_checkpoint, load_status,
-                           planned_steps, safe_record, safe_text)
+from engine.rundir import (LOG_FILE, STATUS_FILE, MetricsTail, NotAFile, effective_state, last_checkpoint, load_status,
+                           open_regular, planned_steps, safe_record, safe_text)
 from tui.models.run_history import Record
 
 
@@ -74,7 +74,11 @@ class LogFollower:
         if offset is None or reset:
             offset, self._partial = max(0, st.st_size - self.first_bytes), b""
         skip_first = reset and offset > 0
-        with open(self.path, "rb") as f:
+        try:  # a train.log that is a named pipe or a folder (a run directory from elsewhere) shows no lines
+            f = open_regular(self.path)
+        except (FileNotFoundError, NotAFile):
+            return [], False
+        with f:
             f.seek(offset)
             # Bounded: after a long disconnect only the last first_bytes matter.
             if st.st_size - offset > self.first_bytes * 4:
