@@ -253,12 +253,17 @@ def _cmdline(pid: int) -> list[str] | None:
         return None
 
 
+# The module the trainer runs as, followed by its run directory on its command line (engine.train.distributed).
+TRAINER_MODULE = "engine.train.run"
+
+
 def trainer_pid(run_dir: str | Path, status: dict | None) -> int | None:
     """status.json's pid if that process is this run's trainer now, else None.
 
     A pid from status.json may belong to anything once the trainer is gone (pids are reused, and pid 1 is a
     container's init): it is this run's trainer if it started when status.json says (`pid_start`), or
-    its command line names this run directory.
+    its command line runs the trainer module on this run directory (`-m engine.train.run RUN_DIR`, also under
+    torchrun): a `lorapilot monitor RUN_DIR` or an `rsync -a RUN_DIR ...` names the directory too.
     """
     pid = (status or {}).get("pid")
     if isinstance(pid, bool) or not isinstance(pid, int) or not 1 < pid < 2**31 or not pid_alive(pid):
@@ -271,7 +276,7 @@ def trainer_pid(run_dir: str | Path, status: dict | None) -> int | None:
     if args is None:  # no /proc (not Linux): the liveness check is all there is
         return pid if started is None else None
     wanted = str(Path(run_dir).resolve())
-    return pid if any(a.rstrip("/") == wanted for a in args) else None
+    return pid if any(a == TRAINER_MODULE and b.rstrip("/") == wanted for a, b in zip(args, args[1:])) else None
 
 
 def effective_state(status: dict | None, run_dir: str | Path | None = None) -> str:

@@ -106,21 +106,50 @@ def test_stop_does_not_signal_a_reused_pid(tmp_path, bystander):
     assert run_cli("runs", "--root", str(tmp_path)).stdout.split("\n")[1].split()[1] == "lost"
 
 
+def _process_naming(run: Path, *args: str) -> subprocess.Popen:
+    """A live process whose command line ends with args and the run directory."""
+    proc = subprocess.Popen([sys.executable, "-c", "import time, sys; time.sleep(120)", *args, str(run)])
+    # Between fork and exec the child still shows pytest's command line: wait for its own.
+    deadline = time.monotonic() + 60
+    while str(run) not in " ".join(psutil.Process(proc.pid).cmdline()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return proc
+
+
 def test_trainer_pid_recognises_this_runs_process(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
-    proc = subprocess.Popen([sys.executable, "-c", "import time, sys; time.sleep(120)", str(run)])
+    proc = _process_naming(run, "-m", "engine.train.run")  # as engine.train.distributed.launch_command starts it
     try:
-        # Between fork and exec the child still shows pytest's command line: wait for its own.
-        deadline = time.monotonic() + 60
-        while str(run) not in " ".join(psutil.Process(proc.pid).cmdline()) and time.monotonic() < deadline:
-            time.sleep(0.05)
         assert trainer_pid(run, {"pid": proc.pid}) == proc.pid  # its command line names the run
         assert trainer_pid(run, {"pid": proc.pid, "pid_start": process_start(proc.pid)}) == proc.pid
         assert trainer_pid(run, {"pid": 1}) is None and trainer_pid(run, {"pid": True}) is None
     finally:
         proc.kill()
         proc.wait()
+
+
+@pytest.mark.parametrize("verb", ["monitor", "chat"])
+def test_stop_does_not_signal_another_process_that_names_the_run(tmp_path, capsys, verb):
+    """A status.json without the trainer's start time (written before lorapilot recorded it, or by hand) whose pid
+    is now a `lorapilot monitor RUN` (or `chat`, `rsync -a RUN`...): its command line names the run directory, so it
+    counted as the trainer, showed the dead run as training, and `stop` sent it SIGTERM."""
+    from engine.cli import main
+    from engine.rundir import effective_state
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text("")
+    other = _process_naming(run, "-m", "tui.entry", verb)
+    try:
+        status = {"state": "training", "pid": other.pid}
+        (run / "status.json").write_text(json.dumps(status))
+        assert trainer_pid(run, status) is None and effective_state(status, run) == "lost"
+        assert main(["stop", str(run)]) == 0 and "not running" in capsys.readouterr().out
+        assert other.poll() is None  # never signalled (SIGTERM's default is to end it at once)
+    finally:
+        other.kill()
+        other.wait()
 
 
 def test_stall_advice_never_names_pid_1(tmp_path):

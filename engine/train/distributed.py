@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 
 from engine.errors import ConfigError
+from engine.rundir import TRAINER_MODULE
 # CPU_DDP_ENV: tests run real data-parallel training on a CPU-only machine with gloo; users never need it.
 from engine.settings import CPU_DDP_ENV as CPU_DDP_ENV
 from engine.settings import cpu_ddp, process_ranks, visible_device_mask
@@ -58,7 +59,7 @@ def planned_processes(num_gpus: int | None) -> int:
 
 
 def launch_command(run_dir: str, nproc: int, resume: bool) -> list[str]:
-    tail = ["-m", "engine.train.run", str(run_dir)] + (["--resume"] if resume else [])
+    tail = ["-m", TRAINER_MODULE, str(run_dir)] + (["--resume"] if resume else [])
     if nproc <= 1:
         return [sys.executable, "-u"] + tail
     # --standalone: a local rendezvous on a free port, so two runs on one pod never collide.
