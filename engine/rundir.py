@@ -15,6 +15,7 @@ may come from someone else, and its text must not drive the terminal.
 from __future__ import annotations
 
 import errno
+import itertools
 import json
 import math
 import os
@@ -126,16 +127,37 @@ def write_status(run_dir: str | Path, **fields: Any) -> dict:
     status = read_status(run_dir) or {}
     status.update(fields)
     status["updated"] = time.time()
-    tmp = path.with_suffix(".json.tmp")
-    text = json.dumps(status, indent=1)
+    text = json.dumps(status, indent=1).encode("utf-8")
     try:
-        tmp.write_text(text, encoding="utf-8")
+        _replace_file(path, text)
     except OSError as e:
         if e.errno != errno.ENOSPC or not release_space_reserve(run_dir):
             raise
-        tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+        _replace_file(path, text)
     return status
+
+
+_TEMP_NUMBERS = itertools.count()
+
+
+def _replace_file(path: Path, data: bytes) -> None:
+    """Replaces path with data through a temporary file of this writer's own: the launcher and the trainer it just
+    started both write status.json, and a temporary file they shared was replaced under one by the other. O_EXCL
+    makes a new file (never one planted there, nor a link); a failed write leaves none behind."""
+    while True:
+        tmp = path.with_name(f"{path.name}.{os.getpid()}-{next(_TEMP_NUMBERS)}.tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+            break
+        except FileExistsError:
+            continue
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def read_status(run_dir: str | Path) -> dict | None:

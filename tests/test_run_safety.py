@@ -662,3 +662,28 @@ def test_a_lock_file_that_is_a_named_pipe_neither_hangs_stop_nor_is_taken(tmp_pa
     with pytest.raises(UserError) as e:
         RunLock.acquire(run).release()
     assert str(run / "trainer.lock") in str(e.value) and "named pipe" in str(e.value)
+
+
+# ------------------------------------------------------------------ 12. two writers of one status.json
+
+def test_status_writes_of_the_launcher_and_its_trainer_do_not_collide(tmp_path, monkeypatch):
+    """The launcher records the trainer's pid while the trainer, just started, writes its first status: both wrote
+    the same status.json.tmp, so one replaced the other's half and the second rename found no file
+    (FileNotFoundError: a traceback in the launcher after the trainer had started, or a trainer dead at birth)."""
+    from engine import rundir
+
+    real_replace = os.replace
+    other_wrote = []
+
+    def replace_while_the_other_writes(src, dst):
+        if not other_wrote:  # the trainer's write lands between this writer's temp file and its rename
+            other_wrote.append(True)
+            rundir.write_status(tmp_path, state="loading", launched=1.0)
+        real_replace(src, dst)
+
+    rundir.write_status(tmp_path, state="starting", step=0)
+    monkeypatch.setattr(rundir.os, "replace", replace_while_the_other_writes)
+    rundir.write_status(tmp_path, pid=1234, pid_start=5678)
+    status = rundir.load_status(tmp_path)
+    assert status["pid"] == 1234 and status["pid_start"] == 5678 and other_wrote
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["status.json"]  # no temp file left behind
