@@ -14,6 +14,7 @@ import difflib
 import functools
 import math
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -421,11 +422,22 @@ def _unknown(path: str, key: str, known: list[str]) -> str:
     return f"{path}: unknown key{more}"
 
 
+# Bytes a run name may take: a folder name holds 255, and the next free name adds "-2", "-3", ...
+MAX_RUN_NAME_BYTES = 200
+
+
 def run_name_problem(name: str) -> str | None:
     """run_name names one directory inside the runs root: no path, no way out of it. The problem, or None."""
     # A backslash is a plain character here (POSIX): a run made with --run-dir 'a\\b' is named so, and resumes.
     if not name or name in (".", "..") or "/" in name or "\0" in name:
         return f"run_name: {quote(name)} is not a plain directory name; a name without '/', such as my-run"
+    # A newline or an escape sequence in a folder name breaks or drives every line that prints its path.
+    if any(unicodedata.category(c) == "Cc" for c in name):
+        return (f"run_name: {quote(name)} holds a control character (a newline, tab or escape); a name of letters, "
+                "digits, spaces and punctuation, such as my-run")
+    if len(name.encode("utf-8")) > MAX_RUN_NAME_BYTES:
+        return (f"run_name: {len(name.encode('utf-8'))} bytes is too long for a folder name (at most "
+                f"{MAX_RUN_NAME_BYTES}); a shorter name, such as my-run")
     return None
 
 

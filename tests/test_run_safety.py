@@ -205,6 +205,23 @@ def test_run_name_cannot_escape_the_runs_root(tmp_path, name):
     assert not Path("/tmp/abs-run").exists() or name != "/tmp/abs-run"
 
 
+@pytest.mark.parametrize("name", ["a\nb", f"run{ESCAPE}", "tab\there", "x" * 300])
+def test_a_run_name_no_folder_should_have_is_refused(tmp_path, name):
+    """A newline or an escape sequence in run_name made a folder of that name (every path printed after it broke
+    the line or drove the terminal, and `runs` rows split); 300 characters failed in mkdir as "runs root: cannot
+    create ... set runs_dir to a folder you can write", advice about the wrong key."""
+    from engine.config import Config
+    from engine.errors import UserError
+    from engine.train.launch import new_run_dir
+
+    with pytest.raises(UserError) as e:
+        new_run_dir(Config(model="m", run_name=name, runs_dir=str(tmp_path / "runs")))
+    assert str(e.value).startswith("run_name: ") and not any(c in str(e.value) for c in "\x1b\x07\t")
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+    for fine in ("my run", "日本語", "-dash", ".hidden"):  # spaces, unicode, a leading dash: plain names
+        assert new_run_dir(Config(model="m", run_name=fine, runs_dir=str(tmp_path / "runs"))).name == fine
+
+
 def test_prepare_does_not_overwrite_without_force(tmp_path):
     src = tmp_path / "a.txt"
     src.write_text("One paragraph of text that is long enough to keep as a training example here.\n")
