@@ -840,8 +840,16 @@ def usable_checkpoint(run_dir: str | Path, also: Callable[[Path], str | None] | 
     """(the newest complete checkpoint whose files are intact, what is wrong with each newer one skipped).
     `also`: a further check of a checkpoint whose files look complete (the trainer's, which imports torch)."""
     skipped: list[str] = []
-    for ckpt in reversed(complete_checkpoints(run_dir)):
-        problem = checkpoint_problem(ckpt) or (also(Path(ckpt)) if also else None)
+    complete = complete_checkpoints(run_dir)
+    # Files the run's checkpoints have: one lacking any was cut off while the Trainer deleted it (save_total_limit)
+    # or before lorapilot's record was written, and transformers resumes without optimizer.pt, scheduler.pt or the
+    # RNG state, silently, when one is not there.
+    names = {p.name for ckpt in complete for p in ckpt.iterdir()}
+    for ckpt in reversed(complete):
+        missing = sorted(names - {p.name for p in ckpt.iterdir()})
+        problem = (f"{ckpt / missing[0]}: missing ({len(missing)} of the files the run's other checkpoints have; "
+                   "its save or its deletion was cut off)" if missing else None)
+        problem = problem or checkpoint_problem(ckpt) or (also(Path(ckpt)) if also else None)
         if problem is None:
             return str(ckpt), skipped
         skipped.append(problem)

@@ -331,6 +331,25 @@ def test_damaged_last_checkpoint_falls_back(tmp_path, damage):
     assert checkpoint_problem(tmp_path / "checkpoints" / "checkpoint-4") is None
 
 
+@pytest.mark.parametrize("missing", ["optimizer.pt", "lorapilot_run.json"])
+def test_a_checkpoint_missing_a_file_its_siblings_have_is_skipped(tmp_path, missing):
+    """A trainer killed while it deleted an old checkpoint (save_total_limit) leaves it in part, its
+    trainer_state.json possibly still there; one killed between trainer_state.json and lorapilot_run.json leaves a
+    checkpoint that says nothing of its config. Reached by the fallback from a damaged newer checkpoint, the first
+    resumed with a fresh optimizer (transformers loads optimizer.pt only if it is there, without a word), the
+    second without the check of the config's changes. Skipped, naming what is missing."""
+    for step in (4, 8, 12):
+        (_checkpoint(tmp_path, step) / "lorapilot_run.json").write_text(json.dumps({"config": {}}))
+    partial = tmp_path / "checkpoints" / "checkpoint-8"
+    (partial / missing).unlink()
+    newest = tmp_path / "checkpoints" / "checkpoint-12" / "trainer_state.json"
+    newest.write_text("{garbled")
+    ckpt, skipped = usable_checkpoint(tmp_path)
+    assert ckpt.endswith("checkpoint-4"), skipped
+    assert len(skipped) == 2 and str(newest) in skipped[0] and str(partial / missing) in skipped[1], skipped
+    assert "missing" in skipped[1]
+
+
 class _RunsCode:
     """Unpickling this runs a shell command: what a hostile checkpoint file would hold."""
     def __init__(self, marker: Path):
