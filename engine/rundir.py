@@ -382,9 +382,16 @@ class RunLock:
             self.fd = -1
 
 
-def refuse_links(run_dir: str | Path) -> None:
+# Why a run directory holds no link, as refuse_links says it.
+WRITTEN_IN_PLACE = "a run directory's files are written in place, and through a link the file it points to would be " \
+                   "changed instead"
+
+
+def refuse_links(run_dir: str | Path, *, why: str = WRITTEN_IN_PLACE, itself: bool = False,
+                 fix: str = "remove the link, or copy the run directory without links (cp -rL)") -> None:
     """A UserError naming the first symbolic link, or other name that is no regular file or folder, inside a run
-    directory, which is about to be written to.
+    directory, which is about to be written to (or, with `why` saying so, copied from; `itself`: the folder named
+    may not be a link either).
 
     A run directory may come from anyone: a trainer appending to a metrics.jsonl, truncating a trainer.lock or
     saving a checkpoint that is a link to another file or folder would overwrite the user's file there; one that is
@@ -393,15 +400,18 @@ def refuse_links(run_dir: str | Path) -> None:
     """
     from engine.errors import UserError
 
+    def link(path: Path) -> UserError:
+        return UserError(safe_text(f"{path}: is a symbolic link (to {os.readlink(path)}); {why}", one_line=True),
+                         fix=fix)
+
+    if itself and Path(run_dir).is_symlink():
+        raise link(Path(run_dir))
     for parent, dirs, files in os.walk(run_dir):
         for name in sorted(dirs + files):
             path = Path(parent, name)
             mode = os.lstat(path).st_mode
             if stat.S_ISLNK(mode):
-                raise UserError(safe_text(f"{path}: is a symbolic link (to {os.readlink(path)}); a run directory's "
-                                          "files are written in place, and through a link the file it points to "
-                                          "would be changed instead", one_line=True),
-                                fix="remove the link, or copy the run directory without links (cp -rL)")
+                raise link(path)
             if stat.S_ISREG(mode) or stat.S_ISDIR(mode) and not (parent == str(run_dir) and name in RUN_FILES):
                 continue
             raise UserError(safe_text(f"{path}: is {file_kind(mode)}, not a regular file; lorapilot keeps only files "

@@ -553,6 +553,35 @@ def test_a_run_directory_with_a_link_is_not_written_through(tmp_path, name):
     assert precious.read_text() == "precious\n" and sorted(os.listdir(theirs)) == ["notes.txt"]
 
 
+@pytest.mark.parametrize("link", ["adapter/notes.txt", "adapter/extra", "adapter"])
+def test_export_copies_no_file_through_a_link_in_the_adapter(tmp_path, capsys, link, demo_model_dir):
+    """Someone else's run directory whose adapter holds a link to the user's file (adapter/notes.txt -> ~/.ssh/id_rsa),
+    to a folder of theirs, or whose adapter/ is itself such a link: `export --out` copied what the link points to
+    into the folder made to be published, beside its model card. Refused, naming the link; nothing is written."""
+    from engine.cli import main
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "id_rsa").write_text("SECRET\n")
+    run = tmp_path / "run"
+    adapter = (mine / "adapter") if link == "adapter" else run / "adapter"
+    adapter.mkdir(parents=True)
+    run.mkdir(exist_ok=True)
+    (adapter / "adapter_config.json").write_text('{"r": 8, "target_modules": ["q_proj"]}')
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):  # what the card reads
+        (adapter / name).write_bytes((demo_model_dir / name).read_bytes())
+    (run / "status.json").write_text(json.dumps({"state": "done", "step": 4, "max_steps": 4}))
+    (run / "config.yaml").write_text("model: lorapilot-demo\ndataset: {path: d.jsonl}\n")
+    if link == "adapter":
+        (adapter / "id_rsa").symlink_to(mine / "id_rsa")
+    (run / link).symlink_to(mine / "id_rsa" if link.endswith(".txt") else mine if link.endswith("extra") else adapter)
+    out = tmp_path / "out"
+    assert main(["export", str(run), "--out", str(out)]) == 2
+    err = unwrapped(capsys.readouterr().err)
+    assert str(run / link) in err and "symbolic link" in err and "Traceback" not in err, err
+    assert not out.exists()
+
+
 def test_resume_of_a_run_directory_with_a_link_is_refused(tmp_path, monkeypatch, capsys):
     from engine import cli
     from engine.train import launch

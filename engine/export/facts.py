@@ -65,7 +65,7 @@ def load_run_config(run_dir: Path):
 
 
 def finished_adapter(run_dir: Path) -> Path:
-    from engine.rundir import ADAPTER_DIR
+    from engine.rundir import ADAPTER_DIR, refuse_links
 
     if not run_dir.is_dir():  # a typo read 'has no finished adapter' and advised resuming a run that is not there
         raise UserError(f"{run_dir}: {'not a folder' if run_dir.exists() else 'no such run directory'}",
@@ -74,6 +74,11 @@ def finished_adapter(run_dir: Path) -> Path:
     if not (ad / "adapter_config.json").exists():
         raise UserError(f"{run_dir}: has no finished adapter ({ad} is missing)",
                         fix="wait for the run to finish, or resume it: lorapilot train --resume " + str(run_dir))
+    # A run directory may come from anyone: a link in its adapter would have the export copy the file it points to
+    # (the user's key, say) into a folder made to be published.
+    refuse_links(ad, itself=True, why="the adapter is read, and copied by an export, as the run's own files: "
+                                      "through a link a file that is not the run's would be taken instead",
+                 fix="remove the link: an adapter is only the files its run wrote, and a link is none of them")
     return ad
 
 
