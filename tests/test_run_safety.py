@@ -553,6 +553,17 @@ def test_a_run_directory_with_a_link_is_not_written_through(tmp_path, name):
     assert precious.read_text() == "precious\n" and sorted(os.listdir(theirs)) == ["notes.txt"]
 
 
+def _finished_run(run: Path, adapter: Path, model_dir: Path) -> None:
+    """A run directory as a finished run leaves it, as far as `export --out` reads it (adapter may lie elsewhere)."""
+    adapter.mkdir(parents=True)
+    run.mkdir(exist_ok=True)
+    (adapter / "adapter_config.json").write_text('{"r": 8, "target_modules": ["q_proj"]}')
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):  # what the card reads
+        (adapter / name).write_bytes((model_dir / name).read_bytes())
+    (run / "status.json").write_text(json.dumps({"state": "done", "step": 4, "max_steps": 4}))
+    (run / "config.yaml").write_text("model: lorapilot-demo\ndataset: {path: d.jsonl}\n")
+
+
 @pytest.mark.parametrize("link", ["adapter/notes.txt", "adapter/extra", "adapter"])
 def test_export_copies_no_file_through_a_link_in_the_adapter(tmp_path, capsys, link, demo_model_dir):
     """Someone else's run directory whose adapter holds a link to the user's file (adapter/notes.txt -> ~/.ssh/id_rsa),
@@ -565,13 +576,7 @@ def test_export_copies_no_file_through_a_link_in_the_adapter(tmp_path, capsys, l
     (mine / "id_rsa").write_text("SECRET\n")
     run = tmp_path / "run"
     adapter = (mine / "adapter") if link == "adapter" else run / "adapter"
-    adapter.mkdir(parents=True)
-    run.mkdir(exist_ok=True)
-    (adapter / "adapter_config.json").write_text('{"r": 8, "target_modules": ["q_proj"]}')
-    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):  # what the card reads
-        (adapter / name).write_bytes((demo_model_dir / name).read_bytes())
-    (run / "status.json").write_text(json.dumps({"state": "done", "step": 4, "max_steps": 4}))
-    (run / "config.yaml").write_text("model: lorapilot-demo\ndataset: {path: d.jsonl}\n")
+    _finished_run(run, adapter, demo_model_dir)
     if link == "adapter":
         (adapter / "id_rsa").symlink_to(mine / "id_rsa")
     (run / link).symlink_to(mine / "id_rsa" if link.endswith(".txt") else mine if link.endswith("extra") else adapter)
@@ -580,6 +585,18 @@ def test_export_copies_no_file_through_a_link_in_the_adapter(tmp_path, capsys, l
     err = unwrapped(capsys.readouterr().err)
     assert str(run / link) in err and "symbolic link" in err and "Traceback" not in err, err
     assert not out.exists()
+
+
+@pytest.mark.timeout(60)
+def test_export_of_a_run_whose_log_is_a_named_pipe(tmp_path, capsys, demo_model_dir):
+    """The model card looks for the hardware line in train.log: a named pipe there made `export` wait forever."""
+    from engine.cli import main
+
+    run = tmp_path / "run"
+    _finished_run(run, run / "adapter", demo_model_dir)
+    os.mkfifo(run / "train.log")
+    assert main(["export", str(run), "--out", str(tmp_path / "out")]) == 0
+    assert (tmp_path / "out" / "adapter_config.json").exists()
 
 
 def test_resume_of_a_run_directory_with_a_link_is_refused(tmp_path, monkeypatch, capsys):

@@ -7,6 +7,7 @@ Modelfile are written from this.
 
 from __future__ import annotations
 
+import io
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,8 +15,8 @@ from pathlib import Path
 from engine.config import Config
 from engine.errors import DataError, UserError
 from engine.run_clock import run_elapsed
-from engine.rundir import (CONFIG_FILE, LOG_FILE, last_checkpoint, load_status, planned_steps, read_metrics,
-                           steps_trained)
+from engine.rundir import (CONFIG_FILE, LOG_FILE, last_checkpoint, load_status, open_regular, planned_steps,
+                           read_metrics, steps_trained)
 
 
 @dataclass
@@ -180,8 +181,8 @@ def _data_facts(cfg, tokenizer) -> DataFacts:
 
 
 def _hardware_line(run_dir: Path) -> str | None:
-    try:
-        with open(run_dir / LOG_FILE, encoding="utf-8", errors="replace") as f:
+    try:  # a train.log that is a named pipe or a device (a run directory from elsewhere) says nothing
+        with io.TextIOWrapper(open_regular(run_dir / LOG_FILE), encoding="utf-8", errors="replace") as f:
             for line in f:
                 m = re.match(r"\[lorapilot\] hardware: (.*)", line.strip())
                 if m:
