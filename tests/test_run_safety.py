@@ -599,6 +599,29 @@ def test_export_of_a_run_whose_log_is_a_named_pipe(tmp_path, capsys, demo_model_
     assert (tmp_path / "out" / "adapter_config.json").exists()
 
 
+@pytest.mark.parametrize("state", ["done", "stopped"])
+def test_resume_of_a_run_whose_checkpoints_were_deleted_says_it_starts_over(tmp_path, monkeypatch, capsys, state):
+    """checkpoints/ deleted to free the disk, then `train --resume`: a finished run was trained again from step 0 and
+    its adapter replaced, and a stopped one started over, both without a word (nothing to skip, nothing said).
+    Now a finished run is refused as one with its last checkpoint is, and a stopped one is told it starts over."""
+    from engine import cli
+    from engine.train import launch
+
+    run = tmp_path / "run"
+    (run / "adapter").mkdir(parents=True)
+    (run / "config.yaml").write_text(f"model: m\ndataset: {{path: {tmp_path / 'd.jsonl'}}}\ntraining: {{max_steps: 8}}\n")
+    (run / "status.json").write_text(json.dumps({"state": state, "step": 8 if state == "done" else 4, "max_steps": 8}))
+    spawned = []
+    monkeypatch.setattr(launch, "_spawn", lambda *a, **k: spawned.append(1) or subprocess.Popen(["true"]))
+    rc = cli.main(["train", "--resume", str(run), "--detach"])
+    err = unwrapped(capsys.readouterr().err)
+    if state == "done":
+        assert rc == 2 and not spawned and "nothing left to train" in err and "no checkpoint" in err, err
+        assert json.loads((run / "status.json").read_text())["state"] == "done"
+    else:
+        assert rc == 0 and spawned and "no checkpoint to continue from" in err and "step 0" in err, err
+
+
 def test_resume_of_a_run_directory_with_a_link_is_refused(tmp_path, monkeypatch, capsys):
     from engine import cli
     from engine.train import launch

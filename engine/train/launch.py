@@ -191,6 +191,9 @@ def resume_run(run_dir: str | Path, *, trust_remote_code: bool = False) -> RunHa
         if ckpt:
             notes += [f"config change applied: {c}" for c in config_changes(ckpt, cfg, rd / CONFIG_FILE)]
         finished = finished_all_steps(status, cfg.training.max_steps, ckpt)
+        if not ckpt and not finished and (status.get("step") or 0) > 0:   # checkpoints/ deleted to free the disk
+            notes.append(f"no checkpoint to continue from (the run was at step {status['step']}): "
+                         "training starts again at step 0")
         if finished:
             raise UserError(f"{rd}: nothing left to train: {finished}",
                             fix=f"to train longer, raise training.max_steps in {rd / CONFIG_FILE}, then resume")
@@ -209,11 +212,16 @@ def finished_all_steps(status: dict, configured_max_steps: int, ckpt: str | None
 
     transformers resumed from a checkpoint at max_steps trains one step past it, so this is refused before
     starting. A config edited to more steps than the run planned is a real continuation. Where status.json
-    does not say (missing, corrupt), the checkpoint's own trainer_state.json does.
+    does not say (missing, corrupt), the checkpoint's own trainer_state.json does. A run that trained all its
+    steps and has no checkpoint left (deleted to free the disk) would be trained again from step 0: refused too.
     """
     planned = planned_steps(status, ckpt)
-    if not planned or not ckpt or configured_max_steps > planned:
+    if not planned or configured_max_steps > planned:
         return None
+    if not ckpt:  # its checkpoints deleted: a resume would train the finished run again from step 0
+        trained = status.get("step")
+        done = status.get("state") == "done" or isinstance(trained, int) and trained >= planned
+        return f"it trained all {planned} steps, and has no checkpoint left to continue from" if done else None
     at = checkpoint_step(ckpt)
     return f"its last checkpoint is at step {at} of {planned}" if at >= planned else None
 
