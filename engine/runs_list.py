@@ -52,14 +52,16 @@ def collect(root: str | Path | None, stalled: Callable[[object], bool] = lambda 
     """Runs and sweeps, newest first; each sweep followed by its trials, indented under it.
 
     Runs and sweeps whose record is corrupt are left out; why is appended to `problems` when given."""
-    from engine.rundir import default_runs_root, list_runs
+    from engine.rundir import default_runs_root, list_runs, safe_text
 
     base = Path(root) if root else default_runs_root()
     top: list[tuple[float, Row]] = []
     trials: dict[str, list[Row]] = {}
     for r in list_runs(base, problems):
         in_sweep = r.path.parent != base
-        row = Row(str(r.path), (TRIAL_INDENT if in_sweep else "") + r.name, STALLED if stalled(r) else r.state,
+        # Escaped before the columns are laid out: a name's escapes take more columns than its control characters.
+        row = Row(str(r.path), (TRIAL_INDENT if in_sweep else "") + safe_text(r.name, one_line=True),
+                  STALLED if stalled(r) else safe_text(r.state, one_line=True),
                   f"{r.step}/{r.max_steps}", r.loss, r.eval_loss, r.age_s)
         if in_sweep:
             trials.setdefault(str(r.path.parent), []).append(row)
@@ -77,6 +79,7 @@ def collect(root: str | Path | None, stalled: Callable[[object], bool] = lambda 
 def _sweeps(base: Path, problems: list[str] | None = None) -> Iterator[tuple[float, Row]]:
     """One row per sweep directory: its state, trials ended of all, the winner's eval loss."""
     from engine.errors import UserError
+    from engine.rundir import safe_text
     from engine.sweep.sweepdir import SWEEP_FINAL_STATES, effective_sweep_state, is_sweep_dir, read_sweep
 
     if not base.is_dir():
@@ -94,7 +97,8 @@ def _sweeps(base: Path, problems: list[str] | None = None) -> Iterator[tuple[flo
         ended = sum(t.get("state") in SWEEP_FINAL_STATES + ("skipped",) for t in trials)
         winner = w if isinstance(w := sweep.get("winner"), dict) else {}
         updated = float(sweep.get("updated") or child.stat().st_mtime)
-        yield updated, Row(str(child), child.name, effective_sweep_state(sweep, child),
+        yield updated, Row(str(child), safe_text(child.name, one_line=True),
+                           safe_text(effective_sweep_state(sweep, child), one_line=True),
                            f"{ended}/{len(trials)} trials", None, winner.get("eval_loss"),
                            max(0.0, time.time() - updated), is_sweep=True)
 

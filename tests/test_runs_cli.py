@@ -56,3 +56,16 @@ def test_watch_prints_one_line_per_state_change(tmp_path):
     assert len(lines) == 2, lines
     assert "demo-1" in lines[0] and "training -> done" in lines[0] and "40/40" in lines[0]
     assert "demo-2" in lines[1] and "new, training" in lines[1]
+
+
+def test_a_name_with_control_characters_is_escaped_before_the_columns_are_laid_out(tmp_path):
+    """A run folder named with an escape sequence (from someone else's runs): the table escaped it after padding the
+    name to its column, so that row ran 8 columns past the others and past 80."""
+    from engine.runs_list import NAME_W, collect, format_table
+
+    make_run(tmp_path / "plain", state="done", steps_done=40, max_steps=40)
+    make_run(tmp_path / "a\x1b]0;TITLE\x07b", state="done", steps_done=40, max_steps=40)
+    lines = format_table(collect(tmp_path))
+    assert len(lines) == 3 and not any("\x1b" in line or "\x07" in line for line in lines), lines
+    assert all(len(line) <= 80 and line[NAME_W + 1:].startswith("done ") for line in lines[1:]), lines
+    assert any(line.startswith("a\\x1b]0;TITLE\\x07b ") for line in lines), lines
