@@ -12,6 +12,7 @@ import argparse
 import errno
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -134,6 +135,14 @@ def _report_end(run_dir: Path, rc: int) -> int:
     if state == "failed":
         fix = f"\n  fix: {safe_text(st['hint'])}" if st.get("hint") else ""
         print_error(f"run failed: {safe_text(st.get('error'))}{fix}\n  log: {run_dir / 'train.log'}")
+        return EXIT_BAD_INPUT if rc == EXIT_BAD_INPUT else EXIT_RUN_FAILED
+    if rc:  # it ended without recording how: killed (the out-of-memory killer's SIGKILL), or before it could write
+        how = (f"was killed by signal {-rc}" + (" (SIGKILL: the kernel's out-of-memory killer, or kill -9)"
+                                                 if rc == -signal.SIGKILL else "")) if rc < 0 else f"exited with {rc}"
+        print_error(safe_text(f"the trainer {how} while {state or 'starting'} at step {st.get('step', 0)}, "
+                              "without recording why", one_line=True)
+                    + f"\n  log: {run_dir / 'train.log'}\n  fix: lorapilot train --resume {run_dir} continues from its "
+                      "last checkpoint")
         return EXIT_BAD_INPUT if rc == EXIT_BAD_INPUT else EXIT_RUN_FAILED
     return rc
 

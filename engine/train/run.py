@@ -608,9 +608,10 @@ def main(argv: list[str] | None = None) -> int:
     first = before.get("first_launched", before.get("launched"))
     status(run_dir, state="starting", error=None, hint=None, world_size=n_ranks, launched=time.time(),
            **({"first_launched": first} if first is not None else {}), **me)
-    keep_space_reserve(run_dir)
     cfg = None
     try:
+        # Inside: a disk too full for the reserve itself fails the run with its reason, the part written freed.
+        keep_space_reserve(run_dir)
         cfg = config_from_dict(yaml.safe_load((run_dir / CONFIG_FILE).read_text()), source=str(run_dir / CONFIG_FILE))
         cfg.trust_remote_code = check_remote_code(cfg, run_dir, a.trust_remote_code,
                                                   f"train --resume {run_dir}")
