@@ -209,10 +209,16 @@ def load_status(run_dir: str | Path) -> dict | None:
 
 def keep_space_reserve(run_dir: str | Path) -> None:
     """A small file the trainer can delete when the disk fills, to write its last status."""
-    with open(Path(run_dir) / SPACE_RESERVE_FILE, "wb") as f:
-        f.write(b"\0" * SPACE_RESERVE_BYTES)
-        f.flush()
-        os.fsync(f.fileno())
+    path = Path(run_dir) / SPACE_RESERVE_FILE
+    try:
+        with open(path, "wb") as f:
+            f.write(b"\0" * SPACE_RESERVE_BYTES)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:  # a failed flush names no file: the run's error would name its checkpoints instead
+        if e.filename is None:
+            raise OSError(e.errno, e.strerror, str(path)) from e
+        raise
 
 
 def release_space_reserve(run_dir: str | Path) -> bool:

@@ -834,3 +834,28 @@ def test_a_trainer_that_ended_without_a_final_state_is_said(tmp_path, capsys, rc
     err = unwrapped(capsys.readouterr().err)
     assert "training" in err and "step 3" in err and str(tmp_path / "train.log") in err, err
     assert ("signal 9" in err) == (rc == -9), err
+
+
+def test_a_disk_full_while_the_launcher_creates_the_run_is_said_and_the_folder_can_be_used_again(tmp_path, monkeypatch,
+                                                                                                capsys):
+    """Checked on a 4 KiB tmpfs: config.yaml fitted, status.json did not, and `lorapilot train` ended in an OSError
+    traceback, leaving config.yaml behind, so the same --run-dir, once space was freed, was refused as not empty.
+    The OS's ENOSPC is raised here where status.json is written."""
+    import errno
+
+    from conftest import DEMO_CONFIG
+    from engine import cli
+    from engine.train import launch
+
+    def full(run_dir, **fields):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(launch, "_spawn", lambda *a, **k: pytest.fail("a trainer was started"))
+    monkeypatch.setattr(launch, "check_inputs", lambda cfg: None)
+    monkeypatch.setattr(launch, "write_status", full)
+    run = tmp_path / "run"
+    assert cli.main(["train", str(DEMO_CONFIG), "--run-dir", str(run), "--detach"]) == 2
+    err = unwrapped(capsys.readouterr().err)
+    assert "no space left on device" in err and str(run) in err and "Traceback" not in err, err
+    assert [p.name for p in run.iterdir()] == ["trainer.lock"]
+    launch.check_new_run_dir(run)  # free to start in again

@@ -19,10 +19,10 @@ from pathlib import Path
 from engine.config import Config, check_override, config_from_dict, save_config
 from engine.detached import spawn_detached
 from engine.errors import DataError, UserError
-from engine.rundir import (CONFIG_FILE, FINAL_STATES, LOCK_FILE, LOG_FILE, STOP_REQUEST_FILE, MetricsTail, RunLock,
-                           check_remote_code, checkpoint_step, create_request_file, effective_state, format_record,
-                           load_status, lock_held, pid_alive, planned_steps, process_start, read_status,
-                           trainer_pid, usable_checkpoint, write_status)
+from engine.rundir import (CONFIG_FILE, FINAL_STATES, LOCK_FILE, LOG_FILE, STATUS_FILE, STOP_REQUEST_FILE, MetricsTail,
+                           RunLock, check_remote_code, checkpoint_step, create_request_file, disk_full_path,
+                           effective_state, format_record, load_status, lock_held, pid_alive, planned_steps,
+                           process_start, read_status, trainer_pid, usable_checkpoint, write_status)
 from engine.settings import RUNS_ENV, runs_root
 from engine.train.signals import STOP_SIGNALS
 
@@ -152,8 +152,20 @@ def start_run(cfg: Config, *, run_dir: str | Path | None = None, config_name: st
 
         nproc = num_processes(cfg.training.num_gpus)
         cfg.run_name = rd.name
-        save_config(cfg, rd / CONFIG_FILE)
-        write_status(rd, state="starting", step=0, max_steps=0, error=None, world_size=nproc)
+        try:
+            save_config(cfg, rd / CONFIG_FILE)
+            write_status(rd, state="starting", step=0, max_steps=0, error=None, world_size=nproc)
+        except OSError as e:
+            full = disk_full_path(e, rd)
+            if full is None:
+                raise
+            # Nothing started: the folder is left as it was found (empty but for the lock), to start in again.
+            for name in (CONFIG_FILE, STATUS_FILE):
+                (rd / name).unlink(missing_ok=True)
+            raise UserError(f"{rd}: no space left on device to create the run in" + (f" ({full})" if full != str(rd)
+                                                                                     else ""),
+                            fix="free space on that disk, then start it again (or give --run-dir on another disk)"
+                            ) from None
         # The config is the user's own file here: its trust_remote_code is their word.
         proc = _spawn(rd, resume=False, nproc=nproc, lock=lock, trust_remote_code=cfg.trust_remote_code)
         _started(rd, proc)
