@@ -859,3 +859,11 @@ def test_a_disk_full_while_the_launcher_creates_the_run_is_said_and_the_folder_c
     assert "no space left on device" in err and str(run) in err and "Traceback" not in err, err
     assert [p.name for p in run.iterdir()] == ["trainer.lock"]
     launch.check_new_run_dir(run)  # free to start in again
+
+    # A resume on that disk: the same traceback, where it marks the run starting again; now said, the run untouched.
+    (run / "config.yaml").write_text(f"model: m\ndataset: {{path: {tmp_path / 'd.jsonl'}}}\n")
+    (run / "status.json").write_text(json.dumps({"state": "stopped", "step": 4, "max_steps": 8}))
+    assert cli.main(["train", "--resume", str(run), "--detach"]) == 2
+    err = unwrapped(capsys.readouterr().err)
+    assert "no space left on device" in err and "Traceback" not in err, err
+    assert json.loads((run / "status.json").read_text())["state"] == "stopped"

@@ -211,7 +211,13 @@ def resume_run(run_dir: str | Path, *, trust_remote_code: bool = False) -> RunHa
                             fix=f"to train longer, raise training.max_steps in {rd / CONFIG_FILE}, then resume")
         nproc = num_processes(cfg.training.num_gpus)
         (rd / STOP_REQUEST_FILE).unlink(missing_ok=True)
-        write_status(rd, state="starting", error=None, hint=None, world_size=nproc)
+        try:
+            write_status(rd, state="starting", error=None, hint=None, world_size=nproc)
+        except OSError as e:
+            if disk_full_path(e, rd) is None:
+                raise
+            raise UserError(f"{rd}: no space left on device to resume the run in",
+                            fix="free space on that disk, then resume it again") from None
         proc = _spawn(rd, resume=True, nproc=nproc, lock=lock, trust_remote_code=trust)
         _started(rd, proc)
     finally:
