@@ -307,6 +307,34 @@ def trainer_pid(run_dir: str | Path, status: dict | None) -> int | None:
     return pid if any(a == TRAINER_MODULE and b.rstrip("/") == wanted for a, b in zip(args, args[1:])) else None
 
 
+def holds_run_lock(pid: int, run_dir: str | Path) -> bool | None:
+    """Whether the process has this run directory's trainer.lock open, as a trainer (or torchrun's agent) keeps it
+    for its whole life, deleted or not; None where /proc cannot tell (another user's process, not Linux).
+
+    A copy of a live run's directory (cp -r) holds its status.json, the original trainer's pid and start time and
+    all: this tells the copy's "trainer" from the original's, whose lock is another file."""
+    wanted = str(Path(run_dir).resolve() / LOCK_FILE)
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return None
+    for fd in fds:
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:  # closed since the listing
+            continue
+        if target in (wanted, f"{wanted} (deleted)"):
+            return True
+    return False
+
+
+def signalable_trainer(run_dir: str | Path, status: dict | None) -> int | None:
+    """The pid to signal, or to wait for, as this run's trainer: `trainer_pid`, and it holds this run's lock file
+    open where /proc can tell."""
+    pid = trainer_pid(run_dir, status)
+    return pid if pid is not None and holds_run_lock(pid, run_dir) is not False else None
+
+
 def effective_state(status: dict | None, run_dir: str | Path | None = None) -> str:
     """The state to show: a non-final state whose process is gone is `lost`.
 

@@ -152,6 +152,44 @@ def test_stop_does_not_signal_another_process_that_names_the_run(tmp_path, capsy
         other.wait()
 
 
+def test_stop_of_a_copy_of_a_live_run_leaves_the_original_training(tmp_path, capsys, monkeypatch):
+    """`cp -r runs/a runs/a-copy` while a trains: the copy's status.json names a's trainer, pid and start time
+    and all, so `stop runs/a-copy` stopped a's training, and `train --resume runs/a-copy` was refused until it
+    was stopped. A trainer keeps its run's trainer.lock open for its life; the copy's is another file."""
+    from engine.cli import main
+    from engine.rundir import LOCK_FILE
+    from engine.train import launch
+
+    original, copy = tmp_path / "a", tmp_path / "a-copy"
+    original.mkdir()
+    (original / LOCK_FILE).touch()
+    # a's trainer, holding its lock as the launcher hands it down: a descriptor of a/trainer.lock, open for its life
+    code = (f"import fcntl, os, time; fd = os.open({str(original / LOCK_FILE)!r}, os.O_RDWR); "
+            "fcntl.flock(fd, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(120)")
+    trainer = subprocess.Popen([sys.executable, "-c", code, "-m", "engine.train.run", str(original)],
+                               stdout=subprocess.PIPE, text=True)
+    try:
+        assert trainer.stdout.readline().strip() == "locked"
+        status = {"state": "training", "step": 3, "max_steps": 8, "pid": trainer.pid,
+                  "pid_start": process_start(trainer.pid)}
+        for run in (original, copy):
+            run.mkdir(exist_ok=True)
+            (run / "status.json").write_text(json.dumps(status))
+            (run / "metrics.jsonl").write_text("")
+            (run / "config.yaml").write_text(f"model: m\ndataset: {{path: {tmp_path / 'd.jsonl'}}}\n")
+        (copy / LOCK_FILE).touch()
+        assert main(["stop", str(copy)]) == 0 and "not running" in capsys.readouterr().out
+        assert trainer.poll() is None  # never signalled
+        spawned = []
+        monkeypatch.setattr(launch, "_spawn", lambda *a, **k: spawned.append(1) or subprocess.Popen(["true"]))
+        assert main(["train", "--resume", str(copy), "--detach"]) == 0 and spawned  # the copy is a run of its own
+        assert main(["train", "--resume", str(original), "--detach"]) == 2  # the original is still its trainer's
+        assert "another trainer" in unwrapped(capsys.readouterr().err)
+    finally:
+        trainer.kill()
+        trainer.wait()
+
+
 def test_stall_advice_never_names_pid_1(tmp_path):
     from engine.diagnose.stall import no_progress
 
