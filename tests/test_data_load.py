@@ -213,3 +213,24 @@ def test_the_length_advice_counts_the_rows_a_short_max_seq_length_drops(tmp_path
     assert f"Set training.max_seq_length to {n} " in fix, fix
     report, examples = inspect_config(cfg, tokenizer=tok)
     assert suggested_max_seq_length(examples, too_long_lengths=report.too_long_lengths) == n
+
+
+def test_train_log_counts_what_inspect_data_counts(tmp_path, tok, capsys):
+    """The trainer's data line in train.log says how many prompts were shortened, in inspect-data's words, and
+    the empty assistant turns reach it with their count (the note the wizard and inspect-data show)."""
+    from engine.train import run
+
+    chat = [{"messages": [{"role": "user", "content": "Hi " * 30}, {"role": "assistant", "content": ""},
+                          {"role": "user", "content": "And?"}, {"role": "assistant", "content": "Red."}]}] + \
+        [{"messages": [{"role": "user", "content": f"What is {i}?"}, {"role": "assistant", "content": f"{i}."}]}
+         for i in range(5)]
+    cfg = config(write_jsonl(tmp_path / "d.jsonl", chat), validation_split=0.0)
+    cfg.training.max_seq_length = 30
+    data = load_examples(cfg, tok)
+    assert (data.report.n_prompt_shortened, data.report.n_empty_turns) == (1, 1)
+    capsys.readouterr()
+    run.load(cfg, tmp_path, resume=True, data=data, tokenizer=tok)  # resume: no pre-flight, only the log
+    logged = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[lorapilot] data: ")]
+    assert "0 lost response tokens, 1 had their prompt shortened" in logged[0]
+    assert any(line.endswith("(kept as context): 1; trained, an empty answer would teach the model to answer "
+                             "nothing") for line in logged[1:])

@@ -73,6 +73,10 @@ class DataReport:
     too_long_lengths: list[int] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
+    def cuts(self) -> str:
+        """What max_seq_length cut, in the words train.log and inspect-data share."""
+        return f"{self.n_truncated} lost response tokens, {self.n_prompt_shortened} had their prompt shortened"
+
     def to_dict(self) -> dict:
         from dataclasses import asdict
         return asdict(self)

@@ -264,8 +264,7 @@ def _report_table(report: DataReport, examples: list[TokenizedExample], max_seq_
               f"({report.trained_tokens / max(1, report.total_tokens):.0%}; the rest is masked prompt)")
     t.add_row("length", f"median {pct(0.5)}, 95th percentile {pct(0.95)}, longest {lengths[-1]} tokens "
               f"(max_seq_length {max_seq_length})")
-    t.add_row("cut", f"{report.n_truncated} lost response tokens, {report.n_prompt_shortened} had their prompt "
-              "shortened")
+    t.add_row("cut", report.cuts())
     if getattr(report, "n_system_left_out", 0):
         t.add_row("system", f"{report.n_system_left_out} rows train without their system prompt (the chat template "
                   "leaves it out of a conversation that ends with an answer)")

@@ -200,7 +200,7 @@ def load(cfg: Config, run_dir: Path, *, resume: bool, data: PreparedData | None,
     data = data or load_examples(cfg, tokenizer)
     rep = data.report
     log(f"data: {rep.n_train} train / {rep.n_validation} validation examples, format {rep.format}, "
-        f"prompt format: {rep.template}; dropped {rep.dropped or 'none'}; {rep.n_truncated} lost response tokens"
+        f"prompt format: {rep.template}; dropped {rep.dropped or 'none'}; {rep.cuts()}"
         + (f"; {rep.n_system_left_out} rows train without their system prompt (the chat template leaves it out)"
            if rep.n_system_left_out else ""))
     for note in rep.notes:
