@@ -289,6 +289,27 @@ def test_template_without_end_token_gets_eos_after_the_last_answer(base):
     assert ex.input_ids.count(tok.eos_token_id) == 1
 
 
+def test_template_without_end_token_leaves_earlier_answers_as_a_server_renders_them(base):
+    """The choice pinned: the EOS goes after the last answer only. It is where the answer being generated ends
+    (generation stops on it, it is never rendered back); an earlier answer is history, and a server rendering the
+    saved template writes it with no EOS, so a follow-up is fed the training prefix id for id (an EOS after every
+    answer would teach a history no server sends). Nor does an earlier answer teach to run on: the `User:` header
+    after it is masked, so nothing is trained to follow it."""
+    from engine.data.prompt import PromptStyle, prompt_ids
+
+    tok = templated(base, NO_END_TEMPLATE)
+    messages = CHAT["messages"][1:]
+    ex = build(tok, {"messages": messages}, "chat")
+    last = max(i for i in range(1, len(ex.labels)) if ex.labels[i] != IGNORE_INDEX and ex.labels[i - 1] == IGNORE_INDEX)
+    served = tok.apply_chat_template(messages[:-1], add_generation_prompt=True, tokenize=True,
+                                     return_dict=True)["input_ids"]
+    assert list(served) == ex.input_ids[:last], tok.convert_ids_to_tokens(ex.input_ids[:last])
+    history = [(messages[0]["content"], messages[1]["content"])]
+    assert prompt_ids(tok, messages[2]["content"], PromptStyle("chat"), history)[0] == ex.input_ids[:last]
+    after_first = max(i for i in range(last) if ex.labels[i] != IGNORE_INDEX) + 1  # the token after "Yellow."
+    assert ex.labels[after_first] == IGNORE_INDEX and tok.eos_token_id not in ex.input_ids[:last]
+
+
 def test_template_that_refuses_the_conversation_names_the_row(base):
     tok = templated(base, "{% for m in messages %}{% if m['role'] == 'system' %}"
                           "{{ raise_exception('System role not supported') }}{% endif %}{{ m['content'] }}{% endfor %}")

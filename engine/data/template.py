@@ -582,7 +582,11 @@ class Renderer:
             return Rendered([], skip="empty response")
         start, end = spans[-1]
         if not self._ends_with_end_token(full[start:end]):
-            # The model must learn to stop: put the EOS right after the answer, before any masked tail.
+            # The model must learn to stop: put the EOS right after the answer, before any masked tail. The last
+            # answer only: that is where a generated answer ends (generation stops on the EOS, never rendered back).
+            # An earlier answer is history, which the template (and a server rendering the saved one) writes with no
+            # EOS; the header after it is masked (train_on completions), so nothing is trained to run on either
+            # (tests/test_data_masking.py: ..._leaves_earlier_answers_as_a_server_renders_them).
             eos = self._eos_or_note()
             full = full[:end] + eos + full[end:]
             spans[-1] = (start, end + len(eos))
