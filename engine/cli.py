@@ -259,8 +259,8 @@ def _cmd_chat(a) -> int:
             pieces = []
             for piece in pg.stream(prompt, adapter=adapter, history=histories[adapter], system=system,
                                    dropped=dropped, **kw):
-                print(piece, end="", flush=True)
-                pieces.append(piece)
+                print(safe_text(piece), end="", flush=True)
+                pieces.append(piece)  # fed back as the model wrote it
             print(flush=True)
             if why_alone is None and a.prompt is None:
                 histories[adapter].append((prompt, "".join(pieces).strip()))

@@ -173,12 +173,12 @@ class Playground:
     def stream(self, text: str, *, adapter: bool, history: Sequence[Turn] = (), system: str = "",
                dropped: Callable[[int], None] | None = None, temperature: float = 0.0, top_p: float = 1.0,
                max_new_tokens: int = 128) -> Iterator[str]:
-        """Yields the answer piece by piece as it is generated, control characters escaped (rundir.safe_text): the
-        pieces go to a terminal, and a model can generate any byte, an escape sequence included.
+        """Yields the answer piece by piece as it is generated, as the model wrote it: what a follow-up feeds back
+        in `history`. A model can generate any byte, an escape sequence included: escape the pieces
+        (rundir.safe_text) before they reach a terminal, and keep them raw for the history.
 
         history: this side's earlier (question, answer) turns (a chat format only); those that do not fit the
         context beside max_new_tokens are left out, oldest first, and `dropped` is called with how many."""
-        from engine.rundir import safe_text
         from engine.samples import generate
 
         streamer = _answer_streamer(self.tokenizer)
@@ -203,7 +203,7 @@ class Playground:
 
         thread = threading.Thread(target=work, daemon=True)
         thread.start()
-        yield from map(safe_text, streamer)
+        yield from streamer
         thread.join()
         if errors:
             raise errors[0]

@@ -74,6 +74,34 @@ def test_chat_feeds_each_side_its_history_and_new_starts_anew(chat_run, monkeypa
     assert err.index(note) < err.index("(a new conversation)") and err.rindex(note) < err.index("(a new conversation)")
 
 
+def test_an_answer_is_shown_escaped_and_fed_back_as_the_model_wrote_it(chat_run, monkeypatch, capsys):
+    """A model can write an escape sequence: the terminal gets it escaped, the follow-up feeds the model the ids it
+    wrote (the escaped text, fed back, would be other tokens: a backslash, "x1b"). The answer is put into the real
+    streamer as generate would, so the text that comes out is the Playground's own decoding."""
+    import torch
+
+    import engine.samples
+    from engine.model import load_tokenizer
+
+    said = "Red \x1b[31m. [bold]"
+    said_ids = load_tokenizer(str(chat_run / "adapter")).encode(said, add_special_tokens=False)
+    fed: list[list[int]] = []
+
+    def generate(model, tokenizer, ids, *, streamer, **kw):
+        fed.append(list(ids))
+        streamer.put(torch.tensor([ids]))  # the prompt, which the streamer skips
+        streamer.put(torch.tensor(said_ids))
+        streamer.end()
+    monkeypatch.setattr(engine.samples, "generate", generate)
+    monkeypatch.setattr(sys, "stdin", io.StringIO(f"{QUESTION}\n{QUESTION}\n"))
+    rc = main(["chat", str(chat_run), "--adapter-only", "--max-new-tokens", "4"])
+    out, err = capsys.readouterr()
+    assert rc == 0 and "no longer fit" not in err, err
+    assert out.count("Red \\x1b[31m. [bold]") == 2 and "\x1b" not in out, out
+    n = len(said_ids)
+    assert any(fed[1][i:i + n] == said_ids for i in range(len(fed[1]))), fed[1]
+
+
 def test_one_prompt_keeps_no_history(chat_run, monkeypatch, capsys):
     rc, out, err = _chat(monkeypatch, capsys, chat_run, "--prompt", QUESTION, "--system", "Be brief.")
     assert rc == 0, err

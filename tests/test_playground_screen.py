@@ -357,3 +357,26 @@ async def test_an_answer_stopped_half_way_is_not_kept_in_the_conversation(tmp_pa
         assert adapter.history == [("What color is a lemon?", "adapter answer 1")]
         assert screen.query_one("#prompt").text == "And a tomato?"  # there to ask again
         app.exit()
+
+
+async def test_an_answer_is_drawn_literally_and_kept_as_the_model_wrote_it(tmp_path, monkeypatch):
+    """An answer is plain text: markup in it (balanced or not) shows as written and crashes nothing, a control
+    character shows escaped; the history, fed back to the model with the follow-up, keeps what it wrote."""
+    said = "[bold]x[/bold] and [red \x1b[2Jgone"
+    model = _FakeModel(CHAT_INFO)
+    model.install(monkeypatch)
+    monkeypatch.setattr(model, "ask", lambda text, *, history=(), **kw: model.asks.append(list(history)) or iter([said]))
+    app = LorapilotApp(start="playground", run_dir=str(_chat_run(tmp_path)))
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        await wait_for(pilot, lambda: screen.loaded, 10, "model loaded")
+        adapter = screen.pane("adapter")
+        await _ask(pilot, screen, "Hi")
+        shown = str(adapter.query_one(".answer-text").render())
+        assert "[bold]x[/bold] and [red \\x1b[2Jgone" in shown and "\x1b" not in shown, shown
+        assert adapter.history == [("Hi", said)]
+        await _ask(pilot, screen, "Again")
+        assert model.asks[-1] == [("Hi", said)]  # the adapter's follow-up, after its history as written
+        shown = str(adapter.query_one(".answer-text").render())
+        assert shown.count("[bold]x[/bold] and [red \\x1b[2Jgone") == 2 and "\x1b" not in shown, shown
+        app.exit()

@@ -1,7 +1,9 @@
 """One model's answer in the playground, drawn as it streams in, with what it is doing in the border.
 
 In a conversation (a chat format) the pane keeps its model's own history: each earlier question and the answer this
-model gave, drawn muted above the question being answered."""
+model gave, drawn muted above the question being answered. The answers are kept as the model wrote them (the history
+is fed back to it) and drawn with their control characters escaped (a model can write an escape sequence), as plain
+text, never markup."""
 
 from __future__ import annotations
 
@@ -12,6 +14,8 @@ from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.content import Content
 from textual.widgets import Static
+
+from engine.rundir import safe_text
 
 
 class AnswerPane(VerticalScroll):
@@ -25,11 +29,11 @@ class AnswerPane(VerticalScroll):
     def __init__(self, title: str, *, id: str | None = None) -> None:
         super().__init__(id=id, classes="answer-pane")
         self.border_title = title
-        self.text = ""
+        self.text = ""  # the answer so far, as the model wrote it
         self.state = "idle"  # idle | waiting | generating | done | error
         self._began = 0.0
         self.question = ""  # the question being answered (shown in a conversation)
-        self.history: list[tuple[str, str]] = []  # this model's earlier (question, answer) turns
+        self.history: list[tuple[str, str]] = []  # this model's earlier (question, answer) turns, as written
 
     def compose(self) -> ComposeResult:
         yield Static("", classes="answer-text")
@@ -46,14 +50,14 @@ class AnswerPane(VerticalScroll):
         self._update(body)
 
     def _update(self, body: Content | str) -> None:
-        """The body under the conversation so far (a model's text is never read as markup)."""
-        answer = Content(body) if isinstance(body, str) else body
+        """The body under the conversation so far. A str is a model's text: escaped, and never read as markup."""
+        answer = Content(safe_text(body)) if isinstance(body, str) else body
         if not self.conversation or not self.question:
             self._body.update(answer)
             return
         parts = []
         for question, said in self.history:
-            parts += [Content.styled(f"› {question}", "bold $text-muted"), Content.styled(said, "$text-muted"),
+            parts += [Content.styled(f"› {question}", "bold $text-muted"), Content.styled(safe_text(said), "$text-muted"),
                       Content("")]
         parts += [Content.styled(f"› {self.question}", "bold"), answer]
         self._body.update(Content("\n").join(parts))
