@@ -87,3 +87,37 @@ def test_monitor_of_a_finished_run(snap_compare, size, tmp_path, fixed_machine, 
         await pilot.pause(3.5)  # the charts draw at most every 3 s
 
     assert snap_compare(LorapilotApp(start="monitor", run_dir=str(run)), terminal_size=size, run_before=run_before)
+
+
+def test_playground_in_a_conversation(snap_compare, tmp_path, monkeypatch):
+    """The playground at 80x24 (the panes stacked) after one question of a chat run, each side's answer under it:
+    a fake model (tests/test_playground_screen.py's), a fixed clock for the "done in" of the borders."""
+    from types import SimpleNamespace
+
+    from test_playground_screen import CHAT_INFO, _chat_run, _FakeModel, type_text
+
+    from tui.widgets import answer_pane
+
+    _FakeModel(CHAT_INFO).install(monkeypatch)
+    monkeypatch.setattr(answer_pane, "time", SimpleNamespace(monotonic=lambda: 100.0))
+
+    async def run_before(pilot) -> None:
+        screen = pilot.app.screen
+        for _ in range(200):
+            await pilot.pause(0.05)
+            if screen.loaded:
+                break
+        await type_text(pilot, "What color is a lemon?")
+        await pilot.press("enter")
+        for _ in range(200):
+            await pilot.pause(0.05)
+            if not screen.generating and screen.pane("adapter").state == "done":
+                break
+        await type_text(pilot, "And a tomato?")  # the follow-up, typed, not sent
+        from textual.widgets import Input, TextArea
+        for editor in [*screen.query(Input), *screen.query(TextArea)]:  # a blinking cursor: a coin toss
+            editor.cursor_blink = False
+        await pilot.pause(0.2)
+
+    app = LorapilotApp(start="playground", run_dir=str(_chat_run(tmp_path)))
+    assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)
