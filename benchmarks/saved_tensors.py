@@ -239,7 +239,8 @@ class StepCount:
 @contextlib.contextmanager
 def recorded_recomputations(on_start: Callable[[], None]):
     """torch's checkpoint recomputation, each one's saved storages recorded (address -> bytes) into the list this
-    yields, in backward's order; on_start is called as each begins."""
+    yields, in backward's order; on_start is called as each begins. The one place that uses torch's private
+    _recomputation_hook: tests/test_estimate_saved_tensors.py records with it too."""
     import torch.utils.checkpoint as checkpoint
 
     frames: list[dict[int, int]] = []

@@ -115,22 +115,10 @@ def _layer_saved_bytes(model, precision: str, tokens: int, gpu_view: bool) -> in
 
 def _recomputed_bytes(model, precision: str, tokens: int, gpu_view: bool) -> list[int]:
     """Per decoder layer, bytes of the distinct storages its recomputation saves during backward (a training step
-    with the engine's checkpointing), less the layer's inputs (checkpointing keeps them) and the parameters."""
-    import torch.utils.checkpoint as checkpoint
-
-    frames: list[dict[int, int]] = []
-    recomputation = checkpoint._recomputation_hook
-
-    class Recorded(recomputation):   # type: ignore[misc, valid-type]
-        def __init__(self, *args):
-            super().__init__(*args)
-            inner, storages = self.pack_hook, {}
-            frames.append(storages)
-
-            def pack(t):
-                storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-                return inner(t)
-            self.pack_hook = pack
+    with the engine's checkpointing), less the layer's inputs (checkpointing keeps them) and the parameters.
+    Recorded by benchmarks/saved_tensors.py's recorded_recomputations, the one place that uses torch's private
+    recomputation hook."""
+    from benchmarks.saved_tensors import recorded_recomputations
 
     held: list = []     # each layer's inputs, alive (checkpointing holds them): their storages are not reused
 
@@ -142,8 +130,7 @@ def _recomputed_bytes(model, precision: str, tokens: int, gpu_view: bool) -> lis
     hooks = [layer.register_forward_pre_hook(inputs, with_kwargs=True) for layer in decoder.layers]
     ids = torch.randint(0, decoder.config.vocab_size, (1, tokens))
     try:
-        with pytest.MonkeyPatch.context() as mp, _gpu_view(gpu_view):
-            mp.setattr(checkpoint, "_recomputation_hook", Recorded)
+        with recorded_recomputations(lambda: None) as frames, _gpu_view(gpu_view):
             with _autocast(precision):
                 loss = model(input_ids=ids, labels=ids).loss
             loss.backward()
