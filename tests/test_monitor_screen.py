@@ -16,6 +16,7 @@ from rich.console import Console
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "screenshots"))
 from monitor_fakerun import make_run, records  # noqa: E402
 
+from engine.rundir import LOCK_FILE  # noqa: E402
 from tui.app import LorapilotApp  # noqa: E402
 from tui.screens.confirm_stop import ConfirmStop  # noqa: E402
 from tui.screens.monitor import MonitorScreen  # noqa: E402
@@ -58,14 +59,22 @@ def loaded(app) -> bool:
 
 @pytest.fixture
 def trainer():
-    """A real process standing in for the trainer: sleeps, and records the SIGTERM it gets."""
-    def spawn(marker: Path):
+    """A real process standing in for the trainer of `run_dir`: holds its trainer.lock open (as a trainer does for
+    its whole life: `stop` signals only a process that does), sleeps, and records the SIGTERM it gets."""
+    def spawn(marker: Path, run_dir: Path):
+        run_dir.mkdir(parents=True, exist_ok=True)
+        ready = marker.with_name(marker.name + ".ready")
         code = ("import signal, sys, time, pathlib\n"
                 f"def term(*a):\n    pathlib.Path({str(marker)!r}).write_text('sigterm')\n    sys.exit(0)\n"
                 "signal.signal(signal.SIGTERM, term)\n"
+                f"lock = open({str(run_dir / LOCK_FILE)!r}, 'a')\n"
+                f"pathlib.Path({str(ready)!r}).write_text('ready')\n"
                 "time.sleep(120)\n")
         procs.append(subprocess.Popen([sys.executable, "-c", code]))
-        time.sleep(0.3)   # the handler is installed before the test signals it
+        deadline = time.monotonic() + 120   # a loaded machine starts Python slowly; no fixed pause is enough
+        while not ready.exists():           # the handler and the lock are in place before the test signals it
+            assert procs[-1].poll() is None and time.monotonic() < deadline, "the stand-in trainer did not start"
+            time.sleep(0.05)
         return procs[-1]
     procs: list[subprocess.Popen] = []
     yield spawn
@@ -174,7 +183,7 @@ async def test_lost_run_says_so_with_its_log(tmp_path):
 
 
 async def test_quitting_leaves_the_trainer_running(tmp_path, trainer):
-    proc = trainer(tmp_path / "marker")
+    proc = trainer(tmp_path / "marker", tmp_path / "r")
     run = make_run(tmp_path / "r", pid=proc.pid)
     app = LorapilotApp(start="monitor", run_dir=str(run))
     async with app.run_test(size=(100, 32)) as pilot:
@@ -190,7 +199,7 @@ async def test_quitting_leaves_the_trainer_running(tmp_path, trainer):
 
 async def test_stop_asks_first_then_sends_sigterm(tmp_path, trainer):
     marker = tmp_path / "marker"
-    proc = trainer(marker)
+    proc = trainer(marker, tmp_path / "r")
     run = make_run(tmp_path / "r", pid=proc.pid)
     app = LorapilotApp(start="monitor", run_dir=str(run))
     async with app.run_test(size=(100, 32)) as pilot:
@@ -478,7 +487,7 @@ async def test_a_sweep_directory_opens_the_sweep_monitor(tmp_path):
 
 
 async def test_a_live_run_that_stopped_reporting_says_so(tmp_path, trainer):
-    proc = trainer(tmp_path / "marker")
+    proc = trainer(tmp_path / "marker", tmp_path / "quiet")
     run = make_run(tmp_path / "quiet", steps_done=200, pid=proc.pid, now=time.time() - 900)
     app = LorapilotApp(start="monitor", run_dir=str(run))
     async with app.run_test(size=(100, 32)) as pilot:
