@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
+from itertools import islice
 from typing import TYPE_CHECKING, Iterator
 
 from engine.data.packing import StepPlan, epochs_to_plan, plan_steps
@@ -333,15 +334,9 @@ def microbatch_tokens(mb: list[int], lengths: list[int], packing: bool) -> int:
 
 
 def _steps_run(step_plan: StepPlan, max_steps: int) -> Iterator[list[list[int]]]:
-    """The optimizer steps the run will take, in order, across the planned epochs (the plan repeats)."""
-    n = 0
-    while step_plan.epochs and any(step_plan.epochs):
-        for epoch in step_plan.epochs:
-            for step in epoch:
-                if n >= max_steps:
-                    return
-                yield step
-                n += 1
+    """The optimizer steps the run will take, in order: the planned epochs as the trainer walks them
+    (PlannedMicroBatches), the first max_steps of them. The plan holds every epoch the run needs (epochs_to_plan)."""
+    return islice((step for epoch in step_plan.epochs for step in epoch), max_steps)
 
 
 def total_steps(cfg: Config, steps_per_epoch: int | None) -> int | None:
@@ -481,8 +476,7 @@ def _plan_for(cfg: Config, machine: Machine, memory: str, parallelism: str, leng
     else:
         lengths_from = "dataset"
         plan_lengths = list(lengths)
-    n_epochs = 1 if assumed else epochs_to_plan(len(plan_lengths), examples_per_step=examples_per_step,
-                                                num_epochs=t.num_epochs, max_steps=t.max_steps)
+    n_epochs = 1 if assumed or per_epoch is None or steps is None else epochs_to_plan(per_epoch, steps)
     step_plan = plan_steps(plan_lengths, examples_per_step=examples_per_step, num_epochs=n_epochs, seed=t.seed,
                            token_budget=budget, micro_batch_size=t.micro_batch_size, multiple_of=n_ranks)
     stretched = _lean_stretch(memory, budget, step_plan, plan_lengths, n_ranks) if not assumed else None

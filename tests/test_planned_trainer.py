@@ -147,3 +147,53 @@ def test_sharded_the_first_training_loss_says_once_how_much_of_the_model_this_ra
     with torch.no_grad():
         unsharded.compute_loss(model, batch)
     assert len(lines) == 1
+
+
+@pytest.mark.parametrize("packing", [True, False])
+def test_max_steps_past_num_epochs_trains_a_new_shuffle_each_epoch_and_the_plan_counts_it(demo_model_dir, tmp_path,
+                                                                                         packing):
+    """num_epochs 2 with max_steps three epochs' worth: the trainer repeated the last planned epoch's order while the
+    estimate counted epoch 0 again. Now every epoch the run walks is its own shuffle from the seed, the plan holds
+    them all, and the estimate's steps and tokens are the micro-batches the real Trainer trained."""
+    from transformers import AutoModelForCausalLM, TrainingArguments
+
+    from engine.config import config_from_dict
+    from engine.data.packing import Collator, PlannedMicroBatches
+    from engine.plan import Machine, _steps_run, microbatch_tokens, plan_run
+    from engine.train.trainer import PlannedTrainer
+
+    class Recording(Collator):
+        """The real collator, noting each training micro-batch it collates (the loader's order is the trained one)."""
+
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.trained: list[list[str]] = []
+
+        def __call__(self, items):
+            if items and isinstance(items[0], list):
+                self.trained.append([e.source for it in items for e in it])
+            return super().__call__(items)
+
+    examples = _examples(8)
+    lengths = [len(e) for e in examples]
+    cfg = config_from_dict({"model": str(demo_model_dir), "dataset": {"path": "x.jsonl"}, "training": {
+        "max_seq_length": 64, "micro_batch_size": 2, "gradient_accumulation_steps": 2, "num_epochs": 2,
+        "max_steps": 6, "packing": packing, "seed": 3}})  # 4 examples a step, 2 steps an epoch: 3 epochs
+    plan = plan_run(cfg, Machine.for_gpu(None), lengths=lengths)
+    assert plan.steps_per_epoch == 2 and plan.max_steps == 6 and plan.step_plan is not None
+    assert len(plan.step_plan.epochs) == 3
+    orders = [[i for step in epoch for mb in step for i in mb] for epoch in plan.step_plan.epochs]
+    assert len({tuple(o) for o in orders}) == 3  # each epoch its own shuffle, the third not a repeat
+
+    model = AutoModelForCausalLM.from_pretrained(str(demo_model_dir))
+    args = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=1, max_steps=plan.max_steps,
+                             gradient_accumulation_steps=plan.micro_batches_per_step, use_cpu=True,
+                             report_to="none", disable_tqdm=True, remove_unused_columns=False, save_strategy="no",
+                             seed=cfg.training.seed)
+    collator = Recording(pad_id=0, pack=packing)
+    PlannedTrainer(model=model, args=args, train_dataset=PlannedMicroBatches(examples, plan.step_plan),
+                   collator=collator).train()
+    planned = [mb for step in _steps_run(plan.step_plan, plan.max_steps) for mb in step]
+    assert collator.trained == [[f"hand:{i}" for i in mb] for mb in planned]
+    assert plan.micro_batches == len(collator.trained)
+    assert plan.train_tokens == sum(microbatch_tokens(mb, lengths, packing) for mb in planned)

@@ -35,8 +35,9 @@ def test_a_run_killed_and_resumed_trains_what_the_uninterrupted_run_trained(tmp_
     raw = yaml.safe_load(DEMO_CONFIG.read_text())
     raw["dataset"]["path"] = str(tmp_path / "d.jsonl")
     raw["lora"]["dropout"] = 0.1  # masks drawn from the RNG: the restored RNG state matters
-    # 38 training rows, 16 a step: 3 steps an epoch, so steps 3-6 cross from the first epoch into the second
-    raw["training"].update(max_seq_length=64, micro_batch_size=4, gradient_accumulation_steps=4, num_epochs=2,
+    # 38 training rows, 16 a step: 3 steps an epoch, so steps 3-6 cross from the first epoch into the second, one
+    # past num_epochs that max_steps asks for: its own shuffle (engine.data.packing.epochs_to_plan), replayed too
+    raw["training"].update(max_seq_length=64, micro_batch_size=4, gradient_accumulation_steps=4, num_epochs=1,
                            max_steps=6, logging_steps=1, save_steps=2, eval_steps=100)
     cfg = tmp_path / "c.yaml"
     cfg.write_text(yaml.safe_dump(raw))

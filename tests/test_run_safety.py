@@ -499,13 +499,13 @@ def test_diagnose_reports_each_finding_once_with_its_count(tmp_path):
 def test_plan_covers_max_steps_not_all_epochs():
     from engine.data.packing import epochs_to_plan, plan_steps
 
-    n = epochs_to_plan(20_000, examples_per_step=16, num_epochs=1000, max_steps=2)
+    n = epochs_to_plan(steps_per_epoch=1250, run_steps=2)  # 20,000 examples, 16 a step; num_epochs 1000
     assert n == 1
     plan = plan_steps([100] * 20_000, examples_per_step=16, num_epochs=n, seed=1, token_budget=None,
                       micro_batch_size=4)
     assert len(plan.epochs) == 1 and plan.steps_per_epoch >= 2
-    assert epochs_to_plan(100, examples_per_step=10, num_epochs=3, max_steps=25) == 3  # 10 a epoch: 3 needed
-    assert epochs_to_plan(100, examples_per_step=10, num_epochs=3, max_steps=0) == 3
+    assert epochs_to_plan(steps_per_epoch=10, run_steps=25) == 3  # 10 a epoch: 3 needed
+    assert epochs_to_plan(steps_per_epoch=10, run_steps=30) == 3  # num_epochs 3, no max_steps
 
 
 @pytest.mark.parametrize("status", ["{\"state\": \"train", None], ids=["corrupt", "missing"])

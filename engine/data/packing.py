@@ -10,8 +10,9 @@ position_ids (an all-ones mask beside position_ids would silently let
 examples attend to each other). Without packing, micro-batches hold
 `micro_batch_size` examples padded to the longest.
 
-The plan for every epoch is fixed up front from the seed, so the same examples
-land in the same optimizer steps on every run and after a resume.
+The plan for every epoch the run walks is fixed up front from the seed (each epoch
+its own shuffle, also past num_epochs when max_steps asks for more), so the same
+examples land in the same optimizer steps on every run and after a resume.
 """
 
 from __future__ import annotations
@@ -74,14 +75,12 @@ def _split_to(bins: list[list[int]], lengths: list[int], n: int) -> list[list[in
     return bins
 
 
-def epochs_to_plan(n_examples: int, *, examples_per_step: int, num_epochs: float, max_steps: int) -> int:
-    """Epochs worth planning: num_epochs, or fewer when max_steps ends the run sooner (num_epochs 1000 with
+def epochs_to_plan(steps_per_epoch: int, run_steps: int) -> int:
+    """Epochs the run walks, each its own shuffle: as many as its steps need, the Trainer's own rule
+    (transformers: num_train_epochs = ceil(max_steps / update steps per epoch)). max_steps past num_epochs plans
+    more epochs (each reshuffled, not the last one repeated); fewer steps plan fewer (num_epochs 1000 with
     max_steps 2 plans one epoch, not a thousand shuffles of the data)."""
-    epochs = max(1, math.ceil(num_epochs))
-    if max_steps > 0:
-        steps_per_epoch = max(1, math.ceil(n_examples / max(1, examples_per_step)))
-        epochs = min(epochs, math.ceil(max_steps / steps_per_epoch))
-    return epochs
+    return max(1, math.ceil(run_steps / max(1, steps_per_epoch)))
 
 
 def plan_steps(lengths: list[int], *, examples_per_step: int, num_epochs: int, seed: int,
@@ -139,8 +138,12 @@ class PlannedMicroBatches:
         self._flat = plan.flat(0)
 
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = min(epoch, len(self.plan.epochs) - 1)
-        self._flat = self.plan.flat(self.epoch)
+        """The plan holds every epoch the run walks (epochs_to_plan): an epoch past it is a planning bug, not an
+        epoch to repeat silently."""
+        if not 0 <= epoch < len(self.plan.epochs):
+            raise IndexError(f"epoch {epoch} is past the plan's {len(self.plan.epochs)} epochs")
+        self.epoch = epoch
+        self._flat = self.plan.flat(epoch)
 
     def __len__(self) -> int:
         return len(self._flat)

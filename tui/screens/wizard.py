@@ -88,8 +88,8 @@ class WizardStep(Screen):
             if row.path == "training.max_seq_length":
                 row.set_hint(hint_text(row.spec, self._length_recommended(row.spec)))
             elif row.path == "training.num_epochs":
-                # The trainer stops at max_steps when it is set: num_epochs then only caps how many shuffles of the data
-                # are planned (engine.data.packing.epochs_to_plan), it does not set how long the run is.
+                # The trainer stops at max_steps when it is set: num_epochs then has no effect; max_steps alone sets
+                # the run's length and how many epochs (each its own shuffle) it walks (engine.data.packing.epochs_to_plan).
                 row.set_hint("max_steps sets the length" if self.state.cfg.training.max_steps > 0 else
                              hint_text(row.spec))
         self.query_one(EstimateLine).show(self.state)
