@@ -234,3 +234,17 @@ def test_train_log_counts_what_inspect_data_counts(tmp_path, tok, capsys):
     assert "0 lost response tokens, 1 had their prompt shortened" in logged[0]
     assert any(line.endswith("(kept as context): 1; trained, an empty answer would teach the model to answer "
                              "nothing") for line in logged[1:])
+
+
+def test_the_wizard_words_the_cuts_as_train_log_and_inspect_data_do():
+    """The dataset screen's row for what max_seq_length cuts had its own wording ("examples lose response tokens;
+    prompts shortened"): it is DataReport.cuts, the one train.log and inspect-data print."""
+    from engine.data.types import DataReport
+    from tui.widgets.data_stats import DataStats
+
+    report = DataReport(path="d.jsonl", format="chat", n_rows=3000, n_train=3000, n_truncated=1200,
+                        n_prompt_shortened=2)
+    stats = DataStats()
+    stats.show(report, 512)
+    assert report.cuts() == "1,200 lost response tokens, 2 had their prompt shortened"
+    assert f"> 512 tok      {report.cuts()}" in str(stats.content).splitlines()

@@ -75,7 +75,7 @@ class DataReport:
 
     def cuts(self) -> str:
         """What max_seq_length cut, in the words train.log and inspect-data share."""
-        return f"{self.n_truncated} lost response tokens, {self.n_prompt_shortened} had their prompt shortened"
+        return f"{self.n_truncated:,} lost response tokens, {self.n_prompt_shortened:,} had their prompt shortened"
 
     def to_dict(self) -> dict:
         from dataclasses import asdict

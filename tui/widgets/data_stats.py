@@ -33,8 +33,7 @@ class DataStats(Static):
             *([("prompt format", r.template)] if r.template else []),
             ("trained tokens", f"{r.trained_tokens:,}{share}"),
             ("all tokens", f"{r.total_tokens:,}"),
-            (f"> {max_seq_length} tok", f"{r.n_truncated:,} examples lose response tokens"
-             + (f"; {r.n_prompt_shortened:,} prompts shortened" if r.n_prompt_shortened else "")),
+            (f"> {max_seq_length} tok", r.cuts()),  # the words of train.log and inspect-data
         ]
         for reason, n in (r.dropped or {}).items():
             rows.append(("dropped", f"{n:,} ({reason})"))
