@@ -17,16 +17,20 @@ from textual.message import Message
 from textual.widgets import Checkbox, Input, Label, Select
 
 from engine.config import Advice, FieldSpec
-from engine.config_text import empty_text
+from engine.config_text import empty_text, from_raw
 from tui.widgets.problem_list import MARK
 
 # How an advice line is marked: as the checklist marks a finding of that level, and ok as its tick.
 ADVICE_MARK = {**MARK, "ok": ("✓", "$text-success")}
 
-TRUE_WORDS = ("true", "yes", "on", "1")
-
 # A bool field gets a checkbox, a field with choices a select, every other field a text input.
 FieldEditor = Checkbox | Select[str] | Input
+
+
+def checkbox_on(spec: FieldSpec, raw: str) -> bool:
+    """A bool field's checkbox is on where the config reads its text as true (true, yes, on, as YAML does); text
+    the validator refuses for a bool (1, "tRue") leaves it off, with the problem line saying why."""
+    return from_raw(spec, raw) is True
 
 
 def editor_id(path: str) -> str:
@@ -84,7 +88,7 @@ class FieldRow(Vertical):
     def _make_editor(self, raw: str) -> FieldEditor:
         spec, wid = self.spec, editor_id(self.path)
         if spec.type is bool:
-            on = raw.strip().lower() in TRUE_WORDS
+            on = checkbox_on(spec, raw)
             return Checkbox("on" if on else "off", on, compact=True, id=wid, classes="field-editor")
         if spec.choices:
             options = [(str(c), str(c)) for c in spec.choices]
@@ -152,7 +156,7 @@ class FieldRow(Vertical):
             editor = self.editor
             with editor.prevent(Input.Changed, Select.Changed, Checkbox.Changed):
                 if isinstance(editor, Checkbox):
-                    editor.value = raw.strip().lower() in TRUE_WORDS
+                    editor.value = checkbox_on(self.spec, raw)
                     editor.label = "on" if editor.value else "off"
                 elif isinstance(editor, Select):
                     if raw in {str(c) for c in self.spec.choices or ()}:
