@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from itertools import islice
+from itertools import count, islice
 from typing import TYPE_CHECKING, Iterator
 
-from engine.data.packing import StepPlan, epochs_to_plan, plan_steps
+from engine.data.packing import StepPlan, epochs_to_plan, plan_steps, planned_epoch
 
 if TYPE_CHECKING:  # annotations only: the estimate and the trainer import this module, and it stays light
     from engine.config import Config
@@ -335,8 +335,12 @@ def microbatch_tokens(mb: list[int], lengths: list[int], packing: bool) -> int:
 
 def _steps_run(step_plan: StepPlan, max_steps: int) -> Iterator[list[list[int]]]:
     """The optimizer steps the run will take, in order: the planned epochs as the trainer walks them
-    (PlannedMicroBatches), the first max_steps of them. The plan holds every epoch the run needs (epochs_to_plan)."""
-    return islice((step for epoch in step_plan.epochs for step in epoch), max_steps)
+    (PlannedMicroBatches), the first max_steps of them. The plan holds every epoch the run needs up to
+    MAX_SHUFFLES (epochs_to_plan); later epochs walk them in turn (planned_epoch)."""
+    if not any(step_plan.epochs):  # no step at all: nothing to walk (and no endless walk over empty epochs)
+        return iter(())
+    walked = (step_plan.epochs[planned_epoch(e, len(step_plan.epochs))] for e in count())
+    return islice((step for epoch in walked for step in epoch), max_steps)
 
 
 def total_steps(cfg: Config, steps_per_epoch: int | None) -> int | None:

@@ -508,6 +508,25 @@ def test_plan_covers_max_steps_not_all_epochs():
     assert epochs_to_plan(steps_per_epoch=10, run_steps=30) == 3  # num_epochs 3, no max_steps
 
 
+def test_a_run_far_past_its_data_plans_a_bounded_number_of_shuffles_and_walks_them_in_turn():
+    """max_steps of a million over 16 rows asked for 62,500 shuffles, each packed up front, on every keystroke of
+    the wizard: at most MAX_SHUFFLES are planned, and the trainer's batches and the estimate's count walk them in
+    turn by one rule."""
+    from engine.data.packing import MAX_SHUFFLES, PlannedMicroBatches, epochs_to_plan, plan_steps
+    from engine.plan import _steps_run
+
+    assert epochs_to_plan(steps_per_epoch=2, run_steps=1_000_000) == MAX_SHUFFLES
+    plan = plan_steps([50] * 16, examples_per_step=8, num_epochs=MAX_SHUFFLES, seed=1, token_budget=None,
+                      micro_batch_size=4)
+    walked = list(_steps_run(plan, 2 * MAX_SHUFFLES + 3))           # 2 steps an epoch: one lap and a half step
+    assert walked[:2 * MAX_SHUFFLES] == [step for epoch in plan.epochs for step in epoch]
+    assert walked[2 * MAX_SHUFFLES:] == plan.epochs[0] + plan.epochs[1][:1]
+    data = PlannedMicroBatches(list(range(16)), plan)
+    data.set_epoch(MAX_SHUFFLES + 1)                                 # the trainer's epoch 65 is planned epoch 1
+    assert [data[k] for k in range(len(data))] == plan.flat(1)
+    assert plan.epochs[0] != plan.epochs[1]                          # a new order each planned epoch
+
+
 @pytest.mark.parametrize("status", ["{\"state\": \"train", None], ids=["corrupt", "missing"])
 def test_stop_asks_a_running_trainer_even_when_its_status_json_is_unreadable(tmp_path, status, capsys):
     """`lorapilot stop` read no pid from a corrupt status.json and answered "not running" while a trainer held the

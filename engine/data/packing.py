@@ -75,12 +75,24 @@ def _split_to(bins: list[list[int]], lengths: list[int], n: int) -> list[list[in
     return bins
 
 
+# Distinct shuffles a run plans at most; epoch e walks planned order e mod this. Every planned epoch is packed up
+# front (the wizard re-plans on each keystroke): a million steps over 100 rows would be 80,000 epochs, minutes and
+# gigabytes. Past 64 passes over the same rows a new order changes nothing a user could measure.
+MAX_SHUFFLES = 64
+
+
 def epochs_to_plan(steps_per_epoch: int, run_steps: int) -> int:
     """Epochs the run walks, each its own shuffle: as many as its steps need, the Trainer's own rule
-    (transformers: num_train_epochs = ceil(max_steps / update steps per epoch)). max_steps past num_epochs plans
-    more epochs (each reshuffled, not the last one repeated); fewer steps plan fewer (num_epochs 1000 with
-    max_steps 2 plans one epoch, not a thousand shuffles of the data)."""
-    return max(1, math.ceil(run_steps / max(1, steps_per_epoch)))
+    (transformers: num_train_epochs = ceil(max_steps / update steps per epoch)), at most MAX_SHUFFLES (later epochs
+    repeat them in turn: planned_epoch). max_steps past num_epochs plans more epochs (each reshuffled, not the last
+    one repeated); fewer steps plan fewer (num_epochs 1000 with max_steps 2 plans one epoch)."""
+    return max(1, min(MAX_SHUFFLES, math.ceil(run_steps / max(1, steps_per_epoch))))
+
+
+def planned_epoch(epoch: int, planned: int) -> int:
+    """The planned shuffle epoch `epoch` walks: its own, or past MAX_SHUFFLES the planned ones in turn (one rule
+    for the trainer's batches and the estimate's count)."""
+    return epoch % planned
 
 
 def plan_steps(lengths: list[int], *, examples_per_step: int, num_epochs: int, seed: int,
@@ -138,12 +150,12 @@ class PlannedMicroBatches:
         self._flat = plan.flat(0)
 
     def set_epoch(self, epoch: int) -> None:
-        """The plan holds every epoch the run walks (epochs_to_plan): an epoch past it is a planning bug, not an
-        epoch to repeat silently."""
-        if not 0 <= epoch < len(self.plan.epochs):
-            raise IndexError(f"epoch {epoch} is past the plan's {len(self.plan.epochs)} epochs")
+        """The plan holds every epoch the run walks up to MAX_SHUFFLES (epochs_to_plan); later ones walk them in
+        turn (planned_epoch), as the estimate counts them."""
+        if epoch < 0:
+            raise IndexError(f"epoch {epoch}")
         self.epoch = epoch
-        self._flat = self.plan.flat(epoch)
+        self._flat = self.plan.flat(planned_epoch(epoch, len(self.plan.epochs)))
 
     def __len__(self) -> int:
         return len(self._flat)
