@@ -51,13 +51,16 @@ def test_playground_base_and_adapter_differ(finished_demo_run):
     assert len(pieces) > 1 and "".join(pieces).strip() == tuned  # streamed token by token
 
 
-def test_the_playground_escapes_control_characters_the_model_generates(finished_demo_run, monkeypatch):
-    """A model can generate any byte: the demo's byte tokens decode to ESC and the other C0 controls, which the
-    playground and `chat` would write to the terminal. Each streamed piece comes out escaped; the model's choice of
-    tokens is forced here (ESC, then text), the tokenizer and the streamer are the real ones."""
+def test_chat_escapes_control_characters_the_model_generates_and_keeps_them_raw(finished_demo_run, monkeypatch,
+                                                                                capsys):
+    """A model can generate any byte: the demo's byte tokens decode to ESC and the other C0 controls, which `chat`
+    (and the playground) would write to the terminal. What reaches the terminal is escaped; what the stream yields
+    (and a conversation's history feeds back) is what the model wrote. The model's choice of tokens is forced here
+    (ESC, then text); the tokenizer, the streamer and the chat verb are the real ones."""
     import torch
 
     import engine.samples
+    from engine.cli import main
     from engine.playground import Playground
 
     pg = Playground(finished_demo_run)
@@ -69,8 +72,11 @@ def test_the_playground_escapes_control_characters_the_model_generates(finished_
         streamer.put(torch.tensor([esc, *text]))
         streamer.end()
     monkeypatch.setattr(engine.samples, "generate", generate)
-    answer = "".join(pg.stream("hi", adapter=True))
-    assert "\x1b" not in answer and answer.startswith("\\x1b") and "red" in answer
+    assert "".join(pg.stream("hi", adapter=True)).startswith("\x1b[31m")   # raw: fed back as written
+    capsys.readouterr()
+    assert main(["chat", str(finished_demo_run), "--prompt", "hi", "--adapter-only"]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\\x1b[31m" in out and "red" in out, out
 
 
 def test_the_playground_feeds_the_held_out_rows_training_prefix_ids(finished_demo_run):
