@@ -21,7 +21,8 @@ import math
 import os
 import stat
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,12 +41,14 @@ CHECKPOINTS_DIR = "checkpoints"
 ADAPTER_DIR = "adapter"
 STOP_REQUEST_FILE = "stop.request"
 LOCK_FILE = "trainer.lock"
+# Held by each writer of status.json while it reads, merges and replaces it (`write_status`); never by a reader.
+STATUS_LOCK_FILE = "status.lock"
 # Freed when the disk fills, so that the trainer can still say so in status.json.
 SPACE_RESERVE_FILE = "space.reserve"
 SPACE_RESERVE_BYTES = 256 * 1024
 # The files lorapilot keeps at the top of a run directory: a folder under one of these names is refused like a pipe.
 RUN_FILES = frozenset({CONFIG_FILE, STATUS_FILE, METRICS_FILE, LOG_FILE, STOP_REQUEST_FILE, LOCK_FILE,
-                       SPACE_RESERVE_FILE, STATUS_FILE + ".tmp"})
+                       STATUS_LOCK_FILE, SPACE_RESERVE_FILE, STATUS_FILE + ".tmp"})
 # The file a checkpoint is complete with: the Trainer writes its state file last.
 CHECKPOINT_STATE_FILE = "trainer_state.json"
 # Written beside it by lorapilot: the config and data fingerprint the checkpoint was trained with.
@@ -121,28 +124,59 @@ def open_regular(path: str | Path):
 def write_status(run_dir: str | Path, **fields: Any) -> dict:
     """Merges fields into status.json and replaces the file atomically.
 
+    Read, merged and replaced under `status_lock`: the launcher records the trainer's pid while the trainer, just
+    started, writes its first status, and each wrote back the file as it had read it, without the other's fields
+    (a run without its `pid` shows as lost and cannot be stopped; one without `launched` loses its start-up ETA).
     On a full disk the space reserve is given up first, so that the run can still record why it failed.
     """
     path = Path(run_dir) / STATUS_FILE
-    status = read_status(run_dir) or {}
-    status.update(fields)
-    status["updated"] = time.time()
-    text = json.dumps(status, indent=1).encode("utf-8")
+    with status_lock(run_dir):
+        status = read_status(run_dir) or {}
+        status.update(fields)
+        status["updated"] = time.time()
+        text = json.dumps(status, indent=1).encode("utf-8")
+        try:
+            replace_file(path, text)
+        except OSError as e:
+            if e.errno != errno.ENOSPC or not release_space_reserve(run_dir):
+                raise
+            replace_file(path, text)
+    return status
+
+
+@contextmanager
+def status_lock(run_dir: str | Path, name: str = STATUS_LOCK_FILE) -> Iterator[None]:
+    """An exclusive flock on a side file (status.lock) for one read-modify-write of status.json (`name`: another
+    record's lock). Not trainer.lock: the trainer holds that one for its whole life. The side file, not
+    status.json, because each write replaces status.json by another file. Blocks until the other writer is done;
+    released when the holder dies. O_NOFOLLOW: a link planted there is refused, not followed."""
+    import fcntl
+
+    path = Path(run_dir) / name
+    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
     try:
-        _replace_file(path, text)
-    except OSError as e:
+        fd = os.open(path, flags, 0o644)
+    except OSError as e:  # a new lock file on a full disk: the reserve makes room for the run's last status
         if e.errno != errno.ENOSPC or not release_space_reserve(run_dir):
             raise
-        _replace_file(path, text)
-    return status
+        fd = os.open(path, flags, 0o644)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise NotAFile(path, file_kind(mode))
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 _TEMP_NUMBERS = itertools.count()
 
 
-def _replace_file(path: Path, data: bytes) -> None:
-    """Replaces path with data through a temporary file of this writer's own: the launcher and the trainer it just
-    started both write status.json, and a temporary file they shared was replaced under one by the other. O_EXCL
+def replace_file(path: Path, data: bytes) -> None:
+    """Replaces path with data through a temporary file of this writer's own: two writers of one file (status.json,
+    sweep.json) that shared a temporary name replaced it under each other, and the second rename found no file;
+    one planted there (a link to the user's file) was written through. O_EXCL
     makes a new file (never one planted there, nor a link); a failed write leaves none behind."""
     while True:
         tmp = path.with_name(f"{path.name}.{os.getpid()}-{next(_TEMP_NUMBERS)}.tmp")

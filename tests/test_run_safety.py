@@ -21,7 +21,7 @@ from conftest import run_cli, unwrapped
 from engine.diagnose.live import LiveDiagnostics, diagnose_records
 from engine.rundir import (MetricsTail, MetricsWriter, RunLock, check_remote_code, checkpoint_problem,
                            drop_superseded, format_record, lock_held, process_start, read_metrics, safe_record,
-                           safe_text, trainer_pid, usable_checkpoint)
+                           safe_text, trainer_pid, usable_checkpoint, write_status)
 
 ESCAPE = "\x1b]0;TITLE\x07"
 
@@ -828,27 +828,66 @@ def test_a_lock_file_that_is_a_named_pipe_neither_hangs_stop_nor_is_taken(tmp_pa
 
 # ------------------------------------------------------------------ 12. two writers of one status.json
 
-def test_status_writes_of_the_launcher_and_its_trainer_do_not_collide(tmp_path, monkeypatch):
-    """The launcher records the trainer's pid while the trainer, just started, writes its first status: both wrote
-    the same status.json.tmp, so one replaced the other's half and the second rename found no file
-    (FileNotFoundError: a traceback in the launcher after the trainer had started, or a trainer dead at birth)."""
+def test_status_writes_of_the_launcher_and_its_trainer_keep_each_others_fields(tmp_path, monkeypatch):
+    """The launcher records the trainer's pid (`pid`, `pid_start`) while the trainer, just started, writes its first
+    status (`state`, `launched`): each read status.json, merged its fields and wrote it back whole, so the one that
+    read first and wrote last dropped the other's fields (no pid: the live run shows as lost and `stop` finds no
+    trainer). Forced here: the trainer's write reads, then waits until the launcher's write has either finished
+    (the fields are lost) or is blocked on the status lock (they cannot be)."""
+    import fcntl
+    import threading
+
     from engine import rundir
 
-    real_replace = os.replace
-    other_wrote = []
-
-    def replace_while_the_other_writes(src, dst):
-        if not other_wrote:  # the trainer's write lands between this writer's temp file and its rename
-            other_wrote.append(True)
-            rundir.write_status(tmp_path, state="loading", launched=1.0)
-        real_replace(src, dst)
-
     rundir.write_status(tmp_path, state="starting", step=0)
-    monkeypatch.setattr(rundir.os, "replace", replace_while_the_other_writes)
-    rundir.write_status(tmp_path, pid=1234, pid_start=5678)
+    trainer_read = threading.Event()
+    launcher_went = threading.Event()  # the launcher's write has finished, or waits for the lock
+    real_read, real_flock = rundir.read_status, fcntl.flock
+
+    def read_then_let_the_launcher_write(run_dir):
+        status = real_read(run_dir)
+        if threading.current_thread().name == "trainer":
+            trainer_read.set()
+            assert launcher_went.wait(60), "the launcher's write neither finished nor waited"
+        return status
+
+    def flock_saying_when_it_waits(fd, op):
+        try:
+            return real_flock(fd, op | fcntl.LOCK_NB)
+        except BlockingIOError:
+            launcher_went.set()
+            return real_flock(fd, op)
+
+    def launcher():
+        assert trainer_read.wait(60)
+        rundir.write_status(tmp_path, pid=1234, pid_start=5678)
+        launcher_went.set()
+
+    monkeypatch.setattr(rundir, "read_status", read_then_let_the_launcher_write)
+    monkeypatch.setattr(fcntl, "flock", flock_saying_when_it_waits)
+    launcher_thread = threading.Thread(target=launcher, name="launcher")
+    trainer_thread = threading.Thread(target=rundir.write_status, args=(tmp_path,),
+                                      kwargs={"state": "loading", "launched": 1.0}, name="trainer")
+    launcher_thread.start()
+    trainer_thread.start()
+    trainer_thread.join()
+    launcher_thread.join()
     status = rundir.load_status(tmp_path)
-    assert status["pid"] == 1234 and status["pid_start"] == 5678 and other_wrote
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["status.json"]  # no temp file left behind
+    assert (status["pid"], status["pid_start"], status["state"], status["launched"]) == (1234, 5678, "loading", 1.0)
+    assert status["step"] == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["status.json", "status.lock"]  # no temp file left behind
+
+
+def test_a_status_lock_that_is_a_link_is_not_written_through(tmp_path):
+    """status.lock is opened for writing in a run directory that may come from anyone: a link there is refused."""
+    precious = tmp_path / "notes.txt"
+    precious.write_text("precious\n")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "status.lock").symlink_to(precious)
+    with pytest.raises(OSError):
+        write_status(run, state="starting")
+    assert precious.read_text() == "precious\n" and not (run / "status.json").exists()
 
 
 # ------------------------------------------------------------------ 13. a disk already full when the trainer starts

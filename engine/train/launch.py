@@ -19,10 +19,11 @@ from pathlib import Path
 from engine.config import Config, check_override, config_from_dict, save_config
 from engine.detached import spawn_detached
 from engine.errors import DataError, UserError
-from engine.rundir import (CONFIG_FILE, FINAL_STATES, LOCK_FILE, LOG_FILE, STATUS_FILE, STOP_REQUEST_FILE, MetricsTail,
-                           RunLock, check_remote_code, checkpoint_step, create_request_file, disk_full_path,
-                           format_record, load_status, lock_held, pid_alive, planned_steps, process_start,
-                           read_status, signalable_trainer, usable_checkpoint, write_status)
+from engine.rundir import (CONFIG_FILE, FINAL_STATES, LOCK_FILE, LOG_FILE, STATUS_FILE, STATUS_LOCK_FILE,
+                           STOP_REQUEST_FILE, MetricsTail, RunLock, check_remote_code, checkpoint_step,
+                           create_request_file, disk_full_path, format_record, load_status, lock_held, pid_alive,
+                           planned_steps, process_start, read_status, signalable_trainer, usable_checkpoint,
+                           write_status)
 from engine.settings import RUNS_ENV, runs_root
 from engine.train.signals import STOP_SIGNALS
 
@@ -160,7 +161,7 @@ def start_run(cfg: Config, *, run_dir: str | Path | None = None, config_name: st
             if full is None:
                 raise
             # Nothing started: the folder is left as it was found (empty but for the lock), to start in again.
-            for name in (CONFIG_FILE, STATUS_FILE):
+            for name in (CONFIG_FILE, STATUS_FILE, STATUS_LOCK_FILE):
                 (rd / name).unlink(missing_ok=True)
             raise UserError(f"{rd}: no space left on device to create the run in" + (f" ({full})" if full != str(rd)
                                                                                      else ""),
