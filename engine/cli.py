@@ -16,7 +16,8 @@ import signal
 import sys
 from pathlib import Path
 
-from engine.errors import EXIT_BAD_INPUT, EXIT_BROKEN_PIPE, EXIT_OK, EXIT_RUN_FAILED, UserError, print_error, quote
+from engine.errors import (EXIT_BAD_INPUT, EXIT_BROKEN_PIPE, EXIT_OK, EXIT_RUN_FAILED, UserError, print_error, quote,
+                           shell_word)
 from engine.settings import user_path
 
 
@@ -114,7 +115,7 @@ def _cmd_train(a) -> int:
         handle = start_run(cfg, run_dir=a.run_dir, config_name=Path(a.config).stem, max_steps=a.max_steps)
     if a.detach:
         print(f"run directory: {handle.run_dir}\npid: {handle.pid}\n"
-              f"watch: lorapilot monitor {handle.run_dir}\nstop:  lorapilot stop {handle.run_dir}")
+              f"watch: lorapilot monitor {shell_word(handle.run_dir)}\nstop:  lorapilot stop {shell_word(handle.run_dir)}")
         return EXIT_OK
     print(f"run directory: {handle.run_dir} (pid {handle.pid}); Ctrl-C stops gracefully", flush=True)
     rc = follow(handle)
@@ -130,7 +131,7 @@ def _report_end(run_dir: Path, rc: int) -> int:
         print(f"done: adapter in {run_dir / 'adapter'}")
         return EXIT_OK
     if state == "stopped":
-        print(f"stopped at step {st.get('step')}; resume: lorapilot train --resume {run_dir}")
+        print(f"stopped at step {st.get('step')}; resume: lorapilot train --resume {shell_word(run_dir)}")
         return EXIT_OK
     if state == "failed":
         fix = f"\n  fix: {safe_text(st['hint'])}" if st.get("hint") else ""
@@ -141,7 +142,7 @@ def _report_end(run_dir: Path, rc: int) -> int:
                                                  if rc == -signal.SIGKILL else "")) if rc < 0 else f"exited with {rc}"
         print_error(safe_text(f"the trainer {how} while {state or 'starting'} at step {st.get('step', 0)}, "
                               "without recording why", one_line=True)
-                    + f"\n  log: {run_dir / 'train.log'}\n  fix: lorapilot train --resume {run_dir} continues from its "
+                    + f"\n  log: {run_dir / 'train.log'}\n  fix: lorapilot train --resume {shell_word(run_dir)} continues from its "
                       "last checkpoint")
         return EXIT_BAD_INPUT if rc == EXIT_BAD_INPUT else EXIT_RUN_FAILED
     return rc

@@ -30,6 +30,14 @@ def quote(value: object) -> str:
     return _QUOTE.repr(value)
 
 
+def shell_word(value: object) -> str:
+    """A path (or other argument) in a command the user is told to copy, as a shell reads it back: quoted where it
+    needs to be (a space, a quote, a $: `lorapilot stop runs/my run` stops runs/my, or nothing), bare otherwise."""
+    import shlex
+
+    return shlex.quote(str(value))
+
+
 # A list's or mapping's entry is written bare where YAML reads it back as the same text (q_proj, all-linear,
 # runs/x.jsonl); else quoted. YAML's own words stay quoted: a bare yes or null would read as another value.
 _BARE = re.compile(r"[A-Za-z_][\w./-]*")

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 from engine.data.prompt import PromptStyle, Turn
-from engine.errors import UserError
+from engine.errors import UserError, shell_word
 from engine.rundir import CONFIG_FILE
 
 
@@ -119,7 +119,7 @@ def chat_target(run_dir: str | Path, *, adapter: str | Path | None = None, trust
     if not (rd / CONFIG_FILE).exists():
         raise UserError(f"{rd}: not a run directory (no config.yaml)")
     cfg = load_config(rd / CONFIG_FILE)
-    trust = check_remote_code(cfg, rd, trust_remote_code, f"chat {rd}")
+    trust = check_remote_code(cfg, rd, trust_remote_code, f"chat {shell_word(rd)}")
     return cfg, trust, Path(adapter) if adapter is not None else adapter_dir(rd)
 
 

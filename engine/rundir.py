@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.errors import DataError, quote, type_word
+from engine.errors import DataError, quote, shell_word, type_word
 from engine.settings import runs_root
 
 STATES = ("starting", "loading", "training", "evaluating", "saving", "done", "failed", "stopped")
@@ -424,7 +424,7 @@ class RunLock:
             os.close(fd)
             holder = lock_holder(rd, cls.FILE)
             raise UserError(f"{rd}: {cls.HELD}" + (f" (pid {holder})" if holder else ""),
-                            fix=cls.HELD_FIX.format(dir=rd)) from None
+                            fix=cls.HELD_FIX.format(dir=shell_word(rd))) from None
         return cls(rd, fd)
 
     @classmethod

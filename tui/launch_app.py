@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from engine.errors import EXIT_BAD_INPUT, UserError, print_error
+from engine.errors import EXIT_BAD_INPUT, UserError, print_error, shell_word
 from engine.rundir import ADAPTER_DIR
 from engine.settings import user_path
 
@@ -47,5 +47,5 @@ def _finished_run(args: list[str]) -> str:
         raise UserError(f"{run_dir}: no such run directory")
     if not (run_dir / ADAPTER_DIR).is_dir():
         raise UserError(f"{run_dir}: no adapter/ yet (the run has not finished)",
-                        fix=f"watch it with `lorapilot monitor {run_dir}`; the playground opens once it is done")
+                        fix=f"watch it with `lorapilot monitor {shell_word(run_dir)}`; the playground opens once it is done")
     return str(run_dir)

@@ -9,6 +9,7 @@ waiting for another never fails on its own.
 from __future__ import annotations
 
 from engine.diagnose.finding import Finding
+from engine.errors import shell_word
 
 # The first steps compile attention kernels: 1-3 minutes on a fresh machine (benchmarks/results/
 # ddp-first-step-2026-11-23.md), so only a quiet spell beyond this is news.
@@ -54,6 +55,6 @@ def no_progress(status: dict | None, last_record_time: float | None, now: float,
     # A stop request is honoured at the end of a step, which a hung trainer never reaches.
     fix = (f"Read the end of train.log for where it stopped. A stop request waits for the next step: end the "
            f"trainer with {end}, then continue from the last checkpoint with lorapilot train "
-           f"--resume {run_dir}.{several}")
+           f"--resume {shell_word(run_dir)}.{several}")
     return Finding(code="no_progress", severity="warning", step=step, message=message, evidence=evidence,
                    fix=fix, time=now)

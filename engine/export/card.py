@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from engine.errors import shell_word
 from engine.export.facts import RunFacts
 
 
@@ -103,7 +104,7 @@ A LoRA fine-tune of `{facts.base_model}`, trained with lorapilot (run `{facts.ru
 
 ## Reproduce
 
-`lorapilot train {facts.run_dir.resolve() / 'config.yaml'}` (the run's full configuration).
+`lorapilot train {shell_word(facts.run_dir.resolve() / 'config.yaml')}` (the run's full configuration).
 """
 
 
@@ -143,7 +144,7 @@ tok = AutoTokenizer.from_pretrained("{folder}")
 ```
 
 The base it loads is `{facts.base_path}`; on another machine, edit `base_model_name_or_path` in adapter_config.json.
-Other servers: `lorapilot export {facts.run_dir} --for ollama|vllm|llama.cpp`."""
+Other servers: `lorapilot export {shell_word(facts.run_dir)} --for ollama|vllm|llama.cpp`."""
 
 
 def _saved_dtype(folder: Path) -> str:

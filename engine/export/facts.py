@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.config import Config
-from engine.errors import DataError, UserError
+from engine.errors import DataError, UserError, shell_word
 from engine.run_clock import run_elapsed
 from engine.rundir import (CONFIG_FILE, LOG_FILE, last_checkpoint, load_status, open_regular, planned_steps,
                            read_metrics, steps_trained)
@@ -74,7 +74,7 @@ def finished_adapter(run_dir: Path) -> Path:
     ad = run_dir / ADAPTER_DIR
     if not (ad / "adapter_config.json").exists():
         raise UserError(f"{run_dir}: has no finished adapter ({ad} is missing)",
-                        fix="wait for the run to finish, or resume it: lorapilot train --resume " + str(run_dir))
+                        fix="wait for the run to finish, or resume it: lorapilot train --resume " + shell_word(run_dir))
     # A run directory may come from anyone: a link in its adapter would have the export copy the file it points to
     # (the user's key, say) into a folder made to be published.
     refuse_links(ad, itself=True, why="the adapter is read, and copied by an export, as the run's own files: "

@@ -6,7 +6,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from engine.errors import UserError
+from engine.errors import UserError, shell_word
 from engine.export.facts import finished_adapter, load_run_config
 
 
@@ -95,7 +95,7 @@ def export_merged(run_dir: str | Path, out: str | Path, *, card: bool = True, tr
 
     rd = Path(run_dir)
     cfg = load_run_config(rd)
-    trust = check_remote_code(cfg, rd, trust_remote_code, f"export {rd} --merged {out}")
+    trust = check_remote_code(cfg, rd, trust_remote_code, f"export {shell_word(rd)} --merged {shell_word(out)}")
     src = adapter_dir(rd)
     dst = check_empty_out(out)
     dtype = merge_dtype()[0]

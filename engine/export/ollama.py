@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.data.stops import split_end
-from engine.errors import DataError, UserError
+from engine.errors import DataError, UserError, shell_word
 from engine.export.gotemplate import GoTemplateError, ollama_chat_values, render
 from engine.settings import PRESETS_DIR
 
@@ -213,7 +213,7 @@ def export_ollama(run_dir: str | Path, out: str | Path, *, log=print) -> Path:
     notes = list(match.notes) + facts.data.notes
     if arch not in OLLAMA_CONVERTS:
         notes.append(f"Ollama does not convert {arch} from safetensors itself: make a GGUF with "
-                     f"`lorapilot export {run_dir} --for llama.cpp` and set FROM to the .gguf file")
+                     f"`lorapilot export {shell_word(run_dir)} --for llama.cpp` and set FROM to the .gguf file")
     name = facts.name
     usage = (f"In this folder:\n\n```sh\nollama create {name} -f Modelfile\nollama run {name}\n```\n\n"
              f"The Modelfile's TEMPLATE renders the **{match.template.name}** prompt format the run trained with "

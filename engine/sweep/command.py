@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from engine.errors import EXIT_OK, EXIT_RUN_FAILED, UserError
+from engine.errors import EXIT_OK, EXIT_RUN_FAILED, UserError, shell_word
 from engine.overwrite import may_overwrite
 from engine.settings import runs_root, visible_device_mask
 from engine.sweep.plan import DEFAULT_LRS, DEFAULT_RS, DEFAULT_STEPS, STOP_ON, lr_text
@@ -98,7 +98,7 @@ def _existing(sweep_dir: Path, a) -> int:
     if summary["state"] not in ("done", "stopped", "failed"):
         if a.apply:
             raise UserError(f"{sweep_dir}: the sweep is {summary['state']}; no winner yet",
-                            fix=f"resume it: lorapilot sweep --resume {sweep_dir}" if summary["state"] == "lost"
+                            fix=f"resume it: lorapilot sweep --resume {shell_word(sweep_dir)}" if summary["state"] == "lost"
                             else "wait for it to finish, then run this again")
         _print_progress(summary)
         return EXIT_OK
@@ -112,7 +112,7 @@ def _existing(sweep_dir: Path, a) -> int:
             t["state"] not in ("done", "stopped") or t.get("stopped_by") in ("user", "budget") for t in sweep["trials"]):
         from engine.wrap import fit
 
-        print(fit(f"trials were cut short or never started: lorapilot sweep --resume {sweep_dir} runs them"))
+        print(fit(f"trials were cut short or never started: lorapilot sweep --resume {shell_word(sweep_dir)} runs them"))
     return EXIT_OK
 
 
@@ -143,21 +143,22 @@ def _resume(target: Path, a) -> int:
         SweepLock.acquire(sweep_dir).release()
     except UserError:
         raise UserError(f"{sweep_dir}: the sweep is running (its driver holds the folder); nothing to resume",
-                        fix=f"lorapilot sweep {sweep_dir} shows its progress; lorapilot stop {sweep_dir} stops it")
+                        fix=f"lorapilot sweep {shell_word(sweep_dir)} shows its progress; lorapilot stop {shell_word(sweep_dir)} "
+                            "stops it")
     sweep = read_sweep(sweep_dir, complete=True)
     cut = sum(t.get("stopped_by") == "budget" for t in sweep["trials"])
     if sweep.get("state") == "done" and not (cut and a.budget_minutes):
         raise UserError(f"{sweep_dir}: the sweep is done; nothing to resume",
                         fix=f"the budget cut {cut} trial{'s' * (cut != 1)} short: give it more time with "
-                            f"lorapilot sweep --resume {sweep_dir} --budget-minutes M (the time spent counts)" if cut
-                        else f"lorapilot sweep {sweep_dir} shows the result; a new sweep tries other settings")
+                            f"lorapilot sweep --resume {shell_word(sweep_dir)} --budget-minutes M (the time spent counts)" if cut
+                        else f"lorapilot sweep {shell_word(sweep_dir)} shows the result; a new sweep tries other settings")
     check_same_sweep(sweep, sweep_dir, config, parse_lrs(a.lr) if a.lr else None, parse_rs(a.r) if a.r else None,
                      a.steps, (not a.no_halving) if a.no_halving else None)
     if config is None and sweep["base_config"].get("trust_remote_code"):
         # The config in sweep.json is a file in a folder: its trust_remote_code is honoured only on the user's word.
         raise UserError(f"{sweep_dir}: the sweep's config sets trust_remote_code: true, which lorapilot does not "
                         "honour from a sweep folder on its own",
-                        fix=f"resume it with your config: lorapilot sweep YOUR.yaml --sweep-dir {sweep_dir} --resume")
+                        fix=f"resume it with your config: lorapilot sweep YOUR.yaml --sweep-dir {shell_word(sweep_dir)} --resume")
     _check_numbers(argparse.Namespace(**{**vars(a), "steps": 3}))   # --budget-minutes, --parallel
     if a.budget_minutes is not None:   # a new budget for the whole sweep: the time it already ran counts
         sweep["plan"]["budget_s"] = a.budget_minutes * 60
@@ -206,7 +207,7 @@ def _print_progress(summary: dict) -> None:
     if summary["state"] == "lost":
         from engine.wrap import fit
 
-        print(fit(f"its driver is gone (the machine restarted?): lorapilot sweep --resume {summary['sweep_dir']} "
+        print(fit(f"its driver is gone (the machine restarted?): lorapilot sweep --resume {shell_word(summary['sweep_dir'])} "
                   "goes on"))
 
 
@@ -300,7 +301,7 @@ def _started(sweep_dir: Path, proc, a) -> int:
     """The driver is running: where to look (--detach), else its progress followed here."""
     if a.detach:
         print(f"sweep directory: {sweep_dir}\ndriver pid: {proc.pid}\n"
-              f"progress: lorapilot sweep {sweep_dir}\nstop:     lorapilot stop {sweep_dir}")
+              f"progress: lorapilot sweep {shell_word(sweep_dir)}\nstop:     lorapilot stop {shell_word(sweep_dir)}")
         return EXIT_OK
     print(f"sweep directory: {sweep_dir} (driver pid {proc.pid}); Ctrl-C stops it gracefully", flush=True)
     return _follow(sweep_dir, proc, a)
@@ -446,7 +447,7 @@ def _follow(sweep_dir: Path, proc, a, poll_s: float = 1.0) -> int:
                 break
             time.sleep(poll_s)
     except KeyboardInterrupt:
-        print(f"left running: `lorapilot sweep {sweep_dir}` shows its progress")
+        print(f"left running: `lorapilot sweep {shell_word(sweep_dir)}` shows its progress")
         return EXIT_OK
     finally:
         signal.signal(signal.SIGINT, old)

@@ -7,7 +7,7 @@ import statistics
 from pathlib import Path
 
 from engine.diagnose.curves import EvalPoint, learning_curve_verdict
-from engine.errors import UserError
+from engine.errors import UserError, shell_word
 from engine.sweep.plan import STOP_ON, lr_text
 from engine.sweep.sweepdir import BASE_CONFIG_FILE, TRIAL_SKIPPED
 
@@ -297,7 +297,7 @@ def applied_text(sweep: dict, path: str | Path, *, notes: bool = True) -> str:
     (`notes`: unless the report above just said it) and on a batch unlike the trials', and the command to train it."""
     lines = [f"winner's config written to {path}"]
     lines += [f"  note: {line}" for line in (edge_notes(sweep) if notes else []) + batch_notes(sweep)]
-    return "\n".join(lines + [f"train it: lorapilot train {path}"])
+    return "\n".join(lines + [f"train it: lorapilot train {shell_word(path)}"])
 
 
 def apply_winner(sweep: dict, out: str | Path, *, replace: bool = False) -> Path:

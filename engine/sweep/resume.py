@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from engine.errors import UserError, yaml_text
+from engine.errors import UserError, shell_word, yaml_text
 from engine.rundir import (CONFIG_FILE, FINAL_STATES, checkpoint_step, effective_state, read_metrics, read_status,
                            usable_checkpoint)
 from engine.sweep.sweepdir import TRIAL_PENDING, TRIAL_SKIPPED, elapsed_s
@@ -55,7 +55,7 @@ def check_same_sweep(sweep: dict, sweep_dir: Path, config_path: Path | None, lrs
         diffs.append("--no-halving: the sweep halves" if not halving else "the sweep ran with --no-halving")
     if diffs:
         raise UserError(f"{sweep_dir}: not the sweep this command starts, so not resumed", problems=diffs,
-                        fix=f"resume it as it was planned (lorapilot sweep --resume {sweep_dir}), or start a new "
+                        fix=f"resume it as it was planned (lorapilot sweep --resume {shell_word(sweep_dir)}), or start a new "
                             "sweep in another --sweep-dir")
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from engine.config import Config, check_override, config_from_dict, save_config
 from engine.detached import spawn_detached
-from engine.errors import DataError, UserError
+from engine.errors import DataError, UserError, shell_word
 from engine.rundir import (CONFIG_FILE, FINAL_STATES, LOCK_FILE, LOG_FILE, STATUS_FILE, STATUS_LOCK_FILE,
                            STOP_REQUEST_FILE, MetricsTail, RunLock, check_remote_code, checkpoint_step,
                            create_request_file, disk_full_path, format_record, load_status, lock_held, pid_alive,
@@ -193,13 +193,13 @@ def resume_run(run_dir: str | Path, *, trust_remote_code: bool = False) -> RunHa
         # A copy of a live run's directory names the original's trainer: not this run's, which nobody trains.
         if status.get("state") not in FINAL_STATES and signalable_trainer(rd, status) is not None:
             raise UserError(f"{rd}: the run is still {status.get('state')} (pid {status.get('pid')})",
-                            fix=f"stop it first: lorapilot stop {rd}")
+                            fix=f"stop it first: lorapilot stop {shell_word(rd)}")
         from engine.config import load_config
         from engine.train.distributed import num_processes
         from engine.train.resume_check import config_changes
 
         cfg = load_config(rd / CONFIG_FILE)
-        trust = check_remote_code(cfg, rd, trust_remote_code, f"train --resume {rd}")
+        trust = check_remote_code(cfg, rd, trust_remote_code, f"train --resume {shell_word(rd)}")
         ckpt, skipped = usable_checkpoint(rd)
         notes += [f"checkpoint skipped, its files are damaged: {why}" for why in skipped]
         if ckpt:
@@ -276,9 +276,7 @@ def request_stop(run_dir: str | Path) -> bool:
 def train_command(config_path: str, *, detach: bool = True) -> str:
     """The command that trains this config, as a shell reads it: a path with a space is quoted (a leading ~ too:
     lorapilot expands it itself, engine.settings.user_path)."""
-    import shlex
-
-    return f"lorapilot train {shlex.quote(config_path)}" + (" --detach" if detach else "")
+    return f"lorapilot train {shell_word(config_path)}" + (" --detach" if detach else "")
 
 
 def follow(handle: RunHandle, out=sys.stdout, poll_s: float = 0.5) -> int:
@@ -312,7 +310,7 @@ def follow(handle: RunHandle, out=sys.stdout, poll_s: float = 0.5) -> int:
                 return rc
             time.sleep(poll_s)
     except KeyboardInterrupt:
-        print(f"left running: pid {handle.pid}; `lorapilot monitor {handle.run_dir}` to watch", file=out)
+        print(f"left running: pid {handle.pid}; `lorapilot monitor {shell_word(handle.run_dir)}` to watch", file=out)
         return 0
     finally:
         signal.signal(signal.SIGINT, old)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.config import FIELDS
-from engine.errors import UserError, yaml_text
+from engine.errors import UserError, shell_word, yaml_text
 from engine.rundir import CHECKPOINT_RUN_FILE
 
 # Read afresh by the Trainer or lorapilot on every start; nothing saved in a checkpoint depends on them.
@@ -103,7 +103,7 @@ def config_changes(ckpt: str | Path, cfg, config_path: str | Path) -> list[str]:
         raise UserError(f"{config_path}: changed since the checkpoint in ways a resume cannot follow",
                         problems=refused,
                         fix="put these back as they were to resume, or start a new run with the new settings: "
-                            f"lorapilot train {config_path}")
+                            f"lorapilot train {shell_word(config_path)}")
     return [f"{k} {yaml_text(was.get(k))} -> {yaml_text(now.get(k))}" for k in changed if k != "run_name"]
 
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
-from engine.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_RUN_FAILED, UserError
+from engine.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_RUN_FAILED, UserError, shell_word
 from engine.rundir import ADAPTER_DIR, CHECKPOINTS_DIR, CONFIG_FILE, write_status
 from engine.train.signals import StopFlag
 
@@ -74,7 +74,7 @@ def oom_hint(cfg: Config, memory: str | None, run_dir: Path) -> str:
     if memory not in ("fast", "lean"):
         tips.append("training.memory: lean")
     return (f"CUDA out of memory: {'; or '.join(tips)}. Edit {run_dir / CONFIG_FILE} and continue from the last "
-            f"checkpoint: lorapilot train --resume {run_dir}")
+            f"checkpoint: lorapilot train --resume {shell_word(run_dir)}")
 
 
 def _preflight(cfg: Config, data: PreparedData, hw: Hardware, run_dir: Path) -> None:
@@ -614,7 +614,7 @@ def main(argv: list[str] | None = None) -> int:
         keep_space_reserve(run_dir)
         cfg = config_from_dict(yaml.safe_load((run_dir / CONFIG_FILE).read_text()), source=str(run_dir / CONFIG_FILE))
         cfg.trust_remote_code = check_remote_code(cfg, run_dir, a.trust_remote_code,
-                                                  f"train --resume {run_dir}")
+                                                  f"train --resume {shell_word(run_dir)}")
         return train(cfg, run_dir, resume=a.resume, stop=stop)
     except UserError as e:
         log(f"error: {e}")
@@ -631,7 +631,7 @@ def main(argv: list[str] | None = None) -> int:
         hint = oom_hint(cfg, memory, run_dir) if cfg is not None and "out of memory" in str(e).lower() else None
         if full:
             hint = (f"free space on {full}'s disk (or lower training.save_total_limit), then continue from the "
-                    f"last checkpoint: lorapilot train --resume {run_dir}")
+                    f"last checkpoint: lorapilot train --resume {shell_word(run_dir)}")
         status(run_dir, state="failed", error=text, hint=hint)
         log(f"failed: {text}" + (f"\nhint: {hint}" if hint else ""))
         print(f"lorapilot: {text}", file=sys.stderr, flush=True)

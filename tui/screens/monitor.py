@@ -29,7 +29,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header, TabbedContent, TabPane
 from textual.worker import get_current_worker
 
-from engine.errors import UserError
+from engine.errors import UserError, shell_word
 from engine.rundir import ADAPTER_DIR, FINAL_STATES, safe_text
 from tui.screens.key_commands import KeyCommands
 from tui.app import LorapilotApp
@@ -375,7 +375,7 @@ class MonitorScreen(Screen):
             return
         h = self.history
         if h.state in ENDED:
-            why = f"This run is {h.state} without a final adapter: resume it (lorapilot train --resume {self.run_dir})."
+            why = f"This run is {h.state} without a final adapter: resume it (lorapilot train --resume {shell_word(self.run_dir)})."
             self.notify(why, title="No adapter yet", severity="warning", timeout=8)
             return
         # Still training: the newest checkpoint, when a second copy of the model fits beside the trainer (reading
@@ -450,7 +450,7 @@ class MonitorScreen(Screen):
                 check_empty_out(default_out(self.run_dir, target))
             except UserError as e:
                 self.notify(f"Export for {target}: {e.message}; nothing was written.\nMove or rename that folder, or "
-                            f"export elsewhere from a shell: lorapilot export {self.run_dir} --for {target} --out DIR",
+                            f"export elsewhere from a shell: lorapilot export {shell_word(self.run_dir)} --for {target} --out DIR",
                             severity="error", timeout=12)
                 return
             self.notify(f"Exporting for {target} (merging can take minutes) ...", timeout=4)

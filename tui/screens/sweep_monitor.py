@@ -19,7 +19,7 @@ from textual.containers import VerticalScroll
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
-from engine.errors import UserError
+from engine.errors import UserError, shell_word
 from engine.rundir import STATUS_FILE, safe_text
 from engine.sweep import summarize_sweep
 from engine.sweep.plan import lr_text
@@ -215,7 +215,7 @@ class SweepMonitorScreen(Screen):
             except (UserError, OSError) as e:
                 self.notify(str(e), severity="error", timeout=6)
                 return
-            self.notify(f"Written {written}. Next: lorapilot train {written}", timeout=8)
+            self.notify(f"Written {written}. Next: lorapilot train {shell_word(written)}", timeout=8)
 
         self.app.push_screen(ApplyWinner(f"lr {lr_text(w['learning_rate'])}, r {w['r']}"), answered)
 

@@ -11,6 +11,7 @@ from rich.text import Text
 from textual.markup import escape
 
 from engine.diagnose.finding import Finding
+from engine.errors import shell_word
 from engine.eta import starting_eta
 from engine.rundir import LOG_FILE, format_age, safe_text, tail_lines
 from tui.models.run_history import LOG, PROGRESS, SYSTEM, RunHistory
@@ -152,7 +153,7 @@ class ProgressPanel(MonitorPanel):
         if h.state == "lost":
             msg = Text.assemble(("The trainer process is gone but the run never finished", "red"),
                                 " (killed, out of memory, or the machine rebooted). ",
-                                ("Resume: ", "bold"), f"lorapilot train --resume {h.run_dir}")
+                                ("Resume: ", "bold"), f"lorapilot train --resume {shell_word(h.run_dir)}")
         elif h.state == "failed":
             status = h.status or {}
             msg = Text.assemble(("Failed: ", "bold red"), str(status.get("error") or "see the log"),

@@ -1,0 +1,70 @@
+"""Commands lorapilot tells the user to copy name the run directory as a shell reads it back: a path with a space
+was printed bare (`lorapilot stop runs/my run`), which a shell splits into two arguments."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import time
+
+import pytest
+
+from conftest import DEMO_CONFIG, unwrapped
+from engine.rundir import RunLock, write_status
+
+
+def command_after(text: str, label: str) -> list[str]:
+    """The command on the line that starts with label, as a shell splits it."""
+    line = next(ln for ln in text.splitlines() if ln.strip().startswith(label))
+    return shlex.split(line.strip().removeprefix(label))
+
+
+def test_train_detach_says_how_to_watch_and_stop_a_run_whose_folder_has_a_space(tmp_path, monkeypatch, capsys):
+    from engine import cli
+    from engine.train import launch
+
+    class Started:
+        pid = os.getpid()
+
+    monkeypatch.setattr(launch, "check_inputs", lambda cfg: None)
+    monkeypatch.setattr(launch, "_spawn", lambda *a, **k: Started())   # what is printed, not the trainer, is tested
+    run = tmp_path / "my runs" / "first run"
+    assert cli.main(["train", str(DEMO_CONFIG), "--run-dir", str(run), "--detach"]) == 0
+    out = capsys.readouterr().out
+    assert command_after(out, "watch:") == ["lorapilot", "monitor", str(run)], out
+    assert command_after(out, "stop:") == ["lorapilot", "stop", str(run)], out
+
+
+def test_a_stopped_run_says_how_to_resume_it_with_a_space_in_its_folder(tmp_path, capsys):
+    from engine.cli import _report_end
+
+    run = tmp_path / "my run"
+    run.mkdir()
+    write_status(run, state="stopped", step=4)
+    assert _report_end(run, 0) == 0
+    assert command_after(capsys.readouterr().out, "stopped at step 4; resume:") == [
+        "lorapilot", "train", "--resume", str(run)]
+
+
+def test_a_run_in_use_says_how_to_stop_it_with_a_space_in_its_folder(tmp_path):
+    from engine.errors import UserError
+
+    run = tmp_path / "my run"
+    run.mkdir()
+    held = RunLock.acquire(run)
+    try:
+        with pytest.raises(UserError) as e:
+            RunLock.acquire(run)
+    finally:
+        held.release()
+    assert command_after(e.value.fix, "wait for it, or stop it first:") == ["lorapilot", "stop", str(run)]
+
+
+def test_a_stalled_run_says_how_to_resume_it_with_a_space_in_its_folder(tmp_path):
+    from engine.diagnose.stall import no_progress
+
+    run = tmp_path / "my run"
+    found = no_progress({"state": "training", "step": 3, "updated": time.time() - 3600}, None, time.time(), str(run))
+    fix = unwrapped(found.fix)
+    resume = fix[fix.index("lorapilot train --resume"):].rstrip(".")
+    assert shlex.split(resume) == ["lorapilot", "train", "--resume", str(run)], fix
