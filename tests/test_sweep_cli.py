@@ -244,3 +244,21 @@ def test_resume_with_the_sweeps_own_command_starts_it_the_first_time(config, cap
     (new / "notes.txt").write_text("mine")
     code, _, err = sweep(capsys, str(config), "--sweep-dir", str(new), "--resume", "--dry-run")
     assert code == 2 and "not a sweep directory" in unwrapped(err)
+
+
+def test_the_drivers_writes_of_sweep_json_never_follow_a_link_planted_beside_it(tmp_path):
+    """The driver rewrites sweep.json every few seconds for hours, through sweep.json.tmp: a link put there after the
+    folder was checked (a shared folder, another user) had the user's file it points to overwritten with the
+    record. Each write now makes a temporary file of its own (O_EXCL, never through a link)."""
+    import json
+
+    precious = tmp_path / "notes.txt"
+    precious.write_text("precious\n")
+    d = tmp_path / "sweep"
+    d.mkdir()
+    write_sweep(d, {"state": "running", "trials": []})
+    (d / "sweep.json.tmp").symlink_to(precious)
+    write_sweep(d, {"state": "done", "trials": []})
+    assert precious.read_text() == "precious\n"
+    assert json.loads((d / "sweep.json").read_text())["state"] == "done"
+    assert sorted(p.name for p in d.iterdir()) == ["sweep.json", "sweep.json.tmp"]   # the link alone, untouched

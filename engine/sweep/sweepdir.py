@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any
 
 from engine.errors import DataError, UserError, quote, type_word
-from engine.rundir import RunLock, create_request_file, lock_held, pid_alive
+from engine.rundir import RunLock, create_request_file, lock_held, pid_alive, replace_file
 
 SWEEP_FILE = "sweep.json"
 BASE_CONFIG_FILE = "base_config.yaml"
@@ -126,11 +125,13 @@ def _sweep_problem(sweep, complete: bool) -> str | None:
 
 
 def write_sweep(sweep_dir: str | Path, sweep: dict) -> None:
+    """Replaces sweep.json with `sweep` through a temporary file of this writer's own (rundir.replace_file): a
+    shared sweep.json.tmp was written through when a link was planted there (a sweep folder may come from anyone:
+    `sweep --resume` overwrote the file it pointed to), and two writers replaced it under each other. The record is
+    written whole, not merged: only the holder of the sweep's lock writes it (the command that starts or resumes
+    the sweep, then the driver it hands the lock to), so no other process has fields in it to lose."""
     sweep["updated"] = time.time()
-    path = Path(sweep_dir) / SWEEP_FILE
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(sweep, indent=1), encoding="utf-8")
-    os.replace(tmp, path)
+    replace_file(Path(sweep_dir) / SWEEP_FILE, json.dumps(sweep, indent=1).encode("utf-8"))
 
 
 def effective_sweep_state(sweep: dict, sweep_dir: str | Path | None = None) -> str:
