@@ -159,7 +159,8 @@ def _cmd_runs(a) -> int:
         stalled = {r.path for r in runs if _stalled(r)}
         print(json.dumps([{"run_dir": str(r.path), "state": r.state, "step": r.step, "max_steps": r.max_steps,
                            "loss": r.loss, "eval_loss": r.eval_loss, "age_s": r.age_s,
-                           "no_progress": r.path in stalled} for r in runs], indent=1))
+                           "no_progress": r.path in stalled,
+                           "copy_of": str(r.copy_of) if r.copy_of else None} for r in runs], indent=1))
         _warn(skipped)
         return EXIT_OK
     from engine.runs_list import collect, format_table, watch_lines

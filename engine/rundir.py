@@ -7,7 +7,7 @@ byte offset and tolerates a half-written last line.
 
 Ownership: one trainer per run directory, held by an exclusive flock on
 `trainer.lock` for the trainer's lifetime (`RunLock`); whoever signals the
-trainer first checks that the pid is this run's trainer (`trainer_pid`).
+trainer first checks that the pid is this run's trainer (`trainer_pid`: alive, and holding the run's lock).
 Everything shown from a run directory goes through `safe_text`: a run directory
 may come from someone else, and its text must not drive the terminal.
 """
@@ -319,11 +319,11 @@ def _cmdline(pid: int) -> list[str] | None:
 TRAINER_MODULE = "engine.train.run"
 
 
-def trainer_pid(run_dir: str | Path, status: dict | None) -> int | None:
-    """status.json's pid if that process is this run's trainer now, else None.
+def _recorded_trainer(run_dir: str | Path, status: dict | None) -> int | None:
+    """status.json's pid if that process is the one status.json recorded, and alive; else None.
 
     A pid from status.json may belong to anything once the trainer is gone (pids are reused, and pid 1 is a
-    container's init): it is this run's trainer if it started when status.json says (`pid_start`), or
+    container's init): it is the recorded process if it started when status.json says (`pid_start`), or
     its command line runs the trainer module on this run directory (`-m engine.train.run RUN_DIR`, also under
     torchrun): a `lorapilot monitor RUN_DIR` or an `rsync -a RUN_DIR ...` names the directory too.
     """
@@ -341,38 +341,57 @@ def trainer_pid(run_dir: str | Path, status: dict | None) -> int | None:
     return pid if any(a == TRAINER_MODULE and b.rstrip("/") == wanted for a, b in zip(args, args[1:])) else None
 
 
-def holds_run_lock(pid: int, run_dir: str | Path) -> bool | None:
-    """Whether the process has this run directory's trainer.lock open, as a trainer (or torchrun's agent) keeps it
-    for its whole life, deleted or not; None where /proc cannot tell (another user's process, not Linux).
+def trainer_pid(run_dir: str | Path, status: dict | None) -> int | None:
+    """status.json's pid if that process is this run's trainer now, else None: the process status.json recorded
+    (`_recorded_trainer`), holding this run's trainer.lock where /proc can tell. Every verb that signals or waits
+    for the trainer, and every display of a run's state, asks this.
 
-    A copy of a live run's directory (cp -r) holds its status.json, the original trainer's pid and start time and
-    all: this tells the copy's "trainer" from the original's, whose lock is another file."""
-    wanted = str(Path(run_dir).resolve() / LOCK_FILE)
+    A copy of a live run's directory (cp -r) holds the original's status.json, its trainer's pid and start time and
+    all: that process trains the original, whose lock is another file, and nothing trains the copy (`copy_of`)."""
+    pid = _recorded_trainer(run_dir, status)
+    return pid if pid is not None and holds_run_lock(pid, run_dir) is not False else None
+
+
+def _held_run_locks(pid: int) -> list[Path] | None:
+    """The run lock files (trainer.lock) the process has open, as a trainer (or torchrun's agent) keeps its run's for
+    its whole life, deleted or not; None where /proc cannot tell (another user's process, not Linux)."""
     try:
         fds = os.listdir(f"/proc/{pid}/fd")
     except OSError:
         return None
+    held = []
     for fd in fds:
         try:
-            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            target = os.readlink(f"/proc/{pid}/fd/{fd}").removesuffix(" (deleted)")
         except OSError:  # closed since the listing
             continue
-        if target in (wanted, f"{wanted} (deleted)"):
-            return True
-    return False
+        if Path(target).name == LOCK_FILE:
+            held.append(Path(target))
+    return held
 
 
-def signalable_trainer(run_dir: str | Path, status: dict | None) -> int | None:
-    """The pid to signal, or to wait for, as this run's trainer: `trainer_pid`, and it holds this run's lock file
-    open where /proc can tell."""
-    pid = trainer_pid(run_dir, status)
-    return pid if pid is not None and holds_run_lock(pid, run_dir) is not False else None
+def holds_run_lock(pid: int, run_dir: str | Path) -> bool | None:
+    """Whether the process has this run directory's trainer.lock open; None where /proc cannot tell."""
+    held = _held_run_locks(pid)
+    return None if held is None else Path(run_dir).resolve() / LOCK_FILE in held
+
+
+def copy_of(run_dir: str | Path, status: dict | None) -> Path | None:
+    """The run directory this one was copied from while it trained (cp -r runs/a runs/a-copy), which its trainer
+    still trains: the process status.json recorded lives but holds another run's lock, not this one's. None for
+    anything else (a trainer of this run, a dead one, or one /proc cannot tell about)."""
+    pid = _recorded_trainer(run_dir, status)
+    held = _held_run_locks(pid) if pid is not None else None
+    if not held or Path(run_dir).resolve() / LOCK_FILE in held:
+        return None
+    return held[0].parent
 
 
 def effective_state(status: dict | None, run_dir: str | Path | None = None) -> str:
     """The state to show: a non-final state whose process is gone is `lost`.
 
-    With run_dir, a pid that now belongs to another process counts as gone.
+    With run_dir, a pid that now belongs to another process, or to the trainer of another run (the original of a
+    copied run directory: `copy_of` says which), counts as gone: nothing will write this run again.
     """
     if not status:
         return "unknown"
@@ -708,6 +727,7 @@ class RunSummary:
     updated: float | None = None
     error: str | None = None
     extra: dict = field(default_factory=dict)
+    copy_of: Path | None = None   # lost because it is a copy of this run, which its trainer still trains
 
     @property
     def name(self) -> str:
@@ -745,9 +765,11 @@ def summarize(run_dir: str | Path) -> RunSummary:
     if status is None:
         mtime = (p / METRICS_FILE).stat().st_mtime if (p / METRICS_FILE).exists() else None
         return RunSummary(path=p, state="unknown", loss=loss, eval_loss=eval_loss, updated=mtime)
-    return RunSummary(path=p, state=effective_state(status, p), step=int(status.get("step") or 0),
+    state = effective_state(status, p)
+    return RunSummary(path=p, state=state, step=int(status.get("step") or 0),
                       max_steps=int(status.get("max_steps") or 0), loss=loss, eval_loss=eval_loss,
-                      updated=status.get("updated"), error=status.get("error"), extra=status)
+                      updated=status.get("updated"), error=status.get("error"), extra=status,
+                      copy_of=copy_of(p, status) if state == "lost" else None)
 
 
 def is_run_dir(p: Path) -> bool:

@@ -16,6 +16,8 @@ NAME_W = 32
 # name state step loss eval age: 32+1+10+1+11+1+7+1+7+1+5 = 77 columns
 HEADER = f"{'run':<{NAME_W}} {'state':<10} {'step':>11} {'loss':>7} {'eval':>7} {'age':>5}"
 STALLED = "stalled?"
+# A run directory copied (cp -r) from a run that trains: nothing trains the copy (rundir.copy_of).
+COPY = "copy"
 
 
 @dataclass(frozen=True)
@@ -61,7 +63,7 @@ def collect(root: str | Path | None, stalled: Callable[[object], bool] = lambda 
         in_sweep = r.path.parent != base
         # Escaped before the columns are laid out: a name's escapes take more columns than its control characters.
         row = Row(str(r.path), (TRIAL_INDENT if in_sweep else "") + safe_text(r.name, one_line=True),
-                  STALLED if stalled(r) else safe_text(r.state, one_line=True),
+                  STALLED if stalled(r) else COPY if r.copy_of else safe_text(r.state, one_line=True),
                   f"{r.step}/{r.max_steps}", r.loss, r.eval_loss, r.age_s)
         if in_sweep:
             trials.setdefault(str(r.path.parent), []).append(row)
@@ -114,6 +116,9 @@ def format_table(rows: list[Row]) -> list[str]:
     lines = [HEADER, *map(format_row, rows)]
     if any(r.state == STALLED for r in rows):
         lines.append(f"{STALLED}: training, but no step finished lately; see lorapilot diagnose RUN_DIR")
+    if any(r.state == COPY for r in rows):
+        lines += [f"{COPY}: copied from a run that is still training; nothing trains the copy",
+                  f"{'':{len(COPY)}}  (lorapilot train --resume RUN_DIR continues it on its own)"]
     return lines
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import time
 from pathlib import Path
@@ -95,10 +96,32 @@ def log_lines(first: int, last: int, logging_steps: int = 10) -> Iterator[str]:
             yield f"Saving model checkpoint to checkpoints/checkpoint-{step}"
 
 
+# The run locks this process holds as the trainer of fake runs (hold_run_lock); released by release_run_locks.
+_HELD: list = []
+
+
+def hold_run_lock(run_dir: Path) -> Path:
+    """This process holds the run's trainer.lock, as a real trainer does for its whole life: a fake live run whose
+    status.json names this process is then this run's trainer, not the original's of a copied directory (which
+    `runs` and the monitor show as not training). Held until release_run_locks (the tests' autouse fixture) or
+    this process ends."""
+    from engine.rundir import RunLock
+
+    if not any(lock.run_dir == Path(run_dir) for lock in _HELD):
+        _HELD.append(RunLock.acquire(run_dir))
+    return run_dir
+
+
+def release_run_locks() -> None:
+    while _HELD:
+        _HELD.pop().release()
+
+
 def make_run(run_dir: Path, *, steps_done: int = 900, max_steps: int = 1200, state: str = "training",
              pid: int | None = None, now: float | None = None, s_per_step: float = 1.6,
              error: str | None = None) -> Path:
-    """A run directory whose last step was just logged (or, with a final state, finished earlier)."""
+    """A run directory whose last step was just logged (or, with a final state, finished earlier). With this
+    process's pid, this process is its trainer: it holds the run's lock (hold_run_lock)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     now = time.time() if now is None else now
     t0 = now - steps_done * s_per_step - 2
@@ -118,4 +141,6 @@ def make_run(run_dir: Path, *, steps_done: int = 900, max_steps: int = 1200, sta
               "max_steps": max_steps, "error": error, "memory": "fast",
               "started": t0, "updated": now}
     (run_dir / "status.json").write_text(json.dumps(status, indent=1), encoding="utf-8")
+    if pid == os.getpid():
+        hold_run_lock(run_dir)
     return run_dir

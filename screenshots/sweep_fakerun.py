@@ -14,10 +14,11 @@ import time
 from pathlib import Path
 
 from engine.config import config_from_dict
-from engine.rundir import MetricsWriter, read_metrics, read_status, write_status
+from engine.rundir import MetricsWriter, process_start, read_metrics, read_status, write_status
 from engine.sweep.plan import Trial, rungs
 from engine.sweep.report import RESULT_KEYS, choose_winner, table_rows, trial_metrics
 from engine.sweep.sweepdir import TRIAL_PENDING, write_sweep
+from monitor_fakerun import hold_run_lock
 
 LRS = (5e-5, 2e-4, 1e-3)
 RS = (8, 16, 32)
@@ -90,8 +91,10 @@ def make_sweep(root: str | Path, state: str = "done", pid: int | None = None, na
         run.mkdir()
         _write_steps(run, *key, 1, last)
         live = end_state == "training"
-        write_status(run, state=end_state, pid=pid if live else None, step=last, max_steps=STEPS,
-                     run_name=t["id"])
+        write_status(run, state=end_state, pid=pid if live else None, pid_start=process_start(pid) if live else None,
+                     step=last, max_steps=STEPS, run_name=t["id"])
+        if live and pid == os.getpid():   # this process stands in for the trial's trainer: it holds the run's lock
+            hold_run_lock(run)
         t.update(state=end_state, step=last, stopped_by=stopped_by, stop_reason=REASONS.get(stopped_by))
         if not live:
             t.update({k: v for k, v in trial_metrics(read_metrics(run)).items() if k in RESULT_KEYS},

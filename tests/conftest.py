@@ -90,6 +90,27 @@ def _still_running(pid: int) -> bool:
         return False
 
 
+def hold_run_lock(run_dir: Path) -> Path:
+    """This test's process as the run's live trainer (status.json names os.getpid()): it holds the run's lock as a
+    trainer does, until the test ends (screenshots/monitor_fakerun.hold_run_lock)."""
+    screenshots = str(REPO / "screenshots")
+    if screenshots not in sys.path:
+        sys.path.insert(0, screenshots)
+    from monitor_fakerun import hold_run_lock as hold
+
+    return hold(run_dir)
+
+
+@pytest.fixture(autouse=True)
+def _fake_trainers_let_go():
+    """A fake live run names this process as its trainer and holds its run lock, as a real trainer does
+    (screenshots/monitor_fakerun.hold_run_lock): let go when the test ends."""
+    yield
+    fakerun = sys.modules.get("monitor_fakerun")
+    if fakerun is not None:
+        fakerun.release_run_locks()
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _stop_detached_runs_at_the_end(tmp_path_factory):
     yield

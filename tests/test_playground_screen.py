@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import unwrapped
+from conftest import hold_run_lock, unwrapped
 from tui.app import LorapilotApp
 from tui.widgets.answer_pane import AnswerPane
 
@@ -113,7 +113,7 @@ def _still_training(finished_demo_run, run: Path, *, step: int = 34, checkpoints
     status = json.loads((run / "status.json").read_text())
     status.update(state="training", step=step, pid=os.getpid(), pid_start=process_start(os.getpid()))
     (run / "status.json").write_text(json.dumps(status))
-    return run
+    return hold_run_lock(run)
 
 
 async def _monitor_then_p(app, pilot) -> None:

@@ -5,6 +5,7 @@ The tests that need a real trainer are in test_run_safety_e2e.py.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -106,9 +107,10 @@ def test_stop_does_not_signal_a_reused_pid(tmp_path, bystander):
     assert run_cli("runs", "--root", str(tmp_path)).stdout.split("\n")[1].split()[1] == "lost"
 
 
-def _process_naming(run: Path, *args: str) -> subprocess.Popen:
-    """A live process whose command line ends with args and the run directory."""
-    proc = subprocess.Popen([sys.executable, "-c", "import time, sys; time.sleep(120)", *args, str(run)])
+def _process_naming(run: Path, *args: str, pass_fds: tuple[int, ...] = ()) -> subprocess.Popen:
+    """A live process whose command line ends with args and the run directory (pass_fds: descriptors it inherits)."""
+    proc = subprocess.Popen([sys.executable, "-c", "import time, sys; time.sleep(120)", *args, str(run)],
+                            pass_fds=pass_fds)
     # Between fork and exec the child still shows pytest's command line: wait for its own.
     deadline = time.monotonic() + 60
     while str(run) not in " ".join(psutil.Process(proc.pid).cmdline()) and time.monotonic() < deadline:
@@ -119,7 +121,10 @@ def _process_naming(run: Path, *args: str) -> subprocess.Popen:
 def test_trainer_pid_recognises_this_runs_process(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
-    proc = _process_naming(run, "-m", "engine.train.run")  # as engine.train.distributed.launch_command starts it
+    # As engine.train.distributed.launch_command starts it, with the run lock the launcher hands down.
+    lock = RunLock.acquire(run)
+    proc = _process_naming(run, "-m", "engine.train.run", pass_fds=(lock.fd,))
+    lock.release()
     try:
         assert trainer_pid(run, {"pid": proc.pid}) == proc.pid  # its command line names the run
         assert trainer_pid(run, {"pid": proc.pid, "pid_start": process_start(proc.pid)}) == proc.pid
@@ -152,18 +157,15 @@ def test_stop_does_not_signal_another_process_that_names_the_run(tmp_path, capsy
         other.wait()
 
 
-def test_stop_of_a_copy_of_a_live_run_leaves_the_original_training(tmp_path, capsys, monkeypatch):
-    """`cp -r runs/a runs/a-copy` while a trains: the copy's status.json names a's trainer, pid and start time
-    and all, so `stop runs/a-copy` stopped a's training, and `train --resume runs/a-copy` was refused until it
-    was stopped. A trainer keeps its run's trainer.lock open for its life; the copy's is another file."""
-    from engine.cli import main
+@contextlib.contextmanager
+def _live_run_and_its_copy(tmp_path: Path):
+    """`cp -r runs/a runs/a-copy` while a trains: (a, a-copy, a's trainer, the status both hold). The trainer is a
+    real process holding a's lock as the launcher hands it down: a descriptor of a/trainer.lock, open for its life."""
     from engine.rundir import LOCK_FILE
-    from engine.train import launch
 
     original, copy = tmp_path / "a", tmp_path / "a-copy"
     original.mkdir()
     (original / LOCK_FILE).touch()
-    # a's trainer, holding its lock as the launcher hands it down: a descriptor of a/trainer.lock, open for its life
     code = (f"import fcntl, os, time; fd = os.open({str(original / LOCK_FILE)!r}, os.O_RDWR); "
             "fcntl.flock(fd, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(120)")
     trainer = subprocess.Popen([sys.executable, "-c", code, "-m", "engine.train.run", str(original)],
@@ -171,13 +173,28 @@ def test_stop_of_a_copy_of_a_live_run_leaves_the_original_training(tmp_path, cap
     try:
         assert trainer.stdout.readline().strip() == "locked"
         status = {"state": "training", "step": 3, "max_steps": 8, "pid": trainer.pid,
-                  "pid_start": process_start(trainer.pid)}
+                  "pid_start": process_start(trainer.pid), "updated": time.time()}
         for run in (original, copy):
             run.mkdir(exist_ok=True)
             (run / "status.json").write_text(json.dumps(status))
             (run / "metrics.jsonl").write_text("")
             (run / "config.yaml").write_text(f"model: m\ndataset: {{path: {tmp_path / 'd.jsonl'}}}\n")
         (copy / LOCK_FILE).touch()
+        yield original, copy, trainer, status
+    finally:
+        trainer.kill()
+        trainer.wait()
+        trainer.stdout.close()
+
+
+def test_stop_of_a_copy_of_a_live_run_leaves_the_original_training(tmp_path, capsys, monkeypatch):
+    """`cp -r runs/a runs/a-copy` while a trains: the copy's status.json names a's trainer, pid and start time
+    and all, so `stop runs/a-copy` stopped a's training, and `train --resume runs/a-copy` was refused until it
+    was stopped. A trainer keeps its run's trainer.lock open for its life; the copy's is another file."""
+    from engine.cli import main
+    from engine.train import launch
+
+    with _live_run_and_its_copy(tmp_path) as (original, copy, trainer, _):
         assert main(["stop", str(copy)]) == 0 and "not running" in capsys.readouterr().out
         assert trainer.poll() is None  # never signalled
         spawned = []
@@ -185,9 +202,31 @@ def test_stop_of_a_copy_of_a_live_run_leaves_the_original_training(tmp_path, cap
         assert main(["train", "--resume", str(copy), "--detach"]) == 0 and spawned  # the copy is a run of its own
         assert main(["train", "--resume", str(original), "--detach"]) == 2  # the original is still its trainer's
         assert "another trainer" in unwrapped(capsys.readouterr().err)
-    finally:
-        trainer.kill()
-        trainer.wait()
+
+
+def test_a_copy_of_a_live_run_is_not_shown_training(tmp_path, capsys):
+    """The same copy was listed by `runs` (and shown by the monitor) as training, at the original's step, for as long
+    as the original trained: nothing trains it. `runs` says `copy` (and --json which run it is a copy of), its state
+    is lost to every reader (the sweep's resume, the monitor's keys), and the monitor says what it is."""
+    from engine.cli import main
+    from engine.rundir import copy_of, effective_state, summarize
+    from tui.models.run_history import RunHistory
+    from tui.widgets.progress_panel import ProgressPanel
+
+    with _live_run_and_its_copy(tmp_path) as (original, copy, trainer, status):
+        assert effective_state(status, original) == "training" and copy_of(original, status) is None
+        assert effective_state(status, copy) == "lost" and copy_of(copy, status) == original
+        assert summarize(copy).state == "lost" and summarize(copy).copy_of == original
+        assert main(["runs", "--root", str(tmp_path)]) == 0
+        rows = {line.split()[0]: line.split()[1] for line in capsys.readouterr().out.splitlines()[1:3]}
+        assert rows == {"a": "training", "a-copy": "copy"}, rows
+        assert main(["runs", "--root", str(tmp_path), "--json"]) == 0
+        listed = {Path(r["run_dir"]).name: r for r in json.loads(capsys.readouterr().out)}
+        assert listed["a-copy"]["copy_of"] == str(original) and listed["a"]["copy_of"] is None
+        history = RunHistory(str(copy))
+        history.status, history.state = status, effective_state(status, copy)
+        said = " ".join(str(part) for part in ProgressPanel(history)._trouble())
+        assert "A copy of a run that is still training" in said and f"lorapilot monitor {original}" in said, said
 
 
 def test_stall_advice_never_names_pid_1(tmp_path):

@@ -16,6 +16,7 @@ import pytest
 from engine.eta import Starting, starting_eta
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "screenshots"))
+from monitor_fakerun import hold_run_lock  # noqa: E402
 
 LAUNCHED = round(time.time()) - 10.0   # elapsed reads the clock: a launch 10 s ago
 ESTIMATE = {"time_s": 3600.0, "startup_s": 60.0, "compile_s": 70.0, "basis": "measured on H200"}
@@ -55,7 +56,7 @@ def starting_run(run_dir: Path, **fields) -> Path:
     st = status(pid=os.getpid(), pid_start=process_start(os.getpid()), step=0, max_steps=1200, updated=LAUNCHED + 9,
                 error=None, **fields)
     (run_dir / "status.json").write_text(json.dumps(st))
-    return run_dir
+    return hold_run_lock(run_dir)
 
 
 @pytest.mark.parametrize("fields,shown", [

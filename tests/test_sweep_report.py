@@ -7,9 +7,10 @@ import os
 
 import pytest
 
+from conftest import hold_run_lock
 from engine.config import config_from_dict, load_config
 from engine.errors import UserError
-from engine.rundir import MetricsWriter, write_status
+from engine.rundir import MetricsWriter, process_start, write_status
 from engine.sweep import summarize_sweep
 from engine.sweep.plan import Trial
 from engine.sweep.report import apply_winner, choose_winner, print_report, table_rows, trial_metrics
@@ -170,7 +171,9 @@ def test_summarize_sweep_while_running(tmp_path):
     write_sweep(sweep_dir, sweep)
     run = sweep_dir / sweep["trials"][0]["id"]
     run.mkdir()
-    write_status(run, state="training", pid=os.getpid(), step=97, max_steps=120)   # written a few seconds ago
+    # written a few seconds ago by its trainer, which this process stands in for (holding the trial's run lock)
+    write_status(run, state="training", pid=os.getpid(), pid_start=process_start(os.getpid()), step=97, max_steps=120)
+    hold_run_lock(run)
     w = MetricsWriter(run)
     for rec in records([3.0 - 0.01 * i for i in range(100)], [(4, 2.6)]):
         w.write(rec.pop("kind"), rec.pop("step"), **{k: v for k, v in rec.items() if k != "time"})

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import DEMO_CONFIG, unwrapped
+from conftest import DEMO_CONFIG, hold_run_lock, unwrapped
 from engine.cli import main
 from engine.config import load_config
 from engine.rundir import CONFIG_FILE, MetricsWriter, process_start, write_status
@@ -221,6 +221,7 @@ def test_a_resumed_driver_follows_a_trial_whose_trainer_outlived_it(tmp_path):
     sweep = a_sweep(d, [t])
     # this process stands in for its trainer (its start time recorded, as the launcher records the trainer's)
     run_dir(d, t, [(2, 2.2)], state="training", step=3, pid=os.getpid(), pid_start=process_start(os.getpid()))
+    hold_run_lock(d / t["id"])
     lines = prepare_resume(d, sweep, now=time.time())
     assert lines == [f"{t['id']}: still training (pid {os.getpid()}): followed to its end"]
     assert sweep["trials"][0]["state"] == "training" and sweep["trials"][0]["adopt"]

@@ -72,7 +72,7 @@ def summarize_sweep(sweep_dir: str | Path) -> dict:
         else:
             status = read_status(run_dir) or {}
             m = trial_metrics(read_metrics(run_dir))
-            row.update(state=effective_state(status) if status else t["state"],
+            row.update(state=effective_state(status, run_dir) if status else t["state"],
                        step=max(int(status.get("step") or 0), m["step"]),
                        max_steps=int(status.get("max_steps") or sweep["steps"]),
                        loss=m["losses"][-1] if m["losses"] else None, eval_loss=m["eval_loss"],

@@ -22,7 +22,7 @@ from engine.errors import DataError, UserError, shell_word
 from engine.rundir import (CONFIG_FILE, FINAL_STATES, LOCK_FILE, LOG_FILE, STATUS_FILE, STATUS_LOCK_FILE,
                            STOP_REQUEST_FILE, MetricsTail, RunLock, check_remote_code, checkpoint_step,
                            create_request_file, disk_full_path, format_record, load_status, lock_held, pid_alive,
-                           planned_steps, process_start, read_status, signalable_trainer, usable_checkpoint,
+                           planned_steps, process_start, read_status, trainer_pid, usable_checkpoint,
                            write_status)
 from engine.settings import RUNS_ENV, runs_root
 from engine.train.signals import STOP_SIGNALS
@@ -191,7 +191,7 @@ def resume_run(run_dir: str | Path, *, trust_remote_code: bool = False) -> RunHa
             status = {}
             notes.append(f"{e.message}; the resumed run writes a new one")
         # A copy of a live run's directory names the original's trainer: not this run's, which nobody trains.
-        if status.get("state") not in FINAL_STATES and signalable_trainer(rd, status) is not None:
+        if status.get("state") not in FINAL_STATES and trainer_pid(rd, status) is not None:
             raise UserError(f"{rd}: the run is still {status.get('state')} (pid {status.get('pid')})",
                             fix=f"stop it first: lorapilot stop {shell_word(rd)}")
         from engine.config import load_config
@@ -258,7 +258,7 @@ def request_stop(run_dir: str | Path) -> bool:
         create_request_file(rd / STOP_REQUEST_FILE)
         return True
     # Only this run's trainer: a dead run's pid may belong to anything now, a copied run's is the original's.
-    pid = signalable_trainer(rd, status)
+    pid = trainer_pid(rd, status)
     if status.get("state") in FINAL_STATES or pid is None:
         return False
     # Every rank polls the file (and agrees on the step to stop at); it also works where signals

@@ -13,7 +13,7 @@ from textual.markup import escape
 from engine.diagnose.finding import Finding
 from engine.errors import shell_word
 from engine.eta import starting_eta
-from engine.rundir import LOG_FILE, format_age, safe_text, tail_lines
+from engine.rundir import LOG_FILE, copy_of, format_age, safe_text, tail_lines
 from tui.models.run_history import LOG, PROGRESS, SYSTEM, RunHistory
 from tui.widgets.meter_text import meter
 from tui.widgets.monitor_panel import MonitorPanel
@@ -150,7 +150,14 @@ class ProgressPanel(MonitorPanel):
             return [Text.assemble((h.status_error, "bold yellow"),
                                   " A running trainer rewrites it when it next reports; until then the state is unknown and the"
                                   " figures come from metrics.jsonl.")]
-        if h.state == "lost":
+        original = copy_of(h.run_dir, h.status) if h.state == "lost" else None
+        if original is not None:   # cp -r of a live run: its status names the trainer of the run it was copied from
+            msg = Text.assemble(("A copy of a run that is still training: nothing trains this folder", "yellow"),
+                                f" (its trainer trains {safe_text(original, one_line=True)}). ",
+                                ("Watch that run: ", "bold"), f"lorapilot monitor {shell_word(original)}",
+                                ("; or continue this copy on its own: ", "bold"),
+                                f"lorapilot train --resume {shell_word(h.run_dir)}")
+        elif h.state == "lost":
             msg = Text.assemble(("The trainer process is gone but the run never finished", "red"),
                                 " (killed, out of memory, or the machine rebooted). ",
                                 ("Resume: ", "bold"), f"lorapilot train --resume {shell_word(h.run_dir)}")
