@@ -90,7 +90,9 @@ def test_inspect_data_fix_writes_the_findings_settings_into_the_config(tmp_path,
     rows += [{"instruction": f"Say yes {i}.", "output": "yes"} for i in range(15)]
     data = tmp_path / "d.jsonl"
     data.write_text("".join(json.dumps(x) + "\n" for x in rows))
-    config = tmp_path / "mine.yaml"
+    # A config whose path is longer than a line (80 columns): the line that names it must not cut it.
+    config = tmp_path / "a-folder-whose-name-alone-takes-most-of-a-line-of-eighty-columns" / "mine.yaml"
+    config.parent.mkdir()
     config.write_text(f"# mine\nmodel: lorapilot-demo\ndataset:\n  path: {data}\ntraining:\n"
                       "  max_seq_length: 48   # too short, on purpose\n  warmup_ratio: 0\n", encoding="utf-8")
 

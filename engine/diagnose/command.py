@@ -313,8 +313,13 @@ def run_inspect(args: argparse.Namespace) -> int:
         console = _console()
         console.print(_report_table(report, examples, cfg.training.max_seq_length, tokenizer))
         if changes:
-            console.print(f"[bold]wrote {len(changes)} change{'s' * (len(changes) > 1)} into {args.fix}[/] "
-                          "(comments and order kept):")
+            from rich.text import Text
+
+            from engine.wrap import fit
+
+            # Wrapped by fit, which keeps a path longer than the line whole (rich would cut it where the line ends).
+            console.print(Text(fit(f"wrote {len(changes)} change{'s' * (len(changes) > 1)} into {args.fix} "
+                                   "(comments and order kept):"), style="bold"), soft_wrap=True)
             for line in changes:
                 console.print(f"  {line}", markup=False)
         print_findings(findings, empty="No problems found in the data.")
