@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import fcntl
 import gc
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -120,7 +122,12 @@ def _stop_detached_runs_at_the_end(tmp_path_factory):
 @pytest.fixture(scope="session", autouse=True)
 def _shared_demo_trained_first(request, _stop_detached_runs_at_the_end):
     """Trains the shared demo run at the start of the session when any selected test reads it, so that its
-    training is never inside one test's time (timeouts count the test body only: timeout_func_only)."""
+    training is never inside one test's time (timeouts count the test body only: timeout_func_only).
+
+    With pytest-xdist every worker sees every selected test here: the first worker (gw0) trains the run, the others
+    go on with their tests and wait for it (finished_demo_run's lock) only in a test that reads it."""
+    if os.environ.get("PYTEST_XDIST_WORKER", "gw0") != "gw0":
+        return
     if any("finished_demo_run" in getattr(item, "fixturenames", ()) for item in request.session.items):
         try:
             request.getfixturevalue("finished_demo_run")
@@ -174,17 +181,35 @@ def together(*calls):
         return [f.result() for f in [pool.submit(call) for call in calls]]
 
 
+def _shared_demo_dir(tmp_path_factory) -> Path:
+    """The shared demo run's folder: in this session's temp root, or with pytest-xdist in the root its workers share
+    (each worker's is a folder in it), so that the run is trained once per session, not once per worker."""
+    base = tmp_path_factory.getbasetemp()
+    shared = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "shared-demo-run"
+    shared.mkdir(exist_ok=True)
+    return shared
+
+
 @pytest.fixture(scope="session")
 def finished_demo_run(tmp_path_factory, demo_model_dir) -> Path:
-    """A real demo training run (tiny model, CPU), finished, shared by the tests that only read it."""
-    run_dir = tmp_path_factory.mktemp("runs") / "demo-finished"
-    try:
-        # A hub token in the environment must never end up in the run directory (see test_engine_e2e).
-        # A hang guard only: the demo's 40 steps took 14 min on a 2-core machine shared with 7 other suites.
-        r = run_cli("train", str(DEMO_CONFIG), "--run-dir", str(run_dir), env={"HF_TOKEN": HUB_TOKEN_MARKER},
-                    timeout=1800)
-    except BaseException:
-        stop_detached_runs(run_dir.parent)  # the launcher was killed (its timeout): its trainer was not
-        raise
-    assert r.returncode == 0, r.stdout + r.stderr + (run_dir / "train.log").read_text()
+    """A real demo training run (tiny model, CPU), finished, shared by the tests that only read it (and by the
+    pytest-xdist workers: the first to ask trains it, under a lock, the others wait for it and read it)."""
+    shared = _shared_demo_dir(tmp_path_factory)
+    run_dir = shared / "runs" / "demo-finished"
+    with open(shared / "lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (shared / "trained").exists():
+            return run_dir
+        shutil.rmtree(run_dir.parent, ignore_errors=True)  # another worker's failed attempt
+        run_dir.parent.mkdir()
+        try:
+            # A hub token in the environment must never end up in the run directory (see test_engine_e2e).
+            # A hang guard only: the demo's 40 steps took 14 min on a 2-core machine shared with 7 other suites.
+            r = run_cli("train", str(DEMO_CONFIG), "--run-dir", str(run_dir), env={"HF_TOKEN": HUB_TOKEN_MARKER},
+                        timeout=1800)
+        except BaseException:
+            stop_detached_runs(run_dir.parent)  # the launcher was killed (its timeout): its trainer was not
+            raise
+        assert r.returncode == 0, r.stdout + r.stderr + (run_dir / "train.log").read_text()
+        (shared / "trained").touch()
     return run_dir
