@@ -33,3 +33,21 @@ def test_imports_no_training_stack(name):
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout.strip().splitlines()[-1]) == [], f"{name} imported {r.stdout.strip()}"
 
+
+
+@pytest.mark.parametrize("lines", [['{"instruction": "a", "output": "b"}', '{bad'],
+                                   ['{"instruction": "a", "output": "b"}', '{"instruction": "a"}']],
+                         ids=["bad JSON line", "missing key"])
+def test_inspect_data_refuses_a_broken_file_before_loading_the_tokenizer(tmp_path, lines):
+    """inspect-data on a broken dataset says so at once: the rows are read and checked before the tokenizer
+    (transformers, torch: seconds of CPU) loads."""
+    data = tmp_path / "broken.jsonl"
+    data.write_text("\n".join(lines) + "\n")
+    code = ("import sys, json\nfrom engine.cli import main\n"
+            f"rc = main(['inspect-data', {str(data)!r}])\n"
+            f"print(json.dumps([rc, [m for m in {HEAVY!r} if m in sys.modules]]))\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    rc, heavy = json.loads(r.stdout.strip().splitlines()[-1])
+    assert rc == 2 and "broken.jsonl:2" in r.stderr, r.stderr
+    assert heavy == [], f"inspect-data imported {heavy} before refusing the file"

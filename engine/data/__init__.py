@@ -115,12 +115,34 @@ def load_examples(cfg, tokenizer) -> PreparedData:
     return data
 
 
-def prepare_examples(cfg, tokenizer) -> PreparedData:
-    """load_examples without the refusal: what the trainer would train on, even when that is nothing."""
-    ds, seq = cfg.dataset, cfg.training.max_seq_length
+@dataclass
+class _Rows:
+    """A config's rows as read (and validated) from its files, before any tokenizer is loaded."""
+    rows: list[dict]
+    fmt: str
+    sources: list[str]
+    validation: tuple[list[dict], str, list[str]] | None
+
+
+def _read_config_rows(cfg) -> _Rows:
+    """The training rows (after max_examples) and those of dataset.validation_path: a bad line or a missing key is
+    refused here, cheaply, before a tokenizer is loaded."""
+    ds = cfg.dataset
     rows, fmt, sources = read_rows(ds.path, ds.format)
     if ds.max_examples:
         rows, sources = rows[: ds.max_examples], sources[: ds.max_examples]
+    validation = read_rows(ds.validation_path, ds.format) if ds.validation_path else None
+    return _Rows(rows, fmt, sources, validation)
+
+
+def prepare_examples(cfg, tokenizer) -> PreparedData:
+    """load_examples without the refusal: what the trainer would train on, even when that is nothing."""
+    return _prepare(cfg, _read_config_rows(cfg), tokenizer)
+
+
+def _prepare(cfg, read: _Rows, tokenizer) -> PreparedData:
+    ds, seq = cfg.dataset, cfg.training.max_seq_length
+    rows, fmt, sources = read.rows, read.fmt, read.sources
     report = DataReport(path=str(ds.path), format=fmt, n_rows=len(rows))
     from engine.data.prompt import shared_system_prompt
     report.system_prompt = shared_system_prompt(rows, fmt)
@@ -128,9 +150,9 @@ def prepare_examples(cfg, tokenizer) -> PreparedData:
     for i, b in enumerate(built):
         if isinstance(b, TokenizedExample):
             b.row = i
-    if ds.validation_path:
+    if read.validation is not None:
         train_built = built
-        val_rows, val_fmt, val_sources = read_rows(ds.validation_path, ds.format)
+        val_rows, val_fmt, val_sources = read.validation
         val_built = _build(val_rows, val_fmt, val_sources, tokenizer, seq, ds.train_on, report)
         report.notes.append(f"validation from {ds.validation_path} ({len(val_rows)} rows)")
     else:
@@ -163,13 +185,14 @@ def inspect_config(cfg, *, model: str | None = None, tokenizer=None) -> tuple[Da
     names the tokenizer; None: cfg.model, else the demo model's ("" is no model: an error, as in the wizard
     before a model is chosen).
     """
+    read = _read_config_rows(cfg)  # a broken file is refused before the tokenizer (and torch) loads
     if tokenizer is None:
         from engine.demo.model import DEMO_MODEL_ID
         from engine.model import load_tokenizer as _load
 
         name = model if model is not None else (cfg.model or DEMO_MODEL_ID)
         tokenizer = _load(str(name), getattr(cfg, "trust_remote_code", False))
-    data = prepare_examples(cfg, tokenizer)
+    data = _prepare(cfg, read, tokenizer)
     for example in data.train:
         example.segments = preview_segments(example, tokenizer)
     return data.report, data.train
