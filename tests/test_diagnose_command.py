@@ -87,6 +87,23 @@ def test_prepare_verb(tmp_path, capsys):
     assert json.loads((tmp_path / "o.jsonl").read_text()) == {"instruction": "hi", "output": "hello"}
 
 
+@pytest.mark.parametrize("name", ["a_dataset_folder_whose_name_is_long_enough/to_pass_the_end_of_the_line/"
+                                  "train_set.jsonl", "[old]/train.jsonl"], ids=["long path", "brackets"])
+def test_inspect_data_shows_the_file_it_read_whole(tmp_path, monkeypatch, capsys, name):
+    """The report's file line was a table cell: rich cut a long path with "…" (and read "[old]" as markup, leaving
+    /tmp//train.jsonl): the user could not see which file was read."""
+    import engine.data
+    from engine.data.types import DataReport
+
+    path = str(tmp_path / name)
+    monkeypatch.setattr(engine.data, "inspect_config", lambda cfg, *, model=None: (
+        DataReport(path=str(cfg.dataset.path), format="alpaca", n_rows=1, dropped={"empty response": 1}), []))
+    assert command.run_inspect(parse(command.add_inspect_arguments, [path])) == 2
+    out = capsys.readouterr().out
+    assert path in "\n".join(out.splitlines()[:2]), out
+    assert "…" not in out
+
+
 def test_inspect_data_runs_the_doctor_on_what_the_data_layer_returns(tmp_path, monkeypatch, capsys):
     import engine.data
     from engine.data.types import DataReport

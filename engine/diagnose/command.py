@@ -252,7 +252,8 @@ def _report_table(report: DataReport, examples: list[TokenizedExample], max_seq_
     lengths = sorted(e.full_length for e in examples) or [0]
     pct = lambda q: lengths[min(len(lengths) - 1, int(q * len(lengths)))]  # noqa: E731
     t = Table(show_header=False, box=None, padding=(0, 2))
-    t.add_row("file", str(report.path))
+    t.add_column(width=_LABEL_WIDTH)
+    t.add_column()
     t.add_row("format", f"{report.format}, prompt format: {report.template}")
     if tokenizer:
         t.add_row("tokenizer", tokenizer)
@@ -271,6 +272,18 @@ def _report_table(report: DataReport, examples: list[TokenizedExample], max_seq_
     for note in getattr(report, "notes", None) or []:
         t.add_row("note", note)
     return t
+
+
+# The report's labels ("tokenizer" the longest): the file line, printed above the table, lines up with its rows.
+_LABEL_WIDTH = 9
+
+
+def _file_line(path: str, width: int) -> str:
+    """The report's first line, the dataset read, whole: a table cell would cut a long path with "…", and the user
+    could not see which file it was. fit puts a path too long for the line on a line of its own."""
+    from engine.wrap import fit
+
+    return fit(f"  {'file':<{_LABEL_WIDTH}}    {path}", width)
 
 
 def _every_row(cfg: Config) -> Config:
@@ -310,11 +323,12 @@ def run_inspect(args: argparse.Namespace) -> int:
         _print_json({"report": _jsonable(report), "tokenizer": model or "lorapilot-demo",
                      "findings": [f.to_record() for f in findings], "changed": changes})
     else:
+        from rich.text import Text
+
         console = _console()
+        console.print(Text(_file_line(str(report.path), console.width)), soft_wrap=True)
         console.print(_report_table(report, examples, cfg.training.max_seq_length, tokenizer))
         if changes:
-            from rich.text import Text
-
             from engine.wrap import fit
 
             # Wrapped by fit, which keeps a path longer than the line whole (rich would cut it where the line ends).
