@@ -7,6 +7,7 @@ from typing import Any
 
 from engine.demo.model import DEMO_MODEL_ID
 from engine.diagnose.finding import Finding
+from engine.plan import total_steps
 
 # The seeds clip at 0.3; above 1.0 clipping rarely engages and a single bad batch can derail the run.
 LOOSE_CLIPPING = 1.0
@@ -61,7 +62,7 @@ def check_settings(cfg: Any, n_examples: int | None, num_gpus: int = 1,
     elif n_examples:
         per_step = t.micro_batch_size * t.gradient_accumulation_steps * max(1, num_gpus)
         steps_per_epoch = max(1, math.ceil(n_examples / per_step))
-        total = t.max_steps if t.max_steps > 0 else max(1, round(t.num_epochs * steps_per_epoch))
+        total = total_steps(cfg, steps_per_epoch) or steps_per_epoch  # the trainer's rule; never None here
     if (planned_per_epoch and planned_total) or n_examples:
         never = t.eval_steps > total
         rare = total >= steps_per_epoch and steps_per_epoch / t.eval_steps < MIN_EVALS_PER_EPOCH
