@@ -86,3 +86,14 @@ async def test_the_header_names_the_runs_folder_in_full_not_runs_twice(tmp_path,
         await pilot.pause()
         assert isinstance(app.screen, RunsScreen)
         assert (app.screen.title, app.screen.sub_title) == ("runs", header_path(tmp_path / "runs"))
+
+
+def test_every_state_word_the_runs_list_shows_has_a_colour():
+    """A copied live run directory is listed as `copy` (engine.runs_list): it had no style and showed plain, unlike
+    every other state. Like a stopped run, nothing trains it."""
+    from engine.rundir import STATES
+    from engine.runs_list import COPY
+    from tui.widgets.progress_panel import STATE_STYLES
+
+    assert [s for s in (*STATES, "lost", COPY) if s not in STATE_STYLES] == []
+    assert STATE_STYLES[COPY] == STATE_STYLES["stopped"]

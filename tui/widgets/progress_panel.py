@@ -14,6 +14,7 @@ from engine.diagnose.finding import Finding
 from engine.errors import shell_word
 from engine.eta import starting_eta
 from engine.rundir import LOG_FILE, copy_of, format_age, safe_text, tail_lines
+from engine.runs_list import COPY
 from tui.models.run_history import LOG, PROGRESS, SYSTEM, RunHistory
 from tui.widgets.meter_text import meter
 from tui.widgets.monitor_panel import MonitorPanel
@@ -25,6 +26,8 @@ STATE_STYLES = {
     "training": "bold green", "evaluating": "bold cyan", "saving": "bold cyan", "loading": "bold yellow",
     "starting": "bold yellow", "done": "bold green", "stopped": "bold yellow", "failed": "bold red",
     "lost": "bold red", "unknown": "dim",
+    # The runs list's word for a copied live run directory: nothing trains it, as nothing trains a stopped run.
+    COPY: "bold yellow",
 }
 
 
