@@ -248,3 +248,20 @@ def test_the_wizard_words_the_cuts_as_train_log_and_inspect_data_do():
     stats.show(report, 512)
     assert report.cuts() == "1,200 lost response tokens, 2 had their prompt shortened"
     assert f"> 512 tok      {report.cuts()}" in str(stats.content).splitlines()
+
+
+@pytest.mark.parametrize(("truncated", "shortened", "warned"), [(0, 0, False), (3, 0, True), (0, 2, True)])
+def test_the_wizard_warns_of_any_cut(truncated, shortened, warned):
+    """The dataset screen's cut row was a warning only when response tokens were lost: prompts shortened alone
+    (context the model was meant to see, gone) looked as harmless as no cut at all."""
+    from engine.data.types import DataReport
+    from tui.widgets.data_stats import DataStats
+
+    report = DataReport(path="d.jsonl", format="chat", n_rows=30, n_train=30, n_truncated=truncated,
+                        n_prompt_shortened=shortened)
+    stats = DataStats()
+    stats.show(report, 512)
+    content = stats.content
+    start = str(content).index(report.cuts())
+    styles = {span.style for span in content.spans if span.start <= start < span.end}
+    assert ("$text-warning" in styles) is warned, styles

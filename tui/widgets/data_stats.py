@@ -40,9 +40,12 @@ class DataStats(Static):
         if getattr(r, "n_system_left_out", 0):
             rows.append(("system prompt", f"{r.n_system_left_out:,} rows train without it (the chat template "
                                           "leaves it out)"))
+        # A cut is a warning whichever side it takes: lost response tokens are never learnt, and a shortened prompt
+        # loses context the model was meant to see before its answer.
+        cut = r.n_truncated or r.n_prompt_shortened
         lines = []
         for key, value in rows:
-            warn = (key.startswith(">") and r.n_truncated) or key in ("dropped", "system prompt")
+            warn = (key.startswith(">") and cut) or key in ("dropped", "system prompt")
             lines.append(Content.assemble(Content.styled(f"{key:<15}", "bold"),
                                           Content.styled(value, "$text-warning" if warn else "")))
         lines += [Content.styled(f"note: {n}", "$text-muted") for n in (r.notes or [])]
