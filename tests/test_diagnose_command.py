@@ -104,6 +104,21 @@ def test_inspect_data_shows_the_file_it_read_whole(tmp_path, monkeypatch, capsys
     assert "…" not in out
 
 
+def test_inspect_data_shows_the_model_and_notes_it_names_as_typed(tmp_path, monkeypatch, capsys):
+    """A tokenizer path or a note's path with a folder named like rich markup ([old]) lost that folder."""
+    import engine.data
+    from engine.data.types import DataReport
+
+    def fake_inspect(cfg, *, model=None):
+        return DataReport(path=str(cfg.dataset.path), format="alpaca", n_rows=1, dropped={"empty response": 1},
+                          notes=["validation from v/[old]/val.jsonl (1 rows)"]), []
+
+    monkeypatch.setattr(engine.data, "inspect_config", fake_inspect)
+    assert command.run_inspect(parse(command.add_inspect_arguments, ["d.jsonl", "--model", "m/[old]/tok"])) == 2
+    out = capsys.readouterr().out
+    assert "m/[old]/tok" in out and "v/[old]/val.jsonl" in out, out
+
+
 def test_inspect_data_runs_the_doctor_on_what_the_data_layer_returns(tmp_path, monkeypatch, capsys):
     import engine.data
     from engine.data.types import DataReport

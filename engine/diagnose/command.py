@@ -248,6 +248,7 @@ def _report_table(report: DataReport, examples: list[TokenizedExample], max_seq_
                   tokenizer: str = "") -> Table:
     """The numbers a user checks before training, one per line."""
     from rich.table import Table
+    from rich.text import Text
 
     lengths = sorted(e.full_length for e in examples) or [0]
     pct = lambda q: lengths[min(len(lengths) - 1, int(q * len(lengths)))]  # noqa: E731
@@ -256,7 +257,7 @@ def _report_table(report: DataReport, examples: list[TokenizedExample], max_seq_
     t.add_column()
     t.add_row("format", f"{report.format}, prompt format: {report.template}")
     if tokenizer:
-        t.add_row("tokenizer", tokenizer)
+        t.add_row("tokenizer", Text(tokenizer))  # Text: a path the user typed is not rich markup ([old] kept)
     held_out = getattr(report, "n_validation", 0)
     t.add_row("examples", f"{report.n_rows} rows -> {len(examples)} usable" +
               (f" for training, {held_out} held out for validation" if held_out else "") +
@@ -270,7 +271,7 @@ def _report_table(report: DataReport, examples: list[TokenizedExample], max_seq_
         t.add_row("system", f"{report.n_system_left_out} rows train without their system prompt (the chat template "
                   "leaves it out of a conversation that ends with an answer)")
     for note in getattr(report, "notes", None) or []:
-        t.add_row("note", note)
+        t.add_row("note", Text(note))  # a note may name a path (validation from data/[old]/val.jsonl)
     return t
 
 
