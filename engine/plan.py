@@ -343,6 +343,11 @@ def _steps_run(step_plan: StepPlan, max_steps: int) -> Iterator[list[list[int]]]
     return islice((step for epoch in walked for step in epoch), max_steps)
 
 
+def steps_per_epoch(n_examples: int, examples_per_step: int) -> int:
+    """Optimizer steps in one pass over n_examples, a last partial step counted (the trainer's epoch)."""
+    return max(1, math.ceil(n_examples / max(1, examples_per_step)))
+
+
 def total_steps(cfg: Config, steps_per_epoch: int | None) -> int | None:
     """The trainer's max_steps: training.max_steps, or num_epochs x steps per epoch (rounded)."""
     t = cfg.training
@@ -460,7 +465,7 @@ def _plan_for(cfg: Config, machine: Machine, memory: str, parallelism: str, leng
     # Steps do not depend on how a step is cut into micro-batches: the compile is decided first, since lean's
     # token cap depends on it.
     counted = n_examples if assumed else len(lengths or [])
-    per_epoch = None if counted is None else max(1, math.ceil(counted / examples_per_step))
+    per_epoch = None if counted is None else steps_per_epoch(counted, examples_per_step)
     steps = total_steps(cfg, per_epoch)
     compile_layers, compile_line = compile_for(t.compile, machine, memory, steps, room=compile_room,
                                                resumed_at=resumed.step if resumed else 0)

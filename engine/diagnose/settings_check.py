@@ -7,6 +7,7 @@ from typing import Any
 
 from engine.demo.model import DEMO_MODEL_ID
 from engine.diagnose.finding import Finding
+from engine.plan import steps_per_epoch as epoch_steps
 from engine.plan import total_steps
 
 # The seeds clip at 0.3; above 1.0 clipping rarely engages and a single bad batch can derail the run.
@@ -60,8 +61,7 @@ def check_settings(cfg: Any, n_examples: int | None, num_gpus: int = 1,
     if planned_per_epoch and planned_total:
         steps_per_epoch, total = planned_per_epoch, planned_total
     elif n_examples:
-        per_step = t.micro_batch_size * t.gradient_accumulation_steps * max(1, num_gpus)
-        steps_per_epoch = max(1, math.ceil(n_examples / per_step))
+        steps_per_epoch = epoch_steps(n_examples, t.micro_batch_size * t.gradient_accumulation_steps * max(1, num_gpus))
         total = total_steps(cfg, steps_per_epoch) or steps_per_epoch  # the trainer's rule; never None here
     if (planned_per_epoch and planned_total) or n_examples:
         never = t.eval_steps > total
