@@ -119,6 +119,19 @@ def test_inspect_data_shows_the_model_and_notes_it_names_as_typed(tmp_path, monk
     assert "m/[old]/tok" in out and "v/[old]/val.jsonl" in out, out
 
 
+def test_inspect_data_report_lines_carry_no_trailing_spaces(tmp_path, monkeypatch, capsys):
+    """rich pads a table's rows to the width: the report copied from the terminal carried a tail of spaces."""
+    import engine.data
+    from engine.data.types import DataReport
+
+    monkeypatch.setattr(engine.data, "inspect_config", lambda cfg, *, model=None: (
+        DataReport(path=str(cfg.dataset.path), format="alpaca", n_rows=1, dropped={"empty response": 1}), []))
+    command.run_inspect(parse(command.add_inspect_arguments, ["d.jsonl"]))
+    lines = capsys.readouterr().out.splitlines()
+    assert any(line.strip().startswith("format") for line in lines), lines
+    assert [line for line in lines if line != line.rstrip()] == []
+
+
 def test_inspect_data_runs_the_doctor_on_what_the_data_layer_returns(tmp_path, monkeypatch, capsys):
     import engine.data
     from engine.data.types import DataReport

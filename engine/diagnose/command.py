@@ -11,7 +11,7 @@ import argparse
 import dataclasses
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 from engine.diagnose.codes import LIVE_CODES, STATE_CODES, TITLES
 from engine.diagnose.finding import Finding, blocking, newest_first
@@ -73,10 +73,7 @@ def print_findings(findings: list[Finding], *, empty: str, counts: dict | None =
             grid.add_row("", f"[dim]evidence:[/] {clean(f.evidence)}")
         if f.fix:
             grid.add_row("", f"[dim]fix:[/] {clean(f.fix)}")
-        with console.capture() as captured:
-            console.print(grid)
-        # The grid pads each row to the width: no trailing spaces in what is copied from the terminal.
-        print("\n".join(line.rstrip(" ") for line in captured.get().rstrip("\n").split("\n")))
+        _print_unpadded(console, grid)
 
 
 def group_findings(findings: list[Finding]) -> tuple[list[Finding], dict[int, tuple[int, int | None, int | None]]]:
@@ -244,6 +241,14 @@ def _jsonable(report: object) -> object:
     return report
 
 
+def _print_unpadded(console: Any, renderable: Any) -> None:
+    """A rich table or grid printed without the spaces it pads each row with to the width: none trail what is
+    copied from the terminal."""
+    with console.capture() as captured:
+        console.print(renderable)
+    print("\n".join(line.rstrip(" ") for line in captured.get().rstrip("\n").split("\n")))
+
+
 def _report_table(report: DataReport, examples: list[TokenizedExample], max_seq_length: int,
                   tokenizer: str = "") -> Table:
     """The numbers a user checks before training, one per line."""
@@ -328,7 +333,7 @@ def run_inspect(args: argparse.Namespace) -> int:
 
         console = _console()
         console.print(Text(_file_line(str(report.path), console.width)), soft_wrap=True)
-        console.print(_report_table(report, examples, cfg.training.max_seq_length, tokenizer))
+        _print_unpadded(console, _report_table(report, examples, cfg.training.max_seq_length, tokenizer))
         if changes:
             from engine.wrap import fit
 
