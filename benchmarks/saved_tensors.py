@@ -24,7 +24,7 @@ drop out; the backward peak at the longer length, beside the estimate's backward
 (its "backward working memory" plus its dequantisation buffer). The LoRA gradients a layer's backward allocates
 (the estimate counts them apart, a few MiB) are in the measured peak.
 Also printed per case: whether o_proj's input is a storage the attention kernel saved (the estimate's
-_attention_output_is_o_input: on the CPU's SDPA it is; on a GPU it counts it apart, unmeasured), and the whole
+_attention_output_is_o_input: on the CPU's SDPA and varlen flash it is, measured on an H100), and the whole
 training step's peak above the weights, and the dropout's cost: the step's peak above dropout 0's, measured and
 estimated (an H200 measured 0.94 GiB on Llama-2-7B's 32 layers at 8,786 tokens where the estimate said ~0.5; with
 checkpointing the dropout's tensors should live in one recomputed layer at a time, at any layer count).

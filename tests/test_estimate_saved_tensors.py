@@ -31,6 +31,7 @@ torch = pytest.importorskip("torch")
 
 from engine.config import config_from_dict  # noqa: E402
 from engine.estimate.memory import layer_activation_bytes, recomputed_layer_bytes, shape_for_plan  # noqa: E402
+from engine.train.varlen_attention import ATTENTION  # noqa: E402
 
 SHORT, LONG = 48, 80     # tokens of the two forwards; their difference gives bytes per token
 # The estimate models each saved tensor, so the two agree to the byte; this leaves room for nothing else.
@@ -190,34 +191,49 @@ def built(demo_model_dir):
     return get
 
 
-def _estimated(cfg, plan, gpu_view: bool, monkeypatch):
-    """The architecture and the estimate's shape of the plan; for the emulated GPU path, a GPU's shape, with o_proj's
-    input being the attention's saved output as it is on the CPU's SDPA (the estimate counts it apart on a GPU)."""
-    from engine.estimate import memory, read_model_config
+def _estimated(cfg, plan, gpu_view: bool):
+    """The architecture and the estimate's shape of the plan; for the emulated GPU path, a GPU's shape with varlen
+    flash attention, whose output is o_proj's input as the CPU's SDPA's is (measured on an H100)."""
+    from engine.estimate import read_model_config
 
     arch = read_model_config(cfg.model).arch
     shape = shape_for_plan(cfg, arch, plan)
     assert shape.device == "cpu" and shape.precision == plan.precision
     if gpu_view:
-        shape = replace(shape, device="cuda")
-        monkeypatch.setattr(memory, "_attention_output_is_o_input", lambda shape: True)
+        shape = replace(shape, device="cuda", attention=ATTENTION)   # the GPU's kernel for packed rows
     return arch, shape
 
 
 @pytest.mark.parametrize("case", CASES, ids=str)
-def test_one_layer_saves_what_the_estimate_counts(built, case, monkeypatch):
+def test_one_layer_saves_what_the_estimate_counts(built, case):
     model, plan, cfg = built(case)
-    arch, shape = _estimated(cfg, plan, case.gpu_view, monkeypatch)
+    arch, shape = _estimated(cfg, plan, case.gpu_view)
     measured = (_layer_saved_bytes(model, case.precision, LONG, case.gpu_view)
                 - _layer_saved_bytes(model, case.precision, SHORT, case.gpu_view)) / (LONG - SHORT)
     assert measured == pytest.approx(layer_activation_bytes(arch, shape), rel=TOLERANCE)
 
 
 @pytest.mark.parametrize("case", [c for c in CASES if c.recompute], ids=str)
-def test_a_recomputed_layer_saves_what_the_estimate_counts(built, case, monkeypatch):
+def test_a_recomputed_layer_saves_what_the_estimate_counts(built, case):
     model, plan, cfg = built(case)
-    arch, shape = _estimated(cfg, plan, case.gpu_view, monkeypatch)
+    arch, shape = _estimated(cfg, plan, case.gpu_view)
     short = _recomputed_bytes(model, case.precision, SHORT, case.gpu_view)
     long = _recomputed_bytes(model, case.precision, LONG, case.gpu_view)
     for a, b in zip(short, long):
         assert (b - a) / (LONG - SHORT) == pytest.approx(recomputed_layer_bytes(arch, shape), rel=TOLERANCE)
+
+
+def test_on_a_gpu_the_plans_attention_decides_whether_o_projs_input_is_counted_apart():
+    """Varlen flash attention's output is o_proj's input (measured on an H100): an adapter on o_proj without dropout
+    keeps nothing more. Flex attention is not measured: its output counted apart, hidden x 2 bytes more per token."""
+    from engine.estimate import get_gpu, read_model_config
+    from engine.plan import Machine, plan_run
+
+    cfg = config_from_dict({"model": "llama-2-7b", "dataset": {"path": "x.jsonl"}, "lora": {"dropout": 0.0}})
+    info = read_model_config("llama-2-7b")
+    plan = plan_run(cfg, Machine.for_gpu(get_gpu("h200-141")), lengths=[400] * 200, info=info)
+    assert plan.attention == ATTENTION
+    varlen = shape_for_plan(cfg, info.arch, plan)
+    assert varlen.attention == plan.attention
+    flex = shape_for_plan(cfg, info.arch, replace(plan, attention="flex_attention"))
+    assert layer_activation_bytes(info.arch, flex) - layer_activation_bytes(info.arch, varlen) == 2 * info.arch.hidden

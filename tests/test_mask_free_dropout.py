@@ -451,3 +451,38 @@ def test_a_run_planned_with_it_trains_saves_and_reloads(tmp_path, monkeypatch, c
     b = [p for n, p in tuned.named_parameters() if "lora_B" in n]
     assert b and any(p.abs().sum() > 0 for p in b)   # lora_B starts at zero: it trained, and it loaded
     assert not any(mfd.installed(m) for m in tuned.modules())   # a reloaded adapter is plain peft
+
+
+@compile_tests
+def test_a_compiled_layer_takes_new_packed_lengths_without_recompiling(lora_model):
+    """Packed micro-batches change length every step: the mask-free path must keep the token count symbolic (on an
+    H100 it specialised it, and dynamo recompiled the layer for each new length: 8 recompiles in 10 steps)."""
+    from torch._dynamo.backends.debugging import aot_eager
+
+    from engine.train.compiled_layers import compile_decoder_layers, uncompile_decoder_layers
+
+    graphs = []
+
+    def counting(gm, example_inputs):
+        graphs.append(gm)
+        return aot_eager(gm, example_inputs)
+
+    def step(lengths):
+        lora_model.zero_grad(set_to_none=True)
+        ids = torch.randint(5, 200, (1, sum(lengths)), generator=torch.Generator().manual_seed(len(lengths)))
+        positions = torch.cat([torch.arange(n) for n in lengths])[None]
+        lora_model(input_ids=ids, position_ids=positions, labels=ids).loss.backward()
+
+    with _installed(lora_model):
+        torch._dynamo.reset()
+        compile_decoder_layers(lora_model, lambda _: None, backend=counting)
+        try:
+            step([20, 36])
+            first = len(graphs)
+            step([17, 40, 9])
+            step([25, 11, 25])
+            step([33, 30])
+        finally:
+            uncompile_decoder_layers(lora_model)
+    assert first > 0
+    assert len(graphs) == first, f"{len(graphs) - first} graphs compiled again for new packed lengths"

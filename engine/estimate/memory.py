@@ -109,6 +109,7 @@ class TrainingShape:
     compile_layers: bool = False  # the decoder layers through torch.compile (the plan's): inductor's buffers on top
     graph_dequant: bool = False  # compiled layers dequantise the NF4 weights in their graph (the plan's)
     device: str = "cuda"         # cuda | cpu (the plan's): only a GPU adds a CUDA context and allocator slack
+    attention: str = "sdpa"      # the plan's attention implementation (transformers' name)
 
     @property
     def compute_bytes(self) -> int:
@@ -250,8 +251,12 @@ def _dropout_mask_bytes(shape: TrainingShape, given: int) -> int:
 def _attention_output_is_o_input(shape: TrainingShape) -> bool:
     """Whether o_proj's input is the very tensor the attention kernel keeps as its output, so that an adapter on
     o_proj keeps nothing more. The CPU's SDPA writes its output token-major, and transformers' transpose().contiguous()
-    is then a view (measured). On a GPU it depends on the kernel's layout and is not measured yet: counted apart."""
-    return shape.device == "cpu"
+    is then a view (measured). On a GPU torch's variable-length flash attention does the same (measured on an H100,
+    benchmarks/saved_tensors.py: counted apart, the estimate was 8,192 B/token/layer high at dropout 0). Flex and the
+    GPU's SDPA kernels are not measured: counted apart."""
+    from engine.train.varlen_attention import ATTENTION
+
+    return shape.device == "cpu" or shape.attention == ATTENTION
 
 
 def _layer_input_in_norm_bytes(shape: TrainingShape, hidden: int) -> int:
@@ -502,7 +507,7 @@ def shape_for_plan(cfg: Config, arch: Architecture, plan: RunPlan, tokens: int |
                          offload_layers=plan.offload_layers, mask_free_dropout=plan.mask_free_dropout,
                          shards=plan.processes if plan.parallelism == "fsdp" else 1,
                          eval_tokens=plan.eval_tokens, device=plan.device, compile_layers=plan.compile_layers,
-                         graph_dequant=plan.graph_dequant)
+                         graph_dequant=plan.graph_dequant, attention=plan.attention)
 
 
 def plan_fits(cfg: Config, info: ModelInfo, plan: RunPlan, memory_gib: float, fraction: float | None = None) -> bool:

@@ -70,7 +70,11 @@ def keep_mask(seed, shape, threshold: int, device):
         rows *= n
     key = _hash32((seed.reshape(()) ^ _SEED_SALT) & _MASK32)
     col = torch.arange(cols, device=device, dtype=torch.int64)
-    step = rows if torch.compiler.is_compiling() else max(1, EAGER_CHUNK_ELEMENTS // cols)
+    if torch.compiler.is_compiling():
+        # At once, and without Python arithmetic on the row count: a range() or min() over it makes dynamo guard on
+        # its value, and the layer recompiled for every packed length.
+        return _keep_rows(key, 0, rows, col, threshold).reshape(shape)
+    step = max(1, EAGER_CHUNK_ELEMENTS // cols)
     parts = [_keep_rows(key, start, min(rows, start + step), col, threshold) for start in range(0, rows, step)]
     return (parts[0] if len(parts) == 1 else torch.cat(parts)).reshape(shape)
 
