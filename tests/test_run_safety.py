@@ -376,6 +376,40 @@ def test_resume_config_changes_applied_or_refused(tmp_path):
         config_changes(ckpt, cfg, "c.yaml")
 
 
+
+def test_a_run_folder_beside_its_data_is_not_its_data(tmp_path):
+    """`dataset.path: data/` with the run's own folder under it: the data fingerprint hashed every file there, the
+    run's metrics.jsonl and checkpoints too, so it differed at every resume and `train --resume` was refused as data
+    that changed. It covers the files the reader reads (and a sweep's record the same ones)."""
+    from engine.config import Config
+    from engine.data.fingerprint import data_changes, data_record
+    from engine.errors import UserError
+    from engine.rundir import CHECKPOINT_RUN_FILE, MetricsWriter, write_status
+    from engine.train.resume_check import config_changes, run_record
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "a.jsonl").write_text('{"instruction": "a", "output": "b"}\n')
+    cfg = Config(model="m")
+    cfg.dataset.path = str(data)
+    run = data / "runs" / "r1"
+    run.mkdir(parents=True)
+    write_status(run, state="training", step=4, max_steps=8)
+    ckpt = run / "checkpoints" / "checkpoint-4"
+    ckpt.mkdir(parents=True)
+    (ckpt / CHECKPOINT_RUN_FILE).write_text(json.dumps(run_record(cfg, "adamw_torch")))
+    recorded = data_record(cfg.dataset)
+    w = MetricsWriter(run)   # the run trained on after its checkpoint, then was cut
+    w.write("train", 6, loss=1.0)
+    w.close()
+    (data / ".notes.jsonl").write_text("mine\n")   # hidden: not read
+    assert config_changes(ckpt, cfg, "c.yaml") == [] and data_changes(recorded, cfg.dataset) == []
+    (data / "b.jsonl").write_text('{"instruction": "c", "output": "d"}\n')   # a data file: read, so it counts
+    assert data_changes(recorded, cfg.dataset) == [f"{data / 'b.jsonl'}: new since the sweep started"]
+    with pytest.raises(UserError, match="dataset"):
+        config_changes(ckpt, cfg, "c.yaml")
+
+
 # ------------------------------------------------------------------ 8. damaged checkpoints
 
 def _checkpoint(root: Path, step: int) -> Path:

@@ -613,13 +613,21 @@ def check_dataset_found(ds: DatasetConfig) -> None:
         check_found(ds.validation_path, "dataset.validation_path")
 
 
-def _read_source(path: str) -> list[tuple[str, list[dict], list[str]]]:
-    """[(name, rows, sources)] per file; one entry for a file or a hub id, several for a directory."""
+def source_files(path: str) -> list[Path]:
+    """The local files a dataset path is read from: the file, a folder's data files (lorapilot's run and sweep
+    folders, hidden and other files skipped), none for a hub id. The one rule for the reader and for what a run's
+    data fingerprint covers (engine.data.fingerprint)."""
     p = Path(os.path.expanduser(path))
     if p.is_dir():
-        return [(str(f), *read_file_rows(f)) for f in _dir_files(p)]
-    if p.is_file():
-        return [(str(p), *read_file_rows(p))]
+        return _dir_files(p)
+    return [p] if p.is_file() else []
+
+
+def _read_source(path: str) -> list[tuple[str, list[dict], list[str]]]:
+    """[(name, rows, sources)] per file; one entry for a file or a hub id, several for a directory."""
+    files = source_files(path)
+    if files:
+        return [(str(f), *read_file_rows(f)) for f in files]
     check_found(path)
     return [(path, *_read_hub(path))]
 

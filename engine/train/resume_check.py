@@ -42,24 +42,18 @@ def flat_config(cfg) -> dict[str, Any]:
     return out
 
 
-def _file_digest(path: Path, h) -> None:
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-
-
 def data_fingerprint(cfg) -> str:
-    """sha256 over the training (and validation) files' bytes; a hub dataset by its id."""
+    """sha256 over the training (and validation) files' bytes, the files the reader reads (a folder's data files,
+    not lorapilot's run folders beside them: their metrics grew with the run, and its resume was refused as data
+    that changed); a hub dataset by its id."""
+    from engine.data.fingerprint import data_sources, hash_file
+
     h = hashlib.sha256()
-    for source in (cfg.dataset.path, cfg.dataset.validation_path):
-        if not source:
-            continue
-        p = Path(source).expanduser()
-        files = sorted(q for q in p.rglob("*") if q.is_file()) if p.is_dir() else [p] if p.is_file() else []
+    for source, files in data_sources(cfg.dataset):
         h.update(source.encode() if not files else b"")
         for q in files:
             h.update(q.name.encode())
-            _file_digest(q, h)
+            hash_file(q, h)
     return h.hexdigest()
 
 

@@ -1,0 +1,64 @@
+"""What the data a run (or a sweep's trials) trains on is, to tell later whether it changed.
+
+A sweep compares trials that trained on the data as it was when the sweep started: resumed after the JSONL was
+edited, its finished trials (the old data) and its new ones (the new data) would be ranked against each other, and
+the winner would be wrong without a word. The sweep records each file the trainer reads (engine.data.formats'
+source_files: a folder's data files, not the run folders beside them) with its size, modification time and sha256;
+a resume looks at size and time first and hashes only a file whose time moved (touched, copied back, or edited).
+A hub dataset is recorded by its id alone (its revision is the hub's; nothing here can read it offline).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+
+def data_sources(dataset) -> list[tuple[str, list[Path]]]:
+    """[(source, its local files)] for dataset.path and dataset.validation_path (those set), in that order; a hub
+    id has no local files. `dataset`: a config's DatasetConfig."""
+    from engine.data.formats import source_files
+
+    return [(source, source_files(source)) for source in (dataset.path, dataset.validation_path) if source]
+
+
+def hash_file(path: Path, h=None):
+    """sha256 over the file's bytes, read in blocks (`h`: a hash to go on with); the hash object."""
+    h = h or hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h
+
+
+def data_record(dataset) -> dict:
+    """{"files": [{"path", "bytes", "mtime_ns", "sha256"}], "hub": [ids]}: what a sweep keeps in sweep.json."""
+    files, hub = [], []
+    for source, paths in data_sources(dataset):
+        if not paths:
+            hub.append(source)
+        for p in paths:
+            st = p.stat()
+            files.append({"path": str(p.resolve()), "bytes": st.st_size, "mtime_ns": st.st_mtime_ns,
+                          "sha256": hash_file(p).hexdigest()})
+    return {"files": files, "hub": hub}
+
+
+def data_changes(recorded: dict, dataset) -> list[str]:
+    """One line per file that is not as `recorded` (data_record) says: changed, gone, or new in a data folder.
+    [] when the data is the same. A file whose size and modification time are as recorded is taken as unchanged
+    without reading it."""
+    was = {f["path"]: f for f in recorded.get("files") or []}
+    now = {str(p.resolve()): p for _, paths in data_sources(dataset) for p in paths}
+    lines = [f"{path}: gone since the sweep started" for path in was if path not in now]
+    lines += [f"{path}: new since the sweep started" for path in now if path not in was]
+    for path, p in now.items():
+        f = was.get(path)
+        if f is None:
+            continue
+        st = p.stat()
+        if st.st_size != f["bytes"]:
+            lines.append(f"{path}: changed since the sweep started ({st.st_size:,} bytes, were {f['bytes']:,})")
+        elif st.st_mtime_ns != f["mtime_ns"] and hash_file(p).hexdigest() != f["sha256"]:
+            lines.append(f"{path}: changed since the sweep started (its contents differ)")
+    return lines
