@@ -269,3 +269,46 @@ def test_a_stopped_sweep_resumed_forgets_the_stop_that_ended_it(tmp_path, capsys
     assert not (d / "stop.request").exists()
     s = read_sweep(d)
     assert s["state"] == "planned" and s["trials"][1]["state"] == "pending" and s["spent_s"] == 50.0
+
+
+def test_a_sweep_is_resumed_only_on_the_data_it_started_on(tmp_path, capsys, monkeypatch, demo_model_dir):
+    """The JSONL edited between the cut and the resume: the trials that had finished (on the old data) and the ones
+    run then (on the new) were ranked together, and the winner was wrong without a word. The sweep records the files
+    its trials read; a resume on other contents is refused by file name, the same bytes back are resumed."""
+    import shutil
+    from types import SimpleNamespace
+
+    import yaml
+
+    data = tmp_path / "train.jsonl"
+    shutil.copyfile(DEMO_CONFIG.parent / "demo" / "train.jsonl", data)
+    raw = yaml.safe_load(DEMO_CONFIG.read_text())
+    raw["dataset"]["path"] = "train.jsonl"   # relative to the config, as a user writes it
+    cfg = tmp_path / "mine.yaml"
+    cfg.write_text(yaml.safe_dump(raw))
+    monkeypatch.setattr("engine.sweep.driver.spawn_driver", lambda sweep_dir, lock: SimpleNamespace(pid=DEAD_PID))
+    d = tmp_path / "sw"
+    argv = [str(cfg), "--lr", "1e-3,3e-3", "--r", "4", "--steps", "6", "--sweep-dir", str(d)]
+    assert sweep_cli(capsys, *argv, "--yes", "--detach")[0] == 0
+    sweep = read_sweep(d)   # the driver went (a pod preempted) once the first trial had finished
+    first = sweep["trials"][0]
+    first["state"] = "done"
+    write_sweep(d, sweep)
+    run_dir(d, first, [(2, 2.0), (4, 1.8), (6, 1.7)], state="done", step=6)
+    before, original = (d / "sweep.json").read_bytes(), data.read_bytes()
+
+    edited = original.replace(b"window", b"wodniw", 1)   # the same size: only its contents tell
+    assert edited != original and len(edited) == len(original)
+    data.write_bytes(edited)
+    for resume in (["--resume", str(d)], [*argv, "--resume", "--yes"]):   # the folder alone, or the command line
+        code, _, err = sweep_cli(capsys, *resume)
+        assert code == 2 and "the data its trials train on changed since the sweep started" in err, err
+        assert f"{data}: changed since the sweep started (its contents differ)" in err
+        assert (d / "sweep.json").read_bytes() == before
+    data.write_bytes(grown := original + b'{"instruction": "one more", "output": "row"}\n')
+    code, _, err = sweep_cli(capsys, "--resume", str(d), "--dry-run")
+    assert code == 2 and f"{data}: changed since the sweep started ({len(grown):,} bytes, were {len(original):,})" in err
+
+    data.write_bytes(original)   # the same bytes back, a newer modification time: the data the trials trained on
+    code, out, _ = sweep_cli(capsys, "--resume", str(d), "--dry-run")
+    assert code == 0 and "1 of 2 trials kept" in out

@@ -122,7 +122,7 @@ def _resume(target: Path, a) -> int:
     """`sweep --resume SWEEP_DIR`, or `sweep CONFIG ... --sweep-dir DIR --resume` (the command that started it, checked
     against it): the trials without their answer go on (engine.sweep.resume), under a new driver."""
     from engine.sweep.plan import parse_lrs, parse_rs
-    from engine.sweep.resume import check_same_sweep, prepare_resume, resume_text
+    from engine.sweep.resume import check_same_data, check_same_sweep, prepare_resume, resume_text
     from engine.sweep.sweepdir import SWEEP_STOP_FILE, SweepLock, is_sweep_dir, read_sweep, write_sweep
     from engine.wrap import fit
 
@@ -154,6 +154,7 @@ def _resume(target: Path, a) -> int:
                         else f"lorapilot sweep {shell_word(sweep_dir)} shows the result; a new sweep tries other settings")
     check_same_sweep(sweep, sweep_dir, config, parse_lrs(a.lr) if a.lr else None, parse_rs(a.r) if a.r else None,
                      a.steps, (not a.no_halving) if a.no_halving else None)
+    check_same_data(sweep, sweep_dir)
     if config is None and sweep["base_config"].get("trust_remote_code"):
         # The config in sweep.json is a file in a folder: its trust_remote_code is honoured only on the user's word.
         raise UserError(f"{sweep_dir}: the sweep's config sets trust_remote_code: true, which lorapilot does not "
@@ -393,6 +394,7 @@ def _make_sweep_dir(cfg, config_path: Path, wanted: str | None):
 
 def _sweep_record(sweep_dir: Path, cfg, config_path: Path, trials, steps: int, a, plan: dict,
                   devices: list[str]) -> dict:
+    from engine.data.fingerprint import data_record
     from engine.sweep.plan import rungs
     from engine.sweep.sweepdir import TRIAL_PENDING
 
@@ -400,6 +402,7 @@ def _sweep_record(sweep_dir: Path, cfg, config_path: Path, trials, steps: int, a
         "version": 1, "name": sweep_dir.name, "sweep_dir": str(sweep_dir), "created": time.time(),
         "state": "planned", "driver_pid": None, "started": None, "ended": None,
         "base_config_path": str(config_path.resolve()), "base_config": cfg.to_dict(),
+        "data": data_record(cfg.dataset),   # what the trials train on: a resume on other data is refused
         "grid": {"learning_rate": sorted({t.learning_rate for t in trials}), "r": sorted({t.r for t in trials})},
         "requested_grid": {k: sorted(v) for k, v in a.requested_grid.items()},
         "requested_steps": a.steps, "steps": steps, "rungs": rungs(steps), "eval_steps": steps // 3,

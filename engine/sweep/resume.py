@@ -8,7 +8,8 @@ budget or a preemption's SIGTERM, or lost with its trainer) from its last intact
 started, from the start. A trial whose trainer outlived the driver is followed, not started twice.
 
 The budget stays honest: the time the sweep ran before counts (`spent_s`), the time it lay dead does not. A sweep
-is resumed only as it was planned: given a CONFIG, lr, r or steps that differ from the sweep's, it is refused.
+is resumed only as it was planned: given a CONFIG, lr, r or steps that differ from the sweep's, it is refused; and
+only on the data it started on (engine.data.fingerprint): a data file edited since is refused by name.
 """
 
 from __future__ import annotations
@@ -57,6 +58,24 @@ def check_same_sweep(sweep: dict, sweep_dir: Path, config_path: Path | None, lrs
         raise UserError(f"{sweep_dir}: not the sweep this command starts, so not resumed", problems=diffs,
                         fix=f"resume it as it was planned (lorapilot sweep --resume {shell_word(sweep_dir)}), or start a new "
                             "sweep in another --sweep-dir")
+
+
+def check_same_data(sweep: dict, sweep_dir: Path) -> None:
+    """The data the trials train on as it was when the sweep started (sweep.json's "data"): an edited file would mix
+    the finished trials' results (the old data) with the new ones' and rank them together. UserError naming each
+    file that changed. A sweep made before lorapilot recorded it is not checked."""
+    from engine.config import config_from_dict
+    from engine.data.fingerprint import data_changes
+
+    if not sweep.get("data"):
+        return
+    dataset = config_from_dict(sweep["base_config"], source=f"{sweep_dir}/sweep.json base_config").dataset
+    changed = data_changes(sweep["data"], dataset)
+    if changed:
+        raise UserError(f"{sweep_dir}: the data its trials train on changed since the sweep started, so not resumed "
+                        "(the finished trials trained on it as it was)", problems=changed,
+                        fix="put the data back as it was to resume, or start a new sweep on the new data in another "
+                            "--sweep-dir")
 
 
 def _list(lrs) -> str:
