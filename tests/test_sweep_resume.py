@@ -312,3 +312,31 @@ def test_a_sweep_is_resumed_only_on_the_data_it_started_on(tmp_path, capsys, mon
     data.write_bytes(original)   # the same bytes back, a newer modification time: the data the trials trained on
     code, out, _ = sweep_cli(capsys, "--resume", str(d), "--dry-run")
     assert code == 0 and "1 of 2 trials kept" in out
+
+
+def test_data_edited_while_the_sweep_runs_starts_no_more_trials(tmp_path, monkeypatch):
+    """The same mix without a resume: the JSONL edited between two trials of a running sweep. The driver looks at
+    the files before each trial reads them; the sweep fails naming the file, its trials not started wait for a
+    resume (on the data put back)."""
+    from engine.data.fingerprint import data_record
+    from engine.sweep.driver import Driver
+
+    data = tmp_path / "train.jsonl"
+    data.write_text('{"instruction": "a", "output": "b"}\n')
+    base = load_config(DEMO_CONFIG)
+    base.dataset.path = str(data)
+    d = tmp_path / "sw"
+    first, second = trial(1e-4, "done"), trial(2e-4)
+    a_sweep(d, [first, second], base_config=base.to_dict(), data=data_record(base.dataset))
+    monkeypatch.setattr("engine.train.launch.start_run", lambda *a, **k: pytest.fail("a trial started on other data"))
+    data.write_text('{"instruction": "a", "output": "c"}\n')
+    driver = Driver(d)
+    driver._start_more()
+    assert not driver.handles and driver.stopping == "failed"
+    assert driver.abort_reason == (f"the data changed since the sweep started, so {second['id']} and the trials after "
+                                   f"it were not started: {data}: changed since the sweep started (its contents differ)")
+    driver._finish()
+    s = read_sweep(d)
+    assert s["state"] == "failed" and str(data) in s["error"] and s["trials"][1]["state"] == "skipped"
+    data.write_text('{"instruction": "a", "output": "b"}\n')   # put back: its trials not started run on a resume
+    assert prepare_resume(d, s, now=time.time()) == [] and s["trials"][1]["state"] == "pending"

@@ -142,6 +142,13 @@ class Driver:
     def _start(self, t: dict) -> None:
         from engine.train.launch import resume_run, start_run
 
+        changed = self._data_changed()
+        if changed:   # the trials that ran trained on the data as it was: no later one trains on other data
+            self.abort_reason = (f"the data changed since the sweep started, so {t['id']} and the trials after it "
+                                 f"were not started: {'; '.join(changed)}")
+            self.stopping = "failed"
+            log(self.abort_reason)
+            return
         lane = min(set(range(self.sweep["lanes"])) - set(self.lane_of.values()))
         devices = self.sweep.get("devices") or []
         device = devices[lane % len(devices)] if devices else None
@@ -169,6 +176,14 @@ class Driver:
             t["fetches_base"] = True   # its wall time holds the download: not a trial's time (_measured)
         log(f"{'resumed' if again else 'started'} {t['id']} (lr {t['learning_rate']:g}, r {t['r']}) pid {handle.pid}"
             + (f" on GPU {device}" if device is not None else ""))
+
+    def _data_changed(self) -> list[str]:
+        """The data files not as the sweep recorded them (engine.data.fingerprint), before a trial reads them: an
+        edit while the sweep runs would rank trials on two datasets together. A stat a file, a hash only where its
+        modification time moved."""
+        from engine.data.fingerprint import data_changes
+
+        return data_changes(self.sweep["data"], self.base.dataset) if self.sweep.get("data") else []
 
     def _follow(self, t: dict, handle, lane: int) -> None:
         self.handles[t["id"]] = handle
