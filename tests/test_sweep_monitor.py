@@ -204,3 +204,22 @@ async def test_a_lost_sweep_says_how_to_go_on(tmp_path):
         text = screen_text(app)
         assert app.screen.summary["state"] == "lost"
         assert "its driver is gone; to go on: lorapilot sweep --resume" in text and str(sweep_dir.name) in text
+
+
+def test_the_winner_panel_says_what_the_cli_says_of_a_winner_trained_on_more_gpus(tmp_path):
+    """A sweep on 4 GPUs ran each trial on one; the winner's config, trained alone there, runs data parallel on all
+    4 (4x the examples a step, where the best lr may differ). `--apply` said so, the monitor's winner panel did not:
+    one list of notes (engine.sweep.report.winner_notes), both surfaces."""
+    from engine.sweep import summarize_sweep
+    from engine.sweep.report import applied_text, batch_notes
+    from tui.widgets.sweep_result import winner_text
+
+    sweep_dir = make_sweep(tmp_path)
+    assert "GPU" not in winner_text(summarize_sweep(sweep_dir), str(sweep_dir)).plain   # one GPU: nothing to say
+    sweep = read_sweep(sweep_dir)
+    sweep["devices"] = ["0", "1", "2", "3"]
+    write_sweep(sweep_dir, sweep)
+    (note,) = batch_notes(sweep)
+    assert "on the sweep machine's 4 GPUs this config trains 4 x 16 = 64 a step" in note
+    assert f"\n{note[0].upper()}{note[1:]}." in winner_text(summarize_sweep(sweep_dir), str(sweep_dir)).plain
+    assert f"  note: {note}" in applied_text(sweep, tmp_path / "best.yaml")

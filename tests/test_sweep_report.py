@@ -300,7 +300,14 @@ def test_a_winner_trained_on_more_gpus_than_its_trial_is_said_so(tmp_path):
             in note and note.endswith("set training.num_gpus: 1, or training.gradient_accumulation_steps: 1 "
                                       "(16 examples a step over the 4 GPUs)"))
     out = apply_winner(sweep, tmp_path / "best.yaml")
-    assert f"# Note: {note}.\n" in out.read_text() and f"  note: {note}" in applied_text(sweep, out, notes=False)
+    assert f"# Note: {note}.\n" in out.read_text() and f"  note: {note}" in applied_text(sweep, out)
+    # The report says it under the winner (`lorapilot sweep DIR`, and at a followed sweep's end, where --apply's
+    # message then leaves out the notes the report just gave)
+    from rich.console import Console
+
+    buf = io.StringIO()
+    print_report(sweep, Console(file=buf, width=10_000))
+    assert f"  note: {note}" in buf.getvalue() and "note" not in applied_text(sweep, out, notes=False)
     sweep["base_config"]["training"]["num_gpus"] = 1   # the config trains on one GPU, as the trials did
     assert batch_notes(sweep) == []
     sweep["base_config"]["training"].update(num_gpus=3, gradient_accumulation_steps=4)

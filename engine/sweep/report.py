@@ -251,7 +251,7 @@ def print_report(sweep: dict, console=None) -> None:
                      "never started)")
         console.print(f"winner: lr {lr_text(w['learning_rate'])}, r {w['r']} (alpha {w['alpha']}), "
                       f"eval loss {w['eval_loss']:.4f}{note}", markup=False, highlight=False)
-        for line in edge_notes(sweep):
+        for line in winner_notes(sweep):
             console.print(f"  note: {line}", markup=False, highlight=False)
     else:
         console.print("no winner: no trial produced a finite eval loss", markup=False)
@@ -292,11 +292,18 @@ def batch_notes(sweep: dict) -> list[str]:
             f"lr may differ; to train as the trials did, set {same}"]
 
 
+def winner_notes(sweep: dict) -> list[str]:
+    """Everything to know about the winner before training its config, one list for every surface (the report,
+    --apply's message and the file's header, the sweep monitor's winner panel): at the grid's edge (edge_notes), on
+    more GPUs than its trial (batch_notes). Reads a sweep.json or a summarize_sweep() picture alike."""
+    return edge_notes(sweep) + batch_notes(sweep)
+
+
 def applied_text(sweep: dict, path: str | Path, *, notes: bool = True) -> str:
-    """What `--apply` says once the winner's config is written: where, any note on the winner at the grid's edge
-    (`notes`: unless the report above just said it) and on a batch unlike the trials', and the command to train it."""
+    """What `--apply` says once the winner's config is written: where, the notes on the winner (winner_notes;
+    `notes`: unless the report above just said them), and the command to train it."""
     lines = [f"winner's config written to {path}"]
-    lines += [f"  note: {line}" for line in (edge_notes(sweep) if notes else []) + batch_notes(sweep)]
+    lines += [f"  note: {line}" for line in (winner_notes(sweep) if notes else [])]
     return "\n".join(lines + [f"train it: lorapilot train {shell_word(path)}"])
 
 
@@ -318,7 +325,7 @@ def apply_winner(sweep: dict, out: str | Path, *, replace: bool = False) -> Path
     header = (f"# From sweep {sweep.get('sweep_dir')}: winner lr {lr_text(w['learning_rate'])}, r {w['r']}, "
               f"alpha {w['alpha']} (eval loss {w['eval_loss']:.4f}).\n"
               f"# The base config {base} otherwise, with its own steps.\n"
-              + "".join(f"# Note: {line}.\n" for line in edge_notes(sweep) + batch_notes(sweep)))
+              + "".join(f"# Note: {line}.\n" for line in winner_notes(sweep)))
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(header + dump_config(cfg), encoding="utf-8")
     return path

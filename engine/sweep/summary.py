@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from engine.rundir import FINAL_STATES, effective_state, read_metrics, read_status
-from engine.sweep.report import table_rows, trial_metrics
+from engine.sweep.report import table_rows, trial_metrics, winner_notes
 from engine.sweep.sweepdir import (SWEEP_STOP_FILE, TRIAL_PENDING, TRIAL_SKIPPED, effective_sweep_state,
                                    elapsed_s, predicted_trial_s, read_sweep)
 
@@ -51,7 +51,8 @@ def summarize_sweep(sweep_dir: str | Path) -> dict:
     """The sweep as a monitor needs it.
 
     Returns {"sweep_dir", "name", "state" (planned|running|done|stopped|failed|lost), "driver_pid", "steps",
-    "rungs", "lanes", "grid", "plan", "elapsed_s", "remaining_s" (running only: remaining_seconds), "trials": [...], "best", "winner", "table", "error"}.
+    "rungs", "lanes", "grid", "plan", "elapsed_s", "remaining_s" (running only: remaining_seconds), "trials": [...], "best", "winner", "table", "error",
+    "winner_notes" (engine.sweep.report.winner_notes: the winner at the grid's edge, on more GPUs than its trial)}.
     Each trial: {"id", "learning_rate", "r", "alpha", "run_dir", "gpu", "state" (pending|skipped or the run's
     state, `lost` for a dead trainer), "step", "max_steps", "loss", "eval_loss", "losses" (training losses,
     thinned to SPARK_POINTS for a sparkline), "evals" ([step, eval_loss] pairs), "stopped_by"
@@ -82,7 +83,7 @@ def summarize_sweep(sweep_dir: str | Path) -> dict:
     best = min(scored, key=lambda t: t["eval_loss"]) if scored else None
     state = effective_sweep_state(sweep, path)
     finished = state in ("done", "stopped", "failed")
-    return {
+    out = {
         "sweep_dir": str(path.resolve()), "name": sweep.get("name"), "state": state,
         "driver_pid": sweep.get("driver_pid"), "steps": sweep["steps"], "rungs": sweep["rungs"],
         "lanes": sweep.get("lanes"), "grid": sweep["grid"], "plan": sweep.get("plan"),
@@ -97,3 +98,6 @@ def summarize_sweep(sweep_dir: str | Path) -> dict:
         "table": (sweep.get("table") or table_rows(sweep)) if finished else None,
         "error": sweep.get("error"),
     }
+    # What the report and --apply say of the winner, read from these trials (their folders' latest word).
+    out["winner_notes"] = winner_notes({**sweep, **out}) if out["winner"] else []
+    return out

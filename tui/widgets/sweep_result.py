@@ -14,7 +14,7 @@ from textual.containers import Horizontal
 from textual.widgets import Static
 
 from engine.sweep.plan import lr_text
-from engine.sweep.report import edge_notes, render_heatmap
+from engine.sweep.report import render_heatmap
 
 DEFAULT_APPLY = "best.yaml"
 
@@ -31,7 +31,7 @@ def winner_text(summary: dict, sweep_arg: str) -> Text:
     out.append(f"\neval loss {w['eval_loss']:.4f}")
     if not w.get("finished"):
         out.append("\n(no trial finished: best of the stopped ones)", style="yellow")
-    for note in edge_notes(summary):   # the best lr (or r) at the grid's edge: the optimum may lie past it
+    for note in summary.get("winner_notes") or []:   # at the grid's edge, on more GPUs than its trial: as the CLI
         out.append(f"\n{note[0].upper()}{note[1:]}.", style="yellow")
     out.append("\n\nNext:", style="bold")
     out.append(f"\n  lorapilot sweep {shlex.quote(sweep_arg)} \\\n      --apply {DEFAULT_APPLY}", style="cyan")
