@@ -187,7 +187,10 @@ def median_or_none(xs: list[float]) -> float | None:
 def summary(runs: list[dict], est: dict) -> dict:
     """A case's medians, over every run and over the quiet moments only (other processes below QUIET_OTHERS
     cores): its steps' intervals pooled over the runs, its first steps run by run."""
-    out = {"runs": len(runs), "steps": runs[0]["steps"], "estimate": est["time_s"],
+    # The estimate's time holds the start-up and the evaluations, samples and saves (engine.estimate.timing): the
+    # steps' part is compared with the steps measured, the whole with the wall time.
+    training_est = est["time_s"] - est.get("startup_s", 0.0) - est.get("pauses_s", 0.0)
+    out = {"runs": len(runs), "steps": runs[0]["steps"], "estimate": training_est, "estimate_whole": est["time_s"],
            "startup": statistics.median(r["startup"] for r in runs),
            "wall": statistics.median(r["wall"] for r in runs),
            "others": statistics.median(r["others"] for r in runs)}
@@ -198,7 +201,7 @@ def summary(runs: list[dict], est: dict) -> dict:
         training = None if step is None or first is None else first + (out["steps"] - 1) * step
         out[which] = {"intervals": len(steps), "first_runs": len(firsts), "step": step, "first": first,
                       "warmup": None if step is None or first is None else first - step, "training": training,
-                      "ratio": None if training is None else training / est["time_s"]}
+                      "ratio": None if training is None else training / training_est}
     return out
 
 
@@ -223,10 +226,12 @@ def table(results: dict[str, dict]) -> str:
     lines += ["", f"quiet: the step intervals (and first steps) during which other processes kept fewer than "
               f"{QUIET_OTHERS} cores busy on average; all: every one. Step intervals leave out those holding an "
               "evaluation, samples, a checkpoint or a finding. training = first + (steps - 1) x s a step.", "",
-              "| case | steps | start-up s | wall s | other processes' cores (whole run) |", "|---|---|---|---|---|"]
+              "| case | steps | start-up s | wall s | other processes' cores (whole run) | estimate s (whole run) |",
+              "|---|---|---|---|---|---|"]
     for case, r in results.items():
         sm = r["summary"]
-        lines.append(f"| {case} | {sm['steps']} | {sm['startup']:.1f} | {sm['wall']:.1f} | {sm['others']:.2f} |")
+        lines.append(f"| {case} | {sm['steps']} | {sm['startup']:.1f} | {sm['wall']:.1f} | {sm['others']:.2f} | "
+                     f"{sm['estimate_whole']:.1f} |")
     lines += ["", "Each run (start-up s; first step s with other processes' cores; median s a step over its quiet "
               "intervals / all; other processes' cores over the run; 1-min load average before -> after):", ""]
     for case, r in results.items():
@@ -241,28 +246,30 @@ def table(results: dict[str, dict]) -> str:
 
 
 def implied(results: dict[str, dict]) -> str:
-    """The CPU model's constants solved from the quiet medians: per micro-batch from the demo (its FLOPs at the
-    large model's rate taken off), the per-core rate from the large model (its micro-batches' cost taken off)."""
+    """The CPU model's constants solved from the quiet medians (engine.estimate.timing.cpu_seconds: a step's fixed
+    cost, a micro-batch's, the FLOPs at a per-core rate): three cases, three unknowns. The demo and the demo in more
+    micro-batches a step share their FLOPs: the difference is the micro-batches'; the large model's step is mostly
+    FLOPs."""
+    import numpy as np
+
     from engine.estimate.timing import cpu_cores
 
-    if "demo" not in results or "llama-85m" not in results:
-        return "(implied constants need the demo and llama-85m cases)"
+    cases = ("demo", "demo-accum", "llama-85m")
+    if any(c not in results for c in cases):
+        return f"(implied constants need the {', '.join(cases)} cases)"
     cores = cpu_cores()
-
-    def per_step(case: str) -> tuple[float, float, float]:
+    rows, steps = [], []
+    for case in cases:
         r = results[case]
         plan = r["estimate"]["plan"]
-        return (r["summary"]["quiet"]["step"], plan["micro_batches"] / plan["max_steps"],
-                r["estimate"]["train_flops"] / plan["max_steps"])
-
-    (s_demo, mb_demo, f_demo), (s_large, mb_large, f_large) = per_step("demo"), per_step("llama-85m")
-    if s_demo is None or s_large is None:
-        return "(no quiet intervals for the demo or llama-85m: run again on a quieter machine)"
-    # two equations, two unknowns: s = mb * c + f / (cores * g)
-    inv_rate = (s_large - mb_large * s_demo / mb_demo) / (f_large - mb_large * f_demo / mb_demo)
-    c = (s_demo - f_demo * inv_rate) / mb_demo
+        if r["summary"]["quiet"]["step"] is None:
+            return f"(no quiet intervals for {case}: run again on a quieter machine)"
+        # s = step + micro-batches x c + flops / (cores x g)
+        rows.append([1.0, plan["micro_batches"] / plan["max_steps"], r["estimate"]["train_flops"] / plan["max_steps"]])
+        steps.append(r["summary"]["quiet"]["step"])
+    step, micro, inv_rate = np.linalg.solve(np.array(rows), np.array(steps))
     return (f"Implied by the quiet medians on this machine ({cores} cores): {1 / inv_rate / cores / 1e9:.1f} GFLOP/s "
-            f"a core, {c:.3f} s a micro-batch; first-step warm-up (quiet) " + "; ".join(
+            f"a core, {step:.3f} s a step, {micro:.3f} s a micro-batch; first-step warm-up (quiet) " + "; ".join(
                 f"{case} {fmt(r['summary']['quiet']['warmup'])} s" for case, r in results.items()) + ".")
 
 

@@ -34,24 +34,29 @@ def flops_per_token(arch: Architecture, params: ParamCounts, lora_params: int, t
 
 
 # This machine's CPU when there is no GPU: the run trains in fp32 with plain PyTorch kernels (bitsandbytes' 4-bit
-# layers dequantise on the CPU). Three terms, each fitted to the user's path (`lorapilot train CONFIG` through the CLI,
+# layers dequantise on the CPU). Four terms, each fitted to the user's path (`lorapilot train CONFIG` through the CLI,
 # timed from its metrics.jsonl by benchmarks/cpu_time.py) at the moments no other process was busy, then rounded
-# towards the slower side: a quiet machine finishes within the estimate (the demo and the 85M model measured 0.78 and
-# 0.79 of it), a busy one takes longer and the detail says so (beside other jobs the demo's steps took 3-30x as long).
+# ~10 % towards the slower side: a quiet machine finishes within the estimate and in no less than 80 % of it (the
+# demo, the demo in 2 micro-batches a step and the 85M model measured 0.82, 0.84 and 0.88 of it; tests/test_cpu_time.py
+# reads them), a busy one takes longer and the detail says so (beside other jobs the demo's steps took 3-30x as long).
+# The terms were first rounded each on its own and the fixed cost charged a micro-batch: 1.26-1.77x the measurements.
 
 # The first step's warm-up beyond a normal step, counted once a run: measured -0.08 to +0.07 s on a quiet machine
 # (the demo, 2 micro-batches a step, the 85M model), up to 6 s beside other jobs; half a second covers the quiet
 # cases' noise. benchmarks/results/cpu_time-2026-12-03.md
 CPU_FIRST_STEP_S = 0.5
-# A micro-batch's fixed cost whatever its size (the Trainer's step, the optimizer, the callbacks): what a tiny model's
-# step is made of. The demo's quiet step is 0.127 s, 0.102 s of it beyond its FLOPs. Counting it for every micro-batch
-# overstates accumulation (the demo's 2 micro-batches a step took 0.159 s, estimated 0.27): the slower side again.
-# benchmarks/results/cpu_time-2026-12-03.md
-CPU_SECONDS_PER_MICROBATCH = 0.12
+# An optimizer step's fixed cost however many micro-batches it holds (the Trainer's step, the optimizer and the
+# schedule, logging, the callbacks): what a tiny model's step is made of. The demo's quiet step is 0.127 s in one
+# micro-batch and 0.159 s in two, the same FLOPs (1.52 GFLOP at the 85M model's 31 GFLOP/s a core: 0.024 s): a second
+# micro-batch costs 0.032 s, the step itself the other 0.071 s. benchmarks/results/cpu_time-2026-12-03.md
+CPU_SECONDS_PER_STEP = 0.08
+# A micro-batch's own fixed cost beyond its FLOPs (its forward and backward launched, the loss, the collator): the
+# 0.032 s a second micro-batch added to the demo's step above. benchmarks/results/cpu_time-2026-12-03.md
+CPU_SECONDS_PER_MICROBATCH = 0.035
 # The FLOPs (flops_per_token) at a rate per core: what a larger model's step is made of. The 85M model (137 GFLOP a
-# step with checkpointing's recompute) took 2.30 s a step: 31 GFLOP/s a core with the micro-batch cost taken off.
-# benchmarks/results/cpu_time-2026-12-03.md
-CPU_GFLOPS_PER_CORE = 25.0
+# step with checkpointing's recompute) took 2.30 s a step: 31 GFLOP/s a core with the step's and its micro-batch's
+# fixed cost (0.103 s) taken off. benchmarks/results/cpu_time-2026-12-03.md
+CPU_GFLOPS_PER_CORE = 28.0
 
 
 def cpu_cores() -> int:
@@ -62,16 +67,16 @@ def cpu_cores() -> int:
 
 def cpu_detail(cores: int | None = None) -> str:
     """What the CPU time assumes, in the user's words."""
-    return (f"{cores or cpu_cores()} cores at {CPU_GFLOPS_PER_CORE:g} GFLOP/s each, {CPU_SECONDS_PER_MICROBATCH:g} s "
-            f"a micro-batch and {CPU_FIRST_STEP_S:g} s of warm-up, as measured on a quiet 2-core machine; "
-            "a busy machine takes several times longer")
+    return (f"{cores or cpu_cores()} cores at {CPU_GFLOPS_PER_CORE:g} GFLOP/s each, {CPU_SECONDS_PER_STEP:g} s a step, "
+            f"{CPU_SECONDS_PER_MICROBATCH:g} s a micro-batch and {CPU_FIRST_STEP_S:g} s of warm-up, as measured on a "
+            "quiet 2-core machine; a busy machine takes several times longer")
 
 
-def cpu_seconds(micro_batches: float, flops: float, cores: int | None = None) -> float:
-    """Training time on this machine's CPU: the first step's warm-up once, each micro-batch's fixed cost, and the
-    FLOPs at the per-core rate over this machine's cores (or `cores`)."""
+def cpu_seconds(steps: float, micro_batches: float, flops: float, cores: int | None = None) -> float:
+    """Training time on this machine's CPU: the first step's warm-up once, each optimizer step's and each
+    micro-batch's fixed cost, and the FLOPs at the per-core rate over this machine's cores (or `cores`)."""
     rate = (cores or cpu_cores()) * CPU_GFLOPS_PER_CORE * 1e9
-    return CPU_FIRST_STEP_S + micro_batches * CPU_SECONDS_PER_MICROBATCH + flops / rate
+    return CPU_FIRST_STEP_S + steps * CPU_SECONDS_PER_STEP + micro_batches * CPU_SECONDS_PER_MICROBATCH + flops / rate
 
 
 def compile_words(seconds: float) -> str:
@@ -160,7 +165,7 @@ def run_seconds(arch: Architecture, params: ParamCounts, lora_params: int, plan:
     per_rank_flops = flops / max(1, plan.processes)
     if machine.device != "cuda":
         passes = (plan.micro_batches or 0) / max(1, plan.processes)
-        return RunTime(cpu_seconds(passes, per_rank_flops), "this machine's CPU", cpu_detail(), flops)
+        return RunTime(cpu_seconds(plan.max_steps, passes, per_rank_flops), "this machine's CPU", cpu_detail(), flops)
     path = path_of(plan.memory, plan.packing, plan.compile_layers)
     basis = speed_basis(gpu, path, quantization) if gpu is not None else None
     if basis is None or gpu is None or not gpu.tflops_16bit:
