@@ -312,6 +312,14 @@ def test_a_sweep_is_resumed_only_on_the_data_it_started_on(tmp_path, capsys, mon
     data.write_bytes(original)   # the same bytes back, a newer modification time: the data the trials trained on
     code, out, _ = sweep_cli(capsys, "--resume", str(d), "--dry-run")
     assert code == 0 and "1 of 2 trials kept" in out
+    # read once at its new time, not before every trial again (a large file touched once)
+    from engine.data.fingerprint import data_changes
+
+    record = read_sweep(d)["data"]
+    assert data_changes(record, load_config(cfg).dataset) == [] and record["files"][0]["mtime_ns"] == \
+        data.stat().st_mtime_ns
+    monkeypatch.setattr("engine.data.fingerprint.hash_file", lambda *a: pytest.fail("read again"))
+    assert data_changes(record, load_config(cfg).dataset) == []
 
 
 def test_data_edited_while_the_sweep_runs_starts_no_more_trials(tmp_path, monkeypatch):

@@ -47,7 +47,8 @@ def data_record(dataset) -> dict:
 def data_changes(recorded: dict, dataset) -> list[str]:
     """One line per file that is not as `recorded` (data_record) says: changed, gone, or new in a data folder.
     [] when the data is the same. A file whose size and modification time are as recorded is taken as unchanged
-    without reading it."""
+    without reading it; one whose time moved but whose bytes are the same gets its new time in `recorded` (the
+    caller keeps it), so that a large file touched once is not read again before every trial."""
     was = {f["path"]: f for f in recorded.get("files") or []}
     now = {str(p.resolve()): p for _, paths in data_sources(dataset) for p in paths}
     lines = [f"{path}: gone since the sweep started" for path in was if path not in now]
@@ -59,6 +60,9 @@ def data_changes(recorded: dict, dataset) -> list[str]:
         st = p.stat()
         if st.st_size != f["bytes"]:
             lines.append(f"{path}: changed since the sweep started ({st.st_size:,} bytes, were {f['bytes']:,})")
-        elif st.st_mtime_ns != f["mtime_ns"] and hash_file(p).hexdigest() != f["sha256"]:
-            lines.append(f"{path}: changed since the sweep started (its contents differ)")
+        elif st.st_mtime_ns != f["mtime_ns"]:
+            if hash_file(p).hexdigest() != f["sha256"]:
+                lines.append(f"{path}: changed since the sweep started (its contents differ)")
+            else:
+                f["mtime_ns"] = st.st_mtime_ns
     return lines
