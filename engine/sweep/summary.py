@@ -51,8 +51,9 @@ def summarize_sweep(sweep_dir: str | Path) -> dict:
     """The sweep as a monitor needs it.
 
     Returns {"sweep_dir", "name", "state" (planned|running|done|stopped|failed|lost), "driver_pid", "steps",
-    "rungs", "lanes", "grid", "plan", "elapsed_s", "remaining_s" (running only: remaining_seconds), "trials": [...], "best", "winner", "table", "error",
-    "winner_notes" (engine.sweep.report.winner_notes: the winner at the grid's edge, on more GPUs than its trial)}.
+    "rungs", "lanes", "grid", "plan", "elapsed_s", "remaining_s" (running only: remaining_seconds), "trials": [...],
+    "best", "winner", "table", "error", "winner_notes" (engine.sweep.report.winner_notes: the winner at the grid's
+    edge, on more GPUs than its trial; [] without a winner)}.
     Each trial: {"id", "learning_rate", "r", "alpha", "run_dir", "gpu", "state" (pending|skipped or the run's
     state, `lost` for a dead trainer), "step", "max_steps", "loss", "eval_loss", "losses" (training losses,
     thinned to SPARK_POINTS for a sparkline), "evals" ([step, eval_loss] pairs), "stopped_by"
