@@ -273,9 +273,9 @@ def offload_layers_for(machine: Machine, memory: str, compiled: bool, checkpoint
 
 def mask_free_dropout_for(machine: Machine, memory: str, compiled: bool, dropout: float) -> tuple[bool, str]:
     """Whether LoRA dropout keeps no mask nor dropped copy per projection for backward (engine.train.mask_free_dropout):
-    only where it is to be measured, compiled layers on one GPU (fast, and lean, whose 6,144-token compiled plan
-    peaked 0.08 GiB over its goal on 2026-12-05), and only while LEVERS.mask_free_dropout is set: not measured yet.
-    Not on eager layers: there the mask is a chain of full-size integer ops, slower than nn.Dropout's."""
+    compiled layers on one GPU (fast, and lean's long runs), where it was measured: 0.40-0.47 GiB lower than peft's
+    dropout at the same speed (benchmarks/results/user_path-s20-h100-2026-12-06.md). Not on eager layers: there the
+    mask is a chain of full-size integer ops, slower than nn.Dropout's. Not across processes: not measured there."""
     from engine.train.speed import LEVERS
 
     if not LEVERS.mask_free_dropout or dropout <= 0 or memory not in ("fast", "lean") or not compiled or machine.device != "cuda" \

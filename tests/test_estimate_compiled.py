@@ -26,13 +26,15 @@ def _cfg(model: str = "llama-2-7b", **training):
                              "training": {"max_seq_length": 2048, "num_epochs": 8, **training}})
 
 
-def _both(cfg, gpu=H200):
+def _both(cfg, gpu=H200, mask_free: bool | None = None):
     """(eager, compiled) estimates of one plan, differing only in compile_layers and what comes with it: NF4 weights
-    dequantised in the compiled graph (RunPlan.graph_dequant)."""
+    dequantised in the compiled graph (RunPlan.graph_dequant) and LoRA dropout without saved masks
+    (RunPlan.mask_free_dropout, compiled layers only)."""
     info = read_model_config(cfg.model)
     plan = plan_run(cfg, Machine.for_gpu(gpu), lengths=LENGTHS, info=info)
-    eager_plan = replace(plan, compile_layers=False, graph_dequant=False)
-    compiled_plan = replace(plan, compile_layers=True, graph_dequant=cfg.quantization == "nf4")
+    eager_plan = replace(plan, compile_layers=False, graph_dequant=False, mask_free_dropout=False)
+    compiled_plan = replace(plan, compile_layers=True, graph_dequant=cfg.quantization == "nf4",
+                            mask_free_dropout=cfg.lora.dropout > 0 if mask_free is None else mask_free)
     return (compute(cfg, info, gpu, plan=eager_plan, lengths=LENGTHS),
             compute(cfg, info, gpu, plan=compiled_plan, lengths=LENGTHS))
 
@@ -55,7 +57,7 @@ def test_the_compiled_rows_are_todays_h200_measurements():
     # session 14's pairs over 60 steady steps: user_path-s14-h200-2026-12-04.md; session 15's, with flex and with
     # varlen attention (the default since): user_path-s15-h200-2026-12-04.md; session 16's Llama-3-8B with varlen:
     # user_path-s16-h200-2026-12-04.md; session 18's pairs on both: user_path-s18-h200-2026-12-05.md
-    compiled = {(r.model, r.tokens_per_s) for r in speed_rows() if r.path == "compiled"}
+    compiled = {(r.model, r.tokens_per_s) for r in speed_rows() if r.path == "compiled" and r.gpu == "h200-141"}
     assert compiled == {("llama-2-7b", 10131), ("llama-2-7b", 9099), ("llama-2-7b", 9956), ("llama-2-7b", 10333),
                         ("llama-3-8b", 9377), ("llama-2-7b", 10120), ("llama-3-8b", 9360), ("llama-2-7b", 10289),
                         ("llama-2-7b", 10157), ("llama-2-7b", 10556), ("llama-2-7b", 10390), ("llama-3-8b", 9812),
@@ -67,16 +69,31 @@ def test_the_compiled_rows_are_todays_h200_measurements():
     assert basis.fraction > speed_basis(H200, "packed", "nf4").fraction
 
 
+def test_the_h100_measured_the_compiled_and_lean_compiled_paths_with_both_dropouts():
+    """user_path-s20-h100-2026-12-06.md: the mask-free LoRA dropout beside peft's, each pair side by side."""
+    h100 = {(r.path, r.model, r.tokens_per_s) for r in speed_rows() if r.gpu == "h100-80" and "compiled" in r.path}
+    assert h100 == {("compiled", "llama-2-7b", 10495), ("compiled", "llama-2-7b", 10450),
+                    ("compiled", "llama-3-8b", 9666), ("compiled", "llama-3-8b", 9496),
+                    ("lean_compiled", "llama-2-7b", 7762), ("lean_compiled", "llama-2-7b", 7670)}
+    for path in ("compiled", "lean_compiled"):
+        basis = speed_basis(get_gpu("h100-80"), path, "nf4")
+        assert basis.measured and basis.text == "measured on H100" and {r.path for r in basis.rows} == {path}
+    # one chip (the H200 has more, faster memory): the H100's compiled rate within 5 % of the H200's
+    assert speed_basis(get_gpu("h100-80"), "compiled", "nf4").fraction == pytest.approx(
+        speed_basis(H200, "compiled", "nf4").fraction, rel=0.05)
+
+
 def test_a_card_without_compiled_rows_takes_its_packed_rate_times_the_measured_gain():
     gain = speed_basis(H200, "compiled", "nf4").fraction / speed_basis(H200, "packed", "nf4").fraction
     assert 1.05 < gain < 1.25      # 1.14x, 1.18x, 1.19x paired; 1.13x over the means of the card's rows
-    for card, borrowed in (("h100-80", "measured on H100"), ("t4", "not measured on T4: assumes the H100's")):
-        packed = speed_basis(get_gpu(card), "packed", "nf4")
-        compiled = speed_basis(get_gpu(card), "compiled", "nf4")
-        assert compiled.fraction == pytest.approx(packed.fraction * gain)
-        assert not compiled.measured and compiled.text.startswith(borrowed)
-        assert f"compiled layers not measured on {card.split('-')[0].upper()}: x{gain:.2f}, their gain on H200" \
-            in compiled.text
+    # a card without rows of its own borrows the nearest card's rates, the compiled gain with them (the H100's)
+    h100 = get_gpu("h100-80")
+    gain = speed_basis(h100, "compiled", "nf4").fraction / speed_basis(h100, "packed", "nf4").fraction
+    packed = speed_basis(get_gpu("t4"), "packed", "nf4")
+    compiled = speed_basis(get_gpu("t4"), "compiled", "nf4")
+    assert compiled.fraction == pytest.approx(packed.fraction * gain)
+    assert not compiled.measured and compiled.text.startswith("not measured on T4: assumes the H100's")
+    assert f"compiled layers not measured on T4: x{gain:.2f}, their gain on H100" in compiled.text
 
 
 def test_a_compiled_plan_is_timed_at_the_compiled_rate_plus_the_compile_once():
@@ -104,13 +121,13 @@ def test_lean_compiled_is_timed_at_its_own_measured_rate():
     """Lean with compiled layers (a long run's lean plan) measured on the H200 at 6,144 tokens per micro-batch
     (user_path-s14-h200-2026-12-04.md with flex attention, user_path-s16-h200-2026-12-04.md and
     user_path-s18-h200-2026-12-05.md with varlen); a card that did not measure it takes its lean rate times that gain."""
-    rows = {(r.gpu, r.model, r.tokens_per_s) for r in speed_rows() if r.path == "lean_compiled"}
+    rows = {(r.gpu, r.model, r.tokens_per_s) for r in speed_rows() if r.path == "lean_compiled" and r.gpu == "h200-141"}
     assert rows == {("h200-141", "llama-2-7b", 6091), ("h200-141", "llama-2-7b", 6780), ("h200-141", "llama-2-7b", 6537)}
     gain = speed_basis(H200, "lean_compiled", "nf4").fraction / speed_basis(H200, "lean", "nf4").fraction
     assert 1.1 < gain < 1.35        # 6,091, 6,780 and 6,537 against eager lean's 5,018 and 5,227 tok/s
-    h100 = speed_basis(get_gpu("h100-80"), "lean_compiled", "nf4")
-    assert h100.fraction == pytest.approx(speed_basis(get_gpu("h100-80"), "lean", "nf4").fraction * gain)
-    assert not h100.measured and "compiled layers not measured on H100" in h100.text
+    a100 = speed_basis(get_gpu("a100-80"), "lean_compiled", "nf4")   # borrowed from the H100, which measured both
+    assert a100.fraction == pytest.approx(speed_basis(get_gpu("h100-80"), "lean_compiled", "nf4").fraction)
+    assert not a100.measured and "compiled layers not measured on A100" in a100.text
     plan = plan_run(_cfg(memory="lean"), Machine.for_gpu(H200), lengths=LENGTHS, info=read_model_config("llama-2-7b"))
     assert plan.compile_layers and plan.max_steps >= 1000
     est = compute(_cfg(memory="lean"), read_model_config("llama-2-7b"), H200, plan=plan, lengths=LENGTHS)
@@ -120,7 +137,7 @@ def test_lean_compiled_is_timed_at_its_own_measured_rate():
 
 @pytest.mark.parametrize("model", ["llama-2-7b", "llama-3-8b"])
 def test_the_compiled_layers_memory_is_its_own_component_in_the_peak_and_the_fit(model):
-    eager, compiled = _both(_cfg(model))
+    eager, compiled = _both(_cfg(model), mask_free=False)    # the dropout's saving apart (its own test below)
     info = read_model_config(model)
     term = next(c for c in compiled.components if c.name == "compiled layers")
     tokens = compiled.tokens_per_microbatch
@@ -255,7 +272,7 @@ def test_auto_drops_the_compile_before_it_drops_to_lean():
     need = {on: compute(long_cfg, info, H200, plan=plan_run(_cfg(max_seq_length=8192, memory="lean", compile=on),
                                                             Machine.for_gpu(H200), lengths=long_rows, info=info),
                         lengths=long_rows).need_gib for on in (False, True)}
-    assert need[False] < need[True] - 0.2
+    assert need[False] < need[True] - 0.1    # 0.12 GiB with the mask-free dropout (0.25 with peft's)
     squeezed = plan_run(long_cfg, Machine.for_gpu(replace(H200, memory_gib=sum(need.values()) / 2 / 0.9)),
                         lengths=long_rows, info=info)
     assert (squeezed.memory, squeezed.compile_layers) == ("lean", False)

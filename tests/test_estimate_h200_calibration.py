@@ -9,6 +9,7 @@ config.json and the tokenized lengths, so the estimate is recomputed here on the
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -84,8 +85,6 @@ COMPILED_PEAKS = [  # (model, LoRA dropout, eager peak GiB, compiled peak GiB)
 @pytest.mark.parametrize("model,dropout,eager,compiled", COMPILED_PEAKS, ids=lambda v: str(v))
 def test_compiled_layers_peaks_within_the_band_and_their_term_near_the_measured_difference(model, dropout, eager,
                                                                                            compiled):
-    from dataclasses import replace
-
     from engine.config import config_from_dict
     from engine.estimate import get_gpu, read_model_config
     from engine.estimate.estimator import compute
@@ -95,7 +94,8 @@ def test_compiled_layers_peaks_within_the_band_and_their_term_near_the_measured_
                             "lora": {"dropout": dropout}, "training": {"max_seq_length": 2048}})
     info, gpu = read_model_config(model), get_gpu("h200-141")
     plan = plan_run(cfg, Machine.for_gpu(gpu), lengths=[8786 // 16] * 1120, info=info)
-    est = {on: compute(cfg, info, gpu, plan=replace(plan, compile_layers=on), tokens_per_microbatch=8786)
+    est = {on: compute(cfg, info, gpu, plan=replace(plan, compile_layers=on, mask_free_dropout=False),   # peft's
+                       tokens_per_microbatch=8786)
            for on in (False, True)}
     error = (est[True].peak_allocated_gib - compiled) / compiled
     assert -0.05 <= error <= 0.10, f"estimate {est[True].peak_allocated_gib:.2f} GiB vs measured {compiled:.2f}"
@@ -115,8 +115,6 @@ GRAPH_DEQUANT_PEAKS = [  # (model, largest micro-batch tokens, peak GiB)
 
 @pytest.mark.parametrize("model,tokens,measured", GRAPH_DEQUANT_PEAKS, ids=lambda v: str(v))
 def test_graph_dequant_peaks_within_the_band(model, tokens, measured):
-    from dataclasses import replace
-
     from engine.config import config_from_dict
     from engine.estimate import get_gpu, read_model_config
     from engine.estimate.estimator import compute
@@ -127,6 +125,7 @@ def test_graph_dequant_peaks_within_the_band(model, tokens, measured):
     info, gpu = read_model_config(model), get_gpu("h200-141")
     plan = plan_run(cfg, Machine.for_gpu(gpu), lengths=[tokens // 16] * 1120, info=info)
     assert plan.compile_layers and plan.graph_dequant      # the plan a GPU runs: compiled, weights in the graph
+    plan = replace(plan, mask_free_dropout=False)          # measured with peft's dropout (before session 20)
     est = compute(cfg, info, gpu, plan=plan, tokens_per_microbatch=tokens)
     error = (est.peak_allocated_gib - measured) / measured
     assert -0.05 <= error <= 0.10, f"estimate {est.peak_allocated_gib:.2f} GiB vs measured {measured:.2f}"
@@ -160,6 +159,37 @@ def test_lean_compiled_peaks_within_the_band(tokens, measured):
     plan = plan_run(cfg, Machine.for_gpu(gpu), lengths=[410] * 2000, info=info)
     assert plan.compile_layers and plan.graph_dequant and plan.offload    # what a long lean run plans
     assert plan.token_budget == LEAN_COMPILED_TOKENS_PER_MICROBATCH
+    est = compute(cfg, info, gpu, plan=replace(plan, mask_free_dropout=False),   # measured with peft's dropout
+                  tokens_per_microbatch=tokens)
+    error = (est.peak_allocated_gib - measured) / measured
+    assert -0.05 <= error <= 0.10, f"estimate {est.peak_allocated_gib:.2f} GiB vs measured {measured:.2f}"
+
+
+# The mask-free LoRA dropout (the compiled layers' default since session 20), measured on the same user's path on one
+# H100 (benchmarks/results/user_path-s20-h100-2026-12-06.md: each run's metrics.jsonl, the largest step's peak
+# allocated, the plan's largest micro-batch from train.log), beside the same runs with peft's dropout.
+MASK_FREE_PEAKS = [  # (model, memory, largest micro-batch tokens, peak GiB, peak with peft's dropout GiB)
+    ("llama-2-7b", "fast", 8786, 8.477, 8.925),
+    ("llama-3-8b", "fast", 8786, 10.644, 11.064),
+    ("llama-2-7b", "lean", 6144, 5.807, 6.28),
+]
+
+
+@pytest.mark.parametrize("model,memory,tokens,measured,peft", MASK_FREE_PEAKS, ids=lambda v: str(v))
+def test_mask_free_dropout_peaks_within_the_band_and_its_saving_near_the_measured(model, memory, tokens, measured,
+                                                                                   peft):
+    from engine.config import config_from_dict
+    from engine.estimate import get_gpu, read_model_config
+    from engine.estimate.estimator import compute
+    from engine.plan import Machine, plan_run
+
+    cfg = config_from_dict({"model": model, "dataset": {"path": "x.jsonl", "validation_split": 0.0},
+                            "training": {"max_seq_length": 2048, "compile": True, "memory": memory}})
+    info, gpu = read_model_config(model), get_gpu("h100-80")
+    plan = plan_run(cfg, Machine.for_gpu(gpu), lengths=[tokens // 16] * 1120, info=info)
+    assert plan.compile_layers and plan.mask_free_dropout      # what a compiled run plans with the default dropout
     est = compute(cfg, info, gpu, plan=plan, tokens_per_microbatch=tokens)
     error = (est.peak_allocated_gib - measured) / measured
     assert -0.05 <= error <= 0.10, f"estimate {est.peak_allocated_gib:.2f} GiB vs measured {measured:.2f}"
+    with_peft = compute(cfg, info, gpu, plan=replace(plan, mask_free_dropout=False), tokens_per_microbatch=tokens)
+    assert with_peft.peak_allocated_gib - est.peak_allocated_gib == pytest.approx(peft - measured, abs=0.15)

@@ -36,11 +36,11 @@ class Levers:
                                     # to pinned host memory (partial_offload; engine.plan.offload_layers_for): ~70 MB a
                                     # layer at 8,786 tokens on a 7B, against the compiled layers' +0.6 GiB. 0 (off)
                                     # until measured on the GPU: the copies must not cost the compiled path its speed
-    mask_free_dropout: bool = False  # fast compiled: LoRA dropout whose mask is regenerated in backward from a saved seed
-                                    # (engine.train.mask_free_dropout; engine.plan.mask_free_dropout_for): each
-                                    # projection saves no dropped copy of its input nor mask (dropout 0.05 against 0
-                                    # on a 7B, the H200, steps 10-30: 8.48 -> 8.14 GiB, ~10,600 -> ~11,600 tok/s).
-                                    # Off until measured on the GPU (benchmarks/user_path.py compiledmf)
+    mask_free_dropout: bool = True  # compiled layers: LoRA dropout whose mask is regenerated in backward from a saved
+                                    # seed (engine.train.mask_free_dropout; engine.plan.mask_free_dropout_for): each
+                                    # projection saves no dropped copy of its input nor mask. On an H100 beside peft's
+                                    # dropout (user_path-s20-h100-2026-12-06.md): 8.48 against 8.93 GiB on Llama-2-7B,
+                                    # 10.64 against 11.06 on Llama-3-8B, lean 5.81 against 6.28, as fast or faster
     lean_stretch: bool = False      # lean: one micro-batch per step when the fullest step is within
                                     # engine.plan.LEAN_STRETCH of the cap; off until measured
     tokens_per_microbatch: int | None = None  # a fixed packing budget instead of the mode's
