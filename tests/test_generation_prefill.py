@@ -36,11 +36,15 @@ def _prefix_before_last_answer(tok, messages, report=None):
     return ex.input_ids[: starts[-1]]
 
 
-def test_a_server_rendering_the_saved_template_feeds_deepseek_r1_the_training_prefix(family, tmp_path):
+PREFILLED = ["deepseek_r1", "deepseek_v3"]  # DeepSeek-R1-Distill's template, and the full R1's and V3's
+
+
+@pytest.mark.parametrize("name", PREFILLED)
+def test_a_server_rendering_the_saved_template_feeds_deepseek_r1_the_training_prefix(family, tmp_path, name):
     from engine.model import load_tokenizer
     from engine.samples import from_text
 
-    tok = family("deepseek_r1")
+    tok = family(name)
     assert generation_prefill(tok, model_chat_template(tok)) == "<think>\n"  # the model's own template prefills
     for head in ([], SYSTEM):
         save_for_inference(tok, PromptStyle("chat", head[0]["content"] if head else ""), tmp_path / str(len(head)))
@@ -49,7 +53,7 @@ def test_a_server_rendering_the_saved_template_feeds_deepseek_r1_the_training_pr
             messages = head + TURNS[:n]
             prefix = _prefix_before_last_answer(tok, messages)
             served = saved.apply_chat_template(messages[:-1], tokenize=False, add_generation_prompt=True)
-            # the tokenizer adds the BOS the template also writes: one kept, as training keeps one
+            # the template writes the BOS (the distill's tokenizer adds it too: one kept, as training keeps one)
             ids = saved(served, add_special_tokens=False)["input_ids"]
             assert ids == prefix, (saved.convert_ids_to_tokens(ids), saved.convert_ids_to_tokens(prefix))
         question = TURNS[0]["content"]
@@ -90,13 +94,13 @@ def test_a_prefill_that_cannot_be_cut_out_is_kept_and_said(family):
     assert any("servers rendering that template" in n for n in report.notes), report.notes
 
 
-@pytest.mark.parametrize("name", [n for n, f in FAMILIES.items() if f.template_file and n != "deepseek_r1"])
+@pytest.mark.parametrize("name", [n for n, f in FAMILIES.items() if f.template_file and n not in PREFILLED])
 def test_every_other_family_trains_and_serves_its_own_template(family, name):
     """Nothing removed: the model's own template, with only its clock pinned where it reads one (Llama 3.2's
-    `Today Date`, engine/data/template_date.py)."""
+    `Today Date`, Granite 3.1's `Today's Date`: engine/data/template_date.py)."""
     from engine.data.template_date import pin_date
 
     tok = family(name)
     own = model_chat_template(tok)
     assert training_chat_template(tok, "chat") == pin_date(own)[0]
-    assert (pin_date(own)[0] == own) == (name != "llama3_2")
+    assert (pin_date(own)[0] == own) == (name not in ("llama3_2", "granite3"))

@@ -125,7 +125,8 @@ def test_an_adapter_saved_before_the_date_was_pinned_says_what_servers_write(tmp
     assert not [n for n in _data_facts(cfg, load_tokenizer(str(tmp_path / "new"))).notes if "date" in n]
 
 
-@pytest.mark.parametrize("name", ["llama3", "mistral", "gemma2", "deepseek_r1", "mistral_base", "qwen2_5", "phi3_5"])
+@pytest.mark.parametrize("name", ["llama3", "mistral", "gemma2", "deepseek_r1", "mistral_base", "qwen2_5", "phi3_5",
+                                  "deepseek_v3", "deepseek_v2", "command_r", "olmo2", "smollm2", "zephyr"])
 def test_the_merged_models_tokenizer_tells_a_converter_whether_to_add_the_bos(saved, tmp_path, name):
     """Ollama's converter (ollama create from safetensors, convert/tokenizer.go) reads whether to add a BOS from
     tokenizer_config.json's add_bos_token alone, and writes false into the GGUF when the key is missing, which is

@@ -1,4 +1,5 @@
-"""Every trained token, on the real chat templates of ten model families and the alpaca default.
+"""Every trained token, on the real chat templates of the model families in tests/fixtures/template_families.py
+and the alpaca default.
 
 Two more templates are lorapilot's own (tests/fixtures/chat_templates/README.md): a system message written only
 into a user turn that ends the conversation, in the manner of Mistral-7B-Instruct-v0.3 (and in ChatML turns, with
@@ -123,7 +124,7 @@ def test_trained_tokens_are_the_answers_and_one_end_token_each(tokenizers, name,
             answer = family.final_answer_prefix + answer
         assert run[-1] == end_id and run.count(end_id) == 1, listing(tok, ex)  # one end token, at the end
         body = tok.decode(run[:-1], skip_special_tokens=False)
-        if fmt == "text" and not family.row_bos:  # no BOS: the first token is the unpredicted position 0
+        if fmt == "text" and not family.text_bos:  # no BOS: the first token is the unpredicted position 0
             assert answer.endswith(body.strip()), listing(tok, ex)
         else:
             # the answer and nothing of the prompt (the template may trim it; SentencePiece writes its space)
@@ -139,9 +140,12 @@ def test_trained_tokens_are_the_answers_and_one_end_token_each(tokenizers, name,
     assert not any("no end token" in note for note in report.notes)
     # a system prompt the template leaves out of the row is counted; one it renders (anywhere) is not
     assert report.n_system_left_out == (family.system_in_last_user_only and "system" in row_name), report
-    # one BOS, first, when the family's tokenizer or template puts one
-    if family.row_bos:
-        assert ex.input_ids.count(tok.bos_token_id) == 1 and ex.input_ids[0] == tok.bos_token_id, listing(tok, ex)
+    # one BOS, first, when the family's tokenizer or template puts one (OLMo 2's BOS is its EOS too: after each
+    # answer, trained, it is the answer's end token)
+    bos_at = [i for i, (tid, label) in enumerate(zip(ex.input_ids, ex.labels))
+              if tid == tok.bos_token_id and (label == IGNORE_INDEX or tok.bos_token_id != tok.eos_token_id)]
+    if family.bos_first(fmt):
+        assert bos_at == [0], listing(tok, ex)
     # the prompt is tokenized alone, as inference tokenizes it: the seam is a token boundary
     if fmt != "text":
         alone = tok(ex.prompt_text, add_special_tokens=False)["input_ids"]
@@ -251,7 +255,7 @@ def test_inference_feeds_the_training_prefix_ids(tokenizers, tmp_path, name, row
         question = ex.question if fmt != "text" else "Once upon a time"
         fed = from_text(saved_tok, question, saved_style).ids
         if fmt == "text":  # a text-trained model is fed the words as written, after the BOS training put first
-            bos = [tok.bos_token_id] if FAMILIES[name].row_bos else []
+            bos = [tok.bos_token_id] if FAMILIES[name].text_bos else []
             assert fed == bos + tok(question, add_special_tokens=False)["input_ids"]
             continue
         assert fed == ex.input_ids[: ex.prompt_len], (tok.convert_ids_to_tokens(fed),

@@ -29,7 +29,8 @@ TRL_TEMPLATES = Path(trl.__file__).parent / "chat_templates"
 # family -> trl's name of its published template (`<name>.jinja`, `<name>_training.jinja`). Llama 3.1/3.2 and
 # Mistral have no training template in trl.
 ORACLES = {"llama3": "llama3", "qwen2_5": "qwen2_5", "qwen3": "qwen3", "gemma2": "gemma", "gemma3": "gemma3",
-           "phi3_5": "phi3_5", "deepseek_r1": "deepseek_r1_distill"}
+           "phi3_5": "phi3_5", "deepseek_r1": "deepseek_r1_distill", "phi3": "phi3", "deepseek_v3": "deepseekv3",
+           "command_r": "cohere"}
 
 # ---------------------------------------------------------------- the allowances, each named and explained
 # A newline the template writes after an answer's end token (`<|im_end|>\n`, `<end_of_turn>\n`, `<|end|>\n`):
@@ -67,6 +68,9 @@ ALLOWED = {
     "gemma3": {NEWLINE_AFTER_END},
     "phi3_5": {NEWLINE_AFTER_END, EOS_AFTER_LAST_TURN, WHITESPACE_IN_PROMPT_TOKEN},
     "deepseek_r1": {ROLE_MARKER},
+    "phi3": {NEWLINE_AFTER_END, EOS_AFTER_LAST_TURN, WHITESPACE_IN_PROMPT_TOKEN},
+    "deepseek_v3": {ROLE_MARKER},
+    "command_r": set(),
 }
 THINK_BLOCK = "<think>\n\n</think>\n\n"
 # Rows only the oracle reads, beside the families' ROWS: answers with the whitespace data has around them (a template
