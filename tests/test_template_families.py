@@ -197,6 +197,43 @@ def test_the_placeholder_finds_the_ends_the_prefix_renders_found(tokenizers, nam
                 assert end == prefix_end, (name, row_name, i, full[start:end], full[start:prefix_end])
 
 
+@pytest.mark.parametrize("name", CHAT_FAMILIES)
+def test_a_system_message_after_an_answer_trains_only_the_answers(tokenizers, name):
+    """A system message later in the conversation: DeepSeek's templates (R1-Distill, V3/R1) write every system message
+    right after the BOS, before the first question. The render of the conversation up to the first answer is then
+    no prefix of the row's; the first answer must still start where its text is, not where the two renders part
+    (which trained the system prompt, the question and `<｜Assistant｜>` with it). Templates that refuse such a
+    conversation say so, naming the row."""
+    from engine.errors import DataError
+
+    family, tok = FAMILIES[name], tokenizers(name, False)
+    late = {"messages": [*TURNS[:2], {"role": "system", "content": "Be brief."}, *TURNS[2:]]}
+    try:
+        ex, _ = build(tok, late, "chat")
+    except DataError as e:
+        assert str(e).startswith("t.jsonl:1: the model's chat template cannot render this conversation")
+        return
+    end = family.end_of_turn
+    expected = ["Yellow." + end, family.final_answer_prefix + "Red." + end]
+    assert [tok.decode(run).strip() for run in trained_runs(ex)] == expected, listing(tok, ex)
+
+
+def test_a_template_that_writes_an_answer_before_its_prompt_is_refused_naming_the_row(tokenizers):
+    """Where not even the whole conversation, rendered with a placeholder as the answer, agrees with the row before
+    it (a template that writes something of an answer ahead of it, here its length), the answer's start cannot be
+    found: the row is refused by name, never trained from where the renders part."""
+    import copy
+
+    from engine.errors import DataError
+
+    tok = copy.deepcopy(tokenizers("qwen2_5", False))
+    tok.chat_template = ("{{ messages | selectattr('role', 'equalto', 'assistant') | map(attribute='content') "
+                         "| join | length }}" + tok.chat_template)
+    with pytest.raises(DataError, match="t.jsonl:1: the model's chat template renders this conversation so that "
+                                        "answer 1 cannot be told apart from its prompt"):
+        build(tok, {"messages": [TURNS[0], {"role": "assistant", "content": "Yes."}]}, "chat")
+
+
 def test_text_that_ends_with_the_eos_already_gets_no_second_when_pad_is_eos(tokenizers):
     for name in ("mistral", "llama3", "qwen2_5"):
         tok = tokenizers(name, False)

@@ -26,7 +26,10 @@ also appears in the prompt):
   ends; for a template that ignores `add_generation_prompt`, or whose prompt
   render is no prefix of the full one (a system message written only into a
   last user turn), where a placeholder put in place of the content lands (so
-  the role header, and the user's words, stay masked);
+  the role header, and the user's words, stay masked): in the conversation up
+  to the answer, else in the whole conversation (DeepSeek writes a later
+  system message after the BOS, before the first question); a row where
+  neither agrees with its render is refused by name;
 - the turn ends where its content ends in the full render, found by
   rendering the whole conversation with a placeholder as answer i's content
   (what follows the placeholder is the full render's tail), then the
@@ -512,7 +515,25 @@ class Renderer:
                 # server feeds ends before it, and one pass over the row joins it to the answer's first word (`▁Yellow`)
                 if not (i and start == len(prompt) < at and full[start:at].isspace()):
                     start = at
+            elif start < len(prompt):
+                # What follows the answer changes what precedes it (DeepSeek writes every system message, a later
+                # one too, after the BOS): the renders part before the answer, and their common prefix would train
+                # the rest of the prompt. The placeholder in the whole conversation lands where the content is.
+                start = self._placeholder_start(messages, i, full, template, source)
         return start
+
+    def _placeholder_start(self, messages: list[dict], i: int, full: str, template: str, source: str) -> int:
+        """Where answer i's content starts in the full render, from the whole conversation rendered with a
+        placeholder as that content; a DataError naming the row where even that render disagrees with the row's."""
+        probe = self._apply(messages[:i] + [{**messages[i], "content": _PLACEHOLDER}] + messages[i + 1:], False,
+                            template, source)
+        at = probe.find(_PLACEHOLDER)
+        if at < 0 or probe[:at] != full[:at]:
+            raise DataError(f"{source}: the model's chat template renders this conversation so that answer "
+                            f"{sum(m['role'] == 'assistant' for m in messages[:i + 1])} cannot be told apart from "
+                            "its prompt", fix="check the order of roles (a system message first, then user and "
+                                              "assistant alternating)")
+        return at
 
     def _turn_end_text(self, messages: list[dict], i: int, template: str, source: str, probe: str | None = None) -> str:
         """What the template writes after answer i's content when it is the last turn: its end-of-turn token(s),
