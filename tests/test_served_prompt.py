@@ -15,6 +15,7 @@ from __future__ import annotations
 import pytest
 from fixtures.template_families import FAMILIES, TURNS, load_family
 from fixtures.template_families import TERSE as SYSTEM
+from test_template_families import trained_runs
 
 from engine.data import IGNORE_INDEX, tokenize_rows
 from engine.data.masking import prefix_space_id
@@ -236,6 +237,39 @@ def test_a_follow_up_question_is_fed_the_training_prefix_of_its_conversation(sav
         _, no_system_tok, no_system_style = saved(name, with_pad, "")
         typed = PromptStyle(no_system_style.format, SYSTEM)
         assert prompt_ids(no_system_tok, TURNS[2]["content"], typed, history)[0] == trained
+
+
+REASONED = [{"role": "user", "content": "What color is a lemon?"},
+            {"role": "assistant", "content": "<think>\nA lemon is yellow.\n</think>\n\nYellow."},
+            {"role": "user", "content": "And a tomato?"},
+            {"role": "assistant", "content": "<think>\nA tomato is red.\n</think>\n\nRed."}]
+
+
+@pytest.mark.parametrize(("name", "last"), [("qwen3", "<think>\nA tomato is red.\n</think>\n\nRed.<|im_end|>"),
+                                            ("deepseek_r1", "Red.<｜end▁of▁sentence｜>"),
+                                            ("deepseek_v3", "Red.<｜end▁of▁sentence｜>")])
+def test_reasoning_in_earlier_answers_is_trained_and_fed_as_servers_render_it(saved, name, last):
+    """Qwen3's template drops the think block of answers before the last question (DeepSeek's, of every answer). A
+    row with reasoning in every answer trains them as the template renders them (Qwen3: the last answer's reasoning
+    kept, the first's dropped), and says so; a follow-up after an answer the model wrote with its reasoning is fed,
+    by the playground and chat and by a server rendering the saved template, the training row's prefix."""
+    from engine.data import DataReport
+    from engine.data.prompt import prompt_ids
+
+    tok, served_tok, style = saved(name, False, "")
+    report = DataReport(path="t.jsonl", format="chat")
+    (ex,) = tokenize_rows([{"messages": REASONED}], "chat", ["t.jsonl:1"], tok, max_seq_length=4096, report=report)
+    first, second = trained_runs(ex)
+    assert tok.decode(second).strip() == last
+    assert "lemon is yellow" not in tok.decode(ex.input_ids)  # an earlier answer's reasoning: in no render
+    assert any(n.startswith("the chat template drops part of some answers") for n in report.notes), report.notes
+    trained = _prefix_before_last_answer(tok, REASONED)
+    history = [(REASONED[0]["content"], REASONED[1]["content"])]  # the first answer as the model wrote it
+    for tokenizer in (tok, served_tok):
+        assert prompt_ids(tokenizer, REASONED[2]["content"], style, history)[0] == trained
+    served = served_tok.apply_chat_template(REASONED[:3], add_generation_prompt=True, tokenize=True,
+                                            return_dict=True)["input_ids"]
+    assert list(served) == trained, (served_tok.convert_ids_to_tokens(served), tok.convert_ids_to_tokens(trained))
 
 
 @pytest.mark.parametrize(("family", "pad", "system"), [
