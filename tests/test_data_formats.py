@@ -377,6 +377,29 @@ def test_other_fields_are_metadata(tmp_path, row):
     assert rows[0]["instruction"] == "I" and rows[0]["output"] == "O"
 
 
+@pytest.mark.parametrize("row,match", [
+    ({"tools": [{"type": "function", "function": {"name": "weather"}}]}, r"field 'tools' \(tool definitions\)"),
+    ({"tools": '[{"type": "function", "function": {"name": "weather"}}]'}, r"field 'tools' \(tool definitions\)"),
+    ({"tool_calls": [{"type": "function", "function": {"name": "weather", "arguments": "{}"}}]},
+     r"messages\[1\] has tool_calls"),
+])
+def test_tool_definitions_and_calls_are_refused_not_left_out(tmp_path, row, match):
+    """Llama 3.1+, Qwen2.5/3, Granite, Mistral templates write a row's tools into the prompt and its tool calls into
+    the answer: read as absent, the answers trained without the tools they were written for (a call, an empty turn)."""
+    turns = [{"role": "user", "content": "Weather in Paris?"}, {"role": "assistant", "content": "Sunny."}]
+    if "tool_calls" in row:
+        turns[1] = {"role": "assistant", "content": None, **row}
+        row = {}
+    good = {"messages": turns[:1] + [{"role": "assistant", "content": "Sunny."}]}
+    path = write_jsonl(tmp_path / "d.jsonl", [good, {"messages": turns, **row}])
+    with pytest.raises(DataError, match=rf"^{path}:2: {match}") as e:
+        read_rows(path)
+    assert "tools" in e.value.fix
+    for empty in ([], "", "[]", None):  # an export's empty column is no tool
+        rows, _, _ = read_rows(write_jsonl(tmp_path / "e.jsonl", [{**good, "tools": empty}]))
+        assert rows[0]["messages"] == good["messages"]
+
+
 def test_a_message_without_content_is_refused_not_read_as_empty(tmp_path):
     """{"role": "user", "text": ...} was a user turn with no text: the answer trained on an empty question."""
     path = write_jsonl(tmp_path / "d.jsonl", [{"messages": [{"role": "user", "text": "Capital of France?"},

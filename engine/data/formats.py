@@ -7,7 +7,8 @@ row came from ("train.jsonl:12", "train.csv:7", "train.parquet: row 3"; see
 
 - alpaca:      {"instruction", "input", "output"[, "system"]}
 - chat:        {"messages": [{"role": user|assistant|system, "content"}]}
-               (ShareGPT `conversations` with from/value is mapped here)
+               (ShareGPT `conversations` with from/value is mapped here; a row with
+               tool definitions, tool calls or tool turns is refused: text only)
 - completion:  {"prompt", "completion"}
 - text:        {"text"}
 
@@ -520,12 +521,27 @@ def _messages(row: dict, source: str) -> list[dict]:
             raise DataError(f"{source}: {key}[{i}] has no content; found {', '.join(map(str, m)) or '(none)'}",
                             fix="name each message's text 'content' (ShareGPT: 'value')")
         content = m["content"] if "content" in m else m.get("value")
+        if _has_tools(m.get("tool_calls")):
+            raise DataError(f"{source}: {key}[{i}] has tool_calls: lorapilot trains text conversations, and the "
+                            "chat template would write the call as the answer; read as absent, the turn trained "
+                            "nothing and the turns after it followed a call never made", fix=_TOOLS_FIX)
         mapped = ROLES.get(role) if isinstance(role, str) else None
         if mapped is None:
             raise DataError(f"{source}: {key}[{i}] has role {role!r}; expected user, assistant or system "
                             "(ShareGPT: human, gpt, system)")
         out.append({"role": mapped, "content": _content(content, source, i)})
     return out
+
+
+_TOOLS_FIX = ("leave out the rows with tools (and the 'tools' field), or write the tool definitions into the system "
+              "message and the calls into the answers' text, as the model should read and write them")
+
+
+def _has_tools(value) -> bool:
+    """A row's tools or a message's tool_calls that hold something (an export's empty column holds nothing)."""
+    if isinstance(value, str):
+        return value.strip() not in ("", "[]", "null")
+    return bool(value)
 
 
 def _with_row_system(messages: list[dict], row: dict, source: str) -> list[dict]:
@@ -578,6 +594,11 @@ def normalize(row: dict, fmt: str, source: str) -> dict:
         if "messages" not in row and "conversations" not in row:
             raise DataError(f"{source}: chat format needs a 'messages' (or 'conversations') field; "
                             f"found {', '.join(map(str, row)) or '(none)'}")
+        if _has_tools(row.get("tools")):
+            # Llama 3.1+, Qwen2.5/3, Granite and Mistral templates write them into the prompt
+            raise DataError(f"{source}: field 'tools' (tool definitions) is not read: the chat template would write "
+                            "them into the prompt, so the answers would train without the tools they were written "
+                            "for", fix=_TOOLS_FIX)
         return {"messages": _with_row_system(_messages(row, source), row, source)}
     if fmt == "alpaca":
         out = {"instruction": _text(row.get("instruction"), "instruction", source, required=True),
