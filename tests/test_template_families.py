@@ -167,6 +167,38 @@ def test_the_pad_token_changes_nothing(tokenizers, name, row_name):
     assert (without.input_ids, without.labels) == (with_pad.input_ids, with_pad.labels)
 
 
+# (family, its EOS where it differs from the template's end-of-turn token): Meta-Llama-3-8B-Instruct's first
+# tokenizer_config.json named <|end_of_text|> its EOS; Qwen2.5's base models ship the ChatML template with EOS
+# <|endoftext|>
+END_OF_TURN_BESIDE_EOS = [("gemma2", None), ("gemma3", None), ("phi3_5", None), ("llama3", "<|end_of_text|>"),
+                          ("qwen2_5", "<|endoftext|>")]
+
+
+@pytest.mark.parametrize(("name", "eos"), END_OF_TURN_BESIDE_EOS)
+def test_a_pad_token_that_is_the_end_of_turn_token_changes_nothing(tokenizers, tmp_path, name, eos):
+    """Padding is masked by position, whatever the pad is: a checkpoint whose pad token is its end-of-turn token
+    (`<|eot_id|>` beside the EOS `<|end_of_text|>`, set by a fine-tuning script) trains each answer ending in that
+    token once, as with any other pad, and stops on it; not that token, then an EOS no generation reaches."""
+    import dataclasses
+
+    from engine.data.stops import stop_tokens
+
+    family = dataclasses.replace(FAMILIES[name], eos=eos or FAMILIES[name].eos)
+    other_pad = load_family(dataclasses.replace(family, name=f"{name}-own-pad"), tmp_path, with_pad=True)
+    eot_pad = load_family(dataclasses.replace(family, name=f"{name}-eot-pad", pad=family.end_of_turn), tmp_path,
+                          with_pad=True)
+    assert eot_pad.pad_token == family.end_of_turn != eot_pad.eos_token
+    for row_name in ("chat", "chat+system", "alpaca", "completion"):
+        if refuses_system(name, row_name):
+            continue
+        row, fmt, _ = ROWS[row_name]
+        (ours, _), (theirs, report) = build(other_pad, row, fmt), build(eot_pad, row, fmt)
+        assert (theirs.input_ids, theirs.labels) == (ours.input_ids, ours.labels), listing(eot_pad, theirs)
+        assert all(tok[-1] == eot_pad.convert_tokens_to_ids(family.end_of_turn) for tok in trained_runs(theirs))
+        assert not any("no end token" in n or "EOS appended" in n for n in report.notes), report.notes
+    assert stop_tokens(eot_pad) == stop_tokens(other_pad)
+
+
 @pytest.mark.parametrize("name", list(FAMILIES))
 def test_the_placeholder_finds_the_ends_the_prefix_renders_found(tokenizers, name):
     """Each answer's end is found by a placeholder in the whole conversation; on a template that renders a turn

@@ -43,10 +43,12 @@ also appears in the prompt):
 
 What ends an answer: the last trained span always ends in one end token, the
 template's end-of-turn token or EOS, appended when the template writes none.
-An end token is any special token but BOS, UNK and pad, unless it is also the
-EOS: the pad token is often the EOS itself (engine.model.load_tokenizer sets
-pad = EOS when the tokenizer has none), and GPT-2-style tokenizers (Phi-2,
-GPT-NeoX) have one `<|endoftext|>` for BOS, EOS and UNK; neither must hide the EOS.
+An end token is any special token but BOS and UNK, unless it is also the
+EOS: GPT-2-style tokenizers (Phi-2, GPT-NeoX) have one `<|endoftext|>` for
+BOS, EOS and UNK, which must not hide the EOS. The pad token counts as any
+other: it is often the EOS itself (engine.model.load_tokenizer sets pad = EOS
+when the tokenizer has none), or the end-of-turn token (a fine-tuning script's
+`<|eot_id|>` beside the EOS `<|end_of_text|>`), and padding is masked by position.
 
 A system prompt the template leaves out: some templates (Mistral-7B-Instruct-v0.3,
 Mistral-Nemo, Mistral-Small) write the system message into a user turn only when
@@ -232,9 +234,11 @@ def special_tokens(tokenizer) -> set[str]:
 
 def end_tokens(tokenizer) -> list[str]:
     """The special tokens that can end an answer, longest first (see the module's docstring)."""
-    # The EOS is an end token whatever else it is: the pad (load_tokenizer's fallback), and in GPT-2's, GPT-NeoX's
-    # and Phi-2's tokenizers the BOS and UNK too (one <|endoftext|>)
-    not_ends = {tokenizer.bos_token, tokenizer.unk_token, tokenizer.pad_token} - {tokenizer.eos_token}
+    # The EOS is an end token whatever else it is: in GPT-2's, GPT-NeoX's and Phi-2's tokenizers the BOS and UNK too
+    # (one <|endoftext|>). The pad is no exception either way (padding is masked by position): it may be the EOS
+    # (load_tokenizer's fallback) or the end-of-turn token (`<|eot_id|>` as pad beside the EOS `<|end_of_text|>`),
+    # and a pad of its own is in no template's render.
+    not_ends = {tokenizer.bos_token, tokenizer.unk_token} - {tokenizer.eos_token}
     specials = special_tokens(tokenizer)
     # Longest first: "<|im_end|>" must win over a shorter special that happens to be its suffix.
     return sorted((s for s in specials if s and s not in not_ends), key=len, reverse=True)
