@@ -28,7 +28,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-from fixtures.template_families import CHAT_FAMILIES, FAMILIES, load_family, set_clock
+from fixtures.template_families import CHAT_FAMILIES, FAMILIES, TERSE, load_family, set_clock
 
 from engine.data import IGNORE_INDEX, DataReport, tokenize_rows
 from engine.data.prompt import (
@@ -619,6 +619,29 @@ def test_an_assistant_turn_with_no_text_is_context_not_trained(tokenizers, name,
     assert "assistant turns with no text, not trained (kept as context): 2;" in " ".join(report.notes)
     everything = tokenize_rows([first_blank], "chat", ["t:1"], tok, max_seq_length=4096, train_on="all")[0]
     assert all(label != IGNORE_INDEX for label in everything.labels[1:])
+
+
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_a_row_over_the_window_by_its_question_keeps_its_answers_and_its_bos(tokenizers, name):
+    """A long first question: the row keeps every answer token and its BOS (the tokenizer's or template's first
+    token: OLMo 2's is its EOS too, Command-R's is written twice and kept once), and loses the start of its prompt,
+    counted (tests/test_data_masking.py: the other cuts)."""
+    family, tok = FAMILIES[name], tokenizers(name, False)
+    long = " ".join(["Once upon a time the sky was blue and the grass was green."] * 8) + " What color is a lemon?"
+    head = [{"role": "system", "content": TERSE}] if family.system or not family.template_file else []
+    row = {"messages": [*head, {"role": "user", "content": long}, *TURNS[1:]]}
+    full, _ = build(tok, row, "chat")
+    last = max(i for i, label in enumerate(full.labels) if label != IGNORE_INDEX)
+    first = min(i for i, label in enumerate(full.labels) if label != IGNORE_INDEX)
+    trained = [(tid, label) for tid, label in zip(full.input_ids, full.labels) if label != IGNORE_INDEX]
+    report = DataReport(path="t.jsonl", format="chat")
+    (ex,) = tokenize_rows([row], "chat", ["t:1"], tok, max_seq_length=last + 1 - 20, report=report)
+    assert [(t, label) for t, label in zip(ex.input_ids, ex.labels) if label != IGNORE_INDEX] == trained
+    assert ex.prompt_shortened and (report.n_prompt_shortened, report.n_truncated) == (1, 0)
+    assert ex.input_ids[-(last + 1 - first):] == full.input_ids[first: last + 1]  # the seam and all after it kept
+    if family.row_bos:
+        assert ex.input_ids[0] == tok.bos_token_id and ex.input_ids.count(tok.bos_token_id) == \
+            full.input_ids.count(tok.bos_token_id)
 
 
 @pytest.mark.parametrize("name", list(FAMILIES))
