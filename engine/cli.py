@@ -225,7 +225,7 @@ def _cmd_chat(a) -> int:
     """One prompt (--prompt), or a conversation read line by line: each side (base, adapter) keeps its own
     history, fed as training renders a multi-turn row; `/new` starts a new one. Formats without turns ask each
     prompt alone and say so."""
-    from engine.data.prompt import one_question_only, system_in_use
+    from engine.data.prompt import SYSTEM_FORMATS, one_question_only, system_in_use
     from engine.playground import Playground, chat_target, check_sampling, dropped_turns_note, prompt_style
     from engine.rundir import safe_text
 
@@ -237,7 +237,7 @@ def _cmd_chat(a) -> int:
     cfg, _, adapter_dir = chat_target(a.run_dir, trust_remote_code=a.trust_remote_code)
     system = a.system.strip()
     fmt = prompt_style(adapter_dir, cfg).format
-    if system and fmt not in ("chat", "alpaca"):
+    if system and fmt not in SYSTEM_FORMATS:
         raise UserError(f"--system: {a.run_dir} trained on {fmt} rows, which have no system prompt",
                         fix="leave --system out")
     print("loading the base model and the adapter ...", file=sys.stderr, flush=True)
@@ -245,6 +245,8 @@ def _cmd_chat(a) -> int:
     quiet_progress_bars()
     pg = Playground(a.run_dir, trust_remote_code=a.trust_remote_code)
     kw = {name: check_sampling(name, str(getattr(a, name)))[0] for name in ("temperature", "top_p", "max_new_tokens")}
+    if system and pg.system_refused:
+        raise UserError(f"--system: {pg.system_refused}", fix="leave --system out, or write it into the prompt")
     print("system prompt in use: " + safe_text(system_in_use(pg.style, system, pg.template_system), one_line=True),
           file=sys.stderr)
     why_alone = one_question_only(pg.style.format)

@@ -159,8 +159,10 @@ class Playground:
         self.model = PeftModel.from_pretrained(base, str(ad)).eval()
         context = getattr(self.model.config, "max_position_embeddings", None)
         self.context: int | None = context if isinstance(context, int) and context > 0 else None
-        from engine.data.prompt import template_system_prompt
+        from engine.data.prompt import system_refused, template_system_prompt
         self.template_system = template_system_prompt(self.tokenizer, self.style.format)
+        # why a system prompt of the user's is refused, as training refuses a row with one (None: it is not)
+        self.system_refused = system_refused(self.tokenizer, self.style.format)
 
     def style_with(self, system: str = "") -> PromptStyle:
         """The prompt style with the user's own system prompt ("": what training used)."""

@@ -380,3 +380,45 @@ async def test_an_answer_is_drawn_literally_and_kept_as_the_model_wrote_it(tmp_p
         shown = str(adapter.query_one(".answer-text").render())
         assert shown.count("[bold]x[/bold] and [red \\x1b[2Jgone") == 2 and "\x1b" not in shown, shown
         app.exit()
+
+
+async def test_a_system_prompt_the_template_has_no_place_for_is_refused_in_words_before_asking(tmp_path, monkeypatch):
+    """Gemma 2's and Mistral v0.2's templates raise on a system turn and training refuses a row with one: a system
+    prompt typed in the playground is refused before anything is asked, naming the field, not with the template's
+    exception text (the engine's side: tests/test_served_prompt.py). Typed while the model loads, the field stays
+    open to clear; typed into nothing, the field is closed and the line says why."""
+    import threading
+
+    from tui.models.playground_model import PlaygroundModel
+
+    why = "this model's chat template has no place for a system prompt (training refuses a row with one)"
+    model = _FakeModel({**CHAT_INFO, "template_system": "", "system_refused": why})
+    model.install(monkeypatch)
+    loading = threading.Event()
+    monkeypatch.setattr(PlaygroundModel, "load", lambda self: loading.wait(10) and setattr(self, "info", model.info)
+                        or model.info)
+    app = LorapilotApp(start="playground", run_dir=str(_chat_run(tmp_path)))
+    async with app.run_test(size=(100, 24)) as pilot:
+        screen = app.screen
+        system_line = lambda: screen.query_one("#pg-system").render_line(0).text.strip()  # noqa: E731
+        field = screen.query_one("#system-prompt")
+        field.focus()
+        await type_text(pilot, "Be brief.")
+        loading.set()
+        await wait_for(pilot, lambda: screen.loaded, 10, "model loaded")
+        await pilot.pause(0.05)
+        assert not field.disabled and system_line().startswith("✗ this model's chat template has no place for")
+        screen.query_one("#prompt").focus()
+        await type_text(pilot, "Hi")
+        await pilot.press("enter")
+        await pilot.pause(0.1)
+        assert model.asks == [] and app.focused is field
+        said = [n for n in app._notifications if n.title == "Not asked"]
+        assert said and said[0].message.startswith(f"system prompt: {why}."), said
+        field.value = ""
+        await pilot.pause(0.05)
+        assert system_line().startswith("in use: none, as this model's chat template has no place for"), system_line()
+        screen.query_one("#prompt").focus()
+        await _ask(pilot, screen, "")  # the prompt typed is still there
+        assert model.asks[-1] == ("Hi", True, [], "")
+        app.exit()

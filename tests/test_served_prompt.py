@@ -333,3 +333,39 @@ def test_the_oldest_turns_go_first_when_the_context_is_full():
     assert fit_history(ids_for, history, 1) == ([0] * 2, 3)  # the question alone even where it cannot fit
     assert dropped_turns_note(2, 2048, 128) == ("the oldest 2 turns of this conversation no longer fit the model's "
                                                 "context (2,048 tokens, 128 of them kept for the answer): left out")
+
+
+@pytest.mark.parametrize("fmt", ["chat", "alpaca"])
+@pytest.mark.parametrize("name", [name for name, f in FAMILIES.items() if f.template_file and not f.system])
+def test_a_system_prompt_the_template_has_no_role_for_is_refused_as_training_refuses_it(saved, name, fmt):
+    """Gemma 2's and Mistral v0.2's templates raise on a system turn, and training refuses a row with one (it folds
+    nothing into the first user turn). A system prompt typed in the playground or given to `lorapilot chat` is
+    refused too, in plain words naming it, before anything is generated (not the template's exception text); the
+    question alone is fed training's prefix, id for id."""
+    from engine.data.prompt import prompt_ids, system_refused
+    from engine.errors import DataError, UserError
+
+    tok, served_tok, _ = saved(name, False, "")
+    row = ({"messages": [{"role": "system", "content": SYSTEM}] + TURNS[:2]} if fmt == "chat" else
+           {"instruction": TURNS[0]["content"], "input": "", "output": TURNS[1]["content"], "system": SYSTEM})
+    with pytest.raises(DataError):  # training: the row is refused
+        tokenize_rows([row], fmt, ["t.jsonl:1"], tok, max_seq_length=4096)
+    for tokenizer in (tok, served_tok):
+        why = system_refused(tokenizer, fmt)
+        assert why == "this model's chat template has no place for a system prompt (training refuses a row with one)", why
+        with pytest.raises(UserError) as refused:
+            prompt_ids(tokenizer, TURNS[0]["content"], PromptStyle(fmt, SYSTEM))
+        assert str(refused.value).startswith(f"system prompt: {why}"), str(refused.value)
+        assert "raise_exception" not in str(refused.value) and "roles must alternate" not in str(refused.value)
+        assert system_refused(tokenizer, "completion") is None
+    (trained,) = tokenize_rows([{k: v for k, v in row.items() if k != "system"} if fmt == "alpaca" else
+                                {"messages": TURNS[:2]}], fmt, ["t.jsonl:1"], tok, max_seq_length=4096)
+    ids, _ = prompt_ids(served_tok, TURNS[0]["content"], PromptStyle(fmt))
+    assert ids == trained.input_ids[: trained.labels.index(next(x for x in trained.labels if x != IGNORE_INDEX))]
+
+
+@pytest.mark.parametrize("name", ["qwen2_5", "llama3_1", "gemma3"])
+def test_a_template_with_a_system_role_takes_a_system_prompt(saved, name):
+    from engine.data.prompt import system_refused
+
+    assert system_refused(saved(name, False, "")[0], "chat") is None

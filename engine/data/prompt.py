@@ -26,6 +26,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
+from engine.errors import DataError, UserError
+
 PROMPT_FILE = "lorapilot_prompt.json"
 
 
@@ -49,6 +51,9 @@ def shared_system_prompt(rows: list[dict], fmt: str) -> str:
     return found.pop() if len(found) == 1 else ""
 
 
+# The formats whose rows can have a system prompt.
+SYSTEM_FORMATS = ("chat", "alpaca")
+
 # An earlier exchange of a conversation: (the question as typed, the answer as the model gave it).
 Turn = tuple[str, str]
 MULTI_TURN_FORMATS = ("chat",)
@@ -69,6 +74,8 @@ def prompt_ids(tokenizer, text: str, style: PromptStyle, history: Sequence[Turn]
     from engine.data.types import IGNORE_INDEX
 
     renderer, masker = Renderer(tokenizer), Masker(tokenizer, max_seq_length=1_000_000)
+    if style.system and (why := system_refused(tokenizer, style.format)):
+        raise UserError(f"system prompt: {why}", fix="leave the system prompt empty, or write it into the question")
     if not history:
         rendered = renderer.render_prompt(text, style.format, style.system)
         ex = masker.build(rendered, "prompt")
@@ -87,6 +94,27 @@ def prompt_ids(tokenizer, text: str, style: PromptStyle, history: Sequence[Turn]
     labels = ex.labels
     start = max(i for i in range(1, len(labels)) if labels[i] != IGNORE_INDEX and labels[i - 1] == IGNORE_INDEX)
     return list(ex.input_ids[:start]), text
+
+
+def system_refused(tokenizer, fmt: str) -> str | None:
+    """Why a system prompt cannot be asked with, in words, or None (it can). A template with no system role (Gemma
+    2, Mistral v0.2) raises on one, and training refuses a row that has one (engine.data.template's DataError): it
+    folds nothing into the first user turn, so neither may the playground or chat. Asked of the renderer training
+    uses, with a question alone beside it: a template that refuses that too has some other complaint."""
+    from engine.data.template import Renderer
+
+    if fmt not in SYSTEM_FORMATS:
+        return None
+    renderer = Renderer(tokenizer)
+    try:
+        renderer.render_prompt("x", fmt, "x")
+        return None
+    except DataError:
+        try:
+            renderer.render_prompt("x", fmt)
+        except DataError:
+            return None
+    return "this model's chat template has no place for a system prompt (training refuses a row with one)"
 
 
 def template_system_prompt(tokenizer, fmt: str) -> str:
@@ -118,7 +146,7 @@ def template_system_prompt(tokenizer, fmt: str) -> str:
 def system_in_use(style: PromptStyle, typed: str = "", template_default: str = "") -> str:
     """Which system prompt a question is asked with, in words (not escaped: the caller fits it to its screen).
     typed: the user's own ("" = what training used)."""
-    if style.format not in ("chat", "alpaca"):
+    if style.format not in SYSTEM_FORMATS:
         return f"none ({style.format} rows have no system prompt)"
     if typed:
         return f'yours: "{typed}"'

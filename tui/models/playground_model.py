@@ -46,7 +46,8 @@ def _serve(conn: Connection, run_dir: str, adapter: str | None = None) -> None:
         return
     conn.send(("ready", {"model": pg.cfg.model, "device": device, "load_s": time.monotonic() - start,
                          "format": pg.style.format, "system": pg.style.system,
-                         "template_system": pg.template_system, "context": pg.context}))
+                         "template_system": pg.template_system, "system_refused": pg.system_refused,
+                         "context": pg.context}))
     while True:
         try:
             msg = conn.recv()

@@ -27,7 +27,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Input, Label, Static
 from textual.worker import Worker, get_current_worker
 
-from engine.data.prompt import PromptStyle, one_question_only, system_in_use
+from engine.data.prompt import SYSTEM_FORMATS, PromptStyle, one_question_only, system_in_use
 from engine.errors import UserError
 from engine.playground import dropped_turns_note
 from engine.rundir import checkpoint_step, safe_text
@@ -149,6 +149,12 @@ class PlaygroundScreen(Screen):
         return self.style is not None and one_question_only(self.style.format) is None
 
     @property
+    def system_refused(self) -> str | None:
+        """Why a system prompt cannot be asked with (the template has no system role: training refuses a row with
+        one, engine.data.prompt.system_refused); None where it can, or until loaded."""
+        return (self._load_info or {}).get("system_refused") or None
+
+    @property
     def system(self) -> str:
         """The system prompt as typed ("": what training used)."""
         return self.query_one("#system-prompt", Input).value.strip()
@@ -156,9 +162,14 @@ class PlaygroundScreen(Screen):
     @on(Input.Changed, "#system-prompt")
     def _show_system(self) -> None:
         """The system prompt in use, on one line: escaped (a run's data wrote it), cut to the width by the CSS."""
-        style = self.style
+        style, refused = self.style, self.system_refused
+        if refused and self.system:
+            self.query_one("#pg-system", Static).update(Content.styled(f"✗ {refused}: leave it empty", "$text-error"))
+            return
         if style is None:
             text = "which one training used: read once the model is in"
+        elif refused:
+            text = f"none, as {refused}"
         else:
             text = system_in_use(style, self.system, (self._load_info or {}).get("template_system") or "")
         self.query_one("#pg-system", Static).update(Content.assemble(
@@ -200,8 +211,8 @@ class PlaygroundScreen(Screen):
         for pane in self.query(AnswerPane):
             pane.conversation = self.conversation
         style = self.style
-        if style is not None and style.format not in ("chat", "alpaca"):
-            self.query_one("#system-prompt", Input).disabled = True  # its rows have none
+        if style is not None and (style.format not in SYSTEM_FORMATS or self.system_refused and not self.system):
+            self.query_one("#system-prompt", Input).disabled = True  # its rows have none (one typed: left to clear)
         self._show_system()
         self._show_turns()
         for pane in self.query(AnswerPane):
@@ -225,6 +236,11 @@ class PlaygroundScreen(Screen):
                 bad.focus()
             self.notify("\n".join(settings.errors.values()), title="Fix the sampling settings first",
                         severity="error", timeout=5)
+            return
+        if self.system and self.system_refused:  # said before asking, as training says it before training
+            self.notify(f"system prompt: {self.system_refused}. Leave it empty, or write it into the question.",
+                        title="Not asked", severity="error", timeout=8)
+            self.query_one("#system-prompt", Input).focus()
             return
         if not prompt.strip():
             self.notify("Type a prompt first.", severity="warning", timeout=3)
