@@ -150,30 +150,29 @@ def _report_end(run_dir: Path, rc: int) -> int:
 
 def _cmd_runs(a) -> int:
     from engine.rundir import list_runs, safe_text
+    from engine.runs_list import collect, format_table, stalled_run, watch_lines
 
     if a.root and Path(a.root).exists() and not Path(a.root).is_dir():
         raise UserError(f"--root {a.root}: not a directory", fix="give the directory that holds the runs")
     skipped: list[str] = []   # corrupt status.json or sweep.json: that run only is left out, with a warning
     if a.json:
         runs = list_runs(a.root, skipped)
-        stalled = {r.path for r in runs if _stalled(r)}
+        stalled = {r.path for r in runs if stalled_run(r)}
         print(json.dumps([{"run_dir": str(r.path), "state": r.state, "step": r.step, "max_steps": r.max_steps,
                            "loss": r.loss, "eval_loss": r.eval_loss, "age_s": r.age_s,
                            "no_progress": r.path in stalled,
                            "copy_of": str(r.copy_of) if r.copy_of else None} for r in runs], indent=1))
         _warn(skipped)
         return EXIT_OK
-    from engine.runs_list import collect, format_table, watch_lines
-
     if a.watch:
         print(f"watching {a.root or 'runs/'}: one line per state change (ctrl+c ends)", flush=True)
         try:
-            for line in watch_lines(a.root, stalled=_stalled):
+            for line in watch_lines(a.root, stalled=stalled_run):
                 print(safe_text(line, one_line=True), flush=True)
         except KeyboardInterrupt:
             pass
         return EXIT_OK
-    rows = collect(a.root, stalled=_stalled, problems=skipped)
+    rows = collect(a.root, stalled=stalled_run, problems=skipped)
     if not rows:
         print(f"no runs under {a.root or 'runs/'}; start one: lorapilot train presets/demo.yaml")
     else:
@@ -185,15 +184,6 @@ def _cmd_runs(a) -> int:
 def _warn(problems: list[str]) -> None:
     for p in problems:
         print_error(f"warning: {p}")
-
-
-def _stalled(run) -> bool:
-    """A live training run that stopped reporting (engine.diagnose.stall), judged from status.json alone."""
-    import time
-
-    from engine.diagnose.stall import no_progress
-
-    return run.state == "training" and no_progress(run.extra, None, time.time(), str(run.path)) is not None
 
 
 def _cmd_stop(a) -> int:

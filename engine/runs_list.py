@@ -19,6 +19,53 @@ STALLED = "stalled?"
 # A run directory copied (cp -r) from a run that trains: nothing trains the copy (rundir.copy_of).
 COPY = "copy"
 
+# Every state word a run, a sweep or a trial can be shown with, and what it means in plain words: the run's own
+# (status.json, rundir.STATES), those worked out for it (lost, unknown, stalled?, copy), a sweep's and a trial's.
+# The app styles each one (tui/widgets/progress_panel.py; a test keeps the two in step).
+STATE_MEANINGS = {
+    "starting": "its trainer process is starting",
+    "loading": "reading the data and loading the model",
+    "training": "training",
+    "evaluating": "measuring the eval loss, or writing samples",
+    "saving": "saving the adapter",
+    "done": "finished: the adapter is saved",
+    "failed": "ended with an error (the monitor and train.log say which)",
+    "stopped": "stopped before its last step; lorapilot train --resume RUN_DIR continues it",
+    "lost": "its process is gone without saying why (killed, out of memory, the machine restarted)",
+    "unknown": "its status.json says no state",
+    STALLED: "training, but no step finished lately; see lorapilot diagnose RUN_DIR",
+    COPY: "copied from a run that is still training; nothing trains the copy",
+    "planned": "a sweep not started yet, or waiting to be resumed",
+    "running": "a sweep whose trials are training",
+    "pending": "a trial of a sweep, not started yet",
+    "skipped": "a trial the sweep did not run (its budget was spent, or it was stopped)",
+}
+# The states whose meaning a list prints under itself when one of its rows has it: the words a reader may not know.
+NOTED_STATES = (STALLED, COPY)
+
+
+def _shown_states() -> tuple[str, ...]:
+    from engine.rundir import STATES
+    from engine.sweep.sweepdir import SWEEP_STATES, TRIAL_PENDING, TRIAL_SKIPPED
+
+    return tuple(dict.fromkeys(STATES + ("lost", "unknown", STALLED, COPY) + SWEEP_STATES
+                               + (TRIAL_PENDING, TRIAL_SKIPPED)))
+
+
+SHOWN_STATES = _shown_states()
+
+
+def stalled_run(run) -> bool:
+    """A live training run that stopped reporting (engine.diagnose.stall), judged from status.json alone."""
+    from engine.diagnose.stall import no_progress
+
+    return run.state == "training" and no_progress(run.extra, None, time.time(), str(run.path)) is not None
+
+
+def state_notes(rows: list[Row]) -> list[str]:
+    """What the rarer state words in `rows` mean, one line each ("stalled?: training, but ...")."""
+    return [f"{state}: {STATE_MEANINGS[state]}" for state in NOTED_STATES if any(r.state == state for r in rows)]
+
 
 @dataclass(frozen=True)
 class Row:
@@ -114,11 +161,10 @@ def format_row(row: Row) -> str:
 
 def format_table(rows: list[Row]) -> list[str]:
     lines = [HEADER, *map(format_row, rows)]
-    if any(r.state == STALLED for r in rows):
-        lines.append(f"{STALLED}: training, but no step finished lately; see lorapilot diagnose RUN_DIR")
-    if any(r.state == COPY for r in rows):
-        lines += [f"{COPY}: copied from a run that is still training; nothing trains the copy",
-                  f"{'':{len(COPY)}}  (lorapilot train --resume RUN_DIR continues it on its own)"]
+    for note in state_notes(rows):
+        lines.append(note)
+        if note.startswith(f"{COPY}:"):
+            lines.append(f"{'':{len(COPY)}}  (lorapilot train --resume RUN_DIR continues it on its own)")
     return lines
 
 

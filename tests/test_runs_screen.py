@@ -88,12 +88,40 @@ async def test_the_header_names_the_runs_folder_in_full_not_runs_twice(tmp_path,
         assert (app.screen.title, app.screen.sub_title) == ("runs", header_path(tmp_path / "runs"))
 
 
-def test_every_state_word_the_runs_list_shows_has_a_colour():
+def test_every_state_word_the_engine_can_show_has_a_colour_and_a_meaning():
     """A copied live run directory is listed as `copy` (engine.runs_list): it had no style and showed plain, unlike
-    every other state. Like a stopped run, nothing trains it."""
+    every other state; so did `stalled?` and a sweep's `planned` and `running`. Each state the engine can write or
+    work out (engine.runs_list.SHOWN_STATES: the run's, lost, a sweep's, a trial's) has a style and a plain-words
+    meaning, so a new one cannot reach the screen without both."""
     from engine.rundir import STATES
-    from engine.runs_list import COPY
+    from engine.runs_list import COPY, SHOWN_STATES, STALLED, STATE_MEANINGS
+    from engine.sweep.sweepdir import SWEEP_STATES, TRIAL_PENDING, TRIAL_SKIPPED
     from tui.widgets.progress_panel import STATE_STYLES
 
-    assert [s for s in (*STATES, "lost", COPY) if s not in STATE_STYLES] == []
+    assert set(STATES) | set(SWEEP_STATES) | {"lost", "unknown", COPY, STALLED, TRIAL_PENDING, TRIAL_SKIPPED} \
+        <= set(SHOWN_STATES)
+    assert [s for s in SHOWN_STATES if s not in STATE_STYLES] == []
+    assert [s for s in SHOWN_STATES if not STATE_MEANINGS.get(s)] == []
     assert STATE_STYLES[COPY] == STATE_STYLES["stopped"]
+
+
+async def test_a_live_run_that_went_quiet_is_listed_stalled_as_lorapilot_runs_lists_it(tmp_path):
+    """The app's list called every live run `training`, a stuck one too, where `lorapilot runs` says `stalled?`;
+    it now uses the same rule and says what the word means under the table."""
+    import os
+
+    from engine.runs_list import STALLED, STATE_MEANINGS
+    from tui.widgets.progress_panel import STATE_STYLES
+
+    make_run(tmp_path / "quiet", steps_done=50, pid=os.getpid(), now=time.time() - 900)
+    make_run(tmp_path / "fresh", steps_done=50, pid=os.getpid())
+    app = LorapilotApp(start="monitor", run_dir=None, runs_root=str(tmp_path))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await listed(pilot, app)
+        assert {r.name: r.state for r in app.screen.runs} == {"quiet": STALLED, "fresh": "training"}
+        table = app.screen.query_one("#runs-table")
+        cell = table.get_cell("/".join([str(tmp_path), "quiet"]), "state")
+        assert cell.plain == STALLED and str(cell.style) == STATE_STYLES[STALLED]
+        note = app.screen.query_one("#runs-notes")
+        assert note.display and f"{STALLED}: {STATE_MEANINGS[STALLED]}" in str(note.render())
+        app.exit()

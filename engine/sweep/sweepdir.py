@@ -27,6 +27,8 @@ SWEEP_LOG = "sweep.log"
 SWEEP_STOP_FILE = "stop.request"
 SWEEP_LOCK_FILE = "sweep.lock"
 SWEEP_FINAL_STATES = ("done", "stopped", "failed")
+# A sweep's states as sweep.json holds them (effective_sweep_state adds lost and unknown).
+SWEEP_STATES = ("planned", "running") + SWEEP_FINAL_STATES
 # A trial's states: a run's states, plus these two before and instead of a run.
 TRIAL_PENDING, TRIAL_SKIPPED = "pending", "skipped"
 

@@ -12,7 +12,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
 from engine.rundir import default_runs_root, format_age, safe_text
-from engine.runs_list import Row, collect, short_name
+from engine.runs_list import Row, collect, short_name, stalled_run, state_notes
 from tui.screens.key_commands import KeyCommands
 from tui.app import LorapilotApp
 from tui.header_path import header_path
@@ -49,6 +49,7 @@ class RunsScreen(Screen):
         yield Header(show_clock=False)
         yield DataTable(id="runs-table", cursor_type="row", zebra_stripes=True)
         yield Static(id="runs-empty")
+        yield Static(id="runs-notes")
         yield Static(id="runs-problems")
         yield Footer()
 
@@ -70,7 +71,8 @@ class RunsScreen(Screen):
     @work(thread=True, exclusive=True, group="runs")
     def _load(self) -> None:
         problems: list[str] = []
-        runs = collect(self.root, problems=problems)  # what `lorapilot runs` lists, in the same order
+        # what `lorapilot runs` lists, in the same order, with the same words (a stuck run is `stalled?`)
+        runs = collect(self.root, stalled=stalled_run, problems=problems)
         self.app.call_from_thread(self._show, runs, problems)
 
     def _show(self, runs: list[Row], problems: list[str] | None = None) -> None:
@@ -80,6 +82,9 @@ class RunsScreen(Screen):
         note = self.query_one("#runs-problems", Static)
         note.display = bool(problems)
         note.update(Text("\n".join(f"left out: {safe_text(p)}" for p in problems or [])))
+        notes = self.query_one("#runs-notes", Static)
+        notes.display = bool(state_notes(runs))
+        notes.update(Text("\n".join(state_notes(runs)), style="dim"))  # what `stalled?` or `copy` means
         table = self.query_one(DataTable)
         keep = table.cursor_row
         table.clear()

@@ -14,7 +14,7 @@ from engine.diagnose.finding import Finding
 from engine.errors import shell_word
 from engine.eta import starting_eta
 from engine.rundir import LOG_FILE, copy_of, format_age, safe_text, tail_lines
-from engine.runs_list import COPY
+from engine.runs_list import COPY, STALLED
 from tui.models.run_history import LOG, PROGRESS, SYSTEM, RunHistory
 from tui.widgets.meter_text import meter
 from tui.widgets.monitor_panel import MonitorPanel
@@ -28,6 +28,10 @@ STATE_STYLES = {
     "lost": "bold red", "unknown": "dim",
     # The runs list's word for a copied live run directory: nothing trains it, as nothing trains a stopped run.
     COPY: "bold yellow",
+    # A live run that finished no step lately: amber, between training's green and lost's red (it may recover).
+    STALLED: "bold dark_orange",
+    # A sweep's own states, and a trial's before or instead of a run.
+    "planned": "bold yellow", "running": "bold green", "pending": "dim", "skipped": "dim",
 }
 
 

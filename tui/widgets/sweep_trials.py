@@ -18,7 +18,6 @@ BLOCKS = "▁▂▃▄▅▆▇█"
 SPARK_WIDTH = 16
 # Below this width the finished table drops its sparkline: the numbers matter more.
 SPARK_MIN_WIDTH = 96
-STATE_STYLE = {**STATE_STYLES, "pending": "dim", "skipped": "dim"}
 STOP_STYLE = {"nan_loss": "bold red", "loss_explosion": "bold red", "failed": "bold red", "halving": "yellow",
               "budget": "yellow", "user": "yellow"}
 BEST = "bold green"
@@ -95,7 +94,7 @@ class SweepTrials(DataTable):
         step = f"{t['step']}/{t['max_steps']}" if t.get("max_steps") else str(t["step"])
         stopped_by = str(t.get("stopped_by") or "")
         self.add_row(Text(("★ " if best else "  ") + lr_text(t["learning_rate"]), style=style or ""),
-                     Text(str(t["r"]), style=style or ""), Text(state, style=STATE_STYLE.get(state, "")),
+                     Text(str(t["r"]), style=style or ""), Text(state, style=STATE_STYLES.get(state, "")),
                      Text(step, justify="right"), spark(t.get("losses") or []),
                      Text(_num(t.get("loss")), justify="right"),
                      Text(_num(t.get("eval_loss")), style=style or "", justify="right"),
@@ -108,7 +107,7 @@ class SweepTrials(DataTable):
         outcome = row.get("stopped_by") or row.get("state") or "-"
         cells = [Text(("★ " if winner else "  ") + lr_text(row["learning_rate"]), style=style),
                  Text(str(row["r"]), style=style),
-                 Text(outcome, style=STOP_STYLE.get(outcome) or STATE_STYLE.get(outcome, "")),
+                 Text(outcome, style=STOP_STYLE.get(outcome) or STATE_STYLES.get(outcome, "")),
                  Text(str(row.get("step") or 0), justify="right", style=style),
                  Text(_num(row.get("eval_loss")), justify="right", style=style),
                  Text(_num(row.get("train_loss")), justify="right", style=style),
