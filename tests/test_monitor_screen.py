@@ -675,3 +675,24 @@ async def test_the_palette_offers_the_monitors_keys(tmp_path):
         await palette("export")
         await until(pilot, lambda: any(n.title == "Export…" and "finished run" in n.message
                                        for n in app._notifications))
+
+
+async def test_a_run_whose_folder_name_has_brackets_is_named_as_it_is(tmp_path):
+    """A folder name is text: the export and stop dialogs drew it as markup, so `lora[v2]-[bold]x` read `lora-x`."""
+    from tui.screens.export_choice import ExportChoice
+
+    name = "lora[v2]-[bold]x"
+    run = make_run(tmp_path / name, state="done", steps_done=40, max_steps=40)
+    (run / "adapter").mkdir()
+    app = LorapilotApp(start="monitor", run_dir=str(run))
+    async with app.run_test(size=(100, 32)) as pilot:
+        await open_export_choice(app, pilot)
+        words = " ".join(str(label.render()) for label in app.screen.query("Label"))
+        assert f"Export {name} for" in words, words
+        assert isinstance(app.screen, ExportChoice)
+        app.screen.dismiss(None)
+        await until(pilot, lambda: isinstance(app.screen, MonitorScreen))
+        app.push_screen(ConfirmStop(name, 40))
+        await until(pilot, lambda: isinstance(app.screen, ConfirmStop) and app.screen.query("Label"))
+        assert f"Stop {name}?" in " ".join(str(label.render()) for label in app.screen.query("Label"))
+        app.exit()

@@ -422,3 +422,37 @@ async def test_a_system_prompt_the_template_has_no_place_for_is_refused_in_words
         await _ask(pilot, screen, "")  # the prompt typed is still there
         assert model.asks[-1] == ("Hi", True, [], "")
         app.exit()
+
+
+async def test_what_was_typed_is_drawn_as_typed_and_fed_as_typed(tmp_path, monkeypatch):
+    """Markup in the question, a sampling setting or the system prompt is text: shown as typed (a stray `[/]` in
+    a setting raised a MarkupError where its error line and the refusal's toast drew it); the question's control
+    characters show escaped, as an answer's do, and the model is fed the question as it was typed."""
+    from tui.widgets.prompt_box import PromptBox
+
+    model = _FakeModel(CHAT_INFO)
+    model.install(monkeypatch)
+    question = "[bold]x[/] [link=x]y [red]\x1b[2J"
+    app = LorapilotApp(start="playground", run_dir=str(_chat_run(tmp_path)))
+    async with app.run_test(size=(100, 24)) as pilot:
+        screen = app.screen
+        await wait_for(pilot, lambda: screen.loaded, 10, "model loaded")
+        screen.query_one(PromptBox).text = question
+        screen.query_one(PromptBox).focus()
+        await _ask(pilot, screen, "")
+        shown = str(screen.pane("adapter").query_one(".answer-text").render())
+        assert "› [bold]x[/] [link=x]y [red]\\x1b[2J" in shown and "\x1b" not in shown, shown
+        assert [text for text, *_ in model.asks] == [question, question]
+        screen.query_one("#system-prompt").focus()
+        await type_text(pilot, "[/]")
+        assert screen.query_one("#pg-system").render_line(0).text.strip() == 'in use: yours: "[/]"'
+        screen.query_one("#sampling-temperature").focus()
+        await pilot.press("end", "ctrl+u", "[", "/", "]")
+        await pilot.pause(0.1)
+        error = screen.query_one("#setting-temperature .setting-error")
+        assert error.display and str(error.render()) == "✗ [/]: a number >= 0 (0 = greedy)"
+        await pilot.press("ctrl+r")
+        await pilot.pause(0.2)
+        said = [n for n in app._notifications if n.title == "Fix the sampling settings first"]
+        assert said and said[0].message == "[/]: a number >= 0 (0 = greedy)" and not said[0].markup
+        app.exit()

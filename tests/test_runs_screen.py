@@ -125,3 +125,23 @@ async def test_a_live_run_that_went_quiet_is_listed_stalled_as_lorapilot_runs_li
         note = app.screen.query_one("#runs-notes")
         assert note.display and f"{STALLED}: {STATE_MEANINGS[STALLED]}" in str(note.render())
         app.exit()
+
+
+async def test_folder_names_with_brackets_are_listed_as_they_are(tmp_path):
+    """A DataTable reads a str cell as markup: a run folder named `lora[v2]-[bold]x` was listed as `lora-x`; an
+    empty runs folder with brackets in its path lost them too."""
+    root = tmp_path / "runs[v2]"
+    make_run(root / "lora[v2]-[bold]x", state="done", steps_done=40, max_steps=40, now=time.time() - 60)
+    app = LorapilotApp(start="monitor", run_dir=None, runs_root=str(root))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await listed(pilot, app)
+        table = app.screen.query_one("#runs-table")
+        await pilot.pause(0.1)
+        assert table.render_line(1).text.split()[0] == "lora[v2]-[bold]x", table.render_line(1).text
+        app.exit()
+    (tmp_path / "empty[b]").mkdir()
+    app = LorapilotApp(start="monitor", run_dir=None, runs_root=str(tmp_path / "empty[b]"))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause(0.3)
+        assert f"No runs under {tmp_path / 'empty[b]'}." in str(app.screen.query_one("#runs-empty").render())
+        app.exit()

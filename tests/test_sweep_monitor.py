@@ -156,6 +156,12 @@ async def test_write_winner_over_an_existing_file_asks_before_replacing_it(tmp_p
         await until(pilot, lambda: type(app.screen).__name__ == "ApplyWinner")
         await pilot.pause()
         assert "best.yaml exists" in str(app.screen.query_one("#apply-exists").render())
+        (tmp_path / "[bold]best[v2].yaml").write_text("# mine too\n")  # a path is text, never markup
+        app.screen.query_one("#apply-path").value = "[bold]best[v2].yaml"
+        await pilot.pause()
+        assert "[bold]best[v2].yaml exists" in str(app.screen.query_one("#apply-exists").render())
+        app.screen.query_one("#apply-path").value = "best.yaml"
+        await pilot.pause()
         await pilot.press("enter")  # Enter in the field: not yet a yes
         await pilot.pause()
         assert type(app.screen).__name__ == "ApplyWinner" and mine.read_text() == "# my own config\n"

@@ -35,6 +35,9 @@ CASES = [
     ("dataset", "#field-training-max_seq_length", "", "max_seq_length"),
     ("hyperparams", "#field-training-learning_rate", "abc", "learning_rate"),
     ("hyperparams", "#field-training-micro_batch_size", "0", "micro_batch_size"),
+    # markup in what was typed is text: shown as typed, never read as styles (nor a crash on a stray [/])
+    ("dataset", "#field-dataset-path", "d/[v2]/[link=x]t.jsonl", "d/[v2]/[link=x]t.jsonl"),
+    ("hyperparams", "#field-training-learning_rate", "[/]2e-4", "[/]2e-4"),
 ]
 
 

@@ -59,6 +59,12 @@ async def test_grid_edits_change_the_plan_and_a_bad_lr_is_an_inline_error():
         await pilot.pause(0.1)
         assert app.screen is panel
 
+        await type_into(pilot, "#sweep-r", "[/]8")  # the error quotes it: text, never markup (it raised)
+        await pilot.pause(0.1)
+        r_error = panel.query_one("#sweep-row-r .sweep-error")
+        assert "--r: '[/]8' is not a whole number" in str(r_error.render())
+        await type_into(pilot, "#sweep-r", "8,16")
+
         await type_into(pilot, "#sweep-lr", "2e-4")
         plan = await plan_settled(pilot, panel)
         assert not error.display and trials(plan) == 2

@@ -48,13 +48,17 @@ class LorapilotApp(App):
     _ctrl_c_at: float = -1e9  # when ctrl+c was last pressed (monotonic seconds)
 
     def notify(self, message: str, *, title: str = "", severity: SeverityLevel = "information",
-               timeout: float | None = None, markup: bool = True) -> None:
-        """Textual's notify, and a repaint once the toast has gone.
+               timeout: float | None = None, markup: bool = False) -> None:
+        """Textual's notify, its message always plain text, and a repaint once the toast has gone.
+
+        Messages carry paths, run names, what was typed and errors that quote them: read as markup (Textual's
+        default, which every widget's and screen's notify passes on), `Saved runs/lora[v2]/config.yaml` lost its
+        `[v2]` and a stray `[/]` raised a MarkupError. No toast of the app's is styled by markup: `markup` is ignored.
 
         A toast that expires over the monitor's loss chart left its last frame in the terminal: Textual removed
         it but sent no update for the cells it covered, so "The run is done." stayed over the chart's newest
         points until something else redrew them (seen in tmux at 80x24, Textual 8.2)."""
-        super().notify(message, title=title, severity=severity, timeout=timeout, markup=markup)
+        super().notify(message, title=title, severity=severity, timeout=timeout, markup=False)
         wait = self.NOTIFICATION_TIMEOUT if timeout is None else timeout
         OneShot(self, wait + 0.25, lambda: self.screen.refresh())
 

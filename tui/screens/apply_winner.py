@@ -10,6 +10,7 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.content import Content
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label
 
@@ -28,7 +29,7 @@ class ApplyWinner(ModalScreen[str | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Label(f"[b]Write the winner's config[/b] ({self.winner_label})")
+            yield Label(Content.from_markup("[b]Write the winner's config[/b] ($label)", label=self.winner_label))
             yield Label("The base config with the winning lr and r, ready for lorapilot train.")
             yield Input(self.default, placeholder="OUT.yaml", id="apply-path")
             yield Label("", id="apply-exists")
@@ -44,7 +45,7 @@ class ApplyWinner(ModalScreen[str | None]):
         path = self.query_one(Input).value.strip()
         exists = bool(path) and Path(path).is_file()
         note = self.query_one("#apply-exists", Label)
-        note.update(f"{path} exists: Replace overwrites it." if exists else "")
+        note.update(Content(f"{path} exists: Replace overwrites it." if exists else ""))  # a path: never markup
         note.display = exists
         self.query_one("#write", Button).label = "Replace" if exists else "Write"
 

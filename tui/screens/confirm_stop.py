@@ -5,8 +5,11 @@ from __future__ import annotations
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.content import Content
 from textual.screen import ModalScreen
 from textual.widgets import Button, Label
+
+from engine.rundir import safe_text
 
 
 class ConfirmStop(ModalScreen[bool]):
@@ -25,8 +28,9 @@ class ConfirmStop(ModalScreen[bool]):
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Label(f"[b]Stop {self.run_name}?[/b]")
-            yield Label(self.body or f"The trainer saves a checkpoint after the step it is on (step {self.step:,} now) and exits. "
+            # a run's name is text from its folder: never markup, its control characters escaped
+            yield Label(Content.from_markup("[b]Stop $name?[/b]", name=safe_text(self.run_name, one_line=True)))
+            yield Label(Content(self.body) if self.body else f"The trainer saves a checkpoint after the step it is on (step {self.step:,} now) and exits. "
                         "You can continue later with lorapilot train --resume.")
             with Horizontal():
                 yield Button("Keep training", id="keep", variant="primary")

@@ -7,8 +7,11 @@ from typing import ClassVar
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.content import Content
 from textual.screen import ModalScreen
 from textual.widgets import Button, Label
+
+from engine.rundir import safe_text
 
 # key, target (engine.export.TARGETS), what the folder holds
 CHOICES = (("o", "ollama", "merged model + Modelfile"), ("v", "vllm", "adapter + serve.sh"),
@@ -28,10 +31,11 @@ class ExportChoice(ModalScreen[str | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Label(f"[b]Export {self.run_name} for[/b]")
+            # a run's name and its folder are text: never markup, their control characters escaped
+            yield Label(Content.from_markup("[b]Export $name for[/b]", name=safe_text(self.run_name, one_line=True)))
             for key, target, what in CHOICES:
                 yield Button(f"{target} ({key}): {what}", id=f"export-{target.replace('.', '')}")
-            yield Label(f"Written to {self.out_hint}-<target>/ with a model card (README.md).")
+            yield Label(Content(safe_text(f"Written to {self.out_hint}-<target>/ with a model card (README.md).")))
             with Horizontal():
                 yield Button("Cancel (esc)", id="cancel")
 

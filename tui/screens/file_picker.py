@@ -9,6 +9,7 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
+from textual.content import Content
 from textual.screen import ModalScreen
 from textual.widgets import DirectoryTree, Footer, Label
 
@@ -38,7 +39,7 @@ class FilePicker(ModalScreen[str | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="picker"):
-            yield Label(f"Pick a data file ({', '.join(DATA_SUFFIXES)}) under {self.start}", id="picker-title")
+            yield Label(Content(f"Pick a data file ({', '.join(DATA_SUFFIXES)}) under {self.start}"), id="picker-title")
             yield DataTree(self.start, id="picker-tree")
         yield Footer()
 

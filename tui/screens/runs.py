@@ -90,7 +90,8 @@ class RunsScreen(Screen):
         table.clear()
         for r in runs:
             # A long name loses its middle, never the timestamp at its end: the numbers stay in 80 columns.
-            table.add_row(short_name(r.name), Text(r.state, style=STATE_STYLES.get(r.state, "")), r.progress,
+            # Text, not a str: a DataTable reads a str cell as markup, and a folder named `lora[v2]` lost its `[v2]`
+            table.add_row(Text(short_name(r.name)), Text(r.state, style=STATE_STYLES.get(r.state, "")), r.progress,
                           _loss(r.loss), _loss(r.eval_loss),
                           format_age(r.age_s) + " ago" if r.age_s is not None else "-", key=r.key)
         if runs:
@@ -98,8 +99,8 @@ class RunsScreen(Screen):
         empty = self.query_one("#runs-empty", Static)
         empty.display = not runs
         table.display = bool(runs)
-        empty.update(f"No runs under {self.root.resolve()}.\n\nStart one from the wizard (lorapilot) or with "
-                     "lorapilot train CONFIG --detach, then come back here.")
+        empty.update(Text(f"No runs under {safe_text(str(self.root.resolve()))}.\n\nStart one from the wizard "
+                          "(lorapilot) or with lorapilot train CONFIG --detach, then come back here."))
 
     @on(DataTable.RowSelected)
     def _selected(self, event: DataTable.RowSelected) -> None:

@@ -98,7 +98,7 @@ class SweepPanel(ModalScreen[str | None]):
         self.errors = field_errors(self.values())
         for name, _, _ in FIELDS:
             label = self.query_one(f"#sweep-row-{name} .sweep-error", Label)
-            label.update(f"✗ {self.errors[name]}" if name in self.errors else "")
+            label.update(Content(f"✗ {self.errors[name]}" if name in self.errors else ""))  # it quotes what was typed
             label.display = name in self.errors
             self.query_one(f"#sweep-row-{name}").set_class(name in self.errors, "-invalid")
         self.query_one("#sweep-command", Static).update(Content.styled(

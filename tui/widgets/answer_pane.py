@@ -3,7 +3,7 @@
 In a conversation (a chat format) the pane keeps its model's own history: each earlier question and the answer this
 model gave, drawn muted above the question being answered. The answers are kept as the model wrote them (the history
 is fed back to it) and drawn with their control characters escaped (a model can write an escape sequence), as plain
-text, never markup."""
+text, never markup; the questions too (what was typed or pasted, fed as it is)."""
 
 from __future__ import annotations
 
@@ -57,9 +57,9 @@ class AnswerPane(VerticalScroll):
             return
         parts = []
         for question, said in self.history:
-            parts += [Content.styled(f"› {question}", "bold $text-muted"), Content.styled(safe_text(said), "$text-muted"),
-                      Content("")]
-        parts += [Content.styled(f"› {self.question}", "bold"), answer]
+            parts += [Content.styled(f"› {safe_text(question)}", "bold $text-muted"),
+                      Content.styled(safe_text(said), "$text-muted"), Content("")]
+        parts += [Content.styled(f"› {safe_text(self.question)}", "bold"), answer]
         self._body.update(Content("\n").join(parts))
 
     def waiting(self, why: str) -> None:

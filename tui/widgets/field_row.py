@@ -75,13 +75,14 @@ class FieldRow(Vertical):
 
     def compose(self) -> ComposeResult:
         with Horizontal(classes="field-line"):
-            yield Label(self._label, classes="field-name")
+            # Content, never markup: a help text says "e.g. [tensorboard]", a problem quotes what was typed
+            yield Label(Content(self._label), classes="field-name")
             self._editor = self._make_editor(self._initial)
             yield self._editor
-            yield Label(self._hint, classes="field-hint")
+            yield Label(Content(self._hint), classes="field-hint")
         # Compact rows (screens short of lines) keep the help as the editor's tooltip.
         if not self._compact:
-            yield Label(self.spec.help, classes="field-help")
+            yield Label(Content(self.spec.help), classes="field-help")
         yield Label("", classes="field-problem")
         yield Label("", classes="field-advice")
 
@@ -100,13 +101,13 @@ class FieldRow(Vertical):
                      classes="field-editor")
 
     def on_mount(self) -> None:
-        self.editor.tooltip = self.spec.help
+        self.editor.tooltip = Content(self.spec.help)
 
     def set_hint(self, text: str) -> None:
         """Replace the range hint with something this screen knows better (e.g. the detected format)."""
         if text != self._hint:  # every keystroke anywhere refreshes every row: no relayout when nothing changed
             self._hint = text
-            self.query_one(".field-hint", Label).update(text)
+            self.query_one(".field-hint", Label).update(Content(text))
 
     def _editor_text(self) -> str:
         editor = self.editor
@@ -170,7 +171,7 @@ class FieldRow(Vertical):
             return
         self._shown = shown
         problem = self.query_one(".field-problem", Label)
-        problem.update("\n".join(f"✗ {p}" for p in problems))
+        problem.update(Content("\n".join(f"✗ {p}" for p in problems)))
         problem.display = bool(problems)
         self.set_class(bool(problems), "-invalid")
         note = self.query_one(".field-advice", Label)

@@ -12,6 +12,7 @@ from typing import Any
 from textual import on
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
+from textual.content import Content
 from textual.widgets import Input, Label
 
 from engine.playground import check_sampling as check  # the rules `lorapilot chat` applies too
@@ -64,7 +65,7 @@ class SamplingSettings(Horizontal):
             _, error = check(name, self.raw(name))
             box = self.query_one(f"#setting-{name}")
             label = box.query_one(".setting-error", Label)
-            label.update(f"✗ {error}" if error else "")
+            label.update(Content(f"✗ {error}" if error else ""))  # it quotes what was typed: never markup
             label.display = bool(error)
             box.set_class(bool(error), "-invalid")
             if error:
