@@ -124,6 +124,8 @@ async def test_a_live_run_that_went_quiet_is_listed_stalled_as_lorapilot_runs_li
         assert cell.plain == STALLED and str(cell.style) == STATE_STYLES[STALLED]
         note = app.screen.query_one("#runs-notes")
         assert note.display and f"{STALLED}: {STATE_MEANINGS[STALLED]}" in str(note.render())
+        await pilot.pause(0.1)
+        assert note.region.height == 1  # the CLI's 79-column line, whole at 80 columns
         app.exit()
 
 
