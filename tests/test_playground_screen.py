@@ -407,7 +407,7 @@ async def test_a_system_prompt_the_template_has_no_place_for_is_refused_in_words
         loading.set()
         await wait_for(pilot, lambda: screen.loaded, 10, "model loaded")
         await pilot.pause(0.05)
-        assert not field.disabled and system_line().startswith("✗ this model's chat template has no place for")
+        assert not field.disabled and system_line().startswith("✗ leave it empty: this model's chat template has no place")
         screen.query_one("#prompt").focus()
         await type_text(pilot, "Hi")
         await pilot.press("enter")
@@ -418,9 +418,16 @@ async def test_a_system_prompt_the_template_has_no_place_for_is_refused_in_words
         field.value = ""
         await pilot.pause(0.05)
         assert system_line().startswith("in use: none, as this model's chat template has no place for"), system_line()
+        assert not field.disabled  # typed while loading: left open to clear
         screen.query_one("#prompt").focus()
         await _ask(pilot, screen, "")  # the prompt typed is still there
         assert model.asks[-1] == ("Hi", True, [], "")
+        app.exit()
+    app = LorapilotApp(start="playground", run_dir=str(tmp_path / "chat-run"))
+    async with app.run_test(size=(100, 24)) as pilot:  # nothing typed while it loaded: the field is closed
+        await wait_for(pilot, lambda: app.screen.loaded, 10, "model loaded")
+        field = app.screen.query_one("#system-prompt")
+        assert field.disabled and field.placeholder == "not used (the line below says why)"
         app.exit()
 
 

@@ -164,7 +164,7 @@ class PlaygroundScreen(Screen):
         """The system prompt in use, on one line: escaped (a run's data wrote it), cut to the width by the CSS."""
         style, refused = self.style, self.system_refused
         if refused and self.system:
-            self.query_one("#pg-system", Static).update(Content.styled(f"✗ {refused}: leave it empty", "$text-error"))
+            self.query_one("#pg-system", Static).update(Content.styled(f"✗ leave it empty: {refused}", "$text-error"))
             return
         if style is None:
             text = "which one training used: read once the model is in"
@@ -212,7 +212,8 @@ class PlaygroundScreen(Screen):
             pane.conversation = self.conversation
         style = self.style
         if style is not None and (style.format not in SYSTEM_FORMATS or self.system_refused and not self.system):
-            self.query_one("#system-prompt", Input).disabled = True  # its rows have none (one typed: left to clear)
+            field = self.query_one("#system-prompt", Input)  # its rows have none (one typed: left to clear)
+            field.disabled, field.placeholder = True, "not used (the line below says why)"
         self._show_system()
         self._show_turns()
         for pane in self.query(AnswerPane):
