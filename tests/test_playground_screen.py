@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import time
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -255,6 +256,23 @@ CHAT_INFO = {"model": "Qwen/Qwen2.5-0.5B-Instruct", "device": "cpu", "load_s": 1
              "context": 2048}
 
 
+@pytest.fixture
+def chat_playground(tmp_path, monkeypatch):
+    """The playground on a chat run, its model a _FakeModel of `info`, loaded:
+    `async with chat_playground(info, size) as (model, app, pilot, screen):`; the app exits at the block's end."""
+
+    @asynccontextmanager
+    async def open_playground(info: dict = CHAT_INFO, size: tuple[int, int] = (80, 24)):
+        model = _FakeModel(info)
+        model.install(monkeypatch)
+        app = LorapilotApp(start="playground", run_dir=str(_chat_run(tmp_path)))
+        async with app.run_test(size=size) as pilot:
+            await wait_for(pilot, lambda: app.screen.loaded, 10, "model loaded")
+            yield model, app, pilot, app.screen
+            app.exit()
+    return open_playground
+
+
 async def _ask(pilot, screen, text: str) -> None:
     await type_text(pilot, text)
     await pilot.press("enter")
@@ -262,13 +280,8 @@ async def _ask(pilot, screen, text: str) -> None:
     await pilot.pause(0.05)
 
 
-async def test_a_chat_run_holds_a_conversation_per_side_and_ctrl_n_starts_anew(tmp_path, monkeypatch):
-    model = _FakeModel(CHAT_INFO)
-    model.install(monkeypatch)
-    app = LorapilotApp(start="playground", run_dir=str(_chat_run(tmp_path)))
-    async with app.run_test(size=(80, 24)) as pilot:
-        screen = app.screen
-        await wait_for(pilot, lambda: screen.loaded, 10, "model loaded")
+async def test_a_chat_run_holds_a_conversation_per_side_and_ctrl_n_starts_anew(chat_playground):
+    async with chat_playground() as (model, app, pilot, screen):
         await pilot.pause(0.05)
         system_line = lambda: screen.query_one("#pg-system").render_line(0).text  # noqa: E731
         # rows with different system prompts trained with none: the template's own is what the model reads
@@ -299,17 +312,12 @@ async def test_a_chat_run_holds_a_conversation_per_side_and_ctrl_n_starts_anew(t
         assert "a new conversation" in str(base.border_subtitle)
         await _ask(pilot, screen, "Hi")
         assert model.asks[-1] == ("Hi", True, [], "Be brief.")
-        app.exit()
 
 
-async def test_an_alpaca_run_asks_each_prompt_alone_and_says_why(tmp_path, monkeypatch):
+async def test_an_alpaca_run_asks_each_prompt_alone_and_says_why(chat_playground):
     # the system prompt every training row had, as the run's data wrote it (a terminal escape included)
-    model = _FakeModel({**CHAT_INFO, "format": "alpaca", "template_system": "", "system": "Be\x1b[2J terse."})
-    model.install(monkeypatch)
-    app = LorapilotApp(start="playground", run_dir=str(_chat_run(tmp_path)))
-    async with app.run_test(size=(80, 24)) as pilot:
-        screen = app.screen
-        await wait_for(pilot, lambda: screen.loaded, 10, "model loaded")
+    info = {**CHAT_INFO, "format": "alpaca", "template_system": "", "system": "Be\x1b[2J terse."}
+    async with chat_playground(info) as (model, app, pilot, screen):
         await _ask(pilot, screen, "Add 2 and 3.")
         await pilot.press("enter")  # the same prompt again: asked alone
         await wait_for(pilot, lambda: len(model.asks) == 4 and not screen.generating, 10, "second answers")
@@ -322,20 +330,14 @@ async def test_an_alpaca_run_asks_each_prompt_alone_and_says_why(tmp_path, monke
         line = screen.query_one("#pg-system").render_line(0).text
         assert line.strip() == 'in use: training\'s (every row had it): "Be\\x1b[2J terse."', line
         assert "no multi-turn layout" in screen.why_not("new_conversation")
-        app.exit()
 
 
-async def test_an_answer_stopped_half_way_is_not_kept_in_the_conversation(tmp_path, monkeypatch):
+async def test_an_answer_stopped_half_way_is_not_kept_in_the_conversation(chat_playground, monkeypatch):
     """Escape stops the adapter's answer after the base model's was done: neither side keeps the question (a history
     with a question only one side answered would feed the sides different conversations)."""
     import time as clock
 
-    model = _FakeModel(CHAT_INFO)
-    model.install(monkeypatch)
-    app = LorapilotApp(start="playground", run_dir=str(_chat_run(tmp_path)))
-    async with app.run_test(size=(80, 24)) as pilot:
-        screen = app.screen
-        await wait_for(pilot, lambda: screen.loaded, 10, "model loaded")
+    async with chat_playground() as (model, app, pilot, screen):
         await _ask(pilot, screen, "What color is a lemon?")
 
         def slow(text, *, adapter, cancelled, dropped, **kw):
@@ -356,20 +358,15 @@ async def test_an_answer_stopped_half_way_is_not_kept_in_the_conversation(tmp_pa
         assert base.history == [("What color is a lemon?", "base answer 1")]
         assert adapter.history == [("What color is a lemon?", "adapter answer 1")]
         assert screen.query_one("#prompt").text == "And a tomato?"  # there to ask again
-        app.exit()
 
 
-async def test_an_answer_is_drawn_literally_and_kept_as_the_model_wrote_it(tmp_path, monkeypatch):
+async def test_an_answer_is_drawn_literally_and_kept_as_the_model_wrote_it(chat_playground, monkeypatch):
     """An answer is plain text: markup in it (balanced or not) shows as written and crashes nothing, a control
     character shows escaped; the history, fed back to the model with the follow-up, keeps what it wrote."""
     said = "[bold]x[/bold] and [red \x1b[2Jgone"
-    model = _FakeModel(CHAT_INFO)
-    model.install(monkeypatch)
-    monkeypatch.setattr(model, "ask", lambda text, *, history=(), **kw: model.asks.append(list(history)) or iter([said]))
-    app = LorapilotApp(start="playground", run_dir=str(_chat_run(tmp_path)))
-    async with app.run_test(size=(80, 24)) as pilot:
-        screen = app.screen
-        await wait_for(pilot, lambda: screen.loaded, 10, "model loaded")
+    async with chat_playground() as (model, app, pilot, screen):
+        monkeypatch.setattr(model, "ask",
+                            lambda text, *, history=(), **kw: model.asks.append(list(history)) or iter([said]))
         adapter = screen.pane("adapter")
         await _ask(pilot, screen, "Hi")
         shown = str(adapter.query_one(".answer-text").render())
@@ -379,7 +376,6 @@ async def test_an_answer_is_drawn_literally_and_kept_as_the_model_wrote_it(tmp_p
         assert model.asks[-1] == [("Hi", said)]  # the adapter's follow-up, after its history as written
         shown = str(adapter.query_one(".answer-text").render())
         assert shown.count("[bold]x[/bold] and [red \\x1b[2Jgone") == 2 and "\x1b" not in shown, shown
-        app.exit()
 
 
 async def test_a_system_prompt_the_template_has_no_place_for_is_refused_in_words_before_asking(tmp_path, monkeypatch):
@@ -431,19 +427,14 @@ async def test_a_system_prompt_the_template_has_no_place_for_is_refused_in_words
         app.exit()
 
 
-async def test_what_was_typed_is_drawn_as_typed_and_fed_as_typed(tmp_path, monkeypatch):
+async def test_what_was_typed_is_drawn_as_typed_and_fed_as_typed(chat_playground):
     """Markup in the question, a sampling setting or the system prompt is text: shown as typed (a stray `[/]` in
     a setting raised a MarkupError where its error line and the refusal's toast drew it); the question's control
     characters show escaped, as an answer's do, and the model is fed the question as it was typed."""
     from tui.widgets.prompt_box import PromptBox
 
-    model = _FakeModel(CHAT_INFO)
-    model.install(monkeypatch)
     question = "[bold]x[/] [link=x]y [red]\x1b[2J"
-    app = LorapilotApp(start="playground", run_dir=str(_chat_run(tmp_path)))
-    async with app.run_test(size=(100, 24)) as pilot:
-        screen = app.screen
-        await wait_for(pilot, lambda: screen.loaded, 10, "model loaded")
+    async with chat_playground(size=(100, 24)) as (model, app, pilot, screen):
         screen.query_one(PromptBox).text = question
         screen.query_one(PromptBox).focus()
         await _ask(pilot, screen, "")
@@ -462,4 +453,3 @@ async def test_what_was_typed_is_drawn_as_typed_and_fed_as_typed(tmp_path, monke
         await pilot.pause(0.2)
         said = [n for n in app._notifications if n.title == "Fix the sampling settings first"]
         assert said and said[0].message == "[/]: a number >= 0 (0 = greedy)" and not said[0].markup
-        app.exit()
