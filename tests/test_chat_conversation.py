@@ -178,3 +178,23 @@ def test_the_ids_generate_is_fed_are_the_training_prefix_of_the_conversation(pla
         second = max(i for i in range(1, len(row.labels))
                       if row.labels[i] != IGNORE_INDEX and row.labels[i - 1] == IGNORE_INDEX)
         assert fed[-1] == row.input_ids[:second], pg.tokenizer.convert_ids_to_tokens(fed[-1])
+
+
+def test_a_system_prompt_the_template_has_no_place_for_is_refused_before_any_answer(chat_run, tmp_path, monkeypatch,
+                                                                                  capsys):
+    """Gemma 2's template raises on a system turn and training refuses a row with one: --system is refused in
+    words, naming it, before either side answers (it printed `[base] ` and then the template's exception)."""
+    from fixtures.template_families import TEMPLATES
+
+    run = tmp_path / "gemma2-run"
+    shutil.copytree(chat_run, run)
+    for saved in (run / "adapter").glob("chat_template.jinja"):
+        saved.unlink()
+    config = json.loads((run / "adapter" / "tokenizer_config.json").read_text())
+    config["chat_template"] = (TEMPLATES / "gemma2_it.jinja").read_text()
+    (run / "adapter" / "tokenizer_config.json").write_text(json.dumps(config))
+    rc = main(["chat", str(run), "--prompt", "hi", "--system", "Be brief."])
+    out = capsys.readouterr()
+    assert rc == 2 and "[base]" not in out.out, out.out
+    assert "--system: this model's chat template has no place for a system prompt" in unwrapped(out.err)
+    assert "raise_exception" not in out.err and "System role not supported" not in out.err
