@@ -17,6 +17,11 @@ A GPU cannot run here; where its path differs, the GPU path is emulated and the 
 - The CPU's SDPA returns its output token-major, so o_proj's input is the attention's saved output itself. The
   estimate counts o_proj's LoRA input apart on a GPU (not measured there yet): the emulated cases ask the GPU's
   estimate with that one rule as the CPU has it.
+
+A packed row (the CPU's plan packs: several examples in one row, positions restarting at each) goes through SDPA
+with the block-diagonal mask transformers builds from position_ids: the `packed` cases feed four examples so, the
+mask as the model builds it. Its per-layer copy grows with the square of the row: those cases compare the saved
+bytes' growth from the short row to the long one with the estimate's, not bytes per token.
 """
 
 from __future__ import annotations
@@ -30,7 +35,12 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from engine.config import config_from_dict  # noqa: E402
-from engine.estimate.memory import layer_activation_bytes, recomputed_layer_bytes, shape_for_plan  # noqa: E402
+from engine.estimate.memory import (  # noqa: E402
+    attention_mask_bytes,
+    layer_activation_bytes,
+    recomputed_layer_bytes,
+    shape_for_plan,
+)
 from engine.train.varlen_attention import ATTENTION  # noqa: E402
 
 SHORT, LONG = 48, 80     # tokens of the two forwards; their difference gives bytes per token
@@ -85,16 +95,33 @@ def _decoder(model):
     return model.base_model.model.model
 
 
-def _layer_saved_bytes(model, precision: str, tokens: int, gpu_view: bool) -> int:
+EXAMPLES = 4     # in a packed row
+
+
+def _positions(tokens: int, packed: bool):
+    """position_ids of one row: one example, or EXAMPLES packed ones (positions restart at each)."""
+    if not packed:
+        return torch.arange(tokens)[None]
+    n = tokens // EXAMPLES
+    return torch.cat([torch.arange(n)] * (EXAMPLES - 1) + [torch.arange(tokens - n * (EXAMPLES - 1))])[None]
+
+
+def _layer_saved_bytes(model, precision: str, tokens: int, gpu_view: bool, packed: bool = False) -> int:
     """Bytes of the distinct storages the first decoder layer saves in one forward (no checkpointing), its
-    parameters and the rotary tables (computed once for all layers) left out."""
+    parameters, the rotary tables and the attention mask (computed once for all layers) left out."""
+    from transformers.masking_utils import create_causal_mask
+
     decoder = _decoder(model)
     layer = decoder.layers[0]
     x = torch.randn(1, tokens, decoder.config.hidden_size, dtype=decoder.embed_tokens.weight.dtype,
                     requires_grad=True)
-    positions = torch.arange(tokens)[None]
+    positions = _positions(tokens, packed)
     cos, sin = decoder.rotary_emb(x, positions)
-    apart = {t.untyped_storage().data_ptr() for t in (cos, sin, *model.parameters())}
+    # As the model builds it (None for one example: SDPA's causal kernel, no mask)
+    mask = create_causal_mask(config=decoder.config, inputs_embeds=x, attention_mask=None, cache=None,
+                              position_ids=positions)
+    assert (mask is not None) == packed
+    apart = {t.untyped_storage().data_ptr() for t in (cos, sin, *model.parameters(), *([mask] if packed else []))}
     storages: dict[int, int] = {}
     held = []    # every saved tensor alive to the end, so that no address is reused by another while counting
 
@@ -108,15 +135,17 @@ def _layer_saved_bytes(model, precision: str, tokens: int, gpu_view: bool) -> in
     checkpointing, layer.gradient_checkpointing = layer.gradient_checkpointing, False
     try:
         with _gpu_view(gpu_view), _autocast(precision), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            layer(x, attention_mask=None, position_ids=positions, position_embeddings=(cos, sin))
+            layer(x, attention_mask=mask, position_ids=positions, position_embeddings=(cos, sin))
     finally:
         layer.gradient_checkpointing = checkpointing
     return sum(storages.values())
 
 
-def _recomputed_bytes(model, precision: str, tokens: int, gpu_view: bool) -> list[int]:
+def _recomputed_bytes(model, precision: str, tokens: int, gpu_view: bool,
+                      packed: bool = False) -> tuple[list[int], int]:
     """Per decoder layer, bytes of the distinct storages its recomputation saves during backward (a training step
-    with the engine's checkpointing), less the layer's inputs (checkpointing keeps them) and the parameters.
+    with the engine's checkpointing), less the layer's inputs (checkpointing keeps them) and the parameters; and the
+    bytes of the layers' 4-d inputs (the attention mask the model builds, one for all layers; 0 without).
     Recorded by benchmarks/saved_tensors.py's recorded_recomputations, the one place that uses torch's private
     recomputation hook."""
     from benchmarks.saved_tensors import recorded_recomputations
@@ -133,14 +162,15 @@ def _recomputed_bytes(model, precision: str, tokens: int, gpu_view: bool) -> lis
     try:
         with recorded_recomputations(lambda: None) as frames, _gpu_view(gpu_view):
             with _autocast(precision):
-                loss = model(input_ids=ids, labels=ids).loss
+                loss = model(input_ids=ids, labels=ids, position_ids=_positions(tokens, packed)).loss
             loss.backward()
     finally:
         for h in hooks:
             h.remove()
     assert len(frames) == len(decoder.layers), "no recomputation recorded: torch's checkpoint internals changed"
     apart = {t.untyped_storage().data_ptr() for t in (*held, *model.parameters())}
-    return [sum(n for ptr, n in f.items() if ptr not in apart) for f in frames]
+    masks = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in held if t.dim() == 4}
+    return [sum(n for ptr, n in f.items() if ptr not in apart) for f in frames], sum(masks.values())
 
 
 ALL = "all-linear"
@@ -155,10 +185,12 @@ class Case(NamedTuple):
     gpu_view: bool                  # peft sees the autocast, as on a GPU
     recompute: bool = False         # also measured as checkpointing recomputes it
     quantization: str = "nf4"
+    packed: bool = False            # a packed row of EXAMPLES examples, the mask as the model builds it
 
     def __str__(self) -> str:
         return (f"{self.quantization}-{self.precision}-dropout{self.dropout}{'-maskfree' if self.mask_free else ''}"
-                f"-{'all' if self.targets == ALL else 'qv'}{'-gpu_view' if self.gpu_view else ''}")
+                f"-{'all' if self.targets == ALL else 'qv'}{'-gpu_view' if self.gpu_view else ''}"
+                f"{'-packed' if self.packed else ''}")
 
 
 CASES = [
@@ -173,6 +205,8 @@ CASES = [
     Case("bf16", 0.05, True, ALL, True),
     Case("bf16", 0.0, False, QV, True),
     Case("bf16", 0.0, False, ALL, True, quantization="none"),   # plain LoRA: peft casts each input to fp32 first
+    Case("fp32", 0.05, False, ALL, False, recompute=True, packed=True),   # the demo's own run: packed rows
+    Case("bf16", 0.0, False, QV, False, packed=True),    # the mask's copy in the query's dtype
 ]
 
 
@@ -191,36 +225,48 @@ def built(demo_model_dir):
     return get
 
 
-def _estimated(cfg, plan, gpu_view: bool):
+def _estimated(cfg, plan, case: Case):
     """The architecture and the estimate's shape of the plan; for the emulated GPU path, a GPU's shape with varlen
     flash attention, whose output is o_proj's input as the CPU's SDPA's is (measured on an H100)."""
     from engine.estimate import read_model_config
 
     arch = read_model_config(cfg.model).arch
     shape = shape_for_plan(cfg, arch, plan)
-    assert shape.device == "cpu" and shape.precision == plan.precision
-    if gpu_view:
+    assert shape.device == "cpu" and shape.precision == plan.precision and shape.packed
+    shape = replace(shape, packed=case.packed)     # the plan packs; a case's row is one example unless packed
+    if case.gpu_view:
         shape = replace(shape, device="cuda", attention=ATTENTION)   # the GPU's kernel for packed rows
     return arch, shape
+
+
+def _estimated_growth(arch, shape, per_token: float) -> float:
+    """The estimate's growth of one layer's saved bytes from SHORT to LONG tokens: per token, plus the layer's copy of
+    a packed row's mask (the square of the row)."""
+    grows = per_token * (LONG - SHORT)
+    return grows + attention_mask_bytes(shape, LONG)[0] - attention_mask_bytes(shape, SHORT)[0]
 
 
 @pytest.mark.parametrize("case", CASES, ids=str)
 def test_one_layer_saves_what_the_estimate_counts(built, case):
     model, plan, cfg = built(case)
-    arch, shape = _estimated(cfg, plan, case.gpu_view)
-    measured = (_layer_saved_bytes(model, case.precision, LONG, case.gpu_view)
-                - _layer_saved_bytes(model, case.precision, SHORT, case.gpu_view)) / (LONG - SHORT)
-    assert measured == pytest.approx(layer_activation_bytes(arch, shape), rel=TOLERANCE)
+    arch, shape = _estimated(cfg, plan, case)
+    measured = (_layer_saved_bytes(model, case.precision, LONG, case.gpu_view, case.packed)
+                - _layer_saved_bytes(model, case.precision, SHORT, case.gpu_view, case.packed))
+    estimated = _estimated_growth(arch, shape, layer_activation_bytes(arch, shape))
+    assert measured == pytest.approx(estimated, rel=TOLERANCE)
 
 
 @pytest.mark.parametrize("case", [c for c in CASES if c.recompute], ids=str)
 def test_a_recomputed_layer_saves_what_the_estimate_counts(built, case):
     model, plan, cfg = built(case)
-    arch, shape = _estimated(cfg, plan, case.gpu_view)
-    short = _recomputed_bytes(model, case.precision, SHORT, case.gpu_view)
-    long = _recomputed_bytes(model, case.precision, LONG, case.gpu_view)
+    arch, shape = _estimated(cfg, plan, case)
+    short, _ = _recomputed_bytes(model, case.precision, SHORT, case.gpu_view, case.packed)
+    long, mask = _recomputed_bytes(model, case.precision, LONG, case.gpu_view, case.packed)
     for a, b in zip(short, long):
-        assert (b - a) / (LONG - SHORT) == pytest.approx(recomputed_layer_bytes(arch, shape), rel=TOLERANCE)
+        assert b - a == pytest.approx(_estimated_growth(arch, shape, recomputed_layer_bytes(arch, shape)),
+                                      rel=TOLERANCE)
+    # The mask the model builds for all layers: kept with their inputs, counted once
+    assert mask == attention_mask_bytes(shape, LONG)[1]
 
 
 def test_on_a_gpu_the_plans_attention_decides_whether_o_projs_input_is_counted_apart():

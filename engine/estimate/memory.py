@@ -110,6 +110,7 @@ class TrainingShape:
     graph_dequant: bool = False  # compiled layers dequantise the NF4 weights in their graph (the plan's)
     device: str = "cuda"         # cuda | cpu (the plan's): only a GPU adds a CUDA context and allocator slack
     attention: str = "sdpa"      # the plan's attention implementation (transformers' name)
+    packed: bool = False         # the plan packs examples into one row per micro-batch (position_ids restart)
 
     @property
     def compute_bytes(self) -> int:
@@ -197,7 +198,9 @@ def layer_activation_bytes(arch: Architecture, shape: TrainingShape) -> float:
     # keeps the grouped width at any head count (enable_gqa): for Qwen2.5 this
     # counts more than it keeps, on the safe side; the peaks of Llama-2-7B matched
     # flex's (8.9 GiB compiled, 7.4 GiB eager, H200).
-    kv = arch.kv_dim if _is_power_of_two(arch.heads) else arch.q_dim
+    # The CPU's SDPA beside a packed row's mask: transformers repeats k and v to every head first (it passes
+    # enable_gqa only without a mask), and the kernel keeps the repeated ones (measured on the CPU).
+    kv = arch.kv_dim if _is_power_of_two(arch.heads) and not _sdpa_packed_mask(shape) else arch.q_dim
     attention = c * (2 * arch.q_dim + 2 * kv) + 4 * arch.heads
     # The MLP keeps the gate output (activation input), the activation output
     # and the up output; the frozen down_proj does not keep its input. Liger's
@@ -257,6 +260,24 @@ def _attention_output_is_o_input(shape: TrainingShape) -> bool:
     from engine.train.varlen_attention import ATTENTION
 
     return shape.device == "cpu" or shape.attention == ATTENTION
+
+
+def _sdpa_packed_mask(shape: TrainingShape) -> bool:
+    """Whether the attention runs through SDPA with a packed row's block-diagonal mask (the CPU's path for packed
+    rows; a GPU's packed rows go through varlen flash or flex attention, which take the boundaries, not a mask)."""
+    return shape.device == "cpu" and shape.packed and shape.attention == "sdpa"
+
+
+def attention_mask_bytes(shape: TrainingShape, tokens: int | None = None) -> tuple[int, int]:
+    """(bytes each decoder layer keeps for backward, bytes kept once for the whole step) of a packed row's attention
+    mask: tokens x tokens, so they grow with the square of the row, not with its tokens. transformers builds one bool
+    mask from position_ids for every layer (1 B an element: the layers' input, alive to the end of backward); the CPU's
+    SDPA converts it to an additive mask in the query's dtype in every layer and keeps that copy for backward (measured
+    on the CPU, tests/test_estimate_saved_tensors.py). (0, 0) where no such mask is built."""
+    if not _sdpa_packed_mask(shape):
+        return 0, 0
+    t = shape.tokens if tokens is None else tokens
+    return shape.compute_bytes * t * t, t * t
 
 
 def _layer_input_in_norm_bytes(shape: TrainingShape, hidden: int) -> int:
@@ -362,22 +383,25 @@ def memory(arch: Architecture, params: ParamCounts, shape: TrainingShape) -> Mem
     opt_alloc, opt_paged = (b / n for b in optimizer_bytes(arch, shape))
     layer = layer_activation_bytes(arch, shape)
     final_norm = _norm_saved_bytes(shape, arch.hidden) * t
+    mask_per_layer, mask_shared = attention_mask_bytes(shape)
     if shape.gradient_checkpointing:
         # HF checkpointing keeps each decoder layer's input (one hidden state per
         # boundary) and rebuilds one layer's activations at a time in backward.
         resident = min(arch.layers, OFFLOAD_RESIDENT_LAYERS) if shape.offload else arch.layers
         moved = partial_offload_layers(arch, shape)
-        kept: float = (resident - moved) * s * arch.hidden * t + final_norm
-        recompute: float = recomputed_layer_bytes(arch, shape) * t
+        kept: float = (resident - moved) * s * arch.hidden * t + final_norm + mask_shared
+        recompute: float = recomputed_layer_bytes(arch, shape) * t + mask_per_layer
         kept_note = f"checkpointing on: one hidden state per layer boundary ({arch.layers} layers)"
         if shape.offload:
             kept_note += f", offloaded to host memory ({resident} on the GPU at once)"
         elif moved:
             kept_note += f", {moved} of them in host memory at the peak (the first layers' inputs offloaded)"
     else:
-        kept = arch.layers * layer * t + final_norm
+        kept = arch.layers * (layer * t + mask_per_layer) + final_norm + mask_shared
         recompute = 0.0
         kept_note = f"checkpointing off: every layer's saved tensors ({layer / 1024:.0f} KiB per token per layer)"
+    if mask_shared:
+        kept_note += f"; the packed row's {t:,} x {t:,} attention mask, converted by every layer's SDPA"
     # Gradients alive while one layer runs backward: the residual stream's and
     # the MLP's intermediate ones. Liger's SwiGLU backward writes the gate and up
     # gradients into its saved buffers in place: only the product's gradient is new.
@@ -437,7 +461,7 @@ def memory(arch: Architecture, params: ParamCounts, shape: TrainingShape) -> Mem
         # and the loss over its micro-batch (Liger's fused loss there too: engine/train/run.py asks for it).
         te = shape.eval_tokens
         static = linear_b + other_b + n_lora * 4 + opt_alloc
-        work = (3 * s * arch.hidden + 2 * s * arch.intermediate) * te + dequant
+        work = (3 * s * arch.hidden + 2 * s * arch.intermediate) * te + dequant + sum(attention_mask_bytes(shape, te))
         eval_logits, _ = logits_bytes(arch, shape, tokens=te, backward=False)
         eval_peak = (static + work + eval_logits) / GIB
         above = eval_peak > peak
@@ -507,7 +531,7 @@ def shape_for_plan(cfg: Config, arch: Architecture, plan: RunPlan, tokens: int |
                          offload_layers=plan.offload_layers, mask_free_dropout=plan.mask_free_dropout,
                          shards=plan.processes if plan.parallelism == "fsdp" else 1,
                          eval_tokens=plan.eval_tokens, device=plan.device, compile_layers=plan.compile_layers,
-                         graph_dequant=plan.graph_dequant, attention=plan.attention)
+                         graph_dequant=plan.graph_dequant, attention=plan.attention, packed=plan.packing)
 
 
 def plan_fits(cfg: Config, info: ModelInfo, plan: RunPlan, memory_gib: float, fraction: float | None = None) -> bool:
