@@ -267,6 +267,52 @@ def recorded_recomputations(on_start: Callable[[], None]):
         checkpoint._recomputation_hook = recomputation   # type: ignore[misc]
 
 
+def live_bytes():
+    """A torch dispatch mode (`with live_bytes() as live:`) that counts the bytes of the storages the ops inside it
+    return while any tensor of them is alive: .live now, .peak the most since entering or reset_peak(). The CPU has no
+    max_memory_allocated; this is its peak of tensors (what a GPU's allocator would report, less its rounding). What
+    was allocated before entering is not counted: take differences. tests/test_estimate_mask_free_dropout.py reads
+    it."""
+    import weakref
+
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._pytree import tree_flatten
+
+    class LiveBytes(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.tensors: dict[int, list[int]] = {}     # storage address -> [tensors of it alive, its bytes]
+            self.live = self.peak = 0
+
+        def reset_peak(self) -> None:
+            self.peak = self.live
+
+        def _freed(self, ptr: int) -> None:
+            entry = self.tensors[ptr]
+            entry[0] -= 1
+            if entry[0] == 0:
+                self.live -= entry[1]
+                del self.tensors[ptr]
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            for t in tree_flatten(out)[0]:
+                if not isinstance(t, torch.Tensor) or t.untyped_storage().data_ptr() == 0:
+                    continue
+                storage = t.untyped_storage()
+                ptr = storage.data_ptr()
+                if ptr not in self.tensors:
+                    self.tensors[ptr] = [0, storage.nbytes()]
+                    self.live += storage.nbytes()
+                    self.peak = max(self.peak, self.live)
+                self.tensors[ptr][0] += 1
+                weakref.finalize(t, self._freed, ptr)    # torch keeps a tensor's Python object while autograd holds it
+            return out
+
+    return LiveBytes()
+
+
 def training_step(model, batch: dict, device: str, precision: str) -> StepCount:
     """One training step as the Trainer runs it (forward under autocast with the engine's checkpointing, backward),
     each layer's recomputation and backward peak recorded. A layer's backward runs from its recomputation's start to

@@ -355,6 +355,38 @@ def dequant_buffer_bytes(arch: Architecture, shape: TrainingShape) -> float:
     return weights * max(lin.d_in * lin.d_out for lin in arch.linears) * shape.compute_bytes
 
 
+# Eager mask-free dropout makes each keep mask from a chain of int64 hash steps (engine.train.mask_free_dropout):
+# at most this many full-size int64 tensors alive at once, per chunk of the mask (measured on the CPU).
+MASK_HASH_INT64_TENSORS = 5
+
+
+def mask_free_dropout_bytes(arch: Architecture, shape: TrainingShape) -> float:
+    """What eager mask-free LoRA dropout (the plan's mask_free_dropout on layers that are not compiled) adds to a
+    layer's backward, for its widest adapter input (one adapter's backward at a time). DroppedLoraA.backward makes the
+    bool mask again (1 B an element), through the hash's int64 steps a chunk at a time (EAGER_CHUNK_ELEMENTS, the
+    earlier chunks' bools kept until they are joined), then keeps the mask, the input's gradient, its masked product
+    and the dropped copy of the input in the compute dtype at once; without dropout the adapter holds only the input's
+    gradient. Measured on the CPU (tests/test_estimate_mask_free_dropout.py): this much above the same adapter
+    without dropout, to 1 %; the recompute's forward makes the same mask with less beside it. A compiled layer fuses
+    the hash into one kernel (its own term: compiled_layer_bytes)."""
+    from engine.train.speed import MASK_FREE_EAGER_CHUNK_ELEMENTS as chunk
+
+    if not shape.mask_free_dropout or shape.dropout <= 0 or shape.compile_layers:
+        return 0.0
+    c, rows = shape.compute_bytes, shape.tokens
+    worst = 0
+    for d_in in {lin.d_in for lin in shape.targets}:
+        n = rows * d_in
+        step = max(1, chunk // d_in)                 # rows a chunk
+        full, rest = divmod(rows, step)
+        # a chunk's hash beside the chunks made before it: the last full chunk, or the short one after them
+        building = max(8 * MASK_HASH_INT64_TENSORS * step * (full > 0) + (full - 1) * step,
+                       8 * MASK_HASH_INT64_TENSORS * rest + full * step) * d_in
+        using = (1 + 3 * c) * n
+        worst = max(worst, max(building, using) - c * n)
+    return float(worst)
+
+
 def compiled_layer_bytes(arch: Architecture, shape: TrainingShape) -> float:
     """What compiled decoder layers add to the backward phase's peak (0 for eager layers)."""
     if not shape.compile_layers:
@@ -409,7 +441,8 @@ def memory(arch: Architecture, params: ParamCounts, shape: TrainingShape) -> Mem
     dequant = dequant_buffer_bytes(arch, shape)
     logits, logits_note = logits_bytes(arch, shape)
     compiled = compiled_layer_bytes(arch, shape)
-    backward_phase = recompute + working + dequant + compiled
+    mask_free = mask_free_dropout_bytes(arch, shape)
+    backward_phase = recompute + working + dequant + compiled + mask_free
     logits_peak = logits >= backward_phase
 
     quant_label = {"nf4": "NF4 + double-quant constants", "int8": "int8 + row scales",
@@ -454,6 +487,11 @@ def memory(arch: Architecture, params: ParamCounts, shape: TrainingShape) -> Mem
                                f"torch.compile's buffers in the decoder layers: ~{COMPILED_LAYER_MLP_TENSORS} x "
                                f"{arch.intermediate:,} (MLP width) x {t:,} tokens in {shape.precision}, "
                                "measured above eager", in_peak=not logits_peak))
+    if mask_free:
+        comps.append(Component("mask-free dropout", mask_free / GIB,
+                               "eager layers make each LoRA dropout mask again in backward: the widest adapter "
+                               "input's mask (and its int64 hash, in chunks) beside its dropped copy",
+                               in_peak=not logits_peak))
     peak = sum(x.gib for x in comps if x.in_peak)
     if shape.eval_tokens:
         # Evaluation runs between optimizer steps: the adapters' gradients are freed (set to None), nothing is

@@ -23,6 +23,8 @@ import contextlib
 
 import torch
 
+from engine.train.speed import MASK_FREE_EAGER_CHUNK_ELEMENTS
+
 _MASK32 = 0xFFFFFFFF
 # Chris Wellons' "lowbias32" integer hash (xorshift-multiply, two rounds): every output bit depends on every input
 # bit, so neighbouring indices give unrelated words. Both constants as published.
@@ -81,8 +83,9 @@ def keep_mask(seed, shape, threshold: int, device):
 
 # Eagerly (tests, a compile fallback) each int64 step of the hash is a tensor of its own, 8 bytes an element: 0.8 GB
 # for a 7B's down_proj input at 8.8k tokens. The mask is made this many elements at a time (128 MB of int64); the
-# compiled graph fuses the hash into one kernel and makes it at once.
-EAGER_CHUNK_ELEMENTS = 1 << 24
+# compiled graph fuses the hash into one kernel and makes it at once. The estimate counts what this allocates
+# (engine.estimate.memory.mask_free_dropout_bytes).
+EAGER_CHUNK_ELEMENTS = MASK_FREE_EAGER_CHUNK_ELEMENTS
 
 
 def _keep_rows(key, start: int, stop: int, col, threshold: int):

@@ -182,6 +182,11 @@ def activation_offload(model, offload: bool, layers: int = 0):
 # ~0.7 s step on a 7B): what the GPU measurement decides (benchmarks/user_path.py's compiledoff side).
 PARTIAL_OFFLOAD_STASH = 1
 
+# Eager mask-free LoRA dropout (engine.train.mask_free_dropout) makes each keep mask this many elements at a time: each
+# int64 step of its hash is a full-size tensor of its own (128 MB of int64 a step). Here, torch-free, for the estimate
+# (engine.estimate.memory.mask_free_dropout_bytes).
+MASK_FREE_EAGER_CHUNK_ELEMENTS = 1 << 24
+
 
 class PartialOffload:
     """A step context that offloads only the given decoder layers' saved inputs (the first ones: their backward

@@ -1,0 +1,95 @@
+"""What eager mask-free LoRA dropout adds to a layer's backward, against the estimate, on the CPU.
+
+engine.train.mask_free_dropout's DroppedLoraA.backward makes the keep mask again from its seed (a chain of int64 hash
+steps, EAGER_CHUNK_ELEMENTS at a time) and keeps it beside the dropped copy of the input: on an H100 its layer's
+backward peaked 27 % above the estimate's (benchmarks/results/user_path-s19-h100-2026-12-05.md). The CPU has no
+max_memory_allocated: the bytes of live tensors are counted by a dispatch mode (benchmarks/saved_tensors.py's
+live_bytes), as every op returns them and as they are freed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import engine.train.mask_free_dropout as mfd  # noqa: E402
+import engine.train.speed as speed  # noqa: E402
+from benchmarks.saved_tensors import live_bytes  # noqa: E402
+from engine.estimate.memory import GIB, TrainingShape, mask_free_dropout_bytes, memory, shape_for_plan  # noqa: E402
+from engine.estimate.params import Linear  # noqa: E402
+
+P = 0.05
+
+
+def _backward_peak(tokens: int, d_in: int, dtype, mask_free: bool) -> int:
+    """Bytes above the start that one adapter's lora_A backward peaks at: mask-free, or without dropout."""
+    x = torch.randn(1, tokens, d_in, dtype=dtype, requires_grad=True)
+    # rank 1: the weight's gradient (r x d_in, not per token) falls at another moment of the two backwards
+    w = torch.randn(1, d_in, dtype=dtype, requires_grad=True)
+    with live_bytes() as live:
+        if mask_free:
+            out = mfd.DroppedLoraA.apply(x, w, torch.tensor([5]), mfd.drop_threshold(P))
+        else:
+            out = torch.nn.functional.linear(x, w)
+        grad = torch.randn_like(out)
+        live.reset_peak()
+        start = live.live
+        out.backward(grad)
+    return live.peak - start
+
+
+def _shape(tokens: int, d_in: int, precision: str, **kw) -> TrainingShape:
+    return TrainingShape(quantization="nf4", precision=precision, targets=(Linear("down_proj", d_in, 64, feeds="down"),),
+                         r=8, dropout=P, optimizer="adamw_torch", gradient_checkpointing=True, tokens=tokens,
+                         fused_loss=False, mask_free_dropout=True, device="cpu", **kw)
+
+
+@pytest.mark.parametrize(("tokens", "d_in", "precision", "chunk"), [
+    (100, 384, "fp32", None),        # the whole mask in one chunk: the int64 hash steps are the peak
+    (128, 384, "bf16", None),
+    (128, 384, "fp32", 100 * 384),   # in chunks, the earlier chunks' bools kept: still the hash
+    (128, 384, "fp32", 20_000),
+    (128, 384, "bf16", 4096),        # small chunks: the mask beside the dropped copy and the gradients is the peak
+])
+def test_one_adapters_backward_peaks_what_the_estimate_adds(monkeypatch, tokens, d_in, precision, chunk):
+    if chunk:   # the GPU's regime (a 7B's inputs are many chunks) at the CPU's sizes
+        monkeypatch.setattr(mfd, "EAGER_CHUNK_ELEMENTS", chunk)
+        monkeypatch.setattr(speed, "MASK_FREE_EAGER_CHUNK_ELEMENTS", chunk)
+    dtype = torch.float32 if precision == "fp32" else torch.bfloat16
+    measured = _backward_peak(tokens, d_in, dtype, True) - _backward_peak(tokens, d_in, dtype, False)
+    assert measured == pytest.approx(mask_free_dropout_bytes(None, _shape(tokens, d_in, precision)), rel=0.02)
+
+
+def test_compiled_layers_and_no_dropout_add_nothing():
+    shape = _shape(128, 384, "fp32")
+    assert mask_free_dropout_bytes(None, shape) > 0
+    assert mask_free_dropout_bytes(None, replace(shape, compile_layers=True)) == 0
+    assert mask_free_dropout_bytes(None, replace(shape, mask_free_dropout=False)) == 0
+    assert mask_free_dropout_bytes(None, replace(shape, dropout=0.0)) == 0
+
+
+def test_a_training_step_with_mask_free_dropout_peaks_what_the_estimate_adds(demo_model_dir):
+    """The demo's model, every projection adapted, fp32 with checkpointing, as the trainer builds it: a step's peak
+    with eager mask-free dropout above the same step's without dropout, against the estimate's term (the two
+    steps' peaks fall at different moments of the layer's backward: within 15 %)."""
+    from tests.test_estimate_saved_tensors import ALL, _built, _cfg, _decoder
+
+    from engine.estimate import read_model_config
+
+    info = read_model_config(str(demo_model_dir))
+    tokens = 160
+    peaks, estimated = [], []
+    for dropout, mask_free in ((0.0, False), (P, True)):
+        torch.manual_seed(0)
+        cfg = _cfg(demo_model_dir, "fp32", dropout, ALL)
+        model, plan = _built(cfg, mask_free)
+        ids = torch.randint(0, _decoder(model).config.vocab_size, (1, tokens))
+        with live_bytes() as live:
+            model(input_ids=ids, labels=ids).loss.backward()
+        peaks.append(live.peak)
+        shape = replace(shape_for_plan(cfg, info.arch, plan, tokens=tokens), packed=False, eval_tokens=0)
+        estimated.append(memory(info.arch, info.params, shape).peak_allocated_gib * GIB)
+    assert peaks[1] - peaks[0] == pytest.approx(estimated[1] - estimated[0], rel=0.15)
