@@ -298,4 +298,14 @@ def add_lora(model, cfg, *, gradient_checkpointing: bool):
     with warnings.catch_warnings():
         # peft reads transformers' deprecated is_gradient_checkpointing: an upstream notice, not the user's to act on
         warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
-        return get_peft_model(model, lora)
+        try:
+            return get_peft_model(model, lora)
+        except ValueError as e:
+            # transformers 5 stores a mixture of experts' weights as stacked parameters, which peft adapts
+            # (all-linear on Mixtral, Qwen3-MoE) without dropout: it refuses any other value
+            if "lora_dropout" not in str(e) or not cfg.lora.dropout:
+                raise
+            raise ModelError(f"lora.dropout: {cfg.lora.dropout:g} cannot apply to this model's experts (stacked "
+                             "weights, which LoRA adapts without dropout)",
+                             fix="set lora.dropout: 0, or lora.target_modules to the attention projections only "
+                                 "(q_proj, k_proj, v_proj, o_proj)") from None
