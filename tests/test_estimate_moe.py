@@ -48,3 +48,64 @@ def test_dropout_on_stacked_experts_is_a_clear_error_naming_the_key(moe_dirs):
         _built(_cfg(moe_dirs["mixtral"], "fp32", 0.05, ALL), False)
     assert "lora.dropout" in str(e.value) and "lora.dropout: 0" in (e.value.fix or "")
     _built(_cfg(moe_dirs["mixtral"], "fp32", 0.0, ALL), False)     # without dropout it builds
+
+
+SHORT, LONG = 48, 80
+# The estimate counts the router's top-k weights as normalised (Mixtral's; Qwen3-MoE's only with norm_topk_prob):
+# 12 bytes a token over on an unnormalised one, within this.
+TOLERANCE = 0.005
+
+
+def _case(moe_dirs, name: str, targets):
+    from dataclasses import replace
+
+    from tests.test_estimate_saved_tensors import _built, _cfg
+
+    from engine.estimate import read_model_config
+    from engine.estimate.memory import shape_for_plan
+
+    cfg = _cfg(moe_dirs[name], "fp32", 0.0, targets)
+    model, plan = _built(cfg, False)
+    info = read_model_config(str(moe_dirs[name]))
+    return model, info, replace(shape_for_plan(cfg, info.arch, plan), packed=False)   # one example a row
+
+
+CASES = [(name, targets) for name in ("mixtral", "qwen3_moe") for targets in ("all-linear", ["q_proj", "v_proj"])]
+
+
+@pytest.mark.parametrize(("name", "targets"), CASES, ids=lambda v: v if isinstance(v, str) else "qv")
+def test_a_moe_layer_saves_what_the_estimate_counts(moe_dirs, name, targets):
+    """Per token: each token's k experts (not every expert) keep their gate_up product, activation and output, and,
+    adapted, their inputs. Per layer whatever the tokens: the stacks with their adapters merged in, when adapted."""
+    from tests.test_estimate_saved_tensors import _layer_saved_bytes, _recomputed_bytes
+
+    from engine.estimate.memory import layer_activation_bytes, merged_experts_bytes, recomputed_layer_bytes
+
+    model, info, shape = _case(moe_dirs, name, targets)
+    assert info.arch.experts == EXPERTS and info.arch.experts_per_token == TOP_K
+    short, long = (_layer_saved_bytes(model, "fp32", n, False) for n in (SHORT, LONG))
+    per_token = (long - short) / (LONG - SHORT)
+    assert per_token == pytest.approx(layer_activation_bytes(info.arch, shape), rel=TOLERANCE)
+    fixed = merged_experts_bytes(info.arch, shape)
+    assert (fixed > 0) == (targets == "all-linear")
+    assert short - per_token * SHORT == pytest.approx(fixed, abs=64)    # (and a few bytes of expert counts)
+    recomputed = [(b - a) / (LONG - SHORT) for a, b in zip(*(_recomputed_bytes(model, "fp32", n, False)[0]
+                                                             for n in (SHORT, LONG)))]
+    assert recomputed == pytest.approx([recomputed_layer_bytes(info.arch, shape)] * 2, rel=TOLERANCE)
+
+
+@pytest.mark.parametrize("name", ["mixtral", "qwen3_moe"])
+def test_the_experts_stay_unquantised_and_the_adapters_count_as_peft_makes_them(moe_dirs, name):
+    """bitsandbytes quantises linear layers only: the stacked experts keep their dtype (the estimate had them at
+    NF4's half a byte: Mixtral-8x7B's 45 B expert weights as 22 GiB where they take 84 GiB in bf16). peft adapts the
+    stacks with r per expert (gate_up twice that) and the router as well."""
+    from engine.estimate.memory import _lora_tensors
+    from engine.estimate.params import lora_params
+
+    model, info, shape = _case(moe_dirs, name, "all-linear")
+    stacked = sum(p.numel() for p in model.parameters() if p.dim() == 3)
+    quantised = sum(2 * p.numel() for p in model.parameters() if p.dtype == torch.uint8)  # two 4-bit codes a byte
+    assert stacked == info.params.experts > 0
+    assert quantised == info.params.linear
+    assert sum(p.numel() for p in model.parameters() if p.requires_grad) == sum(_lora_tensors(info.arch, shape))
+    assert lora_params(info.arch, list(shape.targets), shape.r) == sum(_lora_tensors(info.arch, shape))

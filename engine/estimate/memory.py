@@ -147,19 +147,33 @@ def base_weight_bytes(arch: Architecture, params: ParamCounts, shape: TrainingSh
         return params.linear * NF4_BYTES_PER_PARAM, params.unquantised * _unquantised_bytes(shape)
     if shape.quantization == "int8":
         # int8 weights plus one fp32 scale per output row (LLM.int8 SCB).
-        rows = arch.layers * sum(lin.d_out * arch.copies(lin) for lin in arch.linears)
+        rows = arch.layers * sum(lin.d_out * arch.copies(lin) for lin in arch.linears if not arch.stacked(lin))
         return params.linear + 4 * rows, params.unquantised * _unquantised_bytes(shape)
     weight_bytes = 2 if shape.compute_bytes == 2 else 4
     return params.linear * weight_bytes, params.unquantised * weight_bytes
 
 
 def _lora_tensors(arch: Architecture, shape: TrainingShape) -> list[int]:
-    """Element counts of every adapter tensor (A: r x d_in, B: d_out x r)."""
+    """Element counts of every adapter tensor (A: r x d_in, B: d_out x r). A mixture's stacked experts: one A and one
+    B per stack and layer, r per expert; peft adapts the fused gate_up stack with twice the rank (its A counted here
+    as gate's and up's, each with a B twice as wide), and adds an adapter on the router (measured with peft 0.21)."""
     out = []
     for lin in shape.targets:
+        if arch.stacked(lin):
+            wide = 2 if lin.name in ("gate_proj", "up_proj") else 1
+            out += [arch.experts * shape.r * lin.d_in] * arch.layers
+            out += [arch.experts * shape.r * lin.d_out * wide] * arch.layers
+            continue
         n = arch.layers * arch.copies(lin)
         out += [shape.r * lin.d_in] * n + [shape.r * lin.d_out] * n
+    if _adapted_stacks(arch, shape):
+        out += [shape.r * arch.hidden, shape.r * arch.experts] * arch.layers
     return out
+
+
+def _adapted_stacks(arch: Architecture, shape: TrainingShape) -> list[Linear]:
+    """The targets that are a mixture's stacked experts (peft merges each adapter into its stack for the forward)."""
+    return [lin for lin in shape.targets if arch.stacked(lin)]
 
 
 def optimizer_bytes(arch: Architecture, shape: TrainingShape) -> tuple[float, float]:
@@ -187,6 +201,8 @@ def layer_activation_bytes(arch: Architecture, shape: TrainingShape) -> float:
     # Liger's RMSNorm keeps its input as it comes (the stream dtype) plus an
     # fp32 rstd per row: half the bytes once the stream is bf16 (measured).
     norms = arch.norms_per_layer * _norm_saved_bytes(shape, h)
+    if arch.qk_norm:     # Qwen3's RMSNorm of each query and key head (its fp32 input and reciprocal RMS per head)
+        norms += (arch.heads + arch.kv_heads) * _norm_saved_bytes(shape, arch.head_dim)
     # Attention keeps q, k, v and its output in the compute dtype, plus the fp32
     # log-sum-exp per head. k and v stay at their grouped (GQA) width where the
     # kernel takes them so: flex attention (packed rows on a GPU) when the head
@@ -206,7 +222,44 @@ def layer_activation_bytes(arch: Architecture, shape: TrainingShape) -> float:
     # and the up output; the frozen down_proj does not keep its input. Liger's
     # SwiGLU keeps only the gate and up outputs and recomputes SiLU in backward.
     mlp = (2 if shape.fused_loss else 3) * s * i
+    if arch.experts > 1:
+        mlp = _experts_activation_bytes(arch, shape)
     return norms + attention + mlp + lora_activation_bytes(arch, shape)
+
+
+def _experts_activation_bytes(arch: Architecture, shape: TrainingShape) -> int:
+    """Per token, what a mixture's MLP keeps for backward (transformers 5's experts: stacked weights, each expert's
+    tokens gathered and its matmuls run on them). Each token goes to k experts, so every expert term counts k times,
+    not once per expert: the gate_up product (2I), the activation's output (I) and the expert's output (H, for the
+    routing weight's gradient), in the compute dtype; per routed row three int64 indices and its fp32 weight. Where
+    adapters are merged into the stacks (their weights then need gradients) the matmuls keep their inputs too: the
+    gathered token (H) and the down projection's input (I), and the router's adapter its input. The router: its fp32
+    probabilities, the top-k weights and indices. Measured on the CPU (tests/test_estimate_moe.py)."""
+    c, s, k, i, h = shape.compute_bytes, _stream_bytes(shape), arch.experts_per_token, arch.intermediate, arch.hidden
+    routed = c * (3 * i + h) + 3 * 8 + 4
+    if _adapted_stacks(arch, shape):
+        routed += c * (h + i)
+    router = 4 * arch.experts + k * (8 + 4) + 4 + (s * h if _adapted_stacks(arch, shape) else 0)
+    return k * routed + router
+
+
+def merged_experts_bytes(arch: Architecture, shape: TrainingShape) -> float:
+    """Bytes each decoder layer of a mixture keeps for backward whatever its tokens: peft adds each adapted stack's
+    delta to the whole stack for the forward (ParamWrapper), and the matmuls keep that merged copy (every expert's
+    weights, in the weights' dtype) for their inputs' gradients; the router's too, in fp32."""
+    stacks = _adapted_stacks(arch, shape)
+    if not stacks:
+        return 0.0
+    weights = sum(lin.d_in * lin.d_out * arch.experts for lin in stacks)
+    return weights * _stacked_bytes(shape) + 4 * arch.experts * arch.hidden
+
+
+def _stacked_bytes(shape: TrainingShape) -> int:
+    """Bytes per element of a mixture's stacked expert weights while training: unquantised, so in the dtype of the
+    other unquantised weights (fp32 after kbit preparation unless cast back); a plain LoRA base's dtype otherwise."""
+    if shape.quantization == "none":
+        return 2 if shape.compute_bytes == 2 else 4
+    return _unquantised_bytes(shape)
 
 
 def lora_activation_bytes(arch: Architecture, shape: TrainingShape) -> float:
@@ -221,6 +274,8 @@ def lora_activation_bytes(arch: Architecture, shape: TrainingShape) -> float:
     lora = 0.0
     kept = set()
     for lin in shape.targets:
+        if arch.stacked(lin):    # merged into the stack: the experts' terms (_experts_activation_bytes)
+            continue
         lora += c * shape.r
         given = _adapter_input_bytes(shape, lin)
         if shape.dropout > 0 and not shape.mask_free_dropout:
@@ -352,7 +407,7 @@ def dequant_buffer_bytes(arch: Architecture, shape: TrainingShape) -> float:
     if shape.quantization == "none":
         return 0.0
     weights = GRAPH_DEQUANT_WEIGHTS if shape.graph_dequant else 1
-    return weights * max(lin.d_in * lin.d_out for lin in arch.linears) * shape.compute_bytes
+    return weights * max(lin.d_in * lin.d_out for lin in arch.linears if not arch.stacked(lin)) * shape.compute_bytes
 
 
 # Eager mask-free dropout makes each keep mask from a chain of int64 hash steps (engine.train.mask_free_dropout):
@@ -416,20 +471,21 @@ def memory(arch: Architecture, params: ParamCounts, shape: TrainingShape) -> Mem
     layer = layer_activation_bytes(arch, shape)
     final_norm = _norm_saved_bytes(shape, arch.hidden) * t
     mask_per_layer, mask_shared = attention_mask_bytes(shape)
+    fixed = mask_per_layer + merged_experts_bytes(arch, shape)   # what one layer keeps beyond its bytes per token
     if shape.gradient_checkpointing:
         # HF checkpointing keeps each decoder layer's input (one hidden state per
         # boundary) and rebuilds one layer's activations at a time in backward.
         resident = min(arch.layers, OFFLOAD_RESIDENT_LAYERS) if shape.offload else arch.layers
         moved = partial_offload_layers(arch, shape)
         kept: float = (resident - moved) * s * arch.hidden * t + final_norm + mask_shared
-        recompute: float = recomputed_layer_bytes(arch, shape) * t + mask_per_layer
+        recompute: float = recomputed_layer_bytes(arch, shape) * t + fixed
         kept_note = f"checkpointing on: one hidden state per layer boundary ({arch.layers} layers)"
         if shape.offload:
             kept_note += f", offloaded to host memory ({resident} on the GPU at once)"
         elif moved:
             kept_note += f", {moved} of them in host memory at the peak (the first layers' inputs offloaded)"
     else:
-        kept = arch.layers * (layer * t + mask_per_layer) + final_norm + mask_shared
+        kept = arch.layers * (layer * t + fixed) + final_norm + mask_shared
         recompute = 0.0
         kept_note = f"checkpointing off: every layer's saved tensors ({layer / 1024:.0f} KiB per token per layer)"
     if mask_shared:
@@ -459,7 +515,8 @@ def memory(arch: Architecture, params: ParamCounts, shape: TrainingShape) -> Mem
         opt_note += f"; {opt_paged / GIB:.2f} GiB in paged memory (nvidia-smi sees it, PyTorch does not)"
     comps = [
         Component("base weights", linear_b / GIB, f"decoder linear layers, {quant_label}"),
-        Component("unquantised weights", other_b / GIB, f"embeddings, lm_head, norms in {unq_dtype}"),
+        Component("unquantised weights", other_b / GIB,
+                  f"embeddings, lm_head, norms{', the stacked experts' if params.experts else ''} in {unq_dtype}"),
         Component("LoRA adapters", n_lora * 4 / GIB, f"{n_lora:,.0f} parameters, fp32"),
         Component("LoRA gradients", n_lora * 4 / GIB, "fp32, kept across gradient accumulation"),
         Component("optimizer states", opt_alloc / GIB, opt_note),

@@ -79,12 +79,12 @@ _WIDTH = (1, 1 << 17)
 _COUNT = (1, 4096)
 SHAPE_LIMITS: dict[str, tuple[int, int]] = {
     **dict.fromkeys(("hidden_size", "n_embd", "d_model"), _WIDTH),
-    **dict.fromkeys(("intermediate_size", "n_inner", "ffn_dim"), (1, 1 << 20)),
+    **dict.fromkeys(("intermediate_size", "n_inner", "ffn_dim", "moe_intermediate_size"), (1, 1 << 20)),
     **dict.fromkeys(("num_hidden_layers", "n_layer", "num_layers"), _COUNT),
     **dict.fromkeys(("num_attention_heads", "n_head", "num_heads", "num_key_value_heads"), _COUNT),
     "head_dim": (1, 1 << 14),
     "vocab_size": (1, 1 << 24),
-    **dict.fromkeys(("num_local_experts", "num_experts"), (0, 4096)),
+    **dict.fromkeys(("num_local_experts", "num_experts", "num_experts_per_tok"), (0, 4096)),
     **dict.fromkeys(("max_position_embeddings", "n_positions", "max_sequence_length"), (0, 1 << 40)),
 }
 

@@ -53,6 +53,7 @@ class Architecture:
     norms_per_layer: int
     linears: tuple[Linear, ...]           # per decoder layer
     experts: int = 1                      # MoE: the MLP linears exist this many times
+    experts_per_token: int = 1            # MoE: the experts each token is routed to (top-k)
     final_logit_softcap: bool = False
     exact: bool = True
     notes: tuple[str, ...] = field(default=())
@@ -71,6 +72,17 @@ class Architecture:
     def copies(self, lin: Linear) -> int:
         return self.experts if lin.feeds in ("mlp", "down") else 1
 
+    @property
+    def qk_norm(self) -> bool:
+        """Qwen3 (dense and MoE) normalises queries and keys per head: an RMSNorm of head_dim on each."""
+        return self.model_type in ("qwen3", "qwen3_moe")
+
+    def stacked(self, lin: Linear) -> bool:
+        """Whether the linear is a mixture's routed experts: transformers 5 keeps them as one stacked 3-d parameter
+        per layer (experts x d_out x d_in), not as linear layers, so bitsandbytes leaves them unquantised and peft
+        adapts them as parameters."""
+        return self.experts > 1 and lin.feeds in ("mlp", "down")
+
 
 @dataclass(frozen=True)
 class ParamCounts:
@@ -79,10 +91,11 @@ class ParamCounts:
     lm_head: int          # 0 when tied to the embeddings
     linear: int           # decoder-layer linear weights: what 4-bit/8-bit quantisation converts
     other: int            # norms and biases: kept unquantised
+    experts: int = 0      # a mixture's stacked expert weights (Architecture.stacked): kept unquantised
 
     @property
     def unquantised(self) -> int:
-        return self.embedding + self.lm_head + self.other
+        return self.embedding + self.lm_head + self.other + self.experts
 
 
 def _first(cfg: dict, *keys: str, default: Any = None) -> Any:
@@ -122,6 +135,9 @@ def architecture(cfg: dict) -> Architecture:
     mlp_bias = bool(cfg.get("mlp_bias"))
     q_dim, kv_dim = heads * head_dim, kv_heads * head_dim
     linears: tuple[Linear, ...]
+    if _first(cfg, "num_local_experts", "num_experts", default=1) not in (None, 0, 1) \
+            and cfg.get("moe_intermediate_size"):
+        intermediate = cfg["moe_intermediate_size"]     # Qwen2/3-MoE: intermediate_size is a dense MLP's, not an expert's
     if fused:
         linears = (Linear("qkv_proj", hidden, q_dim + 2 * kv_dim, qkv_bias, "attn"),
                    Linear("o_proj", q_dim, hidden, qkv_bias, "o"),
@@ -136,14 +152,18 @@ def architecture(cfg: dict) -> Architecture:
                    Linear("up_proj", hidden, intermediate, mlp_bias, "mlp"),
                    Linear("down_proj", intermediate, hidden, mlp_bias, "down"))
     experts = int(_first(cfg, "num_local_experts", "num_experts", default=1) or 1)
+    experts_per_token = 1
     if experts > 1:
         exact = False
-        notes.append(f"mixture of {experts} experts: router weights not counted")
+        experts_per_token = min(experts, int(_first(cfg, "num_experts_per_tok", default=2) or 2))
+        notes.append(f"mixture of {experts} experts, {experts_per_token} a token: router weights not counted")
+        if cfg.get("shared_expert_intermediate_size"):
+            notes.append("the shared expert is not counted")
     tied = bool(cfg.get("tie_word_embeddings", model_type in ("gemma", "gemma2")))
     context = int(_first(cfg, "max_position_embeddings", "n_positions", "max_sequence_length", default=0) or 0)
     return Architecture(model_type=model_type, hidden=hidden, intermediate=intermediate, layers=layers, heads=heads,
                         kv_heads=kv_heads, head_dim=head_dim, vocab=vocab, tied=tied, context=context,
-                        norms_per_layer=norms, linears=linears, experts=experts,
+                        norms_per_layer=norms, linears=linears, experts=experts, experts_per_token=experts_per_token,
                         final_logit_softcap=bool(cfg.get("final_logit_softcapping")), exact=exact,
                         notes=tuple(notes))
 
@@ -152,14 +172,15 @@ def count_params(arch: Architecture) -> ParamCounts:
     per_layer_linear = sum(lin.d_in * lin.d_out * arch.copies(lin) for lin in arch.linears)
     per_layer_bias = sum((lin.d_out if lin.bias else 0) * arch.copies(lin) for lin in arch.linears)
     # Qwen3 normalises queries and keys per head: two extra head_dim-sized norms per layer.
-    qk_norms = 2 * arch.head_dim if arch.model_type == "qwen3" else 0
+    qk_norms = 2 * arch.head_dim if arch.qk_norm else 0
     per_layer_other = per_layer_bias + arch.norms_per_layer * arch.hidden + qk_norms
     embedding = arch.vocab * arch.hidden
     lm_head = 0 if arch.tied else embedding
-    linear = arch.layers * per_layer_linear
+    experts = arch.layers * sum(lin.d_in * lin.d_out * arch.copies(lin) for lin in arch.linears if arch.stacked(lin))
+    linear = arch.layers * per_layer_linear - experts
     other = arch.layers * per_layer_other + arch.hidden       # + the final norm
-    return ParamCounts(total=embedding + lm_head + linear + other, embedding=embedding, lm_head=lm_head,
-                       linear=linear, other=other)
+    return ParamCounts(total=embedding + lm_head + linear + other + experts, embedding=embedding, lm_head=lm_head,
+                       linear=linear, other=other, experts=experts)
 
 
 def lora_targets(arch: Architecture, target_modules: str | list[str]) -> list[Linear]:
@@ -176,5 +197,12 @@ def lora_targets(arch: Architecture, target_modules: str | list[str]) -> list[Li
 
 
 def lora_params(arch: Architecture, targets: list[Linear], r: int) -> int:
-    """Trainable adapter parameters: A (r x d_in) plus B (d_out x r) per adapted layer."""
-    return arch.layers * sum(r * (lin.d_in + lin.d_out) * arch.copies(lin) for lin in targets)
+    """Trainable adapter parameters: A (r x d_in) plus B (d_out x r) per adapted layer. A mixture's stacked experts
+    (peft 0.21): r per expert, the fused gate_up stack's B twice as wide (twice the rank), and an adapter on the
+    router besides."""
+    def per_layer(lin: Linear) -> int:
+        wide = 2 if arch.stacked(lin) and lin.name in ("gate_proj", "up_proj") else 1
+        return r * (lin.d_in + wide * lin.d_out) * arch.copies(lin)
+
+    router = r * (arch.hidden + arch.experts) if any(arch.stacked(lin) for lin in targets) else 0
+    return arch.layers * (sum(per_layer(lin) for lin in targets) + router)

@@ -25,7 +25,8 @@ def flops_per_token(arch: Architecture, params: ParamCounts, lora_params: int, t
     attention adds 2 x q_dim x sequence per layer forward, twice that backward.
     Adapters cost 6 FLOPs per parameter like any trained weight.
     """
-    matmul = params.linear + arch.vocab * arch.hidden      # lm_head multiplies even when tied
+    # lm_head multiplies even when tied; a token meets only its top-k experts
+    matmul = params.linear + params.experts * arch.experts_per_token // arch.experts + arch.vocab * arch.hidden
     attention = 2 * arch.q_dim * tokens_per_example * arch.layers
     forward = 2 * matmul + attention
     backward = 2 * matmul + 2 * attention
@@ -230,7 +231,8 @@ def sample_batch_seconds(arch: Architecture, params: ParamCounts, prompts: int, 
     quantised = quantization != "none"
     step = arch.layers * (CPU_DECODE_LAYER_S + (CPU_DECODE_4BIT_LAYER_S if quantised else 0.0))
     step += params.linear / CPU_DEQUANT_WEIGHTS_PER_S if quantised else 0.0
-    step += prompts * 2 * (params.linear + arch.vocab * arch.hidden) / ((cores or cpu_cores()) * CPU_GFLOPS_PER_CORE * 1e9)
+    step += prompts * 2 * (params.linear + params.experts * arch.experts_per_token // arch.experts
+                           + arch.vocab * arch.hidden) / ((cores or cpu_cores()) * CPU_GFLOPS_PER_CORE * 1e9)
     return new_tokens * step
 
 
