@@ -109,3 +109,26 @@ def test_the_experts_stay_unquantised_and_the_adapters_count_as_peft_makes_them(
     assert quantised == info.params.linear
     assert sum(p.numel() for p in model.parameters() if p.requires_grad) == sum(_lora_tensors(info.arch, shape))
     assert lora_params(info.arch, list(shape.targets), shape.r) == sum(_lora_tensors(info.arch, shape))
+
+
+@pytest.mark.parametrize(("name", "targets"), CASES, ids=lambda v: v if isinstance(v, str) else "qv")
+def test_a_moe_training_steps_peak_is_under_the_estimate_and_near_it(moe_dirs, name, targets):
+    """A whole step (checkpointing, fp32, 512 tokens): the peak of live tensors above the model's (the adapters'
+    gradients included), against the estimate's peak less the weights and optimizer states. The backward's working
+    tensors are modelled from a few phases, so not to the byte: measured 0.82-0.96 of the estimate on these models
+    (it was 1.2-1.3 without the routed rows' gradients and the stack-sized working tensors)."""
+    from dataclasses import replace
+
+    from benchmarks.saved_tensors import live_bytes
+    from engine.estimate.memory import GIB, memory
+
+    model, info, shape = _case(moe_dirs, name, targets)
+    tokens = 512
+    torch.manual_seed(0)
+    ids = torch.randint(0, info.arch.vocab, (1, tokens))
+    with live_bytes() as live:
+        model(input_ids=ids, labels=ids).loss.backward()
+    mem = memory(info.arch, info.params, replace(shape, tokens=tokens, eval_tokens=0))
+    static = {"base weights", "unquantised weights", "LoRA adapters", "optimizer states"}
+    estimated = mem.peak_allocated_gib * GIB - sum(c.gib * GIB for c in mem.components if c.name in static)
+    assert 0.8 * estimated <= live.peak <= estimated
