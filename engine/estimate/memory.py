@@ -504,7 +504,7 @@ def memory(arch: Architecture, params: ParamCounts, shape: TrainingShape) -> Mem
         recompute = 0.0
         kept_note = f"checkpointing off: every layer's saved tensors ({layer / 1024:.0f} KiB per token per layer)"
     if mask_shared:
-        kept_note += f"; the packed row's {t:,} x {t:,} attention mask, converted by every layer's SDPA"
+        kept_note += f"; the packed row's {t:,} x {t:,} attention mask (and each layer's copy of it)"
     # Gradients alive while one layer runs backward: the residual stream's and
     # the MLP's intermediate ones. Liger's SwiGLU backward writes the gate and up
     # gradients into its saved buffers in place: only the product's gradient is new.
