@@ -371,14 +371,17 @@ def training_step(model, batch: dict, device: str, precision: str) -> StepCount:
 
 
 # ------------------------------------------------------------------------------------------ one case
-def estimate_terms(cfg, plan, tokens: int) -> dict:
-    """The estimate's terms for this plan: per token per layer, and one layer's backward phase at `tokens`."""
+def estimate_terms(cfg, plan, tokens: int, several: bool = True) -> dict:
+    """The estimate's terms for this plan: per token per layer, and one layer's backward phase at `tokens`.
+    several False: the measured rows hold one example each, where a packed row has no block-diagonal mask (the
+    CPU's SDPA then keeps no mask nor full-width k/v: the estimate's packed-row terms do not apply)."""
     from engine.estimate import read_model_config
     from engine.estimate.memory import (layer_activation_bytes, memory, recomputed_layer_bytes, shape_for_plan,
                                         _attention_output_is_o_input)
 
     info = read_model_config(cfg.model)
     shape = shape_for_plan(cfg, info.arch, plan, tokens=tokens)
+    shape = replace(shape, packed=shape.packed and several)
     parts = {c.name: c.gib * GIB for c in memory(info.arch, info.params, shape).components}
     working, dequant = parts["backward working memory"], parts.get("dequantisation buffer", 0.0)
     return {"saved": layer_activation_bytes(info.arch, shape), "recomputed": recomputed_layer_bytes(info.arch, shape),
@@ -399,7 +402,7 @@ def run_case(model_path: Path, case: Case, tokens: tuple[int, int], vocab: int) 
         training_step(model, rows[0], device, plan.precision)
     counts = [forward_saved(model, row, device, plan.precision) for row in rows]
     steps = [training_step(model, row, device, plan.precision) for row in rows]
-    (t1, t2), est = tokens, estimate_terms(cfg, plan, tokens[1])
+    (t1, t2), est = tokens, estimate_terms(cfg, plan, tokens[1], several=all(len(row) > 1 for row in chosen))
     per_token = t2 - t1
     res = {"case": case.name, "dropout": case.dropout, "mask_free": case.mask_free, "tokens": list(tokens),
            "device": device, "precision": plan.precision, "attention": plan.attention, "liger": plan.liger,
