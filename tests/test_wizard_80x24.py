@@ -104,3 +104,41 @@ async def test_statistics_name_the_prompt_format_once():
         assert "template chat template" not in stats and "template template" not in stats, stats
         lines = {line.split("  ")[0]: line.split("  ", 1)[1].strip() for line in stats.splitlines() if "  " in line}
         assert lines["format"] == "alpaca" and lines["prompt format"] == app.wizard.data_report.template, lines
+
+
+def test_memory_bar_never_runs_past_its_width():
+    """Every component big enough to see gets a cell; on the demo (a few MiB each beside 43 MiB of backward
+    working memory) those cells ran the bar past its width, and in the Review's 76 columns it wrapped a cell."""
+    from tui.widgets.vram_bar import bar_line
+
+    mib = 1 / 1024
+    parts = [(name, gib * mib, "") for name, gib in
+             (("base", 0.3), ("unquantised", 1), ("adapters", 1), ("gradients", 1), ("optimizer", 1),
+              ("activations", 5), ("backward", 43), ("dequantisation", 0.3))]
+    for width in (20, 40, 74):
+        cells = bar_line(parts, None, 0.9, width).plain
+        assert len(cells) == width, (width, cells)
+        assert len(set(cells)) >= 3  # the small components still show
+    # On a card: the bar and the free cells fill the width, no more.
+    assert len(bar_line(parts, 80 * mib, 0.9, 40).plain) == 40
+
+
+async def test_memory_bar_fits_the_review_at_80_columns(tmp_path):
+    """The bar is drawn for the width the Review has once laid out: with a dataset path that does not exist (a
+    newcomer's typo) it was drawn for 80 columns before the screen had a size, and its last cell wrapped onto a
+    line of its own."""
+    from tui.widgets.vram_bar import VramBar
+
+    app = LorapilotApp()
+    async with app.run_test(size=NARROW) as pilot:
+        await settle(app, pilot)
+        app.wizard.set_raw("dataset.path", str(tmp_path / "missing.jsonl"))
+        await settle(app, pilot)
+        await pilot.press("ctrl+n", "ctrl+n", "ctrl+n")
+        await settle(app, pilot)
+        await pilot.pause()
+        bar = app.screen.query_one(VramBar)
+        first = str(bar.render()).splitlines()[0]
+        assert len(first) <= bar.content_region.width, (len(first), bar.content_region.width)
+        assert len(first) == bar.size.width - 4  # drawn for the width it has, not for the 80 it guessed
+        assert "base weights" in str(bar.render()).splitlines()[1]  # no wrapped cell between bar and legend

@@ -43,16 +43,20 @@ def elsewhere(est: Any) -> list[tuple[str, float, str]]:
 def bar_line(parts: list[tuple[str, float, str]], card_gib: float | None, fraction: float, width: int) -> Content:
     total = sum(g for _, g, _ in parts)
     scale = max(total, card_gib or 0.0) or 1.0
-    cells: list[Content] = []
+    counts: list[int] = []
     used = 0
     acc = 0.0
-    for i, (_, gib, _) in enumerate(parts):
+    for _, gib, _ in parts:
         acc += gib
         end = round(acc / scale * width)
         n = max(end - used, 1 if gib / scale * width >= 0.25 else 0)
-        style, fill = LOOKS[i % len(LOOKS)]
-        cells.append(Content.styled(fill * n, style))
+        counts.append(n)
         used += n
+    # A component too small for a cell still gets one: the largest give those cells back, so the bar keeps its width.
+    while used > width and max(counts, default=0) > 1:
+        counts[counts.index(max(counts))] -= 1
+        used -= 1
+    cells = [Content.styled(LOOKS[i % len(LOOKS)][1] * n, LOOKS[i % len(LOOKS)][0]) for i, n in enumerate(counts)]
     if card_gib:
         card_end = round(card_gib / scale * width)
         mark = round(fraction * card_gib / scale * width)
@@ -68,10 +72,15 @@ def bar_line(parts: list[tuple[str, float, str]], card_gib: float | None, fracti
 class VramBar(Static):
     DEFAULT_CSS = Path(__file__).with_suffix(".tcss").read_text(encoding="utf-8")
 
+    _shown: tuple[Any, int | None] = (None, None)  # the estimate last shown, and the width asked for (None: fit)
+
     def show(self, est: Any, width: int | None = None) -> None:
         self.display = est is not None  # the verdict line above says why there is none
+        self._shown = (est, width)
         if est is None:
             return
+        # The bar fills the width the widget has; before its first layout that is unknown, so it is drawn again on
+        # resize (drawn for 80 columns, its last cell wrapped onto a line of its own in a pane of 80).
         width = width or max(20, (self.size.width or 80) - 4)
         card = est.gpu.memory_gib if est.gpu is not None else None
         parts = segments(est)
@@ -92,3 +101,9 @@ class VramBar(Static):
                                            Content.styled(fmt_mem(gib), "bold"), "  ",
                                            Content.styled(f"another moment, not added: {note}", "$text-muted")))
         self.update(Content("\n").join(lines + legend))
+
+    def on_resize(self) -> None:
+        est, width = self._shown
+        if est is not None and width is None:
+            self.show(est)
+
