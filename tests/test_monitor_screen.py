@@ -696,3 +696,35 @@ async def test_a_run_whose_folder_name_has_brackets_is_named_as_it_is(tmp_path):
         await until(pilot, lambda: isinstance(app.screen, ConfirmStop) and app.screen.query("Label"))
         assert f"Stop {name}?" in " ".join(str(label.render()) for label in app.screen.query("Label"))
         app.exit()
+
+
+async def test_escape_says_where_it_goes(tmp_path):
+    """The footer's esc names where it leads: the runs list when the monitor was opened from it (or alone), back
+    where it came from otherwise. A run launched from the wizard said "esc Runs" and esc went back to the wizard."""
+    from textual.screen import Screen
+
+    root = tmp_path / "runs"
+    run = make_run(root / "r", state="done", steps_done=100)
+
+    def esc_label(app) -> str:
+        return app.screen.active_bindings["escape"].binding.description
+
+    app = LorapilotApp(start="monitor", run_dir=None, runs_root=str(root))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: isinstance(app.screen, RunsScreen) and app.screen.runs)
+        await pilot.press("enter")
+        await until(pilot, lambda: loaded(app))
+        assert esc_label(app) == "Runs"
+        await pilot.press("escape")
+        await until(pilot, lambda: isinstance(app.screen, RunsScreen))
+
+        below = Screen()  # what launched it: the wizard's Review, a sweep's monitor
+        await app.push_screen(below)
+        app.open_monitor(run)
+        await until(pilot, lambda: loaded(app))
+        assert esc_label(app) == "Back"
+        from tui.screens.key_commands import KeyCommands
+        offered = [title for title, _, _ in KeyCommands(app.screen)._commands()]
+        assert "Back" in offered and "Runs" not in offered  # the palette offers what esc does, not "Runs (not now)"
+        await pilot.press("escape")
+        await until(pilot, lambda: app.screen is below)

@@ -51,9 +51,10 @@ class KeyCommands(CommandList):
                 state = app._check_action_state(b.action, node)
                 title = b.description
                 if title in seen or (state is False and any(
-                        x.description == title and app._check_action_state(x.action, node)
+                        (x.description == title or x.key == b.key) and app._check_action_state(x.action, node)
                         for _, x in bindings if x is not b)):
-                    continue   # two keys under one label (quit while running / when ended): the live one
+                    continue   # two keys under one label (quit while running / when ended), or one key under two
+                    # (esc: Runs or Back): the live one
                 seen.add(title)
                 key = f"key: {app.get_key_display(b)}"
                 if state:

@@ -32,6 +32,7 @@ from textual.worker import get_current_worker
 from engine.errors import UserError, shell_word
 from engine.rundir import ADAPTER_DIR, FINAL_STATES, safe_text
 from tui.screens.key_commands import KeyCommands
+from tui.screens.runs import ESCAPE_BINDINGS, esc_lists_runs
 from tui.app import LorapilotApp
 from tui.models.run_feed import FeedUpdate, RunFeed
 from tui.models.run_history import GPU, PROGRESS, SYSTEM, Record, RunHistory
@@ -86,7 +87,7 @@ class MonitorScreen(Screen):
         Binding("ctrl+q", "quit_monitor", "Quit (run continues)", priority=True),
         Binding("ctrl+q", "quit_finished", "Quit", priority=True),
         Binding("q", "app.quit", "Quit", show=False),
-        Binding("escape", "back", "Runs"),
+        *ESCAPE_BINDINGS,
         Binding("s", "cycle_smoothing", "Smooth"),
         Binding("l", "toggle_log_scale", "Log y", show=False),  # in the palette; the footer must fit 80 columns
         Binding("x", "stop_run", "Stop…"),
@@ -332,11 +333,11 @@ class MonitorScreen(Screen):
             "stop:  ", (f"lorapilot stop {run}", "bold"))
 
     def action_back(self) -> None:
-        from tui.screens.runs import RunsScreen
-        if len(self.app.screen_stack) > 2:
-            self.app.pop_screen()
-        else:
-            self.app.switch_screen(RunsScreen(str(Path(self.run_dir).resolve().parent)))
+        from tui.screens.runs import leave_monitor
+        leave_monitor(self, self.run_dir)
+
+    def action_back_out(self) -> None:
+        self.action_back()
 
     def action_cycle_smoothing(self) -> None:
         i = SMOOTHING_STEPS.index(self.smoothing) if self.smoothing in SMOOTHING_STEPS else 0
@@ -353,6 +354,8 @@ class MonitorScreen(Screen):
             self.query_one(TabbedContent).active = f"tab-{name}"
 
     def check_action(self, action: str, parameters: tuple) -> bool | None:
+        if action in ("back", "back_out"):
+            return esc_lists_runs(self) == (action == "back")
         if action in ("quit_monitor", "quit_finished"):
             return (self.history.state in ENDED) == (action == "quit_finished")
         if action == "stop_run":  # nothing to stop once the trainer has exited (or before the run is read)

@@ -21,6 +21,28 @@ from tui.widgets.progress_panel import STATE_STYLES
 REFRESH_S = 3.0
 
 
+def esc_lists_runs(screen: Screen) -> bool:
+    """Whether esc on a monitor leads to the runs list: the monitor was opened from it, or alone (the list takes its
+    place); otherwise esc goes back where the monitor was opened from (the wizard that launched the run, a sweep's
+    monitor), and its footer says Back."""
+    stack = screen.app.screen_stack
+    at = stack.index(screen) if screen in stack else len(stack) - 1
+    return at <= 1 or isinstance(stack[at - 1], RunsScreen)
+
+
+def leave_monitor(screen: Screen, folder: str) -> None:
+    """esc on a monitor: back where it was opened from; opened alone, the runs list beside `folder` in its place."""
+    if len(screen.app.screen_stack) > 2:
+        screen.app.pop_screen()
+    else:
+        screen.app.switch_screen(RunsScreen(str(Path(folder).resolve().parent)))
+
+
+# esc on a monitor, under the label that says where it goes (check_action keeps the one that is true, by
+# esc_lists_runs): the runs list, or back to the screen that opened the monitor.
+ESCAPE_BINDINGS = [Binding("escape", "back", "Runs"), Binding("escape", "back_out", "Back")]
+
+
 def _loss(v: float | None) -> str:
     return "-" if v is None else f"{v:.4g}"
 

@@ -25,6 +25,7 @@ from engine.sweep import summarize_sweep
 from engine.sweep.plan import lr_text
 from engine.sweep.sweepdir import SWEEP_FINAL_STATES
 from tui.screens.key_commands import KeyCommands
+from tui.screens.runs import ESCAPE_BINDINGS, esc_lists_runs
 from tui.header_path import header_path
 from tui.widgets.progress_panel import STATE_STYLES, format_duration
 from tui.widgets.sweep_result import SweepResult
@@ -50,7 +51,7 @@ class SweepMonitorScreen(Screen):
         Binding("enter", "open_trial", "Trial monitor", priority=True),
         Binding("x", "stop_sweep", "Stop sweep…"),
         Binding("a", "apply", "Write winner…"),
-        Binding("escape", "back", "Runs"),
+        *ESCAPE_BINDINGS,
         # ctrl+q quits everywhere (the app's binding); the label says whether the sweep goes on without us.
         Binding("ctrl+q", "quit_monitor", "Quit (sweep continues)", priority=True),
         Binding("ctrl+q", "quit_finished", "Quit", priority=True),
@@ -143,6 +144,8 @@ class SweepMonitorScreen(Screen):
     # ------------------------------------------------------------ keys
 
     def check_action(self, action: str, parameters: tuple) -> bool | None:
+        if action in ("back", "back_out"):
+            return esc_lists_runs(self) == (action == "back")
         if action == "apply":
             return bool(self.summary and self.summary.get("winner"))
         if action in ("quit_monitor", "quit_finished"):
@@ -220,11 +223,11 @@ class SweepMonitorScreen(Screen):
         self.app.push_screen(ApplyWinner(f"lr {lr_text(w['learning_rate'])}, r {w['r']}"), answered)
 
     def action_back(self) -> None:
-        from tui.screens.runs import RunsScreen
-        if len(self.app.screen_stack) > 2:
-            self.app.pop_screen()
-        else:
-            self.app.switch_screen(RunsScreen(str(Path(self.sweep_dir).resolve().parent)))
+        from tui.screens.runs import leave_monitor
+        leave_monitor(self, self.sweep_dir)
+
+    def action_back_out(self) -> None:
+        self.action_back()
 
     # ctrl+q reaches the app's quit first (priority); these two only choose the footer's label (check_action).
     def action_quit_monitor(self) -> None:
