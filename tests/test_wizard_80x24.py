@@ -142,3 +142,33 @@ async def test_memory_bar_fits_the_review_at_80_columns(tmp_path):
         assert len(first) <= bar.content_region.width, (len(first), bar.content_region.width)
         assert len(first) == bar.size.width - 4  # drawn for the width it has, not for the 80 it guessed
         assert "base weights" in str(bar.render()).splitlines()[1]  # no wrapped cell between bar and legend
+
+
+async def test_a_problem_with_the_value_being_typed_scrolls_into_view():
+    """At 80x24 a field focused at the foot of the hyperparameters has its hint, help and problem below the fold:
+    typing -1 into learning_rate showed only "✗ 2 problems" at the bottom, not what was wrong, until the user
+    moved on. The row now scrolls up far enough to show its problem while the user is still in the field."""
+    from textual.containers import VerticalScroll
+    from textual.widgets import Input
+
+    app = LorapilotApp()
+    async with app.run_test(size=NARROW) as pilot:
+        await settle(app, pilot)
+        await pilot.press("ctrl+n", "ctrl+n")
+        await pilot.pause()
+        body = app.screen.query_one("#hyper-body", VerticalScroll)
+        field = app.screen.query_one("#field-training-learning_rate", Input)
+        app.screen.query_one("#field-training-parallelism").focus()  # the field above; tab, as a user moves
+        await pilot.pause()
+        await pilot.press("tab")
+        await pilot.pause()
+        assert field.has_focus
+        assert body.region.contains_region(field.region)
+        problem = app.screen.query_one("#row-training-learning_rate .field-problem")
+        await pilot.press("end", "ctrl+u", "-", "1")
+        await pilot.pause()
+        await pilot.pause()
+        assert "out of range" in str(problem.render())
+        assert field.has_focus
+        assert body.region.contains_region(problem.region), (body.region, problem.region)
+        assert body.region.contains_region(field.region)  # and the field typed in stays in view

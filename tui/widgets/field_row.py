@@ -178,3 +178,8 @@ class FieldRow(Vertical):
         mark, style = ADVICE_MARK[advice.level] if advice else ("", "")
         note.update(Content.styled(f"{mark} {advice.text}", style) if advice else "")
         note.display = bool(advice) and not problems
+        # The user is typing here: what the row now says about it comes into view (at 80x24 a field at the foot of
+        # the screen had its problem below the fold, and "✗ 2 problems" at the bottom said nothing of which).
+        said = problem if problems else note if advice else None
+        if said is not None and self.editor.has_focus:
+            self.call_after_refresh(said.scroll_visible, animate=False)
