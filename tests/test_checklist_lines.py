@@ -27,3 +27,16 @@ async def test_the_examples_line_is_ticked_when_only_short_responses_are_found()
         assert "✓ At least 100 examples with trained tokens" in lines
         last = lines.index("✓ At least 100 examples with trained tokens")
         assert any("Examples with few trained tokens" in line for line in lines[last + 1:])
+
+
+async def test_the_epochs_line_ticks_only_what_is_checked():
+    """The check flags more than 3 passes over the data, nothing fewer: the demo (40 steps of a 48-step epoch)
+    was ticked "1-3 passes over the data", which it does not make."""
+    from engine.diagnose.settings_check import MANY_EPOCHS
+
+    app = One()
+    async with app.run_test(size=(100, 40)) as pilot:
+        app.query_one(Checklist).show([])
+        await pilot.pause()
+        lines = shown(app, "#checklist").splitlines()
+        assert f"✓ At most {MANY_EPOCHS} passes over the data (epochs)" in lines

@@ -15,6 +15,8 @@ from typing import Any, Mapping, Sequence
 
 from textual.content import Content
 
+from engine.diagnose.settings_check import MANY_EPOCHS
+
 from tui.widgets.finding_blocks import FindingBlocks
 from tui.widgets.problem_list import MARK, finding_details, render_finding
 
@@ -25,7 +27,7 @@ ITEMS: list[tuple[str, tuple[str, ...]]] = [
     ("At least 100 examples with trained tokens", ("no_examples", "no_target_tokens", "too_few_examples")),
     ("max_seq_length covers the responses", ("responses_truncated", "prompt_too_long")),
     ("Learning rate in the recommended range", ("learning_rate_unusual",)),
-    ("1-3 passes over the data (epochs)", ("many_epochs",)),
+    (f"At most {MANY_EPOCHS} passes over the data (epochs)", ("many_epochs",)),  # what is checked: no lower bound
     ("bf16 or fp16 to suit the GPU", ("precision_unsupported",)),
     ("Gradient checkpointing on", ("gradient_checkpointing_off",)),
     ("Warmup at the start", ("no_warmup",)),
