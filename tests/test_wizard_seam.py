@@ -122,3 +122,27 @@ async def test_a_value_of_many_digits_is_saved_back_as_it_was(tmp_path, monkeypa
         assert (saved.lora.r, saved.training.learning_rate, saved.training.num_epochs) == (8, 0.00012345678, 1.23456789)
         assert "0.00012345678" in mine.read_text(encoding="utf-8")
         app.exit()
+
+
+async def test_the_demo_model_is_read_again_once_built(tmp_path, monkeypatch, demo_model_dir):
+    """On a fresh machine the wizard reads the demo's shapes before the model is built (the data's tokenization
+    builds it), with the tokenizer's target of 1,024 as its vocabulary; the built one has fewer (820), and the
+    Model step, the estimate and the trainer's plan disagreed until the app was restarted."""
+    import json
+    import shutil
+
+    from engine.demo.model import demo_model_dir as cached_demo
+
+    monkeypatch.setenv("LORAPILOT_CACHE", str(tmp_path / "cache"))   # a newcomer's: nothing built yet
+    built = json.loads((demo_model_dir / "config.json").read_text())["vocab_size"]
+    app = LorapilotApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        s = app.wizard
+        if not (cached_demo() / "config.json").exists():   # the data's helper may have built it there already
+            assert s.model_info.arch.vocab != built
+            shutil.copytree(demo_model_dir, cached_demo())    # as the helper's first tokenization does
+            s.schedule("data", 0)
+            await settle(app, pilot)
+        assert s.model_info.arch.vocab == built
+        assert f"vocab ({built:,})" in " ".join(c.note for c in s.estimate.components)

@@ -337,6 +337,7 @@ class WizardState:
         elif kind == "data":
             self.data_report, self.examples = result if result is not None else (None, [])
             self.inspect_error = message
+            self._read_built_demo()
             self.schedule("estimate", 0)
         elif kind == "estimate":
             est, findings, pf_error, est_error = result if result is not None else (None, None, None, message)
@@ -344,6 +345,19 @@ class WizardState:
             self.findings, self.preflight_error = findings, pf_error
             self.app.refresh_bindings()  # the Apply-fixes key shows while a finding names a setting
         self.changed.publish(kind)
+
+    def _read_built_demo(self) -> None:
+        """The demo's model is built on first use, by the data's tokenization; its shapes were read before that,
+        with the tokenizer's target (1,024) as the vocabulary where the built one has 820. Once built, read again:
+        the Model step and the estimate then show the model the trainer loads."""
+        from engine.demo.model import DEMO_MODEL_ID, demo_model_dir
+
+        info = self.model_info
+        if info is None or info.name != DEMO_MODEL_ID or not (demo_model_dir() / "config.json").is_file():
+            return
+        built = calls.lookup_model(DEMO_MODEL_ID)  # the build lands whole (a rename), never half-written
+        if built.config != info.config:
+            self.model_info = built
 
     @property
     def n_examples(self) -> int | None:
