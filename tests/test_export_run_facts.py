@@ -92,3 +92,20 @@ def test_card_without_status_json_reads_the_checkpoint_and_metrics(adapter_run, 
     assert _steps_row(export_adapter(adapter_run, tmp_path / "a")) == "| Steps | 40 of 40 |"
     (adapter_run / "metrics.jsonl").unlink()
     assert _steps_row(export_adapter(adapter_run, tmp_path / "b")) == "| Steps | 20 of 40 |"
+
+
+def test_export_without_a_target_says_nothing_was_written_and_what_would(tmp_path, capsys):
+    """`lorapilot export RUN` printed one bare path, which reads as "exported there": it is where the adapter already
+    is, and nothing is written. The path stays alone on stdout (scripts read it); stderr says what to add."""
+    from engine.cli import main
+
+    run = tmp_path / "run"
+    (run / "adapter").mkdir(parents=True)
+    (run / "adapter" / "adapter_config.json").write_text("{}")
+    assert main(["export", str(run)]) == 0
+    out, err = capsys.readouterr()
+    err = " ".join(err.split())  # wrapped to the terminal's width
+    assert out == f"{run / 'adapter'}\n"
+    assert "nothing written" in err
+    for option in ("--out DIR", "--merged DIR", "--for ollama|vllm|llama.cpp"):
+        assert option in err, err

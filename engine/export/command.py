@@ -51,5 +51,7 @@ def run(a: argparse.Namespace) -> int:
     elif a.out:
         print(f"adapter copied to {export_adapter(a.run_dir, a.out)}")
     else:
-        print(adapter_dir(a.run_dir))
+        print(adapter_dir(a.run_dir))  # alone on stdout: `$(lorapilot export RUN)` is the adapter's folder
+        log("nothing written: that is the run's adapter, as trained. Add --out DIR to copy it, --merged DIR to "
+            "merge it into the base model, or --for ollama|vllm|llama.cpp for a folder a server loads.")
     return EXIT_OK
