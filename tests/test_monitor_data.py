@@ -224,3 +224,18 @@ def test_the_monitor_shows_the_latest_verdict_once():
     h.apply_records(written)
     verdict = h.findings["learning_curve"]
     assert verdict.step == 40 and verdict.count == 1 and "well-fit" in verdict.message
+
+
+def test_close_ticks_get_labels_that_tell_them_apart():
+    """A run stopped at step 3 had a loss from 8.2424 to 8.2464: the axis read 8.25, 8.24, 8.24, 8.24. Labels take
+    the digits that tell the ticks apart, within the axis margin."""
+    from tui.widgets.chart_axis import CompactFormatter, LogFormatter
+
+    f = CompactFormatter()
+    ticks = f.get_ticks(8.2424, 8.2464, 6)
+    labels = f.get_labels_for_ticks(ticks)
+    assert len(set(labels)) == len(labels) and all(len(x) <= 6 for x in labels), labels
+    assert f.get_labels_for_ticks([0.5, 1.0, 1.5]) == ["0.5", "1", "1.5"]  # no digits added where none are needed
+    log = LogFormatter()
+    labels = log.get_labels_for_ticks(log.get_ticks(math.log10(8.2424), math.log10(8.2464), 6))
+    assert len(set(labels)) == len(labels), labels

@@ -8,6 +8,9 @@ from typing import Sequence
 from textual_plot import NumericAxisFormatter
 
 
+MARGIN = 6  # characters left of a chart for its tick labels
+
+
 class CompactFormatter(NumericAxisFormatter):
     """Tick labels that fit a 6-character margin (2e-4, 1.25, 12k), and no more ticks than rows allow."""
 
@@ -18,7 +21,7 @@ class CompactFormatter(NumericAxisFormatter):
         return super().get_ticks(min_, max_, min(max_ticks, self.max_ticks))
 
     def get_labels_for_ticks(self, ticks: Sequence[float]) -> list[str]:
-        return [compact_number(t) for t in ticks]
+        return distinct_labels(ticks)
 
 
 class LogFormatter(CompactFormatter):
@@ -40,20 +43,35 @@ class LogFormatter(CompactFormatter):
         return [math.log10(t) for t in real if t > 0]
 
     def get_labels_for_ticks(self, ticks: Sequence[float]) -> list[str]:
-        return [compact_number(10 ** t) for t in ticks]
+        return distinct_labels([10 ** t for t in ticks])
 
 
-def compact_number(v: float) -> str:
+def distinct_labels(values: Sequence[float]) -> list[str]:
+    """compact_number of each, with the digits that tell close ticks apart (8.2425 beside 8.243, not 8.24 twice),
+    as many as the margin holds."""
+    labels = [compact_number(v) for v in values]
+    for digits in (4, 5):
+        if len(set(labels)) == len(labels):
+            break
+        more = [compact_number(v, digits) for v in values]
+        if max(map(len, more), default=0) > MARGIN:
+            break
+        labels = more
+    return labels
+
+
+def compact_number(v: float, digits: int = 3) -> str:
+    """v in at most 6 characters at 3 significant digits (more digits: longer, for ticks too close for 3)."""
     if abs(v) < 1e-12:
         return "0"
     a = abs(v)
     if a >= 1e4:
         for div, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
             if a >= div:
-                return f"{v / div:.3g}{suffix}"
+                return f"{v / div:.{digits}g}{suffix}"
     if a >= 1e3:
         return f"{v:.0f}"
     if a < 1e-2:
         mantissa, exp = f"{v:.1e}".split("e")
         return f"{float(mantissa):g}e{int(exp)}"
-    return f"{v:.3g}"
+    return f"{v:.{digits}g}"
