@@ -210,6 +210,8 @@ async def test_stop_asks_first_then_sends_sigterm(tmp_path, trainer):
         # step the dialog opened on (on a busy CPU, asked at step 5, it stopped at step 9).
         words = " ".join(" ".join(str(label.render()) for label in app.screen.query("Label")).split())
         assert "after the step it is on (step 900 now)" in words and "at step 900" not in words, words
+        # The command that continues it, whole: "lorapilot train --resume." alone left the run to be guessed.
+        assert f"lorapilot train --resume {run}" in words, words
         await pilot.press("enter")          # focus is on "Keep training": Enter is safe
         await until(pilot, lambda: isinstance(app.screen, MonitorScreen))
         time.sleep(0.3)

@@ -421,7 +421,8 @@ class MonitorScreen(Screen):
             if stop:
                 self._request_stop()
 
-        self.app.push_screen(ConfirmStop(Path(self.run_dir).resolve().name, h.step), answered)
+        self.app.push_screen(ConfirmStop(Path(self.run_dir).resolve().name, h.step,
+                                         resume=f"lorapilot train --resume {shell_word(self.run_dir)}"), answered)
 
     def _request_stop(self) -> None:
         try:
