@@ -199,3 +199,11 @@ async def test_diagnostics_list_warnings_before_infos(tmp_path):
         text = "\n".join(t.plain for t in group.renderables)
         # monitor_fakerun: an info at 200, a warning at 430, an error at 850; and the info at 890 added above
         assert text.index("error") < text.index("warning") < text.index("a late info"), text[:400]
+
+
+async def test_quitting_the_monitor_of_a_stopped_run_leaves_the_command_that_continues_it(tmp_path):
+    """A run stopped with x: the monitor said "stopped" and nothing more; quitting left the terminal empty, and
+    the beginner had to find `train --resume` and the run's folder. The terminal now keeps the command."""
+    run = make_run(tmp_path / "my run", state="stopped", steps_done=300)
+    printed = await quit_when_ready(run, ("ctrl+q",), lambda screen: screen.history.state == "stopped")
+    assert "stopped at step 300" in printed and f"lorapilot train --resume '{run}'" in printed, printed

@@ -323,10 +323,13 @@ class MonitorScreen(Screen):
 
     def exit_note(self) -> Text | None:
         """Left in the terminal when the app quits from here while the run goes on: a beginner who quit mid-run
-        must not think the run went with the app, and needs the way back to it."""
+        must not think the run went with the app, and needs the way back to it. A stopped run: the way on."""
+        run = safe_text(shlex.quote(self.run_dir), one_line=True)
+        if self.history.state == "stopped":  # stopped gracefully: it saved a checkpoint to go on from
+            return Text.assemble(f"lorapilot: the run stopped at step {self.history.step:,}; continue it: ",
+                                 (f"lorapilot train --resume {run}", "bold"))
         if self.history.state in (*ENDED, "unknown"):
             return None
-        run = safe_text(shlex.quote(self.run_dir), one_line=True)
         return Text.assemble(
             "lorapilot: the run goes on in the background.\n",  # then the lines `lorapilot train --detach` prints
             "watch: ", (f"lorapilot monitor {run}", "bold"), "\n",
