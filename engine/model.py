@@ -54,11 +54,14 @@ def check_model_reachable(model: str) -> None:
     The estimate's fetch is used: it looks in the cache first and probes the hub with a short
     timeout, where huggingface_hub itself would retry for ~20 s before giving up offline.
     """
-    if Path(resolve_model_path(model)).is_dir():
+    resolved = resolve_model_path(model)   # a preset's short name: its hub id, where the weights come from
+    if Path(resolved).is_dir():
         return
     from engine.estimate.model_config import hub_config
 
-    hub_config(model)
+    # A preset gives the estimate its shapes; training loads the weights, so only these help.
+    hub_config(resolved, instead="training loads the model's weights: run it with the hub reachable (they download "
+                                 "once, then come from the cache), or use a local directory holding the model")
 
 
 @dataclass

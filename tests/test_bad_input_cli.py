@@ -340,3 +340,18 @@ def test_train_on_a_config_that_is_no_config_names_it_and_writes_nothing(tmp_pat
     make(config_path)
     refused(run_cli("train", str(config_path), "--detach", "--run-dir", str(run_dir)), f"{config_path}: ", expected)
     assert not run_dir.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["c.yaml"]
+
+
+@pytest.mark.parametrize("model", ["Qwen2.5-0.5B", "Qwen/Qwen2.5-0.5B"])
+def test_train_offline_on_a_model_not_downloaded_says_what_training_needs(tmp_path, capsys, model):
+    """Offline, a preset's short name (as the wizard's list offers it) or its hub id: `train` was told "use a local
+    directory holding config.json or a preset name", the estimate's advice. A preset names the shapes, not the
+    weights training loads: the message names the hub id and what to do for training."""
+    from engine.cli import main
+
+    run_dir = tmp_path / "run"
+    assert main(["train", str(config(tmp_path, model=model)), "--detach", "--run-dir", str(run_dir)]) == 2
+    err = unwrapped(capsys.readouterr().err)
+    assert "Qwen/Qwen2.5-0.5B" in err and "preset name" not in err, err
+    assert "weights" in err and "Traceback" not in err, err
+    assert not run_dir.exists()

@@ -186,8 +186,13 @@ def _read_json(path: Path) -> dict:
     return data
 
 
-def hub_config(repo_id: str) -> dict:
-    """A hub model's config.json: from the cache, else fetched after a quick reachability probe."""
+# What to use instead of a hub model out of reach, where only its shapes are needed (the estimate, the wizard).
+SHAPES_INSTEAD = "use a local directory holding config.json or a preset name"
+
+
+def hub_config(repo_id: str, instead: str = SHAPES_INSTEAD) -> dict:
+    """A hub model's config.json: from the cache, else fetched after a quick reachability probe.
+    instead: what a message about a model out of reach advises (training needs more than a preset's shapes)."""
     if repo_id in _hub_cache:
         return _hub_cache[repo_id]
     # Imported here: huggingface_hub costs ~0.2 s, which directories and presets never pay.
@@ -200,23 +205,23 @@ def hub_config(repo_id: str) -> dict:
         path = cached
     elif not _hub_reachable():
         raise ModelError(f"{repo_id}: the hub is unreachable (offline?) and config.json is not in the Hugging "
-                         "Face cache; use a local directory holding config.json or a preset name")
+                         f"Face cache; {instead}")
     else:
         try:
             path = hf_hub_download(repo_id, "config.json", cache_dir=cache, etag_timeout=HUB_TIMEOUT_S)
         except hub_errors.GatedRepoError:
             raise ModelError(f"{repo_id}: gated on the hub; accept its licence on huggingface.co and log in "
-                             "(hf auth login), or use a preset / local directory") from None
+                             f"(hf auth login); or {instead}") from None
         except (hub_errors.RepositoryNotFoundError, hub_errors.RevisionNotFoundError):
             raise ModelError(f"{repo_id}: no such model on the hub (or it is private)") from None
         except hub_errors.LocalEntryNotFoundError:
             raise ModelError(f"{repo_id}: offline and config.json is not in the Hugging Face cache; "
-                             "use a local directory holding config.json or a preset name") from None
+                             f"{instead}") from None
         except hub_errors.EntryNotFoundError:
             raise ModelError(f"{repo_id}: the repository has no config.json") from None
         except Exception as e:  # noqa: BLE001 - offline shows up as several connection error types
             raise ModelError(f"{repo_id}: cannot fetch config.json from the hub ({type(e).__name__}); "
-                             "offline? use a local directory holding config.json or a preset name") from None
+                             f"offline? {instead}") from None
     config = _read_json(Path(path))
     _hub_cache[repo_id] = config
     return config
