@@ -36,3 +36,33 @@ def test_the_app_that_started_the_data_helper_is_freed_once_it_exits(monkeypatch
     finally:
         if data_inspection._pool is not None:
             data_inspection._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def test_quitting_while_the_data_helper_is_busy_ends_it_rather_than_waiting(monkeypatch, tmp_path):
+    """A hub model typed offline: the helper's tokenizer fetch retries for a minute and more. ctrl+q left a blank
+    terminal for 85 s: Python joins the app's worker threads at exit, and the one waiting on the helper waited out
+    the fetch. Quitting now ends a helper that is still working; its callers get an error, not a second helper."""
+    import time
+    from concurrent.futures.process import BrokenProcessPool
+
+    from tui.models import data_inspection
+
+    monkeypatch.setattr(data_inspection, "_pool", None)  # a helper of this test's own, ended by it
+    outcome: dict = {}
+
+    def wait_on_helper() -> None:
+        try:
+            outcome["answer"] = data_inspection.answer(time.sleep, 20)   # the fetch that does not end soon
+        except BrokenProcessPool as e:
+            outcome["ended"] = e
+
+    async def quit_mid_call(app):
+        async with app.run_test(size=(80, 24)) as pilot:
+            app.run_worker(wait_on_helper, thread=True)
+            while not data_inspection.busy():
+                await pilot.pause(0.05)
+            app.exit()
+
+    asyncio.run(quit_mid_call(LorapilotApp(start="monitor", run_dir=None, runs_root=str(tmp_path))))
+    assert "ended" in outcome and "answer" not in outcome, outcome
+    assert data_inspection._pool is None   # the next app starts a helper of its own

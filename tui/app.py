@@ -67,6 +67,13 @@ class LorapilotApp(App):
         from the app down), so a screen's own ctrl+q only labels the key; what it wants said, it says here."""
         self.exit(message=self.exit_note())
 
+    def on_unmount(self) -> None:
+        """Quitting: the data helper, if it is still working, is ended rather than waited for (see end_if_busy)."""
+        import sys
+        helper = sys.modules.get("tui.models.data_inspection")   # imported by the wizard, never just for this
+        if helper is not None:
+            helper.end_if_busy()
+
     def exit_note(self) -> RenderableType | None:
         """What the terminal keeps once the app has gone: the screen's `exit_note()`, if it has one."""
         note = getattr(self.screen, "exit_note", None)

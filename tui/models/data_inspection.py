@@ -8,7 +8,7 @@ the UI thread only waits on a pipe.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from engine.config import Config
 
@@ -16,6 +16,9 @@ if TYPE_CHECKING:  # engine.data loads in the helper, and here only on first use
     from engine.data.types import DataReport, TokenizedExample
 
 _pool: Any = None
+_ended: Any = None              # the helper the app ended on quitting (end_if_busy): its callers get no second one
+_waiting: set[Any] = set()      # the calls being waited for
+T = TypeVar("T")
 
 
 def _data_pool() -> Any:
@@ -40,13 +43,55 @@ def _data_pool() -> Any:
 
 def inspect_data(cfg: Config, model: str) -> tuple[DataReport, list[TokenizedExample]]:
     """The tokenized report and examples: slow the first time (the tokenizer; maybe the hub)."""
-    from concurrent.futures.process import BrokenProcessPool
-
     # The trainer's own preparation of this config (train_on, validation split, max_examples, truncation).
     from engine.data import inspect_config  # light: the heavy imports happen inside, in the helper
+    return answer(inspect_config, cfg, model=model)
+
+
+def answer(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """fn(*args, **kwargs) in the helper, waited for here (a worker thread)."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    global _pool
+    pool = _data_pool()
     try:
-        return _data_pool().submit(inspect_config, cfg, model=model).result()
-    except BrokenProcessPool:  # the helper died (out of memory, killed): start a fresh one once
-        global _pool
-        _pool = None
-        return _data_pool().submit(inspect_config, cfg, model=model).result()
+        return _wait(pool, fn, *args, **kwargs)
+    except BrokenProcessPool:
+        if pool is _ended:  # the app ended it on quitting: nobody is waiting for the answer
+            raise
+        _pool = None        # the helper died (out of memory, killed): start a fresh one once
+        return _wait(_data_pool(), fn, *args, **kwargs)
+
+
+def _wait(pool: Any, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    future = pool.submit(fn, *args, **kwargs)
+    _waiting.add(future)
+    try:
+        return future.result()
+    finally:
+        _waiting.discard(future)
+
+
+def busy() -> bool:
+    """Whether a call is running in the helper (or queued for it)."""
+    return any(not f.done() for f in list(_waiting))
+
+
+def end_if_busy() -> None:
+    """The app is quitting: a helper still working is ended, not waited for.
+
+    Its call may take minutes (a tokenizer fetched from a hub out of reach retries); Python joins the app's worker
+    threads when it exits, and the one waiting here held ctrl+q on a blank terminal until the call ended (85 s).
+    An idle helper stays for the next app of this process (the tokenizer stays loaded)."""
+    global _pool, _ended
+    pool = _pool
+    if pool is None or not busy():
+        return
+    _pool, _ended = None, pool
+    terminate = getattr(pool, "terminate_workers", None)   # Python 3.14; before it, the processes themselves
+    if terminate is not None:
+        terminate()
+    else:
+        for process in list(getattr(pool, "_processes", {}).values()):
+            process.terminate()
+    pool.shutdown(wait=False, cancel_futures=True)
