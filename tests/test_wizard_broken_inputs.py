@@ -78,23 +78,31 @@ async def test_a_missing_or_broken_input_reaches_review_without_a_crash(tmp_path
         app.exit()
 
 
-async def test_a_stale_model_error_leaves_the_dataset_tab_once_the_model_is_fixed(monkeypatch, demo_model_dir):
-    """The tokenizer error of a model that could not be read goes when a readable model is in, not when the
-    data has been tokenized again with it (a big tokenizer or a hub download: a minute, and the old error said
-    the data was broken all that time)."""
+@pytest.fixture
+def held_tokenizer(monkeypatch):
+    """The wizard's real tokenizing, held while the returned gate is clear (a slow tokenizer, a hub download)."""
     import threading
-    import time
 
     import tui.wizard_state as wizard_state
 
     real, gate = wizard_state.inspect_data, threading.Event()
     gate.set()
 
-    def held(cfg, model):  # the real tokenizing, held for as long as the test says (a slow tokenizer)
+    def held(cfg, model):
         gate.wait(timeout=600)  # a hang guard only
         return real(cfg, model)
 
     monkeypatch.setattr(wizard_state, "inspect_data", held)
+    return gate
+
+
+async def test_a_stale_model_error_leaves_the_dataset_tab_once_the_model_is_fixed(held_tokenizer, demo_model_dir):
+    """The tokenizer error of a model that could not be read goes when a readable model is in, not when the
+    data has been tokenized again with it (a big tokenizer or a hub download: a minute, and the old error said
+    the data was broken all that time)."""
+    import time
+
+    gate = held_tokenizer
     app = LorapilotApp()
     async with app.run_test(size=SIZE) as pilot:
         s = app.wizard
@@ -142,4 +150,34 @@ async def test_a_config_that_does_not_load_opens_with_its_values_as_written(tmp_
             assert app.screen.query_one(f"#field-{path.replace('.', '-')}").value == text
         notes = " ".join(n.message for n in app._notifications)
         assert "line 3" in notes or "line 4" in notes, notes
+        app.exit()
+
+
+async def test_the_preview_drops_the_old_models_tokens_while_the_new_tokenizer_loads(held_tokenizer):
+    """A hub model typed in place of the demo: while its tokenizer loaded (offline: retried for minutes), the
+    Dataset step went on showing the demo tokenizer's tokens and counts (26 tokens, 10 trained, <s>) as if they
+    were the new model's. They go when the model changes; the preview says the new ones are on their way."""
+    import time
+
+    gate = held_tokenizer
+    app = LorapilotApp()
+    async with app.run_test(size=SIZE) as pilot:
+        s = app.wizard
+        await settle(app, pilot)
+        assert s.examples
+        gate.clear()
+        try:
+            await type_into(pilot, "#field-model", "SmolLM2-135M")   # a preset: its shapes at once, its tokenizer not
+            deadline = time.monotonic() + 300
+            while (s.busy_with("model") or s.model_info is None or "SmolLM2" not in s.model_info.name) \
+                    and time.monotonic() < deadline:
+                await pilot.pause(0.05)
+            await pilot.press("ctrl+n")
+            await pilot.pause(0.1)
+            assert s.busy_with("data") and not s.examples and s.data_report is None
+            preview = shown(app, "#token-preview-text")
+            assert "<s>" not in preview and "tokeniz" in preview, preview
+        finally:
+            gate.set()
+        await settle(app, pilot)
         app.exit()

@@ -100,6 +100,8 @@ class WizardState:
         self.data_format: str | None = None   # the format detected (or forced)
         self.data_report: DataReport | None = None
         self.examples: list[TokenizedExample] = []
+        self.tokenized_with: str | None = None   # the model whose tokenizer made data_report and examples
+        self._data_model: str | None = None      # the model the newest data job tokenizes with
         self.data_error: str | None = None    # the data cannot be read at all
         self.inspect_error: str | None = None  # read, but not tokenized (e.g. no tokenizer)
         self.estimate: Estimate | None = None
@@ -304,6 +306,7 @@ class WizardState:
         elif kind == "rows":
             self.jobs.run("rows", calls.count_rows, cfg)
         elif kind == "data":
+            self._data_model = cfg.model
             self.jobs.run("data", inspect_data, cfg, cfg.model)
         elif kind == "estimate":
             self.jobs.run("estimate", calls.estimate_and_check, cfg, self.model_info, self.gpu, self.n_examples,
@@ -326,8 +329,11 @@ class WizardState:
         elif kind == "model":
             self.model_info, self.model_error = result, message
             self.revalidate()  # the context limit is the model's
-            # The data was tokenized with the old model's tokenizer: its error is stale from now on.
+            # The data was tokenized with the old model's tokenizer: its error and its tokens are stale from now on
+            # (a new tokenizer may take minutes to load: the old tokens were shown as the new model's all along).
             self.inspect_error = None
+            if self.tokenized_with != self.cfg.model:
+                self.data_report, self.examples = None, []
             self.schedule("data", 0)       # the tokenizer is the model's
             self.schedule("estimate", 0)
         elif kind == "rows":
@@ -336,6 +342,7 @@ class WizardState:
             self.schedule("estimate", 0)
         elif kind == "data":
             self.data_report, self.examples = result if result is not None else (None, [])
+            self.tokenized_with = self._data_model
             self.inspect_error = message
             self._read_built_demo()
             self.schedule("estimate", 0)
