@@ -121,9 +121,11 @@ def load_tokenizer(model: str, trust_remote_code: bool = False):
     try:
         tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code, token=hub_token())
     except (OSError, ValueError) as e:   # ValueError: a directory without tokenizer files, a broken one
-        raise ModelError(f"{model}: cannot load tokenizer: {str(e).splitlines()[0]}",
-                         fix="a model directory needs its tokenizer files (tokenizer.json, tokenizer_config.json)"
-                         ) from None
+        fix = ("a model directory needs its tokenizer files (tokenizer.json, tokenizer_config.json)"
+               if Path(path).is_dir() else
+               f"{path} is fetched from the Hugging Face hub: with the hub reachable it downloads once, then comes "
+               "from the cache (offline it must be there already); or use a local directory holding the model")
+        raise ModelError(f"{model}: cannot load tokenizer: {str(e).splitlines()[0]}", fix=fix) from None
     if not keeps_text(tok):
         tok = _tokenizer_as_saved(model, path, tok)
     if tok.pad_token is None:

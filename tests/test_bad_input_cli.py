@@ -193,8 +193,22 @@ def test_a_model_directory_without_a_tokenizer(tmp_path):
     from engine.errors import ModelError
     from engine.model import load_tokenizer
 
-    with pytest.raises(ModelError, match=rf"^{tmp_path}: cannot load tokenizer"):
+    with pytest.raises(ModelError, match=rf"^{tmp_path}: cannot load tokenizer") as e:
         load_tokenizer(str(tmp_path))
+    assert "tokenizer.json" in str(e.value.fix)
+
+
+@pytest.mark.parametrize("model", ["Qwen/Qwen2.5-0.5B", "Qwen2.5-0.5B"])
+def test_a_hub_tokenizer_out_of_reach_is_not_blamed_on_a_directory(model):
+    """Offline, a hub model's tokenizer not in the cache: the Dataset step said "fix: a model directory needs its
+    tokenizer files", of a model that is no directory. The fix says what a hub model needs."""
+    from engine.errors import ModelError
+    from engine.model import load_tokenizer
+
+    with pytest.raises(ModelError, match="cannot load tokenizer") as e:
+        load_tokenizer(model)
+    fix = str(e.value.fix)
+    assert "directory needs" not in fix and "hub" in fix and "cache" in fix, fix
 
 
 def test_unknown_lora_target_is_refused_before_detaching(tmp_path):
