@@ -171,6 +171,9 @@ OLLAMA_FOR = {"llama3": "llama3", "llama3_1": "llama3.1", "llama3_2": "llama3.1"
               "mistral": "mistral", "gemma2": "gemma", "gemma3": "gemma3", "qwen3": "chatml",
               "last_user_system": "mistral", "llama3_base": "alpaca",
               "mistral_base": "alpaca", "phi3_5": "phi3.5", "deepseek_r1": "deepseek-r1"}
+# The architecture a family's model has where it decides the match: Ollama drops a Qwen3's earlier think blocks
+# itself (Qwen3's template does in training), which the ChatML template alone would show.
+ARCHITECTURE = {"qwen3": "Qwen3ForCausalLM"}
 
 
 @pytest.fixture(scope="module")
@@ -210,7 +213,7 @@ def test_ollama_feeds_the_trained_ids_and_stops_where_training_stopped(real_fami
 
     family, tok = real_family(name)
     for system in ([None, TERSE] if family.system else [None]):
-        match = match_template(tok, "chat", system)
+        match = match_template(tok, "chat", system, architecture=ARCHITECTURE.get(name))
         assert match.template.name == OLLAMA_FOR[name]
         written = parse_modelfile(modelfile(match, source="test", system=match.system))
         # a system prompt the template leaves out of training rows is no SYSTEM line (nor rendered by Ollama)
@@ -254,3 +257,57 @@ def test_families_no_ollama_template_renders_are_refused(real_family, name):
     _, tok = real_family(name)
     with pytest.raises(UserError, match="no known Ollama template"):
         match_template(tok, "chat", None)
+
+
+# ------------------------------------------------------------------ reasoning models: the history's think blocks
+
+THOUGHT = [TURNS[0], {"role": "assistant", "content": "<think>\nLemons are yellow.\n</think>\n\nYellow."},
+           TURNS[2], TURNS[3]]
+
+
+def test_ollamas_history_filter_is_its_thinking_parser():
+    """server/routes.go filterThinkTags: answers before the last question lose a leading think block (and the
+    whitespace after it); the answer after it, and text with no leading block, are kept."""
+    from engine.export.gotemplate import drop_leading_think
+
+    assert drop_leading_think(" \n<think>\nx\n</think>\n\nParis.") == "Paris."
+    assert drop_leading_think("<think>never closed") == ""
+    assert drop_leading_think("Paris. <think>x</think>") == "Paris. <think>x</think>"
+    msgs = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "<think>a</think>A"},
+            {"role": "user", "content": "q2"}, {"role": "assistant", "content": "<think>b</think>B"}]
+    got = [m["Content"] for m in ollama_chat_values(msgs, strip_think=True)["Messages"]]
+    assert got == ["q", "A", "q2", "<think>b</think>B"]
+    assert [m["Content"] for m in ollama_chat_values(msgs)["Messages"]] == [m["content"] for m in msgs]
+
+
+def test_qwen3_history_as_the_model_writes_it(real_family):
+    """Qwen3 writes a think block before every answer (trained with it) and its template drops it from earlier
+    answers. Ollama's ChatML template would show it in the history; Ollama's server drops it for the qwen3
+    architecture only: matched there, with a note; refused for another architecture (Qwen3's MoE, unknown), in
+    words naming the think blocks."""
+    _, tok = real_family("qwen3")
+    match = match_template(tok, "chat", None, architecture="Qwen3ForCausalLM")
+    assert match.template.name == "chatml" and any("think block" in n for n in match.notes)
+    def trained(messages):  # the text before the last answer, and that answer's trained text
+        segments = Renderer(tok).render({"messages": messages}, "chat", "t").segments
+        last = max(i for i, (_, is_trained) in enumerate(segments) if is_trained)
+        return "".join(t for t, _ in segments[:last]), segments[last][0]
+
+    prompt = trained(THOUGHT)[0]
+    first = trained(THOUGHT[:2])[1].removesuffix("<|im_end|>")
+    assert first.startswith("<think>\nLemons are yellow.\n</think>")  # what the model wrote at that turn
+    served = [THOUGHT[0], {"role": "assistant", "content": first}, THOUGHT[2]]
+    assert ollama_prompt(match.text, served, strip_think=True) == prompt
+    assert ollama_prompt(match.text, served) != prompt  # without the server's filter: the think block shown
+    for architecture in ("Qwen3MoeForCausalLM", None):
+        with pytest.raises(UserError, match=r"earlier answers with their think blocks \(<think>"):
+            match_template(tok, "chat", None, architecture=architecture)
+
+
+def test_deepseek_r1_history_as_the_model_writes_it(real_family):
+    """DeepSeek-R1's template drops the reasoning from every answer, the last one too: the model is trained to
+    write none, so its earlier answers reach Ollama as training showed them, whatever the architecture."""
+    _, tok = real_family("deepseek_r1")
+    match = match_template(tok, "chat", None, architecture="Qwen2ForCausalLM")
+    assert match.template.name == "deepseek-r1"
+    assert "with reasoning (<think>)" in "; ".join(match.checked)

@@ -337,15 +337,33 @@ def render(template: str, data: dict) -> str:
     return "".join(out)
 
 
-def ollama_chat_values(messages: list[dict], system: str = "") -> dict:
+def drop_leading_think(text: str) -> str:
+    """An answer as Ollama's thinking parser leaves its content (thinking/parser.go): a leading `<think>` block
+    (after any whitespace) and the whitespace after its `</think>` taken out; an unclosed block leaves nothing;
+    text that does not start with `<think>` is kept as it is."""
+    rest = text.lstrip()
+    if not rest.startswith("<think>"):
+        return text
+    _, closed, after = rest[len("<think>"):].partition("</think>")
+    return after.lstrip() if closed else ""
+
+
+def ollama_chat_values(messages: list[dict], system: str = "", *, strip_think: bool = False) -> dict:
     """What Ollama's chat endpoint hands a TEMPLATE for a conversation (server/routes.go, template/template.go).
 
     The Modelfile's SYSTEM becomes a leading system message when the conversation has none; consecutive
-    messages of one role are merged with a blank line; .System is every system message joined.
+    messages of one role are merged with a blank line; .System is every system message joined. strip_think:
+    the server's filterThinkTags (server/routes.go, since Ollama 0.6.7), which it applies to models of the qwen3
+    architecture (and to one named deepseek-r1): every answer before the last user message loses its leading
+    think block (drop_leading_think).
     """
     msgs = [dict(m) for m in messages]
     if system and (not msgs or msgs[0]["role"] != "system"):
         msgs.insert(0, {"role": "system", "content": system})
+    if strip_think:
+        last_user = max((i for i, m in enumerate(msgs) if m["role"] == "user"), default=-1)
+        msgs = [{**m, "content": drop_leading_think(m["content"])} if m["role"] == "assistant" and i < last_user
+                else m for i, m in enumerate(msgs)]
     collated: list[dict] = []
     for m in msgs:
         if collated and collated[-1]["Role"] == m["role"]:

@@ -10,7 +10,11 @@ The Modelfile's TEMPLATE is one of the known-good templates in presets/ollama/, 
 same conversations, exactly the prompt the run trained with: each candidate is rendered here (a Go-template
 renderer, engine/export/gotemplate.py) and compared with the trainer's own renderer (engine/data/template.py),
 multi-turn and with a system prompt. None matching is an error, never a guess: a wrong template is what makes
-exported models "answer nonsense". PARAMETER stop lists every end token the run trained, then the template's
+exported models "answer nonsense". The earlier answers of a probe are given to Ollama as the model writes them
+(what training trained it to write for that turn, a think block included: Qwen3 writes `<think>...</think>`
+before every answer), not as the data wrote them: a template that drops reasoning from the history in training
+(Qwen3's, DeepSeek-R1's) has its match only where Ollama drops it too, which its server does for models of the
+qwen3 architecture (server/routes.go filterThinkTags); a Go template cannot (no string functions). PARAMETER stop lists every end token the run trained, then the template's
 turn markers; SYSTEM carries the system prompt every training row shared, only when training showed it to the
 model: a chat template with no system role, or one that leaves the system prompt out of a row ending with an
 answer (Mistral-v0.3-style: it goes into the last user turn only), trained without it, and the matched template
@@ -38,14 +42,21 @@ PREFERENCE = ("qwen2.5", "chatml", "llama3.1", "llama3", "mistral", "gemma", "ge
 # Architectures Ollama converts from safetensors itself (ollama convert/convert.go, 2026-08). Others need a GGUF
 # from llama.cpp first (see the llama.cpp export).
 OLLAMA_CONVERTS = ("LlamaForCausalLM", "MixtralForCausalLM", "GemmaForCausalLM", "Gemma2ForCausalLM",
-                   "Gemma3ForCausalLM", "Phi3ForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM",
-                   "CohereForCausalLM", "Olmo3ForCausalLM")
+                   "Gemma3ForCausalLM", "Phi3ForCausalLM", "Qwen2ForCausalLM", "CohereForCausalLM",
+                   "Olmo3ForCausalLM")
+# Architectures whose GGUF (llama.cpp's: "qwen3") makes Ollama's server drop the think block of every answer before
+# the last question, as Qwen3's template does in training (server/routes.go filterThinkTags, Ollama 0.6.7 on; the
+# MoE's "qwen3moe" is not among them).
+OLLAMA_DROPS_THINK = ("Qwen3ForCausalLM",)
 
 PROBE = [{"role": "user", "content": "What is the capital of France?"},
          {"role": "assistant", "content": "Paris."},
          {"role": "user", "content": "And the capital of Italy?"},
          {"role": "assistant", "content": "Rome."}]
 PROBE_SYSTEM = "You answer in one word."
+# The answers with reasoning, as a reasoning model's data writes them (what its template keeps of them is checked)
+PROBE_REASONING = [PROBE[0], {"role": "assistant", "content": "<think>\nFrance's capital is Paris.\n</think>\n\nParis."},
+                   PROBE[2], {"role": "assistant", "content": "<think>\nItaly's capital is Rome.\n</think>\n\nRome."}]
 
 
 @dataclass
@@ -87,42 +98,69 @@ class TrainedPrompt:
     end: str                 # the end token trained after the answer
     began_with_bos: bool = False
     system_left_out: bool = False   # the conversation's system message is nowhere in what was trained
+    # the conversation before that answer as a server holds it: each earlier answer as the model writes it
+    served: list[dict] = field(default_factory=list)
 
 
-def trained_prompt(renderer, messages: list[dict], fmt: str, bos: str | None) -> TrainedPrompt:
-    """The prompt and end token the trainer's renderer makes of this conversation."""
+def _last_answer(renderer, messages: list[dict], fmt: str):
+    """The render of a conversation ending with an answer, the index of its last trained segment, and that answer
+    as the model writes it (the trained text less its end tokens) with those end tokens."""
     if fmt == "completion":
         row = {"prompt": messages[0]["content"], "completion": messages[1]["content"]}
     else:
         row = {"messages": messages}
     rendered = renderer.render(row, "completion" if fmt == "completion" else "chat", "ollama export probe")
     last = max(i for i, (_, is_trained) in enumerate(rendered.segments) if is_trained)
-    answer = messages[-1]["content"]
-    trained = rendered.segments[last][0]
-    end = trained[len(answer):] if trained.startswith(answer) else ""
+    written = trained = rendered.segments[last][0]
+    while token := next((t for t in renderer.end_tokens if written.endswith(t)), None):
+        written = written[: -len(token)]
+    return rendered, last, written, trained[len(written):]
+
+
+def trained_prompt(renderer, messages: list[dict], fmt: str, bos: str | None) -> TrainedPrompt:
+    """The prompt and end token the trainer's renderer makes of this conversation."""
+    rendered, last, _, end = _last_answer(renderer, messages, fmt)
     # Everything the model read before its last answer: the segments' text up to it (the whole row's text is
     # their concatenation), history turns included.
     prompt = "".join(text for text, _ in rendered.segments[:last])
     began_with_bos = bool(bos) and prompt.startswith(str(bos))
     if began_with_bos:
         prompt = prompt[len(str(bos)):]
-    return TrainedPrompt(messages, prompt, end, began_with_bos, rendered.system_left_out)
+    served = [{**m, "content": _last_answer(renderer, messages[: i + 1], fmt)[2]} if m["role"] == "assistant" else m
+              for i, m in enumerate(messages[:-1])]
+    return TrainedPrompt(messages, prompt, end, began_with_bos, rendered.system_left_out, served)
 
 
 def probes(fmt: str, system: str | None) -> list[list[dict]]:
     if fmt == "completion":
         return [PROBE[:2]]
-    return [PROBE, [{"role": "system", "content": system or PROBE_SYSTEM}, *PROBE]]
+    return [PROBE, [{"role": "system", "content": system or PROBE_SYSTEM}, *PROBE], PROBE_REASONING]
 
 
-def ollama_prompt(template_text: str, messages: list[dict], system: str = "") -> str:
+def _probe_words(messages: list[dict]) -> str:
+    return (f"{sum(m['role'] == 'assistant' for m in messages)} answers"
+            + (" after a system prompt" if messages[0]["role"] == "system" else "")
+            + (" with reasoning (<think>)" if messages is PROBE_REASONING else ""))
+
+
+def ollama_prompt(template_text: str, messages: list[dict], system: str = "", *, strip_think: bool = False) -> str:
     """What Ollama feeds the model for this conversation (the answer not yet written)."""
-    return render(template_text, ollama_chat_values(messages, system))
+    return render(template_text, ollama_chat_values(messages, system, strip_think=strip_think))
+
+
+def _renders_all(text: str, cases: list[TrainedPrompt], strip_think: bool) -> bool:
+    try:
+        return all(ollama_prompt(text, c.served, strip_think=strip_think) == c.prompt for c in cases)
+    except (GoTemplateError, LookupError, TypeError, ValueError):  # a candidate that cannot render: no match
+        return False
 
 
 def match_template(tokenizer, fmt: str, system: str | None = None,
-                   templates: list[OllamaTemplate] | None = None) -> TemplateMatch:
-    """The known-good Ollama template that renders what the run trained with; UserError when none does."""
+                   templates: list[OllamaTemplate] | None = None, architecture: str | None = None) -> TemplateMatch:
+    """The known-good Ollama template that renders what the run trained with; UserError when none does.
+
+    architecture: the merged model's (config.json), which decides whether Ollama drops earlier answers' think
+    blocks (OLLAMA_DROPS_THINK); unknown, it is assumed not to."""
     from engine.data.masking import tokenizer_adds_bos
     from engine.data.template import Renderer, is_raw_template, model_chat_template
 
@@ -134,6 +172,7 @@ def match_template(tokenizer, fmt: str, system: str | None = None,
     if fmt == "completion" and has_template and not is_raw_template(model_chat_template(tokenizer)):
         fmt = "chat"  # completion rows went through the model's chat template as one user turn and one answer
     bos = tokenizer.bos_token
+    strip_think = architecture in OLLAMA_DROPS_THINK
     cases, notes = [], []
     for messages in probes(fmt, system):
         try:
@@ -146,20 +185,28 @@ def match_template(tokenizer, fmt: str, system: str | None = None,
         notes.append("the chat template leaves the system prompt out of conversations that end with an answer, "
                      "so the model trained without it: no SYSTEM line")
     shown = system if any(c.messages[0]["role"] == "system" and not c.system_left_out for c in cases) else None
-    for candidate in templates if templates is not None else load_templates():
+    candidates = templates if templates is not None else load_templates()
+    for candidate in candidates:
         text = candidate.for_tokenizer(tokenizer.eos_token)
-        try:
-            ok = all(ollama_prompt(text, c.messages[:-1]) == c.prompt for c in cases)
-        except (GoTemplateError, LookupError, TypeError, ValueError):  # a candidate that cannot render: no match
-            ok = False
-        if ok:
+        if _renders_all(text, cases, strip_think):
             ends = list(dict.fromkeys(t for c in cases for t in split_end(c.end, renderer.end_tokens)))
             stops = list(dict.fromkeys([*ends, *candidate.stops]))
             starts_with_bos = bool(bos) and (tokenizer_adds_bos(tokenizer) or any(c.began_with_bos for c in cases))
-            checked = [f"{sum(m['role'] == 'assistant' for m in c.messages)} answers"
-                       + (" after a system prompt" if c.messages[0]["role"] == "system" else "") for c in cases]
+            checked = [_probe_words(c.messages) for c in cases]
+            if strip_think and any(c.served != c.messages[:-1] for c in cases):
+                notes.append("the model writes a think block (<think>...</think>) before its answers, and its chat "
+                             "template leaves it out of earlier answers; Ollama does the same for this architecture "
+                             f"({architecture}), so a multi-turn chat shows the history as training did")
             return TemplateMatch(candidate, text, stops, ends, bos if starts_with_bos else None, shown, checked,
                                  notes)
+    if not strip_think and any(_renders_all(c.for_tokenizer(tokenizer.eos_token), cases, True) for c in candidates):
+        raise UserError(
+            "Ollama would show this model its earlier answers with their think blocks (<think>...</think>), which "
+            "the run's chat template left out of every earlier answer in training: from the second question on, "
+            "the model would read a history unlike any it trained on",
+            problems=[f"Ollama drops them itself only for the architectures {', '.join(OLLAMA_DROPS_THINK)}; this "
+                      f"model is {architecture or 'of an unknown architecture'}"],
+            fix="use `--for vllm` or `--for llama.cpp` (both render the run's own chat template, which drops them)")
     raise UserError("no known Ollama template renders the prompt format this run trained with",
                     problems=[f"the run's template renders: {cases[0].prompt!r}"],
                     fix="use `--for vllm` or `--for llama.cpp` (both read the run's own chat template), "
@@ -186,6 +233,19 @@ def modelfile(match: TemplateMatch, *, source: str, system: str | None, from_: s
     return "\n".join(lines) + "\n"
 
 
+def base_architecture(base: str) -> str | None:
+    """The base model's architecture (config.json's first), which the merge keeps; None where it cannot be read."""
+    from engine.errors import ModelError
+    from engine.estimate.model_config import hub_config
+
+    try:
+        local = Path(base) / "config.json"
+        config = json.loads(local.read_text(encoding="utf-8")) if local.is_file() else hub_config(base)
+    except (ModelError, OSError, ValueError):
+        return None
+    return (config.get("architectures") or [None])[0]
+
+
 def export_ollama(run_dir: str | Path, out: str | Path, *, log=print) -> Path:
     from engine.export.card import write_card
     from engine.export.facts import run_facts, run_tokenizer
@@ -202,7 +262,8 @@ def export_ollama(run_dir: str | Path, out: str | Path, *, log=print) -> Path:
             raise UserError(f"{facts.data.path}: cannot be read here, and without a chat template the prompt format "
                             "depends on the data's format", fix="export where the dataset is, or set dataset.format "
                             f"in {facts.run_dir / 'config.yaml'}")
-    match = match_template(tokenizer, fmt, system)  # before the (slow) merge: a mismatch costs nothing
+    # before the (slow) merge: a mismatch costs nothing
+    match = match_template(tokenizer, fmt, system, architecture=base_architecture(facts.base_path))
     system = match.system
     log(f"template: {match.template.name} (matches the run's: {'; '.join(match.checked)})")
     log(merging_line())
