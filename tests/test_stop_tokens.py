@@ -18,9 +18,16 @@ TURNS = [{"role": "user", "content": "What color is a lemon?"}, {"role": "assist
          {"role": "user", "content": "And a tomato?"}, {"role": "assistant", "content": "Red."}]
 
 
+def specials(tok) -> set[str]:
+    """Every special token of the tokenizer, as it names them (its named ones and its added special tokens)."""
+    return set(tok.all_special_tokens) | {t.content for t in tok.added_tokens_decoder.values() if t.special}
+
+
 def trained_ends(tok) -> set[int]:
-    """The last trained token of every answer of a chat row and of a text row, from the trainer's labels."""
+    """The last trained token of every answer of a chat row and of text rows (one plain, one ending in each special
+    token: a document ending in its separator, a conversation rendered already), from the trainer's labels."""
     rows = [({"messages": TURNS}, "chat"), ({"text": "Once upon a time."}, "text")]
+    rows += [({"text": f"Once upon a time.{s}"}, "text") for s in sorted(specials(tok))]
     ends = set()
     for row, fmt in rows:
         (ex,) = tokenize_rows([row], fmt, ["t:1"], tok, max_seq_length=4096)
@@ -71,10 +78,12 @@ def _eot_tokenizer():
 def test_an_end_of_turn_token_no_list_names_is_a_stop(tmp_path):
     tok = _eot_tokenizer()
     eot, eos = tok.convert_tokens_to_ids("<|eot|>"), tok.eos_token_id
-    assert trained_ends(tok) == {eot, eos}  # answers end in <|eot|>, text rows in the EOS
-    assert set(stop_token_ids(tok)) == {eot, eos}
+    head = [tok.convert_tokens_to_ids(t) for t in ("<|header_start|>", "<|header_end|>")]
+    # answers end in <|eot|>, text rows in the EOS, or in a special token they end with (the headers too)
+    assert trained_ends(tok) == {eot, eos, *head}
+    assert set(stop_token_ids(tok)) == {eot, eos, *head}
     # the base model's generation config stops on its EOS only: the saved one adds what training ended with
-    assert saved_generation_eos(tok, tmp_path, eos) == [eos, eot]
+    assert saved_generation_eos(tok, tmp_path, eos) == [eos, eot, *head]
 
 
 def test_the_saved_generation_config_keeps_the_base_models_sampling_defaults(tmp_path):
@@ -89,4 +98,15 @@ def test_the_saved_generation_config_keeps_the_base_models_sampling_defaults(tmp
     _save_generation_config(SimpleNamespace(generation_config=base), tok, tmp_path)
     saved = json.loads((tmp_path / "generation_config.json").read_text())
     assert (saved["do_sample"], saved["temperature"], saved["top_p"]) == (True, 0.6, 0.9)
-    assert saved["eos_token_id"] == [tok.eos_token_id, tok.convert_tokens_to_ids("<|eot|>")]
+    assert saved["eos_token_id"][:2] == [tok.eos_token_id, tok.convert_tokens_to_ids("<|eot|>")]
+
+
+@pytest.mark.parametrize(("name", "separator"), [("llama3", "<|end_of_text|>"), ("qwen2_5", "<|endoftext|>"),
+                                                 ("qwen3", "<|endoftext|>")])
+def test_a_text_row_ending_in_its_separator_trains_it_and_generation_stops_on_it(tmp_path, name, separator):
+    """A document ending in its separator, not the EOS (Llama 3 Instruct's EOS is <|eot_id|>, Qwen's <|im_end|>):
+    the separator is its last trained token, no EOS after it; the samples, playground and chat stop on it."""
+    tok = load_family(FAMILIES[name], tmp_path, with_pad=False)
+    (ex,) = tokenize_rows([{"text": f"Once upon a time.{separator}"}], "text", ["t:1"], tok, max_seq_length=4096)
+    assert tok.convert_ids_to_tokens(ex.input_ids[-1:]) == [separator] != [tok.eos_token]
+    assert ex.input_ids[-1] in stop_token_ids(tok)

@@ -6,7 +6,12 @@ vLLM's --generation-config), the Ollama Modelfile's PARAMETER stop (engine.expor
 turn markers). The end tokens are read from what the trainer's renderer trains, for a conversation of two answers
 (every answer's end token is trained, engine/data/template.py), not from a list of known names: a model that
 stops on a token it never learnt to write runs on. The EOS is added: text rows, and the defaults without a chat
-template, end in it.
+template, end in it. So is every other special token a text row may end with: a text row that ends in one (a
+document ending in Llama 3's `<|end_of_text|>` beside the EOS `<|eot_id|>`, Qwen's `<|endoftext|>` beside
+`<|im_end|>`) is trained to end there, with no EOS after it; the rule that decides it is
+engine.data.template.end_tokens, read here too (one rule). A chat, alpaca or completion row writes no special token
+but its template's (one written in a message is trained as its characters), so stopping on the others costs those
+nothing.
 """
 
 from __future__ import annotations
@@ -42,8 +47,13 @@ def trained_end_tokens(tokenizer) -> list[str]:
 
 
 def stop_tokens(tokenizer) -> list[str]:
+    """The trained end tokens of answers, the EOS, then every other token a text row may end with (by id)."""
+    from engine.data.template import end_tokens
+
     eos = [tokenizer.eos_token] if tokenizer.eos_token else []
-    return list(dict.fromkeys([*trained_end_tokens(tokenizer), *eos]))
+    vocab = tokenizer.get_vocab()
+    row_ends = sorted(end_tokens(tokenizer), key=lambda t: (vocab.get(t, len(vocab)), t))
+    return list(dict.fromkeys([*trained_end_tokens(tokenizer), *eos, *row_ends]))
 
 
 def stop_token_ids(tokenizer) -> list[int]:

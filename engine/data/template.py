@@ -466,7 +466,8 @@ class Renderer:
     def _text(self, text: str) -> Rendered:
         if not text.strip():
             return Rendered([], skip="empty text")
-        # a conversation rendered already ends in its end token and the template's newline after it: it ends there
+        # a conversation rendered already ends in its end token and the template's newline after it, a document in
+        # its separator (`<|endoftext|>`): it ends there; generation stops on every such token (engine/data/stops.py)
         text = text if self._ends_with_end_token(text.rstrip()) else text + self._eos_or_note()
         return Rendered([(text, True)], response_text=text)
 
