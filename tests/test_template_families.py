@@ -475,6 +475,24 @@ def test_an_answer_the_template_cuts_is_said(tokenizers):
     assert not any("drops part" in note for note in plain.notes)
 
 
+def test_an_answer_the_template_only_reformats_is_not_said_to_be_cut(tokenizers):
+    """Qwen3's template rewrites the last answer's reasoning with its own newlines (`<think>R</think>A` becomes
+    `<think>\nR\n</think>\n\nA`): every word is trained, so no note says part of it was dropped; an earlier
+    answer's reasoning, which it does drop, still is."""
+    tok = tokenizers("qwen3", False)
+    for written in ("<think>6 plus 28 is 34.</think>34.", "<think>\n6 plus 28 is 34.\n</think>\n34."):
+        row = {"messages": [{"role": "user", "content": "What is 6 plus 28?"},
+                            {"role": "assistant", "content": written}]}
+        ex, report = build(tok, row, "chat")
+        assert "6 plus 28 is 34." in tok.decode(trained_runs(ex)[-1])
+        assert not any("drops part" in note for note in report.notes), (written, report.notes)
+    row = {"messages": [{"role": "user", "content": "What is 6 plus 28?"},
+                        {"role": "assistant", "content": "<think>6 plus 28 is 34.</think>34."},
+                        {"role": "user", "content": "And 35 plus 7?"}, {"role": "assistant", "content": "42."}]}
+    _, report = build(tok, row, "chat")
+    assert any(note.startswith("the chat template drops part of some answers") for note in report.notes)
+
+
 def test_no_end_token_is_said_plainly(tokenizers, tmp_path):
     import copy
 

@@ -271,6 +271,11 @@ def _common_prefix_len(a: str, b: str) -> int:
     return i
 
 
+def _words(text: str) -> str:
+    """The text without its whitespace: what a template that only reformats an answer keeps of it."""
+    return "".join(text.split())
+
+
 def _last_user_turn(messages: list[dict], before: int) -> str:
     return next((m["content"].strip() for m in reversed(messages[:before]) if m["role"] == "user"), "")
 
@@ -599,9 +604,11 @@ class Renderer:
             if end > start:
                 spans.append((start, end))
                 turns.append(i)
-                if m["content"].strip() not in full[start:end]:
+                if _words(m["content"]) not in _words(full[start:end]):
                     # DeepSeek-R1-Distill's template drops what precedes `</think>` (the reasoning) from every
-                    # answer: trained as rendered, as inference renders it, but never silently
+                    # answer: trained as rendered, as inference renders it, but never silently. Compared without
+                    # whitespace: Qwen3's rewrites the last answer's `<think>R</think>A` as `<think>\nR\n</think>\n\nA`,
+                    # which drops nothing
                     self.notes.add("the chat template drops part of some answers (e.g. reasoning before </think>): "
                                    "they are trained as the template renders them, without it")
         if not spans:
