@@ -55,11 +55,17 @@ def _shown_states() -> tuple[str, ...]:
 SHOWN_STATES = _shown_states()
 
 
-def stalled_run(run) -> bool:
-    """A live training run that stopped reporting (engine.diagnose.stall), judged from status.json alone."""
+def stall(state: str, status: dict | None, now: float, run_dir: str):
+    """The `no_progress` finding of a run in state `state` (engine.diagnose.stall), or None: a live training run that
+    stopped reporting, judged from status.json alone. The one rule by which `lorapilot runs`, the app's runs list
+    and the monitor's progress panel show a run as `stalled?`."""
     from engine.diagnose.stall import no_progress
 
-    return run.state == "training" and no_progress(run.extra, None, time.time(), str(run.path)) is not None
+    return no_progress(status, None, now, run_dir) if state == "training" else None
+
+
+def stalled_run(run) -> bool:
+    return stall(run.state, run.extra, time.time(), str(run.path)) is not None
 
 
 def state_notes(rows: list[Row]) -> list[str]:

@@ -489,13 +489,24 @@ async def test_a_sweep_directory_opens_the_sweep_monitor(tmp_path):
 
 
 async def test_a_live_run_that_stopped_reporting_says_so(tmp_path, trainer):
+    """In the words `lorapilot runs` and the app's runs list use: the progress panel's state said `training` for a
+    live run that finished no step for 15 minutes, where they say `stalled?`; one rule (runs_list.stall) now, the
+    same word and colour in all three."""
+    from engine.runs_list import STALLED, collect, stalled_run
+    from tui.widgets.progress_panel import STATE_STYLES
+
     proc = trainer(tmp_path / "marker", tmp_path / "quiet")
     run = make_run(tmp_path / "quiet", steps_done=200, pid=proc.pid, now=time.time() - 900)
+    assert [r.state for r in collect(tmp_path, stalled=stalled_run)] == [STALLED]
     app = LorapilotApp(start="monitor", run_dir=str(run))
     async with app.run_test(size=(100, 32)) as pilot:
         await until(pilot, lambda: loaded(app))
-        progress = " ".join(text_of(monitor(app).query_one("#progress")).split())
-        assert "training" in progress and "No step has finished in 15 min" in progress
+        panel = monitor(app).query_one("#progress")
+        state_line = text_of(panel).splitlines()[0]
+        assert state_line.split()[:2] == ["state", STALLED], state_line
+        assert any(span.style == STATE_STYLES[STALLED] for span in panel.content.renderables[0].spans)
+        progress = " ".join(text_of(panel).split())
+        assert "No step has finished in 15 min" in progress
         assert f"kill {proc.pid}" in progress and "ETA -" in progress
 
 

@@ -14,7 +14,7 @@ from engine.diagnose.finding import Finding
 from engine.errors import shell_word
 from engine.eta import starting_eta
 from engine.rundir import LOG_FILE, copy_of, format_age, safe_text, tail_lines
-from engine.runs_list import COPY, STALLED
+from engine.runs_list import COPY, STALLED, stall
 from tui.models.run_history import LOG, PROGRESS, SYSTEM, RunHistory
 from tui.widgets.meter_text import meter
 from tui.widgets.monitor_panel import MonitorPanel
@@ -63,7 +63,8 @@ class ProgressPanel(MonitorPanel):
         # each system sample (every two seconds); a finished one only when an age it shows ('3m ago') changes.
         clock = h.versions[SYSTEM] if not h.is_final else self._ages()
         log = h.versions[LOG] if h.state in ("lost", "failed") else 0
-        return h.versions[PROGRESS], h.state, clock, log
+        # a run goes quiet with nothing new to read: the clock alone turns it `stalled?`
+        return h.versions[PROGRESS], h.state, clock, log, self._stalled() is not None
 
     def build(self) -> Group:
         h = self.history
@@ -83,7 +84,10 @@ class ProgressPanel(MonitorPanel):
         doing = starting.doing if starting else ""
         rest = doing.removeprefix(h.state)   # "loading" + " the model"; "loading" · "reading the data"
         doing = rest if rest != doing else f" · {doing}" if doing else ""
-        row("state", (h.state, STATE_STYLES.get(h.state, "bold")), (doing, STATE_STYLES.get(h.state, "bold")),
+        stalled = self._stalled()
+        # the word `lorapilot runs` and the runs list show for this run: `stalled?` for a live run gone quiet
+        state = STALLED if stalled else h.state
+        row("state", (state, STATE_STYLES.get(state, "bold")), (doing, STATE_STYLES.get(state, "bold")),
             (f"  pid {pid}" if pid else "", "dim"))
         if st.get("memory"):  # the trainer's choice (auto: fast or lean)
             gpus = f" · {st['world_size']} GPUs" if (st.get("world_size") or 1) > 1 else ""
@@ -96,7 +100,7 @@ class ProgressPanel(MonitorPanel):
         if max_steps:
             frac = min(1.0, step / max_steps)
             bar_w = max(6, min(30, (self.content_size.width or 40) - 30))
-            bar_style = STATE_STYLES.get(h.state, "green").replace("bold ", "")
+            bar_style = STATE_STYLES.get(state, "green").replace("bold ", "")
             row("step", f"{step:,} / {max_steps:,} ", meter(frac, bar_w, style=bar_style), f" {frac * 100:.0f}%")
         else:
             row("step", f"{step:,}")
@@ -109,7 +113,6 @@ class ProgressPanel(MonitorPanel):
             f"{avg:,.0f}" if avg is not None else f"{tps:,.0f}" if isinstance(tps, (int, float)) else "-")
         row("loss", f"{loss:.4g}" if loss is not None else "-", ("   eval ", "bold"),
             f"{ev:.4g}" if ev is not None else "-")
-        stalled = self._stalled()
         eta = None if stalled else h.eta()  # a stuck run has no ETA
         # Steps, evaluations and saves to come (engine.eta); before the first evaluation or save is measured,
         # its cost is the estimate's rule, and the row says so. Before a step time: the estimate's, said short.
@@ -144,12 +147,8 @@ class ProgressPanel(MonitorPanel):
                                     "dim"))
 
     def _stalled(self) -> Finding | None:
-        from engine.diagnose.stall import no_progress
-
         h = self.history
-        if h.state != "training":
-            return None
-        return no_progress(h.status, h.last_time, wall_clock(), h.run_dir)
+        return stall(h.state, h.status, wall_clock(), h.run_dir)
 
     def _trouble(self) -> list:
         h = self.history
