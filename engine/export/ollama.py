@@ -10,15 +10,16 @@ The Modelfile's TEMPLATE is one of the known-good templates in presets/ollama/, 
 same conversations, exactly the prompt the run trained with: each candidate is rendered here (a Go-template
 renderer, engine/export/gotemplate.py) and compared with the trainer's own renderer (engine/data/template.py),
 multi-turn and with a system prompt. None matching is an error, never a guess: a wrong template is what makes
-exported models "answer nonsense". The earlier answers of a probe are given to Ollama as the model writes them
-(what training trained it to write for that turn, a think block included: Qwen3 writes `<think>...</think>`
-before every answer), not as the data wrote them: a template that drops reasoning from the history in training
-(Qwen3's, DeepSeek-R1's) has its match only where Ollama drops it too, which its server does for models of the
-qwen3 architecture (server/routes.go filterThinkTags); a Go template cannot (no string functions). PARAMETER stop lists every end token the run trained, then the template's
-turn markers; SYSTEM carries the system prompt every training row shared, only when training showed it to the
-model: a chat template with no system role, or one that leaves the system prompt out of a row ending with an
-answer (Mistral-v0.3-style: it goes into the last user turn only), trained without it, and the matched template
-renders none; a SYSTEM line would promise what the model never read.
+exported models "answer nonsense". The earlier answers of a probe reach Ollama as the model writes them (what
+training trained it to write at that turn), not as the data wrote them: Qwen3 writes `<think>...</think>` before
+every answer, and its template drops that block from earlier answers, so a match needs Ollama to drop it too, which
+its server does for the qwen3 architecture only (server/routes.go filterThinkTags); a Go template cannot (no
+string functions). DeepSeek-R1's template drops the reasoning from every answer, so its model writes none.
+PARAMETER stop lists every end token the run trained, then the template's turn markers; SYSTEM carries the system
+prompt every training row shared, only when training showed it to the model: a chat template with no system
+role, or one that leaves the system prompt out of a row ending with an answer (Mistral-v0.3-style: it goes into the
+last user turn only), trained without it, and the matched template renders none; a SYSTEM line would promise what
+the model never read.
 """
 
 from __future__ import annotations
