@@ -311,3 +311,14 @@ def test_deepseek_r1_history_as_the_model_writes_it(real_family):
     match = match_template(tok, "chat", None, architecture="Qwen2ForCausalLM")
     assert match.template.name == "deepseek-r1"
     assert "with reasoning (<think>)" in "; ".join(match.checked)
+
+
+def test_the_architecture_is_read_from_the_base_models_config(tmp_path):
+    """What decides whether Ollama drops earlier think blocks, read before the merge: the base's config.json (the
+    merged model keeps its architecture); unreadable, None (the export then assumes Ollama does not)."""
+    from engine.export.ollama import base_architecture
+
+    (tmp_path / "config.json").write_text(json.dumps({"architectures": ["Qwen3ForCausalLM"]}))
+    assert base_architecture(str(tmp_path)) == "Qwen3ForCausalLM"
+    (tmp_path / "config.json").write_text("{not json")
+    assert base_architecture(str(tmp_path)) is None
