@@ -73,13 +73,9 @@ def prompt_tools(adapter: Path, cfg, trust_remote_code: bool = False):
     return tokenizer, prompt_style(adapter, cfg)
 
 
-# A Trainer checkpoint holds the adapter as peft saves it: these two files are what PeftModel loads.
-ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
-
-
 def newest_checkpoint(run_dir: str | Path) -> Path | None:
     """The newest checkpoint the Trainer finished writing that holds an adapter, or None."""
-    from engine.rundir import complete_checkpoints
+    from engine.rundir import ADAPTER_FILES, complete_checkpoints
 
     with_adapter = [c for c in complete_checkpoints(run_dir) if all((c / f).is_file() for f in ADAPTER_FILES)]
     return with_adapter[-1] if with_adapter else None
@@ -120,7 +116,12 @@ def chat_target(run_dir: str | Path, *, adapter: str | Path | None = None, trust
         raise UserError(f"{rd}: not a run directory (no config.yaml)")
     cfg = load_config(rd / CONFIG_FILE)
     trust = check_remote_code(cfg, rd, trust_remote_code, f"chat {shell_word(rd)}")
-    return cfg, trust, Path(adapter) if adapter is not None else adapter_dir(rd)
+    if adapter is None:
+        return cfg, trust, adapter_dir(rd)
+    from engine.export.facts import check_trained_adapter
+
+    check_trained_adapter(rd, Path(adapter), cfg)   # a checkpoint's, as the final adapter is checked
+    return cfg, trust, Path(adapter)
 
 
 def fit_history(ids_for: Callable[[Sequence[Turn]], list[int]], history: Sequence[Turn],

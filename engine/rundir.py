@@ -883,8 +883,10 @@ def _safetensors_problem(path: Path) -> str | None:
             return f"truncated or not a safetensors file ({size:,} bytes)"
         try:
             header = json.loads(f.read(n))
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
             return "its header is not valid JSON"
+    if not isinstance(header, dict):
+        return "its header is not a table of tensors"
     ends = [t["data_offsets"][1] for k, t in header.items() if k != "__metadata__" and isinstance(t, dict)
             and isinstance(t.get("data_offsets"), list) and len(t["data_offsets"]) == 2]
     expected = 8 + n + max(ends, default=0)
@@ -917,21 +919,60 @@ def checkpoint_problem(ckpt: str | Path) -> str | None:
         return f"{state}: missing"
     except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
         return f"{state}: not valid JSON ({type(e).__name__})"
-    for path in sorted(ckpt.iterdir()):
+    return files_problem(ckpt)
+
+
+def files_problem(folder: str | Path) -> str | None:
+    """What is wrong with a folder's weights, states and JSON files ("<file>: <what>"): one cut off (a save killed
+    half-way, a copy interrupted) or garbled; None when each reads whole."""
+    for path in sorted(Path(folder).iterdir()):
+        if path.suffix not in (".safetensors", ".pt", ".pth", ".bin", ".json"):
+            continue
+        if not path.is_file():
+            return f"{path}: not a file"
         if path.suffix == ".safetensors":
             problem = _safetensors_problem(path)
         elif path.suffix in (".pt", ".pth", ".bin"):
             problem = _torch_file_problem(path)
-        elif path.suffix == ".json":
+        else:
             try:
                 json.loads(path.read_text(encoding="utf-8"))
                 problem = None
-            except (json.JSONDecodeError, UnicodeDecodeError):
+            except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
                 problem = "not valid JSON"
-        else:
-            continue
         if problem:
             return f"{path}: {problem}"
+    return None
+
+
+# The two files of an adapter as peft saves it (the run's adapter/ and each checkpoint): what PeftModel loads.
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+
+
+def adapter_problem(adapter: str | Path) -> str | None:
+    """What makes an adapter folder unfit to load or hand on ("<file>: <what>"), or None.
+
+    A file missing, cut off or garbled (the export copied it as it was, and a merge or a chat failed in a
+    traceback); code (a Python file, a tokenizer_config.json whose auto_map names a class to import): a trainer
+    saves none, and the folder an export writes is made to be loaded elsewhere, with trust_remote_code perhaps."""
+    ad = Path(adapter)
+    for name in ADAPTER_FILES:
+        if not (ad / name).is_file():
+            return f"{ad / name}: missing"
+    code = sorted(p.name for p in ad.iterdir() if p.suffix in (".py", ".pyc", ".so"))
+    if code:
+        return f"{ad / code[0]}: a program file; a trainer saves none in an adapter"
+    problem = files_problem(ad)
+    if problem:
+        return problem
+    for name in ("tokenizer_config.json", "config.json"):
+        try:
+            saved = json.loads((ad / name).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            continue
+        if isinstance(saved, dict) and saved.get("auto_map"):
+            return f"{ad / name}: auto_map names code to import ({safe_text(saved['auto_map'], one_line=True)}); " \
+                   "a trainer saves none"
     return None
 
 

@@ -165,6 +165,15 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeou
                           text=True, timeout=timeout, env={**os.environ, **(env or {})})
 
 
+def fake_adapter(folder: Path, config: str = '{"r": 8, "target_modules": ["q_proj"]}') -> Path:
+    """An adapter folder whose two files read whole (adapter_config.json, an adapter_model.safetensors of no
+    tensors), for tests that read a run's adapter without loading it: export and chat refuse one cut off."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "adapter_config.json").write_text(config)
+    (folder / "adapter_model.safetensors").write_bytes(len(b"{}").to_bytes(8, "little") + b"{}")
+    return folder
+
+
 def unwrapped(text: str) -> str:
     """A verb's stderr as words on one line: its messages are wrapped to 80 columns (engine.wrap.fit), at spaces, so a
     phrase a test looks for may span a line break (a test's tmp_path makes a message long)."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import REPO, run_cli, unwrapped
+from conftest import REPO, fake_adapter, run_cli, unwrapped
 
 DEMO_DATA = REPO / "presets" / "demo" / "train.jsonl"
 
@@ -249,8 +249,7 @@ def ended_run_without_training(tmp_path: Path, status: bytes) -> Path:
 
     run = fake_run(tmp_path, "ended", status)
     shutil.copy(config(tmp_path), run / "config.yaml")
-    (run / "adapter").mkdir()
-    (run / "adapter" / "adapter_config.json").write_text('{"r": 8, "target_modules": ["q_proj"]}')
+    fake_adapter(run / "adapter")
     ckpt = run / "checkpoints" / "checkpoint-1"
     ckpt.mkdir(parents=True)
     (ckpt / "trainer_state.json").write_text('{"max_steps": 1}')

@@ -18,7 +18,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from conftest import run_cli, unwrapped
+from conftest import fake_adapter, run_cli, unwrapped
 from engine.diagnose.live import LiveDiagnostics, diagnose_records
 from engine.rundir import (MetricsTail, MetricsWriter, RunLock, check_remote_code, checkpoint_problem,
                            drop_superseded, format_record, lock_held, process_start, read_metrics, safe_record,
@@ -685,9 +685,8 @@ def test_a_run_directory_with_a_link_is_not_written_through(tmp_path, name):
 
 def _finished_run(run: Path, adapter: Path, model_dir: Path) -> None:
     """A run directory as a finished run leaves it, as far as `export --out` reads it (adapter may lie elsewhere)."""
-    adapter.mkdir(parents=True)
+    fake_adapter(adapter)
     run.mkdir(exist_ok=True)
-    (adapter / "adapter_config.json").write_text('{"r": 8, "target_modules": ["q_proj"]}')
     for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):  # what the card reads
         (adapter / name).write_bytes((model_dir / name).read_bytes())
     (run / "status.json").write_text(json.dumps({"state": "done", "step": 4, "max_steps": 4}))
@@ -727,6 +726,49 @@ def test_export_of_a_run_whose_log_is_a_named_pipe(tmp_path, capsys, demo_model_
     os.mkfifo(run / "train.log")
     assert main(["export", str(run), "--out", str(tmp_path / "out")]) == 0
     assert (tmp_path / "out" / "adapter_config.json").exists()
+
+
+def _copied_run(finished: Path, tmp_path: Path) -> Path:
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(finished, run, ignore=shutil.ignore_patterns("*.lock"))
+    return run
+
+
+def _tokenizer_with_auto_map(adapter: Path) -> None:
+    path = adapter / "tokenizer_config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "auto_map": {"AutoTokenizer": ["evil.Tok", None]}}))
+
+
+ADAPTER_DAMAGE = {  # what is done to the run's adapter/, and the file the refusal names
+    "cut off": (lambda ad: os.truncate(ad / "adapter_model.safetensors", 4096), "adapter_model.safetensors"),
+    "garbled config": (lambda ad: (ad / "adapter_config.json").write_text('{"r": 16,'), "adapter_config.json"),
+    "weights missing": (lambda ad: (ad / "adapter_model.safetensors").unlink(), "adapter_model.safetensors"),
+    "code": (lambda ad: (ad / "evil.py").write_text("import os\n"), "evil.py"),
+    "tokenizer names code": (_tokenizer_with_auto_map, "tokenizer_config.json"),
+}
+
+
+@pytest.mark.parametrize("damage", sorted(ADAPTER_DAMAGE))
+@pytest.mark.parametrize("verb", [["export", "{run}", "--out", "{out}"], ["export", "{run}", "--merged", "{out}"],
+                                  ["chat", "{run}", "--prompt", "hi"]])
+def test_an_adapter_not_as_its_run_saved_it_is_refused_naming_the_file(finished_demo_run, tmp_path, capsys, damage,
+                                                                        verb):
+    """A run's adapter cut off (a copy interrupted, a disk that filled) or garbled: `export --out` copied it as it was
+    and said "adapter copied" (exit 0), `export --merged` and `chat` failed in a traceback from safetensors or json.
+    One carrying code (a Python file, a tokenizer_config.json whose auto_map names a class) was copied into the
+    folder made to be published. Refused before anything loads or is written, naming the file; exit 2."""
+    from engine.cli import main
+
+    run = _copied_run(finished_demo_run, tmp_path)
+    spoil, named = ADAPTER_DAMAGE[damage]
+    spoil(run / "adapter")
+    out = tmp_path / "out"
+    assert main([a.format(run=run, out=out) for a in verb]) == 2
+    err = unwrapped(capsys.readouterr().err)
+    assert str(run / "adapter" / named) in err and "not as its run saved it" in err and "Traceback" not in err, err
+    assert not out.exists()
 
 
 @pytest.mark.parametrize("state", ["done", "stopped"])

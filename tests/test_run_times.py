@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from conftest import fake_adapter
+
 from engine.export.card import training_table
 from engine.export.facts import run_facts
 from engine.run_clock import RunClock
@@ -19,8 +21,7 @@ PLAN = {"device": "cpu", "optimizer": "adamw_torch", "max_steps": 4}
 def _finished_run(run_dir: Path, status: dict | None) -> Path:
     """A run directory as a finished CPU run leaves it: its first record 9 s after the launch (model and data
     loading), its last 20 s later."""
-    (run_dir / "adapter").mkdir(parents=True)
-    (run_dir / "adapter" / "adapter_config.json").write_text("{}")
+    fake_adapter(run_dir / "adapter", "{}")
     (run_dir / "config.yaml").write_text("model: org/base-model\ndataset:\n  path: data/train.jsonl\n")
     records = [{"kind": "finding", "step": 0, "time": LAUNCHED + 9, "code": "loss_chart_sparse",
                 "severity": "info", "message": "m"},

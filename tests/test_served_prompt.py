@@ -13,6 +13,7 @@ template writes before adding its own, so one BOS there too.
 from __future__ import annotations
 
 import pytest
+from conftest import fake_adapter
 from fixtures.template_families import FAMILIES, TURNS, load_family
 from fixtures.template_families import TERSE as SYSTEM
 from test_template_families import trained_runs
@@ -182,8 +183,8 @@ def test_exports_of_an_adapter_saved_by_an_older_lorapilot_serve_the_training_pr
 
     tok = load_family(FAMILIES[name], tmp_path, with_pad=False)
     run = tmp_path / "run"
-    (run / "adapter").mkdir(parents=True)
-    (run / "adapter" / "adapter_config.json").write_text("{}", encoding="utf-8")
+    fake_adapter(run / "adapter", "{}")
+    (run / "config.yaml").write_text("model: m\ndataset: {path: d.jsonl}\n")
     own = tok.chat_template
     tok.chat_template = OLD_SAVES[name](tok)
     tok.save_pretrained(str(run / "adapter"))

@@ -65,6 +65,17 @@ def load_run_config(run_dir: Path):
     return load_config(run_dir / CONFIG_FILE)
 
 
+def check_trained_adapter(run_dir: Path, adapter: Path, cfg) -> None:
+    """Refuses (UserError) an adapter that is not whole as its trainer wrote it (engine.rundir.adapter_problem)."""
+    from engine.rundir import adapter_problem, safe_text
+
+    problem = adapter_problem(adapter)
+    if problem:
+        raise UserError(safe_text(f"{adapter}: the adapter is not as its run saved it: {problem}", one_line=True),
+                        fix="copy the run directory again from where it trained (a checkpoint's adapter, "
+                            "checkpoints/checkpoint-N, is the run's as of that step)")
+
+
 def finished_adapter(run_dir: Path) -> Path:
     from engine.rundir import ADAPTER_DIR, refuse_links
 
@@ -80,6 +91,7 @@ def finished_adapter(run_dir: Path) -> Path:
     refuse_links(ad, itself=True, why="the adapter is read, and copied by an export, as the run's own files: "
                                       "through a link a file that is not the run's would be taken instead",
                  fix="remove the link: an adapter is only the files its run wrote, and a link is none of them")
+    check_trained_adapter(run_dir, ad, load_run_config(run_dir))
     return ad
 
 
