@@ -771,6 +771,52 @@ def test_an_adapter_not_as_its_run_saved_it_is_refused_naming_the_file(finished_
     assert not out.exists()
 
 
+@pytest.mark.parametrize("verb", [["export", "{run}", "--out", "{out}"], ["export", "{run}", "--merged", "{out}"],
+                                  ["chat", "{run}", "--prompt", "hi"], ["chat-checkpoint"]])
+@pytest.mark.parametrize("edited", ["config.yaml", "adapter_config.json"])
+def test_chat_and_export_refuse_a_base_the_adapter_was_not_trained_on(finished_demo_run, demo_model_dir, tmp_path,
+                                                                      capsys, verb, edited):
+    """config.yaml's model edited by hand after the run (or the adapter's base_model_name_or_path): chat answered and
+    export merged with the other model, exit 0, without a word (the card named it as the base). Refused, naming both
+    models and the files that say them; the same model reached another way (a link to its folder) is the same."""
+    import shutil
+
+    from engine.cli import main
+    from engine.errors import UserError
+
+    run = _copied_run(finished_demo_run, tmp_path)
+    other = tmp_path / "other-model"
+    shutil.copytree(demo_model_dir, other)
+    if edited == "config.yaml":
+        text = (run / "config.yaml").read_text()
+        (run / "config.yaml").write_text(text.replace("model: lorapilot-demo", f"model: {other}", 1))
+    else:
+        for ad in [run / "adapter", *(run / "checkpoints").glob("checkpoint-*")]:
+            cfg = json.loads((ad / "adapter_config.json").read_text())
+            (ad / "adapter_config.json").write_text(json.dumps({**cfg, "base_model_name_or_path": str(other)}))
+    out = tmp_path / "out"
+    if verb == ["chat-checkpoint"]:   # the playground's chat with a checkpoint of a run still training
+        from engine.playground import chat_target, newest_checkpoint
+
+        with pytest.raises(UserError) as e:
+            chat_target(run, adapter=newest_checkpoint(run))
+        err = unwrapped(e.value.message)
+    else:
+        assert main([a.format(run=run, out=out) for a in verb]) == 2
+        err = unwrapped(capsys.readouterr().err)
+    assert f"{run / 'config.yaml'}: model:" in err and "is not the base the adapter was trained on" in err, err
+    assert str(other) in err and "Traceback" not in err
+    assert not out.exists()
+    # The model the run trained, named another way (a link to its folder), is the same model.
+    from engine.config import load_config
+    from engine.export.facts import check_trained_adapter
+
+    (tmp_path / "link").symlink_to(demo_model_dir)
+    cfg = load_config(finished_demo_run / "config.yaml")
+    cfg.model = str(tmp_path / "link")
+    check_trained_adapter(finished_demo_run, finished_demo_run / "adapter", cfg)
+
+
 @pytest.mark.parametrize("state", ["done", "stopped"])
 def test_resume_of_a_run_whose_checkpoints_were_deleted_says_it_starts_over(tmp_path, monkeypatch, capsys, state):
     """checkpoints/ deleted to free the disk, then `train --resume`: a finished run was trained again from step 0 and

@@ -65,15 +65,55 @@ def load_run_config(run_dir: Path):
     return load_config(run_dir / CONFIG_FILE)
 
 
+def _base_path(model: str) -> str:
+    """Where the run's model loads from here, as the trainer handed it to transformers (peft records that string as
+    the adapter's base_model_name_or_path); the demo's folder without building it."""
+    from engine.demo.model import DEMO_MODEL_ID, demo_model_dir
+    from engine.model import ModelError, resolve_model_path
+
+    if model == DEMO_MODEL_ID:
+        return str(demo_model_dir())
+    try:
+        return resolve_model_path(model)
+    except ModelError:   # a folder that is not there: said where the model loads
+        return model
+
+
+def _same_model(recorded: str, model: str) -> bool:
+    here = _base_path(model)
+    if recorded in (model, here):
+        return True
+    a, b = Path(recorded).expanduser(), Path(here).expanduser()
+    try:
+        return a.is_dir() and b.is_dir() and a.samefile(b)
+    except OSError:
+        return False
+
+
 def check_trained_adapter(run_dir: Path, adapter: Path, cfg) -> None:
-    """Refuses (UserError) an adapter that is not whole as its trainer wrote it (engine.rundir.adapter_problem)."""
-    from engine.rundir import adapter_problem, safe_text
+    """Refuses (UserError) an adapter that is not whole as its trainer wrote it (engine.rundir.adapter_problem), or
+    that was trained on another base than config.yaml names now: chat and export load config.yaml's model under it,
+    and a config.yaml (or an adapter_config.json) edited by hand since would have them answer, merge and serve with
+    a base the adapter never saw, without an error."""
+    import json
+
+    from engine.rundir import ADAPTER_FILES, adapter_problem, safe_text
 
     problem = adapter_problem(adapter)
     if problem:
         raise UserError(safe_text(f"{adapter}: the adapter is not as its run saved it: {problem}", one_line=True),
                         fix="copy the run directory again from where it trained (a checkpoint's adapter, "
                             "checkpoints/checkpoint-N, is the run's as of that step)")
+    recorded = json.loads((adapter / ADAPTER_FILES[0]).read_text(encoding="utf-8"))
+    recorded = recorded.get("base_model_name_or_path") if isinstance(recorded, dict) else None
+    if isinstance(recorded, str) and recorded and not _same_model(recorded, cfg.model):
+        raise UserError(safe_text(f"{run_dir / CONFIG_FILE}: model: {cfg.model} is not the base the adapter was "
+                                  f"trained on ({recorded}, its base_model_name_or_path in "
+                                  f"{adapter / ADAPTER_FILES[0]})", one_line=True),
+                        fix=safe_text(f"put model: back as the run trained ({recorded}); if {cfg.model} is that same "
+                                      "model in another place (a run copied from another machine), write its place "
+                                      f"into base_model_name_or_path in {adapter / ADAPTER_FILES[0]} too",
+                                      one_line=True))
 
 
 def finished_adapter(run_dir: Path) -> Path:
