@@ -556,6 +556,52 @@ def lock_held(run_dir: str | Path, lock_file: str = LOCK_FILE) -> bool:
     return False
 
 
+# ---------------------------------------------------------------- the run directory's place
+
+class RunDirMoved(Exception):
+    """The run directory a trainer writes is no longer at its path: renamed, moved or deleted while it trained."""
+
+    def __init__(self, run_dir: Path, now: Path | None):
+        self.run_dir, self.now = run_dir, now
+        super().__init__(safe_text(f"the run directory {run_dir} was " + (f"moved to {now}" if now else "deleted")
+                                   + " while training", one_line=True))
+
+
+class RunPlace:
+    """The run directory as the trainer found it, held open: the trainer writes its files by path, and once the folder
+    is renamed or moved (mv runs/a runs/b) those paths name nothing, or a new folder made there. A checkpoint saved
+    then would make the old path again (transformers creates its folder) and leave the run split in two: metrics.jsonl
+    and train.log, written through open files, in the moved folder, checkpoints and status.json in the new one.
+    `check` tells before each write; `where` says where the folder went (Linux's /proc), None when deleted."""
+
+    def __init__(self, run_dir: str | Path):
+        self.run_dir = Path(run_dir)
+        self.fd = os.open(self.run_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        st = os.fstat(self.fd)
+        self.ident = (st.st_dev, st.st_ino)
+
+    def where(self) -> Path | None:
+        try:
+            target = os.readlink(f"/proc/self/fd/{self.fd}")
+        except OSError:
+            return None
+        return None if target.endswith(" (deleted)") or os.stat(self.fd).st_nlink == 0 else Path(target)
+
+    def moved(self) -> RunDirMoved | None:
+        try:
+            st = os.stat(self.run_dir)
+            if (st.st_dev, st.st_ino) == self.ident:
+                return None
+        except OSError:
+            pass
+        return RunDirMoved(self.run_dir, self.where())
+
+    def check(self) -> None:
+        moved = self.moved()
+        if moved is not None:
+            raise moved
+
+
 # ---------------------------------------------------------------- metrics.jsonl
 
 class MetricsWriter:

@@ -141,3 +141,27 @@ def test_resume_after_edits_and_a_damaged_checkpoint(tmp_path):
     assert all(x["learning_rate"] <= 1e-3 * 1.0001 for x in trains if x["step"] > 4), trains
     assert {"checkpoint_saved", "resumed", "adapter_saved"} <= {x.get("code") for x in recs if x["kind"] == "event"}
     assert read_status(run_dir)["state"] == "done"
+
+
+def test_a_run_directory_moved_while_training_is_not_made_again_and_says_where_it_went(tmp_path):
+    """`mv runs/a runs/b` while a runs: the trainer's next checkpoint made runs/a again (transformers creates its
+    folder), and the run went on split in two, its checkpoints, status and adapter in the new runs/a, its metrics
+    and log (open files) in runs/b, which showed lost. It stops at its next step instead, and says in the moved
+    folder's status.json where it went and how to go on from its last checkpoint."""
+    from engine.rundir import pid_alive
+
+    run_dir, moved = tmp_path / "run", tmp_path / "moved"
+    r = run_cli("train", str(small_config(tmp_path, max_steps=400, save_steps=2)), "--run-dir", str(run_dir),
+                "--detach", timeout=120)
+    assert r.returncode == 0, r.stderr
+    pid = read_status(run_dir)["pid"]
+    wait_for(lambda: (run_dir / "checkpoints" / "checkpoint-2" / "trainer_state.json").exists(), timeout=300,
+             what="the first checkpoint")
+    run_dir.rename(moved)
+    wait_for(lambda: not pid_alive(pid), timeout=120, what="the trainer to end")
+    assert not run_dir.exists()
+    status = read_status(moved)
+    assert status["state"] == "failed" and status["error"] == f"the run directory {run_dir} was moved to {moved} " \
+                                                               "while training", status
+    assert status["hint"].endswith(f"lorapilot train --resume {moved}") and status["step"] < 400
+    assert "moved to" in (moved / "train.log").read_text()

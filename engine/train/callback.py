@@ -212,6 +212,8 @@ class RunDirCallback(TrainerCallback):
         self.overhead_s += time.perf_counter() - t0
 
     def _step_end(self, state: TrainerState, control: TrainerControl) -> None:
+        # Before this step's records, and the checkpoint the Trainer may save after it: not at a path that is gone.
+        self.stop_flag.check_place()
         self._pause_began = time.time()
         now = time.monotonic()
         if now - self._status_t >= REFRESH_S or state.global_step >= state.max_steps:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
 from engine.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_RUN_FAILED, UserError, shell_word
-from engine.rundir import ADAPTER_DIR, CHECKPOINTS_DIR, CONFIG_FILE, write_status
+from engine.rundir import ADAPTER_DIR, CHECKPOINTS_DIR, CONFIG_FILE, RunDirMoved, write_status
 from engine.train.signals import StopFlag
 
 if TYPE_CHECKING:  # the heavy imports stay inside the functions that need them
@@ -453,6 +453,7 @@ def finish(run_dir: Path, assembled: Assembled, built: BuiltModel, inputs: Input
 
     from engine.train.distributed import is_main
 
+    stop.check_place()   # the adapter is saved by path: not into a folder made again where the run was
     trainer, callback = assembled.trainer, assembled.callback
     step = trainer.state.global_step
     # A stop request that lands on the final step finds the training complete: the run ends done, with its
@@ -574,6 +575,11 @@ def main(argv: list[str] | None = None) -> int:
     # First thing: a stop from now on ends the run gracefully (the launcher blocked these signals until now).
     stop = StopFlag(run_dir)
     stop.install()
+    from engine.rundir import RunPlace
+    try:
+        stop.place = RunPlace(run_dir)
+    except OSError:  # gone before the trainer started: its first status write says so
+        pass
     if isinstance(sys.stdout, io.TextIOWrapper):
         sys.stdout.reconfigure(line_buffering=True)  # train.log line by line, whatever the environment says
 
@@ -621,6 +627,9 @@ def main(argv: list[str] | None = None) -> int:
         status(run_dir, state="failed", error=str(e), hint=e.fix)
         return EXIT_BAD_INPUT
     except Exception as e:  # noqa: BLE001 - any failure of the run: record why in status.json, traceback in train.log
+        moved = e if isinstance(e, RunDirMoved) else stop.place.moved() if stop.place else None
+        if moved is not None:   # its writes failed there, or would have made the folder again
+            return _moved(moved)
         full = disk_full_path(e, run_dir / CHECKPOINTS_DIR)
         if full:
             release_space_reserve(run_dir)  # room for the status and the log lines below
@@ -637,9 +646,23 @@ def main(argv: list[str] | None = None) -> int:
         print(f"lorapilot: {text}", file=sys.stderr, flush=True)
         return EXIT_RUN_FAILED
     finally:
-        release_space_reserve(run_dir)
+        if stop.place is None or stop.place.moved() is None:
+            release_space_reserve(run_dir)
+        elif (now := stop.place.where()) is not None:  # the run's own where it went: never one at its old path
+            release_space_reserve(now)
         if lock is not None:
             lock.release()
+
+
+def _moved(moved: RunDirMoved) -> int:
+    """The trainer stops where its run directory was moved or deleted while it trained: said in the moved folder's
+    status.json (and train.log, an open file that moved with it), with how to go on from its last checkpoint."""
+    log(f"failed: {moved}")
+    print(f"lorapilot: {moved}", file=sys.stderr, flush=True)
+    if moved.now is not None:
+        status(moved.now, state="failed", error=str(moved),
+               hint=f"continue from its last checkpoint where it is now: lorapilot train --resume {shell_word(moved.now)}")
+    return EXIT_RUN_FAILED
 
 
 if __name__ == "__main__":

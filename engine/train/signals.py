@@ -9,7 +9,7 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
-from engine.rundir import STOP_REQUEST_FILE
+from engine.rundir import STOP_REQUEST_FILE, RunPlace
 
 # SIGHUP too: a trainer whose terminal went away (a shell that forwards the hang-up) stops with a checkpoint.
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
@@ -19,6 +19,8 @@ class StopFlag:
     def __init__(self, run_dir: str | Path):
         self.request_file = Path(run_dir) / STOP_REQUEST_FILE
         self.signalled = False
+        # The trainer's main holds its run directory here (RunPlace), so that each step checks it is still there.
+        self.place: RunPlace | None = None
 
     def install(self) -> None:
         for sig in STOP_SIGNALS:
@@ -31,3 +33,8 @@ class StopFlag:
 
     def is_set(self) -> bool:
         return self.signalled or self.request_file.exists()
+
+    def check_place(self) -> None:
+        """Raises RunDirMoved when the run directory is no longer at the path the trainer writes."""
+        if self.place is not None:
+            self.place.check()
