@@ -1032,7 +1032,14 @@ def usable_checkpoint(run_dir: str | Path, also: Callable[[Path], str | None] | 
     # or before lorapilot's record was written, and transformers resumes without optimizer.pt, scheduler.pt or the
     # RNG state, silently, when one is not there.
     names = {p.name for ckpt in complete for p in ckpt.iterdir()}
-    for ckpt in reversed(complete):
+    # A folder the Trainer did not finish (killed before its state file) is named too: the resume went back past it
+    # without a word, while status.json and the monitor had said "checkpoint saved" of the step before.
+    cut_off = [p for p in Path(run_dir, CHECKPOINTS_DIR).glob("checkpoint-*")
+               if _checkpoint_step(p) >= 0 and p.is_dir() and p not in complete]
+    for ckpt in sorted([*complete, *cut_off], key=_checkpoint_step, reverse=True):
+        if ckpt in cut_off:
+            skipped.append(f"{ckpt / CHECKPOINT_STATE_FILE}: missing (its save was cut off)")
+            continue
         missing = sorted(names - {p.name for p in ckpt.iterdir()})
         problem = (f"{ckpt / missing[0]}: missing ({len(missing)} of the files the run's other checkpoints have; "
                    "its save or its deletion was cut off)" if missing else None)

@@ -442,6 +442,22 @@ def test_damaged_last_checkpoint_falls_back(tmp_path, damage):
     assert checkpoint_problem(tmp_path / "checkpoints" / "checkpoint-4") is None
 
 
+def test_a_checkpoint_whose_save_was_cut_off_is_named_when_the_resume_goes_back_past_it(tmp_path):
+    """A trainer killed mid-save leaves checkpoint-12 without its trainer_state.json: the resume went back to
+    checkpoint-8 and said only "resuming from checkpoint-8", as if 12 had never been saved."""
+    _checkpoint(tmp_path, 4)
+    _checkpoint(tmp_path, 8)
+    cut = _checkpoint(tmp_path, 12)
+    (cut / "trainer_state.json").unlink()
+    (cut / "optimizer.pt").unlink()
+    (tmp_path / "checkpoints" / "checkpoint-3.tmp").mkdir()   # not a checkpoint's name: not one
+    ckpt, skipped = usable_checkpoint(tmp_path)
+    assert ckpt.endswith("checkpoint-8")
+    assert skipped == [f"{cut / 'trainer_state.json'}: missing (its save was cut off)"]
+    _checkpoint(tmp_path, 16)   # one cut off before the newest intact checkpoint is not named
+    assert usable_checkpoint(tmp_path) == (str(tmp_path / "checkpoints" / "checkpoint-16"), [])
+
+
 @pytest.mark.parametrize("missing", ["optimizer.pt", "lorapilot_run.json"])
 def test_a_checkpoint_missing_a_file_its_siblings_have_is_skipped(tmp_path, missing):
     """A trainer killed while it deleted an old checkpoint (save_total_limit) leaves it in part, its
