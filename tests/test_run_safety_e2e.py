@@ -165,3 +165,25 @@ def test_a_run_directory_moved_while_training_is_not_made_again_and_says_where_i
                                                                "while training", status
     assert status["hint"].endswith(f"lorapilot train --resume {moved}") and status["step"] < 400
     assert "moved to" in (moved / "train.log").read_text()
+
+
+def test_a_run_killed_while_saving_its_adapter_is_finished_by_a_resume(finished_demo_run, tmp_path):
+    """A trainer killed (the OOM killer, kill -9) while it saved the adapter at the run's last step: status.json says
+    saving, adapter_model.safetensors is cut off, and the last checkpoint is at max_steps. The resume was refused
+    ("nothing left to train") and the export refused the adapter: the run could not be finished. The resume saves
+    the adapter from that checkpoint without training a step: the very adapter the run would have saved."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(finished_demo_run, run, ignore=shutil.ignore_patterns("*.lock"))
+    whole = (run / "adapter" / "adapter_model.safetensors").read_bytes()
+    (run / "adapter" / "adapter_model.safetensors").write_bytes(whole[:1000])
+    status = json.loads((run / "status.json").read_text())
+    (run / "status.json").write_text(json.dumps({**status, "state": "saving"}))
+    records = len(read_metrics(run))
+    r = run_cli("train", "--resume", str(run), timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "its adapter is not whole" in unwrapped(r.stderr) and "without training" in unwrapped(r.stderr)
+    assert (run / "adapter" / "adapter_model.safetensors").read_bytes() == whole
+    assert read_status(run)["state"] == "done"
+    assert not [x for x in read_metrics(run)[records:] if x["kind"] == "train"]   # not a step trained

@@ -19,11 +19,11 @@ from pathlib import Path
 from engine.config import Config, check_override, config_from_dict, save_config
 from engine.detached import spawn_detached
 from engine.errors import DataError, UserError, shell_word
-from engine.rundir import (CONFIG_FILE, FINAL_STATES, LOCK_FILE, LOG_FILE, STATUS_FILE, STATUS_LOCK_FILE,
-                           STOP_REQUEST_FILE, MetricsTail, RunLock, check_remote_code, checkpoint_step,
-                           create_request_file, disk_full_path, format_record, load_status, lock_held, pid_alive,
-                           planned_steps, process_start, read_status, trainer_pid, usable_checkpoint,
-                           write_status)
+from engine.rundir import (ADAPTER_DIR, ADAPTER_FILES, CONFIG_FILE, FINAL_STATES, LOCK_FILE, LOG_FILE, STATUS_FILE,
+                           STATUS_LOCK_FILE, STOP_REQUEST_FILE, MetricsTail, RunLock, adapter_problem,
+                           check_remote_code, checkpoint_step, create_request_file, disk_full_path, format_record,
+                           load_status, lock_held, pid_alive, planned_steps, process_start, read_status, trainer_pid,
+                           usable_checkpoint, write_status)
 from engine.settings import RUNS_ENV, runs_root
 from engine.train.signals import STOP_SIGNALS
 
@@ -205,6 +205,13 @@ def resume_run(run_dir: str | Path, *, trust_remote_code: bool = False) -> RunHa
         if ckpt:
             notes += [f"config change applied: {c}" for c in config_changes(ckpt, cfg, rd / CONFIG_FILE)]
         finished = finished_all_steps(status, cfg.training.max_steps, ckpt)
+        # Killed while saving its adapter (or the adapter cut off since): the last checkpoint holds one to save.
+        holds_adapter = ckpt is not None and all((Path(ckpt) / name).is_file() for name in ADAPTER_FILES)
+        unsaved = adapter_problem(rd / ADAPTER_DIR) if finished and holds_adapter else None
+        if unsaved and ckpt:
+            notes.append(f"the run trained all its steps, but its adapter is not whole ({unsaved}): the resume "
+                         f"saves it from {Path(ckpt).name}, without training")
+            finished = None
         if not ckpt and not finished and (status.get("step") or 0) > 0:   # checkpoints/ deleted to free the disk
             notes.append(f"no checkpoint to continue from (the run was at step {status['step']}): "
                          "training starts again at step 0")

@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
 from engine.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_RUN_FAILED, UserError, shell_word
-from engine.rundir import ADAPTER_DIR, CHECKPOINTS_DIR, CONFIG_FILE, RunDirMoved, write_status
+from engine.rundir import (ADAPTER_DIR, CHECKPOINT_STATE_FILE, CHECKPOINTS_DIR, CONFIG_FILE, RunDirMoved,
+                           checkpoint_step, write_status)
 from engine.train.signals import StopFlag
 
 if TYPE_CHECKING:  # the heavy imports stay inside the functions that need them
@@ -425,7 +426,7 @@ def run_training(assembled: Assembled, *, n_ranks: int) -> None:
 
     callback, ckpt = assembled.callback, assembled.ckpt
     if assembled.resume:
-        from engine.rundir import RESUMED, checkpoint_step, read_status
+        from engine.rundir import RESUMED, read_status
 
         for code, note in assembled.resume_notes:
             log(note)
@@ -443,6 +444,16 @@ def run_training(assembled: Assembled, *, n_ranks: int) -> None:
         torch._dynamo.config.optimize_ddp = False
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
+    if ckpt and checkpoint_step(ckpt) >= assembled.trainer.args.max_steps:
+        # The run's last step is checkpointed but its adapter was not saved whole (killed while saving it: the
+        # launcher resumes a run at its last step only then). transformers would train one step past max_steps:
+        # the checkpoint's weights and state are taken as they are, and finish saves the adapter from them.
+        from transformers import TrainerState
+
+        log(f"{Path(ckpt).name} is the run's last step: its adapter is saved from it, without training")
+        assembled.trainer._load_from_checkpoint(ckpt)
+        assembled.trainer.state = TrainerState.load_from_json(str(Path(ckpt) / CHECKPOINT_STATE_FILE))
+        return
     assembled.trainer.train(resume_from_checkpoint=ckpt)
 
 
