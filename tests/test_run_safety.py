@@ -784,6 +784,7 @@ def test_an_adapter_not_as_its_run_saved_it_is_refused_naming_the_file(finished_
     assert main([a.format(run=run, out=out) for a in verb]) == 2
     err = unwrapped(capsys.readouterr().err)
     assert str(run / "adapter" / named) in err and "not as its run saved it" in err and "Traceback" not in err, err
+    assert (f"fix: lorapilot train --resume {run} saves it again" in err) == named.startswith("adapter_"), err
     assert not out.exists()
 
 

@@ -101,9 +101,12 @@ def check_trained_adapter(run_dir: Path, adapter: Path, cfg) -> None:
 
     problem = adapter_problem(adapter)
     if problem:
+        # The two files the trainer's last save writes: a resume writes them again (a trainer killed while saving)
+        resaved = adapter.parent == run_dir and problem.startswith(tuple(str(adapter / n) for n in ADAPTER_FILES))
+        again = f"lorapilot train --resume {shell_word(run_dir)} saves it again from the run's last checkpoint; or "
         raise UserError(safe_text(f"{adapter}: the adapter is not as its run saved it: {problem}", one_line=True),
-                        fix="copy the run directory again from where it trained (a checkpoint's adapter, "
-                            "checkpoints/checkpoint-N, is the run's as of that step)")
+                        fix=safe_text((again if resaved else "")
+                                      + "copy the run directory again from where it trained", one_line=True))
     recorded = json.loads((adapter / ADAPTER_FILES[0]).read_text(encoding="utf-8"))
     recorded = recorded.get("base_model_name_or_path") if isinstance(recorded, dict) else None
     if isinstance(recorded, str) and recorded and not _same_model(recorded, cfg.model):
