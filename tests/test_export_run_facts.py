@@ -109,3 +109,28 @@ def test_export_without_a_target_says_nothing_was_written_and_what_would(tmp_pat
     assert "nothing written" in err
     for option in ("--out DIR", "--merged DIR", "--for ollama|vllm|llama.cpp"):
         assert option in err, err
+
+
+def test_card_says_what_the_run_trained_with_when_config_yaml_was_edited_after(adapter_run, tmp_path):
+    """config.yaml is read by no trainer once it started: edited after the run, the card described settings the
+    adapter never trained with (r 8 and a learning rate of 1e-4 for an r 16 adapter trained at 3e-3). The card says
+    what the newest checkpoint recorded, and names each edit."""
+    from engine.config import load_config
+    from engine.export import export_adapter
+    from engine.rundir import CHECKPOINT_RUN_FILE
+    from engine.train.resume_check import flat_config
+
+    ckpt = adapter_run / "checkpoints" / "checkpoint-40"
+    ckpt.mkdir(parents=True)
+    (ckpt / "trainer_state.json").write_text(json.dumps({"global_step": 40, "max_steps": 40}))
+    recorded = flat_config(load_config(adapter_run / "config.yaml"))
+    (ckpt / CHECKPOINT_RUN_FILE).write_text(json.dumps({"config": recorded, "data_sha256": "", "optimizer": ""}))
+    text = (adapter_run / "config.yaml").read_text()
+    (adapter_run / "config.yaml").write_text(text.replace("r: 16", "r: 8").replace("learning_rate: 3.0e-3",
+                                                                                     "learning_rate: 1.0e-4"))
+    card = (export_adapter(adapter_run, tmp_path / "out") / "README.md").read_text()
+    assert "r 16, alpha 32" in card and "| Learning rate | 0.003," in card, card
+    assert ("config.yaml was edited after the run trained (lora.r 16 -> 8; training.learning_rate 0.003 -> 0.0001): "
+            "this card says what the run trained with, as checkpoint-40 recorded it") in card
+    (adapter_run / "config.yaml").write_text(text)   # as it trained: nothing to say
+    assert "edited" not in (export_adapter(adapter_run, tmp_path / "again") / "README.md").read_text()

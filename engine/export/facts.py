@@ -275,12 +275,52 @@ def _training_facts(facts: RunFacts, records: list[dict], status: dict | None = 
                      if curve else None)
 
 
+# Keys of config.yaml that say nothing of how the adapter was trained (the model is checked against the adapter).
+_NOT_TRAINING = frozenset({"model", "run_name", "runs_dir", "trust_remote_code"})
+
+
+def trained_config(run_dir: Path, cfg: Config) -> tuple[Config, str | None]:
+    """(the config the run's last trainer read, as its newest checkpoint recorded it; a note naming what
+    config.yaml says otherwise now, or None). config.yaml is read by no trainer once it started: edited by hand
+    after the run, the model card described settings the adapter never trained with (r 8 of an r 16 adapter).
+    config.yaml itself where no checkpoint recorded one (deleted, or saved by a lorapilot before the record)."""
+    from engine.config import config_from_dict
+    from engine.errors import yaml_text
+    from engine.rundir import CHECKPOINT_RUN_FILE
+    from engine.train.resume_check import flat_config, saved_record
+
+    newest = last_checkpoint(run_dir)
+    record = saved_record(newest) if newest else None
+    if newest is None or record is None:
+        return cfg, None
+    ckpt = Path(newest)
+    raw: dict = {}
+    for key, value in record["config"].items():
+        head, _, tail = key.partition(".")
+        if tail:
+            raw.setdefault(head, {})[tail] = value
+        else:
+            raw[key] = value
+    try:
+        trained = config_from_dict(raw, source=str(ckpt / CHECKPOINT_RUN_FILE))
+    except UserError:   # a record of another lorapilot's keys: config.yaml, as before the record
+        return cfg, None
+    was, now = flat_config(trained), flat_config(cfg)
+    changed = [f"{k} {yaml_text(was.get(k))} -> {yaml_text(now.get(k))}" for k in sorted(set(was) | set(now))
+               if k not in _NOT_TRAINING and was.get(k) != now.get(k)]
+    if not changed:
+        return cfg, None
+    trained.model = cfg.model
+    return trained, (f"{CONFIG_FILE} was edited after the run trained ({'; '.join(changed)}): this card says what "
+                     f"the run trained with, as {ckpt.name} recorded it")
+
+
 def run_facts(run_dir: str | Path, *, need_data: bool = True) -> RunFacts:
     from engine.model import resolve_model_path
 
     rd = Path(run_dir)
-    cfg = load_run_config(rd)
     adapter = finished_adapter(rd)
+    cfg, edited = trained_config(rd, load_run_config(rd))
     # A corrupt status.json is refused (exit 2, naming it) before anything is written: the card would say 0 steps.
     status = load_status(rd)
     records = read_metrics(rd)
@@ -290,4 +330,5 @@ def run_facts(run_dir: str | Path, *, need_data: bool = True) -> RunFacts:
                      max_steps=planned_steps(status, last_checkpoint(rd)), hardware=_hardware_line(rd))
     _training_facts(facts, records, status)
     facts.data = _data_facts(cfg, run_tokenizer(adapter)) if need_data else DataFacts(path=str(cfg.dataset.path))
+    facts.data.notes += [edited] if edited else []
     return facts
