@@ -116,12 +116,13 @@ def chat_target(run_dir: str | Path, *, adapter: str | Path | None = None, trust
         raise UserError(f"{rd}: not a run directory (no config.yaml)")
     cfg = load_config(rd / CONFIG_FILE)
     trust = check_remote_code(cfg, rd, trust_remote_code, f"chat {shell_word(rd)}")
-    if adapter is None:
-        return cfg, trust, adapter_dir(rd)
-    from engine.export.facts import check_trained_adapter
+    from engine.export.facts import check_trained_adapter, trained_config
 
-    check_trained_adapter(rd, Path(adapter), cfg)   # a checkpoint's, as the final adapter is checked
-    return cfg, trust, Path(adapter)
+    ad = adapter_dir(rd) if adapter is None else Path(adapter)
+    if adapter is not None:
+        check_trained_adapter(rd, ad, cfg)   # a checkpoint's, as the final adapter is checked
+    # The base loaded as the run trained it (quantization, precision), whatever config.yaml was edited to since.
+    return trained_config(rd, cfg)[0], trust, ad
 
 
 def fit_history(ids_for: Callable[[Sequence[Turn]], list[int]], history: Sequence[Turn],

@@ -834,6 +834,19 @@ def test_chat_and_export_refuse_a_base_the_adapter_was_not_trained_on(finished_d
     check_trained_adapter(finished_demo_run, finished_demo_run / "adapter", cfg)
 
 
+def test_chat_loads_the_base_as_the_run_trained_it_whatever_config_yaml_says_now(finished_demo_run, tmp_path):
+    """config.yaml's quantization and precision edited after the run: the playground and `chat` loaded the base
+    otherwise than training had (16-bit under an adapter trained on a 4-bit base), without a word."""
+    from engine.playground import chat_target
+
+    run = _copied_run(finished_demo_run, tmp_path)
+    text = (run / "config.yaml").read_text()
+    assert "quantization: nf4" in text
+    (run / "config.yaml").write_text(text.replace("quantization: nf4", "quantization: none"))
+    cfg, _, _ = chat_target(run)
+    assert cfg.quantization == "nf4" and cfg.model == "lorapilot-demo"
+
+
 @pytest.mark.parametrize("state", ["done", "stopped"])
 def test_resume_of_a_run_whose_checkpoints_were_deleted_says_it_starts_over(tmp_path, monkeypatch, capsys, state):
     """checkpoints/ deleted to free the disk, then `train --resume`: a finished run was trained again from step 0 and
