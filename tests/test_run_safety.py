@@ -529,6 +529,22 @@ def test_writer_starts_on_a_fresh_line_and_readers_skip_malformed(tmp_path):
     LiveDiagnostics.from_history(read_metrics(tmp_path))
 
 
+@pytest.mark.timeout(120)
+def test_the_end_of_a_file_with_a_very_long_last_line_is_read_in_one_pass(tmp_path):
+    """A crash can leave a run of NUL bytes, no newline, at the end of metrics.jsonl: `runs` read its end block by
+    block, prepending each to all it had read (quadratic), and spent 17 s on 50 MB. Here 64 MB in 1 KiB blocks:
+    minutes that way; one pass reads it in a second."""
+    from engine.rundir import tail_lines
+
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"kind": "train", "step": 1, "time": 1, "loss": 2.5}\n')
+    with open(path, "r+b") as f:
+        f.truncate(64 * 2**20)   # sparse: no disk used
+    lines = tail_lines(path, n=2, block=1024)
+    assert lines[0] == '{"kind": "train", "step": 1, "time": 1, "loss": 2.5}' and len(lines) == 2
+    assert set(lines[1]) == {"\x00"}
+
+
 def test_superseded_records_after_kill_are_dropped():
     before = [{"kind": "train", "step": s, "time": s, "loss": 2.0} for s in range(1, 11)]
     before.append({"kind": "eval", "step": 10, "time": 10, "eval_loss": 9.0})  # killed after step 10
