@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import errno
-import json
 import os
 import signal
 import sys
@@ -158,7 +157,9 @@ def _cmd_runs(a) -> int:
     if a.json:
         runs = list_runs(a.root, skipped)
         stalled = {r.path for r in runs if stalled_run(r)}
-        print(json.dumps([{"run_dir": str(r.path), "state": r.state, "step": r.step, "max_steps": r.max_steps,
+        from engine.wrap import json_for_scripts
+
+        print(json_for_scripts([{"run_dir": str(r.path), "state": r.state, "step": r.step, "max_steps": r.max_steps,
                            "loss": r.loss, "eval_loss": r.eval_loss, "age_s": r.age_s,
                            "no_progress": r.path in stalled,
                            "copy_of": str(r.copy_of) if r.copy_of else None} for r in runs], indent=1))

@@ -9,9 +9,12 @@ problem ("  - ...") and the fix ("  fix: ...") continuing under its own text.
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import re
 import textwrap
+from typing import Any
 
 WIDTH = 80
 
@@ -89,3 +92,20 @@ def _continued_by(path: str, rest: list[str]) -> int:
         if word[-1] in _PUNCT:
             return 0
     return 0
+
+
+def json_for_scripts(value: Any, **kw: Any) -> str:
+    """A verb's --json output as every parser reads it (jq, JavaScript, Go): a NaN or infinite number (a diverged
+    loss) is null, as JavaScript's JSON.stringify writes it. Python's json wrote the bare words NaN and Infinity,
+    which strict parsers refuse: `lorapilot runs --json | jq` failed on the one run a script most wants to see."""
+    return json.dumps(_finite(value), allow_nan=False, **kw)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value

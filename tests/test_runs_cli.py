@@ -69,3 +69,27 @@ def test_a_name_with_control_characters_is_escaped_before_the_columns_are_laid_o
     assert len(lines) == 3 and not any("\x1b" in line or "\x07" in line for line in lines), lines
     assert all(len(line) <= 80 and line[NAME_W + 1:].startswith("done ") for line in lines[1:]), lines
     assert any(line.startswith("a\\x1b]0;TITLE\\x07b ") for line in lines), lines
+
+
+def _strict(text: str):
+    """JSON as jq, JavaScript or Go read it: NaN and Infinity are not JSON."""
+    def refuse(word: str):
+        raise ValueError(f"not JSON: {word}")
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_json_for_scripts_is_json_a_strict_parser_reads_when_a_loss_diverged(tmp_path):
+    """A run whose loss went NaN (an eval loss to Infinity): `runs --json` and `diagnose --json` printed the bare
+    words NaN and Infinity, which jq refuses, for the one run a script most wants to see. Written null instead."""
+    run = tmp_path / "diverged"
+    make_run(run, state="stopped", steps_done=10, max_steps=40)
+    with open(run / "metrics.jsonl", "a", encoding="utf-8") as f:
+        f.write('{"kind": "train", "step": 11, "time": 1, "loss": NaN}\n'
+                '{"kind": "eval", "step": 11, "time": 1, "eval_loss": Infinity}\n')
+    r = run_cli("runs", "--root", str(tmp_path), "--json")
+    assert r.returncode == 0, r.stderr
+    listed = _strict(r.stdout)
+    assert (listed[0]["loss"], listed[0]["eval_loss"]) == (None, None)
+    r = run_cli("diagnose", str(run), "--json")
+    assert r.returncode in (0, 1), r.stderr
+    _strict(r.stdout)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
@@ -96,7 +95,9 @@ def group_findings(findings: list[Finding]) -> tuple[list[Finding], dict[int, tu
 
 
 def _print_json(value: object) -> None:
-    print(json.dumps(value, indent=2, ensure_ascii=False, default=str))
+    from engine.wrap import json_for_scripts
+
+    print(json_for_scripts(value, indent=2, ensure_ascii=False, default=str))
 
 
 # ---------------------------------------------------------------- diagnose

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 from typing import TYPE_CHECKING
@@ -62,7 +61,9 @@ def run(args: argparse.Namespace) -> int:
         out = est.to_dict()
         out["model"] = info.to_dict()
         out["n_examples"] = n_examples
-        print(json.dumps(out, indent=2))
+        from engine.wrap import json_for_scripts
+
+        print(json_for_scripts(out, indent=2))
     else:
         from engine.wrap import fit
 
