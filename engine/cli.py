@@ -202,7 +202,19 @@ def _cmd_stop(a) -> int:
     if request_stop(rd):
         print(f"stop requested: {rd} will checkpoint after its current step")
         return EXIT_OK
-    print(f"{rd}: not running; nothing to stop")
+    from engine.rundir import copy_of, effective_state, read_status, safe_text
+
+    status = read_status(rd)
+    if effective_state(status, rd) != "lost":
+        print(f"{rd}: not running; nothing to stop")
+    elif original := copy_of(rd, status):
+        print(f"{rd}: not running; nothing to stop (a copy of {original}, which its trainer still trains)")
+    else:  # status.json still says training: its trainer was killed, or its machine went down
+        from engine.wrap import fit
+
+        print(fit(safe_text(f"{rd}: not running, though status.json says {(status or {}).get('state')} at step "
+                            f"{(status or {}).get('step', 0)}: its trainer is gone; nothing to stop", one_line=True)
+                  + f"\n  continue it from its last checkpoint: `lorapilot train --resume {shell_word(rd)}`"))
     return EXIT_OK
 
 

@@ -187,6 +187,24 @@ def _live_run_and_its_copy(tmp_path: Path):
         trainer.stdout.close()
 
 
+def test_stop_of_a_run_whose_trainer_is_gone_says_so_and_how_to_go_on(tmp_path, capsys):
+    """The trainer killed (kill -9, the machine rebooted) with status.json still saying training: `stop` said only
+    "not running", as of a run that had ended."""
+    from engine.cli import main
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "status.json").write_text(json.dumps({"state": "training", "step": 30, "pid": gone.pid}))
+    assert main(["stop", str(run)]) == 0
+    out = unwrapped(capsys.readouterr().out)
+    assert "status.json says training at step 30: its trainer is gone; nothing to stop" in out, out
+    assert f"lorapilot train --resume {run}" in out
+    (run / "status.json").write_text(json.dumps({"state": "stopped", "step": 30, "pid": gone.pid}))
+    assert main(["stop", str(run)]) == 0 and capsys.readouterr().out == f"{run}: not running; nothing to stop\n"
+
+
 def test_stop_of_a_copy_of_a_live_run_leaves_the_original_training(tmp_path, capsys, monkeypatch):
     """`cp -r runs/a runs/a-copy` while a trains: the copy's status.json names a's trainer, pid and start time
     and all, so `stop runs/a-copy` stopped a's training, and `train --resume runs/a-copy` was refused until it
@@ -195,7 +213,8 @@ def test_stop_of_a_copy_of_a_live_run_leaves_the_original_training(tmp_path, cap
     from engine.train import launch
 
     with _live_run_and_its_copy(tmp_path) as (original, copy, trainer, _):
-        assert main(["stop", str(copy)]) == 0 and "not running" in capsys.readouterr().out
+        assert main(["stop", str(copy)]) == 0
+        assert f"not running; nothing to stop (a copy of {original}" in unwrapped(capsys.readouterr().out)
         assert trainer.poll() is None  # never signalled
         spawned = []
         monkeypatch.setattr(launch, "_spawn", lambda *a, **k: spawned.append(1) or subprocess.Popen(["true"]))
