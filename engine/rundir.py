@@ -879,6 +879,16 @@ def complete_checkpoints(run_dir: str | Path) -> list[Path]:
     return [p for p in ckpts if _checkpoint_step(p) >= 0 and (p / CHECKPOINT_STATE_FILE).exists()]
 
 
+def checkpoint_lookalikes(run_dir: str | Path) -> list[Path]:
+    """Folders in checkpoints/ that transformers takes for checkpoints though lorapilot does not (a copy kept as
+    checkpoint-20-keep or checkpoint-20.bak): its rotation (save_total_limit) reads the number after checkpoint- in
+    the path, by its own pattern, and deletes the oldest, a user's copy among them."""
+    import re
+
+    return sorted(p for p in Path(run_dir, CHECKPOINTS_DIR).glob("checkpoint-*")
+                  if p.is_dir() and _checkpoint_step(p) < 0 and re.match(r".*checkpoint-([0-9]+)", str(p)))
+
+
 def last_checkpoint(run_dir: str | Path) -> str | None:
     complete = complete_checkpoints(run_dir)
     return str(complete[-1]) if complete else None

@@ -905,6 +905,32 @@ def test_resume_of_a_run_whose_checkpoints_were_deleted_says_it_starts_over(tmp_
         assert rc == 0 and spawned and "no checkpoint to continue from" in err and "step 0" in err, err
 
 
+@pytest.mark.parametrize("kept", ["checkpoint-4-keep", "checkpoint-4.bak"])
+def test_resume_refuses_a_copy_of_a_checkpoint_transformers_would_delete(tmp_path, monkeypatch, capsys, kept):
+    """A user keeps a good checkpoint as checkpoints/checkpoint-4-keep and resumes: transformers reads the number
+    after checkpoint- in any folder's name, counted the copy as the run's checkpoint 4, and deleted it with the oldest
+    once save_total_limit was passed. Refused before anything starts, naming the folder; lorapilot's own checkpoints
+    (checkpoint-N) are untouched by the check."""
+    import shutil
+
+    from engine import cli
+    from engine.train import launch
+
+    run = tmp_path / "run"
+    (run / "config.yaml").parent.mkdir()
+    (run / "config.yaml").write_text(f"model: m\ndataset: {{path: {tmp_path / 'd.jsonl'}}}\ntraining: {{max_steps: 8}}\n")
+    (run / "status.json").write_text(json.dumps({"state": "stopped", "step": 4, "max_steps": 8}))
+    shutil.copytree(_checkpoint(run, 4), run / "checkpoints" / kept)
+    spawned = []
+    monkeypatch.setattr(launch, "_spawn", lambda *a, **k: spawned.append(1) or subprocess.Popen(["true"]))
+    assert cli.main(["train", "--resume", str(run), "--detach"]) == 2 and not spawned
+    err = unwrapped(capsys.readouterr().err)
+    assert f"{run / 'checkpoints' / kept}: transformers counts this folder as one of the run's checkpoints" in err, err
+    assert "fix: move it out of" in err and "Traceback" not in err
+    shutil.move(run / "checkpoints" / kept, tmp_path / kept)
+    assert cli.main(["train", "--resume", str(run), "--detach"]) == 0 and spawned
+
+
 def test_resume_of_a_run_directory_with_a_link_is_refused(tmp_path, monkeypatch, capsys):
     from engine import cli
     from engine.train import launch

@@ -19,11 +19,11 @@ from pathlib import Path
 from engine.config import Config, check_override, config_from_dict, save_config
 from engine.detached import spawn_detached
 from engine.errors import DataError, UserError, shell_word
-from engine.rundir import (ADAPTER_DIR, ADAPTER_FILES, CONFIG_FILE, FINAL_STATES, LOCK_FILE, LOG_FILE, STATUS_FILE,
-                           STATUS_LOCK_FILE, STOP_REQUEST_FILE, MetricsTail, RunLock, adapter_problem,
-                           check_remote_code, checkpoint_step, create_request_file, disk_full_path, format_record,
-                           load_status, lock_held, pid_alive, planned_steps, process_start, read_status, trainer_pid,
-                           usable_checkpoint, write_status)
+from engine.rundir import (ADAPTER_DIR, ADAPTER_FILES, CHECKPOINTS_DIR, CONFIG_FILE, FINAL_STATES, LOCK_FILE,
+                           LOG_FILE, STATUS_FILE, STATUS_LOCK_FILE, STOP_REQUEST_FILE, MetricsTail, RunLock,
+                           adapter_problem, check_remote_code, checkpoint_lookalikes, checkpoint_step,
+                           create_request_file, disk_full_path, format_record, load_status, lock_held, pid_alive,
+                           planned_steps, process_start, read_status, trainer_pid, usable_checkpoint, write_status)
 from engine.settings import RUNS_ENV, runs_root
 from engine.train.signals import STOP_SIGNALS
 
@@ -200,6 +200,11 @@ def resume_run(run_dir: str | Path, *, trust_remote_code: bool = False) -> RunHa
 
         cfg = load_config(rd / CONFIG_FILE)
         trust = check_remote_code(cfg, rd, trust_remote_code, f"train --resume {shell_word(rd)}")
+        if kept := checkpoint_lookalikes(rd):
+            raise UserError(f"{kept[0]}: transformers counts this folder as one of the run's checkpoints, and deletes "
+                            f"the oldest of them once there are more than {cfg.training.save_total_limit} "
+                            "(training.save_total_limit)",
+                            fix=f"move it out of {rd / CHECKPOINTS_DIR} to keep it, then resume")
         ckpt, skipped = usable_checkpoint(rd)
         notes += [f"checkpoint skipped, its files are damaged: {why}" for why in skipped]
         if ckpt:

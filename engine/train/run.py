@@ -672,7 +672,8 @@ def _moved(moved: RunDirMoved) -> int:
     print(f"lorapilot: {moved}", file=sys.stderr, flush=True)
     if moved.now is not None:
         status(moved.now, state="failed", error=str(moved),
-               hint=f"continue from its last checkpoint where it is now: lorapilot train --resume {shell_word(moved.now)}")
+               hint="continue from its last checkpoint where it is now: "
+                    f"lorapilot train --resume {shell_word(moved.now)}")
     return EXIT_RUN_FAILED
 
 
