@@ -869,6 +869,26 @@ def test_chat_and_export_refuse_a_base_the_adapter_was_not_trained_on(finished_d
     check_trained_adapter(finished_demo_run, finished_demo_run / "adapter", cfg)
 
 
+@pytest.mark.parametrize("verb", [["--out", "{out}"], ["--merged", "{out}"], ["--for", "vllm", "--out", "{out}"]])
+def test_export_of_a_run_a_trainer_is_training_again_is_refused(finished_demo_run, tmp_path, capsys, verb):
+    """A finished run resumed to more steps: export copied the adapter/ of the earlier finish under a card giving the
+    live step (and the trainer rewrites those files in place when it ends, under the copy). Refused, saying why."""
+    from conftest import hold_run_lock
+
+    from engine.cli import main
+
+    run = _copied_run(finished_demo_run, tmp_path)
+    status = json.loads((run / "status.json").read_text())
+    (run / "status.json").write_text(json.dumps({**status, "state": "training", "step": 45, "max_steps": 80,
+                                                 "pid": os.getpid()}))
+    hold_run_lock(run)
+    out = tmp_path / "out"
+    assert main(["export", str(run), *[a.format(out=out) for a in verb]]) == 2
+    err = unwrapped(capsys.readouterr().err)
+    assert f"{run}: a trainer is training it at step 45 of 80: its adapter/ is an earlier finish's" in err, err
+    assert f"lorapilot stop {run}" in err and not out.exists()
+
+
 def test_chat_loads_the_base_as_the_run_trained_it_whatever_config_yaml_says_now(finished_demo_run, tmp_path):
     """config.yaml's quantization and precision edited after the run: the playground and `chat` loaded the base
     otherwise than training had (16-bit under an adapter trained on a 4-bit base), without a word."""

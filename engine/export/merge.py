@@ -14,6 +14,23 @@ def adapter_dir(run_dir: str | Path) -> Path:
     return finished_adapter(Path(run_dir))
 
 
+def check_not_training(run_dir: str | Path) -> None:
+    """Refuses (UserError) to export a run a trainer is training again (a finished run resumed to more steps): its
+    adapter/ is the earlier finish's, the card would give the live run's step with it, and the trainer rewrites the
+    adapter's files in place when it ends, under a copy being made of them."""
+    from engine.rundir import lock_held, read_status
+
+    rd = Path(run_dir)
+    if not lock_held(rd):
+        return
+    status = read_status(rd) or {}
+    at = f" at step {status['step']} of {status.get('max_steps')}" if isinstance(status.get("step"), int) else ""
+    raise UserError(f"{rd}: a trainer is training it{at}: its adapter/ is an earlier finish's, and is replaced "
+                    "when this training ends",
+                    fix=f"export once it is done (lorapilot runs shows it), or stop it first: lorapilot stop "
+                        f"{shell_word(rd)}")
+
+
 def check_empty_out(out: str | Path) -> Path:
     """Never writes over the user's files: the folder must be new or empty."""
     dst = Path(out)
@@ -23,6 +40,7 @@ def check_empty_out(out: str | Path) -> Path:
 
 
 def export_adapter(run_dir: str | Path, out: str | Path, *, card: bool = True) -> Path:
+    check_not_training(run_dir)
     src = adapter_dir(run_dir)
     dst = check_empty_out(out)
     shutil.copytree(src, dst, dirs_exist_ok=True)
@@ -94,6 +112,7 @@ def export_merged(run_dir: str | Path, out: str | Path, *, card: bool = True, tr
     from engine.rundir import check_remote_code
 
     rd = Path(run_dir)
+    check_not_training(rd)
     cfg = load_run_config(rd)
     trust = check_remote_code(cfg, rd, trust_remote_code, f"export {shell_word(rd)} --merged {shell_word(out)}")
     src = adapter_dir(rd)
