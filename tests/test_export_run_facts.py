@@ -97,11 +97,12 @@ def test_card_without_status_json_reads_the_checkpoint_and_metrics(adapter_run, 
 def test_export_without_a_target_says_nothing_was_written_and_what_would(tmp_path, capsys):
     """`lorapilot export RUN` printed one bare path, which reads as "exported there": it is where the adapter already
     is, and nothing is written. The path stays alone on stdout (scripts read it); stderr says what to add."""
+    from conftest import fake_adapter
     from engine.cli import main
 
     run = tmp_path / "run"
-    (run / "adapter").mkdir(parents=True)
-    (run / "adapter" / "adapter_config.json").write_text("{}")
+    fake_adapter(run / "adapter")
+    shutil.copy(DEMO_CONFIG, run / "config.yaml")
     assert main(["export", str(run)]) == 0
     out, err = capsys.readouterr()
     err = " ".join(err.split())  # wrapped to the terminal's width
