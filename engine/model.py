@@ -286,6 +286,8 @@ def add_lora(model, cfg, *, gradient_checkpointing: bool):
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
     check_target_modules(model, cfg.lora.target_modules)
+    # The launcher refused it from config.json before anything loaded; a Config built in code meets it here
+    _refuse_expert_dropout(getattr(model.config, "model_type", ""), cfg)
     # With a KV cache, transformers stops reading packed position_ids and lets packed examples attend
     # to each other; training never needs the cache.
     model.config.use_cache = False
@@ -306,11 +308,18 @@ def add_lora(model, cfg, *, gradient_checkpointing: bool):
         try:
             return get_peft_model(model, lora)
         except ValueError as e:
-            # transformers 5 stores a mixture of experts' weights as stacked parameters, which peft adapts
-            # (all-linear on Mixtral, Qwen3-MoE) without dropout: it refuses any other value
+            # a mixture peft adapts as parameters that the rule's table does not know yet (a newer peft)
             if "lora_dropout" not in str(e) or not cfg.lora.dropout:
                 raise
-            raise ModelError(f"lora.dropout: {cfg.lora.dropout:g} cannot apply to this model's experts (stacked "
-                             "weights, which LoRA adapts without dropout)",
-                             fix="set lora.dropout: 0, or lora.target_modules to the attention projections only "
-                                 "(q_proj, k_proj, v_proj, o_proj)") from None
+            _refuse_expert_dropout(getattr(model.config, "model_type", ""), cfg, adapted=True)
+            raise
+
+
+def _refuse_expert_dropout(model_type: str, cfg, *, adapted: bool | None = None) -> None:
+    """The rule of LoRA dropout on a mixture's stacked experts (engine.estimate.params.expert_dropout_problem) as
+    the trainer's refusal; adapted=True: peft refused it where the rule did not see it coming (its table is behind)."""
+    from engine.estimate.params import EXPERT_DROPOUT_FIX, expert_dropout_problem
+
+    problem = expert_dropout_problem(model_type, cfg.lora, adapted=adapted)
+    if problem:
+        raise ModelError(problem, fix=EXPERT_DROPOUT_FIX) from None

@@ -34,10 +34,13 @@ def run(args: argparse.Namespace) -> int:
     from engine.config import load_config
     from engine.estimate import detect_gpu, get_gpu, read_model_config
     from engine.estimate.dataset_size import token_lengths
+    from engine.estimate.params import check_expert_dropout
 
     _check_flags(args)
     cfg = load_config(args.config)
     info = read_model_config(cfg.model)
+    # A config the trainer would refuse once the model loaded (minutes in) is refused here, as `train` refuses it
+    check_expert_dropout(info.arch.model_type, cfg.lora)
     gpu = get_gpu(args.gpu) if args.gpu else detect_gpu()
     lengths = val_lengths = None
     why = None

@@ -183,17 +183,78 @@ def count_params(arch: Architecture) -> ParamCounts:
                        linear=linear, other=other, experts=experts)
 
 
-def lora_targets(arch: Architecture, target_modules: str | list[str]) -> list[Linear]:
-    """The decoder linears LoRA adapts; unknown names are an error where the family is known."""
+# Where peft (0.21, on transformers 5) adapts a mixture's routed experts, which transformers 5 keeps as stacked 3-d
+# parameters, not linear layers: the model types whose experts peft maps (transformers' _MODEL_TO_CONVERSION_PATTERN
+# into peft's _MOE_TARGET_MODULE_MAPPING, peft.utils.transformers_weight_conversion), each with the target_modules
+# names it maps onto the stacks (and the router's weight). all-linear reaches them there, as parameters (peft's
+# ParamWrapper), which LoRA adapts without dropout: peft refuses any other lora_dropout. Elsewhere (Qwen2-MoE itself,
+# PhiMoE, GraniteMoE, gpt-oss) the stacks are no linear layers: all-linear leaves them frozen and adapts what is
+# linear (attention, a shared expert), dropout and all. Pinned against peft's tables and a tiny model of each kind
+# built by the trainer (tests/test_expert_dropout.py).
+_MIXTRAL_NAMES = ("gate", "w1", "w2", "w3")
+_QWEN2_MOE_NAMES = ("gate", "gate_proj", "up_proj", "down_proj")
+EXPERT_STACK_NAMES: dict[str, tuple[str, ...]] = {
+    **dict.fromkeys(("mixtral", "minimax", "minimax_m2"), _MIXTRAL_NAMES),
+    **dict.fromkeys(("afmoe", "beam", "cohere2_moe", "deepseek_v2", "deepseek_v3", "deepseek_v32", "dots1",
+                     "ernie4_5_moe", "exaone_moe", "flex_olmo", "glm4_moe", "glm4_moe_lite", "glm4v_moe",
+                     "glm_moe_dsa", "hunyuan_v1_moe", "longcat_flash", "mellum", "olmoe", "qwen3_moe", "qwen3_next",
+                     "qwen3_omni_moe", "qwen3_omni_moe_text", "qwen3_omni_moe_thinker", "sarvam_mla", "solar_open"),
+                    _QWEN2_MOE_NAMES),
+}
+
+
+def adapts_expert_stacks(model_type: str, target_modules: str | list[str]) -> bool:
+    """Whether LoRA with these target_modules adapts the model's stacked experts (as parameters, without dropout)."""
+    names = EXPERT_STACK_NAMES.get(model_type, ())
     if target_modules == "all-linear":
-        return list(arch.linears)
+        return bool(names)
+    targets = [target_modules] if isinstance(target_modules, str) else list(target_modules)
+    return any(t in names for t in targets)
+
+
+# The ways out, in the config's words (a refusal's fix) and as the wizard applies one (a finding's "Set key to value")
+EXPERT_DROPOUT_FIX = "set lora.dropout: 0, or lora.target_modules: [q_proj, k_proj, v_proj, o_proj] (attention only)"
+EXPERT_DROPOUT_FINDING_FIX = ("Set lora.dropout to 0 (the experts train without it), or lora.target_modules to the "
+                              "attention projections only (q_proj, k_proj, v_proj, o_proj).")
+
+
+def expert_dropout_problem(model_type: str, lora: Any, *, adapted: bool | None = None) -> str | None:
+    """The one rule of LoRA dropout on a mixture of experts, from the model's config.json (its model_type) and the
+    lora settings: the problem, naming lora.dropout, or None where the adapters can be built. `lorapilot estimate`,
+    `lorapilot train` before anything loads, the wizard's pre-flight checklist and the trainer's own late check (the
+    backstop) all ask here. adapted: whether peft adapts the stacks (default: adapts_expert_stacks says); the
+    trainer passes True where peft refused a model type the table does not know yet."""
+    if adapted is None:
+        adapted = adapts_expert_stacks(model_type, lora.target_modules)
+    if not lora.dropout or not adapted:
+        return None
+    names = EXPERT_STACK_NAMES.get(model_type, ())
+    how = ("lora.target_modules: all-linear" if lora.target_modules == "all-linear" or not names else
+           "lora.target_modules " + ", ".join(t for t in lora.target_modules if t in names))
+    return (f"lora.dropout: {lora.dropout:g} cannot apply to this {model_type + ' ' if model_type else ''}model's "
+            f"experts, which {how} reaches: they are stacked weights, which LoRA adapts without dropout")
+
+
+def check_expert_dropout(model_type: str, lora: Any) -> None:
+    """expert_dropout_problem as the refusal a verb raises (exit 2) before any model loads."""
+    problem = expert_dropout_problem(model_type, lora)
+    if problem:
+        raise ConfigError(problem, fix=EXPERT_DROPOUT_FIX)
+
+
+def lora_targets(arch: Architecture, target_modules: str | list[str]) -> list[Linear]:
+    """The decoder linears LoRA adapts; unknown names are an error where the family is known. A mixture's stacked
+    experts count only where peft adapts them (adapts_expert_stacks): Qwen2-MoE's all-linear leaves them frozen."""
+    stacks = adapts_expert_stacks(arch.model_type, target_modules)
+    if target_modules == "all-linear":
+        return [lin for lin in arch.linears if stacks or not arch.stacked(lin)]
     names = [target_modules] if isinstance(target_modules, str) else list(target_modules)
     known = {lin.name: lin for lin in arch.linears}
     unknown = [n for n in names if n not in known]
     if unknown and arch.exact:
         raise ConfigError(f"lora.target_modules: {', '.join(repr(n) for n in unknown)} not in a "
                           f"{arch.model_type} model", fix=f"valid names: {', '.join(known)} (or all-linear)")
-    return [known[n] for n in names if n in known]
+    return [known[n] for n in names if n in known and (stacks or not arch.stacked(known[n]))]
 
 
 def lora_params(arch: Architecture, targets: list[Linear], r: int) -> int:

@@ -42,15 +42,28 @@ def check_inputs(cfg: Config) -> None:
     from engine.model import check_model_reachable
 
     check_model_reachable(cfg.model)
-    if cfg.lora.target_modules != "all-linear":
-        # peft refuses a module name the model does not have only once the trainer has loaded it, detached.
-        from engine.estimate.model_config import read_model_config
-        from engine.estimate.params import lora_targets
-
-        lora_targets(read_model_config(cfg.model).arch, cfg.lora.target_modules)
+    _check_lora_for_model(cfg)
     read_rows(cfg.dataset.path, cfg.dataset.format)
     if cfg.dataset.validation_path:
         read_rows(cfg.dataset.validation_path, cfg.dataset.format)
+
+
+def _check_lora_for_model(cfg: Config) -> None:
+    """The lora settings against the model's config.json: peft refuses a module name the model does not have, or
+    dropout on a mixture's experts, only once the trainer has loaded the model (minutes, tens of GB), detached."""
+    if cfg.lora.target_modules == "all-linear" and not cfg.lora.dropout:
+        return
+    from engine.estimate.model_config import read_model_config
+    from engine.estimate.params import check_expert_dropout, lora_targets
+
+    try:
+        arch = read_model_config(cfg.model).arch
+    except UserError:
+        if cfg.lora.target_modules != "all-linear":
+            raise
+        return   # shapes unreadable (no decoder's keys) but no names to check: the trainer's own check is left
+    lora_targets(arch, cfg.lora.target_modules)
+    check_expert_dropout(arch.model_type, cfg.lora)
 
 
 def check_run_name(name: str) -> None:

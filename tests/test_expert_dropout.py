@@ -1,0 +1,150 @@
+"""LoRA dropout on a mixture of experts, refused before the model loads, by the one rule every face reads.
+
+transformers 5 keeps a mixture's routed experts as stacked 3-d parameters; peft 0.21 adapts them as parameters on
+the model types it maps (Mixtral, Qwen3-MoE, OLMoE, DeepSeek-V3, ...), without dropout, and refuses any other
+lora_dropout only inside get_peft_model, once the model has loaded (minutes, tens of GB). Qwen2-MoE's own stacks
+are no linear layers to it: all-linear adapts its attention and shared expert, with dropout, and leaves the routed
+experts frozen. The rule (engine.estimate.params.expert_dropout_problem) needs the model's config.json only.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import run_cli
+from test_bad_input_cli import config, refused
+
+from engine.config import LoraConfig
+
+# config.json of tiny mixtures, as transformers writes them (only what the estimate reads)
+SHAPES = {"hidden_size": 64, "num_hidden_layers": 1, "num_attention_heads": 4, "num_key_value_heads": 2,
+          "head_dim": 16, "vocab_size": 128, "num_experts_per_tok": 2}
+MIXTURES = {
+    "mixtral": {"intermediate_size": 96, "num_local_experts": 4},
+    "qwen2_moe": {"intermediate_size": 96, "moe_intermediate_size": 32, "num_experts": 4,
+                  "shared_expert_intermediate_size": 48},
+    "qwen3_moe": {"intermediate_size": 96, "moe_intermediate_size": 32, "num_experts": 4},
+    "olmoe": {"intermediate_size": 96, "num_experts": 4},
+}
+
+
+def config_json_only(tmp_path: Path, model_type: str) -> Path:
+    """A model directory holding config.json and nothing else: whatever tries to load the model fails."""
+    d = tmp_path / model_type
+    d.mkdir()
+    (d / "config.json").write_text(json.dumps({"model_type": model_type, **SHAPES, **MIXTURES[model_type]}),
+                                   encoding="utf-8")
+    return d
+
+
+@pytest.mark.parametrize(("model_type", "targets", "dropout", "refused"), [
+    ("mixtral", "all-linear", 0.05, True),                  # the default lora settings
+    ("qwen3_moe", "all-linear", 0.05, True),
+    ("olmoe", "all-linear", 0.1, True),
+    ("deepseek_v3", ["gate_proj", "up_proj", "down_proj"], 0.05, True),   # its shared expert's names map onto stacks
+    ("mixtral", "all-linear", 0.0, False),
+    ("mixtral", ["q_proj", "v_proj"], 0.05, False),
+    ("qwen2_moe", "all-linear", 0.05, False),               # its stacks stay frozen: dropout on what is adapted
+    ("phimoe", "all-linear", 0.05, False),
+    ("llama", "all-linear", 0.05, False),
+])
+def test_the_rule_names_lora_dropout_where_peft_adapts_the_stacks(model_type, targets, dropout, refused):
+    from engine.estimate.params import expert_dropout_problem
+
+    problem = expert_dropout_problem(model_type, LoraConfig(dropout=dropout, target_modules=targets))
+    assert (problem is not None) == refused
+    if refused:
+        assert problem.startswith(f"lora.dropout: {dropout:g} cannot apply to this {model_type} model's experts")
+
+
+def test_the_rules_table_is_pefts():
+    """The model types and names are peft's own (a newer peft that maps more mixtures fails here, not in a run)."""
+    pytest.importorskip("peft")
+    from peft.utils.transformers_weight_conversion import _MODEL_TO_CONVERSION_PATTERN, _MOE_TARGET_MODULE_MAPPING
+    from transformers.conversion_mapping import get_checkpoint_conversion_mapping
+
+    from engine.estimate.params import EXPERT_STACK_NAMES
+
+    # (its table also maps a few class names: no config.json's model_type)
+    peft_table = {model_type: tuple(_MOE_TARGET_MODULE_MAPPING[base])
+                  for model_type, base in _MODEL_TO_CONVERSION_PATTERN.items()
+                  if base in _MOE_TARGET_MODULE_MAPPING and model_type.islower()
+                  and get_checkpoint_conversion_mapping(model_type) is not None}
+    assert {k: tuple(sorted(v)) for k, v in EXPERT_STACK_NAMES.items()} == \
+           {k: tuple(sorted(v)) for k, v in peft_table.items()}
+
+
+@pytest.fixture(scope="module")
+def tiny_mixtures(tmp_path_factory) -> dict[str, Path]:
+    """Tiny random mixtures with weights (one layer, four experts, two a token)."""
+    torch = pytest.importorskip("torch")
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    out = {}
+    for model_type in ("mixtral", "qwen2_moe", "qwen3_moe"):
+        torch.manual_seed(0)
+        out[model_type] = tmp_path_factory.mktemp(model_type)
+        model_config = AutoConfig.for_model(model_type, **SHAPES, **MIXTURES[model_type])
+        AutoModelForCausalLM.from_config(model_config).save_pretrained(out[model_type])
+    return out
+
+
+@pytest.mark.parametrize("model_type", ["mixtral", "qwen2_moe", "qwen3_moe"])
+def test_peft_refuses_dropout_exactly_where_the_rule_says_and_adapts_the_stacks_the_estimate_counts(
+        tiny_mixtures, model_type):
+    """Measured on peft itself (the trainer asks the rule first): get_peft_model with all-linear and dropout 0.05
+    refuses where the rule says it will, and with dropout 0 adapts the stacked experts exactly where the estimate's
+    lora_targets counts them (it counted Qwen2-MoE's frozen stacks as adapted: their adapters, the router's, the
+    merged stacks)."""
+    import warnings
+
+    from peft import LoraConfig as PeftLora
+    from peft import get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from engine.estimate import read_model_config
+    from engine.estimate.params import expert_dropout_problem, lora_targets
+
+    arch = read_model_config(str(tiny_mixtures[model_type])).arch
+    lora = LoraConfig(dropout=0.05, target_modules="all-linear")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = AutoModelForCausalLM.from_pretrained(tiny_mixtures[model_type])
+        try:
+            get_peft_model(model, PeftLora(r=4, lora_dropout=0.05, target_modules="all-linear"))
+            peft_refused = False
+        except ValueError as e:
+            peft_refused = "lora_dropout" in str(e)
+        model = AutoModelForCausalLM.from_pretrained(tiny_mixtures[model_type])
+        peft_model = get_peft_model(model, PeftLora(r=4, lora_dropout=0.0, target_modules="all-linear"))
+    assert peft_refused == (expert_dropout_problem(arch.model_type, lora) is not None)
+    stacks_adapted = any(type(m).__name__ == "ParamWrapper" for m in peft_model.modules())
+    assert stacks_adapted == any(arch.stacked(lin) for lin in lora_targets(arch, "all-linear"))
+    assert stacks_adapted == (model_type != "qwen2_moe")
+
+
+def test_estimate_refuses_it_naming_the_file_the_key_and_the_fix(tmp_path):
+    """The default settings on a Mixtral: `estimate` went on to say it fits (exit 0) for a run that stops once the
+    model has loaded. Refused like a module the model lacks, from config.json alone (no weights here)."""
+    model = config_json_only(tmp_path, "mixtral")
+    f = config(tmp_path, model=str(model))
+    r = run_cli("estimate", str(f), "--json", "--gpu", "h100-80")
+    refused(r, str(f), "lora.dropout: 0.05 cannot apply to this mixtral model's experts", "fix: set lora.dropout: 0")
+    assert r.stdout == ""
+    r = run_cli("estimate", str(config(tmp_path, "lora: {dropout: 0}\n", str(model))), "--json", "--gpu", "h100-80")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["params_trainable"] > 0
+
+
+def test_train_refuses_it_before_anything_loads_or_is_written(tmp_path):
+    """`train` spawned the trainer, which loaded the whole model and only then failed on peft's ValueError. Now the
+    launcher refuses it from config.json (here the only file: no weights, no tokenizer to load) before a run
+    directory exists."""
+    run_dir = tmp_path / "run"
+    f = config(tmp_path, model=str(config_json_only(tmp_path, "qwen3_moe")))
+    refused(run_cli("train", str(f), "--detach", "--run-dir", str(run_dir)), str(f),
+            "lora.dropout: 0.05 cannot apply to this qwen3_moe model's experts", "lora.dropout: 0")
+    assert not run_dir.exists()
+
