@@ -148,3 +148,36 @@ def test_train_refuses_it_before_anything_loads_or_is_written(tmp_path):
             "lora.dropout: 0.05 cannot apply to this qwen3_moe model's experts", "lora.dropout: 0")
     assert not run_dir.exists()
 
+
+async def test_the_wizards_checklist_flags_it_and_clears_it_when_dropout_is_0(tmp_path, demo_model_dir):
+    """Live: a mixture's config.json with the default dropout is an error on Review's checklist (a launch asks to be
+    confirmed); dropout 0 clears it."""
+    import shutil
+
+    from tui.app import LorapilotApp
+    from wizard_pilot import own_data, own_model_and_data, settle, shown, type_into
+
+    model = tmp_path / "model"
+    shutil.copytree(demo_model_dir, model)
+    demo = json.loads((model / "config.json").read_text(encoding="utf-8"))
+    (model / "config.json").write_text(json.dumps({**demo, "model_type": "mixtral", **MIXTURES["mixtral"]}),
+                                       encoding="utf-8")
+    app = LorapilotApp()
+    async with app.run_test(size=(100, 32)) as pilot:
+        await settle(app, pilot)
+        await own_model_and_data(pilot, model, own_data(tmp_path))
+        await pilot.press("ctrl+n")
+        await settle(app, pilot)
+        text = " ".join(shown(app, "#checklist").split())
+        assert "LoRA dropout cannot apply to this model's experts" in text, text
+        assert "Set lora.dropout to 0" in text, text
+        errors = [f for f in app.wizard.findings if f.severity == "error"]
+        assert [f.code for f in errors] == ["expert_dropout"]
+        assert app.wizard.fixes(errors) == {"lora.dropout": 0}     # what enter on it applies
+        await pilot.press("escape")
+        await type_into(pilot, "#field-lora-dropout", "0")
+        await pilot.press("ctrl+n")
+        await settle(app, pilot)
+        assert "experts" not in shown(app, "#checklist")
+        assert not any(f.code == "expert_dropout" for f in app.wizard.findings)
+        app.exit()

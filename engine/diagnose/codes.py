@@ -48,6 +48,7 @@ PREFLIGHT_CODES = (
     "lora_alpha_unusual",
     "many_epochs",
     "validation_too_small",
+    "expert_dropout",
 )
 
 # Short titles for lists and panels; the finding's message carries the detail.
@@ -74,6 +75,7 @@ TITLES = {
     "precision_unsupported": "Precision not supported",
     "memory_estimate_high": "Estimated memory too high",
     "gradient_checkpointing_off": "Gradient checkpointing off",
+    "expert_dropout": "LoRA dropout on a mixture's experts",
     "no_warmup": "No warmup",
     "no_grad_clipping": "Gradient clipping too loose",
     "eval_too_rare": "Eval too rare",

@@ -30,7 +30,7 @@ LOSS_POINTS_SUGGESTED = 50
 # The codes check_settings raises: about the config, not the data (inspect-data shows them only with a config).
 SETTINGS_CODES = ("gradient_checkpointing_off", "no_warmup", "no_grad_clipping", "eval_too_rare",
                   "loss_chart_sparse", "no_checkpoint",
-                  "no_save_limit", "learning_rate_unusual", "lora_alpha_unusual", "many_epochs")
+                  "no_save_limit", "learning_rate_unusual", "lora_alpha_unusual", "many_epochs", "expert_dropout")
 
 
 def check_settings(cfg: Any, n_examples: int | None, num_gpus: int = 1,
@@ -148,3 +148,18 @@ def _check_validation(cfg: Any, n_examples: int | None) -> list[Finding]:
         "and the overfitting check cannot trust it.",
         f"dataset.validation_split {d.validation_split:g} of {n_examples} examples = {held_out}",
         f"Set dataset.validation_split to {split:g}" + (" (or add data)" if split >= MAX_SUGGESTED_SPLIT else ""))]
+
+
+def check_lora_for_model(cfg: Any, model_type: str | None) -> list[Finding]:
+    """The lora settings against the model (its config.json's model_type; None: not read yet): dropout that LoRA on
+    a mixture's stacked experts refuses (engine.estimate.params.expert_dropout_problem, the rule `lorapilot train`
+    refuses by before loading, and the trainer after)."""
+    from engine.estimate.params import EXPERT_DROPOUT_FINDING_FIX, expert_dropout_problem
+
+    problem = expert_dropout_problem(model_type, cfg.lora) if model_type else None
+    if problem is None:
+        return []
+    return [Finding(
+        "expert_dropout", "error", None,
+        "LoRA dropout cannot apply to this model's experts: the run would stop once the model has loaded.",
+        problem, EXPERT_DROPOUT_FINDING_FIX)]
