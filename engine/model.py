@@ -262,9 +262,15 @@ def linear_module_names(model) -> list[str]:
 
 
 def check_target_modules(model, target_modules) -> None:
+    """Names the model has as linear layers, or that peft maps onto a mixture's stacked experts (gate_proj on
+    Qwen3-MoE, w1 on Mixtral: engine.estimate.params.EXPERT_STACK_NAMES)."""
     if target_modules == "all-linear":
         return
-    valid = linear_module_names(model)
+    from engine.estimate.params import EXPERT_STACK_NAMES
+
+    stacks = EXPERT_STACK_NAMES.get(getattr(model.config, "model_type", ""), ())
+    linear = linear_module_names(model)
+    valid = linear + [n for n in stacks if n not in linear]
     wrong = [t for t in target_modules if t not in valid]
     if wrong:
         raise ModelError(f"lora.target_modules: {', '.join(repr(w) for w in wrong)} not in this model",

@@ -125,6 +125,49 @@ def test_peft_refuses_dropout_exactly_where_the_rule_says_and_adapts_the_stacks_
     assert stacks_adapted == (model_type != "qwen2_moe")
 
 
+ALL_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+@pytest.mark.parametrize(("model_type", "targets"), [
+    ("qwen3_moe", ALL_PROJECTIONS),                                  # the usual list: peft maps the MLP names
+    ("mixtral", ["q_proj", "k_proj", "v_proj", "o_proj", "w1", "w2", "w3"]),   # peft's names for Mixtral's experts
+], ids=["qwen3_moe", "mixtral"])
+def test_named_experts_build_where_peft_maps_them_and_the_estimate_counts_them(tiny_mixtures, model_type, targets):
+    """The trainer refused these names once the model had loaded ('not in this model': no linear layer has them),
+    where peft adapts the stacks by them; the estimate counted no experts for w1-w3 (unknown names, skipped).
+    Built by the trainer's build_model (dropout 0), the adapters are the estimate's, the router's aside (peft adapts
+    it only when named: the estimate counts it with any stack)."""
+    from tests.test_estimate_saved_tensors import _built, _cfg
+
+    from engine.estimate import read_model_config
+    from engine.estimate.params import lora_params, lora_targets
+
+    arch = read_model_config(str(tiny_mixtures[model_type])).arch
+    model, _ = _built(_cfg(tiny_mixtures[model_type], "fp32", 0.0, targets, quantization="none"), False)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    router = arch.layers * 8 * (arch.hidden + arch.experts)
+    assert trainable == lora_params(arch, lora_targets(arch, targets), 8) - router
+    assert any(type(m).__name__ == "ParamWrapper" for m in model.modules())
+
+
+@pytest.mark.parametrize(("model_type", "targets", "expected"), [
+    ("mixtral", ALL_PROJECTIONS, "lora.target_modules: 'gate_proj', 'up_proj', 'down_proj' not in a mixtral model"),
+    ("qwen3_moe", ["q_proj", "gate_proj"], "lora.target_modules: gate_proj without up_proj"),
+    ("mixtral", ["w3", "w2"], "lora.target_modules: w3 without w1"),
+    ("qwen3_moe", ALL_PROJECTIONS + ["gate"], "lora.dropout: 0.05 cannot apply to this qwen3_moe model's experts, "
+                                              "which lora.target_modules gate_proj, up_proj, down_proj, gate reaches"),
+], ids=["mixtral's MLP names", "half a fused pair", "half of Mixtral's pair", "dropout on named experts"])
+def test_train_refuses_names_the_trainer_or_peft_would_refuse_after_loading(tmp_path, model_type, targets, expected):
+    """Each was refused only once the model had loaded: by the trainer's own check, by peft's ValueError (a
+    traceback: 'Cannot convert PEFT target(s) gate_proj without also targeting up_proj'), or peft's dropout refusal."""
+    run_dir = tmp_path / "run"
+    dropout = 0.05 if expected.startswith("lora.dropout") else 0     # else the names alone are refused
+    f = config(tmp_path, f"lora: {{dropout: {dropout}, target_modules: [{', '.join(targets)}]}}\n",
+               str(config_json_only(tmp_path, model_type)))
+    refused(run_cli("train", str(f), "--detach", "--run-dir", str(run_dir)), str(f), expected)
+    assert not run_dir.exists()
+
+
 def test_estimate_refuses_it_naming_the_file_the_key_and_the_fix(tmp_path):
     """The default settings on a Mixtral: `estimate` went on to say it fits (exit 0) for a run that stops once the
     model has loaded. Refused like a module the model lacks, from config.json alone (no weights here)."""

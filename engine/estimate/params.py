@@ -242,6 +242,30 @@ def check_expert_dropout(model_type: str, lora: Any) -> None:
         raise ConfigError(problem, fix=EXPERT_DROPOUT_FIX)
 
 
+# Mixtral's experts as peft names them (its v4 modules: w1 gate, w3 up, w2 down), onto the stacks counted here
+_MIXTRAL_EXPERTS = {"w1": "gate_proj", "w3": "up_proj", "w2": "down_proj"}
+# The names fused into one stack (gate_up_proj): peft adapts both or refuses (after the model has loaded)
+_FUSED = (("gate_proj", "up_proj"), ("w1", "w3"))
+
+
+def _check_expert_names(arch: Architecture, names: list[str]) -> None:
+    """Names that reach a mixture's stacks as peft maps them, refused before the model loads where the trainer
+    (or peft) would refuse them after: Mixtral's experts have no gate_proj, up_proj or down_proj module; half of a
+    fused pair cannot be adapted."""
+    mapped = EXPERT_STACK_NAMES.get(arch.model_type, ())
+    if mapped == _MIXTRAL_NAMES and (wrong := [n for n in names if n in _MIXTRAL_EXPERTS.values()]):
+        raise ConfigError(f"lora.target_modules: {', '.join(repr(n) for n in wrong)} not in a {arch.model_type} "
+                          "model: its experts are stacked weights, which LoRA names w1 and w3 (gate, up) and w2 "
+                          "(down)", fix="valid names: q_proj, k_proj, v_proj, o_proj, w1, w2, w3, gate (or all-linear)")
+    for pair in _FUSED:
+        named = [n for n in pair if n in names]
+        if set(pair) <= set(mapped) and len(named) == 1:
+            other = next(n for n in pair if n not in named)
+            raise ConfigError(f"lora.target_modules: {named[0]} without {other}: on this {arch.model_type} model's "
+                              "experts they are one stacked weight, adapted together or not at all",
+                              fix=f"add {other} to lora.target_modules, or leave out {named[0]}")
+
+
 def lora_targets(arch: Architecture, target_modules: str | list[str]) -> list[Linear]:
     """The decoder linears LoRA adapts; unknown names are an error where the family is known. A mixture's stacked
     experts count only where peft adapts them (adapts_expert_stacks): Qwen2-MoE's all-linear leaves them frozen."""
@@ -249,7 +273,11 @@ def lora_targets(arch: Architecture, target_modules: str | list[str]) -> list[Li
     if target_modules == "all-linear":
         return [lin for lin in arch.linears if stacks or not arch.stacked(lin)]
     names = [target_modules] if isinstance(target_modules, str) else list(target_modules)
+    _check_expert_names(arch, names)
     known = {lin.name: lin for lin in arch.linears}
+    if EXPERT_STACK_NAMES.get(arch.model_type) == _MIXTRAL_NAMES:
+        known = {n: lin for n, lin in known.items() if not arch.stacked(lin)}
+        known |= {alias: arch.linear(name) for alias, name in _MIXTRAL_EXPERTS.items()}
     unknown = [n for n in names if n not in known]
     if unknown and arch.exact:
         raise ConfigError(f"lora.target_modules: {', '.join(repr(n) for n in unknown)} not in a "
