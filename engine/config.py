@@ -17,7 +17,7 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from engine.errors import ConfigError, quote, type_word, yaml_text
 from engine.learning_rate import LORA_TYPICAL, RECOMMENDED_TEXT
@@ -84,6 +84,9 @@ class DatasetConfig:
                         choices=("completions", "all"))
     max_examples: int | None = opt(None, "Use only the first N examples (quick trials).", lo=1, hi=10**12,
                                    nullable=True, empty_means="all examples")
+    # Not a field (no annotation, not in the file): the config file this section was read from, whose folder its
+    # relative paths were looked for in first (load_config); None for a config built in memory. For messages.
+    read_from = cast("str | None", None)
 
 
 @dataclass
@@ -572,6 +575,7 @@ def load_config(path: str | Path) -> Config:
     raw = read_yaml_config(p)
     cfg = config_from_dict(raw, source=str(p))
     _resolve_relative_paths(cfg, p.parent)
+    cfg.dataset.read_from = str(p)
     return cfg
 
 

@@ -156,6 +156,27 @@ def test_relative_paths_resolve_against_the_config_file(tmp_path):
     assert c.model == "lorapilot-demo"  # not a path: left as the id
 
 
+def test_a_relative_data_path_not_there_says_where_it_was_looked_for(tmp_path, monkeypatch, demo_model_dir):
+    """A config kept in another folder naming missing.jsonl was refused with just 'missing.jsonl: no such file or
+    directory': not which config, which key, nor that it was looked for beside the config and in the current
+    folder. Said so by the estimate's check and by train's, before anything launches."""
+    from engine.data.formats import check_dataset_found
+    from engine.errors import DataError
+    from engine.train.launch import check_inputs
+
+    (tmp_path / "cfgs").mkdir()
+    (tmp_path / "cfgs" / "run.yaml").write_text(f"model: {demo_model_dir}\ndataset: {{path: missing.jsonl}}\n")
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config("cfgs/run.yaml")
+    for check in (check_dataset_found, lambda ds: check_inputs(cfg)):
+        with pytest.raises(DataError) as e:
+            check(cfg.dataset)
+        assert e.value.message == (f"cfgs/run.yaml: dataset.path: missing.jsonl: no such file or directory (looked for "
+                                f"{tmp_path.resolve() / 'cfgs' / 'missing.jsonl'}, beside the config file, and "
+                                f"{tmp_path.resolve() / 'missing.jsonl'}, in the current folder)")
+        assert "check dataset.path in cfgs/run.yaml" in e.value.fix
+
+
 def test_round_trip_is_the_reproducible_record(tmp_path):
     c = config_from_dict(with_("training", learning_rate=1e-4, seed=7))
     f = tmp_path / "saved.yaml"

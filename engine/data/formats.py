@@ -616,22 +616,33 @@ def normalize(row: dict, fmt: str, source: str) -> dict:
     raise DataError(f"unknown dataset format {fmt!r}; expected auto or one of {', '.join(FORMATS)}")
 
 
-def check_found(path: str, key: str = "dataset.path") -> None:
+def check_found(path: str, key: str = "dataset.path", config_file: str | None = None) -> None:
     """A DataError for a dataset path that is no local file, no folder with data files, and no hub dataset id:
     a typo or a moved file. What `lorapilot estimate` and a sweep's dry run check without reading the data (a hub
-    id passes: they need no network); said as the reader says it."""
+    id passes: they need no network); said as the reader says it. A relative path names where it was looked for:
+    beside `config_file` (the file it was read from, load_config's rule), then in the current folder."""
     p = Path(os.path.expanduser(path))
     if p.is_dir():
         _dir_files(p)
     elif not p.is_file() and not _looks_like_hub_id(path):
-        raise DataError(f"{path}: no such file or directory", fix=f"check {key}; a hub dataset id looks like org/name")
+        where = f"{config_file}: {key}: " if config_file else ""
+        fix = f"check {key}{f' in {config_file}' if config_file else ''}"
+        looked = ""
+        if not p.is_absolute():
+            tried = [f"{Path.cwd() / p}, in the current folder"]
+            if config_file:
+                tried.insert(0, f"{Path(config_file).resolve().parent / p}, beside the config file")
+                fix += "; a relative path is read beside the config file, then from the current folder"
+            looked = f" (looked for {', and '.join(tried)})"
+        raise DataError(f"{where}{path}: no such file or directory{looked}",
+                        fix=f"{fix}; a hub dataset id looks like org/name")
 
 
 def check_dataset_found(ds: DatasetConfig) -> None:
     """check_found for dataset.path and dataset.validation_path of a config's dataset section."""
-    check_found(ds.path)
+    check_found(ds.path, config_file=ds.read_from)
     if ds.validation_path:
-        check_found(ds.validation_path, "dataset.validation_path")
+        check_found(ds.validation_path, "dataset.validation_path", config_file=ds.read_from)
 
 
 def source_files(path: str) -> list[Path]:

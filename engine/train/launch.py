@@ -39,10 +39,12 @@ class RunHandle:
 def check_inputs(cfg: Config) -> None:
     """Fails fast, in the launching process, on a bad model path or unreadable data."""
     from engine.data import read_rows
+    from engine.data.formats import check_dataset_found
     from engine.model import check_model_reachable
 
     check_model_reachable(cfg.model)
     _check_lora_for_model(cfg)
+    check_dataset_found(cfg.dataset)  # a path not there, said with where it was looked for (beside the config too)
     read_rows(cfg.dataset.path, cfg.dataset.format)
     if cfg.dataset.validation_path:
         read_rows(cfg.dataset.validation_path, cfg.dataset.format)
