@@ -37,6 +37,17 @@ def resolve_model_path(model: str) -> str:
     return model
 
 
+def cache_only_for(path: str) -> bool:
+    """Whether a from_pretrained of `path` must read the Hugging Face cache only: a hub id while the hub is out of
+    reach (engine.hub's rule), where huggingface_hub would retry for a minute before looking there. A local
+    directory never asks the hub."""
+    if Path(path).is_dir():
+        return False
+    from engine.hub import hub_reachable
+
+    return not hub_reachable()
+
+
 def hub_token() -> str | None:
     """The hub token from the environment or the Hugging Face cache; never written anywhere by us."""
     if token := hub_token_env():
@@ -118,16 +129,20 @@ def load_tokenizer(model: str, trust_remote_code: bool = False):
 
     # An adapter directory holds a tokenizer but no config.json: take any directory as it is.
     path = model if Path(model).is_dir() else resolve_model_path(model)
+    cache_only = cache_only_for(path)
     try:
-        tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code, token=hub_token())
+        tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code, token=hub_token(),
+                                            local_files_only=cache_only)
     except (OSError, ValueError) as e:   # ValueError: a directory without tokenizer files, a broken one
         fix = ("a model directory needs its tokenizer files (tokenizer.json, tokenizer_config.json)"
                if Path(path).is_dir() else
                f"{path} is fetched from the Hugging Face hub: with the hub reachable it downloads once, then comes "
                "from the cache (offline it must be there already); or use a local directory holding the model")
-        raise ModelError(f"{model}: cannot load tokenizer: {str(e).splitlines()[0]}", fix=fix) from None
+        reason = ("the hub is unreachable (offline?) and the tokenizer is not in the Hugging Face cache" if cache_only
+                  else str(e).splitlines()[0])
+        raise ModelError(f"{model}: cannot load tokenizer: {reason}", fix=fix) from None
     if not keeps_text(tok):
-        tok = _tokenizer_as_saved(model, path, tok)
+        tok = _tokenizer_as_saved(model, path, tok, cache_only)
     if tok.pad_token is None:
         # Padding is masked by position, so reusing EOS as pad is safe here.
         tok.pad_token = tok.eos_token
@@ -144,7 +159,7 @@ def keeps_text(tok) -> bool:
     return tok.decode(ids, skip_special_tokens=True).strip() == _PROBE
 
 
-def _tokenizer_as_saved(model: str, path: str, loaded):
+def _tokenizer_as_saved(model: str, path: str, loaded, cache_only: bool):
     """The directory's tokenizer.json as it is, when the class transformers chose rebuilds it wrong.
 
     transformers 5 picks the tokenizer class from config.json's model_type (a qwen2 config gives
@@ -155,7 +170,7 @@ def _tokenizer_as_saved(model: str, path: str, loaded):
     from transformers import PreTrainedTokenizerFast
 
     try:
-        tok = PreTrainedTokenizerFast.from_pretrained(path, token=hub_token())
+        tok = PreTrainedTokenizerFast.from_pretrained(path, token=hub_token(), local_files_only=cache_only)
     except (OSError, ValueError):
         tok = None
     if tok is None or not keeps_text(tok):
@@ -193,6 +208,7 @@ def causal_lm(path: str, **kwargs):
     (engine.train.speed)."""
     from transformers import AutoModelForCausalLM
 
+    kwargs.setdefault("local_files_only", cache_only_for(path))  # offline: the cached weights, without retries
     return AutoModelForCausalLM.from_pretrained(path, use_kernels=False, **kwargs)
 
 

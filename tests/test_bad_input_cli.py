@@ -211,6 +211,34 @@ def test_a_hub_tokenizer_out_of_reach_is_not_blamed_on_a_directory(model):
     assert "directory needs" not in fix and "hub" in fix and "cache" in fix, fix
 
 
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.timeout(300)  # a guard only: the retries it replaces took ~50 s offline
+def test_a_hub_tokenizer_offline_without_hf_hub_offline_fails_at_once_and_says_why(tmp_path):
+    """Offline with HF_HUB_OFFLINE unset, `inspect-data --model owner/name` retried the hub five times (~50 s,
+    "Retrying in 8s [Retry 5/5]") before saying the tokenizer was not in the cache: its load did not ask the quick
+    check that config.json's read asks. Now every hub read asks it first and reads only the cache when out of reach."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
+    env |= {"HF_ENDPOINT": f"http://127.0.0.1:{_closed_port()}", "HF_HOME": str(tmp_path / "hf"),
+            "HF_HUB_CACHE": str(tmp_path / "hf" / "hub")}
+    r = subprocess.run([sys.executable, "-m", "tui.entry", "inspect-data", str(DEMO_DATA), "--model",
+                        "lorapilot-test/no-such-model"], cwd=REPO, capture_output=True, text=True, env=env,
+                       timeout=280)
+    refused(r, "lorapilot-test/no-such-model: cannot load tokenizer: the hub is unreachable (offline?) and the "
+               "tokenizer is not in the Hugging Face cache")
+    assert "Retry" not in r.stderr, r.stderr
+
+
 def test_unknown_lora_target_is_refused_before_detaching(tmp_path):
     run_dir = tmp_path / "run"
     r = run_cli("train", str(config(tmp_path, "lora: {target_modules: [nonexistent]}\n")), "--detach",

@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from engine.data import read_rows
-from engine.data import formats
 from engine.errors import DataError
 
 ALPACA = [{"instruction": "What color is a lemon?", "input": "", "output": "Yellow."},
@@ -473,10 +472,10 @@ def test_unsupported_extension(tmp_path):
 
 
 def test_hub_id_unreachable_is_a_clear_error(monkeypatch):
-    from huggingface_hub import constants
+    import engine.hub
 
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(formats, "_hub_reachable", lambda: False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(engine.hub, "hub_reachable", lambda: False)
     with pytest.raises(DataError) as e:
         read_rows("tatsu-lab/alpaca")
     assert str(e.value).startswith("tatsu-lab/alpaca: not a local path, and the Hugging Face Hub is unreachable")

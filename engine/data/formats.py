@@ -386,34 +386,22 @@ def _looks_like_hub_id(path: str) -> bool:
             and not path.lower().endswith(EXTENSIONS) and "/" in path)
 
 
-def _hub_reachable() -> bool:
-    """A quick TCP probe: load_dataset retries for ~25 s before giving up offline."""
-    import socket
-    from urllib.parse import urlparse
-
-    from huggingface_hub import constants
-
-    url = urlparse(constants.ENDPOINT)
-    try:
-        socket.create_connection((url.hostname, url.port or 443), timeout=3).close()
-        return True
-    except OSError:
-        return False
-
-
 def _read_hub(repo_id: str) -> tuple[list[dict], list[str]]:
     import datasets
-    from huggingface_hub import constants
+
+    from engine.hub import hub_reachable
+    from engine.settings import hub_offline
 
     datasets.disable_progress_bars()
     fix = ("download it where there is network, or point dataset.path at a local file; "
            "if it is already in your cache, set HF_HUB_OFFLINE=1")
-    if not constants.HF_HUB_OFFLINE and not _hub_reachable():
+    offline = hub_offline()
+    if not offline and not hub_reachable():
         raise DataError(f"{repo_id}: not a local path, and the Hugging Face Hub is unreachable (offline?)", fix=fix)
     try:
         ds = datasets.load_dataset(repo_id, split="train")
     except Exception as e:  # noqa: BLE001 - network, auth, missing split: all end the same way for the user
-        if constants.HF_HUB_OFFLINE:
+        if offline:
             raise DataError(f"{repo_id}: not a local path, and not in the hub cache (HF_HUB_OFFLINE is set)",
                             fix="download it where there is network, or point dataset.path at a local file") from None
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

@@ -10,17 +10,15 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlparse
 
 from engine.errors import ModelError, quote
-from engine.settings import hub_cache_dir, hub_endpoint, hub_offline
+from engine.hub import HUB_TIMEOUT_S, hub_reachable
+from engine.settings import hub_cache_dir
 from engine.estimate.params import Architecture, ParamCounts, architecture, count_params
 from engine.estimate.presets import find_model_preset
 
-HUB_TIMEOUT_S = 5.0
 _HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 _hub_cache: dict[str, dict] = {}
 
@@ -160,18 +158,6 @@ def check_model_found(model: str) -> str:
     return model
 
 
-def _hub_reachable() -> bool:
-    """A quick TCP probe: huggingface_hub itself retries for ~20 s before giving up offline."""
-    if hub_offline():
-        return False
-    host = urlparse(hub_endpoint()).hostname or "huggingface.co"
-    try:
-        socket.create_connection((host, 443), timeout=HUB_TIMEOUT_S).close()
-        return True
-    except OSError:
-        return False
-
-
 def _read_json(path: Path) -> dict:
     if not path.exists():
         raise ModelError(f"{path}: not found; a model directory needs its config.json")
@@ -203,7 +189,7 @@ def hub_config(repo_id: str, instead: str = SHAPES_INSTEAD) -> dict:
     cached = try_to_load_from_cache(repo_id, "config.json", cache_dir=cache)
     if isinstance(cached, str):
         path = cached
-    elif not _hub_reachable():
+    elif not hub_reachable():
         raise ModelError(f"{repo_id}: the hub is unreachable (offline?) and config.json is not in the Hugging "
                          f"Face cache; {instead}")
     else:
