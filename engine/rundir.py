@@ -1067,7 +1067,8 @@ def usable_checkpoint(run_dir: str | Path, also: Callable[[Path], str | None] | 
 # ---------------------------------------------------------------- records as lines
 
 def format_record(rec: dict) -> str | None:
-    """A record as one line of train.log or `lorapilot train`'s output; its text made safe to print."""
+    """A record as one line of train.log or `lorapilot train`'s output (a finding: its evidence and fix on lines
+    of their own below it); its text made safe to print."""
     kind, step = rec.get("kind"), rec.get("step")
     if kind == "train":
         parts = [f"step {step:>5}", f"loss {_float(rec.get('loss')):.4f}"]
@@ -1081,8 +1082,9 @@ def format_record(rec: dict) -> str | None:
     if kind == "eval":
         return f"step {step:>5}  eval_loss {_float(rec.get('eval_loss')):.4f}"
     if kind == "finding":
-        return safe_text(f"step {step:>5}  [{rec.get('severity')}] {rec.get('code')}: {rec.get('message')}",
-                         one_line=True)
+        from engine.diagnose.finding import Finding, finding_text
+
+        return finding_text(Finding.from_record(rec), f"step {step:>5}")
     if kind == "event":
         return safe_text(f"step {step:>5}  {rec.get('message')}", one_line=True)
     return None

@@ -274,8 +274,9 @@ def test_control_characters_escaped_everywhere(tmp_path):
         assert r.returncode == 0, r.stderr
         assert "\x1b" not in r.stdout and "\x07" not in r.stdout, (args, r.stdout)
     assert "\\x1b]0;TITLE\\x07" in run_cli("diagnose", str(run)).stdout  # shown, as text
-    lines = [format_record(rec) for rec in read_metrics(run)]
-    assert not any(ch in (ln or "") for ln in lines for ch in "\x1b\x07\n")
+    lines = [ln for rec in read_metrics(run) for ln in (format_record(rec) or "").split("\n")]
+    assert not any(ch in ln for ln in lines for ch in "\x1b\x07")
+    assert "            evidence: e\\x1b[2J" in lines  # a finding's evidence on a line of its own, escaped too
 
     from tui.models.run_feed import RunFeed
 
@@ -1235,3 +1236,13 @@ def test_a_disk_full_while_the_launcher_creates_the_run_is_said_and_the_folder_c
     err = unwrapped(capsys.readouterr().err)
     assert "no space left on device" in err and "Traceback" not in err, err
     assert json.loads((run / "status.json").read_text())["state"] == "stopped"
+
+
+def test_train_prints_a_finding_with_its_evidence_and_fix_as_inspect_data_does():
+    """`lorapilot train` (and train.log) printed a pre-flight warning as its one headline: the fix the wizard and
+    inspect-data show under it was left out. One formatter (engine.diagnose.finding) for every verb."""
+    rec = {"kind": "finding", "step": 0, "time": 1.0, "code": "lora_alpha_unusual", "severity": "warning",
+           "message": "lora.alpha 300 is 18.8 x r", "evidence": "alpha/r = 18.8", "fix": "set lora.alpha to 32"}
+    assert format_record(rec) == ("step     0  [warning] lora_alpha_unusual: lora.alpha 300 is 18.8 x r\n"
+                                  "            evidence: alpha/r = 18.8\n"
+                                  "            fix: set lora.alpha to 32")

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
 from engine.diagnose.codes import LIVE_CODES, STATE_CODES, TITLES
-from engine.diagnose.finding import Finding, blocking, newest_first
+from engine.diagnose.finding import Finding, blocking, finding_details, newest_first
 from engine.errors import EXIT_BAD_INPUT, EXIT_OK, UserError
 from engine.overwrite import may_overwrite
 from engine.settings import user_path
@@ -68,10 +68,8 @@ def print_findings(findings: list[Finding], *, empty: str, counts: dict | None =
         grid.add_row(f"[{_STYLE[f.severity]}]{f.severity.upper()}[/]",
                      f"[bold]{clean(title)}[/] [dim]({clean(f.code)}, {where})[/]")
         grid.add_row("", clean(f.message))
-        if f.evidence:
-            grid.add_row("", f"[dim]evidence:[/] {clean(f.evidence)}")
-        if f.fix:
-            grid.add_row("", f"[dim]fix:[/] {clean(f.fix)}")
+        for label, text in finding_details(f):
+            grid.add_row("", f"[dim]{label}:[/] {clean(text)}")
         _print_unpadded(console, grid)
 
 

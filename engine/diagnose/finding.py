@@ -51,6 +51,24 @@ class Finding:
                    time=record.get("time"))
 
 
+def finding_details(f: Finding) -> list[tuple[str, str]]:
+    """What every verb prints under a finding's headline, (label, text), in this order: the numbers that show it
+    and what to change, each where there is one. `lorapilot train`, train.log, inspect-data and diagnose print
+    these (the wizard and the monitor draw the same two under their own headline)."""
+    return [(label, text) for label, text in (("evidence", f.evidence), ("fix", f.fix)) if text]
+
+
+def finding_text(f: Finding, where: str) -> str:
+    """A finding as plain lines (train's output, train.log): `where  [severity] code: message`, then its details
+    indented under the message. Text from a run directory is made safe to print, one line each."""
+    from engine.rundir import safe_text
+
+    head = f"{where}  "
+    lines = [f"{head}[{f.severity}] {f.code}: {f.message}"]
+    lines += [f"{' ' * len(head)}{label}: {text}" for label, text in finding_details(f)]
+    return "\n".join(safe_text(line, one_line=True) for line in lines)
+
+
 def blocking(findings: Iterable[Finding]) -> bool:
     """True when any finding is an error: training must not start."""
     return any(f.severity == "error" for f in findings)

@@ -80,7 +80,7 @@ def oom_hint(cfg: Config, memory: str | None, run_dir: Path) -> str:
 
 def _preflight(cfg: Config, data: PreparedData, hw: Hardware, run_dir: Path) -> None:
     """The data doctor before any GPU time is spent: findings into metrics.jsonl; errors refuse the run."""
-    from engine.diagnose.finding import blocking
+    from engine.diagnose.finding import blocking, finding_text
     from engine.diagnose.preflight import preflight
     from engine.errors import DataError
     from engine.rundir import MetricsWriter
@@ -93,7 +93,7 @@ def _preflight(cfg: Config, data: PreparedData, hw: Hardware, run_dir: Path) -> 
         writer = MetricsWriter(run_dir)
         for f in findings:
             writer.write("finding", 0, **{k: v for k, v in f.to_record().items() if k not in ("kind", "step", "time")})
-            log(f"pre-flight [{f.severity}] {f.code}: {f.message}")
+            log(finding_text(f, "pre-flight"))
         writer.close()
     errors = [f for f in findings if f.severity == "error"]
     if blocking(findings):
