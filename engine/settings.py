@@ -10,6 +10,12 @@ from pathlib import Path
 
 GIB = 1024 ** 3
 
+
+def mem_text(gib: float) -> str:
+    """An amount of memory as every screen and note says it: GiB to two decimals; under 0.1 GiB in MiB, so a small
+    model's figures do not read as a row of zeros ("peaks at 0.00 GiB")."""
+    return f"{gib * 1024:.0f} MiB" if abs(gib) < 0.1 else f"{gib:.2f} GiB"
+
 # The data shipped with lorapilot (model presets, GPUs, recipes, the speed table, the demo, serving templates):
 # the top-level presets/ folder beside engine/ (an editable install and a checkout both keep that layout).
 PRESETS_DIR = Path(__file__).resolve().parents[1] / "presets"

@@ -116,6 +116,19 @@ def test_evaluation_is_in_the_peak_where_it_is_larger():
     assert est.peak_allocated_gib > sum(c.gib for c in est.components if c.in_peak)
 
 
+def test_a_small_evaluation_peak_is_said_in_the_units_the_bar_uses(demo_model_dir):
+    """The review showed "evaluation 3 MiB ... peaks at 0.01 GiB" for the demo: the bar's figures said MiB below
+    0.1 GiB, the engine's note two decimals of GiB. One rule (engine.settings.mem_text) for both."""
+    from engine.settings import mem_text
+
+    cfg = config_from_dict({"model": str(demo_model_dir), "dataset": {"path": "x.jsonl"},
+                            "training": {"max_seq_length": 128}})
+    est = estimate(cfg, read_model_config(cfg.model), None, lengths=[50] * 400, val_lengths=[50] * 20)
+    evaluation = next(c for c in est.components if c.name == "evaluation")
+    assert evaluation.gib < 0.1 and " MiB, below training" in evaluation.note and " GiB" not in evaluation.note
+    assert mem_text(0.0029) == "3 MiB" and mem_text(0.1) == "0.10 GiB" and mem_text(12.345) == "12.35 GiB"
+
+
 def test_the_cli_and_the_wizard_word_the_time_alike():
     from engine.estimate.command import _duration
     from tui.widgets.estimate_line import fmt_duration

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from engine.estimate.params import Architecture, Linear, ParamCounts
+from engine.settings import mem_text
 
 if TYPE_CHECKING:   # engine.plan imports this module (plan_fits) when it plans: types only here
     from engine.config import Config
@@ -529,7 +530,7 @@ def memory(arch: Architecture, params: ParamCounts, shape: TrainingShape) -> Mem
                 "adamw_torch": "AdamW 32-bit", "adamw_8bit": "AdamW 8-bit",
                 "adamw_torch_fused": "AdamW 32-bit, fused"}.get(shape.optimizer, shape.optimizer)
     if opt_paged:
-        opt_note += f"; {opt_paged / GIB:.2f} GiB in paged memory (nvidia-smi sees it, PyTorch does not)"
+        opt_note += f"; {mem_text(opt_paged / GIB)} in paged memory (nvidia-smi sees it, PyTorch does not)"
     comps = [
         Component("base weights", linear_b / GIB, f"decoder linear layers, {quant_label}"),
         Component("unquantised weights", other_b / GIB,
@@ -578,7 +579,7 @@ def memory(arch: Architecture, params: ParamCounts, shape: TrainingShape) -> Mem
         eval_peak = (static + work + eval_logits) / GIB
         above = eval_peak > peak
         comps.append(Component("evaluation", (work + eval_logits) / GIB,
-                               f"{te:,} tokens a micro-batch, no gradients; peaks at {eval_peak:.2f} GiB, "
+                               f"{te:,} tokens a micro-batch, no gradients; peaks at {mem_text(eval_peak)}, "
                                + ("above training: that is the peak" if above else "below training"),
                                in_peak=False))
         peak = max(peak, eval_peak)

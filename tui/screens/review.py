@@ -20,11 +20,12 @@ from textual.widgets import Button, Input, Label, Select, Static
 
 from engine.config import Config
 from engine.learning_rate import lr_verdict
+from engine.settings import mem_text
 from tui.error_log import say
 from tui.screens.wizard import WizardStep
 from tui.widgets.checklist import Checklist
 from tui.widgets.estimate_line import fmt_cost, fmt_duration
-from tui.widgets.vram_bar import VramBar, fmt_mem
+from tui.widgets.vram_bar import VramBar
 
 if TYPE_CHECKING:  # the launcher loads when Launch is pressed
     from engine.train.launch import RunHandle
@@ -109,7 +110,7 @@ class ReviewScreen(WizardStep):
             return Content.styled("no GPU: the run trains on this machine's CPU (pick a card above to plan for a "
                                   "GPU pod)", "$text-warning")
         here = "" if s.gpu_detected is not None else "  (no GPU on this machine: estimating for the card picked)"
-        head = (f"peak {fmt_mem(est.peak_allocated_gib)} allocated, {fmt_mem(est.device_total_gib)} on the card"
+        head = (f"peak {mem_text(est.peak_allocated_gib)} allocated, {mem_text(est.device_total_gib)} on the card"
                 f" of {est.gpu.memory_gib:.1f} GiB")
         if est.fits is None:
             verdict = Content.styled("no card to compare with", "$text-muted")

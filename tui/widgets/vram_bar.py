@@ -14,15 +14,12 @@ from typing import Any
 from textual.content import Content
 from textual.widgets import Static
 
+from engine.settings import mem_text
+
 # (style, fill) per segment in order; cycles if the engine ever adds more components.
 LOOKS = [("$primary", "█"), ("$secondary", "▓"), ("$accent", "█"), ("$success", "▓"), ("$warning", "█"),
          ("$error", "▓"), ("$primary-lighten-2", "▒"), ("$secondary-lighten-2", "▒"), ("$accent-lighten-2", "▒")]
 OUTSIDE = "outside the peak"  # context, allocator slack, paged states: what nvidia-smi adds
-
-
-def fmt_mem(gib: float) -> str:
-    """GiB to two decimals; under 0.1 GiB in MiB, so a small model does not read as a row of zeros."""
-    return f"{gib * 1024:.0f} MiB" if abs(gib) < 0.1 else f"{gib:.2f} GiB"
 
 
 def segments(est: Any) -> list[tuple[str, float, str]]:
@@ -89,16 +86,16 @@ class VramBar(Static):
         for i, (name, gib, note) in enumerate(parts):
             style, fill = LOOKS[i % len(LOOKS)]
             legend.append(Content.assemble(Content.styled(fill * 2, style), f" {name} ",
-                                           Content.styled(fmt_mem(gib), "bold"), "  " if note else "",
+                                           Content.styled(mem_text(gib), "bold"), "  " if note else "",
                                            Content.styled(note or "", "$text-muted")))
         if card is None:  # the CPU: no card to fit under, and no CUDA context or allocator slack on top
-            legend.append(Content.styled(f"= {fmt_mem(est.device_total_gib)} at the peak, in this machine's RAM "
+            legend.append(Content.styled(f"= {mem_text(est.device_total_gib)} at the peak, in this machine's RAM "
                                          "(no GPU to fit)", "$text-muted"))
         else:
             legend.append(Content.styled(f"┊ {est.fit_fraction:.0%} of the card: the fit line", "$text-muted"))
         for name, gib, note in elsewhere(est):   # below the total and without fill: not in the bar, not added
             legend.append(Content.assemble(Content.styled("~~", "$text-muted"), f" {name} ",
-                                           Content.styled(fmt_mem(gib), "bold"), "  ",
+                                           Content.styled(mem_text(gib), "bold"), "  ",
                                            Content.styled(f"another moment, not added: {note}", "$text-muted")))
         self.update(Content("\n").join(lines + legend))
 
