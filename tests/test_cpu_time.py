@@ -67,9 +67,21 @@ def test_more_cores_shorten_only_the_flops():
 def test_the_wording_says_this_cpu_what_it_assumes_and_that_a_busy_machine_is_slower():
     est = cpu_estimate()
     assert est.time_basis == "this machine's CPU"
-    for said in (f"{timing.cpu_cores()} cores at", "GFLOP/s each", "s a step", "s a micro-batch", "warm-up", "quiet",
-                 "a busy machine takes several times longer"):
+    for said in (f"{timing.cpu_cores()} cores at", "GFLOP/s each", "s a step", "s a micro-batch", "warm-up", "quiet"):
         assert said in est.time_basis_detail
+    assert est.time_caveat == "a busy machine takes several times longer"
+
+
+def test_the_wizard_gives_the_cpu_times_caveat_as_the_estimate_does():
+    """The review said "~17 s incl. 9 s start-up, 4 evals, 3 saves (this machine's CPU)" where `lorapilot estimate`
+    added that a busy machine takes several times longer: one wording, said by both."""
+    from engine.estimate.command import render
+    from tui.screens.review import ReviewScreen
+
+    est = cpu_estimate()
+    assert ReviewScreen._time_text(est).endswith("(this machine's CPU; a busy machine takes several times longer)")
+    said = render(est, read_model_config("smollm2-135m"), 380, True, "auto")
+    assert said.count("a busy machine takes several times longer") == 1, said
 
 
 def test_each_constant_names_the_measurement_it_came_from():

@@ -198,7 +198,7 @@ def render(est: Estimate, info: ModelInfo, n_examples: int | None, counted: bool
     if est.download:   # on top of the time (or of no time): what a first run fetches before it starts
         lines.append(f"{'       ' if est.time_s is not None else 'time   '}{est.download}")
     if est.time_s is not None:
-        lines.append(f"       speed {est.time_basis}: {est.time_basis_detail}")
+        lines.append(f"       speed {est.time_basis}: {'; '.join(filter(None, (est.time_basis_detail, est.time_caveat)))}")
     lines.append(f"lr     {est.lr_hint['text']}")
     for note in est.notes:
         lines.append(f"note   {note}")

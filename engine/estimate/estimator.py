@@ -51,6 +51,7 @@ class Estimate:
     plan: RunPlan | None = None      # the run as planned (engine.plan): what the trainer will do
     time_basis: str = ""             # where time_s's rate comes from: "measured on H200", "not measured on T4: ..."
     time_basis_detail: str = ""      # the path, fraction of the 16-bit peak and measured speeds behind it
+    time_caveat: str = ""            # said beside the time wherever it is shown: a CPU time's busy-machine caveat
     train_flops: float | None = None  # the training FLOPs time_s is computed from (engine.estimate.timing)
     compile_s: float = 0.0           # of time_s: compiling the decoder layers before the first step (plan's choice)
     evaluations: int = 0             # the evaluations time_s counts (every eval_steps, and at the end; 0 unpriced)
@@ -94,6 +95,7 @@ class Estimate:
             "suggestions": list(self.suggestions), "memory_mode": self.memory_mode, "parallelism": self.parallelism,
             "need_gib": r3(self.need_gib), "plan": self.plan.to_dict() if self.plan else None,
             "time_basis": self.time_basis, "time_basis_detail": self.time_basis_detail,
+            "time_caveat": self.time_caveat,
             "train_flops": None if self.train_flops is None else float(f"{self.train_flops:.4g}"),
             "evaluations": self.evaluations, "saves": self.saves, "pauses_s": r3(self.pauses_s),
             "startup_s": r3(self.startup_s), "download_bytes": self.download_bytes,
@@ -197,7 +199,8 @@ def compute(cfg: Config, info: ModelInfo, gpu: GpuSpec | None, *, n_examples: in
         headroom_gib=headroom, tokens_per_microbatch=shape.tokens, precision=plan.precision,
         num_gpus=plan.processes, params_total=info.params.total, params_trainable=n_lora,
         steps_per_epoch=plan.steps_per_epoch, total_steps=plan.max_steps, time_s=time_s, cost=cost,
-        time_basis=run_time.basis, time_basis_detail=run_time.detail, train_flops=run_time.flops,
+        time_basis=run_time.basis, time_basis_detail=run_time.detail, time_caveat=run_time.caveat,
+        train_flops=run_time.flops,
         compile_s=run_time.compile_s, evaluations=after.evals if after and after.evals_s else 0,
         saves=after.saves if after else 0, pauses_s=after.seconds if after else 0.0, startup_s=startup,
         lr_hint=lr_hint(t.learning_rate, cfg.model,

@@ -66,11 +66,15 @@ def cpu_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
+# What every CPU time says beside its figure (`lorapilot estimate` and the wizard): the rates are a quiet machine's.
+CPU_TIME_CAVEAT = "a busy machine takes several times longer"
+
+
 def cpu_detail(cores: int | None = None) -> str:
-    """What the CPU time assumes, in the user's words."""
+    """What the CPU time assumes, in the user's words (CPU_TIME_CAVEAT is said beside it)."""
     return (f"{cores or cpu_cores()} cores at {CPU_GFLOPS_PER_CORE:g} GFLOP/s each, {CPU_SECONDS_PER_STEP:g} s a step, "
             f"{CPU_SECONDS_PER_MICROBATCH:g} s a micro-batch and {CPU_FIRST_STEP_S:g} s of warm-up, as measured on a "
-            "quiet 2-core machine; a busy machine takes several times longer")
+            "quiet 2-core machine")
 
 
 def cpu_seconds(steps: float, micro_batches: float, flops: float, cores: int | None = None) -> float:
@@ -149,6 +153,7 @@ class RunTime:
     detail: str = ""         # the path, the fraction of the peak and the measured speeds behind it
     flops: float | None = None   # the run's training FLOPs (all ranks), what the rate divides
     compile_s: float = 0.0   # of seconds: compiling the decoder layers before the first step (once a run)
+    caveat: str = ""         # said wherever the time is shown (CPU_TIME_CAVEAT on the CPU)
 
 
 def run_seconds(arch: Architecture, params: ParamCounts, lora_params: int, plan: RunPlan, machine: Machine,
@@ -166,7 +171,8 @@ def run_seconds(arch: Architecture, params: ParamCounts, lora_params: int, plan:
     per_rank_flops = flops / max(1, plan.processes)
     if machine.device != "cuda":
         passes = (plan.micro_batches or 0) / max(1, plan.processes)
-        return RunTime(cpu_seconds(plan.max_steps, passes, per_rank_flops), "this machine's CPU", cpu_detail(), flops)
+        return RunTime(cpu_seconds(plan.max_steps, passes, per_rank_flops), "this machine's CPU", cpu_detail(), flops,
+                       caveat=CPU_TIME_CAVEAT)
     path = path_of(plan.memory, plan.packing, plan.compile_layers)
     basis = speed_basis(gpu, path, quantization) if gpu is not None else None
     if basis is None or gpu is None or not gpu.tflops_16bit:

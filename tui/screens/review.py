@@ -28,6 +28,7 @@ from tui.widgets.estimate_line import fmt_cost, fmt_duration
 from tui.widgets.vram_bar import VramBar
 
 if TYPE_CHECKING:  # the launcher loads when Launch is pressed
+    from engine.estimate.estimator import Estimate
     from engine.train.launch import RunHandle
 
 DEFAULT_SAVE = "lorapilot.yaml"
@@ -167,9 +168,7 @@ class ReviewScreen(WizardStep):
             memory += ", model sharded (fsdp)"
         parts = [steps, f"effective batch {s.cfg.effective_batch_size * est.num_gpus}", gpus, memory,
                  f"{est.precision}", f"{est.params_trainable:,} trainable of {est.params_total:,}"]
-        time_text = (f"{fmt_duration(est.time_s)} {est.includes} ({est.time_basis}"
-                     f"{self._compile_words(est.compile_s)})"
-                     if est.time_s is not None else "time: no figure for this card")
+        time_text = self._time_text(est)
         cost = fmt_cost(est.cost)
         lines = [Content(" · ".join(parts)),
                  Content(time_text + (f" · {cost}" if cost else " · set $/h for the cost"))]
@@ -179,6 +178,15 @@ class ReviewScreen(WizardStep):
         if est.approximate:
             lines.append(Content.styled("approximate: the model's shapes were partly guessed", "$text-warning"))
         return Content("\n").join(lines)
+
+    @classmethod
+    def _time_text(cls, est: Estimate) -> str:
+        """The time, what it includes and where its rate comes from, with the caveat `lorapilot estimate` gives."""
+        if est.time_s is None:
+            return "time: no figure for this card"
+        caveat = f"; {est.time_caveat}" if est.time_caveat else ""
+        return (f"{fmt_duration(est.time_s)} {est.includes} ({est.time_basis}{cls._compile_words(est.compile_s)}"
+                f"{caveat})")
 
     @staticmethod
     def _compile_words(compile_s: float) -> str:
