@@ -224,3 +224,25 @@ async def test_the_wizards_checklist_flags_it_and_clears_it_when_dropout_is_0(tm
         assert "experts" not in shown(app, "#checklist")
         assert not any(f.code == "expert_dropout" for f in app.wizard.findings)
         app.exit()
+
+
+def test_inspect_data_with_the_config_flags_it_as_estimate_and_train_refuse_it(tmp_path, demo_model_dir):
+    """`inspect-data --config` ran the pre-flight checks without the model's type: the settings' findings showed,
+    but not this one, of a config `estimate` and `train` refuse. The demo's weights and tokenizer under a
+    mixture's config.json: the data reads, the finding shows, exit 2."""
+    import shutil
+
+    from test_bad_input_cli import DEMO_DATA
+
+    model = tmp_path / "model"
+    shutil.copytree(demo_model_dir, model)
+    demo = json.loads((model / "config.json").read_text(encoding="utf-8"))
+    (model / "config.json").write_text(json.dumps({**demo, "model_type": "mixtral", **MIXTURES["mixtral"]}),
+                                       encoding="utf-8")
+    f = config(tmp_path, model=str(model))
+    r = run_cli("inspect-data", str(DEMO_DATA), "--config", str(f), "--json")
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert [x["code"] for x in json.loads(r.stdout)["findings"] if x["severity"] == "error"] == ["expert_dropout"]
+    r = run_cli("inspect-data", str(DEMO_DATA), "--config", str(config(tmp_path, "lora: {dropout: 0}\n", str(model))),
+                "--json")
+    assert "expert_dropout" not in [x["code"] for x in json.loads(r.stdout)["findings"]], r.stdout

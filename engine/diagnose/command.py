@@ -311,7 +311,7 @@ def run_inspect(args: argparse.Namespace) -> int:
     elif not config_path:
         cfg.training.max_seq_length = TrainingConfig().max_seq_length
     fmt = args.fmt if args.fmt != "auto" or not config_path else cfg.dataset.format
-    report, examples, findings = _inspect(args.path, model, cfg, fmt, args.train_on)
+    report, examples, findings = _inspect(args.path, model, cfg, fmt, args.train_on, settings=bool(config_path))
     if not config_path:
         # No config was given: advice about settings would be about defaults the user never wrote.
         findings = [f for f in findings if f.code not in SETTINGS_CODES]
@@ -322,7 +322,7 @@ def run_inspect(args: argparse.Namespace) -> int:
             cfg = load_config(args.fix)
             if args.max_seq_length is not None:
                 cfg.training.max_seq_length = args.max_seq_length
-            report, examples, findings = _inspect(args.path, model, cfg, fmt, args.train_on)
+            report, examples, findings = _inspect(args.path, model, cfg, fmt, args.train_on, settings=True)
     tokenizer = model or "lorapilot-demo (the demo's; --model M counts with your model's)"
     if args.json:
         _print_json({"report": _jsonable(report), "tokenizer": model or "lorapilot-demo",
@@ -347,10 +347,11 @@ def run_inspect(args: argparse.Namespace) -> int:
     return EXIT_BAD_INPUT if blocking(findings) else EXIT_OK
 
 
-def _inspect(path: str, model: str | None, cfg: Config, fmt: str,
-             train_on: str | None = None) -> tuple[DataReport, list[TokenizedExample], list[Finding]]:
+def _inspect(path: str, model: str | None, cfg: Config, fmt: str, train_on: str | None = None, *,
+             settings: bool = False) -> tuple[DataReport, list[TokenizedExample], list[Finding]]:
     """The trainer's own preparation of PATH under the config (engine.data.inspect_config), and the doctor's
-    findings. Without a config every row is shown (no validation split, no max_examples)."""
+    findings. Without a config every row is shown (no validation split, no max_examples). settings: a config was
+    given, so its settings are checked, against the model's type too."""
     import copy
 
     import engine.data  # looked up at call time: tests stand in for the data layer
@@ -363,7 +364,19 @@ def _inspect(path: str, model: str | None, cfg: Config, fmt: str,
     report, examples = engine.data.inspect_config(cfg, model=model)
     from engine.diagnose.preflight import preflight
     return report, examples, preflight(examples, cfg, dropped=getattr(report, "dropped", None),
-                                       too_long_lengths=getattr(report, "too_long_lengths", ()))
+                                       too_long_lengths=getattr(report, "too_long_lengths", ()),
+                                       model_type=_model_type(model) if settings else None)
+
+
+def _model_type(model: str | None) -> str | None:
+    """The model's type from its config.json (after its tokenizer loaded: that error comes first), for the checks
+    of the lora settings against it (a mixture's experts and LoRA dropout), as `estimate` and `train` check them;
+    None without a model (the demo's tokenizer counts)."""
+    if not model:
+        return None
+    from engine.estimate import read_model_config
+
+    return read_model_config(model).arch.model_type
 
 
 def _write_fixes(config_path: str, findings: list[Finding]) -> list[str]:
