@@ -15,8 +15,10 @@ import functools
 import math
 import re
 import unicodedata
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, cast
 
 from engine.errors import ConfigError, quote, type_word, yaml_text
@@ -84,9 +86,10 @@ class DatasetConfig:
                         choices=("completions", "all"))
     max_examples: int | None = opt(None, "Use only the first N examples (quick trials).", lo=1, hi=10**12,
                                    nullable=True, empty_means="all examples")
-    # Not a field (no annotation, not in the file): the config file this section was read from, whose folder its
-    # relative paths were looked for in first (load_config); None for a config built in memory. For messages.
-    read_from = cast("str | None", None)
+    # Not a field (no annotation, not in the file): for messages, the config file each of this section's paths was
+    # read from, by the path as read (load_config looked for a relative one beside that file first). A path changed
+    # since (the wizard's field) or a config built in memory has none: it is read from the current folder only.
+    read_from = cast("Mapping[str, str]", MappingProxyType({}))
 
 
 @dataclass
@@ -575,7 +578,7 @@ def load_config(path: str | Path) -> Config:
     raw = read_yaml_config(p)
     cfg = config_from_dict(raw, source=str(p))
     _resolve_relative_paths(cfg, p.parent)
-    cfg.dataset.read_from = str(p)
+    cfg.dataset.read_from = {path: str(p) for path in (cfg.dataset.path, cfg.dataset.validation_path) if path}
     return cfg
 
 

@@ -175,6 +175,11 @@ def test_a_relative_data_path_not_there_says_where_it_was_looked_for(tmp_path, m
                                 f"{tmp_path.resolve() / 'cfgs' / 'missing.jsonl'}, beside the config file, and "
                                 f"{tmp_path.resolve() / 'missing.jsonl'}, in the current folder)")
         assert "check dataset.path in cfgs/run.yaml" in e.value.fix
+    cfg.dataset.path = "typed.jsonl"   # changed since (the wizard's field): read from the current folder only
+    with pytest.raises(DataError) as e:
+        check_dataset_found(cfg.dataset)
+    assert e.value.message == f"typed.jsonl: no such file or directory (looked for {tmp_path.resolve() / 'typed.jsonl'}, " \
+                              "in the current folder)"
 
 
 def test_round_trip_is_the_reproducible_record(tmp_path):

@@ -628,9 +628,9 @@ def check_found(path: str, key: str = "dataset.path", config_file: str | None = 
 
 def check_dataset_found(ds: DatasetConfig) -> None:
     """check_found for dataset.path and dataset.validation_path of a config's dataset section."""
-    check_found(ds.path, config_file=ds.read_from)
+    check_found(ds.path, config_file=ds.read_from.get(ds.path))
     if ds.validation_path:
-        check_found(ds.validation_path, "dataset.validation_path", config_file=ds.read_from)
+        check_found(ds.validation_path, "dataset.validation_path", config_file=ds.read_from.get(ds.validation_path))
 
 
 def source_files(path: str) -> list[Path]:

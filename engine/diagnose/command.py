@@ -358,7 +358,6 @@ def _inspect(path: str, model: str | None, cfg: Config, fmt: str, train_on: str 
 
     cfg = copy.deepcopy(cfg)
     cfg.dataset.path, cfg.dataset.format = str(path), fmt
-    cfg.dataset.read_from = None  # PATH is the command line's, read from the current folder, not the config's
     if train_on:
         cfg.dataset.train_on = train_on
     report, examples = engine.data.inspect_config(cfg, model=model)
