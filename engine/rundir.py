@@ -609,26 +609,76 @@ class MetricsWriter:
 
     A file that a killed writer left without its final newline gets one first: the next record starts on
     its own line instead of being glued to the torn one (and lost with it).
+
+    The file is named from the run directory held open, and checked before each record (a stat): a metrics.jsonl
+    deleted or renamed while the run writes it took every later record with it, silently (they went on into the
+    unlinked file); it is opened again at its name, its first record an event saying so. The folder itself moved
+    (mv runs/a runs/b) is followed: its metrics.jsonl is the same file there, and nothing is made at the old path.
     """
+
+    REPLACED = "metrics_replaced"
 
     def __init__(self, run_dir: str | Path):
         self.path = Path(run_dir) / METRICS_FILE
-        self._f = open(self.path, "a+b")
-        if self._f.tell() > 0:
-            self._f.seek(-1, os.SEEK_END)
-            if self._f.read(1) != b"\n":
-                self._f.write(b"\n")
-                self._f.flush()
+        self._dir = os.open(run_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            self._f = self._open()
+        except BaseException:
+            os.close(self._dir)
+            raise
 
-    def write(self, kind: str, step: int, **fields: Any) -> dict:
-        record = {"kind": kind, "step": int(step), "time": time.time(), **fields}
+    def _open(self):
+        f = open(METRICS_FILE, "a+b",
+                 opener=lambda name, flags: os.open(name, flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=self._dir))
+        if f.tell() > 0:
+            f.seek(-1, os.SEEK_END)
+            if f.read(1) != b"\n":
+                f.write(b"\n")
+                f.flush()
+        return f
+
+    def _replaced(self) -> str | None:
+        """How the file this writer has open stopped being the run's metrics.jsonl (deleted, or moved or replaced),
+        or None while it still is."""
+        mine = os.fstat(self._f.fileno())
+        try:
+            there = os.stat(METRICS_FILE, dir_fd=self._dir, follow_symlinks=False)
+            if (there.st_dev, there.st_ino) == (mine.st_dev, mine.st_ino):
+                return None
+        except FileNotFoundError:
+            pass
+        return "deleted" if mine.st_nlink == 0 else "renamed or replaced"
+
+    def _reopen(self, step: int) -> None:
+        how = self._replaced()
+        if how is None:
+            return
+        try:
+            f = self._open()
+        except OSError:  # nothing can be made there (a link planted, the disk full): go on into the file held
+            return
+        self._f.close()
+        self._f = f
+        self._append({"kind": "event", "step": int(step), "time": time.time(), "code": self.REPLACED,
+                      "message": f"{METRICS_FILE} was {how} while the run wrote it: the records before this one "
+                                 "are not in this file"})
+
+    def _append(self, record: dict) -> None:
         # json writes NaN/Infinity as bare words, as DESIGN.md allows; readers accept them.
         self._f.write((json.dumps(record) + "\n").encode("utf-8"))
         self._f.flush()
+
+    def write(self, kind: str, step: int, **fields: Any) -> dict:
+        self._reopen(step)
+        record = {"kind": kind, "step": int(step), "time": time.time(), **fields}
+        self._append(record)
         return record
 
     def close(self) -> None:
         self._f.close()
+        if self._dir >= 0:
+            os.close(self._dir)
+            self._dir = -1
 
 
 def valid_record(rec: Any) -> bool:

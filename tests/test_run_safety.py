@@ -549,6 +549,31 @@ def test_writer_starts_on_a_fresh_line_and_readers_skip_malformed(tmp_path):
     LiveDiagnostics.from_history(read_metrics(tmp_path))
 
 
+@pytest.mark.parametrize("how", ["deleted", "renamed"])
+def test_a_metrics_file_deleted_or_renamed_while_written_is_made_again_and_says_so(tmp_path, how):
+    """metrics.jsonl deleted or renamed mid-run: the writer went on into the file it held open, and every later
+    record was lost without a word. It opens the file at its name again, first saying what happened; a run
+    directory moved is followed, not made again at its old path."""
+    run, moved = tmp_path / "run", tmp_path / "moved"
+    run.mkdir()
+    w = MetricsWriter(run)
+    w.write("train", 1, loss=2.0)
+    if how == "deleted":
+        (run / "metrics.jsonl").unlink()
+    else:
+        (run / "metrics.jsonl").rename(run / "old.jsonl")
+    w.write("train", 2, loss=1.5)
+    w.write("train", 3, loss=1.4)
+    run.rename(moved)
+    w.write("train", 4, loss=1.3)
+    w.close()
+    assert not run.exists()
+    recs = read_metrics(moved)
+    assert [(r["kind"], r["step"]) for r in recs] == [("event", 2), ("train", 2), ("train", 3), ("train", 4)]
+    assert recs[0]["code"] == "metrics_replaced" and ("deleted" if how == "deleted" else "renamed") in \
+        recs[0]["message"]
+
+
 @pytest.mark.timeout(120)
 def test_the_end_of_a_file_with_a_very_long_last_line_is_read_in_one_pass(tmp_path):
     """A crash can leave a run of NUL bytes, no newline, at the end of metrics.jsonl: `runs` read its end block by
