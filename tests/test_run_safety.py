@@ -1216,6 +1216,38 @@ def test_a_disk_too_full_for_the_space_reserve_fails_the_run_and_says_so(tmp_pat
     assert not (run / SPACE_RESERVE_FILE).exists()
 
 
+@pytest.mark.parametrize("stage", ["lock", "status"])
+def test_a_run_directory_moved_in_the_trainers_first_second_is_said_without_a_traceback(tmp_path, stage):
+    """`mv runs/a runs/b` just as the trainer starts: its lock and its first status write sat outside the guard
+    that says a move, so the trainer died on a FileNotFoundError traceback, and runs/b's status.json never said
+    why. The move is said as one later is, in the moved folder's status.json."""
+    from conftest import REPO
+    from engine.rundir import read_status
+
+    run, moved = tmp_path / "run", tmp_path / "moved"
+    run.mkdir()
+    code = ("import sys\nfrom pathlib import Path\nimport engine.rundir as rd\n"
+            "run, moved = Path(sys.argv[1]), Path(sys.argv[2])\n"
+            "class Place(rd.RunPlace):\n"   # moved once the trainer holds the folder, before it takes the lock
+            "    def __init__(self, d):\n"
+            "        super().__init__(d)\n"
+            "        run.rename(moved)\n"
+            "real = rd.RunLock.acquire\n"
+            "def acquire(d):\n"             # moved once it holds the lock, before its first status
+            "    lock = real(d)\n"
+            "    run.rename(moved)\n"
+            "    return lock\n"
+            + ("rd.RunPlace = Place\n" if stage == "lock" else "rd.RunLock.acquire = staticmethod(acquire)\n")
+            + "from engine.train.run import main\nsys.exit(main([str(run)]))\n")
+    r = subprocess.run([sys.executable, "-c", code, str(run), str(moved)], cwd=REPO, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 1 and "Traceback" not in r.stderr + r.stdout, (r.stdout, r.stderr)
+    assert not run.exists()
+    status = read_status(moved)
+    assert status["state"] == "failed" and status["error"] == f"the run directory {run} was moved to {moved} " \
+                                                               "while training", status
+
+
 @pytest.mark.parametrize("rc", [-9, 1])
 def test_a_trainer_that_ended_without_a_final_state_is_said(tmp_path, capsys, rc):
     """A trainer killed (the kernel's out-of-memory killer sends SIGKILL) or dead before it could record why:

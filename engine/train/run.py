@@ -588,9 +588,11 @@ def main(argv: list[str] | None = None) -> int:
     stop.install()
     from engine.rundir import RunPlace
     try:
-        stop.place = RunPlace(run_dir)
-    except OSError:  # gone before the trainer started: its first status write says so
-        pass
+        place = stop.place = RunPlace(run_dir)
+    except OSError as e:  # gone before the trainer started: nowhere to record anything but here (train.log)
+        print(f"[lorapilot] error: the run directory {run_dir} cannot be opened ({e.strerror}): nothing trained",
+              flush=True)
+        return EXIT_RUN_FAILED
     if isinstance(sys.stdout, io.TextIOWrapper):
         sys.stdout.reconfigure(line_buffering=True)  # train.log line by line, whatever the environment says
 
@@ -616,17 +618,24 @@ def main(argv: list[str] | None = None) -> int:
         except UserError as e:  # another trainer owns this directory: leave its status alone
             print(f"[lorapilot] error: {e}", flush=True)
             return EXIT_BAD_INPUT
+        except OSError:
+            if (moved := place.moved()) is None:
+                raise
+            return _moved(moved)   # in its first second: said where it went, as later
     # With several ranks the launcher's torchrun agent keeps `pid`: it lives exactly as long as the run.
     me = {"pid": os.getpid(), "pid_start": process_start(os.getpid())} if n_ranks == 1 else \
         {"rank0_pid": os.getpid()}
     # launched: what the monitor counts the start-up from before the first step (engine.eta.starting_eta); a
     # resume keeps the first life's as first_launched, for the run's elapsed time (engine.run_clock)
-    before = (read_status(run_dir) or {}) if a.resume else {}
-    first = before.get("first_launched", before.get("launched"))
-    status(run_dir, state="starting", error=None, hint=None, world_size=n_ranks, launched=time.time(),
-           **({"first_launched": first} if first is not None else {}), **me)
     cfg = None
     try:
+        # Inside: a move in the trainer's first second is said like one later (no traceback, no status.json made
+        # in a folder made again at the old path).
+        stop.check_place()
+        before = (read_status(run_dir) or {}) if a.resume else {}
+        first = before.get("first_launched", before.get("launched"))
+        status(run_dir, state="starting", error=None, hint=None, world_size=n_ranks, launched=time.time(),
+               **({"first_launched": first} if first is not None else {}), **me)
         # Inside: a disk too full for the reserve itself fails the run with its reason, the part written freed.
         keep_space_reserve(run_dir)
         cfg = config_from_dict(yaml.safe_load((run_dir / CONFIG_FILE).read_text()), source=str(run_dir / CONFIG_FILE))
@@ -634,11 +643,13 @@ def main(argv: list[str] | None = None) -> int:
                                                   f"train --resume {shell_word(run_dir)}")
         return train(cfg, run_dir, resume=a.resume, stop=stop)
     except UserError as e:
+        if moved := place.moved():
+            return _moved(moved)
         log(f"error: {e}")
         status(run_dir, state="failed", error=str(e), hint=e.fix)
         return EXIT_BAD_INPUT
     except Exception as e:  # noqa: BLE001 - any failure of the run: record why in status.json, traceback in train.log
-        moved = e if isinstance(e, RunDirMoved) else stop.place.moved() if stop.place else None
+        moved = e if isinstance(e, RunDirMoved) else place.moved()
         if moved is not None:   # its writes failed there, or would have made the folder again
             return _moved(moved)
         full = disk_full_path(e, run_dir / CHECKPOINTS_DIR)
@@ -657,9 +668,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"lorapilot: {text}", file=sys.stderr, flush=True)
         return EXIT_RUN_FAILED
     finally:
-        if stop.place is None or stop.place.moved() is None:
+        if place.moved() is None:
             release_space_reserve(run_dir)
-        elif (now := stop.place.where()) is not None:  # the run's own where it went: never one at its old path
+        elif (now := place.where()) is not None:  # the run's own where it went: never one at its old path
             release_space_reserve(now)
         if lock is not None:
             lock.release()
