@@ -116,14 +116,28 @@ def _cmd_train(a) -> int:
         print(f"run directory: {handle.run_dir}\npid: {handle.pid}\n"
               f"watch: lorapilot monitor {shell_word(handle.run_dir)}\nstop:  lorapilot stop {shell_word(handle.run_dir)}")
         return EXIT_OK
+    from engine.rundir import RunPlace
+
     print(f"run directory: {handle.run_dir} (pid {handle.pid}); Ctrl-C stops gracefully", flush=True)
+    try:   # held open: a run directory moved while it trains is found where it went, and its end read there
+        place: RunPlace | None = RunPlace(handle.run_dir)
+    except OSError:
+        place = None
     rc = follow(handle)
-    return _report_end(handle.run_dir, rc)
+    return _report_end(handle.run_dir, rc, place)
 
 
-def _report_end(run_dir: Path, rc: int) -> int:
+def _report_end(run_dir: Path, rc: int, place=None) -> int:
+    """What the run's end was, from its status.json; `place` (rundir.RunPlace): the run directory held since the
+    start, so that one moved meanwhile is read where it went (its trainer recorded why it stopped there)."""
     from engine.rundir import read_status, safe_text
 
+    moved = place.moved() if place is not None else None
+    if moved is not None:
+        if moved.now is None:   # deleted: nothing left to read
+            print_error(str(moved))
+            return EXIT_RUN_FAILED
+        run_dir = moved.now
     st = read_status(run_dir) or {}
     state = st.get("state")
     if state == "done":

@@ -1262,6 +1262,36 @@ def test_a_trainer_that_ended_without_a_final_state_is_said(tmp_path, capsys, rc
     assert ("signal 9" in err) == (rc == -9), err
 
 
+@pytest.mark.parametrize("how", ["moved", "deleted"])
+def test_a_foreground_train_whose_run_directory_moved_says_why_the_run_ended_and_where_it_is(tmp_path, capsys, how):
+    """`lorapilot train` in the foreground, its run directory moved while it trained: it read status.json at the
+    old path, found none, and said 'exited with 1 ... without recording why', though the trainer had recorded
+    why in the moved folder. It follows the folder and prints that reason, with the moved folder's log."""
+    import shutil
+
+    from engine.cli import _report_end
+    from engine.rundir import RunPlace, write_status
+
+    run, moved = tmp_path / "run", tmp_path / "moved"
+    run.mkdir()
+    write_status(run, state="training", step=3, max_steps=8)
+    place = RunPlace(run)
+    if how == "moved":
+        run.rename(moved)   # what the trainer writes there once it finds the move (engine.train.run._moved)
+        write_status(moved, state="failed", error=f"the run directory {run} was moved to {moved} while training",
+                     hint=f"continue from its last checkpoint where it is now: lorapilot train --resume {moved}")
+    else:
+        shutil.rmtree(run)
+    assert _report_end(run, 1, place) == 1
+    err = unwrapped(capsys.readouterr().err)
+    assert "without recording why" not in err, err
+    if how == "moved":
+        assert f"was moved to {moved}" in err and f"lorapilot train --resume {moved}" in err, err
+        assert str(moved / "train.log") in err, err
+    else:
+        assert f"the run directory {run} was deleted while training" in err, err
+
+
 def test_a_disk_full_while_the_launcher_creates_the_run_is_said_and_the_folder_can_be_used_again(tmp_path, monkeypatch,
                                                                                                 capsys):
     """Checked on a 4 KiB tmpfs: config.yaml fitted, status.json did not, and `lorapilot train` ended in an OSError
