@@ -348,3 +348,31 @@ def test_data_edited_while_the_sweep_runs_starts_no_more_trials(tmp_path, monkey
     assert s["state"] == "failed" and str(data) in s["error"] and s["trials"][1]["state"] == "skipped"
     data.write_text('{"instruction": "a", "output": "b"}\n')   # put back: its trials not started run on a resume
     assert prepare_resume(d, s, now=time.time()) == [] and s["trials"][1]["state"] == "pending"
+
+
+def test_a_sweep_directory_moved_while_it_runs_is_followed_and_says_where_it_went(tmp_path, monkeypatch):
+    """`mv runs/sweep-a runs/sweep-b` while the sweep runs: each trial's trainer stops on finding its folder moved,
+    but the driver wrote sweep.json at the old path and started the next trial there, making the folder again. It
+    follows the move: reads its trials to their end where they are, starts no more, and says where it went."""
+    from engine.errors import EXIT_RUN_FAILED
+    from engine.sweep.driver import Driver
+
+    d, moved = tmp_path / "sw", tmp_path / "sw-moved"
+    running, pending = trial(1e-4, "training", adopt=True, started=time.time()), trial(2e-4)
+    a_sweep(d, [running, pending])
+    run_dir(d, running, [(2, 2.2)], state="training", step=3)
+    monkeypatch.setattr("engine.train.launch.start_run", lambda *a, **k: pytest.fail("a trial started"))
+    driver = Driver(d)
+    d.rename(moved)
+    trainer_said = f"the run directory {d / running['id']} was moved to {moved / running['id']} while training"
+    write_status(moved / running["id"], state="failed", error=trainer_said)   # as its trainer records the move
+    assert driver.run() == EXIT_RUN_FAILED
+    assert not d.exists()
+    s = read_sweep(moved)
+    assert s["state"] == "failed" and s["error"] == (f"the sweep directory {d} was moved to {moved} while it ran: its "
+                                                     "running trials stopped; go on where it is now: "
+                                                     f"lorapilot sweep --resume {moved}"), s["error"]
+    first, second = s["trials"]
+    assert first["state"] == "failed" and first["error"] == trainer_said and first["eval_loss"] == 2.2, first
+    assert second["state"] == "skipped"
+    assert prepare_resume(moved, s, now=time.time()) and [t["state"] for t in s["trials"]] == ["pending", "pending"]

@@ -22,8 +22,9 @@ import traceback
 from pathlib import Path
 
 from engine.detached import spawn_detached
-from engine.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_RUN_FAILED, UserError
-from engine.rundir import CONFIG_FILE, FINAL_STATES, MetricsTail, pid_alive, read_metrics, read_status
+from engine.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_RUN_FAILED, UserError, shell_word
+from engine.rundir import (CONFIG_FILE, FINAL_STATES, METRICS_FILE, MetricsTail, RunPlace, pid_alive, read_metrics,
+                           read_status, safe_text)
 from engine.sweep.plan import Trial, halving_should_stop, trial_config
 from engine.sweep.report import RESULT_KEYS, choose_winner, table_rows, trial_metrics
 from engine.sweep.sweepdir import (SWEEP_FILE, SWEEP_LOG, SWEEP_STOP_FILE, TRIAL_PENDING, TRIAL_SKIPPED,
@@ -68,6 +69,7 @@ class Driver:
         from engine.config import config_from_dict
 
         self.dir = Path(sweep_dir).resolve()
+        self.place = RunPlace(self.dir)   # held open: a sweep directory moved while it runs is followed (_follow_move)
         self.sweep = read_sweep(self.dir)
         self.base = config_from_dict(self.sweep["base_config"], source=str(self.dir / SWEEP_FILE))
         self.trials = {t["id"]: t for t in self.sweep["trials"]}
@@ -86,11 +88,13 @@ class Driver:
         for t in s["trials"]:
             if t.pop("adopt", False):   # a resume found its trainer still running: followed, not started again
                 self._adopt(t)
-        write_sweep(self.dir, s)
+        self._save()
         signal.signal(signal.SIGTERM, lambda *_: self._ask_stop("user", "stop requested"))
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
         log(f"{len(s['trials'])} trials of {s['steps']} steps, {s['lanes']} at a time; rungs {s['rungs']}")
         while True:
+            if not self._follow_move():
+                return EXIT_RUN_FAILED
             if (self.dir / SWEEP_STOP_FILE).exists():
                 self._ask_stop("user", "stop requested")
             self._check_budget_running()
@@ -99,9 +103,37 @@ class Driver:
                 self._start_more()
             if not self.handles and (self.stopping or not self._pending()):
                 break
-            write_sweep(self.dir, s)
+            self._save()
             time.sleep(POLL_S)
         return self._finish()
+
+    def _save(self) -> None:
+        """sweep.json where the sweep directory is now: followed if it moved, nothing written if it was deleted."""
+        if self._follow_move():
+            write_sweep(self.dir, self.sweep)
+
+    def _follow_move(self) -> bool:
+        """The sweep directory moved (mv runs/sweep-a runs/sweep-b) while the driver runs: sweep.json was written at
+        the old path and a trial started there, making the folder again. Its running trials' trainers stop at their
+        next step on finding their own folders moved; the driver follows them there to their end, starts no more,
+        and sweep.json says where the sweep went and how to go on. False when it was deleted: nothing to write."""
+        moved = self.place.moved()
+        if moved is None:
+            return True
+        what = safe_text(f"the sweep directory {self.dir} was "
+                         + (f"moved to {moved.now}" if moved.now else "deleted") + " while it ran", one_line=True)
+        log(what)
+        self.stopping = "failed"
+        if moved.now is None:
+            self.abort_reason = what
+            return False
+        self.abort_reason = (f"{what}: its running trials stopped; go on where it is now: "
+                             f"lorapilot sweep --resume {shell_word(moved.now)}")
+        self.dir = self.place.run_dir = moved.now
+        for tid, handle in self.handles.items():
+            handle.run_dir = self.dir / tid
+            self.tails[tid].path = handle.run_dir / METRICS_FILE
+        return True
 
     def _pending(self) -> list[dict]:
         return [t for t in self.sweep["trials"] if t["state"] == TRIAL_PENDING]
@@ -328,7 +360,7 @@ class Driver:
                 log(f"winner's config written to {s['applied']}")
             except UserError as e:
                 s["apply_error"] = str(e)
-        write_sweep(self.dir, s)
+        self._save()
         w = s["winner"]
         log(f"sweep {s['state']}" + (f"; winner {w['id']} eval loss {w['eval_loss']:.4f}" if w else ""))
         return EXIT_OK if s["state"] != "failed" else EXIT_RUN_FAILED
@@ -346,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
         traceback.print_exc()
         if driver is not None:
             driver.sweep.update(state="failed", error=f"sweep driver: {type(e).__name__}: {e}")
-            write_sweep(driver.dir, driver.sweep)
+            driver._save()
         return EXIT_RUN_FAILED
 
 
