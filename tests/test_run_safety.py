@@ -951,6 +951,32 @@ def test_resume_of_a_run_whose_checkpoints_were_deleted_says_it_starts_over(tmp_
         assert rc == 0 and spawned and "no checkpoint to continue from" in err and "step 0" in err, err
 
 
+@pytest.mark.parametrize("max_steps", [20, 30])
+def test_resume_with_max_steps_lowered_below_the_last_checkpoint_is_refused(tmp_path, monkeypatch, capsys, max_steps):
+    """training.max_steps lowered to 20 under a run checkpointed at step 30, then `train --resume`: the trainer
+    saved the adapter of step 30 and said 'done 30/20', under a config (and an export card) that says 20 steps.
+    Refused, naming the key and the checkpoint; set to the checkpoint's step, the run finishes from it."""
+    from engine import cli
+    from engine.train import launch
+
+    run = tmp_path / "run"
+    _checkpoint(run, 30)
+    (run / "config.yaml").write_text(f"model: m\ndataset: {{path: {tmp_path / 'd.jsonl'}}}\n"
+                                     f"training: {{max_steps: {max_steps}}}\n")
+    (run / "status.json").write_text(json.dumps({"state": "stopped", "step": 30, "max_steps": 40}))
+    spawned = []
+    monkeypatch.setattr(launch, "_spawn", lambda *a, **k: spawned.append(1) or subprocess.Popen(["true"]))
+    rc = cli.main(["train", "--resume", str(run), "--detach"])
+    err = unwrapped(capsys.readouterr().err)
+    if max_steps == 30:
+        assert rc == 0 and spawned, err
+        return
+    assert rc == 2 and not spawned and "Traceback" not in err, err
+    assert f"{run / 'config.yaml'}: training.max_steps is 20, below the run's last checkpoint at step 30" in err, err
+    assert "set training.max_steps to 30 to finish the run now" in err, err
+    assert json.loads((run / "status.json").read_text())["state"] == "stopped"
+
+
 @pytest.mark.parametrize("kept", ["checkpoint-4-keep", "checkpoint-4.bak"])
 def test_resume_refuses_a_copy_of_a_checkpoint_transformers_would_delete(tmp_path, monkeypatch, capsys, kept):
     """A user keeps a good checkpoint as checkpoints/checkpoint-4-keep and resumes: transformers reads the number
