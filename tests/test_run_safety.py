@@ -977,6 +977,33 @@ def test_resume_with_max_steps_lowered_below_the_last_checkpoint_is_refused(tmp_
     assert json.loads((run / "status.json").read_text())["state"] == "stopped"
 
 
+def test_resume_with_num_epochs_lowered_below_the_last_checkpoint_is_refused_by_the_trainer(tmp_path, demo_model_dir):
+    """The same with the step count from training.num_epochs (no max_steps): only the trainer knows the steps an
+    epoch takes (its data's real lengths), so it refuses, before loading the model, naming num_epochs."""
+    import torch
+    import yaml
+
+    from conftest import DEMO_CONFIG
+    from engine.config import config_from_dict
+    from engine.errors import UserError
+    from engine.train.run import train
+    from engine.train.signals import StopFlag
+
+    run = tmp_path / "run"
+    ckpt = _checkpoint(run, 100_000)
+    torch.save({"state": {}, "param_groups": []}, ckpt / "optimizer.pt")   # one the resume's pickle check passes
+    raw = yaml.safe_load(DEMO_CONFIG.read_text())
+    raw["training"].pop("max_steps")
+    raw["dataset"]["path"] = str(DEMO_CONFIG.parent / raw["dataset"]["path"])
+    (run / "config.yaml").write_text(yaml.safe_dump(raw))
+    cfg = config_from_dict(raw, source=str(run / "config.yaml"))
+    with pytest.raises(UserError) as e:
+        train(cfg, run, resume=True, stop=StopFlag(run))
+    assert e.value.message.startswith(f"{run / 'config.yaml'}: training.num_epochs 1 is ") and \
+        "below the run's last checkpoint at step 100000" in e.value.message, e.value.message
+    assert "set training.max_steps to 100000" in e.value.fix
+
+
 @pytest.mark.parametrize("kept", ["checkpoint-4-keep", "checkpoint-4.bak"])
 def test_resume_refuses_a_copy_of_a_checkpoint_transformers_would_delete(tmp_path, monkeypatch, capsys, kept):
     """A user keeps a good checkpoint as checkpoints/checkpoint-4-keep and resumes: transformers reads the number

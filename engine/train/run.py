@@ -225,6 +225,13 @@ def plan_here(cfg: Config, inputs: Inputs, run_dir: Path, *, ckpt: str | None = 
 
         resumed = Resumed(step=checkpoint_step(ckpt), optimizer=checkpoint_optimizer(ckpt))
     run_plan = _plan(cfg, inputs.data, inputs.hw, inputs.n_ranks, resumed)
+    if ckpt and run_plan.max_steps and cfg.training.max_steps <= 0:   # a max_steps the launcher refused already
+        from engine.train.launch import max_steps_behind
+
+        epochs = cfg.training.num_epochs
+        if behind := max_steps_behind(run_plan.max_steps, ckpt, run_dir / CONFIG_FILE,
+                                      f"training.num_epochs {epochs:g} is {run_plan.max_steps} steps"):
+            raise behind
     # With the examples' real lengths the plan is complete: its micro-batches and its step counts.
     assert run_plan.step_plan is not None and run_plan.steps_per_epoch is not None and run_plan.max_steps is not None
     micro, ranks = run_plan.step_plan.micro_batches_per_step, inputs.n_ranks
