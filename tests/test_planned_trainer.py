@@ -197,3 +197,21 @@ def test_max_steps_past_num_epochs_trains_a_new_shuffle_each_epoch_and_the_plan_
     assert collator.trained == [[f"hand:{i}" for i in mb] for mb in planned]
     assert plan.micro_batches == len(collator.trained)
     assert plan.train_tokens == sum(microbatch_tokens(mb, lengths, packing) for mb in planned)
+
+
+def test_a_checkpoint_is_saved_only_after_the_run_directory_is_found_where_it_was(model, tmp_path):
+    """The step's own place check comes before that step's evaluation: a run directory moved during the evaluation
+    was made again by the checkpoint's save. The trainer checks again right before it saves."""
+    from engine.rundir import RunDirMoved, RunPlace
+
+    run = tmp_path / "run"
+    run.mkdir()
+    place = RunPlace(run)
+    trainer, _ = _trainer(model, run / "checkpoints", before_save=place.check)
+    trainer.create_optimizer_and_scheduler(num_training_steps=1)   # what a save writes beside the weights
+    trainer._save_checkpoint(trainer.model, None)          # in place: saved
+    assert (run / "checkpoints" / "checkpoint-0").is_dir()
+    run.rename(tmp_path / "moved")
+    with pytest.raises(RunDirMoved):
+        trainer._save_checkpoint(trainer.model, None)
+    assert not run.exists()                                  # not made again where the run was

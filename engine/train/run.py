@@ -370,7 +370,7 @@ def build_trainer(cfg: Config, run_dir: Path, inputs: Inputs, run_plan: RunPlan,
                              collator=collator, callbacks=[callback, *callbacks],
                              fallback=built.fallback, offload=built.offload, sharded=bool(built.sharding),
                              fused_loss=built.fused_loss, **attention,
-                             log_line=log)
+                             log_line=log, before_save=callback.stop_flag.check_place)
     if built.fallback is not None:
         built.fallback.on_fallback = lambda msg: callback.event("compile_failed", trainer.state.global_step, msg)
     from transformers.trainer_callback import PrinterCallback

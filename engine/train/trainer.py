@@ -31,14 +31,16 @@ class PlannedTrainer(Trainer):
       built from its example boundaries (`own_block_mask`), or the boundaries themselves for variable-length
       flash attention (`varlen`);
     - sharded (FSDP), the first training step logs how much of the model this rank holds;
-    - evaluation runs compiled decoder layers eagerly.
+    - evaluation runs compiled decoder layers eagerly;
+    - a checkpoint is saved only after `before_save` (the run directory still where it was: see _save_checkpoint).
     """
 
     def __init__(self, *, train_dataset: PlannedMicroBatches, collator: Collator,
                  fallback: CompileFallback | None = None,
                  offload: contextlib.AbstractContextManager | None = None,
                  sharded: bool = False, fused_loss: bool = False, own_block_mask: bool = False,
-                 varlen: bool = False, log_line: Callable[[str], None] = print, **kwargs: Any) -> None:
+                 varlen: bool = False, log_line: Callable[[str], None] = print,
+                 before_save: Callable[[], None] | None = None, **kwargs: Any) -> None:
         # Set before Trainer.__init__, which may already call into the hooks' helpers.
         self.planned = train_dataset
         self.collator = collator
@@ -50,6 +52,7 @@ class PlannedTrainer(Trainer):
         self.varlen = varlen
         self.log_line = log_line  # not `log`: that is Trainer's method for metrics
         self.shard_reported = False
+        self.before_save = before_save
         super().__init__(train_dataset=train_dataset, data_collator=collator, **kwargs)
 
     # A torch Sampler by its protocol (__iter__, __len__), not by class: engine.data stays free of torch imports.
@@ -70,6 +73,14 @@ class PlannedTrainer(Trainer):
         if self.fallback is None:
             return step()
         return self.fallback.run(step)
+
+    def _save_checkpoint(self, model: nn.Module, trial: Any) -> None:
+        """The check before a save, then transformers' save. The step's own check (the callback's on_step_end) comes
+        before the evaluation at that step, which may take minutes: a run directory moved meanwhile was made again
+        by the save (transformers creates the checkpoint's folder by path), and the run went on split in two."""
+        if self.before_save is not None:
+            self.before_save()
+        super()._save_checkpoint(model, trial)
 
     def evaluation_loop(self, *args: Any, **kwargs: Any) -> Any:
         """Evaluation with the decoder layers eager, when the plan compiled them. Under no_grad dynamo would compile a
