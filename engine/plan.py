@@ -116,6 +116,7 @@ class RunPlan:
     offload: bool                    # lean: checkpointed activations offloaded to host memory
     offload_layers: int              # fast compiled: the first this many decoder layers' inputs offloaded (0: none)
     mask_free_dropout: bool          # LoRA dropout's mask regenerated in backward (engine.train.mask_free_dropout)
+    mask_hash32: bool                # ... its hash in int32 words (LEVERS.mask_hash32, a benchmark lever): same masks
     compile_layers: bool             # each decoder layer through torch.compile (engine.train.compiled_layers)
     graph_dequant: bool              # compiled layers dequantise the NF4 weights in their graph (engine.train.graph_dequant)
     eval_batch_size: int             # examples per evaluation micro-batch
@@ -281,8 +282,9 @@ def mask_free_dropout_for(machine: Machine, memory: str, compiled: bool, dropout
     if not LEVERS.mask_free_dropout or dropout <= 0 or memory not in ("fast", "lean") or not compiled or machine.device != "cuda" \
             or machine.processes > 1:
         return False, ""
+    hashed = ", hashed in int32 words (benchmark lever)" if LEVERS.mask_hash32 else ""
     return True, (f"dropout: LoRA dropout {dropout:g} without saved masks (each regenerated in backward from a "
-                  "seed; the projections reading one input save it once)")
+                  f"seed{hashed}; the projections reading one input save it once)")
 
 
 def compile_for(setting: str | bool, machine: Machine, memory: str, steps: int | None,
@@ -523,6 +525,7 @@ def _plan_for(cfg: Config, machine: Machine, memory: str, parallelism: str, leng
                    token_budget=budget, micro_batches_per_step=step_plan.micro_batches_per_step,
                    examples_per_step=examples_per_step, largest_microbatch_tokens=largest, lengths_from=lengths_from,
                    optimizer=optimizer, offload=offload, offload_layers=offload_layers, mask_free_dropout=mask_free,
+                   mask_hash32=mask_free and LEVERS.mask_hash32,
                    compile_layers=compile_layers, graph_dequant=graph_dequant,
                    eval_batch_size=eval_size, eval_tokens=eval_tokens,
                    steps_per_epoch=per_epoch, max_steps=steps, train_tokens=train_tokens, micro_batches=micro_batches,

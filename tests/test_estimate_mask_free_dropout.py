@@ -1,7 +1,7 @@
 """What eager mask-free LoRA dropout adds to a layer's backward, against the estimate, on the CPU.
 
 engine.train.mask_free_dropout's DroppedLoraA.backward makes the keep mask again from its seed (a chain of int64 hash
-steps, EAGER_CHUNK_ELEMENTS at a time) and keeps it beside the dropped copy of the input: on an H100 its layer's
+steps, EAGER_CHUNK_ELEMENTS at a time; int32 steps under the plan's mask_hash32) and keeps it beside the dropped copy of the input: on an H100 its layer's
 backward peaked 27 % above the estimate's (benchmarks/results/user_path-s19-h100-2026-12-05.md). The CPU has no
 max_memory_allocated: the bytes of live tensors are counted by a dispatch mode (benchmarks/saved_tensors.py's
 live_bytes), as every op returns them and as they are freed.
@@ -24,14 +24,14 @@ from engine.estimate.params import Linear  # noqa: E402
 P = 0.05
 
 
-def _backward_peak(tokens: int, d_in: int, dtype, mask_free: bool) -> int:
+def _backward_peak(tokens: int, d_in: int, dtype, mask_free: bool, hash32: bool = False) -> int:
     """Bytes above the start that one adapter's lora_A backward peaks at: mask-free, or without dropout."""
     x = torch.randn(1, tokens, d_in, dtype=dtype, requires_grad=True)
     # rank 1: the weight's gradient (r x d_in, not per token) falls at another moment of the two backwards
     w = torch.randn(1, d_in, dtype=dtype, requires_grad=True)
     with live_bytes() as live:
         if mask_free:
-            out = mfd.DroppedLoraA.apply(x, w, torch.tensor([5]), mfd.drop_threshold(P))
+            out = mfd.DroppedLoraA.apply(x, w, torch.tensor([5]), mfd.drop_threshold(P), hash32)
         else:
             out = torch.nn.functional.linear(x, w)
         grad = torch.randn_like(out)
@@ -47,20 +47,26 @@ def _shape(tokens: int, d_in: int, precision: str, **kw) -> TrainingShape:
                          fused_loss=False, mask_free_dropout=True, device="cpu", **kw)
 
 
-@pytest.mark.parametrize(("tokens", "d_in", "precision", "chunk"), [
-    (100, 384, "fp32", None),        # the whole mask in one chunk: the int64 hash steps are the peak
-    (128, 384, "bf16", None),
-    (128, 384, "fp32", 100 * 384),   # in chunks, the earlier chunks' bools kept: still the hash
-    (128, 384, "fp32", 20_000),
-    (128, 384, "bf16", 4096),        # small chunks: the mask beside the dropped copy and the gradients is the peak
+@pytest.mark.parametrize(("tokens", "d_in", "precision", "chunk", "hash32"), [
+    (100, 384, "fp32", None, False),        # the whole mask in one chunk: the int64 hash steps are the peak
+    (128, 384, "bf16", None, False),
+    (128, 384, "fp32", 100 * 384, False),   # in chunks, the earlier chunks' bools kept: still the hash
+    (128, 384, "fp32", 20_000, False),
+    (128, 384, "bf16", 4096, False),        # small chunks: the mask beside the dropped copy and the gradients
+    (100, 384, "fp32", None, True),         # int32 words: half the bytes a step, one step fewer at once
+    (128, 384, "bf16", None, True),
+    (128, 384, "fp32", 100 * 384, True),
+    (128, 384, "fp32", 20_000, True),
+    (128, 384, "bf16", 4096, True),
 ])
-def test_one_adapters_backward_peaks_what_the_estimate_adds(monkeypatch, tokens, d_in, precision, chunk):
+def test_one_adapters_backward_peaks_what_the_estimate_adds(monkeypatch, tokens, d_in, precision, chunk, hash32):
     if chunk:   # the GPU's regime (a 7B's inputs are many chunks) at the CPU's sizes
         monkeypatch.setattr(mfd, "EAGER_CHUNK_ELEMENTS", chunk)
         monkeypatch.setattr(speed, "MASK_FREE_EAGER_CHUNK_ELEMENTS", chunk)
     dtype = torch.float32 if precision == "fp32" else torch.bfloat16
-    measured = _backward_peak(tokens, d_in, dtype, True) - _backward_peak(tokens, d_in, dtype, False)
-    assert measured == pytest.approx(mask_free_dropout_bytes(None, _shape(tokens, d_in, precision)), rel=0.02)
+    measured = _backward_peak(tokens, d_in, dtype, True, hash32) - _backward_peak(tokens, d_in, dtype, False)
+    shape = _shape(tokens, d_in, precision, mask_hash32=hash32)
+    assert measured == pytest.approx(mask_free_dropout_bytes(None, shape), rel=0.02)
 
 
 def test_compiled_layers_and_no_dropout_add_nothing():
@@ -69,6 +75,7 @@ def test_compiled_layers_and_no_dropout_add_nothing():
     assert mask_free_dropout_bytes(None, replace(shape, compile_layers=True)) == 0
     assert mask_free_dropout_bytes(None, replace(shape, mask_free_dropout=False)) == 0
     assert mask_free_dropout_bytes(None, replace(shape, dropout=0.0)) == 0
+    assert mask_free_dropout_bytes(None, replace(shape, mask_hash32=True)) < mask_free_dropout_bytes(None, shape)
 
 
 def test_a_training_step_with_mask_free_dropout_peaks_what_the_estimate_adds(demo_model_dir):

@@ -4,7 +4,8 @@
 On the CPU with the real 4-bit demo model: the mask's statistics; the same loss and LoRA gradients as peft's own
 dropout given the same masks; the same gradients through torch's activation checkpoint as without it; the tensors
 one layer saves for backward, counted; the saved adapter unchanged; the plan, the estimate and a real training run
-reading the one plan field. The compiled path's checks (aot_eager_decomp_partition: AOTAutograd's min-cut
+reading the one plan field. Both forms of the hash (int64, and int32 words under LEVERS.mask_hash32) draw the same
+masks, eagerly and compiled. The compiled path's checks (aot_eager_decomp_partition: AOTAutograd's min-cut
 partitioner, which decides what a compiled graph saves) run under LORAPILOT_TEST_COMPILE=1; the GPU run
 (benchmarks/user_path.py's compiledmf side) measures the memory and the speed with inductor.
 """
@@ -32,8 +33,11 @@ compile_tests = pytest.mark.skipif(os.environ.get("LORAPILOT_TEST_COMPILE") != "
 
 
 # ------------------------------------------------------------------------------------------------ the mask
-def _mask(seed: int, shape=(512, 512), p: float = P):
-    return mfd.keep_mask(torch.tensor([seed]), shape, mfd.drop_threshold(p), torch.device("cpu"))
+HASHES = pytest.mark.parametrize("hash32", [False, True], ids=["int64", "int32"])
+
+
+def _mask(seed: int, shape=(512, 512), p: float = P, hash32: bool = False):
+    return mfd.keep_mask(torch.tensor([seed]), shape, mfd.drop_threshold(p), torch.device("cpu"), hash32)
 
 
 def _corr(a, b) -> float:
@@ -41,63 +45,106 @@ def _corr(a, b) -> float:
     return float(((a - a.mean()) * (b - b.mean())).mean() / (a.std() * b.std()))
 
 
+@HASHES
 @pytest.mark.parametrize("p", [0.05, 0.1, 0.5])
-def test_the_mask_keeps_one_minus_p_of_the_elements_independently(p):
+def test_the_mask_keeps_one_minus_p_of_the_elements_independently(p, hash32):
     n = 512 * 512
     tolerance = 5 * (p * (1 - p) / n) ** 0.5   # five standard deviations of the kept fraction
     for seed in (0, 1, 2, 12345, 2 ** 31 - 1):
-        keep = _mask(seed, p=p)
+        keep = _mask(seed, p=p, hash32=hash32)
         assert abs(keep.double().mean().item() - (1 - p)) < tolerance
         # neighbours along a row, along a column, and the next seed's mask: no correlation beyond noise (~0.002)
         assert abs(_corr(keep[:, 1:], keep[:, :-1])) < 0.01
         assert abs(_corr(keep[1:], keep[:-1])) < 0.01
-        assert abs(_corr(keep, _mask(seed + 1, p=p))) < 0.01
+        assert abs(_corr(keep, _mask(seed + 1, p=p, hash32=hash32))) < 0.01
     # a pure function of the seed and the element: the same seed, the same mask, whatever the shape's rows
-    assert torch.equal(_mask(7), _mask(7))
-    assert torch.equal(_mask(7, (2, 256, 512)).reshape(512, 512), _mask(7))
-    assert not torch.equal(_mask(7), _mask(8))
+    assert torch.equal(_mask(7, hash32=hash32), _mask(7, hash32=hash32))
+    assert torch.equal(_mask(7, (2, 256, 512), hash32=hash32).reshape(512, 512), _mask(7, hash32=hash32))
+    assert not torch.equal(_mask(7, hash32=hash32), _mask(8, hash32=hash32))
 
 
-def test_the_eager_mask_made_in_chunks_is_the_whole_mask(monkeypatch):
-    whole = _mask(3, (37, 96))
+def _words(n: int):
+    """n 32-bit words as int64 in [0, 2**32): the edges of both halves, then random ones."""
+    edges = torch.tensor([0, 1, 0xFFFF, 0x10000, 2 ** 31 - 1, 2 ** 31, 2 ** 31 + 1, 2 ** 32 - 1, 0x846CA68B,
+                          0x7FEB352D, 0x9E3779B9])
+    return torch.cat([edges, torch.randint(0, 2 ** 32, (n,), generator=torch.Generator().manual_seed(1))])
+
+
+def _int32(words):
+    return (words - ((words >> 31) << 32)).to(torch.int32)   # in range before the cast: the same bits
+
+
+def test_the_int32_hash_gives_the_int64_hashs_words():
+    """The int32 form relies on its multiplies wrapping (a signed overflow, undefined in C++): ATen's eager kernels
+    here, vectorised and not (the 11 edge words first), give every word the exact int64 form gives (which never
+    overflows)."""
+    words = _words(1 << 20)
+    assert torch.equal(mfd._hash32_i32(_int32(words)), _int32(mfd._hash32(words)))
+    assert torch.equal(mfd._hash32_i32(_int32(words[:11])), _int32(mfd._hash32(words[:11])))   # scalar tails
+    assert [mfd._signed32(w) for w in (0, 2 ** 31 - 1, 2 ** 31, 2 ** 32 - 1, 2 ** 32)] == [0, 2 ** 31 - 1, -2 ** 31,
+                                                                                           -1, 0]
+
+
+@pytest.mark.parametrize("p", [0.0, 0.05, 0.5, 0.95])
+def test_both_hashes_draw_the_same_mask(p):
+    """The same elements kept, whatever the seed (the seed's own hash too), the shape, the chunking, and past 2**31
+    and 2**32 elements, where the int32 index wraps as the int64 form's index, masked to 32 bits, does."""
+    threshold = mfd.drop_threshold(p)
+    for seed in (0, 1, 2 ** 30, 2 ** 31 - 1):
+        for shape in ((1, 1), (3, 5, 7), (129, 96)):
+            assert torch.equal(_mask(seed, shape, p), _mask(seed, shape, p, hash32=True)), (seed, shape)
+    cols = 1000
+    key = torch.tensor(0x9E3779B9)   # an int64 word with its top bit set
+    for start in (2 ** 31 // cols - 3, 2 ** 32 // cols - 3, 3 * 2 ** 32 // cols):
+        old = mfd._keep_rows(key, start, start + 7, torch.arange(cols), threshold)
+        assert torch.equal(mfd._keep_rows32(_int32(key), start, start + 7, cols, threshold, "cpu"), old), start
+
+
+@HASHES
+def test_the_eager_mask_made_in_chunks_is_the_whole_mask(monkeypatch, hash32):
+    whole = _mask(3, (37, 96), hash32=hash32)
     monkeypatch.setattr(mfd, "EAGER_CHUNK_ELEMENTS", 5 * 96 + 7)   # 5 rows a chunk, the last one short
-    assert torch.equal(_mask(3, (37, 96)), whole)
+    assert torch.equal(_mask(3, (37, 96), hash32=hash32), whole)
 
 
-def test_the_function_computes_what_autograd_of_the_dropped_linear_does():
+@HASHES
+def test_the_function_computes_what_autograd_of_the_dropped_linear_does(hash32):
     x = torch.randn(3, 40, 24, requires_grad=True)
     w = torch.randn(8, 24, requires_grad=True)
     seed = torch.tensor([99])
-    out = mfd.DroppedLoraA.apply(x, w, seed, mfd.drop_threshold(P))
+    out = mfd.DroppedLoraA.apply(x, w, seed, mfd.drop_threshold(P), hash32)
     g = torch.randn_like(out)
     out.backward(g)
     x2, w2 = x.detach().clone().requires_grad_(), w.detach().clone().requires_grad_()
-    ref = torch.nn.functional.linear(x2 * _mask(99, x.shape) / (1 - P), w2)   # nn.Dropout's scale
+    ref = torch.nn.functional.linear(x2 * _mask(99, x.shape, hash32=hash32) / (1 - P), w2)   # nn.Dropout's scale
     ref.backward(g)
     torch.testing.assert_close(out, ref)
     torch.testing.assert_close(x.grad, x2.grad)
     torch.testing.assert_close(w.grad, w2.grad)
     # p = 0 is a plain linear
-    torch.testing.assert_close(mfd.DroppedLoraA.apply(x, w, seed, 0), torch.nn.functional.linear(x, w))
+    torch.testing.assert_close(mfd.DroppedLoraA.apply(x, w, seed, 0, hash32), torch.nn.functional.linear(x, w))
 
 
 @compile_tests
-def test_inductors_generated_code_draws_the_same_mask():
-    """The hash as inductor generates it (C++ here, Triton on the GPU; int64 throughout, no product overflows) keeps
-    the elements the eager ops keep, in the compiled path's form (the dropped linear inside a checkpoint)."""
+@HASHES
+def test_inductors_generated_code_draws_the_same_mask(hash32):
+    """The hash as inductor generates it (C++ here, Triton on the GPU) keeps the elements the eager int64 ops keep,
+    in the compiled path's form (the dropped linear inside a checkpoint). The int64 form never overflows; the int32
+    form's multiplies wrap in the generated C++ as in ATen's (benchmarks/mask_hash_ops.py checks Triton's on a GPU).
+    Past 2**31 elements the int32 kernel's index wraps: the eager test above pins the words there."""
     threshold = mfd.drop_threshold(0.05)
-    x, w, seed = torch.randn(300, 512), torch.randn(16, 512), torch.tensor([12345])
+    x, w, seed = torch.randn(300, 517), torch.randn(16, 517), torch.tensor([12345])   # 517: vector loops' tails
 
     def dropped(x, w, seed):
-        return torch.utils.checkpoint.checkpoint(mfd._dropped_linear, x, w, seed, threshold, use_reentrant=False,
-                                                 preserve_rng_state=False)
+        return torch.utils.checkpoint.checkpoint(mfd._dropped_linear, x, w, seed, threshold, hash32,
+                                                 use_reentrant=False, preserve_rng_state=False)
 
     torch._dynamo.reset()
     xc, wc = x.clone().requires_grad_(), w.clone().requires_grad_()
     out = torch.compile(dropped, backend="inductor", dynamic=True)(xc, wc, seed)
     out.sum().backward()
     xe, we = x.clone().requires_grad_(), w.clone().requires_grad_()
-    ref = mfd.DroppedLoraA.apply(xe, we, seed, threshold)
+    ref = mfd.DroppedLoraA.apply(xe, we, seed, threshold)   # the int64 form, eagerly
     ref.sum().backward()
     assert torch.equal(xc.grad == 0, xe.grad == 0)   # the same elements dropped, forward and backward
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
@@ -156,13 +203,13 @@ def lora_model(demo_model_dir):
     return _model(demo_model_dir)
 
 
-def _installed(model) -> contextlib.AbstractContextManager:
+def _installed(model, hash32: bool = False) -> contextlib.AbstractContextManager:
     """Installs the mask-free dropout for the test, and puts peft's modules back after it."""
     saved = [(m, name, d, m.lora_A[name].__class__) for m, name, d in _dropouts(model)]
 
     @contextlib.contextmanager
     def ctx():
-        n = mfd.install(model)
+        n = mfd.install(model, hash32=hash32)
         try:
             yield n
         finally:
@@ -172,11 +219,12 @@ def _installed(model) -> contextlib.AbstractContextManager:
     return ctx()
 
 
-def test_same_masks_give_peft_dropouts_loss_and_lora_gradients(lora_model):
+@HASHES
+def test_same_masks_give_peft_dropouts_loss_and_lora_gradients(lora_model, hash32):
     model = lora_model
     with _peft_dropout_with_the_seeds_masks(model):
         ref_loss, ref_grads = _step(model)
-    with _installed(model) as n:
+    with _installed(model, hash32) as n:
         assert n == len(_dropouts(model)) > 0
         loss, grads = _step(model)
     assert loss == pytest.approx(ref_loss, rel=1e-6)
@@ -314,12 +362,12 @@ def test_a_compiled_layer_saves_what_it_saves_without_dropout(unchecked):
 
     with_dropout, without = unchecked
     sizes = {}
-    for name, model, install in (("peft", with_dropout, False), ("none", without, False),
-                                 ("free", with_dropout, True)):
+    for name, model, install in (("peft", with_dropout, None), ("none", without, None),
+                                 ("free", with_dropout, False), ("free32", with_dropout, True)):
         torch._dynamo.reset()
         compile_decoder_layers(model, lambda _: None, backend="aot_eager_decomp_partition")
         try:
-            with _installed(model) if install else contextlib.nullcontext():
+            with _installed(model, install) if install is not None else contextlib.nullcontext():
                 sizes[name] = _saved_bytes(model)
         finally:
             uncompile_decoder_layers(model)
@@ -327,13 +375,15 @@ def test_a_compiled_layer_saves_what_it_saves_without_dropout(unchecked):
     assert sizes["peft"] - sizes["none"] >= _full_size(with_dropout, 1)
     # no more than without dropout (less here: the checkpoint recomputes the r-wide lora_A outputs too)
     assert sizes["free"] - sizes["none"] <= 64 * adapters
+    assert sizes["free32"] - sizes["none"] <= 64 * adapters
 
 
 @compile_tests
-def test_compiled_layers_compute_what_eager_mask_free_layers_do(lora_model):
+@HASHES
+def test_compiled_layers_compute_what_eager_mask_free_layers_do(lora_model, hash32):
     from engine.train.compiled_layers import compile_decoder_layers, uncompile_decoder_layers
 
-    with _installed(lora_model):
+    with _installed(lora_model, hash32):
         eager_loss, eager_grads = _step(lora_model)
         torch._dynamo.reset()
         compile_decoder_layers(lora_model, lambda _: None, backend="aot_eager")
@@ -389,6 +439,18 @@ def test_on_by_default_and_only_on_the_compiled_path_with_dropout(monkeypatch):
     lean = config_from_dict({"model": "m", "dataset": {"path": "d.jsonl"},
                              "training": {"max_steps": COMPILE_MIN_STEPS, "memory": "lean"}})
     assert plan_run(lean, GPU).compile_layers and plan_run(lean, GPU).mask_free_dropout   # lean compiled too
+    assert not plan.mask_hash32 and speed.Levers().mask_hash32 is False   # the int32 hash: a lever, off
+
+
+def test_the_int32_hash_lever_reaches_the_plan_and_its_line(monkeypatch):
+    monkeypatch.setattr(speed.LEVERS, "mask_free_dropout", True)
+    monkeypatch.setattr(speed.LEVERS, "mask_hash32", True)
+    plan = plan_run(_cfg(), GPU)
+    assert plan.mask_free_dropout and plan.mask_hash32 and plan.to_dict()["mask_hash32"] is True
+    assert any("hashed in int32 words" in line for line in plan.lines if line.startswith("dropout:"))
+    assert not plan_run(_cfg(dropout=0.0), GPU).mask_hash32          # no dropout: no hash of either form
+    assert not plan_run(_cfg(), Machine("cpu", "CPU")).mask_hash32
+
 
 
 def test_the_estimate_counts_what_no_dropout_saves_from_the_plan_field(monkeypatch):
@@ -414,9 +476,11 @@ def test_the_estimate_counts_what_no_dropout_saves_from_the_plan_field(monkeypat
 
 # ------------------------------------------------------------------------------------------------ a real run
 @pytest.mark.slow
-def test_a_run_planned_with_it_trains_saves_and_reloads(tmp_path, monkeypatch, capsys, demo_model_dir):
+@HASHES
+def test_a_run_planned_with_it_trains_saves_and_reloads(tmp_path, monkeypatch, capsys, demo_model_dir, hash32):
     """The trainer in this process (engine.train.run.train, as test_varlen_seam runs it) on the demo, with a plan
-    that chose the mask-free dropout (the plan's rule chooses it on a GPU only: forced here, in its one place)."""
+    that chose the mask-free dropout (the plan's rule chooses it on a GPU only: forced here, in its one place), its
+    hash in the form LEVERS.mask_hash32 says."""
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
@@ -428,9 +492,15 @@ def test_a_run_planned_with_it_trains_saves_and_reloads(tmp_path, monkeypatch, c
 
     monkeypatch.setattr(plan_module, "mask_free_dropout_for",
                         lambda machine, memory, compiled, dropout: (True, "dropout: mask-free (a test forced it)"))
-    installed = []
+    monkeypatch.setattr(speed.LEVERS, "mask_hash32", hash32)
+    installed, forms = [], set()
     install = mfd.install
-    monkeypatch.setattr(mfd, "install", lambda model: installed.append(install(model)) or installed[-1])
+
+    def counting(model, **kw):
+        installed.append(install(model, **kw))
+        forms.update(m.mask_free_hash32 for m in model.modules() if mfd.installed(m))
+        return installed[-1]
+    monkeypatch.setattr(mfd, "install", counting)
     raw = yaml.safe_load(DEMO_CONFIG.read_text())
     raw["dataset"]["path"] = str(DEMO_CONFIG.parent / raw["dataset"]["path"])
     raw["dataset"].update(max_examples=24, validation_split=0.0)
@@ -440,9 +510,12 @@ def test_a_run_planned_with_it_trains_saves_and_reloads(tmp_path, monkeypatch, c
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     assert run.train(cfg, run_dir, resume=False, stop=StopFlag(run_dir)) == 0
-    assert json.loads((run_dir / "status.json").read_text())["plan"]["mask_free_dropout"] is True
-    assert installed and installed[0] > 0
-    assert f"dropout: {installed[0]} LoRA adapters drop their inputs without saved masks" in capsys.readouterr().out
+    plan = json.loads((run_dir / "status.json").read_text())["plan"]
+    assert plan["mask_free_dropout"] is True and plan["mask_hash32"] is hash32
+    assert installed and installed[0] > 0 and forms == {hash32}
+    hashed = " (masks hashed in int32 words)" if hash32 else ""
+    assert f"dropout: {installed[0]} LoRA adapters drop their inputs without saved masks{hashed}\n" in \
+        capsys.readouterr().out
     losses = [r["loss"] for r in read_metrics(run_dir) if r["kind"] == "train"]
     assert len(losses) == 4 and all(torch.isfinite(torch.tensor(losses)))
     adapter = run_dir / "adapter"
@@ -456,7 +529,8 @@ def test_a_run_planned_with_it_trains_saves_and_reloads(tmp_path, monkeypatch, c
 
 
 @compile_tests
-def test_a_compiled_layer_takes_new_packed_lengths_without_recompiling(lora_model):
+@HASHES
+def test_a_compiled_layer_takes_new_packed_lengths_without_recompiling(lora_model, hash32):
     """Packed micro-batches change length every step: the mask-free path must keep the token count symbolic (on an
     H100 it specialised it, and dynamo recompiled the layer for each new length: 8 recompiles in 10 steps)."""
     from torch._dynamo.backends.debugging import aot_eager
@@ -475,7 +549,7 @@ def test_a_compiled_layer_takes_new_packed_lengths_without_recompiling(lora_mode
         positions = torch.cat([torch.arange(n) for n in lengths])[None]
         lora_model(input_ids=ids, position_ids=positions, labels=ids).loss.backward()
 
-    with _installed(lora_model):
+    with _installed(lora_model, hash32):
         torch._dynamo.reset()
         compile_decoder_layers(lora_model, lambda _: None, backend=counting)
         try:

@@ -105,6 +105,7 @@ class TrainingShape:
     offload: bool = False        # lean: checkpointed layer inputs offloaded to host memory
     offload_layers: int = 0      # fast compiled: the first this many layers' inputs offloaded (the plan's)
     mask_free_dropout: bool = False  # LoRA dropout saves no mask nor dropped copy (the plan's): as without dropout
+    mask_hash32: bool = False    # ... its eager mask hashed in int32 words, not int64 (the plan's)
     shards: int = 1              # FSDP over N GPUs: weights, adapters, gradients and optimizer states split N ways
     eval_tokens: int = 0         # the evaluation micro-batch's tokens (no gradients; 0: no evaluation)
     compile_layers: bool = False  # the decoder layers through torch.compile (the plan's): inductor's buffers on top
@@ -426,16 +427,19 @@ def dequant_buffer_bytes(arch: Architecture, shape: TrainingShape) -> float:
     return weights * max(lin.d_in * lin.d_out for lin in arch.linears if not arch.stacked(lin)) * shape.compute_bytes
 
 
-# Eager mask-free dropout makes each keep mask from a chain of int64 hash steps (engine.train.mask_free_dropout):
-# at most this many full-size int64 tensors alive at once, per chunk of the mask (measured on the CPU).
+# Eager mask-free dropout makes each keep mask from a chain of hash steps (engine.train.mask_free_dropout): at most
+# this many full-size int64 tensors alive at once, per chunk of the mask, or int32 ones (LEVERS.mask_hash32; measured on
+# the CPU).
 MASK_HASH_INT64_TENSORS = 5
+MASK_HASH_INT32_TENSORS = 4
 
 
 def mask_free_dropout_bytes(arch: Architecture, shape: TrainingShape) -> float:
     """What eager mask-free LoRA dropout (the plan's mask_free_dropout on layers that are not compiled) adds to a
     layer's backward, for its widest adapter input (one adapter's backward at a time). DroppedLoraA.backward makes the
-    bool mask again (1 B an element), through the hash's int64 steps a chunk at a time (EAGER_CHUNK_ELEMENTS, the
-    earlier chunks' bools kept until they are joined), then keeps the mask, the input's gradient, its masked product
+    bool mask again (1 B an element), through the hash's int64 steps (int32 under the plan's mask_hash32) a chunk at
+    a time (EAGER_CHUNK_ELEMENTS, the earlier chunks' bools kept until they are joined), then keeps the mask, the
+    input's gradient, its masked product
     and the dropped copy of the input in the compute dtype at once; without dropout the adapter holds only the input's
     gradient. Measured on the CPU (tests/test_estimate_mask_free_dropout.py): this much above the same adapter
     without dropout, to 1 %; the recompute's forward makes the same mask with less beside it. A compiled layer fuses
@@ -445,14 +449,14 @@ def mask_free_dropout_bytes(arch: Architecture, shape: TrainingShape) -> float:
     if not shape.mask_free_dropout or shape.dropout <= 0 or shape.compile_layers:
         return 0.0
     c, rows = shape.compute_bytes, shape.tokens
+    hashing = 4 * MASK_HASH_INT32_TENSORS if shape.mask_hash32 else 8 * MASK_HASH_INT64_TENSORS   # bytes an element
     worst = 0
     for d_in in {lin.d_in for lin in shape.targets}:
         n = rows * d_in
         step = max(1, chunk // d_in)                 # rows a chunk
         full, rest = divmod(rows, step)
         # a chunk's hash beside the chunks made before it: the last full chunk, or the short one after them
-        building = max(8 * MASK_HASH_INT64_TENSORS * step * (full > 0) + (full - 1) * step,
-                       8 * MASK_HASH_INT64_TENSORS * rest + full * step) * d_in
+        building = max(hashing * step * (full > 0) + (full - 1) * step, hashing * rest + full * step) * d_in
         using = (1 + 3 * c) * n
         worst = max(worst, max(building, using) - c * n)
     return float(worst)
@@ -642,6 +646,7 @@ def shape_for_plan(cfg: Config, arch: Architecture, plan: RunPlan, tokens: int |
                          fused_loss=plan.fused_loss if fused_loss is None else fused_loss,
                          kbit_upcast=plan.precision != "bf16", offload=plan.offload and t.gradient_checkpointing,
                          offload_layers=plan.offload_layers, mask_free_dropout=plan.mask_free_dropout,
+                         mask_hash32=plan.mask_hash32,
                          shards=plan.processes if plan.parallelism == "fsdp" else 1,
                          eval_tokens=plan.eval_tokens, device=plan.device, compile_layers=plan.compile_layers,
                          graph_dequant=plan.graph_dequant, attention=plan.attention, packed=plan.packing)

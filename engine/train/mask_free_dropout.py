@@ -15,6 +15,11 @@ partitioner chooses what is saved, the dropped linear sits in a checkpoint, whos
 Installed by swapping classes (install): each adapter's nn.Dropout becomes nn.Identity and its lora_A an nn.Linear
 subclass that drops its own input. No parameter, buffer or key changes: the saved adapter, merging and export are
 those of peft's dropout.
+
+The hash in two forms, the same words and so the same masks: int64 with split multiplies (no product overflows: the
+reference), and (LEVERS.mask_hash32, a benchmark lever until measured on a GPU) int32 words with wrapping multiplies
+from one flat index: 24 instead of 31 instructions an element in the sm_90 SASS of inductor's kernel for the dropped
+input (benchmarks/mask_hash_ops.py), half the bytes of each eager step.
 """
 
 from __future__ import annotations
@@ -48,6 +53,36 @@ def _hash32(h):
     return h ^ (h >> 16)
 
 
+# The same hash in int32 words (the bits of the int64 form's word, read as signed): multiplies wrap mod 2**32, a right
+# shift copies the sign bit, so each is masked to the logical shift's bits. A signed multiply that overflows is
+# undefined in C++ (inductor's CPU kernels, ATen's eager ones): every compiler in use wraps it (SIMD mullo, imul,
+# Triton's LLVM `mul` carries no nsw flag), and tests/test_mask_free_dropout.py pins the words to the int64 form's,
+# eagerly and through inductor's generated code; benchmarks/mask_hash_ops.py checks Triton's on a GPU.
+def _signed32(word: int) -> int:
+    """A word in [0, 2**32) as the int32 of the same bits."""
+    word %= 1 << 32
+    return word - ((word >> 31) << 32)
+
+
+_HASH_MUL_I32 = tuple(_signed32(c) for c in _HASH_MUL)
+_SEED_SALT_I32 = _signed32(_SEED_SALT)
+_SIGN32 = -(1 << 31)
+
+
+def _lsr32(h, s: int):
+    """h >> s as on unsigned 32-bit words, for int32 tensors (whose >> shifts the sign in)."""
+    return (h >> s) & ((1 << (32 - s)) - 1)
+
+
+def _hash32_i32(h):
+    """_hash32's word for an int32 tensor of the same bits (wrapping multiplies)."""
+    h = h ^ _lsr32(h, 16)
+    h = h * _HASH_MUL_I32[0]
+    h = h ^ _lsr32(h, 15)
+    h = h * _HASH_MUL_I32[1]
+    return h ^ _lsr32(h, 16)
+
+
 def drop_threshold(p: float) -> int:
     """Dropout probability p as the hash words below which an element is dropped (of 2**32)."""
     return round(p * 2 ** 32)
@@ -62,29 +97,38 @@ def keep_scale(threshold: int) -> float:
     return 2 ** 32 / (2 ** 32 - threshold)
 
 
-def keep_mask(seed, shape, threshold: int, device):
+def keep_mask(seed, shape, threshold: int, device, hash32: bool = False):
     """The dropout's keep mask (bool, `shape`): element i kept iff hash(i + key(seed)) >= threshold, so with
     probability 1 - threshold / 2**32. seed: an int64 tensor of one element, on `device`. The same seed gives the
-    same mask."""
+    same mask, with either form of the hash (hash32: in int32 words)."""
     cols = shape[-1]
     rows = 1
     for n in shape[:-1]:
         rows *= n
-    key = _hash32((seed.reshape(()) ^ _SEED_SALT) & _MASK32)
-    col = torch.arange(cols, device=device, dtype=torch.int64)
+    if hash32:   # the seed is below 2**31 (_SEED_HIGH): the same word as the int64 form's
+        key32 = _hash32_i32(seed.reshape(()).to(torch.int32) ^ _SEED_SALT_I32)
+
+        def rows_of(start, stop):
+            return _keep_rows32(key32, start, stop, cols, threshold, device)
+    else:
+        key = _hash32((seed.reshape(()) ^ _SEED_SALT) & _MASK32)
+        col = torch.arange(cols, device=device, dtype=torch.int64)
+
+        def rows_of(start, stop):
+            return _keep_rows(key, start, stop, col, threshold)
     if torch.compiler.is_compiling():
         # At once, and without Python arithmetic on the row count: a range() or min() over it makes dynamo guard on
         # its value, and the layer recompiled for every packed length.
-        return _keep_rows(key, 0, rows, col, threshold).reshape(shape)
+        return rows_of(0, rows).reshape(shape)
     step = max(1, EAGER_CHUNK_ELEMENTS // cols)
-    parts = [_keep_rows(key, start, min(rows, start + step), col, threshold) for start in range(0, rows, step)]
+    parts = [rows_of(start, min(rows, start + step)) for start in range(0, rows, step)]
     return (parts[0] if len(parts) == 1 else torch.cat(parts)).reshape(shape)
 
 
-# Eagerly (tests, a compile fallback) each int64 step of the hash is a tensor of its own, 8 bytes an element: 0.8 GB
-# for a 7B's down_proj input at 8.8k tokens. The mask is made this many elements at a time (128 MB of int64); the
-# compiled graph fuses the hash into one kernel and makes it at once. The estimate counts what this allocates
-# (engine.estimate.memory.mask_free_dropout_bytes).
+# Eagerly (tests, a compile fallback) each step of the hash is a tensor of its own, 8 bytes an element in int64 (4 in
+# int32): 0.8 GB for a 7B's down_proj input at 8.8k tokens. The mask is made this many elements at a time (128 MB of
+# int64); the compiled graph fuses the hash into one kernel and makes it at once. The estimate counts what this
+# allocates (engine.estimate.memory.mask_free_dropout_bytes).
 EAGER_CHUNK_ELEMENTS = MASK_FREE_EAGER_CHUNK_ELEMENTS
 
 
@@ -97,24 +141,33 @@ def _keep_rows(key, start: int, stop: int, col, threshold: int):
     return _hash32((row + col) & _MASK32) >= threshold
 
 
-def _dropped(x, seed, threshold: int):
+def _keep_rows32(key, start: int, stop: int, cols: int, threshold: int, device):
+    """_keep_rows in int32 words, the same mask: each element's index (mod 2**32, plus the key) from one flat range,
+    which a compiled kernel reads off its own element index (from a row and a column vector it divides its index by
+    the row length, and takes the remainder, in every element). The unsigned word's >= as the signed word's."""
+    first = key + _signed32(start * cols)   # a one-element tensor: the additions wrap as the words do
+    index = torch.arange((stop - start) * cols, device=device, dtype=torch.int32) + first
+    return ((_hash32_i32(index) ^ _SIGN32) >= threshold + _SIGN32).reshape(stop - start, cols)
+
+
+def _dropped(x, seed, threshold: int, hash32: bool = False):
     """x with the seed's mask applied and the kept values scaled by 1 / (1 - p), as nn.Dropout computes it."""
-    return x * keep_mask(seed, x.shape, threshold, x.device) * keep_scale(threshold)
+    return x * keep_mask(seed, x.shape, threshold, x.device, hash32) * keep_scale(threshold)
 
 
 class DroppedLoraA(torch.autograd.Function):
     """F.linear(dropout(x), weight) with the mask regenerated from the seed in backward: saves x, weight, seed."""
 
     @staticmethod
-    def forward(ctx, x, weight, seed, threshold):
+    def forward(ctx, x, weight, seed, threshold, hash32=False):
         ctx.save_for_backward(x, weight, seed)
-        ctx.threshold = threshold
-        return torch.nn.functional.linear(_dropped(x, seed, threshold), weight)
+        ctx.threshold, ctx.hash32 = threshold, hash32
+        return torch.nn.functional.linear(_dropped(x, seed, threshold, hash32), weight)
 
     @staticmethod
     def backward(ctx, grad):
         x, weight, seed = ctx.saved_tensors
-        keep = keep_mask(seed, x.shape, ctx.threshold, x.device)
+        keep = keep_mask(seed, x.shape, ctx.threshold, x.device, ctx.hash32)
         scale = keep_scale(ctx.threshold)
         grad_x = grad_weight = None
         if ctx.needs_input_grad[0]:
@@ -122,11 +175,11 @@ class DroppedLoraA(torch.autograd.Function):
         if ctx.needs_input_grad[1]:
             dropped = x * keep * scale
             grad_weight = grad.reshape(-1, grad.shape[-1]).t() @ dropped.reshape(-1, x.shape[-1])
-        return grad_x, grad_weight, None, None
+        return grad_x, grad_weight, None, None, None
 
 
-def _dropped_linear(x, weight, seed, threshold: int):
-    return torch.nn.functional.linear(_dropped(x, seed, threshold), weight)
+def _dropped_linear(x, weight, seed, threshold: int, hash32: bool = False):
+    return torch.nn.functional.linear(_dropped(x, seed, threshold, hash32), weight)
 
 
 # The seed's range: 31 bits, within every integer type a compiled graph's random kernels draw.
@@ -150,10 +203,10 @@ def _forward(self, x):
         if torch.compiler.is_compiling():
             # In a compiled graph the partitioner decides what is saved, and it would save each projection's mask
             # and dropped copy (x is used on both sides of a matmul); nodes inside a checkpoint are recomputed.
-            out = torch.utils.checkpoint.checkpoint(_dropped_linear, x, weight, seed, threshold, use_reentrant=False,
-                                                    preserve_rng_state=False)
+            out = torch.utils.checkpoint.checkpoint(_dropped_linear, x, weight, seed, threshold, self.mask_free_hash32,
+                                                    use_reentrant=False, preserve_rng_state=False)
         else:
-            out = DroppedLoraA.apply(x, weight, seed, threshold)
+            out = DroppedLoraA.apply(x, weight, seed, threshold, self.mask_free_hash32)
     return out if self.bias is None else out + self.bias
 
 
@@ -161,18 +214,20 @@ _EAGER = "_lorapilot_dropout_free_linear"  # on a swapped lora_A's class: the cl
 _classes: dict[type, type] = {}
 
 
-def _swap(lora_a, p: float) -> None:
+def _swap(lora_a, p: float, hash32: bool) -> None:
     eager = type(lora_a)
     if eager not in _classes:
         _classes[eager] = type(eager.__name__, (eager,), {
             "forward": _forward, "__module__": eager.__module__, "__qualname__": eager.__qualname__, _EAGER: eager})
     lora_a.__class__ = _classes[eager]
     lora_a.mask_free_threshold = drop_threshold(p)   # an int: see keep_scale
+    lora_a.mask_free_hash32 = hash32
 
 
-def install(model) -> int:
+def install(model, hash32: bool = False) -> int:
     """For every plain LoRA adapter with dropout (p > 0) in the model: its nn.Dropout becomes nn.Identity and its
-    lora_A drops its own input, mask-free. Returns how many adapters. Parameters and state-dict keys unchanged."""
+    lora_A drops its own input, mask-free (hash32: its mask hashed in int32 words, the plan's mask_hash32). Returns
+    how many adapters. Parameters and state-dict keys unchanged."""
     n = 0
     for module in model.modules():
         dropouts = getattr(module, "lora_dropout", None)
@@ -186,7 +241,7 @@ def install(model) -> int:
                     or type(a) is not torch.nn.Linear):   # DoRA and other variants read the dropout themselves
                 continue
             dropouts[name] = torch.nn.Identity()
-            _swap(a, drop.p)
+            _swap(a, drop.p, hash32)
             n += 1
     return n
 

@@ -309,7 +309,9 @@ def build_model(cfg: Config, inputs: Inputs, run_plan: RunPlan) -> BuiltModel:
     if run_plan.mask_free_dropout:   # the plan's rule (engine.plan.mask_free_dropout_for); its line is in train.log
         from engine.train.mask_free_dropout import install
 
-        log(f"dropout: {install(model)} LoRA adapters drop their inputs without saved masks")
+        hashed = " (masks hashed in int32 words)" if run_plan.mask_hash32 else ""
+        log(f"dropout: {install(model, hash32=run_plan.mask_hash32)} LoRA adapters drop their inputs without saved "
+            f"masks{hashed}")
     if inputs.dtype_name == "bf16" and cfg.quantization != "none":
         keep_unquantised_16bit(model, log)
     fallback = None

@@ -41,6 +41,10 @@ class Levers:
                                     # projection saves no dropped copy of its input nor mask. On an H100 beside peft's
                                     # dropout (user_path-s20-h100-2026-12-06.md): 8.48 against 8.93 GiB on Llama-2-7B,
                                     # 10.64 against 11.06 on Llama-3-8B, lean 5.81 against 6.28, as fast or faster
+    mask_hash32: bool = False       # the mask-free dropout's hash in int32 words (wrapping multiplies) from one flat
+                                    # index, instead of int64 with split multiplies: the same masks, 10 instead of 16
+                                    # integer instructions an element in the sm_90 SASS of inductor's kernel
+                                    # (benchmarks/mask_hash_ops.py). Off until measured on the GPU (h200-s21.sh)
     lean_stretch: bool = False      # lean: one micro-batch per step when the fullest step is within
                                     # engine.plan.LEAN_STRETCH of the cap; off until measured
     tokens_per_microbatch: int | None = None  # a fixed packing budget instead of the mode's
@@ -183,8 +187,8 @@ def activation_offload(model, offload: bool, layers: int = 0):
 PARTIAL_OFFLOAD_STASH = 1
 
 # Eager mask-free LoRA dropout (engine.train.mask_free_dropout) makes each keep mask this many elements at a time: each
-# int64 step of its hash is a full-size tensor of its own (128 MB of int64 a step). Here, torch-free, for the estimate
-# (engine.estimate.memory.mask_free_dropout_bytes).
+# step of its hash is a full-size tensor of its own (128 MB of int64 a step, 64 MB in int32 words). Here, torch-free,
+# for the estimate (engine.estimate.memory.mask_free_dropout_bytes).
 MASK_FREE_EAGER_CHUNK_ELEMENTS = 1 << 24
 
 
