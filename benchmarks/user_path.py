@@ -29,6 +29,10 @@ clipped to 50..2000; the instruction and input take 20-70 % of a row), 16 exampl
           compiledmf  compiled with LoRA dropout's masks regenerated in backward from a saved seed, not saved
                       (LEVERS.mask_free_dropout, engine.train.mask_free_dropout): the dropout's memory and speed
                       back (dropout 0, steps 10-30: 8.14 GiB, ~11,600 tok/s against 8.48, ~10,600); compiledmf_mem its peak named
+          compiledmf32  compiledmf with the masks hashed in int32 words (LEVERS.mask_hash32): the same masks,
+                      ~25 % fewer instructions in the mask's kernel (benchmarks/mask_hash_ops.py); against the ~4 %
+                      between compiledmf and compiled_d0 on Llama-2-7B (10,495 against 10,904 tok/s,
+                      user_path-s20-h100-2026-12-06.md)
           compiledgdcpp  compiledgd with the C++ wrapper
           compiledmax  compiled in mode max-autotune-no-cudagraphs: Triton matmul templates, into which inductor
                       may fuse the NF4 dequantise as a prologue (no 16-bit weight written at all)
@@ -122,6 +126,7 @@ LEVER_SIDES = {
     # LoRA dropout 0.05 with its masks regenerated in backward (LEVERS.mask_free_dropout): a speed side against
     # compiled and compiled_d0 (its masks are drawn otherwise than peft's, so no agreement side)
     "compiledmf": (False, True, "mask_free_dropout=true"),
+    "compiledmf32": (False, True, "mask_free_dropout=true,mask_hash32=true"),   # the same masks, in int32 words
     "leancompiledmf": (True, True, "mask_free_dropout=true"),   # lean's 6.28 GiB (2026-12-05) under its 6.2 goal?
     "compiledmax": (False, True, "compile_mode=max-autotune-no-cudagraphs"),
     "varlen": (False, False, "varlen_attention=true"),

@@ -452,6 +452,19 @@ def test_the_int32_hash_lever_reaches_the_plan_and_its_line(monkeypatch):
     assert not plan_run(_cfg(), Machine("cpu", "CPU")).mask_hash32
 
 
+def test_the_benchmarks_int32_side_switches_its_lever_on(monkeypatch):
+    """benchmarks/user_path.py's compiledmf32 side (h200-s21.sh) through lever_site's switch, as the trainer's
+    process gets it: the mask-free dropout with the int32 hash, compiled; compiledmf keeps the int64 one."""
+    from benchmarks.lever_site.sitecustomize import switch_levers
+    from benchmarks.user_path import LEVER_SIDES
+
+    for name, hash32 in (("compiledmf32", True), ("compiledmf", False)):
+        monkeypatch.setattr(speed, "LEVERS", speed.Levers(mask_free_dropout=False))
+        lean, compiled, spec = LEVER_SIDES[name]
+        switch_levers(spec)
+        assert compiled and not lean
+        assert speed.LEVERS.mask_free_dropout and speed.LEVERS.mask_hash32 is hash32
+
 
 def test_the_estimate_counts_what_no_dropout_saves_from_the_plan_field(monkeypatch):
     """Llama-2-7B compiled, 8,786 tokens in one micro-batch: the estimate reads RunPlan.mask_free_dropout and then

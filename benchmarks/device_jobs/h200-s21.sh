@@ -1,0 +1,31 @@
+#!/bin/bash
+# nvidia-h200 (or an H100), issue 26's last unmet goal: 55 % of the limit on Llama-2-7B (~10,800 tok/s). Session 20
+# measured the compiled default with the mask-free LoRA dropout at 10,495 tok/s and with dropout 0 at 10,904
+# (user_path-s20-h100-2026-12-06.md): the ~4 % is most likely the mask's hash, integer work in every element of
+# every adapter input, 3 times a step. LEVERS.mask_hash32 (off) hashes the same masks in int32 words instead of
+# int64: in the sm_90 SASS of inductor's kernel 24 instructions an element against 31 (18 against 26 of each
+# element's own; benchmarks/mask_hash_ops.py, counted on the CPU). Each call measures its sides side by side on one
+# warm machine, so that each call's table stands alone.
+#   call 1  Llama-2-7B, 70 steps: compiledmf32 (the int32 hash), compiledmf (the default), compiled_d0 (dropout 0)
+#   call 2  Llama-3-8B, 70 steps: the same three
+#   call 3  benchmarks/mask_hash_ops.py --gpu (a few minutes at most; HASH_S stops it): inductor's Triton masks of
+#           both forms against the eager int64 form's, bit for bit, one shape past 2**31 elements (the proof that
+#           Triton's int32 multiplies and index wrap, which the CPU cannot give), and the mask kernel's time in each
+#           form on Llama-2-7B's down_proj input, into $OUT/mask_hash_ops.md
+#   bash benchmarks/device_jobs/h200-s21.sh CALL $OUT        (SIDES1-2, STEPS, BUDGET_S, HASH_S to fit a short lease)
+# Carry .whl (with trl) and .whl25 (transformers 5.25). If compiledmf32 is faster than compiledmf on both models (no
+# recompiles, the same peak) and call 3 says "all equal": flip LEVERS.mask_hash32 on (engine/train/speed.py; the
+# plan's mask_hash32 and the trainer then follow it), record the results in benchmarks/results/ and the lever's
+# comment, and drop the int64 form's "off" note in engine/train/mask_free_dropout.py's docstring.
+CALL=${1:?call 1, 2 or 3}
+OUT=${2:?results directory}
+JOB=s21 source "$(dirname "$0")/begin.sh"
+case $CALL in
+1) ARCH=llama2-7b SIDES=${SIDES1:-compiledmf32,compiledmf,compiled_d0} STEPS=${STEPS:-70} SIDE_S=200 ;;
+2) ARCH=llama3-8b SIDES=${SIDES2:-compiledmf32,compiledmf,compiled_d0} STEPS=${STEPS:-70} SIDE_S=200 ;;
+3) source benchmarks/device_jobs/lib.sh      # step: under a time limit, logged to $R/mask_hash.log
+   step mask_hash "${HASH_S:-420}" python3 benchmarks/mask_hash_ops.py --gpu --out "$OUT/mask_hash_ops.md"
+   cp "$R/mask_hash.log" "$R/progress" "$OUT/" 2>/dev/null
+   exit 0 ;;
+esac
+source benchmarks/device_jobs/levers_call.sh   # begin.sh made the repository the working directory
