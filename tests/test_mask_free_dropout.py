@@ -127,9 +127,10 @@ def test_the_function_computes_what_autograd_of_the_dropped_linear_does(hash32):
 
 @compile_tests
 @HASHES
-def test_inductors_generated_code_draws_the_same_mask(hash32):
-    """The hash as inductor generates it (C++ here, Triton on the GPU) keeps the elements the eager int64 ops keep,
-    in the compiled path's form (the dropped linear inside a checkpoint). The int64 form never overflows; the int32
+@pytest.mark.parametrize("backend", ["aot_eager", "inductor"])
+def test_inductors_generated_code_draws_the_same_mask(hash32, backend):
+    """The hash as inductor generates it (C++ here, Triton on the GPU), and as AOTAutograd's traced graph runs it,
+    keeps the elements the eager int64 ops keep, in the compiled path's form (the dropped linear inside a checkpoint). The int64 form never overflows; the int32
     form's multiplies wrap in the generated C++ as in ATen's (benchmarks/mask_hash_ops.py checks Triton's on a GPU).
     Past 2**31 elements the int32 kernel's index wraps: the eager test above pins the words there."""
     threshold = mfd.drop_threshold(0.05)
@@ -141,7 +142,7 @@ def test_inductors_generated_code_draws_the_same_mask(hash32):
 
     torch._dynamo.reset()
     xc, wc = x.clone().requires_grad_(), w.clone().requires_grad_()
-    out = torch.compile(dropped, backend="inductor", dynamic=True)(xc, wc, seed)
+    out = torch.compile(dropped, backend=backend, dynamic=True)(xc, wc, seed)
     out.sum().backward()
     xe, we = x.clone().requires_grad_(), w.clone().requires_grad_()
     ref = mfd.DroppedLoraA.apply(xe, we, seed, threshold)   # the int64 form, eagerly
