@@ -211,7 +211,7 @@ def resume_run(run_dir: str | Path, *, trust_remote_code: bool = False) -> RunHa
                             fix=f"stop it first: lorapilot stop {shell_word(rd)}")
         from engine.config import load_config
         from engine.train.distributed import num_processes
-        from engine.train.resume_check import config_changes
+        from engine.train.resume_check import config_changes, max_steps_behind
 
         cfg = load_config(rd / CONFIG_FILE)
         trust = check_remote_code(cfg, rd, trust_remote_code, f"train --resume {shell_word(rd)}")
@@ -254,21 +254,6 @@ def resume_run(run_dir: str | Path, *, trust_remote_code: bool = False) -> RunHa
     finally:
         lock.release()
     return RunHandle(rd, proc.pid, proc, notes)
-
-
-def max_steps_behind(max_steps: int, ckpt: str, config_path: Path, said: str | None = None) -> UserError | None:
-    """A run's step count lowered below its last checkpoint (max_steps 20, checkpoint 30): refused, not resumed.
-    The resume saved the adapter of step 30 and said "done 30/20", under a config (and so an export card) that
-    says 20 steps: the user asked for a shorter run, and no resume goes back to step 20. Set to the checkpoint's step,
-    the run finishes now with that checkpoint's adapter, as the refusal says. `said`: where the count comes from,
-    when not training.max_steps (the trainer's plan of num_epochs)."""
-    at = checkpoint_step(ckpt)
-    if max_steps <= 0 or at <= max_steps:
-        return None
-    return UserError(f"{config_path}: {said or f'training.max_steps is {max_steps}'}, below the run's last checkpoint "
-                     f"at step {at}: a resume cannot train back to step {max_steps}",
-                     fix=f"set training.max_steps to {at} to finish the run now with the adapter of step {at}, or "
-                         "higher to train on, then resume")
 
 
 def finished_all_steps(status: dict, configured_max_steps: int, ckpt: str | None) -> str | None:

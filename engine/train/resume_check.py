@@ -18,7 +18,7 @@ from typing import Any
 
 from engine.config import FIELDS
 from engine.errors import UserError, shell_word, yaml_text
-from engine.rundir import CHECKPOINT_RUN_FILE
+from engine.rundir import CHECKPOINT_RUN_FILE, checkpoint_step
 
 # Read afresh by the Trainer or lorapilot on every start; nothing saved in a checkpoint depends on them.
 # training.learning_rate is re-applied to the restored optimizer and schedule (engine.train.callback).
@@ -128,3 +128,17 @@ def unsafe_pickle(ckpt: Path) -> str | None:
                 return f"{path}: holds objects a trainer does not save{what}; not loaded, it could run code"
     return None
 
+
+def max_steps_behind(max_steps: int, ckpt: str, config_path: Path, said: str | None = None) -> UserError | None:
+    """A run's step count lowered below its last checkpoint (max_steps 20, checkpoint 30): refused, not resumed.
+    The resume saved the adapter of step 30 and said "done 30/20", under a config (and so an export card) that
+    says 20 steps: the user asked for a shorter run, and no resume goes back to step 20. Set to the checkpoint's step,
+    the run finishes now with that checkpoint's adapter, as the refusal says. `said`: where the count comes from,
+    when not training.max_steps (the trainer's plan of num_epochs)."""
+    at = checkpoint_step(ckpt)
+    if max_steps <= 0 or at <= max_steps:
+        return None
+    return UserError(f"{config_path}: {said or f'training.max_steps is {max_steps}'}, below the run's last checkpoint "
+                     f"at step {at}: a resume cannot train back to step {max_steps}",
+                     fix=f"set training.max_steps to {at} to finish the run now with the adapter of step {at}, or "
+                         "higher to train on, then resume")

@@ -226,7 +226,7 @@ def plan_here(cfg: Config, inputs: Inputs, run_dir: Path, *, ckpt: str | None = 
         resumed = Resumed(step=checkpoint_step(ckpt), optimizer=checkpoint_optimizer(ckpt))
     run_plan = _plan(cfg, inputs.data, inputs.hw, inputs.n_ranks, resumed)
     if ckpt and run_plan.max_steps and cfg.training.max_steps <= 0:   # a max_steps the launcher refused already
-        from engine.train.launch import max_steps_behind
+        from engine.train.resume_check import max_steps_behind
 
         epochs = cfg.training.num_epochs
         if behind := max_steps_behind(run_plan.max_steps, ckpt, run_dir / CONFIG_FILE,
