@@ -146,7 +146,33 @@ def load_tokenizer(model: str, trust_remote_code: bool = False):
     if tok.pad_token is None:
         # Padding is masked by position, so reusing EOS as pad is safe here.
         tok.pad_token = tok.eos_token
+    from engine.data.stops import PUBLISHED_STOPS
+
+    setattr(tok, PUBLISHED_STOPS, published_stop_ids(path, cache_only))
     return tok
+
+
+def published_stop_ids(path: str, cache_only: bool = False) -> list[int]:
+    """The ids the model's makers say generation stops on: generation_config.json's eos_token_id, else config.json's
+    (transformers makes the generation config from it then); [] when neither is in reach. Llama 3.1 Instruct:
+    <|end_of_text|>, <|eom_id|>, <|eot_id|>; Qwen2.5: <|im_end|>, <|endoftext|>. An adapter directory has the
+    generation_config.json its run saved (engine.train.run): the stops that run trained with."""
+    import json
+
+    from transformers.utils import cached_file
+
+    for name in ("generation_config.json", "config.json"):
+        try:
+            found = cached_file(path, name, token=hub_token(), local_files_only=cache_only,
+                                _raise_exceptions_for_missing_entries=False,
+                                _raise_exceptions_for_connection_errors=False, _raise_exceptions_for_gated_repo=False)
+            eos = json.loads(Path(found).read_text(encoding="utf-8")).get("eos_token_id") if found else None
+        except (OSError, ValueError, AttributeError):  # unreadable, not JSON, not an object: as if not there
+            continue
+        ids = [i for i in (eos if isinstance(eos, list) else [eos]) if isinstance(i, int) and not isinstance(i, bool)]
+        if ids:
+            return ids
+    return []
 
 
 # Plain words, spaces and punctuation: every tokenizer of a language model gives these back as they were.

@@ -6,12 +6,12 @@ the generation_config.json saved with the adapter (copied into the merged model;
 from __future__ import annotations
 
 import json
-from types import SimpleNamespace
 
 import pytest
-from fixtures.template_families import FAMILIES, load_family
+from fixtures.template_families import FAMILIES, LLAMA3_1_STOPS, load_family
 
 from engine.data import IGNORE_INDEX, tokenize_rows
+from engine.data.stops import save_generation_config, stop_tokens
 from engine.samples import stop_token_ids
 
 TURNS = [{"role": "user", "content": "What color is a lemon?"}, {"role": "assistant", "content": "Yellow."},
@@ -40,9 +40,7 @@ def trained_ends(tok) -> set[int]:
 def saved_generation_eos(tok, tmp_path, base_eos) -> list[int]:
     from transformers import GenerationConfig
 
-    from engine.train.run import _save_generation_config
-
-    _save_generation_config(SimpleNamespace(generation_config=GenerationConfig(eos_token_id=base_eos)), tok, tmp_path)
+    save_generation_config(GenerationConfig(eos_token_id=base_eos), tok, tmp_path)
     return json.loads((tmp_path / "generation_config.json").read_text())["eos_token_id"]
 
 
@@ -78,12 +76,11 @@ def _eot_tokenizer():
 def test_an_end_of_turn_token_no_list_names_is_a_stop(tmp_path):
     tok = _eot_tokenizer()
     eot, eos = tok.convert_tokens_to_ids("<|eot|>"), tok.eos_token_id
-    head = [tok.convert_tokens_to_ids(t) for t in ("<|header_start|>", "<|header_end|>")]
-    # answers end in <|eot|>, text rows in the EOS, or in a special token they end with (the headers too)
-    assert trained_ends(tok) == {eot, eos, *head}
-    assert set(stop_token_ids(tok)) == {eot, eos, *head}
+    # answers end in <|eot|>, text rows in the EOS (one ending in a header too: the EOS goes after it)
+    assert trained_ends(tok) == {eot, eos}
+    assert set(stop_token_ids(tok)) == {eot, eos}
     # the base model's generation config stops on its EOS only: the saved one adds what training ended with
-    assert saved_generation_eos(tok, tmp_path, eos) == [eos, eot, *head]
+    assert saved_generation_eos(tok, tmp_path, eos) == [eos, eot]
 
 
 def test_the_saved_generation_config_keeps_the_base_models_sampling_defaults(tmp_path):
@@ -91,11 +88,9 @@ def test_the_saved_generation_config_keeps_the_base_models_sampling_defaults(tmp
     are the base's, not the library defaults."""
     from transformers import GenerationConfig
 
-    from engine.train.run import _save_generation_config
-
     tok = _eot_tokenizer()
     base = GenerationConfig(eos_token_id=tok.eos_token_id, do_sample=True, temperature=0.6, top_p=0.9)
-    _save_generation_config(SimpleNamespace(generation_config=base), tok, tmp_path)
+    save_generation_config(base, tok, tmp_path)
     saved = json.loads((tmp_path / "generation_config.json").read_text())
     assert (saved["do_sample"], saved["temperature"], saved["top_p"]) == (True, 0.6, 0.9)
     assert saved["eos_token_id"][:2] == [tok.eos_token_id, tok.convert_tokens_to_ids("<|eot|>")]
@@ -110,3 +105,43 @@ def test_a_text_row_ending_in_its_separator_trains_it_and_generation_stops_on_it
     (ex,) = tokenize_rows([{"text": f"Once upon a time.{separator}"}], "text", ["t:1"], tok, max_seq_length=4096)
     assert tok.convert_ids_to_tokens(ex.input_ids[-1:]) == [separator] != [tok.eos_token]
     assert ex.input_ids[-1] in stop_token_ids(tok)
+
+
+@pytest.mark.parametrize("name", [name for name, f in FAMILIES.items() if f.published_stops])
+def test_generation_stops_on_what_the_family_publishes_not_on_every_special_token(tmp_path, name):
+    """Llama 3 has 256 special tokens, 250 of them reserved: the stops are those its generation_config.json
+    publishes (<|end_of_text|>, <|eom_id|>, <|eot_id|>) and what training ended answers with, not all of them; the
+    saved generation_config.json stops on exactly the published ones where training ended answers in one of them."""
+    from transformers import GenerationConfig
+
+    family = FAMILIES[name]
+    tok = load_family(family, tmp_path, with_pad=False)
+    assert stop_tokens(tok) == list(dict.fromkeys([family.end_of_turn or family.eos, family.eos,
+                                                   *family.published_stops]))
+    base = GenerationConfig.from_pretrained(tmp_path / f"{name}-nopad")  # the base model's, as the trainer has it
+    published = tok.convert_tokens_to_ids(family.published_stops)
+    assert base.eos_token_id == published
+    assert saved_generation_eos(tok, tmp_path, base.eos_token_id) == published
+
+
+@pytest.mark.parametrize("name", ["llama3", "llama3_1", "qwen2_5"])
+def test_a_text_row_ending_in_a_special_token_that_is_no_stop_gets_the_eos_after_it(tmp_path, name):
+    tok = load_family(FAMILIES[name], tmp_path, with_pad=False)
+    other = next(t for t in sorted(specials(tok)) if t not in stop_tokens(tok) and t != tok.bos_token)
+    (ex,) = tokenize_rows([{"text": f"Once upon a time.{other}"}], "text", ["t:1"], tok, max_seq_length=4096)
+    assert tok.convert_ids_to_tokens(ex.input_ids[-2:]) == [other, tok.eos_token]
+    assert ex.labels[-2:] == ex.input_ids[-2:]
+
+
+def test_an_adapter_loaded_back_stops_where_its_run_did(tmp_path):
+    """The playground and chat load the tokenizer from the adapter: the generation_config.json saved with it names
+    the published stops, so they stop on what training did."""
+    from engine.data.prompt import PromptStyle, save_for_inference
+    from engine.model import load_tokenizer
+
+    tok = load_family(FAMILIES["llama3_1"], tmp_path, with_pad=False)
+    save_for_inference(tok, PromptStyle("chat"), tmp_path / "adapter")
+    assert stop_token_ids(load_tokenizer(str(tmp_path / "adapter"))) == stop_token_ids(tok)
+    assert json.loads((tmp_path / "adapter" / "generation_config.json").read_text())["eos_token_id"] == \
+        tok.convert_tokens_to_ids(LLAMA3_1_STOPS)
+

@@ -157,9 +157,11 @@ def system_in_use(style: PromptStyle, typed: str = "", template_default: str = "
     return "none (training rows had different ones, or none)"
 
 
-def save_for_inference(tokenizer, style: PromptStyle, out_dir: str | Path) -> None:
-    """The tokenizer with the chat template training used (as servers must render it: template.served_template), and
-    the prompt style, into out_dir (the adapter)."""
+def save_for_inference(tokenizer, style: PromptStyle, out_dir: str | Path, generation_config=None) -> None:
+    """The tokenizer with the chat template training used (as servers must render it: template.served_template), the
+    prompt style, and the generation config stopping where training stopped (engine.data.stops.save_generation_config:
+    the base model's `generation_config`, else the published stops alone), into out_dir (the adapter)."""
+    from engine.data.stops import save_generation_config
     from engine.data.template import served_template, training_chat_template
 
     own = tokenizer.chat_template
@@ -169,6 +171,7 @@ def save_for_inference(tokenizer, style: PromptStyle, out_dir: str | Path) -> No
     finally:  # the caller's tokenizer is left as it was: a later render must not see the default as the model's
         tokenizer.chat_template = own
     (Path(out_dir) / PROMPT_FILE).write_text(json.dumps(asdict(style), indent=1) + "\n", encoding="utf-8")
+    save_generation_config(generation_config, tokenizer, out_dir)
 
 
 def load_style(adapter_dir: str | Path) -> PromptStyle | None:

@@ -6,17 +6,21 @@ vLLM's --generation-config), the Ollama Modelfile's PARAMETER stop (engine.expor
 turn markers). The end tokens are read from what the trainer's renderer trains, for a conversation of two answers
 (every answer's end token is trained, engine/data/template.py), not from a list of known names: a model that
 stops on a token it never learnt to write runs on. The EOS is added: text rows, and the defaults without a chat
-template, end in it. So is every other special token a text row may end with: a text row that ends in one (a
-document ending in Llama 3's `<|end_of_text|>` beside the EOS `<|eot_id|>`, Qwen's `<|endoftext|>` beside
-`<|im_end|>`) is trained to end there, with no EOS after it; the rule that decides it is
-engine.data.template.end_tokens, read here too (one rule). A chat, alpaca or completion row writes no special token
-but its template's (one written in a message is trained as its characters), so stopping on the others costs those
-nothing.
+template, end in it. So are the stops the model's makers publish (its generation_config.json's eos_token_id, read by
+engine.model.load_tokenizer: Llama 3 Instruct's `<|end_of_text|>` beside the EOS `<|eot_id|>`, Llama 3.1's
+`<|eom_id|>`, Qwen's `<|endoftext|>` beside `<|im_end|>`): a text row that ends in one of these stops (a document
+ending in its separator, a conversation rendered already) is trained to end there, with no EOS after it; one that
+ends in any other special token (Llama 3's 250 reserved ones, a role header) gets the EOS after it, as every other
+text row (engine.data.template.Renderer._text reads stop_tokens, one rule). So generation stops on what the
+family publishes and what training ended answers with, not on every special token of the vocabulary.
 """
 
 from __future__ import annotations
 
 from engine.errors import DataError
+
+# The attribute engine.model.load_tokenizer sets on a tokenizer: the ids the model's makers publish as stops.
+PUBLISHED_STOPS = "lorapilot_published_stops"
 
 PROBE = [{"role": "user", "content": "What is the capital of France?"}, {"role": "assistant", "content": "Paris."},
          {"role": "user", "content": "And of Italy?"}, {"role": "assistant", "content": "Rome."}]
@@ -46,16 +50,40 @@ def trained_end_tokens(tokenizer) -> list[str]:
     return list(dict.fromkeys(t for t in ends if t))
 
 
-def stop_tokens(tokenizer) -> list[str]:
-    """The trained end tokens of answers, the EOS, then every other token a text row may end with (by id)."""
-    from engine.data.template import end_tokens
+def published_stops(tokenizer) -> list[str]:
+    """The special tokens among the stops the model's makers publish (engine.model.published_stop_ids), as
+    load_tokenizer found them; [] for a tokenizer built otherwise."""
+    from engine.data.template import special_tokens
 
+    ids = getattr(tokenizer, PUBLISHED_STOPS, None) or []
+    specials = special_tokens(tokenizer)
+    return [t for t in tokenizer.convert_ids_to_tokens([i for i in ids if 0 <= i < len(tokenizer)])
+            if t in specials]
+
+
+def stop_tokens(tokenizer) -> list[str]:
+    """The trained end tokens of answers, the EOS, then the published stops: every token a row may end with."""
     eos = [tokenizer.eos_token] if tokenizer.eos_token else []
-    vocab = tokenizer.get_vocab()
-    row_ends = sorted(end_tokens(tokenizer), key=lambda t: (vocab.get(t, len(vocab)), t))
-    return list(dict.fromkeys([*trained_end_tokens(tokenizer), *eos, *row_ends]))
+    return list(dict.fromkeys([*trained_end_tokens(tokenizer), *eos, *published_stops(tokenizer)]))
 
 
 def stop_token_ids(tokenizer) -> list[int]:
     vocab = tokenizer.get_vocab()
     return [vocab[t] for t in stop_tokens(tokenizer) if t in vocab]
+
+
+def save_generation_config(base, tokenizer, out_dir) -> None:
+    """generation_config.json into out_dir (the adapter): the base model's generation config `base` (its sampling
+    defaults, which the merged model and vLLM's --generation-config serve with; None: the published stops alone),
+    stopping where training stopped too. Loaded back with the adapter's tokenizer (engine.model.load_tokenizer), its
+    eos_token_id is the published stops of the playground and chat: those its run trained with."""
+    from transformers import GenerationConfig
+
+    if base is None:
+        base = GenerationConfig(eos_token_id=list(getattr(tokenizer, PUBLISHED_STOPS, None) or []) or None)
+    eos = base.eos_token_id if isinstance(base.eos_token_id, list) else [base.eos_token_id]
+    eos += [t for t in stop_token_ids(tokenizer) if t not in eos]
+    gen = GenerationConfig.from_dict(base.to_dict())
+    gen.eos_token_id = [e for e in eos if e is not None]
+    gen.pad_token_id, gen.bos_token_id = tokenizer.pad_token_id, tokenizer.bos_token_id
+    gen.save_pretrained(str(out_dir))

@@ -337,6 +337,7 @@ class Renderer:
         self._generation_prompt: dict[str, bool] = {}  # does the template render one? (asked once each)
         self._own_end: dict[str, tuple[str, ...]] = {}  # _own_ends by format
         self._templates: dict[str, str] = {}  # training_chat_template by format (a few renders each: once)
+        self._stops: tuple[str, ...] | None = None  # _row_ends
 
     def name(self, fmt: str) -> str:
         return template_name(self.tok, fmt)
@@ -455,6 +456,14 @@ class Renderer:
         messages = [dropped, *messages[1:]]
         return messages, self._apply(messages, False, template, source)
 
+    def _row_ends(self) -> tuple[str, ...]:
+        """The tokens a text row may end with, no EOS after it: what generation stops on (engine.data.stops)."""
+        if self._stops is None:
+            from engine.data.stops import stop_tokens
+
+            self._stops = tuple(stop_tokens(self.tok))
+        return self._stops
+
     def _ends_with_end_token(self, text: str) -> bool:
         return any(text.endswith(t) for t in self.end_tokens)
 
@@ -472,8 +481,9 @@ class Renderer:
         if not text.strip():
             return Rendered([], skip="empty text")
         # a conversation rendered already ends in its end token and the template's newline after it, a document in
-        # its separator (`<|endoftext|>`): it ends there; generation stops on every such token (engine/data/stops.py)
-        text = text if self._ends_with_end_token(text.rstrip()) else text + self._eos_or_note()
+        # its separator (`<|endoftext|>`): it ends there, where it ends in a token generation stops on
+        # (engine/data/stops.py); in any other special token (a reserved one, a role header) it gets the EOS after it
+        text = text if text.rstrip().endswith(self._row_ends()) else text + self._eos_or_note()
         return Rendered([(text, True)], response_text=text)
 
     # ------------------------------------------------------------ through a chat template

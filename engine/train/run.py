@@ -493,8 +493,8 @@ def finish(run_dir: Path, assembled: Assembled, built: BuiltModel, inputs: Input
         if not built.sharding:
             built.model.save_pretrained(str(adapter_dir))
         from engine.data.prompt import save_for_inference
-        save_for_inference(inputs.tokenizer, assembled.style, adapter_dir)  # with the chat template training used
-        _save_generation_config(built.model, inputs.tokenizer, adapter_dir)
+        # with the chat template training used, and the base model's generation config stopping where training did
+        save_for_inference(inputs.tokenizer, assembled.style, adapter_dir, getattr(built.model, "generation_config", None))
     callback.event("adapter_saved", step, "adapter saved", path=str(adapter_dir))
     if is_main():
         _write_model_card(run_dir)
@@ -565,23 +565,6 @@ def _write_model_card(run_dir: Path) -> None:
         write_run_card(run_dir)
     except Exception as e:  # noqa: BLE001 - see the docstring
         log(f"model card not written: {type(e).__name__}: {e}")
-
-
-def _save_generation_config(model: Any, tokenizer: PreTrainedTokenizerBase, adapter_dir: Path) -> None:
-    """The base model's generation config (its sampling defaults, which the merged model and vLLM's
-    --generation-config serve with), stopping where training stopped too (engine.data.stops: every trained end
-    token and the EOS)."""
-    from transformers import GenerationConfig
-
-    from engine.data.stops import stop_token_ids
-
-    base = getattr(model, "generation_config", None) or GenerationConfig()
-    eos = base.eos_token_id if isinstance(base.eos_token_id, list) else [base.eos_token_id]
-    eos += [t for t in stop_token_ids(tokenizer) if t not in eos]
-    gen = GenerationConfig.from_dict(base.to_dict())
-    gen.eos_token_id = [e for e in eos if e is not None]
-    gen.pad_token_id, gen.bos_token_id = tokenizer.pad_token_id, tokenizer.bos_token_id
-    gen.save_pretrained(str(adapter_dir))
 
 
 def main(argv: list[str] | None = None) -> int:
