@@ -310,6 +310,17 @@ def test_template_without_end_token_leaves_earlier_answers_as_a_server_renders_t
     assert ex.labels[after_first] == IGNORE_INDEX and tok.eos_token_id not in ex.input_ids[:last]
 
 
+def test_template_without_end_token_with_train_on_all_ends_every_answer_in_the_eos(base):
+    """train_on: all trains the `User:` header after an earlier answer too: without an EOS there, the model would learn
+    to write the user's next turn after an answer, which no stop token ends. Every answer ends in the EOS instead."""
+    tok = templated(base, NO_END_TEMPLATE)
+    row = {"messages": CHAT["messages"][1:]}
+    ex = assert_row(tok, row, "chat", [
+        ("User: What color is a lemon?\nAssistant: ", True), ("Yellow.</s>", True),
+        ("\nUser: And a tomato?\nAssistant: ", True), ("Red.</s>", True), ("\n", True)], train_on="all")
+    assert ex.input_ids.count(tok.eos_token_id) == 2
+
+
 def test_template_that_refuses_the_conversation_names_the_row(base):
     tok = templated(base, "{% for m in messages %}{% if m['role'] == 'system' %}"
                           "{{ raise_exception('System role not supported') }}{% endif %}{{ m['content'] }}{% endfor %}")

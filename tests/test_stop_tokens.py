@@ -145,3 +145,30 @@ def test_an_adapter_loaded_back_stops_where_its_run_did(tmp_path):
     assert json.loads((tmp_path / "adapter" / "generation_config.json").read_text())["eos_token_id"] == \
         tok.convert_tokens_to_ids(LLAMA3_1_STOPS)
 
+
+# A chat template whose answers end in no end token (`Human:`/`Assistant:` turns as text, as community templates for
+# base models write them): the EOS after an answer is the trainer's.
+NO_END_TEMPLATE = ("{% for m in messages %}{% if m['role'] == 'user' %}Human: {{ m['content'] }}\n"
+                   "{% else %}Assistant: {{ m['content'] }}\n{% endif %}{% endfor %}"
+                   "{% if add_generation_prompt %}Assistant: {% endif %}")
+NO_END = {"no_end_sentencepiece": "mistral_base", "no_end_bytelevel": "llama3_base"}
+
+
+@pytest.mark.parametrize("train_on", ["completions", "all"])
+@pytest.mark.parametrize("name", [*FAMILIES, *NO_END])
+def test_every_answer_is_followed_by_a_trained_stop_whatever_is_trained(tmp_path, name, train_on):
+    """What training teaches to follow an answer is a token generation stops on, or nothing (masked: an earlier
+    answer's `Human:` header with train_on completions, as a server renders the history). With train_on all the text
+    after an answer is trained too: were that the next turn's header, the model would learn to write the user's next
+    turn and run on."""
+    tok = load_family(FAMILIES[NO_END.get(name, name)], tmp_path, with_pad=False)
+    if name in NO_END:
+        tok.chat_template = NO_END_TEMPLATE
+    (ex,) = tokenize_rows([{"messages": TURNS}], "chat", ["t:1"], tok, max_seq_length=4096, train_on=train_on)
+    stops, at = set(stop_token_ids(tok)), 0
+    for answer in [m["content"] for m in TURNS if m["role"] == "assistant"]:
+        at = next(i for i in range(at, len(ex.input_ids)) if tok.decode(ex.input_ids[:i + 1]).rstrip().endswith(answer))
+        after, label = ex.input_ids[at + 1], ex.labels[at + 1]
+        assert label == IGNORE_INDEX or (after in stops and label == after), \
+            (answer, tok.convert_ids_to_tokens(ex.input_ids[at + 1:at + 3]))
+        at += 1

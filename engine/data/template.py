@@ -623,18 +623,27 @@ class Renderer:
                                    "they are trained as the template renders them, without it")
         if not spans:
             return Rendered([], skip="empty response")
-        start, end = spans[-1]
-        if not self._ends_with_end_token(full[start:end]):
-            # The model must learn to stop: put the EOS right after the answer, before any masked tail. The last
-            # answer only: that is where a generated answer ends (generation stops on the EOS, never rendered back).
-            # An earlier answer is history, which the template (and a server rendering the saved one) writes with no
-            # EOS; the header after it is masked (train_on completions), so nothing is trained to run on either
-            # (tests/test_data_masking.py: ..._leaves_earlier_answers_as_a_server_renders_them).
+        # The model must learn to stop: where an answer ends in no end token, put the EOS right after it, before any
+        # masked tail. The last answer only with train_on completions: that is where a generated answer ends
+        # (generation stops on the EOS, never rendered back). An earlier answer is history, which the template (and a
+        # server rendering the saved one) writes with no EOS; the header after it is masked, so nothing is trained to
+        # run on either (tests/test_data_masking.py: ..._leaves_earlier_answers_as_a_server_renders_them). With
+        # train_on all that header is trained: after every answer but the last the model would learn to write the
+        # user's next turn (`User:`), which no stop token ends, and run on; every answer gets the EOS there (a
+        # server's history then lacks those EOS: one token of an earlier turn, where the alternative is a model that
+        # does not stop).
+        last = len(spans) - 1
+        for k in (range(last, -1, -1) if self.train_on == "all" else (last,)):
+            start, end = spans[k]
+            if self._ends_with_end_token(full[start:end]):
+                continue
             eos = self._eos_or_note()
             full = full[:end] + eos + full[end:]
-            spans[-1] = (start, end + len(eos))
+            spans[k] = (start, end + len(eos))
+            spans[k + 1:] = [(a + len(eos), b + len(eos)) for a, b in spans[k + 1:]]
             if eos:
-                self.notes.add("the chat template ends answers with no end token: EOS appended to the last one")
+                self.notes.add("the chat template ends answers with no end token: EOS appended to "
+                               + ("every one (train_on: all)" if self.train_on == "all" else "the last one"))
         first = turns[0]
         segments, literal = _unmark(_spans_to_segments(full, spans))
         left_out = any(m["role"] == "system" and m["content"].strip() and m["content"].strip() not in full
