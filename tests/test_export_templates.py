@@ -51,6 +51,10 @@ def test_go_renderer_refuses_what_it_cannot_render():
         render("{{ if .System }}unclosed", {"System": "x"})
     with pytest.raises(GoTemplateError):
         render("{{ template \"x\" }}", {})
+    # Go's slice past the end of a string is an error, not "" (the refusal in presets/ollama/gemma.gotmpl)
+    with pytest.raises(GoTemplateError, match="index out of range: 99"):
+        render('{{ slice "no system" 99 }}', {})
+    assert render('{{ slice "abc" 1 }}{{ slice "abc" 0 3 }}', {}) == "bcabc"
 
 
 # ------------------------------------------------------------------ families
@@ -239,6 +243,37 @@ def test_ollama_feeds_the_trained_ids_and_stops_where_training_stopped(real_fami
                     return "".join(t.replace("\u2581", "") for t in tok.convert_ids_to_tokens(ids))
                 assert text(fed) == text(prefix), name
             assert set(ends) <= set(written["stop"]), (ends, written["stop"])
+
+
+@pytest.mark.parametrize(("name", "refused"), [("gemma2", True), ("mistral", False)])
+def test_a_system_message_to_a_model_without_a_system_role_is_refused_as_training_refused_it(real_family, name,
+                                                                                             refused):
+    """Gemma 2's template has no system role: training refuses a row with a system message, and so do vLLM and
+    llama.cpp rendering the saved template. Ollama's TEMPLATE refuses a request with one too (an execution error),
+    not a `<start_of_turn>system` turn the model never read; the card says so. The Mistral v0.2 TEMPLATE, which
+    Mistral v0.3-style runs share, leaves it out: the card says that is no prompt training saw."""
+    from engine.data import tokenize_rows
+    from engine.errors import DataError
+
+    _, tok = real_family(name)
+    with pytest.raises(DataError):
+        tokenize_rows([{"messages": [{"role": "system", "content": TERSE}, *TURNS[:2]]}], "chat", ["t:1"], tok,
+                      max_seq_length=4096)
+    match = match_template(tok, "chat", None)
+    assert match.template.name == OLLAMA_FOR[name]
+    written = parse_modelfile(modelfile(match, source="test", system=match.system))
+    assert written["SYSTEM"] is None
+    asked = [{"role": "system", "content": TERSE}, TURNS[0]]
+    if refused:
+        with pytest.raises(GoTemplateError, match="index out of range"):
+            ollama_prompt(written["TEMPLATE"], asked)
+        assert any(n.startswith("a request with a system message fails") for n in match.notes), match.notes
+    else:
+        assert TERSE not in ollama_prompt(written["TEMPLATE"], asked)
+        assert any(n.startswith("a request with a system message is rendered in a way training never saw")
+                   for n in match.notes), match.notes
+    # without one, the prompt is training's (test_ollama_feeds_the_trained_ids_and_stops_where_training_stopped)
+    assert ollama_prompt(written["TEMPLATE"], TURNS[:1]).startswith("<start_of_turn>user" if refused else "[INST]")
 
 
 def test_ollamas_own_gemma3_file_is_one_newline_off_gemma3s_training(real_family):

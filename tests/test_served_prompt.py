@@ -359,6 +359,11 @@ def test_a_system_prompt_the_template_has_no_role_for_is_refused_as_training_ref
         assert str(refused.value).startswith(f"system prompt: {why}"), str(refused.value)
         assert "raise_exception" not in str(refused.value) and "roles must alternate" not in str(refused.value)
         assert system_refused(tokenizer, "completion") is None
+    # a server rendering the saved template (vLLM's chat API, transformers, llama.cpp --jinja; every export carries
+    # it) refuses a request with a system message too: the template raises, nothing is folded into the user's turn
+    with pytest.raises(Exception, match="(?i)system|roles"):  # Gemma 2: "System role not supported"
+        served_tok.apply_chat_template([{"role": "system", "content": SYSTEM}, TURNS[0]], tokenize=False,
+                                       add_generation_prompt=True)
     (trained,) = tokenize_rows([{k: v for k, v in row.items() if k != "system"} if fmt == "alpaca" else
                                 {"messages": TURNS[:2]}], fmt, ["t.jsonl:1"], tok, max_seq_length=4096)
     ids, _ = prompt_ids(served_tok, TURNS[0]["content"], PromptStyle(fmt))

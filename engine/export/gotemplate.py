@@ -167,6 +167,12 @@ def _printf(fmt: str, *args) -> str:
 
 
 def _slice(seq, *bounds):
+    """Go's `slice`: an index past the end, or a start after the end, is an error (Python's would be "")."""
+    for b in bounds:
+        if not 0 <= b <= len(seq):
+            raise GoTemplateError(f"error calling slice: index out of range: {b}")
+    if len(bounds) == 2 and bounds[0] > bounds[1]:
+        raise GoTemplateError(f"error calling slice: invalid slice index: {bounds[0]} > {bounds[1]}")
     return seq[bounds[0]:bounds[1]] if len(bounds) == 2 else seq[bounds[0]:] if bounds else seq
 
 

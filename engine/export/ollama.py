@@ -15,7 +15,10 @@ training trained it to write at that turn), not as the data wrote them: Qwen3 wr
 every answer, and its template drops that block from earlier answers, so a match needs Ollama to drop it too, which
 its server does for the qwen3 architecture only (server/routes.go filterThinkTags); a Go template cannot (no
 string functions). DeepSeek-R1's template drops the reasoning from every answer, so its model writes none.
-PARAMETER stop lists every end token the run trained, then the template's turn markers; SYSTEM carries the system
+A run whose chat template has no system role (Gemma 2) trained no row with one, and vLLM or llama.cpp, rendering
+that template, refuse a request with one: so does its Ollama template (an execution error), where Ollama's own would
+fold the system message into the user's turn. PARAMETER stop lists every end token the run trained, then the
+template's turn markers; SYSTEM carries the system
 prompt every training row shared, only when training showed it to the model: a chat template with no system
 role, or one that leaves the system prompt out of a row ending with an answer (Mistral-v0.3-style: it goes into the
 last user turn only), trained without it, and the matched template renders none; a SYSTEM line would promise what
@@ -174,13 +177,14 @@ def match_template(tokenizer, fmt: str, system: str | None = None,
         fmt = "chat"  # completion rows went through the model's chat template as one user turn and one answer
     bos = tokenizer.bos_token
     strip_think = architecture in OLLAMA_DROPS_THINK
-    cases, notes = [], []
+    cases, notes, refuses_system = [], [], False
     for messages in probes(fmt, system):
         try:
             cases.append(trained_prompt(renderer, messages, fmt, bos))
         except DataError:
             if messages[0]["role"] != "system":
                 raise
+            refuses_system = True
             notes.append("the chat template has no system role (it refuses one): no SYSTEM line")
     if system and any(c.system_left_out for c in cases):
         notes.append("the chat template leaves the system prompt out of conversations that end with an answer, "
@@ -194,6 +198,8 @@ def match_template(tokenizer, fmt: str, system: str | None = None,
             stops = list(dict.fromkeys([*ends, *candidate.stops]))
             starts_with_bos = bool(bos) and (tokenizer_adds_bos(tokenizer) or any(c.began_with_bos for c in cases))
             checked = [_probe_words(c.messages) for c in cases]
+            if refuses_system:
+                notes.append(_system_request_note(text))
             if strip_think and any(c.served != c.messages[:-1] for c in cases):
                 notes.append("the model writes a think block (<think>...</think>) before its answers, and its chat "
                              "template leaves it out of earlier answers; Ollama does the same for this architecture "
@@ -212,6 +218,18 @@ def match_template(tokenizer, fmt: str, system: str | None = None,
                     problems=[f"the run's template renders: {cases[0].prompt!r}"],
                     fix="use `--for vllm` or `--for llama.cpp` (both read the run's own chat template), "
                         "or add a template for this family to presets/ollama/")
+
+
+def _system_request_note(text: str) -> str:
+    """What the TEMPLATE does with a request's system message, for a run whose chat template refuses one (training
+    refused every row with one, as vLLM and llama.cpp, rendering that template, refuse such a request)."""
+    try:
+        ollama_prompt(text, [{"role": "system", "content": PROBE_SYSTEM}, PROBE[0]])
+    except GoTemplateError:
+        return ("a request with a system message fails (a template error at `no system`), as training refused rows "
+                "with one: put such instructions into the user's message")
+    return ("a request with a system message is rendered in a way training never saw (it refused rows with one): "
+            "leave system messages out, or put them into the user's message")
 
 
 def _quoted(text: str, what: str) -> str:
