@@ -45,6 +45,10 @@ def saved(tmp_path_factory):
     return get
 
 
+# a third question and answer, after fixtures.template_families.TURNS' two
+THIRD = [{"role": "user", "content": "And the sky?"}, {"role": "assistant", "content": "Blue."}]
+
+
 def _prefix_before_last_answer(tok, messages) -> list[int]:
     (ex,) = tokenize_rows([{"messages": messages}], "chat", ["t.jsonl:1"], tok, max_seq_length=4096)
     starts = [i for i in range(1, len(ex.labels)) if ex.labels[i] != IGNORE_INDEX and ex.labels[i - 1] == IGNORE_INDEX]
@@ -71,12 +75,12 @@ def _cases():
 def test_a_server_rendering_the_saved_template_feeds_the_training_prefix(saved, name, with_pad, system):
     tok, served_tok, style = saved(name, with_pad, system)
     head = [{"role": "system", "content": system}] if system else []
-    for n in (2, 4):  # one answer; then the second answer of a two-turn conversation, history included
-        messages = head + TURNS[:n]
+    for n in (2, 4, 6):  # one answer; then the second and third of a conversation, history included
+        messages = head + (TURNS + THIRD)[:n]
         trained = _prefix_before_last_answer(tok, messages)
         served = list(served_tok.apply_chat_template(messages[:-1], add_generation_prompt=True, tokenize=True,
                                                      return_dict=True)["input_ids"])
-        if n == 4 and prefix_space_id(tok) is not None:
+        if n > 2 and prefix_space_id(tok) is not None:
             # SentencePiece: training tokenizes each segment alone (a history answer "▁Yellow." after "[/INST]"),
             # a server the whole text ("Y" "ellow."): the history's ids differ by those word-start `▁` only (the
             # masking's seam rule, engine/data/masking.py; tests/test_export_templates.py says the same of Ollama)
@@ -222,22 +226,24 @@ def test_the_export_says_when_a_server_reads_earlier_answers_otherwise(tmp_path,
 @pytest.mark.parametrize(("name", "with_pad", "system"), list(_cases()))
 def test_a_follow_up_question_is_fed_the_training_prefix_of_its_conversation(saved, name, with_pad, system):
     """The playground and `lorapilot chat` feed a follow-up after the side's history: the ids a training row of
-    that conversation has before its second answer, id for id (the Masker's, SentencePiece seams included), through
+    that conversation has before its last answer (the second, the third), id for id (the Masker's, SentencePiece seams included), through
     the model's tokenizer (sample_prompts in training) and the adapter's saved one (the playground, chat). The
     training system prompt, or the user's own (the same ids as a row that had it)."""
     from engine.data.prompt import prompt_ids
 
     tok, served_tok, style = saved(name, with_pad, system)
     head = [{"role": "system", "content": system}] if system else []
-    history = [(TURNS[0]["content"], TURNS[1]["content"])]
-    trained = _prefix_before_last_answer(tok, head + TURNS)
-    for tokenizer in (tok, served_tok):
-        ids, _ = prompt_ids(tokenizer, TURNS[2]["content"], style, history)
-        assert ids == trained, (tokenizer.convert_ids_to_tokens(ids), tok.convert_ids_to_tokens(trained))
-    if system:  # the user's own system prompt over a run whose rows had none
-        _, no_system_tok, no_system_style = saved(name, with_pad, "")
-        typed = PromptStyle(no_system_style.format, SYSTEM)
-        assert prompt_ids(no_system_tok, TURNS[2]["content"], typed, history)[0] == trained
+    turns = TURNS + THIRD
+    for n in (2, 3):  # a second question, and a third (two earlier answers: a template may treat the first apart)
+        history = [(turns[i]["content"], turns[i + 1]["content"]) for i in range(0, 2 * n - 2, 2)]
+        trained = _prefix_before_last_answer(tok, head + turns[:2 * n])
+        for tokenizer in (tok, served_tok):
+            ids, _ = prompt_ids(tokenizer, turns[2 * n - 2]["content"], style, history)
+            assert ids == trained, (n, tokenizer.convert_ids_to_tokens(ids), tok.convert_ids_to_tokens(trained))
+        if system:  # the user's own system prompt over a run whose rows had none
+            _, no_system_tok, no_system_style = saved(name, with_pad, "")
+            typed = PromptStyle(no_system_style.format, SYSTEM)
+            assert prompt_ids(no_system_tok, turns[2 * n - 2]["content"], typed, history)[0] == trained
 
 
 REASONED = [{"role": "user", "content": "What color is a lemon?"},
