@@ -109,7 +109,7 @@ def test_a_text_row_ending_in_its_separator_trains_it_and_generation_stops_on_it
 
 @pytest.mark.parametrize("name", [name for name, f in FAMILIES.items() if f.published_stops])
 def test_generation_stops_on_what_the_family_publishes_not_on_every_special_token(tmp_path, name):
-    """Llama 3 has 256 special tokens, 250 of them reserved: the stops are those its generation_config.json
+    """Llama 3 has 256 special tokens, some 250 of them reserved: the stops are those its generation_config.json
     publishes (<|end_of_text|>, <|eom_id|>, <|eot_id|>) and what training ended answers with, not all of them; the
     saved generation_config.json stops on exactly the published ones where training ended answers in one of them."""
     from transformers import GenerationConfig

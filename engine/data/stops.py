@@ -10,9 +10,9 @@ template, end in it. So are the stops the model's makers publish (its generation
 engine.model.load_tokenizer: Llama 3 Instruct's `<|end_of_text|>` beside the EOS `<|eot_id|>`, Llama 3.1's
 `<|eom_id|>`, Qwen's `<|endoftext|>` beside `<|im_end|>`): a text row that ends in one of these stops (a document
 ending in its separator, a conversation rendered already) is trained to end there, with no EOS after it; one that
-ends in any other special token (Llama 3's 250 reserved ones, a role header) gets the EOS after it, as every other
-text row (engine.data.template.Renderer._text reads stop_tokens, one rule). So generation stops on what the
-family publishes and what training ended answers with, not on every special token of the vocabulary.
+ends in any other special token (one of Llama 3's 250 or so reserved ones, a role header) gets the EOS after it, as
+every other text row (engine.data.template.Renderer._text reads stop_tokens, one rule). So generation stops on what
+the family publishes and what training ended answers with, not on every special token of the vocabulary.
 """
 
 from __future__ import annotations
