@@ -18,11 +18,10 @@ string functions). DeepSeek-R1's template drops the reasoning from every answer,
 A run whose chat template has no system role (Gemma 2) trained no row with one, and vLLM or llama.cpp, rendering
 that template, refuse a request with one: so does its Ollama template (an execution error), where Ollama's own would
 fold the system message into the user's turn. PARAMETER stop lists every end token the run trained, then the
-template's turn markers; SYSTEM carries the system
-prompt every training row shared, only when training showed it to the model: a chat template with no system
-role, or one that leaves the system prompt out of a row ending with an answer (Mistral-v0.3-style: it goes into the
-last user turn only), trained without it, and the matched template renders none; a SYSTEM line would promise what
-the model never read.
+template's turn markers; SYSTEM carries the system prompt every training row shared, only when training showed it to
+the model: a chat template with no system role, or one that leaves the system prompt out of a row ending with an
+answer (Mistral-v0.3-style: it goes into the last user turn only), trained without it, and the matched template
+renders none; a SYSTEM line would promise what the model never read.
 """
 
 from __future__ import annotations
