@@ -247,6 +247,13 @@ def optimizer_for(name: str, machine: Machine, memory: str, sharded: bool,
     return name, f"optimizer: {name}"
 
 
+def scheduler_for(name: str, warmup_ratio: float) -> str:
+    """training.lr_scheduler in transformers' words. warmup_ratio ramps the rate up under every schedule (the schema's
+    "how the learning rate decays after warmup"); transformers' `constant` takes no warmup at all, and dropped it
+    without a word: with a warmup it is `constant_with_warmup`, the same rate once warm."""
+    return "constant_with_warmup" if name == "constant" and warmup_ratio > 0 else name
+
+
 def offload_for(machine: Machine, memory: str) -> tuple[bool, str]:
     from engine.train.speed import LEVERS
 

@@ -135,3 +135,37 @@ def test_the_cli_and_the_wizard_word_the_time_alike():
 
     for s in (0.4, 42, 61, 600, 5400, 40000):
         assert _duration(s) == fmt_duration(s)
+
+
+def _trainer_arguments(tmp_path, **training):
+    """The TrainingArguments the trainer builds (engine.train.run._training_arguments) for a config on this CPU."""
+    from types import SimpleNamespace
+
+    from engine.model import Hardware
+    from engine.train.run import _training_arguments
+
+    cfg = cfg_for("lorapilot-demo", max_seq_length=64, **training)
+    plan = plan_run(cfg, Machine.for_gpu(None), lengths=[40] * 64)
+    hw = Hardware(device="cpu", name="cpu", count=0, memory_gib=None, bf16=False, capability=None)
+    inputs = SimpleNamespace(hw=hw, n_ranks=1, dtype_name=plan.precision, data=SimpleNamespace(validation=[]))
+    return _training_arguments(cfg, tmp_path, inputs, plan, SimpleNamespace(sharding={})), plan
+
+
+@pytest.mark.parametrize("scheduler", ["cosine", "linear", "constant", "constant_with_warmup"])
+def test_every_schedule_warms_up_as_warmup_ratio_says(tmp_path, scheduler):
+    """training.warmup_ratio is "the fraction of steps spent ramping the learning rate up from 0" for every
+    lr_scheduler ("how the learning rate decays after warmup"): transformers' `constant` took no warmup at all, and the
+    default 0.03 was dropped without a word (the model card still said "warm-up 0.03")."""
+    import torch
+    from transformers import get_scheduler
+
+    args, plan = _trainer_arguments(tmp_path, lr_scheduler=scheduler, warmup_ratio=0.1, max_steps=100)
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=args.learning_rate)
+    sched = get_scheduler(args.lr_scheduler_type, opt, num_warmup_steps=args.get_warmup_steps(plan.max_steps),
+                          num_training_steps=plan.max_steps)
+    lrs = []
+    for _ in range(plan.max_steps):
+        lrs.append(sched.get_last_lr()[0])
+        opt.step()
+        sched.step()
+    assert lrs[0] == 0 and lrs[5] == pytest.approx(args.learning_rate / 2) and lrs[10] == pytest.approx(args.learning_rate)

@@ -386,6 +386,8 @@ def _training_arguments(cfg: Config, run_dir: Path, inputs: Inputs, run_plan: Ru
     """The plan in transformers' words: one dataset item is one planned micro-batch."""
     from transformers import TrainingArguments
 
+    from engine.plan import scheduler_for
+
     t, hw, n_ranks, dtype_name = cfg.training, inputs.hw, inputs.n_ranks, inputs.dtype_name
     assert run_plan.step_plan is not None and run_plan.max_steps is not None  # plan_here checked them
     has_eval = bool(inputs.data.validation)
@@ -396,7 +398,7 @@ def _training_arguments(cfg: Config, run_dir: Path, inputs: Inputs, run_plan: Ru
         per_device_eval_batch_size=run_plan.eval_batch_size,  # never more tokens than training's micro-batches
         max_steps=run_plan.max_steps,
         learning_rate=t.learning_rate,
-        lr_scheduler_type=t.lr_scheduler,
+        lr_scheduler_type=scheduler_for(t.lr_scheduler, t.warmup_ratio),
         warmup_steps=t.warmup_ratio,  # transformers 5: a float < 1 is a ratio of the total steps
         optim=run_plan.optimizer,
         weight_decay=t.weight_decay,
