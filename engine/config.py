@@ -535,6 +535,29 @@ def _cross_checks(cfg: Config, raw: dict) -> list[str]:
             out.append(f"training.stop_on: unknown finding code {quote(code)}; one of {', '.join(STOPPABLE)}")
     if cfg.training.precision == "fp16" and cfg.quantization == "none":
         pass  # allowed; mixed precision with fp32 master adapter weights
+    return out + _no_ops(cfg)
+
+
+def _no_ops(cfg: Config) -> list[str]:
+    """Settings that another setting makes do nothing, each a problem of its own key: the trainer would accept them
+    and run as if they were not there."""
+    t, out = cfg.training, []
+    if t.memory == "lean" and not t.gradient_checkpointing:
+        # TRL's offload would move every saved tensor instead, a path neither measured nor estimated
+        out.append("training.memory: lean offloads the checkpointed layer inputs to host memory; with "
+                   "training.gradient_checkpointing false there are none, and every layer's activations stay on the "
+                   "GPU; set gradient_checkpointing true (lean's least memory), or memory fast")
+    if cfg.dataset.validation_split == 0 and not cfg.dataset.validation_path:
+        # Evaluations need a validation set: without one the trainer never evaluates, so neither samples nor the
+        # overfitting check (it reads the eval loss) ever come.
+        none = ("dataset.validation_split 0 holds out no examples to evaluate on; set dataset.validation_split "
+                "(e.g. 0.05) or dataset.validation_path")
+        if t.sample_prompts and t.sample_max_new_tokens > 0:
+            out.append(f"training.sample_prompts: samples are generated at each evaluation, and {none}, or leave "
+                       "sample_prompts empty")
+        if "overfitting" in t.stop_on:
+            out.append(f"training.stop_on: overfitting is found from the eval loss, and {none}, or take overfitting "
+                       "out of stop_on")
     return out
 
 

@@ -254,13 +254,19 @@ def scheduler_for(name: str, warmup_ratio: float) -> str:
     return "constant_with_warmup" if name == "constant" and warmup_ratio > 0 else name
 
 
-def offload_for(machine: Machine, memory: str) -> tuple[bool, str]:
+def offload_for(machine: Machine, memory: str, checkpointing: bool = True) -> tuple[bool, str]:
+    """Lean offloads the checkpointed decoder layers' inputs. Without checkpointing there are none: TRL's hook would
+    offload every saved tensor, neither measured nor estimated (memory auto may still choose lean there; an explicit
+    lean without checkpointing is refused by the config)."""
     from engine.train.speed import LEVERS
 
     if memory != "lean" or not LEVERS.offload:
         return False, ""
     if machine.device != "cuda":
         return False, "activations: kept on the device (offloading needs a GPU)"
+    if not checkpointing:
+        return False, ("activations: kept on the GPU (training.gradient_checkpointing false: no checkpointed layer "
+                       "inputs to offload)")
     return True, ("activations: offloaded to pinned host memory during forward, fetched back ahead of backward "
                   "(TRL)")
 
@@ -483,7 +489,7 @@ def _plan_for(cfg: Config, machine: Machine, memory: str, parallelism: str, leng
     optimizer, line = optimizer_for(t.optimizer, machine, memory, sharded=parallelism == "fsdp",
                                     resumed=resumed)
     lines.append(line)
-    offload, line = offload_for(machine, memory)
+    offload, line = offload_for(machine, memory, t.gradient_checkpointing)
     if line:
         lines.append(line)
 

@@ -52,6 +52,19 @@ def test_values_the_trainer_refuses(tmp_path):
             "training.max_steps: 1000000")
 
 
+def test_settings_that_would_do_nothing_are_refused_with_their_keys(tmp_path):
+    """Lean without checkpointing (nothing to offload) and sample prompts without a validation set (no evaluation
+    ever samples them) trained as if they were not there; `train` refuses them before a run folder exists."""
+    run_dir = tmp_path / "run"
+    f = tmp_path / "c.yaml"
+    f.write_text(f"model: lorapilot-demo\ndataset: {{path: {DEMO_DATA}, validation_split: 0}}\ntraining: {{memory: "
+                 "lean, gradient_checkpointing: false, sample_prompts: [Hi]}\n", encoding="utf-8")
+    r = run_cli("train", str(f), "--detach", "--run-dir", str(run_dir))
+    refused(r, "training.memory: lean offloads the checkpointed layer inputs",
+            "training.sample_prompts: samples are generated at each evaluation")
+    assert not run_dir.exists()
+
+
 def test_duplicate_sections(tmp_path):
     r = run_cli("estimate", str(config(tmp_path, "training:\n  seed: 1\ntraining:\n  seed: 2\n")))
     refused(r, "line 5: training: duplicate key (first at line 3)")

@@ -563,3 +563,34 @@ def test_a_key_that_is_no_text_is_named_as_the_file_spells_it():
     """`~: 2` was refused as "None: unknown key", `lora: {true: 1}` as "lora.True"."""
     assert problems({**BASE, None: 2})[0].startswith("null: unknown key")
     assert problems(with_("lora", **{"r": 8}) | {"lora": {True: 1}})[0].startswith("lora.true: unknown key")
+
+
+# Settings the trainer would accept and then not act on, in some combination: each refused with its key, so that no
+# run silently trains other than its config says (tests/test_plan_seam.py holds the seams of the accepted ones).
+@pytest.mark.parametrize("raw,expect", [
+    ({**BASE, "training": {"memory": "lean", "gradient_checkpointing": False}},
+     "training.memory: lean offloads the checkpointed layer inputs to host memory; with "
+     "training.gradient_checkpointing false"),
+    ({**BASE, "dataset": {**BASE["dataset"], "validation_split": 0}, "training": {"sample_prompts": ["Hi"]}},
+     "training.sample_prompts: samples are generated at each evaluation, and dataset.validation_split 0 holds out "
+     "no examples to evaluate on"),
+    ({**BASE, "dataset": {**BASE["dataset"], "validation_split": 0}, "training": {"stop_on": ["nan_loss", "overfitting"]}},
+     "training.stop_on: overfitting is found from the eval loss, and dataset.validation_split 0 holds out no examples "
+     "to evaluate on"),
+], ids=["lean without checkpointing", "sample prompts without validation", "overfitting stop without validation"])
+def test_a_setting_another_makes_a_no_op_is_refused_with_both_keys(raw, expect):
+    (p,) = problems(raw)
+    assert p.startswith(expect), p
+
+
+@pytest.mark.parametrize("raw", [
+    {**BASE, "training": {"memory": "auto", "gradient_checkpointing": False}},
+    {**BASE, "training": {"memory": "fast", "gradient_checkpointing": False}},
+    {**BASE, "dataset": {**BASE["dataset"], "validation_path": "val.jsonl", "validation_split": 0},
+     "training": {"sample_prompts": ["Hi"], "stop_on": ["overfitting"]}},
+    {**BASE, "dataset": {**BASE["dataset"], "validation_split": 0},
+     "training": {"sample_prompts": ["Hi"], "sample_max_new_tokens": 0}},   # samples off: nothing to ignore
+    {**BASE, "dataset": {**BASE["dataset"], "validation_split": 0}},
+], ids=["auto", "fast", "validation file", "samples off", "no validation, defaults"])
+def test_their_working_neighbours_are_accepted(raw):
+    config_from_dict(raw)

@@ -233,3 +233,22 @@ def test_a_micro_batch_change_is_offered_where_it_changes_the_plan():
     machine = Machine.for_gpu(card)
     assert plan_run(cfg, machine, info=info).to_dict() != \
         plan_run(with_changes(cfg, fit.settings), machine, info=info).to_dict()
+
+
+@pytest.mark.parametrize("checkpointing", [True, False])
+def test_every_change_auto_fit_may_offer_is_a_config_the_trainer_accepts(checkpointing):
+    """Offered lean on a config with gradient checkpointing off, auto-fit wrote a config the validator refuses (lean
+    offloads the checkpointed layer inputs: without checkpointing there are none): its lean turns checkpointing on."""
+    from engine.config import dump_config
+    from engine.estimate.fit import _candidates
+
+    import yaml
+
+    cfg = make_cfg("llama-2-13b", quantization="none", memory="fast", max_seq_length=4096,
+                   gradient_checkpointing=checkpointing, optimizer="adamw_torch")
+    offered = _candidates(cfg, read_model_config(cfg.model))
+    assert any("training.memory" in settings for _, settings in offered)
+    for description, settings in offered:
+        config_from_dict(yaml.safe_load(dump_config(with_changes(cfg, settings))))   # raises on a refused one
+        assert ("gradient checkpointing on" in description) == (settings.get("training.memory") == "lean"
+                                                               and not checkpointing), description

@@ -169,3 +169,21 @@ def test_every_schedule_warms_up_as_warmup_ratio_says(tmp_path, scheduler):
         opt.step()
         sched.step()
     assert lrs[0] == 0 and lrs[5] == pytest.approx(args.learning_rate / 2) and lrs[10] == pytest.approx(args.learning_rate)
+
+
+@pytest.mark.parametrize("memory", ["auto", "fast", "lean"])
+@pytest.mark.parametrize("checkpointing", [True, False])
+def test_the_estimate_offloads_what_the_trainer_offloads(memory, checkpointing):
+    """RunPlan.offload is what the trainer hands TRL (engine.train.speed.activation_offload) and what the estimate's
+    activations read. Lean with checkpointing off planned "activations: offloaded" (TRL then offloads every saved
+    tensor) while the estimate kept all 40 GiB of them on the card: the plan offloads only checkpointed layer inputs."""
+    from engine.estimate.memory import shape_for_plan
+
+    if memory == "lean" and not checkpointing:
+        return   # refused by the config (test_config)
+    cfg = cfg_for(memory=memory, gradient_checkpointing=checkpointing)
+    info = read_model_config(cfg.model)
+    plan = plan_run(cfg, Machine.for_gpu(get_gpu("rtx4090")), lengths=[1500] * 64, info=info)
+    assert shape_for_plan(cfg, info.arch, plan).offload == plan.offload
+    assert plan.offload == (plan.memory == "lean" and checkpointing)
+    assert any(line.startswith("activations: offloaded") for line in plan.lines) == plan.offload

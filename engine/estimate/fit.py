@@ -114,8 +114,10 @@ def _candidates(cfg: Config, info: ModelInfo) -> list[tuple[str, dict[str, Any]]
     out: list[tuple[str, dict[str, Any]]] = []
     if t.memory == "fast" and t.packing:
         # The fast path packs a whole optimizer step per micro-batch: micro_batch_size does not change its size.
+        # Lean offloads the checkpointed layer inputs: with checkpointing on (the config refuses lean without it)
         out.append((f"training.memory lean (at most {LEAN_TOKENS_PER_MICROBATCH:,} tokens per micro-batch, "
-                    "activations in host memory)", {"training.memory": "lean"}))
+                    "activations in host memory" + ("" if t.gradient_checkpointing else ", gradient checkpointing on")
+                    + ")", {"training.memory": "lean", "training.gradient_checkpointing": True}))
     if not t.gradient_checkpointing:
         out.append(("turn on gradient checkpointing", {"training.gradient_checkpointing": True}))
     if cfg.quantization != "nf4":
