@@ -547,6 +547,9 @@ def _no_ops(cfg: Config) -> list[str]:
         out.append("training.memory: lean offloads the checkpointed layer inputs to host memory; with "
                    "training.gradient_checkpointing false there are none, and every layer's activations stay on the "
                    "GPU; set gradient_checkpointing true (lean's least memory), or memory fast")
+    if t.parallelism == "fsdp" and t.num_gpus == 1:
+        out.append("training.parallelism: fsdp shards the model across GPUs, and training.num_gpus 1 trains on one: "
+                   "nothing to shard; set num_gpus empty (every visible GPU) or 2 or more, or parallelism auto")
     if cfg.dataset.validation_split == 0 and not cfg.dataset.validation_path:
         # Evaluations need a validation set: without one the trainer never evaluates, so neither samples nor the
         # overfitting check (it reads the eval loss) ever come.

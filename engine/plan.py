@@ -432,6 +432,9 @@ def plan_run(cfg: Config, machine: Machine, *, lengths: list[int] | None = None,
         else:
             why = f"memory: lean (the fast path would not fit {machine.memory_gib:.0f} GiB)"
         best.lines.insert(0, why)
+    if machine.processes <= 1 and t.parallelism == "fsdp":   # every visible GPU: one here (num_gpus 1 is refused)
+        best.lines.insert(0, "parallelism: training.parallelism fsdp has no effect on one process; the whole model "
+                             "on its GPU")
     if machine.processes > 1:
         best.lines.insert(0, f"parallelism: {best.parallelism} over {machine.processes} processes"
                           + (" (auto: a whole copy per GPU does not fit)" if best.parallelism == "fsdp"

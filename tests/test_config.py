@@ -577,7 +577,10 @@ def test_a_key_that_is_no_text_is_named_as_the_file_spells_it():
     ({**BASE, "dataset": {**BASE["dataset"], "validation_split": 0}, "training": {"stop_on": ["nan_loss", "overfitting"]}},
      "training.stop_on: overfitting is found from the eval loss, and dataset.validation_split 0 holds out no examples "
      "to evaluate on"),
-], ids=["lean without checkpointing", "sample prompts without validation", "overfitting stop without validation"])
+    ({**BASE, "training": {"parallelism": "fsdp", "num_gpus": 1}},
+     "training.parallelism: fsdp shards the model across GPUs, and training.num_gpus 1 trains on one"),
+], ids=["lean without checkpointing", "sample prompts without validation", "overfitting stop without validation",
+        "fsdp on one GPU"])
 def test_a_setting_another_makes_a_no_op_is_refused_with_both_keys(raw, expect):
     (p,) = problems(raw)
     assert p.startswith(expect), p
@@ -591,6 +594,9 @@ def test_a_setting_another_makes_a_no_op_is_refused_with_both_keys(raw, expect):
     {**BASE, "dataset": {**BASE["dataset"], "validation_split": 0},
      "training": {"sample_prompts": ["Hi"], "sample_max_new_tokens": 0}},   # samples off: nothing to ignore
     {**BASE, "dataset": {**BASE["dataset"], "validation_split": 0}},
-], ids=["auto", "fast", "validation file", "samples off", "no validation, defaults"])
+    {**BASE, "training": {"parallelism": "fsdp"}},                       # all visible GPUs: the plan says
+    {**BASE, "training": {"parallelism": "ddp", "num_gpus": 1}},         # one process of ddp is one process
+], ids=["auto", "fast", "validation file", "samples off", "no validation, defaults", "fsdp, all visible",
+        "ddp on one"])
 def test_their_working_neighbours_are_accepted(raw):
     config_from_dict(raw)

@@ -187,3 +187,14 @@ def test_the_estimate_offloads_what_the_trainer_offloads(memory, checkpointing):
     assert shape_for_plan(cfg, info.arch, plan).offload == plan.offload
     assert plan.offload == (plan.memory == "lean" and checkpointing)
     assert any(line.startswith("activations: offloaded") for line in plan.lines) == plan.offload
+
+
+def test_an_explicit_parallelism_on_one_process_is_said():
+    """training.parallelism fsdp (num_gpus empty: every visible GPU) on a machine of one GPU trains unsharded: the
+    plan's lines (train.log) said nothing of it."""
+    cfg = cfg_for(parallelism="fsdp")
+    plan = plan_run(cfg, Machine.for_gpu(get_gpu("h100-80")), lengths=[400] * 64, info=read_model_config(cfg.model))
+    assert plan.parallelism == "none"
+    assert "parallelism: training.parallelism fsdp has no effect on one process; the whole model on its GPU" in plan.lines
+    assert not any(line.startswith("parallelism:") for line in plan_run(cfg_for(), Machine.for_gpu(get_gpu("h100-80")),
+                                                                        lengths=[400] * 64).lines)

@@ -68,6 +68,12 @@ def test_trial_config_overrides_only_what_the_sweep_needs():
     assert cfg.training.num_gpus == 1
     assert base.training.max_steps == 500 and base.lora.r == 16  # the base is untouched
     config_from_dict(cfg.to_dict())  # still a valid config
+    # A base sharded over several GPUs: each trial trains on one, where fsdp has nothing to shard
+    sharded = config_from_dict({**base.to_dict(), "training": {**base.training.__dict__, "parallelism": "fsdp"}})
+    one = trial_config(sharded, Trial(5e-4, 4), 99)
+    assert (one.training.num_gpus, one.training.parallelism) == (1, "auto")
+    config_from_dict(one.to_dict())
+    assert trial_config(sharded, Trial(5e-4, 4), 99, one_gpu=False).training.parallelism == "fsdp"
 
 
 @pytest.mark.parametrize("loss, others, stop", [

@@ -147,6 +147,8 @@ def trial_config(base: Config, trial: Trial, steps: int, *, one_gpu: bool = True
     t.sample_max_new_tokens = 0
     if one_gpu:
         t.num_gpus = 1
+        if t.parallelism == "fsdp":   # nothing to shard on one GPU (the config refuses the pair)
+            t.parallelism = "auto"
     cfg.run_name = None
     return cfg
 
