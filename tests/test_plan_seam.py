@@ -198,3 +198,190 @@ def test_an_explicit_parallelism_on_one_process_is_said():
     assert "parallelism: training.parallelism fsdp has no effect on one process; the whole model on its GPU" in plan.lines
     assert not any(line.startswith("parallelism:") for line in plan_run(cfg_for(), Machine.for_gpu(get_gpu("h100-80")),
                                                                         lengths=[400] * 64).lines)
+
+
+# ------------------------------------------------------------------------------------------ every key, its seam
+# How each config key reaches the run, so that none is accepted and then dropped. "args": a TrainingArguments
+# attribute the trainer builds (engine.train.run._training_arguments), checked below against the config;
+# "plan": a field of the one plan (engine.plan.RunPlan), checked below on a GPU plan and the estimate's;
+# "lora": peft's LoraConfig (engine.model.add_lora), checked below against the estimate's trainable parameters;
+# else the test that follows the key through its reader ("file.py::test").
+SEAMS = {
+    "model": "test_plan_seam.py::test_the_wizard_packs_the_same_lengths_as_lorapilot_estimate",
+    "dataset.path": "test_plan_seam.py::test_the_wizard_packs_the_same_lengths_as_lorapilot_estimate",
+    "dataset.format": "test_data_load.py::test_the_preview_shows_what_the_trainer_trains_on",
+    "dataset.validation_split": "test_estimate_pauses.py::test_the_eta_at_step_0_is_the_estimates_time_less_the_start_up_and_the_compile",
+    "dataset.validation_path": "test_data_load.py::test_validation_path",
+    "dataset.train_on": "test_data_load.py::test_the_preview_shows_what_the_trainer_trains_on",
+    "dataset.max_examples": "plan",
+    "lora.r": "lora", "lora.alpha": "lora", "lora.dropout": "lora", "lora.target_modules": "lora",
+    "quantization": "plan",
+    "trust_remote_code": "test_run_safety.py::test_run_dir_trust_remote_code_needs_the_flag",
+    "run_name": "test_run_safety.py::test_run_name_cannot_escape_the_runs_root",
+    "runs_dir": "test_run_safety.py::test_runs_dir_with_a_tilde_is_the_users_home",
+    "training.max_seq_length": "plan", "training.micro_batch_size": "plan",
+    "training.gradient_accumulation_steps": "plan", "training.num_epochs": "plan", "training.max_steps": "args",
+    "training.learning_rate": "args", "training.lr_scheduler": "args", "training.warmup_ratio": "args",
+    "training.optimizer": "args", "training.weight_decay": "args", "training.max_grad_norm": "args",
+    "training.gradient_checkpointing": "plan", "training.precision": "plan", "training.memory": "plan",
+    "training.compile": "plan", "training.packing": "plan", "training.num_gpus": "plan",
+    "training.parallelism": "plan", "training.logging_steps": "args", "training.eval_steps": "args",
+    "training.save_steps": "args", "training.save_total_limit": "args", "training.seed": "args",
+    "training.report_to": "args",
+    "training.stop_on": "test_diagnose_induced.py::test_huge_learning_rate_is_caught_live_and_stops_the_run",
+    "training.sample_prompts": "test_samples.py::test_samples_at_every_evaluation_and_they_change",
+    "training.sample_max_new_tokens": "test_estimate_pauses.py::test_a_short_cpu_run_counts_its_first_batch_of_samples_at_its_decode_cost",
+}
+
+
+def test_every_config_key_has_a_seam_and_its_test_exists():
+    from pathlib import Path
+
+    from engine.config import FIELDS
+
+    assert set(SEAMS) == set(FIELDS), "a config key without a seam: say how the trainer reads it, and test it"
+    here = Path(__file__).parent
+    for key, where in SEAMS.items():
+        if "::" in where:
+            file, test = where.split("::")
+            assert f"def {test}(" in (here / file).read_text(encoding="utf-8"), key
+
+
+# key -> (a value other than the default, TrainingArguments attribute, what it must hold there; None: the value)
+ARGS = {
+    "training.learning_rate": (1e-4, "learning_rate", None),
+    "training.lr_scheduler": ("linear", "lr_scheduler_type", None),
+    "training.warmup_ratio": (0.1, "warmup_steps", None),
+    "training.weight_decay": (0.01, "weight_decay", None),
+    "training.max_grad_norm": (1.0, "max_grad_norm", None),
+    "training.logging_steps": (3, "logging_steps", None),
+    "training.eval_steps": (7, "eval_steps", None),
+    "training.save_steps": (11, "save_steps", None),
+    "training.save_total_limit": (5, "save_total_limit", None),
+    "training.seed": (7, "seed", None),
+    "training.max_steps": (13, "max_steps", None),
+    "training.optimizer": ("adamw_8bit", "optim", "adamw_torch"),            # the plan's rule: 8-bit needs a GPU
+    "training.report_to": (["tensorboard"], "report_to", None),
+}
+
+
+@pytest.mark.parametrize("key", [k for k, v in SEAMS.items() if v == "args"])
+def test_each_args_key_is_what_the_trainer_hands_transformers(tmp_path, key):
+    value, attr, expected = ARGS[key]
+    if key == "training.report_to":
+        pytest.importorskip("tensorboard")
+    args, plan = _trainer_arguments(tmp_path, **{key.split(".")[1]: value})
+    got = getattr(args, attr)
+    got = [str(x) for x in got] if isinstance(got, list) else getattr(got, "value", got)   # transformers' enums
+    assert got == (value if expected is None else expected), key
+    if key == "training.optimizer":
+        assert got == plan.optimizer
+
+
+# key -> [(value, what the plan holds for it)], on one H100 with the data's lengths; the default's first
+PLANNED = {
+    "dataset.max_examples": [(None, lambda p: p.steps_per_epoch == 4), (32, lambda p: p.steps_per_epoch == 2)],
+    "quantization": [(q, lambda p, q=q: p.graph_dequant == (q == "nf4")) for q in ("nf4", "int8", "none")],
+    "training.max_seq_length": [(2048, lambda p: p.token_budget == 16 * 2048),
+                                (1024, lambda p: p.token_budget == 16 * 1024)],
+    "training.micro_batch_size": [(4, lambda p: p.examples_per_step == 16), (2, lambda p: p.examples_per_step == 8)],
+    "training.gradient_accumulation_steps": [(4, lambda p: p.examples_per_step == 16),
+                                             (1, lambda p: p.examples_per_step == 4)],
+    "training.num_epochs": [(3, lambda p: p.max_steps == 3 * p.steps_per_epoch),
+                            (1, lambda p: p.max_steps == p.steps_per_epoch)],
+    "training.gradient_checkpointing": [(True, lambda p: True), (False, lambda p: True)],   # the shape's, below
+    "training.precision": [("auto", lambda p: p.precision == "bf16")]
+                          + [(x, lambda p, x=x: p.precision == x) for x in ("bf16", "fp16", "fp32")],
+    "training.memory": [("auto", lambda p: p.memory == "fast"), ("fast", lambda p: p.memory == "fast"),
+                        ("lean", lambda p: p.memory == "lean" and p.offload and p.optimizer == "paged_adamw_8bit")],
+    "training.compile": [("auto", lambda p: not p.compile_layers), (True, lambda p: p.compile_layers),
+                         (False, lambda p: not p.compile_layers)],
+    "training.packing": [(True, lambda p: p.packing and p.token_budget), (False, lambda p: p.token_budget is None)],
+    "training.num_gpus": [(None, lambda p: p.processes == 1), (2, lambda p: p.processes == 2),
+                          (1, lambda p: p.processes == 1)],
+    "training.parallelism": [(x, lambda p, x=x: p.parallelism == {"auto": "ddp"}.get(x, x))
+                             for x in ("auto", "ddp", "fsdp")],
+}
+
+
+@pytest.mark.parametrize("key,value,holds", [(k, v, h) for k, cases in PLANNED.items() for v, h in cases],
+                         ids=lambda x: x if isinstance(x, str) else repr(x)[:12] if not callable(x) else "")
+def test_each_plan_key_is_in_the_plan_and_the_estimate_reads_the_same_plan(key, value, holds):
+    """(a) the plan carries the key; (b) the estimate of the same config and data plans the same, and its memory reads
+    the plan's fields."""
+    from engine.estimate.command import planned_processes
+    from engine.estimate.memory import shape_for_plan
+
+    head, _, tail = key.partition(".")
+    raw = {"model": "llama-3-8b", "dataset": {"path": "x.jsonl"}, "training": {"max_seq_length": 2048}}
+    if head == "dataset":
+        raw["dataset"][tail] = value
+    elif head == "training":
+        raw["training"][tail] = value
+    else:
+        raw[key] = value
+    if key == "training.parallelism":
+        raw["training"]["num_gpus"] = 2
+    if key == "quantization":   # the NF4 weights dequantised in the compiled layers' graph
+        raw["training"]["compile"] = True
+    cfg = config_from_dict(raw)
+    info, gpu = read_model_config(cfg.model), get_gpu("h100-80")
+    n = planned_processes(cfg, gpu)
+    lengths = [300 + (i * 37) % 700 for i in range(64)]
+    plan = plan_run(cfg, Machine.for_gpu(gpu, n), lengths=lengths[:cfg.dataset.max_examples], info=info)
+    assert holds(plan), (key, value, plan.to_dict())
+    est = estimate(cfg, info, gpu, lengths=lengths[:cfg.dataset.max_examples], num_gpus=n)
+    assert est.plan.to_dict() == plan.to_dict()
+    shape = shape_for_plan(cfg, info.arch, plan)
+    assert (shape.precision, shape.optimizer, shape.tokens, shape.compile_layers, shape.offload, shape.quantization,
+            shape.gradient_checkpointing, shape.packed) == (
+        plan.precision, plan.optimizer, plan.largest_microbatch_tokens, plan.compile_layers, plan.offload,
+        cfg.quantization, cfg.training.gradient_checkpointing, plan.packing)
+
+
+@pytest.mark.parametrize("lora", [{}, {"r": 8, "alpha": 16, "dropout": 0.0}, {"target_modules": ["q_proj", "v_proj"]},
+                                  {"r": 4, "target_modules": ["o_proj", "down_proj"], "dropout": 0.2}])
+def test_the_adapter_the_trainer_builds_is_the_one_the_estimate_counts(demo_model_dir, lora):
+    """lora.*: peft's adapter as the trainer builds it (engine.model.add_lora) has the estimate's trainable parameters,
+    and its config the config's values."""
+    from transformers import AutoModelForCausalLM
+
+    from engine.model import add_lora
+
+    cfg = config_from_dict({"model": str(demo_model_dir), "dataset": {"path": "x.jsonl"}, "quantization": "none",
+                            "lora": lora})
+    model = add_lora(AutoModelForCausalLM.from_pretrained(str(demo_model_dir)), cfg, gradient_checkpointing=False)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    est = estimate(cfg, read_model_config(cfg.model), None, lengths=[50] * 8)
+    assert est.params_trainable == trainable
+    peft = model.peft_config["default"]
+    assert (peft.r, peft.lora_alpha, peft.lora_dropout) == (cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout)
+    from engine.estimate.params import lora_targets
+
+    assert peft.target_modules == {lin.name for lin in lora_targets(read_model_config(cfg.model).arch,
+                                                                     cfg.lora.target_modules)}
+
+
+@pytest.mark.parametrize("training", [
+    {"memory": "lean", "compile": True, "num_gpus": 2, "parallelism": "fsdp", "precision": "fp16",
+     "optimizer": "adamw_torch", "lr_scheduler": "constant"},
+    {"memory": "fast", "packing": False, "gradient_checkpointing": False, "micro_batch_size": 2, "max_steps": 40,
+     "optimizer": "paged_adamw_8bit", "num_gpus": 1, "parallelism": "ddp"},
+], ids=["lean-fsdp", "fast-padded"])
+def test_lorapilot_estimate_prints_the_plan_the_engine_makes(tmp_path, training):
+    """(d) `lorapilot estimate --json` and its table show the plan engine.plan makes of the same config, with every
+    value the rules changed (lean's 8-bit optimizer, the processes num_gpus starts, the steps)."""
+    from engine.estimate.command import planned_processes
+
+    raw = {"model": "llama-3-8b", "dataset": {"path": "x.jsonl"}, "training": training}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(raw), encoding="utf-8")
+    cfg, gpu = config_from_dict(raw), get_gpu("h100-80")
+    mine = estimate(cfg, read_model_config(cfg.model), gpu, n_examples=1000, num_gpus=planned_processes(cfg, gpu))
+    r = run_cli("estimate", str(tmp_path / "c.yaml"), "--gpu", "h100-80", "--examples", "1000", "--json")
+    assert r.returncode == 0, r.stderr
+    shown = json.loads(r.stdout)
+    assert shown["plan"] == mine.plan.to_dict()
+    assert (shown["memory_mode"], shown["precision"], shown["parallelism"], shown["num_gpus"], shown["total_steps"]) \
+        == (mine.plan.memory, mine.plan.precision, mine.plan.parallelism, mine.plan.processes, mine.plan.max_steps)
+    table = run_cli("estimate", str(tmp_path / "c.yaml"), "--gpu", "h100-80", "--examples", "1000").stdout
+    assert f", {mine.plan.optimizer}," in " ".join(table.split()) and f"memory {mine.plan.memory}" in table
