@@ -146,3 +146,31 @@ async def test_the_demo_model_is_read_again_once_built(tmp_path, monkeypatch, de
             await settle(app, pilot)
         assert s.model_info.arch.vocab == built
         assert f"vocab ({built:,})" in " ".join(c.note for c in s.estimate.components)
+
+
+async def test_the_review_shows_the_plan_the_trainer_runs_as_lorapilot_estimate_words_it():
+    """(c) The review said "memory lean" but not what the rules make of the other fields: the optimizer field showed
+    paged_adamw_32bit while lean trains paged_adamw_8bit (and the fast path torch's fused AdamW), and nothing said
+    whether the decoder layers compile. Its plan line is `lorapilot estimate`'s, from the same plan."""
+    from engine.estimate.command import plan_words
+
+    app = LorapilotApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        s = app.wizard
+        s.set_raw("model", "meta-llama/Meta-Llama-3-8B")
+        for _ in range(3):
+            await pilot.press("ctrl+n")
+            await settle(app, pilot)
+        s.select_gpu("h100-80")
+        for memory, compile_, words in (("lean", "true", ("paged_adamw_8bit", "activations offloaded",
+                                                          "decoder layers compiled")),
+                                        ("fast", "false", ("adamw_torch_fused",))):
+            s.set_raw("training.memory", memory)
+            s.set_raw("training.compile", compile_)
+            await settle(app, pilot)
+            text = " ".join(str(app.screen.query_one("#plan").render()).split())
+            assert plan_words(s.estimate.plan) in text
+            assert all(w in text for w in words), text
+            assert (s.estimate.plan.memory, s.estimate.plan.compile_layers) == (memory, compile_ == "true")
+        app.exit()

@@ -8,7 +8,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from engine.errors import EXIT_BAD_INPUT, EXIT_OK, DataError, UserError
-from engine.plan import attention_label
+from engine.plan import RunPlan, attention_label
 from engine.settings import user_path
 
 if TYPE_CHECKING:   # the CLI imports the estimate lazily (start-up time)
@@ -140,6 +140,17 @@ def _duration(seconds: float) -> str:
     return duration_text(seconds)
 
 
+def plan_words(p: RunPlan) -> str:
+    """What the trainer will run, in words: micro-batches, attention, loss, the optimizer the plan's rules chose,
+    offloading, compiled layers, evaluation batch. `lorapilot estimate` and the wizard's review both say it so."""
+    return (f"{p.micro_batches_per_step} micro-batch(es) per step"
+            + (f" packed up to {p.token_budget:,} tokens" if p.token_budget else " padded")
+            + f", {attention_label(p.attention)}, {'Liger fused loss' if p.fused_loss else 'plain loss'}, {p.optimizer}"
+            + (", activations offloaded" if p.offload else "")
+            + (", decoder layers compiled" if p.compile_layers else "")
+            + f", eval {p.eval_batch_size} example(s) a batch")
+
+
 def render(est: Estimate, info: ModelInfo, n_examples: int | None, counted: bool, memory_setting: str = "auto") -> str:
     """The human table: components, totals, fit, steps, time, learning rate, suggestions."""
     # A tiny model (the demo's 0.9 M) read "0.00 B parameters": millions below a billion.
@@ -155,12 +166,7 @@ def render(est: Estimate, info: ModelInfo, n_examples: int | None, counted: bool
              f"{est.params_trainable:,} trainable LoRA parameters"]
     p = est.plan
     if p is not None:
-        lines.append(f"plan   {p.micro_batches_per_step} micro-batch(es) per step"
-                     + (f" packed up to {p.token_budget:,} tokens" if p.token_budget else " padded")
-                     + f", {attention_label(p.attention)}, {'Liger fused loss' if p.fused_loss else 'plain loss'}, {p.optimizer}"
-                     + (", activations offloaded" if p.offload else "")
-                     + (", decoder layers compiled" if p.compile_layers else "")
-                     + f", eval {p.eval_batch_size} example(s) a batch; lengths: {p.lengths_from}")
+        lines.append(f"plan   {plan_words(p)}; lengths: {p.lengths_from}")
     lines.append("")
     width = max(len(c.name) for c in est.components)
     for c in est.components:

@@ -172,6 +172,9 @@ class ReviewScreen(WizardStep):
         cost = fmt_cost(est.cost)
         lines = [Content(" · ".join(parts)),
                  Content(time_text + (f" · {cost}" if cost else " · set $/h for the cost"))]
+        if est.plan is not None:   # what the rules made of the fields (lean's optimizer, compiling), as the CLI says
+            from engine.estimate.command import plan_words
+            lines.append(Content.styled(f"runs: {plan_words(est.plan)}", "$text-muted"))
         if est.download:   # not in the time: no bandwidth is known here
             lines.append(Content.styled(est.download, "$text-warning"))
         lines += [Content.styled(f"note: {n}", "$text-muted") for n in est.notes]
