@@ -577,10 +577,12 @@ def test_a_key_that_is_no_text_is_named_as_the_file_spells_it():
     ({**BASE, "dataset": {**BASE["dataset"], "validation_split": 0}, "training": {"stop_on": ["nan_loss", "overfitting"]}},
      "training.stop_on: overfitting is found from the eval loss, and dataset.validation_split 0 holds out no examples "
      "to evaluate on"),
+    ({**BASE, "training": {"parallelism": "fsdp", "sample_prompts": ["Hi"]}},
+     "training.sample_prompts: samples are off while the model is sharded (training.parallelism fsdp)"),
     ({**BASE, "training": {"parallelism": "fsdp", "num_gpus": 1}},
      "training.parallelism: fsdp shards the model across GPUs, and training.num_gpus 1 trains on one"),
 ], ids=["lean without checkpointing", "sample prompts without validation", "overfitting stop without validation",
-        "fsdp on one GPU"])
+        "sample prompts sharded", "fsdp on one GPU"])
 def test_a_setting_another_makes_a_no_op_is_refused_with_both_keys(raw, expect):
     (p,) = problems(raw)
     assert p.startswith(expect), p
