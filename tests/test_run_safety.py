@@ -397,6 +397,32 @@ def test_resume_config_changes_applied_or_refused(tmp_path):
 
 
 
+def test_a_resume_on_another_number_of_gpus_is_refused_naming_num_gpus(tmp_path):
+    """training.num_gpus empty is every visible GPU: a run of 2 resumed where 1 is visible kept its config unchanged,
+    and trained on with half the examples per optimizer step, twice the steps per epoch and another data order."""
+    from engine.config import Config
+    from engine.errors import UserError
+    from engine.rundir import CHECKPOINT_RUN_FILE
+    from engine.train.resume_check import config_changes, run_record
+
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"instruction": "a", "output": "b"}\n')
+    cfg = Config(model="m")
+    cfg.dataset.path = str(data)
+    ckpt = tmp_path / "checkpoint-4"
+    ckpt.mkdir()
+    (ckpt / CHECKPOINT_RUN_FILE).write_text(json.dumps(run_record(cfg, "adamw_torch", processes=2)))
+    assert config_changes(ckpt, cfg, "c.yaml", processes=2) == []
+    with pytest.raises(UserError) as e:
+        config_changes(ckpt, cfg, "c.yaml", processes=1)
+    assert e.value.problems == [
+        "training.num_gpus: empty (every visible GPU) trained on 2 processes at checkpoint-4, and this resume would "
+        "start 1; resume where 2 GPUs are visible"]
+    # A checkpoint recorded before lorapilot kept the count: nothing to compare with.
+    (ckpt / CHECKPOINT_RUN_FILE).write_text(json.dumps(run_record(cfg, "adamw_torch") | {"processes": None}))
+    assert config_changes(ckpt, cfg, "c.yaml", processes=1) == []
+
+
 def test_a_run_folder_beside_its_data_is_not_its_data(tmp_path):
     """`dataset.path: data/` with the run's own folder under it: the data fingerprint hashed every file there, the
     run's metrics.jsonl and checkpoints too, so it differed at every resume and `train --resume` was refused as data

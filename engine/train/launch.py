@@ -222,8 +222,9 @@ def resume_run(run_dir: str | Path, *, trust_remote_code: bool = False) -> RunHa
                             fix=f"move it out of {rd / CHECKPOINTS_DIR} to keep it, then resume")
         ckpt, skipped = usable_checkpoint(rd)
         notes += [f"checkpoint skipped, its files are damaged: {why}" for why in skipped]
+        nproc = num_processes(cfg.training.num_gpus)
         if ckpt:
-            notes += [f"config change applied: {c}" for c in config_changes(ckpt, cfg, rd / CONFIG_FILE)]
+            notes += [f"config change applied: {c}" for c in config_changes(ckpt, cfg, rd / CONFIG_FILE, nproc)]
         if ckpt and (behind := max_steps_behind(cfg.training.max_steps, ckpt, rd / CONFIG_FILE)):
             raise behind
         finished = finished_all_steps(status, cfg.training.max_steps, ckpt)
@@ -240,7 +241,6 @@ def resume_run(run_dir: str | Path, *, trust_remote_code: bool = False) -> RunHa
         if finished:
             raise UserError(f"{rd}: nothing left to train: {finished}",
                             fix=f"to train longer, raise training.max_steps in {rd / CONFIG_FILE}, then resume")
-        nproc = num_processes(cfg.training.num_gpus)
         (rd / STOP_REQUEST_FILE).unlink(missing_ok=True)
         try:
             write_status(rd, state="starting", error=None, hint=None, world_size=nproc)

@@ -57,10 +57,12 @@ def data_fingerprint(cfg) -> str:
     return h.hexdigest()
 
 
-def run_record(cfg, optimizer: str) -> dict:
+def run_record(cfg, optimizer: str, processes: int = 1) -> dict:
     """What a checkpoint is trained with: written into each checkpoint by the trainer. optimizer: the plan's, which
-    may differ from training.optimizer (engine.plan.optimizer_for) and is the one its saved states load into."""
-    return {"config": flat_config(cfg), "data_sha256": data_fingerprint(cfg), "optimizer": optimizer}
+    may differ from training.optimizer (engine.plan.optimizer_for) and is the one its saved states load into.
+    processes: the training processes (training.num_gpus resolved: empty is every visible GPU)."""
+    return {"config": flat_config(cfg), "data_sha256": data_fingerprint(cfg), "optimizer": optimizer,
+            "processes": processes}
 
 
 def checkpoint_optimizer(ckpt: str | Path) -> str:
@@ -79,9 +81,12 @@ def saved_record(ckpt: str | Path) -> dict | None:
     return record if isinstance(record, dict) and isinstance(record.get("config"), dict) else None
 
 
-def config_changes(ckpt: str | Path, cfg, config_path: str | Path) -> list[str]:
+def config_changes(ckpt: str | Path, cfg, config_path: str | Path, processes: int | None = None) -> list[str]:
     """The applied changes as lines ("training.learning_rate 0.003 -> 0.001"); refuses the rest (UserError
-    naming each key). Nothing to compare with (a checkpoint written before lorapilot recorded it): []."""
+    naming each key). Nothing to compare with (a checkpoint written before lorapilot recorded it): [].
+    processes: the training processes the resume starts; another count than the checkpoint's is refused under
+    training.num_gpus, even where the key reads the same (empty: every visible GPU), since the examples per optimizer
+    step, the steps and the data order follow it."""
     saved = saved_record(ckpt)
     if saved is None:
         return []
@@ -91,6 +96,12 @@ def config_changes(ckpt: str | Path, cfg, config_path: str | Path) -> list[str]:
     changed = sorted(k for k in set(now) | set(was) if now.get(k) != was.get(k))
     refused = [f"{k}: {yaml_text(was.get(k))} at {Path(ckpt).name}, now {yaml_text(now.get(k))}" for k in changed
                if k not in CHANGEABLE]
+    ran = saved.get("processes")
+    if isinstance(ran, int) and processes is not None and ran != processes and "training.num_gpus" not in changed:
+        asked = cfg.training.num_gpus
+        refused.append(f"training.num_gpus: {'empty (every visible GPU)' if asked is None else asked} trained on "
+                       f"{ran} process{'es' if ran != 1 else ''} at {Path(ckpt).name}, and this resume would start "
+                       f"{processes}; resume where {ran} GPU{'s are' if ran != 1 else ' is'} visible")
     if saved.get("data_sha256") and saved["data_sha256"] != data_fingerprint(cfg):
         refused.append(f"dataset: the data in {cfg.dataset.path} changed since {Path(ckpt).name} was saved")
     if refused:

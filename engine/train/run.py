@@ -115,7 +115,7 @@ def _live_diagnostics(run_dir: Path, resume: bool, data: PreparedData) -> LiveDi
     return LiveDiagnostics(training_responses=responses)
 
 
-def _resume_point(cfg: Config, run_dir: Path) -> tuple[str | None, list[tuple[str, str]]]:
+def _resume_point(cfg: Config, run_dir: Path, n_ranks: int) -> tuple[str | None, list[tuple[str, str]]]:
     """The newest intact checkpoint, and what the log says about the resume as (event code, text): damaged
     checkpoints skipped, config changes applied (the launcher refused the changes a resume cannot follow)."""
     from engine.rundir import usable_checkpoint
@@ -128,7 +128,7 @@ def _resume_point(cfg: Config, run_dir: Path) -> tuple[str | None, list[tuple[st
                       "no intact checkpoint: starting at step 0"))
     if ckpt:
         notes += [("config_applied", f"config change applied: {c}")
-                  for c in config_changes(ckpt, cfg, run_dir / CONFIG_FILE)]
+                  for c in config_changes(ckpt, cfg, run_dir / CONFIG_FILE, n_ranks)]
     return ckpt, notes
 
 
@@ -144,7 +144,7 @@ def train(cfg: Config, run_dir: Path, *, resume: bool, data: PreparedData | None
         stop.install()
     inputs = load(cfg, run_dir, resume=resume, data=data, tokenizer=tokenizer)
     # The checkpoint a resume continues from, found once: the plan and the Trainer read the same one.
-    resume_at = _resume_point(cfg, run_dir) if resume else (None, [])
+    resume_at = _resume_point(cfg, run_dir, inputs.n_ranks) if resume else (None, [])
     run_plan = plan_here(cfg, inputs, run_dir, ckpt=resume_at[0])
     built = build_model(cfg, inputs, run_plan)
     assembled = build_trainer(cfg, run_dir, inputs, run_plan, built, resume=resume, resume_at=resume_at, stop=stop,
@@ -365,7 +365,7 @@ def build_trainer(cfg: Config, run_dir: Path, inputs: Inputs, run_plan: RunPlan,
                               # fast decode keeps its KV cache and graphs allocated: not where memory is tight
                               fast_decode_ok=(inputs.hw.device == "cuda" and run_plan.memory == "fast"
                                               and n_ranks == 1),
-                              run_record=run_record(cfg, run_plan.optimizer), learning_rate=t.learning_rate if ckpt else None)
+                              run_record=run_record(cfg, run_plan.optimizer, n_ranks), learning_rate=t.learning_rate if ckpt else None)
     train_ds = PlannedMicroBatches(data.train, run_plan.step_plan)  # one item is one planned micro-batch
     trainer = PlannedTrainer(model=built.model, args=args, train_dataset=train_ds,
                              eval_dataset=data.validation if data.validation else None,
