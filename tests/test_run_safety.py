@@ -368,11 +368,11 @@ def test_lock_dies_with_its_holder(tmp_path):
 
 # ------------------------------------------------------------------ 7. config changed before a resume
 
-def test_resume_config_changes_applied_or_refused(tmp_path):
+def _checkpoint_of(tmp_path, **record):
+    """A config over a one-row data file, and a checkpoint folder holding the record the trainer writes of it."""
     from engine.config import Config
-    from engine.errors import UserError
     from engine.rundir import CHECKPOINT_RUN_FILE
-    from engine.train.resume_check import config_changes, run_record
+    from engine.train.resume_check import run_record
 
     data = tmp_path / "d.jsonl"
     data.write_text('{"instruction": "a", "output": "b"}\n')
@@ -380,7 +380,15 @@ def test_resume_config_changes_applied_or_refused(tmp_path):
     cfg.dataset.path = str(data)
     ckpt = tmp_path / "checkpoint-4"
     ckpt.mkdir()
-    (ckpt / CHECKPOINT_RUN_FILE).write_text(json.dumps(run_record(cfg, "adamw_torch")))
+    (ckpt / CHECKPOINT_RUN_FILE).write_text(json.dumps(run_record(cfg, "adamw_torch", **record)))
+    return cfg, data, ckpt
+
+
+def test_resume_config_changes_applied_or_refused(tmp_path):
+    from engine.errors import UserError
+    from engine.train.resume_check import config_changes
+
+    cfg, data, ckpt = _checkpoint_of(tmp_path)
     assert config_changes(ckpt, cfg, "c.yaml") == []
     cfg.training.learning_rate = 1e-3
     cfg.training.max_steps = 99
@@ -400,18 +408,11 @@ def test_resume_config_changes_applied_or_refused(tmp_path):
 def test_a_resume_on_another_number_of_gpus_is_refused_naming_num_gpus(tmp_path):
     """training.num_gpus empty is every visible GPU: a run of 2 resumed where 1 is visible kept its config unchanged,
     and trained on with half the examples per optimizer step, twice the steps per epoch and another data order."""
-    from engine.config import Config
     from engine.errors import UserError
     from engine.rundir import CHECKPOINT_RUN_FILE
     from engine.train.resume_check import config_changes, run_record
 
-    data = tmp_path / "d.jsonl"
-    data.write_text('{"instruction": "a", "output": "b"}\n')
-    cfg = Config(model="m")
-    cfg.dataset.path = str(data)
-    ckpt = tmp_path / "checkpoint-4"
-    ckpt.mkdir()
-    (ckpt / CHECKPOINT_RUN_FILE).write_text(json.dumps(run_record(cfg, "adamw_torch", processes=2)))
+    cfg, _, ckpt = _checkpoint_of(tmp_path, processes=2)
     assert config_changes(ckpt, cfg, "c.yaml", processes=2) == []
     with pytest.raises(UserError) as e:
         config_changes(ckpt, cfg, "c.yaml", processes=1)
