@@ -529,6 +529,8 @@ def _cross_checks(cfg: Config, raw: dict) -> list[str]:
         v = getattr(cfg.training, key)
         if not all(isinstance(x, str) for x in v):
             out.append(f"training.{key}: expected a list of text entries, got {yaml_text(v)}")
+    if "none" in cfg.training.report_to and len(set(cfg.training.report_to)) > 1:
+        out.append("training.report_to: none turns every logger off; write [none] alone, or the loggers without it")
     from engine.diagnose.codes import STOPPABLE  # small module, no heavy imports
     for code in cfg.training.stop_on:
         if isinstance(code, str) and code not in STOPPABLE:

@@ -385,3 +385,29 @@ def test_lorapilot_estimate_prints_the_plan_the_engine_makes(tmp_path, training)
         == (mine.plan.memory, mine.plan.precision, mine.plan.parallelism, mine.plan.processes, mine.plan.max_steps)
     table = run_cli("estimate", str(tmp_path / "c.yaml"), "--gpu", "h100-80", "--examples", "1000").stdout
     assert f", {mine.plan.optimizer}," in " ".join(table.split()) and f"memory {mine.plan.memory}" in table
+
+
+def test_report_to_reaches_transformers_as_its_integrations_are_named(tmp_path, monkeypatch):
+    """training.report_to [all] reached the trainer as "none" ("all is not installed; skipped"): each entry was looked
+    up as a Python module, so `all` never matched, nor azure_ml (module azureml) nor flyte (flytekit)."""
+    from transformers.integrations import integration_utils
+
+    monkeypatch.setattr(integration_utils, "is_azureml_available", lambda: True)
+    monkeypatch.setattr(integration_utils, "is_mlflow_available", lambda: False)
+    monkeypatch.setattr(integration_utils, "is_flytekit_available", lambda: True)
+    monkeypatch.setattr(integration_utils, "is_wandb_available", lambda: False)
+    for asked, handed in ((["all"], "all"), (["none"], []), (["azure_ml"], ["azure_ml"]), (["flyte"], ["flyte"]),
+                          (["wandb"], []), (["azure_ml", "wandb"], ["azure_ml"])):
+        args, _ = _trainer_arguments(tmp_path, report_to=asked)
+        assert args.report_to == (handed if handed != "all" else args.report_to), asked
+        if handed == "all":   # transformers expands it to every integration installed
+            assert args.report_to == integration_utils.get_available_reporting_integrations()
+
+
+def test_report_to_none_beside_a_logger_is_refused():
+    from engine.errors import ConfigError
+
+    with pytest.raises(ConfigError) as e:
+        cfg_for(report_to=["none", "tensorboard"])
+    assert e.value.problems == ["training.report_to: none turns every logger off; write [none] alone, or the loggers "
+                                "without it"]

@@ -551,9 +551,18 @@ def _peak_memory() -> dict:
 
 
 def _report_to(requested: list[str]) -> list[str] | str:
-    import importlib.util
-    ok = [r for r in requested if importlib.util.find_spec(r) is not None]
-    for r in set(requested) - set(ok):
+    """training.report_to in transformers' words: `all` as it is (transformers takes every integration installed),
+    each named one where transformers finds it installed (its names are not the modules': azure_ml is azureml), the
+    others skipped with a line in train.log."""
+    from transformers.integrations import integration_utils
+
+    if "all" in requested:
+        return "all"
+    installed = set(integration_utils.get_available_reporting_integrations())
+    if integration_utils.is_flytekit_available():   # an integration transformers' "all" leaves out
+        installed.add("flyte")
+    ok = [r for r in requested if r in installed]
+    for r in sorted(set(requested) - set(ok) - {"none"}):
         log(f"report_to: {r} is not installed; skipped")
     return ok or "none"
 
