@@ -411,3 +411,21 @@ def test_report_to_none_beside_a_logger_is_refused():
         cfg_for(report_to=["none", "tensorboard"])
     assert e.value.problems == ["training.report_to: none turns every logger off; write [none] alone, or the loggers "
                                 "without it"]
+
+
+@pytest.mark.parametrize("num_gpus,detected,said", [(None, False, True), (1, False, False), (2, False, False),
+                                                    (None, True, False)])
+def test_a_plan_for_a_named_card_says_num_gpus_empty_takes_every_gpu_of_the_pod(num_gpus, detected, said):
+    """num_gpus empty is every visible GPU: `lorapilot estimate --gpu h100-80` and the wizard planned one card, and
+    the same config on a pod of 4 trained 4 times the examples per step in a quarter of the steps, without a word."""
+    import dataclasses
+
+    from engine.estimate.command import estimate_for
+
+    cfg = cfg_for(num_gpus=num_gpus)
+    gpu = dataclasses.replace(get_gpu("h100-80"), detected=detected)
+    est, _ = estimate_for(cfg, read_model_config(cfg.model), gpu, n_examples=1000)
+    note = ("training.num_gpus is empty (every visible GPU): planned on one NVIDIA H100 80GB; on a machine with more "
+            "the run trains on all of them, more examples per step and fewer steps; set num_gpus to the count it "
+            "will have")
+    assert (note in est.notes) == said, est.notes

@@ -110,6 +110,11 @@ def estimate_for(cfg: Config, info: ModelInfo, gpu: GpuSpec | None, *, lengths: 
                    num_gpus=num_gpus if num_gpus is not None else planned_processes(cfg, gpu),
                    lengths=lengths, val_lengths=val_lengths, n_val=n_val, price_per_hour=price_per_hour)
     est.download_bytes = download_bytes(info)
+    if num_gpus is None and cfg.training.num_gpus is None and gpu is not None and not gpu.detected:
+        # planned_processes' one card: the pod the config goes to may have more, and the run takes them all
+        est.notes.append(f"training.num_gpus is empty (every visible GPU): planned on one {gpu.name}; on a machine "
+                         "with more the run trains on all of them, more examples per step and fewer steps; set "
+                         "num_gpus to the count it will have")
     return est, (len(lengths) if lengths else n_examples)
 
 
