@@ -477,8 +477,12 @@ def _plan_for(cfg: Config, machine: Machine, memory: str, parallelism: str, leng
     lines.append(line)
     n_ranks = machine.processes
     examples_per_step = t.micro_batch_size * t.gradient_accumulation_steps * n_ranks
-    if cfg.dataset.max_examples and n_examples is not None:
-        n_examples = min(n_examples, cfg.dataset.max_examples)
+    rows = cfg.dataset.max_examples
+    if rows and n_examples is not None:   # rows, before the validation share is held out
+        from engine.estimate.dataset_size import training_examples
+
+        d = cfg.dataset
+        n_examples = min(n_examples, training_examples(rows, d.validation_split, bool(d.validation_path)))
     assumed = lengths is None
     # Steps do not depend on how a step is cut into micro-batches: the compile is decided first, since lean's
     # token cap depends on it.

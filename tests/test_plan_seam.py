@@ -429,3 +429,28 @@ def test_a_plan_for_a_named_card_says_num_gpus_empty_takes_every_gpu_of_the_pod(
             "the run trains on all of them, more examples per step and fewer steps; set num_gpus to the count it "
             "will have")
     assert (note in est.notes) == said, est.notes
+
+
+def test_max_examples_caps_the_examples_the_trainer_keeps_for_training():
+    """dataset.max_examples counts rows before the validation share is held out (engine.data): `lorapilot estimate
+    --examples 1000` of a config with max_examples 200 and validation_split 0.05 planned 200 training examples, where
+    the trainer trains on 190 (13 steps an epoch, not 12)."""
+    from engine.estimate.dataset_size import training_examples
+
+    cfg = config_from_dict({"model": "llama-3-8b", "dataset": {"path": "x.jsonl", "max_examples": 200}})
+    plan = plan_run(cfg, Machine.for_gpu(get_gpu("h100-80")), n_examples=1000)
+    assert training_examples(200, 0.05, False) == 190
+    assert plan.steps_per_epoch == -(-190 // 16) == 12
+    cfg.dataset.validation_path = "val.jsonl"    # no share held out of the training rows
+    assert plan_run(cfg, Machine.for_gpu(get_gpu("h100-80")), n_examples=1000).steps_per_epoch == -(-200 // 16)
+
+
+def test_the_estimate_counts_the_training_examples_the_trainers_split_keeps():
+    """The estimate's count (engine.estimate.dataset_size.training_examples) and the trainer's seeded draw
+    (engine.data.split_indices) of every small dataset and split: 2 rows at 0.9 counted 0 training examples."""
+    from engine.data import split_indices
+    from engine.estimate.dataset_size import training_examples
+
+    for n in range(0, 40):
+        for split in (0.0, 0.01, 0.05, 0.3, 0.5, 0.7, 0.9, 0.99):
+            assert training_examples(n, split, False) == len(split_indices(n, split, 42)[0]), (n, split)

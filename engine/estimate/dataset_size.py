@@ -64,10 +64,11 @@ def dataset_sizes(cfg: Config) -> tuple[int | None, int | None]:
 
 
 def training_examples(total: int, validation_split: float, has_validation_file: bool) -> int:
-    """Examples left for training once the validation share is held out."""
-    if has_validation_file or not validation_split:
+    """Examples left for training once the validation share is held out: engine.data.split_indices' count (at least
+    one to measure and one to train on), without reading a row."""
+    if has_validation_file or not validation_split or total < 2:
         return total
-    return total - max(1, round(total * validation_split)) if total > 1 else total
+    return total - min(max(round(total * validation_split), 1), total - 1)
 
 
 def token_lengths(cfg: Config) -> tuple[list[int], list[int], str | None]:
