@@ -454,3 +454,27 @@ def test_the_estimate_counts_the_training_examples_the_trainers_split_keeps():
     for n in range(0, 40):
         for split in (0.0, 0.01, 0.05, 0.3, 0.5, 0.7, 0.9, 0.99):
             assert training_examples(n, split, False) == len(split_indices(n, split, 42)[0]), (n, split)
+
+
+def test_the_trainers_pre_flight_counts_the_steps_its_plan_runs(tmp_path, monkeypatch):
+    """The trainer's own pre-flight (its findings in metrics.jsonl) counted the steps of one process: a run of 2
+    took 6 steps while its no_checkpoint check counted 12 and said nothing of a save_steps of 8 never reached."""
+    from engine.data import PreparedData
+    from engine.data.types import TokenizedExample
+    from engine.model import Hardware
+    from engine.rundir import read_metrics
+    from engine.train.run import _preflight
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    train = [TokenizedExample(input_ids=list(range(5, 25 + k % 7)), labels=list(range(5, 25 + k % 7)),
+                              source=f"hand:{k}", full_length=20 + k % 7, trained_tokens=19 + k % 7,
+                              trained_tokens_full=19 + k % 7) for k in range(64)]
+    cfg = config_from_dict({"model": "lorapilot-demo", "dataset": {"path": "x.jsonl"},
+                            "training": {"save_steps": 8, "eval_steps": 1, "logging_steps": 1}})
+    hw = Hardware(device="cpu", name="cpu", count=0, memory_gib=None, bf16=False, capability=None)
+    _preflight(cfg, PreparedData(train=train, validation=[]), hw, tmp_path)
+    plan = plan_run(cfg, Machine("cpu", "cpu", processes=2), lengths=[len(e) for e in train])
+    assert plan.max_steps == 6
+    found = {r["code"]: r for r in read_metrics(tmp_path) if r["kind"] == "finding"}
+    assert "no_checkpoint" in found and f"{plan.max_steps} steps in all" in found["no_checkpoint"]["evidence"]

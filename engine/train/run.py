@@ -85,9 +85,12 @@ def _preflight(cfg: Config, data: PreparedData, hw: Hardware, run_dir: Path) -> 
     from engine.errors import DataError
     from engine.rundir import MetricsWriter
 
+    from engine.train.distributed import is_main, world
+
+    # Its step counts are the plan's (engine.plan: examples per step over every process), as the wizard's checklist
     findings = preflight(data.train, cfg, gpu_bf16=hw.bf16 if hw.device == "cuda" else None,
-                         dropped=data.report.dropped, too_long_lengths=data.report.too_long_lengths)
-    from engine.train.distributed import is_main
+                         dropped=data.report.dropped, too_long_lengths=data.report.too_long_lengths,
+                         num_gpus=world()[2])
 
     if is_main():
         writer = MetricsWriter(run_dir)
