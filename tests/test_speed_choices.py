@@ -249,3 +249,24 @@ def test_compiled_layers_keep_only_liger_s_fused_loss(demo_model_dir):
         assert not getattr(module.forward, "__func__", module.forward).__module__.startswith("liger_kernel")
     # nothing patched for models loaded later in this process
     assert (modeling_llama.LlamaRMSNorm, modeling_llama.LlamaMLP, modeling_llama.apply_rotary_pos_emb) == before
+
+
+def test_the_oom_hint_says_which_of_its_changes_a_resume_from_a_checkpoint_follows(tmp_path):
+    """After a checkpoint the hint said "edit config.yaml and continue from the last checkpoint" of changes that the
+    resume then refuses (training.memory, micro_batch_size, max_seq_length, optimizer: the checkpoint's batch plan and
+    optimizer states depend on them): those start a new run from the edited config."""
+    from test_run_safety import _checkpoint
+
+    from engine.train.run import oom_hint
+
+    _checkpoint(tmp_path, 8)
+    hint = oom_hint(cfg_for("llama-2-7b", gradient_checkpointing=False), "fast", tmp_path)
+    assert hint.startswith("CUDA out of memory: training.memory: lean")
+    assert (f"Edit {tmp_path / 'config.yaml'}: training.gradient_checkpointing alone resumes from checkpoint-8 "
+            f"(lorapilot train --resume {tmp_path}); the others change what the checkpoint was trained with, so "
+            f"start a new run with them: lorapilot train {tmp_path / 'config.yaml'}") in hint
+    assert "training.memory: lean with training.gradient_checkpointing: true (" in hint   # lean alone is refused
+    refused = oom_hint(cfg_for("llama-2-7b"), "fast", tmp_path)
+    assert refused.endswith(f"Edit {tmp_path / 'config.yaml'} and start a new run with it: lorapilot train "
+                            f"{tmp_path / 'config.yaml'} (a resume from checkpoint-8 refuses these changes: the "
+                            "checkpoint was trained with the old values)")

@@ -60,10 +60,12 @@ def oom_hint(cfg: Config, memory: str | None, run_dir: Path) -> str:
 
     t = cfg.training
     tips = []
+    # lean offloads the checkpointed layer inputs: the config refuses it without checkpointing
+    with_checkpointing = "" if t.gradient_checkpointing else " with training.gradient_checkpointing: true"
     if memory == "fast" and t.packing:
         # The fast path packs a whole optimizer step per micro-batch: micro_batch_size does not change its size.
-        tips.append(f"training.memory: lean (at most {LEAN_TOKENS_PER_MICROBATCH:,} tokens per micro-batch, "
-                    "activations in host memory)")
+        tips.append(f"training.memory: lean{with_checkpointing} (at most {LEAN_TOKENS_PER_MICROBATCH:,} tokens per "
+                    "micro-batch, activations in host memory)")
     elif t.micro_batch_size > 1 and not (memory == "lean" and t.packing):  # lean packs by tokens too
         tips.append(f"training.micro_batch_size {t.micro_batch_size} -> {max(1, t.micro_batch_size // 2)} "
                     f"(and gradient_accumulation_steps x2 to keep the effective batch)")
@@ -73,9 +75,30 @@ def oom_hint(cfg: Config, memory: str | None, run_dir: Path) -> str:
     if t.optimizer == "paged_adamw_32bit" and memory != "lean":
         tips.append("training.optimizer: paged_adamw_8bit")
     if memory not in ("fast", "lean"):
-        tips.append("training.memory: lean")
-    return (f"CUDA out of memory: {'; or '.join(tips)}. Edit {run_dir / CONFIG_FILE} and continue from the last "
-            f"checkpoint: lorapilot train --resume {shell_word(run_dir)}")
+        tips.append(f"training.memory: lean{with_checkpointing}")
+    return f"CUDA out of memory: {'; or '.join(tips)}. {_after_oom(tips, run_dir)}"
+
+
+def _after_oom(tips: list[str], run_dir: Path) -> str:
+    """How the run goes on with the hint's changes: a resume from its checkpoint follows only the changes
+    engine.train.resume_check lets a resume make (it refuses the others: the checkpoint's batch plan and optimizer
+    states depend on them); without a checkpoint a resume starts at step 0 with any of them."""
+    from engine.rundir import usable_checkpoint
+    from engine.train.resume_check import CHANGEABLE
+
+    config, resume = run_dir / CONFIG_FILE, f"lorapilot train --resume {shell_word(run_dir)}"
+    ckpt, _ = usable_checkpoint(run_dir)
+    keys = list(dict.fromkeys(tip.replace(":", " ").split()[0] for tip in tips))
+    follows = [k for k in keys if k in CHANGEABLE]
+    if ckpt is None or len(follows) == len(keys):
+        return f"Edit {config} and continue from the last checkpoint: {resume}"
+    new_run = f"lorapilot train {shell_word(config)}"
+    if not follows:
+        return (f"Edit {config} and start a new run with it: {new_run} (a resume from {Path(ckpt).name} refuses "
+                "these changes: the checkpoint was trained with the old values)")
+    return (f"Edit {config}: {', '.join(follows)} alone resume{'s' if len(follows) == 1 else ''} from "
+            f"{Path(ckpt).name} ({resume}); the others change what the checkpoint was trained with, so start a new "
+            f"run with them: {new_run}")
 
 
 def _preflight(cfg: Config, data: PreparedData, hw: Hardware, run_dir: Path) -> None:
