@@ -350,6 +350,31 @@ def test_data_edited_while_the_sweep_runs_starts_no_more_trials(tmp_path, monkey
     assert prepare_resume(d, s, now=time.time()) == [] and s["trials"][1]["state"] == "pending"
 
 
+@pytest.mark.parametrize("moved_with", ["its sweep", "nothing"])
+def test_a_trainer_whose_folder_moved_says_how_to_go_on_there_a_trial_with_its_sweeps_resume(tmp_path, moved_with):
+    """A trial's trainer finding its folder moved with the whole sweep (`mv runs/sweep-a runs/sweep-b`) recorded
+    `lorapilot train --resume TRIAL`: that trains the trial outside its sweep, which then neither ranks it nor runs
+    the trials it did not start. A trial goes on with the sweep's resume; a run of its own with train --resume."""
+    from engine.rundir import RunDirMoved, read_status
+    from engine.train.run import _moved
+
+    t = trial(1e-4, "training")
+    if moved_with == "its sweep":
+        d, moved = tmp_path / "sw", tmp_path / "sw-moved"
+        a_sweep(d, [t])
+        run_dir(d, t, state="training", step=3)
+        d.rename(moved)
+        old, now = d / t["id"], moved / t["id"]
+        go_on = f"lorapilot sweep --resume {moved}"
+    else:
+        old, now = tmp_path / "run", tmp_path / "run-moved"
+        run_dir(tmp_path, t, state="training", step=3)
+        (tmp_path / t["id"]).rename(now)
+        go_on = f"lorapilot train --resume {now}"
+    assert _moved(RunDirMoved(old, now)) == 1
+    assert read_status(now)["hint"] == f"continue from its last checkpoint where it is now: {go_on}"
+
+
 def test_a_sweep_directory_moved_while_it_runs_is_followed_and_says_where_it_went(tmp_path, monkeypatch):
     """`mv runs/sweep-a runs/sweep-b` while the sweep runs: each trial's trainer stops on finding its folder moved,
     but the driver wrote sweep.json at the old path and started the next trial there, making the folder again. It

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from engine.errors import DataError, UserError, quote, type_word
+from engine.errors import DataError, UserError, quote, shell_word, type_word
 from engine.rundir import RunLock, create_request_file, lock_held, pid_alive, replace_file
 
 SWEEP_FILE = "sweep.json"
@@ -85,6 +85,20 @@ def read_sweep(sweep_dir: str | Path, *, complete: bool = False) -> dict:
     if problem:
         raise DataError(f"{path}: {problem}")
     return sweep
+
+
+def resume_command(run_dir: str | Path) -> str:
+    """The command that goes on with a run cut short where it is now: `lorapilot train --resume RUN_DIR`, or, for a
+    trial of a sweep (a folder its sweep's sweep.json names), the sweep's resume: a trial resumed on its own trains
+    outside its sweep, which then neither ranks it nor runs the trials it did not start."""
+    rd = Path(run_dir)
+    try:
+        sweep = read_sweep(rd.parent)
+    except UserError:   # no sweep there, or one unreadable: the run is its own
+        sweep = None
+    if sweep is not None and any(t["id"] == rd.name for t in sweep["trials"]):
+        return f"lorapilot sweep --resume {shell_word(rd.parent)}"
+    return f"lorapilot train --resume {shell_word(rd)}"
 
 
 _NUMBER = (int, float)

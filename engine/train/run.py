@@ -710,10 +710,11 @@ def _moved(moved: RunDirMoved) -> int:
     status.json (and train.log, an open file that moved with it), with how to go on from its last checkpoint."""
     log(f"failed: {moved}")
     print(f"lorapilot: {moved}", file=sys.stderr, flush=True)
-    if moved.now is not None:
+    if moved.now is not None:   # a sweep's trial moved with its sweep goes on with the sweep's resume
+        from engine.sweep.sweepdir import resume_command
+
         status(moved.now, state="failed", error=str(moved),
-               hint="continue from its last checkpoint where it is now: "
-                    f"lorapilot train --resume {shell_word(moved.now)}")
+               hint=f"continue from its last checkpoint where it is now: {resume_command(moved.now)}")
     return EXIT_RUN_FAILED
 
 
