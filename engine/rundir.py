@@ -1029,7 +1029,13 @@ def checkpoint_problem(ckpt: str | Path) -> str | None:
         return f"{state}: missing"
     except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
         return f"{state}: not valid JSON ({type(e).__name__})"
-    return files_problem(ckpt)
+    problem = files_problem(ckpt)
+    if problem is None and (ckpt / ADAPTER_FILES[0]).is_file():
+        # A resume loads its adapter weights into the model: a tensor that is no LoRA weight goes over the base's
+        from engine.adapter_config import adapter_config_problem
+
+        problem = adapter_config_problem(ckpt)
+    return problem
 
 
 def files_problem(folder: str | Path) -> str | None:
@@ -1073,6 +1079,11 @@ def adapter_problem(adapter: str | Path) -> str | None:
     if code:
         return f"{ad / code[0]}: a program file; a trainer saves none in an adapter"
     problem = files_problem(ad)
+    if problem:
+        return problem
+    from engine.adapter_config import adapter_config_problem
+
+    problem = adapter_config_problem(ad)   # LoRA as lorapilot trains it: no other tuner, modules or base weights
     if problem:
         return problem
     for name in ("tokenizer_config.json", "config.json"):

@@ -168,8 +168,9 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeou
 def fake_adapter(folder: Path, config: str = '{"r": 8, "target_modules": ["q_proj"]}') -> Path:
     """An adapter folder whose two files read whole (adapter_config.json, an adapter_model.safetensors of no
     tensors), for tests that read a run's adapter without loading it: export and chat refuse one cut off."""
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "adapter_config.json").write_text(config)
+    folder.mkdir(parents=True, exist_ok=True)   # the kind lorapilot trains (engine.adapter_config), unless it says
+    (folder / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "task_type": "CAUSAL_LM",
+                                                            **json.loads(config)}))
     (folder / "adapter_model.safetensors").write_bytes(len(b"{}").to_bytes(8, "little") + b"{}")
     return folder
 
