@@ -424,6 +424,43 @@ def test_a_resume_on_another_number_of_gpus_is_refused_naming_num_gpus(tmp_path)
     assert config_changes(ckpt, cfg, "c.yaml", processes=1) == []
 
 
+def _hub_snapshot(cache: Path, repo: str, commit: str) -> None:
+    """A hub dataset's snapshot in the hub cache as huggingface_hub lays it out (refs/main names the commit)."""
+    d = cache / f"datasets--{repo.replace('/', '--')}"
+    (d / "snapshots" / commit).mkdir(parents=True, exist_ok=True)
+    (d / "refs").mkdir(exist_ok=True)
+    (d / "refs" / "main").write_text(commit)
+
+
+def test_a_resume_or_sweep_over_a_hub_dataset_at_another_revision_is_refused_naming_both(tmp_path, monkeypatch):
+    """A hub dataset was fingerprinted by its id alone: after a new commit on the hub (the cache's snapshot moved to
+    it), a resumed run or sweep trained on other rows than its checkpoint or first trials did, without a word."""
+    from engine.config import Config
+    from engine.data.fingerprint import data_changes, data_record
+    from engine.errors import UserError
+    from engine.rundir import CHECKPOINT_RUN_FILE
+    from engine.train.resume_check import config_changes, run_record
+
+    cache = tmp_path / "hub"
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    old, new = "a" * 40, "b" * 40
+    _hub_snapshot(cache, "someone/rows", old)
+    cfg = Config(model="m")
+    cfg.dataset.path = "someone/rows"
+    ckpt = tmp_path / "checkpoint-4"
+    ckpt.mkdir()
+    (ckpt / CHECKPOINT_RUN_FILE).write_text(json.dumps(run_record(cfg, "adamw_torch")))
+    recorded = data_record(cfg.dataset)
+    assert config_changes(ckpt, cfg, "c.yaml") == [] and data_changes(recorded, cfg.dataset) == []
+    _hub_snapshot(cache, "someone/rows", new)
+    with pytest.raises(UserError) as e:
+        config_changes(ckpt, cfg, "c.yaml")
+    assert f"dataset: someone/rows: the hub dataset is at revision {new} now, not {old} as checkpoint-4 trained on" \
+           in str(e.value), str(e.value)
+    assert data_changes(recorded, cfg.dataset) == [f"someone/rows: the hub dataset is at revision {new} now, not "
+                                                   f"{old} as when the sweep started"]
+
+
 def test_a_run_folder_beside_its_data_is_not_its_data(tmp_path):
     """`dataset.path: data/` with the run's own folder under it: the data fingerprint hashed every file there, the
     run's metrics.jsonl and checkpoints too, so it differed at every resume and `train --resume` was refused as data

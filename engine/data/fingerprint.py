@@ -5,12 +5,15 @@ edited, its finished trials (the old data) and its new ones (the new data) would
 the winner would be wrong without a word. The sweep records each file the trainer reads (engine.data.formats'
 source_files: a folder's data files, not the run folders beside them) with its size, modification time and sha256;
 a resume looks at size and time first and hashes only a file whose time moved (touched, copied back, or edited).
-A hub dataset is recorded by its id alone (its revision is the hub's; nothing here can read it offline).
+A hub dataset is recorded by its id and its revision: the commit of the snapshot in the hub cache (huggingface_hub's
+refs/main, which a load online moves to the hub's newest commit, and which a load offline reads). Its rows are
+the hub's to change: recorded by id alone, a resume after a new commit trained on other rows without a word.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 
 
@@ -31,8 +34,35 @@ def hash_file(path: Path, h=None):
     return h
 
 
+def hub_revision(repo_id: str) -> str | None:
+    """The commit of a hub dataset's snapshot in the hub cache (refs/main), or None where none is cached."""
+    from engine.settings import hub_cache_dir
+
+    ref = Path(hub_cache_dir()) / f"datasets--{repo_id.replace('/', '--')}" / "refs" / "main"
+    try:
+        sha = ref.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return sha if re.fullmatch(r"[0-9a-f]{40}", sha) else None
+
+
+def hub_revisions(dataset) -> dict[str, str]:
+    """{hub id: its cached revision} for the hub datasets a config reads (those with a snapshot in the cache)."""
+    return {source: rev for source, paths in data_sources(dataset) if not paths and (rev := hub_revision(source))}
+
+
+def revision_changes(recorded: dict, dataset, since: str) -> list[str]:
+    """One line per hub dataset whose cached revision is not the `recorded` one (hub_revisions) `since` then
+    ("since the sweep started"). One no longer cached says nothing here: the load fetches it, and the trainer's
+    check after its load (its resume record) sees which commit came."""
+    now = hub_revisions(dataset)
+    return [f"{repo}: the hub dataset is at revision {now[repo]} now, not {was} as {since}"
+            for repo, was in (recorded or {}).items() if repo in now and now[repo] != was]
+
+
 def data_record(dataset) -> dict:
-    """{"files": [{"path", "bytes", "mtime_ns", "sha256"}], "hub": [ids]}: what a sweep keeps in sweep.json."""
+    """{"files": [{"path", "bytes", "mtime_ns", "sha256"}], "hub": [ids], "hub_revisions": {id: commit}}: what a
+    sweep keeps in sweep.json."""
     files, hub = [], []
     for source, paths in data_sources(dataset):
         if not paths:
@@ -41,7 +71,7 @@ def data_record(dataset) -> dict:
             st = p.stat()
             files.append({"path": str(p.resolve()), "bytes": st.st_size, "mtime_ns": st.st_mtime_ns,
                           "sha256": hash_file(p).hexdigest()})
-    return {"files": files, "hub": hub}
+    return {"files": files, "hub": hub, "hub_revisions": hub_revisions(dataset)}
 
 
 def data_changes(recorded: dict, dataset) -> list[str]:
@@ -65,4 +95,4 @@ def data_changes(recorded: dict, dataset) -> list[str]:
                 lines.append(f"{path}: changed since the sweep started (its contents differ)")
             else:
                 f["mtime_ns"] = st.st_mtime_ns
-    return lines
+    return lines + revision_changes(recorded.get("hub_revisions") or {}, dataset, "when the sweep started")

@@ -61,8 +61,11 @@ def run_record(cfg, optimizer: str, processes: int = 1) -> dict:
     """What a checkpoint is trained with: written into each checkpoint by the trainer. optimizer: the plan's, which
     may differ from training.optimizer (engine.plan.optimizer_for) and is the one its saved states load into.
     processes: the training processes (training.num_gpus resolved: empty is every visible GPU)."""
+    from engine.data.fingerprint import hub_revisions
+
+    # written after the trainer loaded its data: a hub dataset's revision is the commit it read
     return {"config": flat_config(cfg), "data_sha256": data_fingerprint(cfg), "optimizer": optimizer,
-            "processes": processes}
+            "processes": processes, "hub_revisions": hub_revisions(cfg.dataset)}
 
 
 def checkpoint_optimizer(ckpt: str | Path) -> str:
@@ -104,6 +107,11 @@ def config_changes(ckpt: str | Path, cfg, config_path: str | Path, processes: in
                        f"{processes}; resume where {ran} GPU{'s are' if ran != 1 else ' is'} visible")
     if saved.get("data_sha256") and saved["data_sha256"] != data_fingerprint(cfg):
         refused.append(f"dataset: the data in {cfg.dataset.path} changed since {Path(ckpt).name} was saved")
+    if isinstance(saved.get("hub_revisions"), dict):   # checked by the launcher, and by the trainer after its load
+        from engine.data.fingerprint import revision_changes
+
+        refused += [f"dataset: {line}" for line in revision_changes(saved["hub_revisions"], cfg.dataset,
+                                                                    f"{Path(ckpt).name} trained on")]
     if refused:
         raise UserError(f"{config_path}: changed since the checkpoint in ways a resume cannot follow",
                         problems=refused,
