@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.errors import DataError, quote, shell_word, type_word
+from engine.errors import DataError, UserError, quote, shell_word, type_word
 from engine.settings import runs_root
 
 STATES = ("starting", "loading", "training", "evaluating", "saving", "done", "failed", "stopped")
@@ -628,8 +628,25 @@ class MetricsWriter:
             raise
 
     def _open(self):
-        f = open(METRICS_FILE, "a+b",
-                 opener=lambda name, flags: os.open(name, flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=self._dir))
+        """metrics.jsonl opened for appending, never through a link (the launcher refused one in the run directory;
+        one made since is refused here): a UserError naming it, for the trainer to record (exit 2)."""
+        from engine.sweep.sweepdir import resume_command
+
+        try:
+            f = open(METRICS_FILE, "a+b", opener=lambda name, flags: os.open(
+                name, flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=self._dir))
+        except OSError as e:
+            if e.errno != errno.ELOOP:
+                raise
+            try:
+                to = f" (to {os.readlink(METRICS_FILE, dir_fd=self._dir)})"
+            except OSError:
+                to = ""
+            raise UserError(safe_text(f"{self.path}: is a symbolic link{to}; the run appends its records to "
+                                      f"{METRICS_FILE} in place, and through a link would write into the file it "
+                                      "points to", one_line=True),
+                            fix=safe_text(f"remove the link ({self.path}), then go on with the run: "
+                                          f"{resume_command(self.path.parent)}", one_line=True)) from None
         if f.tell() > 0:
             f.seek(-1, os.SEEK_END)
             if f.read(1) != b"\n":
@@ -655,7 +672,7 @@ class MetricsWriter:
             return
         try:
             f = self._open()
-        except OSError:  # nothing can be made there (a link planted, the disk full): go on into the file held
+        except (OSError, UserError):  # nothing can be made there (a link planted, the disk full): go on into the file held
             return
         self._f.close()
         self._f = f

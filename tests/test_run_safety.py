@@ -824,6 +824,43 @@ def test_a_run_directory_with_a_link_is_not_written_through(tmp_path, name):
     assert precious.read_text() == "precious\n" and sorted(os.listdir(theirs)) == ["notes.txt"]
 
 
+@pytest.mark.parametrize("target", ["the user's file", "nothing"])
+def test_a_metrics_file_made_a_link_after_the_launchers_check_is_refused_naming_it(tmp_path, target):
+    """metrics.jsonl made a link once the launcher had checked the folder: the trainer's O_NOFOLLOW refused it, and the
+    run failed with "OSError: [Errno 40] Too many levels of symbolic links: 'metrics.jsonl'" (exit 1): no folder,
+    no why, no way on. A UserError (the trainer records it, exit 2) names the file and the link and says why."""
+    from engine.errors import UserError
+
+    precious = tmp_path / "notes.txt"
+    if target == "the user's file":
+        precious.write_text("precious\n")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").symlink_to(precious)
+    with pytest.raises(UserError) as e:
+        MetricsWriter(run)
+    said = str(e.value)
+    assert said.startswith(f"{run / 'metrics.jsonl'}: is a symbolic link (to {precious}); the run appends"), said
+    assert e.value.fix == f"remove the link ({run / 'metrics.jsonl'}), then go on with the run: lorapilot train " \
+                          f"--resume {run}", e.value.fix
+    assert precious.read_text() == "precious\n" if target == "the user's file" else not precious.exists()
+
+
+def test_a_metrics_file_replaced_by_a_link_while_the_run_writes_is_not_written_through(tmp_path):
+    """The writer opens metrics.jsonl again when it was replaced; a link there is refused, and the records go on into
+    the file it holds (the run is not failed over its log), never into the file the link points to."""
+    precious = tmp_path / "notes.txt"
+    precious.write_text("precious\n")
+    (tmp_path / "run").mkdir()
+    w = MetricsWriter(tmp_path / "run")
+    w.write("train", 1, loss=1.0)
+    (tmp_path / "run" / "metrics.jsonl").unlink()
+    (tmp_path / "run" / "metrics.jsonl").symlink_to(precious)
+    w.write("train", 2, loss=0.9)
+    w.close()
+    assert precious.read_text() == "precious\n"
+
+
 def _finished_run(run: Path, adapter: Path, model_dir: Path) -> None:
     """A run directory as a finished run leaves it, as far as `export --out` reads it (adapter may lie elsewhere)."""
     fake_adapter(adapter)
