@@ -123,8 +123,9 @@ def _cmd_train(a) -> int:
         place: RunPlace | None = RunPlace(handle.run_dir)
     except OSError:
         place = None
-    rc = follow(handle)
-    return _report_end(handle.run_dir, rc, place)
+    run_dir = handle.run_dir
+    rc = follow(handle, place=place)
+    return _report_end(run_dir, rc, place)
 
 
 def _report_end(run_dir: Path, rc: int, place=None) -> int:

@@ -672,7 +672,7 @@ class MetricsWriter:
             return
         try:
             f = self._open()
-        except (OSError, UserError):  # nothing can be made there (a link planted, the disk full): go on into the file held
+        except (OSError, UserError):  # nothing can be made there (a link planted, the disk full): on into the file held
             return
         self._f.close()
         self._f = f

@@ -135,8 +135,8 @@ def test_chat_and_export_of_a_run_whose_adapter_was_tampered_with_exit_2_naming_
     run = tmp_path / "run"
     run.mkdir()
     ad = _copy(saved_adapter, run, modules_to_save=["lm_head"])
-    (run / "config.yaml").write_text(f"model: {json.loads((ad / 'adapter_config.json').read_text())['base_model_name_or_path']}"
-                                     "\ndataset: {path: d.jsonl}\n")
+    base = json.loads((ad / "adapter_config.json").read_text())["base_model_name_or_path"]
+    (run / "config.yaml").write_text(f"model: {base}\ndataset: {{path: d.jsonl}}\n")
     (run / "status.json").write_text(json.dumps({"state": "done", "step": 4, "max_steps": 4}))
     for verb in (["export", str(run), "--out", str(tmp_path / "out")], ["chat", str(run), "--prompt", "hi"]):
         assert main(verb) == 2, verb

@@ -1446,6 +1446,32 @@ def test_a_foreground_train_whose_run_directory_moved_says_why_the_run_ended_and
         assert f"the run directory {run} was deleted while training" in err, err
 
 
+def test_a_foreground_train_follows_its_moved_run_directorys_records(tmp_path):
+    """`lorapilot train` in the foreground printed the records of metrics.jsonl at the old path: once the folder was
+    moved, the trainer's last records (written in the moved folder) were not shown, and Ctrl-C asked the old path
+    for a stop and said to monitor it. It follows the folder where it went."""
+    import io
+
+    from engine.rundir import MetricsWriter, RunPlace
+    from engine.train.launch import RunHandle, follow
+
+    run, moved = tmp_path / "run", tmp_path / "moved"
+    run.mkdir()
+    MetricsWriter(run).write("train", 1, loss=2.0)
+    place = RunPlace(run)
+    code = ("import json, sys, time\nfrom pathlib import Path\nrun, moved = Path(sys.argv[1]), Path(sys.argv[2])\n"
+            "run.rename(moved)\n"
+            "with open(moved / 'metrics.jsonl', 'a') as f:\n"
+            "    f.write(json.dumps({'kind': 'train', 'step': 2, 'time': time.time(), 'loss': 1.5}) + '\\n')\n")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(run), str(moved)])
+    handle = RunHandle(run, proc.pid, proc)
+    out = io.StringIO()
+    assert follow(handle, out=out, poll_s=0.01, place=place) == 0
+    lines = out.getvalue().splitlines()
+    assert [line.split()[:2] for line in lines] == [["step", "1"], ["step", "2"]], lines
+    assert handle.run_dir == moved
+
+
 def test_a_disk_full_while_the_launcher_creates_the_run_is_said_and_the_folder_can_be_used_again(tmp_path, monkeypatch,
                                                                                                 capsys):
     """Checked on a 4 KiB tmpfs: config.yaml fitted, status.json did not, and `lorapilot train` ended in an OSError

@@ -20,8 +20,8 @@ from engine.config import Config, check_override, config_from_dict, save_config
 from engine.detached import spawn_detached
 from engine.errors import DataError, UserError, shell_word
 from engine.rundir import (ADAPTER_DIR, ADAPTER_FILES, CHECKPOINTS_DIR, CONFIG_FILE, FINAL_STATES, LOCK_FILE,
-                           LOG_FILE, STATUS_FILE, STATUS_LOCK_FILE, STOP_REQUEST_FILE, MetricsTail, RunLock,
-                           adapter_problem, check_remote_code, checkpoint_lookalikes, checkpoint_step,
+                           LOG_FILE, METRICS_FILE, STATUS_FILE, STATUS_LOCK_FILE, STOP_REQUEST_FILE, MetricsTail,
+                           RunLock, adapter_problem, check_remote_code, checkpoint_lookalikes, checkpoint_step,
                            create_request_file, disk_full_path, format_record, load_status, lock_held, pid_alive,
                            planned_steps, process_start, read_status, trainer_pid, usable_checkpoint, write_status)
 from engine.settings import RUNS_ENV, runs_root
@@ -308,10 +308,22 @@ def train_command(config_path: str, *, detach: bool = True) -> str:
     return f"lorapilot train {shell_word(config_path)}" + (" --detach" if detach else "")
 
 
-def follow(handle: RunHandle, out=sys.stdout, poll_s: float = 0.5) -> int:
-    """Prints progress lines while the trainer runs; Ctrl-C asks for a graceful stop."""
+def follow(handle: RunHandle, out=sys.stdout, poll_s: float = 0.5, place=None) -> int:
+    """Prints progress lines while the trainer runs; Ctrl-C asks for a graceful stop. `place` (rundir.RunPlace): the
+    run directory held open since the start; moved while the run trains, it is followed where it went (its records,
+    the stop request, the words on leaving it running), as the trainer's own end is (cli._report_end)."""
     tail = MetricsTail(handle.run_dir)
     stopping = False
+
+    def read_new() -> None:
+        moved = place.moved() if place is not None else None
+        if moved is not None and moved.now is not None and moved.now != handle.run_dir:
+            handle.run_dir = moved.now
+            tail.path = moved.now / METRICS_FILE
+        for rec in tail.read_new():
+            line = format_record(rec)
+            if line:
+                print(line, file=out, flush=True)
 
     def on_int(signum, frame):
         nonlocal stopping
@@ -326,16 +338,10 @@ def follow(handle: RunHandle, out=sys.stdout, poll_s: float = 0.5) -> int:
     old = signal.signal(signal.SIGINT, on_int)
     try:
         while True:
-            for rec in tail.read_new():
-                line = format_record(rec)
-                if line:
-                    print(line, file=out, flush=True)
+            read_new()
             rc = handle.process.poll() if handle.process else (None if pid_alive(handle.pid) else 0)
             if rc is not None:
-                for rec in tail.read_new():
-                    line = format_record(rec)
-                    if line:
-                        print(line, file=out, flush=True)
+                read_new()
                 return rc
             time.sleep(poll_s)
     except KeyboardInterrupt:
