@@ -165,7 +165,7 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeou
                           text=True, timeout=timeout, env={**os.environ, **(env or {})})
 
 
-def fake_adapter(folder: Path, config: str = '{"r": 8, "target_modules": ["q_proj"]}') -> Path:
+def fake_adapter(folder: Path, config: str = '{"r": 16, "lora_alpha": 32, "target_modules": ["q_proj"]}') -> Path:
     """An adapter folder whose two files read whole (adapter_config.json, an adapter_model.safetensors of no
     tensors), for tests that read a run's adapter without loading it: export and chat refuse one cut off."""
     folder.mkdir(parents=True, exist_ok=True)   # the kind lorapilot trains (engine.adapter_config), unless it says

@@ -143,3 +143,37 @@ def test_chat_and_export_of_a_run_whose_adapter_was_tampered_with_exit_2_naming_
         err = unwrapped(capsys.readouterr().err)
         assert f"{ad / 'adapter_config.json'}: modules_to_save [\"lm_head\"]" in err and "Traceback" not in err, err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("edited", ["adapter_config.json", "config.yaml", "config.yaml after a checkpoint"])
+def test_an_adapter_scaled_unlike_the_run_trained_it_is_refused(saved_adapter, tmp_path, edited):
+    """lora_alpha edited in adapter_config.json (or lora.alpha in config.yaml, nothing recorded since): chat and export
+    applied the adapter at another strength (alpha / r) than it trained at, without an error. config.yaml edited
+    after a checkpoint recorded what the run trained with is no matter: that record is what the run trained with."""
+    from engine.config import load_config
+    from engine.errors import UserError
+    from engine.export.facts import check_trained_adapter
+    from engine.rundir import CHECKPOINT_RUN_FILE
+    from engine.train.resume_check import run_record
+
+    run = tmp_path / "run"
+    run.mkdir()
+    ad = _copy(saved_adapter, run, lora_alpha=320 if edited == "adapter_config.json" else 32)
+    base = json.loads((ad / "adapter_config.json").read_text())["base_model_name_or_path"]
+    (run / "config.yaml").write_text(f"model: {base}\ndataset: {{path: d.jsonl}}\nlora: {{r: 16, alpha: 32}}\n")
+    if edited == "config.yaml after a checkpoint":
+        ckpt = run / "checkpoints" / "checkpoint-4"
+        ckpt.mkdir(parents=True)
+        (ckpt / "trainer_state.json").write_text("{}")
+        (ckpt / CHECKPOINT_RUN_FILE).write_text(json.dumps(run_record(load_config(run / "config.yaml"), "adamw")))
+    if edited != "adapter_config.json":
+        (run / "config.yaml").write_text((run / "config.yaml").read_text().replace("alpha: 32", "alpha: 64"))
+    cfg = load_config(run / "config.yaml")
+    if edited == "config.yaml after a checkpoint":
+        check_trained_adapter(run, ad, cfg)
+        return
+    with pytest.raises(UserError) as e:
+        check_trained_adapter(run, ad, cfg)
+    mine, trained = (320, 32) if edited == "adapter_config.json" else (32, 64)
+    assert str(e.value).startswith(f"{ad / 'adapter_config.json'}: lora_alpha {mine} is not the lora.alpha {trained} "
+                                   f"the run trained with ({run / 'config.yaml'}"), str(e.value)

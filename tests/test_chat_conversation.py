@@ -38,9 +38,9 @@ def chat_run(tmp_path_factory, demo_model_dir):
     run = root / "run"
     run.mkdir()
     (run / "config.yaml").write_text(f"model: {model_dir}\ndataset:\n  path: {root / 'gone.jsonl'}\n"
-                                     "quantization: none\n")
+                                     "quantization: none\nlora: {r: 4, alpha: 8}\n")
     base = AutoModelForCausalLM.from_pretrained(str(model_dir))
-    lora = LoraConfig(r=4, target_modules=["q_proj"], task_type="CAUSAL_LM")   # as lorapilot's trainer makes it
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj"], task_type="CAUSAL_LM")   # as the trainer makes it
     get_peft_model(base, lora).save_pretrained(str(run / "adapter"))
     save_for_inference(load_tokenizer(str(model_dir)), PromptStyle("chat"), run / "adapter")
     return run

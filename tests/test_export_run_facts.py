@@ -22,7 +22,7 @@ def adapter_run(tmp_path, demo_model_dir) -> Path:
     rd.mkdir()
     shutil.copy(DEMO_CONFIG, rd / "config.yaml")
     model = get_peft_model(causal_lm(str(demo_model_dir)),
-                           LoraConfig(r=4, target_modules=["q_proj"], task_type="CAUSAL_LM"))
+                           LoraConfig(r=16, lora_alpha=32, target_modules=["q_proj"], task_type="CAUSAL_LM"))
     model.save_pretrained(str(rd / "adapter"))
     load_tokenizer(str(demo_model_dir)).save_pretrained(str(rd / "adapter"))
     return rd

@@ -107,8 +107,10 @@ def check_trained_adapter(run_dir: Path, adapter: Path, cfg) -> None:
         raise UserError(safe_text(f"{adapter}: the adapter is not as its run saved it: {problem}", one_line=True),
                         fix=safe_text((again if resaved else "")
                                       + "copy the run directory again from where it trained", one_line=True))
-    recorded = json.loads((adapter / ADAPTER_FILES[0]).read_text(encoding="utf-8"))
-    recorded = recorded.get("base_model_name_or_path") if isinstance(recorded, dict) else None
+    saved = json.loads((adapter / ADAPTER_FILES[0]).read_text(encoding="utf-8"))
+    saved = saved if isinstance(saved, dict) else {}
+    _check_scale(run_dir, adapter, cfg, saved)
+    recorded = saved.get("base_model_name_or_path")
     if isinstance(recorded, str) and recorded and not _same_model(recorded, cfg.model):
         raise UserError(safe_text(f"{run_dir / CONFIG_FILE}: model: {cfg.model} is not the base the adapter was "
                                   f"trained on ({recorded}, its base_model_name_or_path in "
@@ -117,6 +119,26 @@ def check_trained_adapter(run_dir: Path, adapter: Path, cfg) -> None:
                                       "model in another place (a run copied from another machine), write its place "
                                       f"into base_model_name_or_path in {adapter / ADAPTER_FILES[0]} too",
                                       one_line=True))
+
+
+def _check_scale(run_dir: Path, adapter: Path, cfg, saved: dict) -> None:
+    """The adapter's r and lora_alpha (its update is scaled by alpha / r) as the run trained them (engine.config's
+    lora, which no resume may change: its newest checkpoint's record, else config.yaml): one edited in either file
+    since had chat and export apply the adapter at another strength than it trained at, without an error."""
+    import math
+
+    from engine.rundir import ADAPTER_FILES, safe_text
+
+    trained = trained_config(run_dir, cfg)[0].lora
+    for key, name, value in (("r", "lora.r", trained.r), ("lora_alpha", "lora.alpha", trained.alpha)):
+        mine = saved.get(key)
+        if isinstance(mine, (int, float)) and not isinstance(mine, bool) and not math.isclose(mine, value):
+            raise UserError(safe_text(f"{adapter / ADAPTER_FILES[0]}: {key} {mine:g} is not the {name} {value:g} the "
+                                      f"run trained with ({run_dir / CONFIG_FILE}, as its checkpoints recorded it): "
+                                      "one of them was edited since, and the adapter would be applied at another "
+                                      "strength than it trained at", one_line=True),
+                            fix="put the one edited back as it was; if unsure, copy the run directory again from "
+                                "where it trained")
 
 
 def finished_adapter(run_dir: Path) -> Path:
