@@ -335,7 +335,7 @@ def add_lora(model, cfg, *, gradient_checkpointing: bool):
 
     check_target_modules(model, cfg.lora.target_modules)
     # The launcher refused it from config.json before anything loaded; a Config built in code meets it here
-    _refuse_expert_dropout(getattr(model.config, "model_type", ""), cfg)
+    _refuse_expert_dropout(model.config, cfg)
     # With a KV cache, transformers stops reading packed position_ids and lets packed examples attend
     # to each other; training never needs the cache.
     model.config.use_cache = False
@@ -359,15 +359,16 @@ def add_lora(model, cfg, *, gradient_checkpointing: bool):
             # a mixture peft adapts as parameters that the rule's table does not know yet (a newer peft)
             if "lora_dropout" not in str(e) or not cfg.lora.dropout:
                 raise
-            _refuse_expert_dropout(getattr(model.config, "model_type", ""), cfg, adapted=True)
+            _refuse_expert_dropout(model.config, cfg, adapted=True)
             raise
 
 
-def _refuse_expert_dropout(model_type: str, cfg, *, adapted: bool | None = None) -> None:
+def _refuse_expert_dropout(config, cfg, *, adapted: bool | None = None) -> None:
     """The rule of LoRA dropout on a mixture's stacked experts (engine.estimate.params.expert_dropout_problem) as
-    the trainer's refusal; adapted=True: peft refused it where the rule did not see it coming (its table is behind)."""
-    from engine.estimate.params import EXPERT_DROPOUT_FIX, expert_dropout_problem
+    the trainer's refusal; config: the loaded model's (its attention's names for the fix); adapted=True: peft refused
+    it where the rule did not see it coming (its table is behind)."""
+    from engine.estimate.params import attention_targets, expert_dropout_fix, expert_dropout_problem
 
-    problem = expert_dropout_problem(model_type, cfg.lora, adapted=adapted)
+    problem = expert_dropout_problem(getattr(config, "model_type", ""), cfg.lora, adapted=adapted)
     if problem:
-        raise ModelError(problem, fix=EXPERT_DROPOUT_FIX) from None
+        raise ModelError(problem, fix=expert_dropout_fix(attention_targets(config.to_dict()))) from None

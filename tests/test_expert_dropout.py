@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from conftest import run_cli
 from test_bad_input_cli import config, refused
 
 from engine.config import LoraConfig
+from engine.estimate.params import NAMED_MIXTURES
 
 # config.json of tiny mixtures, as transformers writes them (only what the estimate reads)
 SHAPES = {"hidden_size": 64, "num_hidden_layers": 1, "num_attention_heads": 4, "num_key_value_heads": 2,
@@ -27,7 +29,13 @@ MIXTURES = {
                   "shared_expert_intermediate_size": 48},
     "qwen3_moe": {"intermediate_size": 96, "moe_intermediate_size": 32, "num_experts": 4},
     "olmoe": {"intermediate_size": 96, "num_experts": 4},
+    "phimoe": {"intermediate_size": 96, "num_local_experts": 4},
+    "granitemoe": {"intermediate_size": 96, "num_local_experts": 4},
 }
+# DeepSeek's multi-head latent attention: no k_proj nor v_proj; queries through q_a_proj and q_b_proj (q_lora_rank)
+MLA = {"intermediate_size": 96, "moe_intermediate_size": 32, "n_routed_experts": 4, "kv_lora_rank": 16,
+       "qk_rope_head_dim": 8, "qk_nope_head_dim": 8, "v_head_dim": 16, "n_group": 1, "topk_group": 1}
+MIXTURES["deepseek_v3"] = {**MLA, "q_lora_rank": 32}
 
 
 def config_json_only(tmp_path: Path, model_type: str) -> Path:
@@ -131,22 +139,30 @@ ALL_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj
 @pytest.mark.parametrize(("model_type", "targets"), [
     ("qwen3_moe", ALL_PROJECTIONS),                                  # the usual list: peft maps the MLP names
     ("mixtral", ["q_proj", "k_proj", "v_proj", "o_proj", "w1", "w2", "w3"]),   # peft's names for Mixtral's experts
-], ids=["qwen3_moe", "mixtral"])
+    ("qwen3_moe", ALL_PROJECTIONS + ["gate"]),                       # the router named: adapted as well
+    ("mixtral", ["q_proj", "gate"]),                                 # the router alone, no expert
+], ids=["qwen3_moe", "mixtral", "qwen3_moe and its router", "mixtral's router alone"])
 def test_named_experts_build_where_peft_maps_them_and_the_estimate_counts_them(tiny_mixtures, model_type, targets):
     """The trainer refused these names once the model had loaded ('not in this model': no linear layer has them),
     where peft adapts the stacks by them; the estimate counted no experts for w1-w3 (unknown names, skipped).
-    Built by the trainer's build_model (dropout 0), the adapters are the estimate's, the router's aside (peft adapts
-    it only when named: the estimate counts it with any stack)."""
+    Built by the trainer's build_model (dropout 0), the adapters are the estimate's, tensor by tensor (the optimizer's
+    8-bit and paged thresholds go by tensor): the router's only where peft adapts it, named (the estimate counted
+    one beside any adapted stack, and none for a router named without them)."""
     from tests.test_estimate_saved_tensors import _built, _cfg
 
     from engine.estimate import read_model_config
-    from engine.estimate.params import lora_params, lora_targets
+    from engine.estimate.memory import _lora_tensors, shape_for_plan
+    from engine.estimate.params import lora_params
 
     arch = read_model_config(str(tiny_mixtures[model_type])).arch
-    model, _ = _built(_cfg(tiny_mixtures[model_type], "fp32", 0.0, targets, quantization="none"), False)
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    router = arch.layers * 8 * (arch.hidden + arch.experts)
-    assert trainable == lora_params(arch, lora_targets(arch, targets), 8) - router
+    cfg = _cfg(tiny_mixtures[model_type], "fp32", 0.0, targets, quantization="none")
+    model, plan = _built(cfg, False)
+    shape = shape_for_plan(cfg, arch, plan)
+    trainable = sorted(p.numel() for p in model.parameters() if p.requires_grad)
+    assert sum(trainable) == lora_params(arch, list(shape.targets), 8)
+    assert trainable == sorted(_lora_tensors(arch, shape))
+    router = [n for n, p in model.named_parameters() if p.requires_grad and ".gate.lora_" in n]
+    assert bool(router) == ("gate" in targets)
     assert any(type(m).__name__ == "ParamWrapper" for m in model.modules())
 
 
@@ -156,16 +172,105 @@ def test_named_experts_build_where_peft_maps_them_and_the_estimate_counts_them(t
     ("mixtral", ["w3", "w2"], "lora.target_modules: w3 without w1"),
     ("qwen3_moe", ALL_PROJECTIONS + ["gate"], "lora.dropout: 0.05 cannot apply to this qwen3_moe model's experts, "
                                               "which lora.target_modules gate_proj, up_proj, down_proj, gate reaches"),
-], ids=["mixtral's MLP names", "half a fused pair", "half of Mixtral's pair", "dropout on named experts"])
+    ("phimoe", ALL_PROJECTIONS, "lora.target_modules: 'gate_proj', 'up_proj', 'down_proj' not in a phimoe model: its "
+                                "experts are stacked weights, which LoRA does not adapt on a phimoe model"),
+    ("granitemoe", ["q_proj", "v_proj", "down_proj"], "lora.target_modules: 'down_proj' not in a granitemoe model"),
+    ("phimoe", ["q_proj", "w1"], "lora.target_modules: 'w1' not in a phimoe model"),
+], ids=["mixtral's MLP names", "half a fused pair", "half of Mixtral's pair", "dropout on named experts",
+        "phimoe's MLP names", "granitemoe's down_proj", "phimoe's w1"])
 def test_train_refuses_names_the_trainer_or_peft_would_refuse_after_loading(tmp_path, model_type, targets, expected):
     """Each was refused only once the model had loaded: by the trainer's own check, by peft's ValueError (a
-    traceback: 'Cannot convert PEFT target(s) gate_proj without also targeting up_proj'), or peft's dropout refusal."""
+    traceback: 'Cannot convert PEFT target(s) gate_proj without also targeting up_proj'), or peft's dropout refusal.
+    PhiMoE and GraniteMoE: peft maps no name onto their stacked experts, so the MLP's names reach nothing (the
+    estimate skipped them, the trainer refused them after loading)."""
     run_dir = tmp_path / "run"
     dropout = 0.05 if expected.startswith("lora.dropout") else 0     # else the names alone are refused
     f = config(tmp_path, f"lora: {{dropout: {dropout}, target_modules: [{', '.join(targets)}]}}\n",
                str(config_json_only(tmp_path, model_type)))
     refused(run_cli("train", str(f), "--detach", "--run-dir", str(run_dir)), str(f), expected)
     assert not run_dir.exists()
+
+
+@pytest.mark.parametrize("model_type", NAMED_MIXTURES)
+def test_the_names_the_rule_takes_are_the_ones_the_trainer_takes(model_type):
+    """The rule's names for a mixture (engine.estimate.params.target_names, before loading) against the trainer's
+    check once loaded (engine.model.check_target_modules: the model's linear layers and the names peft maps for it),
+    on a tiny model of each: a name one takes and the other refuses stops a run after the load, or for nothing."""
+    pytest.importorskip("torch")
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from engine.estimate import model_info_from_config
+    from engine.estimate.params import EXPERT_STACK_NAMES, target_names
+    from engine.model import linear_module_names
+
+    config = {"model_type": model_type, **SHAPES, **MIXTURES[model_type]}
+    model = AutoModelForCausalLM.from_config(AutoConfig.for_model(**config))
+    trainers = set(linear_module_names(model)) | set(EXPERT_STACK_NAMES.get(model_type, ()))
+    assert set(target_names(model_info_from_config("tiny", config, "local").arch)) == trainers
+
+
+@pytest.mark.parametrize("model_type", NAMED_MIXTURES)
+def test_all_linear_adapters_are_the_estimates_tensor_by_tensor(model_type):
+    """peft's all-linear on a tiny model of each (dropout 0), against the estimate's adapter tensors: PhiMoE's router
+    is a linear layer all-linear adapts (the estimate left it out)."""
+    pytest.importorskip("torch")
+    from peft import LoraConfig as PeftLora
+    from peft import get_peft_model
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from engine.estimate import model_info_from_config
+    from engine.estimate.memory import TrainingShape, _lora_tensors
+    from engine.estimate.params import lora_params, lora_targets
+
+    config = {"model_type": model_type, **SHAPES, **MIXTURES[model_type]}
+    model = get_peft_model(AutoModelForCausalLM.from_config(AutoConfig.for_model(**config)),
+                           PeftLora(r=4, lora_dropout=0.0, target_modules="all-linear"))
+    trainable = sorted(p.numel() for p in model.parameters() if p.requires_grad)
+    arch = model_info_from_config("tiny", config, "local").arch
+    targets = tuple(lora_targets(arch, "all-linear"))
+    shape = TrainingShape(quantization="none", precision="fp32", targets=targets, r=4, dropout=0.0,
+                          optimizer="adamw_torch", gradient_checkpointing=True, tokens=1, fused_loss=False)
+    assert trainable == sorted(_lora_tensors(arch, shape))
+    assert sum(trainable) == lora_params(arch, list(targets), 4)
+
+
+@pytest.mark.parametrize(("model_type", "config"), [
+    ("deepseek_v3", MIXTURES["deepseek_v3"]),
+    ("deepseek_v2", {**MLA, "q_lora_rank": None}),          # DeepSeek-V2-Lite: its queries through q_proj
+    ("qwen3_moe", MIXTURES["qwen3_moe"]),
+    ("mixtral", MIXTURES["mixtral"]),
+])
+def test_the_fix_names_the_attention_the_model_has(model_type, config):
+    """The way out 'attention only' named q_proj, k_proj, v_proj, o_proj on every mixture: DeepSeek-V3 has no k_proj
+    nor v_proj (and no q_proj), so the list it suggested was refused in turn. The names against a tiny model of each."""
+    torch = pytest.importorskip("torch")
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from engine.diagnose.settings_check import check_lora_for_model
+    from engine.estimate import model_info_from_config
+    from engine.estimate.params import expert_dropout_fix
+
+    config = {"model_type": model_type, **SHAPES, **config}
+    model = AutoModelForCausalLM.from_config(AutoConfig.for_model(**config))
+    attention = {name.rsplit(".", 1)[-1] for name, m in model.named_modules()
+                 if isinstance(m, torch.nn.Linear) and ".self_attn." in name}
+    arch = model_info_from_config("tiny", config, "local").arch
+    assert set(arch.attention) == attention
+    assert expert_dropout_fix(arch.attention).endswith(f"lora.target_modules: [{', '.join(arch.attention)}] "
+                                                       "(attention only)")
+    [finding] = check_lora_for_model(SimpleNamespace(lora=LoraConfig()), arch)     # the default lora settings
+    assert f"({', '.join(arch.attention)})" in finding.fix
+
+
+def test_estimate_and_train_refuse_deepseek_naming_its_own_attention(tmp_path):
+    """The refusal's fix on DeepSeek-V3 named q_proj, k_proj, v_proj, o_proj: a config that follows it is refused
+    again (no such modules). It names DeepSeek's own attention projections."""
+    f = config(tmp_path, model=str(config_json_only(tmp_path, "deepseek_v3")))
+    suggested = "lora.target_modules: [q_a_proj, q_b_proj, kv_a_proj_with_mqa, kv_b_proj, o_proj] (attention only)"
+    r = run_cli("estimate", str(f), "--json", "--gpu", "h100-80")
+    refused(r, str(f), "lora.dropout: 0.05 cannot apply to this deepseek_v3 model's experts", suggested)
+    assert "k_proj" not in r.stderr
+    refused(run_cli("train", str(f), "--detach", "--run-dir", str(tmp_path / "run")), suggested)
 
 
 def test_estimate_refuses_it_naming_the_file_the_key_and_the_fix(tmp_path):

@@ -24,6 +24,7 @@ if TYPE_CHECKING:  # annotations only: rich and the data layer load when a comma
 
     from engine.config import Config
     from engine.data.types import DataReport, TokenizedExample
+    from engine.estimate.params import Architecture
 
 _STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
 
@@ -364,18 +365,18 @@ def _inspect(path: str, model: str | None, cfg: Config, fmt: str, train_on: str 
     from engine.diagnose.preflight import preflight
     return report, examples, preflight(examples, cfg, dropped=getattr(report, "dropped", None),
                                        too_long_lengths=getattr(report, "too_long_lengths", ()),
-                                       model_type=_model_type(model) if settings else None)
+                                       model=_model_shapes(model) if settings else None)
 
 
-def _model_type(model: str | None) -> str | None:
-    """The model's type from its config.json (after its tokenizer loaded: that error comes first), for the checks
+def _model_shapes(model: str | None) -> Architecture | None:
+    """The model's shapes from its config.json (after its tokenizer loaded: that error comes first), for the checks
     of the lora settings against it (a mixture's experts and LoRA dropout), as `estimate` and `train` check them;
     None without a model (the demo's tokenizer counts)."""
     if not model:
         return None
     from engine.estimate import read_model_config
 
-    return read_model_config(model).arch.model_type
+    return read_model_config(model).arch
 
 
 def _write_fixes(config_path: str, findings: list[Finding]) -> list[str]:

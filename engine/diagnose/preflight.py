@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from engine.config import FIELDS
 from engine.diagnose.cleaning import SlopMatcher, count_slop, duplicate_groups, normalise_whitespace
 from engine.data.types import TokenizedExample
 from engine.diagnose.finding import Finding, blocking
 from engine.diagnose.settings_check import check_lora_for_model, check_settings
+
+if TYPE_CHECKING:
+    from engine.estimate.params import Architecture
 
 __all__ = ["preflight", "blocking", "suggested_max_seq_length"]
 
@@ -253,16 +256,16 @@ def preflight(examples: Sequence[TokenizedExample], cfg: Any, *, gpu_bf16: bool 
               est_peak_gib: float | None = None, gpu_total_gib: float | None = None,
               dropped: Mapping[str, int] | None = None, slop: SlopMatcher | None = None,
               num_gpus: int = 1, planned_steps: tuple[int | None, int | None] | None = None,
-              too_long_lengths: Sequence[int] = (), model_type: str | None = None) -> list[Finding]:
+              too_long_lengths: Sequence[int] = (), model: Architecture | None = None) -> list[Finding]:
     """Every pre-flight finding, errors first. `blocking(findings)` says whether training may start.
 
     `dropped` is the data layer's count of rows it left out, by reason (DataReport.dropped); `too_long_lengths`
     the token lengths of the training rows among them dropped as too long (DataReport.too_long_lengths);
-    `model_type` the model's (its config.json's), where read, for the lora settings' check against it.
+    `model` the model's shapes (from its config.json), where read, for the lora settings' check against it.
     """
     examples, dropped = list(examples), dict(dropped or {})
     findings = _check_hardware(cfg, gpu_bf16, est_peak_gib, gpu_total_gib)
-    findings += check_lora_for_model(cfg, model_type)
+    findings += check_lora_for_model(cfg, model)
     findings += check_settings(cfg, len(examples), num_gpus, planned_steps)
     if not examples:
         findings.append(_check_nothing_left(dropped))

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.demo.model import DEMO_MODEL_ID
 from engine.diagnose.finding import Finding
 from engine.plan import steps_per_epoch as epoch_steps
 from engine.plan import total_steps
+
+if TYPE_CHECKING:
+    from engine.estimate.params import Architecture
 
 # The seeds clip at 0.3; above 1.0 clipping rarely engages and a single bad batch can derail the run.
 LOOSE_CLIPPING = 1.0
@@ -150,16 +153,16 @@ def _check_validation(cfg: Any, n_examples: int | None) -> list[Finding]:
         f"Set dataset.validation_split to {split:g}" + (" (or add data)" if split >= MAX_SUGGESTED_SPLIT else ""))]
 
 
-def check_lora_for_model(cfg: Any, model_type: str | None) -> list[Finding]:
-    """The lora settings against the model (its config.json's model_type; None: not read yet): dropout that LoRA on
-    a mixture's stacked experts refuses (engine.estimate.params.expert_dropout_problem, the rule `lorapilot train`
-    refuses by before loading, and the trainer after)."""
-    from engine.estimate.params import EXPERT_DROPOUT_FINDING_FIX, expert_dropout_problem
+def check_lora_for_model(cfg: Any, arch: Architecture | None) -> list[Finding]:
+    """The lora settings against the model (its shapes from config.json; None: not read yet):
+    dropout that LoRA on a mixture's stacked experts refuses (engine.estimate.params.expert_dropout_problem, the rule
+    `lorapilot train` refuses by before loading, and the trainer after)."""
+    from engine.estimate.params import expert_dropout_finding_fix, expert_dropout_problem
 
-    problem = expert_dropout_problem(model_type, cfg.lora) if model_type else None
-    if problem is None:
+    problem = expert_dropout_problem(arch.model_type, cfg.lora) if arch is not None else None
+    if arch is None or problem is None:
         return []
     return [Finding(
         "expert_dropout", "error", None,
         "LoRA dropout cannot apply to this model's experts: the run would stop once the model has loaded.",
-        problem, EXPERT_DROPOUT_FINDING_FIX)]
+        problem, expert_dropout_finding_fix(arch.attention))]

@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     info = read_model_config(cfg.model)
     # A config the trainer would refuse once the model loaded (minutes in) is refused here, as `train` refuses it
-    check_expert_dropout(info.arch.model_type, cfg.lora)
+    check_expert_dropout(info.arch, cfg.lora)
     gpu = get_gpu(args.gpu) if args.gpu else detect_gpu()
     lengths = val_lengths = None
     why = None

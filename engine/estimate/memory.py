@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from engine.estimate.params import Architecture, Linear, ParamCounts
+from engine.estimate.params import EXPERT_STACK_NAMES, Architecture, Linear, ParamCounts
 from engine.settings import mem_text
 
 if TYPE_CHECKING:   # engine.plan imports this module (plan_fits) when it plans: types only here
@@ -156,26 +156,32 @@ def base_weight_bytes(arch: Architecture, params: ParamCounts, shape: TrainingSh
 
 
 def _lora_tensors(arch: Architecture, shape: TrainingShape) -> list[int]:
-    """Element counts of every adapter tensor (A: r x d_in, B: d_out x r). A mixture's stacked experts: one A and one
-    B per stack and layer, r per expert; peft adapts the fused gate_up stack with twice the rank (its A counted here
-    as gate's and up's, each with a B twice as wide), and adds an adapter on the router (measured with peft 0.21)."""
+    """Element counts of every adapter tensor (A: r x d_in, B: d_out x r), a mixture's router's among them where
+    adapted. A mixture's stacked experts: one A and one B per stack and layer, r per expert; peft adapts the fused
+    gate_up stack as one, with twice the rank: one A of 2r per expert, one B twice as wide (measured with peft 0.21)."""
     out = []
     for lin in shape.targets:
         if arch.stacked(lin):
-            wide = 2 if lin.name in ("gate_proj", "up_proj") else 1
-            out += [arch.experts * shape.r * lin.d_in] * arch.layers
-            out += [arch.experts * shape.r * lin.d_out * wide] * arch.layers
+            if lin.name == "up_proj":        # gate_up: one pair, counted at gate_proj (both are adapted or neither)
+                continue
+            wide = 2 if lin.name == "gate_proj" else 1
+            out += [wide * arch.experts * shape.r * lin.d_in] * arch.layers
+            out += [wide * arch.experts * shape.r * lin.d_out * wide] * arch.layers
             continue
         n = arch.layers * arch.copies(lin)
         out += [shape.r * lin.d_in] * n + [shape.r * lin.d_out] * n
-    if _adapted_stacks(arch, shape):
-        out += [shape.r * arch.hidden, shape.r * arch.experts] * arch.layers
     return out
 
 
 def _adapted_stacks(arch: Architecture, shape: TrainingShape) -> list[Linear]:
     """The targets that are a mixture's stacked experts (peft merges each adapter into its stack for the forward)."""
     return [lin for lin in shape.targets if arch.stacked(lin)]
+
+
+def _merged_router(arch: Architecture, shape: TrainingShape) -> bool:
+    """Whether a mixture's router is adapted as a parameter (peft merges its adapter into the weight for the forward,
+    as the stacks'): where peft maps the mixture's experts. PhiMoE's router is a linear layer, adapted as any other."""
+    return any(lin.feeds == "router" for lin in shape.targets) and arch.model_type in EXPERT_STACK_NAMES
 
 
 def optimizer_bytes(arch: Architecture, shape: TrainingShape) -> tuple[float, float]:
@@ -241,7 +247,7 @@ def _experts_activation_bytes(arch: Architecture, shape: TrainingShape) -> int:
     routed = c * (3 * i + h) + 3 * 8 + 4
     if _adapted_stacks(arch, shape):
         routed += c * (h + i)
-    router = 4 * arch.experts + k * (8 + 4) + 4 + (s * h if _adapted_stacks(arch, shape) else 0)
+    router = 4 * arch.experts + k * (8 + 4) + 4 + (s * h if _merged_router(arch, shape) else 0)
     return k * routed + router
 
 
@@ -249,11 +255,8 @@ def merged_experts_bytes(arch: Architecture, shape: TrainingShape) -> float:
     """Bytes each decoder layer of a mixture keeps for backward whatever its tokens: peft adds each adapted stack's
     delta to the whole stack for the forward (ParamWrapper), and the matmuls keep that merged copy (every expert's
     weights, in the weights' dtype) for their inputs' gradients; the router's too, in fp32."""
-    stacks = _adapted_stacks(arch, shape)
-    if not stacks:
-        return 0.0
-    weights = sum(lin.d_in * lin.d_out * arch.experts for lin in stacks)
-    return weights * _stacked_bytes(shape) + 4 * arch.experts * arch.hidden
+    weights = sum(lin.d_in * lin.d_out * arch.experts for lin in _adapted_stacks(arch, shape))
+    return weights * _stacked_bytes(shape) + (4 * arch.experts * arch.hidden if _merged_router(arch, shape) else 0)
 
 
 def experts_working_bytes(arch: Architecture, shape: TrainingShape) -> float:
@@ -291,8 +294,8 @@ def lora_activation_bytes(arch: Architecture, shape: TrainingShape) -> float:
     lora = 0.0
     kept = set()
     for lin in shape.targets:
-        if arch.stacked(lin):    # merged into the stack: the experts' terms (_experts_activation_bytes)
-            continue
+        if arch.stacked(lin) or (lin.feeds == "router" and _merged_router(arch, shape)):
+            continue             # merged into the stack (the router's weight): the experts' terms
         lora += c * shape.r
         given = _adapter_input_bytes(shape, lin)
         if shape.dropout > 0 and not shape.mask_free_dropout:

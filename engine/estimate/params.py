@@ -57,6 +57,8 @@ class Architecture:
     final_logit_softcap: bool = False
     exact: bool = True
     notes: tuple[str, ...] = field(default=())
+    attention: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")   # the attention's linears, by name
+    shared_expert: bool = False           # MoE: a shared expert of linear layers beside the routed ones (not counted)
 
     @property
     def q_dim(self) -> int:
@@ -76,6 +78,12 @@ class Architecture:
     def qk_norm(self) -> bool:
         """Qwen3 (dense and MoE) normalises queries and keys per head: an RMSNorm of head_dim on each."""
         return self.model_type in ("qwen3", "qwen3_moe")
+
+    @property
+    def router(self) -> Linear | None:
+        """A mixture's router (hidden -> one logit per expert) where LoRA can reach it (router_name), else None."""
+        name = router_name(self.model_type)
+        return Linear(name, self.hidden, self.experts, feeds="router") if self.experts > 1 and name else None
 
     def stacked(self, lin: Linear) -> bool:
         """Whether the linear is a mixture's routed experts: transformers 5 keeps them as one stacked 3-d parameter
@@ -103,6 +111,20 @@ def _first(cfg: dict, *keys: str, default: Any = None) -> Any:
         if cfg.get(k) is not None:
             return cfg[k]
     return default
+
+
+def attention_targets(cfg: dict) -> tuple[str, ...]:
+    """The attention's linear layers as LoRA's target_modules names them, from a config.json mapping: DeepSeek's
+    multi-head latent attention (DeepSeek-V2/V3, GLM-4-MoE-Lite, LongCat: a kv_lora_rank) has no k_proj nor v_proj;
+    its queries go through q_a_proj and q_b_proj where it has a q_lora_rank (else q_proj); Phi-3 fuses q, k, v."""
+    if isinstance(cfg.get("text_config"), dict):
+        cfg = {**cfg["text_config"], "model_type": cfg["text_config"].get("model_type", cfg.get("model_type"))}
+    if cfg.get("kv_lora_rank"):
+        query = ("q_a_proj", "q_b_proj") if cfg.get("q_lora_rank") else ("q_proj",)
+        return (*query, "kv_a_proj_with_mqa", "kv_b_proj", "o_proj")
+    if _FAMILIES.get(str(cfg.get("model_type")), (0, False, False))[2]:
+        return ("qkv_proj", "o_proj")
+    return ("q_proj", "k_proj", "v_proj", "o_proj")
 
 
 def architecture(cfg: dict) -> Architecture:
@@ -152,12 +174,14 @@ def architecture(cfg: dict) -> Architecture:
                    Linear("up_proj", hidden, intermediate, mlp_bias, "mlp"),
                    Linear("down_proj", intermediate, hidden, mlp_bias, "down"))
     experts = int(_first(cfg, "num_local_experts", "num_experts", default=1) or 1)
+    shared_expert = bool(_first(cfg, "shared_expert_intermediate_size", "n_shared_experts", "num_shared_experts",
+                                default=0))
     experts_per_token = 1
     if experts > 1:
         exact = False
         experts_per_token = min(experts, int(_first(cfg, "num_experts_per_tok", default=2) or 2))
         notes.append(f"mixture of {experts} experts, {experts_per_token} a token: router weights not counted")
-        if cfg.get("shared_expert_intermediate_size"):
+        if shared_expert:
             notes.append("the shared expert is not counted")
     tied = bool(cfg.get("tie_word_embeddings", model_type in ("gemma", "gemma2")))
     context = int(_first(cfg, "max_position_embeddings", "n_positions", "max_sequence_length", default=0) or 0)
@@ -165,7 +189,7 @@ def architecture(cfg: dict) -> Architecture:
                         kv_heads=kv_heads, head_dim=head_dim, vocab=vocab, tied=tied, context=context,
                         norms_per_layer=norms, linears=linears, experts=experts, experts_per_token=experts_per_token,
                         final_logit_softcap=bool(cfg.get("final_logit_softcapping")), exact=exact,
-                        notes=tuple(notes))
+                        notes=tuple(notes), attention=attention_targets(cfg), shared_expert=shared_expert)
 
 
 def count_params(arch: Architecture) -> ParamCounts:
@@ -212,10 +236,45 @@ def adapts_expert_stacks(model_type: str, target_modules: str | list[str]) -> bo
     return any(t in names for t in targets)
 
 
-# The ways out, in the config's words (a refusal's fix) and as the wizard applies one (a finding's "Set key to value")
-EXPERT_DROPOUT_FIX = "set lora.dropout: 0, or lora.target_modules: [q_proj, k_proj, v_proj, o_proj] (attention only)"
-EXPERT_DROPOUT_FINDING_FIX = ("Set lora.dropout to 0 (the experts train without it), or lora.target_modules to the "
-                              "attention projections only (q_proj, k_proj, v_proj, o_proj).")
+# A mixture's router where LoRA reaches it: peft maps it (its weight, adapted as a parameter like the stacks) on the
+# model types whose experts it maps, as "gate", by all-linear or by name; PhiMoE's is a linear layer ("router"),
+# adapted like any other. Elsewhere (Qwen2-MoE, GraniteMoE, gpt-oss) it is a module no target reaches.
+_LINEAR_ROUTERS = {"phimoe": "router"}
+# The mixtures whose every module name is known here (attention, router, experts): a name they lack is refused
+# before the model loads, as the trainer refuses it once loaded (pinned by tiny models of each: test_expert_dropout)
+NAMED_MIXTURES = ("mixtral", "qwen3_moe", "olmoe", "phimoe", "granitemoe")
+
+
+def router_name(model_type: str) -> str | None:
+    """The target_modules name that reaches a mixture's router, None where none does."""
+    return "gate" if model_type in EXPERT_STACK_NAMES else _LINEAR_ROUTERS.get(model_type)
+
+
+def adapts_router(model_type: str, target_modules: str | list[str]) -> bool:
+    """Whether LoRA with these target_modules adapts the mixture's router: all-linear does where a name reaches it
+    (peft maps the router with the stacks), a list only by naming it."""
+    name = router_name(model_type)
+    if name is None:
+        return False
+    if target_modules == "all-linear":
+        return True
+    return name in ([target_modules] if isinstance(target_modules, str) else target_modules)
+
+
+def _names(attention: tuple[str, ...]) -> str:
+    return ", ".join(attention)
+
+
+def expert_dropout_fix(attention: tuple[str, ...]) -> str:
+    """The ways out, in the config's words (a refusal's fix); attention: the model's attention linears
+    (Architecture.attention, attention_targets): DeepSeek's have no q_proj, k_proj nor v_proj."""
+    return f"set lora.dropout: 0, or lora.target_modules: [{_names(attention)}] (attention only)"
+
+
+def expert_dropout_finding_fix(attention: tuple[str, ...]) -> str:
+    """The ways out as the wizard applies one (a finding's "Set key to value")."""
+    return ("Set lora.dropout to 0 (the experts train without it), or lora.target_modules to the attention "
+            f"projections only ({_names(attention)}).")
 
 
 def expert_dropout_problem(model_type: str, lora: Any, *, adapted: bool | None = None) -> str | None:
@@ -235,11 +294,11 @@ def expert_dropout_problem(model_type: str, lora: Any, *, adapted: bool | None =
             f"experts, which {how} reaches: they are stacked weights, which LoRA adapts without dropout")
 
 
-def check_expert_dropout(model_type: str, lora: Any) -> None:
+def check_expert_dropout(arch: Architecture, lora: Any) -> None:
     """expert_dropout_problem as the refusal a verb raises (exit 2) before any model loads."""
-    problem = expert_dropout_problem(model_type, lora)
+    problem = expert_dropout_problem(arch.model_type, lora)
     if problem:
-        raise ConfigError(problem, fix=EXPERT_DROPOUT_FIX)
+        raise ConfigError(problem, fix=expert_dropout_fix(arch.attention))
 
 
 # Mixtral's experts as peft names them (its v4 modules: w1 gate, w3 up, w2 down), onto the stacks counted here
@@ -249,14 +308,9 @@ _FUSED = (("gate_proj", "up_proj"), ("w1", "w3"))
 
 
 def _check_expert_names(arch: Architecture, names: list[str]) -> None:
-    """Names that reach a mixture's stacks as peft maps them, refused before the model loads where the trainer
-    (or peft) would refuse them after: Mixtral's experts have no gate_proj, up_proj or down_proj module; half of a
-    fused pair cannot be adapted."""
+    """Half of a fused pair of a mixture's stacks, refused before the model loads where peft would refuse it after
+    (a ValueError traceback): gate_proj and up_proj (Mixtral's w1 and w3) are one stacked weight."""
     mapped = EXPERT_STACK_NAMES.get(arch.model_type, ())
-    if mapped == _MIXTRAL_NAMES and (wrong := [n for n in names if n in _MIXTRAL_EXPERTS.values()]):
-        raise ConfigError(f"lora.target_modules: {', '.join(repr(n) for n in wrong)} not in a {arch.model_type} "
-                          "model: its experts are stacked weights, which LoRA names w1 and w3 (gate, up) and w2 "
-                          "(down)", fix="valid names: q_proj, k_proj, v_proj, o_proj, w1, w2, w3, gate (or all-linear)")
     for pair in _FUSED:
         named = [n for n in pair if n in names]
         if set(pair) <= set(mapped) and len(named) == 1:
@@ -266,32 +320,61 @@ def _check_expert_names(arch: Architecture, names: list[str]) -> None:
                               fix=f"add {other} to lora.target_modules, or leave out {named[0]}")
 
 
+def target_names(arch: Architecture) -> dict[str, Linear]:
+    """The target_modules names that reach a layer of this model, each with the layer counted for it. A mixture's
+    routed experts are stacked weights, no linear layers: peft reaches them by the names it maps for the model type
+    (EXPERT_STACK_NAMES: Mixtral's w1, w2, w3; gate_proj, up_proj, down_proj elsewhere), and by no name where it maps
+    none (PhiMoE, GraniteMoE): there only a shared expert's linears (Qwen2-MoE) carry those names."""
+    known = {lin.name: lin for lin in arch.linears}
+    mapped = EXPERT_STACK_NAMES.get(arch.model_type, ())
+    if mapped == _MIXTRAL_NAMES or (arch.experts > 1 and not mapped and not arch.shared_expert):
+        known = {n: lin for n, lin in known.items() if not arch.stacked(lin)}
+    if mapped == _MIXTRAL_NAMES:
+        known |= {alias: arch.linear(name) for alias, name in _MIXTRAL_EXPERTS.items()}
+    if arch.router is not None:
+        known[arch.router.name] = arch.router
+    return known
+
+
 def lora_targets(arch: Architecture, target_modules: str | list[str]) -> list[Linear]:
-    """The decoder linears LoRA adapts; unknown names are an error where the family is known. A mixture's stacked
-    experts count only where peft adapts them (adapts_expert_stacks): Qwen2-MoE's all-linear leaves them frozen."""
+    """The decoder linears LoRA adapts; unknown names are an error where the family is known (or the mixture's
+    names are: NAMED_MIXTURES), and so are the names of a mixture's experts where no name reaches them. A mixture's
+    stacked experts count only where peft adapts them (adapts_expert_stacks): Qwen2-MoE's all-linear leaves them
+    frozen; its router where peft adapts it (adapts_router): with all-linear, or named."""
     stacks = adapts_expert_stacks(arch.model_type, target_modules)
+    router = [arch.router] if arch.router is not None and adapts_router(arch.model_type, target_modules) else []
     if target_modules == "all-linear":
-        return [lin for lin in arch.linears if stacks or not arch.stacked(lin)]
+        return [lin for lin in arch.linears if stacks or not arch.stacked(lin)] + router
     names = [target_modules] if isinstance(target_modules, str) else list(target_modules)
     _check_expert_names(arch, names)
-    known = {lin.name: lin for lin in arch.linears}
-    if EXPERT_STACK_NAMES.get(arch.model_type) == _MIXTRAL_NAMES:
-        known = {n: lin for n, lin in known.items() if not arch.stacked(lin)}
-        known |= {alias: arch.linear(name) for alias, name in _MIXTRAL_EXPERTS.items()}
+    known = target_names(arch)
     unknown = [n for n in names if n not in known]
-    if unknown and arch.exact:
+    # the experts' names where no name reaches the experts (the trainer refuses them once the model has loaded)
+    unreached = [n for n in unknown if n in {*_MIXTRAL_EXPERTS, *_MIXTRAL_EXPERTS.values()}] if arch.experts > 1 \
+        else []
+    if unknown and (arch.exact or arch.model_type in NAMED_MIXTURES or unreached):
+        why = f": its experts are stacked weights, which LoRA {how}" if unreached and (how := _experts_named(arch)) \
+            else ""
         raise ConfigError(f"lora.target_modules: {', '.join(repr(n) for n in unknown)} not in a "
-                          f"{arch.model_type} model", fix=f"valid names: {', '.join(known)} (or all-linear)")
+                          f"{arch.model_type} model{why}", fix=f"valid names: {', '.join(known)} (or all-linear)")
     return [known[n] for n in names if n in known and (stacks or not arch.stacked(known[n]))]
 
 
+def _experts_named(arch: Architecture) -> str:
+    """How target_modules names a mixture's experts, for a refusal of other names."""
+    if EXPERT_STACK_NAMES.get(arch.model_type) == _MIXTRAL_NAMES:
+        return "names w1 and w3 (gate, up) and w2 (down)"
+    if not EXPERT_STACK_NAMES.get(arch.model_type):
+        return f"does not adapt on a {arch.model_type} model (all-linear leaves them frozen)"
+    return ""
+
+
 def lora_params(arch: Architecture, targets: list[Linear], r: int) -> int:
-    """Trainable adapter parameters: A (r x d_in) plus B (d_out x r) per adapted layer. A mixture's stacked experts
-    (peft 0.21): r per expert, the fused gate_up stack's B twice as wide (twice the rank), and an adapter on the
-    router besides."""
+    """Trainable adapter parameters: A (r x d_in) plus B (d_out x r) per adapted layer (a mixture's router among
+    them, where lora_targets has it). A mixture's stacked experts (peft 0.21): r per expert, the fused gate_up
+    stack's B twice as wide (twice the rank)."""
     def per_layer(lin: Linear) -> int:
         wide = 2 if arch.stacked(lin) and lin.name in ("gate_proj", "up_proj") else 1
         return r * (lin.d_in + wide * lin.d_out) * arch.copies(lin)
 
-    router = r * (arch.hidden + arch.experts) if any(arch.stacked(lin) for lin in targets) else 0
-    return arch.layers * (sum(per_layer(lin) for lin in targets) + router)
+    return arch.layers * sum(per_layer(lin) for lin in targets)

@@ -65,7 +65,7 @@ def _check_lora_for_model(cfg: Config) -> None:
             raise
         return   # shapes unreadable (no decoder's keys) but no names to check: the trainer's own check is left
     lora_targets(arch, cfg.lora.target_modules)
-    check_expert_dropout(arch.model_type, cfg.lora)
+    check_expert_dropout(arch, cfg.lora)
 
 
 def check_run_name(name: str) -> None:

@@ -86,7 +86,7 @@ def estimate_and_check(cfg: Config, model_info: ModelInfo | None, gpu: GpuSpec |
                                  gpu_total_gib=gpu.memory_gib if (est and gpu) else None,
                                  dropped=getattr(report, "dropped", None),
                                  too_long_lengths=getattr(report, "too_long_lengths", ()),
-                                 model_type=model_info.arch.model_type if model_info else None,
+                                 model=model_info.arch if model_info else None,
                                  num_gpus=planned_processes(cfg, gpu),
                                  # the plan's step counts (the status line's), not a second count
                                  planned_steps=(est.steps_per_epoch, est.total_steps) if est else None)
