@@ -153,3 +153,50 @@ def test_offline_hub_id_is_a_clear_error(monkeypatch):
 def test_not_a_model_name():
     with pytest.raises(ModelError, match="not a directory"):
         read_model_config("definitely not a model")
+
+
+# Tiny config.json files as the hub has them: only what the checkpoint sets, the rest left to the config class's
+# defaults (Gemma 3's leave tie_word_embeddings out: its class ties the head; Mistral's head_dim apart from hidden /
+# heads, as Mistral-Nemo's; Qwen2's q, k, v biases, which no key announces).
+_TINY = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+         "intermediate_size": 96, "vocab_size": 128, "pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2}
+DENSE = {
+    "llama": {},
+    "mistral": {"head_dim": 32, "sliding_window": 8},
+    "qwen2": {"tie_word_embeddings": True},
+    "qwen3": {"head_dim": 32},
+    "gemma": {"head_dim": 32},
+    "gemma2": {"head_dim": 32, "sliding_window": 8, "final_logit_softcapping": 30.0, "attn_logit_softcapping": 50.0},
+    "gemma3_text": {"head_dim": 32, "sliding_window": 8, "query_pre_attn_scalar": 32},
+    "phi3": {},
+}
+
+
+@pytest.mark.parametrize("model_type", DENSE)
+def test_counts_match_a_model_built_from_the_same_config_json(model_type):
+    """Parameters, and LoRA's adapter tensors for all-linear and for the attention alone, against the model
+    transformers builds from the same config.json, to the element. Gemma 3 was read as a Llama (two norms a layer,
+    no query/key norms, an untied head: Gemma-3-1B's 262,144 x 1,152 head counted twice, 1.30 B for its 1.00 B)."""
+    pytest.importorskip("torch")
+    from peft import LoraConfig as PeftLora
+    from peft import get_peft_model
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from engine.estimate.memory import TrainingShape, _lora_tensors
+
+    config = {"model_type": model_type, **_TINY, **DENSE[model_type]}
+    built = AutoConfig.for_model(**config)
+    model = AutoModelForCausalLM.from_config(built)
+    info = model_info_from_config("tiny", config, "local")
+    assert info.exact
+    assert info.param_count == sum(p.numel() for p in model.parameters())
+    assert info.arch.tied == built.tie_word_embeddings
+    for targets in ("all-linear", list(info.arch.attention)):
+        peft_model = get_peft_model(AutoModelForCausalLM.from_config(built),
+                                    PeftLora(r=4, lora_dropout=0.0, target_modules=targets))
+        trainable = sorted(p.numel() for p in peft_model.parameters() if p.requires_grad)
+        lora = lora_targets(info.arch, targets)
+        shape = TrainingShape(quantization="none", precision="fp32", targets=tuple(lora), r=4, dropout=0.0,
+                              optimizer="adamw_torch", gradient_checkpointing=True, tokens=1, fused_loss=False)
+        assert trainable == sorted(_lora_tensors(info.arch, shape)), targets
+        assert sum(trainable) == lora_params(info.arch, lora, 4), targets

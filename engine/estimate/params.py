@@ -1,7 +1,7 @@
 """Parameter counts and layer shapes from a model's config.json, without weights.
 
 Exact for the decoder families whose Hugging Face modelling code we mirror
-(Llama, Mistral, Qwen2/2.5/3, Gemma 1/2, Phi-3); anything else is read as a
+(Llama, Mistral, Qwen2/2.5/3, Gemma 1/2/3, Phi-3); anything else is read as a
 Llama-like decoder from whatever keys it has, and flagged approximate.
 """
 
@@ -20,8 +20,13 @@ _FAMILIES = {
     "qwen3": (2, False, False),
     "gemma": (2, False, False),
     "gemma2": (4, False, False),
+    "gemma3_text": (4, False, False),
     "phi3": (2, False, True),
 }
+# The families whose config class ties the output head to the embeddings when config.json does not say (Gemma's do;
+# Gemma 3's checkpoints leave tie_word_embeddings out), and those that normalise each query and key head
+_TIED_BY_DEFAULT = ("gemma", "gemma2", "gemma3_text")
+_QK_NORM = ("qwen3", "qwen3_moe", "gemma3_text")
 
 
 @dataclass(frozen=True)
@@ -76,8 +81,8 @@ class Architecture:
 
     @property
     def qk_norm(self) -> bool:
-        """Qwen3 (dense and MoE) normalises queries and keys per head: an RMSNorm of head_dim on each."""
-        return self.model_type in ("qwen3", "qwen3_moe")
+        """Qwen3 (dense and MoE) and Gemma 3 normalise queries and keys per head: an RMSNorm of head_dim on each."""
+        return self.model_type in _QK_NORM
 
     @property
     def router(self) -> Linear | None:
@@ -183,7 +188,7 @@ def architecture(cfg: dict) -> Architecture:
         notes.append(f"mixture of {experts} experts, {experts_per_token} a token: router weights not counted")
         if shared_expert:
             notes.append("the shared expert is not counted")
-    tied = bool(cfg.get("tie_word_embeddings", model_type in ("gemma", "gemma2")))
+    tied = bool(cfg.get("tie_word_embeddings", model_type in _TIED_BY_DEFAULT))
     context = int(_first(cfg, "max_position_embeddings", "n_positions", "max_sequence_length", default=0) or 0)
     return Architecture(model_type=model_type, hidden=hidden, intermediate=intermediate, layers=layers, heads=heads,
                         kv_heads=kv_heads, head_dim=head_dim, vocab=vocab, tied=tied, context=context,
