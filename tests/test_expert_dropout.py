@@ -273,6 +273,28 @@ def test_estimate_and_train_refuse_deepseek_naming_its_own_attention(tmp_path):
     refused(run_cli("train", str(f), "--detach", "--run-dir", str(tmp_path / "run")), suggested)
 
 
+@pytest.mark.parametrize(("model_type", "targets", "codes"), [
+    ("phimoe", ["q_proj", "gate_proj"], ["lora_target_missing"]),
+    ("granitemoe", ["router"], ["lora_target_missing"]),
+    ("mixtral", ["q_proj", "gate_proj"], ["lora_target_missing"]),
+    ("qwen3_moe", ["q_proj", "gate_proj"], ["lora_target_missing", "expert_dropout"]),   # half a pair, dropout
+    ("phimoe", ["q_proj", "router"], []),
+])
+def test_the_checklist_and_inspect_data_flag_the_names_train_refuses(model_type, targets, codes):
+    """The wizard's checklist and `inspect-data --config` ran the dropout rule only: a target list `train` refuses
+    from config.json (and the trainer after loading) went unflagged there. The same lora_targets now says it."""
+    from engine.config import config_from_dict
+    from engine.diagnose.settings_check import check_lora_for_model
+    from engine.estimate import model_info_from_config
+
+    arch = model_info_from_config("tiny", {"model_type": model_type, **SHAPES, **MIXTURES[model_type]}, "local").arch
+    cfg = config_from_dict({"model": "x", "dataset": {"path": "x.jsonl"},
+                            "lora": {"dropout": 0.05, "target_modules": targets}})
+    findings = check_lora_for_model(cfg, arch)
+    assert [f.code for f in findings] == codes
+    assert all(f.severity == "error" and f.evidence.startswith("lora.") for f in findings)
+
+
 def test_estimate_refuses_it_naming_the_file_the_key_and_the_fix(tmp_path):
     """The default settings on a Mixtral: `estimate` went on to say it fits (exit 0) for a run that stops once the
     model has loaded. Refused like a module the model lacks, from config.json alone (no weights here)."""

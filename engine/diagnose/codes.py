@@ -49,6 +49,7 @@ PREFLIGHT_CODES = (
     "many_epochs",
     "validation_too_small",
     "expert_dropout",
+    "lora_target_missing",
 )
 
 # Short titles for lists and panels; the finding's message carries the detail.
@@ -76,6 +77,7 @@ TITLES = {
     "memory_estimate_high": "Estimated memory too high",
     "gradient_checkpointing_off": "Gradient checkpointing off",
     "expert_dropout": "LoRA dropout on a mixture's experts",
+    "lora_target_missing": "LoRA target not in the model",
     "no_warmup": "No warmup",
     "no_grad_clipping": "Gradient clipping too loose",
     "eval_too_rare": "Eval too rare",

@@ -154,15 +154,27 @@ def _check_validation(cfg: Any, n_examples: int | None) -> list[Finding]:
 
 
 def check_lora_for_model(cfg: Any, arch: Architecture | None) -> list[Finding]:
-    """The lora settings against the model (its shapes from config.json; None: not read yet):
-    dropout that LoRA on a mixture's stacked experts refuses (engine.estimate.params.expert_dropout_problem, the rule
-    `lorapilot train` refuses by before loading, and the trainer after)."""
-    from engine.estimate.params import expert_dropout_finding_fix, expert_dropout_problem
+    """The lora settings against the model (its shapes from config.json; None: not read yet), by the rules `lorapilot
+    train` refuses by before loading (and the trainer after): target_modules naming a layer the model lacks or that
+    LoRA cannot reach (engine.estimate.params.lora_targets: a mixture's experts where peft maps no name onto them),
+    and dropout that LoRA on a mixture's stacked experts refuses (expert_dropout_problem)."""
+    from engine.errors import ConfigError
+    from engine.estimate.params import expert_dropout_finding_fix, expert_dropout_problem, lora_targets
 
-    problem = expert_dropout_problem(arch.model_type, cfg.lora) if arch is not None else None
-    if arch is None or problem is None:
+    if arch is None:
         return []
-    return [Finding(
-        "expert_dropout", "error", None,
-        "LoRA dropout cannot apply to this model's experts: the run would stop once the model has loaded.",
-        problem, expert_dropout_finding_fix(arch.attention))]
+    findings = []
+    try:
+        lora_targets(arch, cfg.lora.target_modules)
+    except ConfigError as e:
+        findings.append(Finding(
+            "lora_target_missing", "error", None,
+            "LoRA's target modules name a layer this model has not: the run would stop once the model has loaded.",
+            e.message, e.fix or ""))
+    problem = expert_dropout_problem(arch.model_type, cfg.lora)
+    if problem is not None:
+        findings.append(Finding(
+            "expert_dropout", "error", None,
+            "LoRA dropout cannot apply to this model's experts: the run would stop once the model has loaded.",
+            problem, expert_dropout_finding_fix(arch.attention)))
+    return findings
