@@ -153,13 +153,15 @@ def attention_label(attention: str) -> str:
             "sdpa": "SDPA attention"}.get(attention, attention)
 
 
-def attention_for(machine: Machine, packing: bool, precision: str) -> tuple[str, str]:
+def attention_for(machine: Machine, packing: bool, precision: str,
+                  softcap: bool = False) -> tuple[str, str]:
     """Packed rows on a GPU: torch's variable-length flash attention where it runs (1.21x flex's tokens/s eager,
     1.02x compiled, the same adapter within bf16 noise: benchmarks/results/user_path-s15-h200-2026-12-04.md),
-    else flex attention; padded rows and the CPU: SDPA."""
+    else flex attention; padded rows and the CPU: SDPA. softcap: the model soft-caps its attention logits (Gemma-2),
+    which the flash kernel does not (it trained another attention than the model's, silently): flex attention."""
     from engine.train.speed import LEVERS
 
-    if (machine.device == "cuda" and packing and LEVERS.varlen_attention and machine.varlen
+    if (machine.device == "cuda" and packing and LEVERS.varlen_attention and machine.varlen and not softcap
             and precision in ("bf16", "fp16")):   # flash kernels take 16-bit inputs only
         from engine.train.varlen_attention import ATTENTION
 
@@ -473,7 +475,8 @@ def _plan_for(cfg: Config, machine: Machine, memory: str, parallelism: str, leng
     liger, why = liger_for(machine, info.arch.model_type if info is not None else None)
     if not liger:  # where it is, the trainer says which of its kernels it patched in (engine.train.speed)
         lines.append(f"kernels: plain PyTorch ({why})")
-    attention, line = attention_for(machine, t.packing, precision)
+    attention, line = attention_for(machine, t.packing, precision,
+                                    softcap=info is not None and info.arch.attention_softcap)
     lines.append(line)
     n_ranks = machine.processes
     examples_per_step = t.micro_batch_size * t.gradient_accumulation_steps * n_ranks

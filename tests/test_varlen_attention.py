@@ -25,16 +25,20 @@ def row(lengths):
 
 def reference_varlen(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, *, return_aux=None, scale=None,
                      window_size=(-1, -1), enable_gqa=False, **_):
-    """The public contract of torch.nn.attention.varlen.varlen_attn, computed per example with SDPA."""
+    """The public contract of torch.nn.attention.varlen.varlen_attn, computed per example with SDPA: causal, within
+    a sliding window of (W, 0) where given (a token sees itself and the W before it)."""
     assert torch.equal(cu_seq_q, cu_seq_k) and cu_seq_q.dtype == torch.int32 and max_q == max_k
-    assert tuple(window_size) == (-1, 0), "training attention must be causal"
+    left, right = window_size
+    assert right == 0 and left >= -1, "training attention must be causal"
     assert enable_gqa or key.shape[1] == query.shape[1]
     lengths = (cu_seq_q[1:] - cu_seq_q[:-1]).tolist()
     assert max(lengths) == max_q
     out = []
     for s, e in zip(cu_seq_q[:-1].tolist(), cu_seq_q[1:].tolist()):
         q, k, v = (t[s:e].transpose(0, 1) for t in (query, key, value))
-        out.append(torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale,
+        back = torch.arange(e - s)[:, None] - torch.arange(e - s)[None, :]     # query's position - key's
+        mask = (back >= 0) & ((back <= left) if left >= 0 else True)
+        out.append(torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale,
                                                                     enable_gqa=enable_gqa).transpose(0, 1))
     return torch.cat(out)
 
@@ -156,6 +160,83 @@ def test_the_plan_takes_it_for_packed_16_bit_rows_on_a_gpu_that_runs_it(monkeypa
     monkeypatch.setattr(speed.LEVERS, "varlen_attention", False)
     assert attention_for(gpu, True, "bf16")[0] == "flex_attention"
     assert config_from_dict({"model": "x", "dataset": {"path": "d.jsonl"}})   # the config has no say in it
+
+
+# Attention that is more than causal: sliding windows (Mistral's and Phi-3's every layer, Gemma-2's and Gemma-3's
+# every other or five of six), Gemma-2's soft-capped logits. Tiny models, the window shorter than an example.
+_WINDOWED = {"mistral": {"sliding_window": 8}, "gemma3_text": {"sliding_window": 8, "head_dim": 8},
+             "phi3": {"sliding_window": 8}}
+
+
+def _tiny(model_type: str, **extra):
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    config = AutoConfig.for_model(model_type, vocab_size=97, hidden_size=32, intermediate_size=64,
+                                  num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, pad_token_id=0,
+                                  **extra)
+    model = AutoModelForCausalLM.from_config(config, attn_implementation="eager").eval()
+    with torch.no_grad():   # scores of a few units, as a trained model's: soft-capping and windows change the output
+        for name, p in model.named_parameters():
+            if "q_proj" in name or "k_proj" in name or "qkv_proj" in name:
+                p.mul_(20)
+    return model
+
+
+@pytest.mark.parametrize("model_type", _WINDOWED)
+def test_sliding_window_layers_keep_their_window_in_a_packed_row(cpu_kernel, model_type):
+    """The varlen kernel ran every layer fully causal: a sliding-window layer saw past its window in any example
+    longer than it (Gemma-3's 512 or 1,024 tokens; Mistral's and Phi-3's 4,096 and 2,047), training another
+    attention than the model's, silently. Each example's logits now are the ones it gets alone (eager attention)."""
+    model = _tiny(model_type, **_WINDOWED[model_type])
+    lengths = [12, 20, 5]
+    pos = row(lengths)
+    ids = torch.randint(1, 97, pos.shape)
+    va.register()
+    with torch.no_grad():
+        alone = [model(input_ids=part, use_cache=False).logits for part in ids.split(lengths, dim=1)]
+        model.config._attn_implementation = va.ATTENTION
+        got = model(**va.varlen_inputs({"input_ids": ids, "position_ids": pos}), use_cache=False).logits
+    torch.testing.assert_close(got, torch.cat(alone, 1), atol=1e-4, rtol=1e-4)
+
+
+def test_soft_capped_attention_is_refused_by_the_kernel_and_the_plan_goes_around_it():
+    """Gemma-2 soft-caps its attention logits (50 * tanh(s / 50)); the varlen kernel has no such term and computed
+    plain softmax attention, silently. The plan takes flex attention for it (transformers' flex applies the cap), and
+    the kernel refuses soft-capping should a plan without the model's shapes reach it."""
+    from engine.estimate import read_model_config
+    from engine.plan import Machine, attention_for
+
+    gemma2 = read_model_config("gemma-2-2b").arch
+    assert gemma2.attention_softcap and not read_model_config("llama-3.2-1b").arch.attention_softcap
+    gpu = Machine("cuda", "GPU", 80.0, varlen=True)
+    assert attention_for(gpu, True, "bf16", softcap=gemma2.attention_softcap)[0] == "flex_attention"
+    q = torch.zeros(1, 4, 6, 8)
+    boundaries = va.varlen_inputs({"position_ids": row([6])})
+    del boundaries["attention_mask"], boundaries["position_ids"]
+    with pytest.raises(ValueError, match="soft-capping"):
+        va.varlen_attention_forward(None, q, q, q, None, softcap=50.0, **boundaries)
+
+
+def test_the_own_block_mask_is_left_to_transformers_where_a_window_is_shorter_than_an_example(monkeypatch):
+    """flex attention's own block mask (engine.train.block_mask) is one causal mask for every layer: with it a
+    sliding-window layer saw past its window, silently. Where the window is shorter than an example may be
+    (max_seq_length), transformers builds the masks, each layer type its own; a window longer than any example, or
+    one the model does not use (Qwen2's layer_types), keeps the own mask."""
+    from engine.train import speed
+    from engine.train.trainer import packed_attention
+
+    monkeypatch.setattr(speed.LEVERS, "own_block_mask", True)
+
+    def own_mask(max_seq_length, **config):
+        model = SimpleNamespace(config=SimpleNamespace(_attn_implementation="flex_attention", **config))
+        return packed_attention(model, True, max_seq_length)["own_block_mask"]
+
+    assert own_mask(2048)                                                          # Llama: no window
+    assert not own_mask(2048, sliding_window=512, layer_types=["sliding_attention", "full_attention"])  # Gemma-3
+    assert not own_mask(4096, sliding_window=2047)                                 # Phi-3-mini-4k
+    assert own_mask(4096, sliding_window=4096)                                     # Mistral-7B-v0.1 at 4,096
+    assert own_mask(2048, sliding_window=4096, layer_types=["full_attention"])     # Qwen2: not used
 
 
 def traceable_reference(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, *, return_aux=None, scale=None,

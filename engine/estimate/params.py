@@ -60,6 +60,7 @@ class Architecture:
     experts: int = 1                      # MoE: the MLP linears exist this many times
     experts_per_token: int = 1            # MoE: the experts each token is routed to (top-k)
     final_logit_softcap: bool = False
+    attention_softcap: bool = False       # attention logits soft-capped (Gemma-2): no flash kernel computes it
     exact: bool = True
     notes: tuple[str, ...] = field(default=())
     attention: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")   # the attention's linears, by name
@@ -193,7 +194,10 @@ def architecture(cfg: dict) -> Architecture:
     return Architecture(model_type=model_type, hidden=hidden, intermediate=intermediate, layers=layers, heads=heads,
                         kv_heads=kv_heads, head_dim=head_dim, vocab=vocab, tied=tied, context=context,
                         norms_per_layer=norms, linears=linears, experts=experts, experts_per_token=experts_per_token,
-                        final_logit_softcap=bool(cfg.get("final_logit_softcapping")), exact=exact,
+                        final_logit_softcap=bool(cfg.get("final_logit_softcapping")),
+                        # Gemma-2's config class soft-caps at 50 where config.json does not say
+                        attention_softcap=bool(cfg.get("attn_logit_softcapping", 50.0 if model_type == "gemma2"
+                                                       else None)), exact=exact,
                         notes=tuple(notes), attention=attention_targets(cfg), shared_expert=shared_expert)
 
 

@@ -374,9 +374,12 @@ def build_trainer(cfg: Config, run_dir: Path, inputs: Inputs, run_plan: RunPlan,
                         pad_multiple=LEVERS.pad_multiple if t.packing else 0)
     if collator.pad_multiple:
         log(f"batching: packed rows padded to a multiple of {collator.pad_multiple} tokens (benchmark lever)")
-    attention = packed_attention(built.model, t.packing)
+    attention = packed_attention(built.model, t.packing, t.max_seq_length)
     if attention["own_block_mask"]:
         log("attention: block masks built from the examples' boundaries (no compiled create_block_mask)")
+    elif LEVERS.own_block_mask and t.packing and built.model.config._attn_implementation == "flex_attention":
+        log("attention: block masks built by transformers, one per layer type (sliding-window layers whose window "
+            "an example may outgrow)")
     args = _training_arguments(cfg, run_dir, inputs, run_plan, built)
 
     style = PromptStyle(format=data.report.format, system=data.report.system_prompt)

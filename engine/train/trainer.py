@@ -111,16 +111,31 @@ class PlannedTrainer(Trainer):
         return packed_attention_inputs(inputs, own_block_mask=self.own_block_mask, varlen=self.varlen)
 
 
-def packed_attention(model: Any, packing: bool) -> dict[str, bool]:
+def packed_attention(model: Any, packing: bool, longest: int | None = None) -> dict[str, bool]:
     """What a packed row's inputs need for the model's attention (PlannedTrainer's own_block_mask and varlen): flex
     attention's block mask built from the examples' boundaries (LEVERS.own_block_mask), or the boundaries themselves
-    for variable-length flash attention."""
+    for variable-length flash attention. The own block mask is one causal mask for every layer: where the model has
+    sliding-window layers whose window an example may outgrow (longest: its tokens at most, max_seq_length; None:
+    any), transformers builds the masks, each layer type its own (the own mask let those layers see past their
+    window, silently)."""
     from engine.train.speed import LEVERS
     from engine.train.varlen_attention import ATTENTION
 
     attention = model.config._attn_implementation
-    return {"own_block_mask": LEVERS.own_block_mask and packing and attention == "flex_attention",
+    window = sliding_window(model.config)
+    windowed = window is not None and (longest is None or window < longest)
+    return {"own_block_mask": LEVERS.own_block_mask and packing and attention == "flex_attention" and not windowed,
             "varlen": packing and attention == ATTENTION}
+
+
+def sliding_window(config: Any) -> int | None:
+    """The window of a model's sliding-window attention layers (Mistral's and Phi-3's every layer, Gemma-2's and
+    Gemma-3's sliding ones), None where no layer slides (Qwen2 names a window it does not use: its layer_types)."""
+    window = getattr(config, "sliding_window", None)
+    types = getattr(config, "layer_types", None)
+    if not window or (types is not None and "sliding_attention" not in types):
+        return None
+    return int(window)
 
 
 def packed_attention_inputs(inputs: dict[str, Any], *, own_block_mask: bool, varlen: bool) -> dict[str, Any]:

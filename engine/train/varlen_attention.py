@@ -85,13 +85,17 @@ def _kernel_keywords() -> set[str]:
 
 
 # The kernel: torch's public varlen_attn. Tests on the CPU (it is CUDA-only) put a reference in its place.
-def _torch_varlen(query, key, value, cu, longest: int, scale: float | None):
+def _torch_varlen(query, key, value, cu, longest: int, scale: float | None, window: int | None = None):
+    """window: the layer's sliding window (transformers' sliding_window: a token attends to itself and the
+    window - 1 before it), None for full causal attention."""
     from torch.nn.attention.varlen import varlen_attn
 
     params = _KERNEL_KEYWORDS
     kwargs: dict[str, Any] = {"scale": scale} if "scale" in params else {}
-    if "window_size" in params:            # torch >= 2.12: causal is a window of (-1, 0)
-        kwargs["window_size"] = (-1, 0)
+    if "window_size" in params:            # torch >= 2.12: causal is a window of (-1, 0), a sliding one (W - 1, 0)
+        kwargs["window_size"] = (window - 1 if window is not None and window < longest else -1, 0)
+    elif window is not None and window < longest:
+        raise ValueError(f"this torch's varlen attention has no sliding window (the model's: {window} tokens)")
     else:                                  # torch 2.9-2.11
         kwargs["is_causal"] = True
     if key.shape[1] != query.shape[1]:
@@ -121,7 +125,9 @@ def varlen_attention_forward(module, query, key, value, attention_mask, dropout:
         raise ValueError("varlen attention takes one packed row per micro-batch")
     if dropout:
         raise ValueError("varlen attention has no attention dropout")
+    if kwargs.get("softcap") is not None:   # the plan keeps soft-capping models (Gemma-2) off it: engine.plan
+        raise ValueError("varlen attention has no logit soft-capping")
     # (1, H, L, D) -> (L, H, D): the kernel's token-major layout
     q, k, v = (t[0].transpose(0, 1) for t in (query, key, value))
-    out = KERNEL(q, k, v, kwargs["cu_seq_lens_q"], int(kwargs["max_length_q"]), scaling)
+    out = KERNEL(q, k, v, kwargs["cu_seq_lens_q"], int(kwargs["max_length_q"]), scaling, kwargs.get("sliding_window"))
     return out.unsqueeze(0), None
