@@ -82,7 +82,7 @@ SHAPE_LIMITS: dict[str, tuple[int, int]] = {
     **dict.fromkeys(("num_attention_heads", "n_head", "num_heads", "num_key_value_heads"), _COUNT),
     "head_dim": (1, 1 << 14),
     "vocab_size": (1, 1 << 24),
-    **dict.fromkeys(("num_local_experts", "num_experts", "num_experts_per_tok"), (0, 4096)),
+    **dict.fromkeys(("num_local_experts", "num_experts", "n_routed_experts", "num_experts_per_tok"), (0, 4096)),
     **dict.fromkeys(("max_position_embeddings", "n_positions", "max_sequence_length"), (0, 1 << 40)),
 }
 

@@ -112,6 +112,10 @@ class ParamCounts:
         return self.embedding + self.lm_head + self.other + self.experts
 
 
+# A mixture's routed experts as config.json counts them (Mixtral; Qwen-MoE, OLMoE; DeepSeek-V2/V3, GLM-4-MoE-Lite)
+_EXPERT_KEYS = ("num_local_experts", "num_experts", "n_routed_experts")
+
+
 def _first(cfg: dict, *keys: str, default: Any = None) -> Any:
     for k in keys:
         if cfg.get(k) is not None:
@@ -163,8 +167,7 @@ def architecture(cfg: dict) -> Architecture:
     mlp_bias = bool(cfg.get("mlp_bias"))
     q_dim, kv_dim = heads * head_dim, kv_heads * head_dim
     linears: tuple[Linear, ...]
-    if _first(cfg, "num_local_experts", "num_experts", default=1) not in (None, 0, 1) \
-            and cfg.get("moe_intermediate_size"):
+    if _first(cfg, *_EXPERT_KEYS, default=1) not in (None, 0, 1) and cfg.get("moe_intermediate_size"):
         intermediate = cfg["moe_intermediate_size"]     # Qwen2/3-MoE: intermediate_size is a dense MLP's, not an expert's
     if fused:
         linears = (Linear("qkv_proj", hidden, q_dim + 2 * kv_dim, qkv_bias, "attn"),
@@ -179,7 +182,7 @@ def architecture(cfg: dict) -> Architecture:
                    Linear("gate_proj", hidden, intermediate, mlp_bias, "mlp"),
                    Linear("up_proj", hidden, intermediate, mlp_bias, "mlp"),
                    Linear("down_proj", intermediate, hidden, mlp_bias, "down"))
-    experts = int(_first(cfg, "num_local_experts", "num_experts", default=1) or 1)
+    experts = int(_first(cfg, *_EXPERT_KEYS, default=1) or 1)
     shared_expert = bool(_first(cfg, "shared_expert_intermediate_size", "n_shared_experts", "num_shared_experts",
                                 default=0))
     experts_per_token = 1
