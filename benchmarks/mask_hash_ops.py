@@ -3,6 +3,9 @@ generates them: the integer work per element of a dropped input, counted, and on
 
     python benchmarks/mask_hash_ops.py [--out FILE]           anywhere (no GPU needed): the counts
     python benchmarks/mask_hash_ops.py --gpu [--out FILE]     on a GPU: the counts, the masks checked, the kernels timed
+    python benchmarks/mask_hash_ops.py --graphs [--layer demo|wide] [--gpu] [--out FILE]
+                                                              how many masks each compiled graph (forward, backward)
+                                                              hashes per element, and the SASS of each hashing kernel
 
 The kernel: the compiled path's dropped input, x * keep_mask(seed) / (1 - p) (engine.train.mask_free_dropout._dropped,
 p 0.05), which the compiled layer computes 3 times per adapter input (forward, the checkpoint's recompute, backward),
@@ -163,6 +166,193 @@ def _sass_instructions(cubin: bytes, path: Path) -> int | None:
     return len(re.findall(r"^\s+/\*[0-9a-f]{4}\*/\s+\S", sass, re.M))
 
 
+# ------------------------------------------------------------------------- how many times a step hashes each mask
+# A compiled layer runs its forward graph twice a step (the forward, then its activation checkpoint's recompute: the
+# same graph) and its backward graph once. The backward uses each mask twice: grad_x = (grad @ W) * keep * scale, and
+# dropped = x * keep * scale for lora_A's weight gradient; inductor hashes it once if both land in one kernel (or if
+# it stores the mask), twice if each consumer's kernel inlines the hash. Counted in each graph's Triton kernels.
+def compiled_graphs(step, device: str) -> list[tuple[str, list[str]]]:
+    """The Triton kernels of each graph that step(backend) compiles with `backend`: [("forward" or "backward",
+    [kernel source, ...]), ...] in the order compiled, caches off so that each graph is generated. Without a GPU each
+    graph is written for the CPU as source only with the GPU's realize thresholds (inductor inlines a pointwise value
+    into its users or stores it by these, and the CPU's are higher), then run by AOTAutograd's traced graph."""
+    import copy
+
+    import torch
+    import torch._inductor.config as config
+    from torch._functorch.aot_autograd import make_boxed_func
+    from torch._inductor import compile_fx as cfx
+    from torch._inductor.codegen import triton as codegen
+
+    graphs: list[tuple[str, list[str]]] = []
+    generate = codegen.TritonKernel.codegen_kernel
+
+    def inner(gm, example_inputs, **kwargs):
+        sources: list[str] = []
+        graphs.append(("backward" if kwargs.get("is_backward") else "forward", sources))
+
+        def recording(self, *args, **kw):
+            sources.append(generate(self, *args, **kw))
+            return sources[-1]
+
+        codegen.TritonKernel.codegen_kernel = recording
+        try:
+            if device != "cpu":
+                return cfx.compile_fx_inner(gm, example_inputs, **kwargs)
+            gpu = config.patch(realize_opcount_threshold=config._realize_opcount_threshold_default,
+                               realize_acc_reads_threshold=config._realize_acc_reads_threshold_default)
+            with _triton_source_for_the_cpu(), gpu, contextlib.suppress(Exception):
+                cfx.compile_fx_inner(copy.deepcopy(gm), example_inputs, **kwargs)
+        finally:
+            codegen.TritonKernel.codegen_kernel = generate
+        return make_boxed_func(gm)
+
+    torch._dynamo.reset()
+    with config.patch(fx_graph_cache=False), torch._functorch.config.patch(enable_autograd_cache=False):
+        step(lambda gm, example_inputs: cfx.compile_fx(gm, example_inputs, inner_compile=inner))
+    torch._dynamo.reset()
+    return graphs
+
+
+def hashes(source: str) -> int:
+    """How many keep masks a Triton kernel hashes per element: its multiplies by the hash's last multiplier (the int64
+    form's low half, the int32 form's word) of a value that depends on the element (its index, a load at it); the
+    seed's own hash, the same in every element, left out."""
+    from engine.train import mask_free_dropout as mfd
+
+    last = {str(mfd._HASH_MUL[1] & 0xFFFF), str(mfd._HASH_MUL_I32[1])}
+    body = source[source.index("@triton.jit"):]
+    per_element = {"xindex", "r0_index", "rindex"}
+    constants: set[str] = set()
+    n = 0
+    for name, rhs in re.findall(r"^\s+(\w+) = (.+)$", body, re.M):
+        constant = re.fullmatch(r"tl\.full\(\[1(?:, 1)*\], (-?\d+), tl\.int(?:32|64)\)", rhs)
+        if constant:
+            if constant.group(1) in last:
+                constants.add(name)
+            continue
+        if name in ("xoffset", "xmask") or not set(re.findall(r"\b[a-z]\w*\b", rhs)) & per_element:
+            continue
+        per_element.add(name)
+        product = re.fullmatch(r"(\w+) \* (\w+)", rhs)
+        n += bool(product and constants & set(product.groups()))
+    return n
+
+
+def lora_linear_step(hash32: bool, device: str):
+    """One LoRA'd linear as the compiled layers run it (mask_free_dropout._forward: lora_A drops its input inside a
+    checkpoint), the trainer's dtypes (bf16 input and frozen weight under bf16 autocast, fp32 adapters): step(backend)
+    compiles it with dynamic shapes, runs it forward and backward."""
+    import torch
+
+    from engine.train import mask_free_dropout as mfd
+
+    torch.manual_seed(0)
+    base = torch.nn.Linear(517, 300, bias=False, device=device, dtype=torch.bfloat16).requires_grad_(False)
+    lora_a = torch.nn.Linear(517, 16, bias=False, device=device)
+    lora_b = torch.nn.Linear(16, 300, bias=False, device=device)
+    mfd._swap(lora_a, P, hash32)
+
+    def layer(x):
+        return base(x) + lora_b(lora_a(x)) * 2.0
+
+    def step(backend):
+        x = torch.randn(1, 300, 517, device=device, dtype=torch.bfloat16, requires_grad=True)
+        with torch.autocast(device, dtype=torch.bfloat16):
+            out = torch.compile(layer, backend=backend, dynamic=True)(x)
+        out.float().sum().backward()
+    return step
+
+
+def decoder_layer_step(hash32: bool, device: str, model_dir: str | None = None):
+    """A 4-bit llama (the demo's, engine.demo, by default), LoRA on every linear with dropout P, mask-free, its decoder
+    layers compiled as the trainer compiles them (graph_dequant), bf16 stream under bf16 autocast: one packed
+    micro-batch."""
+    import torch
+
+    from engine.config import config_from_dict
+    from engine.demo.model import ensure_demo_model
+    from engine.model import add_lora, load_base_model
+    from engine.train import mask_free_dropout as mfd
+    from engine.train import speed
+    from engine.train.compiled_layers import compile_decoder_layers, uncompile_decoder_layers
+
+    model_dir = model_dir or str(ensure_demo_model())
+    cfg = config_from_dict({"model": model_dir, "dataset": {"path": "unused.jsonl"}, "lora": {"dropout": P}})
+    torch.manual_seed(0)
+    model, _ = load_base_model(model_dir, "nf4", "auto")
+    model = add_lora(model, cfg, gradient_checkpointing=True)
+    speed.keep_unquantised_16bit(model, lambda _: None)
+    mfd.install(model, hash32=hash32)
+    model.train()
+    ids = torch.randint(5, 200, (1, 56), generator=torch.Generator().manual_seed(3)).to(model.device)
+    positions = torch.cat([torch.arange(20), torch.arange(36)])[None].to(model.device)
+
+    def step(backend):
+        compile_decoder_layers(model, lambda _: None, backend=backend, graph_dequant=True)
+        try:
+            with torch.autocast(model.device.type, dtype=torch.bfloat16):
+                loss = model(input_ids=ids, position_ids=positions, labels=ids).loss
+            loss.backward()
+        finally:
+            uncompile_decoder_layers(model)
+    return step
+
+
+def wide_llama(folder: Path) -> str:
+    """A one-layer llama at Llama-2-7B's widths (hidden 4096, MLP 11008, 32 heads; random bf16 weights, a 1,024-token
+    vocabulary) saved in folder: the demo's 128-wide RMSNorm fits one block of a persistent reduction, 4096 loops."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(hidden_size=4096, intermediate_size=11008, num_hidden_layers=1, num_attention_heads=32,
+                         num_key_value_heads=32, vocab_size=1024, max_position_embeddings=4096)
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).to(torch.bfloat16).save_pretrained(folder)
+    return str(folder)
+
+
+LAYERS = {"demo": "the demo's decoder layer", "wide": "a decoder layer at Llama-2-7B's widths"}
+
+
+def graph_lines(device: str, layers: list[str]) -> list[str]:
+    """Markdown: the masks each compiled graph hashes per element, for both forms, and the sm_90 SASS of each kernel
+    that hashes (the LoRA'd linear's; per element at XBLOCK 1024, and each element's own)."""
+    cases = [("one LoRA'd linear", lora_linear_step, None)] + [(LAYERS[name], decoder_layer_step, name)
+                                                              for name in layers]
+    lines = ["| compiled | form | forward graph: kernels hashing, masks hashed | backward graph: kernels hashing, "
+             "masks hashed | masks hashed a step (forward, recompute, backward) |", "|---|---|---|---|---|"]
+    sass = ["", "| form | the LoRA'd linear's kernel that hashes | masks it hashes | its stores | sm_90 SASS an "
+            "element (XBLOCK 1024) | of its own |", "|---|---|---|---|---|---|"]
+    with tempfile.TemporaryDirectory() as tmp:
+        for what, make, layer in cases:
+            for form, hash32 in FORMS.items():
+                if layer is None:
+                    step = make(hash32, device)
+                else:
+                    model_dir = None
+                    if layer == "wide":
+                        model_dir = str(Path(tmp) / "wide")
+                        if not Path(model_dir).exists():
+                            wide_llama(Path(model_dir))
+                    step = make(hash32, device, model_dir)
+                graphs = compiled_graphs(step, device)
+                counts = {kind: [hashes(src) for src in sources] for kind, sources in graphs}
+                cells = [f"{sum(1 for c in counts.get(kind, []) if c)}, {sum(counts.get(kind, []))}"
+                         for kind in ("forward", "backward")]
+                total = 2 * sum(counts.get("forward", [])) + sum(counts.get("backward", []))
+                lines.append(f"| {what} | {form} | {cells[0]} | {cells[1]} | {total} |")
+                if layer is not None:
+                    continue
+                for kind, sources in graphs:
+                    for i, src in enumerate(sources):
+                        if hashes(src):
+                            per = sass_per_element(src)
+                            sass.append(f"| {form} | {kind} {i} | {hashes(src)} | {src.count('tl.store(')} | "
+                                        + ("n/a | n/a |" if per is None else f"{per[0]:g} | {per[1]:g} |"))
+    return lines + sass
+
+
 # ------------------------------------------------------------------------------------------------------ on a GPU
 CHECKED_SHAPES = ((3, 517), (8786, 4096), TIMED_SHAPE, (2 ** 31 // 11008 + 3, 11008))   # the last: past 2**31
 
@@ -222,6 +412,11 @@ def time_kernels(device: str, repeats: int = 50) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--gpu", action="store_true", help="also check the masks and time the kernels on CUDA")
+    ap.add_argument("--graphs", action="store_true", help="instead: the masks each compiled graph hashes, and the "
+                    "SASS of the backward's kernels")
+    ap.add_argument("--layer", action="append", choices=sorted(LAYERS), default=[],
+                    help="with --graphs: count a compiled decoder layer's graphs too (demo: the demo model's; wide: "
+                         "one at Llama-2-7B's widths)")
     ap.add_argument("--out", help="write the markdown here too")
     args = ap.parse_args(argv)
     import torch
@@ -230,6 +425,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.gpu and not torch.cuda.is_available():
         print("--gpu: no CUDA device", file=sys.stderr)
         return 2
+    from benchmarks.throughput import write_out
+
+    if args.graphs:
+        written = "inductor's CUDA code" if args.gpu else (
+            "written for the CPU with the GPU's realize thresholds, source only")
+        write_out("\n".join([f"# The keep masks hashed per element in each compiled graph (torch {torch.__version__}, "
+                             f"p {P}; Triton kernels {written})", ""] + graph_lines(device, args.layer)) + "\n",
+                  args.out)
+        return 0
     lines = [f"# The mask-free dropout's hash per element of x (torch {torch.__version__}, p {P})", "",
              "| form | Triton ops an element | of them integer | sm_90 SASS an element (XBLOCK 1024) | "
              "of its own |", "|---|---|---|---|---|"]
@@ -246,8 +450,6 @@ def main(argv: list[str] | None = None) -> int:
         times = time_kernels(device)
         lines += ["", f"Kernel time on x {list(TIMED_SHAPE)} bf16 ({torch.cuda.get_device_name()}), median us: "
                   + ", ".join(f"{name} {us:.1f}" for name, us in times.items())]
-    from benchmarks.throughput import write_out
-
     write_out("\n".join(lines) + "\n", args.out)
     return 1 if args.gpu and wrong else 0
 

@@ -153,6 +153,29 @@ def test_inductors_generated_code_draws_the_same_mask(hash32, backend):
     torch.testing.assert_close(wc.grad, we.grad, rtol=1e-4, atol=1e-4)
 
 
+@compile_tests
+@HASHES
+def test_a_compiled_step_hashes_each_mask_once_a_graph(hash32):
+    """The compiled path's backward uses each keep mask twice (grad_x, and the dropped input lora_A's weight gradient
+    reads): inductor's Triton code, as written for the GPU, hashes it once, both in one kernel. A step then hashes
+    each mask 3 times: forward, the checkpoint's recompute (the forward graph again), backward. With the mask inlined
+    into each of its users and no fusion (realize threshold 1000, max_fusion_size 1) the backward hashes it twice."""
+    from benchmarks.mask_hash_ops import compiled_graphs, hashes, lora_linear_step
+
+    graphs = compiled_graphs(lora_linear_step(hash32, "cpu"), "cpu")
+    assert [(kind, sum(map(hashes, sources))) for kind, sources in graphs] == [("forward", 1), ("backward", 1)]
+
+
+@compile_tests
+def test_a_compiled_decoder_layer_hashes_each_mask_once_a_graph():
+    """The same through a whole compiled decoder layer as the trainer runs it (7 adapters, their masks hashed in the
+    kernels of the RMSNorms, attention's and the MLP's pointwise ops), the default int64 form."""
+    from benchmarks.mask_hash_ops import compiled_graphs, decoder_layer_step, hashes
+
+    graphs = compiled_graphs(decoder_layer_step(False, "cpu"), "cpu")
+    assert [(kind, sum(map(hashes, sources))) for kind, sources in graphs] == [("forward", 7), ("backward", 7)]
+
+
 # ------------------------------------------------------------------------------------------ the 4-bit model
 def _model(model_dir, dropout: float = P, checkpointing: bool = True):
     """The demo's 4-bit llama, LoRA on all linears with this dropout, lora_B nonzero (test_compiled_layers')."""
