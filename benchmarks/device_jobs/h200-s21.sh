@@ -12,12 +12,17 @@
 #           both forms against the eager int64 form's, bit for bit, one shape past 2**31 elements (the proof that
 #           Triton's int32 multiplies and index wrap, which the CPU cannot give), and the mask kernel's time in each
 #           form on Llama-2-7B's down_proj input, into $OUT/mask_hash_ops.md
+#   call 4  benchmarks/mask_hash_ops.py --gpu --graphs --layer wide (a few minutes; GRAPHS_S stops it): how many
+#           masks each compiled graph hashes per element in inductor's CUDA code, for a LoRA'd linear and a decoder
+#           layer at Llama-2-7B's widths, and the SASS of each hashing kernel, into $OUT/mask_hash_graphs.md. On the
+#           CPU (mask_hash_count-cpu-2026-12-06.md) the backward hashes each mask once: 3 a step per adapter
+#           (forward, recompute, backward); call 4 checks that the GPU's code says the same
 #   bash benchmarks/device_jobs/h200-s21.sh CALL $OUT        (SIDES1-2, STEPS, BUDGET_S, HASH_S to fit a short lease)
 # Carry .whl (with trl) and .whl25 (transformers 5.25). If compiledmf32 is faster than compiledmf on both models (no
 # recompiles, the same peak) and call 3 says "all equal": flip LEVERS.mask_hash32 on (engine/train/speed.py; the
 # plan's mask_hash32 and the trainer then follow it), record the results in benchmarks/results/ and the lever's
 # comment, and drop the int64 form's "off" note in engine/train/mask_free_dropout.py's docstring.
-CALL=${1:?call 1, 2 or 3}
+CALL=${1:?call 1, 2, 3 or 4}
 OUT=${2:?results directory}
 JOB=s21 source "$(dirname "$0")/begin.sh"
 case $CALL in
@@ -26,6 +31,11 @@ case $CALL in
 3) source benchmarks/device_jobs/lib.sh      # step: under a time limit, logged to $R/mask_hash.log
    step mask_hash "${HASH_S:-420}" python3 benchmarks/mask_hash_ops.py --gpu --out "$OUT/mask_hash_ops.md"
    cp "$R/mask_hash.log" "$R/progress" "$OUT/" 2>/dev/null
+   exit 0 ;;
+4) source benchmarks/device_jobs/lib.sh
+   step mask_hash_graphs "${GRAPHS_S:-480}" python3 benchmarks/mask_hash_ops.py --gpu --graphs --layer wide \
+       --out "$OUT/mask_hash_graphs.md"
+   cp "$R/mask_hash_graphs.log" "$R/progress" "$OUT/" 2>/dev/null
    exit 0 ;;
 esac
 source benchmarks/device_jobs/levers_call.sh   # begin.sh made the repository the working directory
