@@ -42,10 +42,20 @@ if TYPE_CHECKING:  # the heavy imports stay inside the functions that need them
     from engine.train.trainer import PlannedTrainer
 
 
+LOG_PREFIX = "[lorapilot] "
+
+
+def log_text(msg: str) -> str:
+    """A message as train.log's lines: the prefix on the first, each further line (a finding's evidence and fix,
+    an error's problems) indented by the prefix's width, so a record's lines stay aligned under it."""
+    first, *rest = msg.split("\n")
+    return "\n".join([LOG_PREFIX + first] + [" " * len(LOG_PREFIX) + line for line in rest])
+
+
 def log(msg: str) -> None:
     from engine.train.distributed import is_main
     if is_main():  # every rank shares train.log: one voice is enough
-        print(f"[lorapilot] {msg}", flush=True)
+        print(log_text(msg), flush=True)
 
 
 def status(run_dir: Path, **fields: Any) -> None:
@@ -622,7 +632,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         place = stop.place = RunPlace(run_dir)
     except OSError as e:  # gone before the trainer started: nowhere to record anything but here (train.log)
-        print(f"[lorapilot] error: the run directory {run_dir} cannot be opened ({e.strerror}): nothing trained",
+        print(log_text(f"error: the run directory {run_dir} cannot be opened ({e.strerror}): nothing trained"),
               flush=True)
         return EXIT_RUN_FAILED
     if isinstance(sys.stdout, io.TextIOWrapper):
@@ -648,7 +658,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             lock = RunLock.inherited(run_dir) or RunLock.acquire(run_dir)
         except UserError as e:  # another trainer owns this directory: leave its status alone
-            print(f"[lorapilot] error: {e}", flush=True)
+            print(log_text(f"error: {e}"), flush=True)
             return EXIT_BAD_INPUT
         except OSError:
             if (moved := place.moved()) is None:
