@@ -4,12 +4,16 @@ huggingface_hub and datasets retry a hub out of reach for 20 s to minutes (a tok
 HEAD request, ~50 s, before saying it is not in the cache). Every read lorapilot makes before training (a model's
 config.json, its tokenizer, a hub dataset) and the trainer's load of the weights first ask `hub_reachable`: a short
 TCP probe, or no probe at all under HF_HUB_OFFLINE. Out of reach, they read the cache only (`local_files_only`) and
-say so when the file is not there.
+say so when the file is not there; a hub dataset out of reach is read from its copy in datasets' cache
+(`cached_dataset`), said in one line.
 """
 
 from __future__ import annotations
 
 import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import urlparse
 
 from engine.settings import hub_endpoint, hub_offline
@@ -28,3 +32,32 @@ def hub_reachable() -> bool:
         return True
     except (OSError, ValueError):  # ValueError: a port out of range in HF_ENDPOINT
         return False
+
+
+@dataclass(frozen=True)
+class CachedDataset:
+    """A hub dataset's copy in datasets' cache: the folder `owner___name/<config>/<version>/<revision>` that
+    datasets' offline load reads (its newest, by modification time), and the revision it was built from."""
+    folder: Path
+
+    @property
+    def revision(self) -> str:
+        return self.folder.name
+
+    def line(self, repo_id: str, why: str) -> str:
+        """The one line that says the data is the cached copy, and which: `why` the hub is not asked."""
+        revision = self.revision[:12] if len(self.revision) == 40 else self.revision  # a commit, as git shortens it
+        cached = time.strftime("%Y-%m-%d %H:%M", time.localtime(self.folder.stat().st_mtime))
+        return f"{repo_id}: {why}: read from the cached copy, revision {revision} (cached {cached})"
+
+
+def cached_dataset(repo_id: str) -> CachedDataset | None:
+    """The copy of hub dataset `repo_id` that datasets reads offline (HF_DATASETS_CACHE; the same rule as its
+    Cache builder: the name's last part in snake case, the newest folder), None when nothing is cached."""
+    import datasets.config
+    from datasets.naming import camelcase_to_snakecase
+
+    *owner, name = repo_id.split("/")
+    root = Path(str(datasets.config.HF_DATASETS_CACHE)).expanduser() / "___".join([*owner, camelcase_to_snakecase(name)])
+    folders = [p for p in root.glob("*/*/*") if p.is_dir() and (p / "dataset_info.json").is_file()]
+    return CachedDataset(max(folders, key=lambda p: p.stat().st_mtime)) if folders else None

@@ -471,24 +471,93 @@ def test_unsupported_extension(tmp_path):
         read_rows(path)
 
 
-def test_hub_id_unreachable_is_a_clear_error(monkeypatch):
+HUB_COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+def cache_hub_dataset(cache: Path, repo_id: str, rows: list[dict], revision: str = HUB_COMMIT) -> Path:
+    """A hub dataset's train split in datasets' cache, laid out as datasets writes it after a load with network:
+    `owner___name/<config>/<version>/<revision>/` holding `name-train.arrow` (an Arrow stream) and
+    dataset_info.json."""
+    import pyarrow as pa
+
+    owner, name = repo_id.split("/")
+    folder = cache / f"{owner}___{name}" / "default" / "0.0.0" / revision
+    folder.mkdir(parents=True)
+    table = pa.Table.from_pylist(rows)
+    with pa.OSFile(str(folder / f"{name}-train.arrow"), "wb") as f, pa.ipc.new_stream(f, table.schema) as w:
+        w.write_table(table)
+    (folder / "dataset_info.json").write_text(json.dumps({
+        "config_name": "default", "dataset_name": name,
+        "splits": {"train": {"name": "train", "num_examples": len(rows), "dataset_name": name}}}))
+    return folder
+
+
+@pytest.fixture
+def hub_out_of_reach(monkeypatch, tmp_path):
+    """The hub does not answer (HF_HUB_OFFLINE unset), and datasets' cache is an empty folder of the test's."""
+    import datasets.config
+
     import engine.hub
 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setattr(engine.hub, "hub_reachable", lambda: False)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)   # read when datasets was imported
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "datasets")
+    return tmp_path / "datasets"
+
+
+def test_a_hub_dataset_out_of_reach_and_not_cached_is_refused(hub_out_of_reach):
     with pytest.raises(DataError) as e:
         read_rows("tatsu-lab/alpaca")
-    assert str(e.value).startswith("tatsu-lab/alpaca: not a local path, and the Hugging Face Hub is unreachable")
-    assert "HF_HUB_OFFLINE" in str(e.value)
+    assert str(e.value).startswith("tatsu-lab/alpaca: not a local path, the Hugging Face Hub is unreachable "
+                                   "(offline?), and the dataset is not in the cache")
+    assert "download it where there is network" in str(e.value)
+
+
+def test_a_hub_dataset_out_of_reach_is_read_from_its_cached_copy_and_says_which(hub_out_of_reach):
+    """Without HF_HUB_OFFLINE the cached copy was refused because the hub did not answer: the user had to know the
+    variable. Now it is read, and one line says it is the cached copy and which revision."""
+    import datasets.config
+
+    cache_hub_dataset(hub_out_of_reach, "someone/tiny_set", [{"instruction": "q", "output": "a"}] * 3)
+    notes: list[str] = []
+    rows, fmt, sources = read_rows("someone/tiny_set", notes=notes)
+    assert (len(rows), fmt, sources[0]) == (3, "alpaca", "someone/tiny_set: row 1")
+    [line] = notes
+    assert re.fullmatch(r"someone/tiny_set: the Hugging Face Hub is unreachable \(offline\?\): read from the cached "
+                        r"copy, revision 0123456789ab \(cached \d{4}-\d\d-\d\d \d\d:\d\d\)", line)
+    assert datasets.config.HF_HUB_OFFLINE is False   # datasets is put back as it was
+
+
+def test_the_newest_cached_copy_is_the_one_read_and_named(hub_out_of_reach):
+    old = cache_hub_dataset(hub_out_of_reach, "someone/tiny_set", [{"text": "old"}], revision="a" * 40)
+    cache_hub_dataset(hub_out_of_reach, "someone/tiny_set", [{"text": "new"}, {"text": "new"}], revision="b" * 40)
+    os.utime(old, (1, 1))
+    notes: list[str] = []
+    rows, _, _ = read_rows("someone/tiny_set", notes=notes)
+    assert [r["text"] for r in rows] == ["new", "new"] and "revision bbbbbbbbbbbb" in notes[0]
+
+
+def test_the_cached_copys_line_reaches_the_data_report(hub_out_of_reach, demo_tokenizer):
+    """The report's notes are what train.log, inspect-data and the wizard's data step print."""
+    from engine.config import Config
+    from engine.data import prepare_examples
+
+    cache_hub_dataset(hub_out_of_reach, "someone/tiny_set", [{"instruction": "q", "output": "an answer"}] * 4)
+    cfg = Config()
+    cfg.dataset.path = "someone/tiny_set"
+    report = prepare_examples(cfg, demo_tokenizer).report
+    assert any(n.startswith("someone/tiny_set: the Hugging Face Hub is unreachable (offline?): read from the "
+                            "cached copy, revision 0123456789ab") for n in report.notes)
 
 
 def test_hub_id_offline_mode_not_in_cache(monkeypatch, tmp_path):
-    from huggingface_hub import constants
+    import datasets.config
 
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path))
-    with pytest.raises(DataError, match=r"^lorapilot-test/no-such-dataset: not a local path, and not in the hub cache"):
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path)
+    with pytest.raises(DataError, match=r"^lorapilot-test/no-such-dataset: not a local path, HF_HUB_OFFLINE is set, "
+                                        r"and the dataset is not in the cache"):
         read_rows("lorapilot-test/no-such-dataset")
 
 

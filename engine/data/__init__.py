@@ -25,11 +25,13 @@ class PreparedData:
     report: DataReport = field(default_factory=lambda: DataReport(path="", format=""))
 
 
-def read_rows(path: str | os.PathLike, fmt: str = "auto") -> tuple[list[dict], str, list[str]]:
-    """(rows normalised to their format's shape, format, sources). Cheap: no tokenizer; fails fast."""
+def read_rows(path: str | os.PathLike, fmt: str = "auto", notes: list[str] | None = None,
+              ) -> tuple[list[dict], str, list[str]]:
+    """(rows normalised to their format's shape, format, sources). Cheap: no tokenizer; fails fast. `notes` gets
+    what the user should know about the read (a hub dataset read from its cached copy, which revision)."""
     from engine.data.formats import read_rows as _read
 
-    return _read(path, fmt)
+    return _read(path, fmt, notes)
 
 
 def split_indices(n: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
@@ -122,17 +124,19 @@ class _Rows:
     fmt: str
     sources: list[str]
     validation: tuple[list[dict], str, list[str]] | None
+    notes: list[str] = field(default_factory=list)   # about the read: a hub dataset's cached copy
 
 
 def _read_config_rows(cfg) -> _Rows:
     """The training rows (after max_examples) and those of dataset.validation_path: a bad line or a missing key is
     refused here, cheaply, before a tokenizer is loaded."""
     ds = cfg.dataset
-    rows, fmt, sources = read_rows(ds.path, ds.format)
+    notes: list[str] = []
+    rows, fmt, sources = read_rows(ds.path, ds.format, notes)
     if ds.max_examples:
         rows, sources = rows[: ds.max_examples], sources[: ds.max_examples]
-    validation = read_rows(ds.validation_path, ds.format) if ds.validation_path else None
-    return _Rows(rows, fmt, sources, validation)
+    validation = read_rows(ds.validation_path, ds.format, notes) if ds.validation_path else None
+    return _Rows(rows, fmt, sources, validation, notes)
 
 
 def prepare_examples(cfg, tokenizer) -> PreparedData:
@@ -143,7 +147,7 @@ def prepare_examples(cfg, tokenizer) -> PreparedData:
 def _prepare(cfg, read: _Rows, tokenizer) -> PreparedData:
     ds, seq = cfg.dataset, cfg.training.max_seq_length
     rows, fmt, sources = read.rows, read.fmt, read.sources
-    report = DataReport(path=str(ds.path), format=fmt, n_rows=len(rows))
+    report = DataReport(path=str(ds.path), format=fmt, n_rows=len(rows), notes=list(read.notes))
     from engine.data.prompt import shared_system_prompt
     report.system_prompt = shared_system_prompt(rows, fmt)
     built = _build(rows, fmt, sources, tokenizer, seq, ds.train_on, report)

@@ -386,30 +386,49 @@ def _looks_like_hub_id(path: str) -> bool:
             and not path.lower().endswith(EXTENSIONS) and "/" in path)
 
 
-def _read_hub(repo_id: str) -> tuple[list[dict], list[str]]:
+def _read_hub(repo_id: str, notes: list[str]) -> tuple[list[dict], list[str]]:
+    """A hub dataset's train split. With the hub out of reach (or HF_HUB_OFFLINE set) its copy in datasets' cache
+    is read, and a line in `notes` says so and which revision; refused only when nothing is cached."""
     import datasets
 
-    from engine.hub import hub_reachable
+    from engine.hub import cached_dataset, hub_reachable
     from engine.settings import hub_offline
 
     datasets.disable_progress_bars()
-    fix = ("download it where there is network, or point dataset.path at a local file; "
-           "if it is already in your cache, set HF_HUB_OFFLINE=1")
-    offline = hub_offline()
-    if not offline and not hub_reachable():
-        raise DataError(f"{repo_id}: not a local path, and the Hugging Face Hub is unreachable (offline?)", fix=fix)
-    try:
-        ds = datasets.load_dataset(repo_id, split="train")
-    except Exception as e:  # noqa: BLE001 - network, auth, missing split: all end the same way for the user
-        if offline:
-            raise DataError(f"{repo_id}: not a local path, and not in the hub cache (HF_HUB_OFFLINE is set)",
-                            fix="download it where there is network, or point dataset.path at a local file") from None
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise DataError(f"{repo_id}: cannot load the hub dataset: {reason}", fix=fix) from None
+    fix = "download it where there is network (it is cached then), or point dataset.path at a local file"
+    offline, cached = hub_offline(), None
+    if offline or not hub_reachable():
+        why = "HF_HUB_OFFLINE is set" if offline else "the Hugging Face Hub is unreachable (offline?)"
+        cached = cached_dataset(repo_id)
+        if cached is None:
+            raise DataError(f"{repo_id}: not a local path, {why}, and the dataset is not in the cache "
+                            f"({datasets.config.HF_DATASETS_CACHE})", fix=fix)
+        notes.append(cached.line(repo_id, why))
+    ds = _load_hub(repo_id, offline=cached is not None, fix=fix)
     rows = ds.to_list()
     if not rows:
         raise DataError(f"{repo_id}: the dataset's train split has no rows")
     return rows, [where(repo_id, nth=i + 1) for i in range(len(rows))]
+
+
+def _load_hub(repo_id: str, *, offline: bool, fix: str):
+    """datasets.load_dataset's train split; offline: from the cache only, datasets' own notices about it silenced
+    (lorapilot's line says it)."""
+    import datasets
+
+    level, was_offline = datasets.logging.get_verbosity(), datasets.config.HF_HUB_OFFLINE
+    if offline:
+        datasets.logging.set_verbosity(datasets.logging.CRITICAL)
+        datasets.config.HF_HUB_OFFLINE = True   # datasets reads the cache without asking the hub first
+    try:
+        return datasets.load_dataset(repo_id, split="train")
+    except Exception as e:  # noqa: BLE001 - network, auth, missing split: all end the same way for the user
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        where_from = "the cached copy of " if offline else ""
+        raise DataError(f"{repo_id}: cannot load {where_from}the hub dataset: {reason}", fix=fix) from None
+    finally:
+        datasets.logging.set_verbosity(level)
+        datasets.config.HF_HUB_OFFLINE = was_offline
 
 
 def lorapilots_own_folder(p: Path) -> bool:
@@ -643,23 +662,25 @@ def source_files(path: str) -> list[Path]:
     return [p] if p.is_file() else []
 
 
-def _read_source(path: str) -> list[tuple[str, list[dict], list[str]]]:
+def _read_source(path: str, notes: list[str]) -> list[tuple[str, list[dict], list[str]]]:
     """[(name, rows, sources)] per file; one entry for a file or a hub id, several for a directory."""
     files = source_files(path)
     if files:
         return [(str(f), *read_file_rows(f)) for f in files]
     check_found(path)
-    return [(path, *_read_hub(path))]
+    return [(path, *_read_hub(path, notes))]
 
 
-def read_rows(path: str | os.PathLike, fmt: str = "auto") -> tuple[list[dict], str, list[str]]:
-    """Read and normalise every row: (rows, format, sources). Cheap: no tokenizer, no model."""
+def read_rows(path: str | os.PathLike, fmt: str = "auto", notes: list[str] | None = None,
+              ) -> tuple[list[dict], str, list[str]]:
+    """Read and normalise every row: (rows, format, sources). Cheap: no tokenizer, no model. `notes`: where what
+    the user should know about the read goes (a hub dataset read from its cached copy)."""
     path = str(path)
     if not path.strip():
         raise DataError("dataset.path is empty", fix="set dataset.path to a data file, a directory or a hub id")
     if fmt not in ("auto", *FORMATS):
         raise DataError(f"{path}: unknown format {fmt!r}; expected auto or one of {', '.join(FORMATS)}")
-    parts = _read_source(path)
+    parts = _read_source(path, notes if notes is not None else [])
     chosen = fmt
     rows: list[dict] = []
     sources: list[str] = []
