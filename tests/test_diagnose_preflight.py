@@ -117,6 +117,18 @@ def test_duplicates_after_whitespace_normalisation():
     assert f.evidence == "2 extra copies in 1 group, e.g. train.jsonl: lines 2, 11, 12 are the same"
 
 
+def test_rows_without_lines_are_named_by_their_row():
+    """A Parquet file's rows and a hub dataset's have no lines: "tiny_set: lines  row 1,  row 2" read as garbled."""
+    data = dataset()
+    for i, name in ((3, "someone/tiny_set"), (4, "someone/tiny_set"), (7, "/data/train.parquet")):
+        data[i] = replace(data[i], source=f"{name}: row {i + 1}", prompt_text="Same?", response_text="Same.")
+    f = by_code(preflight(data, Config()))["duplicate_examples"]
+    assert f.evidence == "2 extra copies in 1 group, e.g. tiny_set: row 4, tiny_set: row 5, train.parquet: row 8 are the same"
+    data[7] = replace(data[7], source="someone/tiny_set: row 8")
+    f = by_code(preflight(data, Config()))["duplicate_examples"]
+    assert f.evidence == "2 extra copies in 1 group, e.g. tiny_set: rows 4, 5, 8 are the same"
+
+
 def test_slop_phrases_are_counted_per_phrase():
     data = dataset()
     data[0] = example(0, response="As an AI language model, I cannot do that.")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from engine.config import FIELDS
@@ -50,15 +51,26 @@ MAX_SEQ_LENGTH_ALLOWED = int(FIELDS["training.max_seq_length"].hi or 0)
 SOURCES_SHOWN = 5
 
 
+def _place(source: str) -> tuple[str, str, str] | None:
+    """(file, unit, number) of a row's source as engine.data.formats.where writes it: "train.jsonl:12" (a line),
+    "train.parquet: row 3" (a row, a record, a hub dataset's row); None for anything else."""
+    if m := re.fullmatch(r"(.*):(\d+)", source):
+        return m[1], "line", m[2]
+    if m := re.fullmatch(r"(.*): (\w+) (\d+)", source):
+        return m[1], m[2], m[3]
+    return None
+
+
 def _sources(examples: Sequence[Any]) -> str:
-    """"train.jsonl: lines 2, 3, 5 and 264 more": the file once, then the lines (paths are long on pods)."""
+    """"train.jsonl: lines 2, 3, 5 and 264 more" ("train.parquet: rows 1, 4"): the file once, then the lines
+    (paths are long on pods)."""
     shown = [str(e.source) for e in examples[:SOURCES_SHOWN]]
     more = len(examples) - len(shown)
-    files = {s.rsplit(":", 1)[0] for s in shown if ":" in s}
-    if len(files) == 1 and all(":" in s for s in shown):
-        (path,) = files
-        word = "line" if len(shown) == 1 else "lines"
-        text = f"{os.path.basename(path)}: {word} " + ", ".join(s.rsplit(":", 1)[1] for s in shown)
+    places = [_place(s) for s in shown]
+    if all(places) and len({(p[0], p[1]) for p in places if p}) == 1:
+        path, unit, _ = places[0] or ("", "", "")
+        text = f"{os.path.basename(path)}: {unit}{'s' if len(shown) > 1 else ''} " + \
+            ", ".join(p[2] for p in places if p)
     else:
         text = ", ".join(os.path.basename(s) for s in shown)
     return text + (f" and {more} more" if more > 0 else "")
