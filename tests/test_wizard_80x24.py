@@ -172,3 +172,22 @@ async def test_a_problem_with_the_value_being_typed_scrolls_into_view():
         assert field.has_focus
         assert body.region.contains_region(problem.region), (body.region, problem.region)
         assert body.region.contains_region(field.region)  # and the field typed in stays in view
+
+
+async def test_the_cpu_time_on_the_estimate_line_says_it_is_an_idle_machines(monkeypatch):
+    """The line said "~17 s" on a machine with no GPU: a busy machine takes several times longer, which only the
+    Review step said. Now the time names the CPU and the condition, on one line at 80 columns."""
+    import tui.models.wizard_engine_calls as engine_calls
+    from engine.estimate import list_gpus
+    from tui.widgets.estimate_line import EstimateLine, fmt_duration
+
+    monkeypatch.setattr(engine_calls, "detect_gpus", lambda: (list_gpus(), None))
+    app = LorapilotApp()
+    async with app.run_test(size=NARROW) as pilot:
+        await settle(app, pilot)
+        est = app.wizard.estimate
+        assert est is not None and est.gpu is None and est.time_caveat
+        line = app.screen.query_one(EstimateLine)
+        lines = str(line.render()).splitlines()
+        assert len(lines) == 1 and len(lines[0]) <= line.content_region.width, lines
+        assert lines[0].endswith(f" · no GPU: {fmt_duration(est.time_s)} on this CPU if idle"), lines

@@ -68,6 +68,8 @@ def cpu_cores() -> int:
 
 # What every CPU time says beside its figure (`lorapilot estimate` and the wizard): the rates are a quiet machine's.
 CPU_TIME_CAVEAT = "a busy machine takes several times longer"
+# The same said in two words after the time, where a line has no room for it (the wizard's estimate line, 80 columns).
+CPU_TIME_CAVEAT_SHORT = "if idle"
 
 
 def cpu_detail(cores: int | None = None) -> str:

@@ -94,16 +94,27 @@ class EstimateLine(Widget):
             # What nvidia-smi will show against the card: the numbers the fit verdict compares.
             used = getattr(est, "need_gib", None)
             card = est.gpu.memory_gib if getattr(est, "gpu", None) is not None else None
+            time_text = fmt_duration(getattr(est, "time_s", None))
             if getattr(est, "gpu", "?") is None:
-                # No GPU: the plan is this machine's CPU (fp32, plain kernels), and the time below is for it.
-                parts.append(Content.styled("no GPU: trains on this CPU", "$text-warning"))
+                # No GPU: the plan is this machine's CPU (fp32, plain kernels), and the time is for it: a quiet one's
+                # (the Review step says "a busy machine takes several times longer").
+                if getattr(est, "time_s", None) is None:
+                    parts.append(Content.styled("no GPU: trains on this CPU", "$text-warning"))
+                else:
+                    from engine.estimate.timing import CPU_TIME_CAVEAT_SHORT
+
+                    caveat = f" {CPU_TIME_CAVEAT_SHORT}" if getattr(est, "time_caveat", "") else ""
+                    parts.append(Content.assemble(Content.styled("no GPU:", "$text-warning"),
+                                                  f" {time_text} on this CPU{caveat}"))
+                    time_text = ""
             elif used is not None:
                 fits = getattr(est, "fits", None)
                 mem = f"VRAM {used:.1f}" + (f"/{card:.0f} GiB" if card else " GiB")
                 style = "$text-success" if fits else "$text-error bold" if fits is False else ""
                 parts.append(Content.styled(mem + (" fits" if fits else " too big" if fits is False else ""),
                                             style))
-            parts.append(Content(fmt_duration(getattr(est, "time_s", None))))
+            if time_text:
+                parts.append(Content(time_text))
             cost = fmt_cost(getattr(est, "cost", None))
             if cost:
                 parts.append(Content(cost))
