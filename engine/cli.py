@@ -203,7 +203,7 @@ def _warn(problems: list[str]) -> None:
 
 
 def _cmd_stop(a) -> int:
-    from engine.rundir import is_run_dir
+    from engine.rundir import is_run_dir, not_a_run_dir
     from engine.train.launch import request_stop
 
     rd = Path(a.run_dir)
@@ -213,7 +213,7 @@ def _cmd_stop(a) -> int:
               else f"{rd}: the sweep is not running; nothing to stop")
         return EXIT_OK
     if not rd.is_dir() or not is_run_dir(rd):
-        raise UserError(f"{rd}: not a run directory")
+        raise not_a_run_dir(rd, "not a run or sweep directory (no status.json, metrics.jsonl or sweep.json)")
     if request_stop(rd):
         print(f"stop requested: {rd} will checkpoint after its current step")
         return EXIT_OK

@@ -111,9 +111,9 @@ def chat_target(run_dir: str | Path, *, adapter: str | Path | None = None, trust
     from engine.export import adapter_dir
     from engine.rundir import check_remote_code
 
-    rd = Path(run_dir)
-    if not (rd / CONFIG_FILE).exists():
-        raise UserError(f"{rd}: not a run directory (no config.yaml)")
+    from engine.rundir import require_run_dir
+
+    rd = require_run_dir(run_dir)
     cfg = load_config(rd / CONFIG_FILE)
     trust = check_remote_code(cfg, rd, trust_remote_code, f"chat {shell_word(rd)}")
     from engine.export.facts import check_trained_adapter, trained_config

@@ -893,6 +893,26 @@ def is_run_dir(p: Path) -> bool:
     return (p / STATUS_FILE).exists() or (p / METRICS_FILE).exists()
 
 
+RUN_DIR_FIX = "give a run folder (runs/<name>); `lorapilot runs` lists them"
+
+
+def not_a_run_dir(path: str | Path, why: str, fix: str = RUN_DIR_FIX) -> UserError:
+    """The refusal of a path given as a run directory, one wording for every verb: 'no such run directory' where
+    nothing is there (a typo), 'not a folder' for a file, else `why` (what the folder lacks)."""
+    p = Path(path)
+    return UserError(f"{p}: {why if p.is_dir() else 'not a folder' if p.exists() else 'no such run directory'}",
+                     fix=fix)
+
+
+def require_run_dir(path: str | Path) -> Path:
+    """The run directory a verb works on (chat, export, train --resume): one with its config.yaml, else refused
+    before anything else is tried in it (a lock, an adapter)."""
+    p = Path(path)
+    if not (p / CONFIG_FILE).is_file():
+        raise not_a_run_dir(p, f"not a run directory (no {CONFIG_FILE})")
+    return p
+
+
 def list_runs(root: str | Path | None = None, problems: list[str] | None = None) -> list[RunSummary]:
     """Runs directly under the runs root (and one level of sweep directories), newest first.
 

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import EXIT_BAD_INPUT, UserError, print_error, shell_word
-from engine.rundir import ADAPTER_DIR
+from engine.rundir import ADAPTER_DIR, CONFIG_FILE, is_run_dir, not_a_run_dir
 from engine.settings import user_path
 
 
@@ -27,8 +27,9 @@ def app_options(argv: list[str]) -> dict[str, Any]:
     "~/cfg.yaml" is the home's, not a folder named '~')."""
     if argv and argv[0] == "monitor":
         target = user_path(argv[1]) if len(argv) > 1 else None
-        if target and not Path(target).is_dir():
-            raise UserError(f"{target}: no such run directory")
+        if target and not _watchable(Path(target)):  # a folder that holds no run opened as a run of state unknown
+            raise not_a_run_dir(target, "not a run or sweep directory (no status.json, metrics.jsonl or sweep.json)",
+                                fix="`lorapilot monitor` alone picks from the runs; `lorapilot runs` lists them")
         return {"start": "monitor", "run_dir": target}
     if argv and argv[0] == "playground":
         return {"start": "playground", "run_dir": _finished_run(argv[1:])}
@@ -38,13 +39,21 @@ def app_options(argv: list[str]) -> dict[str, Any]:
     return {"start": "wizard", "config_path": config}
 
 
+def _watchable(path: Path) -> bool:
+    """A run the monitor can follow: one that has begun (status.json or metrics.jsonl) or is being made (its
+    config.yaml is written first), or a sweep."""
+    from engine.sweep.sweepdir import is_sweep_dir
+
+    return path.is_dir() and (is_run_dir(path) or (path / CONFIG_FILE).is_file() or is_sweep_dir(path))
+
+
 def _finished_run(args: list[str]) -> str:
     """`lorapilot playground RUN_DIR`: a run directory with an adapter in it."""
     if len(args) != 1:
         raise UserError("playground needs one RUN_DIR (a finished run)", fix="try: lorapilot playground runs/<name>")
     run_dir = Path(user_path(args[0]))
     if not run_dir.is_dir():
-        raise UserError(f"{run_dir}: no such run directory")
+        raise not_a_run_dir(run_dir, "")
     if not (run_dir / ADAPTER_DIR).is_dir():
         raise UserError(f"{run_dir}: no adapter/ yet (the run has not finished)",
                         fix=f"watch it with `lorapilot monitor {shell_word(run_dir)}`; the playground opens once it is done")

@@ -15,8 +15,8 @@ from pathlib import Path
 from engine.config import Config
 from engine.errors import DataError, UserError, shell_word
 from engine.run_clock import run_elapsed
-from engine.rundir import (CONFIG_FILE, LOG_FILE, last_checkpoint, load_status, open_regular, planned_steps,
-                           read_metrics, steps_trained)
+from engine.rundir import (CONFIG_FILE, LOG_FILE, last_checkpoint, load_status, open_regular,
+                           planned_steps, read_metrics, require_run_dir, steps_trained)
 
 
 @dataclass
@@ -60,8 +60,7 @@ def model_name(run_dir: Path) -> str:
 def load_run_config(run_dir: Path):
     from engine.config import load_config
 
-    if not (run_dir / CONFIG_FILE).exists():
-        raise UserError(f"{run_dir}: not a run directory (no {CONFIG_FILE})")
+    require_run_dir(run_dir)
     return load_config(run_dir / CONFIG_FILE)
 
 
@@ -144,9 +143,8 @@ def _check_scale(run_dir: Path, adapter: Path, cfg, saved: dict) -> None:
 def finished_adapter(run_dir: Path) -> Path:
     from engine.rundir import ADAPTER_DIR, refuse_links
 
-    if not run_dir.is_dir():  # a typo read 'has no finished adapter' and advised resuming a run that is not there
-        raise UserError(f"{run_dir}: {'not a folder' if run_dir.exists() else 'no such run directory'}",
-                        fix="give a run folder (runs/<name>); `lorapilot runs` lists them")
+    # a typo, or a folder that is no run, read 'has no finished adapter' and advised resuming a run that is not there
+    require_run_dir(run_dir)
     ad = run_dir / ADAPTER_DIR
     if not (ad / "adapter_config.json").exists():
         raise UserError(f"{run_dir}: has no finished adapter ({ad} is missing)",

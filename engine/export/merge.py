@@ -18,9 +18,9 @@ def check_not_training(run_dir: str | Path) -> None:
     """Refuses (UserError) to export a run a trainer is training again (a finished run resumed to more steps): its
     adapter/ is the earlier finish's, the card would give the live run's step with it, and the trainer rewrites the
     adapter's files in place when it ends, under a copy being made of them."""
-    from engine.rundir import lock_held, read_status
+    from engine.rundir import lock_held, read_status, require_run_dir
 
-    rd = Path(run_dir)
+    rd = require_run_dir(run_dir)   # a typo is named as one, not as a lock file that cannot be made
     if not lock_held(rd):
         return
     status = read_status(rd) or {}
@@ -105,10 +105,6 @@ def export_merged(run_dir: str | Path, out: str | Path, *, card: bool = True, tr
                   log=None) -> Path:
     """Loads the base unquantised (merge_dtype), applies the adapter, merges.
     trust_remote_code: the user passed --trust-remote-code (a run directory's config alone never runs code)."""
-    from peft import PeftModel
-
-    from engine.model import causal_lm, resolve_model_path
-
     from engine.rundir import check_remote_code
 
     rd = Path(run_dir)
@@ -117,6 +113,11 @@ def export_merged(run_dir: str | Path, out: str | Path, *, card: bool = True, tr
     trust = check_remote_code(cfg, rd, trust_remote_code, f"export {shell_word(rd)} --merged {shell_word(out)}")
     src = adapter_dir(rd)
     dst = check_empty_out(out)
+    # Heavy (torch, peft: seconds): after every check, so a typo is refused at once.
+    from peft import PeftModel
+
+    from engine.model import causal_lm, resolve_model_path
+
     dtype = merge_dtype()[0]
     if log:
         log(merging_line())

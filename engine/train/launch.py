@@ -23,7 +23,8 @@ from engine.rundir import (ADAPTER_DIR, ADAPTER_FILES, CHECKPOINTS_DIR, CONFIG_F
                            LOG_FILE, METRICS_FILE, STATUS_FILE, STATUS_LOCK_FILE, STOP_REQUEST_FILE, MetricsTail,
                            RunLock, adapter_problem, check_remote_code, checkpoint_lookalikes, checkpoint_step,
                            create_request_file, disk_full_path, format_record, load_status, lock_held, pid_alive,
-                           planned_steps, process_start, read_status, trainer_pid, usable_checkpoint, write_status)
+                           planned_steps, process_start, read_status, require_run_dir, trainer_pid, usable_checkpoint,
+                           write_status)
 from engine.settings import RUNS_ENV, runs_root
 from engine.train.signals import STOP_SIGNALS
 
@@ -193,9 +194,7 @@ def start_run(cfg: Config, *, run_dir: str | Path | None = None, config_name: st
 def resume_run(run_dir: str | Path, *, trust_remote_code: bool = False) -> RunHandle:
     """Continues a run from its newest intact checkpoint, under its lock; `trust_remote_code`: the user
     passed --trust-remote-code on this command line."""
-    rd = Path(run_dir).resolve()
-    if not (rd / CONFIG_FILE).exists():
-        raise UserError(f"{rd}: not a run directory (no {CONFIG_FILE})")
+    rd = require_run_dir(Path(run_dir).resolve())
     # Held by a live trainer even when status.json was deleted or rewritten.
     lock = RunLock.acquire(rd)
     try:
