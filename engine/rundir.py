@@ -1180,9 +1180,10 @@ def format_record(rec: dict) -> str | None:
     if kind == "eval":
         return f"step {step:>5}  eval_loss {_float(rec.get('eval_loss')):.4f}"
     if kind == "finding":
-        from engine.diagnose.finding import Finding, finding_text
+        from engine.diagnose.finding import Finding, finding_text, finding_where
 
-        return finding_text(Finding.from_record(rec), f"step {step:>5}")
+        f = Finding.from_record(rec)
+        return finding_text(f, f"step {step:>5}" if finding_where(f) != "pre-flight" else "pre-flight")
     if kind == "event":
         return safe_text(f"step {step:>5}  {rec.get('message')}", one_line=True)
     return None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import json
 import os
 import subprocess
@@ -105,7 +106,7 @@ async def test_shows_a_realistic_run(tmp_path):
         assert "ETA" in progress and "tokens/s 3," in progress
         findings = text_of(screen.query_one("#findings-body"))
         assert findings.index("overfitting") < findings.index("grad_norm_spike")   # newest first
-        assert "fix Use the checkpoint from step 700" in findings
+        assert re.search(r"fix +Use the checkpoint from step 700", findings), findings
         gpu = text_of(screen.query_one("#gpu"))
         assert "No GPU" in gpu and "peak alloc 18.4" in gpu
         system_text = text_of(screen.query_one("#system"))
@@ -741,3 +742,25 @@ async def test_escape_says_where_it_goes(tmp_path):
         assert "Back" in offered and "Runs" not in offered  # the palette offers what esc does, not "Runs (not now)"
         await pilot.press("escape")
         await until(pilot, lambda: app.screen is below)
+
+
+def test_a_findings_evidence_and_fix_wrap_under_their_text_and_pre_flight_is_named():
+    """In a pane of 80 columns the evidence and the fix wrapped back to the pane's edge, under their labels; and
+    a pre-flight finding (recorded at step 0) read "step 0", a step the run never took."""
+    from tui.models.run_history import RepeatedFinding
+    from tui.widgets.findings_list import render_finding
+
+    f = RepeatedFinding(code="few_target_tokens", severity="info", step=0, message="Some examples are short.",
+                        evidence="257 of 380 (67.6%) on fewer than 10 (train.jsonl: lines 2, 3, 5, 6, 7 and 252 more)",
+                        fix="Fine if short answers are the task (a label, yes or no); otherwise check each row.")
+    con = Console(width=60, file=io.StringIO(), record=True, color_system=None)
+    con.print(render_finding(f))
+    lines = con.export_text().splitlines()
+    assert lines[0].rstrip() == "● info few_target_tokens  pre-flight"
+    column = lines[2].index("257")
+    assert lines[2].startswith("  evidence ") and lines[3][:column].isspace() and lines[3][column] != " ", lines
+    fix = next(i for i, line in enumerate(lines) if line.startswith("  fix"))
+    assert lines[fix].index("Fine") == column and lines[fix + 1][:column].isspace(), lines
+    live = RepeatedFinding(code="overfitting", severity="warning", step=700, message="m", evidence="", fix="")
+    con.print(render_finding(live))
+    assert "overfitting  step 700" in con.export_text()

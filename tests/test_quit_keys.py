@@ -3,6 +3,7 @@ monitor's label says whether the run goes on."""
 
 from __future__ import annotations
 
+import io
 import sys
 from pathlib import Path
 
@@ -195,8 +196,11 @@ async def test_diagnostics_list_warnings_before_infos(tmp_path):
             if app.screen.history.findings:
                 break
         await pilot.pause(1.5)
-        group = app.screen.query_one("#findings-body").content
-        text = "\n".join(t.plain for t in group.renderables)
+        from rich.console import Console
+
+        console = Console(width=100, record=True, color_system=None, file=io.StringIO())
+        console.print(app.screen.query_one("#findings-body").content)
+        text = console.export_text()
         # monitor_fakerun: an info at 200, a warning at 430, an error at 850; and the info at 890 added above
         assert text.index("error") < text.index("warning") < text.index("a late info"), text[:400]
 

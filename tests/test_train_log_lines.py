@@ -25,3 +25,13 @@ def test_an_errors_problems_and_fix_are_indented_under_its_text(capsys):
     assert first == "[lorapilot] error: config.yaml: 1 problem"
     assert rest == [" " * len("[lorapilot] ") + "  - training.learning_rate: -1",
                     " " * len("[lorapilot] ") + "  fix: set it"]
+
+
+def test_a_pre_flight_finding_replayed_from_metrics_is_named_pre_flight_not_step_0():
+    """metrics.jsonl records the pre-flight findings at step 0; `lorapilot train` and diagnose printed "step 0"."""
+    from engine.rundir import format_record
+
+    rec = {"kind": "finding", "step": 0, "code": "few_target_tokens", "severity": "info", "message": "short",
+           "evidence": "", "fix": ""}
+    assert format_record(rec) == "pre-flight  [info] few_target_tokens: short"
+    assert format_record({**rec, "step": 12, "code": "loss_flat"}).startswith("step    12  [info] loss_flat")

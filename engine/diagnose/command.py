@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
 from engine.diagnose.codes import LIVE_CODES, STATE_CODES, TITLES
-from engine.diagnose.finding import Finding, blocking, finding_details, newest_first
+from engine.diagnose.finding import Finding, blocking, finding_details, finding_where, newest_first
 from engine.errors import EXIT_BAD_INPUT, EXIT_OK, UserError
 from engine.overwrite import may_overwrite
 from engine.settings import user_path
@@ -57,7 +57,7 @@ def print_findings(findings: list[Finding], *, empty: str, counts: dict | None =
         console.print(f"[green]{clean(empty)}[/]")
         return
     for f in findings:
-        where = f"step {f.step}" if f.step is not None else "pre-flight"
+        where = finding_where(f)
         times, first, last = (counts or {}).get(id(f), (1, f.step, f.step))
         if times > 1:
             where = f"{times} times, steps {first}-{last}"

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-from engine.diagnose.codes import SEVERITIES
+from engine.diagnose.codes import LIVE_CODES, SEVERITIES
 
 SEVERITY_RANK = {name: rank for rank, name in enumerate(SEVERITIES)}
 
@@ -56,6 +56,12 @@ def finding_details(f: Finding) -> list[tuple[str, str]]:
     and what to change, each where there is one. `lorapilot train`, train.log, inspect-data and diagnose print
     these (the wizard and the monitor draw the same two under their own headline)."""
     return [(label, text) for label, text in (("evidence", f.evidence), ("fix", f.fix)) if text]
+
+
+def finding_where(f: Finding) -> str:
+    """When a finding was made, in the words every reader of metrics.jsonl uses: "pre-flight" for the checks made
+    before training (recorded at step 0; "step 0" read as a step the run took), else "step N"."""
+    return "pre-flight" if not f.step and f.code not in LIVE_CODES else f"step {f.step}"
 
 
 def finding_text(f: Finding, where: str) -> str:

@@ -5,29 +5,34 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Group
+from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
+from engine.diagnose.finding import finding_where
 from tui.models.run_history import FINDINGS, RepeatedFinding, RunHistory
 
 SEVERITY_STYLES = {"error": "bold red", "warning": "bold yellow", "info": "bold cyan"}
 SEVERITY_MARKS = {"error": "✖", "warning": "▲", "info": "●"}
 
 
-def render_finding(f: RepeatedFinding) -> Text:
+def render_finding(f: RepeatedFinding) -> Group:
+    """The headline and message, then the evidence and the fix, each wrapped under its own start (a label column),
+    not back at the pane's edge."""
     style = SEVERITY_STYLES.get(f.severity, "bold")
     repeat = f"  ×{f.count} since step {f.first_step}" if f.count > 1 else ""
-    t = Text.assemble((f"{SEVERITY_MARKS.get(f.severity, '●')} {f.severity} ", style), (f.code, "bold"),
-                      (f"  step {f.step}{repeat}", "dim"), "\n", f.message)
+    head = Text.assemble((f"{SEVERITY_MARKS.get(f.severity, '●')} {f.severity} ", style), (f.code, "bold"),
+                         (f"  {finding_where(f)}{repeat}", "dim"), "\n", f.message)
+    details = Table.grid(padding=(0, 1, 0, 0))
+    details.add_column(style="bold", no_wrap=True)
+    details.add_column(ratio=1)
     if f.evidence:
-        t.append("\n")
-        t.append_text(Text.assemble(("  evidence ", "dim bold"), (f.evidence, "dim")))
+        details.add_row(Text("  evidence", "dim bold"), Text(f.evidence, "dim"))
     if f.fix:
-        t.append("\n")
-        t.append_text(Text.assemble(("  fix ", "green bold"), f.fix))
-    return t
+        details.add_row(Text("  fix", "green bold"), Text(f.fix))
+    return Group(head, details) if details.row_count else Group(head)
 
 
 class FindingsList(VerticalScroll):
