@@ -181,3 +181,27 @@ async def test_the_preview_drops_the_old_models_tokens_while_the_new_tokenizer_l
             gate.set()
         await settle(app, pilot)
         app.exit()
+
+
+async def test_a_key_of_the_opened_config_with_no_field_is_said_on_review_not_only_in_a_passing_notice(tmp_path):
+    """`training.learning_rat: 1e-3` (a typo): a 15-second notice said the problems were 'shown next to the fields',
+    but the key has no field; after it the wizard showed, saved and launched the default learning rate without a
+    word. Review now says what was left out, with the validator's words."""
+    from engine.demo.model import demo_data_path
+
+    path = tmp_path / "mine.yaml"
+    path.write_text(f"model: lorapilot-demo\ndataset: {{path: {demo_data_path()}}}\ntraining:\n"
+                    "  learning_rat: 1.0e-3\n", encoding="utf-8")
+    app = LorapilotApp(config_path=str(path))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        assert any("Review lists them" in (n.title or "") for n in app._notifications)
+        for _ in range(3):
+            await pilot.press("ctrl+n")
+            await settle(app, pilot)
+        assert type(app.screen).__name__ == "ReviewScreen"
+        box = app.screen.query_one("#review-problems")
+        assert box.display
+        assert ("! left out of mine.yaml: training.learning_rat: unknown key; did you mean 'learning_rate'?"
+                in str(box.render()).replace("\n", " ")), str(box.render())
+        app.exit()

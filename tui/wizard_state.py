@@ -93,6 +93,9 @@ class WizardState:
         self.problems: dict[str, list[str]] = {}
         self.advice: dict[str, Advice] = {}  # valid values outside the recommended ranges
         self.notes = list(notes or [])
+        # The opened config's keys the wizard has no field for (an unknown key, a typo): left out of what it shows,
+        # saves and launches. Review says so for as long as it matters; the notice at start goes after 15 s.
+        self.left_out = left_out_keys(raw_overrides or {}, self.notes)
         # What the engine said, each with the error that replaced it when it failed.
         self.model_info: ModelInfo | None = None
         self.model_error: str | None = None
@@ -483,6 +486,16 @@ class WizardState:
         if price != self.price_per_hour:
             self.price_per_hour = price
             self.schedule("estimate")
+
+
+def left_out_keys(overrides: dict[str, Any], notes: list[str]) -> list[str]:
+    """Each key of an opened config that names no field, in the validator's words where its problems name it
+    ("training.learning_rat: unknown key; did you mean 'learning_rate'?")."""
+    said: dict[str, str] = {}
+    for line in "\n".join(notes).splitlines():
+        text = line.strip().removeprefix("- ")
+        said.setdefault(text.split(":", 1)[0], text)
+    return [said.get(key, f"{key}: not a setting") for key in overrides if key not in FIELDS]
 
 
 def initial_config(config_path: str | None) -> tuple[Config, dict[str, Any], list[str]]:

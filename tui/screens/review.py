@@ -96,8 +96,11 @@ class ReviewScreen(WizardStep):
         self.query_one("#train-command", Static).update(self._command())
         problems = s.blockers()
         box = self.query_one("#review-problems", Static)
-        box.update(Content("\n").join(Content.styled(f"✗ {p}", "$text-error") for p in problems))
-        box.display = bool(problems)
+        # Not blockers: nothing here can change them, and the run uses the rest of the file; said, not hidden.
+        left_out = [Content.styled(f"! left out of {Path(s.config_path or '').name}: {p}", "$text-warning")
+                    for p in s.left_out]
+        box.update(Content("\n").join([Content.styled(f"✗ {p}", "$text-error") for p in problems] + left_out))
+        box.display = bool(problems or left_out)
 
     def shown_findings(self) -> list[Any]:
         return list(self.state.findings or [])   # the checklist holds every one

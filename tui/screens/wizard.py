@@ -171,6 +171,7 @@ def start_wizard(app: App, state: WizardState) -> None:
             app.install_screen(screens[step](), screen_name(step))
     app.push_screen(screen_name("model"))
     for note in state.notes:
-        app.notify(note, title="The config has problems; they are shown next to the fields",
-                   severity="error", timeout=15)
+        where = "shown next to the fields" + ("; keys with no field are left out (Review lists them)"
+                                              if state.left_out else "")
+        app.notify(note, title=f"The config has problems; they are {where}", severity="error", timeout=15)
     state.refresh_all()
