@@ -96,6 +96,8 @@ def test_dry_run_without_a_gpu_times_the_trials_on_this_cpu(config, capsys, monk
     monkeypatch.setattr("engine.estimate.detect_gpu", lambda: None)
     code, out, _ = sweep(capsys, str(config), "--lr", "1e-4", "--r", "8", "--steps", "12", "--dry-run")
     assert code == 0 and "1 trials over lr 1e-4 x r 8" in out and "a trial on this machine's CPU" in out
+    # the caveat `lorapilot estimate` and the wizard give a CPU time: the sweep's is one too
+    assert "speed this machine's CPU; a busy machine takes several times longer" in out, out
 
 
 def test_apply_on_a_running_sweep_is_refused_and_stop_answers(tmp_path, capsys):

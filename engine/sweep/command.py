@@ -269,7 +269,8 @@ def _new(config_path: Path, a) -> int:
             "cost": round(total_s / 3600 * a.price_per_hour, 2) if total_s and a.price_per_hour is not None else None,
             "price_per_hour": a.price_per_hour, "budget_s": budget_s,
             "budget_change": fitted.changed if fitted else None, "time_unknown_because": model.why_unknown,
-            "time_basis": model.time_basis, "download_bytes": model.download_bytes}
+            "time_basis": model.time_basis, "time_caveat": model.time_caveat,
+            "download_bytes": model.download_bytes}
     from engine.wrap import fit
 
     print(fit(_plan_text(trials, steps, a.steps, lanes, devices, plan, not a.no_halving)))
@@ -338,7 +339,7 @@ def _plan_text(trials, steps: int, requested: int, lanes: int, devices: list[str
         lines.append(f"time    {_duration(plan['total_s'])} in all ({_duration(plan['trial_s'])} a trial on "
                      f"{plan['gpu']}; an upper bound: trials stopped early finish sooner){cost}")
         if plan.get("time_basis"):
-            lines.append(f"        speed {plan['time_basis']}")
+            lines.append(f"        speed {'; '.join(filter(None, (plan['time_basis'], plan.get('time_caveat'))))}")
     else:
         lines.append(f"time    unknown before the first trial ends: {plan['time_unknown_because']}; "
                      "the first trial's measured time is used from then on")

@@ -15,6 +15,7 @@ class TimeModel:
     gpu_name: str | None
     why_unknown: str | None = None
     time_basis: str = ""     # the estimate's: "measured on H200", "not measured on T4: assumes ..."
+    time_caveat: str = ""    # the estimate's, said beside the time: a CPU time is an idle machine's
     download_bytes: int = 0  # not in the time: the base model the first trial fetches (0: local or cached)
 
 
@@ -44,7 +45,7 @@ def trial_time_model(base: Config, trials: list[Trial], gpu, *, n_train: int | N
 
     download = download_bytes(info)   # once: the trials after the first read the cache
     widest = max(trials, key=lambda t: t.r)
-    basis = [""]
+    basis = ["", ""]
 
     def timed(steps: int) -> float | None:
         # The trial's steps and training time as `lorapilot estimate` and the wizard show them (one function);
@@ -53,7 +54,7 @@ def trial_time_model(base: Config, trials: list[Trial], gpu, *, n_train: int | N
         # start-up (loading the model, tokenising the data) by the estimate's.
         est, _ = estimate_for(trial_config(base, widest, steps), info, gpu, n_examples=n_train, num_gpus=1,
                               lengths=lengths, val_lengths=val_lengths, n_val=n_val)
-        basis[0] = est.time_basis
+        basis[:] = [est.time_basis, est.time_caveat]
         if est.time_s is None:
             return None
         return est.time_s
@@ -67,4 +68,4 @@ def trial_time_model(base: Config, trials: list[Trial], gpu, *, n_train: int | N
             raise RuntimeError(f"the trial time is known for {RUNG_DIVISOR} steps but not for {steps}")
         return s
 
-    return TimeModel(seconds, gpu_name, time_basis=basis[0], download_bytes=download)
+    return TimeModel(seconds, gpu_name, time_basis=basis[0], time_caveat=basis[1], download_bytes=download)
