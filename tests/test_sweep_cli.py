@@ -91,6 +91,15 @@ def test_dry_run_shows_time_cost_and_the_budget_fit(config, capsys):
     assert "(lr x r: 2e-4 x 8, " in out.splitlines()[0]  # the centre runs first and is kept
 
 
+def test_a_dry_run_refuses_data_the_sweep_refuses(config, capsys):
+    """A broken line in the data: the dry run showed a plan and exited 0; the same command without --dry-run
+    printed that plan, then refused the data."""
+    data = config.parent / "train.jsonl"
+    data.write_text(data.read_text() + '{"text": "cut off\n')
+    code, out, err = sweep(capsys, str(config), "--gpu", "h100-80", "--dry-run")
+    assert code == 2 and f"{data}:101: invalid JSON" in unwrapped(err) and "sweep " not in out, (out, err)
+
+
 def test_dry_run_without_a_gpu_times_the_trials_on_this_cpu(config, capsys, monkeypatch):
     # No GPU: the trials train on this machine's CPU, and the plan times them there, as the wizard does.
     monkeypatch.setattr("engine.estimate.detect_gpu", lambda: None)

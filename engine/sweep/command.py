@@ -245,6 +245,9 @@ def _new(config_path: Path, a) -> int:
     from engine.estimate.model_config import check_model_found
 
     check_model_found(cfg.model)   # likewise a model path that is not there (the estimate's own check)
+    from engine.train.launch import check_data
+
+    check_data(cfg, local_only=True)   # a broken line: the dry run showed a plan for data the sweep then refused
     devices = visible_devices()
     lanes = a.parallel or max(1, len(devices))
     gpu = get_gpu(a.gpu) if a.gpu else detect_gpu()

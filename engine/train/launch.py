@@ -39,16 +39,24 @@ class RunHandle:
 
 def check_inputs(cfg: Config) -> None:
     """Fails fast, in the launching process, on a bad model path or unreadable data."""
-    from engine.data import read_rows
     from engine.data.formats import check_dataset_found
     from engine.model import check_model_reachable
 
     check_model_reachable(cfg.model)
     _check_lora_for_model(cfg)
     check_dataset_found(cfg.dataset)  # a path not there, said with where it was looked for (beside the config too)
-    read_rows(cfg.dataset.path, cfg.dataset.format)
-    if cfg.dataset.validation_path:
-        read_rows(cfg.dataset.validation_path, cfg.dataset.format)
+    check_data(cfg)
+
+
+def check_data(cfg: Config, *, local_only: bool = False) -> None:
+    """Every row of dataset.path and dataset.validation_path read as the trainer reads them: a broken line is
+    refused here. local_only: a hub dataset is left for the run to read (a dry run downloads nothing)."""
+    from engine.data import read_rows
+    from engine.data.formats import source_files
+
+    for path in filter(None, (cfg.dataset.path, cfg.dataset.validation_path)):
+        if source_files(path) or not local_only:
+            read_rows(path, cfg.dataset.format)
 
 
 def _check_lora_for_model(cfg: Config) -> None:
