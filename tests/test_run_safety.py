@@ -98,7 +98,7 @@ def test_stop_does_not_signal_a_reused_pid(tmp_path, bystander):
                                                  "pid_start": process_start(bystander.pid) - 100}))
     (run / "metrics.jsonl").write_text("")
     r = run_cli("stop", str(run))
-    assert r.returncode == 0 and "not running" in r.stdout, r.stdout + r.stderr
+    assert r.returncode == 0 and "not running" in unwrapped(r.stdout), r.stdout + r.stderr
     time.sleep(0.5)
     assert bystander.poll() is None  # never signalled
     # Without a recorded start time, the command line must name the run directory.
@@ -150,7 +150,7 @@ def test_stop_does_not_signal_another_process_that_names_the_run(tmp_path, capsy
         status = {"state": "training", "pid": other.pid}
         (run / "status.json").write_text(json.dumps(status))
         assert trainer_pid(run, status) is None and effective_state(status, run) == "lost"
-        assert main(["stop", str(run)]) == 0 and "not running" in capsys.readouterr().out
+        assert main(["stop", str(run)]) == 0 and "not running" in unwrapped(capsys.readouterr().out)
         assert other.poll() is None  # never signalled (SIGTERM's default is to end it at once)
     finally:
         other.kill()
@@ -753,7 +753,7 @@ def test_stop_asks_a_running_trainer_even_when_its_status_json_is_unreadable(tmp
     (run / "metrics.jsonl").write_text("")
     if status is not None:
         (run / "status.json").write_text(status)
-    assert main(["stop", str(run)]) == 0 and "not running" in capsys.readouterr().out   # nobody holds it
+    assert main(["stop", str(run)]) == 0 and "not running" in unwrapped(capsys.readouterr().out)   # nobody holds it
     assert not (run / STOP_REQUEST_FILE).exists()
     lock = RunLock.acquire(run)
     try:
@@ -1255,7 +1255,7 @@ def test_status_and_metrics_that_are_not_files_cost_their_run_only(tmp_path, cap
     assert "good" in out and "bad-metrics" in out and "bad-status" not in out
     assert str(bad_status / "status.json") in unwrapped(err) and "Traceback" not in err
     for run in (bad_status, bad_metrics):
-        assert main(["stop", str(run)]) == 0 and "not running" in capsys.readouterr().out
+        assert main(["stop", str(run)]) == 0 and "not running" in unwrapped(capsys.readouterr().out)
         with pytest.raises(UserError) as refused:  # resume takes the lock first: nothing is written into either
             RunLock.acquire(run).release()
         assert "not a regular file" in str(refused.value) or "symbolic link" in str(refused.value), refused.value
@@ -1272,7 +1272,7 @@ def test_a_lock_file_that_is_a_named_pipe_neither_hangs_stop_nor_is_taken(tmp_pa
     (run / "metrics.jsonl").write_text("")
     os.mkfifo(run / "trainer.lock")
     assert not lock_held(run)
-    assert main(["stop", str(run)]) == 0 and "not running" in capsys.readouterr().out
+    assert main(["stop", str(run)]) == 0 and "not running" in unwrapped(capsys.readouterr().out)
     with pytest.raises(UserError) as e:
         RunLock.acquire(run).release()
     assert str(run / "trainer.lock") in str(e.value) and "named pipe" in str(e.value)
