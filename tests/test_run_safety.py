@@ -1510,6 +1510,6 @@ def test_train_prints_a_finding_with_its_evidence_and_fix_as_inspect_data_does()
     inspect-data show under it was left out. One formatter (engine.diagnose.finding) for every verb."""
     rec = {"kind": "finding", "step": 0, "time": 1.0, "code": "lora_alpha_unusual", "severity": "warning",
            "message": "lora.alpha 300 is 18.8 x r", "evidence": "alpha/r = 18.8", "fix": "set lora.alpha to 32"}
-    assert format_record(rec) == ("step     0  [warning] lora_alpha_unusual: lora.alpha 300 is 18.8 x r\n"
+    assert format_record(rec) == ("pre-flight  [warning] lora_alpha_unusual: lora.alpha 300 is 18.8 x r\n"
                                   "            evidence: alpha/r = 18.8\n"
                                   "            fix: set lora.alpha to 32")
