@@ -223,3 +223,42 @@ def finished_demo_run(tmp_path_factory, demo_model_dir) -> Path:
         assert r.returncode == 0, r.stdout + r.stderr + (run_dir / "train.log").read_text()
         (shared / "trained").touch()
     return run_dir
+
+
+# ---------------------------------------------------------------- hub datasets in datasets' cache
+
+HUB_COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+def cache_hub_dataset(cache: Path, repo_id: str, rows: list[dict], revision: str = HUB_COMMIT,
+                      config_id: str = "default") -> Path:
+    """A hub dataset's train split in datasets' cache, laid out as datasets writes it after a load with network:
+    `owner___name/<config>/<version>/<revision>/` holding `name-train.arrow` (an Arrow stream) and
+    dataset_info.json. config_id: the folder of a load with other arguments (`default-<hash>` after
+    data_files=...), whose dataset_info.json still says configuration "default"."""
+    import pyarrow as pa
+
+    owner, name = repo_id.split("/")
+    folder = cache / f"{owner}___{name}" / config_id / "0.0.0" / revision
+    folder.mkdir(parents=True)
+    table = pa.Table.from_pylist(rows)
+    with pa.OSFile(str(folder / f"{name}-train.arrow"), "wb") as f, pa.ipc.new_stream(f, table.schema) as w:
+        w.write_table(table)
+    (folder / "dataset_info.json").write_text(json.dumps({
+        "config_name": "default", "dataset_name": name,
+        "splits": {"train": {"name": "train", "num_examples": len(rows), "dataset_name": name}}}))
+    return folder
+
+
+@pytest.fixture
+def hub_out_of_reach(monkeypatch, tmp_path):
+    """The hub does not answer (HF_HUB_OFFLINE unset), and datasets' cache is an empty folder of the test's."""
+    import datasets.config
+
+    import engine.hub
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(engine.hub, "hub_reachable", lambda: False)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)   # read when datasets was imported
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "datasets")
+    return tmp_path / "datasets"

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import HUB_COMMIT, cache_hub_dataset
 from engine.data import read_rows
 from engine.errors import DataError
 
@@ -471,41 +472,6 @@ def test_unsupported_extension(tmp_path):
         read_rows(path)
 
 
-HUB_COMMIT = "0123456789abcdef0123456789abcdef01234567"
-
-
-def cache_hub_dataset(cache: Path, repo_id: str, rows: list[dict], revision: str = HUB_COMMIT) -> Path:
-    """A hub dataset's train split in datasets' cache, laid out as datasets writes it after a load with network:
-    `owner___name/<config>/<version>/<revision>/` holding `name-train.arrow` (an Arrow stream) and
-    dataset_info.json."""
-    import pyarrow as pa
-
-    owner, name = repo_id.split("/")
-    folder = cache / f"{owner}___{name}" / "default" / "0.0.0" / revision
-    folder.mkdir(parents=True)
-    table = pa.Table.from_pylist(rows)
-    with pa.OSFile(str(folder / f"{name}-train.arrow"), "wb") as f, pa.ipc.new_stream(f, table.schema) as w:
-        w.write_table(table)
-    (folder / "dataset_info.json").write_text(json.dumps({
-        "config_name": "default", "dataset_name": name,
-        "splits": {"train": {"name": "train", "num_examples": len(rows), "dataset_name": name}}}))
-    return folder
-
-
-@pytest.fixture
-def hub_out_of_reach(monkeypatch, tmp_path):
-    """The hub does not answer (HF_HUB_OFFLINE unset), and datasets' cache is an empty folder of the test's."""
-    import datasets.config
-
-    import engine.hub
-
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.setattr(engine.hub, "hub_reachable", lambda: False)
-    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)   # read when datasets was imported
-    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "datasets")
-    return tmp_path / "datasets"
-
-
 def test_a_hub_dataset_out_of_reach_and_not_cached_is_refused(hub_out_of_reach):
     with pytest.raises(DataError) as e:
         read_rows("tatsu-lab/alpaca")
@@ -549,6 +515,24 @@ def test_the_cached_copys_line_reaches_the_data_report(hub_out_of_reach, demo_to
     report = prepare_examples(cfg, demo_tokenizer).report
     assert any(n.startswith("someone/tiny_set: the Hugging Face Hub is unreachable (offline?): read from the "
                             "cached copy, revision 0123456789ab") for n in report.notes)
+    assert report.hub_revisions == {"someone/tiny_set": HUB_COMMIT}   # what the trainer records (inspect-data --json)
+
+
+def test_the_line_names_the_copy_datasets_read_not_the_newest_folder(hub_out_of_reach):
+    """The line named the newest folder of the dataset's cache, but datasets' offline load reads the newest of its
+    default configuration: a load with other arguments (data_files=..., in a notebook) leaves a newer folder of
+    another, and the line named a revision the rows did not come from. It names the folder the load read."""
+    read = cache_hub_dataset(hub_out_of_reach, "someone/tiny_set", [{"text": "read"}], revision="a" * 40)
+    os.utime(read, (1, 1))
+    cache_hub_dataset(hub_out_of_reach, "someone/tiny_set", [{"text": "other"}], revision="b" * 40,
+                      config_id="default-1a2b3c4d5e6f7a8b")
+    notes: list[str] = []
+    rows, _, _ = read_rows("someone/tiny_set", notes=notes)
+    assert [r["text"] for r in rows] == ["read"]
+    assert "revision aaaaaaaaaaaa" in notes[0], notes
+    revisions: dict[str, str] = {}
+    read_rows("someone/tiny_set", revisions=revisions)
+    assert revisions == {"someone/tiny_set": "a" * 40}
 
 
 def test_hub_id_offline_mode_not_in_cache(monkeypatch, tmp_path):

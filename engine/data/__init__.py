@@ -26,12 +26,13 @@ class PreparedData:
 
 
 def read_rows(path: str | os.PathLike, fmt: str = "auto", notes: list[str] | None = None,
-              ) -> tuple[list[dict], str, list[str]]:
+              revisions: dict[str, str] | None = None) -> tuple[list[dict], str, list[str]]:
     """(rows normalised to their format's shape, format, sources). Cheap: no tokenizer; fails fast. `notes` gets
-    what the user should know about the read (a hub dataset read from its cached copy, which revision)."""
+    what the user should know about the read (a hub dataset read from its cached copy, which revision);
+    `revisions` each hub dataset's revision read ({id: revision})."""
     from engine.data.formats import read_rows as _read
 
-    return _read(path, fmt, notes)
+    return _read(path, fmt, notes, revisions)
 
 
 def split_indices(n: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
@@ -125,6 +126,7 @@ class _Rows:
     sources: list[str]
     validation: tuple[list[dict], str, list[str]] | None
     notes: list[str] = field(default_factory=list)   # about the read: a hub dataset's cached copy
+    revisions: dict[str, str] = field(default_factory=dict)   # {hub id: the revision read}
 
 
 def _read_config_rows(cfg) -> _Rows:
@@ -132,11 +134,12 @@ def _read_config_rows(cfg) -> _Rows:
     refused here, cheaply, before a tokenizer is loaded."""
     ds = cfg.dataset
     notes: list[str] = []
-    rows, fmt, sources = read_rows(ds.path, ds.format, notes)
+    revisions: dict[str, str] = {}
+    rows, fmt, sources = read_rows(ds.path, ds.format, notes, revisions)
     if ds.max_examples:
         rows, sources = rows[: ds.max_examples], sources[: ds.max_examples]
-    validation = read_rows(ds.validation_path, ds.format, notes) if ds.validation_path else None
-    return _Rows(rows, fmt, sources, validation, notes)
+    validation = read_rows(ds.validation_path, ds.format, notes, revisions) if ds.validation_path else None
+    return _Rows(rows, fmt, sources, validation, notes, revisions)
 
 
 def prepare_examples(cfg, tokenizer) -> PreparedData:
@@ -147,7 +150,8 @@ def prepare_examples(cfg, tokenizer) -> PreparedData:
 def _prepare(cfg, read: _Rows, tokenizer) -> PreparedData:
     ds, seq = cfg.dataset, cfg.training.max_seq_length
     rows, fmt, sources = read.rows, read.fmt, read.sources
-    report = DataReport(path=str(ds.path), format=fmt, n_rows=len(rows), notes=list(read.notes))
+    report = DataReport(path=str(ds.path), format=fmt, n_rows=len(rows), notes=list(read.notes),
+                        hub_revisions=dict(read.revisions))
     from engine.data.prompt import shared_system_prompt
     report.system_prompt = shared_system_prompt(rows, fmt)
     built = _build(rows, fmt, sources, tokenizer, seq, ds.train_on, report)

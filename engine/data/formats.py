@@ -386,25 +386,36 @@ def _looks_like_hub_id(path: str) -> bool:
             and not path.lower().endswith(EXTENSIONS) and "/" in path)
 
 
-def _read_hub(repo_id: str, notes: list[str]) -> tuple[list[dict], list[str]]:
-    """A hub dataset's train split. With the hub out of reach (or HF_HUB_OFFLINE set) its copy in datasets' cache
-    is read, and a line in `notes` says so and which revision; refused only when nothing is cached."""
+def load_hub_dataset(repo_id: str, notes: list[str]):
+    """A hub dataset's train split (a datasets.Dataset), loaded as the trainer loads it. With the hub out of reach
+    (or HF_HUB_OFFLINE set) its copy in datasets' cache is read, and a line in `notes` says so and which revision
+    was read (engine.hub.read_from); refused only when nothing is cached."""
     import datasets
 
-    from engine.hub import cached_dataset, hub_reachable
+    from engine.hub import has_cached_copy, hub_reachable, read_from
     from engine.settings import hub_offline
 
     datasets.disable_progress_bars()
     fix = "download it where there is network (it is cached then), or point dataset.path at a local file"
-    offline, cached = hub_offline(), None
+    offline, why = hub_offline(), None
     if offline or not hub_reachable():
         why = "HF_HUB_OFFLINE is set" if offline else "the Hugging Face Hub is unreachable (offline?)"
-        cached = cached_dataset(repo_id)
-        if cached is None:
+        if not has_cached_copy(repo_id):
             raise DataError(f"{repo_id}: not a local path, {why}, and the dataset is not in the cache "
                             f"({datasets.config.HF_DATASETS_CACHE})", fix=fix)
-        notes.append(cached.line(repo_id, why))
-    ds = _load_hub(repo_id, offline=cached is not None, fix=fix)
+    ds = _load_hub(repo_id, offline=why is not None, fix=fix)
+    if why is not None and (copy := read_from(ds)) is not None:
+        notes.append(copy.line(repo_id, why))
+    return ds
+
+
+def _read_hub(repo_id: str, notes: list[str], revisions: dict[str, str]) -> tuple[list[dict], list[str]]:
+    """A hub dataset's train split as rows (load_hub_dataset); the revision read goes into `revisions`."""
+    from engine.hub import read_from
+
+    ds = load_hub_dataset(repo_id, notes)
+    if (copy := read_from(ds)) is not None:
+        revisions[repo_id] = copy.revision
     rows = ds.to_list()
     if not rows:
         raise DataError(f"{repo_id}: the dataset's train split has no rows")
@@ -662,25 +673,26 @@ def source_files(path: str) -> list[Path]:
     return [p] if p.is_file() else []
 
 
-def _read_source(path: str, notes: list[str]) -> list[tuple[str, list[dict], list[str]]]:
+def _read_source(path: str, notes: list[str], revisions: dict[str, str]) -> list[tuple[str, list[dict], list[str]]]:
     """[(name, rows, sources)] per file; one entry for a file or a hub id, several for a directory."""
     files = source_files(path)
     if files:
         return [(str(f), *read_file_rows(f)) for f in files]
     check_found(path)
-    return [(path, *_read_hub(path, notes))]
+    return [(path, *_read_hub(path, notes, revisions))]
 
 
 def read_rows(path: str | os.PathLike, fmt: str = "auto", notes: list[str] | None = None,
-              ) -> tuple[list[dict], str, list[str]]:
+              revisions: dict[str, str] | None = None) -> tuple[list[dict], str, list[str]]:
     """Read and normalise every row: (rows, format, sources). Cheap: no tokenizer, no model. `notes`: where what
-    the user should know about the read goes (a hub dataset read from its cached copy)."""
+    the user should know about the read goes (a hub dataset read from its cached copy). `revisions`: where a hub
+    dataset's revision read goes ({id: revision}, engine.hub.read_from)."""
     path = str(path)
     if not path.strip():
         raise DataError("dataset.path is empty", fix="set dataset.path to a data file, a directory or a hub id")
     if fmt not in ("auto", *FORMATS):
         raise DataError(f"{path}: unknown format {fmt!r}; expected auto or one of {', '.join(FORMATS)}")
-    parts = _read_source(path, notes if notes is not None else [])
+    parts = _read_source(path, notes if notes is not None else [], revisions if revisions is not None else {})
     chosen = fmt
     rows: list[dict] = []
     sources: list[str] = []

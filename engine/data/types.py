@@ -72,6 +72,8 @@ class DataReport:
     # training row's length before max_seq_length (what the max_seq_length advice reads).
     too_long_lengths: list[int] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # {hub id: the revision its load read (engine.hub.read_from)}: what the trainer records in each checkpoint
+    hub_revisions: dict[str, str] = field(default_factory=dict)
 
     def cuts(self) -> str:
         """What max_seq_length cut, in the words train.log and inspect-data share."""
