@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import DEMO_CONFIG, HUB_TOKEN_MARKER, run_cli, together, unwrapped
+from conftest import DEMO_CONFIG, HUB_TOKEN_MARKER, cache_hub_dataset, run_cli, together, unwrapped
 from engine.rundir import MetricsTail, effective_state, read_metrics, read_status
 
 # `slow` marks the tests that train; those reading the shared finished demo run get it in conftest.
@@ -156,6 +156,30 @@ def test_export_adapter_and_merged(finished_demo_run, tmp_path):
 
 
 # ------------------------------------------------------------------ detach, stop, resume, kill -9
+@pytest.mark.slow
+def test_a_run_on_a_cached_hub_dataset_records_the_revision_its_load_read(tmp_path):
+    """Each checkpoint records the revision of a hub dataset the run read, for a resume to refuse another: it was
+    huggingface_hub's refs/main, which the trainer's load does not read. Out of reach, the trainer reads datasets'
+    own copy, and the record named no revision (nothing downloaded with huggingface_hub) or another commit's. It
+    names the copy the trainer's load read, as train.log's line does."""
+    from engine.rundir import CHECKPOINT_RUN_FILE
+
+    rows = [json.loads(line) for line in (DEMO_CONFIG.parent / "demo" / "train.jsonl").read_text().splitlines()[:64]]
+    cache_hub_dataset(tmp_path / "datasets", "someone/demo_rows", rows, revision="a" * 40)
+    cfg = small_config(tmp_path, max_steps=4, save_steps=4)
+    raw = yaml.safe_load(cfg.read_text())
+    raw["dataset"]["path"] = "someone/demo_rows"
+    cfg.write_text(yaml.safe_dump(raw))
+    run_dir = tmp_path / "run"
+    r = run_cli("train", str(cfg), "--run-dir", str(run_dir),
+                env={"HF_DATASETS_CACHE": str(tmp_path / "datasets"), "HF_HUB_OFFLINE": "1"})
+    assert r.returncode == 0, r.stdout + r.stderr
+    record = json.loads((run_dir / "checkpoints" / "checkpoint-4" / CHECKPOINT_RUN_FILE).read_text())
+    assert record["hub_revisions"] == {"someone/demo_rows": "a" * 40}
+    assert "someone/demo_rows: HF_HUB_OFFLINE is set: read from the cached copy, revision aaaaaaaaaaaa" in \
+        (run_dir / "train.log").read_text()
+
+
 @pytest.mark.slow
 def test_detached_run_stopped_resumed_killed_and_resumed_to_its_end(tmp_path):
     """One run through what happens to runs: it outlives its launcher, is stopped and resumed in the background,

@@ -18,7 +18,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from conftest import fake_adapter, run_cli, unwrapped
+from conftest import cache_hub_dataset, fake_adapter, run_cli, unwrapped
 from engine.diagnose.live import LiveDiagnostics, diagnose_records
 from engine.rundir import (MetricsTail, MetricsWriter, RunLock, check_remote_code, checkpoint_problem,
                            drop_superseded, format_record, lock_held, process_start, read_metrics, safe_record,
@@ -425,40 +425,57 @@ def test_a_resume_on_another_number_of_gpus_is_refused_naming_num_gpus(tmp_path)
 
 
 def _hub_snapshot(cache: Path, repo: str, commit: str) -> None:
-    """A hub dataset's snapshot in the hub cache as huggingface_hub lays it out (refs/main names the commit)."""
+    """A hub dataset's snapshot in huggingface_hub's cache as `hf download` leaves it (refs/main names the commit):
+    no datasets load has read it."""
     d = cache / f"datasets--{repo.replace('/', '--')}"
     (d / "snapshots" / commit).mkdir(parents=True, exist_ok=True)
     (d / "refs").mkdir(exist_ok=True)
     (d / "refs" / "main").write_text(commit)
 
 
-def test_a_resume_or_sweep_over_a_hub_dataset_at_another_revision_is_refused_naming_both(tmp_path, monkeypatch):
-    """A hub dataset was fingerprinted by its id alone: after a new commit on the hub (the cache's snapshot moved to
-    it), a resumed run or sweep trained on other rows than its checkpoint or first trials did, without a word."""
+def test_the_hub_revision_recorded_is_the_one_the_load_read(hub_out_of_reach, tmp_path, monkeypatch):
+    """The checkpoint's record, the sweep's and the resume checks took a hub dataset's revision from
+    huggingface_hub's refs/main. After `hf download` fetched a newer commit that no load read (or with datasets'
+    copy older than the hub cache's), the load read one revision and the record named another: a resume after the
+    hub moved was let through, and one on the very rows the checkpoint trained on was refused. Each now records
+    what the load read (the folder datasets read its rows from), and a resume whose load reads another is refused,
+    naming both."""
     from engine.config import Config
     from engine.data.fingerprint import data_changes, data_record
     from engine.errors import UserError
     from engine.rundir import CHECKPOINT_RUN_FILE
     from engine.train.resume_check import config_changes, run_record
 
-    cache = tmp_path / "hub"
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    old, new = "a" * 40, "b" * 40
-    _hub_snapshot(cache, "someone/rows", old)
+    hub = tmp_path / "hub"
+    monkeypatch.setenv("HF_HUB_CACHE", str(hub))
+    read, downloaded, newer = "a" * 40, "c" * 40, "b" * 40
+    old = cache_hub_dataset(hub_out_of_reach, "someone/rows", [{"instruction": "q", "output": "a"}], revision=read)
+    os.utime(old, (1, 1))
+    _hub_snapshot(hub, "someone/rows", downloaded)
     cfg = Config(model="m")
     cfg.dataset.path = "someone/rows"
+    record = run_record(cfg, "adamw_torch")
+    assert record["hub_revisions"] == {"someone/rows": read}
+    assert run_record(cfg, "adamw_torch", hub_revisions={"someone/rows": read}) == record   # the trainer's, read
+    recorded = data_record(cfg.dataset)
+    assert recorded["hub_revisions"] == {"someone/rows": read}
     ckpt = tmp_path / "checkpoint-4"
     ckpt.mkdir()
-    (ckpt / CHECKPOINT_RUN_FILE).write_text(json.dumps(run_record(cfg, "adamw_torch")))
-    recorded = data_record(cfg.dataset)
+    (ckpt / CHECKPOINT_RUN_FILE).write_text(json.dumps(record))
     assert config_changes(ckpt, cfg, "c.yaml") == [] and data_changes(recorded, cfg.dataset) == []
-    _hub_snapshot(cache, "someone/rows", new)
+
+    # A load with network brought a newer commit into datasets' cache: the next load reads it.
+    cache_hub_dataset(hub_out_of_reach, "someone/rows", [{"instruction": "q2", "output": "b"}], revision=newer)
     with pytest.raises(UserError) as e:
         config_changes(ckpt, cfg, "c.yaml")
-    assert f"dataset: someone/rows: the hub dataset is at revision {new} now, not {old} as checkpoint-4 trained on" \
-           in str(e.value), str(e.value)
-    assert data_changes(recorded, cfg.dataset) == [f"someone/rows: the hub dataset is at revision {new} now, not "
-                                                   f"{old} as when the sweep started"]
+    assert e.value.problems == [f"dataset: someone/rows: the hub dataset is at revision {newer} now, not {read} as "
+                                "checkpoint-4 trained on"]
+    assert data_changes(recorded, cfg.dataset) == [f"someone/rows: the hub dataset is at revision {newer} now, not "
+                                                   f"{read} as when the sweep started"]
+    # The trainer checks the revision its own load read, not another load's.
+    assert config_changes(ckpt, cfg, "c.yaml", hub_revisions={"someone/rows": read}) == []
+    with pytest.raises(UserError, match=f"at revision {newer} now, not {read}"):
+        config_changes(ckpt, cfg, "c.yaml", hub_revisions={"someone/rows": newer})
 
 
 def test_a_run_folder_beside_its_data_is_not_its_data(tmp_path):

@@ -5,15 +5,16 @@ edited, its finished trials (the old data) and its new ones (the new data) would
 the winner would be wrong without a word. The sweep records each file the trainer reads (engine.data.formats'
 source_files: a folder's data files, not the run folders beside them) with its size, modification time and sha256;
 a resume looks at size and time first and hashes only a file whose time moved (touched, copied back, or edited).
-A hub dataset is recorded by its id and its revision: the commit of the snapshot in the hub cache (huggingface_hub's
-refs/main, which a load online moves to the hub's newest commit, and which a load offline reads). Its rows are
-the hub's to change: recorded by id alone, a resume after a new commit trained on other rows without a word.
+A hub dataset is recorded by its id and its revision: the one a load reads (engine.hub.read_from: the folder
+datasets read its Arrow files from, named by the hub commit it downloaded, or out of reach the cached copy datasets
+picks). Its rows are the hub's to change: recorded by id alone, a resume after a new commit trained on other rows
+without a word. huggingface_hub's refs/main is not that answer: `hf download` moves it without datasets reading the
+new commit, and offline datasets reads its own newest copy, which may be older than the hub cache's.
 """
 
 from __future__ import annotations
 
 import hashlib
-import re
 from pathlib import Path
 
 
@@ -34,35 +35,43 @@ def hash_file(path: Path, h=None):
     return h
 
 
-def hub_revision(repo_id: str) -> str | None:
-    """The commit of a hub dataset's snapshot in the hub cache (refs/main), or None where none is cached."""
-    from engine.settings import hub_cache_dir
-
-    ref = Path(hub_cache_dir()) / f"datasets--{repo_id.replace('/', '--')}" / "refs" / "main"
-    try:
-        sha = ref.read_text(encoding="ascii").strip()
-    except (OSError, UnicodeDecodeError):
-        return None
-    return sha if re.fullmatch(r"[0-9a-f]{40}", sha) else None
-
-
 def hub_revisions(dataset) -> dict[str, str]:
-    """{hub id: its cached revision} for the hub datasets a config reads (those with a snapshot in the cache)."""
-    return {source: rev for source, paths in data_sources(dataset) if not paths and (rev := hub_revision(source))}
+    """{hub id: the revision a load of it reads now} for the hub datasets a config reads: each loaded as the trainer
+    loads it (engine.data.formats.load_hub_dataset: from the hub, or out of reach its cached copy), the revision
+    taken from what was read (engine.hub.read_from). One that cannot be loaded (out of reach and not cached) is left
+    out: the trainer's load refuses it, saying why."""
+    from engine.data.formats import check_found, load_hub_dataset
+    from engine.errors import DataError
+    from engine.hub import read_from
+
+    revisions = {}
+    for source, paths in data_sources(dataset):
+        if paths:
+            continue
+        try:
+            check_found(source)   # a local path gone: no hub id
+            copy = read_from(load_hub_dataset(source, []))
+        except DataError:
+            continue
+        if copy is not None:
+            revisions[source] = copy.revision
+    return revisions
 
 
-def revision_changes(recorded: dict, dataset, since: str) -> list[str]:
-    """One line per hub dataset whose cached revision is not the `recorded` one (hub_revisions) `since` then
-    ("since the sweep started"). One no longer cached says nothing here: the load fetches it, and the trainer's
-    check after its load (its resume record) sees which commit came."""
-    now = hub_revisions(dataset)
+def revision_changes(recorded: dict, dataset, since: str, now: dict[str, str] | None = None) -> list[str]:
+    """One line per hub dataset whose revision read `now` (the caller's load's, e.g. the trainer's report; None:
+    hub_revisions, a load now) is not the `recorded` one `since` then ("since the sweep started"). One that cannot
+    be loaded says nothing here: the load refuses it, saying why."""
+    if not recorded:
+        return []
+    now = hub_revisions(dataset) if now is None else now
     return [f"{repo}: the hub dataset is at revision {now[repo]} now, not {was} as {since}"
             for repo, was in (recorded or {}).items() if repo in now and now[repo] != was]
 
 
 def data_record(dataset) -> dict:
-    """{"files": [{"path", "bytes", "mtime_ns", "sha256"}], "hub": [ids], "hub_revisions": {id: commit}}: what a
-    sweep keeps in sweep.json."""
+    """{"files": [{"path", "bytes", "mtime_ns", "sha256"}], "hub": [ids], "hub_revisions": {id: revision read}}:
+    what a sweep keeps in sweep.json."""
     files, hub = [], []
     for source, paths in data_sources(dataset):
         if not paths:

@@ -57,15 +57,16 @@ def data_fingerprint(cfg) -> str:
     return h.hexdigest()
 
 
-def run_record(cfg, optimizer: str, processes: int = 1) -> dict:
+def run_record(cfg, optimizer: str, processes: int = 1, hub_revisions: dict[str, str] | None = None) -> dict:
     """What a checkpoint is trained with: written into each checkpoint by the trainer. optimizer: the plan's, which
     may differ from training.optimizer (engine.plan.optimizer_for) and is the one its saved states load into.
-    processes: the training processes (training.num_gpus resolved: empty is every visible GPU)."""
-    from engine.data.fingerprint import hub_revisions
+    processes: the training processes (training.num_gpus resolved: empty is every visible GPU). hub_revisions: each
+    hub dataset's revision the trainer's load read (its DataReport's); None: a load now reads them."""
+    from engine.data.fingerprint import hub_revisions as revisions_read
 
-    # written after the trainer loaded its data: a hub dataset's revision is the commit it read
     return {"config": flat_config(cfg), "data_sha256": data_fingerprint(cfg), "optimizer": optimizer,
-            "processes": processes, "hub_revisions": hub_revisions(cfg.dataset)}
+            "processes": processes,
+            "hub_revisions": revisions_read(cfg.dataset) if hub_revisions is None else dict(hub_revisions)}
 
 
 def checkpoint_optimizer(ckpt: str | Path) -> str:
@@ -84,12 +85,14 @@ def saved_record(ckpt: str | Path) -> dict | None:
     return record if isinstance(record, dict) and isinstance(record.get("config"), dict) else None
 
 
-def config_changes(ckpt: str | Path, cfg, config_path: str | Path, processes: int | None = None) -> list[str]:
+def config_changes(ckpt: str | Path, cfg, config_path: str | Path, processes: int | None = None,
+                   hub_revisions: dict[str, str] | None = None) -> list[str]:
     """The applied changes as lines ("training.learning_rate 0.003 -> 0.001"); refuses the rest (UserError
     naming each key). Nothing to compare with (a checkpoint written before lorapilot recorded it): [].
     processes: the training processes the resume starts; another count than the checkpoint's is refused under
     training.num_gpus, even where the key reads the same (empty: every visible GPU), since the examples per optimizer
-    step, the steps and the data order follow it."""
+    step, the steps and the data order follow it. hub_revisions: each hub dataset's revision the caller's load read
+    (the trainer's); None: a load now reads them (the launcher's check)."""
     saved = saved_record(ckpt)
     if saved is None:
         return []
@@ -111,7 +114,7 @@ def config_changes(ckpt: str | Path, cfg, config_path: str | Path, processes: in
         from engine.data.fingerprint import revision_changes
 
         refused += [f"dataset: {line}" for line in revision_changes(saved["hub_revisions"], cfg.dataset,
-                                                                    f"{Path(ckpt).name} trained on")]
+                                                                    f"{Path(ckpt).name} trained on", hub_revisions)]
     if refused:
         raise UserError(f"{config_path}: changed since the checkpoint in ways a resume cannot follow",
                         problems=refused,

@@ -151,9 +151,11 @@ def _live_diagnostics(run_dir: Path, resume: bool, data: PreparedData) -> LiveDi
     return LiveDiagnostics(training_responses=responses)
 
 
-def _resume_point(cfg: Config, run_dir: Path, n_ranks: int) -> tuple[str | None, list[tuple[str, str]]]:
+def _resume_point(cfg: Config, run_dir: Path, n_ranks: int, data: PreparedData | None = None,
+                  ) -> tuple[str | None, list[tuple[str, str]]]:
     """The newest intact checkpoint, and what the log says about the resume as (event code, text): damaged
-    checkpoints skipped, config changes applied (the launcher refused the changes a resume cannot follow)."""
+    checkpoints skipped, config changes applied (the launcher refused the changes a resume cannot follow; a hub
+    dataset at another revision than the checkpoint's is refused here too, by the revision this load read)."""
     from engine.rundir import usable_checkpoint
     from engine.train.resume_check import config_changes, unsafe_pickle
 
@@ -164,8 +166,14 @@ def _resume_point(cfg: Config, run_dir: Path, n_ranks: int) -> tuple[str | None,
                       "no intact checkpoint: starting at step 0"))
     if ckpt:
         notes += [("config_applied", f"config change applied: {c}")
-                  for c in config_changes(ckpt, cfg, run_dir / CONFIG_FILE, n_ranks)]
+                  for c in config_changes(ckpt, cfg, run_dir / CONFIG_FILE, n_ranks, _revisions_read(data))]
     return ckpt, notes
+
+
+def _revisions_read(data: PreparedData | None) -> dict[str, str] | None:
+    """The hub datasets' revisions the trainer's load read (engine.hub.read_from); None where the data was injected
+    (benchmarks) or read no hub dataset: run_record and config_changes then load to see."""
+    return (data.report.hub_revisions or None) if data is not None else None
 
 
 def train(cfg: Config, run_dir: Path, *, resume: bool, data: PreparedData | None = None,
@@ -180,7 +188,7 @@ def train(cfg: Config, run_dir: Path, *, resume: bool, data: PreparedData | None
         stop.install()
     inputs = load(cfg, run_dir, resume=resume, data=data, tokenizer=tokenizer)
     # The checkpoint a resume continues from, found once: the plan and the Trainer read the same one.
-    resume_at = _resume_point(cfg, run_dir, inputs.n_ranks) if resume else (None, [])
+    resume_at = _resume_point(cfg, run_dir, inputs.n_ranks, inputs.data) if resume else (None, [])
     run_plan = plan_here(cfg, inputs, run_dir, ckpt=resume_at[0])
     built = build_model(cfg, inputs, run_plan)
     assembled = build_trainer(cfg, run_dir, inputs, run_plan, built, resume=resume, resume_at=resume_at, stop=stop,
@@ -404,7 +412,8 @@ def build_trainer(cfg: Config, run_dir: Path, inputs: Inputs, run_plan: RunPlan,
                               # fast decode keeps its KV cache and graphs allocated: not where memory is tight
                               fast_decode_ok=(inputs.hw.device == "cuda" and run_plan.memory == "fast"
                                               and n_ranks == 1),
-                              run_record=run_record(cfg, run_plan.optimizer, n_ranks), learning_rate=t.learning_rate if ckpt else None)
+                              run_record=run_record(cfg, run_plan.optimizer, n_ranks, _revisions_read(data)),
+                              learning_rate=t.learning_rate if ckpt else None)
     train_ds = PlannedMicroBatches(data.train, run_plan.step_plan)  # one item is one planned micro-batch
     trainer = PlannedTrainer(model=built.model, args=args, train_dataset=train_ds,
                              eval_dataset=data.validation if data.validation else None,
