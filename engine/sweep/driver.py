@@ -212,7 +212,7 @@ class Driver:
     def _data_changed(self) -> list[str]:
         """The data files not as the sweep recorded them (engine.data.fingerprint), before a trial reads them: an
         edit while the sweep runs would rank trials on two datasets together. A stat a file, a hash only where its
-        modification time moved."""
+        modification time moved; a hub dataset is loaded as the trial loads it, to see which revision it reads."""
         from engine.data.fingerprint import data_changes
 
         return data_changes(self.sweep["data"], self.base.dataset) if self.sweep.get("data") else []
