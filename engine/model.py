@@ -270,9 +270,30 @@ def load_base_model(model: str, quantization: str, precision: str, *, trust_remo
         m = causal_lm(path, **kwargs)
     except OSError as e:
         raise ModelError(f"{model}: cannot load model: {str(e).splitlines()[0]}") from None
+    except ValueError as e:
+        # transformers' refusals of what this model cannot do (an attention implementation it does not support, a
+        # quantisation it cannot take, a config it does not know) reach the user as a message, not a traceback
+        raise ModelError(f"{model}: transformers cannot load it as configured: {_first_sentence(e)}",
+                         fix=_load_fix(str(e), attn_implementation, quantization)) from None
     if hw.device == "cpu":
         keep_cpu_4bit_layout(m)
     return m, dtype_name
+
+
+def _first_sentence(error: Exception) -> str:
+    """The first sentence of an error's message (transformers' run on with issue links and examples)."""
+    line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    return line.split(". ")[0].rstrip(".")
+
+
+def _load_fix(message: str, attn_implementation: str | None, quantization: str) -> str:
+    """What to change when transformers refuses to load a model (load_base_model)."""
+    if attn_implementation and "attention implementation" in message:
+        return (f"the plan chose {attn_implementation} attention, which this architecture does not support: "
+                "training.packing (on or off) decides it; please report the model, so that the plan learns it")
+    if quantization != "none":
+        return f"quantization: {quantization} may not suit this model: try quantization: none"
+    return "check that the model is a causal language model transformers supports (its config.json model_type)"
 
 
 def keep_cpu_4bit_layout(model) -> None:

@@ -105,7 +105,7 @@ class RunPlan:
     parallelism: str                 # none | ddp | fsdp
     liger: bool                      # Liger's kernels patched in
     fused_loss: bool                 # Liger's fused linear cross-entropy: no fp32 logits materialised
-    attention: str                   # lorapilot_varlen | flex_attention | sdpa (transformers' names)
+    attention: str                   # lorapilot_varlen | flex_attention | sdpa | eager (transformers' names)
     packing: bool
     token_budget: int | None         # tokens per micro-batch when packing; None: padded micro-batches
     micro_batches_per_step: int      # over all ranks
@@ -150,7 +150,7 @@ def attention_label(attention: str) -> str:
     from engine.train.varlen_attention import ATTENTION
 
     return {ATTENTION: "varlen flash attention", "flex_attention": "flex attention",
-            "sdpa": "SDPA attention"}.get(attention, attention)
+            "sdpa": "SDPA attention", "eager": "eager attention"}.get(attention, attention)
 
 
 def attention_for(machine: Machine, packing: bool, precision: str,
@@ -158,7 +158,10 @@ def attention_for(machine: Machine, packing: bool, precision: str,
     """Packed rows on a GPU: torch's variable-length flash attention where it runs (1.21x flex's tokens/s eager,
     1.02x compiled, the same adapter within bf16 noise: benchmarks/results/user_path-s15-h200-2026-12-04.md),
     else flex attention; padded rows and the CPU: SDPA. softcap: the model soft-caps its attention logits (Gemma-2),
-    which the flash kernel does not (it trained another attention than the model's, silently): flex attention."""
+    which the flash kernel does not (it trained another attention than the model's, silently): flex attention for
+    packed rows on a GPU, else eager attention: SDPA has no soft-capping, and transformers refuses it for Gemma-2 at
+    load (a ValueError); eager is what it recommends. Eager keeps each layer's T x T scores and probabilities per head
+    (engine.estimate.memory.eager_scores_bytes)."""
     from engine.train.speed import LEVERS
 
     if (machine.device == "cuda" and packing and LEVERS.varlen_attention and machine.varlen and not softcap
@@ -170,7 +173,11 @@ def attention_for(machine: Machine, packing: bool, precision: str,
     if machine.device == "cuda" and packing and LEVERS.flex_attention:
         return "flex_attention", ("attention: flex_attention (packed rows, block-diagonal mask from position_ids); "
                                   "the first steps compile its kernels, 1-3 minutes on a fresh machine")
-    return "sdpa", "attention: sdpa" + (" (packed rows, block-diagonal mask from position_ids)" if packing else "")
+    packed = " (packed rows, block-diagonal mask from position_ids)" if packing else ""
+    if softcap:
+        return "eager", ("attention: eager" + packed + " (the model soft-caps its attention logits, which SDPA "
+                         "does not compute; each layer keeps its tokens x tokens scores)")
+    return "sdpa", "attention: sdpa" + packed
 
 
 def liger_for(machine: Machine, model_type: str | None) -> tuple[bool, str]:

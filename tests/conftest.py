@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import gc
 import json
@@ -179,6 +180,27 @@ def unwrapped(text: str) -> str:
     """A verb's stderr as words on one line: its messages are wrapped to 80 columns (engine.wrap.fit), at spaces, so a
     phrase a test looks for may span a line break (a test's tmp_path makes a message long)."""
     return " ".join(text.split())
+
+
+@contextlib.contextmanager
+def saved_storages(apart: set[int]):
+    """Counts what autograd saves inside the block: yields a dict, storage address -> bytes, each storage once (views
+    share one), those at the addresses in `apart` (parameters, what a layer is handed) left out. The saved tensors are
+    held to the end, so that no address is reused by another while counting."""
+    import torch
+
+    storages: dict[int, int] = {}
+    held = []
+
+    def pack(t):
+        s = t.untyped_storage()
+        if s.data_ptr() not in apart:
+            storages[s.data_ptr()] = s.nbytes()
+            held.append(t)
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        yield storages
 
 
 def together(*calls):

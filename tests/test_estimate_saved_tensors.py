@@ -34,6 +34,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from conftest import saved_storages  # noqa: E402
+
 from engine.config import config_from_dict  # noqa: E402
 from engine.estimate.memory import (  # noqa: E402
     attention_mask_bytes,
@@ -122,19 +124,9 @@ def _layer_saved_bytes(model, precision: str, tokens: int, gpu_view: bool, packe
                               position_ids=positions)
     assert (mask is not None) == packed
     apart = {t.untyped_storage().data_ptr() for t in (cos, sin, *model.parameters(), *([mask] if packed else []))}
-    storages: dict[int, int] = {}
-    held = []    # every saved tensor alive to the end, so that no address is reused by another while counting
-
-    def pack(t):
-        s = t.untyped_storage()
-        if s.data_ptr() not in apart:
-            storages[s.data_ptr()] = s.nbytes()
-            held.append(t)
-        return t
-
     checkpointing, layer.gradient_checkpointing = layer.gradient_checkpointing, False
     try:
-        with _gpu_view(gpu_view), _autocast(precision), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        with _gpu_view(gpu_view), _autocast(precision), saved_storages(apart) as storages:
             layer(x, attention_mask=mask, position_ids=positions, position_embeddings=(cos, sin))
     finally:
         layer.gradient_checkpointing = checkpointing

@@ -54,6 +54,8 @@ FIT_FRACTION = 0.90
 # flight (TRL keeps up to 5 in its forward stash) and the ones fetched back ahead of backward.
 OFFLOAD_RESIDENT_LAYERS = 6
 ALLOCATOR_SLACK_FRACTION = 0.10
+# Architectures whose layers alternate full and sliding-window attention: transformers builds a mask for each type.
+SLIDING_AND_FULL_LAYERS = ("gemma2", "gemma3_text")
 # Compiled decoder layers (RunPlan.compile_layers) peak higher than eager ones: inductor's fused kernels keep their
 # own buffers while a layer runs backward. Modelled as this many MLP-wide tensors (intermediate_size per token, in the
 # compute dtype) over the largest micro-batch: 0.36 GiB on Llama-2-7B and 0.47 GiB on Llama-3-8B at 8,786 tokens.
@@ -113,6 +115,7 @@ class TrainingShape:
     device: str = "cuda"         # cuda | cpu (the plan's): only a GPU adds a CUDA context and allocator slack
     attention: str = "sdpa"      # the plan's attention implementation (transformers' name)
     packed: bool = False         # the plan packs examples into one row per micro-batch (position_ids restart)
+    row_tokens: int = 0          # the longest row's tokens: the packed micro-batch, or one padded example (0: tokens)
 
     @property
     def compute_bytes(self) -> int:
@@ -224,8 +227,11 @@ def layer_activation_bytes(arch: Architecture, shape: TrainingShape) -> float:
     # flex's (8.9 GiB compiled, 7.4 GiB eager, H200).
     # The CPU's SDPA beside a packed row's mask: transformers repeats k and v to every head first (it passes
     # enable_gqa only without a mask), and the kernel keeps the repeated ones (measured on the CPU).
-    kv = arch.kv_dim if _is_power_of_two(arch.heads) and not _sdpa_packed_mask(shape) else arch.q_dim
-    attention = c * (2 * arch.q_dim + 2 * kv) + 4 * arch.heads
+    # Eager attention (Gemma-2's soft-capped logits) repeats k and v to every head and keeps no log-sum-exp; its
+    # tokens x tokens scores are counted apart (eager_scores_bytes).
+    eager = shape.attention == "eager"
+    kv = arch.kv_dim if _is_power_of_two(arch.heads) and not _sdpa_packed_mask(shape) and not eager else arch.q_dim
+    attention = c * (2 * arch.q_dim + 2 * kv) + (0 if eager else 4 * arch.heads)
     # The MLP keeps the gate output (activation input), the activation output
     # and the up output; the frozen down_proj does not keep its input. Liger's
     # SwiGLU keeps only the gate and up outputs and recomputes SiLU in backward.
@@ -334,13 +340,32 @@ def _attention_output_is_o_input(shape: TrainingShape) -> bool:
     GPU's SDPA kernels are not measured: counted apart."""
     from engine.train.varlen_attention import ATTENTION
 
-    return shape.device == "cpu" or shape.attention == ATTENTION
+    return shape.device == "cpu" or shape.attention in (ATTENTION, "eager")
 
 
 def _sdpa_packed_mask(shape: TrainingShape) -> bool:
     """Whether the attention runs through SDPA with a packed row's block-diagonal mask (the CPU's path for packed
     rows; a GPU's packed rows go through varlen flash or flex attention, which take the boundaries, not a mask)."""
     return shape.device == "cpu" and shape.packed and shape.attention == "sdpa"
+
+
+def eager_scores_bytes(arch: Architecture, shape: TrainingShape, tokens: int | None = None) -> tuple[int, int]:
+    """(bytes each decoder layer keeps for backward, bytes kept once for the whole step) of eager attention's square
+    terms (the plan's attention for Gemma-2 where flex attention does not run: SDPA has no soft-capping). Per head,
+    each row's tokens x tokens scores: the soft-capped scores (tanh keeps its output) in the compute dtype, the
+    softmax's fp32 probabilities and the compute-dtype copy the second matmul keeps (in fp32 the same tensor): 8 bytes
+    a score either way. Once for all layers: the additive masks transformers builds for eager attention in the
+    residual stream's dtype, one per layer type (Gemma-2: full and sliding), kept with the checkpointed layers'
+    inputs. A row is the packed micro-batch, or one padded example (the plan's row_tokens). (0, 0) for any other
+    attention."""
+    if shape.attention != "eager":
+        return 0, 0
+    t = shape.tokens if tokens is None else tokens
+    row = min(t, shape.row_tokens or t)
+    c = shape.compute_bytes
+    per_score = c + 4 + (c if c < 4 else 0)
+    layer_types = 2 if arch.model_type in SLIDING_AND_FULL_LAYERS else 1
+    return per_score * arch.heads * t * row, layer_types * _stream_bytes(shape) * t * row
 
 
 def attention_mask_bytes(shape: TrainingShape, tokens: int | None = None) -> tuple[int, int]:
@@ -494,7 +519,10 @@ def memory(arch: Architecture, params: ParamCounts, shape: TrainingShape) -> Mem
     layer = layer_activation_bytes(arch, shape)
     final_norm = _norm_saved_bytes(shape, arch.hidden) * t
     mask_per_layer, mask_shared = attention_mask_bytes(shape)
-    fixed = mask_per_layer + merged_experts_bytes(arch, shape)   # what one layer keeps beyond its bytes per token
+    scores_per_layer, scores_shared = eager_scores_bytes(arch, shape)
+    mask_shared += scores_shared
+    # what one layer keeps beyond its bytes per token
+    fixed = mask_per_layer + scores_per_layer + merged_experts_bytes(arch, shape)
     if shape.gradient_checkpointing:
         # HF checkpointing keeps each decoder layer's input (one hidden state per
         # boundary) and rebuilds one layer's activations at a time in backward.
@@ -511,7 +539,11 @@ def memory(arch: Architecture, params: ParamCounts, shape: TrainingShape) -> Mem
         kept = arch.layers * (layer * t + fixed) + final_norm + mask_shared
         recompute = 0.0
         kept_note = f"checkpointing off: every layer's saved tensors ({layer / 1024:.0f} KiB per token per layer)"
-    if mask_shared:
+    if scores_per_layer:
+        row = min(t, shape.row_tokens or t)
+        kept_note += (f"; eager attention: each layer's {row:,} x {row:,} scores per head and row, and the "
+                      "attention masks")
+    elif mask_shared:
         kept_note += f"; the packed row's {t:,} x {t:,} attention mask (and each layer's copy of it)"
     # Gradients alive while one layer runs backward: the residual stream's and
     # the MLP's intermediate ones. Liger's SwiGLU backward writes the gate and up
@@ -581,7 +613,8 @@ def memory(arch: Architecture, params: ParamCounts, shape: TrainingShape) -> Mem
         # and the loss over its micro-batch (Liger's fused loss there too: engine/train/run.py asks for it).
         te = shape.eval_tokens
         static = linear_b + other_b + n_lora * 4 + opt_alloc
-        work = (3 * s * arch.hidden + 2 * s * arch.intermediate) * te + dequant + sum(attention_mask_bytes(shape, te))
+        work = ((3 * s * arch.hidden + 2 * s * arch.intermediate) * te + dequant + sum(attention_mask_bytes(shape, te))
+                + sum(eager_scores_bytes(arch, shape, te)))
         eval_logits, _ = logits_bytes(arch, shape, tokens=te, backward=False)
         eval_peak = (static + work + eval_logits) / GIB
         above = eval_peak > peak
@@ -652,7 +685,8 @@ def shape_for_plan(cfg: Config, arch: Architecture, plan: RunPlan, tokens: int |
                          mask_hash32=plan.mask_hash32,
                          shards=plan.processes if plan.parallelism == "fsdp" else 1,
                          eval_tokens=plan.eval_tokens, device=plan.device, compile_layers=plan.compile_layers,
-                         graph_dequant=plan.graph_dequant, attention=plan.attention, packed=plan.packing)
+                         graph_dequant=plan.graph_dequant, attention=plan.attention, packed=plan.packing,
+                         row_tokens=0 if plan.packing else t.max_seq_length)
 
 
 def plan_fits(cfg: Config, info: ModelInfo, plan: RunPlan, memory_gib: float, fraction: float | None = None) -> bool:
