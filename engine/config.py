@@ -505,6 +505,26 @@ def config_from_dict(raw: Any, *, source: str = "config") -> Config:
     return cfg
 
 
+# The output head and the token embeddings, by the names Llama-style models (and a few others) give them: lorapilot
+# adapts the decoder's linear layers only. Liger's fused loss reads the head's weight directly (engine.train.speed), so
+# an adapter there would train nothing, silently; vLLM serves no adapter on either (engine.export.vllm).
+NOT_ADAPTED = {"lm_head": "the output head", "embed_out": "the output head", "embed_tokens": "the token embeddings",
+               "wte": "the token embeddings", "word_embeddings": "the token embeddings"}
+
+
+def not_adapted_problem(names: list[str]) -> str | None:
+    """lora.target_modules naming the output head or the embeddings: the one rule (config validation, and the
+    trainer's check of the loaded model's layers); None where every name may be a decoder linear layer."""
+    named = [n for n in names if isinstance(n, str) and n in NOT_ADAPTED]
+    if not named:
+        return None
+    what = " and ".join(dict.fromkeys(NOT_ADAPTED[n] for n in named))
+    return (f"lora.target_modules: {', '.join(quote(n) for n in named)} ({what}) cannot be adapted: lorapilot "
+            "puts LoRA adapters on the decoder's linear layers only (the fused loss reads the head's weight directly, "
+            "and vLLM serves no adapter on the head or the embeddings); remove "
+            f"{'it' if len(named) == 1 else 'them'} (all-linear adapts every decoder linear layer)")
+
+
 def _cross_checks(cfg: Config, raw: dict) -> list[str]:
     out = []
     if not cfg.model:
@@ -523,6 +543,8 @@ def _cross_checks(cfg: Config, raw: dict) -> list[str]:
         out.append(f"lora.target_modules: {quote(tm)} is one name; for several, write a list: [{names}]")
     elif isinstance(tm, str) and tm != "all-linear":
         cfg.lora.target_modules = [tm]
+    if isinstance(cfg.lora.target_modules, list) and not_adapted_problem(cfg.lora.target_modules):
+        out.append(not_adapted_problem(cfg.lora.target_modules) or "")
     if cfg.run_name is not None and run_name_problem(cfg.run_name):
         out.append(run_name_problem(cfg.run_name) or "")
     for key in ("report_to", "stop_on", "sample_prompts"):

@@ -7,11 +7,9 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+from engine.config import NOT_ADAPTED, not_adapted_problem
 from engine.errors import ModelError
 from engine.settings import GIB, hub_token_env, local_rank
-
-# Linear layers that are never adapted: the output head (too large, and tied to the embeddings in many models).
-_NEVER_TARGET = ("lm_head",)
 
 
 def resolve_model_path(model: str) -> str:
@@ -317,7 +315,7 @@ def linear_module_names(model) -> list[str]:
     names = set()
     for full, mod in model.named_modules():
         short = full.rsplit(".", 1)[-1]
-        if short in _NEVER_TARGET:
+        if short in NOT_ADAPTED:   # the output head (the embeddings are no linear layers)
             continue
         if isinstance(mod, torch.nn.Linear) or type(mod).__name__ in ("Linear4bit", "Linear8bitLt"):
             names.add(short)
@@ -330,6 +328,10 @@ def check_target_modules(model, target_modules) -> None:
     if target_modules == "all-linear":
         return
     from engine.estimate.params import EXPERT_STACK_NAMES
+
+    problem = not_adapted_problem(list(target_modules))
+    if problem:   # config validation refuses these first; a Config built in code meets the same rule here
+        raise ModelError(problem)
 
     stacks = EXPERT_STACK_NAMES.get(getattr(model.config, "model_type", ""), ())
     linear = linear_module_names(model)

@@ -369,8 +369,11 @@ def test_a_model_that_is_nothing_known_names_the_key(tmp_path):
     ("lora: {target_modules: [nonexistent]}\n", "lora.target_modules: 'nonexistent' not in a llama model"),
     ("lora: {target_modules: all_linear}\n", "lora.target_modules: 'all_linear' is no module name; did you mean "
                                              "'all-linear'?"),
+    ("lora: {target_modules: [q_proj, lm_head]}\n", "lora.target_modules: 'lm_head' (the output head) cannot be "
+                                                    "adapted: lorapilot puts LoRA adapters on the decoder's linear "
+                                                    "layers only"),
 ], ids=["key in the wrong section", "octal", "names in one text", "run_name a path", "a module the model lacks",
-        "all_linear"])
+        "all_linear", "the output head"])
 def test_estimate_refuses_what_train_would_and_names_the_file(tmp_path, text, expected):
     """Each passed `estimate` (exit 0, or refused without the file's name) and failed only at `train`, or trained with
     what the file did not say (seed 34). A module the model lacks is found once its shapes are read: named with

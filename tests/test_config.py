@@ -520,6 +520,34 @@ def test_target_modules_text_that_is_no_module_name_is_refused_here(value, probl
     assert config_from_dict(with_("lora", target_modules="q_proj")).lora.target_modules == ["q_proj"]
 
 
+@pytest.mark.parametrize("value,named", [(["q_proj", "lm_head"], "'lm_head' (the output head)"),
+                                         ("embed_tokens", "'embed_tokens' (the token embeddings)"),
+                                         (["lm_head", "embed_tokens"],
+                                          "'lm_head', 'embed_tokens' (the output head and the token embeddings)")])
+def test_the_output_head_and_the_embeddings_are_refused_with_why_by_one_rule(value, named):
+    """The trainer refused lm_head and embed_tokens as 'not in this model' (it has both) and the estimate as 'not in
+    a llama model': the same refusal everywhere now, before anything loads, saying why. An adapter on the head would
+    train nothing under the fused loss (it reads the head's weight directly), and vLLM serves neither."""
+    (p,) = problems(with_("lora", target_modules=value))
+    assert p.startswith(f"lora.target_modules: {named} cannot be adapted: lorapilot puts LoRA adapters on the "
+                        "decoder's linear layers only")
+    assert "fused loss reads the head's weight directly" in p and "all-linear" in p
+
+
+def test_the_trainers_check_of_the_loaded_model_gives_the_same_refusal():
+    """A Config built in code skips validation: the trainer's own check of the model's layers says the same."""
+    from types import SimpleNamespace
+
+    from engine.config import not_adapted_problem
+    from engine.errors import ModelError
+    from engine.model import check_target_modules
+
+    model = SimpleNamespace(config=SimpleNamespace(model_type="llama"), named_modules=lambda: iter(()))
+    with pytest.raises(ModelError) as e:
+        check_target_modules(model, ["q_proj", "lm_head"])
+    assert e.value.message == not_adapted_problem(["lm_head"])
+
+
 @pytest.mark.parametrize("name", ["a/b", "..", "", "/abs"])
 def test_a_run_name_that_is_no_plain_name_is_refused_by_the_validator(name):
     """Only `train` refused it (estimate and the sweep's dry run passed the config); now every verb does."""
