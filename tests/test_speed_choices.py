@@ -128,6 +128,21 @@ def test_the_oom_hint_names_what_changes_the_size_of_the_path_the_run_took(tmp_p
     assert "micro_batch_size 4 -> 2" in padded and "training.memory: lean" in padded
 
 
+@pytest.mark.parametrize("length", [64, 32])
+def test_the_oom_hint_never_suggests_a_change_that_changes_nothing(tmp_path, length):
+    """It read "max_seq_length 64 -> 64" (and "32 -> 64", longer rows); with no lever left it says so."""
+    from engine.train.run import oom_hint
+
+    padded = oom_hint(cfg_for("llama-2-7b", max_seq_length=length, packing=False), None, tmp_path)
+    assert "max_seq_length" not in padded and "micro_batch_size 4 -> 2" in padded
+    cfg = cfg_for("llama-2-7b", max_seq_length=length, memory="lean")
+    assert cfg.quantization == "nf4" and cfg.training.gradient_checkpointing and cfg.training.packing
+    lean = oom_hint(cfg, "lean", tmp_path)
+    assert lean == ("CUDA out of memory with the smallest settings lorapilot suggests: this model needs a GPU with "
+                    f"more memory (lorapilot estimate {tmp_path / 'config.yaml'} --gpu NAME says which fits)")
+    assert "max_seq_length 128 -> 64" in oom_hint(cfg_for("llama-2-7b", max_seq_length=128), "lean", tmp_path)
+
+
 def test_lean_stretches_its_cap_to_the_fullest_step_only_when_that_is_close(monkeypatch):
     """LEVERS.lean_stretch: one step a little over lean's cap would split every step in two (the accumulation
     count is fixed); within LEAN_STRETCH of the cap the budget becomes that step, and the estimate's largest

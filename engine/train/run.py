@@ -81,11 +81,18 @@ def oom_hint(cfg: Config, memory: str | None, run_dir: Path) -> str:
                     f"(and gradient_accumulation_steps x2 to keep the effective batch)")
     if not t.gradient_checkpointing:
         tips.append("training.gradient_checkpointing: true")
-    tips.append(f"training.max_seq_length {t.max_seq_length} -> {max(64, t.max_seq_length // 2)}")
+    shorter = max(64, t.max_seq_length // 2)
+    if shorter < t.max_seq_length:   # never a change that changes nothing ("64 -> 64") or lengthens the rows
+        tips.append(f"training.max_seq_length {t.max_seq_length} -> {shorter}")
     if t.optimizer == "paged_adamw_32bit" and memory != "lean":
         tips.append("training.optimizer: paged_adamw_8bit")
     if memory not in ("fast", "lean"):
         tips.append(f"training.memory: lean{with_checkpointing}")
+    if cfg.quantization != "nf4":
+        tips.append("quantization: nf4 (4-bit base weights)")
+    if not tips:
+        return (f"CUDA out of memory with the smallest settings lorapilot suggests: this model needs a GPU with more "
+                f"memory (lorapilot estimate {shell_word(run_dir / CONFIG_FILE)} --gpu NAME says which fits)")
     return f"CUDA out of memory: {'; or '.join(tips)}. {_after_oom(tips, run_dir)}"
 
 
