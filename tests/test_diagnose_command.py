@@ -151,3 +151,27 @@ def test_inspect_data_runs_the_doctor_on_what_the_data_layer_returns(tmp_path, m
     printed = json.loads(capsys.readouterr().out)
     assert printed["report"]["n_rows"] == 4
     assert [f["code"] for f in printed["findings"]] == ["no_target_tokens"]
+
+
+@pytest.mark.parametrize("num_gpus,steps", [(None, 12), (2, 6)])
+def test_inspect_data_with_a_config_counts_the_steps_of_the_plan_over_its_processes(tmp_path, monkeypatch, capsys,
+                                                                                  num_gpus, steps):
+    """`inspect-data --config` counted the settings checks' steps for one process where training.num_gpus 2 trains
+    on two (half the steps): the checks now read the plan the estimate, the checklist and the trainer read."""
+    import engine.data
+    import engine.estimate
+    from engine.data.types import DataReport, TokenizedExample
+    from engine.estimate import get_gpu
+
+    examples = [TokenizedExample(input_ids=[1] * 40, labels=[-100] * 20 + [1] * 20, source=f"d.jsonl:{i + 1}",
+                                 full_length=40, trained_tokens=20, trained_tokens_full=20) for i in range(64)]
+    monkeypatch.setattr(engine.data, "inspect_config", lambda cfg, *, model=None: (
+        DataReport(path=str(cfg.dataset.path), format="alpaca", n_rows=64), examples))
+    monkeypatch.setattr(engine.estimate, "detect_gpu", lambda: get_gpu("h100-80"))  # a GPU present
+    config = tmp_path / "c.yaml"
+    config.write_text("model: llama-2-7b\ndataset: {path: d.jsonl}\ntraining:\n  num_epochs: 3\n  save_steps: 100\n"
+                      + (f"  num_gpus: {num_gpus}\n" if num_gpus else ""))
+    command.run_inspect(parse(command.add_inspect_arguments, ["d.jsonl", "--config", str(config), "--json"]))
+    findings = {f["code"]: f for f in json.loads(capsys.readouterr().out)["findings"]}
+    # 64 examples, 16 a step on each process, 3 epochs
+    assert findings["no_checkpoint"]["evidence"] == f"save every 100 steps; {steps} steps in all"

@@ -363,9 +363,27 @@ def _inspect(path: str, model: str | None, cfg: Config, fmt: str, train_on: str 
         cfg.dataset.train_on = train_on
     report, examples = engine.data.inspect_config(cfg, model=model)
     from engine.diagnose.preflight import preflight
+    arch = _model_shapes(model) if settings else None
+    processes, planned = _planned_steps(cfg, examples) if settings else (1, None)
     return report, examples, preflight(examples, cfg, dropped=getattr(report, "dropped", None),
                                        too_long_lengths=getattr(report, "too_long_lengths", ()),
-                                       model=_model_shapes(model) if settings else None)
+                                       model=arch, num_gpus=processes, planned_steps=planned)
+
+
+def _planned_steps(cfg: Config, examples: list[TokenizedExample]) -> tuple[int, tuple[int | None, int | None] | None]:
+    """The processes a launch here would start and the plan's (steps per epoch, total steps) for these examples:
+    the plan `lorapilot estimate`, the wizard's checklist and the trainer count by (engine.plan, on the GPU present,
+    training.num_gpus of them), not a second count for one process. (1, None) without examples."""
+    from engine.estimate import detect_gpu
+    from engine.estimate.command import planned_processes
+    from engine.plan import Machine, plan_run
+
+    gpu = detect_gpu()
+    processes = planned_processes(cfg, gpu)
+    if not examples:
+        return processes, None
+    plan = plan_run(cfg, Machine.for_gpu(gpu, processes), lengths=[len(e) for e in examples])
+    return processes, (plan.steps_per_epoch, plan.max_steps)
 
 
 def _model_shapes(model: str | None) -> Architecture | None:
