@@ -505,6 +505,13 @@ def config_from_dict(raw: Any, *, source: str = "config") -> Config:
     return cfg
 
 
+# Why lorapilot never shards int8 weights (config validation for parallelism fsdp, engine.plan for auto): bitsandbytes'
+# int8 layers read their int8 codes and row scales from attributes of the weight object itself, which FSDP2 replaces
+# with a sharded tensor of its own (accelerate's FSDP2 preparation has a path for 4-bit weights only, and
+# engine.model stores only nf4's in a shardable dtype): a run would fail at its first forward or keep every weight
+# whole on each GPU while the estimate counted them split.
+INT8_UNSHARDABLE = "bitsandbytes keeps their scales on the weight object that FSDP replaces with its shards"
+
 # The output head and the token embeddings, by the names Llama-style models (and a few others) give them: lorapilot
 # adapts the decoder's linear layers only. Liger's fused loss reads the head's weight directly (engine.train.speed), so
 # an adapter there would train nothing, silently; vLLM serves no adapter on either (engine.export.vllm).
@@ -571,6 +578,9 @@ def _no_ops(cfg: Config) -> list[str]:
         out.append("training.memory: lean offloads the checkpointed layer inputs to host memory; with "
                    "training.gradient_checkpointing false there are none, and every layer's activations stay on the "
                    "GPU; set gradient_checkpointing true (lean's least memory), or memory fast")
+    if t.parallelism == "fsdp" and cfg.quantization == "int8":
+        out.append(f"training.parallelism: fsdp cannot shard quantization: int8 weights ({INT8_UNSHARDABLE}); set "
+                   "quantization nf4 (its 4-bit weights are sharded) or none, or parallelism ddp")
     if t.parallelism == "fsdp" and t.num_gpus == 1:
         out.append("training.parallelism: fsdp shards the model across GPUs, and training.num_gpus 1 trains on one: "
                    "nothing to shard; set num_gpus empty (every visible GPU) or 2 or more, or parallelism auto")

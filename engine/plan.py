@@ -447,7 +447,10 @@ def plan_run(cfg: Config, machine: Machine, *, lengths: list[int] | None = None,
     if machine.processes > 1:
         best.lines.insert(0, f"parallelism: {best.parallelism} over {machine.processes} processes"
                           + (" (auto: a whole copy per GPU does not fit)" if best.parallelism == "fsdp"
-                             and t.parallelism == "auto" else ""))
+                             and t.parallelism == "auto" else "")
+                          + (" (auto: int8 weights are never sharded, a whole copy per GPU)"
+                             if t.parallelism == "auto" and cfg.quantization == "int8" and machine.device == "cuda"
+                             else ""))
     return best
 
 
@@ -470,6 +473,8 @@ def _parallelism_choices(cfg: Config, machine: Machine) -> list[str]:
     mode = cfg.training.parallelism
     if mode != "auto":
         return [mode]
+    if cfg.quantization == "int8":   # never sharded (engine.config.INT8_UNSHARDABLE; fsdp itself is refused there)
+        return ["ddp"]
     return ["ddp", "fsdp"]   # shard only where a whole copy per GPU does not fit
 
 

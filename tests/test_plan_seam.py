@@ -234,6 +234,29 @@ SEAMS = {
 }
 
 
+def test_int8_weights_are_never_planned_sharded_and_fsdp_with_int8_is_refused():
+    """The estimate counted int8 weights split over the GPUs under fsdp, but only nf4's are stored in a dtype FSDP can
+    shard (engine.model), and bitsandbytes' int8 layers keep their scales on the weight object FSDP replaces: auto
+    chose fsdp for a 70B in int8 on two 40 GB cards, planning 1/2 of the weights per GPU that no run would hold."""
+    from engine.errors import ConfigError
+    from engine.estimate.memory import shape_for_plan
+
+    info, gpus = read_model_config("llama-2-70b"), Machine.for_gpu(get_gpu("a100-40"), 2)
+    nf4 = plan_run(cfg_for("llama-2-70b", num_gpus=2), gpus, lengths=[400] * 64, info=info)
+    assert nf4.parallelism == "fsdp"     # a whole 4-bit 70B per 40 GB card does not fit: sharded, as before
+    cfg = config_from_dict({"model": "llama-2-70b", "dataset": {"path": "x.jsonl"}, "quantization": "int8",
+                            "training": {"max_seq_length": 2048, "num_gpus": 2}})
+    plan = plan_run(cfg, gpus, lengths=[400] * 64, info=info)
+    assert plan.parallelism == "ddp" and shape_for_plan(cfg, info.arch, plan).shards == 1
+    assert "parallelism: ddp over 2 processes (auto: int8 weights are never sharded, a whole copy per GPU)" in plan.lines
+    with pytest.raises(ConfigError) as e:
+        config_from_dict({"model": "llama-2-70b", "dataset": {"path": "x.jsonl"}, "quantization": "int8",
+                          "training": {"parallelism": "fsdp"}})
+    (problem,) = e.value.problems
+    assert problem.startswith("training.parallelism: fsdp cannot shard quantization: int8 weights (bitsandbytes")
+    assert "set quantization nf4 (its 4-bit weights are sharded) or none, or parallelism ddp" in problem
+
+
 def test_every_config_key_has_a_seam_and_its_test_exists():
     from pathlib import Path
 
