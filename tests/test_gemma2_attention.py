@@ -15,7 +15,12 @@ from conftest import saved_storages  # noqa: E402
 from engine.config import config_from_dict  # noqa: E402
 from engine.errors import ModelError  # noqa: E402
 from engine.estimate import read_model_config  # noqa: E402
-from engine.estimate.memory import eager_scores_bytes, memory, shape_for_plan  # noqa: E402
+from engine.estimate.memory import (  # noqa: E402
+    eager_scores_bytes,
+    layer_activation_bytes,
+    memory,
+    shape_for_plan,
+)
 from engine.plan import Machine, attention_for, plan_run  # noqa: E402
 
 
@@ -97,6 +102,55 @@ def test_the_estimate_counts_the_square_terms_eager_attention_keeps(gemma2_dir, 
     estimated = [info.arch.layers * eager_scores_bytes(info.arch, replace(shape, row_tokens=n), n)[0]
                  for n in lengths]
     assert measured[0] - 2 * measured[1] + measured[2] == estimated[0] - 2 * estimated[1] + estimated[2] > 0
+
+
+@pytest.mark.parametrize("quantization,precision,dropout,targets", [
+    ("nf4", "fp32", 0.05, "all-linear"), ("nf4", "bf16", 0.0, ["q_proj", "v_proj"]),
+    ("none", "fp32", 0.0, ["q_proj", "v_proj"])], ids=["nf4-fp32-all", "nf4-bf16-qv", "none-fp32-qv"])
+def test_a_gemma2_layer_the_trainer_builds_saves_what_the_estimate_counts(gemma2_dir, quantization, precision, dropout,
+                                                                          targets):
+    """The trainer's own model (engine.train.run.build_model, from the CPU's plan): one decoder layer's saved bytes
+    grow from 48 to 80 tokens as the estimate's per-token term and eager attention's square terms say, to the byte
+    (eager keeps q and k and v repeated to every head, not its output: o_proj's adapter keeps that where there is
+    one)."""
+    from transformers.masking_utils import create_sliding_window_causal_mask
+
+    from engine.model import Hardware
+    from engine.train.run import Inputs, build_model
+
+    cfg = config_from_dict({"model": str(gemma2_dir), "dataset": {"path": "x.jsonl"}, "quantization": quantization,
+                            "lora": {"r": 8, "alpha": 16, "dropout": dropout, "target_modules": targets},
+                            "training": {"precision": precision, "packing": False}})
+    hw, info = Hardware("cpu", "cpu", False, None, 0), read_model_config(str(gemma2_dir))
+    plan = plan_run(cfg, Machine.for_hardware(hw), lengths=[80] * 8, info=info)
+    torch.manual_seed(0)
+    model = build_model(cfg, Inputs(hw=hw, dtype_name=plan.precision, n_ranks=1, tokenizer=None, data=None),  # type: ignore[arg-type]
+                        plan).model.train()
+    decoder = model.base_model.model.model
+    layer = decoder.layers[0]    # a sliding-window layer (its window, 128, longer than the rows)
+    layer.gradient_checkpointing = False
+
+    def saved(tokens: int) -> int:
+        x = torch.randn(1, tokens, decoder.config.hidden_size, dtype=decoder.embed_tokens.weight.dtype,
+                        requires_grad=True)
+        positions = torch.arange(tokens)[None]
+        cos, sin = decoder.rotary_emb(x, positions)
+        mask = create_sliding_window_causal_mask(config=decoder.config, inputs_embeds=x, attention_mask=None,
+                                                 cache=None, position_ids=positions)
+        apart = {t.untyped_storage().data_ptr() for t in (cos, sin, mask, *model.parameters())}
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"), \
+                saved_storages(apart) as storages:
+            layer(x, attention_mask=mask, position_ids=positions, position_embeddings=(cos, sin))
+        return sum(storages.values())
+
+    shape = shape_for_plan(cfg, info.arch, plan)
+
+    def estimated(tokens: int) -> float:
+        at = replace(shape, tokens=tokens, row_tokens=tokens)
+        return layer_activation_bytes(info.arch, at) * tokens + eager_scores_bytes(info.arch, at)[0]
+
+    assert shape.attention == "eager"
+    assert saved(80) - saved(48) == estimated(80) - estimated(48)
 
 
 def test_the_memory_estimate_reads_the_plans_attention(gemma2_dir):

@@ -227,11 +227,12 @@ def layer_activation_bytes(arch: Architecture, shape: TrainingShape) -> float:
     # flex's (8.9 GiB compiled, 7.4 GiB eager, H200).
     # The CPU's SDPA beside a packed row's mask: transformers repeats k and v to every head first (it passes
     # enable_gqa only without a mask), and the kernel keeps the repeated ones (measured on the CPU).
-    # Eager attention (Gemma-2's soft-capped logits) repeats k and v to every head and keeps no log-sum-exp; its
-    # tokens x tokens scores are counted apart (eager_scores_bytes).
+    # Eager attention (Gemma-2's soft-capped logits) keeps q and k and v repeated to every head, but neither its
+    # output (o_proj's adapter keeps that, where there is one) nor a log-sum-exp; its tokens x tokens scores are
+    # counted apart (eager_scores_bytes). Measured on the CPU (tests/test_gemma2_attention.py).
     eager = shape.attention == "eager"
     kv = arch.kv_dim if _is_power_of_two(arch.heads) and not _sdpa_packed_mask(shape) and not eager else arch.q_dim
-    attention = c * (2 * arch.q_dim + 2 * kv) + (0 if eager else 4 * arch.heads)
+    attention = c * ((1 if eager else 2) * arch.q_dim + 2 * kv) + (0 if eager else 4 * arch.heads)
     # The MLP keeps the gate output (activation input), the activation output
     # and the up output; the frozen down_proj does not keep its input. Liger's
     # SwiGLU keeps only the gate and up outputs and recomputes SiLU in backward.
@@ -340,7 +341,9 @@ def _attention_output_is_o_input(shape: TrainingShape) -> bool:
     GPU's SDPA kernels are not measured: counted apart."""
     from engine.train.varlen_attention import ATTENTION
 
-    return shape.device == "cpu" or shape.attention in (ATTENTION, "eager")
+    if shape.attention == "eager":   # its output is a fresh tensor the attention does not keep
+        return False
+    return shape.device == "cpu" or shape.attention == ATTENTION
 
 
 def _sdpa_packed_mask(shape: TrainingShape) -> bool:
