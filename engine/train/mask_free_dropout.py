@@ -17,9 +17,10 @@ subclass that drops its own input. No parameter, buffer or key changes: the save
 those of peft's dropout.
 
 The hash in two forms, the same words and so the same masks: int64 with split multiplies (no product overflows: the
-reference), and (LEVERS.mask_hash32, a benchmark lever until measured on a GPU) int32 words with wrapping multiplies
-from one flat index: 24 instead of 31 instructions an element in the sm_90 SASS of inductor's kernel for the dropped
-input (benchmarks/mask_hash_ops.py), half the bytes of each eager step.
+reference, and the one trained with), and (LEVERS.mask_hash32, measured and left off) int32 words with wrapping
+multiplies from one flat index: fewer instructions an element in the sm_90 SASS of inductor's kernels
+(benchmarks/mask_hash_ops.py), half the bytes of each eager step, yet 3 % slower and 0.3 GiB more on an H100
+(benchmarks/results/user_path-s21-h100-2026-12-06.md).
 """
 
 from __future__ import annotations

@@ -42,9 +42,10 @@ class Levers:
                                     # dropout (user_path-s20-h100-2026-12-06.md): 8.48 against 8.93 GiB on Llama-2-7B,
                                     # 10.64 against 11.06 on Llama-3-8B, lean 5.81 against 6.28, as fast or faster
     mask_hash32: bool = False       # the mask-free dropout's hash in int32 words (wrapping multiplies) from one flat
-                                    # index, instead of int64 with split multiplies: the same masks, 10 instead of 16
-                                    # integer instructions an element in the sm_90 SASS of inductor's kernel
-                                    # (benchmarks/mask_hash_ops.py). Off until measured on the GPU (h200-s21.sh)
+                                    # index, instead of int64 with split multiplies: the same masks, fewer sm_90
+                                    # instructions an element (benchmarks/mask_hash_ops.py), yet slower on an H100:
+                                    # 10,357 against 10,686 tok/s and 8.8 against 8.5 GiB on Llama-2-7B, side by
+                                    # side (user_path-s21-h100-2026-12-06.md). Measured, left off
     lean_stretch: bool = False      # lean: one micro-batch per step when the fullest step is within
                                     # engine.plan.LEAN_STRETCH of the cap; off until measured
     tokens_per_microbatch: int | None = None  # a fixed packing budget instead of the mode's
