@@ -252,11 +252,20 @@ def traceable_reference(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, *, 
     return out[0].transpose(0, 1)
 
 
+def lora_model_on_varlen():
+    """The 2-layer GQA llama with LoRA on q and v (nonzero), its attention the varlen path, in training mode."""
+    from peft import LoraConfig, get_peft_model
+
+    model = get_peft_model(_model(2), LoraConfig(r=4, target_modules=["q_proj", "v_proj"], lora_dropout=0.0,
+                                                 init_lora_weights=False))
+    model.config._attn_implementation = va.ATTENTION
+    return model.train()
+
+
 def test_compiled_layers_trace_it_in_one_graph_and_compute_what_eager_does(monkeypatch):
     """The plan compiles the layers of long runs: the attention function must not break their graph (dynamo would
     split each layer, silently slower), and must give eager's numbers for each new packed length."""
     import torch.nn.attention.varlen as public
-    from peft import LoraConfig, get_peft_model
 
     from engine.train.compiled_layers import compile_decoder_layers
 
@@ -264,10 +273,7 @@ def test_compiled_layers_trace_it_in_one_graph_and_compute_what_eager_does(monke
     va.register()
 
     def run(compiled: bool, graphs: list):
-        model = get_peft_model(_model(2), LoraConfig(r=4, target_modules=["q_proj", "v_proj"], lora_dropout=0.0,
-                                                     init_lora_weights=False))
-        model.config._attn_implementation = va.ATTENTION
-        model.train()
+        model = lora_model_on_varlen()
         if compiled:
             from torch._dynamo.backends.registry import lookup_backend
 

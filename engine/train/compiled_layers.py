@@ -14,6 +14,12 @@ says so in train.log and metrics.jsonl, and trains the same micro-batch again ea
 
 Dynamic shapes: packed micro-batches change length every step, and a static compile would recompile each time.
 The checkpointing wrapper stays outside: the compiled layer runs in forward and again in the recompute.
+
+LEVERS.checkpoint_in_graph (off until a GPU measures it) puts the activation checkpoint inside the compiled region
+instead: dynamo makes torch's checkpoint a higher-order op, and AOTAutograd's partitioner saves the region's inputs
+(and the mask-free dropout's seeds) and recomputes in the backward graph only what the backward reads, fused with
+it. The recompute then skips the layer's output: down_proj's 4-bit matmul and its adapter (mask hash included),
+~7 % of a step's base matmul work on Llama-2-7B, and one compiled graph launch per layer.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import traceback
+import types
 from typing import Any, Callable
 
 
@@ -35,7 +42,8 @@ BACKEND: Any = "inductor"
 
 
 def compile_decoder_layers(model, log: Callable[[str], None], *, backend: Any = None, mode: str = "default",
-                           trim_guards: bool = False, cpp_wrapper: bool = False, graph_dequant: bool = False) -> int:
+                           trim_guards: bool = False, cpp_wrapper: bool = False, graph_dequant: bool = False,
+                           checkpoint_in_graph: bool = False) -> int:
     """Compiles every decoder layer's forward, inside its activation checkpoint; returns how many layers.
 
     Each layer's class is swapped for a subclass whose forward is the torch.compile'd forward of its class (one
@@ -48,7 +56,9 @@ def compile_decoder_layers(model, log: Callable[[str], None], *, backend: Any = 
     with LEVERS.pad_multiple so lengths repeat). "max-autotune-no-cudagraphs": Triton matmul templates, into which
     inductor can fuse a prologue such as graph_dequant's NF4 dequantise. trim_guards: dynamo checks only guards_that_can_change.
     cpp_wrapper: inductor's generated wrapper in C++ (its launches cost less host time). graph_dequant: the NF4
-    projections' weights dequantised by torch ops inside the compiled graph (engine.train.graph_dequant)."""
+    projections' weights dequantised by torch ops inside the compiled graph (engine.train.graph_dequant).
+    checkpoint_in_graph: a training call compiles the layer inside torch's checkpoint (_checkpointed), in place of
+    transformers' checkpoint around the compiled forward (the module docstring says why)."""
     import torch
 
     backend = BACKEND if backend is None else backend
@@ -71,11 +81,18 @@ def compile_decoder_layers(model, log: Callable[[str], None], *, backend: Any = 
     for layer in layers:
         eager: Any = _eager_class(layer) or type(layer)
         if eager not in compiled:
-            forward = torch.compile(_unchecked(eager.forward), backend=backend, dynamic=True,
-                                    mode=None if mode == "default" or options else mode, options=options or None)
-            compiled[eager] = type(eager.__name__, (eager,), {
+            how_to = dict(backend=backend, dynamic=True, mode=None if mode == "default" or options else mode,
+                          options=options or None)
+            forward = torch.compile(_unchecked(eager.forward), **how_to)
+            cls = compiled[eager] = type(eager.__name__, (eager,), {
                 "forward": forward, "__module__": eager.__module__, "__qualname__": eager.__qualname__,
-                _EAGER: eager})
+                _EAGER: eager, _CODE: (_unchecked(eager.forward).__code__,)})
+            if checkpoint_in_graph:
+                checkpointed = _checkpointed(_unchecked(eager.forward), eager.__name__)
+                # Set after the class exists: transformers wrapped the forward given to type() in its checkpoint
+                # (GradientCheckpointingLayer.__init_subclass__); this one replaces it, wrapper and all.
+                setattr(cls, "forward", _in_graph_or_not(torch.compile(checkpointed, fullgraph=True, **how_to), forward))
+                setattr(cls, _CODE, (checkpointed.__code__, *cls.__dict__[_CODE]))
         layer.__class__ = compiled[eager]
     dequantised = 0
     if graph_dequant:
@@ -83,6 +100,7 @@ def compile_decoder_layers(model, log: Callable[[str], None], *, backend: Any = 
 
         dequantised = dequantise_in_graph(layers)
     how = ("" if mode == "default" else f", mode {mode}") + (", trimmed guards" if trim_guards else "") + (
+        ", activation checkpoint inside the graph" if checkpoint_in_graph else "") + (
         ", C++ wrapper" if "cpp_wrapper" in options else "") + (
         f", {dequantised} NF4 weights dequantised in the graph" if dequantised else "")
     name = backend if isinstance(backend, str) else "a custom backend"
@@ -114,7 +132,58 @@ def _unchecked(forward):
     return forward
 
 
+def _checkpointed(forward, name: str):
+    """forward(self, *args, **kwargs) inside torch's non-reentrant activation checkpoint, to be compiled whole: one
+    graph (fullgraph: a graph break is a compile failure, which CompileFallback answers, not a silent eager layer).
+
+    The mask-free dropout's seeds (engine.train.mask_free_dropout: torch.randint in the region) are saved, not drawn
+    again: a random op the partitioner recomputes it runs again from a saved generator state (one state and two more
+    ops for each seed), and inductor could no longer draw it inside its own kernels. The layer's other random op,
+    attention (which takes a dropout probability, 0 here), is recomputed so, from its saved state.
+
+    Dynamo refuses side effects inside a checkpoint unless told that the recompute need not replay them: the layer's
+    attention runs in the kernels package's wrapper (use_kernelized_func), which sets and resets a context variable
+    around it, and a compiled backward replays no Python anyway (_in_graph_or_not sets that flag while tracing).
+
+    Its own code object for each layer class (dynamo caches graphs per code object, and trimmed guards no longer
+    check which forward the closure holds)."""
+    import torch
+
+    def checkpointed(self, *args, **kwargs):
+        return torch.utils.checkpoint.checkpoint(forward, self, *args, use_reentrant=False, context_fn=_saving_seeds,
+                                                 **kwargs)
+
+    code = checkpointed.__code__.replace(co_name=f"{name}_checkpointed")
+    return types.FunctionType(code, checkpointed.__globals__, code.co_name, None, checkpointed.__closure__)
+
+
+def _saving_seeds():
+    """The checkpoint's selective policy: every op recomputed where the backward needs it, but torch.randint saved."""
+    import torch
+    from torch.utils.checkpoint import CheckpointPolicy, create_selective_checkpoint_contexts
+
+    def policy(ctx, op, *args, **kwargs):
+        if getattr(op, "overloadpacket", None) is torch.ops.aten.randint:
+            return CheckpointPolicy.MUST_SAVE
+        return CheckpointPolicy.PREFER_RECOMPUTE
+    return create_selective_checkpoint_contexts(policy)
+
+
+def _in_graph_or_not(checkpointed, forward):
+    """The layer's forward: where transformers would checkpoint it (the same test as its forward_with_checkpointing),
+    the compiled checkpointed forward; elsewhere (evaluation, no grad) the compiled forward alone."""
+    import torch
+
+    def layer_forward(self, *args, **kwargs):
+        if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+            with torch._dynamo.config.patch(skip_fwd_side_effects_in_bwd_under_checkpoint=True):
+                return checkpointed(self, *args, **kwargs)
+        return forward(self, *args, **kwargs)
+    return layer_forward
+
+
 _EAGER = "_lorapilot_eager_class"  # on a compiled layer's class: the class it was made from
+_CODE = "_lorapilot_code"  # and the code objects it compiled (dynamo keeps its graphs on them)
 
 
 def _eager_class(layer) -> type | None:
@@ -132,7 +201,7 @@ def traced_any(model) -> bool:
     from torch._dynamo.eval_frame import _debug_get_cache_entry_list
 
     classes = {type(m) for m in decoder_layers(model) if is_compiled(m)}
-    return any(_debug_get_cache_entry_list(_unchecked(cls.__dict__[_EAGER].forward).__code__) for cls in classes)
+    return any(_debug_get_cache_entry_list(code) for cls in classes for code in cls.__dict__[_CODE])
 
 
 @contextlib.contextmanager

@@ -369,7 +369,8 @@ def build_model(cfg: Config, inputs: Inputs, run_plan: RunPlan) -> BuiltModel:
     if run_plan.compile_layers:  # the plan's rule (engine.plan.compile_for): a GPU with Triton, or training.compile
         from engine.train.compiled_layers import CompileFallback, compile_decoder_layers, restore_liger_in_layers
         compile_decoder_layers(model, log, mode=LEVERS.compile_mode, trim_guards=LEVERS.trim_guards,
-                               cpp_wrapper=LEVERS.cpp_wrapper, graph_dequant=run_plan.graph_dequant)
+                               cpp_wrapper=LEVERS.cpp_wrapper, graph_dequant=run_plan.graph_dequant,
+                               checkpoint_in_graph=LEVERS.checkpoint_in_graph)
         # A compile failure trains on eagerly; build_trainer makes it an event once the callback exists.
         fallback = CompileFallback(model, log, restore=restore_liger_in_layers if liger else None)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -69,6 +69,12 @@ class Levers:
                                     # generated kernel each) instead of bitsandbytes' ops, whose Python costs ~130 us
                                     # of host time per call (engine.train.graph_dequant). Measured on the H200:
                                     # 1.04x on Llama-2-7B for +0.30 GiB peak (user_path-s13-h200-2026-12-04)
+    checkpoint_in_graph: bool = False  # compiled layers: the activation checkpoint inside the compiled region (torch's
+                                    # checkpoint under dynamo) instead of transformers' around it: the backward graph
+                                    # recomputes only what it reads, so not down_proj's 4-bit matmul and adapter (~7 %
+                                    # of the base matmul work on Llama-2-7B), one graph launch less per layer
+                                    # (engine.train.compiled_layers._checkpointed). Off until measured on the GPU
+                                    # (h200-s21.sh's compiledck side)
     fused_optimizer: bool = True    # fast: torch's fused AdamW for paged_adamw_32bit (the same AdamW math, one
                                     # kernel, no per-parameter syncs; engine.plan.optimizer_for)
 

@@ -1,0 +1,313 @@
+"""The activation checkpoint inside each compiled decoder layer's graph (LEVERS.checkpoint_in_graph, off until a GPU
+measures it; engine.train.compiled_layers._checkpointed), on the real 4-bit demo model.
+
+Against today's compiled path (transformers' checkpoint around the compiled forward): the same losses and adapter
+gradients over an accumulated step, with the mask-free dropout and without dropout; one graph, no graph break; a
+backward graph that recomputes 6 of the layer's 7 base 4-bit matmuls (not down_proj's) and hashes each mask once,
+where today's recompute runs the whole forward graph again. A compile failure (a graph break is one here) goes back
+to eager layers under transformers' checkpoint. The compiled checks use aot_eager with AOTAutograd's min-cut
+partitioner (inductor's) under LORAPILOT_TEST_COMPILE=1, as tests/test_mask_free_dropout.py's do.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from engine.train import mask_free_dropout as mfd  # noqa: E402
+from engine.train import speed  # noqa: E402
+from engine.train.compiled_layers import (  # noqa: E402
+    CompileFallback, compile_decoder_layers, decoder_layers, is_compiled, traced_any, uncompile_decoder_layers)
+
+compile_tests = pytest.mark.skipif(os.environ.get("LORAPILOT_TEST_COMPILE") != "1",
+                                   reason="torch.compile on 2 CPU cores is slow; LORAPILOT_TEST_COMPILE=1 runs it")
+
+
+def _model(model_dir, dropout: float):
+    """The demo's 4-bit llama, LoRA on all linears (lora_B nonzero), transformers' checkpointing on, the mask-free
+    dropout installed where dropout > 0 (as the compiled plan does)."""
+    from tests.test_compiled_layers import _model as lora_model
+
+    model = lora_model(model_dir, dropout=dropout)
+    mfd.install(model)
+    return model
+
+
+def _recording(graphs: list):
+    """aot_eager with inductor's partitioner (min-cut), keeping each forward and backward graph."""
+    from functorch.compile import make_boxed_func, min_cut_rematerialization_partition
+    from torch._dynamo.backends.common import aot_autograd
+
+    def keep(kind):
+        def compiler(gm, example_inputs):
+            graphs.append((kind, gm))
+            return make_boxed_func(gm.forward)
+        return compiler
+    return aot_autograd(fw_compiler=keep("forward"), bw_compiler=keep("backward"),
+                        partition_fn=min_cut_rematerialization_partition)
+
+
+def _accumulated_step(model):
+    """Two packed micro-batches of different lengths, their gradients accumulated, as the trainer's step runs them
+    (under CompileFallback); the losses and the adapter gradients."""
+    model.zero_grad(set_to_none=True)
+    fallback = CompileFallback(model, lambda _: None)
+    torch.manual_seed(5)
+    losses = []
+    for lengths in ([20, 36], [17, 40, 9]):
+        ids = torch.randint(5, 200, (1, sum(lengths)), generator=torch.Generator().manual_seed(len(lengths)))
+        positions = torch.cat([torch.arange(n) for n in lengths])[None]
+
+        def step():
+            loss = model(input_ids=ids, position_ids=positions, labels=ids).loss
+            loss.backward()
+            return loss.item()
+        losses.append(fallback.run(step))
+    assert fallback.failed is None
+    return losses, {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def _counts(gm) -> collections.Counter:
+    """A graph's 4-bit base matmuls and the keep masks it hashes (multiplies by the hash's last multiplier of a
+    tensor of the input's size; the seed's own hash, a single word, left out)."""
+    last = mfd._HASH_MUL[1] & 0xFFFF
+    counts: collections.Counter = collections.Counter()
+    for node in gm.graph.nodes:
+        if node.op != "call_function":
+            continue
+        counts["4-bit matmuls"] += node.target is torch.ops.bitsandbytes.gemm_4bit.default
+        # a random op in a checkpoint that the partitioner recomputes is drawn again from a saved generator state
+        counts["seeds drawn again"] += (node.target is torch.ops.aten.randint.default or (
+            "rng_state" in str(node.target) and torch.ops.aten.randint.default in node.args))
+        value = node.meta.get("val")
+        counts["masks hashed"] += (node.target is torch.ops.aten.mul.Tensor and last in node.args
+                                   and isinstance(value, torch.Tensor) and value.dim() > 0)
+    return counts
+
+
+@compile_tests
+@pytest.mark.parametrize("dropout", [0.1, 0.0], ids=["mask-free dropout", "no dropout"])
+def test_it_trains_what_todays_compiled_layers_do_and_recomputes_no_down_proj(demo_model_dir, dropout):
+    model = _model(demo_model_dir, dropout)
+    layers = model.config.num_hidden_layers
+    runs = {}
+    for in_graph in (False, True):
+        torch._dynamo.reset()
+        torch._dynamo.utils.counters.clear()
+        graphs: list = []
+        logs: list = []
+        compile_decoder_layers(model, logs.append, backend=_recording(graphs), checkpoint_in_graph=in_graph)
+        try:
+            losses, grads = _accumulated_step(model)
+            assert traced_any(model)
+            assert not torch._dynamo.utils.counters["graph_break"], dict(torch._dynamo.utils.counters["graph_break"])
+            # one forward and one backward graph for both lengths and every layer
+            assert [kind for kind, _ in graphs] == ["forward", "backward"]
+            counts = {kind: _counts(gm) for kind, gm in graphs}
+            # evaluation and samples: no checkpoint, the same numbers as the eager layers
+            model.eval()
+            with torch.no_grad():
+                logits = model(input_ids=torch.arange(5, 30)[None]).logits
+            model.train()
+        finally:
+            uncompile_decoder_layers(model)
+        runs[in_graph] = losses, grads, counts, logits
+        assert ("activation checkpoint inside the graph" in logs[0]) is in_graph
+    (losses, grads, counts, logits), (ref_losses, ref_grads, ref_counts, ref_logits) = runs[True], runs[False]
+    assert losses == pytest.approx(ref_losses, rel=1e-6)
+    for name, g in ref_grads.items():
+        torch.testing.assert_close(grads[name], g, rtol=1e-5, atol=1e-7, msg=name)
+    model.eval()
+    with torch.no_grad():
+        eager_logits = model(input_ids=torch.arange(5, 30)[None]).logits
+    model.train()
+    torch.testing.assert_close(logits, eager_logits, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(ref_logits, eager_logits, rtol=1e-5, atol=1e-5)
+    # today: the forward graph runs twice a step (forward, then the checkpoint's recompute), all 7 matmuls each time
+    assert ref_counts["forward"]["4-bit matmuls"] == 7 and ref_counts["backward"]["4-bit matmuls"] == 0
+    # inside the graph: the backward recomputes what it reads, which is not down_proj's output
+    assert counts["forward"]["4-bit matmuls"] == 7 and counts["backward"]["4-bit matmuls"] == 6
+    masks = 7 if dropout else 0
+    assert ref_counts["forward"]["masks hashed"] == ref_counts["backward"]["masks hashed"] == masks   # 21 a step
+    assert counts["forward"]["masks hashed"] == counts["backward"]["masks hashed"] == masks           # 14 a step
+    # the mask-free dropout's seeds are drawn once, in the forward, and saved (the checkpoint's selective policy)
+    assert counts["backward"]["seeds drawn again"] == 0
+    assert counts["forward"]["seeds drawn again"] == ref_counts["forward"]["seeds drawn again"] == masks
+    assert layers > 1
+
+
+def _through_transformers_checkpoint(model) -> list:
+    """Counts the layers' calls of transformers' checkpoint function (GradientCheckpointingLayer's)."""
+    calls: list = []
+    for layer in decoder_layers(model):
+        inner = layer._gradient_checkpointing_func
+
+        def counted(*args, inner=inner, **kwargs):
+            calls.append(1)
+            return inner(*args, **kwargs)
+        layer._gradient_checkpointing_func = counted
+    return calls
+
+
+@pytest.mark.slow
+def test_a_graph_break_in_the_layer_goes_back_to_eager_layers_under_transformers_checkpoint(demo_model_dir,
+                                                                                            monkeypatch):
+    """A graph break inside the checkpointed region is a compile failure (fullgraph), not a layer dynamo silently
+    runs eagerly: CompileFallback turns the layers back to eager, with transformers' checkpointing on again, and
+    trains the micro-batch again: what the eager layers train."""
+    from tests.test_compiled_layers import _counting, _step
+
+    eager = _model(demo_model_dir, 0.0)
+    eager_loss = _step(eager)
+    eager_grads = {n: p.grad.clone() for n, p in eager.named_parameters() if p.requires_grad}
+
+    model = _model(demo_model_dir, 0.0)
+    mlp = type(decoder_layers(model)[0].mlp)
+    forward = mlp.forward
+
+    def breaking(self, x):
+        torch._dynamo.graph_break()
+        return forward(self, x)
+    monkeypatch.setattr(mlp, "forward", breaking)
+    torch._dynamo.reset()
+    logs, events = [], []
+    compile_decoder_layers(model, logs.append, backend=_counting(None), checkpoint_in_graph=True)
+    calls = _through_transformers_checkpoint(model)
+    fallback = CompileFallback(model, logs.append, on_fallback=events.append)
+    loss = fallback.run(lambda: _step(model))
+
+    assert len(events) == 1 and events[0].startswith("torch.compile failed") and "eagerly" in events[0]
+    assert not any(is_compiled(m) for m in decoder_layers(model))
+    assert len(calls) == model.config.num_hidden_layers   # the retry: every layer through transformers' checkpoint
+    assert loss == pytest.approx(eager_loss, rel=1e-6)
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            torch.testing.assert_close(p.grad, eager_grads[name], rtol=1e-5, atol=1e-7)
+
+
+def test_compiled_layers_leave_transformers_checkpoint_only_with_the_lever(demo_model_dir):
+    """With the lever a compiled layer's training call no longer goes through transformers' checkpoint (its own is
+    compiled inside); without it, and after uncompiling, it does. Dynamo is switched off here (force_eager): what
+    is checked is which checkpoint the call takes."""
+    model = _model(demo_model_dir, 0.0)
+    calls = _through_transformers_checkpoint(model)
+    layers = model.config.num_hidden_layers
+    from tests.test_compiled_layers import _step
+
+    for in_graph, expected in ((False, layers), (True, 0)):
+        compile_decoder_layers(model, lambda _: None, backend="eager", checkpoint_in_graph=in_graph)
+        with torch.compiler.set_stance("force_eager"):
+            _step(model)
+        uncompile_decoder_layers(model)
+        assert len(calls) == expected, in_graph
+        calls.clear()
+    _step(model)
+    assert len(calls) == layers
+
+
+def test_the_lever_is_off_and_the_benchmarks_side_switches_it_on(monkeypatch):
+    """benchmarks/user_path.py's compiledck side (h200-s21.sh call 1) through lever_site's switch, as the trainer's
+    process gets it: the compiled default (mask-free dropout) with the checkpoint in the graph."""
+    from benchmarks.lever_site.sitecustomize import switch_levers
+    from benchmarks.user_path import LEVER_SIDES
+
+    assert speed.Levers().checkpoint_in_graph is False
+    monkeypatch.setattr(speed, "LEVERS", speed.Levers())
+    lean, compiled, spec = LEVER_SIDES["compiledck"]
+    switch_levers(spec)
+    assert compiled and not lean
+    assert speed.LEVERS.checkpoint_in_graph and speed.LEVERS.mask_free_dropout
+    assert speed.LEVERS == speed.Levers(checkpoint_in_graph=True)   # nothing else changed from the default
+
+
+@compile_tests
+def test_packed_rows_boundaries_reach_the_varlen_kernel_through_the_checkpoint(monkeypatch):
+    """The trainer's packed rows on a GPU: the examples' boundaries (cu_seq_lens_*, max_length_*: tensors and ints)
+    travel as keyword arguments through the checkpoint to the attention function; one graph family, no break, two
+    packed lengths, eager's numbers. torch's varlen kernel is CUDA-only: test_varlen_attention's traceable reference
+    stands in for it."""
+    import torch.nn.attention.varlen as public
+
+    from engine.model import enable_checkpointing
+    from engine.train import varlen_attention as va
+    from tests.test_compiled_layers import _counting
+    from tests.test_varlen_attention import lora_model_on_varlen, row, traceable_reference
+
+    monkeypatch.setattr(public, "varlen_attn", traceable_reference)
+    va.register()
+
+    def run(compiled: bool, graphs: list):
+        model = lora_model_on_varlen()
+        enable_checkpointing(model)
+        if compiled:
+            torch._dynamo.reset()
+            torch._dynamo.utils.counters.clear()
+            compile_decoder_layers(model, lambda _line: None, backend=_counting(graphs), checkpoint_in_graph=True)
+        calls = _through_transformers_checkpoint(model)
+        losses = []
+        for lengths in ([20, 12, 31], [40, 9, 17, 30]):
+            pos = row(lengths)
+            ids = torch.randint(1, 97, pos.shape, generator=torch.Generator().manual_seed(len(lengths)))
+            out = model(**va.varlen_inputs({"input_ids": ids, "position_ids": pos}), labels=ids, use_cache=False)
+            out.loss.backward()
+            losses.append(out.loss.item())
+        assert len(calls) == (0 if compiled else 4)   # eager: transformers' checkpoint, 2 layers x 2 micro-batches
+        return losses, {n: p.grad for n, p in model.named_parameters() if "lora_" in n}
+
+    eager_losses, eager_grads = run(False, [])
+    graphs: list = []
+    losses, grads = run(True, graphs)
+    assert not torch._dynamo.utils.counters["graph_break"], dict(torch._dynamo.utils.counters["graph_break"])
+    # one graph for both layers and both packed lengths, the checkpoint in it (dynamo also hands the backend an
+    # empty graph, of no op)
+    graphs = [g for g in graphs if any(n.op == "call_function" for n in g.graph.nodes)]
+    assert len(graphs) == 1 and "tag_activation_checkpoint" in graphs[0].code
+    assert losses == pytest.approx(eager_losses, rel=1e-5)
+    for name, g in eager_grads.items():
+        torch.testing.assert_close(grads[name], g, atol=1e-5, rtol=1e-4, msg=name)
+
+
+def _step_peak(model, in_graph: bool) -> int:
+    """A compiled step's peak of live tensor bytes (benchmarks.saved_tensors.live_bytes), the step after the one
+    that compiled. Dynamo refuses to run under a user's dispatch mode (it skips the frame: the layers would run
+    eagerly, uncounted), so the counting mode is declared an infrastructure mode, which dynamo lets be, and passes
+    the higher-order ops of the compiled graphs through."""
+    from benchmarks.saved_tensors import live_bytes
+
+    ids = torch.randint(5, 200, (1, 400), generator=torch.Generator().manual_seed(1))
+    positions = torch.cat([torch.arange(200), torch.arange(200)])[None]
+
+    def step():
+        model.zero_grad(set_to_none=True)
+        model(input_ids=ids, position_ids=positions, labels=ids).loss.backward()
+
+    torch._dynamo.reset()
+    graphs: list = []
+    compile_decoder_layers(model, lambda _: None, backend=_recording(graphs), checkpoint_in_graph=in_graph)
+    try:
+        step()
+        compiled = len(graphs)
+        counting = live_bytes()
+        type(counting).is_infra_mode = classmethod(lambda cls: True)
+        type(counting).supports_higher_order_operators = True
+        with counting as live:
+            step()
+    finally:
+        uncompile_decoder_layers(model)
+    assert compiled == 2 and len(graphs) == compiled   # it ran the compiled graphs, and compiled nothing new
+    return live.peak
+
+
+@compile_tests
+def test_without_dropout_a_steps_peak_is_no_higher(demo_model_dir):
+    """The partitioner saves the region's inputs only (and the attention's generator state), and the backward
+    graph's recompute peaks no higher than today's recompute. (With the mask-free dropout it does, on the CPU: the
+    backward graph keeps each adapter's dropped input from its recompute to its weight gradient, what the dropout's
+    own checkpoint avoids today: benchmarks/results/checkpoint_in_graph-cpu-2026-12-06.md.)"""
+    model = _model(demo_model_dir, 0.0)
+    today, in_graph = _step_peak(model, False), _step_peak(model, True)
+    assert in_graph <= today * 1.01, (in_graph, today)
