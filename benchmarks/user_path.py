@@ -33,6 +33,11 @@ clipped to 50..2000; the instruction and input take 20-70 % of a row), 16 exampl
                       ~25 % fewer instructions in the mask's kernel (benchmarks/mask_hash_ops.py); against the ~4 %
                       between compiledmf and compiled_d0 on Llama-2-7B (10,495 against 10,904 tok/s,
                       user_path-s20-h100-2026-12-06.md)
+          compiledck  compiledmf (the default) with the activation checkpoint inside each compiled layer's graph
+                      (LEVERS.checkpoint_in_graph): the backward graph recomputes only what it reads, not down_proj's
+                      4-bit matmul and adapter (~7 % of the base matmul work), one graph launch less per layer; on
+                      the CPU its backward keeps the adapters' dropped inputs from the recompute to their weight
+                      gradients (benchmarks/results/checkpoint_in_graph-cpu-2026-12-06.md): its peak named here
           compiledgdcpp  compiledgd with the C++ wrapper
           compiledmax  compiled in mode max-autotune-no-cudagraphs: Triton matmul templates, into which inductor
                       may fuse the NF4 dequantise as a prologue (no 16-bit weight written at all)
@@ -128,6 +133,8 @@ LEVER_SIDES = {
     "compiledmf": (False, True, "mask_free_dropout=true"),
     "compiledmf32": (False, True, "mask_free_dropout=true,mask_hash32=true"),   # the same masks, in int32 words
     "leancompiledmf": (True, True, "mask_free_dropout=true"),   # lean's 6.28 GiB (2026-12-05) under its 6.2 goal?
+    # the compiled default with the activation checkpoint inside the compiled graph (LEVERS.checkpoint_in_graph)
+    "compiledck": (False, True, "mask_free_dropout=true,checkpoint_in_graph=true"),
     "compiledmax": (False, True, "compile_mode=max-autotune-no-cudagraphs"),
     "varlen": (False, False, "varlen_attention=true"),
     "compiledvl": (False, True, "varlen_attention=true"),
