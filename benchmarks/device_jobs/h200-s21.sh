@@ -10,7 +10,7 @@
 #           graph, LEVERS.checkpoint_in_graph: the backward recomputes no down_proj, ~7 % of the base matmul work;
 #           benchmarks/results/checkpoint_in_graph-cpu-2026-12-06.md), compiledmf (the default), compiled_d0 (dropout
 #           0). Its peak beside compiledmf's: on the CPU the backward graph keeps the adapters' dropped inputs alive
-#   call 5  Llama-2-7B, 70 steps: compiledmf32 (the int32 hash), compiledmf, compiled_d0 (call 1 before compiledck)
+#           (Before this: compiledmf32, compiledmf, compiled_d0, measured in user_path-s21-h100-2026-12-06.md.)
 #   call 2  Llama-3-8B, 70 steps: compiledmf32, compiledmf, compiled_d0
 #   call 3  benchmarks/mask_hash_ops.py --gpu (a few minutes at most; HASH_S stops it): inductor's Triton masks of
 #           both forms against the eager int64 form's, bit for bit, one shape past 2**31 elements (the proof that
@@ -21,19 +21,18 @@
 #           layer at Llama-2-7B's widths, and the SASS of each hashing kernel, into $OUT/mask_hash_graphs.md. On the
 #           CPU (mask_hash_count-cpu-2026-12-06.md) the backward hashes each mask once: 3 a step per adapter
 #           (forward, recompute, backward); call 4 checks that the GPU's code says the same
-#   bash benchmarks/device_jobs/h200-s21.sh CALL $OUT        (SIDES1, SIDES2, SIDES5, STEPS, BUDGET_S, HASH_S to fit a short lease)
+#   bash benchmarks/device_jobs/h200-s21.sh CALL $OUT        (SIDES1-2, STEPS, BUDGET_S, HASH_S to fit a short lease)
 # If compiledck is faster than compiledmf (no recompiles, no "eagerly" event in its train.log, its peak within the
 # GPU's room): flip LEVERS.checkpoint_in_graph on (engine/train/speed.py) and record it in benchmarks/results/.
 # Carry .whl (with trl) and .whl25 (transformers 5.25). If compiledmf32 is faster than compiledmf on both models (no
 # recompiles, the same peak) and call 3 says "all equal": flip LEVERS.mask_hash32 on (engine/train/speed.py; the
 # plan's mask_hash32 and the trainer then follow it), record the results in benchmarks/results/ and the lever's
 # comment, and drop the int64 form's "off" note in engine/train/mask_free_dropout.py's docstring.
-CALL=${1:?call 1, 2, 3, 4 or 5}
+CALL=${1:?call 1, 2, 3 or 4}
 OUT=${2:?results directory}
 JOB=s21 source "$(dirname "$0")/begin.sh"
 case $CALL in
 1) ARCH=llama2-7b SIDES=${SIDES1:-compiledck,compiledmf,compiled_d0} STEPS=${STEPS:-70} SIDE_S=200 ;;
-5) ARCH=llama2-7b SIDES=${SIDES5:-compiledmf32,compiledmf,compiled_d0} STEPS=${STEPS:-70} SIDE_S=200 ;;
 2) ARCH=llama3-8b SIDES=${SIDES2:-compiledmf32,compiledmf,compiled_d0} STEPS=${STEPS:-70} SIDE_S=200 ;;
 3) source benchmarks/device_jobs/lib.sh      # step: under a time limit, logged to $R/mask_hash.log
    step mask_hash "${HASH_S:-420}" python3 benchmarks/mask_hash_ops.py --gpu --out "$OUT/mask_hash_ops.md"
