@@ -30,6 +30,15 @@ def test_dataset_nested_100k_deep(tmp_path):
     refused(run_cli("inspect-data", str(data)), f"{data}:2: arrays or objects nested too deeply")
 
 
+def test_dataset_with_an_image_part(tmp_path):
+    """An image part was left out and the answer trained on a question about a picture the model never saw."""
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}, '
+                    '{"type": "text", "text": "What is it?"}]}, {"role": "assistant", "content": "A cat."}]}\n',
+                    encoding="utf-8")
+    refused(run_cli("inspect-data", str(data)), f'{data}:1: messages[0].content[0] is an image part of type "image_url"')
+
+
 def test_train_max_steps_negative_detach_is_refused_before_spawning(tmp_path):
     run_dir = tmp_path / "run"
     r = run_cli("train", str(config(tmp_path)), "--max-steps", "-7", "--detach", "--run-dir", str(run_dir))

@@ -72,10 +72,88 @@ def test_a_chat_rows_system_field_is_its_first_message(tmp_path):
 
 
 def test_content_parts_keep_their_text(tmp_path):
+    """Joined with nothing between them, as the templates that read parts join them (Gemma 3, Llama 3.2 Vision,
+    Qwen2-VL); where a message has several, a note says so, as servers differ (vLLM joins with a newline)."""
     row = {"messages": [{"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]},
-                        {"role": "assistant", "content": "A"}]}
+                        {"role": "assistant", "content": [{"type": "text", "text": "A"}]}]}
+    notes: list[str] = []
+    rows, _, _ = read_rows(write_jsonl(tmp_path / "d.jsonl", [row]), notes=notes)
+    assert rows[0]["messages"] == [{"role": "user", "content": "ab"}, {"role": "assistant", "content": "A"}]
+    assert [n for n in notes if n.startswith("messages with several text parts: joined with nothing")] == notes != []
+    notes.clear()
+    rows, _, _ = read_rows(write_jsonl(tmp_path / "one.jsonl", [{"messages": [
+        row["messages"][0] | {"content": []}, row["messages"][1]]}]), notes=notes)
+    assert notes == []   # one part: nothing to join
+    assert rows[0]["messages"][0]["content"] == ""   # no parts: no text, as null
+
+
+@pytest.mark.parametrize("part,match", [
+    ({"type": "image", "image": "cat.png"}, r'messages\[0\]\.content\[0\] is an image part of type "image"'),
+    ({"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBO"}}, r'messages\[0\]\.content\[0\] is an image part of type "image_url"'),
+    ({"type": "input_text", "text": "What is it?"}, r'messages\[0\]\.content\[0\] is a part of type "input_text"'),
+    ({"type": "text", "text": None}, r"missing field 'messages\[0\]\.content\[0\]\.text'"),
+    ({"type": "text", "text": ["a"]}, r"field 'messages\[0\]\.content\[0\]\.text' must be text, got a list"),
+])
+def test_a_content_part_that_is_not_text_is_refused_not_left_out(tmp_path, part, match):
+    """An image part was left out: the answer trained on "what is in this picture?" with no picture; a part of another
+    type ("input_text") read as no text at all, an empty question or an empty answer."""
+    good = {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}]}
+    bad = {"messages": [{"role": "user", "content": [part, {"type": "text", "text": "What is it?"}]},
+                        {"role": "assistant", "content": "A cat."}]}
+    path = write_jsonl(tmp_path / "d.jsonl", [good, bad])
+    with pytest.raises(DataError, match=rf"^{re.escape(str(path))}:2: {match}"):
+        read_rows(path)
+
+
+def test_sharegpt_parts_and_keys_are_named_as_written(tmp_path):
+    row = {"conversations": [{"from": "human", "value": [{"type": "image"}]}, {"from": "gpt", "value": "A"}]}
+    with pytest.raises(DataError, match=r"d\.jsonl:1: conversations\[0\]\.value\[0\] is an image part"):
+        read_rows(write_jsonl(tmp_path / "d.jsonl", [row]))
+
+
+@pytest.mark.parametrize("alias", ["model", "bot"])
+def test_assistant_role_aliases(tmp_path, alias):
+    """Gemma writes the assistant's turns as "model", some chat exports as "bot": both were refused."""
+    row = {"conversations": [{"from": "human", "value": "U"}, {"from": alias, "value": "A"}]}
     rows, _, _ = read_rows(write_jsonl(tmp_path / "d.jsonl", [row]))
-    assert rows[0]["messages"][0]["content"] == "ab"
+    assert rows[0]["messages"] == [{"role": "user", "content": "U"}, {"role": "assistant", "content": "A"}]
+
+
+def test_a_messages_column_of_json_text_is_read_in_csv_and_parquet(tmp_path):
+    """CSV has no lists, and many Parquet exports store the conversation as JSON text: it was refused as "must be a
+    list of messages, got text"."""
+    pd = pytest.importorskip("pandas")
+    turns = [{"role": "user", "content": "U, with a comma"}, {"role": "assistant", "content": "A"}]
+    frame = pd.DataFrame({"messages": [json.dumps(turns)], "id": [7]})
+    frame.to_csv(tmp_path / "d.csv", index=False)
+    frame.to_parquet(tmp_path / "d.parquet")
+    for name, where in (("d.csv", ":2"), ("d.parquet", ": row 1")):
+        rows, fmt, sources = read_rows(tmp_path / name)
+        assert (fmt, rows, sources) == ("chat", [{"messages": turns}], [f"{tmp_path / name}{where}"])
+    frame = pd.DataFrame({"messages": ["[not json", json.dumps([1])]})
+    frame.to_csv(tmp_path / "b.csv", index=False)
+    with pytest.raises(DataError, match=r"b\.csv:2: field 'messages' must be a list of messages, got text"):
+        read_rows(tmp_path / "b.csv")
+
+
+def test_a_messages_weight_of_0_is_kept_and_others_are_refused(tmp_path):
+    """axolotl's `weight` per message: 0 is not trained (engine.data.template reads it); it was ignored and the turn
+    trained. A fraction, or 1 on a turn that is no answer (axolotl trains it), cannot be honoured: refused."""
+    turns = [{"from": "system", "value": "S", "weight": 0}, {"from": "human", "value": "U", "weight": 0},
+             {"from": "gpt", "value": "A", "weight": 0}, {"from": "human", "value": "V", "weight": None},
+             {"from": "gpt", "value": "B", "weight": 1}]
+    rows, _, _ = read_rows(write_jsonl(tmp_path / "d.jsonl", [{"conversations": turns}]))
+    assert rows[0]["messages"] == [{"role": "system", "content": "S"}, {"role": "user", "content": "U"},
+                                   {"role": "assistant", "content": "A", "weight": 0},
+                                   {"role": "user", "content": "V"}, {"role": "assistant", "content": "B"}]
+    for i, weight, match in [(4, 0.5, r"conversations\[4\]\.weight is 0\.5; lorapilot reads 0 .* or 1"),
+                             (4, "0", r'conversations\[4\]\.weight is "0"'),
+                             (1, 1, r"conversations\[1\]\.weight is 1 on a user turn")]:
+        bad = [dict(t) for t in turns]
+        bad[i]["weight"] = weight
+        path = write_jsonl(tmp_path / "b.jsonl", [{"conversations": turns}, {"conversations": bad}])
+        with pytest.raises(DataError, match=rf"^{re.escape(str(path))}:2: {match}"):
+            read_rows(path)
 
 
 def test_explicit_format_is_used(tmp_path):
@@ -309,11 +387,27 @@ def test_binary_file(tmp_path, name):
         read_rows(path)
 
 
-def test_not_utf8(tmp_path):
+def test_not_utf8_names_the_line(tmp_path):
     path = tmp_path / "d.jsonl"
-    path.write_bytes('{"text": "caf\xe9"}\n'.encode("latin-1"))
-    with pytest.raises(DataError, match=rf"^{path}: not UTF-8"):
+    path.write_bytes(b'{"text": "a"}\n\n' + '{"text": "caf\xe9"}\n'.encode("latin-1"))
+    with pytest.raises(DataError, match=rf"^{path}:3: not UTF-8 text \(byte 28\)"):
         read_rows(path)
+
+
+@pytest.mark.parametrize("name", ["d.jsonl", "d.json", "d.csv"])
+def test_a_bom_crlf_and_no_final_newline_read_as_the_rows_written(tmp_path, name):
+    """What Windows editors and Excel write: a BOM first, CRLF line ends, no newline after the last line."""
+    rows = [{"prompt": "P1", "completion": "C1"}, {"prompt": "P2", "completion": "C2 \u00e9"}]
+    if name == "d.csv":
+        text = "prompt,completion\r\n" + "\r\n".join(f"{r['prompt']},{r['completion']}" for r in rows)
+    elif name == "d.json":
+        text = "[\r\n" + ",\r\n".join(json.dumps(r) for r in rows) + "\r\n]"
+    else:
+        text = "\r\n".join(json.dumps(r, ensure_ascii=False) for r in rows)
+    path = tmp_path / name
+    path.write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
+    first = 1 if name == "d.jsonl" else 2
+    assert read_rows(path) == (rows, "completion", [f"{path}:{first}", f"{path}:{first + 1}"])
 
 
 def test_not_a_parquet_file(tmp_path):

@@ -436,3 +436,71 @@ def test_the_question_is_the_users_turn_without_the_templates_markup(request, to
     ex = build(request.getfixturevalue(tok_name), row, fmt)
     assert ex.question == question
     assert all(part in ex.prompt_text for part in question.split("\n\n"))  # the same words the model is fed
+
+
+# ---------------------------------------------------------------- rows as real datasets write them
+
+def test_an_answer_with_weight_0_is_context_not_trained(chatml, plain):
+    """axolotl's ShareGPT `weight: 0`: the turn was trained as if the key were not there."""
+    row = {"messages": [{"role": "user", "content": "What color is a lemon?"},
+                        {"role": "assistant", "content": "Blue.", "weight": 0},
+                        {"role": "user", "content": "And a tomato?"}, {"role": "assistant", "content": "Red."}]}
+    renderer = Renderer(chatml)
+    ex = Masker(chatml, 512).build(renderer.render(row, "chat", "t.jsonl:1"), "t.jsonl:1")
+    ids, labels = expected(chatml, [
+        ("<s><|im_start|>user\nWhat color is a lemon?<|im_end|>\n<|im_start|>assistant\nBlue.<|im_end|>\n"
+         "<|im_start|>user\nAnd a tomato?<|im_end|>\n<|im_start|>assistant\n", False),
+        ("Red.<|im_end|>", True), ("\n", False)])
+    assert (ex.input_ids, ex.labels) == (ids, labels)
+    assert any("weight 0" in n for n in renderer.notes)
+    # the prompt samples feed is the one before the first trained answer
+    assert ex.response_text == "Red." and ex.prompt_text.endswith("tomato?<|im_end|>\n<|im_start|>assistant\n")
+    assert_row(plain, row, "chat", [
+        ("### Instruction:\nWhat color is a lemon?\n\n### Response:\nBlue.</s>\n\n### Instruction:\nAnd a tomato?\n\n"
+         "### Response:\n", False), ("Red.</s>", True)])
+    only = {"messages": [*row["messages"][:2], {"role": "assistant", "content": "", "weight": 1}]}
+    assert build(chatml, only, "chat") == "every answer has weight 0"
+    assert build(chatml, row, "chat", train_on="all").trained_tokens == len(ids) - 1   # all is all
+
+
+@pytest.mark.parametrize("messages,pieces", [
+    ([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yes?"}, {"role": "user", "content": "Bye"}],
+     [("<s><|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n", False), ("Yes?<|im_end|>", True),
+      ("\n<|im_start|>user\nBye<|im_end|>\n", False)]),
+    ([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yes?"},
+      {"role": "assistant", "content": "Hello?"}],
+     [("<s><|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n", False), ("Yes?<|im_end|>", True),
+      ("\n<|im_start|>assistant\n", False), ("Hello?<|im_end|>", True), ("\n", False)]),
+    ([{"role": "user", "content": "Hi"}, {"role": "system", "content": "Be terse."},
+      {"role": "assistant", "content": "Yes?"}],
+     [("<s><|im_start|>user\nHi<|im_end|>\n<|im_start|>system\nBe terse.<|im_end|>\n<|im_start|>assistant\n", False),
+      ("Yes?<|im_end|>", True), ("\n", False)]),
+], ids=["ends on a user turn", "two answers in a row", "system turn not first"])
+def test_conversations_out_of_the_usual_order_train_the_answers_only(chatml, messages, pieces):
+    assert_row(chatml, {"messages": messages}, "chat", pieces)
+
+
+def test_a_sharegpt_file_as_hub_datasets_write_it_trains_the_answers_exactly(tmp_path, chatml):
+    """The reader and the renderer together, from a file: a BOM and CRLF, the Gemma-style role "model", a number as
+    content, content parts, a null answer, weight 0, a messages column of JSON text: the trained tokens are exactly
+    each trained answer and its end token."""
+    import json
+
+    from engine.data import read_rows
+
+    rows = [{"conversations": [{"from": "human", "value": [{"type": "text", "text": "What is 6 plus 28?"}]},
+                               {"from": "model", "value": 34}]},
+            {"conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": None},
+                               {"from": "human", "value": "Hello?"}, {"from": "bot", "value": "Hello."}]},
+            {"conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "No.", "weight": 0},
+                               {"from": "human", "value": "Hi!"}, {"from": "gpt", "value": "Yes.", "weight": 1}]},
+            {"conversations": json.dumps([{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Red."}])}]
+    path = tmp_path / "d.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + "\r\n".join(json.dumps(r) for r in rows).encode())
+    read, fmt, sources = read_rows(path)
+    report = DataReport(path=str(path), format=fmt)
+    examples = tokenize_rows(read, fmt, sources, chatml, max_seq_length=512, report=report)
+    assert [chatml.decode(trained_ids(e)) for e in examples] == ["34<|im_end|>", "Hello.<|im_end|>", "Yes.<|im_end|>",
+                                                                 "Red.<|im_end|>"]
+    assert [e.source for e in examples] == [f"{path}:{n}" for n in (1, 2, 3, 4)]
+    assert report.n_empty_turns == 1 and not report.dropped

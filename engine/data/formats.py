@@ -6,9 +6,11 @@ row came from ("train.jsonl:12", "train.csv:7", "train.parquet: row 3"; see
 `where`) so that every later error can name it.
 
 - alpaca:      {"instruction", "input", "output"[, "system"]}
-- chat:        {"messages": [{"role": user|assistant|system, "content"}]}
+- chat:        {"messages": [{"role": user|assistant|system, "content"[, "weight": 0]}]}
                (ShareGPT `conversations` with from/value is mapped here; a row with
-               tool definitions, tool calls or tool turns is refused: text only)
+               tool definitions, tool calls or tool turns is refused: text only;
+               content parts are joined, an image part refused; an answer's
+               `weight: 0` leaves it untrained; a list stored as JSON text is read)
 - completion:  {"prompt", "completion"}
 - text:        {"text"}
 
@@ -46,7 +48,9 @@ EXTENSIONS = DATA_SUFFIXES
 FORMATS = ("alpaca", "chat", "completion", "text")
 EXPECTED = ("alpaca (instruction, input, output), chat (messages with role/content, or ShareGPT "
             "conversations with from/value), completion (prompt, completion), text (text)")
-ROLES = {"user": "user", "assistant": "assistant", "system": "system", "human": "user", "gpt": "assistant"}
+# ShareGPT's human/gpt; Gemma writes the assistant's turns as "model"; some chat exports as "bot"
+ROLES = {"user": "user", "assistant": "assistant", "system": "system", "human": "user", "gpt": "assistant",
+         "model": "assistant", "bot": "assistant"}
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
@@ -120,8 +124,9 @@ def _check_text_file(path: Path) -> str:
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not UTF-8 text (byte {e.start}): {e.reason}",
-                        fix="save the file as UTF-8") from None
+        line = data.count(b"\n", 0, e.start) + 1   # the line an editor opens; the byte alone sent the user counting
+        raise DataError(f"{path}:{line}: not UTF-8 text (byte {e.start}): {e.reason}",
+                        fix="save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)") from None
 
 
 class _HugeNumber(ValueError):
@@ -514,18 +519,58 @@ def _text(value, field: str, source: str, *, required: bool) -> str:
     raise DataError(f"{source}: field {field!r} must be text, got {type_word(value)}")
 
 
-def _content(value, source: str, index: int) -> str:
-    # OpenAI-style content parts: keep the text parts (this tool trains text models).
-    if isinstance(value, list) and all(isinstance(p, dict) for p in value):
-        parts = [p.get("text") for p in value if p.get("type", "text") == "text"]
-        if all(isinstance(p, str) for p in parts):
-            return "".join(parts)
-    return _text(value, f"messages[{index}].content", source, required=False)
+def _content(value, key: str, source: str, notes: list[str] | None = None) -> str:
+    """A message's text. OpenAI-style content parts ([{"type": "text", "text": ...}]) are joined with nothing between
+    them, as Hugging Face's chat templates that read parts join them (Gemma 3, Llama 3.2 Vision, Qwen2-VL), a note
+    saying so where a message has several; a part of any other type (an image, audio, "input_text") is refused: read
+    without it (as it was), the answer trained on a question about an image the model never saw, or on no text."""
+    if isinstance(value, list) and not value:
+        return ""   # no parts: no text, as null is (Arrow writes a missing list so)
+    if not (isinstance(value, list) and all(isinstance(p, dict) for p in value)):
+        return _text(value, key, source, required=False)
+    texts = []
+    for j, part in enumerate(value):
+        kind = part.get("type", "text" if "text" in part else None)
+        if kind != "text":
+            what = "an image part" if isinstance(kind, str) and "image" in kind else "a part"
+            raise DataError(f"{source}: {key}[{j}] is {what} of type {json.dumps(kind, default=str)}: lorapilot "
+                            "trains text models, and left out, the turn would train without what it refers to",
+                            fix="leave out the rows with images or other media, or write what they show into the "
+                                "text; a text part is {\"type\": \"text\", \"text\": ...}")
+        texts.append(_text(part.get("text"), f"{key}[{j}].text", source, required=True))
+    if len(texts) > 1 and notes is not None and _SEVERAL_PARTS_NOTE not in notes:
+        notes.append(_SEVERAL_PARTS_NOTE)
+    return "".join(texts)
 
 
-def _messages(row: dict, source: str) -> list[dict]:
+_SEVERAL_PARTS_NOTE = ("messages with several text parts: joined with nothing between them, as Hugging Face's chat "
+                       "templates that read parts join them (vLLM's server joins them with a newline)")
+# A message's `weight` (axolotl's ShareGPT convention): 0 leaves the turn untrained, kept as context; 1 trains it.
+# Kept in the normalised message only on an answer whose weight is 0, as `"weight": 0` (engine.data.template reads
+# it): the other turns are never trained.
+_WEIGHTS = (0, 1)
+
+
+def _weight(m: dict, role: str, key: str, source: str) -> int:
+    """A message's weight, 0 or 1 (absent or null: 1 for an answer). A weight lorapilot cannot honour is refused:
+    a fraction (no per-turn loss scale here), or 1 on a turn that is no answer (axolotl trains that turn; here only
+    answers are trained)."""
+    w = m.get("weight")
+    if w is None or (isinstance(w, float) and math.isnan(w)):  # Parquet's missing value
+        return 1
+    if not isinstance(w, (int, float)) or w not in _WEIGHTS:  # true and false are 1 and 0
+        raise DataError(f"{source}: {key}.weight is {json.dumps(w, default=str)}; lorapilot "
+                        "reads 0 (not trained, kept as context) or 1 (trained)",
+                        fix="set each message's weight to 0 or 1, or leave it out")
+    if w and role != "assistant":
+        raise DataError(f"{source}: {key}.weight is 1 on a {role} turn: lorapilot trains the assistant's turns only "
+                        "(axolotl would train this one)", fix=f"set the weight of {role} turns to 0, or leave it out")
+    return int(w)
+
+
+def _messages(row: dict, source: str, notes: list[str] | None = None) -> list[dict]:
     key = "messages" if "messages" in row else "conversations"
-    turns = row.get(key)
+    turns = _json_list(row.get(key))
     if not isinstance(turns, list):
         raise DataError(f"{source}: field {key!r} must be a list of messages, "
                         f"got {type_word(turns)}")
@@ -546,9 +591,24 @@ def _messages(row: dict, source: str) -> list[dict]:
         mapped = ROLES.get(role) if isinstance(role, str) else None
         if mapped is None:
             raise DataError(f"{source}: {key}[{i}] has role {role!r}; expected user, assistant or system "
-                            "(ShareGPT: human, gpt, system)")
-        out.append({"role": mapped, "content": _content(content, source, i)})
+                            "(ShareGPT: human, gpt, system; also model, bot)")
+        text_key = f"{key}[{i}].{'content' if 'content' in m else 'value'}"
+        message: dict = {"role": mapped, "content": _content(content, text_key, source, notes)}
+        if not _weight(m, mapped, f"{key}[{i}]", source) and mapped == "assistant":  # other turns are not trained
+            message["weight"] = 0
+        out.append(message)
     return out
+
+
+def _json_list(value):
+    """A list of messages as CSV (which has no lists) and many Parquet exports store it: JSON text in the cell."""
+    if isinstance(value, str) and value.lstrip().startswith("["):
+        try:
+            parsed = json.loads(value)
+        except ValueError:
+            return value
+        return parsed if isinstance(parsed, list) else value
+    return value
 
 
 _TOOLS_FIX = ("leave out the rows with tools (and the 'tools' field), or write the tool definitions into the system "
@@ -605,8 +665,9 @@ def _check_misspelt(row: dict, fmt: str, source: str) -> None:
                                 f"{', '.join(READ_FIELDS[fmt])})")
 
 
-def normalize(row: dict, fmt: str, source: str) -> dict:
-    """One row in the format's canonical shape; a DataError naming the row when it does not fit."""
+def normalize(row: dict, fmt: str, source: str, notes: list[str] | None = None) -> dict:
+    """One row in the format's canonical shape; a DataError naming the row when it does not fit. `notes` gets what
+    the user should know about how a row was read (content parts joined)."""
     _check_misspelt(row, fmt, source)
     if fmt == "chat":
         if "messages" not in row and "conversations" not in row:
@@ -617,7 +678,7 @@ def normalize(row: dict, fmt: str, source: str) -> dict:
             raise DataError(f"{source}: field 'tools' (tool definitions) is not read: the chat template would write "
                             "them into the prompt, so the answers would train without the tools they were written "
                             "for", fix=_TOOLS_FIX)
-        return {"messages": _with_row_system(_messages(row, source), row, source)}
+        return {"messages": _with_row_system(_messages(row, source, notes), row, source)}
     if fmt == "alpaca":
         out = {"instruction": _text(row.get("instruction"), "instruction", source, required=True),
                "input": _text(row.get("input"), "input", source, required=False),
@@ -692,7 +753,8 @@ def read_rows(path: str | os.PathLike, fmt: str = "auto", notes: list[str] | Non
         raise DataError("dataset.path is empty", fix="set dataset.path to a data file, a directory or a hub id")
     if fmt not in ("auto", *FORMATS):
         raise DataError(f"{path}: unknown format {fmt!r}; expected auto or one of {', '.join(FORMATS)}")
-    parts = _read_source(path, notes if notes is not None else [], revisions if revisions is not None else {})
+    notes = notes if notes is not None else []
+    parts = _read_source(path, notes, revisions if revisions is not None else {})
     chosen = fmt
     rows: list[dict] = []
     sources: list[str] = []
@@ -703,6 +765,6 @@ def read_rows(path: str | os.PathLike, fmt: str = "auto", notes: list[str] | Non
         elif file_fmt != chosen:
             raise DataError(f"{name}: this file is in {file_fmt} format but {parts[0][0]} is in {chosen} format",
                             fix="keep one format per dataset, or set dataset.format")
-        rows += [normalize(r, file_fmt, s) for r, s in zip(raw, srcs)]
+        rows += [normalize(r, file_fmt, s, notes) for r, s in zip(raw, srcs)]
         sources += srcs
     return rows, chosen, sources

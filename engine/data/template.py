@@ -76,6 +76,7 @@ _PLACEHOLDER = "\ue000lorapilot\ue001"
 # are taken out of the segments, and the characters are kept as Rendered.literal, which the Masker tokenizes as text.
 _LIT_OPEN, _LIT_SPLIT, _LIT_CLOSE = "\ue002", "\ue003", "\ue004"
 _LITERAL_NOTE = "special-token text written in the data"
+_WEIGHT_0_NOTE = "assistant turns with weight 0 in the data are not trained (kept as context)"
 _LIT_MARKED = re.compile(f"{_LIT_OPEN}(.){_LIT_SPLIT}(.*?){_LIT_CLOSE}", re.S)
 
 # `message.input` is set only by alpaca rows (the Input section); a plain chat message renders without it.
@@ -354,6 +355,8 @@ class Renderer:
                 return Rendered([], skip="no assistant turn")
             if not any(m["content"].strip() for m in answers):
                 return Rendered([], skip="empty response")
+            if self.train_on != "all" and all(m.get("weight") == 0 for m in answers if m["content"].strip()):
+                return Rendered([], skip="every answer has weight 0")
             out = self._chat(messages, self._template(fmt), source)
         if self.train_on == "all":
             out.segments = [(t, True) for t, _ in out.segments]
@@ -599,6 +602,11 @@ class Renderer:
         empty = 0
         for i, m in enumerate(messages):
             if m["role"] != "assistant":
+                continue
+            if m.get("weight") == 0 and self.train_on != "all":
+                # the data's own "not this one" (axolotl's convention, engine.data.formats): context, as the turns
+                # around it. train_on: all trains every token, as it says.
+                self.notes.add(_WEIGHT_0_NOTE)
                 continue
             if not m["content"].strip():
                 # trained, an empty answer is its end token alone after the role header: the model would learn to
