@@ -136,6 +136,40 @@ def test_a_messages_column_of_json_text_is_read_in_csv_and_parquet(tmp_path):
         read_rows(tmp_path / "b.csv")
 
 
+def test_trls_conversational_prompt_completion_is_one_conversation(tmp_path):
+    """{"prompt": [messages], "completion": [messages]} (TRL's conversational format) was read as the completion format
+    and refused ("field 'prompt' must be text, got a list"). It is the prompt's turns, then the completion's; an answer
+    in the prompt is context (weight 0: TRL trains the completion only)."""
+    row = {"prompt": [{"role": "system", "content": "S"}, {"role": "user", "content": "U"},
+                      {"role": "assistant", "content": "A"}, {"role": "user", "content": "V"}],
+           "completion": [{"role": "assistant", "content": "B"}]}
+    rows, fmt, _ = read_rows(write_jsonl(tmp_path / "d.jsonl", [row]))
+    assert fmt == "chat" and rows[0]["messages"] == [
+        {"role": "system", "content": "S"}, {"role": "user", "content": "U"},
+        {"role": "assistant", "content": "A", "weight": 0}, {"role": "user", "content": "V"},
+        {"role": "assistant", "content": "B"}]
+    path = write_jsonl(tmp_path / "b.jsonl", [row, {"prompt": row["prompt"], "completion": "B"}])
+    with pytest.raises(DataError, match=rf"^{re.escape(str(path))}:2: field 'completion' must be a list of messages"):
+        read_rows(path)
+    with pytest.raises(DataError, match=r"b\.jsonl:1: field 'prompt' must be text, got a list"):
+        read_rows(path, "completion")   # the standard prompt-completion format is text
+    plain = write_jsonl(tmp_path / "p.jsonl", [{"prompt": "P", "completion": "C"}])
+    assert read_rows(plain)[:2] == ([{"prompt": "P", "completion": "C"}], "completion")
+
+
+@pytest.mark.parametrize("key", ["reasoning_content", "thinking", "reasoning"])
+def test_a_messages_reasoning_field_is_refused_not_left_out(tmp_path, key):
+    """Qwen3's and DeepSeek's templates read `reasoning_content`, gpt-oss's `thinking`: read as absent, the answer
+    trained without the reasoning it was written after."""
+    turns = [{"role": "user", "content": "U"}, {"role": "assistant", "content": "A", key: "Let me think."}]
+    path = write_jsonl(tmp_path / "d.jsonl", [{"messages": turns}])
+    with pytest.raises(DataError, match=rf"^{re.escape(str(path))}:1: messages\[1\] has '{key}': it is not read"):
+        read_rows(path)
+    turns[1][key] = None   # Arrow's missing value in a Parquet export: nothing to read
+    assert read_rows(write_jsonl(tmp_path / "n.jsonl", [{"messages": turns}]))[0][0]["messages"][1] == {
+        "role": "assistant", "content": "A"}
+
+
 def test_a_messages_weight_of_0_is_kept_and_others_are_refused(tmp_path):
     """axolotl's `weight` per message: 0 is not trained (engine.data.template reads it); it was ignored and the turn
     trained. A fraction, or 1 on a turn that is no answer (axolotl trains it), cannot be honoured: refused."""

@@ -504,3 +504,17 @@ def test_a_sharegpt_file_as_hub_datasets_write_it_trains_the_answers_exactly(tmp
                                                                  "Red.<|im_end|>"]
     assert [e.source for e in examples] == [f"{path}:{n}" for n in (1, 2, 3, 4)]
     assert report.n_empty_turns == 1 and not report.dropped
+
+
+def test_trls_conversational_prompt_completion_trains_the_completion_only(tmp_path, chatml):
+    import json
+
+    from engine.data import read_rows
+
+    row = {"prompt": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "No."},
+                      {"role": "user", "content": "Hi!"}], "completion": [{"role": "assistant", "content": "Yes."}]}
+    path = tmp_path / "d.jsonl"
+    path.write_text(json.dumps(row) + "\n", encoding="utf-8")
+    read, fmt, sources = read_rows(path)
+    [ex] = tokenize_rows(read, fmt, sources, chatml, max_seq_length=512)
+    assert chatml.decode(trained_ids(ex)) == "Yes.<|im_end|>"

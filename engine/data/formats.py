@@ -10,7 +10,9 @@ row came from ("train.jsonl:12", "train.csv:7", "train.parquet: row 3"; see
                (ShareGPT `conversations` with from/value is mapped here; a row with
                tool definitions, tool calls or tool turns is refused: text only;
                content parts are joined, an image part refused; an answer's
-               `weight: 0` leaves it untrained; a list stored as JSON text is read)
+               `weight: 0` leaves it untrained; a list stored as JSON text is read;
+               TRL's conversational {"prompt": [...], "completion": [...]} is read
+               as its prompt's turns, then the completion's, the completion trained)
 - completion:  {"prompt", "completion"}
 - text:        {"text"}
 
@@ -495,7 +497,7 @@ def detect_format(rows: list[dict], where: str) -> str:
     if "instruction" in keys and "output" in keys:
         return "alpaca"
     if "prompt" in keys and "completion" in keys:
-        return "completion"
+        return "chat" if _conversational_completion(rows[:100]) else "completion"
     if "text" in keys:
         return "text"
     found = ", ".join(sorted(map(str, keys))) or "(none)"
@@ -568,8 +570,8 @@ def _weight(m: dict, role: str, key: str, source: str) -> int:
     return int(w)
 
 
-def _messages(row: dict, source: str, notes: list[str] | None = None) -> list[dict]:
-    key = "messages" if "messages" in row else "conversations"
+def _messages(row: dict, source: str, notes: list[str] | None = None, key: str | None = None) -> list[dict]:
+    key = key or ("messages" if "messages" in row else "conversations")
     turns = _json_list(row.get(key))
     if not isinstance(turns, list):
         raise DataError(f"{source}: field {key!r} must be a list of messages, "
@@ -588,6 +590,12 @@ def _messages(row: dict, source: str, notes: list[str] | None = None) -> list[di
             raise DataError(f"{source}: {key}[{i}] has tool_calls: lorapilot trains text conversations, and the "
                             "chat template would write the call as the answer; read as absent, the turn trained "
                             "nothing and the turns after it followed a call never made", fix=_TOOLS_FIX)
+        reasoning = next((k for k in _REASONING_KEYS if _has_text(m.get(k))), None)
+        if reasoning:
+            raise DataError(f"{source}: {key}[{i}] has {reasoning!r}: it is not read, and left out, the answer would "
+                            "train without the reasoning it was written after",
+                            fix=f"write the reasoning into the content as the model writes it (e.g. "
+                                f"<think>...</think> before the answer), or leave out {reasoning!r}")
         mapped = ROLES.get(role) if isinstance(role, str) else None
         if mapped is None:
             raise DataError(f"{source}: {key}[{i}] has role {role!r}; expected user, assistant or system "
@@ -598,6 +606,27 @@ def _messages(row: dict, source: str, notes: list[str] | None = None) -> list[di
             message["weight"] = 0
         out.append(message)
     return out
+
+
+# A message's reasoning beside its content (Qwen3's and DeepSeek's templates read `reasoning_content`, gpt-oss's
+# `thinking`): not read here, so refused where it holds text.
+_REASONING_KEYS = ("reasoning_content", "reasoning", "thinking")
+
+
+def _has_text(value) -> bool:
+    return isinstance(value, str) and bool(value.strip()) or isinstance(value, list) and bool(value)
+
+
+def _conversational_completion(rows: list[dict]) -> bool:
+    """TRL's conversational prompt-completion rows: {"prompt": [messages], "completion": [messages]}."""
+    return any(isinstance(_json_list(r.get("prompt")), list) for r in rows if "completion" in r)
+
+
+def _prompt_completion_messages(row: dict, source: str, notes: list[str] | None) -> list[dict]:
+    """A conversational prompt-completion row as one conversation: the prompt's turns, then the completion's; an
+    answer in the prompt is context (TRL trains the completion only), as an answer of weight 0."""
+    prompt = [{**m, "weight": 0} if m["role"] == "assistant" else m for m in _messages(row, source, notes, "prompt")]
+    return prompt + _messages(row, source, notes, "completion")
 
 
 def _json_list(value):
@@ -670,7 +699,8 @@ def normalize(row: dict, fmt: str, source: str, notes: list[str] | None = None) 
     the user should know about how a row was read (content parts joined)."""
     _check_misspelt(row, fmt, source)
     if fmt == "chat":
-        if "messages" not in row and "conversations" not in row:
+        conversational = "messages" not in row and "conversations" not in row and _conversational_completion([row])
+        if "messages" not in row and "conversations" not in row and not conversational:
             raise DataError(f"{source}: chat format needs a 'messages' (or 'conversations') field; "
                             f"found {', '.join(map(str, row)) or '(none)'}")
         if _has_tools(row.get("tools")):
@@ -678,7 +708,9 @@ def normalize(row: dict, fmt: str, source: str, notes: list[str] | None = None) 
             raise DataError(f"{source}: field 'tools' (tool definitions) is not read: the chat template would write "
                             "them into the prompt, so the answers would train without the tools they were written "
                             "for", fix=_TOOLS_FIX)
-        return {"messages": _with_row_system(_messages(row, source, notes), row, source)}
+        messages = (_prompt_completion_messages(row, source, notes) if conversational
+                    else _messages(row, source, notes))
+        return {"messages": _with_row_system(messages, row, source)}
     if fmt == "alpaca":
         out = {"instruction": _text(row.get("instruction"), "instruction", source, required=True),
                "input": _text(row.get("input"), "input", source, required=False),
