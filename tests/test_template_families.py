@@ -643,6 +643,27 @@ def test_an_assistant_turn_with_no_text_is_context_not_trained(tokenizers, name,
 
 
 @pytest.mark.parametrize("name", list(FAMILIES))
+def test_an_answer_of_weight_0_is_context_not_trained(tokenizers, name):
+    """axolotl's `weight: 0` on a message (engine.data.formats): the turn is rendered as written, masked; the other
+    answer is trained with its one end token, as ever."""
+    tok = tokenizers(name, False)
+    first_off = {"messages": [TURNS[0], {**TURNS[1], "weight": 0}, *TURNS[2:]]}
+    last_off = {"messages": [*TURNS[:3], {**TURNS[3], "weight": 0}]}
+    examples = tokenize_rows([first_off, last_off], "chat", ["t:1", "t:2"], tok, max_seq_length=4096)
+    family = FAMILIES[name]
+    end_id = tok.convert_tokens_to_ids(family.end_of_turn if family.template_file else family.eos)
+    for ex, row, answer, other in zip(examples, (first_off, last_off), ("Red.", "Yellow."), ("Yellow.", "Red.")):
+        (run,) = trained_runs(ex)
+        assert tok.decode(run[:-1]).strip().endswith(answer) and run[-1] == end_id, listing(tok, ex)
+        assert other not in tok.decode(run), listing(tok, ex)
+        plain = tokenize_rows([{"messages": [{k: v for k, v in m.items() if k != "weight"} for m in row["messages"]]}],
+                              "chat", ["t:1"], tok, max_seq_length=4096)[0]
+        # the same row, fewer tokens trained (an answer trained is tokenized on its own, one as context with its
+        # prompt, as a server tokenizes the history: Mistral's `[/INST]Yellow.` may split otherwise)
+        assert "".join(tok.decode(ex.input_ids).split()) == "".join(tok.decode(plain.input_ids).split())
+
+
+@pytest.mark.parametrize("name", list(FAMILIES))
 def test_a_row_over_the_window_by_its_question_keeps_its_answers_and_its_bos(tokenizers, name):
     """A long first question: the row keeps every answer token and its BOS (the tokenizer's or template's first
     token: OLMo 2's is its EOS too, Command-R's is written twice and kept once), and loses the start of its prompt,
