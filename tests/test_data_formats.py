@@ -258,6 +258,20 @@ def test_csv(tmp_path):
     assert rows[1] == {"instruction": 'Say "hi"', "input": "x", "output": "hi,\nthere"}
 
 
+def test_a_csv_cell_is_the_text_written(tmp_path):
+    """pandas typed the column: the answer "007" trained as "7.0", "3.10" as "3.1", and the words None and NA as empty
+    answers. An empty cell is still missing (a required field is refused)."""
+    path = tmp_path / "d.csv"
+    path.write_text("prompt,completion\nCode?,007\nVersion?,3.10\nAnything?,None\nSay NA,NA\nnull,nan\nEmpty,\n",
+                    encoding="utf-8")
+    rows, _, _ = read_rows(path)
+    assert [r["completion"] for r in rows] == ["007", "3.10", "None", "NA", "nan", ""]
+    assert rows[4]["prompt"] == "null"
+    path.write_text("instruction,output\nQ,1\n,2\n", encoding="utf-8")
+    with pytest.raises(DataError, match=rf"^{re.escape(str(path))}:3: missing field 'instruction'"):
+        read_rows(path)
+
+
 def test_a_csv_error_names_the_line_its_record_starts_on(tmp_path):
     # A quoted field spanning lines, blank and whitespace-only lines: the record's index (2) is not its line (7).
     path = tmp_path / "cap.csv"

@@ -348,13 +348,33 @@ def csv_record_lines(text: str, path: Path) -> list[int] | None:
         return None
 
 
+def _csv_as_written(text: str, path: Path) -> dict:
+    """load_dataset's options that read every CSV cell as the text written: pandas typed a column of numbers ("007"
+    read "7.0", "3.10" read "3.1") and read the words "None", "NA", "null", "nan" as missing (an answer "None" trained
+    as an empty one). An empty cell is missing, as before. Text columns need the header's names (a header pandas
+    renames, an empty or a repeated name, keeps its typed columns)."""
+    import datasets
+
+    options: dict = {"keep_default_na": False, "na_values": [""]}
+    try:
+        header = next((row for _, row in csv_records(text, path)), [])
+    except CsvSyntaxError:
+        header = []
+    if header and all(header) and len(set(header)) == len(header):
+        options["features"] = datasets.Features({name: datasets.Value("string") for name in header})
+    return options
+
+
 def _read_with_datasets(path: Path) -> tuple[list[dict], list[str]]:
     kind = path.suffix.lstrip(".")
     lines: list[int] | None = None
+    options: dict = {}
     if kind == "csv":
-        lines = csv_record_lines(_check_text_file(path), path)
+        text = _check_text_file(path)
+        lines = csv_record_lines(text, path)
         if lines == []:  # datasets words it 'Instruction "train" corresponds to no data!'
             raise DataError(f"{path}: the file has no rows (a header only)")
+        options = _csv_as_written(text, path)
     elif not _first_bytes(path):  # also says "permission denied" before pyarrow words it its own way
         raise DataError(f"{path}: the file is empty")
     import datasets
@@ -365,7 +385,7 @@ def _read_with_datasets(path: Path) -> tuple[list[dict], list[str]]:
     # saw the reason twice, once without lorapilot's prefix.
     datasets.logging.set_verbosity(datasets.logging.CRITICAL)
     try:
-        ds = datasets.load_dataset(kind, data_files=str(path), split="train")
+        ds = datasets.load_dataset(kind, data_files=str(path), split="train", **options)
     except Exception as e:  # noqa: BLE001 - pyarrow/pandas raise many types; all mean "this file cannot be read"
         cause: BaseException = e
         while cause.__cause__ is not None:  # "An error occurred while generating the dataset" wraps pandas' reason
