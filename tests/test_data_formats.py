@@ -196,6 +196,15 @@ def test_explicit_format_is_used(tmp_path):
     assert read_rows(path, "text")[1] == "text"
 
 
+def test_unicode_line_separators_inside_a_jsonl_string_are_text(tmp_path):
+    """json.dumps(ensure_ascii=False) writes U+2028, U+2029 and U+0085 raw inside strings (scraped web text has them):
+    str.splitlines split the row there and refused a valid file ("Unterminated string")."""
+    rows = [{"prompt": "a\u2028b\u2029c", "completion": "d\x85e"}, {"prompt": "p", "completion": "q"}]
+    path = tmp_path / "d.jsonl"
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    assert read_rows(path) == (rows, "completion", [f"{path}:1", f"{path}:2"])
+
+
 def test_blank_lines_are_skipped_but_counted(tmp_path):
     path = tmp_path / "d.jsonl"
     path.write_text(json.dumps(ALPACA[0]) + "\n\n  \n" + json.dumps(ALPACA[1]) + "\n", encoding="utf-8")

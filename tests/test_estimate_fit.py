@@ -134,6 +134,21 @@ def test_count_examples(tmp_path):
     assert training_examples(100, 0.05, False) == 95 and training_examples(100, 0.05, True) == 100
 
 
+def test_count_examples_counts_what_the_trainer_reads(tmp_path):
+    """The estimate refused a .json the trainer reads (a BOM, JSON Lines under a .json name) and counted a folder's
+    top level only, while the trainer reads its subfolders too: the step count was that of a smaller dataset."""
+    from engine.data import read_rows
+
+    (tmp_path / "bom.json").write_bytes(b"\xef\xbb\xbf" + json.dumps([{"text": "a"}, {"text": "b"}]).encode())
+    (tmp_path / "lines.json").write_text('{"text": "a"}\n{"text": "b"}\n{"text": "c"}\n')
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "more.jsonl").write_text('{"text": "d"}\n' * 4)
+    (tmp_path / "sub" / "UPPER.JSONL").write_text('{"text": "e"}\n')
+    for path in (tmp_path / "bom.json", tmp_path / "lines.json", tmp_path):
+        assert count_examples(str(path)) == len(read_rows(path)[0]), path
+    assert count_examples(str(tmp_path)) == 10
+
+
 def test_recipes_are_valid_partial_configs():
     from engine.estimate import list_recipes, load_recipe
 

@@ -202,7 +202,9 @@ def _check_surrogates(obj: object, raw: str, where: str) -> None:
 
 def _read_jsonl_text(text: str, path: Path) -> tuple[list[dict], list[str]]:
     rows, sources = [], []
-    for lineno, line in enumerate(text.splitlines(), start=1):
+    # Lines end at "\n" (and "\r\n") only, as JSON Lines and editors count them: str.splitlines also splits at
+    # U+2028, U+2029 and U+0085, which JSON writes raw inside strings (ensure_ascii=False), so a valid row was refused.
+    for lineno, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         try:

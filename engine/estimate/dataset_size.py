@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-
 from typing import TYPE_CHECKING
-
-from engine.errors import DataError
-from engine.settings import DATA_SUFFIXES
 
 if TYPE_CHECKING:
     from engine.config import Config
@@ -16,33 +11,30 @@ if TYPE_CHECKING:
 
 
 def count_examples(path: str) -> int | None:
-    """Rows in a local file or directory of files; None for a hub dataset or an unreadable format."""
+    """Rows in a local file or directory of files; None for a hub dataset or an unreadable format. The reader's rules
+    (engine.data.formats): a folder's files as it finds them (subfolders too, lorapilot's run folders not), a .json
+    with a BOM or holding JSON Lines; the estimate had refused those files, and counted a folder's top level only."""
+    from engine.data.formats import read_file_rows, source_files
+
     p = Path(path).expanduser()
     if p.is_dir():
-        files = sorted(f for f in p.iterdir() if f.suffix in DATA_SUFFIXES)
-        counts = [count_examples(str(f)) for f in files]
+        counts = [count_examples(str(f)) for f in source_files(str(p))]
         known = [c for c in counts if c is not None]
-        return None if not files or len(known) < len(counts) else sum(known)
+        return None if not counts or len(known) < len(counts) else sum(known)
     if not p.is_file():
         return None
-    if p.suffix == ".jsonl":
+    suffix = p.suffix.lower()
+    if suffix == ".jsonl":
         with p.open("rb") as raw:
             return sum(1 for line in raw if line.strip())
-    if p.suffix == ".json":
-        try:
-            data = json.loads(p.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise DataError(f"{p}: not valid JSON: {e}") from None
-        if isinstance(data, dict):      # {"data": [...]} and similar single-key wrappers
-            lists = [v for v in data.values() if isinstance(v, list)]
-            data = lists[0] if len(lists) == 1 else None
-        return len(data) if isinstance(data, list) else None
-    if p.suffix == ".csv":
+    if suffix == ".json":
+        return len(read_file_rows(p)[0])
+    if suffix == ".csv":
         from engine.data.formats import csv_record_lines   # the reader's records: blank lines are none
 
         lines = csv_record_lines(p.read_text(encoding="utf-8-sig", errors="replace"), p)
         return None if lines is None else len(lines)
-    if p.suffix == ".parquet":
+    if suffix == ".parquet":
         try:
             import pyarrow.parquet as pq
         except ImportError:
