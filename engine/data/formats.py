@@ -569,16 +569,16 @@ def _content(value, key: str, source: str, notes: list[str] | None = None) -> st
 
 _SEVERAL_PARTS_NOTE = ("messages with several text parts: joined with nothing between them, as Hugging Face's chat "
                        "templates that read parts join them (vLLM's server joins them with a newline)")
-# A message's `weight` (axolotl's ShareGPT convention): 0 leaves the turn untrained, kept as context; 1 trains it.
+# A message's `weight` (axolotl's ShareGPT convention): 0 leaves an answer untrained, kept as context; 1 trains it.
 # Kept in the normalised message only on an answer whose weight is 0, as `"weight": 0` (engine.data.template reads
 # it): the other turns are never trained.
 _WEIGHTS = (0, 1)
 
 
-def _weight(m: dict, role: str, key: str, source: str) -> int:
-    """A message's weight, 0 or 1 (absent or null: 1 for an answer). A weight lorapilot cannot honour is refused:
-    a fraction (no per-turn loss scale here), or 1 on a turn that is no answer (axolotl trains that turn; here only
-    answers are trained)."""
+def _weight(m: dict, role: str, key: str, source: str, notes: list[str] | None) -> int:
+    """A message's weight, 0 or 1 (absent or null: 1). A fraction is refused (no per-turn loss scale here). 1 on a
+    turn that is no answer is read, a note saying it is not trained: datasets put a weight on every turn (OpenHermes),
+    and only answers are trained here."""
     w = m.get("weight")
     if w is None or (isinstance(w, float) and math.isnan(w)):  # Parquet's missing value
         return 1
@@ -586,10 +586,13 @@ def _weight(m: dict, role: str, key: str, source: str) -> int:
         raise DataError(f"{source}: {key}.weight is {json.dumps(w, default=str)}; lorapilot "
                         "reads 0 (not trained, kept as context) or 1 (trained)",
                         fix="set each message's weight to 0 or 1, or leave it out")
-    if w and role != "assistant":
-        raise DataError(f"{source}: {key}.weight is 1 on a {role} turn: lorapilot trains the assistant's turns only "
-                        "(axolotl would train this one)", fix=f"set the weight of {role} turns to 0, or leave it out")
+    if w and role != "assistant" and notes is not None and _WEIGHT_1_NOTE not in notes:
+        notes.append(_WEIGHT_1_NOTE)
     return int(w)
+
+
+_WEIGHT_1_NOTE = ("user and system turns with weight 1 in the data are not trained: lorapilot trains the answers only "
+                  "(axolotl's chat_template would train them)")
 
 
 def _messages(row: dict, source: str, notes: list[str] | None = None, key: str | None = None) -> list[dict]:
@@ -624,7 +627,7 @@ def _messages(row: dict, source: str, notes: list[str] | None = None, key: str |
                             "(ShareGPT: human, gpt, system; also model, bot)")
         text_key = f"{key}[{i}].{'content' if 'content' in m else 'value'}"
         message: dict = {"role": mapped, "content": _content(content, text_key, source, notes)}
-        if not _weight(m, mapped, f"{key}[{i}]", source) and mapped == "assistant":  # other turns are not trained
+        if not _weight(m, mapped, f"{key}[{i}]", source, notes) and mapped == "assistant":  # other turns are not trained
             message["weight"] = 0
         out.append(message)
     return out
