@@ -76,8 +76,10 @@ _PLACEHOLDER = "\ue000lorapilot\ue001"
 # are taken out of the segments, and the characters are kept as Rendered.literal, which the Masker tokenizes as text.
 _LIT_OPEN, _LIT_SPLIT, _LIT_CLOSE = "\ue002", "\ue003", "\ue004"
 _LITERAL_NOTE = "special-token text written in the data"
-_WEIGHT_0_NOTE = "assistant turns with weight 0 in the data are not trained (kept as context)"
 _LIT_MARKED = re.compile(f"{_LIT_OPEN}(.){_LIT_SPLIT}(.*?){_LIT_CLOSE}", re.S)
+# engine.data.formats marks an answer not to train with "weight": 0 (the data's weight 0; an answer in a TRL prompt)
+_WEIGHT_0_NOTE = ("assistant turns the data marks not to train (weight 0, or in a prompt-completion row's prompt) "
+                  "are context, not trained")
 
 # `message.input` is set only by alpaca rows (the Input section); a plain chat message renders without it.
 ALPACA_TEMPLATE = (
