@@ -331,6 +331,27 @@ def test_inference_feeds_the_training_prefix_ids(tokenizers, tmp_path, name, row
                                                        tok.convert_ids_to_tokens(ex.input_ids[: ex.prompt_len]))
 
 
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_an_empty_system_message_is_none(tokenizers, tmp_path, name):
+    """ShareGPT exports often open with {"from": "system", "value": ""}. Kept, the row trained after an empty system
+    block that inference (no system prompt shared) never feeds: Qwen's template feeds its default system prompt
+    there instead; and templates with no system role refused the row for a system prompt it does not have."""
+    import json
+
+    from engine.data import read_rows
+    from engine.model import load_tokenizer
+
+    path = tmp_path / "d.jsonl"
+    path.write_text(json.dumps({"conversations": [{"from": "system", "value": " "}, {"from": "human", "value": "What "
+                                                   "color is a lemon?"}, {"from": "gpt", "value": "Yellow."}]}) + "\n")
+    rows, fmt, sources = read_rows(path)
+    [ex] = tokenize_rows(rows, fmt, sources, tokenizers(name, False), max_seq_length=4096)
+    style = PromptStyle(format=fmt, system=shared_system_prompt(rows, fmt))
+    save_for_inference(tokenizers(name, False), style, tmp_path / "adapter")
+    fed = from_text(load_tokenizer(str(tmp_path / "adapter")), ex.question, load_style(tmp_path / "adapter")).ids
+    assert fed == ex.input_ids[: ex.prompt_len]
+
+
 SYSTEM_LAST_USER_ONLY = [name for name, f in FAMILIES.items() if f.system_in_last_user_only]
 
 

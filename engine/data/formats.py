@@ -627,6 +627,10 @@ def _messages(row: dict, source: str, notes: list[str] | None = None, key: str |
                             "(ShareGPT: human, gpt, system; also model, bot)")
         text_key = f"{key}[{i}].{'content' if 'content' in m else 'value'}"
         message: dict = {"role": mapped, "content": _content(content, text_key, source, notes)}
+        if mapped == "system" and not message["content"].strip():
+            # an empty system message (ShareGPT exports open with one) is none: kept, the row trained after an empty
+            # system block no prompt at inference has, and a template without a system role refused the row
+            continue
         if not _weight(m, mapped, f"{key}[{i}]", source, notes) and mapped == "assistant":  # other turns are not trained
             message["weight"] = 0
         out.append(message)
