@@ -67,6 +67,39 @@ def test_winner_is_the_finished_trial_with_the_lowest_eval_loss():
     assert choose_winner(trials[3:]) is None
 
 
+def test_a_trial_that_diverged_never_wins_on_an_evaluation_before_it():
+    """No trial finished: the one nan_loss stopped after a good first evaluation was crowned on that evaluation."""
+    trials = [trial(3e-3, 8, "stopped", eval_loss=1.0, eval_step=4, stopped_by="nan_loss", error_findings=["nan_loss"]),
+              trial(1e-4, 8, "stopped", eval_loss=1.5, eval_step=4, stopped_by="halving")]
+    assert choose_winner(trials)["id"] == "lr1e-4_r8"
+    assert choose_winner(trials[:1]) is None
+
+
+def test_stopped_trials_are_compared_at_one_step():
+    """No trial finished: one halving stopped at step 4 beat one that trained on to step 8, on a loss of 4 steps."""
+    trials = [trial(1e-4, 8, "stopped", eval_loss=1.2, eval_step=4, stopped_by="halving"),
+              trial(2e-4, 8, "stopped", eval_loss=1.4, eval_step=8, stopped_by="budget"),
+              trial(5e-4, 8, "stopped", eval_loss=1.3, eval_step=8, stopped_by="user")]
+    w = choose_winner(trials)
+    assert (w["id"], w["step"], w["finished"]) == ("lr5e-4_r8", 8, False)
+
+
+def test_a_tie_goes_to_the_smaller_r_then_the_lower_lr_and_is_said(tmp_path):
+    """Two trials at one eval loss: the first in run order won, unsaid."""
+    from rich.console import Console
+
+    sweep = finished_sweep(tmp_path)
+    sweep["trials"] = [trial(5e-4, 8, eval_loss=1.25), trial(2e-4, 8, eval_loss=1.25), trial(5e-4, 4, eval_loss=1.25),
+                       trial(1e-4, 4, eval_loss=1.5)]
+    sweep["winner"] = w = choose_winner(sweep["trials"])
+    assert (w["id"], w["tied"]) == ("lr5e-4_r4", ["lr2e-4_r8", "lr5e-4_r8"])
+    assert choose_winner(sweep["trials"][::-1])["id"] == "lr5e-4_r4"
+    buf = io.StringIO()
+    print_report(sweep, Console(file=buf, width=200))
+    assert "note: tied at eval loss 1.2500 with lr 2e-4, r 8; lr 5e-4, r 8: the smaller r, then the lower lr won" \
+        in buf.getvalue()
+
+
 def finished_sweep(tmp_path, base_raw=None) -> dict:
     base = config_from_dict(base_raw or {"model": "some/model", "dataset": {"path": str(tmp_path / "d.jsonl")},
                                          "training": {"max_steps": 400, "learning_rate": 2e-4}})

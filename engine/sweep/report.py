@@ -82,17 +82,41 @@ RESULT_KEYS = ("eval_loss", "eval_step", "best_eval_loss", "train_loss", "gap", 
                "peak_mem_gib", "evals", "error_findings")
 
 
+def diverged(t: dict) -> bool:
+    """A trial whose loss went non-finite or exploded: stopped on nan_loss / loss_explosion, such a finding in its
+    records, or an evaluation that was not a number. It never wins, whatever an evaluation before it said."""
+    return (t.get("stopped_by") in STOP_ON or bool(set(t.get("error_findings") or ()) & set(STOP_ON))
+            or t.get("verdict") == "diverged")
+
+
+def _eval_step(t: dict):
+    """The step of a trial's latest evaluation (its eval_loss); a record without one: the trial's step."""
+    return t["eval_step"] if t.get("eval_step") is not None else t.get("step")
+
+
+# A tie in eval loss goes to the cheaper trial: the smaller r (less memory, less time), then the lower lr.
+TIE_RULE = "the smaller r, then the lower lr"
+
+
 def choose_winner(trials: list[dict]) -> dict | None:
-    """The finished trial with the lowest final eval loss; without one, the lowest eval loss of any trial."""
+    """The trial with the lowest eval loss among those evaluated at the same step: the finished trials, at their last
+    step; without one, the trials evaluated at the latest step any was (a trial halving stopped earlier is not
+    compared with one that trained on). A trial that diverged never wins; a tie goes by TIE_RULE and is said
+    ("tied": the others' ids)."""
     def ok(t):
-        return _finite(t.get("eval_loss"))
+        return _finite(t.get("eval_loss")) and not diverged(t)
     done = [t for t in trials if t.get("state") == "done" and ok(t)]
-    pool = done or [t for t in trials if ok(t)]
-    if not pool:
+    candidates = done or [t for t in trials if ok(t)]
+    if not candidates:
         return None
-    best = min(pool, key=lambda t: t["eval_loss"])
+    steps = [s for s in (_eval_step(t) for t in candidates) if isinstance(s, int)]
+    at = max(steps) if steps else None
+    pool = [t for t in candidates if at is None or _eval_step(t) == at]
+    pool.sort(key=lambda t: (t["eval_loss"], t["r"], t["learning_rate"]))
+    best = pool[0]
     return {"id": best["id"], "learning_rate": best["learning_rate"], "r": best["r"], "alpha": best["alpha"],
-            "eval_loss": best["eval_loss"], "run_dir": best.get("run_dir"), "finished": bool(done)}
+            "eval_loss": best["eval_loss"], "step": at, "run_dir": best.get("run_dir"), "finished": bool(done),
+            "tied": [t["id"] for t in pool[1:] if t["eval_loss"] == best["eval_loss"]]}
 
 
 def table_rows(sweep: dict) -> list[dict]:
@@ -231,6 +255,14 @@ def render_stops(sweep: dict) -> list[str]:
             for t in sweep["trials"] if t.get("stopped_by")]
 
 
+NO_WINNER = "no trial reached an evaluation without diverging"
+
+
+def unfinished_text(w: dict) -> str:
+    """What a winner no trial finished is: the best of the stopped trials at one step (choose_winner's)."""
+    return "no trial finished: best of the stopped ones" + (f" evaluated at step {w['step']}" if w.get("step") else "")
+
+
 def print_report(sweep: dict, console=None) -> None:
     from rich.console import Console
 
@@ -244,7 +276,7 @@ def print_report(sweep: dict, console=None) -> None:
         console.print(f"  {line}", markup=False, highlight=False)
     w = sweep.get("winner")
     if w:
-        note = "" if w.get("finished") else " (no trial finished: best of the stopped ones)"
+        note = "" if w.get("finished") else f" ({unfinished_text(w)})"
         ran = sum(t.get("state") != TRIAL_SKIPPED for t in sweep["trials"])
         if ran < len(sweep["trials"]):   # a sweep stopped (or cut by the budget) early: a winner of fewer
             note += (f" (of the {ran} trial{'s' if ran != 1 else ''} that ran; {len(sweep['trials']) - ran} "
@@ -254,7 +286,7 @@ def print_report(sweep: dict, console=None) -> None:
         for line in winner_notes(sweep):
             console.print(f"  note: {line}", markup=False, highlight=False)
     else:
-        console.print("no winner: no trial produced a finite eval loss", markup=False)
+        console.print(f"no winner: {NO_WINNER}", markup=False)
 
 
 # ---------------------------------------------------------------- --apply
@@ -296,7 +328,18 @@ def winner_notes(sweep: dict) -> list[str]:
     """Everything to know about the winner before training its config, one list for every surface (the report,
     --apply's message and the file's header, the sweep monitor's winner panel): at the grid's edge (edge_notes), on
     more GPUs than its trial (batch_notes). Reads a sweep.json or a summarize_sweep() picture alike."""
-    return edge_notes(sweep) + batch_notes(sweep)
+    return tie_notes(sweep) + edge_notes(sweep) + batch_notes(sweep)
+
+
+def tie_notes(sweep: dict) -> list[str]:
+    """The trials whose eval loss equals the winner's, and the rule that chose among them (TIE_RULE)."""
+    w = sweep.get("winner") or {}
+    by_id = {t["id"]: t for t in sweep["trials"]}
+    tied = [by_id[i] for i in w.get("tied") or [] if i in by_id]   # in the rule's order
+    if not tied:
+        return []
+    others = "; ".join(f"lr {lr_text(t['learning_rate'])}, r {t['r']}" for t in tied)
+    return [f"tied at eval loss {w['eval_loss']:.4f} with {others}: {TIE_RULE} won"]
 
 
 def applied_text(sweep: dict, path: str | Path, *, notes: bool = True) -> str:

@@ -14,7 +14,7 @@ from textual.containers import Horizontal
 from textual.widgets import Static
 
 from engine.sweep.plan import lr_text
-from engine.sweep.report import render_heatmap
+from engine.sweep.report import NO_WINNER, render_heatmap, unfinished_text
 
 DEFAULT_APPLY = "best.yaml"
 
@@ -24,13 +24,13 @@ def winner_text(summary: dict, sweep_arg: str) -> Text:
     out = Text()
     if not w:
         out.append("No winner: ", style="bold red")
-        out.append("no trial produced a finite eval loss.")
+        out.append(f"{NO_WINNER}.")
         return out
     out.append("Winner  ", style="bold")
     out.append(f"lr {lr_text(w['learning_rate'])} · r {w['r']} (alpha {w['alpha']})", style="bold green")
     out.append(f"\neval loss {w['eval_loss']:.4f}")
     if not w.get("finished"):
-        out.append("\n(no trial finished: best of the stopped ones)", style="yellow")
+        out.append(f"\n({unfinished_text(w)})", style="yellow")
     for note in summary.get("winner_notes") or []:   # at the grid's edge, on more GPUs than its trial: as the CLI
         out.append(f"\n{note[0].upper()}{note[1:]}.", style="yellow")
     out.append("\n\nNext:", style="bold")
