@@ -271,6 +271,26 @@ def test_a_stopped_sweep_resumed_forgets_the_stop_that_ended_it(tmp_path, capsys
     assert s["state"] == "planned" and s["trials"][1]["state"] == "pending" and s["spent_s"] == 50.0
 
 
+def test_a_resume_writes_the_winners_config_only_where_its_own_command_says(tmp_path, capsys, monkeypatch):
+    """sweep.json's apply_path (with apply_replace) was honoured by the resumed driver: a sweep folder from someone
+    else had the winner's config written over any file of the user's, named nowhere on the command line."""
+    from types import SimpleNamespace
+
+    d, mine = tmp_path / "sw", tmp_path / "mine.yaml"
+    mine.write_text("# the user's own\n")
+    a_sweep(d, [trial(1e-4, "done"), trial(2e-4)], state="stopped", started=time.time() - 100,
+            ended=time.time() - 50, apply_path=str(mine), apply_replace=True)
+    monkeypatch.setattr("engine.sweep.driver.spawn_driver", lambda sweep_dir, lock: SimpleNamespace(pid=12345))
+    code, out, _ = sweep_cli(capsys, "--resume", str(d), "--yes", "--detach")
+    assert code == 0 and f"add --apply {mine} to write it there" in out
+    s = read_sweep(d)
+    assert s["apply_path"] is None and s["apply_replace"] is False
+    best = tmp_path / "best.yaml"
+    a_sweep(d, read_sweep(d)["trials"], state="stopped", started=time.time() - 100, ended=time.time() - 50)
+    code, out, _ = sweep_cli(capsys, "--resume", str(d), "--yes", "--detach", "--apply", str(best))
+    assert code == 0 and read_sweep(d)["apply_path"] == str(best.resolve())
+
+
 def test_a_sweep_is_resumed_only_on_the_data_it_started_on(tmp_path, capsys, monkeypatch, demo_model_dir):
     """The JSONL edited between the cut and the resume: the trials that had finished (on the old data) and the ones
     run then (on the new) were ranked together, and the winner was wrong without a word. The sweep records the files

@@ -181,6 +181,14 @@ def _resume(target: Path, a) -> int:
         if a.apply:
             may_overwrite(Path(a.apply), a.force, flag="--apply", example="best.yaml")
             sweep.update(apply_path=str(Path(a.apply).resolve()), apply_replace=Path(a.apply).exists())
+        else:
+            # A file named in the sweep's folder is not one this command names: a folder from someone else (or an
+            # edited sweep.json) had the driver replace any file of the user's with the winner's config.
+            was = sweep.get("apply_path")
+            sweep.update(apply_path=None, apply_replace=False)
+            if was:
+                print(fit(f"apply   the winner's config is written only where this command says: add --apply "
+                          f"{shell_word(was)} to write it there"))
         if not _confirmed(a, "Resume the sweep?"):
             print("not resumed")
             return EXIT_OK
