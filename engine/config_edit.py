@@ -170,6 +170,32 @@ def save_into(cfg: Any, path: str | Path) -> list[str]:
     return apply_settings(p, changes) if changes else []
 
 
+def edited_text(source: str | Path, cfg: Any, folder: str | Path) -> str:
+    """The text of the config file `source` with each field whose value is not `cfg`'s set to it, for a file written
+    in `folder` (a relative path that would read as another file from there is written as `cfg` holds it, through
+    paths_from): the user's comments, key order and every other key kept. ConfigError when `source` does not load
+    cleanly, or when the edited text would not read back as `cfg`."""
+    from engine.config import _resolve_relative_paths, config_from_dict, paths_from
+    from engine.config_file import read_yaml_config, parse_yaml_config
+
+    src, where = Path(source), Path(folder)
+    cfg = paths_from(cfg, where)
+
+    def as_in_folder(raw: Any) -> Any:   # read as load_config reads a file in `folder`
+        read = config_from_dict(raw, source=str(src))
+        _resolve_relative_paths(read, where)
+        return read
+
+    doc = _read(src)
+    for key, value in _changes(cfg, as_in_folder(read_yaml_config(src))).items():
+        _put(doc, key, value)
+    text = _dump(doc)
+    left = _changes(cfg, as_in_folder(parse_yaml_config(text, src)))
+    if left:
+        raise ConfigError(f"{src}: edited, it does not read back as the config to write", problems=sorted(left))
+    return text
+
+
 def _changes(cfg: Any, on_disk: Any) -> dict[str, Any]:
     """The fields whose value in `cfg` differs from `on_disk`'s, with `cfg`'s value as a user writes it."""
     from engine.config import FIELDS, as_written

@@ -175,6 +175,30 @@ def test_apply_writes_the_base_config_with_the_winners_lr_and_r(tmp_path):
         finished_sweep(tmp_path), tmp_path / "again.yaml").read_text()
 
 
+def test_apply_keeps_the_users_file_as_written_but_the_winners_keys(tmp_path):
+    """--apply wrote the whole resolved config: the user's comments and order gone, every default pinned, and a data
+    path relative to their config read, from the written file's folder, as another file of that name there."""
+    folder, out = tmp_path / "cfgs", tmp_path / "out" / "best.yaml"
+    folder.mkdir()
+    out.parent.mkdir()
+    (folder / "data.jsonl").write_text("{}\n")
+    (out.parent / "data.jsonl").write_text("{}\n")   # another file of the same name, beside the written config
+    mine = folder / "my.yaml"
+    mine.write_text("# my experiment\nmodel: some/model   # the base\ndataset:\n  path: data.jsonl\n"
+                    "training:\n  learning_rate: 2.0e-4  # my guess\n  max_steps: 400\nlora: {r: 16, alpha: 32}\n")
+    sweep = finished_sweep(tmp_path, base_raw=load_config(mine).to_dict())
+    (tmp_path / "sw").mkdir()
+    (tmp_path / "sw" / "base_config.yaml").write_bytes(mine.read_bytes())   # the sweep's copy, as `sweep` makes it
+    text = apply_winner(sweep, out).read_text()
+    body = text[text.index("# my experiment"):]
+    assert body == ("# my experiment\nmodel: some/model   # the base\ndataset:\n"
+                    f"  path: {folder / 'data.jsonl'}\n"
+                    "training:\n  learning_rate: 0.0005  # my guess\n  max_steps: 400\nlora: {r: 4, alpha: 8}\n")
+    cfg = load_config(out)
+    assert (cfg.training.learning_rate, cfg.lora.r, cfg.lora.alpha) == (5e-4, 4, 8)
+    assert cfg.dataset.path == str(folder / "data.jsonl")
+
+
 def test_apply_never_replaces_an_existing_file_unless_told(tmp_path):
     mine = tmp_path / "best.yaml"
     mine.write_text("# my own config\n")

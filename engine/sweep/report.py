@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import statistics
 from pathlib import Path
@@ -353,8 +354,6 @@ def applied_text(sweep: dict, path: str | Path, *, notes: bool = True) -> str:
 def apply_winner(sweep: dict, out: str | Path, *, replace: bool = False) -> Path:
     """Writes the winner's config to OUT (YAML), ready for `lorapilot train OUT`; an existing OUT only when
     `replace` (the user said so: --force, yes at the prompt, the dialog's Replace)."""
-    from engine.config import dump_config
-
     cfg = winner_config(sweep)
     w = sweep["winner"]
     path = Path(out)
@@ -370,5 +369,19 @@ def apply_winner(sweep: dict, out: str | Path, *, replace: bool = False) -> Path
               f"# The base config {base} otherwise, with its own steps.\n"
               + "".join(f"# Note: {line}.\n" for line in winner_notes(sweep)))
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(header + dump_config(cfg), encoding="utf-8")
+    path.write_text(header + _config_text(sweep, cfg, path.parent), encoding="utf-8")
     return path
+
+
+def _config_text(sweep: dict, cfg, folder: Path) -> str:
+    """The winner's config as the user wrote its base: the sweep's copy of their file (base_config.yaml) with only
+    the keys that differ set (the winner's lr, r and alpha; run_name cleared), its comments and order kept; the
+    whole config where that copy is missing or does not load."""
+    from engine.config import dump_config, paths_from
+    from engine.config_edit import edited_text
+
+    copy = Path(str(sweep.get("sweep_dir"))) / BASE_CONFIG_FILE
+    if copy.is_file():
+        with contextlib.suppress(UserError):   # ConfigError: an edited or unreadable copy
+            return edited_text(copy, cfg, folder)
+    return dump_config(paths_from(cfg, folder))
