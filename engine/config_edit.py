@@ -186,8 +186,9 @@ def edited_text(source: str | Path, cfg: Any, folder: str | Path) -> str:
         _resolve_relative_paths(read, where)
         return read
 
+    changes = _changes(cfg, as_in_folder(read_yaml_config(src)))   # first: its checks (depth, aliases) before ruamel's
     doc = _read(src)
-    for key, value in _changes(cfg, as_in_folder(read_yaml_config(src))).items():
+    for key, value in changes.items():
         _put(doc, key, value)
     text = _dump(doc)
     left = _changes(cfg, as_in_folder(parse_yaml_config(text, src)))
