@@ -102,6 +102,18 @@ def test_the_time_a_sweep_ran_is_its_runs_not_its_wall_clock():
     assert elapsed_s({"started": None}, 5.0) == 0.0
 
 
+def test_a_resume_whose_driver_never_started_adds_no_time(tmp_path):
+    """A resume wrote sweep.json (its run_started cleared) and its driver died before its first word: the next resume
+    counted from the sweep's first start again, the time spent before and the day it lay dead both added."""
+    d = tmp_path / "sw"
+    now = time.time()
+    sweep = a_sweep(d, [trial(1e-4, "done"), trial(2e-4)], state="planned", driver_pid=None, started=now - 86400,
+                    spent_s=120.0, run_started=None, resumes=1)
+    assert elapsed_s(sweep, now) == 120.0
+    prepare_resume(d, sweep, now)
+    assert sweep["spent_s"] == 120.0 and sweep["resumes"] == 2
+
+
 def test_the_budget_counts_the_time_spent_before_the_resume(tmp_path, monkeypatch):
     """The budget compared the wall clock since the first start: a sweep resumed a day later had spent it all."""
     from engine.sweep.driver import Driver

@@ -62,7 +62,9 @@ def predicted_trial_s(plan: dict | None) -> float | None:
 def elapsed_s(sweep: dict, now: float) -> float:
     """Seconds the sweep has run: its earlier runs (`spent_s`, before a resume) and the current one, from the driver's
     latest start (`run_started`) to `now` (or to its end, once it ended). The budget and the monitor read it."""
-    start = sweep.get("run_started") or sweep.get("started")
+    # A resumed sweep counts from its latest driver's start only: before that driver's first word (run_started not
+    # yet set) its first start would count again the time `spent_s` holds, and the time it lay dead.
+    start = sweep.get("run_started") or (None if sweep.get("resumes") else sweep.get("started"))
     if not start:
         return float(sweep.get("spent_s") or 0.0)
     end = sweep.get("ended") or now
