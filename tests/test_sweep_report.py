@@ -130,7 +130,7 @@ def test_report_renders_table_heatmap_and_stops(tmp_path):
     print_report(finished_sweep(tmp_path), Console(file=buf, width=120))
     text = buf.getvalue()
     assert "★" in text and "well-fit" in text and "✗ nan" in text
-    assert "lr5e-4_r8: nan_loss: nan_loss: The training loss is NaN" in text
+    assert "lr5e-4_r8: nan_loss: The training loss is NaN\n" in text   # the code said once
     assert "winner: lr 5e-4, r 4 (alpha 8), eval loss 1.4000\n" in text
 
 
@@ -247,6 +247,29 @@ def test_summarize_sweep_while_running(tmp_path):
     assert pending["state"] == "pending" and pending["losses"] == [] and pending["eval_loss"] is None
     assert s["best"] == {"id": first["id"], "learning_rate": 1e-4, "r": 4, "eval_loss": 2.6, "step": 4}
     assert s["remaining_s"] is None   # no trial time known yet
+
+
+def test_the_best_so_far_is_never_a_trial_that_diverged(tmp_path):
+    """The monitor's "best so far" was a trial nan_loss had just stopped, on the good evaluation before its NaN."""
+    sweep_dir = tmp_path / "sw"
+    sweep_dir.mkdir()
+    sweep = finished_sweep(tmp_path)
+    sweep.update(state="running", driver_pid=os.getpid(), started=1000.0, lanes=1, plan={"trial_s": None},
+                 winner=None, table=None)
+    for t in sweep["trials"]:
+        t.update(state="training", eval_loss=None, stopped_by=None)
+    write_sweep(sweep_dir, sweep)
+    for t, loss, nan in ((sweep["trials"][0], 1.0, True), (sweep["trials"][1], 2.0, False)):
+        (sweep_dir / t["id"]).mkdir()
+        w = MetricsWriter(sweep_dir / t["id"])
+        w.write("train", 4, loss=loss)
+        w.write("eval", 4, eval_loss=loss)
+        if nan:   # the trainer's finding, before the driver has seen the trial end
+            w.write("train", 5, loss=float("nan"))
+            w.write("finding", 5, code="nan_loss", severity="error", message="The training loss is NaN")
+        w.close()
+        write_status(sweep_dir / t["id"], state="training", step=5, max_steps=12)
+    assert summarize_sweep(sweep_dir)["best"]["id"] == sweep["trials"][1]["id"]
 
 
 def test_time_left_counts_the_running_trial_and_the_pending_ones_on_free_lanes():

@@ -252,8 +252,10 @@ def render_heatmap(sweep: dict):
 
 def render_stops(sweep: dict) -> list[str]:
     """One line per trial that stopped early or did not run, and why."""
-    return [f"{t['id']}: {t['stopped_by']}: {t.get('stop_reason') or ''}".rstrip(": ")
-            for t in sweep["trials"] if t.get("stopped_by")]
+    def why(t: dict) -> str:   # a finding's reason starts with its code: said once ("nan_loss: The training ...")
+        reason = t.get("stop_reason") or ""
+        return reason if reason.startswith(f"{t['stopped_by']}:") else f"{t['stopped_by']}: {reason}".rstrip(": ")
+    return [f"{t['id']}: {why(t)}" for t in sweep["trials"] if t.get("stopped_by")]
 
 
 NO_WINNER = "no trial reached an evaluation without diverging"

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from engine.rundir import FINAL_STATES, effective_state, read_metrics, read_status
-from engine.sweep.report import table_rows, trial_metrics, winner_notes
+from engine.sweep.report import diverged, table_rows, trial_metrics, winner_notes
 from engine.sweep.sweepdir import (SWEEP_STOP_FILE, TRIAL_PENDING, TRIAL_SKIPPED, effective_sweep_state,
                                    elapsed_s, predicted_trial_s, read_sweep)
 
@@ -64,6 +64,7 @@ def summarize_sweep(sweep_dir: str | Path) -> dict:
     path = Path(sweep_dir)
     sweep = read_sweep(path, complete=True)
     trials = []
+    gone: set[str] = set()   # the trials that diverged: never the best so far
     for t in sweep["trials"]:
         row = {k: t.get(k) for k in ("id", "learning_rate", "r", "alpha", "run_dir", "gpu", "stopped_by",
                                      "stop_reason", "error")}
@@ -79,8 +80,10 @@ def summarize_sweep(sweep_dir: str | Path) -> dict:
                        max_steps=int(status.get("max_steps") or sweep["steps"]),
                        loss=m["losses"][-1] if m["losses"] else None, eval_loss=m["eval_loss"],
                        losses=_thin(m["losses"]), evals=m["evals"])
+            if diverged({**t, "error_findings": m["error_findings"], "verdict": m["verdict"]}):
+                gone.add(t["id"])   # its records say so before the driver has seen it end
         trials.append(row)
-    scored = [t for t in trials if _finite(t["eval_loss"])]
+    scored = [t for t in trials if _finite(t["eval_loss"]) and not diverged(t) and t["id"] not in gone]
     best = min(scored, key=lambda t: t["eval_loss"]) if scored else None
     state = effective_sweep_state(sweep, path)
     finished = state in ("done", "stopped", "failed")
