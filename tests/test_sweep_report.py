@@ -216,12 +216,18 @@ def test_apply_without_a_winner_is_a_user_error(tmp_path):
         apply_winner(sweep, tmp_path / "x.yaml")
 
 
-def test_summarize_sweep_while_running(tmp_path):
+def running_sweep(tmp_path):
+    """finished_sweep's trials in a folder of a sweep whose driver (this process) runs: (its folder, its record)."""
     sweep_dir = tmp_path / "sw"
     sweep_dir.mkdir()
     sweep = finished_sweep(tmp_path)
     sweep.update(state="running", driver_pid=os.getpid(), started=1000.0, lanes=1, plan={"trial_s": None},
                  winner=None, table=None)
+    return sweep_dir, sweep
+
+
+def test_summarize_sweep_while_running(tmp_path):
+    sweep_dir, sweep = running_sweep(tmp_path)
     sweep["trials"][0]["state"] = "training"
     for t in sweep["trials"][1:]:
         t.update(state="pending", eval_loss=None, stopped_by=None)
@@ -251,11 +257,7 @@ def test_summarize_sweep_while_running(tmp_path):
 
 def test_the_best_so_far_is_never_a_trial_that_diverged(tmp_path):
     """The monitor's "best so far" was a trial nan_loss had just stopped, on the good evaluation before its NaN."""
-    sweep_dir = tmp_path / "sw"
-    sweep_dir.mkdir()
-    sweep = finished_sweep(tmp_path)
-    sweep.update(state="running", driver_pid=os.getpid(), started=1000.0, lanes=1, plan={"trial_s": None},
-                 winner=None, table=None)
+    sweep_dir, sweep = running_sweep(tmp_path)
     for t in sweep["trials"]:
         t.update(state="training", eval_loss=None, stopped_by=None)
     write_sweep(sweep_dir, sweep)
