@@ -199,6 +199,25 @@ def test_apply_keeps_the_users_file_as_written_but_the_winners_keys(tmp_path):
     assert cfg.dataset.path == str(folder / "data.jsonl")
 
 
+def test_apply_of_a_sweep_folder_moved_reads_the_users_config_where_the_folder_is_now(tmp_path, capsys):
+    """sweep.json names the folder the sweep was made in: --apply of the folder moved since looked for its copy of
+    the user's config there, and wrote the whole resolved config instead (the user's comments gone)."""
+    from engine.cli import main
+
+    sweep = finished_sweep(tmp_path)
+    (tmp_path / "sw").mkdir()
+    write_sweep(tmp_path / "sw", sweep)
+    (tmp_path / "sw" / "base_config.yaml").write_text("# mine\nmodel: some/model\ndataset:\n"
+                                                      f"  path: {tmp_path / 'd.jsonl'}\n"
+                                                      "training: {max_steps: 400, learning_rate: 2.0e-4}\n")
+    (tmp_path / "sw").rename(tmp_path / "moved")
+    assert main(["sweep", "--apply", str(tmp_path / "best.yaml"), str(tmp_path / "moved")]) == 0
+    text = (tmp_path / "best.yaml").read_text()
+    assert f"# The base config {tmp_path / 'moved' / 'base_config.yaml'} otherwise" in text
+    assert "\n# mine\nmodel: some/model\n" in text and "lora:\n  r: 4\n  alpha: 8\n" in text
+    assert load_config(tmp_path / "best.yaml").training.learning_rate == 5e-4
+
+
 def test_apply_never_replaces_an_existing_file_unless_told(tmp_path):
     mine = tmp_path / "best.yaml"
     mine.write_text("# my own config\n")
