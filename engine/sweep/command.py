@@ -103,7 +103,6 @@ def _existing(sweep_dir: Path, a) -> int:
         _print_progress(summary)
         return EXIT_OK
     sweep = read_sweep(sweep_dir, complete=True)
-    sweep["sweep_dir"] = str(sweep_dir.resolve())   # where it is now (a folder moved since): its copy of the config
     if a.apply:
         may_overwrite(Path(a.apply), a.force, flag="--apply", example="best.yaml")
         print(applied_text(sweep, apply_winner(sweep, a.apply, replace=True)))

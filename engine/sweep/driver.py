@@ -130,6 +130,7 @@ class Driver:
         self.abort_reason = (f"{what}: its running trials stopped; go on where it is now: "
                              f"lorapilot sweep --resume {shell_word(moved.now)}")
         self.dir = self.place.run_dir = moved.now
+        self.sweep["sweep_dir"] = str(self.dir)
         for tid, handle in self.handles.items():
             handle.run_dir = self.dir / tid
             self.tails[tid].path = handle.run_dir / METRICS_FILE

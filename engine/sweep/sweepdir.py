@@ -86,6 +86,8 @@ def read_sweep(sweep_dir: str | Path, *, complete: bool = False) -> dict:
     problem = _sweep_problem(sweep, complete)
     if problem:
         raise DataError(f"{path}: {problem}")
+    # Where it is now: a folder moved since it was made (--apply reads the copy of the user's config in it).
+    sweep["sweep_dir"] = str(Path(sweep_dir).resolve())
     return sweep
 
 
