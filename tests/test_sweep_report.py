@@ -134,6 +134,16 @@ def test_report_renders_table_heatmap_and_stops(tmp_path):
     assert "winner: lr 5e-4, r 4 (alpha 8), eval loss 1.4000\n" in text
 
 
+def test_the_heatmap_never_colours_a_trial_that_diverged_by_an_evaluation_before_it(tmp_path):
+    from rich.console import Console
+
+    sweep = finished_sweep(tmp_path)
+    sweep["trials"][3]["eval_loss"] = 0.5   # its first evaluation, before the NaN that stopped it
+    buf = io.StringIO()
+    print_report(sweep, Console(file=buf, width=120))
+    assert "✗ nan" in buf.getvalue() and "0.500 †" not in buf.getvalue()
+
+
 def test_a_winner_of_a_sweep_cut_short_says_how_few_trials_ran(tmp_path):
     """Ctrl-C after the first trial: the report crowned it "winner" as if the whole grid had been tried."""
     from rich.console import Console

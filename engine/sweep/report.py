@@ -228,7 +228,7 @@ def render_heatmap(sweep: dict):
     lrs = sorted({t["learning_rate"] for t in sweep["trials"]})
     rs = sorted({t["r"] for t in sweep["trials"]})
     cell = {(t["learning_rate"], t["r"]): t for t in sweep["trials"]}
-    values = [t["eval_loss"] for t in sweep["trials"] if _finite(t.get("eval_loss"))]
+    values = [t["eval_loss"] for t in sweep["trials"] if _finite(t.get("eval_loss")) and not diverged(t)]
     lo, hi = (min(values), max(values)) if values else (0.0, 0.0)
     winner = (sweep.get("winner") or {}).get("id")
     table = Table(title="Eval loss, lr x r", title_justify="left", show_lines=True,
@@ -240,8 +240,9 @@ def render_heatmap(sweep: dict):
         cells = []
         for r in rs:
             t = cell.get((lr, r))
-            if t is None or not _finite(t.get("eval_loss")):
-                mark = "✗ nan" if t and t.get("stopped_by") in ("nan_loss", "loss_explosion") else "·"
+            if t is None or not _finite(t.get("eval_loss")) or diverged(t):
+                # a trial that diverged: never coloured as a good loss by an evaluation before it
+                mark = "✗ nan" if t and diverged(t) else "·"
                 cells.append(Text(mark, style="dim"))
                 continue
             text = f"{t['eval_loss']:.3f}" + (" ★" if t["id"] == winner else " †" if t.get("stopped_by") else "")
