@@ -109,6 +109,18 @@ def test_dry_run_without_a_gpu_times_the_trials_on_this_cpu(config, capsys, monk
     assert "speed this machine's CPU; a busy machine takes several times longer" in out, out
 
 
+def test_trials_sharing_the_cpu_are_timed_as_one_after_another(config, capsys, monkeypatch):
+    """--parallel 2 on the CPU halved the plan's time (and fitted a budget to it): two trials on the same cores
+    each train at half the speed the estimate timed one at."""
+    monkeypatch.setattr("engine.estimate.detect_gpu", lambda: None)
+    flags = ["--lr", "1e-4,2e-4", "--r", "8", "--steps", "12", "--dry-run"]
+    _, alone, _ = sweep(capsys, str(config), *flags)
+    code, shared, _ = sweep(capsys, str(config), *flags, "--parallel", "2")
+    assert code == 0 and "on the CPU, 2 at once (sharing its cores: timed as one after another)" in shared
+    in_all = re.compile(r"^time .*", re.M)
+    assert in_all.findall(shared) == in_all.findall(alone), (alone, shared)
+
+
 def test_apply_on_a_running_sweep_is_refused_and_stop_answers(tmp_path, capsys):
     d = tmp_path / "sw"
     d.mkdir()

@@ -7,7 +7,7 @@ import pytest
 from engine.config import config_from_dict
 from engine.errors import UserError
 from engine.sweep.plan import (MIN_BUDGET_STEPS, Trial, fit_budget, grid, halving_should_stop, lr_text, parse_lrs,
-                               parse_rs, round_steps, rungs, sweep_seconds, trial_config)
+                               parse_rs, round_steps, rungs, sweep_seconds, time_lanes, trial_config)
 
 
 def test_parse_lists_and_defaults():
@@ -124,6 +124,10 @@ def test_budget_counts_parallel_lanes():
     assert sweep_seconds(9, 100, 3) == 300 and sweep_seconds(10, 100, 3) == 400
     fit = fit_budget(9, 99, 3 * (60 + 99 * 3), 3, linear(3))
     assert fit.changed is None
+
+
+def test_trials_sharing_a_device_are_timed_as_one_lane_per_device():
+    assert (time_lanes(4, ["0", "1"]), time_lanes(2, ["0", "1", "2"]), time_lanes(3, [])) == (2, 2, 1)
 
 
 def test_budget_too_small_for_one_trial():

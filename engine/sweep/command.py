@@ -232,7 +232,7 @@ def _new(config_path: Path, a) -> int:
     from engine.estimate import detect_gpu, get_gpu
     from engine.estimate.dataset_size import dataset_sizes
     from engine.sweep.cost import trial_time_model
-    from engine.sweep.plan import fit_budget, grid, parse_lrs, parse_rs, round_steps, sweep_seconds
+    from engine.sweep.plan import fit_budget, grid, parse_lrs, parse_rs, round_steps, sweep_seconds, time_lanes
 
     if a.steps is None:
         a.steps = DEFAULT_STEPS
@@ -271,10 +271,10 @@ def _new(config_path: Path, a) -> int:
     budget_s = a.budget_minutes * 60 if a.budget_minutes else None
     fitted = None
     if budget_s and model.seconds:
-        fitted = fit_budget(len(trials), steps, budget_s, lanes, model.seconds)
+        fitted = fit_budget(len(trials), steps, budget_s, time_lanes(lanes, devices), model.seconds)
         trials, steps = trials[:fitted.n_trials], fitted.steps
     trial_s = model.seconds(steps) if model.seconds else None
-    total_s = sweep_seconds(len(trials), trial_s, lanes) if trial_s else None
+    total_s = sweep_seconds(len(trials), trial_s, time_lanes(lanes, devices)) if trial_s else None
     plan = {"lanes": lanes, "gpu": model.gpu_name, "trial_s": round(trial_s, 1) if trial_s else None,
             "total_s": round(total_s, 1) if total_s else None,
             "cost": round(total_s / 3600 * a.price_per_hour, 2) if total_s and a.price_per_hour is not None else None,
@@ -339,11 +339,12 @@ def _plan_text(trials, steps: int, requested: int, lanes: int, devices: list[str
                 "the worse half there stops" if halving else "; no halving (--no-halving)")]
     if devices and lanes > 1:
         where = f"{lanes} at once, one per GPU ({', '.join(devices[:lanes])})" if lanes <= len(devices) else \
-            f"{lanes} at once over GPUs {', '.join(devices)}"
+            f"{lanes} at once over GPUs {', '.join(devices)} (sharing them: timed as {len(devices)} at once)"
     elif devices:
         where = f"one after another on GPU {devices[0]}"
     else:
-        where = "on the CPU, " + ("one after another" if lanes == 1 else f"{lanes} at once")
+        where = "on the CPU, " + ("one after another" if lanes == 1 else
+                                  f"{lanes} at once (sharing its cores: timed as one after another)")
     lines.append(f"runs    {where}")
     if plan["total_s"]:
         cost = f"; cost about {plan['cost']:.2f} at {plan['price_per_hour']:g}/h" if plan["cost"] is not None else ""

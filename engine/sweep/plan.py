@@ -171,6 +171,12 @@ def halving_should_stop(loss: float, others: list[float]) -> bool:
 
 # ---------------------------------------------------------------- time and budget
 
+def time_lanes(lanes: int, devices: list[str]) -> int:
+    """How many trials' time runs at once: one per GPU; trials sharing a GPU (or the CPU) share its compute, so
+    together they take as long as one after another (each trial's time is timed alone)."""
+    return max(1, min(lanes, len(devices)))
+
+
 def sweep_seconds(n_trials: int, trial_s: float, lanes: int) -> float:
     """Wall time of n equal trials run `lanes` at once (an upper bound: no trial stopped early)."""
     return math.ceil(n_trials / max(1, lanes)) * trial_s
