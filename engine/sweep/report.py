@@ -330,8 +330,8 @@ def batch_notes(sweep: dict) -> list[str]:
 
 def winner_notes(sweep: dict) -> list[str]:
     """Everything to know about the winner before training its config, one list for every surface (the report,
-    --apply's message and the file's header, the sweep monitor's winner panel): at the grid's edge (edge_notes), on
-    more GPUs than its trial (batch_notes). Reads a sweep.json or a summarize_sweep() picture alike."""
+    --apply's message and the file's header, the sweep monitor's winner panel): tied with others (tie_notes), at the
+    grid's edge (edge_notes), on more GPUs than its trial (batch_notes). Reads a sweep.json or a summarize_sweep() picture alike."""
     return tie_notes(sweep) + edge_notes(sweep) + batch_notes(sweep)
 
 
