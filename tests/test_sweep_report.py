@@ -308,8 +308,8 @@ def test_time_left_counts_the_running_trial_and_the_pending_ones_on_free_lanes()
     # "33 s so far" of a sweep with hours to go.
     from engine.sweep.summary import remaining_seconds
 
-    def sweep(lanes, *states, measured=None):
-        return {"lanes": lanes, "plan": {"trial_s": 100.0, "measured_trial_s": measured},
+    def sweep(lanes, *states, measured=None, devices=("0", "1")):
+        return {"lanes": lanes, "plan": {"trial_s": 100.0, "measured_trial_s": measured}, "devices": list(devices),
                 "trials": [{"state": st, "started": 1000.0 if st == "training" else None} for st in states]}
 
     # one lane: the running trial's 70 s left, then two more of 100 s
@@ -317,6 +317,8 @@ def test_time_left_counts_the_running_trial_and_the_pending_ones_on_free_lanes()
     assert remaining_seconds(sweep(1, "done", "training", "pending", "pending", measured=50.0), 1030.0) == 120.0
     # two lanes: one runs (70 s left), one is free: three pending go 0+100, 70+100, 100+100
     assert remaining_seconds(sweep(2, "training", "pending", "pending", "pending"), 1030.0) == 200.0
+    # two lanes on the CPU: the estimate times a trial alone, and the two share its cores (70 + 3 x 100)
+    assert remaining_seconds(sweep(2, "training", "pending", "pending", "pending", devices=()), 1030.0) == 370.0
     # stop asked for (`lorapilot stop`, x): only the running trial's rest; it said ~21 s left of a sweep ending
     assert remaining_seconds(sweep(1, "training", "pending", "pending"), 1030.0, stopping=True) == 70.0
     # a trial past its predicted time is about to end, not negative

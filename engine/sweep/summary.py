@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from engine.rundir import FINAL_STATES, effective_state, read_metrics, read_status
+from engine.sweep.plan import time_lanes
 from engine.sweep.report import diverged, table_rows, trial_metrics, winner_notes
 from engine.sweep.sweepdir import (SWEEP_STOP_FILE, TRIAL_PENDING, TRIAL_SKIPPED, effective_sweep_state,
                                    elapsed_s, predicted_trial_s, read_sweep)
@@ -38,6 +39,9 @@ def remaining_seconds(sweep: dict, now: float, *, stopping: bool = False) -> flo
     if per is None:
         return None
     lanes = max(1, int(sweep.get("lanes") or 1))
+    if not (sweep.get("plan") or {}).get("measured_trial_s"):
+        # the estimate times a trial alone: trials sharing a GPU (or the CPU) take as long as one after another
+        lanes = time_lanes(lanes, sweep.get("devices") or [])
     busy = sorted(max(0.0, per - (now - t["started"])) for t in sweep["trials"]
                   if t["state"] not in (TRIAL_PENDING, TRIAL_SKIPPED) + FINAL_STATES and _finite(t.get("started")))
     free_at = (busy + [0.0] * lanes)[:max(lanes, len(busy))]
