@@ -130,6 +130,9 @@ class RunDirCallback(TrainerCallback):
         # and checkpoint records carry it as `began`, so their cost is measured at steps without a train record
         # (eval_steps or save_steps not a multiple of logging_steps), not left out of the monitor's ETA.
         self._pause_began = time.time()
+        # Seconds of evaluation, samples and checkpoint saves since the last train record: its tokens/s leaves
+        # them out (the monitor shows it as the run's speed, the sweep compares trials by it).
+        self._paused = 0.0
         self._start_step = 0
         self._told_skip = False
         self.run_record = run_record  # the config and data fingerprint, saved into each checkpoint
@@ -200,6 +203,7 @@ class RunDirCallback(TrainerCallback):
         self._t0 = time.monotonic()
         self._start_step = state.global_step
         self._last_t = time.time()
+        self._paused = 0.0
         self._last_tokens = self._tokens
         self._last_trained = self._trained
         self._status(state="training", phase=None, step=state.global_step, max_steps=state.max_steps,
@@ -259,7 +263,8 @@ class RunDirCallback(TrainerCallback):
         if "loss" not in logs:
             return  # the end-of-training summary: our own records already cover it
         now = time.time()
-        dt = max(1e-9, now - (self._last_t or now))
+        dt = max(1e-9, now - (self._last_t or now) - self._paused)
+        self._paused = 0.0
         tokens = self._tokens - self._last_tokens
         trained = self._trained - self._last_trained
         self._last_t, self._last_tokens, self._last_trained = now, self._tokens, self._trained
@@ -298,8 +303,15 @@ class RunDirCallback(TrainerCallback):
                 self.event("samples_skipped", state.global_step, (
                     f"samples skipped at some evaluations: {why}, and samples are kept under "
                     f"{SAMPLE_TIME_SHARE:.0%} of the run's time"))
-        self._pause_began = time.time()  # a checkpoint at this step starts after the samples
+        self._pause_ended()  # a checkpoint at this step starts after the samples
         self._status(state="training", phase=None)
+
+    def _pause_ended(self) -> None:
+        """A pause (an evaluation with its samples, a save) ends now: its seconds since it began, or since the last
+        train record where that came later (logged at the same step), are no training time."""
+        now = time.time()
+        self._paused += max(0.0, now - max(self._pause_began, self._last_t or self._pause_began))
+        self._pause_began = now
 
     def _remaining_s(self, state: TrainerState) -> float:
         done = state.global_step - self._start_step
@@ -327,6 +339,7 @@ class RunDirCallback(TrainerCallback):
             # What this checkpoint was trained with: a resume compares the edited config with it.
             (Path(path) / CHECKPOINT_RUN_FILE).write_text(json.dumps(self.run_record), encoding="utf-8")
         self.event("checkpoint_saved", state.global_step, "checkpoint saved", path=path, began=self._pause_began)
+        self._pause_ended()
         self._status(last_checkpoint=path)
 
 
