@@ -275,3 +275,26 @@ def test_train_log_says_the_learning_curve_verdict_when_it_changes():
     assert all(a != b for a, b in zip(said_verdicts, said_verdicts[1:]))
     assert [f.message for f in verdicts if f.message not in said_verdicts] == []
     assert [f for f in said if f.code != "learning_curve"] == [f for f in findings if f.code != "learning_curve"]
+
+
+def test_evaluations_repeated_after_a_resume_count_once():
+    """A run stopped at step 160 resumes from its checkpoint at 100 and evaluates step 150 again: one evaluation
+    after the best, not two. Counted twice, the resumed run was called overfit (eval loss 'above its best for 2
+    evaluations') where the same records without the restart raise nothing; the trainer (which replays its
+    history), the monitor and `diagnose` all said it."""
+    def life(first: int, last: int) -> list[dict]:
+        out = []
+        for step in range(first, last + 1, 10):
+            out.append(train(step, 2.0 * math.exp(-step / 100) + 0.5))
+            if step % 50 == 0:
+                out.append(evaluation(step, {50: 1.5, 100: 1.2, 150: 1.25}[step]))
+        return out
+
+    once = life(10, 150)
+    assert codes(diagnose_records(once)) == []
+    resumed = [*life(10, 160), {"kind": "event", "step": 100, "time": 5000.0, "code": "resumed",
+                                "message": "resumed from checkpoint-100"}, *life(110, 150)]
+    assert codes(diagnose_records(resumed)) == []
+    live = LiveDiagnostics.from_history(resumed[:-1])   # the resumed trainer, its history replayed
+    assert codes(live.update(resumed[-1:])) == []
+    assert live.best_eval_step == 100

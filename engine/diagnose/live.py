@@ -360,6 +360,10 @@ class LiveDiagnostics:
             return [("nan_loss", _Alert(Finding("nan_loss", "error", step, "The eval loss is NaN or infinite.",
                                                 f"eval_loss={eval_loss} at step {step}", NAN_FIX, time)))]
         train = statistics.fmean(self._recent_losses) if self._recent_losses else None
+        if self._evals and step <= self._evals[-1].step:
+            # A resumed run evaluates again the steps after its checkpoint: the new evaluation replaces those (as the
+            # monitor's chart does), or one evaluation after the best would count as two.
+            self._evals = [e for e in self._evals if e.step < step]
         self._remember_eval(EvalPoint(step, eval_loss, train))
         overfit = check_overfitting(self._evals, time)
         curve = check_learning_curve(self._evals, train_flat=self._dedup.active("loss_flat"), time=time)
