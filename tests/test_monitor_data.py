@@ -239,3 +239,32 @@ def test_close_ticks_get_labels_that_tell_them_apart():
     log = LogFormatter()
     labels = log.get_labels_for_ticks(log.get_ticks(math.log10(8.2424), math.log10(8.2464), 6))
     assert len(set(labels)) == len(labels), labels
+
+
+def _train(step: int, t: float, tps: float, seen: int) -> dict:
+    return {"kind": "train", "step": step, "time": t, "loss": 1.0, "tokens_per_s": tps, "tokens_seen": seen}
+
+
+def test_tokens_per_s_waits_for_a_record_after_the_first_of_each_life():
+    """The first train record of a launch covers the warm-up (with compiled layers, minutes of compile): its
+    tokens/s is no speed of the run. The monitor said 'tokens/s 35' for the first ten minutes of a compiled run."""
+    h = RunHistory("x")
+    h.apply_records([_train(1, 1000.0, 35.0, 4096)])
+    assert h.tokens_per_s() is None
+    h.apply_records([_train(10, 1009.0, 4096.0, 40960)])
+    assert h.tokens_per_s() == 4096.0
+    h.apply_records([{"kind": "event", "step": 10, "time": 9000.0, "code": "resumed", "message": "resumed"},
+                     _train(11, 9100.0, 41.0, 45056)])
+    assert h.tokens_per_s() is None
+    h.apply_records([_train(20, 9109.0, 4000.0, 81920)])
+    assert h.tokens_per_s() == 4000.0
+
+
+def test_average_tokens_per_s_weighs_each_interval_by_its_training_time_not_its_pauses():
+    """The trainer's tokens/s leaves out an interval's evaluation and save: the run's average is its tokens over
+    its training seconds, so an interval with a long evaluation must not weigh as if it trained all along."""
+    h = RunHistory("x")
+    h.apply_records([_train(1, 1000.0, 50.0, 2000),
+                     _train(11, 1005.0, 4000.0, 22000),       # 20,000 tokens in 5 s
+                     _train(21, 1175.0, 2000.0, 32000)])      # 10,000 tokens in 5 s, then 165 s of evaluation
+    assert h.avg_tokens_per_s() == pytest.approx(30_000 / 10)

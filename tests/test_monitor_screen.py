@@ -764,3 +764,21 @@ def test_a_findings_evidence_and_fix_wrap_under_their_text_and_pre_flight_is_nam
     live = RepeatedFinding(code="overfitting", severity="warning", step=700, message="m", evidence="", fix="")
     con.print(render_finding(live))
     assert "overfitting  step 700" in con.export_text()
+
+
+async def test_the_first_step_of_a_compiled_run_is_no_speed(tmp_path):
+    """Step 1's record covers the compile (minutes): the monitor says it is measuring, not 'tokens/s 35', and shows
+    the speed from the next record on."""
+    run = make_run(tmp_path / "compiled", steps_done=10, pid=os.getpid())
+    now = time.time()
+    first = {"kind": "train", "step": 1, "time": now - 10, "loss": 2.0, "tokens_per_s": 35.0, "tokens_seen": 4096}
+    (run / "metrics.jsonl").write_text(json.dumps(first) + "\n")
+    app = LorapilotApp(start="monitor", run_dir=str(run))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: loaded(app) and len(monitor(app).history.loss) == 1)
+        await pilot.pause(0.1)
+        progress = text_of(monitor(app).query_one("#progress"))
+        assert "tokens/s measuring" in progress and "35" not in progress, progress
+        with open(run / "metrics.jsonl", "a") as f:
+            f.write(json.dumps({**first, "step": 10, "time": now, "tokens_per_s": 3686.4, "tokens_seen": 40960}) + "\n")
+        await until(pilot, lambda: "tokens/s 3,686" in text_of(monitor(app).query_one("#progress")), timeout=60)

@@ -21,7 +21,7 @@ from engine.diagnose.codes import STATE_CODES
 from engine.diagnose.finding import SEVERITY_RANK, Finding
 from engine.eta import Eta, Pace, Schedule, eta
 from engine.run_clock import RunClock
-from engine.rundir import FINAL_STATES
+from engine.rundir import FINAL_STATES, RESUMED
 
 if TYPE_CHECKING:
     from engine.gpu import GpuSample
@@ -121,8 +121,10 @@ class RunHistory:
     # The run's step, evaluation and save times, measured from its records, and what it still has to do (engine.eta).
     pace: Pace = field(default_factory=Pace)
     schedule: Schedule | None = None
-    # The last train record's (time, step), and the tokens and seconds of the intervals between train records.
-    _prev_train: tuple[float, float] | None = None
+    # The last train record's (time, step, tokens_seen), and the tokens and seconds of the intervals between train
+    # records; whether the last train record is the first of its launch (its interval holds the warm-up).
+    _prev_train: tuple[float, float, float | None] | None = None
+    _first_of_life: bool = True
     _tokens: float = 0.0
     _tokens_s: float = 0.0
     versions: dict[str, int] = field(default_factory=lambda: dict.fromkeys(
@@ -165,7 +167,9 @@ class RunHistory:
             elif kind == "event":
                 self.events.append(rec)
                 code = rec.get("code")
-                if code == "checkpoint_saved":
+                if code == RESUMED:   # a new launch: its first train record holds a warm-up
+                    self._prev_train = None
+                elif code == "checkpoint_saved":
                     self.last_checkpoint = rec
                 elif code == "adapter_saved":
                     self.adapter = rec
@@ -189,12 +193,18 @@ class RunHistory:
                 changed.add(LR)
         if t is not None:
             tps = _num(rec.get("tokens_per_s"))
-            prev = self._prev_train
-            # Each record's rate covers the time since the one before (a resume's first record steps back: skipped).
-            if prev and tps is not None and step > prev[1] and t > prev[0]:
-                self._tokens += tps * (t - prev[0])
-                self._tokens_s += t - prev[0]
-            self._prev_train = (t, step)
+            prev, seen = self._prev_train, _num(rec.get("tokens_seen"))
+            # Each record's rate covers the training since the one before, its pauses left out (the trainer's
+            # tokens_seen says how many tokens; older records without it: the rate over the whole interval). A
+            # launch's first record covers its warm-up and compile: no interval (a resume's steps back, or follows
+            # the `resumed` event).
+            self._first_of_life = prev is None or step <= prev[1]
+            if not self._first_of_life and prev and tps and t > prev[0]:
+                tokens = seen - prev[2] if seen is not None and prev[2] is not None and seen > prev[2] \
+                    else tps * (t - prev[0])
+                self._tokens += tokens
+                self._tokens_s += tokens / tps
+            self._prev_train = (t, step, seen)
         self.last_train = rec
         changed.add(PROGRESS)
         if "gpu_mem_gib" in rec or "gpu_peak_alloc_gib" in rec:
@@ -258,6 +268,12 @@ class RunHistory:
         """Training steps a second, evaluation and save pauses taken out (engine.eta.Pace)."""
         step_s = self.pace.step_s()
         return 1 / step_s if step_s else None
+
+    def tokens_per_s(self) -> float | None:
+        """The last train record's tokens/s; None while that is the first record of its launch (its interval holds
+        the warm-up and, with compiled layers, the compile: minutes at a fraction of the speed)."""
+        tps = _num((self.last_train or {}).get("tokens_per_s"))
+        return None if self._first_of_life else tps
 
     def avg_tokens_per_s(self) -> float | None:
         """Tokens per second over the training the records cover (from the first train record on): the run's own

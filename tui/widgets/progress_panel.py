@@ -104,13 +104,14 @@ class ProgressPanel(MonitorPanel):
             row("step", f"{step:,} / {max_steps:,} ", meter(frac, bar_w, style=bar_style), f" {frac * 100:.0f}%")
         else:
             row("step", f"{step:,}")
-        last = h.last_train or {}
-        epoch, tps = h.epoch, last.get("tokens_per_s")
+        epoch, tps = h.epoch, h.tokens_per_s()
         avg = h.avg_tokens_per_s() if h.is_final or h.state == "lost" else None  # ended: the whole run's
         loss, ev = h.loss.last(), h.eval_loss.last()
+        # A launch's first record holds its warm-up (and compile): no speed until the next one.
+        speed = f"{avg:,.0f}" if avg is not None else f"{tps:,.0f}" if tps is not None else \
+            ("measuring", "dim") if h.last_train and not h.is_final else "-"
         row("epoch", f"{epoch:.2f}" if isinstance(epoch, (int, float)) else "-",
-            ("   avg tokens/s " if avg is not None else "   tokens/s ", "bold"),
-            f"{avg:,.0f}" if avg is not None else f"{tps:,.0f}" if isinstance(tps, (int, float)) else "-")
+            ("   avg tokens/s " if avg is not None else "   tokens/s ", "bold"), speed)
         row("loss", f"{loss:.4g}" if loss is not None else "-", ("   eval ", "bold"),
             f"{ev:.4g}" if ev is not None else "-")
         eta = None if stalled else h.eta()  # a stuck run has no ETA
