@@ -7,7 +7,8 @@ The pace is measured from the records themselves. A train record at step S is wr
 checkpoint at S (transformers' order: log, evaluate, save), so:
 
 - an evaluation lasts from the train record at its step to its last eval or sample record (samples are generated
-  at each evaluation and count as part of it);
+  at each evaluation and count as part of it, but the batch that compiles fast decode, once a run, is a pause and no
+  evaluation's cost);
 - a save lasts from the record before its `checkpoint_saved` event, at the same step, to the event;
 - a training step is the time between two train records with those pauses taken out, over the last WINDOW of them.
 
@@ -27,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.estimate.timing import Schedule, pauses
-from engine.rundir import RESUMED
+from engine.rundir import FAST_DECODE_COMPILE, RESUMED
 
 # Train-record intervals the step time is averaged over (the monitor's window before this module).
 WINDOW = 40
@@ -86,9 +87,12 @@ class Pace:
     saves: list[float] = field(default_factory=list)
     _train: tuple[int, float] | None = None        # the last train record's (step, time)
     _last: tuple[int, float] | None = None         # the last record's (step, time), any kind
-    _eval: tuple[int, float | None, float] | None = None  # an evaluation under way: (step, start or None, end)
+    # An evaluation under way: (step, start or None, end of what it costs, end of its pause). The two ends part
+    # where the samples compile fast decode (once a run, about a minute): a pause, but no cost of the others.
+    _eval: tuple[int, float | None, float, float] | None = None
     _pause: float = 0.0                            # pauses measured since the last train record
     _unmeasured: bool = False                      # ... and whether one of them could not be measured
+    _compile_at: int | None = None                 # the step whose samples compile fast decode
 
     def add(self, rec: dict) -> None:
         kind, step, t = rec.get("kind"), rec.get("step"), rec.get("time")
@@ -109,9 +113,11 @@ class Pace:
             start = _began(rec, t)
             if start is None and self._train and self._train[0] == step:
                 start = self._train[1]
-            self._eval = (step, start, t)
+            self._eval = (step, start, t, t)
         elif kind == "sample" and self._eval and self._eval[0] == step:
-            self._eval = (step, self._eval[1], t)
+            self._eval = (step, self._eval[1], self._eval[2] if self._compile_at == step else t, t)
+        elif kind == "event" and rec.get("code") == FAST_DECODE_COMPILE:
+            self._compile_at = step
         elif kind == "event" and rec.get("code") == "checkpoint_saved":
             self._close_eval()
             start = _began(rec, t)
@@ -130,13 +136,13 @@ class Pace:
     def _close_eval(self) -> None:
         if self._eval is None:
             return
-        _, start, end = self._eval
+        _, start, end, paused_to = self._eval
         self._eval = None
         if start is None or end < start:
             self._unmeasured = True
             return
         self.evals.append(end - start)
-        self._pause += end - start
+        self._pause += paused_to - start
 
     def step_s(self) -> float | None:
         steps = sum(n for n, _ in self._intervals)

@@ -706,6 +706,8 @@ def valid_record(rec: Any) -> bool:
 
 # The event a resumed trainer writes first: records after its step written before it were trained again.
 RESUMED = "resumed"
+# The event before the samples whose first batch compiles fast decode (engine.train.callback): once a run.
+FAST_DECODE_COMPILE = "fast_decode_compile"
 
 
 def resumed_at(rec: dict) -> int | None:

@@ -200,3 +200,30 @@ def test_evaluations_and_saves_between_logged_steps_are_measured(tmp_path):
     old = recorded_run(54, step_s=1.2, eval_every=4, eval_s=17.0, save_every=13, save_s=2.0, began=False)
     h, _ = history_at(old, 40, status, tmp_path)
     assert h.eta() is None
+
+
+def with_fast_decode_compile(records: list[dict], compile_s: float) -> list[dict]:
+    """The run's first sample batch compiles fast decode (CUDA graphs, about a minute once): the trainer announces it
+    with an event after the evaluation's record, and that batch's samples come compile_s later."""
+    out, shift, step = [], 0.0, None
+    for rec in records:
+        if step is None and rec["kind"] == "sample":
+            step, shift = rec["step"], compile_s
+            out.append({"kind": "event", "step": step, "time": out[-1]["time"], "code": "fast_decode_compile",
+                        "message": "samples: fast decode (CUDA graphs); its first batch compiles it"})
+        out.append({**rec, "time": rec["time"] + shift, **({"began": rec["began"] + shift} if "began" in rec else {})}
+                   if shift else rec)
+    return out
+
+
+def test_fast_decodes_compile_is_paid_once_not_at_every_evaluation_to_come(tmp_path):
+    """The first evaluation's samples hold fast decode's compile (57 s on an H200, once): counted as what every
+    evaluation costs, the ETA after it was minutes too long (by the compile times the evaluations left)."""
+    recs = with_fast_decode_compile(recorded_run(2000, step_s=0.8, eval_every=250, eval_s=20.0, save_every=500,
+                                                 save_s=3.0, samples=3, sample_s=2.0), 57.0)
+    status = status_for(2000, {"eval_steps": 250, "save_steps": 500, "eval_examples": 400, "samples": True,
+                               "sample_batch_s": 2.0})
+    for step in (300, 550, 800):
+        h, real = history_at(recs, step, status, tmp_path)
+        assert h.eta_s() == pytest.approx(real, rel=0.03), step
+    assert h.pace.step_s() == pytest.approx(0.8, rel=0.05)   # the compile is no training time either

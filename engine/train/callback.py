@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 from transformers import TrainerCallback
 
 from engine.diagnose.live import LogNews
-from engine.rundir import CHECKPOINT_RUN_FILE, MetricsWriter, format_record, write_status
+from engine.rundir import CHECKPOINT_RUN_FILE, FAST_DECODE_COMPILE, MetricsWriter, format_record, write_status
 from engine.settings import GIB
 from engine.train.sample_budget import SAMPLE_TIME_SHARE, SampleBudget
 
@@ -323,7 +323,7 @@ class RunDirCallback(TrainerCallback):
         from engine.train.compiled_layers import eager_decoding
 
         if way == "compile" and self._samples.batches == 0:
-            self.event("fast_decode_compile", step, "samples: fast decode (CUDA graphs); its first batch compiles "
+            self.event(FAST_DECODE_COMPILE, step, "samples: fast decode (CUDA graphs); its first batch compiles "
                                                     "it, about a minute once")
         self._status(state="evaluating", phase="samples")
         t0 = time.monotonic()
