@@ -297,3 +297,36 @@ def test_a_resumed_run_plans_on_a_gpu_what_it_planned_when_it_started(finished_d
     assert json.loads((run_dir / "status.json").read_text())["plan"] == planned
     assert resumed.step_plan is not None and started.step_plan is not None
     assert resumed.step_plan.epochs == started.step_plan.epochs
+
+
+@pytest.mark.slow
+def test_the_trainer_writes_the_estimates_memory_peak_for_the_monitor_resumed_too(finished_demo_run, tmp_path,
+                                                                                  monkeypatch):
+    """status.json's estimate carries the plan's peak as the allocator counts it (what the trainer's
+    gpu_peak_alloc_gib measures), so that the monitor sets like beside like; a resume keeps it (the same plan) but
+    has no time of the whole run."""
+    import shutil
+
+    import yaml
+
+    from engine.estimate import get_gpu
+    from engine.model import Hardware
+    from engine.rundir import usable_checkpoint
+    from engine.train import run
+    from tui.models.run_history import RunHistory
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(finished_demo_run, run_dir)
+    cfg = config_from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()))
+    ckpt, _ = usable_checkpoint(run_dir)
+    monkeypatch.setattr("engine.estimate.detect_gpu", lambda: get_gpu("h200"))
+    inputs = run.load(cfg, run_dir, resume=True, data=None, tokenizer=None)
+    inputs = dataclasses.replace(inputs, hw=Hardware("cuda", "NVIDIA H200", True, (9, 0), 1, 139.0))
+    for resumed in (None, ckpt):
+        run.plan_here(cfg, inputs, run_dir, ckpt=resumed)
+        written = json.loads((run_dir / "status.json").read_text())["estimate"]
+        assert 0 < written["peak_allocated_gib"] < written["device_total_gib"] < 139, written
+        assert ("time_s" in written) == (resumed is None), written
+        h = RunHistory(str(run_dir))
+        h.status = json.loads((run_dir / "status.json").read_text())
+        assert h.estimated_peak_gib() == written["peak_allocated_gib"]

@@ -108,7 +108,7 @@ async def test_shows_a_realistic_run(tmp_path):
         assert findings.index("overfitting") < findings.index("grad_norm_spike")   # newest first
         assert re.search(r"fix +Use the checkpoint from step 700", findings), findings
         gpu = text_of(screen.query_one("#gpu"))
-        assert "No GPU" in gpu and "peak alloc 18.4" in gpu
+        assert "No GPU" in gpu and "peak allocated 18.4" in gpu
         system_text = text_of(screen.query_one("#system"))
         assert f"pid {os.getpid()}" in system_text and "RAM" in system_text
         assert screen.query_one("#log").lines[-1] == "Saving model checkpoint to checkpoints/checkpoint-900"
@@ -454,7 +454,7 @@ async def test_gpu_panel_with_gpus_and_the_90_percent_line(tmp_path):
         lines = [ln for ln in text.splitlines() if ln.strip()]
         assert len(lines) == 9            # one line a GPU on an 8-GPU node, then the trainer's figures
         assert "GPU7" in text and "75.0/79.6 GiB  94%" in text and "util 97% 70°C" in text
-        assert "peak alloc 72.5 GiB" in text
+        assert "peak allocated 72.5 · used 74.1 (nvidia-smi) GiB" in text
         h.gpus = h.gpus[:1]
         h.bump("gpu")
         panel.sync()
@@ -782,3 +782,28 @@ async def test_the_first_step_of_a_compiled_run_is_no_speed(tmp_path):
         with open(run / "metrics.jsonl", "a") as f:
             f.write(json.dumps({**first, "step": 10, "time": now, "tokens_per_s": 3686.4, "tokens_seen": 40960}) + "\n")
         await until(pilot, lambda: "tokens/s 3,686" in text_of(monitor(app).query_one("#progress")), timeout=60)
+
+
+async def test_gpu_panel_says_which_memory_and_compares_the_estimate_with_its_own_kind(tmp_path):
+    """Three figures of GPU memory: the allocator's peak (what the estimate's peak counts), the card's use as
+    nvidia-smi shows it (the context and the allocator's cache on top), and the estimate. The panel named the
+    first 'now' and the second 'peak alloc' beside nothing to compare with: it names both and sets the estimate's
+    peak beside the allocator's, never beside nvidia-smi's."""
+    from textual.app import App
+
+    from tui.models.run_history import RunHistory
+    from tui.widgets.gpu_panel import GpuPanel
+
+    h = RunHistory(str(tmp_path))
+    h.gpu_state, h.gpu_reason = "no_gpu", "no NVIDIA GPU on this machine"
+    h.status = {"state": "training", "estimate": {"peak_allocated_gib": 70.14, "device_total_gib": 75.9}}
+    h.apply_records([{"kind": "train", "step": 10, "time": 1.0, "loss": 1.0, "gpu_mem_gib": [74.1],
+                      "gpu_mem_total_gib": [79.6], "gpu_peak_alloc_gib": [72.5]}])
+
+    class One(App):
+        def compose(self):
+            yield GpuPanel(h, id="gpu")
+
+    async with One().run_test(size=(80, 24)) as pilot:
+        text = " ".join(text_of(pilot.app.query_one(GpuPanel)).split())
+        assert "peak allocated 72.5 (estimate 70.1) · used 74.1 (nvidia-smi) GiB" in text, text

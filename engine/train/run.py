@@ -296,7 +296,7 @@ def plan_here(cfg: Config, inputs: Inputs, run_dir: Path, *, ckpt: str | None = 
     sched = plan_schedule(cfg, run_plan, len(inputs.data.validation), _model_info(cfg))
     status(run_dir, state="loading", phase="model", max_steps=run_plan.max_steps, memory=run_plan.memory,
            parallelism=run_plan.parallelism, plan=run_plan.to_dict(), schedule=sched.status_fields(),
-           estimate=None if ckpt else _estimate_of(cfg, inputs, run_plan))
+           estimate=_estimate_of(cfg, inputs, run_plan, resumed=bool(ckpt)))
     return run_plan
 
 
@@ -310,10 +310,12 @@ def _model_info(cfg: Config) -> ModelInfo | None:
         return None
 
 
-def _estimate_of(cfg: Config, inputs: Inputs, run_plan: RunPlan) -> dict | None:
-    """The estimate's time of this plan, as `lorapilot estimate` shows it for this machine and these examples: what
-    the monitor's ETA says before the first step (engine.eta.starting_eta). None without a figure (no config.json to
-    count the model from, no speed figure for this GPU); a resume has none (it starts from its checkpoint's step)."""
+def _estimate_of(cfg: Config, inputs: Inputs, run_plan: RunPlan, *, resumed: bool = False) -> dict | None:
+    """The estimate of this plan, as `lorapilot estimate` shows it for this machine and these examples: its time, what
+    the monitor's ETA says before the first step (engine.eta.starting_eta), and on a GPU its memory peak, which the
+    monitor sets beside the trainer's measured one (both torch.cuda.max_memory_allocated). None without a figure (no
+    config.json to count the model from, no GPU named); no time without a speed figure for this GPU, nor for a resume
+    (it starts from its checkpoint's step)."""
     from engine.estimate import detect_gpu
     from engine.estimate.estimator import compute
 
@@ -327,10 +329,13 @@ def _estimate_of(cfg: Config, inputs: Inputs, run_plan: RunPlan) -> dict | None:
     est = compute(cfg, info, gpu, plan=run_plan,
                   n_examples=len(lengths), lengths=lengths, val_lengths=[len(e) for e in inputs.data.validation],
                   n_val=len(inputs.data.validation), num_gpus=run_plan.processes)
-    if est.time_s is None:
-        return None
-    return {"time_s": round(est.time_s, 3), "startup_s": round(est.startup_s, 3), "compile_s": est.compile_s,
-            "basis": est.time_basis}
+    out: dict = {}
+    if est.time_s is not None and not resumed:
+        out = {"time_s": round(est.time_s, 3), "startup_s": round(est.startup_s, 3), "compile_s": est.compile_s,
+               "basis": est.time_basis}
+    if run_plan.device == "cuda":
+        out |= {"peak_allocated_gib": round(est.peak_allocated_gib, 3), "device_total_gib": round(est.device_total_gib, 3)}
+    return out or None
 
 
 def build_model(cfg: Config, inputs: Inputs, run_plan: RunPlan) -> BuiltModel:

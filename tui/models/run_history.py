@@ -300,6 +300,13 @@ class RunHistory:
         left = self.eta()
         return None if left is None else left.seconds
 
+    def estimated_peak_gib(self) -> float | None:
+        """The estimate's peak of the run's plan as the allocator counts it (torch.cuda.max_memory_allocated, one
+        process), which the trainer writes into status.json: what the trainer's gpu_peak_alloc_gib measures."""
+        est = (self.status or {}).get("estimate")
+        peak = _num(est.get("peak_allocated_gib")) if isinstance(est, dict) else None
+        return peak if peak is not None and peak > 0 else None
+
     def trainer_gpu_mem(self) -> tuple[list[float], list[float], list[float], list[float]]:
         """(used now, total, utilisation, peak allocated) per GPU, as the trainer last reported them."""
         rec = self.last_train or {}

@@ -1,4 +1,5 @@
-"""Per-GPU memory (with the 90 % line), utilisation, temperature, power; the trainer's own peak."""
+"""Per-GPU memory (with the 90 % line), utilisation, temperature, power; the trainer's own peak beside the
+estimate's."""
 
 from __future__ import annotations
 
@@ -48,11 +49,15 @@ class GpuPanel(MonitorPanel):
                     extra = ["as the trainer reported", f"util {util[i]:.0f}%" if i < len(util) else None]
                     lines += self._gpu_lines(i, u, t, width, extra)
         if used or peak:
+            # Two kinds of memory, each named: the allocator's peak (what the estimate's peak counts, set beside
+            # it) and the card's use as nvidia-smi shows it (CUDA context and the allocator's cache on top).
             bits = []
-            if used:
-                bits.append("now " + " / ".join(f"{u:.1f}" for u in used))
             if peak:
-                bits.append("peak alloc " + " / ".join(f"{p:.1f}" for p in peak))
+                est = h.estimated_peak_gib()
+                bits.append("peak allocated " + " / ".join(f"{p:.1f}" for p in peak)
+                            + (f" (estimate {est:.1f})" if est is not None else ""))
+            if used:
+                bits.append("used " + " / ".join(f"{u:.1f}" for u in used) + " (nvidia-smi)")
             lines.append(Text.assemble(("trainer".ljust(LABEL), "bold"), " · ".join(bits) + " GiB"))
         elif h.gpu_state != OK:
             lines.append(Text("The trainer reports no GPU memory: it runs on CPU.", style="dim"))
