@@ -268,3 +268,21 @@ def test_average_tokens_per_s_weighs_each_interval_by_its_training_time_not_its_
                      _train(11, 1005.0, 4000.0, 22000),       # 20,000 tokens in 5 s
                      _train(21, 1175.0, 2000.0, 32000)])      # 10,000 tokens in 5 s, then 165 s of evaluation
     assert h.avg_tokens_per_s() == pytest.approx(30_000 / 10)
+
+
+def test_a_resume_cuts_the_charts_back_to_its_checkpoint_at_once():
+    """Stopped at step 160 after an evaluation at 150, resumed from the checkpoint at 100: the evaluation at 150
+    belongs to a trajectory the adapter no longer follows. It stayed on the chart ahead of the resumed training
+    line (and the progress panel's 'eval' showed it) until the run evaluated step 150 again."""
+    h = RunHistory("x")
+    for step in range(10, 170, 10):
+        h.apply_records([{"kind": "train", "step": step, "time": float(step), "loss": 1.0, "learning_rate": 1e-4,
+                          "grad_norm": 0.3}])
+        if step % 50 == 0:
+            h.apply_records([{"kind": "eval", "step": step, "time": step + 0.5, "eval_loss": 1.0 + step / 1000}])
+    h.apply_records([{"kind": "event", "step": 100, "time": 900.0, "code": "resumed", "message": "resumed"}])
+    assert list(h.eval_loss.x) == [50, 100] and h.eval_loss.last() == pytest.approx(1.1)
+    assert h.loss.x[-1] == h.lr.x[-1] == h.grad_norm.x[-1] == 100 and h.loss.rewinds == 1
+    assert h.step == 100   # not the stopped life's 160, while the resumed trainer loads
+    h.apply_records([{"kind": "train", "step": 110, "time": 910.0, "loss": 0.9}])
+    assert list(h.loss.x[-3:]) == [90, 100, 110] and h.loss.rewinds == 1

@@ -72,6 +72,14 @@ class Series:
         self._x[n], self._y[n] = step, value
         self._n = n + 1
 
+    def cut_after(self, step: float) -> None:
+        """Drops the points after `step` (a resume from its checkpoint at `step`): they belong to a trajectory
+        the adapter no longer follows."""
+        n = int(np.searchsorted(self.x, step, side="right"))
+        if n < self._n:
+            self._n = n
+            self.rewinds += 1
+
     def __len__(self) -> int:
         return self._n
 
@@ -169,6 +177,14 @@ class RunHistory:
                 code = rec.get("code")
                 if code == RESUMED:   # a new launch: its first train record holds a warm-up
                     self._prev_train = None
+                    for series in (self.loss, self.eval_loss, self.lr, self.grad_norm):
+                        series.cut_after(step)
+                    # ... and the step, epoch and eval loss the panel shows are the checkpoint's, not the stopped life's
+                    if (_num((self.last_train or {}).get("step")) or 0) > step:
+                        self.last_train = None
+                    if (_num((self.last_eval or {}).get("step")) or 0) > step:
+                        self.last_eval = None
+                    changed.update((LOSS, LR))
                 elif code == "checkpoint_saved":
                     self.last_checkpoint = rec
                 elif code == "adapter_saved":
