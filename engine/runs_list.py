@@ -59,9 +59,9 @@ def stall(state: str, status: dict | None, now: float, run_dir: str):
     """The `no_progress` finding of a run in state `state` (engine.diagnose.stall), or None: a live training run that
     stopped reporting, judged from status.json alone. The one rule by which `lorapilot runs`, the app's runs list
     and the monitor's progress panel show a run as `stalled?`."""
-    from engine.diagnose.stall import no_progress
+    from engine.diagnose.stall import REPORTING_STATES, no_progress
 
-    return no_progress(status, None, now, run_dir) if state == "training" else None
+    return no_progress(status, None, now, run_dir) if state in REPORTING_STATES else None
 
 
 def stalled_run(run) -> bool:

@@ -88,3 +88,43 @@ def test_the_trainers_own_step_time_sets_the_limit(finished_demo_run):
     assert read_status(finished_demo_run)["step_s"] > 0
     assert no_progress(status(updated=NOW - 500, step_s=30.0), None, NOW) is None
     assert no_progress(status(updated=NOW - 500, step_s=2.0), None, NOW) is not None
+
+
+def test_a_long_evaluation_is_no_stall_and_a_hung_one_is(tmp_path, monkeypatch):
+    """An evaluation writes no step: on a slow card a large validation split took over five minutes, and the
+    monitor, `lorapilot runs` and `diagnose` called the run stuck (`stalled?`) while it evaluated. The trainer now
+    says it evaluates, batch by batch (at most every REFRESH_S); an evaluation whose batches stop is still news."""
+    from engine.rundir import read_status
+    from engine.runs_list import stall
+    from engine.train import callback as cbmod
+
+    clock = [NOW]
+    monkeypatch.setattr(cbmod.time, "time", lambda: clock[0])
+    monkeypatch.setattr(cbmod.time, "monotonic", lambda: clock[0])
+
+    class State:
+        global_step, max_steps = 40, 1000
+
+    class Collator:
+        tokens_seen = trained_tokens_seen = 0
+
+    class Flag:
+        def check_place(self) -> None:
+            pass
+
+        def is_set(self) -> bool:
+            return False
+
+    cb = cbmod.RunDirCallback(tmp_path, collator=Collator(), steps_per_epoch=100, stop_flag=Flag(), stop_on=[])
+    cb.on_train_begin(None, State, None)
+    for _ in range(40):
+        clock[0] += 2.0
+        cb.on_step_end(None, State, None)
+    for _ in range(600):   # ten minutes of evaluation batches
+        clock[0] += 1.0
+        cb.on_prediction_step(None, State, None)
+    st = read_status(tmp_path)
+    assert st["state"] == "evaluating" and no_progress(st, None, clock[0]) is None
+    assert stall(st["state"], st, clock[0], str(tmp_path)) is None
+    hung = clock[0] + STALL_MIN_S + 1
+    assert no_progress(st, None, hung) is not None and stall(st["state"], st, hung, str(tmp_path)) is not None

@@ -168,10 +168,10 @@ def _stalled(run_dir: Path, status: dict | None, records: list[dict]) -> list[Fi
     """no_progress for a live run that stopped reporting (only the run directory can tell)."""
     import time
 
-    from engine.diagnose.stall import no_progress
+    from engine.diagnose.stall import REPORTING_STATES, no_progress
     from engine.rundir import effective_state
 
-    if effective_state(status, run_dir) != "training":
+    if effective_state(status, run_dir) not in REPORTING_STATES:
         return []
     times = [r["time"] for r in records if isinstance(r.get("time"), (int, float))]
     found = no_progress(status, max(times, default=None), time.time(), str(run_dir))

@@ -21,13 +21,24 @@ def _age(seconds: float) -> str:
     return f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
 
 
+# The effective states (engine.rundir.effective_state) in which a live trainer can stall.
+REPORTING_STATES = ("training", "evaluating")
+
+
+def stallable(status: dict) -> bool:
+    """A state in which the trainer reports at least every REFRESH_S: training, or evaluating batch by batch (the
+    samples' generation, one long call, reports nothing until it ends)."""
+    state = status.get("state")
+    return state == "training" or (state == "evaluating" and status.get("phase") == "eval")
+
+
 def no_progress(status: dict | None, last_record_time: float | None, now: float,
                 run_dir: str = "RUN_DIR") -> Finding | None:
     """The `no_progress` finding, or None while the run reports or is not training.
 
     The pace is the trainer's own recent seconds per step (status.json's step_s).
     """
-    if not status or status.get("state") != "training":
+    if not status or not stallable(status):
         return None
     step_s = status["step_s"] if isinstance(status.get("step_s"), (int, float)) else None
     seen = [t for t in (status.get("updated"), last_record_time) if isinstance(t, (int, float))]
@@ -44,6 +55,8 @@ def no_progress(status: dict | None, last_record_time: float | None, now: float,
     if step == 0:
         message = (f"No step has finished in {_age(quiet)}. The first steps compile kernels (1-3 minutes on a "
                    "fresh machine); this is longer.")
+    elif status.get("state") == "evaluating":
+        message = f"No evaluation batch has finished in {_age(quiet)}; the trainer looks stuck evaluating step {step}."
     else:
         message = f"No step has finished in {_age(quiet)}; the trainer looks stuck at step {step}."
     evidence = f"last report {_age(quiet)} ago" + (f"; a step takes ~{step_s:.1f} s" if step_s else "")

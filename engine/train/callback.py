@@ -120,6 +120,7 @@ class RunDirCallback(TrainerCallback):
         self.overhead_s = 0.0
         self._status_t = 0.0
         self._status_step = 0
+        self._eval_status_t = 0.0   # when an evaluation batch last refreshed status.json
         self._gpu: tuple[dict, float] = ({}, 0.0)  # the last GPU sample and when it was taken
         self._t0 = time.monotonic()
         from engine.samples import forced_decoder
@@ -244,6 +245,16 @@ class RunDirCallback(TrainerCallback):
         if stop:
             control.should_save = True
             control.should_training_stop = True
+
+    def on_prediction_step(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                           **kw: Any) -> None:
+        """Each evaluation batch: status.json says the run evaluates, refreshed at most every REFRESH_S. An evaluation
+        writes no step, and a long one (a large validation split on a slow card) read as a stalled run; one whose
+        batches stop still does (engine.diagnose.stall)."""
+        now = time.monotonic()
+        if now - self._eval_status_t >= REFRESH_S:
+            self._eval_status_t = now
+            self._status(state="evaluating", phase="eval")
 
     def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
                logs: dict[str, float] | None = None, **kw: Any) -> None:
