@@ -298,3 +298,33 @@ def test_evaluations_repeated_after_a_resume_count_once():
     live = LiveDiagnostics.from_history(resumed[:-1])   # the resumed trainer, its history replayed
     assert codes(live.update(resumed[-1:])) == []
     assert live.best_eval_step == 100
+
+
+def noisy_run(seed: int, sigma: float = 0.3, steps: int = 300, diverge_at: int | None = None) -> list[dict]:
+    """A run that logs every step of a small batch (micro_batch_size 1, logging_steps 1): each log is one step's
+    loss, +-sigma (log-normal) around a healthy curve. diverge_at: from that step the loss grows 10 % a step."""
+    rng = random.Random(seed)
+    start = rng.uniform(1.4, 2.2)
+    floor, tau = start * rng.uniform(0.4, 0.6), rng.uniform(40, 120)
+    records = []
+    for step in range(1, steps + 1):
+        clean = floor + (start - floor) * math.exp(-step / tau)
+        if diverge_at is not None and step > diverge_at:
+            clean *= 1 + 0.1 * (step - diverge_at)
+        loss = clean * math.exp(rng.gauss(-sigma ** 2 / 2, sigma))
+        records.append(train(step, loss, learning_rate=2e-4 * min(1.0, step / 10)))
+    return records
+
+
+def test_a_noisy_run_that_logs_every_step_is_not_called_diverging():
+    """Each log one small batch: +-30 % from log to log. A single log at 3x the first one, or the smoothed loss 1.5x
+    above its lowest dip, came in most such healthy runs (59 in 100): 'training is diverging' as an error, on
+    noise. The thresholds now stand out of the run's own noise."""
+    called = [seed for seed in range(20) if "loss_explosion" in codes(diagnose_records(noisy_run(seed)))]
+    assert len(called) <= 2, called
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_a_noisy_run_that_really_diverges_is_still_caught(seed):
+    findings = [f for f in diagnose_records(noisy_run(seed, diverge_at=150)) if f.code == "loss_explosion"]
+    assert any(150 < f.step <= 185 for f in findings), [(f.step, f.severity) for f in findings]

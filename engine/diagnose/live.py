@@ -38,8 +38,22 @@ CLIMB_MIN_NATS = 0.5
 # ... for 3 logs in a row, which outlasts a warmup wobble.
 CLIMB_LOGS = 3
 # Smoothing of the loss for the climb check (exponential moving average):
-# 0.3 keeps it within a few per cent under +-10 % batch noise.
+# 0.3 keeps it within a few per cent under +-10 % batch noise ...
 EMA_ALPHA = 0.3
+# The run's own log-to-log noise: a robust standard deviation of ln(loss) around the smoothed loss over the last
+# NOISE_WINDOW logs. A run that logs every step of a small batch swings +-40 % from log to log: a single log at 3x
+# the start came once in 70 logs, and the smoothed loss's lowest dip sat 1.5x below its level; both thresholds
+# called most healthy runs of that shape diverging. A spike must stand this many of its standard deviations above
+# the smoothed loss (at least NOISE_FLOOR assumed, a few logs tell nothing) ...
+SPIKE_NOISE_SIGMAS = 4.0
+NOISE_WINDOW = 20
+NOISE_FLOOR = 0.1
+# Before NOISE_MIN_LOGS logs measure it, the noise of a run that logs every step of one small batch is assumed: a
+# real divergence still shows (2.0 -> 7.5 is 3.7x the smoothed loss), a noisy first log does not.
+NOISE_MIN_LOGS = 5
+NOISE_UNMEASURED = 0.3
+# ... and a climb this many of the smoothed loss's own deviations beyond CLIMB_FACTOR.
+CLIMB_NOISE_SIGMAS = 3.0
 
 # --- loss_flat
 # The seeds: a loss still near its start after 50+ steps means the lr is too
@@ -165,6 +179,7 @@ class LiveDiagnostics:
         self._first_losses: list[float] = []
         self._recent_losses: deque[float] = deque(maxlen=FLAT_WINDOW)
         self._ema: float | None = None
+        self._residuals: deque[float] = deque(maxlen=NOISE_WINDOW)   # ln(loss / smoothed loss before it)
         self._ema_min = math.inf
         self._climb_logs = 0
         self._last_lr: float | None = None
@@ -219,8 +234,9 @@ class LiveDiagnostics:
         self._track_warmup(step, _number(rec, "learning_rate"))
         alerts = [("nan_loss", self._check_nonfinite(step, time, loss, grad))]
         if loss is not None and math.isfinite(loss):
+            before, noise = self._ema, self._noise()   # a spike must not widen the yardstick it is measured with
             ema = self._remember_loss(loss)
-            alerts += [("loss_explosion", self._check_explosion(step, time, loss, ema)),
+            alerts += [("loss_explosion", self._check_explosion(step, time, loss, ema, before, noise)),
                        ("loss_near_zero", self._check_near_zero(step, time))]
             if step - self._warmup_end >= FLAT_MIN_STEPS and self._losses_seen >= 2 * FLAT_WINDOW:
                 alerts.append(("loss_flat", self._check_flat(step, time)))
@@ -246,9 +262,18 @@ class LiveDiagnostics:
         if len(self._first_losses) < FLAT_WINDOW:
             self._first_losses.append(loss)
         self._recent_losses.append(loss)
+        if self._ema is not None and loss > 0 and self._ema > 0:
+            self._residuals.append(math.log(loss / self._ema))
         ema = loss if self._ema is None else EMA_ALPHA * loss + (1 - EMA_ALPHA) * self._ema
         self._ema, self._ema_min = ema, min(self._ema_min, ema)
         return ema
+
+    def _noise(self, floor: float = NOISE_FLOOR) -> float:
+        """The log-to-log noise of ln(loss) around the smoothed loss: a robust standard deviation (1.4826 MAD)."""
+        if len(self._residuals) < NOISE_MIN_LOGS:
+            return max(floor, NOISE_UNMEASURED)
+        mid = statistics.median(self._residuals)
+        return max(floor, 1.4826 * statistics.median(abs(r - mid) for r in self._residuals))
 
     def _check_nonfinite(self, step: int, time: float | None, loss: float | None,
                          grad: float | None) -> _Alert | None:
@@ -270,13 +295,17 @@ class LiveDiagnostics:
         self._nonfinite_grad_logs = 0
         return None
 
-    def _check_explosion(self, step: int, time: float | None, loss: float, ema: float) -> _Alert | None:
+    def _check_explosion(self, step: int, time: float | None, loss: float, ema: float,
+                         before: float | None, noise: float) -> _Alert | None:
         start = self._first_losses[0]
-        climbing = ema >= CLIMB_FACTOR * self._ema_min and ema - self._ema_min >= CLIMB_MIN_NATS
+        # the smoothed loss's own deviation: the logs' noise through the EMA (sqrt(a / (2 - a)) of it)
+        wobble = CLIMB_NOISE_SIGMAS * self._noise(floor=0.0) * math.sqrt(EMA_ALPHA / (2 - EMA_ALPHA))
+        climbing = ema >= CLIMB_FACTOR * math.exp(wobble) * self._ema_min and ema - self._ema_min >= CLIMB_MIN_NATS
         self._climb_logs = self._climb_logs + 1 if climbing else 0
         fix = ("Lower the learning rate 10x, keep gradient clipping on (max_grad_norm 0.3), use more warmup; "
                "resume from the last checkpoint before the climb.")
-        if start > 0 and loss >= SPIKE_FACTOR * start:
+        stands_out = before is None or before <= 0 or math.log(loss / before) >= SPIKE_NOISE_SIGMAS * noise
+        if start > 0 and loss >= SPIKE_FACTOR * start and stands_out:
             return _Alert(Finding("loss_explosion", "error", step,
                                   f"The loss jumped to {loss / start:.1f}x its starting value: training is diverging.",
                                   f"loss {loss:.3f} at step {step}; first logged loss {start:.3f}; "
