@@ -131,7 +131,7 @@ def test_llama_cpp_export_prints_the_commands_without_llama_cpp(finished_demo_ru
     from transformers import AutoModelForCausalLM
 
     from engine.export import export_for
-    from engine.model import resolve_model_path
+    from engine.model import load_base_model
 
     monkeypatch.delenv("LLAMA_CPP_DIR", raising=False)
     said = []
@@ -155,10 +155,9 @@ open(a[a.index("--outfile") + 1], "w").write("f16")""")
     assert r.returncode == 0, r.stderr
     assert (moved / "demo-finished-Q4_K_M.gguf").read_text() == "f16Q4_K_M"
     merged = moved / "merged"
-    # The merged model is the adapter applied to the base.
-    tuned = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(resolve_model_path("lorapilot-demo"),
-                                                                            dtype=torch.float32),
-                                      finished_demo_run / "adapter")
+    # The merged model is the adapter applied to the base it trained against (NF4, as the playground loads it).
+    tuned = PeftModel.from_pretrained(load_base_model("lorapilot-demo", "nf4", "fp32")[0],
+                                      finished_demo_run / "adapter").eval()
     ids = torch.tensor([[1, 20, 30, 40]])
     with torch.no_grad():
         torch.testing.assert_close(AutoModelForCausalLM.from_pretrained(merged, dtype=torch.float32)(ids).logits,

@@ -160,8 +160,11 @@ def _saved_dtype(folder: Path) -> str:
                                                                                                   "its dtype not recorded")
 
 
-def merged_usage(folder: Path) -> str:
-    return f"""The base with the adapter merged in ({_saved_dtype(folder)}), a plain transformers model:
+def merged_usage(folder: Path, quantization: str) -> str:
+    from engine.export.merge import merged_onto
+
+    return f"""The adapter merged into {merged_onto(quantization)}; saved {_saved_dtype(folder)}, a plain transformers
+model:
 
 ```python
 from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -80,7 +80,7 @@ def export_llama_cpp(run_dir: str | Path, out: str | Path, *, llama_cpp: str | N
     facts = run_facts(run_dir)
     dst = check_empty_out(out).resolve()
     merged = dst / MERGED_DIR
-    log(merging_line())
+    log(merging_line(facts.cfg.quantization))
     export_merged(run_dir, merged)
     quantize = find_quantize(root)
     cmds = commands(root, facts.name, quant, quantize)

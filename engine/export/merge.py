@@ -1,5 +1,12 @@
 """`lorapilot export`: the adapter as is, or merged into the base (16-bit on a GPU) for serving; each with a model
-card."""
+card.
+
+Merged into which base: the one the adapter trained against. A QLoRA adapter learnt to correct the base as the
+trainer computed with it, its NF4 weights dequantised, not the original 16-bit weights; merged into those, the
+model differs from the one trained, evaluated, sampled and chatted with by the whole quantisation error (on the
+demo run: logits off by up to 1.05, where the adapter itself moves them by 5.0; into the dequantised weights: 4e-6).
+So a quantised run's base is loaded quantised exactly as the trainer loaded it, dequantised, then merged
+(merge_base); the card says so (merged_onto)."""
 
 from __future__ import annotations
 
@@ -62,8 +69,44 @@ def merge_dtype():
     return (torch.bfloat16, "16-bit (bf16)") if torch.cuda.is_available() else (torch.float32, "32-bit (fp32, no GPU)")
 
 
-def merging_line() -> str:
-    return f"merging the adapter into the base in {merge_dtype()[1]} ..."
+def merging_line(quantization: str) -> str:
+    onto = "the base's weights" if quantization == "none" else "the base's quantised weights, dequantised"
+    return f"merging the adapter into {onto} (what it trained against), in {merge_dtype()[1]} ..."
+
+
+def merged_onto(quantization: str) -> str:
+    """In words, the base weights export_merged merges the adapter into (merge_base's rule)."""
+    if quantization == "none":
+        return "the base's original weights (what it trained against)"
+    kind = "NF4 (4-bit)" if quantization == "nf4" else "8-bit"
+    return (f"the base's {kind} weights, dequantised: the weights it trained against (the original 16-bit weights "
+            "would give a model that differs from the trained one by the quantisation error)")
+
+
+def trained_precision(run_dir: Path, cfg) -> str:
+    """The compute dtype the trainer loaded (and so quantised) the base in: its plan's (status.json), else the
+    config's rule on this machine."""
+    from engine.model import compute_dtype_name, detect_hardware
+    from engine.rundir import read_status
+
+    plan = (read_status(run_dir) or {}).get("plan")
+    recorded = plan.get("precision") if isinstance(plan, dict) else None
+    if recorded in ("bf16", "fp16", "fp32"):
+        return recorded
+    return compute_dtype_name(cfg.training.precision, detect_hardware())
+
+
+def merge_base(run_dir: Path, cfg, dtype, *, trust_remote_code: bool):
+    """The base to merge into, unquantised, in `dtype`, in CPU memory: what the adapter trained against. A quantised
+    run's base is loaded as the trainer loaded it (engine.model.load_base_model: same quantisation, same compute
+    dtype), then dequantised (transformers' dequantize, which puts plain linear layers back)."""
+    from engine.model import causal_lm, load_base_model, resolve_model_path
+
+    if cfg.quantization == "none":
+        return causal_lm(resolve_model_path(cfg.model), dtype=dtype, trust_remote_code=trust_remote_code)
+    base, _ = load_base_model(cfg.model, cfg.quantization, trained_precision(run_dir, cfg),
+                              trust_remote_code=trust_remote_code, device_map={"": "cpu"})
+    return base.dequantize(dtype=dtype)
 
 
 def served_tokenizer(adapter: Path):
@@ -103,7 +146,8 @@ def save_tokenizer(tokenizer, out: str | Path) -> None:
 
 def export_merged(run_dir: str | Path, out: str | Path, *, card: bool = True, trust_remote_code: bool = False,
                   log=None) -> Path:
-    """Loads the base unquantised (merge_dtype), applies the adapter, merges.
+    """Loads the base the adapter trained against, unquantised (merge_base, in merge_dtype), applies the adapter,
+    merges.
     trust_remote_code: the user passed --trust-remote-code (a run directory's config alone never runs code)."""
     from engine.rundir import check_remote_code
 
@@ -116,12 +160,10 @@ def export_merged(run_dir: str | Path, out: str | Path, *, card: bool = True, tr
     # Heavy (torch, peft: seconds): after every check, so a typo is refused at once.
     from peft import PeftModel
 
-    from engine.model import causal_lm, resolve_model_path
-
     dtype = merge_dtype()[0]
     if log:
-        log(merging_line())
-    base = causal_lm(resolve_model_path(cfg.model), dtype=dtype, trust_remote_code=trust)
+        log(merging_line(cfg.quantization))
+    base = merge_base(rd, cfg, dtype, trust_remote_code=trust)
     merged = PeftModel.from_pretrained(base, str(src)).merge_and_unload()
     merged.save_pretrained(str(dst))
     save_tokenizer(served_tokenizer(src), dst)  # the run's tokenizer, pad token and chat template included
@@ -132,5 +174,5 @@ def export_merged(run_dir: str | Path, out: str | Path, *, card: bool = True, tr
         from engine.export.card import merged_usage, write_card
         from engine.export.facts import run_facts
 
-        write_card(run_facts(rd), dst, serve_title="Load it", serve_text=merged_usage(dst))
+        write_card(run_facts(rd), dst, serve_title="Load it", serve_text=merged_usage(dst, cfg.quantization))
     return dst
