@@ -46,7 +46,7 @@ def test_a_merge_on_the_cpu_says_fp32_as_its_files_are(adapter_run, tmp_path):
     assert json.loads((out / "config.json").read_text())["dtype"] == "float32"
     assert "in 32-bit (fp32, no GPU)" in r.stderr and "16-bit" not in r.stderr, r.stderr
     card = (out / "README.md").read_text()
-    assert "merged in (32-bit, fp32)" in card and "16-bit" not in card
+    assert "saved 32-bit, fp32" in card and "16-bit" not in card
 
 
 def test_quieting_keeps_the_hubs_download_bars(monkeypatch):

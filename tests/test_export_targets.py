@@ -6,6 +6,7 @@ import json
 import os
 import shlex
 import subprocess
+from pathlib import Path
 
 import pytest
 from conftest import run_cli, unwrapped
@@ -177,6 +178,51 @@ def test_plain_adapter_export_carries_the_model_card(finished_demo_run, tmp_path
     readme = (out / "README.md").read_text()
     _card_is_real(readme, finished_demo_run)
     assert "AutoPeftModelForCausalLM" in readme
+
+
+@pytest.mark.parametrize("export", ["export_merged", "export_adapter", "export_vllm"])
+def test_an_export_stopped_half_way_leaves_no_folder(finished_demo_run, tmp_path, monkeypatch, export):
+    """An export interrupted after writing part of its folder (simulated: Ctrl-C as the tokenizer is saved, after
+    the merged weights or the adapter's files) leaves nothing at OUT: before, OUT held config.json and the weights,
+    a merged model that loads and answers, without the run's chat template, stop tokens and card, or an adapter
+    without its tokenizer."""
+    import engine.export.merge as merge
+    import engine.export.vllm as vllm
+
+    def interrupted(tokenizer, out):
+        (Path(out) / "tokenizer.json").write_text("{")
+        raise KeyboardInterrupt
+    monkeypatch.setattr(merge, "save_tokenizer", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        getattr(vllm if export == "export_vllm" else merge, export)(finished_demo_run, tmp_path / "out")
+    assert os.listdir(tmp_path) == []   # nor a hidden .out.partial-... folder
+
+
+def test_a_folder_made_at_out_during_an_export_is_left_as_it_was(finished_demo_run, tmp_path, monkeypatch):
+    """OUT was free when the export began and someone's folder appeared there before it ended: it is refused
+    (exit 2's UserError), that folder untouched; before, the export's files were written in beside the user's."""
+    import engine.export.merge as merge
+
+    out, save = tmp_path / "out", merge.save_tokenizer
+
+    def meanwhile(tokenizer, folder):
+        save(tokenizer, folder)
+        out.mkdir(exist_ok=True)
+        (out / "notes.txt").write_text("mine")
+    monkeypatch.setattr(merge, "save_tokenizer", meanwhile)
+    with pytest.raises(UserError, match="written there while exporting"):
+        merge.export_adapter(finished_demo_run, out)
+    assert os.listdir(tmp_path) == ["out"] and os.listdir(out) == ["notes.txt"]
+
+
+def test_a_file_as_out_is_named_a_file(finished_demo_run, tmp_path, capsys):
+    from engine.cli import main
+
+    mine = tmp_path / "model.bin"
+    mine.write_text("precious")
+    assert main(["export", str(finished_demo_run), "--merged", str(mine)]) == 2
+    err = unwrapped(capsys.readouterr().err)
+    assert f"{mine}: exists and is a file" in err and "Traceback" not in err and mine.read_text() == "precious"
 
 
 def test_an_unfinished_run_is_refused(tmp_path):

@@ -160,10 +160,12 @@ def _saved_dtype(folder: Path) -> str:
                                                                                                   "its dtype not recorded")
 
 
-def merged_usage(folder: Path, quantization: str) -> str:
+def merged_usage(folder: Path, quantization: str, *, saved: Path | None = None) -> str:
+    """How to load the merged model in `folder`; saved: where its files are now (an export being written), if
+    elsewhere."""
     from engine.export.merge import merged_onto
 
-    return f"""The adapter merged into {merged_onto(quantization)}; saved {_saved_dtype(folder)}, a plain transformers
+    return f"""The adapter merged into {merged_onto(quantization)}; saved {_saved_dtype(saved or folder)}, a plain transformers
 model:
 
 ```python

@@ -73,7 +73,7 @@ def export_llama_cpp(run_dir: str | Path, out: str | Path, *, llama_cpp: str | N
                      quant: str = DEFAULT_QUANT, log=print) -> Path:
     from engine.export.card import write_card
     from engine.export.facts import run_facts
-    from engine.export.merge import check_empty_out, export_merged, merging_line
+    from engine.export.merge import check_empty_out, export_merged, merging_line, writing
     from engine.export.script import write_script
 
     root = find_llama_cpp(llama_cpp)  # before the merge: a wrong folder costs nothing
@@ -81,11 +81,12 @@ def export_llama_cpp(run_dir: str | Path, out: str | Path, *, llama_cpp: str | N
     dst = check_empty_out(out).resolve()
     merged = dst / MERGED_DIR
     log(merging_line(facts.cfg.quantization))
-    export_merged(run_dir, merged)
     quantize = find_quantize(root)
     cmds = commands(root, facts.name, quant, quantize)
     script = "\n".join(_shell(c) for c in cmds)
-    write_script(dst / "convert.sh", f"the merged model to GGUF ({quant}).", script)
+    with writing(dst) as tmp:  # the merged model and convert.sh whole, or no folder; the GGUF is made in it then
+        export_merged(run_dir, tmp / MERGED_DIR, shown=merged)
+        write_script(tmp / "convert.sh", f"the merged model to GGUF ({quant}).", script)
     ran = []
     if root:
         for cmd in cmds if quantize else cmds[:1]:

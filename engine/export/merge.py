@@ -10,7 +10,11 @@ So a quantised run's base is loaded quantised exactly as the trainer loaded it, 
 
 from __future__ import annotations
 
+import os
+import secrets
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from engine.errors import UserError, shell_word
@@ -41,24 +45,52 @@ def check_not_training(run_dir: str | Path) -> None:
 def check_empty_out(out: str | Path) -> Path:
     """Never writes over the user's files: the folder must be new or empty."""
     dst = Path(out)
-    if dst.exists() and (not dst.is_dir() or any(dst.iterdir())):
+    if dst.exists() and not dst.is_dir():
+        raise UserError(f"{dst}: exists and is a file, not a folder", fix="choose a new folder with --out")
+    if dst.exists() and any(dst.iterdir()):
         raise UserError(f"{dst}: exists and is not empty", fix="choose a new folder with --out")
     return dst
+
+
+PARTIAL = ".partial-"
+
+
+@contextmanager
+def writing(out: str | Path) -> Iterator[Path]:
+    """The folder an export writes into, in place of `out` (new or empty): a hidden folder beside it, given out's
+    name only once everything is written. An export that fails or is interrupted half-way leaves no folder that
+    looks complete (a merged model without its tokenizer would load and answer wrongly): the hidden one is removed,
+    and one a kill -9 leaves behind is named `.OUT.partial-...`. A folder or file that appeared at `out` meanwhile is
+    never written over: the rename refuses."""
+    dst = check_empty_out(out)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.parent / f".{dst.name}{PARTIAL}{secrets.token_hex(4)}"
+    tmp.mkdir()   # the user's umask, as OUT made directly would have
+    try:
+        yield tmp
+        try:
+            os.rename(tmp, dst)   # replaces an empty folder; refuses a file or a folder with something in it
+        except OSError:
+            raise UserError(f"{dst}: something was written there while exporting; the export was not written",
+                            fix="choose a new folder with --out") from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def export_adapter(run_dir: str | Path, out: str | Path, *, card: bool = True) -> Path:
     check_not_training(run_dir)
     src = adapter_dir(run_dir)
-    dst = check_empty_out(out)
-    shutil.copytree(src, dst, dirs_exist_ok=True)
-    save_tokenizer(served_tokenizer(src), dst)
-    if card:
-        from engine.export.card import adapter_usage, write_card
-        from engine.export.facts import run_facts
+    with writing(out) as tmp:
+        shutil.copytree(src, tmp, dirs_exist_ok=True)
+        save_tokenizer(served_tokenizer(src), tmp)
+        if card:
+            from engine.export.card import adapter_usage, write_card
+            from engine.export.facts import run_facts
 
-        facts = run_facts(run_dir)
-        write_card(facts, dst, serve_title="Load it", serve_text=adapter_usage(facts, dst), library="peft")
-    return dst
+            facts = run_facts(run_dir)
+            write_card(facts, tmp, serve_title="Load it", serve_text=adapter_usage(facts, Path(out)), library="peft")
+    return Path(out)
 
 
 def merge_dtype():
@@ -79,8 +111,8 @@ def merged_onto(quantization: str) -> str:
     if quantization == "none":
         return "the base's original weights (what it trained against)"
     kind = "NF4 (4-bit)" if quantization == "nf4" else "8-bit"
-    return (f"the base's {kind} weights, dequantised: the weights it trained against (the original 16-bit weights "
-            "would give a model that differs from the trained one by the quantisation error)")
+    return (f"the base's {kind} weights, dequantised: the weights it trained against (the original unquantised "
+            "weights would give a model that differs from the trained one by the quantisation error)")
 
 
 def trained_precision(run_dir: Path, cfg) -> str:
@@ -145,10 +177,11 @@ def save_tokenizer(tokenizer, out: str | Path) -> None:
 
 
 def export_merged(run_dir: str | Path, out: str | Path, *, card: bool = True, trust_remote_code: bool = False,
-                  log=None) -> Path:
+                  log=None, shown: Path | None = None) -> Path:
     """Loads the base the adapter trained against, unquantised (merge_base, in merge_dtype), applies the adapter,
     merges.
-    trust_remote_code: the user passed --trust-remote-code (a run directory's config alone never runs code)."""
+    trust_remote_code: the user passed --trust-remote-code (a run directory's config alone never runs code).
+    shown: the folder's path the card gives, where `out` is inside an export still being written."""
     from engine.rundir import check_remote_code
 
     rd = Path(run_dir)
@@ -163,16 +196,18 @@ def export_merged(run_dir: str | Path, out: str | Path, *, card: bool = True, tr
     dtype = merge_dtype()[0]
     if log:
         log(merging_line(cfg.quantization))
-    base = merge_base(rd, cfg, dtype, trust_remote_code=trust)
-    merged = PeftModel.from_pretrained(base, str(src)).merge_and_unload()
-    merged.save_pretrained(str(dst))
-    save_tokenizer(served_tokenizer(src), dst)  # the run's tokenizer, pad token and chat template included
-    gen = src / "generation_config.json"
-    if gen.exists():
-        shutil.copy(gen, dst / "generation_config.json")
-    if card:
-        from engine.export.card import merged_usage, write_card
-        from engine.export.facts import run_facts
+    with writing(dst) as tmp:
+        base = merge_base(rd, cfg, dtype, trust_remote_code=trust)
+        merged = PeftModel.from_pretrained(base, str(src)).merge_and_unload()
+        merged.save_pretrained(str(tmp))
+        save_tokenizer(served_tokenizer(src), tmp)  # the run's tokenizer, pad token and chat template included
+        gen = src / "generation_config.json"
+        if gen.exists():
+            shutil.copy(gen, tmp / "generation_config.json")
+        if card:
+            from engine.export.card import merged_usage, write_card
+            from engine.export.facts import run_facts
 
-        write_card(run_facts(rd), dst, serve_title="Load it", serve_text=merged_usage(dst, cfg.quantization))
+            write_card(run_facts(rd), tmp, serve_title="Load it",
+                       serve_text=merged_usage(shown or dst, cfg.quantization, saved=tmp))
     return dst

@@ -267,7 +267,7 @@ def base_architecture(base: str) -> str | None:
 def export_ollama(run_dir: str | Path, out: str | Path, *, log=print) -> Path:
     from engine.export.card import write_card
     from engine.export.facts import run_facts, run_tokenizer
-    from engine.export.merge import check_empty_out, export_merged, merged_onto, merging_line
+    from engine.export.merge import check_empty_out, export_merged, merged_onto, merging_line, writing
 
     facts = run_facts(run_dir)
     dst = check_empty_out(out)
@@ -285,23 +285,24 @@ def export_ollama(run_dir: str | Path, out: str | Path, *, log=print) -> Path:
     system = match.system
     log(f"template: {match.template.name} (matches the run's: {'; '.join(match.checked)})")
     log(merging_line(facts.cfg.quantization))
-    export_merged(run_dir, dst, card=False)
-    (dst / "Modelfile").write_text(modelfile(match, source=str(Path(run_dir).resolve()), system=system),
-                                   encoding="utf-8")
-    arch = (json.loads((dst / "config.json").read_text()).get("architectures") or ["?"])[0]
-    notes = list(match.notes) + facts.data.notes
-    if arch not in OLLAMA_CONVERTS:
-        notes.append(f"Ollama does not convert {arch} from safetensors itself: make a GGUF with "
-                     f"`lorapilot export {shell_word(run_dir)} --for llama.cpp` and set FROM to the .gguf file")
-    name = facts.name
-    usage = (f"In this folder:\n\n```sh\nollama create {name} -f Modelfile\nollama run {name}\n```\n\n"
-             f"The model is the adapter merged into {merged_onto(facts.cfg.quantization)}. "
-             f"The Modelfile's TEMPLATE renders the **{match.template.name}** prompt format the run trained with "
-             f"(compared with the training renderer on: {'; '.join(match.checked)}); generation stops at "
-             + ", ".join(f"`{s}`" for s in match.stops) + "."
-             + (f" SYSTEM is the system prompt every training row had: {system!r}." if system else "")
-             + "".join(f"\n\n- {n}" for n in notes))
-    write_card(facts, dst, serve_title="Ollama", serve_text=usage)
+    with writing(dst) as tmp:
+        export_merged(run_dir, tmp, card=False)
+        (tmp / "Modelfile").write_text(modelfile(match, source=str(Path(run_dir).resolve()), system=system),
+                                       encoding="utf-8")
+        arch = (json.loads((tmp / "config.json").read_text()).get("architectures") or ["?"])[0]
+        notes = list(match.notes) + facts.data.notes
+        if arch not in OLLAMA_CONVERTS:
+            notes.append(f"Ollama does not convert {arch} from safetensors itself: make a GGUF with "
+                         f"`lorapilot export {shell_word(run_dir)} --for llama.cpp` and set FROM to the .gguf file")
+        name = facts.name
+        usage = (f"In this folder:\n\n```sh\nollama create {name} -f Modelfile\nollama run {name}\n```\n\n"
+                 f"The model is the adapter merged into {merged_onto(facts.cfg.quantization)}. "
+                 f"The Modelfile's TEMPLATE renders the **{match.template.name}** prompt format the run trained with "
+                 f"(compared with the training renderer on: {'; '.join(match.checked)}); generation stops at "
+                 + ", ".join(f"`{s}`" for s in match.stops) + "."
+                 + (f" SYSTEM is the system prompt every training row had: {system!r}." if system else "")
+                 + "".join(f"\n\n- {n}" for n in notes))
+        write_card(facts, tmp, serve_title="Ollama", serve_text=usage)
     for n in notes:
         log(f"note: {n}")
     return dst

@@ -80,18 +80,27 @@ def serve_command(base: str, name: str, folder: Path, adapter: str, max_lora_ran
 
 
 def export_vllm(run_dir: str | Path, out: str | Path, *, log=print) -> Path:
-    from engine.export.card import write_card
     from engine.export.facts import run_facts
-    from engine.export.merge import check_empty_out, export_adapter
-    from engine.export.script import write_script
+    from engine.export.merge import writing
 
     facts = run_facts(run_dir)
     check = check_adapter(facts.adapter)
     if check.problems:
         raise UserError(f"{facts.adapter}: vLLM would refuse this adapter", problems=check.problems)
-    dst = check_empty_out(out)
+    with writing(out) as tmp:
+        line = _write_vllm(facts, check, tmp)
+    log(line)
+    return Path(out)
+
+
+def _write_vllm(facts, check: VllmCheck, dst: Path) -> str:
+    """The adapter, serve.sh and the cards into `dst`; returns the serve line."""
+    from engine.export.card import write_card
+    from engine.export.merge import export_adapter
+    from engine.export.script import write_script
+
     adapter = dst / "adapter"
-    export_adapter(run_dir, adapter, card=False)
+    export_adapter(facts.run_dir, adapter, card=False)
     name = facts.name
     cmd = serve_command(facts.base_path, name, dst, adapter.name, check.max_lora_rank)
     line = shlex.join(cmd)
@@ -119,5 +128,4 @@ weights, no modules_to_save, no DoRA.
 serve a QLoRA adapter. The base path is `{facts.base_path}`; on another machine, name the base there."""
     write_card(facts, adapter, serve_title="Serve it with vLLM", serve_text=usage, library="peft")
     write_card(facts, dst, serve_title="Serve it with vLLM", serve_text=usage, library="peft")
-    log(line)
-    return dst
+    return line
