@@ -225,6 +225,32 @@ def test_a_file_as_out_is_named_a_file(finished_demo_run, tmp_path, capsys):
     assert f"{mine}: exists and is a file" in err and "Traceback" not in err and mine.read_text() == "precious"
 
 
+def test_exports_stop_where_the_playground_stops_for_an_older_runs_adapter(finished_demo_run, tmp_path):
+    """An adapter saved by an older lorapilot carries the stops of its day in generation_config.json (here the EOS
+    alone, without the <|im_end|> every answer trained to end with). The playground, chat and samples stop by
+    engine.data.stops' rule for the run's tokenizer; the merged model and the vLLM export's --generation-config
+    served the old file as it was, and ran on past the answer."""
+    import shutil
+
+    from engine.config import load_config
+    from engine.data.stops import stop_token_ids
+    from engine.export import export_adapter, export_merged
+    from engine.playground import prompt_tools
+
+    run = tmp_path / "run"
+    shutil.copytree(finished_demo_run, run, ignore=shutil.ignore_patterns("checkpoints", "*.lock"))
+    saved = run / "adapter" / "generation_config.json"
+    gen = json.loads(saved.read_text())
+    tokenizer, _ = prompt_tools(run / "adapter", load_config(run / "config.yaml"))
+    gen["eos_token_id"] = tokenizer.eos_token_id
+    saved.write_text(json.dumps(gen))
+    playground = stop_token_ids(prompt_tools(run / "adapter", load_config(run / "config.yaml"))[0])
+    assert len(playground) > 1   # the EOS and the trained end of turn
+    for out in (export_merged(run, tmp_path / "merged"), export_adapter(run, tmp_path / "vllm-adapter")):
+        served = json.loads((out / "generation_config.json").read_text())["eos_token_id"]
+        assert sorted(served if isinstance(served, list) else [served]) == sorted(playground), out
+
+
 def test_an_unfinished_run_is_refused(tmp_path):
     from engine.export import export_for
 

@@ -83,7 +83,9 @@ def export_adapter(run_dir: str | Path, out: str | Path, *, card: bool = True) -
     src = adapter_dir(run_dir)
     with writing(out) as tmp:
         shutil.copytree(src, tmp, dirs_exist_ok=True)
-        save_tokenizer(served_tokenizer(src), tmp)
+        tokenizer = served_tokenizer(src)
+        save_tokenizer(tokenizer, tmp)
+        save_served_generation_config(src, tokenizer, tmp)
         if card:
             from engine.export.card import adapter_usage, write_card
             from engine.export.facts import run_facts
@@ -156,6 +158,21 @@ def served_tokenizer(adapter: Path):
     return tokenizer
 
 
+def save_served_generation_config(adapter: Path, tokenizer, out: Path, model_config=None) -> None:
+    """generation_config.json stopping where the playground, chat and samples stop (engine.data.stops, one rule):
+    the adapter's (the base's sampling defaults and the stops its run saved; without one, the model's
+    `model_config`) with every stop of the run's tokenizer added. Copied as it was, an adapter saved by an older
+    lorapilot, whose stops were a list of known names, served without a trained end token the playground stops on
+    (the merged model and vLLM's --generation-config ran on past the answer)."""
+    from transformers import GenerationConfig
+
+    from engine.data.stops import save_generation_config
+
+    saved = adapter / "generation_config.json"
+    base = GenerationConfig.from_pretrained(str(adapter)) if saved.is_file() else model_config
+    save_generation_config(base, tokenizer, out)
+
+
 def save_tokenizer(tokenizer, out: str | Path) -> None:
     """The tokenizer into a model folder, tokenizer_config.json saying whether it adds a BOS (add_bos_token).
 
@@ -200,10 +217,9 @@ def export_merged(run_dir: str | Path, out: str | Path, *, card: bool = True, tr
         base = merge_base(rd, cfg, dtype, trust_remote_code=trust)
         merged = PeftModel.from_pretrained(base, str(src)).merge_and_unload()
         merged.save_pretrained(str(tmp))
-        save_tokenizer(served_tokenizer(src), tmp)  # the run's tokenizer, pad token and chat template included
-        gen = src / "generation_config.json"
-        if gen.exists():
-            shutil.copy(gen, tmp / "generation_config.json")
+        tokenizer = served_tokenizer(src)
+        save_tokenizer(tokenizer, tmp)  # the run's tokenizer, pad token and chat template included
+        save_served_generation_config(src, tokenizer, tmp, merged.generation_config)
         if card:
             from engine.export.card import merged_usage, write_card
             from engine.export.facts import run_facts
