@@ -60,8 +60,12 @@ def test_vllm_export_writes_the_checked_adapter_and_the_serve_line(finished_demo
     from engine.export import export_for
     from engine.model import resolve_model_path
 
-    out = export_for("vllm", finished_demo_run, tmp_path / "vllm", log=lambda _: None)
+    said: list[str] = []
+    out = export_for("vllm", finished_demo_run, tmp_path / "vllm", log=said.append)
     adapter = out / "adapter"
+    # vLLM applies the adapter to the unquantised base, not the NF4 one it trained against: said, with the way out.
+    assert any("note: vLLM loads the base unquantised" in s and "--merged DIR" in s for s in said), said
+    assert "differs from the one trained" in unwrapped((out / "README.md").read_text())
     assert json.loads((adapter / "adapter_config.json").read_text())["r"] == 16
     assert (adapter / "adapter_model.safetensors").exists()
     serve = (out / "serve.sh").read_text().splitlines()[-1]

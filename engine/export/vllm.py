@@ -90,6 +90,8 @@ def export_vllm(run_dir: str | Path, out: str | Path, *, log=print) -> Path:
     with writing(out) as tmp:
         line = _write_vllm(facts, check, tmp)
     log(line)
+    if facts.cfg.quantization != "none":
+        log(f"note: {served_base_note(facts.cfg.quantization, facts.run_dir)}")
     return Path(out)
 
 
@@ -124,8 +126,22 @@ allowed value that holds it); adapted modules {', '.join(check.targets) or 'none
 weights, no modules_to_save, no DoRA.
 - `--chat-template` is the template the run trained with and `--generation-config` carries its end-of-turn tokens,\
  so vLLM renders prompts and stops as training did.
-- vLLM loads the base unquantised (the adapter was trained on a {facts.cfg.quantization} base): the usual way to \
-serve a QLoRA adapter. The base path is `{facts.base_path}`; on another machine, name the base there."""
+- {served_base_note(facts.cfg.quantization, facts.run_dir)} The base path is `{facts.base_path}`; on another \
+machine, name the base there."""
     write_card(facts, adapter, serve_title="Serve it with vLLM", serve_text=usage, library="peft")
     write_card(facts, dst, serve_title="Serve it with vLLM", serve_text=usage, library="peft")
     return line
+
+
+def served_base_note(quantization: str, run_dir: Path) -> str:
+    """What vLLM applies the adapter to, against what it trained with. vLLM loads the base unquantised: for a
+    quantised run that is not the model trained, evaluated and chatted with, by the whole quantisation error (on the
+    demo run, logits off by up to 1.05 where the adapter moves them by 5.0: engine.export.merge's measurement)."""
+    from engine.errors import shell_word
+
+    if quantization == "none":
+        return "vLLM loads the base unquantised, as the adapter trained against it."
+    return (f"vLLM loads the base unquantised, and the adapter trained against its {quantization} weights: the "
+            "served model differs from the one trained (and from the playground and `lorapilot chat`) by the "
+            "quantisation error. For the model as trained, serve the merged export, which merges into the "
+            f"dequantised weights: `lorapilot export {shell_word(run_dir)} --merged DIR`, then `vllm serve DIR`.")
