@@ -212,6 +212,7 @@ def test_ollama_feeds_the_trained_ids_and_stops_where_training_stopped(real_fami
     fed before the answer, and the playground's; the stops hold every end token trained."""
     from engine.data.masking import prefix_space_id
     from engine.data.prompt import PromptStyle, save_for_inference
+    from engine.data.stops import stop_tokens
     from engine.model import load_tokenizer
     from engine.samples import from_text
 
@@ -243,6 +244,9 @@ def test_ollama_feeds_the_trained_ids_and_stops_where_training_stopped(real_fami
                     return "".join(t.replace("\u2581", "") for t in tok.convert_ids_to_tokens(ids))
                 assert text(fed) == text(prefix), name
             assert set(ends) <= set(written["stop"]), (ends, written["stop"])
+        # and every stop the playground and chat stop on (engine.data.stops): Llama 3's <|end_of_text|>, Qwen's
+        # <|endoftext|>, Gemma's <eos> were missing
+        assert set(stop_tokens(saved)) <= set(written["stop"]), (stop_tokens(saved), written["stop"])
 
 
 @pytest.mark.parametrize(("name", "refused"), [("gemma2", True), ("mistral", False)])

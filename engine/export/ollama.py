@@ -17,11 +17,12 @@ its server does for the qwen3 architecture only (server/routes.go filterThinkTag
 string functions). DeepSeek-R1's template drops the reasoning from every answer, so its model writes none.
 A run whose chat template has no system role (Gemma 2) trained no row with one, and vLLM or llama.cpp, rendering
 that template, refuse a request with one: so does its Ollama template (an execution error), where Ollama's own would
-fold the system message into the user's turn. PARAMETER stop lists every end token the run trained, then the
-template's turn markers; SYSTEM carries the system prompt every training row shared, only when training showed it to
-the model: a chat template with no system role, or one that leaves the system prompt out of a row ending with an
-answer (Mistral-v0.3-style: it goes into the last user turn only), trained without it, and the matched template
-renders none; a SYSTEM line would promise what the model never read.
+fold the system message into the user's turn. PARAMETER stop lists every end token the run trained and every stop
+the playground stops on (engine.data.stops: the EOS, the family's published stops), then the template's turn
+markers; SYSTEM carries the system prompt every training row shared, only when training showed it to the model: a
+chat template with no system role, or one that leaves the system prompt out of a row ending with an answer
+(Mistral-v0.3-style: it goes into the last user turn only), trained without it, and the matched template renders
+none; a SYSTEM line would promise what the model never read.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from engine.data.stops import split_end
+from engine.data.stops import split_end, stop_tokens
 from engine.errors import DataError, UserError, shell_word
 from engine.export.gotemplate import GoTemplateError, ollama_chat_values, render
 from engine.settings import PRESETS_DIR
@@ -194,7 +195,8 @@ def match_template(tokenizer, fmt: str, system: str | None = None,
         text = candidate.for_tokenizer(tokenizer.eos_token)
         if _renders_all(text, cases, strip_think):
             ends = list(dict.fromkeys(t for c in cases for t in split_end(c.end, renderer.end_tokens)))
-            stops = list(dict.fromkeys([*ends, *candidate.stops]))
+            # and every stop the playground and chat stop on (the EOS, the family's published stops): one rule
+            stops = list(dict.fromkeys([*ends, *stop_tokens(tokenizer), *candidate.stops]))
             starts_with_bos = bool(bos) and (tokenizer_adds_bos(tokenizer) or any(c.began_with_bos for c in cases))
             checked = [_probe_words(c.messages) for c in cases]
             if refuses_system:
