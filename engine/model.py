@@ -308,6 +308,24 @@ def keep_cpu_4bit_layout(model) -> None:
             module.support_avx512bf16_for_cpu = False
 
 
+def unquantised_as_trained(model, quantization: str) -> int:
+    """Puts a quantised base's fp16 unquantised weights (norms, embeddings, lm_head) in fp32, as training computed
+    with them: peft's kbit preparation (add_lora) upcasts them, and the trainer casts them back only in bf16
+    (engine.train.speed.keep_unquantised_16bit). For the playground and chat, which load the base without that
+    preparation: on an fp16 GPU (T4, V100) they ran the residual stream in fp16 where training ran it in fp32
+    (logits off by 0.006 on the demo, and an overflow where fp32 had room). Returns the parameters cast."""
+    import torch
+
+    if quantization == "none":
+        return 0
+    n = 0
+    for p in model.parameters():
+        if p.dtype == torch.float16 and p.__class__.__name__ not in ("Params4bit", "Int8Params"):
+            p.data = p.data.to(torch.float32)
+            n += p.numel()
+    return n
+
+
 def linear_module_names(model) -> list[str]:
     """Short names of the linear layers LoRA can adapt (4-bit and 8-bit layers included)."""
     import torch

@@ -153,11 +153,12 @@ class Playground:
         self.cfg, trust, ad = chat_target(run_dir, adapter=adapter, trust_remote_code=trust_remote_code)
         from peft import PeftModel
 
-        from engine.model import load_base_model
+        from engine.model import load_base_model, unquantised_as_trained
 
         self.tokenizer, self.style = prompt_tools(ad, self.cfg, trust)
         base, _ = load_base_model(self.cfg.model, self.cfg.quantization, self.cfg.training.precision,
                                   trust_remote_code=trust)
+        unquantised_as_trained(base, self.cfg.quantization)   # the trainer's residual stream on an fp16 GPU
         self.model = PeftModel.from_pretrained(base, str(ad)).eval()
         context = getattr(self.model.config, "max_position_embeddings", None)
         self.context: int | None = context if isinstance(context, int) and context > 0 else None

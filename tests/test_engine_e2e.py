@@ -177,6 +177,36 @@ def test_export_merged_is_the_model_trained_and_chatted_with(finished_demo_run, 
     assert r.returncode == 0 and (tmp_path / "adapter-copy" / "adapter_model.safetensors").exists()
 
 
+def test_the_playground_computes_in_the_trainers_dtypes_on_an_fp16_gpu(finished_demo_run, tmp_path):
+    """On an fp16 GPU (T4, V100) training computes a quantised base's unquantised weights (norms, embeddings,
+    lm_head) in fp32 (peft's kbit preparation); the playground and chat kept them in fp16, its residual stream fp16:
+    logits off by 0.0056 on a 6-step demo run, and an overflow where fp32 had room. fp16 is asked for on the CPU
+    here, which bitsandbytes computes alike."""
+    import shutil
+
+    import torch
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    from engine.config import load_config
+    from engine.model import add_lora, load_base_model
+    from engine.playground import Playground
+
+    run = tmp_path / "run"
+    shutil.copytree(finished_demo_run, run, ignore=shutil.ignore_patterns("checkpoints", "*.lock"))
+    config = run / "config.yaml"
+    config.write_text(config.read_text().replace("precision: auto", "precision: fp16"))
+    cfg = load_config(config)
+    assert cfg.training.precision == "fp16"
+    trainer_model = add_lora(load_base_model(cfg.model, cfg.quantization, "fp16")[0], cfg,
+                             gradient_checkpointing=cfg.training.gradient_checkpointing)
+    set_peft_model_state_dict(trainer_model, load_file(run / "adapter" / "adapter_model.safetensors"))
+    ids = torch.tensor([[1, 20, 30, 40, 50, 60, 70]])
+    with torch.no_grad():
+        torch.testing.assert_close(Playground(run).model(input_ids=ids).logits,
+                                   trainer_model.eval()(input_ids=ids).logits, atol=0, rtol=0)
+
+
 # ------------------------------------------------------------------ detach, stop, resume, kill -9
 @pytest.mark.slow
 def test_a_run_on_a_cached_hub_dataset_records_the_revision_its_load_read(tmp_path):
