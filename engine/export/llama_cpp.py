@@ -5,7 +5,8 @@ llama.cpp source tree, not in the `gguf` package on PyPI: that package reads and
 model converter) and quantises with its llama-quantize binary. No maintained package converts offline without
 llama.cpp, so lorapilot writes no converter of its own: it runs llama.cpp's when it is found (--llama-cpp DIR or
 $LLAMA_CPP_DIR), else prints the commands and writes them to convert.sh. The GGUF carries the run's chat
-template (from tokenizer_config.json), so `llama-server --jinja` renders what training rendered.
+template (from chat_template.jinja, which transformers 5 saves beside tokenizer_config.json and llama.cpp's converter
+reads, gguf-py/gguf/vocab.py), so `llama-server --jinja` renders what training rendered.
 """
 
 from __future__ import annotations
