@@ -157,6 +157,15 @@ def test_trls_conversational_prompt_completion_is_one_conversation(tmp_path):
     assert read_rows(plain)[:2] == ([{"prompt": "P", "completion": "C"}], "completion")
 
 
+def test_a_completion_whose_text_is_a_json_list_stays_the_completion_format(tmp_path):
+    """A prompt-completion row whose prompt is text that parses as a JSON list ("[3, 1, 2]", a sorting task) is the
+    completion format: read as TRL's conversational rows, the whole file was refused ("prompt[0] must be an object
+    with role and content"). Only a list of messages makes a row conversational."""
+    rows = [{"prompt": "[3, 1, 2]", "completion": "[1, 2, 3]"}, {"prompt": "[]", "completion": "[]"}]
+    read, fmt, _ = read_rows(write_jsonl(tmp_path / "d.jsonl", rows))
+    assert (fmt, read) == ("completion", rows)
+
+
 @pytest.mark.parametrize("key", ["reasoning_content", "thinking", "reasoning"])
 def test_a_messages_reasoning_field_is_refused_not_left_out(tmp_path, key):
     """Qwen3's and DeepSeek's templates read `reasoning_content`, gpt-oss's `thinking`: read as absent, the answer

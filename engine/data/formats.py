@@ -647,8 +647,13 @@ def _has_text(value) -> bool:
 
 
 def _conversational_completion(rows: list[dict]) -> bool:
-    """TRL's conversational prompt-completion rows: {"prompt": [messages], "completion": [messages]}."""
-    return any(isinstance(_json_list(r.get("prompt")), list) for r in rows if "completion" in r)
+    """TRL's conversational prompt-completion rows: {"prompt": [messages], "completion": [messages]}. A list of
+    objects only: a plain prompt may be text that parses as a list ("[3, 1, 2]", a sorting task)."""
+    return any(_is_message_list(_json_list(r.get("prompt"))) for r in rows if "completion" in r)
+
+
+def _is_message_list(value) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(m, dict) for m in value)
 
 
 def _prompt_completion_messages(row: dict, source: str, notes: list[str] | None) -> list[dict]:
