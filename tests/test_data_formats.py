@@ -71,6 +71,14 @@ def test_a_chat_rows_system_field_is_its_first_message(tmp_path):
         read_rows(write_jsonl(tmp_path / "m.jsonl", [{"System": "S", "messages": same["messages"][1:]}]))
 
 
+def test_an_alpaca_rows_blank_system_field_is_none(tmp_path):
+    """A system field of spaces is no system prompt, as a chat row's blank system message is none: kept, it became a
+    system block of spaces, which a template without a system role refused and which inference never feeds."""
+    row = {"instruction": "U", "input": "", "output": "A"}
+    rows, fmt, _ = read_rows(write_jsonl(tmp_path / "d.jsonl", [{**row, "system": " \n"}, {**row, "system": "S"}]))
+    assert (fmt, rows) == ("alpaca", [row, {**row, "system": "S"}])
+
+
 def test_content_parts_keep_their_text(tmp_path):
     """Joined with nothing between them, as the templates that read parts join them (Gemma 3, Llama 3.2 Vision,
     Qwen2-VL); where a message has several, a note says so, as servers differ (vLLM joins with a newline)."""

@@ -749,8 +749,9 @@ def normalize(row: dict, fmt: str, source: str, notes: list[str] | None = None) 
         out = {"instruction": _text(row.get("instruction"), "instruction", source, required=True),
                "input": _text(row.get("input"), "input", source, required=False),
                "output": _text(row.get("output"), "output", source, required="output" not in row)}
-        if row.get("system"):
-            out["system"] = _text(row["system"], "system", source, required=False)
+        system = _text(row.get("system"), "system", source, required=False)
+        if system.strip():   # a blank one is none, as a chat row's blank system message (_messages)
+            out["system"] = system
         return out
     if fmt == "completion":
         return {"prompt": _text(row.get("prompt"), "prompt", source, required="prompt" not in row),
