@@ -113,6 +113,23 @@ def test_a_content_part_that_is_not_text_is_refused_not_left_out(tmp_path, part,
         read_rows(path)
 
 
+def test_a_text_part_without_its_type_reads_alike_in_every_file_type(tmp_path):
+    """A part {"text": ...} with no "type" is text in JSON Lines; Parquet (and a hub dataset) store it beside typed
+    parts as {"type": null, "text": ...}, which was refused as "a part of type null": the same rows, read in one file
+    type and refused in the other. A part holding something else beside a null type is still refused."""
+    import pandas as pd
+
+    row = {"messages": [{"role": "user", "content": [{"type": "text", "text": "Hi"}]},
+                        {"role": "assistant", "content": [{"text": "Hello."}]}]}
+    pd.DataFrame([row]).to_parquet(tmp_path / "d.parquet")
+    read = read_rows(write_jsonl(tmp_path / "d.jsonl", [row]))[0]
+    assert read_rows(tmp_path / "d.parquet")[0] == read == [
+        {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}]}]
+    other = {"messages": [row["messages"][0], {"role": "assistant", "content": [{"type": None, "text": None, "image": "cat.png"}]}]}
+    with pytest.raises(DataError, match=r"messages\[1\]\.content\[0\] is a part of type null"):
+        read_rows(write_jsonl(tmp_path / "n.jsonl", [other]))
+
+
 def test_sharegpt_parts_and_keys_are_named_as_written(tmp_path):
     row = {"conversations": [{"from": "human", "value": [{"type": "image"}]}, {"from": "gpt", "value": "A"}]}
     with pytest.raises(DataError, match=r"d\.jsonl:1: conversations\[0\]\.value\[0\] is an image part"):

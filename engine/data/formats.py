@@ -554,7 +554,7 @@ def _content(value, key: str, source: str, notes: list[str] | None = None) -> st
         return _text(value, key, source, required=False)
     texts = []
     for j, part in enumerate(value):
-        kind = part.get("type", "text" if "text" in part else None)
+        kind = part.get("type") if part.get("type") is not None else _untyped_part(part)
         if kind != "text":
             what = "an image part" if isinstance(kind, str) and "image" in kind else "a part"
             raise DataError(f"{source}: {key}[{j}] is {what} of type {json.dumps(kind, default=str)}: lorapilot "
@@ -565,6 +565,12 @@ def _content(value, key: str, source: str, notes: list[str] | None = None) -> st
     if len(texts) > 1 and notes is not None and _SEVERAL_PARTS_NOTE not in notes:
         notes.append(_SEVERAL_PARTS_NOTE)
     return "".join(texts)
+
+
+def _untyped_part(part: dict) -> str | None:
+    """The type of a part that names none ({"text": ...}; Parquet and Arrow write a type left out as null): text,
+    unless it holds something else (an image beside a null text, as Arrow unites the parts' fields)."""
+    return "text" if all(v is None for k, v in part.items() if k not in ("type", "text")) else None
 
 
 _SEVERAL_PARTS_NOTE = ("messages with several text parts: joined with nothing between them, as Hugging Face's chat "
