@@ -64,6 +64,7 @@ def test_the_apps_paths_read_a_leading_tilde_as_home(monkeypatch, tmp_path):
     (tmp_path / "cfg.yaml").write_text("model: lorapilot-demo\n", encoding="utf-8")
     (tmp_path / "runs" / "r" / "adapter").mkdir(parents=True)
     (tmp_path / "runs" / "r" / "status.json").write_text("{}", encoding="utf-8")
+    (tmp_path / "runs" / "r" / "config.yaml").write_text("model: lorapilot-demo\n", encoding="utf-8")
     assert _wants_app(["~/cfg.yaml"])
     assert app_options(["~/cfg.yaml"]) == {"start": "wizard", "config_path": str(tmp_path / "cfg.yaml")}
     assert app_options(["monitor", "~/runs/r"])["run_dir"] == str(tmp_path / "runs" / "r")

@@ -98,6 +98,7 @@ async def test_the_monitor_opens_the_playground_on_a_finished_run_and_escape_ret
 def test_playground_verb_refuses_a_run_without_an_adapter(tmp_path, capsys):
     from tui.entry import main
 
+    (tmp_path / "config.yaml").write_text("model: demo\n")   # a run, not finished
     assert main(["playground", str(tmp_path)]) == 2
     assert "no adapter/ yet" in unwrapped(capsys.readouterr().err)
 

@@ -48,3 +48,15 @@ def test_the_monitor_refuses_a_folder_that_holds_no_run(places):
         (places / name).mkdir()
         (places / name / file).write_text(text)
         assert app_options(["monitor", str(places / name)])["run_dir"] == str(places / name)
+
+
+def test_the_playground_refuses_a_folder_that_holds_no_run(places):
+    """`lorapilot playground EMPTY` said 'no adapter/ yet (the run has not finished)' and advised `lorapilot monitor
+    EMPTY`, which refuses that folder: a folder that is no run is named as one, as chat and export name it."""
+    with pytest.raises(UserError, match=r"empty: not a run directory \(no config.yaml\)") as e:
+        app_options(["playground", str(places / "empty")])
+    assert "monitor" not in str(e.value) and "`lorapilot runs` lists them" in str(e.value)
+    with pytest.raises(UserError, match=r"nope: no such run directory"):
+        app_options(["playground", str(places / "nope")])
+    with pytest.raises(UserError, match=r"file: not a folder"):
+        app_options(["playground", str(places / "file")])

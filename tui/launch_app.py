@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import EXIT_BAD_INPUT, UserError, print_error, shell_word
-from engine.rundir import ADAPTER_DIR, CONFIG_FILE, is_run_dir, not_a_run_dir
+from engine.rundir import ADAPTER_DIR, CONFIG_FILE, is_run_dir, not_a_run_dir, require_run_dir
 from engine.settings import user_path
 
 
@@ -51,9 +51,8 @@ def _finished_run(args: list[str]) -> str:
     """`lorapilot playground RUN_DIR`: a run directory with an adapter in it."""
     if len(args) != 1:
         raise UserError("playground needs one RUN_DIR (a finished run)", fix="try: lorapilot playground runs/<name>")
-    run_dir = Path(user_path(args[0]))
-    if not run_dir.is_dir():
-        raise not_a_run_dir(run_dir, "")
+    # a folder that is no run is named so (as chat and export name it), not "not finished" with a monitor to watch it
+    run_dir = require_run_dir(user_path(args[0]))
     if not (run_dir / ADAPTER_DIR).is_dir():
         raise UserError(f"{run_dir}: no adapter/ yet (the run has not finished)",
                         fix=f"watch it with `lorapilot monitor {shell_word(run_dir)}`; the playground opens once it is done")
