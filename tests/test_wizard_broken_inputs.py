@@ -205,3 +205,15 @@ async def test_a_key_of_the_opened_config_with_no_field_is_said_on_review_not_on
         assert ("! left out of mine.yaml: training.learning_rat: unknown key; did you mean 'learning_rate'?"
                 in str(box.render()).replace("\n", " ")), str(box.render())
         app.exit()
+
+
+def test_a_misspelt_section_is_left_out_in_the_validators_words_once(tmp_path):
+    """`trainig:` (a section's typo) with two keys under it: Review listed each key as 'trainig.learning_rate: not a
+    setting', without the validator's 'did you mean training?', once per key."""
+    from tui.wizard_state import initial_config, left_out_keys
+
+    path = tmp_path / "mine.yaml"
+    path.write_text("model: lorapilot-demo\ntrainig:\n  learning_rate: 1.0e-3\n  max_steps: 5\n", encoding="utf-8")
+    _, raw, notes = initial_config(str(path))
+    assert left_out_keys(raw, notes) == ["trainig: unknown key; did you mean 'training'?"]
+    assert left_out_keys({"x.y": 1}, []) == ["x.y: not a setting"]

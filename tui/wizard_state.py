@@ -495,7 +495,12 @@ def left_out_keys(overrides: dict[str, Any], notes: list[str]) -> list[str]:
     for line in "\n".join(notes).splitlines():
         text = line.strip().removeprefix("- ")
         said.setdefault(text.split(":", 1)[0], text)
-    return [said.get(key, f"{key}: not a setting") for key in overrides if key not in FIELDS]
+
+    def words(key: str) -> str:   # a key under a misspelt section (trainig.learning_rate): the section's problem
+        parts = key.split(".")
+        return next((said[".".join(parts[:n])] for n in range(len(parts), 0, -1) if ".".join(parts[:n]) in said),
+                    f"{key}: not a setting")
+    return list(dict.fromkeys(words(key) for key in overrides if key not in FIELDS))
 
 
 def initial_config(config_path: str | None) -> tuple[Config, dict[str, Any], list[str]]:
