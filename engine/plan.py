@@ -69,17 +69,19 @@ class Machine:
     bf16: bool | None = None
     why_no_kernels: str = ""
     varlen: bool = False             # torch's variable-length flash kernel runs here (Ampere or newer, torch >= 2.9)
+    varlen_window: bool = False      # ... with a sliding window (torch >= 2.12)
 
     @classmethod
     def for_gpu(cls, gpu: GpuSpec | None, processes: int = 1) -> Machine:
         """A GPU preset or detected card (engine.estimate.gpus.GpuSpec); None: this machine's CPU."""
         if gpu is None:
             return cls("cpu", "this machine's CPU", None, 1, kernels=False, bf16=False, why_no_kernels="no GPU")
-        from engine.train.speed import varlen_kernel_available
+        from engine.train.speed import varlen_kernel_available, varlen_window_available
 
         # flash kernels need the cards that do bf16 (Ampere and newer); the torch installed here plans for the pod
+        varlen = bool(gpu.bf16) and varlen_kernel_available()
         return cls("cuda", gpu.name, gpu.memory_gib, max(1, processes), kernels=True, bf16=gpu.bf16,
-                   varlen=bool(gpu.bf16) and varlen_kernel_available())
+                   varlen=varlen, varlen_window=varlen and varlen_window_available())
 
     @classmethod
     def for_hardware(cls, hw: Hardware, processes: int = 1) -> Machine:
@@ -89,11 +91,12 @@ class Machine:
         ok, why = liger_available(hw.device)
         if hw.device != "cuda":
             return cls("cpu", hw.name, None, max(1, processes), kernels=False, bf16=False, why_no_kernels=why)
-        from engine.train.speed import varlen_kernel_available
+        from engine.train.speed import varlen_kernel_available, varlen_window_available
 
         bf16 = bool(hw.bf16 and hw.capability and hw.capability[0] >= 8)
+        varlen = bf16 and varlen_kernel_available()
         return cls("cuda", hw.name, hw.memory_gib, max(1, processes), kernels=ok, bf16=bf16, why_no_kernels=why,
-                   varlen=bf16 and varlen_kernel_available())
+                   varlen=varlen, varlen_window=varlen and varlen_window_available())
 
 
 @dataclass
@@ -154,17 +157,19 @@ def attention_label(attention: str) -> str:
 
 
 def attention_for(machine: Machine, packing: bool, precision: str,
-                  softcap: bool = False) -> tuple[str, str]:
+                  softcap: bool = False, window: int | None = None) -> tuple[str, str]:
     """Packed rows on a GPU: torch's variable-length flash attention where it runs (1.21x flex's tokens/s eager,
     1.02x compiled, the same adapter within bf16 noise: benchmarks/results/user_path-s15-h200-2026-12-04.md),
     else flex attention; padded rows and the CPU: SDPA. softcap: the model soft-caps its attention logits (Gemma-2),
     which the flash kernel does not (it trained another attention than the model's, silently): flex attention for
     packed rows on a GPU, else eager attention: SDPA has no soft-capping, and transformers refuses it for Gemma-2 at
     load (a ValueError); eager is what it recommends. Eager keeps each layer's T x T scores and probabilities per head
-    (engine.estimate.memory.eager_scores_bytes)."""
+    (engine.estimate.memory.eager_scores_bytes). window: the model's sliding window where a packed row may outgrow it
+    (shorter than max_seq_length), which torch's varlen kernel takes from 2.12 on only: flex attention below that."""
     from engine.train.speed import LEVERS
 
     if (machine.device == "cuda" and packing and LEVERS.varlen_attention and machine.varlen and not softcap
+            and (window is None or machine.varlen_window)
             and precision in ("bf16", "fp16")):   # flash kernels take 16-bit inputs only
         from engine.train.varlen_attention import ATTENTION
 
@@ -487,8 +492,10 @@ def _plan_for(cfg: Config, machine: Machine, memory: str, parallelism: str, leng
     liger, why = liger_for(machine, info.arch.model_type if info is not None else None)
     if not liger:  # where it is, the trainer says which of its kernels it patched in (engine.train.speed)
         lines.append(f"kernels: plain PyTorch ({why})")
+    window = info.arch.sliding_window if info is not None else None
     attention, line = attention_for(machine, t.packing, precision,
-                                    softcap=info is not None and info.arch.attention_softcap)
+                                    softcap=info is not None and info.arch.attention_softcap,
+                                    window=window if window is not None and window < t.max_seq_length else None)
     lines.append(line)
     n_ranks = machine.processes
     examples_per_step = t.micro_batch_size * t.gradient_accumulation_steps * n_ranks

@@ -344,13 +344,44 @@ def test_the_estimate_and_the_trainer_read_the_kernel_from_the_same_torch(monkey
     from engine.model import Hardware
     from engine.plan import Machine, attention_for
 
-    from engine.train.speed import varlen_kernel_available
+    from engine.train.speed import torch_version
 
     real = importlib.metadata.version
     monkeypatch.setattr(importlib.metadata, "version", lambda name: version if name == "torch" else real(name))
-    varlen_kernel_available.cache_clear()                 # read once a process: this test swaps the torch
-    request.addfinalizer(varlen_kernel_available.cache_clear)
+    torch_version.cache_clear()                 # read once a process: this test swaps the torch
+    request.addfinalizer(torch_version.cache_clear)
     ampere = Hardware("cuda", "NVIDIA A100", bf16=True, capability=(8, 0), count=1, memory_gib=80.0)
     for machine in (Machine.for_gpu(get_gpu("a100-80")), Machine.for_hardware(ampere)):
         assert machine.varlen is runs
         assert attention_for(machine, True, "bf16")[0] == (va.ATTENTION if runs else "flex_attention")
+
+
+@pytest.mark.parametrize(("version", "windowed"), [("2.11.0+cu130", False), ("2.12.0", True), ("2.13.0+cpu", True)])
+def test_a_sliding_window_packs_through_flex_where_this_torch_varlen_has_none(monkeypatch, request, version, windowed):
+    """torch 2.9-2.11's varlen_attn takes no window: a sliding-window model (Mistral v0.1, Phi-3-mini-4k, Gemma-3)
+    whose rows may outgrow its window was planned onto it and failed at its first forward with the kernel's
+    ValueError. The plan packs it through flex attention there; a window no row can outgrow changes nothing."""
+    import importlib.metadata
+
+    from engine.config import Config
+    from engine.estimate.gpus import get_gpu
+    from engine.estimate.model_config import ModelInfo
+    from engine.estimate.params import architecture, count_params
+    from engine.plan import Machine, plan_run
+    from engine.train.speed import torch_version
+
+    real = importlib.metadata.version
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: version if name == "torch" else real(name))
+    torch_version.cache_clear()
+    request.addfinalizer(torch_version.cache_clear)
+    machine = Machine.for_gpu(get_gpu("a100-80"))
+    assert machine.varlen and machine.varlen_window is windowed
+    mistral = {"model_type": "mistral", "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,
+               "num_attention_heads": 32, "num_key_value_heads": 8, "vocab_size": 32000, "sliding_window": 4096}
+    for max_seq, window_matters in ((8192, True), (4096, False)):
+        cfg = Config(model="m")
+        cfg.training.max_seq_length = max_seq
+        arch = architecture(mistral)
+        plan = plan_run(cfg, machine, info=ModelInfo("m", mistral, "local", arch, count_params(arch)))
+        assert plan.attention == (va.ATTENTION if windowed or not window_matters else "flex_attention"), (max_seq,
+                                                                                                          plan.attention)

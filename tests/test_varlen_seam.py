@@ -82,10 +82,10 @@ def seam(tmp_path_factory, demo_model_dir):
     collate = Collator.__call__
     loss_inputs = PlannedTrainer.loss_inputs
 
-    def attention_for(machine, packing, precision, softcap=False):
+    def attention_for(machine, packing, precision, softcap=False, window=None):
         if Switch.varlen and packing:
             return va.ATTENTION, "attention: variable-length flash attention (a test forced it on the CPU)"
-        return planned_attention(machine, packing, precision, softcap)
+        return planned_attention(machine, packing, precision, softcap, window)
 
     @functools.wraps(reference_varlen)     # its signature: register() reads the kernel's keywords from it
     def kernel(query, key, value, cu_seq_q, *args, **kwargs):

@@ -8,7 +8,7 @@ Llama-like decoder from whatever keys it has, and flagged approximate.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Mapping
 
 from engine.errors import ConfigError, ModelError
 
@@ -65,6 +65,7 @@ class Architecture:
     notes: tuple[str, ...] = field(default=())
     attention: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")   # the attention's linears, by name
     shared_expert: bool = False           # MoE: a shared expert of linear layers beside the routed ones (not counted)
+    sliding_window: int | None = None     # the window of its sliding-window attention layers (sliding_window below)
 
     @property
     def q_dim(self) -> int:
@@ -137,6 +138,16 @@ def attention_targets(cfg: dict) -> tuple[str, ...]:
     return ("q_proj", "k_proj", "v_proj", "o_proj")
 
 
+def sliding_window(cfg: Mapping[str, Any]) -> int | None:
+    """The window of a model's sliding-window attention layers (Mistral's and Phi-3's every layer, Gemma-2's and
+    Gemma-3's sliding ones), None where no layer slides (Qwen2 names a window it does not use: its layer_types)."""
+    window = cfg.get("sliding_window")
+    types = cfg.get("layer_types")
+    if not window or (types is not None and "sliding_attention" not in types):
+        return None
+    return int(window)
+
+
 def architecture(cfg: dict) -> Architecture:
     """Layer shapes of a decoder-only model from its config.json mapping."""
     if isinstance(cfg.get("text_config"), dict):   # multimodal wrappers keep the decoder here
@@ -201,7 +212,8 @@ def architecture(cfg: dict) -> Architecture:
                         # Gemma-2's config class soft-caps at 50 where config.json does not say
                         attention_softcap=bool(cfg.get("attn_logit_softcapping", 50.0 if model_type == "gemma2"
                                                        else None)), exact=exact,
-                        notes=tuple(notes), attention=attention_targets(cfg), shared_expert=shared_expert)
+                        notes=tuple(notes), attention=attention_targets(cfg), shared_expert=shared_expert,
+                        sliding_window=sliding_window(cfg))
 
 
 def count_params(arch: Architecture) -> ParamCounts:

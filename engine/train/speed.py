@@ -83,20 +83,33 @@ LEVERS = Levers()
 
 
 VARLEN_TORCH = (2, 9)   # torch.nn.attention.varlen.varlen_attn, torch's public variable-length attention
+VARLEN_WINDOW_TORCH = (2, 12)   # its window_size: a sliding window (Mistral v0.1, Phi-3-mini-4k, Gemma-2/3)
 
 
 @functools.cache   # the installed torch does not change under a process; the estimate asks for every plan
-def varlen_kernel_available() -> bool:
-    """The installed torch has the variable-length attention kernel. Read from the package's version, not by
-    importing torch: the estimate plans with it in the app, which does not load torch (engine.plan.Machine)."""
+def torch_version() -> tuple[int, int] | None:
+    """The installed torch's (major, minor), read from the package's metadata, not by importing torch: the estimate
+    plans with it in the app, which does not load torch (engine.plan.Machine)."""
     import importlib.metadata
     import re
 
     try:
         found = re.match(r"(\d+)\.(\d+)", importlib.metadata.version("torch"))
     except importlib.metadata.PackageNotFoundError:
-        return False
-    return found is not None and (int(found[1]), int(found[2])) >= VARLEN_TORCH
+        return None
+    return None if found is None else (int(found[1]), int(found[2]))
+
+
+def varlen_kernel_available() -> bool:
+    """The installed torch has the variable-length attention kernel."""
+    version = torch_version()
+    return version is not None and version >= VARLEN_TORCH
+
+
+def varlen_window_available() -> bool:
+    """The installed torch's variable-length attention takes a sliding window."""
+    version = torch_version()
+    return version is not None and version >= VARLEN_WINDOW_TORCH
 
 
 def liger_available(device: str) -> tuple[bool, str]:

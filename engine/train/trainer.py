@@ -129,13 +129,10 @@ def packed_attention(model: Any, packing: bool, longest: int | None = None) -> d
 
 
 def sliding_window(config: Any) -> int | None:
-    """The window of a model's sliding-window attention layers (Mistral's and Phi-3's every layer, Gemma-2's and
-    Gemma-3's sliding ones), None where no layer slides (Qwen2 names a window it does not use: its layer_types)."""
-    window = getattr(config, "sliding_window", None)
-    types = getattr(config, "layer_types", None)
-    if not window or (types is not None and "sliding_attention" not in types):
-        return None
-    return int(window)
+    """A loaded model's sliding window, by the estimate's rule (engine.estimate.params.sliding_window)."""
+    from engine.estimate.params import sliding_window as window_of
+
+    return window_of({key: getattr(config, key, None) for key in ("sliding_window", "layer_types")})
 
 
 def packed_attention_inputs(inputs: dict[str, Any], *, own_block_mask: bool, varlen: bool) -> dict[str, Any]:
