@@ -1530,3 +1530,22 @@ def test_train_prints_a_finding_with_its_evidence_and_fix_as_inspect_data_does()
     assert format_record(rec) == ("pre-flight  [warning] lora_alpha_unusual: lora.alpha 300 is 18.8 x r\n"
                                   "            evidence: alpha/r = 18.8\n"
                                   "            fix: set lora.alpha to 32")
+
+
+@pytest.mark.parametrize("kept", [True, False])
+def test_resume_shows_the_step_it_resumes_from_while_the_trainer_loads(tmp_path, monkeypatch, kept):
+    """Stopped at step 37 with its last checkpoint at 30, then `train --resume`: status.json kept step 37 while the
+    resumed trainer loaded, so the monitor showed the stopped life's step until the first new log. Now it says the
+    checkpoint's step (or 0, with no checkpoint left) from the start."""
+    from engine import cli
+    from engine.train import launch
+
+    run = tmp_path / "run"
+    run.mkdir()
+    if kept:
+        _checkpoint(run, 30)
+    (run / "config.yaml").write_text(f"model: m\ndataset: {{path: {tmp_path / 'd.jsonl'}}}\ntraining: {{max_steps: 40}}\n")
+    (run / "status.json").write_text(json.dumps({"state": "stopped", "step": 37, "max_steps": 40}))
+    monkeypatch.setattr(launch, "_spawn", lambda *a, **k: subprocess.Popen(["true"]))
+    assert cli.main(["train", "--resume", str(run), "--detach"]) == 0
+    assert json.loads((run / "status.json").read_text())["step"] == (30 if kept else 0)
