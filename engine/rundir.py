@@ -1166,9 +1166,31 @@ def usable_checkpoint(run_dir: str | Path, also: Callable[[Path], str | None] | 
 
 # ---------------------------------------------------------------- records as lines
 
-def format_record(rec: dict) -> str | None:
+class LaunchStart:
+    """Tells, record by record, whether a train record is the first of its launch (the first of the run, the first
+    after a `resumed` event, or one whose step is not past the last's): its tokens/s covers the warm-up and, with
+    compiled layers, the compile, minutes at a fraction of the speed, so it is no measure of the speed. The one
+    rule for the monitor's panel and the lines of train.log and `lorapilot train`."""
+
+    def __init__(self) -> None:
+        self.last_step: float | None = None
+
+    def first(self, rec: dict) -> bool:
+        """Feeds a record; True for a train record that starts its launch."""
+        step = rec.get("step")
+        if rec.get("kind") == "event" and rec.get("code") == RESUMED:
+            self.last_step = None
+        if rec.get("kind") != "train" or not isinstance(step, (int, float)):
+            return False
+        first = self.last_step is None or step <= self.last_step
+        self.last_step = step
+        return first
+
+
+def format_record(rec: dict, warming_up: bool = False) -> str | None:
     """A record as one line of train.log or `lorapilot train`'s output (a finding: its evidence and fix on lines
-    of their own below it); its text made safe to print."""
+    of their own below it); its text made safe to print. `warming_up`: a train record that starts its launch
+    (LaunchStart), whose tokens/s is said to be still measured, as the monitor says."""
     kind, step = rec.get("kind"), rec.get("step")
     if kind == "train":
         parts = [f"step {step:>5}", f"loss {_float(rec.get('loss')):.4f}"]
@@ -1177,7 +1199,7 @@ def format_record(rec: dict) -> str | None:
         if isinstance(rec.get("grad_norm"), (int, float)):
             parts.append(f"grad {rec['grad_norm']:.3f}")
         if isinstance(rec.get("tokens_per_s"), (int, float)) and rec["tokens_per_s"]:
-            parts.append(f"{rec['tokens_per_s']:,.0f} tok/s")
+            parts.append("tok/s measuring" if warming_up else f"{rec['tokens_per_s']:,.0f} tok/s")
         return "  ".join(parts)
     if kind == "eval":
         return f"step {step:>5}  eval_loss {_float(rec.get('eval_loss')):.4f}"

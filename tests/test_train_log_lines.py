@@ -35,3 +35,38 @@ def test_a_pre_flight_finding_replayed_from_metrics_is_named_pre_flight_not_step
            "evidence": "", "fix": ""}
     assert format_record(rec) == "pre-flight  [info] few_target_tokens: short"
     assert format_record({**rec, "step": 12, "code": "loss_flat"}).startswith("step    12  [info] loss_flat")
+
+
+def test_train_log_says_step_ones_speed_is_being_measured_as_the_monitor_does(tmp_path, capsys):
+    """A launch's first train record holds its warm-up (and compile): train.log printed its '35 tok/s' as the speed
+    while the monitor said 'measuring'. The same rule (engine.rundir.LaunchStart) now decides both."""
+    from engine.train import callback as cbmod
+
+    cb = cbmod.RunDirCallback(tmp_path, collator=None, steps_per_epoch=10, stop_flag=None, stop_on=[])
+    cb._write("train", 1, loss=2.0, tokens_per_s=35.0)
+    cb._write("train", 2, loss=1.9, tokens_per_s=3686.4)
+    lines = capsys.readouterr().out.splitlines()
+    assert "tok/s measuring" in lines[0] and "35" not in lines[0], lines
+    assert "3,686 tok/s" in lines[1], lines
+
+
+def test_lorapilot_train_says_a_resumed_launchs_first_speed_is_being_measured(tmp_path):
+    """The foreground `lorapilot train --resume` prints the run's records: the first after the `resumed` event is a
+    new launch's warm-up, as the monitor counts it."""
+    import io
+    import subprocess
+
+    from engine.rundir import RESUMED, MetricsWriter
+    from engine.train.launch import RunHandle, follow
+
+    w = MetricsWriter(tmp_path)
+    w.write("train", 1, loss=2.0, tokens_per_s=35.0)
+    w.write("train", 2, loss=1.9, tokens_per_s=3686.4)
+    w.write("event", 2, code=RESUMED, message="resumed from checkpoint-2")
+    w.write("train", 3, loss=1.8, tokens_per_s=41.0)
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    out = io.StringIO()
+    follow(RunHandle(tmp_path, proc.pid, proc), out=out, poll_s=0.01)
+    trains = [line for line in out.getvalue().splitlines() if "loss" in line]
+    assert ["measuring" in line for line in trains] == [True, False, True], trains

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any, Iterable
 from transformers import TrainerCallback
 
 from engine.diagnose.live import LogNews
-from engine.rundir import CHECKPOINT_RUN_FILE, FAST_DECODE_COMPILE, MetricsWriter, format_record, write_status
+from engine.rundir import (CHECKPOINT_RUN_FILE, FAST_DECODE_COMPILE, LaunchStart, MetricsWriter, format_record,
+                           write_status)
 from engine.settings import GIB
 from engine.train.sample_budget import SAMPLE_TIME_SHARE, SampleBudget
 
@@ -140,6 +141,7 @@ class RunDirCallback(TrainerCallback):
         # A resumed run's configured learning rate: the restored optimizer and schedule carry the old one.
         self.learning_rate = learning_rate
         self._log_news = LogNews()   # metrics.jsonl keeps every verdict; train.log says one when it changes
+        self._launch = LaunchStart()  # this launch's first train record: its tokens/s holds the warm-up
 
     # ---- helpers
     def _status(self, **fields: Any) -> None:
@@ -150,7 +152,7 @@ class RunDirCallback(TrainerCallback):
         if self.writer is None:  # not the main rank
             return None
         rec = self.writer.write(kind, step, **fields)
-        _echo(rec)
+        _echo(rec, self._launch.first(rec))
         if self.diagnostics is not None:
             for finding in self.diagnostics.update([rec]):
                 at = finding.step if finding.step is not None else step  # live findings always name their step
@@ -354,10 +356,10 @@ class RunDirCallback(TrainerCallback):
         self._status(last_checkpoint=path)
 
 
-def _echo(rec: dict) -> None:
+def _echo(rec: dict, warming_up: bool = False) -> None:
     """The record as one line of train.log (the trainer's stdout), as `lorapilot train` prints it: the Trainer's
     own printer, whose dicts repeated every metric in Python syntax, is removed (engine.train.run)."""
-    line = format_record(rec)
+    line = format_record(rec, warming_up)
     if line:
         print(line, flush=True)
 

@@ -21,7 +21,7 @@ from engine.detached import spawn_detached
 from engine.errors import DataError, UserError, shell_word
 from engine.rundir import (ADAPTER_DIR, ADAPTER_FILES, CHECKPOINTS_DIR, CONFIG_FILE, FINAL_STATES, LOCK_FILE,
                            LOG_FILE, METRICS_FILE, STATUS_FILE, STATUS_LOCK_FILE, STOP_REQUEST_FILE, MetricsTail,
-                           RunLock, adapter_problem, check_remote_code, checkpoint_lookalikes, checkpoint_step,
+                           LaunchStart, RunLock, adapter_problem, check_remote_code, checkpoint_lookalikes, checkpoint_step,
                            create_request_file, disk_full_path, format_record, load_status, lock_held, pid_alive,
                            planned_steps, process_start, read_status, require_run_dir, trainer_pid, usable_checkpoint,
                            write_status)
@@ -322,6 +322,7 @@ def follow(handle: RunHandle, out=sys.stdout, poll_s: float = 0.5, place=None) -
     run directory held open since the start; moved while the run trains, it is followed where it went (its records,
     the stop request, the words on leaving it running), as the trainer's own end is (cli._report_end)."""
     tail = MetricsTail(handle.run_dir)
+    launch = LaunchStart()
     stopping = False
 
     def read_new() -> None:
@@ -330,7 +331,7 @@ def follow(handle: RunHandle, out=sys.stdout, poll_s: float = 0.5, place=None) -
             handle.run_dir = moved.now
             tail.path = moved.now / METRICS_FILE
         for rec in tail.read_new():
-            line = format_record(rec)
+            line = format_record(rec, launch.first(rec))
             if line:
                 print(line, file=out, flush=True)
 

@@ -21,7 +21,7 @@ from engine.diagnose.codes import STATE_CODES
 from engine.diagnose.finding import SEVERITY_RANK, Finding
 from engine.eta import Eta, Pace, Schedule, eta
 from engine.run_clock import RunClock
-from engine.rundir import FINAL_STATES, RESUMED
+from engine.rundir import FINAL_STATES, RESUMED, LaunchStart
 
 if TYPE_CHECKING:
     from engine.gpu import GpuSample
@@ -133,6 +133,7 @@ class RunHistory:
     # records; whether the last train record is the first of its launch (its interval holds the warm-up).
     _prev_train: tuple[float, float, float | None] | None = None
     _first_of_life: bool = True
+    _launch: LaunchStart = field(default_factory=LaunchStart)
     _tokens: float = 0.0
     _tokens_s: float = 0.0
     versions: dict[str, int] = field(default_factory=lambda: dict.fromkeys(
@@ -154,6 +155,7 @@ class RunHistory:
             step = _num(rec.get("step"))
             t = _num(rec.get("time"))
             self.clock.add(rec)
+            first_of_life = self._launch.first(rec)
             if t is not None:
                 self.first_time = t if self.first_time is None else min(self.first_time, t)
                 self.last_time = t if self.last_time is None else max(self.last_time, t)
@@ -161,6 +163,7 @@ class RunHistory:
                 continue
             self.pace.add(rec)
             if kind == "train":
+                self._first_of_life = first_of_life
                 self._apply_train(rec, step, t, changed)
             elif kind == "eval":
                 v = _num(rec.get("eval_loss"), allow_nan=True)
@@ -212,9 +215,7 @@ class RunHistory:
             prev, seen = self._prev_train, _num(rec.get("tokens_seen"))
             # Each record's rate covers the training since the one before, its pauses left out (the trainer's
             # tokens_seen says how many tokens; older records without it: the rate over the whole interval). A
-            # launch's first record covers its warm-up and compile: no interval (a resume's steps back, or follows
-            # the `resumed` event).
-            self._first_of_life = prev is None or step <= prev[1]
+            # launch's first record covers its warm-up and compile: no interval (engine.rundir.LaunchStart).
             if not self._first_of_life and prev and tps and t > prev[0]:
                 tokens = seen - prev[2] if seen is not None and prev[2] is not None and seen > prev[2] \
                     else tps * (t - prev[0])
