@@ -433,3 +433,24 @@ def test_a_sweep_directory_moved_while_it_runs_is_followed_and_says_where_it_wen
     assert first["state"] == "failed" and first["error"] == trainer_said and first["eval_loss"] == 2.2, first
     assert second["state"] == "skipped"
     assert prepare_resume(moved, s, now=time.time()) and [t["state"] for t in s["trials"]] == ["pending", "pending"]
+
+
+@pytest.mark.parametrize("devices, n_started", [([], 0), (["0", "1"], 2)])
+def test_the_budget_check_times_trials_sharing_a_device_as_the_plan_does(tmp_path, monkeypatch, devices, n_started):
+    """Two lanes on one device: each trial takes about twice its estimate (timed alone), as the plan counts
+    (time_lanes); the driver's budget check used the estimate as it is and started trials that could not end inside
+    the budget. On two devices they run side by side, each in its estimate's time."""
+    from engine.sweep.driver import Driver
+
+    d = tmp_path / "sw"
+    now = time.time()
+    sweep = a_sweep(d, [trial(1e-4), trial(2e-4)], run_started=now, lanes=2, devices=devices,
+                    plan={"trial_s": 100.0, "budget_s": 150.0})
+    started = []
+    monkeypatch.setattr(Driver, "_start", lambda self, t: started.append(t["id"]) or self.handles.update({t["id"]: 0}))
+    driver = Driver(d)
+    driver.sweep.update(sweep)
+    driver._start_more()
+    assert len(started) == n_started
+    if not n_started:
+        assert "a trial takes about 3.3 min" in driver.sweep["trials"][0]["stop_reason"]

@@ -25,7 +25,7 @@ from engine.detached import spawn_detached
 from engine.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_RUN_FAILED, UserError, shell_word
 from engine.rundir import (CONFIG_FILE, FINAL_STATES, METRICS_FILE, MetricsTail, RunPlace, pid_alive, read_metrics,
                            read_status, safe_text)
-from engine.sweep.plan import Trial, halving_should_stop, trial_config
+from engine.sweep.plan import Trial, halving_should_stop, trial_config, trial_wall_s
 from engine.sweep.report import RESULT_KEYS, choose_winner, table_rows, trial_metrics
 from engine.sweep.sweepdir import (SWEEP_FILE, SWEEP_LOG, SWEEP_STOP_FILE, TRIAL_PENDING, TRIAL_SKIPPED,
                                    elapsed_s, predicted_trial_s, read_sweep, write_sweep)
@@ -162,6 +162,10 @@ class Driver:
             if len(self.handles) >= lanes:
                 return
             predicted = self._predicted_trial_s()
+            if predicted and not self.sweep["plan"].get("measured_trial_s"):
+                # the estimate times a trial alone: trials sharing a device take as long as one after another
+                at_once = min(lanes, len(self.handles) + len(self._pending()))
+                predicted = trial_wall_s(predicted, at_once, self.sweep.get("devices") or [])
             elapsed = elapsed_s(self.sweep, time.time())
             if budget and predicted and elapsed + predicted > budget:
                 for rest in self._pending():

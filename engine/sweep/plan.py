@@ -177,6 +177,13 @@ def time_lanes(lanes: int, devices: list[str]) -> int:
     return max(1, min(lanes, len(devices)))
 
 
+def trial_wall_s(trial_s: float, at_once: int, devices: list[str]) -> float:
+    """One trial's wall time with `at_once` trials running on `devices`: `trial_s` times a trial alone, and trials
+    sharing a GPU (or the CPU) share its compute (time_lanes), so each takes as long as those sharing it together."""
+    at_once = max(1, at_once)
+    return trial_s * math.ceil(at_once / time_lanes(at_once, devices))
+
+
 def sweep_seconds(n_trials: int, trial_s: float, lanes: int) -> float:
     """Wall time of n equal trials run `lanes` at once (an upper bound: no trial stopped early)."""
     return math.ceil(n_trials / max(1, lanes)) * trial_s
