@@ -114,19 +114,26 @@ def test_a_resume_whose_driver_never_started_adds_no_time(tmp_path):
     assert sweep["spent_s"] == 120.0 and sweep["resumes"] == 2
 
 
+def driver_starting(d, sweep: dict, monkeypatch):
+    """A driver over sweep.json that has started what its budget allows (its trainers not launched): it, and the ids."""
+    from engine.sweep.driver import Driver
+
+    started: list[str] = []
+    monkeypatch.setattr(Driver, "_start", lambda self, t: started.append(t["id"]) or self.handles.update({t["id"]: 0}))
+    driver = Driver(d)
+    driver.sweep.update(sweep)
+    driver._start_more()
+    return driver, started
+
+
 def test_the_budget_counts_the_time_spent_before_the_resume(tmp_path, monkeypatch):
     """The budget compared the wall clock since the first start: a sweep resumed a day later had spent it all."""
-    from engine.sweep.driver import Driver
 
     d = tmp_path / "sw"
     now = time.time()
     sweep = a_sweep(d, [trial(1e-4), trial(2e-4)], started=now - 86400, spent_s=120.0, run_started=now,
                     plan={"trial_s": 100.0, "budget_s": 600.0})
-    started = []
-    monkeypatch.setattr(Driver, "_start", lambda self, t: started.append(t["id"]) or self.handles.update({t["id"]: 0}))
-    driver = Driver(d)
-    driver.sweep.update(sweep)
-    driver._start_more()
+    driver, started = driver_starting(d, sweep, monkeypatch)
     assert started == [sweep["trials"][0]["id"]]   # 120 s + 100 s fit 600 s
     driver.handles.clear()
     driver.sweep["spent_s"] = 550.0
@@ -440,17 +447,12 @@ def test_the_budget_check_times_trials_sharing_a_device_as_the_plan_does(tmp_pat
     """Two lanes on one device: each trial takes about twice its estimate (timed alone), as the plan counts
     (time_lanes); the driver's budget check used the estimate as it is and started trials that could not end inside
     the budget. On two devices they run side by side, each in its estimate's time."""
-    from engine.sweep.driver import Driver
 
     d = tmp_path / "sw"
     now = time.time()
     sweep = a_sweep(d, [trial(1e-4), trial(2e-4)], run_started=now, lanes=2, devices=devices,
                     plan={"trial_s": 100.0, "budget_s": 150.0})
-    started = []
-    monkeypatch.setattr(Driver, "_start", lambda self, t: started.append(t["id"]) or self.handles.update({t["id"]: 0}))
-    driver = Driver(d)
-    driver.sweep.update(sweep)
-    driver._start_more()
+    driver, started = driver_starting(d, sweep, monkeypatch)
     assert len(started) == n_started
     if not n_started:
         assert "a trial takes about 3.3 min" in driver.sweep["trials"][0]["stop_reason"]
