@@ -37,6 +37,15 @@ def test_trial_metrics_from_records():
     assert m["evals"] == [[3, 2.4], [6, 1.9]] and len(m["losses"]) == 6
 
 
+def test_a_trials_peak_is_the_allocators_never_nvidia_smis_used_memory():
+    """An older run's records have only nvidia-smi's used memory (gpu_mem_gib: the CUDA context and the allocator's
+    cache too, GiBs above its peak): the table's "peak GiB" fell back to it, one column with two kinds of number
+    compared as one. Left out ('-') where the allocator's peak was not recorded."""
+    old = trial_metrics(records([3.0, 2.5], [(2, 2.4)], gpu_mem_gib=[14.0]))
+    new = trial_metrics(records([3.0, 2.5], [(2, 2.4)], gpu_mem_gib=[14.0], gpu_peak_alloc_gib=[9.5]))
+    assert old["peak_mem_gib"] is None and new["peak_mem_gib"] == 9.5
+
+
 def test_a_trial_whose_loss_barely_moved_is_too_short_to_judge():
     m = trial_metrics(records([3.0, 2.99, 2.98, 2.97, 2.96, 2.95], [(3, 2.98), (6, 2.97)]))
     assert m["verdict"] == "too short to judge"  # not "well-fit": 1.7 % lower after 6 steps

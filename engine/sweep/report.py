@@ -36,7 +36,9 @@ def trial_metrics(records: list[dict]) -> dict:
                 recent = (recent + [rec["loss"]])[-TRAIN_WINDOW:]
             if _finite(rec.get("tokens_per_s")):
                 speeds.append(rec["tokens_per_s"])
-            mem = rec.get("gpu_peak_alloc_gib") or rec.get("gpu_mem_gib")
+            # The allocator's peak only: nvidia-smi's used memory (gpu_mem_gib, all an older run recorded) counts the
+            # CUDA context and the cache too, another kind of number that a column of peaks must not hold.
+            mem = rec.get("gpu_peak_alloc_gib")
             if isinstance(mem, list) and any(_finite(m) for m in mem):
                 peak = max([m for m in mem if _finite(m)] + ([peak] if peak is not None else []))
         elif kind == "eval" and isinstance(rec.get("eval_loss"), (int, float)):
