@@ -225,8 +225,29 @@ def test_a_messages_weight_of_0_is_kept_and_others_are_refused(tmp_path):
     notes: list[str] = []
     on_user = [*turns[:1], {**turns[1], "weight": 1.0}, *turns[2:]]
     assert read_rows(write_jsonl(tmp_path / "u.jsonl", [{"conversations": on_user}]), notes=notes)[0] == rows
-    assert notes == ["user and system turns with weight 1 in the data are not trained: lorapilot trains the answers "
+    assert notes == ["user and system turns with weight 1 (or training: true) in the data are not trained: lorapilot trains the answers "
                      "only (axolotl's chat_template would train them)"]
+
+
+def test_a_messages_training_false_is_weight_0_and_train_detail_is_refused(tmp_path):
+    """axolotl's other per-message keys: `training: false` (its chat_template's message_field_training) was ignored and
+    the answer trained; now it is an answer of weight 0, one rule. A non-boolean, or a `weight` it contradicts, is
+    refused; `train_detail` (character spans to train) cannot be honoured here: refused, naming file, line and key."""
+    turns = [{"role": "user", "content": "U"}, {"role": "assistant", "content": "A", "training": False},
+             {"role": "user", "content": "V", "training": None}, {"role": "assistant", "content": "B", "training": True}]
+    rows, _, _ = read_rows(write_jsonl(tmp_path / "d.jsonl", [{"messages": turns}]))
+    assert rows[0]["messages"] == [{"role": "user", "content": "U"}, {"role": "assistant", "content": "A", "weight": 0},
+                                   {"role": "user", "content": "V"}, {"role": "assistant", "content": "B"}]
+    span = [{"begin_offset": 0, "end_offset": 1, "train": True}]
+    for i, field, value, match in [
+            (1, "training", "no", r'messages\[1\]\.training is "no"; lorapilot reads true .* or false'),
+            (1, "weight", 1, r"messages\[1\] has weight 1 and training false"),
+            (3, "train_detail", span, r"messages\[3\]\.train_detail: character spans to train are not read")]:
+        bad = [dict(t) for t in turns]
+        bad[i][field] = value
+        path = write_jsonl(tmp_path / "b.jsonl", [{"messages": turns}, {"messages": bad}])
+        with pytest.raises(DataError, match=rf"^{re.escape(str(path))}:2: {match}"):
+            read_rows(path)
 
 
 def test_explicit_format_is_used(tmp_path):

@@ -10,7 +10,8 @@ row came from ("train.jsonl:12", "train.csv:7", "train.parquet: row 3"; see
                (ShareGPT `conversations` with from/value is mapped here; a row with
                tool definitions, tool calls or tool turns is refused: text only;
                content parts are joined, an image part refused; an answer's
-               `weight: 0` leaves it untrained; a list stored as JSON text is read;
+               `weight: 0` (axolotl's `training: false`) leaves it untrained;
+               `train_detail` is refused; a list stored as JSON text is read;
                TRL's conversational {"prompt": [...], "completion": [...]} is read
                as its prompt's turns, then the completion's, the completion trained)
 - completion:  {"prompt", "completion"}
@@ -584,20 +585,37 @@ _WEIGHTS = (0, 1)
 def _weight(m: dict, role: str, key: str, source: str, notes: list[str] | None) -> int:
     """A message's weight, 0 or 1 (absent or null: 1). A fraction is refused (no per-turn loss scale here). 1 on a
     turn that is no answer is read, a note saying it is not trained: datasets put a weight on every turn (OpenHermes),
-    and only answers are trained here."""
-    w = m.get("weight")
-    if w is None or (isinstance(w, float) and math.isnan(w)):  # Parquet's missing value
-        return 1
-    if not isinstance(w, (int, float)) or w not in _WEIGHTS:  # true and false are 1 and 0
+    and only answers are trained here. axolotl's chat_template says the same with `training` (true or false), read
+    as weight 1 or 0; its `train_detail` (character spans to train) cannot be honoured here, and is refused."""
+    w, t = (_missing_as_none(m.get(k)) for k in ("weight", "training"))
+    if w is not None and (not isinstance(w, (int, float)) or w not in _WEIGHTS):  # true and false are 1 and 0
         raise DataError(f"{source}: {key}.weight is {json.dumps(w, default=str)}; lorapilot "
                         "reads 0 (not trained, kept as context) or 1 (trained)",
                         fix="set each message's weight to 0 or 1, or leave it out")
-    if w and role != "assistant" and notes is not None and _WEIGHT_1_NOTE not in notes:
+    if t is not None and not isinstance(t, bool):
+        raise DataError(f"{source}: {key}.training is {json.dumps(t, default=str)}; lorapilot "
+                        "reads true (trained) or false (not trained, kept as context)",
+                        fix="set each message's training to true or false, or leave it out")
+    if w is not None and t is not None and bool(w) != t:
+        raise DataError(f"{source}: {key} has weight {json.dumps(w)} and training {json.dumps(t)}; which one is meant?",
+                        fix="keep one of the two")
+    if _has_text(m.get("train_detail")):
+        raise DataError(f"{source}: {key}.train_detail: character spans to train are not read: lorapilot trains "
+                        "a whole answer or none of it",
+                        fix="leave out train_detail; to keep an answer as context only, set its training to false")
+    trained = int(w) if w is not None else int(t) if t is not None else 1
+    if trained and role != "assistant" and (w is not None or t is not None) and notes is not None \
+            and _WEIGHT_1_NOTE not in notes:
         notes.append(_WEIGHT_1_NOTE)
-    return int(w)
+    return trained
 
 
-_WEIGHT_1_NOTE = ("user and system turns with weight 1 in the data are not trained: lorapilot trains the answers only "
+def _missing_as_none(value):
+    """None for an absent value: null, or Parquet's NaN."""
+    return None if value is None or isinstance(value, float) and math.isnan(value) else value
+
+
+_WEIGHT_1_NOTE = ("user and system turns with weight 1 (or training: true) in the data are not trained: lorapilot trains the answers only "
                   "(axolotl's chat_template would train them)")
 
 
