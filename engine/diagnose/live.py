@@ -65,8 +65,17 @@ FLAT_MAX_DROP = 0.05
 # ...and the smoothed loss never went more than 15 % below its start: a loss
 # that fell and came back up is climbing (loss_explosion), not flat.
 FLAT_NEVER_BELOW = 0.15
-# Start and recent loss are means of this many logs, to average out noise.
+# Start and recent loss are means of this many logs, to average out noise ...
 FLAT_WINDOW = 3
+# ... and of more where the run's own noise (see NOISE_WINDOW) calls for it: a run that logs every step of a small
+# batch swings +-30 % from log to log, and two means of 3 logs differed by 25 % on noise alone, so a healthy run's
+# slow drop read as "flat" (5 in 100 such synthetic runs) and a flat run's smoothed loss dipped 15 % below its start
+# on noise (4 flat runs in 5 never called flat). Each window takes as many logs as keep the difference of the two
+# means within FLAT_NOISE_SE (its standard error, in ln loss), up to FLAT_MAX_WINDOW; the dip must also stand out of
+# the smoothed loss's own noise, as loss_explosion's climb does. At +-30 %: 1 healthy run in 100 called flat, 97 flat
+# runs in 100 caught (later: ~step 130 of 300, where the means have their logs).
+FLAT_NOISE_SE = 0.04
+FLAT_MAX_WINDOW = 100
 
 # --- loss_near_zero
 # Mean of the last FLAT_WINDOW losses under 0.05 nats: the model reproduces its
@@ -177,7 +186,7 @@ class LiveDiagnostics:
         # training-loss summaries
         self._losses_seen = 0
         self._first_losses: list[float] = []
-        self._recent_losses: deque[float] = deque(maxlen=FLAT_WINDOW)
+        self._recent_losses: deque[float] = deque(maxlen=FLAT_MAX_WINDOW)
         self._ema: float | None = None
         self._residuals: deque[float] = deque(maxlen=NOISE_WINDOW)   # ln(loss / smoothed loss before it)
         self._ema_min = math.inf
@@ -259,7 +268,7 @@ class LiveDiagnostics:
     def _remember_loss(self, loss: float) -> float:
         """Takes in a finite training loss; returns the smoothed loss it makes."""
         self._losses_seen += 1
-        if len(self._first_losses) < FLAT_WINDOW:
+        if len(self._first_losses) < FLAT_MAX_WINDOW:
             self._first_losses.append(loss)
         self._recent_losses.append(loss)
         if self._ema is not None and loss > 0 and self._ema > 0:
@@ -274,6 +283,21 @@ class LiveDiagnostics:
             return max(floor, NOISE_UNMEASURED)
         mid = statistics.median(self._residuals)
         return max(floor, 1.4826 * statistics.median(abs(r - mid) for r in self._residuals))
+
+    def _ema_wobble(self, sigmas: float) -> float:
+        """`sigmas` of the smoothed loss's own deviation, in ln loss: the logs' noise through the EMA (sqrt(a / (2 - a))
+        of it)."""
+        return sigmas * self._noise(floor=0.0) * math.sqrt(EMA_ALPHA / (2 - EMA_ALPHA))
+
+    def _flat_window(self) -> int:
+        """Logs in each of loss_flat's means: FLAT_WINDOW, more where the run's noise needs them (FLAT_NOISE_SE)."""
+        needed = math.ceil(2 * (self._noise(floor=0.0) / FLAT_NOISE_SE) ** 2)
+        return max(FLAT_WINDOW, min(FLAT_MAX_WINDOW, needed))
+
+    def _recent_mean(self, n: int = FLAT_WINDOW) -> float:
+        """The mean of the last n training losses (of as many as there are; NaN before the first)."""
+        recent = list(self._recent_losses)[-n:]
+        return statistics.fmean(recent) if recent else math.nan
 
     def _check_nonfinite(self, step: int, time: float | None, loss: float | None,
                          grad: float | None) -> _Alert | None:
@@ -298,8 +322,7 @@ class LiveDiagnostics:
     def _check_explosion(self, step: int, time: float | None, loss: float, ema: float,
                          before: float | None, noise: float) -> _Alert | None:
         start = self._first_losses[0]
-        # the smoothed loss's own deviation: the logs' noise through the EMA (sqrt(a / (2 - a)) of it)
-        wobble = CLIMB_NOISE_SIGMAS * self._noise(floor=0.0) * math.sqrt(EMA_ALPHA / (2 - EMA_ALPHA))
+        wobble = self._ema_wobble(CLIMB_NOISE_SIGMAS)
         climbing = ema >= CLIMB_FACTOR * math.exp(wobble) * self._ema_min and ema - self._ema_min >= CLIMB_MIN_NATS
         self._climb_logs = self._climb_logs + 1 if climbing else 0
         fix = ("Lower the learning rate 10x, keep gradient clipping on (max_grad_norm 0.3), use more warmup; "
@@ -320,27 +343,31 @@ class LiveDiagnostics:
         return None
 
     def _check_flat(self, step: int, time: float | None) -> _Alert | None:
-        start = statistics.fmean(self._first_losses)
-        recent = statistics.fmean(self._recent_losses)
+        n = self._flat_window()
+        if self._losses_seen < 2 * n:   # the noise, measured since, asks for more logs than the run has
+            return None
+        start = statistics.fmean(self._first_losses[:n])
+        recent = self._recent_mean(n)
         drop = (start - recent) / start if start > 0 else 0.0
-        if drop >= FLAT_MAX_DROP or self._ema_min < start * (1 - FLAT_NEVER_BELOW):
+        dipped = self._ema_min < start * (1 - FLAT_NEVER_BELOW) * math.exp(-self._ema_wobble(CLIMB_NOISE_SIGMAS))
+        if drop >= FLAT_MAX_DROP or dipped:
             return None
         return _Alert(Finding("loss_flat", "warning", step,
                               f"After {step} steps ({step - self._warmup_end} at full learning rate) the loss "
                               "has barely moved from where it started.",
-                              f"mean loss {recent:.3f} over the last {len(self._recent_losses)} logs vs {start:.3f} "
+                              f"mean loss {recent:.3f} over the last {n} logs vs {start:.3f} "
                               f"at the start ({drop:+.1%}; a working run drops ~25 % by step 50)",
                               "Raise the learning rate 10x (if the loss starts moving it was too low), and check "
                               "the labels: if every label is -100 there is nothing to learn "
                               "(`lorapilot inspect-data`).", time))
 
     def _check_near_zero(self, step: int, time: float | None) -> _Alert | None:
-        recent = statistics.fmean(self._recent_losses)
+        recent = self._recent_mean()
         if len(self._recent_losses) < FLAT_WINDOW or recent >= NEAR_ZERO_LOSS:
             return None
         return _Alert(Finding("loss_near_zero", "warning", step,
                               "The training loss is near 0: the model is memorising its training examples.",
-                              f"mean loss {recent:.4f} over the last {len(self._recent_losses)} logs",
+                              f"mean loss {recent:.4f} over the last {FLAT_WINDOW} logs",
                               "Stop at the checkpoint with the lowest eval loss; train fewer epochs, add data, "
                               "raise LoRA dropout or lower r. (Fine only if every answer is fully determined by "
                               "its prompt, e.g. a fixed format.)", time))
@@ -388,7 +415,7 @@ class LiveDiagnostics:
         if not math.isfinite(eval_loss):
             return [("nan_loss", _Alert(Finding("nan_loss", "error", step, "The eval loss is NaN or infinite.",
                                                 f"eval_loss={eval_loss} at step {step}", NAN_FIX, time)))]
-        train = statistics.fmean(self._recent_losses) if self._recent_losses else None
+        train = self._recent_mean() if self._recent_losses else None
         if self._evals and step <= self._evals[-1].step:
             # A resumed run evaluates again the steps after its checkpoint: the new evaluation replaces those (as the
             # monitor's chart does), or one evaluation after the best would count as two.
