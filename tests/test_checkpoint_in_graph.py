@@ -3,8 +3,8 @@ measures it; engine.train.compiled_layers._checkpointed), on the real 4-bit demo
 
 Against today's compiled path (transformers' checkpoint around the compiled forward): the same losses and adapter
 gradients over an accumulated step, with the mask-free dropout and without dropout; one graph, no graph break; a
-backward graph that recomputes 6 of the layer's 7 base 4-bit matmuls (not down_proj's) and hashes each mask once,
-where today's recompute runs the whole forward graph again. A compile failure (a graph break is one here) goes back
+backward graph that recomputes 6 of the layer's 7 base 4-bit matmuls (not down_proj's), where today's recompute runs
+the whole forward graph again, and keeps no adapter's dropped input alive from its recompute to its weight gradient. A compile failure (a graph break is one here) goes back
 to eager layers under transformers' checkpoint. The compiled checks use aot_eager with AOTAutograd's min-cut
 partitioner (inductor's) under LORAPILOT_TEST_COMPILE=1, as tests/test_mask_free_dropout.py's do.
 """
@@ -89,6 +89,31 @@ def _counts(gm) -> collections.Counter:
     return counts
 
 
+_VIEWS = {torch.ops.aten.view.default, torch.ops.aten._unsafe_view.default, torch.ops.aten.reshape.default,
+          torch.ops.aten.t.default, torch.ops.aten.transpose.int, torch.ops.aten.permute.default}
+
+
+def _dropped_inputs_alive_at_once(gm, p: float = 0.1) -> int:
+    """The most dropped adapter inputs (x * keep * 1 / (1 - p), a matmul's operand) alive at once in a graph, each
+    from its node to its storage's last use (through views)."""
+    scale = mfd.keep_scale(mfd.drop_threshold(p))
+    nodes = list(gm.graph.nodes)
+    order = {node: i for i, node in enumerate(nodes)}
+
+    def base(node):
+        while node.op == "call_function" and node.target in _VIEWS:
+            node = node.args[0]
+        return node
+
+    def last_use(node) -> int:
+        return max([order[node]] + [last_use(u) if u.target in _VIEWS else order[u] for u in node.users])
+
+    dropped = {base(a) for n in nodes if n.target is torch.ops.aten.mm.default for a in n.args}
+    spans = [(order[n], last_use(n)) for n in dropped
+             if n.target is torch.ops.aten.mul.Tensor and scale in n.args]
+    return max((sum(a <= i <= b for a, b in spans) for i in range(len(nodes))), default=0)
+
+
 @compile_tests
 @pytest.mark.parametrize("dropout", [0.1, 0.0], ids=["mask-free dropout", "no dropout"])
 def test_it_trains_what_todays_compiled_layers_do_and_recomputes_no_down_proj(demo_model_dir, dropout):
@@ -133,7 +158,11 @@ def test_it_trains_what_todays_compiled_layers_do_and_recomputes_no_down_proj(de
     assert counts["forward"]["4-bit matmuls"] == 7 and counts["backward"]["4-bit matmuls"] == 6
     masks = 7 if dropout else 0
     assert ref_counts["forward"]["masks hashed"] == ref_counts["backward"]["masks hashed"] == masks   # 21 a step
-    assert counts["forward"]["masks hashed"] == counts["backward"]["masks hashed"] == masks           # 14 a step
+    # the backward graph hashes a mask for each adapter's recomputed output (not down_proj's, whose output nothing
+    # reads, but its lora_A's, which lora_B's weight gradient reads) and again for each weight gradient: 21 a step
+    assert counts["forward"]["masks hashed"] == masks and counts["backward"]["masks hashed"] == 2 * masks
+    # ...so that each dropped input dies at its matmul: the recompute's is not kept for the weight gradient
+    assert _dropped_inputs_alive_at_once(graphs[1][1]) == (1 if dropout else 0)
     # the mask-free dropout's seeds are drawn once, in the forward, and saved (the checkpoint's selective policy)
     assert counts["backward"]["seeds drawn again"] == 0
     assert counts["forward"]["seeds drawn again"] == ref_counts["forward"]["seeds drawn again"] == masks
@@ -309,5 +338,17 @@ def test_without_dropout_a_steps_peak_is_no_higher(demo_model_dir):
     backward graph keeps each adapter's dropped input from its recompute to its weight gradient, what the dropout's
     own checkpoint avoids today: benchmarks/results/checkpoint_in_graph-cpu-2026-12-06.md.)"""
     model = _model(demo_model_dir, 0.0)
+    today, in_graph = _step_peak(model, False), _step_peak(model, True)
+    assert in_graph <= today * 1.01, (in_graph, today)
+
+
+@compile_tests
+@pytest.mark.xfail(strict=True, reason="with the mask-free dropout the lever's backward graph still holds the "
+                   "recompute's norm outputs and silu(gate) until their gradients (+13 %): "
+                   "benchmarks/results/checkpoint_in_graph-cpu-2026-12-06.md")
+def test_with_the_mask_free_dropout_a_steps_peak_is_no_higher(demo_model_dir):
+    """The goal the lever is held to before a GPU measures it: no higher peak than today's compiled path. Dropped
+    inputs no longer add to it (test_it_trains_what_todays_compiled_layers_do_...'s liveness check); the rest does."""
+    model = _model(demo_model_dir, 0.1)
     today, in_graph = _step_peak(model, False), _step_peak(model, True)
     assert in_graph <= today * 1.01, (in_graph, today)
