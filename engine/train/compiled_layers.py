@@ -18,8 +18,9 @@ The checkpointing wrapper stays outside: the compiled layer runs in forward and 
 LEVERS.checkpoint_in_graph (off until a GPU measures it) puts the activation checkpoint inside the compiled region
 instead: dynamo makes torch's checkpoint a higher-order op, and AOTAutograd's partitioner saves the region's inputs
 (and the mask-free dropout's seeds) and recomputes in the backward graph only what the backward reads, fused with
-it. The recompute then skips the layer's output: down_proj's 4-bit matmul and its adapter (mask hash included),
-~7 % of a step's base matmul work on Llama-2-7B, and one compiled graph launch per layer.
+it. The recompute then skips the layer's output: down_proj's 4-bit matmul (~7 % of a step's base matmul work on
+Llama-2-7B) and its lora_B (lora_A's output is still recomputed, for lora_B's weight gradient), and one compiled
+graph launch per layer.
 """
 
 from __future__ import annotations
