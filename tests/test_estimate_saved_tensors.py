@@ -34,7 +34,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from conftest import saved_storages  # noqa: E402
+# by its package path: test_estimate_mask_free_dropout imports this module in a fresh interpreter, outside pytest
+from tests.conftest import saved_storages  # noqa: E402
 
 from engine.config import config_from_dict  # noqa: E402
 from engine.estimate.memory import (  # noqa: E402
