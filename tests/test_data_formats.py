@@ -759,3 +759,20 @@ def test_hub_id_offline_mode_not_in_cache(monkeypatch, tmp_path):
 def test_empty_path():
     with pytest.raises(DataError, match="dataset.path is empty"):
         read_rows("")
+
+
+def test_jsonl_with_old_mac_line_ends_reads_and_counts_as_its_rows(tmp_path):
+    """Lines split at "\\n" only (so that U+2028 inside a string splits nothing) refused a file whose lines end at a
+    lone "\\r" as 'Extra data', where it had read before; the estimate counted it as one row. Both read three rows,
+    and a U+2028 inside a string still splits nothing, a blank line of Unicode spaces is no row for either."""
+    from engine.data.formats import read_file_rows
+    from engine.estimate.dataset_size import count_examples
+
+    rows = [{"instruction": f"q{i}", "output": f"a{i}\u2028b"} for i in range(3)]
+    for end in ("\r", "\r\n", "\n"):
+        path = tmp_path / f"d{len(end)}{end == chr(13)}.jsonl"
+        text = end.join(json.dumps(r, ensure_ascii=False) for r in rows) + end + "\u00a0\u2003" + end
+        path.write_bytes(text.encode())
+        read, _ = read_file_rows(path)
+        assert read == rows, (repr(end), read)
+        assert count_examples(str(path)) == 3, repr(end)

@@ -37,7 +37,7 @@ import math
 import os
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -201,11 +201,17 @@ def _check_surrogates(obj: object, raw: str, where: str) -> None:
                         "which is not valid Unicode", fix="remove the escape or write the character itself")
 
 
+def jsonl_lines(stream: Iterable[str]) -> Iterator[str]:
+    """The lines of JSON Lines text, from a stream read with universal newlines (open(..., newline=None), or
+    io.StringIO(text, newline=None)): a line ends at "\n", "\r\n" or a lone "\r" (old Mac files), as editors count
+    them, and never at U+2028, U+2029 or U+0085, which JSON writes raw inside strings (ensure_ascii=False) and
+    str.splitlines splits at. JSON has no raw "\r" inside a string. The reader and the estimate's count use it."""
+    yield from stream
+
+
 def _read_jsonl_text(text: str, path: Path) -> tuple[list[dict], list[str]]:
     rows, sources = [], []
-    # Lines end at "\n" (and "\r\n") only, as JSON Lines and editors count them: str.splitlines also splits at
-    # U+2028, U+2029 and U+0085, which JSON writes raw inside strings (ensure_ascii=False), so a valid row was refused.
-    for lineno, line in enumerate(text.split("\n"), start=1):
+    for lineno, line in enumerate(jsonl_lines(io.StringIO(text, newline=None)), start=1):
         if not line.strip():
             continue
         try:

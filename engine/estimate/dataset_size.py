@@ -25,8 +25,10 @@ def count_examples(path: str) -> int | None:
         return None
     suffix = p.suffix.lower()
     if suffix == ".jsonl":
-        with p.open("rb") as raw:
-            return sum(1 for line in raw if line.strip())
+        from engine.data.formats import jsonl_lines
+
+        with p.open(encoding="utf-8-sig", errors="replace", newline=None) as text:
+            return sum(1 for line in jsonl_lines(text) if line.strip())
     if suffix == ".json":
         return len(read_file_rows(p)[0])
     if suffix == ".csv":
