@@ -585,7 +585,7 @@ def _no_ops(cfg: Config) -> list[str]:
         out.append("training.parallelism: fsdp shards the model across GPUs, and training.num_gpus 1 trains on one: "
                    "nothing to shard; set num_gpus empty (every visible GPU) or 2 or more, or parallelism auto")
     if t.parallelism == "fsdp" and t.sample_prompts and t.sample_max_new_tokens > 0:
-        # rank 0 cannot generate alone from a sharded model (engine.train.distributed.sample_prompts_for)
+        # rank 0 cannot generate alone from a sharded model (engine.plan.samples_for)
         out.append("training.sample_prompts: samples are off while the model is sharded (training.parallelism fsdp); "
                    "leave sample_prompts empty (lorapilot chat RUN_DIR shows what the run learned), or parallelism "
                    "auto or ddp")

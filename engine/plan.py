@@ -128,6 +128,7 @@ class RunPlan:
     max_steps: int | None
     train_tokens: int | None         # tokens through the model over the whole run (for time)
     micro_batches: int | None        # forward passes over the whole run (each has a fixed cost)
+    samples_off: str | None = None   # why the evaluation samples training.sample_max_new_tokens asks for are not made
     lines: list[str] = field(default_factory=list)   # each choice and why, for train.log
     step_plan: StepPlan | None = field(default=None, repr=False)
 
@@ -456,7 +457,23 @@ def plan_run(cfg: Config, machine: Machine, *, lengths: list[int] | None = None,
                           + (" (auto: int8 weights are never sharded, a whole copy per GPU)"
                              if t.parallelism == "auto" and cfg.quantization == "int8" and machine.device == "cuda"
                              else ""))
+    best.samples_off, line = samples_for(cfg, best.parallelism)
+    if line:
+        best.lines.append(line)
     return best
+
+
+def samples_for(cfg: Config, parallelism: str) -> tuple[str | None, str | None]:
+    """(why the evaluation samples are off, the plan's line) or (None, None) where they are made as configured.
+
+    Rank 0 generates alone, and a sharded model's every forward gathers weights from all ranks: it would wait
+    forever. Generating on all ranks in lockstep would hang at the first token where they disagree. The trainer
+    makes no samples where this says so (engine.train.run.build_trainer).
+    """
+    if parallelism == "fsdp" and cfg.training.sample_max_new_tokens > 0:
+        return "the model is sharded", ("samples: off while the model is sharded (fsdp); lorapilot chat RUN_DIR "
+                                        "shows what it learned")
+    return None, None
 
 
 def _lean_stretch(memory: str, budget: int | None, step_plan: StepPlan, lengths: list[int],

@@ -151,14 +151,29 @@ def test_fsdp_arguments_wrap_the_decoder_layers_and_the_weights_load_shardable(d
     assert {p.dtype for p in plain.parameters() if type(p).__name__ == "Params4bit"} == {torch.uint8}
 
 
-def test_a_sharded_run_makes_no_samples_and_says_so():
-    from engine.train.distributed import sample_prompts_for
+def test_a_sharded_run_makes_no_samples_and_its_plan_says_so():
+    # parallelism auto choosing fsdp turned the samples off with a train.log line only: the wizard's review and
+    # `lorapilot estimate` said nothing, and the config refuses sample_prompts only under an explicit fsdp.
+    from engine.config import config_from_dict
+    from engine.estimate import read_model_config
+    from engine.estimate.command import plan_words
+    from engine.plan import Machine, plan_run
 
-    logs = []
-    assert sample_prompts_for("ddp", ["p1", "p2"], logs.append) == ["p1", "p2"] and not logs
-    assert sample_prompts_for("none", ["p1"], logs.append) == ["p1"]
-    assert sample_prompts_for("fsdp", ["p1"], logs.append) == [] and "off while the model is sharded" in logs[0]
-    assert sample_prompts_for("fsdp", [], logs.append) == [] and len(logs) == 1  # nothing to turn off, no line
+    def plan(model, memory_gib, **training):
+        cfg = config_from_dict({"model": model, "dataset": {"path": "x.jsonl"},
+                                "training": {"max_seq_length": 2048, **training}})
+        machine = Machine("cuda", "GPU", memory_gib, 2, kernels=True)
+        return plan_run(cfg, machine, lengths=[2048] * 64, info=read_model_config(cfg.model))
+
+    sharded = plan("llama-2-70b", 24)
+    assert sharded.parallelism == "fsdp" and sharded.samples_off == "the model is sharded"
+    assert any(line.startswith("samples: off while the model is sharded") for line in sharded.lines)
+    assert "samples off (the model is sharded)" in plan_words(sharded)
+    whole = plan("llama-2-7b", 80)
+    assert whole.parallelism == "ddp" and whole.samples_off is None
+    assert "samples" not in plan_words(whole) and not any(line.startswith("samples:") for line in whole.lines)
+    asked_none = plan("llama-2-70b", 24, sample_max_new_tokens=0)   # nothing to turn off, nothing said
+    assert asked_none.samples_off is None and "samples" not in plan_words(asked_none)
 
 
 def test_sharded_runs_reduce_gradients_in_fp32_and_leave_the_loss_uncast():

@@ -142,15 +142,3 @@ def unshard_head_before_loss(model) -> bool:
 
     norm.register_forward_pre_hook(gather_head)
     return True
-
-
-def sample_prompts_for(parallelism: str, prompts: list, log) -> list:
-    """The evaluation samples' prompts, none while the model is sharded.
-
-    Rank 0 generates alone, and a sharded model's every forward gathers weights from all ranks: it would wait
-    forever. Generating on all ranks in lockstep would hang at the first token where they disagree.
-    """
-    if parallelism == "fsdp" and prompts:
-        log("samples: off while the model is sharded (fsdp); lorapilot chat RUN_DIR shows what it learned")
-        return []
-    return prompts

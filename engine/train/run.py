@@ -394,7 +394,7 @@ def build_trainer(cfg: Config, run_dir: Path, inputs: Inputs, run_plan: RunPlan,
     from engine.data.prompt import PromptStyle
     from engine.samples import choose_prompts
     from engine.train.callback import RunDirCallback
-    from engine.train.distributed import is_main, sample_prompts_for
+    from engine.train.distributed import is_main
     from engine.train.resume_check import run_record
     from engine.train.speed import LEVERS
     from engine.train.trainer import PlannedTrainer, packed_attention
@@ -414,7 +414,8 @@ def build_trainer(cfg: Config, run_dir: Path, inputs: Inputs, run_plan: RunPlan,
     args = _training_arguments(cfg, run_dir, inputs, run_plan, built)
 
     style = PromptStyle(format=data.report.format, system=data.report.system_prompt)
-    prompts = sample_prompts_for(run_plan.parallelism, choose_prompts(cfg, tokenizer, data.validation, style), log)
+    # the plan said why not (engine.plan.samples_for), in train.log, the review and the estimate
+    prompts = [] if run_plan.samples_off else choose_prompts(cfg, tokenizer, data.validation, style)
     ckpt, resume_notes = resume_at
     callback = RunDirCallback(run_dir, collator=collator, steps_per_epoch=run_plan.steps_per_epoch, stop_flag=stop,
                               stop_on=t.stop_on, diagnostics=_live_diagnostics(run_dir, resume, data),
