@@ -470,13 +470,17 @@ def test_max_examples_caps_the_examples_the_trainer_keeps_for_training():
 
 def test_the_estimate_counts_the_training_examples_the_trainers_split_keeps():
     """The estimate's count (engine.estimate.dataset_size.training_examples) and the trainer's seeded draw
-    (engine.data.split_indices) of every small dataset and split: 2 rows at 0.9 counted 0 training examples."""
-    from engine.data import split_indices
+    (engine.data.split_indices) of every small dataset and split: 2 rows at 0.9 counted 0 training examples. Both
+    read one rule, engine.data.validation_count (the estimate had its own copy of the draw's count)."""
+    from engine.data import split_indices, validation_count
     from engine.estimate.dataset_size import training_examples
 
-    for n in range(0, 40):
-        for split in (0.0, 0.01, 0.05, 0.3, 0.5, 0.7, 0.9, 0.99):
-            assert training_examples(n, split, False) == len(split_indices(n, split, 42)[0]), (n, split)
+    for n in (*range(0, 40), 199, 200, 201, 1000):
+        for split in (0.0, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.3, 0.5, 0.7, 0.9, 0.99, 0.999):
+            train, val = split_indices(n, split, 42)
+            assert len(val) == validation_count(n, split) == n - training_examples(n, split, False), (n, split)
+            assert len(train) == training_examples(n, split, False), (n, split)
+            assert training_examples(n, split, True) == n   # a validation file: no share held out
 
 
 def test_the_trainers_pre_flight_counts_the_steps_its_plan_runs(tmp_path, monkeypatch):

@@ -12,7 +12,7 @@ from engine.errors import DataError
 
 __all__ = ["PreparedData", "read_rows", "load_examples", "prepare_examples", "tokenize_rows", "inspect_config",
            "inspect_dataset", "load_tokenizer",
-           "preview_segments", "split_indices", "DataReport", "TokenizedExample", "IGNORE_INDEX"]
+           "preview_segments", "split_indices", "validation_count", "DataReport", "TokenizedExample", "IGNORE_INDEX"]
 
 
 EMPTY_TURNS_NOTE = "assistant turns with no text, not trained (kept as context):"
@@ -35,13 +35,19 @@ def read_rows(path: str | os.PathLike, fmt: str = "auto", notes: list[str] | Non
     return _read(path, fmt, notes, revisions)
 
 
+def validation_count(n: int, fraction: float) -> int:
+    """Rows of n that dataset.validation_split `fraction` holds out: its share rounded, at least one to measure and
+    at least one to train on; none at 0 or under 2 rows. The one rule: split_indices draws this many, and the
+    estimate counts with it without reading a row (engine.estimate.dataset_size.training_examples)."""
+    if fraction <= 0 or n < 2:
+        return 0
+    return min(max(round(n * fraction), 1), n - 1)
+
+
 def split_indices(n: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
-    """(train, validation) row indices: a seeded draw, each list in file order. 0 -> no validation."""
-    n_val = int(round(n * fraction)) if fraction > 0 else 0
-    if fraction > 0 and n >= 2:
-        n_val = min(max(n_val, 1), n - 1)  # at least one to measure, at least one to train on
-    else:
-        n_val = 0
+    """(train, validation) row indices: a seeded draw of validation_count rows, each list in file order. 0 -> no
+    validation."""
+    n_val = validation_count(n, fraction)
     order = list(range(n))
     random.Random(seed).shuffle(order)
     val = set(order[:n_val])

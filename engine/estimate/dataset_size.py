@@ -58,11 +58,11 @@ def dataset_sizes(cfg: Config) -> tuple[int | None, int | None]:
 
 
 def training_examples(total: int, validation_split: float, has_validation_file: bool) -> int:
-    """Examples left for training once the validation share is held out: engine.data.split_indices' count (at least
-    one to measure and one to train on), without reading a row."""
-    if has_validation_file or not validation_split or total < 2:
-        return total
-    return total - min(max(round(total * validation_split), 1), total - 1)
+    """Examples left for training once the validation share is held out: the trainer's split's own count
+    (engine.data.validation_count), without reading a row; a validation file holds none out."""
+    from engine.data import validation_count
+
+    return total if has_validation_file else total - validation_count(total, validation_split)
 
 
 def token_lengths(cfg: Config) -> tuple[list[int], list[int], str | None]:
