@@ -24,7 +24,7 @@ ROWS = json.loads(FIXTURE.read_text())["rows"]
 # offloaded part of the layers' inputs (RunPlan.offload_layers), none regenerated its dropout masks
 # (RunPlan.mask_free_dropout, RunPlan.mask_hash32).
 ADDED_SINCE = {"compile_layers": False, "graph_dequant": False, "offload_layers": 0, "mask_free_dropout": False,
-               "mask_hash32": False}
+               "mask_hash32": False, "samples_off": None}
 
 
 def test_the_rows_cover_what_issue_22_asks():
