@@ -17,10 +17,10 @@ The checkpointing wrapper stays outside: the compiled layer runs in forward and 
 
 LEVERS.checkpoint_in_graph (off until a GPU measures it) puts the activation checkpoint inside the compiled region
 instead: dynamo makes torch's checkpoint a higher-order op, and AOTAutograd's partitioner saves the region's inputs
-(and the mask-free dropout's seeds) and recomputes in the backward graph only what the backward reads, fused with
-it. The recompute then skips the layer's output: down_proj's 4-bit matmul (~7 % of a step's base matmul work on
-Llama-2-7B) and its lora_B (lora_A's output is still recomputed, for lora_B's weight gradient), and one compiled
-graph launch per layer.
+(and each mask-free dropout's one-element seed) and recomputes in the backward graph only what the backward reads,
+fused with it. The recompute then skips the layer's output: down_proj's 4-bit matmul (~7 % of a step's base matmul
+work on Llama-2-7B) and its lora_B (lora_A's output is still recomputed, for lora_B's weight gradient), and one
+compiled graph launch per layer.
 """
 
 from __future__ import annotations
@@ -137,7 +137,7 @@ def _checkpointed(forward, name: str):
     """forward(self, *args, **kwargs) inside torch's non-reentrant activation checkpoint, to be compiled whole: one
     graph (fullgraph: a graph break is a compile failure, which CompileFallback answers, not a silent eager layer).
 
-    The mask-free dropout's seeds (engine.train.mask_free_dropout: torch.randint in the region) are saved, not drawn
+    Each mask-free dropout's seed (engine.train.mask_free_dropout: torch.randint in the region) is saved, not drawn
     again: a random op the partitioner recomputes it runs again from a saved generator state (one state and two more
     ops for each seed), and inductor could no longer draw it inside its own kernels. The layer's other random op,
     attention (which takes a dropout probability, 0 here), is recomputed so, from its saved state.
