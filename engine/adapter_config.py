@@ -106,21 +106,13 @@ def _patterns_problem(key: str, value: Any, cfg: dict) -> str | None:
     return None
 
 
-def _weight_names(path: Path) -> list[str] | None:
-    """The tensor names of a safetensors file, from its header; None when it cannot be read (files_problem says)."""
-    try:
-        with open(path, "rb") as f:
-            n = int.from_bytes(f.read(8), "little")
-            header = json.loads(f.read(n))
-    except (OSError, ValueError, RecursionError):
-        return None
-    return [k for k in header if k != "__metadata__"] if isinstance(header, dict) else None
-
-
 def _weights_problem(ad: Path, cfg: dict) -> str | None:
-    names = _weight_names(ad / WEIGHTS_FILE)
-    if names is None:
-        return None
+    from engine.rundir import safetensors_names
+
+    try:
+        names = safetensors_names(ad / WEIGHTS_FILE)
+    except (OSError, ValueError):
+        return None   # missing or not whole: files_problem's to say
     targets = cfg.get("target_modules")
     for name in names:
         suffix = next((s for s in LORA_SUFFIXES if name.endswith(s)), None)

@@ -543,6 +543,33 @@ def test_damaged_last_checkpoint_falls_back(tmp_path, damage):
     assert checkpoint_problem(tmp_path / "checkpoints" / "checkpoint-4") is None
 
 
+def _safetensors(path: Path, header: dict, body: bytes) -> None:
+    head = json.dumps(header).encode()
+    path.write_bytes(len(head).to_bytes(8, "little") + head + body)
+
+
+W = {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}
+SAFETENSORS_DAMAGE = {  # a checkpoint's adapter_model.safetensors as written, and what its refusal says
+    "cut off in the header": (lambda p: p.write_bytes(p.read_bytes()[:20]), "truncated or not a safetensors file"),
+    "cut off in a tensor": (lambda p: p.write_bytes(p.read_bytes()[:-5]), "truncated"),
+    "header garbled": (lambda p: _safetensors(p, {"w": W}, b"\0" * 16) or p.write_bytes(
+        p.read_bytes().replace(b'"w"', b"{w}")), "its header is not valid JSON"),
+    # the file's length is what its header lists, yet a tensor's shape does not fill its bytes: peft's load (the
+    # same safetensors parser) fails in a traceback
+    "shape unlike its bytes": (lambda p: _safetensors(p, {"w": {**W, "shape": [5]}}, b"\0" * 16), "shape"),
+    "tensors overlap": (lambda p: _safetensors(p, {"w": W, "v": W}, b"\0" * 16), "offset"),
+}
+
+
+@pytest.mark.parametrize("damage", list(SAFETENSORS_DAMAGE))
+def test_a_safetensors_file_safetensors_would_refuse_is_named_with_what_is_wrong(tmp_path, damage):
+    ckpt = _checkpoint(tmp_path, 4)
+    spoil, said = SAFETENSORS_DAMAGE[damage]
+    spoil(ckpt / "adapter_model.safetensors")
+    problem = checkpoint_problem(ckpt)
+    assert problem and problem.startswith(f"{ckpt / 'adapter_model.safetensors'}: ") and said in problem, problem
+
+
 def test_a_checkpoint_whose_save_was_cut_off_is_named_when_the_resume_goes_back_past_it(tmp_path):
     """A trainer killed mid-save leaves checkpoint-12 without its trainer_state.json: the resume went back to
     checkpoint-8 and said only "resuming from checkpoint-8", as if 12 had never been saved."""

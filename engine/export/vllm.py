@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.errors import UserError
+from engine.rundir import ADAPTER_FILES, safetensors_names
 
 MAX_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 NOT_SERVED = ("lm_head", "embed_tokens", "wte", "word_embeddings", "embed_out")
@@ -50,22 +51,13 @@ def check_adapter(adapter: Path) -> VllmCheck:
         check.problems.append("DoRA adapters: vLLM does not serve them")
     if cfg.get("bias", "none") != "none":
         check.problems.append(f"bias {cfg['bias']!r}: vLLM serves adapters with bias 'none'")
-    names = _weight_names(adapter)
+    weights = adapter / ADAPTER_FILES[1]
+    names = safetensors_names(weights) if weights.exists() else []   # whole: run_facts checked (adapter_problem)
     hit = sorted({part for n in names + targets for part in n.split(".") if part in NOT_SERVED})
     if hit:
         check.problems.append(f"the adapter adapts {', '.join(hit)} (output head / embeddings): vLLM refuses LoRA "
                               "weights there; serve the merged model instead (`lorapilot export --merged`)")
     return check
-
-
-def _weight_names(adapter: Path) -> list[str]:
-    path = adapter / "adapter_model.safetensors"
-    if not path.exists():
-        return []
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="np") as f:
-        return list(f.keys())
 
 
 def serve_command(base: str, name: str, folder: Path, adapter: str, max_lora_rank: int) -> list[str]:
