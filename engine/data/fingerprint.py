@@ -66,7 +66,7 @@ def revision_changes(recorded: dict, dataset, since: str, now: dict[str, str] | 
         return []
     now = hub_revisions(dataset) if now is None else now
     return [f"{repo}: the hub dataset is at revision {now[repo]} now, not {was} as {since}"
-            for repo, was in (recorded or {}).items() if repo in now and now[repo] != was]
+            for repo, was in recorded.items() if repo in now and now[repo] != was]
 
 
 def data_record(dataset) -> dict:
