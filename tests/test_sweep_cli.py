@@ -6,9 +6,9 @@ import re
 
 import pytest
 
-from conftest import run_cli, unwrapped
+from conftest import HUB_COMMIT, cache_hub_dataset, run_cli, unwrapped
 from engine.cli import main
-from engine.sweep.sweepdir import write_sweep
+from engine.sweep.sweepdir import read_sweep, write_sweep
 from test_estimate_cli import config  # noqa: F401  (a 0.5 B model's config.json and 100 rows)
 
 
@@ -285,3 +285,24 @@ def test_the_drivers_writes_of_sweep_json_never_follow_a_link_planted_beside_it(
     assert precious.read_text() == "precious\n"
     assert json.loads((d / "sweep.json").read_text())["state"] == "done"
     assert sorted(p.name for p in d.iterdir()) == ["sweep.json", "sweep.json.tmp"]   # the link alone, untouched
+
+
+def test_a_hub_dataset_is_read_once_as_the_sweep_starts(config, capsys, monkeypatch, hub_out_of_reach):
+    """The start read a hub dataset twice: every row checked (engine.train.launch.check_inputs), then loaded again for
+    the revision sweep.json records (a second read of its whole train split, which could be of a newer commit than
+    the rows checked). Loaded once: the revision recorded is the one read."""
+    from types import SimpleNamespace
+
+    import engine.data.formats as formats
+
+    cache_hub_dataset(hub_out_of_reach, "someone/rows", [{"instruction": f"q{i}", "output": "a"} for i in range(20)])
+    config.write_text(config.read_text().replace("path: train.jsonl", "path: someone/rows, validation_split: 0.1"))
+    loads = []
+    load = formats.load_hub_dataset
+    monkeypatch.setattr(formats, "load_hub_dataset", lambda repo, notes: loads.append(repo) or load(repo, notes))
+    monkeypatch.setattr("engine.sweep.driver.spawn_driver", lambda sweep_dir, lock: SimpleNamespace(pid=12345))
+    code, out, err = sweep(capsys, str(config), "--gpu", "h100-80", "--lr", "1e-4", "--r", "4", "--yes", "--detach")
+    assert code == 0, err
+    assert loads == ["someone/rows"]
+    sweep_dir = re.search(r"sweep directory: (.+)", out)[1]
+    assert read_sweep(sweep_dir)["data"]["hub_revisions"] == {"someone/rows": HUB_COMMIT}

@@ -69,9 +69,10 @@ def revision_changes(recorded: dict, dataset, since: str, now: dict[str, str] | 
             for repo, was in recorded.items() if repo in now and now[repo] != was]
 
 
-def data_record(dataset) -> dict:
+def data_record(dataset, revisions: dict[str, str] | None = None) -> dict:
     """{"files": [{"path", "bytes", "mtime_ns", "sha256"}], "hub": [ids], "hub_revisions": {id: revision read}}:
-    what a sweep keeps in sweep.json."""
+    what a sweep keeps in sweep.json. `revisions`: those the caller's own read of the data read (check_data's);
+    None: hub_revisions, a load now."""
     files, hub = [], []
     for source, paths in data_sources(dataset):
         if not paths:
@@ -80,7 +81,7 @@ def data_record(dataset) -> dict:
             st = p.stat()
             files.append({"path": str(p.resolve()), "bytes": st.st_size, "mtime_ns": st.st_mtime_ns,
                           "sha256": hash_file(p).hexdigest()})
-    return {"files": files, "hub": hub, "hub_revisions": hub_revisions(dataset)}
+    return {"files": files, "hub": hub, "hub_revisions": hub_revisions(dataset) if revisions is None else revisions}
 
 
 def data_changes(recorded: dict, dataset) -> list[str]:

@@ -290,7 +290,7 @@ def _new(config_path: Path, a) -> int:
 
     from engine.train.launch import check_inputs
 
-    check_inputs(cfg)
+    revisions = check_inputs(cfg)   # the hub datasets' revisions read: sweep.json records them, no second load
     if a.apply:  # asked now, not found out when the sweep ends
         may_overwrite(Path(a.apply), a.force, flag="--apply", example="best.yaml")
     if not _confirmed(a):
@@ -298,7 +298,7 @@ def _new(config_path: Path, a) -> int:
         return EXIT_OK
     sweep_dir, lock = _make_sweep_dir(cfg, config_path, a.sweep_dir)
     try:
-        sweep = _sweep_record(sweep_dir, cfg, config_path, trials, steps, a, plan, devices)
+        sweep = _sweep_record(sweep_dir, cfg, config_path, trials, steps, a, plan, devices, revisions)
         shutil.copyfile(config_path, sweep_dir / "base_config.yaml")
         from engine.sweep.driver import spawn_driver
         from engine.sweep.sweepdir import write_sweep
@@ -406,7 +406,7 @@ def _make_sweep_dir(cfg, config_path: Path, wanted: str | None):
 
 
 def _sweep_record(sweep_dir: Path, cfg, config_path: Path, trials, steps: int, a, plan: dict,
-                  devices: list[str]) -> dict:
+                  devices: list[str], revisions: dict[str, str]) -> dict:
     from engine.data.fingerprint import data_record
     from engine.sweep.plan import rungs
     from engine.sweep.sweepdir import TRIAL_PENDING
@@ -415,7 +415,7 @@ def _sweep_record(sweep_dir: Path, cfg, config_path: Path, trials, steps: int, a
         "version": 1, "name": sweep_dir.name, "sweep_dir": str(sweep_dir), "created": time.time(),
         "state": "planned", "driver_pid": None, "started": None, "ended": None,
         "base_config_path": str(config_path.resolve()), "base_config": cfg.to_dict(),
-        "data": data_record(cfg.dataset),   # what the trials train on: a resume on other data is refused
+        "data": data_record(cfg.dataset, revisions),   # what the trials train on: a resume on other data is refused
         "grid": {"learning_rate": sorted({t.learning_rate for t in trials}), "r": sorted({t.r for t in trials})},
         "requested_grid": {k: sorted(v) for k, v in a.requested_grid.items()},
         "requested_steps": a.steps, "steps": steps, "rungs": rungs(steps), "eval_steps": steps // 3,

@@ -37,26 +37,30 @@ class RunHandle:
     notes: list[str] = field(default_factory=list)  # what a resume changed or skipped, for the user
 
 
-def check_inputs(cfg: Config) -> None:
-    """Fails fast, in the launching process, on a bad model path or unreadable data."""
+def check_inputs(cfg: Config) -> dict[str, str]:
+    """Fails fast, in the launching process, on a bad model path or unreadable data. Returns the revision of each hub
+    dataset read ({id: revision}, check_data's)."""
     from engine.data.formats import check_dataset_found
     from engine.model import check_model_reachable
 
     check_model_reachable(cfg.model)
     _check_lora_for_model(cfg)
     check_dataset_found(cfg.dataset)  # a path not there, said with where it was looked for (beside the config too)
-    check_data(cfg)
+    return check_data(cfg)
 
 
-def check_data(cfg: Config, *, local_only: bool = False) -> None:
+def check_data(cfg: Config, *, local_only: bool = False) -> dict[str, str]:
     """Every row of dataset.path and dataset.validation_path read as the trainer reads them: a broken line is
-    refused here. local_only: a hub dataset is left for the run to read (a dry run downloads nothing)."""
+    refused here. local_only: a hub dataset is left for the run to read (a dry run downloads nothing). Returns the
+    revision of each hub dataset read ({id: revision}, engine.hub.read_from), for a caller that records it."""
     from engine.data import read_rows
     from engine.data.formats import source_files
 
+    revisions: dict[str, str] = {}
     for path in filter(None, (cfg.dataset.path, cfg.dataset.validation_path)):
         if source_files(path) or not local_only:
-            read_rows(path, cfg.dataset.format)
+            read_rows(path, cfg.dataset.format, revisions=revisions)
+    return revisions
 
 
 def _check_lora_for_model(cfg: Config) -> None:
