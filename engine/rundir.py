@@ -704,6 +704,15 @@ def valid_record(rec: Any) -> bool:
             and isinstance(rec.get("step"), int) and not isinstance(rec.get("step"), bool))
 
 
+def record_number(rec: dict, key: str) -> float | None:
+    """A record's field as a number (NaN and infinities as written), or None: absent, or no number (a line edited
+    by hand or written by another program)."""
+    value = rec.get(key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value)
+
+
 # The event a resumed trainer writes first: records after its step written before it were trained again.
 RESUMED = "resumed"
 # The event before the samples whose first batch compiles fast decode (engine.train.callback): once a run.
@@ -858,19 +867,20 @@ class RunSummary:
 
 
 def _last_losses(run_dir: Path, scan_bytes: int = 65536) -> tuple[float | None, float | None]:
-    """Last train and eval loss from the end of metrics.jsonl, without reading it all."""
+    """Last train and eval loss from the end of metrics.jsonl, without reading it all; only records, as every reader
+    takes them (valid_record, record_number)."""
     loss = eval_loss = None
     for line in reversed(tail_lines(run_dir / METRICS_FILE, n=400, block=scan_bytes)):
         try:
             rec = json.loads(line)
         except (ValueError, RecursionError):
             continue
-        if not isinstance(rec, dict):
+        if not valid_record(rec):   # what MetricsTail skips (the monitor's reader)
             continue
-        if loss is None and rec.get("kind") == "train" and "loss" in rec:
-            loss = rec["loss"]
-        if eval_loss is None and rec.get("kind") == "eval" and "eval_loss" in rec:
-            eval_loss = rec["eval_loss"]
+        if loss is None and rec["kind"] == "train":
+            loss = record_number(rec, "loss")
+        if eval_loss is None and rec["kind"] == "eval":
+            eval_loss = record_number(rec, "eval_loss")
         if loss is not None and eval_loss is not None:
             break
     return loss, eval_loss

@@ -93,3 +93,27 @@ def test_json_for_scripts_is_json_a_strict_parser_reads_when_a_loss_diverged(tmp
     r = run_cli("diagnose", str(run), "--json")
     assert r.returncode in (0, 1), r.stderr
     _strict(r.stdout)
+
+
+def test_runs_shows_the_loss_the_monitor_reads_past_lines_that_are_not_records(tmp_path, capsys):
+    """`lorapilot runs` read the end of metrics.jsonl by its own rule: a last line with a loss that is no number (a
+    file edited, or written by another program) ended it in a traceback, and one with no step (which the monitor
+    skips, as every reader does) gave its loss. Lines the monitor skips are skipped; the loss is the monitor's."""
+    from engine.cli import main
+    from engine.rundir import read_metrics
+
+    lines = {"demo-1": '{"kind": "train", "step": 41, "time": 1, "loss": "0.5"}',
+             "demo-2": '{"kind": "train", "loss": 7.25}'}
+    last = {}
+    for name, line in lines.items():
+        run = make_run(tmp_path / name, state="done", steps_done=40, max_steps=40)
+        with open(run / "metrics.jsonl", "a") as f:
+            f.write(line + "\n")
+        last[name] = [r["loss"] for r in read_metrics(run) if r["kind"] == "train" and isinstance(r["loss"], float)][-1]
+    assert main(["runs", "--root", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    for name in lines:
+        row = next(line for line in out.splitlines() if line.startswith(f"{name} "))
+        assert f"{last[name]:.4f}" in row, row
+    assert main(["runs", "--root", str(tmp_path), "--json"]) == 0
+    assert {Path(r["run_dir"]).name: r["loss"] for r in json.loads(capsys.readouterr().out)} == last

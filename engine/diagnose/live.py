@@ -26,6 +26,7 @@ from engine.diagnose.codes import STATE_CODES
 from engine.diagnose.copying import CopyDetector
 from engine.diagnose.curves import EvalPoint, best_eval, check_learning_curve, check_overfitting
 from engine.diagnose.finding import Finding
+from engine.rundir import record_number
 
 # --- loss_explosion
 # A logged loss at 3x the first one: a healthy run's loss only falls from its
@@ -169,13 +170,6 @@ class LogNews:
         return True
 
 
-def _number(record: dict, key: str) -> float | None:
-    value = record.get(key)
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return float(value)
-
-
 class LiveDiagnostics:
     """Incremental evaluator: feed it records as they are logged, get new findings back."""
 
@@ -239,8 +233,8 @@ class LiveDiagnostics:
 
     def _on_train(self, rec: dict) -> list[tuple[str, _Alert | None]]:
         step, time = int(rec.get("step") or 0), rec.get("time")
-        loss, grad = _number(rec, "loss"), _number(rec, "grad_norm")
-        self._track_warmup(step, _number(rec, "learning_rate"))
+        loss, grad = record_number(rec, "loss"), record_number(rec, "grad_norm")
+        self._track_warmup(step, record_number(rec, "learning_rate"))
         alerts = [("nan_loss", self._check_nonfinite(step, time, loss, grad))]
         if loss is not None and math.isfinite(loss):
             before, noise = self._ema, self._noise()   # a spike must not widen the yardstick it is measured with
@@ -408,7 +402,7 @@ class LiveDiagnostics:
     # ------------------------------------------------------------------ eval and sample records
 
     def _on_eval(self, rec: dict) -> list[tuple[str, _Alert | None]]:
-        eval_loss = _number(rec, "eval_loss")
+        eval_loss = record_number(rec, "eval_loss")
         if eval_loss is None:
             return []
         step, time = int(rec.get("step") or 0), rec.get("time")
