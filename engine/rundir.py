@@ -1088,7 +1088,7 @@ def checkpoint_problem(ckpt: str | Path) -> str | None:
             return f"{state}: not a trainer state"
     except FileNotFoundError:
         return f"{state}: missing"
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+    except (OSError, ValueError, RecursionError) as e:   # ValueError: bad JSON, bad UTF-8, a number of 5,000 digits
         return f"{state}: not valid JSON ({type(e).__name__})"
     problem = files_problem(ckpt)
     if problem is None and (ckpt / ADAPTER_FILES[0]).is_file():

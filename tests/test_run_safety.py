@@ -524,7 +524,10 @@ def _checkpoint(root: Path, step: int) -> Path:
     return ckpt
 
 
-@pytest.mark.parametrize("damage", ["safetensors", "optimizer", "state"])
+JSON_PAST_PYTHONS_LIMITS = {"nested": "[" * 100_000, "a long number": "1" * 5000}   # RecursionError, ValueError
+
+
+@pytest.mark.parametrize("damage", ["safetensors", "optimizer", "state", *JSON_PAST_PYTHONS_LIMITS])
 def test_damaged_last_checkpoint_falls_back(tmp_path, damage):
     _checkpoint(tmp_path, 4)
     last = _checkpoint(tmp_path, 8)
@@ -534,13 +537,25 @@ def test_damaged_last_checkpoint_falls_back(tmp_path, damage):
     elif damage == "optimizer":
         bad = last / "optimizer.pt"
         bad.write_bytes(bad.read_bytes()[:300])
-    else:
+    else:   # past Python's limits json raises RecursionError or ValueError: the resume ended in a traceback
         bad = last / "trainer_state.json"
-        bad.write_text("{garbled")
+        bad.write_text(JSON_PAST_PYTHONS_LIMITS.get(damage, "{garbled"))
     ckpt, skipped = usable_checkpoint(tmp_path)
     assert ckpt.endswith("checkpoint-4")
     assert len(skipped) == 1 and str(bad) in skipped[0]
     assert checkpoint_problem(tmp_path / "checkpoints" / "checkpoint-4") is None
+
+
+@pytest.mark.parametrize("text", JSON_PAST_PYTHONS_LIMITS.values(), ids=list(JSON_PAST_PYTHONS_LIMITS))
+def test_a_checkpoints_run_record_past_pythons_limits_is_as_if_not_there(tmp_path, text):
+    """lorapilot_run.json is read from the newest checkpoint, checked or not (the export's model card): one json
+    cannot parse within Python's limits ended the export in a traceback, where a garbled one is as if absent."""
+    from engine.rundir import CHECKPOINT_RUN_FILE
+    from engine.train.resume_check import saved_record
+
+    ckpt = _checkpoint(tmp_path, 4)
+    (ckpt / CHECKPOINT_RUN_FILE).write_text(text)
+    assert saved_record(ckpt) is None
 
 
 def _safetensors(path: Path, header: dict, body: bytes) -> None:

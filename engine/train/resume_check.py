@@ -80,7 +80,7 @@ def checkpoint_optimizer(ckpt: str | Path) -> str:
 def saved_record(ckpt: str | Path) -> dict | None:
     try:
         record = json.loads((Path(ckpt) / CHECKPOINT_RUN_FILE).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+    except (OSError, ValueError, RecursionError):   # ValueError: bad JSON, bad UTF-8, a number of 5,000 digits
         return None
     return record if isinstance(record, dict) and isinstance(record.get("config"), dict) else None
 
