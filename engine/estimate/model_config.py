@@ -129,10 +129,10 @@ def read_model_config(model: str) -> ModelInfo:
         return model_info_from_config(model, demo_config_dict(), "local")
     path = Path(model).expanduser()
     if path.is_dir():
-        return model_info_from_config(model, _read_json(path / "config.json"), "local",
+        return model_info_from_config(model, read_config_json(path / "config.json"), "local",
                                       where=str(path / "config.json"))
     if path.is_file() and path.name == "config.json":
-        return model_info_from_config(model, _read_json(path), "local", where=str(path))
+        return model_info_from_config(model, read_config_json(path), "local", where=str(path))
     preset = find_model_preset(model)
     if preset is not None:
         return model_info_from_config(preset["id"], preset["config"], "preset", preset.get("pretraining"))
@@ -158,7 +158,8 @@ def check_model_found(model: str) -> str:
     return model
 
 
-def _read_json(path: Path) -> dict:
+def read_config_json(path: Path) -> dict:
+    """A model's config.json as a table; ModelError naming the file when it is missing, unreadable or no table."""
     if not path.exists():
         raise ModelError(f"{path}: not found; a model directory needs its config.json")
     try:
@@ -208,6 +209,6 @@ def hub_config(repo_id: str, instead: str = SHAPES_INSTEAD) -> dict:
         except Exception as e:  # noqa: BLE001 - offline shows up as several connection error types
             raise ModelError(f"{repo_id}: cannot fetch config.json from the hub ({type(e).__name__}); "
                              f"offline? {instead}") from None
-    config = _read_json(Path(path))
+    config = read_config_json(Path(path))
     _hub_cache[repo_id] = config
     return config

@@ -256,14 +256,15 @@ def modelfile(match: TemplateMatch, *, source: str, system: str | None, from_: s
 def base_architecture(base: str) -> str | None:
     """The base model's architecture (config.json's first), which the merge keeps; None where it cannot be read."""
     from engine.errors import ModelError
-    from engine.estimate.model_config import hub_config
+    from engine.estimate.model_config import hub_config, read_config_json
 
     try:
         local = Path(base) / "config.json"
-        config = json.loads(local.read_text(encoding="utf-8")) if local.is_file() else hub_config(base)
-    except (ModelError, OSError, ValueError):
+        config = read_config_json(local) if local.is_file() else hub_config(base)
+    except ModelError:
         return None
-    return (config.get("architectures") or [None])[0]
+    names = config.get("architectures")
+    return names[0] if isinstance(names, list) and names and isinstance(names[0], str) else None
 
 
 def export_ollama(run_dir: str | Path, out: str | Path, *, log=print) -> Path:
