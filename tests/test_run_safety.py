@@ -511,6 +511,55 @@ def test_a_run_folder_beside_its_data_is_not_its_data(tmp_path):
         config_changes(ckpt, cfg, "c.yaml")
 
 
+def test_a_resume_on_other_tokens_is_refused_naming_what_made_them(tmp_path, demo_model_dir):
+    """The config and data files as they were, but the chat template at the model's path edited (or another
+    lorapilot's data rules): config_changes let the resume through, and it trained on other tokens without a word.
+    The trainer's examples are checked against the checkpoint's record of them, token for token; what made them is
+    named. A checkpoint saved before the record resumes unchecked, saying so."""
+    from engine.config import Config
+    from engine.data import load_examples
+    from engine.data.fingerprint import examples_digest, tokens_record
+    from engine.errors import UserError
+    from engine.model import load_tokenizer
+    from engine.rundir import CHECKPOINT_RUN_FILE
+    from engine.train.resume_check import run_record, token_changes
+
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(f'{{"instruction": "say {w}", "output": "{w}"}}\n' for w in ("one", "two", "three", "four")))
+    cfg = Config(model=str(demo_model_dir))
+    cfg.dataset.path = str(data)
+    tok = load_tokenizer(cfg.model)
+    prepared = load_examples(cfg, tok)
+    tokens = tokens_record(prepared, tok)
+    ckpt = tmp_path / "checkpoint-4"
+    ckpt.mkdir()
+    (ckpt / CHECKPOINT_RUN_FILE).write_text(json.dumps(run_record(cfg, "adamw_torch", tokens=tokens)))
+    assert token_changes(ckpt, tokens_record(load_examples(cfg, tok), tok), cfg, "c.yaml") == []
+
+    tok.chat_template = tok.chat_template.replace("{{ m['role'] }}\n", "{{ m['role'] }}:\n")
+    with pytest.raises(UserError) as e:
+        token_changes(ckpt, tokens_record(load_examples(cfg, tok), tok), cfg, "c.yaml")
+    assert e.value.problems == [f"chat template: the chat template at {demo_model_dir} changed",
+                                "train examples: the same 3, made of other tokens",
+                                "validation examples: the same 1, made of other tokens"]
+    assert "c.yaml" in e.value.message and "checkpoint-4" in e.value.message and "lorapilot train c.yaml" in e.value.fix
+
+    fewer = tokens | {"data_rules": "another", "train": examples_digest(prepared.train[:-1])}
+    with pytest.raises(UserError) as e:
+        token_changes(ckpt, fewer, cfg, "c.yaml")
+    assert e.value.problems[0].startswith("data rules: lorapilot's data preparation (engine/data) is not the one")
+    assert e.value.problems[1:] == ["train examples: 3 at checkpoint-4, 2 now"]
+
+    with pytest.raises(UserError) as e:   # other tokens, and nothing recorded tells why
+        token_changes(ckpt, tokens | {"validation": examples_digest(prepared.train[:1])}, cfg, "c.yaml")
+    assert e.value.problems[0].startswith("none of what lorapilot records of how they were made changed")
+    assert e.value.problems[1:] == ["validation examples: the same 1, made of other tokens"]
+
+    (ckpt / CHECKPOINT_RUN_FILE).write_text(json.dumps(run_record(cfg, "adamw_torch")))   # an earlier lorapilot's
+    said = token_changes(ckpt, fewer, cfg, "c.yaml")
+    assert len(said) == 1 and "checkpoint-4 holds no record of the tokens" in said[0], said
+
+
 # ------------------------------------------------------------------ 8. damaged checkpoints
 
 def _checkpoint(root: Path, step: int) -> Path:

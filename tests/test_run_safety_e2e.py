@@ -93,10 +93,16 @@ def test_disk_full_while_checkpointing_is_said(tmp_path):
     assert not (run_dir / "space.reserve").exists()
 
 
-def test_resume_after_edits_and_a_damaged_checkpoint(tmp_path):
+def test_resume_after_edits_and_a_damaged_checkpoint(tmp_path, demo_model_dir):
     """A run trained to 8 steps, then: its config edited (lora.r refused; the lr applied), its data edited
-    (refused), its last checkpoint damaged (the one before used, said so), records after it superseded."""
+    (refused), the chat template at its model's path edited (refused: the same files made other tokens, and the
+    resume trained on them without a word), its last checkpoint damaged (the one before used, said so), records after
+    it superseded."""
+    import shutil
+
+    model = shutil.copytree(demo_model_dir, tmp_path / "model")
     cfg_path = small_config(tmp_path, max_steps=8, save_steps=4, save_total_limit=3, learning_rate=3e-3)
+    cfg_path.write_text(yaml.safe_dump({**yaml.safe_load(cfg_path.read_text()), "model": str(model)}))
     run_dir = tmp_path / "run"
     r = run_cli("train", str(cfg_path), "--run-dir", str(run_dir), timeout=300)
     assert r.returncode == 0, r.stderr
@@ -122,6 +128,16 @@ def test_resume_after_edits_and_a_damaged_checkpoint(tmp_path):
     edited["dataset"]["path"] = yaml.safe_load(original)["dataset"]["path"]
     edited["training"]["learning_rate"] = 1e-3
     config.write_text(yaml.safe_dump(edited))
+    template = (model / "chat_template.jinja").read_text()
+    headed = template.replace("{{ m['role'] }}\n", "{{ m['role'] }}:\n")   # a colon after each role: other tokens
+    assert headed != template
+    (model / "chat_template.jinja").write_text(headed)
+    r = run_cli("train", "--resume", str(run_dir), timeout=300)
+    err = unwrapped(r.stderr)
+    assert r.returncode == 2 and f"the chat template at {model} changed" in err and "Traceback" not in err, err
+    assert "other tokens than checkpoint-8" in err and "start a new run" in err, err
+    assert not [x for x in read_metrics(run_dir) if x.get("code") == "resumed"]
+    (model / "chat_template.jinja").write_text(template)
     bad = run_dir / "checkpoints" / "checkpoint-8" / "adapter_model.safetensors"
     bad.write_bytes(bad.read_bytes()[:-100])
     r = run_cli("train", "--resume", str(run_dir), timeout=300)
@@ -130,6 +146,7 @@ def test_resume_after_edits_and_a_damaged_checkpoint(tmp_path):
     assert "training.learning_rate 0.003 -> 0.001" in unwrapped(r.stderr)
     log = (run_dir / "train.log").read_text()
     assert str(bad) in log and "falling back to checkpoint-4" in log and "learning rate 0.003 -> 0.001" in log
+    assert "no record of the tokens" not in log   # checked, and the same
 
     recs = read_metrics(run_dir)
     trains = [x for x in recs if x["kind"] == "train"]
@@ -171,11 +188,16 @@ def test_a_run_killed_while_saving_its_adapter_is_finished_by_a_resume(finished_
     """A trainer killed (the OOM killer, kill -9) while it saved the adapter at the run's last step: status.json says
     saving, adapter_model.safetensors is cut off, and the last checkpoint is at max_steps. The resume was refused
     ("nothing left to train") and the export refused the adapter: the run could not be finished. The resume saves
-    the adapter from that checkpoint without training a step: the very adapter the run would have saved."""
+    the adapter from that checkpoint without training a step: the very adapter the run would have saved. Its
+    checkpoints are an earlier lorapilot's, with no record of the tokens they trained on: resumed, said in train.log."""
     import shutil
+
+    from engine.rundir import CHECKPOINT_RUN_FILE
 
     run = tmp_path / "run"
     shutil.copytree(finished_demo_run, run, ignore=shutil.ignore_patterns("*.lock"))
+    for record in (run / "checkpoints").glob(f"*/{CHECKPOINT_RUN_FILE}"):
+        record.write_text(json.dumps({k: v for k, v in json.loads(record.read_text()).items() if k != "tokens"}))
     whole = (run / "adapter" / "adapter_model.safetensors").read_bytes()
     (run / "adapter" / "adapter_model.safetensors").write_bytes(whole[:1000])
     status = json.loads((run / "status.json").read_text())
@@ -186,4 +208,5 @@ def test_a_run_killed_while_saving_its_adapter_is_finished_by_a_resume(finished_
     assert "its adapter is not whole" in unwrapped(r.stderr) and "without training" in unwrapped(r.stderr)
     assert (run / "adapter" / "adapter_model.safetensors").read_bytes() == whole
     assert read_status(run)["state"] == "done"
+    assert "checkpoint-40 holds no record of the tokens" in (run / "train.log").read_text()
     assert not [x for x in read_metrics(run)[records:] if x["kind"] == "train"]   # not a step trained

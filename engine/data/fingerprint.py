@@ -10,6 +10,9 @@ datasets read its Arrow files from, named by the hub commit it downloaded, or ou
 picks). Its rows are the hub's to change: recorded by id alone, a resume after a new commit trained on other rows
 without a word. huggingface_hub's refs/main is not that answer: `hf download` moves it without datasets reading the
 new commit, and offline datasets reads its own newest copy, which may be older than the hub cache's.
+
+A run's checkpoints record more: the tokens the trainer made of the data (tokens_record), since the same files make
+other tokens under another tokenizer, chat template or lorapilot.
 """
 
 from __future__ import annotations
@@ -106,3 +109,78 @@ def data_changes(recorded: dict, dataset) -> list[str]:
             else:
                 f["mtime_ns"] = st.st_mtime_ns
     return lines + revision_changes(recorded.get("hub_revisions") or {}, dataset, "when the sweep started")
+
+
+# ---------------------------------------------------------------- the tokens a run trains on
+
+# What made the tokens, recorded beside them to say which changed when the tokens differ (engine.train.resume_check).
+TOKEN_SOURCES = ("tokenizer", "chat_template", "data_rules", "libraries")
+
+
+def tokens_record(data, tokenizer) -> dict:
+    """What the trainer trains on, as tokens: {"train": examples_digest, "validation": examples_digest, and what made
+    them}. `data`: the trainer's PreparedData, the examples in the order it reads them. The files' fingerprint above
+    does not see the rest of what turns rows into tokens: the tokenizer and chat template at the model's path, and
+    lorapilot's own rules (rendering, masking, which rows are kept); changed under a run, its resume trained on other
+    tokens without a word. The makers (TOKEN_SOURCES) are recorded only to say which changed: the tokens decide."""
+    from engine.data.template import model_chat_template
+
+    return {"train": examples_digest(data.train), "validation": examples_digest(data.validation),
+            "tokenizer": tokenizer_digest(tokenizer),
+            "chat_template": _sha256_text(model_chat_template(tokenizer) or ""),
+            "data_rules": data_rules_digest(), "libraries": _library_versions()}
+
+
+def examples_digest(examples) -> dict:
+    """{"count", "sha256"}: the examples' input_ids and labels, in order, each example's lengths before its tokens.
+    Hashed as 64-bit integers from arrays: a few seconds for tens of millions of tokens."""
+    from array import array
+
+    h = hashlib.sha256()
+    for e in examples:
+        ids, labels = array("q", e.input_ids), array("q", e.labels)
+        h.update(len(ids).to_bytes(8, "little") + len(labels).to_bytes(8, "little"))
+        h.update(ids.tobytes())
+        h.update(labels.tobytes())
+    return {"count": len(examples), "sha256": h.hexdigest()}
+
+
+def tokenizer_digest(tokenizer) -> str:
+    """sha256 over the tokenizer as it tokenizes: its vocabulary, merges and added tokens (the fast tokenizer's own
+    serialisation, else its vocabulary) and its special tokens."""
+    import json
+
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    vocab = backend.to_str() if backend is not None else json.dumps(sorted(tokenizer.get_vocab().items()))
+    special = json.dumps(getattr(tokenizer, "special_tokens_map", {}), sort_keys=True, default=str)
+    return _sha256_text(vocab + "\0" + special)
+
+
+def data_rules_digest() -> str:
+    """sha256 over lorapilot's data preparation code (engine/data's modules): another lorapilot renders, masks or keeps
+    rows by other rules. "" where the sources cannot be read (nothing to say then)."""
+    h = hashlib.sha256()
+    try:
+        for path in sorted(Path(__file__).parent.glob("*.py")):
+            h.update(path.name.encode() + b"\0")
+            hash_file(path, h)
+    except OSError:
+        return ""
+    return h.hexdigest()
+
+
+def _library_versions() -> dict[str, str]:
+    """The versions of the libraries that tokenize and render chat templates."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in ("transformers", "tokenizers", "jinja2"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return out
+
+
+def _sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()

@@ -5,7 +5,8 @@ On resume the edited config is compared with it: a setting the Trainer reads afr
 often to log, eval and save, how long to train) is applied and said in the log; a setting the checkpoint's
 weights, optimizer state or data order depend on (the model, LoRA's shape, the data, the batch plan) is
 refused with its key, since resuming under it would fail in a state_dict error or train on something else
-without a word.
+without a word. What no config key says (the tokenizer and chat template at the model's path, lorapilot's data
+rules) is checked by the tokens themselves: the trainer's examples against the checkpoint's record of them.
 """
 
 from __future__ import annotations
@@ -57,16 +58,19 @@ def data_fingerprint(cfg) -> str:
     return h.hexdigest()
 
 
-def run_record(cfg, optimizer: str, processes: int = 1, hub_revisions: dict[str, str] | None = None) -> dict:
+def run_record(cfg, optimizer: str, processes: int = 1, hub_revisions: dict[str, str] | None = None,
+               tokens: dict | None = None) -> dict:
     """What a checkpoint is trained with: written into each checkpoint by the trainer. optimizer: the plan's, which
     may differ from training.optimizer (engine.plan.optimizer_for) and is the one its saved states load into.
     processes: the training processes (training.num_gpus resolved: empty is every visible GPU). hub_revisions: each
-    hub dataset's revision the trainer's load read (its DataReport's); None: a load now reads them."""
+    hub dataset's revision the trainer's load read (its DataReport's); None: a load now reads them. tokens: the
+    trainer's engine.data.fingerprint.tokens_record of its examples (None: not recorded)."""
     from engine.data.fingerprint import hub_revisions as revisions_read
 
     return {"config": flat_config(cfg), "data_sha256": data_fingerprint(cfg), "optimizer": optimizer,
             "processes": processes,
-            "hub_revisions": revisions_read(cfg.dataset) if hub_revisions is None else dict(hub_revisions)}
+            "hub_revisions": revisions_read(cfg.dataset) if hub_revisions is None else dict(hub_revisions),
+            **({"tokens": tokens} if tokens is not None else {})}
 
 
 def checkpoint_optimizer(ckpt: str | Path) -> str:
@@ -121,6 +125,48 @@ def config_changes(ckpt: str | Path, cfg, config_path: str | Path, processes: in
                         fix="put these back as they were to resume, or start a new run with the new settings: "
                             f"lorapilot train {shell_word(config_path)}")
     return [f"{k} {yaml_text(was.get(k))} -> {yaml_text(now.get(k))}" for k in changed if k != "run_name"]
+
+
+def token_changes(ckpt: str | Path, tokens: dict, cfg, config_path: str | Path) -> list[str]:
+    """The trainer's check, after its load: the examples it made (`tokens`, engine.data.fingerprint.tokens_record) are
+    the ones the checkpoint was trained on, token for token, or the resume is refused (UserError naming what changed
+    where the record tells: the tokenizer or chat template at the model's path, lorapilot's data rules, the libraries,
+    the counts). config_changes cannot see these: the config and data files read the same, and the resume trained on
+    other tokens without a word, its data order and epoch position off. A checkpoint saved before lorapilot recorded
+    its tokens is resumed unchecked: the one line returned says so (for train.log)."""
+    saved = (saved_record(ckpt) or {}).get("tokens")
+    name = Path(ckpt).name
+    if not isinstance(saved, dict):
+        return [f"{name} holds no record of the tokens it was trained on (saved by an earlier lorapilot): this resume "
+                "cannot check that the tokenizer, chat template and data rules are as they were"]
+    splits = ("train", "validation")
+    if all(saved.get(s) == tokens[s] for s in splits):
+        return []
+    from engine.data.fingerprint import TOKEN_SOURCES
+
+    model = cfg.model
+    said = {"tokenizer": f"tokenizer: the tokenizer at {model} (its vocabulary or special tokens) changed",
+            "chat_template": f"chat template: the chat template at {model} changed",
+            "data_rules": "data rules: lorapilot's data preparation (engine/data) is not the one the run started "
+                          "with: it may render, mask or keep rows otherwise",
+            "libraries": f"libraries: {_versions(saved.get('libraries'))} then, {_versions(tokens['libraries'])} now"}
+    problems = [said[k] for k in TOKEN_SOURCES if saved.get(k) and saved.get(k) != tokens[k]] or [
+        "none of what lorapilot records of how they were made changed (the tokenizer, chat template, data rules, "
+        "libraries): train.log's data lines may say why (a chat template that writes the day's date)"]
+    for split in splits:
+        was, now = saved.get(split) or {}, tokens[split]
+        if was.get("count") != now["count"]:
+            problems.append(f"{split} examples: {was.get('count')} at {name}, {now['count']} now")
+        elif was.get("sha256") != now["sha256"]:
+            problems.append(f"{split} examples: the same {now['count']}, made of other tokens")
+    raise UserError(f"{config_path}: this resume would train on other tokens than {name} was trained on",
+                    problems=problems,
+                    fix=f"put back what changed to resume, or start a new run on the examples as they are now: "
+                        f"lorapilot train {shell_word(config_path)}")
+
+
+def _versions(libraries) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted((libraries or {}).items())) or "unknown"
 
 
 # The files of a checkpoint the Trainer unpickles on resume: the optimizer's and scheduler's states, the RNG states

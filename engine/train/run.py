@@ -159,12 +159,13 @@ def _live_diagnostics(run_dir: Path, resume: bool, data: PreparedData) -> LiveDi
 
 
 def _resume_point(cfg: Config, run_dir: Path, n_ranks: int, data: PreparedData | None = None,
-                  ) -> tuple[str | None, list[tuple[str, str]]]:
+                  tokens: dict | None = None) -> tuple[str | None, list[tuple[str, str]]]:
     """The newest intact checkpoint, and what the log says about the resume as (event code, text): damaged
     checkpoints skipped, config changes applied (the launcher refused the changes a resume cannot follow; a hub
-    dataset at another revision than the checkpoint's is refused here too, by the revision this load read)."""
+    dataset at another revision than the checkpoint's is refused here too, by the revision this load read, and
+    examples made of other tokens than the checkpoint's, by the `tokens` this load made: Inputs.tokens)."""
     from engine.rundir import usable_checkpoint
-    from engine.train.resume_check import config_changes, unsafe_pickle
+    from engine.train.resume_check import config_changes, token_changes, unsafe_pickle
 
     ckpt, skipped = usable_checkpoint(run_dir, also=unsafe_pickle)
     notes = [("checkpoint_damaged", f"checkpoint skipped, its files are damaged: {why}") for why in skipped]
@@ -174,6 +175,8 @@ def _resume_point(cfg: Config, run_dir: Path, n_ranks: int, data: PreparedData |
     if ckpt:
         notes += [("config_applied", f"config change applied: {c}")
                   for c in config_changes(ckpt, cfg, run_dir / CONFIG_FILE, n_ranks, _revisions_read(data))]
+        if tokens is not None:
+            notes += [("tokens_unchecked", t) for t in token_changes(ckpt, tokens, cfg, run_dir / CONFIG_FILE)]
     return ckpt, notes
 
 
@@ -195,7 +198,7 @@ def train(cfg: Config, run_dir: Path, *, resume: bool, data: PreparedData | None
         stop.install()
     inputs = load(cfg, run_dir, resume=resume, data=data, tokenizer=tokenizer)
     # The checkpoint a resume continues from, found once: the plan and the Trainer read the same one.
-    resume_at = _resume_point(cfg, run_dir, inputs.n_ranks, inputs.data) if resume else (None, [])
+    resume_at = _resume_point(cfg, run_dir, inputs.n_ranks, inputs.data, inputs.tokens) if resume else (None, [])
     run_plan = plan_here(cfg, inputs, run_dir, ckpt=resume_at[0])
     built = build_model(cfg, inputs, run_plan)
     assembled = build_trainer(cfg, run_dir, inputs, run_plan, built, resume=resume, resume_at=resume_at, stop=stop,
@@ -212,6 +215,9 @@ class Inputs:
     n_ranks: int     # training processes (torchrun's world size; 1 without it)
     tokenizer: PreTrainedTokenizerBase
     data: PreparedData
+    # What the examples are as tokens (engine.data.fingerprint.tokens_record), recorded in each checkpoint and checked
+    # by a resume; load makes it (None: Inputs built around load, by tests and benchmarks).
+    tokens: dict | None = None
 
 
 @dataclass
@@ -261,7 +267,10 @@ def load(cfg: Config, run_dir: Path, *, resume: bool, data: PreparedData | None,
     if not resume:  # a resumed run passed it already; its findings are in metrics.jsonl
         _preflight(cfg, data, hw, run_dir)
     _, _, n_ranks = world()
-    return Inputs(hw=hw, dtype_name=dtype_name, n_ranks=n_ranks, tokenizer=tokenizer, data=data)
+    from engine.data.fingerprint import tokens_record
+
+    return Inputs(hw=hw, dtype_name=dtype_name, n_ranks=n_ranks, tokenizer=tokenizer, data=data,
+                  tokens=tokens_record(data, tokenizer))
 
 
 def plan_here(cfg: Config, inputs: Inputs, run_dir: Path, *, ckpt: str | None = None) -> RunPlan:
@@ -426,7 +435,8 @@ def build_trainer(cfg: Config, run_dir: Path, inputs: Inputs, run_plan: RunPlan,
                               # fast decode keeps its KV cache and graphs allocated: not where memory is tight
                               fast_decode_ok=(inputs.hw.device == "cuda" and run_plan.memory == "fast"
                                               and n_ranks == 1),
-                              run_record=run_record(cfg, run_plan.optimizer, n_ranks, _revisions_read(data)),
+                              run_record=run_record(cfg, run_plan.optimizer, n_ranks, _revisions_read(data),
+                                                    inputs.tokens),
                               learning_rate=t.learning_rate if ckpt else None)
     train_ds = PlannedMicroBatches(data.train, run_plan.step_plan)  # one item is one planned micro-batch
     trainer = PlannedTrainer(model=built.model, args=args, train_dataset=train_ds,
