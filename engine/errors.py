@@ -111,11 +111,11 @@ class UserError(Exception):
         self.fix = fix
 
     def __str__(self) -> str:
-        lines = [self.message]
-        lines += [f"  - {p}" for p in self.problems]
-        if self.fix:
-            lines.append(f"  fix: {self.fix}")
-        return "\n".join(lines)
+        return self.without_fix() + (f"\n  fix: {self.fix}" if self.fix else "")
+
+    def without_fix(self) -> str:
+        """The message and its problems: where the fix is kept apart (status.json's error beside its hint)."""
+        return "\n".join([self.message] + [f"  - {p}" for p in self.problems])
 
 
 class ConfigError(UserError):

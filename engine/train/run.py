@@ -721,7 +721,8 @@ def main(argv: list[str] | None = None) -> int:
         if moved := place.moved():
             return _moved(moved)
         log(f"error: {e}")
-        status(run_dir, state="failed", error=str(e), hint=e.fix)
+        # the fix apart, once: `train` and the monitor show the error, then the hint
+        status(run_dir, state="failed", error=e.without_fix(), hint=e.fix)
         return EXIT_BAD_INPUT
     except Exception as e:  # noqa: BLE001 - any failure of the run: record why in status.json, traceback in train.log
         moved = e if isinstance(e, RunDirMoved) else place.moved()
