@@ -166,7 +166,7 @@ for _name in ("compiled",):
     LEVER_SIDES[f"{_name}_d0"] = LEVER_SIDES[_name]
 # Memory sides (ending _mem): the lever side's run, MEM_STEPS steps, under BENCH_MEMORY_HISTORY (lever_site/).
 MEM_STEPS = 20
-for _name in ("compiled", "compiledbnb", "compiledmf"):
+for _name in ("compiled", "compiledbnb", "compiledmf", "compiledck"):
     LEVER_SIDES[f"{_name}_mem"] = LEVER_SIDES[_name]
 SIDES = ("best", "engine", "lean", *LEVER_SIDES)
 EXAMPLES_PER_STEP = 16        # the engine's default micro_batch_size 4 x gradient_accumulation_steps 4

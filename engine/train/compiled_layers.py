@@ -173,15 +173,15 @@ def _saving_seeds():
 def _in_graph_or_not(checkpointed, forward):
     """The layer's forward: where transformers would checkpoint it (the same test as its forward_with_checkpointing),
     the compiled checkpointed forward; elsewhere (evaluation, no grad) the compiled forward alone. The mask-free
-    dropout traces its autograd Function in that graph (mask_free_dropout.in_layer_checkpoint says why)."""
+    dropout and graph_dequant then add no checkpoint of their own (engine.train.layer_checkpoint says why)."""
     import torch
 
-    from engine.train import mask_free_dropout
+    from engine.train import layer_checkpoint
 
     def layer_forward(self, *args, **kwargs):
         if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
             with torch._dynamo.config.patch(skip_fwd_side_effects_in_bwd_under_checkpoint=True), \
-                    mask_free_dropout.in_layer_checkpoint():
+                    layer_checkpoint.tracing():
                 return checkpointed(self, *args, **kwargs)
         return forward(self, *args, **kwargs)
     return layer_forward

@@ -12,7 +12,9 @@ dtype, as bitsandbytes' kernels compute it (tests/test_graph_dequant.py checks i
 
 The dequantised weight is recomputed for the backward, never saved: it sits in an activation checkpoint, which the
 compiler's partitioner must recompute. Saving it would hold a layer's 16-bit weights (0.4 GiB on a 7B) through
-its backward, where the eager path keeps only the packed 4-bit weight.
+its backward, where the eager path keeps only the packed 4-bit weight. Inside a layer's own checkpoint
+(LEVERS.checkpoint_in_graph) that checkpoint recomputes it, and a nested one would get it saved
+(engine.train.layer_checkpoint).
 
 Only inside a compiled frame: called eagerly (evaluation, decoding, after a compile fallback) the projection runs
 bitsandbytes' own path, which is the faster one there.
@@ -60,6 +62,8 @@ def _forward(self, x):
         return type(self).__dict__[_EAGER].forward(self, x)
     from bitsandbytes.nn.modules import fix_4bit_weight_quant_state_from_module
 
+    from engine.train import layer_checkpoint
+
     fix_4bit_weight_quant_state_from_module(self)
     state = self.weight.quant_state
     inp_dtype = x.dtype
@@ -69,7 +73,7 @@ def _forward(self, x):
     parts = (self.weight, state.absmax, state.code, inner and inner.absmax, inner and inner.code,
              state.offset if inner is not None else None, tuple(state.shape), state.blocksize,
              inner.blocksize if inner is not None else 0, dtype)
-    if RECOMPUTE_WEIGHT:
+    if RECOMPUTE_WEIGHT and not layer_checkpoint.inside():
         weight = torch.utils.checkpoint.checkpoint(_dequantize, *parts, use_reentrant=False)
     else:
         weight = _dequantize(*parts)

@@ -11,7 +11,8 @@ and the keep mask is a pure function of (seed, element index): a counter-based h
 the backward computes again. Saved for backward: x (shared with the other projections reading it), lora_A's weight
 and the seed. Eagerly an autograd Function (DroppedLoraA) does it; in a compiled graph, where AOTAutograd's
 partitioner chooses what is saved, the dropped linear sits in a checkpoint, whose nodes the partitioner recomputes
-(in a graph that holds the layer's own checkpoint, LEVERS.checkpoint_in_graph, the Function: in_layer_checkpoint).
+(in a graph that holds the layer's own checkpoint, LEVERS.checkpoint_in_graph, the Function, whose backward makes the
+mask from the seed again where the weight gradient reads it: engine.train.layer_checkpoint says why).
 
 Installed by swapping classes (install): each adapter's nn.Dropout becomes nn.Identity and its lora_A an nn.Linear
 subclass that drops its own input. No parameter, buffer or key changes: the saved adapter, merging and export are
@@ -30,6 +31,7 @@ import contextlib
 
 import torch
 
+from engine.train import layer_checkpoint
 from engine.train.speed import MASK_FREE_EAGER_CHUNK_ELEMENTS
 
 _MASK32 = 0xFFFFFFFF
@@ -184,28 +186,6 @@ def _dropped_linear(x, weight, seed, threshold: int, hash32: bool = False):
     return torch.nn.functional.linear(_dropped(x, seed, threshold, hash32), weight)
 
 
-# Set while a compiled layer's graph holds its own activation checkpoint (LEVERS.checkpoint_in_graph: the compiled
-# layers' _in_graph_or_not sets it around the call, dynamo reads it as it traces). The region's nodes are recomputed
-# in the one backward graph, each once: a checkpoint of the dropout's own (above) would make the dropped input one node
-# for lora_A's recomputed output and for its weight gradient, alive from one to the other, six of a layer's at once
-# at the MLP's backward. Traced through DroppedLoraA instead, the backward graph holds two: one dropped input for the
-# recompute, which dies at its matmul, and the Function's backward's, made from the seed where the weight gradient
-# reads it (the same mask: same seed, same words). A mask is then hashed twice in the backward graph, as today's
-# recompute and backward do (benchmarks/results/checkpoint_in_graph-cpu-2026-12-06.md).
-_in_layer_checkpoint = False
-
-
-@contextlib.contextmanager
-def in_layer_checkpoint():
-    """Within: a compiled lora_A traces DroppedLoraA, for a graph that holds the layer's checkpoint itself."""
-    global _in_layer_checkpoint
-    before, _in_layer_checkpoint = _in_layer_checkpoint, True
-    try:
-        yield
-    finally:
-        _in_layer_checkpoint = before
-
-
 # The seed's range: 31 bits, within every integer type a compiled graph's random kernels draw.
 _SEED_HIGH = 2 ** 31
 
@@ -224,7 +204,7 @@ def _forward(self, x):
         dtype = torch.get_autocast_dtype(device)
         x, weight = x.to(dtype), weight.to(dtype)
     with torch.autocast(device, enabled=False) if autocast else contextlib.nullcontext():
-        if torch.compiler.is_compiling() and not _in_layer_checkpoint:
+        if torch.compiler.is_compiling() and not layer_checkpoint.inside():
             # In a compiled graph the partitioner decides what is saved, and it would save each projection's mask
             # and dropped copy (x is used on both sides of a matmul); nodes inside a checkpoint are recomputed.
             out = torch.utils.checkpoint.checkpoint(_dropped_linear, x, weight, seed, threshold, self.mask_free_hash32,
