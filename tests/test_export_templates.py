@@ -173,7 +173,7 @@ def test_the_system_prompt_is_the_one_every_row_shares():
 # prompt, all Gemma 2 takes, the two render alike).
 OLLAMA_FOR = {"llama3": "llama3", "llama3_1": "llama3.1", "llama3_2": "llama3.1", "qwen2_5": "qwen2.5",
               "mistral": "mistral", "gemma2": "gemma", "gemma3": "gemma3", "qwen3": "chatml",
-              "last_user_system": "mistral", "llama3_base": "alpaca",
+              "last_user_system": "mistral-last-user", "llama3_base": "alpaca",
               "mistral_base": "alpaca", "phi3_5": "phi3.5", "deepseek_r1": "deepseek-r1"}
 # The architecture a family's model has where it decides the match: Ollama drops a Qwen3's earlier think blocks
 # itself (Qwen3's template does in training), which the ChatML template alone would show.
@@ -249,13 +249,12 @@ def test_ollama_feeds_the_trained_ids_and_stops_where_training_stopped(real_fami
         assert set(stop_tokens(saved)) <= set(written["stop"]), (stop_tokens(saved), written["stop"])
 
 
-@pytest.mark.parametrize(("name", "refused"), [("gemma2", True), ("mistral", False)])
-def test_a_system_message_to_a_model_without_a_system_role_is_refused_as_training_refused_it(real_family, name,
-                                                                                             refused):
-    """Gemma 2's template has no system role: training refuses a row with a system message, and so do vLLM and
-    llama.cpp rendering the saved template. Ollama's TEMPLATE refuses a request with one too (an execution error),
-    not a `<start_of_turn>system` turn the model never read; the card says so. The Mistral v0.2 TEMPLATE, which
-    Mistral v0.3-style runs share, leaves it out: the card says that is no prompt training saw."""
+@pytest.mark.parametrize("name", ["gemma2", "mistral"])
+def test_a_system_message_to_a_model_without_a_system_role_is_refused_as_training_refused_it(real_family, name):
+    """Gemma 2's and Mistral v0.2's templates have no system role: training refuses a row with a system message,
+    and so do vLLM and llama.cpp rendering the saved template, and the playground (engine.data.prompt.system_refused).
+    Ollama's TEMPLATE refuses a request with one too (an execution error), not a turn the model never read, nor a
+    silent drop (Mistral's did); the card says so."""
     from engine.data import tokenize_rows
     from engine.errors import DataError
 
@@ -267,17 +266,38 @@ def test_a_system_message_to_a_model_without_a_system_role_is_refused_as_trainin
     assert match.template.name == OLLAMA_FOR[name]
     written = parse_modelfile(modelfile(match, source="test", system=match.system))
     assert written["SYSTEM"] is None
-    asked = [{"role": "system", "content": TERSE}, TURNS[0]]
-    if refused:
+    for asked in ([{"role": "system", "content": TERSE}, TURNS[0]], [{"role": "system", "content": TERSE}, *TURNS[:3]]):
         with pytest.raises(GoTemplateError, match="index out of range"):
             ollama_prompt(written["TEMPLATE"], asked)
-        assert any(n.startswith("a request with a system message fails") for n in match.notes), match.notes
-    else:
-        assert TERSE not in ollama_prompt(written["TEMPLATE"], asked)
-        assert any(n.startswith("a request with a system message is rendered in a way training never saw")
-                   for n in match.notes), match.notes
+        with pytest.raises(GoTemplateError, match="index out of range"):  # the Modelfile's SYSTEM or /set system
+            ollama_prompt(written["TEMPLATE"], asked[1:], TERSE)
+    assert any(n.startswith("a request with a system message fails") for n in match.notes), match.notes
     # without one, the prompt is training's (test_ollama_feeds_the_trained_ids_and_stops_where_training_stopped)
-    assert ollama_prompt(written["TEMPLATE"], TURNS[:1]).startswith("<start_of_turn>user" if refused else "[INST]")
+    assert ollama_prompt(written["TEMPLATE"], TURNS[:1]).startswith("<start_of_turn>user" if name == "gemma2"
+                                                                     else "[INST]")
+
+
+@pytest.mark.parametrize("system", [None, TERSE])
+def test_a_system_message_goes_where_the_runs_template_puts_it_when_training_left_it_out(real_family, system):
+    """A template that writes the system message only into a user turn that ends the conversation (Mistral
+    v0.3's placement) trained every row without it. At serving time vLLM and llama.cpp, rendering that template
+    with a generation prompt, put a request's system message into its last user turn: Ollama's TEMPLATE does the
+    same (Mistral's dropped it without a word), and feeds training's prompt when there is none."""
+    from engine.data.template import training_chat_template
+
+    _, tok = real_family("last_user_system")
+    match = match_template(tok, "chat", system)
+    assert match.template.name == "mistral-last-user"
+    written = parse_modelfile(modelfile(match, source="test", system=match.system))
+    assert written["SYSTEM"] is None   # training never showed it: no SYSTEM line
+    for asked in (TURNS[:1], TURNS[:3]):
+        served = tok.apply_chat_template([{"role": "system", "content": TERSE}, *asked], tokenize=False,
+                                         add_generation_prompt=True,
+                                         chat_template=training_chat_template(tok, "chat")).removeprefix(tok.bos_token)
+        assert TERSE in served
+        assert ollama_prompt(written["TEMPLATE"], [{"role": "system", "content": TERSE}, *asked]) == served
+        assert ollama_prompt(written["TEMPLATE"], asked, TERSE) == served   # the SYSTEM a user sets
+    assert any("last user turn" in n for n in match.notes), match.notes
 
 
 def test_ollamas_own_gemma3_file_is_one_newline_off_gemma3s_training(real_family):

@@ -15,9 +15,11 @@ training trained it to write at that turn), not as the data wrote them: Qwen3 wr
 every answer, and its template drops that block from earlier answers, so a match needs Ollama to drop it too, which
 its server does for the qwen3 architecture only (server/routes.go filterThinkTags); a Go template cannot (no
 string functions). DeepSeek-R1's template drops the reasoning from every answer, so its model writes none.
-A run whose chat template has no system role (Gemma 2) trained no row with one, and vLLM or llama.cpp, rendering
-that template, refuse a request with one: so does its Ollama template (an execution error), where Ollama's own would
-fold the system message into the user's turn. PARAMETER stop lists every end token the run trained and every stop
+A run whose chat template has no system role (Gemma 2, Mistral v0.2) trained no row with one, and vLLM or llama.cpp,
+rendering that template, refuse a request with one: so does its Ollama template (an execution error), where Ollama's
+own would fold the system message into the user's turn or drop it. One that writes the system message only into a
+user turn that ends the conversation (Mistral v0.3's placement) trained no row with it either; a request's goes where
+that template, rendered by vLLM or llama.cpp, puts it (system_asks: a template that drops it does not match). PARAMETER stop lists every end token the run trained and every stop
 the playground stops on (engine.data.stops: the EOS, the family's published stops), then the template's turn
 markers; SYSTEM carries the system prompt every training row shared, only when training showed it to the model: a
 chat template with no system role, or one that leaves the system prompt out of a row ending with an answer
@@ -27,7 +29,9 @@ none; a SYSTEM line would promise what the model never read.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,8 +45,8 @@ EOS_MARK = "[[eos_token]]"
 # Tried in this order; the first whose renders all match wins (qwen2.5 before chatml: with a system prompt both
 # render alike, the probe without one tells them apart; gemma before gemma3: without a system prompt, all a Gemma 2
 # run has, both render alike, and gemma3 would put a system prompt given at serving time into the user's turn).
-PREFERENCE = ("qwen2.5", "chatml", "llama3.1", "llama3", "mistral", "gemma", "gemma3", "phi3.5", "deepseek-r1",
-              "alpaca", "completion")
+PREFERENCE = ("qwen2.5", "chatml", "llama3.1", "llama3", "mistral", "mistral-last-user", "gemma", "gemma3", "phi3.5",
+              "deepseek-r1", "alpaca", "completion")
 # Architectures Ollama converts from safetensors itself (ollama convert/convert.go, 2026-08). Others need a GGUF
 # from llama.cpp first (see the llama.cpp export).
 OLLAMA_CONVERTS = ("LlamaForCausalLM", "MixtralForCausalLM", "GemmaForCausalLM", "Gemma2ForCausalLM",
@@ -152,9 +156,44 @@ def ollama_prompt(template_text: str, messages: list[dict], system: str = "", *,
     return render(template_text, ollama_chat_values(messages, system, strip_think=strip_think))
 
 
-def _renders_all(text: str, cases: list[TrainedPrompt], strip_think: bool) -> bool:
+@dataclass
+class SystemAsk:
+    """A conversation asked with a system message that no training row rendered, and what the run's own template
+    (as vLLM and llama.cpp render it, with a generation prompt) makes of it: None where it refuses one."""
+    messages: list[dict]
+    prompt: str | None
+
+
+def system_asks(tokenizer, fmt: str, cases: list[TrainedPrompt], refused: bool) -> list[SystemAsk]:
+    """For a run that never trained with its system message (the template refuses one, or leaves it out of every
+    row that ends with an answer), what a request with one must get: the template's refusal, or its placement."""
+    from engine.data.template import training_chat_template
+
+    if fmt == "completion" or not (refused or any(c.system_left_out for c in cases)):
+        return []
+    head = [{"role": "system", "content": PROBE_SYSTEM}]
+    asks = []
+    for history in (PROBE[:1], PROBE[:3]):
+        if refused:
+            asks.append(SystemAsk(head + history, None))
+            continue
+        text = tokenizer.apply_chat_template(head + history, tokenize=False, add_generation_prompt=True,
+                                             chat_template=training_chat_template(tokenizer, fmt))
+        asks.append(SystemAsk(head + history, text.removeprefix(tokenizer.bos_token or "\0")))
+    return asks
+
+
+def _asks_as_template_does(text: str, ask: SystemAsk) -> bool:
     try:
-        return all(ollama_prompt(text, c.served, strip_think=strip_think) == c.prompt for c in cases)
+        return ollama_prompt(text, ask.messages) == ask.prompt
+    except GoTemplateError:
+        return ask.prompt is None
+
+
+def _renders_all(text: str, cases: list[TrainedPrompt], strip_think: bool, asks: Sequence[SystemAsk] = ()) -> bool:
+    try:
+        return (all(ollama_prompt(text, c.served, strip_think=strip_think) == c.prompt for c in cases)
+                and all(_asks_as_template_does(text, a) for a in asks))
     except (GoTemplateError, LookupError, TypeError, ValueError):  # a candidate that cannot render: no match
         return False
 
@@ -190,24 +229,31 @@ def match_template(tokenizer, fmt: str, system: str | None = None,
         notes.append("the chat template leaves the system prompt out of conversations that end with an answer, "
                      "so the model trained without it: no SYSTEM line")
     shown = system if any(c.messages[0]["role"] == "system" and not c.system_left_out for c in cases) else None
+    asks = system_asks(tokenizer, fmt, cases, refuses_system)
+    # A row trained without its system message: its prompt is compared without one; a request's is the asks'
+    cases = [dataclasses.replace(c, served=c.served[1:]) if c.system_left_out else c for c in cases]
     candidates = templates if templates is not None else load_templates()
     for candidate in candidates:
         text = candidate.for_tokenizer(tokenizer.eos_token)
-        if _renders_all(text, cases, strip_think):
+        if _renders_all(text, cases, strip_think, asks):
             ends = list(dict.fromkeys(t for c in cases for t in split_end(c.end, renderer.end_tokens)))
             # and every stop the playground and chat stop on (the EOS, the family's published stops): one rule
             stops = list(dict.fromkeys([*ends, *stop_tokens(tokenizer), *candidate.stops]))
             starts_with_bos = bool(bos) and (tokenizer_adds_bos(tokenizer) or any(c.began_with_bos for c in cases))
             checked = [_probe_words(c.messages) for c in cases]
             if refuses_system:
-                notes.append(_system_request_note(text))
+                notes.append("a request with a system message fails (a template error at `no system`), as training "
+                             "refused rows with one: put such instructions into the user's message")
+            elif asks:
+                notes.append("a request's system message goes into its last user turn, where the run's chat template "
+                             "puts it (as vLLM and llama.cpp do); no training row had it there")
             if strip_think and any(c.served != c.messages[:-1] for c in cases):
                 notes.append("the model writes a think block (<think>...</think>) before its answers, and its chat "
                              "template leaves it out of earlier answers; Ollama does the same for this architecture "
                              f"({architecture}), so a multi-turn chat shows the history as training did")
             return TemplateMatch(candidate, text, stops, ends, bos if starts_with_bos else None, shown, checked,
                                  notes)
-    if not strip_think and any(_renders_all(c.for_tokenizer(tokenizer.eos_token), cases, True) for c in candidates):
+    if not strip_think and any(_renders_all(c.for_tokenizer(tokenizer.eos_token), cases, True, asks) for c in candidates):
         raise UserError(
             "Ollama would show this model its earlier answers with their think blocks (<think>...</think>), which "
             "the run's chat template left out of every earlier answer in training: from the second question on, "
@@ -219,18 +265,6 @@ def match_template(tokenizer, fmt: str, system: str | None = None,
                     problems=[f"the run's template renders: {cases[0].prompt!r}"],
                     fix="use `--for vllm` or `--for llama.cpp` (both read the run's own chat template), "
                         "or add a template for this family to presets/ollama/")
-
-
-def _system_request_note(text: str) -> str:
-    """What the TEMPLATE does with a request's system message, for a run whose chat template refuses one (training
-    refused every row with one, as vLLM and llama.cpp, rendering that template, refuse such a request)."""
-    try:
-        ollama_prompt(text, [{"role": "system", "content": PROBE_SYSTEM}, PROBE[0]])
-    except GoTemplateError:
-        return ("a request with a system message fails (a template error at `no system`), as training refused rows "
-                "with one: put such instructions into the user's message")
-    return ("a request with a system message is rendered in a way training never saw (it refused rows with one): "
-            "leave system messages out, or put them into the user's message")
 
 
 def _quoted(text: str, what: str) -> str:
