@@ -267,6 +267,8 @@ def _cmd_chat(a) -> int:
         raise UserError(f"--system: {pg.system_refused}", fix="leave --system out, or write it into the prompt")
     print("system prompt in use: " + safe_text(system_in_use(pg.style, system, pg.template_system), one_line=True),
           file=sys.stderr)
+    if pg.stops_note:
+        print("note: " + safe_text(pg.stops_note, one_line=True), file=sys.stderr)
     why_alone = one_question_only(pg.style.format)
     histories: dict[bool, list[tuple[str, str]]] = {False: [], True: []}
 

@@ -144,17 +144,25 @@ def load_tokenizer(model: str, trust_remote_code: bool = False):
     if tok.pad_token is None:
         # Padding is masked by position, so reusing EOS as pad is safe here.
         tok.pad_token = tok.eos_token
-    from engine.data.stops import PUBLISHED_STOPS
+    from engine.data.stops import PUBLISHED_STOPS, STOPS_UNKNOWN
 
-    setattr(tok, PUBLISHED_STOPS, published_stop_ids(path, cache_only))
+    ids, read = published_stops_read(path, cache_only)
+    setattr(tok, PUBLISHED_STOPS, ids)
+    if cache_only and read != "generation_config.json":
+        # Offline, and the file is not in the cache: whether the makers publish more stops is not known here
+        setattr(tok, STOPS_UNKNOWN, f"{model}: the hub is out of reach and the Hugging Face cache has no "
+                                    "generation_config.json naming its stops, so the stops its makers publish are "
+                                    "unknown here: generation stops on the trained end tokens and the EOS"
+                                    + (" (and config.json's eos_token_id)" if read else ""))
     return tok
 
 
-def published_stop_ids(path: str, cache_only: bool = False) -> list[int]:
-    """The ids the model's makers say generation stops on: generation_config.json's eos_token_id, else config.json's
-    (transformers makes the generation config from it then); [] when neither is in reach. Llama 3.1 Instruct:
-    <|end_of_text|>, <|eom_id|>, <|eot_id|>; Qwen2.5: <|im_end|>, <|endoftext|>. An adapter directory has the
-    generation_config.json its run saved (engine.train.run): the stops that run trained with."""
+def published_stops_read(path: str, cache_only: bool = False) -> tuple[list[int], str | None]:
+    """(the ids the model's makers say generation stops on, the file they were read from): generation_config.json's
+    eos_token_id, else config.json's (transformers makes the generation config from it then); ([], None) when
+    neither is in reach. Llama 3.1 Instruct: <|end_of_text|>, <|eom_id|>, <|eot_id|>; Qwen2.5: <|im_end|>,
+    <|endoftext|>. An adapter directory has the generation_config.json its run saved (engine.train.run): the stops
+    that run trained with."""
     import json
 
     from transformers.utils import cached_file
@@ -169,8 +177,8 @@ def published_stop_ids(path: str, cache_only: bool = False) -> list[int]:
             continue
         ids = [i for i in (eos if isinstance(eos, list) else [eos]) if isinstance(i, int) and not isinstance(i, bool)]
         if ids:
-            return ids
-    return []
+            return ids, name
+    return [], None
 
 
 # Plain words, spaces and punctuation: every tokenizer of a language model gives these back as they were.

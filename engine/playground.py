@@ -166,6 +166,9 @@ class Playground:
         self.template_system = template_system_prompt(self.tokenizer, self.style.format)
         # why a system prompt of the user's is refused, as training refuses a row with one (None: it is not)
         self.system_refused = system_refused(self.tokenizer, self.style.format)
+        from engine.data.stops import unknown_stops_note
+        # offline, a checkpoint's tokenizer (the base model's) may lack the stops its makers publish: said
+        self.stops_note = unknown_stops_note(self.tokenizer)
 
     def style_with(self, system: str = "") -> PromptStyle:
         """The prompt style with the user's own system prompt ("": what training used)."""

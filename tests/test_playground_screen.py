@@ -274,6 +274,17 @@ def chat_playground(tmp_path, monkeypatch):
     return open_playground
 
 
+@pytest.mark.parametrize("note", [None, "Qwen/Qwen2.5-0.5B-Instruct: the hub is out of reach and the Hugging Face "
+                                          "cache has no generation_config.json naming its stops"])
+async def test_offline_without_the_published_stops_the_playground_says_so(chat_playground, note):
+    """A checkpoint's tokenizer is the base model's: offline without its generation_config.json in the cache, the
+    stops its makers publish are unknown (engine.model.load_tokenizer; tests/test_stop_tokens.py): said once loaded."""
+    async with chat_playground({**CHAT_INFO, "stops_note": note}) as (model, app, pilot, screen):
+        await pilot.pause(0.05)
+        shown = [n for n in app._notifications if n.title == "Where answers stop"]
+        assert [(n.message, n.severity) for n in shown] == ([(note, "warning")] if note else [])
+
+
 async def _ask(pilot, screen, text: str) -> None:
     await type_text(pilot, text)
     await pilot.press("enter")

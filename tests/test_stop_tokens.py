@@ -146,6 +146,30 @@ def test_an_adapter_loaded_back_stops_where_its_run_did(tmp_path):
         tok.convert_tokens_to_ids(LLAMA3_1_STOPS)
 
 
+def test_offline_without_the_published_stops_the_playground_chat_and_train_log_say_so(tmp_path, monkeypatch):
+    """A hub model whose generation_config.json is not in the Hugging Face cache while the hub is out of reach: the
+    stops its makers publish there (Llama 3.1's <|end_of_text|>, <|eom_id|>) are unknown, and generation may run
+    past where training ended a text row. The tokenizer carries a line saying so (shown by the playground, chat and
+    train.log); with the file there, or a local directory without one (then the model publishes none), it has none.
+    (The cache is stood in for by a local directory read cache-only: engine.model.cache_only_for.)"""
+    import engine.model
+    from engine.data.stops import unknown_stops_note
+    from engine.model import load_tokenizer
+
+    tok = load_family(FAMILIES["llama3_1"], tmp_path, with_pad=False)
+    folder = tmp_path / "llama3_1-nopad"
+    monkeypatch.setattr(engine.model, "cache_only_for", lambda path: True)   # the hub out of reach
+    cached = load_tokenizer(str(folder))
+    assert unknown_stops_note(cached) is None and stop_tokens(cached) == stop_tokens(tok)
+    (folder / "generation_config.json").unlink()
+    offline = load_tokenizer(str(folder))
+    assert set(stop_tokens(tok)) - set(stop_tokens(offline)) == {"<|end_of_text|>", "<|eom_id|>"}
+    note = unknown_stops_note(offline)
+    assert note and "generation_config.json" in note and "config.json's eos_token_id" in note, note
+    monkeypatch.setattr(engine.model, "cache_only_for", lambda path: False)   # a local directory: the truth
+    assert unknown_stops_note(load_tokenizer(str(folder))) is None
+
+
 # A chat template whose answers end in no end token (`Human:`/`Assistant:` turns as text, as community templates for
 # base models write them): the EOS after an answer is the trainer's.
 NO_END_TEMPLATE = ("{% for m in messages %}{% if m['role'] == 'user' %}Human: {{ m['content'] }}\n"

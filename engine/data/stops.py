@@ -21,6 +21,8 @@ from engine.errors import DataError
 
 # The attribute engine.model.load_tokenizer sets on a tokenizer: the ids the model's makers publish as stops.
 PUBLISHED_STOPS = "lorapilot_published_stops"
+# and, where it could not read them (offline, generation_config.json not in the cache), why, in a line
+STOPS_UNKNOWN = "lorapilot_stops_unknown"
 
 PROBE = [{"role": "user", "content": "What is the capital of France?"}, {"role": "assistant", "content": "Paris."},
          {"role": "user", "content": "And of Italy?"}, {"role": "assistant", "content": "Rome."}]
@@ -59,6 +61,13 @@ def published_stops(tokenizer) -> list[str]:
     specials = special_tokens(tokenizer)
     return [t for t in tokenizer.convert_ids_to_tokens([i for i in ids if 0 <= i < len(tokenizer)])
             if t in specials]
+
+
+def unknown_stops_note(tokenizer) -> str | None:
+    """Why the published stops are not known for this tokenizer (engine.model.load_tokenizer, offline without the
+    model's generation_config.json in the cache), in a line; None where they were read, or there are none. The
+    playground, chat and train.log say it: generation may then run past where the model's makers say it ends."""
+    return getattr(tokenizer, STOPS_UNKNOWN, None)
 
 
 def stop_tokens(tokenizer) -> list[str]:

@@ -246,6 +246,7 @@ def load(cfg: Config, run_dir: Path, *, resume: bool, data: PreparedData | None,
     """Phase 1: the machine, the tokenizer and the data; the data doctor before any GPU time is spent, so that a
     dataset that cannot train fails here, in seconds, not after the model loaded."""
     from engine.data import load_examples
+    from engine.data.stops import unknown_stops_note
     from engine.model import compute_dtype_name, detect_hardware, load_tokenizer
     from engine.train.distributed import world
 
@@ -255,6 +256,8 @@ def load(cfg: Config, run_dir: Path, *, resume: bool, data: PreparedData | None,
 
     status(run_dir, state="loading", phase="data")
     tokenizer = tokenizer or load_tokenizer(cfg.model, cfg.trust_remote_code)
+    if stops_note := unknown_stops_note(tokenizer):
+        log(f"stops: {stops_note}")
     data = data or load_examples(cfg, tokenizer)
     rep = data.report
     log(f"data: {rep.n_train} train / {rep.n_validation} validation examples, format {rep.format}, "

@@ -47,7 +47,7 @@ def _serve(conn: Connection, run_dir: str, adapter: str | None = None) -> None:
     conn.send(("ready", {"model": pg.cfg.model, "device": device, "load_s": time.monotonic() - start,
                          "format": pg.style.format, "system": pg.style.system,
                          "template_system": pg.template_system, "system_refused": pg.system_refused,
-                         "context": pg.context}))
+                         "context": pg.context, "stops_note": pg.stops_note}))
     while True:
         try:
             msg = conn.recv()

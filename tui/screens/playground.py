@@ -216,6 +216,8 @@ class PlaygroundScreen(Screen):
             field.disabled, field.placeholder = True, "not used (the line below says why)"
         self._show_system()
         self._show_turns()
+        if note := self._load_info.get("stops_note"):  # offline: the model's published stops unknown
+            self.notify(safe_text(note), title="Where answers stop", severity="warning", timeout=30, markup=False)
         for pane in self.query(AnswerPane):
             if pane.state == "waiting":
                 pane.waiting("waiting for the base model's answer…" if pane.id == "answer-adapter" and
