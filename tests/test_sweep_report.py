@@ -33,8 +33,22 @@ def test_trial_metrics_from_records():
     assert m["train_loss"] == pytest.approx((1.8 + 1.7 + 1.6) / 3)
     assert m["gap"] == pytest.approx(1.9 - m["train_loss"])
     assert m["verdict"] == "underfit"  # eval still falling by more than 2 %
-    assert m["tokens_per_s"] == pytest.approx(102.5) and m["peak_mem_gib"] == 5.5
+    assert m["tokens_per_s"] == pytest.approx(103.0) and m["peak_mem_gib"] == 5.5   # step 1 is the warm-up
     assert m["evals"] == [[3, 2.4], [6, 1.9]] and len(m["losses"]) == 6
+
+
+def test_a_trials_speed_leaves_out_each_launchs_warm_up_as_the_monitor_does():
+    """The first train record of a launch (the run's first, the first after a resume) covers the warm-up and the
+    compile: the monitor and train.log say "measuring" for it (engine.rundir.LaunchStart). The trial's tokens/s is
+    the median of the others: with the warm-ups in, a 3-record trial read the slow record as its speed."""
+    from engine.rundir import RESUMED
+
+    speeds = [5.0, 1000.0, 10.0, 1010.0]   # steps 1 and 3 start a launch each
+    recs = [{"kind": "train", "step": s, "time": 0.0, "loss": 1.0, "tokens_per_s": v}
+            for s, v in zip((1, 2, 3, 4), speeds)]
+    recs.insert(2, {"kind": "event", "step": 2, "time": 0.0, "code": RESUMED, "message": "resumed"})
+    assert trial_metrics(recs)["tokens_per_s"] == pytest.approx(1005.0)
+    assert trial_metrics(recs[:1])["tokens_per_s"] is None   # only the warm-up: not measured yet
 
 
 def test_a_trials_peak_is_the_allocators_never_nvidia_smis_used_memory():

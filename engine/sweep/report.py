@@ -9,6 +9,7 @@ from pathlib import Path
 
 from engine.diagnose.curves import EvalPoint, learning_curve_verdict
 from engine.errors import UserError, shell_word
+from engine.rundir import LaunchStart
 from engine.sweep.plan import STOP_ON, lr_text
 from engine.sweep.sweepdir import BASE_CONFIG_FILE, TRIAL_SKIPPED
 
@@ -21,20 +22,23 @@ def _finite(x) -> bool:
 
 
 def trial_metrics(records: list[dict]) -> dict:
-    """A trial's numbers from its metrics records: eval and train loss, gap, verdict, speed, memory."""
+    """A trial's numbers from its metrics records: eval and train loss, gap, verdict, speed (the median tokens/s,
+    each launch's first record left out, as the monitor leaves it out: engine.rundir.LaunchStart), memory."""
     evals: list[EvalPoint] = []
     recent: list[float] = []
     losses: list[float] = []
     speeds: list[float] = []
     peak = None
     errors: list[str] = []
+    launch = LaunchStart()
     for rec in records:
         kind = rec.get("kind")
+        warming_up = launch.first(rec)   # its tokens/s covers the warm-up and compile: the monitor's one rule
         if kind == "train" and isinstance(rec.get("loss"), (int, float)):
             losses.append(rec["loss"])
             if _finite(rec["loss"]):
                 recent = (recent + [rec["loss"]])[-TRAIN_WINDOW:]
-            if _finite(rec.get("tokens_per_s")):
+            if _finite(rec.get("tokens_per_s")) and not warming_up:
                 speeds.append(rec["tokens_per_s"])
             # The allocator's peak only: nvidia-smi's used memory (gpu_mem_gib, all an older run recorded) counts the
             # CUDA context and the cache too, another kind of number that a column of peaks must not hold.
