@@ -584,11 +584,12 @@ def _no_ops(cfg: Config) -> list[str]:
     if t.parallelism == "fsdp" and t.num_gpus == 1:
         out.append("training.parallelism: fsdp shards the model across GPUs, and training.num_gpus 1 trains on one: "
                    "nothing to shard; set num_gpus empty (every visible GPU) or 2 or more, or parallelism auto")
-    if t.parallelism == "fsdp" and t.sample_prompts and t.sample_max_new_tokens > 0:
-        # rank 0 cannot generate alone from a sharded model (engine.plan.samples_for)
-        out.append("training.sample_prompts: samples are off while the model is sharded (training.parallelism fsdp); "
-                   "leave sample_prompts empty (lorapilot chat RUN_DIR shows what the run learned), or parallelism "
-                   "auto or ddp")
+    if t.parallelism == "fsdp":
+        # rank 0 cannot generate alone from a sharded model: the plan's one rule, known here before any plan
+        from engine.plan import sample_prompts_problem, samples_for
+
+        if problem := sample_prompts_problem(cfg, samples_for(cfg, "fsdp")[0]):
+            out.append(problem)
     if cfg.dataset.validation_split == 0 and not cfg.dataset.validation_path:
         # Evaluations need a validation set: without one the trainer never evaluates, so neither samples nor the
         # overfitting check (it reads the eval loss) ever come.

@@ -476,6 +476,20 @@ def samples_for(cfg: Config, parallelism: str) -> tuple[str | None, str | None]:
     return None, None
 
 
+def sample_prompts_problem(cfg: Config, samples_off: str | None) -> str | None:
+    """What training.sample_prompts gets where the plan makes no samples (samples_for), whichever way the plan came
+    to shard the model (training.parallelism fsdp, or auto choosing it for a model one GPU cannot hold): one
+    refusal, said alike by the config's validation, `lorapilot estimate` and the trainer's plan phase; None where
+    samples are made or none were written."""
+    t = cfg.training
+    if not (samples_off and t.sample_prompts):
+        return None
+    how = "training.parallelism fsdp" if t.parallelism == "fsdp" else \
+        f"training.parallelism {t.parallelism} shards it on this machine: a whole copy does not fit one GPU"
+    return (f"training.sample_prompts: samples are off while {samples_off} ({how}); leave sample_prompts empty "
+            "(lorapilot chat RUN_DIR shows what the run learned), or parallelism ddp where a whole copy fits each GPU")
+
+
 def _lean_stretch(memory: str, budget: int | None, step_plan: StepPlan, lengths: list[int],
                   n_ranks: int) -> int | None:
     """Lean's budget raised to the data's fullest step when that is within LEAN_STRETCH of the cap; else None."""

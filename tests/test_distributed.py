@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import sys
 from functools import partial
 
@@ -174,6 +176,50 @@ def test_a_sharded_run_makes_no_samples_and_its_plan_says_so():
     assert "samples" not in plan_words(whole) and not any(line.startswith("samples:") for line in whole.lines)
     asked_none = plan("llama-2-70b", 24, sample_max_new_tokens=0)   # nothing to turn off, nothing said
     assert asked_none.samples_off is None and "samples" not in plan_words(asked_none)
+
+
+def test_sample_prompts_get_one_answer_whichever_way_the_plan_came_to_shard(tmp_path, capsys, monkeypatch):
+    """training.sample_prompts beside an explicit parallelism fsdp is refused by the config; beside parallelism auto
+    on several GPUs, which shards a model one GPU cannot hold, the plan turned samples off and the user's prompts
+    were dropped with a plan line only. One rule now (the plan's samples_off): the same refusal from the config,
+    `lorapilot estimate` and the trainer's plan phase (a new run; a resumed one keeps its plan)."""
+    from engine.config import config_from_dict
+    from engine.estimate import command, read_model_config
+    from engine.plan import Machine, plan_run
+    from engine.train import run
+
+    monkeypatch.setattr("engine.wrap.WIDTH", 10_000)
+    said = "training.sample_prompts: samples are off while the model is sharded"
+    raw = {"model": "llama-2-70b", "dataset": {"path": "x.jsonl"},
+           "training": {"max_seq_length": 2048, "num_gpus": 2, "sample_prompts": ["Say hi."]}}
+    with pytest.raises(ConfigError) as explicit:
+        config_from_dict({**raw, "training": {**raw["training"], "parallelism": "fsdp"}})
+    assert [p for p in explicit.value.problems if p.startswith(said)], explicit.value.problems
+
+    cfg = config_from_dict(raw)   # auto: whether it shards is the plan's to say
+    plan = plan_run(cfg, Machine("cuda", "GPU", 24, 2, kernels=True), lengths=[2048] * 64,
+                    info=read_model_config(cfg.model))
+    assert plan.parallelism == "fsdp" and plan.samples_off
+    with pytest.raises(ConfigError) as trainer:
+        run.refuse_what_the_plan_turns_off(cfg, plan, tmp_path / "config.yaml")
+    assert [p for p in trainer.value.problems if p.startswith(said)], trainer.value.problems
+    run.refuse_what_the_plan_turns_off(config_from_dict({**raw, "training": {**raw["training"], "sample_prompts": []}}),
+                                       plan, tmp_path / "config.yaml")   # nothing asked, nothing refused
+
+    path = tmp_path / "c.yaml"
+    path.write_text(json.dumps(raw))
+    assert command.main([str(path), "--gpu", "rtx4090", "--examples", "64"]) == 2
+    assert said in capsys.readouterr().err
+    # the wizard's review, planning on that card, blocks the launch with it
+    from textual.app import App
+
+    from engine.estimate import get_gpu
+    from tui.wizard_state import WizardState
+
+    state = WizardState(App(), cfg)
+    state.estimate, _ = command.estimate_for(cfg, read_model_config(cfg.model), get_gpu("rtx4090"), n_examples=64,
+                                             n_val=0)
+    assert [p for p in state.blockers() if p.startswith(said)], state.blockers()
 
 
 def test_sharded_runs_reduce_gradients_in_fp32_and_leave_the_loss_uncast():

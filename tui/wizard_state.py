@@ -267,6 +267,12 @@ class WizardState:
         the run would only fail after detaching, so Review names it and Launch refuses.
         """
         out = self.all_problems()
+        plan = self.estimate.plan if self.estimate is not None else None
+        if plan is not None:   # what the trainer's plan phase refuses (sample_prompts while auto shards the model)
+            from engine.plan import sample_prompts_problem
+
+            if problem := sample_prompts_problem(self.cfg, plan.samples_off):
+                out.append(problem)
         if self.model_error:
             out.append(f"model: {self.model_error}")
         if self.data_error:

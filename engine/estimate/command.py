@@ -7,8 +7,8 @@ import sys
 
 from typing import TYPE_CHECKING
 
-from engine.errors import EXIT_BAD_INPUT, EXIT_OK, DataError, UserError
-from engine.plan import RunPlan, attention_label
+from engine.errors import EXIT_BAD_INPUT, EXIT_OK, ConfigError, DataError, UserError
+from engine.plan import RunPlan, attention_label, sample_prompts_problem
 from engine.settings import user_path
 
 if TYPE_CHECKING:   # the CLI imports the estimate lazily (start-up time)
@@ -58,6 +58,9 @@ def run(args: argparse.Namespace) -> int:
         except DataError as e:
             e.fix = f"{e.fix + '; or' if e.fix else ''} pass --examples N to estimate without the data"
             raise
+    # what the trainer's plan phase refuses (engine.train.run.refuse_what_the_plan_turns_off), refused here
+    if est.plan is not None and (problem := sample_prompts_problem(cfg, est.plan.samples_off)):
+        raise ConfigError(f"{args.config}: 1 problem in the config", problems=[problem])
     if why:
         est.notes.append(f"dataset not tokenized here ({why})")
     if args.json:

@@ -288,6 +288,8 @@ def plan_here(cfg: Config, inputs: Inputs, run_dir: Path, *, ckpt: str | None = 
 
         resumed = Resumed(step=checkpoint_step(ckpt), optimizer=checkpoint_optimizer(ckpt))
     run_plan = _plan(cfg, inputs.data, inputs.hw, inputs.n_ranks, resumed)
+    if not ckpt:   # a resumed run keeps the plan it started with, its samples off included
+        refuse_what_the_plan_turns_off(cfg, run_plan, run_dir / CONFIG_FILE)
     if ckpt and run_plan.max_steps and cfg.training.max_steps <= 0:   # a max_steps the launcher refused already
         from engine.train.resume_check import max_steps_behind
 
@@ -594,6 +596,16 @@ def _tokens_at(run_dir: Path, ckpt: str | None) -> int:
     step = checkpoint_step(ckpt)
     seen = [r.get("tokens_seen", 0) for r in read_metrics(run_dir) if r["kind"] == "train" and r["step"] <= step]
     return int(seen[-1]) if seen else 0
+
+
+def refuse_what_the_plan_turns_off(cfg: Config, run_plan: RunPlan, config_path: Path) -> None:
+    """The config's refusal of a setting the plan makes do nothing here (sample_prompts while parallelism auto shards
+    the model), as the validator refuses it where the config alone says so (parallelism fsdp)."""
+    from engine.errors import ConfigError
+    from engine.plan import sample_prompts_problem
+
+    if problem := sample_prompts_problem(cfg, run_plan.samples_off):
+        raise ConfigError(f"{config_path}: 1 problem in the config", problems=[problem])
 
 
 def _plan(cfg: Config, data: PreparedData, hw: Hardware, n_ranks: int,
