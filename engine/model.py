@@ -73,6 +73,17 @@ def check_model_reachable(model: str) -> None:
                                  "once, then come from the cache), or use a local directory holding the model")
 
 
+def check_text_decoder_of(model: str) -> None:
+    """The trainer's own check of a multimodal checkpoint (engine.estimate.multimodal: the rule the estimate and the
+    launcher apply), on config.json as the weights' load will find it (a directory, or the hub's cache), before
+    anything loads: a resume or a Config built in code meets it too. A run already trained on one is still served,
+    exported and chatted with (they load the base as it trained)."""
+    from engine.estimate.multimodal import check_text_decoder
+
+    path = resolve_model_path(model)
+    check_text_decoder(_json_file(path, "config.json", cache_only_for(path)) or {}, model)
+
+
 @dataclass
 class Hardware:
     device: str          # "cuda" or "cpu"
@@ -163,22 +174,29 @@ def published_stops_read(path: str, cache_only: bool = False) -> tuple[list[int]
     neither is in reach. Llama 3.1 Instruct: <|end_of_text|>, <|eom_id|>, <|eot_id|>; Qwen2.5: <|im_end|>,
     <|endoftext|>. An adapter directory has the generation_config.json its run saved (engine.train.run): the stops
     that run trained with."""
-    import json
-
-    from transformers.utils import cached_file
-
     for name in ("generation_config.json", "config.json"):
-        try:
-            found = cached_file(path, name, token=hub_token(), local_files_only=cache_only,
-                                _raise_exceptions_for_missing_entries=False,
-                                _raise_exceptions_for_connection_errors=False, _raise_exceptions_for_gated_repo=False)
-            eos = json.loads(Path(found).read_text(encoding="utf-8")).get("eos_token_id") if found else None
-        except (OSError, ValueError, AttributeError):  # unreadable, not JSON, not an object: as if not there
-            continue
+        eos = (_json_file(path, name, cache_only) or {}).get("eos_token_id")
         ids = [i for i in (eos if isinstance(eos, list) else [eos]) if isinstance(i, int) and not isinstance(i, bool)]
         if ids:
             return ids, name
     return [], None
+
+
+def _json_file(path: str, name: str, cache_only: bool = False) -> dict | None:
+    """A JSON object file of the model (a directory, or a hub id through the cache the weights come from); None where
+    it is out of reach, unreadable, not JSON or not an object."""
+    import json
+
+    from transformers.utils import cached_file
+
+    try:
+        found = cached_file(path, name, token=hub_token(), local_files_only=cache_only,
+                            _raise_exceptions_for_missing_entries=False,
+                            _raise_exceptions_for_connection_errors=False, _raise_exceptions_for_gated_repo=False)
+        data = json.loads(Path(found).read_text(encoding="utf-8")) if found else None
+    except (OSError, ValueError, RecursionError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 # Plain words, spaces and punctuation: every tokenizer of a language model gives these back as they were.

@@ -16,6 +16,7 @@ from pathlib import Path
 from engine.errors import ModelError, quote
 from engine.hub import HUB_TIMEOUT_S, hub_reachable
 from engine.settings import hub_cache_dir
+from engine.estimate.multimodal import check_text_decoder
 from engine.estimate.params import Architecture, ParamCounts, architecture, count_params
 from engine.estimate.presets import find_model_preset
 
@@ -110,7 +111,9 @@ def check_shapes(config: dict, where: str) -> None:
 
 def model_info_from_config(name: str, config: dict, source: str, pretraining: dict | None = None,
                            where: str | None = None) -> ModelInfo:
-    """`where` names the config for messages (the config.json path); `name` by default."""
+    """`where` names the config for messages (the config.json path); `name` by default. A multimodal checkpoint the
+    trainer would load with its tower is refused first (engine.estimate.multimodal, the one rule)."""
+    check_text_decoder(config, where or name)
     check_shapes(config, where or name)
     arch = architecture(config)
     if arch.head_dim < 1:
@@ -120,23 +123,39 @@ def model_info_from_config(name: str, config: dict, source: str, pretraining: di
                      pretraining=dict(pretraining or {}))
 
 
-def read_model_config(model: str) -> ModelInfo:
-    """The model's shapes and parameter count from a directory, a preset name or a hub id."""
+@dataclass(frozen=True)
+class ConfigJson:
+    """A model's config.json as found (read_model_config): the name shown, the mapping, where it came from, the
+    preset's pretraining figures, and the file for messages (None: `name` says it)."""
+    name: str
+    config: dict
+    source: str
+    pretraining: dict | None = None
+    where: str | None = None
+
+
+def find_config_json(model: str) -> ConfigJson:
+    """The model's config.json from a directory, a preset name or a hub id (fetched once, then cached)."""
     model = check_model_found(model)
     from engine.demo.model import DEMO_MODEL_ID, demo_config_dict
 
     if model == DEMO_MODEL_ID:
-        return model_info_from_config(model, demo_config_dict(), "local")
+        return ConfigJson(model, demo_config_dict(), "local")
     path = Path(model).expanduser()
     if path.is_dir():
-        return model_info_from_config(model, read_config_json(path / "config.json"), "local",
-                                      where=str(path / "config.json"))
+        return ConfigJson(model, read_config_json(path / "config.json"), "local", where=str(path / "config.json"))
     if path.is_file() and path.name == "config.json":
-        return model_info_from_config(model, read_config_json(path), "local", where=str(path))
+        return ConfigJson(model, read_config_json(path), "local", where=str(path))
     preset = find_model_preset(model)
     if preset is not None:
-        return model_info_from_config(preset["id"], preset["config"], "preset", preset.get("pretraining"))
-    return model_info_from_config(model, hub_config(model), "hub", where=f"{model} (config.json from the hub)")
+        return ConfigJson(preset["id"], preset["config"], "preset", preset.get("pretraining"))
+    return ConfigJson(model, hub_config(model), "hub", where=f"{model} (config.json from the hub)")
+
+
+def read_model_config(model: str) -> ModelInfo:
+    """The model's shapes and parameter count from a directory, a preset name or a hub id."""
+    found = find_config_json(model)
+    return model_info_from_config(found.name, found.config, found.source, found.pretraining, found.where)
 
 
 def check_model_found(model: str) -> str:

@@ -149,11 +149,14 @@ def sliding_window(cfg: Mapping[str, Any]) -> int | None:
 
 
 def architecture(cfg: dict) -> Architecture:
-    """Layer shapes of a decoder-only model from its config.json mapping."""
+    """Layer shapes of a decoder-only model from its config.json mapping (a multimodal checkpoint's text decoder:
+    the one the trainer loads, engine.estimate.multimodal)."""
+    from engine.estimate.multimodal import decoder_alone_note
+
+    notes: list[str] = [note] if (note := decoder_alone_note(cfg)) else []
     if isinstance(cfg.get("text_config"), dict):   # multimodal wrappers keep the decoder here
         cfg = {**cfg["text_config"], "model_type": cfg["text_config"].get("model_type", cfg.get("model_type"))}
     model_type = str(cfg.get("model_type", "unknown"))
-    notes: list[str] = []
     hidden = _first(cfg, "hidden_size", "n_embd", "d_model")
     layers = _first(cfg, "num_hidden_layers", "n_layer", "num_layers")
     heads = _first(cfg, "num_attention_heads", "n_head", "num_heads")

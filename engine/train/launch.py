@@ -44,6 +44,7 @@ def check_inputs(cfg: Config) -> dict[str, str]:
     from engine.model import check_model_reachable
 
     check_model_reachable(cfg.model)
+    _check_text_decoder(cfg)
     _check_lora_for_model(cfg)
     check_dataset_found(cfg.dataset)  # a path not there, said with where it was looked for (beside the config too)
     return check_data(cfg)
@@ -61,6 +62,16 @@ def check_data(cfg: Config, *, local_only: bool = False) -> dict[str, str]:
         if source_files(path) or not local_only:
             read_rows(path, cfg.dataset.format, revisions=revisions)
     return revisions
+
+
+def _check_text_decoder(cfg: Config) -> None:
+    """A multimodal checkpoint the trainer would load with its tower is refused here, before the run starts detached
+    (engine.estimate.multimodal: the rule the estimate and the trainer's load apply)."""
+    from engine.estimate.model_config import find_config_json
+    from engine.estimate.multimodal import check_text_decoder
+
+    found = find_config_json(cfg.model)
+    check_text_decoder(found.config, found.where or found.name)
 
 
 def _check_lora_for_model(cfg: Config) -> None:

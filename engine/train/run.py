@@ -247,9 +247,10 @@ def load(cfg: Config, run_dir: Path, *, resume: bool, data: PreparedData | None,
     dataset that cannot train fails here, in seconds, not after the model loaded."""
     from engine.data import load_examples
     from engine.data.stops import unknown_stops_note
-    from engine.model import compute_dtype_name, detect_hardware, load_tokenizer
+    from engine.model import check_text_decoder_of, compute_dtype_name, detect_hardware, load_tokenizer
     from engine.train.distributed import world
 
+    check_text_decoder_of(cfg.model)   # a multimodal checkpoint it would load with its tower: refused first
     hw = detect_hardware()
     dtype_name = compute_dtype_name(cfg.training.precision, hw)
     log(f"hardware: {hw.name} ({hw.device}, {hw.count} GPU); compute dtype {dtype_name}")
@@ -620,6 +621,10 @@ def _plan(cfg: Config, data: PreparedData, hw: Hardware, n_ranks: int,
         info = read_model_config(cfg.model)
     except UserError as e:  # no config to estimate from: the fast path, and the OOM hint if it does not fit
         log(f"plan: no estimate ({e})")
+    from engine.estimate.multimodal import decoder_alone_note
+
+    if info is not None and (note := decoder_alone_note(info.config)):
+        log(f"model: {note}")   # what the estimate says of it too
     plan = plan_run(cfg, Machine.for_hardware(hw, n_ranks), lengths=[len(e) for e in data.train],
                     val_lengths=[len(e) for e in data.validation] or None, info=info,
                     resumed=resumed)
