@@ -103,7 +103,10 @@ LLAMA = {"model_type": "llama", "hidden_size": 4096, "intermediate_size": 11008,
     ("num_hidden_layers", -6, "num_hidden_layers: -6 is out of range"),
     ("vocab_size", True, "vocab_size: True is not a whole number"),
     ("num_attention_heads", 32.5, "num_attention_heads: 32.5 is not a whole number"),
-], ids=["string hidden", "NaN hidden", "10**6 layers", "negative layers", "bool vocab", "fractional heads"])
+    ("decoder_sparse_step", 0, "decoder_sparse_step: 0 is out of range; expected 1 to 4,096"),
+    ("kv_lora_rank", "512", "kv_lora_rank: '512' is not a whole number"),
+], ids=["string hidden", "NaN hidden", "10**6 layers", "negative layers", "bool vocab", "fractional heads",
+        "sparse step 0", "string latent rank"])
 def test_impossible_shapes_name_the_key(tmp_path, key, value, expect):
     path = tmp_path / "config.json"
     path.write_text(json.dumps({**LLAMA, key: value}))   # json writes nan as NaN, which Python reads back
@@ -155,64 +158,188 @@ def test_not_a_model_name():
         read_model_config("definitely not a model")
 
 
-# Tiny config.json files as the hub has them: only what the checkpoint sets, the rest left to the config class's
-# defaults (Gemma 3's leave tie_word_embeddings out: its class ties the head; Mistral's head_dim apart from hidden /
-# heads, as Mistral-Nemo's; Qwen2's q, k, v biases, which no key announces).
-_TINY = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
-         "intermediate_size": 96, "vocab_size": 128, "pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2}
-DENSE = {
-    "llama": {},
-    "mistral": {"head_dim": 32, "sliding_window": 8},
-    "qwen2": {"tie_word_embeddings": True},
-    "qwen3": {"head_dim": 32},
-    "gemma": {"head_dim": 32},
-    "gemma2": {"head_dim": 32, "sliding_window": 8, "final_logit_softcapping": 30.0, "attn_logit_softcapping": 50.0},
-    "gemma3_text": {"head_dim": 32, "sliding_window": 8, "query_pre_attn_scalar": 32},
-    "phi3": {},
+# config.json of real models as the hub has them (the keys their config classes read; what a checkpoint leaves to
+# its class's defaults left out too: Gemma 3's tie_word_embeddings, its class ties the head). The presets are the
+# dense families' (Llama 2/3, Qwen2.5, Mistral-7B, Gemma 2, Phi-3, SmolLM2, TinyLlama); these the rest.
+FAMILIES = {
+    "google/gemma-3-1b-pt": {
+        "model_type": "gemma3_text", "hidden_size": 1152, "intermediate_size": 6912, "num_hidden_layers": 26,
+        "num_attention_heads": 4, "num_key_value_heads": 1, "head_dim": 256, "vocab_size": 262144,
+        "sliding_window": 512, "sliding_window_pattern": 6, "query_pre_attn_scalar": 256,
+        "max_position_embeddings": 32768, "rope_theta": 1000000, "final_logit_softcapping": None,
+        "attn_logit_softcapping": None},
+    "google/gemma-7b": {
+        "model_type": "gemma", "hidden_size": 3072, "intermediate_size": 24576, "num_hidden_layers": 28,
+        "num_attention_heads": 16, "num_key_value_heads": 16, "head_dim": 256, "vocab_size": 256000,
+        "max_position_embeddings": 8192},
+    "Qwen/Qwen3-0.6B": {
+        "model_type": "qwen3", "hidden_size": 1024, "intermediate_size": 3072, "num_hidden_layers": 28,
+        "num_attention_heads": 16, "num_key_value_heads": 8, "head_dim": 128, "vocab_size": 151936,
+        "max_position_embeddings": 40960, "tie_word_embeddings": True, "attention_bias": False},
+    "mistralai/Mistral-Nemo-Base-2407": {
+        "model_type": "mistral", "hidden_size": 5120, "intermediate_size": 14336, "num_hidden_layers": 40,
+        "num_attention_heads": 32, "num_key_value_heads": 8, "head_dim": 128, "vocab_size": 131072,
+        "max_position_embeddings": 128000, "sliding_window": None, "tie_word_embeddings": False},
+    "mistralai/Mixtral-8x7B-v0.1": {
+        "model_type": "mixtral", "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,
+        "num_attention_heads": 32, "num_key_value_heads": 8, "num_local_experts": 8, "num_experts_per_tok": 2,
+        "vocab_size": 32000, "max_position_embeddings": 32768, "tie_word_embeddings": False},
+    "Qwen/Qwen1.5-MoE-A2.7B": {
+        "model_type": "qwen2_moe", "hidden_size": 2048, "intermediate_size": 5632, "num_hidden_layers": 24,
+        "num_attention_heads": 16, "num_key_value_heads": 16, "vocab_size": 151936, "max_position_embeddings": 8192,
+        "decoder_sparse_step": 1, "moe_intermediate_size": 1408, "shared_expert_intermediate_size": 5632,
+        "num_experts_per_tok": 4, "num_experts": 60, "norm_topk_prob": False, "tie_word_embeddings": False,
+        "sliding_window": 32768, "use_sliding_window": False, "max_window_layers": 21},
+    "Qwen/Qwen3-30B-A3B": {
+        "model_type": "qwen3_moe", "hidden_size": 2048, "intermediate_size": 6144, "num_hidden_layers": 48,
+        "num_attention_heads": 32, "num_key_value_heads": 4, "head_dim": 128, "vocab_size": 151936,
+        "moe_intermediate_size": 768, "num_experts": 128, "num_experts_per_tok": 8, "decoder_sparse_step": 1,
+        "mlp_only_layers": [], "norm_topk_prob": True, "max_position_embeddings": 40960,
+        "tie_word_embeddings": False, "attention_bias": False},
+    "deepseek-ai/DeepSeek-V2-Lite": {
+        "model_type": "deepseek_v2", "hidden_size": 2048, "intermediate_size": 10944, "kv_lora_rank": 512,
+        "first_k_dense_replace": 1, "moe_intermediate_size": 1408, "moe_layer_freq": 1, "n_group": 1,
+        "n_routed_experts": 64, "n_shared_experts": 2, "norm_topk_prob": False, "num_attention_heads": 16,
+        "num_experts_per_tok": 6, "num_hidden_layers": 27, "num_key_value_heads": 16, "q_lora_rank": None,
+        "qk_nope_head_dim": 128, "qk_rope_head_dim": 64, "v_head_dim": 128, "vocab_size": 102400,
+        "tie_word_embeddings": False, "topk_group": 1, "topk_method": "greedy", "max_position_embeddings": 163840,
+        "attention_bias": False},
+    "deepseek-ai/DeepSeek-V3": {
+        "model_type": "deepseek_v3", "hidden_size": 7168, "intermediate_size": 18432, "kv_lora_rank": 512,
+        "first_k_dense_replace": 3, "moe_intermediate_size": 2048, "moe_layer_freq": 1, "n_group": 8,
+        "n_routed_experts": 256, "n_shared_experts": 1, "norm_topk_prob": True, "num_attention_heads": 128,
+        "num_experts_per_tok": 8, "num_hidden_layers": 61, "num_key_value_heads": 128, "q_lora_rank": 1536,
+        "qk_nope_head_dim": 128, "qk_rope_head_dim": 64, "v_head_dim": 128, "vocab_size": 129280,
+        "tie_word_embeddings": False, "topk_group": 4, "topk_method": "noaux_tc", "max_position_embeddings": 163840,
+        "attention_bias": False, "routed_scaling_factor": 2.5},
+    "allenai/OLMoE-1B-7B-0924": {
+        "model_type": "olmoe", "hidden_size": 2048, "intermediate_size": 1024, "num_hidden_layers": 16,
+        "num_attention_heads": 16, "num_key_value_heads": 16, "num_experts": 64, "num_experts_per_tok": 8,
+        "vocab_size": 50304, "max_position_embeddings": 4096, "tie_word_embeddings": False, "clip_qkv": None},
+    "microsoft/Phi-3.5-MoE-instruct": {
+        "model_type": "phimoe", "hidden_size": 4096, "intermediate_size": 6400, "num_hidden_layers": 32,
+        "num_attention_heads": 32, "num_key_value_heads": 8, "num_local_experts": 16, "num_experts_per_tok": 2,
+        "vocab_size": 32064, "max_position_embeddings": 131072, "attention_bias": True, "lm_head_bias": True,
+        "tie_word_embeddings": False, "sliding_window": 131072},
+    "ibm-granite/granite-3.0-1b-a400m-base": {
+        "model_type": "granitemoe", "hidden_size": 1024, "intermediate_size": 512, "num_hidden_layers": 24,
+        "num_attention_heads": 16, "num_key_value_heads": 8, "num_local_experts": 32, "num_experts_per_tok": 8,
+        "vocab_size": 49155, "max_position_embeddings": 4096, "tie_word_embeddings": True},
 }
+# What each is published at, the whole model as transformers builds it (sum of numel over its parameters):
+# DeepSeek-V3's checkpoint holds 671,026,419,200, its routers' e_score_correction_bias among them (a buffer here)
+PUBLISHED = {"google/gemma-3-1b-pt": 999_885_952, "mistralai/Mixtral-8x7B-v0.1": 46_702_792_704,
+             "Qwen/Qwen1.5-MoE-A2.7B": 14_315_784_192, "Qwen/Qwen3-30B-A3B": 30_532_122_624,
+             "deepseek-ai/DeepSeek-V2-Lite": 15_706_484_224, "deepseek-ai/DeepSeek-V3": 671_026_404_352}
+_EXPERT_KEYS = ("num_local_experts", "num_experts", "n_routed_experts")
 
 
-@pytest.mark.parametrize("model_type", DENSE)
-def test_counts_match_a_model_built_from_the_same_config_json(model_type):
-    """Parameters, and LoRA's adapter tensors for all-linear and for the attention alone, against the model
-    transformers builds from the same config.json, to the element. Gemma 3 was read as a Llama (two norms a layer,
-    no query/key norms, an untied head: Gemma-3-1B's 262,144 x 1,152 head counted twice, 1.30 B for its 1.00 B)."""
+def _shrunk(config: dict) -> dict:
+    """Four layers (DeepSeek-V3's first three dense, V2-Lite's first one) and sixteen experts, every width the
+    real model's: built on the meta device, no memory."""
+    return {**config, "num_hidden_layers": 4, **{k: 16 for k in _EXPERT_KEYS if config.get(k)}}
+
+
+def _module_tree(model) -> dict[str, int]:
+    """The parameters of a built model, split as the estimate splits them: embeddings, an untied head, what
+    quantisation converts (the linear layers but the head), a mixture's stacked experts (3-d) and the rest."""
+    import torch
+
+    params = list(model.parameters())
+    total = sum(p.numel() for p in params)
+    embedding = model.get_input_embeddings().weight
+    head = model.get_output_embeddings()
+    lm_head = 0 if head.weight is embedding else head.weight.numel()
+    linear = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear) and m is not head)
+    experts = sum(p.numel() for p in params if p.dim() == 3)
+    return {"total": total, "embedding": embedding.numel(), "lm_head": lm_head, "linear": linear,
+            "experts": experts, "other": total - embedding.numel() - lm_head - linear - experts}
+
+
+def _meta_model(config: dict):
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    with torch.device("meta"):
+        return AutoModelForCausalLM.from_config(AutoConfig.for_model(**config))
+
+
+SEAMS = {**{p["id"]: read_model_config(p["id"]).config for p in list_model_presets()}, **FAMILIES}
+
+
+@pytest.mark.parametrize("name", SEAMS)
+def test_counts_match_the_module_tree_transformers_builds_from_the_same_config_json(name):
+    """Every part the memory estimate prices (embeddings, head, quantised linears, stacked experts, the rest),
+    against the model transformers builds from the real config.json, shrunk in layers and experts: to the element
+    where the estimate says exact. Gemma 3 was read as a Llama (an untied head: Gemma-3-1B at 1.30 B for its 1.00 B);
+    Qwen1.5-MoE's shared expert and every mixture's router were left out (13.48 B for its 14.32 B); DeepSeek's latent
+    attention was read as q, k, v and o projections, its dense first layers and shared experts as routed experts
+    (V2-Lite's 14.4 B of unquantised experts counted 15.0 B; V3's 55 B of quantised linears counted 20 B)."""
     pytest.importorskip("torch")
+    config = _shrunk(SEAMS[name])
+    model = _meta_model(config)
+    info = model_info_from_config(name, config, "local")
+    p = info.params
+    counted = {"total": p.total, "embedding": p.embedding, "lm_head": p.lm_head, "linear": p.linear,
+               "experts": p.experts, "other": p.other}
+    built = _module_tree(model)
+    if info.exact:
+        assert counted == built
+        assert info.arch.tied == model.config.tie_word_embeddings
+    else:       # PhiMoE: its norms' and head's biases are not counted
+        assert counted["total"] == pytest.approx(built["total"], rel=1e-4)
+    if name in PUBLISHED:    # the whole model, from the unshrunk config.json
+        assert model_info_from_config(name, SEAMS[name], "local").param_count == PUBLISHED[name]
+
+
+# one of each family for the adapters (the presets repeat Llama's and Qwen2's shapes)
+ADAPTED = ["meta-llama/Meta-Llama-3-8B", "Qwen/Qwen2.5-7B", "mistralai/Mistral-7B-v0.1", "google/gemma-2-9b",
+           "microsoft/Phi-3-mini-4k-instruct", *FAMILIES]
+
+
+@pytest.mark.parametrize("name", ADAPTED)
+def test_adapters_match_what_peft_builds_on_the_same_module_tree(name):
+    """LoRA's adapter tensors for all-linear and for the attention alone, against peft's on the model transformers
+    builds (meta device), tensor by tensor: Qwen1.5-MoE's shared expert and its gate are linear layers all-linear
+    adapts (they were not counted); DeepSeek's shared expert and dense layers are not (peft takes gate_proj,
+    up_proj and down_proj for the stacks' names), and its attention is five latent projections, not q, k, v, o."""
+    pytest.importorskip("torch")
+    config = _shrunk(SEAMS[name])
+    info = model_info_from_config(name, config, "local")
+    for targets in ("all-linear", list(info.arch.attention)):
+        assert_adapters_are_pefts(info.arch, _meta_model(config), targets)
+
+
+def assert_adapters_are_pefts(arch, model, targets) -> None:
+    """The estimate's adapter tensors (lora_targets, memory._lora_tensors, lora_params) against those peft adds to
+    the model with these target_modules, tensor by tensor (r 4, no dropout)."""
     from peft import LoraConfig as PeftLora
     from peft import get_peft_model
-    from transformers import AutoConfig, AutoModelForCausalLM
 
     from engine.estimate.memory import TrainingShape, _lora_tensors
 
-    config = {"model_type": model_type, **_TINY, **DENSE[model_type]}
-    built = AutoConfig.for_model(**config)
-    model = AutoModelForCausalLM.from_config(built)
-    info = model_info_from_config("tiny", config, "local")
-    assert info.exact
-    assert info.param_count == sum(p.numel() for p in model.parameters())
-    assert info.arch.tied == built.tie_word_embeddings
-    for targets in ("all-linear", list(info.arch.attention)):
-        peft_model = get_peft_model(AutoModelForCausalLM.from_config(built),
-                                    PeftLora(r=4, lora_dropout=0.0, target_modules=targets))
-        trainable = sorted(p.numel() for p in peft_model.parameters() if p.requires_grad)
-        lora = lora_targets(info.arch, targets)
-        shape = TrainingShape(quantization="none", precision="fp32", targets=tuple(lora), r=4, dropout=0.0,
-                              optimizer="adamw_torch", gradient_checkpointing=True, tokens=1, fused_loss=False)
-        assert trainable == sorted(_lora_tensors(info.arch, shape)), targets
-        assert sum(trainable) == lora_params(info.arch, lora, 4), targets
+    peft_model = get_peft_model(model, PeftLora(r=4, lora_dropout=0.0, target_modules=targets))
+    trainable = sorted(p.numel() for p in peft_model.parameters() if p.requires_grad)
+    lora = lora_targets(arch, targets)
+    shape = TrainingShape(quantization="none", precision="fp32", targets=tuple(lora), r=4, dropout=0.0,
+                          optimizer="adamw_torch", gradient_checkpointing=True, tokens=1, fused_loss=False)
+    assert trainable == sorted(_lora_tensors(arch, shape)), targets
+    assert sum(trainable) == lora_params(arch, lora, 4), targets
 
 
-def test_deepseeks_routed_experts_are_counted_as_stacks():
-    """DeepSeek-V2/V3 (and GLM-4-MoE-Lite) count their routed experts as n_routed_experts: the estimate read no
-    mixture there and counted a dense MLP, DeepSeek-V2-Lite at 2.69 B parameters for its 15.7 B, its 14.4 B of
-    unquantised stacked experts (29 GB in bf16) left out of the memory estimate. Against a tiny model's stacks."""
+@pytest.mark.parametrize("name", ["Qwen/Qwen1.5-MoE-A2.7B", "deepseek-ai/DeepSeek-V2-Lite", "deepseek-ai/DeepSeek-V3"])
+def test_a_config_json_silent_on_a_key_is_counted_with_its_config_classes_default(name):
+    """Where config.json leaves out first_k_dense_replace, n_shared_experts, q_lora_rank or the shared expert's
+    width, transformers builds the model with its config class's default (DeepSeek-V3's class makes its first three
+    layers dense): the count reads the same defaults (params._CLASS_DEFAULTS), checked against the classes too."""
     pytest.importorskip("torch")
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoConfig
 
-    config = {"model_type": "deepseek_v3", **_TINY, "moe_intermediate_size": 32, "n_routed_experts": 4,
-              "num_experts_per_tok": 2, "kv_lora_rank": 16, "q_lora_rank": 32, "qk_rope_head_dim": 8,
-              "qk_nope_head_dim": 8, "v_head_dim": 16, "n_group": 1, "topk_group": 1, "first_k_dense_replace": 0}
-    model = AutoModelForCausalLM.from_config(AutoConfig.for_model(**config))
-    info = model_info_from_config("tiny", config, "local")
-    assert (info.arch.experts, info.arch.experts_per_token) == (4, 2)
-    assert info.params.experts == sum(p.numel() for p in model.parameters() if p.dim() == 3)
+    from engine.estimate.params import _CLASS_DEFAULTS
+
+    for model_type, defaults in _CLASS_DEFAULTS.items():
+        built = AutoConfig.for_model(model_type)
+        assert {key: getattr(built, key) for key in defaults} == defaults, model_type
+    config = _shrunk(SEAMS[name])
+    silent = {k: v for k, v in config.items() if k not in _CLASS_DEFAULTS[config["model_type"]]}
+    assert model_info_from_config(name, silent, "local").param_count == _module_tree(_meta_model(silent))["total"]

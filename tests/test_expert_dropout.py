@@ -36,6 +36,9 @@ MIXTURES = {
 MLA = {"intermediate_size": 96, "moe_intermediate_size": 32, "n_routed_experts": 4, "kv_lora_rank": 16,
        "qk_rope_head_dim": 8, "qk_nope_head_dim": 8, "v_head_dim": 16, "n_group": 1, "topk_group": 1}
 MIXTURES["deepseek_v3"] = {**MLA, "q_lora_rank": 32}
+# DeepSeek-V2-Lite's shape: queries through q_proj, a shared expert, its first layer dense
+MIXTURES["deepseek_v2"] = {**MLA, "q_lora_rank": None, "n_shared_experts": 1, "first_k_dense_replace": 1,
+                           "num_hidden_layers": 2}
 
 
 def config_json_only(tmp_path: Path, model_type: str) -> Path:
@@ -214,24 +217,14 @@ def test_all_linear_adapters_are_the_estimates_tensor_by_tensor(model_type):
     """peft's all-linear on a tiny model of each (dropout 0), against the estimate's adapter tensors: PhiMoE's router
     is a linear layer all-linear adapts (the estimate left it out)."""
     pytest.importorskip("torch")
-    from peft import LoraConfig as PeftLora
-    from peft import get_peft_model
+    from test_estimate_params import assert_adapters_are_pefts
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from engine.estimate import model_info_from_config
-    from engine.estimate.memory import TrainingShape, _lora_tensors
-    from engine.estimate.params import lora_params, lora_targets
 
     config = {"model_type": model_type, **SHAPES, **MIXTURES[model_type]}
-    model = get_peft_model(AutoModelForCausalLM.from_config(AutoConfig.for_model(**config)),
-                           PeftLora(r=4, lora_dropout=0.0, target_modules="all-linear"))
-    trainable = sorted(p.numel() for p in model.parameters() if p.requires_grad)
     arch = model_info_from_config("tiny", config, "local").arch
-    targets = tuple(lora_targets(arch, "all-linear"))
-    shape = TrainingShape(quantization="none", precision="fp32", targets=targets, r=4, dropout=0.0,
-                          optimizer="adamw_torch", gradient_checkpointing=True, tokens=1, fused_loss=False)
-    assert trainable == sorted(_lora_tensors(arch, shape))
-    assert sum(trainable) == lora_params(arch, list(targets), 4)
+    assert_adapters_are_pefts(arch, AutoModelForCausalLM.from_config(AutoConfig.for_model(**config)), "all-linear")
 
 
 @pytest.mark.parametrize(("model_type", "config"), [

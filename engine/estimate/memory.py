@@ -152,7 +152,8 @@ def base_weight_bytes(arch: Architecture, params: ParamCounts, shape: TrainingSh
         return params.linear * NF4_BYTES_PER_PARAM, params.unquantised * _unquantised_bytes(shape)
     if shape.quantization == "int8":
         # int8 weights plus one fp32 scale per output row (LLM.int8 SCB).
-        rows = arch.layers * sum(lin.d_out * arch.copies(lin) for lin in arch.linears if not arch.stacked(lin))
+        rows = sum(lin.d_out * arch.instances(lin) for lin in arch.linears if not arch.stacked(lin))
+        rows += arch.experts * arch.moe_layers if arch.router_is_linear else 0      # PhiMoE's router
         return params.linear + 4 * rows, params.unquantised * _unquantised_bytes(shape)
     weight_bytes = 2 if shape.compute_bytes == 2 else 4
     return params.linear * weight_bytes, params.unquantised * weight_bytes
@@ -168,10 +169,10 @@ def _lora_tensors(arch: Architecture, shape: TrainingShape) -> list[int]:
             if lin.name == "up_proj":        # gate_up: one pair, counted at gate_proj (both are adapted or neither)
                 continue
             wide = 2 if lin.name == "gate_proj" else 1
-            out += [wide * arch.experts * shape.r * lin.d_in] * arch.layers
-            out += [wide * arch.experts * shape.r * lin.d_out * wide] * arch.layers
+            out += [wide * arch.experts * shape.r * lin.d_in] * arch.moe_layers
+            out += [wide * arch.experts * shape.r * lin.d_out * wide] * arch.moe_layers
             continue
-        n = arch.layers * arch.copies(lin)
+        n = arch.instances(lin)
         out += [shape.r * lin.d_in] * n + [shape.r * lin.d_out] * n
     return out
 
@@ -238,7 +239,9 @@ def layer_activation_bytes(arch: Architecture, shape: TrainingShape) -> float:
     # SwiGLU keeps only the gate and up outputs and recomputes SiLU in backward.
     mlp = (2 if shape.fused_loss else 3) * s * i
     if arch.experts > 1:
-        mlp = _experts_activation_bytes(arch, shape)
+        # a shared expert (Qwen2-MoE, DeepSeek) is a dense MLP every token goes through beside the routed ones: it
+        # keeps what a dense MLP keeps, at its own width (not measured)
+        mlp = _experts_activation_bytes(arch, shape) + 3 * s * arch.shared_intermediate
     return norms + attention + mlp + lora_activation_bytes(arch, shape)
 
 

@@ -85,6 +85,12 @@ SHAPE_LIMITS: dict[str, tuple[int, int]] = {
     "vocab_size": (1, 1 << 24),
     **dict.fromkeys(("num_local_experts", "num_experts", "n_routed_experts", "num_experts_per_tok"), (0, 4096)),
     **dict.fromkeys(("max_position_embeddings", "n_positions", "max_sequence_length"), (0, 1 << 40)),
+    # a mixture's shared expert and dense layers, DeepSeek's latent attention (params.architecture)
+    "shared_expert_intermediate_size": (0, 1 << 20),
+    **dict.fromkeys(("n_shared_experts", "num_shared_experts", "first_k_dense_replace"), (0, 4096)),
+    "decoder_sparse_step": _COUNT,
+    **dict.fromkeys(("kv_lora_rank", "q_lora_rank"), (0, 1 << 17)),
+    **dict.fromkeys(("qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim"), (0, 1 << 14)),
 }
 
 

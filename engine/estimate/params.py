@@ -1,8 +1,11 @@
 """Parameter counts and layer shapes from a model's config.json, without weights.
 
 Exact for the decoder families whose Hugging Face modelling code we mirror
-(Llama, Mistral, Qwen2/2.5/3, Gemma 1/2/3, Phi-3); anything else is read as a
-Llama-like decoder from whatever keys it has, and flagged approximate.
+(Llama, Mistral, Qwen2/2.5/3, Gemma 1/2/3, Phi-3; the mixtures Mixtral, Qwen2-MoE,
+Qwen3-MoE, OLMoE, GraniteMoE, DeepSeek-V2/V3), pinned against the module tree
+transformers builds from real config.json numbers (tests/test_estimate_params.py);
+anything else is read as a Llama-like decoder from whatever keys it has, and
+flagged approximate.
 """
 
 from __future__ import annotations
@@ -22,11 +25,30 @@ _FAMILIES = {
     "gemma2": (4, False, False),
     "gemma3_text": (4, False, False),
     "phi3": (2, False, True),
+    # mixtures of experts (their experts, shared experts, dense layers and routers read below)
+    "mixtral": (2, False, False),
+    "qwen2_moe": (2, True, False),
+    "qwen3_moe": (2, False, False),
+    "olmoe": (2, False, False),
+    "granitemoe": (2, False, False),
+    "deepseek_v2": (2, False, False),
+    "deepseek_v3": (2, False, False),
 }
 # The families whose config class ties the output head to the embeddings when config.json does not say (Gemma's do;
 # Gemma 3's checkpoints leave tie_word_embeddings out), and those that normalise each query and key head
 _TIED_BY_DEFAULT = ("gemma", "gemma2", "gemma3_text")
 _QK_NORM = ("qwen3", "qwen3_moe", "gemma3_text")
+# OLMoE normalises the whole query and key projections (an RMSNorm of q_dim and one of kv_dim), not each head
+_QK_NORM_WHOLE = ("olmoe",)
+# The config classes' defaults where config.json leaves the key out (DeepSeek-V3's class makes its first 3 layers
+# dense, GLM-4-MoE's its first; DeepSeek-V2's routes its queries through a q_lora_rank of 1536, Qwen2-MoE's class has
+# Qwen1.5-MoE-A2.7B's shared expert)
+_CLASS_DEFAULTS: dict[str, dict[str, Any]] = {
+    "deepseek_v2": {"first_k_dense_replace": 0, "n_shared_experts": 2, "q_lora_rank": 1536},
+    "deepseek_v3": {"first_k_dense_replace": 3, "n_shared_experts": 1, "q_lora_rank": 1536},
+    "glm4_moe": {"first_k_dense_replace": 1, "n_shared_experts": 1},
+    "qwen2_moe": {"shared_expert_intermediate_size": 5632},
+}
 
 
 @dataclass(frozen=True)
@@ -37,6 +59,9 @@ class Linear:
     d_out: int
     bias: bool = False
     feeds: str = ""      # which tensor it reads: layers reading the same one share an input
+    # where it is: "layer" in every decoder layer; in a mixture's sparse layers "experts" (the routed experts: one
+    # per expert) or "shared" (once: a shared expert, its gate); "dense" in a mixture's dense layers (their MLP)
+    part: str = "layer"
 
     @property
     def params(self) -> int:
@@ -64,8 +89,9 @@ class Architecture:
     exact: bool = True
     notes: tuple[str, ...] = field(default=())
     attention: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")   # the attention's linears, by name
-    shared_expert: bool = False           # MoE: a shared expert of linear layers beside the routed ones (not counted)
     sliding_window: int | None = None     # the window of its sliding-window attention layers (sliding_window below)
+    dense_layers: int = 0                 # MoE: the decoder layers whose MLP is dense ("dense"), not a mixture
+    latent_norms: int = 0                 # DeepSeek's latent attention: the widths of its kv_a (and q_a) norms
 
     @property
     def q_dim(self) -> int:
@@ -79,7 +105,18 @@ class Architecture:
         return next(lin for lin in self.linears if lin.name == name)
 
     def copies(self, lin: Linear) -> int:
-        return self.experts if lin.feeds in ("mlp", "down") else 1
+        """The linear's copies in a layer that has it: one per routed expert, else one."""
+        return self.experts if lin.part == "experts" else 1
+
+    @property
+    def moe_layers(self) -> int:
+        """The decoder layers with a mixture of experts (all of a dense model's: it has no other kind)."""
+        return self.layers - self.dense_layers
+
+    def instances(self, lin: Linear) -> int:
+        """How many times the linear is in the whole model: in the layers that have it, with its copies."""
+        layers = {"layer": self.layers, "dense": self.dense_layers}.get(lin.part, self.moe_layers)
+        return layers * self.copies(lin)
 
     @property
     def qk_norm(self) -> bool:
@@ -90,13 +127,38 @@ class Architecture:
     def router(self) -> Linear | None:
         """A mixture's router (hidden -> one logit per expert) where LoRA can reach it (router_name), else None."""
         name = router_name(self.model_type)
-        return Linear(name, self.hidden, self.experts, feeds="router") if self.experts > 1 and name else None
+        return Linear(name, self.hidden, self.experts, feeds="router", part="shared") if self.experts > 1 and name \
+            else None
 
     def stacked(self, lin: Linear) -> bool:
         """Whether the linear is a mixture's routed experts: transformers 5 keeps them as one stacked 3-d parameter
         per layer (experts x d_out x d_in), not as linear layers, so bitsandbytes leaves them unquantised and peft
         adapts them as parameters."""
-        return self.experts > 1 and lin.feeds in ("mlp", "down")
+        return self.experts > 1 and lin.part == "experts"
+
+    @property
+    def shared_intermediate(self) -> int:
+        """The width of a mixture's shared expert: linear layers beside the routed ones ("shared"), 0 where none."""
+        return next((lin.d_in for lin in self.linears if lin.part == "shared" and lin.feeds == "shared_down"), 0)
+
+    @property
+    def router_is_linear(self) -> bool:
+        """Whether the mixture's router is a linear layer (quantised with the others: PhiMoE's, _LINEAR_ROUTERS);
+        elsewhere transformers 5 keeps it as a module holding one experts x hidden parameter, left unquantised."""
+        return self.model_type in _LINEAR_ROUTERS
+
+    @property
+    def qk_norm_params(self) -> int:
+        """The query and key norms' weights in a layer: per head (Qwen3, Gemma 3) or of the whole projections
+        (OLMoE)."""
+        if self.model_type in _QK_NORM_WHOLE:
+            return self.q_dim + self.kv_dim
+        return 2 * self.head_dim if self.qk_norm else 0
+
+    @property
+    def router_params(self) -> int:
+        """A mixture's routers in all: one logit per expert from the hidden state, in every sparse layer."""
+        return self.experts * self.hidden * self.moe_layers if self.experts > 1 else 0
 
 
 @dataclass(frozen=True)
@@ -124,18 +186,70 @@ def _first(cfg: dict, *keys: str, default: Any = None) -> Any:
     return default
 
 
+def _decoder_config(cfg: dict) -> dict:
+    """The decoder's config.json mapping (multimodal wrappers keep it in text_config), with its config class's
+    defaults for the keys the counts read (_CLASS_DEFAULTS) where config.json leaves them out."""
+    if isinstance(cfg.get("text_config"), dict):
+        cfg = {**cfg["text_config"], "model_type": cfg["text_config"].get("model_type", cfg.get("model_type"))}
+    return {**_CLASS_DEFAULTS.get(str(cfg.get("model_type")), {}), **cfg}
+
+
 def attention_targets(cfg: dict) -> tuple[str, ...]:
     """The attention's linear layers as LoRA's target_modules names them, from a config.json mapping: DeepSeek's
     multi-head latent attention (DeepSeek-V2/V3, GLM-4-MoE-Lite, LongCat: a kv_lora_rank) has no k_proj nor v_proj;
     its queries go through q_a_proj and q_b_proj where it has a q_lora_rank (else q_proj); Phi-3 fuses q, k, v."""
-    if isinstance(cfg.get("text_config"), dict):
-        cfg = {**cfg["text_config"], "model_type": cfg["text_config"].get("model_type", cfg.get("model_type"))}
+    return tuple(lin.name for lin in _attention(_decoder_config(cfg), 1, 1, 1, 1)[0])
+
+
+def _attention(cfg: dict, hidden: int, heads: int, kv_heads: int, head_dim: int,
+               qkv_bias: bool = False, fused: bool = False) -> tuple[tuple[Linear, ...], int, int]:
+    """The attention's linear layers, its per-layer norm widths besides the layer's own (DeepSeek's latent
+    attention normalises its compressed keys and values, and queries where they are compressed too) and its
+    query/key width per head. DeepSeek's multi-head latent attention (a kv_lora_rank): keys and values come from one
+    kv_lora_rank-wide latent (kv_a_proj_with_mqa, which also yields a shared qk_rope_head_dim-wide rotary key), widened
+    per head by kv_b_proj to qk_nope_head_dim of key and v_head_dim of value; queries are qk_nope + qk_rope wide a head,
+    through a q_lora_rank-wide latent (q_a_proj, q_b_proj) where there is one."""
+    bias = bool(cfg.get("attention_bias"))
     if cfg.get("kv_lora_rank"):
-        query = ("q_a_proj", "q_b_proj") if cfg.get("q_lora_rank") else ("q_proj",)
-        return (*query, "kv_a_proj_with_mqa", "kv_b_proj", "o_proj")
-    if _FAMILIES.get(str(cfg.get("model_type")), (0, False, False))[2]:
-        return ("qkv_proj", "o_proj")
-    return ("q_proj", "k_proj", "v_proj", "o_proj")
+        rank, q_rank = int(cfg["kv_lora_rank"]), int(cfg.get("q_lora_rank") or 0)
+        nope, rope = int(cfg.get("qk_nope_head_dim") or 128), int(cfg.get("qk_rope_head_dim") or 64)
+        value = int(cfg.get("v_head_dim") or 128)
+        qk = nope + rope
+        query = ((Linear("q_a_proj", hidden, q_rank, bias, "attn"), Linear("q_b_proj", q_rank, heads * qk, False, "q_a"))
+                 if q_rank else (Linear("q_proj", hidden, heads * qk, False, "attn"),))
+        return ((*query, Linear("kv_a_proj_with_mqa", hidden, rank + rope, bias, "attn"),
+                 Linear("kv_b_proj", rank, heads * (nope + value), False, "kv_a"),
+                 Linear("o_proj", heads * value, hidden, bias, "o")), rank + q_rank, qk)
+    q_dim, kv_dim = heads * head_dim, kv_heads * head_dim
+    if fused:
+        return ((Linear("qkv_proj", hidden, q_dim + 2 * kv_dim, qkv_bias, "attn"),
+                 Linear("o_proj", q_dim, hidden, qkv_bias, "o")), 0, head_dim)
+    return ((Linear("q_proj", hidden, q_dim, qkv_bias, "attn"), Linear("k_proj", hidden, kv_dim, qkv_bias, "attn"),
+             Linear("v_proj", hidden, kv_dim, qkv_bias, "attn"), Linear("o_proj", q_dim, hidden, bias, "o")), 0, head_dim)
+
+
+def _mlp(hidden: int, width: int, bias: bool, part: str, fused: bool = False) -> tuple[Linear, ...]:
+    """A gated MLP's linear layers (SwiGLU / GeGLU: gate, up, down), Phi-3's gate and up fused."""
+    down = "down" if part in ("layer", "experts", "dense") else "shared_down"
+    if fused:
+        return (Linear("gate_up_proj", hidden, 2 * width, bias, "mlp", part),
+                Linear("down_proj", width, hidden, bias, down, part))
+    return (Linear("gate_proj", hidden, width, bias, "mlp", part), Linear("up_proj", hidden, width, bias, "mlp", part),
+            Linear("down_proj", width, hidden, bias, down, part))
+
+
+def _dense_layers(cfg: dict, layers: int) -> int:
+    """A mixture's decoder layers with a dense MLP instead of experts: DeepSeek's first first_k_dense_replace (or those
+    its mlp_layer_types names dense), Qwen-MoE's mlp_only_layers and those decoder_sparse_step skips."""
+    types = cfg.get("mlp_layer_types")
+    if isinstance(types, list):
+        return sum(1 for kind in types[:layers] if kind == "dense")
+    if cfg.get("first_k_dense_replace") is not None:
+        return min(int(cfg["first_k_dense_replace"]), layers)
+    only = cfg.get("mlp_only_layers")
+    only = {i for i in only if isinstance(i, int)} if isinstance(only, list) else set()
+    step = int(cfg.get("decoder_sparse_step") or 1)
+    return sum(1 for i in range(layers) if i in only or (i + 1) % step)
 
 
 def sliding_window(cfg: Mapping[str, Any]) -> int | None:
@@ -154,8 +268,7 @@ def architecture(cfg: dict) -> Architecture:
     from engine.estimate.multimodal import decoder_alone_note
 
     notes: list[str] = [note] if (note := decoder_alone_note(cfg)) else []
-    if isinstance(cfg.get("text_config"), dict):   # multimodal wrappers keep the decoder here
-        cfg = {**cfg["text_config"], "model_type": cfg["text_config"].get("model_type", cfg.get("model_type"))}
+    cfg = _decoder_config(cfg)
     model_type = str(cfg.get("model_type", "unknown"))
     hidden = _first(cfg, "hidden_size", "n_embd", "d_model")
     layers = _first(cfg, "num_hidden_layers", "n_layer", "num_layers")
@@ -179,33 +292,31 @@ def architecture(cfg: dict) -> Architecture:
     norms, qkv_bias, fused = family
     qkv_bias = qkv_bias or bool(cfg.get("attention_bias"))
     mlp_bias = bool(cfg.get("mlp_bias"))
-    q_dim, kv_dim = heads * head_dim, kv_heads * head_dim
-    linears: tuple[Linear, ...]
-    if _first(cfg, *_EXPERT_KEYS, default=1) not in (None, 0, 1) and cfg.get("moe_intermediate_size"):
-        intermediate = cfg["moe_intermediate_size"]     # Qwen2/3-MoE: intermediate_size is a dense MLP's, not an expert's
-    if fused:
-        linears = (Linear("qkv_proj", hidden, q_dim + 2 * kv_dim, qkv_bias, "attn"),
-                   Linear("o_proj", q_dim, hidden, qkv_bias, "o"),
-                   Linear("gate_up_proj", hidden, 2 * intermediate, mlp_bias, "mlp"),
-                   Linear("down_proj", intermediate, hidden, mlp_bias, "down"))
-    else:
-        linears = (Linear("q_proj", hidden, q_dim, qkv_bias, "attn"),
-                   Linear("k_proj", hidden, kv_dim, qkv_bias, "attn"),
-                   Linear("v_proj", hidden, kv_dim, qkv_bias, "attn"),
-                   Linear("o_proj", q_dim, hidden, bool(cfg.get("attention_bias")), "o"),
-                   Linear("gate_proj", hidden, intermediate, mlp_bias, "mlp"),
-                   Linear("up_proj", hidden, intermediate, mlp_bias, "mlp"),
-                   Linear("down_proj", intermediate, hidden, mlp_bias, "down"))
+    attention, latent_norms, qk_head_dim = _attention(cfg, hidden, heads, kv_heads, head_dim, qkv_bias, fused)
+    if latent_norms:     # latent attention: every head has its own keys and values, qk_head_dim wide (values less)
+        kv_heads, head_dim = heads, qk_head_dim
     experts = int(_first(cfg, *_EXPERT_KEYS, default=1) or 1)
-    shared_expert = bool(_first(cfg, "shared_expert_intermediate_size", "n_shared_experts", "num_shared_experts",
-                                default=0))
-    experts_per_token = 1
+    experts_per_token, dense_layers = 1, 0
+    shared: tuple[Linear, ...] = ()
     if experts > 1:
-        exact = False
+        dense_width, intermediate = intermediate, cfg.get("moe_intermediate_size") or intermediate   # an expert's
         experts_per_token = min(experts, int(_first(cfg, "num_experts_per_tok", default=2) or 2))
-        notes.append(f"mixture of {experts} experts, {experts_per_token} a token: router weights not counted")
-        if shared_expert:
-            notes.append("the shared expert is not counted")
+        # the shared expert: Qwen2-MoE's shared_expert_intermediate_size wide (and gated: shared_expert_gate);
+        # DeepSeek's n_shared_experts experts, one MLP as wide as they are together
+        width = int(cfg.get("shared_expert_intermediate_size") or 0) or \
+            int(_first(cfg, "n_shared_experts", "num_shared_experts", default=0) or 0) * intermediate
+        if width:
+            shared = _mlp(hidden, width, mlp_bias, "shared")
+            if cfg.get("shared_expert_intermediate_size"):
+                shared += (Linear("shared_expert_gate", hidden, 1, False, "mlp", "shared"),)
+        dense_layers = _dense_layers(cfg, layers)
+        notes.append(f"mixture of {experts} experts, {experts_per_token} a token"
+                     + (f", a shared expert {width:,} wide" if width else "")
+                     + (f"; {dense_layers} of its {layers} layers dense" if dense_layers else ""))
+        linears = (*attention, *_mlp(hidden, intermediate, mlp_bias, "experts", fused), *shared,
+                   *(_mlp(hidden, dense_width, mlp_bias, "dense", fused) if dense_layers else ()))
+    else:
+        linears = (*attention, *_mlp(hidden, intermediate, mlp_bias, "layer", fused))
     tied = bool(cfg.get("tie_word_embeddings", model_type in _TIED_BY_DEFAULT))
     context = int(_first(cfg, "max_position_embeddings", "n_positions", "max_sequence_length", default=0) or 0)
     return Architecture(model_type=model_type, hidden=hidden, intermediate=intermediate, layers=layers, heads=heads,
@@ -215,21 +326,22 @@ def architecture(cfg: dict) -> Architecture:
                         # Gemma-2's config class soft-caps at 50 where config.json does not say
                         attention_softcap=bool(cfg.get("attn_logit_softcapping", 50.0 if model_type == "gemma2"
                                                        else None)), exact=exact,
-                        notes=tuple(notes), attention=attention_targets(cfg), shared_expert=shared_expert,
-                        sliding_window=sliding_window(cfg))
+                        notes=tuple(notes), attention=tuple(lin.name for lin in attention),
+                        sliding_window=sliding_window(cfg), dense_layers=dense_layers,
+                        latent_norms=latent_norms)
 
 
 def count_params(arch: Architecture) -> ParamCounts:
-    per_layer_linear = sum(lin.d_in * lin.d_out * arch.copies(lin) for lin in arch.linears)
-    per_layer_bias = sum((lin.d_out if lin.bias else 0) * arch.copies(lin) for lin in arch.linears)
-    # Qwen3 normalises queries and keys per head: two extra head_dim-sized norms per layer.
-    qk_norms = 2 * arch.head_dim if arch.qk_norm else 0
-    per_layer_other = per_layer_bias + arch.norms_per_layer * arch.hidden + qk_norms
+    linear = sum(lin.d_in * lin.d_out * arch.instances(lin) for lin in arch.linears)
+    bias = sum(lin.d_out * arch.instances(lin) for lin in arch.linears if lin.bias)
+    experts = sum(lin.d_in * lin.d_out * arch.instances(lin) for lin in arch.linears if arch.stacked(lin))
+    router = arch.router_params
+    norms = arch.layers * (arch.norms_per_layer * arch.hidden + arch.qk_norm_params + arch.latent_norms)
+    norms += arch.hidden       # the final norm
     embedding = arch.vocab * arch.hidden
     lm_head = 0 if arch.tied else embedding
-    experts = arch.layers * sum(lin.d_in * lin.d_out * arch.copies(lin) for lin in arch.linears if arch.stacked(lin))
-    linear = arch.layers * per_layer_linear - experts
-    other = arch.layers * per_layer_other + arch.hidden       # + the final norm
+    linear += -experts + (router if arch.router_is_linear else 0)
+    other = bias + norms + (0 if arch.router_is_linear else router)
     return ParamCounts(total=embedding + lm_head + linear + other + experts, embedding=embedding, lm_head=lm_head,
                        linear=linear, other=other, experts=experts)
 
@@ -269,7 +381,7 @@ def adapts_expert_stacks(model_type: str, target_modules: str | list[str]) -> bo
 _LINEAR_ROUTERS = {"phimoe": "router"}
 # The mixtures whose every module name is known here (attention, router, experts): a name they lack is refused
 # before the model loads, as the trainer refuses it once loaded (pinned by tiny models of each: test_expert_dropout)
-NAMED_MIXTURES = ("mixtral", "qwen3_moe", "olmoe", "phimoe", "granitemoe")
+NAMED_MIXTURES = ("mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "phimoe", "granitemoe", "deepseek_v2", "deepseek_v3")
 
 
 def router_name(model_type: str) -> str | None:
@@ -347,16 +459,26 @@ def _check_expert_names(arch: Architecture, names: list[str]) -> None:
                               fix=f"add {other} to lora.target_modules, or leave out {named[0]}")
 
 
+def reached(arch: Architecture, lin: Linear) -> bool:
+    """Whether LoRA can adapt the layer (by all-linear, or by its name): a mixture's stacked experts only where peft
+    maps them (EXPERT_STACK_NAMES); a linear layer unless peft takes its name for the stacks': it turns a target
+    gate_proj, up_proj or down_proj into the stacks' parameters on those model types, so DeepSeek's shared expert and
+    dense layers (and Qwen3-MoE's mlp_only_layers) stay frozen under any target_modules (peft 0.21)."""
+    mapped = EXPERT_STACK_NAMES.get(arch.model_type, ())
+    return bool(mapped) if arch.stacked(lin) else lin.name not in mapped
+
+
 def target_names(arch: Architecture) -> dict[str, Linear]:
-    """The target_modules names that reach a layer of this model, each with the layer counted for it. A mixture's
+    """The target_modules names that reach a layer of this model, each with a layer counted for it. A mixture's
     routed experts are stacked weights, no linear layers: peft reaches them by the names it maps for the model type
     (EXPERT_STACK_NAMES: Mixtral's w1, w2, w3; gate_proj, up_proj, down_proj elsewhere), and by no name where it maps
-    none (PhiMoE, GraniteMoE): there only a shared expert's linears (Qwen2-MoE) carry those names."""
-    known = {lin.name: lin for lin in arch.linears}
-    mapped = EXPERT_STACK_NAMES.get(arch.model_type, ())
-    if mapped == _MIXTRAL_NAMES or (arch.experts > 1 and not mapped and not arch.shared_expert):
-        known = {n: lin for n, lin in known.items() if not arch.stacked(lin)}
-    if mapped == _MIXTRAL_NAMES:
+    none (PhiMoE, GraniteMoE, Qwen2-MoE): there only a shared expert's linears (Qwen2-MoE's) carry those names."""
+    mixtral = EXPERT_STACK_NAMES.get(arch.model_type) == _MIXTRAL_NAMES
+    known: dict[str, Linear] = {}
+    for lin in arch.linears:
+        if reached(arch, lin) and not (mixtral and arch.stacked(lin)):
+            known.setdefault(lin.name, lin)
+    if mixtral:
         known |= {alias: arch.linear(name) for alias, name in _MIXTRAL_EXPERTS.items()}
     if arch.router is not None:
         known[arch.router.name] = arch.router
@@ -364,14 +486,15 @@ def target_names(arch: Architecture) -> dict[str, Linear]:
 
 
 def lora_targets(arch: Architecture, target_modules: str | list[str]) -> list[Linear]:
-    """The decoder linears LoRA adapts; unknown names are an error where the family is known (or the mixture's
-    names are: NAMED_MIXTURES), and so are the names of a mixture's experts where no name reaches them. A mixture's
+    """The decoder linears LoRA adapts (a name may reach several: Qwen2-MoE's gate_proj is its shared expert's and
+    its dense layers'); unknown names are an error where the family is known (or the mixture's names
+    are: NAMED_MIXTURES), and so are the names of a mixture's experts where no name reaches them. A mixture's
     stacked experts count only where peft adapts them (adapts_expert_stacks): Qwen2-MoE's all-linear leaves them
     frozen; its router where peft adapts it (adapts_router): with all-linear, or named."""
     stacks = adapts_expert_stacks(arch.model_type, target_modules)
     router = [arch.router] if arch.router is not None and adapts_router(arch.model_type, target_modules) else []
     if target_modules == "all-linear":
-        return [lin for lin in arch.linears if stacks or not arch.stacked(lin)] + router
+        return [lin for lin in arch.linears if reached(arch, lin)] + router
     names = [target_modules] if isinstance(target_modules, str) else list(target_modules)
     _check_expert_names(arch, names)
     known = target_names(arch)
@@ -384,7 +507,15 @@ def lora_targets(arch: Architecture, target_modules: str | list[str]) -> list[Li
             else ""
         raise ConfigError(f"lora.target_modules: {', '.join(repr(n) for n in unknown)} not in a "
                           f"{arch.model_type} model{why}", fix=f"valid names: {', '.join(known)} (or all-linear)")
-    return [known[n] for n in names if n in known and (stacks or not arch.stacked(known[n]))]
+    out: list[Linear] = []
+    for name in dict.fromkeys(n for n in names if n in known):
+        if known[name] in router:
+            out += router
+            continue
+        layer = known[name].name          # Mixtral's w1, w2, w3: its stacks' names here
+        out += [lin for lin in arch.linears if lin.name == layer and reached(arch, lin)
+                and (stacks or not arch.stacked(lin))]
+    return out
 
 
 def _experts_named(arch: Architecture) -> str:
@@ -400,8 +531,8 @@ def lora_params(arch: Architecture, targets: list[Linear], r: int) -> int:
     """Trainable adapter parameters: A (r x d_in) plus B (d_out x r) per adapted layer (a mixture's router among
     them, where lora_targets has it). A mixture's stacked experts (peft 0.21): r per expert, the fused gate_up
     stack's B twice as wide (twice the rank)."""
-    def per_layer(lin: Linear) -> int:
+    def adapter(lin: Linear) -> int:
         wide = 2 if arch.stacked(lin) and lin.name in ("gate_proj", "up_proj") else 1
-        return r * (lin.d_in + wide * lin.d_out) * arch.copies(lin)
+        return r * (lin.d_in + wide * lin.d_out)
 
-    return arch.layers * sum(per_layer(lin) for lin in targets)
+    return sum(adapter(lin) * arch.instances(lin) for lin in targets)
