@@ -267,3 +267,20 @@ def test_every_change_auto_fit_may_offer_is_a_config_the_trainer_accepts(checkpo
         config_from_dict(yaml.safe_load(dump_config(with_changes(cfg, settings))))   # raises on a refused one
         assert ("gradient checkpointing on" in description) == (settings.get("training.memory") == "lean"
                                                                and not checkpointing), description
+
+
+def test_attention_only_names_the_whole_attention_of_a_latent_attention_model():
+    """DeepSeek's attention is q_a_proj, q_b_proj, kv_a_proj_with_mqa, kv_b_proj and o_proj: auto-fit's "attention
+    layers only" offered q_proj and o_proj (the names it knew) on a DeepSeek-V3, a list its own model refuses."""
+    from engine.estimate import model_info_from_config
+    from engine.estimate.fit import _candidates
+    from engine.estimate.params import lora_targets
+
+    deepseek = {"model_type": "deepseek_v3", "hidden_size": 256, "intermediate_size": 512, "num_hidden_layers": 2,
+                "num_attention_heads": 4, "vocab_size": 1000, "n_routed_experts": 4, "moe_intermediate_size": 64,
+                "kv_lora_rank": 32, "q_lora_rank": 64, "first_k_dense_replace": 1}
+    info = model_info_from_config("x", deepseek, "local")
+    cfg = make_cfg("llama-2-7b")
+    [settings] = [s for d, s in _candidates(cfg, info) if "attention layers only" in d]
+    assert settings["lora.target_modules"] == ["q_a_proj", "q_b_proj", "kv_a_proj_with_mqa", "kv_b_proj", "o_proj"]
+    lora_targets(info.arch, settings["lora.target_modules"])           # the model takes them

@@ -19,7 +19,6 @@ from engine.estimate.model_config import ModelInfo
 from engine.plan import LEAN_TOKENS_PER_MICROBATCH, Machine
 
 _EIGHT_BIT = {"paged_adamw_32bit": "paged_adamw_8bit", "adamw_torch": "adamw_8bit"}
-_ATTENTION_ONLY = {"q_proj", "k_proj", "v_proj", "o_proj", "qkv_proj"}
 MAX_TOKEN_BUDGET = 1 << 22
 
 
@@ -130,9 +129,9 @@ def _candidates(cfg: Config, info: ModelInfo) -> list[tuple[str, dict[str, Any]]
         out.append((f"LoRA r {lora.r} -> {lora.r // 2}", {"lora.r": lora.r // 2, "lora.alpha": lora.alpha / 2}))
     if t.optimizer in _EIGHT_BIT:
         out.append((f"8-bit optimizer ({_EIGHT_BIT[t.optimizer]})", {"training.optimizer": _EIGHT_BIT[t.optimizer]}))
-    names = [lin.name for lin in info.arch.linears]
+    names = list(dict.fromkeys(lin.name for lin in info.arch.linears))
     current = names if lora.target_modules == "all-linear" else list(lora.target_modules)
-    attention = [n for n in current if n in _ATTENTION_ONLY]
+    attention = [n for n in current if n in info.arch.attention]
     if attention and len(attention) < len(current):
         out.append((f"LoRA on attention layers only ({', '.join(attention)})", {"lora.target_modules": attention}))
     return out
