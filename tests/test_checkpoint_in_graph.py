@@ -27,12 +27,12 @@ compile_tests = pytest.mark.skipif(os.environ.get("LORAPILOT_TEST_COMPILE") != "
                                    reason="torch.compile on 2 CPU cores is slow; LORAPILOT_TEST_COMPILE=1 runs it")
 
 
-def _model(model_dir, dropout: float):
+def _model(model_dir, dropout: float, precision: str = "auto"):
     """The demo's 4-bit llama, LoRA on all linears (lora_B nonzero), transformers' checkpointing on, the mask-free
     dropout installed where dropout > 0 (as the compiled plan does)."""
     from tests.test_compiled_layers import _model as lora_model
 
-    model = lora_model(model_dir, dropout=dropout)
+    model = lora_model(model_dir, dropout=dropout, precision=precision)
     mfd.install(model)
     return model
 

@@ -72,7 +72,7 @@ def test_compiled_layers_compute_what_eager_layers_do(demo_model_dir):
     assert len(graphs) == n
 
 
-def _model(model_dir, dropout: float = 0.0, checkpointing: bool = True):
+def _model(model_dir, dropout: float = 0.0, checkpointing: bool = True, precision: str = "auto"):
     import torch
 
     from engine.config import config_from_dict
@@ -80,7 +80,7 @@ def _model(model_dir, dropout: float = 0.0, checkpointing: bool = True):
 
     cfg = config_from_dict({"model": str(model_dir), "dataset": {"path": "unused.jsonl"}, "lora": {"dropout": dropout}})
     torch.manual_seed(0)
-    model, _ = load_base_model(str(model_dir), "nf4", "auto")
+    model, _ = load_base_model(str(model_dir), "nf4", precision)
     model = add_lora(model, cfg, gradient_checkpointing=checkpointing)
     with torch.no_grad():
         for name, p in model.named_parameters():

@@ -95,13 +95,19 @@ def compile_decoder_layers(model, log: Callable[[str], None], *, backend: Any = 
                 setattr(cls, "forward", _in_graph_or_not(torch.compile(checkpointed, fullgraph=True, **how_to), forward))
                 setattr(cls, _CODE, (checkpointed.__code__, *cls.__dict__[_CODE]))
         layer.__class__ = compiled[eager]
+    functions = 0
+    if checkpoint_in_graph:
+        from engine.train.input_saving_ops import install
+
+        functions = install(layers)
     dequantised = 0
     if graph_dequant:
         from engine.train.graph_dequant import dequantise_in_graph
 
         dequantised = dequantise_in_graph(layers)
     how = ("" if mode == "default" else f", mode {mode}") + (", trimmed guards" if trim_guards else "") + (
-        ", activation checkpoint inside the graph" if checkpoint_in_graph else "") + (
+        f", activation checkpoint inside the graph ({functions} MLPs and norms saving their inputs only)"
+        if checkpoint_in_graph else "") + (
         ", C++ wrapper" if "cpp_wrapper" in options else "") + (
         f", {dequantised} NF4 weights dequantised in the graph" if dequantised else "")
     name = backend if isinstance(backend, str) else "a custom backend"
@@ -173,15 +179,19 @@ def _saving_seeds():
 def _in_graph_or_not(checkpointed, forward):
     """The layer's forward: where transformers would checkpoint it (the same test as its forward_with_checkpointing),
     the compiled checkpointed forward; elsewhere (evaluation, no grad) the compiled forward alone. The mask-free
-    dropout and graph_dequant then add no checkpoint of their own (engine.train.layer_checkpoint says why)."""
+    dropout and graph_dequant then add no checkpoint of their own (engine.train.layer_checkpoint says why).
+
+    AOTAutograd's common-subexpression pass is off for this graph: it would merge what a Function's backward makes
+    again (input_saving_ops' silu(gate)) with the recompute's own, one node kept alive from the one to the other."""
     import torch
+    import torch._functorch.config
 
     from engine.train import layer_checkpoint
 
     def layer_forward(self, *args, **kwargs):
         if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
             with torch._dynamo.config.patch(skip_fwd_side_effects_in_bwd_under_checkpoint=True), \
-                    layer_checkpoint.tracing():
+                    torch._functorch.config.patch(cse=False), layer_checkpoint.tracing():
                 return checkpointed(self, *args, **kwargs)
         return forward(self, *args, **kwargs)
     return layer_forward
