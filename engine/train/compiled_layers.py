@@ -15,7 +15,7 @@ says so in train.log and metrics.jsonl, and trains the same micro-batch again ea
 Dynamic shapes: packed micro-batches change length every step, and a static compile would recompile each time.
 The checkpointing wrapper stays outside: the compiled layer runs in forward and again in the recompute.
 
-LEVERS.checkpoint_in_graph (off until a GPU measures it) puts the activation checkpoint inside the compiled region
+LEVERS.checkpoint_in_graph (off: 1.13x on the H100 but +1.2 GiB, engine.train.speed says more) puts the activation checkpoint inside the compiled region
 instead: dynamo makes torch's checkpoint a higher-order op, and AOTAutograd's partitioner saves the region's inputs
 (and each mask-free dropout's one-element seed) and recomputes in the backward graph only what the backward reads,
 fused with it. The recompute then skips the layer's output: down_proj's 4-bit matmul (~7 % of a step's base matmul
@@ -95,19 +95,13 @@ def compile_decoder_layers(model, log: Callable[[str], None], *, backend: Any = 
                 setattr(cls, "forward", _in_graph_or_not(torch.compile(checkpointed, fullgraph=True, **how_to), forward))
                 setattr(cls, _CODE, (checkpointed.__code__, *cls.__dict__[_CODE]))
         layer.__class__ = compiled[eager]
-    functions = 0
-    if checkpoint_in_graph:
-        from engine.train.input_saving_ops import install
-
-        functions = install(layers)
     dequantised = 0
     if graph_dequant:
         from engine.train.graph_dequant import dequantise_in_graph
 
         dequantised = dequantise_in_graph(layers)
     how = ("" if mode == "default" else f", mode {mode}") + (", trimmed guards" if trim_guards else "") + (
-        f", activation checkpoint inside the graph ({functions} MLPs and norms saving their inputs only)"
-        if checkpoint_in_graph else "") + (
+        ", activation checkpoint inside the graph" if checkpoint_in_graph else "") + (
         ", C++ wrapper" if "cpp_wrapper" in options else "") + (
         f", {dequantised} NF4 weights dequantised in the graph" if dequantised else "")
     name = backend if isinstance(backend, str) else "a custom backend"
@@ -179,19 +173,15 @@ def _saving_seeds():
 def _in_graph_or_not(checkpointed, forward):
     """The layer's forward: where transformers would checkpoint it (the same test as its forward_with_checkpointing),
     the compiled checkpointed forward; elsewhere (evaluation, no grad) the compiled forward alone. The mask-free
-    dropout and graph_dequant then add no checkpoint of their own (engine.train.layer_checkpoint says why).
-
-    AOTAutograd's common-subexpression pass is off for this graph: it would merge what a Function's backward makes
-    again (input_saving_ops' silu(gate)) with the recompute's own, one node kept alive from the one to the other."""
+    dropout and graph_dequant then add no checkpoint of their own (engine.train.layer_checkpoint says why)."""
     import torch
-    import torch._functorch.config
 
     from engine.train import layer_checkpoint
 
     def layer_forward(self, *args, **kwargs):
         if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
             with torch._dynamo.config.patch(skip_fwd_side_effects_in_bwd_under_checkpoint=True), \
-                    torch._functorch.config.patch(cse=False), layer_checkpoint.tracing():
+                    layer_checkpoint.tracing():
                 return checkpointed(self, *args, **kwargs)
         return forward(self, *args, **kwargs)
     return layer_forward
