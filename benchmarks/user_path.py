@@ -37,7 +37,11 @@ clipped to 50..2000; the instruction and input take 20-70 % of a row), 16 exampl
                       (LEVERS.checkpoint_in_graph): the backward graph recomputes only what it reads, not down_proj's
                       4-bit matmul and adapter (~7 % of the base matmul work), one graph launch less per layer; on
                       the CPU its backward keeps the adapters' dropped inputs from the recompute to their weight
-                      gradients (benchmarks/results/checkpoint_in_graph-cpu-2026-12-06.md): its peak named here
+                      gradients (benchmarks/results/checkpoint_in_graph-cpu-2026-12-06.md): its peak named here.
+                      On the H100 1.13x the default at 9.7 GiB against 8.5 (user_path-s22-h100-2026-12-06.md)
+          compiledck6k, compiledck7k  compiledck with 6,144 or 7,168 tokens per micro-batch instead of 8,192: its
+                      backward peak scales with the micro-batch's tokens; does it fit the default's 8.5 GiB and
+                      keep its speed?
           compiledgdcpp  compiledgd with the C++ wrapper
           compiledmax  compiled in mode max-autotune-no-cudagraphs: Triton matmul templates, into which inductor
                       may fuse the NF4 dequantise as a prologue (no 16-bit weight written at all)
@@ -135,6 +139,8 @@ LEVER_SIDES = {
     "leancompiledmf": (True, True, "mask_free_dropout=true"),   # lean's 6.28 GiB (2026-12-05) under its 6.2 goal?
     # the compiled default with the activation checkpoint inside the compiled graph (LEVERS.checkpoint_in_graph)
     "compiledck": (False, True, "mask_free_dropout=true,checkpoint_in_graph=true"),
+    "compiledck6k": (False, True, "mask_free_dropout=true,checkpoint_in_graph=true,tokens_per_microbatch=6144"),
+    "compiledck7k": (False, True, "mask_free_dropout=true,checkpoint_in_graph=true,tokens_per_microbatch=7168"),
     "compiledmax": (False, True, "compile_mode=max-autotune-no-cudagraphs"),
     "varlen": (False, False, "varlen_attention=true"),
     "compiledvl": (False, True, "varlen_attention=true"),
