@@ -289,15 +289,9 @@ def modelfile(match: TemplateMatch, *, source: str, system: str | None, from_: s
 
 def base_architecture(base: str) -> str | None:
     """The base model's architecture (config.json's first), which the merge keeps; None where it cannot be read."""
-    from engine.errors import ModelError
-    from engine.estimate.model_config import hub_config, read_config_json
+    from engine.export.served_names import base_config
 
-    try:
-        local = Path(base) / "config.json"
-        config = read_config_json(local) if local.is_file() else hub_config(base)
-    except ModelError:
-        return None
-    names = config.get("architectures")
+    names = (base_config(base) or {}).get("architectures")
     return names[0] if isinstance(names, list) and names and isinstance(names[0], str) else None
 
 

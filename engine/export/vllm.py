@@ -7,6 +7,10 @@ vLLM serves the base and applies PEFT adapters per request (`--enable-lora`). Wh
 - adapter weights on modules the model does not expose for LoRA. lm_head and the embeddings are the ones a
   PEFT adapter may carry and vLLM will not serve (its extra-vocabulary LoRA support is being removed): they are
   named here as errors, before a user finds out at the first request.
+What it does not refuse, and serves wrong: an adapter whose module names are not the served model's. vLLM serves the
+checkpoint's whole model, and a run on a multimodal checkpoint trained its text decoder alone, named otherwise
+(`model.layers.N` against `model.language_model.layers.N`): vLLM would apply none of it, without a word. The adapter is
+renamed to the checkpoint's names here (engine.export.served_names).
 The chat template and the end-of-turn tokens the run trained with travel with the adapter (`--chat-template`,
 `--generation-config`), so vLLM renders and stops as training did.
 """
@@ -80,21 +84,26 @@ def export_vllm(run_dir: str | Path, out: str | Path, *, log=print) -> Path:
     if check.problems:
         raise UserError(f"{facts.adapter}: vLLM would refuse this adapter", problems=check.problems)
     with writing(out) as tmp:
-        line = _write_vllm(facts, check, tmp)
+        line, renamed = _write_vllm(facts, check, tmp)
     log(line)
+    if renamed:
+        log(f"note: {renamed}")
     if facts.cfg.quantization != "none":
         log(f"note: {served_base_note(facts.cfg.quantization, facts.run_dir)}")
     return Path(out)
 
 
-def _write_vllm(facts, check: VllmCheck, dst: Path) -> str:
-    """The adapter, serve.sh and the cards into `dst`; returns the serve line."""
+def _write_vllm(facts, check: VllmCheck, dst: Path) -> tuple[str, str | None]:
+    """The adapter, serve.sh and the cards into `dst`; returns the serve line, and what renaming the adapter for a
+    multimodal checkpoint did (engine.export.served_names), if it did."""
     from engine.export.card import write_card
     from engine.export.merge import export_adapter
     from engine.export.script import write_script
+    from engine.export.served_names import rename_for_checkpoint
 
     adapter = dst / "adapter"
     export_adapter(facts.run_dir, adapter, card=False)
+    renamed = rename_for_checkpoint(adapter, facts.base_path)   # vLLM serves the whole checkpoint, named as it is
     name = facts.name
     cmd = serve_command(facts.base_path, name, dst, adapter.name, check.max_lora_rank)
     line = shlex.join(cmd)
@@ -119,10 +128,10 @@ weights, no modules_to_save, no DoRA.
 - `--chat-template` is the template the run trained with and `--generation-config` carries its end-of-turn tokens,\
  so vLLM renders prompts and stops as training did.
 - {served_base_note(facts.cfg.quantization, facts.run_dir)} The base path is `{facts.base_path}`; on another \
-machine, name the base there."""
+machine, name the base there.""" + (f"\n- {renamed[0].upper()}{renamed[1:]}." if renamed else "")
     write_card(facts, adapter, serve_title="Serve it with vLLM", serve_text=usage, library="peft")
     write_card(facts, dst, serve_title="Serve it with vLLM", serve_text=usage, library="peft")
-    return line
+    return line, renamed
 
 
 def served_base_note(quantization: str, run_dir: Path) -> str:
