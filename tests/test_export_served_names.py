@@ -158,3 +158,31 @@ def test_the_renamed_adapter_is_the_trained_one_tensor_for_tensor(tmp_path, demo
     for key, tensor in trained.items():
         new = key.replace("base_model.model.model.layers.", "base_model.model.model.language_model.layers.")
         assert renamed[new].equal(tensor)
+
+
+@pytest.mark.parametrize("config_json", [QWEN3_5, LLAMA4], ids=["qwen3_5", "llama4"])
+def test_the_merged_export_loads_back_whole_as_the_model_it_says_it_is(tmp_path, demo_model_dir, config_json):
+    """The merged export of a decoder trained alone is a text model (config.json: qwen3_5_text, Qwen3_5ForCausalLM;
+    Qwen3.5's weights saved under the checkpoint's model.language_model. names, which that class maps back):
+    loaded by the class its config.json names, every weight is found and none is left over, and it answers as the
+    trained decoder with its adapter."""
+    import json
+
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from engine.export.merge import export_merged
+    from engine.model import causal_lm
+
+    rd, model_dir = multimodal_run(tmp_path, config_json, demo_model_dir)
+    out = export_merged(rd, tmp_path / "merged", card=False)
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["model_type"] == config_json["text_config"]["model_type"]
+    merged, loading = AutoModelForCausalLM.from_pretrained(out, output_loading_info=True)
+    assert type(merged).__name__ == saved["architectures"][0]
+    assert not any(loading.values()), loading   # missing, unexpected, mismatched keys
+    ids = torch.randint(3, 400, (1, 12), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        trained = PeftModel.from_pretrained(causal_lm(str(model_dir)), str(rd / "adapter"))(input_ids=ids).logits
+        torch.testing.assert_close(merged(input_ids=ids).logits, trained, atol=1e-4, rtol=1e-4)
