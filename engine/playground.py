@@ -162,8 +162,10 @@ class Playground:
         self.model = PeftModel.from_pretrained(base, str(ad)).eval()
         context = getattr(self.model.config, "max_position_embeddings", None)
         self.context: int | None = context if isinstance(context, int) and context > 0 else None
-        from engine.data.prompt import system_refused, template_system_prompt
+        from engine.data.prompt import system_left_out, system_refused, template_system_prompt
         self.template_system = template_system_prompt(self.tokenizer, self.style.format)
+        # training's system prompt is in none of its rows (the template writes it into a last user turn only)
+        self.system_left_out = system_left_out(self.tokenizer, self.style)
         # why a system prompt of the user's is refused, as training refuses a row with one (None: it is not)
         self.system_refused = system_refused(self.tokenizer, self.style.format)
         from engine.data.stops import unknown_stops_note
@@ -176,7 +178,7 @@ class Playground:
 
     def prompt_ids(self, text: str, history: Sequence[Turn] = (), system: str = "") -> list[int]:
         from engine.data.prompt import prompt_ids
-        return prompt_ids(self.tokenizer, text, self.style_with(system), history)[0]
+        return prompt_ids(self.tokenizer, text, self.style, history, system)[0]
 
     def stream(self, text: str, *, adapter: bool, history: Sequence[Turn] = (), system: str = "",
                dropped: Callable[[int], None] | None = None, temperature: float = 0.0, top_p: float = 1.0,

@@ -381,3 +381,81 @@ def test_a_template_with_a_system_role_takes_a_system_prompt(saved, name):
     from engine.data.prompt import system_refused
 
     assert system_refused(saved(name, False, "")[0], "chat") is None
+
+
+# ---------------------------------------------------------------- the seam: playground = request = training prefix
+
+def _playground(tokenizer, style):
+    """The playground's (and `lorapilot chat`'s) own prompt method on a tokenizer and style, no model loaded."""
+    from engine.playground import Playground
+
+    pg = Playground.__new__(Playground)
+    pg.tokenizer, pg.style = tokenizer, style
+    return pg
+
+
+@pytest.mark.parametrize("with_pad", [False, True], ids=["nopad", "pad"])
+@pytest.mark.parametrize("name", [name for name, f in FAMILIES.items() if f.template_file])
+def test_the_playground_feeds_what_a_request_renders_for_every_template(saved, name, with_pad):
+    """For every chat template, a question typed in the playground (or given to `lorapilot chat`), with and without
+    the user's own system prompt, after no, one and two earlier answers, is fed the ids of the saved template's
+    render with its generation prompt (what vLLM, llama.cpp and Ollama feed a request with those messages), and,
+    wherever training rows carry that system message, the ids training fed before that answer. A template that
+    writes the system message into the last user turn only (Mistral v0.3, Nemo, Small) has it there, as servers
+    do (it was dropped: no row that ends with an answer carries it); one with no system role refuses it, as
+    training and servers do."""
+    from engine.errors import UserError
+
+    family = FAMILIES[name]
+    tok, served_tok, style = saved(name, with_pad, "")
+    turns = TURNS + THIRD
+    for system in ("", SYSTEM):
+        head = [{"role": "system", "content": system}] if system else []
+        for n in (1, 2, 3):
+            history = [(turns[i]["content"], turns[i + 1]["content"]) for i in range(0, 2 * n - 2, 2)]
+            question = turns[2 * n - 2]["content"]
+            if system and not family.system:
+                with pytest.raises(UserError, match="system prompt: this model's chat template has no place"):
+                    _playground(served_tok, style).prompt_ids(question, history, system)
+                with pytest.raises(Exception, match="(?i)system|roles"):
+                    served_tok.apply_chat_template(head + turns[:2 * n - 1], add_generation_prompt=True)
+                continue
+            fed = _playground(served_tok, style).prompt_ids(question, history, system)
+            assert _playground(tok, style).prompt_ids(question, history, system) == fed  # the model's own tokenizer
+            served = list(served_tok.apply_chat_template(head + turns[:2 * n - 1], add_generation_prompt=True,
+                                                         tokenize=True, return_dict=True)["input_ids"])
+            if system and family.system_in_last_user_only:
+                # no training row has it: the request's render, the system message in the question's turn
+                assert served_tok.decode(fed).count(system) == 1, served_tok.decode(fed)
+            else:
+                trained = _prefix_before_last_answer(tok, head + turns[:2 * n])
+                assert fed == trained, (n, system, tok.convert_ids_to_tokens(fed), tok.convert_ids_to_tokens(trained))
+            if n > 1 and prefix_space_id(tok) is not None:
+                # an earlier answer segmented as training segments it (test_a_server_rendering_...: `▁` only)
+                served, fed = _without_word_starts(served_tok, served), _without_word_starts(tok, fed)
+            assert fed == served, (n, system, fed, served)
+
+
+def test_the_system_prompt_in_use_says_when_training_saw_none(saved):
+    """Rows that all had one system prompt, through a template that writes it into a last user turn only: training
+    saw none, so by default the playground, chat and samples ask with none, and the line in use says so (it said
+    "training's (every row had it)" over a prompt without it); a typed one goes where servers put it, and says so."""
+    from engine.data.prompt import system_in_use, system_left_out
+
+    for name in ("last_user_system", "last_user_system_chatml"):
+        tok, served_tok, style = saved(name, False, SYSTEM)
+        assert style.system == SYSTEM and system_left_out(tok, style) and system_left_out(served_tok, style)
+        assert SYSTEM not in served_tok.decode(from_text(served_tok, TURNS[0]["content"], style).ids)
+        assert system_in_use(style, "", "", True) == ('none, as in training: the chat template left the rows\' '
+                                                      f'"{SYSTEM}" out of every row that ends with an answer')
+        assert system_in_use(style, "Be brief.", "", True) == ('yours: "Be brief." (in the question\'s turn, where the '
+                                                               'chat template puts it; no training row had one there)')
+        assert _playground(served_tok, style).prompt_ids(TURNS[0]["content"], (), "Be brief.") == \
+            list(served_tok.apply_chat_template([{"role": "system", "content": "Be brief."}, TURNS[0]],
+                                                add_generation_prompt=True, tokenize=True,
+                                                return_dict=True)["input_ids"])
+    for name in ("llama3", "qwen2_5", "gemma3", "mistral_base"):
+        tok, _, style = saved(name, False, SYSTEM)
+        assert not system_left_out(tok, style), name
+    assert not system_left_out(saved("gemma2", False, "")[0], PromptStyle("chat", SYSTEM))  # refused, not left out
+    assert not system_left_out(saved("last_user_system", False, "")[0], PromptStyle("chat"))

@@ -66,34 +66,30 @@ def one_question_only(fmt: str) -> str | None:
     return f"{fmt} rows have no multi-turn layout: one question at a time"
 
 
-def prompt_ids(tokenizer, text: str, style: PromptStyle, history: Sequence[Turn] = ()) -> tuple[list[int], str]:
-    """(ids, question) for a free-text prompt: the ids a training row with this question starts with; after
-    `history` (a chat format only), the ids a training row with that conversation has before its last answer."""
+def prompt_ids(tokenizer, text: str, style: PromptStyle, history: Sequence[Turn] = (),
+               system: str = "") -> tuple[list[int], str]:
+    """(ids, question) for a free-text prompt after `history` (a chat format only): the conversation as a request
+    renders it (the training template with its generation prompt: what vLLM, llama.cpp and Ollama feed, with the BOS
+    training fed), in training's tokens: the ids a training row of that conversation has before its last answer,
+    wherever the template writes the question's turn alike in a row and in a request (Renderer.render_prompt).
+
+    system: the user's own system prompt, asked with as a request with it is rendered ("": training's, as training
+    rows carried it: none where the template leaves it out of every row that ends with an answer, as Mistral v0.3's
+    does, so the model is asked as it was trained, and as the Ollama export serves it, with no SYSTEM line)."""
     from engine.data.masking import Masker
     from engine.data.template import Renderer
-    from engine.data.types import IGNORE_INDEX
 
     renderer, masker = Renderer(tokenizer), Masker(tokenizer, max_seq_length=1_000_000)
-    if style.system and (why := system_refused(tokenizer, style.format)):
+    if (system or style.system) and (why := system_refused(tokenizer, style.format)):
         raise UserError(f"system prompt: {why}", fix="leave the system prompt empty, or write it into the question")
-    if not history:
-        rendered = renderer.render_prompt(text, style.format, style.system)
-        ex = masker.build(rendered, "prompt")
-        assert not isinstance(ex, str), ex  # a reason to drop a training row; a prompt at this length has none
-        return list(ex.input_ids[: ex.prompt_len]), rendered.question or text
-    if one_question_only(style.format):
+    if history and one_question_only(style.format):
         raise ValueError(f"a conversation in the {style.format} format: {one_question_only(style.format)}")
-    head = [{"role": "system", "content": style.system}] if style.system else []
-    turns = [{"role": role, "content": content} for q, a in history
-             for role, content in (("user", q), ("assistant", a))]
-    # the last answer is a placeholder, as render_prompt's: only there so the template renders the turn
-    row = {"messages": head + turns + [{"role": "user", "content": text}, {"role": "assistant", "content": "x"}]}
-    ex = masker.build(renderer.render(row, "chat", "prompt"), "prompt")
-    assert not isinstance(ex, str), ex
-    # the last answer's tokens start where the last trained run does (user turns and role headers are masked)
-    labels = ex.labels
-    start = max(i for i in range(1, len(labels)) if labels[i] != IGNORE_INDEX and labels[i - 1] == IGNORE_INDEX)
-    return list(ex.input_ids[:start]), text
+    rendered = renderer.render_prompt(text, style.format, system or style.system, history)
+    if not system and rendered.system_left_out:
+        rendered = renderer.render_prompt(text, style.format, "", history)
+    ex = masker.build(rendered, "prompt")
+    assert not isinstance(ex, str), ex  # a reason to drop a training row; a prompt at this length has none
+    return list(ex.input_ids[: ex.prompt_len]), (rendered.question if not history else "") or text
 
 
 def system_refused(tokenizer, fmt: str) -> str | None:
@@ -143,13 +139,32 @@ def template_system_prompt(tokenizer, fmt: str) -> str:
     return ""
 
 
-def system_in_use(style: PromptStyle, typed: str = "", template_default: str = "") -> str:
+def system_left_out(tokenizer, style: PromptStyle) -> bool:
+    """Whether the chat template leaves training's system prompt out of every row that ends with an answer (Mistral
+    v0.3's writes it into a last user turn only): training saw none, and a question is asked with none by default
+    (prompt_ids); a typed one goes into the question's turn, as servers put it."""
+    from engine.data.template import Renderer
+
+    if not style.system or style.format not in SYSTEM_FORMATS:
+        return False
+    try:
+        return Renderer(tokenizer).render_prompt("x", style.format, style.system).system_left_out
+    except DataError:  # a template with no system role: refused by name where it is asked (system_refused)
+        return False
+
+
+def system_in_use(style: PromptStyle, typed: str = "", template_default: str = "", left_out: bool = False) -> str:
     """Which system prompt a question is asked with, in words (not escaped: the caller fits it to its screen).
-    typed: the user's own ("" = what training used)."""
+    typed: the user's own ("" = what training used). left_out: the template leaves training's out of its rows
+    (system_left_out)."""
     if style.format not in SYSTEM_FORMATS:
         return f"none ({style.format} rows have no system prompt)"
     if typed:
-        return f'yours: "{typed}"'
+        return f'yours: "{typed}"' + (" (in the question's turn, where the chat template puts it; no training row "
+                                      "had one there)" if left_out else "")
+    if style.system and left_out:
+        return (f'none, as in training: the chat template left the rows\' "{style.system}" out of every row that '
+                "ends with an answer")
     if style.system:
         return f'training\'s (every row had it): "{style.system}"'
     if template_default:

@@ -64,7 +64,8 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Sequence
 
 from engine.errors import DataError
 
@@ -313,15 +314,18 @@ def _spans_to_segments(text: str, spans: list[tuple[int, int]]) -> list[tuple[st
     return segments
 
 
-def prompt_row(fmt: str, text: str, system: str = "") -> dict:
-    """A row of the dataset's format whose prompt is `text` (a free-text question at chat time).
+def prompt_row(fmt: str, text: str, system: str = "", history: Sequence[tuple[str, str]] = ()) -> dict:
+    """A row of the dataset's format whose prompt is `text` (a free-text question at chat time), after `history`
+    (earlier (question, answer) turns: a chat row only).
 
     Its answer is a placeholder, only there so the template renders the turn: its tokens are never fed.
     """
     if fmt in ("completion", "text"):
         return {"prompt": text, "completion": "x"}
     if fmt == "chat":
-        return {"messages": ([{"role": "system", "content": system}] if system else [])
+        turns = [{"role": role, "content": content} for q, a in history
+                 for role, content in (("user", q), ("assistant", a))]
+        return {"messages": ([{"role": "system", "content": system}] if system else []) + turns
                 + [{"role": "user", "content": text}, {"role": "assistant", "content": "x"}]}
     return {"instruction": text, "input": "", "output": "x", **({"system": system} if system else {})}
 
@@ -371,15 +375,48 @@ class Renderer:
             self.notes.update(notes)
         return self._templates[fmt]
 
-    def render_prompt(self, text: str, fmt: str, system: str = "") -> Rendered:
-        """A free-text prompt rendered as a row of format `fmt` would be (see prompt_row).
+    def render_prompt(self, text: str, fmt: str, system: str = "", history: Sequence[tuple[str, str]] = ()) -> Rendered:
+        """A free-text prompt, after `history` (a chat format only), as a request renders it: the training template's
+        render of the conversation with its generation prompt (what vLLM, llama.cpp and Ollama feed), segmented as
+        training segments a row of that conversation (see prompt_row): its prompt segments are the ids fed.
 
-        A model trained on text rows never saw a template: it is fed the words as written.
+        The row's text before its last answer is that render wherever the template writes the asked turn as it writes
+        it in a row. Where it writes it otherwise, from the turn on the request's render is fed: a template that puts
+        the system message into the last user turn only (Mistral v0.3, Nemo, Small) leaves it out of every row that
+        ends with an answer, and writes it into the turn a request ends with. Where the request's render is only
+        shorter (a template that writes no generation prompt, whose answer turn opens with the role header), the row's
+        is fed: the header training put before every answer.
+
+        A model trained on text rows never saw a template: it is fed the words as written. (A renderer of train_on
+        completions: its trained segments are the answers.)
         """
-        row = prompt_row(fmt, text, system)
+        row = prompt_row(fmt, text, system, history)
         if fmt == "text":  # its special-token text is the tokens, as in the text rows it was trained on
             return self._chat(self._messages(row, "completion"), RAW_TEMPLATE, "prompt", mark_literal=False)
-        return self.render(row, fmt, "prompt")
+        out = self.render(row, fmt, "prompt")
+        # the placeholder answer: the last trained segment (train_on completions trains every answer)
+        last = max(i for i, (_, trained) in enumerate(out.segments) if trained)
+        out = replace(out, prompt_segments=last, prompt_text="".join(t for t, _ in out.segments[:last]))
+        return self._as_asked(out, self._messages(row, fmt)[:-1], fmt)
+
+    def _as_asked(self, row: Rendered, asked: list[dict], fmt: str) -> Rendered:
+        """`row` (a prompt row, its prompt segments those before the last answer) with the request's render of the
+        conversation `asked` where the two part (see render_prompt)."""
+        request, literal = _unmark([(self._apply(self._mark_literal(asked), True, self._template(fmt), "prompt"),
+                                     False)])
+        written, prompt = request[0][0], row.prompt_text
+        common = _common_prefix_len(written, prompt)
+        if common in (len(written), len(prompt)):
+            return row
+        # the segments wholly before the parting point are the row's (its earlier answers segmented as training
+        # segments them); from the segment it falls in on, the request's text, one masked segment
+        kept, at = 0, 0
+        while kept < row.prompt_segments and at + len(row.segments[kept][0]) <= common:
+            at += len(row.segments[kept][0])
+            kept += 1
+        answer = row.segments[row.prompt_segments]
+        return replace(row, segments=[*row.segments[:kept], (written[at:], False), answer], prompt_segments=kept + 1,
+                       prompt_text=written, literal=literal)
 
     # ------------------------------------------------------------ building the turns
 
