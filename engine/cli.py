@@ -265,8 +265,8 @@ def _cmd_chat(a) -> int:
     kw = {name: check_sampling(name, str(getattr(a, name)))[0] for name in ("temperature", "top_p", "max_new_tokens")}
     if system and pg.system_refused:
         raise UserError(f"--system: {pg.system_refused}", fix="leave --system out, or write it into the prompt")
-    print("system prompt in use: " + safe_text(system_in_use(pg.style, system, pg.template_system), one_line=True),
-          file=sys.stderr)
+    in_use = system_in_use(pg.style, system, pg.template_system, pg.system_left_out)
+    print("system prompt in use: " + safe_text(in_use, one_line=True), file=sys.stderr)
     if pg.stops_note:
         print("note: " + safe_text(pg.stops_note, one_line=True), file=sys.stderr)
     why_alone = one_question_only(pg.style.format)

@@ -465,3 +465,15 @@ async def test_what_was_typed_is_drawn_as_typed_and_fed_as_typed(chat_playground
         await pilot.pause(0.2)
         said = [n for n in app._notifications if n.title == "Fix the sampling settings first"]
         assert said and said[0].message == "[/]: a number >= 0 (0 = greedy)" and not said[0].markup
+
+
+async def test_a_system_prompt_the_template_left_out_of_training_is_said_to_be_none(chat_playground):
+    """Mistral v0.3's template writes the system message into a last user turn only: rows that all had one trained
+    without it, and the playground asks with none by default. The line in use says so, not "training's"."""
+    info = {**CHAT_INFO, "model": "mistralai/Mistral-7B-Instruct-v0.3", "template_system": "", "system": "Be terse.",
+            "system_left_out": True}
+    async with chat_playground(info, size=(200, 24)) as (model, app, pilot, screen):
+        await pilot.pause(0.05)
+        line = lambda: screen.query_one("#pg-system").render_line(0).text.strip()  # noqa: E731
+        assert line() == ('in use: none, as in training: the chat template left the rows\' "Be terse." out of every '
+                          'row that ends with an answer')

@@ -47,6 +47,7 @@ def _serve(conn: Connection, run_dir: str, adapter: str | None = None) -> None:
     conn.send(("ready", {"model": pg.cfg.model, "device": device, "load_s": time.monotonic() - start,
                          "format": pg.style.format, "system": pg.style.system,
                          "template_system": pg.template_system, "system_refused": pg.system_refused,
+                         "system_left_out": pg.system_left_out,
                          "context": pg.context, "stops_note": pg.stops_note}))
     while True:
         try:

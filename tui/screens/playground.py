@@ -171,7 +171,9 @@ class PlaygroundScreen(Screen):
         elif refused:
             text = f"none, as {refused}"
         else:
-            text = system_in_use(style, self.system, (self._load_info or {}).get("template_system") or "")
+            info = self._load_info or {}
+            text = system_in_use(style, self.system, info.get("template_system") or "",
+                                 bool(info.get("system_left_out")))
         self.query_one("#pg-system", Static).update(Content.assemble(
             ("in use: ", "$text-muted"), safe_text(text, one_line=True)))
 
