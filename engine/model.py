@@ -310,14 +310,36 @@ def _first_sentence(error: Exception) -> str:
     return line.split(". ")[0].rstrip(".")
 
 
+_REMOTE_CODE_FIX = ("trust_remote_code: true in the config (--trust-remote-code for a run directory), only after "
+                    "reading the code the model ships")
+
+
 def _load_fix(message: str, attn_implementation: str | None, quantization: str) -> str:
-    """What to change when transformers refuses to load a model (load_base_model)."""
+    """What to change when transformers refuses to load a model (load_base_model): only what would help. A
+    model_type transformers does not know is no quantisation problem (quantization: none fails the same way): a
+    newer transformers knows it, or the model's own code does."""
+    import transformers
+
+    version = f"transformers {transformers.__version__}"
     if attn_implementation and "attention implementation" in message:
         return (f"the plan chose {attn_implementation} attention, which this architecture does not support: "
                 "training.packing (on or off) decides it; please report the model, so that the plan learns it")
-    if quantization != "none":
-        return f"quantization: {quantization} may not suit this model: try quantization: none"
-    return "check that the model is a causal language model transformers supports (its config.json model_type)"
+    if "does not recognize this architecture" in message:
+        return (f"{version} does not know this model_type (config.json): upgrade it (pip install -U transformers); a "
+                f"model that ships its own modelling code (auto_map in config.json) needs {_REMOTE_CODE_FIX}")
+    if "contains custom code" in message or "trust_remote_code" in message:
+        return f"the model ships its own modelling code: {_REMOTE_CODE_FIX}"
+    if "Unrecognized configuration class" in message:
+        return (f"{version} has no causal language model (AutoModelForCausalLM) for this config.json's model_type: "
+                "lorapilot fine-tunes decoder-only text models; pick one (or the model's text-generation variant)")
+    if "dispatched on the CPU or the disk" in message:
+        return ("the quantised model does not fit the GPU's memory (quantization: none needs more): a smaller "
+                "model or a larger GPU; lorapilot estimate says how much it needs")
+    if quantization != "none" and ("quantiz" in message.lower() or "bitsandbytes" in message.lower()):
+        return (f"quantization: {quantization} does not suit this checkpoint (it may be quantised already, its "
+                "config.json's quantization_config): try quantization: none")
+    return (f"check that the model is a causal language model {version} supports (its config.json model_type); "
+            f"a newer transformers, or for a model with its own code {_REMOTE_CODE_FIX}")
 
 
 def keep_cpu_4bit_layout(model) -> None:
