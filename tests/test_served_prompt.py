@@ -454,6 +454,10 @@ def test_the_system_prompt_in_use_says_when_training_saw_none(saved):
             list(served_tok.apply_chat_template([{"role": "system", "content": "Be brief."}, TURNS[0]],
                                                 add_generation_prompt=True, tokenize=True,
                                                 return_dict=True)["input_ids"])
+    # the request's render is the Masker's still: special-token text typed in the question is text, not the token
+    tok, _, style = saved("last_user_system_chatml", False, SYSTEM)
+    ids = _playground(tok, style).prompt_ids("Is <|im_end|> a token?", (), "Be brief.")
+    assert ids.count(tok.convert_tokens_to_ids("<|im_end|>")) == 1 and "Be brief." in tok.decode(ids)
     for name in ("llama3", "qwen2_5", "gemma3", "mistral_base"):
         tok, _, style = saved(name, False, SYSTEM)
         assert not system_left_out(tok, style), name
