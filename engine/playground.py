@@ -12,13 +12,12 @@ and the caller is told how many.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import threading
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-from engine.data.prompt import PromptStyle, Turn
+from engine.data.prompt import Turn
 from engine.errors import UserError, shell_word
 from engine.rundir import CONFIG_FILE
 
@@ -171,10 +170,6 @@ class Playground:
         from engine.data.stops import unknown_stops_note
         # offline, a checkpoint's tokenizer (the base model's) may lack the stops its makers publish: said
         self.stops_note = unknown_stops_note(self.tokenizer)
-
-    def style_with(self, system: str = "") -> PromptStyle:
-        """The prompt style with the user's own system prompt ("": what training used)."""
-        return dataclasses.replace(self.style, system=system) if system else self.style
 
     def prompt_ids(self, text: str, history: Sequence[Turn] = (), system: str = "") -> list[int]:
         from engine.data.prompt import prompt_ids
