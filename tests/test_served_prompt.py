@@ -242,8 +242,8 @@ def test_a_follow_up_question_is_fed_the_training_prefix_of_its_conversation(sav
             assert ids == trained, (n, tokenizer.convert_ids_to_tokens(ids), tok.convert_ids_to_tokens(trained))
         if system:  # the user's own system prompt over a run whose rows had none
             _, no_system_tok, no_system_style = saved(name, with_pad, "")
-            typed = PromptStyle(no_system_style.format, SYSTEM)
-            assert prompt_ids(no_system_tok, turns[2 * n - 2]["content"], typed, history)[0] == trained
+            assert prompt_ids(no_system_tok, turns[2 * n - 2]["content"], no_system_style, history, SYSTEM)[0] \
+                == trained
 
 
 REASONED = [{"role": "user", "content": "What color is a lemon?"},
