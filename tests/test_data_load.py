@@ -215,7 +215,7 @@ def test_the_length_advice_counts_the_rows_a_short_max_seq_length_drops(tmp_path
     assert suggested_max_seq_length(examples, too_long_lengths=report.too_long_lengths) == n
 
 
-def test_train_log_counts_what_inspect_data_counts(tmp_path, tok, capsys):
+def test_train_log_counts_what_inspect_data_counts(tmp_path, tok, capsys, demo_model_dir):
     """The trainer's data line in train.log says how many prompts were shortened, in inspect-data's words, and
     the empty assistant turns reach it with their count (the note the wizard and inspect-data show)."""
     from engine.train import run
@@ -229,6 +229,7 @@ def test_train_log_counts_what_inspect_data_counts(tmp_path, tok, capsys):
     data = load_examples(cfg, tok)
     assert (data.report.n_prompt_shortened, data.report.n_empty_turns) == (1, 1)
     capsys.readouterr()
+    cfg.model = str(demo_model_dir)   # the trainer's load reads the model's config.json first (a multimodal one refused)
     run.load(cfg, tmp_path, resume=True, data=data, tokenizer=tok)  # resume: no pre-flight, only the log
     logged = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[lorapilot] data: ")]
     assert "0 lost response tokens, 1 had their prompt shortened" in logged[0]
