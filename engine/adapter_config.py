@@ -19,6 +19,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from engine.rundir import finite
+
 CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
 
@@ -49,10 +51,6 @@ def _off(value: Any) -> bool:
     return isinstance(value, dict) and all(_off(v) for v in value.values())
 
 
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def _names(value: Any) -> bool:
     return isinstance(value, list) and bool(value) and all(isinstance(v, str) and v for v in value)
 
@@ -66,9 +64,9 @@ def _set_key_problem(key: str, value: Any, cfg: dict) -> str | None:
     if key == "r":
         return None if isinstance(value, int) and not isinstance(value, bool) and value > 0 else "is no rank"
     if key == "lora_alpha":
-        return None if _number(value) and value > 0 else "is no positive number"
+        return None if finite(value) and value > 0 else "is no positive number"
     if key == "lora_dropout":
-        return None if _number(value) and 0 <= value < 1 else "is no dropout (0 to 1)"
+        return None if finite(value) and 0 <= value < 1 else "is no dropout (0 to 1)"
     if key == "target_modules":
         # [] where peft moved every target to a mixture's fused experts (target_parameters)
         fused = value == [] and _names(cfg.get("target_parameters"))
@@ -93,7 +91,7 @@ def _set_key_problem(key: str, value: Any, cfg: dict) -> str | None:
 def _patterns_problem(key: str, value: Any, cfg: dict) -> str | None:
     """rank_pattern and alpha_pattern: empty, or (a mixture's fused experts) each pattern's alpha/r that of the
     whole adapter: another would scale those modules' adapter unlike the trained one."""
-    if not isinstance(value, dict) or not all(isinstance(k, str) and _number(v) and v > 0 for k, v in value.items()):
+    if not isinstance(value, dict) or not all(isinstance(k, str) and finite(v) and v > 0 for k, v in value.items()):
         return "is not a table of module patterns and numbers"
     if key == "rank_pattern" or not value:
         return None
@@ -101,7 +99,7 @@ def _patterns_problem(key: str, value: Any, cfg: dict) -> str | None:
     r, alpha = cfg.get("r"), cfg.get("lora_alpha")
     for pattern, a in value.items():
         rank = ranks.get(pattern)
-        if not (_number(rank) and _number(r) and _number(alpha) and r and math.isclose(a / rank, alpha / r)):
+        if not (finite(rank) and finite(r) and finite(alpha) and r and math.isclose(a / rank, alpha / r)):
             return f"scales {pattern} unlike the rest of the adapter (lora_alpha / r)"
     return None
 

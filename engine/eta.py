@@ -20,7 +20,6 @@ is the estimate's own time of the run's plan, which the trainer writes into stat
 
 from __future__ import annotations
 
-import math
 import statistics
 from collections import deque
 from dataclasses import dataclass, field
@@ -28,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.estimate.timing import Schedule, pauses
-from engine.rundir import FAST_DECODE_COMPILE, RESUMED
+from engine.rundir import FAST_DECODE_COMPILE, RESUMED, finite_number
 
 # Train-record intervals the step time is averaged over (the monitor's window before this module).
 WINDOW = 40
@@ -225,5 +224,5 @@ def starting_eta(status: dict | None, now: float) -> Starting:
 
 
 def _seconds(v: Any) -> float | None:
-    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0 \
-        else None
+    seconds = finite_number(v)
+    return seconds if seconds is not None and seconds >= 0 else None

@@ -11,13 +11,8 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any
 
-from engine.rundir import resumed_at
-
-
-def _time(v: Any) -> float | None:
-    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
+from engine.rundir import finite_number, resumed_at
 
 
 class RunClock:
@@ -27,11 +22,11 @@ class RunClock:
         self.lives: list[list[float]] = []   # [start, last record] of each life the records show, in order
 
     def add(self, rec: dict) -> None:
-        t = _time(rec.get("time"))
+        t = finite_number(rec.get("time"))
         if t is None:
             return
         if resumed_at(rec) is not None or not self.lives:
-            launched = _time(rec.get("launched")) if resumed_at(rec) is not None else None
+            launched = finite_number(rec.get("launched")) if resumed_at(rec) is not None else None
             self.lives.append([launched if launched is not None and launched <= t else t, t])
             return
         life = self.lives[-1]
@@ -41,11 +36,11 @@ class RunClock:
         """Seconds trained: every life from its launch to its last record, the latest to now where `live` (or,
         with no record of its own, to status.json's last update); None when nothing says when the run began."""
         st = status or {}
-        launched = _time(st.get("launched"))
+        launched = finite_number(st.get("launched"))
         if launched is None:
-            launched = _time(st.get("started"))  # what status.json said before `launched`
+            launched = finite_number(st.get("started"))  # what status.json said before `launched`
         lives = [list(life) for life in self.lives]
-        first = _time(st.get("first_launched"))  # the first life's launch, kept when a resume relaunched
+        first = finite_number(st.get("first_launched"))  # the first life's launch, kept when a resume relaunched
         if lives and first is not None and first <= lives[0][1]:
             lives[0][0] = min(lives[0][0], first)
         if launched is not None and (not lives or launched > lives[-1][1]):
@@ -55,7 +50,7 @@ class RunClock:
         if not lives:
             return None
         end = (time.time() if now is None else now) if live else \
-            (lives[-1][1] if not math.isnan(lives[-1][1]) else _time(st.get("updated")))
+            (lives[-1][1] if not math.isnan(lives[-1][1]) else finite_number(st.get("updated")))
         if end is None:
             return None
         lives[-1][1] = end

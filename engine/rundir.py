@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from engine.errors import DataError, UserError, quote, shell_word, type_word
 from engine.settings import runs_root
@@ -704,13 +704,41 @@ def valid_record(rec: Any) -> bool:
             and isinstance(rec.get("step"), int) and not isinstance(rec.get("step"), bool))
 
 
-def record_number(rec: dict, key: str) -> float | None:
-    """A record's field as a number (NaN and infinities as written), or None: absent, or no number (a line edited
-    by hand or written by another program)."""
-    value = rec.get(key)
+def json_number(value: Any) -> float | None:
+    """A value read from JSON as a number (NaN and infinities as Python's json module writes them), or None: absent,
+    or no number (true and false, which Python counts as integers; a string; an integer too large for a float, which
+    a line edited by hand can hold and which float() and math.isfinite() raise on). The one rule of every reader of
+    the files lorapilot writes and of the JSON it reads."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:
+        return None
+
+
+def finite_number(value: Any) -> float | None:
+    """json_number, None for NaN and the infinities as well."""
+    number = json_number(value)
+    return number if number is not None and math.isfinite(number) else None
+
+
+def finite(value: Any) -> TypeGuard[float]:
+    """Whether a value read from JSON is a number that is neither NaN nor an infinity (json_number's rule)."""
+    return finite_number(value) is not None
+
+
+def number_text(value: Any, fmt: str = ".3f") -> str:
+    """A number for a table cell: formatted when finite, "nan" for a non-finite one, "-" for none."""
+    if finite(value):
+        return format(value, fmt)
+    return "nan" if json_number(value) is not None else "-"
+
+
+def record_number(rec: dict, key: str) -> float | None:
+    """A record's field as a number (NaN and infinities as written), or None: absent, or no number (a line edited
+    by hand or written by another program): json_number."""
+    return json_number(rec.get(key))
 
 
 # The event a resumed trainer writes first: records after its step written before it were trained again.

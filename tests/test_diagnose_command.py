@@ -175,3 +175,13 @@ def test_inspect_data_with_a_config_counts_the_steps_of_the_plan_over_its_proces
     findings = {f["code"]: f for f in json.loads(capsys.readouterr().out)["findings"]}
     # 64 examples, 16 a step on each process, 3 epochs
     assert findings["no_checkpoint"]["evidence"] == f"save every 100 steps; {steps} steps in all"
+
+
+def test_diagnose_takes_an_integer_too_large_for_a_float_as_no_number(tmp_path, capsys):
+    """A line edited by hand can hold an integer JSON allows and a float cannot (float() raises on it): no number,
+    as a string would be, not a traceback (engine.rundir.json_number, every reader's rule)."""
+    write_metrics(tmp_path / "run")
+    with open(tmp_path / "run" / "metrics.jsonl", "a", encoding="utf-8") as f:
+        f.write('\n{"kind": "train", "step": 70, "time": 1070.0, "loss": 1' + "0" * 400 + ', "grad_norm": 0.4}\n')
+    assert command.run_diagnose(parse(command.add_diagnose_arguments, [str(tmp_path / "run")])) == 0
+    assert "Loss is NaN" in capsys.readouterr().out

@@ -286,3 +286,16 @@ def test_a_resume_cuts_the_charts_back_to_its_checkpoint_at_once():
     assert h.step == 100   # not the stopped life's 160, while the resumed trainer loads
     h.apply_records([{"kind": "train", "step": 110, "time": 910.0, "loss": 0.9}])
     assert list(h.loss.x[-3:]) == [90, 100, 110] and h.loss.rewinds == 1
+
+
+def test_history_takes_an_integer_too_large_for_a_float_as_no_number():
+    """JSON allows an integer no float holds (a line edited by hand): the monitor reads it as no number
+    (engine.rundir.json_number), as it reads a string, and goes on drawing."""
+    huge = 10 ** 400
+    h = RunHistory("x")
+    recs = list(records(1, 30, 1200, t0=1000.0))
+    recs.append({"kind": "train", "step": 40, "time": 1400.0, "loss": huge, "tokens_per_s": huge, "tokens_seen": huge,
+                 "gpu_mem_gib": [huge, 3.0], "gpu_peak_alloc_gib": [huge]})
+    h.apply_records(recs)
+    assert h.trainer_gpu_mem()[0] == [3.0] and h.trainer_gpu_mem()[3] == []
+    assert h.loss.x[-1] == 30 and h.last_train["step"] == 40   # no loss at step 40, its record read

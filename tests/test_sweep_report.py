@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 import os
 
 import pytest
@@ -10,7 +11,7 @@ import pytest
 from conftest import hold_run_lock
 from engine.config import config_from_dict, load_config
 from engine.errors import UserError
-from engine.rundir import MetricsWriter, process_start, write_status
+from engine.rundir import MetricsWriter, number_text, process_start, write_status
 from engine.sweep import summarize_sweep
 from engine.sweep.plan import Trial
 from engine.sweep.report import apply_winner, choose_winner, print_report, table_rows, trial_metrics
@@ -35,6 +36,18 @@ def test_trial_metrics_from_records():
     assert m["verdict"] == "underfit"  # eval still falling by more than 2 %
     assert m["tokens_per_s"] == pytest.approx(103.0) and m["peak_mem_gib"] == 5.5   # step 1 is the warm-up
     assert m["evals"] == [[3, 2.4], [6, 1.9]] and len(m["losses"]) == 6
+
+
+def test_a_trials_numbers_take_an_integer_too_large_for_a_float_and_true_as_no_number():
+    """JSON allows an integer no float holds (a line edited by hand); Python counts true as 1: neither is a loss,
+    a speed or a memory, as a string would not be (engine.rundir.json_number)."""
+    huge = 10 ** 400
+    recs = records([3.0, huge, True, 2.0], [(2, huge), (4, 1.9)], gpu_peak_alloc_gib=[huge, 5.5])
+    recs[2]["tokens_per_s"] = huge
+    m = trial_metrics(recs)
+    assert m["losses"] == [3.0, 2.0] and m["evals"] == [[4, 1.9]] and m["verdict"] != "diverged"
+    assert m["tokens_per_s"] == 103.0 and m["peak_mem_gib"] == 5.5   # step 1 warms up, 2 and 3 have no loss
+    assert [number_text(x) for x in (huge, True, math.inf, None, 1.5)] == ["-", "-", "nan", "-", "1.500"]
 
 
 def test_a_trials_speed_leaves_out_each_launchs_warm_up_as_the_monitor_does():

@@ -9,16 +9,12 @@ from pathlib import Path
 
 from engine.diagnose.curves import EvalPoint, learning_curve_verdict
 from engine.errors import UserError, shell_word
-from engine.rundir import LaunchStart
+from engine.rundir import LaunchStart, finite, number_text, record_number
 from engine.sweep.plan import STOP_ON, lr_text
 from engine.sweep.sweepdir import BASE_CONFIG_FILE, TRIAL_SKIPPED
 
 # Training loss "at" an evaluation: the mean of the last few logged losses, as the live diagnostics take it.
 TRAIN_WINDOW = 3
-
-
-def _finite(x) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
 def trial_metrics(records: list[dict]) -> dict:
@@ -34,23 +30,24 @@ def trial_metrics(records: list[dict]) -> dict:
     for rec in records:
         kind = rec.get("kind")
         warming_up = launch.first(rec)   # its tokens/s covers the warm-up and compile: the monitor's one rule
-        if kind == "train" and isinstance(rec.get("loss"), (int, float)):
-            losses.append(rec["loss"])
-            if _finite(rec["loss"]):
-                recent = (recent + [rec["loss"]])[-TRAIN_WINDOW:]
-            if _finite(rec.get("tokens_per_s")) and not warming_up:
+        loss, eval_loss = record_number(rec, "loss"), record_number(rec, "eval_loss")
+        if kind == "train" and loss is not None:
+            losses.append(loss)
+            if finite(loss):
+                recent = (recent + [loss])[-TRAIN_WINDOW:]
+            if finite(rec.get("tokens_per_s")) and not warming_up:
                 speeds.append(rec["tokens_per_s"])
             # The allocator's peak only: nvidia-smi's used memory (gpu_mem_gib, all an older run recorded) counts the
             # CUDA context and the cache too, another kind of number that a column of peaks must not hold.
             mem = rec.get("gpu_peak_alloc_gib")
-            if isinstance(mem, list) and any(_finite(m) for m in mem):
-                peak = max([m for m in mem if _finite(m)] + ([peak] if peak is not None else []))
-        elif kind == "eval" and isinstance(rec.get("eval_loss"), (int, float)):
-            evals.append(EvalPoint(int(rec.get("step") or 0), rec["eval_loss"],
+            if isinstance(mem, list) and any(finite(m) for m in mem):
+                peak = max([m for m in mem if finite(m)] + ([peak] if peak is not None else []))
+        elif kind == "eval" and eval_loss is not None:
+            evals.append(EvalPoint(int(rec.get("step") or 0), eval_loss,
                                    statistics.fmean(recent) if recent else None))
         elif kind == "finding" and rec.get("severity") == "error" and rec.get("code"):
             errors.append(rec["code"])
-    finite_evals = [e for e in evals if _finite(e.eval_loss)]
+    finite_evals = [e for e in evals if finite(e.eval_loss)]
     last = evals[-1] if evals else None
     train_loss = statistics.fmean(recent) if recent else None
     return {
@@ -78,7 +75,7 @@ TOO_SHORT = "too short to judge"
 def _verdict(evals: list, finite_evals: list, losses: list[float]) -> str | None:
     if len(finite_evals) != len(evals):
         return "diverged"
-    first, last = (next((x for x in seq if _finite(x)), None) for seq in (losses, reversed(losses)))
+    first, last = (next((x for x in seq if finite(x)), None) for seq in (losses, reversed(losses)))
     if len(finite_evals) >= 2 and first and last is not None and (first - last) < MIN_LOSS_DROP * first:
         # A 6-step trial whose loss barely moved is not "well-fit": it has not started.
         return TOO_SHORT
@@ -111,7 +108,7 @@ def choose_winner(trials: list[dict]) -> dict | None:
     compared with one that trained on). A trial that diverged never wins; a tie goes by TIE_RULE and is said
     ("tied": the others' ids)."""
     def ok(t):
-        return _finite(t.get("eval_loss")) and not diverged(t)
+        return finite(t.get("eval_loss")) and not diverged(t)
     done = [t for t in trials if t.get("state") == "done" and ok(t)]
     candidates = done or [t for t in trials if ok(t)]
     if not candidates:
@@ -184,10 +181,6 @@ def edge_notes(sweep: dict) -> list[str]:
 
 # ---------------------------------------------------------------- terminal rendering (rich)
 
-def _num(x, fmt: str = ".3f") -> str:
-    return format(x, fmt) if _finite(x) else ("nan" if isinstance(x, float) else "-")
-
-
 def _outcome(t: dict) -> str:
     return t.get("stopped_by") or t.get("state") or "-"
 
@@ -213,8 +206,8 @@ def render_table(sweep: dict, width: int = WIDE):
         style = "bold green" if row["winner"] else ("dim" if row["stopped_by"] or row["state"] != "done" else None)
         cells = dict(zip(names, (
             ("★ " if row["winner"] else "") + lr_text(row["learning_rate"]), str(row["r"]), _outcome(t),
-            str(row["step"] or 0), _num(row["eval_loss"]), _num(row["train_loss"]), _num(row["gap"], "+.3f"),
-            row["verdict"] or "-", _num(row["tokens_per_s"], ",.0f"), _num(row["peak_mem_gib"], ".1f"))))
+            str(row["step"] or 0), number_text(row["eval_loss"]), number_text(row["train_loss"]), number_text(row["gap"], "+.3f"),
+            row["verdict"] or "-", number_text(row["tokens_per_s"], ",.0f"), number_text(row["peak_mem_gib"], ".1f"))))
         table.add_row(*(cells[n] for n in shown), style=style)
     return table
 
@@ -234,7 +227,7 @@ def render_heatmap(sweep: dict):
     lrs = sorted({t["learning_rate"] for t in sweep["trials"]})
     rs = sorted({t["r"] for t in sweep["trials"]})
     cell = {(t["learning_rate"], t["r"]): t for t in sweep["trials"]}
-    values = [t["eval_loss"] for t in sweep["trials"] if _finite(t.get("eval_loss")) and not diverged(t)]
+    values = [t["eval_loss"] for t in sweep["trials"] if finite(t.get("eval_loss")) and not diverged(t)]
     lo, hi = (min(values), max(values)) if values else (0.0, 0.0)
     winner = (sweep.get("winner") or {}).get("id")
     table = Table(title="Eval loss, lr x r", title_justify="left", show_lines=True,
@@ -246,7 +239,7 @@ def render_heatmap(sweep: dict):
         cells = []
         for r in rs:
             t = cell.get((lr, r))
-            if t is None or not _finite(t.get("eval_loss")) or diverged(t):
+            if t is None or not finite(t.get("eval_loss")) or diverged(t):
                 # a trial that diverged: never coloured as a good loss by an evaluation before it
                 mark = "✗ nan" if t and diverged(t) else "·"
                 cells.append(Text(mark, style="dim"))

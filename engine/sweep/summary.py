@@ -5,11 +5,10 @@ Reads only; safe to call on a timer while the driver runs, after it finished, or
 
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 
-from engine.rundir import FINAL_STATES, effective_state, read_metrics, read_status
+from engine.rundir import FINAL_STATES, effective_state, finite, read_metrics, read_status
 from engine.sweep.plan import time_lanes
 from engine.sweep.report import diverged, table_rows, trial_metrics, winner_notes
 from engine.sweep.sweepdir import (SWEEP_STOP_FILE, TRIAL_PENDING, TRIAL_SKIPPED, effective_sweep_state,
@@ -26,10 +25,6 @@ def _thin(values: list, n: int = SPARK_POINTS) -> list:
     return [values[int(i * stride)] for i in range(n - 1)] + [values[-1]]
 
 
-def _finite(x) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-
-
 def remaining_seconds(sweep: dict, now: float, *, stopping: bool = False) -> float | None:
     """Time left of a running sweep: each running trial's rest, then the pending ones on the free lanes, at the
     measured trial time (the plan's estimate until a trial has finished). An upper bound, as the plan's: trials
@@ -43,7 +38,7 @@ def remaining_seconds(sweep: dict, now: float, *, stopping: bool = False) -> flo
         # the estimate times a trial alone: trials sharing a GPU (or the CPU) take as long as one after another
         lanes = time_lanes(lanes, sweep.get("devices") or [])
     busy = sorted(max(0.0, per - (now - t["started"])) for t in sweep["trials"]
-                  if t["state"] not in (TRIAL_PENDING, TRIAL_SKIPPED) + FINAL_STATES and _finite(t.get("started")))
+                  if t["state"] not in (TRIAL_PENDING, TRIAL_SKIPPED) + FINAL_STATES and finite(t.get("started")))
     free_at = (busy + [0.0] * lanes)[:max(lanes, len(busy))]
     for _ in range(0 if stopping else sum(t["state"] == TRIAL_PENDING for t in sweep["trials"])):
         free_at.sort()
@@ -87,7 +82,7 @@ def summarize_sweep(sweep_dir: str | Path) -> dict:
             if diverged({**t, "error_findings": m["error_findings"], "verdict": m["verdict"]}):
                 gone.add(t["id"])   # its records say so before the driver has seen it end
         trials.append(row)
-    scored = [t for t in trials if _finite(t["eval_loss"]) and not diverged(t) and t["id"] not in gone]
+    scored = [t for t in trials if finite(t["eval_loss"]) and not diverged(t) and t["id"] not in gone]
     best = min(scored, key=lambda t: t["eval_loss"]) if scored else None
     state = effective_sweep_state(sweep, path)
     finished = state in ("done", "stopped", "failed")

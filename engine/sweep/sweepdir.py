@@ -13,13 +13,12 @@ runs/sweep-<name>-<time>/
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 from typing import Any
 
 from engine.errors import DataError, UserError, quote, shell_word, type_word
-from engine.rundir import RunLock, create_request_file, lock_held, pid_alive, replace_file
+from engine.rundir import RunLock, create_request_file, finite_number, lock_held, pid_alive, replace_file
 
 SWEEP_FILE = "sweep.json"
 BASE_CONFIG_FILE = "base_config.yaml"
@@ -53,9 +52,9 @@ def predicted_trial_s(plan: dict | None) -> float | None:
     both read it."""
     plan = plan or {}
     for key in ("measured_trial_s", "trial_s"):
-        v = plan.get(key)
-        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0:
-            return float(v)
+        v = finite_number(plan.get(key))
+        if v is not None and v > 0:
+            return v
     return None
 
 

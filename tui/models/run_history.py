@@ -9,7 +9,6 @@ bounded deques.
 
 from __future__ import annotations
 
-import math
 from collections import OrderedDict, deque
 import dataclasses
 from dataclasses import dataclass, field
@@ -21,7 +20,7 @@ from engine.diagnose.codes import STATE_CODES
 from engine.diagnose.finding import SEVERITY_RANK, Finding
 from engine.eta import Eta, Pace, Schedule, eta
 from engine.run_clock import RunClock
-from engine.rundir import FINAL_STATES, RESUMED, LaunchStart
+from engine.rundir import FINAL_STATES, RESUMED, LaunchStart, finite_number, json_number
 
 if TYPE_CHECKING:
     from engine.gpu import GpuSample
@@ -152,8 +151,8 @@ class RunHistory:
         for rec in records:
             self.records += 1
             kind = rec.get("kind")
-            step = _num(rec.get("step"))
-            t = _num(rec.get("time"))
+            step = finite_number(rec.get("step"))
+            t = finite_number(rec.get("time"))
             self.clock.add(rec)
             first_of_life = self._launch.first(rec)
             if t is not None:
@@ -166,7 +165,7 @@ class RunHistory:
                 self._first_of_life = first_of_life
                 self._apply_train(rec, step, t, changed)
             elif kind == "eval":
-                v = _num(rec.get("eval_loss"), allow_nan=True)
+                v = json_number(rec.get("eval_loss"))
                 if v is not None:
                     self.eval_loss.add(step, v)
                     changed.add(LOSS)
@@ -183,9 +182,9 @@ class RunHistory:
                     for series in (self.loss, self.eval_loss, self.lr, self.grad_norm):
                         series.cut_after(step)
                     # ... and the step, epoch and eval loss the panel shows are the checkpoint's, not the stopped life's
-                    if (_num((self.last_train or {}).get("step")) or 0) > step:
+                    if (finite_number((self.last_train or {}).get("step")) or 0) > step:
                         self.last_train = None
-                    if (_num((self.last_eval or {}).get("step")) or 0) > step:
+                    if (finite_number((self.last_eval or {}).get("step")) or 0) > step:
                         self.last_eval = None
                     changed.update((LOSS, LR))
                 elif code == "checkpoint_saved":
@@ -201,18 +200,18 @@ class RunHistory:
         return changed
 
     def _apply_train(self, rec: Record, step: float, t: float | None, changed: set[str]) -> None:
-        v = _num(rec.get("loss"), allow_nan=True)
+        v = json_number(rec.get("loss"))
         if v is not None:
             self.loss.add(step, v)
             changed.add(LOSS)
         for name, series in (("learning_rate", self.lr), ("grad_norm", self.grad_norm)):
-            v = _num(rec.get(name), allow_nan=True)
+            v = json_number(rec.get(name))
             if v is not None:
                 series.add(step, v)
                 changed.add(LR)
         if t is not None:
-            tps = _num(rec.get("tokens_per_s"))
-            prev, seen = self._prev_train, _num(rec.get("tokens_seen"))
+            tps = finite_number(rec.get("tokens_per_s"))
+            prev, seen = self._prev_train, finite_number(rec.get("tokens_seen"))
             # Each record's rate covers the training since the one before, its pauses left out (the trainer's
             # tokens_seen says how many tokens; older records without it: the rate over the whole interval). A
             # launch's first record covers its warm-up and compile: no interval (engine.rundir.LaunchStart).
@@ -258,7 +257,7 @@ class RunHistory:
     def step(self) -> int:
         from_status = int((self.status or {}).get("step") or 0)
         from_metrics = int(self.loss.x[-1]) if len(self.loss) else 0
-        if self.last_train and _num(self.last_train.get("step")) is not None:
+        if self.last_train and finite_number(self.last_train.get("step")) is not None:
             from_metrics = max(from_metrics, int(self.last_train["step"]))
         return max(from_status, from_metrics)
 
@@ -267,8 +266,8 @@ class RunHistory:
         """The epoch at `step`: the status's where it is newer than the last train record (logged every
         logging_steps), so that it never reads step 1's 0.06 beside a step counter at 8."""
         status, last = self.status or {}, self.last_train or {}
-        from_status, status_step = _num(status.get("epoch")), _num(status.get("step"))
-        from_metrics, train_step = _num(last.get("epoch")), _num(last.get("step"))
+        from_status, status_step = finite_number(status.get("epoch")), finite_number(status.get("step"))
+        from_metrics, train_step = finite_number(last.get("epoch")), finite_number(last.get("step"))
         if from_status is not None and status_step is not None and (train_step is None or status_step > train_step):
             return from_status
         return from_metrics
@@ -289,7 +288,7 @@ class RunHistory:
     def tokens_per_s(self) -> float | None:
         """The last train record's tokens/s; None while that is the first record of its launch (its interval holds
         the warm-up and, with compiled layers, the compile: minutes at a fraction of the speed)."""
-        tps = _num((self.last_train or {}).get("tokens_per_s"))
+        tps = finite_number((self.last_train or {}).get("tokens_per_s"))
         return None if self._first_of_life else tps
 
     def avg_tokens_per_s(self) -> float | None:
@@ -309,7 +308,8 @@ class RunHistory:
         sched = self.schedule or Schedule(self.max_steps)
         if sched.max_steps != self.max_steps:  # the status's step count (a resume may raise it) wins
             sched = dataclasses.replace(sched, max_steps=self.max_steps)
-        ev, ck = _num((self.last_eval or {}).get("step")), _num((self.last_checkpoint or {}).get("step"))
+        ev = finite_number((self.last_eval or {}).get("step"))
+        ck = finite_number((self.last_checkpoint or {}).get("step"))
         return eta(self.pace, sched, self.step, evaluated_at=None if ev is None else int(ev),
                    saved_at=None if ck is None else int(ck))
 
@@ -321,7 +321,7 @@ class RunHistory:
         """The estimate's peak of the run's plan as the allocator counts it (torch.cuda.max_memory_allocated, one
         process), which the trainer writes into status.json: what the trainer's gpu_peak_alloc_gib measures."""
         est = (self.status or {}).get("estimate")
-        peak = _num(est.get("peak_allocated_gib")) if isinstance(est, dict) else None
+        peak = finite_number(est.get("peak_allocated_gib")) if isinstance(est, dict) else None
         return peak if peak is not None and peak > 0 else None
 
     def trainer_gpu_mem(self) -> tuple[list[float], list[float], list[float], list[float]]:
@@ -331,16 +331,8 @@ class RunHistory:
                 _floats(rec.get("gpu_util")), _floats(rec.get("gpu_peak_alloc_gib")))
 
 
-def _num(v: Any, allow_nan: bool = False) -> float | None:
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        return None
-    if not allow_nan and not math.isfinite(v):
-        return None
-    return float(v)
-
-
 def _floats(v: Any) -> list[float]:
     if v is None:
         return []
     items = v if isinstance(v, (list, tuple)) else [v]
-    return [float(x) for x in items if isinstance(x, (int, float)) and not isinstance(x, bool)]
+    return [n for n in map(json_number, items) if n is not None]

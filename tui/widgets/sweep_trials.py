@@ -5,12 +5,12 @@ stopped; the best so far starred. Once the sweep is done the same lines carry th
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from rich.text import Text
 from textual.widgets import DataTable
 
+from engine.rundir import finite, number_text
 from engine.sweep.plan import lr_text
 from tui.widgets.progress_panel import STATE_STYLES
 
@@ -29,10 +29,6 @@ RUNNING_COLUMNS = ("lr", "r", "state", "step", "training loss", "loss", "eval", 
 DONE_COLUMNS = ("lr", "r", "outcome", "step", "eval", "train avg", "gap", "verdict", "tok/s", "GiB")
 
 
-def _finite(x: object) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-
-
 def spark(values: list[float], width: int = SPARK_WIDTH) -> Text:
     """A unicode block sparkline of the last `width` buckets; a non-finite loss is a red ✗."""
     if not values:
@@ -40,21 +36,17 @@ def spark(values: list[float], width: int = SPARK_WIDTH) -> Text:
     if len(values) > width:  # bucket means, so the line spans the whole history
         edges = [round(i * len(values) / width) for i in range(width + 1)]
         buckets = [values[a:b] for a, b in zip(edges, edges[1:])]
-        values = [float("nan") if not all(_finite(v) for v in b) else sum(b) / len(b) for b in buckets]
-    finite = [v for v in values if _finite(v)]
-    lo, hi = (min(finite), max(finite)) if finite else (0.0, 0.0)
+        values = [float("nan") if not all(finite(v) for v in b) else sum(b) / len(b) for b in buckets]
+    shown = [v for v in values if finite(v)]
+    lo, hi = (min(shown), max(shown)) if shown else (0.0, 0.0)
     out = Text()
     for v in values:
-        if not _finite(v):
+        if not finite(v):
             out.append("✗", style="bold red")
         else:
             level = 0 if hi <= lo else round((v - lo) / (hi - lo) * (len(BLOCKS) - 1))
             out.append(BLOCKS[level], style="cyan")
     return out
-
-
-def _num(x: object, fmt: str = ".3f") -> str:
-    return format(x, fmt) if _finite(x) else ("nan" if isinstance(x, float) else "-")
 
 
 class SweepTrials(DataTable):
@@ -96,8 +88,8 @@ class SweepTrials(DataTable):
         self.add_row(Text(("★ " if best else "  ") + lr_text(t["learning_rate"]), style=style or ""),
                      Text(str(t["r"]), style=style or ""), Text(state, style=STATE_STYLES.get(state, "")),
                      Text(step, justify="right"), spark(t.get("losses") or []),
-                     Text(_num(t.get("loss")), justify="right"),
-                     Text(_num(t.get("eval_loss")), style=style or "", justify="right"),
+                     Text(number_text(t.get("loss")), justify="right"),
+                     Text(number_text(t.get("eval_loss")), style=style or "", justify="right"),
                      Text(stopped_by, style=STOP_STYLE.get(stopped_by, "")),
                      key=t["id"])
 
@@ -109,12 +101,12 @@ class SweepTrials(DataTable):
                  Text(str(row["r"]), style=style),
                  Text(outcome, style=STOP_STYLE.get(outcome) or STATE_STYLES.get(outcome, "")),
                  Text(str(row.get("step") or 0), justify="right", style=style),
-                 Text(_num(row.get("eval_loss")), justify="right", style=style),
-                 Text(_num(row.get("train_loss")), justify="right", style=style),
-                 Text(_num(row.get("gap"), "+.3f"), justify="right", style=style),
+                 Text(number_text(row.get("eval_loss")), justify="right", style=style),
+                 Text(number_text(row.get("train_loss")), justify="right", style=style),
+                 Text(number_text(row.get("gap"), "+.3f"), justify="right", style=style),
                  Text(row.get("verdict") or "-", style=style),
-                 Text(_num(row.get("tokens_per_s"), ",.0f"), justify="right", style=style),
-                 Text(_num(row.get("peak_mem_gib"), ".1f"), justify="right", style=style)]
+                 Text(number_text(row.get("tokens_per_s"), ",.0f"), justify="right", style=style),
+                 Text(number_text(row.get("peak_mem_gib"), ".1f"), justify="right", style=style)]
         if with_spark:
             cells.append(spark(t.get("losses") or [], 12))
         self.add_row(*cells, key=row["id"])
