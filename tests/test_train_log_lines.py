@@ -3,6 +3,8 @@ continuation lines aligned under the first one's text, as `less train.log` and t
 
 from __future__ import annotations
 
+import pytest
+
 from engine.diagnose.finding import Finding, finding_text
 from engine.errors import ConfigError
 from engine.train.run import log
@@ -70,3 +72,48 @@ def test_lorapilot_train_says_a_resumed_launchs_first_speed_is_being_measured(tm
     follow(RunHandle(tmp_path, proc.pid, proc), out=out, poll_s=0.01)
     trains = [line for line in out.getvalue().splitlines() if "loss" in line]
     assert ["measuring" in line for line in trains] == [True, False, True], trains
+
+
+def _metrics(run_dir, *seen) -> None:
+    """metrics.jsonl of train records at steps 10, 20, ... with these tokens_seen (KeyError: the key left out)."""
+    import json
+
+    run_dir.mkdir(exist_ok=True)
+    recs = [{"kind": "train", "step": 10 * (i + 1), "time": 1.0, "loss": 2.0}
+            | ({} if s is KeyError else {"tokens_seen": s}) for i, s in enumerate(seen)]
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))  # NaN as Python writes it
+
+
+GARBLED_COUNTS = {"a string": "12k", "null": None, "NaN": float("nan"), "an infinity": float("inf"),
+                  "too large for a float": 10 ** 400, "negative": -5, "true": True, "missing": KeyError}
+
+
+@pytest.mark.parametrize("case", sorted(GARBLED_COUNTS))
+def test_a_resume_with_no_readable_token_count_at_its_checkpoint_says_where_the_count_continues(tmp_path, capsys,
+                                                                                                  case):
+    """tokens_seen at the checkpoint's step garbled (a line edited by hand, another program): the resumed trainer
+    died on int() of it, or took true for 1 token and a missing count for 0, silently. It continues from the last
+    readable count and train.log says so."""
+    from engine.train.run import _tokens_at
+
+    _metrics(tmp_path, 1000, GARBLED_COUNTS[case])
+    assert _tokens_at(tmp_path, str(tmp_path / "checkpoints" / "checkpoint-20")) == 1000
+    out = capsys.readouterr().out
+    assert out.startswith("[lorapilot] ") and "tokens_seen" in out and "step 20" in out and "1,000 (step 10)" in out
+
+
+def test_a_resume_with_no_readable_token_count_at_all_counts_from_0_and_says_so(tmp_path, capsys):
+    from engine.train.run import _tokens_at
+
+    _metrics(tmp_path, "x", None)
+    assert _tokens_at(tmp_path, str(tmp_path / "checkpoints" / "checkpoint-20")) == 0
+    assert "from 0" in capsys.readouterr().out
+
+
+def test_a_resume_continues_the_count_at_its_checkpoint_without_a_word(tmp_path, capsys):
+    from engine.train.run import _tokens_at
+
+    _metrics(tmp_path, 1000, 2000, 3000)
+    assert _tokens_at(tmp_path, str(tmp_path / "checkpoints" / "checkpoint-20")) == 2000
+    assert _tokens_at(tmp_path, None) == 0
+    assert capsys.readouterr().out == ""

@@ -589,14 +589,25 @@ def finish(run_dir: Path, assembled: Assembled, built: BuiltModel, inputs: Input
 
 
 def _tokens_at(run_dir: Path, ckpt: str | None) -> int:
-    """tokens_seen at the checkpoint's step (0 without one): where a resumed run's count continues."""
+    """tokens_seen at the checkpoint's step (0 without one): where a resumed run's count continues. Where the last
+    train record at or before that step holds no count (garbled, edited by hand, a run older than the count; the
+    readers' rule, engine.rundir.finite_number), the count continues from the last one that does, else from 0, and
+    train.log says so: the count then leaves out the tokens trained between."""
     if not ckpt:
         return 0
-    from engine.rundir import checkpoint_step, read_metrics
+    from engine.rundir import checkpoint_step, finite_number, read_metrics
 
     step = checkpoint_step(ckpt)
-    seen = [r.get("tokens_seen", 0) for r in read_metrics(run_dir) if r["kind"] == "train" and r["step"] <= step]
-    return int(seen[-1]) if seen else 0
+    train = [r for r in read_metrics(run_dir) if r["kind"] == "train" and r["step"] <= step]
+    counts = [(r["step"], int(n)) for r in train if (n := finite_number(r.get("tokens_seen"))) is not None and n >= 0]
+    if train and counts and counts[-1][0] == train[-1]["step"]:
+        return counts[-1][1]
+    at = train[-1]["step"] if train else step
+    since, seen = counts[-1] if counts else (None, 0)
+    log(f"tokens_seen: metrics.jsonl holds no readable count at step {at}, where this resume continues; the count "
+        + (f"continues from {seen:,} (step {since}) and leaves out the tokens of the steps after it" if since is not None
+           else "starts again from 0 and leaves out the tokens of the steps before"))
+    return seen
 
 
 def refuse_what_the_plan_turns_off(cfg: Config, run_plan: RunPlan, config_path: Path) -> None:
