@@ -185,18 +185,17 @@ def published_stops_read(path: str, cache_only: bool = False) -> tuple[list[int]
 def _json_file(path: str, name: str, cache_only: bool = False) -> dict | None:
     """A JSON object file of the model (a directory, or a hub id through the cache the weights come from); None where
     it is out of reach, unreadable, not JSON or not an object."""
-    import json
-
     from transformers.utils import cached_file
+
+    from engine.json_file import read_table
 
     try:
         found = cached_file(path, name, token=hub_token(), local_files_only=cache_only,
                             _raise_exceptions_for_missing_entries=False,
                             _raise_exceptions_for_connection_errors=False, _raise_exceptions_for_gated_repo=False)
-        data = json.loads(Path(found).read_text(encoding="utf-8")) if found else None
-    except (OSError, ValueError, RecursionError):
+    except (OSError, ValueError):
         return None
-    return data if isinstance(data, dict) else None
+    return read_table(found) if found else None
 
 
 # Plain words, spaces and punctuation: every tokenizer of a language model gives these back as they were.

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, TypeGuard
 
 from engine.errors import DataError, UserError, quote, shell_word, type_word
+from engine.json_file import READ_ERRORS, read_json, read_table
 from engine.settings import runs_root
 
 STATES = ("starting", "loading", "training", "evaluating", "saving", "done", "failed", "stopped")
@@ -224,7 +225,7 @@ def load_status(run_dir: str | Path) -> dict | None:
         raise DataError(f"{path}: {e.strerror}", fix=_STATUS_FIX) from None
     except json.JSONDecodeError as e:
         raise DataError(f"{path}: not valid JSON (line {e.lineno}, column {e.colno})", fix=_STATUS_FIX) from None
-    except (OSError, ValueError, RecursionError) as e:   # ValueError: not UTF-8, a number of 5,000 digits
+    except READ_ERRORS as e:   # ValueError: not UTF-8, a number of 5,000 digits
         raise DataError(f"{path}: unreadable ({type(e).__name__})", fix=_STATUS_FIX) from None
     if not isinstance(status, dict):
         raise DataError(f"{path}: expected a JSON object, got {type_word(status)}", fix=_STATUS_FIX)
@@ -234,7 +235,7 @@ def load_status(run_dir: str | Path) -> dict | None:
             continue
         ok = isinstance(value, (int, float) if kind is float else kind) and not isinstance(value, bool)
         # A pid of 0 or -1 would signal a whole process group, and os.kill overflows past 2**31.
-        if ok and kind is not str and not (0 <= value < 2**31 if key != "updated" else math.isfinite(value)):
+        if ok and kind is not str and not (0 <= value < 2**31 if key != "updated" else finite(value)):
             ok = False
         if not ok:
             raise DataError(f"{path}: {key}: {quote(value)} is not valid", fix=_STATUS_FIX)
@@ -1024,10 +1025,7 @@ def last_checkpoint(run_dir: str | Path) -> str | None:
 def _trainer_state_count(folder: str | Path, key: str, least: int) -> int | None:
     """An integer of a checkpoint's (or the adapter's) trainer_state.json, at least `least`; None when the file,
     the key or a sane value is missing."""
-    try:
-        value = json.loads((Path(folder) / CHECKPOINT_STATE_FILE).read_bytes()).get(key)
-    except (OSError, ValueError, AttributeError, RecursionError):
-        return None
+    value = (read_table(Path(folder) / CHECKPOINT_STATE_FILE) or {}).get(key)
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= least else None
 
 
@@ -1112,11 +1110,11 @@ def checkpoint_problem(ckpt: str | Path) -> str | None:
     ckpt = Path(ckpt)
     state = ckpt / CHECKPOINT_STATE_FILE
     try:
-        if not isinstance(json.loads(state.read_text(encoding="utf-8")), dict):
+        if not isinstance(read_json(state), dict):
             return f"{state}: not a trainer state"
     except FileNotFoundError:
         return f"{state}: missing"
-    except (OSError, ValueError, RecursionError) as e:   # ValueError: bad JSON, bad UTF-8, a number of 5,000 digits
+    except READ_ERRORS as e:
         return f"{state}: not valid JSON ({type(e).__name__})"
     problem = files_problem(ckpt)
     if problem is None and (ckpt / ADAPTER_FILES[0]).is_file():
@@ -1141,10 +1139,10 @@ def files_problem(folder: str | Path) -> str | None:
             problem = _torch_file_problem(path)
         else:
             try:
-                json.loads(path.read_text(encoding="utf-8"))
+                read_json(path)
                 problem = None
-            except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
-                problem = "not valid JSON"
+            except READ_ERRORS as e:   # a number of 5,000 digits is a ValueError, no JSONDecodeError
+                problem = f"not valid JSON ({type(e).__name__})"
         if problem:
             return f"{path}: {problem}"
     return None
@@ -1176,11 +1174,8 @@ def adapter_problem(adapter: str | Path) -> str | None:
     if problem:
         return problem
     for name in ("tokenizer_config.json", "config.json"):
-        try:
-            saved = json.loads((ad / name).read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            continue
-        if isinstance(saved, dict) and saved.get("auto_map"):
+        saved = read_table(ad / name)   # absent, or garbled: files_problem said so above
+        if saved and saved.get("auto_map"):
             return f"{ad / name}: auto_map names code to import ({safe_text(saved['auto_map'], one_line=True)}); " \
                    "a trainer saves none"
     return None

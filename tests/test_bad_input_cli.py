@@ -115,7 +115,8 @@ def fake_run(root: Path, name: str, status: bytes | None) -> Path:
 
 CORRUPT_STATUS = {"not JSON": b"{bad", "binary": b"\xff\xfe\x00garbage", "a list": b"[]",
                   "step text": b'{"state": "done", "step": "abc"}', "pid -1": b'{"state": "training", "pid": -1}',
-                  "pid 2**70": b'{"state": "training", "pid": 1180591620717411303424}'}
+                  "pid 2**70": b'{"state": "training", "pid": 1180591620717411303424}',
+                  "updated past a float": b'{"state": "training", "updated": 1' + b"0" * 400 + b"}"}
 
 
 def corrupt_root(tmp_path: Path) -> Path:

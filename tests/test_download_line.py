@@ -86,9 +86,12 @@ def test_a_model_missing_from_the_cache_is_a_download_stated_beside_the_time(hf_
     ({"model.safetensors.index.json": index_json(SHARDS), **dict.fromkeys(SHARDS, "w")}, True),
     ({"model.safetensors.index.json": index_json(SHARDS), **dict.fromkeys(SHARDS[:3], "w")}, False),  # a partial
     ({"model.safetensors.index.json": "not json", **dict.fromkeys(SHARDS, "w")}, False),
+    # nested past the parser's recursion (RecursionError): the estimate ended in a traceback
+    ({"model.safetensors.index.json": "[" * 100_000, **dict.fromkeys(SHARDS, "w")}, False),
     ({"model.safetensors.index.json": index_json(["../../escape.safetensors"])}, False),
     ({"pytorch_model.bin": "w"}, True),
-], ids=["empty", "config-only", "single", "all-shards", "missing-shard", "bad-index", "escaping-index", "bin"])
+], ids=["empty", "config-only", "single", "all-shards", "missing-shard", "bad-index", "nested-index", "escaping-index",
+        "bin"])
 def test_the_weights_count_as_cached_only_when_every_file_the_trainer_loads_is_there(hf_cache, files, cached,
                                                                                    monkeypatch):
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)   # the check needs no offline mode to stay off the network

@@ -576,16 +576,19 @@ def _checkpoint(root: Path, step: int) -> Path:
 JSON_PAST_PYTHONS_LIMITS = {"nested": "[" * 100_000, "a long number": "1" * 5000}   # RecursionError, ValueError
 
 
-@pytest.mark.parametrize("damage", ["safetensors", "optimizer", "state", *JSON_PAST_PYTHONS_LIMITS])
+@pytest.mark.parametrize("damage", ["safetensors", "optimizer", "state", *JSON_PAST_PYTHONS_LIMITS, "another json"])
 def test_damaged_last_checkpoint_falls_back(tmp_path, damage):
-    _checkpoint(tmp_path, 4)
-    last = _checkpoint(tmp_path, 8)
+    first, last = _checkpoint(tmp_path, 4), _checkpoint(tmp_path, 8)
     if damage == "safetensors":
         bad = last / "adapter_model.safetensors"
         bad.write_bytes(bad.read_bytes()[:-5])
     elif damage == "optimizer":
         bad = last / "optimizer.pt"
         bad.write_bytes(bad.read_bytes()[:300])
+    elif damage == "another json":   # a plain ValueError, no JSONDecodeError: files_problem let it through
+        bad = last / "scheduler.json"   # a file the Trainer writes is named for what is in it only
+        (first / bad.name).write_text("{}")
+        bad.write_text(JSON_PAST_PYTHONS_LIMITS["a long number"])
     else:   # past Python's limits json raises RecursionError or ValueError: the resume ended in a traceback
         bad = last / "trainer_state.json"
         bad.write_text(JSON_PAST_PYTHONS_LIMITS.get(damage, "{garbled"))
@@ -605,6 +608,16 @@ def test_a_checkpoints_run_record_past_pythons_limits_is_as_if_not_there(tmp_pat
     ckpt = _checkpoint(tmp_path, 4)
     (ckpt / CHECKPOINT_RUN_FILE).write_text(text)
     assert saved_record(ckpt) is None
+
+
+@pytest.mark.parametrize("text", JSON_PAST_PYTHONS_LIMITS.values(), ids=list(JSON_PAST_PYTHONS_LIMITS))
+def test_an_adapters_prompt_style_past_pythons_limits_is_as_if_not_there(tmp_path, text):
+    """The prompt style saved beside an adapter, read by chat and export: nested past the parser's recursion it
+    ended them in a traceback, where a garbled one is as if absent (a run from before it was saved)."""
+    from engine.data.prompt import PROMPT_FILE, load_style
+
+    (tmp_path / PROMPT_FILE).write_text(text)
+    assert load_style(tmp_path) is None
 
 
 def _safetensors(path: Path, header: dict, body: bytes) -> None:

@@ -191,11 +191,9 @@ def save_for_inference(tokenizer, style: PromptStyle, out_dir: str | Path, gener
 
 def load_style(adapter_dir: str | Path) -> PromptStyle | None:
     """The style saved with an adapter, or None (a run from before it was saved)."""
-    path = Path(adapter_dir) / PROMPT_FILE
-    if not path.exists():
+    from engine.json_file import read_table
+
+    saved = read_table(Path(adapter_dir) / PROMPT_FILE)
+    if saved is None or "format" not in saved:
         return None
-    try:
-        saved = json.loads(path.read_text(encoding="utf-8"))
-        return PromptStyle(format=str(saved["format"]), system=str(saved.get("system") or ""))
-    except (ValueError, KeyError, TypeError):
-        return None
+    return PromptStyle(format=str(saved["format"]), system=str(saved.get("system") or ""))

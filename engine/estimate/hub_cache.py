@@ -6,8 +6,7 @@ estimate must answer offline, in milliseconds, and the same on a pod with no rou
 
 from __future__ import annotations
 
-import json
-
+from engine.json_file import read_table
 from engine.settings import hub_cache_dir
 
 # The weights from_pretrained loads, in its order of preference: one file, or an index naming the shards.
@@ -42,11 +41,7 @@ def weights_cached(repo_id: str) -> bool:
 def _shards(index_path: str) -> set[str]:
     """The shard files an index's weight_map names; none for an unreadable index (then not cached: the trainer
     would fetch it again)."""
-    try:
-        with open(index_path, encoding="utf-8") as f:
-            weight_map = json.load(f).get("weight_map")
-    except (OSError, ValueError, AttributeError):
-        return set()
+    weight_map = (read_table(index_path) or {}).get("weight_map")
     return {v for v in weight_map.values() if isinstance(v, str)} if isinstance(weight_map, dict) else set()
 
 

@@ -149,12 +149,9 @@ Other servers: `lorapilot export {shell_word(facts.run_dir)} --for ollama|vllm|l
 
 def _saved_dtype(folder: Path) -> str:
     """The dtype the merged model was saved in (its config.json), in a reader's words."""
-    import json
+    from engine.json_file import read_table
 
-    try:
-        cfg = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return "its dtype not recorded"
+    cfg = read_table(folder / "config.json") or {}
     dtype = str(cfg.get("dtype") or cfg.get("torch_dtype") or "")
     return {"bfloat16": "16-bit, bf16", "float16": "16-bit, fp16", "float32": "32-bit, fp32"}.get(dtype, dtype or
                                                                                                   "its dtype not recorded")

@@ -12,13 +12,13 @@ rules) is checked by the tokens themselves: the trainer's examples against the c
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from pathlib import Path
 from typing import Any
 
 from engine.config import FIELDS
 from engine.errors import UserError, shell_word, yaml_text
+from engine.json_file import read_table
 from engine.rundir import CHECKPOINT_RUN_FILE, checkpoint_step
 
 # Read afresh by the Trainer or lorapilot on every start; nothing saved in a checkpoint depends on them.
@@ -82,11 +82,8 @@ def checkpoint_optimizer(ckpt: str | Path) -> str:
 
 
 def saved_record(ckpt: str | Path) -> dict | None:
-    try:
-        record = json.loads((Path(ckpt) / CHECKPOINT_RUN_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError):   # ValueError: bad JSON, bad UTF-8, a number of 5,000 digits
-        return None
-    return record if isinstance(record, dict) and isinstance(record.get("config"), dict) else None
+    record = read_table(Path(ckpt) / CHECKPOINT_RUN_FILE)
+    return record if record is not None and isinstance(record.get("config"), dict) else None
 
 
 def config_changes(ckpt: str | Path, cfg, config_path: str | Path, processes: int | None = None,
