@@ -19,6 +19,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from engine.json_file import READ_ERRORS, read_json, read_table
 from engine.rundir import finite
 
 CONFIG_FILE = "adapter_config.json"
@@ -62,7 +63,7 @@ def _set_key_problem(key: str, value: Any, cfg: dict) -> str | None:
     if key == "task_type":
         return None if value == "CAUSAL_LM" else "is not CAUSAL_LM, the only model lorapilot trains"
     if key == "r":
-        return None if isinstance(value, int) and not isinstance(value, bool) and value > 0 else "is no rank"
+        return None if isinstance(value, int) and finite(value) and value > 0 else "is no rank"
     if key == "lora_alpha":
         return None if finite(value) and value > 0 else "is no positive number"
     if key == "lora_dropout":
@@ -126,6 +127,12 @@ def _weights_problem(ad: Path, cfg: dict) -> str | None:
     return None
 
 
+def read_adapter_config(adapter: str | Path) -> dict | None:
+    """An adapter's adapter_config.json, or None where it is missing, garbled (files_problem's to say) or holds no
+    table (adapter_config_problem's). The one reader: the check, chat and export's facts, the vLLM check."""
+    return read_table(Path(adapter) / CONFIG_FILE)
+
+
 def adapter_config_problem(adapter: str | Path) -> str | None:
     """What makes an adapter's adapter_config.json (with its weights' names) other than the LoRA adapter a
     lorapilot trainer saves ("<file>: <key> <what>"), or None. Files missing or garbled are files_problem's."""
@@ -133,11 +140,12 @@ def adapter_config_problem(adapter: str | Path) -> str | None:
 
     ad = Path(adapter)
     path = ad / CONFIG_FILE
-    try:
-        cfg = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError):
-        return None
-    if not isinstance(cfg, dict):
+    cfg = read_adapter_config(ad)
+    if cfg is None:
+        try:
+            read_json(path)
+        except READ_ERRORS:
+            return None
         return f"{path}: not a table of settings"
     for key in ("peft_type", "task_type"):
         if key not in cfg:

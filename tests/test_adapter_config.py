@@ -91,6 +91,7 @@ TAMPERED = {
     "a module rescaled": ("alpha_pattern", {"q_proj": 320}),
     "all rescaled": ("use_rslora", True),
     "a scale no float holds": ("lora_alpha", 10 ** 400),   # JSON allows it; float() and math.isfinite() raise
+    "a rank no float holds": ("r", 10 ** 400),
     "a key lorapilot never sets": ("adapters", {"other": "someone/else"}),
     "a regex of targets": ("target_modules", ".*"),
     "a target left out": ("target_modules", lambda cfg: [t for t in cfg["target_modules"] if t != "q_proj"]),

@@ -94,8 +94,7 @@ def check_trained_adapter(run_dir: Path, adapter: Path, cfg) -> None:
     that was trained on another base than config.yaml names now: chat and export load config.yaml's model under it,
     and a config.yaml (or an adapter_config.json) edited by hand since would have them answer, merge and serve with
     a base the adapter never saw, without an error."""
-    import json
-
+    from engine.adapter_config import read_adapter_config
     from engine.rundir import ADAPTER_FILES, adapter_problem, safe_text
 
     problem = adapter_problem(adapter)
@@ -106,8 +105,7 @@ def check_trained_adapter(run_dir: Path, adapter: Path, cfg) -> None:
         raise UserError(safe_text(f"{adapter}: the adapter is not as its run saved it: {problem}", one_line=True),
                         fix=safe_text((again if resaved else "")
                                       + "copy the run directory again from where it trained", one_line=True))
-    saved = json.loads((adapter / ADAPTER_FILES[0]).read_text(encoding="utf-8"))
-    saved = saved if isinstance(saved, dict) else {}
+    saved = read_adapter_config(adapter) or {}
     _check_scale(run_dir, adapter, cfg, saved)
     recorded = saved.get("base_model_name_or_path")
     if isinstance(recorded, str) and recorded and not _same_model(recorded, cfg.model):

@@ -17,11 +17,11 @@ The chat template and the end-of-turn tokens the run trained with travel with th
 
 from __future__ import annotations
 
-import json
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from engine.adapter_config import read_adapter_config
 from engine.errors import UserError
 from engine.rundir import ADAPTER_FILES, safetensors_names
 
@@ -39,7 +39,7 @@ class VllmCheck:
 
 def check_adapter(adapter: Path) -> VllmCheck:
     """Reads adapter_config.json and the weight names (the source of truth, as vLLM itself does)."""
-    cfg = json.loads((adapter / "adapter_config.json").read_text(encoding="utf-8"))
+    cfg = read_adapter_config(adapter) or {}   # whole and a table: run_facts checked (adapter_problem)
     rank = int(cfg.get("r") or 0)
     ranks = [r for r in [rank, *(cfg.get("rank_pattern") or {}).values()] if r]
     top = max(ranks) if ranks else 0
