@@ -481,8 +481,9 @@ def _load_hub(repo_id: str, *, offline: bool, fix: str):
 def lorapilots_own_folder(p: Path) -> bool:
     """A run directory (status.json, metrics.jsonl, its lock) or a sweep directory (sweep.json) of lorapilot's."""
     from engine.rundir import LOCK_FILE, is_run_dir
+    from engine.sweep.sweepdir import SWEEP_FILE
 
-    return is_run_dir(p) or (p / LOCK_FILE).exists() or (p / "sweep.json").is_file()
+    return is_run_dir(p) or (p / LOCK_FILE).exists() or (p / SWEEP_FILE).is_file()
 
 
 def _dir_files(path: Path) -> list[Path]:

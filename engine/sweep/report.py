@@ -11,7 +11,7 @@ from engine.diagnose.curves import EvalPoint, learning_curve_verdict
 from engine.errors import UserError, shell_word
 from engine.rundir import LaunchStart, finite, number_text, record_number
 from engine.sweep.plan import STOP_ON, lr_text
-from engine.sweep.sweepdir import BASE_CONFIG_FILE, TRIAL_SKIPPED
+from engine.sweep.sweepdir import BASE_CONFIG_FILE, SWEEP_FILE, TRIAL_SKIPPED
 
 # Training loss "at" an evaluation: the mean of the last few logged losses, as the live diagnostics take it.
 TRAIN_WINDOW = 3
@@ -306,7 +306,7 @@ def winner_config(sweep: dict):
     raw["lora"] = {**raw["lora"], "r": w["r"], "alpha": w["alpha"]}
     raw["training"] = {**raw["training"], "learning_rate": w["learning_rate"]}
     raw["run_name"] = None
-    return config_from_dict(raw, source=f"{sweep.get('sweep_dir')}/sweep.json base_config")
+    return config_from_dict(raw, source=f"{sweep.get('sweep_dir')}/{SWEEP_FILE} base_config")
 
 
 def batch_notes(sweep: dict) -> list[str]:
