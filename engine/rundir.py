@@ -1238,16 +1238,17 @@ def format_record(rec: dict, warming_up: bool = False) -> str | None:
     (LaunchStart), whose tokens/s is said to be still measured, as the monitor says."""
     kind, step = rec.get("kind"), rec.get("step")
     if kind == "train":
-        parts = [f"step {step:>5}", f"loss {_float(rec.get('loss')):.4f}"]
-        if isinstance(rec.get("learning_rate"), (int, float)):
-            parts.append(f"lr {rec['learning_rate']:.2e}")
-        if isinstance(rec.get("grad_norm"), (int, float)):
-            parts.append(f"grad {rec['grad_norm']:.3f}")
-        if isinstance(rec.get("tokens_per_s"), (int, float)) and rec["tokens_per_s"]:
-            parts.append("tok/s measuring" if warming_up else f"{rec['tokens_per_s']:,.0f} tok/s")
+        lr, grad, speed = (record_number(rec, key) for key in ("learning_rate", "grad_norm", "tokens_per_s"))
+        parts = [f"step {step:>5}", f"loss {_float(rec, 'loss'):.4f}"]
+        if lr is not None:
+            parts.append(f"lr {lr:.2e}")
+        if grad is not None:
+            parts.append(f"grad {grad:.3f}")
+        if speed:
+            parts.append("tok/s measuring" if warming_up else f"{speed:,.0f} tok/s")
         return "  ".join(parts)
     if kind == "eval":
-        return f"step {step:>5}  eval_loss {_float(rec.get('eval_loss')):.4f}"
+        return f"step {step:>5}  eval_loss {_float(rec, 'eval_loss'):.4f}"
     if kind == "finding":
         from engine.diagnose.finding import Finding, finding_text, finding_where
 
@@ -1258,8 +1259,9 @@ def format_record(rec: dict, warming_up: bool = False) -> str | None:
     return None
 
 
-def _float(value: Any) -> float:
-    return float(value) if isinstance(value, (int, float)) else float("nan")
+def _float(rec: dict, key: str) -> float:
+    number = record_number(rec, key)
+    return float("nan") if number is None else number
 
 
 # ---------------------------------------------------------------- code from a run directory

@@ -162,6 +162,22 @@ def test_a_trial_read_again_is_not_judged_again_at_a_rung_it_passed(tmp_path):
     assert rec["evals"] == [[2, 2.0], [4, 1.9]] and rec.get("stopped_by") is None   # the first at rung 4 goes on
 
 
+def test_an_evaluation_that_is_no_number_is_not_judged_at_its_rung(tmp_path):
+    """A trial's eval_loss edited by hand to an integer no float holds: the driver's halving ended in an
+    OverflowError, and the sweep with it. It is no number (engine.rundir.record_number), as a string is."""
+    from types import SimpleNamespace
+
+    from engine.sweep.driver import Driver
+
+    d = tmp_path / "sw"
+    t = trial(2e-4, "training")
+    a_sweep(d, [t, trial(1e-4, "done")], rung_losses={"2": {"lr1e-4_r4": 1.5}, "4": {}})
+    driver = Driver(d)
+    rec = driver.trials[t["id"]]
+    driver._on_eval(rec, SimpleNamespace(run_dir=d / t["id"]), {"kind": "eval", "step": 2, "eval_loss": 10 ** 400})
+    assert rec.get("stopped_by") is None and rec["eval_loss"] is None and t["id"] not in driver.rung_losses["2"]
+
+
 def sweep_cli(capsys, *argv):
     code = main(["sweep", *argv])
     out = capsys.readouterr()

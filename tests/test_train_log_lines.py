@@ -117,3 +117,14 @@ def test_a_resume_continues_the_count_at_its_checkpoint_without_a_word(tmp_path,
     assert _tokens_at(tmp_path, str(tmp_path / "checkpoints" / "checkpoint-20")) == 2000
     assert _tokens_at(tmp_path, None) == 0
     assert capsys.readouterr().out == ""
+
+
+def test_a_record_with_numbers_no_float_holds_is_still_a_line():
+    """A line edited by hand can hold an integer JSON allows and no float does: train.log's replay of it (and
+    `lorapilot train`'s output) ended in an OverflowError; true was printed as a learning rate of 1."""
+    from engine.rundir import format_record
+
+    huge = 10 ** 400
+    rec = {"kind": "train", "step": 3, "loss": huge, "learning_rate": True, "grad_norm": huge, "tokens_per_s": huge}
+    assert format_record(rec) == "step     3  loss nan"
+    assert format_record({"kind": "eval", "step": 3, "eval_loss": huge}) == "step     3  eval_loss nan"

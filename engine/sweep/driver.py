@@ -24,7 +24,7 @@ from pathlib import Path
 from engine.detached import spawn_detached
 from engine.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_RUN_FAILED, UserError, shell_word
 from engine.rundir import (CONFIG_FILE, FINAL_STATES, METRICS_FILE, MetricsTail, RunPlace, pid_alive, read_metrics,
-                           read_status, safe_text)
+                           read_status, record_number, safe_text)
 from engine.sweep.plan import Trial, halving_should_stop, trial_config, trial_wall_s
 from engine.sweep.report import RESULT_KEYS, choose_winner, table_rows, trial_metrics
 from engine.sweep.sweepdir import (SWEEP_FILE, SWEEP_LOG, SWEEP_STOP_FILE, TRIAL_PENDING, TRIAL_SKIPPED,
@@ -261,13 +261,13 @@ class Driver:
                 self._on_exit(t, handle, rc)
 
     def _on_eval(self, t: dict, handle, rec: dict) -> None:
-        step, loss = int(rec.get("step") or 0), rec.get("eval_loss")
+        step, loss = int(rec.get("step") or 0), record_number(rec, "eval_loss")   # None: no number (hand-edited)
         # A resumed trial's records are read again from the start, and a step re-run after its checkpoint evaluates
         # again: the newest evaluation of a step replaces the one before (engine.rundir.drop_superseded's rule).
         t["evals"] = [e for e in t.get("evals") or [] if e[0] < step] + [[step, loss]]
         t["eval_loss"] = loss
         key = str(step)
-        if key not in self.rung_losses or not isinstance(loss, (int, float)):
+        if key not in self.rung_losses or loss is None:
             return
         others = [v for k, v in self.rung_losses[key].items() if k != t["id"]]
         judged = t["id"] in self.rung_losses[key]   # a trial that went on at a rung is not judged there again
