@@ -136,3 +136,17 @@ def test_card_says_what_the_run_trained_with_when_config_yaml_was_edited_after(a
             "this card says what the run trained with, as checkpoint-40 recorded it") in card
     (adapter_run / "config.yaml").write_text(text)   # as it trained: nothing to say
     assert "edited" not in (export_adapter(adapter_run, tmp_path / "again") / "README.md").read_text()
+
+
+def test_a_loss_no_float_holds_is_left_out_of_the_cards_numbers(tmp_path):
+    """An integer JSON allows and no float holds (a hand-edited metrics line) became the card's last training loss
+    and ended its "{:.4f}" in an OverflowError; true was a loss of 1. The readers' rule: no number."""
+    from engine.config import Config
+    from engine.export.facts import RunFacts, _training_facts
+
+    huge = 10 ** 400
+    records = [{"kind": "train", "step": 1, "time": 1.0, "loss": 2.0}, {"kind": "eval", "step": 1, "eval_loss": 1.5},
+               {"kind": "train", "step": 2, "time": 2.0, "loss": huge}, {"kind": "eval", "step": 2, "eval_loss": True}]
+    facts = RunFacts(run_dir=tmp_path, cfg=Config(model="m"), adapter=tmp_path, base_model="m", base_path="m")
+    _training_facts(facts, records)
+    assert (facts.train_loss, facts.eval_loss, facts.best_eval) == (2.0, 1.5, (1, 1.5))

@@ -299,3 +299,15 @@ def test_history_takes_an_integer_too_large_for_a_float_as_no_number():
     h.apply_records(recs)
     assert h.trainer_gpu_mem()[0] == [3.0] and h.trainer_gpu_mem()[3] == []
     assert h.loss.x[-1] == 30 and h.last_train["step"] == 40   # no loss at step 40, its record read
+
+
+def test_progress_panel_leaves_out_the_age_of_a_save_whose_time_no_float_holds():
+    """A hand-edited checkpoint event's time, an integer no float holds, ended the progress panel's ages in an
+    OverflowError; its age is unknown, its checkpoint still named."""
+    from tui.widgets.progress_panel import ProgressPanel
+
+    h = RunHistory("x")
+    h.apply_records([{"kind": "event", "step": 5, "time": 10 ** 400, "code": "checkpoint_saved",
+                      "message": "checkpoint saved", "path": "checkpoints/checkpoint-5"}])
+    panel = ProgressPanel(h)
+    assert panel._ages() == () and panel._saved(h.last_checkpoint, None).plain == "checkpoint-5"

@@ -522,6 +522,15 @@ def test_samples_panel_groups_each_evaluation_newest_first_with_its_eval_loss():
     assert blocks[0].index("answer 20.0") < blocks[0].index("answer 20.1") and "answer 10" not in blocks[0]
 
 
+def test_samples_panel_header_leaves_out_an_eval_loss_no_float_holds():
+    """A hand-edited sample's eval_loss, an integer no float holds, ended the monitor's samples panel in an
+    OverflowError: it is no number (engine.rundir.record_number), as a string is."""
+    from tui.widgets.samples_list import sample_blocks
+
+    (block,) = sample_blocks([{"kind": "sample", "step": 10, "eval_loss": 10 ** 400, "prompt": "p", "output": "o"}])
+    assert block.plain.startswith("step 10\n")
+
+
 def test_samples_panel_keeps_a_prompt_s_lines_together_and_shows_the_expected_answer():
     """An alpaca prompt is its instruction, a blank line and its input: the blank line would read as the end of
     the prompt in the panel's narrow column. The held-out answer follows the output, to read it against."""

@@ -30,6 +30,14 @@ def test_quiet_spells_below_the_limit_are_not_news():
     assert no_progress(status(updated=NOW - STALL_STEPS * 30.0 - 1, step_s=30.0), None, NOW) is not None
 
 
+def test_a_time_or_pace_no_float_holds_is_no_number():
+    """An integer JSON allows and no float holds (a hand-edited status.json or metrics line): the monitor's and
+    diagnose's stall check ended in an OverflowError on the time, and a pace of it hid every stall."""
+    huge = 10 ** 400
+    assert no_progress(status(updated=huge), huge, NOW) is None   # no sign of life known: nothing to say
+    assert no_progress(status(updated=NOW - 3600, step_s=huge), None, NOW) is not None
+
+
 @pytest.mark.parametrize("state", ["loading", "evaluating", "done", "failed", "stopped"])
 def test_only_a_training_run_can_stall(state):
     assert no_progress(status(state=state, updated=NOW - 3600, step_s=2.0), None, NOW) is None

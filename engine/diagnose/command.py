@@ -169,11 +169,11 @@ def _stalled(run_dir: Path, status: dict | None, records: list[dict]) -> list[Fi
     import time
 
     from engine.diagnose.stall import REPORTING_STATES, no_progress
-    from engine.rundir import effective_state
+    from engine.rundir import effective_state, finite_number
 
     if effective_state(status, run_dir) not in REPORTING_STATES:
         return []
-    times = [r["time"] for r in records if isinstance(r.get("time"), (int, float))]
+    times = [t for r in records if (t := finite_number(r.get("time"))) is not None]
     found = no_progress(status, max(times, default=None), time.time(), str(run_dir))
     return [found] if found else []
 

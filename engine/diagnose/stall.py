@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from engine.diagnose.finding import Finding
 from engine.errors import shell_word
+from engine.rundir import finite_number
 
 # The first steps compile attention kernels: 1-3 minutes on a fresh machine (benchmarks/results/
 # ddp-first-step-2026-11-23.md), so only a quiet spell beyond this is news.
@@ -40,8 +41,8 @@ def no_progress(status: dict | None, last_record_time: float | None, now: float,
     """
     if not status or not stallable(status):
         return None
-    step_s = status["step_s"] if isinstance(status.get("step_s"), (int, float)) else None
-    seen = [t for t in (status.get("updated"), last_record_time) if isinstance(t, (int, float))]
+    step_s = finite_number(status.get("step_s"))
+    seen = [t for t in (finite_number(status.get("updated")), finite_number(last_record_time)) if t is not None]
     if not seen:
         return None
     quiet = now - max(seen)

@@ -276,13 +276,15 @@ def _ran_optimizer(status: dict | None) -> str | None:
 def _training_facts(facts: RunFacts, records: list[dict], status: dict | None = None) -> None:
     from engine.diagnose.live import diagnose_records
 
-    train = [r for r in records if r.get("kind") == "train" and isinstance(r.get("loss"), (int, float))]
-    evals = [r for r in records if r.get("kind") == "eval" and isinstance(r.get("eval_loss"), (int, float))]
-    facts.train_loss = train[-1]["loss"] if train else None
-    facts.eval_loss = evals[-1]["eval_loss"] if evals else None
+    from engine.rundir import record_number
+
+    train = [n for r in records if r.get("kind") == "train" and (n := record_number(r, "loss")) is not None]
+    evals = [(r["step"], n) for r in records if r.get("kind") == "eval"
+             and (n := record_number(r, "eval_loss")) is not None]
+    facts.train_loss = train[-1] if train else None
+    facts.eval_loss = evals[-1][1] if evals else None
     if evals:
-        best = min(evals, key=lambda r: r["eval_loss"])
-        facts.best_eval = (best["step"], best["eval_loss"])
+        facts.best_eval = min(evals, key=lambda e: e[1])
     # Each life from its launch (start-up included, as the estimate counts it) to its last record.
     seconds = run_elapsed(status, records)
     facts.seconds = seconds if seconds else None

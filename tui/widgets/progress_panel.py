@@ -13,7 +13,7 @@ from textual.markup import escape
 from engine.diagnose.finding import Finding
 from engine.errors import shell_word
 from engine.eta import starting_eta
-from engine.rundir import LOG_FILE, copy_of, format_age, safe_text, tail_lines
+from engine.rundir import LOG_FILE, copy_of, finite, format_age, safe_text, tail_lines
 from engine.runs_list import COPY, STALLED, stall
 from tui.models.run_history import LOG, PROGRESS, SYSTEM, RunHistory
 from tui.widgets.meter_text import meter
@@ -132,8 +132,7 @@ class ProgressPanel(MonitorPanel):
     def _ages(self) -> tuple[str, ...]:
         """The ages the checkpoint and adapter rows show, as shown."""
         h, now = self.history, wall_clock()
-        return tuple(format_age(now - r["time"]) for r in (h.last_checkpoint, h.adapter)
-                     if r and isinstance(r.get("time"), (int, float)))
+        return tuple(format_age(now - r["time"]) for r in (h.last_checkpoint, h.adapter) if r and finite(r.get("time")))
 
     def _saved(self, ck: dict | None, fallback_path: str | None, *, saved_to: bool = False) -> Text:
         if not ck:
@@ -143,7 +142,7 @@ class ProgressPanel(MonitorPanel):
         name = Path(path).name if path else f"step {ck.get('step')}"
         if saved_to and path:
             name = f"saved to {name}/"
-        age = wall_clock() - ck["time"] if isinstance(ck.get("time"), (int, float)) else None
+        age = wall_clock() - ck["time"] if finite(ck.get("time")) else None
         return Text.assemble(name, (f"  step {ck.get('step')}, {format_age(age)} ago" if age is not None else "",
                                     "dim"))
 

@@ -11,6 +11,7 @@ from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
+from engine.rundir import record_number
 from tui.models.run_history import SAMPLES, Record, RunHistory
 
 
@@ -56,8 +57,8 @@ def sample_blocks(samples: Iterable[Record]) -> list[Text]:
     blocks = []
     for step in reversed(list(by_step)):
         group = by_step[step]
-        loss = group[0].get("eval_loss")
-        header = f"step {step}" + (f" · eval loss {loss:.4f}" if isinstance(loss, (int, float)) else "")
+        loss = record_number(group[0], "eval_loss")
+        header = f"step {step}" + (f" · eval loss {loss:.4f}" if loss is not None else "")
         parts: list = [(header, "bold reverse"), "\n"]
         for s in group:
             parts += _field("prompt ", "dim bold", _tight(s.get("prompt", "")), "dim")
