@@ -94,8 +94,8 @@ class Pace:
     _compile_at: int | None = None                 # the step whose samples compile fast decode
 
     def add(self, rec: dict) -> None:
-        kind, step, t = rec.get("kind"), rec.get("step"), rec.get("time")
-        if not isinstance(step, int) or isinstance(t, bool) or not isinstance(t, (int, float)):
+        kind, step, t = rec.get("kind"), rec.get("step"), finite_number(rec.get("time"))
+        if not isinstance(step, int) or t is None:
             return
         if kind == "train":
             self._close_eval()
@@ -158,10 +158,8 @@ class Pace:
 
 def _began(rec: dict, t: float) -> float | None:
     """When the pause a record ends began (its `began`, the trainer's clock), when it says so sensibly."""
-    began = rec.get("began")
-    if isinstance(began, bool) or not isinstance(began, (int, float)) or not began <= t:
-        return None
-    return float(began)
+    began = finite_number(rec.get("began"))
+    return began if began is not None and began <= t else None
 
 
 @dataclass(frozen=True)

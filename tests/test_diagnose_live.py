@@ -352,3 +352,10 @@ def test_a_noisy_run_that_really_is_flat_is_still_caught(seed):
     and most such runs were never called flat)."""
     flat = [f for f in diagnose_records(flat_noisy_run(seed)) if f.code == "loss_flat"]
     assert flat and flat[0].step >= 60, [(f.step, f.evidence) for f in flat]
+
+
+def test_gpu_memory_that_no_float_holds_is_no_figure():
+    """A hand-edited record's memory, an integer no float holds, ended the live diagnostics (monitor, diagnose) in
+    an OverflowError; the other GPU's figures are still checked."""
+    records = [train(1, 1.5, gpu_mem_gib=[10 ** 400, 79.0], gpu_mem_total_gib=[GPU_TOTAL, GPU_TOTAL])]
+    assert [(f.code, f.evidence.split(":")[0]) for f in diagnose_records(records)] == [("gpu_memory_high", "GPU 1")]

@@ -227,3 +227,14 @@ def test_fast_decodes_compile_is_paid_once_not_at_every_evaluation_to_come(tmp_p
         h, real = history_at(recs, step, status, tmp_path)
         assert h.eta_s() == pytest.approx(real, rel=0.03), step
     assert h.pace.step_s() == pytest.approx(0.8, rel=0.05)   # the compile is no training time either
+
+
+def test_a_time_no_float_holds_is_no_time_to_the_pace():
+    """An integer JSON allows and no float holds (a hand-edited metrics line) as a record's time, or an eval's
+    `began`, ended the monitor's ETA in an OverflowError: no time, as a string is."""
+    pace = Pace()
+    huge = 10 ** 400
+    for rec in ({"kind": "train", "step": 1, "time": 100.0}, {"kind": "train", "step": 2, "time": huge},
+                {"kind": "train", "step": 3, "time": 104.0}, {"kind": "eval", "step": 3, "time": 110.0, "began": huge}):
+        pace.add(rec)
+    assert pace.step_s() == pytest.approx(2.0) and pace.eval_s() == pytest.approx(6.0)   # began: the train record's

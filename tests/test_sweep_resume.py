@@ -472,3 +472,14 @@ def test_the_budget_check_times_trials_sharing_a_device_as_the_plan_does(tmp_pat
     assert len(started) == n_started
     if not n_started:
         assert "a trial takes about 3.3 min" in driver.sweep["trials"][0]["stop_reason"]
+
+
+def test_a_resume_keeps_no_rung_loss_that_is_no_number():
+    """sweep.json edited by hand: an eval loss of true was kept as a rung loss of 1, one no float holds ended the
+    resume in an OverflowError. Neither is a number (engine.rundir.finite)."""
+    from engine.sweep.resume import _record_rungs
+
+    sweep = {"rungs": [2, 4], "rung_losses": {"2": {}, "4": {}}}
+    _record_rungs(sweep, {"id": "a", "evals": [[2, True], [4, 10 ** 400]]})
+    _record_rungs(sweep, {"id": "b", "evals": [[2, 1.5]]})
+    assert sweep["rung_losses"] == {"2": {"b": 1.5}, "4": {}}

@@ -26,7 +26,7 @@ from engine.diagnose.codes import STATE_CODES
 from engine.diagnose.copying import CopyDetector
 from engine.diagnose.curves import EvalPoint, best_eval, check_learning_curve, check_overfitting
 from engine.diagnose.finding import Finding
-from engine.rundir import record_number
+from engine.rundir import finite_number, record_number
 
 # --- loss_explosion
 # A logged loss at 3x the first one: a healthy run's loss only falls from its
@@ -386,8 +386,8 @@ class LiveDiagnostics:
         used, total = rec.get("gpu_mem_gib"), rec.get("gpu_mem_total_gib")
         if not isinstance(used, list) or not isinstance(total, list):
             return False
-        fractions = [(u / t, i, u, t) for i, (u, t) in enumerate(zip(used, total))
-                     if isinstance(u, (int, float)) and isinstance(t, (int, float)) and t > 0]
+        pairs = zip(map(finite_number, used), map(finite_number, total))
+        fractions = [(u / t, i, u, t) for i, (u, t) in enumerate(pairs) if u is not None and t is not None and t > 0]
         if not fractions:
             return False
         fraction, gpu, gib, total_gib = max(fractions)

@@ -14,12 +14,11 @@ only on the data it started on (engine.data.fingerprint): a data file edited sin
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 from engine.errors import UserError, shell_word, yaml_text
 from engine.rundir import (CONFIG_FILE, FINAL_STATES, checkpoint_step, effective_state, read_metrics, read_status,
-                           usable_checkpoint)
+                           finite, usable_checkpoint)
 from engine.sweep.sweepdir import TRIAL_PENDING, TRIAL_SKIPPED, elapsed_s
 
 
@@ -140,7 +139,7 @@ def _record_rungs(sweep: dict, t: dict) -> None:
     rung_losses = sweep.setdefault("rung_losses", {str(r): {} for r in sweep["rungs"]})
     for step, loss in t.get("evals") or []:
         at = rung_losses.get(str(step))
-        if at is not None and t["id"] not in at and isinstance(loss, (int, float)) and math.isfinite(loss):
+        if at is not None and t["id"] not in at and finite(loss):
             at[t["id"]] = loss
 
 
