@@ -110,8 +110,11 @@ def rename_for_checkpoint(adapter: Path, base: str) -> str | None:
     renamed = served_names(base, sorted({module for module, _ in parts.values()}))
     save_file({f"{PREFIX}{renamed[module]}.{rest}": tensors[key] for key, (module, rest) in parts.items()},
               str(weights), metadata={"format": "pt"})
-    path = adapter / "adapter_config.json"
-    cfg = json.loads(path.read_text(encoding="utf-8"))
+    from engine.adapter_config import CONFIG_FILE, read_adapter_config
+
+    path = adapter / CONFIG_FILE
+    cfg = read_adapter_config(adapter)
+    assert cfg is not None, f"{path}: run_facts checked the adapter this is a copy of"
     cfg["target_modules"] = sorted(renamed.values())
     path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     first = min(renamed)
