@@ -373,18 +373,56 @@ def unquantised_as_trained(model, quantization: str) -> int:
     return n
 
 
-def linear_module_names(model) -> list[str]:
-    """Short names of the linear layers LoRA can adapt (4-bit and 8-bit layers included)."""
+def linear_modules(model) -> list[str]:
+    """Full names of the linear layers LoRA can adapt (4-bit and 8-bit layers included), the output head left out."""
     import torch
 
-    names = set()
-    for full, mod in model.named_modules():
-        short = full.rsplit(".", 1)[-1]
-        if short in NOT_ADAPTED:   # the output head (the embeddings are no linear layers)
+    return [full for full, mod in model.named_modules()
+            if full.rsplit(".", 1)[-1] not in NOT_ADAPTED    # the output head (the embeddings are no linear layers)
+            and (isinstance(mod, torch.nn.Linear) or type(mod).__name__ in ("Linear4bit", "Linear8bitLt"))]
+
+
+def linear_module_names(model) -> list[str]:
+    """Short names of the linear layers LoRA can adapt (4-bit and 8-bit layers included)."""
+    return sorted({full.rsplit(".", 1)[-1] for full in linear_modules(model)})
+
+
+# A mixture's router (Mixtral's, Qwen-MoE's, OLMoE's, DeepSeek's gate; Llama 4's, PhiMoE's, GraniteMoE's router):
+# the module so named in a mixture, and what it holds. LoRA leaves it frozen: adapting it changes which experts each
+# token goes to (peft's recipes leave it out), and Llama 4's returns a tuple, which peft's LoRA layer cannot take.
+ROUTER_NAMES = ("router", "gate")
+
+
+def router_modules(model) -> set[str]:
+    """Full names of a mixture's routers and the modules inside them (GraniteMoE's router.layer); none in a dense
+    model, whatever its modules are named."""
+    from engine.estimate.params import EXPERTS_KEYS
+
+    config = getattr(model, "config", None)
+    config = getattr(config, "get_text_config", lambda: config)()
+    if not any((getattr(config, key, None) or 1) > 1 for key in EXPERTS_KEYS):
+        return set()
+    return {full for full, _ in model.named_modules() if set(full.split(".")) & set(ROUTER_NAMES)}
+
+
+def peft_target_modules(model, target_modules):
+    """What peft is given for lora.target_modules: all-linear as peft resolves it, less a mixture's routers (peft's
+    all-linear adapts them: a linear router as any linear layer, and the gate it maps with the stacked experts). Each
+    name is a module's last (peft matches by suffix), or a full name where a router shares the last name."""
+    routers = router_modules(model)
+    if target_modules != "all-linear" or not routers:
+        return target_modules
+    from engine.estimate.params import EXPERT_STACK_NAMES
+
+    router_short = {full.rsplit(".", 1)[-1] for full in routers}
+    names: list[str] = []
+    for full in linear_modules(model):
+        if full in routers:
             continue
-        if isinstance(mod, torch.nn.Linear) or type(mod).__name__ in ("Linear4bit", "Linear8bitLt"):
-            names.add(short)
-    return sorted(names)
+        short = full.rsplit(".", 1)[-1]
+        names.append(full if short in router_short else short)
+    stacks = EXPERT_STACK_NAMES.get(getattr(model.config, "model_type", ""), ())
+    return sorted({*names, *(n for n in stacks if n not in ROUTER_NAMES)})
 
 
 def check_target_modules(model, target_modules) -> None:
@@ -437,7 +475,8 @@ def add_lora(model, cfg, *, gradient_checkpointing: bool):
         enable_checkpointing(model)
         model.enable_input_require_grads()
     lora = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
-                      target_modules=cfg.lora.target_modules, bias="none", task_type="CAUSAL_LM")
+                      target_modules=peft_target_modules(model, cfg.lora.target_modules), bias="none",
+                      task_type="CAUSAL_LM")
     with warnings.catch_warnings():
         # peft reads transformers' deprecated is_gradient_checkpointing: an upstream notice, not the user's to act on
         warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)

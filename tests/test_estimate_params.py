@@ -312,13 +312,16 @@ def test_adapters_match_what_peft_builds_on_the_same_module_tree(name):
 
 def assert_adapters_are_pefts(arch, model, targets) -> None:
     """The estimate's adapter tensors (lora_targets, memory._lora_tensors, lora_params) against those peft adds to
-    the model with these target_modules, tensor by tensor (r 4, no dropout)."""
+    the model with these target_modules as the trainer gives them (all-linear less a mixture's routers), tensor by
+    tensor (r 4, no dropout)."""
     from peft import LoraConfig as PeftLora
     from peft import get_peft_model
 
     from engine.estimate.memory import TrainingShape, _lora_tensors
+    from engine.model import peft_target_modules
 
-    peft_model = get_peft_model(model, PeftLora(r=4, lora_dropout=0.0, target_modules=targets))
+    peft_model = get_peft_model(model, PeftLora(r=4, lora_dropout=0.0,
+                                                target_modules=peft_target_modules(model, targets)))
     trainable = sorted(p.numel() for p in peft_model.parameters() if p.requires_grad)
     lora = lora_targets(arch, targets)
     shape = TrainingShape(quantization="none", precision="fp32", targets=tuple(lora), r=4, dropout=0.0,

@@ -214,8 +214,8 @@ def test_the_names_the_rule_takes_are_the_ones_the_trainer_takes(model_type):
 
 @pytest.mark.parametrize("model_type", NAMED_MIXTURES)
 def test_all_linear_adapters_are_the_estimates_tensor_by_tensor(model_type):
-    """peft's all-linear on a tiny model of each (dropout 0), against the estimate's adapter tensors: PhiMoE's router
-    is a linear layer all-linear adapts (the estimate left it out)."""
+    """all-linear as the trainer gives it to peft (its routers left out) on a tiny model of each (dropout 0), against
+    the estimate's adapter tensors."""
     pytest.importorskip("torch")
     from test_estimate_params import assert_adapters_are_pefts
     from transformers import AutoConfig, AutoModelForCausalLM

@@ -34,6 +34,8 @@ _FAMILIES = {
     "deepseek_v2": (2, False, False),
     "deepseek_v3": (2, False, False),
 }
+# The mixtures with one shared expert, an expert's width, in every sparse layer, whatever config.json says (Llama 4)
+_ONE_SHARED_EXPERT = ("llama4_text",)
 # The families whose config class ties the output head to the embeddings when config.json does not say (Gemma's do;
 # Gemma 3's checkpoints leave tie_word_embeddings out), and those that normalise each query and key head
 _TIED_BY_DEFAULT = ("gemma", "gemma2", "gemma3_text")
@@ -176,7 +178,7 @@ class ParamCounts:
 
 
 # A mixture's routed experts as config.json counts them (Mixtral; Qwen-MoE, OLMoE; DeepSeek-V2/V3, GLM-4-MoE-Lite)
-_EXPERT_KEYS = ("num_local_experts", "num_experts", "n_routed_experts")
+EXPERTS_KEYS = ("num_local_experts", "num_experts", "n_routed_experts")
 
 
 def _first(cfg: dict, *keys: str, default: Any = None) -> Any:
@@ -240,10 +242,15 @@ def _mlp(hidden: int, width: int, bias: bool, part: str, fused: bool = False) ->
 
 def _dense_layers(cfg: dict, layers: int) -> int:
     """A mixture's decoder layers with a dense MLP instead of experts: DeepSeek's first first_k_dense_replace (or those
-    its mlp_layer_types names dense), Qwen-MoE's mlp_only_layers and those decoder_sparse_step skips."""
+    its mlp_layer_types names dense), Qwen-MoE's mlp_only_layers and those decoder_sparse_step skips, those Llama 4's
+    moe_layers leaves out (by default all but every interleave_moe_layer_step-th)."""
     types = cfg.get("mlp_layer_types")
     if isinstance(types, list):
         return sum(1 for kind in types[:layers] if kind == "dense")
+    if isinstance(cfg.get("moe_layers"), list):
+        return layers - len({i for i in cfg["moe_layers"] if isinstance(i, int) and 0 <= i < layers})
+    if cfg.get("interleave_moe_layer_step"):
+        return layers - len(range(int(cfg["interleave_moe_layer_step"]) - 1, layers, int(cfg["interleave_moe_layer_step"])))
     if cfg.get("first_k_dense_replace") is not None:
         return min(int(cfg["first_k_dense_replace"]), layers)
     only = cfg.get("mlp_only_layers")
@@ -295,16 +302,19 @@ def architecture(cfg: dict) -> Architecture:
     attention, latent_norms, qk_head_dim = _attention(cfg, hidden, heads, kv_heads, head_dim, qkv_bias, fused)
     if latent_norms:     # latent attention: every head has its own keys and values, qk_head_dim wide (values less)
         kv_heads, head_dim = heads, qk_head_dim
-    experts = int(_first(cfg, *_EXPERT_KEYS, default=1) or 1)
+    experts = int(_first(cfg, *EXPERTS_KEYS, default=1) or 1)
     experts_per_token, dense_layers = 1, 0
     shared: tuple[Linear, ...] = ()
     if experts > 1:
-        dense_width, intermediate = intermediate, cfg.get("moe_intermediate_size") or intermediate   # an expert's
+        # an expert's width; a dense layer's: Llama 4's intermediate_size_mlp
+        dense_width = cfg.get("intermediate_size_mlp") or intermediate
+        intermediate = cfg.get("moe_intermediate_size") or intermediate
         experts_per_token = min(experts, int(_first(cfg, "num_experts_per_tok", default=2) or 2))
         # the shared expert: Qwen2-MoE's shared_expert_intermediate_size wide (and gated: shared_expert_gate);
-        # DeepSeek's n_shared_experts experts, one MLP as wide as they are together
+        # DeepSeek's n_shared_experts experts, one MLP as wide as they are together; Llama 4's one, always
         width = int(cfg.get("shared_expert_intermediate_size") or 0) or \
-            int(_first(cfg, "n_shared_experts", "num_shared_experts", default=0) or 0) * intermediate
+            int(_first(cfg, "n_shared_experts", "num_shared_experts", default=0) or 0) * intermediate or \
+            (intermediate if model_type in _ONE_SHARED_EXPERT else 0)
         if width:
             shared = _mlp(hidden, width, mlp_bias, "shared")
             if cfg.get("shared_expert_intermediate_size"):
@@ -375,9 +385,9 @@ def adapts_expert_stacks(model_type: str, target_modules: str | list[str]) -> bo
     return any(t in names for t in targets)
 
 
-# A mixture's router where LoRA reaches it: peft maps it (its weight, adapted as a parameter like the stacks) on the
-# model types whose experts it maps, as "gate", by all-linear or by name; PhiMoE's is a linear layer ("router"),
-# adapted like any other. Elsewhere (Qwen2-MoE, GraniteMoE, gpt-oss) it is a module no target reaches.
+# A mixture's router where a name reaches it: peft maps it (its weight, adapted as a parameter like the stacks) on the
+# model types whose experts it maps, as "gate"; PhiMoE's is a linear layer ("router"). all-linear leaves every router
+# frozen (engine.model.peft_target_modules). Elsewhere (Qwen2-MoE, GraniteMoE, gpt-oss) no target reaches it.
 _LINEAR_ROUTERS = {"phimoe": "router"}
 # The mixtures whose every module name is known here (attention, router, experts): a name they lack is refused
 # before the model loads, as the trainer refuses it once loaded (pinned by tiny models of each: test_expert_dropout)
@@ -390,13 +400,11 @@ def router_name(model_type: str) -> str | None:
 
 
 def adapts_router(model_type: str, target_modules: str | list[str]) -> bool:
-    """Whether LoRA with these target_modules adapts the mixture's router: all-linear does where a name reaches it
-    (peft maps the router with the stacks), a list only by naming it."""
+    """Whether LoRA with these target_modules adapts the mixture's router: only by naming it. all-linear never does
+    (the trainer gives peft its names less the routers: engine.model.peft_target_modules)."""
     name = router_name(model_type)
-    if name is None:
+    if name is None or target_modules == "all-linear":
         return False
-    if target_modules == "all-linear":
-        return True
     return name in ([target_modules] if isinstance(target_modules, str) else target_modules)
 
 
@@ -490,7 +498,7 @@ def lora_targets(arch: Architecture, target_modules: str | list[str]) -> list[Li
     its dense layers'); unknown names are an error where the family is known (or the mixture's names
     are: NAMED_MIXTURES), and so are the names of a mixture's experts where no name reaches them. A mixture's
     stacked experts count only where peft adapts them (adapts_expert_stacks): Qwen2-MoE's all-linear leaves them
-    frozen; its router where peft adapts it (adapts_router): with all-linear, or named."""
+    frozen; its router only named (adapts_router): all-linear leaves routers frozen."""
     stacks = adapts_expert_stacks(arch.model_type, target_modules)
     router = [arch.router] if arch.router is not None and adapts_router(arch.model_type, target_modules) else []
     if target_modules == "all-linear":

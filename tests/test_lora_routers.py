@@ -1,0 +1,87 @@
+"""A mixture's router is never a LoRA target: all-linear adapts every linear layer but the output head and the routers.
+
+peft's own all-linear adapts them (a linear router as any linear layer, the gate it maps with the stacked experts):
+adapting one changes which experts each token goes to, and Llama 4's router (an nn.Linear returning a tuple) broke
+the first forward ('tuple' object has no attribute 'dtype') of a run the estimate had accepted. The trainer gives
+peft all-linear's names less the routers (engine.model.peft_target_modules); the estimate counts the same adapters.
+"""
+
+from __future__ import annotations
+
+import re
+from types import SimpleNamespace
+
+import pytest
+from test_expert_dropout import MIXTURES, SHAPES
+
+from engine.config import LoraConfig
+from engine.estimate.params import NAMED_MIXTURES
+
+# Llama 4's text decoder (what the trainer loads of a llama4 checkpoint): layer 0 dense, layer 1 a mixture with a
+# shared expert and a linear router
+LLAMA4_TEXT = {"model_type": "llama4_text", **SHAPES, "num_hidden_layers": 2, "intermediate_size": 32,
+               "intermediate_size_mlp": 96, "num_local_experts": 4, "num_experts_per_tok": 1,
+               "interleave_moe_layer_step": 2}
+# a router, or a module inside one (GraniteMoE's router.layer), by its name in the module tree
+ROUTER = re.compile(r"\.(router|gate)\.")
+
+
+def _tiny(config: dict):
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_config(AutoConfig.for_model(**config))
+
+
+def _trainable(model) -> dict[str, int]:
+    return {n: p.numel() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def test_llama4_trains_with_the_default_targets_its_router_frozen_and_counted_as_peft_builds_it():
+    """The default lora settings on Llama 4's text decoder: add_lora builds, a forward and backward run on the CPU
+    (peft's all-linear wrapped the router: the forward died), no router is adapted, and the estimate's LoRA
+    parameters are the adapters built (it counted the attention alone: no dense layer, no shared expert), its
+    parameters the module tree's."""
+    torch = pytest.importorskip("torch")
+    from engine.estimate import model_info_from_config
+    from engine.estimate.params import lora_params, lora_targets
+    from engine.model import add_lora
+
+    torch.manual_seed(0)
+    lora = LoraConfig()
+    assert lora.target_modules == "all-linear"
+    model = add_lora(_tiny(LLAMA4_TEXT), SimpleNamespace(lora=lora, quantization="none"), gradient_checkpointing=False)
+    trainable = _trainable(model)
+    assert trainable and not [n for n in trainable if ROUTER.search(n)]
+    assert any(".shared_expert." in n for n in trainable) and any(".layers.0.feed_forward." in n for n in trainable)
+    ids = torch.randint(3, 128, (2, 8), generator=torch.Generator().manual_seed(0))
+    model(input_ids=ids, labels=ids).loss.backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+    info = model_info_from_config("tiny", LLAMA4_TEXT, "local")
+    assert sum(trainable.values()) == lora_params(info.arch, lora_targets(info.arch, "all-linear"), lora.r)
+    assert info.param_count == sum(p.numel() for p in model.base_model.model.parameters()) - sum(trainable.values())
+
+
+@pytest.mark.parametrize("model_type", NAMED_MIXTURES)
+def test_all_linear_adapts_no_router_of_any_mixture(model_type):
+    """Each mixture the estimate names (Mixtral's gate, PhiMoE's router, GraniteMoE's router.layer, DeepSeek's
+    gate, ...), built by the trainer's add_lora with all-linear: no router adapted, and the attention is."""
+    pytest.importorskip("torch")
+    from engine.model import add_lora
+
+    lora = LoraConfig(dropout=0.0)
+    model = add_lora(_tiny({"model_type": model_type, **SHAPES, **MIXTURES[model_type]}),
+                     SimpleNamespace(lora=lora, quantization="none"), gradient_checkpointing=False)
+    trainable = _trainable(model)
+    assert any(".o_proj." in n for n in trainable)
+    assert not [n for n in trainable if ROUTER.search(n)]
+
+
+def test_a_dense_model_named_gate_is_no_mixture():
+    """The routers are a mixture's: a dense model keeps all-linear as it is (peft resolves it)."""
+    pytest.importorskip("torch")
+    from engine.model import peft_target_modules, router_modules
+
+    model = _tiny({"model_type": "llama", **SHAPES, "intermediate_size": 96})
+    assert router_modules(model) == set()
+    assert peft_target_modules(model, "all-linear") == "all-linear"
