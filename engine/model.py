@@ -387,16 +387,10 @@ def linear_module_names(model) -> list[str]:
     return sorted({full.rsplit(".", 1)[-1] for full in linear_modules(model)})
 
 
-# A mixture's router (Mixtral's, Qwen-MoE's, OLMoE's, DeepSeek's gate; Llama 4's, PhiMoE's, GraniteMoE's router):
-# the module so named in a mixture, and what it holds. LoRA leaves it frozen: adapting it changes which experts each
-# token goes to (peft's recipes leave it out), and Llama 4's returns a tuple, which peft's LoRA layer cannot take.
-ROUTER_NAMES = ("router", "gate")
-
-
 def router_modules(model) -> set[str]:
-    """Full names of a mixture's routers and the modules inside them (GraniteMoE's router.layer); none in a dense
-    model, whatever its modules are named."""
-    from engine.estimate.params import EXPERTS_KEYS
+    """Full names of a mixture's routers and the modules inside them (engine.estimate.params.ROUTER_NAMES: GraniteMoE's
+    router.layer among them); none in a dense model, whatever its modules are named."""
+    from engine.estimate.params import EXPERTS_KEYS, ROUTER_NAMES
 
     config = getattr(model, "config", None)
     config = getattr(config, "get_text_config", lambda: config)()
@@ -412,7 +406,7 @@ def peft_target_modules(model, target_modules):
     routers = router_modules(model)
     if target_modules != "all-linear" or not routers:
         return target_modules
-    from engine.estimate.params import EXPERT_STACK_NAMES
+    from engine.estimate.params import EXPERT_STACK_NAMES, ROUTER_NAMES
 
     router_short = {full.rsplit(".", 1)[-1] for full in routers}
     names: list[str] = []
@@ -430,15 +424,19 @@ def check_target_modules(model, target_modules) -> None:
     Qwen3-MoE, w1 on Mixtral: engine.estimate.params.EXPERT_STACK_NAMES)."""
     if target_modules == "all-linear":
         return
-    from engine.estimate.params import EXPERT_STACK_NAMES
+    from engine.estimate.params import EXPERT_STACK_NAMES, ROUTER_NAMES, router_problem
 
     problem = not_adapted_problem(list(target_modules))
     if problem:   # config validation refuses these first; a Config built in code meets the same rule here
         raise ModelError(problem)
+    model_type = getattr(model.config, "model_type", "")
+    mixture = bool(router_modules(model))
+    if mixture and (routed := router_problem(model_type, target_modules)):
+        raise ModelError(routed[0], fix=routed[1])
 
-    stacks = EXPERT_STACK_NAMES.get(getattr(model.config, "model_type", ""), ())
+    stacks = EXPERT_STACK_NAMES.get(model_type, ())
     linear = linear_module_names(model)
-    valid = linear + [n for n in stacks if n not in linear]
+    valid = [n for n in linear + [n for n in stacks if n not in linear] if not (mixture and n in ROUTER_NAMES)]
     wrong = [t for t in target_modules if t not in valid]
     if wrong:
         raise ModelError(f"lora.target_modules: {', '.join(repr(w) for w in wrong)} not in this model",

@@ -104,7 +104,7 @@ def test_a_moe_layer_saves_what_the_estimate_counts(moe_dirs, name, targets):
 def test_the_experts_stay_unquantised_and_the_adapters_count_as_peft_makes_them(moe_dirs, name):
     """bitsandbytes quantises linear layers only: the stacked experts keep their dtype (the estimate had them at
     NF4's half a byte: Mixtral-8x7B's 45 B expert weights as 22 GiB where they take 84 GiB in bf16). peft adapts the
-    stacks with r per expert (gate_up twice that) and the router as well."""
+    stacks with r per expert (gate_up twice that), the router left frozen."""
     from engine.estimate.memory import _lora_tensors
     from engine.estimate.params import lora_params
 

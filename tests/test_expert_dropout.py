@@ -142,15 +142,12 @@ ALL_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj
 @pytest.mark.parametrize(("model_type", "targets"), [
     ("qwen3_moe", ALL_PROJECTIONS),                                  # the usual list: peft maps the MLP names
     ("mixtral", ["q_proj", "k_proj", "v_proj", "o_proj", "w1", "w2", "w3"]),   # peft's names for Mixtral's experts
-    ("qwen3_moe", ALL_PROJECTIONS + ["gate"]),                       # the router named: adapted as well
-    ("mixtral", ["q_proj", "gate"]),                                 # the router alone, no expert
-], ids=["qwen3_moe", "mixtral", "qwen3_moe and its router", "mixtral's router alone"])
+], ids=["qwen3_moe", "mixtral"])
 def test_named_experts_build_where_peft_maps_them_and_the_estimate_counts_them(tiny_mixtures, model_type, targets):
     """The trainer refused these names once the model had loaded ('not in this model': no linear layer has them),
     where peft adapts the stacks by them; the estimate counted no experts for w1-w3 (unknown names, skipped).
     Built by the trainer's build_model (dropout 0), the adapters are the estimate's, tensor by tensor (the optimizer's
-    8-bit and paged thresholds go by tensor): the router's only where peft adapts it, named (the estimate counted
-    one beside any adapted stack, and none for a router named without them)."""
+    8-bit and paged thresholds go by tensor); the router frozen (tests/test_lora_routers.py)."""
     from tests.test_estimate_saved_tensors import _built, _cfg
 
     from engine.estimate import read_model_config
@@ -164,8 +161,7 @@ def test_named_experts_build_where_peft_maps_them_and_the_estimate_counts_them(t
     trainable = sorted(p.numel() for p in model.parameters() if p.requires_grad)
     assert sum(trainable) == lora_params(arch, list(shape.targets), 8)
     assert trainable == sorted(_lora_tensors(arch, shape))
-    router = [n for n, p in model.named_parameters() if p.requires_grad and ".gate.lora_" in n]
-    assert bool(router) == ("gate" in targets)
+    assert not [n for n, p in model.named_parameters() if p.requires_grad and ".gate." in n]
     assert any(type(m).__name__ == "ParamWrapper" for m in model.modules())
 
 
@@ -173,8 +169,8 @@ def test_named_experts_build_where_peft_maps_them_and_the_estimate_counts_them(t
     ("mixtral", ALL_PROJECTIONS, "lora.target_modules: 'gate_proj', 'up_proj', 'down_proj' not in a mixtral model"),
     ("qwen3_moe", ["q_proj", "gate_proj"], "lora.target_modules: gate_proj without up_proj"),
     ("mixtral", ["w3", "w2"], "lora.target_modules: w3 without w1"),
-    ("qwen3_moe", ALL_PROJECTIONS + ["gate"], "lora.dropout: 0.05 cannot apply to this qwen3_moe model's experts, "
-                                              "which lora.target_modules gate_proj, up_proj, down_proj, gate reaches"),
+    ("qwen3_moe", ALL_PROJECTIONS, "lora.dropout: 0.05 cannot apply to this qwen3_moe model's experts, "
+                                   "which lora.target_modules gate_proj, up_proj, down_proj reaches"),
     ("phimoe", ALL_PROJECTIONS, "lora.target_modules: 'gate_proj', 'up_proj', 'down_proj' not in a phimoe model: its "
                                 "experts are stacked weights, which LoRA does not adapt on a phimoe model"),
     ("granitemoe", ["q_proj", "v_proj", "down_proj"], "lora.target_modules: 'down_proj' not in a granitemoe model"),
@@ -203,12 +199,12 @@ def test_the_names_the_rule_takes_are_the_ones_the_trainer_takes(model_type):
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from engine.estimate import model_info_from_config
-    from engine.estimate.params import EXPERT_STACK_NAMES, target_names
+    from engine.estimate.params import EXPERT_STACK_NAMES, ROUTER_NAMES, target_names
     from engine.model import linear_module_names
 
     config = {"model_type": model_type, **SHAPES, **MIXTURES[model_type]}
     model = AutoModelForCausalLM.from_config(AutoConfig.for_model(**config))
-    trainers = set(linear_module_names(model)) | set(EXPERT_STACK_NAMES.get(model_type, ()))
+    trainers = (set(linear_module_names(model)) | set(EXPERT_STACK_NAMES.get(model_type, ()))) - set(ROUTER_NAMES)
     assert set(target_names(model_info_from_config("tiny", config, "local").arch)) == trainers
 
 
@@ -271,7 +267,7 @@ def test_estimate_and_train_refuse_deepseek_naming_its_own_attention(tmp_path):
     ("granitemoe", ["router"], ["lora_target_missing"]),
     ("mixtral", ["q_proj", "gate_proj"], ["lora_target_missing"]),
     ("qwen3_moe", ["q_proj", "gate_proj"], ["lora_target_missing", "expert_dropout"]),   # half a pair, dropout
-    ("phimoe", ["q_proj", "router"], []),
+    ("phimoe", ["q_proj", "router"], ["lora_target_missing"]),      # a router: never a LoRA target
 ])
 def test_the_checklist_and_inspect_data_flag_the_names_train_refuses(model_type, targets, codes):
     """The wizard's checklist and `inspect-data --config` ran the dropout rule only: a target list `train` refuses

@@ -85,3 +85,37 @@ def test_a_dense_model_named_gate_is_no_mixture():
     model = _tiny({"model_type": "llama", **SHAPES, "intermediate_size": 96})
     assert router_modules(model) == set()
     assert peft_target_modules(model, "all-linear") == "all-linear"
+
+
+def test_a_router_named_is_refused_by_the_estimate_and_by_the_trainer():
+    """Named, Llama 4's router stopped the first forward as all-linear did (the estimate skipped the name: Llama 4 is
+    not counted exactly), and a Mixtral's gate was adapted: refused before the model loads and once it has."""
+    pytest.importorskip("torch")
+    from engine.errors import ConfigError, ModelError
+    from engine.estimate import model_info_from_config
+    from engine.estimate.params import lora_targets
+    from engine.model import check_target_modules
+
+    for config, name in ((LLAMA4_TEXT, "router"), ({"model_type": "mixtral", **SHAPES, **MIXTURES["mixtral"]}, "gate")):
+        expected = f"lora.target_modules: '{name}' is this {config['model_type']} model's router, which LoRA leaves"
+        with pytest.raises(ConfigError, match=expected):
+            lora_targets(model_info_from_config("tiny", config, "local").arch, ["q_proj", name])
+        with pytest.raises(ModelError, match=expected):
+            check_target_modules(_tiny(config), ["q_proj", name])
+
+
+def test_train_refuses_llama4s_router_named_from_config_json_alone(tmp_path):
+    """`lorapilot train` stops on it before anything loads (exit 2, the key, the way out), as it does a name the model
+    lacks."""
+    import json
+
+    from conftest import run_cli
+    from test_bad_input_cli import config, refused
+
+    model = tmp_path / "llama4"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps(LLAMA4_TEXT), encoding="utf-8")
+    f = config(tmp_path, "lora: {target_modules: [q_proj, v_proj, router]}\n", str(model))
+    refused(run_cli("train", str(f), "--detach", "--run-dir", str(tmp_path / "run")), str(f),
+            "lora.target_modules: 'router' is this llama4_text model's router", "leave 'router' out of")
+    assert not (tmp_path / "run").exists()

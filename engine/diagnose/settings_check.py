@@ -169,7 +169,8 @@ def check_lora_for_model(cfg: Any, arch: Architecture | None) -> list[Finding]:
     except ConfigError as e:
         findings.append(Finding(
             "lora_target_missing", "error", None,
-            "LoRA's target modules name a layer this model has not: the run would stop once the model has loaded.",
+            "LoRA's target modules name a layer this model has not, or its router: the run would stop once the model "
+            "has loaded.",
             e.message, e.fix or ""))
     problem = expert_dropout_problem(arch.model_type, cfg.lora)
     if problem is not None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from engine.estimate.params import EXPERT_STACK_NAMES, Architecture, Linear, ParamCounts
+from engine.estimate.params import Architecture, Linear, ParamCounts
 from engine.settings import mem_text
 
 if TYPE_CHECKING:   # engine.plan imports this module (plan_fits) when it plans: types only here
@@ -160,8 +160,7 @@ def base_weight_bytes(arch: Architecture, params: ParamCounts, shape: TrainingSh
 
 
 def _lora_tensors(arch: Architecture, shape: TrainingShape) -> list[int]:
-    """Element counts of every adapter tensor (A: r x d_in, B: d_out x r), a mixture's router's among them where
-    adapted. A mixture's stacked experts: one A and one B per stack and layer, r per expert; peft adapts the fused
+    """Element counts of every adapter tensor (A: r x d_in, B: d_out x r). A mixture's stacked experts: one A and one B per stack and layer, r per expert; peft adapts the fused
     gate_up stack as one, with twice the rank: one A of 2r per expert, one B twice as wide (measured with peft 0.21)."""
     out = []
     for lin in shape.targets:
@@ -180,12 +179,6 @@ def _lora_tensors(arch: Architecture, shape: TrainingShape) -> list[int]:
 def _adapted_stacks(arch: Architecture, shape: TrainingShape) -> list[Linear]:
     """The targets that are a mixture's stacked experts (peft merges each adapter into its stack for the forward)."""
     return [lin for lin in shape.targets if arch.stacked(lin)]
-
-
-def _merged_router(arch: Architecture, shape: TrainingShape) -> bool:
-    """Whether a mixture's router is adapted as a parameter (peft merges its adapter into the weight for the forward,
-    as the stacks'): where peft maps the mixture's experts. PhiMoE's router is a linear layer, adapted as any other."""
-    return any(lin.feeds == "router" for lin in shape.targets) and arch.model_type in EXPERT_STACK_NAMES
 
 
 def optimizer_bytes(arch: Architecture, shape: TrainingShape) -> tuple[float, float]:
@@ -251,22 +244,22 @@ def _experts_activation_bytes(arch: Architecture, shape: TrainingShape) -> int:
     not once per expert: the gate_up product (2I), the activation's output (I) and the expert's output (H, for the
     routing weight's gradient), in the compute dtype; per routed row three int64 indices and its fp32 weight. Where
     adapters are merged into the stacks (their weights then need gradients) the matmuls keep their inputs too: the
-    gathered token (H) and the down projection's input (I), and the router's adapter its input. The router: its fp32
+    gathered token (H) and the down projection's input (I). The router (never adapted): its fp32
     probabilities, the top-k weights and indices. Measured on the CPU (tests/test_estimate_moe.py)."""
-    c, s, k, i, h = shape.compute_bytes, _stream_bytes(shape), arch.experts_per_token, arch.intermediate, arch.hidden
+    c, k, i, h = shape.compute_bytes, arch.experts_per_token, arch.intermediate, arch.hidden
     routed = c * (3 * i + h) + 3 * 8 + 4
     if _adapted_stacks(arch, shape):
         routed += c * (h + i)
-    router = 4 * arch.experts + k * (8 + 4) + 4 + (s * h if _merged_router(arch, shape) else 0)
+    router = 4 * arch.experts + k * (8 + 4) + 4
     return k * routed + router
 
 
 def merged_experts_bytes(arch: Architecture, shape: TrainingShape) -> float:
     """Bytes each decoder layer of a mixture keeps for backward whatever its tokens: peft adds each adapted stack's
     delta to the whole stack for the forward (ParamWrapper), and the matmuls keep that merged copy (every expert's
-    weights, in the weights' dtype) for their inputs' gradients; the router's too, in fp32."""
+    weights, in the weights' dtype) for their inputs' gradients."""
     weights = sum(lin.d_in * lin.d_out * arch.experts for lin in _adapted_stacks(arch, shape))
-    return weights * _stacked_bytes(shape) + (4 * arch.experts * arch.hidden if _merged_router(arch, shape) else 0)
+    return weights * _stacked_bytes(shape)
 
 
 def experts_working_bytes(arch: Architecture, shape: TrainingShape) -> float:
@@ -304,8 +297,8 @@ def lora_activation_bytes(arch: Architecture, shape: TrainingShape) -> float:
     lora = 0.0
     kept = set()
     for lin in shape.targets:
-        if arch.stacked(lin) or (lin.feeds == "router" and _merged_router(arch, shape)):
-            continue             # merged into the stack (the router's weight): the experts' terms
+        if arch.stacked(lin):
+            continue             # merged into the stack: the experts' terms
         lora += c * shape.r
         given = _adapter_input_bytes(shape, lin)
         if shape.dropout > 0 and not shape.mask_free_dropout:

@@ -125,13 +125,6 @@ class Architecture:
         """Qwen3 (dense and MoE) and Gemma 3 normalise queries and keys per head: an RMSNorm of head_dim on each."""
         return self.model_type in _QK_NORM
 
-    @property
-    def router(self) -> Linear | None:
-        """A mixture's router (hidden -> one logit per expert) where LoRA can reach it (router_name), else None."""
-        name = router_name(self.model_type)
-        return Linear(name, self.hidden, self.experts, feeds="router", part="shared") if self.experts > 1 and name \
-            else None
-
     def stacked(self, lin: Linear) -> bool:
         """Whether the linear is a mixture's routed experts: transformers 5 keeps them as one stacked 3-d parameter
         per layer (experts x d_out x d_in), not as linear layers, so bitsandbytes leaves them unquantised and peft
@@ -385,27 +378,33 @@ def adapts_expert_stacks(model_type: str, target_modules: str | list[str]) -> bo
     return any(t in names for t in targets)
 
 
-# A mixture's router where a name reaches it: peft maps it (its weight, adapted as a parameter like the stacks) on the
-# model types whose experts it maps, as "gate"; PhiMoE's is a linear layer ("router"). all-linear leaves every router
-# frozen (engine.model.peft_target_modules). Elsewhere (Qwen2-MoE, GraniteMoE, gpt-oss) no target reaches it.
-_LINEAR_ROUTERS = {"phimoe": "router"}
+# The mixtures whose router is a linear layer (quantised with the others): PhiMoE's
+_LINEAR_ROUTERS = ("phimoe",)
+# A mixture's router, by its name in the module tree (Mixtral's, Qwen-MoE's, OLMoE's, DeepSeek's gate; Llama 4's,
+# PhiMoE's, GraniteMoE's router), and whatever it holds (GraniteMoE's router.layer): never a LoRA target. Adapting it
+# changes which experts each token goes to (peft's recipes leave it out), and Llama 4's returns a tuple, which peft's
+# LoRA layer cannot take (the first forward stopped). peft's own all-linear adapts it (a linear router as any linear
+# layer, the gate it maps with the stacked experts): the trainer gives peft all-linear's names less the routers
+# (engine.model.peft_target_modules), and refuses a router named.
+ROUTER_NAMES = ("router", "gate")
 # The mixtures whose every module name is known here (attention, router, experts): a name they lack is refused
 # before the model loads, as the trainer refuses it once loaded (pinned by tiny models of each: test_expert_dropout)
 NAMED_MIXTURES = ("mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "phimoe", "granitemoe", "deepseek_v2", "deepseek_v3")
 
 
-def router_name(model_type: str) -> str | None:
-    """The target_modules name that reaches a mixture's router, None where none does."""
-    return "gate" if model_type in EXPERT_STACK_NAMES else _LINEAR_ROUTERS.get(model_type)
-
-
-def adapts_router(model_type: str, target_modules: str | list[str]) -> bool:
-    """Whether LoRA with these target_modules adapts the mixture's router: only by naming it. all-linear never does
-    (the trainer gives peft its names less the routers: engine.model.peft_target_modules)."""
-    name = router_name(model_type)
-    if name is None or target_modules == "all-linear":
-        return False
-    return name in ([target_modules] if isinstance(target_modules, str) else target_modules)
+def router_problem(model_type: str, target_modules: str | list[str]) -> tuple[str, str] | None:
+    """(problem, fix) where target_modules names a mixture's router (ROUTER_NAMES), else None: the one rule the
+    estimate (lora_targets, before loading) and the trainer (engine.model.check_target_modules) refuse by."""
+    names = [] if target_modules == "all-linear" else \
+        [target_modules] if isinstance(target_modules, str) else list(target_modules)
+    routers = [n for n in names if n in ROUTER_NAMES]
+    if not routers:
+        return None
+    quoted = ", ".join(repr(n) for n in routers)
+    return (f"lora.target_modules: {quoted} is this {model_type} model's router, which LoRA leaves frozen: adapting "
+            "it changes which experts each token goes to",
+            f"leave {quoted} out of lora.target_modules (all-linear adapts every linear layer but the routers and the "
+            "output head)")
 
 
 def _names(attention: tuple[str, ...]) -> str:
@@ -488,8 +487,6 @@ def target_names(arch: Architecture) -> dict[str, Linear]:
             known.setdefault(lin.name, lin)
     if mixtral:
         known |= {alias: arch.linear(name) for alias, name in _MIXTRAL_EXPERTS.items()}
-    if arch.router is not None:
-        known[arch.router.name] = arch.router
     return known
 
 
@@ -498,11 +495,12 @@ def lora_targets(arch: Architecture, target_modules: str | list[str]) -> list[Li
     its dense layers'); unknown names are an error where the family is known (or the mixture's names
     are: NAMED_MIXTURES), and so are the names of a mixture's experts where no name reaches them. A mixture's
     stacked experts count only where peft adapts them (adapts_expert_stacks): Qwen2-MoE's all-linear leaves them
-    frozen; its router only named (adapts_router): all-linear leaves routers frozen."""
+    frozen. A mixture's router never (ROUTER_NAMES): named, it is refused (router_problem)."""
     stacks = adapts_expert_stacks(arch.model_type, target_modules)
-    router = [arch.router] if arch.router is not None and adapts_router(arch.model_type, target_modules) else []
     if target_modules == "all-linear":
-        return [lin for lin in arch.linears if reached(arch, lin)] + router
+        return [lin for lin in arch.linears if reached(arch, lin)]
+    if arch.experts > 1 and (problem := router_problem(arch.model_type, target_modules)):
+        raise ConfigError(problem[0], fix=problem[1])
     names = [target_modules] if isinstance(target_modules, str) else list(target_modules)
     _check_expert_names(arch, names)
     known = target_names(arch)
@@ -517,9 +515,6 @@ def lora_targets(arch: Architecture, target_modules: str | list[str]) -> list[Li
                           f"{arch.model_type} model{why}", fix=f"valid names: {', '.join(known)} (or all-linear)")
     out: list[Linear] = []
     for name in dict.fromkeys(n for n in names if n in known):
-        if known[name] in router:
-            out += router
-            continue
         layer = known[name].name          # Mixtral's w1, w2, w3: its stacks' names here
         out += [lin for lin in arch.linears if lin.name == layer and reached(arch, lin)
                 and (stacks or not arch.stacked(lin))]
@@ -536,8 +531,7 @@ def _experts_named(arch: Architecture) -> str:
 
 
 def lora_params(arch: Architecture, targets: list[Linear], r: int) -> int:
-    """Trainable adapter parameters: A (r x d_in) plus B (d_out x r) per adapted layer (a mixture's router among
-    them, where lora_targets has it). A mixture's stacked experts (peft 0.21): r per expert, the fused gate_up
+    """Trainable adapter parameters: A (r x d_in) plus B (d_out x r) per adapted layer. A mixture's stacked experts (peft 0.21): r per expert, the fused gate_up
     stack's B twice as wide (twice the rank)."""
     def adapter(lin: Linear) -> int:
         wide = 2 if arch.stacked(lin) and lin.name in ("gate_proj", "up_proj") else 1
