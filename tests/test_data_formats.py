@@ -413,6 +413,18 @@ def test_invalid_json_line_names_file_and_line(tmp_path):
         read_rows(path)
 
 
+
+def test_an_unclosed_json_line_names_the_column_where_it_broke(tmp_path):
+    """A line missing its closing brace was reported at column 1: the parser saw the line's own newline and counted
+    a second line. The column is where the line ends, where the brace goes."""
+    path = tmp_path / "d.jsonl"
+    broken = '{"instruction": "x", "output": "y"'
+    path.write_text(json.dumps(ALPACA[0]) + "\n" + broken + "\n" + json.dumps(ALPACA[0]) + "\n", encoding="utf-8")
+    reason = rf"invalid JSON: Expecting ',' delimiter \(column {len(broken) + 1}\)\n"
+    with pytest.raises(DataError, match=rf"^{path}:2: {reason}"):
+        read_rows(path)
+
+
 def test_invalid_json_array_names_its_line(tmp_path):
     path = tmp_path / "d.json"
     path.write_text('[\n {"text": "a"},\n {"text": "b",}\n]\n', encoding="utf-8")

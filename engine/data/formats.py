@@ -215,7 +215,9 @@ def _read_jsonl_text(text: str, path: Path) -> tuple[list[dict], list[str]]:
         if not line.strip():
             continue
         try:
-            obj = _parse_json(line)
+            # Without its newline: json counts that as a second line, and every error at the line's end (a missing
+            # brace) was reported at column 1.
+            obj = _parse_json(line.rstrip("\n"))
         except ValueError as e:
             fix = "each line must be one JSON object" if isinstance(e, json.JSONDecodeError) else None
             raise DataError(f"{path}:{lineno}: {_bad_json_reason(e)}", fix=fix) from None
