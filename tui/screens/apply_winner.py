@@ -15,6 +15,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label
 
 from tui.widgets.sweep_result import DEFAULT_APPLY
+from tui.widgets.typed_input import TypedInput
 
 
 class ApplyWinner(ModalScreen[str | None]):
@@ -31,7 +32,7 @@ class ApplyWinner(ModalScreen[str | None]):
         with Vertical():
             yield Label(Content.from_markup("[b]Write the winner's config[/b] ($label)", label=self.winner_label))
             yield Label("The base config with the winning lr and r, ready for lorapilot train.")
-            yield Input(self.default, placeholder="OUT.yaml", id="apply-path")
+            yield TypedInput(self.default, placeholder="OUT.yaml", id="apply-path")
             yield Label("", id="apply-exists")
             with Horizontal():
                 yield Button("Cancel", id="cancel")

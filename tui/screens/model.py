@@ -15,6 +15,7 @@ from tui.error_log import log_error
 from tui.screens.wizard import WizardStep
 from tui.widgets.field_row import FieldRow
 from tui.widgets.model_info import ModelInfoPanel, fmt_params
+from tui.widgets.typed_input import TypedInput
 
 
 def _presets() -> list[dict]:
@@ -46,7 +47,7 @@ class ModelScreen(WizardStep):
                 yield FieldRow(FIELDS["trust_remote_code"], raw["trust_remote_code"])
             with Vertical(id="model-presets"):
                 yield Label("Presets (Enter picks)", classes="section-title")
-                yield Input(placeholder="filter: llama, qwen, 7b…", id="preset-filter", compact=True)
+                yield TypedInput(placeholder="filter: llama, qwen, 7b…", id="preset-filter", compact=True)
                 yield OptionList(id="preset-list")
 
     def on_mount(self) -> None:

@@ -37,6 +37,7 @@ from tui.models.playground_model import PlaygroundModel
 from tui.widgets.answer_pane import AnswerPane
 from tui.widgets.prompt_box import PromptBox
 from tui.widgets.sampling_settings import SamplingSettings
+from tui.widgets.typed_input import TypedInput
 
 # Narrower than this, the two answers are stacked rather than side by side.
 SIDE_BY_SIDE_MIN_WIDTH = 100
@@ -91,7 +92,7 @@ class PlaygroundScreen(Screen):
         yield SamplingSettings(id="sampling")
         with Horizontal(id="system-row"):
             yield Label("system prompt", id="system-label")
-            yield Input(compact=True, id="system-prompt", placeholder="empty: what training used",
+            yield TypedInput(compact=True, id="system-prompt", placeholder="empty: what training used",
                         tooltip="the system prompt to ask with; empty: the one training used (the line below says)")
         yield Static(id="pg-system")
         with Horizontal(id="answers"):

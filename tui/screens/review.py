@@ -25,6 +25,7 @@ from tui.error_log import say
 from tui.screens.wizard import WizardStep
 from tui.widgets.checklist import Checklist
 from tui.widgets.estimate_line import fmt_cost, fmt_duration
+from tui.widgets.typed_input import TypedInput
 from tui.widgets.vram_bar import VramBar
 
 if TYPE_CHECKING:  # the launcher loads when Launch is pressed
@@ -53,7 +54,7 @@ class ReviewScreen(WizardStep):
                 yield Label("GPU", classes="key")
                 yield Select([], prompt="reading the GPU list…", allow_blank=True, compact=True, id="gpu-select")
                 yield Label("$/h", classes="key short")
-                yield Input(placeholder="price", compact=True, id="price", restrict=r"[0-9.]*")
+                yield TypedInput(placeholder="price", compact=True, id="price", restrict=r"[0-9.]*")
             yield Static(id="fit-verdict")
             yield VramBar(id="vram-bar")
             yield Static(id="plan")
@@ -63,7 +64,7 @@ class ReviewScreen(WizardStep):
             yield Static(id="train-command")
             with Horizontal(id="save-line", classes="line"):
                 yield Label("save to", classes="key")
-                yield Input(value=self.state.config_path or DEFAULT_SAVE, compact=True, id="save-path")
+                yield TypedInput(value=self.state.config_path or DEFAULT_SAVE, compact=True, id="save-path")
                 yield Button("Save", id="save", compact=True)
                 yield Button("Launch", id="launch", variant="primary", compact=True)
 

@@ -26,6 +26,7 @@ from engine.errors import UserError
 from tui.error_log import say
 from tui.models.sweep_request import FIELDS, SWEEP_DIR_LINE, default_values, field_errors, run_sweep_verb, sweep_argv
 from tui.one_shot import OneShot
+from tui.widgets.typed_input import TypedInput
 
 
 class SweepPanel(ModalScreen[str | None]):
@@ -56,7 +57,7 @@ class SweepPanel(ModalScreen[str | None]):
                 with Vertical(classes="sweep-field", id=f"sweep-row-{name}"):
                     with Horizontal(classes="sweep-line"):
                         yield Label(label, classes="sweep-name")
-                        yield Input(defaults[name], compact=True, id=f"sweep-{name}", classes="sweep-editor",
+                        yield TypedInput(defaults[name], compact=True, id=f"sweep-{name}", classes="sweep-editor",
                                     placeholder="none" if name == "budget" else "")
                     yield Label("", classes="sweep-error")
             yield Static(id="sweep-plan")

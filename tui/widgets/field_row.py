@@ -19,6 +19,7 @@ from textual.widgets import Checkbox, Input, Label, Select
 from engine.config import Advice, FieldSpec
 from engine.config_text import empty_text, from_raw
 from tui.widgets.problem_list import MARK
+from tui.widgets.typed_input import TypedInput
 
 # How an advice line is marked: as the checklist marks a finding of that level, and ok as its tick.
 ADVICE_MARK = {**MARK, "ok": ("✓", "$text-success")}
@@ -97,7 +98,7 @@ class FieldRow(Vertical):
             # An unknown value (from a saved config) shows blank; the problem line says what it was.
             return Select(options, value=raw if known else Select.NULL, allow_blank=not known, compact=True,
                           id=wid, classes="field-editor")
-        return Input(value=raw, placeholder=empty_text(spec, self._placeholder), compact=True, id=wid,
+        return TypedInput(value=raw, placeholder=empty_text(spec, self._placeholder), compact=True, id=wid,
                      classes="field-editor")
 
     def on_mount(self) -> None:

@@ -17,6 +17,8 @@ from textual.widgets import Input, Label
 
 from engine.playground import check_sampling as check  # the rules `lorapilot chat` applies too
 
+from tui.widgets.typed_input import TypedInput
+
 DEFAULTS = {"temperature": "0", "top_p": "1", "max_new_tokens": "128"}
 LABELS = {"temperature": "temperature", "top_p": "top-p", "max_new_tokens": "max new tokens"}
 HELP = {"temperature": "0 = greedy (the same answer every time); 0.7 is a usual sampled setting",
@@ -38,7 +40,7 @@ class SamplingSettings(Horizontal):
             with Vertical(classes="setting", id=f"setting-{name}"):
                 with Horizontal(classes="setting-line"):
                     yield Label(LABELS[name], classes="setting-name")
-                    yield Input(default, compact=True, id=f"sampling-{name}", classes="setting-editor",
+                    yield TypedInput(default, compact=True, id=f"sampling-{name}", classes="setting-editor",
                                 tooltip=HELP[name])
                 yield Label("", classes="setting-error")
 
