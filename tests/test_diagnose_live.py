@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import random
+import statistics
 
 import pytest
 
@@ -64,8 +65,8 @@ def test_healthy_run_gets_a_well_fit_verdict_with_its_gap():
     verdicts = [f for f in diagnose_records(healthy_run(3)) if f.code == "learning_curve"]
     assert verdicts and verdicts[-1].severity == "info"
     assert "well-fit" in verdicts[-1].message
-    assert "; eval loss 0." in verdicts[-1].evidence and "above the training loss (healthy: 0.1-0.3 above)" in \
-        verdicts[-1].evidence
+    assert "; eval loss 0." in verdicts[-1].evidence and "above the training loss of 0." in verdicts[-1].evidence and \
+        "(the mean of the latest logged losses; healthy: 0.1-0.3 above)" in verdicts[-1].evidence
 
 
 def test_a_negative_gap_is_said_in_words():
@@ -76,6 +77,18 @@ def test_a_negative_gap_is_said_in_words():
     assert gap_words(-1.92).startswith("eval loss 1.92 below the training loss (healthy: 0.1-0.3 above; below: ")
     assert gap_words(0.2) == "eval loss 0.20 above the training loss (healthy: 0.1-0.3 above)"
 
+
+
+def test_the_gap_names_the_training_loss_it_was_measured_against():
+    """The demo's verdict at step 20 said "eval loss 0.11 below the training loss" beside a monitor showing
+    last train 2.769 and eval 2.901 (eval above): the gap is against the mean of the latest logged losses (3.011),
+    a number the evidence did not give. It names it now, so the two screens can be checked against each other."""
+    from engine.diagnose.curves import EvalPoint, check_learning_curve
+
+    evals = [EvalPoint(10, 3.732, 3.65), EvalPoint(20, 2.901, statistics.fmean([3.333, 2.931, 2.769]))]
+    finding, _ = check_learning_curve(evals)
+    assert "eval loss 0.11 below the training loss of 3.011 (the mean of the latest logged losses; healthy" in \
+        finding.evidence, finding.evidence
 
 def test_warmup_bump_is_not_an_explosion():
     losses = [2.0, 2.15, 2.3, 2.35, 2.2, 1.9, 1.6, 1.4, 1.3, 1.25, 1.2, 1.2]

@@ -46,13 +46,19 @@ class EvalPoint:
         return None if self.train_loss is None else self.eval_loss - self.train_loss
 
 
-def gap_words(gap: float) -> str:
-    """The generalisation gap (eval loss minus training loss) in words a beginner reads without a glossary."""
-    healthy = f"healthy: {GAP_HEALTHY[0]}-{GAP_HEALTHY[1]} above"
+def gap_words(gap: float, train_loss: float | None = None) -> str:
+    """The generalisation gap (eval loss minus training loss) in words a beginner reads without a glossary.
+
+    With `train_loss`, the training loss it was measured against is named: the mean of the latest logged losses,
+    not the last one the monitor shows, and the two can sit on opposite sides of the eval loss."""
+    against = "the training loss" if train_loss is None else f"the training loss of {train_loss:.3f}"
+    notes = ([] if train_loss is None else ["the mean of the latest logged losses"]) + \
+        [f"healthy: {GAP_HEALTHY[0]}-{GAP_HEALTHY[1]} above"]
     if gap >= 0:
-        return f"eval loss {gap:.2f} above the training loss ({healthy})"
-    return (f"eval loss {-gap:.2f} below the training loss ({healthy}; below: the eval examples are easier "
-            "than the training ones, or the training loss still averages earlier, higher steps)")
+        return f"eval loss {gap:.2f} above {against} ({'; '.join(notes)})"
+    notes.append("below: the eval examples are easier than the training ones, or the training loss still averages "
+                 "earlier, higher steps")
+    return f"eval loss {-gap:.2f} below {against} ({'; '.join(notes)})"
 
 
 def best_eval(evals: list[EvalPoint]) -> EvalPoint | None:
@@ -97,7 +103,7 @@ def check_overfitting(evals: list[EvalPoint], time: float | None = None) -> tupl
     evidence = (f"eval loss {latest.eval_loss:.3f} at step {latest.step}, best {best.eval_loss:.3f} at step "
                 f"{best.step}; training loss {train}")
     if latest.gap is not None:
-        evidence += f"; {gap_words(latest.gap)}"
+        evidence += f"; {gap_words(latest.gap, latest.train_loss)}"
     if memorised:
         sign, message = "memorised", ("The model has memorised the training set: training loss is near 0 while "
                                       "eval loss stays high.")
@@ -130,7 +136,7 @@ def check_learning_curve(evals: list[EvalPoint], *, train_flat: bool = False,
     if verdict is None:
         return None
     latest, best = evals[-1], _lowest(evals)
-    gap = "" if latest.gap is None else f"; {gap_words(latest.gap)}"
+    gap = "" if latest.gap is None else f"; {gap_words(latest.gap, latest.train_loss)}"
     evidence = f"eval loss {latest.eval_loss:.3f} at step {latest.step} (best {best.eval_loss:.3f}){gap}"
     if verdict == "overfit":
         message = "Learning curve: overfit. Eval loss is pulling away from the training loss."
