@@ -182,6 +182,22 @@ def test_a_relative_data_path_not_there_says_where_it_was_looked_for(tmp_path, m
                               "in the current folder)"
 
 
+
+def test_a_missing_dataset_beside_a_config_in_the_current_folder_is_named_once(tmp_path, monkeypatch, demo_model_dir):
+    """`lorapilot train typo.yaml` in the config's own folder said it looked for /x/data/trian.jsonl 'beside the
+    config file, and' /x/data/trian.jsonl 'in the current folder': one place, named twice as if two."""
+    from engine.data.formats import check_dataset_found
+    from engine.errors import DataError
+
+    (tmp_path / "run.yaml").write_text(f"model: {demo_model_dir}\ndataset: {{path: data/trian.jsonl}}\n")
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config("run.yaml")
+    with pytest.raises(DataError) as e:
+        check_dataset_found(cfg.dataset)
+    assert e.value.message == (f"run.yaml: dataset.path: data/trian.jsonl: no such file or directory (looked for "
+                               f"{tmp_path.resolve() / 'data' / 'trian.jsonl'}, beside the config file, in the "
+                               "current folder)")
+
 def test_round_trip_is_the_reproducible_record(tmp_path):
     c = config_from_dict(with_("training", learning_rate=1e-4, seed=7))
     f = tmp_path / "saved.yaml"

@@ -808,9 +808,13 @@ def check_found(path: str, key: str = "dataset.path", config_file: str | None = 
         fix = f"check {key}{f' in {config_file}' if config_file else ''}"
         looked = ""
         if not p.is_absolute():
-            tried = [f"{Path.cwd() / p}, in the current folder"]
+            here = Path.cwd() / p
+            tried = [f"{here}, in the current folder"]
             if config_file:
-                tried.insert(0, f"{Path(config_file).resolve().parent / p}, beside the config file")
+                beside = Path(config_file).resolve().parent / p
+                # A config in the current folder: one place, not named twice as if two.
+                tried = [f"{beside}, beside the config file, in the current folder"] if beside == here else \
+                    [f"{beside}, beside the config file", *tried]
                 fix += "; a relative path is read beside the config file, then from the current folder"
             looked = f" (looked for {', and '.join(tried)})"
         raise DataError(f"{where}{path}: no such file or directory{looked}",
