@@ -26,18 +26,35 @@ class PathRow(App):
         yield FieldRow(FIELDS["dataset.path"], "data/trian.jsonl")
 
 
-async def test_a_typed_correction_arriving_in_one_burst_lands_in_order():
-    app = PathRow()
+async def _burst(app: App, widget_type, keys) -> object:
+    """The keys sent to the app's one widget of that type as the terminal delivers them: no waiting between keys."""
     async with app.run_test(size=(100, 10)) as pilot:
-        editor = app.query_one(Input)
-        editor.focus()
+        widget = app.query_one(widget_type)
+        widget.focus()
         await pilot.pause()
-        keys = [("home", None), ("end", None)] + [("backspace", None)] * len("trian.jsonl")
-        keys += [(c, c) for c in "train.jsonl"]
-        for key, character in keys:   # as the terminal delivers them: no waiting between keys
-            app.post_message(events.Key(key, character))
+        for key in keys:
+            app.post_message(events.Key(key, key if len(key) == 1 else None))
         await pilot.pause(0.2)
-        assert editor.value == "data/train.jsonl"
+        return widget
+
+
+async def test_a_typed_correction_arriving_in_one_burst_lands_in_order():
+    keys = ["home", "end"] + ["backspace"] * len("trian.jsonl") + list("train.jsonl")
+    assert (await _burst(PathRow(), Input, keys)).value == "data/train.jsonl"
+
+
+class Prompt(App):
+    def compose(self):
+        from tui.widgets.prompt_box import PromptBox
+
+        yield PromptBox()
+
+
+async def test_the_playgrounds_prompt_keeps_a_burst_in_order_too():
+    from tui.widgets.prompt_box import PromptBox
+
+    keys = list("Whta is") + ["left"] * 3 + ["backspace"] * 2 + list("at")
+    assert (await _burst(Prompt(), PromptBox, keys)).text == "What is"
 
 
 def test_every_text_field_of_the_app_is_a_typed_input():

@@ -7,8 +7,10 @@ from textual import events
 from textual.message import Message
 from textual.widgets import TextArea
 
+from tui.widgets.typed_input import OwnBindingsFirst
 
-class PromptBox(TextArea):
+
+class PromptBox(OwnBindingsFirst, TextArea):
     class Submitted(Message):
         def __init__(self, text: str) -> None:
             super().__init__()
@@ -29,5 +31,7 @@ class PromptBox(TextArea):
             event.prevent_default()
             start, end = self.selection
             self.replace("\n", start, end)
+            return
+        if await self._run_own_binding(event):   # backspace, the arrows: in order with the typed characters
             return
         await super()._on_key(event)
