@@ -560,6 +560,46 @@ def test_a_resume_on_other_tokens_is_refused_naming_what_made_them(tmp_path, dem
     assert len(said) == 1 and "checkpoint-4 holds no record of the tokens" in said[0], said
 
 
+def test_a_resume_whose_adapter_is_not_the_checkpoints_is_refused_naming_the_modules(tmp_path, demo_model_dir):
+    """An earlier lorapilot adapted a mixture's routers under all-linear; this one does not: the config reads the
+    same, and the resume built an adapter without them, peft's load left the checkpoint's router weights out without
+    a word and the run trained on as another adapter (or failed in the optimizer's load). The adapter built is
+    compared with the checkpoint's, module for module: the modules added or removed are named."""
+    from safetensors.torch import load_file, save_file
+    from transformers import AutoModelForCausalLM
+
+    from engine.config import Config
+    from engine.errors import UserError
+    from engine.model import add_lora
+    from engine.train.resume_check import adapter_changes
+
+    cfg = Config(model=str(demo_model_dir), quantization="none")
+    model = add_lora(AutoModelForCausalLM.from_pretrained(demo_model_dir), cfg, gradient_checkpointing=False)
+    ckpt = tmp_path / "checkpoint-20"
+    model.save_pretrained(ckpt)
+    adapter_changes(ckpt, model, "c.yaml")   # the same adapter: resumed
+
+    weights = ckpt / "adapter_model.safetensors"
+    saved = load_file(weights)
+    # an old router's adapter beside the experts', in every layer, with the config naming it (as peft saved it)
+    save_file(saved | {k.replace("up_proj", "gate"): v.clone() for k, v in saved.items() if ".up_proj." in k}, weights)
+    config = json.loads((ckpt / "adapter_config.json").read_text())
+    (ckpt / "adapter_config.json").write_text(json.dumps({**config, "target_modules": [*config["target_modules"],
+                                                                                       "gate"]}))
+    with pytest.raises(UserError) as e:
+        adapter_changes(ckpt, model, "c.yaml")
+    layers = AutoModelForCausalLM.from_pretrained(demo_model_dir).config.num_hidden_layers
+    assert e.value.problems == [f"modules adapted at checkpoint-20, not now: model.layers.*.mlp.gate ({layers})"]
+    assert "c.yaml" in e.value.message and "lorapilot train c.yaml" in e.value.fix
+
+    save_file({k: v for k, v in saved.items() if "layers.0.self_attn.q_proj" not in k}, weights)
+    (ckpt / "adapter_config.json").write_text(json.dumps({**config, "lora_alpha": 8}))
+    with pytest.raises(UserError) as e:
+        adapter_changes(ckpt, model, "c.yaml")
+    assert e.value.problems == [f"lora_alpha: 8 at checkpoint-20, {cfg.lora.alpha} now",
+                                "modules adapted now, not at checkpoint-20: model.layers.0.self_attn.q_proj"]
+
+
 # ------------------------------------------------------------------ 8. damaged checkpoints
 
 def _checkpoint(root: Path, step: int) -> Path:

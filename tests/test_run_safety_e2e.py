@@ -210,3 +210,34 @@ def test_a_run_killed_while_saving_its_adapter_is_finished_by_a_resume(finished_
     assert read_status(run)["state"] == "done"
     assert "checkpoint-40 holds no record of the tokens" in (run / "train.log").read_text()
     assert not [x for x in read_metrics(run)[records:] if x["kind"] == "train"]   # not a step trained
+
+
+def test_a_resume_from_a_checkpoint_of_other_adapted_modules_is_refused(finished_demo_run, tmp_path):
+    """A run of an earlier lorapilot that adapted a mixture's routers under all-linear (this one does not): its
+    resume trained on without a word, the checkpoint's router weights left out by peft's load. The trainer refuses
+    it after building the adapter, before a step, naming the modules; exit 2, no traceback, the run failed with the
+    fix in its status."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    run = tmp_path / "run"
+    shutil.copytree(finished_demo_run, run, ignore=shutil.ignore_patterns("*.lock"))
+    shutil.rmtree(run / "checkpoints" / "checkpoint-40")   # stopped at step 20
+    ckpt = run / "checkpoints" / "checkpoint-20"
+    saved = load_file(ckpt / "adapter_model.safetensors")
+    save_file(saved | {k.replace("up_proj", "gate"): v.clone() for k, v in saved.items() if ".up_proj." in k},
+              ckpt / "adapter_model.safetensors")
+    config = json.loads((ckpt / "adapter_config.json").read_text())
+    (ckpt / "adapter_config.json").write_text(json.dumps({**config, "target_modules": [*config["target_modules"],
+                                                                                       "gate"]}))
+    status = json.loads((run / "status.json").read_text())
+    (run / "status.json").write_text(json.dumps({**status, "state": "stopped"}))
+    records = len(read_metrics(run))
+    r = run_cli("train", "--resume", str(run), timeout=300)
+    assert r.returncode == 2, r.stdout + r.stderr
+    said = unwrapped(r.stderr)
+    assert "modules adapted at checkpoint-20, not now: model.layers.*.mlp.gate" in said, said
+    assert "start a new run" in said and "Traceback" not in said + (run / "train.log").read_text()
+    assert read_status(run)["state"] == "failed"
+    assert not [x for x in read_metrics(run)[records:] if x["kind"] == "train"]

@@ -207,3 +207,61 @@ def max_steps_behind(max_steps: int, ckpt: str, config_path: Path, said: str | N
                      f"at step {at}: a resume cannot train back to step {max_steps}",
                      fix=f"set training.max_steps to {at} to finish the run now with the adapter of step {at}, or "
                          "higher to train on, then resume")
+
+
+ADAPTER_SETTINGS = ("r", "lora_alpha", "use_rslora", "use_dora")   # adapter_config.json keys the weights depend on
+
+
+def adapter_changes(ckpt: str | Path, model, config_path: str | Path) -> None:
+    """The trainer's check, once the model and its adapter are built: the adapter is the one the checkpoint saved,
+    module for module (the names of its weights and their shapes) and setting for setting (ADAPTER_SETTINGS), or the
+    resume is refused (UserError naming the modules added or removed). config_changes cannot see what lorapilot
+    resolves from the same config: an earlier lorapilot adapted a mixture's routers under all-linear, and its run's
+    resume loaded the checkpoint's router weights into nothing without a word (or failed in the optimizer's load).
+    A checkpoint without adapter_model.safetensors is left to the Trainer's load."""
+    from peft.utils import get_peft_model_state_dict
+    from safetensors import safe_open
+
+    weights, name = Path(ckpt) / "adapter_model.safetensors", Path(ckpt).name
+    if not weights.is_file():
+        return
+    with safe_open(str(weights), framework="pt") as f:
+        was = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys() if ".lora_" in k}
+    # LoRA's own weights: peft may save an embedding layer beside them, by what it finds at the model's path
+    now = {k: tuple(v.shape) for k, v in get_peft_model_state_dict(model).items() if ".lora_" in k}
+    saved_config = read_table(Path(ckpt) / "adapter_config.json") or {}
+    built = model.peft_config["default"]
+    problems = [f"{key}: {yaml_text(saved_config[key])} at {name}, {yaml_text(getattr(built, key, None))} now"
+                for key in ADAPTER_SETTINGS if key in saved_config and saved_config[key] != getattr(built, key, None)]
+    modules_was, modules_now = _modules(was), _modules(now)
+    for what, names in ((f"adapted at {name}, not now", modules_was - modules_now),
+                        (f"adapted now, not at {name}", modules_now - modules_was)):
+        if names:
+            problems.append(f"modules {what}: {_grouped(names)}")
+    if reshaped := {_module(k) for k in was.keys() & now.keys() if was[k] != now[k]}:
+        problems.append(f"modules of other shapes than at {name}: {_grouped(reshaped)}")
+    if problems:
+        raise UserError(f"{config_path}: the adapter this resume builds is not the one {name} was trained as "
+                        "(lorapilot builds it otherwise from the same lora settings now: an earlier one adapted a "
+                        "mixture's routers under all-linear)",
+                        problems=problems,
+                        fix="start a new run, with the adapter this lorapilot builds: "
+                            f"lorapilot train {shell_word(config_path)}")
+
+
+def _module(key: str) -> str:
+    """base_model.model.model.layers.0.mlp.gate.lora_A.weight -> model.layers.0.mlp.gate"""
+    key = key.removeprefix("base_model.model.")
+    return re.sub(r"\.lora_(A|B|embedding_A|embedding_B|magnitude_vector)(\.weight)?$", "", key)
+
+
+def _modules(keys) -> set[str]:
+    return {_module(k) for k in keys}
+
+
+def _grouped(names: set[str]) -> str:
+    """model.layers.*.mlp.gate (24), ...: the same module of every layer said once"""
+    groups: dict[str, list[str]] = {}
+    for n in names:
+        groups.setdefault(re.sub(r"\.\d+(?=\.|$)", ".*", n), []).append(n)
+    return ", ".join(f"{p} ({len(of)})" if len(of) > 1 else of[0] for p, of in sorted(groups.items()))

@@ -201,6 +201,10 @@ def train(cfg: Config, run_dir: Path, *, resume: bool, data: PreparedData | None
     resume_at = _resume_point(cfg, run_dir, inputs.n_ranks, inputs.data, inputs.tokens) if resume else (None, [])
     run_plan = plan_here(cfg, inputs, run_dir, ckpt=resume_at[0])
     built = build_model(cfg, inputs, run_plan)
+    if resume_at[0]:  # the adapter just built is the checkpoint's, or the resume is refused before its load
+        from engine.train.resume_check import adapter_changes
+
+        adapter_changes(resume_at[0], built.model, run_dir / CONFIG_FILE)
     assembled = build_trainer(cfg, run_dir, inputs, run_plan, built, resume=resume, resume_at=resume_at, stop=stop,
                               callbacks=callbacks)
     run_training(assembled, n_ranks=inputs.n_ranks)
