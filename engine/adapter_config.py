@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.json_file import READ_ERRORS, read_json, read_table
-from engine.rundir import finite
+from engine.rundir import finite, safetensors_names
 
 CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
@@ -106,8 +106,6 @@ def _patterns_problem(key: str, value: Any, cfg: dict) -> str | None:
 
 
 def _weights_problem(ad: Path, cfg: dict) -> str | None:
-    from engine.rundir import safetensors_names
-
     try:
         names = safetensors_names(ad / WEIGHTS_FILE)
     except (OSError, ValueError):
@@ -140,12 +138,11 @@ def adapter_config_problem(adapter: str | Path) -> str | None:
 
     ad = Path(adapter)
     path = ad / CONFIG_FILE
-    cfg = read_adapter_config(ad)
-    if cfg is None:
-        try:
-            read_json(path)
-        except READ_ERRORS:
-            return None
+    try:
+        cfg = read_json(path)
+    except READ_ERRORS:
+        return None   # missing or garbled: files_problem's to say
+    if not isinstance(cfg, dict):
         return f"{path}: not a table of settings"
     for key in ("peft_type", "task_type"):
         if key not in cfg:

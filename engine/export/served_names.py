@@ -69,19 +69,19 @@ def served_names(base: str, modules: list[str]) -> dict[str, str]:
     # whole, Qwen3.5's decoder without its output head); a part of it found nowhere (lm_head) keeps its name
     placed: dict[str, str] = {}
     for part, module in [("", text), *text.named_children()]:
-        at = [name for name, m in full.named_modules() if type(m) is type(module)]
+        at = [name for name, m in inside.items() if type(m) is type(module)]
         if len(at) == 1:
             placed[part] = at[0]
             if not part:
                 break
-    renamed = {}
+    renamed, ours = {}, dict(text.named_modules())
     for name in modules:
         first, _, rest = name.partition(".")
         if "" in placed:
             new = f"{placed['']}.{name}"
         else:
             new = f"{placed[first]}.{rest}" if first in placed and rest else name
-        mine, theirs = dict(text.named_modules()).get(name), inside.get(new)
+        mine, theirs = ours.get(name), inside.get(new)
         same = (mine is not None and theirs is not None and type(mine) is type(theirs)
                 and getattr(mine, "weight", None) is not None and getattr(theirs, "weight", None) is not None
                 and mine.weight.shape == theirs.weight.shape)
