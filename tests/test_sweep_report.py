@@ -355,6 +355,9 @@ def test_time_left_counts_the_running_trial_and_the_pending_ones_on_free_lanes()
     assert remaining_seconds(sweep(2, "training", "pending", "pending", "pending"), 1030.0) == 200.0
     # two lanes on the CPU: the estimate times a trial alone, and the two share its cores (70 + 3 x 100)
     assert remaining_seconds(sweep(2, "training", "pending", "pending", "pending", devices=()), 1030.0) == 370.0
+    # four lanes on two GPUs, four running (70 s left alone each) and four pending: 4 x 70 + 4 x 100 s of one
+    # trial's time on two GPUs' worth of lanes; the running ones each kept a lane of their own and it said 170
+    assert remaining_seconds(sweep(4, *["training"] * 4, *["pending"] * 4), 1030.0) == 340.0
     # stop asked for (`lorapilot stop`, x): only the running trial's rest; it said ~21 s left of a sweep ending
     assert remaining_seconds(sweep(1, "training", "pending", "pending"), 1030.0, stopping=True) == 70.0
     # a trial past its predicted time is about to end, not negative

@@ -37,9 +37,13 @@ def remaining_seconds(sweep: dict, now: float, *, stopping: bool = False) -> flo
     if not (sweep.get("plan") or {}).get("measured_trial_s"):
         # the estimate times a trial alone: trials sharing a GPU (or the CPU) take as long as one after another
         lanes = time_lanes(lanes, sweep.get("devices") or [])
-    busy = sorted(max(0.0, per - (now - t["started"])) for t in sweep["trials"]
-                  if t["state"] not in (TRIAL_PENDING, TRIAL_SKIPPED) + FINAL_STATES and finite(t.get("started")))
-    free_at = (busy + [0.0] * lanes)[:max(lanes, len(busy))]
+    busy = sorted((max(0.0, per - (now - t["started"])) for t in sweep["trials"]
+                   if t["state"] not in (TRIAL_PENDING, TRIAL_SKIPPED) + FINAL_STATES and finite(t.get("started"))),
+                  reverse=True)
+    free_at = [0.0] * lanes
+    for rest in busy:   # the running trials' rests on the lanes their time runs on (more trials than lanes share them)
+        free_at.sort()
+        free_at[0] += rest
     for _ in range(0 if stopping else sum(t["state"] == TRIAL_PENDING for t in sweep["trials"])):
         free_at.sort()
         free_at[0] += per
