@@ -36,6 +36,15 @@ _SET_KEYS = frozenset({
 # The suffixes of the tensors a LoRA adapter saves (linear layers, embeddings); peft loads nothing else as LoRA.
 LORA_SUFFIXES = (".lora_A.weight", ".lora_B.weight", ".lora_embedding_A", ".lora_embedding_B")
 PEFT_PREFIX = "base_model.model."
+
+
+def lora_module(key: str) -> str | None:
+    """The module a LoRA tensor of a saved adapter belongs to (base_model.model.model.layers.0.mlp.up_proj.lora_A.weight
+    -> model.layers.0.mlp.up_proj); None for a key that is no LoRA tensor."""
+    suffix = next((s for s in LORA_SUFFIXES if key.endswith(s)), None)
+    if suffix is None or not key.startswith(PEFT_PREFIX):
+        return None
+    return key[len(PEFT_PREFIX):-len(suffix)]
 # What a few of the keys that must be off would have peft do (any other: lorapilot trains no adapter with it).
 _OFF_KEYS = {
     "auto_mapping": "names a class for peft to import",
@@ -112,11 +121,10 @@ def _weights_problem(ad: Path, cfg: dict) -> str | None:
         return None   # missing or not whole: files_problem's to say
     targets = cfg.get("target_modules")
     for name in names:
-        suffix = next((s for s in LORA_SUFFIXES if name.endswith(s)), None)
-        if suffix is None or not name.startswith(PEFT_PREFIX):
+        module = lora_module(name)
+        if module is None:
             return (f"{ad / WEIGHTS_FILE}: holds {name}, which is no LoRA weight; peft would load it over the base "
                     "model's own")
-        module = name[len(PEFT_PREFIX):-len(suffix)]
         # A mixture's fused experts (target_parameters) are named by parameter, not module: not matched here.
         if isinstance(targets, list) and not cfg.get("target_parameters") and not any(
                 module == t or module.endswith("." + t) for t in targets):

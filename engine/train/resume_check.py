@@ -16,6 +16,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from engine.adapter_config import lora_module
 from engine.config import FIELDS
 from engine.errors import UserError, shell_word, yaml_text
 from engine.json_file import read_table
@@ -226,9 +227,9 @@ def adapter_changes(ckpt: str | Path, model, config_path: str | Path) -> None:
     if not weights.is_file():
         return
     with safe_open(str(weights), framework="pt") as f:
-        was = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys() if ".lora_" in k}
+        was = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys() if lora_module(k)}
     # LoRA's own weights: peft may save an embedding layer beside them, by what it finds at the model's path
-    now = {k: tuple(v.shape) for k, v in get_peft_model_state_dict(model).items() if ".lora_" in k}
+    now = {k: tuple(v.shape) for k, v in get_peft_model_state_dict(model).items() if lora_module(k)}
     saved_config = read_table(Path(ckpt) / "adapter_config.json") or {}
     built = model.peft_config["default"]
     problems = [f"{key}: {yaml_text(saved_config[key])} at {name}, {yaml_text(getattr(built, key, None))} now"
@@ -238,7 +239,7 @@ def adapter_changes(ckpt: str | Path, model, config_path: str | Path) -> None:
                         (f"adapted now, not at {name}", modules_now - modules_was)):
         if names:
             problems.append(f"modules {what}: {_grouped(names)}")
-    if reshaped := {_module(k) for k in was.keys() & now.keys() if was[k] != now[k]}:
+    if reshaped := {lora_module(k) or k for k in was.keys() & now.keys() if was[k] != now[k]}:
         problems.append(f"modules of other shapes than at {name}: {_grouped(reshaped)}")
     if problems:
         raise UserError(f"{config_path}: the adapter this resume builds is not the one {name} was trained as "
@@ -249,14 +250,8 @@ def adapter_changes(ckpt: str | Path, model, config_path: str | Path) -> None:
                             f"lorapilot train {shell_word(config_path)}")
 
 
-def _module(key: str) -> str:
-    """base_model.model.model.layers.0.mlp.gate.lora_A.weight -> model.layers.0.mlp.gate"""
-    key = key.removeprefix("base_model.model.")
-    return re.sub(r"\.lora_(A|B|embedding_A|embedding_B|magnitude_vector)(\.weight)?$", "", key)
-
-
 def _modules(keys) -> set[str]:
-    return {_module(k) for k in keys}
+    return {lora_module(k) or k for k in keys}
 
 
 def _grouped(names: set[str]) -> str:
