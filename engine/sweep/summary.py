@@ -86,7 +86,7 @@ def summarize_sweep(sweep_dir: str | Path) -> dict:
             if diverged({**t, "error_findings": m["error_findings"], "verdict": m["verdict"]}):
                 gone.add(t["id"])   # its records say so before the driver has seen it end
         trials.append(row)
-    scored = [t for t in trials if finite(t["eval_loss"]) and not diverged(t) and t["id"] not in gone]
+    scored = [t for t in trials if finite(t["eval_loss"]) and t["id"] not in gone]
     best = min(scored, key=lambda t: t["eval_loss"]) if scored else None
     state = effective_sweep_state(sweep, path)
     finished = state in ("done", "stopped", "failed")
