@@ -41,7 +41,11 @@ clipped to 50..2000; the instruction and input take 20-70 % of a row), 16 exampl
                       On the H100 1.13x the default at 9.7 GiB against 8.5 (user_path-s22-h100-2026-12-06.md)
           compiledck6k, compiledck7k  compiledck with 6,144 or 7,168 tokens per micro-batch instead of 8,192: its
                       backward peak scales with the micro-batch's tokens; does it fit the default's 8.5 GiB and
-                      keep its speed?
+                      keep its speed? No: 8.1 / 8.7 GiB at 9,095 / 9,351 tok/s, slower than the default (a step
+                      needs more micro-batches; user_path-s23-h100-2026-12-06.md)
+          compiledckfit  the lever in the first layers only, as many as engine.plan.checkpoint_in_graph_layers_for
+                      gives (10 of Llama-2-7B's 32): their backward runs once the later layers' inputs are freed,
+                      under the default's peak
           compiledgdcpp  compiledgd with the C++ wrapper
           compiledmax  compiled in mode max-autotune-no-cudagraphs: Triton matmul templates, into which inductor
                       may fuse the NF4 dequantise as a prologue (no 16-bit weight written at all)
@@ -138,9 +142,13 @@ LEVER_SIDES = {
     "compiledmf32": (False, True, "mask_free_dropout=true,mask_hash32=true"),   # the same masks, in int32 words
     "leancompiledmf": (True, True, "mask_free_dropout=true"),   # lean's 6.28 GiB (2026-12-05) under its 6.2 goal?
     # the compiled default with the activation checkpoint inside the compiled graph (LEVERS.checkpoint_in_graph)
-    "compiledck": (False, True, "mask_free_dropout=true,checkpoint_in_graph=true"),
-    "compiledck6k": (False, True, "mask_free_dropout=true,checkpoint_in_graph=true,tokens_per_microbatch=6144"),
-    "compiledck7k": (False, True, "mask_free_dropout=true,checkpoint_in_graph=true,tokens_per_microbatch=7168"),
+    "compiledck": (False, True, "mask_free_dropout=true,checkpoint_in_graph=true,checkpoint_in_graph_layers=1024"),
+    "compiledck6k": (False, True, "mask_free_dropout=true,checkpoint_in_graph=true,checkpoint_in_graph_layers=1024,"
+                                  "tokens_per_microbatch=6144"),
+    "compiledck7k": (False, True, "mask_free_dropout=true,checkpoint_in_graph=true,checkpoint_in_graph_layers=1024,"
+                                  "tokens_per_microbatch=7168"),
+    # ... in the first layers only, as many as engine.plan.checkpoint_in_graph_layers_for gives (under the peak)
+    "compiledckfit": (False, True, "mask_free_dropout=true,checkpoint_in_graph=true"),
     "compiledmax": (False, True, "compile_mode=max-autotune-no-cudagraphs"),
     "varlen": (False, False, "varlen_attention=true"),
     "compiledvl": (False, True, "varlen_attention=true"),

@@ -22,6 +22,7 @@ from engine.data.packing import StepPlan, epochs_to_plan, plan_steps, planned_ep
 if TYPE_CHECKING:  # annotations only: the estimate and the trainer import this module, and it stays light
     from engine.config import Config
     from engine.estimate.gpus import GpuSpec
+    from engine.estimate.params import Architecture
     from engine.estimate.model_config import ModelInfo
     from engine.model import Hardware
 
@@ -122,6 +123,7 @@ class RunPlan:
     mask_hash32: bool                # ... its hash in int32 words (LEVERS.mask_hash32, a benchmark lever): same masks
     compile_layers: bool             # each decoder layer through torch.compile (engine.train.compiled_layers)
     graph_dequant: bool              # compiled layers dequantise the NF4 weights in their graph (engine.train.graph_dequant)
+    checkpoint_in_graph_layers: int  # compiled layers: the first this many checkpoint inside their graph (0: none)
     eval_batch_size: int             # examples per evaluation micro-batch
     eval_tokens: int                 # its most tokens: never more than training's largest micro-batch
     steps_per_epoch: int | None
@@ -298,6 +300,40 @@ def offload_layers_for(machine: Machine, memory: str, compiled: bool, checkpoint
         return 0, ""
     return k, (f"activations: the first {k} decoder layers' inputs offloaded to pinned host memory during forward, "
                "fetched back for their backward (TRL); the other layers' kept on the GPU")
+
+
+# The activation checkpoint inside a compiled layer's graph (LEVERS.checkpoint_in_graph) makes the layer's one
+# backward graph keep more MLP-wide (tokens x intermediate_size) buffers at once than the default's separate recompute
+# graph: 9.7 against 8.5 GiB on Llama-2-7B at 7,860 tokens on an H100, 7.4 such buffers more
+# (benchmarks/results/user_path-s22-h100-2026-12-06.md; its memory recorder names them). Rounded up.
+IN_GRAPH_EXTRA_MLP_TENSORS = 7.5
+
+
+def checkpoint_in_graph_layers_for(arch: Architecture | None, machine: Machine, memory: str, compiled: bool,
+                                   checkpointing: bool) -> tuple[int, str]:
+    """How many decoder layers, the first ones, checkpoint inside their compiled graph (LEVERS.checkpoint_in_graph:
+    faster, engine.train.compiled_layers says why) without raising the step's peak.
+
+    The backward runs from the last layer to the first, and while layer j runs it, the checkpointed inputs of
+    layers 0..j are still held: the default peaks in the last layer's backward, with all of them. A layer that keeps
+    IN_GRAPH_EXTRA_MLP_TENSORS more MLP-wide buffers (each intermediate/hidden layer inputs' worth) stays under
+    that peak where enough later layers' inputs are already freed: the first layers only. One layer's input of
+    margin. Dense models on one GPU, fast memory (lean offloads the inputs, so the freed ones would not count),
+    where it was measured; 0 elsewhere."""
+    from engine.train.speed import LEVERS
+
+    if not LEVERS.checkpoint_in_graph or not compiled or not checkpointing or memory != "fast" \
+            or machine.device != "cuda" or machine.processes > 1 or arch is None or arch.experts > 1:
+        return 0, ""
+    if LEVERS.checkpoint_in_graph_layers is not None:
+        k = min(LEVERS.checkpoint_in_graph_layers, arch.layers)
+    else:
+        extra = IN_GRAPH_EXTRA_MLP_TENSORS * arch.intermediate / arch.hidden   # in layer inputs
+        k = max(0, math.floor(arch.layers - extra) - 1)
+    if k <= 0:
+        return 0, ""
+    return k, (f"kernels: the first {k} of {arch.layers} decoder layers checkpoint inside their compiled graph "
+               "(faster; the later ones' backward would raise the peak)")
 
 
 def mask_free_dropout_for(machine: Machine, memory: str, compiled: bool, dropout: float) -> tuple[bool, str]:
@@ -591,6 +627,10 @@ def _plan_for(cfg: Config, machine: Machine, memory: str, parallelism: str, leng
     mask_free, line = mask_free_dropout_for(machine, memory, compile_layers, cfg.lora.dropout)
     if line:
         lines.append(line)
+    in_graph, line = checkpoint_in_graph_layers_for(info.arch if info is not None else None, machine, memory,
+                                                    compile_layers, t.gradient_checkpointing)
+    if line:
+        lines.append(line)
     from engine.train.speed import LEVERS
     graph_dequant = compile_layers and cfg.quantization == "nf4" and LEVERS.graph_dequant
     return RunPlan(device=machine.device, processes=n_ranks, precision=precision, memory=memory,
@@ -599,7 +639,7 @@ def _plan_for(cfg: Config, machine: Machine, memory: str, parallelism: str, leng
                    examples_per_step=examples_per_step, largest_microbatch_tokens=largest, lengths_from=lengths_from,
                    optimizer=optimizer, offload=offload, offload_layers=offload_layers, mask_free_dropout=mask_free,
                    mask_hash32=mask_free and LEVERS.mask_hash32,
-                   compile_layers=compile_layers, graph_dequant=graph_dequant,
+                   compile_layers=compile_layers, graph_dequant=graph_dequant, checkpoint_in_graph_layers=in_graph,
                    eval_batch_size=eval_size, eval_tokens=eval_tokens,
                    steps_per_epoch=per_epoch, max_steps=steps, train_tokens=train_tokens, micro_batches=micro_batches,
                    lines=lines, step_plan=None if assumed else step_plan)

@@ -23,6 +23,8 @@ from engine.train import speed  # noqa: E402
 from engine.train.compiled_layers import (  # noqa: E402
     CompileFallback, compile_decoder_layers, decoder_layers, is_compiled, traced_any, uncompile_decoder_layers)
 
+EVERY = 1 << 10   # compile_decoder_layers' checkpoint_in_graph: this many first layers, i.e. every one
+
 compile_tests = pytest.mark.skipif(os.environ.get("LORAPILOT_TEST_COMPILE") != "1",
                                    reason="torch.compile on 2 CPU cores is slow; LORAPILOT_TEST_COMPILE=1 runs it")
 
@@ -125,7 +127,7 @@ def test_it_trains_what_todays_compiled_layers_do_and_recomputes_no_down_proj(de
         torch._dynamo.utils.counters.clear()
         graphs: list = []
         logs: list = []
-        compile_decoder_layers(model, logs.append, backend=_recording(graphs), checkpoint_in_graph=in_graph)
+        compile_decoder_layers(model, logs.append, backend=_recording(graphs), checkpoint_in_graph=EVERY if in_graph else 0)
         try:
             losses, grads = _accumulated_step(model)
             assert traced_any(model)
@@ -204,7 +206,7 @@ def test_a_graph_break_in_the_layer_goes_back_to_eager_layers_under_transformers
     monkeypatch.setattr(mlp, "forward", breaking)
     torch._dynamo.reset()
     logs, events = [], []
-    compile_decoder_layers(model, logs.append, backend=_counting(None), checkpoint_in_graph=True)
+    compile_decoder_layers(model, logs.append, backend=_counting(None), checkpoint_in_graph=EVERY)
     calls = _through_transformers_checkpoint(model)
     fallback = CompileFallback(model, logs.append, on_fallback=events.append)
     loss = fallback.run(lambda: _step(model))
@@ -228,7 +230,7 @@ def test_compiled_layers_leave_transformers_checkpoint_only_with_the_lever(demo_
     from tests.test_compiled_layers import _step
 
     for in_graph, expected in ((False, layers), (True, 0)):
-        compile_decoder_layers(model, lambda _: None, backend="eager", checkpoint_in_graph=in_graph)
+        compile_decoder_layers(model, lambda _: None, backend="eager", checkpoint_in_graph=EVERY if in_graph else 0)
         with torch.compiler.set_stance("force_eager"):
             _step(model)
         uncompile_decoder_layers(model)
@@ -250,7 +252,8 @@ def test_the_lever_is_off_and_the_benchmarks_side_switches_it_on(monkeypatch):
     switch_levers(spec)
     assert compiled and not lean
     assert speed.LEVERS.checkpoint_in_graph and speed.LEVERS.mask_free_dropout
-    assert speed.LEVERS == speed.Levers(checkpoint_in_graph=True)   # nothing else changed from the default
+    # nothing else changed from the default; in every layer, not the plan's first ones
+    assert speed.LEVERS == speed.Levers(checkpoint_in_graph=True, checkpoint_in_graph_layers=EVERY)
 
 
 @compile_tests
@@ -275,7 +278,7 @@ def test_packed_rows_boundaries_reach_the_varlen_kernel_through_the_checkpoint(m
         if compiled:
             torch._dynamo.reset()
             torch._dynamo.utils.counters.clear()
-            compile_decoder_layers(model, lambda _line: None, backend=_counting(graphs), checkpoint_in_graph=True)
+            compile_decoder_layers(model, lambda _line: None, backend=_counting(graphs), checkpoint_in_graph=EVERY)
         calls = _through_transformers_checkpoint(model)
         losses = []
         for lengths in ([20, 12, 31], [40, 9, 17, 30]):
@@ -316,7 +319,7 @@ def _step_peak(model, in_graph: bool) -> int:
 
     torch._dynamo.reset()
     graphs: list = []
-    compile_decoder_layers(model, lambda _: None, backend=_recording(graphs), checkpoint_in_graph=in_graph)
+    compile_decoder_layers(model, lambda _: None, backend=_recording(graphs), checkpoint_in_graph=EVERY if in_graph else 0)
     try:
         step()
         compiled = len(graphs)
@@ -385,7 +388,7 @@ def test_with_weights_dequantised_in_the_graph_no_16bit_weight_is_saved(demo_mod
         regions.append(nested(gm))
         return _recording([])(gm, example_inputs)
     torch._dynamo.reset()
-    compile_decoder_layers(model, lambda _: None, backend=backend, graph_dequant=True, checkpoint_in_graph=True)
+    compile_decoder_layers(model, lambda _: None, backend=backend, graph_dequant=True, checkpoint_in_graph=EVERY)
     try:
         weights = {tuple(m.weight.quant_state.shape) for m in model.modules() if swapped(m)}
         assert len(weights) >= 2
@@ -396,3 +399,52 @@ def test_with_weights_dequantised_in_the_graph_no_16bit_weight_is_saved(demo_mod
         uncompile_decoder_layers(model)
     assert regions and not any(regions)   # (dynamo also hands the backend an empty graph)
     assert saved and not weights & set(saved), sorted(set(saved))
+
+
+def _arch(model_type="llama", hidden=4096, intermediate=11008, layers=32, experts=1):
+    from engine.estimate.params import Architecture
+    return Architecture(model_type=model_type, hidden=hidden, intermediate=intermediate, layers=layers, heads=32,
+                        kv_heads=8, head_dim=128, vocab=32000, tied=False, context=4096, norms_per_layer=2,
+                        linears=(), experts=experts)
+
+
+def test_the_plan_puts_the_checkpoint_in_the_graph_of_the_first_layers_only(monkeypatch):
+    """The lever in every layer peaked 1.2 GiB over the default (Llama-2-7B, H100): the plan gives it to the first
+    layers only, whose backward runs after the later layers' inputs are freed, and none where that leaves none."""
+    from engine.plan import Machine, checkpoint_in_graph_layers_for
+
+    monkeypatch.setattr(speed, "LEVERS", speed.Levers(checkpoint_in_graph=True))
+    gpu = Machine(device="cuda", name="H100", processes=1)
+
+    def layers(arch, machine=gpu, memory="fast", compiled=True, checkpointing=True) -> int:
+        return checkpoint_in_graph_layers_for(arch, machine, memory, compiled, checkpointing)[0]
+
+    llama2 = _arch()
+    assert layers(llama2) == 10                                   # 32 - 7.5 x 11008 / 4096 = 11.8, one of margin
+    assert layers(_arch(intermediate=14336)) == 4                 # Llama-3-8B: a wider MLP, fewer layers
+    assert layers(_arch(hidden=3584, intermediate=18944, layers=28)) == 0   # Qwen2.5-7B: none fits
+    assert layers(_arch(experts=8)) == 0                          # mixtures: not measured
+    assert layers(llama2, memory="lean") == 0                     # lean offloads the inputs the rule counts on
+    assert layers(llama2, compiled=False) == 0
+    assert layers(llama2, checkpointing=False) == 0
+    assert layers(llama2, machine=Machine(device="cpu", name="cpu", processes=1)) == 0
+    assert layers(llama2, machine=Machine(device="cuda", name="H100", processes=2)) == 0
+    monkeypatch.setattr(speed, "LEVERS", speed.Levers(checkpoint_in_graph=True, checkpoint_in_graph_layers=EVERY))
+    assert layers(llama2) == 32                                   # the benchmarks' every layer
+    monkeypatch.setattr(speed, "LEVERS", speed.Levers())
+    assert layers(llama2) == 0
+
+
+def test_only_the_first_layers_checkpoint_in_their_graph(demo_model_dir):
+    """compile_decoder_layers(checkpoint_in_graph=k): the first k layers get the checkpointed forward, the others
+    the plain compiled one, and both kinds share one compiled forward for calls outside training."""
+    model = _model(demo_model_dir, dropout=0.0)
+    layers = decoder_layers(model)
+    assert len(layers) >= 2
+    logs: list[str] = []
+    compile_decoder_layers(model, logs.append, backend="eager", checkpoint_in_graph=1)
+    first, rest = type(layers[0]), {type(m) for m in layers[1:]}
+    assert len(rest) == 1 and first not in rest and all(is_compiled(m) for m in layers)
+    plain = next(iter(rest))
+    assert first.forward.__name__ == "layer_forward" and plain.forward.__name__ != "layer_forward"
+    assert "activation checkpoint inside the graph of the first 1" in logs[-1]

@@ -44,7 +44,7 @@ BACKEND: Any = "inductor"
 
 def compile_decoder_layers(model, log: Callable[[str], None], *, backend: Any = None, mode: str = "default",
                            trim_guards: bool = False, cpp_wrapper: bool = False, graph_dequant: bool = False,
-                           checkpoint_in_graph: bool = False) -> int:
+                           checkpoint_in_graph: int = 0) -> int:
     """Compiles every decoder layer's forward, inside its activation checkpoint; returns how many layers.
 
     Each layer's class is swapped for a subclass whose forward is the torch.compile'd forward of its class (one
@@ -58,8 +58,9 @@ def compile_decoder_layers(model, log: Callable[[str], None], *, backend: Any = 
     inductor can fuse a prologue such as graph_dequant's NF4 dequantise. trim_guards: dynamo checks only guards_that_can_change.
     cpp_wrapper: inductor's generated wrapper in C++ (its launches cost less host time). graph_dequant: the NF4
     projections' weights dequantised by torch ops inside the compiled graph (engine.train.graph_dequant).
-    checkpoint_in_graph: a training call compiles the layer inside torch's checkpoint (_checkpointed), in place of
-    transformers' checkpoint around the compiled forward (the module docstring says why)."""
+    checkpoint_in_graph: in the first this many layers, a training call compiles the layer inside torch's checkpoint
+    (_checkpointed), in place of transformers' checkpoint around the compiled forward (the module docstring says
+    why; engine.plan.checkpoint_in_graph_layers_for says which layers)."""
     import torch
 
     backend = BACKEND if backend is None else backend
@@ -78,30 +79,36 @@ def compile_decoder_layers(model, log: Callable[[str], None], *, backend: Any = 
         options["triton.cudagraphs"] = True  # torch.compile takes a mode or options, not both
     if options and mode == "max-autotune-no-cudagraphs":
         options["max_autotune"] = True
-    compiled: dict[type, type] = {}
-    for layer in layers:
+    compiled: dict[tuple[type, bool], type] = {}
+    forwards: dict[type, Any] = {}   # each layer class's compiled forward, shared by its two compiled classes
+    for index, layer in enumerate(layers):
         eager: Any = _eager_class(layer) or type(layer)
-        if eager not in compiled:
+        in_graph = index < checkpoint_in_graph
+        if (eager, in_graph) not in compiled:
             how_to = dict(backend=backend, dynamic=True, mode=None if mode == "default" or options else mode,
                           options=options or None)
-            forward = torch.compile(_unchecked(eager.forward), **how_to)
-            cls = compiled[eager] = type(eager.__name__, (eager,), {
+            if eager not in forwards:
+                forwards[eager] = torch.compile(_unchecked(eager.forward), **how_to)
+            forward = forwards[eager]
+            cls = compiled[eager, in_graph] = type(eager.__name__, (eager,), {
                 "forward": forward, "__module__": eager.__module__, "__qualname__": eager.__qualname__,
                 _EAGER: eager, _CODE: (_unchecked(eager.forward).__code__,)})
-            if checkpoint_in_graph:
+            if in_graph:
+                # Its checkpointed forward is another code object than the others' forward: no recompile.
                 checkpointed = _checkpointed(_unchecked(eager.forward), eager.__name__)
                 # Set after the class exists: transformers wrapped the forward given to type() in its checkpoint
                 # (GradientCheckpointingLayer.__init_subclass__); this one replaces it, wrapper and all.
                 setattr(cls, "forward", _in_graph_or_not(torch.compile(checkpointed, fullgraph=True, **how_to), forward))
                 setattr(cls, _CODE, (checkpointed.__code__, *cls.__dict__[_CODE]))
-        layer.__class__ = compiled[eager]
+        layer.__class__ = compiled[eager, in_graph]
     dequantised = 0
     if graph_dequant:
         from engine.train.graph_dequant import dequantise_in_graph
 
         dequantised = dequantise_in_graph(layers)
     how = ("" if mode == "default" else f", mode {mode}") + (", trimmed guards" if trim_guards else "") + (
-        ", activation checkpoint inside the graph" if checkpoint_in_graph else "") + (
+        f", activation checkpoint inside the graph of the first {min(checkpoint_in_graph, len(layers))}"
+        if checkpoint_in_graph > 0 else "") + (
         ", C++ wrapper" if "cpp_wrapper" in options else "") + (
         f", {dequantised} NF4 weights dequantised in the graph" if dequantised else "")
     name = backend if isinstance(backend, str) else "a custom backend"

@@ -394,7 +394,7 @@ def build_model(cfg: Config, inputs: Inputs, run_plan: RunPlan) -> BuiltModel:
         from engine.train.compiled_layers import CompileFallback, compile_decoder_layers, restore_liger_in_layers
         compile_decoder_layers(model, log, mode=LEVERS.compile_mode, trim_guards=LEVERS.trim_guards,
                                cpp_wrapper=LEVERS.cpp_wrapper, graph_dequant=run_plan.graph_dequant,
-                               checkpoint_in_graph=LEVERS.checkpoint_in_graph)
+                               checkpoint_in_graph=run_plan.checkpoint_in_graph_layers)
         # A compile failure trains on eagerly; build_trainer makes it an event once the callback exists.
         fallback = CompileFallback(model, log, restore=restore_liger_in_layers if liger else None)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
