@@ -26,14 +26,14 @@ clipped to 50..2000; the instruction and input take 20-70 % of a row), 16 exampl
           compiledoff  compiled with the first 8 decoder layers' checkpointed inputs offloaded to pinned host memory
                       (LEVERS.offload_layers, engine.train.speed.PartialOffload): the compiled default's memory
                       goal, its eager peak (8.6 GiB on Llama-2-7B at 8,786 tokens, against 8.9) at its speed
-          compiledmf  compiled with LoRA dropout's masks regenerated in backward from a saved seed, not saved
+          compiledmf  (the default) compiled with LoRA dropout's masks regenerated in backward from a saved seed, not saved
                       (LEVERS.mask_free_dropout, engine.train.mask_free_dropout): the dropout's memory and speed
                       back (dropout 0, steps 10-30: 8.14 GiB, ~11,600 tok/s against 8.48, ~10,600); compiledmf_mem its peak named
           compiledmf32  compiledmf with the masks hashed in int32 words (LEVERS.mask_hash32): the same masks,
                       ~25 % fewer instructions in the mask's kernel (benchmarks/mask_hash_ops.py); against the ~4 %
                       between compiledmf and compiled_d0 on Llama-2-7B (10,495 against 10,904 tok/s,
                       user_path-s20-h100-2026-12-06.md)
-          compiledck  compiledmf (the default) with the activation checkpoint inside each compiled layer's graph
+          compiledck  compiledprev (the default before session 23) with the activation checkpoint inside each compiled layer's graph
                       (LEVERS.checkpoint_in_graph): the backward graph recomputes only what it reads, not down_proj's
                       4-bit matmul and adapter (~7 % of the base matmul work), one graph launch less per layer; on
                       the CPU its backward keeps the adapters' dropped inputs from the recompute to their weight
@@ -43,7 +43,8 @@ clipped to 50..2000; the instruction and input take 20-70 % of a row), 16 exampl
                       backward peak scales with the micro-batch's tokens; does it fit the default's 8.5 GiB and
                       keep its speed? No: 8.1 / 8.7 GiB at 9,095 / 9,351 tok/s, slower than the default (a step
                       needs more micro-batches; user_path-s23-h100-2026-12-06.md)
-          compiledckfit  the lever in the first layers only, as many as engine.plan.checkpoint_in_graph_layers_for
+          compiledprev  the default before 2026-12-06's session 23: compiledmf with no checkpoint in any graph
+          compiledckfit  (the default since session 23) the lever in the first layers only, as many as engine.plan.checkpoint_in_graph_layers_for
                       gives (10 of Llama-2-7B's 32): their backward runs once the later layers' inputs are freed,
                       under the default's peak
           compiledgdcpp  compiledgd with the C++ wrapper
@@ -139,6 +140,7 @@ LEVER_SIDES = {
     # LoRA dropout 0.05 with its masks regenerated in backward (LEVERS.mask_free_dropout): a speed side against
     # compiled and compiled_d0 (its masks are drawn otherwise than peft's, so no agreement side)
     "compiledmf": (False, True, "mask_free_dropout=true"),
+    "compiledprev": (False, True, "mask_free_dropout=true,checkpoint_in_graph=false"),   # the default before s23
     "compiledmf32": (False, True, "mask_free_dropout=true,mask_hash32=true"),   # the same masks, in int32 words
     "leancompiledmf": (True, True, "mask_free_dropout=true"),   # lean's 6.28 GiB (2026-12-05) under its 6.2 goal?
     # the compiled default with the activation checkpoint inside the compiled graph (LEVERS.checkpoint_in_graph)

@@ -1,5 +1,6 @@
-"""The activation checkpoint inside each compiled decoder layer's graph (LEVERS.checkpoint_in_graph, off: on
-the H100 1.13x at +1.2 GiB; engine.train.compiled_layers._checkpointed), on the real 4-bit demo model.
+"""The activation checkpoint inside each compiled decoder layer's graph (LEVERS.checkpoint_in_graph: in every layer
+on the H100 1.13x at +1.2 GiB, so in the first layers only; engine.train.compiled_layers._checkpointed), on the real
+4-bit demo model.
 
 Against today's compiled path (transformers' checkpoint around the compiled forward): the same losses and adapter
 gradients over an accumulated step, with the mask-free dropout and without dropout; one graph, no graph break; a
@@ -240,13 +241,19 @@ def test_compiled_layers_leave_transformers_checkpoint_only_with_the_lever(demo_
     assert len(calls) == layers
 
 
-def test_the_lever_is_off_and_the_benchmarks_side_switches_it_on(monkeypatch):
-    """benchmarks/user_path.py's compiledck side (h200-s21.sh call 1) through lever_site's switch, as the trainer's
-    process gets it: the compiled default (mask-free dropout) with the checkpoint in the graph."""
+def test_the_lever_is_on_by_the_plan_and_the_benchmarks_sides_switch_it(monkeypatch):
+    """The default: the checkpoint in the graph of the layers the plan says. benchmarks/user_path.py's sides through
+    lever_site's switch, as the trainer's process gets it: compiledck in every layer, compiledprev the default
+    before it (none), compiledckfit the default."""
     from benchmarks.lever_site.sitecustomize import switch_levers
     from benchmarks.user_path import LEVER_SIDES
 
-    assert speed.Levers().checkpoint_in_graph is False
+    assert speed.Levers().checkpoint_in_graph is True and speed.Levers().checkpoint_in_graph_layers is None
+    for side, expected in (("compiledprev", speed.Levers(checkpoint_in_graph=False)),
+                           ("compiledckfit", speed.Levers())):
+        monkeypatch.setattr(speed, "LEVERS", speed.Levers())
+        switch_levers(LEVER_SIDES[side][2])
+        assert speed.LEVERS == expected, side
     monkeypatch.setattr(speed, "LEVERS", speed.Levers())
     lean, compiled, spec = LEVER_SIDES["compiledck"]
     switch_levers(spec)
@@ -431,7 +438,7 @@ def test_the_plan_puts_the_checkpoint_in_the_graph_of_the_first_layers_only(monk
     assert layers(llama2, machine=Machine(device="cuda", name="H100", processes=2)) == 0
     monkeypatch.setattr(speed, "LEVERS", speed.Levers(checkpoint_in_graph=True, checkpoint_in_graph_layers=EVERY))
     assert layers(llama2) == 32                                   # the benchmarks' every layer
-    monkeypatch.setattr(speed, "LEVERS", speed.Levers())
+    monkeypatch.setattr(speed, "LEVERS", speed.Levers(checkpoint_in_graph=False))
     assert layers(llama2) == 0
 
 

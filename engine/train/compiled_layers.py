@@ -15,7 +15,7 @@ says so in train.log and metrics.jsonl, and trains the same micro-batch again ea
 Dynamic shapes: packed micro-batches change length every step, and a static compile would recompile each time.
 The checkpointing wrapper stays outside: the compiled layer runs in forward and again in the recompute.
 
-LEVERS.checkpoint_in_graph (off: 1.13x on the H100 but +1.2 GiB, engine.train.speed says more) puts the activation
+LEVERS.checkpoint_in_graph (in the first layers only, engine.plan.checkpoint_in_graph_layers_for) puts the activation
 checkpoint inside the compiled region instead: dynamo makes torch's checkpoint a higher-order op, and AOTAutograd's
 partitioner saves the region's inputs (and each mask-free dropout's one-element seed) and recomputes in the backward
 graph only what the backward reads, fused with it. The recompute then skips the layer's output: down_proj's 4-bit matmul (~7 % of a step's base matmul

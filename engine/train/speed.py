@@ -69,16 +69,17 @@ class Levers:
                                     # generated kernel each) instead of bitsandbytes' ops, whose Python costs ~130 us
                                     # of host time per call (engine.train.graph_dequant). Measured on the H200:
                                     # 1.04x on Llama-2-7B for +0.30 GiB peak (user_path-s13-h200-2026-12-04)
-    checkpoint_in_graph: bool = False  # compiled layers: the activation checkpoint inside the compiled region (torch's
+    checkpoint_in_graph: bool = True   # compiled layers: the activation checkpoint inside the compiled region (torch's
                                     # checkpoint under dynamo) instead of transformers' around it: the backward graph
                                     # recomputes only what it reads, so not down_proj's 4-bit matmul and adapter (~7 %
                                     # of the base matmul work on Llama-2-7B), one graph launch less per layer
                                     # (engine.train.compiled_layers._checkpointed). In every layer, measured on the
-                                    # H100: 1.13x on Llama-2-7B (11,764 against 10,395 tok/s) but 9.7 GiB against 8.5
-                                    # (its one backward graph keeps more MLP-wide buffers at once), and with smaller
-                                    # micro-batches to fit, slower than the default (user_path-s22-h100-2026-12-06).
-                                    # So in the first layers only, whose backward runs when the later layers' inputs
-                                    # are freed (engine.plan.checkpoint_in_graph_layers_for)
+                                    # H100: 1.13x on Llama-2-7B but 9.7 GiB against 8.5 (its one backward graph keeps
+                                    # more MLP-wide buffers at once), and with smaller micro-batches to fit, slower
+                                    # than the default (user_path-s22/s23-h100-2026-12-06). So in the first layers
+                                    # only, whose backward runs once the later layers' inputs are freed
+                                    # (engine.plan.checkpoint_in_graph_layers_for): 1.08x on Llama-2-7B (11,054
+                                    # against 10,261 tok/s), 1.02x on Llama-3-8B, at the same peak to 1 MB
     checkpoint_in_graph_layers: int | None = None  # a fixed count of leading layers instead of the plan's rule
     fused_optimizer: bool = True    # fast: torch's fused AdamW for paged_adamw_32bit (the same AdamW math, one
                                     # kernel, no per-parameter syncs; engine.plan.optimizer_for)
