@@ -132,7 +132,8 @@ def test_an_adapter_saved_before_the_date_was_pinned_says_what_servers_write(tmp
 
 
 @pytest.mark.parametrize("name", ["llama3", "mistral", "gemma2", "deepseek_r1", "mistral_base", "qwen2_5", "phi3_5",
-                                  "deepseek_v3", "deepseek_v2", "command_r", "olmo2", "smollm2", "zephyr"])
+                                  "deepseek_v3", "deepseek_v2", "command_r", "olmo2", "smollm2", "zephyr",
+                                  "mistral_v0_3", "mistral_v7_tekken"])
 def test_the_merged_models_tokenizer_tells_a_converter_whether_to_add_the_bos(saved, tmp_path, name):
     """Ollama's converter (ollama create from safetensors, convert/tokenizer.go) reads whether to add a BOS from
     tokenizer_config.json's add_bos_token alone, and writes false into the GGUF when the key is missing, which is
@@ -317,8 +318,11 @@ def test_the_system_prompt_in_use_names_the_templates_own(saved):
     default = template_system_prompt(qwen, "chat")
     assert default == "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."
     assert default in qwen.apply_chat_template(TURNS[:1], tokenize=False)  # as the template writes it
-    for name in ("llama3", "llama3_1", "mistral", "gemma2", "phi3_5", "mistral_base"):
+    for name in ("llama3", "llama3_1", "mistral", "mistral_v0_3", "gemma2", "phi3_5", "mistral_base"):
         assert template_system_prompt(saved(name, False, "")[0], "chat") == "", name
+    # Mistral Small 3's: its default system message, with the date the template writes pinned
+    small = template_system_prompt(saved("mistral_v7_tekken", False, "")[0], "chat")
+    assert small.startswith("You are Mistral Small 3, a Large Language Model") and "2024-07-26" in small
     assert template_system_prompt(qwen, "alpaca") == ""
     chat = PromptStyle("chat")
     assert system_in_use(chat, "", default) == f'none, so the template writes its own: "{default}"'

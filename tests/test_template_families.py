@@ -1,8 +1,8 @@
 """Every trained token, on the real chat templates of the model families in tests/fixtures/template_families.py
 and the alpaca default.
 
-Two more templates are lorapilot's own (tests/fixtures/chat_templates/README.md): a system message written only
-into a user turn that ends the conversation, in the manner of Mistral-7B-Instruct-v0.3 (and in ChatML turns, with
+Mistral-7B-Instruct-v0.3's template, and two of lorapilot's own (tests/fixtures/chat_templates/README.md), write a
+system message only into a user turn that ends the conversation (lorapilot's: `[INST]` turns, and ChatML turns with
 a generation prompt). A training row renders without its system prompt: the answers are still trained right,
 and every such row is reported, by file and line.
 
@@ -849,3 +849,25 @@ def test_a_prompt_for_a_model_trained_on_text_rows_keeps_its_special_tokens(toke
     assert ids == tok(typed, add_special_tokens=False)["input_ids"]
     (ex,) = tokenize_rows([{"text": typed + "Yellow.<|im_end|>"}], "text", ["t:1"], tok, max_seq_length=4096)
     assert ex.input_ids[: len(ids)] == ids
+
+
+@pytest.mark.parametrize("row", [CHAT_SYSTEM, ALPACA_SYSTEM], ids=["chat", "alpaca"])
+def test_mistral_v0_3_with_a_system_prompt_trains_the_row_one_pass_tokenizes(tokenizers, row):
+    """Mistral v0.3 writes `[/INST]` + ` ` + answer and the system message into a last user turn only, so the
+    prompt rendered for an answer (it has the system message) parts from the row (it has none) before the answer.
+    The space was then left at the end of the prompt: a lone `▁` trained as context that no prompt fed ends with,
+    then `▁34.` as if nothing preceded it (the row decoded to `[/INST]  34.`). It is the answer's first character, as
+    without a system prompt: the row is one pass over its render, and the playground feeds the ids before it."""
+    tok = tokenizers("mistral_v0_3", False)
+    fmt = "chat" if "messages" in row else "alpaca"
+    ex, report = build(tok, row, fmt)
+    assert report.n_system_left_out == 1
+    from engine.data.template import Renderer
+
+    rendered = tok.apply_chat_template(Renderer(tok)._messages(row, fmt), tokenize=False)
+    assert "You are terse." not in rendered and "Be brief." not in rendered
+    one_pass = tok(rendered, add_special_tokens=False)["input_ids"]
+    assert ex.input_ids == one_pass, listing(tok, ex)
+    assert ex.prompt_text.endswith("[/INST]"), listing(tok, ex)
+    assert tok.convert_ids_to_tokens(ex.input_ids[ex.prompt_len]).startswith("▁") and \
+        tok.convert_ids_to_tokens(ex.input_ids[ex.prompt_len]) != "▁", listing(tok, ex)

@@ -284,6 +284,24 @@ def _last_user_turn(messages: list[dict], before: int) -> str:
     return next((m["content"].strip() for m in reversed(messages[:before]) if m["role"] == "user"), "")
 
 
+def _space_before_answer(prompt: str, start: int, full: str, at: int, question: str) -> int | None:
+    """Where the answer starts when the row writes only whitespace between the end of the prompt a server feeds and
+    the answer's content (at): Llama-2's and Mistral v0.3's `[/INST]` + ` ` + answer. That whitespace is the
+    answer's (one pass over the row joins it to the first word, `▁Yellow`); left at the end of the prompt, it
+    trained a lone `▁` that no prompt fed ends with, then the answer tokenized as if nothing preceded it (`▁▁Yellow`).
+    None: no such whitespace. start: where the prompt (rendered with the generation prompt) and the row part. Where
+    they part before the prompt's end (Mistral v0.3 writes the system message into a last user turn only: the prompt
+    has it, the row not), the prompt must end as the row does before the whitespace: with the question and what
+    follows it (`[/INST]`)."""
+    if start == len(prompt):
+        return start if start < at and full[start:at].isspace() else None
+    before = len(full[:at].rstrip())
+    if before == at or prompt != prompt.rstrip() or not question or question not in prompt:
+        return None
+    after_question = prompt[prompt.rindex(question) + len(question):]
+    return before if full[:before].endswith(question + after_question) else None
+
+
 def _unmark(segments: list[tuple[str, bool]]) -> tuple[list[tuple[str, bool]], list[tuple[int, int]]]:
     """The segments without the literal marks, and where the marked characters are in their text."""
     out, literal, at = [], [], 0
@@ -573,10 +591,9 @@ class Renderer:
                                 source)
             at = probe.find(_PLACEHOLDER)
             if at >= start and probe[:at] == full[:at]:
-                # Only whitespace between the prompt and the content (Llama-2's `[/INST]` + ` ` + answer): the prompt a
-                # server feeds ends before it, and one pass over the row joins it to the answer's first word (`▁Yellow`)
-                if not (i and start == len(prompt) < at and full[start:at].isspace()):
-                    start = at
+                # Only whitespace between the prompt and the content (Llama-2's `[/INST]` + ` ` + answer): the answer's
+                spaced = _space_before_answer(prompt, start, full, at, _last_user_turn(messages, i)) if i else None
+                start = at if spaced is None else spaced
             elif start < len(prompt):
                 # What follows the answer changes what precedes it (DeepSeek writes every system message, a later
                 # one too, after the BOS): the renders part before the answer, and their common prefix would train
