@@ -788,3 +788,82 @@ def test_jsonl_with_old_mac_line_ends_reads_and_counts_as_its_rows(tmp_path):
         read, _ = read_file_rows(path)
         assert read == rows, (repr(end), read)
         assert count_examples(str(path)) == 3, repr(end)
+
+
+# ---------------------------------------------------------------- cells and numbers as written
+
+def test_a_json_number_in_a_text_field_is_the_text_written(tmp_path):
+    """Python's float of a JSON number is not what the file says: an answer 1e5 trained as "100000.0", 0.10 as "0.1",
+    2.50 as "2.5", and a long fraction lost its last digits. The text is the number as written; an integer's
+    digits are (they are exact); true is refused by name."""
+    rows = ['{"prompt": "Big?", "completion": 1e5}', '{"prompt": "Price?", "completion": 2.50}',
+            '{"prompt": "Ten?", "completion": 0.10}', '{"prompt": "Pi?", "completion": 3.14159265358979323846}',
+            '{"prompt": 7, "completion": -0.0}', '{"prompt": "Small?", "completion": 1E-7}']
+    path = tmp_path / "d.jsonl"
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    read, _, _ = read_rows(path)
+    assert [r["completion"] for r in read] == ["1e5", "2.50", "0.10", "3.14159265358979323846", "-0.0", "1E-7"]
+    assert read[4]["prompt"] == "7"
+    array = tmp_path / "d.json"
+    array.write_text('[{"instruction": "Big?", "output": 1.0e5}]', encoding="utf-8")
+    assert read_rows(array)[0] == [{"instruction": "Big?", "input": "", "output": "1.0e5"}]
+    chat = tmp_path / "c.jsonl"
+    chat.write_text('{"messages": [{"role": "user", "content": "Half?"}, {"role": "assistant", "content": 0.50, '
+                    '"weight": 1.0}]}\n', encoding="utf-8")
+    assert read_rows(chat)[0][0]["messages"][1]["content"] == "0.50"
+    path.write_text('{"prompt": "Yes?", "completion": true}\n', encoding="utf-8")
+    with pytest.raises(DataError, match=rf"^{re.escape(str(path))}:1: field 'completion' must be text, got true"):
+        read_rows(path)
+
+
+def test_a_csv_column_pandas_renames_is_read_as_written(tmp_path):
+    """A header with a repeated or an empty name: pandas names those columns "prompt.1", "Unnamed: 2", so string
+    columns named from the header as written matched none of them, and every column stayed typed (a zip code
+    01234 trained as "1234.0")."""
+    path = tmp_path / "d.csv"
+    path.write_text("prompt,prompt,,completion\nZip?,a,x,01234\nBig?,b,y,1e5\nPi?,c,z,3.10\n", encoding="utf-8")
+    rows, fmt, sources = read_rows(path)
+    assert fmt == "completion" and sources == [f"{path}:2", f"{path}:3", f"{path}:4"]
+    assert [r["completion"] for r in rows] == ["01234", "1e5", "3.10"]
+
+
+def test_a_hub_dataset_of_csv_files_is_read_as_written(tmp_path, monkeypatch):
+    """datasets' csv builder typed a hub dataset's CSV columns as pandas does: a zip code 00501 trained as "501.0", 3.10
+    as "3.1", an answer NA as an empty one. The hub's loader, on a folder of CSV files (load_dataset infers the csv
+    builder for it as for a hub repository's files), reads every cell as written."""
+    import datasets.config
+
+    from engine.data.formats import _load_hub
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "cache")
+    folder = tmp_path / "zips"
+    folder.mkdir()
+    (folder / "train.csv").write_text("prompt,completion\nHoltsville?,00501\nBoston?,02101\nPi?,3.10\nAny?,NA\n",
+                                      encoding="utf-8")
+    notes: list[str] = []
+    ds = _load_hub(str(folder), offline=False, fix="", notes=notes)
+    assert [r["completion"] for r in ds.to_list()] == ["00501", "02101", "3.10", "NA"]
+    assert notes == []
+    parquet = tmp_path / "typed"
+    parquet.mkdir()
+    import pandas as pd
+
+    pd.DataFrame({"prompt": ["Pi?"], "completion": [3.1]}).to_parquet(parquet / "train.parquet")
+    assert _load_hub(str(parquet), offline=False, fix="", notes=notes).to_list() == [{"prompt": "Pi?",
+                                                                                     "completion": 3.1}]
+
+
+def test_a_hub_csv_dataset_cached_only_typed_is_read_and_says_so(hub_out_of_reach):
+    """Offline, a cache holding only the copy datasets typed (loaded before lorapilot read CSV cells as written): it is
+    read, and a line says what that copy did to the cells and how to get them as written."""
+    folder = cache_hub_dataset(hub_out_of_reach, "someone/zips", [{"prompt": "Holtsville?", "completion": 501.0}])
+    info = json.loads((folder / "dataset_info.json").read_text(encoding="utf-8"))
+    (folder / "dataset_info.json").write_text(json.dumps({**info, "builder_name": "csv"}), encoding="utf-8")
+    notes: list[str] = []
+    rows, _, _ = read_rows("someone/zips", notes=notes)
+    assert rows == [{"prompt": "Holtsville?", "completion": "501.0"}]
+    typed = [n for n in notes if "typed" in n]
+    assert typed == ["someone/zips: its CSV files were read with the columns pandas typed (a column of numbers loses "
+                     "its leading zeros and trailing decimal zeros: 00501 reads 501.0; NA, null and None read as "
+                     "empty), the only copy that could be read offline; load it once with network to read every "
+                     "cell as written"]

@@ -164,6 +164,27 @@ def test_the_preview_shows_what_the_trainer_trains_on(tmp_path, tok, train_on):
         assert first.segments[0] == (tok.decode(first.input_ids[:first.prompt_len]), False)
 
 
+@pytest.mark.parametrize("name", ["d.csv", "d.jsonl"])
+def test_the_preview_shows_numbers_as_the_file_writes_them(tmp_path, tok, name):
+    """A CSV column of numbers (pandas typed it) and JSON numbers (Python's float of them) reached the template as
+    "501.0", "3.1", "100000.0": the preview showed, and the trainer trained, text the file does not hold."""
+    from engine.data import inspect_config
+
+    answers = ["00501", "3.10", "1e5"]
+    path = tmp_path / name
+    if name.endswith(".csv"):
+        path.write_text("instruction,output\n" + "".join(f"What is it?,{a}\n" for a in answers), encoding="utf-8")
+    else:  # a zip code is a JSON string (no JSON number has a leading zero); the others numbers
+        path.write_text("".join(f'{{"instruction": "What is it?", "output": {a}}}\n'
+                                for a in ('"00501"', "3.10", "1e5")), encoding="utf-8")
+    cfg = config(path, validation_split=0.0)
+    _, shown = inspect_config(cfg, tokenizer=tok)
+    trained = load_examples(cfg, tok).train
+    assert [e.input_ids for e in shown] == [e.input_ids for e in trained]
+    texts = ["".join(text for text, is_trained in e.segments if is_trained) for e in shown]
+    assert texts == [f"{a}<|im_end|>" for a in answers], texts  # the demo model's end-of-turn token after each
+
+
 def test_inspect_data_with_a_config_shows_what_it_trains_on(tmp_path, demo_model_dir, capsys):
     import argparse
 

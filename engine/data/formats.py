@@ -148,6 +148,19 @@ def _parse_int(digits: str) -> int:
     return int(digits)
 
 
+class JsonFloat(float):
+    """A JSON number written with a fraction or an exponent, and the text it was written as: in a text field the
+    model trains on that text ("1e5", "0.10", "2.50"), not Python's float of it ("100000.0", "0.1", "2.5"). A
+    number everywhere else (a message's weight)."""
+
+    literal: str
+
+    def __new__(cls, literal: str) -> JsonFloat:
+        number = super().__new__(cls, literal)
+        number.literal = literal
+        return number
+
+
 # Python's own limit (sys.get_int_max_str_digits), fixed here so the reader does not depend on a setting.
 MAX_INT_DIGITS = 4300
 # A lone UTF-16 surrogate escape (\ud800 without its pair) parses to a str that cannot be encoded as UTF-8:
@@ -159,7 +172,7 @@ _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 def _parse_json(text: str) -> object:
     """json.loads, with the inputs it fails on badly (deep nesting, huge integers) as ValueErrors."""
     try:
-        return json.loads(text, parse_int=_parse_int)
+        return json.loads(text, parse_int=_parse_int, parse_float=JsonFloat)
     except RecursionError:
         raise _TooDeep() from None
 
@@ -360,19 +373,28 @@ def csv_record_lines(text: str, path: Path) -> list[int] | None:
 
 
 def _csv_as_written(text: str, path: Path) -> dict:
+    """load_dataset's options that read every cell of CSV text as the text written (_csv_text_options), with its
+    columns named as pandas names them (a repeated name gets ".1", an empty one "Unnamed: 2"): named from the header
+    as written, such a column stayed typed."""
+    import pandas as pd
+
+    try:
+        names = [str(name) for name in pd.read_csv(io.StringIO(text), nrows=0).columns]
+    except Exception:  # noqa: BLE001 - a header pandas cannot read: load_dataset says why, naming the file
+        names = []
+    return _csv_text_options(names)
+
+
+def _csv_text_options(names: list[str]) -> dict:
     """load_dataset's options that read every CSV cell as the text written: pandas typed a column of numbers ("007"
-    read "7.0", "3.10" read "3.1") and read the words "None", "NA", "null", "nan" as missing (an answer "None" trained
-    as an empty one). An empty cell is missing, as before. Text columns need the header's names (a header pandas
-    renames, an empty or a repeated name, keeps its typed columns)."""
+    read "7.0", "3.10" read "3.1", "00501" read 501.0) and read the words "None", "NA", "null", "nan" as missing (an
+    answer "None" trained as an empty one). An empty cell is missing, as before. names: the columns, as pandas names
+    them (every one read as a string)."""
     import datasets
 
     options: dict = {"keep_default_na": False, "na_values": [""]}
-    try:
-        header = next((row for _, row in csv_records(text, path)), [])
-    except CsvSyntaxError:
-        header = []
-    if header and all(header) and len(set(header)) == len(header):
-        options["features"] = datasets.Features({name: datasets.Value("string") for name in header})
+    if names and len(set(names)) == len(names):
+        options["features"] = datasets.Features({name: datasets.Value("string") for name in names})
     return options
 
 
@@ -441,7 +463,7 @@ def load_hub_dataset(repo_id: str, notes: list[str]):
         if not has_cached_copy(repo_id):
             raise DataError(f"{repo_id}: not a local path, {why}, and the dataset is not in the cache "
                             f"({datasets.config.HF_DATASETS_CACHE})", fix=fix)
-    ds = _load_hub(repo_id, offline=why is not None, fix=fix)
+    ds = _load_hub(repo_id, offline=why is not None, fix=fix, notes=notes)
     if why is not None and (copy := read_from(ds)) is not None:
         notes.append(copy.line(repo_id, why))
     return ds
@@ -460,9 +482,12 @@ def _read_hub(repo_id: str, notes: list[str], revisions: dict[str, str]) -> tupl
     return rows, [where(repo_id, nth=i + 1) for i in range(len(rows))]
 
 
-def _load_hub(repo_id: str, *, offline: bool, fix: str):
+def _load_hub(repo_id: str, *, offline: bool, fix: str, notes: list[str]):
     """datasets.load_dataset's train split; offline: from the cache only, datasets' own notices about it silenced
-    (lorapilot's line says it)."""
+    (lorapilot's line says it). A dataset of CSV files is read with every cell as the text written, as a local CSV
+    file is (_csv_text_options): datasets' csv builder typed its columns as pandas does (a zip code "00501" trained as
+    "501.0", an answer "NA" as an empty one). Where that cannot be read (offline, a cache holding only the typed
+    copy), the typed copy is read and `notes` says so."""
     import datasets
 
     level, was_offline = datasets.logging.get_verbosity(), datasets.config.HF_HUB_OFFLINE
@@ -470,11 +495,22 @@ def _load_hub(repo_id: str, *, offline: bool, fix: str):
         datasets.logging.set_verbosity(datasets.logging.CRITICAL)
         datasets.config.HF_HUB_OFFLINE = True   # datasets reads the cache without asking the hub first
     try:
-        return datasets.load_dataset(repo_id, split="train")
+        ds = datasets.load_dataset(repo_id, split="train")
     except Exception as e:  # noqa: BLE001 - network, auth, missing split: all end the same way for the user
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         where_from = "the cached copy of " if offline else ""
         raise DataError(f"{repo_id}: cannot load {where_from}the hub dataset: {reason}", fix=fix) from None
+    else:
+        if ds.info.builder_name != "csv":
+            return ds
+        try:
+            return datasets.load_dataset(repo_id, split="train", **_csv_text_options(ds.column_names))
+        except Exception:  # noqa: BLE001 - the typed copy is read, and the note says what that means
+            notes.append(f"{repo_id}: its CSV files were read with the columns pandas typed (a column of numbers "
+                         "loses its leading zeros and trailing decimal zeros: 00501 reads 501.0; NA, null and None "
+                         "read as empty), the only copy that could be read" + (" offline" if offline else "")
+                         + "; load it once with network to read every cell as written")
+            return ds
     finally:
         datasets.logging.set_verbosity(level)
         datasets.config.HF_HUB_OFFLINE = was_offline
@@ -547,7 +583,10 @@ def _text(value, field: str, source: str, *, required: bool) -> str:
         return ""
     if isinstance(value, str):
         return value
-    # CSV and Parquet readers type columns: "42" comes back as 42.
+    if isinstance(value, JsonFloat):
+        return value.literal  # as the JSON file writes it: 1e5, not 100000.0
+    # a JSON integer (its digits, as written), a Parquet or hub dataset's typed column (its value: the text it was
+    # made from is gone)
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return str(value)
     raise DataError(f"{source}: field {field!r} must be text, got {type_word(value)}")
