@@ -862,8 +862,28 @@ def test_a_hub_csv_dataset_cached_only_typed_is_read_and_says_so(hub_out_of_reac
     notes: list[str] = []
     rows, _, _ = read_rows("someone/zips", notes=notes)
     assert rows == [{"prompt": "Holtsville?", "completion": "501.0"}]
-    typed = [n for n in notes if "typed" in n]
+    typed = [n for n in notes if n.startswith("someone/zips: its CSV")]
     assert typed == ["someone/zips: its CSV files were read with the columns pandas typed (a column of numbers loses "
                      "its leading zeros and trailing decimal zeros: 00501 reads 501.0; NA, null and None read as "
                      "empty), the only copy that could be read offline; load it once with network to read every "
                      "cell as written"]
+
+
+def test_a_parquet_float_in_a_text_field_is_said(tmp_path):
+    """Parquet keeps the number, not the text it was made from (a column of ints with a gap is floats: 3 is 3.0): the
+    text trained is Python's, said once; a string column and JSON numbers say nothing."""
+    import pandas as pd
+
+    pd.DataFrame({"prompt": ["Three?", "None?"], "completion": [3.0, 1e-05]}).to_parquet(tmp_path / "d.parquet")
+    notes: list[str] = []
+    rows, _, _ = read_rows(tmp_path / "d.parquet", notes=notes)
+    assert [r["completion"] for r in rows] == ["3.0", "1e-05"]
+    assert notes == ["some text fields are stored as floating-point numbers (a Parquet file's or a hub dataset's "
+                     "typed column): trained as Python writes them (3.0, 1e-05, 100000.0), which may not be the text "
+                     "they were made from; store the column as strings to train on the text as written"]
+    pd.DataFrame({"prompt": ["Three?"], "completion": ["3"]}).to_parquet(tmp_path / "s.parquet")
+    (tmp_path / "n.jsonl").write_text('{"prompt": "Three?", "completion": 3.0}\n', encoding="utf-8")
+    for name in ("s.parquet", "n.jsonl"):
+        notes = []
+        read_rows(tmp_path / name, notes=notes)
+        assert notes == [], name

@@ -574,7 +574,13 @@ def detect_format(rows: list[dict], where: str) -> str:
                     fix="rename the fields, or set dataset.format")
 
 
-def _text(value, field: str, source: str, *, required: bool) -> str:
+# A float that is no JSON number: a Parquet file's or a hub dataset's typed column. The text it was made from is gone.
+_TYPED_FLOAT_NOTE = ("some text fields are stored as floating-point numbers (a Parquet file's or a hub dataset's typed "
+                     "column): trained as Python writes them (3.0, 1e-05, 100000.0), which may not be the text they "
+                     "were made from; store the column as strings to train on the text as written")
+
+
+def _text(value, field: str, source: str, *, required: bool, notes: list[str] | None = None) -> str:
     if isinstance(value, float) and math.isnan(value):
         value = None  # pandas' empty cell of a number column (and JSON's NaN): no text, not the text "nan"
     if value is None:
@@ -585,6 +591,8 @@ def _text(value, field: str, source: str, *, required: bool) -> str:
         return value
     if isinstance(value, JsonFloat):
         return value.literal  # as the JSON file writes it: 1e5, not 100000.0
+    if isinstance(value, float) and notes is not None and _TYPED_FLOAT_NOTE not in notes:
+        notes.append(_TYPED_FLOAT_NOTE)
     # a JSON integer (its digits, as written), a Parquet or hub dataset's typed column (its value: the text it was
     # made from is gone)
     if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -600,7 +608,7 @@ def _content(value, key: str, source: str, notes: list[str] | None = None) -> st
     if isinstance(value, list) and not value:
         return ""   # no parts: no text, as null is (Arrow writes a missing list so)
     if not (isinstance(value, list) and all(isinstance(p, dict) for p in value)):
-        return _text(value, key, source, required=False)
+        return _text(value, key, source, required=False, notes=notes)
     texts = []
     for j, part in enumerate(value):
         kind = part.get("type") if part.get("type") is not None else _untyped_part(part)
@@ -610,7 +618,7 @@ def _content(value, key: str, source: str, notes: list[str] | None = None) -> st
                             "trains text models, and left out, the turn would train without what it refers to",
                             fix="leave out the rows with images or other media, or write what they show into the "
                                 "text; a text part is {\"type\": \"text\", \"text\": ...}")
-        texts.append(_text(part.get("text"), f"{key}[{j}].text", source, required=True))
+        texts.append(_text(part.get("text"), f"{key}[{j}].text", source, required=True, notes=notes))
     if len(texts) > 1 and notes is not None and _SEVERAL_PARTS_NOTE not in notes:
         notes.append(_SEVERAL_PARTS_NOTE)
     return "".join(texts)
@@ -818,19 +826,19 @@ def normalize(row: dict, fmt: str, source: str, notes: list[str] | None = None) 
                     else _messages(row, source, notes))
         return {"messages": _with_row_system(messages, row, source)}
     if fmt == "alpaca":
-        out = {"instruction": _text(row.get("instruction"), "instruction", source, required=True),
-               "input": _text(row.get("input"), "input", source, required=False),
-               "output": _text(row.get("output"), "output", source, required="output" not in row)}
-        system = _text(row.get("system"), "system", source, required=False)
+        out = {"instruction": _text(row.get("instruction"), "instruction", source, required=True, notes=notes),
+               "input": _text(row.get("input"), "input", source, required=False, notes=notes),
+               "output": _text(row.get("output"), "output", source, required="output" not in row, notes=notes)}
+        system = _text(row.get("system"), "system", source, required=False, notes=notes)
         if system.strip():   # a blank one is none, as a chat row's blank system message (_messages)
             out["system"] = system
         return out
     if fmt == "completion":
-        return {"prompt": _text(row.get("prompt"), "prompt", source, required="prompt" not in row),
+        return {"prompt": _text(row.get("prompt"), "prompt", source, required="prompt" not in row, notes=notes),
                 "completion": _text(row.get("completion"), "completion", source,
-                                    required="completion" not in row)}
+                                    required="completion" not in row, notes=notes)}
     if fmt == "text":
-        return {"text": _text(row.get("text"), "text", source, required="text" not in row)}
+        return {"text": _text(row.get("text"), "text", source, required="text" not in row, notes=notes)}
     raise DataError(f"unknown dataset format {fmt!r}; expected auto or one of {', '.join(FORMATS)}")
 
 
