@@ -174,7 +174,7 @@ def test_the_system_prompt_is_the_one_every_row_shares():
 OLLAMA_FOR = {"llama3": "llama3", "llama3_1": "llama3.1", "llama3_2": "llama3.1", "qwen2_5": "qwen2.5",
               "mistral": "mistral", "gemma2": "gemma", "gemma3": "gemma3", "qwen3": "chatml",
               "last_user_system": "mistral-last-user", "llama3_base": "alpaca",
-              "mistral_base": "alpaca", "phi3_5": "phi3.5", "deepseek_r1": "deepseek-r1"}
+              "mistral_base": "alpaca", "phi3_5": "phi3.5", "phi3": "phi3.5", "deepseek_r1": "deepseek-r1"}
 # The architecture a family's model has where it decides the match: Ollama drops a Qwen3's earlier think blocks
 # itself (Qwen3's template does in training), which the ChatML template alone would show.
 ARCHITECTURE = {"qwen3": "Qwen3ForCausalLM"}
@@ -311,7 +311,9 @@ def test_ollamas_own_gemma3_file_is_one_newline_off_gemma3s_training(real_family
         match_template(tok, "chat", TERSE, templates=[OllamaTemplate("gemma3-file", ollamas, ours.stops, "")])
 
 
-@pytest.mark.parametrize("name", ["last_user_system_chatml"])
+# Mistral v0.3, Nemo and Small 3 (v7): none of presets/ollama renders their prompts (v0.3's `[INST] q[/INST]`, Nemo's
+# `[INST]q[/INST]`, Small 3's `[SYSTEM_PROMPT]...`): refused, not served a prompt training never fed
+@pytest.mark.parametrize("name", ["last_user_system_chatml", "mistral_v0_3", "mistral_nemo", "mistral_v7_tekken"])
 def test_families_no_ollama_template_renders_are_refused(real_family, name):
     _, tok = real_family(name)
     with pytest.raises(UserError, match="no known Ollama template"):
