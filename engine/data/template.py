@@ -51,7 +51,8 @@ when the tokenizer has none), or the end-of-turn token (a fine-tuning script's
 `<|eot_id|>` beside the EOS `<|end_of_text|>`), and padding is masked by position.
 
 A system prompt the template leaves out: some templates (Mistral-7B-Instruct-v0.3,
-Mistral-Nemo, Mistral-Small) write the system message into a user turn only when
+Mistral-Nemo, Mistral-Small-Instruct-2409; not Mistral Small 3's, which writes it
+first, as `[SYSTEM_PROMPT]`) write the system message into a user turn only when
 that turn is the conversation's last message. A training row ends with an answer,
 so its system prompt is in no turn; a prompt at inference ends with the user turn,
 so a runtime that renders the template shows it there. A row whose system message
@@ -400,7 +401,7 @@ class Renderer:
 
         The row's text before its last answer is that render wherever the template writes the asked turn as it writes
         it in a row. Where it writes it otherwise, from the turn on the request's render is fed: a template that puts
-        the system message into the last user turn only (Mistral v0.3, Nemo, Small) leaves it out of every row that
+        the system message into the last user turn only (Mistral v0.3, Nemo, Small 2409) leaves it out of every row that
         ends with an answer, and writes it into the turn a request ends with. Where the request's render is only
         shorter (a template that writes no generation prompt, whose answer turn opens with the role header), the row's
         is fed: the header training put before every answer.
