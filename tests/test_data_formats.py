@@ -814,6 +814,13 @@ def test_a_json_number_in_a_text_field_is_the_text_written(tmp_path):
     path.write_text('{"prompt": "Yes?", "completion": true}\n', encoding="utf-8")
     with pytest.raises(DataError, match=rf"^{re.escape(str(path))}:1: field 'completion' must be text, got true"):
         read_rows(path)
+    # a messages column of JSON text in a CSV file: the same reading
+    csv = tmp_path / "m.csv"
+    csv.write_text('messages\n"[{""role"": ""user"", ""content"": ""Half?""}, '
+                   '{""role"": ""assistant"", ""content"": 0.50}]"\n', encoding="utf-8")
+    notes: list[str] = []
+    assert read_rows(csv, notes=notes)[0][0]["messages"][1]["content"] == "0.50"
+    assert notes == []
 
 
 def test_a_csv_column_pandas_renames_is_read_as_written(tmp_path):

@@ -747,7 +747,7 @@ def _json_list(value):
     """A list of messages as CSV (which has no lists) and many Parquet exports store it: JSON text in the cell."""
     if isinstance(value, str) and value.lstrip().startswith("["):
         try:
-            parsed = json.loads(value)
+            parsed = _parse_json(value)   # a number in it is its text, as in a JSON file (JsonFloat)
         except ValueError:
             return value
         return parsed if isinstance(parsed, list) else value
