@@ -242,7 +242,8 @@ def _shrunk(config: dict) -> dict:
 
 def _module_tree(model) -> dict[str, int]:
     """The parameters of a built model, split as the estimate splits them: embeddings, an untied head, what
-    quantisation converts (the linear layers but the head), a mixture's stacked experts (3-d) and the rest."""
+    quantisation converts (bitsandbytes' rule: a module whose type is nn.Linear itself, not a subclass such as
+    PhiMoE's router, and not the head), a mixture's stacked experts (3-d) and the rest."""
     import torch
 
     params = list(model.parameters())
@@ -250,7 +251,7 @@ def _module_tree(model) -> dict[str, int]:
     embedding = model.get_input_embeddings().weight
     head = model.get_output_embeddings()
     lm_head = 0 if head.weight is embedding else head.weight.numel()
-    linear = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear) and m is not head)
+    linear = sum(m.weight.numel() for m in model.modules() if type(m) is torch.nn.Linear and m is not head)
     experts = sum(p.numel() for p in params if p.dim() == 3)
     return {"total": total, "embedding": embedding.numel(), "lm_head": lm_head, "linear": linear,
             "experts": experts, "other": total - embedding.numel() - lm_head - linear - experts}
@@ -270,11 +271,13 @@ SEAMS = {**{p["id"]: read_model_config(p["id"]).config for p in list_model_prese
 @pytest.mark.parametrize("name", SEAMS)
 def test_counts_match_the_module_tree_transformers_builds_from_the_same_config_json(name):
     """Every part the memory estimate prices (embeddings, head, quantised linears, stacked experts, the rest),
-    against the model transformers builds from the real config.json, shrunk in layers and experts: to the element
-    where the estimate says exact. Gemma 3 was read as a Llama (an untied head: Gemma-3-1B at 1.30 B for its 1.00 B);
-    Qwen1.5-MoE's shared expert and every mixture's router were left out (13.48 B for its 14.32 B); DeepSeek's latent
-    attention was read as q, k, v and o projections, its dense first layers and shared experts as routed experts
-    (V2-Lite's 14.4 B of unquantised experts counted 15.0 B; V3's 55 B of quantised linears counted 20 B)."""
+    against the model transformers builds from the real config.json, shrunk in layers and experts: to the element,
+    every one. Gemma 3 was read as a Llama (an untied head: Gemma-3-1B at 1.30 B for its 1.00 B); Qwen1.5-MoE's
+    shared expert and every mixture's router were left out (13.48 B for its 14.32 B); DeepSeek's latent attention was
+    read as q, k, v and o projections, its dense first layers and shared experts as routed experts (V2-Lite's 14.4 B
+    of unquantised experts counted 15.0 B; V3's 55 B of quantised linears counted 20 B). PhiMoE's LayerNorms' and
+    head's biases were left out, and its router counted as quantised (bitsandbytes converts nn.Linear itself, not
+    this subclass of it)."""
     pytest.importorskip("torch")
     config = _shrunk(SEAMS[name])
     model = _meta_model(config)
@@ -283,11 +286,9 @@ def test_counts_match_the_module_tree_transformers_builds_from_the_same_config_j
     counted = {"total": p.total, "embedding": p.embedding, "lm_head": p.lm_head, "linear": p.linear,
                "experts": p.experts, "other": p.other}
     built = _module_tree(model)
-    if info.exact:
-        assert counted == built
-        assert info.arch.tied == model.config.tie_word_embeddings
-    else:       # PhiMoE: its norms' and head's biases are not counted
-        assert counted["total"] == pytest.approx(built["total"], rel=1e-4)
+    assert info.exact
+    assert counted == built
+    assert info.arch.tied == model.config.tie_word_embeddings
     if name in PUBLISHED:    # the whole model, from the unshrunk config.json
         assert model_info_from_config(name, SEAMS[name], "local").param_count == PUBLISHED[name]
 
@@ -346,3 +347,24 @@ def test_a_config_json_silent_on_a_key_is_counted_with_its_config_classes_defaul
     config = _shrunk(SEAMS[name])
     silent = {k: v for k, v in config.items() if k not in _CLASS_DEFAULTS[config["model_type"]]}
     assert model_info_from_config(name, silent, "local").param_count == _module_tree(_meta_model(silent))["total"]
+
+
+def test_bitsandbytes_quantises_what_the_seam_counts_as_linear():
+    """The seam's rule for what quantisation converts (_module_tree: a module whose type is nn.Linear itself),
+    pinned against transformers' bitsandbytes replacement on the meta device: PhiMoE's router (a subclass of
+    nn.Linear) stays as it is, in 16-bit, where the estimate counted it as 4-bit."""
+    pytest.importorskip("bitsandbytes")
+    import torch
+    from transformers import BitsAndBytesConfig
+    from transformers.integrations.bitsandbytes import replace_with_bnb_linear
+
+    for name in ("microsoft/Phi-3.5-MoE-instruct",):
+        model = _meta_model(_shrunk(SEAMS[name]))
+        linear = {n for n, m in model.named_modules() if type(m) is torch.nn.Linear and n != "lm_head"}
+        with torch.device("meta"):
+            replace_with_bnb_linear(model, modules_to_not_convert=["lm_head"],
+                                    quantization_config=BitsAndBytesConfig(load_in_4bit=True))
+        converted = {n for n, m in model.named_modules() if type(m).__name__ == "Linear4bit"}
+        assert converted == linear and not any(".router" in n for n in converted), name
+        info = model_info_from_config(name, _shrunk(SEAMS[name]), "local")
+        assert info.params.linear == sum(model.get_submodule(n).weight.numel() for n in converted), name

@@ -153,7 +153,6 @@ def base_weight_bytes(arch: Architecture, params: ParamCounts, shape: TrainingSh
     if shape.quantization == "int8":
         # int8 weights plus one fp32 scale per output row (LLM.int8 SCB).
         rows = sum(lin.d_out * arch.instances(lin) for lin in arch.linears if not arch.stacked(lin))
-        rows += arch.experts * arch.moe_layers if arch.router_is_linear else 0      # PhiMoE's router
         return params.linear + 4 * rows, params.unquantised * _unquantised_bytes(shape)
     weight_bytes = 2 if shape.compute_bytes == 2 else 4
     return params.linear * weight_bytes, params.unquantised * weight_bytes

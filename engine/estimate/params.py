@@ -2,7 +2,7 @@
 
 Exact for the decoder families whose Hugging Face modelling code we mirror
 (Llama, Mistral, Qwen2/2.5/3, Gemma 1/2/3, Phi-3; the mixtures Mixtral, Qwen2-MoE,
-Qwen3-MoE, OLMoE, GraniteMoE, DeepSeek-V2/V3), pinned against the module tree
+Qwen3-MoE, OLMoE, GraniteMoE, PhiMoE, DeepSeek-V2/V3), pinned against the module tree
 transformers builds from real config.json numbers (tests/test_estimate_params.py);
 anything else is read as a Llama-like decoder from whatever keys it has, and
 flagged approximate.
@@ -33,7 +33,10 @@ _FAMILIES = {
     "granitemoe": (2, False, False),
     "deepseek_v2": (2, False, False),
     "deepseek_v3": (2, False, False),
+    "phimoe": (2, False, False),
 }
+# The families whose norms are LayerNorms (a weight and a bias each, the final norm's too): PhiMoE's
+_LAYER_NORMS = ("phimoe",)
 # The mixtures with one shared expert, an expert's width, in every sparse layer, whatever config.json says (Llama 4)
 _ONE_SHARED_EXPERT = ("llama4_text",)
 # The families whose config class ties the output head to the embeddings when config.json does not say (Gemma's do;
@@ -94,6 +97,8 @@ class Architecture:
     sliding_window: int | None = None     # the window of its sliding-window attention layers (sliding_window below)
     dense_layers: int = 0                 # MoE: the decoder layers whose MLP is dense ("dense"), not a mixture
     latent_norms: int = 0                 # DeepSeek's latent attention: the widths of its kv_a (and q_a) norms
+    norm_bias: bool = False               # LayerNorms (PhiMoE): every norm has a bias as wide as its weight
+    head_bias: bool = False               # the output head has a bias (PhiMoE's lm_head_bias)
 
     @property
     def q_dim(self) -> int:
@@ -137,12 +142,6 @@ class Architecture:
         return next((lin.d_in for lin in self.linears if lin.part == "shared" and lin.feeds == "shared_down"), 0)
 
     @property
-    def router_is_linear(self) -> bool:
-        """Whether the mixture's router is a linear layer (quantised with the others: PhiMoE's, _LINEAR_ROUTERS);
-        elsewhere transformers 5 keeps it as a module holding one experts x hidden parameter, left unquantised."""
-        return self.model_type in _LINEAR_ROUTERS
-
-    @property
     def qk_norm_params(self) -> int:
         """The query and key norms' weights in a layer: per head (Qwen3, Gemma 3) or of the whole projections
         (OLMoE)."""
@@ -152,7 +151,9 @@ class Architecture:
 
     @property
     def router_params(self) -> int:
-        """A mixture's routers in all: one logit per expert from the hidden state, in every sparse layer."""
+        """A mixture's routers in all: one logit per expert from the hidden state, in every sparse layer. Never
+        quantised: transformers 5 keeps most as a module holding one experts x hidden parameter, and bitsandbytes
+        converts only modules whose type is nn.Linear itself, not Llama 4's and PhiMoE's routers (its subclasses)."""
         return self.experts * self.hidden * self.moe_layers if self.experts > 1 else 0
 
 
@@ -331,20 +332,21 @@ def architecture(cfg: dict) -> Architecture:
                                                        else None)), exact=exact,
                         notes=tuple(notes), attention=tuple(lin.name for lin in attention),
                         sliding_window=sliding_window(cfg), dense_layers=dense_layers,
-                        latent_norms=latent_norms)
+                        latent_norms=latent_norms, norm_bias=model_type in _LAYER_NORMS,
+                        head_bias=bool(cfg.get("lm_head_bias")))
 
 
 def count_params(arch: Architecture) -> ParamCounts:
     linear = sum(lin.d_in * lin.d_out * arch.instances(lin) for lin in arch.linears)
     bias = sum(lin.d_out * arch.instances(lin) for lin in arch.linears if lin.bias)
     experts = sum(lin.d_in * lin.d_out * arch.instances(lin) for lin in arch.linears if arch.stacked(lin))
-    router = arch.router_params
-    norms = arch.layers * (arch.norms_per_layer * arch.hidden + arch.qk_norm_params + arch.latent_norms)
-    norms += arch.hidden       # the final norm
+    norms = arch.layers * (arch.norms_per_layer * arch.hidden + arch.latent_norms) + arch.hidden    # the final norm
+    norms *= 2 if arch.norm_bias else 1
+    norms += arch.layers * arch.qk_norm_params
     embedding = arch.vocab * arch.hidden
     lm_head = 0 if arch.tied else embedding
-    linear += -experts + (router if arch.router_is_linear else 0)
-    other = bias + norms + (0 if arch.router_is_linear else router)
+    linear -= experts
+    other = bias + norms + arch.router_params + (arch.vocab if arch.head_bias else 0)
     return ParamCounts(total=embedding + lm_head + linear + other + experts, embedding=embedding, lm_head=lm_head,
                        linear=linear, other=other, experts=experts)
 
@@ -378,8 +380,6 @@ def adapts_expert_stacks(model_type: str, target_modules: str | list[str]) -> bo
     return any(t in names for t in targets)
 
 
-# The mixtures whose router is a linear layer (quantised with the others): PhiMoE's
-_LINEAR_ROUTERS = ("phimoe",)
 # A mixture's router, by its name in the module tree (Mixtral's, Qwen-MoE's, OLMoE's, DeepSeek's gate; Llama 4's,
 # PhiMoE's, GraniteMoE's router), and whatever it holds (GraniteMoE's router.layer): never a LoRA target. Adapting it
 # changes which experts each token goes to (peft's recipes leave it out), and Llama 4's returns a tuple, which peft's
