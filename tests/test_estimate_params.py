@@ -301,9 +301,10 @@ ADAPTED = ["meta-llama/Meta-Llama-3-8B", "Qwen/Qwen2.5-7B", "mistralai/Mistral-7
 @pytest.mark.parametrize("name", ADAPTED)
 def test_adapters_match_what_peft_builds_on_the_same_module_tree(name):
     """LoRA's adapter tensors for all-linear and for the attention alone, against peft's on the model transformers
-    builds (meta device), tensor by tensor: Qwen1.5-MoE's shared expert and its gate are linear layers all-linear
-    adapts (they were not counted); DeepSeek's shared expert and dense layers are not (peft takes gate_proj,
-    up_proj and down_proj for the stacks' names), and its attention is five latent projections, not q, k, v, o."""
+    builds (meta device), tensor by tensor: Qwen1.5-MoE's shared expert is linear layers all-linear adapts (they
+    were not counted), its shared_expert_gate a gate all-linear leaves frozen as it does the routers; DeepSeek's
+    shared expert and dense layers are not adapted (peft takes gate_proj, up_proj and down_proj for the stacks'
+    names), and its attention is five latent projections, not q, k, v, o."""
     pytest.importorskip("torch")
     config = _shrunk(SEAMS[name])
     info = model_info_from_config(name, config, "local")

@@ -22,8 +22,9 @@ from engine.estimate.params import NAMED_MIXTURES
 LLAMA4_TEXT = {"model_type": "llama4_text", **SHAPES, "num_hidden_layers": 2, "intermediate_size": 32,
                "intermediate_size_mlp": 96, "num_local_experts": 4, "num_experts_per_tok": 1,
                "interleave_moe_layer_step": 2}
-# a router, or a module inside one (GraniteMoE's router.layer), by its name in the module tree
-ROUTER = re.compile(r"\.(router|gate)\.")
+# a router, or a module inside one (GraniteMoE's router.layer), by its name in the module tree; Qwen2-MoE's
+# shared_expert_gate (a Linear(hidden, 1) weighing the shared expert for each token) is a gate of the same kind
+ROUTER = re.compile(r"\.(router|gate|shared_expert_gate)\.")
 
 
 def _tiny(config: dict):
@@ -65,16 +66,21 @@ def test_llama4_trains_with_the_default_targets_its_router_frozen_and_counted_as
 @pytest.mark.parametrize("model_type", NAMED_MIXTURES)
 def test_all_linear_adapts_no_router_of_any_mixture(model_type):
     """Each mixture the estimate names (Mixtral's gate, PhiMoE's router, GraniteMoE's router.layer, DeepSeek's
-    gate, ...), built by the trainer's add_lora with all-linear: no router adapted, and the attention is."""
+    gate, Qwen2-MoE's shared_expert_gate: all-linear adapted it, ...), built by the trainer's add_lora with
+    all-linear: no router adapted, and the attention is; the estimate counts the adapters built."""
     pytest.importorskip("torch")
+    from engine.estimate import model_info_from_config
+    from engine.estimate.params import lora_params, lora_targets
     from engine.model import add_lora
 
     lora = LoraConfig(dropout=0.0)
-    model = add_lora(_tiny({"model_type": model_type, **SHAPES, **MIXTURES[model_type]}),
-                     SimpleNamespace(lora=lora, quantization="none"), gradient_checkpointing=False)
+    config = {"model_type": model_type, **SHAPES, **MIXTURES[model_type]}
+    model = add_lora(_tiny(config), SimpleNamespace(lora=lora, quantization="none"), gradient_checkpointing=False)
     trainable = _trainable(model)
     assert any(".o_proj." in n for n in trainable)
     assert not [n for n in trainable if ROUTER.search(n)]
+    arch = model_info_from_config("tiny", config, "local").arch
+    assert sum(trainable.values()) == lora_params(arch, lora_targets(arch, "all-linear"), lora.r)
 
 
 def test_a_dense_model_named_gate_is_no_mixture():
@@ -89,15 +95,19 @@ def test_a_dense_model_named_gate_is_no_mixture():
 
 def test_a_router_named_is_refused_by_the_estimate_and_by_the_trainer():
     """Named, Llama 4's router stopped the first forward as all-linear did (the estimate skipped the name: Llama 4 is
-    not counted exactly), and a Mixtral's gate was adapted: refused before the model loads and once it has."""
+    not counted exactly), and a Mixtral's gate was adapted: refused before the model loads and once it has. Qwen2-MoE's
+    shared_expert_gate the same (it was adapted, named or by all-linear)."""
     pytest.importorskip("torch")
     from engine.errors import ConfigError, ModelError
     from engine.estimate import model_info_from_config
     from engine.estimate.params import lora_targets
     from engine.model import check_target_modules
 
-    for config, name in ((LLAMA4_TEXT, "router"), ({"model_type": "mixtral", **SHAPES, **MIXTURES["mixtral"]}, "gate")):
-        expected = f"lora.target_modules: '{name}' is this {config['model_type']} model's router, which LoRA leaves"
+    for config, name, what in ((LLAMA4_TEXT, "router", "router"),
+                               ({"model_type": "mixtral", **SHAPES, **MIXTURES["mixtral"]}, "gate", "router"),
+                               ({"model_type": "qwen2_moe", **SHAPES, **MIXTURES["qwen2_moe"]}, "shared_expert_gate",
+                                "shared expert's gate")):
+        expected = f"lora.target_modules: '{name}' is this {config['model_type']} model's {what}, which LoRA leaves"
         with pytest.raises(ConfigError, match=expected):
             lora_targets(model_info_from_config("tiny", config, "local").arch, ["q_proj", name])
         with pytest.raises(ModelError, match=expected):

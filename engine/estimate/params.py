@@ -385,8 +385,9 @@ def adapts_expert_stacks(model_type: str, target_modules: str | list[str]) -> bo
 # changes which experts each token goes to (peft's recipes leave it out), and Llama 4's returns a tuple, which peft's
 # LoRA layer cannot take (the first forward stopped). peft's own all-linear adapts it (a linear router as any linear
 # layer, the gate it maps with the stacked experts): the trainer gives peft all-linear's names less the routers
-# (engine.model.peft_target_modules), and refuses a router named.
-ROUTER_NAMES = ("router", "gate")
+# (engine.model.peft_target_modules), and refuses a router named. Qwen2-MoE's and Qwen3.5-MoE's shared_expert_gate
+# (a Linear(hidden, 1): how much of the shared expert each token takes) is a gate of the same kind.
+ROUTER_NAMES = ("router", "gate", "shared_expert_gate")
 # The mixtures whose every module name is known here (attention, router, experts): a name they lack is refused
 # before the model loads, as the trainer refuses it once loaded (pinned by tiny models of each: test_expert_dropout)
 NAMED_MIXTURES = ("mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "phimoe", "granitemoe", "deepseek_v2", "deepseek_v3")
@@ -401,8 +402,12 @@ def router_problem(model_type: str, target_modules: str | list[str]) -> tuple[st
     if not routers:
         return None
     quoted = ", ".join(repr(n) for n in routers)
-    return (f"lora.target_modules: {quoted} is this {model_type} model's router, which LoRA leaves frozen: adapting "
-            "it changes which experts each token goes to",
+    what = " and ".join(dict.fromkeys("shared expert's gate" if n == "shared_expert_gate" else "router"
+                                      for n in routers))
+    changes = ("how much of the shared expert each token takes" if what == "shared expert's gate" else
+               "which experts each token goes to")
+    return (f"lora.target_modules: {quoted} is this {model_type} model's {what}, which LoRA leaves frozen: adapting "
+            f"it changes {changes}",
             f"leave {quoted} out of lora.target_modules (all-linear adapts every linear layer but the routers and the "
             "output head)")
 
@@ -470,9 +475,10 @@ def reached(arch: Architecture, lin: Linear) -> bool:
     """Whether LoRA can adapt the layer (by all-linear, or by its name): a mixture's stacked experts only where peft
     maps them (EXPERT_STACK_NAMES); a linear layer unless peft takes its name for the stacks': it turns a target
     gate_proj, up_proj or down_proj into the stacks' parameters on those model types, so DeepSeek's shared expert and
-    dense layers (and Qwen3-MoE's mlp_only_layers) stay frozen under any target_modules (peft 0.21)."""
+    dense layers (and Qwen3-MoE's mlp_only_layers) stay frozen under any target_modules (peft 0.21). Never a router
+    (ROUTER_NAMES: Qwen2-MoE's shared_expert_gate is a linear layer here)."""
     mapped = EXPERT_STACK_NAMES.get(arch.model_type, ())
-    return bool(mapped) if arch.stacked(lin) else lin.name not in mapped
+    return bool(mapped) if arch.stacked(lin) else lin.name not in mapped and lin.name not in ROUTER_NAMES
 
 
 def target_names(arch: Architecture) -> dict[str, Linear]:
