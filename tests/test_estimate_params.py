@@ -158,6 +158,45 @@ def test_not_a_model_name():
         read_model_config("definitely not a model")
 
 
+# Llama 4's and Qwen3.5's config.json as published (the keys their config classes read): a vision tower beside the
+# text decoder. Llama 4: its router a linear layer's subclass (bitsandbytes leaves it unquantised), a shared expert in
+# every mixture layer, Maverick's every other layer dense (intermediate_size_mlp wide). Qwen3.5: three linear-attention
+# layers (a gated delta net) to each full-attention one, whose query projection is twice as wide (an output gate).
+LLAMA4_SCOUT = {
+    "architectures": ["Llama4ForConditionalGeneration"], "model_type": "llama4", "tie_word_embeddings": False,
+    "boi_token_index": 200080, "eoi_token_index": 200081, "image_token_index": 200092,
+    "text_config": {
+        "model_type": "llama4_text", "attention_bias": False, "attention_chunk_size": 8192, "head_dim": 128,
+        "hidden_act": "silu", "hidden_size": 5120, "interleave_moe_layer_step": 1, "intermediate_size": 8192,
+        "intermediate_size_mlp": 16384, "max_position_embeddings": 10485760, "num_attention_heads": 40,
+        "num_experts_per_tok": 1, "num_hidden_layers": 48, "num_key_value_heads": 8, "num_local_experts": 16,
+        "rms_norm_eps": 1e-05, "rope_theta": 500000.0, "use_qk_norm": True, "vocab_size": 202048},
+    "vision_config": {
+        "model_type": "llama4_vision_model", "hidden_size": 1408, "image_size": 336, "intermediate_size": 5632,
+        "num_attention_heads": 16, "num_hidden_layers": 34, "patch_size": 14, "pixel_shuffle_ratio": 0.5,
+        "projector_input_dim": 4096, "projector_output_dim": 4096, "vision_output_dim": 4096}}
+_QWEN3_5_VISION = {"depth": 27, "hidden_size": 1152, "intermediate_size": 4304, "num_heads": 16,
+                   "num_position_embeddings": 2304, "patch_size": 16, "spatial_merge_size": 2}
+# what the sizes' text_config share: the heads' widths, the linear attention's keys (its value heads differ)
+_QWEN3_5_TEXT = {"attention_bias": False, "full_attention_interval": 4, "head_dim": 256, "linear_conv_kernel_dim": 4,
+                 "linear_key_head_dim": 128, "linear_num_key_heads": 16, "linear_value_head_dim": 128,
+                 "max_position_embeddings": 262144, "mtp_num_hidden_layers": 1, "tie_word_embeddings": False,
+                 "vocab_size": 248320}
+QWEN3_5_27B = {
+    "architectures": ["Qwen3_5ForConditionalGeneration"], "model_type": "qwen3_5", "tie_word_embeddings": False,
+    "text_config": {
+        **_QWEN3_5_TEXT, "model_type": "qwen3_5_text", "hidden_size": 5120, "intermediate_size": 17408,
+        "linear_num_value_heads": 48, "num_attention_heads": 24, "num_hidden_layers": 64, "num_key_value_heads": 4,
+        "layer_types": ["linear_attention", "linear_attention", "linear_attention", "full_attention"] * 16},
+    "vision_config": {**_QWEN3_5_VISION, "out_hidden_size": 5120}}
+QWEN3_5_35B_A3B = {
+    "architectures": ["Qwen3_5MoeForConditionalGeneration"], "model_type": "qwen3_5_moe", "tie_word_embeddings": False,
+    "text_config": {
+        **_QWEN3_5_TEXT, "model_type": "qwen3_5_moe_text", "hidden_size": 2048, "linear_num_value_heads": 32,
+        "moe_intermediate_size": 512, "shared_expert_intermediate_size": 512, "num_experts": 256,
+        "num_experts_per_tok": 8, "num_attention_heads": 16, "num_hidden_layers": 40, "num_key_value_heads": 2},
+    "vision_config": {**_QWEN3_5_VISION, "out_hidden_size": 2048}}
+
 # config.json of real models as the hub has them (the keys their config classes read; what a checkpoint leaves to
 # its class's defaults left out too: Gemma 3's tie_word_embeddings, its class ties the head). The presets are the
 # dense families' (Llama 2/3, Qwen2.5, Mistral-7B, Gemma 2, Phi-3, SmolLM2, TinyLlama); these the rest.
@@ -225,6 +264,15 @@ FAMILIES = {
         "model_type": "granitemoe", "hidden_size": 1024, "intermediate_size": 512, "num_hidden_layers": 24,
         "num_attention_heads": 16, "num_key_value_heads": 8, "num_local_experts": 32, "num_experts_per_tok": 8,
         "vocab_size": 49155, "max_position_embeddings": 4096, "tie_word_embeddings": True},
+    # multimodal checkpoints whose text decoder the trainer loads alone (engine.estimate.multimodal.DECODER_ALONE):
+    # counted as that decoder, the vision tower left out as the trainer's load leaves it
+    "meta-llama/Llama-4-Scout-17B-16E-Instruct": LLAMA4_SCOUT,
+    "meta-llama/Llama-4-Maverick-17B-128E-Instruct": {
+        **LLAMA4_SCOUT, "text_config": {**LLAMA4_SCOUT["text_config"], "interleave_moe_layer_step": 2,
+                                        "num_local_experts": 128, "use_qk_norm": False,
+                                        "max_position_embeddings": 1048576}},
+    "Qwen/Qwen3.5-27B": QWEN3_5_27B,
+    "Qwen/Qwen3.5-35B-A3B": QWEN3_5_35B_A3B,
 }
 # What each is published at, the whole model as transformers builds it (sum of numel over its parameters):
 # DeepSeek-V3's checkpoint holds 671,026,419,200, its routers' e_score_correction_bias among them (a buffer here)
@@ -235,15 +283,20 @@ _EXPERT_KEYS = ("num_local_experts", "num_experts", "n_routed_experts")
 
 
 def _shrunk(config: dict) -> dict:
-    """Four layers (DeepSeek-V3's first three dense, V2-Lite's first one) and sixteen experts, every width the
-    real model's: built on the meta device, no memory."""
-    return {**config, "num_hidden_layers": 4, **{k: 16 for k in _EXPERT_KEYS if config.get(k)}}
+    """Four layers (DeepSeek-V3's first three dense, V2-Lite's first one; Maverick's two dense, Qwen3.5's last one
+    full attention) and sixteen experts, every width the real model's: built on the meta device, no memory. A
+    multimodal checkpoint's text_config shrunk so."""
+    if isinstance(config.get("text_config"), dict):
+        return {**config, "text_config": _shrunk(config["text_config"])}
+    types = {"layer_types": config["layer_types"][:4]} if isinstance(config.get("layer_types"), list) else {}
+    return {**config, "num_hidden_layers": 4, **types, **{k: 16 for k in _EXPERT_KEYS if config.get(k)}}
 
 
 def _module_tree(model) -> dict[str, int]:
     """The parameters of a built model, split as the estimate splits them: embeddings, an untied head, what
     quantisation converts (bitsandbytes' rule: a module whose type is nn.Linear itself, not a subclass such as
-    PhiMoE's router, and not the head), a mixture's stacked experts (3-d) and the rest."""
+    Llama 4's and PhiMoE's routers, and not the head), a mixture's stacked experts (3-d, no convolution's: Qwen3.5's
+    linear attention) and the rest."""
     import torch
 
     params = list(model.parameters())
@@ -252,7 +305,8 @@ def _module_tree(model) -> dict[str, int]:
     head = model.get_output_embeddings()
     lm_head = 0 if head.weight is embedding else head.weight.numel()
     linear = sum(m.weight.numel() for m in model.modules() if type(m) is torch.nn.Linear and m is not head)
-    experts = sum(p.numel() for p in params if p.dim() == 3)
+    convolutions = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Conv1d)}
+    experts = sum(p.numel() for p in params if p.dim() == 3 and id(p) not in convolutions)
     return {"total": total, "embedding": embedding.numel(), "lm_head": lm_head, "linear": linear,
             "experts": experts, "other": total - embedding.numel() - lm_head - linear - experts}
 
@@ -272,12 +326,14 @@ SEAMS = {**{p["id"]: read_model_config(p["id"]).config for p in list_model_prese
 def test_counts_match_the_module_tree_transformers_builds_from_the_same_config_json(name):
     """Every part the memory estimate prices (embeddings, head, quantised linears, stacked experts, the rest),
     against the model transformers builds from the real config.json, shrunk in layers and experts: to the element,
-    every one. Gemma 3 was read as a Llama (an untied head: Gemma-3-1B at 1.30 B for its 1.00 B); Qwen1.5-MoE's
-    shared expert and every mixture's router were left out (13.48 B for its 14.32 B); DeepSeek's latent attention was
-    read as q, k, v and o projections, its dense first layers and shared experts as routed experts (V2-Lite's 14.4 B
-    of unquantised experts counted 15.0 B; V3's 55 B of quantised linears counted 20 B). PhiMoE's LayerNorms' and
-    head's biases were left out, and its router counted as quantised (bitsandbytes converts nn.Linear itself, not
-    this subclass of it)."""
+    every one (a multimodal checkpoint's: the text decoder the trainer loads). Gemma 3 was read as a Llama (an untied
+    head: Gemma-3-1B at 1.30 B for its 1.00 B); Qwen1.5-MoE's shared expert and every mixture's router were left out
+    (13.48 B for its 14.32 B); DeepSeek's latent attention was read as q, k, v and o projections, its dense first
+    layers and shared experts as routed experts (V2-Lite's 14.4 B of unquantised experts counted 15.0 B; V3's 55 B of
+    quantised linears counted 20 B). Qwen3.5's linear-attention layers were read as softmax attention and its gated
+    query as a plain one (Qwen3.5-27B's decoder at 24.35 B for its 26.90 B); PhiMoE's LayerNorms' and head's biases
+    were left out; Llama 4's and PhiMoE's routers were counted as quantised (bitsandbytes converts nn.Linear itself,
+    not these subclasses of it)."""
     pytest.importorskip("torch")
     config = _shrunk(SEAMS[name])
     model = _meta_model(config)
@@ -330,13 +386,20 @@ def assert_adapters_are_pefts(arch, model, targets) -> None:
                           optimizer="adamw_torch", gradient_checkpointing=True, tokens=1, fused_loss=False)
     assert trainable == sorted(_lora_tensors(arch, shape)), targets
     assert sum(trainable) == lora_params(arch, lora, 4), targets
+    # the weights under the adapters (Llama 4 Scout's were counted 3.0 B, the attention alone, for 9.1 B)
+    adapted = sum(getattr(m.get_base_layer(), m.parameter_name).numel() if hasattr(m, "parameter_name") else
+                  m.get_base_layer().weight.numel() for m in peft_model.modules() if hasattr(m, "lora_A"))
+    assert adapted == sum(lin.d_in * lin.d_out * arch.instances(lin) for lin in lora), targets
 
 
-@pytest.mark.parametrize("name", ["Qwen/Qwen1.5-MoE-A2.7B", "deepseek-ai/DeepSeek-V2-Lite", "deepseek-ai/DeepSeek-V3"])
+@pytest.mark.parametrize("name", ["Qwen/Qwen1.5-MoE-A2.7B", "deepseek-ai/DeepSeek-V2-Lite", "deepseek-ai/DeepSeek-V3",
+                                  "meta-llama/Llama-4-Maverick-17B-128E-Instruct", "Qwen/Qwen3.5-35B-A3B"])
 def test_a_config_json_silent_on_a_key_is_counted_with_its_config_classes_default(name):
     """Where config.json leaves out first_k_dense_replace, n_shared_experts, q_lora_rank or the shared expert's
     width, transformers builds the model with its config class's default (DeepSeek-V3's class makes its first three
-    layers dense): the count reads the same defaults (params._CLASS_DEFAULTS), checked against the classes too."""
+    layers dense): the count reads the same defaults (params._CLASS_DEFAULTS), checked against the classes too. Llama
+    4's dense layers' width, Qwen3.5's head and linear-attention widths, and its layer kinds where config.json names
+    neither layer_types nor full_attention_interval (every fourth layer full attention) the same."""
     pytest.importorskip("torch")
     from transformers import AutoConfig
 
@@ -346,20 +409,22 @@ def test_a_config_json_silent_on_a_key_is_counted_with_its_config_classes_defaul
         built = AutoConfig.for_model(model_type)
         assert {key: getattr(built, key) for key in defaults} == defaults, model_type
     config = _shrunk(SEAMS[name])
-    silent = {k: v for k, v in config.items() if k not in _CLASS_DEFAULTS[config["model_type"]]}
+    text = config.get("text_config", config)
+    quiet = {k: v for k, v in text.items() if k not in (*_CLASS_DEFAULTS[text["model_type"]], "full_attention_interval")}
+    silent = {**config, "text_config": quiet} if "text_config" in config else quiet
     assert model_info_from_config(name, silent, "local").param_count == _module_tree(_meta_model(silent))["total"]
 
 
 def test_bitsandbytes_quantises_what_the_seam_counts_as_linear():
     """The seam's rule for what quantisation converts (_module_tree: a module whose type is nn.Linear itself),
-    pinned against transformers' bitsandbytes replacement on the meta device: PhiMoE's router (a subclass of
-    nn.Linear) stays as it is, in 16-bit, where the estimate counted it as 4-bit."""
+    pinned against transformers' bitsandbytes replacement on the meta device: Llama 4's and PhiMoE's routers
+    (subclasses of nn.Linear) stay as they are, in 16-bit, where the estimate counted PhiMoE's as 4-bit."""
     pytest.importorskip("bitsandbytes")
     import torch
     from transformers import BitsAndBytesConfig
     from transformers.integrations.bitsandbytes import replace_with_bnb_linear
 
-    for name in ("microsoft/Phi-3.5-MoE-instruct",):
+    for name in ("meta-llama/Llama-4-Scout-17B-16E-Instruct", "microsoft/Phi-3.5-MoE-instruct"):
         model = _meta_model(_shrunk(SEAMS[name]))
         linear = {n for n, m in model.named_modules() if type(m) is torch.nn.Linear and n != "lm_head"}
         with torch.device("meta"):

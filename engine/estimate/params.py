@@ -2,7 +2,8 @@
 
 Exact for the decoder families whose Hugging Face modelling code we mirror
 (Llama, Mistral, Qwen2/2.5/3, Gemma 1/2/3, Phi-3; the mixtures Mixtral, Qwen2-MoE,
-Qwen3-MoE, OLMoE, GraniteMoE, PhiMoE, DeepSeek-V2/V3), pinned against the module tree
+Qwen3-MoE, OLMoE, GraniteMoE, PhiMoE, DeepSeek-V2/V3; the text decoders of Llama 4 and
+Qwen3.5, dense and MoE, with its linear-attention layers), pinned against the module tree
 transformers builds from real config.json numbers (tests/test_estimate_params.py);
 anything else is read as a Llama-like decoder from whatever keys it has, and
 flagged approximate.
@@ -34,15 +35,22 @@ _FAMILIES = {
     "deepseek_v2": (2, False, False),
     "deepseek_v3": (2, False, False),
     "phimoe": (2, False, False),
+    # the text decoders the trainer loads alone from a multimodal checkpoint (engine.estimate.multimodal)
+    "llama4_text": (2, False, False),
+    "qwen3_5_text": (2, False, False),
+    "qwen3_5_moe_text": (2, False, False),
 }
 # The families whose norms are LayerNorms (a weight and a bias each, the final norm's too): PhiMoE's
 _LAYER_NORMS = ("phimoe",)
+# Qwen3.5's hybrid decoders: linear-attention layers (a gated delta net) between full-attention ones, whose query
+# projection is twice as wide (its second half gates the attention's output)
+_LINEAR_ATTENTION = ("qwen3_5_text", "qwen3_5_moe_text")
 # The mixtures with one shared expert, an expert's width, in every sparse layer, whatever config.json says (Llama 4)
 _ONE_SHARED_EXPERT = ("llama4_text",)
 # The families whose config class ties the output head to the embeddings when config.json does not say (Gemma's do;
 # Gemma 3's checkpoints leave tie_word_embeddings out), and those that normalise each query and key head
 _TIED_BY_DEFAULT = ("gemma", "gemma2", "gemma3_text")
-_QK_NORM = ("qwen3", "qwen3_moe", "gemma3_text")
+_QK_NORM = ("qwen3", "qwen3_moe", "gemma3_text", *_LINEAR_ATTENTION)
 # OLMoE normalises the whole query and key projections (an RMSNorm of q_dim and one of kv_dim), not each head
 _QK_NORM_WHOLE = ("olmoe",)
 # The config classes' defaults where config.json leaves the key out (DeepSeek-V3's class makes its first 3 layers
@@ -53,7 +61,18 @@ _CLASS_DEFAULTS: dict[str, dict[str, Any]] = {
     "deepseek_v3": {"first_k_dense_replace": 3, "n_shared_experts": 1, "q_lora_rank": 1536},
     "glm4_moe": {"first_k_dense_replace": 1, "n_shared_experts": 1},
     "qwen2_moe": {"shared_expert_intermediate_size": 5632},
+    "llama4_text": {"intermediate_size_mlp": 16384},
+    "qwen3_5_text": {"head_dim": 256, "intermediate_size": 12288, "linear_conv_kernel_dim": 4,
+                     "linear_key_head_dim": 128, "linear_value_head_dim": 128, "linear_num_key_heads": 16,
+                     "linear_num_value_heads": 32},
+    "qwen3_5_moe_text": {"head_dim": 256, "linear_conv_kernel_dim": 4, "linear_key_head_dim": 128,
+                         "linear_value_head_dim": 128, "linear_num_key_heads": 16, "linear_num_value_heads": 32,
+                         "num_experts": 256, "num_experts_per_tok": 8, "moe_intermediate_size": 512,
+                         "shared_expert_intermediate_size": 512},
 }
+# Qwen3.5's config classes make every full_attention_interval-th layer a full-attention one where config.json has no
+# layer_types (full_attention_interval: 4 where it says none)
+_FULL_ATTENTION_INTERVAL = 4
 
 
 @dataclass(frozen=True)
@@ -65,7 +84,8 @@ class Linear:
     bias: bool = False
     feeds: str = ""      # which tensor it reads: layers reading the same one share an input
     # where it is: "layer" in every decoder layer; in a mixture's sparse layers "experts" (the routed experts: one
-    # per expert) or "shared" (once: a shared expert, its gate); "dense" in a mixture's dense layers (their MLP)
+    # per expert) or "shared" (once: a shared expert, its gate); "dense" in a mixture's dense layers (their MLP);
+    # in a hybrid decoder's (Qwen3.5) "full" attention layers or its "linear" attention layers alone
     part: str = "layer"
 
     @property
@@ -99,6 +119,9 @@ class Architecture:
     latent_norms: int = 0                 # DeepSeek's latent attention: the widths of its kv_a (and q_a) norms
     norm_bias: bool = False               # LayerNorms (PhiMoE): every norm has a bias as wide as its weight
     head_bias: bool = False               # the output head has a bias (PhiMoE's lm_head_bias)
+    linear_attention_layers: int = 0      # Qwen3.5: the layers whose attention is linear (a gated delta net)
+    linear_attention_other: int = 0       # and what each holds beside its linear layers (its convolution, its
+                                          # per-head decay and step bias, its gated norm): unquantised
 
     @property
     def q_dim(self) -> int:
@@ -120,9 +143,15 @@ class Architecture:
         """The decoder layers with a mixture of experts (all of a dense model's: it has no other kind)."""
         return self.layers - self.dense_layers
 
+    @property
+    def full_attention_layers(self) -> int:
+        """The decoder layers with softmax attention (all but a hybrid decoder's linear-attention ones)."""
+        return self.layers - self.linear_attention_layers
+
     def instances(self, lin: Linear) -> int:
         """How many times the linear is in the whole model: in the layers that have it, with its copies."""
-        layers = {"layer": self.layers, "dense": self.dense_layers}.get(lin.part, self.moe_layers)
+        layers = {"layer": self.layers, "dense": self.dense_layers, "full": self.full_attention_layers,
+                  "linear": self.linear_attention_layers}.get(lin.part, self.moe_layers)
         return layers * self.copies(lin)
 
     @property
@@ -217,11 +246,46 @@ def _attention(cfg: dict, hidden: int, heads: int, kv_heads: int, head_dim: int,
                  Linear("kv_b_proj", rank, heads * (nope + value), False, "kv_a"),
                  Linear("o_proj", heads * value, hidden, bias, "o")), rank + q_rank, qk)
     q_dim, kv_dim = heads * head_dim, kv_heads * head_dim
+    if cfg.get("model_type") in _LINEAR_ATTENTION:
+        return (Linear("q_proj", hidden, 2 * q_dim, bias, "attn", "full"),
+                Linear("k_proj", hidden, kv_dim, bias, "attn", "full"),
+                Linear("v_proj", hidden, kv_dim, bias, "attn", "full"),
+                Linear("o_proj", q_dim, hidden, bias, "o", "full"), *_linear_attention(cfg, hidden)[0]), 0, head_dim
     if fused:
         return ((Linear("qkv_proj", hidden, q_dim + 2 * kv_dim, qkv_bias, "attn"),
                  Linear("o_proj", q_dim, hidden, qkv_bias, "o")), 0, head_dim)
     return ((Linear("q_proj", hidden, q_dim, qkv_bias, "attn"), Linear("k_proj", hidden, kv_dim, qkv_bias, "attn"),
              Linear("v_proj", hidden, kv_dim, qkv_bias, "attn"), Linear("o_proj", q_dim, hidden, bias, "o")), 0, head_dim)
+
+
+def _linear_attention(cfg: dict, hidden: int) -> tuple[tuple[Linear, ...], int]:
+    """A hybrid decoder's linear attention (Qwen3.5's gated delta net): its linear layers and what else it holds.
+    Queries and keys linear_num_key_heads x linear_key_head_dim wide, values linear_num_value_heads x
+    linear_value_head_dim, projected together (in_proj_qkv) and through a depthwise convolution
+    (linear_conv_kernel_dim wide); the output gate (in_proj_z), a step and a decay per value head (in_proj_b,
+    in_proj_a, with dt_bias and A_log), a gated norm of a value head's width, out_proj."""
+    key = int(cfg["linear_num_key_heads"]) * int(cfg["linear_key_head_dim"])
+    value_heads = int(cfg["linear_num_value_heads"])
+    value = value_heads * int(cfg["linear_value_head_dim"])
+    linears = (Linear("in_proj_qkv", hidden, 2 * key + value, False, "attn", "linear"),
+               Linear("in_proj_z", hidden, value, False, "attn", "linear"),
+               Linear("in_proj_b", hidden, value_heads, False, "attn", "linear"),
+               Linear("in_proj_a", hidden, value_heads, False, "attn", "linear"),
+               Linear("out_proj", value, hidden, False, "linear_o", "linear"))
+    other = (2 * key + value) * int(cfg["linear_conv_kernel_dim"]) + 2 * value_heads + int(cfg["linear_value_head_dim"])
+    return linears, other
+
+
+def _linear_attention_layers(cfg: dict, layers: int) -> int:
+    """A hybrid decoder's linear-attention layers: those its layer_types names so, else all but every
+    full_attention_interval-th (its config class's rule)."""
+    if cfg.get("model_type") not in _LINEAR_ATTENTION:
+        return 0
+    types = cfg.get("layer_types")
+    if isinstance(types, list):
+        return sum(1 for kind in types[:layers] if kind == "linear_attention")
+    interval = int(cfg.get("full_attention_interval") or _FULL_ATTENTION_INTERVAL)
+    return sum(1 for i in range(layers) if (i + 1) % interval)
 
 
 def _mlp(hidden: int, width: int, bias: bool, part: str, fused: bool = False) -> tuple[Linear, ...]:
@@ -279,7 +343,8 @@ def architecture(cfg: dict) -> Architecture:
                               ("num_attention_heads", heads), ("vocab_size", vocab)) if not v]
     if missing:
         raise ModelError(f"config.json has no {', '.join(missing)}; is this a decoder language model?")
-    intermediate = _first(cfg, "intermediate_size", "n_inner", "ffn_dim")
+    # a mixture's config may name only its experts' width (Qwen3.5-MoE's class has no intermediate_size)
+    intermediate = _first(cfg, "intermediate_size", "n_inner", "ffn_dim", "moe_intermediate_size")
     if not intermediate:
         intermediate = 4 * hidden
         notes.append("intermediate_size missing: assumed 4 x hidden_size")
@@ -322,6 +387,10 @@ def architecture(cfg: dict) -> Architecture:
     else:
         linears = (*attention, *_mlp(hidden, intermediate, mlp_bias, "layer", fused))
     tied = bool(cfg.get("tie_word_embeddings", model_type in _TIED_BY_DEFAULT))
+    linear_layers = _linear_attention_layers(cfg, layers)
+    if linear_layers:
+        notes.append(f"{linear_layers} of its {layers} layers linear attention (a gated delta net): their "
+                     "activations estimated as softmax attention's (not measured)")
     context = int(_first(cfg, "max_position_embeddings", "n_positions", "max_sequence_length", default=0) or 0)
     return Architecture(model_type=model_type, hidden=hidden, intermediate=intermediate, layers=layers, heads=heads,
                         kv_heads=kv_heads, head_dim=head_dim, vocab=vocab, tied=tied, context=context,
@@ -333,7 +402,8 @@ def architecture(cfg: dict) -> Architecture:
                         notes=tuple(notes), attention=tuple(lin.name for lin in attention),
                         sliding_window=sliding_window(cfg), dense_layers=dense_layers,
                         latent_norms=latent_norms, norm_bias=model_type in _LAYER_NORMS,
-                        head_bias=bool(cfg.get("lm_head_bias")))
+                        head_bias=bool(cfg.get("lm_head_bias")), linear_attention_layers=linear_layers,
+                        linear_attention_other=_linear_attention(cfg, hidden)[1] if linear_layers else 0)
 
 
 def count_params(arch: Architecture) -> ParamCounts:
@@ -342,7 +412,8 @@ def count_params(arch: Architecture) -> ParamCounts:
     experts = sum(lin.d_in * lin.d_out * arch.instances(lin) for lin in arch.linears if arch.stacked(lin))
     norms = arch.layers * (arch.norms_per_layer * arch.hidden + arch.latent_norms) + arch.hidden    # the final norm
     norms *= 2 if arch.norm_bias else 1
-    norms += arch.layers * arch.qk_norm_params
+    # the query and key norms are the softmax attention's: a hybrid decoder's linear attention has its own others
+    norms += arch.full_attention_layers * arch.qk_norm_params + arch.linear_attention_layers * arch.linear_attention_other
     embedding = arch.vocab * arch.hidden
     lm_head = 0 if arch.tied else embedding
     linear -= experts
