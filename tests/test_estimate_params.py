@@ -434,3 +434,18 @@ def test_bitsandbytes_quantises_what_the_seam_counts_as_linear():
         assert converted == linear and not any(".router" in n for n in converted), name
         info = model_info_from_config(name, _shrunk(SEAMS[name]), "local")
         assert info.params.linear == sum(model.get_submodule(n).weight.numel() for n in converted), name
+
+
+def test_softmax_attentions_flops_only_in_the_layers_that_have_it():
+    """The time estimate's attention term (quadratic in the sequence) counts Qwen3.5's 16 full-attention layers of
+    64, not all 64 (its linear-attention layers have none): four times the attention cost it said."""
+    from engine.estimate.timing import flops_per_token
+
+    info = model_info_from_config("Qwen/Qwen3.5-27B", QWEN3_5_27B, "local")
+    arch = info.arch
+    assert (arch.layers, arch.full_attention_layers) == (64, 16)
+
+    def flops(seq: int) -> float:
+        return flops_per_token(arch, info.params, 0, seq, gradient_checkpointing=False)
+
+    assert flops(2048) - flops(1024) == (2 + 4) * arch.q_dim * 1024 * 16

@@ -22,12 +22,13 @@ def flops_per_token(arch: Architecture, params: ParamCounts, lora_params: int, t
     Forward is 2 FLOPs per matmul weight. Backward of a frozen base needs only
     the input gradients (another 2N, not the 4N of full fine-tuning, because no
     weight gradients are formed); checkpointing repeats the forward. Causal
-    attention adds 2 x q_dim x sequence per layer forward, twice that backward.
+    attention adds 2 x q_dim x sequence per layer forward, twice that backward, in the layers that have it (not a
+    hybrid decoder's linear-attention layers, Qwen3.5's: their recurrence beside the matmuls is not counted).
     Adapters cost 6 FLOPs per parameter like any trained weight.
     """
     # lm_head multiplies even when tied; a token meets only its top-k experts
     matmul = params.linear + params.experts * arch.experts_per_token // arch.experts + arch.vocab * arch.hidden
-    attention = 2 * arch.q_dim * tokens_per_example * arch.layers
+    attention = 2 * arch.q_dim * tokens_per_example * arch.full_attention_layers
     forward = 2 * matmul + attention
     backward = 2 * matmul + 2 * attention
     recompute = forward if gradient_checkpointing else 0.0
