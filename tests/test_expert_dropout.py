@@ -362,3 +362,18 @@ def test_inspect_data_with_the_config_flags_it_as_estimate_and_train_refuse_it(t
     r = run_cli("inspect-data", str(DEMO_DATA), "--config", str(config(tmp_path, "lora: {dropout: 0}\n", str(model))),
                 "--json")
     assert "expert_dropout" not in [x["code"] for x in json.loads(r.stdout)["findings"]], r.stdout
+
+
+def test_the_launcher_reads_the_models_config_json_once(tmp_path, monkeypatch):
+    """The launcher's two checks of the model (a multimodal checkpoint, the lora names) each read config.json: a
+    hub model's cached file parsed twice. It is read once and passed along."""
+    import engine.estimate.model_config as model_config
+    from engine.config import load_config
+    from engine.train.launch import check_inputs
+
+    f = config(tmp_path, "lora: {dropout: 0, target_modules: [q_proj, v_proj]}\n",
+               str(config_json_only(tmp_path, "mixtral")))
+    reads, read = [], model_config.read_config_json
+    monkeypatch.setattr(model_config, "read_config_json", lambda path: reads.append(path) or read(path))
+    check_inputs(load_config(f))
+    assert len(reads) == 1

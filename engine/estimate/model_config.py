@@ -139,6 +139,10 @@ class ConfigJson:
     pretraining: dict | None = None
     where: str | None = None
 
+    def info(self) -> ModelInfo:
+        """The model's shapes and parameter count from this config.json."""
+        return model_info_from_config(self.name, self.config, self.source, self.pretraining, self.where)
+
 
 def find_config_json(model: str) -> ConfigJson:
     """The model's config.json from a directory, a preset name or a hub id (fetched once, then cached)."""
@@ -160,8 +164,7 @@ def find_config_json(model: str) -> ConfigJson:
 
 def read_model_config(model: str) -> ModelInfo:
     """The model's shapes and parameter count from a directory, a preset name or a hub id."""
-    found = find_config_json(model)
-    return model_info_from_config(found.name, found.config, found.source, found.pretraining, found.where)
+    return find_config_json(model).info()
 
 
 def check_model_found(model: str) -> str:

@@ -15,6 +15,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from engine.config import Config, check_override, config_from_dict, save_config
 from engine.detached import spawn_detached
@@ -27,6 +28,9 @@ from engine.rundir import (ADAPTER_DIR, ADAPTER_FILES, CHECKPOINTS_DIR, CONFIG_F
                            write_status)
 from engine.settings import RUNS_ENV, runs_root
 from engine.train.signals import STOP_SIGNALS
+
+if TYPE_CHECKING:
+    from engine.estimate.model_config import ConfigJson
 
 
 @dataclass
@@ -43,9 +47,12 @@ def check_inputs(cfg: Config) -> dict[str, str]:
     from engine.data.formats import check_dataset_found
     from engine.model import check_model_reachable
 
+    from engine.estimate.model_config import find_config_json
+
     check_model_reachable(cfg.model)
-    _check_text_decoder(cfg)
-    _check_lora_for_model(cfg)
+    found = find_config_json(cfg.model)   # read once, for both checks below
+    _check_text_decoder(found)
+    _check_lora_for_model(cfg, found)
     check_dataset_found(cfg.dataset)  # a path not there, said with where it was looked for (beside the config too)
     return check_data(cfg)
 
@@ -64,26 +71,24 @@ def check_data(cfg: Config, *, local_only: bool = False) -> dict[str, str]:
     return revisions
 
 
-def _check_text_decoder(cfg: Config) -> None:
+def _check_text_decoder(found: ConfigJson) -> None:
     """A multimodal checkpoint the trainer would load with its tower is refused here, before the run starts detached
     (engine.estimate.multimodal: the rule the estimate and the trainer's load apply)."""
-    from engine.estimate.model_config import find_config_json
     from engine.estimate.multimodal import check_text_decoder
 
-    found = find_config_json(cfg.model)
     check_text_decoder(found.config, found.where or found.name)
 
 
-def _check_lora_for_model(cfg: Config) -> None:
-    """The lora settings against the model's config.json: peft refuses a module name the model does not have, or
-    dropout on a mixture's experts, only once the trainer has loaded the model (minutes, tens of GB), detached."""
+def _check_lora_for_model(cfg: Config, found: ConfigJson) -> None:
+    """The lora settings against the model's config.json (`found`): peft refuses a module name the model does not
+    have, or dropout on a mixture's experts, only once the trainer has loaded the model (minutes, tens of GB),
+    detached."""
     if cfg.lora.target_modules == "all-linear" and not cfg.lora.dropout:
         return
-    from engine.estimate.model_config import read_model_config
     from engine.estimate.params import check_expert_dropout, lora_targets
 
     try:
-        arch = read_model_config(cfg.model).arch
+        arch = found.info().arch
     except UserError:
         if cfg.lora.target_modules != "all-linear":
             raise
