@@ -92,7 +92,7 @@ def test_export_notes_fit(tmp_path, capsys, monkeypatch):
     import engine.export as export
     from engine.data.prefill import prefill_note
 
-    def fake_export_for(target, run_dir, out, *, llama_cpp=None, log=print):
+    def fake_export_for(target, run_dir, out, *, llama_cpp=None, trust_remote_code=False, log=print):
         log(f"note: {prefill_note('<think>' + chr(10), True)}")
         return tmp_path
     monkeypatch.setattr(export, "export_for", fake_export_for)

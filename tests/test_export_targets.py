@@ -184,22 +184,52 @@ def test_plain_adapter_export_carries_the_model_card(finished_demo_run, tmp_path
     assert "AutoPeftModelForCausalLM" in readme
 
 
-@pytest.mark.parametrize("export", ["export_merged", "export_adapter", "export_vllm"])
+def _export(name: str):
+    """export_merged, export_adapter (engine.export.merge) or a target's: export_vllm, export_ollama, ..."""
+    import importlib
+
+    target = name.removeprefix("export_")
+    return getattr(importlib.import_module(f"engine.export.{'merge' if target in ('merged', 'adapter') else target}"),
+                   name)
+
+
+EXPORTS = ["export_merged", "export_adapter", "export_vllm", "export_ollama", "export_llama_cpp"]
+
+
+@pytest.mark.parametrize("export", EXPORTS)
 def test_an_export_stopped_half_way_leaves_no_folder(finished_demo_run, tmp_path, monkeypatch, export):
     """An export interrupted after writing part of its folder (simulated: Ctrl-C as the tokenizer is saved, after
     the merged weights or the adapter's files) leaves nothing at OUT: before, OUT held config.json and the weights,
     a merged model that loads and answers, without the run's chat template, stop tokens and card, or an adapter
     without its tokenizer."""
     import engine.export.merge as merge
-    import engine.export.vllm as vllm
 
     def interrupted(tokenizer, out):
         (Path(out) / "tokenizer.json").write_text("{")
         raise KeyboardInterrupt
     monkeypatch.setattr(merge, "save_tokenizer", interrupted)
+    monkeypatch.delenv("LLAMA_CPP_DIR", raising=False)
     with pytest.raises(KeyboardInterrupt):
-        getattr(vllm if export == "export_vllm" else merge, export)(finished_demo_run, tmp_path / "out")
+        _export(export)(finished_demo_run, tmp_path / "out")
     assert os.listdir(tmp_path) == []   # nor a hidden .out.partial-... folder
+
+
+@pytest.mark.parametrize("export", ["export_vllm", "export_ollama", "export_llama_cpp"])
+def test_a_target_export_stages_its_folder_once(finished_demo_run, tmp_path, monkeypatch, export):
+    """A target's folder holds the adapter or the merged model: each was staged in a hidden folder of its own inside
+    the target's hidden folder, and renamed twice. One staging folder, renamed once, holds the whole export."""
+    import engine.export.merge as merge
+
+    staged, writing = [], merge.writing
+
+    def counted(out):
+        staged.append(Path(out))
+        return writing(out)
+    monkeypatch.setattr(merge, "writing", counted)
+    monkeypatch.delenv("LLAMA_CPP_DIR", raising=False)
+    out = _export(export)(finished_demo_run, tmp_path / "out")
+    assert staged == [tmp_path / "out"] and os.listdir(tmp_path) == ["out"]
+    assert (out / "README.md").is_file()
 
 
 def test_a_folder_made_at_out_during_an_export_is_left_as_it_was(finished_demo_run, tmp_path, monkeypatch):

@@ -9,6 +9,7 @@ import contextlib
 import json
 import os
 import signal
+import shlex
 import subprocess
 import sys
 import time
@@ -50,6 +51,8 @@ def _hostile_run(tmp_path: Path) -> tuple[Path, Path]:
 
 
 @pytest.mark.parametrize("verb", [["chat", "{run}", "--prompt", "hi"], ["export", "{run}", "--merged", "{out}"],
+                                  ["export", "{run}", "--for", "ollama", "--out", "{out}"],
+                                  ["export", "{run}", "--for", "llama.cpp", "--out", "{out}"],
                                   ["train", "--resume", "{run}"]])
 def test_run_dir_trust_remote_code_needs_the_flag(tmp_path, verb):
     run, marker = _hostile_run(tmp_path)
@@ -59,6 +62,13 @@ def test_run_dir_trust_remote_code_needs_the_flag(tmp_path, verb):
     assert "Traceback" not in unwrapped(r.stderr) and "trust_remote_code" in unwrapped(r.stderr) and "--trust-remote-code" in unwrapped(r.stderr)
     assert str(run / "config.yaml") in unwrapped(r.stderr)
     assert not marker.exists()  # nothing from the run directory was imported
+    if verb[0] == "export":
+        # The fix is the command given, plus the flag: `--for` named its export's hidden staging folder as a
+        # `--merged` OUT (lorapilot export RUN --merged .merged.partial-1a2b...), and took no --trust-remote-code.
+        assert f"lorapilot {shlex.join(args)} --trust-remote-code" in unwrapped(r.stderr), r.stderr
+        if "--for" in args:
+            r = run_cli(*args, "--trust-remote-code")   # the flag honoured: refused next for what it lacks
+            assert r.returncode == 2 and "would run Python code" not in unwrapped(r.stderr), r.stderr
 
 
 def test_playground_refuses_without_trust(tmp_path):

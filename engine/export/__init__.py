@@ -23,16 +23,18 @@ def default_out(run_dir: str | Path, target: str) -> Path:
 
 
 def export_for(target: str, run_dir: str | Path, out: str | Path | None = None, *, llama_cpp: str | None = None,
-               log=print) -> Path:
-    """Exports a finished run for `target` (one of TARGETS) into `out` (new or empty); returns the folder."""
+               trust_remote_code: bool = False, log=print) -> Path:
+    """Exports a finished run for `target` (one of TARGETS) into `out` (new or empty); returns the folder.
+    trust_remote_code: the user passed --trust-remote-code, for a merge (Ollama, llama.cpp) of a run that asks it."""
     out = Path(out) if out else default_out(run_dir, target)
     if target == "ollama":
         from engine.export.ollama import export_ollama
-        return export_ollama(run_dir, out, log=log)
+        return export_ollama(run_dir, out, trust_remote_code=trust_remote_code, log=log)
     if target == "vllm":
         from engine.export.vllm import export_vllm
         return export_vllm(run_dir, out, log=log)
     if target == "llama.cpp":
         from engine.export.llama_cpp import export_llama_cpp
-        return export_llama_cpp(run_dir, out, llama_cpp=llama_cpp, log=log)
+        return export_llama_cpp(run_dir, out, llama_cpp=llama_cpp, trust_remote_code=trust_remote_code,
+                                log=log)
     raise ValueError(f"unknown export target {target!r}")

@@ -41,7 +41,8 @@ def run(a: argparse.Namespace) -> int:
     if a.target:
         if a.merged:
             raise UserError("give either --for TARGET or --merged OUT, not both")
-        out = export_for(a.target, a.run_dir, a.out, llama_cpp=a.llama_cpp, log=log)
+        out = export_for(a.target, a.run_dir, a.out, llama_cpp=a.llama_cpp, trust_remote_code=a.trust_remote_code,
+                         log=log)
         print(f"{a.target} export written to {out} (see {out / 'README.md'})")
     elif a.llama_cpp:
         raise UserError("--llama-cpp goes with --for llama.cpp")

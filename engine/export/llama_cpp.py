@@ -18,7 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from engine.errors import UserError
+from engine.errors import UserError, shell_word
 
 ENV_VAR = "LLAMA_CPP_DIR"
 CONVERTER = "convert_hf_to_gguf.py"
@@ -71,22 +71,24 @@ def _shell(cmd: list[str]) -> str:
 
 
 def export_llama_cpp(run_dir: str | Path, out: str | Path, *, llama_cpp: str | None = None,
-                     quant: str = DEFAULT_QUANT, log=print) -> Path:
+                     quant: str = DEFAULT_QUANT, trust_remote_code: bool = False, log=print) -> Path:
     from engine.export.card import write_card
     from engine.export.facts import run_facts
-    from engine.export.merge import check_empty_out, export_merged, merging_line, writing
+    from engine.export.merge import check_empty_out, merge_source, merging_line, write_merged, writing
     from engine.export.script import write_script
 
     root = find_llama_cpp(llama_cpp)  # before the merge: a wrong folder costs nothing
-    facts = run_facts(run_dir)
     dst = check_empty_out(out).resolve()
+    source = merge_source(run_dir, f"export {shell_word(Path(run_dir))} --for llama.cpp --out {shell_word(dst)}",
+                          trust_remote_code=trust_remote_code)
+    facts = run_facts(run_dir)
     merged = dst / MERGED_DIR
     log(merging_line(facts.cfg.quantization))
     quantize = find_quantize(root)
     cmds = commands(root, facts.name, quant, quantize)
     script = "\n".join(_shell(c) for c in cmds)
     with writing(dst) as tmp:  # the merged model and convert.sh whole, or no folder; the GGUF is made in it then
-        export_merged(run_dir, tmp / MERGED_DIR, shown=merged)
+        write_merged(source, tmp / MERGED_DIR, shown=merged)
         write_script(tmp / "convert.sh", f"the merged model to GGUF ({quant}).", script)
     ran = []
     if root:

@@ -15,10 +15,15 @@ import secrets
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from engine.errors import UserError, shell_word
 from engine.export.facts import finished_adapter, load_run_config
+
+if TYPE_CHECKING:
+    from engine.config import Config
 
 
 def adapter_dir(run_dir: str | Path) -> Path:
@@ -80,19 +85,25 @@ def writing(out: str | Path) -> Iterator[Path]:
 
 def export_adapter(run_dir: str | Path, out: str | Path, *, card: bool = True) -> Path:
     check_not_training(run_dir)
-    src = adapter_dir(run_dir)
     with writing(out) as tmp:
-        shutil.copytree(src, tmp, dirs_exist_ok=True)
-        tokenizer = served_tokenizer(src)
-        save_tokenizer(tokenizer, tmp)
-        save_served_generation_config(src, tokenizer, tmp)
-        if card:
-            from engine.export.card import adapter_usage, write_card
-            from engine.export.facts import run_facts
-
-            facts = run_facts(run_dir)
-            write_card(facts, tmp, serve_title="Load it", serve_text=adapter_usage(facts, Path(out)), library="peft")
+        write_adapter(run_dir, tmp, card=card, shown=Path(out))
     return Path(out)
+
+
+def write_adapter(run_dir: str | Path, dst: Path, *, card: bool = True, shown: Path | None = None) -> None:
+    """The adapter, its tokenizer and generation config (and card) into `dst`: a folder being written (writing's, or
+    a part of another export's, which stages the whole once). shown: the path the card gives."""
+    src = adapter_dir(run_dir)
+    shutil.copytree(src, dst, dirs_exist_ok=True)
+    tokenizer = served_tokenizer(src)
+    save_tokenizer(tokenizer, dst)
+    save_served_generation_config(src, tokenizer, dst)
+    if card:
+        from engine.export.card import adapter_usage, write_card
+        from engine.export.facts import run_facts
+
+        facts = run_facts(run_dir)
+        write_card(facts, dst, serve_title="Load it", serve_text=adapter_usage(facts, shown or dst), library="peft")
 
 
 def merge_dtype():
@@ -193,37 +204,56 @@ def save_tokenizer(tokenizer, out: str | Path) -> None:
         path.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
-def export_merged(run_dir: str | Path, out: str | Path, *, card: bool = True, trust_remote_code: bool = False,
-                  log=None, shown: Path | None = None) -> Path:
-    """Loads the base the adapter trained against, unquantised (merge_base, in merge_dtype), applies the adapter,
-    merges.
-    trust_remote_code: the user passed --trust-remote-code (a run directory's config alone never runs code).
-    shown: the folder's path the card gives, where `out` is inside an export still being written."""
+@dataclass(frozen=True)
+class MergeSource:
+    """A finished run checked for a merge: its folder, config and whether its model's own code may run."""
+    run_dir: Path
+    cfg: Config
+    trust_remote_code: bool
+
+
+def merge_source(run_dir: str | Path, command: str, *, trust_remote_code: bool = False) -> MergeSource:
+    """The checks before a merge, cheap, before anything heavy loads: the run is not training, and its config asks
+    for the model's own code only where the user allowed it on `command`'s line (shown in the refusal)."""
     from engine.rundir import check_remote_code
 
     rd = Path(run_dir)
     check_not_training(rd)
     cfg = load_run_config(rd)
-    trust = check_remote_code(cfg, rd, trust_remote_code, f"export {shell_word(rd)} --merged {shell_word(out)}")
-    src = adapter_dir(rd)
+    return MergeSource(rd, cfg, check_remote_code(cfg, rd, trust_remote_code, command))
+
+
+def export_merged(run_dir: str | Path, out: str | Path, *, card: bool = True, trust_remote_code: bool = False,
+                  log=None) -> Path:
+    """Loads the base the adapter trained against, unquantised (merge_base, in merge_dtype), applies the adapter,
+    merges.
+    trust_remote_code: the user passed --trust-remote-code (a run directory's config alone never runs code)."""
+    source = merge_source(run_dir, f"export {shell_word(Path(run_dir))} --merged {shell_word(out)}",
+                          trust_remote_code=trust_remote_code)
     dst = check_empty_out(out)
+    if log:
+        log(merging_line(source.cfg.quantization))
+    with writing(dst) as tmp:
+        write_merged(source, tmp, card=card, shown=dst)
+    return dst
+
+
+def write_merged(source: MergeSource, dst: Path, *, card: bool = True, shown: Path | None = None) -> None:
+    """The merged model, its tokenizer and generation config (and card) into `dst`: a folder being written (writing's,
+    or a part of another export's, which stages the whole once). shown: the path the card gives."""
     # Heavy (torch, peft: seconds): after every check, so a typo is refused at once.
     from peft import PeftModel
 
-    dtype = merge_dtype()[0]
-    if log:
-        log(merging_line(cfg.quantization))
-    with writing(dst) as tmp:
-        base = merge_base(rd, cfg, dtype, trust_remote_code=trust)
-        merged = PeftModel.from_pretrained(base, str(src)).merge_and_unload()
-        merged.save_pretrained(str(tmp))
-        tokenizer = served_tokenizer(src)
-        save_tokenizer(tokenizer, tmp)  # the run's tokenizer, pad token and chat template included
-        save_served_generation_config(src, tokenizer, tmp, merged.generation_config)
-        if card:
-            from engine.export.card import merged_usage, write_card
-            from engine.export.facts import run_facts
+    src = adapter_dir(source.run_dir)
+    base = merge_base(source.run_dir, source.cfg, merge_dtype()[0], trust_remote_code=source.trust_remote_code)
+    merged = PeftModel.from_pretrained(base, str(src)).merge_and_unload()
+    merged.save_pretrained(str(dst))
+    tokenizer = served_tokenizer(src)
+    save_tokenizer(tokenizer, dst)  # the run's tokenizer, pad token and chat template included
+    save_served_generation_config(src, tokenizer, dst, merged.generation_config)
+    if card:
+        from engine.export.card import merged_usage, write_card
+        from engine.export.facts import run_facts
 
-            write_card(run_facts(rd), tmp, serve_title="Load it",
-                       serve_text=merged_usage(shown or dst, cfg.quantization, saved=tmp))
-    return dst
+        write_card(run_facts(source.run_dir), dst, serve_title="Load it",
+                   serve_text=merged_usage(shown or dst, source.cfg.quantization, saved=dst))

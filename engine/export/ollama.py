@@ -295,13 +295,15 @@ def base_architecture(base: str) -> str | None:
     return names[0] if isinstance(names, list) and names and isinstance(names[0], str) else None
 
 
-def export_ollama(run_dir: str | Path, out: str | Path, *, log=print) -> Path:
+def export_ollama(run_dir: str | Path, out: str | Path, *, trust_remote_code: bool = False, log=print) -> Path:
     from engine.export.card import write_card
     from engine.export.facts import run_facts, run_tokenizer
-    from engine.export.merge import check_empty_out, export_merged, merged_onto, merging_line, writing
+    from engine.export.merge import check_empty_out, merge_source, merged_onto, merging_line, write_merged, writing
 
-    facts = run_facts(run_dir)
     dst = check_empty_out(out)
+    source = merge_source(run_dir, f"export {shell_word(Path(run_dir))} --for ollama --out {shell_word(dst)}",
+                          trust_remote_code=trust_remote_code)
+    facts = run_facts(run_dir)
     system = facts.data.system_prompt
     tokenizer = run_tokenizer(facts.adapter)
     fmt = facts.data.format
@@ -317,7 +319,7 @@ def export_ollama(run_dir: str | Path, out: str | Path, *, log=print) -> Path:
     log(f"template: {match.template.name} (matches the run's: {'; '.join(match.checked)})")
     log(merging_line(facts.cfg.quantization))
     with writing(dst) as tmp:
-        export_merged(run_dir, tmp, card=False)
+        write_merged(source, tmp, card=False)
         (tmp / "Modelfile").write_text(modelfile(match, source=str(Path(run_dir).resolve()), system=system),
                                        encoding="utf-8")
         arch = (json.loads((tmp / "config.json").read_text()).get("architectures") or ["?"])[0]

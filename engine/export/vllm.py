@@ -77,8 +77,9 @@ def serve_command(base: str, name: str, folder: Path, adapter: str, max_lora_ran
 
 def export_vllm(run_dir: str | Path, out: str | Path, *, log=print) -> Path:
     from engine.export.facts import run_facts
-    from engine.export.merge import writing
+    from engine.export.merge import check_not_training, writing
 
+    check_not_training(run_dir)
     facts = run_facts(run_dir)
     check = check_adapter(facts.adapter)
     if check.problems:
@@ -97,12 +98,12 @@ def _write_vllm(facts, check: VllmCheck, dst: Path) -> tuple[str, str | None]:
     """The adapter, serve.sh and the cards into `dst`; returns the serve line, and what renaming the adapter for a
     multimodal checkpoint did (engine.export.served_names), if it did."""
     from engine.export.card import write_card
-    from engine.export.merge import export_adapter
+    from engine.export.merge import write_adapter
     from engine.export.script import write_script
     from engine.export.served_names import rename_for_checkpoint
 
     adapter = dst / "adapter"
-    export_adapter(facts.run_dir, adapter, card=False)
+    write_adapter(facts.run_dir, adapter, card=False)   # inside the export's one staging folder
     renamed = rename_for_checkpoint(adapter, facts.base_path)   # vLLM serves the whole checkpoint, named as it is
     name = facts.name
     cmd = serve_command(facts.base_path, name, dst, adapter.name, check.max_lora_rank)
