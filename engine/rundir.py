@@ -736,6 +736,16 @@ def number_text(value: Any, fmt: str = ".3f") -> str:
     return "nan" if json_number(value) is not None else "-"
 
 
+def loss_text(value: Any) -> str:
+    """A loss as every view of a run shows it (the monitor, its chart, the runs lists, train.log and `lorapilot
+    train`): four significant digits, their trailing zeros kept, so that one loss reads the same everywhere and a
+    column of them keeps its width (1.200 beside 1.234, not 1.2 here and 1.2000 there; 0.01234 not 0.0123);
+    number_text's "nan" and "-" otherwise."""
+    if not finite(value):
+        return number_text(value)
+    return f"{value:#.4g}".rstrip(".")   # 1235, not "1235."
+
+
 def record_number(rec: dict, key: str) -> float | None:
     """A record's field as a number (NaN and infinities as written), or None: absent, or no number (a line edited
     by hand or written by another program): json_number."""
@@ -1239,7 +1249,7 @@ def format_record(rec: dict, warming_up: bool = False) -> str | None:
     kind, step = rec.get("kind"), rec.get("step")
     if kind == "train":
         lr, grad, speed = (record_number(rec, key) for key in ("learning_rate", "grad_norm", "tokens_per_s"))
-        parts = [f"step {step:>5}", f"loss {_float(rec, 'loss'):.4f}"]
+        parts = [f"step {step:>5}", f"loss {loss_text(_float(rec, 'loss'))}"]
         if lr is not None:
             parts.append(f"lr {lr:.2e}")
         if grad is not None:
@@ -1248,7 +1258,7 @@ def format_record(rec: dict, warming_up: bool = False) -> str | None:
             parts.append("tok/s measuring" if warming_up else f"{speed:,.0f} tok/s")
         return "  ".join(parts)
     if kind == "eval":
-        return f"step {step:>5}  eval_loss {_float(rec, 'eval_loss'):.4f}"
+        return f"step {step:>5}  eval_loss {loss_text(_float(rec, 'eval_loss'))}"
     if kind == "finding":
         from engine.diagnose.finding import Finding, finding_text, finding_where
 

@@ -95,8 +95,6 @@ def short_name(name: str, width: int = NAME_W) -> str:
     return name[:head] + "…" + name[-(width - 1 - head):]
 
 
-def _num(x: float | None) -> str:
-    return f"{x:.4f}" if isinstance(x, (int, float)) and x == x and abs(x) < 100 else "-" if x is None else f"{x:.3g}"
 
 
 TRIAL_INDENT = "  · "
@@ -159,10 +157,10 @@ def _sweeps(base: Path, problems: list[str] | None = None) -> Iterator[tuple[flo
 
 
 def format_row(row: Row) -> str:
-    from engine.rundir import format_age
+    from engine.rundir import format_age, loss_text
 
-    return (f"{short_name(row.name):<{NAME_W}} {row.state[:10]:<10} {row.progress[-11:]:>11} {_num(row.loss):>7} "
-            f"{_num(row.eval_loss):>7} {format_age(row.age_s):>5}")
+    return (f"{short_name(row.name):<{NAME_W}} {row.state[:10]:<10} {row.progress[-11:]:>11} {loss_text(row.loss):>7} "
+            f"{loss_text(row.eval_loss):>7} {format_age(row.age_s):>5}")
 
 
 def format_table(rows: list[Row]) -> list[str]:
@@ -180,6 +178,8 @@ def watch_lines(root: str | Path | None, *, poll_s: float = 2.0, stalled: Callab
 
     The first look prints nothing for what is already there: only changes from then on.
     """
+    from engine.rundir import loss_text
+
     seen = {r.key: r.state for r in collect(root, stalled)}
     n = 0
     while rounds is None or n < rounds:
@@ -191,4 +191,4 @@ def watch_lines(root: str | Path | None, *, poll_s: float = 2.0, stalled: Callab
                 seen[row.key] = row.state
                 was = f"{before} -> " if before else "new, "
                 yield (f"{time.strftime('%H:%M:%S')}  {short_name(row.name, 40)}  {was}{row.state}"
-                       f"  {row.progress}" + (f"  loss {_num(row.loss)}" if row.loss is not None else ""))
+                       f"  {row.progress}" + (f"  loss {loss_text(row.loss)}" if row.loss is not None else ""))

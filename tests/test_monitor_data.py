@@ -57,6 +57,21 @@ def test_compact_numbers_fit_the_axis_margin():
         assert len(compact_number(v)) <= 6, (v, compact_number(v))
 
 
+def test_axis_labels_share_their_decimals_as_the_loss_beside_them_keeps_its_zeros():
+    """A loss axis read 1, 1.2, 1.4 ... 2, 2.2 beside a last loss of 1.200: each tick's own trailing zeros dropped."""
+    from tui.widgets.chart_axis import CompactFormatter, same_decimals
+
+    axis = CompactFormatter()
+    assert axis.get_labels_for_ticks([1.0, 1.2, 1.4, 1.6, 1.8, 2.0, 2.2]) == \
+        ["1.0", "1.2", "1.4", "1.6", "1.8", "2.0", "2.2"]
+    assert axis.get_labels_for_ticks([2.4, 2.45, 2.5]) == ["2.40", "2.45", "2.50"]
+    assert axis.get_labels_for_ticks([3.0, 4.0, 5.0]) == ["3", "4", "5"]
+    # an exponent or a suffix, or more than the margin holds: as compact_number writes them
+    assert axis.get_labels_for_ticks([0.0, 1e-4, 2e-4]) == ["0", "1e-4", "2e-4"]
+    assert axis.get_labels_for_ticks([0.0, 5000.0, 10_000.0]) == ["0", "5000", "10k"]
+    assert same_decimals(["-100", "-100.25"]) == ["-100", "-100.25"]   # -100.00: wider than the margin
+
+
 def test_history_folds_records():
     h = RunHistory("x")
     recs = list(records(1, 900, 1200, t0=1000.0))
@@ -235,7 +250,7 @@ def test_close_ticks_get_labels_that_tell_them_apart():
     ticks = f.get_ticks(8.2424, 8.2464, 6)
     labels = f.get_labels_for_ticks(ticks)
     assert len(set(labels)) == len(labels) and all(len(x) <= 6 for x in labels), labels
-    assert f.get_labels_for_ticks([0.5, 1.0, 1.5]) == ["0.5", "1", "1.5"]  # no digits added where none are needed
+    assert f.get_labels_for_ticks([0.5, 1.0, 1.5]) == ["0.5", "1.0", "1.5"]  # no digits added past the ticks' own decimals
     log = LogFormatter()
     labels = log.get_labels_for_ticks(log.get_ticks(math.log10(8.2424), math.log10(8.2464), 6))
     assert len(set(labels)) == len(labels), labels

@@ -518,7 +518,7 @@ def test_samples_panel_groups_each_evaluation_newest_first_with_its_eval_loss():
                for s, loss in ((10, 3.25), (20, 2.5)) for i in range(2)]
     blocks = [b.plain for b in sample_blocks(samples)]
     assert len(blocks) == 2
-    assert blocks[0].startswith("step 20 · eval loss 2.5000\n") and blocks[1].startswith("step 10 · eval loss 3.2500")
+    assert blocks[0].startswith("step 20 · eval loss 2.500\n") and blocks[1].startswith("step 10 · eval loss 3.250")
     assert blocks[0].index("answer 20.0") < blocks[0].index("answer 20.1") and "answer 10" not in blocks[0]
 
 

@@ -12,6 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "screenshots"))
 from monitor_fakerun import make_run  # noqa: E402
 
 from conftest import run_cli  # noqa: E402
+from engine.rundir import loss_text  # noqa: E402
 from engine.runs_list import watch_lines  # noqa: E402
 
 
@@ -22,7 +23,7 @@ def _sweep(root: Path, name: str) -> Path:
     (d / "sweep.json").write_text(json.dumps({
         "state": "done", "driver_pid": None, "updated": time.time(), "steps": 40,
         "trials": [{"id": "lr2e-4_r8", "state": "done"}, {"id": "lr1e-3_r16", "state": "stopped"}],
-        "winner": {"id": "lr2e-4_r8", "eval_loss": 1.2345}}), encoding="utf-8")
+        "winner": {"id": "lr2e-4_r8", "eval_loss": 1.2346}}), encoding="utf-8")
     return d
 
 
@@ -39,7 +40,7 @@ def test_runs_fits_80_columns_and_lists_sweeps(tmp_path):
     assert "20261203-101500" in text  # a long name keeps its end (the timestamp)
     assert "1200/1200" in text
     at = next(i for i, line in enumerate(lines) if line.startswith("sweep-demo-20261203-102000 "))
-    assert "done" in lines[at] and "2/2 trials" in lines[at] and "1.2345" in lines[at]
+    assert "done" in lines[at] and "2/2 trials" in lines[at] and "1.235" in lines[at]
     # Its trials follow it, indented.
     assert lines[at + 1].startswith("  · lr1e-3_r16 ") and lines[at + 2].startswith("  · lr2e-4_r8 "), lines
 
@@ -114,6 +115,6 @@ def test_runs_shows_the_loss_the_monitor_reads_past_lines_that_are_not_records(t
     out = capsys.readouterr().out
     for name in lines:
         row = next(line for line in out.splitlines() if line.startswith(f"{name} "))
-        assert f"{last[name]:.4f}" in row, row
+        assert loss_text(last[name]) in row, row   # as the monitor shows it (engine.rundir.loss_text)
     assert main(["runs", "--root", str(tmp_path), "--json"]) == 0
     assert {Path(r["run_dir"]).name: r["loss"] for r in json.loads(capsys.readouterr().out)} == last

@@ -11,7 +11,7 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
-from engine.rundir import default_runs_root, format_age, safe_text
+from engine.rundir import default_runs_root, format_age, loss_text, safe_text
 from engine.runs_list import Row, collect, short_name, stalled_run, state_notes
 from tui.screens.key_commands import KeyCommands
 from tui.app import LorapilotApp
@@ -43,8 +43,6 @@ def leave_monitor(screen: Screen, folder: str) -> None:
 ESCAPE_BINDINGS = [Binding("escape", "back", "Runs"), Binding("escape", "back_out", "Back")]
 
 
-def _loss(v: float | None) -> str:
-    return "-" if v is None else f"{v:.4g}"
 
 
 class RunsScreen(Screen):
@@ -114,7 +112,7 @@ class RunsScreen(Screen):
             # A long name loses its middle, never the timestamp at its end: the numbers stay in 80 columns.
             # Text, not a str: a DataTable reads a str cell as markup, and a folder named `lora[v2]` lost its `[v2]`
             table.add_row(Text(short_name(r.name)), Text(r.state, style=STATE_STYLES.get(r.state, "")), r.progress,
-                          _loss(r.loss), _loss(r.eval_loss),
+                          loss_text(r.loss), loss_text(r.eval_loss),
                           format_age(r.age_s) + " ago" if r.age_s is not None else "-", key=r.key)
         if runs:
             table.move_cursor(row=min(keep, len(runs) - 1))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from typing import Sequence
 
 from textual_plot import NumericAxisFormatter
@@ -48,7 +49,7 @@ class LogFormatter(CompactFormatter):
 
 def distinct_labels(values: Sequence[float]) -> list[str]:
     """compact_number of each, with the digits that tell close ticks apart (8.2425 beside 8.243, not 8.24 twice),
-    as many as the margin holds."""
+    as many as the margin holds, and one number of decimals (same_decimals)."""
     labels = [compact_number(v) for v in values]
     for digits in (4, 5):
         if len(set(labels)) == len(labels):
@@ -57,7 +58,22 @@ def distinct_labels(values: Sequence[float]) -> list[str]:
         if max(map(len, more), default=0) > MARGIN:
             break
         labels = more
-    return labels
+    return same_decimals(labels)
+
+
+_DECIMAL = re.compile(r"-?\d+(?:\.(\d+))?")
+
+
+def same_decimals(labels: list[str]) -> list[str]:
+    """Plain decimal labels written with one number of decimals, their trailing zeros kept (1.0 1.5 2.0, not 1 1.5
+    2), as the loss beside the chart is (engine.rundir.loss_text); as they were where one has an exponent or a
+    suffix (2e-4, 12k), or where the margin would not hold them."""
+    found = [_DECIMAL.fullmatch(label) for label in labels]
+    if not found or not all(found):
+        return labels
+    places = max(len(m.group(1) or "") for m in found if m)
+    padded = [f"{float(label):.{places}f}" for label in labels]
+    return padded if max(map(len, padded)) <= MARGIN else labels
 
 
 def compact_number(v: float, digits: int = 3) -> str:

@@ -6,6 +6,8 @@ from typing import Any
 
 from textual.reactive import reactive
 
+from engine.rundir import loss_text
+
 from tui.models.chart_data import Ema, log10_or_nan
 from tui.models.run_history import LOSS, RunHistory
 from tui.widgets.chart_axis import CompactFormatter, LogFormatter
@@ -89,9 +91,9 @@ class LossChart(RunPlot):
             last, ev = h.loss.last(), h.eval_loss.last()
             if last is not None:
                 # The last logged value, as the Progress panel shows it; the smoothed line is labelled apart.
-                bits.append(f"last train {last:.4g}")
+                bits.append(f"last train {loss_text(last)}")
             if ev is not None:
-                bits.append(f"eval {ev:.4g}")
+                bits.append(f"eval {loss_text(ev)}")
         if self.smoothing:
             bits.append(f"line smoothed (EMA {self.smoothing:g})")
         if self.log_scale:

@@ -13,7 +13,7 @@ from textual.markup import escape
 from engine.diagnose.finding import Finding
 from engine.errors import shell_word
 from engine.eta import starting_eta
-from engine.rundir import LOG_FILE, copy_of, finite, format_age, safe_text, tail_lines
+from engine.rundir import LOG_FILE, copy_of, finite, format_age, loss_text, safe_text, tail_lines
 from engine.runs_list import COPY, STALLED, stall
 from tui.models.run_history import LOG, PROGRESS, SYSTEM, RunHistory
 from tui.widgets.meter_text import meter
@@ -112,8 +112,7 @@ class ProgressPanel(MonitorPanel):
             ("measuring", "dim") if h.last_train and not h.is_final else "-"
         row("epoch", f"{epoch:.2f}" if isinstance(epoch, (int, float)) else "-",
             ("   avg tokens/s " if avg is not None else "   tokens/s ", "bold"), speed)
-        row("loss", f"{loss:.4g}" if loss is not None else "-", ("   eval ", "bold"),
-            f"{ev:.4g}" if ev is not None else "-")
+        row("loss", loss_text(loss), ("   eval ", "bold"), loss_text(ev))
         eta = None if stalled else h.eta()  # a stuck run has no ETA
         # Steps, evaluations and saves to come (engine.eta); before the first evaluation or save is measured,
         # its cost is the estimate's rule, and the row says so. Before a step time: the estimate's, said short.

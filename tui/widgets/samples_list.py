@@ -11,7 +11,7 @@ from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
-from engine.rundir import record_number
+from engine.rundir import loss_text, record_number
 from tui.models.run_history import SAMPLES, Record, RunHistory
 
 
@@ -58,7 +58,7 @@ def sample_blocks(samples: Iterable[Record]) -> list[Text]:
     for step in reversed(list(by_step)):
         group = by_step[step]
         loss = record_number(group[0], "eval_loss")
-        header = f"step {step}" + (f" · eval loss {loss:.4f}" if loss is not None else "")
+        header = f"step {step}" + (f" · eval loss {loss_text(loss)}" if loss is not None else "")
         parts: list = [(header, "bold reverse"), "\n"]
         for s in group:
             parts += _field("prompt ", "dim bold", _tight(s.get("prompt", "")), "dim")
