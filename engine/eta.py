@@ -14,8 +14,10 @@ checkpoint at S (transformers' order: log, evaluate, save), so:
 
 Before the first evaluation or save is seen, their cost is the estimate's rule, counted by the estimate's own
 function (engine.estimate.timing.pauses: at step 0 with the estimate's step time the ETA is the estimate's time
-less its start-up and compile), and the ETA says it leans on an estimate. Before any step time is measured, the ETA
-is the estimate's own time of the run's plan, which the trainer writes into status.json (starting_eta).
+less its start-up and compile), and the ETA says it leans on an estimate. Before any step time is measured there is no
+ETA: a countdown from the estimate's time would fall while the model loads or the layers compile, as if training. The
+monitor says what the trainer is doing and the estimate's time of the whole run, which the trainer writes into
+status.json, as the estimate's (starting_eta).
 """
 
 from __future__ import annotations
@@ -194,31 +196,35 @@ def eta_from(step_s: float, schedule: Schedule, step: int, *, eval_each: float |
     return Eta(steps_s + p.seconds, steps_s, p.evals_s, p.saves_s, p.estimated)
 
 
-# What the trainer is doing before its first step, by status.json's phase (engine.train.run writes it).
+# What the trainer is doing before its first step time is measured: status.json's phase while it starts
+# (engine.train.run writes it), its first steps once it trains (with the plan's compile of the layers, in the first).
 STARTING_PHASES = {"data": "reading the data", "model": "loading the model"}
+FIRST_STEPS = "first steps"
+COMPILING = "first steps (compiling the layers)"
 
 
 @dataclass(frozen=True)
 class Starting:
-    """The ETA of a run that has not measured a step yet: the estimate's, and what the trainer is doing."""
-    seconds: float | None     # the estimate's time left; None: no estimate yet (the plan comes after the data)
-    doing: str                # "loading the model", "reading the data"; "" once it trains
+    """A live run with no step time measured yet: no ETA, but what the trainer is doing, and the estimate's time of
+    the whole run."""
+    estimate_s: float | None  # the estimate's time of the run's plan, start-up and compile included; None: not planned
+    doing: str                # "loading the model", "first steps", ...; "" once a train record is in
 
 
-def starting_eta(status: dict | None, now: float) -> Starting:
-    """Before the first train records no step time is measured: the estimate's time of the run's plan (the trainer
-    writes it into status.json once planned, start-up and compile included) less the time since launch, but never
-    below the run after its start-up (a slow start does not shorten the steps); before the plan, the phase alone."""
+def starting_eta(status: dict | None, trained: bool = False) -> Starting:
+    """Before a step time is measured no time left is known (a model that loads or layers that compile for minutes
+    shorten nothing): what the trainer is doing, by status.json's state and phase, and the estimate's time of the
+    run's plan (the trainer writes it into status.json once planned), shown as the estimate's, never counted down.
+    trained: a train record has been read (the step time waits for the next)."""
     st = status or {}
-    starting = st.get("state") in ("starting", "loading")
-    doing = STARTING_PHASES.get(str(st.get("phase")), "starting") if starting else ""
-    est = _dict(st.get("estimate"))
-    total, startup, launched = (_seconds(est.get("time_s")), _seconds(est.get("startup_s")),
-                                _seconds(st.get("launched")))
-    if total is None:
-        return Starting(None, doing)
-    since = max(0.0, now - launched) if launched is not None else 0.0
-    return Starting(max(total - (startup or 0.0), total - since), doing)
+    state = st.get("state")
+    if state in ("starting", "loading"):
+        doing = STARTING_PHASES.get(str(st.get("phase")), "starting")
+    elif state == "training" and not trained:
+        doing = COMPILING if _dict(st.get("plan")).get("compile_layers") else FIRST_STEPS
+    else:
+        doing = ""
+    return Starting(_seconds(_dict(st.get("estimate")).get("time_s")), doing)
 
 
 def _seconds(v: Any) -> float | None:

@@ -127,7 +127,7 @@ def write_status(run_dir: str | Path, **fields: Any) -> dict:
 
     Read, merged and replaced under `status_lock`: the launcher records the trainer's pid while the trainer, just
     started, writes its first status, and each wrote back the file as it had read it, without the other's fields
-    (a run without its `pid` shows as lost and cannot be stopped; one without `launched` loses its start-up ETA).
+    (a run without its `pid` shows as lost and cannot be stopped; one without `launched` loses its start-up from its elapsed time).
     On a full disk the space reserve is given up first, so that the run can still record why it failed.
     """
     path = Path(run_dir) / STATUS_FILE

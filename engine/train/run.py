@@ -330,8 +330,8 @@ def _model_info(cfg: Config) -> ModelInfo | None:
 
 
 def _estimate_of(cfg: Config, inputs: Inputs, run_plan: RunPlan, *, resumed: bool = False) -> dict | None:
-    """The estimate of this plan, as `lorapilot estimate` shows it for this machine and these examples: its time, what
-    the monitor's ETA says before the first step (engine.eta.starting_eta), and on a GPU its memory peak, which the
+    """The estimate of this plan, as `lorapilot estimate` shows it for this machine and these examples: its time, which
+    the monitor shows as the estimate's before a step time is measured (engine.eta.starting_eta), and on a GPU its memory peak, which the
     monitor sets beside the trainer's measured one (both torch.cuda.max_memory_allocated). None without a figure (no
     config.json to count the model from, no GPU named); no time without a speed figure for this GPU, nor for a resume
     (it starts from its checkpoint's step)."""
@@ -735,8 +735,8 @@ def main(argv: list[str] | None = None) -> int:
     # With several ranks the launcher's torchrun agent keeps `pid`: it lives exactly as long as the run.
     me = {"pid": os.getpid(), "pid_start": process_start(os.getpid())} if n_ranks == 1 else \
         {"rank0_pid": os.getpid()}
-    # launched: what the monitor counts the start-up from before the first step (engine.eta.starting_eta); a
-    # resume keeps the first life's as first_launched, for the run's elapsed time (engine.run_clock)
+    # launched: what the run's elapsed time counts from (engine.run_clock); a resume keeps the first life's as
+    # first_launched
     cfg = None
     try:
         # Inside: a move in the trainer's first second is said like one later (no traceback, no status.json made

@@ -13,7 +13,7 @@ from textual.markup import escape
 from engine.diagnose.finding import Finding
 from engine.errors import shell_word
 from engine.eta import starting_eta
-from engine.rundir import LOG_FILE, copy_of, finite, format_age, loss_text, safe_text, tail_lines
+from engine.rundir import FINAL_STATES, LOG_FILE, STATES, copy_of, finite, format_age, loss_text, safe_text, tail_lines
 from engine.runs_list import COPY, STALLED, stall
 from tui.models.run_history import LOG, PROGRESS, SYSTEM, RunHistory
 from tui.widgets.meter_text import meter
@@ -36,6 +36,7 @@ STATE_STYLES = {
 
 
 LABEL = 11
+ETA_AFTER = "after first steps"   # a live run's ETA before its step time is measured
 
 
 def format_duration(seconds: float | None) -> str:
@@ -78,9 +79,9 @@ class ProgressPanel(MonitorPanel):
         st = h.status or {}
         # An ended run's trainer has exited: its pid would name a process that is gone (or another one now).
         pid = None if h.is_final or h.state == "lost" else st.get("pid") or st.get("rank0_pid")
-        # Before a step time is measured: the estimate's time of the run's plan, and what the trainer is doing
+        # Before a step time is measured: what the trainer is doing, and the estimate's time of the whole run
         # (engine.eta.starting_eta).
-        starting = starting_eta(h.status, wall_clock()) if h.pace.step_s() is None else None
+        starting = starting_eta(h.status, trained=h.last_train is not None) if h.pace.step_s() is None else None
         doing = starting.doing if starting else ""
         rest = doing.removeprefix(h.state)   # "loading" + " the model"; "loading" · "reading the data"
         doing = rest if rest != doing else f" · {doing}" if doing else ""
@@ -115,13 +116,17 @@ class ProgressPanel(MonitorPanel):
         row("loss", loss_text(loss), ("   eval ", "bold"), loss_text(ev))
         eta = None if stalled else h.eta()  # a stuck run has no ETA
         # Steps, evaluations and saves to come (engine.eta); before the first evaluation or save is measured,
-        # its cost is the estimate's rule, and the row says so. Before a step time: the estimate's, said short.
-        left, note = (eta.seconds, "evals/saves estimated" if eta.estimated else "") if eta else (None, "")
-        if eta is None and starting and starting.seconds is not None and not stalled and not h.is_final \
-                and h.state != "lost":
-            left, note = starting.seconds, "estimate"
-        row("elapsed", format_duration(h.elapsed_s()), ("   ETA ", "bold"), format_duration(left),
-            (f"  {note}" if note else "", "dim"))
+        # its cost is the estimate's rule, and the row says so. Before a step time: none yet (a model loading or
+        # layers compiling shorten nothing), and the estimate's time of the whole run, as the estimate's.
+        left: str | tuple[str, str] = format_duration(eta.seconds) if eta else "-"
+        note = "evals/saves estimated" if eta and eta.estimated else ""
+        if eta is None and starting and not stalled and h.state in STATES and h.state not in FINAL_STATES:
+            left = (ETA_AFTER, "dim")
+            if starting.estimate_s is not None:
+                note = f"run estimated {format_duration(starting.estimate_s)}"
+        row("elapsed", format_duration(h.elapsed_s()), ("   ETA ", "bold"), left, (f"  {note}" if note else "", "dim"))
+        if starting and note and rows[-1].cell_len > (self.content_size.width or 80):
+            rows[-1] = rows[-1][:-len(note) - 2]   # the estimate where it fits; the ETA's own words always
         row("checkpoint", self._saved(h.last_checkpoint, (h.status or {}).get("last_checkpoint")))
         if h.adapter:
             # Not "adapter    adapter": the row names what it is, the value where it went (the run's adapter/).
