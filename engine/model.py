@@ -488,6 +488,28 @@ def add_lora(model, cfg, *, gradient_checkpointing: bool):
             raise
 
 
+def adapter_on_meta(cfg):
+    """The model with its LoRA adapters as the trainer builds them for `cfg` (add_lora), on the meta device from the
+    model's config.json: the adapter's module names and shapes without a weight read or a byte of memory, for the
+    launcher's resume check (engine.train.resume_check.refuse_before_load). cfg.trust_remote_code: as the caller
+    resolved it (rundir.check_remote_code). None where transformers cannot build the model from its config alone (its
+    config.json out of reach, a model's own code not trusted): the trainer's check, on the loaded model, decides then.
+    What add_lora refuses (a target the model does not have) it refuses here as in the trainer."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    path = resolve_model_path(cfg.model)
+    try:
+        config = AutoConfig.from_pretrained(path, trust_remote_code=cfg.trust_remote_code, token=hub_token(),
+                                            local_files_only=cache_only_for(path))
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(config, trust_remote_code=cfg.trust_remote_code)
+    except Exception:  # noqa: BLE001 - see the docstring: the trainer's load says what is wrong with the model
+        return None
+    with torch.device("meta"):   # the adapters too: created where they are built, not on the CPU first
+        return add_lora(model, cfg, gradient_checkpointing=False)
+
+
 def _refuse_expert_dropout(config, cfg, *, adapted: bool | None = None) -> None:
     """The rule of LoRA dropout on a mixture's stacked experts (engine.estimate.params.expert_dropout_problem) as
     the trainer's refusal; config: the loaded model's (its attention's names for the fix); adapted=True: peft refused

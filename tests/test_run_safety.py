@@ -610,6 +610,137 @@ def test_a_resume_whose_adapter_is_not_the_checkpoints_is_refused_naming_the_mod
                                 "modules adapted now, not at checkpoint-20: model.layers.0.self_attn.q_proj"]
 
 
+def _resumable_run(tmp_path: Path, model_dir: Path, *, record: bool = True) -> tuple[Path, Path]:
+    """A run stopped at step 4 of 8 with a checkpoint as the trainer saves one (the demo model's adapter, the record
+    of its config and tokens), made without training; the model a copy of the demo's, to edit. (run, model)"""
+    import shutil
+
+    from engine.config import Config, save_config
+    from engine.data import load_examples
+    from engine.data.fingerprint import tokens_record
+    from engine.model import add_lora, load_base_model, load_tokenizer
+    from engine.rundir import CHECKPOINT_RUN_FILE
+    from engine.train.resume_check import run_record
+
+    model = Path(shutil.copytree(model_dir, tmp_path / "model"))
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(f'{{"instruction": "say {w}", "output": "{w}"}}\n' for w in ("one", "two", "three", "four")))
+    cfg = Config(model=str(model), quantization="none")
+    cfg.dataset.path = str(data)
+    cfg.training.max_steps = 8
+    run = tmp_path / "run"
+    ckpt = run / "checkpoints" / "checkpoint-4"
+    base, _ = load_base_model(cfg.model, cfg.quantization, cfg.training.precision)
+    add_lora(base, cfg, gradient_checkpointing=False).save_pretrained(ckpt)
+    (ckpt / "trainer_state.json").write_text(json.dumps({"global_step": 4}))
+    if record:
+        tok = load_tokenizer(cfg.model)
+        tokens = tokens_record(load_examples(cfg, tok), tok)
+        (ckpt / CHECKPOINT_RUN_FILE).write_text(json.dumps(run_record(cfg, "adamw_torch", tokens=tokens)))
+    save_config(cfg, run / "config.yaml")
+    (run / "status.json").write_text(json.dumps({"state": "stopped", "step": 4, "max_steps": 8}))
+    return run, model
+
+
+def _changed_since_the_checkpoint(run: Path, model: Path, change: str) -> None:
+    """chat_template: the template at the model's path edited (the config reads the same); lora_r: lora.r edited under
+    a checkpoint an earlier lorapilot saved (no record of its config: only its adapter says r 16)."""
+    import yaml
+
+    if change == "chat_template":
+        template = model / "chat_template.jinja"
+        template.write_text(template.read_text().replace("{{ m['role'] }}\n", "{{ m['role'] }}:\n"))
+    elif change == "lora_r":
+        raw = yaml.safe_load((run / "config.yaml").read_text())
+        raw["lora"]["r"] = 8
+        (run / "config.yaml").write_text(yaml.safe_dump(raw))
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    """Every file's bytes but the run lock's (an empty file the launcher leaves, as after any refusal)."""
+    from engine.rundir import LOCK_FILE
+
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.name != LOCK_FILE}
+
+
+@pytest.mark.parametrize("change", ["chat_template", "lora_r", None])
+def test_a_resume_the_trainer_would_refuse_after_its_load_is_refused_before_the_detach(tmp_path, monkeypatch, capsys,
+                                                                                      demo_model_dir, change):
+    """`train --resume --detach` after the chat template at the model's path was edited (or lora.r, under a
+    checkpoint without lorapilot's record of its config): the foreground said 0 and the run failed later, in its
+    trainer, once the tokenizer and data (tokens) or the 7B model (the adapter) had loaded. Refused now before anything
+    starts, exit 2, with the trainer's own message; the run directory as it was."""
+    from engine import cli
+    from engine.train import launch
+
+    run, model = _resumable_run(tmp_path, demo_model_dir, record=change != "lora_r")
+    _changed_since_the_checkpoint(run, model, change)
+    before = _files(run)
+    spawned = []
+    monkeypatch.setattr(launch, "_spawn", lambda *a, **k: spawned.append(1) or subprocess.Popen(["true"]))
+    rc = cli.main(["train", "--resume", str(run), "--detach"])
+    err = unwrapped(capsys.readouterr().err)
+    if change is None:   # as it was: resumed
+        assert rc == 0 and spawned, err
+        return
+    assert rc == 2 and not spawned and "Traceback" not in err, err
+    assert _files(run) == before   # status.json, config.yaml, the checkpoint; no train.log
+    if change == "chat_template":
+        assert f"{run / 'config.yaml'}: this resume would train on other tokens than checkpoint-4 was trained on" in err
+        assert f"chat template: the chat template at {model} changed" in err, err
+    else:
+        assert f"{run / 'config.yaml'}: the adapter this resume builds is not the one checkpoint-4 was trained as" in err
+        assert "r: 16 at checkpoint-4, 8 now" in err and "modules of other shapes than at checkpoint-4" in err, err
+
+
+class _Passed(Exception):
+    """The trainer got past its resume checks (to building its Trainer)."""
+
+
+@pytest.mark.parametrize("change", ["chat_template", "lora_r", "adapter_modules", None])
+def test_the_launchers_resume_refusals_are_the_trainers(tmp_path, monkeypatch, demo_model_dir, change):
+    """The seam: the launcher's checks before the load (refuse_before_load) and the trainer's after it, on the same
+    run directory, refuse the same resumes with the same words and let the same ones through. adapter_modules: the
+    checkpoint's adapter has a module more than this lorapilot builds (an earlier one adapted a mixture's routers)."""
+    from safetensors.torch import load_file, save_file
+
+    from engine.config import load_config
+    from engine.errors import UserError
+    from engine.train import run as trainer
+    from engine.train.resume_check import refuse_before_load
+    from engine.train.signals import StopFlag
+
+    run, model = _resumable_run(tmp_path, demo_model_dir, record=change != "lora_r")
+    _changed_since_the_checkpoint(run, model, change)
+    if change == "adapter_modules":
+        ckpt = run / "checkpoints" / "checkpoint-4"
+        saved = load_file(ckpt / "adapter_model.safetensors")
+        save_file(saved | {k.replace("up_proj", "gate"): v.clone() for k, v in saved.items() if ".up_proj." in k},
+                  ckpt / "adapter_model.safetensors")
+        config = json.loads((ckpt / "adapter_config.json").read_text())
+        config["target_modules"] = [*config["target_modules"], "gate"]
+        (ckpt / "adapter_config.json").write_text(json.dumps(config))
+    cfg = load_config(run / "config.yaml")
+
+    def verdict(check) -> tuple[str, list[str]] | None:
+        try:
+            check()
+        except _Passed:
+            return None
+        except UserError as e:
+            return e.message, e.problems
+        return None
+
+    def trains() -> None:
+        trainer.train(load_config(run / "config.yaml"), run, resume=True, stop=StopFlag(run))
+
+    monkeypatch.setattr(trainer, "build_trainer", lambda *a, **k: (_ for _ in ()).throw(_Passed()))
+    launcher, trained = verdict(lambda: refuse_before_load(run, cfg)), verdict(trains)
+    assert launcher == trained
+    assert (launcher is None) == (change is None), launcher
+
+
 # ------------------------------------------------------------------ 8. damaged checkpoints
 
 def _checkpoint(root: Path, step: int) -> Path:

@@ -268,6 +268,11 @@ def resume_run(run_dir: str | Path, *, trust_remote_code: bool = False) -> RunHa
         if finished:
             raise UserError(f"{rd}: nothing left to train: {finished}",
                             fix=f"to train longer, raise training.max_steps in {rd / CONFIG_FILE}, then resume")
+        if ckpt:   # what the trainer would refuse after its load, said here (its tokens, its adapter)
+            from engine.train.resume_check import refuse_before_load
+
+            cfg.trust_remote_code = trust
+            notes += refuse_before_load(rd, cfg)
         (rd / STOP_REQUEST_FILE).unlink(missing_ok=True)
         try:
             # The step it resumes from, not the stopped life's: the monitor shows it while the trainer loads.

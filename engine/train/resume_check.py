@@ -20,7 +20,7 @@ from engine.adapter_config import lora_module
 from engine.config import FIELDS
 from engine.errors import UserError, shell_word, yaml_text
 from engine.json_file import read_table
-from engine.rundir import CHECKPOINT_RUN_FILE, checkpoint_step
+from engine.rundir import CHECKPOINT_RUN_FILE, CONFIG_FILE, checkpoint_step
 
 # Read afresh by the Trainer or lorapilot on every start; nothing saved in a checkpoint depends on them.
 # training.learning_rate is re-applied to the restored optimizer and schedule (engine.train.callback).
@@ -135,8 +135,7 @@ def token_changes(ckpt: str | Path, tokens: dict, cfg, config_path: str | Path) 
     saved = (saved_record(ckpt) or {}).get("tokens")
     name = Path(ckpt).name
     if not isinstance(saved, dict):
-        return [f"{name} holds no record of the tokens it was trained on (saved by an earlier lorapilot): this resume "
-                "cannot check that the tokenizer, chat template and data rules are as they were"]
+        return [_tokens_unrecorded(name)]
     splits = ("train", "validation")
     if all(saved.get(s) == tokens[s] for s in splits):
         return []
@@ -161,6 +160,58 @@ def token_changes(ckpt: str | Path, tokens: dict, cfg, config_path: str | Path) 
                     problems=problems,
                     fix=f"put back what changed to resume, or start a new run on the examples as they are now: "
                         f"lorapilot train {shell_word(config_path)}")
+
+
+def _tokens_unrecorded(name: str) -> str:
+    return (f"{name} holds no record of the tokens it was trained on (saved by an earlier lorapilot): this resume "
+            "cannot check that the tokenizer, chat template and data rules are as they were")
+
+
+def tokens_now(cfg) -> dict:
+    """The tokens_record of the examples the trainer's load makes for cfg (engine.train.run.load: its tokenizer, then
+    its examples), made here without the model. cfg.trust_remote_code: as the caller resolved it."""
+    from engine.data import load_examples
+    from engine.data.fingerprint import tokens_record
+    from engine.model import load_tokenizer
+
+    tokenizer = load_tokenizer(cfg.model, cfg.trust_remote_code)
+    return tokens_record(load_examples(cfg, tokenizer), tokenizer)
+
+
+def resumed_checkpoint(run_dir: Path) -> tuple[str | None, list[str]]:
+    """The checkpoint the trainer resumes from, and why each newer one is skipped (rundir.usable_checkpoint, with the
+    pickles checked as the Trainer would load them: unsafe_pickle)."""
+    from engine.rundir import usable_checkpoint
+
+    return usable_checkpoint(run_dir, also=unsafe_pickle)
+
+
+def refuse_before_load(run_dir: Path, cfg) -> list[str]:
+    """The trainer's resume refusals that need no model weights, run by the launcher before it starts the trainer
+    (`train --resume`, --detach or not, and a sweep's trial), against the checkpoint the trainer resumes from
+    (resumed_checkpoint): token_changes on the examples the trainer's load would make (tokens_now: the tokenizer and
+    the data, no model) and adapter_changes on the adapter its build would make, built on the meta device from
+    config.json (engine.model.adapter_on_meta). The trainer's own functions: the refusal comes in the foreground with
+    its words and exit 2, not as a run that failed after --detach had said 0, or after a 7B model loaded. The trainer
+    keeps its checks (the files may change in between; a sweep's trial is resumed by its driver). Returns the note
+    train.log gets too, of a checkpoint without a record of its tokens (resumed unchecked). cfg.trust_remote_code: as
+    the caller resolved it (rundir.check_remote_code)."""
+    ckpt = resumed_checkpoint(run_dir)[0]
+    if ckpt is None:
+        return []
+    from engine.model import adapter_on_meta, check_text_decoder_of
+
+    check_text_decoder_of(cfg.model)   # the trainer's load checks it first: a model swapped since, said as it says
+    config_path = run_dir / CONFIG_FILE
+    notes = []
+    if isinstance((saved_record(ckpt) or {}).get("tokens"), dict):
+        notes += token_changes(ckpt, tokens_now(cfg), cfg, config_path)
+    else:
+        notes.append(_tokens_unrecorded(Path(ckpt).name))
+    if (Path(ckpt) / "adapter_model.safetensors").is_file():
+        if (model := adapter_on_meta(cfg)) is not None:
+            adapter_changes(ckpt, model, config_path)
+    return notes
 
 
 def _versions(libraries) -> str:

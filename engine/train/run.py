@@ -164,10 +164,9 @@ def _resume_point(cfg: Config, run_dir: Path, n_ranks: int, data: PreparedData |
     checkpoints skipped, config changes applied (the launcher refused the changes a resume cannot follow; a hub
     dataset at another revision than the checkpoint's is refused here too, by the revision this load read, and
     examples made of other tokens than the checkpoint's, by the `tokens` this load made: Inputs.tokens)."""
-    from engine.rundir import usable_checkpoint
-    from engine.train.resume_check import config_changes, token_changes, unsafe_pickle
+    from engine.train.resume_check import config_changes, resumed_checkpoint, token_changes
 
-    ckpt, skipped = usable_checkpoint(run_dir, also=unsafe_pickle)
+    ckpt, skipped = resumed_checkpoint(run_dir)
     notes = [("checkpoint_damaged", f"checkpoint skipped, its files are damaged: {why}") for why in skipped]
     if skipped:
         notes.append(("checkpoint_damaged", f"falling back to {Path(ckpt).name}" if ckpt else
