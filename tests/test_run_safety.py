@@ -741,6 +741,31 @@ def test_the_launchers_resume_refusals_are_the_trainers(tmp_path, monkeypatch, d
     assert (launcher is None) == (change is None), launcher
 
 
+def test_the_trainer_reads_its_runs_config_as_the_launcher_did(tmp_path, monkeypatch):
+    """A run's config.yaml edited to a relative data path, resumed from another folder: the launcher read it beside
+    config.yaml (load_config) for its resume checks, the trainer from its working folder (the launcher's). The checks
+    passed on one file and the run trained on another, a file of the same name where the command was typed."""
+    from engine.config import load_config
+    from engine.train import run as trainer
+    from engine.train.signals import STOP_SIGNALS
+
+    run, elsewhere = tmp_path / "run", tmp_path / "elsewhere"
+    for folder, output in ((run, "kept"), (elsewhere, "another")):
+        folder.mkdir()
+        (folder / "d.jsonl").write_text(f'{{"instruction": "a", "output": "{output}"}}\n')
+    (run / "config.yaml").write_text("model: m\ndataset: {path: d.jsonl}\n")
+    monkeypatch.chdir(elsewhere)
+    trained = []
+    monkeypatch.setattr(trainer, "train", lambda cfg, run_dir, **kw: trained.append(cfg) or 0)
+    handlers = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}   # main installs the trainer's
+    try:
+        assert trainer.main([str(run), "--resume"]) == 0
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    assert trained[0].dataset.path == load_config(run / "config.yaml").dataset.path == str(run / "d.jsonl")
+
+
 # ------------------------------------------------------------------ 8. damaged checkpoints
 
 def _checkpoint(root: Path, step: int) -> Path:

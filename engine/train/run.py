@@ -705,9 +705,7 @@ def main(argv: list[str] | None = None) -> int:
     if isinstance(sys.stdout, io.TextIOWrapper):
         sys.stdout.reconfigure(line_buffering=True)  # train.log line by line, whatever the environment says
 
-    import yaml
-
-    from engine.config import config_from_dict
+    from engine.config import load_config
     from engine.rundir import (
         RunLock,
         check_remote_code,
@@ -747,7 +745,9 @@ def main(argv: list[str] | None = None) -> int:
                **({"first_launched": first} if first is not None else {}), **me)
         # Inside: a disk too full for the reserve itself fails the run with its reason, the part written freed.
         keep_space_reserve(run_dir)
-        cfg = config_from_dict(yaml.safe_load((run_dir / CONFIG_FILE).read_text()), source=str(run_dir / CONFIG_FILE))
+        # Read as the launcher read it for its checks (load_config: a relative path against config.yaml's folder first),
+        # not against this process's working folder: the checks and the training read the same files.
+        cfg = load_config(run_dir / CONFIG_FILE)
         cfg.trust_remote_code = check_remote_code(cfg, run_dir, a.trust_remote_code,
                                                   f"train --resume {shell_word(run_dir)}")
         return train(cfg, run_dir, resume=a.resume, stop=stop)
