@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.config import NOT_ADAPTED, not_adapted_problem
-from engine.errors import ModelError
+from engine.errors import ModelError, UserError
 from engine.settings import GIB, hub_token_env, local_rank
 
 
@@ -492,9 +492,10 @@ def adapter_on_meta(cfg):
     """The model with its LoRA adapters as the trainer builds them for `cfg` (add_lora), on the meta device from the
     model's config.json: the adapter's module names and shapes without a weight read or a byte of memory, for the
     launcher's resume check (engine.train.resume_check.refuse_before_load). cfg.trust_remote_code: as the caller
-    resolved it (rundir.check_remote_code). None where transformers cannot build the model from its config alone (its
-    config.json out of reach, a model's own code not trusted): the trainer's check, on the loaded model, decides then.
-    What add_lora refuses (a target the model does not have) it refuses here as in the trainer."""
+    resolved it (rundir.check_remote_code). What add_lora refuses (a target the model does not have) it refuses here
+    as in the trainer. None where it cannot be built so (config.json out of reach, a model's own code not trusted, an
+    architecture that does not build on the meta device): the trainer's check, on the model it loads, decides then,
+    and its load or build says what is wrong in the run's own record."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -502,12 +503,13 @@ def adapter_on_meta(cfg):
     try:
         config = AutoConfig.from_pretrained(path, trust_remote_code=cfg.trust_remote_code, token=hub_token(),
                                             local_files_only=cache_only_for(path))
-        with torch.device("meta"):
+        with torch.device("meta"):   # the adapters too: made where they are built, not on the CPU first
             model = AutoModelForCausalLM.from_config(config, trust_remote_code=cfg.trust_remote_code)
-    except Exception:  # noqa: BLE001 - see the docstring: the trainer's load says what is wrong with the model
+            return add_lora(model, cfg, gradient_checkpointing=False)
+    except UserError:
+        raise
+    except Exception:  # noqa: BLE001 - see the docstring: a check the trainer makes anyway, on the loaded model
         return None
-    with torch.device("meta"):   # the adapters too: created where they are built, not on the CPU first
-        return add_lora(model, cfg, gradient_checkpointing=False)
 
 
 def _refuse_expert_dropout(config, cfg, *, adapted: bool | None = None) -> None:

@@ -644,15 +644,16 @@ def _resumable_run(tmp_path: Path, model_dir: Path, *, record: bool = True) -> t
 
 def _changed_since_the_checkpoint(run: Path, model: Path, change: str) -> None:
     """chat_template: the template at the model's path edited (the config reads the same); lora_r: lora.r edited under
-    a checkpoint an earlier lorapilot saved (no record of its config: only its adapter says r 16)."""
+    a checkpoint an earlier lorapilot saved (no record of its config: only its adapter says r 16); target_modules: a
+    name the model does not have (add_lora's refusal)."""
     import yaml
 
     if change == "chat_template":
         template = model / "chat_template.jinja"
         template.write_text(template.read_text().replace("{{ m['role'] }}\n", "{{ m['role'] }}:\n"))
-    elif change == "lora_r":
+    elif change in ("lora_r", "target_modules"):
         raw = yaml.safe_load((run / "config.yaml").read_text())
-        raw["lora"]["r"] = 8
+        raw["lora"] |= {"r": 8} if change == "lora_r" else {"target_modules": ["q_proj", "gate"]}
         (run / "config.yaml").write_text(yaml.safe_dump(raw))
 
 
@@ -698,7 +699,7 @@ class _Passed(Exception):
     """The trainer got past its resume checks (to building its Trainer)."""
 
 
-@pytest.mark.parametrize("change", ["chat_template", "lora_r", "adapter_modules", None])
+@pytest.mark.parametrize("change", ["chat_template", "lora_r", "target_modules", "adapter_modules", None])
 def test_the_launchers_resume_refusals_are_the_trainers(tmp_path, monkeypatch, demo_model_dir, change):
     """The seam: the launcher's checks before the load (refuse_before_load) and the trainer's after it, on the same
     run directory, refuse the same resumes with the same words and let the same ones through. adapter_modules: the
@@ -711,7 +712,7 @@ def test_the_launchers_resume_refusals_are_the_trainers(tmp_path, monkeypatch, d
     from engine.train.resume_check import refuse_before_load
     from engine.train.signals import StopFlag
 
-    run, model = _resumable_run(tmp_path, demo_model_dir, record=change != "lora_r")
+    run, model = _resumable_run(tmp_path, demo_model_dir, record=change not in ("lora_r", "target_modules"))
     _changed_since_the_checkpoint(run, model, change)
     if change == "adapter_modules":
         ckpt = run / "checkpoints" / "checkpoint-4"
@@ -739,6 +740,16 @@ def test_the_launchers_resume_refusals_are_the_trainers(tmp_path, monkeypatch, d
     launcher, trained = verdict(lambda: refuse_before_load(run, cfg)), verdict(trains)
     assert launcher == trained
     assert (launcher is None) == (change is None), launcher
+
+
+def test_a_model_not_built_from_its_config_alone_leaves_the_adapter_check_to_the_trainer(tmp_path):
+    """A config.json transformers cannot build without the model's own code (or at all): no verdict before the load
+    (None), not a traceback in the launcher; the trainer's load says what is wrong."""
+    from engine.config import Config
+    from engine.model import adapter_on_meta
+
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "no-such-model", "hidden_size": 8}))
+    assert adapter_on_meta(Config(model=str(tmp_path))) is None
 
 
 def test_the_trainer_reads_its_runs_config_as_the_launcher_did(tmp_path, monkeypatch):

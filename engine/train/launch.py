@@ -52,7 +52,7 @@ def check_inputs(cfg: Config) -> dict[str, str]:
     check_model_reachable(cfg.model)
     found = find_config_json(cfg.model)   # read once, for both checks below
     _check_text_decoder(found)
-    _check_lora_for_model(cfg, found)
+    check_lora_for_model(cfg, found)
     check_dataset_found(cfg.dataset)  # a path not there, said with where it was looked for (beside the config too)
     return check_data(cfg)
 
@@ -79,7 +79,7 @@ def _check_text_decoder(found: ConfigJson) -> None:
     check_text_decoder(found.config, found.where or found.name)
 
 
-def _check_lora_for_model(cfg: Config, found: ConfigJson) -> None:
+def check_lora_for_model(cfg: Config, found: ConfigJson) -> None:
     """The lora settings against the model's config.json (`found`): peft refuses a module name the model does not
     have, or dropout on a mixture's experts, only once the trainer has loaded the model (minutes, tens of GB),
     detached."""

@@ -188,29 +188,32 @@ def resumed_checkpoint(run_dir: Path) -> tuple[str | None, list[str]]:
 
 def refuse_before_load(run_dir: Path, cfg) -> list[str]:
     """The trainer's resume refusals that need no model weights, run by the launcher before it starts the trainer
-    (`train --resume`, --detach or not, and a sweep's trial), against the checkpoint the trainer resumes from
-    (resumed_checkpoint): token_changes on the examples the trainer's load would make (tokens_now: the tokenizer and
-    the data, no model) and adapter_changes on the adapter its build would make, built on the meta device from
-    config.json (engine.model.adapter_on_meta). The trainer's own functions: the refusal comes in the foreground with
-    its words and exit 2, not as a run that failed after --detach had said 0, or after a 7B model loaded. The trainer
-    keeps its checks (the files may change in between; a sweep's trial is resumed by its driver). Returns the note
-    train.log gets too, of a checkpoint without a record of its tokens (resumed unchecked). cfg.trust_remote_code: as
-    the caller resolved it (rundir.check_remote_code)."""
+    (`train --resume`, --detach or not, and a sweep's driver resuming a trial), in the trainer's order, against the
+    checkpoint it resumes from (resumed_checkpoint): a multimodal model (check_text_decoder_of), token_changes on the
+    examples its load would make (tokens_now: the tokenizer and the data, no model), the lora targets against
+    config.json (launch.check_lora_for_model, the rule its plan applies) and adapter_changes on the adapter its build
+    would make, built on the meta device (engine.model.adapter_on_meta). The trainer's own functions: the refusal comes
+    in the foreground, in its words, exit 2, not as a run that failed after --detach had said 0, or once a 7B model
+    had loaded. The trainer keeps its checks (the files may change in between). Returns the note train.log gets too,
+    of a checkpoint without a record of its tokens (resumed unchecked). cfg.trust_remote_code: as the caller resolved
+    it (rundir.check_remote_code)."""
+    from engine.estimate.model_config import find_config_json
+    from engine.model import adapter_on_meta, check_text_decoder_of
+    from engine.train.launch import check_lora_for_model
+
     ckpt = resumed_checkpoint(run_dir)[0]
     if ckpt is None:
         return []
-    from engine.model import adapter_on_meta, check_text_decoder_of
-
-    check_text_decoder_of(cfg.model)   # the trainer's load checks it first: a model swapped since, said as it says
+    check_text_decoder_of(cfg.model)
     config_path = run_dir / CONFIG_FILE
     notes = []
     if isinstance((saved_record(ckpt) or {}).get("tokens"), dict):
         notes += token_changes(ckpt, tokens_now(cfg), cfg, config_path)
     else:
         notes.append(_tokens_unrecorded(Path(ckpt).name))
-    if (Path(ckpt) / "adapter_model.safetensors").is_file():
-        if (model := adapter_on_meta(cfg)) is not None:
-            adapter_changes(ckpt, model, config_path)
+    check_lora_for_model(cfg, find_config_json(cfg.model))
+    if (Path(ckpt) / "adapter_model.safetensors").is_file() and (model := adapter_on_meta(cfg)) is not None:
+        adapter_changes(ckpt, model, config_path)
     return notes
 
 
