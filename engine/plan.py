@@ -307,6 +307,9 @@ def offload_layers_for(machine: Machine, memory: str, compiled: bool, checkpoint
 # graph: 9.7 against 8.5 GiB on Llama-2-7B at 7,860 tokens on an H100, 7.4 such buffers more
 # (benchmarks/results/user_path-s22-h100-2026-12-06.md; its memory recorder names them). Rounded up.
 IN_GRAPH_EXTRA_MLP_TENSORS = 7.5
+# Where it was measured (Llama-2-7B, Llama-3-8B): another architecture's layer may not trace whole inside the
+# checkpoint (fullgraph), and a compile failure sends every layer back to eager, slower than the default.
+IN_GRAPH_MEASURED_TYPES = ("llama",)
 
 
 def checkpoint_in_graph_layers_for(arch: Architecture | None, machine: Machine, memory: str, compiled: bool,
@@ -319,11 +322,12 @@ def checkpoint_in_graph_layers_for(arch: Architecture | None, machine: Machine, 
     IN_GRAPH_EXTRA_MLP_TENSORS more MLP-wide buffers (each intermediate/hidden layer inputs' worth) stays under
     that peak where enough later layers' inputs are already freed: the first layers only. One layer's input of
     margin. Dense models on one GPU, fast memory (lean offloads the inputs, so the freed ones would not count),
-    where it was measured; 0 elsewhere."""
+    where it was measured (IN_GRAPH_MEASURED_TYPES); 0 elsewhere."""
     from engine.train.speed import LEVERS
 
     if not LEVERS.checkpoint_in_graph or not compiled or not checkpointing or memory != "fast" \
-            or machine.device != "cuda" or machine.processes > 1 or arch is None or arch.experts > 1:
+            or machine.device != "cuda" or machine.processes > 1 or arch is None or arch.experts > 1 \
+            or arch.model_type not in IN_GRAPH_MEASURED_TYPES:
         return 0, ""
     if LEVERS.checkpoint_in_graph_layers is not None:
         k = min(LEVERS.checkpoint_in_graph_layers, arch.layers)

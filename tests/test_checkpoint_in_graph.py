@@ -431,6 +431,7 @@ def test_the_plan_puts_the_checkpoint_in_the_graph_of_the_first_layers_only(monk
     assert layers(_arch(intermediate=14336)) == 4                 # Llama-3-8B: a wider MLP, fewer layers
     assert layers(_arch(hidden=3584, intermediate=18944, layers=28)) == 0   # Qwen2.5-7B: none fits
     assert layers(_arch(experts=8)) == 0                          # mixtures: not measured
+    assert layers(_arch(model_type="mistral", intermediate=11008)) == 0   # nor other architectures
     assert layers(llama2, memory="lean") == 0                     # lean offloads the inputs the rule counts on
     assert layers(llama2, compiled=False) == 0
     assert layers(llama2, checkpointing=False) == 0
