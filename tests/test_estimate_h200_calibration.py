@@ -22,9 +22,10 @@ ROWS = json.loads(FIXTURE.read_text())["rows"]
 # Plan fields added after the rows were measured, at the value every one of those runs had: no run compiled its
 # decoder layers then (RunPlan.compile_layers came later; the trainer compiled only under a benchmark lever), none
 # offloaded part of the layers' inputs (RunPlan.offload_layers), none regenerated its dropout masks
-# (RunPlan.mask_free_dropout, RunPlan.mask_hash32).
+# (RunPlan.mask_free_dropout, RunPlan.mask_hash32), none checkpointed inside a compiled graph
+# (RunPlan.checkpoint_in_graph_layers).
 ADDED_SINCE = {"compile_layers": False, "graph_dequant": False, "offload_layers": 0, "mask_free_dropout": False,
-               "mask_hash32": False, "samples_off": None}
+               "mask_hash32": False, "samples_off": None, "checkpoint_in_graph_layers": 0}
 
 
 def test_the_rows_cover_what_issue_22_asks():

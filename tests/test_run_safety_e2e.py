@@ -214,9 +214,9 @@ def test_a_run_killed_while_saving_its_adapter_is_finished_by_a_resume(finished_
 
 def test_a_resume_from_a_checkpoint_of_other_adapted_modules_is_refused(finished_demo_run, tmp_path):
     """A run of an earlier lorapilot that adapted a mixture's routers under all-linear (this one does not): its
-    resume trained on without a word, the checkpoint's router weights left out by peft's load. The trainer refuses
-    it after building the adapter, before a step, naming the modules; exit 2, no traceback, the run failed with the
-    fix in its status."""
+    resume trained on without a word, the checkpoint's router weights left out by peft's load. The launcher refuses
+    it before the trainer starts (the adapter built on the meta device), naming the modules; exit 2, no traceback,
+    the run left as it was (stopped, resumable once the config is put back)."""
     import shutil
 
     from safetensors.torch import load_file, save_file
@@ -239,5 +239,5 @@ def test_a_resume_from_a_checkpoint_of_other_adapted_modules_is_refused(finished
     said = unwrapped(r.stderr)
     assert "modules adapted at checkpoint-20, not now: model.layers.*.mlp.gate" in said, said
     assert "start a new run" in said and "Traceback" not in said + (run / "train.log").read_text()
-    assert read_status(run)["state"] == "failed"
-    assert not [x for x in read_metrics(run)[records:] if x["kind"] == "train"]
+    assert read_status(run)["state"] == "stopped"
+    assert len(read_metrics(run)) == records

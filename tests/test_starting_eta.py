@@ -51,6 +51,7 @@ def starting_run(run_dir: Path, **fields) -> Path:
     (run_dir / "metrics.jsonl").write_text("")
     (run_dir / "train.log").write_text("[lorapilot] hardware: NVIDIA H200 (cuda, 1 GPU); compute dtype bf16\n")
     (run_dir / "config.yaml").write_text("model: meta-llama/Llama-2-7b-hf\ndataset:\n  path: data/train.jsonl\n")
+    fields = {"launched": time.time() - 10.0} | fields   # elapsed reads the clock: a launch 10 s before the test
     st = status(pid=os.getpid(), pid_start=process_start(os.getpid()), step=0, max_steps=1200, updated=LAUNCHED + 9,
                 error=None, **fields)
     (run_dir / "status.json").write_text(json.dumps(st))
@@ -82,3 +83,21 @@ async def test_the_monitor_shows_it_while_the_run_starts(fields, shown, tmp_path
         await until(pilot, lambda: "ETA" in text_of(monitor(app).query_one("#progress")))
         progress = " ".join(text_of(monitor(app).query_one("#progress")).split())
         assert "ETA after first steps checkpoint" in progress, progress
+
+
+async def test_a_long_start_in_the_narrow_panel_puts_the_eta_on_its_own_row(tmp_path, monkeypatch):
+    """A model downloading for a quarter of an hour: "elapsed 16m40s" and the ETA's words do not fit the 40 columns
+    beside the chart, and the ETA was cut ("after first ste…"): it gets a row of its own."""
+    import tui.widgets.progress_panel as panel
+    from test_monitor_screen import loaded, monitor, text_of, until
+    from tui.app import LorapilotApp
+
+    monkeypatch.setattr(panel, "wall_clock", lambda: LAUNCHED + 10)
+    run = starting_run(tmp_path / "starting", launched=time.time() - 1000)
+    app = LorapilotApp(start="monitor", run_dir=str(run))
+    async with app.run_test(size=(100, 32)) as pilot:
+        await until(pilot, lambda: loaded(app))
+        await until(pilot, lambda: "ETA" in text_of(monitor(app).query_one("#progress")))
+        lines = text_of(monitor(app).query_one("#progress")).splitlines()
+        assert any(line.split() == ["ETA", "after", "first", "steps"] for line in lines), lines
+        assert any(line.split()[0] == "elapsed" and line.split()[1].startswith("16m") for line in lines), lines

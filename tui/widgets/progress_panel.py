@@ -124,9 +124,14 @@ class ProgressPanel(MonitorPanel):
             left = (ETA_AFTER, "dim")
             if starting.estimate_s is not None:
                 note = f"run estimated {format_duration(starting.estimate_s)}"
+        width = self.content_size.width or 80
         row("elapsed", format_duration(h.elapsed_s()), ("   ETA ", "bold"), left, (f"  {note}" if note else "", "dim"))
-        if starting and note and rows[-1].cell_len > (self.content_size.width or 80):
+        if starting and note and rows[-1].cell_len > width:
             rows[-1] = rows[-1][:-len(note) - 2]   # the estimate where it fits; the ETA's own words always
+        if rows[-1].cell_len > width:   # a long elapsed in the narrow panel: the ETA on a row of its own, not cut
+            rows.pop()
+            row("elapsed", format_duration(h.elapsed_s()))
+            row("ETA", left)
         row("checkpoint", self._saved(h.last_checkpoint, (h.status or {}).get("last_checkpoint")))
         if h.adapter:
             # Not "adapter    adapter": the row names what it is, the value where it went (the run's adapter/).
