@@ -174,7 +174,8 @@ def test_the_system_prompt_is_the_one_every_row_shares():
 OLLAMA_FOR = {"llama3": "llama3", "llama3_1": "llama3.1", "llama3_2": "llama3.1", "qwen2_5": "qwen2.5",
               "mistral": "mistral", "gemma2": "gemma", "gemma3": "gemma3", "qwen3": "chatml",
               "last_user_system": "mistral-last-user", "llama3_base": "alpaca",
-              "mistral_base": "alpaca", "phi3_5": "phi3.5", "phi3": "phi3.5", "deepseek_r1": "deepseek-r1"}
+              "mistral_base": "alpaca", "phi3_5": "phi3.5", "phi3": "phi3.5", "deepseek_r1": "deepseek-r1",
+              "mistral_v0_3": "mistral-v0.3", "mistral_nemo": "mistral-nemo", "mistral_v7_tekken": "mistral-small3"}
 # The architecture a family's model has where it decides the match: Ollama drops a Qwen3's earlier think blocks
 # itself (Qwen3's template does in training), which the ChatML template alone would show.
 ARCHITECTURE = {"qwen3": "Qwen3ForCausalLM"}
@@ -277,17 +278,18 @@ def test_a_system_message_to_a_model_without_a_system_role_is_refused_as_trainin
                                                                      else "[INST]")
 
 
+@pytest.mark.parametrize("name", ["last_user_system", "mistral_v0_3", "mistral_nemo"])
 @pytest.mark.parametrize("system", [None, TERSE])
-def test_a_system_message_goes_where_the_runs_template_puts_it_when_training_left_it_out(real_family, system):
+def test_a_system_message_goes_where_the_runs_template_puts_it_when_training_left_it_out(real_family, system, name):
     """A template that writes the system message only into a user turn that ends the conversation (Mistral
-    v0.3's placement) trained every row without it. At serving time vLLM and llama.cpp, rendering that template
-    with a generation prompt, put a request's system message into its last user turn: Ollama's TEMPLATE does the
-    same (Mistral's dropped it without a word), and feeds training's prompt when there is none."""
+    v0.3's and Nemo's placement) trained every row without it. At serving time vLLM and llama.cpp, rendering that
+    template with a generation prompt, put a request's system message into its last user turn: Ollama's TEMPLATE
+    does the same (Mistral's dropped it without a word), and feeds training's prompt when there is none."""
     from engine.data.template import training_chat_template
 
-    _, tok = real_family("last_user_system")
+    _, tok = real_family(name)
     match = match_template(tok, "chat", system)
-    assert match.template.name == "mistral-last-user"
+    assert match.template.name == OLLAMA_FOR[name]
     written = parse_modelfile(modelfile(match, source="test", system=match.system))
     assert written["SYSTEM"] is None   # training never showed it: no SYSTEM line
     for asked in (TURNS[:1], TURNS[:3]):
@@ -311,13 +313,41 @@ def test_ollamas_own_gemma3_file_is_one_newline_off_gemma3s_training(real_family
         match_template(tok, "chat", TERSE, templates=[OllamaTemplate("gemma3-file", ollamas, ours.stops, "")])
 
 
-# Mistral v0.3, Nemo and Small 3 (v7): none of presets/ollama renders their prompts (v0.3's `[INST] q[/INST]`, Nemo's
-# `[INST]q[/INST]`, Small 3's `[SYSTEM_PROMPT]...`): refused, not served a prompt training never fed
-@pytest.mark.parametrize("name", ["last_user_system_chatml", "mistral_v0_3", "mistral_nemo", "mistral_v7_tekken"])
-def test_families_no_ollama_template_renders_are_refused(real_family, name):
-    _, tok = real_family(name)
+# lorapilot's ChatML template with the system message in the last user turn only: none of presets/ollama renders
+# it: refused, not served a prompt training never fed
+def test_a_family_no_ollama_template_renders_is_refused(real_family):
+    _, tok = real_family("last_user_system_chatml")
     with pytest.raises(UserError, match="no known Ollama template"):
         match_template(tok, "chat", None)
+
+
+def test_mistral_v0_3_answers_get_one_space_whether_sent_back_with_it_or_without(real_family):
+    """Mistral v0.3's template writes `[/INST]` + ` ` + the answer trimmed: the model writes ` Yellow.` (its first
+    piece `▁Yellow`), which Ollama's SentencePiece decoder hands back with the space; a client that trims it sends
+    `Yellow.`. Either way the history is training's: one space, never two (Ollama's own template adds one always),
+    never none."""
+    _, tok = real_family("mistral_v0_3")
+    match = match_template(tok, "chat", None)
+    prompt, _ = trained(tok, TURNS[:4])
+    for answer in ("Yellow.", " Yellow."):
+        asked = [TURNS[0], {"role": "assistant", "content": answer}, TURNS[2]]
+        assert ollama_prompt(match.text, asked) == prompt == "[INST] What color is a lemon?[/INST] Yellow.</s>" \
+            "[INST] And a tomato?[/INST]"
+
+
+def test_mistral_small_3_writes_its_default_system_prompt_as_training_did(real_family):
+    """Small 3's template writes a default system prompt (with the date, fixed in training) when a row has none:
+    the Modelfile has no SYSTEM line then, and the TEMPLATE writes that default itself; a system message (the data's,
+    via SYSTEM, or a request's) replaces it, first, as in training."""
+    _, tok = real_family("mistral_v7_tekken")
+    match = match_template(tok, "chat", None)
+    assert match.system is None
+    prompt, _ = trained(tok, TURNS[:2])
+    assert prompt.startswith("[SYSTEM_PROMPT]You are Mistral Small 3") and "2024-07-26" in prompt
+    assert ollama_prompt(match.text, TURNS[:1]) == prompt
+    with_system, _ = trained(tok, [{"role": "system", "content": TERSE}, *TURNS[:2]])
+    assert ollama_prompt(match.text, TURNS[:1], TERSE) == with_system == \
+        "[SYSTEM_PROMPT]You are terse.[/SYSTEM_PROMPT][INST]What color is a lemon?[/INST]"
 
 
 # ------------------------------------------------------------------ reasoning models: the history's think blocks

@@ -45,8 +45,8 @@ EOS_MARK = "[[eos_token]]"
 # Tried in this order; the first whose renders all match wins (qwen2.5 before chatml: with a system prompt both
 # render alike, the probe without one tells them apart; gemma before gemma3: without a system prompt, all a Gemma 2
 # run has, both render alike, and gemma3 would put a system prompt given at serving time into the user's turn).
-PREFERENCE = ("qwen2.5", "chatml", "llama3.1", "llama3", "mistral", "mistral-last-user", "gemma", "gemma3", "phi3.5",
-              "deepseek-r1", "alpaca", "completion")
+PREFERENCE = ("qwen2.5", "chatml", "llama3.1", "llama3", "mistral", "mistral-last-user", "mistral-v0.3", "mistral-nemo",
+              "mistral-small3", "gemma", "gemma3", "phi3.5", "deepseek-r1", "alpaca", "completion")
 # Architectures Ollama converts from safetensors itself (ollama convert/convert.go, 2026-08). Others need a GGUF
 # from llama.cpp first (see the llama.cpp export).
 OLLAMA_CONVERTS = ("LlamaForCausalLM", "MixtralForCausalLM", "GemmaForCausalLM", "Gemma2ForCausalLM",
