@@ -75,7 +75,7 @@ def opt(default: Any, help: str, *, lo: float | None = None, hi: float | None = 
 
 @dataclass
 class DatasetConfig:
-    path: str = opt("", "Training data: a .jsonl/.json/.csv/.parquet file, a directory of them, or a hub dataset id.")
+    path: str = opt("", "Training data: a .jsonl/.json/.csv/.tsv/.parquet file, a directory of them, or a hub dataset id.")
     format: str = opt("auto", "How examples are laid out; auto detects it from the fields.",
                       choices=("auto", "alpaca", "chat", "completion", "text"))
     validation_split: float = opt(0.05, "Fraction of examples held out to measure eval loss.",

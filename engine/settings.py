@@ -21,7 +21,7 @@ def mem_text(gib: float) -> str:
 PRESETS_DIR = Path(__file__).resolve().parents[1] / "presets"
 
 # The data files a dataset path may name (also what a directory of them is searched for).
-DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
+DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv", ".parquet")
 
 RUNS_ENV = "LORAPILOT_RUNS"
 CACHE_ENV = "LORAPILOT_CACHE"

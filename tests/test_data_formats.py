@@ -327,6 +327,59 @@ def test_csv(tmp_path):
     assert rows[1] == {"instruction": 'Say "hi"', "input": "x", "output": "hi,\nthere"}
 
 
+def test_a_tsv_file_is_split_on_tabs_every_cell_as_written(tmp_path):
+    """dataset.path of a .tsv file: refused as an unsupported file type (only `lorapilot prepare` read TSV). Read as
+    a CSV file split by tabs: quoting, the lines records start on, and every cell as the text written (007, NA)."""
+    path = tmp_path / "d.tsv"
+    path.write_text('instruction\tinput\toutput\nWhat is 6, plus 28?\t\t034\n\n"Say ""hi"""\tx\t"hi\tthere,\nyou"\n'
+                    "Answer?\t\tNA\n", encoding="utf-8")
+    rows, fmt, sources = read_rows(path)
+    assert fmt == "alpaca" and sources == [f"{path}:2", f"{path}:4", f"{path}:6"]
+    assert rows == [{"instruction": "What is 6, plus 28?", "input": "", "output": "034"},
+                    {"instruction": 'Say "hi"', "input": "x", "output": "hi\tthere,\nyou"},
+                    {"instruction": "Answer?", "input": "", "output": "NA"}]
+    # a folder's .tsv files are data files too, and the estimate counts its records as the reader does
+    from engine.estimate.dataset_size import count_examples
+
+    assert read_rows(tmp_path)[0] == rows and count_examples(str(path)) == 3
+    path.write_text("prompt\tcompletion\nQ\tA\textra\n", encoding="utf-8")
+    with pytest.raises(DataError, match=rf"^{re.escape(str(path))}:2: 3 fields, but the header has 2"):
+        read_rows(path)
+
+
+@pytest.mark.parametrize("name", ["U.CSV", "U.TSV"])
+def test_an_upper_case_suffix_is_read_as_its_lower_case_one(tmp_path, name):
+    """A file named .CSV reached datasets as load_dataset("CSV"): refused with datasets' list of every cached
+    config (thousands of names), not read."""
+    path = tmp_path / name
+    sep = "\t" if name.endswith("TSV") else ","
+    path.write_text(f"prompt{sep}completion\nZip?{sep}00501\n", encoding="utf-8")
+    assert read_rows(path)[0] == [{"prompt": "Zip?", "completion": "00501"}]
+
+
+@pytest.mark.parametrize(("name", "text", "said", "fix"), [
+    ("d.csv", "instruction;input;output\nWhat is 6 plus 28?;;34\n", "semicolons", "commas"),
+    ("d.csv", "prompt\tcompletion\nQ, then\tA\n", "tabs", ".tsv"),
+    ("d.tsv", "prompt,completion\nQ,A\n", "commas", ".csv"),
+    ("d.csv", "text;source\nOnce upon a time, the sky was blue.;book\n", "semicolons", "commas"),
+])
+def test_a_header_of_one_column_holding_another_separator_is_refused(tmp_path, name, text, said, fix):
+    """A spreadsheet saved with semicolons, or tab-separated text named .csv: every row was one column named like the
+    whole header ("instruction;input;output"), refused as "no known format", or, with a comma in a row, as a row
+    with more fields than the header (the fix said to quote commas). Said as it is, naming the file and its fix."""
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(DataError, match=rf"^{re.escape(str(path))}:1: the header row is one column, .*: the fields "
+                                        rf"are separated by {said}") as e:
+        read_rows(path)
+    assert fix in str(e.value.fix)
+    with pytest.raises(DataError, match="the header row is one column"):
+        read_rows(path, "text")   # a format set by hand: not one giant text column either
+    # a one-column file is still one column
+    path.write_text("text\nOnce upon a time; the end.\n", encoding="utf-8")
+    assert read_rows(path)[0] == [{"text": "Once upon a time; the end."}]
+
+
 def test_a_csv_cell_is_the_text_written(tmp_path):
     """pandas typed the column: the answer "007" trained as "7.0", "3.10" as "3.1", and the words None and NA as empty
     answers. An empty cell is still missing (a required field is refused)."""

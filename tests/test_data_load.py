@@ -164,16 +164,19 @@ def test_the_preview_shows_what_the_trainer_trains_on(tmp_path, tok, train_on):
         assert first.segments[0] == (tok.decode(first.input_ids[:first.prompt_len]), False)
 
 
-@pytest.mark.parametrize("name", ["d.csv", "d.jsonl"])
+@pytest.mark.parametrize("name", ["d.csv", "d.tsv", "d.jsonl"])
 def test_the_preview_shows_numbers_as_the_file_writes_them(tmp_path, tok, name):
     """A CSV column of numbers (pandas typed it) and JSON numbers (Python's float of them) reached the template as
-    "501.0", "3.1", "100000.0": the preview showed, and the trainer trained, text the file does not hold."""
+    "501.0", "3.1", "100000.0": the preview showed, and the trainer trained, text the file does not hold. A TSV file
+    (refused before) is read by the same rules, split on its tabs, in the preview as in training."""
     from engine.data import inspect_config
 
     answers = ["00501", "3.10", "1e5"]
     path = tmp_path / name
-    if name.endswith(".csv"):
-        path.write_text("instruction,output\n" + "".join(f"What is it?,{a}\n" for a in answers), encoding="utf-8")
+    if name.endswith((".csv", ".tsv")):
+        sep = "\t" if name.endswith(".tsv") else ","
+        path.write_text(f"instruction{sep}output\n" + "".join(f"What is it?{sep}{a}\n" for a in answers),
+                        encoding="utf-8")
     else:  # a zip code is a JSON string (no JSON number has a leading zero); the others numbers
         path.write_text("".join(f'{{"instruction": "What is it?", "output": {a}}}\n'
                                 for a in ('"00501"', "3.10", "1e5")), encoding="utf-8")

@@ -1,6 +1,6 @@
 """Reading datasets and recognising their layout.
 
-Inputs: a .jsonl/.json/.csv/.parquet file, a directory of them, or a hub
+Inputs: a .jsonl/.json/.csv/.tsv/.parquet file, a directory of them, or a hub
 dataset id. Output: rows normalised to one shape per format, plus where each
 row came from ("train.jsonl:12", "train.csv:7", "train.parquet: row 3"; see
 `where`) so that every later error can name it.
@@ -21,8 +21,8 @@ JSON and JSON Lines are parsed here in pure Python rather than through
 `datasets`: we need the line of every row for error messages anyway (so every
 line is parsed once regardless), and Arrow's schema inference rejects rows
 whose types differ (a `content` that is a list in one row and a string in
-another) with a message that names neither file nor line. CSV, Parquet and
-hub datasets go through `datasets.load_dataset`, imported inside the
+another) with a message that names neither file nor line. CSV (and TSV, its tab-separated twin),
+Parquet and hub datasets go through `datasets.load_dataset`, imported inside the
 functions that need it (it takes a second to import).
 """
 
@@ -123,7 +123,7 @@ def _check_text_file(path: Path) -> str:
     # A NUL byte never occurs in UTF-8 text; it is the cheap tell of a binary file (a zip, a model, an image).
     if b"\x00" in data[:8192]:
         raise DataError(f"{path}: not a text file (binary content)",
-                        fix="use a .jsonl, .json or .csv text file, or name a .parquet file .parquet")
+                        fix="use a .jsonl, .json, .csv or .tsv text file, or name a .parquet file .parquet")
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
@@ -327,6 +327,41 @@ def _read_jsonl(path: Path) -> tuple[list[dict], list[str]]:
     return _read_jsonl_text(_check_text_file(path), path)
 
 
+# The field separator of each delimited-text suffix (a .tsv file is a CSV file split by tabs, read by the same rules)
+DELIMITERS = {".csv": ",", ".tsv": "\t"}
+# What a user meant when the header row reads as one column holding one of these
+_SEPARATOR_WORDS = {",": "commas", ";": "semicolons", "\t": "tabs", "|": "vertical bars"}
+
+
+def delimiter_of(path: Path) -> str:
+    """The field separator a delimited-text file is read with: a tab for .tsv, else a comma."""
+    return DELIMITERS.get(path.suffix.lower(), ",")
+
+
+def _check_header_is_split(header: list[str], delimiter: str, path: Path, line: int) -> None:
+    """A DataError where the header row is one column holding another separator: a spreadsheet saved with
+    semicolons (a European locale's "CSV"), or a tab-separated file named .csv. Read as it is, every row was one
+    column named like the whole header: refused as no known format, or, with dataset.format set, a missing field,
+    in words that never said why."""
+    if len(header) != 1:
+        return
+    found = [d for d in _SEPARATOR_WORDS if d != delimiter and d in header[0]]
+    if not found:
+        return
+    meant = max(found, key=header[0].count)
+    shown = header[0] if len(header[0]) <= 60 else header[0][:57] + "..."
+    if meant == "\t":
+        fix = "name the file .tsv (tab-separated), or save it with commas between the fields"
+    elif meant == ",":
+        fix = "name the file .csv (comma-separated), or save it with tabs between the fields"
+    else:
+        fix = ("save it with commas between the fields (a spreadsheet's \"CSV, comma-delimited\"), or with tabs and "
+               "name it .tsv")
+    raise DataError(f"{path}:{line}: the header row is one column, {shown!r}: the fields are separated by "
+                    f"{_SEPARATOR_WORDS[meant]}, but a {path.suffix or 'CSV'} file is split on "
+                    f"{_SEPARATOR_WORDS[delimiter]}", fix=fix)
+
+
 class CsvSyntaxError(ValueError):
     """Text Python's csv module cannot split into records; `line` is where it stopped."""
 
@@ -343,7 +378,8 @@ def csv_records(text: str, path: Path, delimiter: str = ",") -> Iterator[tuple[i
 
     A DataError for a record with more fields than the header (an unquoted comma in a text): pandas reads a first
     such row's extra fields as the row index and shifts its text into the wrong columns, and a DictReader files them
-    under no column, silently. A CsvSyntaxError where the csv module cannot split the text."""
+    under no column, silently; and for a header row that is one column holding another separator
+    (_check_header_is_split). A CsvSyntaxError where the csv module cannot split the text."""
     csv.field_size_limit(sys.maxsize)  # a long text column exceeds the 128 KiB default; pandas has no such limit
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     header = 0
@@ -354,6 +390,8 @@ def csv_records(text: str, path: Path, delimiter: str = ",") -> Iterator[tuple[i
             # pandas skips empty and whitespace-only lines; the csv module returns them as [] or ['  ']
             if not row or (len(row) == 1 and not row[0].strip()):
                 continue
+            if not header:
+                _check_header_is_split(row, delimiter, path, start)
             if header and len(row) > header:
                 raise DataError(f"{path}:{start}: {len(row)} fields, but the header has {header}",
                                 fix="quote a text that holds a comma (\"like, this\") or remove the extra fields")
@@ -364,10 +402,11 @@ def csv_records(text: str, path: Path, delimiter: str = ",") -> Iterator[tuple[i
 
 
 def csv_record_lines(text: str, path: Path) -> list[int] | None:
-    """The line each data record of CSV text starts on (csv_records, the header left out); None where Python's csv
-    module cannot parse the text. A message saying "[3]" sent the user counting rows in an editor that shows lines."""
+    """The line each data record of CSV (or TSV: delimiter_of) text starts on (csv_records, the header left out); None
+    where Python's csv module cannot parse the text. A message saying "[3]" sent the user counting rows in an editor
+    that shows lines."""
     try:
-        return [line for line, _ in itertools.islice(csv_records(text, path), 1, None)]
+        return [line for line, _ in itertools.islice(csv_records(text, path, delimiter_of(path)), 1, None)]
     except CsvSyntaxError:
         return None
 
@@ -379,7 +418,7 @@ def _csv_as_written(text: str, path: Path) -> dict:
     import pandas as pd
 
     try:
-        names = [str(name) for name in pd.read_csv(io.StringIO(text), nrows=0).columns]
+        names = [str(name) for name in pd.read_csv(io.StringIO(text), sep=delimiter_of(path), nrows=0).columns]
     except Exception:  # noqa: BLE001 - a header pandas cannot read: load_dataset says why, naming the file
         names = []
     return _csv_text_options(names)
@@ -399,15 +438,16 @@ def _csv_text_options(names: list[str]) -> dict:
 
 
 def _read_with_datasets(path: Path) -> tuple[list[dict], list[str]]:
-    kind = path.suffix.lstrip(".")
+    kind = path.suffix.lstrip(".").lower()
+    delimited = path.suffix.lower() in DELIMITERS
     lines: list[int] | None = None
     options: dict = {}
-    if kind == "csv":
+    if delimited:
         text = _check_text_file(path)
         lines = csv_record_lines(text, path)
         if lines == []:  # datasets words it 'Instruction "train" corresponds to no data!'
             raise DataError(f"{path}: the file has no rows (a header only)")
-        options = _csv_as_written(text, path)
+        options = {**_csv_as_written(text, path), "sep": delimiter_of(path)}
     elif not _first_bytes(path):  # also says "permission denied" before pyarrow words it its own way
         raise DataError(f"{path}: the file is empty")
     import datasets
@@ -418,7 +458,7 @@ def _read_with_datasets(path: Path) -> tuple[list[dict], list[str]]:
     # saw the reason twice, once without lorapilot's prefix.
     datasets.logging.set_verbosity(datasets.logging.CRITICAL)
     try:
-        ds = datasets.load_dataset(kind, data_files=str(path), split="train", **options)
+        ds = datasets.load_dataset("csv" if delimited else kind, data_files=str(path), split="train", **options)
     except Exception as e:  # noqa: BLE001 - pyarrow/pandas raise many types; all mean "this file cannot be read"
         cause: BaseException = e
         while cause.__cause__ is not None:  # "An error occurred while generating the dataset" wraps pandas' reason
@@ -433,11 +473,11 @@ def _read_with_datasets(path: Path) -> tuple[list[dict], list[str]]:
     if lines is not None and len(lines) == len(rows):
         return rows, [where(path, line) for line in lines]
     # A CSV split differently by the two readers: its record, counted after the header. Parquet has no lines.
-    unit = "record" if kind == "csv" else "row"
+    unit = "record" if delimited else "row"
     return rows, [where(path, nth=i + 1, unit=unit) for i in range(len(rows))]
 
 
-_READERS = {".jsonl": _read_jsonl, ".json": _read_json, ".csv": _read_with_datasets,
+_READERS = {".jsonl": _read_jsonl, ".json": _read_json, ".csv": _read_with_datasets, ".tsv": _read_with_datasets,
             ".parquet": _read_with_datasets}
 
 

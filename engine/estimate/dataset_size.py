@@ -31,7 +31,7 @@ def count_examples(path: str) -> int | None:
             return sum(1 for line in jsonl_lines(text) if line.strip())
     if suffix == ".json":
         return len(read_file_rows(p)[0])
-    if suffix == ".csv":
+    if suffix in (".csv", ".tsv"):
         from engine.data.formats import csv_record_lines   # the reader's records: blank lines are none
 
         lines = csv_record_lines(p.read_text(encoding="utf-8-sig", errors="replace"), p)
