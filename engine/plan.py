@@ -51,8 +51,22 @@ LEAN_STRETCH = 1.25
 COMPILE_MIN_STEPS = 1000
 # The compile itself, once a run on a fresh machine: step 1 came +71 s (Llama-2-7B) and +68 s (Llama-3-8B) later than
 # eager on transformers 5.25, +64 s on 5.17 (levers-user_path-h200-2026-12-03.md). What train.log says, and what the
-# time estimate adds to a compiling plan (engine.estimate.timing).
+# time estimate adds to a compiling plan (engine.estimate.timing). On one H100 (the user's path, the layers compiled in
+# one class, mask-free dropout; benchmarks/results/user_path-s20..s23-h100-2026-12-06, each run's train begin to step 1
+# less a steady step, from its metrics.jsonl): 39-101 s, median 63 over nine runs: the same figure within the noise.
 COMPILE_LAYERS_S = 70.0
+# ... and the first layers' own compiled class when they checkpoint inside their graph (RunPlan.checkpoint_in_graph_
+# layers: another code object, compiled once more): side by side on one H100, step 1 came +20.3 s (Llama-2-7B, 10
+# layers) and +21.4 s (Llama-3-8B, 4 layers) later than the one class's; the default's compile measured 88.4, 114.8
+# and 87.6 s against the 70 s counted before (benchmarks/results/user_path-s23-h100-2026-12-06, calls 2-4;
+# time_estimate-h100-2026-12-06.md).
+COMPILE_IN_GRAPH_CHECKPOINT_S = 20.0
+
+
+def compile_seconds(checkpoint_in_graph_layers: int) -> float:
+    """The compile before step 1 of compiled decoder layers: one class, and another for the first layers when they
+    checkpoint inside their graph. What train.log says and the time estimate counts."""
+    return COMPILE_LAYERS_S + (COMPILE_IN_GRAPH_CHECKPOINT_S if checkpoint_in_graph_layers > 0 else 0.0)
 
 # Model types Liger patches (liger_kernel.transformers.monkey_patch); others train without it.
 LIGER_MODEL_TYPES = ("llama", "mistral", "mixtral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3", "phi3",
@@ -133,6 +147,11 @@ class RunPlan:
     samples_off: str | None = None   # why the evaluation samples training.sample_max_new_tokens asks for are not made
     lines: list[str] = field(default_factory=list)   # each choice and why, for train.log
     step_plan: StepPlan | None = field(default=None, repr=False)
+
+    @property
+    def compile_s(self) -> float:
+        """Seconds compiling the decoder layers before step 1 (compile_seconds); 0 when they run eager."""
+        return compile_seconds(self.checkpoint_in_graph_layers) if self.compile_layers else 0.0
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -356,7 +375,7 @@ def mask_free_dropout_for(machine: Machine, memory: str, compiled: bool, dropout
 
 
 def compile_for(setting: str | bool, machine: Machine, memory: str, steps: int | None,
-                room: bool = True, resumed_at: int = 0) -> tuple[bool, str]:
+                room: bool = True, resumed_at: int = 0, compile_s: float = COMPILE_LAYERS_S) -> tuple[bool, str]:
     """training.compile: whether each decoder layer goes through torch.compile (engine.train.compiled_layers), and
     the line that says why. Inductor generates Triton kernels: a GPU with Triton or nothing. auto compiles only
     where it was measured to pay back: one process, a run of at least COMPILE_MIN_STEPS steps (lean's too, at
@@ -366,7 +385,8 @@ def compile_for(setting: str | bool, machine: Machine, memory: str, steps: int |
     steps: the whole run's, also for a resumed run (resumed_at: its checkpoint's step, for the line only). Decided by
     the steps left, a run resumed near its end went eager: lean's token cap, and with it how every step is cut into
     micro-batches and the Trainer's accumulation count, changed under the checkpoint, and the compiled and the eager
-    layers draw their dropout masks differently. The plan is the run's, whatever its progress."""
+    layers draw their dropout masks differently. The plan is the run's, whatever its progress.
+    compile_s: the compile's seconds, said in the line (compile_seconds of the layers the plan would compile)."""
     if setting is False:
         return False, "compile: decoder layers eager (training.compile: false)"
     gpu = machine.device == "cuda" and machine.kernels
@@ -375,7 +395,7 @@ def compile_for(setting: str | bool, machine: Machine, memory: str, steps: int |
         if not gpu:
             return False, f"compile: training.compile true has no effect here ({why_not}); decoder layers eager"
         return True, (f"compile: decoder layers compiled (training.compile: true); step 1 comes "
-                      f"~{COMPILE_LAYERS_S:.0f} s later")
+                      f"~{compile_s:.0f} s later")
     if not gpu:
         return False, f"compile: decoder layers eager ({why_not})"
     if machine.processes > 1:
@@ -386,12 +406,12 @@ def compile_for(setting: str | bool, machine: Machine, memory: str, steps: int |
     kept = f"; resumed at step {resumed_at:,}: the run's own plan" if resumed_at else ""
     if steps < COMPILE_MIN_STEPS:
         return False, (f"compile: decoder layers eager ({steps:,} steps, under {COMPILE_MIN_STEPS:,}: the "
-                       f"~{COMPILE_LAYERS_S:.0f} s compile would not pay back{kept})")
+                       f"~{compile_s:.0f} s compile would not pay back{kept})")
     if not room:
         return False, (f"compile: decoder layers eager ({steps:,} steps would pay back the compile, but the compiled "
                        f"layers' extra memory would not fit {machine.memory_gib:.0f} GiB{kept})")
     faster = "~1.2x faster ones than lean's eager layers" if memory == "lean" else "~1.15x faster ones"
-    return True, (f"compile: decoder layers compiled ({steps:,} steps: the ~{COMPILE_LAYERS_S:.0f} s compile before "
+    return True, (f"compile: decoder layers compiled ({steps:,} steps: the ~{compile_s:.0f} s compile before "
                   f"step 1 pays back after ~500 steps of {faster}{kept})")
 
 
@@ -582,8 +602,11 @@ def _plan_for(cfg: Config, machine: Machine, memory: str, parallelism: str, leng
     counted = n_examples if assumed else len(lengths or [])
     per_epoch = None if counted is None else steps_per_epoch(counted, examples_per_step)
     steps = total_steps(cfg, per_epoch)
+    arch = info.arch if info is not None else None
+    in_graph_if_compiled, _ = checkpoint_in_graph_layers_for(arch, machine, memory, True, t.gradient_checkpointing)
     compile_layers, compile_line = compile_for(t.compile, machine, memory, steps, room=compile_room,
-                                               resumed_at=resumed.step if resumed else 0)
+                                               resumed_at=resumed.step if resumed else 0,
+                                               compile_s=compile_seconds(in_graph_if_compiled))
     budget, line = token_budget_for(cfg, machine, memory, compiled=compile_layers)
     lines.append(line)
     optimizer, line = optimizer_for(t.optimizer, machine, memory, sharded=parallelism == "fsdp",
@@ -631,8 +654,7 @@ def _plan_for(cfg: Config, machine: Machine, memory: str, parallelism: str, leng
     mask_free, line = mask_free_dropout_for(machine, memory, compile_layers, cfg.lora.dropout)
     if line:
         lines.append(line)
-    in_graph, line = checkpoint_in_graph_layers_for(info.arch if info is not None else None, machine, memory,
-                                                    compile_layers, t.gradient_checkpointing)
+    in_graph, line = checkpoint_in_graph_layers_for(arch, machine, memory, compile_layers, t.gradient_checkpointing)
     if line:
         lines.append(line)
     from engine.train.speed import LEVERS

@@ -14,7 +14,7 @@ from engine.estimate.command import render
 from engine.estimate.estimator import compute
 from engine.estimate.memory import GIB, GRAPH_DEQUANT_WEIGHTS, plan_fits
 from engine.estimate.speed_table import path_of, speed_basis, speed_rows
-from engine.estimate.timing import COMPILE_LAYERS_S
+from engine.plan import COMPILE_IN_GRAPH_CHECKPOINT_S, COMPILE_LAYERS_S
 from engine.plan import LEAN_COMPILED_TOKENS_PER_MICROBATCH, Machine, plan_run
 
 H200 = get_gpu("h200-141")
@@ -70,10 +70,13 @@ def test_the_compiled_rows_are_todays_h200_measurements():
 
 
 def test_the_h100_measured_the_compiled_and_lean_compiled_paths_with_both_dropouts():
-    """user_path-s20-h100-2026-12-06.md: the mask-free LoRA dropout beside peft's, each pair side by side."""
+    """user_path-s20-h100-2026-12-06.md: the mask-free LoRA dropout beside peft's, each pair side by side; and
+    user_path-s23-h100-2026-12-06.md: the default since, the first layers checkpointing inside their graph."""
     h100 = {(r.path, r.model, r.tokens_per_s) for r in speed_rows() if r.gpu == "h100-80" and "compiled" in r.path}
     assert h100 == {("compiled", "llama-2-7b", 10495), ("compiled", "llama-2-7b", 10450),
                     ("compiled", "llama-3-8b", 9666), ("compiled", "llama-3-8b", 9496),
+                    ("compiled", "llama-2-7b", 11054), ("compiled", "llama-3-8b", 9818),
+                    ("compiled", "llama-2-7b", 10843),
                     ("lean_compiled", "llama-2-7b", 7762), ("lean_compiled", "llama-2-7b", 7670)}
     for path in ("compiled", "lean_compiled"):
         basis = speed_basis(get_gpu("h100-80"), path, "nf4")
@@ -103,17 +106,20 @@ def test_a_compiled_plan_is_timed_at_the_compiled_rate_plus_the_compile_once():
     # the start-up (the same model, the same data) apart: the steps, evaluations and saves at the compiled rate
     assert compiled.startup_s == eager.startup_s > 0
     assert compiled.time_s - compiled.startup_s == pytest.approx(
-        (eager.time_s - eager.startup_s) * ratio + COMPILE_LAYERS_S, rel=1e-9)
-    assert COMPILE_LAYERS_S == 70 and compiled.compile_s == 70 and eager.compile_s == 0
+        (eager.time_s - eager.startup_s) * ratio + compiled.compile_s, rel=1e-9)
+    # one compiled class, and the first layers' own when they checkpoint inside their graph (Llama-2-7B's first 10)
+    assert compiled.plan.checkpoint_in_graph_layers == 10
+    assert compiled.compile_s == compiled.plan.compile_s == COMPILE_LAYERS_S + COMPILE_IN_GRAPH_CHECKPOINT_S == 90
+    assert eager.compile_s == 0
     assert compiled.time_s < eager.time_s      # 1,000 steps pay the compile back many times
     assert compiled.time_basis_detail.startswith("the packed path with compiled decoder layers on H200")
-    assert compiled.time_basis_detail.endswith("; includes ~70 s compiling the layers before the first step")
+    assert compiled.time_basis_detail.endswith("; includes ~90 s compiling the layers before the first step")
     assert "compil" not in eager.time_basis_detail
 
 
 def test_compiled_layers_on_a_path_without_their_rows_say_so():
     eager, compiled = _both(_cfg(packing=False))
-    assert compiled.time_s == pytest.approx(eager.time_s + COMPILE_LAYERS_S)
+    assert compiled.time_s == pytest.approx(eager.time_s + compiled.plan.compile_s) and compiled.plan.compile_s > 0
     assert "compiled layers on this path not measured: timed at its eager rate" in compiled.time_basis_detail
 
 
@@ -163,7 +169,7 @@ def test_lorapilot_estimate_shows_the_compiled_plan_and_nothing_of_it_for_an_eag
     info = read_model_config("llama-2-7b")
     shown = render(compiled, info, 2000, True)
     assert ", decoder layers compiled" in shown and " compiled layers " in shown
-    assert "includes ~70 s compiling the layers before the first step" in shown
+    assert "includes ~90 s compiling the layers before the first step" in shown
     plain = render(eager, info, 2000, True)
     assert "compil" not in plain
     assert "compil" not in str(eager.to_dict()).replace("'compile_layers': False", "")
@@ -178,7 +184,7 @@ def test_the_wizards_breakdown_and_time_line_show_the_compiled_plan():
     assert "compiled layers" in [name for name, _, _ in segments(compiled)]
     assert "compiled layers" not in [name for name, _, _ in segments(eager)]
     assert ReviewScreen._compile_words(compiled.compile_s) == \
-        "; includes ~70 s compiling the layers before the first step"
+        "; includes ~90 s compiling the layers before the first step"
     assert ReviewScreen._compile_words(eager.compile_s) == ""
 
 
@@ -199,9 +205,9 @@ def test_the_plans_rule_compiles_a_long_run_and_the_estimate_follows_it():
     ratio = speed_basis(H200, "packed", "nf4").fraction / speed_basis(H200, "compiled", "nf4").fraction
     assert long.startup_s == eager_plan.startup_s > 0   # the same model and data: the same start-up
     assert long.time_s - long.startup_s == pytest.approx(
-        (eager_plan.time_s - eager_plan.startup_s) * ratio + COMPILE_LAYERS_S, rel=1e-9)
+        (eager_plan.time_s - eager_plan.startup_s) * ratio + long.plan.compile_s, rel=1e-9)
     assert "compiled layers" in _names(long) and "compiled layers" not in _names(short)
-    assert long.time_basis_detail.endswith(f"; includes ~{COMPILE_LAYERS_S:.0f} s compiling the layers before the "
+    assert long.time_basis_detail.endswith(f"; includes ~{long.plan.compile_s:.0f} s compiling the layers before the "
                                            "first step")
     assert "compil" not in short.time_basis_detail and short.compile_s == 0
 
@@ -240,8 +246,8 @@ def test_the_sweep_counts_a_compiling_trials_compile_once_not_per_step():
     model = trial_time_model(cfg, trials, H200, n_train=2000, n_val=100, lengths=LENGTHS)
     est, _ = estimate_for(trial_config(cfg, trials[0], 30), info, H200, n_examples=2000, num_gpus=1,
                           lengths=LENGTHS, n_val=100)
-    assert est.plan.compile_layers and est.compile_s == COMPILE_LAYERS_S
-    per_step = (est.time_s - est.pauses_s - COMPILE_LAYERS_S - est.startup_s) / 30
+    assert est.plan.compile_layers and est.compile_s == est.plan.compile_s > 0
+    per_step = (est.time_s - est.pauses_s - est.compile_s - est.startup_s) / 30
     evals = RUNG_DIVISOR * 100 / 16 * per_step * EVAL_COST_PER_EXAMPLE
     saves = (RUNG_DIVISOR + 1) * per_step * SAVE_COST_STEPS    # at each rung, and the adapter
     assert est.pauses_s == pytest.approx(evals + saves)

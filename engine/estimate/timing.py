@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING
 
 from engine.estimate.params import Architecture, ParamCounts
 from engine.estimate.speed_table import path_of, speed_basis
-from engine.plan import COMPILE_LAYERS_S  # the compile, once a run: counted on top of the compiled rate
 
 if TYPE_CHECKING:
     from engine.config import Config
@@ -92,7 +91,7 @@ def compile_words(seconds: float) -> str:
     return f"includes ~{seconds:.0f} s compiling the layers before the first step"
 
 
-# The run's start-up: everything between `lorapilot train` and the first step, beside the compile (COMPILE_LAYERS_S,
+# The run's start-up: everything between `lorapilot train` and the first step, beside the compile (RunPlan.compile_s,
 # counted with the plan that compiles): the processes and their imports, reading and tokenising the dataset, the data
 # doctor, reading the base checkpoint and quantising it, building the adapters and the Trainer. The one rule; the
 # sweep's trial time is the estimate's time and so counts it too (each trial is a fresh trainer process). Not in it:
@@ -186,8 +185,9 @@ def run_seconds(arch: Architecture, params: ParamCounts, lora_params: int, plan:
     detail = basis.detail
     if path == "padded":   # compiled layers measured on the packed and lean paths only
         detail += "; compiled layers on this path not measured: timed at its eager rate"
-    detail += f"; {compile_words(COMPILE_LAYERS_S)}"
-    return RunTime(seconds + COMPILE_LAYERS_S, basis.text, detail, flops, compile_s=COMPILE_LAYERS_S)
+    # the compile, once a run (engine.plan.compile_seconds): counted on top of the compiled rate
+    detail += f"; {compile_words(plan.compile_s)}"
+    return RunTime(seconds + plan.compile_s, basis.text, detail, flops, compile_s=plan.compile_s)
 
 
 # An evaluation's forward pass costs about a third of a training step's forward + backward per example. The sweep
