@@ -132,7 +132,7 @@ def test_a_tie_goes_to_the_smaller_r_then_the_lower_lr_and_is_said(tmp_path):
     assert choose_winner(sweep["trials"][::-1])["id"] == "lr5e-4_r4"
     buf = io.StringIO()
     print_report(sweep, Console(file=buf, width=200))
-    assert "note: tied at eval loss 1.2500 with lr 2e-4, r 8; lr 5e-4, r 8: the smaller r, then the lower lr won" \
+    assert "note: tied at eval loss 1.250 with lr 2e-4, r 8; lr 5e-4, r 8: the smaller r, then the lower lr won" \
         in buf.getvalue()
 
 
@@ -167,7 +167,7 @@ def test_report_renders_table_heatmap_and_stops(tmp_path):
     text = buf.getvalue()
     assert "★" in text and "well-fit" in text and "✗ nan" in text
     assert "lr5e-4_r8: nan_loss: The training loss is NaN\n" in text   # the code said once
-    assert "winner: lr 5e-4, r 4 (alpha 8), eval loss 1.4000\n" in text
+    assert "winner: lr 5e-4, r 4 (alpha 8), eval loss 1.400\n" in text
 
 
 def test_the_heatmap_never_colours_a_trial_that_diverged_by_an_evaluation_before_it(tmp_path):
@@ -190,7 +190,7 @@ def test_a_winner_of_a_sweep_cut_short_says_how_few_trials_ran(tmp_path):
         t.update(state="skipped", eval_loss=None, stopped_by="user", stop_reason="not started (user)")
     buf = io.StringIO()
     print_report(sweep, Console(file=buf, width=120))
-    assert "eval loss 1.4000 (of the 2 trials that ran; 2 never started)" in buf.getvalue()
+    assert "eval loss 1.400 (of the 2 trials that ran; 2 never started)" in buf.getvalue()
 
 
 def test_report_fits_80_columns_keeping_lr_r_and_eval_whole(tmp_path):
@@ -464,3 +464,68 @@ def test_a_winner_trained_on_more_gpus_than_its_trial_is_said_so(tmp_path):
     assert batch_notes(sweep) == []
     sweep["base_config"]["training"].update(num_gpus=3, gradient_accumulation_steps=4)
     assert batch_notes(sweep)[0].endswith("set training.num_gpus: 1")   # 4 does not divide by 3
+
+
+# ------------------------------------------------------------------ one rule for a loss (engine.rundir.loss_text)
+def test_every_view_of_a_sweep_says_a_loss_as_the_runs_list_does(tmp_path, capsys):
+    """The sweep wrote its losses its own way (.4f and .3f): a winner read 1.235 in `lorapilot runs` and 1.2346 in the
+    sweep's report, 0.543 beside 0.5432. Each view now says it with loss_text, four significant digits."""
+    from rich.console import Console
+
+    from engine.rundir import loss_text
+    from engine.sweep.command import _print_progress
+    from tui.screens.sweep_monitor import SweepMonitorScreen
+    from tui.widgets.sweep_result import winner_text
+
+    sweep = finished_sweep(tmp_path)
+    sweep["trials"][2].update(eval_loss=0.54321, train_loss=0.43219)   # the winner
+    sweep["trials"][1].update(eval_loss=12.3456)
+    sweep["winner"] = choose_winner(sweep["trials"])
+    sweep["table"] = table_rows(sweep)
+    assert sweep["winner"]["eval_loss"] == 0.54321 and loss_text(0.54321) == "0.5432"
+    buf = io.StringIO()
+    print_report(sweep, Console(file=buf, width=200))
+    report = buf.getvalue()
+    assert "eval loss 0.5432\n" in report and "0.5432 ★" in report and "12.35" in report
+    assert " 0.4322 " in report                                          # the table's train avg
+    assert "0.5432 " in report.split("winner:")[0]                      # the table's eval loss
+    assert "0.543 " not in report and "12.346" not in report and "0.54321" not in report
+
+    summary = {"name": "sw", "state": "done", "elapsed_s": 10.0, "remaining_s": None, "steps": 12,
+               "trials": [{**t, "max_steps": 12} for t in sweep["trials"]],
+               "best": {**sweep["winner"], "step": 12}, "winner": sweep["winner"], "winner_notes": []}
+    assert "eval loss 0.5432" in winner_text(summary, "sw").plain
+    assert "eval 0.5432" in SweepMonitorScreen._status_line(summary, "sw").plain
+    _print_progress(summary)
+    printed = capsys.readouterr().out
+    assert "eval loss 0.5432 at step 12" in printed and "eval 12.35" in printed
+
+    applied = tmp_path / "best.yaml"
+    (tmp_path / "base.yaml").write_text("model: some/model\n")
+    apply_winner(sweep, str(applied))
+    assert "(eval loss 0.5432)" in applied.read_text()
+
+
+def test_a_tie_is_decided_on_the_numbers_never_on_their_text(tmp_path):
+    """Two losses that read the same (1.234) are not tied: the lower number wins, and no tie is said; the monitor's
+    best so far picks, among equal numbers, by the winner's rule (the smaller r, then the lower lr)."""
+    from engine.rundir import loss_text
+
+    lower, higher = 1.23441, 1.23444
+    assert loss_text(lower) == loss_text(higher)
+    trials = [trial(1e-4, 4, eval_loss=higher), trial(5e-4, 8, eval_loss=lower)]
+    w = choose_winner(trials)
+    assert (w["id"], w["tied"]) == ("lr5e-4_r8", [])
+
+    sweep_dir, sweep = running_sweep(tmp_path)
+    sweep["trials"] = [trial(2e-4, 8, "training"), trial(5e-4, 4, "training")]   # equal numbers
+    write_sweep(sweep_dir, sweep)
+    for t in sweep["trials"]:
+        (sweep_dir / t["id"]).mkdir()
+        w = MetricsWriter(sweep_dir / t["id"])
+        w.write("train", 4, loss=1.5)
+        w.write("eval", 4, eval_loss=1.25)
+        w.close()
+        write_status(sweep_dir / t["id"], state="training", step=4, max_steps=12)
+    assert summarize_sweep(sweep_dir)["best"]["id"] == choose_winner(
+        [{**t, "eval_loss": 1.25} for t in sweep["trials"]])["id"] == "lr5e-4_r4"

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from engine.errors import EXIT_OK, EXIT_RUN_FAILED, UserError, shell_word
 from engine.overwrite import may_overwrite
+from engine.rundir import loss_text
 from engine.settings import runs_root, visible_device_mask
 from engine.sweep.plan import DEFAULT_LRS, DEFAULT_RS, DEFAULT_STEPS, STOP_ON, lr_text
 from engine.settings import user_path
@@ -207,12 +208,12 @@ def _print_progress(summary: dict) -> None:
     print(f"sweep {summary['name']}: {summary['state']}, {summary['elapsed_s'] or 0:.0f} s so far"
           + (f", {_duration(left)} left at most" if left is not None else ""))
     for t in summary["trials"]:
-        ev = f"{t['eval_loss']:.4f}" if isinstance(t["eval_loss"], float) else "-"
+        ev = loss_text(t["eval_loss"])
         print(f"  {t['id']:<18} {t['state']:<10} step {t['step']}/{t['max_steps']}  eval {ev}"
               + (f"  ({t['stopped_by']})" if t["stopped_by"] else ""))
     if summary["best"]:
         b = summary["best"]
-        print(f"best so far: {b['id']} eval loss {b['eval_loss']:.4f} at step {b['step']}")
+        print(f"best so far: {b['id']} eval loss {loss_text(b['eval_loss'])} at step {b['step']}")
     if summary["state"] == "lost":
         from engine.wrap import fit
 
@@ -456,7 +457,7 @@ def _follow(sweep_dir: Path, proc, a, poll_s: float = 1.0) -> int:
                 key = (t["state"], len(evals), t.get("stopped_by"))
                 if seen.get(t["id"]) != key:
                     seen[t["id"]] = key
-                    ev = f"  eval {evals[-1][1]:.4f} at step {evals[-1][0]}" if evals else ""
+                    ev = f"  eval {loss_text(evals[-1][1])} at step {evals[-1][0]}" if evals else ""
                     why = f"  stopped: {t['stopped_by']}" if t.get("stopped_by") else ""
                     print(f"{t['id']:<18} {t['state']:<10}{ev}{why}", flush=True)
             if done:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import math
 import os
 import signal
 import subprocess
@@ -23,8 +22,8 @@ from pathlib import Path
 
 from engine.detached import spawn_detached
 from engine.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_RUN_FAILED, UserError, shell_word
-from engine.rundir import (CONFIG_FILE, FINAL_STATES, METRICS_FILE, MetricsTail, RunPlace, pid_alive, read_metrics,
-                           read_status, record_number, safe_text)
+from engine.rundir import (CONFIG_FILE, FINAL_STATES, METRICS_FILE, MetricsTail, RunPlace, finite, loss_text,
+                           pid_alive, read_metrics, read_status, record_number, safe_text)
 from engine.sweep.plan import Trial, halving_should_stop, trial_config, trial_wall_s
 from engine.sweep.report import RESULT_KEYS, choose_winner, table_rows, trial_metrics
 from engine.sweep.sweepdir import (SWEEP_FILE, SWEEP_LOG, SWEEP_STOP_FILE, TRIAL_PENDING, TRIAL_SKIPPED,
@@ -281,7 +280,7 @@ class Driver:
 
             better = sum(1 for x in others if isinstance(x, (int, float)) and x < loss)
             t.update(stopped_by="halving",
-                     stop_reason=f"eval loss {loss:.4f} at step {step} is in the worse half of the "
+                     stop_reason=f"eval loss {loss_text(loss)} at step {step} is in the worse half of the "
                                  f"{len(others) + 1} trials at this rung ({better} better)")
             log(f"halving stops {t['id']}: {t['stop_reason']}")
             request_stop(handle.run_dir)
@@ -314,8 +313,7 @@ class Driver:
         del self.handles[t["id"]], self.tails[t["id"]], self.lane_of[t["id"]]
         log(f"{t['id']} {state}" + (f" ({t['stopped_by']}: {t.get('stop_reason')})" if t.get("stopped_by") else "")
             + (f": {t.get('error')}" if state == "failed" else "")
-            + (f", eval loss {t['eval_loss']:.4f}" if isinstance(t.get("eval_loss"), float)
-               and math.isfinite(t["eval_loss"]) else ""))
+            + (f", eval loss {loss_text(t['eval_loss'])}" if finite(t.get("eval_loss")) else ""))
 
     def _base_not_cached(self) -> bool:
         """The sweep's plan found the base model's weights missing from the local Hugging Face cache, and they are
@@ -367,7 +365,7 @@ class Driver:
                 s["apply_error"] = str(e)
         self._save()
         w = s["winner"]
-        log(f"sweep {s['state']}" + (f"; winner {w['id']} eval loss {w['eval_loss']:.4f}" if w else ""))
+        log(f"sweep {s['state']}" + (f"; winner {w['id']} eval loss {loss_text(w['eval_loss'])}" if w else ""))
         return EXIT_OK if s["state"] != "failed" else EXIT_RUN_FAILED
 
 

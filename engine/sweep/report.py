@@ -9,7 +9,7 @@ from pathlib import Path
 
 from engine.diagnose.curves import EvalPoint, learning_curve_verdict
 from engine.errors import UserError, shell_word
-from engine.rundir import LaunchStart, finite, number_text, record_number
+from engine.rundir import LaunchStart, finite, loss_text, number_text, record_number
 from engine.sweep.plan import STOP_ON, lr_text
 from engine.sweep.sweepdir import BASE_CONFIG_FILE, SWEEP_FILE, TRIAL_SKIPPED
 
@@ -102,6 +102,12 @@ def _eval_step(t: dict):
 TIE_RULE = "the smaller r, then the lower lr"
 
 
+def rank_key(t: dict) -> tuple:
+    """The order trials are ranked in (the winner, the monitor's best so far): the eval loss as a number (two that
+    read the same in loss_text are not tied), then TIE_RULE."""
+    return (t["eval_loss"], t["r"], t["learning_rate"])
+
+
 def choose_winner(trials: list[dict]) -> dict | None:
     """The trial with the lowest eval loss among those evaluated at the same step: the finished trials, at their last
     step; without one, the trials evaluated at the latest step any was (a trial halving stopped earlier is not
@@ -116,7 +122,7 @@ def choose_winner(trials: list[dict]) -> dict | None:
     steps = [s for s in (_eval_step(t) for t in candidates) if isinstance(s, int)]
     at = max(steps) if steps else None
     pool = [t for t in candidates if at is None or _eval_step(t) == at]
-    pool.sort(key=lambda t: (t["eval_loss"], t["r"], t["learning_rate"]))
+    pool.sort(key=rank_key)
     best = pool[0]
     return {"id": best["id"], "learning_rate": best["learning_rate"], "r": best["r"], "alpha": best["alpha"],
             "eval_loss": best["eval_loss"], "step": at, "run_dir": best.get("run_dir"), "finished": bool(done),
@@ -206,7 +212,7 @@ def render_table(sweep: dict, width: int = WIDE):
         style = "bold green" if row["winner"] else ("dim" if row["stopped_by"] or row["state"] != "done" else None)
         cells = dict(zip(names, (
             ("★ " if row["winner"] else "") + lr_text(row["learning_rate"]), str(row["r"]), _outcome(t),
-            str(row["step"] or 0), number_text(row["eval_loss"]), number_text(row["train_loss"]), number_text(row["gap"], "+.3f"),
+            str(row["step"] or 0), loss_text(row["eval_loss"]), loss_text(row["train_loss"]), number_text(row["gap"], "+.3f"),
             row["verdict"] or "-", number_text(row["tokens_per_s"], ",.0f"), number_text(row["peak_mem_gib"], ".1f"))))
         table.add_row(*(cells[n] for n in shown), style=style)
     return table
@@ -244,7 +250,7 @@ def render_heatmap(sweep: dict):
                 mark = "✗ nan" if t and diverged(t) else "·"
                 cells.append(Text(mark, style="dim"))
                 continue
-            text = f"{t['eval_loss']:.3f}" + (" ★" if t["id"] == winner else " †" if t.get("stopped_by") else "")
+            text = loss_text(t["eval_loss"]) + (" ★" if t["id"] == winner else " †" if t.get("stopped_by") else "")
             cells.append(Text(text, style=_heat(t["eval_loss"], lo, hi)))
         table.add_row(lr_text(lr), *cells)
     return table
@@ -285,7 +291,7 @@ def print_report(sweep: dict, console=None) -> None:
             note += (f" (of the {ran} trial{'s' if ran != 1 else ''} that ran; {len(sweep['trials']) - ran} "
                      "never started)")
         console.print(f"winner: lr {lr_text(w['learning_rate'])}, r {w['r']} (alpha {w['alpha']}), "
-                      f"eval loss {w['eval_loss']:.4f}{note}", markup=False, highlight=False)
+                      f"eval loss {loss_text(w['eval_loss'])}{note}", markup=False, highlight=False)
         for line in winner_notes(sweep):
             console.print(f"  note: {line}", markup=False, highlight=False)
     else:
@@ -342,7 +348,7 @@ def tie_notes(sweep: dict) -> list[str]:
     if not tied:
         return []
     others = "; ".join(f"lr {lr_text(t['learning_rate'])}, r {t['r']}" for t in tied)
-    return [f"tied at eval loss {w['eval_loss']:.4f} with {others}: {TIE_RULE} won"]
+    return [f"tied at eval loss {loss_text(w['eval_loss'])} with {others}: {TIE_RULE} won"]
 
 
 def applied_text(sweep: dict, path: str | Path, *, notes: bool = True) -> str:
@@ -367,7 +373,7 @@ def apply_winner(sweep: dict, out: str | Path, *, replace: bool = False) -> Path
     if not base or not Path(base).is_file():   # the wizard's sweep reads a temporary copy, gone once it started
         base = str(Path(str(sweep.get("sweep_dir"))) / BASE_CONFIG_FILE)
     header = (f"# From sweep {sweep.get('sweep_dir')}: winner lr {lr_text(w['learning_rate'])}, r {w['r']}, "
-              f"alpha {w['alpha']} (eval loss {w['eval_loss']:.4f}).\n"
+              f"alpha {w['alpha']} (eval loss {loss_text(w['eval_loss'])}).\n"
               f"# The base config {base} otherwise, with its own steps.\n"
               + "".join(f"# Note: {line}.\n" for line in winner_notes(sweep)))
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from engine.rundir import FINAL_STATES, effective_state, finite, read_metrics, read_status
 from engine.sweep.plan import time_lanes
-from engine.sweep.report import diverged, table_rows, trial_metrics, winner_notes
+from engine.sweep.report import diverged, rank_key, table_rows, trial_metrics, winner_notes
 from engine.sweep.sweepdir import (SWEEP_STOP_FILE, TRIAL_PENDING, TRIAL_SKIPPED, effective_sweep_state,
                                    elapsed_s, predicted_trial_s, read_sweep)
 
@@ -87,7 +87,7 @@ def summarize_sweep(sweep_dir: str | Path) -> dict:
                 gone.add(t["id"])   # its records say so before the driver has seen it end
         trials.append(row)
     scored = [t for t in trials if finite(t["eval_loss"]) and t["id"] not in gone]
-    best = min(scored, key=lambda t: t["eval_loss"]) if scored else None
+    best = min(scored, key=rank_key) if scored else None
     state = effective_sweep_state(sweep, path)
     finished = state in ("done", "stopped", "failed")
     out = {

@@ -20,7 +20,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
 from engine.errors import UserError, shell_word
-from engine.rundir import STATUS_FILE, safe_text
+from engine.rundir import STATUS_FILE, loss_text, safe_text
 from engine.sweep import summarize_sweep
 from engine.sweep.plan import lr_text
 from engine.sweep.sweepdir import SWEEP_FINAL_STATES
@@ -132,7 +132,7 @@ class SweepMonitorScreen(Screen):
             label = "winner" if s.get("winner") else "best so far"
             # With the time left the line no longer fits 80 columns: the best gets its own, unbroken.
             out.append(f"\n{label} " if s.get("remaining_s") is not None else f"  ·  {label} ", style="dim")
-            out.append(f"★ lr {lr_text(best['learning_rate'])} r {best['r']} eval {best['eval_loss']:.3f}",
+            out.append(f"★ lr {lr_text(best['learning_rate'])} r {best['r']} eval {loss_text(best['eval_loss'])}",
                        style="bold green")
         if s.get("error"):
             out.append(f"\n{s['error']}", style="red")

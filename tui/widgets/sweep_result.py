@@ -13,6 +13,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal
 from textual.widgets import Static
 
+from engine.rundir import loss_text
 from engine.sweep.plan import lr_text
 from engine.sweep.report import NO_WINNER, render_heatmap, unfinished_text
 
@@ -28,7 +29,7 @@ def winner_text(summary: dict, sweep_arg: str) -> Text:
         return out
     out.append("Winner  ", style="bold")
     out.append(f"lr {lr_text(w['learning_rate'])} · r {w['r']} (alpha {w['alpha']})", style="bold green")
-    out.append(f"\neval loss {w['eval_loss']:.4f}")
+    out.append(f"\neval loss {loss_text(w['eval_loss'])}")
     if not w.get("finished"):
         out.append(f"\n({unfinished_text(w)})", style="yellow")
     for note in summary.get("winner_notes") or []:   # at the grid's edge, on more GPUs than its trial: as the CLI

@@ -10,7 +10,7 @@ from typing import Any
 from rich.text import Text
 from textual.widgets import DataTable
 
-from engine.rundir import finite, number_text
+from engine.rundir import finite, loss_text, number_text
 from engine.sweep.plan import lr_text
 from tui.widgets.progress_panel import STATE_STYLES
 
@@ -88,8 +88,8 @@ class SweepTrials(DataTable):
         self.add_row(Text(("★ " if best else "  ") + lr_text(t["learning_rate"]), style=style or ""),
                      Text(str(t["r"]), style=style or ""), Text(state, style=STATE_STYLES.get(state, "")),
                      Text(step, justify="right"), spark(t.get("losses") or []),
-                     Text(number_text(t.get("loss")), justify="right"),
-                     Text(number_text(t.get("eval_loss")), style=style or "", justify="right"),
+                     Text(loss_text(t.get("loss")), justify="right"),
+                     Text(loss_text(t.get("eval_loss")), style=style or "", justify="right"),
                      Text(stopped_by, style=STOP_STYLE.get(stopped_by, "")),
                      key=t["id"])
 
@@ -101,8 +101,8 @@ class SweepTrials(DataTable):
                  Text(str(row["r"]), style=style),
                  Text(outcome, style=STOP_STYLE.get(outcome) or STATE_STYLES.get(outcome, "")),
                  Text(str(row.get("step") or 0), justify="right", style=style),
-                 Text(number_text(row.get("eval_loss")), justify="right", style=style),
-                 Text(number_text(row.get("train_loss")), justify="right", style=style),
+                 Text(loss_text(row.get("eval_loss")), justify="right", style=style),
+                 Text(loss_text(row.get("train_loss")), justify="right", style=style),
                  Text(number_text(row.get("gap"), "+.3f"), justify="right", style=style),
                  Text(row.get("verdict") or "-", style=style),
                  Text(number_text(row.get("tokens_per_s"), ",.0f"), justify="right", style=style),
