@@ -66,3 +66,42 @@ def test_quitting_while_the_data_helper_is_busy_ends_it_rather_than_waiting(monk
     asyncio.run(quit_mid_call(LorapilotApp(start="monitor", run_dir=None, runs_root=str(tmp_path))))
     assert "ended" in outcome and "answer" not in outcome, outcome
     assert data_inspection._pool is None   # the next app starts a helper of its own
+
+
+def test_a_caller_of_an_ended_helper_stops_waiting_even_when_no_answer_ever_comes(monkeypatch):
+    """Ending the helper terminates its process; one killed while writing its answer leaves the pool's manager
+    thread reading the rest of the message for good, and the caller's future unresolved: the suite hung at a wizard
+    test's teardown (asyncio joining the worker thread that waited). Here a pool whose answer never comes."""
+    import threading
+    import time
+    from concurrent.futures import Future
+    from concurrent.futures.process import BrokenProcessPool
+
+    from tui.models import data_inspection
+
+    class NeverAnswers:
+        _processes: dict = {}
+
+        def submit(self, fn, *args, **kwargs) -> Future:
+            return Future()
+
+        def shutdown(self, **kwargs) -> None:
+            pass
+
+    monkeypatch.setattr(data_inspection, "_pool", NeverAnswers())
+    monkeypatch.setattr(data_inspection, "_ended", None)
+    outcome: dict = {}
+
+    def call() -> None:
+        try:
+            outcome["answer"] = data_inspection.answer(int)
+        except BrokenProcessPool as e:
+            outcome["ended"] = e
+
+    caller = threading.Thread(target=call, daemon=True)
+    caller.start()
+    while not data_inspection.busy():
+        time.sleep(0.01)
+    data_inspection.end_if_busy()
+    caller.join(timeout=120)   # at once, in fact: a bound for a loaded machine, not a timing
+    assert not caller.is_alive() and "ended" in outcome, outcome

@@ -64,10 +64,22 @@ def answer(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
 
 
 def _wait(pool: Any, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """The call's answer; BrokenProcessPool once the app ended the helper (end_if_busy), whether or not the pool
+    says so: a helper killed while writing its answer leaves the pool's manager thread reading the rest of the
+    message for good (CPython's ProcessPoolExecutor), and the future unresolved. The suite hung so, at a wizard
+    test's end: asyncio joined the worker thread waiting here."""
+    from concurrent.futures import TimeoutError as NotYet
+    from concurrent.futures.process import BrokenProcessPool
+
     future = pool.submit(fn, *args, **kwargs)
     _waiting.add(future)
     try:
-        return future.result()
+        while True:
+            try:
+                return future.result(timeout=0.2)
+            except NotYet:
+                if pool is _ended:
+                    raise BrokenProcessPool("the data helper was ended") from None
     finally:
         _waiting.discard(future)
 
