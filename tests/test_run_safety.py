@@ -1367,6 +1367,11 @@ def test_chat_loads_the_base_as_the_run_trained_it_whatever_config_yaml_says_now
     assert cfg.quantization == "nf4" and cfg.model == "lorapilot-demo"
 
 
+def _no_model_or_data_here(cfg) -> dict:
+    """check_inputs for a made-up run (model: m, its data never written): these tests are about the run folder."""
+    return {}
+
+
 @pytest.mark.parametrize("state", ["done", "stopped"])
 def test_resume_of_a_run_whose_checkpoints_were_deleted_says_it_starts_over(tmp_path, monkeypatch, capsys, state):
     """checkpoints/ deleted to free the disk, then `train --resume`: a finished run was trained again from step 0 and
@@ -1380,6 +1385,7 @@ def test_resume_of_a_run_whose_checkpoints_were_deleted_says_it_starts_over(tmp_
     (run / "config.yaml").write_text(f"model: m\ndataset: {{path: {tmp_path / 'd.jsonl'}}}\ntraining: {{max_steps: 8}}\n")
     (run / "status.json").write_text(json.dumps({"state": state, "step": 8 if state == "done" else 4, "max_steps": 8}))
     spawned = []
+    monkeypatch.setattr(launch, "check_inputs", _no_model_or_data_here)
     monkeypatch.setattr(launch, "_spawn", lambda *a, **k: spawned.append(1) or subprocess.Popen(["true"]))
     rc = cli.main(["train", "--resume", str(run), "--detach"])
     err = unwrapped(capsys.readouterr().err)
@@ -1404,6 +1410,7 @@ def test_resume_with_max_steps_lowered_below_the_last_checkpoint_is_refused(tmp_
                                      f"training: {{max_steps: {max_steps}}}\n")
     (run / "status.json").write_text(json.dumps({"state": "stopped", "step": 30, "max_steps": 40}))
     spawned = []
+    monkeypatch.setattr(launch, "check_inputs", _no_model_or_data_here)
     monkeypatch.setattr(launch, "_spawn", lambda *a, **k: spawned.append(1) or subprocess.Popen(["true"]))
     rc = cli.main(["train", "--resume", str(run), "--detach"])
     err = unwrapped(capsys.readouterr().err)
@@ -1460,6 +1467,7 @@ def test_resume_refuses_a_copy_of_a_checkpoint_transformers_would_delete(tmp_pat
     (run / "status.json").write_text(json.dumps({"state": "stopped", "step": 4, "max_steps": 8}))
     shutil.copytree(_checkpoint(run, 4), run / "checkpoints" / kept)
     spawned = []
+    monkeypatch.setattr(launch, "check_inputs", _no_model_or_data_here)
     monkeypatch.setattr(launch, "_spawn", lambda *a, **k: spawned.append(1) or subprocess.Popen(["true"]))
     assert cli.main(["train", "--resume", str(run), "--detach"]) == 2 and not spawned
     err = unwrapped(capsys.readouterr().err)
@@ -1867,6 +1875,33 @@ def test_resume_shows_the_step_it_resumes_from_while_the_trainer_loads(tmp_path,
         _checkpoint(run, 30)
     (run / "config.yaml").write_text(f"model: m\ndataset: {{path: {tmp_path / 'd.jsonl'}}}\ntraining: {{max_steps: 40}}\n")
     (run / "status.json").write_text(json.dumps({"state": "stopped", "step": 37, "max_steps": 40}))
+    monkeypatch.setattr(launch, "check_inputs", _no_model_or_data_here)
     monkeypatch.setattr(launch, "_spawn", lambda *a, **k: subprocess.Popen(["true"]))
     assert cli.main(["train", "--resume", str(run), "--detach"]) == 0
     assert json.loads((run / "status.json").read_text())["step"] == (30 if kept else 0)
+
+
+@pytest.mark.parametrize("checkpoint", ["recorded", "unrecorded", "none"])
+def test_a_resume_whose_data_is_gone_is_refused_in_the_foreground_saying_so(tmp_path, monkeypatch, capsys,
+                                                                          demo_model_dir, checkpoint):
+    """The run's data file deleted (or moved) since it stopped: `train --resume --detach` said 0 and the run failed
+    later in its trainer (a run stopped before its first checkpoint, or one an earlier lorapilot saved), or was refused
+    as data that "changed". The resume checks its inputs as a start does (check_inputs): exit 2, the path said to be
+    missing, nothing started."""
+    import shutil
+
+    from engine import cli
+    from engine.train import launch
+
+    run, _ = _resumable_run(tmp_path, demo_model_dir, record=checkpoint == "recorded")
+    if checkpoint == "none":
+        shutil.rmtree(run / "checkpoints")
+    (tmp_path / "d.jsonl").unlink()
+    before = _files(run)
+    spawned = []
+    monkeypatch.setattr(launch, "_spawn", lambda *a, **k: spawned.append(1) or subprocess.Popen(["true"]))
+    rc = cli.main(["train", "--resume", str(run), "--detach"])
+    err = unwrapped(capsys.readouterr().err)
+    assert rc == 2 and not spawned and "Traceback" not in err, err
+    assert f"{tmp_path / 'd.jsonl'}: no such file or directory" in err and "changed" not in err, err
+    assert _files(run) == before

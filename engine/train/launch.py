@@ -236,43 +236,9 @@ def resume_run(run_dir: str | Path, *, trust_remote_code: bool = False) -> RunHa
         if status.get("state") not in FINAL_STATES and trainer_pid(rd, status) is not None:
             raise UserError(f"{rd}: the run is still {status.get('state')} (pid {status.get('pid')})",
                             fix=f"stop it first: lorapilot stop {shell_word(rd)}")
-        from engine.config import load_config
-        from engine.train.distributed import num_processes
-        from engine.train.resume_check import config_changes, max_steps_behind
-
-        cfg = load_config(rd / CONFIG_FILE)
-        trust = check_remote_code(cfg, rd, trust_remote_code, f"train --resume {shell_word(rd)}")
-        if kept := checkpoint_lookalikes(rd):
-            raise UserError(f"{kept[0]}: transformers counts this folder as one of the run's checkpoints, and deletes "
-                            f"the oldest of them once there are more than {cfg.training.save_total_limit} "
-                            "(training.save_total_limit)",
-                            fix=f"move it out of {rd / CHECKPOINTS_DIR} to keep it, then resume")
-        ckpt, skipped = usable_checkpoint(rd)
-        notes += [f"checkpoint skipped, its files are damaged: {why}" for why in skipped]
-        nproc = num_processes(cfg.training.num_gpus)
-        if ckpt:
-            notes += [f"config change applied: {c}" for c in config_changes(ckpt, cfg, rd / CONFIG_FILE, nproc)]
-        if ckpt and (behind := max_steps_behind(cfg.training.max_steps, ckpt, rd / CONFIG_FILE)):
-            raise behind
-        finished = finished_all_steps(status, cfg.training.max_steps, ckpt)
-        # Killed while saving its adapter (or the adapter cut off since): the last checkpoint holds one to save.
-        holds_adapter = ckpt is not None and all((Path(ckpt) / name).is_file() for name in ADAPTER_FILES)
-        unsaved = adapter_problem(rd / ADAPTER_DIR) if finished and holds_adapter else None
-        if unsaved and ckpt:
-            notes.append(f"the run trained all its steps, but its adapter is not whole ({unsaved}): the resume "
-                         f"saves it from {Path(ckpt).name}, without training")
-            finished = None
-        if not ckpt and not finished and (status.get("step") or 0) > 0:   # checkpoints/ deleted to free the disk
-            notes.append(f"no checkpoint to continue from (the run was at step {status['step']}): "
-                         "training starts again at step 0")
-        if finished:
-            raise UserError(f"{rd}: nothing left to train: {finished}",
-                            fix=f"to train longer, raise training.max_steps in {rd / CONFIG_FILE}, then resume")
-        if ckpt:   # what the trainer would refuse after its load, said here (its tokens, its adapter)
-            from engine.train.resume_check import refuse_before_load
-
-            cfg.trust_remote_code = trust
-            notes += refuse_before_load(rd, cfg)
+        checked = check_resume(rd, status, trust_remote_code=trust_remote_code)
+        notes += checked.notes
+        ckpt, nproc = checked.ckpt, checked.nproc
         (rd / STOP_REQUEST_FILE).unlink(missing_ok=True)
         try:
             # The step it resumes from, not the stopped life's: the monitor shows it while the trainer loads.
@@ -283,11 +249,67 @@ def resume_run(run_dir: str | Path, *, trust_remote_code: bool = False) -> RunHa
                 raise
             raise UserError(f"{rd}: no space left on device to resume the run in",
                             fix="free space on that disk, then resume it again") from None
-        proc = _spawn(rd, resume=True, nproc=nproc, lock=lock, trust_remote_code=trust)
+        proc = _spawn(rd, resume=True, nproc=nproc, lock=lock, trust_remote_code=checked.cfg.trust_remote_code)
         _started(rd, proc)
     finally:
         lock.release()
     return RunHandle(rd, proc.pid, proc, notes)
+
+
+@dataclass
+class ResumeCheck:
+    """What check_resume found: the run's config (trust_remote_code resolved), the checkpoint the trainer continues
+    from (None: it starts at step 0), its processes, and the notes for the user (what the resume changes or skips)."""
+    cfg: Config
+    ckpt: str | None
+    nproc: int
+    notes: list[str]
+
+
+def check_resume(rd: Path, status: dict, *, trust_remote_code: bool = False) -> ResumeCheck:
+    """Everything `train --resume` refuses before it starts the trainer, writing nothing: the run's config against
+    its checkpoint, its steps, its model and data as a start checks them (check_inputs), and what the trainer would
+    refuse after its load (refuse_before_load). resume_run calls it under the run's lock; `sweep --resume` calls it
+    for each trial it will resume, in the foreground. `status`: the run's status.json ({} when unreadable)."""
+    from engine.config import load_config
+    from engine.train.distributed import num_processes
+    from engine.train.resume_check import config_changes, max_steps_behind, refuse_before_load
+
+    notes: list[str] = []
+    cfg = load_config(rd / CONFIG_FILE)
+    cfg.trust_remote_code = check_remote_code(cfg, rd, trust_remote_code, f"train --resume {shell_word(rd)}")
+    if kept := checkpoint_lookalikes(rd):
+        raise UserError(f"{kept[0]}: transformers counts this folder as one of the run's checkpoints, and deletes "
+                        f"the oldest of them once there are more than {cfg.training.save_total_limit} "
+                        "(training.save_total_limit)",
+                        fix=f"move it out of {rd / CHECKPOINTS_DIR} to keep it, then resume")
+    ckpt, skipped = usable_checkpoint(rd)
+    notes += [f"checkpoint skipped, its files are damaged: {why}" for why in skipped]
+    nproc = num_processes(cfg.training.num_gpus)
+    if ckpt and (behind := max_steps_behind(cfg.training.max_steps, ckpt, rd / CONFIG_FILE)):
+        raise behind
+    finished = finished_all_steps(status, cfg.training.max_steps, ckpt)
+    # Killed while saving its adapter (or the adapter cut off since): the last checkpoint holds one to save.
+    holds_adapter = ckpt is not None and all((Path(ckpt) / name).is_file() for name in ADAPTER_FILES)
+    unsaved = adapter_problem(rd / ADAPTER_DIR) if finished and holds_adapter else None
+    if unsaved and ckpt:
+        notes.append(f"the run trained all its steps, but its adapter is not whole ({unsaved}): the resume "
+                     f"saves it from {Path(ckpt).name}, without training")
+        finished = None
+    if not ckpt and not finished and (status.get("step") or 0) > 0:   # checkpoints/ deleted to free the disk
+        notes.append(f"no checkpoint to continue from (the run was at step {status['step']}): "
+                     "training starts again at step 0")
+    if finished:
+        raise UserError(f"{rd}: nothing left to train: {finished}",
+                        fix=f"to train longer, raise training.max_steps in {rd / CONFIG_FILE}, then resume")
+    # The model and data as a start checks them: a data file deleted or moved since was refused as data that
+    # "changed", or (no checkpoint, or one without lorapilot's record) failed in the trainer after the detach.
+    revisions = check_inputs(cfg)
+    if ckpt:
+        notes += [f"config change applied: {c}" for c in config_changes(ckpt, cfg, rd / CONFIG_FILE, nproc, revisions)]
+        # what the trainer would refuse after its load, said here (its tokens, its adapter)
+        notes += refuse_before_load(rd, cfg)
+    return ResumeCheck(cfg, ckpt, nproc, notes)
 
 
 def finished_all_steps(status: dict, configured_max_steps: int, ckpt: str | None) -> str | None:
