@@ -587,7 +587,7 @@ def test_a_resume_whose_adapter_is_not_the_checkpoints_is_refused_naming_the_mod
     model = add_lora(AutoModelForCausalLM.from_pretrained(demo_model_dir), cfg, gradient_checkpointing=False)
     ckpt = tmp_path / "checkpoint-20"
     model.save_pretrained(ckpt)
-    adapter_changes(ckpt, model, "c.yaml")   # the same adapter: resumed
+    adapter_changes(ckpt, model, cfg, "c.yaml")   # the same adapter: resumed
 
     weights = ckpt / "adapter_model.safetensors"
     saved = load_file(weights)
@@ -597,17 +597,59 @@ def test_a_resume_whose_adapter_is_not_the_checkpoints_is_refused_naming_the_mod
     (ckpt / "adapter_config.json").write_text(json.dumps({**config, "target_modules": [*config["target_modules"],
                                                                                        "gate"]}))
     with pytest.raises(UserError) as e:
-        adapter_changes(ckpt, model, "c.yaml")
+        adapter_changes(ckpt, model, cfg, "c.yaml")
     layers = AutoModelForCausalLM.from_pretrained(demo_model_dir).config.num_hidden_layers
     assert e.value.problems == [f"modules adapted at checkpoint-20, not now: model.layers.*.mlp.gate ({layers})"]
     assert "c.yaml" in e.value.message and "lorapilot train c.yaml" in e.value.fix
+    assert "the config reads as it did at checkpoint-20" in e.value.message and "routers" in e.value.message
 
-    save_file({k: v for k, v in saved.items() if "layers.0.self_attn.q_proj" not in k}, weights)
-    (ckpt / "adapter_config.json").write_text(json.dumps({**config, "lora_alpha": 8}))
+
+def test_an_adapter_refusal_says_what_was_edited_in_the_runs_config(tmp_path, demo_model_dir):
+    """lora.r (or lora.alpha, or the target modules) edited in the run's config.yaml under a checkpoint: the refusal
+    said lorapilot builds the adapter otherwise now because an earlier one adapted a mixture's routers, on a dense model
+    whose user had simply edited a number. It names the keys edited, as the checkpoint had them and as they are now
+    (from lorapilot's record of its config, else from its adapter_config.json), and says to put them back or start a
+    new run; with the config as it was and no router in the difference, it says neither."""
+    from safetensors.torch import load_file, save_file
+    from transformers import AutoModelForCausalLM
+
+    from engine.config import Config
+    from engine.errors import UserError
+    from engine.model import add_lora
+    from engine.rundir import CHECKPOINT_RUN_FILE
+    from engine.train.resume_check import adapter_changes, run_record
+
+    def built(**lora):
+        cfg = Config(model=str(demo_model_dir), quantization="none")
+        for k, v in lora.items():
+            setattr(cfg.lora, k, v)
+        return cfg, add_lora(AutoModelForCausalLM.from_pretrained(demo_model_dir), cfg, gradient_checkpointing=False)
+
+    was, model = built(target_modules=["q_proj", "v_proj"])
+    ckpt = tmp_path / "checkpoint-20"
+    model.save_pretrained(ckpt)
+    cfg, model = built(r=32, alpha=64, target_modules=["q_proj", "k_proj"])
+    for record in (False, True):   # an earlier lorapilot's checkpoint (its adapter_config.json says), then with it
+        if record:
+            (ckpt / CHECKPOINT_RUN_FILE).write_text(json.dumps(run_record(was, "adamw_torch")))
+        with pytest.raises(UserError) as e:
+            adapter_changes(ckpt, model, cfg, "c.yaml")
+        assert e.value.message == ("c.yaml: the adapter this resume builds is not the one checkpoint-20 was trained "
+                                   "as: its lora settings were edited since")
+        assert e.value.problems[:3] == ["lora.alpha: 32 at checkpoint-20, 64 now", "lora.r: 16 at checkpoint-20, 32 now",
+                                        "lora.target_modules: [q_proj, v_proj] at checkpoint-20, [q_proj, k_proj] now"]
+        assert "routers" not in str(e.value)
+        assert e.value.fix == ("put lora.alpha, lora.r and lora.target_modules back as they were to resume, or start a "
+                               "new run with the new settings: lorapilot train c.yaml")
+
+    cfg, model = built(target_modules=["q_proj", "v_proj"])   # as it was; the checkpoint's adapter lost a module
+    weights = ckpt / "adapter_model.safetensors"
+    save_file({k: v for k, v in load_file(weights).items() if "layers.0.self_attn.q_proj" not in k}, weights)
     with pytest.raises(UserError) as e:
-        adapter_changes(ckpt, model, "c.yaml")
-    assert e.value.problems == [f"lora_alpha: 8 at checkpoint-20, {cfg.lora.alpha} now",
-                                "modules adapted now, not at checkpoint-20: model.layers.0.self_attn.q_proj"]
+        adapter_changes(ckpt, model, cfg, "c.yaml")
+    assert e.value.problems == ["modules adapted now, not at checkpoint-20: model.layers.0.self_attn.q_proj"]
+    assert "the config reads as it did at checkpoint-20" in e.value.message and "routers" not in str(e.value)
+    assert f"the model at {demo_model_dir}" in e.value.message
 
 
 def _resumable_run(tmp_path: Path, model_dir: Path, *, record: bool = True) -> tuple[Path, Path]:
@@ -692,7 +734,8 @@ def test_a_resume_the_trainer_would_refuse_after_its_load_is_refused_before_the_
         assert f"chat template: the chat template at {model} changed" in err, err
     else:
         assert f"{run / 'config.yaml'}: the adapter this resume builds is not the one checkpoint-4 was trained as" in err
-        assert "r: 16 at checkpoint-4, 8 now" in err and "modules of other shapes than at checkpoint-4" in err, err
+        assert "its lora settings were edited since" in err and "lora.r: 16 at checkpoint-4, 8 now" in err, err
+        assert "modules of other shapes than at checkpoint-4" in err and "routers" not in err, err
 
 
 class _Passed(Exception):

@@ -213,7 +213,7 @@ def refuse_before_load(run_dir: Path, cfg) -> list[str]:
         notes.append(_tokens_unrecorded(Path(ckpt).name))
     check_lora_for_model(cfg, find_config_json(cfg.model))
     if (Path(ckpt) / "adapter_model.safetensors").is_file() and (model := adapter_on_meta(cfg)) is not None:
-        adapter_changes(ckpt, model, config_path)
+        adapter_changes(ckpt, model, cfg, config_path)
     return notes
 
 
@@ -265,14 +265,18 @@ def max_steps_behind(max_steps: int, ckpt: str, config_path: Path, said: str | N
 
 
 ADAPTER_SETTINGS = ("r", "lora_alpha", "use_rslora", "use_dora")   # adapter_config.json keys the weights depend on
+# The config keys the adapter's weights are built from, and what adapter_config.json calls them (where it says).
+ADAPTER_KEYS = {"model": None, "lora.r": "r", "lora.alpha": "lora_alpha", "lora.target_modules": "target_modules"}
 
 
-def adapter_changes(ckpt: str | Path, model, config_path: str | Path) -> None:
+def adapter_changes(ckpt: str | Path, model, cfg, config_path: str | Path) -> None:
     """The trainer's check, once the model and its adapter are built: the adapter is the one the checkpoint saved,
     module for module (the names of its weights and their shapes) and setting for setting (ADAPTER_SETTINGS), or the
     resume is refused (UserError naming the modules added or removed). config_changes cannot see what lorapilot
     resolves from the same config: an earlier lorapilot adapted a mixture's routers under all-linear, and its run's
     resume loaded the checkpoint's router weights into nothing without a word (or failed in the optimizer's load).
+    The refusal says why where it can tell: the lora settings in `cfg` (the run's config) edited since the checkpoint
+    (adapter_edits), else a router, else the model or how the adapter is built from it.
     A checkpoint without adapter_model.safetensors is left to the Trainer's load."""
     from peft.utils import get_peft_model_state_dict
     from safetensors import safe_open
@@ -295,13 +299,58 @@ def adapter_changes(ckpt: str | Path, model, config_path: str | Path) -> None:
             problems.append(f"modules {what}: {_grouped(names)}")
     if reshaped := {lora_module(k) or k for k in was.keys() & now.keys() if was[k] != now[k]}:
         problems.append(f"modules of other shapes than at {name}: {_grouped(reshaped)}")
-    if problems:
-        raise UserError(f"{config_path}: the adapter this resume builds is not the one {name} was trained as "
-                        "(lorapilot builds it otherwise from the same lora settings now: an earlier one adapted a "
-                        "mixture's routers under all-linear)",
-                        problems=problems,
-                        fix="start a new run, with the adapter this lorapilot builds: "
-                            f"lorapilot train {shell_word(config_path)}")
+    if not problems:
+        return
+    head = f"{config_path}: the adapter this resume builds is not the one {name} was trained as"
+    if edits := adapter_edits(ckpt, cfg, saved_config):
+        keys = [key for key, _, _ in edits]
+        raise UserError(f"{head}: its lora settings were edited since",
+                        problems=[f"{key}: {_value(v)} at {name}, {_value(n)} now" for key, v, n in edits] + problems,
+                        fix=f"put {_and(keys)} back as {'they were' if len(keys) > 1 else 'it was'} to resume, or "
+                            f"start a new run with the new settings: lorapilot train {shell_word(config_path)}")
+    from engine.estimate.params import ROUTER_NAMES
+
+    differ = (modules_was ^ modules_now) | reshaped
+    if any(set(m.split(".")) & set(ROUTER_NAMES) for m in differ):
+        why = ("lorapilot builds it otherwise from the same lora settings now: an earlier one adapted a mixture's "
+               "routers under all-linear")
+    else:
+        why = f"the model at {cfg.model}, or how lorapilot and peft build the adapter from it, changed since"
+    raise UserError(f"{head} (the config reads as it did at {name}: {why})", problems=problems,
+                    fix="start a new run, with the adapter this lorapilot builds: "
+                        f"lorapilot train {shell_word(config_path)}")
+
+
+def adapter_edits(ckpt: str | Path, cfg, saved_config: dict) -> list[tuple[str, Any, Any]]:
+    """(key, at the checkpoint, now) for each config key the adapter is built from (ADAPTER_KEYS) that the run's config
+    changed since the checkpoint: by lorapilot's record of its config (run_record), else by its adapter_config.json
+    (`saved_config`: r, lora_alpha, and the target modules where the config names them; an earlier lorapilot's
+    checkpoint). Target modules compare as sets (peft saves them in its own order)."""
+    now = flat_config(cfg)
+    record = saved_record(ckpt)
+    if record is not None:
+        was = {k: FIELDS[k].default for k in ADAPTER_KEYS if k in FIELDS} | record["config"]
+    else:
+        was = {k: saved_config[peft] for k, peft in ADAPTER_KEYS.items() if peft and peft in saved_config}
+        if not isinstance(now["lora.target_modules"], list):   # all-linear: peft saved what it resolved it to
+            was.pop("lora.target_modules", None)
+        elif isinstance(was.get("lora.target_modules"), list):   # peft saved a set: in no order of the user's
+            was["lora.target_modules"] = sorted(was["lora.target_modules"])
+
+    def same(key: str, a, b) -> bool:
+        if key == "lora.target_modules" and isinstance(a, list) and isinstance(b, list):
+            return set(a) == set(b)
+        return a == b
+
+    return [(k, was[k], now[k]) for k in sorted(ADAPTER_KEYS) if k in was and not same(k, was[k], now[k])]
+
+
+def _value(v) -> str:
+    return yaml_text(int(v) if isinstance(v, float) and v.is_integer() else v)
+
+
+def _and(words: list[str]) -> str:
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} and {words[-1]}"
 
 
 def _modules(keys) -> set[str]:

@@ -203,7 +203,7 @@ def train(cfg: Config, run_dir: Path, *, resume: bool, data: PreparedData | None
     if resume_at[0]:  # the adapter just built is the checkpoint's, or the resume is refused before its load
         from engine.train.resume_check import adapter_changes
 
-        adapter_changes(resume_at[0], built.model, run_dir / CONFIG_FILE)
+        adapter_changes(resume_at[0], built.model, cfg, run_dir / CONFIG_FILE)
     assembled = build_trainer(cfg, run_dir, inputs, run_plan, built, resume=resume, resume_at=resume_at, stop=stop,
                               callbacks=callbacks)
     run_training(assembled, n_ranks=inputs.n_ranks)
