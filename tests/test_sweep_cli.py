@@ -23,6 +23,13 @@ def runs_root(tmp_path, monkeypatch):
     monkeypatch.setenv("LORAPILOT_RUNS", str(tmp_path / "runs"))
 
 
+def _inputs_unchecked(monkeypatch) -> None:
+    """The fixture's model is a config.json alone (no weights, no tokenizer): what a start checks and reads of the model
+    and data (check_inputs, the examples' tokens) is not what these tests are about."""
+    monkeypatch.setattr("engine.train.launch.check_inputs", lambda cfg, **kw: {})
+    monkeypatch.setattr("engine.train.resume_check.tokens_now", lambda cfg, revisions=None: {})
+
+
 def sweep(capsys, *argv):
     code = main(["sweep", *argv])
     out = capsys.readouterr()
@@ -74,7 +81,7 @@ def test_missing_config_and_plain_directory(tmp_path, capsys):
 
 
 def test_not_confirmed_without_a_terminal(config, capsys, monkeypatch):
-    monkeypatch.setattr("engine.train.launch.check_inputs", lambda cfg: None)
+    _inputs_unchecked(monkeypatch)
     monkeypatch.setattr("sys.stdin.isatty", lambda: False, raising=False)
     code, out, err = sweep(capsys, str(config), "--gpu", "a100-80")
     assert code == 2 and "pass --yes" in unwrapped(err) and "sweep   9 trials" in out
@@ -169,7 +176,7 @@ def test_apply_to_an_existing_file_is_refused_without_force(tmp_path, capsys, mo
 
 
 def test_a_new_sweep_with_apply_to_an_existing_file_is_refused_before_it_starts(config, capsys, monkeypatch):
-    monkeypatch.setattr("engine.train.launch.check_inputs", lambda cfg: None)
+    _inputs_unchecked(monkeypatch)
     monkeypatch.setattr("sys.stdin.isatty", lambda: False, raising=False)
     mine = config.parent / "best.yaml"
     mine.write_text("# my own config\n")
@@ -182,7 +189,7 @@ def test_a_new_sweep_with_apply_to_an_existing_file_is_refused_before_it_starts(
 def test_a_sweep_folder_that_cannot_be_one_is_named(config, capsys, monkeypatch, tmp_path, where):
     """--sweep-dir FILE (or a folder under a file, or a runs root under one) said only "Not a directory": the
     words of train --run-dir, naming the flag or the runs root, and exit 2."""
-    monkeypatch.setattr("engine.train.launch.check_inputs", lambda cfg: None)
+    _inputs_unchecked(monkeypatch)
     afile = tmp_path / "afile"
     afile.write_text("mine\n")
     flags, said = {"file": (["--sweep-dir", str(afile)], f"--sweep-dir {afile}: is a file, not a folder"),
@@ -196,7 +203,7 @@ def test_a_sweep_folder_that_cannot_be_one_is_named(config, capsys, monkeypatch,
 
 
 def test_train_with_a_runs_root_under_a_file_names_it(config, capsys, monkeypatch, tmp_path):
-    monkeypatch.setattr("engine.train.launch.check_inputs", lambda cfg: None)
+    _inputs_unchecked(monkeypatch)
     (tmp_path / "afile").write_text("mine\n")
     monkeypatch.setenv("LORAPILOT_RUNS", str(tmp_path / "afile" / "runs"))
     assert main(["train", str(config)]) == 2
@@ -221,7 +228,7 @@ def test_a_second_sweep_into_the_same_folder_is_refused(config, capsys, monkeypa
     import fcntl
     import os
 
-    monkeypatch.setattr("engine.train.launch.check_inputs", lambda cfg: None)
+    _inputs_unchecked(monkeypatch)
     monkeypatch.setattr("engine.sweep.driver.spawn_detached", lambda *a, **k: pytest.fail("a driver was started"))
     folder = tmp_path / "sweep"
     folder.mkdir()
@@ -241,7 +248,7 @@ def test_the_driver_holds_the_sweep_lock(config, capsys, monkeypatch, tmp_path):
     import os
     from types import SimpleNamespace
 
-    monkeypatch.setattr("engine.train.launch.check_inputs", lambda cfg: None)
+    _inputs_unchecked(monkeypatch)
     given = {}
 
     def spawn(cmd, log, *, pass_fds=(), **env):
@@ -287,7 +294,7 @@ def test_the_drivers_writes_of_sweep_json_never_follow_a_link_planted_beside_it(
     assert sorted(p.name for p in d.iterdir()) == ["sweep.json", "sweep.json.tmp"]   # the link alone, untouched
 
 
-def test_a_hub_dataset_is_read_once_as_the_sweep_starts(config, capsys, monkeypatch, hub_out_of_reach):
+def test_a_hub_dataset_is_read_once_as_the_sweep_starts(config, capsys, monkeypatch, hub_out_of_reach, demo_model_dir):
     """The start read a hub dataset twice: every row checked (engine.train.launch.check_inputs), then loaded again for
     the revision sweep.json records (a second read of its whole train split, which could be of a newer commit than
     the rows checked). Loaded once: the revision recorded is the one read."""
@@ -295,6 +302,10 @@ def test_a_hub_dataset_is_read_once_as_the_sweep_starts(config, capsys, monkeypa
 
     import engine.data.formats as formats
 
+    import shutil
+
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):   # the trials' tokens are made
+        shutil.copyfile(demo_model_dir / name, config.parent / "model" / name)
     cache_hub_dataset(hub_out_of_reach, "someone/rows", [{"instruction": f"q{i}", "output": "a"} for i in range(20)])
     config.write_text(config.read_text().replace("path: train.jsonl", "path: someone/rows, validation_split: 0.1"))
     loads = []
@@ -306,3 +317,4 @@ def test_a_hub_dataset_is_read_once_as_the_sweep_starts(config, capsys, monkeypa
     assert loads == ["someone/rows"]
     sweep_dir = re.search(r"sweep directory: (.+)", out)[1]
     assert read_sweep(sweep_dir)["data"]["hub_revisions"] == {"someone/rows": HUB_COMMIT}
+    assert read_sweep(sweep_dir)["tokens"]["train"]["count"] == 18   # made of the rows read

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 import pytest
 
@@ -35,8 +36,11 @@ def run_dir(sweep_dir, t: dict, evals=(), config=True, **status) -> None:
     """The trial's run folder as its trainer left it: status.json, its evaluations, config.yaml."""
     d = sweep_dir / t["id"]
     d.mkdir(parents=True)
-    if config:
-        (d / CONFIG_FILE).write_text("model: m\n")
+    if config:   # the trial's config as the driver writes it (the demo's)
+        from engine.config import save_config
+        from engine.sweep.plan import trial_config
+
+        save_config(trial_config(load_config(DEMO_CONFIG), Trial(t["learning_rate"], t["r"]), 6), d / CONFIG_FILE)
     write_status(d, **{"pid": DEAD_PID, "max_steps": 6, **status})
     w = MetricsWriter(d)
     for step, loss in evals:
@@ -331,7 +335,6 @@ def test_a_sweep_is_resumed_only_on_the_data_it_started_on(tmp_path, capsys, mon
     run then (on the new) were ranked together, and the winner was wrong without a word. The sweep records the files
     its trials read; a resume on other contents is refused by file name, the same bytes back are resumed."""
     import shutil
-    from types import SimpleNamespace
 
     import yaml
 
@@ -339,17 +342,8 @@ def test_a_sweep_is_resumed_only_on_the_data_it_started_on(tmp_path, capsys, mon
     shutil.copyfile(DEMO_CONFIG.parent / "demo" / "train.jsonl", data)
     raw = yaml.safe_load(DEMO_CONFIG.read_text())
     raw["dataset"]["path"] = "train.jsonl"   # relative to the config, as a user writes it
+    d, argv = _cut_after_its_first_trial(tmp_path, capsys, monkeypatch, raw)
     cfg = tmp_path / "mine.yaml"
-    cfg.write_text(yaml.safe_dump(raw))
-    monkeypatch.setattr("engine.sweep.driver.spawn_driver", lambda sweep_dir, lock: SimpleNamespace(pid=DEAD_PID))
-    d = tmp_path / "sw"
-    argv = [str(cfg), "--lr", "1e-3,3e-3", "--r", "4", "--steps", "6", "--sweep-dir", str(d)]
-    assert sweep_cli(capsys, *argv, "--yes", "--detach")[0] == 0
-    sweep = read_sweep(d)   # the driver went (a pod preempted) once the first trial had finished
-    first = sweep["trials"][0]
-    first["state"] = "done"
-    write_sweep(d, sweep)
-    run_dir(d, first, [(2, 2.0), (4, 1.8), (6, 1.7)], state="done", step=6)
     before, original = (d / "sweep.json").read_bytes(), data.read_bytes()
 
     edited = original.replace(b"window", b"wodniw", 1)   # the same size: only its contents tell
@@ -483,3 +477,125 @@ def test_a_resume_keeps_no_rung_loss_that_is_no_number():
     _record_rungs(sweep, {"id": "a", "evals": [[2, True], [4, 10 ** 400]]})
     _record_rungs(sweep, {"id": "b", "evals": [[2, 1.5]]})
     assert sweep["rung_losses"] == {"2": {"b": 1.5}, "4": {}}
+
+
+def _cut_after_its_first_trial(tmp_path, capsys, monkeypatch, raw: dict) -> tuple[Path, list[str]]:
+    """A sweep of two trials started from the config `raw` (tmp_path/mine.yaml) into tmp_path/sw, its driver never
+    spawned, cut (a pod preempted) once its first trial had finished: (sweep dir, the command line that started it)."""
+    from types import SimpleNamespace
+
+    import yaml
+
+    cfg = tmp_path / "mine.yaml"
+    cfg.write_text(yaml.safe_dump(raw))
+    monkeypatch.setattr("engine.sweep.driver.spawn_driver", lambda sweep_dir, lock: SimpleNamespace(pid=DEAD_PID))
+    d = tmp_path / "sw"
+    argv = [str(cfg), "--lr", "1e-3,3e-3", "--r", "4", "--steps", "6", "--sweep-dir", str(d)]
+    assert sweep_cli(capsys, *argv, "--yes", "--detach")[0] == 0
+    sweep = read_sweep(d)
+    sweep["trials"][0]["state"] = "done"
+    write_sweep(d, sweep)
+    run_dir(d, sweep["trials"][0], [(2, 2.0), (4, 1.8), (6, 1.7)], state="done", step=6)
+    return d, argv
+
+
+def _sweep_on_a_model_copy(tmp_path, capsys, monkeypatch, demo_model_dir):
+    """_cut_after_its_first_trial on a copy of the demo model, to edit: (sweep dir, model, argv)."""
+    import shutil
+
+    import yaml
+
+    model = shutil.copytree(demo_model_dir, tmp_path / "model")
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(f'{{"instruction": "say {w}", "output": "{w}"}}\n' for w in range(40)))
+    raw = yaml.safe_load(DEMO_CONFIG.read_text())
+    raw["model"], raw["dataset"]["path"] = str(model), str(data)
+    d, argv = _cut_after_its_first_trial(tmp_path, capsys, monkeypatch, raw)
+    return d, model, argv
+
+
+def test_a_sweep_is_resumed_only_on_the_tokens_it_started_on(tmp_path, capsys, monkeypatch, demo_model_dir):
+    """The chat template at the model's path edited between the cut and the resume, the data files as they were: the
+    resume refused nothing, its trials not started trained on the new tokens and were ranked with the finished ones
+    (the old tokens) without a word. The sweep records its examples' tokens when it starts (tokens_record, the rule of a
+    run's checkpoints); a resume on other tokens is refused in the foreground, naming what changed, before any trial
+    starts. A sweep an earlier lorapilot made (no record) resumes, saying it cannot check."""
+    d, model, argv = _sweep_on_a_model_copy(tmp_path, capsys, monkeypatch, demo_model_dir)
+    assert set(read_sweep(d)["tokens"]) >= {"train", "validation", "chat_template"}
+    before = (d / "sweep.json").read_bytes()
+    template = model / "chat_template.jinja"
+    original = template.read_text()
+    template.write_text(original.replace("{{ m['role'] }}\n", "{{ m['role'] }}:\n"))
+    for resume in (["--resume", str(d), "--yes"], [*argv, "--resume", "--yes"], ["--resume", str(d), "--dry-run"]):
+        code, _, err = sweep_cli(capsys, *resume)
+        assert code == 2 and "Traceback" not in err, err
+        assert f"{d}: its trials would train on other tokens than when the sweep started, so not resumed" in err, err
+        assert f"chat template: the chat template at {model} changed" in err and "made of other tokens" in err, err
+        assert (d / "sweep.json").read_bytes() == before
+
+    template.write_text(original)   # put back: the tokens the trials trained on
+    code, out, err = sweep_cli(capsys, "--resume", str(d), "--yes", "--detach")
+    assert code == 0 and "1 of 2 trials kept" in out and "no record of the tokens" not in out, err
+
+    sweep = read_sweep(d)   # an earlier lorapilot's sweep
+    del sweep["tokens"]
+    sweep.update(state="stopped", ended=time.time())
+    write_sweep(d, sweep)
+    template.write_text(original.replace("{{ m['role'] }}\n", "{{ m['role'] }}:\n"))
+    code, out, err = sweep_cli(capsys, "--resume", str(d), "--dry-run")
+    assert code == 0 and "the sweep holds no record of the tokens its trials trained on" in out, err
+
+
+def test_a_trial_the_resume_would_refuse_is_refused_in_the_foreground(tmp_path, capsys, monkeypatch, demo_model_dir):
+    """A trial cut short with its checkpoint, and the chat template at the model's path edited since, in a sweep whose
+    own record holds no tokens (an earlier lorapilot's): `sweep --resume` said the sweep resumed, and its driver marked
+    the trial failed later, in the background (its resume refused by the trainer's check). The trials it will resume
+    are checked as `train --resume` checks a run, before the driver starts: exit 2, the trainer's words, the trial
+    named; with the template put back the sweep resumes."""
+    import json
+
+    from engine.config import save_config
+    from engine.data import load_examples
+    from engine.data.fingerprint import tokens_record
+    from engine.model import add_lora, load_base_model, load_tokenizer
+    from engine.rundir import CHECKPOINT_RUN_FILE
+    from engine.sweep.plan import trial_config
+    from engine.train.resume_check import run_record
+
+    d, model, _ = _sweep_on_a_model_copy(tmp_path, capsys, monkeypatch, demo_model_dir)
+    spawned = []
+    monkeypatch.setattr("engine.sweep.driver.spawn_driver",
+                        lambda sweep_dir, lock: spawned.append(1) or type("P", (), {"pid": DEAD_PID})())
+    sweep = read_sweep(d)
+    del sweep["tokens"]
+    cut = sweep["trials"][1]
+    cut.update(state="stopped", stopped_by="user", stop_reason="stop requested")
+    sweep.update(state="stopped", ended=time.time())
+    write_sweep(d, sweep)
+    cfg = trial_config(load_config(tmp_path / "mine.yaml"), Trial(cut["learning_rate"], cut["r"]), sweep["steps"])
+    cfg.quantization = "none"   # the CPU's
+    run_dir(d, cut, [(2, 2.1)], config=False, state="stopped", step=2, stop_reason="stop requested")
+    save_config(cfg, d / cut["id"] / CONFIG_FILE)
+    ckpt = d / cut["id"] / "checkpoints" / "checkpoint-2"
+    base, _ = load_base_model(cfg.model, cfg.quantization, cfg.training.precision)
+    add_lora(base, cfg, gradient_checkpointing=False).save_pretrained(ckpt)
+    (ckpt / "trainer_state.json").write_text(json.dumps({"global_step": 2}))
+    tok = load_tokenizer(cfg.model)
+    (ckpt / CHECKPOINT_RUN_FILE).write_text(json.dumps(run_record(
+        cfg, "adamw_torch", tokens=tokens_record(load_examples(cfg, tok), tok))))
+    template = model / "chat_template.jinja"
+    original = template.read_text()
+    template.write_text(original.replace("{{ m['role'] }}\n", "{{ m['role'] }}:\n"))
+    before = (d / "sweep.json").read_bytes()
+
+    code, out, err = sweep_cli(capsys, "--resume", str(d), "--yes", "--detach")
+    assert code == 2 and not spawned and "Traceback" not in err, err
+    assert (f"{d}: trial {cut['id']} cannot go on, so the sweep is not resumed: {d / cut['id'] / CONFIG_FILE}: this "
+            "resume would train on other tokens than checkpoint-2 was trained on") in err, err
+    assert f"chat template: the chat template at {model} changed" in err and "another --sweep-dir" in err, err
+    assert (d / "sweep.json").read_bytes() == before
+
+    template.write_text(original)
+    code, out, err = sweep_cli(capsys, "--resume", str(d), "--yes", "--detach")
+    assert code == 0 and spawned, err
+    assert f"{cut['id']}: stopped at step 2: resumes from its checkpoint at step 2" in out

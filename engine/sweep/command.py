@@ -123,7 +123,9 @@ def _resume(target: Path, a) -> int:
     """`sweep --resume SWEEP_DIR`, or `sweep CONFIG ... --sweep-dir DIR --resume` (the command that started it, checked
     against it): the trials without their answer go on (engine.sweep.resume), under a new driver."""
     from engine.sweep.plan import parse_lrs, parse_rs
-    from engine.sweep.resume import check_same_data, check_same_sweep, prepare_resume, resume_text
+    from engine.config import config_from_dict
+    from engine.sweep.resume import (check_same_data, check_same_sweep, check_same_tokens, check_trials_resume,
+                                     prepare_resume, resume_text)
     from engine.sweep.sweepdir import SWEEP_STOP_FILE, SweepLock, is_sweep_dir, read_sweep, write_sweep
     from engine.wrap import fit
 
@@ -161,6 +163,9 @@ def _resume(target: Path, a) -> int:
         raise UserError(f"{sweep_dir}: the sweep's config sets trust_remote_code: true, which lorapilot does not "
                         "honour from a sweep folder on its own",
                         fix=f"resume it with your config: lorapilot sweep YOUR.yaml --sweep-dir {shell_word(sweep_dir)} --resume")
+    base = config_from_dict(sweep["base_config"], source=f"{sweep_dir}/sweep.json base_config")
+    # the tokens after the files: a data file edited is said by name, above
+    notes = check_same_tokens(sweep, sweep_dir, base)
     _check_numbers(argparse.Namespace(**{**vars(a), "steps": 3}))   # --budget-minutes, --parallel
     if a.budget_minutes is not None:   # a new budget for the whole sweep: the time it already ran counts
         sweep["plan"]["budget_s"] = a.budget_minutes * 60
@@ -176,7 +181,11 @@ def _resume(target: Path, a) -> int:
     lock = SweepLock.acquire(sweep_dir)   # held from here to the new driver (a second resume is refused)
     try:
         lines = prepare_resume(sweep_dir, sweep, time.time())
+        # what each trial resumed in its folder would refuse, said now, not as a trial failed in the background
+        notes += check_trials_resume(sweep_dir, sweep, base.trust_remote_code)
         print(fit(resume_text(sweep, lines)))
+        for note in notes:
+            print(fit(f"note    {note}"))
         if a.dry_run:
             return EXIT_OK
         if a.apply:
@@ -291,7 +300,13 @@ def _new(config_path: Path, a) -> int:
 
     from engine.train.launch import check_inputs
 
-    revisions = check_inputs(cfg)   # the hub datasets' revisions read: sweep.json records them, no second load
+    check_inputs(cfg, read_data=False)   # the rows are read once, below, as a trial's trainer reads them
+    from engine.train.resume_check import tokens_now
+
+    # The examples the trials train on, as tokens, and the hub datasets' revisions read: sweep.json records both, of
+    # one load (a resume on other tokens or data is refused).
+    revisions: dict[str, str] = {}
+    tokens = tokens_now(cfg, revisions)
     if a.apply:  # asked now, not found out when the sweep ends
         may_overwrite(Path(a.apply), a.force, flag="--apply", example="best.yaml")
     if not _confirmed(a):
@@ -299,7 +314,7 @@ def _new(config_path: Path, a) -> int:
         return EXIT_OK
     sweep_dir, lock = _make_sweep_dir(cfg, config_path, a.sweep_dir)
     try:
-        sweep = _sweep_record(sweep_dir, cfg, config_path, trials, steps, a, plan, devices, revisions)
+        sweep = _sweep_record(sweep_dir, cfg, config_path, trials, steps, a, plan, devices, revisions, tokens)
         shutil.copyfile(config_path, sweep_dir / "base_config.yaml")
         from engine.sweep.driver import spawn_driver
         from engine.sweep.sweepdir import write_sweep
@@ -407,7 +422,7 @@ def _make_sweep_dir(cfg, config_path: Path, wanted: str | None):
 
 
 def _sweep_record(sweep_dir: Path, cfg, config_path: Path, trials, steps: int, a, plan: dict,
-                  devices: list[str], revisions: dict[str, str]) -> dict:
+                  devices: list[str], revisions: dict[str, str], tokens: dict) -> dict:
     from engine.data.fingerprint import data_record
     from engine.sweep.plan import rungs
     from engine.sweep.sweepdir import TRIAL_PENDING
@@ -417,6 +432,7 @@ def _sweep_record(sweep_dir: Path, cfg, config_path: Path, trials, steps: int, a
         "state": "planned", "driver_pid": None, "started": None, "ended": None,
         "base_config_path": str(config_path.resolve()), "base_config": cfg.to_dict(),
         "data": data_record(cfg.dataset, revisions),   # what the trials train on: a resume on other data is refused
+        "tokens": tokens,   # and what they are as tokens (tokens_record): a resume on other tokens is refused
         "grid": {"learning_rate": sorted({t.learning_rate for t in trials}), "r": sorted({t.r for t in trials})},
         "requested_grid": {k: sorted(v) for k, v in a.requested_grid.items()},
         "requested_steps": a.steps, "steps": steps, "rungs": rungs(steps), "eval_steps": steps // 3,

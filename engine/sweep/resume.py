@@ -9,7 +9,9 @@ started, from the start. A trial whose trainer outlived the driver is followed, 
 
 The budget stays honest: the time the sweep ran before counts (`spent_s`), the time it lay dead does not. A sweep
 is resumed only as it was planned: given a CONFIG, lr, r or steps that differ from the sweep's, it is refused; and
-only on the data it started on (engine.data.fingerprint): a data file edited since is refused by name.
+only on the data it started on (engine.data.fingerprint): a data file edited since is refused by name; and on the
+tokens its trials trained on (check_same_tokens: the tokenizer, chat template or data rules changed since). Each trial
+it resumes in its folder is checked as `train --resume` checks a run, before the driver starts (check_trials_resume).
 """
 
 from __future__ import annotations
@@ -75,6 +77,53 @@ def check_same_data(sweep: dict, sweep_dir: Path) -> None:
                         "(the finished trials trained on it as it was)", problems=changed,
                         fix="put the data back as it was to resume, or start a new sweep on the new data in another "
                             "--sweep-dir")
+
+
+def check_same_tokens(sweep: dict, sweep_dir: Path, cfg) -> list[str]:
+    """The examples the trials train on, as tokens, as they were when the sweep started (sweep.json's "tokens": the
+    tokens_record of the base config's examples, made as a trainer makes them: engine.train.resume_check.tokens_now;
+    a trial differs from the base only in lr, r and its schedule, which make no tokens). The data files read the same,
+    but the chat template or tokenizer at the model's path edited, or another lorapilot's data rules, made the trials
+    run after the resume train on other tokens than the finished ones, ranked together without a word. UserError
+    naming what changed (token_problems, the rule of a run's resume). `cfg`: the sweep's base config, its
+    trust_remote_code as the caller resolved it. A sweep made before lorapilot recorded its tokens is resumed
+    unchecked: the line returned says so."""
+    saved = sweep.get("tokens")
+    if not isinstance(saved, dict):
+        return ["the sweep holds no record of the tokens its trials trained on (made by an earlier lorapilot): this "
+                "resume cannot check that the tokenizer, chat template and data rules are as they were"]
+    from engine.train.resume_check import token_problems, tokens_now
+
+    problems = token_problems(saved, tokens_now(cfg), cfg.model, "when the sweep started")
+    if problems:
+        raise UserError(f"{sweep_dir}: its trials would train on other tokens than when the sweep started, so not "
+                        "resumed (the finished trials trained on them as they were)", problems=problems,
+                        fix="put back what changed to resume, or start a new sweep on the examples as they are now in "
+                            "another --sweep-dir")
+    return []
+
+
+def check_trials_resume(sweep_dir: Path, sweep: dict, trust_remote_code: bool) -> list[str]:
+    """Each trial the new driver will resume in its own folder (pending, with its config.yaml: Driver._start's `again`)
+    checked now as `train --resume` checks a run before its trainer starts (engine.train.launch.check_resume: its
+    config against its checkpoint, its inputs, what its trainer would refuse after its load). The driver found these
+    later, marking the trial failed in the background after the foreground had said the sweep resumed. UserError:
+    the trial's own refusal, in its words, named as the sweep's. Returns the notes of each trial ("<id>: <note>")."""
+    from engine.train.launch import check_resume
+
+    lines = []
+    for t in sweep["trials"]:
+        run_dir = sweep_dir / t["id"]
+        if t["state"] != TRIAL_PENDING or not (run_dir / CONFIG_FILE).is_file():
+            continue
+        try:
+            checked = check_resume(run_dir, read_status(run_dir) or {}, trust_remote_code=trust_remote_code)
+        except UserError as e:
+            raise UserError(f"{sweep_dir}: trial {t['id']} cannot go on, so the sweep is not resumed: {e.message}",
+                            problems=e.problems,
+                            fix=f"{e.fix}; or start a new sweep in another --sweep-dir" if e.fix else None) from None
+        lines += [f"{t['id']}: {note}" for note in checked.notes]
+    return lines
 
 
 def _list(lrs) -> str:

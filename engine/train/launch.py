@@ -41,9 +41,10 @@ class RunHandle:
     notes: list[str] = field(default_factory=list)  # what a resume changed or skipped, for the user
 
 
-def check_inputs(cfg: Config) -> dict[str, str]:
+def check_inputs(cfg: Config, *, read_data: bool = True) -> dict[str, str]:
     """Fails fast, in the launching process, on a bad model path or unreadable data. Returns the revision of each hub
-    dataset read ({id: revision}, check_data's)."""
+    dataset read ({id: revision}, check_data's). read_data False: every row is left to a caller that reads them
+    itself, as the trainer does (a sweep's start makes its examples' tokens: one read of a hub dataset); {}."""
     from engine.data.formats import check_dataset_found
     from engine.model import check_model_reachable
 
@@ -54,7 +55,7 @@ def check_inputs(cfg: Config) -> dict[str, str]:
     _check_text_decoder(found)
     check_lora_for_model(cfg, found)
     check_dataset_found(cfg.dataset)  # a path not there, said with where it was looked for (beside the config too)
-    return check_data(cfg)
+    return check_data(cfg) if read_data else {}
 
 
 def check_data(cfg: Config, *, local_only: bool = False) -> dict[str, str]:

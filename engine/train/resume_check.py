@@ -136,16 +136,30 @@ def token_changes(ckpt: str | Path, tokens: dict, cfg, config_path: str | Path) 
     name = Path(ckpt).name
     if not isinstance(saved, dict):
         return [_tokens_unrecorded(name)]
+    problems = token_problems(saved, tokens, cfg.model, f"at {name}")
+    if problems:
+        raise UserError(f"{config_path}: this resume would train on other tokens than {name} was trained on",
+                        problems=problems,
+                        fix=f"put back what changed to resume, or start a new run on the examples as they are now: "
+                            f"lorapilot train {shell_word(config_path)}")
+    return []
+
+
+def token_problems(saved: dict, tokens: dict, model: str, then: str) -> list[str]:
+    """What differs between two tokens_record (engine.data.fingerprint): `saved` (as it was `then`: "at checkpoint-30",
+    "when the sweep started") and `tokens` (now), for `model` (the config's). [] when the examples are the same, token
+    for token; else what made them that changed (the tokenizer or chat template at the model's path, lorapilot's data
+    rules, the libraries), then the counts or contents of each split that differ. The one rule of a run's resume
+    (token_changes) and a sweep's (engine.sweep.resume.check_same_tokens)."""
     splits = ("train", "validation")
     if all(saved.get(s) == tokens[s] for s in splits):
         return []
     from engine.data.fingerprint import TOKEN_SOURCES
 
-    model = cfg.model
     said = {"tokenizer": f"tokenizer: the tokenizer at {model} (its vocabulary or special tokens) changed",
             "chat_template": f"chat template: the chat template at {model} changed",
-            "data_rules": "data rules: lorapilot's data preparation (engine/data) is not the one the run started "
-                          "with: it may render, mask or keep rows otherwise",
+            "data_rules": f"data rules: lorapilot's data preparation (engine/data) is not the one {then}: it may "
+                          "render, mask or keep rows otherwise",
             "libraries": f"libraries: {_versions(saved.get('libraries'))} then, {_versions(tokens['libraries'])} now"}
     problems = [said[k] for k in TOKEN_SOURCES if saved.get(k) and saved.get(k) != tokens[k]] or [
         "none of what lorapilot records of how they were made changed (the tokenizer, chat template, data rules, "
@@ -153,13 +167,10 @@ def token_changes(ckpt: str | Path, tokens: dict, cfg, config_path: str | Path) 
     for split in splits:
         was, now = saved.get(split) or {}, tokens[split]
         if was.get("count") != now["count"]:
-            problems.append(f"{split} examples: {was.get('count')} at {name}, {now['count']} now")
+            problems.append(f"{split} examples: {was.get('count')} {then}, {now['count']} now")
         elif was.get("sha256") != now["sha256"]:
             problems.append(f"{split} examples: the same {now['count']}, made of other tokens")
-    raise UserError(f"{config_path}: this resume would train on other tokens than {name} was trained on",
-                    problems=problems,
-                    fix=f"put back what changed to resume, or start a new run on the examples as they are now: "
-                        f"lorapilot train {shell_word(config_path)}")
+    return problems
 
 
 def _tokens_unrecorded(name: str) -> str:
@@ -167,15 +178,20 @@ def _tokens_unrecorded(name: str) -> str:
             "cannot check that the tokenizer, chat template and data rules are as they were")
 
 
-def tokens_now(cfg) -> dict:
+def tokens_now(cfg, revisions: dict[str, str] | None = None) -> dict:
     """The tokens_record of the examples the trainer's load makes for cfg (engine.train.run.load: its tokenizer, then
-    its examples), made here without the model. cfg.trust_remote_code: as the caller resolved it."""
+    its examples), made here without the model. cfg.trust_remote_code: as the caller resolved it. `revisions`: given,
+    it gets the revision of each hub dataset this load read (the trainer's DataReport's), for a caller that records
+    it with the tokens made of it."""
     from engine.data import load_examples
     from engine.data.fingerprint import tokens_record
     from engine.model import load_tokenizer
 
     tokenizer = load_tokenizer(cfg.model, cfg.trust_remote_code)
-    return tokens_record(load_examples(cfg, tokenizer), tokenizer)
+    data = load_examples(cfg, tokenizer)
+    if revisions is not None:
+        revisions.update(data.report.hub_revisions)
+    return tokens_record(data, tokenizer)
 
 
 def resumed_checkpoint(run_dir: Path) -> tuple[str | None, list[str]]:
