@@ -238,6 +238,7 @@ def test_a_resume_from_a_checkpoint_of_other_adapted_modules_is_refused(finished
     assert r.returncode == 2, r.stdout + r.stderr
     said = unwrapped(r.stderr)
     assert "modules adapted at checkpoint-20, not now: model.layers.*.mlp.gate" in said, said
+    assert "the config reads as it did at checkpoint-20" in said and "routers" in said, said
     assert "start a new run" in said and "Traceback" not in said + (run / "train.log").read_text()
     assert read_status(run)["state"] == "stopped"
     assert len(read_metrics(run)) == records
