@@ -319,11 +319,14 @@ def adapter_changes(ckpt: str | Path, model, cfg, config_path: str | Path) -> No
         return
     head = f"{config_path}: the adapter this resume builds is not the one {name} was trained as"
     if edits := adapter_edits(ckpt, cfg, saved_config):
-        keys = [key for key, _, _ in edits]
+        # the adapter's own line of a setting edited says it again (r: 16 at ..., 32 now): the edit's line says it
+        echoed = {ADAPTER_KEYS[key] for key, _, _ in edits}
+        problems = [p for p in problems if p.split(":", 1)[0] not in echoed]
         raise UserError(f"{head}: its lora settings were edited since",
                         problems=[f"{key}: {_value(v)} at {name}, {_value(n)} now" for key, v, n in edits] + problems,
-                        fix=f"put {_and(keys)} back as {'they were' if len(keys) > 1 else 'it was'} to resume, or "
-                            f"start a new run with the new settings: lorapilot train {shell_word(config_path)}")
+                        fix=f"put back {_and([f'{key}: {_value(v)}' for key, v, _ in edits])} (as at {name}) to "
+                            "resume, or start a new run with the new settings: "
+                            f"lorapilot train {shell_word(config_path)}")
     from engine.estimate.params import ROUTER_NAMES
 
     differ = (modules_was ^ modules_now) | reshaped
