@@ -529,7 +529,8 @@ def test_a_sweep_is_resumed_only_on_the_tokens_it_started_on(tmp_path, capsys, m
     for resume in (["--resume", str(d), "--yes"], [*argv, "--resume", "--yes"], ["--resume", str(d), "--dry-run"]):
         code, _, err = sweep_cli(capsys, *resume)
         assert code == 2 and "Traceback" not in err, err
-        assert f"{d}: its trials would train on other tokens than when the sweep started, so not resumed" in err, err
+        assert (f"{d}: its trials would train on other tokens than those made when the sweep started, so not "
+                "resumed") in err, err
         assert f"chat template: the chat template at {model} changed" in err and "made of other tokens" in err, err
         assert (d / "sweep.json").read_bytes() == before
 

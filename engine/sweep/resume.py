@@ -96,8 +96,8 @@ def check_same_tokens(sweep: dict, sweep_dir: Path, cfg) -> list[str]:
 
     problems = token_problems(saved, tokens_now(cfg), cfg.model, "when the sweep started")
     if problems:
-        raise UserError(f"{sweep_dir}: its trials would train on other tokens than when the sweep started, so not "
-                        "resumed (the finished trials trained on them as they were)", problems=problems,
+        raise UserError(f"{sweep_dir}: its trials would train on other tokens than those made when the sweep started, "
+                        "so not resumed (the finished trials trained on those)", problems=problems,
                         fix="put back what changed to resume, or start a new sweep on the examples as they are now in "
                             "another --sweep-dir")
     return []
