@@ -600,3 +600,25 @@ def test_a_trial_the_resume_would_refuse_is_refused_in_the_foreground(tmp_path, 
     code, out, err = sweep_cli(capsys, "--resume", str(d), "--yes", "--detach")
     assert code == 0 and spawned, err
     assert f"{cut['id']}: stopped at step 2: resumes from its checkpoint at step 2" in out
+
+
+def test_a_chat_template_edited_while_the_sweep_runs_starts_no_more_trials(tmp_path, capsys, monkeypatch,
+                                                                          demo_model_dir):
+    """The same mix as an edited data file, by the tokens: the chat template at the model's path edited between two
+    trials of a running sweep, the data files as they were. The driver compares what makes the tokens (the tokenizer,
+    its template, lorapilot's data rules) with the sweep's record before each trial; the sweep fails naming what
+    changed, its trials not started wait for a resume."""
+    from engine.sweep.driver import Driver
+
+    d, model, _ = _sweep_on_a_model_copy(tmp_path, capsys, monkeypatch, demo_model_dir)
+    second = read_sweep(d)["trials"][1]
+    monkeypatch.setattr("engine.train.launch.start_run", lambda *a, **k: pytest.fail("a trial started on other tokens"))
+    assert Driver(d)._token_makers_changed() == []   # as the sweep recorded them
+    template = model / "chat_template.jinja"
+    template.write_text(template.read_text().replace("{{ m['role'] }}\n", "{{ m['role'] }}:\n"))
+    driver = Driver(d)
+    driver._start_more()
+    assert not driver.handles and driver.stopping == "failed"
+    assert driver.abort_reason == (f"the way its tokens are made changed since the sweep started, so {second['id']} "
+                                   f"and the trials after it were not started: chat template: the chat template at "
+                                   f"{model} changed")

@@ -123,11 +123,17 @@ def tokens_record(data, tokenizer) -> dict:
     does not see the rest of what turns rows into tokens: the tokenizer and chat template at the model's path, and
     lorapilot's own rules (rendering, masking, which rows are kept); changed under a run, its resume trained on other
     tokens without a word. The makers (TOKEN_SOURCES) are recorded only to say which changed: the tokens decide."""
+    return {"train": examples_digest(data.train), "validation": examples_digest(data.validation),
+            **token_makers(tokenizer)}
+
+
+def token_makers(tokenizer) -> dict:
+    """What makes the tokens of a tokens_record, beside the data (TOKEN_SOURCES): the tokenizer, its chat template,
+    lorapilot's data rules, the libraries. Made without tokenizing a row: a running sweep's driver compares them
+    before each trial (the tokens themselves are compared on a resume)."""
     from engine.data.template import model_chat_template
 
-    return {"train": examples_digest(data.train), "validation": examples_digest(data.validation),
-            "tokenizer": tokenizer_digest(tokenizer),
-            "chat_template": _sha256_text(model_chat_template(tokenizer) or ""),
+    return {"tokenizer": tokenizer_digest(tokenizer), "chat_template": _sha256_text(model_chat_template(tokenizer) or ""),
             "data_rules": data_rules_digest(), "libraries": _library_versions()}
 
 

@@ -178,9 +178,11 @@ class Driver:
     def _start(self, t: dict) -> None:
         from engine.train.launch import resume_run, start_run
 
-        changed = self._data_changed()
+        changed, what = self._data_changed(), "data"
+        if not changed:
+            changed, what = self._token_makers_changed(), "way its tokens are made"
         if changed:   # the trials that ran trained on the data as it was: no later one trains on other data
-            self.abort_reason = (f"the data changed since the sweep started, so {t['id']} and the trials after it "
+            self.abort_reason = (f"the {what} changed since the sweep started, so {t['id']} and the trials after it "
                                  f"were not started: {'; '.join(changed)}")
             self.stopping = "failed"
             log(self.abort_reason)
@@ -220,6 +222,24 @@ class Driver:
         from engine.data.fingerprint import data_changes
 
         return data_changes(self.sweep["data"], self.base.dataset) if self.sweep.get("data") else []
+
+    def _token_makers_changed(self) -> list[str]:
+        """What makes the trials' tokens (the tokenizer and chat template at the model's path, lorapilot's data rules,
+        the libraries) not as the sweep recorded them (sweep.json's "tokens"), before a trial tokenizes: an edit
+        while the sweep runs would rank trials on two sets of tokens together. The tokenizer loaded, no row tokenized
+        (a resume compares the tokens themselves: engine.sweep.resume.check_same_tokens)."""
+        saved = self.sweep.get("tokens")
+        if not isinstance(saved, dict):
+            return []
+        from engine.data.fingerprint import token_makers
+        from engine.model import load_tokenizer
+        from engine.train.resume_check import maker_changes
+
+        try:
+            tokenizer = load_tokenizer(self.base.model, self.base.trust_remote_code)
+        except UserError:
+            return []   # the trial's own load says why
+        return maker_changes(saved, token_makers(tokenizer), self.base.model, "when the sweep started")
 
     def _follow(self, t: dict, handle, lane: int) -> None:
         self.handles[t["id"]] = handle

@@ -154,14 +154,7 @@ def token_problems(saved: dict, tokens: dict, model: str, then: str) -> list[str
     splits = ("train", "validation")
     if all(saved.get(s) == tokens[s] for s in splits):
         return []
-    from engine.data.fingerprint import TOKEN_SOURCES
-
-    said = {"tokenizer": f"tokenizer: the tokenizer at {model} (its vocabulary or special tokens) changed",
-            "chat_template": f"chat template: the chat template at {model} changed",
-            "data_rules": f"data rules: lorapilot's data preparation (engine/data) is not the one {then}: it may "
-                          "render, mask or keep rows otherwise",
-            "libraries": f"libraries: {_versions(saved.get('libraries'))} then, {_versions(tokens['libraries'])} now"}
-    problems = [said[k] for k in TOKEN_SOURCES if saved.get(k) and saved.get(k) != tokens[k]] or [
+    problems = maker_changes(saved, tokens, model, then) or [
         "none of what lorapilot records of how they were made changed (the tokenizer, chat template, data rules, "
         "libraries): train.log's data lines may say why (a chat template that writes the day's date)"]
     for split in splits:
@@ -171,6 +164,19 @@ def token_problems(saved: dict, tokens: dict, model: str, then: str) -> list[str
         elif was.get("sha256") != now["sha256"]:
             problems.append(f"{split} examples: the same {now['count']}, made of other tokens")
     return problems
+
+
+def maker_changes(saved: dict, now: dict, model: str, then: str) -> list[str]:
+    """One line per maker of the tokens (engine.data.fingerprint.TOKEN_SOURCES) that differs between `saved` (a
+    tokens_record, as it was `then`) and `now` (a tokens_record or token_makers), for the config's `model`."""
+    from engine.data.fingerprint import TOKEN_SOURCES
+
+    said = {"tokenizer": f"tokenizer: the tokenizer at {model} (its vocabulary or special tokens) changed",
+            "chat_template": f"chat template: the chat template at {model} changed",
+            "data_rules": f"data rules: lorapilot's data preparation (engine/data) is not the one {then}: it may "
+                          "render, mask or keep rows otherwise",
+            "libraries": f"libraries: {_versions(saved.get('libraries'))} then, {_versions(now['libraries'])} now"}
+    return [said[k] for k in TOKEN_SOURCES if saved.get(k) and saved.get(k) != now[k]]
 
 
 def _tokens_unrecorded(name: str) -> str:
