@@ -228,6 +228,7 @@ def test_stop_of_a_copy_of_a_live_run_leaves_the_original_training(tmp_path, cap
         assert trainer.poll() is None  # never signalled
         spawned = []
         monkeypatch.setattr(launch, "_spawn", lambda *a, **k: spawned.append(1) or subprocess.Popen(["true"]))
+        monkeypatch.setattr(launch, "check_inputs", _no_model_or_data_here)
         assert main(["train", "--resume", str(copy), "--detach"]) == 0 and spawned  # the copy is a run of its own
         assert main(["train", "--resume", str(original), "--detach"]) == 2  # the original is still its trainer's
         assert "another trainer" in unwrapped(capsys.readouterr().err)
