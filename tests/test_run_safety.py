@@ -636,8 +636,9 @@ def test_an_adapter_refusal_says_what_was_edited_in_the_runs_config(tmp_path, de
         with pytest.raises(UserError) as e:
             adapter_changes(ckpt, model, cfg, "c.yaml")
         assert e.value.message == ("c.yaml: the adapter this resume builds is not the one checkpoint-20 was trained "
-                                   "as: its lora settings were edited since")
-        assert e.value.problems[:3] == ["lora.alpha: 32 at checkpoint-20, 64 now", "lora.r: 16 at checkpoint-20, 32 now",
+                                   "as: the settings it is built from were edited since")
+        assert e.value.problems[:3] == ["lora.alpha: 32 at checkpoint-20, 64 now",
+                                        "lora.r: 16 at checkpoint-20, 32 now",
                                         "lora.target_modules: [q_proj, v_proj] at checkpoint-20, [q_proj, k_proj] now"]
         assert "routers" not in str(e.value)
         assert not [p for p in e.value.problems if p.startswith(("r:", "lora_alpha:"))]   # said once, above
@@ -737,7 +738,8 @@ def test_a_resume_the_trainer_would_refuse_after_its_load_is_refused_before_the_
         assert f"chat template: the chat template at {model} changed" in err, err
     else:
         assert f"{run / 'config.yaml'}: the adapter this resume builds is not the one checkpoint-4 was trained as" in err
-        assert "its lora settings were edited since" in err and "lora.r: 16 at checkpoint-4, 8 now" in err, err
+        assert "the settings it is built from were edited since" in err, err
+        assert "lora.r: 16 at checkpoint-4, 8 now" in err, err
         assert "modules of other shapes than at checkpoint-4" in err and "routers" not in err, err
 
 

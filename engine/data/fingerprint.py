@@ -133,7 +133,8 @@ def token_makers(tokenizer) -> dict:
     before each trial (the tokens themselves are compared on a resume)."""
     from engine.data.template import model_chat_template
 
-    return {"tokenizer": tokenizer_digest(tokenizer), "chat_template": _sha256_text(model_chat_template(tokenizer) or ""),
+    return {"tokenizer": tokenizer_digest(tokenizer),
+            "chat_template": _sha256_text(model_chat_template(tokenizer) or ""),
             "data_rules": data_rules_digest(), "libraries": _library_versions()}
 
 

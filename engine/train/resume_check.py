@@ -210,15 +210,15 @@ def resumed_checkpoint(run_dir: Path) -> tuple[str | None, list[str]]:
 
 def refuse_before_load(run_dir: Path, cfg) -> list[str]:
     """The trainer's resume refusals that need no model weights, run by the launcher before it starts the trainer
-    (`train --resume`, --detach or not, and a sweep's driver resuming a trial), in the trainer's order, against the
-    checkpoint it resumes from (resumed_checkpoint): a multimodal model (check_text_decoder_of), token_changes on the
-    examples its load would make (tokens_now: the tokenizer and the data, no model), the lora targets against
-    config.json (launch.check_lora_for_model, the rule its plan applies) and adapter_changes on the adapter its build
-    would make, built on the meta device (engine.model.adapter_on_meta). The trainer's own functions: the refusal comes
-    in the foreground, in its words, exit 2, not as a run that failed after --detach had said 0, or once a 7B model
-    had loaded. The trainer keeps its checks (the files may change in between). Returns the note train.log gets too,
-    of a checkpoint without a record of its tokens (resumed unchecked). cfg.trust_remote_code: as the caller resolved
-    it (rundir.check_remote_code)."""
+    (`train --resume`, --detach or not, `sweep --resume` for its trials, and its driver), in the trainer's order,
+    against the checkpoint it resumes from (resumed_checkpoint): a multimodal model (check_text_decoder_of),
+    token_changes on the examples its load would make (tokens_now: the tokenizer and the data, no model), the lora
+    targets against config.json (launch.check_lora_for_model, the rule its plan applies) and adapter_changes on the
+    adapter its build would make, built on the meta device (engine.model.adapter_on_meta). The trainer's own functions:
+    the refusal comes in the foreground, in its words, exit 2, not as a run that failed after --detach had said 0, or
+    once a 7B model had loaded. The trainer keeps its checks (the files may change in between). Returns the note
+    train.log gets too, of a checkpoint without a record of its tokens (resumed unchecked). cfg.trust_remote_code: as
+    the caller resolved it (rundir.check_remote_code)."""
     from engine.estimate.model_config import find_config_json
     from engine.model import adapter_on_meta, check_text_decoder_of
     from engine.train.launch import check_lora_for_model
@@ -328,7 +328,7 @@ def adapter_changes(ckpt: str | Path, model, cfg, config_path: str | Path) -> No
         # the adapter's own line of a setting edited says it again (r: 16 at ..., 32 now): the edit's line says it
         echoed = {ADAPTER_KEYS[key] for key, _, _ in edits}
         problems = [p for p in problems if p.split(":", 1)[0] not in echoed]
-        raise UserError(f"{head}: its lora settings were edited since",
+        raise UserError(f"{head}: the settings it is built from were edited since",
                         problems=[f"{key}: {_value(v)} at {name}, {_value(n)} now" for key, v, n in edits] + problems,
                         fix=f"put back {_and([f'{key}: {_value(v)}' for key, v, _ in edits])} (as at {name}) to "
                             "resume, or start a new run with the new settings: "
