@@ -13,6 +13,7 @@ import errno
 import os
 import signal
 import sys
+import textwrap
 from pathlib import Path
 
 from engine.errors import (EXIT_BAD_INPUT, EXIT_BROKEN_PIPE, EXIT_OK, EXIT_RUN_FAILED, UserError, print_error, quote,
@@ -23,8 +24,24 @@ from engine.settings import user_path
 _PATH_ERRNOS = (errno.ENAMETOOLONG, errno.EACCES, errno.EPERM, errno.ELOOP, errno.ENOTDIR, errno.EISDIR, errno.EROFS)
 
 
+class _Help(argparse.HelpFormatter):
+    """argparse's help, wrapped at spaces only: a name with hyphens (meta-llama/Llama-2-7b-hf, --max-new-tokens)
+    stays whole on its line, to be read and copied as it is written."""
+
+    def _split_lines(self, text, width):
+        return textwrap.wrap(self._whitespace_matcher.sub(" ", text).strip(), width, break_on_hyphens=False)
+
+    def _fill_text(self, text, width, indent):
+        return textwrap.fill(self._whitespace_matcher.sub(" ", text).strip(), width, initial_indent=indent,
+                             subsequent_indent=indent, break_on_hyphens=False)
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse exits 2 on bad usage already; keep its message, add our prefix."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", _Help)
+        super().__init__(*args, **kwargs)
 
     def error(self, message):
         self.print_usage(sys.stderr)
@@ -52,6 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
     m = sub.add_parser("monitor", help="the live monitor (the app)")
     m.add_argument("run_dir", nargs="?", type=user_path,
                    help="the run (or sweep) folder to watch (default: pick from the runs list)")
+
+    pg = sub.add_parser("playground", help="the app's playground: type a prompt, the base model and the run's "
+                        "adapter answer side by side")
+    pg.add_argument("run_dir", type=user_path, help="a finished run folder (runs/<name>)")
 
     r = sub.add_parser("runs", help="list runs with state, step and loss")
     r.add_argument("--root", type=user_path, help="runs root (default: ./runs or $LORAPILOT_RUNS)")
@@ -309,6 +330,11 @@ def _cmd_monitor(a) -> int:
     raise UserError("the monitor is part of the app: run `lorapilot monitor [RUN_DIR]`")
 
 
+def _cmd_playground(a) -> int:
+    # Reached only when engine.cli is called directly; the console script opens the app itself.
+    raise UserError("the playground is part of the app: run `lorapilot playground RUN_DIR`")
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         rc = _dispatch(argv)
@@ -345,7 +371,8 @@ def _dispatch(argv: list[str] | None) -> int:
             return {"diagnose": diag.run_diagnose, "inspect-data": diag.run_inspect,
                     "prepare": diag.run_prepare}[a.verb](a)
         return {"train": _cmd_train, "runs": _cmd_runs, "stop": _cmd_stop, "export": _cmd_export,
-                "chat": _cmd_chat, "monitor": _cmd_monitor}[a.verb](a)
+                "chat": _cmd_chat, "monitor": _cmd_monitor,
+                "playground": _cmd_playground}[a.verb](a)
     except UserError as e:
         print_error(_naming_the_config(e, a))
         return EXIT_BAD_INPUT

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import re
 from functools import partial
 
 import pytest
@@ -41,6 +42,24 @@ def test_every_verbs_help_fits_80_columns(monkeypatch):
             build_parser().parse_args(list(args))
         assert done.value.code == 0 and out.getvalue(), args
         assert _too_wide(out.getvalue()) == [], args
+        # wrapped at spaces: a name is never cut at its hyphen (`meta-` / `llama/Llama-2-70b-hf`), to be copied whole
+        assert [line for line in out.getvalue().splitlines() if re.search(r"\w-$", line)] == [], args
+
+
+def test_every_verb_of_the_console_script_has_its_help(capsys):
+    """`lorapilot playground RUN_DIR` opened the app, but `lorapilot --help` did not list it and
+    `lorapilot playground --help` answered "invalid choice: 'playground'"."""
+    from tui.entry import APP_VERBS, main
+
+    with pytest.raises(SystemExit) as done:
+        main(["--help"])
+    assert done.value.code == 0
+    listed = capsys.readouterr().out
+    for verb in APP_VERBS:
+        assert f"\n    {verb} " in listed, verb
+        with pytest.raises(SystemExit) as done:
+            main([verb, "--help"])
+        assert done.value.code == 0 and f"usage: lorapilot {verb}" in capsys.readouterr().out
 
 
 @pytest.fixture(scope="module")
