@@ -28,6 +28,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--examples", type=int, default=None,
                         help="number of training examples (default: counted from a local dataset file)")
     parser.add_argument("--price-per-hour", type=float, default=None, help="GPU price per hour, for the cost")
+    parser.epilog = model_presets_line()
+
+
+def model_presets_line() -> str:
+    """The model presets, by the names `model:` takes: a model's refusal sends the user to this list."""
+    from engine.demo.model import DEMO_MODEL_ID
+    from engine.estimate.presets import list_model_presets
+
+    names = [DEMO_MODEL_ID, *(entry["id"] for entry in list_model_presets())]
+    return ("model presets (a hub id, or its name without the owner; their shapes come with lorapilot, so the "
+            "estimate needs no download): " + ", ".join(names))
 
 
 def run(args: argparse.Namespace) -> int:

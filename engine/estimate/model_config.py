@@ -18,7 +18,7 @@ from engine.hub import HUB_TIMEOUT_S, hub_reachable
 from engine.settings import hub_cache_dir
 from engine.estimate.multimodal import check_text_decoder
 from engine.estimate.params import Architecture, ParamCounts, architecture, count_params
-from engine.estimate.presets import find_model_preset
+from engine.estimate.presets import find_model_preset, near_model_preset
 
 _HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 _hub_cache: dict[str, dict] = {}
@@ -181,9 +181,15 @@ def check_model_found(model: str) -> str:
         return model
     if find_model_preset(model) is None and not _HUB_ID.match(model):
         # named as the config's line reads (model: ...): the same value may have come from --model
-        raise ModelError(f"model: {model}: not a directory, a preset or a hub id (owner/name)",
-                         fix="check the path; list presets with `lorapilot estimate --help`")
+        raise ModelError(f"model: {model}: not a directory, a preset or a hub id (owner/name){_did_you_mean(model)}",
+                         fix="check the path; `lorapilot estimate --help` lists the presets")
     return model
+
+
+def _did_you_mean(model: str) -> str:
+    """'; did you mean 'meta-llama/Llama-2-7b-hf'?' for a name a letter or two from a preset's, else ''."""
+    near = near_model_preset(model)
+    return f"; did you mean {near!r}?" if near else ""
 
 
 def read_config_json(path: Path) -> dict:
@@ -220,7 +226,7 @@ def hub_config(repo_id: str, instead: str = SHAPES_INSTEAD) -> dict:
         path = cached
     elif not hub_reachable():
         raise ModelError(f"{repo_id}: the hub is unreachable (offline?) and config.json is not in the Hugging "
-                         f"Face cache; {instead}")
+                         f"Face cache; {instead}{_did_you_mean(repo_id)}")
     else:
         try:
             path = hf_hub_download(repo_id, "config.json", cache_dir=cache, etag_timeout=HUB_TIMEOUT_S)
@@ -228,10 +234,10 @@ def hub_config(repo_id: str, instead: str = SHAPES_INSTEAD) -> dict:
             raise ModelError(f"{repo_id}: gated on the hub; accept its licence on huggingface.co and log in "
                              f"(hf auth login); or {instead}") from None
         except (hub_errors.RepositoryNotFoundError, hub_errors.RevisionNotFoundError):
-            raise ModelError(f"{repo_id}: no such model on the hub (or it is private)") from None
+            raise ModelError(f"{repo_id}: no such model on the hub (or it is private){_did_you_mean(repo_id)}") from None
         except hub_errors.LocalEntryNotFoundError:
             raise ModelError(f"{repo_id}: offline and config.json is not in the Hugging Face cache; "
-                             f"{instead}") from None
+                             f"{instead}{_did_you_mean(repo_id)}") from None
         except hub_errors.EntryNotFoundError:
             raise ModelError(f"{repo_id}: the repository has no config.json") from None
         except Exception as e:  # noqa: BLE001 - offline shows up as several connection error types
