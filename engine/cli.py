@@ -9,6 +9,7 @@ this module never imports the UI.
 from __future__ import annotations
 
 import argparse
+import difflib
 import errno
 import os
 import signal
@@ -22,6 +23,11 @@ from engine.settings import user_path
 
 
 _PATH_ERRNOS = (errno.ENAMETOOLONG, errno.EACCES, errno.EPERM, errno.ELOOP, errno.ENOTDIR, errno.EISDIR, errno.EROFS)
+
+
+# Verbs other tools have, and lorapilot's verb that does it.
+_MEANT = {"status": "runs", "list": "runs", "ls": "runs", "ps": "runs", "resume": "train --resume RUN_DIR",
+          "inspect": "inspect-data", "generate": "chat RUN_DIR", "infer": "chat RUN_DIR"}
 
 
 class _Help(argparse.HelpFormatter):
@@ -42,6 +48,19 @@ class _Parser(argparse.ArgumentParser):
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("formatter_class", _Help)
         super().__init__(*args, **kwargs)
+
+    def _check_value(self, action, value):
+        """A verb or choice not known: the one meant, where it is plain (`trian`: train; `status`: runs), before
+        argparse's list of them. Never a guess a letter or two from another word (`status` is not `stop`)."""
+        if action.choices is not None and value not in action.choices and isinstance(value, str):
+            meant = _MEANT.get(value.lower())
+            near = difflib.get_close_matches(value.lower(), list(action.choices), n=1, cutoff=0.75)
+            hint = (f"; did you mean `lorapilot {meant}`?" if meant and meant.split()[0] in action.choices
+                    else f"; did you mean {near[0]!r}?" if near else "")
+            if hint:
+                choices = ", ".join(map(repr, action.choices))
+                raise argparse.ArgumentError(action, f"invalid choice: {value!r}{hint} (choose from {choices})")
+        super()._check_value(action, value)
 
     def error(self, message):
         self.print_usage(sys.stderr)
