@@ -128,3 +128,26 @@ def test_a_record_with_numbers_no_float_holds_is_still_a_line():
     rec = {"kind": "train", "step": 3, "loss": huge, "learning_rate": True, "grad_norm": huge, "tokens_per_s": huge}
     assert format_record(rec) == "step     3  loss nan"
     assert format_record({"kind": "eval", "step": 3, "eval_loss": huge}) == "step     3  eval_loss nan"
+
+
+def test_lorapilot_train_wraps_a_findings_prose_at_words_for_80_columns(tmp_path):
+    """The foreground `lorapilot train` printed each pre-flight finding as one long line: an 80-column terminal
+    (tmux, SSH) cut it mid-word ('a cr' / 'ash or a stop', 'otherw' / 'ise'). Its lines are wrapped at words now,
+    the continuations under the finding's text."""
+    import io
+    import subprocess
+
+    from engine.rundir import MetricsWriter
+    from engine.train.launch import RunHandle, follow
+
+    MetricsWriter(tmp_path).write("finding", 0, code="no_checkpoint", severity="warning",
+                                  message="No checkpoint is saved before the end: a crash or a stop loses the whole "
+                                          "run.", evidence="save every 20 steps; 6 steps in all",
+                                  fix="Set training.save_steps to 1.")
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    out = io.StringIO()
+    follow(RunHandle(tmp_path, proc.pid, proc), out=out, poll_s=0.01)
+    lines = out.getvalue().splitlines()
+    assert len(lines) > 1 and all(len(line) <= 80 for line in lines), lines
+    assert "a crash or a stop" in " ".join(" ".join(lines).split()), lines

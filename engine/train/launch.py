@@ -28,6 +28,7 @@ from engine.rundir import (ADAPTER_DIR, ADAPTER_FILES, CHECKPOINTS_DIR, CONFIG_F
                            write_status)
 from engine.settings import RUNS_ENV, runs_root
 from engine.train.signals import STOP_SIGNALS
+from engine.wrap import fit
 
 if TYPE_CHECKING:
     from engine.estimate.model_config import ConfigJson
@@ -380,8 +381,8 @@ def follow(handle: RunHandle, out=sys.stdout, poll_s: float = 0.5, place=None) -
             tail.path = moved.now / METRICS_FILE
         for rec in tail.read_new():
             line = format_record(rec, launch.first(rec))
-            if line:
-                print(line, file=out, flush=True)
+            if line:   # a finding's prose wrapped at words for an 80-column terminal, not cut by it mid-word
+                print(fit(line), file=out, flush=True)
 
     def on_int(signum, frame):
         nonlocal stopping
