@@ -286,6 +286,7 @@ def _cmd_chat(a) -> int:
     from engine.data.prompt import SYSTEM_FORMATS, one_question_only, system_in_use
     from engine.playground import Playground, chat_target, check_sampling, dropped_turns_note, prompt_style
     from engine.rundir import safe_text
+    from engine.wrap import fit
 
     bad = [f"--{name.replace('_', '-')} {msg}" for name in ("temperature", "top_p", "max_new_tokens")
            for _, msg in [check_sampling(name, str(getattr(a, name)))] if msg]
@@ -306,9 +307,9 @@ def _cmd_chat(a) -> int:
     if system and pg.system_refused:
         raise UserError(f"--system: {pg.system_refused}", fix="leave --system out, or write it into the prompt")
     in_use = system_in_use(pg.style, system, pg.template_system, pg.system_left_out)
-    print("system prompt in use: " + safe_text(in_use, one_line=True), file=sys.stderr)
+    print(fit("system prompt in use: " + safe_text(in_use, one_line=True)), file=sys.stderr)
     if pg.stops_note:
-        print("note: " + safe_text(pg.stops_note, one_line=True), file=sys.stderr)
+        print(fit("note: " + safe_text(pg.stops_note, one_line=True)), file=sys.stderr)
     why_alone = one_question_only(pg.style.format)
     histories: dict[bool, list[tuple[str, str]]] = {False: [], True: []}
 
@@ -332,8 +333,8 @@ def _cmd_chat(a) -> int:
     if a.prompt is not None:
         one(a.prompt)
         return EXIT_OK
-    print("type a prompt and Enter; " + (f"({why_alone}); " if why_alone else "/new starts a new conversation; ")
-          + "Ctrl-D to quit", file=sys.stderr)
+    print(fit("type a prompt and Enter" + (f" ({why_alone}); " if why_alone else "; /new starts a new conversation; ")
+              + "Ctrl-D to quit"), file=sys.stderr)
     for line in sys.stdin:
         if line.strip() == "/new":
             for history in histories.values():

@@ -103,6 +103,20 @@ def test_an_answer_is_shown_escaped_and_fed_back_as_the_model_wrote_it(chat_run,
     assert any(fed[1][i:i + n] == said_ids for i in range(len(fed[1]))), fed[1]
 
 
+def test_chats_lines_before_the_first_prompt_fit_80_columns(chat_run, tmp_path, monkeypatch, capsys):
+    """A run on alpaca rows: 'type a prompt and Enter; (alpaca rows have no multi-turn layout: one question at a
+    time); Ctrl-D to quit' was one line of 100 columns, cut by an 80-column terminal. Wrapped at words now."""
+    run = tmp_path / "alpaca-run"
+    shutil.copytree(chat_run, run)
+    (run / "adapter" / "lorapilot_prompt.json").write_text(json.dumps({"format": "alpaca", "system": ""}))
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+    assert main(["chat", str(run), "--adapter-only"]) == 0
+    err = capsys.readouterr().err
+    assert [line for line in err.splitlines() if len(line) > 80] == [], err
+    assert ("type a prompt and Enter (alpaca rows have no multi-turn layout: one question at a time); Ctrl-D to quit"
+            in unwrapped(err)), err
+
+
 def test_one_prompt_keeps_no_history(chat_run, monkeypatch, capsys):
     rc, out, err = _chat(monkeypatch, capsys, chat_run, "--prompt", QUESTION, "--system", "Be brief.")
     assert rc == 0, err
