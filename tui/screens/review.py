@@ -33,6 +33,7 @@ if TYPE_CHECKING:  # the launcher loads when Launch is pressed
     from engine.train.launch import RunHandle
 
 DEFAULT_SAVE = "lorapilot.yaml"
+GPU_LIST_PENDING = "reading"   # the GPU picker's one entry until the list is read (no card has this id)
 CONFIRM_S = 6.0  # how long a second ctrl+l counts as "launch anyway"
 
 
@@ -52,7 +53,10 @@ class ReviewScreen(WizardStep):
             yield Static(id="review-problems")
             with Horizontal(id="gpu-line", classes="line"):
                 yield Label("GPU", classes="key")
-                yield Select([], prompt="reading the GPU list…", allow_blank=True, compact=True, id="gpu-select")
+                # No blank entry: a placeholder left in the list once it is read could be picked, shown, and
+                # planned for as nothing (the card picked before stays the plan's).
+                yield Select([("reading the GPU list…", GPU_LIST_PENDING)], allow_blank=False, compact=True,
+                             id="gpu-select")
                 yield Label("$/h", classes="key short")
                 yield TypedInput(placeholder="price", compact=True, id="price", restrict=r"[0-9.]*")
             yield Static(id="fit-verdict")
@@ -212,7 +216,7 @@ class ReviewScreen(WizardStep):
 
     @on(Select.Changed, "#gpu-select")
     def _gpu(self, event: Select.Changed) -> None:
-        if event.value is not Select.NULL:
+        if event.value not in (Select.NULL, GPU_LIST_PENDING):
             self.state.select_gpu(str(event.value))
 
     @on(Input.Changed, "#price")
