@@ -947,3 +947,40 @@ def test_a_parquet_float_in_a_text_field_is_said(tmp_path):
         notes = []
         read_rows(tmp_path / name, notes=notes)
         assert notes == [], name
+
+
+def test_a_csv_of_questions_and_answers_is_refused_with_the_prepare_command_that_makes_its_training_file(tmp_path,
+                                                                                                          monkeypatch):
+    """A CSV's question,answer columns (no format's fields) were refused with 'rename the fields, or set
+    dataset.format': no dataset.format reads them. The refusal names the `lorapilot prepare` command, which works."""
+    import shlex
+
+    from engine.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    Path("qa.csv").write_text("question,answer\nWhat is 2+2?,4\nCapital of France?,Paris\n", encoding="utf-8")
+    with pytest.raises(DataError) as e:
+        read_rows("qa.csv")
+    assert "dataset.format" not in e.value.fix
+    command = re.search(r"`lorapilot (prepare [^`]+)`", e.value.fix).group(1)
+    assert command == "prepare qa.csv --instruction-column question --output-column answer --out qa.jsonl"
+    assert main(shlex.split(command)) == 0
+    rows, fmt, _ = read_rows("qa.jsonl")
+    assert fmt == "alpaca" and len(rows) == 2
+
+
+@pytest.mark.parametrize("fields, fix", [
+    (("question", "answer"), "rename the fields: question -> instruction, answer -> output (the alpaca format)"),
+    (("prompt", "response"), "rename the fields: response -> completion (the completion format)"),
+    (("foo", "bar"), "rename the fields to one of these formats'"),
+])
+def test_rows_no_format_reads_are_refused_with_the_renames_that_make_them_one(tmp_path, fields, fix):
+    path = tmp_path / "rows.jsonl"
+    path.write_text(json.dumps(dict(zip(fields, ("hi", "hello")))) + "\n", encoding="utf-8")
+    with pytest.raises(DataError) as e:
+        read_rows(path)
+    assert e.value.fix == fix
+    if "->" in fix:   # the renames done, the file reads
+        renamed = dict(pair.split(" -> ") for pair in fix.split(": ", 1)[1].split(" (")[0].split(", "))
+        path.write_text(json.dumps({renamed.get(k, k): v for k, v in zip(fields, ("hi", "hello"))}) + "\n")
+        assert read_rows(path)[1] in ("alpaca", "completion")

@@ -41,7 +41,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from engine.errors import DataError, type_word
+from engine.errors import DataError, shell_word, type_word
 from engine.settings import DATA_SUFFIXES
 
 if TYPE_CHECKING:
@@ -595,8 +595,9 @@ def read_file_rows(path: Path) -> tuple[list[dict], list[str]]:
 
 # ---------------------------------------------------------------- formats
 
-def detect_format(rows: list[dict], where: str) -> str:
-    """The format named by the fields of the first rows (the union, so an optional field may be missing)."""
+def detect_format(rows: list[dict], where: str, source: str = "") -> str:
+    """The format named by the fields of the first rows (the union, so an optional field may be missing).
+    source: the file read (a CSV's refusal names the `lorapilot prepare` command that turns it into one)."""
     keys: set[str] = set()
     for row in rows[:100]:
         keys.update(row)
@@ -610,8 +611,31 @@ def detect_format(rows: list[dict], where: str) -> str:
         return "text"
     found = ", ".join(sorted(map(str, keys))) or "(none)"
     raise DataError(f"{where}: no known format matches the fields found: {found}",
-                    problems=[f"expected one of: {EXPECTED}"],
-                    fix="rename the fields, or set dataset.format")
+                    problems=[f"expected one of: {EXPECTED}"], fix=_fields_fix(keys, source))
+
+
+# The names a question and its answer often go by in data made elsewhere, likeliest first.
+_QUESTION_NAMES = ("question", "query", "prompt", "input", "user", "human", "q")
+_ANSWER_NAMES = ("answer", "response", "reply", "output", "target", "assistant", "gpt", "a")
+
+
+def _fields_fix(keys: set[str], source: str) -> str:
+    """What to do with rows no format reads. No dataset.format can help (each format reads its own fields); a
+    question and an answer under other names (question/answer, prompt/response) are named with their renames, or,
+    in a CSV, with the `lorapilot prepare` command that makes the training file."""
+    lower = {str(k).lower(): str(k) for k in keys}
+    question = next((lower[n] for n in _QUESTION_NAMES if n in lower), None)
+    answer = next((lower[n] for n in _ANSWER_NAMES if n in lower), None)
+    if question is None or answer is None or question == answer:
+        return "rename the fields to one of these formats'"
+    if Path(source).suffix.lower() in (".csv", ".tsv"):
+        out = str(Path(source).with_suffix(".jsonl"))   # beside it
+        return (f"make a training file of it: `lorapilot prepare {shell_word(source)} --instruction-column "
+                f"{shell_word(question)} --output-column {shell_word(answer)} --out {shell_word(out)}`, or rename the "
+                "columns")
+    want = ("prompt", "completion") if question.lower() == "prompt" else ("instruction", "output")
+    renames = [f"{old} -> {new}" for old, new in zip((question, answer), want) if old != new]
+    return f"rename the fields: {', '.join(renames)} (the {'completion' if want[0] == 'prompt' else 'alpaca'} format)"
 
 
 # A float that is no JSON number: a Parquet file's or a hub dataset's typed column. The text it was made from is gone.
@@ -950,7 +974,7 @@ def read_rows(path: str | os.PathLike, fmt: str = "auto", notes: list[str] | Non
     rows: list[dict] = []
     sources: list[str] = []
     for name, raw, srcs in parts:
-        file_fmt = fmt if fmt != "auto" else detect_format(raw, srcs[0] if srcs else name)
+        file_fmt = fmt if fmt != "auto" else detect_format(raw, srcs[0] if srcs else name, name)
         if chosen == "auto":
             chosen = file_fmt
         elif file_fmt != chosen:
