@@ -19,7 +19,7 @@ from pathlib import Path
 
 from engine.errors import (EXIT_BAD_INPUT, EXIT_BROKEN_PIPE, EXIT_OK, EXIT_RUN_FAILED, UserError, print_error, quote,
                            shell_word)
-from engine.settings import user_path
+from engine.settings import demo_config_word, user_path
 
 
 _PATH_ERRNOS = (errno.ENAMETOOLONG, errno.EACCES, errno.EPERM, errno.ELOOP, errno.ENOTDIR, errno.EISDIR, errno.EROFS)
@@ -149,7 +149,8 @@ def _cmd_train(a) -> int:
             print_error(note)
     else:
         if not a.config:
-            raise UserError("train needs a CONFIG file (or --resume RUN_DIR)", fix="try: lorapilot train presets/demo.yaml")
+            raise UserError("train needs a CONFIG file (or --resume RUN_DIR)",
+                            fix=f"try: lorapilot train {demo_config_word()}")
         cfg = load_config(a.config)
         handle = start_run(cfg, run_dir=a.run_dir, config_name=Path(a.config).stem, max_steps=a.max_steps)
     if a.detach:
@@ -230,7 +231,9 @@ def _cmd_runs(a) -> int:
         return EXIT_OK
     rows = collect(a.root, stalled=stalled_run, problems=skipped)
     if not rows:
-        print(f"no runs under {a.root or 'runs/'}; start one: lorapilot train presets/demo.yaml")
+        from engine.wrap import fit
+
+        print(fit(f"no runs under {a.root or 'runs/'}; start one: lorapilot train {demo_config_word()}"))
     else:
         print(safe_text("\n".join(format_table(rows))))  # names and states come from run directories
     _warn(skipped)

@@ -20,6 +20,19 @@ def mem_text(gib: float) -> str:
 # the top-level presets/ folder beside engine/ (an editable install and a checkout both keep that layout).
 PRESETS_DIR = Path(__file__).resolve().parents[1] / "presets"
 
+
+def demo_config_word() -> str:
+    """presets/demo.yaml as a command typed in the current folder must name it: so from lorapilot's own folder (the
+    README's commands), else by its full path (`lorapilot train presets/demo.yaml` elsewhere: config file not found)."""
+    from engine.errors import shell_word
+
+    demo = PRESETS_DIR / "demo.yaml"
+    try:
+        here = Path("presets/demo.yaml").resolve() == demo
+    except OSError:   # the working folder gone
+        here = False
+    return "presets/demo.yaml" if here else shell_word(demo)
+
 # The data files a dataset path may name (also what a directory of them is searched for).
 DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv", ".parquet")
 

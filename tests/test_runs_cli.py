@@ -118,3 +118,25 @@ def test_runs_shows_the_loss_the_monitor_reads_past_lines_that_are_not_records(t
         assert loss_text(last[name]) in row, row   # as the monitor shows it (engine.rundir.loss_text)
     assert main(["runs", "--root", str(tmp_path), "--json"]) == 0
     assert {Path(r["run_dir"]).name: r["loss"] for r in json.loads(capsys.readouterr().out)} == last
+
+
+def test_the_demo_command_suggested_names_the_demo_as_it_is_found_from_the_folder_it_is_typed_in(tmp_path, capsys,
+                                                                                                   monkeypatch):
+    """`lorapilot runs` with no runs said 'start one: lorapilot train presets/demo.yaml' in any folder; outside
+    lorapilot's own that answered 'config file not found'. Elsewhere it names the demo by its full path now; `train`
+    and `sweep` without a config suggest the same."""
+    import shlex
+
+    from engine.cli import main
+    from engine.settings import PRESETS_DIR
+
+    for folder, named in ((tmp_path, str(PRESETS_DIR / "demo.yaml")), (PRESETS_DIR.parent, "presets/demo.yaml")):
+        monkeypatch.chdir(folder)
+        assert main(["runs", "--root", str(tmp_path)]) == 0
+        said = " ".join(capsys.readouterr().out.split())
+        command = said.split("start one: ", 1)[1]
+        assert shlex.split(command)[:2] == ["lorapilot", "train"] and shlex.split(command)[2] == named, said
+        assert Path(named).is_file()   # from the folder it is typed in
+        for verb in ("train", "sweep"):
+            assert main([verb]) == 2
+            assert f"try: lorapilot {verb} {named}" in " ".join(capsys.readouterr().err.split())

@@ -20,7 +20,7 @@ from engine.overwrite import may_overwrite
 from engine.rundir import loss_text
 from engine.settings import runs_root, visible_device_mask
 from engine.sweep.plan import DEFAULT_LRS, DEFAULT_RS, DEFAULT_STEPS, STOP_ON, lr_text
-from engine.settings import user_path
+from engine.settings import demo_config_word, user_path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -76,7 +76,7 @@ def _check_numbers(a) -> None:
 def run(a: argparse.Namespace) -> int:
     if not a.target:
         raise UserError("sweep needs a CONFIG (or a SWEEP_DIR to report on)",
-                        fix="try: lorapilot sweep presets/demo.yaml --lr 1e-3,3e-3 --r 4,8 --steps 12")
+                        fix=f"try: lorapilot sweep {demo_config_word()} --lr 1e-3,3e-3 --r 4,8 --steps 12")
     target = Path(a.target)
     if a.resume:
         return _resume(target, a)
