@@ -13,8 +13,7 @@ from textual.content import Content
 from textual.screen import ModalScreen
 from textual.widgets import DirectoryTree, Footer, Label
 
-from engine.settings import DATA_SUFFIXES
-
+from engine.settings import DATA_SUFFIXES, PRESETS_DIR
 
 
 class DataTree(DirectoryTree):
@@ -28,20 +27,37 @@ class DataTree(DirectoryTree):
 class FilePicker(ModalScreen[str | None]):
     DEFAULT_CSS = Path(__file__).with_suffix(".tcss").read_text(encoding="utf-8")
     BINDINGS = [Binding("escape", "cancel", "Cancel"),
+                Binding("backspace", "up", "Up a folder"),
                 Binding("ctrl+d", "pick_dir", "Use this directory")]
 
     def __init__(self, start: str | Path) -> None:
         super().__init__()
         start = Path(start).expanduser()
+        # The demo's data lies inside lorapilot's own folder: one's own is looked for where one works.
+        if start.resolve().is_relative_to(PRESETS_DIR):
+            start = Path.cwd()
         while not start.is_dir() and start != start.parent:
             start = start.parent
         self.start = start if start.is_dir() else Path.cwd()
 
     def compose(self) -> ComposeResult:
         with Vertical(id="picker"):
-            yield Label(Content(f"Pick a data file ({', '.join(DATA_SUFFIXES)}) under {self.start}"), id="picker-title")
+            yield Label(self._title(), id="picker-title")
             yield DataTree(self.start, id="picker-tree")
         yield Footer()
+
+    def _title(self) -> Content:
+        # The folder on a line of its own: at 80 columns it was cut off after the file types.
+        return Content(f"Pick a data file ({', '.join(DATA_SUFFIXES)}) under\n{self.start}")
+
+    def action_up(self) -> None:
+        """The folder above: a tree shows only what is under its root, and data may lie beside the folder shown."""
+        tree = self.query_one(DataTree)
+        parent = Path(tree.path).resolve().parent
+        if parent != Path(tree.path).resolve():
+            self.start = parent
+            tree.path = parent
+            self.query_one("#picker-title", Label).update(self._title())
 
     def on_mount(self) -> None:
         self.query_one(DataTree).focus()
