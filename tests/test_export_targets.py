@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import subprocess
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 from conftest import run_cli, unwrapped
 
 from engine.errors import UserError
+from engine.wrap import fit
 from engine.rundir import read_metrics
 
 pytestmark = pytest.mark.slow
@@ -77,16 +79,24 @@ def test_vllm_export_writes_the_checked_adapter_and_the_serve_line(finished_demo
     assert "--generation-config" in words
     _card_is_real((out / "README.md").read_text(), finished_demo_run)
     _card_is_real((adapter / "README.md").read_text(), finished_demo_run)
-    # The folder moved (or copied to another machine): serve.sh still finds the adapter it names.
-    moved = _moved(out, tmp_path)
     (tmp_path / "bin").mkdir()
     _stub(tmp_path / "bin" / "vllm", """a = sys.argv
 path = a[a.index("--lora-modules") + 1].split("=", 1)[1]
 assert os.path.isfile(os.path.join(path, "adapter_config.json")), path
 assert os.path.isfile(a[a.index("--chat-template") + 1]) and os.path.isdir(a[a.index("--generation-config") + 1])
 print("served from", os.getcwd())""")
+    path = {**os.environ, "PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}"}
+    # The command the export prints works from where the user is, pasted from an 80-column terminal: it printed the
+    # serve line, whose adapter path is the export folder's, wrapped onto three lines.
+    shown = fit(next(s for s in said if s.startswith("serve it: ")))
+    command = re.search(r"`([^`]+)`", shown).group(1)
+    assert "\n" not in command, shown
+    r = subprocess.run(command, shell=True, cwd=tmp_path / "bin", capture_output=True, text=True, env=path)
+    assert r.returncode == 0 and f"served from {out}" in r.stdout, (shown, r.stderr)
+    # The folder moved (or copied to another machine): serve.sh still finds the adapter it names.
+    moved = _moved(out, tmp_path)
     r = subprocess.run(["sh", str(moved / "serve.sh")], cwd=tmp_path, capture_output=True, text=True,
-                       env={**os.environ, "PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}"})
+                       env=path)
     assert r.returncode == 0 and f"served from {moved}" in r.stdout, r.stderr
     assert str(tmp_path) not in (moved / "serve.sh").read_text() + (moved / "README.md").read_text()
 

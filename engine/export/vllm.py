@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.adapter_config import read_adapter_config
-from engine.errors import UserError
+from engine.errors import UserError, shell_word
 from engine.rundir import ADAPTER_FILES, safetensors_names
 
 MAX_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
@@ -85,8 +85,11 @@ def export_vllm(run_dir: str | Path, out: str | Path, *, log=print) -> Path:
     if check.problems:
         raise UserError(f"{facts.adapter}: vLLM would refuse this adapter", problems=check.problems)
     with writing(out) as tmp:
-        line, renamed = _write_vllm(facts, check, tmp)
-    log(line)
+        _, renamed = _write_vllm(facts, check, tmp)
+    # Not the serve line itself: it names the adapter from the export's folder (it failed where the user was), and
+    # wrapped for 80 columns it pasted as several commands. serve.sh runs it from anywhere; one word, kept whole.
+    log(f"serve it: `{shell_word(Path(out) / 'serve.sh')}` (vllm serve, the adapter as model '{facts.name}'; the "
+        "line it runs is in README.md)")
     if renamed:
         log(f"note: {renamed}")
     if facts.cfg.quantization != "none":
@@ -139,8 +142,6 @@ def served_base_note(quantization: str, run_dir: Path) -> str:
     """What vLLM applies the adapter to, against what it trained with. vLLM loads the base unquantised: for a
     quantised run that is not the model trained, evaluated and chatted with, by the whole quantisation error (on the
     demo run, logits off by up to 1.05 where the adapter moves them by 5.0: engine.export.merge's measurement)."""
-    from engine.errors import shell_word
-
     if quantization == "none":
         return "vLLM loads the base unquantised, as the adapter trained against it."
     return (f"vLLM loads the base unquantised, and the adapter trained against its {quantization} weights: the "
