@@ -155,16 +155,25 @@ def test_llama_cpp_export_prints_the_commands_without_llama_cpp(finished_demo_ru
     script = (out / "convert.sh").read_text()
     assert '"$LLAMA_CPP_DIR/convert_hf_to_gguf.py" merged --outfile demo-finished-f16.gguf' in script
     assert "llama-quantize" in script and "Q4_K_M" in script
-    assert any("llama.cpp not found" in s and "convert_hf_to_gguf.py" in s for s in said)
     assert "--jinja" in (out / "README.md").read_text()
-    # The folder moved (or copied to another machine): convert.sh converts what is in it, into it, from anywhere.
-    moved = _moved(out, tmp_path)
-    assert str(tmp_path) not in (moved / "convert.sh").read_text() + (moved / "README.md").read_text()
     fake = tmp_path / "llama.cpp"
     _stub(fake / "convert_hf_to_gguf.py", """a = sys.argv
 assert os.path.isfile(os.path.join(a[1], "config.json")), a[1]
 open(a[a.index("--outfile") + 1], "w").write("f16")""")
     _stub(fake / "build" / "bin" / "llama-quantize", "open(sys.argv[2], 'w').write(open(sys.argv[1]).read() + sys.argv[3])")
+    # What the export says to run works from where the user is, pasted from an 80-column terminal (it printed the
+    # commands, which name the export folder's files, wrapped: `--outtype f16` pasted as a command of its own).
+    shown = fit(next(s for s in said if "llama.cpp not found" in s))
+    command = re.search(r"`([^`]+)`", shown).group(1)
+    assert "\n" not in command and "LLAMA_CPP_DIR" in shown, shown
+    r = subprocess.run(command, shell=True, cwd=fake, capture_output=True, text=True,
+                       env={**os.environ, "LLAMA_CPP_DIR": str(fake)})
+    assert r.returncode == 0 and (out / "demo-finished-Q4_K_M.gguf").read_text() == "f16Q4_K_M", (shown, r.stderr)
+    for made in out.glob("*.gguf"):
+        made.unlink()
+    # The folder moved (or copied to another machine): convert.sh converts what is in it, into it, from anywhere.
+    moved = _moved(out, tmp_path)
+    assert str(tmp_path) not in (moved / "convert.sh").read_text() + (moved / "README.md").read_text()
     r = subprocess.run(["sh", str(moved / "convert.sh")], cwd=tmp_path, capture_output=True, text=True,
                        env={**os.environ, "LLAMA_CPP_DIR": str(fake)})
     assert r.returncode == 0, r.stderr

@@ -105,7 +105,10 @@ def export_llama_cpp(run_dir: str | Path, out: str | Path, *, llama_cpp: str | N
             log(f"{QUANTIZE} not found (built llama.cpp? cmake -B build && cmake --build build): run the last line "
                 f"of {dst / 'convert.sh'} once it is")
     else:
-        log(f"llama.cpp not found (--llama-cpp DIR or ${ENV_VAR}); to make the GGUF, run:\n{script}")
+        # convert.sh, not its lines: they name files from the export's folder, and wrapped for 80 columns each
+        # pasted as two commands (`--outtype f16` alone).
+        log(f"llama.cpp not found (--llama-cpp DIR or ${ENV_VAR}); to make the GGUF once it is built, set "
+            f"{ENV_VAR} to its folder and run `{shell_word(dst / 'convert.sh')}` (its commands are in README.md)")
     gguf = gguf_name(facts.name, quant)
     usage = (f"The merged model is in `{MERGED_DIR}/`. To GGUF, with llama.cpp's own tools, in this folder "
              + ("(already run by lorapilot):" if len(ran) == len(cmds) else "(`convert.sh` runs them from anywhere):")
