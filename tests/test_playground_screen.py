@@ -103,6 +103,21 @@ def test_playground_verb_refuses_a_run_without_an_adapter(tmp_path, capsys):
     assert "no adapter/ yet" in unwrapped(capsys.readouterr().err)
 
 
+@pytest.mark.parametrize("state", ["stopped", "failed"])
+def test_playground_verb_on_a_run_that_will_not_finish_says_to_resume_it_not_to_wait(tmp_path, capsys, state):
+    """A stopped run (the monitor's stop key) got 'no adapter/ yet (the run has not finished)' and 'watch it with
+    lorapilot monitor ...; the playground opens once it is done': it never would. It is told to resume it now, as
+    chat and export tell it."""
+    from tui.entry import main
+
+    (tmp_path / "config.yaml").write_text("model: demo\n")
+    (tmp_path / "status.json").write_text(json.dumps({"state": state, "step": 11}))
+    assert main(["playground", str(tmp_path)]) == 2
+    err = unwrapped(capsys.readouterr().err)
+    assert f"no adapter/ (the run is {state} at step 11)" in err and "lorapilot train --resume" in err, err
+    assert "lorapilot monitor" not in err
+
+
 def _still_training(finished_demo_run, run: Path, *, step: int = 34, checkpoints: bool = True) -> Path:
     """The shared demo run as it was while training: no final adapter yet, this process as its live trainer."""
     from engine.rundir import process_start

@@ -6,7 +6,8 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import EXIT_BAD_INPUT, UserError, print_error, shell_word
-from engine.rundir import ADAPTER_DIR, CONFIG_FILE, is_run_dir, not_a_run_dir, require_run_dir
+from engine.rundir import (ADAPTER_DIR, CONFIG_FILE, FINAL_STATES, effective_state, is_run_dir, not_a_run_dir,
+                           read_status, require_run_dir)
 from engine.settings import user_path
 
 
@@ -54,6 +55,12 @@ def _finished_run(args: list[str]) -> str:
     # a folder that is no run is named so (as chat and export name it), not "not finished" with a monitor to watch it
     run_dir = require_run_dir(user_path(args[0]))
     if not (run_dir / ADAPTER_DIR).is_dir():
+        status = read_status(run_dir)
+        state = effective_state(status, run_dir)
+        if state in (*FINAL_STATES, "lost"):   # nothing will finish it: watching it waits for nothing
+            raise UserError(f"{run_dir}: no adapter/ (the run is {state} at step {(status or {}).get('step', 0)})",
+                            fix=f"resume it: `lorapilot train --resume {shell_word(run_dir)}`; the playground opens "
+                                "once it is done")
         raise UserError(f"{run_dir}: no adapter/ yet (the run has not finished)",
                         fix=f"watch it with `lorapilot monitor {shell_word(run_dir)}`; the playground opens once it is done")
     return str(run_dir)
