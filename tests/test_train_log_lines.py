@@ -151,3 +151,12 @@ def test_lorapilot_train_wraps_a_findings_prose_at_words_for_80_columns(tmp_path
     lines = out.getvalue().splitlines()
     assert len(lines) > 1 and all(len(line) <= 80 for line in lines), lines
     assert "a crash or a stop" in " ".join(" ".join(lines).split()), lines
+
+
+def test_lorapilot_trains_words_on_ctrl_c_fit_80_columns():
+    """'stopping: ... (Ctrl-C again to leave it running in the background)' was one line of 103 columns: the
+    terminal cut it mid-word ('le' / 'ave')."""
+    from engine.train.launch import STOPPING
+
+    assert all(len(line) <= 80 for line in STOPPING.splitlines()), STOPPING
+    assert " ".join(STOPPING.split()).endswith("(Ctrl-C again to leave it running in the background)")

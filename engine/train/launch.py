@@ -366,6 +366,11 @@ def train_command(config_path: str, *, detach: bool = True) -> str:
     return f"lorapilot train {shell_word(config_path)}" + (" --detach" if detach else "")
 
 
+# What the foreground train says on Ctrl-C; wrapped for 80 columns (a terminal cut it at 'le' / 'ave').
+STOPPING = fit("stopping: finishing the current step and saving a checkpoint (Ctrl-C again to leave it running in "
+               "the background)")
+
+
 def follow(handle: RunHandle, out=sys.stdout, poll_s: float = 0.5, place=None) -> int:
     """Prints progress lines while the trainer runs; Ctrl-C asks for a graceful stop. `place` (rundir.RunPlace): the
     run directory held open since the start; moved while the run trains, it is followed where it went (its records,
@@ -388,8 +393,7 @@ def follow(handle: RunHandle, out=sys.stdout, poll_s: float = 0.5, place=None) -
         nonlocal stopping
         if not stopping:
             stopping = True
-            print("\nstopping: finishing the current step and saving a checkpoint "
-                  "(Ctrl-C again to leave it running in the background)", file=out, flush=True)
+            print("\n" + STOPPING, file=out, flush=True)
             request_stop(handle.run_dir)
         else:
             raise KeyboardInterrupt
