@@ -332,18 +332,44 @@ def test_a_compile_failure_is_retried_only_once_the_failed_attempt_is_freed():
     assert "forced" in fallback.failed
 
 
-def test_a_compile_failure_after_some_gradient_changed_is_raised_with_its_cause():
+def test_a_compile_failure_after_some_accumulated_gradient_changed_is_raised_with_its_cause():
+    """A later micro-batch of a step: the earlier ones' gradients are in .grad, and the failed attempt added to
+    them; that cannot be undone."""
+    import torch
+
+    from engine.train.compiled_layers import CompileFallback
+
+    model = torch.nn.Linear(2, 2)
+    model.weight.grad = torch.zeros(2, 2)   # the step's earlier micro-batches
+    fallback = CompileFallback(model, lambda m: None)
+    failure = torch._dynamo.exc.BackendCompilerFailed(_forward_fails, RuntimeError("forced"), None)
+
+    def step():
+        model.weight.grad += 1  # part of the micro-batch's gradient, then the backward fails
+        raise failure
+    with pytest.raises(RuntimeError, match="cannot be retried exactly") as raised:
+        fallback.run(step)
+    assert raised.value.__cause__ is failure
+
+
+def test_a_backward_compile_failure_in_a_steps_first_micro_batch_is_retried_from_no_gradient():
+    """The first layers' own compiled class (the checkpoint in their graph) compiles its backward after the later
+    layers' adapters got their gradients: in the step's first micro-batch (no gradient before it) those are
+    cleared and the micro-batch trained again eagerly, rather than the run stopped."""
     import torch
 
     from engine.train.compiled_layers import CompileFallback
 
     model = torch.nn.Linear(2, 2)
     fallback = CompileFallback(model, lambda m: None)
-    failure = torch._dynamo.exc.BackendCompilerFailed(_forward_fails, RuntimeError("forced"), None)
+    seen: list = []
 
     def step():
-        model.weight.grad = torch.ones(2, 2)  # part of the micro-batch's gradient, then the backward fails
-        raise failure
-    with pytest.raises(RuntimeError, match="cannot be retried exactly") as raised:
-        fallback.run(step)
-    assert raised.value.__cause__ is failure
+        if fallback.failed is None:
+            model.bias.grad = torch.ones(2)   # a later layer's adapter, then an earlier layer's backward fails
+            raise torch._dynamo.exc.BackendCompilerFailed(_forward_fails, RuntimeError("forced"), None)
+        seen.append((model.weight.grad, model.bias.grad))   # the eager retry starts from no gradient
+        return "retried"
+
+    assert fallback.run(step) == "retried"
+    assert seen == [(None, None)] and "forced" in fallback.failed

@@ -281,10 +281,12 @@ def _why(exc: BaseException) -> str:
 class CompileFallback:
     """Runs each training micro-batch; when the compiled layers fail to compile, goes back to eager and retries it.
 
-    The retry is exact when the failed attempt left no gradient behind: a forward-time failure never does, and a
-    backward-time one (AOTAutograd compiles the backward at its first use) fails at the last layer's backward,
-    before any adapter of a layer has its gradient. That is checked, not assumed: if some gradient did change,
-    the micro-batch cannot be undone and the error is raised.
+    The retry is exact when the failed attempt's gradients can be undone: a forward-time failure leaves none, and
+    a backward-time one (AOTAutograd compiles the backward at its first use) may leave the later layers' adapter
+    gradients, accumulated before the first layers' own compiled class (LEVERS.checkpoint_in_graph) reached its
+    backward. Where no gradient existed before the micro-batch (the first of its step, after zero_grad), clearing
+    them all undoes it; where some had accumulated from earlier micro-batches and changed, it cannot be undone and
+    the error is raised. Checked, not assumed.
 
     on_fallback(message) records the event (metrics.jsonl); restore(model) puts back what compiling replaced
     (Liger's in-layer kernels).
@@ -313,8 +315,11 @@ class CompileFallback:
             if not is_compile_failure(exc):
                 raise
             if self._grads() != before:
-                raise RuntimeError("the compiled decoder layers failed after part of this micro-batch's gradient "
-                                   "was accumulated; it cannot be retried exactly") from exc
+                if any(g is not None for g in before):
+                    raise RuntimeError("the compiled decoder layers failed after part of this micro-batch's "
+                                       "gradient was accumulated; it cannot be retried exactly") from exc
+                for p in self.params:   # none before it: cleared, the failed attempt's part is undone
+                    p.grad = None
             why = _why(exc)
             # The traceback keeps every frame of the failed attempt alive, and in their locals its activations and
             # autograd graph (1.5 GiB of layer outputs on a 7B model): the retry must not run beside them, so it
