@@ -27,7 +27,10 @@ _PATH_ERRNOS = (errno.ENAMETOOLONG, errno.EACCES, errno.EPERM, errno.ELOOP, errn
 
 # Verbs other tools have, and lorapilot's verb that does it.
 _MEANT = {"status": "runs", "list": "runs", "ls": "runs", "ps": "runs", "resume": "train --resume RUN_DIR",
-          "inspect": "inspect-data", "generate": "chat RUN_DIR", "infer": "chat RUN_DIR"}
+          "inspect": "inspect-data", "generate": "chat RUN_DIR", "infer": "chat RUN_DIR", "run": "train CONFIG",
+          **dict.fromkeys(("top", "htop", "atop", "btop", "watch"), "monitor RUN_DIR")}
+# Verbs never offered for a word that merely looks alike: `top` is a letter from `stop`, which would end a run.
+_NEVER_GUESSED = ("stop",)
 
 
 class _Help(argparse.HelpFormatter):
@@ -54,7 +57,8 @@ class _Parser(argparse.ArgumentParser):
         argparse's list of them. Never a guess a letter or two from another word (`status` is not `stop`)."""
         if action.choices is not None and value not in action.choices and isinstance(value, str):
             meant = _MEANT.get(value.lower())
-            near = difflib.get_close_matches(value.lower(), list(action.choices), n=1, cutoff=0.75)
+            near = difflib.get_close_matches(value.lower(), [c for c in action.choices if c not in _NEVER_GUESSED],
+                                             n=1, cutoff=0.75)
             hint = (f"; did you mean `lorapilot {meant}`?" if meant and meant.split()[0] in action.choices
                     else f"; did you mean {near[0]!r}?" if near else "")
             if hint:
