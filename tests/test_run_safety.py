@@ -13,7 +13,6 @@ import shlex
 import subprocess
 import sys
 import time
-import zipfile
 from pathlib import Path
 
 import psutil
@@ -833,8 +832,9 @@ def _checkpoint(root: Path, step: int) -> Path:
     (ckpt / "trainer_state.json").write_text(json.dumps({"global_step": step}))
     header = json.dumps({"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}).encode()
     (ckpt / "adapter_model.safetensors").write_bytes(len(header).to_bytes(8, "little") + header + b"\0" * 16)
-    with zipfile.ZipFile(ckpt / "optimizer.pt", "w") as z:
-        z.writestr("archive/data.pkl", b"x" * 1000)
+    import torch
+
+    torch.save({"state": {}, "param_groups": [{"lr": 1e-4, "params": []}]}, ckpt / "optimizer.pt")   # as a trainer's
     return ckpt
 
 
@@ -1450,7 +1450,7 @@ def test_resume_with_max_steps_lowered_below_the_last_checkpoint_is_refused(tmp_
     saved the adapter of step 30 and said 'done 30/20', under a config (and an export card) that says 20 steps.
     Refused, naming the key and the checkpoint; set to the checkpoint's step, the run finishes from it."""
     from engine import cli
-    from engine.train import launch
+    from engine.train import launch, resume_check
 
     run = tmp_path / "run"
     _checkpoint(run, 30)
@@ -1459,6 +1459,7 @@ def test_resume_with_max_steps_lowered_below_the_last_checkpoint_is_refused(tmp_
     (run / "status.json").write_text(json.dumps({"state": "stopped", "step": 30, "max_steps": 40}))
     spawned = []
     monkeypatch.setattr(launch, "check_inputs", _no_model_or_data_here)
+    monkeypatch.setattr(resume_check, "refuse_before_load", lambda *a, **k: [])   # model "m": none to build here
     monkeypatch.setattr(launch, "_spawn", lambda *a, **k: spawned.append(1) or subprocess.Popen(["true"]))
     rc = cli.main(["train", "--resume", str(run), "--detach"])
     err = unwrapped(capsys.readouterr().err)
@@ -1507,7 +1508,7 @@ def test_resume_refuses_a_copy_of_a_checkpoint_transformers_would_delete(tmp_pat
     import shutil
 
     from engine import cli
-    from engine.train import launch
+    from engine.train import launch, resume_check
 
     run = tmp_path / "run"
     (run / "config.yaml").parent.mkdir()
@@ -1516,6 +1517,7 @@ def test_resume_refuses_a_copy_of_a_checkpoint_transformers_would_delete(tmp_pat
     shutil.copytree(_checkpoint(run, 4), run / "checkpoints" / kept)
     spawned = []
     monkeypatch.setattr(launch, "check_inputs", _no_model_or_data_here)
+    monkeypatch.setattr(resume_check, "refuse_before_load", lambda *a, **k: [])   # model "m"
     monkeypatch.setattr(launch, "_spawn", lambda *a, **k: spawned.append(1) or subprocess.Popen(["true"]))
     assert cli.main(["train", "--resume", str(run), "--detach"]) == 2 and not spawned
     err = unwrapped(capsys.readouterr().err)
@@ -1915,7 +1917,7 @@ def test_resume_shows_the_step_it_resumes_from_while_the_trainer_loads(tmp_path,
     resumed trainer loaded, so the monitor showed the stopped life's step until the first new log. Now it says the
     checkpoint's step (or 0, with no checkpoint left) from the start."""
     from engine import cli
-    from engine.train import launch
+    from engine.train import launch, resume_check
 
     run = tmp_path / "run"
     run.mkdir()
@@ -1924,9 +1926,31 @@ def test_resume_shows_the_step_it_resumes_from_while_the_trainer_loads(tmp_path,
     (run / "config.yaml").write_text(f"model: m\ndataset: {{path: {tmp_path / 'd.jsonl'}}}\ntraining: {{max_steps: 40}}\n")
     (run / "status.json").write_text(json.dumps({"state": "stopped", "step": 37, "max_steps": 40}))
     monkeypatch.setattr(launch, "check_inputs", _no_model_or_data_here)
+    monkeypatch.setattr(resume_check, "refuse_before_load", lambda *a, **k: [])   # model "m"
     monkeypatch.setattr(launch, "_spawn", lambda *a, **k: subprocess.Popen(["true"]))
     assert cli.main(["train", "--resume", str(run), "--detach"]) == 0
     assert json.loads((run / "status.json").read_text())["step"] == (30 if kept else 0)
+
+
+def test_the_launchers_resume_checks_judge_the_checkpoint_the_trainer_resumes_from(tmp_path, monkeypatch):
+    """The newest checkpoint holds a pickle the trainer will not load (it skips it, as damaged): the launcher's
+    checks (steps, config changes, tokens, adapter) judged that one while the trainer resumed from the one before."""
+    import zipfile
+
+    from engine.train import launch, resume_check
+
+    run = tmp_path / "run"
+    _checkpoint(run, 4)
+    unsafe = _checkpoint(run, 8)
+    with zipfile.ZipFile(unsafe / "optimizer.pt", "w") as z:
+        z.writestr("archive/data.pkl", b"x" * 1000)          # not what a trainer saves
+    (run / "config.yaml").write_text(f"model: m\ndataset: {{path: {tmp_path / 'd.jsonl'}}}\ntraining: {{max_steps: 40}}\n")
+    monkeypatch.setattr(launch, "check_inputs", _no_model_or_data_here)
+    judged: list = []
+    monkeypatch.setattr(resume_check, "refuse_before_load", lambda rd, cfg, ckpt=None: judged.append(ckpt) or [])
+    found = launch.check_resume(run, {"state": "stopped", "step": 9, "max_steps": 40})
+    assert Path(found.ckpt).name == "checkpoint-4" and judged == [found.ckpt]
+    assert any("checkpoint-8" in note and "skipped" in note for note in found.notes), found.notes
 
 
 @pytest.mark.parametrize("checkpoint", ["recorded", "unrecorded", "none"])

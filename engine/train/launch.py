@@ -24,8 +24,7 @@ from engine.rundir import (ADAPTER_DIR, ADAPTER_FILES, CHECKPOINTS_DIR, CONFIG_F
                            LOG_FILE, METRICS_FILE, STATUS_FILE, STATUS_LOCK_FILE, STOP_REQUEST_FILE, MetricsTail,
                            LaunchStart, RunLock, adapter_problem, check_remote_code, checkpoint_lookalikes, checkpoint_step,
                            create_request_file, disk_full_path, format_record, load_status, lock_held, pid_alive,
-                           planned_steps, process_start, read_status, require_run_dir, trainer_pid, usable_checkpoint,
-                           write_status)
+                           planned_steps, process_start, read_status, require_run_dir, trainer_pid, write_status)
 from engine.settings import RUNS_ENV, runs_root
 from engine.train.signals import STOP_SIGNALS
 from engine.wrap import fit
@@ -275,7 +274,7 @@ def check_resume(rd: Path, status: dict, *, trust_remote_code: bool = False) -> 
     for each trial it will resume, in the foreground. `status`: the run's status.json ({} when unreadable)."""
     from engine.config import load_config
     from engine.train.distributed import num_processes
-    from engine.train.resume_check import config_changes, max_steps_behind, refuse_before_load
+    from engine.train.resume_check import config_changes, max_steps_behind, refuse_before_load, resumed_checkpoint
 
     notes: list[str] = []
     cfg = load_config(rd / CONFIG_FILE)
@@ -285,7 +284,7 @@ def check_resume(rd: Path, status: dict, *, trust_remote_code: bool = False) -> 
                         f"the oldest of them once there are more than {cfg.training.save_total_limit} "
                         "(training.save_total_limit)",
                         fix=f"move it out of {rd / CHECKPOINTS_DIR} to keep it, then resume")
-    ckpt, skipped = usable_checkpoint(rd)
+    ckpt, skipped = resumed_checkpoint(rd)   # the trainer's choice (an unsafe pickle skipped too): one for every check
     notes += [f"checkpoint skipped, its files are damaged: {why}" for why in skipped]
     nproc = num_processes(cfg.training.num_gpus)
     if ckpt and (behind := max_steps_behind(cfg.training.max_steps, ckpt, rd / CONFIG_FILE)):
@@ -310,7 +309,7 @@ def check_resume(rd: Path, status: dict, *, trust_remote_code: bool = False) -> 
     if ckpt:
         notes += [f"config change applied: {c}" for c in config_changes(ckpt, cfg, rd / CONFIG_FILE, nproc, revisions)]
         # what the trainer would refuse after its load, said here (its tokens, its adapter)
-        notes += refuse_before_load(rd, cfg)
+        notes += refuse_before_load(rd, cfg, ckpt)
     return ResumeCheck(cfg, ckpt, nproc, notes)
 
 

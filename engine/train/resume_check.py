@@ -208,7 +208,7 @@ def resumed_checkpoint(run_dir: Path) -> tuple[str | None, list[str]]:
     return usable_checkpoint(run_dir, also=unsafe_pickle)
 
 
-def refuse_before_load(run_dir: Path, cfg) -> list[str]:
+def refuse_before_load(run_dir: Path, cfg, ckpt: str | None = None) -> list[str]:
     """The trainer's resume refusals that need no model weights, run by the launcher before it starts the trainer
     (`train --resume`, --detach or not, `sweep --resume` for its trials, and its driver), in the trainer's order,
     against the checkpoint it resumes from (resumed_checkpoint): a multimodal model (check_text_decoder_of),
@@ -218,12 +218,12 @@ def refuse_before_load(run_dir: Path, cfg) -> list[str]:
     the refusal comes in the foreground, in its words, exit 2, not as a run that failed after --detach had said 0, or
     once a 7B model had loaded. The trainer keeps its checks (the files may change in between). Returns the note
     train.log gets too, of a checkpoint without a record of its tokens (resumed unchecked). cfg.trust_remote_code: as
-    the caller resolved it (rundir.check_remote_code)."""
+    the caller resolved it (rundir.check_remote_code). ckpt: the caller's resumed_checkpoint, else looked for here."""
     from engine.estimate.model_config import find_config_json
     from engine.model import adapter_on_meta, check_text_decoder_of
     from engine.train.launch import check_lora_for_model
 
-    ckpt = resumed_checkpoint(run_dir)[0]
+    ckpt = ckpt or resumed_checkpoint(run_dir)[0]
     if ckpt is None:
         return []
     check_text_decoder_of(cfg.model)
