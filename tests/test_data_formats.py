@@ -964,8 +964,40 @@ def test_a_csv_of_questions_and_answers_is_refused_with_the_prepare_command_that
     assert "dataset.format" not in e.value.fix
     command = re.search(r"`lorapilot (prepare [^`]+)`", e.value.fix).group(1)
     assert command == "prepare qa.csv --instruction-column question --output-column answer --out qa.jsonl"
+    assert "then set dataset.path to qa.jsonl;" in e.value.fix
     assert main(shlex.split(command)) == 0
     rows, fmt, _ = read_rows("qa.jsonl")
+    assert fmt == "alpaca" and len(rows) == 2
+
+
+@pytest.mark.parametrize("cwd, dataset_path, out", [
+    (".", "data", "qa.jsonl"),
+    ("data", ".", "{tmp}/qa.jsonl"),
+])
+def test_a_csv_in_a_dataset_folder_gets_its_training_file_outside_the_folder(tmp_path, monkeypatch, cwd,
+                                                                             dataset_path, out):
+    """dataset.path a folder holding a CSV of questions and answers: the `lorapilot prepare` command wrote its .jsonl
+    beside the CSV, in the folder, where the CSV was still read and refused again. The training file goes beside
+    the folder, and the fix says to set dataset.path to it, which then reads."""
+    import shlex
+
+    from engine.cli import main
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "qa.csv").write_text("question,answer\nWhat is 2+2?,4\nCapital of France?,Paris\n",
+                                              encoding="utf-8")
+    monkeypatch.chdir(tmp_path / cwd)
+    with pytest.raises(DataError) as e:
+        read_rows(dataset_path)
+    command = re.search(r"`lorapilot (prepare [^`]+)`", e.value.fix).group(1)
+    out = out.format(tmp=tmp_path)
+    assert shlex.split(command)[-2:] == ["--out", out]
+    assert f"then set dataset.path to {out};" in e.value.fix
+    assert main(shlex.split(command)) == 0
+    assert not (tmp_path / "data" / "qa.jsonl").exists()
+    with pytest.raises(DataError):
+        read_rows(dataset_path)   # the folder still holds the CSV only
+    rows, fmt, _ = read_rows(out)
     assert fmt == "alpaca" and len(rows) == 2
 
 

@@ -595,9 +595,10 @@ def read_file_rows(path: Path) -> tuple[list[dict], list[str]]:
 
 # ---------------------------------------------------------------- formats
 
-def detect_format(rows: list[dict], where: str, source: str = "") -> str:
+def detect_format(rows: list[dict], where: str, source: str = "", folder: str = "") -> str:
     """The format named by the fields of the first rows (the union, so an optional field may be missing).
-    source: the file read (a CSV's refusal names the `lorapilot prepare` command that turns it into one)."""
+    source: the file read (a CSV's refusal names the `lorapilot prepare` command that turns it into one); folder:
+    the dataset.path folder it was read from, if any (the training file is made outside it)."""
     keys: set[str] = set()
     for row in rows[:100]:
         keys.update(row)
@@ -611,7 +612,7 @@ def detect_format(rows: list[dict], where: str, source: str = "") -> str:
         return "text"
     found = ", ".join(sorted(map(str, keys))) or "(none)"
     raise DataError(f"{where}: no known format matches the fields found: {found}",
-                    problems=[f"expected one of: {EXPECTED}"], fix=_fields_fix(keys, source))
+                    problems=[f"expected one of: {EXPECTED}"], fix=_fields_fix(keys, source, folder))
 
 
 # The names a question and its answer often go by in data made elsewhere, likeliest first.
@@ -619,23 +620,32 @@ _QUESTION_NAMES = ("question", "query", "prompt", "input", "user", "human", "q")
 _ANSWER_NAMES = ("answer", "response", "reply", "output", "target", "assistant", "gpt", "a")
 
 
-def _fields_fix(keys: set[str], source: str) -> str:
+def _fields_fix(keys: set[str], source: str, folder: str = "") -> str:
     """What to do with rows no format reads. No dataset.format can help (each format reads its own fields); a
     question and an answer under other names (question/answer, prompt/response) are named with their renames, or,
-    in a CSV, with the `lorapilot prepare` command that makes the training file."""
+    in a CSV, with the `lorapilot prepare` command that makes the training file and the dataset.path that reads it.
+    A CSV read from a folder gets its training file beside the folder: made inside it, the CSV beside it would
+    still be read, and refused again."""
     lower = {str(k).lower(): str(k) for k in keys}
     question = next((lower[n] for n in _QUESTION_NAMES if n in lower), None)
     answer = next((lower[n] for n in _ANSWER_NAMES if n in lower), None)
     if question is None or answer is None or question == answer:
         return "rename the fields to one of these formats'"
     if Path(source).suffix.lower() in (".csv", ".tsv"):
-        out = str(Path(source).with_suffix(".jsonl"))   # beside it
+        out = str(_outside(folder) / Path(source).with_suffix(".jsonl").name if folder
+                  else Path(source).with_suffix(".jsonl"))   # beside the folder, or beside the file
         return (f"make a training file of it: `lorapilot prepare {shell_word(source)} --instruction-column "
-                f"{shell_word(question)} --output-column {shell_word(answer)} --out {shell_word(out)}`, or rename the "
-                "columns")
+                f"{shell_word(question)} --output-column {shell_word(answer)} --out {shell_word(out)}`, then set "
+                f"dataset.path to {out}; or rename the columns")
     want = ("prompt", "completion") if question.lower() == "prompt" else ("instruction", "output")
     renames = [f"{old} -> {new}" for old, new in zip((question, answer), want) if old != new]
     return f"rename the fields: {', '.join(renames)} (the {'completion' if want[0] == 'prompt' else 'alpaca'} format)"
+
+
+def _outside(folder: str) -> Path:
+    """The folder that holds `folder` (".", "..", "a/.." have no lexical parent outside them: made absolute)."""
+    p = Path(os.path.expanduser(folder))
+    return (p if p.name not in ("", ".", "..") else Path(os.path.abspath(p))).parent
 
 
 # A float that is no JSON number: a Parquet file's or a hub dataset's typed column. The text it was made from is gone.
@@ -970,11 +980,12 @@ def read_rows(path: str | os.PathLike, fmt: str = "auto", notes: list[str] | Non
         raise DataError(f"{path}: unknown format {fmt!r}; expected auto or one of {', '.join(FORMATS)}")
     notes = notes if notes is not None else []
     parts = _read_source(path, notes, revisions if revisions is not None else {})
+    folder = path if Path(os.path.expanduser(path)).is_dir() else ""
     chosen = fmt
     rows: list[dict] = []
     sources: list[str] = []
     for name, raw, srcs in parts:
-        file_fmt = fmt if fmt != "auto" else detect_format(raw, srcs[0] if srcs else name, name)
+        file_fmt = fmt if fmt != "auto" else detect_format(raw, srcs[0] if srcs else name, name, folder)
         if chosen == "auto":
             chosen = file_fmt
         elif file_fmt != chosen:
