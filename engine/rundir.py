@@ -739,8 +739,9 @@ def number_text(value: Any, fmt: str = ".3f") -> str:
 def loss_text(value: Any) -> str:
     """A loss as every view of a run shows it (the monitor, its chart, the runs lists, train.log and `lorapilot
     train`): four significant digits, their trailing zeros kept, so that one loss reads the same everywhere and a
-    column of them keeps its width (1.200 beside 1.234, not 1.2 here and 1.2000 there; 0.01234 not 0.0123);
-    number_text's "nan" and "-" otherwise."""
+    column of them lines up (1.200 beside 1.234, not 1.2 here and 1.2000 there; 0.01234 not 0.0123); number_text's
+    "nan" and "-" otherwise. Not a fixed width: 4 to 7 characters from 0.01 to 10000, 8 or 9 outside (0.001230,
+    0.0001230, 1.000e-06, 1.235e+04), one more when negative; a narrow column shortens those (runs_list.loss_cell)."""
     if not finite(value):
         return number_text(value)
     return f"{value:#.4g}".rstrip(".")   # 1235, not "1235."

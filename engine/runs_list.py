@@ -156,11 +156,27 @@ def _sweeps(base: Path, problems: list[str] | None = None) -> Iterator[tuple[flo
                            max(0.0, time.time() - updated), is_sweep=True)
 
 
-def format_row(row: Row) -> str:
-    from engine.rundir import format_age, loss_text
+LOSS_W = 7
 
-    return (f"{short_name(row.name):<{NAME_W}} {row.state[:10]:<10} {row.progress[-11:]:>11} {loss_text(row.loss):>7} "
-            f"{loss_text(row.eval_loss):>7} {format_age(row.age_s):>5}")
+
+def loss_cell(value: float | None) -> str:
+    """A loss in its 7-column cell: loss_text, as every view shows it, where it fits; one below 0.01 or from 10000
+    (0.001230 is 8 characters, 0.0001230 and 1.000e-06 are 9) in fewer digits, so that a row keeps to 80 columns:
+    0.00123, 1.2e-04, -1e-06."""
+    from engine.rundir import loss_text
+
+    text = loss_text(value)
+    if len(text) <= LOSS_W:
+        return text
+    # loss_text is that long only for a finite number; the last form is at most 7 for any float
+    return next(t for t in (f"{value:#.3g}", f"{value:.1e}", f"{value:.0e}") if len(t) <= LOSS_W)
+
+
+def format_row(row: Row) -> str:
+    from engine.rundir import format_age
+
+    return (f"{short_name(row.name):<{NAME_W}} {row.state[:10]:<10} {row.progress[-11:]:>11} "
+            f"{loss_cell(row.loss):>{LOSS_W}} {loss_cell(row.eval_loss):>{LOSS_W}} {format_age(row.age_s):>5}")
 
 
 def format_table(rows: list[Row]) -> list[str]:

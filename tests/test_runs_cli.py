@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "screenshots"))
 from monitor_fakerun import make_run  # noqa: E402
 
@@ -70,6 +72,19 @@ def test_a_name_with_control_characters_is_escaped_before_the_columns_are_laid_o
     assert len(lines) == 3 and not any("\x1b" in line or "\x07" in line for line in lines), lines
     assert all(len(line) <= 80 and line[NAME_W + 1:].startswith("done ") for line in lines[1:]), lines
     assert any(line.startswith("a\\x1b]0;TITLE\\x07b ") for line in lines), lines
+
+
+@pytest.mark.parametrize("loss, shown", [(1.23e-06, "1.2e-06"), (0.0001234, "1.2e-04"), (0.001234, "0.00123"),
+                                         (12345.0, "1.2e+04"), (-1.23e-06, "-1e-06"), (1.234, "1.234")])
+def test_a_row_with_losses_of_any_size_keeps_to_80_columns(loss, shown):
+    """A loss below 0.01 or from 10000 is 8 or 9 characters as loss_text writes it (0.0001230, 1.000e-06) in the
+    7-column loss and eval columns: with both that small, the row ran past 80 columns. Shortened to fit."""
+    from engine.runs_list import Row, format_table
+
+    row = Row("k", "x" * 40, "training", "123456/1234567", loss, loss, 9e6)
+    lines = format_table([row])
+    assert all(len(line) <= 80 for line in lines), [len(line) for line in lines]
+    assert lines[1].split()[-3:-1] == [shown, shown], lines[1]
 
 
 def _strict(text: str):
