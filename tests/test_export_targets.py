@@ -313,22 +313,47 @@ def test_an_unfinished_run_is_refused(tmp_path):
 
 
 async def test_the_monitor_of_a_finished_run_exports_it(finished_demo_run, tmp_path, monkeypatch):
+    """The app's export says what `lorapilot export` says: it threw its log away, so the note that vLLM serves the
+    adapter over the unquantised base (not the NF4 one the demo trained against) reached only README.md."""
     import time
 
-    from engine.export import default_out
+    from engine.export import default_out, written_line
     from test_monitor_screen import open_export_choice
     from tui.app import LorapilotApp
+    from tui.screens.export_done import ExportDone
 
     monkeypatch.chdir(tmp_path)  # exports land beside the current folder
     app = LorapilotApp(start="monitor", run_dir=str(finished_demo_run))
     out = default_out(finished_demo_run, "vllm")
-    async with app.run_test(size=(100, 32)) as pilot:
+    async with app.run_test(size=(80, 24)) as pilot:
         await open_export_choice(app, pilot)
         await pilot.press("v")
         deadline = time.monotonic() + 300
         while not (out / "serve.sh").exists() or not (out / "README.md").exists():
             assert time.monotonic() < deadline, "the export did not finish"
             await pilot.pause(0.2)
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        dialog = app.screen
+        assert isinstance(dialog, ExportDone), dialog
+        shown = [str(line.render()) for line in dialog.query(".export-line")]
+        said: list[str] = []  # the CLI's lines, from the same log, for a second export of the run
+        cli_out = tmp_path / "cli-vllm"
+        from engine.export import export_for
+        export_for("vllm", finished_demo_run, cli_out, log=said.append)
+        assert shown == [s.replace(str(cli_out), str(out)) for s in [*said, written_line("vllm", cli_out)]]
+        assert any(s.startswith("note: vLLM loads the base unquantised") and "--merged DIR" in s for s in shown)
+        # At 80x24 the dialog fits the screen and its last line scrolls into view: readable, not cut.
+        box = dialog.query_one("Vertical").region
+        assert box.x >= 0 and box.y >= 0 and box.right <= 80 and box.bottom <= 24, box
+        log = dialog.query_one("#export-log")
+        await pilot.press("end")
+        await pilot.pause()
+        last = dialog.query(".export-line").last()
+        assert log.content_region.contains_region(last.region), (log.content_region, last.region)
+        await pilot.press("escape")
+        await pilot.pause()
+        assert not isinstance(app.screen, ExportDone)
     assert out.parent == tmp_path and "vllm serve" in (out / "serve.sh").read_text()
 
 

@@ -123,6 +123,32 @@ def test_playground_in_a_conversation(snap_compare, tmp_path, monkeypatch):
     assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)
 
 
+def test_export_notes_at_80x24(snap_compare, tmp_path, fixed_machine, fixed_clock):
+    """What an export from the monitor says (the lines `lorapilot export --for vllm` prints for an NF4 run): the long
+    note about the unquantised base wraps in a dialog that fits a tmux pane, its lines scrolled, never cut."""
+    from engine.export import written_line
+    from engine.export.vllm import served_base_note
+    from tui.screens.export_done import ExportDone
+
+    run = make_run(tmp_path / "demo-20261203-101500", state="done", steps_done=1200, max_steps=1200, now=1.7e9)
+    out = Path("/home/me/demo-20261203-101500-vllm")
+    lines = [f"serve it: `{out / 'serve.sh'}` (vllm serve, the adapter as model 'demo-20261203-101500'; the line it "
+             "runs is in README.md)", f"note: {served_base_note('nf4', run)}", written_line("vllm", out)]
+    lines[1] = lines[1].replace(str(run), "runs/demo-20261203-101500")  # tmp_path: not the same on every machine
+
+    async def run_before(pilot) -> None:
+        for _ in range(200):
+            await pilot.pause(0.05)
+            if pilot.app.screen.history.state == "done":
+                break
+        await pilot.pause(3.5)  # the charts behind the dialog draw at most every 3 s
+        await pilot.app.push_screen(ExportDone("vllm", lines))
+        await pilot.pause(0.3)
+
+    assert snap_compare(LorapilotApp(start="monitor", run_dir=str(run)), terminal_size=(80, 24),
+                        run_before=run_before)
+
+
 def test_every_snapshot_file_is_one_a_test_here_compares(request):
     """A serial run fails on a snapshot file no test takes any more (syrupy's unused-snapshot check), but under
     pytest-xdist, the README's command, syrupy skips that check: this test keeps it. Each of this file's tests

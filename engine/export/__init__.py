@@ -10,7 +10,7 @@ from pathlib import Path
 
 from engine.export.merge import adapter_dir, export_adapter, export_merged
 
-__all__ = ["TARGETS", "adapter_dir", "default_out", "export_adapter", "export_for", "export_merged"]
+__all__ = ["TARGETS", "adapter_dir", "default_out", "export_adapter", "export_for", "export_merged", "written_line"]
 
 TARGETS = ("ollama", "vllm", "llama.cpp")
 
@@ -20,6 +20,11 @@ def default_out(run_dir: str | Path, target: str) -> Path:
     from engine.export.facts import model_name
 
     return Path.cwd() / f"{model_name(Path(run_dir))}-{target.replace('.', '')}"
+
+
+def written_line(target: str, out: Path) -> str:
+    """The line an export for `target` ends with, after its log: in `lorapilot export` and in the app."""
+    return f"{target} export written to {out} (see {out / 'README.md'})"
 
 
 def export_for(target: str, run_dir: str | Path, out: str | Path | None = None, *, llama_cpp: str | None = None,

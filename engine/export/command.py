@@ -29,7 +29,7 @@ def add_arguments(x: argparse.ArgumentParser) -> None:
 
 def run(a: argparse.Namespace) -> int:
     from engine.errors import UserError
-    from engine.export import adapter_dir, export_adapter, export_for, export_merged
+    from engine.export import adapter_dir, export_adapter, export_for, export_merged, written_line
     from engine.model import quiet_progress_bars
     from engine.wrap import fit
 
@@ -43,7 +43,7 @@ def run(a: argparse.Namespace) -> int:
             raise UserError("give either --for TARGET or --merged OUT, not both")
         out = export_for(a.target, a.run_dir, a.out, llama_cpp=a.llama_cpp, trust_remote_code=a.trust_remote_code,
                          log=log)
-        print(f"{a.target} export written to {out} (see {out / 'README.md'})")
+        print(written_line(a.target, out))
     elif a.llama_cpp:
         raise UserError("--llama-cpp goes with --for llama.cpp")
     elif a.merged:

@@ -467,15 +467,16 @@ class MonitorScreen(Screen):
 
     @work(thread=True, exclusive=True, name="export")
     def _export(self, target: str) -> None:
-        from engine.export import export_for
+        from engine.export import export_for, written_line
+        from tui.screens.export_done import ExportDone
 
+        said: list[str] = []  # the export's log: the lines `lorapilot export` prints, its notes among them
         try:
-            out = export_for(target, self.run_dir, log=lambda _: None)
+            out = export_for(target, self.run_dir, log=said.append)
         except (UserError, OSError) as e:
             self.app.call_from_thread(self.notify, f"Export for {target} failed: {e}", severity="error", timeout=10)
             return
-        self.app.call_from_thread(self.notify, f"Exported for {target}: {out} (how to serve it: README.md)",
-                                  timeout=10)
+        self.app.call_from_thread(self.app.push_screen, ExportDone(target, [*said, written_line(target, out)]))
 
 
 def _first_checkpoint_text(save_steps: int, step: int, max_steps: int | None) -> str:
