@@ -742,6 +742,63 @@ def test_a_resume_the_trainer_would_refuse_after_its_load_is_refused_before_the_
         assert "modules of other shapes than at checkpoint-4" in err and "routers" not in err, err
 
 
+def test_a_resume_check_reads_and_tokenizes_the_data_once(tmp_path, monkeypatch, capsys, demo_model_dir):
+    """`train --resume` read every row twice before its trainer started: check_inputs' check_data, then
+    refuse_before_load's tokens_now (minutes each on a large dataset). Where the checkpoint records its tokens, the
+    one read that tokenizes them serves both (as a sweep's start does)."""
+    from engine import cli, data
+    from engine.train import launch, resume_check
+
+    run, _ = _resumable_run(tmp_path, demo_model_dir)
+    calls: list[str] = []
+    read_rows, tokens_now = data.read_rows, resume_check.tokens_now
+    monkeypatch.setattr(data, "read_rows", lambda *a, **k: calls.append("read") or read_rows(*a, **k))
+    monkeypatch.setattr(resume_check, "tokens_now", lambda *a, **k: calls.append("tokens") or tokens_now(*a, **k))
+    monkeypatch.setattr(launch, "_spawn", lambda *a, **k: subprocess.Popen(["true"]))
+    assert cli.main(["train", "--resume", str(run), "--detach"]) == 0, capsys.readouterr().err
+    assert calls == ["tokens", "read"]
+
+
+def test_a_resume_check_says_the_config_changed_before_tokens_it_cannot_make(tmp_path, monkeypatch, capsys,
+                                                                          demo_model_dir):
+    """The tokens are made before config_changes now (one read for both): a config edited to a model whose tokenizer
+    does not load is still refused as a config changed since the checkpoint, as before, not as a tokenizer error."""
+    import shutil
+
+    import yaml
+
+    from engine import cli
+
+    run, model = _resumable_run(tmp_path, demo_model_dir)
+    other = Path(shutil.copytree(model, tmp_path / "other"))
+    (other / "tokenizer.json").unlink()
+    raw = yaml.safe_load((run / "config.yaml").read_text())
+    raw["model"] = str(other)
+    (run / "config.yaml").write_text(yaml.safe_dump(raw))
+    assert cli.main(["train", "--resume", str(run)]) == 2
+    err = unwrapped(capsys.readouterr().err)
+    assert "changed since the checkpoint in ways a resume cannot follow" in err and f"now '{other}'" in err, err
+    assert "cannot load tokenizer" not in err, err
+
+
+def test_tokens_made_for_one_config_serve_another_only_where_it_makes_the_same_examples():
+    """A sweep's trials are checked with its base config's tokens: a trial's config.yaml that reads otherwise where
+    the examples are made (edited by hand) gets its own."""
+    from engine.config import Config
+    from engine.train.resume_check import TokensMade, token_inputs
+
+    base = Config(model="m")
+    made = TokensMade({}, {}, token_inputs(base))
+    trial = Config(model="m")
+    trial.training.learning_rate, trial.lora.r, trial.training.max_steps = 3e-3, 4, 6
+    assert made.of(trial) is made
+    for edit in (lambda c: setattr(c.training, "max_seq_length", 64), lambda c: setattr(c.dataset, "path", "x.jsonl"),
+                 lambda c: setattr(c, "model", "n"), lambda c: setattr(c.training, "seed", 7)):
+        edited = Config(model="m")
+        edit(edited)
+        assert made.of(edited) is None
+
+
 class _Passed(Exception):
     """The trainer got past its resume checks (to building its Trainer)."""
 
@@ -1947,7 +2004,7 @@ def test_the_launchers_resume_checks_judge_the_checkpoint_the_trainer_resumes_fr
     (run / "config.yaml").write_text(f"model: m\ndataset: {{path: {tmp_path / 'd.jsonl'}}}\ntraining: {{max_steps: 40}}\n")
     monkeypatch.setattr(launch, "check_inputs", _no_model_or_data_here)
     judged: list = []
-    monkeypatch.setattr(resume_check, "refuse_before_load", lambda rd, cfg, ckpt=None: judged.append(ckpt) or [])
+    monkeypatch.setattr(resume_check, "refuse_before_load", lambda rd, cfg, ckpt=None, **k: judged.append(ckpt) or [])
     found = launch.check_resume(run, {"state": "stopped", "step": 9, "max_steps": 40})
     assert Path(found.ckpt).name == "checkpoint-4" and judged == [found.ckpt]
     assert any("checkpoint-8" in note and "skipped" in note for note in found.notes), found.notes

@@ -547,6 +547,51 @@ def test_a_sweep_is_resumed_only_on_the_tokens_it_started_on(tmp_path, capsys, m
     assert code == 0 and "the sweep holds no record of the tokens its trials trained on" in out, err
 
 
+def test_a_sweep_resume_tokenizes_its_examples_once(tmp_path, capsys, monkeypatch, demo_model_dir):
+    """`sweep --resume` with three trials to resume from their checkpoints tokenized the base config's examples
+    (check_same_tokens), then each trial's again (check_resume, refuse_before_load): the same examples, since a trial
+    differs from the base only in lr, r and its schedule. Made once, for the sweep's check and every trial's."""
+    import json
+
+    from types import SimpleNamespace
+
+    import yaml
+
+    from engine.config import save_config
+    from engine.rundir import CHECKPOINT_RUN_FILE
+    from engine.sweep.plan import trial_config
+    from engine.train import resume_check
+
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(f'{{"instruction": "say {w}", "output": "{w}"}}\n' for w in range(40)))
+    raw = yaml.safe_load(DEMO_CONFIG.read_text())
+    raw["model"], raw["dataset"]["path"] = str(demo_model_dir), str(data)
+    (tmp_path / "mine.yaml").write_text(yaml.safe_dump(raw))
+    monkeypatch.setattr("engine.sweep.driver.spawn_driver", lambda sweep_dir, lock: SimpleNamespace(pid=DEAD_PID))
+    d = tmp_path / "sw"
+    assert sweep_cli(capsys, str(tmp_path / "mine.yaml"), "--lr", "1e-3,2e-3,3e-3", "--r", "4", "--steps", "6",
+                     "--sweep-dir", str(d), "--yes", "--detach")[0] == 0
+    sweep = read_sweep(d)
+    sweep.update(state="stopped", ended=time.time())
+    for t in sweep["trials"]:   # each stopped at step 2, with a checkpoint that records its tokens (the sweep's)
+        t.update(state="stopped", stopped_by="user", stop_reason="stop requested")
+        cfg = trial_config(load_config(tmp_path / "mine.yaml"), Trial(t["learning_rate"], t["r"]), sweep["steps"])
+        run_dir(d, t, [(2, 2.1)], config=False, state="stopped", step=2, stop_reason="stop requested")
+        save_config(cfg, d / t["id"] / CONFIG_FILE)
+        ckpt = d / t["id"] / "checkpoints" / "checkpoint-2"
+        ckpt.mkdir(parents=True)
+        (ckpt / "trainer_state.json").write_text(json.dumps({"global_step": 2}))
+        (ckpt / CHECKPOINT_RUN_FILE).write_text(json.dumps(resume_check.run_record(cfg, "adamw_torch",
+                                                                                   tokens=sweep["tokens"])))
+    write_sweep(d, sweep)
+    made = []
+    tokens_now = resume_check.tokens_now
+    monkeypatch.setattr(resume_check, "tokens_now", lambda *a, **k: made.append(1) or tokens_now(*a, **k))
+    code, out, err = sweep_cli(capsys, "--resume", str(d), "--dry-run")
+    assert code == 0 and out.count("resumes from its checkpoint at step 2") == 3, out + err
+    assert len(made) == 1
+
+
 def test_a_trial_the_resume_would_refuse_is_refused_in_the_foreground(tmp_path, capsys, monkeypatch, demo_model_dir):
     """A trial cut short with its checkpoint, and the chat template at the model's path edited since, in a sweep whose
     own record holds no tokens (an earlier lorapilot's): `sweep --resume` said the sweep resumed, and its driver marked

@@ -165,7 +165,7 @@ def _resume(target: Path, a) -> int:
                         fix=f"resume it with your config: lorapilot sweep YOUR.yaml --sweep-dir {shell_word(sweep_dir)} --resume")
     base = config_from_dict(sweep["base_config"], source=f"{sweep_dir}/sweep.json base_config")
     # the tokens after the files: a data file edited is said by name, above
-    notes = check_same_tokens(sweep, sweep_dir, base)
+    notes, tokens = check_same_tokens(sweep, sweep_dir, base)
     _check_numbers(argparse.Namespace(**{**vars(a), "steps": 3}))   # --budget-minutes, --parallel
     if a.budget_minutes is not None:   # a new budget for the whole sweep: the time it already ran counts
         sweep["plan"]["budget_s"] = a.budget_minutes * 60
@@ -182,7 +182,7 @@ def _resume(target: Path, a) -> int:
     try:
         lines = prepare_resume(sweep_dir, sweep, time.time())
         # what each trial resumed in its folder would refuse, said now, not as a trial failed in the background
-        notes += check_trials_resume(sweep_dir, sweep, base.trust_remote_code)
+        notes += check_trials_resume(sweep_dir, sweep, base.trust_remote_code, tokens)
         print(fit(resume_text(sweep, lines)))
         for note in notes:
             print(fit(f"note    {note}"))

@@ -17,11 +17,15 @@ it resumes in its folder is checked as `train --resume` checks a run, before the
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from engine.errors import UserError, shell_word, yaml_text
 from engine.rundir import (CONFIG_FILE, FINAL_STATES, checkpoint_step, effective_state, read_metrics, read_status,
                            finite, usable_checkpoint)
 from engine.sweep.sweepdir import TRIAL_PENDING, TRIAL_SKIPPED, elapsed_s
+
+if TYPE_CHECKING:
+    from engine.train.resume_check import TokensMade
 
 
 def decided_stops() -> tuple[str, ...]:
@@ -79,7 +83,7 @@ def check_same_data(sweep: dict, sweep_dir: Path) -> None:
                             "--sweep-dir")
 
 
-def check_same_tokens(sweep: dict, sweep_dir: Path, cfg) -> list[str]:
+def check_same_tokens(sweep: dict, sweep_dir: Path, cfg) -> tuple[list[str], TokensMade | None]:
     """The examples the trials train on, as tokens, as they were when the sweep started (sweep.json's "tokens": the
     tokens_record of the base config's examples, made as a trainer makes them: engine.train.resume_check.tokens_now;
     a trial differs from the base only in lr, r and its schedule, which make no tokens). The data files read the same,
@@ -87,28 +91,34 @@ def check_same_tokens(sweep: dict, sweep_dir: Path, cfg) -> list[str]:
     run after the resume train on other tokens than the finished ones, ranked together without a word. UserError
     naming what changed (token_problems, the rule of a run's resume). `cfg`: the sweep's base config, its
     trust_remote_code as the caller resolved it. A sweep made before lorapilot recorded its tokens is resumed
-    unchecked: the line returned says so."""
+    unchecked: the line returned says so. Returns (notes, the tokens made: check_trials_resume's for each trial, which
+    makes the same examples; None where the sweep holds no record)."""
     saved = sweep.get("tokens")
     if not isinstance(saved, dict):
         return ["the sweep holds no record of the tokens its trials trained on (made by an earlier lorapilot): this "
-                "resume cannot check that the tokenizer, chat template and data rules are as they were"]
-    from engine.train.resume_check import token_problems, tokens_now
+                "resume cannot check that the tokenizer, chat template and data rules are as they were"], None
+    from engine.train.resume_check import make_tokens, token_problems
 
-    problems = token_problems(saved, tokens_now(cfg), cfg.model, "when the sweep started")
+    made = make_tokens(cfg)
+    problems = token_problems(saved, made.record, cfg.model, "when the sweep started")
     if problems:
         raise UserError(f"{sweep_dir}: its trials would train on other tokens than those made when the sweep started, "
                         "so not resumed (the finished trials trained on those)", problems=problems,
                         fix="put back what changed to resume, or start a new sweep on the examples as they are now in "
                             "another --sweep-dir")
-    return []
+    return [], made
 
 
-def check_trials_resume(sweep_dir: Path, sweep: dict, trust_remote_code: bool) -> list[str]:
+def check_trials_resume(sweep_dir: Path, sweep: dict, trust_remote_code: bool,
+                        tokens: TokensMade | None = None) -> list[str]:
     """Each trial the new driver will resume in its own folder (pending, with its config.yaml: Driver._start's `again`)
     checked now as `train --resume` checks a run before its trainer starts (engine.train.launch.check_resume: its
     config against its checkpoint, its inputs, what its trainer would refuse after its load). The driver found these
     later, marking the trial failed in the background after the foreground had said the sweep resumed. UserError:
-    the trial's own refusal, in its words, named as the sweep's. Returns the notes of each trial ("<id>: <note>")."""
+    the trial's own refusal, in its words, named as the sweep's. Returns the notes of each trial ("<id>: <note>").
+    tokens: the base config's, made by check_same_tokens: a trial differs from it only in lr, r and its schedule, which
+    make no tokens, so its examples are not read and tokenized again for each trial (check_resume still makes its
+    own for a trial whose config.yaml makes other examples)."""
     from engine.train.launch import check_resume
 
     lines = []
@@ -117,7 +127,8 @@ def check_trials_resume(sweep_dir: Path, sweep: dict, trust_remote_code: bool) -
         if t["state"] != TRIAL_PENDING or not (run_dir / CONFIG_FILE).is_file():
             continue
         try:
-            checked = check_resume(run_dir, read_status(run_dir) or {}, trust_remote_code=trust_remote_code)
+            checked = check_resume(run_dir, read_status(run_dir) or {}, trust_remote_code=trust_remote_code,
+                                   tokens=tokens)
         except UserError as e:
             raise UserError(f"{sweep_dir}: trial {t['id']} cannot go on, so the sweep is not resumed: {e.message}",
                             problems=e.problems,

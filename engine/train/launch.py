@@ -31,6 +31,7 @@ from engine.wrap import fit
 
 if TYPE_CHECKING:
     from engine.estimate.model_config import ConfigJson
+    from engine.train.resume_check import TokensMade
 
 
 @dataclass
@@ -267,14 +268,19 @@ class ResumeCheck:
     notes: list[str]
 
 
-def check_resume(rd: Path, status: dict, *, trust_remote_code: bool = False) -> ResumeCheck:
+def check_resume(rd: Path, status: dict, *, trust_remote_code: bool = False,
+                 tokens: TokensMade | None = None) -> ResumeCheck:
     """Everything `train --resume` refuses before it starts the trainer, writing nothing: the run's config against
     its checkpoint, its steps, its model and data as a start checks them (check_inputs), and what the trainer would
     refuse after its load (refuse_before_load). resume_run calls it under the run's lock; `sweep --resume` calls it
-    for each trial it will resume, in the foreground. `status`: the run's status.json ({} when unreadable)."""
+    for each trial it will resume, in the foreground. `status`: the run's status.json ({} when unreadable). tokens: the
+    caller's tokens_now of a config that makes the same examples (a sweep's base, for its trials), else made here where
+    the checkpoint records its tokens: the rows are read and tokenized once, not read by check_data and again by
+    refuse_before_load (minutes each, on a large dataset)."""
     from engine.config import load_config
     from engine.train.distributed import num_processes
-    from engine.train.resume_check import config_changes, max_steps_behind, refuse_before_load, resumed_checkpoint
+    from engine.train.resume_check import (config_changes, make_tokens, max_steps_behind, refuse_before_load,
+                                           resumed_checkpoint, saved_record)
 
     notes: list[str] = []
     cfg = load_config(rd / CONFIG_FILE)
@@ -305,11 +311,23 @@ def check_resume(rd: Path, status: dict, *, trust_remote_code: bool = False) -> 
                         fix=f"to train longer, raise training.max_steps in {rd / CONFIG_FILE}, then resume")
     # The model and data as a start checks them: a data file deleted or moved since was refused as data that
     # "changed", or (no checkpoint, or one without lorapilot's record) failed in the trainer after the detach.
-    revisions = check_inputs(cfg)
+    made = None
+    if ckpt and isinstance((saved_record(ckpt) or {}).get("tokens"), dict):   # refuse_before_load compares tokens
+        # one read of the rows, as the trainer's load reads them: its tokens, and the hub revisions it read
+        check_inputs(cfg, read_data=False)
+        try:
+            made = (tokens and tokens.of(cfg)) or make_tokens(cfg)
+        except UserError:
+            # said as before, where the tokens came after these: a broken row, then the config changed since
+            config_changes(ckpt, cfg, rd / CONFIG_FILE, nproc, check_data(cfg))
+            raise
+        revisions = made.revisions
+    else:
+        revisions = check_inputs(cfg)
     if ckpt:
         notes += [f"config change applied: {c}" for c in config_changes(ckpt, cfg, rd / CONFIG_FILE, nproc, revisions)]
         # what the trainer would refuse after its load, said here (its tokens, its adapter)
-        notes += refuse_before_load(rd, cfg, ckpt)
+        notes += refuse_before_load(rd, cfg, ckpt, tokens=made.record if made else None)
     return ResumeCheck(cfg, ckpt, nproc, notes)
 
 

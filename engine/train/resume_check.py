@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -200,6 +201,38 @@ def tokens_now(cfg, revisions: dict[str, str] | None = None) -> dict:
     return tokens_record(data, tokenizer)
 
 
+# What a config's examples are made of (tokens_now): the tokenizer at the model's path, as trust_remote_code loads it,
+# the data and its rules (dataset.*), the length examples are cut to and the seed that splits off the validation.
+TOKEN_KEYS = ("model", "trust_remote_code", "training.max_seq_length", "training.seed")
+
+
+def token_inputs(cfg) -> dict[str, Any]:
+    """The config keys its examples' tokens are made of (TOKEN_KEYS and every dataset.* key), with their values: two
+    configs that read the same here make the same examples (a sweep's trials and its base config)."""
+    return {k: v for k, v in flat_config(cfg).items() if k in TOKEN_KEYS or k.startswith("dataset.")}
+
+
+@dataclass(frozen=True)
+class TokensMade:
+    """tokens_now of a config, made once for every check that needs them: `record`, the tokens_record; `revisions`,
+    each hub dataset's revision that load read (config_changes compares them); `inputs`, token_inputs of the config
+    they were made for. A check of another config uses them only where its token_inputs read the same."""
+    record: dict
+    revisions: dict[str, str]
+    inputs: dict[str, Any]
+
+    def of(self, cfg) -> TokensMade | None:
+        """These tokens where cfg makes the same examples, else None (made afresh by the caller)."""
+        return self if token_inputs(cfg) == self.inputs else None
+
+
+def make_tokens(cfg) -> TokensMade:
+    """tokens_now of cfg, with the hub revisions its load read: one read of the rows, one tokenization."""
+    revisions: dict[str, str] = {}
+    record = tokens_now(cfg, revisions)
+    return TokensMade(record, revisions, token_inputs(cfg))
+
+
 def resumed_checkpoint(run_dir: Path) -> tuple[str | None, list[str]]:
     """The checkpoint the trainer resumes from, and why each newer one is skipped (rundir.usable_checkpoint, with the
     pickles checked as the Trainer would load them: unsafe_pickle)."""
@@ -208,7 +241,7 @@ def resumed_checkpoint(run_dir: Path) -> tuple[str | None, list[str]]:
     return usable_checkpoint(run_dir, also=unsafe_pickle)
 
 
-def refuse_before_load(run_dir: Path, cfg, ckpt: str | None = None) -> list[str]:
+def refuse_before_load(run_dir: Path, cfg, ckpt: str | None = None, *, tokens: dict | None = None) -> list[str]:
     """The trainer's resume refusals that need no model weights, run by the launcher before it starts the trainer
     (`train --resume`, --detach or not, `sweep --resume` for its trials, and its driver), in the trainer's order,
     against the checkpoint it resumes from (resumed_checkpoint): a multimodal model (check_text_decoder_of),
@@ -218,7 +251,9 @@ def refuse_before_load(run_dir: Path, cfg, ckpt: str | None = None) -> list[str]
     the refusal comes in the foreground, in its words, exit 2, not as a run that failed after --detach had said 0, or
     once a 7B model had loaded. The trainer keeps its checks (the files may change in between). Returns the note
     train.log gets too, of a checkpoint without a record of its tokens (resumed unchecked). cfg.trust_remote_code: as
-    the caller resolved it (rundir.check_remote_code). ckpt: the caller's resumed_checkpoint, else looked for here."""
+    the caller resolved it (rundir.check_remote_code). ckpt: the caller's resumed_checkpoint, else looked for here.
+    tokens: tokens_now(cfg) as the caller made them (check_resume: once, with the read its other checks need), else
+    made here."""
     from engine.estimate.model_config import find_config_json
     from engine.model import adapter_on_meta, check_text_decoder_of
     from engine.train.launch import check_lora_for_model
@@ -230,7 +265,7 @@ def refuse_before_load(run_dir: Path, cfg, ckpt: str | None = None) -> list[str]
     config_path = run_dir / CONFIG_FILE
     notes = []
     if isinstance((saved_record(ckpt) or {}).get("tokens"), dict):
-        notes += token_changes(ckpt, tokens_now(cfg), cfg, config_path)
+        notes += token_changes(ckpt, tokens_now(cfg) if tokens is None else tokens, cfg, config_path)
     else:
         notes.append(_tokens_unrecorded(Path(ckpt).name))
     check_lora_for_model(cfg, find_config_json(cfg.model))
