@@ -777,7 +777,9 @@ def test_a_resume_check_says_the_config_changed_before_tokens_it_cannot_make(tmp
     (run / "config.yaml").write_text(yaml.safe_dump(raw))
     assert cli.main(["train", "--resume", str(run)]) == 2
     err = unwrapped(capsys.readouterr().err)
-    assert "changed since the checkpoint in ways a resume cannot follow" in err and f"now '{other}'" in err, err
+    # a long path is shortened in the message (under xdist's popen-gw folders it is): its end names it
+    assert "changed since the checkpoint in ways a resume cannot follow" in err and f"{other.name}' at" not in err
+    assert f"/{other.parent.name}/{other.name}'" in err and "- model:" in err, err
     assert "cannot load tokenizer" not in err, err
 
 
