@@ -603,10 +603,11 @@ def _plan_for(cfg: Config, machine: Machine, memory: str, parallelism: str, leng
     per_epoch = None if counted is None else steps_per_epoch(counted, examples_per_step)
     steps = total_steps(cfg, per_epoch)
     arch = info.arch if info is not None else None
-    in_graph_if_compiled, _ = checkpoint_in_graph_layers_for(arch, machine, memory, True, t.gradient_checkpointing)
+    # decided as if compiled: the compile's seconds depend on it; kept only where the layers do compile (below)
+    in_graph, in_graph_line = checkpoint_in_graph_layers_for(arch, machine, memory, True, t.gradient_checkpointing)
     compile_layers, compile_line = compile_for(t.compile, machine, memory, steps, room=compile_room,
                                                resumed_at=resumed.step if resumed else 0,
-                                               compile_s=compile_seconds(in_graph_if_compiled))
+                                               compile_s=compile_seconds(in_graph))
     budget, line = token_budget_for(cfg, machine, memory, compiled=compile_layers)
     lines.append(line)
     optimizer, line = optimizer_for(t.optimizer, machine, memory, sharded=parallelism == "fsdp",
@@ -654,9 +655,9 @@ def _plan_for(cfg: Config, machine: Machine, memory: str, parallelism: str, leng
     mask_free, line = mask_free_dropout_for(machine, memory, compile_layers, cfg.lora.dropout)
     if line:
         lines.append(line)
-    in_graph, line = checkpoint_in_graph_layers_for(arch, machine, memory, compile_layers, t.gradient_checkpointing)
-    if line:
-        lines.append(line)
+    in_graph = in_graph if compile_layers else 0
+    if in_graph:
+        lines.append(in_graph_line)
     from engine.train.speed import LEVERS
     graph_dequant = compile_layers and cfg.quantization == "nf4" and LEVERS.graph_dequant
     return RunPlan(device=machine.device, processes=n_ranks, precision=precision, memory=memory,
