@@ -71,13 +71,16 @@ def test_the_compiled_rows_are_todays_h200_measurements():
 
 def test_the_h100_measured_the_compiled_and_lean_compiled_paths_with_both_dropouts():
     """user_path-s20-h100-2026-12-06.md: the mask-free LoRA dropout beside peft's, each pair side by side; and
-    user_path-s23-h100-2026-12-06.md: the default since, the first layers checkpointing inside their graph."""
+    user_path-s23-h100-2026-12-06.md: the default since, the first layers checkpointing inside their graph; and
+    user_path-s24-h100-2026-12-06.md: the default, the default before and lean beside the best stack."""
     h100 = {(r.path, r.model, r.tokens_per_s) for r in speed_rows() if r.gpu == "h100-80" and "compiled" in r.path}
     assert h100 == {("compiled", "llama-2-7b", 10495), ("compiled", "llama-2-7b", 10450),
                     ("compiled", "llama-3-8b", 9666), ("compiled", "llama-3-8b", 9496),
                     ("compiled", "llama-2-7b", 11054), ("compiled", "llama-3-8b", 9818),
-                    ("compiled", "llama-2-7b", 10843),
-                    ("lean_compiled", "llama-2-7b", 7762), ("lean_compiled", "llama-2-7b", 7670)}
+                    ("compiled", "llama-2-7b", 10843), ("compiled", "llama-2-7b", 10944),
+                    ("compiled", "llama-2-7b", 10707), ("compiled", "llama-3-8b", 9866),
+                    ("lean_compiled", "llama-2-7b", 7762), ("lean_compiled", "llama-2-7b", 7670),
+                    ("lean_compiled", "llama-2-7b", 7628)}
     for path in ("compiled", "lean_compiled"):
         basis = speed_basis(get_gpu("h100-80"), path, "nf4")
         assert basis.measured and basis.text == "measured on H100" and {r.path for r in basis.rows} == {path}
