@@ -31,7 +31,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-GPU_PRESET = "h200-141"
+GPU_PRESET = "h200-141"   # the card estimated for, unless --gpu names another (each row records its own)
 STEPS = 6
 N_EXAMPLES = 400
 ARCH_PRESETS = {"llama2-7b": "llama-2-7b", "llama3-8b": "llama-3-8b", "qwen2.5-7b": "qwen2.5-7b",
@@ -170,6 +170,7 @@ def main() -> None:
     ap.add_argument("--timeout", type=float, default=900)
     ap.add_argument("--report", help="re-estimate the rows of this JSON and print the table")
     ap.add_argument("--md")
+    ap.add_argument("--gpu", default=GPU_PRESET, help="the GPU preset the estimate is asked for (the card it runs on)")
     a = ap.parse_args()
     if a.report:
         write_report(json.loads(Path(a.report).read_text())["rows"], a.md)
@@ -195,7 +196,7 @@ def main() -> None:
             cfg_path = work / f"{row[0]}.yaml"
             cfg_path.write_text(json.dumps(cfg))   # JSON is YAML
             log = out / f"{row[0]}-estimate.log"
-            asked.append((row, cfg, cfg_path, log, _cli(["estimate", str(cfg_path), "--gpu", GPU_PRESET, "--json"],
+            asked.append((row, cfg, cfg_path, log, _cli(["estimate", str(cfg_path), "--gpu", a.gpu, "--json"],
                                                          log, 300)))
         for row, cfg, cfg_path, log, p in asked:   # all at once: each imports transformers to tokenize
             p.wait()
@@ -232,9 +233,10 @@ def main() -> None:
                        "model_config": model_config(row[1]), "lengths": lengths, "val_lengths": val_lengths,
                        "estimate_at_run": {k: est[k] for k in ("peak_allocated_gib", "need_gib", "memory_mode",
                                                                 "tokens_per_microbatch", "plan")},
-                       **res, "trainers_at_once": at_once.get(row[0]), "exit": p.returncode, "date": time.strftime("%Y-%m-%d")}
+                       **res, "trainers_at_once": at_once.get(row[0]), "exit": p.returncode, "date": time.strftime("%Y-%m-%d"),
+                       "gpu_preset": a.gpu}
                 results = [r for r in results if r["name"] != row[0]] + [rec]
-                results_path.write_text(json.dumps({"gpu_preset": GPU_PRESET, "rows": results}) + "\n")
+                results_path.write_text(json.dumps({"gpu_preset": a.gpu, "rows": results}) + "\n")
                 m = res.get("peak_allocated_gib")
                 print(f"{time.strftime('%T')} done {row[0]}: exit {p.returncode}, {res.get('state')}, measured {m}, "
                       f"estimate {est['peak_allocated_gib']:.2f}", flush=True)
@@ -251,7 +253,7 @@ def estimate_row(row: dict):
 
     cfg = config_from_dict(dict(row["config"], model=row["arch"]))
     info = model_info_from_config(row["arch"], row["model_config"], "local")
-    return estimate(cfg, info, get_gpu(GPU_PRESET), lengths=row["lengths"], val_lengths=row["val_lengths"] or None)
+    return estimate(cfg, info, get_gpu(row.get("gpu_preset", GPU_PRESET)), lengths=row["lengths"], val_lengths=row["val_lengths"] or None)
 
 
 def errors(rows: list[dict]) -> list[tuple[dict, float, float]]:
