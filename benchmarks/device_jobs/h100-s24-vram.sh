@@ -10,7 +10,7 @@ R=$OUT
 . benchmarks/device_jobs/lib.sh
 export CAL_WORK=/tmp/vcal-work
 nvidia-smi --query-gpu=name,memory.total --format=csv > "$R/gpu.txt" 2>&1
-step vram "${LIMIT_S:-400}" python benchmarks/vram_calibration.py --out "$R" --gpu h100-80 --budget-gib 70 \
+step vram "${LIMIT_S:-400}" python benchmarks/vram_calibration.py --out "$R" --gpu "${GPU:-h100-80}" --budget-gib "${BUDGET_GIB:-70}" \
     --parallel 6 --timeout 240 \
     --rows "${ROWS:-llama2-default,llama2-lean,llama2-padded,llama3-default,llama3-lean,qwen7-default}"
 echo "== $(date +%T) all done" >> "$R/progress"
