@@ -402,6 +402,21 @@ def test_a_system_prompt_the_template_keeps_is_not_reported(tokenizers):
     assert report.n_system_left_out == 0
 
 
+@pytest.mark.parametrize("name", [*SYSTEM_LAST_USER_ONLY, "gemma3", "llama3_1", "qwen2_5"])
+def test_a_row_that_ends_with_a_user_turn_says_whether_its_answers_read_the_system_prompt(tokenizers, name):
+    """A row that ends with a user turn, after its answers: Mistral v0.3's template (and Nemo's, lorapilot's two) writes
+    the system message into that last turn, after every trained answer, so the answers train without it, as in a row
+    that ends with an answer. It was not reported: the system message was in the row's text, in its masked tail.
+    Gemma 3, Llama 3.1 and Qwen2.5 write it before the first question: kept, not reported. Either way the trailing
+    question is context, never trained."""
+    family, tok = FAMILIES[name], tokenizers(name, False)
+    row = {"messages": [{"role": "system", "content": TERSE}, *TURNS[:3]]}
+    ex, report = build(tok, row, "chat")
+    assert [tok.decode(run).strip() for run in trained_runs(ex)] == ["Yellow." + family.end_of_turn], listing(tok, ex)
+    left_out = family.system_in_last_user_only
+    assert (ex.system_left_out, report.n_system_left_out) == (left_out, int(left_out)), tok.decode(ex.input_ids)
+
+
 def test_inspect_data_names_the_rows_trained_without_their_system_prompt(tmp_path, capsys):
     import argparse
     import json

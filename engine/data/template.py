@@ -56,9 +56,10 @@ first, as `[SYSTEM_PROMPT]`) write the system message into a user turn only when
 that turn is the conversation's last message. A training row ends with an answer,
 so its system prompt is in no turn; a prompt at inference ends with the user turn,
 so a runtime that renders the template shows it there. A row whose system message
-(non-empty) does not occur in its full render is marked `system_left_out` (a
-string search in the render already made, no extra render) and counted in the
-DataReport; the pre-flight names the rows.
+(non-empty) does not occur in its render up to the end of its last trained answer
+is marked `system_left_out` (a string search in the render already made, no extra
+render; a row that ends with a user turn has it there, after every answer) and
+counted in the DataReport; the pre-flight names the rows.
 """
 
 from __future__ import annotations
@@ -711,7 +712,10 @@ class Renderer:
                                + ("every one (train_on: all)" if self.train_on == "all" else "the last one"))
         first = turns[0]
         segments, literal = _unmark(_spans_to_segments(full, spans))
-        left_out = any(m["role"] == "system" and m["content"].strip() and m["content"].strip() not in full
+        # left out of what the trained answers read: nowhere before the last one's end (a row that ends with a user
+        # turn has it there, through Mistral v0.3's template, after every answer: trained without it all the same)
+        read = full[:spans[-1][1]]
+        left_out = any(m["role"] == "system" and m["content"].strip() and m["content"].strip() not in read
                        for m in messages)
         prompt_text = segments[0][0] if spans[0][0] else ""
         return Rendered(segments, prompt_segments=1 if spans[0][0] else 0, prompt_text=prompt_text,
