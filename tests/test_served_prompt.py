@@ -440,6 +440,34 @@ def test_the_playground_feeds_what_a_request_renders_for_every_template(saved, n
             assert fed == served, (n, system, fed, served)
 
 
+# whitespace at the prompt/answer seam, as data writes it: (question, answer) of each turn
+SPACED = {
+    "question-newline": [("What color is a lemon?\n", "Yellow."), ("And a tomato?\n", "Red.")],
+    "question-space": [("What color is a lemon? ", "Yellow."), ("And a tomato? ", "Red.")],
+    "answer-space": [("What color is a lemon?", " Yellow."), ("And a tomato?", " Red.")],
+    "answer-newline": [("What color is a lemon?", "\nYellow."), ("And a tomato?", "\nRed.")],
+    "answer-blank-lines": [("What color is a lemon?", "Yellow.\n\n"), ("And a tomato?", "Red.\n\n")],
+}
+
+
+@pytest.mark.parametrize("with_pad", [False, True], ids=["nopad", "pad"])
+@pytest.mark.parametrize("name", [name for name, f in FAMILIES.items() if f.template_file])
+def test_the_playground_feeds_the_training_prefix_with_whitespace_at_the_seam(saved, name, with_pad):
+    """Whitespace at the prompt/answer seam (a question ending in a newline or space, an answer starting with one or
+    ending in blank lines), the first question and a follow-up after an answer written so: the playground feeds the
+    ids training fed before that answer, the question as typed (not stripped, as the samples show it). The seam stays
+    a token boundary (engine/data/masking.py): one pass over a row would merge Qwen's `assistant\n` and an answer's
+    leading `\n` into one token no prompt is fed with."""
+    tok, served_tok, style = saved(name, with_pad, "")
+    for case, turns in SPACED.items():
+        for n in (1, 2):
+            messages = [{"role": role, "content": text} for q, a in turns[:n]
+                        for role, text in (("user", q), ("assistant", a))]
+            trained = _prefix_before_last_answer(tok, messages)
+            fed = _playground(served_tok, style).prompt_ids(turns[n - 1][0], turns[:n - 1], "")
+            assert fed == trained, (case, n, tok.convert_ids_to_tokens(fed), tok.convert_ids_to_tokens(trained))
+
+
 def test_the_system_prompt_in_use_says_when_training_saw_none(saved):
     """Rows that all had one system prompt, through a template that writes it into a last user turn only: training
     saw none, so by default the playground, chat and samples ask with none, and the line in use says so (it said
