@@ -417,6 +417,38 @@ def test_a_row_that_ends_with_a_user_turn_says_whether_its_answers_read_the_syst
     assert (ex.system_left_out, report.n_system_left_out) == (left_out, int(left_out)), tok.decode(ex.input_ids)
 
 
+@pytest.mark.parametrize("name", ["qwen2_5", "gemma3", "mistral_v0_3", "llama3_1"])
+def test_an_answer_to_a_question_with_no_text_is_trained_and_said(tokenizers, tmp_path, name):
+    """A user turn with no text (null, "", whitespace: a question lost from the data) before an answer: the answer is
+    trained as the reply to an empty question, as the template renders it. Said with a count, as an assistant turn
+    with no text is (it was silent); a question after the last answer, or a completion row's empty prompt
+    (unconditioned text, as TRL reads one), is not such a question."""
+    import json
+
+    from engine.data import read_rows
+
+    tok = tokenizers(name, False)
+    rows = [{"conversations": [{"from": "human", "value": None}, {"from": "gpt", "value": "Yellow."}]},
+            {"messages": [{"role": "user", "content": "What color is a lemon?"}, {"role": "assistant", "content": "Yellow."},
+                          {"role": "user", "content": " "}, {"role": "assistant", "content": "Red."}]},
+            {"messages": [*TURNS[:2], {"role": "user", "content": ""}]}]
+    path = tmp_path / "d.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows), encoding="utf-8")
+    read, fmt, sources = read_rows(path)
+    report = DataReport(path=str(path), format=fmt)
+    examples = tokenize_rows(read, fmt, sources, tok, max_seq_length=4096, report=report)
+    end = FAMILIES[name].end_of_turn
+    assert [[tok.decode(run).strip() for run in trained_runs(ex)] for ex in examples] == \
+        [["Yellow." + end], ["Yellow." + end, "Red." + end], ["Yellow." + end]]
+    assert report.n_empty_questions == 2
+    assert ("user turns with no text before a trained answer: 2; the answer after each is trained as the reply to "
+            "an empty question") in report.notes
+    completion = DataReport(path=str(path), format="completion")
+    tokenize_rows([{"prompt": "", "completion": "Once upon a time."}], "completion", ["c:1"], tok, max_seq_length=4096,
+                  report=completion)
+    assert completion.n_empty_questions == 0 and not any("user turns" in n for n in completion.notes)
+
+
 def test_inspect_data_names_the_rows_trained_without_their_system_prompt(tmp_path, capsys):
     import argparse
     import json

@@ -16,6 +16,7 @@ __all__ = ["PreparedData", "read_rows", "load_examples", "prepare_examples", "to
 
 
 EMPTY_TURNS_NOTE = "assistant turns with no text, not trained (kept as context):"
+EMPTY_QUESTIONS_NOTE = "user turns with no text before a trained answer:"
 
 
 @dataclass
@@ -71,13 +72,21 @@ def _build(rows: list[dict], fmt: str, sources: list[str], tokenizer, max_seq_le
     report.n_prompt_shortened += sum(e.prompt_shortened for e in examples)
     report.n_system_left_out += sum(e.system_left_out for e in examples)
     report.notes += sorted(n for n in renderer.notes if n not in report.notes)
-    empty = sum(r.empty_turns for r in rendered if not r.skip)
-    if empty:
-        report.n_empty_turns += empty
-        report.notes = [n for n in report.notes if not n.startswith(EMPTY_TURNS_NOTE)] + [
-            f"{EMPTY_TURNS_NOTE} {report.n_empty_turns}; trained, an empty answer would teach the model to answer "
-            "nothing"]
+    kept = [r for r in rendered if not r.skip]
+    _add_counted(report, "n_empty_turns", sum(r.empty_turns for r in kept), EMPTY_TURNS_NOTE,
+                 "trained, an empty answer would teach the model to answer nothing")
+    _add_counted(report, "n_empty_questions", sum(r.empty_questions for r in kept), EMPTY_QUESTIONS_NOTE,
+                 "the answer after each is trained as the reply to an empty question")
     return built
+
+
+def _add_counted(report: DataReport, field: str, found: int, note: str, meaning: str) -> None:
+    """Adds found to the report's running count `field`; its note says the total once (replacing the one an earlier
+    call, the validation rows', wrote)."""
+    if found:
+        setattr(report, field, getattr(report, field) + found)
+        report.notes = [n for n in report.notes if not n.startswith(note)] + [
+            f"{note} {getattr(report, field)}; {meaning}"]
 
 
 def tokenize_rows(rows: list[dict], fmt: str, sources: list[str], tokenizer, *, max_seq_length: int,

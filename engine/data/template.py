@@ -263,6 +263,7 @@ class Rendered:
     skip: str | None = None                 # why the row has nothing to train, e.g. "empty response"
     system_left_out: bool = False           # its system message is nowhere in the row the template rendered
     empty_turns: int = 0                    # assistant turns with no text: masked as context, not trained
+    empty_questions: int = 0                # user turns with no text before a trained answer (chat rows)
     # (start, end) in the segments' text of special-token text written in the data: tokenized as text, not the token
     literal: list[tuple[int, int]] = field(default_factory=list)
 
@@ -384,10 +385,20 @@ class Renderer:
             if self.train_on != "all" and all(m.get("weight") == 0 for m in answers if m["content"].strip()):
                 return Rendered([], skip="every answer has weight 0")
             out = self._chat(messages, self._template(fmt), source)
+            if fmt == "chat" and not out.skip:
+                out.empty_questions = self._empty_questions(messages)
         if self.train_on == "all":
             out.segments = [(t, True) for t, _ in out.segments]
             out.empty_turns = 0
         return out
+
+    def _empty_questions(self, messages: list[dict]) -> int:
+        """The user turns with no text before the last trained answer: each answer after one is trained as the reply
+        to an empty question (a question lost from the data, most often). A completion row's empty prompt is not one
+        (unconditioned text), nor a question no trained answer follows."""
+        last = max((i for i, m in enumerate(messages) if m["role"] == "assistant" and m["content"].strip()
+                    and (m.get("weight") != 0 or self.train_on == "all")), default=0)
+        return sum(m["role"] == "user" and not m["content"].strip() for m in messages[:last])
 
     def _template(self, fmt: str) -> str:
         if fmt not in self._templates:

@@ -62,6 +62,7 @@ class DataReport:
     n_truncated: int = 0                                      # lost some trained tokens
     n_prompt_shortened: int = 0
     n_empty_turns: int = 0                                    # assistant turns with no text, masked (not trained)
+    n_empty_questions: int = 0                                # user turns with no text before a trained answer
     n_system_left_out: int = 0                                # trained without their system prompt (the template's)
     trained_tokens: int = 0
     total_tokens: int = 0
