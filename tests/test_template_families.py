@@ -236,17 +236,22 @@ def test_a_system_message_after_an_answer_trains_only_the_answers(tokenizers, na
     no prefix of the row's; the first answer must still start where its text is, not where the two renders part
     (which trained the system prompt, the question and `<｜Assistant｜>` with it). Templates that refuse such a
     conversation say so, naming the row."""
+    late = {"messages": [*TURNS[:2], {"role": "system", "content": "Be brief."}, *TURNS[2:]]}
+    trains_the_answers_or_is_refused(tokenizers(name, False), FAMILIES[name], late, ["Yellow.", "Red."])
+
+
+def trains_the_answers_or_is_refused(tok, family, row: dict, answers: list[str]) -> None:
+    """The chat row's trained tokens are its answers, each with one end token (the last after the family's prefix of a
+    final answer); or the template refuses the conversation, and the error names the row."""
     from engine.errors import DataError
 
-    family, tok = FAMILIES[name], tokenizers(name, False)
-    late = {"messages": [*TURNS[:2], {"role": "system", "content": "Be brief."}, *TURNS[2:]]}
     try:
-        ex, _ = build(tok, late, "chat")
+        ex, _ = build(tok, row, "chat")
     except DataError as e:
         assert str(e).startswith("t.jsonl:1: the model's chat template cannot render this conversation")
         return
     end = family.end_of_turn
-    expected = ["Yellow." + end, family.final_answer_prefix + "Red." + end]
+    expected = [a + end for a in answers[:-1]] + [family.final_answer_prefix + answers[-1] + end]
     assert [tok.decode(run).strip() for run in trained_runs(ex)] == expected, listing(tok, ex)
 
 
@@ -350,6 +355,18 @@ def test_an_empty_system_message_is_none(tokenizers, tmp_path, name):
     save_for_inference(tokenizers(name, False), style, tmp_path / "adapter")
     fed = from_text(load_tokenizer(str(tmp_path / "adapter")), ex.question, load_style(tmp_path / "adapter")).ids
     assert fed == ex.input_ids[: ex.prompt_len]
+
+
+@pytest.mark.parametrize("name", CHAT_FAMILIES)
+def test_an_answer_right_after_the_system_prompt_trains_its_words_not_its_role_header(tokenizers, name):
+    """An assistant turn that opens the conversation after the system prompt (a persona's greeting, common in
+    role-play data): Granite 3.1's template writes its generation prompt only after a turn of the loop, so the
+    system prompt alone rendered with one has none, yet is a prefix of the row: the answer was taken to start right
+    after it, and `<|start_of_role|>assistant<|end_of_role|>` was trained with it. Templates that refuse such a
+    conversation say so, naming the row."""
+    greeting = {"messages": [{"role": "system", "content": TERSE}, {"role": "assistant", "content": "Hello there!"},
+                             *TURNS[:2]]}
+    trains_the_answers_or_is_refused(tokenizers(name, False), FAMILIES[name], greeting, ["Hello there!", "Yellow."])
 
 
 SYSTEM_LAST_USER_ONLY = [name for name, f in FAMILIES.items() if f.system_in_last_user_only]

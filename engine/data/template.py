@@ -23,9 +23,11 @@ searching the rendered text for the response (which fails when the response
 also appears in the prompt):
 
 - content starts where `messages[:i]` rendered with the generation prompt
-  ends; for a template that ignores `add_generation_prompt`, or whose prompt
-  render is no prefix of the full one (a system message written only into a
-  last user turn), where a placeholder put in place of the content lands (so
+  ends; for a template that ignores `add_generation_prompt`, for an answer
+  after a turn that is not the user's (Granite 3.1 writes no generation prompt
+  after a system message alone), or where the prompt render is no prefix of
+  the full one (a system message written only into a last user turn), where
+  a placeholder put in place of the content lands (so
   the role header, and the user's words, stay masked): in the conversation up
   to the answer, else in the whole conversation (DeepSeek writes a later
   system message after the BOS, before the first question); a row where
@@ -595,11 +597,13 @@ class Renderer:
     def _content_start(self, messages: list[dict], i: int, full: str, template: str, source: str) -> int:
         prompt = self._apply(messages[:i], True, template, source)
         start = _common_prefix_len(prompt, full)
-        if not i or start < len(prompt) or not self._has_generation_prompt(template, source):
-            # No generation prompt in this template: the role header would count as the answer's; or the prompt
-            # renders otherwise than the row (a system message written only into a last user turn): the answer
-            # would start inside the user's words. Render a placeholder as the content instead and start where
-            # it lands.
+        if not i or start < len(prompt) or messages[i - 1]["role"] != "user" \
+                or not self._has_generation_prompt(template, source):
+            # No generation prompt in this template, or none after this turn (Granite 3.1's writes it after a turn of
+            # its loop, which a system message alone is not: an answer that opens the conversation): the role header
+            # would count as the answer's; or the prompt renders otherwise than the row (a system message written
+            # only into a last user turn): the answer would start inside the user's words. Render a placeholder as
+            # the content instead and start where it lands.
             probe = self._apply(messages[:i] + [{"role": "assistant", "content": _PLACEHOLDER}], False, template,
                                 source)
             at = probe.find(_PLACEHOLDER)
