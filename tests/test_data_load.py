@@ -256,7 +256,7 @@ def test_train_log_counts_what_inspect_data_counts(tmp_path, tok, capsys, demo_m
     cfg.model = str(demo_model_dir)   # the trainer's load reads the model's config.json first (a multimodal one refused)
     run.load(cfg, tmp_path, resume=True, data=data, tokenizer=tok)  # resume: no pre-flight, only the log
     logged = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[lorapilot] data: ")]
-    assert "0 lost response tokens, 1 had their prompt shortened" in logged[0]
+    assert "0 rows lost response tokens, 1 had their prompt shortened" in logged[0]
     assert any(line.endswith("(kept as context): 1; trained, an empty answer would teach the model to answer "
                              "nothing") for line in logged[1:])
 
@@ -271,7 +271,7 @@ def test_the_wizard_words_the_cuts_as_train_log_and_inspect_data_do():
                         n_prompt_shortened=2)
     stats = DataStats()
     stats.show(report, 512)
-    assert report.cuts() == "1,200 lost response tokens, 2 had their prompt shortened"
+    assert report.cuts() == "1,200 rows lost response tokens, 2 had their prompt shortened"
     assert f"> 512 tok      {report.cuts()}" in str(stats.content).splitlines()
 
 

@@ -78,7 +78,8 @@ class DataReport:
 
     def cuts(self) -> str:
         """What max_seq_length cut, in the words train.log and inspect-data share."""
-        return f"{self.n_truncated:,} lost response tokens, {self.n_prompt_shortened:,} had their prompt shortened"
+        rows = "row" if self.n_truncated == 1 else "rows"   # a count of rows, never read as a count of tokens
+        return f"{self.n_truncated:,} {rows} lost response tokens, {self.n_prompt_shortened:,} had their prompt shortened"
 
     def to_dict(self) -> dict:
         from dataclasses import asdict
