@@ -27,7 +27,9 @@ def _inputs_unchecked(monkeypatch) -> None:
     """The fixture's model is a config.json alone (no weights, no tokenizer): what a start checks and reads of the model
     and data (check_inputs, the examples' tokens) is not what these tests are about."""
     monkeypatch.setattr("engine.train.launch.check_inputs", lambda cfg, **kw: {})
-    monkeypatch.setattr("engine.train.resume_check.tokens_now", lambda cfg, revisions=None: {})
+    from engine.train.resume_check import TokensMade
+
+    monkeypatch.setattr("engine.train.resume_check.make_tokens", lambda cfg: TokensMade({}, {}, {}))
 
 
 def sweep(capsys, *argv):
@@ -318,3 +320,48 @@ def test_a_hub_dataset_is_read_once_as_the_sweep_starts(config, capsys, monkeypa
     sweep_dir = re.search(r"sweep directory: (.+)", out)[1]
     assert read_sweep(sweep_dir)["data"]["hub_revisions"] == {"someone/rows": HUB_COMMIT}
     assert read_sweep(sweep_dir)["tokens"]["train"]["count"] == 18   # made of the rows read
+
+
+def _with_the_demo_tokenizer(config, demo_model_dir) -> None:
+    """The fixture's model folder with the demo's tokenizer: the trials' tokens can be made of its 100 rows."""
+    import shutil
+
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+        shutil.copyfile(demo_model_dir / name, config.parent / "model" / name)
+
+
+def test_a_new_sweep_tokenizes_its_data_once(config, capsys, monkeypatch, demo_model_dir):
+    """The start tokenized every row twice before its y/N: once for the plan's lengths (the estimate's token_lengths),
+    again for the tokens sweep.json records (tokens_now). One load of the examples serves both."""
+    from types import SimpleNamespace
+
+    import engine.data
+
+    _with_the_demo_tokenizer(config, demo_model_dir)
+    loads = []
+    load = engine.data.load_examples
+    monkeypatch.setattr(engine.data, "load_examples", lambda *a, **k: loads.append(1) or load(*a, **k))
+    monkeypatch.setattr("engine.sweep.driver.spawn_driver", lambda sweep_dir, lock: SimpleNamespace(pid=12345))
+    code, out, err = sweep(capsys, str(config), "--gpu", "h100-80", "--lr", "1e-4", "--r", "4", "--yes", "--detach")
+    assert code == 0, err
+    assert len(loads) == 1
+    assert read_sweep(re.search(r"sweep directory: (.+)", out)[1])["tokens"]["train"]["count"] > 0
+
+
+def test_the_sweeps_tokens_are_the_ones_train_records(config, capsys, monkeypatch, demo_model_dir, tmp_path):
+    """The seam: sweep.json's tokens (a resume of the sweep is refused on others) are the record a trial's trainer
+    makes of the same config (engine.train.run.load, whose record each checkpoint keeps)."""
+    from types import SimpleNamespace
+
+    from engine.config import load_config
+    from engine.train.run import load
+
+    _with_the_demo_tokenizer(config, demo_model_dir)
+    monkeypatch.setattr("engine.sweep.driver.spawn_driver", lambda sweep_dir, lock: SimpleNamespace(pid=12345))
+    code, out, err = sweep(capsys, str(config), "--gpu", "h100-80", "--lr", "1e-4", "--r", "4", "--yes", "--detach")
+    assert code == 0, err
+    recorded = read_sweep(re.search(r"sweep directory: (.+)", out)[1])["tokens"]
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    trained = load(load_config(config), run_dir, resume=False, data=None, tokenizer=None).tokens
+    assert trained is not None and recorded["train"]["sha256"] and recorded == trained

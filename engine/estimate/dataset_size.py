@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from engine.config import Config
@@ -70,6 +70,19 @@ def token_lengths(cfg: Config) -> tuple[list[int], list[int], str | None]:
     masking, truncation), or ([], [], why not) when the tokenizer or the dataset cannot be read here.
 
     Imports transformers: for `lorapilot estimate` and helpers, not for the wizard's first paint."""
+    data, _, why = local_examples(cfg)
+    return lengths_of(data) + (why,)
+
+
+def lengths_of(data: Any) -> tuple[list[int], list[int]]:
+    """(training lengths, validation lengths) of local_examples' data; ([], []) for none."""
+    return ([len(e) for e in data.train], [len(e) for e in data.validation]) if data is not None else ([], [])
+
+
+def local_examples(cfg: Config) -> tuple[Any, Any, str | None]:
+    """(examples, tokenizer, None): the trainer's load of cfg's examples (engine.data.load_examples, with its
+    tokenizer), where the model's tokenizer and the dataset are files here; else (None, None, why not). A caller
+    that needs both the lengths and the tokens' record (the sweep) makes them of this one load."""
     from engine.errors import UserError
 
     try:
@@ -77,17 +90,18 @@ def token_lengths(cfg: Config) -> tuple[list[int], list[int], str | None]:
 
         where = Path(resolve_model_path(cfg.model))
         if not where.is_dir():
-            return [], [], "a hub model: its tokenizer is not on this machine"
+            return None, None, "a hub model: its tokenizer is not on this machine"
         if not any((where / f).exists() for f in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")):
-            return [], [], f"no tokenizer in {where}"
+            return None, None, f"no tokenizer in {where}"
         if count_examples(cfg.dataset.path) is None:
-            return [], [], "not a local dataset file"
+            return None, None, "not a local dataset file"
         from engine.data import load_examples
         from engine.model import load_tokenizer
 
-        data = load_examples(cfg, load_tokenizer(cfg.model, cfg.trust_remote_code))
+        tokenizer = load_tokenizer(cfg.model, cfg.trust_remote_code)
+        data = load_examples(cfg, tokenizer)
     except UserError as e:
-        return [], [], e.message if hasattr(e, "message") else str(e)
+        return None, None, e.message if hasattr(e, "message") else str(e)
     except (OSError, ValueError) as e:
-        return [], [], str(e).splitlines()[0] if str(e) else type(e).__name__
-    return [len(e) for e in data.train], [len(e) for e in data.validation], None
+        return None, None, str(e).splitlines()[0] if str(e) else type(e).__name__
+    return data, tokenizer, None

@@ -273,9 +273,11 @@ def _new(config_path: Path, a) -> int:
     if n_val == 0:
         raise UserError(f"{config_path}: the sweep ranks trials by eval loss, but the config holds no validation "
                         "examples", fix="set dataset.validation_split (0.05) or dataset.validation_path")
-    from engine.estimate.dataset_size import token_lengths
+    from engine.estimate.dataset_size import lengths_of, local_examples
 
-    lengths, val_lengths, _ = token_lengths(cfg)   # the trials' plans pack the real examples, where readable here
+    # The trials' plans pack the real examples, where readable here; the same load makes sweep.json's tokens, below.
+    data, tokenizer, _ = local_examples(cfg)
+    lengths, val_lengths = lengths_of(data)
     model = trial_time_model(cfg, trials, gpu, n_train=n_train, n_val=n_val, lengths=lengths or None,
                              val_lengths=val_lengths or None)
     budget_s = a.budget_minutes * 60 if a.budget_minutes else None
@@ -301,12 +303,12 @@ def _new(config_path: Path, a) -> int:
     from engine.train.launch import check_inputs
 
     check_inputs(cfg, read_data=False)   # the rows are read once, below, as a trial's trainer reads them
-    from engine.train.resume_check import tokens_now
+    from engine.train.resume_check import make_tokens, tokens_of
 
     # The examples the trials train on, as tokens, and the hub datasets' revisions read: sweep.json records both, of
-    # one load (a resume on other tokens or data is refused).
-    revisions: dict[str, str] = {}
-    tokens = tokens_now(cfg, revisions)
+    # one load (a resume on other tokens or data is refused): the plan's, where it could read them here.
+    made = tokens_of(cfg, data, tokenizer) if data is not None else make_tokens(cfg)
+    revisions, tokens = made.revisions, made.record
     if a.apply:  # asked now, not found out when the sweep ends
         may_overwrite(Path(a.apply), a.force, flag="--apply", example="best.yaml")
     if not _confirmed(a):

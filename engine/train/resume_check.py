@@ -233,6 +233,15 @@ def make_tokens(cfg) -> TokensMade:
     return TokensMade(record, revisions, token_inputs(cfg))
 
 
+def tokens_of(cfg, data, tokenizer) -> TokensMade:
+    """make_tokens of examples already loaded for cfg (engine.data.load_examples with `tokenizer`, as tokens_now
+    loads them): for a caller that read them for something else too (the sweep's plan), so that the rows
+    are tokenized once."""
+    from engine.data.fingerprint import tokens_record
+
+    return TokensMade(tokens_record(data, tokenizer), dict(data.report.hub_revisions), token_inputs(cfg))
+
+
 def resumed_checkpoint(run_dir: Path) -> tuple[str | None, list[str]]:
     """The checkpoint the trainer resumes from, and why each newer one is skipped (rundir.usable_checkpoint, with the
     pickles checked as the Trainer would load them: unsafe_pickle)."""
