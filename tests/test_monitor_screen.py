@@ -626,6 +626,42 @@ async def test_the_monitor_refuses_an_export_over_a_folder_in_its_own_words(tmp_
     assert [p.name for p in out.iterdir()] == ["notes.txt"]
 
 
+async def test_a_failed_export_shows_the_lines_it_logged_before_the_error(tmp_path, monkeypatch):
+    """The app's failed export said the error alone in a toast: the lines the export logged before it (the template
+    it matched, the merge it began) were thrown away, so a user could not see which step failed. They are shown, as a
+    successful export's are, with the error after them."""
+    import engine.export
+    from engine.errors import UserError
+    from tui.screens.export_done import ExportDone
+
+    run = make_run(tmp_path / "runs" / "demo-20261203-101500", state="done", steps_done=40, max_steps=40)
+    (run / "adapter").mkdir()
+    monkeypatch.chdir(tmp_path)
+
+    def export_for(target, run_dir, out=None, *, log, **kw):   # an export that fails in its second step
+        log("template: chatml (matches the run's: [bold]one turn[/bold])")
+        log("merging the adapter into the base model (bf16) ...")
+        raise UserError("the base model: no space left on device", fix="free some space")
+
+    monkeypatch.setattr(engine.export, "export_for", export_for)
+    app = LorapilotApp(start="monitor", run_dir=str(run))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await open_export_choice(app, pilot)
+        await pilot.press("o")
+        await app.workers.wait_for_complete()
+        await pilot.pause(0.3)
+        dialog = app.screen
+        assert isinstance(dialog, ExportDone), dialog
+        shown = [str(line.render()) for line in dialog.query(".export-line")]
+        assert shown[:2] == ["template: chatml (matches the run's: [bold]one turn[/bold])",
+                             "merging the adapter into the base model (bf16) ..."]
+        assert "no space left on device" in shown[2] and "free some space" in shown[2]
+        assert "Export for ollama failed" in str(dialog.query_one("Label").render())
+        await pilot.press("escape")
+        await pilot.pause()
+        assert not isinstance(app.screen, ExportDone)
+
+
 async def open_export_choice(app, pilot, limit: float = 60) -> None:
     """The monitor of a finished run, then `e`: until its export dialog is up."""
     from tui.screens.export_choice import ExportChoice

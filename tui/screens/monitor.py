@@ -473,8 +473,8 @@ class MonitorScreen(Screen):
         said: list[str] = []  # the export's log: the lines `lorapilot export` prints, its notes among them
         try:
             out = export_for(target, self.run_dir, log=said.append)
-        except (UserError, OSError) as e:
-            self.app.call_from_thread(self.notify, f"Export for {target} failed: {e}", severity="error", timeout=10)
+        except (UserError, OSError) as e:  # with the lines logged before it: they say which step failed
+            self.app.call_from_thread(self.app.push_screen, ExportDone(target, said, error=str(e)))
             return
         self.app.call_from_thread(self.app.push_screen, ExportDone(target, [*said, written_line(target, out)]))
 
