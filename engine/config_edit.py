@@ -8,7 +8,6 @@ that changed. A file that did not load cleanly is never overwritten (its values 
 from __future__ import annotations
 
 import io
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -107,9 +106,10 @@ def _dump(doc: Any) -> str:
 
 
 def _write_atomically(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    """Through a temporary file of its own (rundir.replace_file): `.NAME.tmp` beside it was the user's to lose."""
+    from engine.rundir import replace_file
+
+    replace_file(path, text.encode("utf-8"))
 
 
 def apply_settings(path: str | Path, changes: dict[str, Any]) -> list[str]:

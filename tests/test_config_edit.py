@@ -38,6 +38,18 @@ def test_apply_settings_keeps_comments_order_and_other_keys(tmp_path):
     assert "training.max_seq_length: (default) -> 192" in changed
 
 
+def test_apply_settings_leaves_a_file_named_like_its_temporary_one_alone(tmp_path):
+    """The edited config was written through .NAME.tmp beside it: a user's file of that name was lost (renamed over
+    the config). The temporary file is now one of its own."""
+    path = tmp_path / "mine.yaml"
+    path.write_text(MINE, encoding="utf-8")
+    (tmp_path / ".mine.yaml.tmp").write_text("my draft\n")
+    apply_settings(path, {"training.learning_rate": 2e-4})
+    assert (tmp_path / ".mine.yaml.tmp").read_text() == "my draft\n"
+    assert load_config(path).training.learning_rate == 2e-4 and sorted(p.name for p in tmp_path.iterdir()) == [
+        ".mine.yaml.tmp", "mine.yaml"]
+
+
 def test_a_refused_value_writes_nothing(tmp_path):
     path = tmp_path / "mine.yaml"
     path.write_text(MINE, encoding="utf-8")

@@ -99,6 +99,20 @@ def test_no_dedup_keeps_duplicates(tmp_path):
     assert report.written == 4 and DUPLICATE not in report.dropped
 
 
+def test_prepare_leaves_a_file_named_like_its_temporary_one_alone(tmp_path):
+    """prepare wrote OUT.jsonl through OUT.jsonl.tmp: a user's file of that name was replaced and renamed away, and a
+    link there was written through to the file it names. The temporary file is now one of its own."""
+    (tmp_path / "qa.csv").write_text(CSV, encoding="utf-8")
+    (tmp_path / "out.jsonl.tmp").write_text("mine\n")
+    (tmp_path / "notes.txt").write_text("precious\n")
+    (tmp_path / "out2.jsonl.tmp").symlink_to(tmp_path / "notes.txt")
+    for out in ("out.jsonl", "out2.jsonl"):
+        assert prepare([tmp_path / "qa.csv"], tmp_path / out, column="answer").written == 3
+    assert (tmp_path / "out.jsonl.tmp").read_text() == "mine\n"
+    assert (tmp_path / "notes.txt").read_text() == "precious\n" and (tmp_path / "out2.jsonl.tmp").is_symlink()
+    assert len((tmp_path / "out.jsonl").read_text().splitlines()) == 3
+
+
 def test_csv_column_errors_name_the_file_and_columns(tmp_path):
     (tmp_path / "qa.csv").write_text(CSV, encoding="utf-8")
     with pytest.raises(UserError) as e:

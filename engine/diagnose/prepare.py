@@ -10,7 +10,6 @@ rows carrying synthetic-data phrases. The report says what was dropped and why.
 from __future__ import annotations
 
 import json
-import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -132,12 +131,11 @@ def clean_records(records: list[tuple[str, dict]], report: PrepareReport, *, fil
 
 
 def _write_jsonl(records: list[dict], out: Path) -> None:
+    from engine.rundir import replace_file
+
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for record in records:
-            f.write(json.dumps(record, ensure_ascii=False) + "\n")
-    os.replace(tmp, out)  # a reader never sees half a file
+    # A reader never sees half a file; the temporary file is one of its own (OUT.jsonl.tmp was the user's to lose).
+    replace_file(out, "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records).encode("utf-8"))
 
 
 def prepare(sources: list[str | Path], out: str | Path, *, column: str | None = None,
