@@ -130,7 +130,11 @@ def apply_settings(path: str | Path, changes: dict[str, Any]) -> list[str]:
     text = _dump(doc)
     config_from_dict(parse_yaml_config(text, p), source=str(p))  # refuse before writing, naming the key
     _write_atomically(p, text)
-    return [f"{k}: {'(default)' if before[k] is None else _said(before[k])} -> {_said(v)}" for k, v in changes.items()]
+    return [_change_line(k, before[k], v) for k, v in changes.items()]
+
+
+def _change_line(key: str, before: Any, after: Any) -> str:
+    return f"{key}: {'(default)' if before is None else _said(before)} -> {_said(after)}"
 
 
 def _said(value: Any) -> str:
@@ -168,6 +172,17 @@ def save_into(cfg: Any, path: str | Path) -> list[str]:
                           problems=[str(e)]) from None
     changes = _changes(cfg, on_disk)
     return apply_settings(p, changes) if changes else []
+
+
+def save_changes(cfg: Any, path: str | Path) -> list[str]:
+    """What save_into would change in the existing config file at `path` ('key: old -> new', as apply_settings says
+    them), writing nothing: for asking first. ConfigError when the file does not load cleanly (save_into refuses it)."""
+    from engine.config import load_config, paths_from
+
+    p = Path(path)
+    changes = _changes(paths_from(cfg, p.parent), load_config(p))
+    doc = _read(p) if changes else None
+    return [_change_line(k, get_path(doc, k), v) for k, v in changes.items()]
 
 
 def edited_text(source: str | Path, cfg: Any, folder: str | Path) -> str:

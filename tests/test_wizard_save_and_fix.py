@@ -173,3 +173,51 @@ async def test_a_launch_whose_config_cannot_be_saved_starts_no_run(tmp_path, mon
         assert any("not overwritten" in n.message for n in app._notifications)
         assert not any("Starting the run" in n.message for n in app._notifications)
         app.exit()
+
+
+async def test_saving_into_a_config_the_wizard_did_not_open_asks_first(tmp_path, monkeypatch):
+    """The save-to field naming a config file the wizard did not open (a typo of another project's name): ctrl+s and
+    launch wrote the wizard's values into it without a word, said only afterwards. They ask first, listing what
+    would change; no leaves the file as it was, yes writes it (its comments kept) and the launch goes on."""
+    import engine.train.launch
+    from engine.config import load_config
+    from engine.demo.model import demo_data_path
+    from tui.screens.confirm_replace import ConfirmReplace
+
+    started: list = []
+    monkeypatch.setattr(engine.train.launch, "start_run",
+                        lambda cfg, config_name=None, **kw: started.append(config_name) or _no_run())
+    monkeypatch.chdir(tmp_path)
+    theirs = tmp_path / "theirs.yaml"
+    mine = MINE.format(data=demo_data_path())
+    theirs.write_text(mine, encoding="utf-8")
+    app = LorapilotApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        await pilot.press("ctrl+n", "ctrl+n", "ctrl+n")
+        await settle(app, pilot)
+        await paste_into(pilot, "#save-path", str(theirs))
+        for key in ("ctrl+s", "ctrl+l"):
+            await pilot.press(key)
+            await pilot.pause(0.2)
+            assert isinstance(app.screen, ConfirmReplace), (key, app.screen)
+            assert any("training.max_steps: 4 -> " in str(s.render()) for s in app.screen.query(".replace-change"))
+            await pilot.press("escape")
+            await pilot.pause(0.1)
+            assert not isinstance(app.screen, ConfirmReplace)
+            assert theirs.read_text(encoding="utf-8") == mine and started == []
+        await pilot.press("ctrl+l")
+        await pilot.pause(0.2)
+        await pilot.press("y")
+        for _ in range(100):
+            await pilot.pause(0.05)
+            if started:
+                break
+        assert started == ["theirs"]
+        text = theirs.read_text(encoding="utf-8")
+        assert "# my run: keep these notes" in text and load_config(theirs).training.max_steps != 4
+        app.exit()
+
+
+def _no_run():
+    raise RuntimeError("no run in this test")

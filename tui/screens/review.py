@@ -8,6 +8,7 @@ screen only arranges them and offers the keys.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -74,6 +75,7 @@ class ReviewScreen(WizardStep):
 
     def on_mount(self) -> None:
         self._confirm_until = 0.0
+        self._agreed: Path | None = None   # the file the user said yes to changing (ConfirmReplace)
         super().on_mount()
 
     # -- showing
@@ -269,8 +271,9 @@ class ReviewScreen(WizardStep):
     def action_save_config(self) -> None:
         self._save()
 
-    def _save(self) -> bool:
-        """Writes the config to the save-to file (saying what happened); False where nothing was written."""
+    def _save(self, then: Callable[[], None] | None = None) -> bool:
+        """Writes the config to the save-to file (saying what happened); False where nothing was written. A config
+        file there that this wizard did not open is the user's: asked first, and `then` runs once it is written."""
         if self._refuse_if_invalid("save"):
             return False
         from engine.config_edit import save_into
@@ -290,6 +293,9 @@ class ReviewScreen(WizardStep):
             # The default name, already taken by a config this wizard did not open: the user's, not ours to change.
             theirs, path = path, free_path(path)
         existed = path.exists()
+        if existed and theirs is None and not opened and path.resolve() != self._agreed:
+            return self._ask_to_change(path, then)
+        self._agreed = None
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             changes = save_into(s.cfg, path)
@@ -313,6 +319,34 @@ class ReviewScreen(WizardStep):
             self.notify(f"{full} already holds these values: left as it is.", timeout=4)
         return True
 
+    def _ask_to_change(self, path: Path, then: Callable[[], None] | None) -> bool:
+        """The save-to field names a config this wizard did not open: what saving would set in it, asked (False:
+        nothing written yet). A file that does not load is refused by save_into, as before; one that holds these
+        values already is left as it is, unasked."""
+        from engine.config_edit import save_changes
+        from engine.errors import ConfigError
+        from tui.screens.confirm_replace import ConfirmReplace
+
+        try:
+            changes = save_changes(self.state.cfg, path)
+        except (ConfigError, OSError):
+            changes = None   # save_into refuses it, saying why
+        if not changes:
+            self._agreed = path.resolve()
+            return self._save(then)
+
+        def answered(change: bool | None) -> None:
+            if not change:
+                self.notify(f"{path.resolve()} left as it is: nothing saved. Choose another file in the save-to "
+                            "field.", title="Not saved", timeout=6)
+                return
+            self._agreed = path.resolve()
+            if self._save() and then is not None:
+                then()
+
+        self.app.push_screen(ConfirmReplace(str(path.resolve()), changes), answered)
+        return False
+
     def action_launch(self) -> None:
         if self._refuse_if_invalid("launch"):
             return
@@ -326,8 +360,11 @@ class ReviewScreen(WizardStep):
             return
         # The train command Review shows re-runs this config: write it, so the command works as shown. Where it
         # cannot be written, no run starts either: the command shown would train another config.
-        if not self._save():
-            return
+        if self._save(then=self._start_saved):
+            self._start_saved()
+
+    def _start_saved(self) -> None:
+        """Launch, once the config Review names is written."""
         self.query_one("#launch", Button).disabled = True
         self.notify("Starting the run…", timeout=3)
         name = Path(self.query_one("#save-path", Input).value.strip() or DEFAULT_SAVE).stem
