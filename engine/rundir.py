@@ -178,7 +178,12 @@ def replace_file(path: Path, data: bytes) -> None:
     """Replaces path with data through a temporary file of this writer's own: two writers of one file (status.json,
     sweep.json) that shared a temporary name replaced it under each other, and the second rename found no file;
     one planted there (a link to the user's file) was written through. O_EXCL
-    makes a new file (never one planted there, nor a link); a failed write leaves none behind."""
+    makes a new file (never one planted there, nor a link); a failed write leaves none behind. A file replaced keeps
+    its permission bits (a config the user keeps private stays so)."""
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+    except FileNotFoundError:
+        mode = None
     while True:
         tmp = path.with_name(f"{path.name}.{os.getpid()}-{next(_TEMP_NUMBERS)}.tmp")
         try:
@@ -187,6 +192,8 @@ def replace_file(path: Path, data: bytes) -> None:
         except FileExistsError:
             continue
     try:
+        if mode is not None:
+            os.fchmod(fd, mode)   # not under the umask, as the mode given to open is
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.replace(tmp, path)

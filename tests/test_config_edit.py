@@ -178,3 +178,14 @@ def test_a_relative_data_path_saved_into_another_folder_reads_back_as_the_same_f
     save_config(cfg, work / "runs" / "r1" / "config.yaml")
     monkeypatch.chdir(tmp_path)
     assert load_config(work / "runs" / "r1" / "config.yaml").dataset.path == str(work / "data" / "train.jsonl")
+
+
+def test_an_edited_config_keeps_its_permission_bits(tmp_path):
+    """The config is replaced through a new file: it came back 0644 whatever the user had set (a config kept
+    private, 0600, was readable by every user of a shared pod after a wizard save or inspect-data --fix)."""
+    path = tmp_path / "mine.yaml"
+    path.write_text(MINE, encoding="utf-8")
+    path.chmod(0o600)
+    apply_settings(path, {"training.learning_rate": 2e-4})
+    assert load_config(path).training.learning_rate == 2e-4
+    assert path.stat().st_mode & 0o777 == 0o600
