@@ -406,14 +406,15 @@ def _make_sweep_dir(cfg, config_path: Path, wanted: str | None):
     """The new sweep folder and its lock (taken before the folder is checked empty: of two sweeps started into one
     folder, the second is refused with the first's pid), through train's checks and words for --run-dir."""
     from engine.sweep.sweepdir import SWEEP_LOCK_FILE, SweepLock
-    from engine.train.launch import check_new_run_dir, claim_new_dir, make_new_dir
+    from engine.train.launch import check_new_run_dir, claim_new_dir, fitted_name, make_new_dir
 
     if wanted:
         path = Path(wanted).resolve()
         check_new_run_dir(path, flag="--sweep-dir", lock_file=SWEEP_LOCK_FILE)
         make_new_dir(path, flag="--sweep-dir")
     else:
-        path = claim_new_dir(runs_root(cfg.runs_dir), f"sweep-{config_path.stem}-{time.strftime('%Y%m%d-%H%M%S')}")
+        path = claim_new_dir(runs_root(cfg.runs_dir),
+                             fitted_name(f"sweep-{config_path.stem}", f"-{time.strftime('%Y%m%d-%H%M%S')}"))
     lock = SweepLock.acquire(path)
     try:
         check_new_run_dir(path, flag="--sweep-dir", lock_file=SWEEP_LOCK_FILE)

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -108,6 +109,30 @@ def check_run_name(name: str) -> None:
         raise UserError(problem, fix="runs_dir says where runs are created")
 
 
+def check_run_dir_name(rd: Path) -> None:
+    """A --run-dir's folder name is the run's name (config.yaml's run_name, which the trainer re-reads): one the
+    trainer refuses (a control character, too long) is refused here, before the detach."""
+    from engine.config import run_name_problem
+
+    problem = run_name_problem(rd.name)
+    if problem:
+        raise UserError(f"--run-dir: the folder's name is the run's name, and {problem.removeprefix('run_name: ')}",
+                        fix="give --run-dir a folder of another name")
+
+
+def fitted_name(stem: str, tail: str = "") -> str:
+    """A folder name made from a file's or model's name (stem) and a tail (its time), one the trainer accepts as
+    run_name with room for the next free name's "-2": control characters made '-', the stem cut to fit."""
+    from engine.config import MAX_RUN_NAME_BYTES
+
+    stem = "".join("-" if unicodedata.category(c) == "Cc" or c == "/" else c for c in stem)
+    room = MAX_RUN_NAME_BYTES - len(tail.encode()) - len(_NEXT_NAME_ROOM)
+    return stem.encode()[:max(room, 1)].decode(errors="ignore") + tail
+
+
+_NEXT_NAME_ROOM = "-99"
+
+
 def check_new_run_dir(rd: Path, *, flag: str = "--run-dir", lock_file: str = LOCK_FILE) -> None:
     """A run (or sweep: flag --sweep-dir, its own lock file) starts only in a new or empty folder (a lock file left by
     a launcher aside): no user's file is mixed into a run or overwritten by one."""
@@ -134,9 +159,14 @@ def claim_new_dir(root: Path, base: str) -> Path:
     mkdir is the claim: of two launchers started in the same second, the second takes the next name instead of
     failing (a check for the name before making it left a window where both saw it free). A runs root that cannot
     hold folders (under a file, unwritable) names runs_dir and $LORAPILOT_RUNS, where it came from."""
+    from engine.config import MAX_RUN_NAME_BYTES
+
     n = 1
     while True:
-        path = root / (base if n == 1 else f"{base}-{n}")
+        suffix = "" if n == 1 else f"-{n}"
+        # a name at the limit, made longer by its suffix, is cut instead: the trainer refuses a longer run_name
+        cut = base.encode()[:MAX_RUN_NAME_BYTES - len(suffix)].decode(errors="ignore")
+        path = root / (cut + suffix)
         try:
             path.mkdir(parents=True)
             return path.resolve()
@@ -151,8 +181,9 @@ def new_run_dir(cfg: Config, config_name: str | None = None) -> Path:
     root = runs_root(cfg.runs_dir)
     if cfg.run_name is not None:
         check_run_name(cfg.run_name)
-    base = cfg.run_name or f"{config_name or Path(cfg.model.rstrip('/')).name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    return claim_new_dir(root, base.replace("/", "-"))
+    base = cfg.run_name or fitted_name(config_name or Path(cfg.model.rstrip('/')).name,
+                                       f"-{time.strftime('%Y%m%d-%H%M%S')}")
+    return claim_new_dir(root, base)
 
 
 def _spawn(run_dir: Path, resume: bool, nproc: int, lock: RunLock, trust_remote_code: bool) -> subprocess.Popen:
@@ -186,6 +217,7 @@ def start_run(cfg: Config, *, run_dir: str | Path | None = None, config_name: st
         check_inputs(cfg)
     if run_dir:
         rd = Path(run_dir).resolve()
+        check_run_dir_name(rd)
         # Refused before the lock file is made: a folder of the user's keeps no trainer.lock from a refused run.
         check_new_run_dir(rd)
         make_new_dir(rd)
