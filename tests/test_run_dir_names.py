@@ -73,3 +73,40 @@ def test_a_sweep_folder_named_after_a_long_config_file_is_made(tmp_path):
     lock.release()
     assert path.is_dir() and path.name.startswith("sweep-xxx") and len(path.name.encode()) <= MAX_RUN_NAME_BYTES
     assert re.search(r"-\d{8}-\d{6}$", path.name), path.name   # its time kept, the file's name cut
+
+
+def _a_run(folder):
+    folder.mkdir(parents=True)
+    (folder / "config.yaml").write_text("model: m\n")
+    (folder / "status.json").write_text('{"state": "done"}')
+    (folder / "checkpoints").mkdir()
+    return folder
+
+
+@pytest.mark.parametrize("inside", ["checkpoints/checkpoint-99", "nested", "adapter/x"])
+def test_a_run_dir_inside_another_run_is_refused(tmp_path, inside):
+    """`train --run-dir RUN/checkpoints/checkpoint-99` trained a run inside another's checkpoints (its resume then
+    refused the look-alike, or its rotation deleted the new run); any folder inside a run mixed two runs' files."""
+    from engine.config import load_config
+    from engine.train.launch import start_run
+
+    other = _a_run(tmp_path / "other")
+    with pytest.raises(UserError) as e:
+        start_run(load_config(DEMO_CONFIG), run_dir=other / inside, check=False)
+    assert f"inside the run directory {other}" in unwrapped(str(e.value))
+    assert sorted(os.listdir(other)) == ["checkpoints", "config.yaml", "status.json"]
+    assert os.listdir(other / "checkpoints") == []
+
+
+def test_a_run_dir_inside_a_sweep_is_refused(tmp_path):
+    """`train --run-dir SWEEP/lr9_r4` made a folder the sweep's readers take for one of its trials."""
+    from engine.config import load_config
+    from engine.train.launch import start_run
+
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    (sweep / "sweep.json").write_text("{}")
+    with pytest.raises(UserError) as e:
+        start_run(load_config(DEMO_CONFIG), run_dir=sweep / "lr9_r4", check=False)
+    assert f"inside the sweep directory {sweep}" in unwrapped(str(e.value))
+    assert os.listdir(sweep) == ["sweep.json"]

@@ -198,7 +198,7 @@ class Driver:
                 if again:   # from its last checkpoint, else from the start (`train --resume`'s rules)
                     handle = resume_run(run_dir, trust_remote_code=self.base.trust_remote_code)
                 else:
-                    handle = start_run(cfg, run_dir=run_dir, check=False)
+                    handle = start_run(cfg, run_dir=run_dir, check=False, sweep_trial=True)
         except UserError as e:
             t.update(state="failed", error=str(e).splitlines()[0], ended=time.time())
             if again:   # this trial's folder, not the sweep's input: the others go on

@@ -120,6 +120,20 @@ def check_run_dir_name(rd: Path) -> None:
                         fix="give --run-dir a folder of another name")
 
 
+def check_outside_runs(rd: Path) -> None:
+    """A --run-dir is no folder inside another run's (its checkpoints, adapter or any: its resume then counts or
+    deletes the new run's files, or refuses them) nor inside a sweep's (whose readers take it for a trial)."""
+    from engine.sweep.sweepdir import is_sweep_dir
+
+    for p in rd.parents:
+        if (p / CONFIG_FILE).is_file() and ((p / STATUS_FILE).is_file() or (p / LOCK_FILE).exists()):
+            raise UserError(f"--run-dir {rd}: inside the run directory {p}",
+                            fix=f"give --run-dir a folder outside it, such as {p.parent / (rd.name + '-run')}")
+        if is_sweep_dir(p):
+            raise UserError(f"--run-dir {rd}: inside the sweep directory {p}, where only its trials are made",
+                            fix=f"give --run-dir a folder outside it, such as {p.parent / rd.name}")
+
+
 def fitted_name(stem: str, tail: str = "") -> str:
     """A folder name made from a file's or model's name (stem) and a tail (its time), one the trainer accepts as
     run_name with room for the next free name's "-2": control characters made '-', the stem cut to fit."""
@@ -206,8 +220,9 @@ def _started(rd: Path, proc: subprocess.Popen) -> None:
 
 
 def start_run(cfg: Config, *, run_dir: str | Path | None = None, config_name: str | None = None,
-              max_steps: int | None = None, check: bool = True) -> RunHandle:
-    """Writes the resolved config into a new run directory and starts the trainer there."""
+              max_steps: int | None = None, check: bool = True, sweep_trial: bool = False) -> RunHandle:
+    """Writes the resolved config into a new run directory and starts the trainer there. sweep_trial: the sweep's
+    driver starts a trial, whose folder is made in the sweep's."""
     if max_steps is not None:
         cfg.training.max_steps = check_override("training.max_steps", max_steps, flag="--max-steps")
     # The trainer re-reads config.yaml and refuses what the validator refuses: check it all here, before
@@ -218,6 +233,8 @@ def start_run(cfg: Config, *, run_dir: str | Path | None = None, config_name: st
     if run_dir:
         rd = Path(run_dir).resolve()
         check_run_dir_name(rd)
+        if not sweep_trial:
+            check_outside_runs(rd)
         # Refused before the lock file is made: a folder of the user's keeps no trainer.lock from a refused run.
         check_new_run_dir(rd)
         make_new_dir(rd)
