@@ -917,7 +917,11 @@ def _last_losses(run_dir: Path, scan_bytes: int = 65536) -> tuple[float | None, 
     """Last train and eval loss from the end of metrics.jsonl, without reading it all; only records, as every reader
     takes them (valid_record, record_number)."""
     loss = eval_loss = None
-    for line in reversed(tail_lines(run_dir / METRICS_FILE, n=400, block=scan_bytes)):
+    try:
+        lines = tail_lines(run_dir / METRICS_FILE, n=400, block=scan_bytes)
+    except OSError:   # not this user's to read (its status may be): listed without losses
+        return None, None
+    for line in reversed(lines):
         try:
             rec = json.loads(line)
         except (ValueError, RecursionError):
@@ -982,12 +986,15 @@ def list_runs(root: str | Path | None = None, problems: list[str] | None = None)
         return []
     found: list[Path] = []
     for child in base.iterdir():
-        if not child.is_dir():
-            continue
-        if is_run_dir(child):
-            found.append(child)
-        else:
-            found += [g for g in child.iterdir() if g.is_dir() and is_run_dir(g)]
+        try:   # a folder this user may not read (another user's run, a disk's lost+found) costs its own row only
+            if not child.is_dir():
+                continue
+            if is_run_dir(child):
+                found.append(child)
+            else:
+                found += [g for g in child.iterdir() if g.is_dir() and is_run_dir(g)]
+        except OSError as e:
+            unreadable(e, child, problems)
     runs = []
     for p in found:
         try:
@@ -995,8 +1002,16 @@ def list_runs(root: str | Path | None = None, problems: list[str] | None = None)
         except DataError as e:
             if problems is not None:
                 problems.append(f"{e.message}; skipped")
+        except OSError as e:
+            unreadable(e, p, problems)
     runs.sort(key=lambda r: r.updated or 0, reverse=True)
     return runs
+
+
+def unreadable(e: OSError, folder: Path, problems: list[str] | None) -> None:
+    """A folder of the runs root a listing cannot read, said in `problems` (when given) as skipped."""
+    if problems is not None:
+        problems.append(f"{safe_text(e.filename or folder, one_line=True)}: {e.strerror or type(e).__name__}; skipped")
 
 
 def format_age(seconds: float | None) -> str:

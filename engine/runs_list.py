@@ -138,13 +138,15 @@ def _sweeps(base: Path, problems: list[str] | None = None) -> Iterator[tuple[flo
     if not base.is_dir():
         return
     for child in base.iterdir():
-        if not (child.is_dir() and is_sweep_dir(child)):
-            continue
         try:
+            if not (child.is_dir() and is_sweep_dir(child)):
+                continue
             sweep = read_sweep(child)
         except UserError as e:
             if problems is not None:
                 problems.append(f"{e.message}; skipped")
+            continue
+        except OSError:   # list_runs said it (a folder this user may not read)
             continue
         trials = [t for t in sweep.get("trials") or [] if isinstance(t, dict)]
         ended = sum(t.get("state") in SWEEP_FINAL_STATES + ("skipped",) for t in trials)

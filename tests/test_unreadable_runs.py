@@ -1,0 +1,76 @@
+"""Runs whose folder or files this user may not read (another user's, chmod 000): each costs its own row only.
+
+The suite may run as root, whom permissions do not stop: a folder is made unreadable here by refusing, as the OS
+refuses a user without the right, every stat, listing and open inside it (EACCES)."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+
+def deny(monkeypatch, *paths: Path, listing: bool = True) -> None:
+    """os.stat, os.open and os.listdir refuse what lies inside each folder in `paths` (and list it when listing), or
+    the file itself, as for a folder or file of mode 000 owned by another user."""
+    real_stat, real_open, real_listdir = os.stat, os.open, os.listdir
+
+    def refused(p, folder_too: bool) -> bool:
+        s = os.fspath(p) if not isinstance(p, int) else ""
+        return any(s.startswith(str(d) + os.sep) or (folder_too and s == str(d)) for d in paths)
+
+    def no(p):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), os.fspath(p))
+
+    def stat(p, *a, **k):
+        return no(p) if refused(p, False) else real_stat(p, *a, **k)
+
+    def open_(p, *a, **k):
+        return no(p) if refused(p, True) else real_open(p, *a, **k)
+
+    def listdir(p="."):
+        return no(p) if listing and refused(p, True) else real_listdir(p)
+
+    monkeypatch.setattr(os, "stat", stat)
+    monkeypatch.setattr(os, "open", open_)
+    monkeypatch.setattr(os, "listdir", listdir)
+
+
+def a_run(folder: Path, state: str = "done") -> Path:
+    folder.mkdir(parents=True)
+    (folder / "config.yaml").write_text("model: m\n")
+    (folder / "status.json").write_text(json.dumps({"state": state, "step": 4, "max_steps": 4}))
+    (folder / "metrics.jsonl").write_text('{"kind": "train", "step": 2, "time": 1, "loss": 1.5}\n')
+    return folder
+
+
+@pytest.mark.parametrize("which", ["folder", "metrics", "sweep"])
+def test_runs_lists_the_others_beside_an_unreadable_run(tmp_path, monkeypatch, which):
+    """A folder in the runs root this user may not read (a run of another user's, a disk's lost+found): `lorapilot
+    runs` and the app's runs list stopped at it ("'/.../status.json': Permission denied", exit 2: no run listed);
+    a run whose metrics.jsonl is unreadable did the same."""
+    from engine.runs_list import collect
+
+    root = tmp_path / "runs"
+    a_run(root / "mine")
+    theirs = a_run(root / "theirs")
+    if which == "folder":
+        deny(monkeypatch, theirs)
+    elif which == "metrics":
+        deny(monkeypatch, theirs / "metrics.jsonl")
+    else:
+        sweep = root / "sweep-x"
+        sweep.mkdir()
+        (sweep / "sweep.json").write_text("{}")
+        deny(monkeypatch, sweep)
+    problems: list[str] = []
+    rows = collect(root, problems=problems)
+    names = [r.name for r in rows]
+    assert "mine" in names
+    if which == "metrics":   # its status is readable: listed, without losses
+        assert "theirs" in names and not problems
+    else:
+        assert len(problems) == 1 and "Permission denied" in problems[0] and "skipped" in problems[0], problems
