@@ -78,8 +78,15 @@ def writing(out: str | Path) -> Iterator[Path]:
         except OSError:
             raise UserError(f"{dst}: something was written there while exporting; the export was not written",
                             fix="choose a new folder with --out") from None
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        from engine.rundir import disk_full_path
+
+        if not isinstance(e, UserError) and disk_full_path(e, dst) is not None:
+            # shutil.copytree's error is a list of one '[Errno 28] ...' per file; safetensors' and torch's their own
+            raise UserError(f"{dst}: no space left on device to write the export; nothing was written",
+                            fix="free space on that disk and export again, or give another folder (--out, --merged) "
+                                "on a disk with room") from None
         raise
 
 
