@@ -19,6 +19,7 @@ import itertools
 import json
 import math
 import os
+import shutil
 import stat
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -284,8 +285,23 @@ def disk_full_path(exc: BaseException, default: str | Path) -> str | None:
             return str(e.filename or default)
         if "no space left on device" in str(e).lower():
             return str(getattr(e, "filename", None) or default)
+        # torch.save's zip writer says a short write only so ("[enforce fail at inline_container.cc:672] . unexpected
+        # pos 580480 vs 580372"): a full disk where the disk has no room left
+        if "unexpected pos" in str(e) and _no_room(default):
+            return str(default)
         e = e.__cause__ or e.__context__
     return None
+
+
+def _no_room(path: str | Path) -> bool:
+    """The disk holding path (or its nearest folder that exists) has less than the space reserve's size free."""
+    p = Path(path)
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    try:
+        return shutil.disk_usage(p).free < SPACE_RESERVE_BYTES
+    except OSError:
+        return False
 
 
 def pid_alive(pid: int | None) -> bool:
