@@ -287,13 +287,13 @@ def disk_full_path(exc: BaseException, default: str | Path) -> str | None:
             return str(getattr(e, "filename", None) or default)
         # torch.save's zip writer says a short write only so ("[enforce fail at inline_container.cc:672] . unexpected
         # pos 580480 vs 580372"): a full disk where the disk has no room left
-        if "unexpected pos" in str(e) and _no_room(default):
+        if "unexpected pos" in str(e) and no_room(default):
             return str(default)
         e = e.__cause__ or e.__context__
     return None
 
 
-def _no_room(path: str | Path) -> bool:
+def no_room(path: str | Path) -> bool:
     """The disk holding path (or its nearest folder that exists) has less than the space reserve's size free."""
     p = Path(path)
     while not p.exists() and p != p.parent:
@@ -484,8 +484,13 @@ class RunLock:
         return cls(run_dir, fd) if (held.st_dev, held.st_ino) == (wanted.st_dev, wanted.st_ino) else None
 
     def record_holder(self, pid: int) -> None:
-        os.ftruncate(self.fd, 0)
-        os.pwrite(self.fd, f"{pid}\n".encode(), 0)
+        """The holder's pid in the lock file, for the refusal's words only (the flock is the lock); written after the
+        trainer or driver started, so a full disk here is no failure of the launch: the refusal then names no pid."""
+        try:
+            os.ftruncate(self.fd, 0)
+            os.pwrite(self.fd, f"{pid}\n".encode(), 0)
+        except OSError:
+            pass
 
     def release(self) -> None:
         if self.fd >= 0:

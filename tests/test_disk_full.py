@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -62,3 +63,69 @@ def test_a_checkpoint_cut_by_a_full_disk_is_said_to_be_one(tmp_path, monkeypatch
     monkeypatch.setattr(rundir.shutil, "disk_usage", lambda p: usage(10**9, 10**8, 9 * 10**8))
     assert rundir.disk_full_path(err, ckpts) is None
     assert rundir.disk_full_path(RuntimeError("CUDA error"), ckpts) is None
+
+
+def test_a_sweep_started_on_a_full_disk_says_so_and_leaves_its_folder_empty(tmp_path, monkeypatch, demo_model_dir):
+    """`lorapilot sweep CONFIG --sweep-dir /full/s --yes` printed "OSError: [Errno 28] No space left on device"'s
+    traceback (measured on an 8 kB tmpfs: sweep.json and base_config.yaml written, the lock's pid not), exit 1."""
+    import argparse
+
+    import engine.sweep.command as command
+    from conftest import DEMO_CONFIG
+
+    def full(src, dst):   # the sweep's copy of the config, cut off (shutil is looked up when called: nothing keeps it)
+        Path(dst).write_text("mod")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(dst))
+    monkeypatch.setattr(command.shutil, "copyfile", full)
+    sweep_dir = tmp_path / "s"
+    a = argparse.Namespace(target=str(DEMO_CONFIG), lr="1e-3", r="4", steps=3, budget_minutes=None,
+                           price_per_hour=None, parallel=None, gpu=None, no_halving=False, sweep_dir=str(sweep_dir),
+                           yes=True, detach=True, dry_run=False, apply=None, force=False, resume=False)
+    with pytest.raises(UserError) as e:
+        command.run(a)
+    assert str(e.value).startswith(f"{sweep_dir}: no space left on device"), str(e.value)
+    assert "free space" in e.value.fix
+    assert sorted(os.listdir(sweep_dir)) == ["sweep.lock"]   # as a start that never began: used again as it is
+
+
+def test_a_launcher_whose_lock_cannot_name_its_trainer_still_returns_it(tmp_path, monkeypatch):
+    """The holder's pid is written into the lock file after the trainer (or sweep driver) started: a full disk there
+    raised in the launcher, which crashed with the trainer already running unseen."""
+    from engine.rundir import RunLock
+
+    lock = RunLock.acquire(tmp_path)
+
+    def full(*args):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    monkeypatch.setattr(os, "pwrite", full)
+    lock.record_holder(1234)   # no raise: the lock itself (flock) is held all the same
+    lock.release()
+
+
+def test_a_sweep_whose_driver_died_without_a_word_is_not_reported_as_finished(tmp_path, capsys):
+    """A sweep on a disk with room for sweep.json but not for the driver's first write: the driver died (its log
+    empty, sweep.json still 'planned'), and `sweep --yes` printed the table and 'no winner: no trial reached an
+    evaluation without diverging', exit 0. Now: the sweep did not run, the driver's exit code and its log, exit 1."""
+    import subprocess
+    import sys
+
+    from conftest import DEMO_CONFIG
+    from engine.config import load_config
+    from engine.sweep.command import _follow
+    from engine.sweep.sweepdir import write_sweep
+
+    sweep_dir = tmp_path / "sw"
+    sweep_dir.mkdir()
+    trial = {"id": "lr1e-3_r4", "learning_rate": 1e-3, "r": 4, "alpha": 8, "run_dir": str(sweep_dir / "lr1e-3_r4"),
+             "state": "pending", "step": 0, "stopped_by": None, "stop_reason": None}
+    write_sweep(sweep_dir, {"name": "sw", "state": "planned", "driver_pid": None, "steps": 3, "rungs": [1, 2],
+                            "grid": {"learning_rate": [1e-3], "r": [4]}, "halving": True, "lanes": 1, "devices": [],
+                            "plan": {"trial_s": None, "budget_s": None}, "started": None, "trials": [trial],
+                            "base_config": load_config(DEMO_CONFIG).to_dict(), "winner": None, "table": None})
+    proc = subprocess.Popen([sys.executable, "-c", "raise SystemExit(1)"])
+    proc.wait()
+    assert _follow(sweep_dir, proc, None, poll_s=0) == 1
+    out, err = capsys.readouterr()
+    assert "no winner" not in out
+    assert "sweep failed: its driver ended (exit code 1) before" in " ".join(err.split()), err
+    assert str(sweep_dir / "sweep.log") in err

@@ -317,11 +317,23 @@ def _new(config_path: Path, a) -> int:
     sweep_dir, lock = _make_sweep_dir(cfg, config_path, a.sweep_dir)
     try:
         sweep = _sweep_record(sweep_dir, cfg, config_path, trials, steps, a, plan, devices, revisions, tokens)
-        shutil.copyfile(config_path, sweep_dir / "base_config.yaml")
         from engine.sweep.driver import spawn_driver
-        from engine.sweep.sweepdir import write_sweep
+        from engine.sweep.sweepdir import BASE_CONFIG_FILE, SWEEP_FILE, write_sweep
 
-        write_sweep(sweep_dir, sweep)
+        try:
+            shutil.copyfile(config_path, sweep_dir / BASE_CONFIG_FILE)
+            write_sweep(sweep_dir, sweep)
+        except OSError as e:
+            from engine.rundir import disk_full_path
+
+            if disk_full_path(e, sweep_dir) is None:
+                raise
+            # Nothing started: the folder is left as a start that never began (its lock only), to start in again.
+            for name in (BASE_CONFIG_FILE, SWEEP_FILE):
+                (sweep_dir / name).unlink(missing_ok=True)
+            raise UserError(f"{sweep_dir}: no space left on device to create the sweep in",
+                            fix="free space on that disk, then start it again (or give --sweep-dir on another disk)"
+                            ) from None
         proc = spawn_driver(sweep_dir, lock)
     finally:
         lock.release()
@@ -452,7 +464,8 @@ def _sweep_record(sweep_dir: Path, cfg, config_path: Path, trials, steps: int, a
 def _follow(sweep_dir: Path, proc, a, poll_s: float = 1.0) -> int:
     """Progress lines until the driver ends; Ctrl-C asks for a graceful stop, twice leaves it running."""
     from engine.sweep.report import applied_text, print_report
-    from engine.sweep.sweepdir import read_sweep, request_sweep_stop
+    from engine.errors import print_error
+    from engine.sweep.sweepdir import SWEEP_FINAL_STATES, SWEEP_LOG, read_sweep, request_sweep_stop
 
     stopping = False
 
@@ -488,6 +501,17 @@ def _follow(sweep_dir: Path, proc, a, poll_s: float = 1.0) -> int:
     finally:
         signal.signal(signal.SIGINT, old)
     sweep = read_sweep(sweep_dir, complete=True)
+    if sweep.get("state") not in SWEEP_FINAL_STATES:
+        # The driver could not record its end (nor, often, its start: a disk full under its first write). Its table
+        # would read as a sweep that ran: 'no winner: no trial reached an evaluation'.
+        from engine.rundir import no_room
+
+        why = f"; no space left on device in {sweep_dir}" if no_room(sweep_dir) else ""
+        print_error(UserError(f"sweep failed: its driver ended (exit code {proc.returncode}) before recording its "
+                              f"end{why}\n  log: {sweep_dir / SWEEP_LOG}",
+                              fix=f"{'free space on that disk, then ' if why else ''}lorapilot sweep --resume "
+                                  f"{shell_word(sweep_dir)} goes on with it"))
+        return EXIT_RUN_FAILED
     print_report(sweep)
     if sweep.get("applied"):
         print(applied_text(sweep, sweep["applied"], notes=False))   # the report above gave the notes
