@@ -614,6 +614,7 @@ def test_a_trial_the_resume_would_refuse_is_refused_in_the_foreground(tmp_path, 
                         lambda sweep_dir, lock: spawned.append(1) or type("P", (), {"pid": DEAD_PID})())
     sweep = read_sweep(d)
     del sweep["tokens"]
+    sweep["base_config"]["quantization"] = "none"   # as its trial's config.yaml is written below (the CPU's)
     cut = sweep["trials"][1]
     cut.update(state="stopped", stopped_by="user", stop_reason="stop requested")
     sweep.update(state="stopped", ended=time.time())
@@ -667,3 +668,28 @@ def test_a_chat_template_edited_while_the_sweep_runs_starts_no_more_trials(tmp_p
     assert driver.abort_reason == (f"the way its tokens are made changed since the sweep started, so {second['id']} "
                                    f"and the trials after it were not started: chat template: the chat template at "
                                    f"{model} changed")
+
+
+@pytest.mark.parametrize("edit", [("learning_rate: 0.0001", "learning_rate: 0.05"), ("r: 4", "r: 64"),
+                                  ("max_steps: 6", "max_steps: 60")])
+def test_a_trial_whose_config_was_edited_by_hand_is_not_resumed(tmp_path, edit):
+    """A trial's config.yaml edited (its learning rate 1e-4 made 0.05): `sweep --resume` noted 'config change applied:
+    training.learning_rate 0.0001 -> 0.05' and the trial trained on at 0.05, its losses then ranked in the table as
+    lr 1e-4's. The trials are compared only under the sweep's plan: refused, naming the trial, the key and both
+    values, before any trial is checked or the driver starts."""
+    from engine.errors import UserError
+    from engine.sweep.resume import check_trials_resume
+
+    d = tmp_path / "sw"
+    edited, other = trial(1e-4), trial(2e-4)
+    a_sweep(d, [edited, other])
+    run_dir(d, edited, [(2, 2.1)], state="stopped", step=2)
+    config = d / edited["id"] / CONFIG_FILE
+    assert edit[0] in config.read_text()
+    config.write_text(config.read_text().replace(edit[0], edit[1]))
+    with pytest.raises(UserError) as e:
+        check_trials_resume(d, read_sweep(d), False)
+    text = unwrapped(str(e.value))
+    key, was, now = edit[0].split(": ")[0], edit[0].split(": ")[1], edit[1].split(": ")[1]
+    assert f"{d}: trial {edited['id']}'s {CONFIG_FILE} is not the one the sweep wrote" in text, text
+    assert key in text and was.rstrip("0") in text and now in text and "another --sweep-dir" in text, text

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 from engine.errors import UserError, shell_word, yaml_text
 from engine.rundir import (CONFIG_FILE, FINAL_STATES, checkpoint_step, effective_state, read_metrics, read_status,
                            finite, usable_checkpoint)
-from engine.sweep.sweepdir import TRIAL_PENDING, TRIAL_SKIPPED, elapsed_s
+from engine.sweep.sweepdir import SWEEP_FILE, TRIAL_PENDING, TRIAL_SKIPPED, elapsed_s
 
 if TYPE_CHECKING:
     from engine.train.resume_check import TokensMade
@@ -126,6 +126,7 @@ def check_trials_resume(sweep_dir: Path, sweep: dict, trust_remote_code: bool,
         run_dir = sweep_dir / t["id"]
         if t["state"] != TRIAL_PENDING or not (run_dir / CONFIG_FILE).is_file():
             continue
+        check_trial_config(sweep_dir, sweep, t)
         try:
             checked = check_resume(run_dir, read_status(run_dir) or {}, trust_remote_code=trust_remote_code,
                                    tokens=tokens)
@@ -135,6 +136,27 @@ def check_trials_resume(sweep_dir: Path, sweep: dict, trust_remote_code: bool,
                             fix=f"{e.fix}; or start a new sweep in another --sweep-dir" if e.fix else None) from None
         lines += [f"{t['id']}: {note}" for note in checked.notes]
     return lines
+
+
+def check_trial_config(sweep_dir: Path, sweep: dict, t: dict) -> None:
+    """The trial's config.yaml is the one the driver wrote (the sweep's base, the trial's lr and r, the sweep's
+    schedule), but for its run_name: one edited by hand trained on under the edit (a resume applies what it may), and
+    its losses were ranked in the table as its lr and r's. UserError naming each key and both values."""
+    from engine.config import config_from_dict, load_config
+    from engine.sweep.plan import Trial, trial_config
+    from engine.train.resume_check import flat_config
+
+    config = sweep_dir / t["id"] / CONFIG_FILE
+    base = config_from_dict(sweep["base_config"], source=str(sweep_dir / SWEEP_FILE))
+    want = flat_config(trial_config(base, Trial(t["learning_rate"], t["r"]), sweep["steps"]))
+    have = flat_config(load_config(config))
+    diffs = [f"{k}: {yaml_text(want.get(k))} in the sweep's plan, {yaml_text(have.get(k))} in {config}"
+             for k in sorted(set(want) | set(have)) if k != "run_name" and want.get(k) != have.get(k)]
+    if diffs:
+        raise UserError(f"{sweep_dir}: trial {t['id']}'s {CONFIG_FILE} is not the one the sweep wrote, so the sweep is "
+                        "not resumed (its trials are ranked on one plan, differing in learning rate and r only)",
+                        problems=diffs, fix=f"put {config} back as the sweep wrote it, or start a new sweep in "
+                                            "another --sweep-dir")
 
 
 def _list(lrs) -> str:
