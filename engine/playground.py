@@ -144,11 +144,40 @@ def dropped_turns_note(dropped: int, context: int | None, max_new_tokens: int) -
             f"{max_new_tokens:,} of them kept for the answer): left out")
 
 
+def hold_checkpoint(ckpt: Path):
+    """A temporary folder holding a copy of the checkpoint's adapter (and its run record) in a folder of the
+    checkpoint's name; UserError where its files are gone (rotated away since it was chosen)."""
+    import shutil
+    import tempfile
+
+    from engine.rundir import ADAPTER_FILES, CHECKPOINT_RUN_FILE
+
+    held = tempfile.TemporaryDirectory(prefix="lorapilot-checkpoint-")
+    copy = Path(held.name) / ckpt.name
+    copy.mkdir()
+    try:
+        for name in ADAPTER_FILES:
+            shutil.copyfile(ckpt / name, copy / name)
+        if (ckpt / CHECKPOINT_RUN_FILE).is_file():
+            shutil.copyfile(ckpt / CHECKPOINT_RUN_FILE, copy / CHECKPOINT_RUN_FILE)
+    except FileNotFoundError:
+        held.cleanup()
+        raise UserError(f"{ckpt}: its files are gone: the run deletes its oldest checkpoints as it saves new ones "
+                        "(training.save_total_limit)",
+                        fix="open the playground again: it opens the newest checkpoint") from None
+    return held
+
+
 class Playground:
     def __init__(self, run_dir: str | Path, *, adapter: str | Path | None = None, trust_remote_code: bool = False):
         """adapter: the adapter directory to chat with (a checkpoint of a run still training); default the run's
         final adapter/. trust_remote_code: the user said so on the command line; the run's config.yaml alone
         never runs code."""
+        # A checkpoint is read now, into a folder of its own: the trainer's rotation (training.save_total_limit)
+        # deletes it once newer ones are saved, and the base may take minutes to load before the adapter is read.
+        self._held = hold_checkpoint(Path(adapter)) if adapter is not None else None
+        if self._held is not None:
+            adapter = Path(self._held.name) / Path(str(adapter)).name
         self.cfg, trust, ad = chat_target(run_dir, adapter=adapter, trust_remote_code=trust_remote_code)
         from peft import PeftModel
 
@@ -159,6 +188,8 @@ class Playground:
                                   trust_remote_code=trust)
         unquantised_as_trained(base, self.cfg.quantization)   # the trainer's residual stream on an fp16 GPU
         self.model = PeftModel.from_pretrained(base, str(ad)).eval()
+        if self._held is not None:   # its weights are in the model now
+            self._held.cleanup()
         context = getattr(self.model.config, "max_position_embeddings", None)
         self.context: int | None = context if isinstance(context, int) and context > 0 else None
         from engine.data.prompt import system_left_out, system_refused, template_system_prompt
