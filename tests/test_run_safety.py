@@ -1823,6 +1823,8 @@ def test_a_disk_too_full_for_the_space_reserve_fails_the_run_and_says_so(tmp_pat
     assert r.returncode == 1 and status["state"] == "failed", (r.stderr, status)
     assert status["error"].startswith("no space left on device") and "free space" in status["hint"], status
     assert not (run / SPACE_RESERVE_FILE).exists()
+    # the run's folder named, not the reserve, a file of lorapilot's own ("free space on .../space.reserve's disk")
+    assert status["error"] == f"no space left on device: {run}" and SPACE_RESERVE_FILE not in status["hint"], status
 
 
 @pytest.mark.parametrize("stage", ["lock", "status"])

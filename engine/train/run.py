@@ -707,6 +707,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from engine.config import load_config
     from engine.rundir import (
+        SPACE_RESERVE_FILE,
         RunLock,
         check_remote_code,
         disk_full_path,
@@ -765,6 +766,8 @@ def main(argv: list[str] | None = None) -> int:
         full = disk_full_path(e, run_dir / CHECKPOINTS_DIR)
         if full:
             release_space_reserve(run_dir)  # room for the status and the log lines below
+            if Path(full).name == SPACE_RESERVE_FILE:   # lorapilot's own file: the user's is the run's folder
+                full = str(run_dir)
         traceback.print_exc()
         text = f"no space left on device: {full}" if full else f"{type(e).__name__}: {e}".splitlines()[0]
         from engine.rundir import read_status
