@@ -234,6 +234,8 @@ def load_status(run_dir: str | Path) -> dict | None:
     except json.JSONDecodeError as e:
         raise DataError(f"{path}: not valid JSON (line {e.lineno}, column {e.colno})", fix=_STATUS_FIX) from None
     except READ_ERRORS as e:   # ValueError: not UTF-8, a number of 5,000 digits
+        if isinstance(e, OSError) and e.strerror:   # another user's file (Permission denied), an I/O error
+            raise DataError(f"{path}: {e.strerror}", fix="read it as the user who trained the run") from None
         raise DataError(f"{path}: unreadable ({type(e).__name__})", fix=_STATUS_FIX) from None
     if not isinstance(status, dict):
         raise DataError(f"{path}: expected a JSON object, got {type_word(status)}", fix=_STATUS_FIX)

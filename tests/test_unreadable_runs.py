@@ -74,3 +74,21 @@ def test_runs_lists_the_others_beside_an_unreadable_run(tmp_path, monkeypatch, w
         assert "theirs" in names and not problems
     else:
         assert len(problems) == 1 and "Permission denied" in problems[0] and "skipped" in problems[0], problems
+
+
+@pytest.mark.parametrize("which", ["folder", "metrics.jsonl", "train.log", "status.json"])
+def test_the_monitor_on_a_run_it_may_not_read_says_so(tmp_path, monkeypatch, which):
+    """`lorapilot monitor` on another user's run (a folder or file of mode 000): the feed's poll raised
+    PermissionError in the monitor's worker, which ended the app with a traceback. Now the poll says which file it
+    cannot read, where the monitor says why status.json is unreadable, and goes on."""
+    from tui.models.run_feed import RunFeed
+
+    run = a_run(tmp_path / "theirs")
+    (run / "train.log").write_text("step 2\n")
+    feed = RunFeed(run, sample_gpus=False)
+    deny(monkeypatch, run if which == "folder" else run / which)
+    up = feed.poll()
+    assert up.status_error is not None and "Permission denied" in up.status_error, up
+    assert (which if which != "folder" else "unreadable") in up.status_error
+    again = feed.poll()   # and again, each second: nothing new (unchanged), or the same said again
+    assert again.status is None or (again.status_error, again.status) == (up.status_error, up.status), again

@@ -117,12 +117,23 @@ class RunFeed:
         up = FeedUpdate()
         # Everything read from the run directory is shown with its control characters escaped: a sample that
         # prints ESC ] 0 ; TITLE BEL must read as text, not retitle (or worse) the user's terminal.
-        up.records = [safe_record(r) for r in self.metrics.read_new(self.chunk_bytes)]
-        up.more = bool(up.records) and self._metrics_pending()
-        self._poll_status(up)
-        lines, reset = self.log.read_new()
-        if lines or reset:
-            up.log_lines, up.log_reset = [safe_text(ln) for ln in lines], reset
+        # A run folder or file this user may not read (another user's, mode 000) is said where the monitor says why
+        # status.json is unreadable; the rest is read as ever (an error raised here ended the app).
+        try:
+            self._poll_status(up)
+        except OSError as e:
+            self._unreadable(up, e)
+        try:
+            up.records = [safe_record(r) for r in self.metrics.read_new(self.chunk_bytes)]
+            up.more = bool(up.records) and self._metrics_pending()
+        except OSError as e:
+            self._unreadable(up, e)
+        try:
+            lines, reset = self.log.read_new()
+            if lines or reset:
+                up.log_lines, up.log_reset = [safe_text(ln) for ln in lines], reset
+        except OSError as e:
+            self._unreadable(up, e)
         if now >= self._next_sample:
             self._next_sample = now + self.sample_every
             up.machine = system.machine_sample()
@@ -131,6 +142,13 @@ class RunFeed:
                 state, reason = gpu.gpu_state()
                 up.gpus = (state, reason, gpu.sample_gpus())
         return up
+
+    def _unreadable(self, up: FeedUpdate, e: OSError) -> None:
+        if up.status_error is None:
+            name = Path(e.filename).name if e.filename else self.run_dir.name
+            # with the status as last read (a readable status.json beside an unreadable metrics.jsonl)
+            up.status = up.status if up.status is not None else (self.status or {})
+            up.status_error = safe_text(f"{name} unreadable: {e.strerror or e}")
 
     def _metrics_pending(self) -> bool:
         try:
