@@ -92,3 +92,16 @@ def test_the_monitor_on_a_run_it_may_not_read_says_so(tmp_path, monkeypatch, whi
     assert (which if which != "folder" else "unreadable") in up.status_error
     again = feed.poll()   # and again, each second: nothing new (unchanged), or the same said again
     assert again.status is None or (again.status_error, again.status) == (up.status_error, up.status), again
+
+
+def test_monitor_of_a_run_folder_it_may_not_read_is_refused_with_the_os_reason(tmp_path, monkeypatch):
+    """`lorapilot monitor RUN` on another user's folder of mode 000: its check for status.json raised PermissionError
+    before the app started, a traceback. Now refused (exit 2 by run_app) naming the folder and the OS's reason."""
+    from engine.errors import UserError
+    from tui.launch_app import app_options
+
+    run = a_run(tmp_path / "theirs")
+    deny(monkeypatch, run)
+    with pytest.raises(UserError) as e:
+        app_options(["monitor", str(run)])
+    assert str(e.value).startswith(f"{run}: Permission denied"), str(e.value)

@@ -45,7 +45,11 @@ def _watchable(path: Path) -> bool:
     config.yaml is written first), or a sweep."""
     from engine.sweep.sweepdir import is_sweep_dir
 
-    return path.is_dir() and (is_run_dir(path) or (path / CONFIG_FILE).is_file() or is_sweep_dir(path))
+    try:
+        return path.is_dir() and (is_run_dir(path) or (path / CONFIG_FILE).is_file() or is_sweep_dir(path))
+    except OSError as e:   # a folder this user may not read (another user's): the OS's reason, not a traceback
+        raise UserError(f"{path}: {e.strerror}",
+                        fix="monitor it as the user who trained it, or ask them to make it readable") from None
 
 
 def _finished_run(args: list[str]) -> str:
