@@ -151,6 +151,12 @@ def _cmd_train(a) -> int:
         handle = resume_run(a.resume, trust_remote_code=a.trust_remote_code)
         for note in handle.notes:
             print_error(note)
+        from engine.sweep.sweepdir import resume_command
+
+        if (goes_on := resume_command(handle.run_dir)).startswith("lorapilot sweep"):
+            print_error(f"{handle.run_dir} is a trial of the sweep {handle.run_dir.parent}: resumed alone, outside its "
+                        "sweep, which neither ranks what it trains now nor runs the trials it did not start; "
+                        f"{goes_on} goes on with the sweep")
     else:
         if not a.config:
             raise UserError("train needs a CONFIG file (or --resume RUN_DIR)",

@@ -693,3 +693,25 @@ def test_a_trial_whose_config_was_edited_by_hand_is_not_resumed(tmp_path, edit):
     key, was, now = edit[0].split(": ")[0], edit[0].split(": ")[1], edit[1].split(": ")[1]
     assert f"{d}: trial {edited['id']}'s {CONFIG_FILE} is not the one the sweep wrote" in text, text
     assert key in text and was.rstrip("0") in text and now in text and "another --sweep-dir" in text, text
+
+
+def test_train_resume_of_a_sweeps_trial_says_it_trains_it_outside_its_sweep(tmp_path, capsys, monkeypatch):
+    """`lorapilot train --resume SWEEP/TRIAL` resumed the trial alone without a word: its sweep neither ranks what it
+    trains now nor runs the trials it did not start (and, running, shares its GPUs with it). Said, with the sweep's
+    resume; a run that is no trial is resumed without the note."""
+    from engine.train import launch
+
+    d = tmp_path / "sw"
+    cut = trial(1e-4, "stopped", stopped_by="user", stop_reason="stop requested")
+    a_sweep(d, [cut], state="stopped")
+    run_dir(d, cut, [(2, 2.1)], state="stopped", step=2)
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    monkeypatch.setattr(launch, "resume_run", lambda rd, **kw: launch.RunHandle(Path(rd), DEAD_PID))
+
+    assert main(["train", "--resume", str(d / cut["id"]), "--detach"]) == 0
+    err = unwrapped(capsys.readouterr().err)
+    assert f"{d / cut['id']} is a trial of the sweep {d}: resumed alone, outside its sweep" in err, err
+    assert f"lorapilot sweep --resume {d} goes on with the sweep" in err, err
+    assert main(["train", "--resume", str(alone), "--detach"]) == 0
+    assert "trial" not in capsys.readouterr().err
