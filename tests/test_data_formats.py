@@ -970,6 +970,29 @@ def test_a_csv_of_questions_and_answers_is_refused_with_the_prepare_command_that
     assert fmt == "alpaca" and len(rows) == 2
 
 
+def test_a_csv_whose_columns_are_not_guessed_gets_the_prepare_command_with_its_columns_to_fill_in(tmp_path,
+                                                                                              monkeypatch):
+    """A CSV of question,answer_text: no column is known as the answer, and the fix said only "rename the fields to
+    one of these formats'" (a stray quote). It names the prepare command with the two columns to fill in, which,
+    filled in, makes a training file that reads."""
+    import shlex
+
+    from engine.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    Path("qa.csv").write_text("question,answer_text\nWhat is 2+2?,4\nCapital of France?,Paris\n", encoding="utf-8")
+    with pytest.raises(DataError) as e:
+        read_rows("qa.csv")
+    assert "'" not in e.value.fix.replace("`", "")
+    command = re.search(r"`lorapilot (prepare [^`]+)`", e.value.fix).group(1)
+    assert command == ("prepare qa.csv --instruction-column QUESTION_COLUMN --output-column ANSWER_COLUMN "
+                       "--out qa.jsonl")
+    assert "(with your columns), then set dataset.path to qa.jsonl;" in e.value.fix
+    filled = command.replace("QUESTION_COLUMN", "question").replace("ANSWER_COLUMN", "answer_text")
+    assert main(shlex.split(filled)) == 0
+    assert read_rows("qa.jsonl")[1] == "alpaca"
+
+
 @pytest.mark.parametrize("cwd, dataset_path, out", [
     (".", "data", "qa.jsonl"),
     ("data", ".", "{tmp}/qa.jsonl"),
@@ -1004,7 +1027,7 @@ def test_a_csv_in_a_dataset_folder_gets_its_training_file_outside_the_folder(tmp
 @pytest.mark.parametrize("fields, fix", [
     (("question", "answer"), "rename the fields: question -> instruction, answer -> output (the alpaca format)"),
     (("prompt", "response"), "rename the fields: response -> completion (the completion format)"),
-    (("foo", "bar"), "rename the fields to one of these formats'"),
+    (("foo", "bar"), "rename the fields to those of one of these formats"),
 ])
 def test_rows_no_format_reads_are_refused_with_the_renames_that_make_them_one(tmp_path, fields, fix):
     path = tmp_path / "rows.jsonl"

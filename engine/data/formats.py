@@ -629,14 +629,17 @@ def _fields_fix(keys: set[str], source: str, folder: str = "") -> str:
     lower = {str(k).lower(): str(k) for k in keys}
     question = next((lower[n] for n in _QUESTION_NAMES if n in lower), None)
     answer = next((lower[n] for n in _ANSWER_NAMES if n in lower), None)
-    if question is None or answer is None or question == answer:
-        return "rename the fields to one of these formats'"
+    guessed = question is not None and answer is not None and question != answer
     if Path(source).suffix.lower() in (".csv", ".tsv"):
         out = str(_outside(folder) / Path(source).with_suffix(".jsonl").name if folder
                   else Path(source).with_suffix(".jsonl"))   # beside the folder, or beside the file
+        if not guessed:   # the command with the columns to name, not a guess at them
+            question, answer = "QUESTION_COLUMN", "ANSWER_COLUMN"
         return (f"make a training file of it: `lorapilot prepare {shell_word(source)} --instruction-column "
-                f"{shell_word(question)} --output-column {shell_word(answer)} --out {shell_word(out)}`, then set "
-                f"dataset.path to {out}; or rename the columns")
+                f"{shell_word(question)} --output-column {shell_word(answer)} --out {shell_word(out)}`"
+                f"{'' if guessed else ' (with your columns)'}, then set dataset.path to {out}; or rename the columns")
+    if question is None or answer is None or not guessed:
+        return "rename the fields to those of one of these formats"
     want = ("prompt", "completion") if question.lower() == "prompt" else ("instruction", "output")
     renames = [f"{old} -> {new}" for old, new in zip((question, answer), want) if old != new]
     return f"rename the fields: {', '.join(renames)} (the {'completion' if want[0] == 'prompt' else 'alpaca'} format)"
