@@ -37,6 +37,26 @@ def test_small_dataset_with_default_eval_steps_is_never_evaluated():
     assert "no_checkpoint" in found
 
 
+@pytest.mark.parametrize("n, fix", [
+    (3, "Set training.eval_steps to 1 (once per epoch)."),      # 1 step per epoch
+    (40, "Set training.eval_steps to 1 (about 3 times per epoch)."),
+    (200, "Set training.eval_steps to 3 (about 4 times per epoch)."),
+])
+def test_the_eval_advice_says_how_often_it_evaluates_and_applied_clears_the_finding(n, fix):
+    """3 rows, 1 step per epoch: the advice said "eval_steps to 1 (about 4 times per epoch)", and once applied
+    (enter on the finding) the finding stayed, advising the same again: one step cannot be evaluated more often."""
+    cfg = Config()
+    (rare,) = [f for f in check_settings(cfg, n) if f.code == "eval_too_rare"]
+    assert rare.fix == fix
+    cfg.training.eval_steps = int(fix.split(" to ")[1].split()[0])
+    assert "eval_too_rare" not in codes(cfg, n=n)
+
+
+def test_one_step_per_epoch_is_one_step():
+    (rare,) = [f for f in check_settings(Config(), 3) if f.code == "eval_too_rare"]
+    assert "eval every 50 steps; 1 step per epoch, 3 in all" == rare.evidence
+
+
 def test_more_gpus_mean_fewer_steps():
     cfg = Config()
     cfg.training.eval_steps = 40

@@ -67,14 +67,19 @@ def check_settings(cfg: Any, n_examples: int | None, num_gpus: int = 1,
         steps_per_epoch = epoch_steps(n_examples, t.micro_batch_size * t.gradient_accumulation_steps * max(1, num_gpus))
         total = total_steps(cfg, steps_per_epoch) or steps_per_epoch  # the trainer's rule; never None here
     if (planned_per_epoch and planned_total) or n_examples:
+        # An epoch of one step is measured as often as it can be at eval_steps 1: the advice, applied, clears it.
+        suggested = max(1, steps_per_epoch // 4)
         never = t.eval_steps > total
-        rare = total >= steps_per_epoch and steps_per_epoch / t.eval_steps < MIN_EVALS_PER_EPOCH
+        rare = (total >= steps_per_epoch and steps_per_epoch / t.eval_steps < MIN_EVALS_PER_EPOCH
+                and t.eval_steps > suggested)
         if never or rare:
+            evals = steps_per_epoch // suggested
             out.append(Finding(
                 "eval_too_rare", "warning", None,
                 "The eval loss is measured too rarely to catch overfitting in time.",
-                f"eval every {t.eval_steps} steps; {steps_per_epoch} steps per epoch, {total} in all",
-                f"Set training.eval_steps to {max(1, steps_per_epoch // 4)} (about 4 times per epoch)."))
+                f"eval every {t.eval_steps} steps; {_steps(steps_per_epoch)} per epoch, {total} in all",
+                f"Set training.eval_steps to {suggested} "
+                f"({'once' if evals == 1 else f'about {evals} times'} per epoch)."))
         if t.logging_steps > 1 and total // t.logging_steps < MIN_LOSS_POINTS:
             out.append(Finding(
                 "loss_chart_sparse", "info", None,
@@ -88,7 +93,7 @@ def check_settings(cfg: Any, n_examples: int | None, num_gpus: int = 1,
                 "many_epochs", "warning", None,
                 f"The run passes over the data {epochs:.1f} times: past about {MANY_EPOCHS} the model starts to "
                 "memorise the examples instead of learning the task.",
-                f"{total} steps, {steps_per_epoch} steps per epoch"
+                f"{total} steps, {_steps(steps_per_epoch)} per epoch"
                 + (f" (max_steps {t.max_steps})" if t.max_steps > 0 else f" (num_epochs {t.num_epochs:g})"),
                 f"Set training.max_steps to {MANY_EPOCHS * steps_per_epoch}" if t.max_steps > 0
                 else f"Set training.num_epochs to {MANY_EPOCHS}"))
@@ -104,6 +109,10 @@ def check_settings(cfg: Any, n_examples: int | None, num_gpus: int = 1,
             "no_save_limit", "info", None, f"Up to {t.save_total_limit} checkpoints are kept on disk.",
             f"training.save_total_limit: {t.save_total_limit}", "Keep 2-3 (training.save_total_limit: 3)."))
     return out
+
+
+def _steps(n: int) -> str:
+    return f"{n} step{'' if n == 1 else 's'}"
 
 
 def _check_learning_rate(cfg: Any) -> list[Finding]:
