@@ -205,6 +205,18 @@ def test_report_fits_80_columns_keeping_lr_r_and_eval_whole(tmp_path):
     assert any("★ 5e-4" in line and " 4 " in line and "1.400" in line for line in lines)
 
 
+def test_the_heatmaps_legend_is_one_line_under_a_grid_of_one_r(tmp_path):
+    """A sweep of one r: the legend was the grid's caption, wrapped at its 22 columns ("★ winner, † stopped" and
+    "early, · no eval" on two lines)."""
+    from rich.console import Console
+
+    sweep = finished_sweep(tmp_path)
+    sweep["trials"] = [t for t in sweep["trials"] if t["r"] == 4]
+    buf = io.StringIO()
+    print_report(sweep, Console(file=buf, width=80))
+    assert "\n★ winner, † stopped early, · no eval\n" in buf.getvalue()
+
+
 def test_apply_writes_the_base_config_with_the_winners_lr_and_r(tmp_path):
     out = apply_winner(finished_sweep(tmp_path), tmp_path / "best" / "best.yaml")
     cfg = load_config(out)

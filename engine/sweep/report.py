@@ -225,8 +225,12 @@ def _heat(value: float, lo: float, hi: float) -> str:
     return f"black on rgb({red},{green},60)"
 
 
+HEATMAP_LEGEND = "★ winner, † stopped early, · no eval"
+
+
 def render_heatmap(sweep: dict):
-    """Eval loss over lr (rows) x r (columns); the winner starred, stopped trials marked."""
+    """Eval loss over lr (rows) x r (columns); the winner starred, stopped trials marked; the legend below."""
+    from rich.console import Group
     from rich.table import Table
     from rich.text import Text
 
@@ -236,8 +240,7 @@ def render_heatmap(sweep: dict):
     values = [t["eval_loss"] for t in sweep["trials"] if finite(t.get("eval_loss")) and not diverged(t)]
     lo, hi = (min(values), max(values)) if values else (0.0, 0.0)
     winner = (sweep.get("winner") or {}).get("id")
-    table = Table(title="Eval loss, lr x r", title_justify="left", show_lines=True,
-                  caption="★ winner, † stopped early, · no eval", caption_justify="left")
+    table = Table(title="Eval loss, lr x r", title_justify="left", show_lines=True)
     table.add_column("lr \\ r", justify="right")
     for r in rs:
         table.add_column(f"r {r}", justify="center", min_width=9)
@@ -253,7 +256,8 @@ def render_heatmap(sweep: dict):
             text = loss_text(t["eval_loss"]) + (" ★" if t["id"] == winner else " †" if t.get("stopped_by") else "")
             cells.append(Text(text, style=_heat(t["eval_loss"], lo, hi)))
         table.add_row(lr_text(lr), *cells)
-    return table
+    # The legend under the grid, not its caption: a caption wraps at the grid's width (22 columns for one r).
+    return Group(table, Text(HEATMAP_LEGEND))
 
 
 def render_stops(sweep: dict) -> list[str]:
