@@ -478,6 +478,15 @@ def test_an_unclosed_json_line_names_the_column_where_it_broke(tmp_path):
         read_rows(path)
 
 
+def test_an_unterminated_string_is_said_where_it_starts_in_words(tmp_path):
+    """A JSONL line 3 cut inside a string read "Unterminated string starting at (column 17)"."""
+    path = tmp_path / "d.jsonl"
+    lines = [json.dumps(ALPACA[0])] * 2 + ['{"instruction": "oops'] + [json.dumps(ALPACA[0])]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with pytest.raises(DataError, match=rf"^{path}:3: invalid JSON: Unterminated string starting at column 17\n"):
+        read_rows(path)
+
+
 def test_invalid_json_array_names_its_line(tmp_path):
     path = tmp_path / "d.json"
     path.write_text('[\n {"text": "a"},\n {"text": "b",}\n]\n', encoding="utf-8")

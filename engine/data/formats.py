@@ -181,9 +181,17 @@ class _TooDeep(ValueError):
     """Arrays or objects nested deeper than the parser's recursion limit."""
 
 
+def _decode_error_text(e: json.JSONDecodeError) -> str:
+    """json's message and its column: a message that ends in "at" ("Unterminated string starting at", "Invalid
+    control character at") reads on into the column, as json's own text does, not "starting at (column 17)"."""
+    if e.msg.endswith(" at"):
+        return f"invalid JSON: {e.msg} column {e.colno}"
+    return f"invalid JSON: {e.msg} (column {e.colno})"
+
+
 def _bad_json_reason(e: ValueError) -> str:
     if isinstance(e, json.JSONDecodeError):
-        return f"invalid JSON: {e.msg} (column {e.colno})"
+        return _decode_error_text(e)
     if isinstance(e, _HugeNumber):
         return f"a number with {len(e.digits.lstrip('-'))} digits (more than {MAX_INT_DIGITS}); quote it as text"
     if isinstance(e, _TooDeep):
@@ -250,7 +258,7 @@ def _read_json(path: Path) -> tuple[list[dict], list[str]]:
         # "Extra data" after a first complete value: the file is JSON Lines under a .json name.
         if e.msg == "Extra data" and path.suffix == ".json":
             return _read_jsonl_text(text, path)
-        raise DataError(f"{path}:{e.lineno}: invalid JSON: {e.msg} (column {e.colno})") from None
+        raise DataError(f"{path}:{e.lineno}: {_decode_error_text(e)}") from None
     except ValueError as e:
         line = _line_of(text, e)
         raise DataError(f"{path}{f':{line}' if line else ''}: {_bad_json_reason(e)}") from None
