@@ -9,14 +9,30 @@ problem ("  - ...") and the fix ("  fix: ...") continuing under its own text.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import re
 import textwrap
+from collections.abc import Iterator
+from contextvars import ContextVar
 from typing import Any
 
 WIDTH = 80
+# fit's width where no width is passed: WIDTH, or what `fit_width` sets around a verb called in-process (the app's
+# panel that shows a verb's text fits it to its own width, not the terminal's 80 columns).
+_WIDTH: ContextVar[int] = ContextVar("lorapilot_fit_width", default=WIDTH)
+
+
+@contextlib.contextmanager
+def fit_width(width: int) -> Iterator[None]:
+    """fit's default width inside the block (in this thread)."""
+    token = _WIDTH.set(width)
+    try:
+        yield
+    finally:
+        _WIDTH.reset(token)
 
 # Where a line's text starts: after its indent and a label or table cells, each set off by two or more spaces. The
 # last such start that leaves at least _MIN_ROOM columns is the text's (a table's prose column, after the name and
@@ -47,9 +63,9 @@ def _text_start(line: str, width: int) -> int:
 
 
 def fit(text: str, width: int | None = None) -> str:
-    """text with each line longer than width (default WIDTH) wrapped at word boundaries, continuations under the
-    line's text."""
-    width = width or WIDTH
+    """text with each line longer than width (default WIDTH, or fit_width's) wrapped at word boundaries, continuations
+    under the line's text."""
+    width = width or _WIDTH.get()
     out: list[str] = []
     for line in text.split("\n"):
         if len(line) <= width:

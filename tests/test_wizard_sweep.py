@@ -85,6 +85,25 @@ async def test_the_panel_title_wraps_whole_at_80_columns():
         assert shown.endswith("hopeless ones stop early"), shown
 
 
+async def test_the_plan_wraps_under_its_labels_in_the_panel_at_80_columns():
+    """The plan is the verb's text, wrapped at 80 columns with its continuations under the text; the panel, 72 wide
+    at 80x24, wrapped it again: "99" / "steps" at column 0, "halving at steps 33 and" / "66: a" / "        trial"."""
+    app = LorapilotApp()
+    async with app.run_test(size=(80, 24)) as pilot:
+        panel = await open_panel(pilot)
+        await plan_settled(pilot, panel)
+        await pilot.pause(0.1)
+        box = panel.query_one("#sweep-plan")
+        lines = [strip.text.rstrip() for strip in box.render_lines(box.region.reset_offset)]
+        lines = [line for line in lines if line]
+        assert lines[0].startswith("sweep   ") and len(lines) >= 3, lines
+        for line in lines:   # each line a "label  text" line or a continuation under the text
+            assert re.match(r"(sweep|stops|runs|time|cost|note|speed|budget) {2,}\S| {8}\S", line), lines
+        words = " ".join(line.split(None, 1)[1] if not line.startswith(" ") else line.strip() for line in lines)
+        assert "rounded to a multiple of 3" in words and "halving at steps" in words
+        app.exit()
+
+
 async def test_the_same_as_command_line_parses_to_the_panel_s_grid():
     # `--r -1,x` pasted into a shell: argparse reads `-1,x` as a flag, not as the ranks the panel shows.
     import argparse

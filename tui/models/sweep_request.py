@@ -67,13 +67,19 @@ def option(flag: str, value: str) -> list[str]:
     return [f"{flag}={value}"] if value.startswith("-") else [flag, value]
 
 
+# What the verb prints for the panel: lines whole, for the panel to fit to its own width (engine.wrap.fit), not
+# wrapped at 80 columns and wrapped again by the panel, narrower, continuations at column 0.
+UNWRAPPED = 10_000
+
+
 def run_sweep_verb(argv: list[str]) -> str:
-    """`lorapilot sweep ARGV` in this process; what it printed. Raises the verb's UserError."""
+    """`lorapilot sweep ARGV` in this process; what it printed, each line whole. Raises the verb's UserError."""
     from engine.sweep.command import add_arguments, run
+    from engine.wrap import fit_width
 
     parser = argparse.ArgumentParser(prog="lorapilot sweep")
     add_arguments(parser)
     out = io.StringIO()
-    with contextlib.redirect_stdout(out):
+    with contextlib.redirect_stdout(out), fit_width(UNWRAPPED):
         run(parser.parse_args(argv))
     return out.getvalue()

@@ -23,6 +23,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Static
 
 from engine.errors import UserError
+from engine.wrap import fit
 from tui.error_log import say
 from tui.models.sweep_request import FIELDS, SWEEP_DIR_LINE, default_values, field_errors, run_sweep_verb, sweep_argv
 from tui.one_shot import OneShot
@@ -134,6 +135,9 @@ class SweepPanel(ModalScreen[str | None]):
         self.plan_text, self.plan_error = text.strip(), error
         self._show_plan()
 
+    def on_resize(self) -> None:
+        self.call_after_refresh(self._show_plan)   # the plan refitted to the box's new width
+
     def _show_plan(self) -> None:
         box = self.query_one("#sweep-plan", Static)
         if self.errors:
@@ -141,8 +145,9 @@ class SweepPanel(ModalScreen[str | None]):
         elif self.plan_error:
             box.update(Content.styled(f"✗ {self.plan_error}", "$text-error"))
         elif self.plan_text:
-            box.update(Content(self.plan_text) if not self.planning else
-                       Content.styled(self.plan_text, "$text-muted"))
+            # The verb's "label  text" lines fitted to the box, continuations under the text, as the CLI's at 80.
+            text = fit(self.plan_text, box.content_size.width or None)
+            box.update(Content(text) if not self.planning else Content.styled(text, "$text-muted"))
         else:
             box.update(Content.styled("planning…", "italic $text-muted"))
         self.query_one("#sweep-start", Button).disabled = bool(self.errors or self.plan_error)
