@@ -130,3 +130,51 @@ async def test_the_same_as_command_line_parses_to_the_panel_s_grid():
         # The panel's own call takes the same argv.
         assert parser.parse_args(panel.argv()[1:]) == argparse.Namespace(**{**vars(args), "target": None})
         app.exit()
+
+
+async def test_the_plan_is_made_outside_the_app_s_process(monkeypatch):
+    """The plan tokenizes the data (transformers). In a thread of the app, a plan still running when the grid was
+    typed on ran beside the next: both imported transformers at once, "cannot import name 'AutoTokenizer'" ended the
+    app, and each redirected the other's stdout. It is made in the wizard's data helper: the verb in this process
+    (here refusing to run) is never called, and the plan comes."""
+    import engine.sweep.command
+
+    def in_the_app(_args):
+        raise RuntimeError("the sweep verb ran in the app's process")
+
+    monkeypatch.setattr(engine.sweep.command, "run", in_the_app)
+    app = LorapilotApp()
+    async with app.run_test(size=SIZE) as pilot:
+        panel = await open_panel(pilot)
+        plan = await plan_settled(pilot, panel)
+        assert panel.plan_error is None and trials(plan) == 9
+        app.exit()
+
+
+async def test_ctrl_l_twice_starts_one_sweep(monkeypatch):
+    """A start takes seconds (the data is tokenized): ctrl+l pressed again meanwhile started a second sweep."""
+    import threading
+
+    import tui.screens.sweep_panel as sweep_panel
+
+    app = LorapilotApp()
+    async with app.run_test(size=SIZE) as pilot:
+        panel = await open_panel(pilot)
+        await plan_settled(pilot, panel)
+        calls, release = [], threading.Event()
+
+        def start(argv):
+            calls.append(argv)
+            release.wait(30)
+            return ""   # no sweep directory said: the panel stays, and says so
+
+        monkeypatch.setattr(sweep_panel, "run_sweep_verb", start)
+        await pilot.press("ctrl+l")
+        await pilot.pause(0.2)
+        await pilot.press("ctrl+l")
+        await pilot.pause(0.5)
+        release.set()
+        await pilot.pause(0.2)
+        assert len(calls) == 1 and "--yes" in calls[0]
+        assert app.screen is panel and not panel.query_one("#sweep-start").disabled   # it may be tried again
+        app.exit()

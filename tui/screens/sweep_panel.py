@@ -22,7 +22,6 @@ from textual.content import Content
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Static
 
-from engine.errors import UserError
 from engine.wrap import fit
 from tui.error_log import say
 from tui.models.sweep_request import FIELDS, SWEEP_DIR_LINE, default_values, field_errors, run_sweep_verb, sweep_argv
@@ -48,6 +47,7 @@ class SweepPanel(ModalScreen[str | None]):
         self.config_path = str(Path(self._tmp.name) / f"{name}.yaml")
         self._timer: OneShot | None = None
         self._asked = 0
+        self._starting = False
 
     def compose(self) -> ComposeResult:
         defaults = default_values()
@@ -122,11 +122,19 @@ class SweepPanel(ModalScreen[str | None]):
 
     @work(thread=True, exclusive=True, group="sweep-plan")
     def _plan(self, asked: int, argv: list[str]) -> None:
+        # In the wizard's data helper, as the data's tokenizing: the plan tokenizes the data too, and in threads of the
+        # app two plans (the grid typed on while one ran: a thread worker runs on when superseded) imported
+        # transformers at once ("cannot import name 'AutoTokenizer'"), which ended the app, and swapped each other's
+        # redirected stdout.
+        from tui.models.data_inspection import answer
         try:
-            text, error = run_sweep_verb(argv), None
-        except UserError as e:
-            text, error = "", str(e)
-        self.app.call_from_thread(self._planned, asked, text, error)
+            text, error = answer(run_sweep_verb, argv), None
+        except Exception as e:  # noqa: BLE001 - shown in the panel (a bug logged), never the app ended
+            text, error = "", say(e, "planning the sweep")
+        try:
+            self.app.call_from_thread(self._planned, asked, text, error)
+        except RuntimeError:
+            pass  # the app has closed meanwhile
 
     def _planned(self, asked: int, text: str, error: str | None) -> None:
         if asked != self._asked:
@@ -167,6 +175,9 @@ class SweepPanel(ModalScreen[str | None]):
         if problems:
             self.notify("\n".join(problems), title="Cannot start the sweep", severity="error", timeout=6)
             return
+        if self._starting:
+            return   # ctrl+l again while it starts: one sweep, not two
+        self._starting = True
         self.query_one("#sweep-start", Button).disabled = True
         self.notify("Starting the sweep…", timeout=3)
         self._start([*self.argv(), "--yes", "--detach"])
@@ -185,6 +196,7 @@ class SweepPanel(ModalScreen[str | None]):
         self.app.call_from_thread(self.dismiss, found.group(1).strip())
 
     def _start_failed(self, message: str) -> None:
+        self._starting = False
         self.query_one("#sweep-start", Button).disabled = False
         self.notify(message, title="The sweep did not start", severity="error", timeout=10)
 
