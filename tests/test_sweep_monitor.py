@@ -212,6 +212,24 @@ async def test_a_lost_sweep_says_how_to_go_on(tmp_path):
         assert "its driver is gone; to go on: lorapilot sweep --resume" in text and str(sweep_dir.name) in text
 
 
+def test_the_winner_panels_next_command_keeps_each_argument_on_a_line_of_its_own(tmp_path, monkeypatch):
+    """At 80 columns the panel is 39 wide: `lorapilot sweep /tmp/n24/runs/sweep-demo-20261206-121313 \\` wrapped into
+    "lorapilot sweep" / the folder / "\\", and copied from the terminal ran `lorapilot sweep` alone. The folder the
+    app's launch names in full is named from the working directory, on a line of its own."""
+    from engine.sweep import summarize_sweep
+    from tui.widgets.sweep_result import winner_text
+
+    sweep_dir = make_sweep(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    text = winner_text(summarize_sweep(sweep_dir), str(sweep_dir.resolve())).plain
+    relative = sweep_dir.resolve().relative_to(tmp_path.resolve())
+    assert f"\n  lorapilot sweep \\\n    {relative} \\\n    --apply best.yaml\n" in text
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert f"\n    {sweep_dir.resolve()} \\\n" in winner_text(summarize_sweep(sweep_dir), str(sweep_dir.resolve())).plain
+
+
 def test_the_winner_panel_says_what_the_cli_says_of_a_winner_trained_on_more_gpus(tmp_path):
     """A sweep on 4 GPUs ran each trial on one; the winner's config, trained alone there, runs data parallel on all
     4 (4x the examples a step, where the best lr may differ). `--apply` said so, the monitor's winner panel did not:

@@ -35,11 +35,23 @@ def winner_text(summary: dict, sweep_arg: str) -> Text:
     for note in summary.get("winner_notes") or []:   # at the grid's edge, on more GPUs than its trial: as the CLI
         out.append(f"\n{note[0].upper()}{note[1:]}.", style="yellow")
     out.append("\n\nNext:", style="bold")
-    out.append(f"\n  lorapilot sweep {shlex.quote(sweep_arg)} \\\n      --apply {DEFAULT_APPLY}", style="cyan")
+    # One argument a line: the folder, long, wrapped inside "lorapilot sweep DIR \\" at 80 columns (the panel is half
+    # the screen), and a soft-wrapped command copied from the terminal runs `lorapilot sweep` alone.
+    out.append(f"\n  lorapilot sweep \\\n    {shlex.quote(command_path(sweep_arg))} \\\n    --apply {DEFAULT_APPLY}",
+               style="cyan")
     out.append(f"\n  lorapilot train {DEFAULT_APPLY}", style="cyan")
     out.append("\n\na", style="bold")
     out.append(" writes the winner's config from here.", style="dim")
     return out
+
+
+def command_path(folder: str) -> str:
+    """The folder as a command typed here names it: relative to the working directory when inside it (the app's
+    launch names it in full), else as given."""
+    try:
+        return str(Path(folder).resolve().relative_to(Path.cwd().resolve()))
+    except (ValueError, OSError):
+        return folder
 
 
 class SweepResult(Horizontal):
