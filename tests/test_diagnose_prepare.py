@@ -118,8 +118,10 @@ def test_csv_column_errors_name_the_file_and_columns(tmp_path):
     with pytest.raises(UserError) as e:
         prepare([tmp_path / "qa.csv"], tmp_path / "out.jsonl", column="respone")
     assert "qa.csv" in str(e.value) and "question, answer" in str(e.value)
-    with pytest.raises(UserError, match="--column"):
+    with pytest.raises(UserError, match="--column") as e:
         prepare([tmp_path / "qa.csv"], tmp_path / "out.jsonl")
+    # a CSV of questions and answers: the pair of flags that makes prompts and responses, not only --column (text)
+    assert "--instruction-column C --output-column C" in e.value.fix
     with pytest.raises(UserError, match="go together"):
         prepare([tmp_path / "qa.csv"], tmp_path / "out.jsonl", instruction_column="question")
     with pytest.raises(DataError, match="no such file"):

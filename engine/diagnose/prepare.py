@@ -85,8 +85,10 @@ def _choose_fields(rows: list[RawRow], path: Path, column: str | None,
     else:
         plain = [k for k in rows[0].fields if "." not in k]
         if len(plain) != 1:
-            raise UserError(f"{path}: choose the column to use with --column",
-                            problems=[f"columns: {_columns_text(rows)}"])
+            raise UserError(f"{path}: choose the columns to use",
+                            problems=[f"columns: {_columns_text(rows)}"],
+                            fix="--instruction-column C --output-column C for prompts and their responses, or "
+                                "--column C for one column of text")
         wanted = {"text": plain[0]}
     missing = [c for c in wanted.values() if not any(c in r.fields for r in rows)]
     if missing:
