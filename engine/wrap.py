@@ -22,7 +22,7 @@ from typing import Any
 WIDTH = 80
 # fit's width where no width is passed: WIDTH, or what `fit_width` sets around a verb called in-process (the app's
 # panel that shows a verb's text fits it to its own width, not the terminal's 80 columns).
-_WIDTH: ContextVar[int] = ContextVar("lorapilot_fit_width", default=WIDTH)
+_WIDTH: ContextVar[int | None] = ContextVar("lorapilot_fit_width", default=None)
 
 
 @contextlib.contextmanager
@@ -65,7 +65,7 @@ def _text_start(line: str, width: int) -> int:
 def fit(text: str, width: int | None = None) -> str:
     """text with each line longer than width (default WIDTH, or fit_width's) wrapped at word boundaries, continuations
     under the line's text."""
-    width = width or _WIDTH.get()
+    width = width or _WIDTH.get() or WIDTH   # WIDTH read now: tests set it for unwrapped text
     out: list[str] = []
     for line in text.split("\n"):
         if len(line) <= width:
