@@ -97,6 +97,9 @@ def test_the_demo_without_a_gpu_is_estimated_for_the_cpu(demo_model_dir, monkeyp
     monkeypatch.setattr(estimate_pkg, "detect_gpu", lambda: None)
     code, table, _ = run_main([str(DEMO_CONFIG)], capsys)
     assert code == 0
+    # The plan's counts in words: "1 micro-batch per step", not "1 micro-batch(es)" ("eval 7 example(s)").
+    words = " ".join(table.split())
+    assert "1 micro-batch per step" in words and "(es)" not in words and "(s)" not in words
     for gone in ("CUDA context", "allocator slack", "nvidia-smi", "torch.cuda", "bf16", "16-bit", "fit"):
         assert gone not in table, gone
     for said in ("fp32 logits, plus fp32 gradients", "largest quantised weight in fp32 during its matmul",

@@ -163,12 +163,13 @@ def plan_words(p: RunPlan) -> str:
     """What the trainer will run, in words: micro-batches, attention, loss, the optimizer the plan's rules chose,
     offloading, compiled layers, evaluation batch, samples turned off. `lorapilot estimate` and the wizard's review
     both say it so."""
-    return (f"{p.micro_batches_per_step} micro-batch(es) per step"
+    micro, per_eval = p.micro_batches_per_step, p.eval_batch_size
+    return (f"{micro} micro-batch{'es' if micro != 1 else ''} per step"
             + (f" packed up to {p.token_budget:,} tokens" if p.token_budget else " padded")
             + f", {attention_label(p.attention)}, {'Liger fused loss' if p.fused_loss else 'plain loss'}, {p.optimizer}"
             + (", activations offloaded" if p.offload else "")
             + (", decoder layers compiled" if p.compile_layers else "")
-            + f", eval {p.eval_batch_size} example(s) a batch"
+            + f", eval {per_eval} example{'s' if per_eval != 1 else ''} a batch"
             + (f", samples off ({p.samples_off})" if p.samples_off else ""))
 
 

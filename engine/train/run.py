@@ -306,7 +306,8 @@ def plan_here(cfg: Config, inputs: Inputs, run_dir: Path, *, ckpt: str | None = 
     micro, ranks = run_plan.step_plan.micro_batches_per_step, inputs.n_ranks
     log(f"plan: {run_plan.examples_per_step} examples per optimizer step in "
         f"{micro} micro-batch{'es' if micro != 1 else ''} over {ranks} process{'es' if ranks != 1 else ''}; "
-        f"{run_plan.steps_per_epoch} steps per epoch; {run_plan.max_steps} steps; "
+        f"{run_plan.steps_per_epoch} step{'s' if run_plan.steps_per_epoch != 1 else ''} per epoch; "
+        f"{run_plan.max_steps} steps; "
         f"largest micro-batch {run_plan.largest_microbatch_tokens:,} tokens")
     # What the trainer does besides steps, for the ETA (engine.eta): the estimate's schedule of this plan.
     from engine.estimate.timing import plan_schedule
