@@ -365,3 +365,14 @@ def test_the_sweeps_tokens_are_the_ones_train_records(config, capsys, monkeypatc
     run_dir.mkdir()
     trained = load(load_config(config), run_dir, resume=False, data=None, tokenizer=None).tokens
     assert trained is not None and recorded["train"]["sha256"] and recorded == trained
+
+
+def test_the_demo_config_without_lr_is_swept_over_the_demos_rates(capsys, config):  # noqa: F811
+    """`lorapilot sweep presets/demo.yaml` swept 1e-4,2e-4,5e-4, all far below the demo model's 1e-3 to 5e-3; a
+    pretrained model's config keeps that grid."""
+    from tests.conftest import DEMO_CONFIG
+
+    code, out, _ = sweep(capsys, str(DEMO_CONFIG), "--r", "8", "--steps", "12", "--dry-run")
+    assert code == 0 and "3 trials over lr 1e-3, 3e-3, 5e-3 x r 8" in out, out
+    code, out, _ = sweep(capsys, str(config), "--r", "8", "--steps", "12", "--dry-run")
+    assert code == 0 and "3 trials over lr 1e-4, 2e-4, 5e-4 x r 8" in out, out

@@ -178,3 +178,22 @@ async def test_ctrl_l_twice_starts_one_sweep(monkeypatch):
         assert len(calls) == 1 and "--yes" in calls[0]
         assert app.screen is panel and not panel.query_one("#sweep-start").disabled   # it may be tried again
         app.exit()
+
+
+async def test_the_demo_is_swept_over_its_own_learning_rates():
+    """The panel's grid was the pretrained models' 1e-4,2e-4,5e-4 on the demo, whose checklist says 2e-4 is far
+    below its 1e-3 to 5e-3: every trial barely moved, the winner at the grid's edge. `lorapilot sweep` on the demo
+    config without --lr sweeps the same rates."""
+    from engine.learning_rate import DEMO_RANGE
+    from engine.sweep.plan import parse_lrs
+
+    app = LorapilotApp()
+    async with app.run_test(size=SIZE) as pilot:
+        panel = await open_panel(pilot)
+        assert app.wizard.cfg.model == "lorapilot-demo"
+        lrs = parse_lrs(panel.query_one("#sweep-lr").value)
+        assert len(lrs) == 3 and all(DEMO_RANGE[0] <= lr <= DEMO_RANGE[1] for lr in lrs)
+        plan = await plan_settled(pilot, panel)
+        assert "lr 1e-3, 3e-3, 5e-3" in plan
+        app.exit()
+    assert parse_lrs(None, "lorapilot-demo") == lrs and parse_lrs(None, "some/model") == [1e-4, 2e-4, 5e-4]

@@ -19,7 +19,7 @@ from engine.errors import EXIT_OK, EXIT_RUN_FAILED, UserError, shell_word
 from engine.overwrite import may_overwrite
 from engine.rundir import loss_text
 from engine.settings import runs_root, visible_device_mask
-from engine.sweep.plan import DEFAULT_LRS, DEFAULT_RS, DEFAULT_STEPS, STOP_ON, lr_text
+from engine.sweep.plan import DEFAULT_LRS, DEFAULT_RS, DEFAULT_STEPS, DEMO_LRS, STOP_ON, lr_text
 from engine.settings import demo_config_word, user_path
 
 
@@ -27,7 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("target", nargs="?", metavar="CONFIG|SWEEP_DIR", type=user_path,
                         help="the base config to sweep, or a sweep directory to report on (or --apply)")
     parser.add_argument("--lr", metavar="LIST", help="learning rates, comma-separated (default: "
-                        + ",".join(lr_text(x) for x in DEFAULT_LRS) + ")")
+                        + ",".join(lr_text(x) for x in DEFAULT_LRS) + "; for the embedded demo "
+                        + ",".join(lr_text(x) for x in DEMO_LRS) + ")")
     parser.add_argument("--r", metavar="LIST", help="LoRA ranks, comma-separated; alpha = 2r (default: "
                         + ",".join(str(x) for x in DEFAULT_RS) + ")")
     parser.add_argument("--steps", type=int,
@@ -252,11 +253,12 @@ def _new(config_path: Path, a) -> int:
         from engine.train.launch import check_new_run_dir
 
         check_new_run_dir(Path(a.sweep_dir).resolve(), flag="--sweep-dir", lock_file=SWEEP_LOCK_FILE)
-    lrs, rs = parse_lrs(a.lr), parse_rs(a.r)
+    given_lrs, rs = (parse_lrs(a.lr) if a.lr is not None else None), parse_rs(a.r)
+    cfg = load_config(config_path)
+    lrs = given_lrs or parse_lrs(None, cfg.model)   # the default grid is the model's (the demo's own)
     a.requested_grid = {"learning_rate": lrs, "r": rs}   # before a budget drops any: what a resume is checked against
     trials = grid(lrs, rs)
     steps = round_steps(a.steps)
-    cfg = load_config(config_path)
     from engine.data.formats import check_dataset_found
 
     check_dataset_found(cfg.dataset)   # before the plan: a dry run said nothing of a path the sweep then refused

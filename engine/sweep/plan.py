@@ -23,6 +23,9 @@ from engine.config import FIELDS, Config
 from engine.errors import UserError
 
 DEFAULT_LRS = (1e-4, 2e-4, 5e-4)
+# The embedded demo's tiny random model trains at 1e-3 to 5e-3 (engine.learning_rate.DEMO_RANGE): the pretrained
+# models' grid above is all far below it (the loss barely moves), and its winner at the grid's edge.
+DEMO_LRS = (1e-3, 3e-3, 5e-3)
 DEFAULT_RS = (4, 8, 16)
 DEFAULT_STEPS = 100
 # Findings that stop a trial at once (on top of whatever the base config stops on).
@@ -62,10 +65,17 @@ class Trial:
         return f"lr{lr_text(self.learning_rate)}_r{self.r}"
 
 
-def parse_lrs(text: str | None) -> list[float]:
-    """'1e-4,2e-4' -> [1e-4, 2e-4]; each in training.learning_rate's range; duplicates dropped."""
+def default_lrs(model: str | None) -> tuple[float, ...]:
+    """The learning rates swept when none are given: the demo's own range for the demo model."""
+    from engine.demo.model import DEMO_MODEL_ID
+    return DEMO_LRS if model == DEMO_MODEL_ID else DEFAULT_LRS
+
+
+def parse_lrs(text: str | None, model: str | None = None) -> list[float]:
+    """'1e-4,2e-4' -> [1e-4, 2e-4]; each in training.learning_rate's range; duplicates dropped. None: the default
+    grid for `model` (default_lrs)."""
     if text is None:
-        return list(DEFAULT_LRS)
+        return list(default_lrs(model))
     return _parse_list(text, "--lr", float, "a number", "training.learning_rate", "a learning rate",
                        "1e-4,2e-4,5e-4")
 

@@ -19,9 +19,10 @@ FIELDS = (("lr", "--lr", "learning rates"), ("r", "--r", "LoRA ranks (alpha = 2r
 SWEEP_DIR_LINE = re.compile(r"^sweep directory: (.+)$", re.M)
 
 
-def default_values() -> dict[str, str]:
-    from engine.sweep.plan import DEFAULT_LRS, DEFAULT_RS, DEFAULT_STEPS, lr_text
-    return {"lr": ",".join(lr_text(x) for x in DEFAULT_LRS), "r": ",".join(str(r) for r in DEFAULT_RS),
+def default_values(model: str | None = None) -> dict[str, str]:
+    """The verb's defaults for a config of `model` (the demo's learning rates for the demo)."""
+    from engine.sweep.plan import DEFAULT_RS, DEFAULT_STEPS, default_lrs, lr_text
+    return {"lr": ",".join(lr_text(x) for x in default_lrs(model)), "r": ",".join(str(r) for r in DEFAULT_RS),
             "steps": str(DEFAULT_STEPS), "budget": ""}
 
 

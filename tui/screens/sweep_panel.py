@@ -50,7 +50,7 @@ class SweepPanel(ModalScreen[str | None]):
         self._starting = False
 
     def compose(self) -> ComposeResult:
-        defaults = default_values()
+        defaults = default_values(getattr(self.cfg, "model", None))
         with Vertical(id="sweep"):
             yield Label("Quick sweep: short trials over learning rate × LoRA r; hopeless ones stop early",
                         id="sweep-title")
