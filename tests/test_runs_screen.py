@@ -147,3 +147,43 @@ async def test_folder_names_with_brackets_are_listed_as_they_are(tmp_path):
         await pilot.pause(0.3)
         assert f"No runs under {tmp_path / 'empty[b]'}." in str(app.screen.query_one("#runs-empty").render())
         app.exit()
+
+
+async def test_the_wizard_reaches_the_runs_list_from_the_palette(tmp_path):
+    """A newcomer in the wizard had no way to the runs already started (ctrl+p "runs" found nothing): only quitting
+    and typing `lorapilot monitor`. The palette's "Runs" opens the list the monitor opens, of the same root."""
+    from textual.command import CommandPalette
+
+    from tui.screens.runs import RunsScreen
+
+    make_run(tmp_path / "earlier-run", state="done", steps_done=40, max_steps=40, now=time.time() - 60)
+    app = LorapilotApp(runs_root=str(tmp_path))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        await pilot.press("ctrl+p")
+        for _ in range(100):
+            await pilot.pause(0.05)
+            if isinstance(app.screen, CommandPalette):
+                break
+        await pilot.press(*"runs")
+        for _ in range(100):
+            await pilot.pause(0.05)
+            options = app.screen.query_one("CommandList")
+            if options.option_count and "Runs" in str(options.get_option_at_index(0).prompt):
+                break
+        await pilot.press("enter")
+        for _ in range(100):
+            await pilot.pause(0.05)
+            if isinstance(app.screen, RunsScreen):
+                break
+        assert isinstance(app.screen, RunsScreen)
+        await listed(pilot, app)
+        assert [r.name for r in app.screen.runs] == ["earlier-run"]
+        # and back to the wizard as it was left (the list had no way back: only quitting)
+        step = app.screen_stack[-2]
+        await pilot.press("escape")
+        for _ in range(100):
+            await pilot.pause(0.05)
+            if app.screen is step:
+                break
+        assert app.screen is step

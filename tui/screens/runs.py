@@ -54,6 +54,7 @@ class RunsScreen(Screen):
         # Priority, so the footer shows it and the table's own Enter does not open the run twice.
         Binding("enter", "open", "Monitor", priority=True),
         Binding("r", "refresh", "Refresh"),
+        Binding("escape", "back", "Back"),
         Binding("q", "app.quit", "Quit", show=False),  # ctrl+q (the app's) is the one the footer shows
     ]
 
@@ -84,6 +85,16 @@ class RunsScreen(Screen):
         self.action_refresh()
         # Runs start and finish while the list is open; re-reading a few status files is cheap.
         self.set_interval(REFRESH_S, self.action_refresh)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # Back to the screen the list was opened from (the wizard, its fields as typed); a list the app started on
+        # (`lorapilot monitor` with no run) has nothing under it.
+        if action == "back":
+            return len(self.app.screen_stack) > 2
+        return True
+
+    def action_back(self) -> None:
+        self.app.pop_screen()
 
     def action_refresh(self) -> None:
         self._load()

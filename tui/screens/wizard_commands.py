@@ -24,4 +24,7 @@ class WizardCommands(CommandList):
                                   ("recipes", "Pick a hyperparameter recipe")):
             if hasattr(screen, f"action_{name}"):
                 cmds.append((description, partial(screen.run_action, name), name.replace("_", " ")))
+        # The runs already started (monitor, playground, export of each): the wizard had no way there but quitting
+        # and typing `lorapilot monitor`.
+        cmds.append(("Runs: the list of runs (monitor, playground, export)", app.open_runs, "runs"))
         return cmds
