@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from functools import partial
-from typing import Callable
+from typing import TYPE_CHECKING, Callable, cast
 
 from tui.screens.key_commands import CommandList
 from tui.screens.wizard_steps import STEP_TITLES, STEPS, go_to
+
+if TYPE_CHECKING:  # the app imports the wizard's screens
+    from tui.app import LorapilotApp
 
 
 class WizardCommands(CommandList):
@@ -26,5 +29,6 @@ class WizardCommands(CommandList):
                 cmds.append((description, partial(screen.run_action, name), name.replace("_", " ")))
         # The runs already started (monitor, playground, export of each): the wizard had no way there but quitting
         # and typing `lorapilot monitor`.
-        cmds.append(("Runs: the list of runs (monitor, playground, export)", app.open_runs, "runs"))
+        cmds.append(("Runs: the list of runs (monitor, playground, export)", cast("LorapilotApp", app).open_runs,
+                     "runs"))
         return cmds
