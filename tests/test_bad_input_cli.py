@@ -422,3 +422,44 @@ def test_train_offline_on_a_model_not_downloaded_says_what_training_needs(tmp_pa
     assert "Qwen/Qwen2.5-0.5B" in err and "preset name" not in err, err
     assert "weights" in err and "Traceback" not in err, err
     assert not run_dir.exists()
+
+
+def test_train_detach_says_data_with_nothing_to_train_and_leaves_nothing_running(tmp_path):
+    """Every answer of weight 0: `train --detach` returned 0 and its trainer failed on the data after the detach,
+    said only in train.log. The launcher waits until the trainer is past its data checks (the data is tokenized
+    once, by the trainer) and says its error, exit 2; the trainer has ended."""
+    from engine.rundir import pid_alive, read_status
+    from engine.train.launch import WAITING_FOR_DATA
+
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join('{"messages": [{"role": "user", "content": "Hi %d"}, '
+                            '{"role": "assistant", "content": "Hello.", "weight": 0}]}\n' % i for i in range(8)),
+                    encoding="utf-8")
+    f = tmp_path / "c.yaml"
+    f.write_text(f"model: lorapilot-demo\ndataset: {{path: {data}}}\n", encoding="utf-8")
+    run_dir = tmp_path / "run"
+    r = run_cli("train", str(f), "--detach", "--run-dir", str(run_dir))
+    refused(r, f"run failed: {data}: nothing to train: no training row has a response left to learn",
+            "fix: check that the responses", f"log: {run_dir / 'train.log'}")
+    assert WAITING_FOR_DATA in unwrapped(r.stdout) and "watch:" not in r.stdout, r.stdout
+    status = read_status(run_dir)
+    assert status["state"] == "failed" and not pid_alive(status["pid"]), status
+    assert f"error: {data}: nothing to train" in (run_dir / "train.log").read_text()
+
+
+def test_the_detach_wait_reads_the_phase_of_this_life_and_is_bounded(tmp_path):
+    """A resumed run's status.json keeps its last life's phase ('model') while 'starting': not past the data checks
+    yet. A trainer still reading the data at the bound is left going, said so (exit 0: nothing failed)."""
+    import io
+    import os
+
+    from engine.rundir import write_status
+    from engine.train.launch import RunHandle, past_data_checks, wait_for_data_checks
+
+    assert not past_data_checks({"state": "starting", "phase": "model"})
+    assert not past_data_checks({"state": "loading", "phase": "data"}) and not past_data_checks({})
+    assert past_data_checks({"state": "loading", "phase": "model"}) and past_data_checks({"state": "training"})
+    write_status(tmp_path, state="loading", phase="data")
+    out = io.StringIO()
+    assert wait_for_data_checks(RunHandle(tmp_path, os.getpid()), out, limit_s=0) is None
+    assert "still reading the data after 0 minutes: it goes on in the background" in out.getvalue()

@@ -171,6 +171,9 @@ def test_a_run_directory_moved_while_training_is_not_made_again_and_says_where_i
     r = run_cli("train", str(small_config(tmp_path, max_steps=400, save_steps=2)), "--run-dir", str(run_dir),
                 "--detach", timeout=120)
     assert r.returncode == 0, r.stderr
+    from engine.train.launch import past_data_checks
+
+    assert past_data_checks(read_status(run_dir)), read_status(run_dir)   # returned once its data was checked
     pid = read_status(run_dir)["pid"]
     wait_for(lambda: (run_dir / "checkpoints" / "checkpoint-2" / "trainer_state.json").exists(), timeout=300,
              what="the first checkpoint")

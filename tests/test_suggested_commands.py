@@ -26,6 +26,9 @@ def test_train_detach_says_how_to_watch_and_stop_a_run_whose_folder_has_a_space(
     class Started:
         pid = os.getpid()
 
+        def poll(self):   # ended at once without a word (what is printed is tested, not the trainer)
+            return 0
+
     monkeypatch.setattr(launch, "check_inputs", lambda cfg: None)
     monkeypatch.setattr(launch, "_spawn", lambda *a, **k: Started())   # what is printed, not the trainer, is tested
     run = tmp_path / "my runs" / "first run"

@@ -3,7 +3,7 @@
 The trainer always runs as its own process in its own session, writing only
 to its run directory: closing the terminal, an SSH drop or quitting the app
 never kills it. In the foreground the launcher follows metrics.jsonl and
-turns Ctrl-C into a graceful stop; with --detach it returns at once.
+turns Ctrl-C into a graceful stop; with --detach it returns once the trainer is past its data checks.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from engine.config import Config, check_override, config_from_dict, save_config
 from engine.detached import spawn_detached
-from engine.errors import DataError, UserError, shell_word
+from engine.errors import EXIT_RUN_FAILED, DataError, UserError, shell_word
 from engine.rundir import (ADAPTER_DIR, ADAPTER_FILES, CHECKPOINTS_DIR, CONFIG_FILE, FINAL_STATES, LOCK_FILE,
                            LOG_FILE, METRICS_FILE, STATUS_FILE, STATUS_LOCK_FILE, STOP_REQUEST_FILE, MetricsTail,
                            LaunchStart, RunLock, adapter_problem, check_remote_code, checkpoint_lookalikes, checkpoint_step,
@@ -430,6 +430,54 @@ def train_command(config_path: str, *, detach: bool = True) -> str:
     """The command that trains this config, as a shell reads it: a path with a space is quoted (a leading ~ too:
     lorapilot expands it itself, engine.settings.user_path)."""
     return f"lorapilot train {shell_word(config_path)}" + (" --detach" if detach else "")
+
+
+# How long `train --detach` waits for the trainer to read and check the data (a tokenizer to download, millions of
+# rows to tokenize) before it returns anyway, the run going on.
+DATA_CHECK_WAIT_S = 15 * 60
+WAITING_FOR_DATA = "waiting while the trainer reads and checks the data (Ctrl-C leaves the run going)"
+
+
+def past_data_checks(status: dict) -> bool:
+    """The trainer has read, tokenized and checked the data (engine.train.run load: its pre-flight, nothing left to
+    train): it loads the model now, or is further on. A resumed run's status keeps its last life's phase while
+    'starting', so the phase counts only while loading."""
+    state = status.get("state")
+    if state in (None, "starting", "loading"):
+        return state == "loading" and status.get("phase") == "model"
+    return True
+
+
+def wait_for_data_checks(handle: RunHandle, out=None, poll_s: float = 0.2,
+                         limit_s: float = DATA_CHECK_WAIT_S) -> int | None:
+    """`train --detach` returns once the detached trainer is past its data checks, so that data that cannot train
+    (every answer of weight 0, every row too long) is said by the command the user typed, not found later in
+    train.log; the data is tokenized once, by the trainer. Waits on status.json's state, not on seconds. Returns the
+    trainer's exit code where it ended meanwhile (failed: its status.json says why), else None: past its checks,
+    still reading after limit_s, or Ctrl-C, the run going on in the background."""
+    out = out or sys.stdout   # at the call: a caller's (pytest's) stdout replaced since the import
+    print(WAITING_FOR_DATA, file=out, flush=True)
+    deadline = time.monotonic() + limit_s
+    try:
+        while True:
+            rc = handle.process.poll() if handle.process else (None if pid_alive(handle.pid) else 0)
+            if rc is not None:
+                return rc
+            st = read_status(handle.run_dir) or {}
+            failed = st.get("state") == "failed"   # it records why, then ends: waited for, for its exit code
+            if past_data_checks(st) and not failed:
+                return None
+            if time.monotonic() > deadline:
+                if failed:
+                    return EXIT_RUN_FAILED
+                print(fit(f"still reading the data after {limit_s / 60:g} minutes: it goes on in the background"),
+                      file=out, flush=True)
+                return None
+            time.sleep(poll_s)
+    except KeyboardInterrupt:
+        print(f"left running (pid {handle.pid}) while it checks the data: the monitor says whether it trains",
+              file=out, flush=True)
+        return None
 
 
 # What the foreground train says on Ctrl-C; wrapped for 80 columns (a terminal cut it at 'le' / 'ave').
