@@ -129,3 +129,26 @@ def test_a_sweep_whose_driver_died_without_a_word_is_not_reported_as_finished(tm
     assert "no winner" not in out
     assert "sweep failed: its driver ended (exit code 1) before" in " ".join(err.split()), err
     assert str(sweep_dir / "sweep.log") in err
+
+
+def test_a_disk_full_before_any_checkpoint_says_there_is_none_to_continue_from(tmp_path):
+    """The first checkpoint's save filled the disk: the hint said 'or lower training.save_total_limit, then continue
+    from the last checkpoint' of a run that had none (its resume starts at step 0). Said so now; with a checkpoint
+    whose files read whole, as before."""
+    import json
+
+    from engine.train.run import disk_full_hint
+
+    run = tmp_path / "run"
+    cut = run / "checkpoints" / "checkpoint-4"   # the save that failed: its state file, written last, cut off
+    cut.mkdir(parents=True)
+    (cut / "trainer_state.json").write_text('{"global_st')
+    hint = disk_full_hint(run, str(cut))
+    assert "save_total_limit" not in hint and "last checkpoint" not in hint, hint
+    assert hint == (f"free space on {cut}'s disk, then train it again from step 0 (no checkpoint was saved): "
+                    f"lorapilot train --resume {run}")
+    kept = run / "checkpoints" / "checkpoint-2"
+    kept.mkdir()
+    (kept / "trainer_state.json").write_text(json.dumps({"global_step": 2}))
+    assert disk_full_hint(run, str(cut)) == (f"free space on {cut}'s disk (or lower training.save_total_limit), then "
+                                             f"continue from the last checkpoint: lorapilot train --resume {run}")

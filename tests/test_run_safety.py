@@ -1825,6 +1825,8 @@ def test_a_disk_too_full_for_the_space_reserve_fails_the_run_and_says_so(tmp_pat
     assert not (run / SPACE_RESERVE_FILE).exists()
     # the run's folder named, not the reserve, a file of lorapilot's own ("free space on .../space.reserve's disk")
     assert status["error"] == f"no space left on device: {run}" and SPACE_RESERVE_FILE not in status["hint"], status
+    # no checkpoint to continue from, nor any to keep fewer of
+    assert "no checkpoint was saved" in status["hint"] and "save_total_limit" not in status["hint"], status
 
 
 @pytest.mark.parametrize("stage", ["lock", "status"])

@@ -87,6 +87,7 @@ def test_disk_full_while_checkpointing_is_said(tmp_path):
     assert proc.returncode == 1, out + err
     status = read_status(run_dir)
     assert status["state"] == "failed" and status["error"].startswith("no space left on device: "), status
+    assert "no checkpoint was saved" in status["hint"], status   # its first checkpoint's save failed
     assert "no space left on device" in unwrapped(err) and "Traceback" not in unwrapped(err), err
     log = (run_dir / "train.log").read_text()
     assert "no space left on device" in log and log.endswith("\n")

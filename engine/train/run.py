@@ -775,8 +775,7 @@ def main(argv: list[str] | None = None) -> int:
         memory = (read_status(run_dir) or {}).get("memory")
         hint = oom_hint(cfg, memory, run_dir) if cfg is not None and "out of memory" in str(e).lower() else None
         if full:
-            hint = (f"free space on {full}'s disk (or lower training.save_total_limit), then continue from the "
-                    f"last checkpoint: lorapilot train --resume {shell_word(run_dir)}")
+            hint = disk_full_hint(run_dir, full)
         status(run_dir, state="failed", error=text, hint=hint)
         log(f"failed: {text}" + (f"\nhint: {hint}" if hint else ""))
         print(f"lorapilot: {text}", file=sys.stderr, flush=True)
@@ -788,6 +787,21 @@ def main(argv: list[str] | None = None) -> int:
             release_space_reserve(now)
         if lock is not None:
             lock.release()
+
+
+def disk_full_hint(run_dir: Path, full: str) -> str:
+    """What to do after the disk filled (`full`: the path a write failed on). With a checkpoint whose files read whole,
+    fewer kept (training.save_total_limit) and a resume from it; with none (the first save failed, or the disk was full
+    from the start) nothing continues: its resume trains again from step 0."""
+    from engine.rundir import checkpoint_problem, complete_checkpoints
+
+    resume = f"lorapilot train --resume {shell_word(run_dir)}"
+    # A state file that is no regular file is read by nothing here (a test's /dev/full answers reads without end).
+    if any((c / CHECKPOINT_STATE_FILE).is_file() and checkpoint_problem(c) is None
+           for c in complete_checkpoints(run_dir)):
+        return (f"free space on {full}'s disk (or lower training.save_total_limit), then continue from the last "
+                f"checkpoint: {resume}")
+    return f"free space on {full}'s disk, then train it again from step 0 (no checkpoint was saved): {resume}"
 
 
 def _moved(moved: RunDirMoved) -> int:
