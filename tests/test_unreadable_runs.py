@@ -105,3 +105,18 @@ def test_monitor_of_a_run_folder_it_may_not_read_is_refused_with_the_os_reason(t
     with pytest.raises(UserError) as e:
         app_options(["monitor", str(run)])
     assert str(e.value).startswith(f"{run}: Permission denied"), str(e.value)
+
+
+def test_a_train_log_readable_later_is_read_then(tmp_path, monkeypatch):
+    """train.log unreadable (mode 000) and then made readable (chmod), unchanged meanwhile: the follower had kept its
+    size and mtime from before the open failed, so it never read the file again. It does once it opens."""
+    from tui.models.run_feed import LogFollower
+
+    log = tmp_path / "train.log"
+    log.write_text("loading\nstep 2\n")
+    follower = LogFollower(log)
+    with monkeypatch.context() as m:
+        deny(m, log)
+        with pytest.raises(PermissionError):
+            follower.read_new()
+    assert follower.read_new() == (["loading", "step 2"], True)

@@ -68,16 +68,19 @@ class LogFollower:
         sig = (st.st_size, st.st_mtime_ns)
         if sig == self._sig:
             return [], False
+        try:  # a train.log that is a named pipe or a folder (a run directory from elsewhere) shows no lines
+            f = open_regular(self.path)
+        except (FileNotFoundError, NotAFile):
+            self._sig = sig
+            return [], False
+        # Recorded once it opens: one unreadable now (mode 000, PermissionError to the caller) is read when it can be,
+        # though its size and mtime stay the same.
         self._sig = sig
         offset = self.offset
         reset = offset is None or st.st_size < offset
         if offset is None or reset:
             offset, self._partial = max(0, st.st_size - self.first_bytes), b""
         skip_first = reset and offset > 0
-        try:  # a train.log that is a named pipe or a folder (a run directory from elsewhere) shows no lines
-            f = open_regular(self.path)
-        except (FileNotFoundError, NotAFile):
-            return [], False
         with f:
             f.seek(offset)
             # Bounded: after a long disconnect only the last first_bytes matter.
