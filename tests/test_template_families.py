@@ -935,3 +935,13 @@ def test_mistral_v0_3_with_a_system_prompt_trains_the_row_one_pass_tokenizes(tok
     assert ex.prompt_text.endswith("[/INST]"), listing(tok, ex)
     assert tok.convert_ids_to_tokens(ex.input_ids[ex.prompt_len]).startswith("▁") and \
         tok.convert_ids_to_tokens(ex.input_ids[ex.prompt_len]) != "▁", listing(tok, ex)
+
+
+@pytest.mark.parametrize("name", [name for name, f in FAMILIES.items() if f.final_answer_prefix])
+def test_two_answers_in_a_row_train_the_last_as_a_final_answer(tokenizers, name):
+    """Two assistant turns in a row (a reply split in two): the second is the conversation's final answer, and Qwen3
+    writes a final answer's empty think block, which the model writes itself after the generation prompt: trained
+    for a final answer after a question, it was masked for this one (its start found by a placeholder, after the
+    block). The final answer trains what it trains after a question."""
+    twice = {"messages": [*TURNS[:2], {"role": "assistant", "content": "Red."}]}
+    trains_the_answers_or_is_refused(tokenizers(name, False), FAMILIES[name], twice, ["Yellow.", "Red."])

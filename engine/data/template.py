@@ -365,6 +365,7 @@ class Renderer:
         self._special_text = re.compile("|".join(map(re.escape, specials))) if specials else None
         self.notes: set[str] = set()
         self._generation_prompt: dict[str, bool] = {}  # does the template render one? (asked once each)
+        self._final_preamble: dict[str, str] = {}      # what it writes before a final answer's content (once each)
         self._own_end: dict[str, tuple[str, ...]] = {}  # _own_ends by format
         self._templates: dict[str, str] = {}  # training_chat_template by format (a few renders each: once)
         self._stops: tuple[str, ...] | None = None  # _row_ends
@@ -594,6 +595,19 @@ class Renderer:
                                                  != self._apply(probe, False, template, source))
         return self._generation_prompt[template]
 
+    def _answer_preamble(self, template: str, source: str) -> str:
+        """What the template writes between its generation prompt and the content of a final answer (Qwen3's empty
+        think block `<think>\n\n</think>\n\n`; "" for most), which the model writes itself after the prompt
+        inference feeds: trained as the answer's, as for a final answer after a question."""
+        if template not in self._final_preamble:
+            question = [{"role": "user", "content": "x"}]
+            prompt = self._apply(question, True, template, source)
+            final = self._apply(question + [{"role": "assistant", "content": _PLACEHOLDER}], False, template, source)
+            at = final.find(_PLACEHOLDER)
+            self._final_preamble[template] = final[len(prompt):at] if at >= len(prompt) and \
+                final.startswith(prompt) and self._has_generation_prompt(template, source) else ""
+        return self._final_preamble[template]
+
     def _content_start(self, messages: list[dict], i: int, full: str, template: str, source: str) -> int:
         prompt = self._apply(messages[:i], True, template, source)
         start = _common_prefix_len(prompt, full)
@@ -610,7 +624,13 @@ class Renderer:
             if at >= start and probe[:at] == full[:at]:
                 # Only whitespace between the prompt and the content (Llama-2's `[/INST]` + ` ` + answer): the answer's
                 spaced = _space_before_answer(prompt, start, full, at, _last_user_turn(messages, i)) if i else None
-                start = at if spaced is None else spaced
+                # A final answer's preamble (Qwen3's empty think block, after a second answer in a row) is the
+                # answer's, as after a question
+                pre = self._answer_preamble(template, source) if spaced is None else ""
+                if pre.strip() and at - len(pre) >= start and full[at - len(pre):at] == pre:
+                    start = at - len(pre)
+                else:
+                    start = at if spaced is None else spaced
             elif start < len(prompt):
                 # What follows the answer changes what precedes it (DeepSeek writes every system message, a later
                 # one too, after the BOS): the renders part before the answer, and their common prefix would train
