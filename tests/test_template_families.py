@@ -945,3 +945,25 @@ def test_two_answers_in_a_row_train_the_last_as_a_final_answer(tokenizers, name)
     block). The final answer trains what it trains after a question."""
     twice = {"messages": [*TURNS[:2], {"role": "assistant", "content": "Red."}]}
     trains_the_answers_or_is_refused(tokenizers(name, False), FAMILIES[name], twice, ["Yellow.", "Red."])
+
+
+@pytest.mark.parametrize("name", CHAT_FAMILIES)
+def test_an_answer_that_opens_the_conversation_trains_as_one_after_the_system_prompt(tokenizers, name):
+    """DeepSeek-V2 writes `Assistant: ` + answer, and its generation prompt is `Assistant:`: the space is the answer's
+    (as after a question: one pass over the row joins it to the first word). An answer right after the system prompt
+    trained it; one that opens the conversation left it masked, at the end of its prompt. Both train the same
+    tokens now, on every template that renders both."""
+    from engine.errors import DataError
+
+    tok = tokenizers(name, False)
+    greeting = [{"role": "assistant", "content": "Hello there!"}, *TURNS[:2]]
+    trained = []
+    for messages in (greeting, [{"role": "system", "content": TERSE}, *greeting]):
+        try:
+            ex, _ = build(tok, {"messages": messages}, "chat")
+        except DataError:
+            return   # a template that refuses either (no system role, or no answer first) has nothing to compare
+        trained.append([tok.decode(run) for run in trained_runs(ex)])
+        if name == "deepseek_v2" and messages is greeting:   # the prompt a server renders: BOS, generation prompt
+            assert tok.decode(ex.input_ids[:ex.prompt_len]) == "<｜begin▁of▁sentence｜>Assistant:", listing(tok, ex)
+    assert trained[0] == trained[1]

@@ -307,6 +307,19 @@ def _space_before_answer(prompt: str, start: int, full: str, at: int, question: 
     return before if full[:before].endswith(question + after_question) else None
 
 
+def _space_after(generation: str, full: str, at: int) -> int | None:
+    """Where an answer that opens the conversation starts when the row writes only whitespace between the template's
+    generation prompt and its content (at): DeepSeek-V2's `Assistant:` + ` ` + answer, the space the answer's as after
+    a question (_space_before_answer). None: no such whitespace, or no generation prompt before it."""
+    before = len(full[:at].rstrip())
+    own = generation[len(generation.rstrip()):]   # whitespace the generation prompt ends with is the prompt's
+    seam = before + len(own)
+    if not generation.strip() or seam >= at or full[before:seam] != own or \
+            not full[:before].endswith(generation.rstrip()):
+        return None
+    return seam
+
+
 def _unmark(segments: list[tuple[str, bool]]) -> tuple[list[tuple[str, bool]], list[tuple[int, int]]]:
     """The segments without the literal marks, and where the marked characters are in their text."""
     out, literal, at = [], [], 0
@@ -365,7 +378,8 @@ class Renderer:
         self._special_text = re.compile("|".join(map(re.escape, specials))) if specials else None
         self.notes: set[str] = set()
         self._generation_prompt: dict[str, bool] = {}  # does the template render one? (asked once each)
-        self._final_preamble: dict[str, str] = {}      # what it writes before a final answer's content (once each)
+        # (its generation prompt, what it writes between that and a final answer's content), asked once each
+        self._final_answer: dict[str, tuple[str, str]] = {}
         self._own_end: dict[str, tuple[str, ...]] = {}  # _own_ends by format
         self._templates: dict[str, str] = {}  # training_chat_template by format (a few renders each: once)
         self._stops: tuple[str, ...] | None = None  # _row_ends
@@ -595,18 +609,19 @@ class Renderer:
                                                  != self._apply(probe, False, template, source))
         return self._generation_prompt[template]
 
-    def _answer_preamble(self, template: str, source: str) -> str:
-        """What the template writes between its generation prompt and the content of a final answer (Qwen3's empty
-        think block `<think>\n\n</think>\n\n`; "" for most), which the model writes itself after the prompt
-        inference feeds: trained as the answer's, as for a final answer after a question."""
-        if template not in self._final_preamble:
+    def _final_answer_parts(self, template: str, source: str) -> tuple[str, str]:
+        """(the generation prompt, what the template writes between it and the content of a final answer): DeepSeek-V2's
+        `Assistant:` and ""; Qwen3's `<|im_start|>assistant\n` and its empty think block `<think>\n\n</think>\n\n`,
+        which the model writes itself after the prompt inference feeds. ("", "") where there is no generation prompt
+        or the final answer renders otherwise than after it."""
+        if template not in self._final_answer:
             question = [{"role": "user", "content": "x"}]
-            prompt = self._apply(question, True, template, source)
+            prompt, asked = self._apply(question, True, template, source), self._apply(question, False, template, source)
             final = self._apply(question + [{"role": "assistant", "content": _PLACEHOLDER}], False, template, source)
             at = final.find(_PLACEHOLDER)
-            self._final_preamble[template] = final[len(prompt):at] if at >= len(prompt) and \
-                final.startswith(prompt) and self._has_generation_prompt(template, source) else ""
-        return self._final_preamble[template]
+            ok = prompt != asked and prompt.startswith(asked) and at >= len(prompt) and final.startswith(prompt)
+            self._final_answer[template] = (prompt[len(asked):], final[len(prompt):at]) if ok else ("", "")
+        return self._final_answer[template]
 
     def _content_start(self, messages: list[dict], i: int, full: str, template: str, source: str) -> int:
         prompt = self._apply(messages[:i], True, template, source)
@@ -623,10 +638,13 @@ class Renderer:
             at = probe.find(_PLACEHOLDER)
             if at >= start and probe[:at] == full[:at]:
                 # Only whitespace between the prompt and the content (Llama-2's `[/INST]` + ` ` + answer): the answer's
-                spaced = _space_before_answer(prompt, start, full, at, _last_user_turn(messages, i)) if i else None
+                generation, preamble = self._final_answer_parts(template, source)
+                # An answer that opens the conversation: the prompt a server feeds it is the generation prompt alone
+                spaced = _space_before_answer(prompt, start, full, at, _last_user_turn(messages, i)) if i else \
+                    _space_after(generation, full, at)
                 # A final answer's preamble (Qwen3's empty think block, after a second answer in a row) is the
                 # answer's, as after a question
-                pre = self._answer_preamble(template, source) if spaced is None else ""
+                pre = preamble if spaced is None else ""
                 if pre.strip() and at - len(pre) >= start and full[at - len(pre):at] == pre:
                     start = at - len(pre)
                 else:
