@@ -8,13 +8,14 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.content import Content
-from textual.screen import ModalScreen
 from textual.widgets import Button, Label, Static
 
 from engine.rundir import safe_text
+from tui.screens.confirm import Confirm
 
 
-class ConfirmReplace(ModalScreen[bool]):
+class ConfirmReplace(Confirm):
+    SAFE_ID, YES_ID = "leave", "change"   # the safe answer has the focus: a stray Enter must not change the user's file
     CSS_PATH = "confirm_replace.tcss"
 
     BINDINGS = [
@@ -40,13 +41,3 @@ class ConfirmReplace(ModalScreen[bool]):
             with Horizontal():
                 yield Button("Leave it (esc)", id="leave", variant="primary")
                 yield Button("Change it (y)", id="change", variant="warning")
-
-    def on_mount(self) -> None:
-        # Focus on the safe answer: a stray Enter must not change the user's file.
-        self.query_one("#leave", Button).focus()
-
-    def on_button_pressed(self, event: Button.Pressed) -> None:
-        self.dismiss(event.button.id == "change")
-
-    def action_answer(self, change: bool) -> None:
-        self.dismiss(change)

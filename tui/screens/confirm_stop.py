@@ -6,13 +6,14 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.content import Content
-from textual.screen import ModalScreen
 from textual.widgets import Button, Label
 
 from engine.rundir import safe_text
+from tui.screens.confirm import Confirm
 
 
-class ConfirmStop(ModalScreen[bool]):
+class ConfirmStop(Confirm):
+    SAFE_ID, YES_ID = "keep", "stop"   # the safe answer has the focus: a stray Enter must not end a run
     CSS_PATH = "confirm_stop.tcss"
 
     BINDINGS = [
@@ -37,13 +38,3 @@ class ConfirmStop(ModalScreen[bool]):
             with Horizontal():
                 yield Button("Keep training", id="keep", variant="primary")
                 yield Button("Stop (y)", id="stop", variant="error")
-
-    def on_mount(self) -> None:
-        # Focus on the safe answer: a stray Enter must not end a run.
-        self.query_one("#keep", Button).focus()
-
-    def on_button_pressed(self, event: Button.Pressed) -> None:
-        self.dismiss(event.button.id == "stop")
-
-    def action_answer(self, stop: bool) -> None:
-        self.dismiss(stop)
