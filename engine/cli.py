@@ -86,7 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", metavar="RUN_DIR", type=user_path, help="continue a run from its last checkpoint")
     t.add_argument("--run-dir", type=user_path, help="run directory to create (default: runs/<name>-<time>)")
     t.add_argument("--max-steps", type=int, help="override training.max_steps")
-    t.add_argument("--detach", action="store_true", help="start in the background and return at once")
+    t.add_argument("--detach", action="store_true",
+                   help="start in the background; returns once the trainer has read and checked the data")
     t.add_argument("--trust-remote-code", action="store_true", help=TRUST_HELP)
 
     m = sub.add_parser("monitor", help="the live monitor (the app)")
