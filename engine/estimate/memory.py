@@ -197,16 +197,40 @@ def optimizer_bytes(arch: Architecture, shape: TrainingShape) -> tuple[float, fl
     return allocated, paged_bytes
 
 
-def layer_activation_bytes(arch: Architecture, shape: TrainingShape) -> float:
-    """Bytes one decoder layer saves for backward, per token, without checkpointing."""
+FULL_ATTENTION = "full"       # a decoder layer with softmax attention: every layer but a hybrid decoder's others
+LINEAR_ATTENTION = "linear"   # a hybrid decoder's (Qwen3.5) linear-attention layer: a gated delta net
+
+
+def layer_kinds(arch: Architecture) -> dict[str, int]:
+    """The decoder's layers by kind (FULL_ATTENTION, LINEAR_ATTENTION): how many of each it has (none left out)."""
+    kinds = {FULL_ATTENTION: arch.full_attention_layers, LINEAR_ATTENTION: arch.linear_attention_layers}
+    return {kind: n for kind, n in kinds.items() if n}
+
+
+def layer_activation_bytes(arch: Architecture, shape: TrainingShape, kind: str = FULL_ATTENTION) -> float:
+    """Bytes one decoder layer of this kind (layer_kinds) saves for backward, per token, without checkpointing."""
     c, s = shape.compute_bytes, _stream_bytes(shape)
     h, i = arch.hidden, arch.intermediate
     # RMSNorm upcasts its input to fp32 and keeps it (pow and mul save it).
     # Liger's RMSNorm keeps its input as it comes (the stream dtype) plus an
     # fp32 rstd per row: half the bytes once the stream is bf16 (measured).
     norms = arch.norms_per_layer * _norm_saved_bytes(shape, h)
+    # The MLP keeps the gate output (activation input), the activation output
+    # and the up output; the frozen down_proj does not keep its input. Liger's
+    # SwiGLU keeps only the gate and up outputs and recomputes SiLU in backward.
+    mlp = (2 if shape.fused_loss else 3) * s * i
+    if arch.experts > 1:
+        # a shared expert (Qwen2-MoE, DeepSeek) is a dense MLP every token goes through beside the routed ones: it
+        # keeps what a dense MLP keeps, at its own width (not measured)
+        mlp = _experts_activation_bytes(arch, shape) + 3 * s * arch.shared_intermediate
+    if kind == LINEAR_ATTENTION:
+        return norms + gated_delta_net_bytes(arch, shape) + mlp + lora_activation_bytes(arch, shape, kind)
     if arch.qk_norm:     # Qwen3's RMSNorm of each query and key head (its fp32 input and reciprocal RMS per head)
         norms += (arch.heads + arch.kv_heads) * _norm_saved_bytes(shape, arch.head_dim)
+        if arch.gated_attention_output and s == 4 and not shape.fused_loss:
+            # Qwen3.5's query heads are a view of q_proj's output, which is twice as wide (the gate beside them):
+            # where the norm's fp32 upcast is a no-op it keeps that whole output (measured on the CPU)
+            norms += 4 * arch.q_dim
     # Attention keeps q, k, v and its output in the compute dtype, plus the fp32
     # log-sum-exp per head. k and v stay at their grouped (GQA) width where the
     # kernel takes them so: flex attention (packed rows on a GPU) when the head
@@ -226,15 +250,52 @@ def layer_activation_bytes(arch: Architecture, shape: TrainingShape) -> float:
     eager = shape.attention == "eager"
     kv = arch.kv_dim if _is_power_of_two(arch.heads) and not _sdpa_packed_mask(shape) and not eager else arch.q_dim
     attention = c * ((1 if eager else 2) * arch.q_dim + 2 * kv) + (0 if eager else 4 * arch.heads)
-    # The MLP keeps the gate output (activation input), the activation output
-    # and the up output; the frozen down_proj does not keep its input. Liger's
-    # SwiGLU keeps only the gate and up outputs and recomputes SiLU in backward.
-    mlp = (2 if shape.fused_loss else 3) * s * i
-    if arch.experts > 1:
-        # a shared expert (Qwen2-MoE, DeepSeek) is a dense MLP every token goes through beside the routed ones: it
-        # keeps what a dense MLP keeps, at its own width (not measured)
-        mlp = _experts_activation_bytes(arch, shape) + 3 * s * arch.shared_intermediate
-    return norms + attention + mlp + lora_activation_bytes(arch, shape)
+    if arch.gated_attention_output:
+        # Qwen3.5: output * sigmoid(gate) keeps the sigmoid's output and the attention's output (a tensor of its
+        # own, not the kernel's saved one, on the CPU's SDPA); o_proj's input is their product (lora_activation_bytes)
+        attention += 2 * c * arch.q_dim
+    return norms + attention + mlp + lora_activation_bytes(arch, shape, kind)
+
+
+# transformers' PyTorch gated delta rule (torch_chunk_gated_delta_rule) runs the recurrence in chunks of this many
+# tokens, each row padded to a multiple of it; flash-linear-attention's kernels chunk by 64 too
+GATED_DELTA_CHUNK_TOKENS = 64
+
+
+def gated_delta_net_bytes(arch: Architecture, shape: TrainingShape) -> float:
+    """Per token, what a linear-attention layer's gated delta net (Qwen3.5) keeps for backward, its adapters apart,
+    as transformers' PyTorch path runs it: where neither flash-linear-attention nor causal-conv1d is installed (the
+    CPU, and a GPU without them). Their fused kernels keep other tensors: not measured. Read from the code and
+    measured on the CPU to the byte (tests/test_estimate_linear_attention.py), rows a multiple of the chunk long
+    (linear_attention_padding_bytes adds the rest). With Hv value heads, queries and keys are repeated to Hv heads
+    of key_head_dim (dk), values are value_head_dim (dv) wide, C is the chunk:
+    - the convolution's input and the SiLU's input (its output), conv_dim wide, in the compute dtype;
+    - per value head: the step (sigmoid of in_proj_b, the stream's dtype) and eight fp32 scalars (the decay's softplus
+      input, beta, the query and key L2 norms, the decay's three exponentials, the gated norm's reciprocal RMS);
+    - Hv x dk in fp32, six: the query and key, the padded key, beta x key, the scaled query, the UT-solved keys; and
+      the matmuls' operands: four in the compute dtype for the two chunk matrices, and in the chunk loop the decayed
+      query and key (fp32; under autocast three compute-dtype casts: the decayed query, key and the solved keys);
+    - Hv x dv: the padded values and the UT-solved values in fp32, the corrected values (fp32; under autocast two
+      casts), and the gated norm: its input and the gate in fp32, the gate's SiLU output in fp32, the weighted norm
+      in the stream's dtype;
+    - Hv x C, the chunk matrices: the pairwise decays and the UT system in fp32, the two products in the compute
+      dtype, the intra-chunk attention (fp32; under autocast its cast);
+    - one recurrent state per chunk, Hv x dk x dv in fp32 (under autocast two casts besides), and a decay per chunk."""
+    lin = arch.linear_attention
+    if lin is None:
+        return 0.0
+    c, s, chunk = shape.compute_bytes, _stream_bytes(shape), GATED_DELTA_CHUNK_TOKENS
+    autocast = c < 4
+    heads = lin.value_heads
+    keys = heads * lin.key_head_dim
+    values = lin.value_dim
+    conv = 2 * c * lin.conv_dim
+    per_head = (s + 8 * 4) * heads
+    key_wide = (6 * 4 + 4 * c + (3 * c if autocast else 2 * 4)) * keys
+    value_wide = (2 * 4 + (2 * c if autocast else 4) + 3 * 4 + s) * values
+    chunk_matrices = (2 * 4 + 2 * c + c) * heads * chunk
+    states = ((4 + (2 * c if autocast else 0)) * keys * lin.value_head_dim + 4 * heads) / chunk
+    return conv + per_head + key_wide + value_wide + chunk_matrices + states
 
 
 def _experts_activation_bytes(arch: Architecture, shape: TrainingShape) -> int:
@@ -284,8 +345,9 @@ def _stacked_bytes(shape: TrainingShape) -> int:
     return _unquantised_bytes(shape)
 
 
-def lora_activation_bytes(arch: Architecture, shape: TrainingShape) -> float:
-    """Bytes the adapters of one decoder layer keep for backward, per token (frozen linears keep no input).
+def lora_activation_bytes(arch: Architecture, shape: TrainingShape, kind: str = FULL_ATTENTION) -> float:
+    """Bytes the adapters of one decoder layer of this kind keep for backward, per token (frozen linears keep no
+    input; a hybrid decoder's layer has its own kind's attention linears alone).
 
     Each adapter keeps the input of its A in the compute dtype and its r-wide output for B. That input is the
     projection's input itself where nothing casts it, and then the adapters reading one tensor keep it once (q, k and
@@ -295,16 +357,18 @@ def lora_activation_bytes(arch: Architecture, shape: TrainingShape) -> float:
     c = shape.compute_bytes
     lora = 0.0
     kept = set()
+    elsewhere = LINEAR_ATTENTION if kind == FULL_ATTENTION else FULL_ATTENTION    # Linear.part of the other kind
     for lin in shape.targets:
-        if arch.stacked(lin):
-            continue             # merged into the stack: the experts' terms
+        if arch.stacked(lin) or lin.part == elsewhere:
+            continue             # merged into the stack: the experts' terms; or in the other kind of layer
         lora += c * shape.r
         given = _adapter_input_bytes(shape, lin)
         if shape.dropout > 0 and not shape.mask_free_dropout:
             lora += (_dropout_mask_bytes(shape, given) + c) * lin.d_in
         elif given != c:
             lora += c * lin.d_in                # autocast's copy, one per adapter
-        elif lin.feeds not in kept and not (lin.feeds == "o" and _attention_output_is_o_input(shape)):
+        elif lin.feeds not in kept and not (lin.feeds == "o" and _attention_output_is_o_input(shape)
+                                            and not arch.gated_attention_output):
             lora += c * lin.d_in
         kept.add(lin.feeds)
     return lora
@@ -386,11 +450,30 @@ def _layer_input_in_norm_bytes(shape: TrainingShape, hidden: int) -> int:
     return _stream_bytes(shape) * hidden if shape.fused_loss or _stream_bytes(shape) == 4 else 0
 
 
-def recomputed_layer_bytes(arch: Architecture, shape: TrainingShape) -> float:
-    """Bytes per token one decoder layer's recomputation adds under checkpointing, beyond the layer's input that
-    checkpointing keeps: its saved tensors (torch's non-reentrant checkpoint recomputes all of them before their first
-    use in backward), less the input where its norm keeps exactly that tensor."""
-    return layer_activation_bytes(arch, shape) - _layer_input_in_norm_bytes(shape, arch.hidden)
+def recomputed_layer_bytes(arch: Architecture, shape: TrainingShape, kind: str = FULL_ATTENTION) -> float:
+    """Bytes per token one decoder layer's recomputation (of this kind) adds under checkpointing, beyond the layer's
+    input that checkpointing keeps: its saved tensors (torch's non-reentrant checkpoint recomputes all of them before
+    their first use in backward), less the input where its norm keeps exactly that tensor."""
+    return layer_activation_bytes(arch, shape, kind) - _layer_input_in_norm_bytes(shape, arch.hidden)
+
+
+def linear_attention_padding_bytes(arch: Architecture, shape: TrainingShape, tokens: int | None = None) -> float:
+    """What a linear-attention layer keeps beyond its bytes per token (gated_delta_net_bytes): the gated delta rule
+    pads each row to a multiple of its chunk and keeps its chunked tensors at that length, and the convolution's
+    output (the SiLU's input) is conv_kernel - 1 tokens longer a row. Rows: the packed micro-batch, or padded examples
+    of the plan's row_tokens. 0 for a layer without linear attention."""
+    lin = arch.linear_attention
+    if lin is None:
+        return 0.0
+    t = shape.tokens if tokens is None else tokens
+    row = min(t, shape.row_tokens or t)
+    rows = max(1, -(-t // row)) if row else 1
+    padded = rows * (-row % GATED_DELTA_CHUNK_TOKENS)
+    c, s = shape.compute_bytes, _stream_bytes(shape)
+    # what pads: all but the convolution, the step and decay inputs, the unpadded query and key and the gated norm
+    unpadded = (2 * c * lin.conv_dim + (s + 4 * 4) * lin.value_heads
+                + 2 * 4 * lin.value_heads * lin.key_head_dim + (3 * 4 + s) * lin.value_dim)
+    return padded * (gated_delta_net_bytes(arch, shape) - unpadded) + rows * (lin.conv_kernel - 1) * c * lin.conv_dim
 
 
 def _norm_saved_bytes(shape: TrainingShape, hidden: int) -> int:
@@ -514,7 +597,11 @@ def memory(arch: Architecture, params: ParamCounts, shape: TrainingShape) -> Mem
     n_lora_full = sum(_lora_tensors(arch, shape))
     n_lora = n_lora_full / n
     opt_alloc, opt_paged = (b / n for b in optimizer_bytes(arch, shape))
-    layer = layer_activation_bytes(arch, shape)
+    kinds = layer_kinds(arch)
+    # per kind of layer: (layers, bytes per token, bytes beyond those: the linear attention's padded chunks)
+    per_kind = {kind: (n, layer_activation_bytes(arch, shape, kind),
+                       linear_attention_padding_bytes(arch, shape) if kind == LINEAR_ATTENTION else 0.0)
+                for kind, n in kinds.items()}
     final_norm = _norm_saved_bytes(shape, arch.hidden) * t
     mask_per_layer, mask_shared = attention_mask_bytes(shape)
     scores_per_layer, scores_shared = eager_scores_bytes(arch, shape)
@@ -527,16 +614,20 @@ def memory(arch: Architecture, params: ParamCounts, shape: TrainingShape) -> Mem
         resident = min(arch.layers, OFFLOAD_RESIDENT_LAYERS) if shape.offload else arch.layers
         moved = partial_offload_layers(arch, shape)
         kept: float = (resident - moved) * s * arch.hidden * t + final_norm + mask_shared
-        recompute: float = recomputed_layer_bytes(arch, shape) * t + fixed
+        # the largest layer's recomputation: a hybrid decoder's two kinds of layer keep different tensors
+        recompute: float = max(recomputed_layer_bytes(arch, shape, kind) * t + extra
+                               for kind, (_, _, extra) in per_kind.items()) + fixed
         kept_note = f"checkpointing on: one hidden state per layer boundary ({arch.layers} layers)"
         if shape.offload:
             kept_note += f", offloaded to host memory ({resident} on the GPU at once)"
         elif moved:
             kept_note += f", {moved} of them in host memory at the peak (the first layers' inputs offloaded)"
     else:
-        kept = arch.layers * (layer * t + fixed) + final_norm + mask_shared
+        kept = sum(n * (layer * t + extra + fixed) for n, layer, extra in per_kind.values()) + final_norm + mask_shared
         recompute = 0.0
-        kept_note = f"checkpointing off: every layer's saved tensors ({layer / 1024:.0f} KiB per token per layer)"
+        sizes = ", ".join(f"{layer / 1024:.0f} KiB per token per {kind + '-attention ' if len(kinds) > 1 else ''}layer"
+                          for kind, (_, layer, _) in per_kind.items())
+        kept_note = f"checkpointing off: every layer's saved tensors ({sizes})"
     if scores_per_layer:
         row = min(t, shape.row_tokens or t)
         kept_note += (f"; eager attention: each layer's {row:,} x {row:,} scores per head and row, and the "

@@ -94,6 +94,31 @@ class Linear:
 
 
 @dataclass(frozen=True)
+class LinearAttention:
+    """A hybrid decoder's linear attention (Qwen3.5's gated delta net), as config.json sizes it: queries and keys
+    key_heads x key_head_dim wide, values value_heads x value_head_dim, through a depthwise convolution conv_kernel
+    wide."""
+    key_heads: int
+    key_head_dim: int
+    value_heads: int
+    value_head_dim: int
+    conv_kernel: int
+
+    @property
+    def key_dim(self) -> int:
+        return self.key_heads * self.key_head_dim
+
+    @property
+    def value_dim(self) -> int:
+        return self.value_heads * self.value_head_dim
+
+    @property
+    def conv_dim(self) -> int:
+        """The convolution's channels: queries, keys and values projected together (in_proj_qkv)."""
+        return 2 * self.key_dim + self.value_dim
+
+
+@dataclass(frozen=True)
 class Architecture:
     model_type: str
     hidden: int
@@ -122,6 +147,7 @@ class Architecture:
     linear_attention_layers: int = 0      # Qwen3.5: the layers whose attention is linear (a gated delta net)
     linear_attention_other: int = 0       # and what each holds beside its linear layers (its convolution, its
                                           # per-head decay and step bias, its gated norm): unquantised
+    linear_attention: LinearAttention | None = None   # the shape of those layers' attention
 
     @property
     def q_dim(self) -> int:
@@ -153,6 +179,12 @@ class Architecture:
         layers = {"layer": self.layers, "dense": self.dense_layers, "full": self.full_attention_layers,
                   "linear": self.linear_attention_layers}.get(lin.part, self.moe_layers)
         return layers * self.copies(lin)
+
+    @property
+    def gated_attention_output(self) -> bool:
+        """Qwen3.5's softmax attention multiplies its output by a sigmoid gate (the second half of q_proj's output)
+        before o_proj."""
+        return self.model_type in _LINEAR_ATTENTION
 
     @property
     def qk_norm(self) -> bool:
@@ -264,16 +296,23 @@ def _linear_attention(cfg: dict, hidden: int) -> tuple[tuple[Linear, ...], int]:
     linear_value_head_dim, projected together (in_proj_qkv) and through a depthwise convolution
     (linear_conv_kernel_dim wide); the output gate (in_proj_z), a step and a decay per value head (in_proj_b,
     in_proj_a, with dt_bias and A_log), a gated norm of a value head's width, out_proj."""
-    key = int(cfg["linear_num_key_heads"]) * int(cfg["linear_key_head_dim"])
-    value_heads = int(cfg["linear_num_value_heads"])
-    value = value_heads * int(cfg["linear_value_head_dim"])
+    shape = linear_attention_shape(cfg)
+    key, value_heads, value = shape.key_dim, shape.value_heads, shape.value_dim
     linears = (Linear("in_proj_qkv", hidden, 2 * key + value, False, "attn", "linear"),
                Linear("in_proj_z", hidden, value, False, "attn", "linear"),
                Linear("in_proj_b", hidden, value_heads, False, "attn", "linear"),
                Linear("in_proj_a", hidden, value_heads, False, "attn", "linear"),
                Linear("out_proj", value, hidden, False, "linear_o", "linear"))
-    other = (2 * key + value) * int(cfg["linear_conv_kernel_dim"]) + 2 * value_heads + int(cfg["linear_value_head_dim"])
+    other = shape.conv_dim * shape.conv_kernel + 2 * value_heads + shape.value_head_dim
     return linears, other
+
+
+def linear_attention_shape(cfg: dict) -> LinearAttention:
+    """The linear attention's sizes from a hybrid decoder's config.json mapping (its class's defaults applied)."""
+    return LinearAttention(key_heads=int(cfg["linear_num_key_heads"]), key_head_dim=int(cfg["linear_key_head_dim"]),
+                           value_heads=int(cfg["linear_num_value_heads"]),
+                           value_head_dim=int(cfg["linear_value_head_dim"]),
+                           conv_kernel=int(cfg["linear_conv_kernel_dim"]))
 
 
 def _linear_attention_layers(cfg: dict, layers: int) -> int:
@@ -390,7 +429,8 @@ def architecture(cfg: dict) -> Architecture:
     linear_layers = _linear_attention_layers(cfg, layers)
     if linear_layers:
         notes.append(f"{linear_layers} of its {layers} layers linear attention (a gated delta net): their "
-                     "activations estimated as softmax attention's (not measured)")
+                     "activations as transformers' PyTorch path saves them (measured on the CPU; the fused "
+                     "flash-linear-attention kernels not measured)")
     context = int(_first(cfg, "max_position_embeddings", "n_positions", "max_sequence_length", default=0) or 0)
     return Architecture(model_type=model_type, hidden=hidden, intermediate=intermediate, layers=layers, heads=heads,
                         kv_heads=kv_heads, head_dim=head_dim, vocab=vocab, tied=tied, context=context,
@@ -403,7 +443,8 @@ def architecture(cfg: dict) -> Architecture:
                         sliding_window=sliding_window(cfg), dense_layers=dense_layers,
                         latent_norms=latent_norms, norm_bias=model_type in _LAYER_NORMS,
                         head_bias=bool(cfg.get("lm_head_bias")), linear_attention_layers=linear_layers,
-                        linear_attention_other=_linear_attention(cfg, hidden)[1] if linear_layers else 0)
+                        linear_attention_other=_linear_attention(cfg, hidden)[1] if linear_layers else 0,
+                        linear_attention=linear_attention_shape(cfg) if linear_layers else None)
 
 
 def count_params(arch: Architecture) -> ParamCounts:
