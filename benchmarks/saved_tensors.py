@@ -240,23 +240,28 @@ class StepCount:
 def recorded_recomputations(on_start: Callable[[], None]):
     """torch's checkpoint recomputation, each one's saved storages recorded (address -> bytes) into the list this
     yields, in backward's order; on_start is called as each begins. The one place that uses torch's private
-    _recomputation_hook: tests/test_estimate_saved_tensors.py records with it too."""
+    _recomputation_hook: tests/test_estimate_saved_tensors.py records with it too. Only what the recomputation keeps
+    for backward is recorded: a tensor saved for a node the forward's graph has already freed (a branch whose result
+    nothing used, such as the final recurrent state Qwen3.5's linear attention computes and drops) is freed at once,
+    and its address may go to the next one."""
     import torch.utils.checkpoint as checkpoint
 
     frames: list[dict[int, int]] = []
     recomputation = checkpoint._recomputation_hook
 
     class Recorded(recomputation):   # type: ignore[misc, valid-type]
-        def __init__(self, *args):
-            super().__init__(*args)
+        def __init__(self, target_frame_ref, gid):
+            super().__init__(target_frame_ref, gid)
             on_start()
             inner = self.pack_hook   # type: ignore[has-type]
             storages: dict[int, int] = {}
             frames.append(storages)
 
             def pack(t):
-                ptr, n = _storage(t)
-                storages[ptr] = n
+                frame, ptr_n = target_frame_ref(), _storage(t)
+                index = frame.recomp_counter[gid]
+                if index < len(frame.weak_holders) and frame.weak_holders[index]() is not None:   # kept for backward
+                    storages[ptr_n[0]] = ptr_n[1]
                 return inner(t)
             self.pack_hook = pack
 
