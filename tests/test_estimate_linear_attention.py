@@ -86,17 +86,39 @@ def qwen3_5_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def built(qwen3_5_dir):
+def qwen3_5_moe_dir(tmp_path_factory):
+    """The same layers with Qwen3.5-MoE's mixture: four experts, two a token, a gated shared expert."""
+    from transformers import Qwen3_5MoeForCausalLM, Qwen3_5MoeTextConfig
+
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp("qwen3_5_moe")
+    sizes = {k: v for k, v in TINY.items() if k != "intermediate_size"}
+    Qwen3_5MoeForCausalLM(Qwen3_5MoeTextConfig(**sizes, moe_intermediate_size=48, shared_expert_intermediate_size=40,
+                                               num_experts=4, num_experts_per_tok=2)).save_pretrained(out)
+    return out
+
+
+def _builder(model_dir):
     models: dict = {}
 
     def get(case: Case):
         key = (case.precision, case.dropout)
         if key not in models:
             torch.manual_seed(0)
-            cfg = _cfg(qwen3_5_dir, case.precision, case.dropout, ALL)
+            cfg = _cfg(model_dir, case.precision, case.dropout, ALL)
             models[key] = (*_built(cfg, False), cfg)
         return models[key]
     return get
+
+
+@pytest.fixture(scope="module")
+def built(qwen3_5_dir):
+    return _builder(qwen3_5_dir)
+
+
+@pytest.fixture(scope="module")
+def built_moe(qwen3_5_moe_dir):
+    return _builder(qwen3_5_moe_dir)
 
 
 def _estimated(cfg, plan, case: Case):
@@ -140,6 +162,20 @@ def test_the_tiny_decoder_has_one_layer_of_each_kind(qwen3_5_dir):
 def test_each_kind_of_layer_saves_what_the_estimate_counts(built, case):
     model, plan, cfg = built(case)
     arch, shape = _estimated(cfg, plan, case)
+    for index, kind in enumerate(KIND_OF_LAYER):
+        measured = (_layer_saved_bytes(model, case, index, LONG) - _layer_saved_bytes(model, case, index, SHORT))
+        assert measured / (LONG - SHORT) == pytest.approx(layer_activation_bytes(arch, shape, kind), rel=TOLERANCE), \
+            kind
+
+
+@pytest.mark.parametrize("case", [CASES[1], CASES[2]], ids=str)
+def test_each_kind_of_qwen3_5_moe_layer_saves_what_the_estimate_counts(built_moe, case):
+    """The mixture's terms (tests/test_estimate_moe.py) beside each kind of attention; its gated shared expert keeps
+    the gate's sigmoid and the expert's output. On the bf16 path the estimate is 4 B/token high (the routed rows'
+    weights are counted in fp32)."""
+    model, plan, cfg = built_moe(case)
+    arch, shape = _estimated(cfg, plan, case)
+    assert arch.experts == 4 and layer_kinds(arch) == {FULL_ATTENTION: 1, LINEAR_ATTENTION: 1}
     for index, kind in enumerate(KIND_OF_LAYER):
         measured = (_layer_saved_bytes(model, case, index, LONG) - _layer_saved_bytes(model, case, index, SHORT))
         assert measured / (LONG - SHORT) == pytest.approx(layer_activation_bytes(arch, shape, kind), rel=TOLERANCE), \

@@ -223,6 +223,10 @@ def layer_activation_bytes(arch: Architecture, shape: TrainingShape, kind: str =
         # a shared expert (Qwen2-MoE, DeepSeek) is a dense MLP every token goes through beside the routed ones: it
         # keeps what a dense MLP keeps, at its own width (not measured)
         mlp = _experts_activation_bytes(arch, shape) + 3 * s * arch.shared_intermediate
+        if any(lin.name == "shared_expert_gate" for lin in arch.linears):
+            # Qwen-MoE's sigmoid(shared_expert_gate(x)) x the shared expert's output keeps both, in the stream's
+            # dtype (measured on the CPU: Qwen3.5-MoE, tests/test_estimate_linear_attention.py)
+            mlp += s * (1 + h)
     if kind == LINEAR_ATTENTION:
         return norms + gated_delta_net_bytes(arch, shape) + mlp + lora_activation_bytes(arch, shape, kind)
     if arch.qk_norm:     # Qwen3's RMSNorm of each query and key head (its fp32 input and reciprocal RMS per head)
