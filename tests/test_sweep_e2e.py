@@ -12,7 +12,7 @@ import yaml
 from conftest import DEMO_CONFIG, run_cli
 from engine.cli import main
 from engine.config import load_config
-from engine.rundir import MetricsWriter, read_metrics, read_status, write_status
+from engine.rundir import MetricsWriter, pid_alive, read_metrics, read_status, write_status
 from engine.sweep.driver import Driver
 from engine.sweep.sweepdir import read_sweep
 
@@ -150,12 +150,16 @@ def test_a_sweep_killed_mid_trial_resumes_where_it_was(tmp_path, demo_model_dir,
         time.sleep(0.05)
     assert complete_checkpoints(first), (sweep_dir / "sweep.log").read_text()
     # The machine goes: the driver and the trainer die at once, with no word to anyone.
-    for pid in (read_sweep(sweep_dir)["driver_pid"], read_status(first)["pid"]):
+    killed = (read_sweep(sweep_dir)["driver_pid"], read_status(first)["pid"])
+    for pid in killed:
         os.kill(pid, signal.SIGKILL)
+    # A killed process lives on until the kernel has ended it (a trainer in the middle of writing a checkpoint, on a
+    # loaded machine, for seconds): a resume meanwhile rightly follows it as still saving. Wait for both to be gone.
     deadline = time.monotonic() + 60
-    while effective_sweep_state(read_sweep(sweep_dir)) != "lost" and time.monotonic() < deadline:
+    while (effective_sweep_state(read_sweep(sweep_dir)) != "lost" or any(map(pid_alive, killed))) \
+            and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert effective_sweep_state(read_sweep(sweep_dir)) == "lost"
+    assert effective_sweep_state(read_sweep(sweep_dir)) == "lost" and not any(map(pid_alive, killed))
 
     other = tmp_path / "other.yaml"   # the command that started it, but another config: refused, nothing written
     raw = yaml.safe_load(cfg.read_text())
@@ -170,7 +174,7 @@ def test_a_sweep_killed_mid_trial_resumes_where_it_was(tmp_path, demo_model_dir,
     r = run_cli("sweep", str(cfg), "--lr", "3e-3,1e-2", "--r", "4", "--steps", "6", "--no-halving",
                 "--sweep-dir", str(sweep_dir), "--resume", "--yes", timeout=400)
     assert r.returncode == 0, r.stdout + r.stderr + (sweep_dir / "sweep.log").read_text()
-    assert "lr3e-3_r4: lost at step" in r.stdout and "resumes from its checkpoint at step" in r.stdout
+    assert "lr3e-3_r4: lost at step" in r.stdout and "resumes from its checkpoint at step" in r.stdout, r.stdout
     s = read_sweep(sweep_dir)
     assert s["state"] == "done" and s["resumes"] == 1 and s["spent_s"] > 0
     for t in s["trials"]:   # both trained to the end, evaluated at each rung and at the last step
