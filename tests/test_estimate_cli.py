@@ -137,6 +137,22 @@ def test_hub_dataset_without_examples_says_steps_unknown(tmp_path, capsys):
     assert code == 0 and "pass --examples" in out
 
 
+def test_a_dataset_that_does_not_read_has_no_step_count(config, capsys):
+    """A row the reader refuses (the wizard's Dataset step shows it as a problem): the steps were counted from the
+    file's lines all the same (6 steps of 101 'examples'). Now unknown, and why, as the wizard's status line says."""
+    data = config.parent / "train.jsonl"
+    data.write_text(data.read_text() + "{not json\n")
+    code, out, _ = run_main([str(config), "--gpu", "t4", "--json"], capsys)
+    said = json.loads(out)
+    assert code == 0 and said["total_steps"] is None and said["steps_per_epoch"] is None and said["time_s"] is None
+    assert "train.jsonl:101: invalid JSON" in said["data_error"]
+    code, out, _ = run_main([str(config), "--gpu", "t4"], capsys)
+    assert "steps  unknown: the dataset cannot be read (" in out and "train.jsonl:101" in out
+    assert "pass --examples N" in out and "not tokenized here" not in out
+    code, out, _ = run_main([str(config), "--gpu", "t4", "--json", "--examples", "40"], capsys)
+    assert json.loads(out)["total_steps"] == 10   # ceil(40 / 8) a epoch, 2 epochs: the escape still counts
+
+
 @pytest.mark.parametrize("content,gpu,match", [
     ("model: smollm2-135m\ndataset: {path: x.jsonl}\ntraining: {micro_batch_size: 0}\n", "t4", "micro_batch_size"),
     ("model: /no/such/dir/at/all\ndataset: {path: x.jsonl}\n", "t4", "not a directory"),

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tui.app import LorapilotApp
-from wizard_pilot import paste_into, row_problem, settle, shown, type_into
+from wizard_pilot import own_data, paste_into, row_problem, settle, shown, type_into
 
 SIZE = (100, 32)
 
@@ -284,3 +284,30 @@ async def test_a_quoted_path_as_a_terminal_drops_it_is_read(tmp_path, demo_model
         await settle(app, pilot)
         assert s.data_error is None and s.data_rows == 40, s.data_error
         assert s.cfg.dataset.path == str(data)
+
+
+async def test_status_line_counts_no_steps_from_data_that_does_not_read(tmp_path):
+    """A dataset with a row the reader refuses ("✗ 1 problem"): the status line showed "6 steps (2/epoch)" and a
+    time, counted from the file's lines. Now no count, as `lorapilot estimate` says for the same config; fixed,
+    the count comes back."""
+    from tui.widgets.estimate_line import EstimateLine
+
+    data = Path(own_data(tmp_path, 8))
+    data.write_text(data.read_text() + "{not json\n")
+    app = LorapilotApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        s = app.wizard
+        s.set_many({"training.max_steps": -1, "training.num_epochs": 3, "training.micro_batch_size": 1,
+                    "training.gradient_accumulation_steps": 4})
+        s.set_raw("dataset.path", str(data))
+        await settle(app, pilot)
+        line = str(app.screen.query_one(EstimateLine).render())
+        assert s.data_error and "mine.jsonl:9" in s.data_error
+        assert line.startswith("✗ 1 problem") and "steps: need the data" in line, line
+        assert s.estimate is not None and s.estimate.total_steps is None and s.estimate.time_s is None
+        data.write_text(data.read_text().replace("{not json\n", '{"instruction": "a", "output": "b"}\n'))
+        s.set_raw("dataset.path", str(data) + " ")
+        s.set_raw("dataset.path", str(data))
+        await settle(app, pilot)
+        assert s.data_error is None and "6 steps (2/epoch)" in str(app.screen.query_one(EstimateLine).render())

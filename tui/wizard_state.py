@@ -320,7 +320,7 @@ class WizardState:
         elif kind == "estimate":
             self.jobs.run("estimate", calls.estimate_and_check, cfg, self.model_info, self.gpu, self.n_examples,
                           self.price_per_hour, self.data_report, self.examples,
-                          self.busy_with("data") or self.busy_with("model"))
+                          self.busy_with("data") or self.busy_with("model"), self.data_error)
         self.changed.publish(f"busy:{kind}")
 
     def _finish(self, kind: str, result: Any, error: BaseException | None) -> None:

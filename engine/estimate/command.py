@@ -44,7 +44,7 @@ def model_presets_line() -> str:
 def run(args: argparse.Namespace) -> int:
     from engine.config import load_config
     from engine.estimate import detect_gpu, get_gpu, read_model_config
-    from engine.estimate.dataset_size import token_lengths
+    from engine.estimate.dataset_size import token_lengths, unreadable
     from engine.estimate.params import check_expert_dropout
 
     _check_flags(args)
@@ -54,12 +54,15 @@ def run(args: argparse.Namespace) -> int:
     check_expert_dropout(info.arch, cfg.lora)
     gpu = get_gpu(args.gpu) if args.gpu else detect_gpu()
     lengths = val_lengths = None
-    why = None
+    why = data_error = None
     if args.examples is None:
         # The examples as the trainer will tokenise and pack them: its plan's micro-batches, not max_seq_length.
         lengths, val_lengths, why = token_lengths(cfg)
+        if not lengths:   # not tokenized here: counted only if the reader reads it (the wizard's rule)
+            data_error = unreadable(cfg)
     est, n_examples = estimate_for(cfg, info, gpu, lengths=lengths or None, val_lengths=val_lengths or None,
-                                   n_examples=args.examples, price_per_hour=args.price_per_hour)
+                                   n_examples=args.examples, price_per_hour=args.price_per_hour,
+                                   data_error=data_error)
     if args.examples is None:  # after the config's own errors; with --examples the data may be
         # elsewhere (on the pod): the estimate needs no rows
         from engine.data.formats import check_dataset_found
@@ -72,19 +75,21 @@ def run(args: argparse.Namespace) -> int:
     # what the trainer's plan phase refuses (engine.train.run.refuse_what_the_plan_turns_off), refused here
     if est.plan is not None and (problem := sample_prompts_problem(cfg, est.plan.samples_off)):
         raise ConfigError(f"{args.config}: 1 problem in the config", problems=[problem])
-    if why:
+    if why and not data_error:   # the data's own error is said once, by the steps line
         est.notes.append(f"dataset not tokenized here ({why})")
     if args.json:
         out = est.to_dict()
         out["model"] = info.to_dict()
         out["n_examples"] = n_examples
+        if data_error:
+            out["data_error"] = data_error   # why total_steps is null
         from engine.wrap import json_for_scripts
 
         print(json_for_scripts(out, indent=2))
     else:
         from engine.wrap import fit
 
-        print(fit(render(est, info, n_examples, bool(lengths), cfg.training.memory)))
+        print(fit(render(est, info, n_examples, bool(lengths), cfg.training.memory, data_error)))
     return EXIT_OK
 
 
@@ -104,17 +109,19 @@ def _check_flags(args: argparse.Namespace) -> None:
 def estimate_for(cfg: Config, info: ModelInfo, gpu: GpuSpec | None, *, lengths: list[int] | None = None,
                  val_lengths: list[int] | None = None, n_examples: int | None = None,
                  price_per_hour: float | None = None, num_gpus: int | None = None,
-                 n_val: int | None = None) -> tuple[Estimate, int | None]:
+                 n_val: int | None = None, data_error: str | None = None) -> tuple[Estimate, int | None]:
     """The estimate every face shows for a config (this command, the wizard's review, the sweep's trial time): the
     run as engine.plan plans it on `gpu` (None: this machine's CPU), from the examples' token lengths where known,
     else from the counted examples with every one assumed to fill max_seq_length; its steps, and its time at the
     speed table's rate, with the evaluations and saves it will run. num_gpus: processes (default: planned_processes;
     the sweep's trials run one per GPU). n_val: validation examples (default: val_lengths' where lengths are given,
-    else counted from a local dataset). Returns (estimate, training examples)."""
+    else counted from a local dataset). data_error: why the dataset cannot be read (dataset_size.unreadable, the
+    wizard's row count): its examples are not counted, so the steps and the time are unknown unless given
+    (max_steps, n_examples). Returns (estimate, training examples)."""
     from engine.estimate import estimate
     from engine.estimate.dataset_size import dataset_sizes
 
-    if lengths is None and (n_examples is None or n_val is None):
+    if lengths is None and (n_examples is None or n_val is None) and data_error is None:
         n_train, counted_val = dataset_sizes(cfg)
         n_examples = n_train if n_examples is None else n_examples
         n_val = counted_val if n_val is None else n_val
@@ -173,8 +180,10 @@ def plan_words(p: RunPlan) -> str:
             + (f", samples off ({p.samples_off})" if p.samples_off else ""))
 
 
-def render(est: Estimate, info: ModelInfo, n_examples: int | None, counted: bool, memory_setting: str = "auto") -> str:
-    """The human table: components, totals, fit, steps, time, learning rate, suggestions."""
+def render(est: Estimate, info: ModelInfo, n_examples: int | None, counted: bool, memory_setting: str = "auto",
+           data_error: str | None = None) -> str:
+    """The human table: components, totals, fit, steps, time, learning rate, suggestions. data_error: why the
+    dataset cannot be read (its steps are unknown)."""
     # A tiny model (the demo's 0.9 M) read "0.00 B parameters": millions below a billion.
     _count = lambda n: f"{n / 1e9:.2f} B" if n >= 1e9 else f"{n / 1e6:.1f} M"  # noqa: E731
     mode = f"memory {est.memory_mode}"
@@ -213,7 +222,8 @@ def render(est: Estimate, info: ModelInfo, n_examples: int | None, counted: bool
                      f"{est.fit_fraction:.0%}, headroom {est.headroom_gib:+.1f} GiB")
     lines.append("")
     if est.total_steps is None:
-        lines.append("steps  unknown: the dataset is not a local file; pass --examples N")
+        why = f"the dataset cannot be read ({data_error})" if data_error else "the dataset is not a local file"
+        lines.append(f"steps  unknown: {why}; pass --examples N")
     else:
         source = "tokenized" if counted else "given or counted"
         epoch = f"{est.steps_per_epoch} per epoch, " if est.steps_per_epoch else ""

@@ -57,6 +57,23 @@ def dataset_sizes(cfg: Config) -> tuple[int | None, int | None]:
     return n_train, n_val
 
 
+def unreadable(cfg: Config) -> str | None:
+    """Why the trainer's reader (engine.data.read_rows, the wizard's row count) refuses the local dataset, its
+    message's first line; None when it reads, or is not here (a hub dataset, a missing path: said elsewhere). The
+    step count's one rule, `lorapilot estimate`'s and the wizard's: examples are counted from a dataset that reads,
+    never from the lines of one that does not."""
+    from engine.data import read_rows
+    from engine.errors import DataError
+
+    if not cfg.dataset.path.strip() or not Path(cfg.dataset.path).expanduser().exists():
+        return None
+    try:
+        read_rows(cfg.dataset.path, cfg.dataset.format)
+    except DataError as e:
+        return str(e).splitlines()[0]
+    return None
+
+
 def training_examples(total: int, validation_split: float, has_validation_file: bool) -> int:
     """Examples left for training once the validation share is held out: the trainer's split's own count
     (engine.data.validation_count), without reading a row; a validation file holds none out."""

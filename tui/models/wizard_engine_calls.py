@@ -57,8 +57,10 @@ def plan_lengths(cfg: Config, report: DataReport | None, examples: list[Tokenize
 
 def estimate_and_check(cfg: Config, model_info: ModelInfo | None, gpu: GpuSpec | None, n_examples: int | None,
                        price: float | None, report: DataReport | None, examples: list[TokenizedExample],
-                       data_pending: bool) -> tuple[Estimate | None, list[Finding] | None, str | None, str | None]:
+                       data_pending: bool, data_error: str | None = None,
+                       ) -> tuple[Estimate | None, list[Finding] | None, str | None, str | None]:
     """The estimate, then the pre-flight over the tokenized examples (with the estimate's memory if any).
+    data_error: the rows' read error (the Dataset step's problem): no step count from a file that does not read.
 
     Returns (estimate, findings, the pre-flight's error, the estimate's error), each error as one line.
 
@@ -70,7 +72,7 @@ def estimate_and_check(cfg: Config, model_info: ModelInfo | None, gpu: GpuSpec |
         if model_info is None:
             raise UserError("the estimate needs the model's size: pick a model that can be read")
         # The one estimate `lorapilot estimate` and the sweep show for this config: same steps, same time.
-        est, _ = estimate_for(cfg, model_info, gpu, n_examples=n_examples, price_per_hour=price,
+        est, _ = estimate_for(cfg, model_info, gpu, n_examples=n_examples, price_per_hour=price, data_error=data_error,
                               **plan_lengths(cfg, report, examples, data_pending))
     except Exception as exc:  # noqa: BLE001 - a checklist line; say below logs it when it is a bug
         est_error = exc
