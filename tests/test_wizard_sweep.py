@@ -155,7 +155,7 @@ async def test_ctrl_l_twice_starts_one_sweep(monkeypatch):
     """A start takes seconds (the data is tokenized): ctrl+l pressed again meanwhile started a second sweep."""
     import threading
 
-    import tui.screens.sweep_panel as sweep_panel
+    import tui.models.data_inspection as data_inspection
 
     app = LorapilotApp()
     async with app.run_test(size=SIZE) as pilot:
@@ -163,12 +163,12 @@ async def test_ctrl_l_twice_starts_one_sweep(monkeypatch):
         await plan_settled(pilot, panel)
         calls, release = [], threading.Event()
 
-        def start(argv):
+        def start(_verb, argv):   # the data helper's call, which starts the sweep
             calls.append(argv)
             release.wait(30)
             return ""   # no sweep directory said: the panel stays, and says so
 
-        monkeypatch.setattr(sweep_panel, "run_sweep_verb", start)
+        monkeypatch.setattr(data_inspection, "answer", start)
         await pilot.press("ctrl+l")
         await pilot.pause(0.2)
         await pilot.press("ctrl+l")
@@ -197,3 +197,56 @@ async def test_the_demo_is_swept_over_its_own_learning_rates():
         assert "lr 1e-3, 3e-3, 5e-3" in plan
         app.exit()
     assert parse_lrs(None, "lorapilot-demo") == lrs and parse_lrs(None, "some/model") == [1e-4, 2e-4, 5e-4]
+
+
+START_SCRIPT = """
+import asyncio, json, sys, time
+import tui.app
+
+async def main():
+    app = tui.app.LorapilotApp()
+    async with app.run_test(size=(100, 32)) as pilot:
+        await pilot.press("ctrl+n", "ctrl+n", "ctrl+t")
+        await pilot.pause(0.1)
+        panel = app.screen
+        deadline = time.monotonic() + 300
+        while panel.planning and time.monotonic() < deadline:
+            await pilot.pause(0.1)
+        await pilot.press("ctrl+l")
+        # started: the sweep's monitor opens (mounted whole before the app exits)
+        while type(app.screen).__name__ != "SweepMonitorScreen" and time.monotonic() < deadline:
+            await pilot.pause(0.1)
+        await pilot.pause()
+        print(json.dumps({"screen": type(app.screen).__name__, "plan_error": panel.plan_error,
+                          "heavy": [m for m in %r if m in sys.modules]}))
+        app.exit()
+
+asyncio.run(main())
+"""
+
+
+def test_a_sweep_started_from_the_panel_imports_no_torch_into_the_app(tmp_path):
+    """The start tokenizes the data: it ran in a thread of the app, which imported transformers and torch into the
+    app's process (its keys froze meanwhile, and an import beside another could collide, as the plan's did). It runs
+    in the wizard's data helper: the sweep starts and the app's process holds none of them. A process of its own:
+    this one has imported them for other tests."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from conftest import stop_detached_runs
+
+    from test_wizard_startup import HEAVY
+
+    env = {**os.environ, "LORAPILOT_RUNS": str(tmp_path / "runs")}
+    try:
+        r = subprocess.run([sys.executable, "-c", START_SCRIPT % (HEAVY,)], capture_output=True, text=True,
+                           timeout=600, env=env)
+    finally:
+        stop_detached_runs(tmp_path)   # the sweep's driver, in a session of its own
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["screen"] == "SweepMonitorScreen" and out["plan_error"] is None, (out, r.stderr[-2000:])
+    assert list((tmp_path / "runs").rglob("sweep.json")), "no sweep started"
+    assert out["heavy"] == [], out

@@ -1,10 +1,12 @@
 """The quick sweep, from the hyperparameter step: the grid editable, the engine's plan for it, one key to start.
 
-Everything it says and does is `lorapilot sweep`'s, called in-process with the
-same arguments: the grid's parsing and its errors (engine.sweep.plan), the
-plan's wording, trial count, time and cost (the `--dry-run` text), and the
-start (`--yes --detach`). The config swept is the wizard's, written to a
-temporary YAML for the verb to read; the sweep keeps its own copy.
+Everything it says and does is `lorapilot sweep`'s, with the same arguments:
+the grid's parsing and its errors (engine.sweep.plan), the plan's wording,
+trial count, time and cost (the `--dry-run` text), and the start (`--yes
+--detach`). The plan and the start tokenize the data: the verb runs for them in
+the wizard's data helper process (tui.models.data_inspection), never in the
+app's. The config swept is the wizard's, written to a temporary YAML for the
+verb to read; the sweep keeps its own copy.
 """
 
 from __future__ import annotations
@@ -184,8 +186,12 @@ class SweepPanel(ModalScreen[str | None]):
 
     @work(thread=True, exclusive=True, group="sweep-start")
     def _start(self, argv: list[str]) -> None:
+        # In the wizard's data helper, as the plan: the start tokenizes the data (transformers, torch), which in a
+        # thread of the app imported them into the app's process, froze its keys and could collide with another
+        # import there.
+        from tui.models.data_inspection import answer
         try:
-            printed = run_sweep_verb(argv)
+            printed = answer(run_sweep_verb, argv)
         except Exception as e:  # noqa: BLE001 - a bad model path, unreadable data: said, and the panel stays
             self.app.call_from_thread(self._start_failed, say(e, "starting the sweep"))
             return
