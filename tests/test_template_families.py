@@ -947,6 +947,28 @@ def test_two_answers_in_a_row_train_the_last_as_a_final_answer(tokenizers, name)
     trains_the_answers_or_is_refused(tokenizers(name, False), FAMILIES[name], twice, ["Yellow.", "Red."])
 
 
+def test_the_question_probe_is_rendered_once_per_template(tokenizers, monkeypatch):
+    """Whether the template has a generation prompt (an answer after a question) and a final answer's parts (the
+    second of two answers in a row) are both read from one user message rendered with and without the prompt: it
+    was rendered, and cached, once for each (four renders); one probe now, two renders, the same tokens trained."""
+    from engine.data.template import Renderer
+
+    tok = tokenizers("qwen3", False)
+    probes = []
+    render = Renderer._apply
+
+    def counted(self, messages, generation, *args):
+        if messages == [{"role": "user", "content": "x"}]:
+            probes.append(generation)
+        return render(self, messages, generation, *args)
+
+    monkeypatch.setattr(Renderer, "_apply", counted)
+    twice = {"messages": [*TURNS[:2], {"role": "assistant", "content": "Red."}]}
+    ex, _ = build(tok, twice, "chat")
+    assert [tok.decode(run) for run in trained_runs(ex)][:2] == ["Yellow.<|im_end|>", "<think>\n\n</think>\n\nRed.<|im_end|>"]
+    assert sorted(probes) == [False, True], probes
+
+
 @pytest.mark.parametrize("name", CHAT_FAMILIES)
 def test_an_answer_that_opens_the_conversation_trains_as_one_after_the_system_prompt(tokenizers, name):
     """DeepSeek-V2 writes `Assistant: ` + answer, and its generation prompt is `Assistant:`: the space is the answer's

@@ -252,6 +252,18 @@ def end_tokens(tokenizer) -> list[str]:
     return sorted((s for s in specials if s and s not in not_ends), key=len, reverse=True)
 
 
+_QUESTION = ({"role": "user", "content": "x"},)   # the probe's one user message
+
+
+@dataclass
+class _QuestionProbe:
+    """A chat template's render of one user message: the probe its generation prompt is read from."""
+    prompt: str   # with the generation prompt
+    asked: str    # without
+    # (its generation prompt, what it writes between that and a final answer's content): Renderer._final_answer_parts
+    final_answer: tuple[str, str] | None = None
+
+
 @dataclass
 class Rendered:
     segments: list[tuple[str, bool]]        # (text, trained); their concatenation is the row's text
@@ -377,9 +389,7 @@ class Renderer:
         specials = sorted(special_tokens(tokenizer), key=len, reverse=True)
         self._special_text = re.compile("|".join(map(re.escape, specials))) if specials else None
         self.notes: set[str] = set()
-        self._generation_prompt: dict[str, bool] = {}  # does the template render one? (asked once each)
-        # (its generation prompt, what it writes between that and a final answer's content), asked once each
-        self._final_answer: dict[str, tuple[str, str]] = {}
+        self._questions: dict[str, _QuestionProbe] = {}  # one user message rendered, by template (once each)
         self._own_end: dict[str, tuple[str, ...]] = {}  # _own_ends by format
         self._templates: dict[str, str] = {}  # training_chat_template by format (a few renders each: once)
         self._stops: tuple[str, ...] | None = None  # _row_ends
@@ -602,26 +612,32 @@ class Renderer:
                 pass
         return "check the order of roles (many templates need user/assistant alternating)"
 
+    def _question(self, template: str, source: str) -> _QuestionProbe:
+        """The template's render of one user message, with and without the generation prompt: rendered once."""
+        probe = self._questions.get(template)
+        if probe is None:
+            question = list(_QUESTION)
+            probe = self._questions[template] = _QuestionProbe(self._apply(question, True, template, source),
+                                                               self._apply(question, False, template, source))
+        return probe
+
     def _has_generation_prompt(self, template: str, source: str) -> bool:
-        if template not in self._generation_prompt:
-            probe = [{"role": "user", "content": "x"}]
-            self._generation_prompt[template] = (self._apply(probe, True, template, source)
-                                                 != self._apply(probe, False, template, source))
-        return self._generation_prompt[template]
+        probe = self._question(template, source)
+        return probe.prompt != probe.asked
 
     def _final_answer_parts(self, template: str, source: str) -> tuple[str, str]:
         """(the generation prompt, what the template writes between it and the content of a final answer): DeepSeek-V2's
         `Assistant:` and ""; Qwen3's `<|im_start|>assistant\n` and its empty think block `<think>\n\n</think>\n\n`,
         which the model writes itself after the prompt inference feeds. ("", "") where there is no generation prompt
         or the final answer renders otherwise than after it."""
-        if template not in self._final_answer:
-            question = [{"role": "user", "content": "x"}]
-            prompt, asked = self._apply(question, True, template, source), self._apply(question, False, template, source)
-            final = self._apply(question + [{"role": "assistant", "content": _PLACEHOLDER}], False, template, source)
+        probe = self._question(template, source)
+        if probe.final_answer is None:
+            prompt, asked = probe.prompt, probe.asked
+            final = self._apply([*_QUESTION, {"role": "assistant", "content": _PLACEHOLDER}], False, template, source)
             at = final.find(_PLACEHOLDER)
             ok = prompt != asked and prompt.startswith(asked) and at >= len(prompt) and final.startswith(prompt)
-            self._final_answer[template] = (prompt[len(asked):], final[len(prompt):at]) if ok else ("", "")
-        return self._final_answer[template]
+            probe.final_answer = (prompt[len(asked):], final[len(prompt):at]) if ok else ("", "")
+        return probe.final_answer
 
     def _content_start(self, messages: list[dict], i: int, full: str, template: str, source: str) -> int:
         prompt = self._apply(messages[:i], True, template, source)
