@@ -145,6 +145,7 @@ class RunPlan:
     train_tokens: int | None         # tokens through the model over the whole run (for time)
     micro_batches: int | None        # forward passes over the whole run (each has a fixed cost)
     samples_off: str | None = None   # why the evaluation samples training.sample_max_new_tokens asks for are not made
+    packing_off: str | None = None   # why the rows are padded where training.packing asks for packed ones
     lines: list[str] = field(default_factory=list)   # each choice and why, for train.log
     step_plan: StepPlan | None = field(default=None, repr=False)
 
@@ -219,6 +220,22 @@ def liger_for(machine: Machine, model_type: str | None) -> tuple[bool, str]:
     if model_type is not None and model_type not in LIGER_MODEL_TYPES:
         return False, f"architecture {model_type} not covered"
     return True, ""
+
+
+def packing_for(cfg: Config, arch: Architecture | None) -> tuple[str | None, str | None]:
+    """(why packing is off, the plan's line) where training.packing asks for packed rows that the model cannot train
+    exactly; (None, None) otherwise. Packed examples stay apart only in softmax attention (positions restart, each
+    example's own causal triangle). A layer that carries state across tokens outside it (Qwen3.5's gated delta net,
+    Mamba's state space layers, LFM2's short convolutions: engine.estimate.params.token_state_layers) runs over the
+    packed row as one sequence: transformers' PyTorch path of Qwen3.5 hands the examples' boundaries to its chunked
+    recurrence, which ignores them, and its causal convolution mixes one example's last tokens into the next's
+    first. No error, each example trained on its neighbours' state: such a model trains on padded micro-batches,
+    whatever training.packing says (the default asks for packing: refusing it would refuse every such model)."""
+    if not cfg.training.packing or arch is None or not arch.token_state:
+        return None, None
+    why = f"{arch.token_state} layers carry state across a packed row's examples"
+    return why, (f"batching: padded, not packed: {arch.model_type}'s {why} (only softmax attention keeps them "
+                 "apart); training.packing is ignored for this model")
 
 
 def token_budget_for(cfg: Config, machine: Machine, memory: str, compiled: bool = False) -> tuple[int | None, str]:
@@ -475,6 +492,11 @@ def plan_run(cfg: Config, machine: Machine, *, lengths: list[int] | None = None,
     resumed: where a resumed run continues: the optimizer its checkpoint's states belong to; otherwise the plan of
     the run it resumes, whatever its progress (compile_for).
     """
+    packing_off, packing_line = packing_for(cfg, info.arch if info is not None else None)
+    if packing_off:   # every rule below (budget, attention, micro-batches, evaluation) plans padded rows
+        from dataclasses import replace
+
+        cfg = replace(cfg, training=replace(cfg.training, packing=False))
     t = cfg.training
     parallel = _parallelism_choices(cfg, machine)
     memories = ["fast", "lean"] if t.memory == "auto" and machine.device == "cuda" else \
@@ -517,6 +539,9 @@ def plan_run(cfg: Config, machine: Machine, *, lengths: list[int] | None = None,
                           + (" (auto: int8 weights are never sharded, a whole copy per GPU)"
                              if t.parallelism == "auto" and cfg.quantization == "int8" and machine.device == "cuda"
                              else ""))
+    if packing_line:
+        best.packing_off = packing_off
+        best.lines.insert(0, packing_line)
     best.samples_off, line = samples_for(cfg, best.parallelism)
     if line:
         best.lines.append(line)

@@ -173,6 +173,7 @@ def plan_words(p: RunPlan) -> str:
     micro, per_eval = p.micro_batches_per_step, p.eval_batch_size
     return (f"{micro} micro-batch{'es' if micro != 1 else ''} per step"
             + (f" packed up to {p.token_budget:,} tokens" if p.token_budget else " padded")
+            + (f" (not packed: {p.packing_off})" if p.packing_off else "")
             + f", {attention_label(p.attention)}, {'Liger fused loss' if p.fused_loss else 'plain loss'}, {p.optimizer}"
             + (", activations offloaded" if p.offload else "")
             + (", decoder layers compiled" if p.compile_layers else "")

@@ -70,6 +70,23 @@ _CLASS_DEFAULTS: dict[str, dict[str, Any]] = {
                          "num_experts": 256, "num_experts_per_tok": 8, "moe_intermediate_size": 512,
                          "shared_expert_intermediate_size": 512},
 }
+# config.json's layer_types that mix tokens by softmax attention alone: a packed row's examples stay apart (positions
+# restart, each example's own causal triangle). Any other kind (linear_attention, mamba, conv, recurrent, ...) carries
+# state from token to token outside attention, or is not known to keep the examples apart (indexed_attention).
+ATTENTION_LAYER_KINDS = ("full_attention", "sliding_attention", "chunked_attention", "attention")
+# The families of transformers' models (5.25) whose decoder layers carry state across tokens outside attention, where
+# config.json may have no layer_types (their config classes derive them, or a pattern of their own): a gated delta
+# net's causal convolution and recurrence (Qwen3.5, Qwen3-Next, Kimi Linear, OLMo hybrid), MiniMax's lightning
+# attention, Mamba's state space layers (Mamba, Mamba-2, Falcon-Mamba, Falcon-H1, Jamba, Bamba, Granite 4 hybrid,
+# Nemotron-H, Zamba), LFM2's short convolutions, RecurrentGemma's recurrence, RWKV, xLSTM.
+_TOKEN_STATE_TYPES = {
+    **dict.fromkeys(("qwen3_5", "qwen3_5_text", "qwen3_5_moe", "qwen3_5_moe_text", "qwen3_next", "kimi_linear",
+                     "olmo_hybrid", "minimax"), "linear_attention"),
+    **dict.fromkeys(("mamba", "mamba2", "falcon_mamba", "falcon_h1", "jamba", "bamba", "granitemoehybrid",
+                     "nemotron_h", "zamba", "zamba2"), "mamba"),
+    **dict.fromkeys(("lfm2", "lfm2_moe", "lfm2_vl"), "conv"),
+    "recurrent_gemma": "recurrent", "rwkv": "rwkv", "xlstm": "mlstm",
+}
 # Qwen3.5's config classes make every full_attention_interval-th layer a full-attention one where config.json has no
 # layer_types (full_attention_interval: 4 where it says none)
 _FULL_ATTENTION_INTERVAL = 4
@@ -148,6 +165,8 @@ class Architecture:
     linear_attention_other: int = 0       # and what each holds beside its linear layers (its convolution, its
                                           # per-head decay and step bias, its gated norm): unquantised
     linear_attention: LinearAttention | None = None   # the shape of those layers' attention
+    token_state: str = ""                 # the layer kinds carrying state across tokens outside attention
+                                          # (token_state_layers): packed examples would leak into each other
 
     @property
     def q_dim(self) -> int:
@@ -327,6 +346,18 @@ def _linear_attention_layers(cfg: dict, layers: int) -> int:
     return sum(1 for i in range(layers) if (i + 1) % interval)
 
 
+def token_state_layers(cfg: dict) -> str:
+    """The decoder's layer kinds that carry state across tokens outside attention, as config.json's layer_types names
+    them ("linear_attention", "conv"; the family's where it lists none), "" where every layer is softmax attention. Read
+    from the decoder's mapping (a multimodal checkpoint's text_config, engine.estimate.multimodal): what packing
+    (engine.plan.packing_for) must know, since such a layer runs over a packed row's examples as one sequence."""
+    cfg = _decoder_config(cfg)
+    types = cfg.get("layer_types")
+    if isinstance(types, list) and types:
+        return ", ".join(dict.fromkeys(str(k) for k in types if k not in ATTENTION_LAYER_KINDS))
+    return _TOKEN_STATE_TYPES.get(str(cfg.get("model_type")), "")
+
+
 def _mlp(hidden: int, width: int, bias: bool, part: str, fused: bool = False) -> tuple[Linear, ...]:
     """A gated MLP's linear layers (SwiGLU / GeGLU: gate, up, down), Phi-3's gate and up fused."""
     down = "down" if part in ("layer", "experts", "dense") else "shared_down"
@@ -444,7 +475,8 @@ def architecture(cfg: dict) -> Architecture:
                         latent_norms=latent_norms, norm_bias=model_type in _LAYER_NORMS,
                         head_bias=bool(cfg.get("lm_head_bias")), linear_attention_layers=linear_layers,
                         linear_attention_other=_linear_attention(cfg, hidden)[1] if linear_layers else 0,
-                        linear_attention=linear_attention_shape(cfg) if linear_layers else None)
+                        linear_attention=linear_attention_shape(cfg) if linear_layers else None,
+                        token_state=token_state_layers(cfg))
 
 
 def count_params(arch: Architecture) -> ParamCounts:

@@ -420,14 +420,15 @@ def build_trainer(cfg: Config, run_dir: Path, inputs: Inputs, run_plan: RunPlan,
 
     t, data, tokenizer, n_ranks = cfg.training, inputs.data, inputs.tokenizer, inputs.n_ranks
     assert run_plan.step_plan is not None and run_plan.steps_per_epoch is not None  # plan_here checked them
-    collator = Collator(pad_id=tokenizer.pad_token_id, pack=t.packing,
-                        pad_multiple=LEVERS.pad_multiple if t.packing else 0)
+    packing = run_plan.packing   # training.packing, unless the model cannot train packed rows (engine.plan.packing_for)
+    collator = Collator(pad_id=tokenizer.pad_token_id, pack=packing,
+                        pad_multiple=LEVERS.pad_multiple if packing else 0)
     if collator.pad_multiple:
         log(f"batching: packed rows padded to a multiple of {collator.pad_multiple} tokens (benchmark lever)")
-    attention = packed_attention(built.model, t.packing, t.max_seq_length)
+    attention = packed_attention(built.model, packing, t.max_seq_length)
     if attention["own_block_mask"]:
         log("attention: block masks built from the examples' boundaries (no compiled create_block_mask)")
-    elif LEVERS.own_block_mask and t.packing and built.model.config._attn_implementation == "flex_attention":
+    elif LEVERS.own_block_mask and packing and built.model.config._attn_implementation == "flex_attention":
         log("attention: block masks built by transformers, one per layer type (sliding-window layers whose window "
             "an example may outgrow)")
     args = _training_arguments(cfg, run_dir, inputs, run_plan, built)
