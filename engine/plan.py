@@ -222,7 +222,7 @@ def liger_for(machine: Machine, model_type: str | None) -> tuple[bool, str]:
     return True, ""
 
 
-def packing_for(cfg: Config, arch: Architecture | None) -> tuple[str | None, str | None]:
+def packing_for(cfg: Config, info: ModelInfo | None, model_config: dict | None = None) -> tuple[str | None, str | None]:
     """(why packing is off, the plan's line) where training.packing asks for packed rows that the model cannot train
     exactly; (None, None) otherwise. Packed examples stay apart only in softmax attention (positions restart, each
     example's own causal triangle). A layer that carries state across tokens outside it (Qwen3.5's gated delta net,
@@ -230,12 +230,22 @@ def packing_for(cfg: Config, arch: Architecture | None) -> tuple[str | None, str
     packed row as one sequence: transformers' PyTorch path of Qwen3.5 hands the examples' boundaries to its chunked
     recurrence, which ignores them, and its causal convolution mixes one example's last tokens into the next's
     first. No error, each example trained on its neighbours' state: such a model trains on padded micro-batches,
-    whatever training.packing says (the default asks for packing: refusing it would refuse every such model)."""
-    if not cfg.training.packing or arch is None or not arch.token_state:
+    whatever training.packing says (the default asks for packing: refusing it would refuse every such model).
+    model_config: config.json where the estimate could not read the model's shapes from it (info None: Mamba has no
+    attention heads to count)."""
+    from engine.estimate.params import token_state_layers
+
+    if info is not None:
+        kinds, model_type = info.arch.token_state, info.arch.model_type
+    elif model_config is not None:
+        kinds, model_type = token_state_layers(model_config), str(model_config.get("model_type"))
+    else:
         return None, None
-    why = f"{arch.token_state} layers carry state across a packed row's examples"
-    return why, (f"batching: padded, not packed: {arch.model_type}'s {why} (only softmax attention keeps them "
-                 "apart); training.packing is ignored for this model")
+    if not cfg.training.packing or not kinds:
+        return None, None
+    why = f"{kinds} layers carry state across a packed row's examples"
+    return why, (f"batching: padded, not packed: {model_type}'s {why} (only softmax attention keeps them apart); "
+                 "training.packing is ignored for this model")
 
 
 def token_budget_for(cfg: Config, machine: Machine, memory: str, compiled: bool = False) -> tuple[int | None, str]:
@@ -483,16 +493,17 @@ def _eval_batch(cfg: Config, largest: int, val_lengths: list[int] | None) -> tup
 # ---------------------------------------------------------------------------------------------- the plan
 def plan_run(cfg: Config, machine: Machine, *, lengths: list[int] | None = None, n_examples: int | None = None,
              val_lengths: list[int] | None = None, info: ModelInfo | None = None, fraction: float | None = None,
-             resumed: Resumed | None = None) -> RunPlan:
+             resumed: Resumed | None = None, model_config: dict | None = None) -> RunPlan:
     """The run's plan. lengths: the training examples' token lengths as the trainer tokenises them; without them
     every example is assumed to fill max_seq_length (an upper bound), `n_examples` of them when counted.
 
     info (engine.estimate.ModelInfo) lets training.memory and training.parallelism auto ask the memory estimate
     whether the fast path (one whole copy per GPU) fits the machine; without it they take the fast path (ddp).
     resumed: where a resumed run continues: the optimizer its checkpoint's states belong to; otherwise the plan of
-    the run it resumes, whatever its progress (compile_for).
+    the run it resumes, whatever its progress (compile_for). model_config: the model's config.json where info could
+    not be read from it (packing_for).
     """
-    packing_off, packing_line = packing_for(cfg, info.arch if info is not None else None)
+    packing_off, packing_line = packing_for(cfg, info, model_config)
     if packing_off:   # every rule below (budget, attention, micro-batches, evaluation) plans padded rows
         from dataclasses import replace
 

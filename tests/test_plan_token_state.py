@@ -169,6 +169,22 @@ def test_layer_kinds_that_carry_state_across_tokens(config, kinds):
     assert token_state_layers(config) == kinds
 
 
+def test_a_model_whose_shapes_the_estimate_cannot_read_is_still_padded(tmp_path):
+    """Mamba's config.json has no attention heads: no estimate, but the trainer's plan still pads its rows."""
+    import json
+
+    from engine.data import PreparedData
+    from engine.model import Hardware
+    from engine.train.run import _plan
+
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "mamba", "hidden_size": 64,
+                                                      "num_hidden_layers": 2, "vocab_size": 512}))
+    examples = _examples()
+    plan = _plan(_cfg(str(tmp_path)), PreparedData(train=examples, validation=[]),
+                 Hardware("cpu", "cpu", False, None, 0), 1)
+    assert not plan.packing and plan.packing_off == "mamba layers carry state across a packed row's examples"
+
+
 def test_softmax_decoders_still_pack():
     """Llama and the other softmax-attention families: the plan packs as before, with no line about it."""
     from engine.estimate import read_model_config

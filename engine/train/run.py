@@ -631,10 +631,12 @@ def _plan(cfg: Config, data: PreparedData, hw: Hardware, n_ranks: int,
     with the training examples' real lengths. auto settings ask the estimate of the model's config.json."""
     from engine.plan import Machine, plan_run
 
-    info = None
+    info, model_config = None, None
     try:
-        from engine.estimate.model_config import read_model_config
-        info = read_model_config(cfg.model)
+        from engine.estimate.model_config import find_config_json
+        found = find_config_json(cfg.model)
+        model_config = found.config   # what packing needs even where the shapes cannot be read (Mamba)
+        info = found.info()
     except UserError as e:  # no config to estimate from: the fast path, and the OOM hint if it does not fit
         log(f"plan: no estimate ({e})")
     from engine.estimate.multimodal import decoder_alone_note
@@ -643,7 +645,7 @@ def _plan(cfg: Config, data: PreparedData, hw: Hardware, n_ranks: int,
         log(f"model: {note}")   # what the estimate says of it too
     plan = plan_run(cfg, Machine.for_hardware(hw, n_ranks), lengths=[len(e) for e in data.train],
                     val_lengths=[len(e) for e in data.validation] or None, info=info,
-                    resumed=resumed)
+                    resumed=resumed, model_config=model_config)
     for line in plan.lines:
         log(line)
     return plan
