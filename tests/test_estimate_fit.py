@@ -269,6 +269,17 @@ def test_every_change_auto_fit_may_offer_is_a_config_the_trainer_accepts(checkpo
                                                                and not checkpointing), description
 
 
+def test_a_plan_that_keeps_its_rows_padded_is_offered_no_lean_token_cap():
+    """A model whose layers carry state across a packed row (Qwen3.5) trains padded though its config packs: auto-fit
+    offered lean "at most 8,192 tokens per micro-batch", a cap of packed rows, which its plan does not have."""
+    from engine.estimate.fit import _candidates
+
+    cfg = make_cfg("llama-2-7b", memory="fast")
+    info = read_model_config(cfg.model)
+    assert any("tokens per micro-batch" in d for d, _ in _candidates(cfg, info))
+    assert not any("tokens per micro-batch" in d for d, _ in _candidates(cfg, info, packed=False))
+
+
 def test_attention_only_names_the_whole_attention_of_a_latent_attention_model():
     """DeepSeek's attention is q_a_proj, q_b_proj, kv_a_proj_with_mqa, kv_b_proj and o_proj: auto-fit's "attention
     layers only" offered q_proj and o_proj (the names it knew) on a DeepSeek-V3, a list its own model refuses."""

@@ -126,6 +126,10 @@ def test_the_oom_hint_names_what_changes_the_size_of_the_path_the_run_took(tmp_p
     assert "memory: lean" not in lean and "paged_adamw_8bit" not in lean and "max_seq_length 2048 -> 1024" in lean
     padded = oom_hint(cfg_for("llama-2-7b", packing=False), None, tmp_path)
     assert "micro_batch_size 4 -> 2" in padded and "training.memory: lean" in padded
+    # a plan that kept the rows padded (a model whose layers carry state across a packed row, engine.plan.packing_for)
+    # though the config packs: its micro-batch is micro_batch_size examples, which halving shrinks
+    kept_padded = oom_hint(cfg_for("llama-2-7b"), "fast", tmp_path, packed=False)
+    assert "micro_batch_size 4 -> 2" in kept_padded and "tokens per micro-batch" not in kept_padded
 
 
 @pytest.mark.parametrize("length", [64, 32])

@@ -43,7 +43,7 @@ def test_lean_and_packing_off_use_their_own_rate_where_measured():
     if any(r.path == "padded" for r in speed_rows()):
         assert {r.path for r in padded.rows} == {"padded"}
     else:
-        assert "packing: false not measured" in padded.text
+        assert "padded micro-batches (no packing) not measured" in padded.text
 
 
 def test_the_estimate_times_lean_at_leans_rate():

@@ -108,10 +108,13 @@ def _micro_change(cfg: Config, micro: int, est: Estimate) -> Change:
                   f"{t.gradient_accumulation_steps} -> {effective // micro}", _micro_settings(micro, effective), est)
 
 
-def _candidates(cfg: Config, info: ModelInfo) -> list[tuple[str, dict[str, Any]]]:
+def _candidates(cfg: Config, info: ModelInfo, packed: bool | None = None) -> list[tuple[str, dict[str, Any]]]:
+    """packed: whether the plan packs (None: the config's training.packing; a model whose layers carry state across
+    a packed row keeps its rows padded whatever the config says, engine.plan.packing_for)."""
     t, lora = cfg.training, cfg.lora
+    packed = t.packing if packed is None else packed
     out: list[tuple[str, dict[str, Any]]] = []
-    if t.memory == "fast" and t.packing:
+    if t.memory == "fast" and packed:
         # The fast path packs a whole optimizer step per micro-batch: micro_batch_size does not change its size.
         # Lean offloads the checkpointed layer inputs: with checkpointing on (the config refuses lean without it)
         out.append((f"training.memory lean (at most {LEAN_TOKENS_PER_MICROBATCH:,} tokens per micro-batch, "
@@ -165,7 +168,8 @@ def auto_fit(cfg: Config, model_info: ModelInfo, gpu: GpuSpec, *, n_examples: in
         current, settings, changes = cfg, _micro_settings(t.micro_batch_size, effective), []
     while not est.fits:
         tried = [(desc, ch, compute(with_changes(current, ch), model_info, gpu, **kw))
-                 for desc, ch in _candidates(current, model_info)]
+                 for desc, ch in _candidates(current, model_info, est.plan.packing if est.plan else
+                                             current.training.packing)]
         # A change whose plan and memory equal today's changes nothing: never offered.
         tried = [x for x in tried if not (_same_plan(x[2], est) and abs(x[2].need_gib - est.need_gib) < 0.01)]
         if not tried:

@@ -19,7 +19,7 @@ from engine.estimate.presets import SPEED_FILE, speed_presets
 PATHS = ("packed", "compiled", "lean", "lean_compiled", "padded")
 _PATH_WORDS = {"packed": "the default packed path", "compiled": "the packed path with compiled decoder layers",
                "lean": "memory: lean", "lean_compiled": "memory: lean with compiled decoder layers",
-               "padded": "packing: false"}
+               "padded": "padded micro-batches (no packing)"}
 # A compiled path and the eager path it compiles: a card that did not measure the first is timed from the second.
 _EAGER_OF = {"compiled": "packed", "lean_compiled": "lean"}
 

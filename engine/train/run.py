@@ -64,19 +64,21 @@ def status(run_dir: Path, **fields: Any) -> None:
         write_status(run_dir, **fields)
 
 
-def oom_hint(cfg: Config, memory: str | None, run_dir: Path) -> str:
-    """What to change after a CUDA OOM, for the path the run took (`memory`: fast, lean, or None if unknown)."""
+def oom_hint(cfg: Config, memory: str | None, run_dir: Path, packed: bool | None = None) -> str:
+    """What to change after a CUDA OOM, for the path the run took (`memory`: fast, lean, or None if unknown;
+    `packed`: whether its plan packed, None if unknown: the config's training.packing)."""
     from engine.plan import LEAN_TOKENS_PER_MICROBATCH
 
     t = cfg.training
+    packed = t.packing if packed is None else packed   # a model whose rows stay padded (engine.plan.packing_for)
     tips = []
     # lean offloads the checkpointed layer inputs: the config refuses it without checkpointing
     with_checkpointing = "" if t.gradient_checkpointing else " with training.gradient_checkpointing: true"
-    if memory == "fast" and t.packing:
+    if memory == "fast" and packed:
         # The fast path packs a whole optimizer step per micro-batch: micro_batch_size does not change its size.
         tips.append(f"training.memory: lean{with_checkpointing} (at most {LEAN_TOKENS_PER_MICROBATCH:,} tokens per "
                     "micro-batch, activations in host memory)")
-    elif t.micro_batch_size > 1 and not (memory == "lean" and t.packing):  # lean packs by tokens too
+    elif t.micro_batch_size > 1 and not (memory == "lean" and packed):  # lean packs by tokens too
         tips.append(f"training.micro_batch_size {t.micro_batch_size} -> {max(1, t.micro_batch_size // 2)} "
                     f"(and gradient_accumulation_steps x2 to keep the effective batch)")
     if not t.gradient_checkpointing:
@@ -775,8 +777,10 @@ def main(argv: list[str] | None = None) -> int:
         traceback.print_exc()
         text = f"no space left on device: {full}" if full else f"{type(e).__name__}: {e}".splitlines()[0]
         from engine.rundir import read_status
-        memory = (read_status(run_dir) or {}).get("memory")
-        hint = oom_hint(cfg, memory, run_dir) if cfg is not None and "out of memory" in str(e).lower() else None
+        st = read_status(run_dir) or {}
+        packed = (st.get("plan") or {}).get("packing")
+        hint = (oom_hint(cfg, st.get("memory"), run_dir, packed if isinstance(packed, bool) else None)
+                if cfg is not None and "out of memory" in str(e).lower() else None)
         if full:
             hint = disk_full_hint(run_dir, full)
         status(run_dir, state="failed", error=text, hint=hint)
