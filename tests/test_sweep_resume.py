@@ -715,3 +715,33 @@ def test_train_resume_of_a_sweeps_trial_says_it_trains_it_outside_its_sweep(tmp_
     assert f"lorapilot sweep --resume {d} goes on with the sweep" in err, err
     assert main(["train", "--resume", str(alone), "--detach"]) == 0
     assert "trial" not in capsys.readouterr().err
+
+
+def test_a_sweep_on_a_data_path_relative_to_the_working_folder_is_resumed(tmp_path, monkeypatch):
+    """A sweep whose data path is relative to the working folder (data/train.jsonl, not beside the config file):
+    sweep.json's base keeps it relative, the trial's config.yaml (save_config, from another folder) has it absolute,
+    and every `sweep --resume` refused the trial's config as 'not the one the sweep wrote'. The paths are compared
+    as the files they name; one naming another file is still refused."""
+    from engine.config import save_config
+    from engine.errors import UserError
+    from engine.sweep.plan import trial_config
+    from engine.sweep.resume import check_trial_config
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    demo = load_config(DEMO_CONFIG)
+    Path("data/train.jsonl").write_bytes(Path(demo.dataset.path).read_bytes())
+    demo.dataset.path = "data/train.jsonl"
+    d = tmp_path / "sw"
+    t = trial(1e-4)
+    sweep = a_sweep(d, [t], base_config=demo.to_dict())
+    (d / t["id"]).mkdir()
+    config = d / t["id"] / CONFIG_FILE
+    save_config(trial_config(demo, Trial(t["learning_rate"], t["r"]), 6), config)
+    assert f"path: {tmp_path / 'data' / 'train.jsonl'}" in config.read_text()
+    check_trial_config(d, sweep, t)
+
+    Path("data/other.jsonl").write_bytes(Path("data/train.jsonl").read_bytes())
+    config.write_text(config.read_text().replace("train.jsonl", "other.jsonl"))
+    with pytest.raises(UserError, match="not the one the sweep wrote"):
+        check_trial_config(d, sweep, t)

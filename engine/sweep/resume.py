@@ -141,8 +141,11 @@ def check_trials_resume(sweep_dir: Path, sweep: dict, trust_remote_code: bool,
 def check_trial_config(sweep_dir: Path, sweep: dict, t: dict) -> None:
     """The trial's config.yaml is the one the driver wrote (the sweep's base, the trial's lr and r, the sweep's
     schedule), but for its run_name: one edited by hand trained on under the edit (a resume applies what it may), and
-    its losses were ranked in the table as its lr and r's. UserError naming each key and both values."""
-    from engine.config import config_from_dict, load_config
+    its losses were ranked in the table as its lr and r's. UserError naming each key and both values.
+
+    A local path is compared as the file it names: sweep.json keeps one relative to the working folder as typed
+    (data/train.jsonl), the trial's config.yaml has it absolute (save_config), and every resume was refused."""
+    from engine.config import PATH_FIELDS, config_from_dict, load_config
     from engine.sweep.plan import Trial, trial_config
     from engine.train.resume_check import flat_config
 
@@ -150,6 +153,8 @@ def check_trial_config(sweep_dir: Path, sweep: dict, t: dict) -> None:
     base = config_from_dict(sweep["base_config"], source=str(sweep_dir / SWEEP_FILE))
     want = flat_config(trial_config(base, Trial(t["learning_rate"], t["r"]), sweep["steps"]))
     have = flat_config(load_config(config))
+    for key in PATH_FIELDS:
+        want[key], have[key] = _as_file(want.get(key)), _as_file(have.get(key))
     diffs = [f"{k}: {yaml_text(want.get(k))} in the sweep's plan, {yaml_text(have.get(k))} in {config}"
              for k in sorted(set(want) | set(have)) if k != "run_name" and want.get(k) != have.get(k)]
     if diffs:
@@ -157,6 +162,13 @@ def check_trial_config(sweep_dir: Path, sweep: dict, t: dict) -> None:
                         "not resumed (its trials are ranked on one plan, differing in learning rate and r only)",
                         problems=diffs, fix=f"put {config} back as the sweep wrote it, or start a new sweep in "
                                             "another --sweep-dir")
+
+
+def _as_file(value):
+    """A local path as the file it names (absolute, resolved); a hub id, a path to nothing here or None as it is."""
+    if not value or not Path(value).expanduser().exists():
+        return value
+    return str(Path(value).expanduser().resolve())
 
 
 def _list(lrs) -> str:
