@@ -144,9 +144,15 @@ def dropped_turns_note(dropped: int, context: int | None, max_new_tokens: int) -
             f"{max_new_tokens:,} of them kept for the answer): left out")
 
 
+def _rotated_away(ckpt: Path) -> UserError:
+    return UserError(f"{ckpt}: its files are gone: the run deletes its oldest checkpoints as it saves new ones "
+                     "(training.save_total_limit)", fix="open the playground again: it opens the newest checkpoint")
+
+
 def hold_checkpoint(ckpt: Path):
-    """A temporary folder holding a copy of the checkpoint's adapter (and its run record) in a folder of the
-    checkpoint's name; UserError where its files are gone (rotated away since it was chosen)."""
+    """(a temporary folder, the copy in it): a copy of the checkpoint's adapter (and its run record) in a folder of
+    the checkpoint's name; UserError where its files are gone (rotated away since it was chosen). The checks are
+    the real folder's (chat_target): the copy holds two of its files, and is deleted once read."""
     import shutil
     import tempfile
 
@@ -162,10 +168,8 @@ def hold_checkpoint(ckpt: Path):
             shutil.copyfile(ckpt / CHECKPOINT_RUN_FILE, copy / CHECKPOINT_RUN_FILE)
     except FileNotFoundError:
         held.cleanup()
-        raise UserError(f"{ckpt}: its files are gone: the run deletes its oldest checkpoints as it saves new ones "
-                        "(training.save_total_limit)",
-                        fix="open the playground again: it opens the newest checkpoint") from None
-    return held
+        raise _rotated_away(ckpt) from None
+    return held, copy
 
 
 class Playground:
@@ -175,10 +179,14 @@ class Playground:
         never runs code."""
         # A checkpoint is read now, into a folder of its own: the trainer's rotation (training.save_total_limit)
         # deletes it once newer ones are saved, and the base may take minutes to load before the adapter is read.
-        self._held = hold_checkpoint(Path(adapter)) if adapter is not None else None
-        if self._held is not None:
-            adapter = Path(self._held.name) / Path(str(adapter)).name
+        from engine.rundir import ADAPTER_FILES
+
+        if adapter is not None and not all((Path(adapter) / name).is_file() for name in ADAPTER_FILES):
+            raise _rotated_away(Path(adapter))   # not "copy the run directory again": the rotation's rmtree
         self.cfg, trust, ad = chat_target(run_dir, adapter=adapter, trust_remote_code=trust_remote_code)
+        self._held = None
+        if adapter is not None:   # checked where it is; read from a copy
+            self._held, ad = hold_checkpoint(ad)
         from peft import PeftModel
 
         from engine.model import load_base_model, unquantised_as_trained

@@ -45,3 +45,26 @@ def test_a_checkpoint_deleted_before_the_playground_reads_it_is_said_so(finished
         Playground(run, adapter=ckpt)
     assert "checkpoint-20" in str(e.value) and "save_total_limit" in str(e.value), str(e.value)
     assert "open the playground again" in e.value.fix
+
+
+def test_a_checkpoint_is_checked_where_it_is_before_it_is_copied(finished_demo_run, tmp_path):
+    """The checks ran on the playground's temporary copy of the checkpoint (its two adapter files only): a program
+    file in the real folder went unseen, and an edited adapter_config.json was named at /tmp/lorapilot-checkpoint-*,
+    a file deleted when the playground had read it. Checked in the run's folder, named there."""
+    import json
+
+    from engine.playground import Playground
+
+    run = _copy(finished_demo_run, tmp_path)
+    ckpt = run / "checkpoints" / "checkpoint-40"
+    (ckpt / "setup.py").write_text("print('hi')\n")
+    with pytest.raises(UserError) as e:
+        Playground(run, adapter=ckpt)
+    assert f"{ckpt / 'setup.py'}: a program file" in str(e.value), str(e.value)
+    (ckpt / "setup.py").unlink()
+    saved = json.loads((ckpt / "adapter_config.json").read_text())
+    (ckpt / "adapter_config.json").write_text(json.dumps({**saved, "r": saved["r"] * 2}))
+    with pytest.raises(UserError) as e:
+        Playground(run, adapter=ckpt)
+    text = f"{e.value} {e.value.fix}"
+    assert str(ckpt / "adapter_config.json") in text and "lorapilot-checkpoint-" not in text, text
