@@ -297,3 +297,31 @@ def test_qwen3_5_27b_counts_its_48_linear_and_16_full_attention_layers_each_by_i
     assert parts["backward working memory"] == pytest.approx(
         recomputed_layer_bytes(arch, checkpointed, LINEAR_ATTENTION) * t
         + linear_attention_padding_bytes(arch, checkpointed) + working)
+
+
+def test_qwen3_5_27b_packed_on_the_cpu_counts_the_square_mask_in_its_full_attention_layers_only(tmp_path):
+    """A packed row on the CPU: each softmax layer's SDPA keeps its own copy of the t x t mask; the gated delta net
+    takes the 2-D mask alone and runs no SDPA. The 48 linear layers were each counted a t x t copy too."""
+    import json
+
+    from engine.estimate import read_model_config
+    from engine.estimate.memory import GIB, attention_mask_bytes, memory
+    from tests.test_estimate_params import QWEN3_5_27B
+
+    (tmp_path / "config.json").write_text(json.dumps(QWEN3_5_27B))
+    info = read_model_config(str(tmp_path))
+    arch, t = info.arch, 4096
+    kept = replace(_shape(info, False, t), device="cpu", packed=True, row_tokens=t)
+    mask, shared = attention_mask_bytes(kept)
+    assert mask > 0 and shared > 0
+    full, linear = (layer_activation_bytes(arch, kept, kind) for kind in (FULL_ATTENTION, LINEAR_ATTENTION))
+    parts = {c.name: c.gib * GIB for c in memory(arch, info.params, kept).components}
+    assert parts["activations"] == pytest.approx(16 * (full * t + mask) + 48 * (
+        linear * t + linear_attention_padding_bytes(arch, kept)) + (4 * arch.hidden + 4) * t + shared)
+    checkpointed = replace(kept, gradient_checkpointing=True)
+    parts = {c.name: c.gib * GIB for c in memory(arch, info.params, checkpointed).components}
+    working = (3 * 2 * arch.intermediate + 2 * 2 * arch.hidden) * t
+    assert parts["backward working memory"] == pytest.approx(working + max(
+        recomputed_layer_bytes(arch, checkpointed, LINEAR_ATTENTION) * t
+        + linear_attention_padding_bytes(arch, checkpointed),
+        recomputed_layer_bytes(arch, checkpointed, FULL_ATTENTION) * t + mask))

@@ -610,8 +610,10 @@ def memory(arch: Architecture, params: ParamCounts, shape: TrainingShape) -> Mem
     mask_per_layer, mask_shared = attention_mask_bytes(shape)
     scores_per_layer, scores_shared = eager_scores_bytes(arch, shape)
     mask_shared += scores_shared
-    # what one layer keeps beyond its bytes per token
-    fixed = mask_per_layer + scores_per_layer + merged_experts_bytes(arch, shape)
+    # what one layer of each kind keeps beyond its bytes per token: a linear-attention layer (the gated delta net)
+    # takes the 2-D mask alone and runs no SDPA or eager attention, so keeps no t x t mask or scores of its own
+    experts = merged_experts_bytes(arch, shape)
+    fixed = {kind: experts + (0 if kind == LINEAR_ATTENTION else mask_per_layer + scores_per_layer) for kind in kinds}
     if shape.gradient_checkpointing:
         # HF checkpointing keeps each decoder layer's input (one hidden state per
         # boundary) and rebuilds one layer's activations at a time in backward.
@@ -619,15 +621,16 @@ def memory(arch: Architecture, params: ParamCounts, shape: TrainingShape) -> Mem
         moved = partial_offload_layers(arch, shape)
         kept: float = (resident - moved) * s * arch.hidden * t + final_norm + mask_shared
         # the largest layer's recomputation: a hybrid decoder's two kinds of layer keep different tensors
-        recompute: float = max(recomputed_layer_bytes(arch, shape, kind) * t + extra
-                               for kind, (_, _, extra) in per_kind.items()) + fixed
+        recompute: float = max(recomputed_layer_bytes(arch, shape, kind) * t + extra + fixed[kind]
+                               for kind, (_, _, extra) in per_kind.items())
         kept_note = f"checkpointing on: one hidden state per layer boundary ({arch.layers} layers)"
         if shape.offload:
             kept_note += f", offloaded to host memory ({resident} on the GPU at once)"
         elif moved:
             kept_note += f", {moved} of them in host memory at the peak (the first layers' inputs offloaded)"
     else:
-        kept = sum(n * (layer * t + extra + fixed) for n, layer, extra in per_kind.values()) + final_norm + mask_shared
+        kept = sum(n * (layer * t + extra + fixed[kind]) for kind, (n, layer, extra) in per_kind.items()) \
+            + final_norm + mask_shared
         recompute = 0.0
         sizes = ", ".join(f"{layer / 1024:.0f} KiB per token per {kind + '-attention ' if len(kinds) > 1 else ''}layer"
                           for kind, (_, layer, _) in per_kind.items())
