@@ -165,13 +165,15 @@ def _cmd_train(a) -> int:
         cfg = load_config(a.config)
         handle = start_run(cfg, run_dir=a.run_dir, config_name=Path(a.config).stem, max_steps=a.max_steps)
     if a.detach:
-        from engine.rundir import read_status
+        from engine.rundir import FINAL_STATES, read_status
         from engine.train.launch import wait_for_data_checks
 
         print(f"run directory: {handle.run_dir}", flush=True)
         # The data is read and checked by the trainer (once): a dataset that cannot train is said here, exit 2.
         ended = wait_for_data_checks(handle)
-        if ended is not None and (ended or (read_status(handle.run_dir) or {}).get("state") == "failed"):
+        # Ended meanwhile: failed on its data, or a run so short it finished (or stopped); its end is said, not how
+        # to watch a process that is gone. A bare 0 with no end recorded goes on as a started run.
+        if ended is not None and (ended or (read_status(handle.run_dir) or {}).get("state") in FINAL_STATES):
             return _report_end(handle.run_dir, ended)
         print(f"pid: {handle.pid}\n"
               f"watch: lorapilot monitor {shell_word(handle.run_dir)}\nstop:  lorapilot stop {shell_word(handle.run_dir)}")

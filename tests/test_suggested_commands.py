@@ -71,3 +71,25 @@ def test_a_stalled_run_says_how_to_resume_it_with_a_space_in_its_folder(tmp_path
     fix = unwrapped(found.fix)
     resume = fix[fix.index("lorapilot train --resume"):].rstrip(".")
     assert shlex.split(resume) == ["lorapilot", "train", "--resume", str(run)], fix
+
+
+@pytest.mark.parametrize("end", ["done", "stopped"])
+def test_train_detach_of_a_run_that_ended_while_its_data_was_checked_says_its_end(tmp_path, monkeypatch, capsys, end):
+    """A run so short (the demo at a few steps) that its trainer had ended, with 0, before the data checks' wait
+    returned: `train --detach` printed pid: and watch: for a process that was gone. Its end is said, as the
+    foreground says it."""
+    import subprocess
+
+    from engine import cli
+    from engine.train import launch
+
+    def finished(run_dir, *a, **k):
+        write_status(run_dir, state=end, step=4)
+        return subprocess.Popen(["true"])
+    monkeypatch.setattr(launch, "check_inputs", lambda cfg: None)
+    monkeypatch.setattr(launch, "_spawn", finished)
+    run = tmp_path / "run"
+    assert cli.main(["train", str(DEMO_CONFIG), "--run-dir", str(run), "--detach"]) == 0
+    out = capsys.readouterr().out
+    assert "pid:" not in out and "watch:" not in out, out
+    assert (f"done: adapter in {run / 'adapter'}" if end == "done" else "stopped at step 4; resume:") in out, out
