@@ -212,7 +212,8 @@ def _report_end(run_dir: Path, rc: int, place=None) -> int:
     if state == "failed":
         fix = f"\n  fix: {safe_text(st['hint'])}" if st.get("hint") else ""
         print_error(f"run failed: {safe_text(st.get('error'))}{fix}\n  log: {run_dir / 'train.log'}")
-        return EXIT_BAD_INPUT if rc == EXIT_BAD_INPUT else EXIT_RUN_FAILED
+        # the user's input, as the trainer recorded it: on several GPUs the code is torchrun's 1, not its 2
+        return EXIT_BAD_INPUT if rc == EXIT_BAD_INPUT or st.get("user_error") is True else EXIT_RUN_FAILED
     if rc:  # it ended without recording how: killed (the out-of-memory killer's SIGKILL), or before it could write
         how = (f"was killed by signal {-rc}" + (" (SIGKILL: the kernel's out-of-memory killer, or kill -9)"
                                                  if rc == -signal.SIGKILL else "")) if rc < 0 else f"exited with {rc}"

@@ -443,8 +443,21 @@ def test_train_detach_says_data_with_nothing_to_train_and_leaves_nothing_running
             "fix: check that the responses", f"log: {run_dir / 'train.log'}")
     assert WAITING_FOR_DATA in unwrapped(r.stdout) and "watch:" not in r.stdout, r.stdout
     status = read_status(run_dir)
-    assert status["state"] == "failed" and not pid_alive(status["pid"]), status
+    assert status["state"] == "failed" and status["user_error"] is True and not pid_alive(status["pid"]), status
     assert f"error: {data}: nothing to train" in (run_dir / "train.log").read_text()
+
+
+@pytest.mark.parametrize("user_error", [True, False])
+def test_a_run_failed_on_the_users_input_exits_2_whatever_code_its_launcher_ended_with(tmp_path, capsys, user_error):
+    """On several GPUs the code is torchrun's (1), not the trainer's 2: a data error under `train --detach` or in the
+    foreground exited 1. The trainer records that the failure was the user's input (status.json user_error); the end
+    report takes its exit 2 from there. Any other failure stays 1."""
+    from engine.cli import _report_end
+    from engine.rundir import write_status
+
+    write_status(tmp_path, state="failed", error="d.jsonl: nothing to train", hint="check", user_error=user_error)
+    assert _report_end(tmp_path, 1) == (2 if user_error else 1)
+    assert "run failed: d.jsonl: nothing to train" in capsys.readouterr().err
 
 
 def test_the_detach_wait_reads_the_phase_of_this_life_and_is_bounded(tmp_path):

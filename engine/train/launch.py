@@ -293,7 +293,7 @@ def resume_run(run_dir: str | Path, *, trust_remote_code: bool = False) -> RunHa
         (rd / STOP_REQUEST_FILE).unlink(missing_ok=True)
         try:
             # The step it resumes from, not the stopped life's: the monitor shows it while the trainer loads.
-            write_status(rd, state="starting", error=None, hint=None, world_size=nproc,
+            write_status(rd, state="starting", error=None, hint=None, user_error=None, world_size=nproc,
                          step=checkpoint_step(ckpt) if ckpt else 0)
         except OSError as e:
             if disk_full_path(e, rd) is None:

@@ -748,7 +748,7 @@ def main(argv: list[str] | None = None) -> int:
         stop.check_place()
         before = (read_status(run_dir) or {}) if a.resume else {}
         first = before.get("first_launched", before.get("launched"))
-        status(run_dir, state="starting", error=None, hint=None, world_size=n_ranks, launched=time.time(),
+        status(run_dir, state="starting", error=None, hint=None, user_error=None, world_size=n_ranks, launched=time.time(),
                **({"first_launched": first} if first is not None else {}), **me)
         # Inside: a disk too full for the reserve itself fails the run with its reason, the part written freed.
         keep_space_reserve(run_dir)
@@ -762,8 +762,9 @@ def main(argv: list[str] | None = None) -> int:
         if moved := place.moved():
             return _moved(moved)
         log(f"error: {e}")
-        # the fix apart, once: `train` and the monitor show the error, then the hint
-        status(run_dir, state="failed", error=e.without_fix(), hint=e.fix)
+        # the fix apart, once: `train` and the monitor show the error, then the hint; user_error: the end report's
+        # exit 2 where the code is not this process's (torchrun's 1 on several GPUs)
+        status(run_dir, state="failed", error=e.without_fix(), hint=e.fix, user_error=True)
         return EXIT_BAD_INPUT
     except Exception as e:  # noqa: BLE001 - any failure of the run: record why in status.json, traceback in train.log
         moved = e if isinstance(e, RunDirMoved) else place.moved()
