@@ -152,3 +152,24 @@ def test_a_disk_full_before_any_checkpoint_says_there_is_none_to_continue_from(t
     (kept / "trainer_state.json").write_text(json.dumps({"global_step": 2}))
     assert disk_full_hint(run, str(cut)) == (f"free space on {cut}'s disk (or lower training.save_total_limit), then "
                                              f"continue from the last checkpoint: lorapilot train --resume {run}")
+
+
+def test_the_disk_full_hint_offers_to_continue_only_from_a_checkpoint_the_resume_would_take(tmp_path):
+    """The hint tested checkpoints by a rule of its own: one the resume skips (it lacks a file the run's other
+    checkpoints have: its save or its deletion was cut off) was offered as 'continue from the last checkpoint',
+    and the resume trained again from step 0. The resume's rule (rundir.usable_checkpoint) says it now."""
+    import json
+
+    from engine.rundir import usable_checkpoint
+    from engine.train.run import disk_full_hint
+
+    run = tmp_path / "run"
+    cut = run / "checkpoints" / "checkpoint-4"
+    cut.mkdir(parents=True)
+    (cut / "trainer_state.json").write_text('{"global_st')
+    (cut / "optimizer.pt").write_bytes(b"")
+    old = run / "checkpoints" / "checkpoint-2"
+    old.mkdir()
+    (old / "trainer_state.json").write_text(json.dumps({"global_step": 2}))   # its optimizer.pt gone
+    assert usable_checkpoint(run)[0] is None
+    assert "no checkpoint was saved" in disk_full_hint(run, str(cut))

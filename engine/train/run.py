@@ -801,12 +801,13 @@ def disk_full_hint(run_dir: Path, full: str) -> str:
     """What to do after the disk filled (`full`: the path a write failed on). With a checkpoint whose files read whole,
     fewer kept (training.save_total_limit) and a resume from it; with none (the first save failed, or the disk was full
     from the start) nothing continues: its resume trains again from step 0."""
-    from engine.rundir import checkpoint_problem, complete_checkpoints
+    from engine.rundir import complete_checkpoints, usable_checkpoint
 
     resume = f"lorapilot train --resume {shell_word(run_dir)}"
-    # A state file that is no regular file is read by nothing here (a test's /dev/full answers reads without end).
-    if any((c / CHECKPOINT_STATE_FILE).is_file() and checkpoint_problem(c) is None
-           for c in complete_checkpoints(run_dir)):
+    # The checkpoint the resume would take, by its rule. A state file that is no regular file is read by nothing
+    # here (a test's /dev/full answers reads without end): such a save failed, and no checkpoint is offered.
+    regular = all((c / CHECKPOINT_STATE_FILE).is_file() for c in complete_checkpoints(run_dir))
+    if regular and usable_checkpoint(run_dir)[0] is not None:
         return (f"free space on {full}'s disk (or lower training.save_total_limit), then continue from the last "
                 f"checkpoint: {resume}")
     return f"free space on {full}'s disk, then train it again from step 0 (no checkpoint was saved): {resume}"
