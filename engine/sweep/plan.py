@@ -21,11 +21,13 @@ from dataclasses import dataclass
 
 from engine.config import FIELDS, Config
 from engine.errors import UserError
+from engine.learning_rate import DEMO_RANGE, DEMO_TYPICAL
 
 DEFAULT_LRS = (1e-4, 2e-4, 5e-4)
-# The embedded demo's tiny random model trains at 1e-3 to 5e-3 (engine.learning_rate.DEMO_RANGE): the pretrained
-# models' grid above is all far below it (the loss barely moves), and its winner at the grid's edge.
-DEMO_LRS = (1e-3, 3e-3, 5e-3)
+# The embedded demo's tiny random model trains in engine.learning_rate.DEMO_RANGE (1e-3 to 5e-3): the pretrained
+# models' grid above is all far below it (the loss barely moves), and its winner at the grid's edge. Its grid: the
+# range's ends and the demo's own rate between them.
+DEMO_LRS = (DEMO_RANGE[0], DEMO_TYPICAL, DEMO_RANGE[1])
 DEFAULT_RS = (4, 8, 16)
 DEFAULT_STEPS = 100
 # Findings that stop a trial at once (on top of whatever the base config stops on).
