@@ -76,16 +76,17 @@ def test_a_stalled_run_says_how_to_resume_it_with_a_space_in_its_folder(tmp_path
 @pytest.mark.parametrize("end", ["done", "stopped"])
 def test_train_detach_of_a_run_that_ended_while_its_data_was_checked_says_its_end(tmp_path, monkeypatch, capsys, end):
     """A run so short (the demo at a few steps) that its trainer had ended, with 0, before the data checks' wait
-    returned: `train --detach` printed pid: and watch: for a process that was gone. Its end is said, as the
-    foreground says it."""
+    returned: `train --detach` printed pid: and watch: for a process that was gone, or about to go (its end read
+    from status.json as past the data checks). Its end is said, as the foreground says it."""
     import subprocess
+    import sys
 
     from engine import cli
     from engine.train import launch
 
-    def finished(run_dir, *a, **k):
+    def finished(run_dir, *a, **k):   # its end recorded, the process exits a moment later (then the wait asks)
         write_status(run_dir, state=end, step=4)
-        return subprocess.Popen(["true"])
+        return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.3)"])
     monkeypatch.setattr(launch, "check_inputs", lambda cfg: None)
     monkeypatch.setattr(launch, "_spawn", finished)
     run = tmp_path / "run"

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from engine.config import Config, check_override, config_from_dict, save_config
 from engine.detached import spawn_detached
-from engine.errors import EXIT_RUN_FAILED, DataError, UserError, shell_word
+from engine.errors import EXIT_OK, EXIT_RUN_FAILED, DataError, UserError, shell_word
 from engine.rundir import (ADAPTER_DIR, ADAPTER_FILES, CHECKPOINTS_DIR, CONFIG_FILE, FINAL_STATES, LOCK_FILE,
                            LOG_FILE, METRICS_FILE, STATUS_FILE, STATUS_LOCK_FILE, STOP_REQUEST_FILE, MetricsTail,
                            LaunchStart, RunLock, adapter_problem, check_remote_code, checkpoint_lookalikes, checkpoint_step,
@@ -453,8 +453,8 @@ def wait_for_data_checks(handle: RunHandle, out=None, poll_s: float = 0.2,
     """`train --detach` returns once the detached trainer is past its data checks, so that data that cannot train
     (every answer of weight 0, every row too long) is said by the command the user typed, not found later in
     train.log; the data is tokenized once, by the trainer. Waits on status.json's state, not on seconds. Returns the
-    trainer's exit code where it ended meanwhile (failed: its status.json says why), else None: past its checks,
-    still reading after limit_s, or Ctrl-C, the run going on in the background."""
+    trainer's exit code where it ended meanwhile (failed: its status.json says why; or done, a run that short), else
+    None: past its checks, still reading after limit_s, or Ctrl-C, the run going on in the background."""
     out = out or sys.stdout   # at the call: a caller's (pytest's) stdout replaced since the import
     print(WAITING_FOR_DATA, file=out, flush=True)
     deadline = time.monotonic() + limit_s
@@ -464,12 +464,13 @@ def wait_for_data_checks(handle: RunHandle, out=None, poll_s: float = 0.2,
             if rc is not None:
                 return rc
             st = read_status(handle.run_dir) or {}
-            failed = st.get("state") == "failed"   # it records why, then ends: waited for, for its exit code
-            if past_data_checks(st) and not failed:
+            # It records its end (failed, or a run so short it is done), then exits: waited for, for its exit code.
+            state = st.get("state")
+            if past_data_checks(st) and state not in FINAL_STATES:
                 return None
             if time.monotonic() > deadline:
-                if failed:
-                    return EXIT_RUN_FAILED
+                if state in FINAL_STATES:
+                    return EXIT_RUN_FAILED if state == "failed" else EXIT_OK
                 print(fit(f"still reading the data after {limit_s / 60:g} minutes: it goes on in the background"),
                       file=out, flush=True)
                 return None
