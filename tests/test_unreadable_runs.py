@@ -120,3 +120,35 @@ def test_a_train_log_readable_later_is_read_then(tmp_path, monkeypatch):
         with pytest.raises(PermissionError):
             follower.read_new()
     assert follower.read_new() == (["loading", "step 2"], True)
+
+
+@pytest.mark.parametrize("which", ["metrics.jsonl", "train.log"])
+def test_an_unreadable_file_beside_a_readable_status_keeps_the_plan_and_clears_when_read(tmp_path, monkeypatch,
+                                                                                          which):
+    """status.json readable, metrics.jsonl or train.log not: every poll sent the last status again with a step total
+    of 0 and no schedule (the monitor copies all three: the run's total and its evaluations and saves were lost to
+    the ETA), an update and a redraw each second, and the error stayed once the file could be read again. Now the
+    error goes once, with the plan as last read, and None goes when every read succeeds again."""
+    from tui.models.run_feed import RunFeed
+
+    run = a_run(tmp_path / "theirs", state="training")
+    status = {"state": "training", "step": 2, "max_steps": 40,
+              "schedule": {"eval_steps": 10, "save_steps": 20, "eval_examples": 8}}
+    (run / "status.json").write_text(json.dumps(status))
+    (run / "train.log").write_text("step 2\n")
+    feed = RunFeed(run, sample_gpus=False)
+    first = feed.poll()
+    assert first.max_steps == 40 and first.schedule is not None and first.status_error is None, first
+    with (run / which).open("a") as f:   # grows, so that train.log is opened again too
+        f.write('{"kind": "train", "step": 3, "time": 2, "loss": 1.4}\n')
+    with monkeypatch.context() as m:
+        deny(m, run / which)
+        up = feed.poll()
+        assert up.status_error is not None and which in up.status_error, up
+        assert (up.status, up.max_steps, up.schedule) == (first.status, 40, first.schedule), up
+        again = feed.poll()
+        assert again.status is None, again   # nothing new to say
+    back = feed.poll()
+    assert back.status_error is None and (back.status, back.max_steps, back.schedule) == (
+        first.status, 40, first.schedule), back
+    assert feed.poll().status is None

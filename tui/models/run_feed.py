@@ -113,6 +113,11 @@ class RunFeed:
         self.state: str | None = None
         self._status_sig: tuple[int, int] | None = None
         self._config: dict | None = None   # config.yaml as read once, for a status.json without a schedule
+        # As last read, sent again beside the status whenever only the error changes (the monitor copies all three).
+        self._max_steps = 0
+        self._schedule: Schedule | None = None
+        self._status_error: str | None = None   # why status.json, as last read, is unreadable
+        self._error_sent: str | None = None     # the error the monitor was last told
         self._next_sample = 0.0
 
     def poll(self, now: float | None = None) -> FeedUpdate:
@@ -122,21 +127,23 @@ class RunFeed:
         # prints ESC ] 0 ; TITLE BEL must read as text, not retitle (or worse) the user's terminal.
         # A run folder or file this user may not read (another user's, mode 000) is said where the monitor says why
         # status.json is unreadable; the rest is read as ever (an error raised here ended the app).
+        errors: list[OSError] = []
         try:
             self._poll_status(up)
         except OSError as e:
-            self._unreadable(up, e)
+            errors.append(e)
         try:
             up.records = [safe_record(r) for r in self.metrics.read_new(self.chunk_bytes)]
             up.more = bool(up.records) and self._metrics_pending()
         except OSError as e:
-            self._unreadable(up, e)
+            errors.append(e)
         try:
             lines, reset = self.log.read_new()
             if lines or reset:
                 up.log_lines, up.log_reset = [safe_text(ln) for ln in lines], reset
         except OSError as e:
-            self._unreadable(up, e)
+            errors.append(e)
+        self._say_error(up, self._status_error or (self._unreadable(errors[0]) if errors else None))
         if now >= self._next_sample:
             self._next_sample = now + self.sample_every
             up.machine = system.machine_sample()
@@ -146,12 +153,18 @@ class RunFeed:
                 up.gpus = (state, reason, gpu.sample_gpus())
         return up
 
-    def _unreadable(self, up: FeedUpdate, e: OSError) -> None:
-        if up.status_error is None:
-            name = Path(e.filename).name if e.filename else self.run_dir.name
-            # with the status as last read (a readable status.json beside an unreadable metrics.jsonl)
-            up.status = up.status if up.status is not None else (self.status or {})
-            up.status_error = safe_text(f"{name} unreadable: {e.strerror or e}")
+    def _unreadable(self, e: OSError) -> str:
+        name = Path(e.filename).name if e.filename else self.run_dir.name
+        return safe_text(f"{name} unreadable: {e.strerror or e}")
+
+    def _say_error(self, up: FeedUpdate, error: str | None) -> None:
+        """The error goes with a new status; else, only when it changed (None once every read succeeds again), with
+        the status, step total and schedule as last read: the monitor copies all three, and redraws."""
+        if up.status is None and error == self._error_sent:
+            return
+        if up.status is None:
+            up.status, up.max_steps, up.schedule = self.status or {}, self._max_steps, self._schedule
+        up.status_error = self._error_sent = error
 
     def _metrics_pending(self) -> bool:
         try:
@@ -177,11 +190,12 @@ class RunFeed:
                 reason = e.message.removeprefix(f"{self.run_dir / STATUS_FILE}: ")
                 status, error = None, f"{STATUS_FILE} unreadable: {reason}"
             self.status = safe_record(status)
-            up.status, up.status_error = self.status or {}, error and safe_text(error)
-            up.max_steps = planned_steps(self.status, last_checkpoint(self.run_dir)) or 0
+            self._status_error = error and safe_text(error)
+            self._max_steps = planned_steps(self.status, last_checkpoint(self.run_dir)) or 0
             if self._config is None and not (self.status or {}).get("schedule"):  # a run from before the field
                 self._config = read_run_config(self.run_dir)
-            up.schedule = run_schedule(self.run_dir, self.status, self._config or {})
+            self._schedule = run_schedule(self.run_dir, self.status, self._config or {})
+            up.status, up.max_steps, up.schedule = self.status or {}, self._max_steps, self._schedule
         # Liveness can change with no write to status.json (the trainer was
         # killed), so the effective state is recomputed on every poll.
         state = effective_state(self.status, self.run_dir)
