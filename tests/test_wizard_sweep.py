@@ -180,6 +180,54 @@ async def test_ctrl_l_twice_starts_one_sweep(monkeypatch):
         app.exit()
 
 
+async def test_one_plan_at_a_time_then_the_grid_as_it_is(monkeypatch):
+    """Each pause in typing asked the data helper (one process) for a whole plan (the tokenizer, the dataset read),
+    and a superseded one ran on there: on a large dataset plans queued, the newest and the wizard's data checks last.
+    Now one plan is made at a time; when it returns for a grid since edited, the grid as it is then is planned once."""
+    import threading
+
+    import tui.models.data_inspection as data_inspection
+    from tui.models.sweep_request import run_sweep_verb
+
+    real_answer, calls = data_inspection.answer, []
+
+    def answer(fn, *args, **kwargs):   # the helper's call: a plan waits until released, the rest as ever
+        if fn is not run_sweep_verb:
+            return real_answer(fn, *args, **kwargs)
+        release = threading.Event()
+        calls.append((args[0], release))
+        release.wait(60)
+        return f"sweep   planned {len(calls)}"
+
+    async def wait_for(what, limit: float = 60.0):   # a hang guard only
+        deadline = time.monotonic() + limit
+        while not what() and time.monotonic() < deadline:
+            await pilot.pause(0.05)
+        assert what()
+
+    monkeypatch.setattr(data_inspection, "answer", answer)
+    app = LorapilotApp()
+    async with app.run_test(size=SIZE) as pilot:
+        try:
+            panel = await open_panel(pilot)
+            await wait_for(lambda: len(calls) == 1)
+            for text in ("8", "8,16", "8,16,32"):   # three pauses in typing while the first plan is made
+                await type_into(pilot, "#sweep-r", text)
+                await pilot.pause(2 * panel.DEBOUNCE_S)
+            assert len(calls) == 1 and panel.planning
+            calls[0][1].set()   # the first returns, for a grid since edited: the grid as it is now is planned
+            await wait_for(lambda: len(calls) == 2)
+            assert calls[1][0] == [*panel.argv(), "--dry-run"] and "8,16,32" in calls[1][0], calls[1][0]
+            assert panel.planning and "planned" not in str(panel.query_one("#sweep-plan").render())
+            calls[1][1].set()
+            await wait_for(lambda: not panel.planning)
+            assert panel.plan_text == "sweep   planned 2" and len(calls) == 2
+        finally:
+            for _argv, release in calls:
+                release.set()
+        app.exit()
+
+
 async def test_the_demo_is_swept_over_its_own_learning_rates():
     """The panel's grid was the pretrained models' 1e-4,2e-4,5e-4 on the demo, whose checklist says 2e-4 is far
     below its 1e-3 to 5e-3: every trial barely moved, the winner at the grid's edge. `lorapilot sweep` on the demo

@@ -48,7 +48,7 @@ class SweepPanel(ModalScreen[str | None]):
         self._tmp = tempfile.TemporaryDirectory(prefix="lorapilot-sweep-")
         self.config_path = str(Path(self._tmp.name) / f"{name}.yaml")
         self._timer: OneShot | None = None
-        self._asked = 0
+        self._in_flight: list[str] | None = None   # the argv of the plan being made, one at a time
         self._starting = False
 
     def compose(self) -> ComposeResult:
@@ -108,11 +108,13 @@ class SweepPanel(ModalScreen[str | None]):
         self.query_one("#sweep-command", Static).update(Content.styled(
             "same as: lorapilot sweep " + shlex.join(["CONFIG", *self.argv()[1:]]), "$text-muted"))
         self.planning = True
-        self._asked += 1
         if self._timer is not None:
             self._timer.stop()
         self._timer = OneShot(self, self.DEBOUNCE_S, self._plan_now)
         self._show_plan()
+
+    def _plan_argv(self) -> list[str]:
+        return [*self.argv(), "--dry-run"]
 
     def _plan_now(self) -> None:
         self._timer = None
@@ -120,10 +122,15 @@ class SweepPanel(ModalScreen[str | None]):
             self.planning = False
             self._show_plan()
             return
-        self._plan(self._asked, [*self.argv(), "--dry-run"])
+        # One plan at a time: each loads the tokenizer and reads the whole dataset in the data helper (one process),
+        # and one superseded there runs on, so plans asked at every pause in typing queued behind each other, the
+        # newest and the wizard's own data checks last. The grid as it is then is planned when this one returns.
+        if self._in_flight is None:
+            self._in_flight = self._plan_argv()
+            self._plan(self._in_flight)
 
-    @work(thread=True, exclusive=True, group="sweep-plan")
-    def _plan(self, asked: int, argv: list[str]) -> None:
+    @work(thread=True, group="sweep-plan")
+    def _plan(self, argv: list[str]) -> None:
         # In the wizard's data helper, as the data's tokenizing: the plan tokenizes the data too, and in threads of the
         # app two plans (the grid typed on while one ran: a thread worker runs on when superseded) imported
         # transformers at once ("cannot import name 'AutoTokenizer'"), which ended the app, and swapped each other's
@@ -134,13 +141,18 @@ class SweepPanel(ModalScreen[str | None]):
         except Exception as e:  # noqa: BLE001 - shown in the panel (a bug logged), never the app ended
             text, error = "", say(e, "planning the sweep")
         try:
-            self.app.call_from_thread(self._planned, asked, text, error)
+            self.app.call_from_thread(self._planned, argv, text, error)
         except RuntimeError:
             pass  # the app has closed meanwhile
 
-    def _planned(self, asked: int, text: str, error: str | None) -> None:
-        if asked != self._asked:
-            return  # the grid changed since
+    def _planned(self, argv: list[str], text: str, error: str | None) -> None:
+        self._in_flight = None
+        if not self.is_attached:
+            return  # the panel has closed meanwhile
+        if argv != self._plan_argv():   # the grid changed since: planned again now, unless a pause in typing will
+            if self._timer is None:
+                self._plan_now()
+            return
         self.planning = False
         self.plan_text, self.plan_error = text.strip(), error
         self._show_plan()
