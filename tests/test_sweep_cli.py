@@ -376,3 +376,42 @@ def test_the_demo_config_without_lr_is_swept_over_the_demos_rates(capsys, config
     assert code == 0 and "3 trials over lr 1e-3, 3e-3, 5e-3 x r 8" in out, out
     code, out, _ = sweep(capsys, str(config), "--r", "8", "--steps", "12", "--dry-run")
     assert code == 0 and "3 trials over lr 1e-4, 2e-4, 5e-4 x r 8" in out, out
+
+
+CUT_SCRIPT = """
+import os, signal, sys
+from types import SimpleNamespace
+import engine.sweep.driver, engine.sweep.sweepdir
+from tui.models.sweep_request import run_sweep_verb
+
+real_write = engine.sweep.sweepdir.write_sweep
+def write_sweep(*a, **k):   # the app quits here: it ends its data helper, which runs this start, by SIGTERM
+    os.kill(os.getpid(), signal.SIGTERM)
+    return real_write(*a, **k)
+def spawn_detached(cmd, log, **k):   # the driver's start, said rather than done
+    open(sys.argv[2], "w").write(" ".join(cmd))
+    return SimpleNamespace(pid=os.getpid())
+engine.sweep.sweepdir.write_sweep = write_sweep
+engine.sweep.driver.spawn_detached = spawn_detached
+print(run_sweep_verb(["presets/demo.yaml", "--yes", "--detach", "--steps", "3", "--sweep-dir", sys.argv[1]]))
+"""
+
+
+def test_a_start_cut_by_sigterm_leaves_a_whole_sweep(tmp_path):
+    """The wizard's quick sweep starts in its data helper, which the app ends by SIGTERM when it quits during a call.
+    Cut between making the folder and starting its driver (a real start on the demo), the folder held a lock and a
+    base config and no sweep.json: `lorapilot sweep DIR` said "not a sweep directory"; a little later, a sweep.json
+    with no driver. The SIGTERM now waits until the driver runs, then ends the helper as before."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from engine.settings import PRESETS_DIR
+
+    folder, spawned = tmp_path / "sweep", tmp_path / "spawned"
+    r = subprocess.run([sys.executable, "-c", CUT_SCRIPT, str(folder), str(spawned)], capture_output=True, text=True,
+                       timeout=600, cwd=PRESETS_DIR.parent, env={**os.environ, "LORAPILOT_RUNS": str(tmp_path / "runs")})
+    assert r.returncode == -signal.SIGTERM, (r.returncode, r.stderr[-2000:])   # ended, as the quit asked
+    assert "engine.sweep.driver" in spawned.read_text()   # but only once the driver was started
+    assert read_sweep(folder)["trials"] and (folder / "base_config.yaml").exists()

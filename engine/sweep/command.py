@@ -316,30 +316,40 @@ def _new(config_path: Path, a) -> int:
     if not _confirmed(a):
         print("not started")
         return EXIT_OK
-    sweep_dir, lock = _make_sweep_dir(cfg, config_path, a.sweep_dir)
-    try:
-        sweep = _sweep_record(sweep_dir, cfg, config_path, trials, steps, a, plan, devices, revisions, tokens)
-        from engine.sweep.driver import spawn_driver
-        from engine.sweep.sweepdir import BASE_CONFIG_FILE, SWEEP_FILE, write_sweep
+    from engine.detached import sigterm_deferred
 
+    # A SIGTERM (the app quitting ends the data helper this runs in) waits until the driver runs: cut in between,
+    # the folder was left with no sweep.json (not a sweep to any command) or with one and no driver.
+    with sigterm_deferred():
+        sweep_dir, lock = _make_sweep_dir(cfg, config_path, a.sweep_dir)
         try:
-            shutil.copyfile(config_path, sweep_dir / BASE_CONFIG_FILE)
-            write_sweep(sweep_dir, sweep)
-        except OSError as e:
-            from engine.rundir import disk_full_path
-
-            if disk_full_path(e, sweep_dir) is None:
-                raise
-            # Nothing started: the folder is left as a start that never began (its lock only), to start in again.
-            for name in (BASE_CONFIG_FILE, SWEEP_FILE):
-                (sweep_dir / name).unlink(missing_ok=True)
-            raise UserError(f"{sweep_dir}: no space left on device to create the sweep in",
-                            fix="free space on that disk, then start it again (or give --sweep-dir on another disk)"
-                            ) from None
-        proc = spawn_driver(sweep_dir, lock)
-    finally:
-        lock.release()
+            proc = _write_and_spawn(sweep_dir, lock, _sweep_record(sweep_dir, cfg, config_path, trials, steps, a,
+                                                                   plan, devices, revisions, tokens), config_path)
+        finally:
+            lock.release()
     return _started(sweep_dir, proc, a)
+
+
+def _write_and_spawn(sweep_dir: Path, lock, sweep: dict, config_path: Path):
+    """The sweep's files written, then its driver started; a full disk refused with nothing started."""
+    from engine.sweep.driver import spawn_driver
+    from engine.sweep.sweepdir import BASE_CONFIG_FILE, SWEEP_FILE, write_sweep
+
+    try:
+        shutil.copyfile(config_path, sweep_dir / BASE_CONFIG_FILE)
+        write_sweep(sweep_dir, sweep)
+    except OSError as e:
+        from engine.rundir import disk_full_path
+
+        if disk_full_path(e, sweep_dir) is None:
+            raise
+        # Nothing started: the folder is left as a start that never began (its lock only), to start in again.
+        for name in (BASE_CONFIG_FILE, SWEEP_FILE):
+            (sweep_dir / name).unlink(missing_ok=True)
+        raise UserError(f"{sweep_dir}: no space left on device to create the sweep in",
+                        fix="free space on that disk, then start it again (or give --sweep-dir on another disk)"
+                        ) from None
+    return spawn_driver(sweep_dir, lock)
 
 
 def _started(sweep_dir: Path, proc, a) -> int:
