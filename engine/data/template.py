@@ -172,9 +172,9 @@ def with_bos(tokenizer, template: str) -> str:
     bos = tokenizer.bos_token
     if not bos or not tokenizer_adds_bos(tokenizer):
         return template
-    try:
-        probe = tokenizer.apply_chat_template([{"role": "user", "content": "x"}], tokenize=False,
-                                              add_generation_prompt=True, chat_template=template)
+    try:  # the Renderer's question (_QUESTION), rendered here once per save: no Renderer at save or export time
+        probe = tokenizer.apply_chat_template(list(_QUESTION), tokenize=False, add_generation_prompt=True,
+                                              chat_template=template)
     except Exception:  # noqa: BLE001 - a template that cannot render one user turn is saved as training used it
         return template
     if probe.startswith(bos):
