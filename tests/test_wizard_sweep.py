@@ -228,6 +228,35 @@ async def test_one_plan_at_a_time_then_the_grid_as_it_is(monkeypatch):
         app.exit()
 
 
+async def test_quitting_while_the_sweep_starts_says_where_it_would_be(monkeypatch, tmp_path):
+    """Quitting while the start runs ends the data helper it runs in, and the start is made whole or not at all: a
+    sweep may go on that the user never saw start. The terminal said nothing; it names where to look."""
+    import threading
+
+    import tui.models.data_inspection as data_inspection
+    from test_quit_keys import watch_exit
+
+    monkeypatch.setenv("LORAPILOT_RUNS", str(tmp_path / "my runs"))
+    app = LorapilotApp()
+    notes = watch_exit(app)
+    release = threading.Event()
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            panel = await open_panel(pilot)
+            await plan_settled(pilot, panel)
+            monkeypatch.setattr(data_inspection, "answer", lambda _verb, _argv: release.wait(30) and "")
+            await pilot.press("ctrl+l")
+            await pilot.pause(0.1)
+            assert app.screen is panel and panel._starting
+            await pilot.press("ctrl+q")
+            await pilot.pause(0.05)
+    finally:
+        release.set()
+    printed = "\n".join(getattr(note, "plain", str(note)) for note in notes if note)
+    assert "the sweep was starting as you quit" in printed, printed
+    assert f"lorapilot runs --root '{tmp_path / 'my runs'}'" in printed, printed
+
+
 async def test_the_demo_is_swept_over_its_own_learning_rates():
     """The panel's grid was the pretrained models' 1e-4,2e-4,5e-4 on the demo, whose checklist says 2e-4 is far
     below its 1e-3 to 5e-3: every trial barely moved, the winner at the grid's edge. `lorapilot sweep` on the demo

@@ -16,6 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -24,6 +25,8 @@ from textual.content import Content
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Static
 
+from engine.rundir import safe_text
+from engine.settings import runs_root
 from engine.wrap import fit
 from tui.error_log import say
 from tui.models.sweep_request import FIELDS, SWEEP_DIR_LINE, default_values, field_errors, run_sweep_verb, sweep_argv
@@ -220,3 +223,13 @@ class SweepPanel(ModalScreen[str | None]):
 
     def action_cancel(self) -> None:
         self.dismiss(None)
+
+    def exit_note(self) -> Text | None:
+        """Left in the terminal when the app quits while the sweep starts (App.exit_note asks): the quit ends the
+        data helper the start runs in, and the start is made whole or not at all (engine.detached.sigterm_deferred),
+        so a sweep may go on that the user never saw start: where to look for it."""
+        if not self._starting:
+            return None
+        root = safe_text(shlex.quote(str(runs_root(getattr(self.cfg, "runs_dir", None)))), one_line=True)
+        return Text.assemble("lorapilot: the sweep was starting as you quit; if it had begun, it goes on in the "
+                             "background: ", (f"lorapilot runs --root {root}", "bold"))
