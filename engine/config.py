@@ -694,6 +694,12 @@ def paths_from(cfg: Config, folder: Path) -> Config:
     path is written absolute, unless the file is written in the working folder itself."""
     if folder.resolve() == Path.cwd().resolve():
         return cfg
+    return absolute_paths(cfg)
+
+
+def absolute_paths(cfg: Config) -> Config:
+    """`cfg` with its relative local paths (PATH_FIELDS naming something here) absolute: what they name from this
+    working folder, read the same from any other (a sweep's record, which its resume reads elsewhere)."""
     out = copy.deepcopy(cfg)
     for key in PATH_FIELDS:
         head, _, tail = key.partition(".")

@@ -745,3 +745,29 @@ def test_a_sweep_on_a_data_path_relative_to_the_working_folder_is_resumed(tmp_pa
     config.write_text(config.read_text().replace("train.jsonl", "other.jsonl"))
     with pytest.raises(UserError, match="not the one the sweep wrote"):
         check_trial_config(d, sweep, t)
+
+
+def test_a_sweep_started_on_a_data_path_relative_to_its_folder_is_resumed_from_another(tmp_path, capsys,
+                                                                                         monkeypatch):
+    """A sweep started in folder A on data/train.jsonl (relative to A, not beside the config): sweep.json's base kept
+    the path as typed, and `sweep --resume` from folder B read it against B: no data there (refused as gone), or
+    another file of that name. The trials' config.yaml name A's file; the sweep records the same (absolute), so a
+    resume reads A's file from any folder; resumed with its config from A, the same file is the same config."""
+    import yaml
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    for folder in (a, b):
+        (folder / "data").mkdir(parents=True)
+    demo = DEMO_CONFIG.parent / "demo" / "train.jsonl"
+    (a / "data" / "train.jsonl").write_bytes(demo.read_bytes())
+    (b / "data" / "train.jsonl").write_bytes(demo.read_bytes().replace(b"window", b"wodniw", 1))   # another file
+    raw = yaml.safe_load(DEMO_CONFIG.read_text())
+    raw["dataset"]["path"] = "data/train.jsonl"
+    monkeypatch.chdir(a)
+    d, argv = _cut_after_its_first_trial(tmp_path, capsys, monkeypatch, raw)
+    assert read_sweep(d)["base_config"]["dataset"]["path"] == str(a / "data" / "train.jsonl")
+    code, out, err = sweep_cli(capsys, *argv, "--resume", "--dry-run")   # its own command line, from A
+    assert code == 0 and "1 of 2 trials kept" in out, err
+    monkeypatch.chdir(b)
+    code, out, err = sweep_cli(capsys, "--resume", str(d), "--dry-run")
+    assert code == 0 and "1 of 2 trials kept" in out, err

@@ -450,6 +450,7 @@ def _make_sweep_dir(cfg, config_path: Path, wanted: str | None):
 
 def _sweep_record(sweep_dir: Path, cfg, config_path: Path, trials, steps: int, a, plan: dict,
                   devices: list[str], revisions: dict[str, str], tokens: dict) -> dict:
+    from engine.config import absolute_paths
     from engine.data.fingerprint import data_record
     from engine.sweep.plan import rungs
     from engine.sweep.sweepdir import TRIAL_PENDING
@@ -457,7 +458,7 @@ def _sweep_record(sweep_dir: Path, cfg, config_path: Path, trials, steps: int, a
     return {
         "version": 1, "name": sweep_dir.name, "sweep_dir": str(sweep_dir), "created": time.time(),
         "state": "planned", "driver_pid": None, "started": None, "ended": None,
-        "base_config_path": str(config_path.resolve()), "base_config": cfg.to_dict(),
+        "base_config_path": str(config_path.resolve()), "base_config": absolute_paths(cfg).to_dict(),
         "data": data_record(cfg.dataset, revisions),   # what the trials train on: a resume on other data is refused
         "tokens": tokens,   # and what they are as tokens (tokens_record): a resume on other tokens is refused
         "grid": {"learning_rate": sorted({t.learning_rate for t in trials}), "r": sorted({t.r for t in trials})},

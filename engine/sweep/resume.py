@@ -41,14 +41,18 @@ def check_same_sweep(sweep: dict, sweep_dir: Path, config_path: Path | None, lrs
                      rs: list[int] | None, steps: int | None, halving: bool | None) -> None:
     """A resume given the command line that started the sweep: its config, lr, r, steps and halving (those given)
     must be the sweep's (its trials' results are comparable only under one plan). UserError naming each difference."""
-    from engine.config import FIELDS, load_config
+    from engine.config import FIELDS, PATH_FIELDS, load_config
     from engine.config_paths import get_path
+
+    def same(key: str, mine, theirs) -> bool:   # a local path as the file it names (sweep.json's is absolute)
+        return mine == theirs or (key in PATH_FIELDS and _as_file(mine) == _as_file(theirs))
 
     diffs = []
     if config_path is not None:
         mine, theirs = load_config(config_path).to_dict(), sweep["base_config"]
         diffs = [f"{key}: {yaml_text(get_path(mine, key))} in {config_path}, {yaml_text(get_path(theirs, key))} in "
-                 "the sweep" for key in FIELDS if key != "run_name" and get_path(mine, key) != get_path(theirs, key)]
+                 "the sweep" for key in FIELDS if key != "run_name" and not same(key, get_path(mine, key),
+                                                                                  get_path(theirs, key))]
     grid = sweep.get("requested_grid") or sweep["grid"]
     if lrs is not None and sorted(lrs) != sorted(grid.get("learning_rate", [])):
         diffs.append(f"--lr {_list(lrs)}: the sweep's is {_list(grid.get('learning_rate', []))}")
@@ -143,8 +147,8 @@ def check_trial_config(sweep_dir: Path, sweep: dict, t: dict) -> None:
     schedule), but for its run_name: one edited by hand trained on under the edit (a resume applies what it may), and
     its losses were ranked in the table as its lr and r's. UserError naming each key and both values.
 
-    A local path is compared as the file it names: sweep.json keeps one relative to the working folder as typed
-    (data/train.jsonl), the trial's config.yaml has it absolute (save_config), and every resume was refused."""
+    A local path is compared as the file it names: an older sweep.json kept one relative to the working folder as
+    typed (data/train.jsonl), the trial's config.yaml has it absolute (save_config), and every resume was refused."""
     from engine.config import PATH_FIELDS, config_from_dict, load_config
     from engine.sweep.plan import Trial, trial_config
     from engine.train.resume_check import flat_config
