@@ -218,6 +218,11 @@ _STATUS_FIX = f"a running trainer rewrites {STATUS_FILE}; an ended run's can be 
 _STATUS_TYPES = {"state": str, "step": int, "max_steps": int, "pid": int, "updated": float}
 
 
+class StatusNotRead(DataError):
+    """status.json that could not be read for want of access (Permission denied: another user's, mode 000) or an I/O
+    error: the file may be sound, and reads once the fault goes, though its size and mtime stay the same."""
+
+
 def load_status(run_dir: str | Path) -> dict | None:
     """status.json, None when absent; a DataError naming the file (and key) when it is not a readable status.
 
@@ -235,7 +240,7 @@ def load_status(run_dir: str | Path) -> dict | None:
         raise DataError(f"{path}: not valid JSON (line {e.lineno}, column {e.colno})", fix=_STATUS_FIX) from None
     except READ_ERRORS as e:   # ValueError: not UTF-8, a number of 5,000 digits
         if isinstance(e, OSError) and e.strerror:   # another user's file (Permission denied), an I/O error
-            raise DataError(f"{path}: {e.strerror}", fix="read it as the user who trained the run") from None
+            raise StatusNotRead(f"{path}: {e.strerror}", fix="read it as the user who trained the run") from None
         raise DataError(f"{path}: unreadable ({type(e).__name__})", fix=_STATUS_FIX) from None
     if not isinstance(status, dict):
         raise DataError(f"{path}: expected a JSON object, got {type_word(status)}", fix=_STATUS_FIX)

@@ -152,3 +152,24 @@ def test_an_unreadable_file_beside_a_readable_status_keeps_the_plan_and_clears_w
     assert back.status_error is None and (back.status, back.max_steps, back.schedule) == (
         first.status, 40, first.schedule), back
     assert feed.poll().status is None
+
+
+def test_a_status_readable_later_is_read_then(tmp_path, monkeypatch):
+    """status.json unreadable (mode 000, another user's) and then made readable (chmod), unchanged meanwhile: the feed
+    kept its size and mtime from the failed read, so it never read the file again and the monitor said it unreadable
+    until the trainer next wrote it. It is tried again each poll while it cannot be opened, and read once it can;
+    not again after that while it is unchanged, and the error is said once, not each poll."""
+    from tui.models.run_feed import RunFeed
+
+    run = a_run(tmp_path / "theirs", state="training")
+    feed = RunFeed(run, sample_gpus=False)
+    with monkeypatch.context() as m:
+        deny(m, run / "status.json")
+        up = feed.poll()
+        assert up.status_error is not None and "status.json" in up.status_error and "Permission denied" in \
+            up.status_error, up
+        assert feed.poll().status is None   # still unreadable: nothing new to say
+    back = feed.poll()
+    assert back.status_error is None and back.status == {"state": "training", "step": 4, "max_steps": 4}, back
+    assert back.max_steps == 4
+    assert feed.poll().status is None

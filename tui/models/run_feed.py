@@ -17,8 +17,8 @@ from pathlib import Path
 from engine import gpu, system
 from engine.errors import DataError
 from engine.eta import Schedule, read_run_config, run_schedule
-from engine.rundir import (LOG_FILE, STATUS_FILE, MetricsTail, NotAFile, effective_state, last_checkpoint, load_status,
-                           open_regular, planned_steps, safe_record, safe_text)
+from engine.rundir import (LOG_FILE, STATUS_FILE, MetricsTail, NotAFile, StatusNotRead, effective_state,
+                           last_checkpoint, load_status, open_regular, planned_steps, safe_record, safe_text)
 from tui.models.run_history import Record
 
 
@@ -112,6 +112,7 @@ class RunFeed:
         self.status: Record | None = None
         self.state: str | None = None
         self._status_sig: tuple[int, int] | None = None
+        self._status_not_read = False   # status.json could not be opened (mode 000): tried again each poll
         self._config: dict | None = None   # config.yaml as read once, for a status.json without a schedule
         # As last read, sent again beside the status whenever only the error changes (the monitor copies all three).
         self._max_steps = 0
@@ -172,30 +173,39 @@ class RunFeed:
         except OSError:
             return False
 
+    def _read_status(self, up: FeedUpdate) -> None:
+        was_not_read = self._status_not_read
+        try:
+            status, error = load_status(self.run_dir), None
+            self._status_not_read = False
+        except DataError as e:
+            # The stale last good status is dropped: its pid and start would show a corrupt run as live.
+            reason = e.message.removeprefix(f"{self.run_dir / STATUS_FILE}: ")
+            status, error = None, safe_text(f"{STATUS_FILE} unreadable: {reason}")
+            self._status_not_read = isinstance(e, StatusNotRead)
+            if was_not_read and self._status_not_read and error == self._status_error:
+                return   # still unreadable, as said: nothing new
+        self.status = safe_record(status)
+        self._status_error = error
+        self._max_steps = planned_steps(self.status, last_checkpoint(self.run_dir)) or 0
+        if self._config is None and not (self.status or {}).get("schedule"):  # a run from before the field
+            self._config = read_run_config(self.run_dir)
+        self._schedule = run_schedule(self.run_dir, self.status, self._config or {})
+        up.status, up.max_steps, up.schedule = self.status or {}, self._max_steps, self._schedule
+
     def _poll_status(self, up: FeedUpdate) -> None:
         try:
             st = os.stat(self.run_dir / STATUS_FILE)
             sig = (st.st_size, st.st_mtime_ns)
         except FileNotFoundError:
             sig = None
-        if sig != self._status_sig:
+        if sig != self._status_sig or self._status_not_read:
             # Read once per change of size or mtime. The trainer replaces status.json atomically (a temp file, then
             # a rename), so a reader never sees half of one: a file that does not parse is corrupt, said at once,
-            # and read again only when the trainer writes a new one.
+            # and read again only when the trainer writes a new one. One that could not be opened (mode 000) is
+            # tried again each poll until it opens: a chmod changes neither its size nor its mtime.
             self._status_sig = sig
-            try:
-                status, error = load_status(self.run_dir), None
-            except DataError as e:
-                # The stale last good status is dropped: its pid and start would show a corrupt run as live.
-                reason = e.message.removeprefix(f"{self.run_dir / STATUS_FILE}: ")
-                status, error = None, f"{STATUS_FILE} unreadable: {reason}"
-            self.status = safe_record(status)
-            self._status_error = error and safe_text(error)
-            self._max_steps = planned_steps(self.status, last_checkpoint(self.run_dir)) or 0
-            if self._config is None and not (self.status or {}).get("schedule"):  # a run from before the field
-                self._config = read_run_config(self.run_dir)
-            self._schedule = run_schedule(self.run_dir, self.status, self._config or {})
-            up.status, up.max_steps, up.schedule = self.status or {}, self._max_steps, self._schedule
+            self._read_status(up)
         # Liveness can change with no write to status.json (the trainer was
         # killed), so the effective state is recomputed on every poll.
         state = effective_state(self.status, self.run_dir)
