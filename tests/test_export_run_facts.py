@@ -150,3 +150,19 @@ def test_a_loss_no_float_holds_is_left_out_of_the_cards_numbers(tmp_path):
     facts = RunFacts(run_dir=tmp_path, cfg=Config(model="m"), adapter=tmp_path, base_model="m", base_path="m")
     _training_facts(facts, records)
     assert (facts.train_loss, facts.eval_loss, facts.best_eval) == (2.0, 1.5, (1, 1.5))
+
+
+@pytest.mark.parametrize(("planned", "said"), [(False, False), (True, True), (None, True)])
+def test_the_card_says_packed_as_the_plan_trained(tmp_path, planned, said):
+    """A model whose layers carry state across a packed row (Qwen3.5, Mamba, LFM2) trains padded though its config
+    packs (engine.plan.packing_for): the card read training.packing and said "packed". The plan in status.json
+    says; a status without it (an older run) leaves the config's word."""
+    from engine.config import Config
+    from engine.export.card import training_table
+    from engine.export.facts import RunFacts, _training_facts
+
+    facts = RunFacts(run_dir=tmp_path, cfg=Config(model="m"), adapter=tmp_path, base_model="m", base_path="m")
+    assert facts.cfg.training.packing
+    _training_facts(facts, [], {"plan": {"packing": planned}} if planned is not None else {})
+    batch = dict(training_table(facts))["Batch"]
+    assert batch.endswith(", packed") == said, batch

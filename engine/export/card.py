@@ -67,7 +67,8 @@ def training_table(facts: RunFacts) -> list[tuple[str, str]]:
         ("Method", _method(cfg)),
         ("Steps", _steps(facts)),
         ("Batch", f"{t.micro_batch_size} x {t.gradient_accumulation_steps} accumulation, "
-                  f"sequences up to {t.max_seq_length} tokens" + (", packed" if t.packing else "")),
+                  f"sequences up to {t.max_seq_length} tokens"
+                  + (", packed" if (t.packing if facts.packed is None else facts.packed) else "")),
         ("Learning rate", (f"{t.learning_rate:g}, {t.lr_scheduler}, warm-up {t.warmup_ratio:g} of the steps; "
                            f"optimizer {_optimizer(facts)}")),
         ("Final train loss", _num(facts.train_loss)),

@@ -45,6 +45,7 @@ class RunFacts:
     hardware: str | None = None
     seconds: float | None = None
     optimizer: str | None = None         # the optimizer the trainer ran (its plan), where it says
+    packed: bool | None = None           # whether its plan packed the rows, where it says (None: the config's)
     data: DataFacts = field(default_factory=lambda: DataFacts(path=""))
 
     @property
@@ -273,6 +274,14 @@ def _ran_optimizer(status: dict | None) -> str | None:
     return opt if isinstance(opt, str) and opt else None
 
 
+def _ran_packed(status: dict | None) -> bool | None:
+    """Whether the trainer's plan packed the rows (status.json): a model whose layers carry state across a packed
+    row trains padded whatever training.packing says (engine.plan.packing_for)."""
+    plan = (status or {}).get("plan")
+    packed = plan.get("packing") if isinstance(plan, dict) else None
+    return packed if isinstance(packed, bool) else None
+
+
 def _training_facts(facts: RunFacts, records: list[dict], status: dict | None = None) -> None:
     from engine.diagnose.live import diagnose_records
 
@@ -289,6 +298,7 @@ def _training_facts(facts: RunFacts, records: list[dict], status: dict | None = 
     seconds = run_elapsed(status, records)
     facts.seconds = seconds if seconds else None
     facts.optimizer = _ran_optimizer(status)
+    facts.packed = _ran_packed(status)
     curve = [f for f in diagnose_records(records) if f.code == "learning_curve"]
     # The verdict at the latest evaluation (re-said at every one), labelled with its step.
     facts.verdict = (f"{curve[-1].message.removeprefix('Learning curve: ')} (evaluation at step {curve[-1].step})"
