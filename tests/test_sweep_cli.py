@@ -415,3 +415,32 @@ def test_a_start_cut_by_sigterm_leaves_a_whole_sweep(tmp_path):
     assert r.returncode == -signal.SIGTERM, (r.returncode, r.stderr[-2000:])   # ended, as the quit asked
     assert "engine.sweep.driver" in spawned.read_text()   # but only once the driver was started
     assert read_sweep(folder)["trials"] and (folder / "base_config.yaml").exists()
+
+
+def test_the_sweep_start_hashes_its_data_before_deferring_sigterm(tmp_path, monkeypatch):
+    """The start defers SIGTERM from making the folder to starting the driver; sweep.json's data record, made inside
+    that, read every data file through sha256 there, so an app quitting mid-start (it ends the data helper by
+    SIGTERM and waits for it) waited on the hash of the whole dataset. It is made before."""
+    import os
+    import signal
+    from types import SimpleNamespace
+
+    import engine.data.fingerprint
+    import engine.sweep.driver
+    from engine.settings import PRESETS_DIR
+    from tui.models.sweep_request import run_sweep_verb
+
+    handlers = []
+    real = engine.data.fingerprint.data_record
+
+    def data_record(*a, **k):
+        handlers.append(signal.getsignal(signal.SIGTERM))
+        return real(*a, **k)
+
+    monkeypatch.setattr(engine.data.fingerprint, "data_record", data_record)
+    monkeypatch.setattr(engine.sweep.driver, "spawn_detached", lambda cmd, log, **k: SimpleNamespace(pid=os.getpid()))
+    monkeypatch.setenv("LORAPILOT_RUNS", str(tmp_path / "runs"))
+    monkeypatch.chdir(PRESETS_DIR.parent)
+    before = signal.getsignal(signal.SIGTERM)
+    run_sweep_verb(["presets/demo.yaml", "--yes", "--detach", "--steps", "3", "--sweep-dir", str(tmp_path / "s")])
+    assert read_sweep(tmp_path / "s")["data"] and handlers and all(h == before for h in handlers), handlers

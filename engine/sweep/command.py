@@ -316,15 +316,18 @@ def _new(config_path: Path, a) -> int:
     if not _confirmed(a):
         print("not started")
         return EXIT_OK
+    from engine.data.fingerprint import data_record
     from engine.detached import sigterm_deferred
 
+    # Before the deferral: it hashes every data file, and the app's quit waits for the data helper this runs in.
+    data = data_record(cfg.dataset, revisions)
     # A SIGTERM (the app quitting ends the data helper this runs in) waits until the driver runs: cut in between,
     # the folder was left with no sweep.json (not a sweep to any command) or with one and no driver.
     with sigterm_deferred():
         sweep_dir, lock = _make_sweep_dir(cfg, config_path, a.sweep_dir)
         try:
             proc = _write_and_spawn(sweep_dir, lock, _sweep_record(sweep_dir, cfg, config_path, trials, steps, a,
-                                                                   plan, devices, revisions, tokens), config_path)
+                                                                   plan, devices, data, tokens), config_path)
         finally:
             lock.release()
     return _started(sweep_dir, proc, a)
@@ -449,9 +452,9 @@ def _make_sweep_dir(cfg, config_path: Path, wanted: str | None):
 
 
 def _sweep_record(sweep_dir: Path, cfg, config_path: Path, trials, steps: int, a, plan: dict,
-                  devices: list[str], revisions: dict[str, str], tokens: dict) -> dict:
+                  devices: list[str], data: dict, tokens: dict) -> dict:
+    """data: engine.data.fingerprint.data_record of the dataset, made before (it reads every file)."""
     from engine.config import absolute_paths
-    from engine.data.fingerprint import data_record
     from engine.sweep.plan import rungs
     from engine.sweep.sweepdir import TRIAL_PENDING
 
@@ -459,7 +462,7 @@ def _sweep_record(sweep_dir: Path, cfg, config_path: Path, trials, steps: int, a
         "version": 1, "name": sweep_dir.name, "sweep_dir": str(sweep_dir), "created": time.time(),
         "state": "planned", "driver_pid": None, "started": None, "ended": None,
         "base_config_path": str(config_path.resolve()), "base_config": absolute_paths(cfg).to_dict(),
-        "data": data_record(cfg.dataset, revisions),   # what the trials train on: a resume on other data is refused
+        "data": data,   # what the trials train on: a resume on other data is refused
         "tokens": tokens,   # and what they are as tokens (tokens_record): a resume on other tokens is refused
         "grid": {"learning_rate": sorted({t.learning_rate for t in trials}), "r": sorted({t.r for t in trials})},
         "requested_grid": {k: sorted(v) for k, v in a.requested_grid.items()},
