@@ -25,7 +25,7 @@ ROWS = json.loads(FIXTURE.read_text())["rows"]
 # (RunPlan.mask_free_dropout, RunPlan.mask_hash32), none checkpointed inside a compiled graph
 # (RunPlan.checkpoint_in_graph_layers).
 ADDED_SINCE = {"compile_layers": False, "graph_dequant": False, "offload_layers": 0, "mask_free_dropout": False,
-               "mask_hash32": False, "samples_off": None, "checkpoint_in_graph_layers": 0}
+               "mask_hash32": False, "samples_off": None, "checkpoint_in_graph_layers": 0, "packing_off": None}
 
 
 def test_the_rows_cover_what_issue_22_asks():
