@@ -425,6 +425,9 @@ async def test_a_system_prompt_the_template_has_no_place_for_is_refused_in_words
         screen = app.screen
         system_line = lambda: screen.query_one("#pg-system").render_line(0).text.strip()  # noqa: E731
         field = screen.query_one("#system-prompt")
+        await pilot.pause(0.05)
+        # before the model is in, what it will be, in words ("which one training used: read once the model is in")
+        assert system_line() == "in use: the one training used (known once the model loads)", system_line()
         field.focus()
         await type_text(pilot, "Be brief.")
         loading.set()

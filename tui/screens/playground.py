@@ -168,7 +168,7 @@ class PlaygroundScreen(Screen):
             self.query_one("#pg-system", Static).update(Content.styled(f"✗ leave it empty: {refused}", "$text-error"))
             return
         if style is None:
-            text = "which one training used: read once the model is in"
+            text = "the one training used (known once the model loads)"
         elif refused:
             text = f"none, as {refused}"
         else:
